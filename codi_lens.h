@@ -1,0 +1,2390 @@
+/* codi_lens.h - run and instrument the CODI latent-reasoning Llama 3.2 in one C header.
+
+   WHAT IT IS
+   A pure-C99 (libc + libm; pthreads optional) engine for CODI ("Compressing Chain-of-Thought
+   into Continuous Space via Self-Distillation", github.com/zhenyi4/codi): Llama 3.2 + LoRA +
+   the `prj` projection that turns the last hidden state into the next input embedding.
+   Every internal buffer is a plain float array you can read and write: the residual stream
+   entering each layer at every position, the KV cache (keys after RoPE), the logits. Hooks
+   at named points of the forward pass let you record, steer and patch.
+
+   USE
+   In exactly one C file:
+       #define CODI_LENS_IMPLEMENTATION
+       #include "codi_lens.h"
+   Build: cc -O2 app.c -lm            (add -DCODI_THREADS -pthread for threads)
+
+   QUICK START (a CODI question given as token ids; the tokenizer section turns text into ids)
+       char err[256];
+       codi_load_opts lo = codi_load_opts_default();
+       codi_model *m = codi_load("codi_tiny.bin", &lo, err, sizeof err);
+       if (!m) { fprintf(stderr, "%s\n", err); return 1; }
+       codi_state *s = codi_state_alloc(m, 512, 1);
+       codi_run_opts ro = codi_run_opts_default(m);
+       int32_t ids[] = { 1, 17, 42, 99, 513 };          // bos, question, bot
+       codi_run_result r;
+       if (codi_run(m, s, ids, 5, &ro, &r) != 0) { fprintf(stderr, "%s\n", s->error); return 1; }
+       for (int i = 0; i < r.n_answer; i++) printf("%d ", r.answer[i]);
+       float *h = codi_state_resid(s, 2, 5);            // residual entering layer 2 at position 5
+       codi_state_free(s); codi_model_free(m);
+
+   CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
+       CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
+       CODI_ASSERT(x)                                 programmer-error check (default assert)
+       CODI_THREADS                                   pthread pool for the matrix kernels
+       CODI_NO_MMAP                                   read files into memory instead of mmap
+       CODI_STATIC                                    make every function static
+
+   WHAT IT DOES NOT DO
+   No GPU, no training of the model, no sampling other than greedy, no quantization below
+   bf16, no architectures other than Llama. It never executes code from a checkpoint: the
+   pickle reader accepts only the globals torch.save emits for a state dict.
+
+   DIMENSIONS used in shape comments
+       L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
+       CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
+
+   CONTENTS (grep for ">>name")
+       >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
+       >>state  >>kernels  >>forward  >>codi  >>lens  >>io
+
+   THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
+*/
+#ifndef CODI_LENS_H
+#define CODI_LENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef CODI_STATIC
+#define CODI_API static
+#else
+#define CODI_API extern
+#endif
+
+/* >>api -------------------------------------------------------------------------------- */
+
+enum { CODI_F32 = 0, CODI_BF16 = 1, CODI_F16 = 2 };       /* element types of weights */
+
+/* The model's shape and CODI settings (HF config.json + CODI token ids). */
+typedef struct {
+    int dim;            /* D (hidden_size) */
+    int ffn_dim;        /* F (intermediate_size) */
+    int n_layers;       /* L */
+    int n_heads;        /* H */
+    int n_kv_heads;     /* KVH */
+    int head_dim;       /* HD */
+    int vocab;          /* V: rows of the embedding table, CODI tokens included */
+    int prj_dim;        /* P: prj hidden size, 0 when the checkpoint has no prj */
+    float norm_eps;     /* RMSNorm eps */
+    float ln_eps;       /* prj LayerNorm eps */
+    float rope_theta;
+    int rope_llama3;    /* 1: llama3 frequency scaling with the four values below */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_pos;
+    int bos_id;
+    int eos_ids[8];     /* generation stops at any of these */
+    int n_eos;
+    int pad_id, bot_id, eot_id;   /* CODI tokens; default base vocab + 0, 1, 2 */
+    float lora_scale;   /* alpha / r used when merging */
+} codi_config;
+
+/* Load options; start from codi_load_opts_default(). */
+typedef struct {
+    const char *base;   /* Hugging Face Llama directory the checkpoint is layered over, or NULL */
+    int exact;          /* 1: merged weights kept in f32; 0: merged weights rounded to bf16 */
+    float lora_scale;   /* alpha / r; 0.25 for the released CODI Llama (32 / 128) */
+    int head_dim;       /* > 0 overrides config.json / the default 64 when inferring */
+    int base_vocab;     /* > 0: pad/bot/eot = base_vocab + 0/1/2 (default: V - 3 for CODI) */
+} codi_load_opts;
+
+/* A weight matrix W [rows = out features, cols = in features], row-major. */
+typedef struct {
+    int dtype;          /* CODI_F32 or CODI_BF16 */
+    int rows, cols;
+    const void *data;   /* [rows, cols] of dtype; may point into a mapped file */
+} codi_matrix;
+
+typedef struct {
+    float *attn_norm;             /* [D] input_layernorm */
+    codi_matrix wq, wk, wv, wo;   /* [H*HD, D], [KVH*HD, D], [KVH*HD, D], [D, H*HD] */
+    float *mlp_norm;              /* [D] post_attention_layernorm */
+    codi_matrix gate, up, down;   /* [F, D], [F, D], [D, F] */
+} codi_layer;
+
+typedef struct {
+    codi_matrix embed;            /* [V, D] token embeddings */
+    codi_layer *layers;           /* [L] */
+    float *final_norm;            /* [D] */
+    codi_matrix lm_head;          /* [V, D]; same data as embed when tied */
+    codi_matrix prj1, prj3;       /* [P, D], [D, P] (f32); data NULL without prj */
+    float *prj1_b, *prj3_b;       /* [P], [D] */
+    float *prj_ln_w, *prj_ln_b;   /* [D], [D] LayerNorm */
+} codi_weights;
+
+/* Where one loaded tensor came from (for `codi info` and the --base report). */
+typedef struct {
+    char name[128];     /* canonical name, e.g. "model.layers.3.mlp.up_proj.weight" */
+    int source;         /* 0: checkpoint, 1: base model */
+    int dtype;          /* as stored */
+    int ndim;
+    int64_t shape[4];
+} codi_tensor_info;
+
+typedef struct codi_model {
+    codi_config config;
+    codi_weights w;
+    codi_tensor_info *tensors;    /* [n_tensors] every tensor read, with its source */
+    int n_tensors;
+    int exact;                    /* weights in f32 (1) or bf16 (0) */
+    void *internal;               /* mapped files and owned buffers */
+} codi_model;
+
+/* Hook points, in the order a position meets them. */
+enum {
+    CODI_HOOK_EMBED = 0,  /* input embedding (token row or latent vector) [D] */
+    CODI_HOOK_RESID,      /* residual entering layer `layer` [D]; layer == L: last layer output */
+    CODI_HOOK_KEY,        /* key after RoPE written to the cache at layer [KVH*HD] */
+    CODI_HOOK_VALUE,      /* value written to the cache at layer [KVH*HD] */
+    CODI_HOOK_ATTN_OUT,   /* attention output (after o_proj) before it is added [D] */
+    CODI_HOOK_MLP_OUT,    /* MLP output before it is added [D] */
+    CODI_HOOK_FINAL,      /* final-norm hidden state: what lm_head and prj read [D] */
+    CODI_HOOK_COUNT
+};
+
+/* Phases the CODI helpers set in codi_state.phase. */
+enum { CODI_PHASE_PREFILL = 0, CODI_PHASE_LATENT = 1, CODI_PHASE_ANSWER = 2 };
+
+typedef struct {
+    int point;          /* CODI_HOOK_* */
+    int layer;          /* layer index (CODI_HOOK_EMBED: -1; FINAL: L) */
+    int pos;            /* absolute position */
+    int phase, step;    /* codi_state.phase and .step at the call (latent step k = 1..N) */
+    int size;           /* floats in the view */
+} codi_hook_info;
+
+/* A hook may read and modify data[0..size). Return 0 to go on; any other value stops the
+   forward pass, which then fails with that code in its error message. */
+typedef int (*codi_hook_fn)(void *user, const codi_hook_info *info, float *data);
+
+#define CODI_MAX_HOOKS 16
+
+typedef struct codi_state {
+    int max_pos;        /* T: positions this state can hold */
+    int n_pos;          /* positions processed so far */
+    int chunk;          /* C: positions per pass through the weights */
+    int n_layers, dim, n_kv_heads, head_dim, vocab;  /* copied from the model's config */
+    float *resid;       /* [L+1, T, D] residual entering layer l; l = L: last layer output */
+    float *key_cache;   /* [L, KVH, T, HD] keys after RoPE (as HF caches them) */
+    float *value_cache; /* [L, KVH, T, HD] */
+    float *final_hidden;/* [D] final-norm hidden state of the last position */
+    float *logits;      /* [V] logits of the last position */
+    int phase, step;    /* reported to hooks; set by the CODI helpers */
+    codi_hook_fn hooks[CODI_MAX_HOOKS];
+    void *hook_user[CODI_MAX_HOOKS];
+    int n_hooks;
+    char error[256];    /* why the last call on this state failed */
+    void *internal;     /* scratch buffers and the thread pool */
+} codi_state;
+
+/* How codi_run drives one CODI question (start from codi_run_opts_default). */
+typedef struct {
+    int n_latent;       /* latent steps (default 6; 0 allowed) */
+    int max_answer;     /* answer tokens at most (default 256) */
+    int stop_at_eos;    /* 1: stop after an eos id (default); 0: always max_answer tokens */
+    int feed_eot;       /* 1: feed eot before the answer (default) */
+    float *answer_logits;  /* optional [max_answer, V] out: logits of every answer step */
+    float *latent_logits;  /* optional [n_latent+1, V] out: lm_head(final) at bot + latents */
+    float *latents;        /* optional [n_latent+1, D] out: z_1..z_(N+1) (the last is not fed) */
+} codi_run_opts;
+
+typedef struct {
+    int32_t answer[1024]; /* greedy answer tokens (eos included when it came) */
+    int n_answer;
+    int prompt_len;       /* T0: positions of the prompt (bot included) */
+} codi_run_result;
+
+CODI_API codi_load_opts codi_load_opts_default(void);
+/* Loads a CODI checkpoint (pytorch_model.bin or .safetensors) or a Hugging Face Llama
+   directory, optionally over opts->base. Returns NULL and a message in err on failure. */
+CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz);
+CODI_API void codi_model_free(codi_model *m);
+
+/* A state for up to max_pos positions, with n_threads workers (1 without CODI_THREADS).
+   NULL when out of memory. */
+CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads);
+CODI_API void codi_state_free(codi_state *s);
+CODI_API void codi_state_reset(codi_state *s);                 /* n_pos = 0, hooks kept */
+/* Copies src's positions, caches, logits and phase into dst (same model, dst->max_pos >=
+   src->n_pos): fork a run after a shared prefix. Returns 0, or -1 with dst->error. */
+CODI_API int codi_state_copy(const codi_model *m, codi_state *dst, const codi_state *src);
+/* Pointer to the residual entering layer l (l = L: last layer output) at position pos. */
+CODI_API float *codi_state_resid(codi_state *s, int layer, int pos);
+/* Pointer to the cached key / value [HD] of layer, kv head, position. */
+CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos);
+CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos);
+CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user); /* -1 if full */
+CODI_API void codi_state_clear_hooks(codi_state *s);
+
+/* The forward pass: appends n positions, given as token ids or as embedding vectors
+   [n, D] (exactly one non-NULL). Fills s->logits and s->final_hidden for the last position,
+   and logits_out [n, V] for every position when not NULL. Returns 0, or -1 with s->error. */
+CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens,
+                          const float *embeds, int n, float *logits_out);
+
+/* CODI's projection: z [D] = LayerNorm(W3 gelu(W1 h + b1) + b3), h [D] a final-norm hidden. */
+CODI_API int codi_project(const codi_model *m, const float *h, float *z);   /* 0, or -1 without prj */
+/* One latent step: z = prj(s->final_hidden), fed at the next position. z_out [D] may be NULL. */
+CODI_API int codi_latent_step(const codi_model *m, codi_state *s, float *z_out);
+/* argmax of logits [V] over every id except the last (CODI's logits[:, :-1]). */
+CODI_API int codi_argmax_answer(const codi_model *m, const float *logits);
+CODI_API codi_run_opts codi_run_opts_default(const codi_model *m);
+/* A whole CODI question: prefill ids (ending with bot), n_latent steps, eot, greedy answer. */
+CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, int n,
+                      const codi_run_opts *o, codi_run_result *r);
+/* Prompt ids from question ids: BOS q... bot (recipe 0, zhenyi4 remove_eos) or
+   BOS q... <|eot_id|> bot (recipe 1, Latent Reasoning Sprint). Returns the count, or -1
+   if out_cap is too small. */
+CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, int nq, int32_t *out, int out_cap);
+/* The last number in text (commas removed) into *out; returns 1 if one was found. */
+CODI_API int codi_extract_answer(const char *text, double *out);
+
+/* Logit lens: logits [V] = lm_head(final_norm(resid [D])). Returns 0, or -1 out of memory. */
+CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits);
+/* The logit lens at residual index layer (0..L) and a processed position of s; -1 with
+   s->error when layer or pos is out of range. */
+CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits);
+
+/* Writes tensors as a .safetensors file. dtype per tensor: CODI_F32 or 'i' (int32). */
+typedef struct {
+    const char *name;
+    int is_int;          /* 0: float32 data, 1: int32 data */
+    const void *data;
+    int ndim;
+    int64_t shape[4];
+} codi_st_entry;
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CODI_LENS_H */
+
+/* ---- stop here if you only want the API ------------------------------------------------ */
+
+#ifdef CODI_LENS_IMPLEMENTATION
+#ifndef CODI_LENS_IMPLEMENTATION_DONE
+#define CODI_LENS_IMPLEMENTATION_DONE
+
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+#include <limits.h>
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+#ifdef CODI_THREADS
+#include <pthread.h>
+#endif
+
+#if defined(CODI_MALLOC) && defined(CODI_FREE) && defined(CODI_REALLOC)
+#elif !defined(CODI_MALLOC) && !defined(CODI_FREE) && !defined(CODI_REALLOC)
+#define CODI_MALLOC(n) malloc(n)
+#define CODI_REALLOC(p, n) realloc(p, n)
+#define CODI_FREE(p) free(p)
+#else
+#error "define all of CODI_MALLOC, CODI_REALLOC, CODI_FREE or none"
+#endif
+#ifndef CODI_ASSERT
+#include <assert.h>
+#define CODI_ASSERT(x) assert(x)
+#endif
+
+/* >>util --------------------------------------------------------------------------------- */
+
+static float codi__bf16_to_f32(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16; float f;
+    memcpy(&f, &u, 4); return f;
+}
+
+/* Round to nearest even, as torch's .to(torch.bfloat16) does; NaN stays NaN. */
+static uint16_t codi__f32_to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float codi__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31u, man = h & 1023u, u;
+    float f;
+    if (exp == 0) {                               /* zero or subnormal */
+        f = ldexpf((float)man, -24);
+        return sign ? -f : f;
+    }
+    if (exp == 31) u = sign | 0x7f800000u | (man << 13);
+    else u = sign | ((exp + 112u) << 23) | (man << 13);
+    memcpy(&f, &u, 4); return f;
+}
+
+static size_t codi__dtype_size(int dtype) { return dtype == CODI_F32 ? 4 : 2; }
+
+/* Element i of a tensor of dtype at p, as f32 (reads byte-wise: p may be unaligned). */
+static float codi__load_elem(const void *p, int dtype, size_t i) {
+    const unsigned char *b = (const unsigned char *)p;
+    if (dtype == CODI_F32) { float f; memcpy(&f, b + 4 * i, 4); return f; }
+    else {
+        uint16_t h; memcpy(&h, b + 2 * i, 2);
+        return dtype == CODI_BF16 ? codi__bf16_to_f32(h) : codi__f16_to_f32(h);
+    }
+}
+
+static void codi__err(char *err, size_t errsz, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+#include <stdarg.h>
+static void codi__err(char *err, size_t errsz, const char *fmt, ...) {
+    va_list ap;
+    if (!err || !errsz) return;
+    va_start(ap, fmt);
+    vsnprintf(err, errsz, fmt, ap);
+    va_end(ap);
+}
+
+static char *codi__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)CODI_MALLOC(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static int codi__ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* >>json: a small DOM JSON reader (RFC 8259) for config.json, safetensors headers,
+   index files and tokenizer.json. One arena per document; strings are decoded to
+   NUL-terminated UTF-8 (escapes and surrogate pairs resolved). */
+
+enum { CODI__J_NULL, CODI__J_FALSE, CODI__J_TRUE, CODI__J_NUM, CODI__J_STR, CODI__J_ARR, CODI__J_OBJ };
+
+typedef struct codi__json {
+    int type;                      /* CODI__J_* */
+    int count;                     /* number of children (arrays, objects) */
+    double num;                    /* CODI__J_NUM */
+    const char *str; size_t len;   /* CODI__J_STR: decoded bytes, NUL-terminated */
+    const char *key; size_t keylen;/* member name when the parent is an object */
+    struct codi__json *child;      /* first element or member */
+    struct codi__json *next;       /* next sibling */
+} codi__json;
+
+typedef struct {
+    const char *p, *end;
+    codi__json *nodes; size_t nnodes, cap_nodes;
+    char *strs; size_t nstrs, cap_strs;
+    const char *err;
+    int depth;
+} codi__jparser;
+
+/* Upper bounds for the arena, from one cheap scan: every value starts a node
+   at most once per byte that can begin a value, strings never grow when decoded. */
+static void codi__json_count(const char *s, size_t n, size_t *nodes, size_t *bytes) {
+    size_t i, c = 1;
+    for (i = 0; i < n; i++) if (s[i] == ',' || s[i] == '[' || s[i] == '{' || s[i] == ':') c++;
+    *nodes = c; *bytes = n + 1;
+}
+
+static void codi__json_ws(codi__jparser *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int codi__json_hex4(const char *p, unsigned *out) {
+    unsigned v = 0; int i;
+    for (i = 0; i < 4; i++) {
+        char c = p[i]; v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return 0;
+    }
+    *out = v; return 1;
+}
+
+static size_t codi__utf8_put(char *o, unsigned cp) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) { o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63)); o[2] = (char)(0x80 | (cp & 63)); return 3; }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
+    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
+}
+
+/* Parses a string literal at j->p (which points at the opening quote). */
+static int codi__json_string(codi__jparser *j, const char **out, size_t *outlen) {
+    char *o = j->strs + j->nstrs, *start = o;
+    j->p++;
+    for (;;) {
+        char c;
+        if (j->p >= j->end) { j->err = "unterminated string"; return 0; }
+        c = *j->p++;
+        if (c == '"') break;
+        if ((unsigned char)c < 0x20) { j->err = "control character in string"; return 0; }
+        if (c != '\\') { *o++ = c; continue; }
+        if (j->p >= j->end) { j->err = "unterminated escape"; return 0; }
+        c = *j->p++;
+        switch (c) {
+        case '"': *o++ = '"'; break;   case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;   case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;  case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;  case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (j->end - j->p < 4 || !codi__json_hex4(j->p, &cp)) { j->err = "bad \\u escape"; return 0; }
+            j->p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' &&
+                codi__json_hex4(j->p + 2, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                j->p += 6;
+            }
+            /* a 6-byte escape decodes to at most 4 bytes (a lone surrogate to 3) */
+            o += codi__utf8_put(o, cp);
+            break;
+        }
+        default: j->err = "bad escape"; return 0;
+        }
+    }
+    *o++ = 0;
+    *out = start; *outlen = (size_t)(o - start - 1);
+    j->nstrs = (size_t)(o - j->strs);
+    return 1;
+}
+
+static codi__json *codi__json_value(codi__jparser *j);
+
+static codi__json *codi__json_node(codi__jparser *j, int type) {
+    codi__json *n;
+    if (j->nnodes >= j->cap_nodes) { j->err = "too many values"; return NULL; }
+    n = &j->nodes[j->nnodes++];
+    memset(n, 0, sizeof *n);
+    n->type = type;
+    return n;
+}
+
+static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
+    codi__json *n = codi__json_node(j, is_obj ? CODI__J_OBJ : CODI__J_ARR), *last = NULL;
+    char close = is_obj ? '}' : ']';
+    if (!n) return NULL;
+    if (++j->depth > 256) { j->err = "nesting too deep"; return NULL; }
+    j->p++;
+    codi__json_ws(j);
+    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return n; }
+    for (;;) {
+        codi__json *v;
+        const char *key = NULL; size_t keylen = 0;
+        if (is_obj) {
+            codi__json_ws(j);
+            if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
+            if (!codi__json_string(j, &key, &keylen)) return NULL;
+            codi__json_ws(j);
+            if (j->p >= j->end || *j->p != ':') { j->err = "expected ':'"; return NULL; }
+            j->p++;
+        }
+        v = codi__json_value(j);
+        if (!v) return NULL;
+        v->key = key; v->keylen = keylen;
+        if (last) last->next = v; else n->child = v;
+        last = v; n->count++;
+        codi__json_ws(j);
+        if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+        if (j->p < j->end && *j->p == close) { j->p++; break; }
+        j->err = is_obj ? "expected ',' or '}'" : "expected ',' or ']'";
+        return NULL;
+    }
+    j->depth--;
+    return n;
+}
+
+static codi__json *codi__json_value(codi__jparser *j) {
+    codi__json *n;
+    codi__json_ws(j);
+    if (j->p >= j->end) { j->err = "unexpected end of input"; return NULL; }
+    switch (*j->p) {
+    case '{': return codi__json_container(j, 1);
+    case '[': return codi__json_container(j, 0);
+    case '"':
+        n = codi__json_node(j, CODI__J_STR);
+        if (!n || !codi__json_string(j, &n->str, &n->len)) return NULL;
+        return n;
+    case 't': case 'f': case 'n': {
+        static const char *words[3] = { "true", "false", "null" };
+        static const int types[3] = { CODI__J_TRUE, CODI__J_FALSE, CODI__J_NULL };
+        int w;
+        for (w = 0; w < 3; w++) {
+            size_t wl = strlen(words[w]);
+            if ((size_t)(j->end - j->p) >= wl && memcmp(j->p, words[w], wl) == 0) {
+                j->p += wl;
+                return codi__json_node(j, types[w]);
+            }
+        }
+        j->err = "bad literal"; return NULL;
+    }
+    default: {
+        char buf[64]; size_t k = 0; char *endp;
+        while (j->p + k < j->end && k < sizeof buf - 1 && strchr("+-0123456789.eE", j->p[k])) { buf[k] = j->p[k]; k++; }
+        buf[k] = 0;
+        if (k == 0) { j->err = "unexpected character"; return NULL; }
+        n = codi__json_node(j, CODI__J_NUM);
+        if (!n) return NULL;
+        n->num = strtod(buf, &endp);
+        if (*endp) { j->err = "bad number"; return NULL; }
+        j->p += k;
+        return n;
+    }
+    }
+}
+
+/* Parses text[0..len). Returns the root (free with codi__json_free) or NULL with
+   a message in err. */
+static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+    codi__jparser j;
+    codi__json *root;
+    memset(&j, 0, sizeof j);
+    j.p = text; j.end = text + len;
+    codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
+    /* node 0 is a hidden header owning the string arena: see codi__json_free */
+    j.nodes = (codi__json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi__json));
+    j.strs = (char *)CODI_MALLOC(j.cap_strs + 4);
+    if (!j.nodes || !j.strs) {
+        CODI_FREE(j.nodes); CODI_FREE(j.strs);
+        snprintf(err, errsz, "out of memory parsing JSON"); return NULL;
+    }
+    memset(&j.nodes[0], 0, sizeof(codi__json));
+    j.nodes[0].str = j.strs;
+    j.nodes++;
+    root = codi__json_value(&j);
+    if (root) {
+        codi__json_ws(&j);
+        if (j.p != j.end) { root = NULL; j.err = "trailing characters"; }
+    }
+    if (!root) {
+        snprintf(err, errsz, "JSON error at byte %lu: %s", (unsigned long)(j.p - text), j.err ? j.err : "?");
+        CODI_FREE(j.nodes - 1); CODI_FREE(j.strs);
+        return NULL;
+    }
+    return root;
+}
+
+static void codi__json_free(codi__json *root) {
+    if (!root) return;
+    CODI_FREE((void *)root[-1].str);
+    CODI_FREE(root - 1);
+}
+
+/* Member `key` of object `o`, or NULL. */
+static const codi__json *codi__json_get(const codi__json *o, const char *key) {
+    const codi__json *c;
+    size_t kl = strlen(key);
+    if (!o || o->type != CODI__J_OBJ) return NULL;
+    for (c = o->child; c; c = c->next)
+        if (c->keylen == kl && memcmp(c->key, key, kl) == 0) return c;
+    return NULL;
+}
+
+/* Number member `key` of `o` into *out; returns 1 if present and numeric. */
+static int codi__json_num(const codi__json *o, const char *key, double *out) {
+    const codi__json *v = codi__json_get(o, key);
+    if (!v || v->type != CODI__J_NUM) return 0;
+    *out = v->num; return 1;
+}
+
+/* >>files: whole files mapped read-only (or read into memory with CODI_NO_MMAP) ---------- */
+
+typedef struct codi__file {
+    const unsigned char *data; size_t size;
+    int mapped;
+    struct codi__file *next;
+} codi__file;
+
+static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
+    codi__file *f = (codi__file *)CODI_MALLOC(sizeof *f);
+    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    {
+        struct stat st;
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            codi__err(err, errsz, "%s is not a regular file", path); close(fd); CODI_FREE(f); return NULL;
+        }
+        f->size = (size_t)st.st_size;
+        if (f->size > 0) {
+            void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) { codi__err(err, errsz, "cannot map %s", path); close(fd); CODI_FREE(f); return NULL; }
+            f->data = (const unsigned char *)p; f->mapped = 1;
+        }
+        close(fd);
+    }
+#else
+    {
+        FILE *fp = fopen(path, "rb");
+        long n;
+        if (!fp) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
+        if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+            codi__err(err, errsz, "cannot size %s", path); fclose(fp); CODI_FREE(f); return NULL;
+        }
+        f->size = (size_t)n;
+        f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1);
+        if (!f->data || fread((void *)f->data, 1, f->size, fp) != f->size) {
+            codi__err(err, errsz, "cannot read %s", path);
+            CODI_FREE((void *)f->data); fclose(fp); CODI_FREE(f); return NULL;
+        }
+        fclose(fp);
+    }
+#endif
+    return f;
+}
+
+static void codi__file_close(codi__file *f) {
+    if (!f) return;
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    if (f->mapped) munmap((void *)f->data, f->size);
+#else
+    CODI_FREE((void *)f->data);
+#endif
+    CODI_FREE(f);
+}
+
+/* A small text file read into a NUL-terminated buffer; NULL if absent. */
+static char *codi__read_text(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    char *buf = NULL; size_t cap = 0, n = 0;
+    if (!fp) return NULL;
+    for (;;) {
+        size_t got;
+        if (n + 4096 + 1 > cap) {
+            char *nb;
+            cap = (cap + 4096) * 2;
+            nb = (char *)CODI_REALLOC(buf, cap);
+            if (!nb) { CODI_FREE(buf); fclose(fp); return NULL; }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, 4096, fp);
+        n += got;
+        if (got < 4096) break;
+    }
+    fclose(fp);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+/* >>tensors: the table of named tensors every loader fills ----------------------------- */
+
+typedef struct {
+    char *name;            /* canonical name (see codi__canonical_name) */
+    int dtype;             /* CODI_F32 / CODI_BF16 / CODI_F16, or -1 for a type we cannot use */
+    char dtype_name[16];
+    int ndim;
+    int64_t shape[4];
+    const void *data;      /* contiguous row-major, inside a mapped file */
+    int source;            /* 0 checkpoint, 1 base */
+} codi__tensor;
+
+typedef struct {
+    codi__tensor *t; int n, cap;
+    codi__file *files;     /* every file the tensors point into */
+} codi__tensors;
+
+/* Maps the key spellings of CODI (peft), plain HF and prj onto one name:
+   "codi.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
+   -> "model.layers.0.self_attn.q_proj.weight"; lora_A/B keep ".lora_A"/".lora_B". */
+static void codi__canonical_name(const char *key, char *out, size_t outsz) {
+    static const char *prefixes[] = { "codi.base_model.model.", "base_model.model.", "codi." };
+    const char *k = key;
+    char *p;
+    size_t i;
+    for (i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (strncmp(k, prefixes[i], pl) == 0) { k += pl; break; }
+    }
+    snprintf(out, outsz, "%s", k);
+    if ((p = strstr(out, ".base_layer.weight")) != NULL) memmove(p, p + 11, strlen(p + 11) + 1);
+    if ((p = strstr(out, ".lora_A.default.weight")) != NULL) strcpy(p, ".lora_A");
+    if ((p = strstr(out, ".lora_B.default.weight")) != NULL) strcpy(p, ".lora_B");
+}
+
+static int codi__dtype_from_name(const char *s) {
+    if (!strcmp(s, "F32")) return CODI_F32;
+    if (!strcmp(s, "BF16")) return CODI_BF16;
+    if (!strcmp(s, "F16")) return CODI_F16;
+    return -1;
+}
+
+static codi__tensor *codi__tensors_find(const codi__tensors *ts, const char *name) {
+    int i;
+    for (i = 0; i < ts->n; i++) if (!strcmp(ts->t[i].name, name)) return &ts->t[i];
+    return NULL;
+}
+
+/* Adds or replaces (a later source overrides an earlier one, like strict=False loading). */
+static int codi__tensors_put(codi__tensors *ts, const char *key, const char *dtype_name, int dtype,
+                             int ndim, const int64_t *shape, const void *data, int source) {
+    char name[256];
+    codi__tensor *t;
+    int i;
+    codi__canonical_name(key, name, sizeof name);
+    t = codi__tensors_find(ts, name);
+    if (!t) {
+        if (ts->n == ts->cap) {
+            int nc = ts->cap ? ts->cap * 2 : 256;
+            codi__tensor *nt = (codi__tensor *)CODI_REALLOC(ts->t, (size_t)nc * sizeof *nt);
+            if (!nt) return -1;
+            ts->t = nt; ts->cap = nc;
+        }
+        t = &ts->t[ts->n++];
+        memset(t, 0, sizeof *t);
+        if (!(t->name = codi__strdup(name))) { ts->n--; return -1; }
+    }
+    t->dtype = dtype;
+    snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dtype_name);
+    t->ndim = ndim;
+    for (i = 0; i < 4; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->data = data;
+    t->source = source;
+    return 0;
+}
+
+static void codi__tensors_free(codi__tensors *ts) {
+    int i;
+    codi__file *f = ts->files;
+    for (i = 0; i < ts->n; i++) CODI_FREE(ts->t[i].name);
+    CODI_FREE(ts->t);
+    while (f) { codi__file *nx = f->next; codi__file_close(f); f = nx; }
+    memset(ts, 0, sizeof *ts);
+}
+
+static int64_t codi__numel(int ndim, const int64_t *shape) {
+    int64_t n = 1; int i;
+    for (i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+/* >>safetensors: 8-byte header size, JSON header, raw data ---------------------------- */
+
+static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    codi__file *f = codi__file_open(path, err, errsz);
+    codi__json *hdr;
+    const codi__json *e;
+    uint64_t hlen = 0;
+    size_t data_start;
+    int i;
+    if (!f) return -1;
+    f->next = ts->files; ts->files = f;
+    if (f->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); return -1; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->data[i];
+    if (hlen > f->size - 8 || hlen > (100u << 20)) {
+        codi__err(err, errsz, "%s: header size %llu does not fit the file (%lu bytes)", path,
+                  (unsigned long long)hlen, (unsigned long)f->size);
+        return -1;
+    }
+    data_start = 8 + (size_t)hlen;
+    hdr = codi__json_parse((const char *)f->data + 8, (size_t)hlen, err, errsz);
+    if (!hdr) {
+        char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err);
+        codi__err(err, errsz, "%s: bad header: %s", path, tmp); return -1;
+    }
+    if (hdr->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    for (e = hdr->child; e; e = e->next) {
+        const codi__json *dt, *shape, *offs, *v;
+        int64_t shp[4] = { 1, 1, 1, 1 };
+        double b0, b1;
+        int nd = 0, dtype;
+        size_t esz;
+        if (!strcmp(e->key, "__metadata__")) continue;
+        dt = codi__json_get(e, "dtype"); shape = codi__json_get(e, "shape"); offs = codi__json_get(e, "data_offsets");
+        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs ||
+            offs->type != CODI__J_ARR || offs->count != 2 || offs->child->type != CODI__J_NUM ||
+            offs->child->next->type != CODI__J_NUM) {
+            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
+        }
+        if (shape->count > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, e->key, shape->count); goto fail; }
+        for (v = shape->child; v; v = v->next) {
+            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e12 || v->num != floor(v->num)) {
+                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
+            }
+            shp[nd++] = (int64_t)v->num;
+        }
+        dtype = codi__dtype_from_name(dt->str);
+        b0 = offs->child->num; b1 = offs->child->next->num;
+        esz = dtype < 0 ? (!strcmp(dt->str, "F64") || !strcmp(dt->str, "I64") ? 8 : !strcmp(dt->str, "I32") ? 4 : 0)
+                        : codi__dtype_size(dtype);
+        if (b0 < 0 || b1 < b0 || b1 > (double)(f->size - data_start) ||
+            (esz && (double)codi__numel(nd, shp) * (double)esz != b1 - b0)) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size",
+                      path, e->key, b0, b1);
+            goto fail;
+        }
+        if (codi__tensors_put(ts, e->key, dt->str, dtype, nd, shp, f->data + data_start + (size_t)b0, source) != 0) {
+            codi__err(err, errsz, "out of memory"); goto fail;
+        }
+    }
+    codi__json_free(hdr);
+    return 0;
+fail:
+    codi__json_free(hdr);
+    return -1;
+}
+
+/* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
+
+typedef struct { const char *name; size_t name_len; const unsigned char *data; uint64_t size; } codi__zip_entry;
+
+static uint32_t codi__rd16(const unsigned char *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+static uint32_t codi__rd32(const unsigned char *p) { return codi__rd16(p) | (codi__rd16(p + 2) << 16); }
+static uint64_t codi__rd64(const unsigned char *p) { return codi__rd32(p) | ((uint64_t)codi__rd32(p + 4) << 32); }
+
+/* Lists the archive's entries (pointing into f). Returns the count, or -1. */
+static int codi__zip_entries(const codi__file *f, codi__zip_entry **out, char *err, size_t errsz) {
+    const unsigned char *d = f->data, *eocd = NULL;
+    size_t n = f->size, i, pos;
+    uint64_t cd_off, cd_count, cd_size, k;
+    codi__zip_entry *es;
+    if (n < 22) { codi__err(err, errsz, "not a zip archive (too short)"); return -1; }
+    for (i = n - 22 + 1; i-- > 0 && n - i <= 65557;)
+        if (codi__rd32(d + i) == 0x06054b50u) { eocd = d + i; break; }
+    if (!eocd) { codi__err(err, errsz, "not a zip archive (no end of central directory)"); return -1; }
+    cd_count = codi__rd16(eocd + 10); cd_size = codi__rd32(eocd + 12); cd_off = codi__rd32(eocd + 16);
+    if (cd_count == 0xFFFF || cd_off == 0xFFFFFFFFu || cd_size == 0xFFFFFFFFu) {
+        size_t loc = (size_t)(eocd - d);
+        uint64_t z64;
+        if (loc < 20 || codi__rd32(d + loc - 20) != 0x07064b50u) { codi__err(err, errsz, "zip64 locator missing"); return -1; }
+        z64 = codi__rd64(d + loc - 20 + 8);
+        if (z64 > n - 56 || codi__rd32(d + z64) != 0x06064b50u) { codi__err(err, errsz, "zip64 directory record missing"); return -1; }
+        cd_count = codi__rd64(d + z64 + 32); cd_size = codi__rd64(d + z64 + 40); cd_off = codi__rd64(d + z64 + 48);
+    }
+    if (cd_off > n || cd_size > n - cd_off || cd_count > cd_size / 46) {
+        codi__err(err, errsz, "zip central directory out of range"); return -1;
+    }
+    es = (codi__zip_entry *)CODI_MALLOC((size_t)(cd_count ? cd_count : 1) * sizeof *es);
+    if (!es) { codi__err(err, errsz, "out of memory"); return -1; }
+    pos = (size_t)cd_off;
+    for (k = 0; k < cd_count; k++) {
+        const unsigned char *c = d + pos, *x;
+        uint32_t method, nl, el, cl;
+        uint64_t csize, usize, lho;
+        size_t xi, lh_nl, lh_el;
+        if (pos + 46 > cd_off + cd_size || codi__rd32(c) != 0x02014b50u) { codi__err(err, errsz, "bad zip directory entry %lu", (unsigned long)k); goto fail; }
+        method = codi__rd16(c + 10); csize = codi__rd32(c + 20); usize = codi__rd32(c + 24);
+        nl = codi__rd16(c + 28); el = codi__rd16(c + 30); cl = codi__rd16(c + 32); lho = codi__rd32(c + 42);
+        if (pos + 46 + nl + el + cl > cd_off + cd_size) { codi__err(err, errsz, "zip directory entry %lu overruns", (unsigned long)k); goto fail; }
+        x = c + 46 + nl;
+        for (xi = 0; xi + 4 <= el;) {          /* zip64 extra field: 64-bit sizes and offset */
+            uint32_t id = codi__rd16(x + xi), sz = codi__rd16(x + xi + 2);
+            if (xi + 4 + sz > el) break;
+            if (id == 1) {
+                size_t q = xi + 4;
+                if (usize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { usize = codi__rd64(x + q); q += 8; }
+                if (csize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { csize = codi__rd64(x + q); q += 8; }
+                if (lho == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { lho = codi__rd64(x + q); }
+            }
+            xi += 4 + sz;
+        }
+        if (method != 0 || csize != usize) {
+            codi__err(err, errsz, "zip entry %.*s is compressed (method %u); torch.save stores entries uncompressed",
+                      (int)(nl > 200 ? 200 : nl), (const char *)c + 46, (unsigned)method);
+            goto fail;
+        }
+        if (lho > n - 30 || codi__rd32(d + lho) != 0x04034b50u) { codi__err(err, errsz, "zip local header %lu out of range", (unsigned long)k); goto fail; }
+        lh_nl = codi__rd16(d + lho + 26); lh_el = codi__rd16(d + lho + 28);
+        if (lho + 30 + lh_nl + lh_el > n || usize > n - (lho + 30 + lh_nl + lh_el)) {
+            codi__err(err, errsz, "zip entry %.*s runs past the end of the file (truncated?)", (int)(nl > 200 ? 200 : nl), (const char *)c + 46);
+            goto fail;
+        }
+        es[k].name = (const char *)c + 46; es[k].name_len = nl;
+        es[k].data = d + lho + 30 + lh_nl + lh_el; es[k].size = usize;
+        pos += 46 + nl + el + cl;
+    }
+    *out = es;
+    return (int)cd_count;
+fail:
+    CODI_FREE(es);
+    return -1;
+}
+
+/* >>pickle: an allow-list pickle machine for torch.save state dicts ---------------------
+   Like torch.load(weights_only=True): the only callables are _rebuild_tensor_v2,
+   _rebuild_parameter and OrderedDict; storages come by persistent id. Anything else is an
+   error, so reading a checkpoint can never do more than build tensors. */
+
+enum { CODI__PV_NONE, CODI__PV_BOOL, CODI__PV_INT, CODI__PV_FLOAT, CODI__PV_STR, CODI__PV_TUPLE,
+       CODI__PV_LIST, CODI__PV_DICT, CODI__PV_GLOBAL, CODI__PV_STORAGE, CODI__PV_TENSOR };
+enum { CODI__G_REBUILD_TENSOR, CODI__G_REBUILD_PARAMETER, CODI__G_ORDERED_DICT, CODI__G_STORAGE };
+
+typedef struct codi__pv {
+    int type;
+    int64_t i;                     /* INT, BOOL */
+    const char *s; size_t slen;    /* STR (points into the pickle) */
+    struct codi__pv **items;       /* TUPLE/LIST: n items; DICT: n/2 key, value pairs */
+    int n, cap;
+    int global;                    /* GLOBAL: CODI__G_*; STORAGE global: dtype in `dtype` */
+    int dtype;                     /* STORAGE: CODI_* or -1; dtype_name below */
+    const char *dtype_name;
+    const char *key; size_t keylen;/* STORAGE: archive key "N" */
+    int64_t numel;                 /* STORAGE */
+    struct codi__pv *storage;      /* TENSOR */
+    int64_t offset; int ndim; int64_t shape[4], stride[4];
+    struct codi__pv *all_next;     /* every value, for freeing */
+} codi__pv;
+
+typedef struct {
+    const unsigned char *start, *p, *end;
+    codi__pv **stack; int sp, stack_cap;
+    int *marks; int nmarks, marks_cap;
+    codi__pv **memo; size_t memo_cap;
+    codi__pv *all;
+    char *err; size_t errsz;
+} codi__pickle;
+
+static codi__pv *codi__pv_new(codi__pickle *pk, int type) {
+    codi__pv *v = (codi__pv *)CODI_MALLOC(sizeof *v);
+    if (!v) return NULL;
+    memset(v, 0, sizeof *v);
+    v->type = type;
+    v->all_next = pk->all; pk->all = v;
+    return v;
+}
+
+static int codi__pv_append(codi__pv *c, codi__pv *item) {
+    if (c->n == c->cap) {
+        int nc = c->cap ? c->cap * 2 : 8;
+        codi__pv **ni = (codi__pv **)CODI_REALLOC(c->items, (size_t)nc * sizeof *ni);
+        if (!ni) return -1;
+        c->items = ni; c->cap = nc;
+    }
+    c->items[c->n++] = item;
+    return 0;
+}
+
+static int codi__pk_push(codi__pickle *pk, codi__pv *v) {
+    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+    if (pk->sp == pk->stack_cap) {
+        int nc = pk->stack_cap ? pk->stack_cap * 2 : 64;
+        codi__pv **ns;
+        if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle stack too deep"); return -1; }
+        ns = (codi__pv **)CODI_REALLOC(pk->stack, (size_t)nc * sizeof *ns);
+        if (!ns) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+        pk->stack = ns; pk->stack_cap = nc;
+    }
+    pk->stack[pk->sp++] = v;
+    return 0;
+}
+
+static codi__pv *codi__pk_pop(codi__pickle *pk) {
+    int floor_sp = pk->nmarks ? pk->marks[pk->nmarks - 1] : 0;
+    if (pk->sp <= floor_sp) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return NULL; }
+    return pk->stack[--pk->sp];
+}
+
+/* Pops everything above the last MARK into a new container of `type`. */
+static codi__pv *codi__pk_pop_mark(codi__pickle *pk, int type) {
+    codi__pv *c;
+    int m, i;
+    if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return NULL; }
+    m = pk->marks[--pk->nmarks];
+    c = codi__pv_new(pk, type);
+    if (!c) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+    for (i = m; i < pk->sp; i++)
+        if (codi__pv_append(c, pk->stack[i]) != 0) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+    pk->sp = m;
+    return c;
+}
+
+static int codi__pk_need(codi__pickle *pk, size_t n) {
+    if ((size_t)(pk->end - pk->p) < n) { codi__err(pk->err, pk->errsz, "pickle truncated"); return 0; }
+    return 1;
+}
+
+static int codi__pk_memo_put(codi__pickle *pk, size_t idx, codi__pv *v) {
+    if (!v) { codi__err(pk->err, pk->errsz, "pickle: memoize on an empty stack"); return -1; }
+    if (idx >= pk->memo_cap) {
+        size_t nc = pk->memo_cap ? pk->memo_cap : 256, j;
+        codi__pv **nm;
+        if (idx > (1u << 24)) { codi__err(pk->err, pk->errsz, "pickle memo index %lu too large", (unsigned long)idx); return -1; }
+        while (nc <= idx) nc *= 2;
+        nm = (codi__pv **)CODI_REALLOC(pk->memo, nc * sizeof *nm);
+        if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+        for (j = pk->memo_cap; j < nc; j++) nm[j] = NULL;
+        pk->memo = nm; pk->memo_cap = nc;
+    }
+    pk->memo[idx] = v;
+    return 0;
+}
+
+/* Resolves "module.name" against the allow-list. */
+static codi__pv *codi__pk_global(codi__pickle *pk, const char *mod, size_t ml, const char *name, size_t nl) {
+    static const struct { const char *name; int dtype; } storages[] = {
+        { "FloatStorage", CODI_F32 }, { "BFloat16Storage", CODI_BF16 }, { "HalfStorage", CODI_F16 },
+        { "DoubleStorage", -1 }, { "LongStorage", -1 }, { "IntStorage", -1 }, { "ShortStorage", -1 },
+        { "CharStorage", -1 }, { "ByteStorage", -1 }, { "BoolStorage", -1 } };
+    codi__pv *g;
+    size_t i;
+#define CODI__IS(a, al, b) ((al) == strlen(b) && memcmp(a, b, al) == 0)
+    g = codi__pv_new(pk, CODI__PV_GLOBAL);
+    if (!g) return NULL;
+    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_tensor_v2")) { g->global = CODI__G_REBUILD_TENSOR; return g; }
+    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_parameter")) { g->global = CODI__G_REBUILD_PARAMETER; return g; }
+    if (CODI__IS(mod, ml, "collections") && CODI__IS(name, nl, "OrderedDict")) { g->global = CODI__G_ORDERED_DICT; return g; }
+    if (CODI__IS(mod, ml, "torch"))
+        for (i = 0; i < sizeof storages / sizeof *storages; i++)
+            if (CODI__IS(name, nl, storages[i].name)) {
+                g->global = CODI__G_STORAGE; g->dtype = storages[i].dtype; g->dtype_name = storages[i].name;
+                return g;
+            }
+#undef CODI__IS
+    codi__err(pk->err, pk->errsz, "checkpoint pickle references '%.*s.%.*s', which is not allowed (only tensors and OrderedDict are)",
+              (int)(ml > 80 ? 80 : ml), mod, (int)(nl > 80 ? 80 : nl), name);
+    return NULL;
+}
+
+static int codi__pv_int(const codi__pv *v, int64_t *out) {
+    if (!v || (v->type != CODI__PV_INT && v->type != CODI__PV_BOOL)) return 0;
+    *out = v->i; return 1;
+}
+
+/* callable(args) for the allow-listed callables. */
+static codi__pv *codi__pk_call(codi__pickle *pk, codi__pv *fn, codi__pv *args) {
+    codi__pv *t;
+    int i;
+    if (fn->type != CODI__PV_GLOBAL || args->type != CODI__PV_TUPLE) { codi__err(pk->err, pk->errsz, "pickle: REDUCE on a non-callable"); return NULL; }
+    switch (fn->global) {
+    case CODI__G_ORDERED_DICT:
+        return codi__pv_new(pk, CODI__PV_DICT);
+    case CODI__G_REBUILD_PARAMETER:
+        if (args->n < 1 || args->items[0]->type != CODI__PV_TENSOR) { codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_parameter"); return NULL; }
+        return args->items[0];
+    case CODI__G_REBUILD_TENSOR: {
+        codi__pv *st, *size, *stride;
+        if (args->n < 4) { codi__err(pk->err, pk->errsz, "pickle: _rebuild_tensor_v2 takes 6 or 7 arguments"); return NULL; }
+        st = args->items[0]; size = args->items[2]; stride = args->items[3];
+        if (st->type != CODI__PV_STORAGE || size->type != CODI__PV_TUPLE || stride->type != CODI__PV_TUPLE ||
+            size->n != stride->n || size->n > 4) {
+            codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_tensor_v2 arguments"); return NULL;
+        }
+        t = codi__pv_new(pk, CODI__PV_TENSOR);
+        if (!t) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+        t->storage = st; t->ndim = size->n;
+        if (!codi__pv_int(args->items[1], &t->offset) || t->offset < 0) { codi__err(pk->err, pk->errsz, "pickle: bad storage offset"); return NULL; }
+        for (i = 0; i < size->n; i++)
+            if (!codi__pv_int(size->items[i], &t->shape[i]) || !codi__pv_int(stride->items[i], &t->stride[i]) ||
+                t->shape[i] < 0 || t->shape[i] > ((int64_t)1 << 40) || t->stride[i] < 0) {
+                codi__err(pk->err, pk->errsz, "pickle: bad tensor size or stride"); return NULL;
+            }
+        return t;
+    }
+    default:
+        codi__err(pk->err, pk->errsz, "pickle: a storage type is not callable"); return NULL;
+    }
+}
+
+/* Runs the pickle; on success *result is the top-level value. */
+static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
+    for (;;) {
+        int op;
+        codi__pv *v, *a, *b;
+        if (!codi__pk_need(pk, 1)) return -1;
+        op = *pk->p++;
+        switch (op) {
+        case 0x80: if (!codi__pk_need(pk, 1)) return -1; pk->p += 1; break;              /* PROTO */
+        case 0x95: if (!codi__pk_need(pk, 8)) return -1; pk->p += 8; break;              /* FRAME */
+        case '.':                                                                         /* STOP */
+            if (pk->sp != 1 || pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: STOP with %d values left", pk->sp); return -1; }
+            *result = pk->stack[0];
+            return 0;
+        case '(':                                                                         /* MARK */
+            if (pk->nmarks == pk->marks_cap) {
+                int nc = pk->marks_cap ? pk->marks_cap * 2 : 32;
+                int *nm;
+                if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle: too many marks"); return -1; }
+                nm = (int *)CODI_REALLOC(pk->marks, (size_t)nc * sizeof *nm);
+                if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+                pk->marks = nm; pk->marks_cap = nc;
+            }
+            pk->marks[pk->nmarks++] = pk->sp;
+            break;
+        case '}': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_DICT))) return -1; break;
+        case ']': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_LIST))) return -1; break;
+        case ')': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_TUPLE))) return -1; break;
+        case 't': if (!(v = codi__pk_pop_mark(pk, CODI__PV_TUPLE)) || codi__pk_push(pk, v)) return -1; break;
+        case 'l': if (!(v = codi__pk_pop_mark(pk, CODI__PV_LIST)) || codi__pk_push(pk, v)) return -1; break;
+        case 'd':
+            if (!(v = codi__pk_pop_mark(pk, CODI__PV_DICT)) || (v->n & 1)) { if (v) codi__err(pk->err, pk->errsz, "pickle: odd DICT"); return -1; }
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        case 0x85: case 0x86: case 0x87: {                                               /* TUPLE1..3 */
+            int k = op - 0x84, i;
+            if (pk->sp - (pk->nmarks ? pk->marks[pk->nmarks - 1] : 0) < k) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_TUPLE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            for (i = pk->sp - k; i < pk->sp; i++) if (codi__pv_append(v, pk->stack[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            pk->sp -= k;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'a': case 'e': case 's': case 'u': {                                        /* APPEND(S), SETITEM(S) */
+            codi__pv *items, *target; int i;
+            if (op == 'a' || op == 's') {
+                if (!(items = codi__pv_new(pk, CODI__PV_TUPLE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+                if (op == 's') { if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+                                 if (codi__pv_append(items, a) || codi__pv_append(items, b)) return -1; }
+                else { if (!(a = codi__pk_pop(pk)) || codi__pv_append(items, a)) return -1; }
+            } else if (!(items = codi__pk_pop_mark(pk, CODI__PV_TUPLE))) return -1;
+            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            target = pk->stack[pk->sp - 1];
+            if ((op == 's' || op == 'u') ? (target->type != CODI__PV_DICT || (items->n & 1)) : target->type != CODI__PV_LIST) {
+                codi__err(pk->err, pk->errsz, "pickle: %s on the wrong type", op == 's' || op == 'u' ? "SETITEMS" : "APPENDS"); return -1;
+            }
+            for (i = 0; i < items->n; i++) if (codi__pv_append(target, items->items[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            break;
+        }
+        case 'q': case 'r': case 0x94: {                                                 /* BINPUT, LONG_BINPUT, MEMOIZE */
+            size_t idx;
+            if (op == 'q') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
+            else if (op == 'r') { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
+            else { idx = 0; while (idx < pk->memo_cap && pk->memo[idx]) idx++; }
+            if (codi__pk_memo_put(pk, idx, pk->sp ? pk->stack[pk->sp - 1] : NULL)) return -1;
+            break;
+        }
+        case 'h': case 'j': {                                                            /* BINGET, LONG_BINGET */
+            size_t idx;
+            if (op == 'h') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
+            else { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
+            if (idx >= pk->memo_cap || !pk->memo[idx]) { codi__err(pk->err, pk->errsz, "pickle: memo %lu is empty", (unsigned long)idx); return -1; }
+            if (codi__pk_push(pk, pk->memo[idx])) return -1;
+            break;
+        }
+        case 'c': {                                                                      /* GLOBAL "mod\nname\n" */
+            const unsigned char *m = pk->p, *nl1, *nl2;
+            nl1 = (const unsigned char *)memchr(m, '\n', (size_t)(pk->end - m));
+            nl2 = nl1 ? (const unsigned char *)memchr(nl1 + 1, '\n', (size_t)(pk->end - nl1 - 1)) : NULL;
+            if (!nl2) { codi__err(pk->err, pk->errsz, "pickle truncated in GLOBAL"); return -1; }
+            v = codi__pk_global(pk, (const char *)m, (size_t)(nl1 - m), (const char *)nl1 + 1, (size_t)(nl2 - nl1 - 1));
+            if (!v) return -1;
+            pk->p = nl2 + 1;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 0x93:                                                                       /* STACK_GLOBAL */
+            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+            if (a->type != CODI__PV_STR || b->type != CODI__PV_STR) { codi__err(pk->err, pk->errsz, "pickle: STACK_GLOBAL needs strings"); return -1; }
+            if (!(v = codi__pk_global(pk, a->s, a->slen, b->s, b->slen)) || codi__pk_push(pk, v)) return -1;
+            break;
+        case 'R':                                                                        /* REDUCE */
+            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+            if (!(v = codi__pk_call(pk, a, b)) || codi__pk_push(pk, v)) return -1;
+            break;
+        case 'b':                                                                        /* BUILD: state ignored on dicts */
+            if (!(b = codi__pk_pop(pk))) return -1;
+            if (pk->sp < 1 || (pk->stack[pk->sp - 1]->type != CODI__PV_DICT && pk->stack[pk->sp - 1]->type != CODI__PV_TENSOR)) {
+                codi__err(pk->err, pk->errsz, "pickle: BUILD on an unsupported object"); return -1;
+            }
+            break;
+        case 'Q': {                                                                      /* BINPERSID: ('storage', type, key, location, numel) */
+            codi__pv *t = codi__pk_pop(pk);
+            if (!t) return -1;
+            if (t->type != CODI__PV_TUPLE || t->n < 5 || t->items[0]->type != CODI__PV_STR ||
+                t->items[0]->slen != 7 || memcmp(t->items[0]->s, "storage", 7) != 0 ||
+                t->items[1]->type != CODI__PV_GLOBAL || t->items[1]->global != CODI__G_STORAGE ||
+                t->items[2]->type != CODI__PV_STR || t->items[4]->type != CODI__PV_INT || t->items[4]->i < 0) {
+                codi__err(pk->err, pk->errsz, "pickle: unsupported persistent id"); return -1;
+            }
+            if (!(v = codi__pv_new(pk, CODI__PV_STORAGE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            v->dtype = t->items[1]->dtype; v->dtype_name = t->items[1]->dtype_name;
+            v->key = t->items[2]->s; v->keylen = t->items[2]->slen; v->numel = t->items[4]->i;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'J': case 'K': case 'M': case 0x8a: {                                       /* ints */
+            int64_t x = 0;
+            if (!(v = codi__pv_new(pk, CODI__PV_INT))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            if (op == 'K') { if (!codi__pk_need(pk, 1)) return -1; x = *pk->p; pk->p += 1; }
+            else if (op == 'M') { if (!codi__pk_need(pk, 2)) return -1; x = codi__rd16(pk->p); pk->p += 2; }
+            else if (op == 'J') { if (!codi__pk_need(pk, 4)) return -1; x = (int32_t)codi__rd32(pk->p); pk->p += 4; }
+            else {
+                int nb, i;
+                if (!codi__pk_need(pk, 1)) return -1;
+                nb = *pk->p++;
+                if (nb > 8 || !codi__pk_need(pk, (size_t)nb)) { codi__err(pk->err, pk->errsz, "pickle: LONG1 of %d bytes", nb); return -1; }
+                for (i = nb - 1; i >= 0; i--) x = (int64_t)((uint64_t)x << 8 | pk->p[i]);
+                if (nb > 0 && nb < 8 && (pk->p[nb - 1] & 0x80)) x -= (int64_t)1 << (8 * nb);
+                pk->p += nb;
+            }
+            v->i = x;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'N': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_NONE))) return -1; break;
+        case 0x88: case 0x89:
+            if (!(v = codi__pv_new(pk, CODI__PV_BOOL))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            v->i = op == 0x88;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        case 'G':                                                                        /* BINFLOAT */
+            if (!codi__pk_need(pk, 8)) return -1;
+            pk->p += 8;
+            if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_FLOAT))) return -1;
+            break;
+        case 'X': case 0x8c: case 0x8d: case 'U': case 'T': case 'C': case 'B': {        /* strings, bytes */
+            uint64_t len;
+            size_t w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : op == 0x8d ? 8 : 4;
+            if (!codi__pk_need(pk, w)) return -1;
+            len = w == 1 ? *pk->p : w == 4 ? codi__rd32(pk->p) : codi__rd64(pk->p);
+            pk->p += w;
+            if (len > (uint64_t)(pk->end - pk->p)) { codi__err(pk->err, pk->errsz, "pickle truncated in a string"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_STR))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            v->s = (const char *)pk->p; v->slen = (size_t)len;
+            pk->p += len;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case '0': if (!codi__pk_pop(pk)) return -1; break;                                /* POP */
+        case '1':                                                                         /* POP_MARK */
+            if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return -1; }
+            pk->sp = pk->marks[--pk->nmarks];
+            break;
+        case '2':                                                                         /* DUP */
+            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            if (codi__pk_push(pk, pk->stack[pk->sp - 1])) return -1;
+            break;
+        default:
+            codi__err(pk->err, pk->errsz, "pickle opcode 0x%02x at byte %ld is not supported", op, (long)(pk->p - 1 - pk->start));
+            return -1;
+        }
+    }
+}
+
+static void codi__pk_free(codi__pickle *pk) {
+    codi__pv *v = pk->all;
+    while (v) { codi__pv *nx = v->all_next; CODI_FREE(v->items); CODI_FREE(v); v = nx; }
+    CODI_FREE(pk->stack); CODI_FREE(pk->marks); CODI_FREE(pk->memo);
+}
+
+/* Reads a torch.save zip checkpoint (torch 1.6+ and 2.x) into the tensor table. */
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    codi__file *f = codi__file_open(path, err, errsz);
+    codi__zip_entry *es = NULL, *pkl = NULL;
+    codi__pickle pk;
+    codi__pv *root = NULL;
+    char msg[200];
+    int ne, i, rc = -1;
+    size_t prefix_len = 0;
+    memset(&pk, 0, sizeof pk);
+    if (!f) return -1;
+    f->next = ts->files; ts->files = f;
+    ne = codi__zip_entries(f, &es, msg, sizeof msg);
+    if (ne < 0) { codi__err(err, errsz, "%s: %s", path, msg); return -1; }
+    for (i = 0; i < ne; i++) {
+        const char *slash = (const char *)memchr(es[i].name, '/', es[i].name_len);
+        if (slash && es[i].name_len - (size_t)(slash - es[i].name) == 9 && !memcmp(slash, "/data.pkl", 9)) {
+            pkl = &es[i]; prefix_len = (size_t)(slash - es[i].name) + 1; break;
+        }
+    }
+    if (!pkl) { codi__err(err, errsz, "%s: no data.pkl in the archive: not a torch.save checkpoint", path); goto done; }
+    for (i = 0; i < ne; i++)
+        if (es[i].name_len == prefix_len + 9 && !memcmp(es[i].name + prefix_len, "byteorder", 9) &&
+            !(es[i].size == 6 && !memcmp(es[i].data, "little", 6))) {
+            codi__err(err, errsz, "%s: big-endian checkpoints are not supported", path); goto done;
+        }
+    pk.start = pk.p = pkl->data; pk.end = pkl->data + pkl->size; pk.err = msg; pk.errsz = sizeof msg;
+    if (codi__pk_run(&pk, &root) != 0) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
+    if (root->type != CODI__PV_DICT) { codi__err(err, errsz, "%s: the pickle is not a state dict", path); goto done; }
+    for (i = 0; i + 1 < root->n; i += 2) {
+        codi__pv *k = root->items[i], *t = root->items[i + 1], *st;
+        char key[256], sname[300];
+        const codi__zip_entry *se = NULL;
+        int64_t numel, expect, span = 1;
+        size_t esz;
+        int d, j, dtype;
+        if (k->type != CODI__PV_STR || t->type != CODI__PV_TENSOR) continue;
+        snprintf(key, sizeof key, "%.*s", (int)(k->slen > 255 ? 255 : k->slen), k->s);
+        st = t->storage;
+        dtype = st->dtype;
+        esz = dtype >= 0 ? codi__dtype_size(dtype) : 8;
+        snprintf(sname, sizeof sname, "%.*sdata/%.*s", (int)prefix_len, pkl->name, (int)(st->keylen > 64 ? 64 : st->keylen), st->key);
+        for (j = 0; j < ne; j++)
+            if (es[j].name_len == strlen(sname) && !memcmp(es[j].name, sname, es[j].name_len)) { se = &es[j]; break; }
+        if (!se) { codi__err(err, errsz, "%s: tensor '%s': storage %s missing from the archive", path, key, sname); goto done; }
+        numel = codi__numel(t->ndim, t->shape);
+        expect = 1;                               /* contiguous row-major strides */
+        for (d = t->ndim - 1; d >= 0; d--) {
+            if (t->shape[d] != 1 && t->stride[d] != expect) {
+                codi__err(err, errsz, "%s: tensor '%s' is not contiguous (strides); save it with .contiguous()", path, key); goto done;
+            }
+            expect *= t->shape[d];
+            if (t->shape[d] > 0) span += (t->shape[d] - 1) * t->stride[d];
+        }
+        if (numel == 0) span = 0;
+        if (dtype >= 0 && ((uint64_t)st->numel * esz > se->size || t->offset + span > st->numel)) {
+            codi__err(err, errsz, "%s: tensor '%s' does not fit its storage (truncated?)", path, key); goto done;
+        }
+        if (codi__tensors_put(ts, key, st->dtype_name, dtype, t->ndim, t->shape,
+                              dtype >= 0 ? se->data + (size_t)t->offset * esz : NULL, source) != 0) {
+            codi__err(err, errsz, "out of memory"); goto done;
+        }
+    }
+    rc = 0;
+done:
+    codi__pk_free(&pk);
+    CODI_FREE(es);
+    return rc;
+}
+
+/* >>loading: tensors -> config -> weights (LoRA merged) -------------------------------- */
+
+typedef struct {
+    codi__tensors ts;
+    void **bufs; int nbufs, capbufs;   /* buffers the model owns */
+} codi__model_internal;
+
+typedef struct {
+    codi_model *m;
+    codi__model_internal *in;
+    char *err; size_t errsz;
+} codi__loader;
+
+static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
+    void *p;
+    if (ld->in->nbufs == ld->in->capbufs) {
+        int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
+        void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
+        if (!nb) return NULL;
+        ld->in->bufs = nb; ld->in->capbufs = nc;
+    }
+    p = CODI_MALLOC(bytes ? bytes : 1);
+    if (p) ld->in->bufs[ld->in->nbufs++] = p;
+    else codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes);
+    return p;
+}
+
+/* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
+static const codi__tensor *codi__need(codi__loader *ld, const char *name, int64_t rows, int64_t cols) {
+    const codi__tensor *t = codi__tensors_find(&ld->in->ts, name);
+    if (!t) { codi__err(ld->err, ld->errsz, "missing tensor %s", name); return NULL; }
+    if (t->dtype < 0) {
+        codi__err(ld->err, ld->errsz, "tensor %s has dtype %s; supported are F32, BF16, F16", name, t->dtype_name); return NULL;
+    }
+    if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
+        (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
+        codi__err(ld->err, ld->errsz, "tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", name,
+                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                  (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
+        return NULL;
+    }
+    return t;
+}
+
+static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
+    const codi__tensor *t = codi__need(ld, name, n, 0);
+    float *v;
+    int i;
+    if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
+    for (i = 0; i < n; i++) v[i] = codi__load_elem(t->data, t->dtype, (size_t)i);
+    return v;
+}
+
+/* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
+   f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
+static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
+    char name[200], an[200], bn[200];
+    const codi__tensor *w, *a = NULL, *b = NULL;
+    float *arow = NULL, *row = NULL;
+    size_t esz = codi__dtype_size(dtype);
+    int r = 0, i, j, k;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    snprintf(an, sizeof an, "%s.lora_A", prefix);
+    snprintf(bn, sizeof bn, "%s.lora_B", prefix);
+    if (!(w = codi__need(ld, name, rows, cols))) return -1;
+    if (codi__tensors_find(&ld->in->ts, an) || codi__tensors_find(&ld->in->ts, bn)) {
+        const codi__tensor *ta = codi__tensors_find(&ld->in->ts, an);
+        if (!ta || ta->ndim != 2) { codi__err(ld->err, ld->errsz, "%s: lora_A missing or not 2-D", prefix); return -1; }
+        r = (int)ta->shape[0];
+        if (!(a = codi__need(ld, an, r, cols)) || !(b = codi__need(ld, bn, rows, r))) return -1;
+    }
+    out->rows = rows; out->cols = cols; out->dtype = dtype;
+    if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
+    {
+        unsigned char *dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz);
+        if (!dst) return -1;
+        row = (float *)CODI_MALLOC((size_t)cols * sizeof(float));
+        if (a) arow = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float));
+        if (!row || (a && !arow)) { CODI_FREE(row); CODI_FREE(arow); codi__err(ld->err, ld->errsz, "out of memory"); return -1; }
+        if (a) for (k = 0; k < r * cols; k++) arow[k] = codi__load_elem(a->data, a->dtype, (size_t)k);
+        for (i = 0; i < rows; i++) {
+            for (j = 0; j < cols; j++) row[j] = codi__load_elem(w->data, w->dtype, (size_t)i * cols + j);
+            for (k = 0; k < r; k++) {          /* row += scale * B[i, k] * A[k, :] */
+                float s = ld->m->config.lora_scale * codi__load_elem(b->data, b->dtype, (size_t)i * r + k);
+                const float *ak = arow + (size_t)k * cols;
+                for (j = 0; j < cols; j++) row[j] += s * ak[j];
+            }
+            if (dtype == CODI_F32) memcpy(dst + (size_t)i * cols * 4, row, (size_t)cols * 4);
+            else {
+                uint16_t *d16 = (uint16_t *)(void *)(dst + (size_t)i * cols * 2);
+                for (j = 0; j < cols; j++) d16[j] = codi__f32_to_bf16(row[j]);
+            }
+        }
+        CODI_FREE(row); CODI_FREE(arow);
+        out->data = dst;
+    }
+    return 0;
+}
+
+/* Reads the rope and token settings of an HF config.json into c. */
+static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+    size_t len;
+    char *text = codi__read_text(path, &len), msg[200];
+    codi__json *j;
+    const codi__json *rs, *eos;
+    double x;
+    if (!text) return 0;
+    j = codi__json_parse(text, len, msg, sizeof msg);
+    CODI_FREE(text);
+    if (!j || j->type != CODI__J_OBJ) {
+        codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
+        codi__json_free(j); return -1;
+    }
+    if (codi__json_num(j, "hidden_size", &x)) c->dim = (int)x;
+    if (codi__json_num(j, "intermediate_size", &x)) c->ffn_dim = (int)x;
+    if (codi__json_num(j, "num_hidden_layers", &x)) c->n_layers = (int)x;
+    if (codi__json_num(j, "num_attention_heads", &x)) c->n_heads = (int)x;
+    if (codi__json_num(j, "num_key_value_heads", &x)) c->n_kv_heads = (int)x;
+    if (codi__json_num(j, "head_dim", &x)) c->head_dim = (int)x;
+    if (codi__json_num(j, "rms_norm_eps", &x)) c->norm_eps = (float)x;
+    if (codi__json_num(j, "rope_theta", &x)) c->rope_theta = (float)x;
+    if (codi__json_num(j, "bos_token_id", &x)) c->bos_id = (int)x;
+    if ((eos = codi__json_get(j, "eos_token_id")) != NULL) {
+        const codi__json *e;
+        c->n_eos = 0;
+        if (eos->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)eos->num;
+        else if (eos->type == CODI__J_ARR)
+            for (e = eos->child; e && c->n_eos < 8; e = e->next) if (e->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)e->num;
+    }
+    if (codi__json_get(j, "tie_word_embeddings")) *tie = codi__json_get(j, "tie_word_embeddings")->type == CODI__J_TRUE;
+    rs = codi__json_get(j, "rope_parameters");           /* transformers 5 */
+    if (!rs || rs->type != CODI__J_OBJ) rs = codi__json_get(j, "rope_scaling");
+    if (rs && rs->type == CODI__J_OBJ) {
+        const codi__json *type = codi__json_get(rs, "rope_type");
+        if (!type) type = codi__json_get(rs, "type");
+        if (codi__json_num(rs, "rope_theta", &x)) c->rope_theta = (float)x;
+        c->rope_llama3 = 0;
+        if (type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
+            c->rope_llama3 = 1;
+            if (codi__json_num(rs, "factor", &x)) c->rope_factor = (float)x;
+            if (codi__json_num(rs, "low_freq_factor", &x)) c->rope_low_freq_factor = (float)x;
+            if (codi__json_num(rs, "high_freq_factor", &x)) c->rope_high_freq_factor = (float)x;
+            if (codi__json_num(rs, "original_max_position_embeddings", &x)) c->rope_original_max_pos = (int)x;
+        } else if (type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
+            codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
+            codi__json_free(j); return -1;
+        }
+    } else if (rs && rs->type != CODI__J_NULL) {
+        codi__err(err, errsz, "%s: rope_scaling is not an object", path); codi__json_free(j); return -1;
+    }
+    codi__json_free(j);
+    return 1;
+}
+
+static int codi__is_dir(const char *path) {
+    char probe[4096];
+    FILE *fp;
+    snprintf(probe, sizeof probe, "%s/.", path);
+    fp = fopen(probe, "rb");
+    if (fp) { fclose(fp); return 1; }
+    return 0;
+}
+
+/* Reads a checkpoint file or an HF directory (single or sharded safetensors). */
+static int codi__read_any(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    char p[4096];
+    FILE *fp;
+    if (codi__is_dir(path)) {
+        size_t len;
+        char *idx;
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_safetensors(ts, p, source, err, errsz); }
+        snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
+        if ((idx = codi__read_text(p, &len)) != NULL) {      /* sharded: every distinct file in weight_map */
+            char msg[200];
+            codi__json *j = codi__json_parse(idx, len, msg, sizeof msg);
+            const codi__json *wm = codi__json_get(j, "weight_map"), *e, *e2;
+            CODI_FREE(idx);
+            if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
+            for (e = wm->child; e; e = e->next) {
+                int seen = 0;
+                if (e->type != CODI__J_STR || strchr(e->str, '/')) { codi__err(err, errsz, "%s: bad shard name", p); codi__json_free(j); return -1; }
+                for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
+                if (seen) continue;
+                snprintf(p, sizeof p, "%s/%s", path, e->str);
+                if (codi__read_safetensors(ts, p, source, err, errsz) != 0) { codi__json_free(j); return -1; }
+            }
+            codi__json_free(j);
+            return 0;
+        }
+        snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
+        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_torch_zip(ts, p, source, err, errsz); }
+        codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", path);
+        return -1;
+    }
+    if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
+    return codi__read_torch_zip(ts, path, source, err, errsz);
+}
+
+CODI_API codi_load_opts codi_load_opts_default(void) {
+    codi_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.lora_scale = 0.25f;
+    return o;
+}
+
+static void codi__config_defaults(codi_config *c) {   /* Llama 3.2 1B Instruct */
+    memset(c, 0, sizeof *c);
+    c->norm_eps = 1e-5f; c->ln_eps = 1e-5f;
+    c->rope_theta = 500000.0f; c->rope_llama3 = 1;
+    c->rope_factor = 32.0f; c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_pos = 8192;
+    c->bos_id = 128000;
+    c->eos_ids[0] = 128001; c->eos_ids[1] = 128008; c->eos_ids[2] = 128009; c->n_eos = 3;
+}
+
+static int codi__count_layers(const codi__tensors *ts) {
+    int n = 0;
+    char name[96];
+    for (;;) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", n);
+        if (!codi__tensors_find(ts, name)) return n;
+        n++;
+    }
+}
+
+static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie) {
+    codi_model *m = ld->m;
+    codi_config *c = &m->config;
+    codi__tensors *ts = &ld->in->ts;
+    const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
+    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab;
+    char pre[128];
+    if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
+    c->vocab = (int)emb->shape[0];
+    if (c->dim && c->dim != emb->shape[1]) { codi__err(ld->err, ld->errsz, "config hidden_size %d but embed_tokens has %lld columns", c->dim, (long long)emb->shape[1]); return -1; }
+    c->dim = (int)emb->shape[1];
+    l = codi__count_layers(ts);
+    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "config has %d layers, the checkpoint %d", c->n_layers, l); return -1; }
+    c->n_layers = l;
+    if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
+    q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
+    k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
+    g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
+    if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
+    if (o->head_dim > 0) c->head_dim = o->head_dim;
+    if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
+    if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
+        codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
+                  (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
+        return -1;
+    }
+    c->n_heads = (int)(q->shape[0] / c->head_dim);
+    c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
+    if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
+    if (c->ffn_dim && c->ffn_dim != g->shape[0]) { codi__err(ld->err, ld->errsz, "config intermediate_size %d but gate_proj has %lld rows", c->ffn_dim, (long long)g->shape[0]); return -1; }
+    c->ffn_dim = (int)g->shape[0];
+    c->lora_scale = o->lora_scale;
+    p1 = codi__tensors_find(ts, "prj.1.weight");
+    c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
+    base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
+    c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
+    if (c->prj_dim && c->eot_id >= c->vocab) {
+        codi__err(ld->err, ld->errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d", c->vocab, c->pad_id, c->eot_id);
+        return -1;
+    }
+
+    if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
+    m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
+    if (!m->w.layers) return -1;
+    for (l = 0; l < c->n_layers; l++) {
+        codi_layer *ly = &m->w.layers[l];
+        int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+#define CODI__MAT(field, nm, r, cc) \
+        snprintf(pre, sizeof pre, "model.layers.%d.%s", l, nm); \
+        if (codi__load_matrix(ld, &ly->field, pre, r, cc, dtype)) return -1;
+        CODI__MAT(wq, "self_attn.q_proj", qd, c->dim)
+        CODI__MAT(wk, "self_attn.k_proj", kvd, c->dim)
+        CODI__MAT(wv, "self_attn.v_proj", kvd, c->dim)
+        CODI__MAT(wo, "self_attn.o_proj", c->dim, qd)
+        CODI__MAT(gate, "mlp.gate_proj", c->ffn_dim, c->dim)
+        CODI__MAT(up, "mlp.up_proj", c->ffn_dim, c->dim)
+        CODI__MAT(down, "mlp.down_proj", c->dim, c->ffn_dim)
+#undef CODI__MAT
+        snprintf(pre, sizeof pre, "model.layers.%d.input_layernorm.weight", l);
+        if (!(ly->attn_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+        snprintf(pre, sizeof pre, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (!(ly->mlp_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+    }
+    if (!(m->w.final_norm = codi__load_vector(ld, "model.norm.weight", c->dim))) return -1;
+    lm = codi__tensors_find(ts, "lm_head.weight");
+    if (lm && lm->data != emb->data) {
+        if (codi__load_matrix(ld, &m->w.lm_head, "lm_head", c->vocab, c->dim, dtype)) return -1;
+    } else if (!lm && !tie) {
+        codi__err(ld->err, ld->errsz, "missing tensor lm_head.weight (config says embeddings are not tied)"); return -1;
+    } else m->w.lm_head = m->w.embed;
+    if (c->prj_dim) {
+        if (codi__load_matrix(ld, &m->w.prj1, "prj.1", c->prj_dim, c->dim, CODI_F32) ||
+            codi__load_matrix(ld, &m->w.prj3, "prj.3", c->dim, c->prj_dim, CODI_F32) ||
+            !(m->w.prj1_b = codi__load_vector(ld, "prj.1.bias", c->prj_dim)) ||
+            !(m->w.prj3_b = codi__load_vector(ld, "prj.3.bias", c->dim)) ||
+            !(m->w.prj_ln_w = codi__load_vector(ld, "prj.ln.weight", c->dim)) ||
+            !(m->w.prj_ln_b = codi__load_vector(ld, "prj.ln.bias", c->dim))) return -1;
+    }
+    return 0;
+}
+
+CODI_API void codi_model_free(codi_model *m) {
+    codi__model_internal *in;
+    int i;
+    if (!m) return;
+    in = (codi__model_internal *)m->internal;
+    if (in) {
+        for (i = 0; i < in->nbufs; i++) CODI_FREE(in->bufs[i]);
+        CODI_FREE(in->bufs);
+        codi__tensors_free(&in->ts);
+        CODI_FREE(in);
+    }
+    CODI_FREE(m->tensors);
+    CODI_FREE(m);
+}
+
+static void codi__dirname(const char *path, char *out, size_t outsz) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, outsz, ".");
+    else snprintf(out, outsz, "%.*s", (int)(slash - path), path);
+}
+
+CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz) {
+    codi_load_opts o = opts ? *opts : codi_load_opts_default();
+    codi_model *m = (codi_model *)CODI_MALLOC(sizeof *m);
+    codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
+    codi__loader ld;
+    char cfg[4200], dir[4000];
+    int tie = 1, rc, i;
+    if (err && errsz) err[0] = 0;
+    if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
+    m->internal = in; m->exact = o.exact;
+    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz;
+    codi__config_defaults(&m->config);
+    if (o.base && codi__read_any(&in->ts, o.base, 1, err, errsz) != 0) goto fail;
+    if (codi__read_any(&in->ts, path, 0, err, errsz) != 0) goto fail;
+    /* config.json: beside the checkpoint (or inside the directory), else in the base */
+    if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+    if (rc == 0 && o.base) {
+        snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
+        rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+    }
+    if (rc < 0 || codi__build(&ld, &o, tie) != 0) goto fail;
+    m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
+    if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (i = 0; i < in->ts.n; i++) {
+        codi_tensor_info *ti = &m->tensors[i];
+        const codi__tensor *t = &in->ts.t[i];
+        snprintf(ti->name, sizeof ti->name, "%s", t->name);
+        ti->source = t->source; ti->dtype = t->dtype; ti->ndim = t->ndim;
+        memcpy(ti->shape, t->shape, sizeof ti->shape);
+    }
+    m->n_tensors = in->ts.n;
+    return m;
+fail:
+    codi_model_free(m);
+    return NULL;
+}
+
+/* >>kernels: small named functions, outputs first ----------------------------------------- */
+
+/* Dot product of two f32 vectors with 8 independent partial sums (vectorizes at -O2). */
+static float codi__dot(const float *a, const float *b, int n) {
+    float acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 }, s;
+    int i = 0, k;
+    for (; i + 8 <= n; i += 8)
+        for (k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Row r of W as f32: a pointer into W (f32) or into buf after converting (bf16). */
+static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
+    if (w->dtype == CODI_F32) return (const float *)w->data + (size_t)r * w->cols;
+    {
+        const uint16_t *src = (const uint16_t *)w->data + (size_t)r * w->cols;
+        int j;
+        for (j = 0; j < w->cols; j++) { uint32_t u = (uint32_t)src[j] << 16; memcpy(&buf[j], &u, 4); }
+        return buf;
+    }
+}
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1.
+   out has row stride out_stride; buf [cols] is scratch for bf16 rows. */
+static void codi__matmul_rows(float *out, size_t out_stride, const float *x, const codi_matrix *w,
+                              int n, int r0, int r1, float *buf) {
+    int r, i;
+    for (r = r0; r < r1; r++) {
+        const float *wr = codi__matrix_row(w, r, buf);
+        for (i = 0; i < n; i++) out[(size_t)i * out_stride + r] = codi__dot(x + (size_t)i * w->cols, wr, w->cols);
+    }
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
+static void codi__rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
+    double ss = 0;
+    float scale;
+    int i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    scale = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (i = 0; i < n; i++) y[i] = weight[i] * (x[i] * scale);
+}
+
+/* y = (x - mean) / sqrt(var + eps) * w + b, as torch LayerNorm (biased variance). */
+static void codi__layernorm(float *y, const float *x, const float *w, const float *b, int n, float eps) {
+    double mean = 0, var = 0;
+    float inv;
+    int i;
+    for (i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    inv = 1.0f / sqrtf((float)(var / n) + eps);
+    for (i = 0; i < n; i++) y[i] = (float)(x[i] - mean) * inv * w[i] + b[i];
+}
+
+static float codi__gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+static float codi__silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* HF's rotary inverse frequencies for one head dim, llama3-scaled when configured (f32). */
+static void codi__rope_inv_freq(const codi_config *c, float *inv_freq) {
+    int i, half = c->head_dim / 2;
+    for (i = 0; i < half; i++) {
+        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+        if (c->rope_llama3) {
+            float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
+            float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
+            float wl = 2.0f * 3.14159265358979323846f / f;
+            if (wl > low_wl) f = f / c->rope_factor;
+            else if (wl >= high_wl) {
+                float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
+                               (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        inv_freq[i] = f;
+    }
+}
+
+/* Rotates pairs (j, j + HD/2) of each of n_heads vectors by the angles of one position. */
+static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, const float *sinv) {
+    int h, j, half = head_dim / 2;
+    for (h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * head_dim;
+        for (j = 0; j < half; j++) {
+            float a = x[j], b = x[j + half];
+            x[j] = a * cosv[j] - b * sinv[j];
+            x[j + half] = b * cosv[j] + a * sinv[j];
+        }
+    }
+}
+
+/* >>state: every buffer of a run, in one place ---------------------------------------- */
+
+#define CODI__CHUNK 64
+
+typedef struct codi__pool codi__pool;
+
+typedef struct {
+    float *xb;         /* [C, D] normed input of the current block */
+    float *q;          /* [C, H*HD] */
+    float *k, *v;      /* [C, KVH*HD] */
+    float *att_out;    /* [C, H*HD] attention result before o_proj */
+    float *delta;      /* [C, D] o_proj or down_proj output */
+    float *hb, *hb2;   /* [C, F] gate and up */
+    float *rope_cos, *rope_sin; /* [C, HD/2] */
+    float *inv_freq;   /* [HD/2] */
+    float *z;          /* [D] the latent being fed */
+    float *scratch;    /* [threads, max(D, F, H*HD, T)] per-thread rows and scores */
+    size_t scratch_stride;
+    int n_threads;
+    codi__pool *pool;
+} codi__state_internal;
+
+typedef void (*codi__task_fn)(void *ctx, int tid, int start, int end);
+
+#ifdef CODI_THREADS
+/* A fixed pool: run(fn) has every worker and the caller each do one slice, then waits. */
+struct codi__pool {
+    pthread_t *threads; int n;          /* n - 1 workers; the caller is thread 0 */
+    pthread_mutex_t mu; pthread_cond_t go, done;
+    codi__task_fn fn; void *ctx; int total;
+    unsigned long generation; int pending, quit;
+};
+typedef struct { codi__pool *p; int tid; } codi__worker_arg;
+static void codi__pool_slice(codi__pool *p, int tid) {
+    int per = (p->total + p->n - 1) / p->n, s = tid * per, e = s + per;
+    if (e > p->total) e = p->total;
+    if (s < e) p->fn(p->ctx, tid, s, e);
+}
+static void *codi__worker(void *arg) {
+    codi__worker_arg *wa = (codi__worker_arg *)arg;
+    codi__pool *p = wa->p;
+    int tid = wa->tid;
+    unsigned long seen = 0;
+    CODI_FREE(wa);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        codi__pool_slice(p, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+static codi__pool *codi__pool_new(int n) {
+    codi__pool *p = (codi__pool *)CODI_MALLOC(sizeof *p);
+    int i;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    p->threads = (pthread_t *)CODI_MALLOC(sizeof(pthread_t) * (size_t)n);
+    pthread_mutex_init(&p->mu, NULL); pthread_cond_init(&p->go, NULL); pthread_cond_init(&p->done, NULL);
+    for (i = 1; i < n; i++) {
+        codi__worker_arg *wa = (codi__worker_arg *)CODI_MALLOC(sizeof *wa);
+        wa->p = p; wa->tid = i;
+        pthread_create(&p->threads[i], NULL, codi__worker, wa);
+    }
+    return p;
+}
+static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total) {
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn; p->ctx = ctx; p->total = total; p->pending = p->n - 1; p->generation++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    codi__pool_slice(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+static void codi__pool_free(codi__pool *p) {
+    int i;
+    if (!p) return;
+    pthread_mutex_lock(&p->mu); p->quit = 1; pthread_cond_broadcast(&p->go); pthread_mutex_unlock(&p->mu);
+    for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu); pthread_cond_destroy(&p->go); pthread_cond_destroy(&p->done);
+    CODI_FREE(p->threads); CODI_FREE(p);
+}
+#define CODI__PARALLEL(si, fn, ctx, total) \
+    do { if ((si)->pool) codi__pool_run((si)->pool, fn, ctx, total); else fn(ctx, 0, 0, total); } while (0)
+#else
+#define CODI__PARALLEL(si, fn, ctx, total) fn(ctx, 0, 0, total)
+#endif
+
+CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = CODI__CHUNK;
+    size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn_dim;
+    size_t kv = L * KVD * T, srow = D;
+    codi_state *s;
+    codi__state_internal *si;
+    if (max_pos <= 0) return NULL;
+    if (n_threads < 1) n_threads = 1;
+#ifndef CODI_THREADS
+    n_threads = 1;
+#endif
+    if (F > srow) srow = F;
+    if (QD > srow) srow = QD;
+    if (T > srow) srow = T;
+    if ((size_t)c->vocab > srow) srow = (size_t)c->vocab;
+    s = (codi_state *)CODI_MALLOC(sizeof *s);
+    si = (codi__state_internal *)CODI_MALLOC(sizeof *si);
+    if (!s || !si) { CODI_FREE(s); CODI_FREE(si); return NULL; }
+    memset(s, 0, sizeof *s); memset(si, 0, sizeof *si);
+    s->internal = si; s->max_pos = max_pos; s->chunk = (int)C;
+    s->n_layers = c->n_layers; s->dim = c->dim; s->n_kv_heads = c->n_kv_heads; s->head_dim = c->head_dim; s->vocab = c->vocab;
+    si->n_threads = n_threads; si->scratch_stride = srow;
+    s->resid = (float *)CODI_MALLOC((L + 1) * T * D * sizeof(float));
+    s->key_cache = (float *)CODI_MALLOC(kv * sizeof(float));
+    s->value_cache = (float *)CODI_MALLOC(kv * sizeof(float));
+    s->final_hidden = (float *)CODI_MALLOC(D * sizeof(float));
+    s->logits = (float *)CODI_MALLOC((size_t)c->vocab * sizeof(float));
+    si->xb = (float *)CODI_MALLOC(C * D * sizeof(float));
+    si->q = (float *)CODI_MALLOC(C * QD * sizeof(float));
+    si->k = (float *)CODI_MALLOC(C * KVD * sizeof(float));
+    si->v = (float *)CODI_MALLOC(C * KVD * sizeof(float));
+    si->att_out = (float *)CODI_MALLOC(C * QD * sizeof(float));
+    si->delta = (float *)CODI_MALLOC(C * D * sizeof(float));
+    si->hb = (float *)CODI_MALLOC(C * F * sizeof(float));
+    si->hb2 = (float *)CODI_MALLOC(C * F * sizeof(float));
+    si->rope_cos = (float *)CODI_MALLOC(C * (size_t)c->head_dim / 2 * sizeof(float));
+    si->rope_sin = (float *)CODI_MALLOC(C * (size_t)c->head_dim / 2 * sizeof(float));
+    si->inv_freq = (float *)CODI_MALLOC((size_t)c->head_dim / 2 * sizeof(float));
+    si->z = (float *)CODI_MALLOC(D * sizeof(float));
+    si->scratch = (float *)CODI_MALLOC((size_t)n_threads * srow * sizeof(float));
+    if (!s->resid || !s->key_cache || !s->value_cache || !s->final_hidden || !s->logits || !si->xb ||
+        !si->q || !si->k || !si->v || !si->att_out || !si->delta || !si->hb || !si->hb2 ||
+        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch) {
+        codi_state_free(s); return NULL;
+    }
+    codi__rope_inv_freq(c, si->inv_freq);
+#ifdef CODI_THREADS
+    if (n_threads > 1 && !(si->pool = codi__pool_new(n_threads))) { codi_state_free(s); return NULL; }
+#endif
+    return s;
+}
+
+CODI_API void codi_state_free(codi_state *s) {
+    codi__state_internal *si;
+    if (!s) return;
+    si = (codi__state_internal *)s->internal;
+    if (si) {
+#ifdef CODI_THREADS
+        codi__pool_free(si->pool);
+#endif
+        CODI_FREE(si->xb); CODI_FREE(si->q); CODI_FREE(si->k); CODI_FREE(si->v); CODI_FREE(si->att_out);
+        CODI_FREE(si->delta); CODI_FREE(si->hb); CODI_FREE(si->hb2); CODI_FREE(si->rope_cos);
+        CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch); CODI_FREE(si);
+    }
+    CODI_FREE(s->resid); CODI_FREE(s->key_cache); CODI_FREE(s->value_cache);
+    CODI_FREE(s->final_hidden); CODI_FREE(s->logits);
+    CODI_FREE(s);
+}
+
+CODI_API void codi_state_reset(codi_state *s) { s->n_pos = 0; s->phase = 0; s->step = 0; s->error[0] = 0; }
+
+CODI_API float *codi_state_resid(codi_state *s, int layer, int pos) {
+    CODI_ASSERT(layer >= 0 && layer <= s->n_layers && pos >= 0 && pos < s->max_pos);
+    return s->resid + ((size_t)layer * s->max_pos + pos) * s->dim;
+}
+
+CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos) {
+    CODI_ASSERT(layer >= 0 && layer < s->n_layers && kv_head >= 0 && kv_head < s->n_kv_heads && pos >= 0 && pos < s->max_pos);
+    return s->key_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
+}
+
+CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos) {
+    CODI_ASSERT(layer >= 0 && layer < s->n_layers && kv_head >= 0 && kv_head < s->n_kv_heads && pos >= 0 && pos < s->max_pos);
+    return s->value_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
+}
+
+CODI_API int codi_state_copy(const codi_model *m, codi_state *dst, const codi_state *src) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, HD = (size_t)c->head_dim, n = (size_t)src->n_pos;
+    int l, h;
+    if (dst->dim != src->dim || dst->n_layers != src->n_layers || dst->max_pos < src->n_pos) {
+        codi__err(dst->error, sizeof dst->error, "state copy: shapes differ or %d positions do not fit %d", src->n_pos, dst->max_pos);
+        return -1;
+    }
+    for (l = 0; l <= c->n_layers; l++)
+        memcpy(dst->resid + (size_t)l * dst->max_pos * D, src->resid + (size_t)l * src->max_pos * D, n * D * sizeof(float));
+    for (l = 0; l < c->n_layers; l++)
+        for (h = 0; h < c->n_kv_heads; h++) {
+            size_t so = ((size_t)l * c->n_kv_heads + h) * src->max_pos * HD, d = ((size_t)l * c->n_kv_heads + h) * dst->max_pos * HD;
+            memcpy(dst->key_cache + d, src->key_cache + so, n * HD * sizeof(float));
+            memcpy(dst->value_cache + d, src->value_cache + so, n * HD * sizeof(float));
+        }
+    memcpy(dst->final_hidden, src->final_hidden, D * sizeof(float));
+    memcpy(dst->logits, src->logits, (size_t)c->vocab * sizeof(float));
+    dst->n_pos = src->n_pos; dst->phase = src->phase; dst->step = src->step;
+    return 0;
+}
+
+CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user) {
+    if (s->n_hooks >= CODI_MAX_HOOKS) return -1;
+    s->hooks[s->n_hooks] = fn; s->hook_user[s->n_hooks] = user;
+    return s->n_hooks++;
+}
+
+CODI_API void codi_state_clear_hooks(codi_state *s) { s->n_hooks = 0; }
+
+/* >>forward: one pass of up to C positions through every layer ---------------------------- */
+
+typedef struct { float *out; const float *x; const codi_matrix *w; int n; codi__state_internal *si; } codi__mm_ctx;
+
+static void codi__mm_task(void *ctx, int tid, int r0, int r1) {
+    codi__mm_ctx *c = (codi__mm_ctx *)ctx;
+    codi__matmul_rows(c->out, (size_t)c->w->rows, c->x, c->w, c->n, r0, r1, c->si->scratch + (size_t)tid * c->si->scratch_stride);
+}
+
+/* out [n, W.rows] = x [n, W.cols] @ W^T, rows split over the thread pool. */
+static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
+    codi__mm_ctx c;
+    c.out = out; c.x = x; c.w = w; c.n = n; c.si = si;
+    CODI__PARALLEL(si, codi__mm_task, &c, w->rows);
+}
+
+typedef struct { const codi_config *c; codi_state *s; int layer, pos0; } codi__att_ctx;
+
+/* Causal grouped-query attention for items (position i, head h) in [a, b). */
+static void codi__attention_task(void *ctx, int tid, int a, int b) {
+    codi__att_ctx *ac = (codi__att_ctx *)ctx;
+    const codi_config *c = ac->c;
+    codi__state_internal *si = (codi__state_internal *)ac->s->internal;
+    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
+    float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
+    for (item = a; item < b; item++) {
+        int i = item / H, h = item % H, p = ac->pos0 + i, t, j;
+        const float *q = si->q + ((size_t)i * H + h) * HD;
+        const float *keys = codi_state_key(ac->s, ac->layer, h / group, 0);
+        const float *vals = codi_state_value(ac->s, ac->layer, h / group, 0);
+        float *out = si->att_out + ((size_t)i * H + h) * HD, mx = -FLT_MAX, sum = 0;
+        for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
+            att[t] = codi__dot(q, keys + (size_t)t * HD, HD) * scale;
+            if (att[t] > mx) mx = att[t];
+        }
+        for (t = 0; t <= p; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }
+        for (j = 0; j < HD; j++) out[j] = 0;
+        for (t = 0; t <= p; t++) {                         /* softmax-weighted values */
+            float w = att[t] / sum;
+            const float *v = vals + (size_t)t * HD;
+            for (j = 0; j < HD; j++) out[j] += w * v[j];
+        }
+    }
+}
+
+/* Calls every hook on data; -1 (with s->error) when one asks to stop. */
+static int codi__hooks(codi_state *s, int point, int layer, int pos, float *data, int size) {
+    codi_hook_info info;
+    int k, rc;
+    if (!s->n_hooks) return 0;
+    info.point = point; info.layer = layer; info.pos = pos; info.phase = s->phase; info.step = s->step; info.size = size;
+    for (k = 0; k < s->n_hooks; k++)
+        if ((rc = s->hooks[k](s->hook_user[k], &info, data)) != 0) {
+            codi__err(s->error, sizeof s->error, "hook %d stopped the forward pass at point %d, layer %d, position %d (code %d)", k, point, layer, pos, rc);
+            return -1;
+        }
+    return 0;
+}
+
+static int codi__all_finite(const float *x, int n) {
+    int i;
+    for (i = 0; i < n; i++) if (!(x[i] - x[i] == 0)) return 0;
+    return 1;
+}
+
+static int codi__forward_chunk(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
+                               int n, float *logits_out, int want_last_logits) {
+    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)s->internal;
+    int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim;
+    int QD = H * HD, KVD = KVH * HD, pos0 = s->n_pos, i, j, l, h;
+    codi__att_ctx ac;
+
+    /* 1. input embeddings: token rows or given vectors -> residual entering layer 0 */
+    for (i = 0; i < n; i++) {
+        float *x = codi_state_resid(s, 0, pos0 + i);
+        if (tokens) {
+            const float *row = codi__matrix_row(&m->w.embed, tokens[i], si->scratch);
+            memcpy(x, row, (size_t)D * sizeof(float));
+        } else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos0 + i, x, D)) return -1;
+        if (!codi__all_finite(x, D)) {
+            codi__err(s->error, sizeof s->error, "input embedding at position %d is not finite (NaN or Inf)", pos0 + i); return -1;
+        }
+    }
+    /* 2. rotary angles of these positions: angle = pos * inv_freq (f32, as HF) */
+    for (i = 0; i < n; i++)
+        for (j = 0; j < HD / 2; j++) {
+            float a = (float)(pos0 + i) * si->inv_freq[j];
+            si->rope_cos[(size_t)i * (HD / 2) + j] = cosf(a);
+            si->rope_sin[(size_t)i * (HD / 2) + j] = sinf(a);
+        }
+    for (l = 0; l < c->n_layers; l++) {
+        const codi_layer *w = &m->w.layers[l];
+        float *x = codi_state_resid(s, l, pos0), *y = codi_state_resid(s, l + 1, pos0);
+        for (i = 0; i < n; i++) if (codi__hooks(s, CODI_HOOK_RESID, l, pos0 + i, x + (size_t)i * D, D)) return -1;
+        memcpy(y, x, (size_t)n * D * sizeof(float));        /* y = x + attn + mlp, built in place */
+        /* 3. attention: norm, q/k/v, RoPE, cache write, causal GQA, o_proj, residual add */
+        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, y + (size_t)i * D, w->attn_norm, D, c->norm_eps);
+        codi__matmul(si, si->q, si->xb, &w->wq, n);
+        codi__matmul(si, si->k, si->xb, &w->wk, n);
+        codi__matmul(si, si->v, si->xb, &w->wv, n);
+        for (i = 0; i < n; i++) {
+            float *k = si->k + (size_t)i * KVD, *v = si->v + (size_t)i * KVD;
+            codi__rope(si->q + (size_t)i * QD, H, HD, si->rope_cos + (size_t)i * (HD / 2), si->rope_sin + (size_t)i * (HD / 2));
+            codi__rope(k, KVH, HD, si->rope_cos + (size_t)i * (HD / 2), si->rope_sin + (size_t)i * (HD / 2));
+            if (codi__hooks(s, CODI_HOOK_KEY, l, pos0 + i, k, KVD) || codi__hooks(s, CODI_HOOK_VALUE, l, pos0 + i, v, KVD)) return -1;
+            for (h = 0; h < KVH; h++) {
+                memcpy(codi_state_key(s, l, h, pos0 + i), k + (size_t)h * HD, (size_t)HD * sizeof(float));
+                memcpy(codi_state_value(s, l, h, pos0 + i), v + (size_t)h * HD, (size_t)HD * sizeof(float));
+            }
+        }
+        ac.c = c; ac.s = s; ac.layer = l; ac.pos0 = pos0;
+        CODI__PARALLEL(si, codi__attention_task, &ac, n * H);
+        codi__matmul(si, si->delta, si->att_out, &w->wo, n);
+        for (i = 0; i < n; i++) {
+            float *d = si->delta + (size_t)i * D, *yi = y + (size_t)i * D;
+            if (codi__hooks(s, CODI_HOOK_ATTN_OUT, l, pos0 + i, d, D)) return -1;
+            for (j = 0; j < D; j++) yi[j] += d[j];
+        }
+        /* 4. MLP: norm, SwiGLU (silu(gate) * up), down_proj, residual add */
+        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, y + (size_t)i * D, w->mlp_norm, D, c->norm_eps);
+        codi__matmul(si, si->hb, si->xb, &w->gate, n);
+        codi__matmul(si, si->hb2, si->xb, &w->up, n);
+        for (j = 0; j < n * F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
+        codi__matmul(si, si->delta, si->hb, &w->down, n);
+        for (i = 0; i < n; i++) {
+            float *d = si->delta + (size_t)i * D, *yi = y + (size_t)i * D;
+            if (codi__hooks(s, CODI_HOOK_MLP_OUT, l, pos0 + i, d, D)) return -1;
+            for (j = 0; j < D; j++) yi[j] += d[j];
+        }
+    }
+    /* 5. final norm (what lm_head and prj read), then logits */
+    for (i = 0; i < n; i++) {
+        float *xl = codi_state_resid(s, c->n_layers, pos0 + i), *xb = si->xb + (size_t)i * D;
+        if (codi__hooks(s, CODI_HOOK_RESID, c->n_layers, pos0 + i, xl, D)) return -1;
+        codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
+        if (codi__hooks(s, CODI_HOOK_FINAL, c->n_layers, pos0 + i, xb, D)) return -1;
+    }
+    memcpy(s->final_hidden, si->xb + (size_t)(n - 1) * D, (size_t)D * sizeof(float));
+    if (logits_out) {
+        codi__matmul(si, logits_out, si->xb, &m->w.lm_head, n);
+        memcpy(s->logits, logits_out + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof(float));
+    } else if (want_last_logits) codi__matmul(si, s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
+    s->n_pos += n;
+    return 0;
+}
+
+CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
+                          int n, float *logits_out) {
+    const codi_config *c = &m->config;
+    int i, done;
+    s->error[0] = 0;
+    if (s->dim != c->dim || s->n_layers != c->n_layers || s->vocab != c->vocab) {
+        codi__err(s->error, sizeof s->error, "state was made for another model"); return -1;
+    }
+    if (n <= 0 || (!tokens) == (!embeds)) {
+        codi__err(s->error, sizeof s->error, "forward needs n > 0 and exactly one of tokens, embeds"); return -1;
+    }
+    if (n > s->max_pos - s->n_pos) {
+        codi__err(s->error, sizeof s->error, "state holds %d positions; %d + %d do not fit", s->max_pos, s->n_pos, n); return -1;
+    }
+    if (tokens)
+        for (i = 0; i < n; i++)
+            if (tokens[i] < 0 || tokens[i] >= c->vocab) {
+                codi__err(s->error, sizeof s->error, "token id %ld at input %d is out of range [0, %d)", (long)tokens[i], i, c->vocab); return -1;
+            }
+    for (done = 0; done < n; done += s->chunk) {
+        int nc = n - done < s->chunk ? n - done : s->chunk;
+        if (codi__forward_chunk(m, s, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * c->dim : NULL, nc,
+                                logits_out ? logits_out + (size_t)done * c->vocab : NULL, done + nc == n))
+            return -1;
+    }
+    return 0;
+}
+
+/* >>codi: the latent loop and greedy answer of zhenyi4/codi test.py ---------------------------- */
+
+CODI_API int codi_project(const codi_model *m, const float *h, float *z) {
+    const codi_config *c = &m->config;
+    float *t, *u;
+    int i;
+    if (!c->prj_dim) return -1;
+    t = (float *)CODI_MALLOC((size_t)c->prj_dim * sizeof(float));
+    u = (float *)CODI_MALLOC((size_t)c->dim * sizeof(float));
+    if (!t || !u) { CODI_FREE(t); CODI_FREE(u); return -1; }
+    codi__matmul_rows(t, 0, h, &m->w.prj1, 1, 0, c->prj_dim, NULL);   /* Linear(D, P) */
+    for (i = 0; i < c->prj_dim; i++) t[i] = codi__gelu(t[i] + m->w.prj1_b[i]);  /* + bias, GELU(erf) */
+    codi__matmul_rows(u, 0, t, &m->w.prj3, 1, 0, c->dim, NULL);       /* Linear(P, D) */
+    for (i = 0; i < c->dim; i++) u[i] += m->w.prj3_b[i];
+    codi__layernorm(z, u, m->w.prj_ln_w, m->w.prj_ln_b, c->dim, c->ln_eps);
+    CODI_FREE(t); CODI_FREE(u);
+    return 0;
+}
+
+CODI_API int codi_latent_step(const codi_model *m, codi_state *s, float *z_out) {
+    codi__state_internal *si = (codi__state_internal *)s->internal;
+    if (!m->config.prj_dim) { codi__err(s->error, sizeof s->error, "this model has no prj: not a CODI checkpoint"); return -1; }
+    if (s->n_pos == 0) { codi__err(s->error, sizeof s->error, "a latent step needs a prefilled state"); return -1; }
+    if (codi_project(m, s->final_hidden, si->z)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    if (codi_forward(m, s, NULL, si->z, 1, NULL)) return -1;
+    if (z_out) memcpy(z_out, codi_state_resid(s, 0, s->n_pos - 1), (size_t)m->config.dim * sizeof(float));
+    return 0;
+}
+
+CODI_API int codi_argmax_answer(const codi_model *m, const float *logits) {
+    int i, best = 0;
+    for (i = 1; i < m->config.vocab - 1; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+CODI_API codi_run_opts codi_run_opts_default(const codi_model *m) {
+    codi_run_opts o;
+    (void)m;
+    memset(&o, 0, sizeof o);
+    o.n_latent = 6; o.max_answer = 256; o.stop_at_eos = 1; o.feed_eot = 1;
+    return o;
+}
+
+static int codi__is_eos(const codi_config *c, int id) {
+    int i;
+    for (i = 0; i < c->n_eos; i++) if (c->eos_ids[i] == id) return 1;
+    return 0;
+}
+
+CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, int n,
+                      const codi_run_opts *o, codi_run_result *r) {
+    const codi_config *c = &m->config;
+    int k, j, V = c->vocab, D = c->dim;
+    memset(r, 0, sizeof *r);
+    codi_state_reset(s);
+    if (o->n_latent < 0 || o->max_answer < 0 || o->max_answer > (int)(sizeof r->answer / sizeof *r->answer)) {
+        codi__err(s->error, sizeof s->error, "n_latent must be >= 0 and max_answer in [0, %d]", (int)(sizeof r->answer / sizeof *r->answer));
+        return -1;
+    }
+    if (o->n_latent > 0 && !c->prj_dim) { codi__err(s->error, sizeof s->error, "this model has no prj: not a CODI checkpoint"); return -1; }
+    /* prefill: question ids ending with bot; its last final hidden makes z_1 */
+    s->phase = CODI_PHASE_PREFILL; s->step = 0;
+    if (codi_forward(m, s, ids, NULL, n, NULL)) return -1;
+    r->prompt_len = n;
+    if (o->latent_logits) memcpy(o->latent_logits, s->logits, (size_t)V * sizeof(float));
+    /* latent steps: z_k = prj(final hidden of the previous position), fed as an embedding */
+    for (k = 1; k <= o->n_latent; k++) {
+        s->phase = CODI_PHASE_LATENT; s->step = k;
+        if (codi_latent_step(m, s, o->latents ? o->latents + (size_t)(k - 1) * D : NULL)) return -1;
+        if (o->latent_logits) memcpy(o->latent_logits + (size_t)k * V, s->logits, (size_t)V * sizeof(float));
+    }
+    if (o->latents && c->prj_dim && codi_project(m, s->final_hidden, o->latents + (size_t)o->n_latent * D)) {
+        codi__err(s->error, sizeof s->error, "out of memory"); return -1;
+    }
+    /* answer: eot, then greedy tokens over every id but the last, fed back */
+    s->phase = CODI_PHASE_ANSWER; s->step = 0;
+    if (o->feed_eot) {
+        int32_t eot = c->eot_id;
+        if (codi_forward(m, s, &eot, NULL, 1, NULL)) return -1;
+    }
+    for (j = 0; j < o->max_answer; j++) {
+        int32_t tok = codi_argmax_answer(m, s->logits);
+        if (o->answer_logits) memcpy(o->answer_logits + (size_t)j * V, s->logits, (size_t)V * sizeof(float));
+        r->answer[r->n_answer++] = tok;
+        if ((o->stop_at_eos && codi__is_eos(c, tok)) || j + 1 == o->max_answer) break;
+        s->step = j + 1;
+        if (codi_forward(m, s, &tok, NULL, 1, NULL)) return -1;
+    }
+    return 0;
+}
+
+#define CODI__LLAMA3_EOT_ID 128009   /* <|eot_id|>, the research prompt's separator */
+
+CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, int nq, int32_t *out, int out_cap) {
+    int n = 0, i, need = nq + 2 + (recipe == 1);
+    if (need > out_cap || nq < 0) return -1;
+    out[n++] = m->config.bos_id;
+    for (i = 0; i < nq; i++) out[n++] = q[i];
+    if (recipe == 1) out[n++] = CODI__LLAMA3_EOT_ID;
+    out[n++] = m->config.bot_id;
+    return n;
+}
+
+CODI_API int codi_extract_answer(const char *text, double *out) {
+    const char *p = text;
+    char buf[64];
+    size_t k = 0;
+    int found = 0;
+    /* CODI: re.findall(r'-?\d+\.?\d*', text.replace(',', ''))[-1] */
+    while (*p) {
+        const char *start = p;
+        if (*p == '-' && p[1] >= '0' && p[1] <= '9') p++;
+        if (*p >= '0' && *p <= '9') {
+            k = 0;
+            if (*start == '-') buf[k++] = '-';
+            while ((*p >= '0' && *p <= '9') || *p == ',') { if (*p != ',' && k < sizeof buf - 2) buf[k++] = *p; p++; }
+            if (*p == '.') {
+                buf[k++] = *p++;
+                while ((*p >= '0' && *p <= '9') || *p == ',') { if (*p != ',' && k < sizeof buf - 1) buf[k++] = *p; p++; }
+            }
+            buf[k] = 0;
+            *out = strtod(buf, NULL);
+            found = 1;
+        } else p = start + 1;
+    }
+    return found;
+}
+
+/* >>lens: reading a residual vector through the unembedding ----------------------------------- */
+
+CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
+    const codi_config *c = &m->config;
+    float *x = (float *)CODI_MALLOC((size_t)c->dim * 2 * sizeof(float));
+    if (!x) return -1;
+    codi__rmsnorm(x, resid, m->w.final_norm, c->dim, c->norm_eps);
+    codi__matmul_rows(logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
+    CODI_FREE(x);
+    return 0;
+}
+
+CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
+    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
+                  layer, pos, m->config.n_layers, s->n_pos - 1);
+        return -1;
+    }
+    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    return 0;
+}
+
+/* >>io: safetensors writer ------------------------------------------------------------------- */
+
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz) {
+    FILE *fp;
+    char *hdr;
+    size_t cap = 256 + (size_t)n * 256, len = 0, off = 0, pad;
+    uint64_t hl;
+    unsigned char hl8[8];
+    int i, d;
+    if (!(hdr = (char *)CODI_MALLOC(cap))) { codi__err(err, errsz, "out of memory"); return -1; }
+    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (i = 0; i < n; i++) {
+        size_t bytes = 4;
+        for (d = 0; d < e[i].ndim; d++) bytes *= (size_t)e[i].shape[d];
+        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e[i].name, e[i].is_int ? "I32" : "F32");
+        for (d = 0; d < e[i].ndim; d++) len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)e[i].shape[d]);
+        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%lu,%lu]}", (unsigned long)off, (unsigned long)(off + bytes));
+        off += bytes;
+        if (len >= cap - 1) { CODI_FREE(hdr); codi__err(err, errsz, "tensor names too long"); return -1; }
+    }
+    len += (size_t)snprintf(hdr + len, cap - len, "}");
+    pad = (8 - len % 8) % 8;
+    hl = len + pad;
+    for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
+    if (!(fp = fopen(path, "wb"))) { CODI_FREE(hdr); codi__err(err, errsz, "cannot write %s", path); return -1; }
+    fwrite(hl8, 1, 8, fp);
+    fwrite(hdr, 1, len, fp);
+    for (i = 0; i < (int)pad; i++) fputc(' ', fp);
+    for (i = 0; i < n; i++) {
+        size_t cnt = 1;
+        for (d = 0; d < e[i].ndim; d++) cnt *= (size_t)e[i].shape[d];
+        fwrite(e[i].data, 4, cnt, fp);
+    }
+    CODI_FREE(hdr);
+    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); return -1; }
+    return 0;
+}
+
+#endif /* CODI_LENS_IMPLEMENTATION_DONE */
+#endif /* CODI_LENS_IMPLEMENTATION */
