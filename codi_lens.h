@@ -244,9 +244,14 @@ CODI_API int codi_latent_step(const codi_model *m, codi_state *s, float *z_out);
 /* argmax of logits [V] over every id except the last (CODI's logits[:, :-1]). */
 CODI_API int codi_argmax_answer(const codi_model *m, const float *logits);
 CODI_API codi_run_opts codi_run_opts_default(const codi_model *m);
-/* A whole CODI question: prefill ids (ending with bot), n_latent steps, eot, greedy answer. */
+/* A whole CODI question: prefill ids (ending with bot), n_latent steps, eot, greedy answer.
+   Resets s first. Equal to codi_run_latents then codi_run_answer; call those two to act on the
+   state between the latent loop and the answer (KV-cache steering). */
 CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, int n,
                       const codi_run_opts *o, codi_run_result *r);
+CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t *ids, int n,
+                              const codi_run_opts *o, codi_run_result *r);
+CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_opts *o, codi_run_result *r);
 /* Prompt ids from question ids: BOS q... bot (recipe 0, zhenyi4 remove_eos) or
    BOS q... <|eot_id|> bot (recipe 1, Latent Reasoning Sprint). Returns the count, or -1
    if out_cap is too small. */
@@ -2247,10 +2252,10 @@ static int codi__is_eos(const codi_config *c, int id) {
     return 0;
 }
 
-CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, int n,
-                      const codi_run_opts *o, codi_run_result *r) {
+CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t *ids, int n,
+                              const codi_run_opts *o, codi_run_result *r) {
     const codi_config *c = &m->config;
-    int k, j, V = c->vocab, D = c->dim;
+    int k, V = c->vocab, D = c->dim;
     memset(r, 0, sizeof *r);
     codi_state_reset(s);
     if (o->n_latent < 0 || o->max_answer < 0 || o->max_answer > (int)(sizeof r->answer / sizeof *r->answer)) {
@@ -2272,8 +2277,15 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
     if (o->latents && c->prj_dim && codi_project(m, s->final_hidden, o->latents + (size_t)o->n_latent * D)) {
         codi__err(s->error, sizeof s->error, "out of memory"); return -1;
     }
+    return 0;
+}
+
+CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_opts *o, codi_run_result *r) {
+    const codi_config *c = &m->config;
+    int j, V = c->vocab;
     /* answer: eot, then greedy tokens over every id but the last, fed back */
     s->phase = CODI_PHASE_ANSWER; s->step = 0;
+    r->n_answer = 0;
     if (o->feed_eot) {
         int32_t eot = c->eot_id;
         if (codi_forward(m, s, &eot, NULL, 1, NULL)) return -1;
@@ -2287,6 +2299,12 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
         if (codi_forward(m, s, &tok, NULL, 1, NULL)) return -1;
     }
     return 0;
+}
+
+CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, int n,
+                      const codi_run_opts *o, codi_run_result *r) {
+    if (codi_run_latents(m, s, ids, n, o, r)) return -1;
+    return codi_run_answer(m, s, o, r);
 }
 
 #define CODI__LLAMA3_EOT_ID 128009   /* <|eot_id|>, the research prompt's separator */

@@ -8,7 +8,7 @@
 
 static int t_passed, t_failed, t_skipped;
 
-static void t_result(int ok, const char *name, const char *fmt, ...) {
+static inline void t_result(int ok, const char *name, const char *fmt, ...) {
     va_list ap;
     printf("%s - %s", ok ? "ok" : "not ok", name);
     if (fmt && *fmt) { printf(ok ? " (" : ": "); va_start(ap, fmt); vprintf(fmt, ap); va_end(ap); if (ok) printf(")"); }
@@ -16,35 +16,35 @@ static void t_result(int ok, const char *name, const char *fmt, ...) {
     if (ok) t_passed++; else t_failed++;
 }
 
-static void t_skip(const char *name, const char *why) { printf("skip - %s: %s\n", name, why); t_skipped++; }
+static inline void t_skip(const char *name, const char *why) { printf("skip - %s: %s\n", name, why); t_skipped++; }
 
-static int t_summary(void) {
+static inline int t_summary(void) {
     printf("%d passed, %d failed, %d skipped\n", t_passed, t_failed, t_skipped);
     return t_failed ? 1 : 0;
 }
 
 /* Max |a - b| over n values (NaN counts as infinite). */
-static double t_max_abs(const float *a, const float *b, size_t n) {
+static inline double t_max_abs(const float *a, const float *b, size_t n) {
     double m = 0; size_t i;
     for (i = 0; i < n; i++) { double d = fabs((double)a[i] - b[i]); if (!(d <= m)) m = d != d ? INFINITY : d; }
     return m;
 }
 
 /* ||a - b|| / ||b|| */
-static double t_rel_l2(const float *a, const float *b, size_t n) {
+static inline double t_rel_l2(const float *a, const float *b, size_t n) {
     double num = 0, den = 0; size_t i;
     for (i = 0; i < n; i++) { double d = (double)a[i] - b[i]; num += d * d; den += (double)b[i] * b[i]; }
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 /* Compares and reports like llm.c's check_tensor: the first values and the max error. */
-static int t_check_abs(const char *name, const float *got, const float *ref, size_t n, double tol) {
+static inline int t_check_abs(const char *name, const float *got, const float *ref, size_t n, double tol) {
     double e = t_max_abs(got, ref, n);
     t_result(e <= tol, name, "max |diff| %.3g (tol %.0e; first got %.5f ref %.5f)", e, tol, got[0], ref[0]);
     return e <= tol;
 }
 
-static int t_check_rel(const char *name, const float *got, const float *ref, size_t n, double tol) {
+static inline int t_check_rel(const char *name, const float *got, const float *ref, size_t n, double tol) {
     double e = t_rel_l2(got, ref, n);
     t_result(e <= tol, name, "rel L2 %.3g (tol %.0e; max |diff| %.3g)", e, tol, t_max_abs(got, ref, n));
     return e <= tol;
@@ -53,23 +53,23 @@ static int t_check_rel(const char *name, const float *got, const float *ref, siz
 /* Golden file access through the library's own safetensors reader. */
 typedef struct { codi__tensors ts; } t_golden;
 
-static int t_golden_open(t_golden *g, const char *path) {
+static inline int t_golden_open(t_golden *g, const char *path) {
     char err[256];
     memset(g, 0, sizeof *g);
     if (codi__read_safetensors(&g->ts, path, 0, err, sizeof err) != 0) { printf("# %s\n", err); return -1; }
     return 0;
 }
 
-static const void *t_golden_get(t_golden *g, const char *name, size_t *count) {
+static inline const void *t_golden_get(t_golden *g, const char *name, size_t *count) {
     const codi__tensor *t = codi__tensors_find(&g->ts, name);
     if (!t) { printf("# golden tensor %s missing\n", name); exit(2); }
     if (count) *count = (size_t)codi__numel(t->ndim, t->shape);
     return t->data;
 }
 
-static const float *t_gf(t_golden *g, const char *name, size_t *count) { return (const float *)t_golden_get(g, name, count); }
-static const int32_t *t_gi(t_golden *g, const char *name, size_t *count) { return (const int32_t *)t_golden_get(g, name, count); }
+static inline const float *t_gf(t_golden *g, const char *name, size_t *count) { return (const float *)t_golden_get(g, name, count); }
+static inline const int32_t *t_gi(t_golden *g, const char *name, size_t *count) { return (const int32_t *)t_golden_get(g, name, count); }
 
-static void t_golden_close(t_golden *g) { codi__tensors_free(&g->ts); }
+static inline void t_golden_close(t_golden *g) { codi__tensors_free(&g->ts); }
 
 #endif
