@@ -101,6 +101,7 @@ typedef struct {
     float lora_scale;   /* alpha / r; 0.25 for the released CODI Llama (32 / 128) */
     int head_dim;       /* > 0 overrides config.json / the default 64 when inferring */
     int base_vocab;     /* > 0: pad/bot/eot = base_vocab + 0/1/2 (default: V - 3 for CODI) */
+    int n_threads;      /* threads for merging LoRA at load (CODI_THREADS builds; default 1) */
 } codi_load_opts;
 
 /* A weight matrix W [rows = out features, cols = in features], row-major. */
@@ -378,6 +379,85 @@ static int codi__ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
+
+/* >>threads: the one place with parallelism. fn(ctx, tid, start, end) runs over [0, total)
+   split into one slice per thread; without CODI_THREADS it runs inline as one slice. */
+
+typedef struct codi__pool codi__pool;
+typedef void (*codi__task_fn)(void *ctx, int tid, int start, int end);
+
+#ifdef CODI_THREADS
+/* A fixed pool: run(fn) has every worker and the caller each do one slice, then waits. */
+struct codi__pool {
+    pthread_t *threads; int n;          /* n - 1 workers; the caller is thread 0 */
+    pthread_mutex_t mu; pthread_cond_t go, done;
+    codi__task_fn fn; void *ctx; int total;
+    unsigned long generation; int pending, quit;
+};
+typedef struct { codi__pool *p; int tid; } codi__worker_arg;
+static void codi__pool_slice(codi__pool *p, int tid) {
+    int per = (p->total + p->n - 1) / p->n, s = tid * per, e = s + per;
+    if (e > p->total) e = p->total;
+    if (s < e) p->fn(p->ctx, tid, s, e);
+}
+static void *codi__worker(void *arg) {
+    codi__worker_arg *wa = (codi__worker_arg *)arg;
+    codi__pool *p = wa->p;
+    int tid = wa->tid;
+    unsigned long seen = 0;
+    CODI_FREE(wa);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        codi__pool_slice(p, tid);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->done);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+static codi__pool *codi__pool_new(int n) {
+    codi__pool *p = (codi__pool *)CODI_MALLOC(sizeof *p);
+    int i;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    if (!(p->threads = (pthread_t *)CODI_MALLOC(sizeof(pthread_t) * (size_t)n))) { CODI_FREE(p); return NULL; }
+    pthread_mutex_init(&p->mu, NULL); pthread_cond_init(&p->go, NULL); pthread_cond_init(&p->done, NULL);
+    p->n = 1;
+    for (i = 1; i < n; i++) {               /* the pool is as large as the threads that started */
+        codi__worker_arg *wa = (codi__worker_arg *)CODI_MALLOC(sizeof *wa);
+        if (!wa) break;
+        wa->p = p; wa->tid = i;
+        if (pthread_create(&p->threads[i], NULL, codi__worker, wa) != 0) { CODI_FREE(wa); break; }
+        p->n++;
+    }
+    return p;
+}
+static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total) {
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn; p->ctx = ctx; p->total = total; p->pending = p->n - 1; p->generation++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    codi__pool_slice(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+static void codi__pool_free(codi__pool *p) {
+    int i;
+    if (!p) return;
+    pthread_mutex_lock(&p->mu); p->quit = 1; pthread_cond_broadcast(&p->go); pthread_mutex_unlock(&p->mu);
+    for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu); pthread_cond_destroy(&p->go); pthread_cond_destroy(&p->done);
+    CODI_FREE(p->threads); CODI_FREE(p);
+}
+#define CODI__PARALLEL(pool, fn, ctx, total) \
+    do { if (pool) codi__pool_run(pool, fn, ctx, total); else fn(ctx, 0, 0, total); } while (0)
+#else
+#define CODI__PARALLEL(pool, fn, ctx, total) fn(ctx, 0, 0, total)
+#endif
 
 /* >>json: a small DOM JSON reader (RFC 8259) for config.json, safetensors headers,
    index files and tokenizer.json. One arena per document; strings are decoded to
@@ -1365,6 +1445,8 @@ typedef struct {
     codi_model *m;
     codi__model_internal *in;
     char *err; size_t errsz;
+    codi__pool *pool;       /* merge threads (NULL: one) */
+    int n_threads;
 } codi__loader;
 
 static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
@@ -1407,14 +1489,63 @@ static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
     return v;
 }
 
+typedef struct {
+    const codi__tensor *w, *b;  /* base [rows, cols], lora_B [rows, r] */
+    const float *a;             /* lora_A [r, cols] as f32 */
+    int r, cols, dtype;
+    float scale;
+    unsigned char *dst;         /* [rows, cols] of dtype */
+    float *rows_buf;            /* [threads, cols] */
+} codi__merge_ctx;
+
+/* Rows [i0, i1) of W + scale * B @ A, converted to the storage dtype. */
+static void codi__merge_task(void *ctx, int tid, int i0, int i1) {
+    codi__merge_ctx *c = (codi__merge_ctx *)ctx;
+    float *row = c->rows_buf + (size_t)tid * c->cols;
+    int i, j, k;
+    for (i = i0; i < i1; i++) {
+        for (j = 0; j < c->cols; j++) row[j] = codi__load_elem(c->w->data, c->w->dtype, (size_t)i * c->cols + j);
+        for (k = 0; k < c->r; k++) {           /* row += scale * B[i, k] * A[k, :] */
+            float sk = c->scale * codi__load_elem(c->b->data, c->b->dtype, (size_t)i * c->r + k);
+            const float *ak = c->a + (size_t)k * c->cols;
+            for (j = 0; j < c->cols; j++) row[j] += sk * ak[j];
+        }
+        if (c->dtype == CODI_F32) memcpy(c->dst + (size_t)i * c->cols * 4, row, (size_t)c->cols * 4);
+        else {
+            uint16_t *d16 = (uint16_t *)(void *)(c->dst + (size_t)i * c->cols * 2);
+            for (j = 0; j < c->cols; j++) d16[j] = codi__f32_to_bf16(row[j]);
+        }
+    }
+}
+
+/* Gives back the mapped pages of a tensor that was copied out (its interior pages, when no
+   other tensor overlaps them), so the file does not stay resident beside the merged copy. */
+static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
+    int i;
+    if (hi <= lo) return;
+    for (i = 0; i < ld->in->ts.n; i++) {
+        const codi__tensor *o = &ld->in->ts.t[i];
+        uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
+        if (o != t && o->data && olo < hi && ohi > lo) return;
+    }
+    munmap((void *)lo, hi - lo);
+#else
+    (void)ld; (void)t;
+#endif
+}
+
 /* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
    f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
 static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
     char name[200], an[200], bn[200];
     const codi__tensor *w, *a = NULL, *b = NULL;
-    float *arow = NULL, *row = NULL;
+    codi__merge_ctx mc;
+    float *abuf = NULL;
     size_t esz = codi__dtype_size(dtype);
-    int r = 0, i, j, k;
+    int r = 0, k;
     snprintf(name, sizeof name, "%s.weight", prefix);
     snprintf(an, sizeof an, "%s.lora_A", prefix);
     snprintf(bn, sizeof bn, "%s.lora_B", prefix);
@@ -1427,29 +1558,19 @@ static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *pre
     }
     out->rows = rows; out->cols = cols; out->dtype = dtype;
     if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
-    {
-        unsigned char *dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz);
-        if (!dst) return -1;
-        row = (float *)CODI_MALLOC((size_t)cols * sizeof(float));
-        if (a) arow = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float));
-        if (!row || (a && !arow)) { CODI_FREE(row); CODI_FREE(arow); codi__err(ld->err, ld->errsz, "out of memory"); return -1; }
-        if (a) for (k = 0; k < r * cols; k++) arow[k] = codi__load_elem(a->data, a->dtype, (size_t)k);
-        for (i = 0; i < rows; i++) {
-            for (j = 0; j < cols; j++) row[j] = codi__load_elem(w->data, w->dtype, (size_t)i * cols + j);
-            for (k = 0; k < r; k++) {          /* row += scale * B[i, k] * A[k, :] */
-                float s = ld->m->config.lora_scale * codi__load_elem(b->data, b->dtype, (size_t)i * r + k);
-                const float *ak = arow + (size_t)k * cols;
-                for (j = 0; j < cols; j++) row[j] += s * ak[j];
-            }
-            if (dtype == CODI_F32) memcpy(dst + (size_t)i * cols * 4, row, (size_t)cols * 4);
-            else {
-                uint16_t *d16 = (uint16_t *)(void *)(dst + (size_t)i * cols * 2);
-                for (j = 0; j < cols; j++) d16[j] = codi__f32_to_bf16(row[j]);
-            }
-        }
-        CODI_FREE(row); CODI_FREE(arow);
-        out->data = dst;
-    }
+    memset(&mc, 0, sizeof mc);
+    mc.w = w; mc.b = b; mc.r = r; mc.cols = cols; mc.dtype = dtype; mc.scale = ld->m->config.lora_scale;
+    if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
+    mc.rows_buf = (float *)CODI_MALLOC((size_t)ld->n_threads * cols * sizeof(float));
+    if (a) abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float));
+    if (!mc.rows_buf || (a && !abuf)) { CODI_FREE(mc.rows_buf); CODI_FREE(abuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1; }
+    if (a) for (k = 0; k < r * cols; k++) abuf[k] = codi__load_elem(a->data, a->dtype, (size_t)k);
+    mc.a = abuf;
+    CODI__PARALLEL(ld->pool, codi__merge_task, &mc, rows);
+    CODI_FREE(mc.rows_buf); CODI_FREE(abuf);
+    out->data = mc.dst;
+    codi__release_tensor(ld, w);
+    if (a) { codi__release_tensor(ld, a); codi__release_tensor(ld, b); }
     return 0;
 }
 
@@ -1693,7 +1814,10 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
     memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
     m->internal = in; m->exact = o.exact;
-    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz;
+    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
+#ifdef CODI_THREADS
+    if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
+#endif
     codi__config_defaults(&m->config);
     if (o.base && codi__read_any(&in->ts, o.base, 1, err, errsz) != 0) goto fail;
     if (codi__read_any(&in->ts, path, 0, err, errsz) != 0) goto fail;
@@ -1716,8 +1840,14 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
         memcpy(ti->shape, t->shape, sizeof ti->shape);
     }
     m->n_tensors = in->ts.n;
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
     return m;
 fail:
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
     codi_model_free(m);
     return NULL;
 }
@@ -1819,8 +1949,6 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 
 #define CODI__CHUNK 64
 
-typedef struct codi__pool codi__pool;
-
 typedef struct {
     float *xb;         /* [C, D] normed input of the current block */
     float *q;          /* [C, H*HD] */
@@ -1837,78 +1965,6 @@ typedef struct {
     codi__pool *pool;
 } codi__state_internal;
 
-typedef void (*codi__task_fn)(void *ctx, int tid, int start, int end);
-
-#ifdef CODI_THREADS
-/* A fixed pool: run(fn) has every worker and the caller each do one slice, then waits. */
-struct codi__pool {
-    pthread_t *threads; int n;          /* n - 1 workers; the caller is thread 0 */
-    pthread_mutex_t mu; pthread_cond_t go, done;
-    codi__task_fn fn; void *ctx; int total;
-    unsigned long generation; int pending, quit;
-};
-typedef struct { codi__pool *p; int tid; } codi__worker_arg;
-static void codi__pool_slice(codi__pool *p, int tid) {
-    int per = (p->total + p->n - 1) / p->n, s = tid * per, e = s + per;
-    if (e > p->total) e = p->total;
-    if (s < e) p->fn(p->ctx, tid, s, e);
-}
-static void *codi__worker(void *arg) {
-    codi__worker_arg *wa = (codi__worker_arg *)arg;
-    codi__pool *p = wa->p;
-    int tid = wa->tid;
-    unsigned long seen = 0;
-    CODI_FREE(wa);
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->generation == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) { pthread_mutex_unlock(&p->mu); return NULL; }
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
-        codi__pool_slice(p, tid);
-        pthread_mutex_lock(&p->mu);
-        if (--p->pending == 0) pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-static codi__pool *codi__pool_new(int n) {
-    codi__pool *p = (codi__pool *)CODI_MALLOC(sizeof *p);
-    int i;
-    if (!p) return NULL;
-    memset(p, 0, sizeof *p);
-    p->n = n;
-    p->threads = (pthread_t *)CODI_MALLOC(sizeof(pthread_t) * (size_t)n);
-    pthread_mutex_init(&p->mu, NULL); pthread_cond_init(&p->go, NULL); pthread_cond_init(&p->done, NULL);
-    for (i = 1; i < n; i++) {
-        codi__worker_arg *wa = (codi__worker_arg *)CODI_MALLOC(sizeof *wa);
-        wa->p = p; wa->tid = i;
-        pthread_create(&p->threads[i], NULL, codi__worker, wa);
-    }
-    return p;
-}
-static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total) {
-    pthread_mutex_lock(&p->mu);
-    p->fn = fn; p->ctx = ctx; p->total = total; p->pending = p->n - 1; p->generation++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    codi__pool_slice(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->pending > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-}
-static void codi__pool_free(codi__pool *p) {
-    int i;
-    if (!p) return;
-    pthread_mutex_lock(&p->mu); p->quit = 1; pthread_cond_broadcast(&p->go); pthread_mutex_unlock(&p->mu);
-    for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
-    pthread_mutex_destroy(&p->mu); pthread_cond_destroy(&p->go); pthread_cond_destroy(&p->done);
-    CODI_FREE(p->threads); CODI_FREE(p);
-}
-#define CODI__PARALLEL(si, fn, ctx, total) \
-    do { if ((si)->pool) codi__pool_run((si)->pool, fn, ctx, total); else fn(ctx, 0, 0, total); } while (0)
-#else
-#define CODI__PARALLEL(si, fn, ctx, total) fn(ctx, 0, 0, total)
-#endif
 
 CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
     const codi_config *c = &m->config;
@@ -2040,7 +2096,7 @@ static void codi__mm_task(void *ctx, int tid, int r0, int r1) {
 static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
     codi__mm_ctx c;
     c.out = out; c.x = x; c.w = w; c.n = n; c.si = si;
-    CODI__PARALLEL(si, codi__mm_task, &c, w->rows);
+    CODI__PARALLEL(si->pool, codi__mm_task, &c, w->rows);
 }
 
 typedef struct { const codi_config *c; codi_state *s; int layer, pos0; } codi__att_ctx;
@@ -2140,7 +2196,7 @@ static int codi__forward_chunk(const codi_model *m, codi_state *s, const int32_t
             }
         }
         ac.c = c; ac.s = s; ac.layer = l; ac.pos0 = pos0;
-        CODI__PARALLEL(si, codi__attention_task, &ac, n * H);
+        CODI__PARALLEL(si->pool, codi__attention_task, &ac, n * H);
         codi__matmul(si, si->delta, si->att_out, &w->wo, n);
         for (i = 0; i < n; i++) {
             float *d = si->delta + (size_t)i * D, *yi = y + (size_t)i * D;

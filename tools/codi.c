@@ -60,7 +60,7 @@ static codi_model *load_model(const cli_opts *o) {
     char err[512];
     codi_load_opts lo = codi_load_opts_default();
     codi_model *m;
-    lo.base = o->base; lo.exact = o->exact; lo.head_dim = o->head_dim; lo.lora_scale = o->lora_scale;
+    lo.base = o->base; lo.exact = o->exact; lo.head_dim = o->head_dim; lo.lora_scale = o->lora_scale; lo.n_threads = o->threads;
     m = codi_load(o->model, &lo, err, sizeof err);
     if (!m) fprintf(stderr, "codi: %s\n", err);
     return m;
