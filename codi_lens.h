@@ -697,7 +697,7 @@ static int codi__json_num(const codi__json *o, const char *key, double *out) {
 
 typedef struct codi__file {
     const unsigned char *data; size_t size;
-    int mapped;
+    int mapped, fd;                 /* fd stays open while mapped (see codi__release_tensor) */
     struct codi__file *next;
 } codi__file;
 
@@ -717,9 +717,8 @@ static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
         if (f->size > 0) {
             void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
             if (p == MAP_FAILED) { codi__err(err, errsz, "cannot map %s", path); close(fd); CODI_FREE(f); return NULL; }
-            f->data = (const unsigned char *)p; f->mapped = 1;
-        }
-        close(fd);
+            f->data = (const unsigned char *)p; f->mapped = 1; f->fd = fd;
+        } else close(fd);
     }
 #else
     {
@@ -744,7 +743,7 @@ static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
 static void codi__file_close(codi__file *f) {
     if (!f) return;
 #if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-    if (f->mapped) munmap((void *)f->data, f->size);
+    if (f->mapped) { munmap((void *)f->data, f->size); close(f->fd); }
 #else
     CODI_FREE((void *)f->data);
 #endif
@@ -1518,12 +1517,14 @@ static void codi__merge_task(void *ctx, int tid, int i0, int i1) {
     }
 }
 
-/* Gives back the mapped pages of a tensor that was copied out (its interior pages, when no
-   other tensor overlaps them), so the file does not stay resident beside the merged copy. */
+/* Gives back the resident pages of a tensor that was copied out (its interior pages, when no
+   other tensor overlaps them), so the file does not stay resident beside the merged copy: the
+   range is mapped afresh from the file (MAP_FIXED), which keeps the addresses reserved. */
 static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
 #if !defined(CODI_NO_MMAP) && !defined(_WIN32)
     size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
     uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
+    const codi__file *f;
     int i;
     if (hi <= lo) return;
     for (i = 0; i < ld->in->ts.n; i++) {
@@ -1531,7 +1532,11 @@ static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
         uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
         if (o != t && o->data && olo < hi && ohi > lo) return;
     }
-    munmap((void *)lo, hi - lo);
+    for (f = ld->in->ts.files; f; f = f->next)
+        if (f->mapped && lo >= (uintptr_t)f->data && hi <= (uintptr_t)f->data + f->size) {
+            mmap((void *)lo, hi - lo, PROT_READ, MAP_PRIVATE | MAP_FIXED, f->fd, (off_t)(lo - (uintptr_t)f->data));
+            return;
+        }
 #else
     (void)ld; (void)t;
 #endif
