@@ -65,7 +65,9 @@
 extern "C" {
 #endif
 
-#ifdef CODI_STATIC
+#if defined(CODI_STATIC) && defined(__GNUC__)
+#define CODI_API static __attribute__((unused))   /* no -Wunused-function for the calls you skip */
+#elif defined(CODI_STATIC)
 #define CODI_API static
 #else
 #define CODI_API extern
