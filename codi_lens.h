@@ -1687,6 +1687,7 @@ static int codi__apply_config_json(codi_config *c, const char *path, int *tie, c
     if (codi__json_num(j, "num_key_value_heads", &x)) c->n_kv_heads = (int)x;
     if (codi__json_num(j, "head_dim", &x)) c->head_dim = (int)x;
     if (codi__json_num(j, "rms_norm_eps", &x)) c->norm_eps = (float)x;
+    c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
     if (codi__json_num(j, "rope_theta", &x)) c->rope_theta = (float)x;
     if (codi__json_num(j, "bos_token_id", &x)) c->bos_id = (int)x;
     if ((eos = codi__json_get(j, "eos_token_id")) != NULL) {
@@ -1716,7 +1717,7 @@ static int codi__apply_config_json(codi_config *c, const char *path, int *tie, c
         }
     } else if (rs && rs->type != CODI__J_NULL) {
         codi__err(err, errsz, "%s: rope_scaling is not an object", path); codi__json_free(j); return -1;
-    }
+    } else c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
     codi__json_free(j);
     return 1;
 }
@@ -1741,18 +1742,22 @@ static int codi__read_any(codi__tensors *ts, const char *path, int source, char 
         if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_safetensors(ts, p, source, err, errsz); }
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
         if ((idx = codi__read_text(p, &len)) != NULL) {      /* sharded: every distinct file in weight_map */
-            char msg[200];
+            char msg[200], shard[4096];
             codi__json *j = codi__json_parse(idx, len, msg, sizeof msg);
             const codi__json *wm = codi__json_get(j, "weight_map"), *e, *e2;
             CODI_FREE(idx);
+            if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
             if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
             for (e = wm->child; e; e = e->next) {
                 int seen = 0;
-                if (e->type != CODI__J_STR || strchr(e->str, '/')) { codi__err(err, errsz, "%s: bad shard name", p); codi__json_free(j); return -1; }
+                if (e->type != CODI__J_STR || strchr(e->str, '/')) {
+                    codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
+                    codi__json_free(j); return -1;
+                }
                 for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
                 if (seen) continue;
-                snprintf(p, sizeof p, "%s/%s", path, e->str);
-                if (codi__read_safetensors(ts, p, source, err, errsz) != 0) { codi__json_free(j); return -1; }
+                snprintf(shard, sizeof shard, "%s/%s", path, e->str);
+                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi__json_free(j); return -1; }
             }
             codi__json_free(j);
             return 0;
