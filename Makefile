@@ -49,6 +49,13 @@ test: $(TESTS:%=build/%_san) build/codi build/quickstart build/test_cpp build/ch
 demo: build/codi
 	sh tools/demo.sh
 
+# libFuzzer harnesses (clang), one per loader and one for encode/decode; not part of `make test`:
+# make fuzz, then e.g. build/fuzz_encode -max_total_time=300 (each file's top comment says more).
+FUZZ = fuzz_checkpoint fuzz_tokenizer_load fuzz_encode
+fuzz: $(FUZZ:%=build/%)
+build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< -lm
+
 bench: build/codi build/random_codi
 	sh tools/bench.sh
 
@@ -58,4 +65,4 @@ bench-tokenizer: build/codi
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-tokenizer llama3-tokenizer clean
+.PHONY: all test demo bench bench-tokenizer llama3-tokenizer fuzz clean

@@ -12,6 +12,7 @@
 #define LLAMA3_MODEL "build/llama3_tokenizer.model"     /* codi tokenize --export-tiktoken */
 #define GOLDEN "build/golden_hf.jsonl"                  /* gunzipped tests/data/golden_hf.jsonl.gz */
 #define NANO "models/codi-nano/tokenizer.json"
+#define HF_CASES "tests/data/hf_tokenizer_cases.jsonl"  /* tools/hf_cases: Hugging Face tokenizers 0.23.2 */
 
 static int32_t ids[1 << 16];
 static char text[1 << 18];
@@ -70,8 +71,8 @@ static size_t random_text(char *out, int n_chars, const codi_tokenizer *t) {
             const codi__tok_internal *ti = (const codi__tok_internal *)t->internal;
             if (ti->n_added) {
                 const codi__added *a = &ti->added[rng() % (unsigned)ti->n_added];
-                memcpy(out + n, t->bytes + t->offset[a->id], t->length[a->id]);
-                n += t->length[a->id];
+                memcpy(out + n, CODI__ADDED_TEXT(ti, a), a->len);
+                n += a->len;
                 continue;
             }
         }
@@ -167,6 +168,13 @@ static void bad_files(void) {
     t_result(tok_load_fails("QUJD 0\nQUJE\n", 12, ".model", err, sizeof err) && strstr(err, ":2:"), "tiktoken line without a rank", "\"%s\"", err);
     t_result(tok_load_fails("QUJD 0\nQU*D 1\n", 14, ".model", err, sizeof err) && strstr(err, "base64"), "tiktoken line with bad base64", "\"%s\"", err);
     t_result(tok_load_fails("QUJD 0\nQUJE 0\n", 14, ".model", err, sizeof err) && strstr(err, "twice"), "tiktoken rank given twice", "\"%s\"", err);
+    edit_expect(src, n, "\"ids\": [\n              510", "\"ids\": [\n              1e20", "out of range", "a post-processor id out of range is refused");
+    edit_expect(src, n, "\"id\": 511,", "\"id\": 9000000,", "lacks an id", "an added token id far beyond the vocabulary is refused");
+    t_result(tok_load_fails("QQ== 16777215\n", 14, ".model", err, sizeof err) && strstr(err, "far beyond"), "tiktoken rank far beyond the line count", "\"%s\"", err);
+    t_result(!tok_load_fails("QUJD 0\n\nQUJE 1\n\n", 16, ".model", err, sizeof err), "tiktoken blank lines are skipped", "%s", err);
+    t = codi_tokenizer_load("build/bad_tok.model", err, sizeof err);
+    t_result(t && codi_tokenizer_add_token(t, "<|big|>", 2000000000, 1, err, sizeof err) < 0 && strstr(err, "out of range"), "adding a token with a huge id fails", "\"%s\"", err);
+    codi_tokenizer_free(t);
     t = codi_tokenizer_load("tests/data/no_such_tokenizer.json", err, sizeof err);
     t_result(!t && strstr(err, "cannot open"), "missing tokenizer file", "\"%s\"", err);
     free(src);
@@ -257,6 +265,42 @@ static void llama3(void) {
     codi_tokenizer_free(tj);
 }
 
+/* One rule of Hugging Face tokenizers per case (merge ranks, add_prefix_space, added tokens:
+   normalized or not, single_word, lstrip/rstrip, overlaps): a small tokenizer.json, texts, and
+   the ids and decoded text HF gave. */
+static void hf_cases(void) {
+    size_t len;
+    char *all = codi__read_text(HF_CASES, &len), *p, err[256], name[160];
+    codi_tokenizer *t = NULL;
+    int texts = 0, bad = 0, cases = 0;
+    for (p = all; p && p < all + len;) {
+        char *e = strchr(p, '\n'), *tj;
+        codi__json *j;
+        if (!e) e = all + len;
+        *e = 0;
+        if ((tj = strstr(p, "\"tokenizer\":")) != NULL) {          /* {"case": ..., "tokenizer": {...}} */
+            codi_tokenizer_free(t);
+            tok_load_fails(tj + 12, strlen(tj + 12) - 1, ".json", err, sizeof err);
+            t = codi_tokenizer_load("build/bad_tok.json", err, sizeof err);
+            if (!t) { printf("# case %.40s: %s\n", p, err); bad++; }
+            cases++;
+        } else if (t && (j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi__json *tx = codi__json_get(j, "text"), *gi = codi__json_get(j, "ids"), *gd = codi__json_get(j, "decoded"), *c;
+            int n = codi_encode(t, tx->str, tx->len, 0, 1, ids, 256), i, same = n == gi->count;
+            for (i = 0, c = gi->child; same && i < n; i++, c = c->next) same = ids[i] == (int32_t)c->num;
+            same = same && codi_decode(t, ids, n, 0, text, sizeof text) == (long)gd->len && !memcmp(text, gd->str, gd->len);
+            if (!same) { bad++; printf("# %s \"%s\": %d ids, first %d\n", codi__json_get(j, "case")->str, tx->str, n, n > 0 ? ids[0] : -1); }
+            texts++;
+            codi__json_free(j);
+        }
+        p = e + 1;
+    }
+    codi_tokenizer_free(t);
+    free(all);
+    snprintf(name, sizeof name, "%d rules of Hugging Face tokenizers (%d texts): same ids and decoded text", cases, texts);
+    t_result(all && cases >= 10 && bad == 0, name, "%d differ", bad);
+}
+
 static void normalize(void) {
     static const char *cases[][2] = {
         { "  What is 2 + 3?\n", "What is 2 + 3?" }, { "a  b   c    d", "a b  c  d" }, { "\xC2\xA0x\xE3\x80\x80", "x" },
@@ -273,6 +317,7 @@ static void normalize(void) {
 
 int main(void) {
     normalize();
+    hf_cases();
     nano();
     bad_files();
     llama3();

