@@ -42,7 +42,9 @@
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
    bf16, no architectures other than Llama. It never executes code from a checkpoint: the
-   pickle reader accepts only the globals torch.save emits for a state dict.
+   pickle reader accepts only the globals torch.save emits for a state dict. The tokenizer is
+   byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
+   a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
    DIMENSIONS used in shape comments
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
@@ -53,6 +55,7 @@
        >>state  >>kernels  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
+   A codi_tokenizer is read-only once loaded (add tokens before sharing it).
 */
 #ifndef CODI_LENS_H
 #define CODI_LENS_H
@@ -2811,6 +2814,20 @@ static int codi__unbyte(uint32_t cp) {
     return cp < 33 ? (int)cp : cp < 67 ? (int)cp + 94 : 173;
 }
 
+/* The JSON string s, a byte-level token, as raw bytes into out (>= len bytes); -1 if a
+   character is outside GPT-2's byte map. */
+static long codi__unbyte_str(const char *s, size_t len, unsigned char *out) {
+    size_t i = 0; long n = 0;
+    while (i < len) {
+        uint32_t cp;
+        int l = codi__utf8_next((const unsigned char *)s + i, len - i, &cp), b = codi__unbyte(cp);
+        if (b < 0) return -1;
+        out[n++] = (unsigned char)b;
+        i += (size_t)l;
+    }
+    return n;
+}
+
 /* Token ids are below 2^24, and a file's ids below its entry count + 1024 (no huge sparse tables). */
 #define CODI__MAX_TOKEN_ID 16777216
 #define CODI__ID_SLACK 1024
@@ -2960,7 +2977,6 @@ static void codi__added_sort(codi_tokenizer *t) {
 
 /* The vocabulary id HF gives an added token whose text spells a vocabulary token in the
    tokenizer.json alphabet (GPT-2's byte map), or -1. */
-static long codi__unbyte_str(const char *s, size_t len, unsigned char *out);
 static int codi__added_vocab_id(const codi_tokenizer *t, const char *text, size_t n) {
     unsigned char *b = (unsigned char *)CODI_MALLOC(n + 1);
     long m = b ? codi__unbyte_str(text, n, b) : -1;
@@ -3063,19 +3079,6 @@ static codi_tokenizer *codi__tok_new(void) {
     return t;
 }
 
-/* The JSON string s, a byte-level token, as raw bytes into out (>= len bytes); -1 if a
-   character is outside GPT-2's byte map. */
-static long codi__unbyte_str(const char *s, size_t len, unsigned char *out) {
-    size_t i = 0; long n = 0;
-    while (i < len) {
-        uint32_t cp;
-        int l = codi__utf8_next((const unsigned char *)s + i, len - i, &cp), b = codi__unbyte(cp);
-        if (b < 0) return -1;
-        out[n++] = (unsigned char)b;
-        i += (size_t)l;
-    }
-    return n;
-}
 
 /* A string member that may be a bare string or {"content": "..."} (tokenizer_config.json). */
 static const char *codi__json_token_str(const codi__json *v) {
