@@ -8,19 +8,6 @@
 #define DATA "tests/data/"
 static char tmp_path[256];
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *b;
-    long sz;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
-    b = malloc((size_t)sz);
-    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *n = (size_t)sz;
-    return b;
-}
-
 /* Writes bytes to the temp checkpoint and loads it; returns 1 if the load failed with a message. */
 static int load_fails(const unsigned char *b, size_t n, const char *ext, char *err, size_t errsz) {
     FILE *f;
@@ -45,7 +32,7 @@ static size_t find(const unsigned char *b, size_t n, const char *s, size_t from)
 
 static void truncations(const char *path, const char *ext) {
     size_t n, cut, tried = 0, failed = 0;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = t_slurp(path, &n);
     char err[256], name[128];
     /* every byte of the first 600, then 100 offsets across the file, then the last 64 bytes */
     for (cut = 0; cut < n; cut += cut < 600 ? 1 : cut + 64 >= n ? 1 : n / 100) {
@@ -59,7 +46,7 @@ static void truncations(const char *path, const char *ext) {
 
 static void corruptions(const char *path, const char *ext, size_t upto, size_t step) {
     size_t n, i, loaded = 0, failed = 0, tried = 0;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = t_slurp(path, &n);
     char err[256], name[128];
     if (upto > n) upto = n;
     for (i = 0; i < upto; i += step) { /* header bytes flipped in turn: an error or a valid load, never a crash */
@@ -83,7 +70,7 @@ static void corruptions(const char *path, const char *ext, size_t upto, size_t s
 /* Replaces the first occurrence of `from` by `to` (same length) and expects an error containing `expect`. */
 static void edit_expect(const char *path, const char *ext, const char *from, const char *to, const char *expect, const char *what) {
     size_t n, at;
-    unsigned char *b = slurp(path, &n);
+    unsigned char *b = t_slurp(path, &n);
     char err[256];
     int fails;
     at = find(b, n, from, 0);
@@ -105,7 +92,7 @@ int main(void) {
 
     truncations(DATA "codi_tiny.safetensors", ".safetensors");
     truncations(DATA "codi_tiny.bin", ".bin");
-    b = slurp(DATA "codi_tiny.safetensors", &n);
+    b = t_slurp(DATA "codi_tiny.safetensors", &n);
     corruptions(DATA "codi_tiny.safetensors", ".safetensors", 8 + (size_t)(b[0] | b[1] << 8 | b[2] << 16), 13);
     free(b);
     corruptions(DATA "codi_tiny.bin", ".bin", 1200, 3);
@@ -115,7 +102,7 @@ int main(void) {
     edit_expect(DATA "codi_tiny.safetensors", ".safetensors", "\"BF16\"", "\"BX16\"", "dtype BX16", "unknown dtype");
     {   /* wrong shape with the right byte count: down_proj [256, 512] declared [512, 256] */
         size_t at, sh;
-        b = slurp(DATA "codi_tiny.safetensors", &n);
+        b = t_slurp(DATA "codi_tiny.safetensors", &n);
         at = find(b, n, "layers.0.mlp.down_proj.base_layer.weight", 0);
         sh = find(b, n, "[256,512]", at);
         memcpy(b + sh, "[512,256]", 9);

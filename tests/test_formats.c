@@ -16,19 +16,6 @@
 #define HF DATA "llama_tiny_hf"
 #define V 515
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    unsigned char *b;
-    long sz;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
-    b = malloc(sz > 0 ? (size_t)sz : 1);
-    if (fread(b, 1, (size_t)sz, f) != (size_t)sz) { free(b); fclose(f); return NULL; }
-    fclose(f);
-    *n = (size_t)sz;
-    return b;
-}
-
 static int spit(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     size_t w;
@@ -55,7 +42,7 @@ static int st_read(st_file *f, const char *path) {
     char err[200];
     int i;
     memset(f, 0, sizeof *f);
-    if (!(f->bytes = slurp(path, &size)) || size < 8) { printf("# cannot read %s\n", path); return -1; }
+    if (!(f->bytes = t_slurp(path, &size)) || size < 8) { printf("# cannot read %s\n", path); return -1; }
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->bytes[i];
     if (!(f->hdr = codi__json_parse((const char *)f->bytes + 8, hlen, err, sizeof err))) { printf("# %s: %s\n", path, err); return -1; }
     for (e = f->hdr->child; e && f->n < 128; e = e->next) {
@@ -473,8 +460,8 @@ int main(void) {
     if (t_golden_open(&g, DATA "golden_tiny.safetensors") || t_golden_open(&gl, DATA "golden_llama_tiny.safetensors")) return 2;
     ids = t_gi(&g, "prompt_ids", &T);
     pid = t_gi(&gl, "prompt_ids", &n);
-    model_bytes = slurp(HF "/model.safetensors", &model_size);
-    cfg = slurp(HF "/config.json", &cfg_size);
+    model_bytes = t_slurp(HF "/model.safetensors", &model_size);
+    cfg = t_slurp(HF "/config.json", &cfg_size);
     mh = load(HF, 1, 0, err, sizeof err);
     lg = malloc(sizeof(float) * n * V);
     if (!mh || !model_bytes || !cfg || forward_logits(mh, pid, (int)n, lg)) { t_result(0, "load and run llama_tiny_hf", "%s", err); return t_summary(); }

@@ -10,16 +10,6 @@
 #define TEST_THREADS 1   /* the threaded build runs every state with a 2-thread pool */
 #endif
 
-static codi_model *load(const char *path, int exact) {
-    char err[256];
-    codi_load_opts o = codi_load_opts_default();
-    codi_model *m;
-    o.exact = exact; o.head_dim = 32;
-    m = codi_load(path, &o, err, sizeof err);
-    if (!m) printf("# load %s: %s\n", path, err);
-    return m;
-}
-
 /* Everything one CODI run produces, laid out like the golden tensors. */
 typedef struct {
     int T, V, D, L1, n_lat, n_ans;
@@ -143,7 +133,7 @@ int main(void) {
     if (t_golden_open(&g, DATA "golden_tiny.safetensors")) return 2;
     ids = t_gi(&g, "prompt_ids", &T);
 
-    mf = load(DATA "codi_tiny.bin", 1);
+    mf = t_load(DATA "codi_tiny.bin", 1);
     t_result(mf != NULL, "load codi_tiny.bin (exact)", "");
     if (!mf) return t_summary();
     t_result(mf->config.n_layers == 4 && mf->config.n_heads == 8 && mf->config.n_kv_heads == 2 && mf->config.vocab == 515 &&
@@ -179,7 +169,7 @@ int main(void) {
     }
     codi_state_free(s);
 
-    mb = load(DATA "codi_tiny.bin", 0);
+    mb = t_load(DATA "codi_tiny.bin", 0);
     t_result(mb != NULL, "load codi_tiny.bin (bf16)", "");
     if (mb) {
         s = codi_state_alloc(mb, 64, TEST_THREADS);
@@ -189,7 +179,7 @@ int main(void) {
         codi_model_free(mb);
     }
 
-    ms = load(DATA "codi_tiny.safetensors", 1);
+    ms = t_load(DATA "codi_tiny.safetensors", 1);
     t_result(ms != NULL, "load codi_tiny.safetensors (exact)", "");
     if (ms) {
         s = codi_state_alloc(ms, 64, TEST_THREADS);
@@ -210,7 +200,7 @@ int main(void) {
     if (t_golden_open(&gl, DATA "golden_llama_tiny.safetensors") == 0) {
         size_t n;
         const int32_t *pid = t_gi(&gl, "prompt_ids", &n);
-        mh = load(DATA "llama_tiny_hf", 0);
+        mh = t_load(DATA "llama_tiny_hf", 0);
         t_result(mh != NULL, "load llama_tiny_hf/", "");
         if (mh) {
             float *lg = malloc(sizeof(float) * n * 515);

@@ -17,20 +17,10 @@ static const int32_t question[] = { 1, 63, 213, 200, 453, 184, 442, 3, 293, 81, 
 
 typedef struct { int ok, V, D, n_ans; int32_t answer[N_ANS]; float *answer_logits, *latents; } outcome;
 
-static codi_model *load(const char *path, int exact) {
-    char err[256];
-    codi_load_opts o = codi_load_opts_default();
-    codi_model *m;
-    o.exact = exact; o.head_dim = 32;
-    m = codi_load(path, &o, err, sizeof err);
-    if (!m) printf("# load %s: %s\n", path, err);
-    return m;
-}
-
 /* Loads path and runs the question: 6 latents, 16 answer tokens (no early stop). */
 static outcome run_question(const char *path, int exact, codi_model **keep) {
     outcome r;
-    codi_model *m = load(path, exact);
+    codi_model *m = t_load(path, exact);
     memset(&r, 0, sizeof r);
     if (keep) *keep = NULL;
     if (m) {

@@ -50,6 +50,19 @@ static inline int t_check_rel(const char *name, const float *got, const float *r
     return e <= tol;
 }
 
+/* A whole file (NUL-terminated, free() it), or NULL. */
+static inline unsigned char *t_slurp(const char *path, size_t *n) { return (unsigned char *)codi__read_text(path, n); }
+
+/* The golden tiny models (head_dim 32), exact (f32) or default (bf16) weights; NULL with a note. */
+static inline codi_model *t_load(const char *path, int exact) {
+    char err[256];
+    codi_load_opts o = codi_load_opts_default();
+    codi_model *m;
+    o.exact = exact; o.head_dim = 32;
+    if (!(m = codi_load(path, &o, err, sizeof err))) printf("# load %s: %s\n", path, err);
+    return m;
+}
+
 /* Golden file access through the library's own safetensors reader. */
 typedef struct { codi__tensors ts; } t_golden;
 
