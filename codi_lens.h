@@ -249,6 +249,17 @@ CODI_API void codi_state_clear_hooks(codi_state *s);
 CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens,
                           const float *embeds, int n, float *logits_out);
 
+/* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
+   "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps: activations rounded to bf16 per block; bf16
+   weights only, f32 weights use avx512), "neon" (AArch64). The default is the fastest this CPU
+   runs with f32 activations; CODI_KERNEL=name in the environment, or codi_set_kernel, picks one. */
+CODI_API const char *codi_kernel_name(void);
+/* Uses path `name` from now on, process-wide (not while a pass runs). 0, or -1 if this build or
+   CPU lacks it. */
+CODI_API int codi_set_kernel(const char *name);
+/* The paths this build and CPU can run, into names[0..cap); returns how many there are. */
+CODI_API int codi_kernels_available(const char **names, int cap);
+
 /* CODI's projection: z [D] = LayerNorm(W3 gelu(W1 h + b1) + b3), h [D] a final-norm hidden. */
 CODI_API int codi_project(const codi_model *m, const float *h, float *z);   /* 0, or -1 without prj */
 /* One latent step: z = prj(s->final_hidden), fed at the next position. z_out [D] may be NULL. */
@@ -1965,26 +1976,10 @@ static float codi__dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/* Row r of W as f32: a pointer into W (f32) or into buf after converting (bf16). */
-static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
-    if (w->dtype == CODI_F32) return (const float *)w->data + (size_t)r * w->cols;
-    {
-        const uint16_t *src = (const uint16_t *)w->data + (size_t)r * w->cols;
-        int j;
-        for (j = 0; j < w->cols; j++) { uint32_t u = (uint32_t)src[j] << 16; memcpy(&buf[j], &u, 4); }
-        return buf;
-    }
-}
-
-/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1.
-   out has row stride out_stride; buf [cols] is scratch for bf16 rows. */
-static void codi__matmul_rows(float *out, size_t out_stride, const float *x, const codi_matrix *w,
-                              int n, int r0, int r1, float *buf) {
-    int r, i;
-    for (r = r0; r < r1; r++) {
-        const float *wr = codi__matrix_row(w, r, buf);
-        for (i = 0; i < n; i++) out[(size_t)i * out_stride + r] = codi__dot(x + (size_t)i * w->cols, wr, w->cols);
-    }
+/* Row r of W [cols] as f32 into out (an embedding row). */
+static void codi__row_f32(float *out, const codi_matrix *w, int r) {
+    int j;
+    for (j = 0; j < w->cols; j++) out[j] = codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j);
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
@@ -2045,9 +2040,526 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
     }
 }
 
+/* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
+   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time)
+   and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
+   x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
+   `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
+   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. */
+
+#if !defined(CODI_SCALAR) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define CODI__X86 1
+#include <immintrin.h>
+#define CODI__AVX2 __attribute__((target("avx2,fma")))
+#define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
+#define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#endif
+#if !defined(CODI_SCALAR) && defined(__aarch64__) && defined(__ARM_NEON)
+#define CODI__NEON 1
+#include <arm_neon.h>
+#endif
+
+#define CODI__KC 256      /* GEMM depth block: one packed weight panel of KC x NR stays in L1 */
+#define CODI__MC 256      /* GEMM position block: its packed activations stay in L2 */
+
+/* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
+   (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
+typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
+typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
+typedef struct {
+    const char *name;
+    codi__gemv_fn gemv;
+    codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
+    int mr, nr;               /* micro-kernel tile: positions x weight rows */
+    int bf16_pairs;           /* micro and gemv take bf16 activations (rounded once per block) */
+    codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
+    codi__micro_fn micro_f32w;
+    float (*dot)(const float *a, const float *b, int n);
+} codi__kernel;
+
+/* The scalar reference: per row, a dot product widening bf16 as it goes. */
+static float codi__dot_bf16(const float *x, const uint16_t *w, int n) {
+    float acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 }, s;
+    int i = 0, k;
+    for (; i + 8 <= n; i += 8)
+        for (k = 0; k < 8; k++) acc[k] += x[i + k] * codi__bf16_to_f32(w[i + k]);
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += x[i] * codi__bf16_to_f32(w[i]);
+    return s;
+}
+
+static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int r;
+    (void)xh;
+    for (r = r0; r < r1; r++)
+        out[r - r0] = w->dtype == CODI_BF16 ? codi__dot_bf16(x, (const uint16_t *)w->data + (size_t)r * w->cols, w->cols)
+                                            : codi__dot(x, (const float *)w->data + (size_t)r * w->cols, w->cols);
+}
+
+/* Four row pointers starting at row r of w (the last row repeated past r1). */
+static void codi__rows4(const void *p[4], const codi_matrix *w, int r, int r1) {
+    int k;
+    for (k = 0; k < 4; k++)
+        p[k] = (const char *)w->data + (size_t)(r + k < r1 ? r + k : r1 - 1) * w->cols * codi__dtype_size(w->dtype);
+}
+
+#ifdef CODI__X86
+CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+/* 8 bf16 at p widened to f32 (a bf16 is the top half of an f32) */
+CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
+}
+CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    float s;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    s = codi__hsum_avx2(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        __m256 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        for (k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        j = 0;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
+            for (; j + 16 <= K; j += 16) {
+                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+                acc[0] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j + 8), x1, acc[1]);
+                acc[2] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j + 8), x1, acc[3]);
+                acc[4] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j + 8), x1, acc[5]);
+                acc[6] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j + 8), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            }
+        } else {
+            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
+            for (; j + 16 <= K; j += 16) {
+                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j + 8), x1, acc[1]);
+                acc[2] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j + 8), x1, acc[3]);
+                acc[4] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j + 8), x1, acc[5]);
+                acc[6] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j + 8), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
+            }
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* 6 positions x 16 rows: 12 accumulators; a [kb][6], b [kb][16] */
+CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    int k;
+    for (k = 0; k < kb; k++, a += 6, b += 16) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
+        t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr)); hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8)); } \
+        _mm256_storeu_ps(cr, lo); _mm256_storeu_ps(cr + 8, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21);
+    CODI__ST(3, c30, c31); CODI__ST(4, c40, c41); CODI__ST(5, c50, c51);
+#undef CODI__ST
+}
+
+CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+}
+CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps();
+    float s;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s = _mm512_reduce_add_ps(s0);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        __m512 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        j = 0;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
+            for (; j + 32 <= K; j += 32) {
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+                acc[0] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j + 16), x1, acc[1]);
+                acc[2] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j + 16), x1, acc[3]);
+                acc[4] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j + 16), x1, acc[5]);
+                acc[6] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j + 16), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            }
+        } else {
+            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
+            for (; j + 32 <= K; j += 32) {
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j + 16), x1, acc[1]);
+                acc[2] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j + 16), x1, acc[3]);
+                acc[4] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j + 16), x1, acc[5]);
+                acc[6] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j + 16), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
+            }
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* 8 positions x 32 rows: 16 accumulators; a [kb][8], b [kb][32] */
+CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int k;
+    for (k = 0; k < kb; k++, a += 8, b += 32) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
+        t = _mm512_set1_ps(a[0]); c00 = _mm512_fmadd_ps(t, b0, c00); c01 = _mm512_fmadd_ps(t, b1, c01);
+        t = _mm512_set1_ps(a[1]); c10 = _mm512_fmadd_ps(t, b0, c10); c11 = _mm512_fmadd_ps(t, b1, c11);
+        t = _mm512_set1_ps(a[2]); c20 = _mm512_fmadd_ps(t, b0, c20); c21 = _mm512_fmadd_ps(t, b1, c21);
+        t = _mm512_set1_ps(a[3]); c30 = _mm512_fmadd_ps(t, b0, c30); c31 = _mm512_fmadd_ps(t, b1, c31);
+        t = _mm512_set1_ps(a[4]); c40 = _mm512_fmadd_ps(t, b0, c40); c41 = _mm512_fmadd_ps(t, b1, c41);
+        t = _mm512_set1_ps(a[5]); c50 = _mm512_fmadd_ps(t, b0, c50); c51 = _mm512_fmadd_ps(t, b1, c51);
+        t = _mm512_set1_ps(a[6]); c60 = _mm512_fmadd_ps(t, b0, c60); c61 = _mm512_fmadd_ps(t, b1, c61);
+        t = _mm512_set1_ps(a[7]); c70 = _mm512_fmadd_ps(t, b0, c70); c71 = _mm512_fmadd_ps(t, b1, c71);
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
+        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
+    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
+#undef CODI__ST
+}
+
+/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
+   x arrives rounded to bf16 (xh); 4 rows per pass, 64 columns per step. */
+CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)x;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        const uint16_t *w0, *w1, *w2, *w3;
+        __m512 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        w0 = (const uint16_t *)p[0]; w1 = (const uint16_t *)p[1]; w2 = (const uint16_t *)p[2]; w3 = (const uint16_t *)p[3];
+        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        for (j = 0; j + 64 <= K; j += 64) {
+            __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32));
+            _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+            acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)), x0);
+            acc[1] = _mm512_dpbf16_ps(acc[1], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j + 32)), x1);
+            acc[2] = _mm512_dpbf16_ps(acc[2], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)), x0);
+            acc[3] = _mm512_dpbf16_ps(acc[3], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j + 32)), x1);
+            acc[4] = _mm512_dpbf16_ps(acc[4], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)), x0);
+            acc[5] = _mm512_dpbf16_ps(acc[5], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j + 32)), x1);
+            acc[6] = _mm512_dpbf16_ps(acc[6], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)), x0);
+            acc[7] = _mm512_dpbf16_ps(acc[7], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j + 32)), x1);
+        }
+        for (k = 0; k < 4; k++) {
+            int t;
+            s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+            for (t = j; t < K; t++) s[k] += codi__bf16_to_f32(xh[t]) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* 8 positions x 32 rows on bf16 pairs: a [kb/2][8], b [kb/2][32], each element two bf16. */
+CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int k, kp = (kb + 1) / 2;
+    for (k = 0; k < kp; k++, a += 8, b += 32) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
+        t = (__m512bh)_mm512_set1_epi32((int)a[0]); c00 = _mm512_dpbf16_ps(c00, t, b0); c01 = _mm512_dpbf16_ps(c01, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[1]); c10 = _mm512_dpbf16_ps(c10, t, b0); c11 = _mm512_dpbf16_ps(c11, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[2]); c20 = _mm512_dpbf16_ps(c20, t, b0); c21 = _mm512_dpbf16_ps(c21, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[3]); c30 = _mm512_dpbf16_ps(c30, t, b0); c31 = _mm512_dpbf16_ps(c31, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[4]); c40 = _mm512_dpbf16_ps(c40, t, b0); c41 = _mm512_dpbf16_ps(c41, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[5]); c50 = _mm512_dpbf16_ps(c50, t, b0); c51 = _mm512_dpbf16_ps(c51, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[6]); c60 = _mm512_dpbf16_ps(c60, t, b0); c61 = _mm512_dpbf16_ps(c61, t, b1);
+        t = (__m512bh)_mm512_set1_epi32((int)a[7]); c70 = _mm512_dpbf16_ps(c70, t, b0); c71 = _mm512_dpbf16_ps(c71, t, b1);
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
+        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
+    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
+#undef CODI__ST
+}
+#endif /* CODI__X86 */
+
+#ifdef CODI__NEON
+static float codi__dot_neon(const float *a, const float *b, int n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = vdupq_n_f32(0);
+    float s;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) { s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i)); s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)); }
+    s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* 4 rows per pass, 8 columns per step; bf16 widened by a 16-bit left shift into 32 bits. */
+static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        float32x4_t acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        for (k = 0; k < 8; k++) acc[k] = vdupq_n_f32(0);
+        for (j = 0; j + 8 <= K; j += 8) {
+            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
+            for (k = 0; k < 4; k++) {
+                float32x4_t lo, hi;
+                if (w->dtype == CODI_BF16) {
+                    uint16x8_t h = vld1q_u16((const uint16_t *)p[k] + j);
+                    lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+                    hi = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+                } else { lo = vld1q_f32((const float *)p[k] + j); hi = vld1q_f32((const float *)p[k] + j + 4); }
+                acc[2 * k] = vfmaq_f32(acc[2 * k], lo, x0); acc[2 * k + 1] = vfmaq_f32(acc[2 * k + 1], hi, x1);
+            }
+        }
+        for (k = 0; k < 4; k++) {
+            int t;
+            s[k] = vaddvq_f32(vaddq_f32(acc[2 * k], acc[2 * k + 1]));
+            for (t = j; t < K; t++) s[k] += x[t] * codi__load_elem(p[k], w->dtype, (size_t)t);
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* 4 positions x 8 rows: 8 accumulators; a [kb][4], b [kb][8] */
+static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    float32x4_t acc[8];
+    int k, i;
+    for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0);
+    for (k = 0; k < kb; k++, a += 4, b += 8) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+        for (i = 0; i < 4; i++) { acc[2 * i] = vfmaq_n_f32(acc[2 * i], b0, a[i]); acc[2 * i + 1] = vfmaq_n_f32(acc[2 * i + 1], b1, a[i]); }
+    }
+    for (i = 0; i < 4; i++) {
+        float *cr = c + (size_t)i * ldc;
+        if (add) { acc[2 * i] = vaddq_f32(acc[2 * i], vld1q_f32(cr)); acc[2 * i + 1] = vaddq_f32(acc[2 * i + 1], vld1q_f32(cr + 4)); }
+        vst1q_f32(cr, acc[2 * i]); vst1q_f32(cr + 4, acc[2 * i + 1]);
+    }
+}
+#endif /* CODI__NEON */
+
+/* The paths, slowest first. */
+static const codi__kernel codi__kernels[] = {
+    { "scalar", codi__gemv_scalar, NULL, 0, 0, 0, NULL, NULL, codi__dot },
+#ifdef CODI__X86
+    { "avx2", codi__gemv_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__dot_avx2 },
+    { "avx512", codi__gemv_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__dot_avx512 },
+    { "avx512bf16", codi__gemv_avx512bf16, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512, codi__dot_avx512 },
+#endif
+#ifdef CODI__NEON
+    { "neon", codi__gemv_neon, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__dot_neon },
+#endif
+};
+#define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
+
+/* 1 if this CPU (and OS) runs path k. */
+static int codi__kernel_runs(const codi__kernel *k) {
+#ifdef CODI__X86
+    __builtin_cpu_init();
+    if (!strcmp(k->name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strncmp(k->name, "avx512", 6) && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+    if (!strcmp(k->name, "avx512bf16")) return __builtin_cpu_supports("avx512bf16");
+#endif
+    (void)k;
+    return 1;
+}
+
+static const codi__kernel *codi__kernel_now;   /* the path in use; set once, before any pass */
+
+CODI_API int codi_set_kernel(const char *name) {
+    int i;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (!strcmp(codi__kernels[i].name, name) && codi__kernel_runs(&codi__kernels[i])) { codi__kernel_now = &codi__kernels[i]; return 0; }
+    return -1;
+}
+
+/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path with f32 activations. */
+static const codi__kernel *codi__kernel_active(void) {
+    if (!codi__kernel_now) {
+        const char *env = getenv("CODI_KERNEL");
+        int i;
+        if (!env || codi_set_kernel(env) != 0)
+            for (i = CODI__N_KERNELS - 1; i >= 0 && !codi__kernel_now; i--)
+                if (!codi__kernels[i].bf16_pairs && codi__kernel_runs(&codi__kernels[i])) codi__kernel_now = &codi__kernels[i];
+    }
+    return codi__kernel_now;
+}
+
+CODI_API const char *codi_kernel_name(void) { return codi__kernel_active()->name; }
+
+CODI_API int codi_kernels_available(const char **names, int cap) {
+    int i, n = 0;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (codi__kernel_runs(&codi__kernels[i])) { if (n < cap) names[n] = codi__kernels[i].name; n++; }
+    return n;
+}
+
+/* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
+   a [strips][kb][mr], zero past position n. */
+static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i, k;
+    for (s = 0; s * mr < n; s++, a += (size_t)kb * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            if (s * mr + i < n) for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = xi[k];
+            else for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = 0;
+        }
+}
+
+/* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
+static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
+
+/* As codi__pack_a, rounded to bf16 in pairs: a [strips][ceil(kb/2)][mr]. */
+static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i, k, kp = (kb + 1) / 2;
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            for (k = 0; k < kp; k++)
+                a[(size_t)k * mr + i] = s * mr + i >= n ? 0 :
+                    codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), 2 * k + 1 < kb ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+        }
+}
+
+/* Weight rows r0..r0+nrows, columns k0..k0+kb, as b [kb][nr] in f32 (bf16 widened here, once
+   per panel), zero past nrows. */
+static void codi__pack_b(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k;
+    for (j = 0; j < nr; j++) {
+        if (j >= nrows) { for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = 0; continue; }
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = codi__bf16_to_f32(row[k]);
+        } else {
+            const float *row = (const float *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = row[k];
+        }
+    }
+}
+
+/* bf16 weight rows as pairs: b [ceil(kb/2)][nr]. */
+static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k, kp = (kb + 1) / 2;
+    for (j = 0; j < nr; j++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+        for (k = 0; k < kp; k++)
+            b[(size_t)k * nr + j] = j >= nrows ? 0 : codi__bf16_pair(row[2 * k], 2 * k + 1 < kb ? row[2 * k + 1] : 0);
+    }
+}
+
+/* Floats of work one thread needs for codi__matmul_range (packed panels, or x as bf16). */
+static size_t codi__work_floats(void) { return (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32; }
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
+   x rows contiguous [n, cols]). Fewer than 4 positions: the GEMV per position; else the GEMM:
+   for each block of MC positions and KC columns, pack the activations once, then for each panel
+   of NR weight rows pack (widen) it once and run the micro-kernel over every MR-position strip. */
+static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
+                               int n, int r0, int r1, float *work) {
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, i0, k0, j0, s;
+    codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
+    codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
+    float *bp = work + (size_t)(CODI__MC + 8) * CODI__KC, tile[8 * 32];
+    if (r0 >= r1) return;
+    if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
+        int r;
+        for (r = r0; r < r1; r++)
+            for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
+        return;
+    }
+    if (n < 4) {
+        uint16_t *xh = (uint16_t *)(void *)work;
+        for (i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * K;
+            if (pairs) for (k0 = 0; k0 < K; k0++) xh[k0] = codi__f32_to_bf16(xi[k0]);
+            gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
+        }
+        return;
+    }
+    for (i0 = 0; i0 < n; i0 += CODI__MC) {
+        int ni = n - i0 < CODI__MC ? n - i0 : CODI__MC;
+        for (k0 = 0; k0 < K; k0 += CODI__KC) {
+            int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
+            size_t strip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;   /* 32-bit elements per packed strip */
+            if (pairs) codi__pack_a_bf16((uint32_t *)(void *)work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
+            else codi__pack_a(work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
+            for (j0 = r0; j0 < r1; j0 += nr) {
+                int nj = r1 - j0 < nr ? r1 - j0 : nr;
+                if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp, w, j0, nj, k0, kb, nr);
+                else codi__pack_b(bp, w, j0, nj, k0, kb, nr);
+                for (s = 0; s * mr < ni; s++) {
+                    int mi = ni - s * mr < mr ? ni - s * mr : mr, a, b;
+                    float *c = out + (size_t)(i0 + s * mr) * ldo + j0;
+                    if (mi == mr && nj == nr) { micro(kb, work + strip * s, bp, c, ldo, k0 > 0); continue; }
+                    micro(kb, work + strip * s, bp, tile, (size_t)nr, 0);     /* an edge tile */
+                    for (a = 0; a < mi; a++)
+                        for (b = 0; b < nj; b++) c[(size_t)a * ldo + b] = (k0 > 0 ? c[(size_t)a * ldo + b] : 0) + tile[a * nr + b];
+                }
+            }
+        }
+    }
+}
+
 /* >>state: every buffer of a run, in one place ---------------------------------------- */
 
-#define CODI__CHUNK 64
+#define CODI__CHUNK CODI__MC
 
 typedef struct {
     float *xb;         /* [C, D] normed input of the current block */
@@ -2059,8 +2571,9 @@ typedef struct {
     float *rope_cos, *rope_sin; /* [C, HD/2] */
     float *inv_freq;   /* [HD/2] */
     float *z;          /* [D] the latent being fed */
-    float *scratch;    /* [threads, max(D, F, H*HD, T)] per-thread rows and scores */
+    float *scratch;    /* [threads, max(D, F, H*HD, T, V)] per-thread scores */
     size_t scratch_stride;
+    float *work;       /* [threads, codi__work_floats()] per-thread packed panels */
     int n_threads;
     codi__pool *pool;
 } codi__state_internal;
@@ -2068,7 +2581,7 @@ typedef struct {
 
 CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
     const codi_config *c = &m->config;
-    size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = CODI__CHUNK;
+    size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = max_pos < CODI__CHUNK ? (size_t)max_pos : CODI__CHUNK;
     size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn_dim;
     size_t kv = L * KVD * T, srow = D;
     codi_state *s;
@@ -2107,9 +2620,10 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     si->inv_freq = (float *)CODI_MALLOC((size_t)c->head_dim / 2 * sizeof(float));
     si->z = (float *)CODI_MALLOC(D * sizeof(float));
     si->scratch = (float *)CODI_MALLOC((size_t)n_threads * srow * sizeof(float));
+    si->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
     if (!s->resid || !s->key_cache || !s->value_cache || !s->final_hidden || !s->logits || !si->xb ||
         !si->q || !si->k || !si->v || !si->att_out || !si->delta || !si->hb || !si->hb2 ||
-        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch) {
+        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch || !si->work) {
         codi_state_free(s); return NULL;
     }
     codi__rope_inv_freq(c, si->inv_freq);
@@ -2129,7 +2643,8 @@ CODI_API void codi_state_free(codi_state *s) {
 #endif
         CODI_FREE(si->xb); CODI_FREE(si->q); CODI_FREE(si->k); CODI_FREE(si->v); CODI_FREE(si->att_out);
         CODI_FREE(si->delta); CODI_FREE(si->hb); CODI_FREE(si->hb2); CODI_FREE(si->rope_cos);
-        CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch); CODI_FREE(si);
+        CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch);
+        CODI_FREE(si->work); CODI_FREE(si);
     }
     CODI_FREE(s->resid); CODI_FREE(s->key_cache); CODI_FREE(s->value_cache);
     CODI_FREE(s->final_hidden); CODI_FREE(s->logits);
@@ -2185,18 +2700,29 @@ CODI_API void codi_state_clear_hooks(codi_state *s) { s->n_hooks = 0; }
 
 /* >>forward: one pass of up to C positions through every layer ---------------------------- */
 
-typedef struct { float *out; const float *x; const codi_matrix *w; int n; codi__state_internal *si; } codi__mm_ctx;
+typedef struct {
+    float *out; const float *x; const codi_matrix *w; int n;
+    const codi__kernel *kn; int unit;     /* rows per work item: one GEMV pass or one GEMM panel */
+    float *work; size_t work_stride;      /* [threads, work_stride] */
+} codi__mm_ctx;
 
-static void codi__mm_task(void *ctx, int tid, int r0, int r1) {
+static void codi__mm_task(void *ctx, int tid, int u0, int u1) {
     codi__mm_ctx *c = (codi__mm_ctx *)ctx;
-    codi__matmul_rows(c->out, (size_t)c->w->rows, c->x, c->w, c->n, r0, r1, c->si->scratch + (size_t)tid * c->si->scratch_stride);
+    int r1 = u1 * c->unit < c->w->rows ? u1 * c->unit : c->w->rows;
+    codi__matmul_range(c->kn, c->out, (size_t)c->w->rows, c->x, c->w, c->n, u0 * c->unit, r1, c->work + (size_t)tid * c->work_stride);
 }
 
-/* out [n, W.rows] = x [n, W.cols] @ W^T, rows split over the thread pool. */
-static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
+/* out [n, W.rows] = x [n, W.cols] @ W^T, fixed row ranges split over the thread pool. */
+static void codi__matmul_pool(codi__pool *pool, float *work, size_t work_stride, float *out, const float *x,
+                              const codi_matrix *w, int n) {
     codi__mm_ctx c;
-    c.out = out; c.x = x; c.w = w; c.n = n; c.si = si;
-    CODI__PARALLEL(si->pool, codi__mm_task, &c, w->rows);
+    (void)pool;                           /* unused without CODI_THREADS */
+    c.out = out; c.x = x; c.w = w; c.n = n; c.kn = codi__kernel_active(); c.work = work; c.work_stride = work_stride;
+    c.unit = c.kn->micro && n >= 4 ? c.kn->nr : 4;
+    CODI__PARALLEL(pool, codi__mm_task, &c, (w->rows + c.unit - 1) / c.unit);
+}
+static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
+    codi__matmul_pool(si->pool, si->work, codi__work_floats(), out, x, w, n);
 }
 
 typedef struct { const codi_config *c; codi_state *s; int layer, pos0; } codi__att_ctx;
@@ -2208,6 +2734,7 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
     codi__state_internal *si = (codi__state_internal *)ac->s->internal;
     int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
     float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
+    float (*dot)(const float *, const float *, int) = codi__kernel_active()->dot;
     for (item = a; item < b; item++) {
         int i = item / H, h = item % H, p = ac->pos0 + i, t, j;
         const float *q = si->q + ((size_t)i * H + h) * HD;
@@ -2215,7 +2742,7 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
         const float *vals = codi_state_value(ac->s, ac->layer, h / group, 0);
         float *out = si->att_out + ((size_t)i * H + h) * HD, mx = -FLT_MAX, sum = 0;
         for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
-            att[t] = codi__dot(q, keys + (size_t)t * HD, HD) * scale;
+            att[t] = dot(q, keys + (size_t)t * HD, HD) * scale;
             if (att[t] > mx) mx = att[t];
         }
         for (t = 0; t <= p; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }
@@ -2259,10 +2786,8 @@ static int codi__forward_chunk(const codi_model *m, codi_state *s, const int32_t
     /* 1. input embeddings: token rows or given vectors -> residual entering layer 0 */
     for (i = 0; i < n; i++) {
         float *x = codi_state_resid(s, 0, pos0 + i);
-        if (tokens) {
-            const float *row = codi__matrix_row(&m->w.embed, tokens[i], si->scratch);
-            memcpy(x, row, (size_t)D * sizeof(float));
-        } else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        if (tokens) codi__row_f32(x, &m->w.embed, tokens[i]);
+        else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
         if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos0 + i, x, D)) return -1;
         if (!codi__all_finite(x, D)) {
             codi__err(s->error, sizeof s->error, "input embedding at position %d is not finite (NaN or Inf)", pos0 + i); return -1;
@@ -2363,18 +2888,19 @@ CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tok
 
 CODI_API int codi_project(const codi_model *m, const float *h, float *z) {
     const codi_config *c = &m->config;
-    float *t, *u;
+    float *t, *u, *work;
     int i;
     if (!c->prj_dim) return -1;
     t = (float *)CODI_MALLOC((size_t)c->prj_dim * sizeof(float));
     u = (float *)CODI_MALLOC((size_t)c->dim * sizeof(float));
-    if (!t || !u) { CODI_FREE(t); CODI_FREE(u); return -1; }
-    codi__matmul_rows(t, 0, h, &m->w.prj1, 1, 0, c->prj_dim, NULL);   /* Linear(D, P) */
-    for (i = 0; i < c->prj_dim; i++) t[i] = codi__gelu(t[i] + m->w.prj1_b[i]);  /* + bias, GELU(erf) */
-    codi__matmul_rows(u, 0, t, &m->w.prj3, 1, 0, c->dim, NULL);       /* Linear(P, D) */
+    work = (float *)CODI_MALLOC(((size_t)c->dim + c->prj_dim) * sizeof(float));
+    if (!t || !u || !work) { CODI_FREE(t); CODI_FREE(u); CODI_FREE(work); return -1; }
+    codi__matmul_range(codi__kernel_active(), t, 0, h, &m->w.prj1, 1, 0, c->prj_dim, work);   /* Linear(D, P) */
+    for (i = 0; i < c->prj_dim; i++) t[i] = codi__gelu(t[i] + m->w.prj1_b[i]);        /* + bias, GELU(erf) */
+    codi__matmul_range(codi__kernel_active(), u, 0, t, &m->w.prj3, 1, 0, c->dim, work);       /* Linear(P, D) */
     for (i = 0; i < c->dim; i++) u[i] += m->w.prj3_b[i];
     codi__layernorm(z, u, m->w.prj_ln_w, m->w.prj_ln_b, c->dim, c->ln_eps);
-    CODI_FREE(t); CODI_FREE(u);
+    CODI_FREE(t); CODI_FREE(u); CODI_FREE(work);
     return 0;
 }
 
@@ -2508,7 +3034,7 @@ CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *lo
     float *x = (float *)CODI_MALLOC((size_t)c->dim * 2 * sizeof(float));
     if (!x) return -1;
     codi__rmsnorm(x, resid, m->w.final_norm, c->dim, c->norm_eps);
-    codi__matmul_rows(logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
+    codi__matmul_range(codi__kernel_active(), logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
     CODI_FREE(x);
     return 0;
 }
