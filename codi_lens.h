@@ -51,8 +51,8 @@
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name")
-       >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
+       >>api  >>config  >>util  >>threads  >>json  >>files  >>safetensors  >>zip  >>pickle
+       >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -1534,435 +1534,6 @@ done:
     return rc;
 }
 
-/* >>loading: tensors -> config -> weights (LoRA merged) -------------------------------- */
-
-typedef struct {
-    codi__tensors ts;
-    void **bufs; int nbufs, capbufs;   /* buffers the model owns */
-} codi__model_internal;
-
-typedef struct {
-    codi_model *m;
-    codi__model_internal *in;
-    char *err; size_t errsz;
-    codi__pool *pool;       /* merge threads (NULL: one) */
-    int n_threads;
-} codi__loader;
-
-static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
-    void *p;
-    if (ld->in->nbufs == ld->in->capbufs) {
-        int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
-        void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
-        if (!nb) return NULL;
-        ld->in->bufs = nb; ld->in->capbufs = nc;
-    }
-    p = CODI_MALLOC(bytes ? bytes : 1);
-    if (p) ld->in->bufs[ld->in->nbufs++] = p;
-    else codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes);
-    return p;
-}
-
-/* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
-static const codi__tensor *codi__need(codi__loader *ld, const char *name, int64_t rows, int64_t cols) {
-    const codi__tensor *t = codi__tensors_find(&ld->in->ts, name);
-    if (!t) { codi__err(ld->err, ld->errsz, "missing tensor %s", name); return NULL; }
-    if (t->dtype < 0) {
-        codi__err(ld->err, ld->errsz, "tensor %s has dtype %s; supported are F32, BF16, F16", name, t->dtype_name); return NULL;
-    }
-    if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
-        (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
-        codi__err(ld->err, ld->errsz, "tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", name,
-                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
-                  (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
-        return NULL;
-    }
-    return t;
-}
-
-static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
-    const codi__tensor *t = codi__need(ld, name, n, 0);
-    float *v;
-    int i;
-    if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
-    for (i = 0; i < n; i++) v[i] = codi__load_elem(t->data, t->dtype, (size_t)i);
-    return v;
-}
-
-typedef struct {
-    const codi__tensor *w, *b;  /* base [rows, cols], lora_B [rows, r] */
-    const float *a;             /* lora_A [r, cols] as f32 */
-    int r, cols, dtype;
-    float scale;
-    unsigned char *dst;         /* [rows, cols] of dtype */
-    float *rows_buf;            /* [threads, cols] */
-} codi__merge_ctx;
-
-/* Rows [i0, i1) of W + scale * B @ A, converted to the storage dtype. */
-static void codi__merge_task(void *ctx, int tid, int i0, int i1) {
-    codi__merge_ctx *c = (codi__merge_ctx *)ctx;
-    float *row = c->rows_buf + (size_t)tid * c->cols;
-    int i, j, k;
-    for (i = i0; i < i1; i++) {
-        for (j = 0; j < c->cols; j++) row[j] = codi__load_elem(c->w->data, c->w->dtype, (size_t)i * c->cols + j);
-        for (k = 0; k < c->r; k++) {           /* row += scale * B[i, k] * A[k, :] */
-            float sk = c->scale * codi__load_elem(c->b->data, c->b->dtype, (size_t)i * c->r + k);
-            const float *ak = c->a + (size_t)k * c->cols;
-            for (j = 0; j < c->cols; j++) row[j] += sk * ak[j];
-        }
-        if (c->dtype == CODI_F32) memcpy(c->dst + (size_t)i * c->cols * 4, row, (size_t)c->cols * 4);
-        else {
-            uint16_t *d16 = (uint16_t *)(void *)(c->dst + (size_t)i * c->cols * 2);
-            for (j = 0; j < c->cols; j++) d16[j] = codi__f32_to_bf16(row[j]);
-        }
-    }
-}
-
-/* Gives back the resident pages of a tensor that was copied out (its interior pages, when no
-   other tensor overlaps them), so the file does not stay resident beside the merged copy: the
-   range is mapped afresh from the file (MAP_FIXED), which keeps the addresses reserved. */
-static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
-#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
-    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
-    const codi__file *f;
-    int i;
-    if (hi <= lo) return;
-    for (i = 0; i < ld->in->ts.n; i++) {
-        const codi__tensor *o = &ld->in->ts.t[i];
-        uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
-        if (o != t && o->data && olo < hi && ohi > lo) return;
-    }
-    for (f = ld->in->ts.files; f; f = f->next)
-        if (f->mapped && lo >= (uintptr_t)f->data && hi <= (uintptr_t)f->data + f->size) {
-            mmap((void *)lo, hi - lo, PROT_READ, MAP_PRIVATE | MAP_FIXED, f->fd, (off_t)(lo - (uintptr_t)f->data));
-            return;
-        }
-#else
-    (void)ld; (void)t;
-#endif
-}
-
-/* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
-   f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
-static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
-    char name[200], an[200], bn[200];
-    const codi__tensor *w, *a = NULL, *b = NULL;
-    codi__merge_ctx mc;
-    float *abuf = NULL;
-    size_t esz = codi__dtype_size(dtype);
-    int r = 0, k;
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    snprintf(an, sizeof an, "%s.lora_A", prefix);
-    snprintf(bn, sizeof bn, "%s.lora_B", prefix);
-    if (!(w = codi__need(ld, name, rows, cols))) return -1;
-    if (codi__tensors_find(&ld->in->ts, an) || codi__tensors_find(&ld->in->ts, bn)) {
-        const codi__tensor *ta = codi__tensors_find(&ld->in->ts, an);
-        if (!ta || ta->ndim != 2) { codi__err(ld->err, ld->errsz, "%s: lora_A missing or not 2-D", prefix); return -1; }
-        r = (int)ta->shape[0];
-        if (!(a = codi__need(ld, an, r, cols)) || !(b = codi__need(ld, bn, rows, r))) return -1;
-    }
-    out->rows = rows; out->cols = cols; out->dtype = dtype;
-    if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
-    memset(&mc, 0, sizeof mc);
-    mc.w = w; mc.b = b; mc.r = r; mc.cols = cols; mc.dtype = dtype; mc.scale = ld->m->config.lora_scale;
-    if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
-    mc.rows_buf = (float *)CODI_MALLOC((size_t)ld->n_threads * cols * sizeof(float));
-    if (a) abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float));
-    if (!mc.rows_buf || (a && !abuf)) { CODI_FREE(mc.rows_buf); CODI_FREE(abuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1; }
-    if (a) for (k = 0; k < r * cols; k++) abuf[k] = codi__load_elem(a->data, a->dtype, (size_t)k);
-    mc.a = abuf;
-    CODI__PARALLEL(ld->pool, codi__merge_task, &mc, rows);
-    CODI_FREE(mc.rows_buf); CODI_FREE(abuf);
-    out->data = mc.dst;
-    codi__release_tensor(ld, w);
-    if (a) { codi__release_tensor(ld, a); codi__release_tensor(ld, b); }
-    return 0;
-}
-
-/* Reads the rope and token settings of an HF config.json into c. */
-static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
-    size_t len;
-    char *text = codi__read_text(path, &len), msg[200];
-    codi__json *j;
-    const codi__json *rs, *eos;
-    double x;
-    if (!text) return 0;
-    j = codi__json_parse(text, len, msg, sizeof msg);
-    CODI_FREE(text);
-    if (!j || j->type != CODI__J_OBJ) {
-        codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
-        codi__json_free(j); return -1;
-    }
-    if (codi__json_num(j, "hidden_size", &x)) c->dim = (int)x;
-    if (codi__json_num(j, "intermediate_size", &x)) c->ffn_dim = (int)x;
-    if (codi__json_num(j, "num_hidden_layers", &x)) c->n_layers = (int)x;
-    if (codi__json_num(j, "num_attention_heads", &x)) c->n_heads = (int)x;
-    if (codi__json_num(j, "num_key_value_heads", &x)) c->n_kv_heads = (int)x;
-    if (codi__json_num(j, "head_dim", &x)) c->head_dim = (int)x;
-    if (codi__json_num(j, "rms_norm_eps", &x)) c->norm_eps = (float)x;
-    c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
-    if (codi__json_num(j, "rope_theta", &x)) c->rope_theta = (float)x;
-    if (codi__json_num(j, "bos_token_id", &x)) c->bos_id = (int)x;
-    if ((eos = codi__json_get(j, "eos_token_id")) != NULL) {
-        const codi__json *e;
-        c->n_eos = 0;
-        if (eos->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)eos->num;
-        else if (eos->type == CODI__J_ARR)
-            for (e = eos->child; e && c->n_eos < 8; e = e->next) if (e->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)e->num;
-    }
-    if (codi__json_get(j, "tie_word_embeddings")) *tie = codi__json_get(j, "tie_word_embeddings")->type == CODI__J_TRUE;
-    rs = codi__json_get(j, "rope_parameters");           /* transformers 5 */
-    if (!rs || rs->type != CODI__J_OBJ) rs = codi__json_get(j, "rope_scaling");
-    if (rs && rs->type == CODI__J_OBJ) {
-        const codi__json *type = codi__json_get(rs, "rope_type");
-        if (!type) type = codi__json_get(rs, "type");
-        if (codi__json_num(rs, "rope_theta", &x)) c->rope_theta = (float)x;
-        c->rope_llama3 = 0;
-        if (type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
-            c->rope_llama3 = 1;
-            if (codi__json_num(rs, "factor", &x)) c->rope_factor = (float)x;
-            if (codi__json_num(rs, "low_freq_factor", &x)) c->rope_low_freq_factor = (float)x;
-            if (codi__json_num(rs, "high_freq_factor", &x)) c->rope_high_freq_factor = (float)x;
-            if (codi__json_num(rs, "original_max_position_embeddings", &x)) c->rope_original_max_pos = (int)x;
-        } else if (type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
-            codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
-            codi__json_free(j); return -1;
-        }
-    } else if (rs && rs->type != CODI__J_NULL) {
-        codi__err(err, errsz, "%s: rope_scaling is not an object", path); codi__json_free(j); return -1;
-    } else c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
-    codi__json_free(j);
-    return 1;
-}
-
-static int codi__is_dir(const char *path) {
-    char probe[4096];
-    FILE *fp;
-    snprintf(probe, sizeof probe, "%s/.", path);
-    fp = fopen(probe, "rb");
-    if (fp) { fclose(fp); return 1; }
-    return 0;
-}
-
-/* Reads a checkpoint file or an HF directory (single or sharded safetensors). */
-static int codi__read_any(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
-    char p[4096];
-    FILE *fp;
-    if (codi__is_dir(path)) {
-        size_t len;
-        char *idx;
-        snprintf(p, sizeof p, "%s/model.safetensors", path);
-        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_safetensors(ts, p, source, err, errsz); }
-        snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
-        if ((idx = codi__read_text(p, &len)) != NULL) {      /* sharded: every distinct file in weight_map */
-            char msg[200], shard[4096];
-            codi__json *j = codi__json_parse(idx, len, msg, sizeof msg);
-            const codi__json *wm = codi__json_get(j, "weight_map"), *e, *e2;
-            CODI_FREE(idx);
-            if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
-            if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
-            for (e = wm->child; e; e = e->next) {
-                int seen = 0;
-                if (e->type != CODI__J_STR || strchr(e->str, '/')) {
-                    codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
-                    codi__json_free(j); return -1;
-                }
-                for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
-                if (seen) continue;
-                snprintf(shard, sizeof shard, "%s/%s", path, e->str);
-                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi__json_free(j); return -1; }
-            }
-            codi__json_free(j);
-            return 0;
-        }
-        snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
-        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_torch_zip(ts, p, source, err, errsz); }
-        codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", path);
-        return -1;
-    }
-    if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
-    return codi__read_torch_zip(ts, path, source, err, errsz);
-}
-
-CODI_API codi_load_opts codi_load_opts_default(void) {
-    codi_load_opts o;
-    memset(&o, 0, sizeof o);
-    o.lora_scale = 0.25f;
-    return o;
-}
-
-static void codi__config_defaults(codi_config *c) {   /* Llama 3.2 1B Instruct */
-    memset(c, 0, sizeof *c);
-    c->norm_eps = 1e-5f; c->ln_eps = 1e-5f;
-    c->rope_theta = 500000.0f; c->rope_llama3 = 1;
-    c->rope_factor = 32.0f; c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f;
-    c->rope_original_max_pos = 8192;
-    c->bos_id = 128000;
-    c->eos_ids[0] = 128001; c->eos_ids[1] = 128008; c->eos_ids[2] = 128009; c->n_eos = 3;
-}
-
-static int codi__count_layers(const codi__tensors *ts) {
-    int n = 0;
-    char name[96];
-    for (;;) {
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", n);
-        if (!codi__tensors_find(ts, name)) return n;
-        n++;
-    }
-}
-
-static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie) {
-    codi_model *m = ld->m;
-    codi_config *c = &m->config;
-    codi__tensors *ts = &ld->in->ts;
-    const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
-    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab;
-    char pre[128];
-    if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
-    c->vocab = (int)emb->shape[0];
-    if (c->dim && c->dim != emb->shape[1]) { codi__err(ld->err, ld->errsz, "config hidden_size %d but embed_tokens has %lld columns", c->dim, (long long)emb->shape[1]); return -1; }
-    c->dim = (int)emb->shape[1];
-    l = codi__count_layers(ts);
-    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "config has %d layers, the checkpoint %d", c->n_layers, l); return -1; }
-    c->n_layers = l;
-    if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
-    q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
-    k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
-    g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
-    if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
-    if (o->head_dim > 0) c->head_dim = o->head_dim;
-    if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
-    if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
-        codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
-                  (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
-        return -1;
-    }
-    c->n_heads = (int)(q->shape[0] / c->head_dim);
-    c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
-    if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
-    if (c->ffn_dim && c->ffn_dim != g->shape[0]) { codi__err(ld->err, ld->errsz, "config intermediate_size %d but gate_proj has %lld rows", c->ffn_dim, (long long)g->shape[0]); return -1; }
-    c->ffn_dim = (int)g->shape[0];
-    c->lora_scale = o->lora_scale;
-    p1 = codi__tensors_find(ts, "prj.1.weight");
-    c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
-    base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
-    c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
-    if (c->prj_dim && c->eot_id >= c->vocab) {
-        codi__err(ld->err, ld->errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d", c->vocab, c->pad_id, c->eot_id);
-        return -1;
-    }
-
-    if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
-    m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
-    if (!m->w.layers) return -1;
-    for (l = 0; l < c->n_layers; l++) {
-        codi_layer *ly = &m->w.layers[l];
-        int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-#define CODI__MAT(field, nm, r, cc) \
-        snprintf(pre, sizeof pre, "model.layers.%d.%s", l, nm); \
-        if (codi__load_matrix(ld, &ly->field, pre, r, cc, dtype)) return -1;
-        CODI__MAT(wq, "self_attn.q_proj", qd, c->dim)
-        CODI__MAT(wk, "self_attn.k_proj", kvd, c->dim)
-        CODI__MAT(wv, "self_attn.v_proj", kvd, c->dim)
-        CODI__MAT(wo, "self_attn.o_proj", c->dim, qd)
-        CODI__MAT(gate, "mlp.gate_proj", c->ffn_dim, c->dim)
-        CODI__MAT(up, "mlp.up_proj", c->ffn_dim, c->dim)
-        CODI__MAT(down, "mlp.down_proj", c->dim, c->ffn_dim)
-#undef CODI__MAT
-        snprintf(pre, sizeof pre, "model.layers.%d.input_layernorm.weight", l);
-        if (!(ly->attn_norm = codi__load_vector(ld, pre, c->dim))) return -1;
-        snprintf(pre, sizeof pre, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!(ly->mlp_norm = codi__load_vector(ld, pre, c->dim))) return -1;
-    }
-    if (!(m->w.final_norm = codi__load_vector(ld, "model.norm.weight", c->dim))) return -1;
-    lm = codi__tensors_find(ts, "lm_head.weight");
-    if (lm && lm->data != emb->data) {
-        if (codi__load_matrix(ld, &m->w.lm_head, "lm_head", c->vocab, c->dim, dtype)) return -1;
-    } else if (!lm && !tie) {
-        codi__err(ld->err, ld->errsz, "missing tensor lm_head.weight (config says embeddings are not tied)"); return -1;
-    } else m->w.lm_head = m->w.embed;
-    if (c->prj_dim) {
-        if (codi__load_matrix(ld, &m->w.prj1, "prj.1", c->prj_dim, c->dim, CODI_F32) ||
-            codi__load_matrix(ld, &m->w.prj3, "prj.3", c->dim, c->prj_dim, CODI_F32) ||
-            !(m->w.prj1_b = codi__load_vector(ld, "prj.1.bias", c->prj_dim)) ||
-            !(m->w.prj3_b = codi__load_vector(ld, "prj.3.bias", c->dim)) ||
-            !(m->w.prj_ln_w = codi__load_vector(ld, "prj.ln.weight", c->dim)) ||
-            !(m->w.prj_ln_b = codi__load_vector(ld, "prj.ln.bias", c->dim))) return -1;
-    }
-    return 0;
-}
-
-CODI_API void codi_model_free(codi_model *m) {
-    codi__model_internal *in;
-    int i;
-    if (!m) return;
-    in = (codi__model_internal *)m->internal;
-    if (in) {
-        for (i = 0; i < in->nbufs; i++) CODI_FREE(in->bufs[i]);
-        CODI_FREE(in->bufs);
-        codi__tensors_free(&in->ts);
-        CODI_FREE(in);
-    }
-    CODI_FREE(m->tensors);
-    CODI_FREE(m);
-}
-
-static void codi__dirname(const char *path, char *out, size_t outsz) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(out, outsz, ".");
-    else snprintf(out, outsz, "%.*s", (int)(slash - path), path);
-}
-
-CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz) {
-    codi_load_opts o = opts ? *opts : codi_load_opts_default();
-    codi_model *m = (codi_model *)CODI_MALLOC(sizeof *m);
-    codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
-    codi__loader ld;
-    char cfg[4200], dir[4000];
-    int tie = 1, rc, i;
-    if (err && errsz) err[0] = 0;
-    if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
-    m->internal = in; m->exact = o.exact;
-    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
-#ifdef CODI_THREADS
-    if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
-#endif
-    codi__config_defaults(&m->config);
-    if (o.base && codi__read_any(&in->ts, o.base, 1, err, errsz) != 0) goto fail;
-    if (codi__read_any(&in->ts, path, 0, err, errsz) != 0) goto fail;
-    /* config.json: beside the checkpoint (or inside the directory), else in the base */
-    if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
-    if (rc == 0 && o.base) {
-        snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
-        rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
-    }
-    if (rc < 0 || codi__build(&ld, &o, tie) != 0) goto fail;
-    m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
-    if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
-    for (i = 0; i < in->ts.n; i++) {
-        codi_tensor_info *ti = &m->tensors[i];
-        const codi__tensor *t = &in->ts.t[i];
-        snprintf(ti->name, sizeof ti->name, "%s", t->name);
-        ti->source = t->source; ti->dtype = t->dtype; ti->ndim = t->ndim;
-        memcpy(ti->shape, t->shape, sizeof ti->shape);
-    }
-    m->n_tensors = in->ts.n;
-#ifdef CODI_THREADS
-    codi__pool_free(ld.pool);
-#endif
-    return m;
-fail:
-#ifdef CODI_THREADS
-    codi__pool_free(ld.pool);
-#endif
-    codi_model_free(m);
-    return NULL;
-}
-
 /* >>kernels: small named functions, outputs first ----------------------------------------- */
 
 /* Dot product of two f32 vectors with 8 independent partial sums (vectorizes at -O2). */
@@ -2555,6 +2126,445 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             }
         }
     }
+}
+
+/* >>loading: tensors -> config -> weights (LoRA merged) -------------------------------- */
+
+typedef struct {
+    codi__tensors ts;
+    void **bufs; int nbufs, capbufs;   /* buffers the model owns */
+} codi__model_internal;
+
+typedef struct {
+    codi_model *m;
+    codi__model_internal *in;
+    char *err; size_t errsz;
+    codi__pool *pool;       /* merge threads (NULL: one) */
+    int n_threads;
+} codi__loader;
+
+static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
+    void *p;
+    if (ld->in->nbufs == ld->in->capbufs) {
+        int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
+        void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
+        if (!nb) return NULL;
+        ld->in->bufs = nb; ld->in->capbufs = nc;
+    }
+    p = CODI_MALLOC(bytes ? bytes : 1);
+    if (p) ld->in->bufs[ld->in->nbufs++] = p;
+    else codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes);
+    return p;
+}
+
+/* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
+static const codi__tensor *codi__need(codi__loader *ld, const char *name, int64_t rows, int64_t cols) {
+    const codi__tensor *t = codi__tensors_find(&ld->in->ts, name);
+    if (!t) { codi__err(ld->err, ld->errsz, "missing tensor %s", name); return NULL; }
+    if (t->dtype < 0) {
+        codi__err(ld->err, ld->errsz, "tensor %s has dtype %s; supported are F32, BF16, F16", name, t->dtype_name); return NULL;
+    }
+    if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
+        (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
+        codi__err(ld->err, ld->errsz, "tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", name,
+                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                  (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
+        return NULL;
+    }
+    return t;
+}
+
+static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
+    const codi__tensor *t = codi__need(ld, name, n, 0);
+    float *v;
+    int i;
+    if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
+    for (i = 0; i < n; i++) v[i] = codi__load_elem(t->data, t->dtype, (size_t)i);
+    return v;
+}
+
+typedef struct {
+    const codi__tensor *w;      /* base [rows, cols] */
+    const float *bs;            /* scale * lora_B [rows, r], or NULL without LoRA */
+    codi_matrix at;             /* lora_A transposed [cols, r] (f32) */
+    int i0, ni, cols, dtype, unit;
+    float *ba;                  /* [MC, cols] (scale B @ A) of rows i0 .. i0 + ni */
+    unsigned char *dst;         /* [rows, cols] of dtype */
+    float *work;                /* [threads, codi__work_floats()] */
+} codi__merge_ctx;
+
+/* Rows [i0, i0 + ni), columns of work items [u0, u1): W + scale * B @ A (the product by the
+   GEMM, B's rows as its positions), converted to the storage dtype. */
+static void codi__merge_task(void *ctx, int tid, int u0, int u1) {
+    codi__merge_ctx *c = (codi__merge_ctx *)ctx;
+    int j0 = u0 * c->unit, j1 = u1 * c->unit < c->cols ? u1 * c->unit : c->cols, i, j;
+    if (c->bs) codi__matmul_range(codi__kernel_active(), c->ba, (size_t)c->cols, c->bs + (size_t)c->i0 * c->at.cols, &c->at,
+                                  c->ni, j0, j1, c->work + (size_t)tid * codi__work_floats());
+    for (i = 0; i < c->ni; i++) {
+        size_t row = (size_t)(c->i0 + i) * c->cols;
+        const float *bai = c->ba + (size_t)i * c->cols;
+        for (j = j0; j < j1; j++) {
+            float v = codi__load_elem(c->w->data, c->w->dtype, row + j) + (c->bs ? bai[j] : 0.0f);
+            if (c->dtype == CODI_F32) memcpy(c->dst + (row + j) * 4, &v, 4);
+            else { uint16_t h = codi__f32_to_bf16(v); memcpy(c->dst + (row + j) * 2, &h, 2); }
+        }
+    }
+}
+
+/* Gives back the resident pages of a tensor that was copied out (its interior pages, when no
+   other tensor overlaps them), so the file does not stay resident beside the merged copy: the
+   range is mapped afresh from the file (MAP_FIXED), which keeps the addresses reserved. */
+static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
+    const codi__file *f;
+    int i;
+    if (hi <= lo) return;
+    for (i = 0; i < ld->in->ts.n; i++) {
+        const codi__tensor *o = &ld->in->ts.t[i];
+        uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
+        if (o != t && o->data && olo < hi && ohi > lo) return;
+    }
+    for (f = ld->in->ts.files; f; f = f->next)
+        if (f->mapped && lo >= (uintptr_t)f->data && hi <= (uintptr_t)f->data + f->size) {
+            mmap((void *)lo, hi - lo, PROT_READ, MAP_PRIVATE | MAP_FIXED, f->fd, (off_t)(lo - (uintptr_t)f->data));
+            return;
+        }
+#else
+    (void)ld; (void)t;
+#endif
+}
+
+/* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
+   f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
+static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
+    char name[200], an[200], bn[200];
+    const codi__tensor *w, *a = NULL, *b = NULL;
+    codi__merge_ctx mc;
+    float *abuf = NULL, *bbuf = NULL;   /* lora_A transposed [cols, r], scale * lora_B [rows, r] */
+    size_t esz = codi__dtype_size(dtype);
+    int r = 0, k, j;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    snprintf(an, sizeof an, "%s.lora_A", prefix);
+    snprintf(bn, sizeof bn, "%s.lora_B", prefix);
+    if (!(w = codi__need(ld, name, rows, cols))) return -1;
+    if (codi__tensors_find(&ld->in->ts, an) || codi__tensors_find(&ld->in->ts, bn)) {
+        const codi__tensor *ta = codi__tensors_find(&ld->in->ts, an);
+        if (!ta || ta->ndim != 2) { codi__err(ld->err, ld->errsz, "%s: lora_A missing or not 2-D", prefix); return -1; }
+        r = (int)ta->shape[0];
+        if (!(a = codi__need(ld, an, r, cols)) || !(b = codi__need(ld, bn, rows, r))) return -1;
+    }
+    out->rows = rows; out->cols = cols; out->dtype = dtype;
+    if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
+    memset(&mc, 0, sizeof mc);
+    mc.w = w; mc.cols = cols; mc.dtype = dtype;
+    mc.unit = codi__kernel_active()->micro ? codi__kernel_active()->nr : 4;
+    if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
+    mc.ba = (float *)CODI_MALLOC((size_t)CODI__MC * cols * sizeof(float));
+    mc.work = (float *)CODI_MALLOC((size_t)ld->n_threads * codi__work_floats() * sizeof(float));
+    if (a) { abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float)); bbuf = (float *)CODI_MALLOC((size_t)rows * r * sizeof(float)); }
+    if (!mc.ba || !mc.work || (a && (!abuf || !bbuf))) {
+        CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1;
+    }
+    if (a) {
+        for (k = 0; k < r; k++)
+            for (j = 0; j < cols; j++) abuf[(size_t)j * r + k] = codi__load_elem(a->data, a->dtype, (size_t)k * cols + j);
+        for (k = 0; k < rows * r; k++) bbuf[k] = ld->m->config.lora_scale * codi__load_elem(b->data, b->dtype, (size_t)k);
+        mc.bs = bbuf; mc.at.dtype = CODI_F32; mc.at.rows = cols; mc.at.cols = r; mc.at.data = abuf;
+    }
+    for (mc.i0 = 0; mc.i0 < rows; mc.i0 += CODI__MC) {
+        mc.ni = rows - mc.i0 < CODI__MC ? rows - mc.i0 : CODI__MC;
+        CODI__PARALLEL(ld->pool, codi__merge_task, &mc, (cols + mc.unit - 1) / mc.unit);
+    }
+    CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf);
+    out->data = mc.dst;
+    codi__release_tensor(ld, w);
+    if (a) { codi__release_tensor(ld, a); codi__release_tensor(ld, b); }
+    return 0;
+}
+
+/* Reads the rope and token settings of an HF config.json into c. */
+static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+    size_t len;
+    char *text = codi__read_text(path, &len), msg[200];
+    codi__json *j;
+    const codi__json *rs, *eos;
+    double x;
+    if (!text) return 0;
+    j = codi__json_parse(text, len, msg, sizeof msg);
+    CODI_FREE(text);
+    if (!j || j->type != CODI__J_OBJ) {
+        codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
+        codi__json_free(j); return -1;
+    }
+    if (codi__json_num(j, "hidden_size", &x)) c->dim = (int)x;
+    if (codi__json_num(j, "intermediate_size", &x)) c->ffn_dim = (int)x;
+    if (codi__json_num(j, "num_hidden_layers", &x)) c->n_layers = (int)x;
+    if (codi__json_num(j, "num_attention_heads", &x)) c->n_heads = (int)x;
+    if (codi__json_num(j, "num_key_value_heads", &x)) c->n_kv_heads = (int)x;
+    if (codi__json_num(j, "head_dim", &x)) c->head_dim = (int)x;
+    if (codi__json_num(j, "rms_norm_eps", &x)) c->norm_eps = (float)x;
+    c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
+    if (codi__json_num(j, "rope_theta", &x)) c->rope_theta = (float)x;
+    if (codi__json_num(j, "bos_token_id", &x)) c->bos_id = (int)x;
+    if ((eos = codi__json_get(j, "eos_token_id")) != NULL) {
+        const codi__json *e;
+        c->n_eos = 0;
+        if (eos->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)eos->num;
+        else if (eos->type == CODI__J_ARR)
+            for (e = eos->child; e && c->n_eos < 8; e = e->next) if (e->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)e->num;
+    }
+    if (codi__json_get(j, "tie_word_embeddings")) *tie = codi__json_get(j, "tie_word_embeddings")->type == CODI__J_TRUE;
+    rs = codi__json_get(j, "rope_parameters");           /* transformers 5 */
+    if (!rs || rs->type != CODI__J_OBJ) rs = codi__json_get(j, "rope_scaling");
+    if (rs && rs->type == CODI__J_OBJ) {
+        const codi__json *type = codi__json_get(rs, "rope_type");
+        if (!type) type = codi__json_get(rs, "type");
+        if (codi__json_num(rs, "rope_theta", &x)) c->rope_theta = (float)x;
+        c->rope_llama3 = 0;
+        if (type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
+            c->rope_llama3 = 1;
+            if (codi__json_num(rs, "factor", &x)) c->rope_factor = (float)x;
+            if (codi__json_num(rs, "low_freq_factor", &x)) c->rope_low_freq_factor = (float)x;
+            if (codi__json_num(rs, "high_freq_factor", &x)) c->rope_high_freq_factor = (float)x;
+            if (codi__json_num(rs, "original_max_position_embeddings", &x)) c->rope_original_max_pos = (int)x;
+        } else if (type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
+            codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
+            codi__json_free(j); return -1;
+        }
+    } else if (rs && rs->type != CODI__J_NULL) {
+        codi__err(err, errsz, "%s: rope_scaling is not an object", path); codi__json_free(j); return -1;
+    } else c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
+    codi__json_free(j);
+    return 1;
+}
+
+static int codi__is_dir(const char *path) {
+    char probe[4096];
+    FILE *fp;
+    snprintf(probe, sizeof probe, "%s/.", path);
+    fp = fopen(probe, "rb");
+    if (fp) { fclose(fp); return 1; }
+    return 0;
+}
+
+/* Reads a checkpoint file or an HF directory (single or sharded safetensors). */
+static int codi__read_any(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    char p[4096];
+    FILE *fp;
+    if (codi__is_dir(path)) {
+        size_t len;
+        char *idx;
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_safetensors(ts, p, source, err, errsz); }
+        snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
+        if ((idx = codi__read_text(p, &len)) != NULL) {      /* sharded: every distinct file in weight_map */
+            char msg[200], shard[4096];
+            codi__json *j = codi__json_parse(idx, len, msg, sizeof msg);
+            const codi__json *wm = codi__json_get(j, "weight_map"), *e, *e2;
+            CODI_FREE(idx);
+            if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
+            if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
+            for (e = wm->child; e; e = e->next) {
+                int seen = 0;
+                if (e->type != CODI__J_STR || strchr(e->str, '/')) {
+                    codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
+                    codi__json_free(j); return -1;
+                }
+                for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
+                if (seen) continue;
+                snprintf(shard, sizeof shard, "%s/%s", path, e->str);
+                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi__json_free(j); return -1; }
+            }
+            codi__json_free(j);
+            return 0;
+        }
+        snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
+        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_torch_zip(ts, p, source, err, errsz); }
+        codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", path);
+        return -1;
+    }
+    if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
+    return codi__read_torch_zip(ts, path, source, err, errsz);
+}
+
+CODI_API codi_load_opts codi_load_opts_default(void) {
+    codi_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.lora_scale = 0.25f;
+    return o;
+}
+
+static void codi__config_defaults(codi_config *c) {   /* Llama 3.2 1B Instruct */
+    memset(c, 0, sizeof *c);
+    c->norm_eps = 1e-5f; c->ln_eps = 1e-5f;
+    c->rope_theta = 500000.0f; c->rope_llama3 = 1;
+    c->rope_factor = 32.0f; c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_pos = 8192;
+    c->bos_id = 128000;
+    c->eos_ids[0] = 128001; c->eos_ids[1] = 128008; c->eos_ids[2] = 128009; c->n_eos = 3;
+}
+
+static int codi__count_layers(const codi__tensors *ts) {
+    int n = 0;
+    char name[96];
+    for (;;) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", n);
+        if (!codi__tensors_find(ts, name)) return n;
+        n++;
+    }
+}
+
+static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie) {
+    codi_model *m = ld->m;
+    codi_config *c = &m->config;
+    codi__tensors *ts = &ld->in->ts;
+    const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
+    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab;
+    char pre[128];
+    if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
+    c->vocab = (int)emb->shape[0];
+    if (c->dim && c->dim != emb->shape[1]) { codi__err(ld->err, ld->errsz, "config hidden_size %d but embed_tokens has %lld columns", c->dim, (long long)emb->shape[1]); return -1; }
+    c->dim = (int)emb->shape[1];
+    l = codi__count_layers(ts);
+    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "config has %d layers, the checkpoint %d", c->n_layers, l); return -1; }
+    c->n_layers = l;
+    if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
+    q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
+    k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
+    g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
+    if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
+    if (o->head_dim > 0) c->head_dim = o->head_dim;
+    if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
+    if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
+        codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
+                  (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
+        return -1;
+    }
+    c->n_heads = (int)(q->shape[0] / c->head_dim);
+    c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
+    if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
+    if (c->ffn_dim && c->ffn_dim != g->shape[0]) { codi__err(ld->err, ld->errsz, "config intermediate_size %d but gate_proj has %lld rows", c->ffn_dim, (long long)g->shape[0]); return -1; }
+    c->ffn_dim = (int)g->shape[0];
+    c->lora_scale = o->lora_scale;
+    p1 = codi__tensors_find(ts, "prj.1.weight");
+    c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
+    base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
+    c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
+    if (c->prj_dim && c->eot_id >= c->vocab) {
+        codi__err(ld->err, ld->errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d", c->vocab, c->pad_id, c->eot_id);
+        return -1;
+    }
+
+    if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
+    m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
+    if (!m->w.layers) return -1;
+    for (l = 0; l < c->n_layers; l++) {
+        codi_layer *ly = &m->w.layers[l];
+        int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+#define CODI__MAT(field, nm, r, cc) \
+        snprintf(pre, sizeof pre, "model.layers.%d.%s", l, nm); \
+        if (codi__load_matrix(ld, &ly->field, pre, r, cc, dtype)) return -1;
+        CODI__MAT(wq, "self_attn.q_proj", qd, c->dim)
+        CODI__MAT(wk, "self_attn.k_proj", kvd, c->dim)
+        CODI__MAT(wv, "self_attn.v_proj", kvd, c->dim)
+        CODI__MAT(wo, "self_attn.o_proj", c->dim, qd)
+        CODI__MAT(gate, "mlp.gate_proj", c->ffn_dim, c->dim)
+        CODI__MAT(up, "mlp.up_proj", c->ffn_dim, c->dim)
+        CODI__MAT(down, "mlp.down_proj", c->dim, c->ffn_dim)
+#undef CODI__MAT
+        snprintf(pre, sizeof pre, "model.layers.%d.input_layernorm.weight", l);
+        if (!(ly->attn_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+        snprintf(pre, sizeof pre, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (!(ly->mlp_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+    }
+    if (!(m->w.final_norm = codi__load_vector(ld, "model.norm.weight", c->dim))) return -1;
+    lm = codi__tensors_find(ts, "lm_head.weight");
+    if (lm && lm->data != emb->data) {
+        if (codi__load_matrix(ld, &m->w.lm_head, "lm_head", c->vocab, c->dim, dtype)) return -1;
+    } else if (!lm && !tie) {
+        codi__err(ld->err, ld->errsz, "missing tensor lm_head.weight (config says embeddings are not tied)"); return -1;
+    } else m->w.lm_head = m->w.embed;
+    if (c->prj_dim) {
+        if (codi__load_matrix(ld, &m->w.prj1, "prj.1", c->prj_dim, c->dim, CODI_F32) ||
+            codi__load_matrix(ld, &m->w.prj3, "prj.3", c->dim, c->prj_dim, CODI_F32) ||
+            !(m->w.prj1_b = codi__load_vector(ld, "prj.1.bias", c->prj_dim)) ||
+            !(m->w.prj3_b = codi__load_vector(ld, "prj.3.bias", c->dim)) ||
+            !(m->w.prj_ln_w = codi__load_vector(ld, "prj.ln.weight", c->dim)) ||
+            !(m->w.prj_ln_b = codi__load_vector(ld, "prj.ln.bias", c->dim))) return -1;
+    }
+    return 0;
+}
+
+CODI_API void codi_model_free(codi_model *m) {
+    codi__model_internal *in;
+    int i;
+    if (!m) return;
+    in = (codi__model_internal *)m->internal;
+    if (in) {
+        for (i = 0; i < in->nbufs; i++) CODI_FREE(in->bufs[i]);
+        CODI_FREE(in->bufs);
+        codi__tensors_free(&in->ts);
+        CODI_FREE(in);
+    }
+    CODI_FREE(m->tensors);
+    CODI_FREE(m);
+}
+
+static void codi__dirname(const char *path, char *out, size_t outsz) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, outsz, ".");
+    else snprintf(out, outsz, "%.*s", (int)(slash - path), path);
+}
+
+CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz) {
+    codi_load_opts o = opts ? *opts : codi_load_opts_default();
+    codi_model *m = (codi_model *)CODI_MALLOC(sizeof *m);
+    codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
+    codi__loader ld;
+    char cfg[4200], dir[4000];
+    int tie = 1, rc, i;
+    if (err && errsz) err[0] = 0;
+    if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
+    m->internal = in; m->exact = o.exact;
+    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
+#ifdef CODI_THREADS
+    if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
+#endif
+    codi__config_defaults(&m->config);
+    if (o.base && codi__read_any(&in->ts, o.base, 1, err, errsz) != 0) goto fail;
+    if (codi__read_any(&in->ts, path, 0, err, errsz) != 0) goto fail;
+    /* config.json: beside the checkpoint (or inside the directory), else in the base */
+    if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+    if (rc == 0 && o.base) {
+        snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
+        rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+    }
+    if (rc < 0 || codi__build(&ld, &o, tie) != 0) goto fail;
+    m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
+    if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (i = 0; i < in->ts.n; i++) {
+        codi_tensor_info *ti = &m->tensors[i];
+        const codi__tensor *t = &in->ts.t[i];
+        snprintf(ti->name, sizeof ti->name, "%s", t->name);
+        ti->source = t->source; ti->dtype = t->dtype; ti->ndim = t->ndim;
+        memcpy(ti->shape, t->shape, sizeof ti->shape);
+    }
+    m->n_tensors = in->ts.n;
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
+    return m;
+fail:
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
+    codi_model_free(m);
+    return NULL;
 }
 
 /* >>state: every buffer of a run, in one place ---------------------------------------- */
