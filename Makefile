@@ -13,7 +13,7 @@ all: build/codi build/random_codi build/quickstart
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c $(HDR) | build
+build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
