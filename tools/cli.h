@@ -126,7 +126,7 @@ typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, thre
     { "--tokenizer", CLI_STR, &(a)->tokenizer, 0, 0, "PATH", "tokenizer.json / tokenizer.model (default: beside the model, else in --base)" }, \
     { "--exact", CLI_FLAG, &(a)->exact, 0, 0, NULL, "keep merged weights in f32 (default: bf16)" }, \
     { "--head-dim", CLI_INT, &(a)->head_dim, 1, 4096, "N", "head dim, overriding config.json / the default 64" }, \
-    { "--threads", CLI_INT, &(a)->threads, 1, 4096, "N", "worker threads (1; capped at 4 x the online cores)" }, \
+    { "--threads", CLI_INT, &(a)->threads, 1, 1e6, "N", "worker threads (1; capped at 4 x the online cores)" }, \
     { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }
 
 CLI_API cli_model_args cli_model_defaults(void) {
@@ -215,6 +215,13 @@ CLI_API cli_prompt_args cli_prompt_defaults(void) {
     memset(&p, 0, sizeof p);
     p.latents = 6;
     return p;
+}
+
+/* Usage errors of the groups, found before anything is loaded: CLI_OK, or CLI_ERROR after a message. */
+CLI_API int cli_check_args(const cli_command *cmd, const cli_model_args *a, const cli_prompt_args *p) {
+    if (a && !a->model) { fprintf(stderr, "codi %s: --model PATH is required\n", cmd->name); return CLI_ERROR; }
+    if (p && p->question && p->ids) { fprintf(stderr, "codi %s: give --question or --ids, not both\n", cmd->name); return CLI_ERROR; }
+    return CLI_OK;
 }
 
 /* "1,2,3" -> ids in [0, vocab); returns the count, or -1 after naming the bad item. */

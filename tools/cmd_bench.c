@@ -41,6 +41,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     int32_t tok;
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &ma, NULL)) return 2;
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
     load_s = cli_now() - t0;

@@ -9,6 +9,7 @@ static int info_run(const cli_command *self, int argc, char **argv) {
     static const char *dt[] = { "F32", "BF16", "F16", "I32", "U8", "F64", "I64" };
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &ma, NULL)) return 2;
     if (!(m = cli_load_model(&ma))) return 1;
     c = &m->config;
     printf("layers %d  dim %d  ffn %d  heads %d  kv heads %d  head dim %d  vocab %d  prj %d\n",

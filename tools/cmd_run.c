@@ -66,7 +66,7 @@ static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps) {
     if (!m) return 1;
     if (!(tk = cli_load_tokenizer(ma, m, pa->question == NULL)) && (pa->question || ma->tokenizer)) { codi_model_free(m); return 1; }
     c = &m->config; L = c->n_layers; V = c->vocab;
-    if ((n = cli_prompt_ids(pa, m, tk, ids, 4096)) <= 0) goto done;
+    if ((n = cli_prompt_ids(pa, m, tk, ids, 4096)) <= 0) { rc = 2; goto done; }
     s = codi_state_alloc(m, n + N + steps + 2, ma->threads);
     lf = malloc(sizeof(float) * (N + 1) * V); ll = malloc(sizeof(float) * (N + 1) * (L + 1) * V);
     if (!s || !lf || !ll) { fprintf(stderr, "codi: out of memory\n"); goto done; }
@@ -169,6 +169,7 @@ static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *p
     }
     rc.progress = cli_progress_start("questions", run_count_lines(path, limit), 0);
     rv = cli_for_each_question(path, limit, 0, 0, run_question, &rc, &n_bad);
+    if (rv == 0) cli_progress_update(rc.progress, rc.progress ? rc.progress->total : 0);   /* every line handled */
     cli_progress_end(rc.progress);
     if (rv == 0)
         printf("{\"questions\": %d, \"correct\": %d, \"accuracy\": %.4f, \"latents\": %d, \"failed\": %d, \"bad_lines\": %d}\n",
@@ -193,6 +194,7 @@ static int run_run(const cli_command *self, int argc, char **argv) {
     };
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &ma, &pa)) return 2;
     if (questions && pa.question) { fprintf(stderr, "codi run: give --questions or --question, not both\n"); return 2; }
     if (questions) return run_file(&ma, &pa, questions, limit, steps);
     if (limit) { fprintf(stderr, "codi run: --limit applies to --questions only\n"); return 2; }

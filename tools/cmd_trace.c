@@ -31,11 +31,12 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     float *pl = NULL, *pr = NULL, *pk = NULL, *pv = NULL, *li = NULL, *lr = NULL, *lf = NULL, *ll = NULL, *al = NULL, *al2 = NULL;
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &ma, &pa)) return 2;
     if (!out) { fprintf(stderr, "codi trace: --out FILE is required\n"); return 2; }
     if (!(m = cli_load_model(&ma))) return 1;
     if (pa.question && !(tk = cli_load_tokenizer(&ma, m, 0))) { codi_model_free(m); return 1; }
     c = &m->config; L = c->n_layers; D = c->dim; V = c->vocab; KVH = c->n_kv_heads; HD = c->head_dim; N = pa.latents;
-    if ((n = cli_prompt_ids(&pa, m, tk, ids, 4096)) <= 0) goto done;
+    if ((n = cli_prompt_ids(&pa, m, tk, ids, 4096)) <= 0) { rc = 2; goto done; }
     T = n;
     s = codi_state_alloc(m, T + N + steps + 2, ma.threads);
     pl = malloc(sizeof(float) * T * V); pr = malloc(sizeof(float) * (L + 1) * T * D);
