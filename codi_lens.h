@@ -1694,6 +1694,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 
 #define CODI__KC 256      /* GEMM depth block: one packed weight panel of KC x NR stays in L1 */
 #define CODI__MC 256      /* GEMM position block: its packed activations stay in L2 */
+#define CODI__GEMM_MIN 8  /* fewer positions: a GEMV per position (reads the weights n times, packs nothing) */
 
 /* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
    (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
@@ -1707,7 +1708,9 @@ typedef struct {
     int bf16_pairs;           /* micro and gemv take bf16 activations (rounded once per block) */
     codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
     codi__micro_fn micro_f32w;
+    void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
     float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
 } codi__kernel;
 
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
@@ -1719,6 +1722,11 @@ static float codi__dot_bf16(const float *x, const uint16_t *w, int n) {
     s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (; i < n; i++) s += x[i] * codi__bf16_to_f32(w[i]);
     return s;
+}
+
+static void codi__axpy(float *y, float a, const float *x, int n) {
+    int i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
 }
 
 static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -1736,6 +1744,59 @@ static void codi__rows4(const void *p[4], const codi_matrix *w, int r, int r1) {
         p[k] = (const char *)w->data + (size_t)(r + k < r1 ? r + k : r1 - 1) * w->cols * codi__dtype_size(w->dtype);
 }
 
+/* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
+   a [strips][kb][mr], zero past position n. */
+static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i, k;
+    for (s = 0; s * mr < n; s++, a += (size_t)kb * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            if (s * mr + i < n) for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = xi[k];
+            else for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = 0;
+        }
+}
+
+/* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
+static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
+
+/* As codi__pack_a, rounded to bf16 in pairs: a [strips][ceil(kb/2)][mr]. */
+static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i, k, kp = (kb + 1) / 2;
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            for (k = 0; k < kp; k++)
+                a[(size_t)k * mr + i] = s * mr + i >= n ? 0 :
+                    codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), 2 * k + 1 < kb ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+        }
+}
+
+/* Weight rows r0..r0+nrows, columns k0..k0+kb, as b [kb][nr] in f32 (bf16 widened here, once
+   per panel), zero past nrows. */
+static void codi__pack_b(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k;
+    for (j = 0; j < nr; j++) {
+        if (j >= nrows) { for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = 0; continue; }
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = codi__bf16_to_f32(row[k]);
+        } else {
+            const float *row = (const float *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = row[k];
+        }
+    }
+}
+
+/* bf16 weight rows as pairs: b [ceil(kb/2)][nr]. */
+static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k, kp = (kb + 1) / 2;
+    for (j = 0; j < nr; j++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+        for (k = 0; k < kp; k++)
+            b[(size_t)k * nr + j] = j >= nrows ? 0 : codi__bf16_pair(row[2 * k], 2 * k + 1 < kb ? row[2 * k + 1] : 0);
+    }
+}
+
 #ifdef CODI__X86
 CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -1748,14 +1809,17 @@ CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
 }
 CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     float s;
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
+    for (; i + 32 <= n; i += 32) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
         s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
-    s = codi__hsum_avx2(_mm256_add_ps(s0, s1));
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -1827,15 +1891,55 @@ CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, 
 #undef CODI__ST
 }
 
+/* As codi__pack_b, 8 rows x 8 columns at a time: widen, transpose in registers, store. */
+CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    size_t K = (size_t)w->cols;
+    int j, k, t;
+    if (nrows < nr || nr % 8) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 8) {
+        for (k = 0; k + 8 <= kb; k += 8) {
+            __m256 r[8], u[8];
+            for (t = 0; t < 8; t++) {
+                size_t at = (size_t)(r0 + j + t) * K + k0 + k;
+                r[t] = w->dtype == CODI_BF16 ? codi__bf16x8_avx2((const uint16_t *)w->data + at) : _mm256_loadu_ps((const float *)w->data + at);
+            }
+            for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
+            r[0] = _mm256_shuffle_ps(u[0], u[2], 0x44); r[1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
+            r[2] = _mm256_shuffle_ps(u[1], u[3], 0x44); r[3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
+            r[4] = _mm256_shuffle_ps(u[4], u[6], 0x44); r[5] = _mm256_shuffle_ps(u[4], u[6], 0xee);
+            r[6] = _mm256_shuffle_ps(u[5], u[7], 0x44); r[7] = _mm256_shuffle_ps(u[5], u[7], 0xee);
+            for (t = 0; t < 4; t++) {        /* column t and t + 4 of the 8 rows */
+                _mm256_storeu_ps(b + (size_t)(k + t) * nr + j, _mm256_permute2f128_ps(r[t], r[t + 4], 0x20));
+                _mm256_storeu_ps(b + (size_t)(k + t + 4) * nr + j, _mm256_permute2f128_ps(r[t], r[t + 4], 0x31));
+            }
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi__load_elem(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
+    }
+}
+/* y += a * x */
+CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
 }
 CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
-    __m512 s0 = _mm512_setzero_ps();
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     float s;
     int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
     for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s = _mm512_reduce_add_ps(s0);
+    s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -2029,14 +2133,15 @@ static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, s
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, 0, 0, 0, NULL, NULL, codi__dot },
+    { "scalar", codi__gemv_scalar, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__dot_avx2 },
-    { "avx512", codi__gemv_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__dot_avx512 },
-    { "avx512bf16", codi__gemv_avx512bf16, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512, codi__dot_avx512 },
+    { "avx2", codi__gemv_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
+    { "avx512", codi__gemv_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx512bf16", codi__gemv_avx512bf16, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__dot_neon },
+    { "neon", codi__gemv_neon, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
@@ -2084,64 +2189,11 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
     return n;
 }
 
-/* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
-   a [strips][kb][mr], zero past position n. */
-static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
-    int s, i, k;
-    for (s = 0; s * mr < n; s++, a += (size_t)kb * mr)
-        for (i = 0; i < mr; i++) {
-            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            if (s * mr + i < n) for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = xi[k];
-            else for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = 0;
-        }
-}
-
-/* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
-static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
-
-/* As codi__pack_a, rounded to bf16 in pairs: a [strips][ceil(kb/2)][mr]. */
-static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
-    int s, i, k, kp = (kb + 1) / 2;
-    for (s = 0; s * mr < n; s++, a += (size_t)kp * mr)
-        for (i = 0; i < mr; i++) {
-            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            for (k = 0; k < kp; k++)
-                a[(size_t)k * mr + i] = s * mr + i >= n ? 0 :
-                    codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), 2 * k + 1 < kb ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
-        }
-}
-
-/* Weight rows r0..r0+nrows, columns k0..k0+kb, as b [kb][nr] in f32 (bf16 widened here, once
-   per panel), zero past nrows. */
-static void codi__pack_b(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    int j, k;
-    for (j = 0; j < nr; j++) {
-        if (j >= nrows) { for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = 0; continue; }
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
-            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = codi__bf16_to_f32(row[k]);
-        } else {
-            const float *row = (const float *)w->data + (size_t)(r0 + j) * w->cols + k0;
-            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = row[k];
-        }
-    }
-}
-
-/* bf16 weight rows as pairs: b [ceil(kb/2)][nr]. */
-static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    int j, k, kp = (kb + 1) / 2;
-    for (j = 0; j < nr; j++) {
-        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
-        for (k = 0; k < kp; k++)
-            b[(size_t)k * nr + j] = j >= nrows ? 0 : codi__bf16_pair(row[2 * k], 2 * k + 1 < kb ? row[2 * k + 1] : 0);
-    }
-}
-
 /* Floats of work one thread needs for codi__matmul_range (packed panels, or x as bf16). */
 static size_t codi__work_floats(void) { return (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32; }
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
-   x rows contiguous [n, cols]). Fewer than 4 positions: the GEMV per position; else the GEMM:
+   x rows contiguous [n, cols]). Fewer than GEMM_MIN positions: the GEMV per position; else the GEMM:
    for each block of MC positions and KC columns, pack the activations once, then for each panel
    of NR weight rows pack (widen) it once and run the micro-kernel over every MR-position strip. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
@@ -2157,7 +2209,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
         return;
     }
-    if (n < 4) {
+    if (n < CODI__GEMM_MIN) {
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
             const float *xi = x + (size_t)i * K;
@@ -2176,7 +2228,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             for (j0 = r0; j0 < r1; j0 += nr) {
                 int nj = r1 - j0 < nr ? r1 - j0 : nr;
                 if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp, w, j0, nj, k0, kb, nr);
-                else codi__pack_b(bp, w, j0, nj, k0, kb, nr);
+                else kn->pack_b(bp, w, j0, nj, k0, kb, nr);
                 for (s = 0; s * mr < ni; s++) {
                     int mi = ni - s * mr < mr ? ni - s * mr : mr, a, b;
                     float *c = out + (size_t)(i0 + s * mr) * ldo + j0;
@@ -2790,7 +2842,7 @@ static void codi__matmul_pool(codi__pool *pool, float *work, size_t work_stride,
     codi__mm_ctx c;
     (void)pool;                           /* unused without CODI_THREADS */
     c.out = out; c.x = x; c.w = w; c.n = n; c.kn = codi__kernel_active(); c.work = work; c.work_stride = work_stride;
-    c.unit = c.kn->micro && n >= 4 ? c.kn->nr : 4;
+    c.unit = c.kn->micro && n >= CODI__GEMM_MIN ? c.kn->nr : 4;
     CODI__PARALLEL(pool, codi__mm_task, &c, (w->rows + c.unit - 1) / c.unit);
 }
 static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
@@ -2806,7 +2858,7 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
     codi__state_internal *si = (codi__state_internal *)ac->s->internal;
     int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
     float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
-    float (*dot)(const float *, const float *, int) = codi__kernel_active()->dot;
+    const codi__kernel *kn = codi__kernel_active();
     for (item = a; item < b; item++) {
         int i = item / H, h = item % H, p = ac->pos0 + i, t, j;
         const float *q = si->q + ((size_t)i * H + h) * HD;
@@ -2814,16 +2866,12 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
         const float *vals = codi_state_value(ac->s, ac->layer, h / group, 0);
         float *out = si->att_out + ((size_t)i * H + h) * HD, mx = -FLT_MAX, sum = 0;
         for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
-            att[t] = dot(q, keys + (size_t)t * HD, HD) * scale;
+            att[t] = kn->dot(q, keys + (size_t)t * HD, HD) * scale;
             if (att[t] > mx) mx = att[t];
         }
         for (t = 0; t <= p; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }
         for (j = 0; j < HD; j++) out[j] = 0;
-        for (t = 0; t <= p; t++) {                         /* softmax-weighted values */
-            float w = att[t] / sum;
-            const float *v = vals + (size_t)t * HD;
-            for (j = 0; j < HD; j++) out[j] += w * v[j];
-        }
+        for (t = 0; t <= p; t++) kn->axpy(out, att[t] / sum, vals + (size_t)t * HD, HD);   /* softmax-weighted values */
     }
 }
 

@@ -1,4 +1,8 @@
-/* codi bench: prefill and decode speed of a model. */
+/* codi bench: speed of a model beside the machine's limits, measured in the same process.
+   Limits: read bandwidth (a STREAM-style pass over 1 GiB, every thread reading its own part) and
+   FMA peak (independent FMA chains in registers, every thread). Decode is bound by bandwidth:
+   limit = bandwidth / bytes of weights streamed per token. Prefill by compute: limit = peak /
+   FLOPs per token (2 per weight of the layers, attention excluded). */
 
 static double bench_peak_rss_mb(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -8,6 +12,138 @@ static double bench_peak_rss_mb(void) {
     while (fgets(line, sizeof line, f)) if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
     fclose(f);
     return kb / 1024.0;
+}
+
+/* --- the machine's limits ---------------------------------------------------------------- */
+
+typedef struct { const float *buf; size_t n; double *sums; } bench_bw_ctx;
+
+/* Each item is a 16 KiB block read with the kernel's dot against an L1-resident vector. */
+static void bench_bw_task(void *ctx, int tid, int b0, int b1) {
+    bench_bw_ctx *c = (bench_bw_ctx *)ctx;
+    const float *ones = c->buf;                  /* the first block stays in L1 */
+    float (*dot)(const float *, const float *, int) = codi__kernel_active()->dot;
+    double s = 0;
+    int b;
+    for (b = b0; b < b1; b++) s += dot(c->buf + (size_t)b * 4096, ones, 4096);
+    c->sums[tid] += s;
+}
+
+/* Read bandwidth in GB/s: best of 5 passes over 1 GiB. */
+static double bench_bandwidth(codi__pool *pool) {
+    size_t n = (size_t)1 << 28, i;
+    bench_bw_ctx c;
+    double best = 0, sums[256] = { 0 };
+    float *buf = (float *)malloc(n * sizeof(float));
+    int pass;
+    if (!buf) return -1;
+    for (i = 0; i < n; i++) buf[i] = 1.0f / (float)(1 + (i & 1023));
+    c.buf = buf; c.n = n; c.sums = sums;
+    for (pass = 0; pass < 5; pass++) {
+        double t0 = cli_now(), dt;
+        CODI__PARALLEL(pool, bench_bw_task, &c, (int)(n / 4096));
+        dt = cli_now() - t0;
+        if (n * sizeof(float) / dt / 1e9 > best) best = n * sizeof(float) / dt / 1e9;
+    }
+    free(buf);
+    return sums[0] == 12345.0 ? -1 : best;      /* (keeps the sums alive) */
+}
+
+/* FLOPs of `iters` steps of 12 independent FMA chains, in registers. */
+static double bench_fma_scalar(long iters, float *sink) {
+    float a[12];
+    long i;
+    int k;
+    for (k = 0; k < 12; k++) a[k] = (float)k;
+    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = a[k] * 0.999999f + 1e-7f;
+    for (k = 0; k < 12; k++) *sink += a[k];
+    return 2.0 * 12 * iters;
+}
+#ifdef CODI__X86
+CODI__AVX2 static double bench_fma_avx2(long iters, float *sink) {
+    __m256 a[12], m = _mm256_set1_ps(0.999999f), d = _mm256_set1_ps(1e-7f);
+    float t[8];
+    long i;
+    int k;
+    for (k = 0; k < 12; k++) a[k] = _mm256_set1_ps((float)k);
+    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm256_fmadd_ps(a[k], m, d);
+    for (k = 1; k < 12; k++) a[0] = _mm256_add_ps(a[0], a[k]);
+    _mm256_storeu_ps(t, a[0]); *sink += t[0];
+    return 2.0 * 8 * 12 * iters;
+}
+CODI__AVX512 static double bench_fma_avx512(long iters, float *sink) {
+    __m512 a[12], m = _mm512_set1_ps(0.999999f), d = _mm512_set1_ps(1e-7f);
+    long i;
+    int k;
+    for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
+    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_fmadd_ps(a[k], m, d);
+    for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
+    *sink += _mm512_reduce_add_ps(a[0]);
+    return 2.0 * 16 * 12 * iters;
+}
+CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   /* 64 FLOPs per instruction */
+    __m512 a[12];
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33d633d6);  /* 1.0, 1e-7 */
+    long i;
+    int k;
+    for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
+    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_dpbf16_ps(a[k], x, y);
+    for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
+    *sink += _mm512_reduce_add_ps(a[0]);
+    return 2.0 * 32 * 12 * iters;
+}
+#endif
+
+/* 1 if this CPU runs kernel path `name`. */
+static int bench_cpu_runs(const char *name) {
+    const char *av[8];
+    int n = codi_kernels_available(av, 8), k;
+    for (k = 0; k < n && k < 8; k++) if (!strcmp(av[k], name)) return 1;
+    return 0;
+}
+
+typedef struct { double (*fn)(long, float *); long iters; double flops[256]; float sink[256]; } bench_peak_ctx;
+static void bench_peak_task(void *ctx, int tid, int a, int b) {
+    bench_peak_ctx *c = (bench_peak_ctx *)ctx;
+    for (; a < b; a++) c->flops[tid] += c->fn(c->iters, &c->sink[tid]);
+}
+
+/* GFLOP/s of fn on every thread at once: best of 3 rounds of about 0.2 s. */
+static double bench_peak(codi__pool *pool, int threads, double (*fn)(long, float *)) {
+    bench_peak_ctx c;
+    double best = 0;
+    int round, t;
+    memset(&c, 0, sizeof c);
+    c.fn = fn; c.iters = 2000000;
+    for (round = 0; round < 3; round++) {
+        double t0, dt, total = 0;
+        for (t = 0; t < 256; t++) c.flops[t] = 0;
+        t0 = cli_now();
+        CODI__PARALLEL(pool, bench_peak_task, &c, threads);
+        dt = cli_now() - t0;
+        for (t = 0; t < 256; t++) total += c.flops[t];
+        if (total / dt / 1e9 > best) best = total / dt / 1e9;
+    }
+    return best;
+}
+
+/* --- the model ----------------------------------------------------------------------------- */
+
+/* Bytes of weights one decode step streams (every layer matrix and lm_head) and the multiply-adds
+   per position in the layers (what prefill computes; lm_head only at the last position). */
+static void bench_model_cost(const codi_model *m, double *bytes, double *layer_macs) {
+    const codi_matrix *mats[7];
+    int l, k;
+    *bytes = 0; *layer_macs = 0;
+    for (l = 0; l < m->config.n_layers; l++) {
+        const codi_layer *w = &m->w.layers[l];
+        mats[0] = &w->wq; mats[1] = &w->wk; mats[2] = &w->wv; mats[3] = &w->wo; mats[4] = &w->gate; mats[5] = &w->up; mats[6] = &w->down;
+        for (k = 0; k < 7; k++) {
+            *bytes += (double)mats[k]->rows * mats[k]->cols * (mats[k]->dtype == CODI_F32 ? 4 : 2);
+            *layer_macs += (double)mats[k]->rows * mats[k]->cols;
+        }
+    }
+    *bytes += (double)m->w.lm_head.rows * m->w.lm_head.cols * (m->w.lm_head.dtype == CODI_F32 ? 4 : 2);
 }
 
 /* Prefill of n tokens into a fresh state; returns tokens/s, or -1. */
@@ -25,53 +161,140 @@ static double bench_prefill(const codi_model *m, codi_state *s, int n) {
     return n / (t1 - t0);
 }
 
+/* Decode tokens/s: n_gen greedy steps after a 16-token prompt. */
+static double bench_decode(const codi_model *m, codi_state *s, int n_gen) {
+    double t0;
+    int i;
+    int32_t tok;
+    if (bench_prefill(m, s, 16) < 0) return -1;
+    t0 = cli_now();
+    for (i = 0; i < n_gen; i++) {
+        tok = codi_argmax_answer(m, s->logits);
+        if (codi_forward(m, s, &tok, NULL, 1, NULL)) { fprintf(stderr, "codi: %s\n", s->error); return -1; }
+    }
+    return n_gen / (cli_now() - t0);
+}
+
+/* Seconds for one CODI question: a 100-token prompt ending in bot, 6 latent steps, eot, 16 answer tokens. */
+static double bench_question(const codi_model *m, codi_state *s) {
+    int32_t ids[100];
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    double t0;
+    int i;
+    ids[0] = m->config.bos_id;
+    for (i = 1; i < 99; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
+    ids[99] = m->config.bot_id;
+    ro.max_answer = 16; ro.stop_at_eos = 0;
+    t0 = cli_now();
+    if (codi_run(m, s, ids, 100, &ro, &rr)) { fprintf(stderr, "codi: %s\n", s->error); return -1; }
+    return cli_now() - t0;
+}
+
+typedef struct { const char *path; double pp128, pp512, tg, question_s; } bench_row;
+
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
+    const char *kernels = NULL;
     int json = 0, n_gen = 32;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object" },
         { "--tokens", CLI_INT, &n_gen, 1, 4096, "N", "decode steps to time (32)" },
+        { "--kernels", CLI_STR, &kernels, 0, 0, "LIST", "kernel paths to time, comma-separated, e.g. avx512,scalar "
+          "(the default path); the first gets every figure, the others pp128 and tg" },
         CLI_END
     };
-    double t0, load_s, pp128, pp512, tg;
+    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss;
     codi_model *m;
     codi_state *s;
-    int i;
-    int32_t tok;
+    codi__pool *pool = NULL;
+    bench_row rows[8];
+    char list[256], *name, *save = NULL;
+    int n_rows = 0, r;
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
+    snprintf(list, sizeof list, "%s", kernels ? kernels : codi_kernel_name());
+    for (name = strtok_r(list, ",", &save); name && n_rows < 8; name = strtok_r(NULL, ",", &save)) {
+        if (codi_set_kernel(name)) {
+            const char *av[8];
+            int na = codi_kernels_available(av, 8), k;
+            fprintf(stderr, "codi bench: kernel path '%s' is not available here; available:", name);
+            for (k = 0; k < na && k < 8; k++) fprintf(stderr, " %s", av[k]);
+            fprintf(stderr, "\n");
+            return 2;
+        }
+        rows[n_rows++].path = name;
+    }
+    codi_set_kernel(rows[0].path);               /* the first path also loads (merges) the model */
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
     load_s = cli_now() - t0;
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
-    pp128 = bench_prefill(m, s, 128);
-    pp512 = bench_prefill(m, s, 512);
-    bench_prefill(m, s, 16);                      /* decode: one token at a time after a 16-token prompt */
-    t0 = cli_now();
-    for (i = 0; i < n_gen; i++) {
-        tok = codi_argmax_answer(m, s->logits);
-        if (codi_forward(m, s, &tok, NULL, 1, NULL)) { fprintf(stderr, "codi: %s\n", s->error); break; }
+    if (ma.threads > 1) pool = codi__pool_new(ma.threads);
+    bench_model_cost(m, &bytes, &macs);
+    bw = bench_bandwidth(pool);
+    peak = bench_peak(pool, ma.threads, bench_fma_scalar);
+#ifdef CODI__X86
+    if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2);
+    if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512);
+    if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512);
+#endif
+    codi__pool_free(pool);
+    for (r = 0; r < n_rows; r++) {
+        bench_row *b = &rows[r];
+        codi_set_kernel(b->path);
+        b->pp128 = bench_prefill(m, s, 128);
+        b->pp512 = r == 0 ? bench_prefill(m, s, 512) : -1;
+        b->tg = bench_decode(m, s, n_gen);
+        b->question_s = r == 0 ? bench_question(m, s) : -1;
     }
-    tg = n_gen / (cli_now() - t0);
-    if (json)
-        printf("{\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.2f, \"rss_mb\": %.0f, \"load_s\": %.2f, \"threads\": %d, \"weights\": \"%s\"}\n",
-               pp128, pp512, tg, bench_peak_rss_mb(), load_s, ma.threads, m->exact ? "f32" : "bf16");
-    else
-        printf("load %.2f s  pp128 %.2f tok/s  pp512 %.2f tok/s  tg %.2f tok/s  peak rss %.0f MB  threads %d\n",
-               load_s, pp128, pp512, tg, bench_peak_rss_mb(), ma.threads);
+    rss = bench_peak_rss_mb();
+    if (json) {
+        bench_row *b = &rows[0];
+        printf("{\"path\": \"%s\", \"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"rss_mb\": %.0f, "
+               "\"bw_gbs\": %.2f, \"peak_gflops\": %.1f, \"peak_bf16_gflops\": %.1f, "
+               "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
+               "\"tg_limit\": %.3f, \"pp_limit\": %.2f, \"tg_of_limit\": %.3f, \"pp512_of_peak\": %.3f",
+               b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
+               b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
+               bw * 1e9 / bytes, peak * 1e9 / (2 * macs), b->tg * bytes / (bw * 1e9), b->pp512 * 2 * macs / (peak * 1e9));
+        printf(", \"by_path\": {");
+        for (r = 0; r < n_rows; r++)
+            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f}", r ? ", " : "", rows[r].path, rows[r].pp128, rows[r].tg);
+        printf("}}\n");
+    } else {
+        printf("machine: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s", bw, peak);
+        if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16);
+        printf(" (%d threads)\nmodel: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
+               ma.threads, bytes / 1e9, 2 * macs / 1e9, load_s, rss);
+        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak)\n", bw * 1e9 / bytes, peak * 1e9 / (2 * macs));
+        for (r = 0; r < n_rows; r++) {
+            bench_row *b = &rows[r];
+            printf("%-11s pp128 %7.2f tok/s (%3.0f%% of peak)", b->path, b->pp128, 100 * b->pp128 * 2 * macs / (peak * 1e9));
+            if (b->pp512 > 0) printf("  pp512 %7.2f tok/s (%3.0f%%)", b->pp512, 100 * b->pp512 * 2 * macs / (peak * 1e9));
+            printf("  tg %6.2f tok/s (%3.0f%% of bandwidth)", b->tg, 100 * b->tg * bytes / (bw * 1e9));
+            if (b->question_s > 0) printf("  question %.2f s (%.1f/min)", b->question_s, 60 / b->question_s);
+            printf("\n");
+        }
+        printf("(batched decode tg_b8/tg_b32 not measured: codi_lens has no batched decode yet)\n");
+    }
+    codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);
     return 0;
 }
 
 static const cli_command cmd_bench = {
-    "bench", "prefill and decode tokens/s and peak memory of a model",
-    "codi bench --model PATH [--json] [--threads N]",
-    "Times loading, a 128- and a 512-token prefill and single-token decode steps.\n\n"
+    "bench", "speed beside the machine's measured limits (bandwidth, FMA peak)",
+    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N]",
+    "Measures, in one process: read bandwidth and FMA peak; load time; 128- and 512-token prefill;\n"
+    "single-token decode; one CODI question end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
+    "each beside its limit (decode: bandwidth / bytes per token; prefill: peak / FLOPs per token).\n\n"
     "Examples:\n"
     "  make bench    (writes bench/random_1b.safetensors, a full-size random CODI checkpoint, once)\n"
-    "  codi bench --model bench/random_1b.safetensors --threads 2 --json",
+    "  codi bench --model bench/random_1b.safetensors --threads 2 --json\n"
+    "  codi bench --model bench/random_1b.safetensors --threads 2 --kernels avx512,avx2,scalar",
     bench_run
 };
