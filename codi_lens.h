@@ -283,6 +283,11 @@ CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, 
 /* The last number in text (commas removed) into *out; returns 1 if one was found. */
 CODI_API int codi_extract_answer(const char *text, double *out);
 
+/* Writes the loaded model (LoRA merged, bf16 or f32 as loaded) as one .safetensors file with
+   Hugging Face Llama names plus prj, and its config in the metadata ("codi_config"), so that
+   codi_load(path) maps it without merging and computes the same results. 0, or -1 with err. */
+CODI_API int codi_save_merged(const codi_model *m, const char *path, char *err, size_t errsz);
+
 /* Logit lens: logits [V] = lm_head(final_norm(resid [D])). Returns 0, or -1 out of memory. */
 CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits);
 /* The logit lens at residual index layer (0..L) and a processed position of s; -1 with
@@ -2398,16 +2403,13 @@ static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *pre
     return 0;
 }
 
-/* Reads the rope and token settings of an HF config.json into c. */
-static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
-    size_t len;
-    char *text = codi__read_text(path, &len), msg[200];
+/* Reads the rope and token settings of an HF config.json (text, named `path` in errors) into c. */
+static int codi__apply_config_text(codi_config *c, const char *text, size_t len, const char *path, int *tie, char *err, size_t errsz) {
+    char msg[200];
     codi__json *j;
     const codi__json *rs, *eos;
     double x;
-    if (!text) return 0;
     j = codi__json_parse(text, len, msg, sizeof msg);
-    CODI_FREE(text);
     if (!j || j->type != CODI__J_OBJ) {
         codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
         codi__json_free(j); return -1;
@@ -2452,6 +2454,28 @@ static int codi__apply_config_json(codi_config *c, const char *path, int *tie, c
     } else c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
     codi__json_free(j);
     return 1;
+}
+
+/* config.json at path: 0 when absent, 1 when read, -1 with err. */
+static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+    size_t len;
+    char *text = codi__read_text(path, &len);
+    int rc;
+    if (!text) return 0;
+    rc = codi__apply_config_text(c, text, len, path, tie, err, errsz);
+    CODI_FREE(text);
+    return rc;
+}
+
+/* The "codi_config" metadata codi_save_merged writes into a .safetensors file, applied like config.json. */
+static int codi__apply_saved_config(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+    codi_st_file *f;
+    const char *text;
+    int rc = 0;
+    if (!codi__ends_with(path, ".safetensors") || !(f = codi_st_open(path, NULL, 0))) return 0;
+    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, text, strlen(text), path, tie, err, errsz);
+    codi_st_close(f);
+    return rc;
 }
 
 static int codi__is_dir(const char *path) {
@@ -2658,6 +2682,7 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
         snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
         rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
     }
+    if (rc >= 0 && codi__apply_saved_config(&m->config, path, &tie, err, errsz) < 0) rc = -1;
     if (rc < 0 || codi__build(&ld, &o, tie) != 0) goto fail;
     m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
     if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
@@ -4463,6 +4488,69 @@ fail:
     if (fp) fclose(fp);
     CODI_FREE(hdr.p); CODI_FREE(tmp);
     return -1;
+}
+
+/* The HF config.json keys codi__apply_config_text reads, for m. */
+static void codi__config_text(const codi_model *m, char *out, size_t cap) {
+    const codi_config *c = &m->config;
+    size_t n;
+    int i;
+    n = (size_t)snprintf(out, cap, "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+                         "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, \"rms_norm_eps\": %.9g, "
+                         "\"rope_theta\": %.9g, \"bos_token_id\": %d, \"tie_word_embeddings\": %s, \"eos_token_id\": [",
+                         c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, (double)c->norm_eps,
+                         (double)c->rope_theta, c->bos_id, m->w.lm_head.data == m->w.embed.data ? "true" : "false");
+    for (i = 0; i < c->n_eos && n < cap; i++) n += (size_t)snprintf(out + n, cap - n, "%s%d", i ? ", " : "", c->eos_ids[i]);
+    if (n >= cap) return;
+    if (c->rope_llama3)
+        snprintf(out + n, cap - n, "], \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": %.9g, "
+                 "\"high_freq_factor\": %.9g, \"original_max_position_embeddings\": %d}}", (double)c->rope_factor,
+                 (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_original_max_pos);
+    else snprintf(out + n, cap - n, "], \"rope_scaling\": null}");
+}
+
+static codi_st_entry codi__entry_matrix(const char *name, const codi_matrix *w) {
+    codi_st_entry e;
+    e.name = name; e.dtype = w->dtype; e.data = w->data; e.ndim = 2; e.shape[0] = w->rows; e.shape[1] = w->cols;
+    return e;
+}
+
+static codi_st_entry codi__entry_vector(const char *name, const float *v, int n) {
+    codi_st_entry e;
+    e.name = name; e.dtype = CODI_F32; e.data = v; e.ndim = 1; e.shape[0] = n;
+    return e;
+}
+
+CODI_API int codi_save_merged(const codi_model *m, const char *path, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    int L = c->n_layers, n = 0, l, k, rc;
+    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)(9 * L + 10) * sizeof *e);
+    char (*names)[64] = (char (*)[64])CODI_MALLOC((size_t)(9 * L + 10) * 64), cfg[1024];
+    const char *meta[3];
+    static const char *const mat[7] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" };
+    if (!e || !names) { CODI_FREE(e); CODI_FREE(names); codi__err(err, errsz, "out of memory"); return -1; }
+    e[n++] = codi__entry_matrix("model.embed_tokens.weight", &m->w.embed);
+    for (l = 0; l < L; l++) {
+        const codi_layer *w = &m->w.layers[l];
+        const codi_matrix *mats[7];
+        mats[0] = &w->wq; mats[1] = &w->wk; mats[2] = &w->wv; mats[3] = &w->wo; mats[4] = &w->gate; mats[5] = &w->up; mats[6] = &w->down;
+        snprintf(names[n], 64, "model.layers.%d.input_layernorm.weight", l); e[n] = codi__entry_vector(names[n], w->attn_norm, c->dim); n++;
+        snprintf(names[n], 64, "model.layers.%d.post_attention_layernorm.weight", l); e[n] = codi__entry_vector(names[n], w->mlp_norm, c->dim); n++;
+        for (k = 0; k < 7; k++) { snprintf(names[n], 64, "model.layers.%d.%s.weight", l, mat[k]); e[n] = codi__entry_matrix(names[n], mats[k]); n++; }
+    }
+    e[n++] = codi__entry_vector("model.norm.weight", m->w.final_norm, c->dim);
+    if (m->w.lm_head.data != m->w.embed.data) e[n++] = codi__entry_matrix("lm_head.weight", &m->w.lm_head);
+    if (c->prj_dim) {
+        e[n++] = codi__entry_matrix("prj.1.weight", &m->w.prj1); e[n++] = codi__entry_vector("prj.1.bias", m->w.prj1_b, c->prj_dim);
+        e[n++] = codi__entry_matrix("prj.3.weight", &m->w.prj3); e[n++] = codi__entry_vector("prj.3.bias", m->w.prj3_b, c->dim);
+        e[n++] = codi__entry_vector("prj.ln.weight", m->w.prj_ln_w, c->dim); e[n++] = codi__entry_vector("prj.ln.bias", m->w.prj_ln_b, c->dim);
+    }
+    codi__config_text(m, cfg, sizeof cfg);
+    meta[0] = "codi_config"; meta[1] = cfg; meta[2] = NULL;
+    rc = codi_write_safetensors(path, e, n, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(names);
+    return rc;
 }
 
 struct codi_st_file {
