@@ -2,7 +2,9 @@
    Limits: read bandwidth (a STREAM-style pass over 1 GiB, every thread reading its own part) and
    FMA peak (independent FMA chains in registers, every thread). Decode is bound by bandwidth:
    limit = bandwidth / bytes of weights streamed per token. Prefill by compute: limit = peak /
-   FLOPs per token (2 per weight of the layers, attention excluded). */
+   FLOPs per token (2 per weight of the layers, attention excluded). Each figure also records its
+   CPU share (process CPU seconds / (wall seconds x threads)): on a machine shared with other work
+   it falls below 1, and each ratio to a limit divides both sides by their shares. */
 
 static double bench_peak_rss_mb(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -12,6 +14,25 @@ static double bench_peak_rss_mb(void) {
     while (fgets(line, sizeof line, f)) if (!strncmp(line, "VmHWM:", 6)) kb = atof(line + 6);
     fclose(f);
     return kb / 1024.0;
+}
+
+static int bench_threads = 1;
+
+/* Process CPU seconds (every thread). */
+static double bench_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct { double wall, cpu; } bench_clock;
+static bench_clock bench_start(void) { bench_clock c; c.wall = cli_now(); c.cpu = bench_cpu_now(); return c; }
+/* Wall seconds since c; *share = the CPU share over that time. */
+static double bench_stop(bench_clock c, double *share) {
+    double wall = cli_now() - c.wall;
+    if (share) *share = wall > 0 ? (bench_cpu_now() - c.cpu) / (wall * bench_threads) : 1;
+    if (share && *share > 1) *share = 1;
+    return wall;
 }
 
 /* --- the machine's limits ---------------------------------------------------------------- */
@@ -29,8 +50,8 @@ static void bench_bw_task(void *ctx, int tid, int b0, int b1) {
     c->sums[tid] += s;
 }
 
-/* Read bandwidth in GB/s: best of 5 passes over 1 GiB. */
-static double bench_bandwidth(codi__pool *pool) {
+/* Read bandwidth in GB/s: best of 5 passes over 1 GiB (*share: that pass's CPU share). */
+static double bench_bandwidth(codi__pool *pool, double *share) {
     size_t n = (size_t)1 << 28, i;
     bench_bw_ctx c;
     double best = 0, sums[256] = { 0 };
@@ -40,10 +61,11 @@ static double bench_bandwidth(codi__pool *pool) {
     for (i = 0; i < n; i++) buf[i] = 1.0f / (float)(1 + (i & 1023));
     c.buf = buf; c.n = n; c.sums = sums;
     for (pass = 0; pass < 5; pass++) {
-        double t0 = cli_now(), dt;
+        bench_clock t0 = bench_start();
+        double sh, dt;
         CODI__PARALLEL(pool, bench_bw_task, &c, (int)(n / 4096));
-        dt = cli_now() - t0;
-        if (n * sizeof(float) / dt / 1e9 > best) best = n * sizeof(float) / dt / 1e9;
+        dt = bench_stop(t0, &sh);
+        if (n * sizeof(float) / dt / 1e9 > best) { best = n * sizeof(float) / dt / 1e9; *share = sh; }
     }
     free(buf);
     return sums[0] == 12345.0 ? -1 : best;      /* (keeps the sums alive) */
@@ -108,21 +130,22 @@ static void bench_peak_task(void *ctx, int tid, int a, int b) {
     for (; a < b; a++) c->flops[tid] += c->fn(c->iters, &c->sink[tid]);
 }
 
-/* GFLOP/s of fn on every thread at once: best of 3 rounds of about 0.2 s. */
-static double bench_peak(codi__pool *pool, int threads, double (*fn)(long, float *)) {
+/* GFLOP/s of fn on every thread at once: best of 3 rounds (*share: that round's CPU share). */
+static double bench_peak(codi__pool *pool, int threads, double (*fn)(long, float *), double *share) {
     bench_peak_ctx c;
     double best = 0;
     int round, t;
     memset(&c, 0, sizeof c);
     c.fn = fn; c.iters = 2000000;
     for (round = 0; round < 3; round++) {
-        double t0, dt, total = 0;
+        bench_clock t0;
+        double dt, sh, total = 0;
         for (t = 0; t < 256; t++) c.flops[t] = 0;
-        t0 = cli_now();
+        t0 = bench_start();
         CODI__PARALLEL(pool, bench_peak_task, &c, threads);
-        dt = cli_now() - t0;
+        dt = bench_stop(t0, &sh);
         for (t = 0; t < 256; t++) total += c.flops[t];
-        if (total / dt / 1e9 > best) best = total / dt / 1e9;
+        if (total / dt / 1e9 > best) { best = total / dt / 1e9; *share = sh; }
     }
     return best;
 }
@@ -147,32 +170,33 @@ static void bench_model_cost(const codi_model *m, double *bytes, double *layer_m
 }
 
 /* Prefill of n tokens into a fresh state; returns tokens/s, or -1. */
-static double bench_prefill(const codi_model *m, codi_state *s, int n) {
+static double bench_prefill(const codi_model *m, codi_state *s, int n, double *share) {
     int32_t *ids = malloc(sizeof(int32_t) * n);
-    double t0, t1;
+    bench_clock t0;
+    double dt;
     int i;
     if (!ids) return -1;
     for (i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
     codi_state_reset(s);
-    t0 = cli_now();
+    t0 = bench_start();
     if (codi_forward(m, s, ids, NULL, n, NULL)) { fprintf(stderr, "codi: %s\n", s->error); free(ids); return -1; }
-    t1 = cli_now();
+    dt = bench_stop(t0, share);
     free(ids);
-    return n / (t1 - t0);
+    return n / dt;
 }
 
 /* Decode tokens/s: n_gen greedy steps after a 16-token prompt. */
-static double bench_decode(const codi_model *m, codi_state *s, int n_gen) {
-    double t0;
+static double bench_decode(const codi_model *m, codi_state *s, int n_gen, double *share) {
+    bench_clock t0;
     int i;
     int32_t tok;
-    if (bench_prefill(m, s, 16) < 0) return -1;
-    t0 = cli_now();
+    if (bench_prefill(m, s, 16, NULL) < 0) return -1;
+    t0 = bench_start();
     for (i = 0; i < n_gen; i++) {
         tok = codi_argmax_answer(m, s->logits);
         if (codi_forward(m, s, &tok, NULL, 1, NULL)) { fprintf(stderr, "codi: %s\n", s->error); return -1; }
     }
-    return n_gen / (cli_now() - t0);
+    return n_gen / bench_stop(t0, share);
 }
 
 /* Seconds for one CODI question: a 100-token prompt ending in bot, 6 latent steps, eot, 16 answer tokens. */
@@ -191,7 +215,7 @@ static double bench_question(const codi_model *m, codi_state *s) {
     return cli_now() - t0;
 }
 
-typedef struct { const char *path; double pp128, pp512, tg, question_s; } bench_row;
+typedef struct { const char *path; double pp128, pp512, tg, question_s, sh128, sh512, shtg; } bench_row;
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
@@ -202,10 +226,10 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         { "--json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object" },
         { "--tokens", CLI_INT, &n_gen, 1, 4096, "N", "decode steps to time (32)" },
         { "--kernels", CLI_STR, &kernels, 0, 0, "LIST", "kernel paths to time, comma-separated, e.g. avx512,scalar "
-          "(the default path); the first gets every figure, the others pp128 and tg" },
+          "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
         CLI_END
     };
-    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss;
+    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, tg_lim, pp_lim;
     codi_model *m;
     codi_state *s;
     codi__pool *pool = NULL;
@@ -217,6 +241,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (cli_check_args(self, &ma, NULL)) return 2;
     snprintf(list, sizeof list, "%s", kernels ? kernels : codi_kernel_name());
     for (name = strtok_r(list, ",", &save); name && n_rows < 8; name = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(name, "default")) name = (char *)codi_kernel_name();
         if (codi_set_kernel(name)) {
             const char *av[8];
             int na = codi_kernels_available(av, 8), k;
@@ -233,53 +258,62 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     load_s = cli_now() - t0;
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
     if (ma.threads > 1) pool = codi__pool_new(ma.threads);
+    bench_threads = pool ? ma.threads : 1;
     bench_model_cost(m, &bytes, &macs);
-    bw = bench_bandwidth(pool);
-    peak = bench_peak(pool, ma.threads, bench_fma_scalar);
+    bw = bench_bandwidth(pool, &sh_bw);
+    peak = bench_peak(pool, ma.threads, bench_fma_scalar, &sh_peak);
 #ifdef CODI__X86
-    if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2);
-    if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512);
-    if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512);
+    if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2, &sh_peak);
+    if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512, &sh_peak);
+    if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
 #endif
+    tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
     codi__pool_free(pool);
     for (r = 0; r < n_rows; r++) {
         bench_row *b = &rows[r];
         codi_set_kernel(b->path);
-        b->pp128 = bench_prefill(m, s, 128);
-        b->pp512 = r == 0 ? bench_prefill(m, s, 512) : -1;
-        b->tg = bench_decode(m, s, n_gen);
+        b->sh512 = 1;
+        b->pp128 = bench_prefill(m, s, 128, &b->sh128);
+        b->pp512 = r == 0 ? bench_prefill(m, s, 512, &b->sh512) : -1;
+        b->tg = bench_decode(m, s, n_gen, &b->shtg);
         b->question_s = r == 0 ? bench_question(m, s) : -1;
     }
     rss = bench_peak_rss_mb();
+#define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
     if (json) {
         bench_row *b = &rows[0];
         printf("{\"path\": \"%s\", \"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"rss_mb\": %.0f, "
                "\"bw_gbs\": %.2f, \"peak_gflops\": %.1f, \"peak_bf16_gflops\": %.1f, "
                "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
-               "\"tg_limit\": %.3f, \"pp_limit\": %.2f, \"tg_of_limit\": %.3f, \"pp512_of_peak\": %.3f",
+               "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
+               "\"pp512\": %.2f, \"tg\": %.2f}",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
-               bw * 1e9 / bytes, peak * 1e9 / (2 * macs), b->tg * bytes / (bw * 1e9), b->pp512 * 2 * macs / (peak * 1e9));
+               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg);
         printf(", \"by_path\": {");
         for (r = 0; r < n_rows; r++)
-            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f}", r ? ", " : "", rows[r].path, rows[r].pp128, rows[r].tg);
+            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f}", r ? ", " : "", rows[r].path,
+                   rows[r].pp128, rows[r].tg, OF(rows[r].pp128, rows[r].sh128, pp_lim, sh_peak), OF(rows[r].tg, rows[r].shtg, tg_lim, sh_bw));
         printf("}}\n");
     } else {
         printf("machine: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s", bw, peak);
         if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16);
-        printf(" (%d threads)\nmodel: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
-               ma.threads, bytes / 1e9, 2 * macs / 1e9, load_s, rss);
-        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak)\n", bw * 1e9 / bytes, peak * 1e9 / (2 * macs));
+        printf(" (%d threads; CPU share %.2f, %.2f)\n", ma.threads, sh_bw, sh_peak);
+        printf("model: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
+               bytes / 1e9, 2 * macs / 1e9, load_s, rss);
+        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak)\n", tg_lim, pp_lim);
+        printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
         for (r = 0; r < n_rows; r++) {
             bench_row *b = &rows[r];
-            printf("%-11s pp128 %7.2f tok/s (%3.0f%% of peak)", b->path, b->pp128, 100 * b->pp128 * 2 * macs / (peak * 1e9));
-            if (b->pp512 > 0) printf("  pp512 %7.2f tok/s (%3.0f%%)", b->pp512, 100 * b->pp512 * 2 * macs / (peak * 1e9));
-            printf("  tg %6.2f tok/s (%3.0f%% of bandwidth)", b->tg, 100 * b->tg * bytes / (bw * 1e9));
+            printf("%-11s pp128 %7.2f tok/s %3.0f%% of peak [%.2f]", b->path, b->pp128, 100 * OF(b->pp128, b->sh128, pp_lim, sh_peak), b->sh128);
+            if (b->pp512 > 0) printf("  pp512 %7.2f tok/s %3.0f%% [%.2f]", b->pp512, 100 * OF(b->pp512, b->sh512, pp_lim, sh_peak), b->sh512);
+            printf("  tg %6.2f tok/s %3.0f%% of bandwidth [%.2f]", b->tg, 100 * OF(b->tg, b->shtg, tg_lim, sh_bw), b->shtg);
             if (b->question_s > 0) printf("  question %.2f s (%.1f/min)", b->question_s, 60 / b->question_s);
             printf("\n");
         }
         printf("(batched decode tg_b8/tg_b32 not measured: codi_lens has no batched decode yet)\n");
     }
+#undef OF
     codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);
