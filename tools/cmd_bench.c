@@ -236,12 +236,13 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     bench_row rows[8];
     char list[256], *name, *save = NULL;
     int n_rows = 0, r;
+    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest with f32 activations */
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
-    snprintf(list, sizeof list, "%s", kernels ? kernels : codi_kernel_name());
+    snprintf(list, sizeof list, "%s", kernels ? kernels : dflt);
     for (name = strtok_r(list, ",", &save); name && n_rows < 8; name = strtok_r(NULL, ",", &save)) {
-        if (!strcmp(name, "default")) name = (char *)codi_kernel_name();
+        if (!strcmp(name, "default")) name = (char *)dflt;
         if (codi_set_kernel(name)) {
             const char *av[8];
             int na = codi_kernels_available(av, 8), k;
