@@ -1742,12 +1742,14 @@ static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, co
                                             : codi__dot(x, (const float *)w->data + (size_t)r * w->cols, w->cols);
 }
 
+#if defined(CODI__X86) || defined(CODI__NEON)
 /* Four row pointers starting at row r of w (the last row repeated past r1). */
 static void codi__rows4(const void *p[4], const codi_matrix *w, int r, int r1) {
     int k;
     for (k = 0; k < 4; k++)
         p[k] = (const char *)w->data + (size_t)(r + k < r1 ? r + k : r1 - 1) * w->cols * codi__dtype_size(w->dtype);
 }
+#endif
 
 /* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
    a [strips][kb][mr], zero past position n. */
