@@ -253,14 +253,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         }
         rows[n_rows++].path = name;
     }
-    codi_set_kernel(rows[0].path);               /* the first path also loads (merges) the model */
-    t0 = cli_now();
-    if (!(m = cli_load_model(&ma))) return 1;
-    load_s = cli_now() - t0;
-    if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
-    if (ma.threads > 1) pool = codi__pool_new(ma.threads);
+    if (ma.threads > 1) pool = codi__pool_new(ma.threads);   /* the limits first: their 1 GiB is freed before the load */
     bench_threads = pool ? ma.threads : 1;
-    bench_model_cost(m, &bytes, &macs);
     bw = bench_bandwidth(pool, &sh_bw);
     peak = bench_peak(pool, ma.threads, bench_fma_scalar, &sh_peak);
 #ifdef CODI__X86
@@ -268,8 +262,14 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512, &sh_peak);
     if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
 #endif
-    tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
     codi__pool_free(pool);
+    codi_set_kernel(rows[0].path);               /* the first path also loads (merges) the model */
+    t0 = cli_now();
+    if (!(m = cli_load_model(&ma))) return 1;
+    load_s = cli_now() - t0;
+    if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
+    bench_model_cost(m, &bytes, &macs);
+    tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
     for (r = 0; r < n_rows; r++) {
         bench_row *b = &rows[r];
         codi_set_kernel(b->path);
