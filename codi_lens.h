@@ -38,6 +38,15 @@
        CODI_THREADS                                   pthread pool for the matrix kernels
        CODI_NO_MMAP                                   read files into memory instead of mmap
        CODI_STATIC                                    make every function static
+       CODI_SCALAR                                    only the portable C kernels (no SIMD paths)
+
+   SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
+   avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so plain
+   `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=scalar|
+   avx2|avx512|avx512bf16|neon in the environment (or codi_set_kernel) picks another; avx512bf16
+   (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
+   bf16 inside the dot, 4 rows at a time; prefill of 8+ positions a packed-panel GEMM over blocks
+   of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -249,6 +258,14 @@ CODI_API void codi_state_clear_hooks(codi_state *s);
    and logits_out [n, V] for every position when not NULL. Returns 0, or -1 with s->error. */
 CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens,
                           const float *embeds, int n, float *logits_out);
+
+/* Batched decode: one new position for each of n independent sequences of this model (states
+   with their own caches, positions, hooks, phase and step; no state twice), through one pass over
+   the weights per group of states[0]->chunk: tokens[n] or embeds [n, D] (exactly one non-NULL).
+   Fills each state's logits and final_hidden. Scratch and threads are states[0]'s, so give it the
+   largest max_pos. Returns 0, or -1 with the reason in the error of the state it concerns. */
+CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, const int32_t *tokens,
+                                const float *embeds, int n);
 
 /* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
    "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps: activations rounded to bf16 per block; bf16
@@ -2712,6 +2729,8 @@ fail:
 
 #define CODI__CHUNK CODI__MC
 
+typedef struct { codi_state *s; int pos; } codi__row;   /* one position of one sequence */
+
 typedef struct {
     float *xb;         /* [C, D] normed input of the current block */
     float *q;          /* [C, H*HD] */
@@ -2725,6 +2744,8 @@ typedef struct {
     float *scratch;    /* [threads, max(D, F, H*HD, T, V)] per-thread scores */
     size_t scratch_stride;
     float *work;       /* [threads, codi__work_floats()] per-thread packed panels */
+    codi__row *rows;   /* [C] the (state, position) of each row of a pass */
+    int chunk;         /* C */
     int n_threads;
     codi__pool *pool;
 } codi__state_internal;
@@ -2772,9 +2793,11 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     si->z = (float *)CODI_MALLOC(D * sizeof(float));
     si->scratch = (float *)CODI_MALLOC((size_t)n_threads * srow * sizeof(float));
     si->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
+    si->rows = (codi__row *)CODI_MALLOC(C * sizeof(codi__row));
+    si->chunk = (int)C;
     if (!s->resid || !s->key_cache || !s->value_cache || !s->final_hidden || !s->logits || !si->xb ||
         !si->q || !si->k || !si->v || !si->att_out || !si->delta || !si->hb || !si->hb2 ||
-        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch || !si->work) {
+        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch || !si->work || !si->rows) {
         codi_state_free(s); return NULL;
     }
     codi__rope_inv_freq(c, si->inv_freq);
@@ -2795,7 +2818,7 @@ CODI_API void codi_state_free(codi_state *s) {
         CODI_FREE(si->xb); CODI_FREE(si->q); CODI_FREE(si->k); CODI_FREE(si->v); CODI_FREE(si->att_out);
         CODI_FREE(si->delta); CODI_FREE(si->hb); CODI_FREE(si->hb2); CODI_FREE(si->rope_cos);
         CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch);
-        CODI_FREE(si->work); CODI_FREE(si);
+        CODI_FREE(si->work); CODI_FREE(si->rows); CODI_FREE(si);
     }
     CODI_FREE(s->resid); CODI_FREE(s->key_cache); CODI_FREE(s->value_cache);
     CODI_FREE(s->final_hidden); CODI_FREE(s->logits);
@@ -2876,21 +2899,23 @@ static void codi__matmul(codi__state_internal *si, float *out, const float *x, c
     codi__matmul_pool(si->pool, si->work, codi__work_floats(), out, x, w, n);
 }
 
-typedef struct { const codi_config *c; codi_state *s; int layer, pos0; } codi__att_ctx;
+typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer; } codi__att_ctx;
 
-/* Causal grouped-query attention for items (position i, head h) in [a, b). */
+/* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
+   own sequence's cached positions 0..pos. */
 static void codi__attention_task(void *ctx, int tid, int a, int b) {
     codi__att_ctx *ac = (codi__att_ctx *)ctx;
     const codi_config *c = ac->c;
-    codi__state_internal *si = (codi__state_internal *)ac->s->internal;
+    codi__state_internal *si = ac->si;
     int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
     float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
     const codi__kernel *kn = codi__kernel_active();
     for (item = a; item < b; item++) {
-        int i = item / H, h = item % H, p = ac->pos0 + i, t, j;
+        int i = item / H, h = item % H, p = ac->rows[i].pos, t, j;
+        codi_state *s = ac->rows[i].s;
         const float *q = si->q + ((size_t)i * H + h) * HD;
-        const float *keys = codi_state_key(ac->s, ac->layer, h / group, 0);
-        const float *vals = codi_state_value(ac->s, ac->layer, h / group, 0);
+        const float *keys = codi_state_key(s, ac->layer, h / group, 0);
+        const float *vals = codi_state_value(s, ac->layer, h / group, 0);
         float *out = si->att_out + ((size_t)i * H + h) * HD, mx = -FLT_MAX, sum = 0;
         for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
             att[t] = kn->dot(q, keys + (size_t)t * HD, HD) * scale;
@@ -2922,38 +2947,45 @@ static int codi__all_finite(const float *x, int n) {
     return 1;
 }
 
-static int codi__forward_chunk(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
-                               int n, float *logits_out, int want_last_logits) {
+/* One pass through every layer for n rows, row i = position rows[i].pos of sequence rows[i].s:
+   the positions of one state's chunk, or one new position of each of n states (a batch). Scratch
+   and threads are si's. Logits: logits_out [n, V] for every row; else with logits_rows = 1 the
+   last row's into its state, with 2 every row's into its own state. */
+static int codi__forward_rows(const codi_model *m, codi__state_internal *si, const codi__row *rows, int n,
+                              const int32_t *tokens, const float *embeds, float *logits_out, int logits_rows) {
     const codi_config *c = &m->config;
-    codi__state_internal *si = (codi__state_internal *)s->internal;
-    int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim;
-    int QD = H * HD, KVD = KVH * HD, pos0 = s->n_pos, i, j, l, h;
+    int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
+    int QD = H * HD, KVD = KVH * HD, i, j, l, h;
     codi__att_ctx ac;
+#define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
+#define HOOK(point, l, i, data, size) codi__hooks(rows[i].s, point, l, rows[i].pos, data, size)
 
     /* 1. input embeddings: token rows or given vectors -> residual entering layer 0 */
     for (i = 0; i < n; i++) {
-        float *x = codi_state_resid(s, 0, pos0 + i);
+        float *x = RESID(0, i);
         if (tokens) codi__row_f32(x, &m->w.embed, tokens[i]);
         else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
-        if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos0 + i, x, D)) return -1;
+        if (HOOK(CODI_HOOK_EMBED, -1, i, x, D)) return -1;
         if (!codi__all_finite(x, D)) {
-            codi__err(s->error, sizeof s->error, "input embedding at position %d is not finite (NaN or Inf)", pos0 + i); return -1;
+            codi__err(rows[i].s->error, sizeof rows[i].s->error, "input embedding at position %d is not finite (NaN or Inf)", rows[i].pos);
+            return -1;
         }
     }
     /* 2. rotary angles of these positions: angle = pos * inv_freq (f32, as HF) */
     for (i = 0; i < n; i++)
         for (j = 0; j < HD / 2; j++) {
-            float a = (float)(pos0 + i) * si->inv_freq[j];
+            float a = (float)rows[i].pos * si->inv_freq[j];
             si->rope_cos[(size_t)i * (HD / 2) + j] = cosf(a);
             si->rope_sin[(size_t)i * (HD / 2) + j] = sinf(a);
         }
-    for (l = 0; l < c->n_layers; l++) {
+    for (l = 0; l < L; l++) {
         const codi_layer *w = &m->w.layers[l];
-        float *x = codi_state_resid(s, l, pos0), *y = codi_state_resid(s, l + 1, pos0);
-        for (i = 0; i < n; i++) if (codi__hooks(s, CODI_HOOK_RESID, l, pos0 + i, x + (size_t)i * D, D)) return -1;
-        memcpy(y, x, (size_t)n * D * sizeof(float));        /* y = x + attn + mlp, built in place */
+        for (i = 0; i < n; i++) {                           /* y = x + attn + mlp, built in place in layer l + 1's slot */
+            if (HOOK(CODI_HOOK_RESID, l, i, RESID(l, i), D)) return -1;
+            memcpy(RESID(l + 1, i), RESID(l, i), (size_t)D * sizeof(float));
+        }
         /* 3. attention: norm, q/k/v, RoPE, cache write, causal GQA, o_proj, residual add */
-        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, y + (size_t)i * D, w->attn_norm, D, c->norm_eps);
+        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, RESID(l + 1, i), w->attn_norm, D, c->norm_eps);
         codi__matmul(si, si->q, si->xb, &w->wq, n);
         codi__matmul(si, si->k, si->xb, &w->wk, n);
         codi__matmul(si, si->v, si->xb, &w->wv, n);
@@ -2961,71 +2993,123 @@ static int codi__forward_chunk(const codi_model *m, codi_state *s, const int32_t
             float *k = si->k + (size_t)i * KVD, *v = si->v + (size_t)i * KVD;
             codi__rope(si->q + (size_t)i * QD, H, HD, si->rope_cos + (size_t)i * (HD / 2), si->rope_sin + (size_t)i * (HD / 2));
             codi__rope(k, KVH, HD, si->rope_cos + (size_t)i * (HD / 2), si->rope_sin + (size_t)i * (HD / 2));
-            if (codi__hooks(s, CODI_HOOK_KEY, l, pos0 + i, k, KVD) || codi__hooks(s, CODI_HOOK_VALUE, l, pos0 + i, v, KVD)) return -1;
+            if (HOOK(CODI_HOOK_KEY, l, i, k, KVD) || HOOK(CODI_HOOK_VALUE, l, i, v, KVD)) return -1;
             for (h = 0; h < KVH; h++) {
-                memcpy(codi_state_key(s, l, h, pos0 + i), k + (size_t)h * HD, (size_t)HD * sizeof(float));
-                memcpy(codi_state_value(s, l, h, pos0 + i), v + (size_t)h * HD, (size_t)HD * sizeof(float));
+                memcpy(codi_state_key(rows[i].s, l, h, rows[i].pos), k + (size_t)h * HD, (size_t)HD * sizeof(float));
+                memcpy(codi_state_value(rows[i].s, l, h, rows[i].pos), v + (size_t)h * HD, (size_t)HD * sizeof(float));
             }
         }
-        ac.c = c; ac.s = s; ac.layer = l; ac.pos0 = pos0;
+        ac.c = c; ac.si = si; ac.rows = rows; ac.layer = l;
         CODI__PARALLEL(si->pool, codi__attention_task, &ac, n * H);
         codi__matmul(si, si->delta, si->att_out, &w->wo, n);
         for (i = 0; i < n; i++) {
-            float *d = si->delta + (size_t)i * D, *yi = y + (size_t)i * D;
-            if (codi__hooks(s, CODI_HOOK_ATTN_OUT, l, pos0 + i, d, D)) return -1;
+            float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
+            if (HOOK(CODI_HOOK_ATTN_OUT, l, i, d, D)) return -1;
             for (j = 0; j < D; j++) yi[j] += d[j];
         }
         /* 4. MLP: norm, SwiGLU (silu(gate) * up), down_proj, residual add */
-        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, y + (size_t)i * D, w->mlp_norm, D, c->norm_eps);
+        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, RESID(l + 1, i), w->mlp_norm, D, c->norm_eps);
         codi__matmul(si, si->hb, si->xb, &w->gate, n);
         codi__matmul(si, si->hb2, si->xb, &w->up, n);
         for (j = 0; j < n * F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
         codi__matmul(si, si->delta, si->hb, &w->down, n);
         for (i = 0; i < n; i++) {
-            float *d = si->delta + (size_t)i * D, *yi = y + (size_t)i * D;
-            if (codi__hooks(s, CODI_HOOK_MLP_OUT, l, pos0 + i, d, D)) return -1;
+            float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
+            if (HOOK(CODI_HOOK_MLP_OUT, l, i, d, D)) return -1;
             for (j = 0; j < D; j++) yi[j] += d[j];
         }
     }
-    /* 5. final norm (what lm_head and prj read), then logits */
+    /* 5. final norm (what lm_head and prj read; each state keeps its last row's), then logits */
     for (i = 0; i < n; i++) {
-        float *xl = codi_state_resid(s, c->n_layers, pos0 + i), *xb = si->xb + (size_t)i * D;
-        if (codi__hooks(s, CODI_HOOK_RESID, c->n_layers, pos0 + i, xl, D)) return -1;
+        float *xl = RESID(L, i), *xb = si->xb + (size_t)i * D;
+        if (HOOK(CODI_HOOK_RESID, L, i, xl, D)) return -1;
         codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
-        if (codi__hooks(s, CODI_HOOK_FINAL, c->n_layers, pos0 + i, xb, D)) return -1;
+        if (HOOK(CODI_HOOK_FINAL, L, i, xb, D)) return -1;
+        memcpy(rows[i].s->final_hidden, xb, (size_t)D * sizeof(float));
     }
-    memcpy(s->final_hidden, si->xb + (size_t)(n - 1) * D, (size_t)D * sizeof(float));
     if (logits_out) {
         codi__matmul(si, logits_out, si->xb, &m->w.lm_head, n);
-        memcpy(s->logits, logits_out + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof(float));
-    } else if (want_last_logits) codi__matmul(si, s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
-    s->n_pos += n;
+        memcpy(rows[n - 1].s->logits, logits_out + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof(float));
+    } else if (logits_rows == 1) codi__matmul(si, rows[n - 1].s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
+    else if (logits_rows == 2) {                             /* in groups whose [g, V] logits fit the free hb buffer */
+        int g = (int)((size_t)si->chunk * F / (size_t)c->vocab), i0, k;
+        if (g < 1) g = 1;
+        for (i0 = 0; i0 < n; i0 += g) {
+            int gn = n - i0 < g ? n - i0 : g;
+            float *out = gn == 1 ? rows[i0].s->logits : si->hb;
+            codi__matmul(si, out, si->xb + (size_t)i0 * D, &m->w.lm_head, gn);
+            if (gn > 1) for (k = 0; k < gn; k++) memcpy(rows[i0 + k].s->logits, si->hb + (size_t)k * c->vocab, (size_t)c->vocab * sizeof(float));
+        }
+    }
+    for (i = 0; i < n; i++) rows[i].s->n_pos = rows[i].pos + 1;
+    return 0;
+#undef HOOK
+#undef RESID
+}
+
+/* The checks every forward call makes on a state: the model's, room for n more positions. */
+static int codi__check_state(const codi_model *m, codi_state *s, int n) {
+    const codi_config *c = &m->config;
+    s->error[0] = 0;
+    if (s->dim != c->dim || s->n_layers != c->n_layers || s->vocab != c->vocab) {
+        codi__err(s->error, sizeof s->error, "state was made for another model"); return -1;
+    }
+    if (n > s->max_pos - s->n_pos) {
+        codi__err(s->error, sizeof s->error, "state holds %d positions; %d + %d do not fit", s->max_pos, s->n_pos, n); return -1;
+    }
+    return 0;
+}
+
+static int codi__check_tokens(const codi_model *m, codi_state *s, const int32_t *tokens, int n) {
+    int i;
+    for (i = 0; tokens && i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->config.vocab) {
+            codi__err(s->error, sizeof s->error, "token id %ld at input %d is out of range [0, %d)", (long)tokens[i], i, m->config.vocab); return -1;
+        }
     return 0;
 }
 
 CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
                           int n, float *logits_out) {
-    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)s->internal;
     int i, done;
-    s->error[0] = 0;
-    if (s->dim != c->dim || s->n_layers != c->n_layers || s->vocab != c->vocab) {
-        codi__err(s->error, sizeof s->error, "state was made for another model"); return -1;
-    }
+    if (codi__check_state(m, s, n > 0 ? n : 0)) return -1;
     if (n <= 0 || (!tokens) == (!embeds)) {
         codi__err(s->error, sizeof s->error, "forward needs n > 0 and exactly one of tokens, embeds"); return -1;
     }
-    if (n > s->max_pos - s->n_pos) {
-        codi__err(s->error, sizeof s->error, "state holds %d positions; %d + %d do not fit", s->max_pos, s->n_pos, n); return -1;
-    }
-    if (tokens)
-        for (i = 0; i < n; i++)
-            if (tokens[i] < 0 || tokens[i] >= c->vocab) {
-                codi__err(s->error, sizeof s->error, "token id %ld at input %d is out of range [0, %d)", (long)tokens[i], i, c->vocab); return -1;
-            }
-    for (done = 0; done < n; done += s->chunk) {
+    if (codi__check_tokens(m, s, tokens, n)) return -1;
+    for (done = 0; done < n; done += s->chunk) {              /* chunks of C positions: one pass over the weights each */
         int nc = n - done < s->chunk ? n - done : s->chunk;
-        if (codi__forward_chunk(m, s, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * c->dim : NULL, nc,
-                                logits_out ? logits_out + (size_t)done * c->vocab : NULL, done + nc == n))
+        for (i = 0; i < nc; i++) { si->rows[i].s = s; si->rows[i].pos = s->n_pos + i; }
+        if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL,
+                               logits_out ? logits_out + (size_t)done * m->config.vocab : NULL, done + nc == n))
+            return -1;
+    }
+    return 0;
+}
+
+CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, const int32_t *tokens, const float *embeds, int n) {
+    codi__state_internal *si;
+    int i, j, done;
+    if (n <= 0 || !states || !states[0]) return -1;
+    si = (codi__state_internal *)states[0]->internal;
+    if ((!tokens) == (!embeds)) {
+        codi__err(states[0]->error, sizeof states[0]->error, "forward_batch needs exactly one of tokens, embeds"); return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (!states[i]) { codi__err(states[0]->error, sizeof states[0]->error, "forward_batch: state %d is NULL", i); return -1; }
+        if (codi__check_state(m, states[i], 1) || codi__check_tokens(m, states[i], tokens ? tokens + i : NULL, 1)) return -1;
+        if ((size_t)states[i]->n_pos >= si->scratch_stride) {     /* attention scores live in the first state's scratch */
+            codi__err(states[i]->error, sizeof states[i]->error, "forward_batch: position %d is past the first state's capacity; "
+                      "give states[0] the largest max_pos", states[i]->n_pos); return -1;
+        }
+        for (j = 0; j < i; j++)
+            if (states[j] == states[i]) { codi__err(states[i]->error, sizeof states[i]->error, "forward_batch: state %d is also state %d", i, j); return -1; }
+    }
+    for (done = 0; done < n; done += states[0]->chunk) {        /* groups of C sequences: one pass over the weights each */
+        int nc = n - done < states[0]->chunk ? n - done : states[0]->chunk;
+        for (i = 0; i < nc; i++) { si->rows[i].s = states[done + i]; si->rows[i].pos = states[done + i]->n_pos; }
+        if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL, NULL, 2))
             return -1;
     }
     return 0;

@@ -35,6 +35,12 @@ static double bench_stop(bench_clock c, double *share) {
     return wall;
 }
 
+/* Starts the peak-RSS count afresh (Linux: "5" to /proc/self/clear_refs), so it is the model's, not the bandwidth buffer's. */
+static void bench_reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) { fputs("5", f); fclose(f); }
+}
+
 /* --- the machine's limits ---------------------------------------------------------------- */
 
 typedef struct { const float *buf; size_t n; double *sums; } bench_bw_ctx;
@@ -199,6 +205,34 @@ static double bench_decode(const codi_model *m, codi_state *s, int n_gen, double
     return n_gen / bench_stop(t0, share);
 }
 
+/* Aggregate decode tokens/s of B sequences advanced together (codi_forward_batch): each after
+   its own 16-token prompt, n_gen steps. states[0] holds 256 positions, so its chunk lets lm_head
+   run on 16 sequences per pass. */
+static double bench_decode_batch(const codi_model *m, int B, int n_gen, int threads, double *share) {
+    codi_state **st = (codi_state **)calloc((size_t)B, sizeof *st);
+    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)B), ids[16];
+    double rate = -1;
+    bench_clock t0;
+    int b, i, ok = st && tok;
+    for (b = 0; ok && b < B; b++) {
+        ok = (st[b] = codi_state_alloc(m, b ? 16 + n_gen + 1 : 256, b ? 1 : threads)) != NULL;
+        for (i = 0; ok && i < 16; i++) ids[i] = (int32_t)((i * 7919 + 13 * b + 1) % (m->config.vocab - 3));
+        ok = ok && codi_forward(m, st[b], ids, NULL, 16, NULL) == 0;
+    }
+    if (ok) {
+        t0 = bench_start();
+        for (i = 0; ok && i < n_gen; i++) {
+            for (b = 0; b < B; b++) tok[b] = codi_argmax_answer(m, st[b]->logits);
+            ok = codi_forward_batch(m, st, tok, NULL, B) == 0;
+        }
+        if (ok) rate = (double)B * n_gen / bench_stop(t0, share);
+    }
+    if (!ok) fprintf(stderr, "codi bench: batch of %d failed\n", B);
+    for (b = 0; st && b < B; b++) codi_state_free(st[b]);
+    free(st); free(tok);
+    return rate;
+}
+
 /* Seconds for one CODI question: a 100-token prompt ending in bot, 6 latent steps, eot, 16 answer tokens. */
 static double bench_question(const codi_model *m, codi_state *s) {
     int32_t ids[100];
@@ -206,7 +240,7 @@ static double bench_question(const codi_model *m, codi_state *s) {
     codi_run_result rr;
     double t0;
     int i;
-    ids[0] = m->config.bos_id;
+    ids[0] = m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
     for (i = 1; i < 99; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
     ids[99] = m->config.bot_id;
     ro.max_answer = 16; ro.stop_at_eos = 0;
@@ -215,7 +249,7 @@ static double bench_question(const codi_model *m, codi_state *s) {
     return cli_now() - t0;
 }
 
-typedef struct { const char *path; double pp128, pp512, tg, question_s, sh128, sh512, shtg; } bench_row;
+typedef struct { const char *path; double pp128, pp512, tg, question_s, tg_b8, tg_b32, sh128, sh512, shtg, shb8, shb32; } bench_row;
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
@@ -229,7 +263,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
           "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
         CLI_END
     };
-    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, tg_lim, pp_lim;
+    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, tg_lim, pp_lim, tgb_lim;
     codi_model *m;
     codi_state *s;
     codi__pool *pool = NULL;
@@ -263,6 +297,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
 #endif
     codi__pool_free(pool);
+    bench_reset_peak_rss();
     codi_set_kernel(rows[0].path);               /* the first path also loads (merges) the model */
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
@@ -270,6 +305,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
     bench_model_cost(m, &bytes, &macs);
     tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
+    tgb_lim = peak * 1e9 / (2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols));   /* batched decode: compute, lm_head included */
     for (r = 0; r < n_rows; r++) {
         bench_row *b = &rows[r];
         codi_set_kernel(b->path);
@@ -278,6 +314,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         b->pp512 = r == 0 ? bench_prefill(m, s, 512, &b->sh512) : -1;
         b->tg = bench_decode(m, s, n_gen, &b->shtg);
         b->question_s = r == 0 ? bench_question(m, s) : -1;
+        b->tg_b8 = r == 0 ? bench_decode_batch(m, 8, n_gen, ma.threads, &b->shb8) : -1;
+        b->tg_b32 = r == 0 ? bench_decode_batch(m, 32, n_gen, ma.threads, &b->shb32) : -1;
     }
     rss = bench_peak_rss_mb();
 #define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
@@ -286,10 +324,12 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         printf("{\"path\": \"%s\", \"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"rss_mb\": %.0f, "
                "\"bw_gbs\": %.2f, \"peak_gflops\": %.1f, \"peak_bf16_gflops\": %.1f, "
                "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
+               "\"tg_b8\": %.3f, \"tg_b32\": %.3f, \"tg_b8_of_peak\": %.3f, \"tg_b32_of_peak\": %.3f, "
                "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
                "\"pp512\": %.2f, \"tg\": %.2f}",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
+               b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
                OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg);
         printf(", \"by_path\": {");
         for (r = 0; r < n_rows; r++)
@@ -302,7 +342,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         printf(" (%d threads; CPU share %.2f, %.2f)\n", ma.threads, sh_bw, sh_peak);
         printf("model: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
                bytes / 1e9, 2 * macs / 1e9, load_s, rss);
-        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak)\n", tg_lim, pp_lim);
+        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak), batched decode %.2f tok/s (FMA peak, lm_head included)\n",
+               tg_lim, pp_lim, tgb_lim);
         printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
         for (r = 0; r < n_rows; r++) {
             bench_row *b = &rows[r];
@@ -310,9 +351,10 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
             if (b->pp512 > 0) printf("  pp512 %7.2f tok/s %3.0f%% [%.2f]", b->pp512, 100 * OF(b->pp512, b->sh512, pp_lim, sh_peak), b->sh512);
             printf("  tg %6.2f tok/s %3.0f%% of bandwidth [%.2f]", b->tg, 100 * OF(b->tg, b->shtg, tg_lim, sh_bw), b->shtg);
             if (b->question_s > 0) printf("  question %.2f s (%.1f/min)", b->question_s, 60 / b->question_s);
+            if (b->tg_b8 > 0) printf("\n            tg_b8 %.2f tok/s %3.0f%% of peak [%.2f]  tg_b32 %.2f tok/s %3.0f%% [%.2f]", b->tg_b8,
+                                     100 * OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), b->shb8, b->tg_b32, 100 * OF(b->tg_b32, b->shb32, tgb_lim, sh_peak), b->shb32);
             printf("\n");
         }
-        printf("(batched decode tg_b8/tg_b32 not measured: codi_lens has no batched decode yet)\n");
     }
 #undef OF
     codi_set_kernel(rows[0].path);
@@ -325,7 +367,8 @@ static const cli_command cmd_bench = {
     "bench", "speed beside the machine's measured limits (bandwidth, FMA peak)",
     "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N]",
     "Measures, in one process: read bandwidth and FMA peak; load time; 128- and 512-token prefill;\n"
-    "single-token decode; one CODI question end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
+    "single-token decode; batched decode of 8 and 32 sequences (codi_forward_batch); one CODI question\n"
+    "end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
     "each beside its limit (decode: bandwidth / bytes per token; prefill: peak / FLOPs per token).\n\n"
     "Examples:\n"
     "  make bench    (writes bench/random_1b.safetensors, a full-size random CODI checkpoint, once)\n"
