@@ -1949,8 +1949,14 @@ CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n)
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+/* (The maskz forms: the plain ones start from _mm512_undefined, which g++ warns about.) */
 CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+}
+CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
+    __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 0));
+    __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
+    return codi__hsum_avx2(_mm256_add_ps(lo, hi));
 }
 CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
@@ -1963,7 +1969,7 @@ CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n
         s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
     }
     for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+    s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -1991,7 +1997,7 @@ CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uin
             }
             for (k = 0; k < 4; k++) {
                 int t;
-                s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
                 for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
             }
         } else {
@@ -2005,7 +2011,7 @@ CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uin
             }
             for (k = 0; k < 4; k++) {
                 int t;
-                s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
                 for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
             }
         }
@@ -2065,7 +2071,7 @@ CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, c
         }
         for (k = 0; k < 4; k++) {
             int t;
-            s[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+            s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
             for (t = j; t < K; t++) s[k] += codi__bf16_to_f32(xh[t]) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];

@@ -106,7 +106,7 @@ CODI__AVX512 static double bench_fma_avx512(long iters, float *sink) {
     for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
     for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_fmadd_ps(a[k], m, d);
     for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
-    *sink += _mm512_reduce_add_ps(a[0]);
+    *sink += codi__hsum_avx512(a[0]);
     return 2.0 * 16 * 12 * iters;
 }
 CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   /* 64 FLOPs per instruction */
@@ -117,7 +117,7 @@ CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   
     for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
     for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_dpbf16_ps(a[k], x, y);
     for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
-    *sink += _mm512_reduce_add_ps(a[0]);
+    *sink += codi__hsum_avx512(a[0]);
     return 2.0 * 32 * 12 * iters;
 }
 #endif
