@@ -2747,7 +2747,7 @@ typedef struct {
     float *rope_cos, *rope_sin; /* [C, HD/2] */
     float *inv_freq;   /* [HD/2] */
     float *z;          /* [D] the latent being fed */
-    float *scratch;    /* [threads, max(D, F, H*HD, T, V)] per-thread scores */
+    float *scratch;    /* [threads, T] per-thread attention scores */
     size_t scratch_stride;
     float *work;       /* [threads, codi__work_floats()] per-thread packed panels */
     codi__row *rows;   /* [C] the (state, position) of each row of a pass */
@@ -2761,7 +2761,7 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     const codi_config *c = &m->config;
     size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = max_pos < CODI__CHUNK ? (size_t)max_pos : CODI__CHUNK;
     size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn_dim;
-    size_t kv = L * KVD * T, srow = D;
+    size_t kv = L * KVD * T;
     codi_state *s;
     codi__state_internal *si;
     if (max_pos <= 0) return NULL;
@@ -2769,17 +2769,13 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
 #ifndef CODI_THREADS
     n_threads = 1;
 #endif
-    if (F > srow) srow = F;
-    if (QD > srow) srow = QD;
-    if (T > srow) srow = T;
-    if ((size_t)c->vocab > srow) srow = (size_t)c->vocab;
     s = (codi_state *)CODI_MALLOC(sizeof *s);
     si = (codi__state_internal *)CODI_MALLOC(sizeof *si);
     if (!s || !si) { CODI_FREE(s); CODI_FREE(si); return NULL; }
     memset(s, 0, sizeof *s); memset(si, 0, sizeof *si);
     s->internal = si; s->max_pos = max_pos; s->chunk = (int)C;
     s->n_layers = c->n_layers; s->dim = c->dim; s->n_kv_heads = c->n_kv_heads; s->head_dim = c->head_dim; s->vocab = c->vocab;
-    si->n_threads = n_threads; si->scratch_stride = srow;
+    si->n_threads = n_threads; si->scratch_stride = T;
     s->resid = (float *)CODI_MALLOC((L + 1) * T * D * sizeof(float));
     s->key_cache = (float *)CODI_MALLOC(kv * sizeof(float));
     s->value_cache = (float *)CODI_MALLOC(kv * sizeof(float));
@@ -2797,7 +2793,7 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     si->rope_sin = (float *)CODI_MALLOC(C * (size_t)c->head_dim / 2 * sizeof(float));
     si->inv_freq = (float *)CODI_MALLOC((size_t)c->head_dim / 2 * sizeof(float));
     si->z = (float *)CODI_MALLOC(D * sizeof(float));
-    si->scratch = (float *)CODI_MALLOC((size_t)n_threads * srow * sizeof(float));
+    si->scratch = (float *)CODI_MALLOC((size_t)n_threads * T * sizeof(float));
     si->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
     si->rows = (codi__row *)CODI_MALLOC(C * sizeof(codi__row));
     si->chunk = (int)C;

@@ -102,6 +102,10 @@ int main(void) {
         tok[1] = 1;
         t_result(codi_forward_batch(m, st, tok, emb, 3) == -1 && codi_forward_batch(m, st, NULL, NULL, 3) == -1,
                  "exactly one of ids and vectors", "%s", st[0]->error);
+        twice[0] = codi_state_alloc(m, 8, 1); twice[1] = st[1];
+        t_result(twice[0] && codi_forward_batch(m, twice, tok, NULL, 2) == -1 && strstr(st[1]->error, "largest max_pos"),
+                 "a sequence longer than states[0] can hold is refused", "%s", st[1]->error);
+        codi_state_free(twice[0]);
         emb[256 + 3] = NAN;
         t_result(codi_forward_batch(m, st, NULL, emb, 3) == -1 && strstr(st[1]->error, "not finite"), "a NaN vector is refused", "%s", st[1]->error);
         for (b = 0; b < 3; b++) { codi_state_free(st[b]); codi_state_free(one[b]); }
