@@ -1,6 +1,7 @@
 # codi_lens: `make` builds build/codi and the tools, `make demo` runs the demo,
 # `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
-# the model on a random full-size checkpoint, `make bench-tokenizer` the tokenizer against JS.
+# the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
+# llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.
 CC      ?= cc
 CFLAGS  ?= -O2 -march=native
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes
@@ -57,7 +58,7 @@ build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< -lm
 
 bench: build/codi build/random_codi
-	sh tools/bench.sh
+	LLAMA_BENCH="$(LLAMA_BENCH)" sh tools/bench.sh
 
 bench-tokenizer: build/codi
 	sh tools/bench_tokenizer.sh
