@@ -77,47 +77,49 @@ static double bench_bandwidth(codi__pool *pool, double *share) {
     return sums[0] == 12345.0 ? -1 : best;      /* (keeps the sums alive) */
 }
 
-/* FLOPs of `iters` steps of 12 independent FMA chains, in registers. */
+/* FLOPs of `iters` steps of 12 independent FMA chains, in registers (named variables: an array
+   would live in memory and time store forwarding instead). */
+#define BENCH_CHAINS(T, FMA, INIT, ADD)                                                   \
+    T a0 = INIT(0), a1 = INIT(1), a2 = INIT(2), a3 = INIT(3), a4 = INIT(4), a5 = INIT(5);    \
+    T a6 = INIT(6), a7 = INIT(7), a8 = INIT(8), a9 = INIT(9), a10 = INIT(10), a11 = INIT(11); \
+    long i;                                                                               \
+    for (i = 0; i < iters; i++) {                                                         \
+        a0 = FMA(a0); a1 = FMA(a1); a2 = FMA(a2); a3 = FMA(a3); a4 = FMA(a4); a5 = FMA(a5);   \
+        a6 = FMA(a6); a7 = FMA(a7); a8 = FMA(a8); a9 = FMA(a9); a10 = FMA(a10); a11 = FMA(a11); \
+    }                                                                                     \
+    a0 = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));               \
+    a0 = ADD(a0, ADD(ADD(a8, a9), ADD(a10, a11)))
+
+#define SCALAR_INIT(k) ((float)(k))
+#define SCALAR_FMA(x) ((x) * 0.999999f + 1e-7f)
+#define SCALAR_ADD(x, y) ((x) + (y))
 static double bench_fma_scalar(long iters, float *sink) {
-    float a[12];
-    long i;
-    int k;
-    for (k = 0; k < 12; k++) a[k] = (float)k;
-    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = a[k] * 0.999999f + 1e-7f;
-    for (k = 0; k < 12; k++) *sink += a[k];
+    BENCH_CHAINS(float, SCALAR_FMA, SCALAR_INIT, SCALAR_ADD);
+    *sink += a0;
     return 2.0 * 12 * iters;
 }
 #ifdef CODI__X86
+#define AVX2_INIT(k) _mm256_set1_ps((float)(k))
+#define AVX2_FMA(x) _mm256_fmadd_ps(x, m, d)
 CODI__AVX2 static double bench_fma_avx2(long iters, float *sink) {
-    __m256 a[12], m = _mm256_set1_ps(0.999999f), d = _mm256_set1_ps(1e-7f);
-    float t[8];
-    long i;
-    int k;
-    for (k = 0; k < 12; k++) a[k] = _mm256_set1_ps((float)k);
-    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm256_fmadd_ps(a[k], m, d);
-    for (k = 1; k < 12; k++) a[0] = _mm256_add_ps(a[0], a[k]);
-    _mm256_storeu_ps(t, a[0]); *sink += t[0];
+    __m256 m = _mm256_set1_ps(0.999999f), d = _mm256_set1_ps(1e-7f);
+    BENCH_CHAINS(__m256, AVX2_FMA, AVX2_INIT, _mm256_add_ps);
+    *sink += codi__hsum_avx2(a0);
     return 2.0 * 8 * 12 * iters;
 }
+#define AVX512_INIT(k) _mm512_set1_ps((float)(k))
+#define AVX512_FMA(x) _mm512_fmadd_ps(x, m, d)
 CODI__AVX512 static double bench_fma_avx512(long iters, float *sink) {
-    __m512 a[12], m = _mm512_set1_ps(0.999999f), d = _mm512_set1_ps(1e-7f);
-    long i;
-    int k;
-    for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
-    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_fmadd_ps(a[k], m, d);
-    for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
-    *sink += codi__hsum_avx512(a[0]);
+    __m512 m = _mm512_set1_ps(0.999999f), d = _mm512_set1_ps(1e-7f);
+    BENCH_CHAINS(__m512, AVX512_FMA, AVX512_INIT, _mm512_add_ps);
+    *sink += codi__hsum_avx512(a0);
     return 2.0 * 16 * 12 * iters;
 }
+#define DPBF16_FMA(x) _mm512_dpbf16_ps(x, xv, yv)
 CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   /* 64 FLOPs per instruction */
-    __m512 a[12];
-    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = (__m512bh)_mm512_set1_epi32(0x33d633d6);  /* 1.0, 1e-7 */
-    long i;
-    int k;
-    for (k = 0; k < 12; k++) a[k] = _mm512_set1_ps((float)k);
-    for (i = 0; i < iters; i++) for (k = 0; k < 12; k++) a[k] = _mm512_dpbf16_ps(a[k], x, y);
-    for (k = 1; k < 12; k++) a[0] = _mm512_add_ps(a[0], a[k]);
-    *sink += codi__hsum_avx512(a[0]);
+    __m512bh xv = (__m512bh)_mm512_set1_epi32(0x3f803f80), yv = (__m512bh)_mm512_set1_epi32(0x33d633d6);  /* 1.0, 1e-7 */
+    BENCH_CHAINS(__m512, DPBF16_FMA, AVX512_INIT, _mm512_add_ps);
+    *sink += codi__hsum_avx512(a0);
     return 2.0 * 32 * 12 * iters;
 }
 #endif
