@@ -39,11 +39,11 @@ $CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --
   [ "$(grep -c '"index"' $d/killed.jsonl)" -eq 80 ] &&
   ok "kill -9 after $before of 80 results (+ a torn line), resumed: same totals, 80 results" || bad "resume after kill -9 ($before before)"
 
-# 3. shards 0/2 and 1/2, merged: same totals
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 0/2 --out $d/s0.jsonl > /dev/null 2>&1
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 1/2 --out $d/s1.jsonl > /dev/null 2>&1
+# 3. shards 1/2 and 2/2, merged: same totals
+$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 1/2 --out $d/s0.jsonl > /dev/null 2>&1
+$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 2/2 --out $d/s1.jsonl > /dev/null 2>&1
 $CODI eval --merge $d/s0.jsonl $d/s1.jsonl > $d/merged.out 2>/dev/null
-[ "$(summary $d/merged.out)" = "$(summary $d/full.out)" ] && ok "--shard 0/2 + 1/2, then --merge: same totals" || bad "shards + merge"
+[ "$(summary $d/merged.out)" = "$(summary $d/full.out)" ] && ok "--shard 1/2 + 2/2, then --merge: same totals" || bad "shards + merge"
 
 # 4. malformed lines: reported with their number, the run goes on
 { sed -n 1,2p $qs; echo '{"question": "broken'; echo '{"answer": 3}'; sed -n 3,4p $qs; } > $d/q.jsonl
@@ -75,5 +75,9 @@ awk -v h="$h" 'BEGIN { print h;
 $CODI eval --merge $d/mc.jsonl > $d/mc.out 2>/dev/null
 grep -q '"condition": "c", .*"paired": 10, "diff_vs_baseline": -0.400000, "baseline_only": 5, "condition_only": 1, "mcnemar_p": 0.21875}' $d/mc.out &&
   ok "McNemar exact p for 5 vs 1 discordant pairs = 0.21875" || { bad "McNemar"; cat $d/mc.out; }
+
+# 7. the template set: the generator reproduces data/templates.jsonl (seed 42); 1,000 questions
+$CODI gen-templates --seed 42 | cmp -s - data/templates.jsonl && [ "$(wc -l < data/templates.jsonl)" -eq 1000 ] &&
+  ok "codi gen-templates --seed 42 reproduces data/templates.jsonl (1,000 questions)" || bad "gen-templates"
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

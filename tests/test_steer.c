@@ -80,7 +80,7 @@ static int write_vectors(const char *path, const char *name, const float *v, int
     codi_st_entry e;
     memset(&e, 0, sizeof e);
     e.name = name; e.data = v; e.ndim = ndim; e.shape[0] = d0; e.shape[1] = d1;
-    if (codi_write_safetensors(path, &e, 1, err, sizeof err)) { printf("# %s\n", err); return -1; }
+    if (codi_write_safetensors(path, &e, 1, NULL, err, sizeof err)) { printf("# %s\n", err); return -1; }
     return 0;
 }
 

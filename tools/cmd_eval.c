@@ -5,9 +5,10 @@
    Every (condition, question) result is appended to --out as one JSON line and flushed as soon as
    it is known; the file's first line records the command's settings. Running the same command
    again skips the results already there (a line cut short by kill -9 is dropped), so an
-   interrupted run resumes and ends with the same totals. --shard K/N takes questions K, K+N,
-   K+2N, ... (K = 0..N-1); `codi eval --merge a.jsonl b.jsonl ...` joins the shards' files and
-   prints the summary of the union. Part of the unity build of tools/codi.c (prefix eval_). */
+   interrupted run resumes and ends with the same totals. --shard K/N (1 <= K <= N) takes the
+   questions with index K-1, K-1+N, K-1+2N, ...; `codi eval --merge a.jsonl b.jsonl ...` joins the
+   shards' files and prints the summary of the union. Part of the unity build of tools/codi.c
+   (prefix eval_). */
 
 #include <pthread.h>
 #include <unistd.h>
@@ -46,50 +47,22 @@ typedef struct {
 
 /* --- questions -------------------------------------------------------------------------- */
 
-/* The questions of path (after --limit, in shard k of n), each a line {"question": "...",
-   "answer": N or "... #### N"}. A malformed line is reported with its number and skipped.
-   Returns the count or -1 when the file cannot be read. */
-static int eval_read_questions(const char *path, int limit, int shard_k, int shard_n, eval_question **out, int *n_bad) {
-    size_t len;
-    char *text = codi__read_text(path, &len), *p, err[256];
-    eval_question *qs = NULL;
-    int n = 0, cap = 0, line = 0, valid = 0;
-    *n_bad = 0;
-    if (!text) { fprintf(stderr, "codi eval: cannot read %s\n", path); return -1; }
-    for (p = text; p < text + len && (limit <= 0 || valid < limit); ) {
-        char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
-        const codi__json *q, *a;
-        if (!e) e = text + len;
-        line++;
-        if (e > p && !(e == p + 1 && *p == '\r')) {
-            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "%s:%d: %s (line skipped)\n", path, line, err); ++*n_bad; }
-            else if (!(q = codi__json_get(j, "question")) || q->type != CODI__J_STR) {
-                fprintf(stderr, "%s:%d: no \"question\" string (line skipped)\n", path, line); ++*n_bad;
-            } else {
-                eval_question x;
-                memset(&x, 0, sizeof x);
-                a = codi__json_get(j, "answer");
-                if (a && a->type == CODI__J_NUM) { x.gold = a->num; x.has_gold = 1; }
-                else if (a && a->type == CODI__J_STR) {
-                    const char *hash = strstr(a->str, "####");
-                    x.has_gold = codi_extract_answer(hash ? hash + 4 : a->str, &x.gold);
-                }
-                if (!x.has_gold) fprintf(stderr, "%s:%d: no numeric \"answer\" (counted as wrong)\n", path, line);
-                x.line = line; x.index = valid;
-                if (valid++ % shard_n == shard_k) {
-                    if (n == cap) { cap = cap ? 2 * cap : 256; qs = (eval_question *)realloc(qs, sizeof *qs * (size_t)cap); }
-                    x.question = codi__strdup(q->str);
-                    qs[n++] = x;
-                }
-            }
-            codi__json_free(j);
-        }
-        p = e + 1;
+typedef struct { eval_question *q; int n, cap; const char *path; } eval_question_list;
+
+static int eval_collect_question(void *user, const cli_question *cq) {
+    eval_question_list *l = (eval_question_list *)user;
+    eval_question x;
+    if (l->n == l->cap) {
+        eval_question *grown = (eval_question *)realloc(l->q, sizeof *grown * (size_t)(l->cap ? 2 * l->cap : 256));
+        if (!grown) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
+        l->q = grown; l->cap = l->cap ? 2 * l->cap : 256;
     }
-    free(text);
-    *out = qs;
-    return n;
+    memset(&x, 0, sizeof x);
+    x.line = cq->line; x.index = cq->index; x.gold = cq->gold; x.has_gold = cq->has_gold;
+    if (!x.has_gold) fprintf(stderr, "codi: %s:%d: no numeric \"answer\" (counted as wrong)\n", l->path, cq->line);
+    if (!(x.question = codi__strdup(cq->question))) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
+    l->q[l->n++] = x;
+    return 0;
 }
 
 /* --- the results file --------------------------------------------------------------------- */
@@ -349,25 +322,26 @@ static int eval_merge(char **files, int n, const char *csv_path) {
 static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL;
-    int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 1, merge = 0;
+    int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
+    cli_list steers;
     cli_opt opts[] = {
-        CLI_MODEL_OPTS(ma),
+        CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions, one {\"question\": ..., \"answer\": N or \"... #### N\"} per line" },
-        { "--steer", CLI_STR, NULL, 0, 0, "SPEC.json", "a steering spec: one condition each (repeat the option for more)" },
+        { "--steer", CLI_LIST, &steers, 0, 0, "SPEC.json", "a steering spec (tests/data/steer/*.json; codi_lens.h >>steer): one condition each, repeatable" },
         { "--random-controls", CLI_INT, &random_controls, 0, 1000, "N", "per spec, N conditions with its vectors replaced by random directions of the same norms (seeds seed+1..seed+N; default 0)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random controls (default 1)" },
         { "--out", CLI_STR, &out, 0, 0, "RESULTS.jsonl", "per-question results, appended as they come; an existing file is resumed" },
         { "--csv", CLI_STR, &csv, 0, 0, "FILE.csv", "the summary table as CSV (default: RESULTS.jsonl with .csv)" },
         { "--limit", CLI_INT, &limit, 0, 100000000, "N", "only the first N questions (default all)" },
-        { "--shard", CLI_STR, &shard, 0, 0, "K/N", "questions K, K+N, K+2N, ... (K = 0..N-1); join the files with --merge" },
-        { "--merge", CLI_FLAG, &merge, 0, 0, NULL, "join result files given after the options (shards) and print their summary" },
+        { "--shard", CLI_STR, &shard, 0, 0, "K/N", "questions K-1, K-1+N, ... of the file (1 <= K <= N): one of N machines; join with --merge" },
+        { "--merge", CLI_FLAG, &merge, 0, 0, NULL, "--merge A.jsonl B.jsonl ...: join result files (shards) and print their summary" },
         { "--recipe", CLI_INT, &recipe, 0, 1, "0|1", "prompt: 0 BOS q bot (zhenyi4/codi), 1 BOS q <|eot_id|> bot (the sprint); default 0" },
         { "--latents", CLI_INT, &latents, 0, 1000, "N", "latent steps (default 6)" },
         { "--max-answer", CLI_INT, &max_answer, 1, 1024, "N", "answer tokens at most (default 256)" },
         CLI_END
     };
-    char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **specs = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
-    int n_rest = 0, n_specs = 0, n_files = 0, i, rc = 1, n_bad = 0, workers;
+    char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
+    int n_rest = 0, n_files = 0, i, rc = 1, n_bad = 0, workers;
     eval_ctx ec;
     char header[8192], old_header[8192];
     codi_model *m = NULL;
@@ -375,13 +349,10 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     pthread_t *th = NULL;
     double t0;
     memset(&ec, 0, sizeof ec);
-    /* --steer repeats and --merge takes files: collected here, the rest goes to the table parser */
+    memset(&steers, 0, sizeof steers);
+    /* the files after --merge are collected here; the rest goes to the table parser */
     for (i = 0; i < argc; i++) {
-        if (i > 0 && !strcmp(argv[i], "--steer")) {
-            if (i + 1 == argc) { fprintf(stderr, "codi eval: --steer needs a SPEC.json\n"); rc = 2; goto done; }
-            specs[n_specs++] = argv[++i];
-        }
-        else if (i > 0 && argv[i][0] != '-' && (!strcmp(argv[i - 1], "--merge") || (n_files && !strcmp(argv[i - 1], files[n_files - 1])))) files[n_files++] = argv[i];
+        if (i > 0 && argv[i][0] != '-' && (!strcmp(argv[i - 1], "--merge") || (n_files && !strcmp(argv[i - 1], files[n_files - 1])))) files[n_files++] = argv[i];
         else rest[n_rest++] = argv[i];
     }
     rest[n_rest] = NULL;
@@ -392,25 +363,23 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         rc = eval_merge(files, n_files, csv);
         goto done;
     }
-    if (!ma.model || !questions || !out) { fprintf(stderr, "codi eval: needs --model, --questions and --out (see codi eval --help)\n"); rc = 2; goto done; }
+    if (!ma.model || !questions || !out) { fprintf(stderr, "codi eval: needs --model, --questions and --out (codi eval --help)\n"); rc = 2; goto done; }
     if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) { rc = 2; goto done; }
-    if (random_controls && !n_specs) { fprintf(stderr, "codi eval: --random-controls needs at least one --steer spec to take the norms from\n"); rc = 2; goto done; }
-    if (cli_threads_checked(&ma)) { rc = 2; goto done; }
-    workers = ma.threads;
-    ma.threads = 1;
+    if (random_controls && !steers.n) { fprintf(stderr, "codi eval: --random-controls needs at least one --steer spec to take the norms from\n"); rc = 2; goto done; }
+    workers = cli_threads_checked(&ma);
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     /* conditions: baseline, the specs, their random controls */
-    ec.c = (eval_condition *)calloc((size_t)(1 + n_specs * (1 + random_controls)), sizeof *ec.c);
+    ec.c = (eval_condition *)calloc((size_t)(1 + steers.n * (1 + random_controls)), sizeof *ec.c);
     snprintf(ec.c[ec.nc++].name, sizeof ec.c->name, "baseline");
-    for (i = 0; i < n_specs; i++) {
+    for (i = 0; i < steers.n; i++) {
         char err[512];
-        codi_steer *st = codi_steer_load(m, specs[i], err, sizeof err);
+        codi_steer *st = codi_steer_load(m, steers.v[i], err, sizeof err);
         int r;
         if (!st) { fprintf(stderr, "codi eval: %s\n", err); goto done; }
         ec.c[ec.nc].steer = st;
         snprintf(ec.c[ec.nc].name, sizeof ec.c->name, "%s", st->name);
         if (eval_cond_index(&ec, st->name) >= 0 || strchr(st->name, '"') || strchr(st->name, '\\')) {
-            fprintf(stderr, "codi eval: %s: condition name \"%s\" is taken or has quotes; give the spec a \"name\"\n", specs[i], st->name); ec.nc++; goto done;
+            fprintf(stderr, "codi eval: %s: condition name \"%s\" is taken or has quotes; give the spec a \"name\"\n", steers.v[i], st->name); ec.nc++; goto done;
         }
         ec.nc++;
         for (r = 1; r <= random_controls; r++) {
@@ -420,7 +389,14 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         }
     }
     ec.m = m; ec.t = t; ec.latents = latents; ec.max_answer = max_answer;
-    if ((ec.nq = eval_read_questions(questions, limit, shard_k, shard_n, &ec.q, &n_bad)) < 0) goto done;
+    {
+        eval_question_list ql;
+        memset(&ql, 0, sizeof ql);
+        ql.path = questions;
+        i = cli_for_each_question(questions, limit, shard_k, shard_n, eval_collect_question, &ql, &n_bad);
+        ec.q = ql.q; ec.nq = ql.n;
+        if (i) goto done;
+    }
     for (i = 0; i < ec.nq; i++) {
         int32_t ids[4096];
         int n = codi_prompt_from_text(m, t, ec.q[i].question, recipe, ids, 4096);
@@ -481,6 +457,29 @@ done:
     eval_free(&ec);
     codi_tokenizer_free(t);
     codi_model_free(m);
-    free(rest); free(specs); free(files);
+    free(rest); free(files);
     return rc;
 }
+
+static const cli_command cmd_eval = {
+    "eval", "accuracy over a questions file under steering conditions, with intervals and paired tests",
+    "codi eval --model PATH --questions FILE.jsonl --out RESULTS.jsonl [--steer SPEC.json ...] [options]\n"
+    "       codi eval --merge A.jsonl B.jsonl ... [--csv FILE.csv]",
+    "Runs every question under each condition: the baseline, each --steer spec (named by its \"name\" or file\n"
+    "name) and, with --random-controls N, each spec with its vectors replaced by random directions of the\n"
+    "same norms (seeds S+1..S+N). --threads spreads the questions over threads (one state each).\n"
+    "Every result is appended to RESULTS.jsonl as soon as it is known (first line: the settings); running\n"
+    "the same command again resumes (after Ctrl-C or kill -9) and ends with the same totals. A malformed\n"
+    "line of the questions file is reported with its number and skipped.\n"
+    "Prints a table (accuracy, Wilson 95% interval, difference to the baseline on the same questions,\n"
+    "McNemar's exact p), writes it as CSV, and ends with one JSON object per condition: condition,\n"
+    "questions, correct, accuracy, ci95, paired, diff_vs_baseline, baseline_only, condition_only, mcnemar_p.\n\n"
+    "Spread over machines (Slurm array task K of N, or GNU parallel), then merge:\n"
+    "  codi eval --model M --questions Q.jsonl --steer s.json --shard $SLURM_ARRAY_TASK_ID/8 --out part$SLURM_ARRAY_TASK_ID.jsonl\n"
+    "  codi eval --merge part*.jsonl --csv all.csv\n\n"
+    "Examples:\n"
+    "  codi eval --model models/codi-nano/codi_nano.bin --questions models/codi-nano/test.jsonl --out r.jsonl --threads 2\n"
+    "  codi eval --model models/codi-nano/codi_nano.bin --questions data/templates.jsonl --steer tests/data/steer/s1_z_add.json\n"
+    "            --random-controls 3 --limit 200 --out steer.jsonl",
+    eval_run
+};

@@ -64,3 +64,16 @@ static int gen_templates_run(const cli_command *self, int argc, char **argv) {
     if (out && fclose(f) != 0) { fprintf(stderr, "codi gen-templates: error writing %s\n", out); return 1; }
     return 0;
 }
+
+static const cli_command cmd_gen_templates = {
+    "gen-templates", "write the template evaluation set (10 templates x 50 draws x {addition, subtraction})",
+    "codi gen-templates [--out FILE.jsonl] [--seed S] [--draws N]",
+    "Writes the Latent Reasoning Sprint's kind of evaluation set in our own words: ten templates, each with\n"
+    "N (X, Y, Z) draws (X, Y, Z uniform in 1..8, X > Y; SplitMix64 seeded with S), each draw as an addition\n"
+    "and a subtraction problem with answer (X + Y) * (Z + 1) or (X - Y) * (Z + 1). One JSON line per\n"
+    "question: question, answer, template, op, x, y, z. data/templates.jsonl is the output of seed 42.\n\n"
+    "Examples:\n"
+    "  codi gen-templates --out data/templates.jsonl\n"
+    "  codi gen-templates --seed 7 --draws 5 | head",
+    gen_templates_run
+};
