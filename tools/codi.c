@@ -14,9 +14,10 @@
 #include "cmd_tokenize.c"
 #include "cmd_eval.c"
 #include "cmd_gen_templates.c"
+#include "cmd_vectors.c"
 
 static const cli_command *const commands[] = {
-    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_eval, &cmd_gen_templates,
+    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_eval, &cmd_gen_templates, &cmd_vectors,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 

@@ -1,0 +1,38 @@
+#!/bin/sh
+# codi vectors against golden_protocols_tiny (Hugging Face): mean vectors from running its 8 questions
+# and from an activation dataset of them (with an unfinished row to skip); norm-matched random
+# directions; llama.cpp control vectors written and read back (direction.N = our residual N + 1).
+pass=0; fail=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+bad() { echo "not ok - $1"; fail=$((fail + 1)); }
+check() { if out=$("$@"); then echo "$out"; pass=$((pass + 1)); else echo "$out"; fail=$((fail + 1)); fi; }
+d=build/vectors_test; rm -rf $d; mkdir -p $d
+tiny="--model tests/data/codi_tiny.bin --head-dim 32 --exact"
+g=tests/data/golden_protocols_tiny.safetensors
+C=build/check_vectors_san
+
+build/codi vectors $tiny --questions tests/data/protocol_questions.jsonl --out $d/v.safetensors > /dev/null 2> $d/err || { bad "codi vectors --questions runs"; cat $d/err; }
+check $C compare "vectors --questions: mean_final = golden means (final-normed hidden at latent k)" $d/v.safetensors:mean_final $g:means 1e-4
+check $C compare "vectors --questions: mean_key = golden k_means (post-RoPE)" $d/v.safetensors:mean_key $g:k_means 1e-4
+check $C compare "vectors --questions: mean_value = golden v_means" $d/v.safetensors:mean_value $g:v_means 1e-4
+check $C norm "random_3_5 has the norm of diff_3_5, another direction" $d/v.safetensors:random_3_5 $d/v.safetensors:diff_3_5
+
+$C acts $d/acts.safetensors > $d/err || { bad "writing the activation dataset"; cat $d/err; }
+build/codi vectors $tiny --acts $d/acts.safetensors --out $d/va.safetensors > /dev/null 2> $d/err || { bad "codi vectors --acts runs"; cat $d/err; }
+check $C compare "vectors --acts (8 done rows, 1 unfinished skipped): mean_final = golden means" $d/va.safetensors:mean_final $g:means 1e-4
+check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:mean_key $g:k_means 1e-4
+check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
+
+# control vectors: diff_3_5 at our residual indices 2..4 -> direction.1..3; read back with a spec
+build/codi vectors --to-gguf $d/v.safetensors:diff_3_5 --layers 2-4 --out $d/cv.gguf > /dev/null 2> $d/err &&
+  build/codi vectors --from-gguf $d/cv.gguf --out $d/cv.safetensors --spec $d/cv.json > /dev/null 2>> $d/err || { bad "gguf round trip runs"; cat $d/err; }
+check $C compare "GGUF round trip: direction.2 = diff_3_5" $d/cv.safetensors:direction.2 $d/v.safetensors:diff_3_5 0
+[ "$(head -c 4 $d/cv.gguf)" = GGUF ] && [ "$(od -An -tu4 -j4 -N4 $d/cv.gguf | tr -d ' ')" = 3 ] && grep -q 'controlvector' $d/cv.gguf &&
+  ok "control vector file: GGUF v3, general.architecture controlvector" || bad "GGUF header"
+grep -q '"at": "resid", "layer": 4, "phase": "all", "vector": "cv.safetensors:direction.3"' $d/cv.json &&
+  ok "spec from GGUF: direction.N at residual index N + 1 (llama.cpp adds it to block N's output)" || bad "spec from gguf: $(cat $d/cv.json)"
+head -c 100 $d/cv.gguf > $d/cut.gguf
+build/codi vectors --from-gguf $d/cut.gguf --out $d/x.safetensors 2> $d/err > /dev/null; rc=$?
+[ $rc -ne 0 ] && grep -q "truncated or malformed" $d/err && ok "a truncated GGUF: message and non-zero exit" || bad "truncated gguf: $(cat $d/err)"
+echo "$pass passed, $fail failed, 0 skipped"
+[ $fail -eq 0 ]
