@@ -4,7 +4,8 @@
        (docs acts.md: final [Q, P, D], key / value [Q, P, L, KVH, HD], labels bot, latent 1..6, done),
        plus a 9th row of garbage with done = 0 that a reader must skip;
      check_vectors compare NAME FILE:TENSOR REF:TENSOR TOL
-       prints "ok - NAME" when the relative L2 error is at most TOL (else "not ok");
+       prints "ok - NAME" when the relative L2 error is at most TOL (else "not ok"); FILE:TENSOR@OFF+N
+       compares N values from element OFF;
      check_vectors norm NAME FILE:TENSOR REF:TENSOR
        "ok - NAME" when both have the same L2 norm (1e-5 relative) but different directions. */
 #define CODI_LENS_IMPLEMENTATION
@@ -24,9 +25,14 @@ static int capture_final(void *user, const codi_hook_info *info, float *data) {
     return 0;
 }
 
-static float *read_ref(const char *ref, long *n) {
-    char path[512], err[256];
-    const char *colon = strrchr(ref, ':');
+/* FILE:TENSOR, or FILE:TENSOR@OFFSET+COUNT for COUNT values from element OFFSET. */
+static float *read_ref(const char *ref_arg, long *n) {
+    char path[512], err[256], ref[512], *at;
+    const char *colon;
+    long off = 0, cnt = -1;
+    snprintf(ref, sizeof ref, "%s", ref_arg);
+    if ((at = strrchr(ref, '@')) != NULL) { *at = 0; if (sscanf(at + 1, "%ld+%ld", &off, &cnt) != 2) return NULL; }
+    colon = strrchr(ref, ':');
     codi_st_file *f;
     codi_st_tensor t;
     float *out = NULL;
@@ -36,7 +42,10 @@ static float *read_ref(const char *ref, long *n) {
     if (codi_st_find(f, colon + 1, &t) == 0 && (out = (float *)malloc(t.numel * sizeof(float))) != NULL &&
         codi_st_read_f32(f, colon + 1, out, t.numel, err, sizeof err) < 0) { free(out); out = NULL; }
     if (!out) printf("# %s: no tensor %s\n", path, colon + 1);
-    else *n = (long)t.numel;
+    else if (cnt >= 0) {
+        if (off < 0 || off + cnt > (long)t.numel) { free(out); out = NULL; }
+        else { memmove(out, out + off, (size_t)cnt * sizeof(float)); *n = cnt; }
+    } else *n = (long)t.numel;
     codi_st_close(f);
     return out;
 }

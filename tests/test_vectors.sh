@@ -34,5 +34,27 @@ grep -q '"at": "resid", "layer": 4, "phase": "all", "vector": "cv.safetensors:di
 head -c 100 $d/cv.gguf > $d/cut.gguf
 build/codi vectors --from-gguf $d/cut.gguf --out $d/x.safetensors 2> $d/err > /dev/null; rc=$?
 [ $rc -ne 0 ] && grep -q "truncated or malformed" $d/err && ok "a truncated GGUF: message and non-zero exit" || bad "truncated gguf: $(cat $d/err)"
+
+# codi sweep on the protocol questions: every variant branches from the state after the question and
+# l latents; question 0's first answer logits equal golden_protocols_tiny's (pair (3, 5), coeff 2 for
+# embedding steering; pair (2, 4), coeff -2 for KV steering; coeff 0 = the plain runs)
+build/codi sweep $tiny --tokenizer models/codi-nano/tokenizer.json --questions tests/data/protocol_questions.jsonl --limit 1 \
+  --out $d/sweep --dump-logits $d/sweep/logits.safetensors > /dev/null 2> $d/err || { bad "codi sweep runs"; cat $d/err; }
+for l in 1 2 3 4 5 6; do
+  check $C compare "sweep l=$l: z_(l+1) += 2 diff(3,5) logits = golden emb_steer_logits[$l]" \
+    $d/sweep/logits.safetensors:emb_logits@$(( (((l - 1) * 15 + 10) * 6 + 4) * 514 ))+514 $g:emb_steer_logits@$(( (l - 1) * 514 ))+514 1e-5
+  check $C compare "sweep l=$l: K, V at latent $l += -2 diff(2,4) logits = golden kv_steer_logits[$l]" \
+    $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 6) * 4 + 1) * 514 ))+514 $g:kv_steer_logits@$(( (l - 1) * 514 ))+514 1e-5
+  check $C compare "sweep l=$l: KV coeff 0 = golden plain_logits with $l latents" \
+    $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 14) * 4 + 3) * 514 ))+514 $g:plain_logits@$(( l * 514 ))+514 1e-5
+done
+n_svg=$(ls $d/sweep/*.svg | wc -l)
+[ "$n_svg" -eq 29 ] && [ "$(wc -l < $d/sweep/steering.csv)" -eq 1441 ] && head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
+  ok "sweep writes 29 SVG heatmaps (accuracy per coeff, difference from coeff 0) and 1,440 table rows (6 l x 15 pairs x (6 + 6 + 4) coeffs)" || bad "sweep outputs: $n_svg svg"
+# scored on codi-nano's template questions: the same tables with 1 and 2 threads
+nano="--model models/codi-nano/codi_nano.bin --exact --latents 3 --answer-tokens 10 --limit 2 --means-limit 20 --questions data/templates.jsonl"
+build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
+  cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv &&
+  ok "sweep on codi-nano templates: identical tables with 1 and 2 threads ($(grep -o "l=3 [0-9./]*" $d/s1.out))" || { bad "sweep threads"; cat $d/err; }
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

@@ -106,54 +106,82 @@ done:
     return rc;
 }
 
-/* Writes the means, every pair's differences and a norm-matched random direction per pair. */
-static int vectors_write(const char *out, const codi_model *m, const codi_means *acc, int with_kv, int seed, const char *const *meta) {
-    const codi_config *c = &m->config;
-    int N = acc->n_latent, D = c->dim, KV = acc->kv_size, a, b, ne = 0, n_pairs = N * (N - 1) / 2, rc;
-    float *mf = (float *)malloc(sizeof(float) * (size_t)N * D), *mk = (float *)malloc(sizeof(float) * (size_t)N * KV);
-    float *mv = (float *)malloc(sizeof(float) * (size_t)N * KV);
-    float *diffs = (float *)malloc(sizeof(float) * (size_t)(n_pairs ? n_pairs : 1) * (2 * D + 2 * KV));
-    codi_st_entry *e = (codi_st_entry *)calloc((size_t)(3 + 4 * n_pairs), sizeof *e);
-    char (*names)[48] = (char (*)[48])malloc(sizeof *names * (size_t)(4 * n_pairs + 1));
+/* Mean vectors, every pair's differences (pairs A < B in order (1,2), (1,3), ..., (N-1,N)) and a
+   seeded norm-matched random direction per pair. */
+typedef struct {
+    int N, D, KV, n_pairs, has_kv;
+    float *mean_final;              /* [N, D] */
+    float *mean_key, *mean_value;   /* [N, KV] (KV = L * KVH * HD) */
+    float *diff, *random;           /* [n_pairs, D] */
+    float *key_diff, *value_diff;   /* [n_pairs, KV] */
+} vectors_set;
+
+static void vectors_free(vectors_set *v) {
+    free(v->mean_final); free(v->mean_key); free(v->mean_value); free(v->diff); free(v->random); free(v->key_diff); free(v->value_diff);
+    memset(v, 0, sizeof *v);
+}
+
+/* From the final-state means of fin and the K / V means of kv (NULL: none); 0, or -1 out of memory. */
+static int vectors_build(vectors_set *v, const codi_means *fin, const codi_means *kv, int seed) {
+    int a, b, p = 0, j, N = fin->n_latent, D = fin->dim, KV = fin->kv_size;
     codi_rng rng;
-    char err[512];
-    if (!mf || !mk || !mv || !diffs || !e || !names) { fprintf(stderr, "codi vectors: out of memory\n"); rc = 1; goto done; }
-    codi_means_get(acc, mf, mk, mv);
+    memset(v, 0, sizeof *v);
+    v->N = N; v->D = D; v->KV = KV; v->n_pairs = N * (N - 1) / 2; v->has_kv = kv != NULL;
+    v->mean_final = (float *)malloc(sizeof(float) * (size_t)N * D);
+    v->mean_key = (float *)calloc((size_t)N * KV, sizeof(float)); v->mean_value = (float *)calloc((size_t)N * KV, sizeof(float));
+    v->diff = (float *)malloc(sizeof(float) * (size_t)(v->n_pairs + 1) * D); v->random = (float *)malloc(sizeof(float) * (size_t)(v->n_pairs + 1) * D);
+    v->key_diff = (float *)malloc(sizeof(float) * (size_t)(v->n_pairs + 1) * KV); v->value_diff = (float *)malloc(sizeof(float) * (size_t)(v->n_pairs + 1) * KV);
+    if (!v->mean_final || !v->mean_key || !v->mean_value || !v->diff || !v->random || !v->key_diff || !v->value_diff) { vectors_free(v); return -1; }
+    codi_means_get(fin, v->mean_final, NULL, NULL);
+    if (kv) codi_means_get(kv, NULL, v->mean_key, v->mean_value);
     codi_rng_seed(&rng, (uint64_t)seed);
+    for (a = 1; a <= N; a++)
+        for (b = a + 1; b <= N; b++, p++) {
+            float *d = v->diff + (size_t)p * D, *dk = v->key_diff + (size_t)p * KV, *dv = v->value_diff + (size_t)p * KV;
+            for (j = 0; j < D; j++) d[j] = v->mean_final[(size_t)(b - 1) * D + j] - v->mean_final[(size_t)(a - 1) * D + j];
+            for (j = 0; j < KV; j++) {
+                dk[j] = v->mean_key[(size_t)(b - 1) * KV + j] - v->mean_key[(size_t)(a - 1) * KV + j];
+                dv[j] = v->mean_value[(size_t)(b - 1) * KV + j] - v->mean_value[(size_t)(a - 1) * KV + j];
+            }
+            codi__random_direction(&rng, v->random + (size_t)p * D, D, codi__norm(d, D));
+        }
+    return 0;
+}
+
+/* Writes a vectors_set as safetensors (names of the command's description) with metadata. */
+static int vectors_save(const char *out, const codi_model *m, const vectors_set *v, long count, const char *const *meta) {
+    const codi_config *c = &m->config;
+    int a, b, p = 0, ne = 0, rc;
+    codi_st_entry *e = (codi_st_entry *)calloc((size_t)(3 + 4 * v->n_pairs), sizeof *e);
+    char (*names)[48] = (char (*)[48])malloc(sizeof *names * (size_t)(4 * v->n_pairs + 1));
+    char err[512];
+    if (!e || !names) { fprintf(stderr, "codi vectors: out of memory\n"); free(e); free(names); return 1; }
 #define VECTORS_ENTRY(nm, ptr, nd, s0, s1, s2, s3) do { e[ne].name = nm; e[ne].dtype = CODI_F32; e[ne].data = ptr; e[ne].ndim = nd; \
         e[ne].shape[0] = s0; e[ne].shape[1] = s1; e[ne].shape[2] = s2; e[ne].shape[3] = s3; ne++; } while (0)
-    VECTORS_ENTRY("mean_final", mf, 2, N, D, 0, 0);
-    if (with_kv) {
-        VECTORS_ENTRY("mean_key", mk, 4, N, c->n_layers, c->n_kv_heads, c->head_dim);
-        VECTORS_ENTRY("mean_value", mv, 4, N, c->n_layers, c->n_kv_heads, c->head_dim);
+    VECTORS_ENTRY("mean_final", v->mean_final, 2, v->N, v->D, 0, 0);
+    if (v->has_kv) {
+        VECTORS_ENTRY("mean_key", v->mean_key, 4, v->N, c->n_layers, c->n_kv_heads, c->head_dim);
+        VECTORS_ENTRY("mean_value", v->mean_value, 4, v->N, c->n_layers, c->n_kv_heads, c->head_dim);
     }
-    {
-        int p = 0, j;
-        for (a = 1; a <= N; a++)
-            for (b = a + 1; b <= N; b++, p++) {
-                float *d = diffs + (size_t)p * (2 * D + 2 * KV), *r = d + D, *dk = r + D, *dv = dk + KV;
-                for (j = 0; j < D; j++) d[j] = mf[(size_t)(b - 1) * D + j] - mf[(size_t)(a - 1) * D + j];
-                for (j = 0; j < KV; j++) { dk[j] = mk[(size_t)(b - 1) * KV + j] - mk[(size_t)(a - 1) * KV + j]; dv[j] = mv[(size_t)(b - 1) * KV + j] - mv[(size_t)(a - 1) * KV + j]; }
-                codi__random_direction(&rng, r, D, codi__norm(d, D));
-                snprintf(names[4 * p], 48, "diff_%d_%d", a, b);
-                snprintf(names[4 * p + 1], 48, "random_%d_%d", a, b);
-                snprintf(names[4 * p + 2], 48, "key_diff_%d_%d", a, b);
-                snprintf(names[4 * p + 3], 48, "value_diff_%d_%d", a, b);
-                VECTORS_ENTRY(names[4 * p], d, 1, D, 0, 0, 0);
-                VECTORS_ENTRY(names[4 * p + 1], r, 1, D, 0, 0, 0);
-                if (with_kv) {
-                    VECTORS_ENTRY(names[4 * p + 2], dk, 3, c->n_layers, c->n_kv_heads, c->head_dim, 0);
-                    VECTORS_ENTRY(names[4 * p + 3], dv, 3, c->n_layers, c->n_kv_heads, c->head_dim, 0);
-                }
+    for (a = 1; a <= v->N; a++)
+        for (b = a + 1; b <= v->N; b++, p++) {
+            snprintf(names[4 * p], 48, "diff_%d_%d", a, b);
+            snprintf(names[4 * p + 1], 48, "random_%d_%d", a, b);
+            snprintf(names[4 * p + 2], 48, "key_diff_%d_%d", a, b);
+            snprintf(names[4 * p + 3], 48, "value_diff_%d_%d", a, b);
+            VECTORS_ENTRY(names[4 * p], v->diff + (size_t)p * v->D, 1, v->D, 0, 0, 0);
+            VECTORS_ENTRY(names[4 * p + 1], v->random + (size_t)p * v->D, 1, v->D, 0, 0, 0);
+            if (v->has_kv) {
+                VECTORS_ENTRY(names[4 * p + 2], v->key_diff + (size_t)p * v->KV, 3, c->n_layers, c->n_kv_heads, c->head_dim, 0);
+                VECTORS_ENTRY(names[4 * p + 3], v->value_diff + (size_t)p * v->KV, 3, c->n_layers, c->n_kv_heads, c->head_dim, 0);
             }
-    }
+        }
 #undef VECTORS_ENTRY
     rc = codi_write_safetensors(out, e, ne, meta, err, sizeof err) ? 1 : 0;
     if (rc) fprintf(stderr, "codi vectors: %s\n", err);
-    else printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, N, D,
-                with_kv ? ", mean_key / mean_value" : "", n_pairs, with_kv ? ", key_diff_A_B, value_diff_A_B" : "", acc->count);
-done:
-    free(mf); free(mk); free(mv); free(diffs); free(e); free(names);
+    else printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
+                v->has_kv ? ", mean_key / mean_value" : "", v->n_pairs, v->has_kv ? ", key_diff_A_B, value_diff_A_B" : "", count);
+    free(e); free(names);
     return rc;
 }
 
@@ -408,7 +436,12 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         }
         snprintf(count, sizeof count, "%ld", acc.count); snprintf(lat, sizeof lat, "%d", latents);
         snprintf(sd, sizeof sd, "%d", seed); snprintf(rec, sizeof rec, "%d", recipe);
-        if (!rc) rc = vectors_write(out, m, &acc, with_kv, seed, meta);
+        if (!rc) {
+            vectors_set vs;
+            if (vectors_build(&vs, &acc, with_kv ? &acc : NULL, seed)) { fprintf(stderr, "codi vectors: out of memory\n"); rc = 1; }
+            else rc = vectors_save(out, m, &vs, acc.count, meta);
+            vectors_free(&vs);
+        }
         codi_means_free(&acc);
         codi_tokenizer_free(t);
         codi_model_free(m);

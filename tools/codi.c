@@ -15,9 +15,11 @@
 #include "cmd_eval.c"
 #include "cmd_gen_templates.c"
 #include "cmd_vectors.c"
+#include "svg.h"
+#include "cmd_sweep.c"
 
 static const cli_command *const commands[] = {
-    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_eval, &cmd_gen_templates, &cmd_vectors,
+    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
