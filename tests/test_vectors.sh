@@ -51,10 +51,11 @@ done
 n_svg=$(ls $d/sweep/*.svg | wc -l)
 [ "$n_svg" -eq 29 ] && [ "$(wc -l < $d/sweep/steering.csv)" -eq 1441 ] && head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
   ok "sweep writes 29 SVG heatmaps (accuracy per coeff, difference from coeff 0) and 1,440 table rows (6 l x 15 pairs x (6 + 6 + 4) coeffs)" || bad "sweep outputs: $n_svg svg"
-# scored on codi-nano's template questions: the same tables with 1 and 2 threads
-nano="--model models/codi-nano/codi_nano.bin --exact --latents 3 --answer-tokens 10 --limit 2 --means-limit 20 --questions data/templates.jsonl"
+# scored on two codi-nano questions it answers right unsteered: identical tables with 1 and 2 threads
+sed -n '6p;12p' models/codi-nano/test.jsonl > $d/q2.jsonl
+nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"
 build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
-  cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv &&
-  ok "sweep on codi-nano templates: identical tables with 1 and 2 threads ($(grep -o "l=3 [0-9./]*" $d/s1.out))" || { bad "sweep threads"; cat $d/err; }
+  cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv && [ "$(awk -F, '$8 > 0' $d/s1/steering.csv | wc -l)" -gt 0 ] &&
+  ok "sweep on codi-nano questions: scored answers, identical tables with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]
