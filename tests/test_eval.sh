@@ -79,5 +79,11 @@ grep -q '"condition": "c", .*"paired": 10, "diff_vs_baseline": -0.400000, "basel
 # 7. the template set: the generator reproduces data/templates.jsonl (seed 42); 1,000 questions
 $CODI gen-templates --seed 42 | cmp -s - data/templates.jsonl && [ "$(wc -l < data/templates.jsonl)" -eq 1000 ] &&
   ok "codi gen-templates --seed 42 reproduces data/templates.jsonl (1,000 questions)" || bad "gen-templates"
+
+# 8. the examples run: latent steering vs a random control, KV-cache steering through a spec
+build/steer_latent 8 | grep -q '^8 questions: plain [0-9]* correct, z_4 + 2 diff(3,5): [0-9]*, z_4 + 2 random (same norm): [0-9]*$' &&
+  ok "examples/steer_latent.c runs" || bad "examples/steer_latent.c"
+build/steer_kv 8 | grep -q '^8 questions: plain [0-9]* correct, KV-steered [0-9]* correct, [0-9]* answers changed$' &&
+  ok "examples/steer_kv.c runs" || bad "examples/steer_kv.c"
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]
