@@ -6,6 +6,8 @@
      check_vectors compare NAME FILE:TENSOR REF:TENSOR TOL
        prints "ok - NAME" when the relative L2 error is at most TOL (else "not ok"); FILE:TENSOR@OFF+N
        compares N values from element OFF;
+     check_vectors maxabs NAME FILE:TENSOR REF:TENSOR TOL
+       the same with the largest absolute difference;
      check_vectors norm NAME FILE:TENSOR REF:TENSOR
        "ok - NAME" when both have the same L2 norm (1e-5 relative) but different directions. */
 #define CODI_LENS_IMPLEMENTATION
@@ -104,11 +106,12 @@ static int make_acts(const char *out) {
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "acts")) return make_acts(argv[2]);
-    if (argc == 6 && !strcmp(argv[1], "compare")) {
+    if (argc == 6 && (!strcmp(argv[1], "compare") || !strcmp(argv[1], "maxabs"))) {
         long na = 0, nb = 0;
         float *a = read_ref(argv[3], &na), *b = read_ref(argv[4], &nb);
-        double tol = atof(argv[5]), e = a && b && na == nb ? t_rel_l2(a, b, (size_t)na) : INFINITY;
-        printf("%s - %s (rel L2 %.3g, tol %g, %ld values)\n", e <= tol ? "ok" : "not ok", argv[2], e, tol, na);
+        int rel = !strcmp(argv[1], "compare");
+        double tol = atof(argv[5]), e = a && b && na == nb ? (rel ? t_rel_l2(a, b, (size_t)na) : t_max_abs(a, b, (size_t)na)) : INFINITY;
+        printf("%s - %s (%s %.3g, tol %g, %ld values)\n", e <= tol ? "ok" : "not ok", argv[2], rel ? "rel L2" : "max |diff|", e, tol, na);
         free(a); free(b);
         return e <= tol ? 0 : 1;
     }

@@ -58,6 +58,12 @@ $CODI eval $nano --questions $qs --limit 20 --latents 5 --out $d/full.jsonl > /d
 [ $rc -ne 0 ] && grep -q "holds results of another command" $d/other.err && ok "resuming into a file of other settings is refused" || bad "mismatched resume"
 $CODI eval $nano --questions $qs --steer tests/data/steer/no_such.json --out $d/x.jsonl > /dev/null 2> $d/spec.err; rc=$?
 [ $rc -ne 0 ] && grep -q "no_such.json: cannot read" $d/spec.err && ok "a missing spec: message and non-zero exit" || bad "missing spec"
+printf '{"edits": [{"at": "resid", "layer": 9, "vector": "v.safetensors:x"}]}' > $d/bad_spec.json
+build/codi run --model models/codi-nano/codi_nano.bin --question "Tom has 3 apples." --steer $d/bad_spec.json > /dev/null 2> $d/spec2.err; rc=$?
+[ $rc -eq 1 ] && grep -q 'bad_spec.json: edit 0: "layer": must be "all" or a whole number in 0..4 (at "resid")' $d/spec2.err &&
+  ok "codi run --steer: a malformed spec names the edit and field, exit 1" || bad "codi run --steer malformed: $(cat $d/spec2.err)"
+out=$(build/codi run --model models/codi-nano/codi_nano.bin --exact --question "Zoe is 3 years old. Sam is 9 years older than Zoe. Max is twice as old as Sam. How old is Max?" --steer $spec)
+echo "$out" | grep -q '^answer number: ' && ok "codi run --question --steer answers under the spec" || bad "codi run --steer"
 
 # 6. statistics: Wilson intervals of Newcombe (1998) 81/263 = [0.2553, 0.3662] and 15/148 =
 #    [0.0624, 0.1605]; McNemar exact with 5 vs 1 discordant pairs: 2 (1 + 6) / 64 = 0.21875

@@ -35,6 +35,18 @@ head -c 100 $d/cv.gguf > $d/cut.gguf
 build/codi vectors --from-gguf $d/cut.gguf --out $d/x.safetensors 2> $d/err > /dev/null; rc=$?
 [ $rc -ne 0 ] && grep -q "truncated or malformed" $d/err && ok "a truncated GGUF: message and non-zero exit" || bad "truncated gguf: $(cat $d/err)"
 
+# codi trace --steer with the golden steering runs written as specs (tests/data/steer/): golden_tiny's
+# tolerances (logits max |diff| 1e-3, latents relative L2 1e-4, tokens equal)
+ids=1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513
+for t in s1_z_add s2_resid s3_kv s4_z_set; do
+  gt=tests/data/golden_tiny.safetensors
+  build/codi trace $tiny --ids $ids --steer tests/data/steer/$t.json --out $d/trace_$t.safetensors > /dev/null 2> $d/err || { bad "codi trace --steer $t"; cat $d/err; }
+  check $C maxabs "codi trace --steer $t.json: answer_logits = golden f32.$t" $d/trace_$t.safetensors:answer_logits $gt:f32.$t.answer_logits 1e-3
+  check $C compare "codi trace --steer $t.json: latent_inputs = golden f32.$t" $d/trace_$t.safetensors:latent_inputs $gt:f32.$t.latent_inputs 1e-4
+  check $C maxabs "codi trace --steer $t.json: latent_final_logits = golden f32.$t" $d/trace_$t.safetensors:latent_final_logits $gt:f32.$t.latent_final_logits 1e-3
+  check $C maxabs "codi trace --steer $t.json: answer_tokens = golden f32.$t" $d/trace_$t.safetensors:answer_tokens $gt:f32.$t.answer_tokens 0
+done
+
 # codi sweep on the protocol questions: every variant branches from the state after the question and
 # l latents; question 0's first answer logits equal golden_protocols_tiny's (pair (3, 5), coeff 2 for
 # embedding steering; pair (2, 4), coeff -2 for KV steering; coeff 0 = the plain runs)
