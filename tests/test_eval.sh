@@ -60,7 +60,7 @@ $CODI eval $nano --questions $qs --steer tests/data/steer/no_such.json --out $d/
 [ $rc -ne 0 ] && grep -q "no_such.json: cannot read" $d/spec.err && ok "a missing spec: message and non-zero exit" || bad "missing spec"
 printf '{"edits": [{"at": "resid", "layer": 9, "vector": "v.safetensors:x"}]}' > $d/bad_spec.json
 build/codi run --model models/codi-nano/codi_nano.bin --question "Tom has 3 apples." --steer $d/bad_spec.json > /dev/null 2> $d/spec2.err; rc=$?
-[ $rc -eq 1 ] && grep -q 'bad_spec.json: edit 0: "layer": must be "all" or a whole number in 0..4 (at "resid")' $d/spec2.err &&
+[ $rc -eq 1 ] && grep -q 'bad_spec.json: edit 0: "layer": must be "all" or a whole number in 0..6 (at "resid")' $d/spec2.err &&
   ok "codi run --steer: a malformed spec names the edit and field, exit 1" || bad "codi run --steer malformed: $(cat $d/spec2.err)"
 out=$(build/codi run --model models/codi-nano/codi_nano.bin --exact --question "Zoe is 3 years old. Sam is 9 years older than Zoe. Max is twice as old as Sam. How old is Max?" --steer $spec)
 echo "$out" | grep -q '^answer number: ' && ok "codi run --question --steer answers under the spec" || bad "codi run --steer"
