@@ -32,6 +32,14 @@
        printf("%s (h[0] = %g)\n", text, h[0]);
        codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
 
+   STEERING AND PATCHING (>>steer; the spec format is documented at its declarations)
+       codi_steer *st = codi_steer_load(m, "tests/data/steer/s1_z_add.json", err, sizeof err);
+       codi_run_opts ro = codi_run_opts_default(m);
+       if (!st || codi_steer_install(st, s, &ro)) ...;   // its hooks; ro.after_latent for KV-cache edits
+       codi_run(m, s, ids, n, &ro, &r);                  // the run under {"edits": [...]}
+       codi_state_clear_hooks(s); codi_steer_free(st);
+   Mean vectors at the latent slots: codi_means_*. Seeded Gaussian draws: codi_rng_*.
+
    CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
        CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
        CODI_ASSERT(x)                                 programmer-error check (default assert)
