@@ -301,8 +301,9 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
      "layer":    int or "all" (needed except for latent_input and final)
      "head":     kv head, int or "all" (key, value, kv_cache; default "all")
      "positions":kv_cache: "latents" (every latent slot cached at that moment, default), "latent:K",
-                 or a list of absolute positions
-     "when":     kv_cache: "after_latents" (before eot, default) or "after_latent:K"
+                 "last" (the last cached slot), or a list of absolute positions
+     "when":     kv_cache: "after_latents" (before eot, default), "after_latent:K" or "after_prefill"
+                 (Belitsky et al. 2025's KV steering: "after_prefill" at "last", values only)
      "op":       "add" (x += alpha v, default: steering) or "set" (x := v: patching; an alpha other
                  than 1 blends, x += alpha (v - x))
      "alpha":    default 1; 0 leaves every bit as it was
@@ -322,6 +323,7 @@ enum { CODI_AT_LATENT_INPUT = 0, CODI_AT_RESID, CODI_AT_FINAL, CODI_AT_ATTN_OUT,
        CODI_AT_KEY, CODI_AT_VALUE, CODI_AT_KV_CACHE, CODI_AT_COUNT };
 enum { CODI_EDIT_ADD = 0, CODI_EDIT_SET = 1 };
 #define CODI_ALL (-1)      /* every step / phase / layer / head */
+#define CODI_LAST (-2)     /* kv_cache positions: the last cached slot at the moment */
 
 /* One edit as the library holds it (start from codi_edit_default). Vectors are flat floats:
    activations D, or one row per layer index; key / value HD, KVH*HD or L*KVH*HD. */
@@ -331,7 +333,8 @@ typedef struct {
     int op;                 /* CODI_EDIT_ADD or CODI_EDIT_SET */
     float alpha;
     int when;               /* kv_cache: after latent step `when`; CODI_ALL: after the last */
-    int pos_latent;         /* kv_cache: CODI_ALL every latent slot so far, k > 0 latent k's slot, 0 use positions */
+    int pos_latent;         /* kv_cache: CODI_ALL every latent slot so far, CODI_LAST the last cached slot,
+                               k > 0 latent k's slot, 0 use positions */
     const int *positions; int n_positions;              /* kv_cache absolute positions */
     const float *vector; long vector_len;               /* every other edit */
     int noise_self;         /* 1: vector holds N(0, 1) draws, applied as mean(x) + std(x) * vector */
@@ -2790,10 +2793,10 @@ static int codi__steer_hook(void *user, const codi_hook_info *info, float *data)
 /* KV-cache steering: edits the cached keys and values of the chosen layers, heads and positions
    once, after latent step k (T0 = s->n_pos - k); every later position attends to them. */
 static int codi__steer_kv_cache(const codi_steer *st, const codi_edit *e, int index, codi_state *s, int k) {
-    int T0 = s->n_pos - k, n = e->pos_latent == CODI_ALL ? k : e->pos_latent > 0 ? 1 : e->n_positions;
+    int T0 = s->n_pos - k, n = e->pos_latent == CODI_ALL ? k : e->pos_latent > 0 || e->pos_latent == CODI_LAST ? 1 : e->n_positions;
     int i, l, h, KVD = st->n_kv_heads * st->head_dim;
     for (i = 0; i < n; i++) {
-        int p = e->pos_latent == CODI_ALL ? T0 + i : e->pos_latent > 0 ? T0 + e->pos_latent - 1 : e->positions[i];
+        int p = e->pos_latent == CODI_ALL ? T0 + i : e->pos_latent == CODI_LAST ? s->n_pos - 1 : e->pos_latent > 0 ? T0 + e->pos_latent - 1 : e->positions[i];
         if (p < 0 || p >= s->n_pos) {
             codi__err(s->error, sizeof s->error, "steer edit %d (kv_cache): position %d is not cached after latent step %d (0..%d)",
                       index, p, k, s->n_pos - 1);
@@ -2897,7 +2900,8 @@ CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_
     }
     if (e->at == CODI_AT_KV_CACHE) {
         if (!e->key_vector && !e->value_vector) { codi__err(err, errsz, "edit %d: kv_cache needs \"key_vector\" and/or \"value_vector\"", i); return -1; }
-        if ((e->when != CODI_ALL && e->when < 0) || (e->pos_latent != CODI_ALL && e->pos_latent < 0) || (e->pos_latent == 0 && e->n_positions <= 0)) {
+        if ((e->when != CODI_ALL && e->when < 0) || (e->pos_latent < 0 && e->pos_latent != CODI_ALL && e->pos_latent != CODI_LAST) ||
+            (e->pos_latent == 0 && e->n_positions <= 0)) {
             codi__err(err, errsz, "edit %d: \"when\"/\"positions\": a latent step k >= 0, or a non-empty position list", i); return -1;
         }
         for (j = 0; j < e->n_positions; j++)
@@ -3105,13 +3109,16 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     if ((f = codi__json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
     if ((f = codi__json_get(j, "when")) != NULL) {
         if (f->type == CODI__J_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
-        else if (f->type != CODI__J_STR || (e.when = codi__spec_latent_k(f->str, "after_latent:")) < 0) CODI__FIELD_ERR("when", "must be \"after_latents\" or \"after_latent:K\" (K >= 1)");
+        else if (f->type == CODI__J_STR && !strcmp(f->str, "after_prefill")) e.when = 0;
+        else if (f->type != CODI__J_STR || (e.when = codi__spec_latent_k(f->str, "after_latent:")) < 0)
+            CODI__FIELD_ERR("when", "must be \"after_latents\", \"after_latent:K\" (K >= 1) or \"after_prefill\"");
     }
     if ((f = codi__json_get(j, "positions")) != NULL) {
         const codi__json *p;
         if (f->type == CODI__J_STR && !strcmp(f->str, "latents")) e.pos_latent = CODI_ALL;
+        else if (f->type == CODI__J_STR && !strcmp(f->str, "last")) e.pos_latent = CODI_LAST;
         else if (f->type == CODI__J_STR) {
-            if ((e.pos_latent = codi__spec_latent_k(f->str, "latent:")) < 0) CODI__FIELD_ERR("positions", "must be \"latents\", \"latent:K\" (K >= 1) or a list of positions");
+            if ((e.pos_latent = codi__spec_latent_k(f->str, "latent:")) < 0) CODI__FIELD_ERR("positions", "must be \"latents\", \"latent:K\" (K >= 1), \"last\" or a list of positions");
         } else if (f->type == CODI__J_ARR && f->count > 0) {
             if (!(pos = (int *)CODI_MALLOC((size_t)f->count * sizeof(int)))) CODI__FIELD_ERR("positions", "out of memory");
             for (p = f->child, k = 0; p; p = p->next, k++) {

@@ -8,6 +8,8 @@
        compares N values from element OFF;
      check_vectors maxabs NAME FILE:TENSOR REF:TENSOR TOL
        the same with the largest absolute difference;
+     check_vectors kvdiff NAME FILE:TENSOR GOLDEN:CACHE P1 P0 TOL
+       TENSOR [L, KVH, HD] against CACHE[:, :, P1] - CACHE[:, :, P0] of a golden [L, KVH, T, HD] cache;
      check_vectors norm NAME FILE:TENSOR REF:TENSOR
        "ok - NAME" when both have the same L2 norm (1e-5 relative) but different directions. */
 #define CODI_LENS_IMPLEMENTATION
@@ -112,6 +114,22 @@ int main(int argc, char **argv) {
         int rel = !strcmp(argv[1], "compare");
         double tol = atof(argv[5]), e = a && b && na == nb ? (rel ? t_rel_l2(a, b, (size_t)na) : t_max_abs(a, b, (size_t)na)) : INFINITY;
         printf("%s - %s (%s %.3g, tol %g, %ld values)\n", e <= tol ? "ok" : "not ok", argv[2], rel ? "rel L2" : "max |diff|", e, tol, na);
+        free(a); free(b);
+        return e <= tol ? 0 : 1;
+    }
+    if (argc == 8 && !strcmp(argv[1], "kvdiff")) {     /* codi_tiny: L 4, KVH 2, HD 32 */
+        long na = 0, nb = 0, T, i, p1 = atol(argv[5]), p0 = atol(argv[6]);
+        float *a = read_ref(argv[3], &na), *b = read_ref(argv[4], &nb), ref[4 * 2 * 32];
+        double tol = atof(argv[7]), e = INFINITY;
+        T = nb / (4 * 2 * 32);
+        if (a && b && na == 4 * 2 * 32 && p0 >= 0 && p1 >= 0 && p0 < T && p1 < T) {
+            for (i = 0; i < 4 * 2; i++) {
+                int j;
+                for (j = 0; j < 32; j++) ref[i * 32 + j] = b[(i * T + p1) * 32 + j] - b[(i * T + p0) * 32 + j];
+            }
+            e = t_rel_l2(a, ref, (size_t)na);
+        }
+        printf("%s - %s (rel L2 %.3g, tol %g)\n", e <= tol ? "ok" : "not ok", argv[2], e, tol);
         free(a); free(b);
         return e <= tol ? 0 : 1;
     }

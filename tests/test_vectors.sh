@@ -23,6 +23,16 @@ check $C compare "vectors --acts (8 done rows, 1 unfinished skipped): mean_final
 check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:mean_key $g:k_means 1e-4
 check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
 
+# KV steering vectors from contrastive prompts: positive = golden_tiny's prompt, negative = the same
+# without its last token (causal: its last K / V are the prompt's at position 22), so the vectors are
+# Hugging Face's prefill K / V at position 23 minus position 22
+gt=tests/data/golden_tiny.safetensors
+echo '{"question": "golden prompt", "ids": [1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513]}' > $d/pos.jsonl
+echo '{"question": "golden prompt less its last token", "ids": [1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125]}' > $d/neg.jsonl
+build/codi vectors $tiny --positive $d/pos.jsonl --negative $d/neg.jsonl --out $d/kv.safetensors > /dev/null 2> $d/err || { bad "codi vectors --positive/--negative runs"; cat $d/err; }
+check $C kvdiff "vectors --positive/--negative: key_steer = golden prefill_k[23] - prefill_k[22]" $d/kv.safetensors:key_steer $gt:f32.prefill_k 23 22 1e-4
+check $C kvdiff "vectors --positive/--negative: value_steer = golden prefill_v[23] - prefill_v[22]" $d/kv.safetensors:value_steer $gt:f32.prefill_v 23 22 1e-4
+
 # control vectors: diff_3_5 at our residual indices 2..4 -> direction.1..3; read back with a spec
 build/codi vectors --to-gguf $d/v.safetensors:diff_3_5 --layers 2-4 --out $d/cv.gguf > /dev/null 2> $d/err &&
   build/codi vectors --from-gguf $d/cv.gguf --out $d/cv.safetensors --spec $d/cv.json > /dev/null 2>> $d/err || { bad "gguf round trip runs"; cat $d/err; }

@@ -185,6 +185,72 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
     return rc;
 }
 
+/* --- contrastive KV steering vectors (Belitsky et al. 2025) ------------------------------------ */
+
+typedef struct { const codi_model *m; const codi_tokenizer *t; codi_state *s; double *key, *value; long count; int recipe, failed; } vectors_kv_ctx;
+
+/* The prefill of one prompt; its K / V at the last position are added to the sums. */
+static int vectors_kv_last(void *user, const cli_question *q) {
+    vectors_kv_ctx *kc = (vectors_kv_ctx *)user;
+    const codi_config *c = &kc->m->config;
+    int32_t ids[4096];
+    int n = vectors_prompt(kc->m, kc->t, q, kc->recipe, ids, 4096), l, h, j;
+    codi_state_reset(kc->s);
+    if (n <= 0 || n > kc->s->max_pos || codi_forward(kc->m, kc->s, ids, NULL, n, NULL)) {
+        fprintf(stderr, "codi vectors: line %d: %s\n", q->line, n <= 0 ? "no usable prompt" : kc->s->error); kc->failed++; return 0;
+    }
+    for (l = 0; l < c->n_layers; l++)
+        for (h = 0; h < c->n_kv_heads; h++) {
+            const float *k = codi_state_key(kc->s, l, h, n - 1), *v = codi_state_value(kc->s, l, h, n - 1);
+            size_t o = ((size_t)l * c->n_kv_heads + h) * c->head_dim;
+            for (j = 0; j < c->head_dim; j++) { kc->key[o + j] += k[j]; kc->value[o + j] += v[j]; }
+        }
+    kc->count++;
+    return 0;
+}
+
+/* key_steer / value_steer [L, KVH, HD] = mean K / V at the last prompt position over the positive
+   prompts minus over the negative ones. */
+static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const codi_tokenizer *t, const char *pos, const char *neg,
+                            int limit, int recipe, const char *out) {
+    const codi_config *c = &m->config;
+    size_t KV = (size_t)c->n_layers * c->n_kv_heads * c->head_dim, j;
+    vectors_kv_ctx kc[2];
+    float *ks = (float *)malloc(sizeof(float) * KV), *vs = (float *)malloc(sizeof(float) * KV);
+    int i, rc = 1, n_bad = 0;
+    char err[512], counts[64];
+    codi_st_entry e[2];
+    const char *meta[] = { "format", "codi_lens.kv_steer.v1", "model", ma->model, "positive", pos, "negative", neg, "counts", counts,
+                           "what", "mean post-RoPE K / V at the last prompt position (after the prefill): positive minus negative",
+                           "use", "{\"at\": \"kv_cache\", \"when\": \"after_prefill\", \"positions\": \"last\", \"value_vector\": \"FILE:value_steer\"}",
+                           "codi_lens", CLI_VERSION, NULL };
+    memset(kc, 0, sizeof kc);
+    for (i = 0; i < 2; i++) {
+        kc[i].m = m; kc[i].t = t; kc[i].recipe = recipe;
+        kc[i].s = codi_state_alloc(m, 4096, ma->threads);
+        kc[i].key = (double *)calloc(KV, sizeof(double)); kc[i].value = (double *)calloc(KV, sizeof(double));
+        if (!kc[i].s || !kc[i].key || !kc[i].value || !ks || !vs) { fprintf(stderr, "codi vectors: out of memory\n"); goto done; }
+        if (cli_for_each_question(i ? neg : pos, limit, 0, 0, vectors_kv_last, &kc[i], &n_bad) || kc[i].failed || !kc[i].count) {
+            fprintf(stderr, "codi vectors: %s: %ld prompts used, %d failed\n", i ? neg : pos, kc[i].count, kc[i].failed); goto done;
+        }
+    }
+    for (j = 0; j < KV; j++) {
+        ks[j] = (float)(kc[0].key[j] / kc[0].count - kc[1].key[j] / kc[1].count);
+        vs[j] = (float)(kc[0].value[j] / kc[0].count - kc[1].value[j] / kc[1].count);
+    }
+    snprintf(counts, sizeof counts, "%ld positive, %ld negative", kc[0].count, kc[1].count);
+    memset(e, 0, sizeof e);
+    e[0].name = "key_steer"; e[0].dtype = CODI_F32; e[0].data = ks; e[0].ndim = 3;
+    e[0].shape[0] = c->n_layers; e[0].shape[1] = c->n_kv_heads; e[0].shape[2] = c->head_dim;
+    e[1] = e[0]; e[1].name = "value_steer"; e[1].data = vs;
+    if (codi_write_safetensors(out, e, 2, meta, err, sizeof err)) fprintf(stderr, "codi vectors: %s\n", err);
+    else { printf("wrote %s: key_steer, value_steer [%d, %d, %d] from %s\n", out, c->n_layers, c->n_kv_heads, c->head_dim, counts); rc = 0; }
+done:
+    for (i = 0; i < 2; i++) { codi_state_free(kc[i].s); free(kc[i].key); free(kc[i].value); }
+    free(ks); free(vs);
+    return rc;
+}
+
 /* --- llama.cpp control vectors (GGUF v3) ------------------------------------------------------ */
 
 static void vectors_put_u32(FILE *f, uint32_t v) { unsigned char b[4]; int i; for (i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i)); fwrite(b, 1, 4, f); }
@@ -373,6 +439,7 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
 static int vectors_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *acts = NULL, *out = NULL, *to_gguf = NULL, *from_gguf = NULL, *spec = NULL, *layers = NULL;
+    const char *positive = NULL, *negative = NULL;
     int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -383,6 +450,8 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--latents", CLI_INT, &latents, 1, 1000, "N", "latent steps (default 6)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random_A_B directions (default 1)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE.safetensors", "output" },
+        { "--positive", CLI_STR, &positive, 0, 0, "FILE.jsonl", "with --negative: KV steering vectors (Belitsky et al. 2025) from contrastive prompts" },
+        { "--negative", CLI_STR, &negative, 0, 0, "FILE.jsonl", "the negative prompts of --positive" },
         { "--to-gguf", CLI_STR, &to_gguf, 0, 0, "FILE:TENSOR", "write TENSOR ([L+1, D] by residual index, or [D] with --layers) as a llama.cpp control vector" },
         { "--layers", CLI_STR, &layers, 0, 0, "A-B", "--to-gguf: our residual indices to export (2..L)" },
         { "--from-gguf", CLI_STR, &from_gguf, 0, 0, "FILE.gguf", "read a llama.cpp / repeng control vector into --out (direction.N tensors)" },
@@ -393,8 +462,19 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
     if (!out) { fprintf(stderr, "codi vectors: --out is required\n"); return 2; }
     if (to_gguf) return vectors_to_gguf(to_gguf, layers, out);
     if (from_gguf) return vectors_from_gguf(from_gguf, out, spec);
-    if (!questions == !acts) { fprintf(stderr, "codi vectors: give --questions or --acts (or --to-gguf / --from-gguf)\n"); return 2; }
+    if (!positive != !negative) { fprintf(stderr, "codi vectors: --positive and --negative go together\n"); return 2; }
+    if (positive ? questions || acts : !questions == !acts) {
+        fprintf(stderr, "codi vectors: give one of --questions, --acts, --positive/--negative, --to-gguf, --from-gguf\n"); return 2;
+    }
     if (cli_check_args(self, &ma, NULL)) return 2;
+    if (positive) {
+        codi_model *m = cli_load_model(&ma);
+        codi_tokenizer *t = m ? cli_load_tokenizer(&ma, m, 1) : NULL;
+        int r = m ? vectors_contrast(&ma, m, t, positive, negative, limit, recipe, out) : 1;
+        codi_tokenizer_free(t);
+        codi_model_free(m);
+        return r;
+    }
     {
         codi_model *m = cli_load_model(&ma);
         codi_tokenizer *t = NULL;
@@ -452,6 +532,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
 static const cli_command cmd_vectors = {
     "vectors", "mean / difference / random steering vectors, and llama.cpp control vectors (GGUF)",
     "codi vectors --model PATH (--questions FILE.jsonl | --acts ACTS.safetensors) --out V.safetensors [options]\n"
+    "       codi vectors --model PATH --positive P.jsonl --negative N.jsonl --out kv.safetensors\n"
     "       codi vectors --to-gguf V.safetensors:TENSOR [--layers A-B] --out cv.gguf\n"
     "       codi vectors --from-gguf cv.gguf --out V.safetensors [--spec SPEC.json]",
     "Mean vectors of the Latent Reasoning Sprint: for latent steps k = 1..N, the mean over the questions of\n"
@@ -460,6 +541,10 @@ static const cli_command cmd_vectors = {
     "A < B: diff_A_B = mean[B] - mean[A], key_diff_A_B, value_diff_A_B [L, KVH, HD] and random_A_B (a seeded\n"
     "Gaussian direction with the norm of diff_A_B). Metadata records the source, count, seed and positions.\n"
     "Use them in a steering spec: {\"at\": \"latent_input\", \"step\": 4, \"alpha\": 2, \"vector\": \"V.safetensors:diff_3_5\"}.\n\n"
+    "KV steering (Belitsky et al. 2025): --positive / --negative prompts give key_steer / value_steer [L, KVH, HD],\n"
+    "the mean K / V at the last prompt position over the positive prompts minus over the negative ones; apply\n"
+    "once after the prefill at the last slot in every layer (their best Llama-3.2-1B setting: values only):\n"
+    "{\"at\": \"kv_cache\", \"when\": \"after_prefill\", \"positions\": \"last\", \"value_vector\": \"kv.safetensors:value_steer\"}.\n\n"
     "llama.cpp control vectors (and repeng's export_gguf): direction.N (F32 [D], N >= 1) is added to the output\n"
     "of block N (0-based), which is our residual index N + 1. --to-gguf takes an [L+1, D] tensor by residual\n"
     "index (rows 2..L are written) or a [D] vector with --layers; --from-gguf writes the directions and,\n"
