@@ -14,34 +14,34 @@ qs=models/codi-nano/test.jsonl
 spec=tests/data/steer/s1_z_add.json       # z_3 += 2 v (codi-nano has the tiny model's width, 256)
 summary() { grep '^{"condition"' "$1" | sed 's/, "mcnemar_p.*//'; }
 
-# 1. an uninterrupted run: baseline, the spec, 2 random controls; 2 threads
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --threads 2 --out $d/full.jsonl > $d/full.out 2> $d/full.err
+# 1. an uninterrupted run: baseline, the spec, 1 random control; 2 threads
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --threads 2 --out $d/full.jsonl > $d/full.out 2> $d/full.err
 n=$(grep -c '^{"condition"' $d/full.out)
-tail -n 4 $d/full.out | grep -q '^{"condition": "s1_z_add~random3", "questions": 20, "correct": [0-9]*, "accuracy": ' && [ "$n" -eq 4 ] &&
-  [ "$(grep -c '"index"' $d/full.jsonl)" -eq 80 ] && [ -f $d/full.csv ] && [ "$(wc -l < $d/full.csv)" -eq 5 ] &&
-  ok "eval: 4 conditions x 20 questions, one JSON summary line each (last lines), CSV" || { bad "eval full run"; cat $d/full.err; }
+tail -n 4 $d/full.out | grep -q '^{"condition": "s1_z_add~random2", "questions": 12, "correct": [0-9]*, "accuracy": ' && [ "$n" -eq 3 ] &&
+  [ "$(grep -c '"index"' $d/full.jsonl)" -eq 36 ] && [ -f $d/full.csv ] && [ "$(wc -l < $d/full.csv)" -eq 4 ] &&
+  ok "eval: 3 conditions x 12 questions, one JSON summary line each (last lines), CSV" || { bad "eval full run"; cat $d/full.err; }
 grep '"condition": "baseline", "index"' $d/full.jsonl | sort -t: -k3 -n | sed 's/.*"prediction": \([^,]*\),.*/\1/' > $d/pred.txt
-sed -n 1,20p tests/data/codi_nano_reference_predictions.txt > $d/ref.txt
+sed -n 1,12p tests/data/codi_nano_reference_predictions.txt > $d/ref.txt
 n_same=$(paste -d' ' $d/pred.txt $d/ref.txt | awk '$1 == $2' | wc -l)
-[ "$n_same" -eq 20 ] && ok "eval baseline: all 20 predictions equal PyTorch's (reference_infer.py)" || bad "eval baseline: $n_same of 20 predictions equal PyTorch's"
+[ "$n_same" -eq 12 ] && ok "eval baseline: all 12 predictions equal PyTorch's (reference_infer.py)" || bad "eval baseline: $n_same of 12 predictions equal PyTorch's"
 grep -q 'questions/minute' $d/full.err && ok "eval reports its throughput" || bad "eval throughput line"
 
 # 2. kill -9 mid-run, a torn last line, then the same command again: same totals
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --threads 1 --out $d/killed.jsonl > /dev/null 2>&1 &
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --threads 1 --out $d/killed.jsonl > /dev/null 2>&1 &
 pid=$!
 i=0
-while [ "$(cat $d/killed.jsonl 2>/dev/null | grep -c '"index"')" -lt 15 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(cat $d/killed.jsonl 2>/dev/null | grep -c '"index"')" -lt 10 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 before=$(grep -c '"index"' $d/killed.jsonl)
 printf '{"condition": "baseline", "index": 29, "li' >> $d/killed.jsonl
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --threads 2 --out $d/killed.jsonl > $d/resumed.out 2> $d/resumed.err
-[ "$before" -lt 80 ] && grep -q "resuming" $d/resumed.err && [ "$(summary $d/resumed.out)" = "$(summary $d/full.out)" ] &&
-  [ "$(grep -c '"index"' $d/killed.jsonl)" -eq 80 ] &&
-  ok "kill -9 after $before of 80 results (+ a torn line), resumed: same totals, 80 results" || bad "resume after kill -9 ($before before)"
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --threads 2 --out $d/killed.jsonl > $d/resumed.out 2> $d/resumed.err
+[ "$before" -lt 36 ] && grep -q "resuming" $d/resumed.err && [ "$(summary $d/resumed.out)" = "$(summary $d/full.out)" ] &&
+  [ "$(grep -c '"index"' $d/killed.jsonl)" -eq 36 ] &&
+  ok "kill -9 after $before of 36 results (+ a torn line), resumed: same totals, 36 results" || bad "resume after kill -9 ($before before)"
 
 # 3. shards 1/2 and 2/2, merged: same totals
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 1/2 --out $d/s0.jsonl > /dev/null 2>&1
-$CODI eval $nano --questions $qs --limit 20 --steer $spec --random-controls 2 --shard 2/2 --out $d/s1.jsonl > /dev/null 2>&1
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --shard 1/2 --out $d/s0.jsonl > /dev/null 2>&1
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --shard 2/2 --out $d/s1.jsonl > /dev/null 2>&1
 $CODI eval --merge $d/s0.jsonl $d/s1.jsonl > $d/merged.out 2>/dev/null
 [ "$(summary $d/merged.out)" = "$(summary $d/full.out)" ] && ok "--shard 1/2 + 2/2, then --merge: same totals" || bad "shards + merge"
 
@@ -54,7 +54,7 @@ $CODI eval --merge $d/s0.jsonl $d/bad.jsonl > /dev/null 2> $d/merge.err; rc=$?
 [ $rc -ne 0 ] && grep -q "other settings" $d/merge.err && ok "--merge refuses files of other settings" || bad "merge of mismatched files"
 
 # 5. a results file of another command is refused
-$CODI eval $nano --questions $qs --limit 20 --latents 5 --out $d/full.jsonl > /dev/null 2> $d/other.err; rc=$?
+$CODI eval $nano --questions $qs --limit 12 --latents 5 --out $d/full.jsonl > /dev/null 2> $d/other.err; rc=$?
 [ $rc -ne 0 ] && grep -q "holds results of another command" $d/other.err && ok "resuming into a file of other settings is refused" || bad "mismatched resume"
 $CODI eval $nano --questions $qs --steer tests/data/steer/no_such.json --out $d/x.jsonl > /dev/null 2> $d/spec.err; rc=$?
 [ $rc -ne 0 ] && grep -q "no_such.json: cannot read" $d/spec.err && ok "a missing spec: message and non-zero exit" || bad "missing spec"
@@ -87,9 +87,9 @@ $CODI gen-templates --seed 42 | cmp -s - data/templates.jsonl && [ "$(wc -l < da
   ok "codi gen-templates --seed 42 reproduces data/templates.jsonl (1,000 questions)" || bad "gen-templates"
 
 # 8. the examples run: latent steering vs a random control, KV-cache steering through a spec
-build/steer_latent 8 | grep -q '^8 questions: plain [0-9]* correct, z_4 + 2 diff(3,5): [0-9]*, z_4 + 2 random (same norm): [0-9]*$' &&
+build/steer_latent 5 | grep -q '^5 questions: plain [0-9]* correct, z_4 + 2 diff(3,5): [0-9]*, z_4 + 2 random (same norm): [0-9]*$' &&
   ok "examples/steer_latent.c runs" || bad "examples/steer_latent.c"
-build/steer_kv 8 | grep -q '^8 questions: plain [0-9]* correct, KV-steered [0-9]* correct, [0-9]* answers changed$' &&
+build/steer_kv 5 | grep -q '^5 questions: plain [0-9]* correct, KV-steered [0-9]* correct, [0-9]* answers changed$' &&
   ok "examples/steer_kv.c runs" || bad "examples/steer_kv.c"
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

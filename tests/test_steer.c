@@ -22,6 +22,7 @@ typedef struct {
 static codi_model *M;
 static const int32_t *IDS;
 static int NIDS;
+static int STEPS = 16;   /* answer tokens per run: 16 for the golden runs, fewer for the property checks */
 
 /* One CODI run of the golden prompt (16 answer steps) under spec (NULL: none). */
 static int run_with(const codi_steer *st, int n_latent, run_out *r) {
@@ -29,7 +30,8 @@ static int run_with(const codi_steer *st, int n_latent, run_out *r) {
     codi_run_result rr;
     codi_state_reset(r->s);
     codi_state_clear_hooks(r->s);
-    ro.n_latent = n_latent; ro.max_answer = 16; ro.stop_at_eos = 0;
+    ro.n_latent = n_latent; ro.max_answer = STEPS; ro.stop_at_eos = 0;
+    memset(r->answer_logits, 0, sizeof r->answer_logits);
     ro.latents = r->latents; ro.latent_logits = r->latent_logits; ro.answer_logits = r->answer_logits;
     if (st && codi_steer_install(st, r->s, &ro)) { printf("# install: %s\n", r->s->error); return -1; }
     if (codi_run(M, r->s, IDS, NIDS, &ro, &rr)) { printf("# run: %s\n", r->s->error); return -1; }
@@ -477,6 +479,8 @@ int main(void) {
     plain->s = codi_state_alloc(M, 64, 1); r->s = codi_state_alloc(M, 64, 1);
     if (run_with(NULL, 6, plain)) return 2;
     test_golden_specs(&g, r);
+    STEPS = 4;
+    if (run_with(NULL, 6, plain)) return 2;
     test_properties(plain, r);
     test_fields(plain, r);
     test_random();
