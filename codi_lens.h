@@ -2704,14 +2704,14 @@ CODI_API double codi_rng_normal(codi_rng *r) {
     return u * f;
 }
 
-/* out [n] = a seeded Gaussian direction scaled to L2 norm `norm`. */
+/* out [n] = a seeded Gaussian direction scaled to L2 norm `norm` (the draws are made twice, from a
+   copy of the generator: once for their norm, once for the values). */
 static void codi__random_direction(codi_rng *r, float *out, long n, double norm) {
-    double ss = 0; long i;
-    double *g = (double *)CODI_MALLOC((size_t)n * sizeof(double));
-    if (!g) { for (i = 0; i < n; i++) out[i] = 0; return; }
-    for (i = 0; i < n; i++) { g[i] = codi_rng_normal(r); ss += g[i] * g[i]; }
-    for (i = 0; i < n; i++) out[i] = (float)(g[i] * norm / sqrt(ss));
-    CODI_FREE(g);
+    codi_rng again = *r;
+    double ss = 0, g;
+    long i;
+    for (i = 0; i < n; i++) { g = codi_rng_normal(r); ss += g * g; }
+    for (i = 0; i < n; i++) out[i] = (float)(codi_rng_normal(&again) * norm / sqrt(ss));
 }
 
 static double codi__norm(const float *x, long n) {
@@ -2738,15 +2738,15 @@ static int codi__edit_fires(const codi_edit *e, const codi_hook_info *info) {
 /* Noise with x's own scalar mean and std: v = mean(x) + std(x) g (g [n] fixed N(0, 1) draws), then
    added or set like a vector. */
 static void codi__edit_noise(int op, float alpha, float *x, const float *g, int n) {
-    double mean = 0, var = 0;
+    double mean = 0, sd = 0;
     int i;
     if (alpha == 0) return;
     for (i = 0; i < n; i++) mean += x[i];
     mean /= n;
-    for (i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    var = sqrt(var / n);
+    for (i = 0; i < n; i++) sd += (x[i] - mean) * (x[i] - mean);
+    sd = sqrt(sd / n);
     for (i = 0; i < n; i++) {
-        float v = (float)(mean + var * g[i]);
+        float v = (float)(mean + sd * g[i]);
         x[i] = op == CODI_EDIT_ADD ? x[i] + alpha * v : alpha == 1 ? v : x[i] + alpha * (v - x[i]);
     }
 }
@@ -2967,6 +2967,16 @@ static float *codi__steer_read(const char *ref, const char *base_dir, long *n, l
     return out;
 }
 
+/* Mean and (population) standard deviation of x[0], x[stride], ... (n values). */
+static void codi__mean_sd(const float *x, long n, long stride, double *mean, double *sd) {
+    double s1 = 0, s2 = 0;
+    long i;
+    for (i = 0; i < n; i++) s1 += x[i * stride];
+    *mean = s1 / n;
+    for (i = 0; i < n; i++) s2 += (x[i * stride] - *mean) * (x[i * stride] - *mean);
+    *sd = sqrt(s2 / n);
+}
+
 /* A "random" object -> an owned vector of *n floats (size: n_default for "norm"). */
 static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_default, const char *base_dir, long *n,
                                  int *self, char *err, size_t errsz) {
@@ -3002,26 +3012,24 @@ static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_
         if (!out) codi__err(err, errsz, "out of memory");
         return out;
     }
-    f = norm ? norm : norm_of ? norm_of : ms;
+    f = norm_of ? norm_of : ms;
     if (f->type != CODI__J_STR) { codi__err(err, errsz, "\"random\": \"%s\" must be \"FILE:TENSOR\"", f->key); return NULL; }
     if (!(src = codi__steer_read(f->str, base_dir, &ns, &last, err, errsz))) return NULL;
     if (!codi__all_finite(src, (int)ns)) { codi__err(err, errsz, "\"random\": %s is not finite (NaN or Inf)", f->str); CODI_FREE(src); return NULL; }
     *n = pd && pd->type == CODI__J_TRUE ? last : ns;
+    if (*n == ns && pd && pd->type == CODI__J_TRUE) { codi__err(err, errsz, "\"random\": \"per_dim\" needs a tensor of rows (samples)"); CODI_FREE(src); return NULL; }
     if ((out = (float *)CODI_MALLOC((size_t)*n * sizeof(float))) == NULL) { codi__err(err, errsz, "out of memory"); CODI_FREE(src); return NULL; }
     if (norm_of) codi__random_direction(&rng, out, ns, codi__norm(src, ns));
-    else {                      /* mean and std over all values, or per column over rows (samples) */
-        long cols = *n, rows = ns / cols;
-        for (j = 0; j < cols; j++) {
-            double s1 = 0, s2 = 0, mean, var;
-            long cnt = cols == ns ? ns : rows;
-            for (i = 0; i < cnt; i++) { double x = src[cols == ns ? i : i * cols + j]; s1 += x; }
-            mean = s1 / cnt;
-            for (i = 0; i < cnt; i++) { double x = src[cols == ns ? i : i * cols + j] - mean; s2 += x * x; }
-            var = s2 / cnt;
-            if (cols == ns) { for (i = 0; i < ns; i++) out[i] = (float)(mean + sqrt(var) * codi_rng_normal(&rng)); break; }
-            out[j] = (float)(mean + sqrt(var) * codi_rng_normal(&rng));
+    else if (*n == ns) {                                 /* the tensor's scalar mean and std */
+        double mean, sd;
+        codi__mean_sd(src, ns, 1, &mean, &sd);
+        for (i = 0; i < ns; i++) out[i] = (float)(mean + sd * codi_rng_normal(&rng));
+    } else                                               /* each column's, over the rows */
+        for (j = 0; j < *n; j++) {
+            double mean, sd;
+            codi__mean_sd(src + j, ns / *n, *n, &mean, &sd);
+            out[j] = (float)(mean + sd * codi_rng_normal(&rng));
         }
-    }
     CODI_FREE(src);
     return out;
 }
