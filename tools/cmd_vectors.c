@@ -11,8 +11,9 @@
    F32 [D]. llama.cpp adds direction.N to the output of block N (0-based, N = 1..L-1; common.cpp
    stores direction.N at row N - 1 and llama_adapter_cvec applies row il - 1 in build_cvec(cur, il)
    after block il), i.e. to our residual index N + 1 (the residual entering layer N + 1; L = the last
-   block's output). --to-gguf writes rows 2..L of an [L+1, D] tensor (or one [D] vector at --layers),
-   --from-gguf writes direction.N tensors and a spec adding each at "resid" layer N + 1.
+   block's output). repeng's direction.N is added to the output of model.layers[N] too, N = 0 included
+   (llama.cpp refuses direction.0). --to-gguf writes rows 2..L of an [L+1, D] tensor (or one [D] vector
+   at --layers); --from-gguf reads direction.N (N >= 0) and writes a spec adding each at "resid" N + 1.
    Part of the unity build of tools/codi.c (prefix vectors_). */
 
 /* --- building mean vectors ------------------------------------------------------------------ */
@@ -257,9 +258,10 @@ static void vectors_put_u32(FILE *f, uint32_t v) { unsigned char b[4]; int i; fo
 static void vectors_put_u64(FILE *f, uint64_t v) { unsigned char b[8]; int i; for (i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i)); fwrite(b, 1, 8, f); }
 static void vectors_put_str(FILE *f, const char *s) { vectors_put_u64(f, strlen(s)); fwrite(s, 1, strlen(s), f); }
 
-enum { VECTORS_GGUF_U32 = 4, VECTORS_GGUF_I32 = 5, VECTORS_GGUF_STRING = 8, VECTORS_GGUF_ALIGN = 32 };
+enum { VECTORS_GGUF_U32 = 4, VECTORS_GGUF_STRING = 8, VECTORS_GGUF_ALIGN = 32 };
 
-/* Writes rows[i] [D] as "direction.(layers[i])" F32, with repeng's metadata. */
+/* Writes rows[i] [D] as "direction.(layers[i])" F32, with repeng's export_gguf metadata
+   (controlvector.model_hint, controlvector.layer_count as uint32). */
 static int vectors_write_gguf(const char *path, const float *const *rows, const int *layers, int n, int D) {
     FILE *f = fopen(path, "wb");
     long pos;
@@ -272,7 +274,7 @@ static int vectors_write_gguf(const char *path, const float *const *rows, const 
     vectors_put_u64(f, 3);                               /* key-value pairs */
     vectors_put_str(f, "general.architecture"); vectors_put_u32(f, VECTORS_GGUF_STRING); vectors_put_str(f, "controlvector");
     vectors_put_str(f, "controlvector.model_hint"); vectors_put_u32(f, VECTORS_GGUF_STRING); vectors_put_str(f, "llama");
-    vectors_put_str(f, "controlvector.layer_count"); vectors_put_u32(f, VECTORS_GGUF_I32); vectors_put_u32(f, (uint32_t)n);
+    vectors_put_str(f, "controlvector.layer_count"); vectors_put_u32(f, VECTORS_GGUF_U32); vectors_put_u32(f, (uint32_t)n);
     for (i = 0; i < n; i++) {                            /* tensor infos: name, dims, type F32 (0), offset */
         snprintf(num, sizeof num, "direction.%d", layers[i]);
         vectors_put_str(f, num); vectors_put_u32(f, 1); vectors_put_u64(f, (uint64_t)D); vectors_put_u32(f, 0);
@@ -345,8 +347,9 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
         nd = (uint32_t)vectors_get(&r, 4);
         for (d = 0; d < nd && d < 8; d++) dim *= vectors_get(&r, 8);
         t = (uint32_t)vectors_get(&r, 4); offs[i] = vectors_get(&r, 8);
-        if (strncmp(nm, "direction.", 10) || atoi(nm + 10) < 1 || nd != 1 || t != 0 || dim == 0 || dim > 1000000 || (*D && dim != (uint64_t)*D)) {
-            codi__err(err, errsz, "%s: tensor %s is not a direction.N (N >= 1) F32 vector of one size", path, nm); goto done;
+        if (strncmp(nm, "direction.", 10) || nm[10] < '0' || nm[10] > '9' || atoi(nm + 10) > 100000 || nd != 1 || t != 0 || dim == 0 || dim > 1000000 ||
+            (*D && dim != (uint64_t)*D)) {
+            codi__err(err, errsz, "%s: tensor %s is not a direction.N F32 vector of one size", path, nm); goto done;
         }
         *D = (int)dim; (*layers)[i] = atoi(nm + 10);
     }
