@@ -79,5 +79,13 @@ nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens
 build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
   cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv && [ "$(awk -F, '$8 > 0' $d/s1/steering.csv | wc -l)" -gt 0 ] &&
   ok "sweep on codi-nano questions: scored answers, identical tables with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
+# per-dimension noise from the means of one question, evaluated on that question: its std is 0, so the
+# "noise" is that question's own z_(l+1) and every answer equals the plain one (right at l = 4)
+sed -n '6p' models/codi-nano/test.jsonl > $d/q1.jsonl
+build/codi sweep --model models/codi-nano/codi_nano.bin --exact --latents 4 --answer-tokens 8 --means-questions $d/q1.jsonl --means-limit 1 \
+  --questions $d/q1.jsonl --out $d/s3 > /dev/null 2> $d/err || { bad "sweep on one question"; cat $d/err; }
+[ "$(grep -c per_dim $d/s3/noise.csv)" -eq 12 ] && [ "$(grep per_dim $d/s3/noise.csv | awk -F, '$5 != $7' | wc -l)" -eq 0 ] &&
+  grep -q '^4,per_dim_mean_std,0,1,1,1.000000,1$' $d/s3/noise.csv &&
+  ok "sweep per-dimension noise with std 0 reproduces the plain answers (12 of 12, right at l = 4)" || bad "per-dimension noise: $(grep per_dim $d/s3/noise.csv | tr '\n' ' ')"
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

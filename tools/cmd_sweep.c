@@ -6,7 +6,8 @@
         norm (random_A_B), then eot and the answer;
      3. KV steering: after l latent steps add c (mean[B] - mean[A]) to the keys and values at latent l's
         slot in every layer and kv head, c in {-0.5, -2, -5, 0}, then eot and the answer;
-     4. noise controls: z_(l+1) replaced by Gaussian noise with its own scalar mean and std (3 seeds).
+     4. noise controls: z_(l+1) replaced by Gaussian noise with its own scalar mean and std, or with the
+        per-dimension mean and std of z_(l+1) across the means questions (3 seeds each).
    Every variant of a question starts from a copy of the state after its shared prefix (the question
    and l latents: codi_state_copy), so the prefix is computed once per question. Steering goes through
    intervention sets (>>steer) built once. Writes CSV tables, SVG heatmaps (accuracy and difference from
@@ -28,9 +29,10 @@ typedef struct {
     codi_steer **emb;      /* [n_pairs, SWEEP_NE, 2 (diff, random)]: latent_input edits */
     codi_steer **kv;       /* [N, n_pairs, SWEEP_NK]: kv_cache edits at latent l's slot */
     codi_steer **noise;    /* [SWEEP_NOISE]: latent_input := own-stats noise */
+    codi_steer **noise_dim;/* [N, SWEEP_NOISE]: z_(l+1) := per-dimension mean + std * N(0, 1) */
     long *emb_ok;          /* [N, n_pairs, SWEEP_NE, 2] correct answers */
     long *kv_ok;           /* [N, n_pairs, SWEEP_NK] */
-    long *noise_ok;        /* [N, SWEEP_NOISE] */
+    long *noise_ok;        /* [N, 2 (own stats, per dimension), SWEEP_NOISE] */
     float *dump_emb, *dump_kv;   /* first question's first answer logits [N, n_pairs, NE | NK, V-1], or NULL */
     long next, done;
     pthread_mutex_t lock;
@@ -109,13 +111,17 @@ static void sweep_question_run(sweep_ctx *sc, codi_state *prefix, codi_state *b,
                 } else kv_ok[cell] += sweep_branch(sc, b, prefix, l, sc->kv[((size_t)(l - 1) * P + p) * SWEEP_NK + c], NULL, q, fl);
             }
         }
-        for (k = 0; k < SWEEP_NOISE; k++) noise_ok[(size_t)(l - 1) * SWEEP_NOISE + k] += sweep_branch(sc, b, prefix, l, NULL, sc->noise[k], q, NULL);
+        for (k = 0; k < SWEEP_NOISE; k++) {
+            noise_ok[(size_t)(l - 1) * 2 * SWEEP_NOISE + k] += sweep_branch(sc, b, prefix, l, NULL, sc->noise[k], q, NULL);
+            noise_ok[(size_t)(l - 1) * 2 * SWEEP_NOISE + SWEEP_NOISE + k] +=
+                sweep_branch(sc, b, prefix, l, NULL, sc->noise_dim[(size_t)(l - 1) * SWEEP_NOISE + k], q, NULL);
+        }
     }
 }
 
 static void *sweep_worker(void *user) {
     sweep_ctx *sc = (sweep_ctx *)user;
-    size_t ne = (size_t)sc->N * sc->n_pairs * SWEEP_NE * 2, nk = (size_t)sc->N * sc->n_pairs * SWEEP_NK, nn = (size_t)sc->N * SWEEP_NOISE, i;
+    size_t ne = (size_t)sc->N * sc->n_pairs * SWEEP_NE * 2, nk = (size_t)sc->N * sc->n_pairs * SWEEP_NK, nn = (size_t)sc->N * 2 * SWEEP_NOISE, i;
     long *emb = (long *)calloc(ne, sizeof(long)), *kv = (long *)calloc(nk, sizeof(long)), *noise = (long *)calloc(nn, sizeof(long));
     int max_ids = 0, qi;
     codi_state *prefix, *b;
@@ -144,14 +150,16 @@ done:
     return NULL;
 }
 
-/* The intervention sets of every variant, built once. */
-static int sweep_build_steers(sweep_ctx *sc, const vectors_set *v, int seed) {
-    int p, c, k, l;
+/* The intervention sets of every variant, built once. zstats [N+1, 2, D]: per-dimension mean and std
+   of z_1..z_(N+1) over the means questions. */
+static int sweep_build_steers(sweep_ctx *sc, const vectors_set *v, const double *zstats, int seed) {
+    int p, c, k, l, j;
     char err[256];
     sc->emb = (codi_steer **)calloc((size_t)sc->n_pairs * SWEEP_NE * 2, sizeof *sc->emb);
     sc->kv = (codi_steer **)calloc((size_t)sc->N * sc->n_pairs * SWEEP_NK, sizeof *sc->kv);
     sc->noise = (codi_steer **)calloc(SWEEP_NOISE, sizeof *sc->noise);
-    if (!sc->emb || !sc->kv || !sc->noise) return -1;
+    sc->noise_dim = (codi_steer **)calloc((size_t)sc->N * SWEEP_NOISE, sizeof *sc->noise_dim);
+    if (!sc->emb || !sc->kv || !sc->noise || !sc->noise_dim) return -1;
     for (p = 0; p < sc->n_pairs; p++)
         for (c = 0; c < SWEEP_NE; c++)
             for (k = 0; k < 2; k++) {                 /* z_(l+1) += c diff(A, B), or c random_A_B */
@@ -177,6 +185,20 @@ static int sweep_build_steers(sweep_ctx *sc, const vectors_set *v, int seed) {
         snprintf(js, sizeof js, "{\"edits\": [{\"at\": \"latent_input\", \"op\": \"set\", \"random\": {\"seed\": %d, \"mean_std_of\": \"self\"}}]}", seed + 100 + k);
         if (!(sc->noise[k] = codi_steer_parse(sc->m, js, strlen(js), NULL, err, sizeof err))) { fprintf(stderr, "codi sweep: %s\n", err); return -1; }
     }
+    for (l = 1; l <= sc->N; l++)                      /* z_(l+1) := mu + sd * g, per dimension */
+        for (k = 0; k < SWEEP_NOISE; k++) {
+            codi_edit e = codi_edit_default();
+            codi_steer *st = codi_steer_new(sc->m);
+            codi_rng rng;
+            float *z = (float *)malloc(sizeof(float) * (size_t)v->D);
+            const double *mu = zstats + (size_t)l * 2 * v->D, *sd = mu + v->D;
+            codi_rng_seed(&rng, (uint64_t)seed + 200 + 16 * (uint64_t)l + (uint64_t)k);
+            for (j = 0; z && j < v->D; j++) z[j] = (float)(mu[j] + sd[j] * codi_rng_normal(&rng));
+            e.at = CODI_AT_LATENT_INPUT; e.phase = CODI_PHASE_LATENT; e.op = CODI_EDIT_SET; e.vector = z; e.vector_len = v->D;
+            if (!z || !st || codi_steer_add(st, &e, err, sizeof err)) { fprintf(stderr, "codi sweep: %s\n", z ? err : "out of memory"); free(z); codi_steer_free(st); return -1; }
+            free(z);
+            sc->noise_dim[(size_t)(l - 1) * SWEEP_NOISE + k] = st;
+        }
     return 0;
 }
 
@@ -210,7 +232,11 @@ static void sweep_report(const char *dir, const char *what, const char *vec, con
     free(rows); free(cols); free(rl); free(cl); free(acc); free(delta); free(pa); free(pb);
 }
 
-typedef struct { codi_means *fin, *kv; const codi_model *m; const codi_tokenizer *t; codi_state *s; int N, recipe, failed; } sweep_means_ctx;
+typedef struct {
+    codi_means *fin, *kv; const codi_model *m; const codi_tokenizer *t; codi_state *s; int N, recipe, failed;
+    float *z;              /* [N+1, D] the latents of one run */
+    double *zsum, *zsq;    /* [N+1, D] their sums and sums of squares over the questions */
+} sweep_means_ctx;
 
 static int sweep_mean_question(void *user, const cli_question *q) {
     sweep_means_ctx *mc = (sweep_means_ctx *)user;
@@ -219,12 +245,15 @@ static int sweep_mean_question(void *user, const cli_question *q) {
     codi_run_result rr;
     int32_t ids[4096];
     int n = vectors_prompt(mc->m, mc->t, q, mc->recipe, ids, 4096);
-    ro.n_latent = mc->N;
+    size_t j;
+    ro.n_latent = mc->N; ro.latents = mc->z;
     if (n <= 0 || n + mc->N + 1 > mc->s->max_pos || codi_run_latents(mc->m, mc->s, ids, n, &ro, &rr) ||
         codi_means_add(mc->fin, mc->m, mc->s, rr.prompt_len) ||
         ((!op || (op->type == CODI__J_STR && !strcmp(op->str, "addition"))) && codi_means_add(mc->kv, mc->m, mc->s, rr.prompt_len))) {
         fprintf(stderr, "codi sweep: line %d: %s\n", q->line, n <= 0 ? "no usable prompt" : mc->s->error); mc->failed++;
+        return 0;
     }
+    for (j = 0; j < (size_t)(mc->N + 1) * mc->m->config.dim; j++) { mc->zsum[j] += mc->z[j]; mc->zsq[j] += (double)mc->z[j] * mc->z[j]; }
     return 0;
 }
 
@@ -272,6 +301,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     codi_tokenizer *t = NULL;
     codi_means fin, kvm;
     vectors_set vs;
+    double *zstats = NULL;
     pthread_t *th = NULL;
     double t0;
     memset(&sc, 0, sizeof sc); memset(&sl, 0, sizeof sl); memset(&fin, 0, sizeof fin); memset(&kvm, 0, sizeof kvm); memset(&vs, 0, sizeof vs);
@@ -290,13 +320,24 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         char path[4096], cnt[32], sd[16];
         const char *meta[] = { "format", "codi_lens.vectors.v1", "model", ma.model, "source", means_questions ? means_questions : questions,
                                "questions", cnt, "seed", sd, "keys", "K / V means over the questions with \"op\": \"addition\" (all when there is no op)", NULL };
+        size_t nz = (size_t)(latents + 1) * m->config.dim, j;
         memset(&mc, 0, sizeof mc);
         mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe;
         mc.s = codi_state_alloc(m, 4096 + latents + 2, 1);
-        if (!mc.s || cli_for_each_question(means_questions ? means_questions : questions, means_limit, 0, 0, sweep_mean_question, &mc, &n_bad) || !fin.count || !kvm.count) {
-            fprintf(stderr, "codi sweep: no mean vectors (%ld questions, %ld for K/V)\n", fin.count, kvm.count); codi_state_free(mc.s); goto done;
+        mc.z = (float *)malloc(sizeof(float) * nz); mc.zsum = (double *)calloc(nz, sizeof(double)); mc.zsq = (double *)calloc(nz, sizeof(double));
+        zstats = (double *)malloc(sizeof(double) * 2 * nz);
+        if (!mc.s || !mc.z || !mc.zsum || !mc.zsq || !zstats ||
+            cli_for_each_question(means_questions ? means_questions : questions, means_limit, 0, 0, sweep_mean_question, &mc, &n_bad) || !fin.count || !kvm.count) {
+            fprintf(stderr, "codi sweep: no mean vectors (%ld questions, %ld for K/V)\n", fin.count, kvm.count);
+            codi_state_free(mc.s); free(mc.z); free(mc.zsum); free(mc.zsq); goto done;
         }
-        codi_state_free(mc.s);
+        for (j = 0; j < nz; j++) {                   /* per latent k and dimension: mean, std */
+            size_t k = j / (size_t)m->config.dim, d = j % (size_t)m->config.dim;
+            double mu = mc.zsum[j] / fin.count, var = mc.zsq[j] / fin.count - mu * mu;
+            zstats[(k * 2) * m->config.dim + d] = mu;
+            zstats[(k * 2 + 1) * m->config.dim + d] = var > 0 ? sqrt(var) : 0;
+        }
+        codi_state_free(mc.s); free(mc.z); free(mc.zsum); free(mc.zsq);
         snprintf(cnt, sizeof cnt, "%ld", fin.count); snprintf(sd, sizeof sd, "%d", seed);
         snprintf(path, sizeof path, "%s/vectors.safetensors", dir);
         if (vectors_build(&vs, &fin, &kvm, seed) || vectors_save(path, m, &vs, fin.count, meta)) goto done;
@@ -307,14 +348,14 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     sc.m = m; sc.t = t; sc.N = latents; sc.n_pairs = vs.n_pairs; sc.answer_tokens = answer_tokens; sc.q = sl.q; sc.nq = sl.n;
     sc.emb_ok = (long *)calloc((size_t)latents * vs.n_pairs * SWEEP_NE * 2, sizeof(long));
     sc.kv_ok = (long *)calloc((size_t)latents * vs.n_pairs * SWEEP_NK, sizeof(long));
-    sc.noise_ok = (long *)calloc((size_t)latents * SWEEP_NOISE, sizeof(long));
+    sc.noise_ok = (long *)calloc((size_t)latents * 2 * SWEEP_NOISE, sizeof(long));
     if (dump) {
         sc.dump_emb = (float *)calloc((size_t)latents * vs.n_pairs * SWEEP_NE * (m->config.vocab - 1), sizeof(float));
         sc.dump_kv = (float *)calloc((size_t)latents * vs.n_pairs * SWEEP_NK * (m->config.vocab - 1), sizeof(float));
     }
-    if (!sc.emb_ok || !sc.kv_ok || !sc.noise_ok || (dump && (!sc.dump_emb || !sc.dump_kv)) || sweep_build_steers(&sc, &vs, seed)) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
+    if (!sc.emb_ok || !sc.kv_ok || !sc.noise_ok || (dump && (!sc.dump_emb || !sc.dump_kv)) || sweep_build_steers(&sc, &vs, zstats, seed)) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
     fprintf(stderr, "codi sweep: %d questions x %d latent positions x (%d embedding + %d KV + %d noise variants) on %d threads\n", sc.nq, latents,
-            vs.n_pairs * (SWEEP_NE - 1) * 2 + 1, vs.n_pairs * (SWEEP_NK - 1) + 1, SWEEP_NOISE, workers);
+            vs.n_pairs * (SWEEP_NE - 1) * 2 + 1, vs.n_pairs * (SWEEP_NK - 1) + 1, 2 * SWEEP_NOISE, workers);
     pthread_mutex_init(&sc.lock, NULL);
     sc.progress = cli_progress_start("sweep", sc.nq, 0);
     t0 = cli_now();
@@ -337,11 +378,13 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         fclose(csv);
         snprintf(path, sizeof path, "%s/noise.csv", dir);
         if ((csv = fopen(path, "w")) != NULL) {
-            fprintf(csv, "l,seed,questions,correct,accuracy,plain_correct\n");
+            fprintf(csv, "l,noise,variant,questions,correct,accuracy,plain_correct\n");
             for (l = 0; l < latents; l++)
-                for (k = 0; k < SWEEP_NOISE; k++)
-                    fprintf(csv, "%d,%d,%d,%ld,%.6f,%ld\n", l + 1, seed + 100 + k, sc.nq, sc.noise_ok[(size_t)l * SWEEP_NOISE + k],
-                            (double)sc.noise_ok[(size_t)l * SWEEP_NOISE + k] / sc.nq, sc.emb_ok[(((size_t)l * vs.n_pairs) * SWEEP_NE + 1) * 2]);
+                for (k = 0; k < 2 * SWEEP_NOISE; k++) {
+                    long ok = sc.noise_ok[(size_t)l * 2 * SWEEP_NOISE + k];
+                    fprintf(csv, "%d,%s,%d,%d,%ld,%.6f,%ld\n", l + 1, k < SWEEP_NOISE ? "own_mean_std" : "per_dim_mean_std", k % SWEEP_NOISE, sc.nq, ok,
+                            (double)ok / sc.nq, sc.emb_ok[(((size_t)l * vs.n_pairs) * SWEEP_NE + 1) * 2]);
+                }
             fclose(csv);
         }
         printf("accuracy with l + 1 plain latents / l latents (coeff 0):");
@@ -364,7 +407,8 @@ done:
     if (sc.emb) for (i = 0; i < vs.n_pairs * SWEEP_NE * 2; i++) codi_steer_free(sc.emb[i]);
     if (sc.kv) for (i = 0; i < latents * vs.n_pairs * SWEEP_NK; i++) codi_steer_free(sc.kv[i]);
     if (sc.noise) for (i = 0; i < SWEEP_NOISE; i++) codi_steer_free(sc.noise[i]);
-    free(sc.emb); free(sc.kv); free(sc.noise); free(sc.emb_ok); free(sc.kv_ok); free(sc.noise_ok); free(sc.dump_emb); free(sc.dump_kv);
+    if (sc.noise_dim) for (i = 0; i < latents * SWEEP_NOISE; i++) codi_steer_free(sc.noise_dim[i]);
+    free(sc.emb); free(sc.kv); free(sc.noise); free(sc.noise_dim); free(zstats); free(sc.emb_ok); free(sc.kv_ok); free(sc.noise_ok); free(sc.dump_emb); free(sc.dump_kv);
     for (i = 0; i < sl.n; i++) free(sl.q[i].ids);
     free(sl.q);
     vectors_free(&vs);
@@ -383,7 +427,8 @@ static const cli_command cmd_sweep = {
     "   A < B and c in -1, 0, 0.5, 1, 2, 5, and the same with random_A_B (a random direction of the same norm);\n"
     "3. KV steering: after l latent steps add c (mean[B] - mean[A]) to K and V at latent l's slot in every layer\n"
     "   and kv head, c in -0.5, -2, -5, 0;\n"
-    "4. noise: z_(l+1) replaced by Gaussian noise with its own mean and std (3 seeds).\n"
+    "4. noise: z_(l+1) replaced by Gaussian noise with its own mean and std, or with each dimension's mean and\n"
+    "   std across the means questions (3 seeds each).\n"
     "Then eot and --answer-tokens greedy tokens (1, as the sprint: its answer-only model says the number\n"
     "first); the last number is scored. Each variant starts from a copy of the state after the question and\n"
     "l latents (computed once). Writes DIR/steering.csv (l, pair, coeff, vector, accuracy, difference from\n"
