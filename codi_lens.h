@@ -355,6 +355,99 @@ CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer 
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap);
 
+/* ---- lenses (>>lens): distributions, the logit lens, the tuned lens and its training ---- */
+
+/* log-softmax of logits [n] into logp [n] (may be logits itself); returns log(sum(exp(logits))). */
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp);
+/* softmax of logits [n] into probs [n] (may be logits itself). */
+CODI_API void codi_softmax(const float *logits, int n, float *probs);
+/* Entropy of softmax(logits) in nats. */
+CODI_API double codi_entropy(const float *logits, int n);
+/* KL(softmax(p_logits) || softmax(q_logits)) in nats. */
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n);
+/* The k most probable ids of softmax(logits [n]), most probable first (ties: lower id first),
+   with their probabilities (probs may be NULL). Returns min(k, n). */
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs);
+/* 0-based rank of id under the same order as codi_top_k, and its probability (prob may be
+   NULL); -1 for an id out of range. */
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
+/* The tokens that count as "the number value appears": Llama 3 writes digits in groups of
+   up to three from the left, so the first token of value is its leading group ("360" for 360,
+   "123" for 1234, "1" for 1000000); both the group alone and with a leading space count.
+   Writes up to 2 ids and returns how many exist in the vocabulary; -1 when value is not an
+   integer in [0, 1e15) (a negative number starts with the token "-", which says nothing).
+   For values of more than three digits this is the first step the model takes toward
+   writing it, shared with the shorter number it starts with. */
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
+
+/* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
+   translator per residual index l = 0..L-1 (the last layer output needs none):
+   lens_l(h) = lm_head(final_norm(h + W_l h + b_l)). All zeros = the logit lens. */
+typedef struct {
+    int n_layers, dim;  /* L, D of the model it was made for */
+    float *weight;      /* [L, D, D] W_l (out, in) */
+    float *bias;        /* [L, D] b_l */
+} codi_tuned_lens;
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m);   /* zero translators; NULL out of memory */
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t);
+/* logits [V] of the lens at residual index layer (0..L) of resid [D]: the tuned lens when t
+   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, or t made for
+   another model's shape) with a message in err. */
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz);
+/* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
+   grad_w [D, D] / grad_b [D] are not NULL, its gradient with respect to W_layer and b_layer.
+   resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer). */
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b);
+
+/* Training a tuned lens: each layer's translator minimises its mean KL(final || lens) over a
+   set of samples (one position's residuals). Both recipes are preset:
+   codi_lens_train_library: the tuned-lens library's train_loop (SGD, Nesterov momentum 0.9,
+     lr 1.0 * (1 - 0.9), weight decay 1e-3 added to the gradient, the gradient of all
+     translators clipped to norm 1 jointly, lr decayed linearly to 0 over total_steps, no warmup);
+   codi_lens_train_sprint: the Latent Reasoning Sprint's (Adam lr 1e-3, betas 0.9/0.999, eps
+     1e-8, no weight decay or schedule, batch 1, 3 epochs). The sprint initialises a full affine
+     map A = I; h + W h + b with W = 0 is the same map with the same gradients (dA = dW), so
+     both recipes train the residual form and save files the library reads. */
+enum { CODI_LENS_SGD = 0, CODI_LENS_ADAM = 1 };
+typedef struct {
+    int optimizer;        /* CODI_LENS_SGD (Nesterov) or CODI_LENS_ADAM (PyTorch's update rule) */
+    double lr;
+    double momentum;      /* SGD momentum, or Adam beta1 */
+    double beta2, eps;    /* Adam */
+    double weight_decay;  /* added to the gradient (PyTorch's coupled form) */
+    double clip_norm;     /* > 0: clip the gradient of all translators to this L2 norm */
+    int linear_decay;     /* 1: lr * (total_steps - step) / total_steps */
+    long total_steps;     /* steps of the whole run (the schedule's length and when training stops) */
+    int batch;            /* samples per step */
+    uint64_t seed;        /* sample order: a seeded shuffle per epoch */
+    int n_threads;        /* workers (CODI_THREADS builds) */
+} codi_lens_train_opts;
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch);
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples);   /* 3 epochs of batch 1 */
+
+/* A sample: fill resid [L+1, D] (the residual entering each layer; index L = last layer
+   output) for sample index and return 0 (the target is then lm_head(final_norm(resid[L]))),
+   or also fill target_logits [V] and return 1; any other value stops training with an error. */
+typedef int (*codi_lens_sample_fn)(void *user, long index, float *resid, float *target_logits);
+
+typedef struct codi_lens_trainer codi_lens_trainer;
+/* A trainer of t (which it updates in place) over samples 0..n_samples-1. NULL + err on failure. */
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz);
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr);
+/* One optimiser step over the next batch; loss [L] receives each layer's mean KL on that
+   batch before the update (may be NULL). 0, or -1 with codi_lens_trainer_error. */
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss);
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr);
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr);
+/* Mean KL(final || lens) per residual index [L] of t (NULL: the logit lens) over samples
+   first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz);
+
 #ifdef __cplusplus
 }
 #endif
@@ -2501,28 +2594,6 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
     return found;
 }
 
-/* >>lens: reading a residual vector through the unembedding ----------------------------------- */
-
-CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
-    const codi_config *c = &m->config;
-    float *x = (float *)CODI_MALLOC((size_t)c->dim * 2 * sizeof(float));
-    if (!x) return -1;
-    codi__rmsnorm(x, resid, m->w.final_norm, c->dim, c->norm_eps);
-    codi__matmul_rows(logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
-    CODI_FREE(x);
-    return 0;
-}
-
-CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
-    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
-        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
-                  layer, pos, m->config.n_layers, s->n_pos - 1);
-        return -1;
-    }
-    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
-    return 0;
-}
-
 /* >>unicode: the character classes of the pre-tokenizer regex --------------------------------- */
 
 /* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database
@@ -3717,6 +3788,538 @@ CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t,
     r = codi_prompt_ids(m, recipe, ids, n, out, cap);
     CODI_FREE(ids); CODI_FREE(q);
     return r;
+}
+
+/* >>lens: distributions over the vocabulary, the logit lens, the tuned lens ------------------- */
+
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp) {
+    float mx = logits[0];
+    double sum = 0, lse;
+    int i;
+    for (i = 1; i < n; i++) if (logits[i] > mx) mx = logits[i];
+    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    lse = mx + log(sum);
+    if (logp) for (i = 0; i < n; i++) logp[i] = (float)(logits[i] - lse);
+    return lse;
+}
+
+CODI_API void codi_softmax(const float *logits, int n, float *probs) {
+    double lse = codi_log_softmax(logits, n, NULL);
+    int i;
+    for (i = 0; i < n; i++) probs[i] = (float)exp(logits[i] - lse);
+}
+
+CODI_API double codi_entropy(const float *logits, int n) {
+    double lse = codi_log_softmax(logits, n, NULL), h = 0;
+    int i;
+    for (i = 0; i < n; i++) { double lp = logits[i] - lse; h -= exp(lp) * lp; }
+    return h;
+}
+
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n) {
+    double lp = codi_log_softmax(p_logits, n, NULL), lq = codi_log_softmax(q_logits, n, NULL), kl = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double a = p_logits[i] - lp;
+        kl += exp(a) * (a - (q_logits[i] - lq));
+    }
+    return kl;
+}
+
+/* The order of codi_top_k: higher logit first, then lower id. */
+static int codi__ranks_before(const float *logits, int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
+
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs) {
+    int i, j, have = 0;
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    for (i = 0; i < n; i++) {                       /* insertion into the sorted best-k list */
+        if (have == k && !codi__ranks_before(logits, i, ids[k - 1])) continue;
+        j = have < k ? have++ : k - 1;
+        while (j > 0 && codi__ranks_before(logits, i, ids[j - 1])) { ids[j] = ids[j - 1]; j--; }
+        ids[j] = i;
+    }
+    if (probs) {
+        double lse = codi_log_softmax(logits, n, NULL);
+        for (i = 0; i < k; i++) probs[i] = (float)exp(logits[ids[i]] - lse);
+    }
+    return k;
+}
+
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob) {
+    int i, rank = 0;
+    if (id < 0 || id >= n) return -1;
+    for (i = 0; i < n; i++) rank += codi__ranks_before(logits, i, id);
+    if (prob) *prob = (float)exp(logits[id] - codi_log_softmax(logits, n, NULL));
+    return rank;
+}
+
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]) {
+    char digits[32], spaced[8];
+    int n = 0, id;
+    if (!(value >= 0 && value < 1e15) || value != floor(value)) return -1;
+    snprintf(digits, sizeof digits, "%.0f", value);
+    digits[strlen(digits) > 3 ? 3 : strlen(digits)] = 0;  /* the leading group of up to three digits */
+    snprintf(spaced, sizeof spaced, " %s", digits);
+    if ((id = codi_token_id(t, digits, strlen(digits))) >= 0) ids[n++] = id;
+    if ((id = codi_token_id(t, spaced, strlen(spaced))) >= 0) ids[n++] = id;
+    return n;
+}
+
+/* logits [V] = lm_head(final_norm(x [D])); buf [2D] scratch. */
+static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
+    const codi_config *c = &m->config;
+    codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
+    codi__matmul_rows(logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
+}
+
+CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
+    float *buf = (float *)CODI_MALLOC((size_t)m->config.dim * 2 * sizeof(float));
+    if (!buf) return -1;
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
+    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
+                  layer, pos, m->config.n_layers, s->n_pos - 1);
+        return -1;
+    }
+    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim;
+    codi_tuned_lens *t = (codi_tuned_lens *)CODI_MALLOC(sizeof *t);
+    if (!t) return NULL;
+    t->n_layers = (int)L; t->dim = (int)D;
+    t->weight = (float *)CODI_MALLOC(L * D * D * sizeof(float));
+    t->bias = (float *)CODI_MALLOC(L * D * sizeof(float));
+    if (!t->weight || !t->bias) { codi_tuned_lens_free(t); return NULL; }
+    memset(t->weight, 0, L * D * D * sizeof(float));
+    memset(t->bias, 0, L * D * sizeof(float));
+    return t;
+}
+
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t) {
+    if (!t) return;
+    CODI_FREE(t->weight); CODI_FREE(t->bias); CODI_FREE(t);
+}
+
+/* x [D] = h + W_l h + b_l. With zero W_l and b_l, x equals h bit for bit. */
+static void codi__translate(const codi_tuned_lens *t, int layer, const float *h, float *x) {
+    int i, D = t->dim;
+    const float *w = t->weight + (size_t)layer * D * D, *b = t->bias + (size_t)layer * D;
+    for (i = 0; i < D; i++) x[i] = h[i] + (codi__dot(w + (size_t)i * D, h, D) + b[i]);
+}
+
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    float *buf;
+    if (layer < 0 || layer > c->n_layers) { codi__err(err, errsz, "lens layer %d out of range 0..%d", layer, c->n_layers); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) {
+        codi__err(err, errsz, "tuned lens has %d layers x dim %d; the model has %d x %d", t->n_layers, t->dim, c->n_layers, c->dim);
+        return -1;
+    }
+    if (!(buf = (float *)CODI_MALLOC((size_t)c->dim * 3 * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (t && layer < c->n_layers) {
+        codi__translate(t, layer, resid, buf + 2 * c->dim);
+        resid = buf + 2 * c->dim;
+    }
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+/* One position through one translator and the unembedding, backwards: returns
+   KL(softmax(target) || softmax(lens(x))) for x [D] (already translated) and, when dx is not
+   NULL, dx [D] = scale * dKL/dx. work [V + 3D] scratch. */
+static double codi__lens_kl_dx(const codi_model *m, const float *x, const float *target, float scale, float *dx, float *work) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, i, v;
+    float *z = work, *y = work + V, *dy = y + D, *row = dy + D, r;
+    double lse_q, lse_p, kl = 0, ss = 0, xg = 0;
+    codi__unembed(m, x, z, y);                       /* y [D] = norm(x), then z = U y; y reused below */
+    lse_q = codi_log_softmax(z, V, NULL);
+    lse_p = codi_log_softmax(target, V, NULL);
+    for (v = 0; v < V; v++) {
+        double lp = target[v] - lse_p, lq = z[v] - lse_q, p = exp(lp);
+        kl += p * (lp - lq);
+        z[v] = (float)((exp(lq) - p) * scale);       /* dKL/dz */
+    }
+    if (!dx) return kl;
+    for (i = 0; i < D; i++) dy[i] = 0;
+    for (v = 0; v < V; v++) {                         /* dy = U^T dz */
+        const float *u = codi__matrix_row(&m->w.lm_head, v, row);
+        float g = z[v];
+        for (i = 0; i < D; i++) dy[i] += g * u[i];
+    }
+    for (i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    r = 1.0f / sqrtf((float)(ss / D) + c->norm_eps);
+    for (i = 0; i < D; i++) { dy[i] *= m->w.final_norm[i]; xg += (double)x[i] * dy[i]; }
+    for (i = 0; i < D; i++) dx[i] = (float)(r * dy[i] - x[i] * ((double)r * r * r * xg / D));  /* RMSNorm backward */
+    return kl;
+}
+
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, b, i, j;
+    float *work, *x, *dx;
+    double loss = 0;
+    if (layer < 0 || layer >= c->n_layers || n <= 0 || t->n_layers != c->n_layers || t->dim != D) return NAN;
+    if (!(work = (float *)CODI_MALLOC(((size_t)V + 5 * (size_t)D) * sizeof(float)))) return NAN;
+    x = work + V + 3 * D; dx = x + D;
+    if (grad_w) memset(grad_w, 0, (size_t)D * D * sizeof(float));
+    if (grad_b) memset(grad_b, 0, (size_t)D * sizeof(float));
+    for (b = 0; b < n; b++) {
+        const float *h = resid + (size_t)b * D;
+        codi__translate(t, layer, h, x);
+        loss += codi__lens_kl_dx(m, x, target_logits + (size_t)b * V, 1.0f / n, (grad_w || grad_b) ? dx : NULL, work);
+        for (i = 0; i < D && (grad_w || grad_b); i++) {
+            if (grad_b) grad_b[i] += dx[i];
+            if (grad_w) for (j = 0; j < D; j++) grad_w[(size_t)i * D + j] += dx[i] * h[j];
+        }
+    }
+    CODI_FREE(work);
+    return loss / n;
+}
+
+/* A batch of samples worked on in parallel: targets, then (layer, sample) items, then
+   per-row gradients; every result has its own slot, so the sums do not depend on threads. */
+typedef struct {
+    const codi_model *m; const codi_tuned_lens *t;
+    int cap;                 /* B: samples the buffers hold */
+    int n;                   /* samples in the current batch */
+    float *resid;            /* [B, L+1, D] */
+    float *target;           /* [B, V] */
+    unsigned char *given;    /* [B] 1: the sample function gave the target */
+    double *loss;            /* [L, B] */
+    float *dx;               /* [L, B, D] scaled dLoss/dx, or NULL (evaluation) */
+    float *work;             /* [threads, V + 5D] */
+    size_t work_stride;
+    float scale;             /* 1 / n */
+} codi__lens_batch;
+
+static void codi__lens_batch_free(codi__lens_batch *lb) {
+    CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss);
+    CODI_FREE(lb->dx); CODI_FREE(lb->work);
+    memset(lb, 0, sizeof *lb);
+}
+
+static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, const codi_tuned_lens *t, int cap, int n_threads, int grads) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim, V = (size_t)m->config.vocab, B = (size_t)cap;
+    memset(lb, 0, sizeof *lb);
+    lb->m = m; lb->t = t; lb->cap = cap; lb->work_stride = V + 5 * D;
+    lb->resid = (float *)CODI_MALLOC(B * (L + 1) * D * sizeof(float));
+    lb->target = (float *)CODI_MALLOC(B * V * sizeof(float));
+    lb->given = (unsigned char *)CODI_MALLOC(B);
+    lb->loss = (double *)CODI_MALLOC(L * B * sizeof(double));
+    lb->dx = grads ? (float *)CODI_MALLOC(L * B * D * sizeof(float)) : NULL;
+    lb->work = (float *)CODI_MALLOC((size_t)n_threads * lb->work_stride * sizeof(float));
+    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && !lb->dx) || !lb->work) { codi__lens_batch_free(lb); return -1; }
+    return 0;
+}
+
+/* Reads samples idx[0..n) through fn (serially: fn need not be thread-safe). */
+static int codi__lens_batch_fill(codi__lens_batch *lb, codi_lens_sample_fn fn, void *user, const long *idx, int n, char *err, size_t errsz) {
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab;
+    int b;
+    for (b = 0; b < n; b++) {
+        float *r = lb->resid + (size_t)b * (c->n_layers + 1) * D;
+        int rc = fn(user, idx[b], r, lb->target + (size_t)b * V);
+        if (rc != 0 && rc != 1) { codi__err(err, errsz, "sample %ld could not be read (code %d)", idx[b], rc); return -1; }
+        if (!codi__all_finite(r, (int)((c->n_layers + (rc == 0)) * D))) {
+            codi__err(err, errsz, "sample %ld has a residual that is not finite (NaN or Inf)", idx[b]); return -1;
+        }
+        lb->given[b] = (unsigned char)rc;
+    }
+    lb->n = n; lb->scale = 1.0f / (float)n;
+    return 0;
+}
+
+static void codi__lens_target_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    int b;
+    for (b = a; b < e; b++)
+        if (!lb->given[b])
+            codi__unembed(lb->m, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * c->dim,
+                          lb->target + (size_t)b * c->vocab, lb->work + (size_t)tid * lb->work_stride);
+}
+
+static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim;
+    float *work = lb->work + (size_t)tid * lb->work_stride, *x = work + c->vocab + 3 * D;
+    int item;
+    for (item = a; item < e; item++) {
+        int l = item / lb->n, b = item % lb->n;
+        const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
+        if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
+        lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dx(lb->m, x, lb->target + (size_t)b * c->vocab, lb->scale,
+                                                             lb->dx ? lb->dx + ((size_t)l * lb->cap + b) * D : NULL, work);
+    }
+}
+
+/* Targets and every (layer, sample) item of the filled batch; layer_loss [L] = mean KL. */
+static void codi__lens_batch_run(codi__lens_batch *lb, codi__pool *pool, double *layer_loss) {
+    int l, b, L = lb->m->config.n_layers;
+    (void)pool;
+    CODI__PARALLEL(pool, codi__lens_target_task, lb, lb->n);
+    CODI__PARALLEL(pool, codi__lens_item_task, lb, L * lb->n);
+    for (l = 0; l < L; l++) {
+        double s = 0;
+        for (b = 0; b < lb->n; b++) s += lb->loss[(size_t)l * lb->cap + b];
+        layer_loss[l] = s / lb->n;
+    }
+}
+
+static codi__pool *codi__lens_pool(int n_threads) {
+#ifdef CODI_THREADS
+    if (n_threads > 1) return codi__pool_new(n_threads);
+#endif
+    (void)n_threads;
+    return NULL;
+}
+
+static void codi__lens_pool_free(codi__pool *p) {
+#ifdef CODI_THREADS
+    codi__pool_free(p);
+#endif
+    (void)p;
+}
+
+static int codi__lens_threads(int n_threads) {
+#ifdef CODI_THREADS
+    return n_threads < 1 ? 1 : n_threads;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    enum { CHUNK = 32 };
+    codi__lens_batch lb;
+    codi__pool *pool = NULL;
+    long done, idx[CHUNK];
+    double part[512];
+    int l, rc = -1;
+    if (count <= 0 || first < 0 || c->n_layers > 512) { codi__err(err, errsz, "evaluation needs count > 0 and first >= 0"); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) { codi__err(err, errsz, "tuned lens made for another model shape"); return -1; }
+    n_threads = codi__lens_threads(n_threads);
+    if (codi__lens_batch_init(&lb, m, t, CHUNK, n_threads, 0)) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (n_threads > 1 && !(pool = codi__lens_pool(n_threads))) { codi__err(err, errsz, "cannot start threads"); goto done; }
+    for (l = 0; l < c->n_layers; l++) kl[l] = 0;
+    for (done = 0; done < count; done += CHUNK) {
+        int n = count - done < CHUNK ? (int)(count - done) : CHUNK, b;
+        for (b = 0; b < n; b++) idx[b] = first + done + b;
+        if (codi__lens_batch_fill(&lb, fn, user, idx, n, err, errsz)) goto done;
+        codi__lens_batch_run(&lb, pool, part);
+        for (l = 0; l < c->n_layers; l++) kl[l] += part[l] * n;
+    }
+    for (l = 0; l < c->n_layers; l++) kl[l] /= (double)count;
+    rc = 0;
+done:
+    codi__lens_pool_free(pool);
+    codi__lens_batch_free(&lb);
+    return rc;
+}
+
+/* >>lens training: the optimisers of both recipes over the batch engine above */
+
+struct codi_lens_trainer {
+    const codi_model *m;
+    codi_tuned_lens *t;
+    codi_lens_train_opts o;
+    long n_samples, step;
+    codi_lens_sample_fn fn; void *user;
+    codi__lens_batch lb;
+    codi__pool *pool;
+    float *gw, *gb;          /* [L, D, D], [L, D] gradients of the current step */
+    float *m1w, *m1b;        /* SGD momentum buffer or Adam exp_avg, same shapes */
+    float *m2w, *m2b;        /* Adam exp_avg_sq (NULL for SGD) */
+    double *row_sq;          /* [L, D] squared gradient norm of each row (W row + bias element) */
+    long *perm;              /* [n_samples] sample order of epoch perm_epoch */
+    long perm_epoch;
+    double clip_coef, lr_now;
+    char err[256];
+};
+
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_SGD; o.momentum = 0.9; o.lr = 1.0 * (1 - o.momentum);
+    o.weight_decay = 1e-3; o.clip_norm = 1.0; o.linear_decay = 1;
+    o.total_steps = total_steps; o.batch = batch; o.seed = 42; o.n_threads = 1;
+    o.beta2 = 0.999; o.eps = 1e-8;
+    return o;
+}
+
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_ADAM; o.lr = 1e-3; o.momentum = 0.9; o.beta2 = 0.999; o.eps = 1e-8;
+    o.total_steps = 3 * n_samples; o.batch = 1; o.seed = 42; o.n_threads = 1;
+    return o;
+}
+
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr) {
+    if (!tr) return;
+    codi__lens_pool_free(tr->pool);
+    codi__lens_batch_free(&tr->lb);
+    CODI_FREE(tr->gw); CODI_FREE(tr->gb); CODI_FREE(tr->m1w); CODI_FREE(tr->m1b);
+    CODI_FREE(tr->m2w); CODI_FREE(tr->m2b); CODI_FREE(tr->row_sq); CODI_FREE(tr->perm);
+    CODI_FREE(tr);
+}
+
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    size_t L = (size_t)c->n_layers, D = (size_t)c->dim, nw = L * D * D, nb = L * D;
+    codi_lens_trainer *tr;
+    int threads = codi__lens_threads(o->n_threads);
+    if (t->n_layers != c->n_layers || t->dim != c->dim) { codi__err(err, errsz, "tuned lens made for another model shape"); return NULL; }
+    if (n_samples < 1 || o->batch < 1 || o->batch > 1 << 20 || o->total_steps < 1 || !(o->lr >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0) ||
+        (o->optimizer == CODI_LENS_ADAM && !(o->beta2 >= 0 && o->beta2 < 1 && o->eps > 0)) ||
+        (o->optimizer != CODI_LENS_SGD && o->optimizer != CODI_LENS_ADAM)) {
+        codi__err(err, errsz, "training options out of range (need samples, batch, steps >= 1; lr, decay, clip >= 0; momentum, beta2 in [0, 1))");
+        return NULL;
+    }
+    if (!(tr = (codi_lens_trainer *)CODI_MALLOC(sizeof *tr))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(tr, 0, sizeof *tr);
+    tr->m = m; tr->t = t; tr->o = *o; tr->n_samples = n_samples; tr->fn = fn; tr->user = user; tr->perm_epoch = -1;
+    tr->o.n_threads = threads;
+    tr->gw = (float *)CODI_MALLOC(nw * sizeof(float)); tr->gb = (float *)CODI_MALLOC(nb * sizeof(float));
+    tr->m1w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m1b = (float *)CODI_MALLOC(nb * sizeof(float));
+    if (o->optimizer == CODI_LENS_ADAM) {
+        tr->m2w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m2b = (float *)CODI_MALLOC(nb * sizeof(float));
+    }
+    tr->row_sq = (double *)CODI_MALLOC(nb * sizeof(double));
+    tr->perm = (long *)CODI_MALLOC((size_t)n_samples * sizeof(long));
+    if (!tr->gw || !tr->gb || !tr->m1w || !tr->m1b || (o->optimizer == CODI_LENS_ADAM && (!tr->m2w || !tr->m2b)) ||
+        !tr->row_sq || !tr->perm || codi__lens_batch_init(&tr->lb, m, t, o->batch, threads, 1)) {
+        codi_lens_trainer_free(tr); codi__err(err, errsz, "out of memory"); return NULL;
+    }
+    memset(tr->m1w, 0, nw * sizeof(float)); memset(tr->m1b, 0, nb * sizeof(float));
+    if (tr->m2w) { memset(tr->m2w, 0, nw * sizeof(float)); memset(tr->m2b, 0, nb * sizeof(float)); }
+    if (threads > 1 && !(tr->pool = codi__lens_pool(threads))) { codi_lens_trainer_free(tr); codi__err(err, errsz, "cannot start threads"); return NULL; }
+    return tr;
+}
+
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr) { return tr->step; }
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr) { return tr->err; }
+
+static uint64_t codi__splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The sample at offset k of the run: epochs back to back, each a seeded Fisher-Yates shuffle. */
+static long codi__lens_sample_at(codi_lens_trainer *tr, long k) {
+    long epoch = k / tr->n_samples, i;
+    if (epoch != tr->perm_epoch) {
+        uint64_t s = tr->o.seed ^ ((uint64_t)epoch * 0xD1B54A32D192ED03ull);
+        for (i = 0; i < tr->n_samples; i++) tr->perm[i] = i;
+        for (i = tr->n_samples - 1; i > 0; i--) {
+            long j = (long)(codi__splitmix64(&s) % (uint64_t)(i + 1)), tmp = tr->perm[i];
+            tr->perm[i] = tr->perm[j]; tr->perm[j] = tmp;
+        }
+        tr->perm_epoch = epoch;
+    }
+    return tr->perm[k % tr->n_samples];
+}
+
+/* Rows (l, i): gradient row i of W_l and element i of b_l from the batch's dx, and its squared norm. */
+static void codi__lens_grad_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    const codi__lens_batch *lb = &tr->lb;
+    int D = tr->t->dim, L1 = tr->t->n_layers + 1, row, b, j;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        int l = row / D, i = row % D;
+        float *gw = tr->gw + (size_t)row * D, gb = 0;
+        double sq = 0;
+        for (j = 0; j < D; j++) gw[j] = 0;
+        for (b = 0; b < lb->n; b++) {
+            float d = lb->dx[((size_t)l * lb->cap + b) * D + i];
+            const float *h = lb->resid + ((size_t)b * L1 + l) * D;
+            gb += d;
+            for (j = 0; j < D; j++) gw[j] += d * h[j];
+        }
+        tr->gb[row] = gb;
+        for (j = 0; j < D; j++) sq += (double)gw[j] * gw[j];
+        tr->row_sq[row] = sq + (double)gb * gb;
+    }
+}
+
+/* One parameter: clipped gradient g, weight decay, then the optimiser's update. */
+static void codi__lens_update(const codi_lens_train_opts *o, long step, float lr, float clip, float *p, float g0, float *m1, float *m2) {
+    float g = g0 * clip + (float)o->weight_decay * *p;
+    if (o->optimizer == CODI_LENS_SGD) {                          /* torch.optim.SGD, nesterov */
+        float mu = (float)o->momentum;
+        *m1 = step == 0 ? g : mu * *m1 + g;
+        *p -= lr * (g + mu * *m1);
+    } else {                                                      /* torch.optim.Adam */
+        double b1 = o->momentum, b2 = o->beta2, t = (double)(step + 1);
+        float bc1 = (float)(1 - pow(b1, t)), bc2s = (float)sqrt(1 - pow(b2, t));
+        *m1 += (1 - (float)b1) * (g - *m1);
+        *m2 = (float)b2 * *m2 + (1 - (float)b2) * g * g;
+        *p -= (lr / bc1) * (*m1 / (sqrtf(*m2) / bc2s + (float)o->eps));
+    }
+}
+
+static void codi__lens_update_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    int D = tr->t->dim, row, j;
+    float lr = (float)tr->lr_now, clip = (float)tr->clip_coef;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        size_t w0 = (size_t)row * D;
+        for (j = 0; j < D; j++)
+            codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->weight + w0 + j, tr->gw[w0 + j], tr->m1w + w0 + j,
+                              tr->m2w ? tr->m2w + w0 + j : NULL);
+        codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->bias + row, tr->gb[row], tr->m1b + row, tr->m2b ? tr->m2b + row : NULL);
+    }
+}
+
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
+    const codi_config *c = &tr->m->config;
+    int B = tr->o.batch, b, rows = c->n_layers * c->dim, i;
+    long *idx = (long *)CODI_MALLOC((size_t)B * sizeof(long));
+    double part[512], norm = 0;
+    if (!idx) { codi__err(tr->err, sizeof tr->err, "out of memory"); return -1; }
+    if (c->n_layers > 512) { CODI_FREE(idx); codi__err(tr->err, sizeof tr->err, "too many layers"); return -1; }
+    for (b = 0; b < B; b++) idx[b] = codi__lens_sample_at(tr, tr->step * (long)B + b);
+    if (codi__lens_batch_fill(&tr->lb, tr->fn, tr->user, idx, B, tr->err, sizeof tr->err)) { CODI_FREE(idx); return -1; }
+    CODI_FREE(idx);
+    codi__lens_batch_run(&tr->lb, tr->pool, part);
+    CODI__PARALLEL(tr->pool, codi__lens_grad_task, tr, rows);
+    for (i = 0; i < rows; i++) norm += tr->row_sq[i];
+    norm = sqrt(norm);
+    if (!(norm == norm) || norm > DBL_MAX) { codi__err(tr->err, sizeof tr->err, "gradient is not finite at step %ld", tr->step); return -1; }
+    tr->clip_coef = 1.0;                                          /* torch.nn.utils.clip_grad_norm_ */
+    if (tr->o.clip_norm > 0 && tr->o.clip_norm / (norm + 1e-6) < 1.0) tr->clip_coef = tr->o.clip_norm / (norm + 1e-6);
+    tr->lr_now = tr->o.lr;                                        /* get_linear_schedule_with_warmup, 0 warmup */
+    if (tr->o.linear_decay) tr->lr_now *= tr->step >= tr->o.total_steps ? 0.0 : (double)(tr->o.total_steps - tr->step) / tr->o.total_steps;
+    CODI__PARALLEL(tr->pool, codi__lens_update_task, tr, rows);
+    tr->step++;
+    if (loss) for (i = 0; i < c->n_layers; i++) loss[i] = part[i];
+    return 0;
 }
 
 /* >>io: safetensors writer ------------------------------------------------------------------- */
