@@ -373,8 +373,9 @@ CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *
 CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
 /* The tokens that count as "the number value appears": Llama 3 writes digits in groups of
    up to three from the left, so the first token of value is its leading group ("360" for 360,
-   "123" for 1234, "1" for 1000000); both the group alone and with a leading space count.
-   Writes up to 2 ids and returns how many exist in the vocabulary; -1 when value is not an
+   "123" for 1234, "1" for 1000000); both the group alone and with a leading space count (a
+   group that is not one token counts by the first token of its encoding). Writes up to 2 ids
+   and returns how many; -1 when value is not an
    integer in [0, 1e15) (a negative number starts with the token "-", which says nothing).
    For values of more than three digits this is the first step the model takes toward
    writing it, shared with the shorter number it starts with. */
@@ -401,6 +402,18 @@ CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *
    resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer). */
 CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
                                         const float *resid, const float *target_logits, float *grad_w, float *grad_b);
+
+/* Tuned-lens files. A directory as the tuned-lens library writes it (params.pt: torch.save of
+   the translators' ModuleList state dict, keys "{i}.weight" [D, D] and "{i}.bias" [D];
+   config.json: base_model_name_or_path, d_model, num_hidden_layers, bias,
+   base_model_revision, unembed_hash, lens_type), a params.pt alone, or our .safetensors form
+   (the same keys; metadata format = "codi_lens.tuned_lens.v1"). NULL + err on failure. */
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz);
+/* Writes dir/params.pt (readable by torch.load, weights_only included) and dir/config.json
+   (unembed_hash and base_model_revision null: the library then skips its check). dir must exist. */
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz);
+/* Writes our .safetensors form. */
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz);
 
 /* Training a tuned lens: each layer's translator minimises its mean KL(final || lens) over a
    set of samples (one position's residuals). Both recipes are preset:
@@ -447,6 +460,58 @@ CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr);
    first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
 CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
                                   long first, long count, int n_threads, double *kl, char *err, size_t errsz);
+
+/* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
+   Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
+     resid [Q, P, L+1, D]  final [Q, P, D]  latent_inputs [Q, N, D]      F32 or BF16
+     key, value [Q, P, L, KVH, HD] (post-RoPE, as cached; only when kv)   F32 or BF16
+     positions [Q, P] I32 (-1 = padding)  prompt_len [Q] I32  prompt_ids [Q, Tmax] I32 (-1 pad)
+     answer_ids [Q, A] I32 (-1 pad)  gold, prediction [Q] F64 (NaN absent)  correct, done [Q] U8
+     question_index [Q] I32
+   and string metadata: format "codi_lens.acts.v1", model, questions, positions, labels (JSON
+   list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
+   written and flushed after the row, so a killed run resumes by skipping done rows; rows not
+   done read as zeros. */
+#define CODI_LENS_VERSION "0.2"
+typedef struct {
+    int n_questions;          /* Q */
+    int n_positions;          /* P */
+    int n_latent;             /* N */
+    int max_prompt;           /* Tmax */
+    int max_answer;           /* A */
+    int bf16;                 /* 1: float tensors in bfloat16 */
+    int kv;                   /* 1: record key and value */
+    const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+} codi_acts_spec;
+
+/* One question's row; pointers the spec does not ask for may be NULL. */
+typedef struct {
+    const float *resid;          /* [P, L+1, D] */
+    const float *final;          /* [P, D] */
+    const float *latent_inputs;  /* [N, D] */
+    const float *key, *value;    /* [P, L, KVH, HD] */
+    const int32_t *positions;    /* [P] */
+    const int32_t *prompt_ids; int n_prompt;
+    const int32_t *answer_ids; int n_answer;
+    double gold, prediction;     /* NaN when absent */
+    int correct, question_index;
+} codi_acts_row;
+
+typedef struct codi_acts codi_acts;
+/* Creates path pre-sized for the spec, or with resume = 1 and an existing file, reopens it
+   after checking that its shapes and metadata (all but command) equal the spec's. */
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *spec, int resume,
+                                   char *err, size_t errsz);
+CODI_API int codi_acts_done(const codi_acts *a, int q);        /* 1 if row q was completed */
+CODI_API int codi_acts_count_done(const codi_acts *a);
+/* Writes row q, then its done byte; 0 or -1 with err. */
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *row, char *err, size_t errsz);
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or -1 if a write failed */
+/* Gathers a row's activations from a state: resid [P, L+1, D], final [P, D] (final-norm of
+   the last layer output) and, when not NULL, key / value [P, L, KVH, HD] at positions [P]
+   (slots with position -1, or beyond s->n_pos, are zeros). */
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value);
 
 #ifdef __cplusplus
 }
@@ -3857,13 +3922,15 @@ CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob) {
 }
 
 CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]) {
-    char digits[32], spaced[8];
+    char digits[32], spaced[40];
     int n = 0, id;
     if (!(value >= 0 && value < 1e15) || value != floor(value)) return -1;
     snprintf(digits, sizeof digits, "%.0f", value);
     digits[strlen(digits) > 3 ? 3 : strlen(digits)] = 0;  /* the leading group of up to three digits */
     snprintf(spaced, sizeof spaced, " %s", digits);
-    if ((id = codi_token_id(t, digits, strlen(digits))) >= 0) ids[n++] = id;
+    if ((id = codi_token_id(t, digits, strlen(digits))) < 0 &&     /* not one token: the first of its encoding */
+        codi_encode(t, digits, strlen(digits), 0, 0, ids, 1) >= 1) id = ids[0];
+    if (id >= 0) ids[n++] = id;
     if ((id = codi_token_id(t, spaced, strlen(spaced))) >= 0) ids[n++] = id;
     return n;
 }
@@ -4358,6 +4425,548 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
     CODI_FREE(hdr);
     if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); return -1; }
     return 0;
+}
+
+/* >>torchsave: a state dict of f32 tensors as torch.save writes it (zip of stored entries:
+   archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
+   what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
+
+static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    size_t i;
+    if (!ready) {
+        uint32_t k, c; int j;
+        for (k = 0; k < 256; k++) { c = k; for (j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; table[k] = c; }
+        ready = 1;
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255u] ^ (crc >> 8);
+    return ~crc;
+}
+
+typedef struct { unsigned char *p; size_t n, cap; int oom; } codi__buf;
+
+static void codi__buf_put(codi__buf *b, const void *src, size_t n) {
+    if (b->oom) return;
+    if (b->n + n > b->cap) {
+        size_t nc = (b->cap + n) * 2;
+        unsigned char *np = (unsigned char *)CODI_REALLOC(b->p, nc);
+        if (!np) { b->oom = 1; return; }
+        b->p = np; b->cap = nc;
+    }
+    memcpy(b->p + b->n, src, n); b->n += n;
+}
+static void codi__buf_byte(codi__buf *b, int c) { unsigned char x = (unsigned char)c; codi__buf_put(b, &x, 1); }
+static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
+static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
+static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
+static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
+    codi__buf_byte(b, 'c'); codi__buf_put(b, mod, strlen(mod)); codi__buf_byte(b, '\n'); codi__buf_put(b, name, strlen(name)); codi__buf_byte(b, '\n');
+}
+
+/* One zip entry: local header (padded by an extra field so the data starts 64-byte aligned, as
+   torch's writer does), data; its central directory record goes to cd. */
+static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
+    size_t nl = strlen(name), pad = (64 - (zip->n + 30 + nl + 4) % 64) % 64, off = zip->n;
+    uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
+    codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
+    codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
+    codi__buf_le(zip, n, 4); codi__buf_le(zip, n, 4); codi__buf_le(zip, nl, 2); codi__buf_le(zip, 4 + pad, 2);
+    codi__buf_put(zip, name, nl);
+    codi__buf_le(zip, 0x4246, 2); codi__buf_le(zip, pad, 2);           /* "FB" padding field */
+    while (pad--) codi__buf_byte(zip, 'Z');
+    codi__buf_put(zip, data, n);
+    codi__buf_le(cd, 0x02014b50u, 4); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0x21, 2); codi__buf_le(cd, crc, 4);
+    codi__buf_le(cd, n, 4); codi__buf_le(cd, n, 4); codi__buf_le(cd, nl, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 4); codi__buf_le(cd, off, 4);
+    codi__buf_put(cd, name, nl);
+}
+
+/* Writes n f32 tensors (names, data, ndim <= 4, shapes) as a torch.save state dict. */
+static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
+                            const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
+    codi__buf pk, zip, cd;
+    char key[32], tmp[4200];
+    FILE *fp;
+    int i, d, rc = -1;
+    memset(&pk, 0, sizeof pk); memset(&zip, 0, sizeof zip); memset(&cd, 0, sizeof cd);
+    codi__buf_put(&pk, "\x80\x02", 2);
+    codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R(", 3);
+    for (i = 0; i < n; i++) {
+        int64_t numel = codi__numel(ndim[i], shape[i]), stride = 1, strides[4];
+        if (numel > 0x3fffffff) { codi__err(err, errsz, "tensor %s too large for this writer", names[i]); goto done; }
+        for (d = ndim[i] - 1; d >= 0; d--) { strides[d] = stride; stride *= shape[i][d]; }
+        snprintf(key, sizeof key, "%d", i);
+        codi__pw_str(&pk, names[i]);
+        codi__pw_global(&pk, "torch._utils", "_rebuild_tensor_v2");
+        codi__buf_put(&pk, "((", 2);
+        codi__pw_str(&pk, "storage"); codi__pw_global(&pk, "torch", "FloatStorage");
+        codi__pw_str(&pk, key); codi__pw_str(&pk, "cpu"); codi__pw_int(&pk, numel);
+        codi__buf_put(&pk, "tQ", 2);
+        codi__pw_int(&pk, 0);
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, shape[i][d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, strides[d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, 0x89);                                       /* requires_grad False */
+        codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R", 2);  /* backward hooks */
+        codi__buf_put(&pk, "tR", 2);
+    }
+    codi__buf_put(&pk, "u.", 2);
+    codi__zip_put(&zip, &cd, "archive/data.pkl", pk.p, pk.n);
+    codi__zip_put(&zip, &cd, "archive/byteorder", "little", 6);
+    for (i = 0; i < n; i++) {
+        snprintf(tmp, sizeof tmp, "archive/data/%d", i);
+        codi__zip_put(&zip, &cd, tmp, data[i], (size_t)codi__numel(ndim[i], shape[i]) * sizeof(float));
+    }
+    codi__zip_put(&zip, &cd, "archive/version", "3\n", 2);
+    {
+        size_t cd_off = zip.n;
+        codi__buf_put(&zip, cd.p, cd.n);
+        codi__buf_le(&zip, 0x06054b50u, 4); codi__buf_le(&zip, 0, 4);
+        codi__buf_le(&zip, (uint64_t)n + 3, 2); codi__buf_le(&zip, (uint64_t)n + 3, 2);
+        codi__buf_le(&zip, cd.n, 4); codi__buf_le(&zip, cd_off, 4); codi__buf_le(&zip, 0, 2);
+    }
+    if (pk.oom || zip.oom || cd.oom) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (zip.n > 0xffffffffu) { codi__err(err, errsz, "%s would exceed 4 GiB (zip64 is not written)", path); goto done; }
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto done; }
+    if (fwrite(zip.p, 1, zip.n, fp) != zip.n) { fclose(fp); remove(tmp); codi__err(err, errsz, "error writing %s", tmp); goto done; }
+    if (fclose(fp) != 0 || rename(tmp, path) != 0) { remove(tmp); codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(pk.p); CODI_FREE(zip.p); CODI_FREE(cd.p);
+    return rc;
+}
+
+/* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
+
+static void codi__json_escape_to(FILE *fp, const char *s) {
+    fputc('"', fp);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(fp, "\\%c", ch);
+        else if (ch < 0x20) fprintf(fp, "\\u%04x", ch);
+        else fputc(ch, fp);
+    }
+    fputc('"', fp);
+}
+
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc = -1;
+    char path[4096], (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
+    const char **np = (const char **)CODI_MALLOC((size_t)2 * L * sizeof *np);
+    const float **dp = (const float **)CODI_MALLOC((size_t)2 * L * sizeof *dp);
+    int *nd = (int *)CODI_MALLOC((size_t)2 * L * sizeof *nd);
+    int64_t (*sh)[4] = (int64_t (*)[4])CODI_MALLOC((size_t)2 * L * sizeof *sh);
+    FILE *fp;
+    if (!names || !np || !dp || !nd || !sh) { codi__err(err, errsz, "out of memory"); goto done; }
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        np[i] = names[i];
+        dp[i] = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        nd[i] = is_bias ? 1 : 2;
+        sh[i][0] = t->dim; sh[i][1] = t->dim; sh[i][2] = sh[i][3] = 1;
+    }
+    snprintf(path, sizeof path, "%s/params.pt", dir);
+    if (codi__torch_save(path, 2 * L, np, dp, nd, (const int64_t (*)[4])sh, err, errsz)) goto done;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
+    fprintf(fp, "{\"base_model_name_or_path\": ");
+    codi__json_escape_to(fp, base_model ? base_model : "");
+    fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
+                "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
+    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(names); CODI_FREE(np); CODI_FREE(dp); CODI_FREE(nd); CODI_FREE(sh);
+    return rc;
+}
+
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc;
+    char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
+    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
+    (void)base_model;
+    if (!names || !e) { CODI_FREE(names); CODI_FREE(e); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)2 * L * sizeof *e);
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        e[i].name = names[i];
+        e[i].data = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        e[i].ndim = is_bias ? 1 : 2;
+        e[i].shape[0] = e[i].shape[1] = t->dim;
+    }
+    rc = codi_write_safetensors(path, e, 2 * L, err, errsz);
+    CODI_FREE(names); CODI_FREE(e);
+    return rc;
+}
+
+/* Fills t from a tensor table holding "{l}.weight" and (unless bias is 0) "{l}.bias". */
+static int codi__tuned_lens_from(codi_tuned_lens *t, const codi__tensors *ts, int bias, const char *path, char *err, size_t errsz) {
+    int l, D = t->dim;
+    char name[32];
+    size_t i;
+    snprintf(name, sizeof name, "%d.weight", t->n_layers);
+    if (codi__tensors_find(ts, name)) { codi__err(err, errsz, "%s has more than %d translators: made for another model", path, t->n_layers); return -1; }
+    for (l = 0; l < t->n_layers; l++) {
+        int k;
+        for (k = 0; k < 1 + (bias != 0); k++) {
+            const codi__tensor *x;
+            float *dst = k ? t->bias + (size_t)l * D : t->weight + (size_t)l * D * D;
+            snprintf(name, sizeof name, "%d.%s", l, k ? "bias" : "weight");
+            if (!(x = codi__tensors_find(ts, name))) { codi__err(err, errsz, "%s: tensor %s missing (a lens for %d layers?)", path, name, t->n_layers); return -1; }
+            if (x->dtype < 0 || x->ndim != 2 - k || x->shape[0] != D || (!k && x->shape[1] != D)) {
+                codi__err(err, errsz, "%s: %s is %s with %d dims [%lld, ...]; expected float [%d%s]", path, name, x->dtype_name,
+                          x->ndim, (long long)x->shape[0], D, k ? "" : ", D");
+                return -1;
+            }
+            for (i = 0; i < (size_t)(k ? D : D * D); i++) dst[i] = codi__load_elem(x->data, x->dtype, i);
+            if (!codi__all_finite(dst, k ? D : D * D)) { codi__err(err, errsz, "%s: %s is not finite (NaN or Inf)", path, name); return -1; }
+        }
+    }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz) {
+    codi__tensors ts;
+    codi_tuned_lens *t = NULL;
+    char file[4096], cfg[4096];
+    size_t len;
+    char *text;
+    int bias = 1, is_dir = 0;
+    memset(&ts, 0, sizeof ts);
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    snprintf(file, sizeof file, "%s/params.pt", path);
+    {
+        FILE *probe = fopen(file, "rb");
+        if (probe) { fclose(probe); is_dir = 1; }
+    }
+    if (is_dir && (text = codi__read_text(cfg, &len)) != NULL) {       /* config.json is optional */
+        codi__json *j = codi__json_parse(text, len, err, errsz);
+        const codi__json *b;
+        double dm = 0, nl = 0;
+        CODI_FREE(text);
+        if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
+        if ((codi__json_num(j, "d_model", &dm) && dm != m->config.dim) ||
+            (codi__json_num(j, "num_hidden_layers", &nl) && nl != m->config.n_layers)) {
+            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has %d, %d", cfg, dm, nl, m->config.dim, m->config.n_layers);
+            codi__json_free(j); return NULL;
+        }
+        if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;
+        codi__json_free(j);
+    }
+    if (!is_dir) snprintf(file, sizeof file, "%s", path);
+    if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
+                                               : codi__read_torch_zip(&ts, file, 0, err, errsz)) != 0) goto fail;
+    if (!(t = codi_tuned_lens_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (codi__tuned_lens_from(t, &ts, bias, file, err, errsz)) goto fail;
+    codi__tensors_free(&ts);
+    return t;
+fail:
+    codi_tuned_lens_free(t);
+    codi__tensors_free(&ts);
+    return NULL;
+}
+
+/* >>acts: activation datasets written in place ------------------------------------------------ */
+
+enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_VALUE,
+       CODI__A_POS, CODI__A_PLEN, CODI__A_PIDS, CODI__A_AIDS, CODI__A_QIDX, CODI__A_CORRECT, CODI__A_DONE, CODI__A_COUNT };
+
+struct codi_acts {
+    FILE *fp;
+    int Q, P, L, D, N, Tmax, A, KVH, HD, bf16, kv;
+    int64_t shape[CODI__A_COUNT][6];   /* [0] = ndim */
+    int esize[CODI__A_COUNT];          /* bytes per element; 0 = tensor absent */
+    long off[CODI__A_COUNT];           /* absolute file offset of each tensor's data */
+    long total;                        /* file size */
+    unsigned char *done;               /* [Q] */
+    int failed;
+};
+
+static const char *const codi__acts_names[CODI__A_COUNT] = {
+    "gold", "prediction", "resid", "final", "latent_inputs", "key", "value", "positions", "prompt_len",
+    "prompt_ids", "answer_ids", "question_index", "correct", "done" };
+
+static const char *codi__acts_dtype(const codi_acts *a, int k) {
+    if (k <= CODI__A_PRED) return "F64";
+    if (k <= CODI__A_VALUE) return a->bf16 ? "BF16" : "F32";
+    if (k <= CODI__A_QIDX) return "I32";
+    return "U8";
+}
+
+static void codi__acts_shape(codi_acts *a, int k, int nd, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4) {
+    a->shape[k][0] = nd; a->shape[k][1] = d0; a->shape[k][2] = d1; a->shape[k][3] = d2; a->shape[k][4] = d3; a->shape[k][5] = d4;
+}
+
+static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
+    int64_t n = 1; int d;
+    for (d = 2; d <= a->shape[k][0]; d++) n *= a->shape[k][d];
+    return n;
+}
+
+/* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
+static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
+    const char *meta[26];
+    char num[6][24];
+    codi__buf b;
+    long off = 0;
+    int k, i, d;
+    memset(&b, 0, sizeof b);
+    snprintf(num[0], sizeof num[0], "%d", sp->n_latent); snprintf(num[1], sizeof num[1], "%d", a->L);
+    snprintf(num[2], sizeof num[2], "%d", a->D); snprintf(num[3], sizeof num[3], "%d", sp->kv ? 1 : 0);
+    i = 0;
+    meta[i++] = "format"; meta[i++] = "codi_lens.acts.v1";
+    meta[i++] = "model"; meta[i++] = sp->model ? sp->model : "";
+    meta[i++] = "questions"; meta[i++] = sp->questions ? sp->questions : "";
+    meta[i++] = "positions"; meta[i++] = sp->positions ? sp->positions : "";
+    meta[i++] = "labels"; meta[i++] = sp->labels_json ? sp->labels_json : "[]";
+    meta[i++] = "n_latent"; meta[i++] = num[0];
+    meta[i++] = "recipe"; meta[i++] = sp->recipe ? sp->recipe : "";
+    meta[i++] = "dtype"; meta[i++] = sp->bf16 ? "bf16" : "f32";
+    meta[i++] = "layers"; meta[i++] = num[1];
+    meta[i++] = "dim"; meta[i++] = num[2];
+    meta[i++] = "kv"; meta[i++] = num[3];
+    meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
+    meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    codi__buf_put(&b, "{\"__metadata__\":{", 17);
+    for (k = 0; k < i; k += 2) {
+        const char *s;
+        if (k) codi__buf_byte(&b, ',');
+        for (d = 0; d < 2; d++) {
+            codi__buf_byte(&b, '"');
+            for (s = meta[k + d]; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+                char esc[8];
+                if (ch == '"' || ch == '\\') { codi__buf_byte(&b, '\\'); codi__buf_byte(&b, ch); }
+                else if (ch < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", ch); codi__buf_put(&b, esc, 6); }
+                else codi__buf_byte(&b, ch);
+            }
+            codi__buf_byte(&b, '"');
+            if (!d) codi__buf_byte(&b, ':');
+        }
+    }
+    codi__buf_byte(&b, '}');
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        char t[512];
+        int n;
+        long bytes;
+        if (!a->esize[k]) continue;
+        bytes = (long)(codi__acts_row_elems(a, k) * a->shape[k][1] * a->esize[k]);
+        n = snprintf(t, sizeof t, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", codi__acts_names[k], codi__acts_dtype(a, k));
+        for (d = 1; d <= a->shape[k][0]; d++) n += snprintf(t + n, sizeof t - (size_t)n, "%s%lld", d > 1 ? "," : "", (long long)a->shape[k][d]);
+        n += snprintf(t + n, sizeof t - (size_t)n, "],\"data_offsets\":[%ld,%ld]}", off, off + bytes);
+        codi__buf_put(&b, t, (size_t)n);
+        a->off[k] = off;
+        off += bytes;
+    }
+    codi__buf_byte(&b, '}');
+    while (b.n % 8) codi__buf_byte(&b, ' ');
+    if (b.oom) { CODI_FREE(b.p); return NULL; }
+    for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.n;
+    a->total = 8 + (long)b.n + off;
+    *len = b.n;
+    return (char *)b.p;
+}
+
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *sp, int resume,
+                                   char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    codi_acts *a;
+    char *hdr = NULL;
+    size_t hlen = 0;
+    FILE *fp = NULL;
+    int k;
+    double bytes;
+    if (sp->n_questions < 1 || sp->n_positions < 1 || sp->n_latent < 0 || sp->max_prompt < 1 || sp->max_answer < 1) {
+        codi__err(err, errsz, "activation dataset needs questions, positions, prompt and answer lengths >= 1"); return NULL;
+    }
+    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 2.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
+            c->dim * (sp->bf16 ? 2 : 4);
+    if (bytes > (double)LONG_MAX / 2) { codi__err(err, errsz, "activation dataset of %.3g bytes is too large for this platform", bytes); return NULL; }
+    if (!(a = (codi_acts *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(a, 0, sizeof *a);
+    a->Q = sp->n_questions; a->P = sp->n_positions; a->L = c->n_layers; a->D = c->dim; a->N = sp->n_latent;
+    a->Tmax = sp->max_prompt; a->A = sp->max_answer; a->KVH = c->n_kv_heads; a->HD = c->head_dim; a->bf16 = sp->bf16; a->kv = sp->kv;
+    codi__acts_shape(a, CODI__A_GOLD, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PRED, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_RESID, 4, a->Q, a->P, a->L + 1, a->D, 0);
+    codi__acts_shape(a, CODI__A_FINAL, 3, a->Q, a->P, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_LATENT, 3, a->Q, a->N, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_KEY, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_VALUE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_POS, 2, a->Q, a->P, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PLEN, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PIDS, 2, a->Q, a->Tmax, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_AIDS, 2, a->Q, a->A, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_QIDX, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_CORRECT, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_DONE, 1, a->Q, 0, 0, 0, 0);
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        const char *dt = codi__acts_dtype(a, k);
+        a->esize[k] = !strcmp(dt, "F64") ? 8 : !strcmp(dt, "F32") || !strcmp(dt, "I32") ? 4 : !strcmp(dt, "BF16") ? 2 : 1;
+    }
+    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_VALUE] = 0;
+    if (!a->N) a->esize[CODI__A_LATENT] = 0;
+    if (!(hdr = codi__acts_header(a, sp, &hlen)) || !(a->done = (unsigned char *)CODI_MALLOC((size_t)a->Q))) {
+        codi__err(err, errsz, "out of memory"); goto fail;
+    }
+    memset(a->done, 0, (size_t)a->Q);
+    if (resume && (fp = fopen(path, "r+b")) != NULL) {
+        unsigned char l8[8];
+        uint64_t old_len = 0;
+        char *old = NULL;
+        codi__json *j = NULL, *mine = NULL;
+        const codi__json *mo, *mm, *e;
+        int same = 1;
+        if (fread(l8, 1, 8, fp) == 8) for (k = 7; k >= 0; k--) old_len = (old_len << 8) | l8[k];
+        if (old_len == 0 || old_len >= (64u << 20) || !(old = (char *)CODI_MALLOC((size_t)old_len)) ||
+            fread(old, 1, (size_t)old_len, fp) != old_len || !(j = codi__json_parse(old, (size_t)old_len, err, errsz)) ||
+            !(mine = codi__json_parse(hdr, hlen, err, errsz))) {
+            CODI_FREE(old); codi__json_free(j); codi__json_free(mine);
+            codi__err(err, errsz, "%s exists but is not a readable activation dataset; remove it or choose another --out", path);
+            goto fail;
+        }
+        CODI_FREE(old);
+        mo = codi__json_get(j, "__metadata__"); mm = codi__json_get(mine, "__metadata__");
+        for (e = mm ? mm->child : NULL; e && same; e = e->next) {
+            const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
+            if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
+            if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
+                codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
+                          path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
+                codi__json_free(j); codi__json_free(mine); goto fail;
+            }
+        }
+        for (e = mine->child; e && same; e = e->next) {           /* every tensor at the same place */
+            const codi__json *x = codi__json_get(j, e->key), *o1, *o2;
+            if (!strcmp(e->key, "__metadata__")) continue;
+            o1 = codi__json_get(e, "data_offsets"); o2 = x ? codi__json_get(x, "data_offsets") : NULL;
+            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o1->child->num != o2->child->num ||
+                o1->child->next->num != o2->child->next->num) same = 0;
+        }
+        codi__json_free(j); codi__json_free(mine);
+        if (!same) { codi__err(err, errsz, "%s has other shapes than this command would record; remove it or record to another file", path); goto fail; }
+        for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += (long)old_len - (long)hlen;   /* its own header's length */
+        a->total += (long)old_len - (long)hlen;
+        if (fseek(fp, 0, SEEK_END) != 0 || ftell(fp) != a->total) { codi__err(err, errsz, "%s is truncated", path); goto fail; }
+        if (fseek(fp, a->off[CODI__A_DONE], SEEK_SET) != 0 || fread(a->done, 1, (size_t)a->Q, fp) != (size_t)a->Q) {
+            codi__err(err, errsz, "%s is truncated", path); goto fail;
+        }
+    } else {
+        unsigned char l8[8], zero = 0;
+        for (k = 0; k < 8; k++) l8[k] = (unsigned char)(((uint64_t)hlen >> (8 * k)) & 255u);
+        if (!(fp = fopen(path, "w+b"))) { codi__err(err, errsz, "cannot create %s", path); goto fail; }
+        if (fwrite(l8, 1, 8, fp) != 8 || fwrite(hdr, 1, hlen, fp) != hlen || fseek(fp, a->total - 1, SEEK_SET) != 0 ||
+            fwrite(&zero, 1, 1, fp) != 1 || fflush(fp) != 0) {
+            codi__err(err, errsz, "cannot write %s (disk full?)", path); goto fail;
+        }
+    }
+    CODI_FREE(hdr);
+    a->fp = fp;
+    return a;
+fail:
+    if (fp) fclose(fp);
+    CODI_FREE(hdr); CODI_FREE(a->done); CODI_FREE(a);
+    return NULL;
+}
+
+CODI_API int codi_acts_done(const codi_acts *a, int q) { return q >= 0 && q < a->Q && a->done[q]; }
+
+CODI_API int codi_acts_count_done(const codi_acts *a) {
+    int q, n = 0;
+    for (q = 0; q < a->Q; q++) n += a->done[q] != 0;
+    return n;
+}
+
+/* Writes row q of tensor k from src (f32 for float tensors, converted to bf16 when asked;
+   int32 / double / bytes as given), count elements then zeros up to the row size. */
+static int codi__acts_put(codi_acts *a, int k, int q, const void *src, int64_t count, unsigned char *tmp) {
+    int64_t n = codi__acts_row_elems(a, k), i;
+    int es = a->esize[k];
+    if (!es) return 0;
+    memset(tmp, 0, (size_t)(n * es));
+    if (k <= CODI__A_PRED || k >= CODI__A_POS || !a->bf16) {
+        if (src && count) memcpy(tmp, src, (size_t)(count * es));
+        if (k >= CODI__A_PIDS && k <= CODI__A_AIDS) for (i = count; i < n; i++) ((int32_t *)(void *)tmp)[i] = -1;
+    } else if (src)
+        for (i = 0; i < count; i++) {
+            uint16_t h = codi__f32_to_bf16(((const float *)src)[i]);
+            memcpy(tmp + 2 * i, &h, 2);
+        }
+    if (fseek(a->fp, a->off[k] + (long)(q * n * es), SEEK_SET) != 0 || fwrite(tmp, (size_t)es, (size_t)n, a->fp) != (size_t)n) return -1;
+    return 0;
+}
+
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *r, char *err, size_t errsz) {
+    size_t most = 0;
+    unsigned char *tmp, one = 1, corr = (unsigned char)(r->correct != 0);
+    int32_t plen = r->n_prompt, qidx = r->question_index;
+    int k, rc = 0;
+    if (q < 0 || q >= a->Q) { codi__err(err, errsz, "row %d out of range [0, %d)", q, a->Q); return -1; }
+    if (r->n_prompt > a->Tmax || r->n_answer > a->A || r->n_prompt < 0 || r->n_answer < 0) {
+        codi__err(err, errsz, "row %d: %d prompt / %d answer ids exceed the dataset's %d / %d", q, r->n_prompt, r->n_answer, a->Tmax, a->A);
+        return -1;
+    }
+    for (k = 0; k < CODI__A_COUNT; k++) if ((size_t)(codi__acts_row_elems(a, k) * a->esize[k]) > most) most = (size_t)(codi__acts_row_elems(a, k) * a->esize[k]);
+    if (!(tmp = (unsigned char *)CODI_MALLOC(most))) { codi__err(err, errsz, "out of memory"); return -1; }
+    rc |= codi__acts_put(a, CODI__A_GOLD, q, &r->gold, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PRED, q, &r->prediction, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_RESID, q, r->resid, r->resid ? codi__acts_row_elems(a, CODI__A_RESID) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_FINAL, q, r->final, r->final ? codi__acts_row_elems(a, CODI__A_FINAL) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_LATENT, q, r->latent_inputs, r->latent_inputs ? codi__acts_row_elems(a, CODI__A_LATENT) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_KEY, q, r->key, r->key ? codi__acts_row_elems(a, CODI__A_KEY) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_VALUE, q, r->value, r->value ? codi__acts_row_elems(a, CODI__A_VALUE) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_POS, q, r->positions, r->positions ? a->P : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_PLEN, q, &plen, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PIDS, q, r->prompt_ids, r->n_prompt, tmp);
+    rc |= codi__acts_put(a, CODI__A_AIDS, q, r->answer_ids, r->n_answer, tmp);
+    rc |= codi__acts_put(a, CODI__A_QIDX, q, &qidx, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_CORRECT, q, &corr, 1, tmp);
+    CODI_FREE(tmp);
+    if (rc || fflush(a->fp) != 0 || fseek(a->fp, a->off[CODI__A_DONE] + q, SEEK_SET) != 0 ||
+        fwrite(&one, 1, 1, a->fp) != 1 || fflush(a->fp) != 0) {
+        a->failed = 1; codi__err(err, errsz, "writing row %d failed (disk full?)", q); return -1;
+    }
+    a->done[q] = 1;
+    return 0;
+}
+
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz) {
+    int rc;
+    if (!a) return 0;
+    rc = (fclose(a->fp) != 0 || a->failed) ? -1 : 0;
+    if (rc) codi__err(err, errsz, "the activation dataset was not written completely");
+    CODI_FREE(a->done); CODI_FREE(a);
+    return rc;
+}
+
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, L = (size_t)c->n_layers, KV = (size_t)c->n_kv_heads * c->head_dim;
+    int p, l, h;
+    for (p = 0; p < P; p++) {
+        int pos = positions[p], ok = pos >= 0 && pos < s->n_pos;
+        float *r = resid + (size_t)p * (L + 1) * D;
+        for (l = 0; l <= (int)L; l++) {
+            if (ok) memcpy(r + l * D, codi_state_resid(s, l, pos), D * sizeof(float));
+            else memset(r + l * D, 0, D * sizeof(float));
+        }
+        if (final) {
+            if (ok) codi__rmsnorm(final + p * D, r + L * D, m->w.final_norm, (int)D, c->norm_eps);
+            else memset(final + p * D, 0, D * sizeof(float));
+        }
+        for (l = 0; l < (int)L; l++)
+            for (h = 0; h < c->n_kv_heads; h++) {
+                size_t o = ((size_t)p * L + l) * KV + (size_t)h * c->head_dim;
+                if (key) { if (ok) memcpy(key + o, codi_state_key(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(key + o, 0, (size_t)c->head_dim * sizeof(float)); }
+                if (value) { if (ok) memcpy(value + o, codi_state_value(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(value + o, 0, (size_t)c->head_dim * sizeof(float)); }
+            }
+    }
 }
 
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */

@@ -2,10 +2,13 @@
    Face (golden_tiny's latent_lens_logits), the tuned lens (zero translators = logit lens
    exactly; analytic gradient vs central finite differences; gradients, losses and weights of 5
    full-batch Adam steps against PyTorch in golden_tuned_lens_tiny; both training recipes lower
-   held-out KL on every layer of codi_tiny). */
+   held-out KL on every layer of codi_tiny), tuned-lens files both ways with PyTorch, and
+   activation datasets (a run stopped and resumed writes the same bytes; numpy reads them). */
+#define _POSIX_C_SOURCE 200809L
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
+#include <sys/wait.h>
 
 #define TINY "tests/data/codi_tiny.bin"
 #define GOLD_TL "tests/data/golden_tuned_lens_tiny.safetensors"
@@ -39,6 +42,25 @@ static void test_distributions(void) {
     t_result(codi_top_k(lg, 6, 10, ids, NULL) == 6 && ids[5] == 2, "top-k with k > n returns n", NULL);
     t_result(codi_rank_of(lg, 6, 3, &p) == 1 && codi_rank_of(lg, 6, 2, NULL) == 5 && fabs(p - pr[3]) < 1e-7 &&
              codi_rank_of(lg, 6, 6, NULL) == -1, "rank_of agrees with top-k order; bad id -> -1", NULL);
+}
+
+/* Number tokens with codi-nano's Llama-3-structured tokenizer (0..200 are single tokens). */
+static void test_number_tokens(void) {
+    char err[256];
+    codi_tokenizer *t = codi_tokenizer_load("models/codi-nano/tokenizer.json", err, sizeof err);
+    int32_t ids[2], enc[8];
+    int n24, n1234, n360, ne;
+    if (!t) { t_result(0, "load codi-nano tokenizer", "%s", err); return; }
+    n24 = codi_number_tokens(t, 24, ids);
+    t_result(n24 >= 1 && ids[0] == codi_token_id(t, "24", 2), "24 counts as the token \"24\"", "%d ids", n24);
+    n1234 = codi_number_tokens(t, 1234, ids);
+    t_result(n1234 >= 1 && ids[0] == codi_token_id(t, "123", 3), "1234 counts by its leading group \"123\"", NULL);
+    n360 = codi_number_tokens(t, 360, ids);
+    ne = codi_encode(t, "360", 3, 0, 0, enc, 8);
+    t_result(n360 >= 1 && ne >= 1 && ids[0] == enc[0], "360 (not one token here) counts by the first token of its encoding", "%d tokens", ne);
+    t_result(codi_number_tokens(t, -5, ids) == -1 && codi_number_tokens(t, 2.5, ids) == -1 && codi_number_tokens(t, NAN, ids) == -1,
+             "negative, fractional and NaN numbers are refused", NULL);
+    codi_tokenizer_free(t);
 }
 
 /* Held-out data: the golden's residuals (layers 0..3) and final logits as samples. */
@@ -199,12 +221,135 @@ static void test_training_lowers_kl(codi_model *m, t_golden *g) {
     }
 }
 
+
+/* tools/check_lens_files.py through python3 (or /usr/bin/python3 when that one lacks the
+   module); 77 = neither has it. */
+static int t_python(const char *args) {
+    const char *py[2] = { "python3", "/usr/bin/python3" };
+    char cmd[2048];
+    int i, rc = 77;
+    for (i = 0; i < 2 && rc == 77; i++) {
+        int st;
+        snprintf(cmd, sizeof cmd, "%s tools/check_lens_files.py %s 2>&1", py[i], args);
+        st = system(cmd);
+        rc = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+        if (rc == 127) rc = 77;
+    }
+    return rc;
+}
+
+static void test_lens_files(codi_model *m) {
+    codi_tuned_lens *t = codi_tuned_lens_new(m), *u;
+    char err[256];
+    int i, rc;
+    for (i = 0; i < L * D * D; i++) t->weight[i] = (float)(sin((double)i) / 8);
+    for (i = 0; i < L * D; i++) t->bias[i] = (float)(cos((double)i) / 8);
+    rc = system("mkdir -p build/test_lens_dir");
+    if (rc != 0 || codi_tuned_lens_save_dir(t, "build/test_lens_dir", "codi_tiny", err, sizeof err)) { t_result(0, "save lens dir", "%s", err); goto done; }
+    u = codi_tuned_lens_load(m, "build/test_lens_dir", err, sizeof err);
+    t_result(u && !memcmp(u->weight, t->weight, sizeof(float) * L * D * D) && !memcmp(u->bias, t->bias, sizeof(float) * L * D),
+             "tuned-lens directory (params.pt + config.json) round trip is exact", "%s", u ? "" : err);
+    codi_tuned_lens_free(u);
+    if (codi_tuned_lens_save(t, "build/test_lens.safetensors", "codi_tiny", err, sizeof err) == 0 &&
+        (u = codi_tuned_lens_load(m, "build/test_lens.safetensors", err, sizeof err)) != NULL) {
+        t_result(!memcmp(u->weight, t->weight, sizeof(float) * L * D * D) && !memcmp(u->bias, t->bias, sizeof(float) * L * D),
+                 "tuned lens .safetensors round trip is exact", NULL);
+        codi_tuned_lens_free(u);
+    } else t_result(0, "tuned lens .safetensors round trip", "%s", err);
+    rc = t_python("torch build/test_lens_dir build/test_lens_torch.pt");
+    if (rc == 77) t_skip("PyTorch reads our params.pt and we read torch.save's", "no python3 with torch");
+    else {
+        int ok = rc == 0 && (u = codi_tuned_lens_load(m, "build/test_lens_torch.pt", err, sizeof err)) != NULL;
+        double e = 0;
+        for (i = 0; ok && i < L * D * D; i++) { double d = fabs(u->weight[i] - cos((double)i) / 8); if (d > e) e = d; }
+        for (i = 0; ok && i < L * D; i++) { double d = fabs(u->bias[i] - sin((double)i) / 8); if (d > e) e = d; }
+        t_result(ok && e < 1e-6, "PyTorch reads our params.pt (weights_only) and we read torch.save's", "max |diff| %.2g%s%s", e, ok ? "" : " ", ok ? "" : err);
+        if (ok) codi_tuned_lens_free(u);
+    }
+    t->n_layers = 2;                                  /* a lens for a 2-layer model */
+    rc = codi_tuned_lens_save_dir(t, "build/test_lens_dir", "other", err, sizeof err);
+    u = rc ? NULL : codi_tuned_lens_load(m, "build/test_lens_dir", err, sizeof err);
+    t_result(!rc && !u && strstr(err, "layers"), "a lens directory for another model is refused", "%s", err);
+    t->n_layers = L;
+done:
+    codi_tuned_lens_free(t);
+}
+
+/* Records 3 questions (bot + 6 latents), stopping after rows 0 and 2 and resuming for row 1:
+   the bytes equal an uninterrupted recording. */
+static int record_rows(codi_model *m, const char *path, const int *rows, int n, int resume, int bf16, double *sums, char *err) {
+    static const int32_t q[3][6] = { { 10, 20, 30, 40, 50, 60 }, { 7, 8, 9, 10, 11, 12 }, { 100, 200, 300, 400, 450, 500 } };
+    codi_acts_spec sp;
+    codi_acts *a;
+    codi_state *s = codi_state_alloc(m, 32, 1);
+    float resid[7 * (L + 1) * D], fin[7 * D], lat[7 * D], key[7 * L * 2 * 32], val[7 * L * 2 * 32];
+    int32_t ids[16], pos[7];
+    int i, k, rc = 0;
+    memset(&sp, 0, sizeof sp);
+    sp.n_questions = 3; sp.n_positions = 7; sp.n_latent = 6; sp.max_prompt = 9; sp.max_answer = 4; sp.bf16 = bf16; sp.kv = 1;
+    sp.model = "codi_tiny"; sp.questions = "synthetic"; sp.positions = "latents"; sp.recipe = "0"; sp.command = "test_lens";
+    sp.labels_json = "[\"bot\",\"latent 1\",\"latent 2\",\"latent 3\",\"latent 4\",\"latent 5\",\"latent 6\"]";
+    if (!s || !(a = codi_acts_open(m, path, &sp, resume, err, 256))) { codi_state_free(s); return -1; }
+    for (i = 0; i < n && !rc; i++) {
+        codi_run_opts ro = codi_run_opts_default(m);
+        codi_run_result rr;
+        codi_acts_row row;
+        int r = rows[i], np = 8;
+        ids[0] = 1; memcpy(ids + 1, q[r], sizeof q[r]); ids[7] = m->config.bot_id;   /* bos q bot */
+        if (codi_acts_done(a, r)) continue;
+        ro.max_answer = 4; ro.latents = lat;
+        if (codi_run(m, s, ids, np, &ro, &rr)) { snprintf(err, 256, "%s", s->error); rc = -1; break; }
+        for (k = 0; k < 7; k++) pos[k] = np - 1 + k;
+        codi_acts_gather(m, s, pos, 7, resid, fin, key, val);
+        memset(&row, 0, sizeof row);
+        row.resid = resid; row.final = fin; row.latent_inputs = lat; row.key = key; row.value = val; row.positions = pos;
+        row.prompt_ids = ids; row.n_prompt = np; row.answer_ids = rr.answer; row.n_answer = rr.n_answer;
+        row.gold = r == 1 ? NAN : 42; row.prediction = 41; row.correct = 0; row.question_index = r;
+        if (sums) { double sum = 0; for (k = 0; k < 7 * (L + 1) * D; k++) sum += bf16 ? codi__bf16_to_f32(codi__f32_to_bf16(resid[k])) : resid[k]; sums[r] = sum; }
+        rc = codi_acts_write(a, r, &row, err, 256);
+    }
+    if (codi_acts_close(a, err, 256)) rc = -1;
+    codi_state_free(s);
+    return rc;
+}
+
+static void test_acts(codi_model *m) {
+    static const int all[3] = { 0, 1, 2 }, part[2] = { 0, 2 };
+    char err[256] = "", args[512];
+    double sums[3];
+    size_t na = 0, nb = 0;
+    unsigned char *a, *b;
+    int rc;
+    if (record_rows(m, "build/test_acts_full.safetensors", all, 3, 0, 0, sums, err) ||
+        record_rows(m, "build/test_acts_resumed.safetensors", part, 2, 0, 0, NULL, err) ||
+        record_rows(m, "build/test_acts_resumed.safetensors", all, 3, 1, 0, NULL, err)) {
+        t_result(0, "record activations", "%s", err); return;
+    }
+    a = t_slurp("build/test_acts_full.safetensors", &na);
+    b = t_slurp("build/test_acts_resumed.safetensors", &nb);
+    t_result(a && b && na == nb && !memcmp(a, b, na), "recording stopped after 2 of 3 rows and resumed = uninterrupted, byte for byte", "%lu bytes", (unsigned long)na);
+    free(a); free(b);
+    rc = record_rows(m, "build/test_acts_resumed.safetensors", all, 3, 1, 1, NULL, err);
+    t_result(rc == -1 && strstr(err, "dtype"), "resuming with other settings (bf16) is refused", "%s", err);
+    snprintf(args, sizeof args, "acts build/test_acts_full.safetensors 3 %d %d %.9g %.9g %.9g", L, D, sums[0], sums[1], sums[2]);
+    rc = t_python(args);
+    if (rc == 77) t_skip("numpy reads the activation dataset", "no python3 with numpy");
+    else t_result(rc == 0, "numpy reads the activation dataset (layout, metadata, values)", NULL);
+    rc = record_rows(m, "build/test_acts_bf16.safetensors", all, 3, 0, 1, sums, err);
+    snprintf(args, sizeof args, "acts build/test_acts_bf16.safetensors 3 %d %d %.9g %.9g %.9g", L, D, sums[0], sums[1], sums[2]);
+    if (rc == 0 && (rc = t_python(args)) == 77) t_skip("numpy reads a bf16 activation dataset", "no python3 with numpy");
+    else t_result(rc == 0, "numpy reads a bf16 activation dataset", "%s", err);
+}
+
 int main(void) {
     codi_model *m;
     t_golden g;
     test_distributions();
+    test_number_tokens();
     if (!(m = t_load(TINY, 1))) { t_result(0, "load codi_tiny", NULL); return t_summary(); }
     test_logit_lens(m);
+    test_lens_files(m);
+    test_acts(m);
     if (t_golden_open(&g, GOLD_TL)) { t_result(0, "open " GOLD_TL, NULL); codi_model_free(m); return t_summary(); }
     test_gradient(m, t_gf(&g, "resid", NULL), t_gf(&g, "final_logits", NULL));
     test_golden_adam(m, &g);
