@@ -7,11 +7,16 @@
 #include <stdio.h>
 #include <math.h>
 #include <string.h>
+#if defined(__GNUC__)
+#define SVG_FN static __attribute__((unused))   /* a command may use only some */
+#else
+#define SVG_FN static
+#endif
 
 enum { SVG_VIRIDIS = 0, SVG_MAGMA = 1 };   /* perceptually uniform colour maps, dark = low */
 
 /* XML-escaped text. */
-static void svg_text_escaped(FILE *f, const char *s) {
+SVG_FN void svg_text_escaped(FILE *f, const char *s) {
     for (; s && *s; s++)
         switch (*s) {
         case '&': fputs("&amp;", f); break;
@@ -23,7 +28,7 @@ static void svg_text_escaped(FILE *f, const char *s) {
 }
 
 /* Colour of t in [0, 1] on a map; rgb in 0..255. */
-static void svg_colour(int map, double t, int rgb[3]) {
+SVG_FN void svg_colour(int map, double t, int rgb[3]) {
     static const unsigned char viridis[9][3] = { { 68, 1, 84 }, { 71, 44, 122 }, { 59, 81, 139 }, { 44, 113, 142 },
         { 33, 144, 141 }, { 39, 173, 129 }, { 92, 200, 99 }, { 170, 220, 50 }, { 253, 231, 37 } };
     static const unsigned char magma[9][3] = { { 0, 0, 4 }, { 28, 16, 68 }, { 79, 18, 123 }, { 129, 37, 129 },
@@ -38,18 +43,18 @@ static void svg_colour(int map, double t, int rgb[3]) {
 }
 
 /* A categorical colour for series / group k. */
-static const char *svg_series_colour(int k) {
+SVG_FN const char *svg_series_colour(int k) {
     static const char *c[10] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
     return c[((k % 10) + 10) % 10];
 }
 
-static void svg_begin(FILE *f, double w, double h) {
+SVG_FN void svg_begin(FILE *f, double w, double h) {
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
                "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n", w, h, w, h);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
 }
 
-static void svg_label(FILE *f, double x, double y, double size, const char *anchor, const char *extra, const char *text) {
+SVG_FN void svg_label(FILE *f, double x, double y, double size, const char *anchor, const char *extra, const char *text) {
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"%.1f\" text-anchor=\"%s\"%s%s>", x, y, size, anchor, extra ? " " : "", extra ? extra : "");
     svg_text_escaped(f, text);
     fputs("</text>\n", f);
@@ -68,7 +73,7 @@ typedef struct {
     double cell_w, cell_h;           /* 0: 64 x 22 */
 } svg_heatmap_spec;
 
-static int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
+SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
     double cw = s->cell_w > 0 ? s->cell_w : 64, ch = s->cell_h > 0 ? s->cell_h : 22;
     double left = 90, top = s->title ? 46 : 20, gw = cw * s->cols, gh = ch * s->rows;
     double w = left + gw + 110, h = top + gh + 60;
@@ -127,15 +132,15 @@ static int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
 }
 
 /* Axes frame with ticks for x in [x0, x1], y in [y0, y1] inside (left, top, pw, ph). */
-static void svg_axes(FILE *f, double left, double top, double pw, double ph, double x0, double x1, double y0, double y1,
-                     const char *xlabel, const char *ylabel) {
+SVG_FN void svg_axes(FILE *f, double left, double top, double pw, double ph, double x0, double x1, double y0, double y1,
+                     const char *xlabel, const char *ylabel, int numeric_x) {
     int k;
     char buf[32];
     fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", left, top, pw, ph);
     for (k = 0; k <= 4; k++) {
         double fx = left + pw * k / 4, fy = top + ph - ph * k / 4;
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", left, fy, left + pw, fy);
-        snprintf(buf, sizeof buf, "%.3g", x0 + (x1 - x0) * k / 4); svg_label(f, fx, top + ph + 15, 10, "middle", NULL, buf);
+        if (numeric_x) { snprintf(buf, sizeof buf, "%.3g", x0 + (x1 - x0) * k / 4); svg_label(f, fx, top + ph + 15, 10, "middle", NULL, buf); }
         snprintf(buf, sizeof buf, "%.3g", y0 + (y1 - y0) * k / 4); svg_label(f, left - 5, fy + 3, 10, "end", NULL, buf);
     }
     if (xlabel) svg_label(f, left + pw / 2, top + ph + 34, 12, "middle", NULL, xlabel);
@@ -151,11 +156,12 @@ typedef struct {
     const double *x;                 /* [n_points] shared x values */
     const double *y;                 /* [n_series, n_points]; NaN = gap */
     const char *const *names;        /* [n_series] legend */
+    const char *const *x_labels;     /* [n_points] tick labels at the points, or NULL for numeric ticks */
     const char *title, *xlabel, *ylabel;
     double ymin, ymax;               /* ymin == ymax: from the data */
 } svg_lines_spec;
 
-static void svg_range(const double *v, size_t n, double *lo, double *hi) {
+SVG_FN void svg_range(const double *v, size_t n, double *lo, double *hi) {
     size_t i;
     *lo = INFINITY; *hi = -INFINITY;
     for (i = 0; i < n; i++) if (v[i] == v[i]) { if (v[i] < *lo) *lo = v[i]; if (v[i] > *hi) *hi = v[i]; }
@@ -163,7 +169,7 @@ static void svg_range(const double *v, size_t n, double *lo, double *hi) {
     if (*hi == *lo) { *lo -= 0.5; *hi += 0.5; }
 }
 
-static int svg_lines(const char *path, const svg_lines_spec *s) {
+SVG_FN int svg_lines(const char *path, const svg_lines_spec *s) {
     double left = 64, top = s->title ? 40 : 16, pw = 520, ph = 300, x0, x1, y0 = s->ymin, y1 = s->ymax;
     FILE *f = fopen(path, "w");
     int k, i;
@@ -172,7 +178,9 @@ static int svg_lines(const char *path, const svg_lines_spec *s) {
     if (y0 == y1) svg_range(s->y, (size_t)s->n_series * s->n_points, &y0, &y1);
     svg_begin(f, left + pw + 170, top + ph + 50);
     if (s->title) svg_label(f, left + pw / 2, 24, 15, "middle", "font-weight=\"bold\"", s->title);
-    svg_axes(f, left, top, pw, ph, x0, x1, y0, y1, s->xlabel, s->ylabel);
+    svg_axes(f, left, top, pw, ph, x0, x1, y0, y1, s->xlabel, s->ylabel, !s->x_labels);
+    for (i = 0; s->x_labels && i < s->n_points; i++)
+        svg_label(f, left + pw * (s->x[i] - x0) / (x1 - x0), top + ph + 15, 10, "middle", NULL, s->x_labels[i]);
     for (k = 0; k < s->n_series; k++) {
         int pen = 0;
         fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\" d=\"", svg_series_colour(k));
@@ -204,7 +212,7 @@ typedef struct {
     const char *title, *xlabel, *ylabel;
 } svg_scatter_spec;
 
-static int svg_scatter(const char *path, const svg_scatter_spec *s) {
+SVG_FN int svg_scatter(const char *path, const svg_scatter_spec *s) {
     double left = 64, top = s->title ? 40 : 16, pw = 420, ph = 420, x0, x1, y0, y1;
     FILE *f = fopen(path, "w");
     int i;
@@ -213,7 +221,7 @@ static int svg_scatter(const char *path, const svg_scatter_spec *s) {
     svg_range(s->y, (size_t)s->n, &y0, &y1);
     svg_begin(f, left + pw + 170, top + ph + 50);
     if (s->title) svg_label(f, left + pw / 2, 24, 15, "middle", "font-weight=\"bold\"", s->title);
-    svg_axes(f, left, top, pw, ph, x0, x1, y0, y1, s->xlabel, s->ylabel);
+    svg_axes(f, left, top, pw, ph, x0, x1, y0, y1, s->xlabel, s->ylabel, 1);
     for (i = 0; i < s->n; i++)
         if (s->x[i] == s->x[i] && s->y[i] == s->y[i])
             fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\" fill-opacity=\"0.75\"/>\n", left + pw * (s->x[i] - x0) / (x1 - x0),
