@@ -78,7 +78,8 @@ extern "C" {
 
 /* >>api -------------------------------------------------------------------------------- */
 
-enum { CODI_F32 = 0, CODI_BF16 = 1, CODI_F16 = 2 };       /* element types of weights */
+/* Element types: weights are F32, BF16 or F16; safetensors files may also hold the others. */
+enum { CODI_F32 = 0, CODI_BF16 = 1, CODI_F16 = 2, CODI_I32 = 3, CODI_U8 = 4, CODI_F64 = 5, CODI_I64 = 6 };
 
 /* The model's shape and CODI settings (HF config.json + CODI token ids). */
 typedef struct {
@@ -277,15 +278,43 @@ CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *lo
    s->error when layer or pos is out of range. */
 CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits);
 
-/* Writes tensors as a .safetensors file. dtype per tensor: CODI_F32 or 'i' (int32). */
+/* ---- safetensors files (>>io): what numpy / torch read and write ------------------------ */
+
+/* One tensor to write: data [shape] of dtype (CODI_BF16 data is uint16_t bf16 bits). */
 typedef struct {
     const char *name;
-    int is_int;          /* 0: float32 data, 1: int32 data */
+    int dtype;           /* CODI_F32, CODI_BF16, CODI_F16, CODI_I32, CODI_U8, CODI_F64, CODI_I64 */
     const void *data;
-    int ndim;
-    int64_t shape[4];
+    int ndim;            /* 0..8 */
+    int64_t shape[8];
 } codi_st_entry;
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz);
+/* Writes tensors as a .safetensors file (to PATH.tmp, then renamed over PATH). metadata is NULL or
+   {key, value, key, value, ..., NULL}: strings for the header's __metadata__. Names and metadata
+   are JSON-escaped; sizes are overflow-checked. Returns 0, or -1 with a message in err. */
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz);
+
+/* A .safetensors file opened for reading (mapped; names kept exactly as in the file). */
+typedef struct codi_st_file codi_st_file;
+typedef struct {
+    const char *name;
+    char dtype[8];       /* as spelled in the file: "F32", "BF16", "F16", "F64", "I32", "I64", "U8", ... */
+    int ndim;
+    int64_t shape[8];
+    size_t numel;
+    const void *data;    /* raw little-endian bytes inside the mapping (may be unaligned) */
+} codi_st_tensor;
+/* NULL with a message in err when the file is missing or not a valid safetensors file. */
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz);
+CODI_API void codi_st_close(codi_st_file *f);
+CODI_API int codi_st_count(const codi_st_file *f);                                   /* tensors in the file */
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out);   /* 0, or -1 out of range */
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out); /* 0, or -1 if absent */
+/* Tensor name converted to float32 into out[0..cap) (F32, BF16, F16, F64, I32, I64, U8). Returns its
+   element count, or -1 with a message (absent, other dtype, cap too small). */
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz);
+/* A string of the header's __metadata__ object, or NULL. Valid until codi_st_close. */
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key);
 
 /* ---- tokenizer (>>tokenizer): Hugging Face tokenizer.json or tiktoken tokenizer.model ---- */
 
@@ -579,7 +608,10 @@ static float codi__f16_to_f32(uint16_t h) {
     memcpy(&f, &u, 4); return f;
 }
 
-static size_t codi__dtype_size(int dtype) { return dtype == CODI_F32 ? 4 : 2; }
+static size_t codi__dtype_size(int dtype) {
+    static const size_t size[] = { 4, 2, 2, 4, 1, 8, 8 };   /* F32 BF16 F16 I32 U8 F64 I64 */
+    return size[dtype];
+}
 
 /* Element i of a tensor of dtype at p, as f32 (reads byte-wise: p may be unaligned). */
 static float codi__load_elem(const void *p, int dtype, size_t i) {
@@ -4389,42 +4421,227 @@ CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
     return 0;
 }
 
-/* >>io: safetensors writer ------------------------------------------------------------------- */
+/* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz) {
-    FILE *fp;
-    char *hdr;
-    size_t cap = 256 + (size_t)n * 256, len = 0, off = 0, pad;
-    uint64_t hl;
+/* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
+typedef struct { char *p; size_t len, cap; int ok; } codi__buf;
+
+static void codi__buf_put(codi__buf *b, const char *s, size_t n) {
+    if (!b->ok) return;
+    if (n > ((size_t)-1) / 2 - b->len) { b->ok = 0; return; }
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = (b->len + n + 1) * 2;
+        char *np = (char *)CODI_REALLOC(b->p, nc);
+        if (!np) { b->ok = 0; return; }
+        b->p = np; b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n; b->p[b->len] = 0;
+}
+
+static void codi__buf_str(codi__buf *b, const char *s) { codi__buf_put(b, s, strlen(s)); }
+
+/* s as a JSON string literal: quotes, backslashes and control characters escaped. */
+static void codi__buf_json_string(codi__buf *b, const char *s) {
+    codi__buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[8];
+        if (ch == '"' || ch == '\\') { esc[0] = '\\'; esc[1] = (char)ch; codi__buf_put(b, esc, 2); }
+        else if (ch < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", ch); codi__buf_put(b, esc, 6); }
+        else codi__buf_put(b, (const char *)&ch, 1);
+    }
+    codi__buf_put(b, "\"", 1);
+}
+
+static const char *const codi__dtype_names[] = { "F32", "BF16", "F16", "I32", "U8", "F64", "I64" };
+
+/* Bytes of a tensor, or 0 with *bad set when a dim is negative or the product overflows. */
+static size_t codi__entry_bytes(const codi_st_entry *e, int *bad) {
+    size_t bytes = codi__dtype_size(e->dtype);
+    int d;
+    for (d = 0; d < e->ndim; d++) {
+        if (e->shape[d] < 0 || (e->shape[d] > 0 && bytes > ((size_t)-1 >> 1) / (size_t)e->shape[d])) { *bad = 1; return 0; }
+        bytes *= (size_t)e->shape[d];
+    }
+    return bytes;
+}
+
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz) {
+    codi__buf hdr = { NULL, 0, 0, 1 };
+    char num[64], *tmp = NULL;
+    size_t off = 0, pad, plen = strlen(path);
     unsigned char hl8[8];
-    int i, d;
-    if (!(hdr = (char *)CODI_MALLOC(cap))) { codi__err(err, errsz, "out of memory"); return -1; }
-    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    uint64_t hl;
+    FILE *fp = NULL;
+    int i, d, bad = 0;
+    codi__buf_str(&hdr, "{\"__metadata__\":{\"format\":\"pt\"");
+    for (i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2) {
+        codi__buf_str(&hdr, ",");
+        codi__buf_json_string(&hdr, metadata[i]); codi__buf_str(&hdr, ":"); codi__buf_json_string(&hdr, metadata[i + 1]);
+    }
+    codi__buf_str(&hdr, "}");
     for (i = 0; i < n; i++) {
-        size_t bytes = 4;
-        for (d = 0; d < e[i].ndim; d++) bytes *= (size_t)e[i].shape[d];
-        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e[i].name, e[i].is_int ? "I32" : "F32");
-        for (d = 0; d < e[i].ndim; d++) len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)e[i].shape[d]);
-        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%lu,%lu]}", (unsigned long)off, (unsigned long)(off + bytes));
+        size_t bytes;
+        if (e[i].dtype < CODI_F32 || e[i].dtype > CODI_I64 || e[i].ndim < 0 || e[i].ndim > 8 || !e[i].name) {
+            codi__err(err, errsz, "tensor %d: bad dtype, rank or name", i); goto fail;
+        }
+        bytes = codi__entry_bytes(&e[i], &bad);
+        if (bad || off > ((size_t)-1 >> 1) - bytes) { codi__err(err, errsz, "tensor '%s': shape too large", e[i].name); goto fail; }
+        codi__buf_str(&hdr, ",");
+        codi__buf_json_string(&hdr, e[i].name);
+        codi__buf_str(&hdr, ":{\"dtype\":\""); codi__buf_str(&hdr, codi__dtype_names[e[i].dtype]); codi__buf_str(&hdr, "\",\"shape\":[");
+        for (d = 0; d < e[i].ndim; d++) { snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)e[i].shape[d]); codi__buf_str(&hdr, num); }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + bytes));
+        codi__buf_str(&hdr, num);
         off += bytes;
-        if (len >= cap - 1) { CODI_FREE(hdr); codi__err(err, errsz, "tensor names too long"); return -1; }
     }
-    len += (size_t)snprintf(hdr + len, cap - len, "}");
-    pad = (8 - len % 8) % 8;
-    hl = len + pad;
+    codi__buf_str(&hdr, "}");
+    pad = (8 - hdr.len % 8) % 8;
+    for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* data starts 8-byte aligned */
+    if (!hdr.ok || !(tmp = (char *)CODI_MALLOC(plen + 5))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5);
+    hl = hdr.len;
     for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
-    if (!(fp = fopen(path, "wb"))) { CODI_FREE(hdr); codi__err(err, errsz, "cannot write %s", path); return -1; }
-    fwrite(hl8, 1, 8, fp);
-    fwrite(hdr, 1, len, fp);
-    for (i = 0; i < (int)pad; i++) fputc(' ', fp);
-    for (i = 0; i < n; i++) {
-        size_t cnt = 1;
-        for (d = 0; d < e[i].ndim; d++) cnt *= (size_t)e[i].shape[d];
-        fwrite(e[i].data, 4, cnt, fp);
+    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
+    bad = fwrite(hl8, 1, 8, fp) != 8 || fwrite(hdr.p, 1, hdr.len, fp) != hdr.len;
+    for (i = 0; i < n && !bad; i++) {
+        size_t bytes = codi__entry_bytes(&e[i], &bad);
+        bad = bytes && fwrite(e[i].data, 1, bytes, fp) != bytes;
     }
-    CODI_FREE(hdr);
-    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); return -1; }
+    if (fclose(fp) != 0 || bad) { fp = NULL; codi__err(err, errsz, "error writing %s", tmp); remove(tmp); goto fail; }
+    fp = NULL;
+    if (rename(tmp, path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", tmp, path); remove(tmp); goto fail; }
+    CODI_FREE(hdr.p); CODI_FREE(tmp);
     return 0;
+fail:
+    if (fp) fclose(fp);
+    CODI_FREE(hdr.p); CODI_FREE(tmp);
+    return -1;
+}
+
+struct codi_st_file {
+    codi__file *file;
+    codi__json *header;        /* owns every name and metadata string */
+    codi_st_tensor *t;         /* [n] */
+    int n;
+};
+
+/* Element size of a safetensors dtype name, 0 if unknown. */
+static size_t codi__st_elem_size(const char *dt) {
+    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
+                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
+    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
+    size_t i;
+    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
+    return 0;
+}
+
+CODI_API void codi_st_close(codi_st_file *f) {
+    if (!f) return;
+    codi__json_free(f->header);
+    codi__file_close(f->file);
+    CODI_FREE(f->t);
+    CODI_FREE(f);
+}
+
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
+    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
+    const codi__json *e;
+    uint64_t hlen = 0;
+    size_t data_size;
+    char jerr[200];
+    int i;
+    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
+    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
+    if (hlen > f->file->size - 8) { codi__err(err, errsz, "%s: header size %llu does not fit the file", path, (unsigned long long)hlen); goto fail; }
+    data_size = f->file->size - 8 - (size_t)hlen;
+    if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
+        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
+    }
+    if (f->header->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (e = f->header->child; e; e = e->next) {
+        const codi__json *dt = codi__json_get(e, "dtype"), *shape = codi__json_get(e, "shape"), *offs = codi__json_get(e, "data_offsets"), *v;
+        codi_st_tensor *t = &f->t[f->n];
+        size_t esz, bytes;
+        double b0, b1;
+        if (!strcmp(e->key, "__metadata__")) continue;
+        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs || offs->type != CODI__J_ARR ||
+            offs->count != 2 || offs->child->type != CODI__J_NUM || offs->child->next->type != CODI__J_NUM) {
+            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
+        }
+        if (!(esz = codi__st_elem_size(dt->str)) || strlen(dt->str) >= sizeof t->dtype) {
+            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
+        }
+        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
+        memset(t, 0, sizeof *t);
+        t->name = e->key; strcpy(t->dtype, dt->str);
+        t->numel = 1;
+        for (v = shape->child; v; v = v->next) {
+            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
+                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
+            }
+            t->shape[t->ndim++] = (int64_t)v->num;
+            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
+            else t->numel *= (size_t)v->num;
+        }
+        b0 = offs->child->num; b1 = offs->child->next->num;
+        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
+        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (double)bytes != b1 - b0) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
+            goto fail;
+        }
+        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
+        f->n++;
+    }
+    return f;
+fail:
+    codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
+
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
+    if (i < 0 || i >= f->n) return -1;
+    *out = f->t[i];
+    return 0;
+}
+
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
+    return -1;
+}
+
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
+    codi_st_tensor t;
+    const unsigned char *b;
+    size_t i;
+    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
+    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
+    b = (const unsigned char *)t.data;
+    for (i = 0; i < t.numel; i++) {
+        if (!strcmp(t.dtype, "F32")) out[i] = codi__load_elem(b, CODI_F32, i);
+        else if (!strcmp(t.dtype, "BF16")) out[i] = codi__load_elem(b, CODI_BF16, i);
+        else if (!strcmp(t.dtype, "F16")) out[i] = codi__load_elem(b, CODI_F16, i);
+        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
+        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
+        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
+    }
+    return (long)t.numel;
+}
+
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
+    const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
+    return v && v->type == CODI__J_STR ? v->str : NULL;
 }
 
 /* >>torchsave: a state dict of f32 tensors as torch.save writes it (zip of stored entries:
@@ -4445,19 +4662,7 @@ static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
     return ~crc;
 }
 
-typedef struct { unsigned char *p; size_t n, cap; int oom; } codi__buf;
-
-static void codi__buf_put(codi__buf *b, const void *src, size_t n) {
-    if (b->oom) return;
-    if (b->n + n > b->cap) {
-        size_t nc = (b->cap + n) * 2;
-        unsigned char *np = (unsigned char *)CODI_REALLOC(b->p, nc);
-        if (!np) { b->oom = 1; return; }
-        b->p = np; b->cap = nc;
-    }
-    memcpy(b->p + b->n, src, n); b->n += n;
-}
-static void codi__buf_byte(codi__buf *b, int c) { unsigned char x = (unsigned char)c; codi__buf_put(b, &x, 1); }
+static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
 static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
 static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
 static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
@@ -4468,7 +4673,7 @@ static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
 /* One zip entry: local header (padded by an extra field so the data starts 64-byte aligned, as
    torch's writer does), data; its central directory record goes to cd. */
 static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
-    size_t nl = strlen(name), pad = (64 - (zip->n + 30 + nl + 4) % 64) % 64, off = zip->n;
+    size_t nl = strlen(name), pad = (64 - (zip->len + 30 + nl + 4) % 64) % 64, off = zip->len;
     uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
     codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
     codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
@@ -4476,7 +4681,7 @@ static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const
     codi__buf_put(zip, name, nl);
     codi__buf_le(zip, 0x4246, 2); codi__buf_le(zip, pad, 2);           /* "FB" padding field */
     while (pad--) codi__buf_byte(zip, 'Z');
-    codi__buf_put(zip, data, n);
+    codi__buf_put(zip, (const char *)data, n);
     codi__buf_le(cd, 0x02014b50u, 4); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 0, 2);
     codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0x21, 2); codi__buf_le(cd, crc, 4);
     codi__buf_le(cd, n, 4); codi__buf_le(cd, n, 4); codi__buf_le(cd, nl, 2); codi__buf_le(cd, 0, 2);
@@ -4492,6 +4697,7 @@ static int codi__torch_save(const char *path, int n, const char *const *names, c
     FILE *fp;
     int i, d, rc = -1;
     memset(&pk, 0, sizeof pk); memset(&zip, 0, sizeof zip); memset(&cd, 0, sizeof cd);
+    pk.ok = zip.ok = cd.ok = 1;
     codi__buf_put(&pk, "\x80\x02", 2);
     codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R(", 3);
     for (i = 0; i < n; i++) {
@@ -4513,7 +4719,7 @@ static int codi__torch_save(const char *path, int n, const char *const *names, c
         codi__buf_put(&pk, "tR", 2);
     }
     codi__buf_put(&pk, "u.", 2);
-    codi__zip_put(&zip, &cd, "archive/data.pkl", pk.p, pk.n);
+    codi__zip_put(&zip, &cd, "archive/data.pkl", pk.p, pk.len);
     codi__zip_put(&zip, &cd, "archive/byteorder", "little", 6);
     for (i = 0; i < n; i++) {
         snprintf(tmp, sizeof tmp, "archive/data/%d", i);
@@ -4521,17 +4727,17 @@ static int codi__torch_save(const char *path, int n, const char *const *names, c
     }
     codi__zip_put(&zip, &cd, "archive/version", "3\n", 2);
     {
-        size_t cd_off = zip.n;
-        codi__buf_put(&zip, cd.p, cd.n);
+        size_t cd_off = zip.len;
+        codi__buf_put(&zip, cd.p, cd.len);
         codi__buf_le(&zip, 0x06054b50u, 4); codi__buf_le(&zip, 0, 4);
         codi__buf_le(&zip, (uint64_t)n + 3, 2); codi__buf_le(&zip, (uint64_t)n + 3, 2);
-        codi__buf_le(&zip, cd.n, 4); codi__buf_le(&zip, cd_off, 4); codi__buf_le(&zip, 0, 2);
+        codi__buf_le(&zip, cd.len, 4); codi__buf_le(&zip, cd_off, 4); codi__buf_le(&zip, 0, 2);
     }
-    if (pk.oom || zip.oom || cd.oom) { codi__err(err, errsz, "out of memory"); goto done; }
-    if (zip.n > 0xffffffffu) { codi__err(err, errsz, "%s would exceed 4 GiB (zip64 is not written)", path); goto done; }
+    if (!pk.ok || !zip.ok || !cd.ok) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (zip.len > 0xffffffffu) { codi__err(err, errsz, "%s would exceed 4 GiB (zip64 is not written)", path); goto done; }
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto done; }
-    if (fwrite(zip.p, 1, zip.n, fp) != zip.n) { fclose(fp); remove(tmp); codi__err(err, errsz, "error writing %s", tmp); goto done; }
+    if (fwrite(zip.p, 1, zip.len, fp) != zip.len) { fclose(fp); remove(tmp); codi__err(err, errsz, "error writing %s", tmp); goto done; }
     if (fclose(fp) != 0 || rename(tmp, path) != 0) { remove(tmp); codi__err(err, errsz, "error writing %s", path); goto done; }
     rc = 0;
 done:
@@ -4586,20 +4792,23 @@ done:
 
 CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz) {
     int L = t->n_layers, i, rc;
-    char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
+    char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names), dm[16], nl[16];
     codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
-    (void)base_model;
+    const char *meta[11];
     if (!names || !e) { CODI_FREE(names); CODI_FREE(e); codi__err(err, errsz, "out of memory"); return -1; }
     memset(e, 0, (size_t)2 * L * sizeof *e);
     for (i = 0; i < 2 * L; i++) {
         int l = i / 2, is_bias = i % 2;
         snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
-        e[i].name = names[i];
+        e[i].name = names[i]; e[i].dtype = CODI_F32;
         e[i].data = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
         e[i].ndim = is_bias ? 1 : 2;
         e[i].shape[0] = e[i].shape[1] = t->dim;
     }
-    rc = codi_write_safetensors(path, e, 2 * L, err, errsz);
+    snprintf(dm, sizeof dm, "%d", t->dim); snprintf(nl, sizeof nl, "%d", L);
+    meta[0] = "format"; meta[1] = "codi_lens.tuned_lens.v1"; meta[2] = "base_model_name_or_path"; meta[3] = base_model ? base_model : "";
+    meta[4] = "d_model"; meta[5] = dm; meta[6] = "num_hidden_layers"; meta[7] = nl; meta[8] = "lens_type"; meta[9] = "linear_tuned_lens"; meta[10] = NULL;
+    rc = codi_write_safetensors(path, e, 2 * L, meta, err, errsz);
     CODI_FREE(names); CODI_FREE(e);
     return rc;
 }
@@ -4712,10 +4921,9 @@ static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
 static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
     const char *meta[26];
     char num[6][24];
-    codi__buf b;
+    codi__buf b = { NULL, 0, 0, 1 };
     long off = 0;
     int k, i, d;
-    memset(&b, 0, sizeof b);
     snprintf(num[0], sizeof num[0], "%d", sp->n_latent); snprintf(num[1], sizeof num[1], "%d", a->L);
     snprintf(num[2], sizeof num[2], "%d", a->D); snprintf(num[3], sizeof num[3], "%d", sp->kv ? 1 : 0);
     i = 0;
@@ -4734,20 +4942,8 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
     codi__buf_put(&b, "{\"__metadata__\":{", 17);
     for (k = 0; k < i; k += 2) {
-        const char *s;
         if (k) codi__buf_byte(&b, ',');
-        for (d = 0; d < 2; d++) {
-            codi__buf_byte(&b, '"');
-            for (s = meta[k + d]; *s; s++) {
-                unsigned char ch = (unsigned char)*s;
-                char esc[8];
-                if (ch == '"' || ch == '\\') { codi__buf_byte(&b, '\\'); codi__buf_byte(&b, ch); }
-                else if (ch < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", ch); codi__buf_put(&b, esc, 6); }
-                else codi__buf_byte(&b, ch);
-            }
-            codi__buf_byte(&b, '"');
-            if (!d) codi__buf_byte(&b, ':');
-        }
+        codi__buf_json_string(&b, meta[k]); codi__buf_byte(&b, ':'); codi__buf_json_string(&b, meta[k + 1]);
     }
     codi__buf_byte(&b, '}');
     for (k = 0; k < CODI__A_COUNT; k++) {
@@ -4764,11 +4960,11 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
         off += bytes;
     }
     codi__buf_byte(&b, '}');
-    while (b.n % 8) codi__buf_byte(&b, ' ');
-    if (b.oom) { CODI_FREE(b.p); return NULL; }
-    for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.n;
-    a->total = 8 + (long)b.n + off;
-    *len = b.n;
+    while (b.len % 8) codi__buf_byte(&b, ' ');
+    if (!b.ok) { CODI_FREE(b.p); return NULL; }
+    for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.len;
+    a->total = 8 + (long)b.len + off;
+    *len = b.len;
     return (char *)b.p;
 }
 

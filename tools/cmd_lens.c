@@ -101,42 +101,33 @@ static void lens_cell_token(const codi_tokenizer *t, int32_t id, char *buf, size
     snprintf(buf, cap, "%.*s%s", (int)i, text, text[i] ? "~" : "");
 }
 
-/* Prints a UTF-8 string padded to width columns (code points). */
-static void lens_pad(const char *s, int width) {
-    int n = 0;
-    const char *p;
-    for (p = s; *p; p++) n += (*p & 0xC0) != 0x80;
-    fputs(s, stdout);
-    while (n++ < width) fputc(' ', stdout);
-}
-
 static void lens_print_table(const codi_tokenizer *t, const pos_spec *ps, const lens_grid *g, const int32_t *tid, int ntid, const char *what) {
     char lab[32], tok[64], cell[96];
     int p, l;
     printf("%s: top-1 token and probability at each residual index (rows) and position (columns)%s\n", what,
            ntid > 0 ? "; * = target in the top-k" : "");
-    lens_pad("layer", 7);
-    for (p = 0; p < g->P; p++) { pos_label(ps, p, lab, sizeof lab); lens_pad(lab, 17); }
+    cli_print_padded("layer", 7);
+    for (p = 0; p < g->P; p++) { pos_label(ps, p, lab, sizeof lab); cli_print_padded(lab, 17); }
     printf("\n");
     for (l = g->L1 - 1; l >= 0; l--) {
         snprintf(lab, sizeof lab, "%d", l);
-        lens_pad(lab, 7);
+        cli_print_padded(lab, 7);
         for (p = 0; p < g->P; p++) {
             size_t c = (size_t)p * g->L1 + l;
-            if (g->pos[p] < 0) { lens_pad("-", 17); continue; }
-            lens_cell_token(t, g->top_ids[c * g->k], tok, sizeof tok, 8);
+            if (g->pos[p] < 0) { cli_print_padded("-", 17); continue; }
+            cli_token_cell(t, g->top_ids[c * g->k], tok, sizeof tok, 8);
             snprintf(cell, sizeof cell, "%s%s %.2f", ntid > 0 && lens_rank_in(g, p, l, tid, ntid) < g->k ? "*" : "", tok, g->top_probs[c * g->k]);
-            lens_pad(cell, 17);
+            cli_print_padded(cell, 17);
         }
         printf("\n");
     }
     printf("entropy (nats)\n");
     for (l = g->L1 - 1; l >= 0; l--) {
         snprintf(lab, sizeof lab, "%d", l);
-        lens_pad(lab, 7);
+        cli_print_padded(lab, 7);
         for (p = 0; p < g->P; p++) {
             snprintf(cell, sizeof cell, "%.2f", g->entropy[(size_t)p * g->L1 + l]);
-            lens_pad(g->pos[p] < 0 ? "-" : cell, 17);
+            cli_print_padded(g->pos[p] < 0 ? "-" : cell, 17);
         }
         printf("\n");
     }
@@ -580,7 +571,7 @@ static int lens_sprint_index(const char *cmd, pos_spec *ps) {
     return 0;
 }
 
-static int cmd_lens(const cli_command *self, int argc, char **argv) {
+static int lens_run(const cli_command *self, int argc, char **argv) {
     lens_args a;
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
@@ -593,7 +584,7 @@ static int cmd_lens(const cli_command *self, int argc, char **argv) {
     char err[512], answer[4096];
     int rc, n, ntid = 0;
     cli_opt opts[] = {
-        CLI_MODEL_OPTS(a.ma), CLI_PROMPT_OPTS(a.pa),
+        CLI_MODEL_OPTS(&a.ma), CLI_PROMPT_OPTS(&a.pa),
         { "--tuned", CLI_STR, &a.tuned, 0, 0, "DIR|FILE", "tuned lens: a tuned-lens directory (params.pt + config.json), a params.pt or our .safetensors (default: the logit lens)" },
         { "--positions", CLI_STR, &a.positions, 0, 0, "SPEC", "latents (bot + latent 1..N, default), answer, prompt, all, or a list: bot,latent3,answer1,prompt0,17" },
         { "--top-k", CLI_INT, &a.top_k, 1, LENS_KMAX, "K", "top-k kept per cell and used for target marks (default 5; aggregate mode: the k of its pictures, default 10)" },
@@ -613,10 +604,11 @@ static int cmd_lens(const cli_command *self, int argc, char **argv) {
     a.ma = cli_model_defaults(); a.pa = cli_prompt_defaults();
     a.positions = "latents"; a.top_k = 0; a.max_answer = 32; a.out = "lens_metrics";
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &a.ma, &a.pa)) return 2;
+    if (!a.questions && !a.pa.question && !a.pa.ids) { fprintf(stderr, "codi lens: give --question TEXT, --ids 1,2,3 or --questions FILE.jsonl\n"); return 2; }
     if (!a.top_k) a.top_k = a.questions ? 10 : 5;
     if (a.color && strcmp(a.color, "prob") && strcmp(a.color, "entropy")) { fprintf(stderr, "codi lens: --color is prob or entropy\n"); return 2; }
     if (pos_parse("lens", a.positions, a.pa.latents, &ps) || (a.sprint_index && lens_sprint_index("lens", &ps))) return 2;
-    cli_threads_checked(&a.ma);
     if (!(m = cli_load_model(&a.ma))) return 1;
     rc = 1;
     t = cli_load_tokenizer(&a.ma, m, !a.pa.question && !a.questions && !a.target);
@@ -653,7 +645,7 @@ done:
     return rc;
 }
 
-static const cli_command lens_command = {
+static const cli_command cmd_lens = {
     "lens", "read the latent chain through the logit lens or a tuned lens (table, JSON, SVG; metrics over a question file)",
     "codi lens --model PATH (--question TEXT | --ids 1,2,3 | --questions FILE.jsonl) [options]",
     "Runs a CODI question and reads the residual stream entering every layer (0..L; L = the last\n"
@@ -670,4 +662,4 @@ static const cli_command lens_command = {
     "  codi lens --model M --question Q --tuned lens_dir --json\n"
     "  codi lens --model M --question Q --svg lens.svg --color entropy\n"
     "  codi lens --model M --questions data/gsm8k/test.jsonl --limit 200 --tokens Therefore --out gsm8k_lens",
-    cmd_lens };
+    lens_run };
