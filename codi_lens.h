@@ -436,7 +436,7 @@ CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_le
    the translators' ModuleList state dict, keys "{i}.weight" [D, D] and "{i}.bias" [D];
    config.json: base_model_name_or_path, d_model, num_hidden_layers, bias,
    base_model_revision, unembed_hash, lens_type), a params.pt alone, or our .safetensors form
-   (the same keys; metadata format = "codi_lens.tuned_lens.v1"). NULL + err on failure. */
+   (the same keys; metadata content = "codi_lens.tuned_lens.v1"). NULL + err on failure. */
 CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz);
 /* Writes dir/params.pt (readable by torch.load, weights_only included) and dir/config.json
    (unembed_hash and base_model_revision null: the library then skips its check). dir must exist. */
@@ -485,6 +485,12 @@ CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr);
 CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss);
 CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr);
 CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr);
+/* Checkpoints: the translators, the optimiser's moments and the step, with every option in the
+   metadata; resuming checks the options (threads aside) and continues exactly where the saved run
+   was (the sample order follows from seed and step). 0, or -1 with a message in err (the trainer
+   is then unusable: make a new one). */
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
 /* Mean KL(final || lens) per residual index [L] of t (NULL: the logit lens) over samples
    first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
 CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
@@ -4236,7 +4242,7 @@ done:
     return rc;
 }
 
-/* >>lens training: the optimisers of both recipes over the batch engine above */
+/* >>lenstrain: the optimisers of both recipes over the batch engine above */
 
 struct codi_lens_trainer {
     const codi_model *m;
@@ -4644,6 +4650,76 @@ CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
     return v && v->type == CODI__J_STR ? v->str : NULL;
 }
 
+/* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
+static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], const char **meta) {
+    static const char *const keys[13] = { "optimizer", "lr", "momentum", "beta2", "eps", "weight_decay", "clip_norm",
+                                          "linear_decay", "total_steps", "batch", "seed", "n_samples", "step" };
+    const codi_lens_train_opts *o = &tr->o;
+    int i;
+    snprintf(buf[0], 32, "%s", o->optimizer == CODI_LENS_SGD ? "sgd_nesterov" : "adam");
+    snprintf(buf[1], 32, "%.17g", o->lr); snprintf(buf[2], 32, "%.17g", o->momentum);
+    snprintf(buf[3], 32, "%.17g", o->beta2); snprintf(buf[4], 32, "%.17g", o->eps);
+    snprintf(buf[5], 32, "%.17g", o->weight_decay); snprintf(buf[6], 32, "%.17g", o->clip_norm);
+    snprintf(buf[7], 32, "%d", o->linear_decay); snprintf(buf[8], 32, "%ld", o->total_steps);
+    snprintf(buf[9], 32, "%d", o->batch); snprintf(buf[10], 32, "%llu", (unsigned long long)o->seed);
+    snprintf(buf[11], 32, "%ld", tr->n_samples); snprintf(buf[12], 32, "%ld", tr->step);
+    for (i = 0; i < 13; i++) { meta[2 * i] = keys[i]; meta[2 * i + 1] = buf[i]; }
+}
+
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    const codi_tuned_lens *t = tr->t;
+    int64_t L = t->n_layers, D = t->dim;
+    codi_st_entry e[6];
+    char buf[13][32];
+    const char *meta[2 * 13 + 3];
+    int i, n = tr->m2w ? 6 : 4;
+    const float *data[6];
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    data[0] = t->weight; data[1] = t->bias; data[2] = tr->m1w; data[3] = tr->m1b; data[4] = tr->m2w; data[5] = tr->m2b;
+    memset(e, 0, sizeof e);
+    for (i = 0; i < n; i++) {
+        e[i].name = names[i]; e[i].dtype = CODI_F32; e[i].data = data[i];
+        e[i].ndim = i % 2 ? 2 : 3; e[i].shape[0] = L; e[i].shape[1] = D; e[i].shape[2] = D;
+    }
+    codi__lens_opts_meta(tr, buf, meta);
+    meta[26] = "content"; meta[27] = "codi_lens.lens_trainer.v1"; meta[28] = NULL;   /* "format" is the writer's "pt" */
+    return codi_write_safetensors(path, e, n, meta, err, errsz);
+}
+
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    codi_tuned_lens *t = tr->t;
+    size_t L = (size_t)t->n_layers, D = (size_t)t->dim;
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    char buf[13][32];
+    const char *meta[2 * 13], *v;
+    float *dst[6];
+    size_t cap[6];
+    int i, n = tr->m2w ? 6 : 4;
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    if (!f) return -1;
+    codi__lens_opts_meta(tr, buf, meta);
+    if (!(v = codi_st_metadata(f, "content")) || strcmp(v, "codi_lens.lens_trainer.v1")) {
+        codi__err(err, errsz, "%s is not a tuned-lens training checkpoint", path); codi_st_close(f); return -1;
+    }
+    for (i = 0; i < 12; i++)
+        if (!(v = codi_st_metadata(f, meta[2 * i])) || strcmp(v, meta[2 * i + 1])) {
+            codi__err(err, errsz, "%s was saved with %s = %s, not %s: resume with the same options", path, meta[2 * i], v ? v : "(none)", meta[2 * i + 1]);
+            codi_st_close(f); return -1;
+        }
+    dst[0] = t->weight; dst[1] = t->bias; dst[2] = tr->m1w; dst[3] = tr->m1b; dst[4] = tr->m2w; dst[5] = tr->m2b;
+    for (i = 0; i < 6; i++) cap[i] = i % 2 ? L * D : L * D * D;
+    for (i = 0; i < n; i++)
+        if (codi_st_read_f32(f, names[i], dst[i], cap[i], err, errsz) != (long)cap[i]) {
+            if (!err[0] || strstr(err, "room")) codi__err(err, errsz, "%s: %s has the wrong size", path, names[i]);
+            codi_st_close(f); return -1;
+        }
+    if (!(v = codi_st_metadata(f, "step")) || (tr->step = strtol(v, NULL, 10)) < 0) {
+        codi__err(err, errsz, "%s has no step count", path); codi_st_close(f); return -1;
+    }
+    codi_st_close(f);
+    return 0;
+}
+
 /* >>torchsave: a state dict of f32 tensors as torch.save writes it (zip of stored entries:
    archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
    what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
@@ -4806,7 +4882,7 @@ CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, co
         e[i].shape[0] = e[i].shape[1] = t->dim;
     }
     snprintf(dm, sizeof dm, "%d", t->dim); snprintf(nl, sizeof nl, "%d", L);
-    meta[0] = "format"; meta[1] = "codi_lens.tuned_lens.v1"; meta[2] = "base_model_name_or_path"; meta[3] = base_model ? base_model : "";
+    meta[0] = "content"; meta[1] = "codi_lens.tuned_lens.v1"; meta[2] = "base_model_name_or_path"; meta[3] = base_model ? base_model : "";
     meta[4] = "d_model"; meta[5] = dm; meta[6] = "num_hidden_layers"; meta[7] = nl; meta[8] = "lens_type"; meta[9] = "linear_tuned_lens"; meta[10] = NULL;
     rc = codi_write_safetensors(path, e, 2 * L, meta, err, errsz);
     CODI_FREE(names); CODI_FREE(e);

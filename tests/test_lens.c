@@ -341,6 +341,40 @@ static void test_acts(codi_model *m) {
     else t_result(rc == 0, "numpy reads a bf16 activation dataset", "%s", err);
 }
 
+/* 3 steps, checkpoint, a new trainer resumes for 3 more = 6 steps straight, bit for bit (with
+   another thread count, which must not change any sum). */
+static void test_resume(codi_model *m, t_golden *g) {
+    gold_samples gs;
+    codi_tuned_lens *a = codi_tuned_lens_new(m), *b = codi_tuned_lens_new(m);
+    codi_lens_train_opts o = codi_lens_train_library(6, 16);
+    codi_lens_trainer *ta, *tb;
+    char err[256] = "";
+    int i, ok = 1;
+    gs.resid = t_gf(g, "resid", NULL); gs.final_logits = t_gf(g, "final_logits", NULL);
+    o.n_threads = 1;
+    ta = codi_lens_trainer_new(m, a, &o, NPOS, gold_sample, &gs, err, sizeof err);
+    o.n_threads = 3;
+    tb = codi_lens_trainer_new(m, b, &o, NPOS, gold_sample, &gs, err, sizeof err);
+    for (i = 0; ok && i < 6; i++) ok = ta && codi_lens_trainer_step(ta, NULL) == 0;
+    for (i = 0; ok && i < 3; i++) ok = tb && codi_lens_trainer_step(tb, NULL) == 0;
+    ok = ok && codi_lens_trainer_save(tb, "build/test_lens_ckpt.safetensors", err, sizeof err) == 0;
+    codi_lens_trainer_free(tb);
+    memset(b->weight, 0, sizeof(float) * L * D * D);
+    tb = codi_lens_trainer_new(m, b, &o, NPOS, gold_sample, &gs, err, sizeof err);
+    ok = ok && tb && codi_lens_trainer_resume(tb, "build/test_lens_ckpt.safetensors", err, sizeof err) == 0 &&
+         codi_lens_trainer_steps_done(tb) == 3;
+    for (i = 0; ok && i < 3; i++) ok = codi_lens_trainer_step(tb, NULL) == 0;
+    t_result(ok && !memcmp(a->weight, b->weight, sizeof(float) * L * D * D) && !memcmp(a->bias, b->bias, sizeof(float) * L * D),
+             "training 3 steps, checkpoint, resume, 3 steps (3 threads) = 6 steps straight (1 thread), bit for bit", "%s", err);
+    codi_lens_trainer_free(tb);
+    o.seed = 7;
+    tb = codi_lens_trainer_new(m, b, &o, NPOS, gold_sample, &gs, err, sizeof err);
+    t_result(tb && codi_lens_trainer_resume(tb, "build/test_lens_ckpt.safetensors", err, sizeof err) == -1 && strstr(err, "seed"),
+             "resuming with another seed is refused", "%s", err);
+    codi_lens_trainer_free(ta); codi_lens_trainer_free(tb);
+    codi_tuned_lens_free(a); codi_tuned_lens_free(b);
+}
+
 int main(void) {
     codi_model *m;
     t_golden g;
@@ -354,6 +388,7 @@ int main(void) {
     test_gradient(m, t_gf(&g, "resid", NULL), t_gf(&g, "final_logits", NULL));
     test_golden_adam(m, &g);
     test_training_lowers_kl(m, &g);
+    test_resume(m, &g);
     t_golden_close(&g);
     codi_model_free(m);
     return t_summary();
