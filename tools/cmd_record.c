@@ -33,7 +33,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     const char *questions = NULL, *out = NULL, *positions = "latents", *dtype = "f32", *shard = NULL;
-    int kv = 0, limit = 0, max_answer = 32, overwrite = 0, shard_k = 0, shard_n = 0, n_bad = 0, rc, i, p;
+    int kv = 0, limit = 0, max_answer = 32, overwrite = 0, max_new = 0, n_new = 0, shard_k = 0, shard_n = 0, n_bad = 0, rc, i, p;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions ({\"question\": ..., \"answer\": ...} lines)" },
@@ -47,6 +47,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "first N questions only (default all)" },
         { "--shard", CLI_STR, &shard, 0, 0, "K/N", "every N-th question from the K-th (run N processes into N files)" },
         { "--overwrite", CLI_FLAG, &overwrite, 0, 0, NULL, "start --out afresh instead of resuming it" },
+        { "--max-new", CLI_INT, &max_new, 0, 1e9, "N", "record at most N more questions, then stop (time-boxed jobs; run again to continue)" },
         CLI_END };
     record_list rl;
     pos_spec ps;
@@ -102,6 +103,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
         codi_acts_row row;
         double pred;
         if (codi_acts_done(acts, i)) continue;
+        if (max_new && n_new++ == max_new) break;
         ro.n_latent = pa.latents; ro.max_answer = max_answer; ro.latents = lat;
         if (codi_run(m, s, rl.q[i].ids, rl.q[i].n, &ro, &rr)) { fprintf(stderr, "codi record: question %d: %s\n", rl.q[i].index, s->error); goto done; }
         for (p = 0; p < ps.n; p++) pos[p] = pos_resolve(&ps, p, rr.prompt_len, rr.n_answer, s->n_pos);
@@ -121,8 +123,9 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     rc = 0;
 done:
     if (prog) cli_progress_end(prog);
+    n_new = acts ? codi_acts_count_done(acts) : 0;
     if (acts && codi_acts_close(acts, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); rc = 1; }
-    if (!rc) printf("%s: %d questions x %d positions (%s), %s%s\n", out, rl.n, ps.n, positions, dtype, kv ? ", with K/V" : "");
+    if (!rc) printf("%s: %d of %d questions x %d positions (%s), %s%s\n", out, n_new, rl.n, ps.n, positions, dtype, kv ? ", with K/V" : "");
     for (i = 0; i < rl.n; i++) free(rl.q[i].ids);
     free(rl.q); free(labels); free(command); free(resid); free(fin); free(lat); free(pos); free(key); free(val);
     codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
