@@ -46,13 +46,20 @@
    byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
    a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
+   LENSES AND ACTIVATION DATASETS (examples/lens.c; the codi lens / record / tune-lens commands)
+       codi_lens_logits and codi_tuned_lens_logits read a residual through the unembedding;
+       codi_top_k, codi_entropy, codi_rank_of and codi_number_tokens read the distribution;
+       codi_lens_trainer_* trains a tuned lens with the tuned-lens library's recipe or the Latent
+       Reasoning Sprint's; codi_acts_* writes activation datasets (layout at ">>acts" in the API).
+
    DIMENSIONS used in shape comments
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
+       >>state  >>kernels  >>forward  >>codi  >>unicode  >>tokenizer  >>lens  >>lenstrain  >>io
+       >>torchsave  >>lensfiles  >>acts
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -507,7 +514,7 @@ CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t,
    list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
    written and flushed after the row, so a killed run resumes by skipping done rows; rows not
    done read as zeros. */
-#define CODI_LENS_VERSION "0.2"
+#define CODI_LENS_VERSION "0.3"
 typedef struct {
     int n_questions;          /* Q */
     int n_positions;          /* P */
