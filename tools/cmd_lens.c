@@ -279,6 +279,7 @@ typedef struct {
     double *ent_sum;       /* [P, L1] */
     double *n_cell;        /* [P, L1] questions with that slot */
     double *n_inter_cell;  /* [P, L1] questions with intermediates and that slot */
+    double *n_ans_cell;    /* [P, L1] questions with a gold answer and that slot */
     int n_questions, n_correct, failed;
 } lens_agg;
 
@@ -335,6 +336,10 @@ static int lens_agg_question(void *user, const cli_question *q) {
     pa.question = q->question; pa.ids = NULL;
     if ((n = cli_prompt_ids(&pa, m, ag->t, ids, 4096)) < 0) return 0;
     ro.n_latent = ag->ps.n_latent; ro.max_answer = ag->a->max_answer;
+    if (!ag->s || ag->s->max_pos < n + ro.n_latent + ro.max_answer + 1) {   /* as long as the longest question so far */
+        codi_state_free(ag->s);
+        if (!(ag->s = codi_state_alloc(m, n + ro.n_latent + ro.max_answer + 64, ag->a->ma.threads))) { fprintf(stderr, "codi lens: out of memory\n"); ag->failed = 1; return 1; }
+    }
     if (codi_run(m, ag->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi lens: %s\n", ag->s->error); ag->failed = 1; return 1; }
     T0 = rr.prompt_len;
     if (lens_read(m, ag->s, ag->tl, &ag->ps, T0, rr.n_answer, ag->a->sprint_norm, &ag->g, ag->logits, ag->tmp)) { ag->failed = 1; return 1; }
@@ -356,6 +361,7 @@ static int lens_agg_question(void *user, const cli_question *q) {
             ra = n_ans ? lens_rank_in(&ag->g, p, l, ans_ids, n_ans) : LENS_KMAX;
             ri = n_inter ? lens_rank_in(&ag->g, p, l, inter_ids, n_inter) : LENS_KMAX;
             if (n_inter) ag->n_inter_cell[c] += 1;
+            if (n_ans) ag->n_ans_cell[c] += 1;
             for (k = 0; k < LENS_KMAX; k++) {
                 ag->ans_hit[c * LENS_KMAX + k] += ra <= k;
                 ag->inter_hit[c * LENS_KMAX + k] += ri <= k;
@@ -405,7 +411,7 @@ static int lens_agg_write(lens_agg *ag) {
             size_t c = (size_t)p * L1 + l;
             pos_label(&ag->ps, p, lab, sizeof lab);
             fprintf(f, "%d,%s,%d,%.0f,%.6g", p, lab, l, ag->n_cell[c], lens_frac(ag->ent_sum[c], ag->n_cell[c]));
-            for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->ans_hit[c * LENS_KMAX + k], ag->n_cell[c]));
+            for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->ans_hit[c * LENS_KMAX + k], ag->n_ans_cell[c]));
             for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->inter_hit[c * LENS_KMAX + k], ag->n_inter_cell[c]));
             for (j = 0; j < ag->n_tok; j++)
                 for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->tok_hit[((size_t)j * TPL + c) * LENS_KMAX + k], ag->n_cell[c]));
@@ -425,7 +431,7 @@ static int lens_agg_write(lens_agg *ag) {
     for (j = -3; j < ag->n_tok; j++) {
         const char *name = j == -3 ? "answer_in_top_k" : j == -2 ? "intermediate_in_top_k" : j == -1 ? "entropy_mean" : NULL;
         const double *hits = j == -3 ? ag->ans_hit : j == -2 ? ag->inter_hit : j == -1 ? ag->ent_sum : ag->tok_hit + (size_t)j * TPL * LENS_KMAX;
-        const double *cnt = j == -2 ? ag->n_inter_cell : ag->n_cell;
+        const double *cnt = j == -3 ? ag->n_ans_cell : j == -2 ? ag->n_inter_cell : ag->n_cell;
         if (name) fprintf(f, ",\n \"%s\": [", name); else fprintf(f, ",\n \"token%d_in_top_k\": [", j + 1);
         for (p = 0; p < P; p++) {
             fprintf(f, "%s[", p ? ", " : "");
@@ -445,7 +451,7 @@ static int lens_agg_write(lens_agg *ag) {
     for (p = 0; p < P; p++) {
         pos_label(&ag->ps, p, lab, sizeof lab);
         fprintf(f, "%s{\"label\": \"%s\", \"answer_in_top_k\": [", p ? ",\n  " : "", lab);
-        for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_last3(ag, ag->ans_hit, ag->n_cell, p, k, LENS_KMAX)); }
+        for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, k, LENS_KMAX)); }
         fprintf(f, "], \"intermediate_in_top_k\": [");
         for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, k, LENS_KMAX)); }
         fprintf(f, "], \"entropy_mean\": ");
@@ -467,7 +473,7 @@ static int lens_agg_write(lens_agg *ag) {
         for (l = 0; !rc && l < L1; l++) { rows[L1 - 1 - l] = (char *)malloc(24); if (rows[L1 - 1 - l]) snprintf(rows[L1 - 1 - l], 24, "%s %d", l == L1 - 1 ? "final" : "layer", l); }
         for (h = 0; h < 2 && !rc; h++) {
             svg_heatmap_spec s;
-            const double *hits = h ? ag->inter_hit : ag->ans_hit, *cnt = h ? ag->n_inter_cell : ag->n_cell;
+            const double *hits = h ? ag->inter_hit : ag->ans_hit, *cnt = h ? ag->n_inter_cell : ag->n_ans_cell;
             for (l = 0; l < L1; l++)
                 for (p = 0; p < P; p++) {
                     size_t c = (size_t)p * L1 + l, o = (size_t)(L1 - 1 - l) * P + p;
@@ -489,8 +495,8 @@ static int lens_agg_write(lens_agg *ag) {
             svg_lines_spec s;
             for (p = 0; p < P; p++) {
                 x[p] = p;
-                y[p] = lens_last3(ag, ag->ans_hit, ag->n_cell, p, 0, LENS_KMAX);
-                y[P + p] = lens_last3(ag, ag->ans_hit, ag->n_cell, p, K - 1, LENS_KMAX);
+                y[p] = lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, 0, LENS_KMAX);
+                y[P + p] = lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, K - 1, LENS_KMAX);
                 y[2 * P + p] = lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, 0, LENS_KMAX);
                 y[3 * P + p] = lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, K - 1, LENS_KMAX);
             }
@@ -522,12 +528,12 @@ static int lens_agg_write(lens_agg *ag) {
 
 static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_tokenizer *t, const codi_tuned_lens *tl, pos_spec *ps) {
     lens_agg ag;
-    int n_bad = 0, rc = 1, max_prompt = 2048;
+    int n_bad = 0, rc = 1;
     size_t cells;
     const char *s;
     memset(&ag, 0, sizeof ag);
     ag.a = a; ag.m = m; ag.t = t; ag.tl = tl; ag.ps = *ps;
-    pos_size(&ag.ps, max_prompt, a->max_answer);
+    pos_size(&ag.ps, 0, a->max_answer);
     if (ag.ps.mode == POS_PROMPT || ag.ps.mode == POS_ALL) { fprintf(stderr, "codi lens: aggregate mode takes --positions latents, answer or a list\n"); return 2; }
     for (s = a->tokens; s && *s && ag.n_tok < LENS_MAX_TOKS;) {         /* --tokens "Therefore, so" */
         size_t len = strcspn(s, ",");
@@ -537,7 +543,6 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
         s += len + (s[len] == ',');
     }
     cells = (size_t)ag.ps.n * (m->config.n_layers + 1);
-    ag.s = codi_state_alloc(m, max_prompt + ps->n_latent + a->max_answer + 2, a->ma.threads);
     ag.logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab);
     ag.tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim);
     ag.ans_hit = (double *)calloc(cells * LENS_KMAX, sizeof(double));
@@ -546,7 +551,8 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
     ag.ent_sum = (double *)calloc(cells, sizeof(double));
     ag.n_cell = (double *)calloc(cells, sizeof(double));
     ag.n_inter_cell = (double *)calloc(cells, sizeof(double));
-    if (!ag.s || !ag.logits || !ag.tmp || !ag.ans_hit || !ag.inter_hit || !ag.tok_hit || !ag.ent_sum || !ag.n_cell || !ag.n_inter_cell ||
+    ag.n_ans_cell = (double *)calloc(cells, sizeof(double));
+    if (!ag.logits || !ag.tmp || !ag.ans_hit || !ag.inter_hit || !ag.tok_hit || !ag.ent_sum || !ag.n_cell || !ag.n_inter_cell || !ag.n_ans_cell ||
         lens_grid_alloc(&ag.g, ag.ps.n, m->config.n_layers + 1, LENS_KMAX)) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
     if (cli_for_each_question(a->questions, a->limit, 0, 1, lens_agg_question, &ag, &n_bad) < 0 || ag.failed) goto done;
     if (!ag.n_questions) { fprintf(stderr, "codi lens: no questions read from %s\n", a->questions); goto done; }
@@ -556,7 +562,7 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
     rc = 0;
 done:
     codi_state_free(ag.s); lens_grid_free(&ag.g);
-    free(ag.logits); free(ag.tmp); free(ag.ans_hit); free(ag.inter_hit); free(ag.tok_hit); free(ag.ent_sum); free(ag.n_cell); free(ag.n_inter_cell);
+    free(ag.logits); free(ag.tmp); free(ag.ans_hit); free(ag.inter_hit); free(ag.tok_hit); free(ag.ent_sum); free(ag.n_cell); free(ag.n_inter_cell); free(ag.n_ans_cell);
     return rc;
 }
 

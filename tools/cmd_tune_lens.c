@@ -65,7 +65,7 @@ static int tune_slots(const char *mode, const char *subset, int sprint_index, in
 }
 
 typedef struct { const codi_model *m; const codi_tokenizer *t; const cli_prompt_args *pa; const unsigned char *want; codi_state *s;
-                 float *buf; long n, cap; int failed; } tune_collect;
+                 int threads; float *buf; long n, cap; int failed; } tune_collect;
 
 static int tune_collect_question(void *user, const cli_question *q) {
     tune_collect *tc = (tune_collect *)user;
@@ -79,6 +79,10 @@ static int tune_collect_question(void *user, const cli_question *q) {
     pa.question = q->question; pa.ids = NULL;
     if ((n = cli_prompt_ids(&pa, tc->m, tc->t, ids, 4096)) < 0) { tc->failed = 1; return 1; }
     ro.n_latent = pa.latents;
+    if (!tc->s || tc->s->max_pos < n + pa.latents) {               /* a state as long as the longest prompt so far */
+        codi_state_free(tc->s);
+        if (!(tc->s = codi_state_alloc(tc->m, n + pa.latents + 64, tc->threads))) { fprintf(stderr, "codi tune-lens: out of memory\n"); tc->failed = 1; return 1; }
+    }
     if (codi_run_latents(tc->m, tc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi tune-lens: %s\n", tc->s->error); tc->failed = 1; return 1; }
     for (k = 0; k <= pa.latents; k++) {
         if (!tc->want[k]) continue;
@@ -191,8 +195,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     else {
         int n_bad = 0;
         if (!(t = cli_load_tokenizer(&ma, m, 0))) goto done;
-        tc.m = m; tc.t = t; tc.pa = &pa; tc.want = want;
-        if (!(tc.s = codi_state_alloc(m, 4096 + pa.latents + 2, ma.threads))) { fprintf(stderr, "codi tune-lens: out of memory\n"); goto done; }
+        tc.m = m; tc.t = t; tc.pa = &pa; tc.want = want; tc.threads = ma.threads;
         fprintf(stderr, "codi tune-lens: running the model over %s\n", questions);
         if (cli_for_each_question(questions, limit, 0, 0, tune_collect_question, &tc, &n_bad) < 0 || tc.failed) { codi_state_free(tc.s); goto done; }
         codi_state_free(tc.s);
