@@ -4049,22 +4049,40 @@ CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *
     return 0;
 }
 
-/* One position through one translator and the unembedding, backwards: returns
-   KL(softmax(target) || softmax(lens(x))) for x [D] (already translated) and, when dx is not
-   NULL, dx [D] = scale * dKL/dx. work [V + 3D] scratch. */
-static double codi__lens_kl_dx(const codi_model *m, const float *x, const float *target, float scale, float *dx, float *work) {
-    const codi_config *c = &m->config;
-    int D = c->dim, V = c->vocab, i, v;
-    float *z = work, *y = work + V, *dy = y + D, *row = dy + D, r;
-    double lse_q, lse_p, kl = 0, ss = 0, xg = 0;
-    codi__unembed(m, x, z, y);                       /* y [D] = norm(x), then z = U y; y reused below */
-    lse_q = codi_log_softmax(z, V, NULL);
-    lse_p = codi_log_softmax(target, V, NULL);
+/* KL(softmax(target) || softmax(z)) over V; z [V] is overwritten by scale * dKL/dz = scale * (q - p). */
+static double codi__lens_kl_dz(float *z, const float *target, int V, float scale) {
+    double lse_q = codi_log_softmax(z, V, NULL), lse_p = codi_log_softmax(target, V, NULL), kl = 0;
+    int v;
     for (v = 0; v < V; v++) {
         double lp = target[v] - lse_p, lq = z[v] - lse_q, p = exp(lp);
         kl += p * (lp - lq);
-        z[v] = (float)((exp(lq) - p) * scale);       /* dKL/dz */
+        z[v] = (float)((exp(lq) - p) * scale);
     }
+    return kl;
+}
+
+/* dx [D] = d(final_norm(x))/dx^T dy for HF's RMSNorm y = w * x / sqrt(mean(x^2) + eps). */
+static void codi__rmsnorm_backward(float *dx, const float *x, const float *dy, const float *w, int D, float eps) {
+    double ss = 0, xg = 0;
+    float r;
+    int i;
+    for (i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    r = 1.0f / sqrtf((float)(ss / D) + eps);
+    for (i = 0; i < D; i++) xg += (double)x[i] * w[i] * dy[i];
+    for (i = 0; i < D; i++) dx[i] = (float)(r * w[i] * dy[i] - x[i] * ((double)r * r * r * xg / D));
+}
+
+/* One position through one translator and the unembedding, backwards: returns
+   KL(softmax(target) || softmax(lens(x))) for x [D] (already translated) and, when dx is not
+   NULL, dx [D] = scale * dKL/dx. work [V + 3D] scratch. The batch engine below does the same
+   for many positions at once. */
+static double codi__lens_kl_dx(const codi_model *m, const float *x, const float *target, float scale, float *dx, float *work) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, i, v;
+    float *z = work, *y = work + V, *dy = y + D, *row = dy + D;
+    double kl;
+    codi__unembed(m, x, z, y);
+    kl = codi__lens_kl_dz(z, target, V, scale);
     if (!dx) return kl;
     for (i = 0; i < D; i++) dy[i] = 0;
     for (v = 0; v < V; v++) {                         /* dy = U^T dz */
@@ -4072,10 +4090,7 @@ static double codi__lens_kl_dx(const codi_model *m, const float *x, const float 
         float g = z[v];
         for (i = 0; i < D; i++) dy[i] += g * u[i];
     }
-    for (i = 0; i < D; i++) ss += (double)x[i] * x[i];
-    r = 1.0f / sqrtf((float)(ss / D) + c->norm_eps);
-    for (i = 0; i < D; i++) { dy[i] *= m->w.final_norm[i]; xg += (double)x[i] * dy[i]; }
-    for (i = 0; i < D; i++) dx[i] = (float)(r * dy[i] - x[i] * ((double)r * r * r * xg / D));  /* RMSNorm backward */
+    codi__rmsnorm_backward(dx, x, dy, m->w.final_norm, D, c->norm_eps);
     return kl;
 }
 
@@ -4103,8 +4118,13 @@ CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_le
     return loss / n;
 }
 
-/* A batch of samples worked on in parallel: targets, then (layer, sample) items, then
-   per-row gradients; every result has its own slot, so the sums do not depend on threads. */
+/* A batch of samples worked on in parallel. Its (layer, sample) items go through the unembedding
+   CODI__LENS_CHUNK at a time, so each chunk reads lm_head once forward and once backward (the
+   cost at 1B is streaming that matrix). Rows of lm_head are split into CODI__LENS_BLOCKS fixed
+   blocks and every partial sum has its own slot, summed in a fixed order: the results do not
+   depend on the thread count. */
+#define CODI__LENS_CHUNK 32
+#define CODI__LENS_BLOCKS 64
 typedef struct {
     const codi_model *m; const codi_tuned_lens *t;
     int cap;                 /* B: samples the buffers hold */
@@ -4114,28 +4134,40 @@ typedef struct {
     unsigned char *given;    /* [B] 1: the sample function gave the target */
     double *loss;            /* [L, B] */
     float *dx;               /* [L, B, D] scaled dLoss/dx, or NULL (evaluation) */
-    float *work;             /* [threads, V + 5D] */
-    size_t work_stride;
     float scale;             /* 1 / n */
+    /* the current chunk of rows through the unembedding */
+    int rows, item0;         /* rows in the chunk; its first (layer, sample) item */
+    float *x;                /* [CHUNK, D] translated residuals */
+    float *y;                /* [CHUNK, D] final-normed, later dy */
+    float *z;                /* [CHUNK, V] logits, then scale * dKL/dz */
+    float *out[CODI__LENS_CHUNK];  /* where row i's logits go (rows of z, or of target) */
+    float *part;             /* [BLOCKS, CHUNK, D] per-block U^T dz */
+    float *rowbuf;           /* [threads, D] bf16 rows as f32 */
 } codi__lens_batch;
 
 static void codi__lens_batch_free(codi__lens_batch *lb) {
-    CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss);
-    CODI_FREE(lb->dx); CODI_FREE(lb->work);
+    CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss); CODI_FREE(lb->dx);
+    CODI_FREE(lb->x); CODI_FREE(lb->y); CODI_FREE(lb->z); CODI_FREE(lb->part); CODI_FREE(lb->rowbuf);
     memset(lb, 0, sizeof *lb);
 }
 
 static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, const codi_tuned_lens *t, int cap, int n_threads, int grads) {
-    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim, V = (size_t)m->config.vocab, B = (size_t)cap;
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim, V = (size_t)m->config.vocab, B = (size_t)cap, CH = CODI__LENS_CHUNK;
     memset(lb, 0, sizeof *lb);
-    lb->m = m; lb->t = t; lb->cap = cap; lb->work_stride = V + 5 * D;
+    lb->m = m; lb->t = t; lb->cap = cap;
     lb->resid = (float *)CODI_MALLOC(B * (L + 1) * D * sizeof(float));
     lb->target = (float *)CODI_MALLOC(B * V * sizeof(float));
     lb->given = (unsigned char *)CODI_MALLOC(B);
     lb->loss = (double *)CODI_MALLOC(L * B * sizeof(double));
     lb->dx = grads ? (float *)CODI_MALLOC(L * B * D * sizeof(float)) : NULL;
-    lb->work = (float *)CODI_MALLOC((size_t)n_threads * lb->work_stride * sizeof(float));
-    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && !lb->dx) || !lb->work) { codi__lens_batch_free(lb); return -1; }
+    lb->x = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->y = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->z = (float *)CODI_MALLOC(CH * V * sizeof(float));
+    lb->part = grads ? (float *)CODI_MALLOC(CODI__LENS_BLOCKS * CH * D * sizeof(float)) : NULL;
+    lb->rowbuf = (float *)CODI_MALLOC((size_t)n_threads * D * sizeof(float));
+    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf) {
+        codi__lens_batch_free(lb); return -1;
+    }
     return 0;
 }
 
@@ -4157,37 +4189,99 @@ static int codi__lens_batch_fill(codi__lens_batch *lb, codi_lens_sample_fn fn, v
     return 0;
 }
 
-static void codi__lens_target_task(void *ctx, int tid, int a, int e) {
+/* out[i][r] = y_i . U_r for the chunk's rows i and the lm_head rows r of blocks [a, e). */
+static void codi__lens_fwd_task(void *ctx, int tid, int a, int e) {
     codi__lens_batch *lb = (codi__lens_batch *)ctx;
     const codi_config *c = &lb->m->config;
-    int b;
-    for (b = a; b < e; b++)
-        if (!lb->given[b])
-            codi__unembed(lb->m, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * c->dim,
-                          lb->target + (size_t)b * c->vocab, lb->work + (size_t)tid * lb->work_stride);
+    int blk, r, i, D = c->dim;
+    for (blk = a; blk < e; blk++)
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) lb->out[i][r] = codi__dot(lb->y + (size_t)i * D, u, D);
+        }
 }
 
-static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
+/* part[blk][i] = sum over the block's rows r of dz[i][r] U_r. */
+static void codi__lens_bwd_task(void *ctx, int tid, int a, int e) {
     codi__lens_batch *lb = (codi__lens_batch *)ctx;
     const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int blk, r, i;
+    for (blk = a; blk < e; blk++) {
+        float *part = lb->part + (size_t)blk * CODI__LENS_CHUNK * D;
+        memset(part, 0, (size_t)lb->rows * D * sizeof(float));
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) {
+                float g = lb->z[(size_t)i * V + r], *p = part + (size_t)i * D;
+                for (j = 0; j < D; j++) p[j] += g * u[j];
+            }
+        }
+    }
+}
+
+/* The chunk's items: translate and norm (stage 0), KL and dz (1), the block partials summed in
+   order and the RMSNorm backward into dx (2). */
+typedef struct { codi__lens_batch *lb; int stage; } codi__lens_stage;
+static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
+    codi__lens_stage *st = (codi__lens_stage *)ctx;
+    codi__lens_batch *lb = st->lb;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int i, k;
+    (void)tid;
+    for (i = a; i < e; i++) {
+        int item = lb->item0 + i, l = item / lb->n, b = item % lb->n;
+        float *x = lb->x + (size_t)i * D, *y = lb->y + (size_t)i * D;
+        if (st->stage == 0) {
+            const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
+            if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
+            codi__rmsnorm(y, x, lb->m->w.final_norm, c->dim, c->norm_eps);
+        } else if (st->stage == 1) {
+            lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dz(lb->z + (size_t)i * V, lb->target + (size_t)b * V, c->vocab, lb->scale);
+        } else {
+            for (j = 0; j < D; j++) y[j] = 0;             /* y now holds dy */
+            for (k = 0; k < CODI__LENS_BLOCKS; k++) {
+                const float *p = lb->part + ((size_t)k * CODI__LENS_CHUNK + i) * D;
+                for (j = 0; j < D; j++) y[j] += p[j];
+            }
+            codi__rmsnorm_backward(lb->dx + ((size_t)l * lb->cap + b) * D, x, y, lb->m->w.final_norm, c->dim, c->norm_eps);
+        }
+    }
+}
+
+/* Targets of the samples the sample function did not give: lm_head(final_norm(resid[L])). */
+static void codi__lens_targets(codi__lens_batch *lb, codi__pool *pool) {
+    const codi_config *c = &lb->m->config;
     size_t D = (size_t)c->dim;
-    float *work = lb->work + (size_t)tid * lb->work_stride, *x = work + c->vocab + 3 * D;
-    int item;
-    for (item = a; item < e; item++) {
-        int l = item / lb->n, b = item % lb->n;
-        const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
-        if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
-        lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dx(lb->m, x, lb->target + (size_t)b * c->vocab, lb->scale,
-                                                             lb->dx ? lb->dx + ((size_t)l * lb->cap + b) * D : NULL, work);
+    int b;
+    (void)pool;
+    lb->rows = 0;
+    for (b = 0; b <= lb->n; b++) {
+        if (lb->rows && (lb->rows == CODI__LENS_CHUNK || b == lb->n)) { CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS); lb->rows = 0; }
+        if (b == lb->n || lb->given[b]) continue;
+        codi__rmsnorm(lb->y + (size_t)lb->rows * D, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * D, lb->m->w.final_norm, c->dim, c->norm_eps);
+        lb->out[lb->rows++] = lb->target + (size_t)b * c->vocab;
     }
 }
 
 /* Targets and every (layer, sample) item of the filled batch; layer_loss [L] = mean KL. */
 static void codi__lens_batch_run(codi__lens_batch *lb, codi__pool *pool, double *layer_loss) {
-    int l, b, L = lb->m->config.n_layers;
+    int l, b, i, L = lb->m->config.n_layers, items = L * lb->n;
+    codi__lens_stage st;
     (void)pool;
-    CODI__PARALLEL(pool, codi__lens_target_task, lb, lb->n);
-    CODI__PARALLEL(pool, codi__lens_item_task, lb, L * lb->n);
+    codi__lens_targets(lb, pool);
+    st.lb = lb;
+    for (lb->item0 = 0; lb->item0 < items; lb->item0 += CODI__LENS_CHUNK) {
+        lb->rows = items - lb->item0 < CODI__LENS_CHUNK ? items - lb->item0 : CODI__LENS_CHUNK;
+        for (i = 0; i < lb->rows; i++) lb->out[i] = lb->z + (size_t)i * lb->m->config.vocab;
+        st.stage = 0; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 1; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        if (!lb->dx) continue;
+        CODI__PARALLEL(pool, codi__lens_bwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 2; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+    }
     for (l = 0; l < L; l++) {
         double s = 0;
         for (b = 0; b < lb->n; b++) s += lb->loss[(size_t)l * lb->cap + b];
