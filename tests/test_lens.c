@@ -8,6 +8,7 @@
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
+#include "../tools/svg.h"
 #include <sys/wait.h>
 
 #define TINY "tests/data/codi_tiny.bin"
@@ -42,6 +43,32 @@ static void test_distributions(void) {
     t_result(codi_top_k(lg, 6, 10, ids, NULL) == 6 && ids[5] == 2, "top-k with k > n returns n", NULL);
     t_result(codi_rank_of(lg, 6, 3, &p) == 1 && codi_rank_of(lg, 6, 2, NULL) == 5 && fabs(p - pr[3]) < 1e-7 &&
              codi_rank_of(lg, 6, 6, NULL) == -1, "rank_of agrees with top-k order; bad id -> -1", NULL);
+}
+
+/* tools/svg.h, which the commands share: a scatter and a line plot are whole SVG documents with
+   one mark per finite point, escaped text, and the axis range of the data. */
+static void test_svg(void) {
+    double x[5] = { 0, 1, 2, 3, NAN }, y[5] = { 1, 4, 9, 16, 2 };
+    int group[5] = { 0, 1, 0, 1, 0 };
+    const char *names[2] = { "a<b", "c&d" };
+    svg_scatter_spec sc;
+    svg_lines_spec ln;
+    size_t n;
+    char *text;
+    int circles = 0;
+    const char *p;
+    memset(&sc, 0, sizeof sc);
+    sc.n = 5; sc.x = x; sc.y = y; sc.group = group; sc.group_names = names; sc.n_groups = 2; sc.title = "t";
+    text = svg_scatter("build/test_svg_scatter.svg", &sc) == 0 ? (char *)t_slurp("build/test_svg_scatter.svg", &n) : NULL;
+    for (p = text; p && (p = strstr(p, "<circle")) != NULL; p++) circles++;
+    t_result(text && !strncmp(text, "<svg", 4) && strstr(text, "</svg>") && circles == 4 + 2 && strstr(text, "a&lt;b") && strstr(text, "c&amp;d") &&
+             strstr(text, ">16<"), "svg_scatter: 4 finite points + 2 legend marks, escaped names, y axis up to 16", "%d circles", circles);
+    free(text);
+    memset(&ln, 0, sizeof ln);
+    ln.n_series = 1; ln.n_points = 4; ln.x = x; ln.y = y; ln.names = names;
+    text = svg_lines("build/test_svg_lines.svg", &ln) == 0 ? (char *)t_slurp("build/test_svg_lines.svg", &n) : NULL;
+    t_result(text && strstr(text, "<path") && strstr(text, "M") && strstr(text, "</svg>"), "svg_lines: one path per series", NULL);
+    free(text);
 }
 
 /* Number tokens with codi-nano's Llama-3-structured tokenizer (0..200 are single tokens). */
@@ -379,6 +406,7 @@ int main(void) {
     codi_model *m;
     t_golden g;
     test_distributions();
+    test_svg();
     test_number_tokens();
     if (!(m = t_load(TINY, 1))) { t_result(0, "load codi_tiny", NULL); return t_summary(); }
     test_logit_lens(m);

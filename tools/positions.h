@@ -116,11 +116,4 @@ POS_FN char *pos_labels_json(const pos_spec *ps) {
     return s;
 }
 
-/* Does slot i need the answer to be generated? */
-POS_FN int pos_needs_answer(const pos_spec *ps) {
-    int i;
-    if (ps->mode == POS_ANSWER || ps->mode == POS_ALL) return 1;
-    for (i = 0; ps->mode == POS_LIST && i < ps->n; i++) if (ps->slot[i].kind == POS_ANS || ps->slot[i].kind == POS_ABS) return 1;
-    return 0;
-}
 #endif
