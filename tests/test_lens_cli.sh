@@ -37,6 +37,20 @@ grep -q "\"questions\": 30, \"correct\": $run_correct," build/lcli_agg.json && [
   [ -s build/lcli_agg_answer_heat.svg ] && [ -s build/lcli_agg_lines.svg ] &&
   ok "codi lens --questions: 49 (position, layer) rows, accuracy $run_correct/30 as codi run, SVG plots" || bad "codi lens --questions (codi run correct: $run_correct)"
 
+# intermediate results: GSM8K-style cot annotations and steps give the same metrics; none give nulls
+head -n 5 models/codi-nano/test.jsonl > build/lcli_q.jsonl
+sed 's/"cot": "[^"]*", //' build/lcli_q.jsonl > build/lcli_q_steps.jsonl
+sed 's/"cot": "[^"]*", //; s/"steps": \[\[.*\]\], //' build/lcli_q.jsonl > build/lcli_q_none.jsonl
+for f in lcli_q lcli_q_steps lcli_q_none; do $B lens --model $nano --exact --questions build/$f.jsonl --out build/${f}_agg >/dev/null 2>&1; done
+if command -v python3 >/dev/null; then
+  python3 -c "
+import json, sys
+a, b, c = (json.load(open('build/%s_agg.json' % f))['intermediate_in_top_k'] for f in ('lcli_q', 'lcli_q_steps', 'lcli_q_none'))
+flat = lambda g: [v for r in g for l in r for v in l]
+sys.exit(0 if a == b and sum(flat(a)) > 0 and all(v is None for v in flat(c)) else 1)" &&
+    ok "intermediate results from cot (<<a*b=c>>) and from steps give the same metrics; without them, null" || bad "intermediate results from cot / steps"
+else skip "intermediate results from cot / steps: no python3"; fi
+
 # 4. activation datasets: stopped and resumed = uninterrupted, byte for byte; numpy reads them
 rec="$B record --model $nano --questions models/codi-nano/test.jsonl --limit 24 --kv"
 # the data section of a safetensors file (after its 8-byte length and JSON header)
