@@ -435,7 +435,8 @@ CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *
                                     float *logits, char *err, size_t errsz);
 /* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
    grad_w [D, D] / grad_b [D] are not NULL, its gradient with respect to W_layer and b_layer.
-   resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer). */
+   resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer).
+   One position at a time: the reference the trainer's batched engine is tested against. */
 CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
                                         const float *resid, const float *target_logits, float *grad_w, float *grad_b);
 
@@ -459,7 +460,9 @@ CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, co
    codi_lens_train_sprint: the Latent Reasoning Sprint's (Adam lr 1e-3, betas 0.9/0.999, eps
      1e-8, no weight decay or schedule, batch 1, 3 epochs). The sprint initialises a full affine
      map A = I; h + W h + b with W = 0 is the same map with the same gradients (dA = dW), so
-     both recipes train the residual form and save files the library reads. */
+     both recipes train the residual form and save files the library reads.
+   Where this differs from the library: math in f32 (it autocasts to bf16); a step is `batch`
+   samples of CODI positions (it takes 2^18 text tokens per step), in a seeded shuffle per epoch. */
 enum { CODI_LENS_SGD = 0, CODI_LENS_ADAM = 1 };
 typedef struct {
     int optimizer;        /* CODI_LENS_SGD (Nesterov) or CODI_LENS_ADAM (PyTorch's update rule) */
