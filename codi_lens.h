@@ -411,10 +411,10 @@ CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
    up to three from the left, so the first token of value is its leading group ("360" for 360,
    "123" for 1234, "1" for 1000000); both the group alone and with a leading space count (a
    group that is not one token counts by the first token of its encoding). Writes up to 2 ids
-   and returns how many; -1 when value is not an
-   integer in [0, 1e15) (a negative number starts with the token "-", which says nothing).
-   For values of more than three digits this is the first step the model takes toward
-   writing it, shared with the shorter number it starts with. */
+   and returns how many; -1 when value is not an integer in [0, 1e15) (a negative number
+   starts with the token "-", which says nothing). For values of more than three digits this
+   is the first step the model takes toward writing it, shared with the shorter number it
+   starts with. */
 CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
 
 /* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
@@ -4999,14 +4999,19 @@ static int codi__tuned_lens_from(codi_tuned_lens *t, const codi__tensors *ts, in
     char name[32];
     size_t i;
     snprintf(name, sizeof name, "%d.weight", t->n_layers);
-    if (codi__tensors_find(ts, name)) { codi__err(err, errsz, "%s has more than %d translators: made for another model", path, t->n_layers); return -1; }
+    if (codi__tensors_find(ts, name) || (snprintf(name, sizeof name, "layer_translators.%d.weight", t->n_layers), codi__tensors_find(ts, name))) { codi__err(err, errsz, "%s has more than %d translators: made for another model", path, t->n_layers); return -1; }
     for (l = 0; l < t->n_layers; l++) {
         int k;
         for (k = 0; k < 1 + (bias != 0); k++) {
             const codi__tensor *x;
             float *dst = k ? t->bias + (size_t)l * D : t->weight + (size_t)l * D * D;
             snprintf(name, sizeof name, "%d.%s", l, k ? "bias" : "weight");
-            if (!(x = codi__tensors_find(ts, name))) { codi__err(err, errsz, "%s: tensor %s missing (a lens for %d layers?)", path, name, t->n_layers); return -1; }
+            if (!(x = codi__tensors_find(ts, name))) {                 /* older library versions saved the whole module */
+                char full[64];
+                snprintf(full, sizeof full, "layer_translators.%s", name);
+                x = codi__tensors_find(ts, full);
+            }
+            if (!x) { codi__err(err, errsz, "%s: tensor %s missing (a lens for %d layers?)", path, name, t->n_layers); return -1; }
             if (x->dtype < 0 || x->ndim != 2 - k || x->shape[0] != D || (!k && x->shape[1] != D)) {
                 codi__err(err, errsz, "%s: %s is %s with %d dims [%lld, ...]; expected float [%d%s]", path, name, x->dtype_name,
                           x->ndim, (long long)x->shape[0], D, k ? "" : ", D");
