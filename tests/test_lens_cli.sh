@@ -30,6 +30,20 @@ echo "$out" | grep -q "^answer: The answer is: 21$" && echo "$out" | grep -q "^6
 [ "$(grep -c '<text' build/lcli.svg)" -ge 49 ] && grep -q 'stroke="#ff2020"' build/lcli.svg && head -c 4 build/lcli.svg | grep -q '<svg' &&
   ok "codi lens --svg: a self-contained heatmap with 49 token cells and target outlines" || bad "codi lens --svg"
 
+$B lens --model $nano --exact --question "$q" --target 12 --top-k 10 --json > build/lcli_target.json
+if command -v python3 >/dev/null; then
+  python3 -c "
+import json, sys
+d = json.load(open('build/lcli_target.json')); t = d['target']; ok = True; seen = 0
+for p, row in enumerate(t['rank']):
+    for l, r in enumerate(row):
+        top = d['top_ids'][p][l]
+        inside = [i for i, x in enumerate(top) if x in t['ids']]
+        if r < len(top): seen += 1; ok &= bool(inside) and inside[0] == r and abs(d['top_probs'][p][l][r] - t['prob'][p][l]) < 1e-6
+        else: ok &= not inside
+sys.exit(0 if ok and seen > 0 else 1)" && ok "codi lens --target --json: the target's rank and probability agree with the top-10 lists" || bad "codi lens --target rank / prob"
+else skip "codi lens --target --json: no python3"; fi
+
 # 3. aggregate metrics: the question count and accuracy agree with codi run over the same questions
 $B lens --model $nano --exact --questions models/codi-nano/test.jsonl --limit 30 --tokens The --out build/lcli_agg >/dev/null 2>&1
 run_correct=$($B run --model $nano --exact --questions models/codi-nano/test.jsonl --limit 30 2>/dev/null | tail -n 1 | sed -n 's/.*"correct": \([0-9]*\).*/\1/p')

@@ -20,9 +20,12 @@ typedef struct {
     int32_t *top_ids;            /* [P, L1, k] */
     float *top_probs;            /* [P, L1, k] */
     double *entropy;             /* [P, L1] (NaN where the slot is absent) */
+    const int32_t *tid; int ntid;/* target ids, or none */
+    int *target_rank;            /* [P, L1] best rank over the whole vocabulary of a target id */
+    float *target_prob;          /* [P, L1] probability of that id */
 } lens_grid;
 
-static void lens_grid_free(lens_grid *g) { free(g->pos); free(g->top_ids); free(g->top_probs); free(g->entropy); }
+static void lens_grid_free(lens_grid *g) { free(g->pos); free(g->top_ids); free(g->top_probs); free(g->entropy); free(g->target_rank); free(g->target_prob); }
 
 static int lens_grid_alloc(lens_grid *g, int P, int L1, int k) {
     g->P = P; g->L1 = L1; g->k = k;
@@ -30,7 +33,10 @@ static int lens_grid_alloc(lens_grid *g, int P, int L1, int k) {
     g->top_ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)P * L1 * k);
     g->top_probs = (float *)malloc(sizeof(float) * (size_t)P * L1 * k);
     g->entropy = (double *)malloc(sizeof(double) * (size_t)P * L1);
-    return g->pos && g->top_ids && g->top_probs && g->entropy ? 0 : -1;
+    g->target_rank = (int *)malloc(sizeof(int) * (size_t)P * L1);
+    g->target_prob = (float *)malloc(sizeof(float) * (size_t)P * L1);
+    g->tid = NULL; g->ntid = 0;
+    return g->pos && g->top_ids && g->top_probs && g->entropy && g->target_rank && g->target_prob ? 0 : -1;
 }
 
 /* Lens logits at residual index l of h [D]: the tuned lens (or the logit lens) and, with
@@ -55,7 +61,7 @@ static int lens_logits(const codi_model *m, const codi_tuned_lens *tl, int l, co
 /* Fills g from a finished run in s. */
 static int lens_read(const codi_model *m, codi_state *s, const codi_tuned_lens *tl, const pos_spec *ps, int T0, int n_answer,
                      int sprint_norm, lens_grid *g, float *logits, float *tmp) {
-    int p, l;
+    int p, l, i;
     for (p = 0; p < g->P; p++) {
         g->pos[p] = pos_resolve(ps, p, T0, n_answer, s->n_pos);
         for (l = 0; l < g->L1; l++) {
@@ -69,6 +75,11 @@ static int lens_read(const codi_model *m, codi_state *s, const codi_tuned_lens *
             if (lens_logits(m, tl, l, codi_state_resid(s, l, g->pos[p]), sprint_norm, logits, tmp)) return -1;
             codi_top_k(logits, m->config.vocab, g->k, g->top_ids + cell * g->k, g->top_probs + cell * g->k);
             g->entropy[cell] = codi_entropy(logits, m->config.vocab);
+            for (i = 0; i < g->ntid; i++) {
+                float pr;
+                int rk = codi_rank_of(logits, m->config.vocab, g->tid[i], &pr);
+                if (!i || rk < g->target_rank[cell]) { g->target_rank[cell] = rk; g->target_prob[cell] = pr; }
+            }
         }
     }
     return 0;
@@ -197,13 +208,18 @@ static void lens_print_json(const lens_args *a, const codi_tokenizer *t, const p
         printf(",\n \"target\": {\"text\": "); cli_json_string(stdout, a->target);
         printf(", \"ids\": [");
         for (r = 0; r < ntid; r++) printf("%s%d", r ? ", " : "", (int)tid[r]);
-        printf("], \"rank_in_top_k\": [");
+        printf("], \"rank\": [");                        /* over the whole vocabulary, 0 = top-1 */
         for (p = 0; p < g->P; p++) {
             printf("%s[", p ? ", " : "");
-            for (l = 0; l < g->L1; l++) {
-                int rk = lens_rank_in(g, p, l, tid, ntid);
-                if (rk < g->k && g->pos[p] >= 0) printf("%s%d", l ? ", " : "", rk); else printf("%snull", l ? ", " : "");
-            }
+            for (l = 0; l < g->L1; l++)
+                if (g->pos[p] >= 0) printf("%s%d", l ? ", " : "", g->target_rank[(size_t)p * g->L1 + l]); else printf("%snull", l ? ", " : "");
+            printf("]");
+        }
+        printf("], \"prob\": [");
+        for (p = 0; p < g->P; p++) {
+            printf("%s[", p ? ", " : "");
+            for (l = 0; l < g->L1; l++)
+                if (g->pos[p] >= 0) printf("%s%.6g", l ? ", " : "", g->target_prob[(size_t)p * g->L1 + l]); else printf("%snull", l ? ", " : "");
             printf("]");
         }
         printf("]}");
@@ -594,7 +610,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         { "--tuned", CLI_STR, &a.tuned, 0, 0, "DIR|FILE", "tuned lens: a tuned-lens directory (params.pt + config.json), a params.pt or our .safetensors (default: the logit lens)" },
         { "--positions", CLI_STR, &a.positions, 0, 0, "SPEC", "latents (bot + latent 1..N, default), answer, prompt, all, or a list: bot,latent3,answer1,prompt0,17" },
         { "--top-k", CLI_INT, &a.top_k, 1, LENS_KMAX, "K", "top-k kept per cell and used for target marks (default 5; aggregate mode: the k of its pictures, default 10)" },
-        { "--target", CLI_STR, &a.target, 0, 0, "N|TOKEN", "mark cells whose top-k holds this number (its number tokens) or token" },
+        { "--target", CLI_STR, &a.target, 0, 0, "N|TOKEN", "mark cells whose top-k holds this number (its number tokens) or token; --json adds its rank and probability per cell" },
         { "--json", CLI_FLAG, &a.json, 0, 0, NULL, "print one JSON object instead of the table" },
         { "--svg", CLI_STR, &a.svg, 0, 0, "FILE", "also draw the table as an SVG heatmap" },
         { "--color", CLI_STR, &a.color, 0, 0, "prob|entropy", "what the SVG colours encode (default prob: the top-1 probability)" },
@@ -632,6 +648,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         if (!(s = codi_state_alloc(m, n + a.pa.latents + a.max_answer + 2, a.ma.threads)) ||
             !(logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab)) || !(tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim)) ||
             lens_grid_alloc(&g, ps.n, L1, a.top_k)) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
+        g.tid = tid; g.ntid = ntid;
         if (codi_run(m, s, ids, n, &ro, &rr)) { fprintf(stderr, "codi lens: %s\n", s->error); lens_grid_free(&g); goto done; }
         answer[0] = 0;
         if (t) codi_decode(t, rr.answer, rr.n_answer, 1, answer, sizeof answer);
