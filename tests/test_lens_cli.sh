@@ -30,7 +30,7 @@ echo "$out" | grep -q "^answer: The answer is: 21$" && echo "$out" | grep -q "^6
 [ "$(grep -c '<text' build/lcli.svg)" -ge 49 ] && grep -q 'stroke="#ff2020"' build/lcli.svg && head -c 4 build/lcli.svg | grep -q '<svg' &&
   ok "codi lens --svg: a self-contained heatmap with 49 token cells and target outlines" || bad "codi lens --svg"
 
-$B lens --model $nano --exact --question "$q" --target 12 --top-k 10 --json > build/lcli_target.json
+$B lens --model $nano --exact --question "$q" --target 60 --top-k 10 --json > build/lcli_target.json
 if command -v python3 >/dev/null; then
   python3 -c "
 import json, sys
