@@ -148,7 +148,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--acts", CLI_STR, &acts, 0, 0, "FILE", "train on an activation dataset (codi record; its bot / latent slots)" },
-        { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "or run the model over these questions and train on what it computes" },
+        { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "or run the model over these questions and train on what it computes (held in memory: (L+1) x D floats per sample; for large runs record a bf16 dataset)" },
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "with --questions: first N questions (default all)" },
         { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "with --questions, prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
         { "--latents", CLI_INT, &pa.latents, 0, 1000, "N", "latent steps (6)" },
