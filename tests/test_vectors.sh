@@ -23,6 +23,15 @@ check $C compare "vectors --acts (8 done rows, 1 unfinished skipped): mean_final
 check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:mean_key $g:k_means 1e-4
 check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
 
+# a real `codi record` dataset (codi-nano, 8 questions, with K/V) gives the same vectors as running them
+build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 \
+  --out $d/rec.safetensors > /dev/null 2> $d/err &&
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --out $d/vr.safetensors > /dev/null 2>> $d/err &&
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --out $d/vn.safetensors > /dev/null 2>> $d/err ||
+  { bad "codi record + codi vectors --acts"; cat $d/err; }
+check $C compare "vectors --acts of a codi record file: mean_final = vectors --questions (bit for bit)" $d/vr.safetensors:mean_final $d/vn.safetensors:mean_final 0
+check $C compare "vectors --acts of a codi record file: key_diff_2_5 = vectors --questions (bit for bit)" $d/vr.safetensors:key_diff_2_5 $d/vn.safetensors:key_diff_2_5 0
+
 # KV steering vectors from contrastive prompts: positive = golden_tiny's prompt, negative = the same
 # without its last token (causal: its last K / V are the prompt's at position 22), so the vectors are
 # Hugging Face's prefill K / V at position 23 minus position 22

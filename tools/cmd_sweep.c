@@ -13,6 +13,8 @@
    intervention sets (>>steer) built once. Writes CSV tables, SVG heatmaps (accuracy and difference from
    c = 0) and the vectors to --out DIR. Part of the unity build of tools/codi.c (prefix sweep_). */
 
+#include "svg.h"
+
 static const float sweep_emb_coeffs[] = { -1, 0, 0.5f, 1, 2, 5 };
 static const float sweep_kv_coeffs[] = { -0.5f, -2, -5, 0 };
 #define SWEEP_NE ((int)(sizeof sweep_emb_coeffs / sizeof *sweep_emb_coeffs))
@@ -202,6 +204,30 @@ static int sweep_build_steers(sweep_ctx *sc, const vectors_set *v, const double 
     return 0;
 }
 
+/* One heatmap of pairs x l with the value printed in each cell; symmetric: a scale centered on 0. */
+static void sweep_heatmap(const char *path, const char *title, const char *const *rows, int P, const char *const *cols, int N,
+                          const double *v, int symmetric, const char *fmt) {
+    svg_heatmap_spec sp;
+    char (*text)[16] = (char (*)[16])malloc(sizeof *text * (size_t)P * N);
+    const char **cell = (const char **)malloc(sizeof(char *) * (size_t)P * N);
+    double lo = 0, hi = 0;
+    int i;
+    if (!text || !cell) { free(text); free(cell); return; }
+    for (i = 0; i < P * N; i++) {
+        if (v[i] == v[i]) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i]; }
+        snprintf(text[i], 16, fmt, v[i]);
+        cell[i] = text[i];
+    }
+    if (symmetric) { hi = fabs(lo) > hi ? fabs(lo) : hi; lo = -hi; }
+    if (hi <= lo) hi = lo + 1;
+    memset(&sp, 0, sizeof sp);
+    sp.rows = P; sp.cols = N; sp.value = v; sp.vmin = lo; sp.vmax = hi; sp.colormap = SVG_VIRIDIS; sp.cell_text = cell;
+    sp.row_labels = rows; sp.col_labels = cols; sp.title = title; sp.xlabel = "latent steps l before the edit";
+    sp.ylabel = "pair (A, B)"; sp.colorbar_label = symmetric ? "accuracy minus coeff 0" : "accuracy";
+    if (svg_heatmap(path, &sp)) fprintf(stderr, "codi sweep: cannot write %s\n", path);
+    free(text); free(cell);
+}
+
 /* Tables and heatmaps of one protocol: acc [N, P, NC(, stride)] at column `col` of each cell. */
 static void sweep_report(const char *dir, const char *what, const char *vec, const long *ok, int stride, int col, const float *coeffs, int nc,
                          int zero_c, int N, int P, long nq, FILE *csv) {
@@ -222,11 +248,11 @@ static void sweep_report(const char *dir, const char *what, const char *vec, con
             }
         snprintf(path, sizeof path, "%s/%s_%s_acc_c%g.svg", dir, what, vec, coeffs[c]);
         snprintf(title, sizeof title, "%s steering (%s), coeff %g: accuracy by pair (A, B) and l", what, vec, coeffs[c]);
-        svg_heatmap(path, title, rows, P, cols, N, acc, 0, "%.2f");
+        sweep_heatmap(path, title, rows, P, cols, N, acc, 0, "%.2f");
         if (c != zero_c) {
             snprintf(path, sizeof path, "%s/%s_%s_delta_c%g.svg", dir, what, vec, coeffs[c]);
             snprintf(title, sizeof title, "%s steering (%s), coeff %g: accuracy minus coeff 0", what, vec, coeffs[c]);
-            svg_heatmap(path, title, rows, P, cols, N, delta, 1, "%+.2f");
+            sweep_heatmap(path, title, rows, P, cols, N, delta, 1, "%+.2f");
         }
     }
     free(rows); free(cols); free(rl); free(cl); free(acc); free(delta); free(pa); free(pb);

@@ -12,14 +12,17 @@
 #include "cmd_info.c"
 #include "cmd_bench.c"
 #include "cmd_tokenize.c"
+#include "cmd_lens.c"
+#include "cmd_record.c"
+#include "cmd_tune_lens.c"
 #include "cmd_eval.c"
 #include "cmd_gen_templates.c"
 #include "cmd_vectors.c"
-#include "svg.h"
 #include "cmd_sweep.c"
 
 static const cli_command *const commands[] = {
-    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep,
+    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_lens, &cmd_record, &cmd_tune_lens,
+    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
