@@ -29,8 +29,8 @@ static const cli_command *const commands[] = {
 static void codi_usage(FILE *f) {
     int i;
     fprintf(f, "usage: codi COMMAND [options]      (codi COMMAND --help: that command's options and examples)\n\ncommands:\n");
-    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
-    fprintf(f, "  %-10s %s\n", "help", "this list, or `codi help COMMAND`");
+    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-13s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f, "  %-13s %s\n", "help", "this list, or `codi help COMMAND`");
     fprintf(f, "\nExit status: 0 success, 1 the work failed, 2 bad usage. %s\n", CLI_VERSION);
 }
 
