@@ -9,22 +9,34 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart
+all: build/codi build/random_codi build/quickstart build/lens_example build/steer_latent build/steer_kv
 
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
+build/codi: tools/codi.c $(wildcard tools/*.h) $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
 
+build/steer_latent: examples/steer_latent.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/steer_latent.c -lm
+
+build/steer_kv: examples/steer_kv.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/steer_kv.c -lm
+
+build/lens_example: examples/lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/lens.c -lm
+
+build/bench_lens: tools/bench_lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_lens.c -lm
+
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_export test_batch test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats
+TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -44,8 +56,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) build/codi build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
+test: $(TESTS:%=build/%_san) build/codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh
 
 demo: build/codi
 	sh tools/demo.sh
@@ -60,10 +72,16 @@ build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
 bench: build/codi build/random_codi
 	LLAMA_BENCH="$(LLAMA_BENCH)" sh tools/bench.sh
 
+# Tuned-lens training cost on the random full-size checkpoint (seconds per step, extrapolated).
+bench-lens: build/bench_lens build/random_codi
+	mkdir -p bench
+	[ -f bench/random_1b.safetensors ] || build/random_codi bench/random_1b.safetensors
+	build/bench_lens bench/random_1b.safetensors
+
 bench-tokenizer: build/codi
 	sh tools/bench_tokenizer.sh
 
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-tokenizer llama3-tokenizer fuzz clean
+.PHONY: all test demo bench bench-lens bench-tokenizer llama3-tokenizer fuzz clean
