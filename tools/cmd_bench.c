@@ -124,6 +124,7 @@ CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   
 }
 #endif
 
+#ifdef CODI__X86
 /* 1 if this CPU runs kernel path `name`. */
 static int bench_cpu_runs(const char *name) {
     const char *av[8];
@@ -131,6 +132,7 @@ static int bench_cpu_runs(const char *name) {
     for (k = 0; k < n && k < 8; k++) if (!strcmp(av[k], name)) return 1;
     return 0;
 }
+#endif
 
 typedef struct { double (*fn)(long, float *); long iters; double flops[256]; float sink[256]; } bench_peak_ctx;
 static void bench_peak_task(void *ctx, int tid, int a, int b) {
@@ -329,11 +331,11 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
                "\"tg_b8\": %.3f, \"tg_b32\": %.3f, \"tg_b8_of_peak\": %.3f, \"tg_b32_of_peak\": %.3f, "
                "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
-               "\"pp512\": %.2f, \"tg\": %.2f}",
+               "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f}",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
                b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
-               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg);
+               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16);
         printf(", \"by_path\": {");
         for (r = 0; r < n_rows; r++)
             printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f}", r ? ", " : "", rows[r].path,
