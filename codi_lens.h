@@ -53,8 +53,9 @@
    `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=scalar|
    avx2|avx512|avx512bf16|neon in the environment (or codi_set_kernel) picks another; avx512bf16
    (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
-   bf16 inside the dot, 4 rows at a time; prefill of 8+ positions a packed-panel GEMM over blocks
-   of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
+   bf16 inside the dot, 4 rows at a time; 2..63 positions (batched decode, short chunks) the same
+   with each widened weight row multiplied into several positions; 64+ a packed-panel GEMM over
+   blocks of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -2013,8 +2014,9 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 }
 
 /* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
-   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time)
-   and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
+   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time),
+   a multi-position GEMV (2..63 positions: batched decode, short chunks; each widened weight
+   register meets several positions) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
    CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. */
@@ -2033,15 +2035,17 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 
 #define CODI__KC 256      /* GEMM depth block: one packed weight panel of KC x NR stays in L1 */
 #define CODI__MC 256      /* GEMM position block: its packed activations stay in L2 */
-#define CODI__GEMM_MIN 8  /* fewer positions: a GEMV per position (reads the weights n times, packs nothing) */
+#define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
 /* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
    (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
 typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
+typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1);
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
+    codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations); NULL: gemv per position */
     codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
     int mr, nr;               /* micro-kernel tile: positions x weight rows */
     int bf16_pairs;           /* micro and gemv take bf16 activations (rounded once per block) */
@@ -2209,6 +2213,40 @@ CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
+/* As codi__gemvn_avx512: 4 weight rows x 2 positions (8 accumulators), 8 columns per step. */
+CODI__AVX2 static __m256 codi__w8_avx2(const void *row, int dt, int j) {
+    return dt == CODI_BF16 ? codi__bf16x8_avx2((const uint16_t *)row + j) : _mm256_loadu_ps((const float *)row + j);
+}
+CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, i0, j, a, b;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r, r1);
+        for (i0 = 0; i0 < n; i0 += 2) {
+            const float *x0 = x + (size_t)i0 * K, *x1 = x + (size_t)(i0 + 1 < n ? i0 + 1 : i0) * K;
+            __m256 c[8];
+            for (a = 0; a < 8; a++) c[a] = _mm256_setzero_ps();
+            for (j = 0; j + 8 <= K; j += 8) {
+                __m256 xa = _mm256_loadu_ps(x0 + j), xb = _mm256_loadu_ps(x1 + j), wv;
+                if (i0 == 0 && j % 32 == 0) {
+                    for (a = 0; a < 4; a++) _mm_prefetch((const char *)p[a] + (size_t)j * codi__dtype_size(w->dtype) + 1024, _MM_HINT_T0);
+                }
+                wv = codi__w8_avx2(p[0], w->dtype, j); c[0] = _mm256_fmadd_ps(wv, xa, c[0]); c[1] = _mm256_fmadd_ps(wv, xb, c[1]);
+                wv = codi__w8_avx2(p[1], w->dtype, j); c[2] = _mm256_fmadd_ps(wv, xa, c[2]); c[3] = _mm256_fmadd_ps(wv, xb, c[3]);
+                wv = codi__w8_avx2(p[2], w->dtype, j); c[4] = _mm256_fmadd_ps(wv, xa, c[4]); c[5] = _mm256_fmadd_ps(wv, xb, c[5]);
+                wv = codi__w8_avx2(p[3], w->dtype, j); c[6] = _mm256_fmadd_ps(wv, xa, c[6]); c[7] = _mm256_fmadd_ps(wv, xb, c[7]);
+            }
+            for (a = 0; a < 4 && r + a < r1; a++)
+                for (b = 0; b < 2 && i0 + b < n; b++) {
+                    const float *xi = b ? x1 : x0;
+                    float s = codi__hsum_avx2(c[2 * a + b]);
+                    int t;
+                    for (t = j; t < K; t++) s += xi[t] * codi__load_elem(p[a], w->dtype, (size_t)t);
+                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s;
+                }
+        }
+    }
+}
 /* 6 positions x 16 rows: 12 accumulators; a [kb][6], b [kb][16] */
 CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
     const float *a = (const float *)av, *b = (const float *)bv;
@@ -2360,6 +2398,43 @@ CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *
 #undef CODI__ST
 }
 
+/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
+   each 16 columns widened once into a register and multiplied into 4 positions (16 accumulators).
+   out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
+CODI__AVX512 static __m512 codi__w16_avx512(const void *row, int dt, int j) {
+    return dt == CODI_BF16 ? codi__bf16x16_avx512((const uint16_t *)row + j) : _mm512_loadu_ps((const float *)row + j);
+}
+CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, i0, j, a, b;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r, r1);
+        for (i0 = 0; i0 < n; i0 += 4) {
+            const float *xp[4];
+            __m512 c[16];
+            for (b = 0; b < 4; b++) xp[b] = x + (size_t)(i0 + b < n ? i0 + b : n - 1) * K;
+            for (a = 0; a < 16; a++) c[a] = _mm512_setzero_ps();
+            for (j = 0; j + 16 <= K; j += 16) {
+                __m512 w0 = codi__w16_avx512(p[0], w->dtype, j), w1 = codi__w16_avx512(p[1], w->dtype, j);
+                __m512 w2 = codi__w16_avx512(p[2], w->dtype, j), w3 = codi__w16_avx512(p[3], w->dtype, j), xv;
+                if (i0 == 0) {
+                    for (a = 0; a < 4; a++) _mm_prefetch((const char *)p[a] + (size_t)j * codi__dtype_size(w->dtype) + 1024, _MM_HINT_T0);
+                }
+#define CODI__FMA4(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); c[4 + b] = _mm512_fmadd_ps(w1, xv, c[4 + b]); \
+        c[8 + b] = _mm512_fmadd_ps(w2, xv, c[8 + b]); c[12 + b] = _mm512_fmadd_ps(w3, xv, c[12 + b]); } while (0)
+                CODI__FMA4(0); CODI__FMA4(1); CODI__FMA4(2); CODI__FMA4(3);
+#undef CODI__FMA4
+            }
+            for (a = 0; a < 4 && r + a < r1; a++)
+                for (b = 0; b < 4 && i0 + b < n; b++) {
+                    float s = codi__hsum_avx512(c[4 * a + b]);
+                    int t;
+                    for (t = j; t < K; t++) s += xp[b][t] * codi__load_elem(p[a], w->dtype, (size_t)t);
+                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s;
+                }
+        }
+    }
+}
 /* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
    x arrives rounded to bf16 (xh); 4 rows per pass, 64 columns per step. */
 CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -2480,15 +2555,15 @@ static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, s
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
-    { "avx512", codi__gemv_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
-    { "avx512bf16", codi__gemv_avx512bf16, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
       codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy },
+    { "neon", codi__gemv_neon, NULL, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
@@ -2540,7 +2615,8 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
 static size_t codi__work_floats(void) { return (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32; }
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
-   x rows contiguous [n, cols]). Fewer than GEMM_MIN positions: the GEMV per position; else the GEMM:
+   x rows contiguous [n, cols]). Fewer than GEMM_MIN positions: the multi-position GEMV (or, on a
+   path without one, the GEMV per position); else the GEMM:
    for each block of MC positions and KC columns, pack the activations once, then for each panel
    of NR weight rows pack (widen) it once and run the micro-kernel over every MR-position strip. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
@@ -2556,6 +2632,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
         return;
     }
+    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn && !kn->bf16_pairs) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1); return; }
     if (n < CODI__GEMM_MIN) {
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {

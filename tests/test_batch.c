@@ -1,7 +1,8 @@
 /* codi_forward_batch: B sequences advanced through one pass over the weights.
    - the golden CODI answer (tests/data/GOLDEN_README.md, bf16merged) decoded by 9 forked copies at
-     once (the GEMM path) matches the reference logits and tokens in every copy;
-   - 3 sequences at different positions (the GEMV path) give bit-identical logits to one at a time;
+     once (the multi-position GEMV) matches the reference logits and tokens in every copy;
+   - 3 sequences at different positions (the multi-position GEMV) give the logits of one at a time
+     (the single-position GEMV) up to float32 summation order: within 1e-5 of the largest |logit|;
    - hooks see each sequence with its own position, phase and step; bad batches are refused.
    Run from the repository root. */
 #define CODI_LENS_IMPLEMENTATION
@@ -9,6 +10,18 @@
 #include "test_util.h"
 
 typedef struct { int calls, bad; const codi_state *s; } hook_seen;
+
+/* max |a - b| / max |b| over n floats (NaN: infinite) */
+static double rel_diff(const float *a, const float *b, int n) {
+    double d = 0, mag = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (!(e <= d)) d = e == e ? e : INFINITY;
+        if (fabs(b[i]) > mag) mag = fabs(b[i]);
+    }
+    return d / (mag > 0 ? mag : 1);
+}
 static int check_hook(void *user, const codi_hook_info *info, float *data) {
     hook_seen *h = (hook_seen *)user;
     (void)data;
@@ -64,7 +77,8 @@ int main(void) {
         float emb[3 * 256];
         hook_seen seen[3];
         codi_state *twice[3];
-        int identical = 1, ok = 1;
+        double worst = 0, e;
+        int same_pos = 1, ok = 1;
         for (b = 0; b < 3; b++) {
             st[b] = codi_state_alloc(m, 64, 1); one[b] = codi_state_alloc(m, 64, 1);
             ok &= codi_forward(m, st[b], ids, NULL, (int)T - 5 * b, NULL) == 0;
@@ -78,8 +92,9 @@ int main(void) {
             ok &= codi_forward_batch(m, st, tok, NULL, 3) == 0;
             for (b = 0; b < 3; b++) {
                 ok &= codi_forward(m, one[b], &tok[b], NULL, 1, NULL) == 0;
-                identical &= !memcmp(st[b]->logits, one[b]->logits, sizeof(float) * V) &&
-                             !memcmp(st[b]->final_hidden, one[b]->final_hidden, sizeof(float) * 256) && st[b]->n_pos == one[b]->n_pos;
+                e = rel_diff(st[b]->logits, one[b]->logits, V); if (!(e <= worst)) worst = e;
+                e = rel_diff(st[b]->final_hidden, one[b]->final_hidden, 256); if (!(e <= worst)) worst = e;
+                same_pos &= st[b]->n_pos == one[b]->n_pos;
                 tok[b] = codi_argmax_answer(m, st[b]->logits);
             }
         }
@@ -87,9 +102,10 @@ int main(void) {
         ok &= codi_forward_batch(m, st, NULL, emb, 3) == 0;
         for (b = 0; b < 3; b++) {
             ok &= codi_forward(m, one[b], NULL, emb + b * 256, 1, NULL) == 0;
-            identical &= !memcmp(st[b]->logits, one[b]->logits, sizeof(float) * V);
+            e = rel_diff(st[b]->logits, one[b]->logits, V); if (!(e <= worst)) worst = e;
         }
-        t_result(ok && identical, "batched steps (ids, then vectors) are bit-identical to single steps", "");
+        t_result(ok && same_pos && worst <= 1e-5, "batched steps (ids, then vectors) match single steps",
+                 "max difference %.2g of the largest |value|", worst);
         t_result(seen[0].calls > 0 && seen[0].calls == seen[1].calls && seen[1].calls == seen[2].calls &&
                  !seen[0].bad && !seen[1].bad && !seen[2].bad, "hooks see each sequence's own position, phase and step",
                  "%d calls each", seen[0].calls);

@@ -1,5 +1,5 @@
 /* Kernel paths against a float64 reference: every path this CPU runs (and the scalar one),
-   GEMV (n < 4) and GEMM (n >= 4) shapes with ragged edges, bf16 and f32 weights, several
+   GEMV (n = 1), multi-position GEMV (1 < n < 64) and GEMM (n >= 64) shapes with ragged edges, bf16 and f32 weights, several
    thread-range splits. The avx512bf16 path is compared with activations rounded to bf16, as it
    computes. Error bound: 1e-5 of sum |x| |w| per output (float32 accumulation). */
 #define CODI_LENS_IMPLEMENTATION
@@ -45,7 +45,7 @@ static double check_shape(const char *path, int dtype, int n, int rows, int cols
 int main(void) {
     static const int shapes[][5] = {   /* n, rows, cols, r0, r1 */
         { 1, 37, 300, 0, 37 }, { 1, 64, 2048, 4, 60 }, { 3, 33, 77, 1, 33 }, { 4, 16, 64, 0, 16 },
-        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 } };
+        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 } };
     const char *paths[8];
     int np = codi_kernels_available(paths, 8), p, si, dt;
     printf("# paths this CPU runs:");
