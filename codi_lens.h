@@ -1943,18 +1943,6 @@ static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
     return buf;
 }
 
-/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1, one row at a time
-   (the plain reference; the forward pass uses codi__matmul_range). out has row stride
-   out_stride; buf [cols] is scratch for bf16 rows. */
-static void codi__matmul_rows(float *out, size_t out_stride, const float *x, const codi_matrix *w,
-                              int n, int r0, int r1, float *buf) {
-    int r, i;
-    for (r = r0; r < r1; r++) {
-        const float *wr = codi__matrix_row(w, r, buf);
-        for (i = 0; i < n; i++) out[(size_t)i * out_stride + r] = codi__dot(x + (size_t)i * w->cols, wr, w->cols);
-    }
-}
-
 /* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
 static void codi__rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
     double ss = 0;
@@ -5574,11 +5562,12 @@ CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t i
     return n;
 }
 
-/* logits [V] = lm_head(final_norm(x [D])); buf [2D] scratch. */
+/* logits [V] = lm_head(final_norm(x [D])) on the active kernel path; buf [2D] scratch (one
+   position needs at most D / 2 floats of matmul work: x as bf16). */
 static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
     const codi_config *c = &m->config;
     codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
-    codi__matmul_rows(logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
+    codi__matmul_range(codi__kernel_active(), logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
 }
 
 CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
