@@ -1,0 +1,272 @@
+/* Probes and PCA (>>probe, >>pca) against references nobody here wrote: scikit-learn's
+   LogisticRegression and roc_auc_score, numpy.linalg.eigh and numpy.cov, all in
+   tests/data/probe_fixtures.txt (tools/make_probe_fixtures.py); a planted direction on
+   synthetic data; bad input. */
+#define CODI_LENS_IMPLEMENTATION
+#include "../codi_lens.h"
+#include "test_util.h"
+
+/* ---- the fixture file: "name ndim dims... : values" per line ---- */
+typedef struct { char name[32]; size_t n; double *v; } fx_tensor;
+static fx_tensor fx[64];
+static int n_fx;
+
+static int fx_load(const char *path) {
+    size_t len;
+    char *text = (char *)t_slurp(path, &len), *p, *end;
+    if (!text) return -1;
+    for (p = text; *p && n_fx < 64;) {
+        fx_tensor *t = &fx[n_fx];
+        int nd, i, used = 0;
+        size_t cnt = 1;
+        if (sscanf(p, "%31s %d%n", t->name, &nd, &used) != 2) break;
+        p += used;
+        for (i = 0; i < nd; i++) cnt *= (size_t)strtol(p, &p, 10);
+        p = strchr(p, ':') + 1;
+        t->v = (double *)malloc(cnt * sizeof(double)); t->n = cnt;
+        for (i = 0; i < (int)cnt; i++) t->v[i] = strtod(p, &end), p = end;
+        while (*p == '\n' || *p == ' ') p++;
+        n_fx++;
+    }
+    free(text);
+    return n_fx ? 0 : -1;
+}
+
+static const double *fx_get(const char *name, size_t *n) {
+    int i;
+    for (i = 0; i < n_fx; i++) if (!strcmp(fx[i].name, name)) { if (n) *n = fx[i].n; return fx[i].v; }
+    printf("# fixture %s missing\n", name);
+    exit(2);
+}
+
+static float *fx_floats(const char *name, size_t *n) {
+    size_t c, i;
+    const double *v = fx_get(name, &c);
+    float *f = (float *)malloc(c * sizeof(float));
+    for (i = 0; i < c; i++) f[i] = (float)v[i];
+    if (n) *n = c;
+    return f;
+}
+
+static int32_t *fx_ints(const char *name, size_t *n) {
+    size_t c, i;
+    const double *v = fx_get(name, &c);
+    int32_t *y = (int32_t *)malloc(c * sizeof(int32_t));
+    for (i = 0; i < c; i++) y[i] = (int32_t)v[i];
+    if (n) *n = c;
+    return y;
+}
+
+static double max_abs_d(const double *a, const double *b, size_t n) {
+    double m = 0; size_t i;
+    for (i = 0; i < n; i++) { double d = fabs(a[i] - b[i]); if (!(d <= m)) m = d != d ? INFINITY : d; }
+    return m;
+}
+
+/* ---- logistic regression vs scikit-learn ---- */
+static void check_sklearn(const char *prefix, int k) {
+    char name[64], err[256];
+    size_t n, nt, d, i;
+    float *x, *xt, *proba;
+    int32_t *y, *yt;
+    const double *coef, *icpt, *ref_proba;
+    double *got, e_coef, e_icpt = 0, e_mean = 0, e_proba = 0, scale = 0;
+    codi_probe_opts o = codi_probe_opts_default();
+    codi_probe_metrics met;
+    codi_probe *p;
+    int rows = k == 2 ? 1 : k, r;
+    snprintf(name, sizeof name, "%s_x", prefix); x = fx_floats(name, &n);
+    snprintf(name, sizeof name, "%s_y", prefix); y = fx_ints(name, &n);
+    d = fx_get(strcat(strcpy(name, prefix), "_mean"), &d) ? d : 0;
+    snprintf(name, sizeof name, "%s_xtest", prefix); xt = fx_floats(name, &nt);
+    snprintf(name, sizeof name, "%s_ytest", prefix); yt = fx_ints(name, &nt);
+    snprintf(name, sizeof name, "%s_l2", prefix); o.l2 = fx_get(name, NULL)[0];
+    o.tol = 1e-9;
+    p = codi_probe_train(x, y, (int)n, (int)d, k, &o, err, sizeof err);
+    snprintf(name, sizeof name, "%s: trains", prefix);
+    t_result(p != NULL && p->converged, name, p ? "%d iterations, loss %.6f" : "%s", p ? p->iterations : 0, p ? p->loss : 0.0, err);
+    if (!p) return;
+    got = (double *)malloc((size_t)rows * d * sizeof(double));
+    for (i = 0; i < (size_t)rows * d; i++) got[i] = p->weight[i];
+    snprintf(name, sizeof name, "%s_coef", prefix); coef = fx_get(name, NULL);
+    snprintf(name, sizeof name, "%s_intercept", prefix); icpt = fx_get(name, NULL);
+    e_coef = max_abs_d(got, coef, (size_t)rows * d);
+    for (i = 0; i < (size_t)rows * d; i++) if (fabs(coef[i]) > scale) scale = fabs(coef[i]);
+    {   /* K > 2: softmax ignores a shift of every intercept, so compare them centred */
+        double mg = 0, mr = 0;
+        if (rows > 1) for (r = 0; r < rows; r++) { mg += p->bias[r] / rows; mr += icpt[r] / rows; }
+        for (r = 0; r < rows; r++) e_icpt = fmax(e_icpt, fabs((p->bias[r] - mg) - (icpt[r] - mr)));
+    }
+    snprintf(name, sizeof name, "%s: coefficients = scikit-learn's", prefix);
+    t_result(e_coef <= 1e-5 * scale && e_icpt <= 1e-5 * (1 + scale), name, "max |diff| %.2g of max |coef| %.3g; intercept %.2g (tol 1e-5 relative)", e_coef, scale, e_icpt);
+    snprintf(name, sizeof name, "%s_mean", prefix);
+    for (i = 0; i < d; i++) {
+        double a = fabs(p->mean[i] - fx_get(name, NULL)[i]);
+        if (a > e_mean) e_mean = a;
+    }
+    snprintf(name, sizeof name, "%s: standardisation = StandardScaler", prefix);
+    t_result(e_mean <= 1e-5, name, "max |mean diff| %.2g (tol 1e-5)", e_mean);
+    proba = (float *)malloc(nt * (size_t)k * sizeof(float));
+    codi_probe_predict_proba(p, xt, (int)nt, proba);
+    snprintf(name, sizeof name, "%s_proba", prefix); ref_proba = fx_get(name, NULL);
+    for (i = 0; i < nt * (size_t)k; i++) if (fabs(proba[i] - ref_proba[i]) > e_proba) e_proba = fabs(proba[i] - ref_proba[i]);
+    snprintf(name, sizeof name, "%s: held-out probabilities = predict_proba", prefix);
+    t_result(e_proba <= 1e-5, name, "max |diff| %.2g (tol 1e-5)", e_proba);
+    codi_probe_metrics_of(proba, yt, (int)nt, k, &met, err, sizeof err);
+    snprintf(name, sizeof name, "%s_accuracy", prefix);
+    {
+        double ref = fx_get(name, NULL)[0];
+        snprintf(name, sizeof name, "%s: held-out accuracy = score()", prefix);
+        t_result(fabs(met.accuracy - ref) < 1e-12 && met.acc_lo < met.accuracy && met.accuracy < met.acc_hi, name,
+                 "%.4f [%.4f, %.4f] vs %.4f; AUC %.4f [%.4f, %.4f]", met.accuracy, met.acc_lo, met.acc_hi, ref, met.auc, met.auc_lo, met.auc_hi);
+    }
+    codi_probe_free(p); free(got); free(proba); free(x); free(xt); free(y); free(yt);
+}
+
+/* ---- eigensolver and PCA vs numpy ---- */
+static void check_eigen(void) {
+    char err[256];
+    size_t n2;
+    const double *a = fx_get("eig_a", &n2), *vals = fx_get("eig_values", NULL), *vecs = fx_get("eig_vectors", NULL);
+    int n = (int)sqrt((double)n2);
+    double *w = (double *)malloc((size_t)n * sizeof(double)), *v = (double *)malloc(n2 * sizeof(double)), ev, evec;
+    int rc = codi_sym_eigen(a, n, w, v, err, sizeof err);
+    ev = rc ? INFINITY : max_abs_d(w, vals, (size_t)n);
+    evec = rc ? INFINITY : max_abs_d(v, vecs, n2);
+    t_result(ev <= 1e-12 && evec <= 1e-10, "eigen: 24 x 24 = numpy.linalg.eigh", "values max |diff| %.2g (tol 1e-12), vectors %.2g (tol 1e-10)", ev, evec);
+    free(w); free(v);
+    {   /* repeated eigenvalues and an exactly diagonal block: A v = w v, V V^T = I */
+        double b[16] = {2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1}, bw[4], bv[16], res = 0, orth = 0;
+        int r, c, j;
+        rc = codi_sym_eigen(b, 4, bw, bv, err, sizeof err);
+        for (r = 0; r < 4 && !rc; r++) for (c = 0; c < 4; c++) {
+            double av = 0, vv = 0;
+            for (j = 0; j < 4; j++) { av += b[c * 4 + j] * bv[r * 4 + j]; vv += bv[r * 4 + j] * bv[c * 4 + j]; }
+            res = fmax(res, fabs(av - bw[r] * bv[r * 4 + c])); orth = fmax(orth, fabs(vv - (r == c)));
+        }
+        t_result(!rc && res < 1e-14 && orth < 1e-14 && bw[0] == 2 && fabs(bw[3]) < 1e-15, "eigen: repeated values (2, 2, 2, 0)",
+                 "|Av - wv| %.2g, |VV^T - I| %.2g", res, orth);
+    }
+}
+
+static void check_pca(void) {
+    char err[256];
+    size_t n, d, i, k;
+    float *x = fx_floats("pca_x", &n), *proj;
+    const double *mean = fx_get("pca_mean", &d), *comps = fx_get("pca_components", &k), *var = fx_get("pca_variance", NULL);
+    const double *expl = fx_get("pca_explained", NULL), *refproj = fx_get("pca_projection", NULL);
+    double e_mean = 0, e_comp = 0, e_var = 0, e_expl = 0, e_proj = 0;
+    codi_pca_acc *a = codi_pca_acc_new((int)d, err, sizeof err), *b = codi_pca_acc_new((int)d, err, sizeof err);
+    codi_pca *p, *q;
+    int nc;
+    n /= d; nc = (int)(k / d);
+    codi_pca_acc_add(a, x, (int)n, err, sizeof err);
+    for (i = 0; i < n; i += 7) codi_pca_acc_add(b, x + i * d, (int)(n - i < 7 ? n - i : 7), err, sizeof err);
+    p = codi_pca_fit(a, nc, err, sizeof err);
+    q = codi_pca_fit(b, nc, err, sizeof err);
+    if (!p || !q) { t_result(0, "pca: fits", "%s", err); return; }
+    for (i = 0; i < d; i++) e_mean = fmax(e_mean, fabs(p->mean[i] - mean[i]) / fabs(mean[i]));
+    for (i = 0; i < k; i++) e_comp = fmax(e_comp, fabs(p->components[i] - comps[i]));
+    for (i = 0; i < (size_t)nc; i++) { e_var = fmax(e_var, fabs(p->variance[i] - var[i]) / var[i]); e_expl = fmax(e_expl, fabs(p->explained[i] - expl[i])); }
+    t_result(e_mean <= 1e-7 && e_comp <= 1e-6 && e_var <= 1e-9 && e_expl <= 1e-9, "pca: 300 x 12 = numpy.cov + eigh (top 5)",
+             "mean rel %.2g (tol 1e-7), components %.2g (tol 1e-6), variances rel %.2g, explained %.2g (tol 1e-9)", e_mean, e_comp, e_var, e_expl);
+    proj = (float *)malloc(10 * (size_t)nc * sizeof(float));
+    codi_pca_project(p, x, 10, proj);
+    for (i = 0; i < 10 * (size_t)nc; i++) e_proj = fmax(e_proj, fabs(proj[i] - refproj[i]));
+    t_result(e_proj <= 1e-4, "pca: projections = numpy", "max |diff| %.2g (tol 1e-4; values up to ~20)", e_proj);
+    t_result(!memcmp(p->components, q->components, k * sizeof(float)) && !memcmp(p->variance, q->variance, nc * sizeof(double)),
+             "pca: rows added 7 at a time give identical bits", "");
+    codi_pca_free(p); codi_pca_free(q); codi_pca_acc_free(a); codi_pca_acc_free(b); free(x); free(proj);
+}
+
+static void check_auc(void) {
+    size_t n;
+    float *s = fx_floats("auc_scores", &n);
+    int32_t *y = fx_ints("auc_labels", &n);
+    double se, auc = codi_roc_auc(s, y, (int)n, &se), ref = fx_get("auc_value", NULL)[0], lo, hi;
+    t_result(fabs(auc - ref) < 1e-12 && se > 0 && se < 0.1, "auc: tied scores = roc_auc_score", "%.6f vs %.6f, Hanley-McNeil se %.4f", auc, ref, se);
+    codi_wilson_interval(8, 10, 1.96, &lo, &hi);    /* Wilson (1927) for 8 / 10: [0.4902, 0.9433] */
+    t_result(fabs(lo - 0.4902) < 1e-4 && fabs(hi - 0.9433) < 1e-4, "wilson: 8 of 10", "[%.4f, %.4f]", lo, hi);
+    free(s); free(y);
+}
+
+/* ---- a planted direction: label = sign(x.u + noise), variance planted along u ---- */
+static uint64_t rng_state = 88172645463325252ull;
+static double rnd_normal(void) {
+    double u1, u2;
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    u1 = ((rng_state >> 11) + 0.5) / 9007199254740992.0;
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    u2 = ((rng_state >> 11) + 0.5) / 9007199254740992.0;
+    return sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void check_planted(void) {
+    enum { D = 64, N = 3000, NT = 1000 };
+    char err[256];
+    float *x = (float *)malloc((size_t)(N + NT) * D * sizeof(float)), *proba = (float *)malloc(NT * 2 * sizeof(float));
+    int32_t *y = (int32_t *)malloc((N + NT) * sizeof(int32_t));
+    double u[D], nu = 0, dot = 0, nw = 0;
+    int i, j;
+    codi_probe *p;
+    codi_probe_metrics met;
+    codi_pca_acc *a = codi_pca_acc_new(D, err, sizeof err);
+    codi_pca *pc;
+    for (j = 0; j < D; j++) { u[j] = rnd_normal(); nu += u[j] * u[j]; }
+    for (j = 0; j < D; j++) u[j] /= sqrt(nu);
+    for (i = 0; i < N + NT; i++) {
+        double t = 3 * rnd_normal(), s = 0;                  /* strong variance along u */
+        for (j = 0; j < D; j++) { x[i * D + j] = (float)(t * u[j] + rnd_normal() + 0.5 * j); s += (x[i * D + j] - 0.5 * j) * u[j]; }
+        y[i] = s + 0.5 * rnd_normal() > 0;
+    }
+    p = codi_probe_train(x, y, N, D, 2, NULL, err, sizeof err);
+    if (!p) { t_result(0, "planted: probe trains", "%s", err); return; }
+    for (j = 0; j < D; j++) { double w = p->weight[j] / p->scale[j]; dot += w * u[j]; nw += w * w; }
+    codi_probe_predict_proba(p, x + (size_t)N * D, NT, proba);
+    codi_probe_metrics_of(proba, y + N, NT, 2, &met, err, sizeof err);
+    t_result(dot / sqrt(nw) > 0.95 && met.accuracy > 0.9 && met.auc > 0.97 && met.auc_lo < met.auc && met.auc < met.auc_hi,
+             "planted: probe recovers the direction", "cos(w, u) %.4f; held-out accuracy %.3f [%.3f, %.3f], AUC %.4f [%.4f, %.4f]",
+             dot / sqrt(nw), met.accuracy, met.acc_lo, met.acc_hi, met.auc, met.auc_lo, met.auc_hi);
+    codi_pca_acc_add(a, x, N, err, sizeof err);
+    pc = codi_pca_fit(a, 3, err, sizeof err);
+    for (dot = 0, j = 0; j < D; j++) dot += pc->components[j] * u[j];
+    t_result(fabs(dot) > 0.99 && fabs(pc->variance[0] - 10) < 1.5, "planted: PC1 is the planted direction",
+             "|cos| %.4f, variance %.2f (planted 9 + 1)", fabs(dot), pc->variance[0]);
+    codi_probe_free(p); codi_pca_free(pc); codi_pca_acc_free(a); free(x); free(y); free(proba);
+}
+
+/* ---- bad input ---- */
+static void check_errors(void) {
+    char err[256] = "";
+    float x[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, proba[8] = {0};
+    int32_t y1[4] = {0, 0, 0, 0}, ybad[4] = {0, 1, 2, 1}, y[4] = {0, 1, 0, 1};
+    codi_probe_metrics met;
+    codi_pca_acc *a;
+    t_result(!codi_probe_train(x, y, 0, 3, 2, NULL, err, sizeof err) && strstr(err, "empty"), "errors: empty training set", "%s", err);
+    t_result(!codi_probe_train(x, y1, 4, 3, 2, NULL, err, sizeof err) && strstr(err, "class 1 has no"), "errors: one class", "%s", err);
+    t_result(!codi_probe_train(x, ybad, 4, 3, 2, NULL, err, sizeof err) && strstr(err, "outside 0..1"), "errors: label out of range", "%s", err);
+    x[5] = NAN;
+    t_result(!codi_probe_train(x, y, 4, 3, 2, NULL, err, sizeof err) && strstr(err, "row 1, column 2"), "errors: NaN input", "%s", err);
+    a = codi_pca_acc_new(3, err, sizeof err);
+    t_result(codi_pca_acc_add(a, x, 4, err, sizeof err) == -1 && codi_pca_acc_rows(a) == 0, "errors: pca NaN row refused whole", "%s", err);
+    x[5] = 6;
+    codi_pca_acc_add(a, x, 1, err, sizeof err);
+    t_result(!codi_pca_fit(a, 2, err, sizeof err) && strstr(err, "at least 2"), "errors: pca of one row", "%s", err);
+    codi_pca_acc_add(a, x + 3, 3, err, sizeof err);
+    t_result(!codi_pca_fit(a, 4, err, sizeof err) && strstr(err, "1..3"), "errors: more components than dimensions", "%s", err);
+    t_result(!codi_pca_acc_new(0, err, sizeof err) && strstr(err, "dimension 0"), "errors: pca of dimension 0", "%s", err);
+    t_result(codi_probe_metrics_of(proba, ybad, 4, 2, &met, err, sizeof err) == -1 && strstr(err, "label 2"), "errors: metrics label out of range", "%s", err);
+    codi_pca_acc_free(a);
+}
+
+int main(void) {
+    if (fx_load("tests/data/probe_fixtures.txt")) { printf("# tests/data/probe_fixtures.txt missing\n"); t_result(0, "fixtures", "missing"); return t_summary(); }
+    check_sklearn("bin", 2);
+    check_sklearn("multi", 3);
+    check_auc();
+    check_eigen();
+    check_pca();
+    check_planted();
+    check_errors();
+    return t_summary();
+}
