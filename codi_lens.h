@@ -2932,7 +2932,7 @@ struct codi_pca_acc {
     double *shift;      /* [D] the first row added: sums are of x - shift, so no cancellation */
     double *sum;        /* [D] sum of (x - shift) */
     double *cross;      /* [D, D] lower triangle: sum of (x - shift)(x - shift)^T over flushed blocks */
-    double *block;      /* [D, BLOCK] pending rows minus shift, transposed; unused rows are 0 */
+    double *block;      /* [BLOCK, D] pending rows minus shift; unused rows are 0 */
 };
 
 CODI_API codi_pca_acc *codi_pca_acc_new(int dim, char *err, size_t errsz) {
@@ -2961,19 +2961,66 @@ CODI_API void codi_pca_acc_free(codi_pca_acc *a) {
 
 CODI_API long codi_pca_acc_rows(const codi_pca_acc *a) { return a->n; }
 
-/* cross (lower triangle) += block block^T over the BLOCK rows. */
-static void codi__pca_block_syrk(double *cross, const double *block, int D) {
-    int i, j, r;
-    for (i = 0; i < D; i++) {
-        const double *bi = block + (size_t)i * CODI__PCA_BLOCK;
-        double *ci = cross + (size_t)i * D;
-        for (j = 0; j <= i; j++) {
-            const double *bj = block + (size_t)j * CODI__PCA_BLOCK;
-            double s = 0;
-            for (r = 0; r < CODI__PCA_BLOCK; r++) s += bi[r] * bj[r];
-            ci[j] += s;
-        }
+/* The double-precision loops below copy x through a small local array so the compiler may
+   vectorise them without proving that x and y do not overlap; each element's operations keep
+   a fixed order, so results are the same on every run. */
+
+/* y [n] += a * x [n] */
+static void codi__axpy_d(double *y, double a, const double *x, int n) {
+    double t[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) t[k] = x[j + k];
+        for (k = 0; k < 8; k++) y[j + k] += a * t[k];
     }
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+/* y [n] -= a * x [n] + b * z [n] */
+static void codi__rank2_d(double *y, double a, const double *x, double b, const double *z, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = z[j + k]; }
+        for (k = 0; k < 8; k++) y[j + k] -= a * t[k] + b * u[k];
+    }
+    for (; j < n; j++) y[j] -= a * x[j] + b * z[j];
+}
+
+/* (x, y) [n] <- (c x - s y, s x + c y): a Givens rotation of two rows */
+static void codi__rotate_d(double *x, double *y, double c, double s, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = y[j + k]; }
+        for (k = 0; k < 8; k++) { x[j + k] = c * t[k] - s * u[k]; y[j + k] = s * t[k] + c * u[k]; }
+    }
+    for (; j < n; j++) { double a = x[j], b = y[j]; x[j] = c * a - s * b; y[j] = s * a + c * b; }
+}
+
+/* x . y [n] with eight partial sums */
+static double codi__dot_d(const double *x, const double *y, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += x[j] * y[j];
+    return s;
+}
+
+/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles. */
+static void codi__pca_block_syrk(double *cross, const double *block, int D) {
+    enum { TI = 16, TJ = 128 };
+    int i0, j0, i, r;
+    for (i0 = 0; i0 < D; i0 += TI)
+        for (j0 = 0; j0 < i0 + TI && j0 < D; j0 += TJ)
+            for (r = 0; r < CODI__PCA_BLOCK; r++) {
+                const double *b = block + (size_t)r * D;
+                for (i = i0; i < i0 + TI && i < D; i++) {
+                    int j1 = j0 + TJ < i + 1 ? j0 + TJ : i + 1;
+                    if (j1 > j0 && b[i] != 0) codi__axpy_d(cross + (size_t)i * D + j0, b[i], b + j0, j1 - j0);
+                }
+            }
 }
 
 CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz) {
@@ -2986,7 +3033,7 @@ CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err,
         for (j = 0; j < D; j++) {
             double v = xi[j] - a->shift[j];
             a->sum[j] += v;
-            a->block[(size_t)j * CODI__PCA_BLOCK + a->pending] = v;
+            a->block[(size_t)a->pending * D + j] = v;
         }
         a->n++;
         if (++a->pending == CODI__PCA_BLOCK) {
@@ -3015,17 +3062,12 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
         beta[k] = 2 / (v[0] * v[0] + sigma);
         e[k] = alpha;
         for (i = 0; i < m; i++) {                     /* p = beta A2 v over the trailing block A2 */
-            const double *row = a + (size_t)(k + 1 + i) * n + k + 1;
-            double s = 0;
-            for (j = 0; j < m; j++) s += row[j] * v[j];
-            p[i] = beta[k] * s; pv += p[i] * v[i];
+            p[i] = beta[k] * codi__dot_d(a + (size_t)(k + 1 + i) * n + k + 1, v, m);
+            pv += p[i] * v[i];
         }
         K = 0.5 * beta[k] * pv;
         for (i = 0; i < m; i++) p[i] -= K * v[i];     /* w = p - K v; A2 -= v w^T + w v^T */
-        for (i = 0; i < m; i++) {
-            double *row = a + (size_t)(k + 1 + i) * n + k + 1, vi = v[i], wi = p[i];
-            for (j = 0; j < m; j++) row[j] -= vi * p[j] + wi * v[j];
-        }
+        for (i = 0; i < m; i++) codi__rank2_d(a + (size_t)(k + 1 + i) * n + k + 1, v[i], p, p[i], v, m);
     }
     if (n >= 2) { d[n - 2] = a[(size_t)(n - 2) * n + n - 2]; e[n - 2] = a[(size_t)(n - 2) * n + n - 1]; }
     d[n - 1] = a[(size_t)(n - 1) * n + n - 1]; e[n - 1] = 0;
@@ -3035,21 +3077,15 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
         int m = n - k - 1;
         if (beta[k] == 0) continue;
         for (j = 0; j < m; j++) p[j] = 0;
-        for (i = 0; i < m; i++) {                     /* p = v^T Q2 */
-            const double *row = q + (size_t)(k + 1 + i) * n + k + 1;
-            for (j = 0; j < m; j++) p[j] += v[i] * row[j];
-        }
-        for (i = 0; i < m; i++) {
-            double *row = q + (size_t)(k + 1 + i) * n + k + 1, bv = beta[k] * v[i];
-            for (j = 0; j < m; j++) row[j] -= bv * p[j];
-        }
+        for (i = 0; i < m; i++) codi__axpy_d(p, v[i], q + (size_t)(k + 1 + i) * n + k + 1, m);   /* p = v^T Q2 */
+        for (i = 0; i < m; i++) codi__axpy_d(q + (size_t)(k + 1 + i) * n + k + 1, -beta[k] * v[i], p, m);
     }
 }
 
 /* Implicit QL with Wilkinson shifts on tridiagonal (d, e); each rotation of rows i, i+1 of
    zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. */
 static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
-    int l, m, i, k, iter;
+    int l, m, i, iter;
     for (l = 0; l < n; l++) {
         for (iter = 0;; iter++) {
             double g, r, s, c, p, f, b;
@@ -3072,7 +3108,7 @@ static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
                 r = (d[i] - g) * s + 2 * c * b;
                 p = s * r; d[i + 1] = g + p;
                 g = c * r - b;
-                for (k = 0; k < n; k++) { double t = zn[k]; zn[k] = s * zi[k] + c * t; zi[k] = c * zi[k] - s * t; }
+                codi__rotate_d(zi, zn, c, s, n);
             }
             if (split) continue;
             d[l] -= p; e[l] = g; e[m] = 0;
