@@ -13,7 +13,7 @@ all: build/codi build/random_codi build/quickstart
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c $(HDR) | build
+build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
@@ -44,7 +44,7 @@ llama3-tokenizer: build/codi
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
 test: $(TESTS:%=build/%_san) build/codi build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
 
 demo: build/codi
 	sh tools/demo.sh
