@@ -439,6 +439,14 @@ CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, 
 CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se);
 /* Wilson score interval for k successes in n trials at normal quantile z (1.96: 95%). */
 CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi);
+/* Probes in one .safetensors file: for each probe NAME, NAME.mean [D], NAME.scale [D],
+   NAME.weight [R, D], NAME.bias [R] (F32; R = 1 means two classes); metadata is NULL or
+   {key, value, ..., NULL} added to codi_lens = "probe.v1". 0, or -1 with a message. */
+CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
+                             const char *const *metadata, char *err, size_t errsz);
+/* The probe NAME of a file codi_probe_save wrote; NULL with a message (absent, shapes that
+   do not fit together, non-finite values). */
+CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz);
 
 /* PCA by covariance: rows are streamed into an accumulator (double sums over fixed blocks
    of rows, so the result does not depend on how the rows were split between calls), then a
@@ -466,6 +474,12 @@ CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *e
 CODI_API void codi_pca_free(codi_pca *p);
 /* Projections out [n, k] = (x [n, D] - mean) . components^T. */
 CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *out);
+/* PCAs in one .safetensors file: for each NAME, NAME.mean [D] F32, NAME.components [k, D] F32,
+   NAME.variance [k] F64, NAME.explained [k] F64, NAME.stats [2] F64 (total variance, rows);
+   codi_lens = "pca.v1" plus metadata {key, value, ..., NULL} or NULL. 0, or -1. */
+CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
+                           const char *const *metadata, char *err, size_t errsz);
+CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz);
 /* Eigen-decomposition of a symmetric a [n, n] (read; only the lower triangle is used):
    values [n] in decreasing order, vectors [n, n] row i = unit eigenvector i (sign as in
    codi_pca). 0, or -1 with a message (no convergence, non-finite input, out of memory). */
@@ -2953,6 +2967,102 @@ CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, 
     return 0;
 }
 
+/* metadata for the writer: {"codi_lens", kind, extra..., NULL} in out (cap entries); NULL if too many. */
+static const char **codi__with_kind(const char **out, int cap, const char *kind, const char *const *extra) {
+    int n = 0;
+    out[n++] = "codi_lens"; out[n++] = kind;
+    while (extra && *extra) {
+        if (n + 3 > cap) return NULL;
+        out[n++] = *extra++; out[n++] = *extra ? *extra++ : "";
+    }
+    out[n] = NULL;
+    return out;
+}
+
+CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
+                             const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "probe save: no probes"); return -1; }
+    if (!codi__with_kind(meta, 66, "probe.v1", metadata)) { codi__err(err, errsz, "probe save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 4 * 256);
+    if (!e || !nm) { CODI_FREE(e); CODI_FREE(nm); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 4 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_probe *p = probes[i];
+        static const char *const part[4] = { "mean", "scale", "weight", "bias" };
+        const float *data[4];
+        int k;
+        data[0] = p->mean; data[1] = p->scale; data[2] = p->weight; data[3] = p->bias;
+        for (k = 0; k < 4; k++) {
+            codi_st_entry *t = &e[i * 4 + k];
+            snprintf(nm + (size_t)(i * 4 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 4 + k) * 256; t->dtype = CODI_F32; t->data = data[k];
+            t->ndim = k == 2 ? 2 : 1;
+            t->shape[0] = k < 2 ? p->dim : p->n_rows;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 4, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm);
+    return rc;
+}
+
+/* Reads NAME.part of f as float32 into a new buffer of exactly want elements (want < 0: any
+   count, returned in *got). NULL with a message. */
+static float *codi__st_floats(const codi_st_file *f, const char *name, const char *part, long want, long *got,
+                              char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    float *v;
+    size_t i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (want >= 0 && (long)t.numel != want) { codi__err(err, errsz, "tensor %s has %lu values; %ld expected", full, (unsigned long)t.numel, want); return NULL; }
+    if (!(v = (float *)CODI_MALLOC((t.numel ? t.numel : 1) * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    if (codi_st_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
+    for (i = 0; i < t.numel; i++)
+        if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value at %lu", full, (unsigned long)i); return NULL; }
+    if (got) *got = (long)t.numel;
+    return v;
+}
+
+CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor w;
+    codi_probe *p = NULL;
+    const char *fmt;
+    long D, R;
+    int j;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.weight", name);
+    if (!fmt || strcmp(fmt, "probe.v1")) { codi__err(err, errsz, "%s: not a probe file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
+    if (w.ndim != 2 || w.shape[0] < 1 || w.shape[0] == 2 || w.shape[0] > 256 || w.shape[1] < 1 || w.shape[1] > (1 << 24)) {
+        codi__err(err, errsz, "%s: %s must be [1 or 3..256 rows, D]", path, sub); goto fail;
+    }
+    R = (long)w.shape[0]; D = (long)w.shape[1];
+    if (!(p = (codi_probe *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_rows = (int)R; p->n_classes = R == 1 ? 2 : (int)R;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->scale = codi__st_floats(f, name, "scale", D, NULL, err, errsz)) ||
+        !(p->weight = codi__st_floats(f, name, "weight", R * D, NULL, err, errsz)) ||
+        !(p->bias = codi__st_floats(f, name, "bias", R, NULL, err, errsz))) goto fail;
+    for (j = 0; j < D; j++) if (!(p->scale[j] > 0)) { codi__err(err, errsz, "%s: %s.scale[%d] is not positive", path, name, j); goto fail; }
+    p->converged = 1;
+    codi_st_close(f);
+    return p;
+fail:
+    codi_probe_free(p); codi_st_close(f);
+    return NULL;
+}
+
 /* >>pca: covariance, a symmetric eigensolver, projections and the lens along a direction ------- */
 
 #define CODI__PCA_BLOCK 64   /* rows per covariance update; fixed, so sums never depend on call sizes */
@@ -3242,6 +3352,89 @@ CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *
             out[(size_t)i * p->n_components + c] = (float)s;
         }
     }
+}
+
+CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
+                           const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    double *stats;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "pca save: nothing to save"); return -1; }
+    if (!codi__with_kind(meta, 66, "pca.v1", metadata)) { codi__err(err, errsz, "pca save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 5 * 256);
+    stats = (double *)CODI_MALLOC((size_t)n * 2 * sizeof(double));
+    if (!e || !nm || !stats) { CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 5 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_pca *p = pcas[i];
+        static const char *const part[5] = { "mean", "components", "variance", "explained", "stats" };
+        const void *data[5];
+        int k;
+        stats[2 * i] = p->total_variance; stats[2 * i + 1] = (double)p->n_rows;
+        data[0] = p->mean; data[1] = p->components; data[2] = p->variance; data[3] = p->explained; data[4] = stats + 2 * i;
+        for (k = 0; k < 5; k++) {
+            codi_st_entry *t = &e[i * 5 + k];
+            snprintf(nm + (size_t)(i * 5 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 5 + k) * 256; t->dtype = k < 2 ? CODI_F32 : CODI_F64; t->data = data[k];
+            t->ndim = k == 1 ? 2 : 1;
+            t->shape[0] = k == 0 ? p->dim : k == 4 ? 2 : p->n_components;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 5, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats);
+    return rc;
+}
+
+/* NAME.part of f as F64 [want]: a new buffer, or NULL with a message. */
+static double *codi__st_doubles(const codi_st_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    double *v;
+    long i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (strcmp(t.dtype, "F64") || (long)t.numel != want) { codi__err(err, errsz, "tensor %s must be F64 [%ld]", full, want); return NULL; }
+    if (!(v = (double *)CODI_MALLOC((size_t)want * sizeof(double)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memcpy(v, t.data, (size_t)want * sizeof(double));   /* little-endian hosts, as the whole library */
+    for (i = 0; i < want; i++) if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value", full); return NULL; }
+    return v;
+}
+
+CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor c;
+    codi_pca *p = NULL;
+    double *stats = NULL;
+    const char *fmt;
+    long D, k;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.components", name);
+    if (!fmt || strcmp(fmt, "pca.v1")) { codi__err(err, errsz, "%s: not a PCA file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
+    if (c.ndim != 2 || c.shape[0] < 1 || c.shape[1] < 1 || c.shape[0] > c.shape[1] || c.shape[1] > 65536) {
+        codi__err(err, errsz, "%s: %s must be [k, D] with 1 <= k <= D <= 65536", path, sub); goto fail;
+    }
+    k = (long)c.shape[0]; D = (long)c.shape[1];
+    if (!(p = (codi_pca *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_components = (int)k;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->components = codi__st_floats(f, name, "components", k * D, NULL, err, errsz)) ||
+        !(p->variance = codi__st_doubles(f, name, "variance", k, err, errsz)) ||
+        !(p->explained = codi__st_doubles(f, name, "explained", k, err, errsz)) ||
+        !(stats = codi__st_doubles(f, name, "stats", 2, err, errsz))) goto fail;
+    p->total_variance = stats[0]; p->n_rows = (long)stats[1];
+    CODI_FREE(stats); codi_st_close(f);
+    return p;
+fail:
+    CODI_FREE(stats); codi_pca_free(p); codi_st_close(f);
+    return NULL;
 }
 
 CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,

@@ -2,9 +2,12 @@
    LogisticRegression and roc_auc_score, numpy.linalg.eigh and numpy.cov, all in
    tests/data/probe_fixtures.txt (tools/make_probe_fixtures.py); a planted direction on
    synthetic data; bad input. */
+#define _POSIX_C_SOURCE 200809L   /* popen, access */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- the fixture file: "name ndim dims... : values" per line ---- */
 typedef struct { char name[32]; size_t n; double *v; } fx_tensor;
@@ -235,6 +238,39 @@ static void check_planted(void) {
     codi_probe_free(p); codi_pca_free(pc); codi_pca_acc_free(a); free(x); free(y); free(proba);
 }
 
+/* ---- save / load and bad files ---- */
+static void check_file_errors(void) {
+    char err[256];
+    float x[8] = {0, 1, 2, 3, 4, 5, 6, 7}, pr1[8], pr2[8];
+    int32_t y[4] = {0, 1, 0, 1};
+    codi_probe *p = codi_probe_train(x, y, 4, 2, 2, NULL, err, sizeof err), *q;
+    const char *names[1] = { "cell" };
+    const codi_probe *ps[1];
+    codi_st_entry e;
+    ps[0] = p;
+    err[0] = 0;
+    t_result(p && codi_probe_save("build/test_probe_one.safetensors", ps, names, 1, NULL, err, sizeof err) == 0, "save: probe", err[0] ? "%s" : NULL, err);
+    q = codi_probe_load("build/test_probe_one.safetensors", "cell", err, sizeof err);
+    if (p && q) { codi_probe_predict_proba(p, x, 4, pr1); codi_probe_predict_proba(q, x, 4, pr2); }
+    t_result(q && !memcmp(pr1, pr2, sizeof pr1), "load: same probabilities", q ? NULL : "%s", err);
+    codi_probe_free(q);
+    t_result(!codi_probe_load("build/test_probe_one.safetensors", "other", err, sizeof err) && strstr(err, "no probe named 'other'"), "errors: absent probe", "%s", err);
+    memset(&e, 0, sizeof e);       /* a probe whose bias has the wrong length */
+    e.name = "cell.weight"; e.data = x; e.ndim = 2; e.shape[0] = 1; e.shape[1] = 2;
+    {
+        codi_st_entry es[4];
+        const char *meta[] = { "codi_lens", "probe.v1", NULL };
+        int k;
+        for (k = 0; k < 4; k++) es[k] = e;
+        es[1].name = "cell.mean"; es[1].ndim = 1; es[1].shape[0] = 2; es[2] = es[1]; es[2].name = "cell.scale"; es[3].name = "cell.bias"; es[3].ndim = 1; es[3].shape[0] = 2;
+        codi_write_safetensors("build/test_probe_bad.safetensors", es, 4, meta, err, sizeof err);
+    }
+    t_result(!codi_probe_load("build/test_probe_bad.safetensors", "cell", err, sizeof err) && strstr(err, "cell.bias has 2 values; 1 expected"),
+             "errors: mismatched probe shapes", "%s", err);
+    t_result(!codi_pca_load("build/test_probe_one.safetensors", "cell", err, sizeof err) && strstr(err, "not a PCA file"), "errors: pca load of a probe file", "%s", err);
+    codi_probe_free(p);
+}
+
 /* ---- bad input ---- */
 static void check_errors(void) {
     char err[256] = "";
@@ -259,6 +295,143 @@ static void check_errors(void) {
     codi_pca_acc_free(a);
 }
 
+/* ---- the commands on a synthetic activation dataset (codi record's layout) ---- */
+enum { AQ = 150, AP = 7, AL = 2, AD = 16, AKVH = 2, AHD = 4 };
+
+/* resid [Q, 7, 3, 16]: layer 1 carries "correct" along u, layer 2 and final the step parity along w;
+   slot 0 = bot, k = latent k; the last 5 questions are unfinished (done 0, zeros).
+   bad = 1: every question correct (one class); 2: no question finished; 3: resid of rank 3. */
+static int write_acts(const char *path, int bad) {
+    static float resid[AQ][AP][AL + 1][AD], fin[AQ][AP][AD], lat[AQ][AP - 1][AD], key[AQ][AP][AL][AKVH][AHD];
+    static int32_t qi[AQ];
+    static unsigned char done[AQ], correct[AQ];
+    double u[AD], w[AD];
+    char err[256];
+    int q, p, l, j;
+    const char *meta[] = { "labels", "[\"bot\",\"latent 1\",\"latent 2\",\"latent 3\",\"latent 4\",\"latent 5\",\"latent 6\"]",
+                           "model", "synthetic", NULL };
+    codi_st_entry e[7];
+    memset(e, 0, sizeof e);
+    for (j = 0; j < AD; j++) { u[j] = j < 8 ? 0.35 : 0; w[j] = j >= 8 ? 0.35 : 0; }
+    for (q = 0; q < AQ; q++) {
+        double c = rnd_normal();
+        qi[q] = q; done[q] = q < AQ - 5 && bad != 2; correct[q] = c > 0 || bad == 1;
+        for (p = 0; p < AP && done[q]; p++) {
+            double par = p ? (p % 2 ? 1.5 : -1.5) : 0;
+            for (l = 0; l <= AL; l++) for (j = 0; j < AD; j++)
+                resid[q][p][l][j] = (float)(rnd_normal() + (l == 1 ? 2 * c * u[j] : 0) + (l == 2 ? par * w[j] : 0) + l);
+            for (j = 0; j < AD; j++) fin[q][p][j] = (float)(rnd_normal() + par * w[j]);
+            if (p) for (j = 0; j < AD; j++) lat[q][p - 1][j] = (float)rnd_normal();
+            for (l = 0; l < AL; l++) for (j = 0; j < AKVH * AHD; j++) key[q][p][l][j / AHD][j % AHD] = (float)rnd_normal();
+        }
+    }
+    e[0].name = "resid"; e[0].data = resid; e[0].ndim = bad == 3 ? 3 : 4; e[0].shape[0] = AQ; e[0].shape[1] = AP; e[0].shape[2] = AL + 1; e[0].shape[3] = AD;
+    e[1].name = "final"; e[1].data = fin; e[1].ndim = 3; e[1].shape[0] = AQ; e[1].shape[1] = AP; e[1].shape[2] = AD;
+    e[2].name = "latent_inputs"; e[2].data = lat; e[2].ndim = 3; e[2].shape[0] = AQ; e[2].shape[1] = AP - 1; e[2].shape[2] = AD;
+    e[3].name = "key"; e[3].data = key; e[3].ndim = 5; e[3].shape[0] = AQ; e[3].shape[1] = AP; e[3].shape[2] = AL; e[3].shape[3] = AKVH; e[3].shape[4] = AHD;
+    e[4].name = "question_index"; e[4].dtype = CODI_I32; e[4].data = qi; e[4].ndim = 1; e[4].shape[0] = AQ;
+    e[5].name = "done"; e[5].dtype = CODI_U8; e[5].data = done; e[5].ndim = 1; e[5].shape[0] = AQ;
+    e[6].name = "correct"; e[6].dtype = CODI_U8; e[6].data = correct; e[6].ndim = 1; e[6].shape[0] = AQ;
+    {
+        const char *m2[8];
+        int k;
+        m2[0] = "format"; m2[1] = "codi_lens.acts.v1";
+        for (k = 0; meta[k]; k++) m2[2 + k] = meta[k];
+        m2[2 + k] = NULL;
+        if (codi_write_safetensors(path, e, 7, m2, err, sizeof err)) { printf("# %s\n", err); return -1; }
+    }
+    return 0;
+}
+
+/* Runs a shell command; its exit status, and its stdout+stderr in out. */
+static int run_cmd(const char *cmd, char *out, size_t cap) {
+    char full[2048];
+    FILE *f;
+    size_t n;
+    int st;
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    if (!(f = popen(full, "r"))) return -1;
+    n = fread(out, 1, cap - 1, f);
+    while (n && (out[n - 1] == '\n' || out[n - 1] == ' ')) n--;
+    out[n] = 0;
+    st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void check_commands(void) {
+    const char *acts = "build/test_probe_acts.safetensors";
+    static char out[1 << 16];
+    char err[256];
+    int rc;
+    codi_probe *p;
+    codi_pca *pc;
+    FILE *f;
+    if (access("build/codi", X_OK)) { t_skip("commands", "build/codi not built"); return; }
+    if (write_acts(acts, 0) || write_acts("build/test_probe_one_class.safetensors", 1) || write_acts("build/test_probe_empty.safetensors", 2) ||
+        write_acts("build/test_probe_rank.safetensors", 3)) { t_result(0, "commands: synthetic dataset written", "see above"); return; }
+    rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --label correct --layers 0,1 --out build/test_probe_out", out, sizeof out);
+    t_result(rc == 0 && strstr(out, "held-out AUC"), "probe train: label correct", "exit %d", rc);
+    if (rc) printf("# %s\n", out);
+    p = codi_probe_load("build/test_probe_out/probes.safetensors", "resid.layer1.slot3", err, sizeof err);
+    {   /* layer 1 carries the planted direction: high AUC; layer 0 is noise */
+        double auc1 = -1, auc0 = -1;
+        char line[512];
+        if ((f = fopen("build/test_probe_out/cells.csv", "r"))) {
+            while (fgets(line, sizeof line, f)) {
+                double a0;
+                char nm[64];
+                if (sscanf(line, "%63[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%*[^,],%lf", nm, &a0) == 2) {
+                    if (!strcmp(nm, "resid.layer1.slot3")) auc1 = a0;
+                    if (!strcmp(nm, "resid.layer0.slot3")) auc0 = a0;
+                }
+            }
+            fclose(f);
+        }
+        t_result(p && p->dim == AD && p->n_classes == 2 && auc1 > 0.9 && auc0 < 0.8, "probe train: finds the planted layer",
+                 "AUC layer 1 %.3f (> 0.9), layer 0 %.3f (< 0.8)%s%s", auc1, auc0, p ? "" : "; ", p ? "" : err);
+    }
+    codi_probe_free(p);
+    rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --label parity --tensor final --out build/test_probe_par", out, sizeof out);
+    t_result(rc == 0 && strstr(out, "pooled"), "probe train: label parity, pooled over latents", "exit %d", rc);
+    rc = run_cmd("build/codi probe apply --probes build/test_probe_par/probes.safetensors --acts build/test_probe_acts.safetensors", out, sizeof out);
+    t_result(rc == 0 && strstr(out, "latent 6"), "probe apply: per slot", "exit %d", rc);
+    if (rc) printf("# %s\n", out);
+    rc = run_cmd("build/codi pca --acts build/test_probe_acts.safetensors --tensor final --positions 1-6 --components 4 --color parity "
+                 "--steer-components 1 --out build/test_probe_pca", out, sizeof out);
+    pc = codi_pca_load("build/test_probe_pca/pca.safetensors", "final.layer0", err, sizeof err);
+    {   /* PC1 of final is the parity direction w (entries 8..15 equal) */
+        double dot = 0;
+        int j;
+        for (j = 8; pc && j < AD; j++) dot += pc->components[j] * 0.35;
+        t_result(rc == 0 && pc && pc->n_components == 4 && pc->n_rows == 145 * 6 && fabs(dot) > 0.9, "pca: final, PC1 = planted parity direction",
+                 "exit %d, |cos| %.3f, rows %ld%s%s", rc, fabs(dot), pc ? pc->n_rows : 0L, pc ? "" : "; ", pc ? "" : err);
+    }
+    codi_pca_free(pc);
+    t_result(!access("build/test_probe_pca/scatter_final.layer0.svg", R_OK) && !access("build/test_probe_pca/steer_final.layer0.pc1.+2sd.json", R_OK) &&
+             !access("build/test_probe_pca/steer_final.layer0.pc1.random+1sd.json", R_OK), "pca: scatter, steering specs and random control written", "");
+    rc = run_cmd("build/codi pca --acts build/test_probe_acts.safetensors --tensor key --head 1 --layers 1 --components 3 --out build/test_probe_pcak", out, sizeof out);
+    t_result(rc == 0, "pca: one kv head of the keys", "exit %d", rc);
+    /* bad input */
+    rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --label step --positions 0-1 --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "at least two latent slots"), "errors: probe step with one latent slot", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --label field:kind --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "needs --questions"), "errors: field label without questions", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi pca --acts tests/data/probe_fixtures.txt --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "probe_fixtures.txt"), "errors: pca of a file that is not a dataset", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi pca --acts build/test_probe_acts.safetensors --tensor value --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "no tensor 'value'") && strstr(out, "--kv"), "errors: pca of an absent tensor", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi pca --acts build/test_probe_acts.safetensors --layers 7 --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 2 && strstr(out, "outside 0..2"), "errors: pca layer out of range", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi probe train --acts build/test_probe_one_class.safetensors --label correct --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "class 0 has no training rows"), "errors: a label with one class", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi pca --acts build/test_probe_empty.safetensors --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "no finished rows"), "errors: empty dataset", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi probe train --acts build/test_probe_rank.safetensors --label correct --out build/test_probe_bad", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "resid has 3 dimensions (4 expected)"), "errors: mismatched shapes", "exit %d: %.120s", rc, out);
+    rc = run_cmd("build/codi probe apply --probes build/test_probe_pca/pca.safetensors --acts build/test_probe_acts.safetensors", out, sizeof out);
+    t_result(rc == 1 && strstr(out, "metadata"), "errors: probe apply on a PCA file", "exit %d: %.120s", rc, out);
+}
+
 int main(void) {
     if (fx_load("tests/data/probe_fixtures.txt")) { printf("# tests/data/probe_fixtures.txt missing\n"); t_result(0, "fixtures", "missing"); return t_summary(); }
     check_sklearn("bin", 2);
@@ -268,5 +441,7 @@ int main(void) {
     check_pca();
     check_planted();
     check_errors();
+    check_file_errors();
+    check_commands();
     return t_summary();
 }
