@@ -8,7 +8,7 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart
+all: build/codi build/random_codi build/quickstart build/probe_pca build/bench_probe
 
 build:
 	mkdir -p build
@@ -18,6 +18,12 @@ build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
 
 build/quickstart: examples/quickstart.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
+
+build/probe_pca: examples/probe_pca.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/probe_pca.c -lm
+
+build/bench_probe: tools/bench_probe.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ tools/bench_probe.c -lm
 
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
@@ -43,7 +49,7 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) build/codi build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
+test: $(TESTS:%=build/%_san) build/codi build/quickstart build/probe_pca build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
 	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
 
 demo: build/codi

@@ -238,6 +238,48 @@ static void check_planted(void) {
     codi_probe_free(p); codi_pca_free(pc); codi_pca_acc_free(a); free(x); free(y); free(proba);
 }
 
+/* ---- the lens along a direction, against the formula computed here from the weights ---- */
+static void check_lens_direction(void) {
+    codi_model *m = t_load("tests/data/codi_tiny.bin", 1);
+    int D, V, i, j;
+    float *base, *dir, *d1, *d2, *ref;
+    double e = 0, scale_inv = 0, lin = 0;
+    if (!m) { t_skip("lens direction", "tests/data/codi_tiny.bin not loaded"); return; }
+    D = m->config.dim; V = m->config.vocab;
+    base = (float *)malloc((size_t)D * sizeof(float)); dir = (float *)malloc((size_t)D * sizeof(float));
+    d1 = (float *)malloc((size_t)V * sizeof(float)); d2 = (float *)malloc((size_t)V * sizeof(float)); ref = (float *)malloc((size_t)V * sizeof(float));
+    for (i = 0; i < D; i++) { base[i] = (float)rnd_normal(); dir[i] = (float)(rnd_normal() / sqrt(D)); }
+    {   /* ref = lm_head(rms(base + 2 dir)) - lm_head(rms(base)), in double from the f32 weights */
+        double *h = (double *)malloc(2 * (size_t)D * sizeof(double)), ss[2] = {0, 0};
+        const float *W = (const float *)m->w.lm_head.data;
+        for (i = 0; i < D; i++) { h[i] = base[i] + 2.0 * dir[i]; h[D + i] = base[i]; ss[0] += h[i] * h[i]; ss[1] += h[D + i] * h[D + i]; }
+        for (i = 0; i < D; i++) {
+            h[i] *= m->w.final_norm[i] / sqrt(ss[0] / D + m->config.norm_eps);
+            h[D + i] *= m->w.final_norm[i] / sqrt(ss[1] / D + m->config.norm_eps);
+        }
+        for (j = 0; j < V; j++) {
+            double a = 0, b = 0;
+            for (i = 0; i < D; i++) { a += (double)W[(size_t)j * D + i] * h[i]; b += (double)W[(size_t)j * D + i] * h[D + i]; }
+            ref[j] = (float)(a - b);
+        }
+        free(h);
+    }
+    codi_lens_direction(m, base, dir, 2.0f, 0, d1);
+    e = t_max_abs(d1, ref, (size_t)V);
+    t_result(e < 1e-4, "lens direction: residual stream = lm_head(final_norm(.)) difference", "max |diff| %.2g (tol 1e-4)", e);
+    for (i = 0; i < D; i++) base[i] = 0;          /* from 0, final_norm ignores the scale of the move */
+    codi_lens_direction(m, base, dir, 10.0f, 0, d1);
+    codi_lens_direction(m, base, dir, 100.0f, 0, d2);
+    scale_inv = t_rel_l2(d1, d2, (size_t)V);
+    codi_lens_direction(m, base, dir, 1.0f, 1, d1);    /* normed: linear */
+    codi_lens_direction(m, base, dir, 3.0f, 1, d2);
+    for (j = 0; j < V; j++) d1[j] *= 3;
+    lin = t_rel_l2(d2, d1, (size_t)V);
+    t_result(scale_inv < 1e-4 && lin < 1e-6, "lens direction: scale-free from 0 (up to eps), linear when normed", "rel diff %.2g (tol 1e-4), %.2g (tol 1e-6)", scale_inv, lin);
+    free(base); free(dir); free(d1); free(d2); free(ref);
+    codi_model_free(m);
+}
+
 /* ---- save / load and bad files ---- */
 static void check_file_errors(void) {
     char err[256];
@@ -312,6 +354,7 @@ static int write_acts(const char *path, int bad) {
                            "model", "synthetic", NULL };
     codi_st_entry e[7];
     memset(e, 0, sizeof e);
+    rng_state = 0x2545F4914F6CDD1Dull;             /* the same data whatever ran before */
     for (j = 0; j < AD; j++) { u[j] = j < 8 ? 0.35 : 0; w[j] = j >= 8 ? 0.35 : 0; }
     for (q = 0; q < AQ; q++) {
         double c = rnd_normal();
@@ -319,7 +362,7 @@ static int write_acts(const char *path, int bad) {
         for (p = 0; p < AP && done[q]; p++) {
             double par = p ? (p % 2 ? 1.5 : -1.5) : 0;
             for (l = 0; l <= AL; l++) for (j = 0; j < AD; j++)
-                resid[q][p][l][j] = (float)(rnd_normal() + (l == 1 ? 2 * c * u[j] : 0) + (l == 2 ? par * w[j] : 0) + l);
+                resid[q][p][l][j] = (float)(rnd_normal() + (l == 1 ? 3 * c * u[j] : 0) + (l == 2 ? par * w[j] : 0) + l);
             for (j = 0; j < AD; j++) fin[q][p][j] = (float)(rnd_normal() + par * w[j]);
             if (p) for (j = 0; j < AD; j++) lat[q][p - 1][j] = (float)rnd_normal();
             for (l = 0; l < AL; l++) for (j = 0; j < AKVH * AHD; j++) key[q][p][l][j / AHD][j % AHD] = (float)rnd_normal();
@@ -441,6 +484,7 @@ int main(void) {
     check_pca();
     check_planted();
     check_errors();
+    check_lens_direction();
     check_file_errors();
     check_commands();
     return t_summary();
