@@ -3225,15 +3225,19 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
 }
 
 /* Implicit QL with Wilkinson shifts on tridiagonal (d, e); each rotation of rows i, i+1 of
-   zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. */
+   zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. An
+   off-diagonal entry counts as zero below eps times its neighbours or eps times the norm of T
+   (rank-deficient covariances have clusters of eigenvalues near 0). */
 static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
     int l, m, i, iter;
+    double norm = 0;
+    for (i = 0; i < n; i++) norm = fmax(norm, fabs(d[i]) + fabs(e[i]) + (i ? fabs(e[i - 1]) : 0));
     for (l = 0; l < n; l++) {
         for (iter = 0;; iter++) {
             double g, r, s, c, p, f, b;
             int split = 0;
             for (m = l; m + 1 < n; m++)
-                if (fabs(e[m]) <= DBL_EPSILON * (fabs(d[m]) + fabs(d[m + 1]))) break;
+                if (fabs(e[m]) <= DBL_EPSILON * (fabs(d[m]) + fabs(d[m + 1])) || fabs(e[m]) <= DBL_EPSILON * norm) break;
             if (m == l) break;
             if (iter == 60) return -1;
             g = (d[l + 1] - d[l]) / (2 * e[l]);

@@ -43,8 +43,63 @@ static int probe_value_cmp(const void *a, const void *b) {
     return strcmp(x, y);
 }
 
+/* The number a token spells (optional leading space, 1 to 9 digits), or -1. */
+static double probe_token_number(const codi_tokenizer *t, int id) {
+    char text[64], *p = text, *end;
+    double v;
+    if (codi_token_text(t, id, text, sizeof text) < 0) return -1;
+    if (*p == ' ') p++;
+    if (*p < '0' || *p > '9' || strlen(p) > 9) return -1;
+    v = strtod(p, &end);
+    return *end ? -1 : v;
+}
+
+/* answer-token labels: per (question, slot), is the top token of lm_head(final) the number CODI
+   finally answered (1), another number, i.e. an intermediate result (0), or no number (-1)? */
+static int probe_answer_token_labels(probe_labels *pl, const pca_acts *a, cli_model_args *ma, const char *cmd) {
+    pca_acts fin;
+    codi_model *m = NULL;
+    codi_tokenizer *tok = NULL;
+    float *pred = NULL, *x = NULL, *logits = NULL;
+    char err[256];
+    int q, s, rc = -1, V, j;
+    long n_rows = 0;
+    cli_progress *prog;
+    if (!ma->model) { fprintf(stderr, "codi %s: --label answer-token needs --model (the lens reads lm_head)\n", cmd); return -1; }
+    if (pca_acts_open(&fin, cmd, a->path, "final", -1)) return -1;
+    if (!(m = cli_load_model(ma)) || !(tok = cli_load_tokenizer(ma, m, 0))) goto done;
+    V = m->config.vocab;
+    if (m->config.dim != fin.row) { fprintf(stderr, "codi %s: the model has dimension %d, the dataset %d\n", cmd, m->config.dim, fin.row); goto done; }
+    pred = (float *)malloc((size_t)a->Q * sizeof(float)); x = (float *)malloc((size_t)fin.row * sizeof(float));
+    logits = (float *)malloc((size_t)V * sizeof(float));
+    if (!pred || !x || !logits) { fprintf(stderr, "codi %s: out of memory\n", cmd); goto done; }
+    if (codi_st_read_f32(a->f, "prediction", pred, (size_t)a->Q, err, sizeof err) != a->Q) { fprintf(stderr, "codi %s: %s: %s\n", cmd, a->path, err); goto done; }
+    prog = cli_progress_start("lens labels", (long)a->n_done * a->P, 0);
+    for (q = 0; q < a->Q; q++) {
+        if (!a->done[q]) continue;
+        for (s = 0; s < a->P; s++) {
+            int best = 0;
+            double v;
+            pca_acts_row(&fin, q, s, 0, x);
+            if (codi_lens_direction(m, x, x, 1.0f, 1, logits)) { fprintf(stderr, "codi %s: out of memory\n", cmd); cli_progress_end(prog); goto done; }
+            for (j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
+            v = probe_token_number(tok, best);
+            pl->label[q * a->P + s] = v < 0 || pred[q] != pred[q] ? -1 : v == pred[q];
+            cli_progress_update(prog, ++n_rows);
+        }
+    }
+    cli_progress_end(prog);
+    rc = 0;
+done:
+    free(pred); free(x); free(logits);
+    codi_tokenizer_free(tok); codi_model_free(m);
+    pca_acts_close(&fin);
+    return rc;
+}
+
 /* Builds the labels of rule for dataset a; 0, or -1 after a message. */
-static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *rule, const char *questions, const char *cmd) {
+static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *rule, const char *questions, cli_model_args *ma,
+                             const char *cmd) {
     int Q = a->Q, P = a->P, q, s, i, k;
     memset(pl, 0, sizeof *pl);
     pl->rule = rule;
@@ -68,6 +123,10 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         if (parity) { strcpy(pl->class_name[0], "even step"); strcpy(pl->class_name[1], "odd step"); }
         if (pl->n_classes > 256) { fprintf(stderr, "codi %s: %d latent steps; a probe has at most 256 classes\n", cmd, pl->n_classes); probe_labels_free(pl); return -1; }
         for (q = 0; q < Q; q++) for (s = 0; s < P; s++) pl->label[q * P + s] = step_class[s];
+    } else if (!strcmp(rule, "answer-token")) {
+        pl->pooled = 1; pl->n_classes = 2;
+        strcpy(pl->class_name[0], "intermediate"); strcpy(pl->class_name[1], "final answer");
+        if (probe_answer_token_labels(pl, a, ma, cmd)) { probe_labels_free(pl); return -1; }
     } else if (!strncmp(rule, "field:", 6) && rule[6]) {
         probe_field_read fr;
         char (*sorted)[48];
@@ -89,19 +148,25 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
             }
         if (i < fr.n_values) { fprintf(stderr, "codi %s: field \"%s\" has more than 256 distinct values; a probe label needs classes\n", cmd, fr.field); }
         else {
-            pl->n_classes = n_distinct;
-            for (k = 0; k < n_distinct; k++) memcpy(pl->class_name[k], sorted[k], 48);
-            for (q = 0; q < Q; q++) {             /* the dataset's question_index -> the line's value */
+            int *used = (int *)calloc((size_t)n_distinct, sizeof(int)), n_used = 0;
+            for (q = 0; used && q < Q; q++) {     /* the dataset's question_index -> the line's value */
+                if (!a->done[q]) continue;
                 for (i = 0; i < fr.n_values && fr.index[i] != a->qindex[q]; i++) {}
                 if (i == fr.n_values) continue;
                 for (k = 0; k < n_distinct && probe_value_cmp(sorted[k], fr.value[i]); k++) {}
                 for (s = 0; s < P; s++) pl->label[q * P + s] = k;
+                used[k] = 1;
             }
+            for (k = 0; used && k < n_distinct; k++) if (used[k]) used[k] = n_used++; else used[k] = -1;
+            for (k = 0; used && k < n_distinct; k++) if (used[k] >= 0) memcpy(pl->class_name[used[k]], sorted[k], 48);
+            for (i = 0; used && i < Q * P; i++) if (pl->label[i] >= 0) pl->label[i] = used[pl->label[i]];
+            pl->n_classes = n_used;               /* classes: the values the dataset's questions have */
+            free(used);
         }
         free(sorted); free(fr.value); free(fr.index);
         if (!pl->n_classes) { probe_labels_free(pl); return -1; }
     } else {
-        fprintf(stderr, "codi %s: --label is correct, parity, step or field:NAME, not '%s'\n", cmd, rule);
+        fprintf(stderr, "codi %s: --label is correct, parity, step, answer-token or field:NAME, not '%s'\n", cmd, rule);
         probe_labels_free(pl);
         return -1;
     }
@@ -119,6 +184,7 @@ typedef struct {
     const char *acts, *tensor, *layers, *positions, *out, *label, *questions, *probes, *csv;
     int head, max_iter, seed, limit;
     double l2, test_frac;
+    cli_model_args ma;
 } probe_args;
 
 /* Rows of cell (layer, slots) split into train / test: x [n, row], y [n]. */
@@ -143,7 +209,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     probe_args g;
     cli_opt opts[] = {
         { "--acts", CLI_STR, &g.acts, 0, 0, "FILE", "activation dataset written by codi record (required)" },
-        { "--label", CLI_STR, &g.label, 0, 0, "RULE", "correct | parity | step | field:NAME (required; see above)" },
+        { "--label", CLI_STR, &g.label, 0, 0, "RULE", "correct | parity | step | answer-token | field:NAME (required; see above)" },
         { "--out", CLI_STR, &g.out, 0, 0, "DIR", "output directory (required; created)" },
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL for --label field:NAME" },
         { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key or value" },
@@ -155,6 +221,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         { "--l2", CLI_DOUBLE, &g.l2, 0, 1e6, "LAMBDA", "L2 strength: mean cross-entropy + LAMBDA/2 |W|^2 (default 0.01; sklearn C = 1/(LAMBDA n))" },
         { "--max-iter", CLI_INT, &g.max_iter, 1, 1000000, "N", "L-BFGS iterations at most (default 1000)" },
         { "--limit", CLI_INT, &g.limit, 0, 1e9, "N", "use the first N finished questions (default 0: all)" },
+        CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
     pca_acts a;
@@ -170,17 +237,26 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     double t0 = cli_now();
     memset(&g, 0, sizeof g);
     memset(&pl, 0, sizeof pl);
-    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000;
+    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.label) { fprintf(stderr, "codi probe train: --acts, --label and --out are required (codi probe train --help)\n"); return 2; }
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
-    if (probe_make_labels(&pl, &a, g.label, g.questions, "probe")) { pca_acts_close(&a); return 1; }
+    if (probe_make_labels(&pl, &a, g.label, g.questions, &g.ma, "probe")) { pca_acts_close(&a); return 1; }
     if ((n_layers = pca_parse_indices("probe", "--layers", g.layers, a.n_layers, layers)) < 0 ||
         (n_slots = pca_parse_indices("probe", "--positions", g.positions, a.P, slots)) < 0) { rc = 2; goto done; }
     if (pl.pooled) {                             /* parity / step: keep the latent slots */
         for (i = j = 0; i < n_slots; i++) if (pca_slot_step(&a, slots[i]) >= 0) slots[j++] = slots[i];
         n_slots = j;
         if (n_slots < 2) { fprintf(stderr, "codi probe: --label %s needs at least two latent slots among --positions\n", g.label); goto done; }
+    }
+    {   /* rows per class over the chosen slots of finished questions */
+        long count[257] = {0};
+        int present = 0;
+        for (i = 0; i < a.Q; i++) for (j = 0; j < n_slots; j++) if (a.done[i]) count[pl.label[i * a.P + slots[j]] + 1]++;
+        fprintf(stderr, "codi probe: label %s:", g.label);
+        for (i = 0; i < pl.n_classes; i++) { fprintf(stderr, " %s %ld%s", pl.class_name[i], count[i + 1], i + 1 < pl.n_classes ? "," : ""); present += count[i + 1] > 0; }
+        fprintf(stderr, "; unlabelled %ld (rows over the chosen slots)\n", count[0]);
+        if (present < 2) { fprintf(stderr, "codi probe: label %s: %d class(es) occur among these rows; a probe needs two\n", g.label, present); goto done; }
     }
     cols = pl.pooled ? 1 : n_slots;
     n_cells = n_layers * cols;
@@ -300,6 +376,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         { "--acts", CLI_STR, &g.acts, 0, 0, "FILE", "activation dataset to score (required)" },
         { "--out", CLI_STR, &g.csv, 0, 0, "FILE", "per-row CSV of probabilities (default: none)" },
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL when the probes' label is field:NAME" },
+        CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
     char err[512];
@@ -311,13 +388,14 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     FILE *csv = NULL;
     float *x = NULL, *pr = NULL;
     memset(&g, 0, sizeof g);
+    g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.probes || !g.acts) { fprintf(stderr, "codi probe apply: --probes and --acts are required\n"); return 2; }
     if (!(f = codi_st_open(g.probes, err, sizeof err))) { fprintf(stderr, "codi probe apply: %s\n", err); return 1; }
     tensor = codi_st_metadata(f, "tensor"); label = codi_st_metadata(f, "label");
     if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_st_close(f); return 1; }
     if (pca_acts_open(&a, "probe apply", g.acts, tensor, -1)) { codi_st_close(f); return 1; }
-    have_labels = !probe_make_labels(&pl, &a, label, g.questions, "probe apply");
+    have_labels = !probe_make_labels(&pl, &a, label, g.questions, &g.ma, "probe apply");
     if (!have_labels) fprintf(stderr, "codi probe apply: no labels for '%s' here: probabilities only\n", label);
     if (g.csv && !(csv = fopen(g.csv, "w"))) { fprintf(stderr, "codi probe apply: cannot write %s\n", g.csv); goto done; }
     if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1\n");
@@ -379,7 +457,10 @@ static const cli_command cmd_probe_train = {
     "Label rules: correct (did CODI answer right: one probe per layer and slot), field:NAME (that\n"
     "field of each --questions line, distinct values as classes: one probe per layer and slot),\n"
     "parity (odd vs even latent step) and step (which latent step; multinomial): one probe per layer\n"
-    "over the latent slots among --positions.\n"
+    "over the latent slots among --positions; answer-token (needs --model): is the top token of\n"
+    "lm_head(final) at that slot the number CODI finally answered (1) or another number, an intermediate\n"
+    "result (0); slots whose top token is no number are left out; one probe per layer over the slots\n"
+    "(Latent Reasoning Sprint #2; costs one lm_head per recorded slot).\n"
     "Writes DIR/probes.safetensors (codi_probe_load reads each by name, e.g. resid.layer8.slot3),\n"
     "cells.csv and heatmap.svg (AUC per layer and slot).\n\n"
     "Examples:\n"

@@ -79,6 +79,12 @@ put("pca_variance", w[::-1][:5], "%.17g")
 put("pca_explained", w[::-1][:5] / w.sum(), "%.17g")
 put("pca_projection", (x[:10].astype(np.float64) - x.astype(np.float64).mean(0)) @ comps.T, "%.17g")
 
+x = rng.normal(0, 1, (8, 20)).astype(np.float32)  # 8 rows in 20 dimensions: rank 7
+w, v = np.linalg.eigh(np.cov(x.astype(np.float64), rowvar=False))
+put("lowrank_x", x)
+put("lowrank_components", fix_signs(v[:, ::-1].T.copy())[:4], "%.17g")
+put("lowrank_variance", w[::-1][:8], "%.17g")
+
 labels = rng.integers(0, 2, 200)
 scores = (np.round(rng.normal(0, 1, 200) + labels, 1)).astype(np.float32)  # many ties
 put("auc_scores", scores)
