@@ -23,7 +23,7 @@ build/probe_pca: examples/probe_pca.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/probe_pca.c -lm
 
 build/bench_probe: tools/bench_probe.c $(HDR) | build
-	$(CC) $(WARN) $(CFLAGS) -o $@ tools/bench_probe.c -lm
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_probe.c -lm
 
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
@@ -32,6 +32,9 @@ build/random_codi: tools/random_codi.c | build
 TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_probe
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
+
+build/test_probe_san: tests/test_probe.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(SAN) $(THREADS) -o $@ tests/test_probe.c -lm
 
 build/test_threads_san: tests/test_model.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm

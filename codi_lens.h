@@ -464,7 +464,9 @@ typedef struct {
     double total_variance; /* trace of the covariance */
 } codi_pca;
 
-CODI_API codi_pca_acc *codi_pca_acc_new(int dim, char *err, size_t errsz);
+/* n_threads: workers for the covariance update and the eigensolver (CODI_THREADS builds; the
+   result is the same bits for any count). */
+CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz);
 /* Adds rows x [n, D]; -1 with a message for a non-finite value (nothing added). */
 CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz);
 CODI_API long codi_pca_acc_rows(const codi_pca_acc *a);
@@ -482,8 +484,9 @@ CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const 
 CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz);
 /* Eigen-decomposition of a symmetric a [n, n] (read; only the lower triangle is used):
    values [n] in decreasing order, vectors [n, n] row i = unit eigenvector i (sign as in
-   codi_pca). 0, or -1 with a message (no convergence, non-finite input, out of memory). */
-CODI_API int codi_sym_eigen(const double *a, int n, double *values, double *vectors, char *err, size_t errsz);
+   codi_pca), with n_threads workers (same bits for any count). 0, or -1 with a message (no
+   convergence, non-finite input, out of memory). */
+CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz);
 /* The lens along a direction: delta [V] = lens(base + s * dir) - lens(base), base, dir [D].
    normed = 0: base lives in the residual stream and lens = lm_head(final_norm(.)); normed = 1:
    base is a final-norm hidden state and lens = lm_head(.) (linear: delta = s * lm_head(dir)).
@@ -3075,9 +3078,10 @@ struct codi_pca_acc {
     double *sum;        /* [D] sum of (x - shift) */
     double *cross;      /* [D, D] lower triangle: sum of (x - shift)(x - shift)^T over flushed blocks */
     double *block;      /* [BLOCK, D] pending rows minus shift; unused rows are 0 */
+    codi__pool *pool;   /* workers, or NULL */
 };
 
-CODI_API codi_pca_acc *codi_pca_acc_new(int dim, char *err, size_t errsz) {
+CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz) {
     codi_pca_acc *a;
     size_t D = dim > 0 ? (size_t)dim : 0;
     if (dim <= 0 || dim > 65536) { codi__err(err, errsz, "pca: dimension %d is outside 1..65536", dim); return NULL; }
@@ -3092,12 +3096,20 @@ CODI_API codi_pca_acc *codi_pca_acc_new(int dim, char *err, size_t errsz) {
     memset(a->sum, 0, D * sizeof(double));
     memset(a->cross, 0, D * D * sizeof(double));
     memset(a->block, 0, D * CODI__PCA_BLOCK * sizeof(double));
+#ifdef CODI_THREADS
+    if (n_threads > 1) a->pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
     return a;
 }
 
 CODI_API void codi_pca_acc_free(codi_pca_acc *a) {
     if (!a) return;
     CODI_FREE(a->shift); CODI_FREE(a->sum); CODI_FREE(a->cross); CODI_FREE(a->block);
+#ifdef CODI_THREADS
+    codi__pool_free(a->pool);
+#endif
     CODI_FREE(a);
 }
 
@@ -3150,11 +3162,24 @@ static double codi__dot_d(const double *x, const double *y, int n) {
     return s;
 }
 
-/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles. */
-static void codi__pca_block_syrk(double *cross, const double *block, int D) {
+/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles; work units
+   [start, end) of CODI__SYRK_UNITS map to row ranges of about equal triangle area. */
+#define CODI__SYRK_UNITS 1024
+typedef struct { double *cross; const double *block; int D; } codi__syrk_task;
+
+static int codi__syrk_row(int unit, int D) {   /* first row of a unit, a multiple of 16 */
+    int r = (int)(D * sqrt((double)unit / CODI__SYRK_UNITS));
+    return unit >= CODI__SYRK_UNITS ? D : r - r % 16;
+}
+
+static void codi__pca_syrk_rows(void *ctx, int tid, int start, int end) {
     enum { TI = 16, TJ = 128 };
-    int i0, j0, i, r;
-    for (i0 = 0; i0 < D; i0 += TI)
+    const codi__syrk_task *t = (const codi__syrk_task *)ctx;
+    double *cross = t->cross;
+    const double *block = t->block;
+    int D = t->D, i0, j0, i, r, i_end = codi__syrk_row(end, D);
+    (void)tid;
+    for (i0 = codi__syrk_row(start, D); i0 < i_end; i0 += TI)
         for (j0 = 0; j0 < i0 + TI && j0 < D; j0 += TJ)
             for (r = 0; r < CODI__PCA_BLOCK; r++) {
                 const double *b = block + (size_t)r * D;
@@ -3163,6 +3188,13 @@ static void codi__pca_block_syrk(double *cross, const double *block, int D) {
                     if (j1 > j0 && b[i] != 0) codi__axpy_d(cross + (size_t)i * D + j0, b[i], b + j0, j1 - j0);
                 }
             }
+}
+
+static void codi__pca_block_syrk(double *cross, const double *block, int D, codi__pool *pool) {
+    codi__syrk_task t;
+    t.cross = cross; t.block = block; t.D = D;
+    (void)pool;
+    CODI__PARALLEL(pool, codi__pca_syrk_rows, &t, CODI__SYRK_UNITS);
 }
 
 CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz) {
@@ -3179,7 +3211,7 @@ CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err,
         }
         a->n++;
         if (++a->pending == CODI__PCA_BLOCK) {
-            codi__pca_block_syrk(a->cross, a->block, D);
+            codi__pca_block_syrk(a->cross, a->block, D, a->pool);
             memset(a->block, 0, (size_t)D * CODI__PCA_BLOCK * sizeof(double));
             a->pending = 0;
         }
@@ -3187,11 +3219,60 @@ CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err,
     return 0;
 }
 
+/* The row- and column-parallel steps of the eigensolver: rows (or columns) [start, end) of the
+   trailing block at offset k+1 of an n x n matrix. */
+typedef struct {
+    double *mat; const double *v; double *p; int n, k; double beta;
+    const double *rot_c, *rot_s; int rot_first, rot_count;   /* QL: rotations of rows i, i+1 */
+} codi__eig_task;
+
+static void codi__eig_matvec(void *ctx, int tid, int start, int end) {   /* p = beta A2 v */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = t->beta * codi__dot_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v, m);
+}
+
+static void codi__eig_rank2(void *ctx, int tid, int start, int end) {    /* A2 -= v w^T + w v^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__rank2_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v[i], t->p, t->p[i], t->v, m);
+}
+
+static void codi__eig_vtq(void *ctx, int tid, int start, int end) {      /* p = v^T Q2, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = 0;
+    for (i = 0; i < m; i++) codi__axpy_d(t->p + start, t->v[i], t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1 + start, end - start);
+}
+
+static void codi__eig_qupdate(void *ctx, int tid, int start, int end) {  /* Q2 -= beta v p^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__axpy_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, -t->beta * t->v[i], t->p, m);
+}
+
+static void codi__eig_rotate(void *ctx, int tid, int start, int end) {   /* a QL sweep's rotations, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int r;
+    (void)tid;
+    for (r = 0; r < t->rot_count; r++) {
+        int i = t->rot_first - r;
+        codi__rotate_d(t->mat + (size_t)i * t->n + start, t->mat + (size_t)(i + 1) * t->n + start, t->rot_c[i], t->rot_s[i], end - start);
+    }
+}
+
 /* a [n, n] symmetric (full) -> tridiagonal d [n], e [n] (e[i] couples i and i+1, e[n-1] = 0)
    by Householder reflections H_k; q [n, n] gets Q = H_0 ... H_(n-3) (A = Q T Q^T). a is destroyed. */
-static void codi__tridiagonalize(double *a, int n, double *d, double *e, double *q, double *tmp) {
+static void codi__tridiagonalize(double *a, int n, double *d, double *e, double *q, double *tmp, codi__pool *pool) {
     int k, i, j;
     double *beta = tmp, *p = tmp + n;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    (void)pool;
     for (k = 0; k + 2 < n; k++) {
         double *v = a + (size_t)k * n + k + 1, sigma = 0, x0 = v[0], norm, alpha, pv = 0, K;
         int m = n - k - 1;
@@ -3203,13 +3284,12 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
         v[0] = x0 - alpha;
         beta[k] = 2 / (v[0] * v[0] + sigma);
         e[k] = alpha;
-        for (i = 0; i < m; i++) {                     /* p = beta A2 v over the trailing block A2 */
-            p[i] = beta[k] * codi__dot_d(a + (size_t)(k + 1 + i) * n + k + 1, v, m);
-            pv += p[i] * v[i];
-        }
+        t.mat = a; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_matvec, &t, m);   /* p = beta A2 v over the trailing block A2 */
+        for (i = 0; i < m; i++) pv += p[i] * v[i];
         K = 0.5 * beta[k] * pv;
         for (i = 0; i < m; i++) p[i] -= K * v[i];     /* w = p - K v; A2 -= v w^T + w v^T */
-        for (i = 0; i < m; i++) codi__rank2_d(a + (size_t)(k + 1 + i) * n + k + 1, v[i], p, p[i], v, m);
+        CODI__PARALLEL(pool, codi__eig_rank2, &t, m);
     }
     if (n >= 2) { d[n - 2] = a[(size_t)(n - 2) * n + n - 2]; e[n - 2] = a[(size_t)(n - 2) * n + n - 1]; }
     d[n - 1] = a[(size_t)(n - 1) * n + n - 1]; e[n - 1] = 0;
@@ -3218,9 +3298,9 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
         const double *v = a + (size_t)k * n + k + 1;
         int m = n - k - 1;
         if (beta[k] == 0) continue;
-        for (j = 0; j < m; j++) p[j] = 0;
-        for (i = 0; i < m; i++) codi__axpy_d(p, v[i], q + (size_t)(k + 1 + i) * n + k + 1, m);   /* p = v^T Q2 */
-        for (i = 0; i < m; i++) codi__axpy_d(q + (size_t)(k + 1 + i) * n + k + 1, -beta[k] * v[i], p, m);
+        t.mat = q; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_vtq, &t, m);
+        CODI__PARALLEL(pool, codi__eig_qupdate, &t, m);
     }
 }
 
@@ -3228,9 +3308,13 @@ static void codi__tridiagonalize(double *a, int n, double *d, double *e, double 
    zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. An
    off-diagonal entry counts as zero below eps times its neighbours or eps times the norm of T
    (rank-deficient covariances have clusters of eigenvalues near 0). */
-static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
+static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt, double *rot, codi__pool *pool) {
     int l, m, i, iter;
     double norm = 0;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    t.mat = zt; t.n = n; t.rot_c = rot; t.rot_s = rot + n;
+    (void)pool;
     for (i = 0; i < n; i++) norm = fmax(norm, fabs(d[i]) + fabs(e[i]) + (i ? fabs(e[i - 1]) : 0));
     for (l = 0; l < n; l++) {
         for (iter = 0;; iter++) {
@@ -3245,7 +3329,6 @@ static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
             g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
             s = c = 1; p = 0;
             for (i = m - 1; i >= l; i--) {
-                double *zi = zt + (size_t)i * n, *zn = zi + n;
                 f = s * e[i]; b = c * e[i];
                 r = hypot(f, g); e[i + 1] = r;
                 if (r == 0) { d[i + 1] -= p; e[m] = 0; split = 1; break; }
@@ -3254,8 +3337,10 @@ static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
                 r = (d[i] - g) * s + 2 * c * b;
                 p = s * r; d[i + 1] = g + p;
                 g = c * r - b;
-                codi__rotate_d(zi, zn, c, s, n);
+                rot[i] = c; rot[n + i] = s;           /* applied to zt after the sweep, in this order */
             }
+            t.rot_first = m - 1; t.rot_count = m - 1 - i;
+            if (t.rot_count > 0) CODI__PARALLEL(pool, codi__eig_rotate, &t, n);
             if (split) continue;
             d[l] -= p; e[l] = g; e[m] = 0;
         }
@@ -3263,21 +3348,21 @@ static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt) {
     return 0;
 }
 
-CODI_API int codi_sym_eigen(const double *a, int n, double *values, double *vectors, char *err, size_t errsz) {
+static int codi__sym_eigen(const double *a, int n, codi__pool *pool, double *values, double *vectors, char *err, size_t errsz) {
     size_t nn = (size_t)n * n, i, j;
     double *w, *zt, *d, *e, *tmp;
     int *order, r, c;
     if (n <= 0) { codi__err(err, errsz, "eigen: empty matrix"); return -1; }
     for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++)
         if (!isfinite(a[i * n + j])) { codi__err(err, errsz, "eigen: non-finite entry (%d, %d)", (int)i, (int)j); return -1; }
-    w = (double *)CODI_MALLOC((2 * nn + 4 * (size_t)n) * sizeof(double));
+    w = (double *)CODI_MALLOC((2 * nn + 6 * (size_t)n) * sizeof(double));
     order = (int *)CODI_MALLOC((size_t)n * sizeof(int));
     if (!w || !order) { CODI_FREE(w); CODI_FREE(order); codi__err(err, errsz, "eigen: out of memory for n = %d", n); return -1; }
     zt = w + nn; d = zt + nn; e = d + n; tmp = e + n;
     for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a[i * n + j];
-    codi__tridiagonalize(w, n, d, e, vectors, tmp);
+    codi__tridiagonalize(w, n, d, e, vectors, tmp, pool);
     for (i = 0; i < (size_t)n; i++) for (j = 0; j < (size_t)n; j++) zt[j * n + i] = vectors[i * n + j];
-    if (codi__tridiagonal_ql(d, e, n, zt)) {
+    if (codi__tridiagonal_ql(d, e, n, zt, tmp, pool)) {
         CODI_FREE(w); CODI_FREE(order);
         codi__err(err, errsz, "eigen: QL iteration did not converge");
         return -1;
@@ -3301,6 +3386,21 @@ CODI_API int codi_sym_eigen(const double *a, int n, double *values, double *vect
     return 0;
 }
 
+CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz) {
+    codi__pool *pool = NULL;
+    int rc;
+#ifdef CODI_THREADS
+    if (n_threads > 1) pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
+    rc = codi__sym_eigen(a, n, pool, values, vectors, err, errsz);
+#ifdef CODI_THREADS
+    codi__pool_free(pool);
+#endif
+    return rc;
+}
+
 CODI_API void codi_pca_free(codi_pca *p) {
     if (!p) return;
     CODI_FREE(p->mean); CODI_FREE(p->components); CODI_FREE(p->variance); CODI_FREE(p->explained);
@@ -3320,11 +3420,11 @@ CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *e
     if (!cov || !p) goto oom;
     vec = cov + DD; val = vec + DD;
     memcpy(cov, a->cross, DD * sizeof(double));
-    if (a->pending) codi__pca_block_syrk(cov, a->block, D);
+    if (a->pending) codi__pca_block_syrk(cov, a->block, D, a->pool);
     for (i = 0; i < D; i++) for (j = 0; j <= i; j++)   /* (S - sum sum^T / n) / (n - 1) */
         cov[(size_t)i * D + j] = (cov[(size_t)i * D + j] - a->sum[i] * a->sum[j] / n) / (n - 1);
     for (i = 0; i < D; i++) total += cov[(size_t)i * D + i];
-    if (codi_sym_eigen(cov, D, val, vec, err, errsz)) { CODI_FREE(cov); codi_pca_free(p); return NULL; }
+    if (codi__sym_eigen(cov, D, a->pool, val, vec, err, errsz)) { CODI_FREE(cov); codi_pca_free(p); return NULL; }
     p->dim = D; p->n_components = k; p->n_rows = a->n; p->total_variance = total;
     p->mean = (float *)CODI_MALLOC((size_t)D * sizeof(float));
     p->components = (float *)CODI_MALLOC((size_t)k * D * sizeof(float));

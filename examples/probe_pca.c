@@ -71,7 +71,7 @@ int main(void) {
     if (q < N_QUESTIONS) { fprintf(stderr, "test.jsonl has only %d questions\n", q); return 1; }
 
     /* 2. PCA: rows stream into an accumulator (double sums), then one eigen-decomposition. */
-    codi_pca_acc *acc = codi_pca_acc_new(D, err, sizeof err);
+    codi_pca_acc *acc = codi_pca_acc_new(D, 1, err, sizeof err);
     codi_pca_acc_add(acc, x, n_rows, err, sizeof err);
     codi_pca *pca = codi_pca_fit(acc, 4, err, sizeof err);
     if (!pca) { fprintf(stderr, "%s\n", err); return 1; }

@@ -133,7 +133,7 @@ static void check_eigen(void) {
     const double *a = fx_get("eig_a", &n2), *vals = fx_get("eig_values", NULL), *vecs = fx_get("eig_vectors", NULL);
     int n = (int)sqrt((double)n2);
     double *w = (double *)malloc((size_t)n * sizeof(double)), *v = (double *)malloc(n2 * sizeof(double)), ev, evec;
-    int rc = codi_sym_eigen(a, n, w, v, err, sizeof err);
+    int rc = codi_sym_eigen(a, n, 2, w, v, err, sizeof err);
     ev = rc ? INFINITY : max_abs_d(w, vals, (size_t)n);
     evec = rc ? INFINITY : max_abs_d(v, vecs, n2);
     t_result(ev <= 1e-12 && evec <= 1e-10, "eigen: 24 x 24 = numpy.linalg.eigh", "values max |diff| %.2g (tol 1e-12), vectors %.2g (tol 1e-10)", ev, evec);
@@ -141,7 +141,7 @@ static void check_eigen(void) {
     {   /* repeated eigenvalues and an exactly diagonal block: A v = w v, V V^T = I */
         double b[16] = {2, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1}, bw[4], bv[16], res = 0, orth = 0;
         int r, c, j;
-        rc = codi_sym_eigen(b, 4, bw, bv, err, sizeof err);
+        rc = codi_sym_eigen(b, 4, 1, bw, bv, err, sizeof err);
         for (r = 0; r < 4 && !rc; r++) for (c = 0; c < 4; c++) {
             double av = 0, vv = 0;
             for (j = 0; j < 4; j++) { av += b[c * 4 + j] * bv[r * 4 + j]; vv += bv[r * 4 + j] * bv[c * 4 + j]; }
@@ -159,7 +159,7 @@ static void check_pca(void) {
     const double *mean = fx_get("pca_mean", &d), *comps = fx_get("pca_components", &k), *var = fx_get("pca_variance", NULL);
     const double *expl = fx_get("pca_explained", NULL), *refproj = fx_get("pca_projection", NULL);
     double e_mean = 0, e_comp = 0, e_var = 0, e_expl = 0, e_proj = 0;
-    codi_pca_acc *a = codi_pca_acc_new((int)d, err, sizeof err), *b = codi_pca_acc_new((int)d, err, sizeof err);
+    codi_pca_acc *a = codi_pca_acc_new((int)d, 1, err, sizeof err), *b = codi_pca_acc_new((int)d, 3, err, sizeof err);
     codi_pca *p, *q;
     int nc;
     n /= d; nc = (int)(k / d);
@@ -178,13 +178,13 @@ static void check_pca(void) {
     for (i = 0; i < 10 * (size_t)nc; i++) e_proj = fmax(e_proj, fabs(proj[i] - refproj[i]));
     t_result(e_proj <= 1e-4, "pca: projections = numpy", "max |diff| %.2g (tol 1e-4; values up to ~20)", e_proj);
     t_result(!memcmp(p->components, q->components, k * sizeof(float)) && !memcmp(p->variance, q->variance, nc * sizeof(double)),
-             "pca: rows added 7 at a time give identical bits", "");
+             "pca: rows added 7 at a time with 3 threads give identical bits", "");
     codi_pca_free(p); codi_pca_free(q); codi_pca_acc_free(a); codi_pca_acc_free(b); free(x); free(proj);
     {   /* fewer rows than dimensions: a cluster of zero eigenvalues */
         float *lx = fx_floats("lowrank_x", &n);
         const double *lc = fx_get("lowrank_components", NULL), *lv = fx_get("lowrank_variance", NULL);
         double ec = 0, evar = 0;
-        a = codi_pca_acc_new(20, err, sizeof err);
+        a = codi_pca_acc_new(20, 1, err, sizeof err);
         codi_pca_acc_add(a, lx, 8, err, sizeof err);
         p = codi_pca_fit(a, 20, err, sizeof err);
         for (i = 0; p && i < 4 * 20; i++) ec = fmax(ec, fabs(p->components[i] - lc[i]));
@@ -226,7 +226,7 @@ static void check_planted(void) {
     int i, j;
     codi_probe *p;
     codi_probe_metrics met;
-    codi_pca_acc *a = codi_pca_acc_new(D, err, sizeof err);
+    codi_pca_acc *a = codi_pca_acc_new(D, 1, err, sizeof err);
     codi_pca *pc;
     for (j = 0; j < D; j++) { u[j] = rnd_normal(); nu += u[j] * u[j]; }
     for (j = 0; j < D; j++) u[j] /= sqrt(nu);
@@ -248,6 +248,17 @@ static void check_planted(void) {
     for (dot = 0, j = 0; j < D; j++) dot += pc->components[j] * u[j];
     t_result(fabs(dot) > 0.99 && fabs(pc->variance[0] - 10) < 1.5, "planted: PC1 is the planted direction",
              "|cos| %.4f, variance %.2f (planted 9 + 1)", fabs(dot), pc->variance[0]);
+    {   /* 3 threads: the same bits */
+        codi_pca_acc *b = codi_pca_acc_new(D, 3, err, sizeof err);
+        codi_pca *pb;
+        codi_pca_acc_add(b, x, N, err, sizeof err);
+        pb = codi_pca_fit(b, D, err, sizeof err);
+        codi_pca_free(pc);
+        pc = codi_pca_fit(a, D, err, sizeof err);
+        t_result(pb && pc && !memcmp(pb->components, pc->components, (size_t)D * D * sizeof(float)) && !memcmp(pb->variance, pc->variance, D * sizeof(double)),
+                 "pca: 64 dimensions, 3 threads = 1 thread, bit for bit", "");
+        codi_pca_free(pb); codi_pca_acc_free(b);
+    }
     codi_probe_free(p); codi_pca_free(pc); codi_pca_acc_free(a); free(x); free(y); free(proba);
 }
 
@@ -338,14 +349,14 @@ static void check_errors(void) {
     t_result(!codi_probe_train(x, ybad, 4, 3, 2, NULL, err, sizeof err) && strstr(err, "outside 0..1"), "errors: label out of range", "%s", err);
     x[5] = NAN;
     t_result(!codi_probe_train(x, y, 4, 3, 2, NULL, err, sizeof err) && strstr(err, "row 1, column 2"), "errors: NaN input", "%s", err);
-    a = codi_pca_acc_new(3, err, sizeof err);
+    a = codi_pca_acc_new(3, 1, err, sizeof err);
     t_result(codi_pca_acc_add(a, x, 4, err, sizeof err) == -1 && codi_pca_acc_rows(a) == 0, "errors: pca NaN row refused whole", "%s", err);
     x[5] = 6;
     codi_pca_acc_add(a, x, 1, err, sizeof err);
     t_result(!codi_pca_fit(a, 2, err, sizeof err) && strstr(err, "at least 2"), "errors: pca of one row", "%s", err);
     codi_pca_acc_add(a, x + 3, 3, err, sizeof err);
     t_result(!codi_pca_fit(a, 4, err, sizeof err) && strstr(err, "1..3"), "errors: more components than dimensions", "%s", err);
-    t_result(!codi_pca_acc_new(0, err, sizeof err) && strstr(err, "dimension 0"), "errors: pca of dimension 0", "%s", err);
+    t_result(!codi_pca_acc_new(0, 1, err, sizeof err) && strstr(err, "dimension 0"), "errors: pca of dimension 0", "%s", err);
     t_result(codi_probe_metrics_of(proba, ybad, 4, 2, &met, err, sizeof err) == -1 && strstr(err, "label 2"), "errors: metrics label out of range", "%s", err);
     codi_pca_acc_free(a);
 }

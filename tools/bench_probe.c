@@ -1,6 +1,6 @@
 /* Times probe and PCA fitting on synthetic activations of the real shape (D = 2048 by
    default), for projecting the cost of `codi probe train` / `codi pca` on a full dataset.
-     build/bench_probe [D] [rows_probe] [rows_pca]
+     build/bench_probe [D] [rows_probe] [rows_pca] [threads]
    Prints one line per stage: rows, seconds, and the per-cell / per-layer figure. */
 #define _POSIX_C_SOURCE 200809L
 #define CODI_LENS_IMPLEMENTATION
@@ -16,7 +16,7 @@ static float rnd(void) {   /* uniform(-1, 1) */
 }
 
 int main(int argc, char **argv) {
-    int D = argc > 1 ? atoi(argv[1]) : 2048, n = argc > 2 ? atoi(argv[2]) : 5978, np = argc > 3 ? atoi(argv[3]) : 52311;
+    int D = argc > 1 ? atoi(argv[1]) : 2048, n = argc > 2 ? atoi(argv[2]) : 5978, np = argc > 3 ? atoi(argv[3]) : 52311, nt = argc > 4 ? atoi(argv[4]) : 1;
     int i, j, rows = n > np ? n : np;
     float *x = (float *)malloc((size_t)rows * D * sizeof(float)), *dir = (float *)malloc((size_t)D * sizeof(float));
     int32_t *y = (int32_t *)malloc((size_t)n * sizeof(int32_t));
@@ -25,7 +25,7 @@ int main(int argc, char **argv) {
     codi_probe *p;
     codi_pca_acc *a;
     codi_pca *pc;
-    if (!x || !dir || !y || D < 2 || n < 2 || np < 2) { fprintf(stderr, "usage: bench_probe [D] [rows_probe] [rows_pca]\n"); return 2; }
+    if (!x || !dir || !y || D < 2 || n < 2 || np < 2) { fprintf(stderr, "usage: bench_probe [D] [rows_probe] [rows_pca] [threads]\n"); return 2; }
     for (j = 0; j < D; j++) dir[j] = rnd();
     for (i = 0; i < rows; i++) {
         double s = 0;
@@ -46,13 +46,14 @@ int main(int argc, char **argv) {
     printf("probe  3-class %d x %d: %.2f s (%d L-BFGS iterations, converged %d)\n", n, D, t1 - t0, p->iterations, p->converged);
     codi_probe_free(p);
     t0 = now();
-    a = codi_pca_acc_new(D, err, sizeof err);
+    a = codi_pca_acc_new(D, nt, err, sizeof err);
     if (!a || codi_pca_acc_add(a, x, np, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     t1 = now();
     pc = codi_pca_fit(a, 16, err, sizeof err);
     t2 = now();
     if (!pc) { fprintf(stderr, "%s\n", err); return 1; }
-    printf("pca    covariance %d x %d: %.2f s; eigensolver %d x %d: %.2f s (PC1 explains %.4f)\n", np, D, t1 - t0, D, D, t2 - t1, pc->explained[0]);
+    printf("pca    covariance %d x %d: %.2f s; eigensolver %d x %d: %.2f s (PC1 explains %.4f; %d thread(s))\n", np, D, t1 - t0, D, D, t2 - t1,
+           pc->explained[0], nt);
     codi_pca_free(pc); codi_pca_acc_free(a);
     free(x); free(y); free(dir);
     return 0;

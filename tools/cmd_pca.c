@@ -377,6 +377,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     if (g.steer_components && (!strcmp(g.tensor, "key") || !strcmp(g.tensor, "value"))) {
         fprintf(stderr, "codi pca: --steer-components supports resid, final and latent_inputs (K/V specs: build key_vector/value_vector edits by hand)\n"); return 2;
     }
+    cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "pca", g.acts, g.tensor, g.head)) return 1;
     if ((n_layers = pca_parse_indices("pca", "--layers", g.layers, a.n_layers, layers)) < 0 ||
         (n_slots = pca_parse_indices("pca", "--positions", g.positions, a.P, slots)) < 0) { pca_acts_close(&a); return 2; }
@@ -410,7 +411,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     fprintf(ev, "tensor,layer,component,variance,explained,cumulative\n");
     prog = cli_progress_start("pca rows", 2 * n_rows * n_layers, 0);
     for (li = 0; li < n_layers; li++) {
-        codi_pca_acc *acc = codi_pca_acc_new(a.row, err, sizeof err);
+        codi_pca_acc *acc = codi_pca_acc_new(a.row, g.ma.threads, err, sizeof err);
         double cum = 0;
         int l = layers[li], nb = 0;
         long r;
