@@ -182,7 +182,7 @@ static int pca_svg_scatter(const char *path, const double *x, const double *y, c
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
     FILE *f = fopen(path, "w");
     long i;
-    int k;
+    int k, shown = 0;
     if (!f) return -1;
     for (i = 0; i < n; i++) { x0 = fmin(x0, x[i]); x1 = fmax(x1, x[i]); y0 = fmin(y0, y[i]); y1 = fmax(y1, y[i]); }
     if (!(x1 > x0)) { x0 -= 1; x1 += 1; }
@@ -204,9 +204,12 @@ static int pca_svg_scatter(const char *path, const double *x, const double *y, c
     for (i = 0; i < n; i++)
         fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\" fill-opacity=\"0.6\"/>\n", left + w * (x[i] - x0) / (x1 - x0),
                 top + h - h * (y[i] - y0) / (y1 - y0), pca_svg_colour(group[i]));
-    for (k = 0; k < n_groups; k++) {
-        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"5\" fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\">", left + w + 20, top + 10 + 18.0 * k,
-                pca_svg_colour(k), left + w + 30, top + 14 + 18.0 * k);
+    for (k = 0; k < n_groups; k++) {               /* legend: the groups that occur */
+        for (i = 0; i < n && group[i] != k; i++) {}
+        if (i == n) continue;
+        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"5\" fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\">", left + w + 20, top + 10 + 18.0 * shown,
+                pca_svg_colour(k), left + w + 30, top + 14 + 18.0 * shown);
+        shown++;
         pca_svg_text(f, group_names[k]);
         fprintf(f, "</text>\n");
     }
@@ -255,12 +258,11 @@ static int pca_svg_heatmap(const char *path, const double *value, int rows, int 
 /* ---- codi pca ------------------------------------------------------------------------------- */
 
 /* Indices of the n largest values of v [V], largest first (ties: lower id). */
-static void pca_top(const float *v, int V, int n, int32_t *ids, int sign) {
+static void pca_top(const float *v, int V, int n, int32_t *ids) {
     int i, k, c = 0;
     for (i = 0; i < V; i++) {
-        float x = sign * v[i];
-        if (c == n && !(x > sign * v[ids[n - 1]])) continue;
-        for (k = c < n ? c++ : n - 1; k > 0 && x > sign * v[ids[k - 1]]; k--) ids[k] = ids[k - 1];
+        if (c == n && !(v[i] > v[ids[n - 1]])) continue;
+        for (k = c < n ? c++ : n - 1; k > 0 && v[i] > v[ids[k - 1]]; k--) ids[k] = ids[k - 1];
         ids[k] = i;
     }
 }
@@ -286,7 +288,7 @@ static void pca_lens(const pca_args *g, const codi_model *m, const codi_tokenize
         for (s = 1; s >= -1; s -= 2) {
             float t = (float)(s * g->lens_sd * sd);
             if (codi_lens_direction(m, pc->mean, pc->components + (size_t)c * pc->dim, t, normed, delta)) break;
-            pca_top(delta, V, g->top, ids, 1);
+            pca_top(delta, V, g->top, ids);
             printf("%s PC%d %c%.1fsd:", name, c + 1, s > 0 ? '+' : '-', g->lens_sd);
             for (r = 0; r < g->top; r++) {
                 cli_token_cell(tok, ids[r], cell, sizeof cell, 12);
@@ -350,7 +352,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     codi_model *m = NULL;
     codi_tokenizer *tok = NULL;
     int layers[4096], slots[4096], n_layers, n_slots, li, rc = 1, prc, i, q, si, *qs = NULL, n_q = 0, k, c;
-    float *buf = NULL, *proj = NULL;
+    float *buf = NULL;
     int32_t *row_q = NULL, *row_slot = NULL;
     long n_rows, done_work = 0;
     char path[1024], err[512], site[160];
@@ -601,7 +603,7 @@ done:
     if (lcsv) fclose(lcsv);
     for (li = 0; pcs && li < n_layers; li++) codi_pca_free(pcs[li]);
     for (li = 0; projs && li < n_layers; li++) free(projs[li]);
-    free(pcs); free(projs); free(names); free(qs); free(buf); free(proj); free(row_q); free(row_slot);
+    free(pcs); free(projs); free(names); free(qs); free(buf); free(row_q); free(row_slot);
     codi_tokenizer_free(tok); codi_model_free(m);
     pca_acts_close(&a);
     return rc;
