@@ -410,6 +410,7 @@ typedef struct {
     int max_iter;       /* default 1000 */
     double tol;         /* stop when max |gradient| <= tol; default 1e-6 */
     int standardize;    /* 1 (default): mean / scale from the training rows; 0: mean 0, scale 1 */
+    int n_threads;      /* workers over the rows (CODI_THREADS builds; same bits for any count); default 1 */
 } codi_probe_opts;
 
 /* Held-out quality of a probe. Intervals are 95%: Wilson for accuracy; Hanley-McNeil
@@ -481,6 +482,7 @@ CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *
    codi_lens = "pca.v1" plus metadata {key, value, ..., NULL} or NULL. 0, or -1. */
 CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
                            const char *const *metadata, char *err, size_t errsz);
+/* The PCA NAME of a file codi_pca_save wrote; NULL with a message. */
 CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz);
 /* Eigen-decomposition of a symmetric a [n, n] (read; only the lower triangle is used):
    values [n] in decreasing order, vectors [n, n] row i = unit eigenvector i (sign as in
@@ -2674,7 +2676,7 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
 
 CODI_API codi_probe_opts codi_probe_opts_default(void) {
     codi_probe_opts o;
-    o.l2 = 1e-2; o.max_iter = 1000; o.tol = 1e-6; o.standardize = 1;
+    o.l2 = 1e-2; o.max_iter = 1000; o.tol = 1e-6; o.standardize = 1; o.n_threads = 1;
     return o;
 }
 
@@ -2698,19 +2700,70 @@ static codi_probe *codi__probe_alloc(int dim, int n_classes) {
     return p;
 }
 
-/* The training problem: rows x [n, D] read raw; the standardisation is folded into the weights. */
+/* The training problem: rows x [n, D] read raw; the standardisation is folded into the weights.
+   Rows are summed in fixed chunks (partial sums added in chunk order), so the objective is the
+   same bits however many threads share the chunks. */
+#define CODI__LOGREG_CHUNK 256
 typedef struct {
     const float *x; const int32_t *y; int n, dim, rows;
     const double *mean, *scale;   /* [D] */
     double l2;
     double *eff;                  /* [rows, D+1] weights and bias on raw x */
-    double *z;                    /* [rows] logits of one row */
+    double *partial;              /* [chunks, rows * (D+1) + 1] per chunk: sum_i r_ik x_i, sum_i r_ik, loss */
+    codi__pool *pool;
 } codi__logreg;
+
+/* w . x [n] for double w and float x, with eight partial sums */
+static double codi__dot_df(const double *w, const float *x, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += w[j + k] * x[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += w[j] * x[j];
+    return s;
+}
+
+/* Loss and raw gradient sums of chunks [start, end) into lr->partial. */
+static void codi__logreg_chunks(void *ctx, int tid, int start, int end) {
+    const codi__logreg *lr = (const codi__logreg *)ctx;
+    int D = lr->dim, R = lr->rows, c, i, k, j;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1;
+    double z[256];
+    (void)tid;
+    for (c = start; c < end; c++) {
+        double *g = lr->partial + (size_t)c * P, f = 0;
+        int i1 = (c + 1) * CODI__LOGREG_CHUNK < lr->n ? (c + 1) * CODI__LOGREG_CHUNK : lr->n;
+        memset(g, 0, P * sizeof(double));
+        for (i = c * CODI__LOGREG_CHUNK; i < i1; i++) {
+            const float *x = lr->x + (size_t)i * D;
+            int y = lr->y[i];
+            for (k = 0; k < R; k++) z[k] = lr->eff[k * W + D] + codi__dot_df(lr->eff + k * W, x, D);
+            if (R == 1) {                             /* log(1 + e^z) - y z, residual sigmoid(z) - y */
+                double t = z[0];
+                f += (t > 0 ? t + log1p(exp(-t)) : log1p(exp(t))) - (y == 1 ? t : 0);
+                z[0] = (t >= 0 ? 1 / (1 + exp(-t)) : exp(t) / (1 + exp(t))) - (y == 1);
+            } else {                                  /* logsumexp(z) - z_y, residual softmax(z) - onehot(y) */
+                double mx = z[0], sum = 0;
+                for (k = 1; k < R; k++) if (z[k] > mx) mx = z[k];
+                for (k = 0; k < R; k++) sum += exp(z[k] - mx);
+                f += mx + log(sum) - z[y];
+                for (k = 0; k < R; k++) z[k] = exp(z[k] - mx) / sum - (k == y);
+            }
+            for (k = 0; k < R; k++) {
+                double r = z[k], *gk = g + k * W;
+                if (r == 0) continue;
+                for (j = 0; j < D; j++) gk[j] += r * x[j];
+                gk[D] += r;
+            }
+        }
+        g[P - 1] = f;
+    }
+}
 
 /* Objective and gradient g at theta [rows, D+1] (weights on standardised x, then bias). */
 static double codi__logreg_eval(codi__logreg *lr, const double *theta, double *g) {
-    int D = lr->dim, R = lr->rows, i, k, j;
-    size_t W = (size_t)D + 1;
+    int D = lr->dim, R = lr->rows, k, j, c, n_chunks = (lr->n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1, i;
     double f = 0, reg = 0;
     for (k = 0; k < R; k++) {                        /* effective weights on raw x */
         double b = theta[k * W + D];
@@ -2720,33 +2773,12 @@ static double codi__logreg_eval(codi__logreg *lr, const double *theta, double *g
         }
         lr->eff[k * W + D] = b;
     }
+    CODI__PARALLEL(lr->pool, codi__logreg_chunks, lr, n_chunks);
     memset(g, 0, (size_t)R * W * sizeof(double));    /* g first holds sum_i r_ik x_i and sum_i r_ik */
-    for (i = 0; i < lr->n; i++) {
-        const float *x = lr->x + (size_t)i * D;
-        int y = lr->y[i];
-        for (k = 0; k < R; k++) {
-            const double *w = lr->eff + k * W;
-            double z = w[D];
-            for (j = 0; j < D; j++) z += w[j] * x[j];
-            lr->z[k] = z;
-        }
-        if (R == 1) {                                 /* log(1 + e^z) - y z, residual sigmoid(z) - y */
-            double z = lr->z[0];
-            f += (z > 0 ? z + log1p(exp(-z)) : log1p(exp(z))) - (y == 1 ? z : 0);
-            lr->z[0] = (z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z))) - (y == 1);
-        } else {                                      /* logsumexp(z) - z_y, residual softmax(z) - onehot(y) */
-            double mx = lr->z[0], sum = 0;
-            for (k = 1; k < R; k++) if (lr->z[k] > mx) mx = lr->z[k];
-            for (k = 0; k < R; k++) sum += exp(lr->z[k] - mx);
-            f += mx + log(sum) - lr->z[y];
-            for (k = 0; k < R; k++) lr->z[k] = exp(lr->z[k] - mx) / sum - (k == y);
-        }
-        for (k = 0; k < R; k++) {
-            double r = lr->z[k], *gk = g + k * W;
-            if (r == 0) continue;
-            for (j = 0; j < D; j++) gk[j] += r * x[j];
-            gk[D] += r;
-        }
+    for (c = 0; c < n_chunks; c++) {
+        const double *pc = lr->partial + (size_t)c * P;
+        for (i = 0; i + 1 < P; i++) g[i] += pc[i];
+        f += pc[P - 1];
     }
     for (k = 0; k < R; k++) {                         /* chain rule through the standardisation */
         double *gk = g + k * W;
@@ -2832,7 +2864,7 @@ CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, i
     codi__logreg lr;
     codi_probe *p = NULL;
     double *stats = NULL;
-    int *count = NULL, i, j, rc = -1;
+    int *count = NULL, i, j, rc = -1, n_chunks;
     if (!o) o = &def;
     if (n <= 0 || dim <= 0) { codi__err(err, errsz, "probe: empty training set (%d rows of dimension %d)", n, dim); return NULL; }
     if (n_classes < 2 || n_classes > 256) { codi__err(err, errsz, "probe: %d class(es); a probe needs 2..256", n_classes); return NULL; }
@@ -2845,10 +2877,11 @@ CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, i
     }
     for (i = 0; i < n_classes; i++)
         if (!count[i]) { codi__err(err, errsz, "probe: class %d has no training rows (every class needs at least one)", i); goto done; }
-    for (i = 0; i < n * dim; i++)
-        if (!isfinite(x[i])) { codi__err(err, errsz, "probe: non-finite value at row %d, column %d", i / dim, i % dim); goto done; }
+    for (i = 0; i < n; i++) for (j = 0; j < dim; j++)
+        if (!isfinite(x[(size_t)i * dim + j])) { codi__err(err, errsz, "probe: non-finite value at row %d, column %d", i, j); goto done; }
     p = codi__probe_alloc(dim, n_classes);
-    stats = (double *)CODI_MALLOC(((size_t)2 * dim + (size_t)p->n_rows * (dim + 1) + (size_t)p->n_rows) * sizeof(double));
+    n_chunks = (n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    stats = p ? (double *)CODI_MALLOC(((size_t)2 * dim + (size_t)p->n_rows * (dim + 1) * (1 + (size_t)n_chunks) + (size_t)n_chunks) * sizeof(double)) : NULL;
     if (!p || !stats) { codi__err(err, errsz, "out of memory"); goto done; }
     for (j = 0; j < dim; j++) { stats[j] = 0; stats[dim + j] = 1; }
     if (o->standardize) {                             /* two passes: mean, then population std */
@@ -2862,10 +2895,16 @@ CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, i
     for (j = 0; j < dim; j++) { stats[j] = p->mean[j]; stats[dim + j] = p->scale[j]; }  /* train with what is stored */
     lr.x = x; lr.y = y; lr.n = n; lr.dim = dim; lr.rows = p->n_rows;
     lr.mean = stats; lr.scale = stats + dim; lr.l2 = o->l2;
-    lr.eff = stats + 2 * dim; lr.z = lr.eff + (size_t)p->n_rows * (dim + 1);
+    lr.eff = stats + 2 * dim; lr.partial = lr.eff + (size_t)p->n_rows * (dim + 1); lr.pool = NULL;
     p->l2 = o->l2;
-    if (codi__logreg_lbfgs(&lr, o, p)) { codi__err(err, errsz, "out of memory"); goto done; }
-    rc = 0;
+#ifdef CODI_THREADS
+    if (o->n_threads > 1) lr.pool = codi__pool_new(o->n_threads);
+#endif
+    rc = codi__logreg_lbfgs(&lr, o, p);
+#ifdef CODI_THREADS
+    codi__pool_free(lr.pool);
+#endif
+    if (rc) codi__err(err, errsz, "out of memory");
 done:
     CODI_FREE(count); CODI_FREE(stats);
     if (rc) { codi_probe_free(p); return NULL; }

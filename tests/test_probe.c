@@ -237,6 +237,15 @@ static void check_planted(void) {
     }
     p = codi_probe_train(x, y, N, D, 2, NULL, err, sizeof err);
     if (!p) { t_result(0, "planted: probe trains", "%s", err); return; }
+    {   /* 3 threads over the rows: the same bits */
+        codi_probe_opts o3 = codi_probe_opts_default();
+        codi_probe *p3;
+        o3.n_threads = 3;
+        p3 = codi_probe_train(x, y, N, D, 2, &o3, err, sizeof err);
+        t_result(p3 && !memcmp(p3->weight, p->weight, D * sizeof(float)) && p3->bias[0] == p->bias[0] && p3->iterations == p->iterations,
+                 "planted: probe with 3 threads = 1 thread, bit for bit", "");
+        codi_probe_free(p3);
+    }
     for (j = 0; j < D; j++) { double w = p->weight[j] / p->scale[j]; dot += w * u[j]; nw += w * w; }
     codi_probe_predict_proba(p, x + (size_t)N * D, NT, proba);
     codi_probe_metrics_of(proba, y + N, NT, 2, &met, err, sizeof err);

@@ -25,6 +25,7 @@ int main(int argc, char **argv) {
     codi_probe *p;
     codi_pca_acc *a;
     codi_pca *pc;
+    codi_probe_opts po = codi_probe_opts_default();
     if (!x || !dir || !y || D < 2 || n < 2 || np < 2) { fprintf(stderr, "usage: bench_probe [D] [rows_probe] [rows_pca] [threads]\n"); return 2; }
     for (j = 0; j < D; j++) dir[j] = rnd();
     for (i = 0; i < rows; i++) {
@@ -32,15 +33,16 @@ int main(int argc, char **argv) {
         for (j = 0; j < D; j++) { x[(size_t)i * D + j] = rnd() + 0.1f * j / D; s += x[(size_t)i * D + j] * dir[j]; }
         if (i < n) y[i] = s + 2 * rnd() > 0;
     }
+    po.n_threads = nt;
     t0 = now();
-    p = codi_probe_train(x, y, n, D, 2, NULL, err, sizeof err);
+    p = codi_probe_train(x, y, n, D, 2, &po, err, sizeof err);
     t1 = now();
     if (!p) { fprintf(stderr, "%s\n", err); return 1; }
     printf("probe  binary  %d x %d: %.2f s (%d L-BFGS iterations, converged %d)\n", n, D, t1 - t0, p->iterations, p->converged);
     codi_probe_free(p);
     for (i = 0; i < n; i++) y[i] = y[i] + (x[(size_t)i * D + 1] > 0.5f);   /* 3 classes, partly separable */
     t0 = now();
-    p = codi_probe_train(x, y, n, D, 3, NULL, err, sizeof err);
+    p = codi_probe_train(x, y, n, D, 3, &po, err, sizeof err);
     t1 = now();
     if (!p) { fprintf(stderr, "%s\n", err); return 1; }
     printf("probe  3-class %d x %d: %.2f s (%d L-BFGS iterations, converged %d)\n", n, D, t1 - t0, p->iterations, p->converged);

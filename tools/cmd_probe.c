@@ -240,6 +240,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.label) { fprintf(stderr, "codi probe train: --acts, --label and --out are required (codi probe train --help)\n"); return 2; }
+    cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
     if (probe_make_labels(&pl, &a, g.label, g.questions, &g.ma, "probe")) { pca_acts_close(&a); return 1; }
     if ((n_layers = pca_parse_indices("probe", "--layers", g.layers, a.n_layers, layers)) < 0 ||
@@ -287,7 +288,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         else snprintf(names[cell], 128, "%s.layer%d%s%s.slot%d", g.tensor, layers[li], head_part, hbuf, cs[0]);
         ntr = probe_gather(&a, &pl, &g, layers[li], cs, ns, 0, xtr, ytr);
         nte = probe_gather(&a, &pl, &g, layers[li], cs, ns, 1, xte, yte);
-        po.l2 = g.l2; po.max_iter = g.max_iter;
+        po.l2 = g.l2; po.max_iter = g.max_iter; po.n_threads = g.ma.threads;
         if (!nte) { fprintf(stderr, "\ncodi probe: %s: no held-out rows (raise --test-frac or use more questions)\n", names[cell]); goto done; }
         if (!(probes[cell] = codi_probe_train(xtr, ytr, ntr, a.row, pl.n_classes, &po, err, sizeof err))) {
             fprintf(stderr, "\ncodi probe: %s: %s\n", names[cell], err); goto done;
