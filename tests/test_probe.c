@@ -374,24 +374,26 @@ static void check_errors(void) {
 enum { AQ = 150, AP = 7, AL = 2, AD = 16, AKVH = 2, AHD = 4 };
 
 /* resid [Q, 7, 3, 16]: layer 1 carries "correct" along u, layer 2 and final the step parity along w;
-   slot 0 = bot, k = latent k; the last 5 questions are unfinished (done 0, zeros).
+   slot 0 = bot, k = latent k; the last 5 questions are unfinished (done 0, zeros); every tenth
+   question has no slot 6 (positions -1: a padded, variable-length position set).
    bad = 1: every question correct (one class); 2: no question finished; 3: resid of rank 3. */
 static int write_acts(const char *path, int bad) {
     static float resid[AQ][AP][AL + 1][AD], fin[AQ][AP][AD], lat[AQ][AP - 1][AD], key[AQ][AP][AL][AKVH][AHD];
-    static int32_t qi[AQ];
+    static int32_t qi[AQ], pos[AQ][AP];
     static unsigned char done[AQ], correct[AQ];
     double u[AD], w[AD];
     char err[256];
     int q, p, l, j;
     const char *meta[] = { "labels", "[\"bot\",\"latent 1\",\"latent 2\",\"latent 3\",\"latent 4\",\"latent 5\",\"latent 6\"]",
                            "model", "synthetic", NULL };
-    codi_st_entry e[7];
+    codi_st_entry e[8];
     memset(e, 0, sizeof e);
     rng_state = 0x2545F4914F6CDD1Dull;             /* the same data whatever ran before */
     for (j = 0; j < AD; j++) { u[j] = j < 8 ? 0.35 : 0; w[j] = j >= 8 ? 0.35 : 0; }
     for (q = 0; q < AQ; q++) {
         double c = rnd_normal();
         qi[q] = q; done[q] = q < AQ - 5 && bad != 2; correct[q] = c > 0 || bad == 1;
+        for (p = 0; p < AP; p++) pos[q][p] = p == 6 && q % 10 == 0 ? -1 : 20 + p;
         for (p = 0; p < AP && done[q]; p++) {
             double par = p ? (p % 2 ? 1.5 : -1.5) : 0;
             for (l = 0; l <= AL; l++) for (j = 0; j < AD; j++)
@@ -408,13 +410,14 @@ static int write_acts(const char *path, int bad) {
     e[4].name = "question_index"; e[4].dtype = CODI_I32; e[4].data = qi; e[4].ndim = 1; e[4].shape[0] = AQ;
     e[5].name = "done"; e[5].dtype = CODI_U8; e[5].data = done; e[5].ndim = 1; e[5].shape[0] = AQ;
     e[6].name = "correct"; e[6].dtype = CODI_U8; e[6].data = correct; e[6].ndim = 1; e[6].shape[0] = AQ;
+    e[7].name = "positions"; e[7].dtype = CODI_I32; e[7].data = pos; e[7].ndim = 2; e[7].shape[0] = AQ; e[7].shape[1] = AP;
     {
         const char *m2[8];
         int k;
         m2[0] = "format"; m2[1] = "codi_lens.acts.v1";
         for (k = 0; meta[k]; k++) m2[2 + k] = meta[k];
         m2[2 + k] = NULL;
-        if (codi_write_safetensors(path, e, 7, m2, err, sizeof err)) { printf("# %s\n", err); return -1; }
+        if (codi_write_safetensors(path, e, 8, m2, err, sizeof err)) { printf("# %s\n", err); return -1; }
     }
     return 0;
 }
@@ -479,7 +482,7 @@ static void check_commands(void) {
         double dot = 0;
         int j;
         for (j = 8; pc && j < AD; j++) dot += pc->components[j] * 0.35;
-        t_result(rc == 0 && pc && pc->n_components == 4 && pc->n_rows == 145 * 6 && fabs(dot) > 0.9, "pca: final, PC1 = planted parity direction",
+        t_result(rc == 0 && pc && pc->n_components == 4 && pc->n_rows == 145 * 6 - 15 && fabs(dot) > 0.9, "pca: final, PC1 = planted parity direction, padded slots skipped",
                  "exit %d, |cos| %.3f, rows %ld%s%s", rc, fabs(dot), pc ? pc->n_rows : 0L, pc ? "" : "; ", pc ? "" : err);
     }
     codi_pca_free(pc);

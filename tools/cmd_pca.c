@@ -18,13 +18,14 @@ typedef struct {
     unsigned char *done;         /* [Q] 1 = row recorded */
     int32_t *qindex;             /* [Q] question index in the questions file */
     unsigned char *correct;      /* [Q] */
+    int32_t *pos;                /* [Q, P] absolute positions, -1 = padding; NULL: every slot is a row */
     int n_done;
     char (*slot_label)[32];      /* [P] "bot", "latent 1", ... (from the labels metadata) */
     const char *model;           /* metadata: the model it was recorded from (or "") */
 } pca_acts;
 
 static void pca_acts_close(pca_acts *a) {
-    free(a->done); free(a->qindex); free(a->correct); free(a->slot_label);
+    free(a->done); free(a->qindex); free(a->correct); free(a->slot_label); free(a->pos);
     codi_st_close(a->f);
     memset(a, 0, sizeof *a);
 }
@@ -98,6 +99,11 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     for (i = 0; i < a->Q; i++) a->correct[i] = tmp[i] != 0;
     free(tmp);
     if (!(a->qindex = pca_acts_ints(a, cmd, "question_index", a->Q))) goto fail;
+    {   /* variable-length position sets pad with -1 */
+        codi_st_tensor pt;
+        if (strcmp(tensor, "latent_inputs") && !codi_st_find(a->f, "positions", &pt) && (long)pt.numel == (long)a->Q * a->P &&
+            !(a->pos = pca_acts_ints(a, cmd, "positions", a->Q * a->P))) goto fail;
+    }
     if (!(a->slot_label = (char (*)[32])calloc((size_t)a->P, 32))) goto oom;
     for (i = 0; i < a->P; i++) snprintf(a->slot_label[i], 32, !strcmp(tensor, "latent_inputs") ? "latent %d" : "slot %d", i + !strcmp(tensor, "latent_inputs"));
     labels = codi_st_metadata(a->f, "labels");
@@ -124,6 +130,11 @@ static void pca_acts_row(const pca_acts *a, int q, int slot, int layer, float *o
     size_t base = (size_t)q * a->q_stride + (size_t)slot * a->slot_stride + (size_t)layer * a->layer_stride, i;
     if (a->head >= 0) base += (size_t)a->head * a->head_stride;
     for (i = 0; i < (size_t)a->row; i++) out[i] = codi__load_elem(a->t.data, a->dtype, base + i);
+}
+
+/* 1 if (question q, slot) holds a recorded row. */
+static int pca_acts_valid(const pca_acts *a, int q, int slot) {
+    return a->done[q] && (!a->pos || a->pos[(size_t)q * a->P + slot] >= 0);
 }
 
 /* The latent step of a slot from its label ("latent 3" -> 3), or -1. */
@@ -351,10 +362,10 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     pca_acts a;
     codi_model *m = NULL;
     codi_tokenizer *tok = NULL;
-    int layers[4096], slots[4096], n_layers, n_slots, li, rc = 1, prc, i, q, si, *qs = NULL, n_q = 0, k, c;
+    int layers[4096], slots[4096], n_layers, n_slots, li, rc = 1, prc, q, si, *row_ds = NULL, *row_si = NULL, n_q = 0, k, c;
     float *buf = NULL;
     int32_t *row_q = NULL, *row_slot = NULL;
-    long n_rows, done_work = 0;
+    long n_rows, done_work = 0, r;
     char path[1024], err[512], site[160];
     FILE *ev = NULL, *pcsv = NULL, *lcsv = NULL;
     codi_pca **pcs = NULL;
@@ -390,11 +401,17 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         tok = cli_load_tokenizer(&g.ma, m, 1);
     }
     if (pca_mkdir("pca", g.out)) goto done;
-    qs = (int *)malloc((size_t)a.Q * sizeof(int));
+    row_ds = (int *)malloc((size_t)a.Q * n_slots * sizeof(int));   /* per row: dataset question, slot-list index */
+    row_si = (int *)malloc((size_t)a.Q * n_slots * sizeof(int));
     buf = (float *)malloc((size_t)a.row * 256 * sizeof(float));
-    if (!qs || !buf) goto oom;
-    for (q = 0; q < a.Q && (!g.limit || n_q < g.limit); q++) if (a.done[q]) qs[n_q++] = q;
-    n_rows = (long)n_q * n_slots;
+    if (!row_ds || !row_si || !buf) goto oom;
+    n_rows = 0;
+    for (q = 0; q < a.Q && (!g.limit || n_q < g.limit); q++) {
+        if (!a.done[q]) continue;
+        n_q++;
+        for (si = 0; si < n_slots; si++)
+            if (pca_acts_valid(&a, q, slots[si])) { row_ds[n_rows] = q; row_si[n_rows] = si; n_rows++; }
+    }
     if (n_rows < 2 || n_rows > INT_MAX) { fprintf(stderr, "codi pca: %ld rows selected; PCA needs 2..%d\n", n_rows, INT_MAX); goto done; }
     k = g.components;
     pcs = (codi_pca **)calloc((size_t)n_layers, sizeof *pcs);
@@ -403,9 +420,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     row_q = (int32_t *)malloc((size_t)n_rows * sizeof(int32_t));
     row_slot = (int32_t *)malloc((size_t)n_rows * sizeof(int32_t));
     if (!pcs || !names || !projs || !row_q || !row_slot) goto oom;
-    for (i = 0; i < n_q; i++) for (si = 0; si < n_slots; si++) {
-        row_q[(size_t)i * n_slots + si] = a.qindex[qs[i]]; row_slot[(size_t)i * n_slots + si] = slots[si];
-    }
+    for (r = 0; r < n_rows; r++) { row_q[r] = a.qindex[row_ds[r]]; row_slot[r] = slots[row_si[r]]; }
     fprintf(stderr, "codi pca: %s [%s%s], %d layer(s) x %ld rows (%d questions x %d slots) of dimension %d\n", g.acts, g.tensor,
             a.head >= 0 ? ", one head" : "", n_layers, n_rows, n_q, n_slots, a.row);
     snprintf(path, sizeof path, "%s/explained.csv", g.out);
@@ -416,10 +431,9 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         codi_pca_acc *acc = codi_pca_acc_new(a.row, g.ma.threads, err, sizeof err);
         double cum = 0;
         int l = layers[li], nb = 0;
-        long r;
         if (!acc) { fprintf(stderr, "codi pca: %s\n", err); goto done; }
         for (r = 0; r < n_rows; r++) {           /* covariance, 256 rows at a time */
-            pca_acts_row(&a, qs[r / n_slots], slots[r % n_slots], l, buf + (size_t)nb * a.row);
+            pca_acts_row(&a, row_ds[r], row_slot[r], l, buf + (size_t)nb * a.row);
             if (++nb == 256 || r + 1 == n_rows) {
                 if (codi_pca_acc_add(acc, buf, nb, err, sizeof err)) { fprintf(stderr, "codi pca: %s: %s\n", g.acts, err); codi_pca_acc_free(acc); goto done; }
                 nb = 0;
@@ -437,7 +451,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         }
         if (!(projs[li] = (float *)malloc((size_t)n_rows * k * sizeof(float)))) goto oom;
         for (r = 0; r < n_rows; r++) {           /* projections of every row */
-            pca_acts_row(&a, qs[r / n_slots], slots[r % n_slots], l, buf);
+            pca_acts_row(&a, row_ds[r], row_slot[r], l, buf);
             codi_pca_project(pcs[li], buf, 1, projs[li] + (size_t)r * k);
             if (r % 256 == 255) cli_progress_update(prog, done_work += 256);
         }
@@ -478,9 +492,8 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     for (c = 0; c < k && c < 3; c++) fprintf(pcsv, ",pc%d", c + 1);
     fprintf(pcsv, "\n");
     for (li = 0; li < n_layers; li++) {
-        long r;
         for (r = 0; r < n_rows; r++) {
-            fprintf(pcsv, "%d,%d,%d,%s,%d", layers[li], row_q[r], row_slot[r], a.slot_label[row_slot[r]], a.correct[qs[r / n_slots]]);
+            fprintf(pcsv, "%d,%d,%d,%s,%d", layers[li], row_q[r], row_slot[r], a.slot_label[row_slot[r]], a.correct[row_ds[r]]);
             for (c = 0; c < k && c < 3; c++) fprintf(pcsv, ",%.6g", projs[li][(size_t)r * k + c]);
             fprintf(pcsv, "\n");
         }
@@ -493,16 +506,15 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         int *grp = (int *)malloc((size_t)n_rows * sizeof(int)), n_groups = 0;
         const char **gn = (const char **)malloc(((size_t)a.P + 2) * sizeof *gn);
         static const char *const parity[3] = { "even step", "odd step", "not a latent" }, *const corr[2] = { "wrong", "correct" };
-        long r;
         char title[256], xl[64], yl[64];
         if (!x || !y || !grp || !gn) { free(x); free(y); free(grp); free(gn); goto oom; }
         for (r = 0; r < n_rows; r++) {
             int slot = row_slot[r], step = pca_slot_step(&a, slot);
-            grp[r] = !strcmp(g.color, "step") ? (int)(r % n_slots) : !strcmp(g.color, "parity") ? (step < 0 ? 2 : step % 2)
-                   : a.correct[qs[r / n_slots]];
+            grp[r] = !strcmp(g.color, "step") ? row_si[r] : !strcmp(g.color, "parity") ? (step < 0 ? 2 : step % 2)
+                   : a.correct[row_ds[r]];
         }
         if (!strcmp(g.color, "step")) { for (si = 0; si < n_slots; si++) gn[si] = a.slot_label[slots[si]]; n_groups = n_slots; }
-        else if (!strcmp(g.color, "parity")) { for (i = 0; i < 3; i++) gn[i] = parity[i]; n_groups = 3; }
+        else if (!strcmp(g.color, "parity")) { for (si = 0; si < 3; si++) gn[si] = parity[si]; n_groups = 3; }
         else { gn[0] = corr[0]; gn[1] = corr[1]; n_groups = 2; }
         for (li = 0; li < n_layers && k >= 2; li++) {
             for (r = 0; r < n_rows; r++) { x[r] = projs[li][(size_t)r * k]; y[r] = projs[li][(size_t)r * k + 1]; }
@@ -603,7 +615,7 @@ done:
     if (lcsv) fclose(lcsv);
     for (li = 0; pcs && li < n_layers; li++) codi_pca_free(pcs[li]);
     for (li = 0; projs && li < n_layers; li++) free(projs[li]);
-    free(pcs); free(projs); free(names); free(qs); free(buf); free(row_q); free(row_slot);
+    free(pcs); free(projs); free(names); free(row_ds); free(row_si); free(buf); free(row_q); free(row_slot);
     codi_tokenizer_free(tok); codi_model_free(m);
     pca_acts_close(&a);
     return rc;

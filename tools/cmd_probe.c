@@ -80,12 +80,13 @@ static int probe_answer_token_labels(probe_labels *pl, const pca_acts *a, cli_mo
         for (s = 0; s < a->P; s++) {
             int best = 0;
             double v;
+            cli_progress_update(prog, ++n_rows);
+            if (!pca_acts_valid(&fin, q, s)) continue;
             pca_acts_row(&fin, q, s, 0, x);
             if (codi_lens_direction(m, x, x, 1.0f, 1, logits)) { fprintf(stderr, "codi %s: out of memory\n", cmd); cli_progress_end(prog); goto done; }
             for (j = 1; j < V; j++) if (logits[j] > logits[best]) best = j;
             v = probe_token_number(tok, best);
             pl->label[q * a->P + s] = v < 0 || pred[q] != pred[q] ? -1 : v == pred[q];
-            cli_progress_update(prog, ++n_rows);
         }
     }
     cli_progress_end(prog);
@@ -197,7 +198,7 @@ static int probe_gather(const pca_acts *a, const probe_labels *pl, const probe_a
         if (probe_is_test(a->qindex[q], g->seed, g->test_frac) != want_test) continue;
         for (s = 0; s < n_slots; s++) {
             int lab = pl->label[q * a->P + slots[s]];
-            if (lab < 0) continue;
+            if (lab < 0 || !pca_acts_valid(a, q, slots[s])) continue;
             pca_acts_row(a, q, slots[s], layer, x + (size_t)n * a->row);
             y[n++] = lab;
         }
@@ -253,7 +254,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     {   /* rows per class over the chosen slots of finished questions */
         long count[257] = {0};
         int present = 0;
-        for (i = 0; i < a.Q; i++) for (j = 0; j < n_slots; j++) if (a.done[i]) count[pl.label[i * a.P + slots[j]] + 1]++;
+        for (i = 0; i < a.Q; i++) for (j = 0; j < n_slots; j++) if (pca_acts_valid(&a, i, slots[j])) count[pl.label[i * a.P + slots[j]] + 1]++;
         fprintf(stderr, "codi probe: label %s:", g.label);
         for (i = 0; i < pl.n_classes; i++) { fprintf(stderr, " %s %ld%s", pl.class_name[i], count[i + 1], i + 1 < pl.n_classes ? "," : ""); present += count[i + 1] > 0; }
         fprintf(stderr, "; unlabelled %ld (rows over the chosen slots)\n", count[0]);
@@ -425,7 +426,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
             double sum = 0, lo, hi;
             for (q = 0; q < a.Q; q++) {
                 int best = 0, c, lab = have_labels ? pl.label[q * a.P + s] : -1;
-                if (!a.done[q]) continue;
+                if (!pca_acts_valid(&a, q, s)) continue;
                 pca_acts_row(&a, q, s, layer, x);
                 codi_probe_predict_proba(p, x, 1, pr);
                 for (c = 1; c < p->n_classes; c++) if (pr[c] > pr[best]) best = c;
@@ -434,6 +435,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
                 if (csv) fprintf(csv, "%s,%d,%d,%s,%d,%d,%.6g\n", name, a.qindex[q], s, a.slot_label[s], lab, best, pr[1]);
             }
             codi_wilson_interval(correct, labelled, 1.96, &lo, &hi);
+            if (!rows) continue;
             if (labelled) printf("%-28s %-12s %6d %8.4f %.4f [%.4f, %.4f]\n", name, a.slot_label[s], rows, sum / rows, (double)correct / labelled, lo, hi);
             else printf("%-28s %-12s %6d %8.4f -\n", name, a.slot_label[s], rows, sum / rows);
         }
