@@ -8,16 +8,22 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart build/probe_pca build/bench_probe
+all: build/codi build/random_codi build/quickstart build/lens_example build/probe_pca build/bench_probe
 
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
+build/codi: tools/codi.c $(wildcard tools/*.h) $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
+
+build/lens_example: examples/lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/lens.c -lm
+
+build/bench_lens: tools/bench_lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_lens.c -lm
 
 build/probe_pca: examples/probe_pca.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/probe_pca.c -lm
@@ -29,7 +35,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_probe
+TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -52,8 +58,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) build/codi build/quickstart build/probe_pca build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
+test: $(TESTS:%=build/%_san) build/codi build/quickstart build/lens_example build/probe_pca build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh
 
 demo: build/codi
 	sh tools/demo.sh
@@ -68,10 +74,16 @@ build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
 bench: build/codi build/random_codi
 	sh tools/bench.sh
 
+# Tuned-lens training cost on the random full-size checkpoint (seconds per step, extrapolated).
+bench-lens: build/bench_lens build/random_codi
+	mkdir -p bench
+	[ -f bench/random_1b.safetensors ] || build/random_codi bench/random_1b.safetensors
+	build/bench_lens bench/random_1b.safetensors
+
 bench-tokenizer: build/codi
 	sh tools/bench_tokenizer.sh
 
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-tokenizer llama3-tokenizer fuzz clean
+.PHONY: all test demo bench bench-lens bench-tokenizer llama3-tokenizer fuzz clean

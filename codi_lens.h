@@ -46,13 +46,20 @@
    byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
    a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
+   LENSES AND ACTIVATION DATASETS (examples/lens.c; the codi lens / record / tune-lens commands)
+       codi_lens_logits and codi_tuned_lens_logits read a residual through the unembedding;
+       codi_top_k, codi_entropy, codi_rank_of and codi_number_tokens read the distribution;
+       codi_lens_trainer_* trains a tuned lens with the tuned-lens library's recipe or the Latent
+       Reasoning Sprint's; codi_acts_* writes activation datasets (layout at ">>acts" in the API).
+
    DIMENSIONS used in shape comments
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>lens  >>probe  >>pca  >>unicode  >>tokenizer  >>io
+       >>state  >>kernels  >>forward  >>codi  >>unicode  >>tokenizer  >>lens  >>lenstrain  >>io
+       >>torchsave  >>lensfiles  >>acts  >>probe  >>pca
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -383,6 +390,173 @@ CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer 
    (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Returns the count or -1. */
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap);
+
+/* ---- lenses (>>lens): distributions, the logit lens, the tuned lens and its training ---- */
+
+/* log-softmax of logits [n] into logp [n] (may be logits itself); returns log(sum(exp(logits))). */
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp);
+/* softmax of logits [n] into probs [n] (may be logits itself). */
+CODI_API void codi_softmax(const float *logits, int n, float *probs);
+/* Entropy of softmax(logits) in nats. */
+CODI_API double codi_entropy(const float *logits, int n);
+/* KL(softmax(p_logits) || softmax(q_logits)) in nats. */
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n);
+/* The k most probable ids of softmax(logits [n]), most probable first (ties: lower id first),
+   with their probabilities (probs may be NULL). Returns min(k, n). */
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs);
+/* 0-based rank of id under the same order as codi_top_k, and its probability (prob may be
+   NULL); -1 for an id out of range. */
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
+/* The tokens that count as "the number value appears": Llama 3 writes digits in groups of
+   up to three from the left, so the first token of value is its leading group ("360" for 360,
+   "123" for 1234, "1" for 1000000); both the group alone and with a leading space count (a
+   group that is not one token counts by the first token of its encoding). Writes up to 2 ids
+   and returns how many; -1 when value is not an integer in [0, 1e15) (a negative number
+   starts with the token "-", which says nothing). For values of more than three digits this
+   is the first step the model takes toward writing it, shared with the shorter number it
+   starts with. */
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
+
+/* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
+   translator per residual index l = 0..L-1 (the last layer output needs none):
+   lens_l(h) = lm_head(final_norm(h + W_l h + b_l)). All zeros = the logit lens. */
+typedef struct {
+    int n_layers, dim;  /* L, D of the model it was made for */
+    float *weight;      /* [L, D, D] W_l (out, in) */
+    float *bias;        /* [L, D] b_l */
+} codi_tuned_lens;
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m);   /* zero translators; NULL out of memory */
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t);
+/* logits [V] of the lens at residual index layer (0..L) of resid [D]: the tuned lens when t
+   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, or t made for
+   another model's shape) with a message in err. */
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz);
+/* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
+   grad_w [D, D] / grad_b [D] are not NULL, its gradient with respect to W_layer and b_layer.
+   resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer).
+   One position at a time: the reference the trainer's batched engine is tested against. */
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b);
+
+/* Tuned-lens files. A directory as the tuned-lens library writes it (params.pt: torch.save of
+   the translators' ModuleList state dict, keys "{i}.weight" [D, D] and "{i}.bias" [D];
+   config.json: base_model_name_or_path, d_model, num_hidden_layers, bias,
+   base_model_revision, unembed_hash, lens_type), a params.pt alone, or our .safetensors form
+   (the same keys; metadata content = "codi_lens.tuned_lens.v1"). NULL + err on failure. */
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz);
+/* Writes dir/params.pt (readable by torch.load, weights_only included) and dir/config.json
+   (unembed_hash and base_model_revision null: the library then skips its check). dir must exist. */
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz);
+/* Writes our .safetensors form. */
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz);
+
+/* Training a tuned lens: each layer's translator minimises its mean KL(final || lens) over a
+   set of samples (one position's residuals). Both recipes are preset:
+   codi_lens_train_library: the tuned-lens library's train_loop (SGD, Nesterov momentum 0.9,
+     lr 1.0 * (1 - 0.9), weight decay 1e-3 added to the gradient, the gradient of all
+     translators clipped to norm 1 jointly, lr decayed linearly to 0 over total_steps, no warmup);
+   codi_lens_train_sprint: the Latent Reasoning Sprint's (Adam lr 1e-3, betas 0.9/0.999, eps
+     1e-8, no weight decay or schedule, batch 1, 3 epochs). The sprint initialises a full affine
+     map A = I; h + W h + b with W = 0 is the same map with the same gradients (dA = dW), so
+     both recipes train the residual form and save files the library reads.
+   Where this differs from the library: math in f32 (it autocasts to bf16); a step is `batch`
+   samples of CODI positions (it takes 2^18 text tokens per step), in a seeded shuffle per epoch. */
+enum { CODI_LENS_SGD = 0, CODI_LENS_ADAM = 1 };
+typedef struct {
+    int optimizer;        /* CODI_LENS_SGD (Nesterov) or CODI_LENS_ADAM (PyTorch's update rule) */
+    double lr;
+    double momentum;      /* SGD momentum, or Adam beta1 */
+    double beta2, eps;    /* Adam */
+    double weight_decay;  /* added to the gradient (PyTorch's coupled form) */
+    double clip_norm;     /* > 0: clip the gradient of all translators to this L2 norm */
+    int linear_decay;     /* 1: lr * (total_steps - step) / total_steps */
+    long total_steps;     /* steps of the whole run (the schedule's length and when training stops) */
+    int batch;            /* samples per step */
+    uint64_t seed;        /* sample order: a seeded shuffle per epoch */
+    int n_threads;        /* workers (CODI_THREADS builds) */
+} codi_lens_train_opts;
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch);
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples);   /* 3 epochs of batch 1 */
+
+/* A sample: fill resid [L+1, D] (the residual entering each layer; index L = last layer
+   output) for sample index and return 0 (the target is then lm_head(final_norm(resid[L]))),
+   or also fill target_logits [V] and return 1; any other value stops training with an error. */
+typedef int (*codi_lens_sample_fn)(void *user, long index, float *resid, float *target_logits);
+
+typedef struct codi_lens_trainer codi_lens_trainer;
+/* A trainer of t (which it updates in place) over samples 0..n_samples-1. NULL + err on failure. */
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz);
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr);
+/* One optimiser step over the next batch; loss [L] receives each layer's mean KL on that
+   batch before the update (may be NULL). 0, or -1 with codi_lens_trainer_error. */
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss);
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr);
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr);
+/* Checkpoints: the translators, the optimiser's moments and the step, with every option in the
+   metadata; resuming checks the options (threads aside) and continues exactly where the saved run
+   was (the sample order follows from seed and step). 0, or -1 with a message in err (the trainer
+   is then unusable: make a new one). */
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
+/* Mean KL(final || lens) per residual index [L] of t (NULL: the logit lens) over samples
+   first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz);
+
+/* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
+   Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
+     resid [Q, P, L+1, D]  final [Q, P, D]  latent_inputs [Q, N, D]      F32 or BF16
+     key, value [Q, P, L, KVH, HD] (post-RoPE, as cached; only when kv)   F32 or BF16
+     positions [Q, P] I32 (-1 = padding)  prompt_len [Q] I32  prompt_ids [Q, Tmax] I32 (-1 pad)
+     answer_ids [Q, A] I32 (-1 pad)  gold, prediction [Q] F64 (NaN absent)  correct, done [Q] U8
+     question_index [Q] I32
+   and string metadata: format "codi_lens.acts.v1", model, questions, positions, labels (JSON
+   list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
+   written and flushed after the row, so a killed run resumes by skipping done rows; rows not
+   done read as zeros. */
+#define CODI_LENS_VERSION "0.3"
+typedef struct {
+    int n_questions;          /* Q */
+    int n_positions;          /* P */
+    int n_latent;             /* N */
+    int max_prompt;           /* Tmax */
+    int max_answer;           /* A */
+    int bf16;                 /* 1: float tensors in bfloat16 */
+    int kv;                   /* 1: record key and value */
+    const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+} codi_acts_spec;
+
+/* One question's row; pointers the spec does not ask for may be NULL. */
+typedef struct {
+    const float *resid;          /* [P, L+1, D] */
+    const float *final;          /* [P, D] */
+    const float *latent_inputs;  /* [N, D] */
+    const float *key, *value;    /* [P, L, KVH, HD] */
+    const int32_t *positions;    /* [P] */
+    const int32_t *prompt_ids; int n_prompt;
+    const int32_t *answer_ids; int n_answer;
+    double gold, prediction;     /* NaN when absent */
+    int correct, question_index;
+} codi_acts_row;
+
+typedef struct codi_acts codi_acts;
+/* Creates path pre-sized for the spec, or with resume = 1 and an existing file, reopens it
+   after checking that its shapes and metadata (all but command) equal the spec's. */
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *spec, int resume,
+                                   char *err, size_t errsz);
+CODI_API int codi_acts_done(const codi_acts *a, int q);        /* 1 if row q was completed */
+CODI_API int codi_acts_count_done(const codi_acts *a);
+/* Writes row q, then its done byte; 0 or -1 with err. */
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *row, char *err, size_t errsz);
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or -1 if a write failed */
+/* Gathers a row's activations from a state: resid [P, L+1, D], final [P, D] (final-norm of
+   the last layer output) and, when not NULL, key / value [P, L, KVH, HD] at positions [P]
+   (slots with position -1, or beyond s->n_pos, are zeros). */
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value);
 
 /* ---- probes (>>probe) and PCA (>>pca) over recorded activations ------------------------ */
 
@@ -2646,958 +2820,6 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
     return found;
 }
 
-/* >>lens: reading a residual vector through the unembedding ----------------------------------- */
-
-CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
-    const codi_config *c = &m->config;
-    float *x = (float *)CODI_MALLOC((size_t)c->dim * 2 * sizeof(float));
-    if (!x) return -1;
-    codi__rmsnorm(x, resid, m->w.final_norm, c->dim, c->norm_eps);
-    codi__matmul_rows(logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
-    CODI_FREE(x);
-    return 0;
-}
-
-CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
-    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
-        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
-                  layer, pos, m->config.n_layers, s->n_pos - 1);
-        return -1;
-    }
-    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
-    return 0;
-}
-
-/* >>probe: logistic-regression probes on activation vectors ---------------------------------- */
-
-/* Training is full-batch L-BFGS (10 pairs, backtracking Armijo line search) in double: the
-   objective is smooth and strictly convex, so it reaches the unique optimum deterministically;
-   Newton/IRLS would need the (R*(D+1))^2 Hessian, 4 * 10^7 entries for D = 2048 and K = 3. */
-
-CODI_API codi_probe_opts codi_probe_opts_default(void) {
-    codi_probe_opts o;
-    o.l2 = 1e-2; o.max_iter = 1000; o.tol = 1e-6; o.standardize = 1; o.n_threads = 1;
-    return o;
-}
-
-CODI_API void codi_probe_free(codi_probe *p) {
-    if (!p) return;
-    CODI_FREE(p->mean); CODI_FREE(p->scale); CODI_FREE(p->weight); CODI_FREE(p->bias);
-    CODI_FREE(p);
-}
-
-static codi_probe *codi__probe_alloc(int dim, int n_classes) {
-    codi_probe *p = (codi_probe *)CODI_MALLOC(sizeof *p);
-    int rows = n_classes == 2 ? 1 : n_classes;
-    if (!p) return NULL;
-    memset(p, 0, sizeof *p);
-    p->dim = dim; p->n_classes = n_classes; p->n_rows = rows;
-    p->mean = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
-    p->scale = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
-    p->weight = (float *)CODI_MALLOC((size_t)rows * dim * sizeof(float));
-    p->bias = (float *)CODI_MALLOC((size_t)rows * sizeof(float));
-    if (!p->mean || !p->scale || !p->weight || !p->bias) { codi_probe_free(p); return NULL; }
-    return p;
-}
-
-/* The training problem: rows x [n, D] read raw; the standardisation is folded into the weights.
-   Rows are summed in fixed chunks (partial sums added in chunk order), so the objective is the
-   same bits however many threads share the chunks. */
-#define CODI__LOGREG_CHUNK 256
-typedef struct {
-    const float *x; const int32_t *y; int n, dim, rows;
-    const double *mean, *scale;   /* [D] */
-    double l2;
-    double *eff;                  /* [rows, D+1] weights and bias on raw x */
-    double *partial;              /* [chunks, rows * (D+1) + 1] per chunk: sum_i r_ik x_i, sum_i r_ik, loss */
-    codi__pool *pool;
-} codi__logreg;
-
-/* w . x [n] for double w and float x, with eight partial sums */
-static double codi__dot_df(const double *w, const float *x, int n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
-    int j = 0, k;
-    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += w[j + k] * x[j + k];
-    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; j < n; j++) s += w[j] * x[j];
-    return s;
-}
-
-/* Loss and raw gradient sums of chunks [start, end) into lr->partial. */
-static void codi__logreg_chunks(void *ctx, int tid, int start, int end) {
-    const codi__logreg *lr = (const codi__logreg *)ctx;
-    int D = lr->dim, R = lr->rows, c, i, k, j;
-    size_t W = (size_t)D + 1, P = (size_t)R * W + 1;
-    double z[256];
-    (void)tid;
-    for (c = start; c < end; c++) {
-        double *g = lr->partial + (size_t)c * P, f = 0;
-        int i1 = (c + 1) * CODI__LOGREG_CHUNK < lr->n ? (c + 1) * CODI__LOGREG_CHUNK : lr->n;
-        memset(g, 0, P * sizeof(double));
-        for (i = c * CODI__LOGREG_CHUNK; i < i1; i++) {
-            const float *x = lr->x + (size_t)i * D;
-            int y = lr->y[i];
-            for (k = 0; k < R; k++) z[k] = lr->eff[k * W + D] + codi__dot_df(lr->eff + k * W, x, D);
-            if (R == 1) {                             /* log(1 + e^z) - y z, residual sigmoid(z) - y */
-                double t = z[0];
-                f += (t > 0 ? t + log1p(exp(-t)) : log1p(exp(t))) - (y == 1 ? t : 0);
-                z[0] = (t >= 0 ? 1 / (1 + exp(-t)) : exp(t) / (1 + exp(t))) - (y == 1);
-            } else {                                  /* logsumexp(z) - z_y, residual softmax(z) - onehot(y) */
-                double mx = z[0], sum = 0;
-                for (k = 1; k < R; k++) if (z[k] > mx) mx = z[k];
-                for (k = 0; k < R; k++) sum += exp(z[k] - mx);
-                f += mx + log(sum) - z[y];
-                for (k = 0; k < R; k++) z[k] = exp(z[k] - mx) / sum - (k == y);
-            }
-            for (k = 0; k < R; k++) {
-                double r = z[k], *gk = g + k * W;
-                if (r == 0) continue;
-                for (j = 0; j < D; j++) gk[j] += r * x[j];
-                gk[D] += r;
-            }
-        }
-        g[P - 1] = f;
-    }
-}
-
-/* Objective and gradient g at theta [rows, D+1] (weights on standardised x, then bias). */
-static double codi__logreg_eval(codi__logreg *lr, const double *theta, double *g) {
-    int D = lr->dim, R = lr->rows, k, j, c, n_chunks = (lr->n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
-    size_t W = (size_t)D + 1, P = (size_t)R * W + 1, i;
-    double f = 0, reg = 0;
-    for (k = 0; k < R; k++) {                        /* effective weights on raw x */
-        double b = theta[k * W + D];
-        for (j = 0; j < D; j++) {
-            double w = theta[k * W + j] / lr->scale[j];
-            lr->eff[k * W + j] = w; b -= w * lr->mean[j];
-        }
-        lr->eff[k * W + D] = b;
-    }
-    CODI__PARALLEL(lr->pool, codi__logreg_chunks, lr, n_chunks);
-    memset(g, 0, (size_t)R * W * sizeof(double));    /* g first holds sum_i r_ik x_i and sum_i r_ik */
-    for (c = 0; c < n_chunks; c++) {
-        const double *pc = lr->partial + (size_t)c * P;
-        for (i = 0; i + 1 < P; i++) g[i] += pc[i];
-        f += pc[P - 1];
-    }
-    for (k = 0; k < R; k++) {                         /* chain rule through the standardisation */
-        double *gk = g + k * W;
-        for (j = 0; j < D; j++) {
-            double w = theta[k * W + j];
-            gk[j] = (gk[j] - lr->mean[j] * gk[D]) / lr->scale[j] / lr->n + lr->l2 * w;
-            reg += w * w;
-        }
-        gk[D] /= lr->n;
-    }
-    return f / lr->n + 0.5 * lr->l2 * reg;
-}
-
-static double codi__max_abs(const double *v, size_t n) {
-    double m = 0; size_t i;
-    for (i = 0; i < n; i++) if (fabs(v[i]) > m) m = fabs(v[i]);
-    return m;
-}
-
-static double codi__ddot(const double *a, const double *b, size_t n) {
-    double s = 0; size_t i;
-    for (i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* Minimises the objective from theta = 0; fills p's weights, bias, iterations, loss. */
-static int codi__logreg_lbfgs(codi__logreg *lr, const codi_probe_opts *o, codi_probe *p) {
-    enum { M = 10 };
-    size_t W = (size_t)lr->dim + 1, np = (size_t)lr->rows * W, i;
-    double *buf = (double *)CODI_MALLOC((5 + 2 * M) * np * sizeof(double)), rho[M], alpha[M];
-    double *th, *g, *d, *th2, *g2, *S, *Y, f, f2 = 0;
-    int it, k, head = 0, used = 0, j;
-    if (!buf) return -1;
-    th = buf; g = th + np; d = g + np; th2 = d + np; g2 = th2 + np; S = g2 + np; Y = S + M * np;
-    memset(th, 0, np * sizeof(double));
-    f = codi__logreg_eval(lr, th, g);
-    for (it = 0; it < o->max_iter && codi__max_abs(g, np) > o->tol; it++) {
-        double step, gd, q;
-        for (i = 0; i < np; i++) d[i] = -g[i];        /* two-loop recursion: d = -H g */
-        for (j = 0; j < used; j++) {
-            k = (head - 1 - j + M) % M;
-            alpha[k] = rho[k] * codi__ddot(S + k * np, d, np);
-            for (i = 0; i < np; i++) d[i] -= alpha[k] * Y[k * np + i];
-        }
-        if (used) {
-            k = (head - 1 + M) % M;
-            q = codi__ddot(S + k * np, Y + k * np, np) / codi__ddot(Y + k * np, Y + k * np, np);
-            for (i = 0; i < np; i++) d[i] *= q;
-        }
-        for (j = used - 1; j >= 0; j--) {
-            double beta;
-            k = (head - 1 - j + M) % M;
-            beta = rho[k] * codi__ddot(Y + k * np, d, np);
-            for (i = 0; i < np; i++) d[i] += (alpha[k] - beta) * S[k * np + i];
-        }
-        gd = codi__ddot(g, d, np);
-        if (!(gd < 0)) { for (i = 0; i < np; i++) d[i] = -g[i]; gd = -codi__ddot(g, g, np); used = 0; }
-        step = used ? 1.0 : 1.0 / sqrt(-gd);
-        for (j = 0; j < 60; j++, step *= 0.5) {       /* Armijo backtracking */
-            for (i = 0; i < np; i++) th2[i] = th[i] + step * d[i];
-            f2 = codi__logreg_eval(lr, th2, g2);
-            if (f2 <= f + 1e-4 * step * gd) break;
-        }
-        if (j == 60) break;                           /* no decrease left at double precision */
-        k = head;
-        for (i = 0; i < np; i++) { S[k * np + i] = th2[i] - th[i]; Y[k * np + i] = g2[i] - g[i]; }
-        q = codi__ddot(S + k * np, Y + k * np, np);
-        if (q > 1e-300) { rho[k] = 1 / q; head = (head + 1) % M; if (used < M) used++; }
-        memcpy(th, th2, np * sizeof(double)); memcpy(g, g2, np * sizeof(double)); f = f2;
-    }
-    p->iterations = it; p->loss = f; p->converged = codi__max_abs(g, np) <= o->tol;
-    for (k = 0; k < lr->rows; k++) {
-        for (j = 0; j < lr->dim; j++) p->weight[(size_t)k * lr->dim + j] = (float)th[k * W + j];
-        p->bias[k] = (float)th[k * W + lr->dim];
-    }
-    CODI_FREE(buf);
-    return 0;
-}
-
-CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, int dim, int n_classes,
-                                      const codi_probe_opts *o, char *err, size_t errsz) {
-    codi_probe_opts def = codi_probe_opts_default();
-    codi__logreg lr;
-    codi_probe *p = NULL;
-    double *stats = NULL;
-    int *count = NULL, i, j, rc = -1, n_chunks;
-    if (!o) o = &def;
-    if (n <= 0 || dim <= 0) { codi__err(err, errsz, "probe: empty training set (%d rows of dimension %d)", n, dim); return NULL; }
-    if (n_classes < 2 || n_classes > 256) { codi__err(err, errsz, "probe: %d class(es); a probe needs 2..256", n_classes); return NULL; }
-    if (!(o->l2 >= 0) || o->max_iter < 1 || !(o->tol > 0)) { codi__err(err, errsz, "probe: l2 must be >= 0, max_iter >= 1, tol > 0"); return NULL; }
-    if (!(count = (int *)CODI_MALLOC((size_t)n_classes * sizeof(int)))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(count, 0, (size_t)n_classes * sizeof(int));
-    for (i = 0; i < n; i++) {
-        if (y[i] < 0 || y[i] >= n_classes) { codi__err(err, errsz, "probe: label %d of row %d is outside 0..%d", (int)y[i], i, n_classes - 1); goto done; }
-        count[y[i]]++;
-    }
-    for (i = 0; i < n_classes; i++)
-        if (!count[i]) { codi__err(err, errsz, "probe: class %d has no training rows (every class needs at least one)", i); goto done; }
-    for (i = 0; i < n; i++) for (j = 0; j < dim; j++)
-        if (!isfinite(x[(size_t)i * dim + j])) { codi__err(err, errsz, "probe: non-finite value at row %d, column %d", i, j); goto done; }
-    p = codi__probe_alloc(dim, n_classes);
-    n_chunks = (n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
-    stats = p ? (double *)CODI_MALLOC(((size_t)2 * dim + (size_t)p->n_rows * (dim + 1) * (1 + (size_t)n_chunks) + (size_t)n_chunks) * sizeof(double)) : NULL;
-    if (!p || !stats) { codi__err(err, errsz, "out of memory"); goto done; }
-    for (j = 0; j < dim; j++) { stats[j] = 0; stats[dim + j] = 1; }
-    if (o->standardize) {                             /* two passes: mean, then population std */
-        for (j = 0; j < dim; j++) stats[dim + j] = 0;
-        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) stats[j] += x[(size_t)i * dim + j];
-        for (j = 0; j < dim; j++) stats[j] /= n;
-        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) { double v = x[(size_t)i * dim + j] - stats[j]; stats[dim + j] += v * v; }
-        for (j = 0; j < dim; j++) { double sd = sqrt(stats[dim + j] / n); stats[dim + j] = sd > 0 ? sd : 1; }
-    }
-    for (j = 0; j < dim; j++) { p->mean[j] = (float)stats[j]; p->scale[j] = (float)stats[dim + j]; }
-    for (j = 0; j < dim; j++) { stats[j] = p->mean[j]; stats[dim + j] = p->scale[j]; }  /* train with what is stored */
-    lr.x = x; lr.y = y; lr.n = n; lr.dim = dim; lr.rows = p->n_rows;
-    lr.mean = stats; lr.scale = stats + dim; lr.l2 = o->l2;
-    lr.eff = stats + 2 * dim; lr.partial = lr.eff + (size_t)p->n_rows * (dim + 1); lr.pool = NULL;
-    p->l2 = o->l2;
-#ifdef CODI_THREADS
-    if (o->n_threads > 1) lr.pool = codi__pool_new(o->n_threads);
-#endif
-    rc = codi__logreg_lbfgs(&lr, o, p);
-#ifdef CODI_THREADS
-    codi__pool_free(lr.pool);
-#endif
-    if (rc) codi__err(err, errsz, "out of memory");
-done:
-    CODI_FREE(count); CODI_FREE(stats);
-    if (rc) { codi_probe_free(p); return NULL; }
-    return p;
-}
-
-CODI_API void codi_probe_predict_proba(const codi_probe *p, const float *x, int n, float *proba) {
-    int i, k, j, D = p->dim, K = p->n_classes;
-    for (i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * D;
-        double z[256], mx, sum = 0;
-        float *out = proba + (size_t)i * K;
-        for (k = 0; k < p->n_rows; k++) {
-            const float *w = p->weight + (size_t)k * D;
-            double s = p->bias[k];
-            for (j = 0; j < D; j++) s += (double)w[j] * ((xi[j] - p->mean[j]) / p->scale[j]);
-            z[k] = s;
-        }
-        if (p->n_rows == 1) {
-            double p1 = z[0] >= 0 ? 1 / (1 + exp(-z[0])) : exp(z[0]) / (1 + exp(z[0]));
-            out[0] = (float)(1 - p1); out[1] = (float)p1;
-            continue;
-        }
-        for (mx = z[0], k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
-        for (k = 0; k < K; k++) sum += exp(z[k] - mx);
-        for (k = 0; k < K; k++) out[k] = (float)(exp(z[k] - mx) / sum);
-    }
-}
-
-typedef struct { float score; int positive; } codi__scored;
-static int codi__scored_cmp(const void *a, const void *b) {
-    float x = ((const codi__scored *)a)->score, y = ((const codi__scored *)b)->score;
-    return (x > y) - (x < y);
-}
-
-CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se) {
-    codi__scored *v;
-    double rank_sum = 0, auc, n1 = 0, n0, q1, q2;
-    int i, j;
-    if (se) *se = NAN;
-    if (n <= 0 || !(v = (codi__scored *)CODI_MALLOC((size_t)n * sizeof *v))) return NAN;
-    for (i = 0; i < n; i++) { v[i].score = score[i]; v[i].positive = positive[i] != 0; n1 += v[i].positive; }
-    n0 = n - n1;
-    if (n1 == 0 || n0 == 0) { CODI_FREE(v); return NAN; }
-    qsort(v, (size_t)n, sizeof *v, codi__scored_cmp);
-    for (i = 0; i < n; i = j) {                       /* Mann-Whitney: mean rank over each run of ties */
-        int pos = 0;
-        for (j = i; j < n && v[j].score == v[i].score; j++) pos += v[j].positive;
-        rank_sum += pos * 0.5 * (i + 1 + j);
-    }
-    CODI_FREE(v);
-    auc = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0);
-    q1 = auc / (2 - auc); q2 = 2 * auc * auc / (1 + auc);
-    if (se) *se = sqrt(fmax(0, (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n1 * n0)));
-    return auc;
-}
-
-CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi) {
-    double p, den, mid, half;
-    if (n <= 0) { *lo = 0; *hi = 1; return; }
-    p = (double)k / n; den = 1 + z * z / n;
-    mid = (p + z * z / (2.0 * n)) / den;
-    half = z / den * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
-    *lo = fmax(0, mid - half); *hi = fmin(1, mid + half);
-}
-
-CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, int k, codi_probe_metrics *out,
-                                   char *err, size_t errsz) {
-    float *score = NULL;
-    int32_t *pos = NULL;
-    int i, c, correct = 0, used = 0;
-    double auc_sum = 0, var_sum = 0, ll = 0;
-    if (n <= 0 || k < 2) { codi__err(err, errsz, "probe metrics: %d rows, %d classes (need rows and >= 2 classes)", n, k); return -1; }
-    for (i = 0; i < n; i++)
-        if (y[i] < 0 || y[i] >= k) { codi__err(err, errsz, "probe metrics: label %d of row %d is outside 0..%d", (int)y[i], i, k - 1); return -1; }
-    score = (float *)CODI_MALLOC((size_t)n * sizeof(float));
-    pos = (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t));
-    if (!score || !pos) { CODI_FREE(score); CODI_FREE(pos); codi__err(err, errsz, "out of memory"); return -1; }
-    for (i = 0; i < n; i++) {
-        const float *pr = proba + (size_t)i * k;
-        int best = 0;
-        for (c = 1; c < k; c++) if (pr[c] > pr[best]) best = c;
-        correct += best == y[i];
-        ll -= log(fmax(pr[y[i]], 1e-15));
-    }
-    for (c = k == 2 ? 1 : 0; c < k; c++) {            /* binary: class 1's score; else one-vs-rest */
-        double se, a;
-        for (i = 0; i < n; i++) { score[i] = proba[(size_t)i * k + c]; pos[i] = y[i] == c; }
-        a = codi_roc_auc(score, pos, n, &se);
-        if (a != a) continue;
-        auc_sum += a; var_sum += se * se; used++;
-    }
-    CODI_FREE(score); CODI_FREE(pos);
-    out->n = n;
-    out->accuracy = (double)correct / n;
-    codi_wilson_interval(correct, n, 1.96, &out->acc_lo, &out->acc_hi);
-    out->log_loss = ll / n;
-    if (used) {
-        double half = 1.96 * sqrt(var_sum) / used;
-        out->auc = auc_sum / used; out->auc_lo = fmax(0, out->auc - half); out->auc_hi = fmin(1, out->auc + half);
-    } else out->auc = out->auc_lo = out->auc_hi = NAN;
-    return 0;
-}
-
-/* metadata for the writer: {"codi_lens", kind, extra..., NULL} in out (cap entries); NULL if too many. */
-static const char **codi__with_kind(const char **out, int cap, const char *kind, const char *const *extra) {
-    int n = 0;
-    out[n++] = "codi_lens"; out[n++] = kind;
-    while (extra && *extra) {
-        if (n + 3 > cap) return NULL;
-        out[n++] = *extra++; out[n++] = *extra ? *extra++ : "";
-    }
-    out[n] = NULL;
-    return out;
-}
-
-CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
-                             const char *const *metadata, char *err, size_t errsz) {
-    codi_st_entry *e;
-    char *nm;
-    const char *meta[66];
-    int i, rc;
-    if (n <= 0) { codi__err(err, errsz, "probe save: no probes"); return -1; }
-    if (!codi__with_kind(meta, 66, "probe.v1", metadata)) { codi__err(err, errsz, "probe save: more than 31 metadata pairs"); return -1; }
-    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
-    nm = (char *)CODI_MALLOC((size_t)n * 4 * 256);
-    if (!e || !nm) { CODI_FREE(e); CODI_FREE(nm); codi__err(err, errsz, "out of memory"); return -1; }
-    memset(e, 0, (size_t)n * 4 * sizeof *e);
-    for (i = 0; i < n; i++) {
-        const codi_probe *p = probes[i];
-        static const char *const part[4] = { "mean", "scale", "weight", "bias" };
-        const float *data[4];
-        int k;
-        data[0] = p->mean; data[1] = p->scale; data[2] = p->weight; data[3] = p->bias;
-        for (k = 0; k < 4; k++) {
-            codi_st_entry *t = &e[i * 4 + k];
-            snprintf(nm + (size_t)(i * 4 + k) * 256, 256, "%s.%s", names[i], part[k]);
-            t->name = nm + (size_t)(i * 4 + k) * 256; t->dtype = CODI_F32; t->data = data[k];
-            t->ndim = k == 2 ? 2 : 1;
-            t->shape[0] = k < 2 ? p->dim : p->n_rows;
-            t->shape[1] = p->dim;
-        }
-    }
-    rc = codi_write_safetensors(path, e, n * 4, meta, err, errsz);
-    CODI_FREE(e); CODI_FREE(nm);
-    return rc;
-}
-
-/* Reads NAME.part of f as float32 into a new buffer of exactly want elements (want < 0: any
-   count, returned in *got). NULL with a message. */
-static float *codi__st_floats(const codi_st_file *f, const char *name, const char *part, long want, long *got,
-                              char *err, size_t errsz) {
-    char full[300];
-    codi_st_tensor t;
-    float *v;
-    size_t i;
-    snprintf(full, sizeof full, "%s.%s", name, part);
-    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
-    if (want >= 0 && (long)t.numel != want) { codi__err(err, errsz, "tensor %s has %lu values; %ld expected", full, (unsigned long)t.numel, want); return NULL; }
-    if (!(v = (float *)CODI_MALLOC((t.numel ? t.numel : 1) * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    if (codi_st_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
-    for (i = 0; i < t.numel; i++)
-        if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value at %lu", full, (unsigned long)i); return NULL; }
-    if (got) *got = (long)t.numel;
-    return v;
-}
-
-CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz) {
-    char sub[256];
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    codi_st_tensor w;
-    codi_probe *p = NULL;
-    const char *fmt;
-    long D, R;
-    int j;
-    if (!f) return NULL;
-    fmt = codi_st_metadata(f, "codi_lens");
-    snprintf(sub, sizeof sub, "%s.weight", name);
-    if (!fmt || strcmp(fmt, "probe.v1")) { codi__err(err, errsz, "%s: not a probe file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
-    if (codi_st_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
-    if (w.ndim != 2 || w.shape[0] < 1 || w.shape[0] == 2 || w.shape[0] > 256 || w.shape[1] < 1 || w.shape[1] > (1 << 24)) {
-        codi__err(err, errsz, "%s: %s must be [1 or 3..256 rows, D]", path, sub); goto fail;
-    }
-    R = (long)w.shape[0]; D = (long)w.shape[1];
-    if (!(p = (codi_probe *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    memset(p, 0, sizeof *p);
-    p->dim = (int)D; p->n_rows = (int)R; p->n_classes = R == 1 ? 2 : (int)R;
-    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
-        !(p->scale = codi__st_floats(f, name, "scale", D, NULL, err, errsz)) ||
-        !(p->weight = codi__st_floats(f, name, "weight", R * D, NULL, err, errsz)) ||
-        !(p->bias = codi__st_floats(f, name, "bias", R, NULL, err, errsz))) goto fail;
-    for (j = 0; j < D; j++) if (!(p->scale[j] > 0)) { codi__err(err, errsz, "%s: %s.scale[%d] is not positive", path, name, j); goto fail; }
-    p->converged = 1;
-    codi_st_close(f);
-    return p;
-fail:
-    codi_probe_free(p); codi_st_close(f);
-    return NULL;
-}
-
-/* >>pca: covariance, a symmetric eigensolver, projections and the lens along a direction ------- */
-
-#define CODI__PCA_BLOCK 64   /* rows per covariance update; fixed, so sums never depend on call sizes */
-
-struct codi_pca_acc {
-    int dim;
-    long n;             /* rows added */
-    int pending;        /* rows waiting in block */
-    double *shift;      /* [D] the first row added: sums are of x - shift, so no cancellation */
-    double *sum;        /* [D] sum of (x - shift) */
-    double *cross;      /* [D, D] lower triangle: sum of (x - shift)(x - shift)^T over flushed blocks */
-    double *block;      /* [BLOCK, D] pending rows minus shift; unused rows are 0 */
-    codi__pool *pool;   /* workers, or NULL */
-};
-
-CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz) {
-    codi_pca_acc *a;
-    size_t D = dim > 0 ? (size_t)dim : 0;
-    if (dim <= 0 || dim > 65536) { codi__err(err, errsz, "pca: dimension %d is outside 1..65536", dim); return NULL; }
-    if (!(a = (codi_pca_acc *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(a, 0, sizeof *a);
-    a->dim = dim;
-    a->shift = (double *)CODI_MALLOC(D * sizeof(double));
-    a->sum = (double *)CODI_MALLOC(D * sizeof(double));
-    a->cross = (double *)CODI_MALLOC(D * D * sizeof(double));
-    a->block = (double *)CODI_MALLOC(D * CODI__PCA_BLOCK * sizeof(double));
-    if (!a->shift || !a->sum || !a->cross || !a->block) { codi_pca_acc_free(a); codi__err(err, errsz, "out of memory for a %d x %d covariance", dim, dim); return NULL; }
-    memset(a->sum, 0, D * sizeof(double));
-    memset(a->cross, 0, D * D * sizeof(double));
-    memset(a->block, 0, D * CODI__PCA_BLOCK * sizeof(double));
-#ifdef CODI_THREADS
-    if (n_threads > 1) a->pool = codi__pool_new(n_threads);
-#else
-    (void)n_threads;
-#endif
-    return a;
-}
-
-CODI_API void codi_pca_acc_free(codi_pca_acc *a) {
-    if (!a) return;
-    CODI_FREE(a->shift); CODI_FREE(a->sum); CODI_FREE(a->cross); CODI_FREE(a->block);
-#ifdef CODI_THREADS
-    codi__pool_free(a->pool);
-#endif
-    CODI_FREE(a);
-}
-
-CODI_API long codi_pca_acc_rows(const codi_pca_acc *a) { return a->n; }
-
-/* The double-precision loops below copy x through a small local array so the compiler may
-   vectorise them without proving that x and y do not overlap; each element's operations keep
-   a fixed order, so results are the same on every run. */
-
-/* y [n] += a * x [n] */
-static void codi__axpy_d(double *y, double a, const double *x, int n) {
-    double t[8];
-    int j = 0, k;
-    for (; j + 8 <= n; j += 8) {
-        for (k = 0; k < 8; k++) t[k] = x[j + k];
-        for (k = 0; k < 8; k++) y[j + k] += a * t[k];
-    }
-    for (; j < n; j++) y[j] += a * x[j];
-}
-
-/* y [n] -= a * x [n] + b * z [n] */
-static void codi__rank2_d(double *y, double a, const double *x, double b, const double *z, int n) {
-    double t[8], u[8];
-    int j = 0, k;
-    for (; j + 8 <= n; j += 8) {
-        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = z[j + k]; }
-        for (k = 0; k < 8; k++) y[j + k] -= a * t[k] + b * u[k];
-    }
-    for (; j < n; j++) y[j] -= a * x[j] + b * z[j];
-}
-
-/* (x, y) [n] <- (c x - s y, s x + c y): a Givens rotation of two rows */
-static void codi__rotate_d(double *x, double *y, double c, double s, int n) {
-    double t[8], u[8];
-    int j = 0, k;
-    for (; j + 8 <= n; j += 8) {
-        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = y[j + k]; }
-        for (k = 0; k < 8; k++) { x[j + k] = c * t[k] - s * u[k]; y[j + k] = s * t[k] + c * u[k]; }
-    }
-    for (; j < n; j++) { double a = x[j], b = y[j]; x[j] = c * a - s * b; y[j] = s * a + c * b; }
-}
-
-/* x . y [n] with eight partial sums */
-static double codi__dot_d(const double *x, const double *y, int n) {
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
-    int j = 0, k;
-    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
-    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; j < n; j++) s += x[j] * y[j];
-    return s;
-}
-
-/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles; work units
-   [start, end) of CODI__SYRK_UNITS map to row ranges of about equal triangle area. */
-#define CODI__SYRK_UNITS 1024
-typedef struct { double *cross; const double *block; int D; } codi__syrk_task;
-
-static int codi__syrk_row(int unit, int D) {   /* first row of a unit, a multiple of 16 */
-    int r = (int)(D * sqrt((double)unit / CODI__SYRK_UNITS));
-    return unit >= CODI__SYRK_UNITS ? D : r - r % 16;
-}
-
-static void codi__pca_syrk_rows(void *ctx, int tid, int start, int end) {
-    enum { TI = 16, TJ = 128 };
-    const codi__syrk_task *t = (const codi__syrk_task *)ctx;
-    double *cross = t->cross;
-    const double *block = t->block;
-    int D = t->D, i0, j0, i, r, i_end = codi__syrk_row(end, D);
-    (void)tid;
-    for (i0 = codi__syrk_row(start, D); i0 < i_end; i0 += TI)
-        for (j0 = 0; j0 < i0 + TI && j0 < D; j0 += TJ)
-            for (r = 0; r < CODI__PCA_BLOCK; r++) {
-                const double *b = block + (size_t)r * D;
-                for (i = i0; i < i0 + TI && i < D; i++) {
-                    int j1 = j0 + TJ < i + 1 ? j0 + TJ : i + 1;
-                    if (j1 > j0 && b[i] != 0) codi__axpy_d(cross + (size_t)i * D + j0, b[i], b + j0, j1 - j0);
-                }
-            }
-}
-
-static void codi__pca_block_syrk(double *cross, const double *block, int D, codi__pool *pool) {
-    codi__syrk_task t;
-    t.cross = cross; t.block = block; t.D = D;
-    (void)pool;
-    CODI__PARALLEL(pool, codi__pca_syrk_rows, &t, CODI__SYRK_UNITS);
-}
-
-CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz) {
-    int D = a->dim, i, j;
-    for (i = 0; i < n; i++) for (j = 0; j < D; j++)
-        if (!isfinite(x[(size_t)i * D + j])) { codi__err(err, errsz, "pca: non-finite value at row %d, column %d", i, j); return -1; }
-    for (i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * D;
-        if (a->n == 0) for (j = 0; j < D; j++) a->shift[j] = xi[j];
-        for (j = 0; j < D; j++) {
-            double v = xi[j] - a->shift[j];
-            a->sum[j] += v;
-            a->block[(size_t)a->pending * D + j] = v;
-        }
-        a->n++;
-        if (++a->pending == CODI__PCA_BLOCK) {
-            codi__pca_block_syrk(a->cross, a->block, D, a->pool);
-            memset(a->block, 0, (size_t)D * CODI__PCA_BLOCK * sizeof(double));
-            a->pending = 0;
-        }
-    }
-    return 0;
-}
-
-/* The row- and column-parallel steps of the eigensolver: rows (or columns) [start, end) of the
-   trailing block at offset k+1 of an n x n matrix. */
-typedef struct {
-    double *mat; const double *v; double *p; int n, k; double beta;
-    const double *rot_c, *rot_s; int rot_first, rot_count;   /* QL: rotations of rows i, i+1 */
-} codi__eig_task;
-
-static void codi__eig_matvec(void *ctx, int tid, int start, int end) {   /* p = beta A2 v */
-    const codi__eig_task *t = (const codi__eig_task *)ctx;
-    int i, m = t->n - t->k - 1;
-    (void)tid;
-    for (i = start; i < end; i++) t->p[i] = t->beta * codi__dot_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v, m);
-}
-
-static void codi__eig_rank2(void *ctx, int tid, int start, int end) {    /* A2 -= v w^T + w v^T */
-    const codi__eig_task *t = (const codi__eig_task *)ctx;
-    int i, m = t->n - t->k - 1;
-    (void)tid;
-    for (i = start; i < end; i++) codi__rank2_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v[i], t->p, t->p[i], t->v, m);
-}
-
-static void codi__eig_vtq(void *ctx, int tid, int start, int end) {      /* p = v^T Q2, columns [start, end) */
-    const codi__eig_task *t = (const codi__eig_task *)ctx;
-    int i, m = t->n - t->k - 1;
-    (void)tid;
-    for (i = start; i < end; i++) t->p[i] = 0;
-    for (i = 0; i < m; i++) codi__axpy_d(t->p + start, t->v[i], t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1 + start, end - start);
-}
-
-static void codi__eig_qupdate(void *ctx, int tid, int start, int end) {  /* Q2 -= beta v p^T */
-    const codi__eig_task *t = (const codi__eig_task *)ctx;
-    int i, m = t->n - t->k - 1;
-    (void)tid;
-    for (i = start; i < end; i++) codi__axpy_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, -t->beta * t->v[i], t->p, m);
-}
-
-static void codi__eig_rotate(void *ctx, int tid, int start, int end) {   /* a QL sweep's rotations, columns [start, end) */
-    const codi__eig_task *t = (const codi__eig_task *)ctx;
-    int r;
-    (void)tid;
-    for (r = 0; r < t->rot_count; r++) {
-        int i = t->rot_first - r;
-        codi__rotate_d(t->mat + (size_t)i * t->n + start, t->mat + (size_t)(i + 1) * t->n + start, t->rot_c[i], t->rot_s[i], end - start);
-    }
-}
-
-/* a [n, n] symmetric (full) -> tridiagonal d [n], e [n] (e[i] couples i and i+1, e[n-1] = 0)
-   by Householder reflections H_k; q [n, n] gets Q = H_0 ... H_(n-3) (A = Q T Q^T). a is destroyed. */
-static void codi__tridiagonalize(double *a, int n, double *d, double *e, double *q, double *tmp, codi__pool *pool) {
-    int k, i, j;
-    double *beta = tmp, *p = tmp + n;
-    codi__eig_task t;
-    memset(&t, 0, sizeof t);
-    (void)pool;
-    for (k = 0; k + 2 < n; k++) {
-        double *v = a + (size_t)k * n + k + 1, sigma = 0, x0 = v[0], norm, alpha, pv = 0, K;
-        int m = n - k - 1;
-        for (i = 1; i < m; i++) sigma += v[i] * v[i];
-        d[k] = a[(size_t)k * n + k];
-        if (sigma == 0) { beta[k] = 0; e[k] = x0; continue; }
-        norm = sqrt(x0 * x0 + sigma);
-        alpha = x0 <= 0 ? norm : -norm;              /* v0 = x0 - alpha without cancellation */
-        v[0] = x0 - alpha;
-        beta[k] = 2 / (v[0] * v[0] + sigma);
-        e[k] = alpha;
-        t.mat = a; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
-        CODI__PARALLEL(pool, codi__eig_matvec, &t, m);   /* p = beta A2 v over the trailing block A2 */
-        for (i = 0; i < m; i++) pv += p[i] * v[i];
-        K = 0.5 * beta[k] * pv;
-        for (i = 0; i < m; i++) p[i] -= K * v[i];     /* w = p - K v; A2 -= v w^T + w v^T */
-        CODI__PARALLEL(pool, codi__eig_rank2, &t, m);
-    }
-    if (n >= 2) { d[n - 2] = a[(size_t)(n - 2) * n + n - 2]; e[n - 2] = a[(size_t)(n - 2) * n + n - 1]; }
-    d[n - 1] = a[(size_t)(n - 1) * n + n - 1]; e[n - 1] = 0;
-    for (i = 0; i < n; i++) for (j = 0; j < n; j++) q[(size_t)i * n + j] = i == j;
-    for (k = n - 3; k >= 0; k--) {                    /* Q = H_k (H_(k+1) ... ) acting on rows/cols > k */
-        const double *v = a + (size_t)k * n + k + 1;
-        int m = n - k - 1;
-        if (beta[k] == 0) continue;
-        t.mat = q; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
-        CODI__PARALLEL(pool, codi__eig_vtq, &t, m);
-        CODI__PARALLEL(pool, codi__eig_qupdate, &t, m);
-    }
-}
-
-/* Implicit QL with Wilkinson shifts on tridiagonal (d, e); each rotation of rows i, i+1 of
-   zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. An
-   off-diagonal entry counts as zero below eps times its neighbours or eps times the norm of T
-   (rank-deficient covariances have clusters of eigenvalues near 0). */
-static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt, double *rot, codi__pool *pool) {
-    int l, m, i, iter;
-    double norm = 0;
-    codi__eig_task t;
-    memset(&t, 0, sizeof t);
-    t.mat = zt; t.n = n; t.rot_c = rot; t.rot_s = rot + n;
-    (void)pool;
-    for (i = 0; i < n; i++) norm = fmax(norm, fabs(d[i]) + fabs(e[i]) + (i ? fabs(e[i - 1]) : 0));
-    for (l = 0; l < n; l++) {
-        for (iter = 0;; iter++) {
-            double g, r, s, c, p, f, b;
-            int split = 0;
-            for (m = l; m + 1 < n; m++)
-                if (fabs(e[m]) <= DBL_EPSILON * (fabs(d[m]) + fabs(d[m + 1])) || fabs(e[m]) <= DBL_EPSILON * norm) break;
-            if (m == l) break;
-            if (iter == 60) return -1;
-            g = (d[l + 1] - d[l]) / (2 * e[l]);
-            r = hypot(g, 1);
-            g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
-            s = c = 1; p = 0;
-            for (i = m - 1; i >= l; i--) {
-                f = s * e[i]; b = c * e[i];
-                r = hypot(f, g); e[i + 1] = r;
-                if (r == 0) { d[i + 1] -= p; e[m] = 0; split = 1; break; }
-                s = f / r; c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2 * c * b;
-                p = s * r; d[i + 1] = g + p;
-                g = c * r - b;
-                rot[i] = c; rot[n + i] = s;           /* applied to zt after the sweep, in this order */
-            }
-            t.rot_first = m - 1; t.rot_count = m - 1 - i;
-            if (t.rot_count > 0) CODI__PARALLEL(pool, codi__eig_rotate, &t, n);
-            if (split) continue;
-            d[l] -= p; e[l] = g; e[m] = 0;
-        }
-    }
-    return 0;
-}
-
-static int codi__sym_eigen(const double *a, int n, codi__pool *pool, double *values, double *vectors, char *err, size_t errsz) {
-    size_t nn = (size_t)n * n, i, j;
-    double *w, *zt, *d, *e, *tmp;
-    int *order, r, c;
-    if (n <= 0) { codi__err(err, errsz, "eigen: empty matrix"); return -1; }
-    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++)
-        if (!isfinite(a[i * n + j])) { codi__err(err, errsz, "eigen: non-finite entry (%d, %d)", (int)i, (int)j); return -1; }
-    w = (double *)CODI_MALLOC((2 * nn + 6 * (size_t)n) * sizeof(double));
-    order = (int *)CODI_MALLOC((size_t)n * sizeof(int));
-    if (!w || !order) { CODI_FREE(w); CODI_FREE(order); codi__err(err, errsz, "eigen: out of memory for n = %d", n); return -1; }
-    zt = w + nn; d = zt + nn; e = d + n; tmp = e + n;
-    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a[i * n + j];
-    codi__tridiagonalize(w, n, d, e, vectors, tmp, pool);
-    for (i = 0; i < (size_t)n; i++) for (j = 0; j < (size_t)n; j++) zt[j * n + i] = vectors[i * n + j];
-    if (codi__tridiagonal_ql(d, e, n, zt, tmp, pool)) {
-        CODI_FREE(w); CODI_FREE(order);
-        codi__err(err, errsz, "eigen: QL iteration did not converge");
-        return -1;
-    }
-    for (r = 0; r < n; r++) order[r] = r;             /* decreasing, stable: insertion sort on indices */
-    for (r = 1; r < n; r++) {
-        int t = order[r];
-        for (c = r; c > 0 && d[order[c - 1]] < d[t]; c--) order[c] = order[c - 1];
-        order[c] = t;
-    }
-    for (r = 0; r < n; r++) {
-        const double *src = zt + (size_t)order[r] * n;
-        double *dst = vectors + (size_t)r * n, big = 0, sign;
-        int at = 0;
-        for (c = 0; c < n; c++) if (fabs(src[c]) > big) { big = fabs(src[c]); at = c; }
-        sign = src[at] < 0 ? -1 : 1;
-        for (c = 0; c < n; c++) dst[c] = sign * src[c];
-        values[r] = d[order[r]];
-    }
-    CODI_FREE(w); CODI_FREE(order);
-    return 0;
-}
-
-CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz) {
-    codi__pool *pool = NULL;
-    int rc;
-#ifdef CODI_THREADS
-    if (n_threads > 1) pool = codi__pool_new(n_threads);
-#else
-    (void)n_threads;
-#endif
-    rc = codi__sym_eigen(a, n, pool, values, vectors, err, errsz);
-#ifdef CODI_THREADS
-    codi__pool_free(pool);
-#endif
-    return rc;
-}
-
-CODI_API void codi_pca_free(codi_pca *p) {
-    if (!p) return;
-    CODI_FREE(p->mean); CODI_FREE(p->components); CODI_FREE(p->variance); CODI_FREE(p->explained);
-    CODI_FREE(p);
-}
-
-CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *err, size_t errsz) {
-    int D = a->dim, i, j, k = n_components;
-    size_t DD = (size_t)D * D;
-    double *cov, *vec, *val, n = (double)a->n, total = 0;
-    codi_pca *p;
-    if (a->n < 2) { codi__err(err, errsz, "pca: %ld row(s); PCA needs at least 2", a->n); return NULL; }
-    if (k < 1 || k > D) { codi__err(err, errsz, "pca: %d components asked; 1..%d possible", k, D); return NULL; }
-    cov = (double *)CODI_MALLOC((2 * DD + (size_t)D) * sizeof(double));
-    p = (codi_pca *)CODI_MALLOC(sizeof *p);
-    if (p) memset(p, 0, sizeof *p);
-    if (!cov || !p) goto oom;
-    vec = cov + DD; val = vec + DD;
-    memcpy(cov, a->cross, DD * sizeof(double));
-    if (a->pending) codi__pca_block_syrk(cov, a->block, D, a->pool);
-    for (i = 0; i < D; i++) for (j = 0; j <= i; j++)   /* (S - sum sum^T / n) / (n - 1) */
-        cov[(size_t)i * D + j] = (cov[(size_t)i * D + j] - a->sum[i] * a->sum[j] / n) / (n - 1);
-    for (i = 0; i < D; i++) total += cov[(size_t)i * D + i];
-    if (codi__sym_eigen(cov, D, a->pool, val, vec, err, errsz)) { CODI_FREE(cov); codi_pca_free(p); return NULL; }
-    p->dim = D; p->n_components = k; p->n_rows = a->n; p->total_variance = total;
-    p->mean = (float *)CODI_MALLOC((size_t)D * sizeof(float));
-    p->components = (float *)CODI_MALLOC((size_t)k * D * sizeof(float));
-    p->variance = (double *)CODI_MALLOC((size_t)k * sizeof(double));
-    p->explained = (double *)CODI_MALLOC((size_t)k * sizeof(double));
-    if (!p->mean || !p->components || !p->variance || !p->explained) goto oom;
-    for (j = 0; j < D; j++) p->mean[j] = (float)(a->shift[j] + a->sum[j] / n);
-    for (i = 0; i < k; i++) {
-        p->variance[i] = val[i] > 0 ? val[i] : 0;      /* rounding can leave tiny negatives */
-        p->explained[i] = total > 0 ? p->variance[i] / total : 0;
-        for (j = 0; j < D; j++) p->components[(size_t)i * D + j] = (float)vec[(size_t)i * D + j];
-    }
-    CODI_FREE(cov);
-    return p;
-oom:
-    CODI_FREE(cov); codi_pca_free(p);
-    codi__err(err, errsz, "pca: out of memory for a %d x %d covariance", D, D);
-    return NULL;
-}
-
-CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *out) {
-    int i, c, j, D = p->dim;
-    for (i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * D;
-        for (c = 0; c < p->n_components; c++) {
-            const float *v = p->components + (size_t)c * D;
-            double s = 0;
-            for (j = 0; j < D; j++) s += ((double)xi[j] - p->mean[j]) * v[j];
-            out[(size_t)i * p->n_components + c] = (float)s;
-        }
-    }
-}
-
-CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
-                           const char *const *metadata, char *err, size_t errsz) {
-    codi_st_entry *e;
-    char *nm;
-    double *stats;
-    const char *meta[66];
-    int i, rc;
-    if (n <= 0) { codi__err(err, errsz, "pca save: nothing to save"); return -1; }
-    if (!codi__with_kind(meta, 66, "pca.v1", metadata)) { codi__err(err, errsz, "pca save: more than 31 metadata pairs"); return -1; }
-    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
-    nm = (char *)CODI_MALLOC((size_t)n * 5 * 256);
-    stats = (double *)CODI_MALLOC((size_t)n * 2 * sizeof(double));
-    if (!e || !nm || !stats) { CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats); codi__err(err, errsz, "out of memory"); return -1; }
-    memset(e, 0, (size_t)n * 5 * sizeof *e);
-    for (i = 0; i < n; i++) {
-        const codi_pca *p = pcas[i];
-        static const char *const part[5] = { "mean", "components", "variance", "explained", "stats" };
-        const void *data[5];
-        int k;
-        stats[2 * i] = p->total_variance; stats[2 * i + 1] = (double)p->n_rows;
-        data[0] = p->mean; data[1] = p->components; data[2] = p->variance; data[3] = p->explained; data[4] = stats + 2 * i;
-        for (k = 0; k < 5; k++) {
-            codi_st_entry *t = &e[i * 5 + k];
-            snprintf(nm + (size_t)(i * 5 + k) * 256, 256, "%s.%s", names[i], part[k]);
-            t->name = nm + (size_t)(i * 5 + k) * 256; t->dtype = k < 2 ? CODI_F32 : CODI_F64; t->data = data[k];
-            t->ndim = k == 1 ? 2 : 1;
-            t->shape[0] = k == 0 ? p->dim : k == 4 ? 2 : p->n_components;
-            t->shape[1] = p->dim;
-        }
-    }
-    rc = codi_write_safetensors(path, e, n * 5, meta, err, errsz);
-    CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats);
-    return rc;
-}
-
-/* NAME.part of f as F64 [want]: a new buffer, or NULL with a message. */
-static double *codi__st_doubles(const codi_st_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
-    char full[300];
-    codi_st_tensor t;
-    double *v;
-    long i;
-    snprintf(full, sizeof full, "%s.%s", name, part);
-    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
-    if (strcmp(t.dtype, "F64") || (long)t.numel != want) { codi__err(err, errsz, "tensor %s must be F64 [%ld]", full, want); return NULL; }
-    if (!(v = (double *)CODI_MALLOC((size_t)want * sizeof(double)))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memcpy(v, t.data, (size_t)want * sizeof(double));   /* little-endian hosts, as the whole library */
-    for (i = 0; i < want; i++) if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value", full); return NULL; }
-    return v;
-}
-
-CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz) {
-    char sub[256];
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    codi_st_tensor c;
-    codi_pca *p = NULL;
-    double *stats = NULL;
-    const char *fmt;
-    long D, k;
-    if (!f) return NULL;
-    fmt = codi_st_metadata(f, "codi_lens");
-    snprintf(sub, sizeof sub, "%s.components", name);
-    if (!fmt || strcmp(fmt, "pca.v1")) { codi__err(err, errsz, "%s: not a PCA file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
-    if (codi_st_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
-    if (c.ndim != 2 || c.shape[0] < 1 || c.shape[1] < 1 || c.shape[0] > c.shape[1] || c.shape[1] > 65536) {
-        codi__err(err, errsz, "%s: %s must be [k, D] with 1 <= k <= D <= 65536", path, sub); goto fail;
-    }
-    k = (long)c.shape[0]; D = (long)c.shape[1];
-    if (!(p = (codi_pca *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    memset(p, 0, sizeof *p);
-    p->dim = (int)D; p->n_components = (int)k;
-    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
-        !(p->components = codi__st_floats(f, name, "components", k * D, NULL, err, errsz)) ||
-        !(p->variance = codi__st_doubles(f, name, "variance", k, err, errsz)) ||
-        !(p->explained = codi__st_doubles(f, name, "explained", k, err, errsz)) ||
-        !(stats = codi__st_doubles(f, name, "stats", 2, err, errsz))) goto fail;
-    p->total_variance = stats[0]; p->n_rows = (long)stats[1];
-    CODI_FREE(stats); codi_st_close(f);
-    return p;
-fail:
-    CODI_FREE(stats); codi_pca_free(p); codi_st_close(f);
-    return NULL;
-}
-
-CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
-                                 float *delta) {
-    int D = m->config.dim, V = m->config.vocab, j;
-    float *x = (float *)CODI_MALLOC(((size_t)2 * D + (size_t)V) * sizeof(float)), *ref;
-    if (!x) return -1;
-    ref = x + 2 * D;
-    if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
-        codi__matmul_rows(delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);
-        for (j = 0; j < V; j++) delta[j] *= s;
-    } else {
-        for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];
-        if (codi_lens_logits(m, x, delta) || codi_lens_logits(m, base, ref)) { CODI_FREE(x); return -1; }
-        for (j = 0; j < V; j++) delta[j] -= ref[j];
-    }
-    CODI_FREE(x);
-    return 0;
-}
-
 /* >>unicode: the character classes of the pre-tokenizer regex --------------------------------- */
 
 /* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database
@@ -4794,6 +4016,634 @@ CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t,
     return r;
 }
 
+/* >>lens: distributions over the vocabulary, the logit lens, the tuned lens ------------------- */
+
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp) {
+    float mx = logits[0];
+    double sum = 0, lse;
+    int i;
+    for (i = 1; i < n; i++) if (logits[i] > mx) mx = logits[i];
+    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    lse = mx + log(sum);
+    if (logp) for (i = 0; i < n; i++) logp[i] = (float)(logits[i] - lse);
+    return lse;
+}
+
+CODI_API void codi_softmax(const float *logits, int n, float *probs) {
+    double lse = codi_log_softmax(logits, n, NULL);
+    int i;
+    for (i = 0; i < n; i++) probs[i] = (float)exp(logits[i] - lse);
+}
+
+CODI_API double codi_entropy(const float *logits, int n) {
+    double lse = codi_log_softmax(logits, n, NULL), h = 0;
+    int i;
+    for (i = 0; i < n; i++) { double lp = logits[i] - lse; h -= exp(lp) * lp; }
+    return h;
+}
+
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n) {
+    double lp = codi_log_softmax(p_logits, n, NULL), lq = codi_log_softmax(q_logits, n, NULL), kl = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double a = p_logits[i] - lp;
+        kl += exp(a) * (a - (q_logits[i] - lq));
+    }
+    return kl;
+}
+
+/* The order of codi_top_k: higher logit first, then lower id. */
+static int codi__ranks_before(const float *logits, int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
+
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs) {
+    int i, j, have = 0;
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    for (i = 0; i < n; i++) {                       /* insertion into the sorted best-k list */
+        if (have == k && !codi__ranks_before(logits, i, ids[k - 1])) continue;
+        j = have < k ? have++ : k - 1;
+        while (j > 0 && codi__ranks_before(logits, i, ids[j - 1])) { ids[j] = ids[j - 1]; j--; }
+        ids[j] = i;
+    }
+    if (probs) {
+        double lse = codi_log_softmax(logits, n, NULL);
+        for (i = 0; i < k; i++) probs[i] = (float)exp(logits[ids[i]] - lse);
+    }
+    return k;
+}
+
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob) {
+    int i, rank = 0;
+    if (id < 0 || id >= n) return -1;
+    for (i = 0; i < n; i++) rank += codi__ranks_before(logits, i, id);
+    if (prob) *prob = (float)exp(logits[id] - codi_log_softmax(logits, n, NULL));
+    return rank;
+}
+
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]) {
+    char digits[32], spaced[40];
+    int n = 0, id;
+    if (!(value >= 0 && value < 1e15) || value != floor(value)) return -1;
+    snprintf(digits, sizeof digits, "%.0f", value);
+    digits[strlen(digits) > 3 ? 3 : strlen(digits)] = 0;  /* the leading group of up to three digits */
+    snprintf(spaced, sizeof spaced, " %s", digits);
+    if ((id = codi_token_id(t, digits, strlen(digits))) < 0 &&     /* not one token: the first of its encoding */
+        codi_encode(t, digits, strlen(digits), 0, 0, ids, 1) >= 1) id = ids[0];
+    if (id >= 0) ids[n++] = id;
+    if ((id = codi_token_id(t, spaced, strlen(spaced))) >= 0) ids[n++] = id;
+    return n;
+}
+
+/* logits [V] = lm_head(final_norm(x [D])); buf [2D] scratch. */
+static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
+    const codi_config *c = &m->config;
+    codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
+    codi__matmul_rows(logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
+}
+
+CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
+    float *buf = (float *)CODI_MALLOC((size_t)m->config.dim * 2 * sizeof(float));
+    if (!buf) return -1;
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
+    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
+                  layer, pos, m->config.n_layers, s->n_pos - 1);
+        return -1;
+    }
+    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim;
+    codi_tuned_lens *t = (codi_tuned_lens *)CODI_MALLOC(sizeof *t);
+    if (!t) return NULL;
+    t->n_layers = (int)L; t->dim = (int)D;
+    t->weight = (float *)CODI_MALLOC(L * D * D * sizeof(float));
+    t->bias = (float *)CODI_MALLOC(L * D * sizeof(float));
+    if (!t->weight || !t->bias) { codi_tuned_lens_free(t); return NULL; }
+    memset(t->weight, 0, L * D * D * sizeof(float));
+    memset(t->bias, 0, L * D * sizeof(float));
+    return t;
+}
+
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t) {
+    if (!t) return;
+    CODI_FREE(t->weight); CODI_FREE(t->bias); CODI_FREE(t);
+}
+
+/* x [D] = h + W_l h + b_l. With zero W_l and b_l, x equals h bit for bit. */
+static void codi__translate(const codi_tuned_lens *t, int layer, const float *h, float *x) {
+    int i, D = t->dim;
+    const float *w = t->weight + (size_t)layer * D * D, *b = t->bias + (size_t)layer * D;
+    for (i = 0; i < D; i++) x[i] = h[i] + (codi__dot(w + (size_t)i * D, h, D) + b[i]);
+}
+
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    float *buf;
+    if (layer < 0 || layer > c->n_layers) { codi__err(err, errsz, "lens layer %d out of range 0..%d", layer, c->n_layers); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) {
+        codi__err(err, errsz, "tuned lens has %d layers x dim %d; the model has %d x %d", t->n_layers, t->dim, c->n_layers, c->dim);
+        return -1;
+    }
+    if (!(buf = (float *)CODI_MALLOC((size_t)c->dim * 3 * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (t && layer < c->n_layers) {
+        codi__translate(t, layer, resid, buf + 2 * c->dim);
+        resid = buf + 2 * c->dim;
+    }
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+/* KL(softmax(target) || softmax(z)) over V; z [V] is overwritten by scale * dKL/dz = scale * (q - p). */
+static double codi__lens_kl_dz(float *z, const float *target, int V, float scale) {
+    double lse_q = codi_log_softmax(z, V, NULL), lse_p = codi_log_softmax(target, V, NULL), kl = 0;
+    int v;
+    for (v = 0; v < V; v++) {
+        double lp = target[v] - lse_p, lq = z[v] - lse_q, p = exp(lp);
+        kl += p * (lp - lq);
+        z[v] = (float)((exp(lq) - p) * scale);
+    }
+    return kl;
+}
+
+/* dx [D] = d(final_norm(x))/dx^T dy for HF's RMSNorm y = w * x / sqrt(mean(x^2) + eps). */
+static void codi__rmsnorm_backward(float *dx, const float *x, const float *dy, const float *w, int D, float eps) {
+    double ss = 0, xg = 0;
+    float r;
+    int i;
+    for (i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    r = 1.0f / sqrtf((float)(ss / D) + eps);
+    for (i = 0; i < D; i++) xg += (double)x[i] * w[i] * dy[i];
+    for (i = 0; i < D; i++) dx[i] = (float)(r * w[i] * dy[i] - x[i] * ((double)r * r * r * xg / D));
+}
+
+/* One position through one translator and the unembedding, backwards: returns
+   KL(softmax(target) || softmax(lens(x))) for x [D] (already translated) and, when dx is not
+   NULL, dx [D] = scale * dKL/dx. work [V + 3D] scratch. The batch engine below does the same
+   for many positions at once. */
+static double codi__lens_kl_dx(const codi_model *m, const float *x, const float *target, float scale, float *dx, float *work) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, i, v;
+    float *z = work, *y = work + V, *dy = y + D, *row = dy + D;
+    double kl;
+    codi__unembed(m, x, z, y);
+    kl = codi__lens_kl_dz(z, target, V, scale);
+    if (!dx) return kl;
+    for (i = 0; i < D; i++) dy[i] = 0;
+    for (v = 0; v < V; v++) {                         /* dy = U^T dz */
+        const float *u = codi__matrix_row(&m->w.lm_head, v, row);
+        float g = z[v];
+        for (i = 0; i < D; i++) dy[i] += g * u[i];
+    }
+    codi__rmsnorm_backward(dx, x, dy, m->w.final_norm, D, c->norm_eps);
+    return kl;
+}
+
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, b, i, j;
+    float *work, *x, *dx;
+    double loss = 0;
+    if (layer < 0 || layer >= c->n_layers || n <= 0 || t->n_layers != c->n_layers || t->dim != D) return NAN;
+    if (!(work = (float *)CODI_MALLOC(((size_t)V + 5 * (size_t)D) * sizeof(float)))) return NAN;
+    x = work + V + 3 * D; dx = x + D;
+    if (grad_w) memset(grad_w, 0, (size_t)D * D * sizeof(float));
+    if (grad_b) memset(grad_b, 0, (size_t)D * sizeof(float));
+    for (b = 0; b < n; b++) {
+        const float *h = resid + (size_t)b * D;
+        codi__translate(t, layer, h, x);
+        loss += codi__lens_kl_dx(m, x, target_logits + (size_t)b * V, 1.0f / n, (grad_w || grad_b) ? dx : NULL, work);
+        for (i = 0; i < D && (grad_w || grad_b); i++) {
+            if (grad_b) grad_b[i] += dx[i];
+            if (grad_w) for (j = 0; j < D; j++) grad_w[(size_t)i * D + j] += dx[i] * h[j];
+        }
+    }
+    CODI_FREE(work);
+    return loss / n;
+}
+
+/* A batch of samples worked on in parallel. Its (layer, sample) items go through the unembedding
+   CODI__LENS_CHUNK at a time, so each chunk reads lm_head once forward and once backward (the
+   cost at 1B is streaming that matrix). Rows of lm_head are split into CODI__LENS_BLOCKS fixed
+   blocks and every partial sum has its own slot, summed in a fixed order: the results do not
+   depend on the thread count. */
+#define CODI__LENS_CHUNK 32
+#define CODI__LENS_BLOCKS 64
+typedef struct {
+    const codi_model *m; const codi_tuned_lens *t;
+    int cap;                 /* B: samples the buffers hold */
+    int n;                   /* samples in the current batch */
+    float *resid;            /* [B, L+1, D] */
+    float *target;           /* [B, V] */
+    unsigned char *given;    /* [B] 1: the sample function gave the target */
+    double *loss;            /* [L, B] */
+    float *dx;               /* [L, B, D] scaled dLoss/dx, or NULL (evaluation) */
+    float scale;             /* 1 / n */
+    /* the current chunk of rows through the unembedding */
+    int rows, item0;         /* rows in the chunk; its first (layer, sample) item */
+    float *x;                /* [CHUNK, D] translated residuals */
+    float *y;                /* [CHUNK, D] final-normed, later dy */
+    float *z;                /* [CHUNK, V] logits, then scale * dKL/dz */
+    float *out[CODI__LENS_CHUNK];  /* where row i's logits go (rows of z, or of target) */
+    float *part;             /* [BLOCKS, CHUNK, D] per-block U^T dz */
+    float *rowbuf;           /* [threads, D] bf16 rows as f32 */
+} codi__lens_batch;
+
+static void codi__lens_batch_free(codi__lens_batch *lb) {
+    CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss); CODI_FREE(lb->dx);
+    CODI_FREE(lb->x); CODI_FREE(lb->y); CODI_FREE(lb->z); CODI_FREE(lb->part); CODI_FREE(lb->rowbuf);
+    memset(lb, 0, sizeof *lb);
+}
+
+static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, const codi_tuned_lens *t, int cap, int n_threads, int grads) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim, V = (size_t)m->config.vocab, B = (size_t)cap, CH = CODI__LENS_CHUNK;
+    memset(lb, 0, sizeof *lb);
+    lb->m = m; lb->t = t; lb->cap = cap;
+    lb->resid = (float *)CODI_MALLOC(B * (L + 1) * D * sizeof(float));
+    lb->target = (float *)CODI_MALLOC(B * V * sizeof(float));
+    lb->given = (unsigned char *)CODI_MALLOC(B);
+    lb->loss = (double *)CODI_MALLOC(L * B * sizeof(double));
+    lb->dx = grads ? (float *)CODI_MALLOC(L * B * D * sizeof(float)) : NULL;
+    lb->x = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->y = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->z = (float *)CODI_MALLOC(CH * V * sizeof(float));
+    lb->part = grads ? (float *)CODI_MALLOC(CODI__LENS_BLOCKS * CH * D * sizeof(float)) : NULL;
+    lb->rowbuf = (float *)CODI_MALLOC((size_t)n_threads * D * sizeof(float));
+    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf) {
+        codi__lens_batch_free(lb); return -1;
+    }
+    return 0;
+}
+
+/* Reads samples idx[0..n) through fn (serially: fn need not be thread-safe). */
+static int codi__lens_batch_fill(codi__lens_batch *lb, codi_lens_sample_fn fn, void *user, const long *idx, int n, char *err, size_t errsz) {
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab;
+    int b;
+    for (b = 0; b < n; b++) {
+        float *r = lb->resid + (size_t)b * (c->n_layers + 1) * D;
+        int rc = fn(user, idx[b], r, lb->target + (size_t)b * V);
+        if (rc != 0 && rc != 1) { codi__err(err, errsz, "sample %ld could not be read (code %d)", idx[b], rc); return -1; }
+        if (!codi__all_finite(r, (int)((c->n_layers + (rc == 0)) * D))) {
+            codi__err(err, errsz, "sample %ld has a residual that is not finite (NaN or Inf)", idx[b]); return -1;
+        }
+        lb->given[b] = (unsigned char)rc;
+    }
+    lb->n = n; lb->scale = 1.0f / (float)n;
+    return 0;
+}
+
+/* out[i][r] = y_i . U_r for the chunk's rows i and the lm_head rows r of blocks [a, e). */
+static void codi__lens_fwd_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    int blk, r, i, D = c->dim;
+    for (blk = a; blk < e; blk++)
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) lb->out[i][r] = codi__dot(lb->y + (size_t)i * D, u, D);
+        }
+}
+
+/* part[blk][i] = sum over the block's rows r of dz[i][r] U_r. */
+static void codi__lens_bwd_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int blk, r, i;
+    for (blk = a; blk < e; blk++) {
+        float *part = lb->part + (size_t)blk * CODI__LENS_CHUNK * D;
+        memset(part, 0, (size_t)lb->rows * D * sizeof(float));
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) {
+                float g = lb->z[(size_t)i * V + r], *p = part + (size_t)i * D;
+                for (j = 0; j < D; j++) p[j] += g * u[j];
+            }
+        }
+    }
+}
+
+/* The chunk's items: translate and norm (stage 0), KL and dz (1), the block partials summed in
+   order and the RMSNorm backward into dx (2). */
+typedef struct { codi__lens_batch *lb; int stage; } codi__lens_stage;
+static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
+    codi__lens_stage *st = (codi__lens_stage *)ctx;
+    codi__lens_batch *lb = st->lb;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int i, k;
+    (void)tid;
+    for (i = a; i < e; i++) {
+        int item = lb->item0 + i, l = item / lb->n, b = item % lb->n;
+        float *x = lb->x + (size_t)i * D, *y = lb->y + (size_t)i * D;
+        if (st->stage == 0) {
+            const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
+            if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
+            codi__rmsnorm(y, x, lb->m->w.final_norm, c->dim, c->norm_eps);
+        } else if (st->stage == 1) {
+            lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dz(lb->z + (size_t)i * V, lb->target + (size_t)b * V, c->vocab, lb->scale);
+        } else {
+            for (j = 0; j < D; j++) y[j] = 0;             /* y now holds dy */
+            for (k = 0; k < CODI__LENS_BLOCKS; k++) {
+                const float *p = lb->part + ((size_t)k * CODI__LENS_CHUNK + i) * D;
+                for (j = 0; j < D; j++) y[j] += p[j];
+            }
+            codi__rmsnorm_backward(lb->dx + ((size_t)l * lb->cap + b) * D, x, y, lb->m->w.final_norm, c->dim, c->norm_eps);
+        }
+    }
+}
+
+/* Targets of the samples the sample function did not give: lm_head(final_norm(resid[L])). */
+static void codi__lens_targets(codi__lens_batch *lb, codi__pool *pool) {
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim;
+    int b;
+    (void)pool;
+    lb->rows = 0;
+    for (b = 0; b <= lb->n; b++) {
+        if (lb->rows && (lb->rows == CODI__LENS_CHUNK || b == lb->n)) { CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS); lb->rows = 0; }
+        if (b == lb->n || lb->given[b]) continue;
+        codi__rmsnorm(lb->y + (size_t)lb->rows * D, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * D, lb->m->w.final_norm, c->dim, c->norm_eps);
+        lb->out[lb->rows++] = lb->target + (size_t)b * c->vocab;
+    }
+}
+
+/* Targets and every (layer, sample) item of the filled batch; layer_loss [L] = mean KL. */
+static void codi__lens_batch_run(codi__lens_batch *lb, codi__pool *pool, double *layer_loss) {
+    int l, b, i, L = lb->m->config.n_layers, items = L * lb->n;
+    codi__lens_stage st;
+    (void)pool;
+    codi__lens_targets(lb, pool);
+    st.lb = lb;
+    for (lb->item0 = 0; lb->item0 < items; lb->item0 += CODI__LENS_CHUNK) {
+        lb->rows = items - lb->item0 < CODI__LENS_CHUNK ? items - lb->item0 : CODI__LENS_CHUNK;
+        for (i = 0; i < lb->rows; i++) lb->out[i] = lb->z + (size_t)i * lb->m->config.vocab;
+        st.stage = 0; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 1; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        if (!lb->dx) continue;
+        CODI__PARALLEL(pool, codi__lens_bwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 2; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+    }
+    for (l = 0; l < L; l++) {
+        double s = 0;
+        for (b = 0; b < lb->n; b++) s += lb->loss[(size_t)l * lb->cap + b];
+        layer_loss[l] = s / lb->n;
+    }
+}
+
+static codi__pool *codi__lens_pool(int n_threads) {
+#ifdef CODI_THREADS
+    if (n_threads > 1) return codi__pool_new(n_threads);
+#endif
+    (void)n_threads;
+    return NULL;
+}
+
+static void codi__lens_pool_free(codi__pool *p) {
+#ifdef CODI_THREADS
+    codi__pool_free(p);
+#endif
+    (void)p;
+}
+
+static int codi__lens_threads(int n_threads) {
+#ifdef CODI_THREADS
+    return n_threads < 1 ? 1 : n_threads;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    enum { CHUNK = 32 };
+    codi__lens_batch lb;
+    codi__pool *pool = NULL;
+    long done, idx[CHUNK];
+    double part[512];
+    int l, rc = -1;
+    if (count <= 0 || first < 0 || c->n_layers > 512) { codi__err(err, errsz, "evaluation needs count > 0 and first >= 0"); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) { codi__err(err, errsz, "tuned lens made for another model shape"); return -1; }
+    n_threads = codi__lens_threads(n_threads);
+    if (codi__lens_batch_init(&lb, m, t, CHUNK, n_threads, 0)) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (n_threads > 1 && !(pool = codi__lens_pool(n_threads))) { codi__err(err, errsz, "cannot start threads"); goto done; }
+    for (l = 0; l < c->n_layers; l++) kl[l] = 0;
+    for (done = 0; done < count; done += CHUNK) {
+        int n = count - done < CHUNK ? (int)(count - done) : CHUNK, b;
+        for (b = 0; b < n; b++) idx[b] = first + done + b;
+        if (codi__lens_batch_fill(&lb, fn, user, idx, n, err, errsz)) goto done;
+        codi__lens_batch_run(&lb, pool, part);
+        for (l = 0; l < c->n_layers; l++) kl[l] += part[l] * n;
+    }
+    for (l = 0; l < c->n_layers; l++) kl[l] /= (double)count;
+    rc = 0;
+done:
+    codi__lens_pool_free(pool);
+    codi__lens_batch_free(&lb);
+    return rc;
+}
+
+/* >>lenstrain: the optimisers of both recipes over the batch engine above */
+
+struct codi_lens_trainer {
+    const codi_model *m;
+    codi_tuned_lens *t;
+    codi_lens_train_opts o;
+    long n_samples, step;
+    codi_lens_sample_fn fn; void *user;
+    codi__lens_batch lb;
+    codi__pool *pool;
+    float *gw, *gb;          /* [L, D, D], [L, D] gradients of the current step */
+    float *m1w, *m1b;        /* SGD momentum buffer or Adam exp_avg, same shapes */
+    float *m2w, *m2b;        /* Adam exp_avg_sq (NULL for SGD) */
+    double *row_sq;          /* [L, D] squared gradient norm of each row (W row + bias element) */
+    long *perm;              /* [n_samples] sample order of epoch perm_epoch */
+    long perm_epoch;
+    double clip_coef, lr_now;
+    char err[256];
+};
+
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_SGD; o.momentum = 0.9; o.lr = 1.0 * (1 - o.momentum);
+    o.weight_decay = 1e-3; o.clip_norm = 1.0; o.linear_decay = 1;
+    o.total_steps = total_steps; o.batch = batch; o.seed = 42; o.n_threads = 1;
+    o.beta2 = 0.999; o.eps = 1e-8;
+    return o;
+}
+
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_ADAM; o.lr = 1e-3; o.momentum = 0.9; o.beta2 = 0.999; o.eps = 1e-8;
+    o.total_steps = 3 * n_samples; o.batch = 1; o.seed = 42; o.n_threads = 1;
+    return o;
+}
+
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr) {
+    if (!tr) return;
+    codi__lens_pool_free(tr->pool);
+    codi__lens_batch_free(&tr->lb);
+    CODI_FREE(tr->gw); CODI_FREE(tr->gb); CODI_FREE(tr->m1w); CODI_FREE(tr->m1b);
+    CODI_FREE(tr->m2w); CODI_FREE(tr->m2b); CODI_FREE(tr->row_sq); CODI_FREE(tr->perm);
+    CODI_FREE(tr);
+}
+
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    size_t L = (size_t)c->n_layers, D = (size_t)c->dim, nw = L * D * D, nb = L * D;
+    codi_lens_trainer *tr;
+    int threads = codi__lens_threads(o->n_threads);
+    if (t->n_layers != c->n_layers || t->dim != c->dim) { codi__err(err, errsz, "tuned lens made for another model shape"); return NULL; }
+    if (n_samples < 1 || o->batch < 1 || o->batch > 1 << 20 || o->total_steps < 1 || !(o->lr >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0) ||
+        (o->optimizer == CODI_LENS_ADAM && !(o->beta2 >= 0 && o->beta2 < 1 && o->eps > 0)) ||
+        (o->optimizer != CODI_LENS_SGD && o->optimizer != CODI_LENS_ADAM)) {
+        codi__err(err, errsz, "training options out of range (need samples, batch, steps >= 1; lr, decay, clip >= 0; momentum, beta2 in [0, 1))");
+        return NULL;
+    }
+    if (!(tr = (codi_lens_trainer *)CODI_MALLOC(sizeof *tr))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(tr, 0, sizeof *tr);
+    tr->m = m; tr->t = t; tr->o = *o; tr->n_samples = n_samples; tr->fn = fn; tr->user = user; tr->perm_epoch = -1;
+    tr->o.n_threads = threads;
+    tr->gw = (float *)CODI_MALLOC(nw * sizeof(float)); tr->gb = (float *)CODI_MALLOC(nb * sizeof(float));
+    tr->m1w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m1b = (float *)CODI_MALLOC(nb * sizeof(float));
+    if (o->optimizer == CODI_LENS_ADAM) {
+        tr->m2w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m2b = (float *)CODI_MALLOC(nb * sizeof(float));
+    }
+    tr->row_sq = (double *)CODI_MALLOC(nb * sizeof(double));
+    tr->perm = (long *)CODI_MALLOC((size_t)n_samples * sizeof(long));
+    if (!tr->gw || !tr->gb || !tr->m1w || !tr->m1b || (o->optimizer == CODI_LENS_ADAM && (!tr->m2w || !tr->m2b)) ||
+        !tr->row_sq || !tr->perm || codi__lens_batch_init(&tr->lb, m, t, o->batch, threads, 1)) {
+        codi_lens_trainer_free(tr); codi__err(err, errsz, "out of memory"); return NULL;
+    }
+    memset(tr->m1w, 0, nw * sizeof(float)); memset(tr->m1b, 0, nb * sizeof(float));
+    if (tr->m2w) { memset(tr->m2w, 0, nw * sizeof(float)); memset(tr->m2b, 0, nb * sizeof(float)); }
+    if (threads > 1 && !(tr->pool = codi__lens_pool(threads))) { codi_lens_trainer_free(tr); codi__err(err, errsz, "cannot start threads"); return NULL; }
+    return tr;
+}
+
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr) { return tr->step; }
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr) { return tr->err; }
+
+static uint64_t codi__splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The sample at offset k of the run: epochs back to back, each a seeded Fisher-Yates shuffle. */
+static long codi__lens_sample_at(codi_lens_trainer *tr, long k) {
+    long epoch = k / tr->n_samples, i;
+    if (epoch != tr->perm_epoch) {
+        uint64_t s = tr->o.seed ^ ((uint64_t)epoch * 0xD1B54A32D192ED03ull);
+        for (i = 0; i < tr->n_samples; i++) tr->perm[i] = i;
+        for (i = tr->n_samples - 1; i > 0; i--) {
+            long j = (long)(codi__splitmix64(&s) % (uint64_t)(i + 1)), tmp = tr->perm[i];
+            tr->perm[i] = tr->perm[j]; tr->perm[j] = tmp;
+        }
+        tr->perm_epoch = epoch;
+    }
+    return tr->perm[k % tr->n_samples];
+}
+
+/* Rows (l, i): gradient row i of W_l and element i of b_l from the batch's dx, and its squared norm. */
+static void codi__lens_grad_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    const codi__lens_batch *lb = &tr->lb;
+    int D = tr->t->dim, L1 = tr->t->n_layers + 1, row, b, j;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        int l = row / D, i = row % D;
+        float *gw = tr->gw + (size_t)row * D, gb = 0;
+        double sq = 0;
+        for (j = 0; j < D; j++) gw[j] = 0;
+        for (b = 0; b < lb->n; b++) {
+            float d = lb->dx[((size_t)l * lb->cap + b) * D + i];
+            const float *h = lb->resid + ((size_t)b * L1 + l) * D;
+            gb += d;
+            for (j = 0; j < D; j++) gw[j] += d * h[j];
+        }
+        tr->gb[row] = gb;
+        for (j = 0; j < D; j++) sq += (double)gw[j] * gw[j];
+        tr->row_sq[row] = sq + (double)gb * gb;
+    }
+}
+
+/* One parameter: clipped gradient g, weight decay, then the optimiser's update. */
+static void codi__lens_update(const codi_lens_train_opts *o, long step, float lr, float clip, float *p, float g0, float *m1, float *m2) {
+    float g = g0 * clip + (float)o->weight_decay * *p;
+    if (o->optimizer == CODI_LENS_SGD) {                          /* torch.optim.SGD, nesterov */
+        float mu = (float)o->momentum;
+        *m1 = step == 0 ? g : mu * *m1 + g;
+        *p -= lr * (g + mu * *m1);
+    } else {                                                      /* torch.optim.Adam */
+        double b1 = o->momentum, b2 = o->beta2, t = (double)(step + 1);
+        float bc1 = (float)(1 - pow(b1, t)), bc2s = (float)sqrt(1 - pow(b2, t));
+        *m1 += (1 - (float)b1) * (g - *m1);
+        *m2 = (float)b2 * *m2 + (1 - (float)b2) * g * g;
+        *p -= (lr / bc1) * (*m1 / (sqrtf(*m2) / bc2s + (float)o->eps));
+    }
+}
+
+static void codi__lens_update_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    int D = tr->t->dim, row, j;
+    float lr = (float)tr->lr_now, clip = (float)tr->clip_coef;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        size_t w0 = (size_t)row * D;
+        for (j = 0; j < D; j++)
+            codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->weight + w0 + j, tr->gw[w0 + j], tr->m1w + w0 + j,
+                              tr->m2w ? tr->m2w + w0 + j : NULL);
+        codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->bias + row, tr->gb[row], tr->m1b + row, tr->m2b ? tr->m2b + row : NULL);
+    }
+}
+
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
+    const codi_config *c = &tr->m->config;
+    int B = tr->o.batch, b, rows = c->n_layers * c->dim, i;
+    long *idx = (long *)CODI_MALLOC((size_t)B * sizeof(long));
+    double part[512], norm = 0;
+    if (!idx) { codi__err(tr->err, sizeof tr->err, "out of memory"); return -1; }
+    if (c->n_layers > 512) { CODI_FREE(idx); codi__err(tr->err, sizeof tr->err, "too many layers"); return -1; }
+    for (b = 0; b < B; b++) idx[b] = codi__lens_sample_at(tr, tr->step * (long)B + b);
+    if (codi__lens_batch_fill(&tr->lb, tr->fn, tr->user, idx, B, tr->err, sizeof tr->err)) { CODI_FREE(idx); return -1; }
+    CODI_FREE(idx);
+    codi__lens_batch_run(&tr->lb, tr->pool, part);
+    CODI__PARALLEL(tr->pool, codi__lens_grad_task, tr, rows);
+    for (i = 0; i < rows; i++) norm += tr->row_sq[i];
+    norm = sqrt(norm);
+    if (!(norm == norm) || norm > DBL_MAX) { codi__err(tr->err, sizeof tr->err, "gradient is not finite at step %ld", tr->step); return -1; }
+    tr->clip_coef = 1.0;                                          /* torch.nn.utils.clip_grad_norm_ */
+    if (tr->o.clip_norm > 0 && tr->o.clip_norm / (norm + 1e-6) < 1.0) tr->clip_coef = tr->o.clip_norm / (norm + 1e-6);
+    tr->lr_now = tr->o.lr;                                        /* get_linear_schedule_with_warmup, 0 warmup */
+    if (tr->o.linear_decay) tr->lr_now *= tr->step >= tr->o.total_steps ? 0.0 : (double)(tr->o.total_steps - tr->step) / tr->o.total_steps;
+    CODI__PARALLEL(tr->pool, codi__lens_update_task, tr, rows);
+    tr->step++;
+    if (loss) for (i = 0; i < c->n_layers; i++) loss[i] = part[i];
+    return 0;
+}
+
 /* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
 /* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
@@ -5015,6 +4865,1532 @@ CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *o
 CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
     const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
     return v && v->type == CODI__J_STR ? v->str : NULL;
+}
+
+/* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
+static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], const char **meta) {
+    static const char *const keys[13] = { "optimizer", "lr", "momentum", "beta2", "eps", "weight_decay", "clip_norm",
+                                          "linear_decay", "total_steps", "batch", "seed", "n_samples", "step" };
+    const codi_lens_train_opts *o = &tr->o;
+    int i;
+    snprintf(buf[0], 32, "%s", o->optimizer == CODI_LENS_SGD ? "sgd_nesterov" : "adam");
+    snprintf(buf[1], 32, "%.17g", o->lr); snprintf(buf[2], 32, "%.17g", o->momentum);
+    snprintf(buf[3], 32, "%.17g", o->beta2); snprintf(buf[4], 32, "%.17g", o->eps);
+    snprintf(buf[5], 32, "%.17g", o->weight_decay); snprintf(buf[6], 32, "%.17g", o->clip_norm);
+    snprintf(buf[7], 32, "%d", o->linear_decay); snprintf(buf[8], 32, "%ld", o->total_steps);
+    snprintf(buf[9], 32, "%d", o->batch); snprintf(buf[10], 32, "%llu", (unsigned long long)o->seed);
+    snprintf(buf[11], 32, "%ld", tr->n_samples); snprintf(buf[12], 32, "%ld", tr->step);
+    for (i = 0; i < 13; i++) { meta[2 * i] = keys[i]; meta[2 * i + 1] = buf[i]; }
+}
+
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    const codi_tuned_lens *t = tr->t;
+    int64_t L = t->n_layers, D = t->dim;
+    codi_st_entry e[6];
+    char buf[13][32];
+    const char *meta[2 * 13 + 3];
+    int i, n = tr->m2w ? 6 : 4;
+    const float *data[6];
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    data[0] = t->weight; data[1] = t->bias; data[2] = tr->m1w; data[3] = tr->m1b; data[4] = tr->m2w; data[5] = tr->m2b;
+    memset(e, 0, sizeof e);
+    for (i = 0; i < n; i++) {
+        e[i].name = names[i]; e[i].dtype = CODI_F32; e[i].data = data[i];
+        e[i].ndim = i % 2 ? 2 : 3; e[i].shape[0] = L; e[i].shape[1] = D; e[i].shape[2] = D;
+    }
+    codi__lens_opts_meta(tr, buf, meta);
+    meta[26] = "content"; meta[27] = "codi_lens.lens_trainer.v1"; meta[28] = NULL;   /* "format" is the writer's "pt" */
+    return codi_write_safetensors(path, e, n, meta, err, errsz);
+}
+
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    codi_tuned_lens *t = tr->t;
+    size_t L = (size_t)t->n_layers, D = (size_t)t->dim;
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    char buf[13][32];
+    const char *meta[2 * 13], *v;
+    float *dst[6];
+    size_t cap[6];
+    int i, n = tr->m2w ? 6 : 4;
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    if (!f) return -1;
+    codi__lens_opts_meta(tr, buf, meta);
+    if (!(v = codi_st_metadata(f, "content")) || strcmp(v, "codi_lens.lens_trainer.v1")) {
+        codi__err(err, errsz, "%s is not a tuned-lens training checkpoint", path); codi_st_close(f); return -1;
+    }
+    for (i = 0; i < 12; i++)
+        if (!(v = codi_st_metadata(f, meta[2 * i])) || strcmp(v, meta[2 * i + 1])) {
+            codi__err(err, errsz, "%s was saved with %s = %s, not %s: resume with the same options", path, meta[2 * i], v ? v : "(none)", meta[2 * i + 1]);
+            codi_st_close(f); return -1;
+        }
+    dst[0] = t->weight; dst[1] = t->bias; dst[2] = tr->m1w; dst[3] = tr->m1b; dst[4] = tr->m2w; dst[5] = tr->m2b;
+    for (i = 0; i < 6; i++) cap[i] = i % 2 ? L * D : L * D * D;
+    for (i = 0; i < n; i++)
+        if (codi_st_read_f32(f, names[i], dst[i], cap[i], err, errsz) != (long)cap[i]) {
+            if (!err[0] || strstr(err, "room")) codi__err(err, errsz, "%s: %s has the wrong size", path, names[i]);
+            codi_st_close(f); return -1;
+        }
+    if (!(v = codi_st_metadata(f, "step")) || (tr->step = strtol(v, NULL, 10)) < 0) {
+        codi__err(err, errsz, "%s has no step count", path); codi_st_close(f); return -1;
+    }
+    codi_st_close(f);
+    return 0;
+}
+
+/* >>torchsave: a state dict of f32 tensors as torch.save writes it (zip of stored entries:
+   archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
+   what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
+
+static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    size_t i;
+    if (!ready) {
+        uint32_t k, c; int j;
+        for (k = 0; k < 256; k++) { c = k; for (j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; table[k] = c; }
+        ready = 1;
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255u] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
+static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
+static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
+static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
+static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
+    codi__buf_byte(b, 'c'); codi__buf_put(b, mod, strlen(mod)); codi__buf_byte(b, '\n'); codi__buf_put(b, name, strlen(name)); codi__buf_byte(b, '\n');
+}
+
+/* One zip entry: local header (padded by an extra field so the data starts 64-byte aligned, as
+   torch's writer does), data; its central directory record goes to cd. */
+static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
+    size_t nl = strlen(name), pad = (64 - (zip->len + 30 + nl + 4) % 64) % 64, off = zip->len;
+    uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
+    codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
+    codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
+    codi__buf_le(zip, n, 4); codi__buf_le(zip, n, 4); codi__buf_le(zip, nl, 2); codi__buf_le(zip, 4 + pad, 2);
+    codi__buf_put(zip, name, nl);
+    codi__buf_le(zip, 0x4246, 2); codi__buf_le(zip, pad, 2);           /* "FB" padding field */
+    while (pad--) codi__buf_byte(zip, 'Z');
+    codi__buf_put(zip, (const char *)data, n);
+    codi__buf_le(cd, 0x02014b50u, 4); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0x21, 2); codi__buf_le(cd, crc, 4);
+    codi__buf_le(cd, n, 4); codi__buf_le(cd, n, 4); codi__buf_le(cd, nl, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 4); codi__buf_le(cd, off, 4);
+    codi__buf_put(cd, name, nl);
+}
+
+/* Writes n f32 tensors (names, data, ndim <= 4, shapes) as a torch.save state dict. */
+static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
+                            const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
+    codi__buf pk, zip, cd;
+    char key[32], tmp[4200];
+    FILE *fp;
+    int i, d, rc = -1;
+    memset(&pk, 0, sizeof pk); memset(&zip, 0, sizeof zip); memset(&cd, 0, sizeof cd);
+    pk.ok = zip.ok = cd.ok = 1;
+    codi__buf_put(&pk, "\x80\x02", 2);
+    codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R(", 3);
+    for (i = 0; i < n; i++) {
+        int64_t numel = codi__numel(ndim[i], shape[i]), stride = 1, strides[4];
+        if (numel > 0x3fffffff) { codi__err(err, errsz, "tensor %s too large for this writer", names[i]); goto done; }
+        for (d = ndim[i] - 1; d >= 0; d--) { strides[d] = stride; stride *= shape[i][d]; }
+        snprintf(key, sizeof key, "%d", i);
+        codi__pw_str(&pk, names[i]);
+        codi__pw_global(&pk, "torch._utils", "_rebuild_tensor_v2");
+        codi__buf_put(&pk, "((", 2);
+        codi__pw_str(&pk, "storage"); codi__pw_global(&pk, "torch", "FloatStorage");
+        codi__pw_str(&pk, key); codi__pw_str(&pk, "cpu"); codi__pw_int(&pk, numel);
+        codi__buf_put(&pk, "tQ", 2);
+        codi__pw_int(&pk, 0);
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, shape[i][d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, strides[d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, 0x89);                                       /* requires_grad False */
+        codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R", 2);  /* backward hooks */
+        codi__buf_put(&pk, "tR", 2);
+    }
+    codi__buf_put(&pk, "u.", 2);
+    codi__zip_put(&zip, &cd, "archive/data.pkl", pk.p, pk.len);
+    codi__zip_put(&zip, &cd, "archive/byteorder", "little", 6);
+    for (i = 0; i < n; i++) {
+        snprintf(tmp, sizeof tmp, "archive/data/%d", i);
+        codi__zip_put(&zip, &cd, tmp, data[i], (size_t)codi__numel(ndim[i], shape[i]) * sizeof(float));
+    }
+    codi__zip_put(&zip, &cd, "archive/version", "3\n", 2);
+    {
+        size_t cd_off = zip.len;
+        codi__buf_put(&zip, cd.p, cd.len);
+        codi__buf_le(&zip, 0x06054b50u, 4); codi__buf_le(&zip, 0, 4);
+        codi__buf_le(&zip, (uint64_t)n + 3, 2); codi__buf_le(&zip, (uint64_t)n + 3, 2);
+        codi__buf_le(&zip, cd.len, 4); codi__buf_le(&zip, cd_off, 4); codi__buf_le(&zip, 0, 2);
+    }
+    if (!pk.ok || !zip.ok || !cd.ok) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (zip.len > 0xffffffffu) { codi__err(err, errsz, "%s would exceed 4 GiB (zip64 is not written)", path); goto done; }
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto done; }
+    if (fwrite(zip.p, 1, zip.len, fp) != zip.len) { fclose(fp); remove(tmp); codi__err(err, errsz, "error writing %s", tmp); goto done; }
+    if (fclose(fp) != 0 || rename(tmp, path) != 0) { remove(tmp); codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(pk.p); CODI_FREE(zip.p); CODI_FREE(cd.p);
+    return rc;
+}
+
+/* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
+
+static void codi__json_escape_to(FILE *fp, const char *s) {
+    fputc('"', fp);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(fp, "\\%c", ch);
+        else if (ch < 0x20) fprintf(fp, "\\u%04x", ch);
+        else fputc(ch, fp);
+    }
+    fputc('"', fp);
+}
+
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc = -1;
+    char path[4096], (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
+    const char **np = (const char **)CODI_MALLOC((size_t)2 * L * sizeof *np);
+    const float **dp = (const float **)CODI_MALLOC((size_t)2 * L * sizeof *dp);
+    int *nd = (int *)CODI_MALLOC((size_t)2 * L * sizeof *nd);
+    int64_t (*sh)[4] = (int64_t (*)[4])CODI_MALLOC((size_t)2 * L * sizeof *sh);
+    FILE *fp;
+    if (!names || !np || !dp || !nd || !sh) { codi__err(err, errsz, "out of memory"); goto done; }
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        np[i] = names[i];
+        dp[i] = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        nd[i] = is_bias ? 1 : 2;
+        sh[i][0] = t->dim; sh[i][1] = t->dim; sh[i][2] = sh[i][3] = 1;
+    }
+    snprintf(path, sizeof path, "%s/params.pt", dir);
+    if (codi__torch_save(path, 2 * L, np, dp, nd, (const int64_t (*)[4])sh, err, errsz)) goto done;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
+    fprintf(fp, "{\"base_model_name_or_path\": ");
+    codi__json_escape_to(fp, base_model ? base_model : "");
+    fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
+                "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
+    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(names); CODI_FREE(np); CODI_FREE(dp); CODI_FREE(nd); CODI_FREE(sh);
+    return rc;
+}
+
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc;
+    char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names), dm[16], nl[16];
+    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
+    const char *meta[11];
+    if (!names || !e) { CODI_FREE(names); CODI_FREE(e); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)2 * L * sizeof *e);
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        e[i].name = names[i]; e[i].dtype = CODI_F32;
+        e[i].data = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        e[i].ndim = is_bias ? 1 : 2;
+        e[i].shape[0] = e[i].shape[1] = t->dim;
+    }
+    snprintf(dm, sizeof dm, "%d", t->dim); snprintf(nl, sizeof nl, "%d", L);
+    meta[0] = "content"; meta[1] = "codi_lens.tuned_lens.v1"; meta[2] = "base_model_name_or_path"; meta[3] = base_model ? base_model : "";
+    meta[4] = "d_model"; meta[5] = dm; meta[6] = "num_hidden_layers"; meta[7] = nl; meta[8] = "lens_type"; meta[9] = "linear_tuned_lens"; meta[10] = NULL;
+    rc = codi_write_safetensors(path, e, 2 * L, meta, err, errsz);
+    CODI_FREE(names); CODI_FREE(e);
+    return rc;
+}
+
+/* Fills t from a tensor table holding "{l}.weight" and (unless bias is 0) "{l}.bias". */
+static int codi__tuned_lens_from(codi_tuned_lens *t, const codi__tensors *ts, int bias, const char *path, char *err, size_t errsz) {
+    int l, D = t->dim;
+    char name[32];
+    size_t i;
+    snprintf(name, sizeof name, "%d.weight", t->n_layers);
+    if (codi__tensors_find(ts, name) || (snprintf(name, sizeof name, "layer_translators.%d.weight", t->n_layers), codi__tensors_find(ts, name))) { codi__err(err, errsz, "%s has more than %d translators: made for another model", path, t->n_layers); return -1; }
+    for (l = 0; l < t->n_layers; l++) {
+        int k;
+        for (k = 0; k < 1 + (bias != 0); k++) {
+            const codi__tensor *x;
+            float *dst = k ? t->bias + (size_t)l * D : t->weight + (size_t)l * D * D;
+            snprintf(name, sizeof name, "%d.%s", l, k ? "bias" : "weight");
+            if (!(x = codi__tensors_find(ts, name))) {                 /* older library versions saved the whole module */
+                char full[64];
+                snprintf(full, sizeof full, "layer_translators.%s", name);
+                x = codi__tensors_find(ts, full);
+            }
+            if (!x) { codi__err(err, errsz, "%s: tensor %s missing (a lens for %d layers?)", path, name, t->n_layers); return -1; }
+            if (x->dtype < 0 || x->ndim != 2 - k || x->shape[0] != D || (!k && x->shape[1] != D)) {
+                codi__err(err, errsz, "%s: %s is %s with %d dims [%lld, ...]; expected float [%d%s]", path, name, x->dtype_name,
+                          x->ndim, (long long)x->shape[0], D, k ? "" : ", D");
+                return -1;
+            }
+            for (i = 0; i < (size_t)(k ? D : D * D); i++) dst[i] = codi__load_elem(x->data, x->dtype, i);
+            if (!codi__all_finite(dst, k ? D : D * D)) { codi__err(err, errsz, "%s: %s is not finite (NaN or Inf)", path, name); return -1; }
+        }
+    }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz) {
+    codi__tensors ts;
+    codi_tuned_lens *t = NULL;
+    char file[4096], cfg[4096];
+    size_t len;
+    char *text;
+    int bias = 1, is_dir = 0;
+    memset(&ts, 0, sizeof ts);
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    snprintf(file, sizeof file, "%s/params.pt", path);
+    {
+        FILE *probe = fopen(file, "rb");
+        if (probe) { fclose(probe); is_dir = 1; }
+    }
+    if (is_dir && (text = codi__read_text(cfg, &len)) != NULL) {       /* config.json is optional */
+        codi__json *j = codi__json_parse(text, len, err, errsz);
+        const codi__json *b;
+        double dm = 0, nl = 0;
+        CODI_FREE(text);
+        if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
+        if ((codi__json_num(j, "d_model", &dm) && dm != m->config.dim) ||
+            (codi__json_num(j, "num_hidden_layers", &nl) && nl != m->config.n_layers)) {
+            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has %d, %d", cfg, dm, nl, m->config.dim, m->config.n_layers);
+            codi__json_free(j); return NULL;
+        }
+        if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;
+        codi__json_free(j);
+    }
+    if (!is_dir) snprintf(file, sizeof file, "%s", path);
+    if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
+                                               : codi__read_torch_zip(&ts, file, 0, err, errsz)) != 0) goto fail;
+    if (!(t = codi_tuned_lens_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (codi__tuned_lens_from(t, &ts, bias, file, err, errsz)) goto fail;
+    codi__tensors_free(&ts);
+    return t;
+fail:
+    codi_tuned_lens_free(t);
+    codi__tensors_free(&ts);
+    return NULL;
+}
+
+/* >>acts: activation datasets written in place ------------------------------------------------ */
+
+enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_VALUE,
+       CODI__A_POS, CODI__A_PLEN, CODI__A_PIDS, CODI__A_AIDS, CODI__A_QIDX, CODI__A_CORRECT, CODI__A_DONE, CODI__A_COUNT };
+
+struct codi_acts {
+    FILE *fp;
+    int Q, P, L, D, N, Tmax, A, KVH, HD, bf16, kv;
+    int64_t shape[CODI__A_COUNT][6];   /* [0] = ndim */
+    int esize[CODI__A_COUNT];          /* bytes per element; 0 = tensor absent */
+    long off[CODI__A_COUNT];           /* absolute file offset of each tensor's data */
+    long total;                        /* file size */
+    unsigned char *done;               /* [Q] */
+    int failed;
+};
+
+static const char *const codi__acts_names[CODI__A_COUNT] = {
+    "gold", "prediction", "resid", "final", "latent_inputs", "key", "value", "positions", "prompt_len",
+    "prompt_ids", "answer_ids", "question_index", "correct", "done" };
+
+static const char *codi__acts_dtype(const codi_acts *a, int k) {
+    if (k <= CODI__A_PRED) return "F64";
+    if (k <= CODI__A_VALUE) return a->bf16 ? "BF16" : "F32";
+    if (k <= CODI__A_QIDX) return "I32";
+    return "U8";
+}
+
+static void codi__acts_shape(codi_acts *a, int k, int nd, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4) {
+    a->shape[k][0] = nd; a->shape[k][1] = d0; a->shape[k][2] = d1; a->shape[k][3] = d2; a->shape[k][4] = d3; a->shape[k][5] = d4;
+}
+
+static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
+    int64_t n = 1; int d;
+    for (d = 2; d <= a->shape[k][0]; d++) n *= a->shape[k][d];
+    return n;
+}
+
+/* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
+static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
+    const char *meta[26];
+    char num[6][24];
+    codi__buf b = { NULL, 0, 0, 1 };
+    long off = 0;
+    int k, i, d;
+    snprintf(num[0], sizeof num[0], "%d", sp->n_latent); snprintf(num[1], sizeof num[1], "%d", a->L);
+    snprintf(num[2], sizeof num[2], "%d", a->D); snprintf(num[3], sizeof num[3], "%d", sp->kv ? 1 : 0);
+    i = 0;
+    meta[i++] = "format"; meta[i++] = "codi_lens.acts.v1";
+    meta[i++] = "model"; meta[i++] = sp->model ? sp->model : "";
+    meta[i++] = "questions"; meta[i++] = sp->questions ? sp->questions : "";
+    meta[i++] = "positions"; meta[i++] = sp->positions ? sp->positions : "";
+    meta[i++] = "labels"; meta[i++] = sp->labels_json ? sp->labels_json : "[]";
+    meta[i++] = "n_latent"; meta[i++] = num[0];
+    meta[i++] = "recipe"; meta[i++] = sp->recipe ? sp->recipe : "";
+    meta[i++] = "dtype"; meta[i++] = sp->bf16 ? "bf16" : "f32";
+    meta[i++] = "layers"; meta[i++] = num[1];
+    meta[i++] = "dim"; meta[i++] = num[2];
+    meta[i++] = "kv"; meta[i++] = num[3];
+    meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
+    meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    codi__buf_put(&b, "{\"__metadata__\":{", 17);
+    for (k = 0; k < i; k += 2) {
+        if (k) codi__buf_byte(&b, ',');
+        codi__buf_json_string(&b, meta[k]); codi__buf_byte(&b, ':'); codi__buf_json_string(&b, meta[k + 1]);
+    }
+    codi__buf_byte(&b, '}');
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        char t[512];
+        int n;
+        long bytes;
+        if (!a->esize[k]) continue;
+        bytes = (long)(codi__acts_row_elems(a, k) * a->shape[k][1] * a->esize[k]);
+        n = snprintf(t, sizeof t, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", codi__acts_names[k], codi__acts_dtype(a, k));
+        for (d = 1; d <= a->shape[k][0]; d++) n += snprintf(t + n, sizeof t - (size_t)n, "%s%lld", d > 1 ? "," : "", (long long)a->shape[k][d]);
+        n += snprintf(t + n, sizeof t - (size_t)n, "],\"data_offsets\":[%ld,%ld]}", off, off + bytes);
+        codi__buf_put(&b, t, (size_t)n);
+        a->off[k] = off;
+        off += bytes;
+    }
+    codi__buf_byte(&b, '}');
+    while (b.len % 8) codi__buf_byte(&b, ' ');
+    if (!b.ok) { CODI_FREE(b.p); return NULL; }
+    for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.len;
+    a->total = 8 + (long)b.len + off;
+    *len = b.len;
+    return (char *)b.p;
+}
+
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *sp, int resume,
+                                   char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    codi_acts *a;
+    char *hdr = NULL;
+    size_t hlen = 0;
+    FILE *fp = NULL;
+    int k;
+    double bytes;
+    if (sp->n_questions < 1 || sp->n_positions < 1 || sp->n_latent < 0 || sp->max_prompt < 1 || sp->max_answer < 1) {
+        codi__err(err, errsz, "activation dataset needs questions, positions, prompt and answer lengths >= 1"); return NULL;
+    }
+    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 2.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
+            c->dim * (sp->bf16 ? 2 : 4);
+    if (bytes > (double)LONG_MAX / 2) { codi__err(err, errsz, "activation dataset of %.3g bytes is too large for this platform", bytes); return NULL; }
+    if (!(a = (codi_acts *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(a, 0, sizeof *a);
+    a->Q = sp->n_questions; a->P = sp->n_positions; a->L = c->n_layers; a->D = c->dim; a->N = sp->n_latent;
+    a->Tmax = sp->max_prompt; a->A = sp->max_answer; a->KVH = c->n_kv_heads; a->HD = c->head_dim; a->bf16 = sp->bf16; a->kv = sp->kv;
+    codi__acts_shape(a, CODI__A_GOLD, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PRED, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_RESID, 4, a->Q, a->P, a->L + 1, a->D, 0);
+    codi__acts_shape(a, CODI__A_FINAL, 3, a->Q, a->P, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_LATENT, 3, a->Q, a->N, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_KEY, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_VALUE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_POS, 2, a->Q, a->P, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PLEN, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PIDS, 2, a->Q, a->Tmax, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_AIDS, 2, a->Q, a->A, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_QIDX, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_CORRECT, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_DONE, 1, a->Q, 0, 0, 0, 0);
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        const char *dt = codi__acts_dtype(a, k);
+        a->esize[k] = !strcmp(dt, "F64") ? 8 : !strcmp(dt, "F32") || !strcmp(dt, "I32") ? 4 : !strcmp(dt, "BF16") ? 2 : 1;
+    }
+    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_VALUE] = 0;
+    if (!a->N) a->esize[CODI__A_LATENT] = 0;
+    if (!(hdr = codi__acts_header(a, sp, &hlen)) || !(a->done = (unsigned char *)CODI_MALLOC((size_t)a->Q))) {
+        codi__err(err, errsz, "out of memory"); goto fail;
+    }
+    memset(a->done, 0, (size_t)a->Q);
+    if (resume && (fp = fopen(path, "r+b")) != NULL) {
+        unsigned char l8[8];
+        uint64_t old_len = 0;
+        char *old = NULL;
+        codi__json *j = NULL, *mine = NULL;
+        const codi__json *mo, *mm, *e;
+        int same = 1;
+        if (fread(l8, 1, 8, fp) == 8) for (k = 7; k >= 0; k--) old_len = (old_len << 8) | l8[k];
+        if (old_len == 0 || old_len >= (64u << 20) || !(old = (char *)CODI_MALLOC((size_t)old_len)) ||
+            fread(old, 1, (size_t)old_len, fp) != old_len || !(j = codi__json_parse(old, (size_t)old_len, err, errsz)) ||
+            !(mine = codi__json_parse(hdr, hlen, err, errsz))) {
+            CODI_FREE(old); codi__json_free(j); codi__json_free(mine);
+            codi__err(err, errsz, "%s exists but is not a readable activation dataset; remove it or choose another --out", path);
+            goto fail;
+        }
+        CODI_FREE(old);
+        mo = codi__json_get(j, "__metadata__"); mm = codi__json_get(mine, "__metadata__");
+        for (e = mm ? mm->child : NULL; e && same; e = e->next) {
+            const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
+            if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
+            if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
+                codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
+                          path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
+                codi__json_free(j); codi__json_free(mine); goto fail;
+            }
+        }
+        for (e = mine->child; e && same; e = e->next) {           /* every tensor at the same place */
+            const codi__json *x = codi__json_get(j, e->key), *o1, *o2;
+            if (!strcmp(e->key, "__metadata__")) continue;
+            o1 = codi__json_get(e, "data_offsets"); o2 = x ? codi__json_get(x, "data_offsets") : NULL;
+            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o1->child->num != o2->child->num ||
+                o1->child->next->num != o2->child->next->num) same = 0;
+        }
+        codi__json_free(j); codi__json_free(mine);
+        if (!same) { codi__err(err, errsz, "%s has other shapes than this command would record; remove it or record to another file", path); goto fail; }
+        for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += (long)old_len - (long)hlen;   /* its own header's length */
+        a->total += (long)old_len - (long)hlen;
+        if (fseek(fp, 0, SEEK_END) != 0 || ftell(fp) != a->total) { codi__err(err, errsz, "%s is truncated", path); goto fail; }
+        if (fseek(fp, a->off[CODI__A_DONE], SEEK_SET) != 0 || fread(a->done, 1, (size_t)a->Q, fp) != (size_t)a->Q) {
+            codi__err(err, errsz, "%s is truncated", path); goto fail;
+        }
+    } else {
+        unsigned char l8[8], zero = 0;
+        for (k = 0; k < 8; k++) l8[k] = (unsigned char)(((uint64_t)hlen >> (8 * k)) & 255u);
+        if (!(fp = fopen(path, "w+b"))) { codi__err(err, errsz, "cannot create %s", path); goto fail; }
+        if (fwrite(l8, 1, 8, fp) != 8 || fwrite(hdr, 1, hlen, fp) != hlen || fseek(fp, a->total - 1, SEEK_SET) != 0 ||
+            fwrite(&zero, 1, 1, fp) != 1 || fflush(fp) != 0) {
+            codi__err(err, errsz, "cannot write %s (disk full?)", path); goto fail;
+        }
+    }
+    CODI_FREE(hdr);
+    a->fp = fp;
+    return a;
+fail:
+    if (fp) fclose(fp);
+    CODI_FREE(hdr); CODI_FREE(a->done); CODI_FREE(a);
+    return NULL;
+}
+
+CODI_API int codi_acts_done(const codi_acts *a, int q) { return q >= 0 && q < a->Q && a->done[q]; }
+
+CODI_API int codi_acts_count_done(const codi_acts *a) {
+    int q, n = 0;
+    for (q = 0; q < a->Q; q++) n += a->done[q] != 0;
+    return n;
+}
+
+/* Writes row q of tensor k from src (f32 for float tensors, converted to bf16 when asked;
+   int32 / double / bytes as given), count elements then zeros up to the row size. */
+static int codi__acts_put(codi_acts *a, int k, int q, const void *src, int64_t count, unsigned char *tmp) {
+    int64_t n = codi__acts_row_elems(a, k), i;
+    int es = a->esize[k];
+    if (!es) return 0;
+    memset(tmp, 0, (size_t)(n * es));
+    if (k <= CODI__A_PRED || k >= CODI__A_POS || !a->bf16) {
+        if (src && count) memcpy(tmp, src, (size_t)(count * es));
+        if (k >= CODI__A_PIDS && k <= CODI__A_AIDS) for (i = count; i < n; i++) ((int32_t *)(void *)tmp)[i] = -1;
+    } else if (src)
+        for (i = 0; i < count; i++) {
+            uint16_t h = codi__f32_to_bf16(((const float *)src)[i]);
+            memcpy(tmp + 2 * i, &h, 2);
+        }
+    if (fseek(a->fp, a->off[k] + (long)(q * n * es), SEEK_SET) != 0 || fwrite(tmp, (size_t)es, (size_t)n, a->fp) != (size_t)n) return -1;
+    return 0;
+}
+
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *r, char *err, size_t errsz) {
+    size_t most = 0;
+    unsigned char *tmp, one = 1, corr = (unsigned char)(r->correct != 0);
+    int32_t plen = r->n_prompt, qidx = r->question_index;
+    int k, rc = 0;
+    if (q < 0 || q >= a->Q) { codi__err(err, errsz, "row %d out of range [0, %d)", q, a->Q); return -1; }
+    if (r->n_prompt > a->Tmax || r->n_answer > a->A || r->n_prompt < 0 || r->n_answer < 0) {
+        codi__err(err, errsz, "row %d: %d prompt / %d answer ids exceed the dataset's %d / %d", q, r->n_prompt, r->n_answer, a->Tmax, a->A);
+        return -1;
+    }
+    for (k = 0; k < CODI__A_COUNT; k++) if ((size_t)(codi__acts_row_elems(a, k) * a->esize[k]) > most) most = (size_t)(codi__acts_row_elems(a, k) * a->esize[k]);
+    if (!(tmp = (unsigned char *)CODI_MALLOC(most))) { codi__err(err, errsz, "out of memory"); return -1; }
+    rc |= codi__acts_put(a, CODI__A_GOLD, q, &r->gold, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PRED, q, &r->prediction, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_RESID, q, r->resid, r->resid ? codi__acts_row_elems(a, CODI__A_RESID) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_FINAL, q, r->final, r->final ? codi__acts_row_elems(a, CODI__A_FINAL) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_LATENT, q, r->latent_inputs, r->latent_inputs ? codi__acts_row_elems(a, CODI__A_LATENT) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_KEY, q, r->key, r->key ? codi__acts_row_elems(a, CODI__A_KEY) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_VALUE, q, r->value, r->value ? codi__acts_row_elems(a, CODI__A_VALUE) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_POS, q, r->positions, r->positions ? a->P : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_PLEN, q, &plen, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PIDS, q, r->prompt_ids, r->n_prompt, tmp);
+    rc |= codi__acts_put(a, CODI__A_AIDS, q, r->answer_ids, r->n_answer, tmp);
+    rc |= codi__acts_put(a, CODI__A_QIDX, q, &qidx, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_CORRECT, q, &corr, 1, tmp);
+    CODI_FREE(tmp);
+    if (rc || fflush(a->fp) != 0 || fseek(a->fp, a->off[CODI__A_DONE] + q, SEEK_SET) != 0 ||
+        fwrite(&one, 1, 1, a->fp) != 1 || fflush(a->fp) != 0) {
+        a->failed = 1; codi__err(err, errsz, "writing row %d failed (disk full?)", q); return -1;
+    }
+    a->done[q] = 1;
+    return 0;
+}
+
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz) {
+    int rc;
+    if (!a) return 0;
+    rc = (fclose(a->fp) != 0 || a->failed) ? -1 : 0;
+    if (rc) codi__err(err, errsz, "the activation dataset was not written completely");
+    CODI_FREE(a->done); CODI_FREE(a);
+    return rc;
+}
+
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, L = (size_t)c->n_layers, KV = (size_t)c->n_kv_heads * c->head_dim;
+    int p, l, h;
+    for (p = 0; p < P; p++) {
+        int pos = positions[p], ok = pos >= 0 && pos < s->n_pos;
+        float *r = resid + (size_t)p * (L + 1) * D;
+        for (l = 0; l <= (int)L; l++) {
+            if (ok) memcpy(r + l * D, codi_state_resid(s, l, pos), D * sizeof(float));
+            else memset(r + l * D, 0, D * sizeof(float));
+        }
+        if (final) {
+            if (ok) codi__rmsnorm(final + p * D, r + L * D, m->w.final_norm, (int)D, c->norm_eps);
+            else memset(final + p * D, 0, D * sizeof(float));
+        }
+        for (l = 0; l < (int)L; l++)
+            for (h = 0; h < c->n_kv_heads; h++) {
+                size_t o = ((size_t)p * L + l) * KV + (size_t)h * c->head_dim;
+                if (key) { if (ok) memcpy(key + o, codi_state_key(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(key + o, 0, (size_t)c->head_dim * sizeof(float)); }
+                if (value) { if (ok) memcpy(value + o, codi_state_value(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(value + o, 0, (size_t)c->head_dim * sizeof(float)); }
+            }
+    }
+}
+
+/* >>probe: logistic-regression probes on activation vectors ---------------------------------- */
+
+/* Training is full-batch L-BFGS (10 pairs, backtracking Armijo line search) in double: the
+   objective is smooth and strictly convex, so it reaches the unique optimum deterministically;
+   Newton/IRLS would need the (R*(D+1))^2 Hessian, 4 * 10^7 entries for D = 2048 and K = 3. */
+
+CODI_API codi_probe_opts codi_probe_opts_default(void) {
+    codi_probe_opts o;
+    o.l2 = 1e-2; o.max_iter = 1000; o.tol = 1e-6; o.standardize = 1; o.n_threads = 1;
+    return o;
+}
+
+CODI_API void codi_probe_free(codi_probe *p) {
+    if (!p) return;
+    CODI_FREE(p->mean); CODI_FREE(p->scale); CODI_FREE(p->weight); CODI_FREE(p->bias);
+    CODI_FREE(p);
+}
+
+static codi_probe *codi__probe_alloc(int dim, int n_classes) {
+    codi_probe *p = (codi_probe *)CODI_MALLOC(sizeof *p);
+    int rows = n_classes == 2 ? 1 : n_classes;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->dim = dim; p->n_classes = n_classes; p->n_rows = rows;
+    p->mean = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
+    p->scale = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
+    p->weight = (float *)CODI_MALLOC((size_t)rows * dim * sizeof(float));
+    p->bias = (float *)CODI_MALLOC((size_t)rows * sizeof(float));
+    if (!p->mean || !p->scale || !p->weight || !p->bias) { codi_probe_free(p); return NULL; }
+    return p;
+}
+
+/* The training problem: rows x [n, D] read raw; the standardisation is folded into the weights.
+   Rows are summed in fixed chunks (partial sums added in chunk order), so the objective is the
+   same bits however many threads share the chunks. */
+#define CODI__LOGREG_CHUNK 256
+typedef struct {
+    const float *x; const int32_t *y; int n, dim, rows;
+    const double *mean, *scale;   /* [D] */
+    double l2;
+    double *eff;                  /* [rows, D+1] weights and bias on raw x */
+    double *partial;              /* [chunks, rows * (D+1) + 1] per chunk: sum_i r_ik x_i, sum_i r_ik, loss */
+    codi__pool *pool;
+} codi__logreg;
+
+/* w . x [n] for double w and float x, with eight partial sums */
+static double codi__dot_df(const double *w, const float *x, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += w[j + k] * x[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += w[j] * x[j];
+    return s;
+}
+
+/* Loss and raw gradient sums of chunks [start, end) into lr->partial. */
+static void codi__logreg_chunks(void *ctx, int tid, int start, int end) {
+    const codi__logreg *lr = (const codi__logreg *)ctx;
+    int D = lr->dim, R = lr->rows, c, i, k, j;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1;
+    double z[256];
+    (void)tid;
+    for (c = start; c < end; c++) {
+        double *g = lr->partial + (size_t)c * P, f = 0;
+        int i1 = (c + 1) * CODI__LOGREG_CHUNK < lr->n ? (c + 1) * CODI__LOGREG_CHUNK : lr->n;
+        memset(g, 0, P * sizeof(double));
+        for (i = c * CODI__LOGREG_CHUNK; i < i1; i++) {
+            const float *x = lr->x + (size_t)i * D;
+            int y = lr->y[i];
+            for (k = 0; k < R; k++) z[k] = lr->eff[k * W + D] + codi__dot_df(lr->eff + k * W, x, D);
+            if (R == 1) {                             /* log(1 + e^z) - y z, residual sigmoid(z) - y */
+                double t = z[0];
+                f += (t > 0 ? t + log1p(exp(-t)) : log1p(exp(t))) - (y == 1 ? t : 0);
+                z[0] = (t >= 0 ? 1 / (1 + exp(-t)) : exp(t) / (1 + exp(t))) - (y == 1);
+            } else {                                  /* logsumexp(z) - z_y, residual softmax(z) - onehot(y) */
+                double mx = z[0], sum = 0;
+                for (k = 1; k < R; k++) if (z[k] > mx) mx = z[k];
+                for (k = 0; k < R; k++) sum += exp(z[k] - mx);
+                f += mx + log(sum) - z[y];
+                for (k = 0; k < R; k++) z[k] = exp(z[k] - mx) / sum - (k == y);
+            }
+            for (k = 0; k < R; k++) {
+                double r = z[k], *gk = g + k * W;
+                if (r == 0) continue;
+                for (j = 0; j < D; j++) gk[j] += r * x[j];
+                gk[D] += r;
+            }
+        }
+        g[P - 1] = f;
+    }
+}
+
+/* Objective and gradient g at theta [rows, D+1] (weights on standardised x, then bias). */
+static double codi__logreg_eval(codi__logreg *lr, const double *theta, double *g) {
+    int D = lr->dim, R = lr->rows, k, j, c, n_chunks = (lr->n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1, i;
+    double f = 0, reg = 0;
+    for (k = 0; k < R; k++) {                        /* effective weights on raw x */
+        double b = theta[k * W + D];
+        for (j = 0; j < D; j++) {
+            double w = theta[k * W + j] / lr->scale[j];
+            lr->eff[k * W + j] = w; b -= w * lr->mean[j];
+        }
+        lr->eff[k * W + D] = b;
+    }
+    CODI__PARALLEL(lr->pool, codi__logreg_chunks, lr, n_chunks);
+    memset(g, 0, (size_t)R * W * sizeof(double));    /* g first holds sum_i r_ik x_i and sum_i r_ik */
+    for (c = 0; c < n_chunks; c++) {
+        const double *pc = lr->partial + (size_t)c * P;
+        for (i = 0; i + 1 < P; i++) g[i] += pc[i];
+        f += pc[P - 1];
+    }
+    for (k = 0; k < R; k++) {                         /* chain rule through the standardisation */
+        double *gk = g + k * W;
+        for (j = 0; j < D; j++) {
+            double w = theta[k * W + j];
+            gk[j] = (gk[j] - lr->mean[j] * gk[D]) / lr->scale[j] / lr->n + lr->l2 * w;
+            reg += w * w;
+        }
+        gk[D] /= lr->n;
+    }
+    return f / lr->n + 0.5 * lr->l2 * reg;
+}
+
+static double codi__max_abs(const double *v, size_t n) {
+    double m = 0; size_t i;
+    for (i = 0; i < n; i++) if (fabs(v[i]) > m) m = fabs(v[i]);
+    return m;
+}
+
+static double codi__ddot(const double *a, const double *b, size_t n) {
+    double s = 0; size_t i;
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Minimises the objective from theta = 0; fills p's weights, bias, iterations, loss. */
+static int codi__logreg_lbfgs(codi__logreg *lr, const codi_probe_opts *o, codi_probe *p) {
+    enum { M = 10 };
+    size_t W = (size_t)lr->dim + 1, np = (size_t)lr->rows * W, i;
+    double *buf = (double *)CODI_MALLOC((5 + 2 * M) * np * sizeof(double)), rho[M], alpha[M];
+    double *th, *g, *d, *th2, *g2, *S, *Y, f, f2 = 0;
+    int it, k, head = 0, used = 0, j;
+    if (!buf) return -1;
+    th = buf; g = th + np; d = g + np; th2 = d + np; g2 = th2 + np; S = g2 + np; Y = S + M * np;
+    memset(th, 0, np * sizeof(double));
+    f = codi__logreg_eval(lr, th, g);
+    for (it = 0; it < o->max_iter && codi__max_abs(g, np) > o->tol; it++) {
+        double step, gd, q;
+        for (i = 0; i < np; i++) d[i] = -g[i];        /* two-loop recursion: d = -H g */
+        for (j = 0; j < used; j++) {
+            k = (head - 1 - j + M) % M;
+            alpha[k] = rho[k] * codi__ddot(S + k * np, d, np);
+            for (i = 0; i < np; i++) d[i] -= alpha[k] * Y[k * np + i];
+        }
+        if (used) {
+            k = (head - 1 + M) % M;
+            q = codi__ddot(S + k * np, Y + k * np, np) / codi__ddot(Y + k * np, Y + k * np, np);
+            for (i = 0; i < np; i++) d[i] *= q;
+        }
+        for (j = used - 1; j >= 0; j--) {
+            double beta;
+            k = (head - 1 - j + M) % M;
+            beta = rho[k] * codi__ddot(Y + k * np, d, np);
+            for (i = 0; i < np; i++) d[i] += (alpha[k] - beta) * S[k * np + i];
+        }
+        gd = codi__ddot(g, d, np);
+        if (!(gd < 0)) { for (i = 0; i < np; i++) d[i] = -g[i]; gd = -codi__ddot(g, g, np); used = 0; }
+        step = used ? 1.0 : 1.0 / sqrt(-gd);
+        for (j = 0; j < 60; j++, step *= 0.5) {       /* Armijo backtracking */
+            for (i = 0; i < np; i++) th2[i] = th[i] + step * d[i];
+            f2 = codi__logreg_eval(lr, th2, g2);
+            if (f2 <= f + 1e-4 * step * gd) break;
+        }
+        if (j == 60) break;                           /* no decrease left at double precision */
+        k = head;
+        for (i = 0; i < np; i++) { S[k * np + i] = th2[i] - th[i]; Y[k * np + i] = g2[i] - g[i]; }
+        q = codi__ddot(S + k * np, Y + k * np, np);
+        if (q > 1e-300) { rho[k] = 1 / q; head = (head + 1) % M; if (used < M) used++; }
+        memcpy(th, th2, np * sizeof(double)); memcpy(g, g2, np * sizeof(double)); f = f2;
+    }
+    p->iterations = it; p->loss = f; p->converged = codi__max_abs(g, np) <= o->tol;
+    for (k = 0; k < lr->rows; k++) {
+        for (j = 0; j < lr->dim; j++) p->weight[(size_t)k * lr->dim + j] = (float)th[k * W + j];
+        p->bias[k] = (float)th[k * W + lr->dim];
+    }
+    CODI_FREE(buf);
+    return 0;
+}
+
+CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, int dim, int n_classes,
+                                      const codi_probe_opts *o, char *err, size_t errsz) {
+    codi_probe_opts def = codi_probe_opts_default();
+    codi__logreg lr;
+    codi_probe *p = NULL;
+    double *stats = NULL;
+    int *count = NULL, i, j, rc = -1, n_chunks;
+    if (!o) o = &def;
+    if (n <= 0 || dim <= 0) { codi__err(err, errsz, "probe: empty training set (%d rows of dimension %d)", n, dim); return NULL; }
+    if (n_classes < 2 || n_classes > 256) { codi__err(err, errsz, "probe: %d class(es); a probe needs 2..256", n_classes); return NULL; }
+    if (!(o->l2 >= 0) || o->max_iter < 1 || !(o->tol > 0)) { codi__err(err, errsz, "probe: l2 must be >= 0, max_iter >= 1, tol > 0"); return NULL; }
+    if (!(count = (int *)CODI_MALLOC((size_t)n_classes * sizeof(int)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(count, 0, (size_t)n_classes * sizeof(int));
+    for (i = 0; i < n; i++) {
+        if (y[i] < 0 || y[i] >= n_classes) { codi__err(err, errsz, "probe: label %d of row %d is outside 0..%d", (int)y[i], i, n_classes - 1); goto done; }
+        count[y[i]]++;
+    }
+    for (i = 0; i < n_classes; i++)
+        if (!count[i]) { codi__err(err, errsz, "probe: class %d has no training rows (every class needs at least one)", i); goto done; }
+    for (i = 0; i < n; i++) for (j = 0; j < dim; j++)
+        if (!isfinite(x[(size_t)i * dim + j])) { codi__err(err, errsz, "probe: non-finite value at row %d, column %d", i, j); goto done; }
+    p = codi__probe_alloc(dim, n_classes);
+    n_chunks = (n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    stats = p ? (double *)CODI_MALLOC(((size_t)2 * dim + (size_t)p->n_rows * (dim + 1) * (1 + (size_t)n_chunks) + (size_t)n_chunks) * sizeof(double)) : NULL;
+    if (!p || !stats) { codi__err(err, errsz, "out of memory"); goto done; }
+    for (j = 0; j < dim; j++) { stats[j] = 0; stats[dim + j] = 1; }
+    if (o->standardize) {                             /* two passes: mean, then population std */
+        for (j = 0; j < dim; j++) stats[dim + j] = 0;
+        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) stats[j] += x[(size_t)i * dim + j];
+        for (j = 0; j < dim; j++) stats[j] /= n;
+        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) { double v = x[(size_t)i * dim + j] - stats[j]; stats[dim + j] += v * v; }
+        for (j = 0; j < dim; j++) { double sd = sqrt(stats[dim + j] / n); stats[dim + j] = sd > 0 ? sd : 1; }
+    }
+    for (j = 0; j < dim; j++) { p->mean[j] = (float)stats[j]; p->scale[j] = (float)stats[dim + j]; }
+    for (j = 0; j < dim; j++) { stats[j] = p->mean[j]; stats[dim + j] = p->scale[j]; }  /* train with what is stored */
+    lr.x = x; lr.y = y; lr.n = n; lr.dim = dim; lr.rows = p->n_rows;
+    lr.mean = stats; lr.scale = stats + dim; lr.l2 = o->l2;
+    lr.eff = stats + 2 * dim; lr.partial = lr.eff + (size_t)p->n_rows * (dim + 1); lr.pool = NULL;
+    p->l2 = o->l2;
+#ifdef CODI_THREADS
+    if (o->n_threads > 1) lr.pool = codi__pool_new(o->n_threads);
+#endif
+    rc = codi__logreg_lbfgs(&lr, o, p);
+#ifdef CODI_THREADS
+    codi__pool_free(lr.pool);
+#endif
+    if (rc) codi__err(err, errsz, "out of memory");
+done:
+    CODI_FREE(count); CODI_FREE(stats);
+    if (rc) { codi_probe_free(p); return NULL; }
+    return p;
+}
+
+CODI_API void codi_probe_predict_proba(const codi_probe *p, const float *x, int n, float *proba) {
+    int i, k, j, D = p->dim, K = p->n_classes;
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        double z[256], mx, sum = 0;
+        float *out = proba + (size_t)i * K;
+        for (k = 0; k < p->n_rows; k++) {
+            const float *w = p->weight + (size_t)k * D;
+            double s = p->bias[k];
+            for (j = 0; j < D; j++) s += (double)w[j] * ((xi[j] - p->mean[j]) / p->scale[j]);
+            z[k] = s;
+        }
+        if (p->n_rows == 1) {
+            double p1 = z[0] >= 0 ? 1 / (1 + exp(-z[0])) : exp(z[0]) / (1 + exp(z[0]));
+            out[0] = (float)(1 - p1); out[1] = (float)p1;
+            continue;
+        }
+        for (mx = z[0], k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
+        for (k = 0; k < K; k++) sum += exp(z[k] - mx);
+        for (k = 0; k < K; k++) out[k] = (float)(exp(z[k] - mx) / sum);
+    }
+}
+
+typedef struct { float score; int positive; } codi__scored;
+static int codi__scored_cmp(const void *a, const void *b) {
+    float x = ((const codi__scored *)a)->score, y = ((const codi__scored *)b)->score;
+    return (x > y) - (x < y);
+}
+
+CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se) {
+    codi__scored *v;
+    double rank_sum = 0, auc, n1 = 0, n0, q1, q2;
+    int i, j;
+    if (se) *se = NAN;
+    if (n <= 0 || !(v = (codi__scored *)CODI_MALLOC((size_t)n * sizeof *v))) return NAN;
+    for (i = 0; i < n; i++) { v[i].score = score[i]; v[i].positive = positive[i] != 0; n1 += v[i].positive; }
+    n0 = n - n1;
+    if (n1 == 0 || n0 == 0) { CODI_FREE(v); return NAN; }
+    qsort(v, (size_t)n, sizeof *v, codi__scored_cmp);
+    for (i = 0; i < n; i = j) {                       /* Mann-Whitney: mean rank over each run of ties */
+        int pos = 0;
+        for (j = i; j < n && v[j].score == v[i].score; j++) pos += v[j].positive;
+        rank_sum += pos * 0.5 * (i + 1 + j);
+    }
+    CODI_FREE(v);
+    auc = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0);
+    q1 = auc / (2 - auc); q2 = 2 * auc * auc / (1 + auc);
+    if (se) *se = sqrt(fmax(0, (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n1 * n0)));
+    return auc;
+}
+
+CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi) {
+    double p, den, mid, half;
+    if (n <= 0) { *lo = 0; *hi = 1; return; }
+    p = (double)k / n; den = 1 + z * z / n;
+    mid = (p + z * z / (2.0 * n)) / den;
+    half = z / den * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
+    *lo = fmax(0, mid - half); *hi = fmin(1, mid + half);
+}
+
+CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, int k, codi_probe_metrics *out,
+                                   char *err, size_t errsz) {
+    float *score = NULL;
+    int32_t *pos = NULL;
+    int i, c, correct = 0, used = 0;
+    double auc_sum = 0, var_sum = 0, ll = 0;
+    if (n <= 0 || k < 2) { codi__err(err, errsz, "probe metrics: %d rows, %d classes (need rows and >= 2 classes)", n, k); return -1; }
+    for (i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= k) { codi__err(err, errsz, "probe metrics: label %d of row %d is outside 0..%d", (int)y[i], i, k - 1); return -1; }
+    score = (float *)CODI_MALLOC((size_t)n * sizeof(float));
+    pos = (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t));
+    if (!score || !pos) { CODI_FREE(score); CODI_FREE(pos); codi__err(err, errsz, "out of memory"); return -1; }
+    for (i = 0; i < n; i++) {
+        const float *pr = proba + (size_t)i * k;
+        int best = 0;
+        for (c = 1; c < k; c++) if (pr[c] > pr[best]) best = c;
+        correct += best == y[i];
+        ll -= log(fmax(pr[y[i]], 1e-15));
+    }
+    for (c = k == 2 ? 1 : 0; c < k; c++) {            /* binary: class 1's score; else one-vs-rest */
+        double se, a;
+        for (i = 0; i < n; i++) { score[i] = proba[(size_t)i * k + c]; pos[i] = y[i] == c; }
+        a = codi_roc_auc(score, pos, n, &se);
+        if (a != a) continue;
+        auc_sum += a; var_sum += se * se; used++;
+    }
+    CODI_FREE(score); CODI_FREE(pos);
+    out->n = n;
+    out->accuracy = (double)correct / n;
+    codi_wilson_interval(correct, n, 1.96, &out->acc_lo, &out->acc_hi);
+    out->log_loss = ll / n;
+    if (used) {
+        double half = 1.96 * sqrt(var_sum) / used;
+        out->auc = auc_sum / used; out->auc_lo = fmax(0, out->auc - half); out->auc_hi = fmin(1, out->auc + half);
+    } else out->auc = out->auc_lo = out->auc_hi = NAN;
+    return 0;
+}
+
+/* metadata for the writer: {"codi_lens", kind, extra..., NULL} in out (cap entries); NULL if too many. */
+static const char **codi__with_kind(const char **out, int cap, const char *kind, const char *const *extra) {
+    int n = 0;
+    out[n++] = "codi_lens"; out[n++] = kind;
+    while (extra && *extra) {
+        if (n + 3 > cap) return NULL;
+        out[n++] = *extra++; out[n++] = *extra ? *extra++ : "";
+    }
+    out[n] = NULL;
+    return out;
+}
+
+CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
+                             const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "probe save: no probes"); return -1; }
+    if (!codi__with_kind(meta, 66, "probe.v1", metadata)) { codi__err(err, errsz, "probe save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 4 * 256);
+    if (!e || !nm) { CODI_FREE(e); CODI_FREE(nm); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 4 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_probe *p = probes[i];
+        static const char *const part[4] = { "mean", "scale", "weight", "bias" };
+        const float *data[4];
+        int k;
+        data[0] = p->mean; data[1] = p->scale; data[2] = p->weight; data[3] = p->bias;
+        for (k = 0; k < 4; k++) {
+            codi_st_entry *t = &e[i * 4 + k];
+            snprintf(nm + (size_t)(i * 4 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 4 + k) * 256; t->dtype = CODI_F32; t->data = data[k];
+            t->ndim = k == 2 ? 2 : 1;
+            t->shape[0] = k < 2 ? p->dim : p->n_rows;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 4, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm);
+    return rc;
+}
+
+/* Reads NAME.part of f as float32 into a new buffer of exactly want elements (want < 0: any
+   count, returned in *got). NULL with a message. */
+static float *codi__st_floats(const codi_st_file *f, const char *name, const char *part, long want, long *got,
+                              char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    float *v;
+    size_t i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (want >= 0 && (long)t.numel != want) { codi__err(err, errsz, "tensor %s has %lu values; %ld expected", full, (unsigned long)t.numel, want); return NULL; }
+    if (!(v = (float *)CODI_MALLOC((t.numel ? t.numel : 1) * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    if (codi_st_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
+    for (i = 0; i < t.numel; i++)
+        if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value at %lu", full, (unsigned long)i); return NULL; }
+    if (got) *got = (long)t.numel;
+    return v;
+}
+
+CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor w;
+    codi_probe *p = NULL;
+    const char *fmt;
+    long D, R;
+    int j;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.weight", name);
+    if (!fmt || strcmp(fmt, "probe.v1")) { codi__err(err, errsz, "%s: not a probe file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
+    if (w.ndim != 2 || w.shape[0] < 1 || w.shape[0] == 2 || w.shape[0] > 256 || w.shape[1] < 1 || w.shape[1] > (1 << 24)) {
+        codi__err(err, errsz, "%s: %s must be [1 or 3..256 rows, D]", path, sub); goto fail;
+    }
+    R = (long)w.shape[0]; D = (long)w.shape[1];
+    if (!(p = (codi_probe *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_rows = (int)R; p->n_classes = R == 1 ? 2 : (int)R;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->scale = codi__st_floats(f, name, "scale", D, NULL, err, errsz)) ||
+        !(p->weight = codi__st_floats(f, name, "weight", R * D, NULL, err, errsz)) ||
+        !(p->bias = codi__st_floats(f, name, "bias", R, NULL, err, errsz))) goto fail;
+    for (j = 0; j < D; j++) if (!(p->scale[j] > 0)) { codi__err(err, errsz, "%s: %s.scale[%d] is not positive", path, name, j); goto fail; }
+    p->converged = 1;
+    codi_st_close(f);
+    return p;
+fail:
+    codi_probe_free(p); codi_st_close(f);
+    return NULL;
+}
+
+/* >>pca: covariance, a symmetric eigensolver, projections and the lens along a direction ------- */
+
+#define CODI__PCA_BLOCK 64   /* rows per covariance update; fixed, so sums never depend on call sizes */
+
+struct codi_pca_acc {
+    int dim;
+    long n;             /* rows added */
+    int pending;        /* rows waiting in block */
+    double *shift;      /* [D] the first row added: sums are of x - shift, so no cancellation */
+    double *sum;        /* [D] sum of (x - shift) */
+    double *cross;      /* [D, D] lower triangle: sum of (x - shift)(x - shift)^T over flushed blocks */
+    double *block;      /* [BLOCK, D] pending rows minus shift; unused rows are 0 */
+    codi__pool *pool;   /* workers, or NULL */
+};
+
+CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz) {
+    codi_pca_acc *a;
+    size_t D = dim > 0 ? (size_t)dim : 0;
+    if (dim <= 0 || dim > 65536) { codi__err(err, errsz, "pca: dimension %d is outside 1..65536", dim); return NULL; }
+    if (!(a = (codi_pca_acc *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(a, 0, sizeof *a);
+    a->dim = dim;
+    a->shift = (double *)CODI_MALLOC(D * sizeof(double));
+    a->sum = (double *)CODI_MALLOC(D * sizeof(double));
+    a->cross = (double *)CODI_MALLOC(D * D * sizeof(double));
+    a->block = (double *)CODI_MALLOC(D * CODI__PCA_BLOCK * sizeof(double));
+    if (!a->shift || !a->sum || !a->cross || !a->block) { codi_pca_acc_free(a); codi__err(err, errsz, "out of memory for a %d x %d covariance", dim, dim); return NULL; }
+    memset(a->sum, 0, D * sizeof(double));
+    memset(a->cross, 0, D * D * sizeof(double));
+    memset(a->block, 0, D * CODI__PCA_BLOCK * sizeof(double));
+#ifdef CODI_THREADS
+    if (n_threads > 1) a->pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
+    return a;
+}
+
+CODI_API void codi_pca_acc_free(codi_pca_acc *a) {
+    if (!a) return;
+    CODI_FREE(a->shift); CODI_FREE(a->sum); CODI_FREE(a->cross); CODI_FREE(a->block);
+#ifdef CODI_THREADS
+    codi__pool_free(a->pool);
+#endif
+    CODI_FREE(a);
+}
+
+CODI_API long codi_pca_acc_rows(const codi_pca_acc *a) { return a->n; }
+
+/* The double-precision loops below copy x through a small local array so the compiler may
+   vectorise them without proving that x and y do not overlap; each element's operations keep
+   a fixed order, so results are the same on every run. */
+
+/* y [n] += a * x [n] */
+static void codi__axpy_d(double *y, double a, const double *x, int n) {
+    double t[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) t[k] = x[j + k];
+        for (k = 0; k < 8; k++) y[j + k] += a * t[k];
+    }
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+/* y [n] -= a * x [n] + b * z [n] */
+static void codi__rank2_d(double *y, double a, const double *x, double b, const double *z, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = z[j + k]; }
+        for (k = 0; k < 8; k++) y[j + k] -= a * t[k] + b * u[k];
+    }
+    for (; j < n; j++) y[j] -= a * x[j] + b * z[j];
+}
+
+/* (x, y) [n] <- (c x - s y, s x + c y): a Givens rotation of two rows */
+static void codi__rotate_d(double *x, double *y, double c, double s, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = y[j + k]; }
+        for (k = 0; k < 8; k++) { x[j + k] = c * t[k] - s * u[k]; y[j + k] = s * t[k] + c * u[k]; }
+    }
+    for (; j < n; j++) { double a = x[j], b = y[j]; x[j] = c * a - s * b; y[j] = s * a + c * b; }
+}
+
+/* x . y [n] with eight partial sums */
+static double codi__dot_d(const double *x, const double *y, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += x[j] * y[j];
+    return s;
+}
+
+/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles; work units
+   [start, end) of CODI__SYRK_UNITS map to row ranges of about equal triangle area. */
+#define CODI__SYRK_UNITS 1024
+typedef struct { double *cross; const double *block; int D; } codi__syrk_task;
+
+static int codi__syrk_row(int unit, int D) {   /* first row of a unit, a multiple of 16 */
+    int r = (int)(D * sqrt((double)unit / CODI__SYRK_UNITS));
+    return unit >= CODI__SYRK_UNITS ? D : r - r % 16;
+}
+
+static void codi__pca_syrk_rows(void *ctx, int tid, int start, int end) {
+    enum { TI = 16, TJ = 128 };
+    const codi__syrk_task *t = (const codi__syrk_task *)ctx;
+    double *cross = t->cross;
+    const double *block = t->block;
+    int D = t->D, i0, j0, i, r, i_end = codi__syrk_row(end, D);
+    (void)tid;
+    for (i0 = codi__syrk_row(start, D); i0 < i_end; i0 += TI)
+        for (j0 = 0; j0 < i0 + TI && j0 < D; j0 += TJ)
+            for (r = 0; r < CODI__PCA_BLOCK; r++) {
+                const double *b = block + (size_t)r * D;
+                for (i = i0; i < i0 + TI && i < D; i++) {
+                    int j1 = j0 + TJ < i + 1 ? j0 + TJ : i + 1;
+                    if (j1 > j0 && b[i] != 0) codi__axpy_d(cross + (size_t)i * D + j0, b[i], b + j0, j1 - j0);
+                }
+            }
+}
+
+static void codi__pca_block_syrk(double *cross, const double *block, int D, codi__pool *pool) {
+    codi__syrk_task t;
+    t.cross = cross; t.block = block; t.D = D;
+    (void)pool;
+    CODI__PARALLEL(pool, codi__pca_syrk_rows, &t, CODI__SYRK_UNITS);
+}
+
+CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz) {
+    int D = a->dim, i, j;
+    for (i = 0; i < n; i++) for (j = 0; j < D; j++)
+        if (!isfinite(x[(size_t)i * D + j])) { codi__err(err, errsz, "pca: non-finite value at row %d, column %d", i, j); return -1; }
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        if (a->n == 0) for (j = 0; j < D; j++) a->shift[j] = xi[j];
+        for (j = 0; j < D; j++) {
+            double v = xi[j] - a->shift[j];
+            a->sum[j] += v;
+            a->block[(size_t)a->pending * D + j] = v;
+        }
+        a->n++;
+        if (++a->pending == CODI__PCA_BLOCK) {
+            codi__pca_block_syrk(a->cross, a->block, D, a->pool);
+            memset(a->block, 0, (size_t)D * CODI__PCA_BLOCK * sizeof(double));
+            a->pending = 0;
+        }
+    }
+    return 0;
+}
+
+/* The row- and column-parallel steps of the eigensolver: rows (or columns) [start, end) of the
+   trailing block at offset k+1 of an n x n matrix. */
+typedef struct {
+    double *mat; const double *v; double *p; int n, k; double beta;
+    const double *rot_c, *rot_s; int rot_first, rot_count;   /* QL: rotations of rows i, i+1 */
+} codi__eig_task;
+
+static void codi__eig_matvec(void *ctx, int tid, int start, int end) {   /* p = beta A2 v */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = t->beta * codi__dot_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v, m);
+}
+
+static void codi__eig_rank2(void *ctx, int tid, int start, int end) {    /* A2 -= v w^T + w v^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__rank2_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v[i], t->p, t->p[i], t->v, m);
+}
+
+static void codi__eig_vtq(void *ctx, int tid, int start, int end) {      /* p = v^T Q2, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = 0;
+    for (i = 0; i < m; i++) codi__axpy_d(t->p + start, t->v[i], t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1 + start, end - start);
+}
+
+static void codi__eig_qupdate(void *ctx, int tid, int start, int end) {  /* Q2 -= beta v p^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__axpy_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, -t->beta * t->v[i], t->p, m);
+}
+
+static void codi__eig_rotate(void *ctx, int tid, int start, int end) {   /* a QL sweep's rotations, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int r;
+    (void)tid;
+    for (r = 0; r < t->rot_count; r++) {
+        int i = t->rot_first - r;
+        codi__rotate_d(t->mat + (size_t)i * t->n + start, t->mat + (size_t)(i + 1) * t->n + start, t->rot_c[i], t->rot_s[i], end - start);
+    }
+}
+
+/* a [n, n] symmetric (full) -> tridiagonal d [n], e [n] (e[i] couples i and i+1, e[n-1] = 0)
+   by Householder reflections H_k; q [n, n] gets Q = H_0 ... H_(n-3) (A = Q T Q^T). a is destroyed. */
+static void codi__tridiagonalize(double *a, int n, double *d, double *e, double *q, double *tmp, codi__pool *pool) {
+    int k, i, j;
+    double *beta = tmp, *p = tmp + n;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    (void)pool;
+    for (k = 0; k + 2 < n; k++) {
+        double *v = a + (size_t)k * n + k + 1, sigma = 0, x0 = v[0], norm, alpha, pv = 0, K;
+        int m = n - k - 1;
+        for (i = 1; i < m; i++) sigma += v[i] * v[i];
+        d[k] = a[(size_t)k * n + k];
+        if (sigma == 0) { beta[k] = 0; e[k] = x0; continue; }
+        norm = sqrt(x0 * x0 + sigma);
+        alpha = x0 <= 0 ? norm : -norm;              /* v0 = x0 - alpha without cancellation */
+        v[0] = x0 - alpha;
+        beta[k] = 2 / (v[0] * v[0] + sigma);
+        e[k] = alpha;
+        t.mat = a; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_matvec, &t, m);   /* p = beta A2 v over the trailing block A2 */
+        for (i = 0; i < m; i++) pv += p[i] * v[i];
+        K = 0.5 * beta[k] * pv;
+        for (i = 0; i < m; i++) p[i] -= K * v[i];     /* w = p - K v; A2 -= v w^T + w v^T */
+        CODI__PARALLEL(pool, codi__eig_rank2, &t, m);
+    }
+    if (n >= 2) { d[n - 2] = a[(size_t)(n - 2) * n + n - 2]; e[n - 2] = a[(size_t)(n - 2) * n + n - 1]; }
+    d[n - 1] = a[(size_t)(n - 1) * n + n - 1]; e[n - 1] = 0;
+    for (i = 0; i < n; i++) for (j = 0; j < n; j++) q[(size_t)i * n + j] = i == j;
+    for (k = n - 3; k >= 0; k--) {                    /* Q = H_k (H_(k+1) ... ) acting on rows/cols > k */
+        const double *v = a + (size_t)k * n + k + 1;
+        int m = n - k - 1;
+        if (beta[k] == 0) continue;
+        t.mat = q; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_vtq, &t, m);
+        CODI__PARALLEL(pool, codi__eig_qupdate, &t, m);
+    }
+}
+
+/* Implicit QL with Wilkinson shifts on tridiagonal (d, e); each rotation of rows i, i+1 of
+   zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. An
+   off-diagonal entry counts as zero below eps times its neighbours or eps times the norm of T
+   (rank-deficient covariances have clusters of eigenvalues near 0). */
+static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt, double *rot, codi__pool *pool) {
+    int l, m, i, iter;
+    double norm = 0;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    t.mat = zt; t.n = n; t.rot_c = rot; t.rot_s = rot + n;
+    (void)pool;
+    for (i = 0; i < n; i++) norm = fmax(norm, fabs(d[i]) + fabs(e[i]) + (i ? fabs(e[i - 1]) : 0));
+    for (l = 0; l < n; l++) {
+        for (iter = 0;; iter++) {
+            double g, r, s, c, p, f, b;
+            int split = 0;
+            for (m = l; m + 1 < n; m++)
+                if (fabs(e[m]) <= DBL_EPSILON * (fabs(d[m]) + fabs(d[m + 1])) || fabs(e[m]) <= DBL_EPSILON * norm) break;
+            if (m == l) break;
+            if (iter == 60) return -1;
+            g = (d[l + 1] - d[l]) / (2 * e[l]);
+            r = hypot(g, 1);
+            g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+            s = c = 1; p = 0;
+            for (i = m - 1; i >= l; i--) {
+                f = s * e[i]; b = c * e[i];
+                r = hypot(f, g); e[i + 1] = r;
+                if (r == 0) { d[i + 1] -= p; e[m] = 0; split = 1; break; }
+                s = f / r; c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2 * c * b;
+                p = s * r; d[i + 1] = g + p;
+                g = c * r - b;
+                rot[i] = c; rot[n + i] = s;           /* applied to zt after the sweep, in this order */
+            }
+            t.rot_first = m - 1; t.rot_count = m - 1 - i;
+            if (t.rot_count > 0) CODI__PARALLEL(pool, codi__eig_rotate, &t, n);
+            if (split) continue;
+            d[l] -= p; e[l] = g; e[m] = 0;
+        }
+    }
+    return 0;
+}
+
+static int codi__sym_eigen(const double *a, int n, codi__pool *pool, double *values, double *vectors, char *err, size_t errsz) {
+    size_t nn = (size_t)n * n, i, j;
+    double *w, *zt, *d, *e, *tmp;
+    int *order, r, c;
+    if (n <= 0) { codi__err(err, errsz, "eigen: empty matrix"); return -1; }
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++)
+        if (!isfinite(a[i * n + j])) { codi__err(err, errsz, "eigen: non-finite entry (%d, %d)", (int)i, (int)j); return -1; }
+    w = (double *)CODI_MALLOC((2 * nn + 6 * (size_t)n) * sizeof(double));
+    order = (int *)CODI_MALLOC((size_t)n * sizeof(int));
+    if (!w || !order) { CODI_FREE(w); CODI_FREE(order); codi__err(err, errsz, "eigen: out of memory for n = %d", n); return -1; }
+    zt = w + nn; d = zt + nn; e = d + n; tmp = e + n;
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a[i * n + j];
+    codi__tridiagonalize(w, n, d, e, vectors, tmp, pool);
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j < (size_t)n; j++) zt[j * n + i] = vectors[i * n + j];
+    if (codi__tridiagonal_ql(d, e, n, zt, tmp, pool)) {
+        CODI_FREE(w); CODI_FREE(order);
+        codi__err(err, errsz, "eigen: QL iteration did not converge");
+        return -1;
+    }
+    for (r = 0; r < n; r++) order[r] = r;             /* decreasing, stable: insertion sort on indices */
+    for (r = 1; r < n; r++) {
+        int t = order[r];
+        for (c = r; c > 0 && d[order[c - 1]] < d[t]; c--) order[c] = order[c - 1];
+        order[c] = t;
+    }
+    for (r = 0; r < n; r++) {
+        const double *src = zt + (size_t)order[r] * n;
+        double *dst = vectors + (size_t)r * n, big = 0, sign;
+        int at = 0;
+        for (c = 0; c < n; c++) if (fabs(src[c]) > big) { big = fabs(src[c]); at = c; }
+        sign = src[at] < 0 ? -1 : 1;
+        for (c = 0; c < n; c++) dst[c] = sign * src[c];
+        values[r] = d[order[r]];
+    }
+    CODI_FREE(w); CODI_FREE(order);
+    return 0;
+}
+
+CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz) {
+    codi__pool *pool = NULL;
+    int rc;
+#ifdef CODI_THREADS
+    if (n_threads > 1) pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
+    rc = codi__sym_eigen(a, n, pool, values, vectors, err, errsz);
+#ifdef CODI_THREADS
+    codi__pool_free(pool);
+#endif
+    return rc;
+}
+
+CODI_API void codi_pca_free(codi_pca *p) {
+    if (!p) return;
+    CODI_FREE(p->mean); CODI_FREE(p->components); CODI_FREE(p->variance); CODI_FREE(p->explained);
+    CODI_FREE(p);
+}
+
+CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *err, size_t errsz) {
+    int D = a->dim, i, j, k = n_components;
+    size_t DD = (size_t)D * D;
+    double *cov, *vec, *val, n = (double)a->n, total = 0;
+    codi_pca *p;
+    if (a->n < 2) { codi__err(err, errsz, "pca: %ld row(s); PCA needs at least 2", a->n); return NULL; }
+    if (k < 1 || k > D) { codi__err(err, errsz, "pca: %d components asked; 1..%d possible", k, D); return NULL; }
+    cov = (double *)CODI_MALLOC((2 * DD + (size_t)D) * sizeof(double));
+    p = (codi_pca *)CODI_MALLOC(sizeof *p);
+    if (p) memset(p, 0, sizeof *p);
+    if (!cov || !p) goto oom;
+    vec = cov + DD; val = vec + DD;
+    memcpy(cov, a->cross, DD * sizeof(double));
+    if (a->pending) codi__pca_block_syrk(cov, a->block, D, a->pool);
+    for (i = 0; i < D; i++) for (j = 0; j <= i; j++)   /* (S - sum sum^T / n) / (n - 1) */
+        cov[(size_t)i * D + j] = (cov[(size_t)i * D + j] - a->sum[i] * a->sum[j] / n) / (n - 1);
+    for (i = 0; i < D; i++) total += cov[(size_t)i * D + i];
+    if (codi__sym_eigen(cov, D, a->pool, val, vec, err, errsz)) { CODI_FREE(cov); codi_pca_free(p); return NULL; }
+    p->dim = D; p->n_components = k; p->n_rows = a->n; p->total_variance = total;
+    p->mean = (float *)CODI_MALLOC((size_t)D * sizeof(float));
+    p->components = (float *)CODI_MALLOC((size_t)k * D * sizeof(float));
+    p->variance = (double *)CODI_MALLOC((size_t)k * sizeof(double));
+    p->explained = (double *)CODI_MALLOC((size_t)k * sizeof(double));
+    if (!p->mean || !p->components || !p->variance || !p->explained) goto oom;
+    for (j = 0; j < D; j++) p->mean[j] = (float)(a->shift[j] + a->sum[j] / n);
+    for (i = 0; i < k; i++) {
+        p->variance[i] = val[i] > 0 ? val[i] : 0;      /* rounding can leave tiny negatives */
+        p->explained[i] = total > 0 ? p->variance[i] / total : 0;
+        for (j = 0; j < D; j++) p->components[(size_t)i * D + j] = (float)vec[(size_t)i * D + j];
+    }
+    CODI_FREE(cov);
+    return p;
+oom:
+    CODI_FREE(cov); codi_pca_free(p);
+    codi__err(err, errsz, "pca: out of memory for a %d x %d covariance", D, D);
+    return NULL;
+}
+
+CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *out) {
+    int i, c, j, D = p->dim;
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        for (c = 0; c < p->n_components; c++) {
+            const float *v = p->components + (size_t)c * D;
+            double s = 0;
+            for (j = 0; j < D; j++) s += ((double)xi[j] - p->mean[j]) * v[j];
+            out[(size_t)i * p->n_components + c] = (float)s;
+        }
+    }
+}
+
+CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
+                           const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    double *stats;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "pca save: nothing to save"); return -1; }
+    if (!codi__with_kind(meta, 66, "pca.v1", metadata)) { codi__err(err, errsz, "pca save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 5 * 256);
+    stats = (double *)CODI_MALLOC((size_t)n * 2 * sizeof(double));
+    if (!e || !nm || !stats) { CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 5 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_pca *p = pcas[i];
+        static const char *const part[5] = { "mean", "components", "variance", "explained", "stats" };
+        const void *data[5];
+        int k;
+        stats[2 * i] = p->total_variance; stats[2 * i + 1] = (double)p->n_rows;
+        data[0] = p->mean; data[1] = p->components; data[2] = p->variance; data[3] = p->explained; data[4] = stats + 2 * i;
+        for (k = 0; k < 5; k++) {
+            codi_st_entry *t = &e[i * 5 + k];
+            snprintf(nm + (size_t)(i * 5 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 5 + k) * 256; t->dtype = k < 2 ? CODI_F32 : CODI_F64; t->data = data[k];
+            t->ndim = k == 1 ? 2 : 1;
+            t->shape[0] = k == 0 ? p->dim : k == 4 ? 2 : p->n_components;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 5, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats);
+    return rc;
+}
+
+/* NAME.part of f as F64 [want]: a new buffer, or NULL with a message. */
+static double *codi__st_doubles(const codi_st_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    double *v;
+    long i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (strcmp(t.dtype, "F64") || (long)t.numel != want) { codi__err(err, errsz, "tensor %s must be F64 [%ld]", full, want); return NULL; }
+    if (!(v = (double *)CODI_MALLOC((size_t)want * sizeof(double)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memcpy(v, t.data, (size_t)want * sizeof(double));   /* little-endian hosts, as the whole library */
+    for (i = 0; i < want; i++) if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value", full); return NULL; }
+    return v;
+}
+
+CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor c;
+    codi_pca *p = NULL;
+    double *stats = NULL;
+    const char *fmt;
+    long D, k;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.components", name);
+    if (!fmt || strcmp(fmt, "pca.v1")) { codi__err(err, errsz, "%s: not a PCA file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
+    if (c.ndim != 2 || c.shape[0] < 1 || c.shape[1] < 1 || c.shape[0] > c.shape[1] || c.shape[1] > 65536) {
+        codi__err(err, errsz, "%s: %s must be [k, D] with 1 <= k <= D <= 65536", path, sub); goto fail;
+    }
+    k = (long)c.shape[0]; D = (long)c.shape[1];
+    if (!(p = (codi_pca *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_components = (int)k;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->components = codi__st_floats(f, name, "components", k * D, NULL, err, errsz)) ||
+        !(p->variance = codi__st_doubles(f, name, "variance", k, err, errsz)) ||
+        !(p->explained = codi__st_doubles(f, name, "explained", k, err, errsz)) ||
+        !(stats = codi__st_doubles(f, name, "stats", 2, err, errsz))) goto fail;
+    p->total_variance = stats[0]; p->n_rows = (long)stats[1];
+    CODI_FREE(stats); codi_st_close(f);
+    return p;
+fail:
+    CODI_FREE(stats); codi_pca_free(p); codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
+                                 float *delta) {
+    int D = m->config.dim, V = m->config.vocab, j;
+    float *x = (float *)CODI_MALLOC(((size_t)2 * D + (size_t)V) * sizeof(float)), *ref;
+    if (!x) return -1;
+    ref = x + 2 * D;
+    if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
+        codi__matmul_rows(delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);
+        for (j = 0; j < V; j++) delta[j] *= s;
+    } else {
+        for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];
+        if (codi_lens_logits(m, x, delta) || codi_lens_logits(m, base, ref)) { CODI_FREE(x); return -1; }
+        for (j = 0; j < V; j++) delta[j] -= ref[j];
+    }
+    CODI_FREE(x);
+    return 0;
 }
 
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */
