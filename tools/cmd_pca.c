@@ -1,7 +1,8 @@
 /* codi pca: principal components of recorded activations (a `codi record` dataset), per layer
    over a set of recorded positions, with explained variance, projections, scatter plots, the lens
    over each component and steering vectors along components. Also the dataset reader that
-   tools/cmd_probe.c shares (pca_acts_*). */
+   tools/cmd_probe.c shares (pca_acts_*). Figures with tools/svg.h. */
+#include "svg.h"
 
 /* ---- reading an activation dataset (layout: codi_lens.h >>acts, format codi_lens.acts.v1) ---- */
 
@@ -167,103 +168,6 @@ static int pca_parse_indices(const char *cmd, const char *opt, const char *s, in
 static int pca_mkdir(const char *cmd, const char *dir) {
     if (mkdir(dir, 0777) && errno != EEXIST) { fprintf(stderr, "codi %s: cannot create %s: %s\n", cmd, dir, strerror(errno)); return -1; }
     return 0;
-}
-
-/* ---- minimal SVG: a scatter plot with a legend, a heatmap with values in its cells ---- */
-
-static void pca_svg_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else if (*s == '&') fputs("&amp;", f);
-        else if (*s == '"') fputs("&quot;", f);
-        else if ((unsigned char)*s >= 0x20) fputc(*s, f);
-    }
-}
-
-static const char *pca_svg_colour(int k) {
-    static const char *const c[10] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
-    return c[k % 10];
-}
-
-/* Points (x[i], y[i]) coloured by group[i] in 0..n_groups-1 (names in the legend). 0, or -1. */
-static int pca_svg_scatter(const char *path, const double *x, const double *y, const int *group, long n, const char *const *group_names,
-                           int n_groups, const char *title, const char *xlabel, const char *ylabel) {
-    const double left = 70, top = 40, w = 440, h = 440;
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    FILE *f = fopen(path, "w");
-    long i;
-    int k, shown = 0;
-    if (!f) return -1;
-    for (i = 0; i < n; i++) { x0 = fmin(x0, x[i]); x1 = fmax(x1, x[i]); y0 = fmin(y0, y[i]); y1 = fmax(y1, y[i]); }
-    if (!(x1 > x0)) { x0 -= 1; x1 += 1; }
-    if (!(y1 > y0)) { y0 -= 1; y1 += 1; }
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">",
-            left + w + 160, top + h + 50, left + w / 2);
-    pca_svg_text(f, title);
-    fprintf(f, "</text>\n<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", left, top, w, h);
-    for (k = 0; k <= 4; k++) {
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.3g</text>\n", left + w * k / 4, top + h + 16, x0 + (x1 - x0) * k / 4);
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", left - 6, top + h - h * k / 4 + 4, y0 + (y1 - y0) * k / 4);
-    }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">", left + w / 2, top + h + 38);
-    pca_svg_text(f, xlabel);
-    fprintf(f, "</text>\n<text transform=\"translate(16,%.0f) rotate(-90)\" text-anchor=\"middle\">", top + h / 2);
-    pca_svg_text(f, ylabel);
-    fprintf(f, "</text>\n");
-    for (i = 0; i < n; i++)
-        fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\" fill-opacity=\"0.6\"/>\n", left + w * (x[i] - x0) / (x1 - x0),
-                top + h - h * (y[i] - y0) / (y1 - y0), pca_svg_colour(group[i]));
-    for (k = 0; k < n_groups; k++) {               /* legend: the groups that occur */
-        for (i = 0; i < n && group[i] != k; i++) {}
-        if (i == n) continue;
-        fprintf(f, "<circle cx=\"%.0f\" cy=\"%.0f\" r=\"5\" fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\">", left + w + 20, top + 10 + 18.0 * shown,
-                pca_svg_colour(k), left + w + 30, top + 14 + 18.0 * shown);
-        shown++;
-        pca_svg_text(f, group_names[k]);
-        fprintf(f, "</text>\n");
-    }
-    fputs("</svg>\n", f);
-    return fclose(f) ? -1 : 0;
-}
-
-/* A rows x cols grid of value [rows * cols] on a white-to-blue scale over [vmin, vmax], each cell
-   showing its value (NaN: grey, "-"). 0, or -1. */
-static int pca_svg_heatmap(const char *path, const double *value, int rows, int cols, const char *const *row_labels,
-                           const char *const *col_labels, double vmin, double vmax, const char *title) {
-    const double left = 90, top = 60, cw = 70, ch = 24;
-    FILE *f = fopen(path, "w");
-    int r, c;
-    if (!f) return -1;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" font-size=\"11\">\n"
-               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"14\">",
-            left + cw * cols + 20, top + ch * rows + 20);
-    pca_svg_text(f, title);
-    fprintf(f, "</text>\n");
-    for (c = 0; c < cols; c++) {
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">", left + cw * c + cw / 2, top - 8);
-        pca_svg_text(f, col_labels[c]);
-        fprintf(f, "</text>\n");
-    }
-    for (r = 0; r < rows; r++) {
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">", left - 8, top + ch * r + ch / 2 + 4);
-        pca_svg_text(f, row_labels[r]);
-        fprintf(f, "</text>\n");
-        for (c = 0; c < cols; c++) {
-            double v = value[r * cols + c], t = (v - vmin) / (vmax - vmin);
-            if (!(t >= 0)) t = 0;
-            if (t > 1) t = 1;
-            if (v != v) fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#ddd\" stroke=\"white\"/>", left + cw * c, top + ch * r, cw, ch);
-            else fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"rgb(%d,%d,%d)\" stroke=\"white\"/>", left + cw * c,
-                         top + ch * r, cw, ch, (int)(247 - 239 * t), (int)(251 - 203 * t), (int)(255 - 148 * t));
-            fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\" fill=\"%s\">", left + cw * c + cw / 2, top + ch * r + ch / 2 + 4, t > 0.6 ? "white" : "black");
-            if (v == v) fprintf(f, "%.3f", v); else fputs("-", f);
-            fprintf(f, "</text>\n");
-        }
-    }
-    fputs("</svg>\n", f);
-    return fclose(f) ? -1 : 0;
 }
 
 /* ---- codi pca ------------------------------------------------------------------------------- */
@@ -516,13 +420,25 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         if (!strcmp(g.color, "step")) { for (si = 0; si < n_slots; si++) gn[si] = a.slot_label[slots[si]]; n_groups = n_slots; }
         else if (!strcmp(g.color, "parity")) { for (si = 0; si < 3; si++) gn[si] = parity[si]; n_groups = 3; }
         else { gn[0] = corr[0]; gn[1] = corr[1]; n_groups = 2; }
+        {   /* the legend lists the groups that occur: renumber them 0..n-1 */
+            int map[4096 + 3], n_present = 0;
+            for (si = 0; si < n_groups; si++) map[si] = -1;
+            for (r = 0; r < n_rows; r++) if (map[grp[r]] < 0) map[grp[r]] = 0;
+            for (si = 0; si < n_groups; si++) if (!map[si]) { gn[n_present] = gn[si]; map[si] = n_present++; }
+            for (r = 0; r < n_rows; r++) grp[r] = map[grp[r]];
+            n_groups = n_present;
+        }
         for (li = 0; li < n_layers && k >= 2; li++) {
+            svg_scatter_spec sp;
             for (r = 0; r < n_rows; r++) { x[r] = projs[li][(size_t)r * k]; y[r] = projs[li][(size_t)r * k + 1]; }
             snprintf(title, sizeof title, "PCA of %s, layer %d (%ld rows)", g.tensor, layers[li], n_rows);
             snprintf(xl, sizeof xl, "PC1 (%.1f%% of variance)", 100 * pcs[li]->explained[0]);
             snprintf(yl, sizeof yl, "PC2 (%.1f%% of variance)", 100 * pcs[li]->explained[1]);
             snprintf(path, sizeof path, "%s/scatter_%s.svg", g.out, names[li]);
-            if (pca_svg_scatter(path, x, y, grp, n_rows, gn, n_groups, title, xl, yl)) { free(x); free(y); free(grp); free(gn); goto cant_write; }
+            memset(&sp, 0, sizeof sp);
+            sp.n = (int)n_rows; sp.x = x; sp.y = y; sp.group = grp; sp.group_names = gn; sp.n_groups = n_groups;
+            sp.title = title; sp.xlabel = xl; sp.ylabel = yl;
+            if (svg_scatter(path, &sp)) { free(x); free(y); free(grp); free(gn); goto cant_write; }
         }
         free(x); free(y); free(grp); free(gn);
     }

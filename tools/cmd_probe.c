@@ -325,14 +325,16 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         char classes[256 * 52] = "[", pos[64], frac[32], sd[16];
         const char **nm = (const char **)malloc((size_t)n_cells * sizeof *nm);
         double *val = (double *)malloc((size_t)n_cells * sizeof(double));
-        const char **rl = (const char **)malloc((size_t)n_layers * sizeof *rl);
+        char (*text)[16] = (char (*)[16])malloc((size_t)n_cells * sizeof *text);
+        const char **tp = (const char **)malloc((size_t)n_cells * sizeof *tp), **rl = (const char **)malloc((size_t)n_layers * sizeof *rl);
         const char **cl = (const char **)malloc((size_t)cols * sizeof *cl);
         char (*rlab)[16] = (char (*)[16])malloc((size_t)n_layers * sizeof *rlab);
         char title[256];
+        svg_heatmap_spec hs;
         const char *meta[] = { "acts", g.acts, "tensor", g.tensor, "label", g.label, "classes", classes, "positions", pos,
                                "test_frac", frac, "seed", sd, "model", a.model, "codi_lens", CLI_VERSION, NULL };
-        if (!nm || !val || !rl || !cl || !rlab) {
-            free(nm); free(val); free(rl); free(cl); free(rlab);
+        if (!nm || !val || !text || !tp || !rl || !cl || !rlab) {
+            free(nm); free(val); free(text); free(tp); free(rl); free(cl); free(rlab);
             fprintf(stderr, "codi probe: out of memory\n"); goto done;
         }
         for (i = 0; i < pl.n_classes; i++) {
@@ -346,16 +348,22 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         for (i = 0; i < n_cells; i++) {
             nm[i] = names[i];
             val[i] = met[i].auc;
+            snprintf(text[i], 16, val[i] == val[i] ? "%.3f" : "-", val[i]);
+            tp[i] = text[i];
         }
         for (li = 0; li < n_layers; li++) { snprintf(rlab[li], 16, "layer %d", layers[li]); rl[li] = rlab[li]; }
         for (ci = 0; ci < cols; ci++) cl[ci] = pl.pooled ? "pooled" : a.slot_label[slots[ci]];
         snprintf(path, sizeof path, "%s/probes.safetensors", g.out);
         prc = codi_probe_save(path, (const codi_probe *const *)probes, nm, n_cells, meta, err, sizeof err);
         if (prc) fprintf(stderr, "codi probe: %s\n", err);
-        snprintf(title, sizeof title, "Held-out %s (0.5 white .. 1 blue) of probes for '%s' on %s", pl.n_classes == 2 ? "AUC" : "macro AUC", g.label, g.tensor);
+        snprintf(title, sizeof title, "Held-out %s of probes for '%s' on %s", pl.n_classes == 2 ? "AUC" : "macro AUC", g.label, g.tensor);
+        memset(&hs, 0, sizeof hs);
+        hs.rows = n_layers; hs.cols = cols; hs.value = val; hs.vmin = 0.5; hs.vmax = 1; hs.colormap = SVG_VIRIDIS;
+        hs.cell_text = tp; hs.row_labels = rl; hs.col_labels = cl; hs.title = title;
+        hs.xlabel = pl.pooled ? "latent slots pooled" : "recorded position"; hs.ylabel = "layer"; hs.colorbar_label = "AUC";
         snprintf(path, sizeof path, "%s/heatmap.svg", g.out);
-        if (!prc && pca_svg_heatmap(path, val, n_layers, cols, rl, cl, 0.5, 1, title)) { fprintf(stderr, "codi probe: cannot write %s\n", path); prc = -1; }
-        free(nm); free(val); free(rl); free(cl); free(rlab);
+        if (!prc && svg_heatmap(path, &hs)) { fprintf(stderr, "codi probe: cannot write %s\n", path); prc = -1; }
+        free(nm); free(val); free(text); free(tp); free(rl); free(cl); free(rlab);
         if (prc) goto done;
     }
     fprintf(stderr, "codi probe: wrote %s/probes.safetensors, cells.csv, heatmap.svg in %.1f s\n", g.out, cli_now() - t0);
@@ -404,7 +412,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     x = (float *)malloc((size_t)a.row * sizeof(float));
     pr = (float *)malloc(256 * sizeof(float));
     if (!x || !pr) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
-    printf("%-28s %-12s %6s %8s %s\n", "probe", "slot", "rows", "mean p1", "held-in accuracy [95% CI]");
+    printf("%-28s %-12s %6s %8s %s\n", "probe", "slot", "rows", "mean p1", "accuracy [95% CI]");
     for (n = codi_st_count(f), i = 0; i < n; i++) {
         codi_st_tensor t;
         char name[160], *dot;
