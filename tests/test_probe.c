@@ -511,75 +511,17 @@ static void check_commands(void) {
     t_result(rc == 1 && strstr(out, "metadata"), "errors: probe apply on a PCA file", "exit %d: %.120s", rc, out);
 }
 
-/* ---- end to end on codi-nano: a small dataset recorded here (bot + 6 latents, every layer) ---- */
-enum { NQ = 24, NP = 7 };
-
-static int record_nano(const char *path) {
-    char err[256], line[2048], text[256];
-    codi_load_opts lo = codi_load_opts_default();
-    codi_model *m = codi_load("models/codi-nano/codi_nano.bin", &lo, err, sizeof err);
-    codi_tokenizer *t = m ? codi_tokenizer_load("models/codi-nano", err, sizeof err) : NULL;
-    FILE *f = fopen("models/codi-nano/test.jsonl", "r");
-    int D, L, q, k, l, j, rc = -1;
-    float *resid = NULL, *fin = NULL;
-    double pred[NQ], gold[NQ];
-    int32_t qi[NQ];
-    unsigned char done[NQ], correct[NQ];
-    codi_state *s = NULL;
-    if (!m || !t || !f || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { printf("# codi-nano: %s\n", f ? err : "no test.jsonl"); goto out; }
-    D = m->config.dim; L = m->config.n_layers;
-    resid = (float *)calloc((size_t)NQ * NP * (L + 1) * D, sizeof(float));
-    fin = (float *)calloc((size_t)NQ * NP * D, sizeof(float));
-    s = codi_state_alloc(m, 512, 1);
-    for (q = 0; q < NQ && fgets(line, sizeof line, f); q++) {
-        codi__json *js = codi__json_parse(line, strlen(line), err, sizeof err);
-        const codi__json *qs = js ? codi__json_get(js, "question") : NULL;
-        int32_t ids[400];
-        int n = qs ? codi_prompt_from_text(m, t, qs->str, 0, ids, 400) : -1;
-        codi_run_opts ro = codi_run_opts_default(m);
-        codi_run_result r;
-        ro.max_answer = 16;
-        if (n < 0 || !codi__json_num(js, "answer", &gold[q]) || codi_run_latents(m, s, ids, n, &ro, &r)) { codi__json_free(js); printf("# question %d\n", q); goto out; }
-        for (k = 0; k < NP; k++) {                     /* slot k = position T0 - 1 + k */
-            float *row = fin + ((size_t)q * NP + k) * D, *top;
-            double ss = 0;
-            for (l = 0; l <= L; l++) memcpy(resid + (((size_t)q * NP + k) * (L + 1) + l) * D, codi_state_resid(s, l, n - 1 + k), (size_t)D * sizeof(float));
-            top = codi_state_resid(s, L, n - 1 + k);
-            for (j = 0; j < D; j++) ss += (double)top[j] * top[j];
-            for (j = 0; j < D; j++) row[j] = (float)(top[j] / sqrt(ss / D + m->config.norm_eps) * m->w.final_norm[j]);
-        }
-        if (codi_run_answer(m, s, &ro, &r)) { codi__json_free(js); goto out; }
-        codi_decode(t, r.answer, r.n_answer, 1, text, sizeof text);
-        if (!codi_extract_answer(text, &pred[q])) pred[q] = NAN;
-        qi[q] = q; done[q] = 1; correct[q] = pred[q] == gold[q];
-        codi__json_free(js);
-    }
-    {
-        const char *meta[] = { "format", "codi_lens.acts.v1", "labels", "[\"bot\",\"latent 1\",\"latent 2\",\"latent 3\",\"latent 4\",\"latent 5\",\"latent 6\"]", NULL };
-        codi_st_entry e[7];
-        memset(e, 0, sizeof e);
-        e[0].name = "resid"; e[0].data = resid; e[0].ndim = 4; e[0].shape[0] = NQ; e[0].shape[1] = NP; e[0].shape[2] = L + 1; e[0].shape[3] = D;
-        e[1].name = "final"; e[1].data = fin; e[1].ndim = 3; e[1].shape[0] = NQ; e[1].shape[1] = NP; e[1].shape[2] = D;
-        e[2].name = "question_index"; e[2].dtype = CODI_I32; e[2].data = qi; e[2].ndim = 1; e[2].shape[0] = NQ;
-        e[3] = e[2]; e[3].name = "done"; e[3].dtype = CODI_U8; e[3].data = done;
-        e[4] = e[3]; e[4].name = "correct"; e[4].data = correct;
-        e[5] = e[2]; e[5].name = "prediction"; e[5].dtype = CODI_F64; e[5].data = pred;
-        e[6] = e[5]; e[6].name = "gold"; e[6].data = gold;
-        if (q == NQ && !codi_write_safetensors(path, e, 7, meta, err, sizeof err)) rc = 0;
-        else printf("# %s\n", err);
-    }
-out:
-    if (f) fclose(f);
-    free(resid); free(fin);
-    codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
-    return rc;
-}
+/* ---- end to end on codi-nano: a dataset written by codi record (bf16, with K/V) ---- */
+enum { NQ = 40 };
 
 static void check_nano(void) {
     static char out[1 << 16];
     int rc;
     if (access("build/codi", X_OK) || access("models/codi-nano/codi_nano.bin", R_OK)) { t_skip("codi-nano end to end", "build/codi or codi-nano missing"); return; }
-    if (record_nano("build/test_probe_nano.safetensors")) { t_result(0, "codi-nano: dataset recorded", "see above"); return; }
+    /* a label field per question: the gold answer's size in three classes */
+    rc = run_cmd("build/codi record --model models/codi-nano/codi_nano.bin --questions models/codi-nano/test.jsonl --limit 40 --dtype bf16 --kv "
+                 "--overwrite --out build/test_probe_nano.safetensors", out, sizeof out);
+    if (rc) { t_result(0, "codi-nano: codi record", "exit %d: %s", rc, out); return; }
     rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label parity --layers 6 --test-frac 0.25 --out build/test_probe_nano_par", out, sizeof out);
     {
         double auc = 0;
@@ -587,7 +529,7 @@ static void check_nano(void) {
         if (p) sscanf(p + 3, "%lf", &auc);
         t_result(rc == 0 && auc > 0.8, "codi-nano: odd vs even latent steps, last layer", "exit %d, held-out AUC %.3f (> 0.8)", rc, auc);
     }
-    {   /* a label field per question: the gold answer's size in three classes */
+    {
         FILE *f = fopen("build/test_probe_nano_q.jsonl", "w");
         codi_st_file *sf = codi_st_open("build/test_probe_nano.safetensors", out, sizeof out);
         float gold[NQ];
