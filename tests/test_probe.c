@@ -552,6 +552,17 @@ static void check_nano(void) {
                  "--model models/codi-nano/codi_nano.bin --top 4 --out build/test_probe_nano_pca", out, sizeof out);
     t_result(rc == 0 && strstr(out, "final.layer0 PC1 +3.0sd:") && strstr(out, "final.layer0 PC1 -3.0sd:"), "codi-nano: lens over components", "exit %d", rc);
     if (rc) printf("# %s\n", out);
+    rc = run_cmd("build/codi pca --acts build/test_probe_nano.safetensors --layers 3 --positions 1-6 --components 2 --steer-components 1 "
+                 "--steer-sd 2 --out build/test_probe_nano_steer", out, sizeof out);
+    {   /* the component-steering specs load as steering specs (>>steer) */
+        char err[256] = "";
+        codi_load_opts lo = codi_load_opts_default();
+        codi_model *m = codi_load("models/codi-nano/codi_nano.bin", &lo, err, sizeof err);
+        codi_steer *a = m ? codi_steer_load(m, "build/test_probe_nano_steer/steer_resid.layer3.pc1.+2sd.json", err, sizeof err) : NULL;
+        codi_steer *b = a ? codi_steer_load(m, "build/test_probe_nano_steer/steer_resid.layer3.pc1.random+2sd.json", err, sizeof err) : NULL;
+        t_result(rc == 0 && a && b, "codi-nano: component steering specs load (PC1 +2 sd and its random control)", err[0] ? "%s" : NULL, err);
+        codi_steer_free(a); codi_steer_free(b); codi_model_free(m);
+    }
 }
 
 int main(void) {
