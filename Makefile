@@ -3,6 +3,7 @@
 # the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
 # llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.
 CC      ?= cc
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)   # build in parallel; tests still run one by one
 CFLAGS  ?= -O2 -march=native
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes
 SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
