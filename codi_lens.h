@@ -8022,7 +8022,7 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
     if (!x) return -1;
     ref = x + 2 * D;
     if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
-        codi__matmul_rows(delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);
+        codi__matmul_range(codi__kernel_active(), delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);   /* work: D / 2 floats */
         for (j = 0; j < V; j++) delta[j] *= s;
     } else {
         for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];
