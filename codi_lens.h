@@ -1072,7 +1072,7 @@ static int codi__read_safetensors(codi__tensors *ts, const char *path, int sourc
         /* offsets are whole numbers within the data section (which bounds them below 2^53) */
         if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)(f->size - data_start)) || b0 != floor(b0) || b1 != floor(b1) ||
             (esz && (uint64_t)numel * esz != (uint64_t)b1 - (uint64_t)b0)) {
-            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size",
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.15g, %.15g) do not match its shape or the file size",
                       path, e->key, b0, b1);
             goto fail;
         }
@@ -1579,11 +1579,11 @@ static int codi__pk_tensor_range(const codi__pv *t, const codi__zip_entry *se, u
     int64_t numel, expect = 1;
     int d;
     if (!codi__numel_checked(t->ndim, t->shape, &numel)) { codi__err(err, errsz, "its shape has too many elements"); return -1; }
-    for (d = t->ndim - 1; d >= 0; d--) {          /* contiguous row-major strides */
+    for (d = t->ndim - 1; d >= 0 && numel > 0; d--) {   /* contiguous row-major strides (an empty tensor reads nothing) */
         if (t->shape[d] != 1 && t->stride[d] != expect) {
             codi__err(err, errsz, "it is not contiguous (strides); save it with .contiguous()"); return -1;
         }
-        expect *= t->shape[d];                    /* <= numel: no overflow */
+        expect *= t->shape[d];                    /* <= numel (every dim >= 1 here): no overflow */
         if (t->shape[d] > 0) {
             if (!codi__mul_u64((uint64_t)(t->shape[d] - 1), (uint64_t)t->stride[d], &step) || !codi__add_u64(span, step, &span)) {
                 codi__err(err, errsz, "its strides overflow"); return -1;
@@ -1597,7 +1597,7 @@ static int codi__pk_tensor_range(const codi__pv *t, const codi__zip_entry *se, u
                   (long long)numel, (long long)t->offset, (long long)st->numel, (unsigned long long)se->size);
         return -1;
     }
-    *byte_offset = (uint64_t)t->offset * (uint64_t)st->elem_size;   /* < storage_bytes */
+    *byte_offset = (uint64_t)t->offset * (uint64_t)st->elem_size;   /* <= storage_bytes */
     return 0;
 }
 
