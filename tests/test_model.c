@@ -169,6 +169,27 @@ int main(void) {
     }
     codi_state_free(s);
 
+    /* prj's LayerNorm eps: with prj.3 scaled by 1e-3 the LayerNorm input has variance ~5e-7, below
+       eps = 1e-5, so a LayerNorm without eps is 2.5 off (PyTorch reference: tools/reference_fixtures.py) */
+    {
+        t_golden gp;
+        if (t_golden_open(&gp, DATA "prj_small_variance.safetensors") != 0) t_result(0, "open prj_small_variance.safetensors", "");
+        else {
+            const float *h = t_gf(&gp, "h", NULL), *zref = t_gf(&gp, "z", NULL), scale = t_gf(&gp, "prj3_scale", NULL)[0];
+            codi_model scaled = *mf;
+            float *w3 = malloc(sizeof(float) * 256 * 256), *b3 = malloc(sizeof(float) * 256), *z = malloc(sizeof(float) * 4 * 256);
+            int i, rc = 0;
+            for (i = 0; i < 256 * 256; i++) w3[i] = scale * codi__load_elem(mf->w.prj3.data, mf->w.prj3.dtype, (size_t)i);
+            for (i = 0; i < 256; i++) b3[i] = scale * mf->w.prj3_b[i];
+            scaled.w.prj3.data = w3; scaled.w.prj3.dtype = CODI_F32; scaled.w.prj3_b = b3;
+            for (i = 0; i < 4; i++) rc |= codi_project(&scaled, h + (size_t)i * 256, z + (size_t)i * 256);
+            if (rc) t_result(0, "codi_project with a scaled prj.3", "");
+            else t_check_abs("prj LayerNorm with input variance below eps: z vs PyTorch", z, zref, 4 * 256, 1e-3);
+            free(w3); free(b3); free(z);
+            t_golden_close(&gp);
+        }
+    }
+
     mb = t_load(DATA "codi_tiny.bin", 0);
     t_result(mb != NULL, "load codi_tiny.bin (bf16)", "");
     if (mb) {
