@@ -13,11 +13,11 @@ all: build/codi build/random_codi build/quickstart
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c $(HDR) | build
+build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 # The CLI as tests/test_cli.sh runs it: under AddressSanitizer + UBSan (-O2 keeps the 500-question run short).
-build/codi_san: tools/codi.c $(HDR) | build
+build/codi_san: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(SAN) -O2 $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
@@ -55,7 +55,7 @@ llama3-tokenizer: build/codi
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
 test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
 
 demo: build/codi
 	sh tools/demo.sh

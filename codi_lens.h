@@ -78,7 +78,8 @@ extern "C" {
 
 /* >>api -------------------------------------------------------------------------------- */
 
-enum { CODI_F32 = 0, CODI_BF16 = 1, CODI_F16 = 2 };       /* element types of weights */
+/* Element types: weights are F32, BF16 or F16; safetensors files may also hold the others. */
+enum { CODI_F32 = 0, CODI_BF16 = 1, CODI_F16 = 2, CODI_I32 = 3, CODI_U8 = 4, CODI_F64 = 5, CODI_I64 = 6 };
 
 /* The model's shape and CODI settings (HF config.json + CODI token ids). */
 typedef struct {
@@ -281,15 +282,43 @@ CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *lo
    s->error when layer or pos is out of range. */
 CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits);
 
-/* Writes tensors as a .safetensors file. dtype per tensor: CODI_F32 or 'i' (int32). */
+/* ---- safetensors files (>>io): what numpy / torch read and write ------------------------ */
+
+/* One tensor to write: data [shape] of dtype (CODI_BF16 data is uint16_t bf16 bits). */
 typedef struct {
     const char *name;
-    int is_int;          /* 0: float32 data, 1: int32 data */
+    int dtype;           /* CODI_F32, CODI_BF16, CODI_F16, CODI_I32, CODI_U8, CODI_F64, CODI_I64 */
     const void *data;
-    int ndim;
-    int64_t shape[4];
+    int ndim;            /* 0..8 */
+    int64_t shape[8];
 } codi_st_entry;
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz);
+/* Writes tensors as a .safetensors file (to PATH.tmp, then renamed over PATH). metadata is NULL or
+   {key, value, key, value, ..., NULL}: strings for the header's __metadata__. Names and metadata
+   are JSON-escaped; sizes are overflow-checked. Returns 0, or -1 with a message in err. */
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz);
+
+/* A .safetensors file opened for reading (mapped; names kept exactly as in the file). */
+typedef struct codi_st_file codi_st_file;
+typedef struct {
+    const char *name;
+    char dtype[8];       /* as spelled in the file: "F32", "BF16", "F16", "F64", "I32", "I64", "U8", ... */
+    int ndim;
+    int64_t shape[8];
+    size_t numel;
+    const void *data;    /* raw little-endian bytes inside the mapping (may be unaligned) */
+} codi_st_tensor;
+/* NULL with a message in err when the file is missing or not a valid safetensors file. */
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz);
+CODI_API void codi_st_close(codi_st_file *f);
+CODI_API int codi_st_count(const codi_st_file *f);                                   /* tensors in the file */
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out);   /* 0, or -1 out of range */
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out); /* 0, or -1 if absent */
+/* Tensor name converted to float32 into out[0..cap) (F32, BF16, F16, F64, I32, I64, U8). Returns its
+   element count, or -1 with a message (absent, other dtype, cap too small). */
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz);
+/* A string of the header's __metadata__ object, or NULL. Valid until codi_st_close. */
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key);
 
 /* ---- tokenizer (>>tokenizer): Hugging Face tokenizer.json or tiktoken tokenizer.model ---- */
 
@@ -428,7 +457,10 @@ static float codi__f16_to_f32(uint16_t h) {
     memcpy(&f, &u, 4); return f;
 }
 
-static size_t codi__dtype_size(int dtype) { return dtype == CODI_F32 ? 4 : 2; }
+static size_t codi__dtype_size(int dtype) {
+    static const size_t size[] = { 4, 2, 2, 4, 1, 8, 8 };   /* F32 BF16 F16 I32 U8 F64 I64 */
+    return size[dtype];
+}
 
 /* Checked arithmetic for sizes read from files: 1 with *out set, or 0 when the result
    does not fit. Every size, count and offset that comes from input goes through these. */
@@ -4041,42 +4073,227 @@ CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t,
     return r;
 }
 
-/* >>io: safetensors writer ------------------------------------------------------------------- */
+/* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, char *err, size_t errsz) {
-    FILE *fp;
-    char *hdr;
-    size_t cap = 256 + (size_t)n * 256, len = 0, off = 0, pad;
-    uint64_t hl;
+/* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
+typedef struct { char *p; size_t len, cap; int ok; } codi__buf;
+
+static void codi__buf_put(codi__buf *b, const char *s, size_t n) {
+    if (!b->ok) return;
+    if (n > ((size_t)-1) / 2 - b->len) { b->ok = 0; return; }
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = (b->len + n + 1) * 2;
+        char *np = (char *)CODI_REALLOC(b->p, nc);
+        if (!np) { b->ok = 0; return; }
+        b->p = np; b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n; b->p[b->len] = 0;
+}
+
+static void codi__buf_str(codi__buf *b, const char *s) { codi__buf_put(b, s, strlen(s)); }
+
+/* s as a JSON string literal: quotes, backslashes and control characters escaped. */
+static void codi__buf_json_string(codi__buf *b, const char *s) {
+    codi__buf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[8];
+        if (ch == '"' || ch == '\\') { esc[0] = '\\'; esc[1] = (char)ch; codi__buf_put(b, esc, 2); }
+        else if (ch < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", ch); codi__buf_put(b, esc, 6); }
+        else codi__buf_put(b, (const char *)&ch, 1);
+    }
+    codi__buf_put(b, "\"", 1);
+}
+
+static const char *const codi__dtype_names[] = { "F32", "BF16", "F16", "I32", "U8", "F64", "I64" };
+
+/* Bytes of a tensor, or 0 with *bad set when a dim is negative or the product overflows. */
+static size_t codi__entry_bytes(const codi_st_entry *e, int *bad) {
+    size_t bytes = codi__dtype_size(e->dtype);
+    int d;
+    for (d = 0; d < e->ndim; d++) {
+        if (e->shape[d] < 0 || (e->shape[d] > 0 && bytes > ((size_t)-1 >> 1) / (size_t)e->shape[d])) { *bad = 1; return 0; }
+        bytes *= (size_t)e->shape[d];
+    }
+    return bytes;
+}
+
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz) {
+    codi__buf hdr = { NULL, 0, 0, 1 };
+    char num[64], *tmp = NULL;
+    size_t off = 0, pad, plen = strlen(path);
     unsigned char hl8[8];
-    int i, d;
-    if (!(hdr = (char *)CODI_MALLOC(cap))) { codi__err(err, errsz, "out of memory"); return -1; }
-    len += (size_t)snprintf(hdr + len, cap - len, "{\"__metadata__\":{\"format\":\"pt\"}");
+    uint64_t hl;
+    FILE *fp = NULL;
+    int i, d, bad = 0;
+    codi__buf_str(&hdr, "{\"__metadata__\":{\"format\":\"pt\"");
+    for (i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2) {
+        codi__buf_str(&hdr, ",");
+        codi__buf_json_string(&hdr, metadata[i]); codi__buf_str(&hdr, ":"); codi__buf_json_string(&hdr, metadata[i + 1]);
+    }
+    codi__buf_str(&hdr, "}");
     for (i = 0; i < n; i++) {
-        size_t bytes = 4;
-        for (d = 0; d < e[i].ndim; d++) bytes *= (size_t)e[i].shape[d];
-        len += (size_t)snprintf(hdr + len, cap - len, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", e[i].name, e[i].is_int ? "I32" : "F32");
-        for (d = 0; d < e[i].ndim; d++) len += (size_t)snprintf(hdr + len, cap - len, "%s%lld", d ? "," : "", (long long)e[i].shape[d]);
-        len += (size_t)snprintf(hdr + len, cap - len, "],\"data_offsets\":[%lu,%lu]}", (unsigned long)off, (unsigned long)(off + bytes));
+        size_t bytes;
+        if (e[i].dtype < CODI_F32 || e[i].dtype > CODI_I64 || e[i].ndim < 0 || e[i].ndim > 8 || !e[i].name) {
+            codi__err(err, errsz, "tensor %d: bad dtype, rank or name", i); goto fail;
+        }
+        bytes = codi__entry_bytes(&e[i], &bad);
+        if (bad || off > ((size_t)-1 >> 1) - bytes) { codi__err(err, errsz, "tensor '%s': shape too large", e[i].name); goto fail; }
+        codi__buf_str(&hdr, ",");
+        codi__buf_json_string(&hdr, e[i].name);
+        codi__buf_str(&hdr, ":{\"dtype\":\""); codi__buf_str(&hdr, codi__dtype_names[e[i].dtype]); codi__buf_str(&hdr, "\",\"shape\":[");
+        for (d = 0; d < e[i].ndim; d++) { snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)e[i].shape[d]); codi__buf_str(&hdr, num); }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + bytes));
+        codi__buf_str(&hdr, num);
         off += bytes;
-        if (len >= cap - 1) { CODI_FREE(hdr); codi__err(err, errsz, "tensor names too long"); return -1; }
     }
-    len += (size_t)snprintf(hdr + len, cap - len, "}");
-    pad = (8 - len % 8) % 8;
-    hl = len + pad;
+    codi__buf_str(&hdr, "}");
+    pad = (8 - hdr.len % 8) % 8;
+    for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* data starts 8-byte aligned */
+    if (!hdr.ok || !(tmp = (char *)CODI_MALLOC(plen + 5))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5);
+    hl = hdr.len;
     for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
-    if (!(fp = fopen(path, "wb"))) { CODI_FREE(hdr); codi__err(err, errsz, "cannot write %s", path); return -1; }
-    fwrite(hl8, 1, 8, fp);
-    fwrite(hdr, 1, len, fp);
-    for (i = 0; i < (int)pad; i++) fputc(' ', fp);
-    for (i = 0; i < n; i++) {
-        size_t cnt = 1;
-        for (d = 0; d < e[i].ndim; d++) cnt *= (size_t)e[i].shape[d];
-        fwrite(e[i].data, 4, cnt, fp);
+    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
+    bad = fwrite(hl8, 1, 8, fp) != 8 || fwrite(hdr.p, 1, hdr.len, fp) != hdr.len;
+    for (i = 0; i < n && !bad; i++) {
+        size_t bytes = codi__entry_bytes(&e[i], &bad);
+        bad = bytes && fwrite(e[i].data, 1, bytes, fp) != bytes;
     }
-    CODI_FREE(hdr);
-    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); return -1; }
+    if (fclose(fp) != 0 || bad) { fp = NULL; codi__err(err, errsz, "error writing %s", tmp); remove(tmp); goto fail; }
+    fp = NULL;
+    if (rename(tmp, path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", tmp, path); remove(tmp); goto fail; }
+    CODI_FREE(hdr.p); CODI_FREE(tmp);
     return 0;
+fail:
+    if (fp) fclose(fp);
+    CODI_FREE(hdr.p); CODI_FREE(tmp);
+    return -1;
+}
+
+struct codi_st_file {
+    codi__file *file;
+    codi__json *header;        /* owns every name and metadata string */
+    codi_st_tensor *t;         /* [n] */
+    int n;
+};
+
+/* Element size of a safetensors dtype name, 0 if unknown. */
+static size_t codi__st_elem_size(const char *dt) {
+    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
+                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
+    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
+    size_t i;
+    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
+    return 0;
+}
+
+CODI_API void codi_st_close(codi_st_file *f) {
+    if (!f) return;
+    codi__json_free(f->header);
+    codi__file_close(f->file);
+    CODI_FREE(f->t);
+    CODI_FREE(f);
+}
+
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
+    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
+    const codi__json *e;
+    uint64_t hlen = 0;
+    size_t data_size;
+    char jerr[200];
+    int i;
+    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
+    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
+    if (hlen > f->file->size - 8) { codi__err(err, errsz, "%s: header size %llu does not fit the file", path, (unsigned long long)hlen); goto fail; }
+    data_size = f->file->size - 8 - (size_t)hlen;
+    if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
+        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
+    }
+    if (f->header->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (e = f->header->child; e; e = e->next) {
+        const codi__json *dt = codi__json_get(e, "dtype"), *shape = codi__json_get(e, "shape"), *offs = codi__json_get(e, "data_offsets"), *v;
+        codi_st_tensor *t = &f->t[f->n];
+        size_t esz, bytes;
+        double b0, b1;
+        if (!strcmp(e->key, "__metadata__")) continue;
+        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs || offs->type != CODI__J_ARR ||
+            offs->count != 2 || offs->child->type != CODI__J_NUM || offs->child->next->type != CODI__J_NUM) {
+            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
+        }
+        if (!(esz = codi__st_elem_size(dt->str)) || strlen(dt->str) >= sizeof t->dtype) {
+            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
+        }
+        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
+        memset(t, 0, sizeof *t);
+        t->name = e->key; strcpy(t->dtype, dt->str);
+        t->numel = 1;
+        for (v = shape->child; v; v = v->next) {
+            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
+                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
+            }
+            t->shape[t->ndim++] = (int64_t)v->num;
+            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
+            else t->numel *= (size_t)v->num;
+        }
+        b0 = offs->child->num; b1 = offs->child->next->num;
+        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
+        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (double)bytes != b1 - b0) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
+            goto fail;
+        }
+        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
+        f->n++;
+    }
+    return f;
+fail:
+    codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
+
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
+    if (i < 0 || i >= f->n) return -1;
+    *out = f->t[i];
+    return 0;
+}
+
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
+    return -1;
+}
+
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
+    codi_st_tensor t;
+    const unsigned char *b;
+    size_t i;
+    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
+    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
+    b = (const unsigned char *)t.data;
+    for (i = 0; i < t.numel; i++) {
+        if (!strcmp(t.dtype, "F32")) out[i] = codi__load_elem(b, CODI_F32, i);
+        else if (!strcmp(t.dtype, "BF16")) out[i] = codi__load_elem(b, CODI_BF16, i);
+        else if (!strcmp(t.dtype, "F16")) out[i] = codi__load_elem(b, CODI_F16, i);
+        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
+        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
+        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
+    }
+    return (long)t.numel;
+}
+
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
+    const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
+    return v && v->type == CODI__J_STR ? v->str : NULL;
 }
 
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */

@@ -254,11 +254,11 @@ int main(void) {
             if (ts.t[i].dtype != CODI_F32) continue;
             snprintf(names[ne], sizeof names[ne], "codi.base_model.model.%s.default.weight", ts.t[i].name);
             if (!strstr(ts.t[i].name, "lora_")) snprintf(names[ne], sizeof names[ne], "%s", ts.t[i].name);
-            e[ne].name = names[ne]; e[ne].is_int = 0; e[ne].data = ts.t[i].data; e[ne].ndim = ts.t[i].ndim;
-            memcpy(e[ne].shape, ts.t[i].shape, sizeof e[ne].shape);
+            e[ne].name = names[ne]; e[ne].dtype = CODI_F32; e[ne].data = ts.t[i].data; e[ne].ndim = ts.t[i].ndim;
+            memcpy(e[ne].shape, ts.t[i].shape, sizeof ts.t[i].shape);
             ne++;
         }
-        if (codi_write_safetensors("build/lora_prj_only.safetensors", e, ne, err, sizeof err) == 0) {
+        if (codi_write_safetensors("build/lora_prj_only.safetensors", e, ne, NULL, err, sizeof err) == 0) {
             codi_load_opts o = codi_load_opts_default();
             codi_model *ml;
             o.base = DATA "llama_tiny_hf"; o.lora_scale = 0;

