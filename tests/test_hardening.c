@@ -3,8 +3,9 @@
    shapes whose element count overflows; config.json values out of range (1e30 is cast nowhere:
    this file also runs as a clang build with -fsanitize=float-cast-overflow); special-token ids
    outside the vocabulary; the recipe-1 separator missing; CRC-32 of zip entries; a directory
-   holding one checkpoint; a FIFO; API limits (max_answer, a state made for another shape);
-   every allocation failure of a load reported as "out of memory". */
+   holding one checkpoint; a FIFO; API limits (max_answer, a state made for another shape); the
+   safetensors writer's long and odd names; every allocation failure of a load reported as
+   "out of memory". */
 #include <stdlib.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -362,6 +363,44 @@ static void api_limits(void) {
     free(r);
 }
 
+/* ---- the safetensors writer (issue 11: a 699-character name overflowed its header buffer;
+   names were not JSON-escaped) ---- */
+
+static void writer(void) {
+    static char long_name[5001], mid_name[700];
+    const char *odd_name = "q\"uote\\back\nline\x01ctl \xc3\xa9";
+    const char *meta[] = { "note", "a \"quoted\"\nvalue\\", "k\x02", "v", NULL };
+    float v[4] = { 1, 2, 3, 4 };
+    codi_st_entry e[3];
+    codi_st_tensor t;
+    codi_st_file *f;
+    char err[256];
+    int ok;
+    memset(long_name, 'n', sizeof long_name - 1); memset(mid_name, 'm', sizeof mid_name - 1);
+    memset(e, 0, sizeof e);
+    e[0].name = mid_name; e[1].name = long_name; e[2].name = odd_name;
+    e[0].dtype = e[1].dtype = e[2].dtype = CODI_F32;
+    e[0].data = e[1].data = e[2].data = v;
+    e[0].ndim = e[1].ndim = e[2].ndim = 1;
+    e[0].shape[0] = e[1].shape[0] = e[2].shape[0] = 4;
+    ok = codi_write_safetensors("build/hard_w.safetensors", e, 3, meta, err, sizeof err) == 0;
+    f = ok ? codi_st_open("build/hard_w.safetensors", err, sizeof err) : NULL;
+    t_result(f && codi_st_count(f) == 3 && codi_st_find(f, mid_name, &t) == 0 && t.numel == 4 && codi_st_find(f, long_name, &t) == 0 &&
+             !memcmp(t.data, v, sizeof v), "writer: names of 699 and 5000 characters are written whole and read back", "%s", f ? "" : err);
+    t_result(f && codi_st_find(f, odd_name, &t) == 0 && !memcmp(t.data, v, sizeof v),
+             "writer: a name with a quote, backslash, newline, control byte and UTF-8 reads back unchanged", "%s", f ? "" : err);
+    t_result(f && codi_st_metadata(f, "note") && !strcmp(codi_st_metadata(f, "note"), meta[1]) && codi_st_metadata(f, "k\x02") &&
+             !strcmp(codi_st_metadata(f, "k\x02"), "v"), "writer: metadata with quotes, newlines and control bytes reads back unchanged", "");
+    codi_st_close(f);
+    e[0].name = "big"; e[0].ndim = 2; e[0].shape[0] = (int64_t)1 << 32; e[0].shape[1] = (int64_t)1 << 32;
+    t_result(codi_write_safetensors("build/hard_w2.safetensors", e, 1, NULL, err, sizeof err) == -1 && strstr(err, "too large"),
+             "writer: shape [2^32, 2^32] (bytes overflow): refused", "\"%s\"", err);
+    e[0].ndim = 1; e[0].shape[0] = -4;
+    t_result(codi_write_safetensors("build/hard_w2.safetensors", e, 1, NULL, err, sizeof err) == -1, "writer: a negative dim: refused", "\"%s\"", err);
+    e[0].ndim = 9; e[0].shape[0] = 4;
+    t_result(codi_write_safetensors("build/hard_w2.safetensors", e, 1, NULL, err, sizeof err) == -1, "writer: 9 dims: refused", "\"%s\"", err);
+}
+
 /* ---- every allocation failure while loading ---- */
 
 static void allocation_failures(const char *path) {
@@ -395,6 +434,7 @@ int main(void) {
     prompt_ids();
     archive_checks();
     api_limits();
+    writer();
     allocation_failures(DATA "codi_tiny.bin");
     allocation_failures(DATA "codi_tiny.safetensors");
     return t_summary();
