@@ -73,7 +73,15 @@ bench: build/codi build/random_codi
 bench-tokenizer: build/codi
 	sh tools/bench_tokenizer.sh
 
+bench-crc: build/codi build/random_codi
+	sh tools/bench_crc.sh
+
+# Mutation testing (not part of `make test`: about 20 minutes): each mutation of tests/mutations.txt
+# applied to a copy of the repository, the tests it names run; prints caught / missed and a score.
+mutate:
+	python3 tests/mutate.py
+
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-tokenizer llama3-tokenizer fuzz clean
+.PHONY: all test demo bench bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

@@ -304,6 +304,20 @@ static void archive_checks(void) {
     t_result(!m && strstr(err, "no model.safetensors"), "a directory without a checkpoint: an error", "\"%s\"", err);
     codi_model_free(m);
     free(b);
+    {   /* 46 bytes: a zip64 end record whose locator points at offset 0, where a directory record
+           would need 56 bytes */
+        buf z = { NULL, 0, 0 };
+        put_le(&z, 0x06064b50u, 4);
+        put_le(&z, 0x07064b50u, 4); put_le(&z, 0, 4); put_le(&z, 0, 8); put_le(&z, 1, 4);
+        put_le(&z, 0x06054b50u, 4); put_le(&z, 0, 4); put_le(&z, 0xFFFF, 2); put_le(&z, 0xFFFF, 2);
+        put_le(&z, 0xFFFFFFFFu, 4); put_le(&z, 0xFFFFFFFFu, 4); put_le(&z, 0, 2);
+        spit("build/hard_zip64.bin", z.b, z.n);
+        m = load("build/hard_zip64.bin", &o, err, sizeof err);
+        t_result(!m && strstr(err, "zip64 directory record missing"), "a 46-byte zip64 archive (its record would end past the file): refused",
+                 "\"%s\"", err);
+        codi_model_free(m);
+        free(z.b);
+    }
     /* a FIFO would block open() forever: alarm() turns a hang into a failed run */
     unlink("build/hard_fifo.bin");
     if (mkfifo("build/hard_fifo.bin", 0600) != 0) t_skip("FIFO as the model", "mkfifo failed");
