@@ -42,7 +42,10 @@
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
    bf16, no architectures other than Llama. It never executes code from a checkpoint: the
-   pickle reader accepts only the globals torch.save emits for a state dict. The tokenizer is
+   pickle reader accepts only the globals torch.save emits for a state dict; every size, offset
+   and count read from a file is overflow-checked, every zip entry read is CRC-32-verified
+   (skip_crc skips it: ~5% of a 1B load), FIFOs and devices are refused before open(), and
+   config.json values are range-checked with the field and file named. The tokenizer is
    byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
    a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
@@ -224,8 +227,9 @@ typedef struct {
 } codi_run_result;
 
 CODI_API codi_load_opts codi_load_opts_default(void);
-/* Loads a CODI checkpoint (pytorch_model.bin or .safetensors) or a Hugging Face Llama
-   directory, optionally over opts->base. Returns NULL and a message in err on failure. */
+/* Loads a CODI checkpoint (pytorch_model.bin or .safetensors), a Hugging Face Llama directory,
+   or a directory holding exactly one .bin / .safetensors, optionally over opts->base. Returns
+   NULL and a message in err on failure. */
 CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz);
 CODI_API void codi_model_free(codi_model *m);
 
@@ -912,8 +916,11 @@ static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
             codi__err(err, errsz, "cannot size %s", path); fclose(fp); CODI_FREE(f); return NULL;
         }
         f->size = (size_t)n;
-        f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1);
-        if (!f->data || fread((void *)f->data, 1, f->size, fp) != f->size) {
+        if (!(f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1))) {
+            codi__err(err, errsz, "out of memory reading %s (%lu bytes)", path, (unsigned long)f->size);
+            fclose(fp); CODI_FREE(f); return NULL;
+        }
+        if (fread((void *)f->data, 1, f->size, fp) != f->size) {
             codi__err(err, errsz, "cannot read %s", path);
             CODI_FREE((void *)f->data); fclose(fp); CODI_FREE(f); return NULL;
         }
