@@ -372,6 +372,12 @@ static void api_limits(void) {
     t_result(codi_run_answer(m32, s64, &ro, r) == -1 && strstr(s64->error, "another model"), "codi_run_answer with that state: refused", "\"%s\"", s64->error);
     s64->error[0] = 0;
     t_result(codi_state_copy(m32, s64, s32) == -1 && strstr(s64->error, "another model"), "codi_state_copy into that state: refused", "\"%s\"", s64->error);
+    {   /* CODI's argmax is over logits[:, :-1]: the last id (eot) never answers */
+        float *lg = (float *)calloc(515, sizeof(float));
+        lg[514] = 10; lg[7] = 5;
+        t_result(codi_argmax_answer(m32, lg) == 7, "answer argmax skips the last id (CODI's logits[:, :-1])", "%d", codi_argmax_answer(m32, lg));
+        free(lg);
+    }
     codi_state_free(s32); codi_state_free(s64);
     codi_model_free(m32); codi_model_free(m64);
     free(r);
