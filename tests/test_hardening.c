@@ -116,6 +116,10 @@ static void pickle_sizes(void) {
     m = load("build/hard_pk.bin", &o, err, sizeof err);
     t_result(!m && strstr(err, "does not fit its storage"), "pickle storage numel 2^62 at offset 100000: refused (not read from other bytes)", "\"%s\"", err);
     codi_model_free(m);
+    write_archive("build/hard_pk.bin", 1000, 100, 1, s16, st1);
+    m = load("build/hard_pk.bin", &o, err, sizeof err);
+    t_result(!m && strstr(err, "does not fit its storage"), "pickle storage of 1000 floats in a 64-byte entry, tensor at 100: refused (would read other entries)", "\"%s\"", err);
+    codi_model_free(m);
     write_archive("build/hard_pk.bin", 16, INT64_MAX - 4, 1, s16, st1);
     m = load("build/hard_pk.bin", &o, err, sizeof err);
     t_result(!m && strstr(err, "does not fit its storage"), "pickle offset 2^63 - 5 (offset + span overflows): refused", "\"%s\"", err);
