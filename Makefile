@@ -8,26 +8,32 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart
+all: build/codi build/random_codi build/quickstart build/lens_example
 
 build:
 	mkdir -p build
 
-build/codi: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
+build/codi: tools/codi.c $(wildcard tools/*.h) $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/codi.c -lm
 
 # The CLI as tests/test_cli.sh runs it: under AddressSanitizer + UBSan (-O2 keeps the 500-question run short).
-build/codi_san: tools/codi.c tools/cli.h $(wildcard tools/cmd_*.c) $(HDR) | build
+build/codi_san: tools/codi.c $(wildcard tools/*.h) $(wildcard tools/cmd_*.c) $(HDR) | build
 	$(CC) $(WARN) $(SAN) -O2 $(THREADS) -o $@ tools/codi.c -lm
 
 build/quickstart: examples/quickstart.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
 
+build/lens_example: examples/lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/lens.c -lm
+
+build/bench_lens: tools/bench_lens.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_lens.c -lm
+
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_hardening
+TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -54,8 +60,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh
+test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh
 
 demo: build/codi
 	sh tools/demo.sh
@@ -69,6 +75,12 @@ build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
 
 bench: build/codi build/random_codi
 	sh tools/bench.sh
+
+# Tuned-lens training cost on the random full-size checkpoint (seconds per step, extrapolated).
+bench-lens: build/bench_lens build/random_codi
+	mkdir -p bench
+	[ -f bench/random_1b.safetensors ] || build/random_codi bench/random_1b.safetensors
+	build/bench_lens bench/random_1b.safetensors
 
 bench-tokenizer: build/codi
 	sh tools/bench_tokenizer.sh
@@ -84,4 +96,4 @@ mutate:
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean
+.PHONY: all test demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

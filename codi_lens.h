@@ -49,13 +49,20 @@
    byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
    a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
+   LENSES AND ACTIVATION DATASETS (examples/lens.c; the codi lens / record / tune-lens commands)
+       codi_lens_logits and codi_tuned_lens_logits read a residual through the unembedding;
+       codi_top_k, codi_entropy, codi_rank_of and codi_number_tokens read the distribution;
+       codi_lens_trainer_* trains a tuned lens with the tuned-lens library's recipe or the Latent
+       Reasoning Sprint's; codi_acts_* writes activation datasets (layout at ">>acts" in the API).
+
    DIMENSIONS used in shape comments
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>lens  >>unicode  >>tokenizer  >>io
+       >>state  >>kernels  >>forward  >>codi  >>unicode  >>tokenizer  >>lens  >>lenstrain  >>io
+       >>torchsave  >>lensfiles  >>acts
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -391,6 +398,173 @@ CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer 
    (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Returns the count or -1. */
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap);
+
+/* ---- lenses (>>lens): distributions, the logit lens, the tuned lens and its training ---- */
+
+/* log-softmax of logits [n] into logp [n] (may be logits itself); returns log(sum(exp(logits))). */
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp);
+/* softmax of logits [n] into probs [n] (may be logits itself). */
+CODI_API void codi_softmax(const float *logits, int n, float *probs);
+/* Entropy of softmax(logits) in nats. */
+CODI_API double codi_entropy(const float *logits, int n);
+/* KL(softmax(p_logits) || softmax(q_logits)) in nats. */
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n);
+/* The k most probable ids of softmax(logits [n]), most probable first (ties: lower id first),
+   with their probabilities (probs may be NULL). Returns min(k, n). */
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs);
+/* 0-based rank of id under the same order as codi_top_k, and its probability (prob may be
+   NULL); -1 for an id out of range. */
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
+/* The tokens that count as "the number value appears": Llama 3 writes digits in groups of
+   up to three from the left, so the first token of value is its leading group ("360" for 360,
+   "123" for 1234, "1" for 1000000); both the group alone and with a leading space count (a
+   group that is not one token counts by the first token of its encoding). Writes up to 2 ids
+   and returns how many; -1 when value is not an integer in [0, 1e15) (a negative number
+   starts with the token "-", which says nothing). For values of more than three digits this
+   is the first step the model takes toward writing it, shared with the shorter number it
+   starts with. */
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
+
+/* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
+   translator per residual index l = 0..L-1 (the last layer output needs none):
+   lens_l(h) = lm_head(final_norm(h + W_l h + b_l)). All zeros = the logit lens. */
+typedef struct {
+    int n_layers, dim;  /* L, D of the model it was made for */
+    float *weight;      /* [L, D, D] W_l (out, in) */
+    float *bias;        /* [L, D] b_l */
+} codi_tuned_lens;
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m);   /* zero translators; NULL out of memory */
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t);
+/* logits [V] of the lens at residual index layer (0..L) of resid [D]: the tuned lens when t
+   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, or t made for
+   another model's shape) with a message in err. */
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz);
+/* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
+   grad_w [D, D] / grad_b [D] are not NULL, its gradient with respect to W_layer and b_layer.
+   resid [n, D], target_logits [n, V]. Returns the loss, or NaN (out of memory / bad layer).
+   One position at a time: the reference the trainer's batched engine is tested against. */
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b);
+
+/* Tuned-lens files. A directory as the tuned-lens library writes it (params.pt: torch.save of
+   the translators' ModuleList state dict, keys "{i}.weight" [D, D] and "{i}.bias" [D];
+   config.json: base_model_name_or_path, d_model, num_hidden_layers, bias,
+   base_model_revision, unembed_hash, lens_type), a params.pt alone, or our .safetensors form
+   (the same keys; metadata content = "codi_lens.tuned_lens.v1"). NULL + err on failure. */
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz);
+/* Writes dir/params.pt (readable by torch.load, weights_only included) and dir/config.json
+   (unembed_hash and base_model_revision null: the library then skips its check). dir must exist. */
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz);
+/* Writes our .safetensors form. */
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz);
+
+/* Training a tuned lens: each layer's translator minimises its mean KL(final || lens) over a
+   set of samples (one position's residuals). Both recipes are preset:
+   codi_lens_train_library: the tuned-lens library's train_loop (SGD, Nesterov momentum 0.9,
+     lr 1.0 * (1 - 0.9), weight decay 1e-3 added to the gradient, the gradient of all
+     translators clipped to norm 1 jointly, lr decayed linearly to 0 over total_steps, no warmup);
+   codi_lens_train_sprint: the Latent Reasoning Sprint's (Adam lr 1e-3, betas 0.9/0.999, eps
+     1e-8, no weight decay or schedule, batch 1, 3 epochs). The sprint initialises a full affine
+     map A = I; h + W h + b with W = 0 is the same map with the same gradients (dA = dW), so
+     both recipes train the residual form and save files the library reads.
+   Where this differs from the library: math in f32 (it autocasts to bf16); a step is `batch`
+   samples of CODI positions (it takes 2^18 text tokens per step), in a seeded shuffle per epoch. */
+enum { CODI_LENS_SGD = 0, CODI_LENS_ADAM = 1 };
+typedef struct {
+    int optimizer;        /* CODI_LENS_SGD (Nesterov) or CODI_LENS_ADAM (PyTorch's update rule) */
+    double lr;
+    double momentum;      /* SGD momentum, or Adam beta1 */
+    double beta2, eps;    /* Adam */
+    double weight_decay;  /* added to the gradient (PyTorch's coupled form) */
+    double clip_norm;     /* > 0: clip the gradient of all translators to this L2 norm */
+    int linear_decay;     /* 1: lr * (total_steps - step) / total_steps */
+    long total_steps;     /* steps of the whole run (the schedule's length and when training stops) */
+    int batch;            /* samples per step */
+    uint64_t seed;        /* sample order: a seeded shuffle per epoch */
+    int n_threads;        /* workers (CODI_THREADS builds) */
+} codi_lens_train_opts;
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch);
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples);   /* 3 epochs of batch 1 */
+
+/* A sample: fill resid [L+1, D] (the residual entering each layer; index L = last layer
+   output) for sample index and return 0 (the target is then lm_head(final_norm(resid[L]))),
+   or also fill target_logits [V] and return 1; any other value stops training with an error. */
+typedef int (*codi_lens_sample_fn)(void *user, long index, float *resid, float *target_logits);
+
+typedef struct codi_lens_trainer codi_lens_trainer;
+/* A trainer of t (which it updates in place) over samples 0..n_samples-1. NULL + err on failure. */
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz);
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr);
+/* One optimiser step over the next batch; loss [L] receives each layer's mean KL on that
+   batch before the update (may be NULL). 0, or -1 with codi_lens_trainer_error. */
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss);
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr);
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr);
+/* Checkpoints: the translators, the optimiser's moments and the step, with every option in the
+   metadata; resuming checks the options (threads aside) and continues exactly where the saved run
+   was (the sample order follows from seed and step). 0, or -1 with a message in err (the trainer
+   is then unusable: make a new one). */
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz);
+/* Mean KL(final || lens) per residual index [L] of t (NULL: the logit lens) over samples
+   first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz);
+
+/* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
+   Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
+     resid [Q, P, L+1, D]  final [Q, P, D]  latent_inputs [Q, N, D]      F32 or BF16
+     key, value [Q, P, L, KVH, HD] (post-RoPE, as cached; only when kv)   F32 or BF16
+     positions [Q, P] I32 (-1 = padding)  prompt_len [Q] I32  prompt_ids [Q, Tmax] I32 (-1 pad)
+     answer_ids [Q, A] I32 (-1 pad)  gold, prediction [Q] F64 (NaN absent)  correct, done [Q] U8
+     question_index [Q] I32
+   and string metadata: format "codi_lens.acts.v1", model, questions, positions, labels (JSON
+   list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
+   written and flushed after the row, so a killed run resumes by skipping done rows; rows not
+   done read as zeros. */
+#define CODI_LENS_VERSION "0.3"
+typedef struct {
+    int n_questions;          /* Q */
+    int n_positions;          /* P */
+    int n_latent;             /* N */
+    int max_prompt;           /* Tmax */
+    int max_answer;           /* A */
+    int bf16;                 /* 1: float tensors in bfloat16 */
+    int kv;                   /* 1: record key and value */
+    const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+} codi_acts_spec;
+
+/* One question's row; pointers the spec does not ask for may be NULL. */
+typedef struct {
+    const float *resid;          /* [P, L+1, D] */
+    const float *final;          /* [P, D] */
+    const float *latent_inputs;  /* [N, D] */
+    const float *key, *value;    /* [P, L, KVH, HD] */
+    const int32_t *positions;    /* [P] */
+    const int32_t *prompt_ids; int n_prompt;
+    const int32_t *answer_ids; int n_answer;
+    double gold, prediction;     /* NaN when absent */
+    int correct, question_index;
+} codi_acts_row;
+
+typedef struct codi_acts codi_acts;
+/* Creates path pre-sized for the spec, or with resume = 1 and an existing file, reopens it
+   after checking that its shapes and metadata (all but command) equal the spec's. */
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *spec, int resume,
+                                   char *err, size_t errsz);
+CODI_API int codi_acts_done(const codi_acts *a, int q);        /* 1 if row q was completed */
+CODI_API int codi_acts_count_done(const codi_acts *a);
+/* Writes row q, then its done byte; 0 or -1 with err. */
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *row, char *err, size_t errsz);
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or -1 if a write failed */
+/* Gathers a row's activations from a state: resid [P, L+1, D], final [P, D] (final-norm of
+   the last layer output) and, when not NULL, key / value [P, L, KVH, HD] at positions [P]
+   (slots with position -1, or beyond s->n_pos, are zeros). */
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value);
 
 #ifdef __cplusplus
 }
@@ -2862,28 +3036,6 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
     return found;
 }
 
-/* >>lens: reading a residual vector through the unembedding ----------------------------------- */
-
-CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
-    const codi_config *c = &m->config;
-    float *x = (float *)CODI_MALLOC((size_t)c->dim * 2 * sizeof(float));
-    if (!x) return -1;
-    codi__rmsnorm(x, resid, m->w.final_norm, c->dim, c->norm_eps);
-    codi__matmul_rows(logits, 0, x, &m->w.lm_head, 1, 0, c->vocab, x + c->dim);
-    CODI_FREE(x);
-    return 0;
-}
-
-CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
-    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
-        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
-                  layer, pos, m->config.n_layers, s->n_pos - 1);
-        return -1;
-    }
-    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
-    return 0;
-}
-
 /* >>unicode: the character classes of the pre-tokenizer regex --------------------------------- */
 
 /* BEGIN generated by tools/gen_unicode.py from the Unicode Character Database
@@ -4080,6 +4232,634 @@ CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t,
     return r;
 }
 
+/* >>lens: distributions over the vocabulary, the logit lens, the tuned lens ------------------- */
+
+CODI_API double codi_log_softmax(const float *logits, int n, float *logp) {
+    float mx = logits[0];
+    double sum = 0, lse;
+    int i;
+    for (i = 1; i < n; i++) if (logits[i] > mx) mx = logits[i];
+    for (i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    lse = mx + log(sum);
+    if (logp) for (i = 0; i < n; i++) logp[i] = (float)(logits[i] - lse);
+    return lse;
+}
+
+CODI_API void codi_softmax(const float *logits, int n, float *probs) {
+    double lse = codi_log_softmax(logits, n, NULL);
+    int i;
+    for (i = 0; i < n; i++) probs[i] = (float)exp(logits[i] - lse);
+}
+
+CODI_API double codi_entropy(const float *logits, int n) {
+    double lse = codi_log_softmax(logits, n, NULL), h = 0;
+    int i;
+    for (i = 0; i < n; i++) { double lp = logits[i] - lse; h -= exp(lp) * lp; }
+    return h;
+}
+
+CODI_API double codi_kl(const float *p_logits, const float *q_logits, int n) {
+    double lp = codi_log_softmax(p_logits, n, NULL), lq = codi_log_softmax(q_logits, n, NULL), kl = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double a = p_logits[i] - lp;
+        kl += exp(a) * (a - (q_logits[i] - lq));
+    }
+    return kl;
+}
+
+/* The order of codi_top_k: higher logit first, then lower id. */
+static int codi__ranks_before(const float *logits, int a, int b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
+
+CODI_API int codi_top_k(const float *logits, int n, int k, int32_t *ids, float *probs) {
+    int i, j, have = 0;
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    for (i = 0; i < n; i++) {                       /* insertion into the sorted best-k list */
+        if (have == k && !codi__ranks_before(logits, i, ids[k - 1])) continue;
+        j = have < k ? have++ : k - 1;
+        while (j > 0 && codi__ranks_before(logits, i, ids[j - 1])) { ids[j] = ids[j - 1]; j--; }
+        ids[j] = i;
+    }
+    if (probs) {
+        double lse = codi_log_softmax(logits, n, NULL);
+        for (i = 0; i < k; i++) probs[i] = (float)exp(logits[ids[i]] - lse);
+    }
+    return k;
+}
+
+CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob) {
+    int i, rank = 0;
+    if (id < 0 || id >= n) return -1;
+    for (i = 0; i < n; i++) rank += codi__ranks_before(logits, i, id);
+    if (prob) *prob = (float)exp(logits[id] - codi_log_softmax(logits, n, NULL));
+    return rank;
+}
+
+CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]) {
+    char digits[32], spaced[40];
+    int n = 0, id;
+    if (!(value >= 0 && value < 1e15) || value != floor(value)) return -1;
+    snprintf(digits, sizeof digits, "%.0f", value);
+    digits[strlen(digits) > 3 ? 3 : strlen(digits)] = 0;  /* the leading group of up to three digits */
+    snprintf(spaced, sizeof spaced, " %s", digits);
+    if ((id = codi_token_id(t, digits, strlen(digits))) < 0 &&     /* not one token: the first of its encoding */
+        codi_encode(t, digits, strlen(digits), 0, 0, ids, 1) >= 1) id = ids[0];
+    if (id >= 0) ids[n++] = id;
+    if ((id = codi_token_id(t, spaced, strlen(spaced))) >= 0) ids[n++] = id;
+    return n;
+}
+
+/* logits [V] = lm_head(final_norm(x [D])); buf [2D] scratch. */
+static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
+    const codi_config *c = &m->config;
+    codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
+    codi__matmul_rows(logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
+}
+
+CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *logits) {
+    float *buf = (float *)CODI_MALLOC((size_t)m->config.dim * 2 * sizeof(float));
+    if (!buf) return -1;
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits) {
+    if (layer < 0 || layer > m->config.n_layers || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "lens at layer %d, position %d: out of range (layers 0..%d, positions 0..%d)",
+                  layer, pos, m->config.n_layers, s->n_pos - 1);
+        return -1;
+    }
+    if (codi_lens_logits(m, codi_state_resid(s, layer, pos), logits)) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim;
+    codi_tuned_lens *t = (codi_tuned_lens *)CODI_MALLOC(sizeof *t);
+    if (!t) return NULL;
+    t->n_layers = (int)L; t->dim = (int)D;
+    t->weight = (float *)CODI_MALLOC(L * D * D * sizeof(float));
+    t->bias = (float *)CODI_MALLOC(L * D * sizeof(float));
+    if (!t->weight || !t->bias) { codi_tuned_lens_free(t); return NULL; }
+    memset(t->weight, 0, L * D * D * sizeof(float));
+    memset(t->bias, 0, L * D * sizeof(float));
+    return t;
+}
+
+CODI_API void codi_tuned_lens_free(codi_tuned_lens *t) {
+    if (!t) return;
+    CODI_FREE(t->weight); CODI_FREE(t->bias); CODI_FREE(t);
+}
+
+/* x [D] = h + W_l h + b_l. With zero W_l and b_l, x equals h bit for bit. */
+static void codi__translate(const codi_tuned_lens *t, int layer, const float *h, float *x) {
+    int i, D = t->dim;
+    const float *w = t->weight + (size_t)layer * D * D, *b = t->bias + (size_t)layer * D;
+    for (i = 0; i < D; i++) x[i] = h[i] + (codi__dot(w + (size_t)i * D, h, D) + b[i]);
+}
+
+CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
+                                    float *logits, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    float *buf;
+    if (layer < 0 || layer > c->n_layers) { codi__err(err, errsz, "lens layer %d out of range 0..%d", layer, c->n_layers); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) {
+        codi__err(err, errsz, "tuned lens has %d layers x dim %d; the model has %d x %d", t->n_layers, t->dim, c->n_layers, c->dim);
+        return -1;
+    }
+    if (!(buf = (float *)CODI_MALLOC((size_t)c->dim * 3 * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (t && layer < c->n_layers) {
+        codi__translate(t, layer, resid, buf + 2 * c->dim);
+        resid = buf + 2 * c->dim;
+    }
+    codi__unembed(m, resid, logits, buf);
+    CODI_FREE(buf);
+    return 0;
+}
+
+/* KL(softmax(target) || softmax(z)) over V; z [V] is overwritten by scale * dKL/dz = scale * (q - p). */
+static double codi__lens_kl_dz(float *z, const float *target, int V, float scale) {
+    double lse_q = codi_log_softmax(z, V, NULL), lse_p = codi_log_softmax(target, V, NULL), kl = 0;
+    int v;
+    for (v = 0; v < V; v++) {
+        double lp = target[v] - lse_p, lq = z[v] - lse_q, p = exp(lp);
+        kl += p * (lp - lq);
+        z[v] = (float)((exp(lq) - p) * scale);
+    }
+    return kl;
+}
+
+/* dx [D] = d(final_norm(x))/dx^T dy for HF's RMSNorm y = w * x / sqrt(mean(x^2) + eps). */
+static void codi__rmsnorm_backward(float *dx, const float *x, const float *dy, const float *w, int D, float eps) {
+    double ss = 0, xg = 0;
+    float r;
+    int i;
+    for (i = 0; i < D; i++) ss += (double)x[i] * x[i];
+    r = 1.0f / sqrtf((float)(ss / D) + eps);
+    for (i = 0; i < D; i++) xg += (double)x[i] * w[i] * dy[i];
+    for (i = 0; i < D; i++) dx[i] = (float)(r * w[i] * dy[i] - x[i] * ((double)r * r * r * xg / D));
+}
+
+/* One position through one translator and the unembedding, backwards: returns
+   KL(softmax(target) || softmax(lens(x))) for x [D] (already translated) and, when dx is not
+   NULL, dx [D] = scale * dKL/dx. work [V + 3D] scratch. The batch engine below does the same
+   for many positions at once. */
+static double codi__lens_kl_dx(const codi_model *m, const float *x, const float *target, float scale, float *dx, float *work) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, i, v;
+    float *z = work, *y = work + V, *dy = y + D, *row = dy + D;
+    double kl;
+    codi__unembed(m, x, z, y);
+    kl = codi__lens_kl_dz(z, target, V, scale);
+    if (!dx) return kl;
+    for (i = 0; i < D; i++) dy[i] = 0;
+    for (v = 0; v < V; v++) {                         /* dy = U^T dz */
+        const float *u = codi__matrix_row(&m->w.lm_head, v, row);
+        float g = z[v];
+        for (i = 0; i < D; i++) dy[i] += g * u[i];
+    }
+    codi__rmsnorm_backward(dx, x, dy, m->w.final_norm, D, c->norm_eps);
+    return kl;
+}
+
+CODI_API double codi_tuned_lens_kl_grad(const codi_model *m, const codi_tuned_lens *t, int layer, int n,
+                                        const float *resid, const float *target_logits, float *grad_w, float *grad_b) {
+    const codi_config *c = &m->config;
+    int D = c->dim, V = c->vocab, b, i, j;
+    float *work, *x, *dx;
+    double loss = 0;
+    if (layer < 0 || layer >= c->n_layers || n <= 0 || t->n_layers != c->n_layers || t->dim != D) return NAN;
+    if (!(work = (float *)CODI_MALLOC(((size_t)V + 5 * (size_t)D) * sizeof(float)))) return NAN;
+    x = work + V + 3 * D; dx = x + D;
+    if (grad_w) memset(grad_w, 0, (size_t)D * D * sizeof(float));
+    if (grad_b) memset(grad_b, 0, (size_t)D * sizeof(float));
+    for (b = 0; b < n; b++) {
+        const float *h = resid + (size_t)b * D;
+        codi__translate(t, layer, h, x);
+        loss += codi__lens_kl_dx(m, x, target_logits + (size_t)b * V, 1.0f / n, (grad_w || grad_b) ? dx : NULL, work);
+        for (i = 0; i < D && (grad_w || grad_b); i++) {
+            if (grad_b) grad_b[i] += dx[i];
+            if (grad_w) for (j = 0; j < D; j++) grad_w[(size_t)i * D + j] += dx[i] * h[j];
+        }
+    }
+    CODI_FREE(work);
+    return loss / n;
+}
+
+/* A batch of samples worked on in parallel. Its (layer, sample) items go through the unembedding
+   CODI__LENS_CHUNK at a time, so each chunk reads lm_head once forward and once backward (the
+   cost at 1B is streaming that matrix). Rows of lm_head are split into CODI__LENS_BLOCKS fixed
+   blocks and every partial sum has its own slot, summed in a fixed order: the results do not
+   depend on the thread count. */
+#define CODI__LENS_CHUNK 32
+#define CODI__LENS_BLOCKS 64
+typedef struct {
+    const codi_model *m; const codi_tuned_lens *t;
+    int cap;                 /* B: samples the buffers hold */
+    int n;                   /* samples in the current batch */
+    float *resid;            /* [B, L+1, D] */
+    float *target;           /* [B, V] */
+    unsigned char *given;    /* [B] 1: the sample function gave the target */
+    double *loss;            /* [L, B] */
+    float *dx;               /* [L, B, D] scaled dLoss/dx, or NULL (evaluation) */
+    float scale;             /* 1 / n */
+    /* the current chunk of rows through the unembedding */
+    int rows, item0;         /* rows in the chunk; its first (layer, sample) item */
+    float *x;                /* [CHUNK, D] translated residuals */
+    float *y;                /* [CHUNK, D] final-normed, later dy */
+    float *z;                /* [CHUNK, V] logits, then scale * dKL/dz */
+    float *out[CODI__LENS_CHUNK];  /* where row i's logits go (rows of z, or of target) */
+    float *part;             /* [BLOCKS, CHUNK, D] per-block U^T dz */
+    float *rowbuf;           /* [threads, D] bf16 rows as f32 */
+} codi__lens_batch;
+
+static void codi__lens_batch_free(codi__lens_batch *lb) {
+    CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss); CODI_FREE(lb->dx);
+    CODI_FREE(lb->x); CODI_FREE(lb->y); CODI_FREE(lb->z); CODI_FREE(lb->part); CODI_FREE(lb->rowbuf);
+    memset(lb, 0, sizeof *lb);
+}
+
+static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, const codi_tuned_lens *t, int cap, int n_threads, int grads) {
+    size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim, V = (size_t)m->config.vocab, B = (size_t)cap, CH = CODI__LENS_CHUNK;
+    memset(lb, 0, sizeof *lb);
+    lb->m = m; lb->t = t; lb->cap = cap;
+    lb->resid = (float *)CODI_MALLOC(B * (L + 1) * D * sizeof(float));
+    lb->target = (float *)CODI_MALLOC(B * V * sizeof(float));
+    lb->given = (unsigned char *)CODI_MALLOC(B);
+    lb->loss = (double *)CODI_MALLOC(L * B * sizeof(double));
+    lb->dx = grads ? (float *)CODI_MALLOC(L * B * D * sizeof(float)) : NULL;
+    lb->x = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->y = (float *)CODI_MALLOC(CH * D * sizeof(float));
+    lb->z = (float *)CODI_MALLOC(CH * V * sizeof(float));
+    lb->part = grads ? (float *)CODI_MALLOC(CODI__LENS_BLOCKS * CH * D * sizeof(float)) : NULL;
+    lb->rowbuf = (float *)CODI_MALLOC((size_t)n_threads * D * sizeof(float));
+    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf) {
+        codi__lens_batch_free(lb); return -1;
+    }
+    return 0;
+}
+
+/* Reads samples idx[0..n) through fn (serially: fn need not be thread-safe). */
+static int codi__lens_batch_fill(codi__lens_batch *lb, codi_lens_sample_fn fn, void *user, const long *idx, int n, char *err, size_t errsz) {
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab;
+    int b;
+    for (b = 0; b < n; b++) {
+        float *r = lb->resid + (size_t)b * (c->n_layers + 1) * D;
+        int rc = fn(user, idx[b], r, lb->target + (size_t)b * V);
+        if (rc != 0 && rc != 1) { codi__err(err, errsz, "sample %ld could not be read (code %d)", idx[b], rc); return -1; }
+        if (!codi__all_finite(r, (int)((c->n_layers + (rc == 0)) * D))) {
+            codi__err(err, errsz, "sample %ld has a residual that is not finite (NaN or Inf)", idx[b]); return -1;
+        }
+        lb->given[b] = (unsigned char)rc;
+    }
+    lb->n = n; lb->scale = 1.0f / (float)n;
+    return 0;
+}
+
+/* out[i][r] = y_i . U_r for the chunk's rows i and the lm_head rows r of blocks [a, e). */
+static void codi__lens_fwd_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    int blk, r, i, D = c->dim;
+    for (blk = a; blk < e; blk++)
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) lb->out[i][r] = codi__dot(lb->y + (size_t)i * D, u, D);
+        }
+}
+
+/* part[blk][i] = sum over the block's rows r of dz[i][r] U_r. */
+static void codi__lens_bwd_task(void *ctx, int tid, int a, int e) {
+    codi__lens_batch *lb = (codi__lens_batch *)ctx;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int blk, r, i;
+    for (blk = a; blk < e; blk++) {
+        float *part = lb->part + (size_t)blk * CODI__LENS_CHUNK * D;
+        memset(part, 0, (size_t)lb->rows * D * sizeof(float));
+        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
+            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
+            for (i = 0; i < lb->rows; i++) {
+                float g = lb->z[(size_t)i * V + r], *p = part + (size_t)i * D;
+                for (j = 0; j < D; j++) p[j] += g * u[j];
+            }
+        }
+    }
+}
+
+/* The chunk's items: translate and norm (stage 0), KL and dz (1), the block partials summed in
+   order and the RMSNorm backward into dx (2). */
+typedef struct { codi__lens_batch *lb; int stage; } codi__lens_stage;
+static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
+    codi__lens_stage *st = (codi__lens_stage *)ctx;
+    codi__lens_batch *lb = st->lb;
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    int i, k;
+    (void)tid;
+    for (i = a; i < e; i++) {
+        int item = lb->item0 + i, l = item / lb->n, b = item % lb->n;
+        float *x = lb->x + (size_t)i * D, *y = lb->y + (size_t)i * D;
+        if (st->stage == 0) {
+            const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
+            if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
+            codi__rmsnorm(y, x, lb->m->w.final_norm, c->dim, c->norm_eps);
+        } else if (st->stage == 1) {
+            lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dz(lb->z + (size_t)i * V, lb->target + (size_t)b * V, c->vocab, lb->scale);
+        } else {
+            for (j = 0; j < D; j++) y[j] = 0;             /* y now holds dy */
+            for (k = 0; k < CODI__LENS_BLOCKS; k++) {
+                const float *p = lb->part + ((size_t)k * CODI__LENS_CHUNK + i) * D;
+                for (j = 0; j < D; j++) y[j] += p[j];
+            }
+            codi__rmsnorm_backward(lb->dx + ((size_t)l * lb->cap + b) * D, x, y, lb->m->w.final_norm, c->dim, c->norm_eps);
+        }
+    }
+}
+
+/* Targets of the samples the sample function did not give: lm_head(final_norm(resid[L])). */
+static void codi__lens_targets(codi__lens_batch *lb, codi__pool *pool) {
+    const codi_config *c = &lb->m->config;
+    size_t D = (size_t)c->dim;
+    int b;
+    (void)pool;
+    lb->rows = 0;
+    for (b = 0; b <= lb->n; b++) {
+        if (lb->rows && (lb->rows == CODI__LENS_CHUNK || b == lb->n)) { CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS); lb->rows = 0; }
+        if (b == lb->n || lb->given[b]) continue;
+        codi__rmsnorm(lb->y + (size_t)lb->rows * D, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * D, lb->m->w.final_norm, c->dim, c->norm_eps);
+        lb->out[lb->rows++] = lb->target + (size_t)b * c->vocab;
+    }
+}
+
+/* Targets and every (layer, sample) item of the filled batch; layer_loss [L] = mean KL. */
+static void codi__lens_batch_run(codi__lens_batch *lb, codi__pool *pool, double *layer_loss) {
+    int l, b, i, L = lb->m->config.n_layers, items = L * lb->n;
+    codi__lens_stage st;
+    (void)pool;
+    codi__lens_targets(lb, pool);
+    st.lb = lb;
+    for (lb->item0 = 0; lb->item0 < items; lb->item0 += CODI__LENS_CHUNK) {
+        lb->rows = items - lb->item0 < CODI__LENS_CHUNK ? items - lb->item0 : CODI__LENS_CHUNK;
+        for (i = 0; i < lb->rows; i++) lb->out[i] = lb->z + (size_t)i * lb->m->config.vocab;
+        st.stage = 0; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 1; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+        if (!lb->dx) continue;
+        CODI__PARALLEL(pool, codi__lens_bwd_task, lb, CODI__LENS_BLOCKS);
+        st.stage = 2; CODI__PARALLEL(pool, codi__lens_item_task, &st, lb->rows);
+    }
+    for (l = 0; l < L; l++) {
+        double s = 0;
+        for (b = 0; b < lb->n; b++) s += lb->loss[(size_t)l * lb->cap + b];
+        layer_loss[l] = s / lb->n;
+    }
+}
+
+static codi__pool *codi__lens_pool(int n_threads) {
+#ifdef CODI_THREADS
+    if (n_threads > 1) return codi__pool_new(n_threads);
+#endif
+    (void)n_threads;
+    return NULL;
+}
+
+static void codi__lens_pool_free(codi__pool *p) {
+#ifdef CODI_THREADS
+    codi__pool_free(p);
+#endif
+    (void)p;
+}
+
+static int codi__lens_threads(int n_threads) {
+#ifdef CODI_THREADS
+    return n_threads < 1 ? 1 : n_threads;
+#else
+    (void)n_threads;
+    return 1;
+#endif
+}
+
+CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                  long first, long count, int n_threads, double *kl, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    enum { CHUNK = 32 };
+    codi__lens_batch lb;
+    codi__pool *pool = NULL;
+    long done, idx[CHUNK];
+    double part[512];
+    int l, rc = -1;
+    if (count <= 0 || first < 0 || c->n_layers > 512) { codi__err(err, errsz, "evaluation needs count > 0 and first >= 0"); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) { codi__err(err, errsz, "tuned lens made for another model shape"); return -1; }
+    n_threads = codi__lens_threads(n_threads);
+    if (codi__lens_batch_init(&lb, m, t, CHUNK, n_threads, 0)) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (n_threads > 1 && !(pool = codi__lens_pool(n_threads))) { codi__err(err, errsz, "cannot start threads"); goto done; }
+    for (l = 0; l < c->n_layers; l++) kl[l] = 0;
+    for (done = 0; done < count; done += CHUNK) {
+        int n = count - done < CHUNK ? (int)(count - done) : CHUNK, b;
+        for (b = 0; b < n; b++) idx[b] = first + done + b;
+        if (codi__lens_batch_fill(&lb, fn, user, idx, n, err, errsz)) goto done;
+        codi__lens_batch_run(&lb, pool, part);
+        for (l = 0; l < c->n_layers; l++) kl[l] += part[l] * n;
+    }
+    for (l = 0; l < c->n_layers; l++) kl[l] /= (double)count;
+    rc = 0;
+done:
+    codi__lens_pool_free(pool);
+    codi__lens_batch_free(&lb);
+    return rc;
+}
+
+/* >>lenstrain: the optimisers of both recipes over the batch engine above */
+
+struct codi_lens_trainer {
+    const codi_model *m;
+    codi_tuned_lens *t;
+    codi_lens_train_opts o;
+    long n_samples, step;
+    codi_lens_sample_fn fn; void *user;
+    codi__lens_batch lb;
+    codi__pool *pool;
+    float *gw, *gb;          /* [L, D, D], [L, D] gradients of the current step */
+    float *m1w, *m1b;        /* SGD momentum buffer or Adam exp_avg, same shapes */
+    float *m2w, *m2b;        /* Adam exp_avg_sq (NULL for SGD) */
+    double *row_sq;          /* [L, D] squared gradient norm of each row (W row + bias element) */
+    long *perm;              /* [n_samples] sample order of epoch perm_epoch */
+    long perm_epoch;
+    double clip_coef, lr_now;
+    char err[256];
+};
+
+CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_SGD; o.momentum = 0.9; o.lr = 1.0 * (1 - o.momentum);
+    o.weight_decay = 1e-3; o.clip_norm = 1.0; o.linear_decay = 1;
+    o.total_steps = total_steps; o.batch = batch; o.seed = 42; o.n_threads = 1;
+    o.beta2 = 0.999; o.eps = 1e-8;
+    return o;
+}
+
+CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples) {
+    codi_lens_train_opts o;
+    memset(&o, 0, sizeof o);
+    o.optimizer = CODI_LENS_ADAM; o.lr = 1e-3; o.momentum = 0.9; o.beta2 = 0.999; o.eps = 1e-8;
+    o.total_steps = 3 * n_samples; o.batch = 1; o.seed = 42; o.n_threads = 1;
+    return o;
+}
+
+CODI_API void codi_lens_trainer_free(codi_lens_trainer *tr) {
+    if (!tr) return;
+    codi__lens_pool_free(tr->pool);
+    codi__lens_batch_free(&tr->lb);
+    CODI_FREE(tr->gw); CODI_FREE(tr->gb); CODI_FREE(tr->m1w); CODI_FREE(tr->m1b);
+    CODI_FREE(tr->m2w); CODI_FREE(tr->m2b); CODI_FREE(tr->row_sq); CODI_FREE(tr->perm);
+    CODI_FREE(tr);
+}
+
+CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tuned_lens *t, const codi_lens_train_opts *o,
+                                                  long n_samples, codi_lens_sample_fn fn, void *user, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    size_t L = (size_t)c->n_layers, D = (size_t)c->dim, nw = L * D * D, nb = L * D;
+    codi_lens_trainer *tr;
+    int threads = codi__lens_threads(o->n_threads);
+    if (t->n_layers != c->n_layers || t->dim != c->dim) { codi__err(err, errsz, "tuned lens made for another model shape"); return NULL; }
+    if (n_samples < 1 || o->batch < 1 || o->batch > 1 << 20 || o->total_steps < 1 || !(o->lr >= 0) ||
+        !(o->momentum >= 0 && o->momentum < 1) || !(o->weight_decay >= 0) || !(o->clip_norm >= 0) ||
+        (o->optimizer == CODI_LENS_ADAM && !(o->beta2 >= 0 && o->beta2 < 1 && o->eps > 0)) ||
+        (o->optimizer != CODI_LENS_SGD && o->optimizer != CODI_LENS_ADAM)) {
+        codi__err(err, errsz, "training options out of range (need samples, batch, steps >= 1; lr, decay, clip >= 0; momentum, beta2 in [0, 1))");
+        return NULL;
+    }
+    if (!(tr = (codi_lens_trainer *)CODI_MALLOC(sizeof *tr))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(tr, 0, sizeof *tr);
+    tr->m = m; tr->t = t; tr->o = *o; tr->n_samples = n_samples; tr->fn = fn; tr->user = user; tr->perm_epoch = -1;
+    tr->o.n_threads = threads;
+    tr->gw = (float *)CODI_MALLOC(nw * sizeof(float)); tr->gb = (float *)CODI_MALLOC(nb * sizeof(float));
+    tr->m1w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m1b = (float *)CODI_MALLOC(nb * sizeof(float));
+    if (o->optimizer == CODI_LENS_ADAM) {
+        tr->m2w = (float *)CODI_MALLOC(nw * sizeof(float)); tr->m2b = (float *)CODI_MALLOC(nb * sizeof(float));
+    }
+    tr->row_sq = (double *)CODI_MALLOC(nb * sizeof(double));
+    tr->perm = (long *)CODI_MALLOC((size_t)n_samples * sizeof(long));
+    if (!tr->gw || !tr->gb || !tr->m1w || !tr->m1b || (o->optimizer == CODI_LENS_ADAM && (!tr->m2w || !tr->m2b)) ||
+        !tr->row_sq || !tr->perm || codi__lens_batch_init(&tr->lb, m, t, o->batch, threads, 1)) {
+        codi_lens_trainer_free(tr); codi__err(err, errsz, "out of memory"); return NULL;
+    }
+    memset(tr->m1w, 0, nw * sizeof(float)); memset(tr->m1b, 0, nb * sizeof(float));
+    if (tr->m2w) { memset(tr->m2w, 0, nw * sizeof(float)); memset(tr->m2b, 0, nb * sizeof(float)); }
+    if (threads > 1 && !(tr->pool = codi__lens_pool(threads))) { codi_lens_trainer_free(tr); codi__err(err, errsz, "cannot start threads"); return NULL; }
+    return tr;
+}
+
+CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr) { return tr->step; }
+CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr) { return tr->err; }
+
+static uint64_t codi__splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The sample at offset k of the run: epochs back to back, each a seeded Fisher-Yates shuffle. */
+static long codi__lens_sample_at(codi_lens_trainer *tr, long k) {
+    long epoch = k / tr->n_samples, i;
+    if (epoch != tr->perm_epoch) {
+        uint64_t s = tr->o.seed ^ ((uint64_t)epoch * 0xD1B54A32D192ED03ull);
+        for (i = 0; i < tr->n_samples; i++) tr->perm[i] = i;
+        for (i = tr->n_samples - 1; i > 0; i--) {
+            long j = (long)(codi__splitmix64(&s) % (uint64_t)(i + 1)), tmp = tr->perm[i];
+            tr->perm[i] = tr->perm[j]; tr->perm[j] = tmp;
+        }
+        tr->perm_epoch = epoch;
+    }
+    return tr->perm[k % tr->n_samples];
+}
+
+/* Rows (l, i): gradient row i of W_l and element i of b_l from the batch's dx, and its squared norm. */
+static void codi__lens_grad_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    const codi__lens_batch *lb = &tr->lb;
+    int D = tr->t->dim, L1 = tr->t->n_layers + 1, row, b, j;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        int l = row / D, i = row % D;
+        float *gw = tr->gw + (size_t)row * D, gb = 0;
+        double sq = 0;
+        for (j = 0; j < D; j++) gw[j] = 0;
+        for (b = 0; b < lb->n; b++) {
+            float d = lb->dx[((size_t)l * lb->cap + b) * D + i];
+            const float *h = lb->resid + ((size_t)b * L1 + l) * D;
+            gb += d;
+            for (j = 0; j < D; j++) gw[j] += d * h[j];
+        }
+        tr->gb[row] = gb;
+        for (j = 0; j < D; j++) sq += (double)gw[j] * gw[j];
+        tr->row_sq[row] = sq + (double)gb * gb;
+    }
+}
+
+/* One parameter: clipped gradient g, weight decay, then the optimiser's update. */
+static void codi__lens_update(const codi_lens_train_opts *o, long step, float lr, float clip, float *p, float g0, float *m1, float *m2) {
+    float g = g0 * clip + (float)o->weight_decay * *p;
+    if (o->optimizer == CODI_LENS_SGD) {                          /* torch.optim.SGD, nesterov */
+        float mu = (float)o->momentum;
+        *m1 = step == 0 ? g : mu * *m1 + g;
+        *p -= lr * (g + mu * *m1);
+    } else {                                                      /* torch.optim.Adam */
+        double b1 = o->momentum, b2 = o->beta2, t = (double)(step + 1);
+        float bc1 = (float)(1 - pow(b1, t)), bc2s = (float)sqrt(1 - pow(b2, t));
+        *m1 += (1 - (float)b1) * (g - *m1);
+        *m2 = (float)b2 * *m2 + (1 - (float)b2) * g * g;
+        *p -= (lr / bc1) * (*m1 / (sqrtf(*m2) / bc2s + (float)o->eps));
+    }
+}
+
+static void codi__lens_update_task(void *ctx, int tid, int a, int e) {
+    codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
+    int D = tr->t->dim, row, j;
+    float lr = (float)tr->lr_now, clip = (float)tr->clip_coef;
+    (void)tid;
+    for (row = a; row < e; row++) {
+        size_t w0 = (size_t)row * D;
+        for (j = 0; j < D; j++)
+            codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->weight + w0 + j, tr->gw[w0 + j], tr->m1w + w0 + j,
+                              tr->m2w ? tr->m2w + w0 + j : NULL);
+        codi__lens_update(&tr->o, tr->step, lr, clip, tr->t->bias + row, tr->gb[row], tr->m1b + row, tr->m2b ? tr->m2b + row : NULL);
+    }
+}
+
+CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
+    const codi_config *c = &tr->m->config;
+    int B = tr->o.batch, b, rows = c->n_layers * c->dim, i;
+    long *idx = (long *)CODI_MALLOC((size_t)B * sizeof(long));
+    double part[512], norm = 0;
+    if (!idx) { codi__err(tr->err, sizeof tr->err, "out of memory"); return -1; }
+    if (c->n_layers > 512) { CODI_FREE(idx); codi__err(tr->err, sizeof tr->err, "too many layers"); return -1; }
+    for (b = 0; b < B; b++) idx[b] = codi__lens_sample_at(tr, tr->step * (long)B + b);
+    if (codi__lens_batch_fill(&tr->lb, tr->fn, tr->user, idx, B, tr->err, sizeof tr->err)) { CODI_FREE(idx); return -1; }
+    CODI_FREE(idx);
+    codi__lens_batch_run(&tr->lb, tr->pool, part);
+    CODI__PARALLEL(tr->pool, codi__lens_grad_task, tr, rows);
+    for (i = 0; i < rows; i++) norm += tr->row_sq[i];
+    norm = sqrt(norm);
+    if (!(norm == norm) || norm > DBL_MAX) { codi__err(tr->err, sizeof tr->err, "gradient is not finite at step %ld", tr->step); return -1; }
+    tr->clip_coef = 1.0;                                          /* torch.nn.utils.clip_grad_norm_ */
+    if (tr->o.clip_norm > 0 && tr->o.clip_norm / (norm + 1e-6) < 1.0) tr->clip_coef = tr->o.clip_norm / (norm + 1e-6);
+    tr->lr_now = tr->o.lr;                                        /* get_linear_schedule_with_warmup, 0 warmup */
+    if (tr->o.linear_decay) tr->lr_now *= tr->step >= tr->o.total_steps ? 0.0 : (double)(tr->o.total_steps - tr->step) / tr->o.total_steps;
+    CODI__PARALLEL(tr->pool, codi__lens_update_task, tr, rows);
+    tr->step++;
+    if (loss) for (i = 0; i < c->n_layers; i++) loss[i] = part[i];
+    return 0;
+}
+
 /* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
 /* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
@@ -4301,6 +5081,602 @@ CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *o
 CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
     const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
     return v && v->type == CODI__J_STR ? v->str : NULL;
+}
+
+/* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
+static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], const char **meta) {
+    static const char *const keys[13] = { "optimizer", "lr", "momentum", "beta2", "eps", "weight_decay", "clip_norm",
+                                          "linear_decay", "total_steps", "batch", "seed", "n_samples", "step" };
+    const codi_lens_train_opts *o = &tr->o;
+    int i;
+    snprintf(buf[0], 32, "%s", o->optimizer == CODI_LENS_SGD ? "sgd_nesterov" : "adam");
+    snprintf(buf[1], 32, "%.17g", o->lr); snprintf(buf[2], 32, "%.17g", o->momentum);
+    snprintf(buf[3], 32, "%.17g", o->beta2); snprintf(buf[4], 32, "%.17g", o->eps);
+    snprintf(buf[5], 32, "%.17g", o->weight_decay); snprintf(buf[6], 32, "%.17g", o->clip_norm);
+    snprintf(buf[7], 32, "%d", o->linear_decay); snprintf(buf[8], 32, "%ld", o->total_steps);
+    snprintf(buf[9], 32, "%d", o->batch); snprintf(buf[10], 32, "%llu", (unsigned long long)o->seed);
+    snprintf(buf[11], 32, "%ld", tr->n_samples); snprintf(buf[12], 32, "%ld", tr->step);
+    for (i = 0; i < 13; i++) { meta[2 * i] = keys[i]; meta[2 * i + 1] = buf[i]; }
+}
+
+CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    const codi_tuned_lens *t = tr->t;
+    int64_t L = t->n_layers, D = t->dim;
+    codi_st_entry e[6];
+    char buf[13][32];
+    const char *meta[2 * 13 + 3];
+    int i, n = tr->m2w ? 6 : 4;
+    const float *data[6];
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    data[0] = t->weight; data[1] = t->bias; data[2] = tr->m1w; data[3] = tr->m1b; data[4] = tr->m2w; data[5] = tr->m2b;
+    memset(e, 0, sizeof e);
+    for (i = 0; i < n; i++) {
+        e[i].name = names[i]; e[i].dtype = CODI_F32; e[i].data = data[i];
+        e[i].ndim = i % 2 ? 2 : 3; e[i].shape[0] = L; e[i].shape[1] = D; e[i].shape[2] = D;
+    }
+    codi__lens_opts_meta(tr, buf, meta);
+    meta[26] = "content"; meta[27] = "codi_lens.lens_trainer.v1"; meta[28] = NULL;   /* "format" is the writer's "pt" */
+    return codi_write_safetensors(path, e, n, meta, err, errsz);
+}
+
+CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
+    codi_tuned_lens *t = tr->t;
+    size_t L = (size_t)t->n_layers, D = (size_t)t->dim;
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    char buf[13][32];
+    const char *meta[2 * 13], *v;
+    float *dst[6];
+    size_t cap[6];
+    int i, n = tr->m2w ? 6 : 4;
+    static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
+    if (!f) return -1;
+    codi__lens_opts_meta(tr, buf, meta);
+    if (!(v = codi_st_metadata(f, "content")) || strcmp(v, "codi_lens.lens_trainer.v1")) {
+        codi__err(err, errsz, "%s is not a tuned-lens training checkpoint", path); codi_st_close(f); return -1;
+    }
+    for (i = 0; i < 12; i++)
+        if (!(v = codi_st_metadata(f, meta[2 * i])) || strcmp(v, meta[2 * i + 1])) {
+            codi__err(err, errsz, "%s was saved with %s = %s, not %s: resume with the same options", path, meta[2 * i], v ? v : "(none)", meta[2 * i + 1]);
+            codi_st_close(f); return -1;
+        }
+    dst[0] = t->weight; dst[1] = t->bias; dst[2] = tr->m1w; dst[3] = tr->m1b; dst[4] = tr->m2w; dst[5] = tr->m2b;
+    for (i = 0; i < 6; i++) cap[i] = i % 2 ? L * D : L * D * D;
+    for (i = 0; i < n; i++)
+        if (codi_st_read_f32(f, names[i], dst[i], cap[i], err, errsz) != (long)cap[i]) {
+            if (!err[0] || strstr(err, "room")) codi__err(err, errsz, "%s: %s has the wrong size", path, names[i]);
+            codi_st_close(f); return -1;
+        }
+    if (!(v = codi_st_metadata(f, "step")) || (tr->step = strtol(v, NULL, 10)) < 0) {
+        codi__err(err, errsz, "%s has no step count", path); codi_st_close(f); return -1;
+    }
+    codi_st_close(f);
+    return 0;
+}
+
+/* >>torchsave: a state dict of f32 tensors as torch.save writes it (zip of stored entries:
+   archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
+   what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
+
+static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    size_t i;
+    if (!ready) {
+        uint32_t k, c; int j;
+        for (k = 0; k < 256; k++) { c = k; for (j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; table[k] = c; }
+        ready = 1;
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255u] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
+static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
+static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
+static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
+static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
+    codi__buf_byte(b, 'c'); codi__buf_put(b, mod, strlen(mod)); codi__buf_byte(b, '\n'); codi__buf_put(b, name, strlen(name)); codi__buf_byte(b, '\n');
+}
+
+/* One zip entry: local header (padded by an extra field so the data starts 64-byte aligned, as
+   torch's writer does), data; its central directory record goes to cd. */
+static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
+    size_t nl = strlen(name), pad = (64 - (zip->len + 30 + nl + 4) % 64) % 64, off = zip->len;
+    uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
+    codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
+    codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
+    codi__buf_le(zip, n, 4); codi__buf_le(zip, n, 4); codi__buf_le(zip, nl, 2); codi__buf_le(zip, 4 + pad, 2);
+    codi__buf_put(zip, name, nl);
+    codi__buf_le(zip, 0x4246, 2); codi__buf_le(zip, pad, 2);           /* "FB" padding field */
+    while (pad--) codi__buf_byte(zip, 'Z');
+    codi__buf_put(zip, (const char *)data, n);
+    codi__buf_le(cd, 0x02014b50u, 4); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 20, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0x21, 2); codi__buf_le(cd, crc, 4);
+    codi__buf_le(cd, n, 4); codi__buf_le(cd, n, 4); codi__buf_le(cd, nl, 2); codi__buf_le(cd, 0, 2);
+    codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 2); codi__buf_le(cd, 0, 4); codi__buf_le(cd, off, 4);
+    codi__buf_put(cd, name, nl);
+}
+
+/* Writes n f32 tensors (names, data, ndim <= 4, shapes) as a torch.save state dict. */
+static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
+                            const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
+    codi__buf pk, zip, cd;
+    char key[32], tmp[4200];
+    FILE *fp;
+    int i, d, rc = -1;
+    memset(&pk, 0, sizeof pk); memset(&zip, 0, sizeof zip); memset(&cd, 0, sizeof cd);
+    pk.ok = zip.ok = cd.ok = 1;
+    codi__buf_put(&pk, "\x80\x02", 2);
+    codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R(", 3);
+    for (i = 0; i < n; i++) {
+        int64_t numel = codi__numel(ndim[i], shape[i]), stride = 1, strides[4];
+        if (numel > 0x3fffffff) { codi__err(err, errsz, "tensor %s too large for this writer", names[i]); goto done; }
+        for (d = ndim[i] - 1; d >= 0; d--) { strides[d] = stride; stride *= shape[i][d]; }
+        snprintf(key, sizeof key, "%d", i);
+        codi__pw_str(&pk, names[i]);
+        codi__pw_global(&pk, "torch._utils", "_rebuild_tensor_v2");
+        codi__buf_put(&pk, "((", 2);
+        codi__pw_str(&pk, "storage"); codi__pw_global(&pk, "torch", "FloatStorage");
+        codi__pw_str(&pk, key); codi__pw_str(&pk, "cpu"); codi__pw_int(&pk, numel);
+        codi__buf_put(&pk, "tQ", 2);
+        codi__pw_int(&pk, 0);
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, shape[i][d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, '('); for (d = 0; d < ndim[i]; d++) codi__pw_int(&pk, strides[d]); codi__buf_byte(&pk, 't');
+        codi__buf_byte(&pk, 0x89);                                       /* requires_grad False */
+        codi__pw_global(&pk, "collections", "OrderedDict"); codi__buf_put(&pk, ")R", 2);  /* backward hooks */
+        codi__buf_put(&pk, "tR", 2);
+    }
+    codi__buf_put(&pk, "u.", 2);
+    codi__zip_put(&zip, &cd, "archive/data.pkl", pk.p, pk.len);
+    codi__zip_put(&zip, &cd, "archive/byteorder", "little", 6);
+    for (i = 0; i < n; i++) {
+        snprintf(tmp, sizeof tmp, "archive/data/%d", i);
+        codi__zip_put(&zip, &cd, tmp, data[i], (size_t)codi__numel(ndim[i], shape[i]) * sizeof(float));
+    }
+    codi__zip_put(&zip, &cd, "archive/version", "3\n", 2);
+    {
+        size_t cd_off = zip.len;
+        codi__buf_put(&zip, cd.p, cd.len);
+        codi__buf_le(&zip, 0x06054b50u, 4); codi__buf_le(&zip, 0, 4);
+        codi__buf_le(&zip, (uint64_t)n + 3, 2); codi__buf_le(&zip, (uint64_t)n + 3, 2);
+        codi__buf_le(&zip, cd.len, 4); codi__buf_le(&zip, cd_off, 4); codi__buf_le(&zip, 0, 2);
+    }
+    if (!pk.ok || !zip.ok || !cd.ok) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (zip.len > 0xffffffffu) { codi__err(err, errsz, "%s would exceed 4 GiB (zip64 is not written)", path); goto done; }
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto done; }
+    if (fwrite(zip.p, 1, zip.len, fp) != zip.len) { fclose(fp); remove(tmp); codi__err(err, errsz, "error writing %s", tmp); goto done; }
+    if (fclose(fp) != 0 || rename(tmp, path) != 0) { remove(tmp); codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(pk.p); CODI_FREE(zip.p); CODI_FREE(cd.p);
+    return rc;
+}
+
+/* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
+
+static void codi__json_escape_to(FILE *fp, const char *s) {
+    fputc('"', fp);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(fp, "\\%c", ch);
+        else if (ch < 0x20) fprintf(fp, "\\u%04x", ch);
+        else fputc(ch, fp);
+    }
+    fputc('"', fp);
+}
+
+CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc = -1;
+    char path[4096], (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
+    const char **np = (const char **)CODI_MALLOC((size_t)2 * L * sizeof *np);
+    const float **dp = (const float **)CODI_MALLOC((size_t)2 * L * sizeof *dp);
+    int *nd = (int *)CODI_MALLOC((size_t)2 * L * sizeof *nd);
+    int64_t (*sh)[4] = (int64_t (*)[4])CODI_MALLOC((size_t)2 * L * sizeof *sh);
+    FILE *fp;
+    if (!names || !np || !dp || !nd || !sh) { codi__err(err, errsz, "out of memory"); goto done; }
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        np[i] = names[i];
+        dp[i] = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        nd[i] = is_bias ? 1 : 2;
+        sh[i][0] = t->dim; sh[i][1] = t->dim; sh[i][2] = sh[i][3] = 1;
+    }
+    snprintf(path, sizeof path, "%s/params.pt", dir);
+    if (codi__torch_save(path, 2 * L, np, dp, nd, (const int64_t (*)[4])sh, err, errsz)) goto done;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
+    fprintf(fp, "{\"base_model_name_or_path\": ");
+    codi__json_escape_to(fp, base_model ? base_model : "");
+    fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
+                "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
+    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }
+    rc = 0;
+done:
+    CODI_FREE(names); CODI_FREE(np); CODI_FREE(dp); CODI_FREE(nd); CODI_FREE(sh);
+    return rc;
+}
+
+CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz) {
+    int L = t->n_layers, i, rc;
+    char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names), dm[16], nl[16];
+    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
+    const char *meta[11];
+    if (!names || !e) { CODI_FREE(names); CODI_FREE(e); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)2 * L * sizeof *e);
+    for (i = 0; i < 2 * L; i++) {
+        int l = i / 2, is_bias = i % 2;
+        snprintf(names[i], sizeof names[i], "%d.%s", l, is_bias ? "bias" : "weight");
+        e[i].name = names[i]; e[i].dtype = CODI_F32;
+        e[i].data = is_bias ? t->bias + (size_t)l * t->dim : t->weight + (size_t)l * t->dim * t->dim;
+        e[i].ndim = is_bias ? 1 : 2;
+        e[i].shape[0] = e[i].shape[1] = t->dim;
+    }
+    snprintf(dm, sizeof dm, "%d", t->dim); snprintf(nl, sizeof nl, "%d", L);
+    meta[0] = "content"; meta[1] = "codi_lens.tuned_lens.v1"; meta[2] = "base_model_name_or_path"; meta[3] = base_model ? base_model : "";
+    meta[4] = "d_model"; meta[5] = dm; meta[6] = "num_hidden_layers"; meta[7] = nl; meta[8] = "lens_type"; meta[9] = "linear_tuned_lens"; meta[10] = NULL;
+    rc = codi_write_safetensors(path, e, 2 * L, meta, err, errsz);
+    CODI_FREE(names); CODI_FREE(e);
+    return rc;
+}
+
+/* Fills t from a tensor table holding "{l}.weight" and (unless bias is 0) "{l}.bias". */
+static int codi__tuned_lens_from(codi_tuned_lens *t, const codi__tensors *ts, int bias, const char *path, char *err, size_t errsz) {
+    int l, D = t->dim;
+    char name[32];
+    size_t i;
+    snprintf(name, sizeof name, "%d.weight", t->n_layers);
+    if (codi__tensors_find(ts, name) || (snprintf(name, sizeof name, "layer_translators.%d.weight", t->n_layers), codi__tensors_find(ts, name))) { codi__err(err, errsz, "%s has more than %d translators: made for another model", path, t->n_layers); return -1; }
+    for (l = 0; l < t->n_layers; l++) {
+        int k;
+        for (k = 0; k < 1 + (bias != 0); k++) {
+            const codi__tensor *x;
+            float *dst = k ? t->bias + (size_t)l * D : t->weight + (size_t)l * D * D;
+            snprintf(name, sizeof name, "%d.%s", l, k ? "bias" : "weight");
+            if (!(x = codi__tensors_find(ts, name))) {                 /* older library versions saved the whole module */
+                char full[64];
+                snprintf(full, sizeof full, "layer_translators.%s", name);
+                x = codi__tensors_find(ts, full);
+            }
+            if (!x) { codi__err(err, errsz, "%s: tensor %s missing (a lens for %d layers?)", path, name, t->n_layers); return -1; }
+            if (x->dtype < 0 || x->ndim != 2 - k || x->shape[0] != D || (!k && x->shape[1] != D)) {
+                codi__err(err, errsz, "%s: %s is %s with %d dims [%lld, ...]; expected float [%d%s]", path, name, x->dtype_name,
+                          x->ndim, (long long)x->shape[0], D, k ? "" : ", D");
+                return -1;
+            }
+            for (i = 0; i < (size_t)(k ? D : D * D); i++) dst[i] = codi__load_elem(x->data, x->dtype, i);
+            if (!codi__all_finite(dst, k ? D : D * D)) { codi__err(err, errsz, "%s: %s is not finite (NaN or Inf)", path, name); return -1; }
+        }
+    }
+    return 0;
+}
+
+CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *path, char *err, size_t errsz) {
+    codi__tensors ts;
+    codi_tuned_lens *t = NULL;
+    char file[4096], cfg[4096];
+    size_t len;
+    char *text;
+    int bias = 1, is_dir = 0;
+    memset(&ts, 0, sizeof ts);
+    snprintf(cfg, sizeof cfg, "%s/config.json", path);
+    snprintf(file, sizeof file, "%s/params.pt", path);
+    {
+        FILE *probe = fopen(file, "rb");
+        if (probe) { fclose(probe); is_dir = 1; }
+    }
+    if (is_dir && (text = codi__read_text(cfg, &len)) != NULL) {       /* config.json is optional */
+        codi__json *j = codi__json_parse(text, len, err, errsz);
+        const codi__json *b;
+        double dm = 0, nl = 0;
+        CODI_FREE(text);
+        if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
+        if ((codi__json_num(j, "d_model", &dm) && dm != m->config.dim) ||
+            (codi__json_num(j, "num_hidden_layers", &nl) && nl != m->config.n_layers)) {
+            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has %d, %d", cfg, dm, nl, m->config.dim, m->config.n_layers);
+            codi__json_free(j); return NULL;
+        }
+        if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;
+        codi__json_free(j);
+    }
+    if (!is_dir) snprintf(file, sizeof file, "%s", path);
+    if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
+                                               : codi__read_torch_zip(&ts, file, 0, err, errsz)) != 0) goto fail;
+    if (!(t = codi_tuned_lens_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (codi__tuned_lens_from(t, &ts, bias, file, err, errsz)) goto fail;
+    codi__tensors_free(&ts);
+    return t;
+fail:
+    codi_tuned_lens_free(t);
+    codi__tensors_free(&ts);
+    return NULL;
+}
+
+/* >>acts: activation datasets written in place ------------------------------------------------ */
+
+enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_VALUE,
+       CODI__A_POS, CODI__A_PLEN, CODI__A_PIDS, CODI__A_AIDS, CODI__A_QIDX, CODI__A_CORRECT, CODI__A_DONE, CODI__A_COUNT };
+
+struct codi_acts {
+    FILE *fp;
+    int Q, P, L, D, N, Tmax, A, KVH, HD, bf16, kv;
+    int64_t shape[CODI__A_COUNT][6];   /* [0] = ndim */
+    int esize[CODI__A_COUNT];          /* bytes per element; 0 = tensor absent */
+    long off[CODI__A_COUNT];           /* absolute file offset of each tensor's data */
+    long total;                        /* file size */
+    unsigned char *done;               /* [Q] */
+    int failed;
+};
+
+static const char *const codi__acts_names[CODI__A_COUNT] = {
+    "gold", "prediction", "resid", "final", "latent_inputs", "key", "value", "positions", "prompt_len",
+    "prompt_ids", "answer_ids", "question_index", "correct", "done" };
+
+static const char *codi__acts_dtype(const codi_acts *a, int k) {
+    if (k <= CODI__A_PRED) return "F64";
+    if (k <= CODI__A_VALUE) return a->bf16 ? "BF16" : "F32";
+    if (k <= CODI__A_QIDX) return "I32";
+    return "U8";
+}
+
+static void codi__acts_shape(codi_acts *a, int k, int nd, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t d4) {
+    a->shape[k][0] = nd; a->shape[k][1] = d0; a->shape[k][2] = d1; a->shape[k][3] = d2; a->shape[k][4] = d3; a->shape[k][5] = d4;
+}
+
+static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
+    int64_t n = 1; int d;
+    for (d = 2; d <= a->shape[k][0]; d++) n *= a->shape[k][d];
+    return n;
+}
+
+/* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
+static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
+    const char *meta[26];
+    char num[6][24];
+    codi__buf b = { NULL, 0, 0, 1 };
+    long off = 0;
+    int k, i, d;
+    snprintf(num[0], sizeof num[0], "%d", sp->n_latent); snprintf(num[1], sizeof num[1], "%d", a->L);
+    snprintf(num[2], sizeof num[2], "%d", a->D); snprintf(num[3], sizeof num[3], "%d", sp->kv ? 1 : 0);
+    i = 0;
+    meta[i++] = "format"; meta[i++] = "codi_lens.acts.v1";
+    meta[i++] = "model"; meta[i++] = sp->model ? sp->model : "";
+    meta[i++] = "questions"; meta[i++] = sp->questions ? sp->questions : "";
+    meta[i++] = "positions"; meta[i++] = sp->positions ? sp->positions : "";
+    meta[i++] = "labels"; meta[i++] = sp->labels_json ? sp->labels_json : "[]";
+    meta[i++] = "n_latent"; meta[i++] = num[0];
+    meta[i++] = "recipe"; meta[i++] = sp->recipe ? sp->recipe : "";
+    meta[i++] = "dtype"; meta[i++] = sp->bf16 ? "bf16" : "f32";
+    meta[i++] = "layers"; meta[i++] = num[1];
+    meta[i++] = "dim"; meta[i++] = num[2];
+    meta[i++] = "kv"; meta[i++] = num[3];
+    meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
+    meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    codi__buf_put(&b, "{\"__metadata__\":{", 17);
+    for (k = 0; k < i; k += 2) {
+        if (k) codi__buf_byte(&b, ',');
+        codi__buf_json_string(&b, meta[k]); codi__buf_byte(&b, ':'); codi__buf_json_string(&b, meta[k + 1]);
+    }
+    codi__buf_byte(&b, '}');
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        char t[512];
+        int n;
+        long bytes;
+        if (!a->esize[k]) continue;
+        bytes = (long)(codi__acts_row_elems(a, k) * a->shape[k][1] * a->esize[k]);
+        n = snprintf(t, sizeof t, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", codi__acts_names[k], codi__acts_dtype(a, k));
+        for (d = 1; d <= a->shape[k][0]; d++) n += snprintf(t + n, sizeof t - (size_t)n, "%s%lld", d > 1 ? "," : "", (long long)a->shape[k][d]);
+        n += snprintf(t + n, sizeof t - (size_t)n, "],\"data_offsets\":[%ld,%ld]}", off, off + bytes);
+        codi__buf_put(&b, t, (size_t)n);
+        a->off[k] = off;
+        off += bytes;
+    }
+    codi__buf_byte(&b, '}');
+    while (b.len % 8) codi__buf_byte(&b, ' ');
+    if (!b.ok) { CODI_FREE(b.p); return NULL; }
+    for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.len;
+    a->total = 8 + (long)b.len + off;
+    *len = b.len;
+    return (char *)b.p;
+}
+
+CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const codi_acts_spec *sp, int resume,
+                                   char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    codi_acts *a;
+    char *hdr = NULL;
+    size_t hlen = 0;
+    FILE *fp = NULL;
+    int k;
+    double bytes;
+    if (sp->n_questions < 1 || sp->n_positions < 1 || sp->n_latent < 0 || sp->max_prompt < 1 || sp->max_answer < 1) {
+        codi__err(err, errsz, "activation dataset needs questions, positions, prompt and answer lengths >= 1"); return NULL;
+    }
+    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 2.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
+            c->dim * (sp->bf16 ? 2 : 4);
+    if (bytes > (double)LONG_MAX / 2) { codi__err(err, errsz, "activation dataset of %.3g bytes is too large for this platform", bytes); return NULL; }
+    if (!(a = (codi_acts *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(a, 0, sizeof *a);
+    a->Q = sp->n_questions; a->P = sp->n_positions; a->L = c->n_layers; a->D = c->dim; a->N = sp->n_latent;
+    a->Tmax = sp->max_prompt; a->A = sp->max_answer; a->KVH = c->n_kv_heads; a->HD = c->head_dim; a->bf16 = sp->bf16; a->kv = sp->kv;
+    codi__acts_shape(a, CODI__A_GOLD, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PRED, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_RESID, 4, a->Q, a->P, a->L + 1, a->D, 0);
+    codi__acts_shape(a, CODI__A_FINAL, 3, a->Q, a->P, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_LATENT, 3, a->Q, a->N, a->D, 0, 0);
+    codi__acts_shape(a, CODI__A_KEY, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_VALUE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_POS, 2, a->Q, a->P, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PLEN, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_PIDS, 2, a->Q, a->Tmax, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_AIDS, 2, a->Q, a->A, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_QIDX, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_CORRECT, 1, a->Q, 0, 0, 0, 0);
+    codi__acts_shape(a, CODI__A_DONE, 1, a->Q, 0, 0, 0, 0);
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        const char *dt = codi__acts_dtype(a, k);
+        a->esize[k] = !strcmp(dt, "F64") ? 8 : !strcmp(dt, "F32") || !strcmp(dt, "I32") ? 4 : !strcmp(dt, "BF16") ? 2 : 1;
+    }
+    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_VALUE] = 0;
+    if (!a->N) a->esize[CODI__A_LATENT] = 0;
+    if (!(hdr = codi__acts_header(a, sp, &hlen)) || !(a->done = (unsigned char *)CODI_MALLOC((size_t)a->Q))) {
+        codi__err(err, errsz, "out of memory"); goto fail;
+    }
+    memset(a->done, 0, (size_t)a->Q);
+    if (resume && (fp = fopen(path, "r+b")) != NULL) {
+        unsigned char l8[8];
+        uint64_t old_len = 0;
+        char *old = NULL;
+        codi__json *j = NULL, *mine = NULL;
+        const codi__json *mo, *mm, *e;
+        int same = 1;
+        if (fread(l8, 1, 8, fp) == 8) for (k = 7; k >= 0; k--) old_len = (old_len << 8) | l8[k];
+        if (old_len == 0 || old_len >= (64u << 20) || !(old = (char *)CODI_MALLOC((size_t)old_len)) ||
+            fread(old, 1, (size_t)old_len, fp) != old_len || !(j = codi__json_parse(old, (size_t)old_len, err, errsz)) ||
+            !(mine = codi__json_parse(hdr, hlen, err, errsz))) {
+            CODI_FREE(old); codi__json_free(j); codi__json_free(mine);
+            codi__err(err, errsz, "%s exists but is not a readable activation dataset; remove it or choose another --out", path);
+            goto fail;
+        }
+        CODI_FREE(old);
+        mo = codi__json_get(j, "__metadata__"); mm = codi__json_get(mine, "__metadata__");
+        for (e = mm ? mm->child : NULL; e && same; e = e->next) {
+            const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
+            if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
+            if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
+                codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
+                          path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
+                codi__json_free(j); codi__json_free(mine); goto fail;
+            }
+        }
+        for (e = mine->child; e && same; e = e->next) {           /* every tensor at the same place */
+            const codi__json *x = codi__json_get(j, e->key), *o1, *o2;
+            if (!strcmp(e->key, "__metadata__")) continue;
+            o1 = codi__json_get(e, "data_offsets"); o2 = x ? codi__json_get(x, "data_offsets") : NULL;
+            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o1->child->num != o2->child->num ||
+                o1->child->next->num != o2->child->next->num) same = 0;
+        }
+        codi__json_free(j); codi__json_free(mine);
+        if (!same) { codi__err(err, errsz, "%s has other shapes than this command would record; remove it or record to another file", path); goto fail; }
+        for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += (long)old_len - (long)hlen;   /* its own header's length */
+        a->total += (long)old_len - (long)hlen;
+        if (fseek(fp, 0, SEEK_END) != 0 || ftell(fp) != a->total) { codi__err(err, errsz, "%s is truncated", path); goto fail; }
+        if (fseek(fp, a->off[CODI__A_DONE], SEEK_SET) != 0 || fread(a->done, 1, (size_t)a->Q, fp) != (size_t)a->Q) {
+            codi__err(err, errsz, "%s is truncated", path); goto fail;
+        }
+    } else {
+        unsigned char l8[8], zero = 0;
+        for (k = 0; k < 8; k++) l8[k] = (unsigned char)(((uint64_t)hlen >> (8 * k)) & 255u);
+        if (!(fp = fopen(path, "w+b"))) { codi__err(err, errsz, "cannot create %s", path); goto fail; }
+        if (fwrite(l8, 1, 8, fp) != 8 || fwrite(hdr, 1, hlen, fp) != hlen || fseek(fp, a->total - 1, SEEK_SET) != 0 ||
+            fwrite(&zero, 1, 1, fp) != 1 || fflush(fp) != 0) {
+            codi__err(err, errsz, "cannot write %s (disk full?)", path); goto fail;
+        }
+    }
+    CODI_FREE(hdr);
+    a->fp = fp;
+    return a;
+fail:
+    if (fp) fclose(fp);
+    CODI_FREE(hdr); CODI_FREE(a->done); CODI_FREE(a);
+    return NULL;
+}
+
+CODI_API int codi_acts_done(const codi_acts *a, int q) { return q >= 0 && q < a->Q && a->done[q]; }
+
+CODI_API int codi_acts_count_done(const codi_acts *a) {
+    int q, n = 0;
+    for (q = 0; q < a->Q; q++) n += a->done[q] != 0;
+    return n;
+}
+
+/* Writes row q of tensor k from src (f32 for float tensors, converted to bf16 when asked;
+   int32 / double / bytes as given), count elements then zeros up to the row size. */
+static int codi__acts_put(codi_acts *a, int k, int q, const void *src, int64_t count, unsigned char *tmp) {
+    int64_t n = codi__acts_row_elems(a, k), i;
+    int es = a->esize[k];
+    if (!es) return 0;
+    memset(tmp, 0, (size_t)(n * es));
+    if (k <= CODI__A_PRED || k >= CODI__A_POS || !a->bf16) {
+        if (src && count) memcpy(tmp, src, (size_t)(count * es));
+        if (k >= CODI__A_PIDS && k <= CODI__A_AIDS) for (i = count; i < n; i++) ((int32_t *)(void *)tmp)[i] = -1;
+    } else if (src)
+        for (i = 0; i < count; i++) {
+            uint16_t h = codi__f32_to_bf16(((const float *)src)[i]);
+            memcpy(tmp + 2 * i, &h, 2);
+        }
+    if (fseek(a->fp, a->off[k] + (long)(q * n * es), SEEK_SET) != 0 || fwrite(tmp, (size_t)es, (size_t)n, a->fp) != (size_t)n) return -1;
+    return 0;
+}
+
+CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *r, char *err, size_t errsz) {
+    size_t most = 0;
+    unsigned char *tmp, one = 1, corr = (unsigned char)(r->correct != 0);
+    int32_t plen = r->n_prompt, qidx = r->question_index;
+    int k, rc = 0;
+    if (q < 0 || q >= a->Q) { codi__err(err, errsz, "row %d out of range [0, %d)", q, a->Q); return -1; }
+    if (r->n_prompt > a->Tmax || r->n_answer > a->A || r->n_prompt < 0 || r->n_answer < 0) {
+        codi__err(err, errsz, "row %d: %d prompt / %d answer ids exceed the dataset's %d / %d", q, r->n_prompt, r->n_answer, a->Tmax, a->A);
+        return -1;
+    }
+    for (k = 0; k < CODI__A_COUNT; k++) if ((size_t)(codi__acts_row_elems(a, k) * a->esize[k]) > most) most = (size_t)(codi__acts_row_elems(a, k) * a->esize[k]);
+    if (!(tmp = (unsigned char *)CODI_MALLOC(most))) { codi__err(err, errsz, "out of memory"); return -1; }
+    rc |= codi__acts_put(a, CODI__A_GOLD, q, &r->gold, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PRED, q, &r->prediction, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_RESID, q, r->resid, r->resid ? codi__acts_row_elems(a, CODI__A_RESID) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_FINAL, q, r->final, r->final ? codi__acts_row_elems(a, CODI__A_FINAL) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_LATENT, q, r->latent_inputs, r->latent_inputs ? codi__acts_row_elems(a, CODI__A_LATENT) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_KEY, q, r->key, r->key ? codi__acts_row_elems(a, CODI__A_KEY) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_VALUE, q, r->value, r->value ? codi__acts_row_elems(a, CODI__A_VALUE) : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_POS, q, r->positions, r->positions ? a->P : 0, tmp);
+    rc |= codi__acts_put(a, CODI__A_PLEN, q, &plen, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_PIDS, q, r->prompt_ids, r->n_prompt, tmp);
+    rc |= codi__acts_put(a, CODI__A_AIDS, q, r->answer_ids, r->n_answer, tmp);
+    rc |= codi__acts_put(a, CODI__A_QIDX, q, &qidx, 1, tmp);
+    rc |= codi__acts_put(a, CODI__A_CORRECT, q, &corr, 1, tmp);
+    CODI_FREE(tmp);
+    if (rc || fflush(a->fp) != 0 || fseek(a->fp, a->off[CODI__A_DONE] + q, SEEK_SET) != 0 ||
+        fwrite(&one, 1, 1, a->fp) != 1 || fflush(a->fp) != 0) {
+        a->failed = 1; codi__err(err, errsz, "writing row %d failed (disk full?)", q); return -1;
+    }
+    a->done[q] = 1;
+    return 0;
+}
+
+CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz) {
+    int rc;
+    if (!a) return 0;
+    rc = (fclose(a->fp) != 0 || a->failed) ? -1 : 0;
+    if (rc) codi__err(err, errsz, "the activation dataset was not written completely");
+    CODI_FREE(a->done); CODI_FREE(a);
+    return rc;
+}
+
+CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
+                               float *resid, float *final, float *key, float *value) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, L = (size_t)c->n_layers, KV = (size_t)c->n_kv_heads * c->head_dim;
+    int p, l, h;
+    for (p = 0; p < P; p++) {
+        int pos = positions[p], ok = pos >= 0 && pos < s->n_pos;
+        float *r = resid + (size_t)p * (L + 1) * D;
+        for (l = 0; l <= (int)L; l++) {
+            if (ok) memcpy(r + l * D, codi_state_resid(s, l, pos), D * sizeof(float));
+            else memset(r + l * D, 0, D * sizeof(float));
+        }
+        if (final) {
+            if (ok) codi__rmsnorm(final + p * D, r + L * D, m->w.final_norm, (int)D, c->norm_eps);
+            else memset(final + p * D, 0, D * sizeof(float));
+        }
+        for (l = 0; l < (int)L; l++)
+            for (h = 0; h < c->n_kv_heads; h++) {
+                size_t o = ((size_t)p * L + l) * KV + (size_t)h * c->head_dim;
+                if (key) { if (ok) memcpy(key + o, codi_state_key(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(key + o, 0, (size_t)c->head_dim * sizeof(float)); }
+                if (value) { if (ok) memcpy(value + o, codi_state_value(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(value + o, 0, (size_t)c->head_dim * sizeof(float)); }
+            }
+    }
 }
 
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */

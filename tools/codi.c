@@ -12,9 +12,12 @@
 #include "cmd_info.c"
 #include "cmd_bench.c"
 #include "cmd_tokenize.c"
+#include "cmd_lens.c"
+#include "cmd_record.c"
+#include "cmd_tune_lens.c"
 
 static const cli_command *const commands[] = {
-    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize,
+    &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_lens, &cmd_record, &cmd_tune_lens,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 

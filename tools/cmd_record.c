@@ -1,0 +1,149 @@
+/* codi record: run CODI over a question file and store chosen activations as an activation
+   dataset (codi_lens.h >>acts; the layout every lens / steering / probe tool reads). */
+#include "positions.h"
+
+typedef struct { int32_t *ids; int n, index; double gold; int has_gold; } record_question;
+
+typedef struct { record_question *q; int n, cap, max_prompt; const codi_model *m; const codi_tokenizer *t; const cli_prompt_args *pa; int failed; } record_list;
+
+/* Tokenizes every question first: the dataset's shapes need the count and the longest prompt. */
+static int record_collect(void *user, const cli_question *q) {
+    record_list *rl = (record_list *)user;
+    cli_prompt_args pa = *rl->pa;
+    int32_t ids[4096];
+    int n;
+    pa.question = q->question; pa.ids = NULL;
+    if ((n = cli_prompt_ids(&pa, rl->m, rl->t, ids, 4096)) < 0) { rl->failed = 1; return 1; }
+    if (rl->n == rl->cap) {
+        int nc = rl->cap ? rl->cap * 2 : 256;
+        record_question *nq = (record_question *)realloc(rl->q, sizeof *nq * (size_t)nc);
+        if (!nq) { rl->failed = 1; return 1; }
+        rl->q = nq; rl->cap = nc;
+    }
+    rl->q[rl->n].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+    if (!rl->q[rl->n].ids) { rl->failed = 1; return 1; }
+    memcpy(rl->q[rl->n].ids, ids, sizeof(int32_t) * (size_t)n);
+    rl->q[rl->n].n = n; rl->q[rl->n].index = q->index; rl->q[rl->n].gold = q->gold; rl->q[rl->n].has_gold = q->has_gold;
+    if (n > rl->max_prompt) rl->max_prompt = n;
+    rl->n++;
+    return 0;
+}
+
+static int record_run(const cli_command *self, int argc, char **argv) {
+    cli_model_args ma = cli_model_defaults();
+    cli_prompt_args pa = cli_prompt_defaults();
+    const char *questions = NULL, *out = NULL, *positions = "latents", *dtype = "f32", *shard = NULL;
+    int kv = 0, limit = 0, max_answer = 32, overwrite = 0, max_new = 0, n_new = 0, shard_k = 0, shard_n = 0, n_bad = 0, rc, i, p;
+    cli_opt opts[] = {
+        CLI_MODEL_OPTS(&ma),
+        { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions ({\"question\": ..., \"answer\": ...} lines)" },
+        { "--out", CLI_STR, &out, 0, 0, "FILE", "the activation dataset (.safetensors); an existing one is resumed" },
+        { "--positions", CLI_STR, &positions, 0, 0, "SPEC", "latents (bot + latent 1..N, default), prompt, answer, all, or a list: bot,latent3,answer1,prompt0,17" },
+        { "--dtype", CLI_STR, &dtype, 0, 0, "f32|bf16", "float tensors' type (default f32)" },
+        { "--kv", CLI_FLAG, &kv, 0, 0, NULL, "also record the post-RoPE keys and values at the positions" },
+        { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
+        { "--latents", CLI_INT, &pa.latents, 0, 1000, "N", "latent steps (6)" },
+        { "--max-answer", CLI_INT, &max_answer, 1, 1024, "A", "answer tokens generated and stored (default 32)" },
+        { "--limit", CLI_INT, &limit, 0, 1e9, "N", "first N questions only (default all)" },
+        { "--shard", CLI_STR, &shard, 0, 0, "K/N", "every N-th question from the K-th (run N processes into N files)" },
+        { "--overwrite", CLI_FLAG, &overwrite, 0, 0, NULL, "start --out afresh instead of resuming it" },
+        { "--max-new", CLI_INT, &max_new, 0, 1e9, "N", "record at most N more questions, then stop (time-boxed jobs; run again to continue)" },
+        CLI_END };
+    record_list rl;
+    pos_spec ps;
+    codi_model *m = NULL;
+    codi_tokenizer *t = NULL;
+    codi_acts *acts = NULL;
+    codi_state *s = NULL;
+    codi_acts_spec sp;
+    cli_progress *prog = NULL;
+    char err[512], *labels = NULL, *command = NULL, text[4096];
+    float *resid = NULL, *fin = NULL, *key = NULL, *val = NULL, *lat = NULL;
+    int32_t *pos = NULL;
+    size_t cmd_len = 1;
+    memset(&rl, 0, sizeof rl);
+    if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
+    if (cli_check_args(self, &ma, NULL)) return 2;
+    if (!questions || !out) { fprintf(stderr, "codi record: --questions FILE.jsonl and --out FILE are required\n"); return 2; }
+    if (strcmp(dtype, "f32") && strcmp(dtype, "bf16")) { fprintf(stderr, "codi record: --dtype is f32 or bf16\n"); return 2; }
+    if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) return 2;
+    if (pos_parse("record", positions, pa.latents, &ps)) return 2;
+    if (!(m = cli_load_model(&ma))) return 1;
+    rc = 1;
+    if (!(t = cli_load_tokenizer(&ma, m, 0))) goto done;
+    rl.m = m; rl.t = t; rl.pa = &pa;
+    if (cli_for_each_question(questions, limit, shard_k, shard_n, record_collect, &rl, &n_bad) < 0 || rl.failed) goto done;
+    if (!rl.n) { fprintf(stderr, "codi record: no questions in %s\n", questions); goto done; }
+    pos_size(&ps, rl.max_prompt, max_answer);
+    for (i = 0; i < argc; i++) cmd_len += strlen(argv[i]) + 1;
+    if (!(labels = pos_labels_json(&ps)) || !(command = (char *)malloc(cmd_len + 8))) { fprintf(stderr, "codi record: out of memory\n"); goto done; }
+    strcpy(command, "codi");
+    for (i = 0; i < argc; i++) { strcat(command, " "); strcat(command, argv[i]); }
+    memset(&sp, 0, sizeof sp);
+    sp.n_questions = rl.n; sp.n_positions = ps.n; sp.n_latent = pa.latents; sp.max_prompt = rl.max_prompt; sp.max_answer = max_answer;
+    sp.bf16 = !strcmp(dtype, "bf16"); sp.kv = kv; sp.model = ma.model; sp.questions = questions; sp.positions = positions;
+    sp.labels_json = labels; sp.recipe = pa.recipe ? "1" : "0"; sp.command = command;
+    if (overwrite) remove(out);
+    if (!(acts = codi_acts_open(m, out, &sp, 1, err, sizeof err))) { fprintf(stderr, "codi record: %s\n", err); goto done; }
+    {
+        size_t D = (size_t)m->config.dim, L1 = (size_t)m->config.n_layers + 1, KV = (size_t)m->config.n_layers * m->config.n_kv_heads * m->config.head_dim;
+        resid = (float *)malloc(sizeof(float) * (size_t)ps.n * L1 * D);
+        fin = (float *)malloc(sizeof(float) * (size_t)ps.n * D);
+        lat = (float *)malloc(sizeof(float) * (size_t)(pa.latents + 1) * D);
+        pos = (int32_t *)malloc(sizeof(int32_t) * (size_t)ps.n);
+        if (kv) { key = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); val = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); }
+        s = codi_state_alloc(m, rl.max_prompt + pa.latents + max_answer + 2, ma.threads);
+        if (!resid || !fin || !lat || !pos || (kv && (!key || !val)) || !s) { fprintf(stderr, "codi record: out of memory\n"); goto done; }
+    }
+    if (codi_acts_count_done(acts)) fprintf(stderr, "codi record: resuming %s: %d of %d questions already recorded\n", out, codi_acts_count_done(acts), rl.n);
+    prog = cli_progress_start("record", rl.n, codi_acts_count_done(acts));
+    for (i = 0; i < rl.n; i++) {
+        codi_run_opts ro = codi_run_opts_default(m);
+        codi_run_result rr;
+        codi_acts_row row;
+        double pred;
+        if (codi_acts_done(acts, i)) continue;
+        if (max_new && n_new++ == max_new) break;
+        ro.n_latent = pa.latents; ro.max_answer = max_answer; ro.latents = lat;
+        if (codi_run(m, s, rl.q[i].ids, rl.q[i].n, &ro, &rr)) { fprintf(stderr, "codi record: question %d: %s\n", rl.q[i].index, s->error); goto done; }
+        for (p = 0; p < ps.n; p++) pos[p] = pos_resolve(&ps, p, rr.prompt_len, rr.n_answer, s->n_pos);
+        codi_acts_gather(m, s, pos, ps.n, resid, fin, key, val);
+        codi_decode(t, rr.answer, rr.n_answer, 1, text, sizeof text);
+        memset(&row, 0, sizeof row);
+        row.resid = resid; row.final = fin; row.latent_inputs = pa.latents ? lat : NULL; row.key = key; row.value = val; row.positions = pos;
+        row.prompt_ids = rl.q[i].ids; row.n_prompt = rl.q[i].n; row.answer_ids = rr.answer; row.n_answer = rr.n_answer;
+        row.gold = rl.q[i].has_gold ? rl.q[i].gold : NAN;
+        row.prediction = codi_extract_answer(text, &pred) ? pred : NAN;
+        row.correct = rl.q[i].has_gold && row.prediction == rl.q[i].gold;
+        row.question_index = rl.q[i].index;
+        if (codi_acts_write(acts, i, &row, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); goto done; }
+        cli_progress_update(prog, codi_acts_count_done(acts));
+    }
+    cli_progress_end(prog); prog = NULL;
+    rc = 0;
+done:
+    if (prog) cli_progress_end(prog);
+    n_new = acts ? codi_acts_count_done(acts) : 0;
+    if (acts && codi_acts_close(acts, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); rc = 1; }
+    if (!rc) printf("%s: %d of %d questions x %d positions (%s), %s%s\n", out, n_new, rl.n, ps.n, positions, dtype, kv ? ", with K/V" : "");
+    for (i = 0; i < rl.n; i++) free(rl.q[i].ids);
+    free(rl.q); free(labels); free(command); free(resid); free(fin); free(lat); free(pos); free(key); free(val);
+    codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
+    return rc;
+}
+
+static const cli_command cmd_record = {
+    "record", "run CODI over a question file and store activations as a dataset numpy/torch read",
+    "codi record --model PATH --questions FILE.jsonl --out FILE.safetensors [options]",
+    "Runs every question (prompt, latent steps, eot, greedy answer) and writes, per question and\n"
+    "chosen position: the residual entering every layer (0..L; L = the last layer's output), the\n"
+    "final-norm hidden state, the latent inputs z_1..z_N, optionally post-RoPE keys and values, plus\n"
+    "prompt / answer ids, gold, prediction, correct. The file is sized for every question when the run\n"
+    "starts and rows are filled in place, a done flag last: a killed run resumes where it stopped when\n"
+    "started again with the same options (other options are refused; --overwrite starts afresh).\n"
+    "Layout: codi_lens.h, section >>acts (read it with safetensors.numpy.load_file).\n\n"
+    "Examples:\n"
+    "  codi record --model models/codi-nano/codi_nano.bin --questions models/codi-nano/test.jsonl --out nano_acts.safetensors\n"
+    "  codi record --model M --questions data/gsm8k/train.jsonl --dtype bf16 --kv --out gsm8k_train.safetensors\n"
+    "  codi record --model M --questions Q.jsonl --positions bot,latent1,latent6,answer1 --out some.safetensors",
+    record_run };
