@@ -5157,20 +5157,6 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
    archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
    what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
 
-static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
-    static uint32_t table[256];
-    static int ready;
-    size_t i;
-    if (!ready) {
-        uint32_t k, c; int j;
-        for (k = 0; k < 256; k++) { c = k; for (j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; table[k] = c; }
-        ready = 1;
-    }
-    crc = ~crc;
-    for (i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255u] ^ (crc >> 8);
-    return ~crc;
-}
-
 static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
 static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
 static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
@@ -5183,7 +5169,10 @@ static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
    torch's writer does), data; its central directory record goes to cd. */
 static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
     size_t nl = strlen(name), pad = (64 - (zip->len + 30 + nl + 4) % 64) % 64, off = zip->len;
-    uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
+    codi__crc32_tables tables;                                           /* >>zip's CRC-32 */
+    uint32_t crc;
+    codi__crc32_init(&tables);
+    crc = codi__crc32(&tables, (const unsigned char *)data, n);
     codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
     codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
     codi__buf_le(zip, n, 4); codi__buf_le(zip, n, 4); codi__buf_le(zip, nl, 2); codi__buf_le(zip, 4 + pad, 2);
@@ -5383,7 +5372,7 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
     }
     if (!is_dir) snprintf(file, sizeof file, "%s", path);
     if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
-                                               : codi__read_torch_zip(&ts, file, 0, err, errsz)) != 0) goto fail;
+                                               : codi__read_torch_zip(&ts, file, 0, 1, err, errsz)) != 0) goto fail;
     if (!(t = codi_tuned_lens_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
     if (codi__tuned_lens_from(t, &ts, bias, file, err, errsz)) goto fail;
     codi__tensors_free(&ts);
