@@ -8,7 +8,7 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart build/lens_example
+all: build/codi build/random_codi build/quickstart build/lens_example build/steer_latent build/steer_kv
 
 build:
 	mkdir -p build
@@ -23,6 +23,12 @@ build/codi_san: tools/codi.c $(wildcard tools/*.h) $(wildcard tools/cmd_*.c) $(H
 build/quickstart: examples/quickstart.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/quickstart.c -lm
 
+build/steer_latent: examples/steer_latent.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/steer_latent.c -lm
+
+build/steer_kv: examples/steer_kv.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/steer_kv.c -lm
+
 build/lens_example: examples/lens.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/lens.c -lm
 
@@ -33,7 +39,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_model test_steering test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
+TESTS = test_model test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -60,8 +66,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/test_cpp build/check_trace_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh
+test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh
 
 demo: build/codi
 	sh tools/demo.sh

@@ -32,6 +32,14 @@
        printf("%s (h[0] = %g)\n", text, h[0]);
        codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
 
+   STEERING AND PATCHING (>>steer; the spec format is documented at its declarations)
+       codi_steer *st = codi_steer_load(m, "tests/data/steer/s1_z_add.json", err, sizeof err);
+       codi_run_opts ro = codi_run_opts_default(m);
+       if (!st || codi_steer_install(st, s, &ro)) ...;   // its hooks; ro.after_latent for KV-cache edits
+       codi_run(m, s, ids, n, &ro, &r);                  // the run under {"edits": [...]}
+       codi_state_clear_hooks(s); codi_steer_free(st);
+   Mean vectors at the latent slots: codi_means_*. Seeded Gaussian draws: codi_rng_*.
+
    CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
        CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
        CODI_ASSERT(x)                                 programmer-error check (default assert)
@@ -61,7 +69,7 @@
 
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>json  >>files  >>safetensors  >>zip  >>pickle  >>loading
-       >>state  >>kernels  >>forward  >>codi  >>unicode  >>tokenizer  >>lens  >>lenstrain  >>io
+       >>state  >>kernels  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens  >>lenstrain  >>io
        >>torchsave  >>lensfiles  >>acts
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
@@ -225,6 +233,10 @@ typedef struct {
     float *latents;        /* optional [n_latent+1, D] out: z_1..z_(N+1) (the last is not fed) */
     void (*on_token)(void *user, int32_t id);  /* optional: called with each answer token as it comes */
     void *on_token_user;
+    /* optional: called after the prefill (k = 0) and after each latent step k, before the next
+       input; nonzero fails the run. KV-cache edits happen here (codi_steer_install). */
+    int (*after_latent)(void *user, codi_state *s, int k, int n_latent);
+    void *after_latent_user;
 } codi_run_opts;
 
 typedef struct {
@@ -292,6 +304,110 @@ CODI_API int codi_lens_logits(const codi_model *m, const float *resid, float *lo
 /* The logit lens at residual index layer (0..L) and a processed position of s; -1 with
    s->error when layer or pos is out of range. */
 CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos, float *logits);
+
+/* ---- steering and patching (>>steer): a JSON spec of edits -> an intervention set ---------
+
+   A spec is {"edits": [EDIT, ...]} (optional "name", "description"); each EDIT is
+     "at":       "latent_input" (z_k before it is fed), "resid" (entering "layer"; L = last output),
+                 "final", "attn_out", "mlp_out", "key" / "value" (as written to the cache; post-RoPE
+                 keys), or "kv_cache" (entries already cached, edited once at a moment of the run)
+     "step":     latent step k >= 1 (implies phase "latent"); kv_cache: after latent k, at its slot
+     "phase":    "prefill" | "latent" | "answer" | "all" (default "all"; latent_input: "latent")
+     "layer":    int or "all" (needed except for latent_input and final)
+     "head":     kv head, int or "all" (key, value, kv_cache; default "all")
+     "positions":kv_cache: "latents" (every latent slot cached at that moment, default), "latent:K",
+                 "last" (the last cached slot), or a list of absolute positions
+     "when":     kv_cache: "after_latents" (before eot, default), "after_latent:K" or "after_prefill"
+                 (Belitsky et al. 2025's KV steering: "after_prefill" at "last", values only)
+     "op":       "add" (x += alpha v, default: steering) or "set" (x := v: patching; an alpha other
+                 than 1 blends, x += alpha (v - x))
+     "alpha":    default 1; 0 leaves every bit as it was
+     "vector":   "FILE.safetensors:TENSOR" (FILE relative to the spec's folder): [D] (or [L+1, D] for
+                 resid / [L, D] for attn_out, mlp_out with one row per layer); key / value: [HD]
+                 (every head), [KVH, HD] or [L, KVH, HD]
+     "key_vector", "value_vector": kv_cache's vectors (either or both), shapes as for key / value
+     "random":   instead of a vector: {"seed": S, and one of "norm": X (a Gaussian direction of
+                 norm X), "norm_of": "FILE:TENSOR" (same shape and norm as that tensor),
+                 "mean_std_of": "FILE:TENSOR" (Gaussian with that tensor's scalar mean and std;
+                 with "per_dim": true its rows are samples and each column gets its own), or
+                 "mean_std_of": "self" (the edited vector's own mean and std, each time: the
+                 sprint's noise control; fixed N(0,1) draws scaled to them)};
+                 kv_cache draws keys from S and values from S + 1
+   Example: {"edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": "v.safetensors:diff_3_5"}]} */
+enum { CODI_AT_LATENT_INPUT = 0, CODI_AT_RESID, CODI_AT_FINAL, CODI_AT_ATTN_OUT, CODI_AT_MLP_OUT,
+       CODI_AT_KEY, CODI_AT_VALUE, CODI_AT_KV_CACHE, CODI_AT_COUNT };
+enum { CODI_EDIT_ADD = 0, CODI_EDIT_SET = 1 };
+#define CODI_ALL (-1)      /* every step / phase / layer / head */
+#define CODI_LAST (-2)     /* kv_cache positions: the last cached slot at the moment */
+
+/* One edit as the library holds it (start from codi_edit_default). Vectors are flat floats:
+   activations D, or one row per layer index; key / value HD, KVH*HD or L*KVH*HD. */
+typedef struct {
+    int at;                 /* CODI_AT_* */
+    int phase, step, layer, head;     /* CODI_PHASE_* / k / index, or CODI_ALL */
+    int op;                 /* CODI_EDIT_ADD or CODI_EDIT_SET */
+    float alpha;
+    int when;               /* kv_cache: after latent step `when`; CODI_ALL: after the last */
+    int pos_latent;         /* kv_cache: CODI_ALL every latent slot so far, CODI_LAST the last cached slot,
+                               k > 0 latent k's slot, 0 use positions */
+    const int *positions; int n_positions;              /* kv_cache absolute positions */
+    const float *vector; long vector_len;               /* every other edit */
+    int noise_self;         /* 1: vector holds N(0, 1) draws, applied as mean(x) + std(x) * vector */
+    const float *key_vector, *value_vector; long kv_len; /* kv_cache (either may be NULL) */
+} codi_edit;
+
+/* An intervention set: edits applied in order, vectors owned (expanded to one row per layer for
+   key / value / kv_cache: [L, KVH*HD]). Read-only once built: share it between threads. */
+typedef struct codi_steer {
+    codi_edit *edits;
+    int n_edits;
+    char name[128];         /* the spec's "name" (or the file name) */
+    int n_layers, dim, n_kv_heads, head_dim;   /* the model it was checked against */
+} codi_steer;
+
+/* Seeded Gaussian numbers, identical on every platform: SplitMix64 (Steele, Lea, Flood 2014)
+   gives 53-bit uniforms, Marsaglia's polar method turns pairs of them into normals (double). */
+typedef struct { uint64_t state; double spare; int has_spare; } codi_rng;
+CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed);
+CODI_API double codi_rng_uniform(codi_rng *r);      /* [0, 1) */
+CODI_API double codi_rng_normal(codi_rng *r);       /* mean 0, std 1 */
+
+CODI_API codi_edit codi_edit_default(void);
+CODI_API codi_steer *codi_steer_new(const codi_model *m);   /* an empty set; NULL out of memory */
+/* Checks e against the model (ranges, vector sizes, finite values) and appends a copy; 0, or -1
+   with "edit N: field: why" in err. */
+CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_t errsz);
+/* A spec's JSON text (base_dir: where relative FILEs are, NULL = current folder) / a spec file.
+   NULL with "edit N: \"field\": why" in err. */
+CODI_API codi_steer *codi_steer_parse(const codi_model *m, const char *json, size_t len, const char *base_dir,
+                                      char *err, size_t errsz);
+CODI_API codi_steer *codi_steer_load(const codi_model *m, const char *path, char *err, size_t errsz);
+/* The random control of st: every vector replaced by a seeded Gaussian direction of the same norm
+   (per row). NULL out of memory. */
+CODI_API codi_steer *codi_steer_random_like(const codi_steer *st, uint64_t seed);
+CODI_API void codi_steer_free(codi_steer *st);
+/* Installs st's hooks in s and, for kv_cache edits, sets o->after_latent (o may be NULL when
+   there are none); checks steps against o->n_latent. 0, or -1 with s->error. Remove with
+   codi_state_clear_hooks and a fresh codi_run_opts. */
+CODI_API int codi_steer_install(const codi_steer *st, codi_state *s, codi_run_opts *o);
+/* The kv_cache edits due after latent step k (user: the codi_steer): the codi_run_opts.after_latent
+   that codi_steer_install sets; call it yourself when you drive the latent loop by hand. */
+CODI_API int codi_steer_after_latent(void *user, codi_state *s, int k, int n_latent);
+
+/* Mean activations at the latent slots over many runs (the sprint's mean vectors): after each
+   codi_run, codi_means_add reads the final-normed hidden state and the cached K / V at latent
+   k's slot (position T0 + k - 1), k = 1..N. */
+typedef struct {
+    int n_latent, dim, kv_size;   /* kv_size = L * KVH * HD */
+    long count;
+    double *final;                /* [N, D] sums */
+    double *key, *value;          /* [N, L, KVH, HD] sums */
+} codi_means;
+CODI_API int codi_means_init(codi_means *a, const codi_model *m, int n_latent);  /* 0 or -1 */
+CODI_API int codi_means_add(codi_means *a, const codi_model *m, codi_state *s, int prompt_len); /* 0, or -1 with s->error */
+/* Means so far: final [N, D], key / value [N, L, KVH, HD] (each may be NULL). */
+CODI_API void codi_means_get(const codi_means *a, float *final, float *key, float *value);
+CODI_API void codi_means_free(codi_means *a);
 
 /* ---- safetensors files (>>io): what numpy / torch read and write ------------------------ */
 
@@ -687,6 +803,14 @@ static void codi__err(char *err, size_t errsz, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, errsz, fmt, ap);
     va_end(ap);
+}
+
+/* SplitMix64 (Steele, Lea, Flood 2014): the next 64 random bits of the state *x. */
+static uint64_t codi__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
 static char *codi__strdup(const char *s) {
@@ -2916,6 +3040,13 @@ static int codi__is_eos(const codi_config *c, int id) {
     return 0;
 }
 
+/* o->after_latent after latent step k (0: the prefill); 0, or -1 with s->error. */
+static int codi__after_latent(const codi_run_opts *o, codi_state *s, int k) {
+    if (!o->after_latent || o->after_latent(o->after_latent_user, s, k, o->n_latent) == 0) return 0;
+    if (!s->error[0]) codi__err(s->error, sizeof s->error, "the after_latent callback stopped the run after latent step %d", k);
+    return -1;
+}
+
 CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t *ids, int n,
                               const codi_run_opts *o, codi_run_result *r) {
     const codi_config *c = &m->config;
@@ -2932,11 +3063,13 @@ CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t 
     if (codi_forward(m, s, ids, NULL, n, NULL)) return -1;
     r->prompt_len = n;
     if (o->latent_logits) memcpy(o->latent_logits, s->logits, (size_t)V * sizeof(float));
+    if (codi__after_latent(o, s, 0)) return -1;
     /* latent steps: z_k = prj(final hidden of the previous position), fed as an embedding */
     for (k = 1; k <= o->n_latent; k++) {
         s->phase = CODI_PHASE_LATENT; s->step = k;
         if (codi_latent_step(m, s, o->latents ? o->latents + (size_t)(k - 1) * D : NULL)) return -1;
         if (o->latent_logits) memcpy(o->latent_logits + (size_t)k * V, s->logits, (size_t)V * sizeof(float));
+        if (codi__after_latent(o, s, k)) return -1;
     }
     if (o->latents && c->prj_dim && codi_project(m, s->final_hidden, o->latents + (size_t)o->n_latent * D)) {
         codi__err(s->error, sizeof s->error, "out of memory"); return -1;
@@ -3034,6 +3167,641 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
         } else p = start + 1;
     }
     return found;
+}
+
+/* >>steer: steering and patching through the hooks; the spec parser; random vectors; means ---- */
+
+CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed) { r->state = seed; r->spare = 0; r->has_spare = 0; }
+
+CODI_API double codi_rng_uniform(codi_rng *r) { return (double)(codi__splitmix64(&r->state) >> 11) * (1.0 / 9007199254740992.0); }
+
+CODI_API double codi_rng_normal(codi_rng *r) {
+    double u, v, q, f;
+    if (r->has_spare) { r->has_spare = 0; return r->spare; }
+    do {                                               /* a point uniform in the unit disc */
+        u = 2 * codi_rng_uniform(r) - 1; v = 2 * codi_rng_uniform(r) - 1; q = u * u + v * v;
+    } while (q >= 1 || q == 0);
+    f = sqrt(-2 * log(q) / q);
+    r->spare = v * f; r->has_spare = 1;
+    return u * f;
+}
+
+/* out [n] = a seeded Gaussian direction scaled to L2 norm `norm` (the draws are made twice, from a
+   copy of the generator: once for their norm, once for the values). */
+static void codi__random_direction(codi_rng *r, float *out, long n, double norm) {
+    codi_rng again = *r;
+    double ss = 0, g;
+    long i;
+    for (i = 0; i < n; i++) { g = codi_rng_normal(r); ss += g * g; }
+    for (i = 0; i < n; i++) out[i] = (float)(codi_rng_normal(&again) * norm / sqrt(ss));
+}
+
+static double codi__norm(const float *x, long n) {
+    double ss = 0; long i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    return sqrt(ss);
+}
+
+/* x [n] += alpha v (steering), or x := v (patching; alpha other than 1 blends x += alpha (v - x)).
+   alpha 0 touches nothing, so it is bit-identical to no edit. */
+static void codi__edit_vector(int op, float alpha, float *x, const float *v, int n) {
+    int i;
+    if (alpha == 0) return;
+    if (op == CODI_EDIT_SET && alpha == 1) memcpy(x, v, (size_t)n * sizeof(float));
+    else if (op == CODI_EDIT_SET) for (i = 0; i < n; i++) x[i] += alpha * (v[i] - x[i]);
+    else for (i = 0; i < n; i++) x[i] += alpha * v[i];
+}
+
+static int codi__edit_fires(const codi_edit *e, const codi_hook_info *info) {
+    return (e->phase == CODI_ALL || e->phase == info->phase) && (e->step == CODI_ALL || e->step == info->step) &&
+           (e->layer == CODI_ALL || e->layer == info->layer);
+}
+
+/* Noise with x's own scalar mean and std: v = mean(x) + std(x) g (g [n] fixed N(0, 1) draws), then
+   added or set like a vector. */
+static void codi__edit_noise(int op, float alpha, float *x, const float *g, int n) {
+    double mean = 0, sd = 0;
+    int i;
+    if (alpha == 0) return;
+    for (i = 0; i < n; i++) mean += x[i];
+    mean /= n;
+    for (i = 0; i < n; i++) sd += (x[i] - mean) * (x[i] - mean);
+    sd = sqrt(sd / n);
+    for (i = 0; i < n; i++) {
+        float v = (float)(mean + sd * g[i]);
+        x[i] = op == CODI_EDIT_ADD ? x[i] + alpha * v : alpha == 1 ? v : x[i] + alpha * (v - x[i]);
+    }
+}
+
+/* Embedding steering / latent patching: z_k [D], the latent input of step k, before it is fed. */
+static void codi__steer_latent_input(const codi_edit *e, const codi_hook_info *info, float *z) {
+    if (info->point != CODI_HOOK_EMBED || !codi__edit_fires(e, info)) return;
+    if (e->noise_self) codi__edit_noise(e->op, e->alpha, z, e->vector, info->size);
+    else codi__edit_vector(e->op, e->alpha, z, e->vector, info->size);
+}
+
+/* Activation steering / patching of resid, final, attn_out or mlp_out [D] (a row per layer or one). */
+static void codi__steer_activation(const codi_edit *e, const codi_hook_info *info, float *x) {
+    static const int point[CODI_AT_COUNT] = { -1, CODI_HOOK_RESID, CODI_HOOK_FINAL, CODI_HOOK_ATTN_OUT, CODI_HOOK_MLP_OUT, -1, -1, -1 };
+    size_t row = e->vector_len > info->size ? (size_t)info->layer * info->size : 0;
+    if (info->point != point[e->at] || !codi__edit_fires(e, info)) return;
+    if (e->noise_self) codi__edit_noise(e->op, e->alpha, x, e->vector + row, info->size);
+    else codi__edit_vector(e->op, e->alpha, x, e->vector + row, info->size);
+}
+
+/* Key / value steering as they are written to the cache: kv [KVH*HD] of one position and layer;
+   the edit's vector is [L, KVH*HD]. */
+static void codi__steer_kv_write(const codi_steer *st, const codi_edit *e, const codi_hook_info *info, float *kv) {
+    int h, HD = st->head_dim;
+    const float *row = e->vector + (size_t)info->layer * info->size;
+    if (info->point != (e->at == CODI_AT_KEY ? CODI_HOOK_KEY : CODI_HOOK_VALUE) || !codi__edit_fires(e, info)) return;
+    for (h = 0; h < st->n_kv_heads; h++)
+        if (e->head == CODI_ALL || e->head == h) codi__edit_vector(e->op, e->alpha, kv + (size_t)h * HD, row + (size_t)h * HD, HD);
+}
+
+/* The one hook of an intervention set: every edit, in order. */
+static int codi__steer_hook(void *user, const codi_hook_info *info, float *data) {
+    const codi_steer *st = (const codi_steer *)user;
+    int i;
+    for (i = 0; i < st->n_edits; i++) {
+        const codi_edit *e = &st->edits[i];
+        if (e->at == CODI_AT_LATENT_INPUT) codi__steer_latent_input(e, info, data);
+        else if (e->at == CODI_AT_KEY || e->at == CODI_AT_VALUE) codi__steer_kv_write(st, e, info, data);
+        else if (e->at != CODI_AT_KV_CACHE) codi__steer_activation(e, info, data);
+    }
+    return 0;
+}
+
+/* KV-cache steering: edits the cached keys and values of the chosen layers, heads and positions
+   once, after latent step k (T0 = s->n_pos - k); every later position attends to them. */
+static int codi__steer_kv_cache(const codi_steer *st, const codi_edit *e, int index, codi_state *s, int k) {
+    int T0 = s->n_pos - k, n = e->pos_latent == CODI_ALL ? k : e->pos_latent > 0 || e->pos_latent == CODI_LAST ? 1 : e->n_positions;
+    int i, l, h, KVD = st->n_kv_heads * st->head_dim;
+    for (i = 0; i < n; i++) {
+        int p = e->pos_latent == CODI_ALL ? T0 + i : e->pos_latent == CODI_LAST ? s->n_pos - 1 : e->pos_latent > 0 ? T0 + e->pos_latent - 1 : e->positions[i];
+        if (p < 0 || p >= s->n_pos) {
+            codi__err(s->error, sizeof s->error, "steer edit %d (kv_cache): position %d is not cached after latent step %d (0..%d)",
+                      index, p, k, s->n_pos - 1);
+            return -1;
+        }
+        for (l = 0; l < st->n_layers; l++)
+            for (h = 0; h < st->n_kv_heads; h++) {
+                size_t off = (size_t)l * KVD + (size_t)h * st->head_dim;
+                if ((e->layer != CODI_ALL && e->layer != l) || (e->head != CODI_ALL && e->head != h)) continue;
+                if (e->key_vector) codi__edit_vector(e->op, e->alpha, codi_state_key(s, l, h, p), e->key_vector + off, st->head_dim);
+                if (e->value_vector) codi__edit_vector(e->op, e->alpha, codi_state_value(s, l, h, p), e->value_vector + off, st->head_dim);
+            }
+    }
+    return 0;
+}
+
+CODI_API int codi_steer_after_latent(void *user, codi_state *s, int k, int n_latent) {
+    const codi_steer *st = (const codi_steer *)user;
+    int i;
+    for (i = 0; i < st->n_edits; i++) {
+        const codi_edit *e = &st->edits[i];
+        if (e->at == CODI_AT_KV_CACHE && k == (e->when == CODI_ALL ? n_latent : e->when) && codi__steer_kv_cache(st, e, i, s, k))
+            return -1;
+    }
+    return 0;
+}
+
+CODI_API codi_edit codi_edit_default(void) {
+    codi_edit e;
+    memset(&e, 0, sizeof e);
+    e.at = CODI_AT_LATENT_INPUT; e.phase = e.step = e.layer = e.head = e.when = e.pos_latent = CODI_ALL;
+    e.op = CODI_EDIT_ADD; e.alpha = 1;
+    return e;
+}
+
+CODI_API codi_steer *codi_steer_new(const codi_model *m) {
+    codi_steer *st = (codi_steer *)CODI_MALLOC(sizeof *st);
+    if (!st) return NULL;
+    memset(st, 0, sizeof *st);
+    st->n_layers = m->config.n_layers; st->dim = m->config.dim;
+    st->n_kv_heads = m->config.n_kv_heads; st->head_dim = m->config.head_dim;
+    return st;
+}
+
+CODI_API void codi_steer_free(codi_steer *st) {
+    int i;
+    if (!st) return;
+    for (i = 0; i < st->n_edits; i++) {
+        CODI_FREE((void *)st->edits[i].vector); CODI_FREE((void *)st->edits[i].key_vector);
+        CODI_FREE((void *)st->edits[i].value_vector); CODI_FREE((void *)st->edits[i].positions);
+    }
+    CODI_FREE(st->edits);
+    CODI_FREE(st);
+}
+
+/* A K/V vector of HD, KVH*HD or L*KVH*HD floats as an owned [L, KVH*HD]; NULL if the size fits none. */
+static float *codi__kv_expand(const codi_steer *st, const float *v, long n) {
+    long KVD = (long)st->n_kv_heads * st->head_dim, i, total = (long)st->n_layers * KVD;
+    float *out;
+    if (n != st->head_dim && n != KVD && n != total) return NULL;
+    if (!(out = (float *)CODI_MALLOC((size_t)total * sizeof(float)))) return NULL;
+    for (i = 0; i < total; i++) out[i] = v[i % n];
+    return out;
+}
+
+static float *codi__copy_floats(const float *v, long n) {
+    float *out = (float *)CODI_MALLOC((size_t)n * sizeof(float));
+    if (out) memcpy(out, v, (size_t)n * sizeof(float));
+    return out;
+}
+
+static const char *const codi__at_names[CODI_AT_COUNT] = { "latent_input", "resid", "final", "attn_out", "mlp_out", "key", "value", "kv_cache" };
+
+CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_t errsz) {
+    int i = st->n_edits, L = st->n_layers, kv = e->at == CODI_AT_KEY || e->at == CODI_AT_VALUE || e->at == CODI_AT_KV_CACHE;
+    int max_layer = e->at == CODI_AT_RESID || e->at == CODI_AT_FINAL ? L : L - 1;
+    long D = st->dim, KVD = (long)st->n_kv_heads * st->head_dim, rows_ok = e->at == CODI_AT_RESID ? L + 1 : L, j;
+    codi_edit c = *e, *grown;
+    const char *at;
+    if (e->at < 0 || e->at >= CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point %d", i, e->at); return -1; }
+    at = codi__at_names[e->at];
+    if (e->op != CODI_EDIT_ADD && e->op != CODI_EDIT_SET) { codi__err(err, errsz, "edit %d: \"op\": must be add or set", i); return -1; }
+    if (!(e->alpha - e->alpha == 0)) { codi__err(err, errsz, "edit %d: \"alpha\": not a finite number", i); return -1; }
+    if (e->phase != CODI_ALL && (e->phase < CODI_PHASE_PREFILL || e->phase > CODI_PHASE_ANSWER)) {
+        codi__err(err, errsz, "edit %d: \"phase\": unknown phase %d", i, e->phase); return -1;
+    }
+    if (e->step != CODI_ALL && (e->step < 1 || e->phase != CODI_PHASE_LATENT)) {
+        codi__err(err, errsz, "edit %d: \"step\": a latent step k >= 1 in the latent phase (got %d)", i, e->step); return -1;
+    }
+    if (e->at == CODI_AT_LATENT_INPUT && e->phase != CODI_PHASE_LATENT) {
+        codi__err(err, errsz, "edit %d: \"phase\": latent_input edits belong to the latent phase", i); return -1;
+    }
+    if (e->layer != CODI_ALL && (e->layer < 0 || e->layer > max_layer || e->at == CODI_AT_LATENT_INPUT || (e->at == CODI_AT_FINAL && e->layer != L))) {
+        codi__err(err, errsz, "edit %d: \"layer\": %d is out of range for at \"%s\" (%s%d)", i, e->layer, at,
+                  e->at == CODI_AT_LATENT_INPUT ? "no layer; got " : e->at == CODI_AT_FINAL ? "only " : "0..", max_layer);
+        return -1;
+    }
+    if (e->head != CODI_ALL && (!kv || e->head < 0 || e->head >= st->n_kv_heads)) {
+        codi__err(err, errsz, "edit %d: \"head\": %d is out of range for at \"%s\" (kv heads 0..%d)", i, e->head, at, st->n_kv_heads - 1);
+        return -1;
+    }
+    if (e->at == CODI_AT_KV_CACHE) {
+        if (!e->key_vector && !e->value_vector) { codi__err(err, errsz, "edit %d: kv_cache needs \"key_vector\" and/or \"value_vector\"", i); return -1; }
+        if ((e->when != CODI_ALL && e->when < 0) || (e->pos_latent < 0 && e->pos_latent != CODI_ALL && e->pos_latent != CODI_LAST) ||
+            (e->pos_latent == 0 && e->n_positions <= 0)) {
+            codi__err(err, errsz, "edit %d: \"when\"/\"positions\": a latent step k >= 0, or a non-empty position list", i); return -1;
+        }
+        for (j = 0; j < e->n_positions; j++)
+            if (e->positions[j] < 0) { codi__err(err, errsz, "edit %d: \"positions\": %d is negative", i, e->positions[j]); return -1; }
+        if ((e->key_vector && !codi__all_finite(e->key_vector, (int)e->kv_len)) || (e->value_vector && !codi__all_finite(e->value_vector, (int)e->kv_len))) {
+            codi__err(err, errsz, "edit %d: \"key_vector\"/\"value_vector\": not finite (NaN or Inf)", i); return -1;
+        }
+    } else {
+        if (!e->vector) { codi__err(err, errsz, "edit %d: \"vector\": missing (or give \"random\")", i); return -1; }
+        if (!codi__all_finite(e->vector, (int)e->vector_len)) { codi__err(err, errsz, "edit %d: \"vector\": not finite (NaN or Inf)", i); return -1; }
+    }
+    if (kv) {
+        long n = e->at == CODI_AT_KV_CACHE ? e->kv_len : e->vector_len;
+        if (n != st->head_dim && n != KVD && n != L * KVD) {
+            codi__err(err, errsz, "edit %d: \"%s\": %ld values; at \"%s\" needs [HD] = %d, [KVH, HD] = %ld or [L, KVH, HD] = %ld", i,
+                      e->at == CODI_AT_KV_CACHE ? "key_vector" : "vector", n, at, st->head_dim, KVD, L * KVD);
+            return -1;
+        }
+    } else if (e->vector_len != D && !(e->vector_len == rows_ok * D && (e->at == CODI_AT_RESID || e->at == CODI_AT_ATTN_OUT || e->at == CODI_AT_MLP_OUT))) {
+        codi__err(err, errsz, "edit %d: \"vector\": %ld values; at \"%s\" needs [D] = %ld%s", i, e->vector_len, at, D,
+                  e->at == CODI_AT_RESID ? " or [L+1, D]" : e->at == CODI_AT_ATTN_OUT || e->at == CODI_AT_MLP_OUT ? " or [L, D]" : "");
+        return -1;
+    }
+    /* owned copies; K/V vectors expanded to [L, KVH*HD] */
+    c.vector = c.key_vector = c.value_vector = NULL; c.positions = NULL;
+    if (e->vector) c.vector = kv ? codi__kv_expand(st, e->vector, e->vector_len) : codi__copy_floats(e->vector, e->vector_len);
+    if (e->key_vector) c.key_vector = codi__kv_expand(st, e->key_vector, e->kv_len);
+    if (e->value_vector) c.value_vector = codi__kv_expand(st, e->value_vector, e->kv_len);
+    if (e->n_positions > 0) {
+        int *p = (int *)CODI_MALLOC((size_t)e->n_positions * sizeof(int));
+        if (p) memcpy(p, e->positions, (size_t)e->n_positions * sizeof(int));
+        c.positions = p;
+    }
+    if (kv) { c.vector_len = e->vector ? L * KVD : 0; c.kv_len = L * KVD; }
+    grown = (codi_edit *)CODI_REALLOC(st->edits, (size_t)(i + 1) * sizeof *grown);
+    if (grown) st->edits = grown;
+    if (!grown || (e->vector && !c.vector) || (e->key_vector && !c.key_vector) || (e->value_vector && !c.value_vector) ||
+        (e->n_positions > 0 && !c.positions)) {
+        CODI_FREE((void *)c.vector); CODI_FREE((void *)c.key_vector); CODI_FREE((void *)c.value_vector); CODI_FREE((void *)c.positions);
+        codi__err(err, errsz, "edit %d: out of memory", i); return -1;
+    }
+    st->edits[st->n_edits++] = c;
+    return 0;
+}
+
+/* "FILE:TENSOR" (FILE relative to base_dir) as floats; *n values, the last dimension in *last. */
+static float *codi__steer_read(const char *ref, const char *base_dir, long *n, long *last, char *err, size_t errsz) {
+    const char *colon = strrchr(ref, ':'), *name;
+    char path[4096];
+    codi_st_file *f;
+    codi_st_tensor t;
+    float *out = NULL;
+    if (!colon || colon == ref || !colon[1]) { codi__err(err, errsz, "\"%s\" is not FILE.safetensors:TENSOR", ref); return NULL; }
+    name = colon + 1;
+    if (ref[0] == '/' || !base_dir || !*base_dir) snprintf(path, sizeof path, "%.*s", (int)(colon - ref), ref);
+    else snprintf(path, sizeof path, "%s/%.*s", base_dir, (int)(colon - ref), ref);
+    if (!(f = codi_st_open(path, err, errsz))) return NULL;
+    if (codi_st_find(f, name, &t)) codi__err(err, errsz, "%s has no tensor \"%s\"", path, name);
+    else if (t.numel == 0 || !(out = (float *)CODI_MALLOC(t.numel * sizeof(float)))) codi__err(err, errsz, "%s: tensor \"%s\" is empty or does not fit in memory", path, name);
+    else if (codi_st_read_f32(f, name, out, t.numel, err, errsz) < 0) { CODI_FREE(out); out = NULL; }
+    else { *n = (long)t.numel; *last = t.ndim ? (long)t.shape[t.ndim - 1] : 1; }
+    codi_st_close(f);
+    return out;
+}
+
+/* Mean and (population) standard deviation of x[0], x[stride], ... (n values). */
+static void codi__mean_sd(const float *x, long n, long stride, double *mean, double *sd) {
+    double s1 = 0, s2 = 0;
+    long i;
+    for (i = 0; i < n; i++) s1 += x[i * stride];
+    *mean = s1 / n;
+    for (i = 0; i < n; i++) s2 += (x[i * stride] - *mean) * (x[i * stride] - *mean);
+    *sd = sqrt(s2 / n);
+}
+
+/* A "random" object -> an owned vector of *n floats (size: n_default for "norm"). */
+static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_default, const char *base_dir, long *n,
+                                 int *self, char *err, size_t errsz) {
+    const codi__json *seed = codi__json_get(r, "seed"), *norm = codi__json_get(r, "norm");
+    const codi__json *norm_of = codi__json_get(r, "norm_of"), *ms = codi__json_get(r, "mean_std_of"), *pd = codi__json_get(r, "per_dim"), *f;
+    codi_rng rng;
+    float *src = NULL, *out = NULL;
+    long ns = 0, last = 0, i, j;
+    if (r->type != CODI__J_OBJ) { codi__err(err, errsz, "\"random\": must be an object"); return NULL; }
+    for (f = r->child; f; f = f->next)
+        if (strcmp(f->key, "seed") && strcmp(f->key, "norm") && strcmp(f->key, "norm_of") && strcmp(f->key, "mean_std_of") && strcmp(f->key, "per_dim")) {
+            codi__err(err, errsz, "\"random\": unknown field \"%s\"", f->key); return NULL;
+        }
+    if (!seed || seed->type != CODI__J_NUM || seed->num < 0 || seed->num > 9007199254740992.0 || seed->num != floor(seed->num)) {
+        codi__err(err, errsz, "\"random\": \"seed\" must be a whole number >= 0"); return NULL;
+    }
+    if ((norm != NULL) + (norm_of != NULL) + (ms != NULL) != 1) {
+        codi__err(err, errsz, "\"random\": give exactly one of \"norm\", \"norm_of\", \"mean_std_of\""); return NULL;
+    }
+    if (pd && (!ms || (pd->type != CODI__J_TRUE && pd->type != CODI__J_FALSE))) {
+        codi__err(err, errsz, "\"random\": \"per_dim\" is true/false beside \"mean_std_of\""); return NULL;
+    }
+    codi_rng_seed(&rng, (uint64_t)seed->num + seed_add);
+    *self = ms && ms->type == CODI__J_STR && !strcmp(ms->str, "self");
+    if (*self && pd) { codi__err(err, errsz, "\"random\": \"per_dim\" does not go with \"mean_std_of\": \"self\""); return NULL; }
+    if (norm || *self) {
+        if (norm && (norm->type != CODI__J_NUM || !(norm->num >= 0) || norm->num > 1e30)) { codi__err(err, errsz, "\"random\": \"norm\" must be a number >= 0"); return NULL; }
+        if ((out = (float *)CODI_MALLOC((size_t)n_default * sizeof(float))) != NULL) {
+            if (norm) codi__random_direction(&rng, out, n_default, norm->num);
+            else for (i = 0; i < n_default; i++) out[i] = (float)codi_rng_normal(&rng);
+        }
+        *n = n_default;
+        if (!out) codi__err(err, errsz, "out of memory");
+        return out;
+    }
+    f = norm_of ? norm_of : ms;
+    if (f->type != CODI__J_STR) { codi__err(err, errsz, "\"random\": \"%s\" must be \"FILE:TENSOR\"", f->key); return NULL; }
+    if (!(src = codi__steer_read(f->str, base_dir, &ns, &last, err, errsz))) return NULL;
+    if (!codi__all_finite(src, (int)ns)) { codi__err(err, errsz, "\"random\": %s is not finite (NaN or Inf)", f->str); CODI_FREE(src); return NULL; }
+    *n = pd && pd->type == CODI__J_TRUE ? last : ns;
+    if (*n == ns && pd && pd->type == CODI__J_TRUE) { codi__err(err, errsz, "\"random\": \"per_dim\" needs a tensor of rows (samples)"); CODI_FREE(src); return NULL; }
+    if ((out = (float *)CODI_MALLOC((size_t)*n * sizeof(float))) == NULL) { codi__err(err, errsz, "out of memory"); CODI_FREE(src); return NULL; }
+    if (norm_of) codi__random_direction(&rng, out, ns, codi__norm(src, ns));
+    else if (*n == ns) {                                 /* the tensor's scalar mean and std */
+        double mean, sd;
+        codi__mean_sd(src, ns, 1, &mean, &sd);
+        for (i = 0; i < ns; i++) out[i] = (float)(mean + sd * codi_rng_normal(&rng));
+    } else                                               /* each column's, over the rows */
+        for (j = 0; j < *n; j++) {
+            double mean, sd;
+            codi__mean_sd(src + j, ns / *n, *n, &mean, &sd);
+            out[j] = (float)(mean + sd * codi_rng_normal(&rng));
+        }
+    CODI_FREE(src);
+    return out;
+}
+
+/* "all" or a whole number in [lo, hi] into *out; 0, or -1 with the reason in err. */
+static int codi__spec_int_or_all(const codi__json *v, int lo, int hi, int *out, char *err, size_t errsz) {
+    if (v->type == CODI__J_STR && !strcmp(v->str, "all")) { *out = CODI_ALL; return 0; }
+    if (v->type != CODI__J_NUM || v->num != floor(v->num) || v->num < lo || v->num > hi) {
+        codi__err(err, errsz, "must be \"all\" or a whole number in %d..%d", lo, hi); return -1;
+    }
+    *out = (int)v->num;
+    return 0;
+}
+
+/* "latent:K" / "after_latent:K" -> K >= 1, else -1. */
+static int codi__spec_latent_k(const char *s, const char *prefix) {
+    size_t n = strlen(prefix);
+    char *end;
+    long k;
+    if (strncmp(s, prefix, n) || !s[n]) return -1;
+    k = strtol(s + n, &end, 10);
+    return *end || k < 1 || k > 1000000 ? -1 : (int)k;
+}
+
+/* One element of "edits" -> codi_steer_add. */
+static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index, const char *base_dir, char *err, size_t errsz) {
+    /* which fields each "at" takes: bit per CODI_AT_* */
+    static const struct { const char *name; unsigned ats; } fields[] = {
+        { "at", 0xff }, { "op", 0xff }, { "alpha", 0xff }, { "step", 0xff }, { "random", 0xff },
+        { "phase", 0x7e }, { "vector", 0x7f }, { "layer", 0xfe }, { "head", 0xe0 },
+        { "positions", 0x80 }, { "when", 0x80 }, { "key_vector", 0x80 }, { "value_vector", 0x80 } };
+    codi_edit e = codi_edit_default();
+    const codi__json *f, *at = codi__json_get(j, "at");
+    float *vec[3] = { NULL, NULL, NULL };
+    long lens[3] = { 0, 0, 0 };
+    int *pos = NULL, rc = -1, a, k, has_phase = 0;
+    size_t fi;
+    char sub[200], why[400];
+    sub[0] = 0;
+    if (j->type != CODI__J_OBJ) { codi__err(err, errsz, "edit %d: not a JSON object", index); return -1; }
+    if (!at || at->type != CODI__J_STR) { codi__err(err, errsz, "edit %d: \"at\": missing (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index); return -1; }
+    for (a = 0; a < CODI_AT_COUNT && strcmp(at->str, codi__at_names[a]); a++) {}
+    if (a == CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point \"%s\" (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index, at->str); return -1; }
+    e.at = a;
+    if (a == CODI_AT_LATENT_INPUT) e.phase = CODI_PHASE_LATENT;
+    if (a == CODI_AT_FINAL) e.layer = st->n_layers;
+    for (f = j->child; f; f = f->next) {
+        for (fi = 0; fi < sizeof fields / sizeof *fields && strcmp(f->key, fields[fi].name); fi++) {}
+        if (fi == sizeof fields / sizeof *fields) { codi__err(err, errsz, "edit %d: \"%s\": unknown field", index, f->key); goto done; }
+        if (!(fields[fi].ats >> a & 1)) { codi__err(err, errsz, "edit %d: \"%s\": does not apply to at \"%s\"", index, f->key, at->str); goto done; }
+    }
+#define CODI__FIELD_ERR(name, ...) do { snprintf(why, sizeof why, __VA_ARGS__); codi__err(err, errsz, "edit %d: \"%s\": %s", index, name, why); goto done; } while (0)
+    if ((f = codi__json_get(j, "op")) != NULL) {
+        if (f->type != CODI__J_STR || (strcmp(f->str, "add") && strcmp(f->str, "set"))) CODI__FIELD_ERR("op", "must be \"add\" or \"set\"");
+        e.op = strcmp(f->str, "add") ? CODI_EDIT_SET : CODI_EDIT_ADD;
+    }
+    if ((f = codi__json_get(j, "alpha")) != NULL) {
+        if (f->type != CODI__J_NUM || !(fabs(f->num) <= 1e30)) CODI__FIELD_ERR("alpha", "must be a finite number");
+        e.alpha = (float)f->num;
+    }
+    if ((f = codi__json_get(j, "phase")) != NULL) {
+        static const char *const names[] = { "prefill", "latent", "answer" };
+        if (f->type == CODI__J_STR && !strcmp(f->str, "all")) e.phase = CODI_ALL;
+        else {
+            for (k = 0; k < 3 && !(f->type == CODI__J_STR && !strcmp(f->str, names[k])); k++) {}
+            if (k == 3) CODI__FIELD_ERR("phase", "must be \"prefill\", \"latent\", \"answer\" or \"all\"");
+            e.phase = k;
+        }
+        if (a == CODI_AT_LATENT_INPUT && e.phase != CODI_PHASE_LATENT) CODI__FIELD_ERR("phase", "latent_input edits belong to the latent phase");
+        has_phase = 1;
+    }
+    if ((f = codi__json_get(j, "step")) != NULL) {
+        if (codi__spec_int_or_all(f, 1, 1000000, &k, sub, sizeof sub)) CODI__FIELD_ERR("step", "%s", sub);
+        if (a == CODI_AT_KV_CACHE) e.when = e.pos_latent = k;
+        else {
+            if (k != CODI_ALL && has_phase && e.phase != CODI_PHASE_LATENT) CODI__FIELD_ERR("step", "latent steps need phase \"latent\"");
+            e.step = k;
+            if (k != CODI_ALL) e.phase = CODI_PHASE_LATENT;
+        }
+    }
+    if ((f = codi__json_get(j, "layer")) != NULL) {
+        int hi = a == CODI_AT_RESID || a == CODI_AT_FINAL ? st->n_layers : st->n_layers - 1;
+        if (codi__spec_int_or_all(f, a == CODI_AT_FINAL ? st->n_layers : 0, hi, &e.layer, sub, sizeof sub)) CODI__FIELD_ERR("layer", "%s (at \"%s\")", sub, at->str);
+    } else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
+    if ((f = codi__json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
+    if ((f = codi__json_get(j, "when")) != NULL) {
+        if (f->type == CODI__J_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
+        else if (f->type == CODI__J_STR && !strcmp(f->str, "after_prefill")) e.when = 0;
+        else if (f->type != CODI__J_STR || (e.when = codi__spec_latent_k(f->str, "after_latent:")) < 0)
+            CODI__FIELD_ERR("when", "must be \"after_latents\", \"after_latent:K\" (K >= 1) or \"after_prefill\"");
+    }
+    if ((f = codi__json_get(j, "positions")) != NULL) {
+        const codi__json *p;
+        if (f->type == CODI__J_STR && !strcmp(f->str, "latents")) e.pos_latent = CODI_ALL;
+        else if (f->type == CODI__J_STR && !strcmp(f->str, "last")) e.pos_latent = CODI_LAST;
+        else if (f->type == CODI__J_STR) {
+            if ((e.pos_latent = codi__spec_latent_k(f->str, "latent:")) < 0) CODI__FIELD_ERR("positions", "must be \"latents\", \"latent:K\" (K >= 1), \"last\" or a list of positions");
+        } else if (f->type == CODI__J_ARR && f->count > 0) {
+            if (!(pos = (int *)CODI_MALLOC((size_t)f->count * sizeof(int)))) CODI__FIELD_ERR("positions", "out of memory");
+            for (p = f->child, k = 0; p; p = p->next, k++) {
+                if (p->type != CODI__J_NUM || p->num != floor(p->num) || p->num < 0 || p->num > 1e9) CODI__FIELD_ERR("positions", "element %d is not a position >= 0", k);
+                pos[k] = (int)p->num;
+            }
+            e.pos_latent = 0; e.positions = pos; e.n_positions = f->count;
+        } else CODI__FIELD_ERR("positions", "must be \"latents\", \"latent:K\" or a non-empty list of positions");
+    }
+    /* the vectors: from files, or drawn */
+    {
+        static const char *const names[3] = { "vector", "key_vector", "value_vector" };
+        const codi__json *r = codi__json_get(j, "random");
+        int kv = a == CODI_AT_KEY || a == CODI_AT_VALUE || a == CODI_AT_KV_CACHE;
+        for (k = 0; k < 3; k++) {
+            long last = 0;
+            if (!(f = codi__json_get(j, names[k]))) continue;
+            if (r) CODI__FIELD_ERR(names[k], "give either a vector or \"random\", not both");
+            if (f->type != CODI__J_STR) CODI__FIELD_ERR(names[k], "must be \"FILE.safetensors:TENSOR\"");
+            if (!(vec[k] = codi__steer_read(f->str, base_dir, &lens[k], &last, sub, sizeof sub))) CODI__FIELD_ERR(names[k], "%s", sub);
+            if (last != (kv ? st->head_dim : st->dim)) CODI__FIELD_ERR(names[k], "last dimension %ld; at \"%s\" needs %d", last, at->str, kv ? st->head_dim : st->dim);
+        }
+        if (r) {
+            for (k = a == CODI_AT_KV_CACHE ? 1 : 0; k < (a == CODI_AT_KV_CACHE ? 3 : 1); k++)
+                if (!(vec[k] = codi__steer_random(r, (uint64_t)(k == 2), kv ? st->head_dim : st->dim, base_dir, &lens[k], &e.noise_self, sub, sizeof sub)))
+                    CODI__FIELD_ERR("random", "%s", sub);
+            if (kv && e.noise_self) CODI__FIELD_ERR("random", "\"mean_std_of\": \"self\" applies to latent_input, resid, final, attn_out, mlp_out");
+        }
+        if (vec[1] && vec[2] && lens[1] != lens[2]) CODI__FIELD_ERR("value_vector", "%ld values, key_vector has %ld", lens[2], lens[1]);
+        e.vector = vec[0]; e.vector_len = lens[0];
+        e.key_vector = vec[1]; e.value_vector = vec[2]; e.kv_len = vec[1] ? lens[1] : lens[2];
+    }
+#undef CODI__FIELD_ERR
+    if (st->n_edits != index) { codi__err(err, errsz, "edit %d: internal order", index); goto done; }
+    rc = codi_steer_add(st, &e, err, errsz);
+done:
+    for (k = 0; k < 3; k++) CODI_FREE(vec[k]);
+    CODI_FREE(pos);
+    return rc;
+}
+
+CODI_API codi_steer *codi_steer_parse(const codi_model *m, const char *json, size_t len, const char *base_dir,
+                                      char *err, size_t errsz) {
+    char jerr[256];
+    codi__json *root = codi__json_parse(json, len, jerr, sizeof jerr);
+    const codi__json *edits, *f;
+    codi_steer *st = NULL;
+    int i = 0;
+    if (!root) { codi__err(err, errsz, "steer spec: %s", jerr); return NULL; }
+    if (root->type != CODI__J_OBJ) { codi__err(err, errsz, "steer spec: not a JSON object {\"edits\": [...]}"); goto fail; }
+    for (f = root->child; f; f = f->next)
+        if (strcmp(f->key, "edits") && strcmp(f->key, "name") && strcmp(f->key, "description")) {
+            codi__err(err, errsz, "steer spec: unknown field \"%s\" (edits, name, description)", f->key); goto fail;
+        }
+    if (!(edits = codi__json_get(root, "edits")) || edits->type != CODI__J_ARR) { codi__err(err, errsz, "steer spec: \"edits\" must be a list"); goto fail; }
+    if (!(st = codi_steer_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if ((f = codi__json_get(root, "name")) != NULL && f->type == CODI__J_STR) snprintf(st->name, sizeof st->name, "%s", f->str);
+    for (f = edits->child; f; f = f->next, i++)
+        if (codi__steer_parse_edit(st, f, i, base_dir, err, errsz)) goto fail;
+    codi__json_free(root);
+    return st;
+fail:
+    codi_steer_free(st);
+    codi__json_free(root);
+    return NULL;
+}
+
+CODI_API codi_steer *codi_steer_load(const codi_model *m, const char *path, char *err, size_t errsz) {
+    size_t len;
+    char *text = codi__read_text(path, &len), dir[4096], e2[512];
+    const char *slash = strrchr(path, '/');
+    codi_steer *st;
+    if (!text) { codi__err(err, errsz, "%s: cannot read", path); return NULL; }
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 0, path);
+    st = codi_steer_parse(m, text, len, slash ? dir : NULL, e2, sizeof e2);
+    CODI_FREE(text);
+    if (!st) { codi__err(err, errsz, "%s: %s", path, e2); return NULL; }
+    if (!st->name[0]) {
+        const char *base = slash ? slash + 1 : path, *dot = strrchr(base, '.');
+        snprintf(st->name, sizeof st->name, "%.*s", dot ? (int)(dot - base) : (int)strlen(base), base);
+    }
+    return st;
+}
+
+CODI_API codi_steer *codi_steer_random_like(const codi_steer *st, uint64_t seed) {
+    codi_steer *r = (codi_steer *)CODI_MALLOC(sizeof *r);
+    codi_rng rng;
+    int i, k;
+    if (!r) return NULL;
+    *r = *st;
+    r->n_edits = 0;
+    if (!(r->edits = (codi_edit *)CODI_MALLOC((size_t)(st->n_edits ? st->n_edits : 1) * sizeof *r->edits))) { CODI_FREE(r); return NULL; }
+    snprintf(r->name, sizeof r->name, "random(%.80s, seed %llu)", st->name, (unsigned long long)seed);
+    codi_rng_seed(&rng, seed);
+    for (i = 0; i < st->n_edits; i++) {
+        const codi_edit *e = &st->edits[i];
+        codi_edit c = *e;
+        const float *src[3] = { e->vector, e->key_vector, e->value_vector };
+        float *dst[3] = { NULL, NULL, NULL };
+        long len[3] = { e->vector_len, e->kv_len, e->kv_len };
+        int bad = 0;
+        long row = e->at == CODI_AT_KEY || e->at == CODI_AT_VALUE || e->at == CODI_AT_KV_CACHE ? st->head_dim : st->dim, o;
+        for (k = 0; k < 3; k++) {
+            if (!src[k]) continue;
+            if (!(dst[k] = (float *)CODI_MALLOC((size_t)len[k] * sizeof(float)))) { bad = 1; continue; }
+            for (o = 0; o < len[k]; o += row) codi__random_direction(&rng, dst[k] + o, row, codi__norm(src[k] + o, row));
+        }
+        c.positions = NULL;
+        if (e->n_positions > 0 && (c.positions = (int *)CODI_MALLOC((size_t)e->n_positions * sizeof(int))) != NULL)
+            memcpy((int *)c.positions, e->positions, (size_t)e->n_positions * sizeof(int));
+        c.vector = dst[0]; c.key_vector = dst[1]; c.value_vector = dst[2];
+        r->edits[r->n_edits++] = c;
+        if (bad || (e->n_positions > 0 && !c.positions)) { codi_steer_free(r); return NULL; }
+    }
+    return r;
+}
+
+CODI_API int codi_steer_install(const codi_steer *st, codi_state *s, codi_run_opts *o) {
+    int i, kv = 0, hooks = 0;
+    if (st->dim != s->dim || st->n_layers != s->n_layers || st->n_kv_heads != s->n_kv_heads || st->head_dim != s->head_dim) {
+        codi__err(s->error, sizeof s->error, "steer: the intervention set was built for another model shape"); return -1;
+    }
+    for (i = 0; i < st->n_edits; i++) {
+        const codi_edit *e = &st->edits[i];
+        int k = e->at == CODI_AT_KV_CACHE ? (e->when > e->pos_latent ? e->when : e->pos_latent) : e->step;
+        if (e->at == CODI_AT_KV_CACHE) kv = 1; else hooks = 1;
+        if (o && k > o->n_latent) {
+            codi__err(s->error, sizeof s->error, "steer edit %d: latent step %d but the run has %d latent steps", i, k, o->n_latent); return -1;
+        }
+    }
+    if (kv && !o) { codi__err(s->error, sizeof s->error, "steer: kv_cache edits need the run options (after_latent)"); return -1; }
+    if (kv && o->after_latent && (o->after_latent != codi_steer_after_latent || o->after_latent_user != (const void *)st)) {
+        codi__err(s->error, sizeof s->error, "steer: the run options already have another after_latent callback"); return -1;
+    }
+    if (hooks && codi_state_add_hook(s, codi__steer_hook, (void *)st) < 0) {
+        codi__err(s->error, sizeof s->error, "steer: the state's %d hooks are all in use", CODI_MAX_HOOKS); return -1;
+    }
+    if (kv) { o->after_latent = codi_steer_after_latent; o->after_latent_user = (void *)st; }
+    return 0;
+}
+
+CODI_API int codi_means_init(codi_means *a, const codi_model *m, int n_latent) {
+    const codi_config *c = &m->config;
+    memset(a, 0, sizeof *a);
+    if (n_latent < 1) return -1;
+    a->n_latent = n_latent; a->dim = c->dim; a->kv_size = c->n_layers * c->n_kv_heads * c->head_dim;
+    a->final = (double *)CODI_MALLOC((size_t)n_latent * a->dim * sizeof(double));
+    a->key = (double *)CODI_MALLOC((size_t)n_latent * a->kv_size * sizeof(double));
+    a->value = (double *)CODI_MALLOC((size_t)n_latent * a->kv_size * sizeof(double));
+    if (!a->final || !a->key || !a->value) { codi_means_free(a); return -1; }
+    memset(a->final, 0, (size_t)n_latent * a->dim * sizeof(double));
+    memset(a->key, 0, (size_t)n_latent * a->kv_size * sizeof(double));
+    memset(a->value, 0, (size_t)n_latent * a->kv_size * sizeof(double));
+    return 0;
+}
+
+CODI_API int codi_means_add(codi_means *a, const codi_model *m, codi_state *s, int prompt_len) {
+    const codi_config *c = &m->config;
+    float *h;
+    int k, l, kh, j;
+    if (prompt_len < 1 || prompt_len + a->n_latent - 1 > s->n_pos - 1) {
+        codi__err(s->error, sizeof s->error, "means: the state holds %d positions, not a prompt of %d and %d latents", s->n_pos, prompt_len, a->n_latent);
+        return -1;
+    }
+    if (!(h = (float *)CODI_MALLOC((size_t)c->dim * sizeof(float)))) { codi__err(s->error, sizeof s->error, "out of memory"); return -1; }
+    for (k = 1; k <= a->n_latent; k++) {
+        int p = prompt_len + k - 1;                 /* latent k's slot */
+        double *fk = a->final + (size_t)(k - 1) * a->dim;
+        codi__rmsnorm(h, codi_state_resid(s, c->n_layers, p), m->w.final_norm, c->dim, c->norm_eps);
+        for (j = 0; j < c->dim; j++) fk[j] += h[j];
+        for (l = 0; l < c->n_layers; l++)
+            for (kh = 0; kh < c->n_kv_heads; kh++) {
+                size_t off = (size_t)(k - 1) * a->kv_size + ((size_t)l * c->n_kv_heads + kh) * c->head_dim;
+                const float *kk = codi_state_key(s, l, kh, p), *vv = codi_state_value(s, l, kh, p);
+                for (j = 0; j < c->head_dim; j++) { a->key[off + j] += kk[j]; a->value[off + j] += vv[j]; }
+            }
+    }
+    CODI_FREE(h);
+    a->count++;
+    return 0;
+}
+
+CODI_API void codi_means_get(const codi_means *a, float *final, float *key, float *value) {
+    size_t i, nf = (size_t)a->n_latent * a->dim, nk = (size_t)a->n_latent * a->kv_size;
+    double d = a->count ? (double)a->count : 1;
+    for (i = 0; final && i < nf; i++) final[i] = (float)(a->final[i] / d);
+    for (i = 0; key && i < nk; i++) key[i] = (float)(a->key[i] / d);
+    for (i = 0; value && i < nk; i++) value[i] = (float)(a->value[i] / d);
+}
+
+CODI_API void codi_means_free(codi_means *a) {
+    CODI_FREE(a->final); CODI_FREE(a->key); CODI_FREE(a->value);
+    memset(a, 0, sizeof *a);
 }
 
 /* >>unicode: the character classes of the pre-tokenizer regex --------------------------------- */
@@ -4759,13 +5527,6 @@ CODI_API codi_lens_trainer *codi_lens_trainer_new(const codi_model *m, codi_tune
 
 CODI_API long codi_lens_trainer_steps_done(const codi_lens_trainer *tr) { return tr->step; }
 CODI_API const char *codi_lens_trainer_error(const codi_lens_trainer *tr) { return tr->err; }
-
-static uint64_t codi__splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* The sample at offset k of the run: epochs back to back, each a seeded Fisher-Yates shuffle. */
 static long codi__lens_sample_at(codi_lens_trainer *tr, long k) {

@@ -52,8 +52,18 @@ static void run_print_token(void *user, int32_t id) {   /* codi_run_opts.on_toke
 }
 
 /* One question: streamed answer, answer ids, decoded latents and the lens table. */
-static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps) {
+/* A steering spec's intervention set for m (NULL path: none); *bad = 1 after a message when it fails. */
+static codi_steer *run_load_steer(const codi_model *m, const char *path, int *bad) {
+    char err[512];
+    codi_steer *st = path ? codi_steer_load(m, path, err, sizeof err) : NULL;
+    *bad = path && !st;
+    if (*bad) fprintf(stderr, "codi: %s\n", err);
+    return st;
+}
+
+static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps, const char *steer_path) {
     codi_model *m = cli_load_model(ma);
+    codi_steer *steer = NULL;
     codi_tokenizer *tk = NULL;
     const codi_config *c;
     codi_state *s = NULL;
@@ -61,9 +71,10 @@ static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps) {
     codi_run_result rr;
     run_stream sc;
     int32_t ids[4096];
-    int n, N = pa->latents, L, V, k, l, rc = 1;
+    int n, N = pa->latents, L, V, k, l, rc = 1, bad;
     float *lf = NULL, *ll = NULL;
     if (!m) return 1;
+    if (!(steer = run_load_steer(m, steer_path, &bad)) && bad) { codi_model_free(m); return 1; }
     if (!(tk = cli_load_tokenizer(ma, m, pa->question == NULL)) && (pa->question || ma->tokenizer)) { codi_model_free(m); return 1; }
     c = &m->config; L = c->n_layers; V = c->vocab;
     if ((n = cli_prompt_ids(pa, m, tk, ids, 4096)) <= 0) { rc = 2; goto done; }
@@ -72,6 +83,7 @@ static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps) {
     if (!s || !lf || !ll) { fprintf(stderr, "codi: out of memory\n"); goto done; }
     ro = codi_run_opts_default(m);
     ro.n_latent = N; ro.max_answer = steps; ro.latent_logits = lf;
+    if (steer && codi_steer_install(steer, s, &ro)) { fprintf(stderr, "codi: %s\n", s->error); goto done; }
     if (tk) {
         char q[16384];
         codi_decode(tk, ids, n, 0, q, sizeof q);
@@ -99,13 +111,14 @@ static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps) {
 done:
     free(lf); free(ll);
     codi_state_free(s);
+    codi_steer_free(steer);
     codi_tokenizer_free(tk);
     codi_model_free(m);
     return rc;
 }
 
 typedef struct {
-    const codi_model *m; const codi_tokenizer *t; codi_state *s;
+    const codi_model *m; const codi_tokenizer *t; codi_state *s; const codi_steer *steer;
     cli_prompt_args pa; int steps, threads, n, correct, failed;
     cli_progress *progress;
 } run_file_ctx;
@@ -127,7 +140,8 @@ static int run_question(void *user, const cli_question *q) {
         if (!(rc->s = codi_state_alloc(rc->m, 2 * (n + pa.latents + rc->steps + 2), rc->threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
     }
     ro.n_latent = pa.latents; ro.max_answer = rc->steps;
-    if (codi_run(rc->m, rc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi: question %d (line %d): %s\n", q->index, q->line, rc->s->error); rc->failed++; return 0; }
+    codi_state_clear_hooks(rc->s);
+    if ((rc->steer && codi_steer_install(rc->steer, rc->s, &ro)) || codi_run(rc->m, rc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi: question %d (line %d): %s\n", q->index, q->line, rc->s->error); rc->failed++; return 0; }
     codi_decode(rc->t, rr.answer, rr.n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
     rc->n++;
@@ -156,16 +170,18 @@ static long run_count_lines(const char *path, int limit) {
     return limit > 0 && limit < n ? limit : n;
 }
 
-static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *path, int limit, int steps) {
+static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *path, int limit, int steps, const char *steer_path) {
     run_file_ctx rc;
-    int rv, n_bad;
+    codi_steer *steer;
+    int rv, n_bad, bad;
     if (pa->ids) { fprintf(stderr, "codi run: give --questions or --ids, not both\n"); return 2; }
     memset(&rc, 0, sizeof rc);
     rc.pa = *pa; rc.steps = steps; rc.threads = ma->threads;
     if (!(rc.m = cli_load_model(ma))) return 1;
+    if (!(rc.steer = steer = run_load_steer(rc.m, steer_path, &bad)) && bad) { codi_model_free((codi_model *)rc.m); return 1; }
     if (!(rc.t = cli_load_tokenizer(ma, rc.m, 0)) || !(rc.s = codi_state_alloc(rc.m, 1024, ma->threads))) {
         if (rc.t) fprintf(stderr, "codi: out of memory\n");
-        codi_tokenizer_free((codi_tokenizer *)rc.t); codi_model_free((codi_model *)rc.m); return 1;
+        codi_steer_free(steer); codi_tokenizer_free((codi_tokenizer *)rc.t); codi_model_free((codi_model *)rc.m); return 1;
     }
     rc.progress = cli_progress_start("questions", run_count_lines(path, limit), 0);
     rv = cli_for_each_question(path, limit, 0, 0, run_question, &rc, &n_bad);
@@ -175,6 +191,7 @@ static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *p
         printf("{\"questions\": %d, \"correct\": %d, \"accuracy\": %.4f, \"latents\": %d, \"failed\": %d, \"bad_lines\": %d}\n",
                rc.n, rc.correct, rc.n ? (double)rc.correct / rc.n : 0.0, pa->latents, rc.failed, n_bad);
     codi_state_free(rc.s);
+    codi_steer_free(steer);
     codi_tokenizer_free((codi_tokenizer *)rc.t);
     codi_model_free((codi_model *)rc.m);
     return rv || rc.failed || n_bad ? 1 : 0;
@@ -183,22 +200,23 @@ static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *p
 static int run_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
-    const char *questions = NULL;
+    const char *questions = NULL, *steer_path = NULL;
     int steps = 256, limit = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma), CLI_PROMPT_OPTS(&pa),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE", "JSONL questions ({\"question\", \"answer\"} lines, GSM8K's format)" },
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "only the first N questions of --questions (0: all)" },
         { "--answer-steps", CLI_INT, &steps, 1, 1024, "N", "answer tokens at most (256)" },
+        { "--steer", CLI_STR, &steer_path, 0, 0, "SPEC.json", "run under a steering spec (codi_lens.h >>steer); compare conditions with codi eval" },
         CLI_END
     };
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, &pa)) return 2;
     if (questions && pa.question) { fprintf(stderr, "codi run: give --questions or --question, not both\n"); return 2; }
-    if (questions) return run_file(&ma, &pa, questions, limit, steps);
+    if (questions) return run_file(&ma, &pa, questions, limit, steps, steer_path);
     if (limit) { fprintf(stderr, "codi run: --limit applies to --questions only\n"); return 2; }
-    return run_one(&ma, &pa, steps);
+    return run_one(&ma, &pa, steps, steer_path);
 }
 
 static const cli_command cmd_run = {
@@ -211,6 +229,7 @@ static const cli_command cmd_run = {
     "question could not run or a line was malformed (each is reported with its line number).\n\n"
     "Examples:\n"
     "  codi run --model models/codi-nano/codi_nano.bin --question \"Zoe is 3. Sam is 9 years older. How old is Sam?\"\n"
-    "  codi run --model models/codi-nano --questions models/codi-nano/test.jsonl --limit 50",
+    "  codi run --model models/codi-nano --questions models/codi-nano/test.jsonl --limit 50\n"
+    "  codi run --model models/codi-nano --question \"Tom has 3 bags of 4 apples. How many?\" --steer tests/data/steer/s1_z_add.json",
     run_run
 };

@@ -11,17 +11,19 @@ static const char *trace_join_args(int argc, char **argv, char *buf, size_t cap)
 static int trace_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
-    const char *out = NULL;
+    const char *out = NULL, *steer_path = NULL;
     int steps = 16, stop_at_eos = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma), CLI_PROMPT_OPTS(&pa),
         { "--answer-steps", CLI_INT, &steps, 0, 1024, "N", "answer tokens to decode (16)" },
         { "--stop-at-eos", CLI_FLAG, &stop_at_eos, 0, 0, NULL, "stop the answer at eos (default: always --answer-steps tokens)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE", "the .safetensors file to write (required)" },
+        { "--steer", CLI_STR, &steer_path, 0, 0, "SPEC.json", "run under a steering spec (codi_lens.h >>steer; e.g. tests/data/steer/*.json)" },
         CLI_END
     };
     codi_model *m;
     codi_tokenizer *tk = NULL;
+    codi_steer *steer = NULL;
     const codi_config *c;
     codi_state *s = NULL;
     codi_run_opts ro;
@@ -45,6 +47,13 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     lf = malloc(sizeof(float) * (N + 1) * V); ll = malloc(sizeof(float) * (N + 1) * (L + 1) * V);
     al = malloc(sizeof(float) * (steps + 1) * V); al2 = malloc(sizeof(float) * (steps + 1) * (V - 1));
     if (!s || !pl || !pr || !pk || !pv || !li || !lr || !lf || !ll || !al || !al2) { fprintf(stderr, "codi: out of memory\n"); goto done; }
+    ro = codi_run_opts_default(m);
+    ro.n_latent = N;
+    if (steer_path) {                             /* its hooks act on the prefill pass below too */
+        char err[512];
+        if (!(steer = codi_steer_load(m, steer_path, err, sizeof err))) { fprintf(stderr, "codi: %s\n", err); goto done; }
+        if (codi_steer_install(steer, s, &ro)) { fprintf(stderr, "codi: %s\n", s->error); goto done; }
+    }
     /* the prefill alone, for every position's logits, residuals and cache */
     if (codi_forward(m, s, ids, NULL, T, pl)) { fprintf(stderr, "codi: %s\n", s->error); goto done; }
     for (l = 0; l <= L; l++) memcpy(pr + (size_t)l * T * D, codi_state_resid(s, l, 0), sizeof(float) * T * D);
@@ -54,8 +63,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
             memcpy(pk + off, codi_state_key(s, l, h, 0), sizeof(float) * T * HD);
             memcpy(pv + off, codi_state_value(s, l, h, 0), sizeof(float) * T * HD);
         }
-    ro = codi_run_opts_default(m);
-    ro.n_latent = N; ro.max_answer = steps; ro.stop_at_eos = stop_at_eos;
+    ro.max_answer = steps; ro.stop_at_eos = stop_at_eos;
     ro.latents = c->prj_dim ? li : NULL; ro.latent_logits = lf; ro.answer_logits = al;
     if (codi_run(m, s, ids, T, &ro, &rr)) { fprintf(stderr, "codi: %s\n", s->error); goto done; }
     for (k = 0; k <= N; k++)
@@ -72,6 +80,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
         const char *meta[] = { "codi_lens", CLI_VERSION, "model", ma.model, "question", pa.question ? pa.question : "",
                                "ids", pa.ids ? pa.ids : "", "recipe", num[0], "latents", num[1], "answer_steps", num[2],
                                "answer_length", num[3], "weights", m->exact ? "f32" : "bf16",
+                               "steer", steer_path ? steer_path : "",
                                "command", trace_join_args(argc, argv, cmdline, sizeof cmdline), NULL };
         codi_st_entry e[12];
         int ne = 0;
@@ -100,6 +109,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
 done:
     free(pl); free(pr); free(pk); free(pv); free(li); free(lr); free(lf); free(ll); free(al); free(al2);
     codi_state_free(s);
+    codi_steer_free(steer);
     codi_tokenizer_free(tk);
     codi_model_free(m);
     return rc;
@@ -113,8 +123,10 @@ static const cli_command cmd_trace = {
     "(keys after RoPE), latent_inputs [N+1, D], latent_resid [N+1, L+1, D], latent_final_logits [N+1, V],\n"
     "latent_lens_logits [N+1, L+1, V], answer_tokens, answer_length (tokens up to and including the first\n"
     "eos; later ones were decoded past it) and answer_logits [steps, V-1]. The header's metadata records the\n"
-    "model, question, recipe, options, command line and library version.\n\n"
+    "model, question, recipe, options, command line and library version. With --steer SPEC.json every buffer\n"
+    "is recorded under that steering spec (codi_lens.h >>steer).\n\n"
     "Examples:\n"
+    "  codi trace --model tests/data/codi_tiny.bin --head-dim 32 --exact --ids 1,63,213,513 --steer tests/data/steer/s3_kv.json --out kv.safetensors\n"
     "  codi trace --model models/codi-nano/codi_nano.bin --question \"Tom has 3 bags of 4 apples. How many?\" --out t.safetensors\n"
     "  python3 -c \"from safetensors.numpy import load_file; print(load_file('t.safetensors')['latent_resid'].shape)\"",
     trace_run

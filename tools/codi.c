@@ -15,17 +15,22 @@
 #include "cmd_lens.c"
 #include "cmd_record.c"
 #include "cmd_tune_lens.c"
+#include "cmd_eval.c"
+#include "cmd_gen_templates.c"
+#include "cmd_vectors.c"
+#include "cmd_sweep.c"
 
 static const cli_command *const commands[] = {
     &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_lens, &cmd_record, &cmd_tune_lens,
+    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
 static void codi_usage(FILE *f) {
     int i;
     fprintf(f, "usage: codi COMMAND [options]      (codi COMMAND --help: that command's options and examples)\n\ncommands:\n");
-    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i]->name, commands[i]->summary);
-    fprintf(f, "  %-10s %s\n", "help", "this list, or `codi help COMMAND`");
+    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-13s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f, "  %-13s %s\n", "help", "this list, or `codi help COMMAND`");
     fprintf(f, "\nExit status: 0 success, 1 the work failed, 2 bad usage. %s\n", CLI_VERSION);
 }
 

@@ -1,0 +1,100 @@
+#!/bin/sh
+# codi vectors against golden_protocols_tiny (Hugging Face): mean vectors from running its 8 questions
+# and from an activation dataset of them (with an unfinished row to skip); norm-matched random
+# directions; llama.cpp control vectors written and read back (direction.N = our residual N + 1).
+pass=0; fail=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+bad() { echo "not ok - $1"; fail=$((fail + 1)); }
+check() { if out=$("$@"); then echo "$out"; pass=$((pass + 1)); else echo "$out"; fail=$((fail + 1)); fi; }
+d=build/vectors_test; rm -rf $d; mkdir -p $d
+tiny="--model tests/data/codi_tiny.bin --head-dim 32 --exact"
+g=tests/data/golden_protocols_tiny.safetensors
+C=build/check_vectors_san
+
+build/codi vectors $tiny --questions tests/data/protocol_questions.jsonl --out $d/v.safetensors > /dev/null 2> $d/err || { bad "codi vectors --questions runs"; cat $d/err; }
+check $C compare "vectors --questions: mean_final = golden means (final-normed hidden at latent k)" $d/v.safetensors:mean_final $g:means 1e-4
+check $C compare "vectors --questions: mean_key = golden k_means (post-RoPE)" $d/v.safetensors:mean_key $g:k_means 1e-4
+check $C compare "vectors --questions: mean_value = golden v_means" $d/v.safetensors:mean_value $g:v_means 1e-4
+check $C norm "random_3_5 has the norm of diff_3_5, another direction" $d/v.safetensors:random_3_5 $d/v.safetensors:diff_3_5
+
+$C acts $d/acts.safetensors > $d/err || { bad "writing the activation dataset"; cat $d/err; }
+build/codi vectors $tiny --acts $d/acts.safetensors --out $d/va.safetensors > /dev/null 2> $d/err || { bad "codi vectors --acts runs"; cat $d/err; }
+check $C compare "vectors --acts (8 done rows, 1 unfinished skipped): mean_final = golden means" $d/va.safetensors:mean_final $g:means 1e-4
+check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:mean_key $g:k_means 1e-4
+check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
+
+# a real `codi record` dataset (codi-nano, 8 questions, with K/V) gives the same vectors as running them
+build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 \
+  --out $d/rec.safetensors > /dev/null 2> $d/err &&
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --out $d/vr.safetensors > /dev/null 2>> $d/err &&
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --out $d/vn.safetensors > /dev/null 2>> $d/err ||
+  { bad "codi record + codi vectors --acts"; cat $d/err; }
+check $C compare "vectors --acts of a codi record file: mean_final = vectors --questions (bit for bit)" $d/vr.safetensors:mean_final $d/vn.safetensors:mean_final 0
+check $C compare "vectors --acts of a codi record file: key_diff_2_5 = vectors --questions (bit for bit)" $d/vr.safetensors:key_diff_2_5 $d/vn.safetensors:key_diff_2_5 0
+
+# KV steering vectors from contrastive prompts: positive = golden_tiny's prompt, negative = the same
+# without its last token (causal: its last K / V are the prompt's at position 22), so the vectors are
+# Hugging Face's prefill K / V at position 23 minus position 22
+gt=tests/data/golden_tiny.safetensors
+echo '{"question": "golden prompt", "ids": [1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513]}' > $d/pos.jsonl
+echo '{"question": "golden prompt less its last token", "ids": [1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125]}' > $d/neg.jsonl
+build/codi vectors $tiny --positive $d/pos.jsonl --negative $d/neg.jsonl --out $d/kv.safetensors > /dev/null 2> $d/err || { bad "codi vectors --positive/--negative runs"; cat $d/err; }
+check $C kvdiff "vectors --positive/--negative: key_steer = golden prefill_k[23] - prefill_k[22]" $d/kv.safetensors:key_steer $gt:f32.prefill_k 23 22 1e-4
+check $C kvdiff "vectors --positive/--negative: value_steer = golden prefill_v[23] - prefill_v[22]" $d/kv.safetensors:value_steer $gt:f32.prefill_v 23 22 1e-4
+
+# control vectors: diff_3_5 at our residual indices 2..4 -> direction.1..3; read back with a spec
+build/codi vectors --to-gguf $d/v.safetensors:diff_3_5 --layers 2-4 --out $d/cv.gguf > /dev/null 2> $d/err &&
+  build/codi vectors --from-gguf $d/cv.gguf --out $d/cv.safetensors --spec $d/cv.json > /dev/null 2>> $d/err || { bad "gguf round trip runs"; cat $d/err; }
+check $C compare "GGUF round trip: direction.2 = diff_3_5" $d/cv.safetensors:direction.2 $d/v.safetensors:diff_3_5 0
+[ "$(head -c 4 $d/cv.gguf)" = GGUF ] && [ "$(od -An -tu4 -j4 -N4 $d/cv.gguf | tr -d ' ')" = 3 ] && grep -q 'controlvector' $d/cv.gguf &&
+  ok "control vector file: GGUF v3, general.architecture controlvector" || bad "GGUF header"
+grep -q '"at": "resid", "layer": 4, "phase": "all", "vector": "cv.safetensors:direction.3"' $d/cv.json &&
+  ok "spec from GGUF: direction.N at residual index N + 1 (llama.cpp adds it to block N's output)" || bad "spec from gguf: $(cat $d/cv.json)"
+head -c 100 $d/cv.gguf > $d/cut.gguf
+build/codi vectors --from-gguf $d/cut.gguf --out $d/x.safetensors 2> $d/err > /dev/null; rc=$?
+[ $rc -ne 0 ] && grep -q "truncated or malformed" $d/err && ok "a truncated GGUF: message and non-zero exit" || bad "truncated gguf: $(cat $d/err)"
+
+# codi trace --steer with the golden steering runs written as specs (tests/data/steer/): golden_tiny's
+# tolerances (logits max |diff| 1e-3, latents relative L2 1e-4, tokens equal)
+ids=1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513
+for t in s1_z_add s2_resid s3_kv s4_z_set; do
+  gt=tests/data/golden_tiny.safetensors
+  build/codi trace $tiny --ids $ids --steer tests/data/steer/$t.json --out $d/trace_$t.safetensors > /dev/null 2> $d/err || { bad "codi trace --steer $t"; cat $d/err; }
+  check $C maxabs "codi trace --steer $t.json: answer_logits = golden f32.$t" $d/trace_$t.safetensors:answer_logits $gt:f32.$t.answer_logits 1e-3
+  check $C compare "codi trace --steer $t.json: latent_inputs = golden f32.$t" $d/trace_$t.safetensors:latent_inputs $gt:f32.$t.latent_inputs 1e-4
+  check $C maxabs "codi trace --steer $t.json: latent_final_logits = golden f32.$t" $d/trace_$t.safetensors:latent_final_logits $gt:f32.$t.latent_final_logits 1e-3
+  check $C maxabs "codi trace --steer $t.json: answer_tokens = golden f32.$t" $d/trace_$t.safetensors:answer_tokens $gt:f32.$t.answer_tokens 0
+done
+
+# codi sweep on the protocol questions: every variant branches from the state after the question and
+# l latents; question 0's first answer logits equal golden_protocols_tiny's (pair (3, 5), coeff 2 for
+# embedding steering; pair (2, 4), coeff -2 for KV steering; coeff 0 = the plain runs)
+build/codi sweep $tiny --tokenizer models/codi-nano/tokenizer.json --questions tests/data/protocol_questions.jsonl --limit 1 \
+  --out $d/sweep --dump-logits $d/sweep/logits.safetensors > /dev/null 2> $d/err || { bad "codi sweep runs"; cat $d/err; }
+for l in 1 2 3 4 5 6; do
+  check $C compare "sweep l=$l: z_(l+1) += 2 diff(3,5) logits = golden emb_steer_logits[$l]" \
+    $d/sweep/logits.safetensors:emb_logits@$(( (((l - 1) * 15 + 10) * 6 + 4) * 514 ))+514 $g:emb_steer_logits@$(( (l - 1) * 514 ))+514 1e-5
+  check $C compare "sweep l=$l: K, V at latent $l += -2 diff(2,4) logits = golden kv_steer_logits[$l]" \
+    $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 6) * 4 + 1) * 514 ))+514 $g:kv_steer_logits@$(( (l - 1) * 514 ))+514 1e-5
+  check $C compare "sweep l=$l: KV coeff 0 = golden plain_logits with $l latents" \
+    $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 14) * 4 + 3) * 514 ))+514 $g:plain_logits@$(( l * 514 ))+514 1e-5
+done
+n_svg=$(ls $d/sweep/*.svg | wc -l)
+[ "$n_svg" -eq 29 ] && [ "$(wc -l < $d/sweep/steering.csv)" -eq 1441 ] && head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
+  ok "sweep writes 29 SVG heatmaps (accuracy per coeff, difference from coeff 0) and 1,440 table rows (6 l x 15 pairs x (6 + 6 + 4) coeffs)" || bad "sweep outputs: $n_svg svg"
+# scored on two codi-nano questions it answers right unsteered: identical tables with 1 and 2 threads
+sed -n '6p;12p' models/codi-nano/test.jsonl > $d/q2.jsonl
+nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"
+build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
+  cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv && [ "$(awk -F, '$8 > 0' $d/s1/steering.csv | wc -l)" -gt 0 ] &&
+  ok "sweep on codi-nano questions: scored answers, identical tables with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
+# per-dimension noise from the means of one question, evaluated on that question: its std is 0, so the
+# "noise" is that question's own z_(l+1) and every answer equals the plain one (right at l = 4)
+sed -n '6p' models/codi-nano/test.jsonl > $d/q1.jsonl
+build/codi sweep --model models/codi-nano/codi_nano.bin --exact --latents 4 --answer-tokens 8 --means-questions $d/q1.jsonl --means-limit 1 \
+  --questions $d/q1.jsonl --out $d/s3 > /dev/null 2> $d/err || { bad "sweep on one question"; cat $d/err; }
+[ "$(grep -c per_dim $d/s3/noise.csv)" -eq 12 ] && [ "$(grep per_dim $d/s3/noise.csv | awk -F, '$5 != $7' | wc -l)" -eq 0 ] &&
+  grep -q '^4,per_dim_mean_std,0,1,1,1.000000,1$' $d/s3/noise.csv &&
+  ok "sweep per-dimension noise with std 0 reproduces the plain answers (12 of 12, right at l = 4)" || bad "per-dimension noise: $(grep per_dim $d/s3/noise.csv | tr '\n' ' ')"
+echo "$pass passed, $fail failed, 0 skipped"
+[ $fail -eq 0 ]
