@@ -1,7 +1,9 @@
 # codi_lens: `make` builds build/codi and the tools, `make demo` runs the demo,
 # `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
-# the model on a random full-size checkpoint, `make bench-tokenizer` the tokenizer against JS.
+# the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
+# llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.
 CC      ?= cc
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)   # build in parallel; tests still run one by one
 CFLAGS  ?= -O2 -march=native
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes
 SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -39,7 +41,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_model test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
+TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -80,7 +82,7 @@ build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< -lm
 
 bench: build/codi build/random_codi
-	sh tools/bench.sh
+	LLAMA_BENCH="$(LLAMA_BENCH)" sh tools/bench.sh
 
 # Tuned-lens training cost on the random full-size checkpoint (seconds per step, extrapolated).
 bench-lens: build/bench_lens build/random_codi

@@ -1,4 +1,10 @@
-/* codi bench: prefill and decode speed of a model. */
+/* codi bench: speed of a model beside the machine's limits, measured in the same process.
+   Limits: read bandwidth (a STREAM-style pass over 1 GiB, every thread reading its own part) and
+   FMA peak (independent FMA chains in registers, every thread). Decode is bound by bandwidth:
+   limit = bandwidth / bytes of weights streamed per token. Prefill by compute: limit = peak /
+   FLOPs per token (2 per weight of the layers, attention excluded). Each figure also records its
+   CPU share (process CPU seconds / (wall seconds x threads)): on a machine shared with other work
+   it falls below 1, and each ratio to a limit divides both sides by their shares. */
 
 static double bench_peak_rss_mb(void) {
     FILE *f = fopen("/proc/self/status", "r");
@@ -10,68 +16,368 @@ static double bench_peak_rss_mb(void) {
     return kb / 1024.0;
 }
 
+static int bench_threads = 1;
+
+/* Process CPU seconds (every thread). */
+static double bench_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct { double wall, cpu; } bench_clock;
+static bench_clock bench_start(void) { bench_clock c; c.wall = cli_now(); c.cpu = bench_cpu_now(); return c; }
+/* Wall seconds since c; *share = the CPU share over that time. */
+static double bench_stop(bench_clock c, double *share) {
+    double wall = cli_now() - c.wall;
+    if (share) *share = wall > 0 ? (bench_cpu_now() - c.cpu) / (wall * bench_threads) : 1;
+    if (share && *share > 1) *share = 1;
+    return wall;
+}
+
+/* Starts the peak-RSS count afresh (Linux: "5" to /proc/self/clear_refs), so it is the model's, not the bandwidth buffer's. */
+static void bench_reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) { fputs("5", f); fclose(f); }
+}
+
+/* --- the machine's limits ---------------------------------------------------------------- */
+
+typedef struct { const float *buf; size_t n; double *sums; } bench_bw_ctx;
+
+/* Each item is a 16 KiB block read with the kernel's dot against an L1-resident vector. */
+static void bench_bw_task(void *ctx, int tid, int b0, int b1) {
+    bench_bw_ctx *c = (bench_bw_ctx *)ctx;
+    const float *ones = c->buf;                  /* the first block stays in L1 */
+    float (*dot)(const float *, const float *, int) = codi__kernel_active()->dot;
+    double s = 0;
+    int b;
+    for (b = b0; b < b1; b++) s += dot(c->buf + (size_t)b * 4096, ones, 4096);
+    c->sums[tid] += s;
+}
+
+/* Read bandwidth in GB/s: best of 5 passes over 1 GiB (*share: that pass's CPU share). */
+static double bench_bandwidth(codi__pool *pool, double *share) {
+    size_t n = (size_t)1 << 28, i;
+    bench_bw_ctx c;
+    double best = 0, sums[256] = { 0 };
+    float *buf = (float *)malloc(n * sizeof(float));
+    int pass;
+    if (!buf) return -1;
+    for (i = 0; i < n; i++) buf[i] = 1.0f / (float)(1 + (i & 1023));
+    c.buf = buf; c.n = n; c.sums = sums;
+    for (pass = 0; pass < 5; pass++) {
+        bench_clock t0 = bench_start();
+        double sh, dt;
+        CODI__PARALLEL(pool, bench_bw_task, &c, (int)(n / 4096));
+        dt = bench_stop(t0, &sh);
+        if (n * sizeof(float) / dt / 1e9 > best) { best = n * sizeof(float) / dt / 1e9; *share = sh; }
+    }
+    free(buf);
+    return sums[0] == 12345.0 ? -1 : best;      /* (keeps the sums alive) */
+}
+
+/* FLOPs of `iters` steps of 12 independent FMA chains, in registers (named variables: an array
+   would live in memory and time store forwarding instead). */
+#define BENCH_CHAINS(T, FMA, INIT, ADD)                                                   \
+    T a0 = INIT(0), a1 = INIT(1), a2 = INIT(2), a3 = INIT(3), a4 = INIT(4), a5 = INIT(5);    \
+    T a6 = INIT(6), a7 = INIT(7), a8 = INIT(8), a9 = INIT(9), a10 = INIT(10), a11 = INIT(11); \
+    long i;                                                                               \
+    for (i = 0; i < iters; i++) {                                                         \
+        a0 = FMA(a0); a1 = FMA(a1); a2 = FMA(a2); a3 = FMA(a3); a4 = FMA(a4); a5 = FMA(a5);   \
+        a6 = FMA(a6); a7 = FMA(a7); a8 = FMA(a8); a9 = FMA(a9); a10 = FMA(a10); a11 = FMA(a11); \
+    }                                                                                     \
+    a0 = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));               \
+    a0 = ADD(a0, ADD(ADD(a8, a9), ADD(a10, a11)))
+
+#define SCALAR_INIT(k) ((float)(k))
+#define SCALAR_FMA(x) ((x) * 0.999999f + 1e-7f)
+#define SCALAR_ADD(x, y) ((x) + (y))
+static double bench_fma_scalar(long iters, float *sink) {
+    BENCH_CHAINS(float, SCALAR_FMA, SCALAR_INIT, SCALAR_ADD);
+    *sink += a0;
+    return 2.0 * 12 * iters;
+}
+#ifdef CODI__X86
+#define AVX2_INIT(k) _mm256_set1_ps((float)(k))
+#define AVX2_FMA(x) _mm256_fmadd_ps(x, m, d)
+CODI__AVX2 static double bench_fma_avx2(long iters, float *sink) {
+    __m256 m = _mm256_set1_ps(0.999999f), d = _mm256_set1_ps(1e-7f);
+    BENCH_CHAINS(__m256, AVX2_FMA, AVX2_INIT, _mm256_add_ps);
+    *sink += codi__hsum_avx2(a0);
+    return 2.0 * 8 * 12 * iters;
+}
+#define AVX512_INIT(k) _mm512_set1_ps((float)(k))
+#define AVX512_FMA(x) _mm512_fmadd_ps(x, m, d)
+CODI__AVX512 static double bench_fma_avx512(long iters, float *sink) {
+    __m512 m = _mm512_set1_ps(0.999999f), d = _mm512_set1_ps(1e-7f);
+    BENCH_CHAINS(__m512, AVX512_FMA, AVX512_INIT, _mm512_add_ps);
+    *sink += codi__hsum_avx512(a0);
+    return 2.0 * 16 * 12 * iters;
+}
+#define DPBF16_FMA(x) _mm512_dpbf16_ps(x, xv, yv)
+CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   /* 64 FLOPs per instruction */
+    __m512bh xv = (__m512bh)_mm512_set1_epi32(0x3f803f80), yv = (__m512bh)_mm512_set1_epi32(0x33d633d6);  /* 1.0, 1e-7 */
+    BENCH_CHAINS(__m512, DPBF16_FMA, AVX512_INIT, _mm512_add_ps);
+    *sink += codi__hsum_avx512(a0);
+    return 2.0 * 32 * 12 * iters;
+}
+#endif
+
+#ifdef CODI__X86
+/* 1 if this CPU runs kernel path `name`. */
+static int bench_cpu_runs(const char *name) {
+    const char *av[8];
+    int n = codi_kernels_available(av, 8), k;
+    for (k = 0; k < n && k < 8; k++) if (!strcmp(av[k], name)) return 1;
+    return 0;
+}
+#endif
+
+typedef struct { double (*fn)(long, float *); long iters; double flops[256]; float sink[256]; } bench_peak_ctx;
+static void bench_peak_task(void *ctx, int tid, int a, int b) {
+    bench_peak_ctx *c = (bench_peak_ctx *)ctx;
+    for (; a < b; a++) c->flops[tid] += c->fn(c->iters, &c->sink[tid]);
+}
+
+/* GFLOP/s of fn on every thread at once: best of 3 rounds (*share: that round's CPU share). */
+static double bench_peak(codi__pool *pool, int threads, double (*fn)(long, float *), double *share) {
+    bench_peak_ctx c;
+    double best = 0;
+    int round, t;
+    memset(&c, 0, sizeof c);
+    c.fn = fn; c.iters = 50000000;               /* ~0.1-0.3 s a round: long against time slices */
+    for (round = 0; round < 3; round++) {
+        bench_clock t0;
+        double dt, sh, total = 0;
+        for (t = 0; t < 256; t++) c.flops[t] = 0;
+        t0 = bench_start();
+        CODI__PARALLEL(pool, bench_peak_task, &c, threads);
+        dt = bench_stop(t0, &sh);
+        for (t = 0; t < 256; t++) total += c.flops[t];
+        if (total / dt / 1e9 > best) { best = total / dt / 1e9; *share = sh; }
+    }
+    return best;
+}
+
+/* --- the model ----------------------------------------------------------------------------- */
+
+/* Bytes of weights one decode step streams (every layer matrix and lm_head) and the multiply-adds
+   per position in the layers (what prefill computes; lm_head only at the last position). */
+static void bench_model_cost(const codi_model *m, double *bytes, double *layer_macs) {
+    const codi_matrix *mats[7];
+    int l, k;
+    *bytes = 0; *layer_macs = 0;
+    for (l = 0; l < m->config.n_layers; l++) {
+        const codi_layer *w = &m->w.layers[l];
+        mats[0] = &w->wq; mats[1] = &w->wk; mats[2] = &w->wv; mats[3] = &w->wo; mats[4] = &w->gate; mats[5] = &w->up; mats[6] = &w->down;
+        for (k = 0; k < 7; k++) {
+            *bytes += (double)mats[k]->rows * mats[k]->cols * (mats[k]->dtype == CODI_F32 ? 4 : 2);
+            *layer_macs += (double)mats[k]->rows * mats[k]->cols;
+        }
+    }
+    *bytes += (double)m->w.lm_head.rows * m->w.lm_head.cols * (m->w.lm_head.dtype == CODI_F32 ? 4 : 2);
+}
+
 /* Prefill of n tokens into a fresh state; returns tokens/s, or -1. */
-static double bench_prefill(const codi_model *m, codi_state *s, int n) {
+static double bench_prefill(const codi_model *m, codi_state *s, int n, double *share) {
     int32_t *ids = malloc(sizeof(int32_t) * n);
-    double t0, t1;
+    bench_clock t0;
+    double dt;
     int i;
     if (!ids) return -1;
     for (i = 0; i < n; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
     codi_state_reset(s);
-    t0 = cli_now();
+    t0 = bench_start();
     if (codi_forward(m, s, ids, NULL, n, NULL)) { fprintf(stderr, "codi: %s\n", s->error); free(ids); return -1; }
-    t1 = cli_now();
+    dt = bench_stop(t0, share);
     free(ids);
-    return n / (t1 - t0);
+    return n / dt;
 }
+
+/* Decode tokens/s: n_gen greedy steps after a 16-token prompt. */
+static double bench_decode(const codi_model *m, codi_state *s, int n_gen, double *share) {
+    bench_clock t0;
+    int i;
+    int32_t tok;
+    if (bench_prefill(m, s, 16, NULL) < 0) return -1;
+    t0 = bench_start();
+    for (i = 0; i < n_gen; i++) {
+        tok = codi_argmax_answer(m, s->logits);
+        if (codi_forward(m, s, &tok, NULL, 1, NULL)) { fprintf(stderr, "codi: %s\n", s->error); return -1; }
+    }
+    return n_gen / bench_stop(t0, share);
+}
+
+/* Aggregate decode tokens/s of B sequences advanced together (codi_forward_batch): each after
+   its own 16-token prompt, n_gen steps. states[0] holds 256 positions, so its chunk lets lm_head
+   run on 16 sequences per pass. */
+static double bench_decode_batch(const codi_model *m, int B, int n_gen, int threads, double *share) {
+    codi_state **st = (codi_state **)calloc((size_t)B, sizeof *st);
+    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)B), ids[16];
+    double rate = -1;
+    bench_clock t0;
+    int b, i, ok = st && tok;
+    for (b = 0; ok && b < B; b++) {
+        ok = (st[b] = codi_state_alloc(m, b ? 16 + n_gen + 1 : 256, b ? 1 : threads)) != NULL;
+        for (i = 0; ok && i < 16; i++) ids[i] = (int32_t)((i * 7919 + 13 * b + 1) % (m->config.vocab - 3));
+        ok = ok && codi_forward(m, st[b], ids, NULL, 16, NULL) == 0;
+    }
+    if (ok) {
+        t0 = bench_start();
+        for (i = 0; ok && i < n_gen; i++) {
+            for (b = 0; b < B; b++) tok[b] = codi_argmax_answer(m, st[b]->logits);
+            ok = codi_forward_batch(m, st, tok, NULL, B) == 0;
+        }
+        if (ok) rate = (double)B * n_gen / bench_stop(t0, share);
+    }
+    if (!ok) fprintf(stderr, "codi bench: batch of %d failed\n", B);
+    for (b = 0; st && b < B; b++) codi_state_free(st[b]);
+    free(st); free(tok);
+    return rate;
+}
+
+/* Seconds for one CODI question: a 100-token prompt ending in bot, 6 latent steps, eot, 16 answer tokens. */
+static double bench_question(const codi_model *m, codi_state *s) {
+    int32_t ids[100];
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    double t0;
+    int i;
+    ids[0] = m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
+    for (i = 1; i < 99; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
+    ids[99] = m->config.bot_id;
+    ro.max_answer = 16; ro.stop_at_eos = 0;
+    t0 = cli_now();
+    if (codi_run(m, s, ids, 100, &ro, &rr)) { fprintf(stderr, "codi: %s\n", s->error); return -1; }
+    return cli_now() - t0;
+}
+
+typedef struct { const char *path; double pp128, pp512, tg, question_s, tg_b8, tg_b32, sh128, sh512, shtg, shb8, shb32; } bench_row;
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
+    const char *kernels = NULL;
     int json = 0, n_gen = 32;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object" },
         { "--tokens", CLI_INT, &n_gen, 1, 4096, "N", "decode steps to time (32)" },
+        { "--kernels", CLI_STR, &kernels, 0, 0, "LIST", "kernel paths to time, comma-separated, e.g. avx512,scalar "
+          "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
         CLI_END
     };
-    double t0, load_s, pp128, pp512, tg;
+    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, tg_lim, pp_lim, tgb_lim;
     codi_model *m;
     codi_state *s;
-    int i;
-    int32_t tok;
+    codi__pool *pool = NULL;
+    bench_row rows[8];
+    char list[256], *name, *save = NULL;
+    int n_rows = 0, r;
+    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest with f32 activations */
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
+    snprintf(list, sizeof list, "%s", kernels ? kernels : dflt);
+    for (name = strtok_r(list, ",", &save); name && n_rows < 8; name = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(name, "default")) name = (char *)dflt;
+        if (codi_set_kernel(name)) {
+            const char *av[8];
+            int na = codi_kernels_available(av, 8), k;
+            fprintf(stderr, "codi bench: kernel path '%s' is not available here; available:", name);
+            for (k = 0; k < na && k < 8; k++) fprintf(stderr, " %s", av[k]);
+            fprintf(stderr, "\n");
+            return 2;
+        }
+        rows[n_rows++].path = name;
+    }
+    if (ma.threads > 1) pool = codi__pool_new(ma.threads);   /* the limits first: their 1 GiB is freed before the load */
+    bench_threads = pool ? ma.threads : 1;
+    bw = bench_bandwidth(pool, &sh_bw);
+    peak = 0;                                    /* the widest FMA this CPU has */
+#ifdef CODI__X86
+    if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512, &sh_peak);
+    else if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2, &sh_peak);
+    if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
+#endif
+    if (peak == 0) peak = bench_peak(pool, ma.threads, bench_fma_scalar, &sh_peak);
+    codi__pool_free(pool);
+    bench_reset_peak_rss();
+    codi_set_kernel(rows[0].path);               /* the first path also loads (merges) the model */
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
     load_s = cli_now() - t0;
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
-    pp128 = bench_prefill(m, s, 128);
-    pp512 = bench_prefill(m, s, 512);
-    bench_prefill(m, s, 16);                      /* decode: one token at a time after a 16-token prompt */
-    t0 = cli_now();
-    for (i = 0; i < n_gen; i++) {
-        tok = codi_argmax_answer(m, s->logits);
-        if (codi_forward(m, s, &tok, NULL, 1, NULL)) { fprintf(stderr, "codi: %s\n", s->error); break; }
+    bench_model_cost(m, &bytes, &macs);
+    tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
+    tgb_lim = peak * 1e9 / (2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols));   /* batched decode: compute, lm_head included */
+    for (r = 0; r < n_rows; r++) {
+        bench_row *b = &rows[r];
+        codi_set_kernel(b->path);
+        b->sh512 = 1;
+        b->pp128 = bench_prefill(m, s, 128, &b->sh128);
+        b->pp512 = r == 0 ? bench_prefill(m, s, 512, &b->sh512) : -1;
+        b->tg = bench_decode(m, s, n_gen, &b->shtg);
+        b->question_s = r == 0 ? bench_question(m, s) : -1;
+        b->tg_b8 = r == 0 ? bench_decode_batch(m, 8, n_gen, ma.threads, &b->shb8) : -1;
+        b->tg_b32 = r == 0 ? bench_decode_batch(m, 32, n_gen, ma.threads, &b->shb32) : -1;
     }
-    tg = n_gen / (cli_now() - t0);
-    if (json)
-        printf("{\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.2f, \"rss_mb\": %.0f, \"load_s\": %.2f, \"threads\": %d, \"weights\": \"%s\"}\n",
-               pp128, pp512, tg, bench_peak_rss_mb(), load_s, ma.threads, m->exact ? "f32" : "bf16");
-    else
-        printf("load %.2f s  pp128 %.2f tok/s  pp512 %.2f tok/s  tg %.2f tok/s  peak rss %.0f MB  threads %d\n",
-               load_s, pp128, pp512, tg, bench_peak_rss_mb(), ma.threads);
+    rss = bench_peak_rss_mb();
+#define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
+    if (json) {
+        bench_row *b = &rows[0];
+        printf("{\"path\": \"%s\", \"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"rss_mb\": %.0f, "
+               "\"bw_gbs\": %.2f, \"peak_gflops\": %.1f, \"peak_bf16_gflops\": %.1f, "
+               "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
+               "\"tg_b8\": %.3f, \"tg_b32\": %.3f, \"tg_b8_of_peak\": %.3f, \"tg_b32_of_peak\": %.3f, "
+               "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
+               "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f}",
+               b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
+               b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
+               b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
+               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16);
+        printf(", \"by_path\": {");
+        for (r = 0; r < n_rows; r++)
+            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f}", r ? ", " : "", rows[r].path,
+                   rows[r].pp128, rows[r].tg, OF(rows[r].pp128, rows[r].sh128, pp_lim, sh_peak), OF(rows[r].tg, rows[r].shtg, tg_lim, sh_bw));
+        printf("}}\n");
+    } else {
+        printf("machine: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s", bw, peak);
+        if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16);
+        printf(" (%d threads; CPU share %.2f, %.2f)\n", ma.threads, sh_bw, sh_peak);
+        printf("model: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
+               bytes / 1e9, 2 * macs / 1e9, load_s, rss);
+        printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak), batched decode %.2f tok/s (FMA peak, lm_head included)\n",
+               tg_lim, pp_lim, tgb_lim);
+        printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
+        for (r = 0; r < n_rows; r++) {
+            bench_row *b = &rows[r];
+            printf("%-11s pp128 %7.2f tok/s %3.0f%% of peak [%.2f]", b->path, b->pp128, 100 * OF(b->pp128, b->sh128, pp_lim, sh_peak), b->sh128);
+            if (b->pp512 > 0) printf("  pp512 %7.2f tok/s %3.0f%% [%.2f]", b->pp512, 100 * OF(b->pp512, b->sh512, pp_lim, sh_peak), b->sh512);
+            printf("  tg %6.2f tok/s %3.0f%% of bandwidth [%.2f]", b->tg, 100 * OF(b->tg, b->shtg, tg_lim, sh_bw), b->shtg);
+            if (b->question_s > 0) printf("  question %.2f s (%.1f/min)", b->question_s, 60 / b->question_s);
+            if (b->tg_b8 > 0) printf("\n            tg_b8 %.2f tok/s %3.0f%% of peak [%.2f]  tg_b32 %.2f tok/s %3.0f%% [%.2f]", b->tg_b8,
+                                     100 * OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), b->shb8, b->tg_b32, 100 * OF(b->tg_b32, b->shb32, tgb_lim, sh_peak), b->shb32);
+            printf("\n");
+        }
+    }
+#undef OF
+    codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);
     return 0;
 }
 
 static const cli_command cmd_bench = {
-    "bench", "prefill and decode tokens/s and peak memory of a model",
-    "codi bench --model PATH [--json] [--threads N]",
-    "Times loading, a 128- and a 512-token prefill and single-token decode steps.\n\n"
+    "bench", "speed beside the machine's measured limits (bandwidth, FMA peak)",
+    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N]",
+    "Measures, in one process: read bandwidth and FMA peak; load time; 128- and 512-token prefill;\n"
+    "single-token decode; batched decode of 8 and 32 sequences (codi_forward_batch); one CODI question\n"
+    "end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
+    "each beside its limit (decode: bandwidth / bytes per token; prefill: peak / FLOPs per token).\n\n"
     "Examples:\n"
     "  make bench    (writes bench/random_1b.safetensors, a full-size random CODI checkpoint, once)\n"
-    "  codi bench --model bench/random_1b.safetensors --threads 2 --json",
+    "  codi bench --model bench/random_1b.safetensors --threads 2 --json\n"
+    "  codi bench --model bench/random_1b.safetensors --threads 2 --kernels avx512,avx2,scalar",
     bench_run
 };

@@ -19,10 +19,11 @@
 #include "cmd_gen_templates.c"
 #include "cmd_vectors.c"
 #include "cmd_sweep.c"
+#include "cmd_export.c"
 
 static const cli_command *const commands[] = {
     &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_lens, &cmd_record, &cmd_tune_lens,
-    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep,
+    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep, &cmd_export,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 
