@@ -2938,6 +2938,7 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
     char msg[200];
     codi__json *j;
     const codi__json *rs, *eos;
+    double bos;
     int bad;
     j = codi__json_parse(text, len, msg, sizeof msg);
     if (!j || j->type != CODI__J_OBJ) {
@@ -2946,7 +2947,7 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
     }
     snprintf(src->path, sizeof src->path, "%s", path);
     src->found = 1;
-    src->has_bos = codi__json_get(j, "bos_token_id") != NULL;
+    src->has_bos = codi__json_num(j, "bos_token_id", &bos);       /* null: none given */
     bad = codi__config_int(j, "hidden_size", 1, CODI__MAX_DIM, &c->dim, path, err, errsz) ||
           codi__config_int(j, "intermediate_size", 1, CODI__MAX_DIM, &c->ffn_dim, path, err, errsz) ||
           codi__config_int(j, "num_hidden_layers", 1, 4096, &c->n_layers, path, err, errsz) ||
@@ -6472,11 +6473,13 @@ static void codi__config_text(const codi_model *m, char *out, size_t cap) {
     const codi_config *c = &m->config;
     size_t n;
     int i;
+    char bos[16] = "null";                        /* a model without a BOS id (bos_id -1) */
+    if (c->bos_id >= 0) snprintf(bos, sizeof bos, "%d", c->bos_id);
     n = (size_t)snprintf(out, cap, "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
                          "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, \"rms_norm_eps\": %.9g, "
-                         "\"rope_theta\": %.9g, \"bos_token_id\": %d, \"tie_word_embeddings\": %s, \"eos_token_id\": [",
+                         "\"rope_theta\": %.9g, \"bos_token_id\": %s, \"tie_word_embeddings\": %s, \"eos_token_id\": [",
                          c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, (double)c->norm_eps,
-                         (double)c->rope_theta, c->bos_id, m->w.lm_head.data == m->w.embed.data ? "true" : "false");
+                         (double)c->rope_theta, bos, m->w.lm_head.data == m->w.embed.data ? "true" : "false");
     for (i = 0; i < c->n_eos && n < cap; i++) n += (size_t)snprintf(out + n, cap - n, "%s%d", i ? ", " : "", c->eos_ids[i]);
     if (n >= cap) return;
     if (c->rope_llama3)
