@@ -10,7 +10,7 @@ SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 THREADS = -DCODI_THREADS -pthread
 HDR     = codi_lens.h
 
-all: build/codi build/random_codi build/quickstart build/lens_example build/steer_latent build/steer_kv
+all: build/codi build/random_codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/bench_probe
 
 build:
 	mkdir -p build
@@ -37,13 +37,22 @@ build/lens_example: examples/lens.c $(HDR) | build
 build/bench_lens: tools/bench_lens.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_lens.c -lm
 
+build/probe_pca: examples/probe_pca.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ examples/probe_pca.c -lm
+
+build/bench_probe: tools/bench_probe.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_probe.c -lm
+
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_hardening
+TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
+
+build/test_probe_san: tests/test_probe.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(SAN) $(THREADS) -o $@ tests/test_probe.c -lm
 
 build/test_threads_san: tests/test_model.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm
@@ -68,8 +77,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh
+test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh
 
 demo: build/codi
 	sh tools/demo.sh

@@ -79,7 +79,7 @@
    CONTENTS (grep for ">>name")
        >>api  >>config  >>util  >>threads  >>json  >>files  >>safetensors  >>zip  >>pickle
        >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens
-       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts
+       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -714,6 +714,119 @@ CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or
    (slots with position -1, or beyond s->n_pos, are zeros). */
 CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
                                float *resid, float *final, float *key, float *value);
+
+/* ---- probes (>>probe) and PCA (>>pca) over recorded activations ------------------------ */
+
+/* A linear probe: logistic regression on standardised inputs x' = (x - mean) / scale.
+   K = 2: one weight row, P(class 1) = sigmoid(w.x' + b). K > 2: K rows, P = softmax(W x' + b)
+   (scikit-learn's multinomial form). Labels are 0..K-1, K <= 256. */
+typedef struct {
+    int dim;            /* D */
+    int n_classes;      /* K >= 2 */
+    int n_rows;         /* weight rows: 1 when K = 2, else K */
+    float *mean;        /* [D] */
+    float *scale;       /* [D] population standard deviation (1 where a feature is constant) */
+    float *weight;      /* [n_rows, D] on standardised inputs */
+    float *bias;        /* [n_rows] */
+    double l2;          /* lambda it was trained with */
+    int iterations;     /* L-BFGS iterations run */
+    int converged;      /* 1: max |gradient| <= tol was reached */
+    double loss;        /* final objective */
+} codi_probe;
+
+/* Training options (start from codi_probe_opts_default()). The objective is
+   mean cross-entropy + l2/2 * |W|^2 (bias unpenalised): scikit-learn's C = 1 / (l2 * n). */
+typedef struct {
+    double l2;          /* default 1e-2 */
+    int max_iter;       /* default 1000 */
+    double tol;         /* stop when max |gradient| <= tol; default 1e-6 */
+    int standardize;    /* 1 (default): mean / scale from the training rows; 0: mean 0, scale 1 */
+    int n_threads;      /* workers over the rows (CODI_THREADS builds; same bits for any count); default 1 */
+} codi_probe_opts;
+
+/* Held-out quality of a probe. Intervals are 95%: Wilson for accuracy; Hanley-McNeil
+   (normal approximation to the Mann-Whitney AUC) for AUC. K > 2: AUC is the one-vs-rest
+   macro average over classes present with both signs, its interval from the mean of the
+   per-class standard errors combined as independent. */
+typedef struct {
+    int n;              /* rows scored */
+    double accuracy, acc_lo, acc_hi;
+    double auc, auc_lo, auc_hi;   /* NaN when the rows hold a single class */
+    double log_loss;    /* mean cross-entropy */
+} codi_probe_metrics;
+
+CODI_API codi_probe_opts codi_probe_opts_default(void);
+/* Fits a probe on x [n, D] with labels y [n] in 0..n_classes-1 (n_classes >= 2, every
+   class present) by full-batch L-BFGS in double. NULL with a message on bad input. */
+CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, int dim, int n_classes,
+                                      const codi_probe_opts *o, char *err, size_t errsz);
+CODI_API void codi_probe_free(codi_probe *p);
+/* Class probabilities proba [n, K] of rows x [n, D] (scikit-learn's predict_proba). */
+CODI_API void codi_probe_predict_proba(const codi_probe *p, const float *x, int n, float *proba);
+/* Accuracy, AUC and log-loss of probabilities proba [n, k] against labels y [n]. 0, or -1. */
+CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, int k, codi_probe_metrics *out,
+                                   char *err, size_t errsz);
+/* ROC AUC of scores [n] for labels positive [n] (nonzero = positive), ties counted half;
+   *se (may be NULL) gets the Hanley-McNeil standard error. NaN without both classes. */
+CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se);
+/* Wilson score interval for k successes in n trials at normal quantile z (1.96: 95%). */
+CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi);
+/* Probes in one .safetensors file: for each probe NAME, NAME.mean [D], NAME.scale [D],
+   NAME.weight [R, D], NAME.bias [R] (F32; R = 1 means two classes); metadata is NULL or
+   {key, value, ..., NULL} added to codi_lens = "probe.v1". 0, or -1 with a message. */
+CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
+                             const char *const *metadata, char *err, size_t errsz);
+/* The probe NAME of a file codi_probe_save wrote; NULL with a message (absent, shapes that
+   do not fit together, non-finite values). */
+CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz);
+
+/* PCA by covariance: rows are streamed into an accumulator (double sums over fixed blocks
+   of rows, so the result does not depend on how the rows were split between calls), then a
+   symmetric eigensolver (Householder tridiagonalisation + implicit QL, O(D^3)). */
+typedef struct codi_pca_acc codi_pca_acc;
+typedef struct {
+    int dim;            /* D */
+    int n_components;   /* k kept */
+    long n_rows;        /* rows the covariance came from */
+    float *mean;        /* [D] */
+    float *components;  /* [k, D] unit eigenvectors by decreasing variance; sign: the entry of
+                           largest |value| is positive (the first such on ties) */
+    double *variance;   /* [k] variance along each component (divisor n - 1) */
+    double *explained;  /* [k] variance / total variance */
+    double total_variance; /* trace of the covariance */
+} codi_pca;
+
+/* n_threads: workers for the covariance update and the eigensolver (CODI_THREADS builds; the
+   result is the same bits for any count). */
+CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz);
+/* Adds rows x [n, D]; -1 with a message for a non-finite value (nothing added). */
+CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz);
+CODI_API long codi_pca_acc_rows(const codi_pca_acc *a);
+CODI_API void codi_pca_acc_free(codi_pca_acc *a);
+/* The top n_components (1..D) of the rows added so far (at least 2). NULL with a message. */
+CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *err, size_t errsz);
+CODI_API void codi_pca_free(codi_pca *p);
+/* Projections out [n, k] = (x [n, D] - mean) . components^T. */
+CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *out);
+/* PCAs in one .safetensors file: for each NAME, NAME.mean [D] F32, NAME.components [k, D] F32,
+   NAME.variance [k] F64, NAME.explained [k] F64, NAME.stats [2] F64 (total variance, rows);
+   codi_lens = "pca.v1" plus metadata {key, value, ..., NULL} or NULL. 0, or -1. */
+CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
+                           const char *const *metadata, char *err, size_t errsz);
+/* The PCA NAME of a file codi_pca_save wrote; NULL with a message. */
+CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz);
+/* Eigen-decomposition of a symmetric a [n, n] (read; only the lower triangle is used):
+   values [n] in decreasing order, vectors [n, n] row i = unit eigenvector i (sign as in
+   codi_pca), with n_threads workers (same bits for any count). 0, or -1 with a message (no
+   convergence, non-finite input, out of memory). */
+CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz);
+/* The lens along a direction: delta [V] = lens(base + s * dir) - lens(base), base, dir [D].
+   normed = 0: base lives in the residual stream and lens = lm_head(final_norm(.)); normed = 1:
+   base is a final-norm hidden state and lens = lm_head(.) (linear: delta = s * lm_head(dir)).
+   final_norm of a bare direction ignores its scale, so a component is read as base = the PCA
+   mean moved by s = t standard deviations: what that move does to the lens logits. 0, or -1. */
+CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
+                                 float *delta);
 
 #ifdef __cplusplus
 }
@@ -7239,6 +7352,936 @@ CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t
                 if (value) { if (ok) memcpy(value + o, codi_state_value(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(value + o, 0, (size_t)c->head_dim * sizeof(float)); }
             }
     }
+}
+
+/* >>probe: logistic-regression probes on activation vectors ---------------------------------- */
+
+/* Training is full-batch L-BFGS (10 pairs, backtracking Armijo line search) in double: the
+   objective is smooth and strictly convex, so it reaches the unique optimum deterministically;
+   Newton/IRLS would need the (R*(D+1))^2 Hessian, 4 * 10^7 entries for D = 2048 and K = 3. */
+
+CODI_API codi_probe_opts codi_probe_opts_default(void) {
+    codi_probe_opts o;
+    o.l2 = 1e-2; o.max_iter = 1000; o.tol = 1e-6; o.standardize = 1; o.n_threads = 1;
+    return o;
+}
+
+CODI_API void codi_probe_free(codi_probe *p) {
+    if (!p) return;
+    CODI_FREE(p->mean); CODI_FREE(p->scale); CODI_FREE(p->weight); CODI_FREE(p->bias);
+    CODI_FREE(p);
+}
+
+static codi_probe *codi__probe_alloc(int dim, int n_classes) {
+    codi_probe *p = (codi_probe *)CODI_MALLOC(sizeof *p);
+    int rows = n_classes == 2 ? 1 : n_classes;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->dim = dim; p->n_classes = n_classes; p->n_rows = rows;
+    p->mean = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
+    p->scale = (float *)CODI_MALLOC((size_t)dim * sizeof(float));
+    p->weight = (float *)CODI_MALLOC((size_t)rows * dim * sizeof(float));
+    p->bias = (float *)CODI_MALLOC((size_t)rows * sizeof(float));
+    if (!p->mean || !p->scale || !p->weight || !p->bias) { codi_probe_free(p); return NULL; }
+    return p;
+}
+
+/* The training problem: rows x [n, D] read raw; the standardisation is folded into the weights.
+   Rows are summed in fixed chunks (partial sums added in chunk order), so the objective is the
+   same bits however many threads share the chunks. */
+#define CODI__LOGREG_CHUNK 256
+typedef struct {
+    const float *x; const int32_t *y; int n, dim, rows;
+    const double *mean, *scale;   /* [D] */
+    double l2;
+    double *eff;                  /* [rows, D+1] weights and bias on raw x */
+    double *partial;              /* [chunks, rows * (D+1) + 1] per chunk: sum_i r_ik x_i, sum_i r_ik, loss */
+    codi__pool *pool;
+} codi__logreg;
+
+/* w . x [n] for double w and float x, with eight partial sums */
+static double codi__dot_df(const double *w, const float *x, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += w[j + k] * x[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += w[j] * x[j];
+    return s;
+}
+
+/* Loss and raw gradient sums of chunks [start, end) into lr->partial. */
+static void codi__logreg_chunks(void *ctx, int tid, int start, int end) {
+    const codi__logreg *lr = (const codi__logreg *)ctx;
+    int D = lr->dim, R = lr->rows, c, i, k, j;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1;
+    double z[256];
+    (void)tid;
+    for (c = start; c < end; c++) {
+        double *g = lr->partial + (size_t)c * P, f = 0;
+        int i1 = (c + 1) * CODI__LOGREG_CHUNK < lr->n ? (c + 1) * CODI__LOGREG_CHUNK : lr->n;
+        memset(g, 0, P * sizeof(double));
+        for (i = c * CODI__LOGREG_CHUNK; i < i1; i++) {
+            const float *x = lr->x + (size_t)i * D;
+            int y = lr->y[i];
+            for (k = 0; k < R; k++) z[k] = lr->eff[k * W + D] + codi__dot_df(lr->eff + k * W, x, D);
+            if (R == 1) {                             /* log(1 + e^z) - y z, residual sigmoid(z) - y */
+                double t = z[0];
+                f += (t > 0 ? t + log1p(exp(-t)) : log1p(exp(t))) - (y == 1 ? t : 0);
+                z[0] = (t >= 0 ? 1 / (1 + exp(-t)) : exp(t) / (1 + exp(t))) - (y == 1);
+            } else {                                  /* logsumexp(z) - z_y, residual softmax(z) - onehot(y) */
+                double mx = z[0], sum = 0;
+                for (k = 1; k < R; k++) if (z[k] > mx) mx = z[k];
+                for (k = 0; k < R; k++) sum += exp(z[k] - mx);
+                f += mx + log(sum) - z[y];
+                for (k = 0; k < R; k++) z[k] = exp(z[k] - mx) / sum - (k == y);
+            }
+            for (k = 0; k < R; k++) {
+                double r = z[k], *gk = g + k * W;
+                if (r == 0) continue;
+                for (j = 0; j < D; j++) gk[j] += r * x[j];
+                gk[D] += r;
+            }
+        }
+        g[P - 1] = f;
+    }
+}
+
+/* Objective and gradient g at theta [rows, D+1] (weights on standardised x, then bias). */
+static double codi__logreg_eval(codi__logreg *lr, const double *theta, double *g) {
+    int D = lr->dim, R = lr->rows, k, j, c, n_chunks = (lr->n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    size_t W = (size_t)D + 1, P = (size_t)R * W + 1, i;
+    double f = 0, reg = 0;
+    for (k = 0; k < R; k++) {                        /* effective weights on raw x */
+        double b = theta[k * W + D];
+        for (j = 0; j < D; j++) {
+            double w = theta[k * W + j] / lr->scale[j];
+            lr->eff[k * W + j] = w; b -= w * lr->mean[j];
+        }
+        lr->eff[k * W + D] = b;
+    }
+    CODI__PARALLEL(lr->pool, codi__logreg_chunks, lr, n_chunks);
+    memset(g, 0, (size_t)R * W * sizeof(double));    /* g first holds sum_i r_ik x_i and sum_i r_ik */
+    for (c = 0; c < n_chunks; c++) {
+        const double *pc = lr->partial + (size_t)c * P;
+        for (i = 0; i + 1 < P; i++) g[i] += pc[i];
+        f += pc[P - 1];
+    }
+    for (k = 0; k < R; k++) {                         /* chain rule through the standardisation */
+        double *gk = g + k * W;
+        for (j = 0; j < D; j++) {
+            double w = theta[k * W + j];
+            gk[j] = (gk[j] - lr->mean[j] * gk[D]) / lr->scale[j] / lr->n + lr->l2 * w;
+            reg += w * w;
+        }
+        gk[D] /= lr->n;
+    }
+    return f / lr->n + 0.5 * lr->l2 * reg;
+}
+
+static double codi__max_abs(const double *v, size_t n) {
+    double m = 0; size_t i;
+    for (i = 0; i < n; i++) if (fabs(v[i]) > m) m = fabs(v[i]);
+    return m;
+}
+
+static double codi__ddot(const double *a, const double *b, size_t n) {
+    double s = 0; size_t i;
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Minimises the objective from theta = 0; fills p's weights, bias, iterations, loss. */
+static int codi__logreg_lbfgs(codi__logreg *lr, const codi_probe_opts *o, codi_probe *p) {
+    enum { M = 10 };
+    size_t W = (size_t)lr->dim + 1, np = (size_t)lr->rows * W, i;
+    double *buf = (double *)CODI_MALLOC((5 + 2 * M) * np * sizeof(double)), rho[M], alpha[M];
+    double *th, *g, *d, *th2, *g2, *S, *Y, f, f2 = 0;
+    int it, k, head = 0, used = 0, j;
+    if (!buf) return -1;
+    th = buf; g = th + np; d = g + np; th2 = d + np; g2 = th2 + np; S = g2 + np; Y = S + M * np;
+    memset(th, 0, np * sizeof(double));
+    f = codi__logreg_eval(lr, th, g);
+    for (it = 0; it < o->max_iter && codi__max_abs(g, np) > o->tol; it++) {
+        double step, gd, q;
+        for (i = 0; i < np; i++) d[i] = -g[i];        /* two-loop recursion: d = -H g */
+        for (j = 0; j < used; j++) {
+            k = (head - 1 - j + M) % M;
+            alpha[k] = rho[k] * codi__ddot(S + k * np, d, np);
+            for (i = 0; i < np; i++) d[i] -= alpha[k] * Y[k * np + i];
+        }
+        if (used) {
+            k = (head - 1 + M) % M;
+            q = codi__ddot(S + k * np, Y + k * np, np) / codi__ddot(Y + k * np, Y + k * np, np);
+            for (i = 0; i < np; i++) d[i] *= q;
+        }
+        for (j = used - 1; j >= 0; j--) {
+            double beta;
+            k = (head - 1 - j + M) % M;
+            beta = rho[k] * codi__ddot(Y + k * np, d, np);
+            for (i = 0; i < np; i++) d[i] += (alpha[k] - beta) * S[k * np + i];
+        }
+        gd = codi__ddot(g, d, np);
+        if (!(gd < 0)) { for (i = 0; i < np; i++) d[i] = -g[i]; gd = -codi__ddot(g, g, np); used = 0; }
+        step = used ? 1.0 : 1.0 / sqrt(-gd);
+        for (j = 0; j < 60; j++, step *= 0.5) {       /* Armijo backtracking */
+            for (i = 0; i < np; i++) th2[i] = th[i] + step * d[i];
+            f2 = codi__logreg_eval(lr, th2, g2);
+            if (f2 <= f + 1e-4 * step * gd) break;
+        }
+        if (j == 60) break;                           /* no decrease left at double precision */
+        k = head;
+        for (i = 0; i < np; i++) { S[k * np + i] = th2[i] - th[i]; Y[k * np + i] = g2[i] - g[i]; }
+        q = codi__ddot(S + k * np, Y + k * np, np);
+        if (q > 1e-300) { rho[k] = 1 / q; head = (head + 1) % M; if (used < M) used++; }
+        memcpy(th, th2, np * sizeof(double)); memcpy(g, g2, np * sizeof(double)); f = f2;
+    }
+    p->iterations = it; p->loss = f; p->converged = codi__max_abs(g, np) <= o->tol;
+    for (k = 0; k < lr->rows; k++) {
+        for (j = 0; j < lr->dim; j++) p->weight[(size_t)k * lr->dim + j] = (float)th[k * W + j];
+        p->bias[k] = (float)th[k * W + lr->dim];
+    }
+    CODI_FREE(buf);
+    return 0;
+}
+
+CODI_API codi_probe *codi_probe_train(const float *x, const int32_t *y, int n, int dim, int n_classes,
+                                      const codi_probe_opts *o, char *err, size_t errsz) {
+    codi_probe_opts def = codi_probe_opts_default();
+    codi__logreg lr;
+    codi_probe *p = NULL;
+    double *stats = NULL;
+    int *count = NULL, i, j, rc = -1, n_chunks;
+    if (!o) o = &def;
+    if (n <= 0 || dim <= 0) { codi__err(err, errsz, "probe: empty training set (%d rows of dimension %d)", n, dim); return NULL; }
+    if (n_classes < 2 || n_classes > 256) { codi__err(err, errsz, "probe: %d class(es); a probe needs 2..256", n_classes); return NULL; }
+    if (!(o->l2 >= 0) || o->max_iter < 1 || !(o->tol > 0)) { codi__err(err, errsz, "probe: l2 must be >= 0, max_iter >= 1, tol > 0"); return NULL; }
+    if (!(count = (int *)CODI_MALLOC((size_t)n_classes * sizeof(int)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(count, 0, (size_t)n_classes * sizeof(int));
+    for (i = 0; i < n; i++) {
+        if (y[i] < 0 || y[i] >= n_classes) { codi__err(err, errsz, "probe: label %d of row %d is outside 0..%d", (int)y[i], i, n_classes - 1); goto done; }
+        count[y[i]]++;
+    }
+    for (i = 0; i < n_classes; i++)
+        if (!count[i]) { codi__err(err, errsz, "probe: class %d has no training rows (every class needs at least one)", i); goto done; }
+    for (i = 0; i < n; i++) for (j = 0; j < dim; j++)
+        if (!isfinite(x[(size_t)i * dim + j])) { codi__err(err, errsz, "probe: non-finite value at row %d, column %d", i, j); goto done; }
+    p = codi__probe_alloc(dim, n_classes);
+    n_chunks = (n + CODI__LOGREG_CHUNK - 1) / CODI__LOGREG_CHUNK;
+    stats = p ? (double *)CODI_MALLOC(((size_t)2 * dim + (size_t)p->n_rows * (dim + 1) * (1 + (size_t)n_chunks) + (size_t)n_chunks) * sizeof(double)) : NULL;
+    if (!p || !stats) { codi__err(err, errsz, "out of memory"); goto done; }
+    for (j = 0; j < dim; j++) { stats[j] = 0; stats[dim + j] = 1; }
+    if (o->standardize) {                             /* two passes: mean, then population std */
+        for (j = 0; j < dim; j++) stats[dim + j] = 0;
+        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) stats[j] += x[(size_t)i * dim + j];
+        for (j = 0; j < dim; j++) stats[j] /= n;
+        for (i = 0; i < n; i++) for (j = 0; j < dim; j++) { double v = x[(size_t)i * dim + j] - stats[j]; stats[dim + j] += v * v; }
+        for (j = 0; j < dim; j++) { double sd = sqrt(stats[dim + j] / n); stats[dim + j] = sd > 0 ? sd : 1; }
+    }
+    for (j = 0; j < dim; j++) { p->mean[j] = (float)stats[j]; p->scale[j] = (float)stats[dim + j]; }
+    for (j = 0; j < dim; j++) { stats[j] = p->mean[j]; stats[dim + j] = p->scale[j]; }  /* train with what is stored */
+    lr.x = x; lr.y = y; lr.n = n; lr.dim = dim; lr.rows = p->n_rows;
+    lr.mean = stats; lr.scale = stats + dim; lr.l2 = o->l2;
+    lr.eff = stats + 2 * dim; lr.partial = lr.eff + (size_t)p->n_rows * (dim + 1); lr.pool = NULL;
+    p->l2 = o->l2;
+#ifdef CODI_THREADS
+    if (o->n_threads > 1) lr.pool = codi__pool_new(o->n_threads);
+#endif
+    rc = codi__logreg_lbfgs(&lr, o, p);
+#ifdef CODI_THREADS
+    codi__pool_free(lr.pool);
+#endif
+    if (rc) codi__err(err, errsz, "out of memory");
+done:
+    CODI_FREE(count); CODI_FREE(stats);
+    if (rc) { codi_probe_free(p); return NULL; }
+    return p;
+}
+
+CODI_API void codi_probe_predict_proba(const codi_probe *p, const float *x, int n, float *proba) {
+    int i, k, j, D = p->dim, K = p->n_classes;
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        double z[256], mx, sum = 0;
+        float *out = proba + (size_t)i * K;
+        for (k = 0; k < p->n_rows; k++) {
+            const float *w = p->weight + (size_t)k * D;
+            double s = p->bias[k];
+            for (j = 0; j < D; j++) s += (double)w[j] * ((xi[j] - p->mean[j]) / p->scale[j]);
+            z[k] = s;
+        }
+        if (p->n_rows == 1) {
+            double p1 = z[0] >= 0 ? 1 / (1 + exp(-z[0])) : exp(z[0]) / (1 + exp(z[0]));
+            out[0] = (float)(1 - p1); out[1] = (float)p1;
+            continue;
+        }
+        for (mx = z[0], k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
+        for (k = 0; k < K; k++) sum += exp(z[k] - mx);
+        for (k = 0; k < K; k++) out[k] = (float)(exp(z[k] - mx) / sum);
+    }
+}
+
+typedef struct { float score; int positive; } codi__scored;
+static int codi__scored_cmp(const void *a, const void *b) {
+    float x = ((const codi__scored *)a)->score, y = ((const codi__scored *)b)->score;
+    return (x > y) - (x < y);
+}
+
+CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se) {
+    codi__scored *v;
+    double rank_sum = 0, auc, n1 = 0, n0, q1, q2;
+    int i, j;
+    if (se) *se = NAN;
+    if (n <= 0 || !(v = (codi__scored *)CODI_MALLOC((size_t)n * sizeof *v))) return NAN;
+    for (i = 0; i < n; i++) { v[i].score = score[i]; v[i].positive = positive[i] != 0; n1 += v[i].positive; }
+    n0 = n - n1;
+    if (n1 == 0 || n0 == 0) { CODI_FREE(v); return NAN; }
+    qsort(v, (size_t)n, sizeof *v, codi__scored_cmp);
+    for (i = 0; i < n; i = j) {                       /* Mann-Whitney: mean rank over each run of ties */
+        int pos = 0;
+        for (j = i; j < n && v[j].score == v[i].score; j++) pos += v[j].positive;
+        rank_sum += pos * 0.5 * (i + 1 + j);
+    }
+    CODI_FREE(v);
+    auc = (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0);
+    q1 = auc / (2 - auc); q2 = 2 * auc * auc / (1 + auc);
+    if (se) *se = sqrt(fmax(0, (auc * (1 - auc) + (n1 - 1) * (q1 - auc * auc) + (n0 - 1) * (q2 - auc * auc)) / (n1 * n0)));
+    return auc;
+}
+
+CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi) {
+    double p, den, mid, half;
+    if (n <= 0) { *lo = 0; *hi = 1; return; }
+    p = (double)k / n; den = 1 + z * z / n;
+    mid = (p + z * z / (2.0 * n)) / den;
+    half = z / den * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
+    *lo = fmax(0, mid - half); *hi = fmin(1, mid + half);
+}
+
+CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, int k, codi_probe_metrics *out,
+                                   char *err, size_t errsz) {
+    float *score = NULL;
+    int32_t *pos = NULL;
+    int i, c, correct = 0, used = 0;
+    double auc_sum = 0, var_sum = 0, ll = 0;
+    if (n <= 0 || k < 2) { codi__err(err, errsz, "probe metrics: %d rows, %d classes (need rows and >= 2 classes)", n, k); return -1; }
+    for (i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= k) { codi__err(err, errsz, "probe metrics: label %d of row %d is outside 0..%d", (int)y[i], i, k - 1); return -1; }
+    score = (float *)CODI_MALLOC((size_t)n * sizeof(float));
+    pos = (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t));
+    if (!score || !pos) { CODI_FREE(score); CODI_FREE(pos); codi__err(err, errsz, "out of memory"); return -1; }
+    for (i = 0; i < n; i++) {
+        const float *pr = proba + (size_t)i * k;
+        int best = 0;
+        for (c = 1; c < k; c++) if (pr[c] > pr[best]) best = c;
+        correct += best == y[i];
+        ll -= log(fmax(pr[y[i]], 1e-15));
+    }
+    for (c = k == 2 ? 1 : 0; c < k; c++) {            /* binary: class 1's score; else one-vs-rest */
+        double se, a;
+        for (i = 0; i < n; i++) { score[i] = proba[(size_t)i * k + c]; pos[i] = y[i] == c; }
+        a = codi_roc_auc(score, pos, n, &se);
+        if (a != a) continue;
+        auc_sum += a; var_sum += se * se; used++;
+    }
+    CODI_FREE(score); CODI_FREE(pos);
+    out->n = n;
+    out->accuracy = (double)correct / n;
+    codi_wilson_interval(correct, n, 1.96, &out->acc_lo, &out->acc_hi);
+    out->log_loss = ll / n;
+    if (used) {
+        double half = 1.96 * sqrt(var_sum) / used;
+        out->auc = auc_sum / used; out->auc_lo = fmax(0, out->auc - half); out->auc_hi = fmin(1, out->auc + half);
+    } else out->auc = out->auc_lo = out->auc_hi = NAN;
+    return 0;
+}
+
+/* metadata for the writer: {"codi_lens", kind, extra..., NULL} in out (cap entries); NULL if too many. */
+static const char **codi__with_kind(const char **out, int cap, const char *kind, const char *const *extra) {
+    int n = 0;
+    out[n++] = "codi_lens"; out[n++] = kind;
+    while (extra && *extra) {
+        if (n + 3 > cap) return NULL;
+        out[n++] = *extra++; out[n++] = *extra ? *extra++ : "";
+    }
+    out[n] = NULL;
+    return out;
+}
+
+CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
+                             const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "probe save: no probes"); return -1; }
+    if (!codi__with_kind(meta, 66, "probe.v1", metadata)) { codi__err(err, errsz, "probe save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 4 * 256);
+    if (!e || !nm) { CODI_FREE(e); CODI_FREE(nm); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 4 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_probe *p = probes[i];
+        static const char *const part[4] = { "mean", "scale", "weight", "bias" };
+        const float *data[4];
+        int k;
+        data[0] = p->mean; data[1] = p->scale; data[2] = p->weight; data[3] = p->bias;
+        for (k = 0; k < 4; k++) {
+            codi_st_entry *t = &e[i * 4 + k];
+            snprintf(nm + (size_t)(i * 4 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 4 + k) * 256; t->dtype = CODI_F32; t->data = data[k];
+            t->ndim = k == 2 ? 2 : 1;
+            t->shape[0] = k < 2 ? p->dim : p->n_rows;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 4, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm);
+    return rc;
+}
+
+/* Reads NAME.part of f as float32 into a new buffer of exactly want elements (want < 0: any
+   count, returned in *got). NULL with a message. */
+static float *codi__st_floats(const codi_st_file *f, const char *name, const char *part, long want, long *got,
+                              char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    float *v;
+    size_t i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (want >= 0 && (long)t.numel != want) { codi__err(err, errsz, "tensor %s has %lu values; %ld expected", full, (unsigned long)t.numel, want); return NULL; }
+    if (!(v = (float *)CODI_MALLOC((t.numel ? t.numel : 1) * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    if (codi_st_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
+    for (i = 0; i < t.numel; i++)
+        if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value at %lu", full, (unsigned long)i); return NULL; }
+    if (got) *got = (long)t.numel;
+    return v;
+}
+
+CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor w;
+    codi_probe *p = NULL;
+    const char *fmt;
+    long D, R;
+    int j;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.weight", name);
+    if (!fmt || strcmp(fmt, "probe.v1")) { codi__err(err, errsz, "%s: not a probe file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
+    if (w.ndim != 2 || w.shape[0] < 1 || w.shape[0] == 2 || w.shape[0] > 256 || w.shape[1] < 1 || w.shape[1] > (1 << 24)) {
+        codi__err(err, errsz, "%s: %s must be [1 or 3..256 rows, D]", path, sub); goto fail;
+    }
+    R = (long)w.shape[0]; D = (long)w.shape[1];
+    if (!(p = (codi_probe *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_rows = (int)R; p->n_classes = R == 1 ? 2 : (int)R;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->scale = codi__st_floats(f, name, "scale", D, NULL, err, errsz)) ||
+        !(p->weight = codi__st_floats(f, name, "weight", R * D, NULL, err, errsz)) ||
+        !(p->bias = codi__st_floats(f, name, "bias", R, NULL, err, errsz))) goto fail;
+    for (j = 0; j < D; j++) if (!(p->scale[j] > 0)) { codi__err(err, errsz, "%s: %s.scale[%d] is not positive", path, name, j); goto fail; }
+    p->converged = 1;
+    codi_st_close(f);
+    return p;
+fail:
+    codi_probe_free(p); codi_st_close(f);
+    return NULL;
+}
+
+/* >>pca: covariance, a symmetric eigensolver, projections and the lens along a direction ------- */
+
+#define CODI__PCA_BLOCK 64   /* rows per covariance update; fixed, so sums never depend on call sizes */
+
+struct codi_pca_acc {
+    int dim;
+    long n;             /* rows added */
+    int pending;        /* rows waiting in block */
+    double *shift;      /* [D] the first row added: sums are of x - shift, so no cancellation */
+    double *sum;        /* [D] sum of (x - shift) */
+    double *cross;      /* [D, D] lower triangle: sum of (x - shift)(x - shift)^T over flushed blocks */
+    double *block;      /* [BLOCK, D] pending rows minus shift; unused rows are 0 */
+    codi__pool *pool;   /* workers, or NULL */
+};
+
+CODI_API codi_pca_acc *codi_pca_acc_new(int dim, int n_threads, char *err, size_t errsz) {
+    codi_pca_acc *a;
+    size_t D = dim > 0 ? (size_t)dim : 0;
+    if (dim <= 0 || dim > 65536) { codi__err(err, errsz, "pca: dimension %d is outside 1..65536", dim); return NULL; }
+    if (!(a = (codi_pca_acc *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(a, 0, sizeof *a);
+    a->dim = dim;
+    a->shift = (double *)CODI_MALLOC(D * sizeof(double));
+    a->sum = (double *)CODI_MALLOC(D * sizeof(double));
+    a->cross = (double *)CODI_MALLOC(D * D * sizeof(double));
+    a->block = (double *)CODI_MALLOC(D * CODI__PCA_BLOCK * sizeof(double));
+    if (!a->shift || !a->sum || !a->cross || !a->block) { codi_pca_acc_free(a); codi__err(err, errsz, "out of memory for a %d x %d covariance", dim, dim); return NULL; }
+    memset(a->sum, 0, D * sizeof(double));
+    memset(a->cross, 0, D * D * sizeof(double));
+    memset(a->block, 0, D * CODI__PCA_BLOCK * sizeof(double));
+#ifdef CODI_THREADS
+    if (n_threads > 1) a->pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
+    return a;
+}
+
+CODI_API void codi_pca_acc_free(codi_pca_acc *a) {
+    if (!a) return;
+    CODI_FREE(a->shift); CODI_FREE(a->sum); CODI_FREE(a->cross); CODI_FREE(a->block);
+#ifdef CODI_THREADS
+    codi__pool_free(a->pool);
+#endif
+    CODI_FREE(a);
+}
+
+CODI_API long codi_pca_acc_rows(const codi_pca_acc *a) { return a->n; }
+
+/* The double-precision loops below copy x through a small local array so the compiler may
+   vectorise them without proving that x and y do not overlap; each element's operations keep
+   a fixed order, so results are the same on every run. */
+
+/* y [n] += a * x [n] */
+static void codi__axpy_d(double *y, double a, const double *x, int n) {
+    double t[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) t[k] = x[j + k];
+        for (k = 0; k < 8; k++) y[j + k] += a * t[k];
+    }
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+/* y [n] -= a * x [n] + b * z [n] */
+static void codi__rank2_d(double *y, double a, const double *x, double b, const double *z, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = z[j + k]; }
+        for (k = 0; k < 8; k++) y[j + k] -= a * t[k] + b * u[k];
+    }
+    for (; j < n; j++) y[j] -= a * x[j] + b * z[j];
+}
+
+/* (x, y) [n] <- (c x - s y, s x + c y): a Givens rotation of two rows */
+static void codi__rotate_d(double *x, double *y, double c, double s, int n) {
+    double t[8], u[8];
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) {
+        for (k = 0; k < 8; k++) { t[k] = x[j + k]; u[k] = y[j + k]; }
+        for (k = 0; k < 8; k++) { x[j + k] = c * t[k] - s * u[k]; y[j + k] = s * t[k] + c * u[k]; }
+    }
+    for (; j < n; j++) { double a = x[j], b = y[j]; x[j] = c * a - s * b; y[j] = s * a + c * b; }
+}
+
+/* x . y [n] with eight partial sums */
+static double codi__dot_d(const double *x, const double *y, int n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0}, s;
+    int j = 0, k;
+    for (; j + 8 <= n; j += 8) for (k = 0; k < 8; k++) acc[k] += x[j + k] * y[j + k];
+    s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; j < n; j++) s += x[j] * y[j];
+    return s;
+}
+
+/* cross (lower triangle) += block^T block over the BLOCK rows, in L1-sized tiles; work units
+   [start, end) of CODI__SYRK_UNITS map to row ranges of about equal triangle area. */
+#define CODI__SYRK_UNITS 1024
+typedef struct { double *cross; const double *block; int D; } codi__syrk_task;
+
+static int codi__syrk_row(int unit, int D) {   /* first row of a unit, a multiple of 16 */
+    int r = (int)(D * sqrt((double)unit / CODI__SYRK_UNITS));
+    return unit >= CODI__SYRK_UNITS ? D : r - r % 16;
+}
+
+static void codi__pca_syrk_rows(void *ctx, int tid, int start, int end) {
+    enum { TI = 16, TJ = 128 };
+    const codi__syrk_task *t = (const codi__syrk_task *)ctx;
+    double *cross = t->cross;
+    const double *block = t->block;
+    int D = t->D, i0, j0, i, r, i_end = codi__syrk_row(end, D);
+    (void)tid;
+    for (i0 = codi__syrk_row(start, D); i0 < i_end; i0 += TI)
+        for (j0 = 0; j0 < i0 + TI && j0 < D; j0 += TJ)
+            for (r = 0; r < CODI__PCA_BLOCK; r++) {
+                const double *b = block + (size_t)r * D;
+                for (i = i0; i < i0 + TI && i < D; i++) {
+                    int j1 = j0 + TJ < i + 1 ? j0 + TJ : i + 1;
+                    if (j1 > j0 && b[i] != 0) codi__axpy_d(cross + (size_t)i * D + j0, b[i], b + j0, j1 - j0);
+                }
+            }
+}
+
+static void codi__pca_block_syrk(double *cross, const double *block, int D, codi__pool *pool) {
+    codi__syrk_task t;
+    t.cross = cross; t.block = block; t.D = D;
+    (void)pool;
+    CODI__PARALLEL(pool, codi__pca_syrk_rows, &t, CODI__SYRK_UNITS);
+}
+
+CODI_API int codi_pca_acc_add(codi_pca_acc *a, const float *x, int n, char *err, size_t errsz) {
+    int D = a->dim, i, j;
+    for (i = 0; i < n; i++) for (j = 0; j < D; j++)
+        if (!isfinite(x[(size_t)i * D + j])) { codi__err(err, errsz, "pca: non-finite value at row %d, column %d", i, j); return -1; }
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        if (a->n == 0) for (j = 0; j < D; j++) a->shift[j] = xi[j];
+        for (j = 0; j < D; j++) {
+            double v = xi[j] - a->shift[j];
+            a->sum[j] += v;
+            a->block[(size_t)a->pending * D + j] = v;
+        }
+        a->n++;
+        if (++a->pending == CODI__PCA_BLOCK) {
+            codi__pca_block_syrk(a->cross, a->block, D, a->pool);
+            memset(a->block, 0, (size_t)D * CODI__PCA_BLOCK * sizeof(double));
+            a->pending = 0;
+        }
+    }
+    return 0;
+}
+
+/* The row- and column-parallel steps of the eigensolver: rows (or columns) [start, end) of the
+   trailing block at offset k+1 of an n x n matrix. */
+typedef struct {
+    double *mat; const double *v; double *p; int n, k; double beta;
+    const double *rot_c, *rot_s; int rot_first, rot_count;   /* QL: rotations of rows i, i+1 */
+} codi__eig_task;
+
+static void codi__eig_matvec(void *ctx, int tid, int start, int end) {   /* p = beta A2 v */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = t->beta * codi__dot_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v, m);
+}
+
+static void codi__eig_rank2(void *ctx, int tid, int start, int end) {    /* A2 -= v w^T + w v^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__rank2_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, t->v[i], t->p, t->p[i], t->v, m);
+}
+
+static void codi__eig_vtq(void *ctx, int tid, int start, int end) {      /* p = v^T Q2, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) t->p[i] = 0;
+    for (i = 0; i < m; i++) codi__axpy_d(t->p + start, t->v[i], t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1 + start, end - start);
+}
+
+static void codi__eig_qupdate(void *ctx, int tid, int start, int end) {  /* Q2 -= beta v p^T */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int i, m = t->n - t->k - 1;
+    (void)tid;
+    for (i = start; i < end; i++) codi__axpy_d(t->mat + (size_t)(t->k + 1 + i) * t->n + t->k + 1, -t->beta * t->v[i], t->p, m);
+}
+
+static void codi__eig_rotate(void *ctx, int tid, int start, int end) {   /* a QL sweep's rotations, columns [start, end) */
+    const codi__eig_task *t = (const codi__eig_task *)ctx;
+    int r;
+    (void)tid;
+    for (r = 0; r < t->rot_count; r++) {
+        int i = t->rot_first - r;
+        codi__rotate_d(t->mat + (size_t)i * t->n + start, t->mat + (size_t)(i + 1) * t->n + start, t->rot_c[i], t->rot_s[i], end - start);
+    }
+}
+
+/* a [n, n] symmetric (full) -> tridiagonal d [n], e [n] (e[i] couples i and i+1, e[n-1] = 0)
+   by Householder reflections H_k; q [n, n] gets Q = H_0 ... H_(n-3) (A = Q T Q^T). a is destroyed. */
+static void codi__tridiagonalize(double *a, int n, double *d, double *e, double *q, double *tmp, codi__pool *pool) {
+    int k, i, j;
+    double *beta = tmp, *p = tmp + n;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    (void)pool;
+    for (k = 0; k + 2 < n; k++) {
+        double *v = a + (size_t)k * n + k + 1, sigma = 0, x0 = v[0], norm, alpha, pv = 0, K;
+        int m = n - k - 1;
+        for (i = 1; i < m; i++) sigma += v[i] * v[i];
+        d[k] = a[(size_t)k * n + k];
+        if (sigma == 0) { beta[k] = 0; e[k] = x0; continue; }
+        norm = sqrt(x0 * x0 + sigma);
+        alpha = x0 <= 0 ? norm : -norm;              /* v0 = x0 - alpha without cancellation */
+        v[0] = x0 - alpha;
+        beta[k] = 2 / (v[0] * v[0] + sigma);
+        e[k] = alpha;
+        t.mat = a; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_matvec, &t, m);   /* p = beta A2 v over the trailing block A2 */
+        for (i = 0; i < m; i++) pv += p[i] * v[i];
+        K = 0.5 * beta[k] * pv;
+        for (i = 0; i < m; i++) p[i] -= K * v[i];     /* w = p - K v; A2 -= v w^T + w v^T */
+        CODI__PARALLEL(pool, codi__eig_rank2, &t, m);
+    }
+    if (n >= 2) { d[n - 2] = a[(size_t)(n - 2) * n + n - 2]; e[n - 2] = a[(size_t)(n - 2) * n + n - 1]; }
+    d[n - 1] = a[(size_t)(n - 1) * n + n - 1]; e[n - 1] = 0;
+    for (i = 0; i < n; i++) for (j = 0; j < n; j++) q[(size_t)i * n + j] = i == j;
+    for (k = n - 3; k >= 0; k--) {                    /* Q = H_k (H_(k+1) ... ) acting on rows/cols > k */
+        const double *v = a + (size_t)k * n + k + 1;
+        int m = n - k - 1;
+        if (beta[k] == 0) continue;
+        t.mat = q; t.v = v; t.p = p; t.n = n; t.k = k; t.beta = beta[k];
+        CODI__PARALLEL(pool, codi__eig_vtq, &t, m);
+        CODI__PARALLEL(pool, codi__eig_qupdate, &t, m);
+    }
+}
+
+/* Implicit QL with Wilkinson shifts on tridiagonal (d, e); each rotation of rows i, i+1 of
+   zt [n, n] (rows: Q's columns) accumulates the eigenvectors. d gets the eigenvalues. An
+   off-diagonal entry counts as zero below eps times its neighbours or eps times the norm of T
+   (rank-deficient covariances have clusters of eigenvalues near 0). */
+static int codi__tridiagonal_ql(double *d, double *e, int n, double *zt, double *rot, codi__pool *pool) {
+    int l, m, i, iter;
+    double norm = 0;
+    codi__eig_task t;
+    memset(&t, 0, sizeof t);
+    t.mat = zt; t.n = n; t.rot_c = rot; t.rot_s = rot + n;
+    (void)pool;
+    for (i = 0; i < n; i++) norm = fmax(norm, fabs(d[i]) + fabs(e[i]) + (i ? fabs(e[i - 1]) : 0));
+    for (l = 0; l < n; l++) {
+        for (iter = 0;; iter++) {
+            double g, r, s, c, p, f, b;
+            int split = 0;
+            for (m = l; m + 1 < n; m++)
+                if (fabs(e[m]) <= DBL_EPSILON * (fabs(d[m]) + fabs(d[m + 1])) || fabs(e[m]) <= DBL_EPSILON * norm) break;
+            if (m == l) break;
+            if (iter == 60) return -1;
+            g = (d[l + 1] - d[l]) / (2 * e[l]);
+            r = hypot(g, 1);
+            g = d[m] - d[l] + e[l] / (g + (g >= 0 ? r : -r));
+            s = c = 1; p = 0;
+            for (i = m - 1; i >= l; i--) {
+                f = s * e[i]; b = c * e[i];
+                r = hypot(f, g); e[i + 1] = r;
+                if (r == 0) { d[i + 1] -= p; e[m] = 0; split = 1; break; }
+                s = f / r; c = g / r;
+                g = d[i + 1] - p;
+                r = (d[i] - g) * s + 2 * c * b;
+                p = s * r; d[i + 1] = g + p;
+                g = c * r - b;
+                rot[i] = c; rot[n + i] = s;           /* applied to zt after the sweep, in this order */
+            }
+            t.rot_first = m - 1; t.rot_count = m - 1 - i;
+            if (t.rot_count > 0) CODI__PARALLEL(pool, codi__eig_rotate, &t, n);
+            if (split) continue;
+            d[l] -= p; e[l] = g; e[m] = 0;
+        }
+    }
+    return 0;
+}
+
+static int codi__sym_eigen(const double *a, int n, codi__pool *pool, double *values, double *vectors, char *err, size_t errsz) {
+    size_t nn = (size_t)n * n, i, j;
+    double *w, *zt, *d, *e, *tmp;
+    int *order, r, c;
+    if (n <= 0) { codi__err(err, errsz, "eigen: empty matrix"); return -1; }
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++)
+        if (!isfinite(a[i * n + j])) { codi__err(err, errsz, "eigen: non-finite entry (%d, %d)", (int)i, (int)j); return -1; }
+    w = (double *)CODI_MALLOC((2 * nn + 6 * (size_t)n) * sizeof(double));
+    order = (int *)CODI_MALLOC((size_t)n * sizeof(int));
+    if (!w || !order) { CODI_FREE(w); CODI_FREE(order); codi__err(err, errsz, "eigen: out of memory for n = %d", n); return -1; }
+    zt = w + nn; d = zt + nn; e = d + n; tmp = e + n;
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j <= i; j++) w[i * n + j] = w[j * n + i] = a[i * n + j];
+    codi__tridiagonalize(w, n, d, e, vectors, tmp, pool);
+    for (i = 0; i < (size_t)n; i++) for (j = 0; j < (size_t)n; j++) zt[j * n + i] = vectors[i * n + j];
+    if (codi__tridiagonal_ql(d, e, n, zt, tmp, pool)) {
+        CODI_FREE(w); CODI_FREE(order);
+        codi__err(err, errsz, "eigen: QL iteration did not converge");
+        return -1;
+    }
+    for (r = 0; r < n; r++) order[r] = r;             /* decreasing, stable: insertion sort on indices */
+    for (r = 1; r < n; r++) {
+        int t = order[r];
+        for (c = r; c > 0 && d[order[c - 1]] < d[t]; c--) order[c] = order[c - 1];
+        order[c] = t;
+    }
+    for (r = 0; r < n; r++) {
+        const double *src = zt + (size_t)order[r] * n;
+        double *dst = vectors + (size_t)r * n, big = 0, sign;
+        int at = 0;
+        for (c = 0; c < n; c++) if (fabs(src[c]) > big) { big = fabs(src[c]); at = c; }
+        sign = src[at] < 0 ? -1 : 1;
+        for (c = 0; c < n; c++) dst[c] = sign * src[c];
+        values[r] = d[order[r]];
+    }
+    CODI_FREE(w); CODI_FREE(order);
+    return 0;
+}
+
+CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *values, double *vectors, char *err, size_t errsz) {
+    codi__pool *pool = NULL;
+    int rc;
+#ifdef CODI_THREADS
+    if (n_threads > 1) pool = codi__pool_new(n_threads);
+#else
+    (void)n_threads;
+#endif
+    rc = codi__sym_eigen(a, n, pool, values, vectors, err, errsz);
+#ifdef CODI_THREADS
+    codi__pool_free(pool);
+#endif
+    return rc;
+}
+
+CODI_API void codi_pca_free(codi_pca *p) {
+    if (!p) return;
+    CODI_FREE(p->mean); CODI_FREE(p->components); CODI_FREE(p->variance); CODI_FREE(p->explained);
+    CODI_FREE(p);
+}
+
+CODI_API codi_pca *codi_pca_fit(const codi_pca_acc *a, int n_components, char *err, size_t errsz) {
+    int D = a->dim, i, j, k = n_components;
+    size_t DD = (size_t)D * D;
+    double *cov, *vec, *val, n = (double)a->n, total = 0;
+    codi_pca *p;
+    if (a->n < 2) { codi__err(err, errsz, "pca: %ld row(s); PCA needs at least 2", a->n); return NULL; }
+    if (k < 1 || k > D) { codi__err(err, errsz, "pca: %d components asked; 1..%d possible", k, D); return NULL; }
+    cov = (double *)CODI_MALLOC((2 * DD + (size_t)D) * sizeof(double));
+    p = (codi_pca *)CODI_MALLOC(sizeof *p);
+    if (p) memset(p, 0, sizeof *p);
+    if (!cov || !p) goto oom;
+    vec = cov + DD; val = vec + DD;
+    memcpy(cov, a->cross, DD * sizeof(double));
+    if (a->pending) codi__pca_block_syrk(cov, a->block, D, a->pool);
+    for (i = 0; i < D; i++) for (j = 0; j <= i; j++)   /* (S - sum sum^T / n) / (n - 1) */
+        cov[(size_t)i * D + j] = (cov[(size_t)i * D + j] - a->sum[i] * a->sum[j] / n) / (n - 1);
+    for (i = 0; i < D; i++) total += cov[(size_t)i * D + i];
+    if (codi__sym_eigen(cov, D, a->pool, val, vec, err, errsz)) { CODI_FREE(cov); codi_pca_free(p); return NULL; }
+    p->dim = D; p->n_components = k; p->n_rows = a->n; p->total_variance = total;
+    p->mean = (float *)CODI_MALLOC((size_t)D * sizeof(float));
+    p->components = (float *)CODI_MALLOC((size_t)k * D * sizeof(float));
+    p->variance = (double *)CODI_MALLOC((size_t)k * sizeof(double));
+    p->explained = (double *)CODI_MALLOC((size_t)k * sizeof(double));
+    if (!p->mean || !p->components || !p->variance || !p->explained) goto oom;
+    for (j = 0; j < D; j++) p->mean[j] = (float)(a->shift[j] + a->sum[j] / n);
+    for (i = 0; i < k; i++) {
+        p->variance[i] = val[i] > 0 ? val[i] : 0;      /* rounding can leave tiny negatives */
+        p->explained[i] = total > 0 ? p->variance[i] / total : 0;
+        for (j = 0; j < D; j++) p->components[(size_t)i * D + j] = (float)vec[(size_t)i * D + j];
+    }
+    CODI_FREE(cov);
+    return p;
+oom:
+    CODI_FREE(cov); codi_pca_free(p);
+    codi__err(err, errsz, "pca: out of memory for a %d x %d covariance", D, D);
+    return NULL;
+}
+
+CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *out) {
+    int i, c, j, D = p->dim;
+    for (i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * D;
+        for (c = 0; c < p->n_components; c++) {
+            const float *v = p->components + (size_t)c * D;
+            double s = 0;
+            for (j = 0; j < D; j++) s += ((double)xi[j] - p->mean[j]) * v[j];
+            out[(size_t)i * p->n_components + c] = (float)s;
+        }
+    }
+}
+
+CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
+                           const char *const *metadata, char *err, size_t errsz) {
+    codi_st_entry *e;
+    char *nm;
+    double *stats;
+    const char *meta[66];
+    int i, rc;
+    if (n <= 0) { codi__err(err, errsz, "pca save: nothing to save"); return -1; }
+    if (!codi__with_kind(meta, 66, "pca.v1", metadata)) { codi__err(err, errsz, "pca save: more than 31 metadata pairs"); return -1; }
+    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
+    nm = (char *)CODI_MALLOC((size_t)n * 5 * 256);
+    stats = (double *)CODI_MALLOC((size_t)n * 2 * sizeof(double));
+    if (!e || !nm || !stats) { CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats); codi__err(err, errsz, "out of memory"); return -1; }
+    memset(e, 0, (size_t)n * 5 * sizeof *e);
+    for (i = 0; i < n; i++) {
+        const codi_pca *p = pcas[i];
+        static const char *const part[5] = { "mean", "components", "variance", "explained", "stats" };
+        const void *data[5];
+        int k;
+        stats[2 * i] = p->total_variance; stats[2 * i + 1] = (double)p->n_rows;
+        data[0] = p->mean; data[1] = p->components; data[2] = p->variance; data[3] = p->explained; data[4] = stats + 2 * i;
+        for (k = 0; k < 5; k++) {
+            codi_st_entry *t = &e[i * 5 + k];
+            snprintf(nm + (size_t)(i * 5 + k) * 256, 256, "%s.%s", names[i], part[k]);
+            t->name = nm + (size_t)(i * 5 + k) * 256; t->dtype = k < 2 ? CODI_F32 : CODI_F64; t->data = data[k];
+            t->ndim = k == 1 ? 2 : 1;
+            t->shape[0] = k == 0 ? p->dim : k == 4 ? 2 : p->n_components;
+            t->shape[1] = p->dim;
+        }
+    }
+    rc = codi_write_safetensors(path, e, n * 5, meta, err, errsz);
+    CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats);
+    return rc;
+}
+
+/* NAME.part of f as F64 [want]: a new buffer, or NULL with a message. */
+static double *codi__st_doubles(const codi_st_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
+    char full[300];
+    codi_st_tensor t;
+    double *v;
+    long i;
+    snprintf(full, sizeof full, "%s.%s", name, part);
+    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (strcmp(t.dtype, "F64") || (long)t.numel != want) { codi__err(err, errsz, "tensor %s must be F64 [%ld]", full, want); return NULL; }
+    if (!(v = (double *)CODI_MALLOC((size_t)want * sizeof(double)))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memcpy(v, t.data, (size_t)want * sizeof(double));   /* little-endian hosts, as the whole library */
+    for (i = 0; i < want; i++) if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value", full); return NULL; }
+    return v;
+}
+
+CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz) {
+    char sub[256];
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_st_tensor c;
+    codi_pca *p = NULL;
+    double *stats = NULL;
+    const char *fmt;
+    long D, k;
+    if (!f) return NULL;
+    fmt = codi_st_metadata(f, "codi_lens");
+    snprintf(sub, sizeof sub, "%s.components", name);
+    if (!fmt || strcmp(fmt, "pca.v1")) { codi__err(err, errsz, "%s: not a PCA file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
+    if (codi_st_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
+    if (c.ndim != 2 || c.shape[0] < 1 || c.shape[1] < 1 || c.shape[0] > c.shape[1] || c.shape[1] > 65536) {
+        codi__err(err, errsz, "%s: %s must be [k, D] with 1 <= k <= D <= 65536", path, sub); goto fail;
+    }
+    k = (long)c.shape[0]; D = (long)c.shape[1];
+    if (!(p = (codi_pca *)CODI_MALLOC(sizeof *p))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    memset(p, 0, sizeof *p);
+    p->dim = (int)D; p->n_components = (int)k;
+    if (!(p->mean = codi__st_floats(f, name, "mean", D, NULL, err, errsz)) ||
+        !(p->components = codi__st_floats(f, name, "components", k * D, NULL, err, errsz)) ||
+        !(p->variance = codi__st_doubles(f, name, "variance", k, err, errsz)) ||
+        !(p->explained = codi__st_doubles(f, name, "explained", k, err, errsz)) ||
+        !(stats = codi__st_doubles(f, name, "stats", 2, err, errsz))) goto fail;
+    p->total_variance = stats[0]; p->n_rows = (long)stats[1];
+    CODI_FREE(stats); codi_st_close(f);
+    return p;
+fail:
+    CODI_FREE(stats); codi_pca_free(p); codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
+                                 float *delta) {
+    int D = m->config.dim, V = m->config.vocab, j;
+    float *x = (float *)CODI_MALLOC(((size_t)2 * D + (size_t)V) * sizeof(float)), *ref;
+    if (!x) return -1;
+    ref = x + 2 * D;
+    if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
+        codi__matmul_rows(delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);
+        for (j = 0; j < V; j++) delta[j] *= s;
+    } else {
+        for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];
+        if (codi_lens_logits(m, x, delta) || codi_lens_logits(m, base, ref)) { CODI_FREE(x); return -1; }
+        for (j = 0; j < V; j++) delta[j] -= ref[j];
+    }
+    CODI_FREE(x);
+    return 0;
 }
 
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */

@@ -327,6 +327,20 @@ CLI_API int cli_gold(const codi__json *obj, double *gold) {
     return 0;
 }
 
+/* Non-empty lines of a file, at most limit when limit > 0 (a progress bar's total). */
+CLI_API long cli_count_lines(const char *path, int limit) {
+    FILE *f = fopen(path, "rb");
+    long n = 0;
+    int ch, in_line = 0;
+    if (!f) return 0;
+    while ((ch = fgetc(f)) != EOF) {
+        if (ch == '\n') { n += in_line; in_line = 0; } else if (ch != '\r') in_line = 1;
+    }
+    n += in_line;
+    fclose(f);
+    return limit > 0 && limit < n ? limit : n;
+}
+
 /* "K/N" with 1 <= K <= N; 0, or -1 after a message. */
 CLI_API int cli_parse_shard(const char *s, int *k, int *n) {
     char *end;

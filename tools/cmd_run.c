@@ -156,20 +156,6 @@ static int run_question(void *user, const cli_question *q) {
     return 0;
 }
 
-/* Non-empty lines of a file (the progress bar's total). */
-static long run_count_lines(const char *path, int limit) {
-    FILE *f = fopen(path, "rb");
-    long n = 0;
-    int ch, in_line = 0;
-    if (!f) return 0;
-    while ((ch = fgetc(f)) != EOF) {
-        if (ch == '\n') { n += in_line; in_line = 0; } else if (ch != '\r') in_line = 1;
-    }
-    n += in_line;
-    fclose(f);
-    return limit > 0 && limit < n ? limit : n;
-}
-
 static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *path, int limit, int steps, const char *steer_path) {
     run_file_ctx rc;
     codi_steer *steer;
@@ -183,7 +169,7 @@ static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *p
         if (rc.t) fprintf(stderr, "codi: out of memory\n");
         codi_steer_free(steer); codi_tokenizer_free((codi_tokenizer *)rc.t); codi_model_free((codi_model *)rc.m); return 1;
     }
-    rc.progress = cli_progress_start("questions", run_count_lines(path, limit), 0);
+    rc.progress = cli_progress_start("questions", cli_count_lines(path, limit), 0);
     rv = cli_for_each_question(path, limit, 0, 0, run_question, &rc, &n_bad);
     if (rv == 0) cli_progress_update(rc.progress, rc.progress ? rc.progress->total : 0);   /* every line handled */
     cli_progress_end(rc.progress);

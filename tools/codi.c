@@ -20,10 +20,13 @@
 #include "cmd_vectors.c"
 #include "cmd_sweep.c"
 #include "cmd_export.c"
+#include "cmd_pca.c"
+#include "cmd_probe.c"
+#include "cmd_kv_response.c"
 
 static const cli_command *const commands[] = {
     &cmd_run, &cmd_trace, &cmd_info, &cmd_bench, &cmd_tokenize, &cmd_lens, &cmd_record, &cmd_tune_lens,
-    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep, &cmd_export,
+    &cmd_eval, &cmd_gen_templates, &cmd_vectors, &cmd_sweep, &cmd_export, &cmd_probe, &cmd_pca, &cmd_kv_response,
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof *commands)
 

@@ -75,12 +75,18 @@ typedef struct {
 
 SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
     double cw = s->cell_w > 0 ? s->cell_w : 64, ch = s->cell_h > 0 ? s->cell_h : 22;
-    double left = 90, top = s->title ? 46 : 20, gw = cw * s->cols, gh = ch * s->rows;
-    double w = left + gw + 110, h = top + gh + 60;
-    FILE *f = fopen(path, "w");
+    double left = 90, top = s->title ? 46 : 20, gw = cw * s->cols, gh = ch * s->rows, w, h;
+    FILE *f;
     int r, c, k;
     char buf[64];
-    if (!f) return -1;
+    for (r = 0; r < s->rows && s->row_labels; r++)      /* room for the longest row label (11 px text) */
+        if (30 + 6.2 * strlen(s->row_labels[r]) > left) left = 30 + 6.2 * strlen(s->row_labels[r]);
+    w = left + gw + 110; h = top + gh + 60;
+    if (s->title && 8.6 * strlen(s->title) + 40 > w) {  /* and for the title (15 px bold), centred over the grid */
+        left += (8.6 * strlen(s->title) + 40 - w) / 2;
+        w = 8.6 * strlen(s->title) + 40;
+    }
+    if (!(f = fopen(path, "w"))) return -1;
     svg_begin(f, w, h);
     if (s->title) svg_label(f, left + gw / 2, 24, 15, "middle", "font-weight=\"bold\"", s->title);
     for (r = 0; r < s->rows; r++)
