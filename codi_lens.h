@@ -60,7 +60,10 @@
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
    bf16, no architectures other than Llama. It never executes code from a checkpoint: the
-   pickle reader accepts only the globals torch.save emits for a state dict. The tokenizer is
+   pickle reader accepts only the globals torch.save emits for a state dict; every size, offset
+   and count read from a file is overflow-checked, every zip entry read is CRC-32-verified
+   (skip_crc skips it: ~5% of a 1B load), FIFOs and devices are refused before open(), and
+   config.json values are range-checked with the field and file named. The tokenizer is
    byte-level BPE with Llama 3's split regex only (no normalizers, SentencePiece or WordPiece);
    a tokenizer.json it cannot reproduce exactly is refused, not approximated.
 
@@ -122,10 +125,10 @@ typedef struct {
     int rope_llama3;    /* 1: llama3 frequency scaling with the four values below */
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_pos;
-    int bos_id;
-    int eos_ids[8];     /* generation stops at any of these */
+    int bos_id;         /* -1: config.json gives none and Llama 3's 128000 is outside the vocabulary */
+    int eos_ids[8];     /* generation stops at any of these (ids inside the vocabulary) */
     int n_eos;
-    int pad_id, bot_id, eot_id;   /* CODI tokens; default base vocab + 0, 1, 2 */
+    int pad_id, bot_id, eot_id;   /* CODI tokens: base vocab + 0, 1, 2; -1 for a plain Llama (no prj, no base_vocab) */
     float lora_scale;   /* alpha / r used when merging */
 } codi_config;
 
@@ -134,9 +137,10 @@ typedef struct {
     const char *base;   /* Hugging Face Llama directory the checkpoint is layered over, or NULL */
     int exact;          /* 1: merged weights kept in f32; 0: merged weights rounded to bf16 */
     float lora_scale;   /* alpha / r; 0.25 for the released CODI Llama (32 / 128) */
-    int head_dim;       /* > 0 overrides config.json / the default 64 when inferring */
+    int head_dim;       /* > 0: used instead of config.json's head_dim (or hidden_size / heads, or 64) */
     int base_vocab;     /* > 0: pad/bot/eot = base_vocab + 0/1/2 (default: V - 3 for CODI) */
     int n_threads;      /* threads for merging LoRA at load (CODI_THREADS builds; default 1) */
+    int skip_crc;       /* 1: do not verify the CRC-32 of a .bin's zip entries (default 0: verify) */
 } codi_load_opts;
 
 /* A weight matrix W [rows = out features, cols = in features], row-major. */
@@ -252,8 +256,9 @@ typedef struct {
 } codi_run_result;
 
 CODI_API codi_load_opts codi_load_opts_default(void);
-/* Loads a CODI checkpoint (pytorch_model.bin or .safetensors) or a Hugging Face Llama
-   directory, optionally over opts->base. Returns NULL and a message in err on failure. */
+/* Loads a CODI checkpoint (pytorch_model.bin or .safetensors), a Hugging Face Llama directory,
+   or a directory holding exactly one .bin / .safetensors, optionally over opts->base. Returns
+   NULL and a message in err on failure. */
 CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz);
 CODI_API void codi_model_free(codi_model *m);
 
@@ -315,8 +320,11 @@ CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t 
 CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_opts *o, codi_run_result *r);
 /* Prompt ids from question ids: BOS q... bot (recipe 0, zhenyi4 remove_eos) or
    BOS q... <|eot_id|> bot (recipe 1, Latent Reasoning Sprint). Returns the count, or -1
-   if out_cap is too small. */
+   if out_cap is too small or the model cannot form this recipe (codi_prompt_check says why). */
 CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, int nq, int32_t *out, int out_cap);
+/* 0 if the model has the ids recipe needs (BOS, bot; recipe 1 also <|eot_id|> 128009), or -1
+   with what is missing and what to do in err. */
+CODI_API int codi_prompt_check(const codi_model *m, int recipe, char *err, size_t errsz);
 /* The last number in text (commas removed) into *out; returns 1 if one was found. */
 CODI_API int codi_extract_answer(const char *text, double *out);
 
@@ -837,11 +845,14 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
 #include <math.h>
 #include <float.h>
 #include <limits.h>
-#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-#include <sys/mman.h>
+#if !defined(_WIN32)
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <dirent.h>
+#endif
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+#include <sys/mman.h>
 #endif
 #ifdef CODI_THREADS
 #include <pthread.h>
@@ -890,6 +901,31 @@ static float codi__f16_to_f32(uint16_t h) {
 static size_t codi__dtype_size(int dtype) {
     static const size_t size[] = { 4, 2, 2, 4, 1, 8, 8 };   /* F32 BF16 F16 I32 U8 F64 I64 */
     return size[dtype];
+}
+
+/* Checked arithmetic for sizes read from files: 1 with *out set, or 0 when the result
+   does not fit. Every size, count and offset that comes from input goes through these. */
+static int codi__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (b && a > UINT64_MAX / b) return 0;
+    *out = a * b; return 1;
+}
+static int codi__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a > UINT64_MAX - b) return 0;
+    *out = a + b; return 1;
+}
+/* Elements of a shape whose dims are >= 0, as long as the count stays below 2^62 (so a
+   count times an element size of 1..8 bytes still fits in int64); else 0. */
+static int codi__numel_checked(int ndim, const int64_t *shape, int64_t *out) {
+    uint64_t n = 1; int i;
+    for (i = 0; i < ndim; i++)
+        if (shape[i] < 0 || !codi__mul_u64(n, (uint64_t)shape[i], &n) || n > ((uint64_t)1 << 62)) return 0;
+    *out = (int64_t)n; return 1;
+}
+/* x as an int in [lo, hi] when x is a whole number there (NaN and infinities are not);
+   the range is checked before the cast. */
+static int codi__double_to_int(double x, int lo, int hi, int *out) {
+    if (!(x >= (double)lo && x <= (double)hi) || x != floor(x)) return 0;
+    *out = (int)x; return 1;
 }
 
 /* Element i of a tensor of dtype at p, as f32 (reads byte-wise: p may be unaligned). */
@@ -1298,16 +1334,45 @@ typedef struct codi__file {
     struct codi__file *next;
 } codi__file;
 
+/* 1 if path names a regular file (following links). A FIFO, device or directory is not: it is
+   refused before open(), which could block on it forever. */
+static int codi__is_regular(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+#else
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    return fp != NULL;
+#endif
+}
+
+/* 1 if anything exists at path (a file that is not regular is then refused with a message). */
+static int codi__exists(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0;
+#else
+    return codi__is_regular(path);
+#endif
+}
+
 static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
-    codi__file *f = (codi__file *)CODI_MALLOC(sizeof *f);
-    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    codi__file *f;
+#if !defined(_WIN32)
+    struct stat st0;
+    if (stat(path, &st0) != 0) { codi__err(err, errsz, "cannot open %s", path); return NULL; }
+    if (!S_ISREG(st0.st_mode)) { codi__err(err, errsz, "%s is not a regular file", path); return NULL; }
+#endif
+    if (!(f = (codi__file *)CODI_MALLOC(sizeof *f))) { codi__err(err, errsz, "out of memory"); return NULL; }
     memset(f, 0, sizeof *f);
 #if !defined(CODI_NO_MMAP) && !defined(_WIN32)
     {
         struct stat st;
-        int fd = open(path, O_RDONLY);
+        /* O_NONBLOCK: should the path have become a FIFO since stat(), open() returns at once */
+        int fd = open(path, O_RDONLY | O_NONBLOCK);
         if (fd < 0) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
             codi__err(err, errsz, "%s is not a regular file", path); close(fd); CODI_FREE(f); return NULL;
         }
         f->size = (size_t)st.st_size;
@@ -1326,8 +1391,11 @@ static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
             codi__err(err, errsz, "cannot size %s", path); fclose(fp); CODI_FREE(f); return NULL;
         }
         f->size = (size_t)n;
-        f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1);
-        if (!f->data || fread((void *)f->data, 1, f->size, fp) != f->size) {
+        if (!(f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1))) {
+            codi__err(err, errsz, "out of memory reading %s (%lu bytes)", path, (unsigned long)f->size);
+            fclose(fp); CODI_FREE(f); return NULL;
+        }
+        if (fread((void *)f->data, 1, f->size, fp) != f->size) {
             codi__err(err, errsz, "cannot read %s", path);
             CODI_FREE((void *)f->data); fclose(fp); CODI_FREE(f); return NULL;
         }
@@ -1349,9 +1417,9 @@ static void codi__file_close(codi__file *f) {
 
 /* A small text file read into a NUL-terminated buffer; NULL if absent. */
 static char *codi__read_text(const char *path, size_t *len) {
-    FILE *fp = fopen(path, "rb");
+    FILE *fp;
     char *buf = NULL; size_t cap = 0, n = 0;
-    if (!fp) return NULL;
+    if (!codi__is_regular(path) || !(fp = fopen(path, "rb"))) return NULL;
     for (;;) {
         size_t got;
         if (n + 4096 + 1 > cap) {
@@ -1491,6 +1559,7 @@ static int codi__read_safetensors(codi__tensors *ts, const char *path, int sourc
         const codi__json *dt, *shape, *offs, *v;
         int64_t shp[4] = { 1, 1, 1, 1 };
         double b0, b1;
+        int64_t numel;
         int nd = 0, dtype;
         size_t esz;
         if (!strcmp(e->key, "__metadata__")) continue;
@@ -1511,9 +1580,13 @@ static int codi__read_safetensors(codi__tensors *ts, const char *path, int sourc
         b0 = offs->child->num; b1 = offs->child->next->num;
         esz = dtype < 0 ? (!strcmp(dt->str, "F64") || !strcmp(dt->str, "I64") ? 8 : !strcmp(dt->str, "I32") ? 4 : 0)
                         : codi__dtype_size(dtype);
-        if (b0 < 0 || b1 < b0 || b1 > (double)(f->size - data_start) ||
-            (esz && (double)codi__numel(nd, shp) * (double)esz != b1 - b0)) {
-            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size",
+        if (!codi__numel_checked(nd, shp, &numel)) {
+            codi__err(err, errsz, "%s: tensor '%s' has more elements than any file can hold", path, e->key); goto fail;
+        }
+        /* offsets are whole numbers within the data section (which bounds them below 2^53) */
+        if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)(f->size - data_start)) || b0 != floor(b0) || b1 != floor(b1) ||
+            (esz && (uint64_t)numel * esz != (uint64_t)b1 - (uint64_t)b0)) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.15g, %.15g) do not match its shape or the file size",
                       path, e->key, b0, b1);
             goto fail;
         }
@@ -1530,7 +1603,12 @@ fail:
 
 /* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
 
-typedef struct { const char *name; size_t name_len; const unsigned char *data; uint64_t size; } codi__zip_entry;
+typedef struct {
+    const char *name; size_t name_len;
+    const unsigned char *data; uint64_t size;
+    uint32_t crc;           /* CRC-32 the central directory records for data[0..size) */
+    int crc_checked;        /* 1 once verified */
+} codi__zip_entry;
 
 static uint32_t codi__rd16(const unsigned char *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
 static uint32_t codi__rd32(const unsigned char *p) { return codi__rd16(p) | (codi__rd16(p + 2) << 16); }
@@ -1552,7 +1630,7 @@ static int codi__zip_entries(const codi__file *f, codi__zip_entry **out, char *e
         uint64_t z64;
         if (loc < 20 || codi__rd32(d + loc - 20) != 0x07064b50u) { codi__err(err, errsz, "zip64 locator missing"); return -1; }
         z64 = codi__rd64(d + loc - 20 + 8);
-        if (z64 > n - 56 || codi__rd32(d + z64) != 0x06064b50u) { codi__err(err, errsz, "zip64 directory record missing"); return -1; }
+        if (n < 56 || z64 > n - 56 || codi__rd32(d + z64) != 0x06064b50u) { codi__err(err, errsz, "zip64 directory record missing"); return -1; }
         cd_count = codi__rd64(d + z64 + 32); cd_size = codi__rd64(d + z64 + 40); cd_off = codi__rd64(d + z64 + 48);
     }
     if (cd_off > n || cd_size > n - cd_off || cd_count > cd_size / 46) {
@@ -1567,7 +1645,8 @@ static int codi__zip_entries(const codi__file *f, codi__zip_entry **out, char *e
         uint64_t csize, usize, lho;
         size_t xi, lh_nl, lh_el;
         if (pos + 46 > cd_off + cd_size || codi__rd32(c) != 0x02014b50u) { codi__err(err, errsz, "bad zip directory entry %lu", (unsigned long)k); goto fail; }
-        method = codi__rd16(c + 10); csize = codi__rd32(c + 20); usize = codi__rd32(c + 24);
+        method = codi__rd16(c + 10); es[k].crc = codi__rd32(c + 16); es[k].crc_checked = 0;
+        csize = codi__rd32(c + 20); usize = codi__rd32(c + 24);
         nl = codi__rd16(c + 28); el = codi__rd16(c + 30); cl = codi__rd16(c + 32); lho = codi__rd32(c + 42);
         if (pos + 46 + nl + el + cl > cd_off + cd_size) { codi__err(err, errsz, "zip directory entry %lu overruns", (unsigned long)k); goto fail; }
         x = c + 46 + nl;
@@ -1604,6 +1683,46 @@ fail:
     return -1;
 }
 
+/* CRC-32 (ISO 3309, the zip polynomial 0xEDB88320), eight bytes per step ("slicing by 8"):
+   table[k][b] is the CRC of byte b followed by k zero bytes. */
+typedef struct { uint32_t table[8][256]; } codi__crc32_tables;
+
+static void codi__crc32_init(codi__crc32_tables *t) {
+    uint32_t b, c; int k;
+    for (b = 0; b < 256; b++) {
+        c = b;
+        for (k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t->table[0][b] = c;
+    }
+    for (b = 0; b < 256; b++)
+        for (k = 1; k < 8; k++) t->table[k][b] = (t->table[k - 1][b] >> 8) ^ t->table[0][t->table[k - 1][b] & 255];
+}
+
+static uint32_t codi__crc32(const codi__crc32_tables *t, const unsigned char *p, uint64_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint32_t lo = c ^ codi__rd32(p), hi = codi__rd32(p + 4);
+        c = t->table[7][lo & 255] ^ t->table[6][(lo >> 8) & 255] ^ t->table[5][(lo >> 16) & 255] ^ t->table[4][lo >> 24] ^
+            t->table[3][hi & 255] ^ t->table[2][(hi >> 8) & 255] ^ t->table[1][(hi >> 16) & 255] ^ t->table[0][hi >> 24];
+    }
+    while (n--) c = t->table[0][(c ^ *p++) & 255] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* Verifies an entry's CRC-32 once (tables NULL: verification is off). 0, or -1 with a message. */
+static int codi__zip_verify(codi__zip_entry *e, const codi__crc32_tables *tables, char *err, size_t errsz) {
+    uint32_t got;
+    if (!tables || e->crc_checked) return 0;
+    got = codi__crc32(tables, e->data, e->size);
+    if (got != e->crc) {
+        codi__err(err, errsz, "zip entry %.*s is corrupted: CRC-32 %08x, the archive records %08x",
+                  (int)(e->name_len > 200 ? 200 : e->name_len), e->name, (unsigned)got, (unsigned)e->crc);
+        return -1;
+    }
+    e->crc_checked = 1;
+    return 0;
+}
+
 /* >>pickle: an allow-list pickle machine for torch.save state dicts ---------------------
    Like torch.load(weights_only=True): the only callables are _rebuild_tensor_v2,
    _rebuild_parameter and OrderedDict; storages come by persistent id. Anything else is an
@@ -1622,6 +1741,7 @@ typedef struct codi__pv {
     int global;                    /* GLOBAL: CODI__G_*; STORAGE global: dtype in `dtype` */
     int dtype;                     /* STORAGE: CODI_* or -1; dtype_name below */
     const char *dtype_name;
+    int elem_size;                 /* STORAGE: bytes per element */
     const char *key; size_t keylen;/* STORAGE: archive key "N" */
     int64_t numel;                 /* STORAGE */
     struct codi__pv *storage;      /* TENSOR */
@@ -1640,7 +1760,7 @@ typedef struct {
 
 static codi__pv *codi__pv_new(codi__pickle *pk, int type) {
     codi__pv *v = (codi__pv *)CODI_MALLOC(sizeof *v);
-    if (!v) return NULL;
+    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
     memset(v, 0, sizeof *v);
     v->type = type;
     v->all_next = pk->all; pk->all = v;
@@ -1650,7 +1770,9 @@ static codi__pv *codi__pv_new(codi__pickle *pk, int type) {
 static int codi__pv_append(codi__pv *c, codi__pv *item) {
     if (c->n == c->cap) {
         int nc = c->cap ? c->cap * 2 : 8;
-        codi__pv **ni = (codi__pv **)CODI_REALLOC(c->items, (size_t)nc * sizeof *ni);
+        codi__pv **ni;
+        if (nc > (1 << 28)) return -1;                /* beyond any state dict; keeps nc an int */
+        ni = (codi__pv **)CODI_REALLOC(c->items, (size_t)nc * sizeof *ni);
         if (!ni) return -1;
         c->items = ni; c->cap = nc;
     }
@@ -1684,8 +1806,7 @@ static codi__pv *codi__pk_pop_mark(codi__pickle *pk, int type) {
     int m, i;
     if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return NULL; }
     m = pk->marks[--pk->nmarks];
-    c = codi__pv_new(pk, type);
-    if (!c) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+    if (!(c = codi__pv_new(pk, type))) return NULL;
     for (i = m; i < pk->sp; i++)
         if (codi__pv_append(c, pk->stack[i]) != 0) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
     pk->sp = m;
@@ -1715,10 +1836,10 @@ static int codi__pk_memo_put(codi__pickle *pk, size_t idx, codi__pv *v) {
 
 /* Resolves "module.name" against the allow-list. */
 static codi__pv *codi__pk_global(codi__pickle *pk, const char *mod, size_t ml, const char *name, size_t nl) {
-    static const struct { const char *name; int dtype; } storages[] = {
-        { "FloatStorage", CODI_F32 }, { "BFloat16Storage", CODI_BF16 }, { "HalfStorage", CODI_F16 },
-        { "DoubleStorage", -1 }, { "LongStorage", -1 }, { "IntStorage", -1 }, { "ShortStorage", -1 },
-        { "CharStorage", -1 }, { "ByteStorage", -1 }, { "BoolStorage", -1 } };
+    static const struct { const char *name; int dtype, elem_size; } storages[] = {
+        { "FloatStorage", CODI_F32, 4 }, { "BFloat16Storage", CODI_BF16, 2 }, { "HalfStorage", CODI_F16, 2 },
+        { "DoubleStorage", -1, 8 }, { "LongStorage", -1, 8 }, { "IntStorage", -1, 4 }, { "ShortStorage", -1, 2 },
+        { "CharStorage", -1, 1 }, { "ByteStorage", -1, 1 }, { "BoolStorage", -1, 1 } };
     codi__pv *g;
     size_t i;
 #define CODI__IS(a, al, b) ((al) == strlen(b) && memcmp(a, b, al) == 0)
@@ -1731,6 +1852,7 @@ static codi__pv *codi__pk_global(codi__pickle *pk, const char *mod, size_t ml, c
         for (i = 0; i < sizeof storages / sizeof *storages; i++)
             if (CODI__IS(name, nl, storages[i].name)) {
                 g->global = CODI__G_STORAGE; g->dtype = storages[i].dtype; g->dtype_name = storages[i].name;
+                g->elem_size = storages[i].elem_size;
                 return g;
             }
 #undef CODI__IS
@@ -1764,7 +1886,7 @@ static codi__pv *codi__pk_call(codi__pickle *pk, codi__pv *fn, codi__pv *args) {
             codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_tensor_v2 arguments"); return NULL;
         }
         t = codi__pv_new(pk, CODI__PV_TENSOR);
-        if (!t) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+        if (!t) return NULL;
         t->storage = st; t->ndim = size->n;
         if (!codi__pv_int(args->items[1], &t->offset) || t->offset < 0) { codi__err(pk->err, pk->errsz, "pickle: bad storage offset"); return NULL; }
         for (i = 0; i < size->n; i++)
@@ -1816,7 +1938,7 @@ static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
         case 0x85: case 0x86: case 0x87: {                                               /* TUPLE1..3 */
             int k = op - 0x84, i;
             if (pk->sp - (pk->nmarks ? pk->marks[pk->nmarks - 1] : 0) < k) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
-            if (!(v = codi__pv_new(pk, CODI__PV_TUPLE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
             for (i = pk->sp - k; i < pk->sp; i++) if (codi__pv_append(v, pk->stack[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
             pk->sp -= k;
             if (codi__pk_push(pk, v)) return -1;
@@ -1825,10 +1947,11 @@ static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
         case 'a': case 'e': case 's': case 'u': {                                        /* APPEND(S), SETITEM(S) */
             codi__pv *items, *target; int i;
             if (op == 'a' || op == 's') {
-                if (!(items = codi__pv_new(pk, CODI__PV_TUPLE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+                if (!(items = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
                 if (op == 's') { if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
-                                 if (codi__pv_append(items, a) || codi__pv_append(items, b)) return -1; }
-                else { if (!(a = codi__pk_pop(pk)) || codi__pv_append(items, a)) return -1; }
+                                 if (codi__pv_append(items, a) || codi__pv_append(items, b)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; } }
+                else if (!(a = codi__pk_pop(pk))) return -1;
+                else if (codi__pv_append(items, a)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
             } else if (!(items = codi__pk_pop_mark(pk, CODI__PV_TUPLE))) return -1;
             if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
             target = pk->stack[pk->sp - 1];
@@ -1889,15 +2012,15 @@ static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
                 t->items[2]->type != CODI__PV_STR || t->items[4]->type != CODI__PV_INT || t->items[4]->i < 0) {
                 codi__err(pk->err, pk->errsz, "pickle: unsupported persistent id"); return -1;
             }
-            if (!(v = codi__pv_new(pk, CODI__PV_STORAGE))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
-            v->dtype = t->items[1]->dtype; v->dtype_name = t->items[1]->dtype_name;
+            if (!(v = codi__pv_new(pk, CODI__PV_STORAGE))) return -1;
+            v->dtype = t->items[1]->dtype; v->dtype_name = t->items[1]->dtype_name; v->elem_size = t->items[1]->elem_size;
             v->key = t->items[2]->s; v->keylen = t->items[2]->slen; v->numel = t->items[4]->i;
             if (codi__pk_push(pk, v)) return -1;
             break;
         }
         case 'J': case 'K': case 'M': case 0x8a: {                                       /* ints */
             int64_t x = 0;
-            if (!(v = codi__pv_new(pk, CODI__PV_INT))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_INT))) return -1;
             if (op == 'K') { if (!codi__pk_need(pk, 1)) return -1; x = *pk->p; pk->p += 1; }
             else if (op == 'M') { if (!codi__pk_need(pk, 2)) return -1; x = codi__rd16(pk->p); pk->p += 2; }
             else if (op == 'J') { if (!codi__pk_need(pk, 4)) return -1; x = (int32_t)codi__rd32(pk->p); pk->p += 4; }
@@ -1916,7 +2039,7 @@ static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
         }
         case 'N': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_NONE))) return -1; break;
         case 0x88: case 0x89:
-            if (!(v = codi__pv_new(pk, CODI__PV_BOOL))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_BOOL))) return -1;
             v->i = op == 0x88;
             if (codi__pk_push(pk, v)) return -1;
             break;
@@ -1932,7 +2055,7 @@ static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
             len = w == 1 ? *pk->p : w == 4 ? codi__rd32(pk->p) : codi__rd64(pk->p);
             pk->p += w;
             if (len > (uint64_t)(pk->end - pk->p)) { codi__err(pk->err, pk->errsz, "pickle truncated in a string"); return -1; }
-            if (!(v = codi__pv_new(pk, CODI__PV_STR))) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_STR))) return -1;
             v->s = (const char *)pk->p; v->slen = (size_t)len;
             pk->p += len;
             if (codi__pk_push(pk, v)) return -1;
@@ -1960,20 +2083,56 @@ static void codi__pk_free(codi__pickle *pk) {
     CODI_FREE(pk->stack); CODI_FREE(pk->marks); CODI_FREE(pk->memo);
 }
 
-/* Reads a torch.save zip checkpoint (torch 1.6+ and 2.x) into the tensor table. */
-static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
-    codi__file *f = codi__file_open(path, err, errsz);
+/* Where tensor t starts in its storage entry se, checked against both: the storage's numel *
+   element size must fit the entry, offset + span the storage (span: the last element's index + 1
+   for its shape and strides). 0 with *byte_offset set, or -1 with a message. */
+static int codi__pk_tensor_range(const codi__pv *t, const codi__zip_entry *se, uint64_t *byte_offset,
+                                 char *err, size_t errsz) {
+    const codi__pv *st = t->storage;
+    uint64_t storage_bytes, span = 1, end, step;
+    int64_t numel, expect = 1;
+    int d;
+    if (!codi__numel_checked(t->ndim, t->shape, &numel)) { codi__err(err, errsz, "its shape has too many elements"); return -1; }
+    for (d = t->ndim - 1; d >= 0 && numel > 0; d--) {   /* contiguous row-major strides (an empty tensor reads nothing) */
+        if (t->shape[d] != 1 && t->stride[d] != expect) {
+            codi__err(err, errsz, "it is not contiguous (strides); save it with .contiguous()"); return -1;
+        }
+        expect *= t->shape[d];                    /* <= numel (every dim >= 1 here): no overflow */
+        if (t->shape[d] > 0) {
+            if (!codi__mul_u64((uint64_t)(t->shape[d] - 1), (uint64_t)t->stride[d], &step) || !codi__add_u64(span, step, &span)) {
+                codi__err(err, errsz, "its strides overflow"); return -1;
+            }
+        }
+    }
+    if (numel == 0) span = 0;
+    if (!codi__mul_u64((uint64_t)st->numel, (uint64_t)st->elem_size, &storage_bytes) || storage_bytes > se->size ||
+        !codi__add_u64((uint64_t)t->offset, span, &end) || end > (uint64_t)st->numel) {
+        codi__err(err, errsz, "it does not fit its storage (%lld elements at offset %lld; the storage holds %lld, its entry %llu bytes)",
+                  (long long)numel, (long long)t->offset, (long long)st->numel, (unsigned long long)se->size);
+        return -1;
+    }
+    *byte_offset = (uint64_t)t->offset * (uint64_t)st->elem_size;   /* <= storage_bytes */
+    return 0;
+}
+
+/* The tensors of a torch.save zip archive (torch 1.6+ and 2.x) already in memory (f), into the
+   table; path names it in messages. verify_crc: check the CRC-32 of every entry read. */
+static int codi__torch_zip_tensors(codi__tensors *ts, const codi__file *f, const char *path, int source, int verify_crc,
+                                   char *err, size_t errsz) {
     codi__zip_entry *es = NULL, *pkl = NULL;
+    codi__crc32_tables *crc = NULL;
     codi__pickle pk;
     codi__pv *root = NULL;
-    char msg[200];
+    char msg[200] = "";
     int ne, i, rc = -1;
     size_t prefix_len = 0;
     memset(&pk, 0, sizeof pk);
-    if (!f) return -1;
-    f->next = ts->files; ts->files = f;
     ne = codi__zip_entries(f, &es, msg, sizeof msg);
     if (ne < 0) { codi__err(err, errsz, "%s: %s", path, msg); return -1; }
+    if (verify_crc) {
+        if (!(crc = (codi__crc32_tables *)CODI_MALLOC(sizeof *crc))) { codi__err(err, errsz, "out of memory"); goto done; }
+        codi__crc32_init(crc);
+    }
     for (i = 0; i < ne; i++) {
         const char *slash = (const char *)memchr(es[i].name, '/', es[i].name_len);
         if (slash && es[i].name_len - (size_t)(slash - es[i].name) == 9 && !memcmp(slash, "/data.pkl", 9)) {
@@ -1982,52 +2141,50 @@ static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source,
     }
     if (!pkl) { codi__err(err, errsz, "%s: no data.pkl in the archive: not a torch.save checkpoint", path); goto done; }
     for (i = 0; i < ne; i++)
-        if (es[i].name_len == prefix_len + 9 && !memcmp(es[i].name + prefix_len, "byteorder", 9) &&
-            !(es[i].size == 6 && !memcmp(es[i].data, "little", 6))) {
-            codi__err(err, errsz, "%s: big-endian checkpoints are not supported", path); goto done;
+        if (es[i].name_len == prefix_len + 9 && !memcmp(es[i].name + prefix_len, "byteorder", 9)) {
+            if (codi__zip_verify(&es[i], crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
+            if (!(es[i].size == 6 && !memcmp(es[i].data, "little", 6))) {
+                codi__err(err, errsz, "%s: big-endian checkpoints are not supported", path); goto done;
+            }
         }
+    if (codi__zip_verify(pkl, crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
     pk.start = pk.p = pkl->data; pk.end = pkl->data + pkl->size; pk.err = msg; pk.errsz = sizeof msg;
     if (codi__pk_run(&pk, &root) != 0) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
     if (root->type != CODI__PV_DICT) { codi__err(err, errsz, "%s: the pickle is not a state dict", path); goto done; }
     for (i = 0; i + 1 < root->n; i += 2) {
         codi__pv *k = root->items[i], *t = root->items[i + 1], *st;
         char key[256], sname[300];
-        const codi__zip_entry *se = NULL;
-        int64_t numel, expect, span = 1;
-        size_t esz;
-        int d, j, dtype;
+        codi__zip_entry *se = NULL;
+        uint64_t at;
+        int j;
         if (k->type != CODI__PV_STR || t->type != CODI__PV_TENSOR) continue;
         snprintf(key, sizeof key, "%.*s", (int)(k->slen > 255 ? 255 : k->slen), k->s);
         st = t->storage;
-        dtype = st->dtype;
-        esz = dtype >= 0 ? codi__dtype_size(dtype) : 8;
         snprintf(sname, sizeof sname, "%.*sdata/%.*s", (int)prefix_len, pkl->name, (int)(st->keylen > 64 ? 64 : st->keylen), st->key);
         for (j = 0; j < ne; j++)
             if (es[j].name_len == strlen(sname) && !memcmp(es[j].name, sname, es[j].name_len)) { se = &es[j]; break; }
         if (!se) { codi__err(err, errsz, "%s: tensor '%s': storage %s missing from the archive", path, key, sname); goto done; }
-        numel = codi__numel(t->ndim, t->shape);
-        expect = 1;                               /* contiguous row-major strides */
-        for (d = t->ndim - 1; d >= 0; d--) {
-            if (t->shape[d] != 1 && t->stride[d] != expect) {
-                codi__err(err, errsz, "%s: tensor '%s' is not contiguous (strides); save it with .contiguous()", path, key); goto done;
-            }
-            expect *= t->shape[d];
-            if (t->shape[d] > 0) span += (t->shape[d] - 1) * t->stride[d];
+        if (codi__pk_tensor_range(t, se, &at, msg, sizeof msg) || codi__zip_verify(se, crc, msg, sizeof msg)) {
+            codi__err(err, errsz, "%s: tensor '%s': %s", path, key, msg); goto done;
         }
-        if (numel == 0) span = 0;
-        if (dtype >= 0 && ((uint64_t)st->numel * esz > se->size || t->offset + span > st->numel)) {
-            codi__err(err, errsz, "%s: tensor '%s' does not fit its storage (truncated?)", path, key); goto done;
-        }
-        if (codi__tensors_put(ts, key, st->dtype_name, dtype, t->ndim, t->shape,
-                              dtype >= 0 ? se->data + (size_t)t->offset * esz : NULL, source) != 0) {
+        if (codi__tensors_put(ts, key, st->dtype_name, st->dtype, t->ndim, t->shape,
+                              st->dtype >= 0 ? se->data + (size_t)at : NULL, source) != 0) {
             codi__err(err, errsz, "out of memory"); goto done;
         }
     }
     rc = 0;
 done:
     codi__pk_free(&pk);
+    CODI_FREE(crc);
     CODI_FREE(es);
     return rc;
+}
+
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    codi__file *f = codi__file_open(path, err, errsz);
+    if (!f) return -1;
+    f->next = ts->files; ts->files = f;
+    return codi__torch_zip_tensors(ts, f, path, source, verify_crc, err, errsz);
 }
 
 /* >>kernels: small named functions, outputs first ----------------------------------------- */
@@ -2791,7 +2948,7 @@ static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
     if (ld->in->nbufs == ld->in->capbufs) {
         int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
         void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
-        if (!nb) return NULL;
+        if (!nb) { codi__err(ld->err, ld->errsz, "out of memory"); return NULL; }
         ld->in->bufs = nb; ld->in->capbufs = nc;
     }
     p = CODI_MALLOC(bytes ? bytes : 1);
@@ -2927,104 +3084,184 @@ static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *pre
     return 0;
 }
 
-/* Reads the rope and token settings of an HF config.json (text, named `path` in errors) into c. */
-static int codi__apply_config_text(codi_config *c, const char *text, size_t len, const char *path, int *tie, char *err, size_t errsz) {
+/* Where the config came from, for messages: the config.json read (or none) and which token
+   ids it gave (the others are Llama 3 defaults). */
+typedef struct { char path[4200]; int found, has_bos, has_eos; } codi__config_src;
+
+/* Integer member key of o into *out when present: a whole number in [lo, hi], else -1 with a
+   message naming the field and the file. */
+static int codi__config_int(const codi__json *o, const char *key, int lo, int hi, int *out, const char *path,
+                            char *err, size_t errsz) {
+    double x;
+    if (!codi__json_num(o, key, &x)) return 0;
+    if (!codi__double_to_int(x, lo, hi, out)) {
+        codi__err(err, errsz, "%s: %s %g is not a whole number in [%d, %d]", path, key, x, lo, hi); return -1;
+    }
+    return 0;
+}
+
+/* Float member key of o into *out when present: finite and > 0 (every float setting of a
+   Llama config is a positive scale, eps or frequency), else -1 with a message. */
+static int codi__config_pos_float(const codi__json *o, const char *key, float *out, const char *path, char *err, size_t errsz) {
+    double x;
+    if (!codi__json_num(o, key, &x)) return 0;
+    if (!(x > 0 && x <= FLT_MAX)) { codi__err(err, errsz, "%s: %s %g must be finite and > 0", path, key, x); return -1; }
+    *out = (float)x;
+    return 0;
+}
+
+#define CODI__MAX_DIM (1 << 20)     /* a model size beyond this is a typo or an attack */
+#define CODI__MAX_VOCAB (1 << 24)
+
+/* Reads the shape, rope and token settings of an HF config.json (text, named `path` in errors)
+   into c. 1, or -1 with a message (bad JSON or a value out of range). */
+static int codi__apply_config_text(codi_config *c, codi__config_src *src, const char *text, size_t len, const char *path,
+                                   int *tie, char *err, size_t errsz) {
     char msg[200];
     codi__json *j;
     const codi__json *rs, *eos;
-    double x;
+    double bos;
+    int bad;
     j = codi__json_parse(text, len, msg, sizeof msg);
     if (!j || j->type != CODI__J_OBJ) {
         codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
         codi__json_free(j); return -1;
     }
-    if (codi__json_num(j, "hidden_size", &x)) c->dim = (int)x;
-    if (codi__json_num(j, "intermediate_size", &x)) c->ffn_dim = (int)x;
-    if (codi__json_num(j, "num_hidden_layers", &x)) c->n_layers = (int)x;
-    if (codi__json_num(j, "num_attention_heads", &x)) c->n_heads = (int)x;
-    if (codi__json_num(j, "num_key_value_heads", &x)) c->n_kv_heads = (int)x;
-    if (codi__json_num(j, "head_dim", &x)) c->head_dim = (int)x;
-    if (codi__json_num(j, "rms_norm_eps", &x)) c->norm_eps = (float)x;
+    snprintf(src->path, sizeof src->path, "%s", path);
+    src->found = 1;
+    src->has_bos = codi__json_num(j, "bos_token_id", &bos);       /* null: none given */
+    bad = codi__config_int(j, "hidden_size", 1, CODI__MAX_DIM, &c->dim, path, err, errsz) ||
+          codi__config_int(j, "intermediate_size", 1, CODI__MAX_DIM, &c->ffn_dim, path, err, errsz) ||
+          codi__config_int(j, "num_hidden_layers", 1, 4096, &c->n_layers, path, err, errsz) ||
+          codi__config_int(j, "num_attention_heads", 1, CODI__MAX_DIM, &c->n_heads, path, err, errsz) ||
+          codi__config_int(j, "num_key_value_heads", 1, CODI__MAX_DIM, &c->n_kv_heads, path, err, errsz) ||
+          codi__config_int(j, "head_dim", 2, CODI__MAX_DIM, &c->head_dim, path, err, errsz) ||
+          codi__config_pos_float(j, "rms_norm_eps", &c->norm_eps, path, err, errsz) ||
+          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz);
     c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
-    if (codi__json_num(j, "rope_theta", &x)) c->rope_theta = (float)x;
-    if (codi__json_num(j, "bos_token_id", &x)) c->bos_id = (int)x;
-    if ((eos = codi__json_get(j, "eos_token_id")) != NULL) {
-        const codi__json *e;
+    if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
+    if (!bad && (eos = codi__json_get(j, "eos_token_id")) != NULL && eos->type != CODI__J_NULL) {
+        const codi__json *e = eos->type == CODI__J_ARR ? eos->child : eos;
+        src->has_eos = 1;
         c->n_eos = 0;
-        if (eos->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)eos->num;
-        else if (eos->type == CODI__J_ARR)
-            for (e = eos->child; e && c->n_eos < 8; e = e->next) if (e->type == CODI__J_NUM) c->eos_ids[c->n_eos++] = (int)e->num;
+        for (; e && !bad; e = eos->type == CODI__J_ARR ? e->next : NULL) {
+            if (c->n_eos == 8) { codi__err(err, errsz, "%s: eos_token_id lists more than 8 ids", path); bad = 1; }
+            else if (e->type != CODI__J_NUM || !codi__double_to_int(e->num, 0, INT_MAX, &c->eos_ids[c->n_eos++])) {
+                codi__err(err, errsz, "%s: eos_token_id holds a value that is not a token id", path); bad = 1;
+            }
+        }
     }
     if (codi__json_get(j, "tie_word_embeddings")) *tie = codi__json_get(j, "tie_word_embeddings")->type == CODI__J_TRUE;
     rs = codi__json_get(j, "rope_parameters");           /* transformers 5 */
     if (!rs || rs->type != CODI__J_OBJ) rs = codi__json_get(j, "rope_scaling");
-    if (rs && rs->type == CODI__J_OBJ) {
+    if (!bad && rs && rs->type == CODI__J_OBJ) {
         const codi__json *type = codi__json_get(rs, "rope_type");
         if (!type) type = codi__json_get(rs, "type");
-        if (codi__json_num(rs, "rope_theta", &x)) c->rope_theta = (float)x;
+        bad = codi__config_pos_float(rs, "rope_theta", &c->rope_theta, path, err, errsz);
         c->rope_llama3 = 0;
-        if (type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
+        if (!bad && type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
             c->rope_llama3 = 1;
-            if (codi__json_num(rs, "factor", &x)) c->rope_factor = (float)x;
-            if (codi__json_num(rs, "low_freq_factor", &x)) c->rope_low_freq_factor = (float)x;
-            if (codi__json_num(rs, "high_freq_factor", &x)) c->rope_high_freq_factor = (float)x;
-            if (codi__json_num(rs, "original_max_position_embeddings", &x)) c->rope_original_max_pos = (int)x;
-        } else if (type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
+            bad = codi__config_pos_float(rs, "factor", &c->rope_factor, path, err, errsz) ||
+                  codi__config_pos_float(rs, "low_freq_factor", &c->rope_low_freq_factor, path, err, errsz) ||
+                  codi__config_pos_float(rs, "high_freq_factor", &c->rope_high_freq_factor, path, err, errsz) ||
+                  codi__config_int(rs, "original_max_position_embeddings", 1, INT_MAX, &c->rope_original_max_pos, path, err, errsz);
+            if (!bad && !(c->rope_high_freq_factor > c->rope_low_freq_factor)) {
+                codi__err(err, errsz, "%s: rope_scaling high_freq_factor %g must be > low_freq_factor %g", path,
+                          (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
+                bad = 1;
+            }
+        } else if (!bad && type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
             codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
-            codi__json_free(j); return -1;
+            bad = 1;
         }
-    } else if (rs && rs->type != CODI__J_NULL) {
-        codi__err(err, errsz, "%s: rope_scaling is not an object", path); codi__json_free(j); return -1;
-    } else c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
+    } else if (!bad && rs && rs->type != CODI__J_NULL) {
+        codi__err(err, errsz, "%s: rope_scaling is not an object", path); bad = 1;
+    } else if (!bad) c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
     codi__json_free(j);
-    return 1;
+    return bad ? -1 : 1;
 }
 
-/* config.json at path: 0 when absent, 1 when read, -1 with err. */
-static int codi__apply_config_json(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+/* config.json at path: 0 when absent, 1 when read, -1 with err (also when it is no regular file). */
+static int codi__apply_config_json(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
     size_t len;
-    char *text = codi__read_text(path, &len);
+    char *text;
     int rc;
-    if (!text) return 0;
-    rc = codi__apply_config_text(c, text, len, path, tie, err, errsz);
+    if (!codi__exists(path)) return 0;
+    if (!(text = codi__read_text(path, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", path); return -1; }
+    rc = codi__apply_config_text(c, src, text, len, path, tie, err, errsz);
     CODI_FREE(text);
     return rc;
 }
 
 /* The "codi_config" metadata codi_save_merged writes into a .safetensors file, applied like config.json. */
-static int codi__apply_saved_config(codi_config *c, const char *path, int *tie, char *err, size_t errsz) {
+static int codi__apply_saved_config(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
     codi_st_file *f;
     const char *text;
     int rc = 0;
     if (!codi__ends_with(path, ".safetensors") || !(f = codi_st_open(path, NULL, 0))) return 0;
-    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, text, strlen(text), path, tie, err, errsz);
+    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, src, text, strlen(text), path, tie, err, errsz);
     codi_st_close(f);
     return rc;
 }
 
 static int codi__is_dir(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+#else
     char probe[4096];
     FILE *fp;
     snprintf(probe, sizeof probe, "%s/.", path);
     fp = fopen(probe, "rb");
     if (fp) { fclose(fp); return 1; }
     return 0;
+#endif
 }
 
-/* Reads a checkpoint file or an HF directory (single or sharded safetensors). */
-static int codi__read_any(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+/* The one checkpoint (*.bin, *.safetensors) in directory dir into out; -1 with a message when
+   there is none or more than one. */
+static int codi__single_checkpoint(const char *dir, char *out, size_t outsz, char *err, size_t errsz) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    char first[256] = "", second[256] = "";
+    if (!d) { codi__err(err, errsz, "cannot list directory %s", dir); return -1; }
+    while ((e = readdir(d)) != NULL) {
+        if (!codi__ends_with(e->d_name, ".bin") && !codi__ends_with(e->d_name, ".safetensors")) continue;
+        if (n == 0) snprintf(first, sizeof first, "%s", e->d_name);
+        else if (n == 1) snprintf(second, sizeof second, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    if (n == 1) { snprintf(out, outsz, "%s/%s", dir, first); return 0; }
+    if (n == 0) codi__err(err, errsz, "%s: no model.safetensors, index, pytorch_model.bin or other .bin/.safetensors checkpoint", dir);
+    else codi__err(err, errsz, "%s holds %d checkpoints (%s, %s%s): give the file to load", dir, n, first, second, n > 2 ? ", ..." : "");
+    return -1;
+#else
+    (void)out; (void)outsz;
+    codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", dir);
+    return -1;
+#endif
+}
+
+/* Reads a checkpoint file or a directory: an HF directory (single or sharded safetensors,
+   pytorch_model.bin), else the one checkpoint file it holds. */
+static int codi__read_any(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
     char p[4096];
-    FILE *fp;
     if (codi__is_dir(path)) {
         size_t len;
         char *idx;
         snprintf(p, sizeof p, "%s/model.safetensors", path);
-        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_safetensors(ts, p, source, err, errsz); }
+        if (codi__exists(p)) return codi__read_safetensors(ts, p, source, err, errsz);
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
-        if ((idx = codi__read_text(p, &len)) != NULL) {      /* sharded: every distinct file in weight_map */
+        if (codi__exists(p)) {                               /* sharded: every distinct file in weight_map */
             char msg[200], shard[4096];
-            codi__json *j = codi__json_parse(idx, len, msg, sizeof msg);
-            const codi__json *wm = codi__json_get(j, "weight_map"), *e, *e2;
+            codi__json *j;
+            const codi__json *wm, *e, *e2;
+            if (!(idx = codi__read_text(p, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", p); return -1; }
+            j = codi__json_parse(idx, len, msg, sizeof msg);
+            wm = codi__json_get(j, "weight_map");
             CODI_FREE(idx);
             if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
             if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
@@ -3043,12 +3280,11 @@ static int codi__read_any(codi__tensors *ts, const char *path, int source, char 
             return 0;
         }
         snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
-        if ((fp = fopen(p, "rb")) != NULL) { fclose(fp); return codi__read_torch_zip(ts, p, source, err, errsz); }
-        codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", path);
-        return -1;
+        if (!codi__exists(p) && codi__single_checkpoint(path, p, sizeof p, err, errsz) != 0) return -1;
+        path = p;
     }
     if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
-    return codi__read_torch_zip(ts, path, source, err, errsz);
+    return codi__read_torch_zip(ts, path, source, verify_crc, err, errsz);
 }
 
 CODI_API codi_load_opts codi_load_opts_default(void) {
@@ -3078,46 +3314,97 @@ static int codi__count_layers(const codi__tensors *ts) {
     }
 }
 
-static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie) {
+/* The special-token ids against the vocabulary: ids a config.json or the options gave must lie
+   inside it; the Llama 3 defaults that do not are dropped (bos -1, such eos ids removed), and
+   codi_prompt_check says so when a prompt needs them. */
+static int codi__check_token_ids(codi_config *c, const codi__config_src *src, const codi_load_opts *o, char *err, size_t errsz) {
+    int i, k = 0;
+    if (c->bos_id >= c->vocab) {
+        if (src->has_bos) {
+            codi__err(err, errsz, "%s: bos_token_id %d is outside the vocabulary (%d ids)", src->path, c->bos_id, c->vocab); return -1;
+        }
+        c->bos_id = -1;
+    }
+    for (i = 0; i < c->n_eos; i++) {
+        if (c->eos_ids[i] < c->vocab) c->eos_ids[k++] = c->eos_ids[i];
+        else if (src->has_eos) {
+            codi__err(err, errsz, "%s: eos_token_id %d is outside the vocabulary (%d ids)", src->path, c->eos_ids[i], c->vocab); return -1;
+        }
+    }
+    c->n_eos = k;
+    if (c->eot_id >= c->vocab) {
+        if (c->prj_dim || o->base_vocab > 0) {
+            codi__err(err, errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d%s", c->vocab, c->pad_id, c->eot_id,
+                      o->base_vocab > 0 ? " (opts.base_vocab)" : "");
+            return -1;
+        }
+        c->pad_id = c->bot_id = c->eot_id = -1;      /* a plain Llama: no CODI tokens */
+    }
+    return 0;
+}
+
+static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie, const codi__config_src *src) {
     codi_model *m = ld->m;
     codi_config *c = &m->config;
     codi__tensors *ts = &ld->in->ts;
     const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
-    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab;
+    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab, cfg_heads = c->n_heads, cfg_kv = c->n_kv_heads;
     char pre[128];
     if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
+    if (emb->shape[0] > CODI__MAX_VOCAB || emb->shape[1] > CODI__MAX_DIM) {
+        codi__err(ld->err, ld->errsz, "embed_tokens is [%lld, %lld]; at most [%d, %d] is supported",
+                  (long long)emb->shape[0], (long long)emb->shape[1], CODI__MAX_VOCAB, CODI__MAX_DIM);
+        return -1;
+    }
     c->vocab = (int)emb->shape[0];
-    if (c->dim && c->dim != emb->shape[1]) { codi__err(ld->err, ld->errsz, "config hidden_size %d but embed_tokens has %lld columns", c->dim, (long long)emb->shape[1]); return -1; }
+    if (c->dim && c->dim != emb->shape[1]) {
+        codi__err(ld->err, ld->errsz, "%s: hidden_size %d but embed_tokens has %lld columns", src->path, c->dim, (long long)emb->shape[1]); return -1;
+    }
     c->dim = (int)emb->shape[1];
     l = codi__count_layers(ts);
-    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "config has %d layers, the checkpoint %d", c->n_layers, l); return -1; }
+    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "%s: num_hidden_layers %d, the checkpoint has %d", src->path, c->n_layers, l); return -1; }
     c->n_layers = l;
     if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
     q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
     k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
     g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
     if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
+    if (q->shape[0] > CODI__MAX_DIM || k->shape[0] > CODI__MAX_DIM || g->shape[0] > CODI__MAX_DIM) {
+        codi__err(ld->err, ld->errsz, "layer 0: q_proj, k_proj or gate_proj has more than %d rows", CODI__MAX_DIM); return -1;
+    }
     if (o->head_dim > 0) c->head_dim = o->head_dim;
+    if (!c->head_dim && c->n_heads && c->dim % c->n_heads) {
+        codi__err(ld->err, ld->errsz, "%s: num_attention_heads %d does not divide hidden_size %d", src->path, c->n_heads, c->dim); return -1;
+    }
     if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
     if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
         codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
                   (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
         return -1;
     }
+    if ((cfg_heads && (int64_t)cfg_heads * c->head_dim != q->shape[0]) || (cfg_kv && (int64_t)cfg_kv * c->head_dim != k->shape[0])) {
+        codi__err(ld->err, ld->errsz, "%s: %d heads and %d kv heads of head_dim %d%s do not match q_proj rows %lld and k_proj rows %lld",
+                  src->path, cfg_heads, cfg_kv, c->head_dim, o->head_dim > 0 ? " (opts.head_dim)" : "",
+                  (long long)q->shape[0], (long long)k->shape[0]);
+        return -1;
+    }
     c->n_heads = (int)(q->shape[0] / c->head_dim);
     c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
     if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
-    if (c->ffn_dim && c->ffn_dim != g->shape[0]) { codi__err(ld->err, ld->errsz, "config intermediate_size %d but gate_proj has %lld rows", c->ffn_dim, (long long)g->shape[0]); return -1; }
+    if (c->ffn_dim && c->ffn_dim != g->shape[0]) {
+        codi__err(ld->err, ld->errsz, "%s: intermediate_size %d but gate_proj has %lld rows", src->path, c->ffn_dim, (long long)g->shape[0]); return -1;
+    }
     c->ffn_dim = (int)g->shape[0];
+    if (!(o->lora_scale >= -FLT_MAX && o->lora_scale <= FLT_MAX)) {
+        codi__err(ld->err, ld->errsz, "lora_scale %g is not finite", (double)o->lora_scale); return -1;
+    }
     c->lora_scale = o->lora_scale;
     p1 = codi__tensors_find(ts, "prj.1.weight");
+    if (p1 && p1->ndim == 2 && p1->shape[0] > CODI__MAX_DIM) { codi__err(ld->err, ld->errsz, "prj.1.weight has more than %d rows", CODI__MAX_DIM); return -1; }
     c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
     base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
     c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
-    if (c->prj_dim && c->eot_id >= c->vocab) {
-        codi__err(ld->err, ld->errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d", c->vocab, c->pad_id, c->eot_id);
-        return -1;
-    }
+    if (codi__check_token_ids(c, src, o, ld->err, ld->errsz)) return -1;
 
     if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
     m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
@@ -3186,6 +3473,7 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
     codi__loader ld;
     char cfg[4200], dir[4000];
+    codi__config_src src;
     int tie = 1, rc, i;
     if (err && errsz) err[0] = 0;
     if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
@@ -3196,18 +3484,20 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
 #endif
     codi__config_defaults(&m->config);
-    if (o.base && codi__read_any(&in->ts, o.base, 1, err, errsz) != 0) goto fail;
-    if (codi__read_any(&in->ts, path, 0, err, errsz) != 0) goto fail;
+    memset(&src, 0, sizeof src);
+    snprintf(src.path, sizeof src.path, "(no config.json)");
+    if (o.base && codi__read_any(&in->ts, o.base, 1, !o.skip_crc, err, errsz) != 0) goto fail;
+    if (codi__read_any(&in->ts, path, 0, !o.skip_crc, err, errsz) != 0) goto fail;
     /* config.json: beside the checkpoint (or inside the directory), else in the base */
     if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+    rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
     if (rc == 0 && o.base) {
         snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
-        rc = codi__apply_config_json(&m->config, cfg, &tie, err, errsz);
+        rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
     }
-    if (rc >= 0 && codi__apply_saved_config(&m->config, path, &tie, err, errsz) < 0) rc = -1;
-    if (rc < 0 || codi__build(&ld, &o, tie) != 0) goto fail;
+    if (rc >= 0 && codi__apply_saved_config(&m->config, &src, path, &tie, err, errsz) < 0) rc = -1;
+    if (rc < 0 || codi__build(&ld, &o, tie, &src) != 0) goto fail;
     m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
     if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
     for (i = 0; i < in->ts.n; i++) {
@@ -3252,8 +3542,17 @@ typedef struct {
     codi__row *rows;   /* [C] the (state, position) of each row of a pass */
     int chunk;         /* C */
     int n_threads;
+    int n_heads, ffn_dim;  /* the model shape the buffers above were sized for (with codi_state's) */
     codi__pool *pool;
 } codi__state_internal;
+
+/* 1 if s was allocated for m's shape (every buffer size depends on it). */
+static int codi__state_fits(const codi_model *m, const codi_state *s) {
+    const codi_config *c = &m->config;
+    const codi__state_internal *si = (const codi__state_internal *)s->internal;
+    return s->dim == c->dim && s->n_layers == c->n_layers && s->vocab == c->vocab && s->n_kv_heads == c->n_kv_heads &&
+           s->head_dim == c->head_dim && si->n_heads == c->n_heads && si->ffn_dim == c->ffn_dim;
+}
 
 
 CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
@@ -3263,7 +3562,9 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     size_t kv = L * KVD * T;
     codi_state *s;
     codi__state_internal *si;
-    if (max_pos <= 0) return NULL;
+    uint64_t resid_bytes;
+    if (max_pos <= 0 || !codi__mul_u64((L + 1) * D * sizeof(float), T, &resid_bytes) || resid_bytes > SIZE_MAX / 2 ||
+        !codi__mul_u64(L * KVD * sizeof(float), T, &resid_bytes) || resid_bytes > SIZE_MAX / 2) return NULL;
     if (n_threads < 1) n_threads = 1;
 #ifndef CODI_THREADS
     n_threads = 1;
@@ -3274,7 +3575,7 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     memset(s, 0, sizeof *s); memset(si, 0, sizeof *si);
     s->internal = si; s->max_pos = max_pos; s->chunk = (int)C;
     s->n_layers = c->n_layers; s->dim = c->dim; s->n_kv_heads = c->n_kv_heads; s->head_dim = c->head_dim; s->vocab = c->vocab;
-    si->n_threads = n_threads; si->scratch_stride = T;
+    si->n_threads = n_threads; si->scratch_stride = T; si->n_heads = c->n_heads; si->ffn_dim = c->ffn_dim;
     s->resid = (float *)CODI_MALLOC((L + 1) * T * D * sizeof(float));
     s->key_cache = (float *)CODI_MALLOC(kv * sizeof(float));
     s->value_cache = (float *)CODI_MALLOC(kv * sizeof(float));
@@ -3347,9 +3648,11 @@ CODI_API int codi_state_copy(const codi_model *m, codi_state *dst, const codi_st
     const codi_config *c = &m->config;
     size_t D = (size_t)c->dim, HD = (size_t)c->head_dim, n = (size_t)src->n_pos;
     int l, h;
-    if (dst->dim != src->dim || dst->n_layers != src->n_layers || dst->max_pos < src->n_pos) {
-        codi__err(dst->error, sizeof dst->error, "state copy: shapes differ or %d positions do not fit %d", src->n_pos, dst->max_pos);
-        return -1;
+    if (!codi__state_fits(m, dst) || !codi__state_fits(m, src)) {
+        codi__err(dst->error, sizeof dst->error, "state copy: a state was made for another model"); return -1;
+    }
+    if (dst->max_pos < src->n_pos) {
+        codi__err(dst->error, sizeof dst->error, "state copy: %d positions do not fit %d", src->n_pos, dst->max_pos); return -1;
     }
     for (l = 0; l <= c->n_layers; l++)
         memcpy(dst->resid + (size_t)l * dst->max_pos * D, src->resid + (size_t)l * src->max_pos * D, n * D * sizeof(float));
@@ -3550,10 +3853,10 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
 
 /* The checks every forward call makes on a state: the model's, room for n more positions. */
 static int codi__check_state(const codi_model *m, codi_state *s, int n) {
-    const codi_config *c = &m->config;
     s->error[0] = 0;
-    if (s->dim != c->dim || s->n_layers != c->n_layers || s->vocab != c->vocab) {
-        codi__err(s->error, sizeof s->error, "state was made for another model"); return -1;
+    if (!codi__state_fits(m, s)) {
+        codi__err(s->error, sizeof s->error, "state was made for another model (its dim, layers, heads, kv heads, head_dim, ffn or vocab differ)");
+        return -1;
     }
     if (n > s->max_pos - s->n_pos) {
         codi__err(s->error, sizeof s->error, "state holds %d positions; %d + %d do not fit", s->max_pos, s->n_pos, n); return -1;
@@ -3705,10 +4008,16 @@ CODI_API int codi_run_latents(const codi_model *m, codi_state *s, const int32_t 
 
 CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_opts *o, codi_run_result *r) {
     const codi_config *c = &m->config;
-    int j, V = c->vocab;
+    int j, V = c->vocab, cap = (int)(sizeof r->answer / sizeof *r->answer);
+    r->n_answer = 0;
+    if (o->max_answer < 0 || o->max_answer > cap) {
+        codi__err(s->error, sizeof s->error, "max_answer %d must be in [0, %d]", o->max_answer, cap); return -1;
+    }
+    if (!codi__state_fits(m, s)) { codi__err(s->error, sizeof s->error, "state was made for another model"); return -1; }
+    if (s->n_pos == 0 && !o->feed_eot) { codi__err(s->error, sizeof s->error, "the answer needs a prefilled state (call codi_run_latents first)"); return -1; }
+    if (o->feed_eot && c->eot_id < 0) { codi__err(s->error, sizeof s->error, "this model has no CODI eot token to feed (set feed_eot = 0)"); return -1; }
     /* answer: eot, then greedy tokens over every id but the last, fed back */
     s->phase = CODI_PHASE_ANSWER; s->step = 0;
-    r->n_answer = 0;
     if (o->feed_eot) {
         int32_t eot = c->eot_id;
         if (codi_forward(m, s, &eot, NULL, 1, NULL)) return -1;
@@ -3733,9 +4042,30 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
 
 #define CODI__LLAMA3_EOT_ID 128009   /* <|eot_id|>, the research prompt's separator */
 
+CODI_API int codi_prompt_check(const codi_model *m, int recipe, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    if (recipe != 0 && recipe != 1) {
+        codi__err(err, errsz, "recipe %d is unknown: 0 is BOS q bot (zhenyi4/codi), 1 is BOS q <|eot_id|> bot", recipe); return -1;
+    }
+    if (c->bos_id < 0) {
+        codi__err(err, errsz, "the model has no BOS id: its config.json gives no bos_token_id and Llama 3's 128000 is outside its "
+                  "vocabulary (%d ids); add bos_token_id to config.json", c->vocab);
+        return -1;
+    }
+    if (c->bot_id < 0) {
+        codi__err(err, errsz, "the model has no CODI bot token (no prj and no base_vocab): not a CODI checkpoint"); return -1;
+    }
+    if (recipe == 1 && CODI__LLAMA3_EOT_ID >= c->vocab) {
+        codi__err(err, errsz, "recipe 1 needs Llama 3's <|eot_id|> (id %d), but this model's vocabulary has %d ids; "
+                  "use recipe 0 (BOS q bot) with this model", CODI__LLAMA3_EOT_ID, c->vocab);
+        return -1;
+    }
+    return 0;
+}
+
 CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, int nq, int32_t *out, int out_cap) {
     int n = 0, i, need = nq + 2 + (recipe == 1);
-    if (need > out_cap || nq < 0) return -1;
+    if (need > out_cap || nq < 0 || codi_prompt_check(m, recipe, NULL, 0)) return -1;
     out[n++] = m->config.bos_id;
     for (i = 0; i < nq; i++) out[n++] = q[i];
     if (recipe == 1) out[n++] = CODI__LLAMA3_EOT_ID;
@@ -6326,11 +6656,13 @@ static void codi__config_text(const codi_model *m, char *out, size_t cap) {
     const codi_config *c = &m->config;
     size_t n;
     int i;
+    char bos[16] = "null";                        /* a model without a BOS id (bos_id -1) */
+    if (c->bos_id >= 0) snprintf(bos, sizeof bos, "%d", c->bos_id);
     n = (size_t)snprintf(out, cap, "{\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
                          "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, \"rms_norm_eps\": %.9g, "
-                         "\"rope_theta\": %.9g, \"bos_token_id\": %d, \"tie_word_embeddings\": %s, \"eos_token_id\": [",
+                         "\"rope_theta\": %.9g, \"bos_token_id\": %s, \"tie_word_embeddings\": %s, \"eos_token_id\": [",
                          c->dim, c->ffn_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, (double)c->norm_eps,
-                         (double)c->rope_theta, c->bos_id, m->w.lm_head.data == m->w.embed.data ? "true" : "false");
+                         (double)c->rope_theta, bos, m->w.lm_head.data == m->w.embed.data ? "true" : "false");
     for (i = 0; i < c->n_eos && n < cap; i++) n += (size_t)snprintf(out + n, cap - n, "%s%d", i ? ", " : "", c->eos_ids[i]);
     if (n >= cap) return;
     if (c->rope_llama3)
@@ -6581,20 +6913,6 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
    archive/data.pkl, archive/byteorder, archive/data/N, archive/version). The pickle uses only
    what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
 
-static uint32_t codi__crc32(uint32_t crc, const unsigned char *p, size_t n) {
-    static uint32_t table[256];
-    static int ready;
-    size_t i;
-    if (!ready) {
-        uint32_t k, c; int j;
-        for (k = 0; k < 256; k++) { c = k; for (j = 0; j < 8; j++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1; table[k] = c; }
-        ready = 1;
-    }
-    crc = ~crc;
-    for (i = 0; i < n; i++) crc = table[(crc ^ p[i]) & 255u] ^ (crc >> 8);
-    return ~crc;
-}
-
 static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
 static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
 static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
@@ -6607,7 +6925,10 @@ static void codi__pw_global(codi__buf *b, const char *mod, const char *name) {
    torch's writer does), data; its central directory record goes to cd. */
 static void codi__zip_put(codi__buf *zip, codi__buf *cd, const char *name, const void *data, size_t n) {
     size_t nl = strlen(name), pad = (64 - (zip->len + 30 + nl + 4) % 64) % 64, off = zip->len;
-    uint32_t crc = codi__crc32(0, (const unsigned char *)data, n);
+    codi__crc32_tables tables;                                           /* >>zip's CRC-32 */
+    uint32_t crc;
+    codi__crc32_init(&tables);
+    crc = codi__crc32(&tables, (const unsigned char *)data, n);
     codi__buf_le(zip, 0x04034b50u, 4); codi__buf_le(zip, 20, 2); codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0, 2);
     codi__buf_le(zip, 0, 2); codi__buf_le(zip, 0x21, 2); codi__buf_le(zip, crc, 4);
     codi__buf_le(zip, n, 4); codi__buf_le(zip, n, 4); codi__buf_le(zip, nl, 2); codi__buf_le(zip, 4 + pad, 2);
@@ -6807,7 +7128,7 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
     }
     if (!is_dir) snprintf(file, sizeof file, "%s", path);
     if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
-                                               : codi__read_torch_zip(&ts, file, 0, err, errsz)) != 0) goto fail;
+                                               : codi__read_torch_zip(&ts, file, 0, 1, err, errsz)) != 0) goto fail;
     if (!(t = codi_tuned_lens_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
     if (codi__tuned_lens_from(t, &ts, bias, file, err, errsz)) goto fail;
     codi__tensors_free(&ts);

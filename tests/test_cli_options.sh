@@ -2,8 +2,8 @@
 # The command line's contract: strict options (whole string, range, named in the message), help for
 # every command, conflicting options refused, exit status 0 / 1 / 2, tokenizer errors that name the
 # file, questions files with missing gold answers and malformed lines, progress lines on stderr.
-# CODI_BIN picks the binary (default build/codi).
-B=${CODI_BIN:-build/codi}
+# CODI_BIN picks the binary (default build/codi_san: AddressSanitizer + UBSan).
+B=${CODI_BIN:-build/codi_san}
 pass=0; fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
 bad() { echo "not ok - $1"; fail=$((fail + 1)); }

@@ -7,6 +7,7 @@
 
 #define DATA "tests/data/"
 static char tmp_path[256];
+static int skip_crc;   /* 1 while testing the parsers behind the CRC-32 check with edited archives */
 
 /* Writes bytes to the temp checkpoint and loads it; returns 1 if the load failed with a message. */
 static int load_fails(const unsigned char *b, size_t n, const char *ext, char *err, size_t errsz) {
@@ -17,7 +18,7 @@ static int load_fails(const unsigned char *b, size_t n, const char *ext, char *e
     f = fopen(tmp_path, "wb");
     fwrite(b, 1, n, f);
     fclose(f);
-    o.head_dim = 32;
+    o.head_dim = 32; o.skip_crc = skip_crc;
     err[0] = 0;
     m = codi_load(tmp_path, &o, err, errsz);
     if (m) { codi_model_free(m); return 0; }
@@ -57,7 +58,7 @@ static void corruptions(const char *path, const char *ext, size_t upto, size_t s
         if (load_fails(b, n, ext, err, sizeof err)) failed++;
         else {
             codi_load_opts o = codi_load_opts_default();
-            o.head_dim = 32;
+            o.head_dim = 32; o.skip_crc = skip_crc;
             if ((m = codi_load(tmp_path, &o, err, sizeof err)) != NULL) { loaded++; codi_model_free(m); }
         }
         b[i] = keep;
@@ -95,6 +96,7 @@ int main(void) {
     b = t_slurp(DATA "codi_tiny.safetensors", &n);
     corruptions(DATA "codi_tiny.safetensors", ".safetensors", 8 + (size_t)(b[0] | b[1] << 8 | b[2] << 16), 13);
     free(b);
+    skip_crc = 1;                                     /* the pickle and zip readers behind the CRC-32 check */
     corruptions(DATA "codi_tiny.bin", ".bin", 1200, 3);
 
     edit_expect(DATA "codi_tiny.safetensors", ".safetensors", "layers.1.mlp.up_proj.base_layer.weight",
@@ -112,6 +114,8 @@ int main(void) {
     edit_expect(DATA "codi_tiny.bin", ".bin", "\x80\x02}", "\x80\x02\xfe", "opcode 0xfe", "pickle with an unknown opcode");
     edit_expect(DATA "codi_tiny.bin", ".bin", "torch._utils\n_rebuild_tensor_v2\n", "builtins\neval\n", "not allowed", "pickle naming a global outside the allow-list");
     edit_expect(DATA "codi_tiny.bin", ".bin", "FloatStorage", "FloatStorag_", "not allowed", "pickle with an unknown storage type");
+    skip_crc = 0;
+    edit_expect(DATA "codi_tiny.bin", ".bin", "FloatStorage", "FloatStorag_", "is corrupted: CRC-32", "an edited pickle fails its CRC-32");
     {
         b = (unsigned char *)"not a checkpoint at all";
         t_result(load_fails(b, strlen((const char *)b), ".bin", err, sizeof err), "garbage file", "\"%s\"", err);

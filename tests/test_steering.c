@@ -73,6 +73,7 @@ int main(void) {
     st.point = CODI_HOOK_EMBED; st.phase = CODI_PHASE_LATENT; st.step = 3; st.scale = 2.0f; st.v = t_gf(&g, "steer.v", NULL);
     codi_state_add_hook(s, steer_hook, &st);
     if (codi_run(m, s, ids, (int)T, &ro, &rr) == 0) check_run(&g, "s1_z_add", answer_logits, rr.answer, latents, latent_logits);
+    else t_result(0, "s1_z_add run", "%s", s->error);
     t_result(st.calls == 1, "s1 hook fired once", "%d", st.calls);
     codi_state_clear_hooks(s);
 
@@ -81,6 +82,7 @@ int main(void) {
     st.point = CODI_HOOK_RESID; st.layer = 2; st.phase = CODI_PHASE_LATENT; st.scale = 3.0f; st.v = t_gf(&g, "steer.v", NULL);
     codi_state_add_hook(s, steer_hook, &st);
     if (codi_run(m, s, ids, (int)T, &ro, &rr) == 0) check_run(&g, "s2_resid", answer_logits, rr.answer, latents, latent_logits);
+    else t_result(0, "s2_resid run", "%s", s->error);
     t_result(st.calls == 6, "s2 hook fired at the 6 latent positions", "%d", st.calls);
     codi_state_clear_hooks(s);
 
@@ -95,13 +97,16 @@ int main(void) {
                 for (j = 0; j < 32; j++) { k[j] += dk[h * 32 + j]; v[j] += dv[h * 32 + j]; }
             }
         if (codi_run_answer(m, s, &ro, &rr) == 0) check_run(&g, "s3_kv", answer_logits, rr.answer, latents, latent_logits);
-    }
+        else t_result(0, "s3_kv answer", "%s", s->error);
+    } else t_result(0, "s3_kv latents", "%s", s->error);
 
     /* s4: z_5 := noise (patching a latent) */
     memset(&st, 0, sizeof st);
     st.point = CODI_HOOK_EMBED; st.phase = CODI_PHASE_LATENT; st.step = 5; st.set = 1; st.v = t_gf(&g, "steer.noise", NULL);
     codi_state_add_hook(s, steer_hook, &st);
     if (codi_run(m, s, ids, (int)T, &ro, &rr) == 0) check_run(&g, "s4_z_set", answer_logits, rr.answer, latents, latent_logits);
+    else t_result(0, "s4_z_set run", "%s", s->error);
+    t_result(st.calls == 1, "s4 hook fired once", "%d", st.calls);
     codi_state_clear_hooks(s);
 
     /* forking: a copy after the latent loop answers exactly like the original */
@@ -109,12 +114,15 @@ int main(void) {
         codi_state *f = codi_state_alloc(m, 64, 1);
         float a2[16 * 515];
         codi_run_result r2;
-        codi_run_latents(m, s, ids, (int)T, &ro, &rr);
-        codi_state_copy(m, f, s);
-        codi_run_answer(m, s, &ro, &rr);
+        int rc = codi_run_latents(m, s, ids, (int)T, &ro, &rr), rc_copy = -1, rc_s = -1, rc_f = -1;
+        if (rc == 0) rc_copy = codi_state_copy(m, f, s);
+        if (rc_copy == 0) rc_s = codi_run_answer(m, s, &ro, &rr);
         memcpy(a2, answer_logits, sizeof a2);
-        codi_run_answer(m, f, &ro, &r2);
-        t_result(!memcmp(a2, answer_logits, sizeof a2) && f->n_pos == s->n_pos, "a state forked after the latents answers identically", "");
+        if (rc_s == 0) rc_f = codi_run_answer(m, f, &ro, &r2);
+        t_result(rc_f == 0 && !memcmp(a2, answer_logits, sizeof a2) && f->n_pos == s->n_pos && r2.n_answer == rr.n_answer &&
+                 !memcmp(r2.answer, rr.answer, sizeof(int32_t) * (size_t)rr.n_answer),
+                 "a state forked after the latents answers identically", "latents %d, copy %d, answers %d %d (0 = ok) %s%s",
+                 rc, rc_copy, rc_s, rc_f, s->error, f->error);
         codi_state_free(f);
     }
     codi_state_free(s);

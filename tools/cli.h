@@ -118,7 +118,7 @@ CLI_API int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, cha
 
 /* ---- model, tokenizer and prompt option groups ----------------------------------------------- */
 
-typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, threads; double lora_scale; } cli_model_args;
+typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, threads, no_crc; double lora_scale; } cli_model_args;
 
 #define CLI_MODEL_OPTS(a) \
     { "--model", CLI_STR, &(a)->model, 0, 0, "PATH", "checkpoint (.bin, .safetensors), HF Llama directory, or a directory holding one checkpoint" }, \
@@ -127,7 +127,8 @@ typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, thre
     { "--exact", CLI_FLAG, &(a)->exact, 0, 0, NULL, "keep merged weights in f32 (default: bf16)" }, \
     { "--head-dim", CLI_INT, &(a)->head_dim, 1, 4096, "N", "head dim, overriding config.json / the default 64" }, \
     { "--threads", CLI_INT, &(a)->threads, 1, 1e6, "N", "worker threads (1; capped at 4 x the online cores)" }, \
-    { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }
+    { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }, \
+    { "--no-crc", CLI_FLAG, &(a)->no_crc, 0, 0, NULL, "skip the CRC-32 check of a .bin's zip entries (default: verify)" }
 
 CLI_API cli_model_args cli_model_defaults(void) {
     cli_model_args a;
@@ -153,7 +154,7 @@ CLI_API codi_model *cli_load_model(cli_model_args *a) {
     codi_load_opts lo = codi_load_opts_default();
     codi_model *m;
     if (!a->model) { fprintf(stderr, "codi: --model PATH is required\n"); return NULL; }
-    lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale;
+    lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale; lo.skip_crc = a->no_crc;
     lo.n_threads = cli_threads_checked(a);
     if (!(m = codi_load(a->model, &lo, err, sizeof err))) fprintf(stderr, "codi: %s\n", err);
     return m;
@@ -248,15 +249,16 @@ CLI_API int cli_parse_ids(const char *s, int vocab, int32_t *ids, int cap) {
 CLI_API int cli_prompt_ids(const cli_prompt_args *p, const codi_model *m, const codi_tokenizer *t, int32_t *ids, int cap) {
     int n;
     long bad;
+    char err[512];
     if (p->question && p->ids) { fprintf(stderr, "codi: give --question or --ids, not both\n"); return -1; }
     if (!p->question && !p->ids) { fprintf(stderr, "codi: give --question TEXT or --ids 1,2,3\n"); return -1; }
     if (p->ids) return cli_parse_ids(p->ids, m->config.vocab, ids, cap);
     if (!t) { fprintf(stderr, "codi: a text question needs a tokenizer: give --tokenizer PATH\n"); return -1; }
     if ((bad = codi_utf8_invalid_at(p->question, strlen(p->question))) >= 0)
         fprintf(stderr, "codi: warning: the question is not valid UTF-8 at byte %ld; its bytes are encoded as they are\n", bad);
+    if (codi_prompt_check(m, p->recipe, err, sizeof err)) { fprintf(stderr, "codi: %s\n", err); return -1; }
     if ((n = codi_prompt_from_text(m, t, p->question, p->recipe, ids, cap)) < 0)
-        fprintf(stderr, "codi: the question does not fit in %d tokens%s\n", cap,
-                p->recipe == 1 ? " (or recipe 1's <|eot_id|> is not in this model's vocabulary: use --recipe 0)" : "");
+        fprintf(stderr, "codi: the question does not fit in %d tokens\n", cap);
     return n;
 }
 

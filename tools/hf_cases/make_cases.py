@@ -70,6 +70,15 @@ cases = {
     "overlapping_added": (tok(added=[{"content": "abcd"}, {"content": "bc"}, {"content": "abc"}]), ["abcd", "abc", "xbcd", "ab"]),
     "added_in_vocab": (tok(["ab"], [("a", "b")], added=[{"content": "ab"}]), ["ab", "xaby"]),
     "added_byte_alphabet": (tok(added=[{"content": "\u00f1"}, {"content": "\u0120x"}, {"content": "\u00e9 x"}]), ["\u00f1", "a\u0120xb", "\u00e9 x"]),
+    # the pre-tokenizer regex and BPE rules, each with merges that make a wrong reading change the ids:
+    # equal-rank pairs merge leftmost first ("aaa" -> aa a, not a aa)
+    "bpe_tie_leftmost": (tok(["aa"], [("a", "a")]), ["aaa", "aaaaa", " aaa", "baaab"]),
+    # digits in runs of at most 3 (\p{N}{1,3}): "12345" -> 123 45
+    "digit_runs": (tok(["12", "123", "34", "45"], [("1", "2"), ("12", "3"), ("4", "5"), ("3", "4")]), ["12345", "1234567", "x 12345", "123 45"]),
+    # \s+(?!\S): a run of spaces before a word leaves its last space to the word ("a   b" -> a, "  ", " b")
+    "space_lookahead": (tok([" b", "  "], [(" ", "b"), (" ", " ")]), ["a   b", "a  \n b", "x    ", "a \t b"]),
+    # contractions are case-insensitive (?i:'s|'t|...): "'STOP" -> 'S TOP, not one piece
+    "contraction_case": (tok(["ST", "LL"], [("S", "T"), ("L", "L")]), ["'STOP", "DON'T", "WE'LLS", "I'M", "it's", "'Sa"]),
 }
 for name, (d, texts) in cases.items():
     json.dump(d, open(os.path.join(out, name + ".json"), "w"), ensure_ascii=False)
