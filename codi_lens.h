@@ -454,8 +454,9 @@ typedef struct {
     int64_t shape[8];
 } codi_st_entry;
 /* Writes tensors as a .safetensors file (to PATH.tmp, then renamed over PATH). metadata is NULL or
-   {key, value, key, value, ..., NULL}: strings for the header's __metadata__. Names and metadata
-   are JSON-escaped; sizes are overflow-checked. Returns 0, or -1 with a message in err. */
+   {key, value, key, value, ..., NULL}: strings for the header's __metadata__ ("format": "pt" is
+   added unless a "format" is given). Names and metadata are JSON-escaped; sizes are overflow-
+   checked. Returns 0, or -1 with a message in err. */
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz);
 
@@ -6605,13 +6606,14 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
     unsigned char hl8[8];
     uint64_t hl;
     FILE *fp = NULL;
-    int i, d, bad = 0;
-    codi__buf_str(&hdr, "{\"__metadata__\":{\"format\":\"pt\"");
+    int i, d, bad = 0, has_format = 0;
+    codi__buf_str(&hdr, "{\"__metadata__\":{");
     for (i = 0; metadata && metadata[i] && metadata[i + 1]; i += 2) {
-        codi__buf_str(&hdr, ",");
+        if (i) codi__buf_str(&hdr, ",");
         codi__buf_json_string(&hdr, metadata[i]); codi__buf_str(&hdr, ":"); codi__buf_json_string(&hdr, metadata[i + 1]);
+        has_format |= !strcmp(metadata[i], "format");
     }
-    codi__buf_str(&hdr, "}");
+    codi__buf_str(&hdr, has_format ? "}" : i ? ",\"format\":\"pt\"}" : "\"format\":\"pt\"}");   /* torch's default */
     for (i = 0; i < n; i++) {
         size_t bytes;
         if (e[i].dtype < CODI_F32 || e[i].dtype > CODI_I64 || e[i].ndim < 0 || e[i].ndim > 8 || !e[i].name) {

@@ -415,7 +415,25 @@ static void writer(void) {
              "writer: a name with a quote, backslash, newline, control byte and UTF-8 reads back unchanged", "%s", f ? "" : err);
     t_result(f && codi_st_metadata(f, "note") && !strcmp(codi_st_metadata(f, "note"), meta[1]) && codi_st_metadata(f, "k\x02") &&
              !strcmp(codi_st_metadata(f, "k\x02"), "v"), "writer: metadata with quotes, newlines and control bytes reads back unchanged", "");
+    t_result(f && codi_st_metadata(f, "format") && !strcmp(codi_st_metadata(f, "format"), "pt"), "writer: \"format\": \"pt\" by default", "");
     codi_st_close(f);
+    {   /* a caller's own "format" replaces the default: one key, never a duplicate */
+        const char *own[] = { "format", "mine.v1", NULL };
+        size_t len;
+        char *text;
+        ok = codi_write_safetensors("build/hard_w3.safetensors", e, 1, own, err, sizeof err) == 0;
+        text = ok ? codi__read_text("build/hard_w3.safetensors", &len) : NULL;
+        f = ok ? codi_st_open("build/hard_w3.safetensors", err, sizeof err) : NULL;
+        {
+        const char *p = text && len > 8 ? text + 8 : NULL, *q;   /* the header text, after its 8-byte length */
+        int n_format = 0;
+        while (p && (q = strstr(p, "\"format\"")) != NULL) { n_format++; p = q + 1; }
+        t_result(f && codi_st_metadata(f, "format") && !strcmp(codi_st_metadata(f, "format"), "mine.v1") && n_format == 1,
+                 "writer: a caller's \"format\" replaces the default (one key)", "%d keys", n_format);
+        }
+        free(text);
+        codi_st_close(f);
+    }
     e[0].name = "big"; e[0].ndim = 2; e[0].shape[0] = (int64_t)1 << 32; e[0].shape[1] = (int64_t)1 << 32;
     t_result(codi_write_safetensors("build/hard_w2.safetensors", e, 1, NULL, err, sizeof err) == -1 && strstr(err, "too large"),
              "writer: shape [2^32, 2^32] (bytes overflow): refused", "\"%s\"", err);

@@ -2,7 +2,7 @@
 # codi kv-response (steer latent l, run one more latent, read the new KV) on codi-nano: an edit of
 # alpha 0 moves nothing; a real edit moves the steered slot's K/V at every layer and the next slot's
 # too, and its random control of the same norm is a separate condition; bad usage is refused.
-B=${CODI_BIN:-build/codi}
+B=${CODI_BIN:-build/codi_san}   # AddressSanitizer + UBSan
 pass=0; fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
 bad() { echo "not ok - $1"; fail=$((fail + 1)); }

@@ -57,7 +57,7 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     memset(a, 0, sizeof *a);
     a->path = path; a->tensor = tensor; a->head = head;
     if (!(a->f = codi_st_open(path, err, sizeof err))) { fprintf(stderr, "codi %s: %s\n", cmd, err); return -1; }
-    fmt = codi_st_metadata(a->f, "format");   /* "pt": written by codi_write_safetensors, layout checked below */
+    fmt = codi_st_metadata(a->f, "format");   /* codi record writes "codi_lens.acts.v1"; "pt" (torch's default) is read too, the layout checked below */
     if (!fmt || (strcmp(fmt, "codi_lens.acts.v1") && strcmp(fmt, "pt"))) {
         fprintf(stderr, "codi %s: %s is not an activation dataset (format %s; write one with codi record)\n", cmd, path, fmt ? fmt : "missing");
         goto fail;
