@@ -78,7 +78,7 @@
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name")
-       >>api  >>config  >>util  >>threads  >>json  >>files  >>safetensors  >>zip  >>pickle
+       >>api  >>util  >>threads  >>json  >>files  >>tensors  >>safetensors  >>zip  >>pickle
        >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens
        >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca
 
