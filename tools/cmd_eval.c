@@ -202,6 +202,19 @@ static void *eval_worker(void *user) {
 
 /* --- statistics --------------------------------------------------------------------------- */
 
+/* Condition ci's counts over grid [conditions, questions] (1 right, 0 wrong, -1 not run; row 0 is the
+   baseline): n run, k right, paired with a baseline result, b right only in the baseline, c only in ci. */
+static void eval_tally(const signed char *grid, int nq_max, int ci, long *n, long *k, long *paired, long *b, long *c) {
+    int i;
+    *n = *k = *paired = *b = *c = 0;
+    for (i = 0; i < nq_max; i++) {
+        int x = grid[(size_t)ci * nq_max + i], y = grid[i];
+        if (x < 0) continue;
+        (*n)++; *k += x;
+        if (y >= 0) { (*paired)++; *b += y && !x; *c += !y && x; }
+    }
+}
+
 /* Wilson score interval for k successes in n at 95% (z = 1.959964). */
 static void eval_wilson(long k, long n, double *lo, double *hi) {
     const double z = 1.959963984540054;
@@ -224,26 +237,21 @@ static double eval_mcnemar(long b, long c) {
 
 /* Table on stdout, CSV to csv_path (if any), then one JSON object per condition (the last lines). */
 static void eval_summary(const eval_ctx *ec, const char *csv_path) {
-    int ci, nq_max = 0, i;
+    int ci, nq_max = 0;
     signed char *grid;              /* [nc, max index + 1]: -1 absent, 0 wrong, 1 right */
     long r;
     FILE *csv = NULL;
     for (r = 0; r < ec->n_res; r++) if (ec->res[r].index + 1 > nq_max) nq_max = ec->res[r].index + 1;
-    grid = (signed char *)malloc((size_t)ec->nc * (size_t)(nq_max ? nq_max : 1));
+    if (!(grid = (signed char *)malloc((size_t)ec->nc * (size_t)(nq_max ? nq_max : 1)))) { fprintf(stderr, "codi: out of memory\n"); return; }
     memset(grid, -1, (size_t)ec->nc * (size_t)(nq_max ? nq_max : 1));
     for (r = 0; r < ec->n_res; r++) grid[(size_t)ec->res[r].cond * nq_max + ec->res[r].index] = (signed char)ec->res[r].correct;
     if (csv_path && !(csv = fopen(csv_path, "w"))) fprintf(stderr, "codi eval: cannot write %s\n", csv_path);
     if (csv) fprintf(csv, "condition,questions,correct,accuracy,ci95_low,ci95_high,paired,diff_vs_baseline,baseline_only,condition_only,mcnemar_p\n");
     printf("%-40s %9s %8s %9s %17s %9s %10s\n", "condition", "questions", "correct", "accuracy", "95% CI (Wilson)", "diff", "McNemar p");
     for (ci = 0; ci < ec->nc; ci++) {
-        long n = 0, k = 0, paired = 0, b = 0, c = 0;
+        long n, k, paired, b, c;
         double lo, hi, p;
-        for (i = 0; i < nq_max; i++) {
-            int x = grid[(size_t)ci * nq_max + i], y = grid[i];
-            if (x < 0) continue;
-            n++; k += x;
-            if (y >= 0) { paired++; b += y && !x; c += !y && x; }
-        }
+        eval_tally(grid, nq_max, ci, &n, &k, &paired, &b, &c);
         eval_wilson(k, n, &lo, &hi);
         p = eval_mcnemar(b, c);
         printf("%-40s %9ld %8ld %8.2f%% %7.2f%% - %5.2f%% %+8.2f%% %10.4g\n", ec->c[ci].name, n, k, n ? 100.0 * k / n : 0.0, 100 * lo, 100 * hi,
@@ -253,14 +261,9 @@ static void eval_summary(const eval_ctx *ec, const char *csv_path) {
     }
     if (csv) fclose(csv);
     for (ci = 0; ci < ec->nc; ci++) {
-        long n = 0, k = 0, paired = 0, b = 0, c = 0;
+        long n, k, paired, b, c;
         double lo, hi;
-        for (i = 0; i < nq_max; i++) {
-            int x = grid[(size_t)ci * nq_max + i], y = grid[i];
-            if (x < 0) continue;
-            n++; k += x;
-            if (y >= 0) { paired++; b += y && !x; c += !y && x; }
-        }
+        eval_tally(grid, nq_max, ci, &n, &k, &paired, &b, &c);
         eval_wilson(k, n, &lo, &hi);
         printf("{\"condition\": ");
         cli_json_string(stdout, ec->c[ci].name);
