@@ -2292,8 +2292,9 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #include <arm_neon.h>
 #endif
 
-#define CODI__KC 256      /* GEMM depth block: one packed weight panel of KC x NR stays in L1 */
-#define CODI__MC 256      /* GEMM position block: its packed activations stay in L2 */
+#define CODI__KC 256      /* GEMM depth slice: one packed weight panel of KC x NR stays in L1 */
+#define CODI__NB 128      /* GEMM row block: its n x NB outputs stay in L2 while every KC slice adds to them */
+#define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
 /* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
@@ -2874,20 +2875,23 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
     return n;
 }
 
-/* Floats of work one thread needs for codi__matmul_range (packed panels, or x as bf16). */
-static size_t codi__work_floats(void) { return (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32; }
+/* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
+   (the activations packed over all k, one weight panel; or x as bf16). */
+static size_t codi__work_floats(int n, int k) { return (size_t)(n + 16) * (size_t)k + (size_t)CODI__KC * 32 + 16; }
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
-   x rows contiguous [n, cols]). Fewer than GEMM_MIN positions: the multi-position GEMV (or, on a
-   path without one, the GEMV per position); else the GEMM:
-   for each block of MC positions and KC columns, pack the activations once, then for each panel
-   of NR weight rows pack (widen) it once and run the micro-kernel over every MR-position strip. */
+   x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
+   the multi-position GEMV (or, on a path without one, the GEMV per position); else the GEMM:
+   the activations are packed once (strips of MR positions over all K); the rows go in blocks of
+   NB whose outputs stay in L2; for each KC-deep slice of a block, each panel of NR weight rows is
+   packed (widened) once into L1 and meets every strip, adding into the block's outputs. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
                                int n, int r0, int r1, float *work) {
-    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, i0, k0, j0, s;
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, j0, jb, s;
     codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
-    float *bp = work + (size_t)(CODI__MC + 8) * CODI__KC, tile[8 * 32];
+    size_t strips = (size_t)(n + mr - 1) / mr;
+    float tile[16 * 32], *ap, *bp;
     if (r0 >= r1) return;
     if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
         int r;
@@ -2905,24 +2909,30 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         }
         return;
     }
-    for (i0 = 0; i0 < n; i0 += CODI__MC) {
-        int ni = n - i0 < CODI__MC ? n - i0 : CODI__MC;
+    ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
+    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 : K) * mr;
+    for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
+        int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
+        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2) * mr, x, (size_t)K, n, k0, kb, mr);
+        else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
+    }
+    for (jb = r0; jb < r1; jb += CODI__NB) {
+        int je = r1 - jb < CODI__NB ? r1 : jb + CODI__NB;
         for (k0 = 0; k0 < K; k0 += CODI__KC) {
             int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
-            size_t strip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;   /* 32-bit elements per packed strip */
-            if (pairs) codi__pack_a_bf16((uint32_t *)(void *)work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
-            else codi__pack_a(work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
-            for (j0 = r0; j0 < r1; j0 += nr) {
-                int nj = r1 - j0 < nr ? r1 - j0 : nr;
+            const float *a = ap + strips * (size_t)(pairs ? k0 / 2 : k0) * mr;   /* the slice's strip 0 */
+            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;           /* 32-bit elements per strip */
+            for (j0 = jb; j0 < je; j0 += nr) {
+                int nj = je - j0 < nr ? je - j0 : nr;
                 if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp, w, j0, nj, k0, kb, nr);
                 else kn->pack_b(bp, w, j0, nj, k0, kb, nr);
-                for (s = 0; s * mr < ni; s++) {
-                    int mi = ni - s * mr < mr ? ni - s * mr : mr, a, b;
-                    float *c = out + (size_t)(i0 + s * mr) * ldo + j0;
-                    if (mi == mr && nj == nr) { micro(kb, work + strip * s, bp, c, ldo, k0 > 0); continue; }
-                    micro(kb, work + strip * s, bp, tile, (size_t)nr, 0);     /* an edge tile */
-                    for (a = 0; a < mi; a++)
-                        for (b = 0; b < nj; b++) c[(size_t)a * ldo + b] = (k0 > 0 ? c[(size_t)a * ldo + b] : 0) + tile[a * nr + b];
+                for (s = 0; s * mr < n; s++) {
+                    int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
+                    float *c = out + (size_t)s * mr * ldo + j0;
+                    if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp, c, ldo, k0 > 0); continue; }
+                    micro(kb, a + astrip * s, bp, tile, (size_t)nr, 0);     /* an edge tile */
+                    for (u = 0; u < mi; u++)
+                        for (v = 0; v < nj; v++) c[(size_t)u * ldo + v] = (k0 > 0 ? c[(size_t)u * ldo + v] : 0) + tile[u * nr + v];
                 }
             }
         }
@@ -2991,7 +3001,7 @@ typedef struct {
     int i0, ni, cols, dtype, unit;
     float *ba;                  /* [MC, cols] (scale B @ A) of rows i0 .. i0 + ni */
     unsigned char *dst;         /* [rows, cols] of dtype */
-    float *work;                /* [threads, codi__work_floats()] */
+    float *work; size_t work_stride;   /* [threads, codi__work_floats(MC, r)] */
 } codi__merge_ctx;
 
 /* Rows [i0, i0 + ni), columns of work items [u0, u1): W + scale * B @ A (the product by the
@@ -3000,7 +3010,7 @@ static void codi__merge_task(void *ctx, int tid, int u0, int u1) {
     codi__merge_ctx *c = (codi__merge_ctx *)ctx;
     int j0 = u0 * c->unit, j1 = u1 * c->unit < c->cols ? u1 * c->unit : c->cols, i, j;
     if (c->bs) codi__matmul_range(codi__kernel_active(), c->ba, (size_t)c->cols, c->bs + (size_t)c->i0 * c->at.cols, &c->at,
-                                  c->ni, j0, j1, c->work + (size_t)tid * codi__work_floats());
+                                  c->ni, j0, j1, c->work + (size_t)tid * c->work_stride);
     for (i = 0; i < c->ni; i++) {
         size_t row = (size_t)(c->i0 + i) * c->cols;
         const float *bai = c->ba + (size_t)i * c->cols;
@@ -3063,7 +3073,8 @@ static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *pre
     mc.unit = codi__kernel_active()->micro ? codi__kernel_active()->nr : 4;
     if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
     mc.ba = (float *)CODI_MALLOC((size_t)CODI__MC * cols * sizeof(float));
-    mc.work = (float *)CODI_MALLOC((size_t)ld->n_threads * codi__work_floats() * sizeof(float));
+    mc.work_stride = codi__work_floats(CODI__MC, r);
+    mc.work = (float *)CODI_MALLOC((size_t)ld->n_threads * mc.work_stride * sizeof(float));
     if (a) { abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float)); bbuf = (float *)CODI_MALLOC((size_t)rows * r * sizeof(float)); }
     if (!mc.ba || !mc.work || (a && (!abuf || !bbuf))) {
         CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1;
@@ -3539,7 +3550,8 @@ typedef struct {
     float *z;          /* [D] the latent being fed */
     float *scratch;    /* [threads, T] per-thread attention scores */
     size_t scratch_stride;
-    float *work;       /* [threads, codi__work_floats()] per-thread packed panels */
+    float *work;       /* [threads, work_stride] per-thread packed activations and panels */
+    size_t work_stride;  /* codi__work_floats(C, the widest matrix input) */
     codi__row *rows;   /* [C] the (state, position) of each row of a pass */
     int chunk;         /* C */
     int n_threads;
@@ -3595,7 +3607,8 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     si->inv_freq = (float *)CODI_MALLOC((size_t)c->head_dim / 2 * sizeof(float));
     si->z = (float *)CODI_MALLOC(D * sizeof(float));
     si->scratch = (float *)CODI_MALLOC((size_t)n_threads * T * sizeof(float));
-    si->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
+    si->work_stride = codi__work_floats((int)C, (int)(F > D ? (F > QD ? F : QD) : (D > QD ? D : QD)));
+    si->work = (float *)CODI_MALLOC((size_t)n_threads * si->work_stride * sizeof(float));
     si->rows = (codi__row *)CODI_MALLOC(C * sizeof(codi__row));
     si->chunk = (int)C;
     if (!s->resid || !s->key_cache || !s->value_cache || !s->final_hidden || !s->logits || !si->xb ||
@@ -3701,7 +3714,7 @@ static void codi__matmul_pool(codi__pool *pool, float *work, size_t work_stride,
     CODI__PARALLEL(pool, codi__mm_task, &c, (w->rows + c.unit - 1) / c.unit);
 }
 static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
-    codi__matmul_pool(si->pool, si->work, codi__work_floats(), out, x, w, n);
+    codi__matmul_pool(si->pool, si->work, si->work_stride, out, x, w, n);
 }
 
 typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer; } codi__att_ctx;

@@ -13,7 +13,7 @@ static float frand(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; 
 static double check_shape(const char *path, int dtype, int n, int rows, int cols, int r0, int r1) {
     codi_matrix w;
     float *x = malloc(sizeof(float) * (size_t)n * cols), *out = malloc(sizeof(float) * (size_t)n * rows);
-    float *work = malloc(sizeof(float) * codi__work_floats());
+    float *work = malloc(sizeof(float) * codi__work_floats(n, cols));
     void *wd = malloc((size_t)rows * cols * (dtype == CODI_BF16 ? 2 : 4));
     int i, r, k, pairs = !strcmp(path, "avx512bf16") && dtype == CODI_BF16;
     double worst = 0;
@@ -45,7 +45,8 @@ static double check_shape(const char *path, int dtype, int n, int rows, int cols
 int main(void) {
     static const int shapes[][5] = {   /* n, rows, cols, r0, r1 */
         { 1, 37, 300, 0, 37 }, { 1, 64, 2048, 4, 60 }, { 3, 33, 77, 1, 33 }, { 4, 16, 64, 0, 16 },
-        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 } };
+        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 },
+        { 97, 290, 600, 16, 283 } };   /* the last: 3 depth slices, 2+ row blocks, ragged strips and panels */
     const char *paths[8];
     int np = codi_kernels_available(paths, 8), p, si, dt;
     printf("# paths this CPU runs:");
