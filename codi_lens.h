@@ -2292,8 +2292,13 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #include <arm_neon.h>
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CODI__PREFETCH(p) __builtin_prefetch(p)
+#else
+#define CODI__PREFETCH(p) ((void)(p))
+#endif
 #define CODI__KC 256      /* GEMM depth slice: one packed weight panel of KC x NR stays in L1 */
-#define CODI__NB 128      /* GEMM row block: its n x NB outputs stay in L2 while every KC slice adds to them */
+#define CODI__NB_FLOATS 131072   /* GEMM row block: its n x NB outputs (512 KB) stay in L2 while every KC slice adds to them */
 #define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
@@ -2530,30 +2535,37 @@ CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, 
 #undef CODI__ST
 }
 
-/* As codi__pack_b, 8 rows x 8 columns at a time: widen, transpose in registers, store. The same
-   columns of the next panel's rows are prefetched into L2 (short row pieces from memory otherwise
-   stall the packing: it was ~20% of a GEMM). */
+/* r[t] = row t of an 8 x 8 block of 32-bit lanes -> r[t] = column t. */
+CODI__AVX2 static void codi__transpose8_avx2(__m256 r[8]) {
+    __m256 u[8];
+    int t;
+    for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
+    r[0] = _mm256_shuffle_ps(u[0], u[2], 0x44); r[1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
+    r[2] = _mm256_shuffle_ps(u[1], u[3], 0x44); r[3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
+    r[4] = _mm256_shuffle_ps(u[4], u[6], 0x44); r[5] = _mm256_shuffle_ps(u[4], u[6], 0xee);
+    r[6] = _mm256_shuffle_ps(u[5], u[7], 0x44); r[7] = _mm256_shuffle_ps(u[5], u[7], 0xee);
+    for (t = 0; t < 4; t++) { u[t] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x20); u[t + 4] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x31); }
+    for (t = 0; t < 8; t++) r[t] = u[t];
+}
+/* As codi__pack_b, 8 rows at a time, transposed in registers. bf16: 16 columns per step, each
+   row's read as 8 pairs (32-bit lanes) and the pairs transposed, then split into two f32 each
+   (low half: shift left 16, high half: mask): the widening costs no shuffles. f32: 8 columns per
+   step. */
 CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
     size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype);
-    int j, k, t;
+    int j, k, t, step = w->dtype == CODI_BF16 ? 16 : 8;
     if (nrows < nr || nr % 8) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
     for (j = 0; j < nr; j += 8) {
-        for (k = 0; k + 8 <= kb; k += 8) {
-            __m256 r[8], u[8];
-            for (t = 0; t < 8; t++) {
-                size_t at = (size_t)(r0 + j + t) * K + k0 + k;
-                r[t] = w->dtype == CODI_BF16 ? codi__bf16x8_avx2((const uint16_t *)w->data + at) : _mm256_loadu_ps((const float *)w->data + at);
-                if ((k * es) % 64 == 0 && r0 + j + t + nr < w->rows)
-                    _mm_prefetch((const char *)w->data + (at + (size_t)nr * K) * es, _MM_HINT_T1);
-            }
-            for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
-            r[0] = _mm256_shuffle_ps(u[0], u[2], 0x44); r[1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
-            r[2] = _mm256_shuffle_ps(u[1], u[3], 0x44); r[3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
-            r[4] = _mm256_shuffle_ps(u[4], u[6], 0x44); r[5] = _mm256_shuffle_ps(u[4], u[6], 0xee);
-            r[6] = _mm256_shuffle_ps(u[5], u[7], 0x44); r[7] = _mm256_shuffle_ps(u[5], u[7], 0xee);
-            for (t = 0; t < 4; t++) {        /* column t and t + 4 of the 8 rows */
-                _mm256_storeu_ps(b + (size_t)(k + t) * nr + j, _mm256_permute2f128_ps(r[t], r[t + 4], 0x20));
-                _mm256_storeu_ps(b + (size_t)(k + t + 4) * nr + j, _mm256_permute2f128_ps(r[t], r[t + 4], 0x31));
+        for (k = 0; k + step <= kb; k += step) {
+            __m256 r[8];
+            for (t = 0; t < 8; t++)
+                r[t] = _mm256_loadu_ps((const float *)(const void *)((const char *)w->data + ((size_t)(r0 + j + t) * K + k0 + k) * es));
+            codi__transpose8_avx2(r);
+            if (step == 8) { for (t = 0; t < 8; t++) _mm256_storeu_ps(b + (size_t)(k + t) * nr + j, r[t]); continue; }
+            for (t = 0; t < 8; t++) {                                       /* r[t]: columns k + 2t, k + 2t + 1 */
+                __m256i v = _mm256_castps_si256(r[t]);
+                _mm256_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+                _mm256_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u))));
             }
         }
         for (; k < kb; k++)
@@ -2660,6 +2672,41 @@ CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *
     CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
     CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
 #undef CODI__ST
+}
+
+/* As codi__pack_b_avx2 for bf16 weights, 16 rows x 32 columns per step: the rows' 16 pairs each
+   transposed as a 16 x 16 block of 32-bit lanes (4 shuffle stages), then split into f32. */
+CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    const uint16_t *src = (const uint16_t *)w->data;
+    size_t K = (size_t)w->cols;
+    __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    int j, k, t, m;
+    if (w->dtype != CODI_BF16 || nrows < nr || nr % 16) { codi__pack_b_avx2(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 16) {
+        for (k = 0; k + 32 <= kb; k += 32) {
+            __m512i r[16], u[16];
+            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
+            for (t = 0; t < 16; t += 2) {       /* within 128-bit lanes: rows t, t + 1 interleaved */
+                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
+            }
+            for (t = 0; t < 16; t += 4) {       /* r[t + m] lane L: rows t..t+3 of pair 4L + m */
+                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
+                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
+            }
+            for (m = 0; m < 4; m++) {           /* gather lane L of r[m], r[4 + m], r[8 + m], r[12 + m] -> pair 4L + m */
+                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
+                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
+                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
+                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
+            }
+            for (t = 0; t < 16; t++) {           /* u[t]: columns k + 2t, k + 2t + 1 of the 16 rows */
+                _mm512_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, u[t], 16)));
+                _mm512_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm512_castsi512_ps(_mm512_and_si512(u[t], hi)));
+            }
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 16; t++) b[(size_t)k * nr + j + t] = codi__bf16_to_f32(src[(size_t)(r0 + j + t) * K + k0 + k]);
+    }
 }
 
 /* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
@@ -2822,7 +2869,7 @@ static const codi__kernel codi__kernels[] = {
     { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
 #ifdef CODI__X86
     { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2 },
     { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
       codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
 #endif
@@ -2882,15 +2929,15 @@ static size_t codi__work_floats(int n, int k) { return (size_t)(n + 16) * (size_
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
    x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
    the multi-position GEMV (or, on a path without one, the GEMV per position); else the GEMM:
-   the activations are packed once (strips of MR positions over all K); the rows go in blocks of
-   NB whose outputs stay in L2; for each KC-deep slice of a block, each panel of NR weight rows is
+   the activations are packed once (strips of MR positions over all K); the rows go in blocks
+   whose outputs stay in L2; for each KC-deep slice of a block, each panel of NR weight rows is
    packed (widened) once into L1 and meets every strip, adding into the block's outputs. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
                                int n, int r0, int r1, float *work) {
-    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, j0, jb, s;
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, j0, jb, nb, s;
     codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
-    size_t strips = (size_t)(n + mr - 1) / mr;
+    size_t strips = (size_t)(n + mr - 1) / mr, es = codi__dtype_size(w->dtype);
     float tile[16 * 32], *ap, *bp;
     if (r0 >= r1) return;
     if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
@@ -2916,19 +2963,26 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2) * mr, x, (size_t)K, n, k0, kb, mr);
         else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
     }
-    for (jb = r0; jb < r1; jb += CODI__NB) {
-        int je = r1 - jb < CODI__NB ? r1 : jb + CODI__NB;
+    nb = CODI__NB_FLOATS / n / nr * nr > nr ? CODI__NB_FLOATS / n / nr * nr : nr;
+    for (jb = r0; jb < r1; jb += nb) {
+        int je = r1 - jb < nb ? r1 : jb + nb;
         for (k0 = 0; k0 < K; k0 += CODI__KC) {
             int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
             const float *a = ap + strips * (size_t)(pairs ? k0 / 2 : k0) * mr;   /* the slice's strip 0 */
             size_t astrip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;           /* 32-bit elements per strip */
             for (j0 = jb; j0 < je; j0 += nr) {
-                int nj = je - j0 < nr ? je - j0 : nr;
+                int nj = je - j0 < nr ? je - j0 : nr, jn = j0 + nr < je ? j0 + nr : jb, kn0 = j0 + nr < je ? k0 : k0 + CODI__KC;
+                int nn;                                          /* the panel packed next: jn, depth kn0 */
+                if (kn0 >= K) { jn = je; kn0 = 0; }
+                nn = r1 - jn < nr ? r1 - jn : nr;
                 if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp, w, j0, nj, k0, kb, nr);
                 else kn->pack_b(bp, w, j0, nj, k0, kb, nr);
                 for (s = 0; s * mr < n; s++) {
                     int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
                     float *c = out + (size_t)s * mr * ldo + j0;
+                    for (u = s * nn / (int)strips; u < (s + 1) * nn / (int)strips; u++)   /* its rows, spread over the strips */
+                        for (v = 0; v < (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es; v += 64)
+                            CODI__PREFETCH((const char *)w->data + ((size_t)(jn + u) * K + kn0) * es + v);
                     if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp, c, ldo, k0 > 0); continue; }
                     micro(kb, a + astrip * s, bp, tile, (size_t)nr, 0);     /* an edge tile */
                     for (u = 0; u < mi; u++)
