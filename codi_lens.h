@@ -3588,7 +3588,15 @@ fail:
 
 /* >>state: every buffer of a run, in one place ---------------------------------------- */
 
-#define CODI__CHUNK CODI__MC
+#define CODI__CHUNK 512   /* positions per forward pass: one pass over the weights each */
+
+/* Blocked attention (prefill): query rows per block, so that a block's queries (rows x heads per
+   kv head) fill a GEMM; and the per-thread floats it needs for a state of T positions. */
+static int codi__att_rows(const codi_config *c) { int g = c->n_heads / c->n_kv_heads; return (CODI__GEMM_MIN + g - 1) / g; }
+static size_t codi__att_floats(const codi_config *c, size_t T) {
+    size_t qb = (size_t)codi__att_rows(c) * (size_t)(c->n_heads / c->n_kv_heads), HD = (size_t)c->head_dim;
+    return (HD + qb) * T + 2 * qb * HD + codi__work_floats((int)qb, (int)(T > HD ? T : HD));
+}
 
 typedef struct { codi_state *s; int pos; } codi__row;   /* one position of one sequence */
 
@@ -3604,6 +3612,8 @@ typedef struct {
     float *z;          /* [D] the latent being fed */
     float *scratch;    /* [threads, T] per-thread attention scores */
     size_t scratch_stride;
+    float *att_block;  /* [threads, att_stride] blocked attention: V^T, scores, queries, outputs, GEMM work */
+    size_t att_stride;
     float *work;       /* [threads, work_stride] per-thread packed activations and panels */
     size_t work_stride;  /* codi__work_floats(C, the widest matrix input) */
     codi__row *rows;   /* [C] the (state, position) of each row of a pass */
@@ -3661,13 +3671,15 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     si->inv_freq = (float *)CODI_MALLOC((size_t)c->head_dim / 2 * sizeof(float));
     si->z = (float *)CODI_MALLOC(D * sizeof(float));
     si->scratch = (float *)CODI_MALLOC((size_t)n_threads * T * sizeof(float));
+    si->att_stride = codi__att_floats(c, T);
+    si->att_block = (float *)CODI_MALLOC((size_t)n_threads * si->att_stride * sizeof(float));
     si->work_stride = codi__work_floats((int)C, (int)(F > D ? (F > QD ? F : QD) : (D > QD ? D : QD)));
     si->work = (float *)CODI_MALLOC((size_t)n_threads * si->work_stride * sizeof(float));
     si->rows = (codi__row *)CODI_MALLOC(C * sizeof(codi__row));
     si->chunk = (int)C;
     if (!s->resid || !s->key_cache || !s->value_cache || !s->final_hidden || !s->logits || !si->xb ||
         !si->q || !si->k || !si->v || !si->att_out || !si->delta || !si->hb || !si->hb2 ||
-        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch || !si->work || !si->rows) {
+        !si->rope_cos || !si->rope_sin || !si->inv_freq || !si->z || !si->scratch || !si->att_block || !si->work || !si->rows) {
         codi_state_free(s); return NULL;
     }
     codi__rope_inv_freq(c, si->inv_freq);
@@ -3687,7 +3699,7 @@ CODI_API void codi_state_free(codi_state *s) {
 #endif
         CODI_FREE(si->xb); CODI_FREE(si->q); CODI_FREE(si->k); CODI_FREE(si->v); CODI_FREE(si->att_out);
         CODI_FREE(si->delta); CODI_FREE(si->hb); CODI_FREE(si->hb2); CODI_FREE(si->rope_cos);
-        CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch);
+        CODI_FREE(si->rope_sin); CODI_FREE(si->inv_freq); CODI_FREE(si->z); CODI_FREE(si->scratch); CODI_FREE(si->att_block);
         CODI_FREE(si->work); CODI_FREE(si->rows); CODI_FREE(si);
     }
     CODI_FREE(s->resid); CODI_FREE(s->key_cache); CODI_FREE(s->value_cache);
@@ -3771,7 +3783,7 @@ static void codi__matmul(codi__state_internal *si, float *out, const float *x, c
     codi__matmul_pool(si->pool, si->work, si->work_stride, out, x, w, n);
 }
 
-typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer; } codi__att_ctx;
+typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer, n; } codi__att_ctx;
 
 /* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
    own sequence's cached positions 0..pos. */
@@ -3797,6 +3809,61 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
         for (j = 0; j < HD; j++) out[j] = 0;
         for (t = 0; t <= p; t++) kn->axpy(out, att[t] / sum, vals + (size_t)t * HD, HD);   /* softmax-weighted values */
     }
+}
+
+/* The same attention for a chunk of consecutive positions of one state (prefill), on the SIMD
+   paths: items (kv head g, block of att_rows query rows), g-major so each thread transposes V
+   of a kv head once. Per item: scores S = Q K^T by the GEMM over keys 0..the block's last
+   position, causal softmax per query row (zero past its position), out = S V by the GEMM over
+   V^T [HD, T] (keys past a row's position weigh 0). */
+static void codi__attention_block_task(void *ctx, int tid, int a, int b) {
+    codi__att_ctx *ac = (codi__att_ctx *)ctx;
+    const codi_config *c = ac->c;
+    codi__state_internal *si = ac->si;
+    const codi__row *rows = ac->rows;
+    codi_state *s = rows[0].s;
+    int H = c->n_heads, HD = c->head_dim, group = H / c->n_kv_heads, nr = codi__att_rows(c), qb = nr * group;
+    int T = rows[ac->n - 1].pos + 1, nblk = (ac->n + nr - 1) / nr, built = -1, item, i, t, j, hh;
+    float *vt = si->att_block + (size_t)tid * si->att_stride;          /* [HD, T] */
+    float *sc = vt + (size_t)HD * T;                                   /* [qb, T] scores, then weights */
+    float *qv = sc + (size_t)qb * T, *ov = qv + (size_t)qb * HD;      /* [qb, HD] each */
+    float *work = ov + (size_t)qb * HD, scale = 1.0f / sqrtf((float)HD);
+    const codi__kernel *kn = codi__kernel_active();
+    codi_matrix km, vm;
+    for (item = a; item < b; item++) {
+        int g = item / nblk, i0 = item % nblk * nr, i1 = i0 + nr < ac->n ? i0 + nr : ac->n, m = (i1 - i0) * group;
+        if (g != built) {
+            const float *vals = codi_state_value(s, ac->layer, g, 0);
+            for (t = 0; t < T; t++)
+                for (j = 0; j < HD; j++) vt[(size_t)j * T + t] = vals[(size_t)t * HD + j];
+            built = g;
+        }
+        for (i = i0; i < i1; i++)
+            memcpy(qv + (size_t)(i - i0) * group * HD, si->q + ((size_t)i * H + (size_t)g * group) * HD, (size_t)group * HD * sizeof(float));
+        km.dtype = CODI_F32; km.rows = rows[i1 - 1].pos + 1; km.cols = HD; km.data = codi_state_key(s, ac->layer, g, 0);
+        codi__matmul_range(kn, sc, (size_t)T, qv, &km, m, 0, km.rows, work);
+        for (i = 0; i < m; i++) {
+            float *si_row = sc + (size_t)i * T, mx = -FLT_MAX, sum = 0;
+            int p = rows[i0 + i / group].pos;
+            for (t = 0; t <= p; t++) { si_row[t] *= scale; if (si_row[t] > mx) mx = si_row[t]; }
+            for (t = 0; t <= p; t++) { si_row[t] = expf(si_row[t] - mx); sum += si_row[t]; }
+            for (t = 0; t <= p; t++) si_row[t] /= sum;
+            for (; t < T; t++) si_row[t] = 0;
+        }
+        vm.dtype = CODI_F32; vm.rows = HD; vm.cols = T; vm.data = vt;
+        codi__matmul_range(kn, ov, (size_t)HD, sc, &vm, m, 0, HD, work);
+        for (i = i0; i < i1; i++)
+            for (hh = 0; hh < group; hh++)
+                memcpy(si->att_out + ((size_t)i * H + (size_t)g * group + hh) * HD, ov + ((size_t)(i - i0) * group + hh) * HD, (size_t)HD * sizeof(float));
+    }
+}
+
+/* 1 if the n rows are consecutive positions of one state, enough for the blocked attention. */
+static int codi__rows_blockable(const codi_config *c, const codi__row *rows, int n) {
+    int i;
+    if (!codi__kernel_active()->micro || n < codi__att_rows(c)) return 0;
+    for (i = 1; i < n; i++) if (rows[i].s != rows[0].s || rows[i].pos != rows[0].pos + i) return 0;
+    return 1;
 }
 
 /* Calls every hook on data; -1 (with s->error) when one asks to stop. */
@@ -3827,7 +3894,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
                               const int32_t *tokens, const float *embeds, float *logits_out, int logits_rows) {
     const codi_config *c = &m->config;
     int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
-    int QD = H * HD, KVD = KVH * HD, i, j, l, h;
+    int QD = H * HD, KVD = KVH * HD, i, j, l, h, blocked = codi__rows_blockable(c, rows, n);
     codi__att_ctx ac;
 #define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
 #define HOOK(point, l, i, data, size) codi__hooks(rows[i].s, point, l, rows[i].pos, data, size)
@@ -3871,8 +3938,9 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
                 memcpy(codi_state_value(rows[i].s, l, h, rows[i].pos), v + (size_t)h * HD, (size_t)HD * sizeof(float));
             }
         }
-        ac.c = c; ac.si = si; ac.rows = rows; ac.layer = l;
-        CODI__PARALLEL(si->pool, codi__attention_task, &ac, n * H);
+        ac.c = c; ac.si = si; ac.rows = rows; ac.layer = l; ac.n = n;
+        if (blocked) CODI__PARALLEL(si->pool, codi__attention_block_task, &ac, KVH * ((n + codi__att_rows(c) - 1) / codi__att_rows(c)));
+        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, n * H);
         codi__matmul(si, si->delta, si->att_out, &w->wo, n);
         for (i = 0; i < n; i++) {
             float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
