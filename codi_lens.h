@@ -2572,6 +2572,22 @@ CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0,
             for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi__load_elem(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
     }
 }
+/* codi__pack_a for strips of 8 positions: 8 x 8 blocks transposed in registers. */
+CODI__AVX2 static void codi__pack_a8_avx2(float *a, const float *x, size_t ldx, int n, int k0, int kb) {
+    int s, k, t;
+    for (s = 0; s * 8 + 8 <= n; s++, a += (size_t)kb * 8) {
+        const float *xs = x + (size_t)s * 8 * ldx + k0;
+        for (k = 0; k + 8 <= kb; k += 8) {
+            __m256 r[8];
+            for (t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(xs + (size_t)t * ldx + k);
+            codi__transpose8_avx2(r);
+            for (t = 0; t < 8; t++) _mm256_storeu_ps(a + (size_t)(k + t) * 8, r[t]);
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 8; t++) a[(size_t)k * 8 + t] = xs[(size_t)t * ldx + k];
+    }
+    if (s * 8 < n) codi__pack_a(a, x + (size_t)s * 8 * ldx, ldx, n - s * 8, k0, kb, 8);
+}
 /* y += a * x */
 CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n) {
     __m256 av = _mm256_set1_ps(a);
@@ -2961,6 +2977,9 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
     for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
         int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
         if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2) * mr, x, (size_t)K, n, k0, kb, mr);
+#ifdef CODI__X86
+        else if (mr == 8) codi__pack_a8_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb);   /* (x86 SIMD paths all have AVX2) */
+#endif
         else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
     }
     nb = CODI__NB_FLOATS / n / nr * nr > nr ? CODI__NB_FLOATS / n / nr * nr : nr;
@@ -3866,6 +3885,22 @@ static int codi__rows_blockable(const codi_config *c, const codi__row *rows, int
     return 1;
 }
 
+/* Per-row work split over the pool: RMSNorm of rows' residuals into xb, or SwiGLU in place. */
+typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer; const float *weight; } codi__rows_ctx;
+static void codi__norm_task(void *ctx, int tid, int a, int b) {
+    codi__rows_ctx *rc = (codi__rows_ctx *)ctx;
+    int D = rc->c->dim, i;
+    (void)tid;
+    for (i = a; i < b; i++)
+        codi__rmsnorm(rc->si->xb + (size_t)i * D, codi_state_resid(rc->rows[i].s, rc->layer, rc->rows[i].pos), rc->weight, D, rc->c->norm_eps);
+}
+static void codi__swiglu_task(void *ctx, int tid, int a, int b) {
+    codi__rows_ctx *rc = (codi__rows_ctx *)ctx;
+    size_t F = (size_t)rc->c->ffn_dim, j;
+    (void)tid;
+    for (j = (size_t)a * F; j < (size_t)b * F; j++) rc->si->hb[j] = codi__silu(rc->si->hb[j]) * rc->si->hb2[j];
+}
+
 /* Calls every hook on data; -1 (with s->error) when one asks to stop. */
 static int codi__hooks(codi_state *s, int point, int layer, int pos, float *data, int size) {
     codi_hook_info info;
@@ -3896,6 +3931,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
     int QD = H * HD, KVD = KVH * HD, i, j, l, h, blocked = codi__rows_blockable(c, rows, n);
     codi__att_ctx ac;
+    codi__rows_ctx rc;
 #define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
 #define HOOK(point, l, i, data, size) codi__hooks(rows[i].s, point, l, rows[i].pos, data, size)
 
@@ -3924,7 +3960,8 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
             memcpy(RESID(l + 1, i), RESID(l, i), (size_t)D * sizeof(float));
         }
         /* 3. attention: norm, q/k/v, RoPE, cache write, causal GQA, o_proj, residual add */
-        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, RESID(l + 1, i), w->attn_norm, D, c->norm_eps);
+        rc.c = c; rc.si = si; rc.rows = rows; rc.layer = l + 1; rc.weight = w->attn_norm;
+        CODI__PARALLEL(si->pool, codi__norm_task, &rc, n);
         codi__matmul(si, si->q, si->xb, &w->wq, n);
         codi__matmul(si, si->k, si->xb, &w->wk, n);
         codi__matmul(si, si->v, si->xb, &w->wv, n);
@@ -3948,10 +3985,11 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
             for (j = 0; j < D; j++) yi[j] += d[j];
         }
         /* 4. MLP: norm, SwiGLU (silu(gate) * up), down_proj, residual add */
-        for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, RESID(l + 1, i), w->mlp_norm, D, c->norm_eps);
+        rc.weight = w->mlp_norm;
+        CODI__PARALLEL(si->pool, codi__norm_task, &rc, n);
         codi__matmul(si, si->hb, si->xb, &w->gate, n);
         codi__matmul(si, si->hb2, si->xb, &w->up, n);
-        for (j = 0; j < n * F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
+        CODI__PARALLEL(si->pool, codi__swiglu_task, &rc, n);
         codi__matmul(si, si->delta, si->hb, &w->down, n);
         for (i = 0; i < n; i++) {
             float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
