@@ -294,9 +294,9 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (ma.threads > 1) pool = codi__pool_new(ma.threads);   /* the limits first: their 1 GiB is freed before the load */
     bench_threads = pool ? ma.threads : 1;
     bw = bench_bandwidth(pool, &sh_bw);
-    peak = 0;                                    /* the widest FMA this CPU has */
+    peak = 0;                                    /* the widest FMA this CPU has (256-bit when the first path is avx2) */
 #ifdef CODI__X86
-    if (bench_cpu_runs("avx512")) peak = bench_peak(pool, ma.threads, bench_fma_avx512, &sh_peak);
+    if (bench_cpu_runs("avx512") && strcmp(rows[0].path, "avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx512, &sh_peak);
     else if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2, &sh_peak);
     if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
 #endif
