@@ -2572,21 +2572,25 @@ CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0,
             for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi__load_elem(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
     }
 }
-/* codi__pack_a for strips of 8 positions: 8 x 8 blocks transposed in registers. */
-CODI__AVX2 static void codi__pack_a8_avx2(float *a, const float *x, size_t ldx, int n, int k0, int kb) {
-    int s, k, t;
-    for (s = 0; s * 8 + 8 <= n; s++, a += (size_t)kb * 8) {
-        const float *xs = x + (size_t)s * 8 * ldx + k0;
-        for (k = 0; k + 8 <= kb; k += 8) {
-            __m256 r[8];
-            for (t = 0; t < 8; t++) r[t] = _mm256_loadu_ps(xs + (size_t)t * ldx + k);
-            codi__transpose8_avx2(r);
-            for (t = 0; t < 8; t++) _mm256_storeu_ps(a + (size_t)(k + t) * 8, r[t]);
+/* codi__pack_a by 8 x 8 blocks transposed in registers (a strip's rows in groups of up to 8). */
+CODI__AVX2 static void codi__pack_a_avx2(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i0, k, t;
+    for (s = 0; s * mr + mr <= n; s++, a += (size_t)kb * mr) {
+        const float *xs = x + (size_t)s * mr * ldx + k0;
+        for (i0 = 0; i0 < mr; i0 += 8) {
+            int nrow = mr - i0 < 8 ? mr - i0 : 8;
+            __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nrow), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            for (k = 0; k + 8 <= kb; k += 8) {
+                __m256 r[8];
+                for (t = 0; t < 8; t++) r[t] = t < nrow ? _mm256_loadu_ps(xs + (size_t)(i0 + t) * ldx + k) : _mm256_setzero_ps();
+                codi__transpose8_avx2(r);
+                for (t = 0; t < 8; t++) _mm256_maskstore_ps(a + (size_t)(k + t) * mr + i0, keep, r[t]);
+            }
+            for (; k < kb; k++)
+                for (t = 0; t < nrow; t++) a[(size_t)k * mr + i0 + t] = xs[(size_t)(i0 + t) * ldx + k];
         }
-        for (; k < kb; k++)
-            for (t = 0; t < 8; t++) a[(size_t)k * 8 + t] = xs[(size_t)t * ldx + k];
     }
-    if (s * 8 < n) codi__pack_a(a, x + (size_t)s * 8 * ldx, ldx, n - s * 8, k0, kb, 8);
+    if (s * mr < n) codi__pack_a(a, x + (size_t)s * mr * ldx, ldx, n - s * mr, k0, kb, mr);
 }
 /* y += a * x */
 CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n) {
@@ -2690,6 +2694,25 @@ CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *
 #undef CODI__ST
 }
 
+/* 12 positions x 32 rows: 24 accumulators; a [kb][12], b [kb][32] */
+CODI__AVX512 static void codi__micro12_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m512 acc[24];
+    int k, i;
+    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
+    for (k = 0; k < kb; k++, a += 12, b += 32) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
+#define CODI__ROW(i) t = _mm512_set1_ps(a[i]); acc[2 * (i)] = _mm512_fmadd_ps(t, b0, acc[2 * (i)]); acc[2 * (i) + 1] = _mm512_fmadd_ps(t, b1, acc[2 * (i) + 1])
+        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
+        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
+#undef CODI__ROW
+    }
+    for (i = 0; i < 12; i++) {
+        float *cr = c + (size_t)i * ldc;
+        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
+        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
+    }
+}
 /* As codi__pack_b_avx2 for bf16 weights, 16 rows x 32 columns per step: the rows' 16 pairs each
    transposed as a 16 x 16 block of 32-bit lanes (4 shuffle stages), then split into f32. */
 CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
@@ -2885,7 +2908,7 @@ static const codi__kernel codi__kernels[] = {
     { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
 #ifdef CODI__X86
     { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2 },
     { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
       codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
 #endif
@@ -2978,9 +3001,10 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
         if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2) * mr, x, (size_t)K, n, k0, kb, mr);
 #ifdef CODI__X86
-        else if (mr == 8) codi__pack_a8_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb);   /* (x86 SIMD paths all have AVX2) */
-#endif
+        else codi__pack_a_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);   /* (the x86 SIMD paths all have AVX2) */
+#else
         else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
+#endif
     }
     nb = CODI__NB_FLOATS / n / nr * nr > nr ? CODI__NB_FLOATS / n / nr * nr : nr;
     for (jb = r0; jb < r1; jb += nb) {
