@@ -55,7 +55,8 @@
    (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
    bf16 inside the dot, 4 rows at a time; 2..63 positions (batched decode, short chunks) the same
    with each widened weight row multiplied into several positions; 64+ a packed-panel GEMM over
-   blocks of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
+   up to 512 positions per pass, and prefill attention as GEMMs per kv head. With CODI_THREADS the
+   pool's workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -2536,7 +2537,7 @@ CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, 
 }
 
 /* r[t] = row t of an 8 x 8 block of 32-bit lanes -> r[t] = column t. */
-CODI__AVX2 static void codi__transpose8_avx2(__m256 r[8]) {
+CODI__AVX2 static inline void codi__transpose8_avx2(__m256 r[8]) {
     __m256 u[8];
     int t;
     for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
