@@ -6372,7 +6372,8 @@ typedef struct {
     float *out[CODI__LENS_CHUNK];  /* where row i's logits go (rows of z, or of target) */
     float *part;             /* [BLOCKS, CHUNK, D] per-block U^T dz */
     float *rowbuf;           /* [threads, D] bf16 rows as f32 */
-    float *work;             /* [threads, codi__work_floats()] the product's scratch */
+    float *work;             /* [threads, work_stride] the product's scratch */
+    size_t work_stride;      /* codi__work_floats(CHUNK, D) */
 } codi__lens_batch;
 
 static void codi__lens_batch_free(codi__lens_batch *lb) {
@@ -6395,7 +6396,8 @@ static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, cons
     lb->z = (float *)CODI_MALLOC(CH * V * sizeof(float));
     lb->part = grads ? (float *)CODI_MALLOC(CODI__LENS_BLOCKS * CH * D * sizeof(float)) : NULL;
     lb->rowbuf = (float *)CODI_MALLOC((size_t)n_threads * D * sizeof(float));
-    lb->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
+    lb->work_stride = codi__work_floats(CODI__LENS_CHUNK, (int)D);
+    lb->work = (float *)CODI_MALLOC((size_t)n_threads * lb->work_stride * sizeof(float));
     if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf || !lb->work) {
         codi__lens_batch_free(lb); return -1;
     }
@@ -6427,7 +6429,7 @@ static void codi__lens_fwd_task(void *ctx, int tid, int a, int e) {
     codi__lens_batch *lb = (codi__lens_batch *)ctx;
     const codi_config *c = &lb->m->config;
     size_t V = (size_t)c->vocab;
-    float *work = lb->work + (size_t)tid * codi__work_floats();
+    float *work = lb->work + (size_t)tid * lb->work_stride;
     int blk, i;
     for (blk = a; blk < e; blk++) {
         int r0 = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS), r1 = (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS);
