@@ -2519,6 +2519,7 @@ CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, 
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     int k;
+    for (k = 0; add && k < 6; k++) { _mm_prefetch((const char *)(c + (size_t)k * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)k * ldc + 15), _MM_HINT_T0); }
     for (k = 0; k < kb; k++, a += 6, b += 16) {
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
         t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
@@ -2701,6 +2702,7 @@ CODI__AVX512 static void codi__micro12_avx512(int kb, const void *av, const void
     __m512 acc[24];
     int k, i;
     for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
+    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
     for (k = 0; k < kb; k++, a += 12, b += 32) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
 #define CODI__ROW(i) t = _mm512_set1_ps(a[i]); acc[2 * (i)] = _mm512_fmadd_ps(t, b0, acc[2 * (i)]); acc[2 * (i) + 1] = _mm512_fmadd_ps(t, b1, acc[2 * (i) + 1])
@@ -2977,7 +2979,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
     int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, j0, jb, nb, s;
     codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
-    size_t strips = (size_t)(n + mr - 1) / mr, es = codi__dtype_size(w->dtype);
+    size_t strips, es = codi__dtype_size(w->dtype);
     float tile[16 * 32], *ap, *bp;
     if (r0 >= r1) return;
     if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
@@ -2996,6 +2998,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         }
         return;
     }
+    strips = (size_t)(n + mr - 1) / mr;
     ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
     bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 : K) * mr;
     for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
