@@ -2300,6 +2300,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #endif
 #define CODI__KC 256      /* GEMM depth slice: one packed weight panel of KC x NR stays in L1 */
 #define CODI__NB_FLOATS 131072   /* GEMM row block: its n x NB outputs (512 KB) stay in L2 while every KC slice adds to them */
+#define CODI__NB_MAX 256  /* ... and its KC-deep slice of packed weight panels (256 KB) too */
 #define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
@@ -2966,17 +2967,18 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
 
 /* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
    (the activations packed over all k, one weight panel; or x as bf16). */
-static size_t codi__work_floats(int n, int k) { return (size_t)(n + 16) * (size_t)k + (size_t)CODI__KC * 32 + 16; }
+static size_t codi__work_floats(int n, int k) { return (size_t)(n + 16) * (size_t)k + (size_t)CODI__KC * CODI__NB_MAX + 16; }
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
    x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
    the multi-position GEMV (or, on a path without one, the GEMV per position); else the GEMM:
    the activations are packed once (strips of MR positions over all K); the rows go in blocks
-   whose outputs stay in L2; for each KC-deep slice of a block, each panel of NR weight rows is
-   packed (widened) once into L1 and meets every strip, adding into the block's outputs. */
+   whose outputs stay in L2; for each KC-deep slice of a block, its panels of NR weight rows are
+   packed (widened) once into L2, and each strip (in L1) meets every panel, adding into the
+   block's outputs; the next slice's weight rows are prefetched meanwhile. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
                                int n, int r0, int r1, float *work) {
-    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, j0, jb, nb, s;
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, jb, nb, s;
     codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
     size_t strips, es = codi__dtype_size(w->dtype);
@@ -3010,28 +3012,30 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
 #endif
     }
-    nb = CODI__NB_FLOATS / n / nr * nr > nr ? CODI__NB_FLOATS / n / nr * nr : nr;
+    nb = CODI__NB_FLOATS / n / nr * nr;
+    nb = nb < nr ? nr : nb > CODI__NB_MAX ? CODI__NB_MAX : nb;
     for (jb = r0; jb < r1; jb += nb) {
-        int je = r1 - jb < nb ? r1 : jb + nb;
+        int je = r1 - jb < nb ? r1 : jb + nb, np = (je - jb + nr - 1) / nr;
         for (k0 = 0; k0 < K; k0 += CODI__KC) {
-            int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
+            int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC, p;
+            int kn0 = k0 + CODI__KC < K ? k0 + CODI__KC : 0, jn = k0 + CODI__KC < K ? jb : je;   /* the slice packed next */
+            int nn = r1 - jn < nb ? r1 - jn : nb, line_end = (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es;
             const float *a = ap + strips * (size_t)(pairs ? k0 / 2 : k0) * mr;   /* the slice's strip 0 */
-            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;           /* 32-bit elements per strip */
-            for (j0 = jb; j0 < je; j0 += nr) {
-                int nj = je - j0 < nr ? je - j0 : nr, jn = j0 + nr < je ? j0 + nr : jb, kn0 = j0 + nr < je ? k0 : k0 + CODI__KC;
-                int nn;                                          /* the panel packed next: jn, depth kn0 */
-                if (kn0 >= K) { jn = je; kn0 = 0; }
-                nn = r1 - jn < nr ? r1 - jn : nr;
-                if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp, w, j0, nj, k0, kb, nr);
-                else kn->pack_b(bp, w, j0, nj, k0, kb, nr);
-                for (s = 0; s * mr < n; s++) {
-                    int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
+            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
+            for (p = 0; p < np; p++) {
+                int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
+                if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);
+                else kn->pack_b(bp + p * bpanel, w, j0, nj, k0, kb, nr);
+            }
+            for (s = 0; s * mr < n; s++) {
+                int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
+                for (u = s * nn / (int)strips; u < (s + 1) * nn / (int)strips; u++)   /* its rows, spread over the strips */
+                    for (v = 0; v < line_end; v += 64) CODI__PREFETCH((const char *)w->data + ((size_t)(jn + u) * K + kn0) * es + v);
+                for (p = 0; p < np; p++) {
+                    int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
                     float *c = out + (size_t)s * mr * ldo + j0;
-                    for (u = s * nn / (int)strips; u < (s + 1) * nn / (int)strips; u++)   /* its rows, spread over the strips */
-                        for (v = 0; v < (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es; v += 64)
-                            CODI__PREFETCH((const char *)w->data + ((size_t)(jn + u) * K + kn0) * es + v);
-                    if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp, c, ldo, k0 > 0); continue; }
-                    micro(kb, a + astrip * s, bp, tile, (size_t)nr, 0);     /* an edge tile */
+                    if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp + p * bpanel, c, ldo, k0 > 0); continue; }
+                    micro(kb, a + astrip * s, bp + p * bpanel, tile, (size_t)nr, 0);     /* an edge tile */
                     for (u = 0; u < mi; u++)
                         for (v = 0; v < nj; v++) c[(size_t)u * ldo + v] = (k0 > 0 ? c[(size_t)u * ldo + v] : 0) + tile[u * nr + v];
                 }
