@@ -2407,10 +2407,9 @@ static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nro
    widened once and multiplied into P positions, each x vector loaded once for R rows. The
    activations are first copied into work, 64-byte aligned, with a row stride that is not a
    multiple of 4 KiB (rows 8 KiB apart fall into the same L1 sets; unaligned rows split every
-   load over two lines: both cost ~30%), in column blocks of at most GEMVN_KB so they stay in L2;
-   each block's products are added into out. While the first position group runs, the next row
-   group's columns are prefetched. */
-#define CODI__GEMVN_KB 2048
+   load over two lines: both cost ~30%), in as few column blocks as work holds (each block's
+   products are added into out; smaller blocks measured slower). While a row group's first
+   position group runs, the next row group's columns are prefetched. */
 #define CODI__GEMVN_R 3
 /* out[b * ldo + a] (+= when add) x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3
    pointers, already at the block's first column) and positions x + b * ldx (b < np; the tile's P at
@@ -2425,7 +2424,6 @@ static void codi__gemvn_blocks(codi__tile_fn tile, int P, float *out, size_t ldo
     float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged block */
     int kmax = (int)((codi__work_floats() - 16) / (size_t)n) - 16, kb, nblk, k0, r, i0, a, i;
     kmax -= kmax % 32;
-    if (kmax > CODI__GEMVN_KB) kmax = CODI__GEMVN_KB;
     nblk = (int)((K + (size_t)kmax - 1) / (size_t)kmax);
     kb = (int)((K + (size_t)nblk - 1) / (size_t)nblk + 31) / 32 * 32;    /* equal blocks, whole 32-column steps */
     ldx = (size_t)kb + 16;
