@@ -2704,18 +2704,19 @@ CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *
 }
 
 /* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 8 positions, 24 accumulators;
-   per 16 columns 3 widenings (2 instructions each) feed 24 FMAs. */
+   per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
+   for the last group of n = 8k + 1..4). */
 CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
                                            int dtype, int kb, int add, const void *const *pf) {
     const float *xp[8];
     __m512 c[24], w0, w1, w2, xv;
-    int j = 0, a, b;
+    int j = 0, a, b, wide = np > 4;
     for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
     for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
 #define CODI__FMA3(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); \
         c[8 + b] = _mm512_fmadd_ps(w1, xv, c[8 + b]); c[16 + b] = _mm512_fmadd_ps(w2, xv, c[16 + b]); } while (0)
-#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); \
-        CODI__FMA3(3); CODI__FMA3(4); CODI__FMA3(5); CODI__FMA3(6); CODI__FMA3(7); } while (0)
+#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); \
+        if (wide) { CODI__FMA3(4); CODI__FMA3(5); CODI__FMA3(6); CODI__FMA3(7); } } while (0)
 #define CODI__BF16(row) codi__bf16x16_avx512((const uint16_t *)(row) + j)
 #define CODI__F32(row) _mm512_loadu_ps((const float *)(row) + j)
 #define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
