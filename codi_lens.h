@@ -54,8 +54,8 @@
    avx2|avx512|avx512bf16|neon in the environment (or codi_set_kernel) picks another; avx512bf16
    (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
    bf16 inside the dot, 4 rows at a time; 2..63 positions (batched decode, short chunks) the same
-   with each widened weight row multiplied into several positions; 64+ a packed-panel GEMM over
-   blocks of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
+   with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2) positions; 64+ a packed-panel
+   GEMM over blocks of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -2274,8 +2274,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 
 /* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
    A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time),
-   a multi-position GEMV (2..63 positions: batched decode, short chunks; each widened weight
-   register meets several positions) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
+   a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
+   weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
    CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. */
