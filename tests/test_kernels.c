@@ -45,7 +45,7 @@ static double check_shape(const char *path, int dtype, int n, int rows, int cols
 int main(void) {
     static const int shapes[][5] = {   /* n, rows, cols, r0, r1 */
         { 1, 37, 300, 0, 37 }, { 1, 64, 2048, 4, 60 }, { 3, 33, 77, 1, 33 }, { 4, 16, 64, 0, 16 },
-        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 },
+        { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 33, 10, 2500, 0, 10 }, { 9, 7, 4133, 2, 7 }, { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 },
         { 200, 700, 300, 16, 690 } };  /* the last: 2 depth slices, 2 row blocks, ragged strips and panels */
     const char *paths[8];
     int np = codi_kernels_available(paths, 8), p, si, dt;
