@@ -2759,8 +2759,8 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 #endif /* CODI__X86 */
 
 #ifdef CODI__NEON
-/* (Vector arrays are only indexed by constants here: GCC keeps them in registers then, and in
-   memory when a loop indexes them.) */
+/* Vector arrays here are indexed by constants only: GCC -O2 keeps them in registers then, but in
+   memory (a load and a store per multiply-add) when a loop indexes them. */
 /* 8 weights of a row from column j as two f32 x 4 (bf16 widened by a 16-bit left shift). */
 static float32x4x2_t codi__w8_neon(const void *row, int dt, int j) {
     float32x4x2_t v;
@@ -2821,9 +2821,9 @@ static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, cons
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
-/* As codi__gemvn_avx512: 4 weight rows, each 8 columns widened once into two registers and
-   multiplied into 4 positions (16 accumulators). out[i * ldo + r - r0] for positions i < n of
-   x [n, cols] and rows r0 <= r < r1. */
+/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
+   each 8 columns widened once into two registers and multiplied into 4 positions (16
+   accumulators). out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
 static void codi__gemvn_neon(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, i0, j, a, b, t;
     for (r = r0; r < r1; r += 4) {
