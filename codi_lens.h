@@ -2286,6 +2286,9 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__AVX2 __attribute__((target("avx2,fma")))
 #define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
 #define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11    /* compilers with the AMX intrinsics */
+#define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
+#endif
 #endif
 #if !defined(CODI_SCALAR) && defined(__aarch64__) && defined(__ARM_NEON)
 #define CODI__NEON 1
@@ -2301,6 +2304,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
 typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1);
+typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
@@ -2313,6 +2317,7 @@ typedef struct {
     void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
+    codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
 } codi__kernel;
 
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
@@ -2758,6 +2763,145 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 }
 #endif /* CODI__X86 */
 
+#define CODI__AMX_MIN 2    /* fewer positions: the GEMV (measured) */
+#ifdef CODI__AMX
+/* AMX (tile registers, TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 pairs x 16 x 2 bf16]):
+   out[i, r] for 2+ positions is C = X . W^T in 16-position x 16-row tiles. W is bf16 and exact; x
+   is split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|) and both are
+   multiplied, C += hi . W^T + lo . W^T, in f32. Blocks: AMX_MC positions x AMX_KC columns of x
+   packed once (A tiles), then per panel of 32 weight rows its AMX_KC columns packed (B tiles, in
+   L1) and swept over every 32-position strip (4 C tiles, accumulated in out across column
+   blocks). Edges (positions, rows, columns) are zeros in the packed tiles. */
+#define CODI__AMX_KC 256
+#define CODI__AMX_MC 256   /* a [MC x KC x 2] + b [32 x KC] bf16 fit codi__work_floats() */
+#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm the compiler cannot see read memory */
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
+
+/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as A tiles: a [ceil(n/32) * 2][ceil(kb/32)][hi, lo][16][32]. */
+CODI__AMX static void codi__pack_x_amx(uint16_t *a, const float *x, size_t ldx, int n, int k0, int kb) {
+    int steps = (kb + 31) / 32, groups = (n + 31) / 32 * 2, p, s;
+    for (p = 0; p < groups * 16; p++) {
+        uint16_t *ap = a + (size_t)(p / 16) * steps * 1024 + (size_t)(p % 16) * 32;
+        const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0;
+        for (s = 0; s < steps; s++, ap += 1024) {
+            int left = kb - 32 * s;
+            __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
+            __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
+            __m512 v0 = _mm512_maskz_loadu_ps(m0, xp + 32 * s), v1 = _mm512_maskz_loadu_ps(m1, xp + 32 * s + 16);
+            __m256bh h0 = _mm512_cvtneps_pbh(v0), h1 = _mm512_cvtneps_pbh(v1);
+            __m512 f0 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, (__m256i)h0), 16));
+            __m512 f1 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, (__m256i)h1), 16));
+            _mm256_storeu_si256((__m256i *)(void *)ap, (__m256i)h0);
+            _mm256_storeu_si256((__m256i *)(void *)(ap + 16), (__m256i)h1);
+            _mm256_storeu_si256((__m256i *)(void *)(ap + 512), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v0, f0)));
+            _mm256_storeu_si256((__m256i *)(void *)(ap + 528), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v1, f1)));
+        }
+    }
+}
+
+/* 16 x 16 32-bit words transposed in registers. */
+CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
+    __m512i t[16], u[16];
+    int i, j;
+    for (i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]); }
+    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: column 4q + j of rows i..i+3 */
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]); u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]); u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (j = 0; j < 4; j++) {
+        __m512i x0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), x1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
+        __m512i y0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88), y1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
+        v[j] = _mm512_shuffle_i32x4(x0, y0, 0x88); v[4 + j] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        v[8 + j] = _mm512_shuffle_i32x4(x0, y0, 0xdd); v[12 + j] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
+    }
+}
+
+/* bf16 weight rows r0..r0+nrows-1 (nrows <= 32), columns k0..k0+kb, as B tiles: b [ceil(kb/32)][2][16][32],
+   row kp of a tile = columns 2kp, 2kp+1 of 16 weight rows (a 16 x 16 transpose of column pairs). */
+CODI__AMX static void codi__pack_w_amx(uint16_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb) {
+    int steps = (kb + 31) / 32, s, h, t;
+    for (s = 0; s < steps; s++) {
+        int left = kb - 32 * s;
+        __mmask32 m = left >= 32 ? 0xffffffffu : (1u << left) - 1;
+        for (h = 0; h < 2; h++) {
+            __m512i v[16];
+            for (t = 0; t < 16; t++) {
+                int r = h * 16 + t;
+                const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + (r < nrows ? r : 0)) * w->cols + k0 + 32 * s;
+                v[t] = _mm512_maskz_loadu_epi16(r < nrows ? m : 0, row);
+            }
+            codi__transpose16_amx(v);
+            for (t = 0; t < 16; t++) _mm512_storeu_si512((void *)(b + ((size_t)(2 * s + h) * 16 + t) * 32), v[t]);
+        }
+    }
+}
+
+/* Tile `tile` of C: positions i..i+mi-1, rows r..r+mr-1 of out (mi, mr <= 16); a partial tile
+   goes through buf [16 x 16]. load: its current values (else zero); store: back into out. */
+#define CODI__AMX_C_LOAD(tile, c, ldo, mi, mr, add, buf) do {                                                   \
+        if (!(add)) _tile_zero(tile);                                                                          \
+        else if ((mi) == 16 && (mr) == 16) _tile_loadd(tile, c, (ldo) * 4);                                     \
+        else { int a_, b_; for (a_ = 0; a_ < 16; a_++) for (b_ = 0; b_ < 16; b_++)                              \
+                   (buf)[a_ * 16 + b_] = a_ < (mi) && b_ < (mr) ? (c)[(size_t)a_ * (ldo) + b_] : 0.0f;          \
+               CODI__MEMBAR(); _tile_loadd(tile, buf, 64); } } while (0)
+#define CODI__AMX_C_STORE(tile, c, ldo, mi, mr, buf) do {                                                       \
+        if ((mi) == 16 && (mr) == 16) _tile_stored(tile, c, (ldo) * 4);                                         \
+        else { int a_, b_; _tile_stored(tile, buf, 64);                                                        \
+               for (a_ = 0; a_ < (mi); a_++) for (b_ = 0; b_ < (mr); b_++) (c)[(size_t)a_ * (ldo) + b_] = (buf)[a_ * 16 + b_]; } \
+    } while (0)
+
+/* C tiles 0..3 = positions [i, i+16) and [i+16, i+32) x rows [r, r+16) and [r+16, r+32) of out
+   (ni positions, nr rows valid), += a (2 position groups, `steps` column steps) . b. */
+CODI__AMX static void codi__strip_amx(float *out, size_t ldo, const uint16_t *a, const uint16_t *b, int steps, int ni, int nr, int add) {
+    float buf[4][256];
+    const uint16_t *a1 = a + (size_t)steps * 1024;
+    int m0 = ni < 16 ? ni : 16, m1 = ni - 16, n0 = nr < 16 ? nr : 16, n1 = nr - 16, s;
+    float *c1 = m1 > 0 ? out + 16 * ldo : out;
+    if (m1 > 16) m1 = 16;
+    if (n1 > 16) n1 = 16;
+    CODI__AMX_C_LOAD(0, out, ldo, m0, n0, add, buf[0]);
+    CODI__AMX_C_LOAD(1, out + 16, ldo, m0, n1, add && n1 > 0, buf[1]);
+    CODI__AMX_C_LOAD(2, c1, ldo, m1, n0, add && m1 > 0, buf[2]);
+    CODI__AMX_C_LOAD(3, c1 + 16, ldo, m1, n1, add && m1 > 0 && n1 > 0, buf[3]);
+    for (s = 0; s < steps; s++, a += 1024, a1 += 1024, b += 1024) {
+        _tile_loadd(4, a, 64); _tile_loadd(5, a1, 64); _tile_loadd(6, b, 64); _tile_loadd(7, b + 512, 64);
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        _tile_loadd(4, a + 512, 64); _tile_loadd(5, a1 + 512, 64);      /* the lo parts */
+        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+    }
+    CODI__AMX_C_STORE(0, out, ldo, m0, n0, buf[0]);
+    if (n1 > 0) CODI__AMX_C_STORE(1, out + 16, ldo, m0, n1, buf[1]);
+    if (m1 > 0) CODI__AMX_C_STORE(2, c1, ldo, m1, n0, buf[2]);
+    if (m1 > 0 && n1 > 0) CODI__AMX_C_STORE(3, c1 + 16, ldo, m1, n1, buf[3]);
+}
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n, rows r0 <= r < r1, bf16 W (out row stride ldo). */
+CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work) {
+    codi__tilecfg cfg;
+    uint16_t *a = (uint16_t *)(void *)work, *b = a + (size_t)CODI__AMX_MC * CODI__AMX_KC * 2;
+    int K = w->cols, i0, k0, j0, p;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (p = 0; p < 8; p++) { cfg.rows[p] = 16; cfg.colsb[p] = 64; }
+    _tile_loadconfig(&cfg);
+    for (i0 = 0; i0 < n; i0 += CODI__AMX_MC) {
+        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC;
+        for (k0 = 0; k0 < K; k0 += CODI__AMX_KC) {
+            int kb = K - k0 < CODI__AMX_KC ? K - k0 : CODI__AMX_KC, steps = (kb + 31) / 32;
+            codi__pack_x_amx(a, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
+            for (j0 = r0; j0 < r1; j0 += 32) {
+                codi__pack_w_amx(b, w, j0, r1 - j0 < 32 ? r1 - j0 : 32, k0, kb);
+                CODI__MEMBAR();
+                for (p = 0; p < ni; p += 32)
+                    codi__strip_amx(out + (size_t)(i0 + p) * ldo + j0, ldo, a + (size_t)p / 16 * steps * 1024, b, steps,
+                                    ni - p, r1 - j0, k0 > 0);
+            }
+        }
+    }
+    _tile_release();
+}
+#endif /* CODI__AMX */
+
 #ifdef CODI__NEON
 static float codi__dot_neon(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = vdupq_n_f32(0);
@@ -2818,18 +2962,44 @@ static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, s
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
     { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
-      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
+#endif
+#ifdef CODI__AMX
+    { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
+      codi__axpy_avx2, codi__matmul_amx },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, NULL, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy },
+    { "neon", codi__gemv_neon, NULL, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy, NULL },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
+
+#ifdef CODI__AMX
+#include <cpuid.h>
+/* 1 if the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22), AVX512-BF16, and Linux lets
+   this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; syscall 158,
+   asked once: syscall() itself needs feature macros under -std=c99). */
+static int codi__amx_usable(void) {
+    static int granted = -1;
+    if (granted < 0) {
+        unsigned eax, ebx, ecx, edx;
+        long rc = -1;
+        granted = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 24 & 1) || !(edx >> 22 & 1) ||
+            !__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw")) return 0;
+#ifdef __linux__
+        __asm__ __volatile__("syscall" : "=a"(rc) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+#endif
+        granted = rc == 0;
+    }
+    return granted;
+}
+#endif
 
 /* 1 if this CPU (and OS) runs path k. */
 static int codi__kernel_runs(const codi__kernel *k) {
@@ -2839,6 +3009,9 @@ static int codi__kernel_runs(const codi__kernel *k) {
     if (!strncmp(k->name, "avx512", 6) && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
     if (!strcmp(k->name, "avx512bf16")) return __builtin_cpu_supports("avx512bf16");
+#ifdef CODI__AMX
+    if (!strcmp(k->name, "amx")) return codi__amx_usable();
+#endif
 #endif
     (void)k;
     return 1;
@@ -2889,6 +3062,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
     float *bp = work + (size_t)(CODI__MC + 8) * CODI__KC, tile[8 * 32];
     if (r0 >= r1) return;
+    if (kn->tiles && w->dtype == CODI_BF16 && n >= CODI__AMX_MIN) { kn->tiles(out, ldo, x, w, n, r0, r1, work); return; }
     if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
         int r;
         for (r = r0; r < r1; r++)
