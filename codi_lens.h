@@ -2763,48 +2763,30 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 }
 #endif /* CODI__X86 */
 
-#define CODI__AMX_MIN 2    /* fewer positions: the GEMV (measured) */
+#define CODI__AMX_MIN 8    /* fewer positions: the multi-position GEMV (faster below 8, measured) */
 #ifdef CODI__AMX
-/* AMX (tile registers, TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 pairs x 16 x 2 bf16]):
-   out[i, r] for 2+ positions is C = X . W^T in 16-position x 16-row tiles. W is bf16 and exact; x
-   is split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|) and both are
-   multiplied, C += hi . W^T + lo . W^T, in f32. Blocks: AMX_MC positions x AMX_KC columns of x
-   packed once (A tiles), then per panel of 32 weight rows its AMX_KC columns packed (B tiles, in
-   L1) and swept over every 32-position strip (4 C tiles, accumulated in out across column
-   blocks). Edges (positions, rows, columns) are zeros in the packed tiles. */
-#define CODI__AMX_KC 256
-#define CODI__AMX_MC 256   /* a [MC x KC x 2] + b [32 x KC] bf16 fit codi__work_floats() */
-#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm the compiler cannot see read memory */
+/* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
+   the products of 2+ positions as C^T = W . X^T. A tiles are the bf16 weights themselves (16 rows
+   x 32 columns, read in place: nothing packed); x is split into hi = bf16(x) and lo = bf16(x - hi)
+   (|x - hi - lo| <= 2^-16 |x|), packed as B tiles once per block, and both are multiplied:
+   C^T += W . hi^T + W . lo^T in f32. Per block of up to AMX_MC positions and rows: columns in
+   blocks of kc (the packed x stays in L2, each 32-position strip's in L1, each weight panel is
+   read from memory once per block), C^T tiles kept in the work between column blocks, then
+   transposed into out. */
+#define CODI__AMX_MC 256                           /* positions per block */
+#define CODI__AMX_XB ((size_t)256 * 1024)          /* bytes of packed x per block (sets kc) */
+#define CODI__AMX_WB ((size_t)256 * 1024)          /* bytes of packed weights per block */
+#define CODI__AMX_CB ((size_t)512 * 1024)          /* bytes of C^T per block (sets the rows per block) */
+#define CODI__AMX_WORK ((CODI__AMX_XB + CODI__AMX_WB + CODI__AMX_CB) / 4)   /* floats of work */
+#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm that the compiler does not see read memory */
 typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
-
-/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as A tiles: a [ceil(n/32) * 2][ceil(kb/32)][hi, lo][16][32]. */
-CODI__AMX static void codi__pack_x_amx(uint16_t *a, const float *x, size_t ldx, int n, int k0, int kb) {
-    int steps = (kb + 31) / 32, groups = (n + 31) / 32 * 2, p, s;
-    for (p = 0; p < groups * 16; p++) {
-        uint16_t *ap = a + (size_t)(p / 16) * steps * 1024 + (size_t)(p % 16) * 32;
-        const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0;
-        for (s = 0; s < steps; s++, ap += 1024) {
-            int left = kb - 32 * s;
-            __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
-            __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
-            __m512 v0 = _mm512_maskz_loadu_ps(m0, xp + 32 * s), v1 = _mm512_maskz_loadu_ps(m1, xp + 32 * s + 16);
-            __m256bh h0 = _mm512_cvtneps_pbh(v0), h1 = _mm512_cvtneps_pbh(v1);
-            __m512 f0 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, (__m256i)h0), 16));
-            __m512 f1 = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, (__m256i)h1), 16));
-            _mm256_storeu_si256((__m256i *)(void *)ap, (__m256i)h0);
-            _mm256_storeu_si256((__m256i *)(void *)(ap + 16), (__m256i)h1);
-            _mm256_storeu_si256((__m256i *)(void *)(ap + 512), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v0, f0)));
-            _mm256_storeu_si256((__m256i *)(void *)(ap + 528), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v1, f1)));
-        }
-    }
-}
 
 /* 16 x 16 32-bit words transposed in registers. */
 CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
     __m512i t[16], u[16];
     int i, j;
     for (i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]); }
-    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: column 4q + j of rows i..i+3 */
+    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: word 4q + j of rows i..i+3 */
         u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]); u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
         u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]); u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
     }
@@ -2816,85 +2798,140 @@ CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
     }
 }
 
-/* bf16 weight rows r0..r0+nrows-1 (nrows <= 32), columns k0..k0+kb, as B tiles: b [ceil(kb/32)][2][16][32],
-   row kp of a tile = columns 2kp, 2kp+1 of 16 weight rows (a 16 x 16 transpose of column pairs). */
-CODI__AMX static void codi__pack_w_amx(uint16_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb) {
-    int steps = (kb + 31) / 32, s, h, t;
-    for (s = 0; s < steps; s++) {
-        int left = kb - 32 * s;
-        __mmask32 m = left >= 32 ? 0xffffffffu : (1u << left) - 1;
-        for (h = 0; h < 2; h++) {
-            __m512i v[16];
-            for (t = 0; t < 16; t++) {
-                int r = h * 16 + t;
-                const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + (r < nrows ? r : 0)) * w->cols + k0 + 32 * s;
-                v[t] = _mm512_maskz_loadu_epi16(r < nrows ? m : 0, row);
+/* 16 f32 as bf16 (round to nearest even) into the low half. */
+CODI__AMX static __m256i codi__bf16_of_amx(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+CODI__AMX static __m512 codi__f32_of_amx(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
+}
+
+/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as B tiles: b [ceil(n/32)][ceil(kb/32)][2 groups
+   of 16 positions][hi, lo][16 column pairs][16 positions][2], zero past n and kb. */
+CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, int n, int k0, int kb) {
+    int steps = (kb + 31) / 32, strips = (n + 31) / 32, q, s, g, t;
+    for (q = 0; q < strips; q++)
+        for (s = 0; s < steps; s++)
+            for (g = 0; g < 2; g++) {
+                __m512i hi[16], lo[16];
+                uint16_t *bt = b + (((size_t)q * steps + s) * 4 + 2 * g) * 512;
+                int left = kb - 32 * s;
+                for (t = 0; t < 16; t++) {
+                    int p = 32 * q + 16 * g + t;
+                    const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0 + 32 * s;
+                    __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
+                    __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
+                    __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
+                    __m256i h0 = codi__bf16_of_amx(v0), h1 = codi__bf16_of_amx(v1);
+                    __m256i l0 = codi__bf16_of_amx(_mm512_sub_ps(v0, codi__f32_of_amx(h0)));
+                    __m256i l1 = codi__bf16_of_amx(_mm512_sub_ps(v1, codi__f32_of_amx(h1)));
+                    hi[t] = _mm512_inserti64x4(_mm512_zextsi256_si512(h0), h1, 1);   /* word j: columns 2j, 2j+1 */
+                    lo[t] = _mm512_inserti64x4(_mm512_zextsi256_si512(l0), l1, 1);
+                }
+                codi__transpose16_amx(hi);
+                codi__transpose16_amx(lo);
+                for (t = 0; t < 16; t++) {
+                    _mm512_storeu_si512((void *)(bt + (size_t)t * 32), hi[t]);
+                    _mm512_storeu_si512((void *)(bt + 512 + (size_t)t * 32), lo[t]);
+                }
             }
-            codi__transpose16_amx(v);
-            for (t = 0; t < 16; t++) _mm512_storeu_si512((void *)(b + ((size_t)(2 * s + h) * 16 + t) * 32), v[t]);
+}
+
+/* bf16 weight rows r..r+nrows-1, columns k0..k0+kb, as A tiles (a plain copy, so that the tiles
+   are contiguous: rows 2^n elements apart share cache sets): a [ceil(nrows/32)][ceil(kb/32)][32][32],
+   zero past nrows and kb. */
+CODI__AMX static void codi__pack_w_amx(uint16_t *a, const codi_matrix *w, int r, int nrows, int k0, int kb) {
+    int steps = (kb + 31) / 32, t, s;
+    for (t = 0; t < (nrows + 31) / 32 * 32; t++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r + (t < nrows ? t : 0)) * w->cols + k0;
+        uint16_t *at = a + ((size_t)(t / 32) * steps * 32 + t % 32) * 32;
+        if (t + 4 < nrows)                 /* the rows ahead: each is a short piece of memory */
+            for (s = 0; s < kb; s += 32) _mm_prefetch((const char *)(row + 4 * (size_t)w->cols + s), _MM_HINT_T0);
+        for (s = 0; s < steps; s++) {
+            int left = kb - 32 * s;
+            __mmask32 m = t >= nrows ? 0 : left >= 32 ? 0xffffffffu : (1u << left) - 1;
+            _mm512_storeu_si512((void *)(at + (size_t)s * 1024), _mm512_maskz_loadu_epi16(m, row + 32 * s));
         }
     }
 }
 
-/* Tile `tile` of C: positions i..i+mi-1, rows r..r+mr-1 of out (mi, mr <= 16); a partial tile
-   goes through buf [16 x 16]. load: its current values (else zero); store: back into out. */
-#define CODI__AMX_C_LOAD(tile, c, ldo, mi, mr, add, buf) do {                                                   \
-        if (!(add)) _tile_zero(tile);                                                                          \
-        else if ((mi) == 16 && (mr) == 16) _tile_loadd(tile, c, (ldo) * 4);                                     \
-        else { int a_, b_; for (a_ = 0; a_ < 16; a_++) for (b_ = 0; b_ < 16; b_++)                              \
-                   (buf)[a_ * 16 + b_] = a_ < (mi) && b_ < (mr) ? (c)[(size_t)a_ * (ldo) + b_] : 0.0f;          \
-               CODI__MEMBAR(); _tile_loadd(tile, buf, 64); } } while (0)
-#define CODI__AMX_C_STORE(tile, c, ldo, mi, mr, buf) do {                                                       \
-        if ((mi) == 16 && (mr) == 16) _tile_stored(tile, c, (ldo) * 4);                                         \
-        else { int a_, b_; _tile_stored(tile, buf, 64);                                                        \
-               for (a_ = 0; a_ < (mi); a_++) for (b_ = 0; b_ < (mr); b_++) (c)[(size_t)a_ * (ldo) + b_] = (buf)[a_ * 16 + b_]; } \
-    } while (0)
-
-/* C tiles 0..3 = positions [i, i+16) and [i+16, i+32) x rows [r, r+16) and [r+16, r+32) of out
-   (ni positions, nr rows valid), += a (2 position groups, `steps` column steps) . b. */
-CODI__AMX static void codi__strip_amx(float *out, size_t ldo, const uint16_t *a, const uint16_t *b, int steps, int ni, int nr, int add) {
-    float buf[4][256];
-    const uint16_t *a1 = a + (size_t)steps * 1024;
-    int m0 = ni < 16 ? ni : 16, m1 = ni - 16, n0 = nr < 16 ? nr : 16, n1 = nr - 16, s;
-    float *c1 = m1 > 0 ? out + 16 * ldo : out;
-    if (m1 > 16) m1 = 16;
-    if (n1 > 16) n1 = 16;
-    CODI__AMX_C_LOAD(0, out, ldo, m0, n0, add, buf[0]);
-    CODI__AMX_C_LOAD(1, out + 16, ldo, m0, n1, add && n1 > 0, buf[1]);
-    CODI__AMX_C_LOAD(2, c1, ldo, m1, n0, add && m1 > 0, buf[2]);
-    CODI__AMX_C_LOAD(3, c1 + 16, ldo, m1, n1, add && m1 > 0 && n1 > 0, buf[3]);
-    for (s = 0; s < steps; s++, a += 1024, a1 += 1024, b += 1024) {
-        _tile_loadd(4, a, 64); _tile_loadd(5, a1, 64); _tile_loadd(6, b, 64); _tile_loadd(7, b + 512, 64);
-        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, a + 512, 64); _tile_loadd(5, a1 + 512, 64);      /* the lo parts */
-        _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+/* C^T tiles 0..3 (rows [0, 16) and [16, 32) of a panel x positions [0, 16) and [16, 32) of a strip,
+   in c [4][16][16]) += the panel's A tiles . the strip's B tiles b; `two`: the strip has positions
+   past 16; `add`: c holds earlier column blocks. A tiles: packed, a [steps][32][32] (ld 0), or the
+   weights in place, row stride ld elements (then prefetched 1 KB ahead). */
+CODI__AMX static void codi__strip_amx(float *c, const uint16_t *a, size_t ld, const uint16_t *b, int steps, int two, int add) {
+    size_t stride = ld ? ld * 2 : 64, step = ld ? 32 : 1024, half = ld ? 16 * ld : 512;
+    int s, t;
+    CODI__MEMBAR();
+    if (add) { _tile_loadd(0, c, 64); _tile_loadd(1, c + 256, 64); _tile_loadd(2, c + 512, 64); _tile_loadd(3, c + 768, 64); }
+    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
+    for (s = 0; s < steps; s++, a += step, b += 2048) {
+        if (ld) for (t = 0; t < 32; t++) _mm_prefetch((const char *)(a + t * ld) + 1024, _MM_HINT_T0);
+        /* loads placed between the products that free their tile (tile registers are not renamed:
+           this order measured 1.5-2x faster than all loads first) */
+        if (two) {
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);          /* hi of positions 0..15 */
+            _tile_loadd(7, b + 1024, 64); _tile_dpbf16ps(1, 4, 7);                              /* hi of 16..31 */
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(6, b + 512, 64); _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);     /* lo */
+            _tile_loadd(7, b + 1536, 64); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(3, 5, 7);
+        } else {                       /* tiles 1 and 3 take the lo products of rows 0..15, 16..31 */
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + 512, 64); _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
     }
-    CODI__AMX_C_STORE(0, out, ldo, m0, n0, buf[0]);
-    if (n1 > 0) CODI__AMX_C_STORE(1, out + 16, ldo, m0, n1, buf[1]);
-    if (m1 > 0) CODI__AMX_C_STORE(2, c1, ldo, m1, n0, buf[2]);
-    if (m1 > 0 && n1 > 0) CODI__AMX_C_STORE(3, c1 + 16, ldo, m1, n1, buf[3]);
+    _tile_stored(0, c, 64); _tile_stored(1, c + 256, 64); _tile_stored(2, c + 512, 64); _tile_stored(3, c + 768, 64);
+}
+
+/* c [4][16 rows][16 positions] (a strip's C^T) into out[i, r] for positions i < ni, rows r < nr
+   (ni <= 16: tiles 2h and 2h + 1 are the two parts of rows 16h..16h+15). */
+CODI__AMX static void codi__store_amx(float *out, size_t ldo, const float *c, int ni, int nr) {
+    int h, g, t;
+    for (h = 0; h < 2 && 16 * h < nr; h++)
+        for (g = 0; g < 2 && 16 * g < ni; g++) {
+            __m512i v[16];
+            int rows = nr - 16 * h < 16 ? nr - 16 * h : 16;
+            const float *ct = c + (size_t)(2 * h + g) * 256;
+            for (t = 0; t < 16; t++)
+                v[t] = _mm512_castps_si512(ni > 16 ? _mm512_loadu_ps(ct + t * 16) : _mm512_add_ps(_mm512_loadu_ps(ct + t * 16), _mm512_loadu_ps(ct + 256 + t * 16)));
+            codi__transpose16_amx(v);
+            for (t = 0; t < 16 && 16 * g + t < ni; t++)
+                _mm512_mask_storeu_epi32((void *)(out + (size_t)(16 * g + t) * ldo + 16 * h), (__mmask16)((1u << rows) - 1), v[t]);
+        }
 }
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n, rows r0 <= r < r1, bf16 W (out row stride ldo). */
 CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work) {
     codi__tilecfg cfg;
-    uint16_t *a = (uint16_t *)(void *)work, *b = a + (size_t)CODI__AMX_MC * CODI__AMX_KC * 2;
-    int K = w->cols, i0, k0, j0, p;
+    uint16_t *b = (uint16_t *)(void *)work, *a = b + CODI__AMX_XB / 2;
+    float *cs = work + (CODI__AMX_XB + CODI__AMX_WB) / 4;      /* [rows / 32][strips][4][16][16] */
+    int K = w->cols, i0, k0, j0, jb, q;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (p = 0; p < 8; p++) { cfg.rows[p] = 16; cfg.colsb[p] = 64; }
+    for (q = 0; q < 8; q++) { cfg.rows[q] = 16; cfg.colsb[q] = 64; }
     _tile_loadconfig(&cfg);
     for (i0 = 0; i0 < n; i0 += CODI__AMX_MC) {
-        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC;
-        for (k0 = 0; k0 < K; k0 += CODI__AMX_KC) {
-            int kb = K - k0 < CODI__AMX_KC ? K - k0 : CODI__AMX_KC, steps = (kb + 31) / 32;
-            codi__pack_x_amx(a, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
-            for (j0 = r0; j0 < r1; j0 += 32) {
-                codi__pack_w_amx(b, w, j0, r1 - j0 < 32 ? r1 - j0 : 32, k0, kb);
-                CODI__MEMBAR();
-                for (p = 0; p < ni; p += 32)
-                    codi__strip_amx(out + (size_t)(i0 + p) * ldo + j0, ldo, a + (size_t)p / 16 * steps * 1024, b, steps,
-                                    ni - p, r1 - j0, k0 > 0);
+        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC, strips = (ni + 31) / 32;
+        int kc = (int)(CODI__AMX_XB / ((size_t)strips * 32 * 4) / 32 * 32);
+        int nb = (int)(CODI__AMX_CB / ((size_t)strips * 32 * 4) / 32 * 32);
+        if (strips > 1 && (size_t)nb * kc * 2 > CODI__AMX_WB) nb = (int)(CODI__AMX_WB / ((size_t)kc * 2) / 32 * 32);
+        for (jb = r0; jb < r1; jb += nb) {
+            int je = r1 - jb < nb ? r1 : jb + nb;
+            for (k0 = 0; k0 < K; k0 += kc) {
+                int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + 31) / 32;
+                codi__pack_x_amx(b, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
+                if (strips > 1) codi__pack_w_amx(a, w, jb, je - jb, k0, kb);
+                for (q = 0; q < strips; q++)
+                    for (j0 = jb; j0 < je; j0 += 32) {
+                        float *c = cs + ((size_t)(j0 - jb) / 32 * strips + q) * 1024;
+                        const uint16_t *at = a + (size_t)(j0 - jb) / 32 * steps * 1024;
+                        size_t ld = 0;
+                        if (strips == 1 && j0 + 32 <= w->rows && kb % 32 == 0) {   /* one strip: each weight is read once, in place */
+                            at = (const uint16_t *)w->data + (size_t)j0 * K + k0; ld = (size_t)K;
+                        } else if (strips == 1) { codi__pack_w_amx(a, w, j0, je - j0 < 32 ? je - j0 : 32, k0, kb); at = a; }
+                        codi__strip_amx(c, at, ld, b + (size_t)q * steps * 2048, steps, ni - 32 * q > 16, k0 > 0);
+                        if (k0 + kb >= K)
+                            codi__store_amx(out + (size_t)(i0 + 32 * q) * ldo + j0, ldo, c, ni - 32 * q < 32 ? ni - 32 * q : 32, je - j0 < 32 ? je - j0 : 32);
+                    }
             }
         }
     }
@@ -3048,7 +3085,13 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
 }
 
 /* Floats of work one thread needs for codi__matmul_range (packed panels, or x as bf16). */
-static size_t codi__work_floats(void) { return (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32; }
+static size_t codi__work_floats(void) {
+    size_t gemm = (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32;
+#ifdef CODI__AMX
+    if (gemm < CODI__AMX_WORK) return CODI__AMX_WORK;
+#endif
+    return gemm;
+}
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
    x rows contiguous [n, cols]). Fewer than GEMM_MIN positions: the multi-position GEMV (or, on a
