@@ -2299,8 +2299,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__MC 256      /* GEMM position block: its packed activations stay in L2 */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
-/* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
-   (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
+/* gemv: out[r - r0] for r0 <= r < r1; xh [2 cols] is x as bf16 hi and lo parts when the path
+   multiplies bf16 (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
 typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
 typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1);
@@ -2311,7 +2311,7 @@ typedef struct {
     codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations); NULL: gemv per position */
     codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
     int mr, nr;               /* micro-kernel tile: positions x weight rows */
-    int bf16_pairs;           /* micro and gemv take bf16 activations (rounded once per block) */
+    int bf16_pairs;           /* micro and gemv take bf16 activations (hi and lo parts, split once per block) */
     codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
     codi__micro_fn micro_f32w;
     void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
@@ -2368,15 +2368,20 @@ static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, in
 /* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
 static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
 
-/* As codi__pack_a, rounded to bf16 in pairs: a [strips][ceil(kb/2)][mr]. */
+/* x as two bf16 parts: hi = bf16(x), lo = bf16(x - hi) (together x to ~16 significant bits). */
+static uint16_t codi__bf16_lo(float x) { return codi__f32_to_bf16(x - codi__bf16_to_f32(codi__f32_to_bf16(x))); }
+
+/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr]. */
 static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
     int s, i, k, kp = (kb + 1) / 2;
-    for (s = 0; s * mr < n; s++, a += (size_t)kp * mr)
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * 2 * mr)
         for (i = 0; i < mr; i++) {
             const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            for (k = 0; k < kp; k++)
-                a[(size_t)k * mr + i] = s * mr + i >= n ? 0 :
-                    codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), 2 * k + 1 < kb ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+            for (k = 0; k < kp; k++) {
+                int in = s * mr + i < n, two = in && 2 * k + 1 < kb;
+                a[(size_t)k * 2 * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+                a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
+            }
         }
 }
 
@@ -2704,9 +2709,10 @@ CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float 
     }
 }
 /* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
-   x arrives rounded to bf16 (xh); 4 rows per pass, 64 columns per step. */
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; 4 rows per pass, 32 columns per step. */
 CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
+    const uint16_t *xl = xh + K;
     (void)x;
     for (r = r0; r < r1; r += 4) {
         const void *p[4];
@@ -2716,43 +2722,38 @@ CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, c
         codi__rows4(p, w, r, r1);
         w0 = (const uint16_t *)p[0]; w1 = (const uint16_t *)p[1]; w2 = (const uint16_t *)p[2]; w3 = (const uint16_t *)p[3];
         for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
-        for (j = 0; j + 64 <= K; j += 64) {
-            __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32));
+        for (j = 0; j + 32 <= K; j += 32) {
+            __m512bh hi = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), lo = (__m512bh)_mm512_loadu_si512((const void *)(xl + j)), v;
             _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
             _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
-            acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)), x0);
-            acc[1] = _mm512_dpbf16_ps(acc[1], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j + 32)), x1);
-            acc[2] = _mm512_dpbf16_ps(acc[2], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)), x0);
-            acc[3] = _mm512_dpbf16_ps(acc[3], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j + 32)), x1);
-            acc[4] = _mm512_dpbf16_ps(acc[4], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)), x0);
-            acc[5] = _mm512_dpbf16_ps(acc[5], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j + 32)), x1);
-            acc[6] = _mm512_dpbf16_ps(acc[6], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)), x0);
-            acc[7] = _mm512_dpbf16_ps(acc[7], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j + 32)), x1);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)); acc[0] = _mm512_dpbf16_ps(acc[0], v, hi); acc[1] = _mm512_dpbf16_ps(acc[1], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)); acc[2] = _mm512_dpbf16_ps(acc[2], v, hi); acc[3] = _mm512_dpbf16_ps(acc[3], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)); acc[4] = _mm512_dpbf16_ps(acc[4], v, hi); acc[5] = _mm512_dpbf16_ps(acc[5], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)); acc[6] = _mm512_dpbf16_ps(acc[6], v, hi); acc[7] = _mm512_dpbf16_ps(acc[7], v, lo);
         }
         for (k = 0; k < 4; k++) {
             int t;
             s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
-            for (t = j; t < K; t++) s[k] += codi__bf16_to_f32(xh[t]) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            for (t = j; t < K; t++)
+                s[k] += (codi__bf16_to_f32(xh[t]) + codi__bf16_to_f32(xl[t])) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
-/* 8 positions x 32 rows on bf16 pairs: a [kb/2][8], b [kb/2][32], each element two bf16. */
+/* 8 positions x 32 rows on bf16 pairs: a [kb/2][hi, lo][8], b [kb/2][32], each element two bf16;
+   each weight pair meets the hi and the lo part of the activations. */
 CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
     const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
     int k, kp = (kb + 1) / 2;
-    for (k = 0; k < kp; k++, a += 8, b += 32) {
+    for (k = 0; k < kp; k++, a += 16, b += 32) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
-        t = (__m512bh)_mm512_set1_epi32((int)a[0]); c00 = _mm512_dpbf16_ps(c00, t, b0); c01 = _mm512_dpbf16_ps(c01, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[1]); c10 = _mm512_dpbf16_ps(c10, t, b0); c11 = _mm512_dpbf16_ps(c11, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[2]); c20 = _mm512_dpbf16_ps(c20, t, b0); c21 = _mm512_dpbf16_ps(c21, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[3]); c30 = _mm512_dpbf16_ps(c30, t, b0); c31 = _mm512_dpbf16_ps(c31, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[4]); c40 = _mm512_dpbf16_ps(c40, t, b0); c41 = _mm512_dpbf16_ps(c41, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[5]); c50 = _mm512_dpbf16_ps(c50, t, b0); c51 = _mm512_dpbf16_ps(c51, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[6]); c60 = _mm512_dpbf16_ps(c60, t, b0); c61 = _mm512_dpbf16_ps(c61, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[7]); c70 = _mm512_dpbf16_ps(c70, t, b0); c71 = _mm512_dpbf16_ps(c71, t, b1);
+#define CODI__DP2(i, lo, hi) do { t = (__m512bh)_mm512_set1_epi32((int)a[i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); \
+        t = (__m512bh)_mm512_set1_epi32((int)a[8 + i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); } while (0)
+        CODI__DP2(0, c00, c01); CODI__DP2(1, c10, c11); CODI__DP2(2, c20, c21); CODI__DP2(3, c30, c31);
+        CODI__DP2(4, c40, c41); CODI__DP2(5, c50, c51); CODI__DP2(6, c60, c61); CODI__DP2(7, c70, c71);
+#undef CODI__DP2
     }
 #define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
         if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
@@ -2781,25 +2782,24 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 #define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm that the compiler does not see read memory */
 typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
 
-/* 16 x 16 32-bit words transposed in registers. */
+/* 16 x 16 32-bit words transposed in registers (maskz forms: see codi__bf16x16_avx512). */
 CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
     __m512i t[16], u[16];
     int i, j;
-    for (i = 0; i < 16; i += 2) { t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]); t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]); }
+    for (i = 0; i < 16; i += 2) { t[i] = _mm512_maskz_unpacklo_epi32(0xffff, v[i], v[i + 1]); t[i + 1] = _mm512_maskz_unpackhi_epi32(0xffff, v[i], v[i + 1]); }
     for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: word 4q + j of rows i..i+3 */
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]); u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]); u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+        u[i] = _mm512_maskz_unpacklo_epi64(0xff, t[i], t[i + 2]); u[i + 1] = _mm512_maskz_unpackhi_epi64(0xff, t[i], t[i + 2]);
+        u[i + 2] = _mm512_maskz_unpacklo_epi64(0xff, t[i + 1], t[i + 3]); u[i + 3] = _mm512_maskz_unpackhi_epi64(0xff, t[i + 1], t[i + 3]);
     }
     for (j = 0; j < 4; j++) {
-        __m512i x0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x88), x1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xdd);
-        __m512i y0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x88), y1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xdd);
-        v[j] = _mm512_shuffle_i32x4(x0, y0, 0x88); v[4 + j] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        v[8 + j] = _mm512_shuffle_i32x4(x0, y0, 0xdd); v[12 + j] = _mm512_shuffle_i32x4(x1, y1, 0xdd);
+        __m512i x0 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0x88), x1 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0xdd);
+        __m512i y0 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0x88), y1 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0xdd);
+        v[j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0x88); v[4 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0x88);
+        v[8 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0xdd); v[12 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0xdd);
     }
 }
 
-/* 16 f32 as bf16 (round to nearest even) into the low half. */
-CODI__AMX static __m256i codi__bf16_of_amx(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+/* 16 bf16 widened to f32. */
 CODI__AMX static __m512 codi__f32_of_amx(__m256i h) {
     return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
 }
@@ -2820,11 +2820,10 @@ CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, 
                     __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
                     __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
                     __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
-                    __m256i h0 = codi__bf16_of_amx(v0), h1 = codi__bf16_of_amx(v1);
-                    __m256i l0 = codi__bf16_of_amx(_mm512_sub_ps(v0, codi__f32_of_amx(h0)));
-                    __m256i l1 = codi__bf16_of_amx(_mm512_sub_ps(v1, codi__f32_of_amx(h1)));
-                    hi[t] = _mm512_inserti64x4(_mm512_zextsi256_si512(h0), h1, 1);   /* word j: columns 2j, 2j+1 */
-                    lo[t] = _mm512_inserti64x4(_mm512_zextsi256_si512(l0), l1, 1);
+                    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);                  /* word j: columns 2j, 2j+1 */
+                    __m512 f0 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
+                    hi[t] = h;
+                    lo[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, f1), _mm512_sub_ps(v0, f0));
                 }
                 codi__transpose16_amx(hi);
                 codi__transpose16_amx(lo);
@@ -3084,7 +3083,7 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
     return n;
 }
 
-/* Floats of work one thread needs for codi__matmul_range (packed panels, or x as bf16). */
+/* Floats of work one thread needs for codi__matmul_range (packed panels, x as bf16 hi and lo, AMX blocks). */
 static size_t codi__work_floats(void) {
     size_t gemm = (size_t)(CODI__MC + 8) * CODI__KC + (size_t)CODI__KC * 32;
 #ifdef CODI__AMX
@@ -3117,7 +3116,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
             const float *xi = x + (size_t)i * K;
-            if (pairs) for (k0 = 0; k0 < K; k0++) xh[k0] = codi__f32_to_bf16(xi[k0]);
+            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = codi__bf16_lo(xi[k0]); }
             gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
         }
         return;
@@ -3126,7 +3125,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         int ni = n - i0 < CODI__MC ? n - i0 : CODI__MC;
         for (k0 = 0; k0 < K; k0 += CODI__KC) {
             int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
-            size_t strip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr;   /* 32-bit elements per packed strip */
+            size_t strip = (size_t)(pairs ? (kb + 1) / 2 * 2 : kb) * mr;   /* 32-bit elements per packed strip */
             if (pairs) codi__pack_a_bf16((uint32_t *)(void *)work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
             else codi__pack_a(work, x + (size_t)i0 * K, (size_t)K, ni, k0, kb, mr);
             for (j0 = r0; j0 < r1; j0 += nr) {
@@ -6228,7 +6227,7 @@ CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t i
 }
 
 /* logits [V] = lm_head(final_norm(x [D])) on the active kernel path; buf [2D] scratch (one
-   position needs at most D / 2 floats of matmul work: x as bf16). */
+   position needs at most D floats of matmul work: x as bf16 hi and lo). */
 static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
     const codi_config *c = &m->config;
     codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
@@ -8562,7 +8561,7 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
     if (!x) return -1;
     ref = x + 2 * D;
     if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
-        codi__matmul_range(codi__kernel_active(), delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);   /* work: D / 2 floats */
+        codi__matmul_range(codi__kernel_active(), delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);   /* work: D floats */
         for (j = 0; j < V; j++) delta[j] *= s;
     } else {
         for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];

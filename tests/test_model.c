@@ -160,15 +160,7 @@ int main(void) {
             if (!mb) continue;
             s = codi_state_alloc(mb, 64, TEST_THREADS);
             if (run_codi(mb, ids, (int)T, &o, s) != 0) t_result(0, "bf16 run", "%s: %s", paths[k], s->error);
-            else if (strcmp(paths[k], "avx512bf16") == 0) {
-                /* bf16 activations (opt-in path): one pass stays near; the latent loop then drifts */
-                check_logits("avx512bf16: bf16 prefill_logits (bf16 activations, tol 5e-2)", o.prefill_logits, o.V,
-                             t_gf(&g, "bf16merged.prefill_logits", NULL), o.T, 515, 5e-2);
-                printf("# avx512bf16: latent_final_logits max |diff| %.3g, first answer step %.3g (not within 5e-3: opt-in path)\n",
-                       t_max_abs(o.latent_final_logits, t_gf(&g, "bf16merged.latent_final_logits", NULL), 7 * 515),
-                       t_max_abs(o.answer_logits, t_gf(&g, "bf16merged.answer_logits", NULL), 514));
-                run_free(&o);
-            } else { golden_run(&g, "bf16merged", paths[k], &o); run_free(&o); }
+            else { golden_run(&g, "bf16merged", paths[k], &o); run_free(&o); }
             codi_state_free(s);
         }
         codi_model_free(mb);
