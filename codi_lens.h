@@ -49,13 +49,16 @@
        CODI_SCALAR                                    only the portable C kernels (no SIMD paths)
 
    SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
-   avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so plain
-   `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=scalar|
-   avx2|avx512|avx512bf16|neon in the environment (or codi_set_kernel) picks another; avx512bf16
-   (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
-   bf16 inside the dot, 4 rows at a time; 2..63 positions (batched decode, short chunks) the same
-   with each widened weight row multiplied into several positions; 64+ a packed-panel GEMM over
-   blocks of 256 positions. With CODI_THREADS the pool's workers spin briefly, then sleep.
+   amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
+   plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
+   scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
+   Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
+   decode, short chunks) the same with each widened weight row multiplied into several positions;
+   64+ a packed-panel GEMM over blocks of 256 positions. amx (Sapphire Rapids and later, Linux,
+   bf16 weights) runs every product of 8+ positions on the AMX tiles; it and the opt-in avx512bf16
+   multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the f32 path's
+   tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's workers
+   spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -293,9 +296,11 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
                                 const float *embeds, int n);
 
 /* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
-   "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps: activations rounded to bf16 per block; bf16
-   weights only, f32 weights use avx512), "neon" (AArch64). The default is the fastest this CPU
-   runs with f32 activations; CODI_KERNEL=name in the environment, or codi_set_kernel, picks one. */
+   "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps on x split into bf16 hi + lo parts; bf16
+   weights only, f32 weights use avx512), "amx" (AMX tiles for 8+ positions, x split the same way;
+   Linux grants the tile state; else as avx512), "neon" (AArch64). The default is the fastest
+   this CPU runs (avx512bf16 is opt-in: no faster than avx512); CODI_KERNEL=name in the environment,
+   or codi_set_kernel, picks one. */
 CODI_API const char *codi_kernel_name(void);
 /* Uses path `name` from now on, process-wide (not while a pass runs). 0, or -1 if this build or
    CPU lacks it. */
@@ -2278,7 +2283,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    register meets several positions) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. */
+   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
+   path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
 
 #if !defined(CODI_SCALAR) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define CODI__X86 1
@@ -3062,7 +3068,8 @@ CODI_API int codi_set_kernel(const char *name) {
     return -1;
 }
 
-/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path with f32 activations. */
+/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path (not avx512bf16: it
+   does the work of avx512 in two bf16 halves). */
 static const codi__kernel *codi__kernel_active(void) {
     if (!codi__kernel_now) {
         const char *env = getenv("CODI_KERNEL");

@@ -274,7 +274,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     bench_row rows[8];
     char list[256], *name, *save = NULL;
     int n_rows = 0, r;
-    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest with f32 activations */
+    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest path */
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
