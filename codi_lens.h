@@ -6397,11 +6397,12 @@ typedef struct {
     float *out[CODI__LENS_CHUNK];  /* where row i's logits go (rows of z, or of target) */
     float *part;             /* [BLOCKS, CHUNK, D] per-block U^T dz */
     float *rowbuf;           /* [threads, D] bf16 rows as f32 */
+    float *work;             /* [threads, codi__work_floats()] the product's scratch */
 } codi__lens_batch;
 
 static void codi__lens_batch_free(codi__lens_batch *lb) {
     CODI_FREE(lb->resid); CODI_FREE(lb->target); CODI_FREE(lb->given); CODI_FREE(lb->loss); CODI_FREE(lb->dx);
-    CODI_FREE(lb->x); CODI_FREE(lb->y); CODI_FREE(lb->z); CODI_FREE(lb->part); CODI_FREE(lb->rowbuf);
+    CODI_FREE(lb->x); CODI_FREE(lb->y); CODI_FREE(lb->z); CODI_FREE(lb->part); CODI_FREE(lb->rowbuf); CODI_FREE(lb->work);
     memset(lb, 0, sizeof *lb);
 }
 
@@ -6419,7 +6420,8 @@ static int codi__lens_batch_init(codi__lens_batch *lb, const codi_model *m, cons
     lb->z = (float *)CODI_MALLOC(CH * V * sizeof(float));
     lb->part = grads ? (float *)CODI_MALLOC(CODI__LENS_BLOCKS * CH * D * sizeof(float)) : NULL;
     lb->rowbuf = (float *)CODI_MALLOC((size_t)n_threads * D * sizeof(float));
-    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf) {
+    lb->work = (float *)CODI_MALLOC((size_t)n_threads * codi__work_floats() * sizeof(float));
+    if (!lb->resid || !lb->target || !lb->given || !lb->loss || (grads && (!lb->dx || !lb->part)) || !lb->x || !lb->y || !lb->z || !lb->rowbuf || !lb->work) {
         codi__lens_batch_free(lb); return -1;
     }
     return 0;
@@ -6443,33 +6445,36 @@ static int codi__lens_batch_fill(codi__lens_batch *lb, codi_lens_sample_fn fn, v
     return 0;
 }
 
-/* out[i][r] = y_i . U_r for the chunk's rows i and the lm_head rows r of blocks [a, e). */
+/* out[i][r] = y_i . U_r for the chunk's rows i and the lm_head rows r of blocks [a, e): the
+   kernel path's product into z, a block at a time (so no result depends on the thread count),
+   copied on to the rows whose logits go elsewhere (targets). */
 static void codi__lens_fwd_task(void *ctx, int tid, int a, int e) {
     codi__lens_batch *lb = (codi__lens_batch *)ctx;
     const codi_config *c = &lb->m->config;
-    int blk, r, i, D = c->dim;
-    for (blk = a; blk < e; blk++)
-        for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
-            const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
-            for (i = 0; i < lb->rows; i++) lb->out[i][r] = codi__dot(lb->y + (size_t)i * D, u, D);
-        }
+    size_t V = (size_t)c->vocab;
+    float *work = lb->work + (size_t)tid * codi__work_floats();
+    int blk, i;
+    for (blk = a; blk < e; blk++) {
+        int r0 = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS), r1 = (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS);
+        codi__matmul_range(codi__kernel_active(), lb->z, V, lb->y, &lb->m->w.lm_head, lb->rows, r0, r1, work);
+        for (i = 0; i < lb->rows; i++)
+            if (lb->out[i] != lb->z + (size_t)i * V) memcpy(lb->out[i] + r0, lb->z + (size_t)i * V + r0, (size_t)(r1 - r0) * sizeof(float));
+    }
 }
 
 /* part[blk][i] = sum over the block's rows r of dz[i][r] U_r. */
 static void codi__lens_bwd_task(void *ctx, int tid, int a, int e) {
     codi__lens_batch *lb = (codi__lens_batch *)ctx;
     const codi_config *c = &lb->m->config;
-    size_t D = (size_t)c->dim, V = (size_t)c->vocab, j;
+    const codi__kernel *kn = codi__kernel_active();
+    size_t D = (size_t)c->dim, V = (size_t)c->vocab;
     int blk, r, i;
     for (blk = a; blk < e; blk++) {
         float *part = lb->part + (size_t)blk * CODI__LENS_CHUNK * D;
         memset(part, 0, (size_t)lb->rows * D * sizeof(float));
         for (r = (int)((long)c->vocab * blk / CODI__LENS_BLOCKS); r < (int)((long)c->vocab * (blk + 1) / CODI__LENS_BLOCKS); r++) {
             const float *u = codi__matrix_row(&lb->m->w.lm_head, r, lb->rowbuf + (size_t)tid * D);
-            for (i = 0; i < lb->rows; i++) {
-                float g = lb->z[(size_t)i * V + r], *p = part + (size_t)i * D;
-                for (j = 0; j < D; j++) p[j] += g * u[j];
-            }
+            for (i = 0; i < lb->rows; i++) kn->axpy(part + (size_t)i * D, lb->z[(size_t)i * V + r], u, (int)D);
         }
     }
 }
