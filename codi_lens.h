@@ -2773,13 +2773,15 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 #define CODI__AMX_MIN 5    /* fewer positions: the multi-position GEMV (faster up to 4, measured) */
 #ifdef CODI__AMX
 /* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
-   the products of 2+ positions as C^T = W . X^T. A tiles are the bf16 weights themselves (16 rows
-   x 32 columns, read in place: nothing packed); x is split into hi = bf16(x) and lo = bf16(x - hi)
-   (|x - hi - lo| <= 2^-16 |x|), packed as B tiles once per block, and both are multiplied:
-   C^T += W . hi^T + W . lo^T in f32. Per block of up to AMX_MC positions and rows: columns in
-   blocks of kc (the packed x stays in L2, each 32-position strip's in L1, each weight panel is
-   read from memory once per block), C^T tiles kept in the work between column blocks, then
-   transposed into out. */
+   the products of AMX_MIN+ positions as C^T = W . X^T. A tiles are the bf16 weights (exact); x is
+   split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|), packed as B tiles
+   once per block, and both are multiplied: C^T += W . hi^T + W . lo^T in f32. Per block of up to
+   AMX_MC positions, rows in blocks whose C^T stays in the work (and L2) across column blocks of
+   kc: the packed x of a column block fits AMX_XB (L2), each 32-position strip's part L1. With one
+   strip (up to 32 positions: batched decode) each weight is used once and is read in place, kc
+   long runs of each row; with more, the block's weights are first copied into contiguous tiles
+   (rows 2^n elements apart share cache sets, so in place they would not stay in cache between
+   strips). C^T is transposed into out after the last column block. */
 #define CODI__AMX_MC 256                           /* positions per block */
 #define CODI__AMX_XB ((size_t)256 * 1024)          /* bytes of packed x per block (sets kc) */
 #define CODI__AMX_WB ((size_t)256 * 1024)          /* bytes of packed weights per block */
