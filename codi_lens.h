@@ -53,12 +53,12 @@
    plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
    scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
    Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
-   decode, short chunks) the same with each widened weight row multiplied into several positions;
-   64+ a packed-panel GEMM over blocks of 256 positions. amx (Sapphire Rapids and later, Linux,
-   bf16 weights) runs every product of 5+ positions on the AMX tiles; it and the opt-in avx512bf16
-   multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the f32 path's
-   tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's workers
-   spin briefly, then sleep.
+   decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
+   positions; 64+ a packed-panel GEMM over blocks of 256 positions. amx (Sapphire Rapids and later,
+   Linux, bf16 weights) runs every product of 5+ positions on the AMX tiles; it and the opt-in
+   avx512bf16 multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the
+   f32 path's tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's
+   workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -2279,8 +2279,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 
 /* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
    A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time),
-   a multi-position GEMV (2..63 positions: batched decode, short chunks; each widened weight
-   register meets several positions) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
+   a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
+   weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
    CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
@@ -2309,7 +2309,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    multiplies bf16 (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
 typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
-typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1);
+typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
 typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
 typedef struct {
     const char *name;
@@ -2418,6 +2418,47 @@ static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nro
 }
 
 #ifdef CODI__X86
+/* The multi-position GEMV (2..GEMM_MIN-1 positions: batched decode, short chunks), shared by the
+   x86 paths. A tile is R weight rows x P positions held in registers: each weight vector is
+   widened once and multiplied into P positions, each x vector loaded once for R rows. The
+   activations are first copied into work, 64-byte aligned, with a row stride that is not a
+   multiple of 4 KiB (rows 8 KiB apart fall into the same L1 sets; unaligned rows split every
+   load over two lines: both cost ~30%), in as few column blocks as work holds (each block's
+   products are added into out; smaller blocks measured slower). While a row group's first
+   position group runs, the next row group's columns are prefetched. */
+#define CODI__GEMVN_R 3
+/* out[b * ldo + a] (+= when add) x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3
+   pointers, already at the block's first column) and positions x + b * ldx (b < np; the tile's P at
+   most); pf: the rows to prefetch, or NULL. */
+static size_t codi__work_floats(void);   /* floats of each thread's work buffer */
+typedef void (*codi__tile_fn)(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                              int dtype, int kb, int add, const void *const *pf);
+
+static void codi__gemvn_blocks(codi__tile_fn tile, int P, float *out, size_t ldo, const float *x, int n,
+                               const codi_matrix *w, int r0, int r1, float *work) {
+    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype), ldx;
+    float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged block */
+    int kmax = (int)((codi__work_floats() - 16) / (size_t)n) - 16, kb, nblk, k0, r, i0, a, i;
+    kmax -= kmax % 32;
+    nblk = (int)((K + (size_t)kmax - 1) / (size_t)kmax);
+    kb = (int)((K + (size_t)nblk - 1) / (size_t)nblk + 31) / 32 * 32;    /* equal blocks, whole 32-column steps */
+    ldx = (size_t)kb + 16;
+    for (k0 = 0; (size_t)k0 < K; k0 += kb) {
+        int kc = K - (size_t)k0 < (size_t)kb ? (int)(K - (size_t)k0) : kb;
+        for (i = 0; i < n; i++) memcpy(xs + (size_t)i * ldx, x + (size_t)i * K + k0, (size_t)kc * sizeof(float));
+        for (r = r0; r < r1; r += CODI__GEMVN_R) {
+            const void *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
+            for (a = 0; a < CODI__GEMVN_R; a++) {
+                size_t ra = (size_t)(r + a < r1 ? r + a : r1 - 1), rn = (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1);
+                rows[a] = (const char *)w->data + (ra * K + (size_t)k0) * es;
+                next[a] = (const char *)w->data + (rn * K + (size_t)k0) * es;
+            }
+            for (i0 = 0; i0 < n; i0 += P)
+                tile(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < P ? n - i0 : P, rows,
+                     r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, w->dtype, kc, k0 > 0, i0 == 0 ? next : NULL);
+        }
+    }
+}
 CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -2488,39 +2529,40 @@ CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
-/* As codi__gemvn_avx512: 4 weight rows x 2 positions (8 accumulators), 8 columns per step. */
-CODI__AVX2 static __m256 codi__w8_avx2(const void *row, int dt, int j) {
-    return dt == CODI_BF16 ? codi__bf16x8_avx2((const uint16_t *)row + j) : _mm256_loadu_ps((const float *)row + j);
-}
-CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, i0, j, a, b;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        codi__rows4(p, w, r, r1);
-        for (i0 = 0; i0 < n; i0 += 2) {
-            const float *x0 = x + (size_t)i0 * K, *x1 = x + (size_t)(i0 + 1 < n ? i0 + 1 : i0) * K;
-            __m256 c[8];
-            for (a = 0; a < 8; a++) c[a] = _mm256_setzero_ps();
-            for (j = 0; j + 8 <= K; j += 8) {
-                __m256 xa = _mm256_loadu_ps(x0 + j), xb = _mm256_loadu_ps(x1 + j), wv;
-                if (i0 == 0 && j % 32 == 0) {
-                    for (a = 0; a < 4; a++) _mm_prefetch((const char *)p[a] + (size_t)j * codi__dtype_size(w->dtype) + 1024, _MM_HINT_T0);
-                }
-                wv = codi__w8_avx2(p[0], w->dtype, j); c[0] = _mm256_fmadd_ps(wv, xa, c[0]); c[1] = _mm256_fmadd_ps(wv, xb, c[1]);
-                wv = codi__w8_avx2(p[1], w->dtype, j); c[2] = _mm256_fmadd_ps(wv, xa, c[2]); c[3] = _mm256_fmadd_ps(wv, xb, c[3]);
-                wv = codi__w8_avx2(p[2], w->dtype, j); c[4] = _mm256_fmadd_ps(wv, xa, c[4]); c[5] = _mm256_fmadd_ps(wv, xb, c[5]);
-                wv = codi__w8_avx2(p[3], w->dtype, j); c[6] = _mm256_fmadd_ps(wv, xa, c[6]); c[7] = _mm256_fmadd_ps(wv, xb, c[7]);
-            }
-            for (a = 0; a < 4 && r + a < r1; a++)
-                for (b = 0; b < 2 && i0 + b < n; b++) {
-                    const float *xi = b ? x1 : x0;
-                    float s = codi__hsum_avx2(c[2 * a + b]);
-                    int t;
-                    for (t = j; t < K; t++) s += xi[t] * codi__load_elem(p[a], w->dtype, (size_t)t);
-                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s;
-                }
+/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 4 positions, 12 accumulators;
+   per 8 columns 3 widenings (2 instructions each) feed 12 FMAs. */
+CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                                       int dtype, int kb, int add, const void *const *pf) {
+    const float *xp[4];
+    __m256 c[12], w0, w1, w2, xv;
+    int j = 0, a, b;
+    for (b = 0; b < 4; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 12; a++) c[a] = _mm256_setzero_ps();
+#define CODI__FMA3(b) do { xv = _mm256_loadu_ps(xp[b] + j); c[b] = _mm256_fmadd_ps(w0, xv, c[b]); \
+        c[4 + b] = _mm256_fmadd_ps(w1, xv, c[4 + b]); c[8 + b] = _mm256_fmadd_ps(w2, xv, c[8 + b]); } while (0)
+#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); } while (0)
+#define CODI__BF16(row) codi__bf16x8_avx2((const uint16_t *)(row) + j)
+#define CODI__F32(row) _mm256_loadu_ps((const float *)(row) + j)
+#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
+    if (dtype == CODI_BF16)
+        for (; j + 8 <= kb; j += 8) { if (j % 32 == 0) CODI__PF(2 * j); CODI__STEP(CODI__BF16); }
+    else
+        for (; j + 8 <= kb; j += 8) { if (j % 16 == 0) CODI__PF(4 * j); CODI__STEP(CODI__F32); }
+#undef CODI__PF
+#undef CODI__F32
+#undef CODI__BF16
+#undef CODI__STEP
+#undef CODI__FMA3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx2(c[4 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
+            out[(size_t)b * ldo + a] = add ? out[(size_t)b * ldo + a] + s : s;
         }
-    }
+}
+CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    codi__gemvn_blocks(codi__tile_avx2, 4, out, ldo, x, n, w, r0, r1, work);
 }
 /* 6 positions x 16 rows: 12 accumulators; a [kb][6], b [kb][16] */
 CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
@@ -2677,42 +2719,43 @@ CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *
 #undef CODI__ST
 }
 
-/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
-   each 16 columns widened once into a register and multiplied into 4 positions (16 accumulators).
-   out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
-CODI__AVX512 static __m512 codi__w16_avx512(const void *row, int dt, int j) {
-    return dt == CODI_BF16 ? codi__bf16x16_avx512((const uint16_t *)row + j) : _mm512_loadu_ps((const float *)row + j);
-}
-CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, i0, j, a, b;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        codi__rows4(p, w, r, r1);
-        for (i0 = 0; i0 < n; i0 += 4) {
-            const float *xp[4];
-            __m512 c[16];
-            for (b = 0; b < 4; b++) xp[b] = x + (size_t)(i0 + b < n ? i0 + b : n - 1) * K;
-            for (a = 0; a < 16; a++) c[a] = _mm512_setzero_ps();
-            for (j = 0; j + 16 <= K; j += 16) {
-                __m512 w0 = codi__w16_avx512(p[0], w->dtype, j), w1 = codi__w16_avx512(p[1], w->dtype, j);
-                __m512 w2 = codi__w16_avx512(p[2], w->dtype, j), w3 = codi__w16_avx512(p[3], w->dtype, j), xv;
-                if (i0 == 0) {
-                    for (a = 0; a < 4; a++) _mm_prefetch((const char *)p[a] + (size_t)j * codi__dtype_size(w->dtype) + 1024, _MM_HINT_T0);
-                }
-#define CODI__FMA4(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); c[4 + b] = _mm512_fmadd_ps(w1, xv, c[4 + b]); \
-        c[8 + b] = _mm512_fmadd_ps(w2, xv, c[8 + b]); c[12 + b] = _mm512_fmadd_ps(w3, xv, c[12 + b]); } while (0)
-                CODI__FMA4(0); CODI__FMA4(1); CODI__FMA4(2); CODI__FMA4(3);
-#undef CODI__FMA4
-            }
-            for (a = 0; a < 4 && r + a < r1; a++)
-                for (b = 0; b < 4 && i0 + b < n; b++) {
-                    float s = codi__hsum_avx512(c[4 * a + b]);
-                    int t;
-                    for (t = j; t < K; t++) s += xp[b][t] * codi__load_elem(p[a], w->dtype, (size_t)t);
-                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s;
-                }
+/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 8 positions, 24 accumulators;
+   per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
+   for the last group of n = 8k + 1..4). */
+CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                                           int dtype, int kb, int add, const void *const *pf) {
+    const float *xp[8];
+    __m512 c[24], w0, w1, w2, xv;
+    int j = 0, a, b, wide = np > 4;
+    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
+#define CODI__FMA3(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); \
+        c[8 + b] = _mm512_fmadd_ps(w1, xv, c[8 + b]); c[16 + b] = _mm512_fmadd_ps(w2, xv, c[16 + b]); } while (0)
+#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); \
+        if (wide) { CODI__FMA3(4); CODI__FMA3(5); CODI__FMA3(6); CODI__FMA3(7); } } while (0)
+#define CODI__BF16(row) codi__bf16x16_avx512((const uint16_t *)(row) + j)
+#define CODI__F32(row) _mm512_loadu_ps((const float *)(row) + j)
+#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
+    if (dtype == CODI_BF16) {
+        for (; j + 32 <= kb; j += 16) { CODI__PF(2 * j); CODI__STEP(CODI__BF16); j += 16; CODI__STEP(CODI__BF16); }
+        if (j + 16 <= kb) { CODI__STEP(CODI__BF16); j += 16; }
+    } else
+        for (; j + 16 <= kb; j += 16) { CODI__PF(4 * j); CODI__STEP(CODI__F32); }
+#undef CODI__PF
+#undef CODI__F32
+#undef CODI__BF16
+#undef CODI__STEP
+#undef CODI__FMA3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx512(c[8 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
+            out[(size_t)b * ldo + a] = add ? out[(size_t)b * ldo + a] + s : s;
         }
-    }
+}
+CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    codi__gemvn_blocks(codi__tile_avx512, 8, out, ldo, x, n, w, r0, r1, work);
 }
 /* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
    x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; 4 rows per pass, 32 columns per step. */
@@ -3120,7 +3163,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
         return;
     }
-    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn && !kn->bf16_pairs) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1); return; }
+    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn && !kn->bf16_pairs) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1, work); return; }
     if (n < CODI__GEMM_MIN) {
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
@@ -3929,6 +3972,18 @@ static void codi__matmul(codi__state_internal *si, float *out, const float *x, c
     codi__matmul_pool(si->pool, si->work, codi__work_floats(), out, x, w, n);
 }
 
+typedef struct { float *gate; const float *up; size_t n; } codi__swiglu_ctx;
+#define CODI__SWIGLU_UNIT 1024
+
+/* gate[j] = silu(gate[j]) * up[j] for j in units [a, b) of SWIGLU_UNIT (the expf calls: ~10% of a
+   batched step when one thread did them). */
+static void codi__swiglu_task(void *ctx, int tid, int a, int b) {
+    codi__swiglu_ctx *c = (codi__swiglu_ctx *)ctx;
+    size_t j, e = (size_t)b * CODI__SWIGLU_UNIT < c->n ? (size_t)b * CODI__SWIGLU_UNIT : c->n;
+    (void)tid;
+    for (j = (size_t)a * CODI__SWIGLU_UNIT; j < e; j++) c->gate[j] = codi__silu(c->gate[j]) * c->up[j];
+}
+
 typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer; } codi__att_ctx;
 
 /* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
@@ -3987,6 +4042,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
     int QD = H * HD, KVD = KVH * HD, i, j, l, h;
     codi__att_ctx ac;
+    codi__swiglu_ctx sw;
 #define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
 #define HOOK(point, l, i, data, size) codi__hooks(rows[i].s, point, l, rows[i].pos, data, size)
 
@@ -4041,7 +4097,8 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
         for (i = 0; i < n; i++) codi__rmsnorm(si->xb + (size_t)i * D, RESID(l + 1, i), w->mlp_norm, D, c->norm_eps);
         codi__matmul(si, si->hb, si->xb, &w->gate, n);
         codi__matmul(si, si->hb2, si->xb, &w->up, n);
-        for (j = 0; j < n * F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
+        sw.gate = si->hb; sw.up = si->hb2; sw.n = (size_t)n * F;
+        CODI__PARALLEL(si->pool, codi__swiglu_task, &sw, (int)((sw.n + CODI__SWIGLU_UNIT - 1) / CODI__SWIGLU_UNIT));
         codi__matmul(si, si->delta, si->hb, &w->down, n);
         for (i = 0; i < n; i++) {
             float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
@@ -4061,14 +4118,16 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
         codi__matmul(si, logits_out, si->xb, &m->w.lm_head, n);
         memcpy(rows[n - 1].s->logits, logits_out + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof(float));
     } else if (logits_rows == 1) codi__matmul(si, rows[n - 1].s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
-    else if (logits_rows == 2) {                             /* in groups whose [g, V] logits fit the free hb buffer */
-        int g = (int)((size_t)si->chunk * F / (size_t)c->vocab), i0, k;
-        if (g < 1) g = 1;
-        for (i0 = 0; i0 < n; i0 += g) {
-            int gn = n - i0 < g ? n - i0 : g;
-            float *out = gn == 1 ? rows[i0].s->logits : si->hb;
-            codi__matmul(si, out, si->xb + (size_t)i0 * D, &m->w.lm_head, gn);
-            if (gn > 1) for (k = 0; k < gn; k++) memcpy(rows[i0 + k].s->logits, si->hb + (size_t)k * c->vocab, (size_t)c->vocab * sizeof(float));
+    else if (logits_rows == 2 && n == 1) codi__matmul(si, rows[0].s->logits, si->xb, &m->w.lm_head, 1);
+    else if (logits_rows == 2) {       /* blocks of vocabulary rows whose [n, rows] logits fit the free hb buffer: lm_head read once */
+        codi_matrix part = m->w.lm_head;
+        int vb = (int)((size_t)si->chunk * F / (size_t)n), v0, k;      /* >= F: n <= C */
+        if (vb > 64) vb -= vb % 64;
+        for (v0 = 0; v0 < c->vocab; v0 += vb) {
+            part.rows = c->vocab - v0 < vb ? c->vocab - v0 : vb;
+            part.data = (const char *)m->w.lm_head.data + (size_t)v0 * D * codi__dtype_size(part.dtype);
+            codi__matmul(si, si->hb, si->xb, &part, n);
+            for (k = 0; k < n; k++) memcpy(rows[k].s->logits + v0, si->hb + (size_t)k * part.rows, (size_t)part.rows * sizeof(float));
         }
     }
     for (i = 0; i < n; i++) rows[i].s->n_pos = rows[i].pos + 1;

@@ -3,7 +3,9 @@
      once (the multi-position GEMV) matches the reference logits and tokens in every copy;
    - 3 sequences at different positions (the multi-position GEMV) give the logits of one at a time
      (the single-position GEMV) up to float32 summation order: within 1e-5 of the largest |logit|;
-   - hooks see each sequence with its own position, phase and step; bad batches are refused.
+   - hooks see each sequence with its own position, phase and step; bad batches are refused;
+   - under every kernel path: 5 and 33 sequences (odd: ragged register tiles) at different
+     positions, one batched step vs one step each, within 1e-5 of the largest |logit|.
    Run from the repository root. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
@@ -125,6 +127,35 @@ int main(void) {
         emb[256 + 3] = NAN;
         t_result(codi_forward_batch(m, st, NULL, emb, 3) == -1 && strstr(st[1]->error, "not finite"), "a NaN vector is refused", "%s", st[1]->error);
         for (b = 0; b < 3; b++) { codi_state_free(st[b]); codi_state_free(one[b]); }
+    }
+
+    /* 4. odd batch sizes under every path: batched step vs single steps, from 33 prefixes prefilled once */
+    {
+        const char *paths[8], *dflt = codi_kernel_name();
+        int np = codi_kernels_available(paths, 8), p, sizes[2] = { 5, 33 }, z, ok = 1;
+        codi_state *pre[33], *bs[33], *os[33];
+        int32_t tok[33];
+        for (b = 0; b < 33; b++) {
+            pre[b] = codi_state_alloc(m, 64, 1); bs[b] = codi_state_alloc(m, 64, b ? 1 : 2); os[b] = codi_state_alloc(m, 64, 1);
+            ok &= pre[b] && bs[b] && os[b] && codi_forward(m, pre[b], ids, NULL, (int)T - b % 7, NULL) == 0;
+            tok[b] = (int32_t)((b * 37 + 11) % (V - 3));
+        }
+        t_result(ok, "33 prefixes of different lengths", "");
+        for (p = 0; ok && p < np && p < 8; p++) {
+            double worst = 0, e;
+            int okp = codi_set_kernel(paths[p]) == 0;
+            for (z = 0; z < 2; z++) {
+                for (b = 0; b < sizes[z]; b++) okp &= codi_state_copy(m, bs[b], pre[b]) == 0 && codi_state_copy(m, os[b], pre[b]) == 0;
+                okp &= codi_forward_batch(m, bs, tok, NULL, sizes[z]) == 0;
+                for (b = 0; b < sizes[z]; b++) {
+                    okp &= codi_forward(m, os[b], &tok[b], NULL, 1, NULL) == 0;
+                    e = rel_diff(bs[b]->logits, os[b]->logits, V); if (!(e <= worst)) worst = e;
+                }
+            }
+            t_result(okp && worst <= 1e-5, "5 and 33 sequences batched match single steps", "path %s: max difference %.2g of the largest |logit|", paths[p], worst);
+        }
+        for (b = 0; b < 33; b++) { codi_state_free(pre[b]); codi_state_free(bs[b]); codi_state_free(os[b]); }
+        codi_set_kernel(dflt);
     }
     codi_model_free(m);
     t_golden_close(&g);
