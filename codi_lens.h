@@ -55,7 +55,7 @@
    Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over blocks of 256 positions. amx (Sapphire Rapids and later,
-   Linux, bf16 weights) runs every product of 5+ positions on the AMX tiles; it and the opt-in
+   Linux, bf16 weights) runs every product of 9+ positions on the AMX tiles; it and the opt-in
    avx512bf16 multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the
    f32 path's tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's
    workers spin briefly, then sleep.
@@ -297,7 +297,7 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
 
 /* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
    "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps on x split into bf16 hi + lo parts; bf16
-   weights only, f32 weights use avx512), "amx" (AMX tiles for 5+ positions, x split the same way;
+   weights only, f32 weights use avx512), "amx" (AMX tiles for 9+ positions, x split the same way;
    Linux grants the tile state; else as avx512), "neon" (AArch64). The default is the fastest
    this CPU runs (avx512bf16 is opt-in: no faster than avx512); CODI_KERNEL=name in the environment,
    or codi_set_kernel, picks one. */
@@ -2813,7 +2813,7 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 }
 #endif /* CODI__X86 */
 
-#define CODI__AMX_MIN 5    /* fewer positions: the multi-position GEMV (faster up to 4, measured) */
+#define CODI__AMX_MIN 9    /* fewer positions: the multi-position GEMV (its 8-position tile is faster up to 8, measured) */
 #ifdef CODI__AMX
 /* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
    the products of AMX_MIN+ positions as C^T = W . X^T. A tiles are the bf16 weights (exact); x is

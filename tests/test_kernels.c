@@ -1,6 +1,6 @@
 /* Kernel paths against a float64 reference: every path this CPU runs (and the scalar one),
    GEMV (n = 1), multi-position GEMV (1 < n < 64) and GEMM (n >= 64) shapes with ragged edges, bf16 and f32 weights, several
-   thread-range splits; for the AMX tiles (5+ positions) rows, positions and columns that are not
+   thread-range splits; for the AMX tiles (9+ positions) rows, positions and columns that are not
    multiples of 16 / 32, several column blocks (K > 256 at 256 positions, K > 2048 at 8..32), several
    row blocks and position blocks. Error bound: 1e-5 of sum |x| |w| per output (float32
    accumulation), plus 2^-16 on the avx512bf16 and amx paths with bf16 weights: they split x into
