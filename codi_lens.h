@@ -2990,16 +2990,42 @@ CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, c
 #endif /* CODI__AMX */
 
 #ifdef CODI__NEON
+/* Vector arrays here are indexed by constants only: GCC -O2 keeps them in registers then, but in
+   memory (a load and a store per multiply-add) when a loop indexes them. */
+/* 8 weights of a row from column j as two f32 x 4 (bf16 widened by a 16-bit left shift). */
+static float32x4x2_t codi__w8_neon(const void *row, int dt, int j) {
+    float32x4x2_t v;
+    if (dt == CODI_BF16) {
+        uint16x8_t h = vld1q_u16((const uint16_t *)row + j);
+        v.val[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+        v.val[1] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+    } else {
+        v.val[0] = vld1q_f32((const float *)row + j);
+        v.val[1] = vld1q_f32((const float *)row + j + 4);
+    }
+    return v;
+}
+/* The horizontal sums of a, b, c, d as one vector. */
+static float32x4_t codi__hsum4_neon(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d) {
+    return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
+}
+/* 16 columns per step, four accumulators. */
 static float codi__dot_neon(const float *a, const float *b, int n) {
-    float32x4_t s0 = vdupq_n_f32(0), s1 = vdupq_n_f32(0);
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
     float s;
     int i = 0;
-    for (; i + 8 <= n; i += 8) { s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i)); s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4)); }
-    s = vaddvq_f32(vaddq_f32(s0, s1));
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
-/* 4 rows per pass, 8 columns per step; bf16 widened by a 16-bit left shift into 32 bits. */
+/* 4 rows per pass, 8 columns per step, two accumulators per row. */
 static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
     (void)xh;
@@ -3008,42 +3034,114 @@ static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, cons
         float32x4_t acc[8];
         float s[4];
         codi__rows4(p, w, r, r1);
-        for (k = 0; k < 8; k++) acc[k] = vdupq_n_f32(0);
+        acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
         for (j = 0; j + 8 <= K; j += 8) {
             float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
-            for (k = 0; k < 4; k++) {
-                float32x4_t lo, hi;
-                if (w->dtype == CODI_BF16) {
-                    uint16x8_t h = vld1q_u16((const uint16_t *)p[k] + j);
-                    lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
-                    hi = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
-                } else { lo = vld1q_f32((const float *)p[k] + j); hi = vld1q_f32((const float *)p[k] + j + 4); }
-                acc[2 * k] = vfmaq_f32(acc[2 * k], lo, x0); acc[2 * k + 1] = vfmaq_f32(acc[2 * k + 1], hi, x1);
-            }
+            float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
+            float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
+            acc[0] = vfmaq_f32(acc[0], w0.val[0], x0); acc[1] = vfmaq_f32(acc[1], w0.val[1], x1);
+            acc[2] = vfmaq_f32(acc[2], w1.val[0], x0); acc[3] = vfmaq_f32(acc[3], w1.val[1], x1);
+            acc[4] = vfmaq_f32(acc[4], w2.val[0], x0); acc[5] = vfmaq_f32(acc[5], w2.val[1], x1);
+            acc[6] = vfmaq_f32(acc[6], w3.val[0], x0); acc[7] = vfmaq_f32(acc[7], w3.val[1], x1);
         }
+        vst1q_f32(s, codi__hsum4_neon(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]), vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7])));
         for (k = 0; k < 4; k++) {
             int t;
-            s[k] = vaddvq_f32(vaddq_f32(acc[2 * k], acc[2 * k + 1]));
             for (t = j; t < K; t++) s[k] += x[t] * codi__load_elem(p[k], w->dtype, (size_t)t);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
-/* 4 positions x 8 rows: 8 accumulators; a [kb][4], b [kb][8] */
+/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
+   each 8 columns widened once into two registers and multiplied into 4 positions (16
+   accumulators). out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
+static void codi__gemvn_neon(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    int K = w->cols, r, i0, j, a, b, t;
+    (void)work;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r, r1);
+        for (i0 = 0; i0 < n; i0 += 4) {
+            const float *xp[4];          /* past n: the last position again, computed but not stored */
+            float32x4_t c[16];           /* c[4 * row + position] */
+            float s[16];
+            for (b = 0; b < 4; b++) xp[b] = x + (size_t)(i0 + b < n ? i0 + b : n - 1) * K;
+            c[0] = c[1] = c[2] = c[3] = c[4] = c[5] = c[6] = c[7] = vdupq_n_f32(0);
+            c[8] = c[9] = c[10] = c[11] = c[12] = c[13] = c[14] = c[15] = c[0];
+            for (j = 0; j + 8 <= K; j += 8) {
+                float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
+                float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
+#define CODI__FMA4(b) do { float32x4_t x0 = vld1q_f32(xp[b] + j), x1 = vld1q_f32(xp[b] + j + 4); \
+        c[b] = vfmaq_f32(vfmaq_f32(c[b], w0.val[0], x0), w0.val[1], x1); c[4 + b] = vfmaq_f32(vfmaq_f32(c[4 + b], w1.val[0], x0), w1.val[1], x1); \
+        c[8 + b] = vfmaq_f32(vfmaq_f32(c[8 + b], w2.val[0], x0), w2.val[1], x1); c[12 + b] = vfmaq_f32(vfmaq_f32(c[12 + b], w3.val[0], x0), w3.val[1], x1); } while (0)
+                CODI__FMA4(0); CODI__FMA4(1); CODI__FMA4(2); CODI__FMA4(3);
+#undef CODI__FMA4
+            }
+            vst1q_f32(s, codi__hsum4_neon(c[0], c[1], c[2], c[3]));
+            vst1q_f32(s + 4, codi__hsum4_neon(c[4], c[5], c[6], c[7]));
+            vst1q_f32(s + 8, codi__hsum4_neon(c[8], c[9], c[10], c[11]));
+            vst1q_f32(s + 12, codi__hsum4_neon(c[12], c[13], c[14], c[15]));
+            for (a = 0; a < 4 && r + a < r1; a++)
+                for (b = 0; b < 4 && i0 + b < n; b++) {
+                    for (t = j; t < K; t++) s[4 * a + b] += xp[b][t] * codi__load_elem(p[a], w->dtype, (size_t)t);
+                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s[4 * a + b];
+                }
+        }
+    }
+}
+/* 8 positions x 8 rows: 16 accumulators; a [kb][8], b [kb][8] */
 static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
     const float *a = (const float *)av, *b = (const float *)bv;
-    float32x4_t acc[8];
-    int k, i;
-    for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0);
-    for (k = 0; k < kb; k++, a += 4, b += 8) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
-        for (i = 0; i < 4; i++) { acc[2 * i] = vfmaq_n_f32(acc[2 * i], b0, a[i]); acc[2 * i + 1] = vfmaq_n_f32(acc[2 * i + 1], b1, a[i]); }
+    float32x4_t acc[16];
+    int k;
+    acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
+    acc[8] = acc[9] = acc[10] = acc[11] = acc[12] = acc[13] = acc[14] = acc[15] = acc[0];
+    for (k = 0; k < kb; k++, a += 8, b += 8) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+#define CODI__FMA(i, av, lane) do { acc[2 * (i)] = vfmaq_laneq_f32(acc[2 * (i)], b0, av, lane); \
+        acc[2 * (i) + 1] = vfmaq_laneq_f32(acc[2 * (i) + 1], b1, av, lane); } while (0)
+        CODI__FMA(0, a0, 0); CODI__FMA(1, a0, 1); CODI__FMA(2, a0, 2); CODI__FMA(3, a0, 3);
+        CODI__FMA(4, a1, 0); CODI__FMA(5, a1, 1); CODI__FMA(6, a1, 2); CODI__FMA(7, a1, 3);
+#undef CODI__FMA
     }
-    for (i = 0; i < 4; i++) {
-        float *cr = c + (size_t)i * ldc;
-        if (add) { acc[2 * i] = vaddq_f32(acc[2 * i], vld1q_f32(cr)); acc[2 * i + 1] = vaddq_f32(acc[2 * i + 1], vld1q_f32(cr + 4)); }
-        vst1q_f32(cr, acc[2 * i]); vst1q_f32(cr + 4, acc[2 * i + 1]);
+#define CODI__ST(i) do { float *cr = c + (size_t)(i) * ldc; \
+        if (add) { acc[2 * (i)] = vaddq_f32(acc[2 * (i)], vld1q_f32(cr)); acc[2 * (i) + 1] = vaddq_f32(acc[2 * (i) + 1], vld1q_f32(cr + 4)); } \
+        vst1q_f32(cr, acc[2 * (i)]); vst1q_f32(cr + 4, acc[2 * (i) + 1]); } while (0)
+    CODI__ST(0); CODI__ST(1); CODI__ST(2); CODI__ST(3); CODI__ST(4); CODI__ST(5); CODI__ST(6); CODI__ST(7);
+#undef CODI__ST
+}
+/* The 4 x 4 block with rows r0..r3, transposed: its column t stored at dst + t * ld. */
+static void codi__store_t4_neon(float *dst, size_t ld, float32x4_t r0, float32x4_t r1, float32x4_t r2, float32x4_t r3) {
+    float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+    float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+    /* t0 = r0[0] r1[0] r0[2] r1[2], t1 = r0[1] r1[1] r0[3] r1[3]; t2, t3 the same of r2, r3 */
+    vst1q_f32(dst, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
+    vst1q_f32(dst + ld, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+    vst1q_f32(dst + 2 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+    vst1q_f32(dst + 3 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
+}
+/* As codi__pack_b, 4 rows x 8 columns at a time: widen, transpose in registers, store. */
+static void codi__pack_b_neon(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k, t;
+    if (nrows < nr || nr % 4) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r0 + j, r0 + nr);
+        for (k = 0; k + 8 <= kb; k += 8) {
+            float32x4x2_t v0 = codi__w8_neon(p[0], w->dtype, k0 + k), v1 = codi__w8_neon(p[1], w->dtype, k0 + k);
+            float32x4x2_t v2 = codi__w8_neon(p[2], w->dtype, k0 + k), v3 = codi__w8_neon(p[3], w->dtype, k0 + k);
+            codi__store_t4_neon(b + (size_t)k * nr + j, (size_t)nr, v0.val[0], v1.val[0], v2.val[0], v3.val[0]);
+            codi__store_t4_neon(b + (size_t)(k + 4) * nr + j, (size_t)nr, v0.val[1], v1.val[1], v2.val[1], v3.val[1]);
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 4; t++) b[(size_t)k * nr + j + t] = codi__load_elem(p[t], w->dtype, (size_t)(k0 + k));
     }
+}
+/* y += a * x */
+static void codi__axpy_neon(float *y, float a, const float *x, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
 }
 #endif /* CODI__NEON */
 
@@ -3061,7 +3159,7 @@ static const codi__kernel codi__kernels[] = {
       codi__axpy_avx2, codi__matmul_amx },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, NULL, codi__micro_neon, 4, 8, 0, NULL, NULL, codi__pack_b, codi__dot_neon, codi__axpy, NULL },
+    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))

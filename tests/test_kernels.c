@@ -45,11 +45,62 @@ static double check_shape(int dtype, int n, int rows, int cols, int r0, int r1) 
     return worst;
 }
 
+/* The path's own pack_b, dot and axpy against the scalar ones on odd shapes (paths that have
+   their own): packing is data movement (identical bits); dot within 1e-5 of sum |a b| (float32
+   accumulation), axpy within 2.5e-7 of |y| + |a x| (a fused multiply-add rounds once). */
+static void check_helpers(const char *path) {
+    static const int packs[][4] = { { 0, 0, 0, 256 }, { 3, 0, 5, 13 }, { 2, 3, 0, 7 }, { 1, 5, 8, 8 } };   /* r0, rows short, k0, kb */
+    const codi__kernel *kn = codi__kernel_active();
+    int nr = kn->nr, rows = 41, cols = 300, i, k, dt, bad = 0, npack = 0;
+    double e_dot = 0, e_axpy = 0;
+    if (kn->pack_b != codi__pack_b) {
+        float *got = malloc(sizeof(float) * 256 * (size_t)nr), *ref = malloc(sizeof(float) * 256 * (size_t)nr);
+        void *wd = malloc((size_t)rows * cols * 4);
+        codi_matrix w;
+        for (dt = 0; dt < 2; dt++) {
+            w.dtype = dt ? CODI_F32 : CODI_BF16; w.rows = rows; w.cols = cols; w.data = wd;
+            for (k = 0; k < rows * cols; k++) {
+                float v = frand();
+                if (dt) ((float *)wd)[k] = v; else ((uint16_t *)wd)[k] = codi__f32_to_bf16(v);
+            }
+            for (i = 0; i < (int)(sizeof packs / sizeof packs[0]); i++) {
+                int r0 = packs[i][0], nrows = nr - packs[i][1], k0 = packs[i][2], kb = packs[i][3];
+                size_t m = (size_t)kb * nr;
+                for (k = 0; k < (int)m; k++) got[k] = ref[k] = NAN;
+                codi__pack_b(ref, &w, r0, nrows, k0, kb, nr);
+                kn->pack_b(got, &w, r0, nrows, k0, kb, nr);
+                bad += memcmp(got, ref, m * sizeof(float)) != 0;
+                npack++;
+            }
+        }
+        t_result(bad == 0, path, "pack_b == scalar pack_b bit for bit: %d of %d panels differ (bf16, f32; %d rows, short last panels, kb 256/13/7/8)",
+                 bad, npack, nr);
+        free(got); free(ref); free(wd);
+    }
+    if (kn->dot != codi__dot || kn->axpy != codi__axpy) {
+        static const int lens[] = { 1, 3, 7, 8, 16, 33, 64, 100, 257 };
+        float a[272], b[272], y[272], y0[272], s = 0.5f;
+        for (i = 0; i < (int)(sizeof lens / sizeof lens[0]); i++) {
+            int n = lens[i];
+            double ref = 0, mag = 0;
+            for (k = 0; k < 272; k++) { a[k] = frand(); b[k] = frand(); y[k] = y0[k] = frand(); }
+            for (k = 0; k < n; k++) { ref += (double)a[k] * b[k]; mag += fabs((double)a[k] * b[k]); }
+            e_dot = fmax(e_dot, fabs(kn->dot(a, b, n) - ref) / mag);
+            kn->axpy(y, s, a, n);
+            for (k = 0; k < n; k++) e_axpy = fmax(e_axpy, fabs(y[k] - (y0[k] + (double)s * a[k])) / (fabs(y0[k]) + fabs(s * a[k])));
+            if (memcmp(y + n, y0 + n, sizeof(float) * (size_t)(272 - n))) e_axpy = INFINITY;   /* past n: untouched */
+        }
+        t_result(e_dot <= 1e-5 && e_axpy <= 2.5e-7, path, "dot max error %.2g of sum |a b| (tol 1e-5), axpy %.2g of |y| + |a x| (tol 2.5e-7; y past n untouched), lengths 1..257",
+                 e_dot, e_axpy);
+    }
+}
+
 int main(void) {
     static const int shapes[][5] = {   /* n, rows, cols, r0, r1 */
         { 1, 37, 300, 0, 37 }, { 1, 64, 2048, 4, 60 }, { 3, 33, 77, 1, 33 }, { 4, 16, 64, 0, 16 },
         { 7, 45, 513, 0, 45 }, { 13, 100, 700, 32, 96 }, { 63, 41, 100, 3, 41 }, { 33, 10, 2500, 0, 10 }, { 9, 7, 4133, 2, 7 },
         { 64, 96, 256, 0, 96 }, { 300, 70, 260, 6, 70 },
+        { 2, 19, 9, 1, 19 }, { 70, 37, 521, 2, 37 },   /* ragged: K = 8 + 1, a last panel of 3 rows, 256 + 256 + 9 */
         { 8, 17, 31, 0, 17 }, { 9, 33, 2100, 5, 33 }, { 17, 50, 1, 1, 49 }, { 31, 15, 65, 0, 15 }, { 40, 47, 95, 13, 47 },
         { 100, 64, 33, 0, 64 }, { 200, 600, 300, 7, 600 }, { 257, 40, 70, 0, 40 } };
     const char *paths[8];
@@ -70,6 +121,7 @@ int main(void) {
             t_result(worst <= tol, paths[p], "%s weights: max error %.2g of sum |x w| over %d shapes (tol %.2g)", dt ? "f32" : "bf16",
                      worst, (int)(sizeof shapes / sizeof shapes[0]), tol);
         }
+        check_helpers(paths[p]);
     }
     return t_summary();
 }
