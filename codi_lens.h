@@ -49,14 +49,17 @@
        CODI_SCALAR                                    only the portable C kernels (no SIMD paths)
 
    SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
-   avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so plain
-   `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=scalar|
-   avx2|avx512|avx512bf16|neon in the environment (or codi_set_kernel) picks another; avx512bf16
-   (bf16 activations, ~0.03 logit error) is never chosen by itself. Decode is a GEMV that widens
-   bf16 inside the dot, 4 rows at a time; 2..63 positions (batched decode, short chunks) the same
-   with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2) positions; 64+ a packed-panel
-   GEMM over up to 512 positions per pass, and prefill attention as GEMMs per kv head. With
-   CODI_THREADS the pool's workers spin briefly, then sleep.
+   amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
+   plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
+   scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
+   Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
+   decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
+   positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
+   GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
+   9+ positions on the AMX tiles; it and the opt-in
+   avx512bf16 multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the
+   f32 path's tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's
+   workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -294,9 +297,11 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
                                 const float *embeds, int n);
 
 /* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
-   "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps: activations rounded to bf16 per block; bf16
-   weights only, f32 weights use avx512), "neon" (AArch64). The default is the fastest this CPU
-   runs with f32 activations; CODI_KERNEL=name in the environment, or codi_set_kernel, picks one. */
+   "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps on x split into bf16 hi + lo parts; bf16
+   weights only, f32 weights use avx512), "amx" (AMX tiles for 9+ positions, x split the same way;
+   Linux grants the tile state; else as avx512), "neon" (AArch64). The default is the fastest
+   this CPU runs (avx512bf16 is opt-in: no faster than avx512); CODI_KERNEL=name in the environment,
+   or codi_set_kernel, picks one. */
 CODI_API const char *codi_kernel_name(void);
 /* Uses path `name` from now on, process-wide (not while a pass runs). 0, or -1 if this build or
    CPU lacks it. */
@@ -2279,7 +2284,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. */
+   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
+   path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
 
 #if !defined(CODI_SCALAR) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define CODI__X86 1
@@ -2287,6 +2293,9 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__AVX2 __attribute__((target("avx2,fma")))
 #define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
 #define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11    /* compilers with the AMX intrinsics */
+#define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
+#endif
 #endif
 #if !defined(CODI_SCALAR) && defined(__aarch64__) && defined(__ARM_NEON)
 #define CODI__NEON 1
@@ -2304,23 +2313,25 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
-/* gemv: out[r - r0] for r0 <= r < r1; xh [cols] is x as bf16 when the path multiplies bf16
-   (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
+/* gemv: out[r - r0] for r0 <= r < r1; xh [2 cols] is x as bf16 hi and lo parts when the path
+   multiplies bf16 (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
 typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
 typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
+typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
     codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations); NULL: gemv per position */
     codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
     int mr, nr;               /* micro-kernel tile: positions x weight rows */
-    int bf16_pairs;           /* micro and gemv take bf16 activations (rounded once per block) */
+    int bf16_pairs;           /* micro and gemv take bf16 activations (hi and lo parts, split once per block) */
     codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
     codi__micro_fn micro_f32w;
     void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
+    codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
 } codi__kernel;
 
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
@@ -2371,15 +2382,20 @@ static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, in
 /* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
 static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
 
-/* As codi__pack_a, rounded to bf16 in pairs: a [strips][ceil(kb/2)][mr]. */
+/* x as two bf16 parts: hi = bf16(x), lo = bf16(x - hi) (together x to ~16 significant bits). */
+static uint16_t codi__bf16_lo(float x) { return codi__f32_to_bf16(x - codi__bf16_to_f32(codi__f32_to_bf16(x))); }
+
+/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr]. */
 static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
     int s, i, k, kp = (kb + 1) / 2;
-    for (s = 0; s * mr < n; s++, a += (size_t)kp * mr)
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * 2 * mr)
         for (i = 0; i < mr; i++) {
             const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            for (k = 0; k < kp; k++)
-                a[(size_t)k * mr + i] = s * mr + i >= n ? 0 :
-                    codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), 2 * k + 1 < kb ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+            for (k = 0; k < kp; k++) {
+                int in = s * mr + i < n, two = in && 2 * k + 1 < kb;
+                a[(size_t)k * 2 * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+                a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
+            }
         }
 }
 
@@ -2833,9 +2849,10 @@ CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float 
     codi__gemvn_blocks(codi__tile_avx512, 8, out, ldo, x, n, w, r0, r1, work);
 }
 /* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
-   x arrives rounded to bf16 (xh); 4 rows per pass, 64 columns per step. */
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; 4 rows per pass, 32 columns per step. */
 CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
+    const uint16_t *xl = xh + K;
     (void)x;
     for (r = r0; r < r1; r += 4) {
         const void *p[4];
@@ -2845,43 +2862,38 @@ CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, c
         codi__rows4(p, w, r, r1);
         w0 = (const uint16_t *)p[0]; w1 = (const uint16_t *)p[1]; w2 = (const uint16_t *)p[2]; w3 = (const uint16_t *)p[3];
         for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
-        for (j = 0; j + 64 <= K; j += 64) {
-            __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), x1 = (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32));
+        for (j = 0; j + 32 <= K; j += 32) {
+            __m512bh hi = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), lo = (__m512bh)_mm512_loadu_si512((const void *)(xl + j)), v;
             _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
             _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
-            acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)), x0);
-            acc[1] = _mm512_dpbf16_ps(acc[1], (__m512bh)_mm512_loadu_si512((const void *)(w0 + j + 32)), x1);
-            acc[2] = _mm512_dpbf16_ps(acc[2], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)), x0);
-            acc[3] = _mm512_dpbf16_ps(acc[3], (__m512bh)_mm512_loadu_si512((const void *)(w1 + j + 32)), x1);
-            acc[4] = _mm512_dpbf16_ps(acc[4], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)), x0);
-            acc[5] = _mm512_dpbf16_ps(acc[5], (__m512bh)_mm512_loadu_si512((const void *)(w2 + j + 32)), x1);
-            acc[6] = _mm512_dpbf16_ps(acc[6], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)), x0);
-            acc[7] = _mm512_dpbf16_ps(acc[7], (__m512bh)_mm512_loadu_si512((const void *)(w3 + j + 32)), x1);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)); acc[0] = _mm512_dpbf16_ps(acc[0], v, hi); acc[1] = _mm512_dpbf16_ps(acc[1], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)); acc[2] = _mm512_dpbf16_ps(acc[2], v, hi); acc[3] = _mm512_dpbf16_ps(acc[3], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)); acc[4] = _mm512_dpbf16_ps(acc[4], v, hi); acc[5] = _mm512_dpbf16_ps(acc[5], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)); acc[6] = _mm512_dpbf16_ps(acc[6], v, hi); acc[7] = _mm512_dpbf16_ps(acc[7], v, lo);
         }
         for (k = 0; k < 4; k++) {
             int t;
             s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
-            for (t = j; t < K; t++) s[k] += codi__bf16_to_f32(xh[t]) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            for (t = j; t < K; t++)
+                s[k] += (codi__bf16_to_f32(xh[t]) + codi__bf16_to_f32(xl[t])) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
 }
-/* 8 positions x 32 rows on bf16 pairs: a [kb/2][8], b [kb/2][32], each element two bf16. */
+/* 8 positions x 32 rows on bf16 pairs: a [kb/2][hi, lo][8], b [kb/2][32], each element two bf16;
+   each weight pair meets the hi and the lo part of the activations. */
 CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
     const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
     int k, kp = (kb + 1) / 2;
-    for (k = 0; k < kp; k++, a += 8, b += 32) {
+    for (k = 0; k < kp; k++, a += 16, b += 32) {
         __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
-        t = (__m512bh)_mm512_set1_epi32((int)a[0]); c00 = _mm512_dpbf16_ps(c00, t, b0); c01 = _mm512_dpbf16_ps(c01, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[1]); c10 = _mm512_dpbf16_ps(c10, t, b0); c11 = _mm512_dpbf16_ps(c11, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[2]); c20 = _mm512_dpbf16_ps(c20, t, b0); c21 = _mm512_dpbf16_ps(c21, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[3]); c30 = _mm512_dpbf16_ps(c30, t, b0); c31 = _mm512_dpbf16_ps(c31, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[4]); c40 = _mm512_dpbf16_ps(c40, t, b0); c41 = _mm512_dpbf16_ps(c41, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[5]); c50 = _mm512_dpbf16_ps(c50, t, b0); c51 = _mm512_dpbf16_ps(c51, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[6]); c60 = _mm512_dpbf16_ps(c60, t, b0); c61 = _mm512_dpbf16_ps(c61, t, b1);
-        t = (__m512bh)_mm512_set1_epi32((int)a[7]); c70 = _mm512_dpbf16_ps(c70, t, b0); c71 = _mm512_dpbf16_ps(c71, t, b1);
+#define CODI__DP2(i, lo, hi) do { t = (__m512bh)_mm512_set1_epi32((int)a[i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); \
+        t = (__m512bh)_mm512_set1_epi32((int)a[8 + i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); } while (0)
+        CODI__DP2(0, c00, c01); CODI__DP2(1, c10, c11); CODI__DP2(2, c20, c21); CODI__DP2(3, c30, c31);
+        CODI__DP2(4, c40, c41); CODI__DP2(5, c50, c51); CODI__DP2(6, c60, c61); CODI__DP2(7, c70, c71);
+#undef CODI__DP2
     }
 #define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
         if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
@@ -2891,6 +2903,182 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
 #undef CODI__ST
 }
 #endif /* CODI__X86 */
+
+#define CODI__AMX_MIN 9    /* fewer positions: the multi-position GEMV (its 8-position tile is faster up to 8, measured) */
+#ifdef CODI__AMX
+/* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
+   the products of AMX_MIN+ positions as C^T = W . X^T. A tiles are the bf16 weights (exact); x is
+   split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|), packed as B tiles
+   once per block, and both are multiplied: C^T += W . hi^T + W . lo^T in f32. Per block of up to
+   AMX_MC positions, rows in blocks whose C^T stays in the work (and L2) across column blocks of
+   kc: the packed x of a column block fits AMX_XB (L2), each 32-position strip's part L1. With one
+   strip (up to 32 positions: batched decode) each weight is used once and is read in place, kc
+   long runs of each row; with more, the block's weights are first copied into contiguous tiles
+   (rows 2^n elements apart share cache sets, so in place they would not stay in cache between
+   strips). C^T is transposed into out after the last column block. */
+#define CODI__AMX_MC 256                           /* positions per block */
+#define CODI__AMX_XB ((size_t)256 * 1024)          /* bytes of packed x per block (sets kc) */
+#define CODI__AMX_WB ((size_t)256 * 1024)          /* bytes of packed weights per block */
+#define CODI__AMX_CB ((size_t)512 * 1024)          /* bytes of C^T per block (sets the rows per block) */
+#define CODI__AMX_WORK ((CODI__AMX_XB + CODI__AMX_WB + CODI__AMX_CB) / 4)   /* floats of work */
+#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm that the compiler does not see read memory */
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
+
+/* 16 x 16 32-bit words transposed in registers (maskz forms: see codi__bf16x16_avx512). */
+CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
+    __m512i t[16], u[16];
+    int i, j;
+    for (i = 0; i < 16; i += 2) { t[i] = _mm512_maskz_unpacklo_epi32(0xffff, v[i], v[i + 1]); t[i + 1] = _mm512_maskz_unpackhi_epi32(0xffff, v[i], v[i + 1]); }
+    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: word 4q + j of rows i..i+3 */
+        u[i] = _mm512_maskz_unpacklo_epi64(0xff, t[i], t[i + 2]); u[i + 1] = _mm512_maskz_unpackhi_epi64(0xff, t[i], t[i + 2]);
+        u[i + 2] = _mm512_maskz_unpacklo_epi64(0xff, t[i + 1], t[i + 3]); u[i + 3] = _mm512_maskz_unpackhi_epi64(0xff, t[i + 1], t[i + 3]);
+    }
+    for (j = 0; j < 4; j++) {
+        __m512i x0 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0x88), x1 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0xdd);
+        __m512i y0 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0x88), y1 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0xdd);
+        v[j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0x88); v[4 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0x88);
+        v[8 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0xdd); v[12 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0xdd);
+    }
+}
+
+/* 16 bf16 widened to f32. */
+CODI__AMX static __m512 codi__f32_of_amx(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
+}
+
+/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as B tiles: b [ceil(n/32)][ceil(kb/32)][2 groups
+   of 16 positions][hi, lo][16 column pairs][16 positions][2], zero past n and kb. */
+CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, int n, int k0, int kb) {
+    int steps = (kb + 31) / 32, strips = (n + 31) / 32, q, s, g, t;
+    for (q = 0; q < strips; q++)
+        for (s = 0; s < steps; s++)
+            for (g = 0; g < 2; g++) {
+                __m512i hi[16], lo[16];
+                uint16_t *bt = b + (((size_t)q * steps + s) * 4 + 2 * g) * 512;
+                int left = kb - 32 * s;
+                for (t = 0; t < 16; t++) {
+                    int p = 32 * q + 16 * g + t;
+                    const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0 + 32 * s;
+                    __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
+                    __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
+                    __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
+                    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);                  /* word j: columns 2j, 2j+1 */
+                    __m512 f0 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
+                    hi[t] = h;
+                    lo[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, f1), _mm512_sub_ps(v0, f0));
+                }
+                codi__transpose16_amx(hi);
+                codi__transpose16_amx(lo);
+                for (t = 0; t < 16; t++) {
+                    _mm512_storeu_si512((void *)(bt + (size_t)t * 32), hi[t]);
+                    _mm512_storeu_si512((void *)(bt + 512 + (size_t)t * 32), lo[t]);
+                }
+            }
+}
+
+/* bf16 weight rows r..r+nrows-1, columns k0..k0+kb, as A tiles (a plain copy, so that the tiles
+   are contiguous: rows 2^n elements apart share cache sets): a [ceil(nrows/32)][ceil(kb/32)][32][32],
+   zero past nrows and kb. */
+CODI__AMX static void codi__pack_w_amx(uint16_t *a, const codi_matrix *w, int r, int nrows, int k0, int kb) {
+    int steps = (kb + 31) / 32, t, s;
+    for (t = 0; t < (nrows + 31) / 32 * 32; t++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r + (t < nrows ? t : 0)) * w->cols + k0;
+        uint16_t *at = a + ((size_t)(t / 32) * steps * 32 + t % 32) * 32;
+        if (t + 4 < nrows)                 /* the rows ahead: each is a short piece of memory */
+            for (s = 0; s < kb; s += 32) _mm_prefetch((const char *)(row + 4 * (size_t)w->cols + s), _MM_HINT_T0);
+        for (s = 0; s < steps; s++) {
+            int left = kb - 32 * s;
+            __mmask32 m = t >= nrows ? 0 : left >= 32 ? 0xffffffffu : (1u << left) - 1;
+            _mm512_storeu_si512((void *)(at + (size_t)s * 1024), _mm512_maskz_loadu_epi16(m, row + 32 * s));
+        }
+    }
+}
+
+/* C^T tiles 0..3 (rows [0, 16) and [16, 32) of a panel x positions [0, 16) and [16, 32) of a strip,
+   in c [4][16][16]) += the panel's A tiles . the strip's B tiles b; `two`: the strip has positions
+   past 16; `add`: c holds earlier column blocks. A tiles: packed, a [steps][32][32] (ld 0), or the
+   weights in place, row stride ld elements (then prefetched 1 KB ahead). */
+CODI__AMX static void codi__strip_amx(float *c, const uint16_t *a, size_t ld, const uint16_t *b, int steps, int two, int add) {
+    size_t stride = ld ? ld * 2 : 64, step = ld ? 32 : 1024, half = ld ? 16 * ld : 512;
+    int s, t;
+    CODI__MEMBAR();
+    if (add) { _tile_loadd(0, c, 64); _tile_loadd(1, c + 256, 64); _tile_loadd(2, c + 512, 64); _tile_loadd(3, c + 768, 64); }
+    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
+    for (s = 0; s < steps; s++, a += step, b += 2048) {
+        if (ld) for (t = 0; t < 32; t++) _mm_prefetch((const char *)(a + t * ld) + 1024, _MM_HINT_T0);
+        /* loads placed between the products that free their tile (tile registers are not renamed:
+           this order measured 1.5-2x faster than all loads first) */
+        if (two) {
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);          /* hi of positions 0..15 */
+            _tile_loadd(7, b + 1024, 64); _tile_dpbf16ps(1, 4, 7);                              /* hi of 16..31 */
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(6, b + 512, 64); _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);     /* lo */
+            _tile_loadd(7, b + 1536, 64); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(3, 5, 7);
+        } else {                       /* tiles 1 and 3 take the lo products of rows 0..15, 16..31 */
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + 512, 64); _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c, 64); _tile_stored(1, c + 256, 64); _tile_stored(2, c + 512, 64); _tile_stored(3, c + 768, 64);
+}
+
+/* c [4][16 rows][16 positions] (a strip's C^T) into out[i, r] for positions i < ni, rows r < nr
+   (ni <= 16: tiles 2h and 2h + 1 are the two parts of rows 16h..16h+15). */
+CODI__AMX static void codi__store_amx(float *out, size_t ldo, const float *c, int ni, int nr) {
+    int h, g, t;
+    for (h = 0; h < 2 && 16 * h < nr; h++)
+        for (g = 0; g < 2 && 16 * g < ni; g++) {
+            __m512i v[16];
+            int rows = nr - 16 * h < 16 ? nr - 16 * h : 16;
+            const float *ct = c + (size_t)(2 * h + g) * 256;
+            for (t = 0; t < 16; t++)
+                v[t] = _mm512_castps_si512(ni > 16 ? _mm512_loadu_ps(ct + t * 16) : _mm512_add_ps(_mm512_loadu_ps(ct + t * 16), _mm512_loadu_ps(ct + 256 + t * 16)));
+            codi__transpose16_amx(v);
+            for (t = 0; t < 16 && 16 * g + t < ni; t++)
+                _mm512_mask_storeu_epi32((void *)(out + (size_t)(16 * g + t) * ldo + 16 * h), (__mmask16)((1u << rows) - 1), v[t]);
+        }
+}
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n, rows r0 <= r < r1, bf16 W (out row stride ldo). */
+CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work) {
+    codi__tilecfg cfg;
+    uint16_t *b = (uint16_t *)(void *)work, *a = b + CODI__AMX_XB / 2;
+    float *cs = work + (CODI__AMX_XB + CODI__AMX_WB) / 4;      /* [rows / 32][strips][4][16][16] */
+    int K = w->cols, i0, k0, j0, jb, q;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (q = 0; q < 8; q++) { cfg.rows[q] = 16; cfg.colsb[q] = 64; }
+    _tile_loadconfig(&cfg);
+    for (i0 = 0; i0 < n; i0 += CODI__AMX_MC) {
+        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC, strips = (ni + 31) / 32;
+        int kc = (int)(CODI__AMX_XB / ((size_t)strips * 32 * 4) / 32 * 32);
+        int nb = (int)(CODI__AMX_CB / ((size_t)strips * 32 * 4) / 32 * 32);
+        if (strips > 1 && (size_t)nb * kc * 2 > CODI__AMX_WB) nb = (int)(CODI__AMX_WB / ((size_t)kc * 2) / 32 * 32);
+        for (jb = r0; jb < r1; jb += nb) {
+            int je = r1 - jb < nb ? r1 : jb + nb;
+            for (k0 = 0; k0 < K; k0 += kc) {
+                int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + 31) / 32;
+                codi__pack_x_amx(b, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
+                if (strips > 1) codi__pack_w_amx(a, w, jb, je - jb, k0, kb);
+                for (q = 0; q < strips; q++)
+                    for (j0 = jb; j0 < je; j0 += 32) {
+                        float *c = cs + ((size_t)(j0 - jb) / 32 * strips + q) * 1024;
+                        const uint16_t *at = a + (size_t)(j0 - jb) / 32 * steps * 1024;
+                        size_t ld = 0;
+                        if (strips == 1 && j0 + 32 <= w->rows && kb % 32 == 0) {   /* one strip: each weight is read once, in place */
+                            at = (const uint16_t *)w->data + (size_t)j0 * K + k0; ld = (size_t)K;
+                        } else if (strips == 1) { codi__pack_w_amx(a, w, j0, je - j0 < 32 ? je - j0 : 32, k0, kb); at = a; }
+                        codi__strip_amx(c, at, ld, b + (size_t)q * steps * 2048, steps, ni - 32 * q > 16, k0 > 0);
+                        if (k0 + kb >= K)
+                            codi__store_amx(out + (size_t)(i0 + 32 * q) * ldo + j0, ldo, c, ni - 32 * q < 32 ? ni - 32 * q : 32, je - j0 < 32 ? je - j0 : 32);
+                    }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif /* CODI__AMX */
 
 #ifdef CODI__NEON
 /* Vector arrays here are indexed by constants only: GCC -O2 keeps them in registers then, but in
@@ -3050,18 +3238,44 @@ static void codi__axpy_neon(float *y, float a, const float *x, int n) {
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy },
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2 },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2 },
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL },
     { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
-      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2 },
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
+#endif
+#ifdef CODI__AMX
+    { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
+      codi__axpy_avx2, codi__matmul_amx },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon },
+    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
+
+#ifdef CODI__AMX
+#include <cpuid.h>
+/* 1 if the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22), AVX512-BF16, and Linux lets
+   this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; syscall 158,
+   asked once: syscall() itself needs feature macros under -std=c99). */
+static int codi__amx_usable(void) {
+    static int granted = -1;
+    if (granted < 0) {
+        unsigned eax, ebx, ecx, edx;
+        long rc = -1;
+        granted = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 24 & 1) || !(edx >> 22 & 1) ||
+            !__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw")) return 0;
+#ifdef __linux__
+        __asm__ __volatile__("syscall" : "=a"(rc) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+#endif
+        granted = rc == 0;
+    }
+    return granted;
+}
+#endif
 
 /* 1 if this CPU (and OS) runs path k. */
 static int codi__kernel_runs(const codi__kernel *k) {
@@ -3071,6 +3285,9 @@ static int codi__kernel_runs(const codi__kernel *k) {
     if (!strncmp(k->name, "avx512", 6) && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                                            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
     if (!strcmp(k->name, "avx512bf16")) return __builtin_cpu_supports("avx512bf16");
+#ifdef CODI__AMX
+    if (!strcmp(k->name, "amx")) return codi__amx_usable();
+#endif
 #endif
     (void)k;
     return 1;
@@ -3085,7 +3302,8 @@ CODI_API int codi_set_kernel(const char *name) {
     return -1;
 }
 
-/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path with f32 activations. */
+/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path (not avx512bf16: it
+   does the work of avx512 in two bf16 halves). */
 static const codi__kernel *codi__kernel_active(void) {
     if (!codi__kernel_now) {
         const char *env = getenv("CODI_KERNEL");
@@ -3107,8 +3325,15 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
 }
 
 /* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
-   (the activations packed over all k, one weight panel; or x as bf16). */
-static size_t codi__work_floats(int n, int k) { return (size_t)(n + 16) * (size_t)k + (size_t)CODI__KC * CODI__NB_MAX + 16; }
+   (the activations packed over all k (twice over as bf16 hi and lo parts), a slice of weight
+   panels; or x as bf16 hi and lo; or the AMX blocks). */
+static size_t codi__work_floats(int n, int k) {
+    size_t gemm = (size_t)(n + 16) * (size_t)(k + 1) + (size_t)CODI__KC * CODI__NB_MAX + 16;
+#ifdef CODI__AMX
+    if (gemm < CODI__AMX_WORK) return CODI__AMX_WORK;
+#endif
+    return gemm;
+}
 
 /* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
    x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
@@ -3125,6 +3350,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
     size_t strips, es = codi__dtype_size(w->dtype);
     float tile[16 * 32], *ap, *bp;
     if (r0 >= r1) return;
+    if (kn->tiles && w->dtype == CODI_BF16 && n >= CODI__AMX_MIN) { kn->tiles(out, ldo, x, w, n, r0, r1, work); return; }
     if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
         int r;
         for (r = r0; r < r1; r++)
@@ -3136,17 +3362,17 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
             const float *xi = x + (size_t)i * K;
-            if (pairs) for (k0 = 0; k0 < K; k0++) xh[k0] = codi__f32_to_bf16(xi[k0]);
+            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = codi__bf16_lo(xi[k0]); }
             gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
         }
         return;
     }
     strips = (size_t)(n + mr - 1) / mr;
     ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
-    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 : K) * mr;
+    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 * 2 : K) * mr;
     for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
         int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
-        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2) * mr, x, (size_t)K, n, k0, kb, mr);
+        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
 #ifdef CODI__X86
         else codi__pack_a_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);   /* (the x86 SIMD paths all have AVX2) */
 #else
@@ -3161,8 +3387,8 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC, p;
             int kn0 = k0 + CODI__KC < K ? k0 + CODI__KC : 0, jn = k0 + CODI__KC < K ? jb : je;   /* the slice packed next */
             int nn = r1 - jn < nb ? r1 - jn : nb, line_end = (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es;
-            const float *a = ap + strips * (size_t)(pairs ? k0 / 2 : k0) * mr;   /* the slice's strip 0 */
-            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
+            const float *a = ap + strips * (size_t)k0 * mr;                     /* the slice's strip 0 */
+            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 * 2 : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
             for (p = 0; p < np; p++) {
                 int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
                 if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);
@@ -6367,7 +6593,7 @@ CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t i
 }
 
 /* logits [V] = lm_head(final_norm(x [D])) on the active kernel path; buf [2D] scratch (one
-   position needs at most D / 2 floats of matmul work: x as bf16). */
+   position needs at most D floats of matmul work: x as bf16 hi and lo). */
 static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
     const codi_config *c = &m->config;
     codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
@@ -8708,7 +8934,7 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
     if (!x) return -1;
     ref = x + 2 * D;
     if (normed) {                                     /* lm_head is linear: s * lm_head(dir) */
-        codi__matmul_range(codi__kernel_active(), delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);   /* work: D / 2 floats */
+        codi__matmul_range(codi__kernel_active(), delta, 0, dir, &m->w.lm_head, 1, 0, V, x + D);   /* work: D floats */
         for (j = 0; j < V; j++) delta[j] *= s;
     } else {
         for (j = 0; j < D; j++) x[j] = base[j] + s * dir[j];

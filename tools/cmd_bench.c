@@ -1,8 +1,11 @@
 /* codi bench: speed of a model beside the machine's limits, measured in the same process.
    Limits: read bandwidth (a STREAM-style pass over 1 GiB, every thread reading its own part) and
-   FMA peak (independent FMA chains in registers, every thread). Decode is bound by bandwidth:
-   limit = bandwidth / bytes of weights streamed per token. Prefill by compute: limit = peak /
-   FLOPs per token (2 per weight of the layers, attention excluded). Each figure also records its
+   compute peaks (independent chains in registers, every thread): FMA, and where the CPU has them
+   the bf16 dot product (vdpbf16ps) and the AMX tile product (TDPBF16PS). Decode is bound by
+   bandwidth: limit = bandwidth / bytes of weights streamed per token. Prefill by compute: limit =
+   peak / FLOPs per token (2 per weight of the layers, attention excluded), with the peak of the
+   instructions the path uses: FMA; for avx512bf16 and amx, which multiply x as two bf16 parts
+   (hi + lo), half the bf16 dot or AMX peak (both the ratio to that and to the FMA peak are printed). Each figure also records its
    CPU share (process CPU seconds / (wall seconds x threads)): on a machine shared with other work
    it falls below 1, and each ratio to a limit divides both sides by their shares. */
 
@@ -121,6 +124,28 @@ CODI__AVX512BF16 static double bench_dpbf16_avx512(long iters, float *sink) {   
     BENCH_CHAINS(__m512, DPBF16_FMA, AVX512_INIT, _mm512_add_ps);
     *sink += codi__hsum_avx512(a0);
     return 2.0 * 32 * 12 * iters;
+}
+#endif
+
+#ifdef CODI__AMX
+/* iters / 8 steps of 4 independent tile products (16 x 16 x 32 bf16 -> f32 each) on tiles in registers. */
+CODI__AMX static double bench_tdp_amx(long iters, float *sink) {
+    static const uint16_t ones[16 * 32] = { 0 };          /* zeros: the products' speed does not depend on values */
+    float c[16 * 16];
+    codi__tilecfg cfg;
+    long i, n = iters / 8;
+    int t;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (t = 0; t < 8; t++) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
+    for (i = 0; i < n; i++) { _tile_dpbf16ps(0, 4, 5); _tile_dpbf16ps(1, 4, 5); _tile_dpbf16ps(2, 4, 5); _tile_dpbf16ps(3, 4, 5); }
+    _tile_stored(0, c, 64);
+    _tile_release();
+    *sink += c[0];
+    return 2.0 * 16 * 16 * 32 * 4 * n;
 }
 #endif
 
@@ -267,14 +292,15 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
           "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
         CLI_END
     };
-    double t0, load_s, bw, peak, peak_bf16 = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, tg_lim, pp_lim, tgb_lim;
+    double t0, load_s, bw, peak, peak_bf16 = 0, peak_amx = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, sh_amx = 1;
+    double tg_lim, pp_lim, tgb_lim, pp_per_gflop, tgb_per_gflop;
     codi_model *m;
     codi_state *s;
     codi__pool *pool = NULL;
     bench_row rows[8];
     char list[256], *name, *save = NULL;
     int n_rows = 0, r;
-    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest with f32 activations */
+    const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest path */
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
@@ -300,6 +326,9 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     else if (bench_cpu_runs("avx2")) peak = bench_peak(pool, ma.threads, bench_fma_avx2, &sh_peak);
     if (bench_cpu_runs("avx512bf16")) peak_bf16 = bench_peak(pool, ma.threads, bench_dpbf16_avx512, &sh_bf16);
 #endif
+#ifdef CODI__AMX
+    if (bench_cpu_runs("amx")) peak_amx = bench_peak(pool, ma.threads, bench_tdp_amx, &sh_amx);
+#endif
     if (peak == 0) peak = bench_peak(pool, ma.threads, bench_fma_scalar, &sh_peak);
     codi__pool_free(pool);
     bench_reset_peak_rss();
@@ -309,8 +338,9 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     load_s = cli_now() - t0;
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
     bench_model_cost(m, &bytes, &macs);
-    tg_lim = bw * 1e9 / bytes; pp_lim = peak * 1e9 / (2 * macs);
-    tgb_lim = peak * 1e9 / (2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols));   /* batched decode: compute, lm_head included */
+    pp_per_gflop = 1e9 / (2 * macs);
+    tgb_per_gflop = 1e9 / (2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols));   /* batched decode: compute, lm_head included */
+    tg_lim = bw * 1e9 / bytes; pp_lim = peak * pp_per_gflop; tgb_lim = peak * tgb_per_gflop;
     for (r = 0; r < n_rows; r++) {
         bench_row *b = &rows[r];
         codi_set_kernel(b->path);
@@ -324,44 +354,70 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     }
     rss = bench_peak_rss_mb();
 #define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
+#define PATH_PEAK(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)   /* effective GFLOP/s */
+#define PATH_SH(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
+#define PATH_PEAK_NAME(p) (!strcmp(p, "amx") ? "amx/2" : !strcmp(p, "avx512bf16") ? "bf16_dot/2" : "fma")
     if (json) {
         bench_row *b = &rows[0];
+        double pk = PATH_PEAK(b->path), shp = PATH_SH(b->path);
         printf("{\"path\": \"%s\", \"threads\": %d, \"weights\": \"%s\", \"load_s\": %.2f, \"rss_mb\": %.0f, "
                "\"bw_gbs\": %.2f, \"peak_gflops\": %.1f, \"peak_bf16_gflops\": %.1f, "
                "\"pp128\": %.2f, \"pp512\": %.2f, \"tg\": %.3f, \"question_s\": %.3f, \"gsm8k_qpm\": %.2f, "
                "\"tg_b8\": %.3f, \"tg_b32\": %.3f, \"tg_b8_of_peak\": %.3f, \"tg_b32_of_peak\": %.3f, "
                "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
-               "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f}",
+               "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f, \"peak_amx\": %.2f}, \"peak_amx_gflops\": %.1f, "
+               "\"path_peak\": \"%s\", \"path_peak_gflops\": %.1f, \"pp512_of_path_peak\": %.3f, \"tg_b8_of_path_peak\": %.3f, "
+               "\"tg_b32_of_path_peak\": %.3f",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
                b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
-               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16);
+               OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16,
+               sh_amx, peak_amx, PATH_PEAK_NAME(b->path), pk, OF(b->pp512, b->sh512, pk * pp_per_gflop, shp),
+               OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp));
         printf(", \"by_path\": {");
         for (r = 0; r < n_rows; r++)
-            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f}", r ? ", " : "", rows[r].path,
-                   rows[r].pp128, rows[r].tg, OF(rows[r].pp128, rows[r].sh128, pp_lim, sh_peak), OF(rows[r].tg, rows[r].shtg, tg_lim, sh_bw));
+            printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f, \"pp128_of_path_peak\": %.3f}",
+                   r ? ", " : "", rows[r].path, rows[r].pp128, rows[r].tg, OF(rows[r].pp128, rows[r].sh128, pp_lim, sh_peak),
+                   OF(rows[r].tg, rows[r].shtg, tg_lim, sh_bw),
+                   OF(rows[r].pp128, rows[r].sh128, PATH_PEAK(rows[r].path) * pp_per_gflop, PATH_SH(rows[r].path)));
         printf("}}\n");
     } else {
         printf("machine: read bandwidth %.1f GB/s, FMA peak %.1f GFLOP/s", bw, peak);
         if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16);
+        if (peak_amx > 0) printf(", AMX bf16 peak %.1f GFLOP/s [%.2f]", peak_amx, sh_amx);
         printf(" (%d threads; CPU share %.2f, %.2f)\n", ma.threads, sh_bw, sh_peak);
         printf("model: %.2f GB streamed per decode step, %.2f GFLOP per prefill position; load %.2f s, peak rss %.0f MB\n",
                bytes / 1e9, 2 * macs / 1e9, load_s, rss);
         printf("limits: decode %.2f tok/s (bandwidth), prefill %.2f tok/s (FMA peak), batched decode %.2f tok/s (FMA peak, lm_head included)\n",
                tg_lim, pp_lim, tgb_lim);
+        if (peak_amx > 0) printf("        at half the AMX bf16 peak: prefill %.2f tok/s, batched decode %.2f tok/s\n",
+                                 peak_amx / 2 * pp_per_gflop, peak_amx / 2 * tgb_per_gflop);
         printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
+        printf("prefill and batched decode: %% of the FMA peak; amx and avx512bf16 (x as bf16 hi + lo: two products each)\n"
+               "also {%% of half the AMX / bf16 dot peak} and, amx, (%% of the AMX bf16 peak itself)\n");
         for (r = 0; r < n_rows; r++) {
             bench_row *b = &rows[r];
-            printf("%-11s pp128 %7.2f tok/s %3.0f%% of peak [%.2f]", b->path, b->pp128, 100 * OF(b->pp128, b->sh128, pp_lim, sh_peak), b->sh128);
-            if (b->pp512 > 0) printf("  pp512 %7.2f tok/s %3.0f%% [%.2f]", b->pp512, 100 * OF(b->pp512, b->sh512, pp_lim, sh_peak), b->sh512);
+            double pk = PATH_PEAK(b->path), shp = PATH_SH(b->path);
+            int own = strcmp(PATH_PEAK_NAME(b->path), "fma") != 0;
+#define PCT(x, sh, per) do { printf(" %3.0f%%", 100 * OF(x, sh, peak * (per), sh_peak)); \
+        if (own) printf(" {%.0f%%}", 100 * OF(x, sh, pk * (per), shp)); \
+        if (own && !strcmp(b->path, "amx")) printf(" (%.0f%%)", 50 * OF(x, sh, pk * (per), shp)); } while (0)
+            printf("%-11s pp128 %7.2f tok/s", b->path, b->pp128); PCT(b->pp128, b->sh128, pp_per_gflop); printf(" [%.2f]", b->sh128);
+            if (b->pp512 > 0) { printf("  pp512 %7.2f tok/s", b->pp512); PCT(b->pp512, b->sh512, pp_per_gflop); printf(" [%.2f]", b->sh512); }
             printf("  tg %6.2f tok/s %3.0f%% of bandwidth [%.2f]", b->tg, 100 * OF(b->tg, b->shtg, tg_lim, sh_bw), b->shtg);
             if (b->question_s > 0) printf("  question %.2f s (%.1f/min)", b->question_s, 60 / b->question_s);
-            if (b->tg_b8 > 0) printf("\n            tg_b8 %.2f tok/s %3.0f%% of peak [%.2f]  tg_b32 %.2f tok/s %3.0f%% [%.2f]", b->tg_b8,
-                                     100 * OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), b->shb8, b->tg_b32, 100 * OF(b->tg_b32, b->shb32, tgb_lim, sh_peak), b->shb32);
+            if (b->tg_b8 > 0) {
+                printf("\n            tg_b8 %.2f tok/s", b->tg_b8); PCT(b->tg_b8, b->shb8, tgb_per_gflop); printf(" [%.2f]", b->shb8);
+                printf("  tg_b32 %.2f tok/s", b->tg_b32); PCT(b->tg_b32, b->shb32, tgb_per_gflop); printf(" [%.2f]", b->shb32);
+            }
+#undef PCT
             printf("\n");
         }
     }
 #undef OF
+#undef PATH_PEAK
+#undef PATH_SH
+#undef PATH_PEAK_NAME
     codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);
@@ -369,9 +425,10 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
 }
 
 static const cli_command cmd_bench = {
-    "bench", "speed beside the machine's measured limits (bandwidth, FMA peak)",
+    "bench", "speed beside the machine's measured limits (bandwidth, FMA / bf16 / AMX peaks)",
     "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N]",
-    "Measures, in one process: read bandwidth and FMA peak; load time; 128- and 512-token prefill;\n"
+    "Measures, in one process: read bandwidth and compute peaks (FMA; bf16 dot and AMX tiles where\n"
+    "the CPU has them); load time; 128- and 512-token prefill;\n"
     "single-token decode; batched decode of 8 and 32 sequences (codi_forward_batch); one CODI question\n"
     "end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
     "each beside its limit (decode: bandwidth / bytes per token; prefill: peak / FLOPs per token).\n\n"
