@@ -5,7 +5,10 @@
      (the single-position GEMV) up to float32 summation order: within 1e-5 of the largest |logit|;
    - hooks see each sequence with its own position, phase and step; bad batches are refused;
    - under every kernel path: 5 and 33 sequences (odd: ragged register tiles) at different
-     positions, one batched step vs one step each, within 1e-5 of the largest |logit|.
+     positions, one batched step vs one step each, within 1e-5 of the largest |logit| (1e-4 on the
+     paths that split activations into bf16 hi + lo, amx and avx512bf16: each activation then
+     carries a relative rounding of up to 2^-17, and a batch of 9+ takes the tiles while a single
+     step takes the f32 GEMV).
    Run from the repository root. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
@@ -142,7 +145,7 @@ int main(void) {
         }
         t_result(ok, "33 prefixes of different lengths", "");
         for (p = 0; ok && p < np && p < 8; p++) {
-            double worst = 0, e;
+            double worst = 0, e, tol = strcmp(paths[p], "amx") && strcmp(paths[p], "avx512bf16") ? 1e-5 : 1e-4;
             int okp = codi_set_kernel(paths[p]) == 0;
             for (z = 0; z < 2; z++) {
                 for (b = 0; b < sizes[z]; b++) okp &= codi_state_copy(m, bs[b], pre[b]) == 0 && codi_state_copy(m, os[b], pre[b]) == 0;
@@ -152,7 +155,8 @@ int main(void) {
                     e = rel_diff(bs[b]->logits, os[b]->logits, V); if (!(e <= worst)) worst = e;
                 }
             }
-            t_result(okp && worst <= 1e-5, "5 and 33 sequences batched match single steps", "path %s: max difference %.2g of the largest |logit|", paths[p], worst);
+            t_result(okp && worst <= tol, "5 and 33 sequences batched match single steps", "path %s: max difference %.2g of the largest |logit| (tol %g)",
+                     paths[p], worst, tol);
         }
         for (b = 0; b < 33; b++) { codi_state_free(pre[b]); codi_state_free(bs[b]); codi_state_free(os[b]); }
         codi_set_kernel(dflt);
