@@ -56,10 +56,9 @@
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
    GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
-   9+ positions on the AMX tiles; it and the opt-in
-   avx512bf16 multiply x split into two bf16 parts, hi + lo (x to 2^-16), so both stay within the
-   f32 path's tolerances (~5e-5 logit difference on the tiny golden). With CODI_THREADS the pool's
-   workers spin briefly, then sleep.
+   9+ positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
+   parts, hi + lo (x to 2^-16), so both stay within the f32 path's tolerances (~5e-5 logit
+   difference on the tiny golden). With CODI_THREADS the pool's workers spin briefly, then sleep.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -2431,40 +2430,31 @@ static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nro
    widened once and multiplied into P positions, each x vector loaded once for R rows. The
    activations are first copied into work, 64-byte aligned, with a row stride that is not a
    multiple of 4 KiB (rows 8 KiB apart fall into the same L1 sets; unaligned rows split every
-   load over two lines: both cost ~30%), in as few column blocks as work holds (each block's
-   products are added into out; smaller blocks measured slower). While a row group's first
-   position group runs, the next row group's columns are prefetched. */
+   load over two lines: both cost ~30%); work (codi__work_floats) holds all K columns of every
+   position (blocks of columns measured 10-25% slower). While a row group's first position group
+   runs, the next row group's rows are prefetched. */
 #define CODI__GEMVN_R 3
-/* out[b * ldo + a] (+= when add) x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3
-   pointers, already at the block's first column) and positions x + b * ldx (b < np; the tile's P at
-   most); pf: the rows to prefetch, or NULL. */
-static size_t codi__work_floats(int n, int k);   /* floats of work a product of n positions x k columns is given */
+/* out[b * ldo + a] = x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3 pointers) and
+   positions x + b * ldx (b < np; the tile's P at most); pf: the rows to prefetch, or NULL. */
 typedef void (*codi__tile_fn)(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                              int dtype, int kb, int add, const void *const *pf);
+                              int dtype, int kb, const void *const *pf);
 
 static void codi__gemvn_blocks(codi__tile_fn tile, int P, float *out, size_t ldo, const float *x, int n,
                                const codi_matrix *w, int r0, int r1, float *work) {
-    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype), ldx;
-    float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged block */
-    int kmax = (int)((codi__work_floats(n, (int)K) - 16) / (size_t)n) - 16, kb, nblk, k0, r, i0, a, i;
-    kmax -= kmax % 32;
-    nblk = (int)((K + (size_t)kmax - 1) / (size_t)kmax);
-    kb = (int)((K + (size_t)nblk - 1) / (size_t)nblk + 31) / 32 * 32;    /* equal blocks, whole 32-column steps */
-    ldx = (size_t)kb + 16;
-    for (k0 = 0; (size_t)k0 < K; k0 += kb) {
-        int kc = K - (size_t)k0 < (size_t)kb ? (int)(K - (size_t)k0) : kb;
-        for (i = 0; i < n; i++) memcpy(xs + (size_t)i * ldx, x + (size_t)i * K + k0, (size_t)kc * sizeof(float));
-        for (r = r0; r < r1; r += CODI__GEMVN_R) {
-            const void *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
-            for (a = 0; a < CODI__GEMVN_R; a++) {
-                size_t ra = (size_t)(r + a < r1 ? r + a : r1 - 1), rn = (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1);
-                rows[a] = (const char *)w->data + (ra * K + (size_t)k0) * es;
-                next[a] = (const char *)w->data + (rn * K + (size_t)k0) * es;
-            }
-            for (i0 = 0; i0 < n; i0 += P)
-                tile(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < P ? n - i0 : P, rows,
-                     r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, w->dtype, kc, k0 > 0, i0 == 0 ? next : NULL);
+    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype), ldx = K + 16;
+    float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged x */
+    int r, i0, a, i;
+    for (i = 0; i < n; i++) memcpy(xs + (size_t)i * ldx, x + (size_t)i * K, K * sizeof(float));
+    for (r = r0; r < r1; r += CODI__GEMVN_R) {
+        const void *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
+        for (a = 0; a < CODI__GEMVN_R; a++) {
+            size_t ra = (size_t)(r + a < r1 ? r + a : r1 - 1), rn = (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1);
+            rows[a] = (const char *)w->data + ra * K * es;
+            next[a] = (const char *)w->data + rn * K * es;
         }
+        for (i0 = 0; i0 < n; i0 += P)
+            tile(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < P ? n - i0 : P, rows,
+                 r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, w->dtype, (int)K, i0 == 0 ? next : NULL);
     }
 }
 CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
@@ -2540,7 +2530,7 @@ CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_
 /* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 4 positions, 12 accumulators;
    per 8 columns 3 widenings (2 instructions each) feed 12 FMAs. */
 CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                                       int dtype, int kb, int add, const void *const *pf) {
+                                       int dtype, int kb, const void *const *pf) {
     const float *xp[4];
     __m256 c[12], w0, w1, w2, xv;
     int j = 0, a, b;
@@ -2566,7 +2556,7 @@ CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, s
             float s = codi__hsum_avx2(c[4 * a + b]);
             int t;
             for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
-            out[(size_t)b * ldo + a] = add ? out[(size_t)b * ldo + a] + s : s;
+            out[(size_t)b * ldo + a] = s;
         }
 }
 CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
@@ -2814,7 +2804,7 @@ CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int
    per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
    for the last group of n = 8k + 1..4). */
 CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                                           int dtype, int kb, int add, const void *const *pf) {
+                                           int dtype, int kb, const void *const *pf) {
     const float *xp[8];
     __m512 c[24], w0, w1, w2, xv;
     int j = 0, a, b, wide = np > 4;
@@ -2842,7 +2832,7 @@ CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *
             float s = codi__hsum_avx512(c[8 * a + b]);
             int t;
             for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
-            out[(size_t)b * ldo + a] = add ? out[(size_t)b * ldo + a] + s : s;
+            out[(size_t)b * ldo + a] = s;
         }
 }
 CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
