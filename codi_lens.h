@@ -2651,9 +2651,13 @@ CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n)
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-/* (The maskz forms: the plain ones start from _mm512_undefined, which g++ warns about.) */
+/* 16 bf16 widened to f32, a bf16 being the top half of an f32. (The maskz forms: the plain ones
+   start from _mm512_undefined, which g++ warns about.) */
+CODI__AVX512 static __m512 codi__widen_bf16x16_avx512(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
+}
 CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, _mm256_loadu_si256((const __m256i *)(const void *)p)), 16));
+    return codi__widen_bf16x16_avx512(_mm256_loadu_si256((const __m256i *)(const void *)p));
 }
 CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
     __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 0));
@@ -2931,11 +2935,6 @@ CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
     }
 }
 
-/* 16 bf16 widened to f32. */
-CODI__AMX static __m512 codi__f32_of_amx(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
-}
-
 /* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as B tiles: b [ceil(n/32)][ceil(kb/32)][2 groups
    of 16 positions][hi, lo][16 column pairs][16 positions][2], zero past n and kb. */
 CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, int n, int k0, int kb) {
@@ -2953,7 +2952,7 @@ CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, 
                     __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
                     __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
                     __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);                  /* word j: columns 2j, 2j+1 */
-                    __m512 f0 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__f32_of_amx(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
+                    __m512 f0 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
                     hi[t] = h;
                     lo[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, f1), _mm512_sub_ps(v0, f0));
                 }
