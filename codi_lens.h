@@ -83,7 +83,7 @@
    CONTENTS (grep for ">>name")
        >>api  >>util  >>threads  >>json  >>files  >>tensors  >>safetensors  >>zip  >>pickle
        >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens
-       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca
+       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca  >>stats
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -776,8 +776,41 @@ CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, 
 /* ROC AUC of scores [n] for labels positive [n] (nonzero = positive), ties counted half;
    *se (may be NULL) gets the Hanley-McNeil standard error. NaN without both classes. */
 CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n, double *se);
-/* Wilson score interval for k successes in n trials at normal quantile z (1.96: 95%). */
+/* ---- statistics (>>stats): an interval on every number, paired tests, corrections ------
+   Every rate a command prints comes with its Wilson interval and n; every comparison of two
+   conditions on the same questions is paired (McNemar's exact test and the flip counts); a
+   family of comparisons is corrected (Holm for the family-wise error, Benjamini-Hochberg for the
+   false discovery rate). Reference values: scipy.stats and statsmodels (tests/test_stats.c). */
+
+/* Wilson score interval for k successes in n trials at normal quantile z (1.96: 95%);
+   [0, 1] when n = 0. scipy: statsmodels.stats.proportion.proportion_confint(method="wilson"). */
 CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi);
+/* McNemar's exact test of paired binary outcomes: b pairs right only under the first
+   condition, c right only under the second; two-sided p = min(1, 2 P(X <= min(b, c))),
+   X ~ Binomial(b + c, 1/2); 1 when b + c = 0. Equals statsmodels' mcnemar(exact=True) and
+   scipy.stats.binomtest(b, b + c).pvalue. */
+CODI_API double codi_mcnemar_exact(long b, long c);
+/* 95% interval of a paired difference of proportions, (c - b) / n over n pairs with b and c
+   discordant as above: Bonett and Price's adjusted Wald interval (each discordant count + 1,
+   n + 2), clipped to [-1, 1]. */
+CODI_API void codi_paired_diff_interval(long b, long c, long n, double *lo, double *hi);
+/* Adjusted p values of a family of n tests (out may be p itself). NaN entries (tests not
+   made) stay NaN and do not count in the family. Holm's step-down (family-wise error) and
+   Benjamini-Hochberg's step-up q values (false discovery rate), both as statsmodels'
+   multipletests(method="holm" | "fdr_bh"). 0, or -1 when out of memory. */
+CODI_API int codi_holm(const double *p, int n, double *out);
+CODI_API int codi_bh(const double *p, int n, double *out);
+/* Standard normal quantile (inverse CDF) and Student's t quantile with df degrees of freedom,
+   p in (0, 1); to about 1e-12. */
+CODI_API double codi_normal_quantile(double p);
+CODI_API double codi_t_quantile(double p, double df);
+/* The mean of x [n] with its standard error (sample standard deviation / sqrt(n)) and a 95%
+   interval: Student's t (codi_mean_interval) or the percentile bootstrap over n_boot resamples
+   with a seed, for skewed data (codi_bootstrap_mean; n_boot 2000 is a good default). n < 2:
+   se and the bounds are NaN. Non-finite entries of x are an error: -1 (and NaN fields). */
+typedef struct { long n; double mean, se, lo, hi; } codi_mean_ci;
+CODI_API int codi_mean_interval(const double *x, long n, codi_mean_ci *out);
+CODI_API int codi_bootstrap_mean(const double *x, long n, int n_boot, uint64_t seed, codi_mean_ci *out);
 /* Probes in one .safetensors file: for each probe NAME, NAME.mean [D], NAME.scale [D],
    NAME.weight [R, D], NAME.bias [R] (F32; R = 1 means two classes); metadata is NULL or
    {key, value, ..., NULL} added to codi_lens = "probe.v1". 0, or -1 with a message. */
@@ -8298,6 +8331,7 @@ CODI_API double codi_roc_auc(const float *score, const int32_t *positive, int n,
     return auc;
 }
 
+/* >>stats ------------------------------------------------------------------------------ */
 CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *hi) {
     double p, den, mid, half;
     if (n <= 0) { *lo = 0; *hi = 1; return; }
@@ -8305,6 +8339,168 @@ CODI_API void codi_wilson_interval(int k, int n, double z, double *lo, double *h
     mid = (p + z * z / (2.0 * n)) / den;
     half = z / den * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
     *lo = fmax(0, mid - half); *hi = fmin(1, mid + half);
+}
+
+CODI_API double codi_mcnemar_exact(long b, long c) {
+    long n = b + c, k = b < c ? b : c, i;
+    double p = 0, log_half_n = -(double)n * log(2.0), lg_n1 = lgamma((double)n + 1);
+    if (b < 0 || c < 0) return NAN;
+    if (n == 0) return 1;
+    for (i = 0; i <= k; i++) p += exp(lg_n1 - lgamma((double)i + 1) - lgamma((double)(n - i) + 1) + log_half_n);
+    return fmin(1, 2 * p);
+}
+
+CODI_API void codi_paired_diff_interval(long b, long c, long n, double *lo, double *hi) {
+    double z = 1.959963984540054, p12 = (b + 1.0) / (n + 2.0), p21 = (c + 1.0) / (n + 2.0), d = p21 - p12;
+    double se = sqrt(fmax(0, (p12 + p21 - d * d) / (n + 2.0)));
+    *lo = fmax(-1, d - z * se); *hi = fmin(1, d + z * se);
+}
+
+/* Indices of the finite entries of p, sorted by p (ties by index); their count in *m. */
+static int *codi__sorted_p(const double *p, int n, int *m) {
+    int *ix = (int *)CODI_MALLOC(sizeof(int) * (size_t)(n > 0 ? n : 1)), i, j, t;
+    if (!ix) return NULL;
+    for (i = *m = 0; i < n; i++) if (p[i] == p[i]) ix[(*m)++] = i;
+    for (i = 1; i < *m; i++)                     /* insertion sort: families are small, stable */
+        for (j = i; j > 0 && p[ix[j - 1]] > p[ix[j]]; j--) { t = ix[j]; ix[j] = ix[j - 1]; ix[j - 1] = t; }
+    return ix;
+}
+
+CODI_API int codi_holm(const double *p, int n, double *out) {
+    int m, i, *ix = codi__sorted_p(p, n, &m);
+    double run = 0, *adj;
+    if (!ix) return -1;
+    adj = (double *)CODI_MALLOC(sizeof(double) * (size_t)(m > 0 ? m : 1));
+    if (!adj) { CODI_FREE(ix); return -1; }
+    for (i = 0; i < m; i++) {                    /* (m - i) p_(i), made monotone, capped at 1 */
+        double a = fmin(1, (double)(m - i) * p[ix[i]]);
+        run = a > run ? a : run;
+        adj[i] = run;
+    }
+    for (i = 0; i < n; i++) if (p[i] != p[i]) out[i] = NAN;
+    for (i = 0; i < m; i++) out[ix[i]] = adj[i];
+    CODI_FREE(adj); CODI_FREE(ix);
+    return 0;
+}
+
+CODI_API int codi_bh(const double *p, int n, double *out) {
+    int m, i, *ix = codi__sorted_p(p, n, &m);
+    double run = 1, *adj;
+    if (!ix) return -1;
+    adj = (double *)CODI_MALLOC(sizeof(double) * (size_t)(m > 0 ? m : 1));
+    if (!adj) { CODI_FREE(ix); return -1; }
+    for (i = m - 1; i >= 0; i--) {               /* m p_(i) / (i + 1), minimum from the top */
+        double a = fmin(1, (double)m * p[ix[i]] / (i + 1));
+        run = a < run ? a : run;
+        adj[i] = run;
+    }
+    for (i = 0; i < n; i++) if (p[i] != p[i]) out[i] = NAN;
+    for (i = 0; i < m; i++) out[ix[i]] = adj[i];
+    CODI_FREE(adj); CODI_FREE(ix);
+    return 0;
+}
+
+CODI_API double codi_normal_quantile(double p) {
+    double lo = -40, hi = 40;
+    int i;
+    if (!(p > 0 && p < 1)) return p == 0 ? -INFINITY : p == 1 ? INFINITY : NAN;
+    for (i = 0; i < 200 && hi - lo > 1e-15 * (1 + fabs(lo)); i++) {   /* bisection on the CDF */
+        double mid = 0.5 * (lo + hi);
+        if (0.5 * erfc(-mid / sqrt(2.0)) < p) lo = mid; else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz). */
+static double codi__beta_cf(double a, double b, double x) {
+    double c = 1, d = 1 - (a + b) * x / (a + 1), h, tiny = 1e-300;
+    int m;
+    if (fabs(d) < tiny) d = tiny;
+    d = 1 / d; h = d;
+    for (m = 1; m <= 1000; m++) {
+        double m2 = 2.0 * m, num = m * (b - m) * x / ((a + m2 - 1) * (a + m2)), del;
+        d = 1 + num * d; if (fabs(d) < tiny) d = tiny;
+        c = 1 + num / c; if (fabs(c) < tiny) c = tiny;
+        d = 1 / d; h *= d * c;
+        num = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1));
+        d = 1 + num * d; if (fabs(d) < tiny) d = tiny;
+        c = 1 + num / c; if (fabs(c) < tiny) c = tiny;
+        d = 1 / d; del = d * c; h *= del;
+        if (fabs(del - 1) < 1e-16) break;
+    }
+    return h;
+}
+
+static double codi__beta_inc(double a, double b, double x) {
+    double front;
+    if (x <= 0) return 0;
+    if (x >= 1) return 1;
+    front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x));
+    return x < (a + 1) / (a + b + 2) ? front * codi__beta_cf(a, b, x) / a : 1 - front * codi__beta_cf(b, a, 1 - x) / b;
+}
+
+/* Student's t CDF: 1 - I_(df / (df + t^2))(df / 2, 1/2) / 2 for t >= 0. */
+static double codi__t_cdf(double t, double df) {
+    double tail = 0.5 * codi__beta_inc(df / 2, 0.5, df / (df + t * t));
+    return t >= 0 ? 1 - tail : tail;
+}
+
+CODI_API double codi_t_quantile(double p, double df) {
+    double lo = -1e6, hi = 1e6;
+    int i;
+    if (!(p > 0 && p < 1) || !(df > 0)) return NAN;
+    for (i = 0; i < 300 && hi - lo > 1e-13 * (1 + fabs(lo)); i++) {
+        double mid = 0.5 * (lo + hi);
+        if (codi__t_cdf(mid, df) < p) lo = mid; else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* Mean and sample standard error of x [n]; -1 on a non-finite entry. */
+static int codi__mean_se(const double *x, long n, double *mean, double *se) {
+    double s = 0, ss = 0;
+    long i;
+    for (i = 0; i < n; i++) { if (!isfinite(x[i])) return -1; s += x[i]; }
+    *mean = n > 0 ? s / n : NAN;
+    for (i = 0; i < n; i++) ss += (x[i] - *mean) * (x[i] - *mean);
+    *se = n > 1 ? sqrt(ss / (n - 1) / n) : NAN;
+    return 0;
+}
+
+CODI_API int codi_mean_interval(const double *x, long n, codi_mean_ci *out) {
+    double q;
+    out->n = n; out->mean = out->se = out->lo = out->hi = NAN;
+    if (codi__mean_se(x, n, &out->mean, &out->se)) { out->mean = NAN; return -1; }
+    if (n < 2) return 0;
+    q = codi_t_quantile(0.975, (double)(n - 1));
+    out->lo = out->mean - q * out->se; out->hi = out->mean + q * out->se;
+    return 0;
+}
+
+static int codi__cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+CODI_API int codi_bootstrap_mean(const double *x, long n, int n_boot, uint64_t seed, codi_mean_ci *out) {
+    double *means;
+    codi_rng rng;
+    int b;
+    out->n = n; out->mean = out->se = out->lo = out->hi = NAN;
+    if (codi__mean_se(x, n, &out->mean, &out->se)) { out->mean = NAN; return -1; }
+    if (n < 2 || n_boot < 2) return 0;
+    if (!(means = (double *)CODI_MALLOC(sizeof(double) * (size_t)n_boot))) return -1;
+    codi_rng_seed(&rng, seed);
+    for (b = 0; b < n_boot; b++) {               /* n draws with replacement, their mean */
+        double s = 0;
+        long i;
+        for (i = 0; i < n; i++) s += x[(long)(codi_rng_uniform(&rng) * n)];
+        means[b] = s / n;
+    }
+    qsort(means, (size_t)n_boot, sizeof(double), codi__cmp_double);
+    out->lo = means[(int)floor(0.025 * (n_boot - 1))]; out->hi = means[(int)ceil(0.975 * (n_boot - 1))];
+    CODI_FREE(means);
+    return 0;
 }
 
 CODI_API int codi_probe_metrics_of(const float *proba, const int32_t *y, int n, int k, codi_probe_metrics *out,
