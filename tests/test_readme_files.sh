@@ -1,5 +1,5 @@
 #!/bin/sh
-# Every file a README names exists: each `path` in backticks that looks like a file of this
+# Every file a README names exists, and no committed symbolic link dangles: each `path` in backticks that looks like a file of this
 # repository (has a known extension or a directory part) must exist relative to the repository
 # root or to the README's own folder. Paths that are made by a build or fetched at build time
 # (build/, bench/, third_party/, $OUT), URLs and patterns are skipped; the top README's bare file
@@ -26,4 +26,8 @@ for readme in README.md models/*/README.md tests/data/GOLDEN_README.md data/*/RE
   if [ -z "$missing" ]; then echo "ok - $readme: all $n named files exist"; pass=$((pass + 1))
   else echo "not ok - $readme names files that are not in the repository:$missing"; fail=$((fail + 1)); fi
 done
+# No dangling symbolic link is committed (one pointed at a folder of a developer's machine).
+dangling=$(git ls-files -s 2>/dev/null | awk '$1 == "120000" { print $4 }' | while read -r l; do [ -e "$l" ] || echo "$l"; done)
+if [ -z "$dangling" ]; then echo "ok - no committed symbolic link dangles"; pass=$((pass + 1))
+else echo "not ok - committed symbolic links that point nowhere: $dangling"; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
