@@ -1,4 +1,4 @@
-# codi_lens: `make` builds build/codi and the tools, `make demo` runs the demo,
+# codi_lens: `make` builds build/codi and the tools, `make python` the Python package's library, `make demo` runs the demo,
 # `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
 # the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
 # llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.

@@ -285,6 +285,9 @@ def main():
         ct, _ = cl.read_safetensors(cli_out) if rc == 0 else ({}, {})
         result(rc == 0 and list(ct) == list(t) and all(np.array_equal(ct[k], t[k]) for k in ct), "codi-nano: Model.trace(question) = codi trace --question",
                err.strip()[:120])
+        p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
+        result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
+               "examples/python/lens_and_steer.py runs and its checks hold", (p.stderr or p.stdout).strip()[-200:])
     else:
         print("# %s absent: codi-nano checks skipped" % NANO)
 
