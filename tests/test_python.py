@@ -161,6 +161,16 @@ def main():
     e = rel_l2(rec, g["f32.prefill_resid"])
     result(e <= 1e-4, "a recording hook sees the golden prefill residuals", "relative L2 %.3g" % e)
 
+    s = mf.state(64)
+    n_rec = []
+    s.add_hook(lambda i, x: n_rec.append(1), at="final")
+    for _ in range(20):   # more runs than the 16 hook slots: a run's own hooks and spec go with it
+        mf.run(ids=ids, latents=1, max_answer=1, state=s, steer=DATA + "steer/s2_resid.json", hooks=[lambda i, x: None])
+    plain = mf.run(ids=ids, max_answer=16, state=s)
+    result(s._s.n_hooks == 1 and len(n_rec) > 20 and np.array_equal(plain.ids, tr["answer_tokens"]),
+           "run(state=, hooks=, steer=) removes its own hooks and spec afterwards; State.add_hook's stay", "n_hooks %d" % s._s.n_hooks)
+    s.free()
+
     # ---- exceptions from hooks, freed views ----
     kept = []
 
@@ -287,7 +297,7 @@ def main():
                err.strip()[:120])
         p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
         result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
-               "examples/python/lens_and_steer.py runs and its checks hold", (p.stderr or p.stdout).strip()[-200:])
+               "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))
     else:
         print("# %s absent: codi-nano checks skipped" % NANO)
 

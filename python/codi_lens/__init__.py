@@ -83,6 +83,13 @@ class _Owner:
         self.ptr = None
 
 
+def _release(obj, what):
+    """Drops obj's owner: views raise from now on, and the C object is freed once no view holds it."""
+    obj._o.alive = False
+    obj._o = _Owner(None, None, what)
+    obj._o.alive = False
+
+
 class _Token:
     __slots__ = ("alive", "what")
 
@@ -298,9 +305,7 @@ class Tokenizer:
         return [int(i) for i in ids[:n]]
 
     def free(self):
-        self._o.alive = False
-        self._o = _Owner(None, None, "the tokenizer")
-        self._o.alive = False
+        _release(self, "the tokenizer")
 
 
 # ---- hooks ----------------------------------------------------------------------------------
@@ -470,6 +475,14 @@ class State:
         lib.codi_state_clear_hooks(self._p)
         self._o.keep = [self.model._o]
 
+    def _mark(self):
+        return self._s.n_hooks, len(self._o.keep)
+
+    def _restore(self, mark):
+        """Removes the hooks added since mark (a run's own hooks and steering spec)."""
+        self._s.n_hooks = mark[0]
+        del self._o.keep[mark[1]:]
+
     def install(self, steer, opts=None):
         """Installs a steering spec's hooks (codi_steer_install); opts: a RunOpts that gets the
         kv_cache edits' after_latent callback."""
@@ -493,9 +506,7 @@ class State:
 
     def free(self):
         """Frees the state now (the memory goes when the last view of it is gone; views raise)."""
-        self._o.alive = False
-        self._o = _Owner(None, None, "the state")
-        self._o.alive = False
+        _release(self, "the state")
 
     def __enter__(self):
         return self
@@ -539,15 +550,15 @@ class Steer:
     def n_edits(self):
         return _lib.SteerStruct.from_address(self._p).n_edits
 
+    def free(self):
+        _release(self, "the steering spec")
+
     def random_like(self, seed):
         """The random control: every vector replaced by a seeded Gaussian direction of the same norm."""
         ptr = lib.codi_steer_random_like(self._p, int(seed))
         if not ptr:
             raise MemoryError("steer random_like: out of memory")
         return Steer(self.model, None, _ptr_=ptr)
-
-    def free(self):
-        self._o.alive = False
 
 
 # ---- model ----------------------------------------------------------------------------------
@@ -662,6 +673,8 @@ class Model:
         return Steer(self, spec, base_dir)
 
     def _prepare(self, question, ids, recipe, latents, steps, steer, hooks, state):
+        """The prompt, a state that fits the run (given or new), run options with n_latent, and the
+        run's steering spec and hooks installed (State._restore(mark) removes them)."""
         prompt = self.prompt_ids(question, ids, recipe)
         n_latent = _int(latents, "latents", 0, 1000)
         need = prompt.size + n_latent + steps + 2
@@ -669,24 +682,28 @@ class Model:
             state = State(self, need)
         elif state.max_pos < need:
             raise ValueError("state holds %d positions; this run needs %d" % (state.max_pos, need))
+        mark = state._mark()
         ro = lib.codi_run_opts_default(self._p)
         ro.n_latent = n_latent
-        if steer is not None:
-            st = steer if isinstance(steer, Steer) else Steer(self, steer)
-            state.install(st, ro)
-        for h in hooks or ():
-            state.add_hook(h if isinstance(h, _HookSpec) else _HookSpec(h, None, None, None, None))
-        return prompt, state, ro
+        try:
+            if steer is not None:
+                state.install(steer if isinstance(steer, Steer) else Steer(self, steer), ro)
+            for h in hooks or ():
+                state.add_hook(h if isinstance(h, _HookSpec) else _HookSpec(h, None, None, None, None))
+        except BaseException:
+            state._restore(mark)
+            raise
+        return prompt, state, ro, mark
 
     def run(self, question=None, ids=None, latents=6, max_answer=256, stop_at_eos=True, recipe=0, steer=None,
             hooks=(), state=None, answer_logits=False):
         """One CODI question (codi_run): prefill, `latents` latent steps, eot, greedy answer of at
         most max_answer tokens. steer: a Steer or a spec (dict / JSON / file); hooks: callables or
-        codi_lens.hook(...) specs, installed for this run. With state= the run uses that state (its
-        hooks stay installed) and its buffers hold the run afterwards."""
+        codi_lens.hook(...) specs; both act on this run only. With state= the run uses that state
+        (hooks added by State.add_hook act too) and its buffers hold the run afterwards."""
         max_answer = _int(max_answer, "max_answer", 0, 1024)
         owned = state is None
-        prompt, st, ro = self._prepare(question, ids, recipe, latents, max_answer, steer, hooks, state)
+        prompt, st, ro, mark = self._prepare(question, ids, recipe, latents, max_answer, steer, hooks, state)
         try:
             N, D, V = ro.n_latent, self.dim, self.vocab
             z = np.zeros((N + 1, D), dtype=np.float32) if self.config["prj_dim"] else None
@@ -709,6 +726,8 @@ class Model:
         finally:
             if owned:
                 st.free()
+            else:
+                st._restore(mark)
 
     def trace(self, question=None, ids=None, latents=6, answer_steps=16, stop_at_eos=False, recipe=0, steer=None,
               hooks=(), out=None, threads=None):
@@ -723,7 +742,7 @@ class Model:
         N = _int(latents, "latents", 0, 1000)
         st = State(self, prompt.size + N + steps + 2, threads)
         try:
-            _, st, ro = self._prepare(None, prompt, recipe, N, steps, steer, hooks, st)
+            _, st, ro, _ = self._prepare(None, prompt, recipe, N, steps, steer, hooks, st)
             c = self.config
             L, D, V, KVH, HD, T = c["n_layers"], c["dim"], c["vocab"], c["n_kv_heads"], c["head_dim"], prompt.size
             pl = st.forward(prompt, all_logits=True)
@@ -806,10 +825,8 @@ class Model:
         return TunedLens(self, path)
 
     def free(self):
-        """Frees the model when its states are gone too; using it afterwards raises FreedError."""
-        self._o.alive = False
-        self._o = _Owner(None, None, "the model")
-        self._o.alive = False
+        """Frees the model when its states are gone too; using it (or them) afterwards raises FreedError."""
+        _release(self, "the model")
 
     def __enter__(self):
         return self
@@ -920,7 +937,7 @@ class TunedLens:
             raise CodiError(_text(err))
 
     def free(self):
-        self._o.alive = False
+        _release(self, "the tuned lens")
 
 
 def _samples(model, resid, target_logits):
@@ -1023,6 +1040,9 @@ class Probe:
     def _p(self):
         return self._o.check()
 
+    def free(self):
+        _release(self, "the probe")
+
     @classmethod
     def train(cls, x, y, n_classes=None, l2=1e-2, max_iter=1000, tol=1e-6, standardize=True, threads=1):
         """Fits on x [n, D] with labels y [n] in 0..n_classes-1 (default max(y) + 1)."""
@@ -1105,6 +1125,9 @@ class PCA:
     @property
     def _p(self):
         return self._o.check()
+
+    def free(self):
+        _release(self, "the PCA")
 
     @classmethod
     def fit(cls, x, n_components, threads=1):
