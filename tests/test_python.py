@@ -101,6 +101,17 @@ def main():
     e = max_abs(ms.trace(ids=ids)["answer_logits"], tr["answer_logits"])
     result(e == 0, ".safetensors checkpoint = .bin through Python", "max |diff| %.3g" % e)
 
+    gl, _ = cl.read_safetensors(DATA + "golden_llama_tiny_f32.safetensors")
+    mh = cl.Model(DATA + "llama_tiny_hf")
+    e = max_abs(mh.state(64).forward(gl["prompt_ids"], all_logits=True), gl["logits"])
+    result(mh.config["prj_dim"] == 0 and e <= 1e-3, "a Hugging Face Llama directory: logits vs golden_llama_tiny_f32", "max |diff| %.3g" % e)
+    raw, _ = cl.read_safetensors(DATA + "codi_tiny.safetensors", bf16_to_float32=False)
+    lora_prj = os.path.join(tmp, "lora_prj_only.safetensors")
+    cl.write_safetensors(lora_prj, {k: v for k, v in raw.items() if v.dtype == np.float32})
+    ml = cl.Model(lora_prj, base=DATA + "llama_tiny_hf", lora_scale=0, head_dim=32)
+    e = max_abs(ml.trace(ids=ids)["answer_logits"], g["bf16merged.answer_logits"])
+    result(e <= 5e-3, "base= and lora_scale=: LoRA + prj over the merged HF directory = bf16merged", "max |diff| %.3g" % e)
+
     # ---- steering goldens: spec files and the same specs as Python dicts ----
     for name in ("s1_z_add", "s2_resid", "s3_kv", "s4_z_set"):
         st = mf.trace(ids=ids, steer=DATA + "steer/%s.json" % name)
@@ -146,6 +157,19 @@ def main():
     hook_run = mf.trace(ids=ids, hooks=[cl.hook(add_v, at="resid", layer=2, phase="latent")])
     e = max(max_abs(spec_run[k], hook_run[k]) for k in spec_run)
     result(e == 0, "a Python hook adding 3 v at resid layer 2 (latent phase) = spec s2_resid", "max |diff| %.3g" % e)
+    def kv_edit(state, k, n):   # s3_kv by hand: layer 2's cached K / V at the latent slots, after the last latent
+        if k == n:
+            T0 = ids.size
+            state.key_cache[2, :, T0:T0 + n] += g["steer.dk"][:, None, :]
+            state.value_cache[2, :, T0:T0 + n] += g["steer.dv"][:, None, :]
+    kv_run = mf.trace(ids=ids, after_latent=kv_edit)
+    spec_kv = mf.trace(ids=ids, steer=DATA + "steer/s3_kv.json")
+    e = max(max_abs(spec_kv[k], kv_run[k]) for k in spec_kv)
+    result(e == 0, "an after_latent callback editing state.key_cache / value_cache = spec s3_kv", "max |diff| %.3g" % e)
+    both = mf.trace(ids=ids, steer=DATA + "steer/s3_kv.json", after_latent=lambda st, k, n: None)
+    result(all(np.array_equal(both[k], spec_kv[k]) for k in both), "after_latent beside a spec's kv_cache edits keeps them")
+    msg = raises(ZeroDivisionError, mf.run, ids=ids, after_latent=lambda st, k, n: 1 / (k - 3))
+    result(msg is not None, "an exception in after_latent comes out of the run", str(msg))
     seen = []
     mf.run(ids=ids, latents=2, max_answer=2, hooks=[cl.hook(lambda i, x: seen.append((i, x.size)), at=("embed", "final"))])
     pts = {i.point for i, _ in seen}

@@ -483,6 +483,28 @@ class State:
         self._s.n_hooks = mark[0]
         del self._o.keep[mark[1]:]
 
+    def _after_latent(self, ro, fn):
+        """Sets ro.after_latent to call fn(state, k, n_latent) after the prefill (k = 0) and each
+        latent step k, after the kv_cache edits of an installed spec (codi_steer_after_latent)."""
+        if not callable(fn):
+            raise TypeError("after_latent: must be callable")
+        steer_user = ro.after_latent_user if ro.after_latent else None
+        errors = self._errors
+
+        def callback(_user, s_ptr, k, n):
+            try:
+                if steer_user is not None and lib.codi_steer_after_latent(steer_user, s_ptr, k, n):
+                    return 1
+                fn(self, k, n)
+                return 0
+            except BaseException as e:   # noqa: B902
+                errors.append(e)
+                return 1
+
+        cb = _lib.AFTER_LATENT_FN(callback)
+        ro.after_latent, ro.after_latent_user = ctypes.cast(cb, c_void_p).value, None
+        self._o.keep.append(cb)
+
     def install(self, steer, opts=None):
         """Installs a steering spec's hooks (codi_steer_install); opts: a RunOpts that gets the
         kv_cache edits' after_latent callback."""
@@ -672,9 +694,10 @@ class Model:
     def steer(self, spec, base_dir=None):
         return Steer(self, spec, base_dir)
 
-    def _prepare(self, question, ids, recipe, latents, steps, steer, hooks, state):
+    def _prepare(self, question, ids, recipe, latents, steps, steer, hooks, state, after_latent=None):
         """The prompt, a state that fits the run (given or new), run options with n_latent, and the
-        run's steering spec and hooks installed (State._restore(mark) removes them)."""
+        run's steering spec, hooks and after_latent callback installed (State._restore(mark) removes
+        them)."""
         prompt = self.prompt_ids(question, ids, recipe)
         n_latent = _int(latents, "latents", 0, 1000)
         need = prompt.size + n_latent + steps + 2
@@ -690,20 +713,24 @@ class Model:
                 state.install(steer if isinstance(steer, Steer) else Steer(self, steer), ro)
             for h in hooks or ():
                 state.add_hook(h if isinstance(h, _HookSpec) else _HookSpec(h, None, None, None, None))
+            if after_latent is not None:
+                state._after_latent(ro, after_latent)
         except BaseException:
             state._restore(mark)
             raise
         return prompt, state, ro, mark
 
     def run(self, question=None, ids=None, latents=6, max_answer=256, stop_at_eos=True, recipe=0, steer=None,
-            hooks=(), state=None, answer_logits=False):
+            hooks=(), state=None, answer_logits=False, after_latent=None):
         """One CODI question (codi_run): prefill, `latents` latent steps, eot, greedy answer of at
         most max_answer tokens. steer: a Steer or a spec (dict / JSON / file); hooks: callables or
-        codi_lens.hook(...) specs; both act on this run only. With state= the run uses that state
-        (hooks added by State.add_hook act too) and its buffers hold the run afterwards."""
+        codi_lens.hook(...) specs; after_latent: fn(state, k, n_latent) called after the prefill
+        (k = 0) and each latent step k, before the next input (KV-cache edits through
+        state.key_cache / value_cache); all three act on this run only. With state= the run uses
+        that state (hooks added by State.add_hook act too) and its buffers hold the run afterwards."""
         max_answer = _int(max_answer, "max_answer", 0, 1024)
         owned = state is None
-        prompt, st, ro, mark = self._prepare(question, ids, recipe, latents, max_answer, steer, hooks, state)
+        prompt, st, ro, mark = self._prepare(question, ids, recipe, latents, max_answer, steer, hooks, state, after_latent)
         try:
             N, D, V = ro.n_latent, self.dim, self.vocab
             z = np.zeros((N + 1, D), dtype=np.float32) if self.config["prj_dim"] else None
@@ -730,19 +757,19 @@ class Model:
                 st._restore(mark)
 
     def trace(self, question=None, ids=None, latents=6, answer_steps=16, stop_at_eos=False, recipe=0, steer=None,
-              hooks=(), out=None, threads=None):
+              hooks=(), after_latent=None, out=None, threads=None):
         """What `codi trace` writes, as a dict of numpy arrays with the same names, shapes and dtypes:
         prompt_ids, prefill_logits [T, V], prefill_resid [L+1, T, D], prefill_k / prefill_v
         [L, KVH, T, HD], latent_inputs [N+1, D] (with prj), latent_resid [N+1, L+1, D],
         latent_final_logits [N+1, V], latent_lens_logits [N+1, L+1, V], answer_tokens,
-        answer_length [1], answer_logits [n, V-1]. out=PATH also writes the file with the CLI's
-        metadata keys."""
+        answer_length [1], answer_logits [n, V-1]. steer, hooks and after_latent as for run.
+        out=PATH also writes the file with the CLI's metadata keys."""
         steps = _int(answer_steps, "answer_steps", 0, 1024)
         prompt = self.prompt_ids(question, ids, recipe)
         N = _int(latents, "latents", 0, 1000)
         st = State(self, prompt.size + N + steps + 2, threads)
         try:
-            _, st, ro, _ = self._prepare(None, prompt, recipe, N, steps, steer, hooks, st)
+            _, st, ro, _ = self._prepare(None, prompt, recipe, N, steps, steer, hooks, st, after_latent)
             c = self.config
             L, D, V, KVH, HD, T = c["n_layers"], c["dim"], c["vocab"], c["n_kv_heads"], c["head_dim"], prompt.size
             pl = st.forward(prompt, all_logits=True)

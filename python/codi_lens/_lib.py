@@ -162,6 +162,7 @@ _SIGNATURES = {
     "codi_steer_random_like": (P, [P, c_uint64]),
     "codi_steer_free": (None, [P]),
     "codi_steer_install": (c_int, [P, P, POINTER(RunOpts)]),
+    "codi_steer_after_latent": (c_int, [P, P, c_int, c_int]),
     "codi_st_open": (P, [c_char_p, P, c_size_t]),
     "codi_st_close": (None, [P]),
     "codi_st_count": (c_int, [P]),
