@@ -26,6 +26,9 @@ def bf16_to_float32(bits):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+_widen_bf16 = bf16_to_float32   # read_safetensors' argument of the same name hides it there
+
+
 def float32_to_bf16(x):
     """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even as codi_lens.h and torch do
     (NaN stays NaN)."""
@@ -73,7 +76,7 @@ def read_safetensors(path, bf16_to_float32=True, mmap=True):
                                    % (path, name, shape, dt, hi - lo, lo, hi, size - start))
         arr = data[start + lo:start + hi].view(np_dt).reshape(shape)
         if dt == "BF16" and bf16_to_float32:
-            arr = globals()["bf16_to_float32"](arr)
+            arr = _widen_bf16(arr)
         out[name] = arr
     order = sorted(out, key=lambda k: header[k]["data_offsets"][0])
     return {k: out[k] for k in order}, dict(meta)
