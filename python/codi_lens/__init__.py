@@ -352,8 +352,6 @@ class State:
             raise MemoryError("codi_state_alloc: out of memory for %d positions" % max_pos)
         self._o = _Owner(ptr, lib.codi_state_free, "the state", keep=[model._o])
         self._errors = []        # exceptions raised inside hooks, re-raised by the call that ran them
-        self._hooks = []         # (filter, callback) per installed Python hook
-        self._steers = []
 
     @property
     def _p(self):
@@ -399,8 +397,10 @@ class State:
         """[D] final-norm hidden state of the last position."""
         return self._buf("final_hidden", (self._s.dim,))
 
-    def _fail(self, what=None):
-        msg = self.error or what or "failed"
+    def _fail(self):
+        """Raises the exception a Python callback raised (the library's message added as a note),
+        else CodiError with the state's error."""
+        msg = self.error or "failed"
         if self._errors:
             e = self._errors[0]
             self._errors.clear()
@@ -473,7 +473,7 @@ class State:
     def clear_hooks(self):
         """Removes every hook (Python hooks and installed steering specs)."""
         lib.codi_state_clear_hooks(self._p)
-        self._o.keep = [self.model._o]
+        del self._o.keep[1:]     # keep[0] is the model
 
     def _mark(self):
         return self._s.n_hooks, len(self._o.keep)
@@ -787,8 +787,7 @@ class Model:
                 st._fail()
             resid = st.resid
             lr = np.array(resid[:, T - 1:T + N].transpose(1, 0, 2))
-            ll = np.stack([np.stack([st.lens_at(l, T - 1 + k) for l in range(L + 1)]) for k in range(N + 1)]) \
-                if N + 1 else np.zeros((0, L + 1, V), np.float32)
+            ll = np.stack([np.stack([st.lens_at(l, T - 1 + k) for l in range(L + 1)]) for k in range(N + 1)])
             ans = np.array(rr.answer[:rr.n_answer], dtype=np.int32)
             eos = set(c["eos_ids"])
             length = next((i + 1 for i, t in enumerate(ans) if int(t) in eos), ans.size)
@@ -806,7 +805,8 @@ class Model:
                     "ids": ",".join(str(int(i)) for i in ids) if ids is not None else "", "recipe": str(recipe),
                     "latents": str(N), "answer_steps": str(steps), "answer_length": str(length),
                     "weights": "f32" if self.exact else "bf16",
-                    "steer": steer if isinstance(steer, str) else ("" if steer is None else "python"),
+                    "steer": "" if steer is None else steer if isinstance(steer, str) else
+                    json.dumps(steer) if isinstance(steer, dict) else "Steer %r" % steer.name,
                     "command": "python codi_lens.Model.trace"}
             write_safetensors(out, tr, meta)
         return tr
