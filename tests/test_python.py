@@ -319,6 +319,31 @@ def main():
         ct, _ = cl.read_safetensors(cli_out) if rc == 0 else ({}, {})
         result(rc == 0 and list(ct) == list(t) and all(np.array_equal(ct[k], t[k]) for k in ct), "codi-nano: Model.trace(question) = codi trace --question",
                err.strip()[:120])
+        acts = os.path.join(tmp, "acts.safetensors")
+        rc, _, err = cli("record", "--model", NANO, "--questions", "models/codi-nano/test.jsonl", "--limit", "3", "--dtype", "bf16",
+                         "--kv", "--out", acts)
+        if rc == 0:
+            py, meta = cl.read_safetensors(acts)
+            c = cl.read_safetensors_c(acts)
+            bad = [k for k in c if not np.array_equal(np.asarray(py[k], np.float32), c[k])]
+            result(not bad and len(py) == len(c) and meta.get("dtype") == "bf16", "read_safetensors = the C reader on a bf16 `codi record` dataset",
+                   "differ: %s" % bad)
+            q0 = cl.read_jsonl("models/codi-nano/test.jsonl")[0]["question"]
+            t0 = mn.trace(question=q0, answer_steps=1)
+            rb = cl.bf16_to_float32(cl.float32_to_bf16(t0["latent_resid"]))
+            result(np.array_equal(py["resid"][0], rb), "a recorded bf16 residual row = the Python trace's, rounded by float32_to_bf16")
+            pdir = os.path.join(tmp, "pca")
+            rc, _, err = cli("pca", "--acts", acts, "--tensor", "final", "--positions", "1-6", "--out", pdir)
+            if rc == 0:
+                cp = cl.PCA.load(os.path.join(pdir, "pca.safetensors"), "final.layer0")
+                mine = cl.PCA.fit(py["final"][:, 1:7].reshape(-1, mn.dim), cp.n_components)
+                e = max_abs(np.abs(np.sum(mine.components * cp.components, axis=1)), np.ones(cp.n_components))
+                result(cp.n_rows == 18 and e <= 1e-4 and max_abs(mine.variance, cp.variance) <= 1e-4 * float(cp.variance[0]),
+                       "PCA.fit on the dataset's rows = `codi pca`'s components (PCA.load of its file)", "1 - |cos| %.3g" % e)
+            else:
+                result(False, "codi pca runs", err.strip()[-200:])
+        else:
+            result(False, "codi record runs", err.strip()[-200:])
         p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
         result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
                "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))
