@@ -463,7 +463,7 @@ class State:
                 return 1
 
         cb = _lib.HOOK_FN(trampoline)
-        filt = _lib.HookFilter(mask, lay, ph, st, ctypes.cast(cb, c_void_p).value, None)
+        filt = _lib.HookFilter(points=mask, layer=lay, phase=ph, step=st, fn=ctypes.cast(cb, c_void_p).value)
         k = lib.codi_state_add_hook(self._p, _lib.FILTERED_HOOK, byref(filt))
         if k < 0:
             raise CodiError("add_hook: the state's 16 hooks are all in use")
@@ -771,7 +771,7 @@ class Model:
         try:
             _, st, ro, _ = self._prepare(None, prompt, recipe, N, steps, steer, hooks, st, after_latent)
             c = self.config
-            L, D, V, KVH, HD, T = c["n_layers"], c["dim"], c["vocab"], c["n_kv_heads"], c["head_dim"], prompt.size
+            L, D, V, T = c["n_layers"], c["dim"], c["vocab"], prompt.size
             pl = st.forward(prompt, all_logits=True)
             pr = np.array(st.resid[:, :T])
             pk = np.array(st.key_cache[:, :, :T])
