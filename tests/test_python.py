@@ -90,6 +90,15 @@ def main():
     ids = g["prompt_ids"]
     result(ids.dtype == np.int32 and ids.shape == (24,), "read_safetensors: golden prompt_ids int32 [24]", str(ids.shape))
 
+    import ctypes
+    from codi_lens import _lib
+    bad_size = raises(ImportError, _lib._struct, "codi_state", [("n_pos", ctypes.c_double)])
+    bad_field = raises(ImportError, _lib._struct, "codi_state", [("no_such_field", ctypes.c_int)])
+    st_ok = _lib.StateStruct.n_pos.offset == _lib._LAYOUT["codi_state"]["n_pos"][0] and \
+        ctypes.sizeof(_lib.RunOpts) == _lib._LAYOUT["codi_run_opts"][""][1]
+    result(st_ok and bad_size is not None and bad_field is not None,
+           "ctypes structs are laid out from the shim's sizeof / offsetof table; a mismatch is an ImportError", str(bad_size))
+
     # ---- golden fixtures through Python (exact f32 and bf16-merged weights) ----
     mf = cl.Model(DATA + "codi_tiny.bin", head_dim=32, exact=True)
     result(mf.config["n_layers"] == 4 and mf.config["vocab"] == 515 and mf.config["bot_id"] == 513, "Model config", str(mf.config)[:80])
