@@ -223,6 +223,12 @@ def main():
         result(not notes or "hook 0 stopped the forward pass" in notes[0], "a hook exception stops State.forward, with the library's message",
                str(notes))
     s.clear_hooks()
+    for name, act in (("forward", lambda: s.forward(ids[:1])), ("free", s.free), ("clear_hooks", s.clear_hooks),
+                      ("run", lambda: mf.run(ids=ids, max_answer=4, state=s))):
+        s.add_hook(lambda i, x, act=act: act(), at="final")
+        msg = raises(cl.CodiError, s.forward, ids)
+        s.clear_hooks()
+        result(msg is not None and "the state is running" in msg, "a hook that tries to %s its own running state raises" % name, str(msg))
     s.reset()
     s.forward(ids)
     result(s.n_pos == 24, "the state runs again after a hook raised", "n_pos %d" % s.n_pos)

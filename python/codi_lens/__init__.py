@@ -17,6 +17,7 @@ Python functions fn(info, x) called at the points they ask for with a writable v
 valid during the call only. Errors are exceptions carrying the library's message; an exception
 raised inside a hook stops the run and comes out of the call that ran it.
 """
+import contextlib
 import ctypes
 import json
 import math
@@ -361,6 +362,22 @@ class State:
     def _s(self):
         return _lib.StateStruct.from_address(self._p)
 
+    _busy = False
+
+    @contextlib.contextmanager
+    def _running(self):
+        """The state's pointer for a call that runs it; a callback of that run (a hook, after_latent)
+        may read and write the views but not run, reset, copy, free it or change its hooks."""
+        if self._busy:
+            raise CodiError("the state is running: a hook or after_latent callback may read and write its views, "
+                            "but not run, reset, copy or free it or change its hooks")
+        p = self._p
+        self._busy = True
+        try:
+            yield p
+        finally:
+            self._busy = False
+
     max_pos = property(lambda self: self._s.max_pos)
     n_pos = property(lambda self: self._s.n_pos, doc="positions processed so far")
     phase = property(lambda self: PHASES[self._s.phase])
@@ -410,12 +427,15 @@ class State:
         raise CodiError(msg)
 
     def reset(self):
-        lib.codi_state_reset(self._p)
+        """n_pos = 0 (hooks kept)."""
+        with self._running() as p:
+            lib.codi_state_reset(p)
 
     def copy_from(self, other):
         """Copies other's positions, caches, logits and phase (codi_state_copy): fork after a prefix."""
-        if lib.codi_state_copy(self.model._p, self._p, other._p):
-            self._fail()
+        with self._running() as p:
+            if lib.codi_state_copy(self.model._p, p, other._p):
+                self._fail()
 
     def forward(self, ids=None, embeds=None, all_logits=False):
         """Appends positions given as token ids or embedding vectors [n, D] (exactly one). Returns
@@ -434,8 +454,9 @@ class State:
                 raise ValueError("forward embeds: shape %s, expected [n, %d]" % (e.shape, cfg["dim"]))
             a, n = None, e.shape[0]
         out = np.empty((n, cfg["vocab"]), dtype=np.float32) if all_logits else None
-        if lib.codi_forward(self.model._p, self._p, _ptr(a), _ptr(e), n, _ptr(out)):
-            self._fail()
+        with self._running() as p:
+            if lib.codi_forward(self.model._p, p, _ptr(a), _ptr(e), n, _ptr(out)):
+                self._fail()
         return out
 
     def add_hook(self, fn, at=None, layer=None, phase=None, step=None):
@@ -464,7 +485,8 @@ class State:
 
         cb = _lib.HOOK_FN(trampoline)
         filt = _lib.HookFilter(points=mask, layer=lay, phase=ph, step=st, fn=ctypes.cast(cb, c_void_p).value)
-        k = lib.codi_state_add_hook(self._p, _lib.FILTERED_HOOK, byref(filt))
+        with self._running() as p:
+            k = lib.codi_state_add_hook(p, _lib.FILTERED_HOOK, byref(filt))
         if k < 0:
             raise CodiError("add_hook: the state's 16 hooks are all in use")
         self._o.keep.append((filt, cb))
@@ -472,8 +494,9 @@ class State:
 
     def clear_hooks(self):
         """Removes every hook (Python hooks and installed steering specs)."""
-        lib.codi_state_clear_hooks(self._p)
-        del self._o.keep[1:]     # keep[0] is the model
+        with self._running() as p:
+            lib.codi_state_clear_hooks(p)
+            del self._o.keep[1:]     # keep[0] is the model
 
     def _mark(self):
         return self._s.n_hooks, len(self._o.keep)
@@ -508,8 +531,9 @@ class State:
     def install(self, steer, opts=None):
         """Installs a steering spec's hooks (codi_steer_install); opts: a RunOpts that gets the
         kv_cache edits' after_latent callback."""
-        if lib.codi_steer_install(steer._p, self._p, byref(opts) if opts is not None else None):
-            self._fail()
+        with self._running() as p:
+            if lib.codi_steer_install(steer._p, p, byref(opts) if opts is not None else None):
+                self._fail()
         self._o.keep.append(steer._o)
 
     def lens_at(self, layer, pos):
@@ -522,12 +546,15 @@ class State:
     def latent_step(self):
         """One latent step: z = prj(final_hidden) fed at the next position; returns z [D]."""
         z = np.empty(self.model.config["dim"], dtype=np.float32)
-        if lib.codi_latent_step(self.model._p, self._p, _ptr(z)):
-            self._fail()
+        with self._running() as p:
+            if lib.codi_latent_step(self.model._p, p, _ptr(z)):
+                self._fail()
         return z
 
     def free(self):
         """Frees the state now (the memory goes when the last view of it is gone; views raise)."""
+        with self._running():
+            pass
         _release(self, "the state")
 
     def __enter__(self):
@@ -739,8 +766,9 @@ class Model:
             ro.max_answer, ro.stop_at_eos = max_answer, int(bool(stop_at_eos))
             ro.latents, ro.latent_logits, ro.answer_logits = _ptr(z), _ptr(lf), _ptr(al)
             rr = _lib.RunResult()
-            if lib.codi_run(self._p, st._p, _ptr(prompt), prompt.size, byref(ro), byref(rr)):
-                st._fail()
+            with st._running() as sp:
+                if lib.codi_run(self._p, sp, _ptr(prompt), prompt.size, byref(ro), byref(rr)):
+                    st._fail()
             ans = np.array(rr.answer[:rr.n_answer], dtype=np.int32)
             text = number = None
             if self.tokenizer is not None:
@@ -783,8 +811,9 @@ class Model:
             ro.latents = _ptr(li) if c["prj_dim"] else None
             ro.latent_logits, ro.answer_logits = _ptr(lf), _ptr(al)
             rr = _lib.RunResult()
-            if lib.codi_run(self._p, st._p, _ptr(prompt), T, byref(ro), byref(rr)):
-                st._fail()
+            with st._running() as sp:
+                if lib.codi_run(self._p, sp, _ptr(prompt), T, byref(ro), byref(rr)):
+                    st._fail()
             resid = st.resid
             lr = np.array(resid[:, T - 1:T + N].transpose(1, 0, 2))
             ll = np.stack([np.stack([st.lens_at(l, T - 1 + k) for l in range(L + 1)]) for k in range(N + 1)])
