@@ -6,6 +6,7 @@ CLI, tuned lens, probes, PCA. Run from the repository root with build/libcodi_le
 build/codi built (tests/test_python.sh). Prints ok / not ok lines and "N passed, N failed"."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -283,7 +284,7 @@ def main():
         py, _ = cl.read_safetensors(path)
         c = cl.read_safetensors_c(path)
         bad = [k for k in c if k not in py or not np.array_equal(np.asarray(py[k], np.float32), c[k])]
-        result(not bad and len(py) == len(c), "read_safetensors = codi_st_read_f32 on %s" % os.path.basename(path), "differ: %s" % bad[:3])
+        result(not bad and len(py) == len(c), "read_safetensors = codi_st_read_f32 on %s" % os.path.basename(path), "differ: %s" % bad[:3] if bad else "")
     raw, _ = cl.read_safetensors(DATA + "codi_tiny.safetensors", bf16_to_float32=False)
     bf = [k for k in raw if raw[k].dtype == np.uint16]
     result(len(bf) > 0, "codi_tiny.safetensors holds bf16 tensors (read as uint16 bits on request)", "%d bf16" % len(bf))
@@ -342,7 +343,7 @@ def main():
             c = cl.read_safetensors_c(acts)
             bad = [k for k in c if not np.array_equal(np.asarray(py[k], np.float32), c[k])]
             result(not bad and len(py) == len(c) and meta.get("dtype") == "bf16", "read_safetensors = the C reader on a bf16 `codi record` dataset",
-                   "differ: %s" % bad)
+                   "differ: %s" % bad if bad else "")
             q0 = cl.read_jsonl("models/codi-nano/test.jsonl")[0]["question"]
             t0 = mn.trace(question=q0, answer_steps=1)
             rb = cl.bf16_to_float32(cl.float32_to_bf16(t0["latent_resid"]))
@@ -416,6 +417,7 @@ def main():
     cl.save_pcas(pc, {"resid": pca})
     result(np.array_equal(cl.PCA.load(pc, "resid").project(xp), pca.project(xp)), "PCA save / load round trip")
 
+    shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
