@@ -11,6 +11,7 @@
 6. every .safetensors written here read back without the safetensors package.
 """
 import os
+import shutil
 import sys
 import tempfile
 
@@ -95,3 +96,4 @@ back, meta = cl.read_safetensors(trace_file)
 print("\ntrace: %s" % ", ".join("%s %s" % (k, list(v.shape)) for k, v in back.items()))
 print("read back equal: %s; metadata: model=%s latents=%s"
       % (all(np.array_equal(back[k], t[k]) for k in t), meta["model"], meta["latents"]))
+shutil.rmtree(tmp)
