@@ -1,4 +1,4 @@
-# codi_lens: `make` builds build/codi and the tools, `make demo` runs the demo,
+# codi_lens: `make` builds build/codi and the tools, `make python` the Python package's library, `make demo` runs the demo,
 # `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
 # the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
 # llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.
@@ -43,6 +43,12 @@ build/probe_pca: examples/probe_pca.c $(HDR) | build
 build/bench_probe: tools/bench_probe.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_probe.c -lm
 
+# The Python package's engine (python/codi_lens, ctypes + numpy): the header as a shared library.
+python: build/libcodi_lens.so
+
+build/libcodi_lens.so: python/codi_lens_shim.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -fPIC -shared -o $@ python/codi_lens_shim.c -lm
+
 build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
@@ -77,8 +83,8 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh
+test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh tests/test_python.sh
 
 demo: build/codi
 	sh tools/demo.sh
@@ -113,4 +119,4 @@ mutate:
 clean:
 	rm -rf build
 
-.PHONY: all test demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean
+.PHONY: all python test demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

@@ -1,0 +1,426 @@
+"""The Python package (python/codi_lens) held to the C API: the golden fixtures through Python at
+test_model.c's tolerances, traces equal to `codi trace` key by key (plain, --steer, a Python spec
+dict, a Python hook doing a spec's edit), views that raise after free, exceptions from hooks,
+bad input, read_safetensors against the C reader (bf16 too), tokenizer and answers against the
+CLI, tuned lens, probes, PCA. Run from the repository root with build/libcodi_lens.so and
+build/codi built (tests/test_python.sh). Prints ok / not ok lines and "N passed, N failed"."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import codi_lens as cl  # noqa: E402
+
+DATA = "tests/data/"
+CODI = os.environ.get("CODI", "build/codi")
+NANO = "models/codi-nano/codi_nano.bin"
+passed = failed = 0
+
+
+def result(cond, name, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+    print("%s - %s%s" % ("ok" if cond else "not ok", name, (": " + detail) if detail else ""))
+
+
+def max_abs(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)))) if np.size(a) else 0.0
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def raises(exc, fn, *args, **kw):
+    try:
+        fn(*args, **kw)
+    except exc as e:
+        return str(e) or repr(e)
+    except Exception as e:   # noqa: BLE001 - reported as the wrong exception
+        return None if not isinstance(e, exc) else str(e)
+    return None
+
+
+def cli(*args):
+    p = subprocess.run([CODI] + list(args), capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def tokens_agree(got, ref_tokens, ref_logits, margin=0.02):
+    """test_model.c's rule: tokens equal wherever the reference's top-1 minus top-2 margin > 0.02."""
+    for k in range(len(ref_tokens)):
+        top = np.sort(ref_logits[k])[-2:]
+        if top[1] - top[0] > margin and int(got[k]) != int(ref_tokens[k]):
+            return False, k
+    return True, -1
+
+
+def check_golden(tr, g, mode, tl):
+    """A Python trace against golden_tiny's mode ("f32" or "bf16merged") as tests/test_model.c does."""
+    exact = mode == "f32"
+    for k in ("prefill_logits", "latent_final_logits", "answer_logits"):
+        ref = g[mode + "." + k]
+        e = max_abs(tr[k][..., :ref.shape[-1]], ref)
+        result(e <= tl, "golden %s %s" % (mode, k), "max |diff| %.3g (tol %g)" % (e, tl))
+    if exact:
+        for k in ("prefill_resid", "prefill_k", "prefill_v", "latent_inputs", "latent_resid"):
+            e = rel_l2(tr[k], g[mode + "." + k])
+            result(e <= 1e-4, "golden f32 %s" % k, "relative L2 %.3g (tol 1e-4)" % e)
+        ref = g["f32.latent_lens_logits"]
+        e = max_abs(tr["latent_lens_logits"][..., :ref.shape[-1]], ref)
+        result(e <= tl, "golden f32 latent_lens_logits", "max |diff| %.3g" % e)
+    else:
+        e = rel_l2(tr["latent_inputs"], g[mode + ".latent_inputs"])
+        result(e <= 2e-2, "golden bf16merged latent_inputs", "relative L2 %.3g (tol 2e-2)" % e)
+    agree, k = tokens_agree(tr["answer_tokens"], g[mode + ".answer_tokens"], g[mode + ".answer_logits"])
+    result(agree, "golden %s answer_tokens (where the reference margin > 0.02)" % mode, "first differs at %d" % k if k >= 0 else "")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="codi_py_")
+    g, gmeta = cl.read_safetensors(DATA + "golden_tiny.safetensors")
+    ids = g["prompt_ids"]
+    result(ids.dtype == np.int32 and ids.shape == (24,), "read_safetensors: golden prompt_ids int32 [24]", str(ids.shape))
+
+    import ctypes
+    from codi_lens import _lib
+    bad_size = raises(ImportError, _lib._struct, "codi_state", [("n_pos", ctypes.c_double)])
+    bad_field = raises(ImportError, _lib._struct, "codi_state", [("no_such_field", ctypes.c_int)])
+    st_ok = _lib.StateStruct.n_pos.offset == _lib._LAYOUT["codi_state"]["n_pos"][0] and \
+        ctypes.sizeof(_lib.RunOpts) == _lib._LAYOUT["codi_run_opts"][""][1]
+    result(st_ok and bad_size is not None and bad_field is not None,
+           "ctypes structs are laid out from the shim's sizeof / offsetof table; a mismatch is an ImportError", str(bad_size))
+
+    # ---- golden fixtures through Python (exact f32 and bf16-merged weights) ----
+    mf = cl.Model(DATA + "codi_tiny.bin", head_dim=32, exact=True)
+    result(mf.config["n_layers"] == 4 and mf.config["vocab"] == 515 and mf.config["bot_id"] == 513, "Model config", str(mf.config)[:80])
+    tr = mf.trace(ids=ids)
+    check_golden(tr, g, "f32", 1e-3)
+    mb = cl.Model(DATA + "codi_tiny.bin", head_dim=32)
+    check_golden(mb.trace(ids=ids), g, "bf16merged", 1e-3 if cl.kernel_name() in ("amx", "avx512bf16") else 5e-3)
+    ms = cl.Model(DATA + "codi_tiny.safetensors", head_dim=32, exact=True)
+    e = max_abs(ms.trace(ids=ids)["answer_logits"], tr["answer_logits"])
+    result(e == 0, ".safetensors checkpoint = .bin through Python", "max |diff| %.3g" % e)
+
+    gl, _ = cl.read_safetensors(DATA + "golden_llama_tiny_f32.safetensors")
+    mh = cl.Model(DATA + "llama_tiny_hf")
+    e = max_abs(mh.state(64).forward(gl["prompt_ids"], all_logits=True), gl["logits"])
+    result(mh.config["prj_dim"] == 0 and e <= 1e-3, "a Hugging Face Llama directory: logits vs golden_llama_tiny_f32", "max |diff| %.3g" % e)
+    raw, _ = cl.read_safetensors(DATA + "codi_tiny.safetensors", bf16_to_float32=False)
+    lora_prj = os.path.join(tmp, "lora_prj_only.safetensors")
+    cl.write_safetensors(lora_prj, {k: v for k, v in raw.items() if v.dtype == np.float32})
+    ml = cl.Model(lora_prj, base=DATA + "llama_tiny_hf", lora_scale=0, head_dim=32)
+    e = max_abs(ml.trace(ids=ids)["answer_logits"], g["bf16merged.answer_logits"])
+    result(e <= 5e-3, "base= and lora_scale=: LoRA + prj over the merged HF directory = bf16merged", "max |diff| %.3g" % e)
+
+    # ---- steering goldens: spec files and the same specs as Python dicts ----
+    for name in ("s1_z_add", "s2_resid", "s3_kv", "s4_z_set"):
+        st = mf.trace(ids=ids, steer=DATA + "steer/%s.json" % name)
+        for k in ("answer_logits", "latent_final_logits"):
+            ref = g["f32.%s.%s" % (name, k)]
+            e = max_abs(st[k][..., :ref.shape[-1]], ref)
+            result(e <= 1e-3, "steer golden %s %s" % (name, k), "max |diff| %.3g" % e)
+        e = rel_l2(st["latent_inputs"], g["f32.%s.latent_inputs" % name])
+        result(e <= 1e-4, "steer golden %s latent_inputs" % name, "relative L2 %.3g" % e)
+        spec = json.load(open(DATA + "steer/%s.json" % name))
+        sd = mf.trace(ids=ids, steer=mf.steer(spec, base_dir=DATA + "steer"))
+        result(all(np.array_equal(sd[k], st[k]) for k in st), "steer %s as a Python dict = the spec file" % name)
+
+    # ---- Python traces equal `codi trace` key by key ----
+    id_text = ",".join(str(int(i)) for i in ids)
+    for steer in (None, "s3_kv"):
+        out = os.path.join(tmp, "cli_%s.safetensors" % steer)
+        args = ["trace", "--model", DATA + "codi_tiny.bin", "--head-dim", "32", "--exact", "--ids", id_text, "--out", out]
+        if steer:
+            args += ["--steer", DATA + "steer/%s.json" % steer]
+        rc, _, err = cli(*args)
+        if rc != 0:
+            result(False, "codi trace runs", err.strip())
+            continue
+        ct, cmeta = cl.read_safetensors(out)
+        pt = mf.trace(ids=ids, steer=DATA + "steer/%s.json" % steer if steer else None)
+        same_keys = list(ct) == list(pt)
+        diff = [k for k in ct if k in pt and not (ct[k].shape == pt[k].shape and ct[k].dtype == pt[k].dtype and np.array_equal(ct[k], pt[k]))]
+        result(same_keys and not diff, "Model.trace = codi trace%s key by key (names, shapes, dtypes, values)" % (" --steer " + steer if steer else ""),
+               "keys %s / %s, differing %s" % (list(ct), list(pt), diff) if not same_keys or diff else "%d tensors" % len(ct))
+    pfile = os.path.join(tmp, "py_trace.safetensors")
+    mf.trace(ids=ids, out=pfile)
+    rt, rmeta = cl.read_safetensors(pfile)
+    result(rmeta.get("latents") == "6" and rmeta.get("weights") == "f32" and np.array_equal(rt["prefill_resid"], tr["prefill_resid"]),
+           "Model.trace(out=) writes the trace with the CLI's metadata keys", str(sorted(rmeta)))
+
+    # ---- a Python hook doing a spec's edit = the spec ----
+    v = g["steer.v"]
+
+    def add_v(info, x):
+        x += np.float32(3.0) * v
+    spec_run = mf.trace(ids=ids, steer=DATA + "steer/s2_resid.json")
+    hook_run = mf.trace(ids=ids, hooks=[cl.hook(add_v, at="resid", layer=2, phase="latent")])
+    e = max(max_abs(spec_run[k], hook_run[k]) for k in spec_run)
+    result(e == 0, "a Python hook adding 3 v at resid layer 2 (latent phase) = spec s2_resid", "max |diff| %.3g" % e)
+    def kv_edit(state, k, n):   # s3_kv by hand: layer 2's cached K / V at the latent slots, after the last latent
+        if k == n:
+            T0 = ids.size
+            state.key_cache[2, :, T0:T0 + n] += g["steer.dk"][:, None, :]
+            state.value_cache[2, :, T0:T0 + n] += g["steer.dv"][:, None, :]
+    kv_run = mf.trace(ids=ids, after_latent=kv_edit)
+    spec_kv = mf.trace(ids=ids, steer=DATA + "steer/s3_kv.json")
+    e = max(max_abs(spec_kv[k], kv_run[k]) for k in spec_kv)
+    result(e == 0, "an after_latent callback editing state.key_cache / value_cache = spec s3_kv", "max |diff| %.3g" % e)
+    both = mf.trace(ids=ids, steer=DATA + "steer/s3_kv.json", after_latent=lambda st, k, n: None)
+    result(all(np.array_equal(both[k], spec_kv[k]) for k in both), "after_latent beside a spec's kv_cache edits keeps them")
+    msg = raises(ZeroDivisionError, mf.run, ids=ids, after_latent=lambda st, k, n: 1 / (k - 3))
+    result(msg is not None, "an exception in after_latent comes out of the run", str(msg))
+    seen = []
+    mf.run(ids=ids, latents=2, max_answer=2, hooks=[cl.hook(lambda i, x: seen.append((i, x.size)), at=("embed", "final"))])
+    pts = {i.point for i, _ in seen}
+    result(pts == {"embed", "final"} and all(n == 256 for _, n in seen) and seen[0][0].phase == "prefill"
+           and any(i.phase == "latent" and i.step == 2 for i, _ in seen), "hook filter: only the points asked, with phase and step",
+           "%d calls, points %s" % (len(seen), sorted(pts)))
+    rec = np.zeros((5, 24, 256), np.float32)
+
+    def record(info, x):
+        if info.phase == "prefill":
+            rec[info.layer, info.pos] = x
+    mf.run(ids=ids, latents=0, max_answer=1, hooks=[cl.hook(record, at="resid")])
+    e = rel_l2(rec, g["f32.prefill_resid"])
+    result(e <= 1e-4, "a recording hook sees the golden prefill residuals", "relative L2 %.3g" % e)
+
+    s = mf.state(64)
+    n_rec = []
+    s.add_hook(lambda i, x: n_rec.append(1), at="final")
+    for _ in range(20):   # more runs than the 16 hook slots: a run's own hooks and spec go with it
+        mf.run(ids=ids, latents=1, max_answer=1, state=s, steer=DATA + "steer/s2_resid.json", hooks=[lambda i, x: None])
+    plain = mf.run(ids=ids, max_answer=16, state=s)
+    result(s._s.n_hooks == 1 and len(n_rec) > 20 and np.array_equal(plain.ids, tr["answer_tokens"]),
+           "run(state=, hooks=, steer=) removes its own hooks and spec afterwards; State.add_hook's stay", "n_hooks %d" % s._s.n_hooks)
+    s.free()
+
+    # ---- exceptions from hooks, freed views ----
+    kept = []
+
+    def boom(info, x):
+        kept.append(x)
+        if info.layer == 1:
+            raise KeyError("stop here")
+    msg = raises(KeyError, mf.run, ids=ids, hooks=[cl.hook(boom, at="resid")])
+    result(msg is not None and "stop here" in msg, "an exception in a hook comes out of Model.run as itself", str(msg))
+    s = mf.state(64)
+    s.add_hook(boom, at="resid")
+    try:
+        s.forward(ids)
+        result(False, "a hook exception stops State.forward")
+    except KeyError as exc:
+        notes = getattr(exc, "__notes__", [])
+        result(not notes or "hook 0 stopped the forward pass" in notes[0], "a hook exception stops State.forward, with the library's message",
+               str(notes))
+    s.clear_hooks()
+    for name, act in (("forward", lambda: s.forward(ids[:1])), ("free", s.free), ("clear_hooks", s.clear_hooks),
+                      ("run", lambda: mf.run(ids=ids, max_answer=4, state=s))):
+        s.add_hook(lambda i, x, act=act: act(), at="final")
+        msg = raises(cl.CodiError, s.forward, ids)
+        s.clear_hooks()
+        result(msg is not None and "the state is running" in msg, "a hook that tries to %s its own running state raises" % name, str(msg))
+    s.reset()
+    s.forward(ids)
+    result(s.n_pos == 24, "the state runs again after a hook raised", "n_pos %d" % s.n_pos)
+    result(raises(cl.FreedError, lambda: kept[0][0]) is not None, "a hook's view raises after the hook returned")
+    resid, logits, kc = s.resid, s.logits, s.key_cache
+    result(resid.shape == (5, 64, 256) and kc.shape == (4, 2, 64, 32) and logits.shape == (515,), "state views have the C shapes",
+           "%s %s %s" % (resid.shape, kc.shape, logits.shape))
+    e = rel_l2(resid[:, :24], g["f32.prefill_resid"])
+    result(e <= 1e-4, "State.resid views the C residuals (golden prefill)", "relative L2 %.3g" % e)
+    resid[0, 0, 0] = 123.0
+    result(float(s.resid[0, 0, 0]) == 123.0, "state views are writable and share the C memory (no copy)")
+    copy = resid.copy()
+    s.free()
+    result(all(raises(cl.FreedError, f) is not None for f in (lambda: resid[0], lambda: resid.sum(), lambda: logits + 1,
+                                                               lambda: repr(kc), lambda: np.mean(logits))),
+           "views raise FreedError after State.free (index, sum, arithmetic, repr, numpy functions)")
+    result(float(copy[0, 0, 0]) == 123.0 and raises(cl.FreedError, lambda: s.resid) is not None, "copies stay usable; the state itself raises")
+    mtmp = cl.Model(DATA + "codi_tiny.bin", head_dim=32)
+    st2 = mtmp.state(30)
+    mtmp.free()
+    result(raises(cl.FreedError, mtmp.run, ids=ids) is not None and raises(cl.FreedError, st2.forward, ids) is not None,
+           "a freed model raises, and so do its states (the C model is freed after them)")
+
+    # ---- errors and bad input ----
+    msg = raises(cl.CodiError, cl.Model, DATA + "no_such.bin")
+    result(msg is not None and "no_such.bin" in msg, "a missing checkpoint raises CodiError with the library's message", str(msg))
+    msg = raises(cl.CodiError, mf.steer, {"edits": [{"at": "resid", "layer": 9, "vector": "x.safetensors:v"}]})
+    result(msg is not None and "edit 0" in msg, "a bad steering spec raises with the library's message", str(msg))
+    msg = raises(cl.CodiError, mf.steer, {"edits": [{"at": "latent_input", "step": 9, "vector": "../golden_tiny.safetensors:steer.v"}]},
+                 base_dir=DATA + "steer")
+    msg2 = msg or raises(cl.CodiError, mf.run, ids=ids, steer={"edits": [{"at": "latent_input", "step": 9, "vector": DATA + "golden_tiny.safetensors:steer.v"}]})
+    result(msg2 is not None, "a spec step beyond the latents raises", str(msg2))
+    result(raises(TypeError, mf.run, ids=np.array([1.0, 2.0])) is not None, "float ids raise TypeError")
+    result(raises(ValueError, mf.run, ids=[1, 600]) is not None, "ids out of the vocabulary raise ValueError")
+    result(raises(ValueError, mf.run, ids=np.zeros((2, 2), np.int32)) is not None, "2-D ids raise ValueError")
+    s = mf.state(40)
+    result(raises(ValueError, s.forward, embeds=np.zeros((3, 17), np.float32)) is not None, "embeds of the wrong width raise ValueError")
+    result(raises(TypeError, s.forward, embeds=np.zeros((3, 256), np.int32)) is not None, "integer embeds raise TypeError")
+    emb = np.asfortranarray(np.random.default_rng(0).standard_normal((256, 3)).astype(np.float64)).T   # non-contiguous, f64
+    s.forward(embeds=emb)
+    s2 = mf.state(40)
+    s2.forward(embeds=np.ascontiguousarray(emb, np.float32))
+    result(np.array_equal(s.logits, s2.logits), "non-contiguous float64 embeds are taken as contiguous float32")
+    result(raises(cl.CodiError, s.forward, ids=np.ones(38, np.int32)) is not None, "a forward past the state's capacity raises")
+    result(raises(ValueError, s.lens_at, 9, 0) is not None or raises(cl.CodiError, s.lens_at, 9, 0) is not None, "lens_at out of range raises")
+    result(raises(ValueError, mf.run, ids=ids, hooks=[cl.hook(add_v, at="nowhere")]) is not None, "a hook at an unknown point raises")
+    s.free()
+    s2.free()
+
+    # ---- read_safetensors = the C reader, bf16 included; write_safetensors read by C ----
+    for path in (DATA + "golden_tiny.safetensors", DATA + "codi_tiny.safetensors", pfile):
+        py, _ = cl.read_safetensors(path)
+        c = cl.read_safetensors_c(path)
+        bad = [k for k in c if k not in py or not np.array_equal(np.asarray(py[k], np.float32), c[k])]
+        result(not bad and len(py) == len(c), "read_safetensors = codi_st_read_f32 on %s" % os.path.basename(path), "differ: %s" % bad[:3] if bad else "")
+    raw, _ = cl.read_safetensors(DATA + "codi_tiny.safetensors", bf16_to_float32=False)
+    bf = [k for k in raw if raw[k].dtype == np.uint16]
+    result(len(bf) > 0, "codi_tiny.safetensors holds bf16 tensors (read as uint16 bits on request)", "%d bf16" % len(bf))
+    x = np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32)
+    wpath = os.path.join(tmp, "w.safetensors")
+    cl.write_safetensors(wpath, {"x": x, "xb": x, "i": np.arange(3, dtype=np.int64), "d": x.astype(np.float64)}, {"note": "hi"}, bf16=("xb",))
+    c = cl.read_safetensors_c(wpath)
+    py, meta = cl.read_safetensors(wpath)
+    result(np.array_equal(c["x"], x) and np.array_equal(c["xb"], py["xb"]) and np.abs(py["xb"] - x).max() <= np.abs(x).max() / 128
+           and meta.get("note") == "hi" and py["i"].dtype == np.int64, "write_safetensors: read back by C and Python (bf16 rounded)")
+    cl.write_safetensors(wpath, {"v": g["steer.v"]})
+    a = mf.trace(ids=ids, steer={"edits": [{"at": "resid", "layer": 2, "phase": "latent", "alpha": 3.0, "vector": wpath + ":v"}]})
+    result(np.array_equal(a["answer_logits"], spec_run["answer_logits"]), "a steering vector written by write_safetensors drives a spec")
+    bad = os.path.join(tmp, "bad.safetensors")
+    open(bad, "wb").write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    result(raises(cl.SafetensorsError, cl.read_safetensors, bad) is not None, "a broken .safetensors raises SafetensorsError")
+    jl = os.path.join(tmp, "r.jsonl")
+    open(jl, "w").write('{"question": "a", "answer": 3}\n\n{"question": "b", "answer": null}\n')
+    cv = os.path.join(tmp, "r.csv")
+    open(cv, "w").write("layer,auc,name\n0,0.5,x\n1,,y\n")
+    rows, crow = cl.read_jsonl(jl), cl.read_csv(cv)
+    result(rows == [{"question": "a", "answer": 3}, {"question": "b", "answer": None}] and crow == [{"layer": 0, "auc": 0.5, "name": "x"},
+                                                                                           {"layer": 1, "auc": None, "name": "y"}],
+           "read_jsonl / read_csv: lists of dicts", "%s %s" % (rows, crow))
+
+    # ---- codi-nano: tokenizer and a text question against the CLI ----
+    if os.path.exists(NANO):
+        mn = cl.Model(NANO)
+        q = "Tom has 3 bags with 4 apples each. How many apples?"
+        ans = mn.run(q, max_answer=64)
+        rc, out, err = cli("run", "--model", NANO, "--question", q, "--answer-steps", "64")
+        cli_ids = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("answer ids:")), None)
+        result(rc == 0 and cli_ids == [str(int(i)) for i in ans.ids], "codi-nano: Model.run(question) answer ids = codi run", "%s vs %s" % (cli_ids, list(ans.ids)))
+        num = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("answer number:")), None)
+        result(num is None and ans.number is None or (num is not None and ans.number == float(num)), "codi-nano: answer number = codi run's",
+               "%s vs %s (text %r)" % (num, ans.number, ans.text))
+        rc, out, _ = cli("tokenize", "--tokenizer", "models/codi-nano", "--text", q)
+        enc = mn.encode(q)
+        cli_enc = [int(ln.split("\t")[0]) for ln in out.splitlines() if "\t" in ln]
+        result(rc == 0 and cli_enc == [int(i) for i in enc], "codi-nano: encode = codi tokenize", "%s vs %s" % (cli_enc[:8], list(enc[:8])))
+        result(mn.decode(enc) == q, "codi-nano: decode(encode(q)) == q")
+        p1 = mn.prompt_ids(q, recipe=0)
+        result(p1[-1] == mn.config["bot_id"] and p1.size == enc.size + 2, "prompt recipe 0: BOS q bot", str(p1[:4]))
+        result(ans.latents.shape == (7, mn.dim) and ans.latent_logits.shape == (7, mn.vocab), "Answer latents [N+1, D], latent_logits [N+1, V]")
+        t = mn.trace(question=q, answer_steps=8)
+        cli_out = os.path.join(tmp, "nano.safetensors")
+        rc, _, err = cli("trace", "--model", NANO, "--question", q, "--answer-steps", "8", "--out", cli_out)
+        ct, _ = cl.read_safetensors(cli_out) if rc == 0 else ({}, {})
+        result(rc == 0 and list(ct) == list(t) and all(np.array_equal(ct[k], t[k]) for k in ct), "codi-nano: Model.trace(question) = codi trace --question",
+               err.strip()[:120])
+        acts = os.path.join(tmp, "acts.safetensors")
+        rc, _, err = cli("record", "--model", NANO, "--questions", "models/codi-nano/test.jsonl", "--limit", "3", "--dtype", "bf16",
+                         "--kv", "--out", acts)
+        if rc == 0:
+            py, meta = cl.read_safetensors(acts)
+            c = cl.read_safetensors_c(acts)
+            bad = [k for k in c if not np.array_equal(np.asarray(py[k], np.float32), c[k])]
+            result(not bad and len(py) == len(c) and meta.get("dtype") == "bf16", "read_safetensors = the C reader on a bf16 `codi record` dataset",
+                   "differ: %s" % bad if bad else "")
+            q0 = cl.read_jsonl("models/codi-nano/test.jsonl")[0]["question"]
+            t0 = mn.trace(question=q0, answer_steps=1)
+            rb = cl.bf16_to_float32(cl.float32_to_bf16(t0["latent_resid"]))
+            result(np.array_equal(py["resid"][0], rb), "a recorded bf16 residual row = the Python trace's, rounded by float32_to_bf16")
+            pdir = os.path.join(tmp, "pca")
+            rc, _, err = cli("pca", "--acts", acts, "--tensor", "final", "--positions", "1-6", "--out", pdir)
+            if rc == 0:
+                cp = cl.PCA.load(os.path.join(pdir, "pca.safetensors"), "final.layer0")
+                mine = cl.PCA.fit(py["final"][:, 1:7].reshape(-1, mn.dim), cp.n_components)
+                e = max_abs(np.abs(np.sum(mine.components * cp.components, axis=1)), np.ones(cp.n_components))
+                result(cp.n_rows == 18 and e <= 1e-4 and max_abs(mine.variance, cp.variance) <= 1e-4 * float(cp.variance[0]),
+                       "PCA.fit on the dataset's rows = `codi pca`'s components (PCA.load of its file)", "1 - |cos| %.3g" % e)
+            else:
+                result(False, "codi pca runs", err.strip()[-200:])
+        else:
+            result(False, "codi record runs", err.strip()[-200:])
+        p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
+        result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
+               "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))
+    else:
+        print("# %s absent: codi-nano checks skipped" % NANO)
+
+    # ---- lenses: logit lens, tuned lens (new / save / load / train), distributions ----
+    h = tr["latent_resid"][2, 1]
+    e = max_abs(mf.lens_logits(h), tr["latent_lens_logits"][2, 1])
+    result(e == 0, "Model.lens_logits = codi_lens_at's row", "max |diff| %.3g" % e)
+    tl = mf.tuned_lens()
+    e = max_abs(tl.logits(1, h), tr["latent_lens_logits"][2, 1])
+    result(e <= 1e-5, "a zero tuned lens = the logit lens", "max |diff| %.3g" % e)
+    gt, _ = cl.read_safetensors(DATA + "golden_tuned_lens_tiny.safetensors")
+    resid = np.concatenate([gt["resid"], np.zeros((gt["resid"].shape[0], 1, 256), np.float32)], axis=1)
+    tgt = gt["final_logits"]
+    before = cl.tuned_lens_eval(mf, None, resid, tgt)
+    lens, losses = cl.train_tuned_lens(mf, resid, tgt, steps=30, batch=16, seed=3)
+    after = cl.tuned_lens_eval(mf, lens, resid, tgt)
+    result(losses.shape == (30, 4) and np.all(after < before), "train_tuned_lens lowers every layer's KL", "%s -> %s" % (np.round(before, 3), np.round(after, 3)))
+    lens2, _ = cl.train_tuned_lens(mf, resid, tgt, steps=30, batch=16, seed=3, threads=2)
+    result(np.array_equal(lens.weight, lens2.weight), "tuned-lens training is the same bits with 2 threads")
+    lp = os.path.join(tmp, "lens.safetensors")
+    lens.save(lp)
+    back = mf.tuned_lens(lp)
+    result(np.array_equal(back.bias, lens.bias) and np.array_equal(back.weight, lens.weight), "tuned lens save / load round trip")
+    ids5, p5 = cl.top_k(tr["latent_final_logits"][0], 5)
+    r, pr = cl.rank_of(tr["latent_final_logits"][0], int(ids5[3]))
+    sm = cl.softmax(tr["latent_final_logits"][0])
+    result(r == 3 and abs(pr - p5[3]) < 1e-7 and abs(sm.sum() - 1) < 1e-5 and cl.entropy(tr["latent_final_logits"][0]) > 0,
+           "top_k / rank_of / softmax / entropy agree")
+
+    # ---- probes and PCA ----
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal((200, 8)).astype(np.float32)
+    ys = (xs[:, 0] + 0.5 * xs[:, 1] > 0).astype(np.int32)
+    pb = cl.Probe.train(xs, ys)
+    met = pb.metrics(xs, ys)
+    result(met["accuracy"] >= 0.97 and met["auc"] > 0.99 and pb.weight.shape == (1, 8), "Probe.train separates a linear rule", str(met))
+    pp = os.path.join(tmp, "probe.safetensors")
+    cl.save_probes(pp, {"parity": pb}, {"layer": "3"})
+    pb2 = cl.Probe.load(pp, "parity")
+    result(np.array_equal(pb2.predict_proba(xs), pb.predict_proba(xs)), "probe save / load round trip")
+    result(raises(ValueError, pb.predict_proba, np.zeros((2, 7), np.float32)) is not None, "predict_proba of the wrong width raises")
+    xp = (rng.standard_normal((300, 6)) * np.array([5, 3, 1, 0.5, 0.2, 0.1])).astype(np.float32)
+    pca = cl.PCA.fit(xp, 3)
+    w, vecs = np.linalg.eigh(np.cov(xp.astype(np.float64), rowvar=False))
+    ref = vecs[:, ::-1][:, :3].T
+    cos = np.abs(np.sum(ref * pca.components, axis=1))
+    result(np.all(cos > 1 - 1e-5) and max_abs(pca.variance, w[::-1][:3]) <= 1e-3 * w.max(), "PCA.fit = numpy's eigh of the covariance",
+           "cos %s" % cos)
+    pca2 = cl.PCA.fit([xp[:100], xp[100:]], 3)
+    result(np.array_equal(pca2.components, pca.components), "PCA over streamed blocks = in one block")
+    pc = os.path.join(tmp, "pca.safetensors")
+    cl.save_pcas(pc, {"resid": pca})
+    result(np.array_equal(cl.PCA.load(pc, "resid").project(xp), pca.project(xp)), "PCA save / load round trip")
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
