@@ -1,6 +1,7 @@
 /* codi lens: read the residual stream of a CODI run through the logit lens or a tuned lens,
    layer by layer at chosen positions (bot and the latents by default): a table, JSON, an SVG
-   heatmap; over a question file, the Latent Reasoning Sprint's detection metrics. */
+   heatmap; over a question file, the Latent Reasoning Sprint's detection metrics with Wilson
+   intervals, shuffled-answer chance rates and paired differences, from a resumable rows file. */
 #include <stdarg.h>
 #include "positions.h"
 #include "svg.h"
@@ -1423,14 +1424,29 @@ static const cli_command cmd_lens = {
     "layer's output, what the model itself decodes) at bot and each latent (or --positions)\n"
     "through lm_head(final_norm(h)) (the logit lens) or lm_head(final_norm(h + W h + b)) (--tuned).\n"
     "Prints the top-1 token and probability per cell and the entropy; --json gives the top-k ids,\n"
-    "probabilities and tokens, --svg a heatmap. With --questions, aggregates the Latent Reasoning\n"
-    "Sprint's metrics per (position, residual index): the fraction of questions whose final answer\n"
-    "or any intermediate result (cot <<a*b=c>> annotations or steps) is in the top-k for k = 1..10,\n"
-    "the mean entropy, the fraction with --tokens in the top-k, and per-position means over the last\n"
-    "3 residual indices (CSV, JSON, SVG). A number counts by its first token (codi_number_tokens).\n"
+    "probabilities and tokens, --svg a heatmap. A --target of several tokens is warned about and counted\n"
+    "by its first token (--multi-token first) or refused (skip).\n"
+    "With --questions, per (position, residual index) the fraction of questions whose target is in the\n"
+    "top-k (k = 1..10) with its Wilson 95% interval and n, beside a chance rate: each question's target\n"
+    "replaced by another question's (--chance-permutations K seeded permutations without fixed points;\n"
+    "t 95% interval over questions) and the paired difference rate - chance (mean of per-question\n"
+    "differences, t 95% interval). Target sets (--targets): answer; intermediates (cot <<a*b=c>> results\n"
+    "or steps); approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
+    "180 for 360; the answer's tokens left out); field:NAME (numbers or token texts of a field);\n"
+    "file:T.jsonl ({\"index\": I, \"targets\": [...]} per question); --tokens adds token:TEXT sets (no\n"
+    "chance). A number counts by its first token (codi_number_tokens); multi-token targets are counted\n"
+    "and warned about (stderr, JSON) and follow --multi-token. Mean entropies have t 95% intervals. With\n"
+    "--tuned, both lenses run and are compared per question (McNemar exact, flips). Every (question,\n"
+    "lens, position, target set) is one line of --rows (ranks over the vocabulary at every residual\n"
+    "index, probabilities, chance ranks and donors), written as each question ends; a killed run\n"
+    "resumes and the summary is recomputed from the rows: PREFIX.json (rates, entropy, targets,\n"
+    "lens_comparison, the older grids), PREFIX_rates.csv, PREFIX.csv, and SVG figures (rates with\n"
+    "error bars beside chance bands, entropies, heat maps of rate | chance). Prints the rates at the\n"
+    "final residual index for k = 1 and --top-k.\n"
     "Examples:\n"
     "  codi lens --model models/codi-nano/codi_nano.bin --question \"Tom has 3 bags with 4 apples each. How many apples?\" --target 12\n"
     "  codi lens --model M --question Q --tuned lens_dir --json\n"
     "  codi lens --model M --question Q --svg lens.svg --color entropy\n"
-    "  codi lens --model M --questions data/gsm8k/test.jsonl --limit 200 --tokens Therefore --out gsm8k_lens",
+    "  codi lens --model M --questions data/gsm8k/test.jsonl --limit 200 --tokens Therefore --out gsm8k_lens\n"
+    "  codi lens --model M --questions Q.jsonl --targets answer,approx,field:x --approx-pct 5 --relations 2x,x/2 --out q",
     lens_run };
