@@ -65,11 +65,15 @@ for r in summ["rates"]:
         lo, hi = wilson(sum(hits), len(hits))
         check(close(r["rate"], sum(hits) / len(hits)) and close(r["ci_low"], lo) and close(r["ci_high"], hi), "rate / Wilson %s" % r)
     ch = [(h, sum(1 for c in x["chance_rank"] if c[r["layer"]] < r["k"]) / len(x["chance_rank"])) for h, x in zip(hits, sel) if x["chance_rank"]]
-    if ch and r["layer"] in (0, 6) and r["k"] in (1, 10):          # the t quantile by quadrature is slow: a sample of the rates
-        m, lo, hi = mean_ci([c for _, c in ch]); dm, dlo, dhi = mean_ci([h - c for h, c in ch])
-        clip = lambda v, a, b: None if v is None else min(b, max(a, v))
-        check(close(r["chance_rate"], m) and close(r["chance_ci_low"], clip(lo, 0, 1), 1e-4) and close(r["chance_ci_high"], clip(hi, 0, 1), 1e-4), "chance %s" % r)
-        check(close(r["diff"], dm) and close(r["diff_ci_low"], clip(dlo, -1, 1), 1e-4) and close(r["diff_ci_high"], clip(dhi, -1, 1), 1e-4), "diff %s" % r)
+    if ch:                                       # Wilson of the chance counted once per question; MOVER for the difference
+        n = len(ch); p1 = sum(h for h, _ in ch) / n; p2 = sum(c for _, c in ch) / n
+        l1, u1 = wilson(round(p1 * n), n); l2, u2 = wilson(math.floor(p2 * n + 0.5), n); l2, u2 = min(l2, p2), max(u2, p2)
+        vh = sum(h * h for h, _ in ch) / n - p1 * p1; vc = sum(c * c for _, c in ch) / n - p2 * p2
+        phi = max(-1, min(1, (sum(h * c for h, c in ch) / n - p1 * p2) / math.sqrt(vh * vc))) if vh > 0 and vc > 0 else 0
+        lo = max(-1, p1 - p2 - math.sqrt(max(0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)))
+        hi = min(1, p1 - p2 + math.sqrt(max(0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)))
+        check(close(r["chance_rate"], p2) and close(r["chance_ci_low"], l2) and close(r["chance_ci_high"], u2), "chance %s" % r)
+        check(close(r["diff"], p1 - p2) and close(r["diff_ci_low"], lo) and close(r["diff_ci_high"], hi), "diff %s (want %s %s)" % (r, lo, hi))
         n_checked += 1
     elif not ch:
         check(r["chance_rate"] is None and r["chance_ci_low"] is None, "chance should be null %s" % r)
@@ -84,7 +88,8 @@ for (lens, target, slot) in {(k[0], k[1], k[2]) for k in trows}:
 prim = summ["lens"]
 for e in summ["entropy"]:
     v = [erows[k]["entropy"][e["layer"]] for k in erows if k[0] == e["lens"] and k[1] == e["slot"]]
-    check(e["n"] == len(v) and close(e["mean"], sum(v) / len(v)), "entropy %s" % e)
+    m, lo, hi = mean_ci(v)
+    check(e["n"] == len(v) and close(e["mean"], m) and close(e["ci_low"], lo, 1e-4) and close(e["ci_high"], hi, 1e-4), "entropy (t interval) %s" % e)
 for name, target in (("answer_in_top_k", "answer"), ("intermediate_in_top_k", "intermediates")):
     if name not in summ: continue
     for p, row in enumerate(summ[name]):
@@ -98,6 +103,6 @@ for c in summ.get("lens_comparison", []):
              for q in done if ("logit", c["target"], c["slot"], q) in trows and ("tuned", c["target"], c["slot"], q) in trows]
     b = sum(1 for x, y in pairs if x and not y); cc = sum(1 for x, y in pairs if y and not x)
     check(c["n"] == len(pairs) and c["logit_only"] == b and c["tuned_only"] == cc and close(c["p_mcnemar"], mcnemar(b, cc)), "lens comparison %s" % c)
-print("\n".join(errors) if errors else "ok: %d rates (%d with chance and t intervals), %d entropies, %d lens comparisons recomputed from %d rows"
+print("\n".join(errors) if errors else "ok: %d rates (%d with chance), %d entropies, %d lens comparisons recomputed from %d rows"
       % (len(summ["rates"]), n_checked, len(summ["entropy"]), len(summ.get("lens_comparison", [])), len(rows)))
 sys.exit(1 if errors else 0)

@@ -851,15 +851,18 @@ static int lens_sum_alloc(lens_sum *S, const lens_agg *ag) {
 
 /* A detection rate at one (lens, set, slot, residual index, k) with its Wilson 95% interval; the
    chance rate (per question: the mean over the permutations of "the other question's target is in
-   the top-k"; t 95% interval over questions) and the paired difference (per question: hit minus
-   its chance; mean with a t 95% interval over questions). The t intervals are clipped to [0, 1] and
-   [-1, 1]; where every question has the same value they have no width. */
+   the top-k") with a Wilson 95% interval counted once per question (k = the questions' chances
+   summed and rounded, n = the questions: as wide as one draw per question, never narrower); the
+   paired difference rate - chance (the mean of the per-question differences) with Newcombe's MOVER
+   interval from those two Wilson intervals and the observed correlation of hit and chance over the
+   questions (Newcombe 1998, method 10; Zou and Donner 2008). Unlike a t interval on the
+   differences it keeps its width where the hits are all 0 or all 1. */
 typedef struct { long n, hits, n_chance; double rate, lo, hi, chance, clo, chi, diff, dlo, dhi; } lens_rate;
 
-static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, double *cbuf, double *dbuf, lens_rate *r) {
+static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, double *cbuf, double *hbuf, lens_rate *r) {
+    const double z = 1.959963984540054;
     size_t c = lens_cell(S, L, s, p, l);
     int qi, j;
-    codi_mean_ci ci;
     memset(r, 0, sizeof *r);
     for (qi = 0; qi < S->nq; qi++) {
         int rk = S->rank[c * S->nq + qi], hit, m = 0, h = 0;
@@ -867,15 +870,25 @@ static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, d
         hit = rk < k;
         r->n++; r->hits += hit;
         for (j = 0; j < S->K; j++) { int cr = S->crank[(c * S->nq + qi) * S->K + j]; if (cr >= 0) { m++; h += cr < k; } }
-        if (m) { cbuf[r->n_chance] = (double)h / m; dbuf[r->n_chance] = hit - (double)h / m; r->n_chance++; }
+        if (m) { cbuf[r->n_chance] = (double)h / m; hbuf[r->n_chance] = hit; r->n_chance++; }
     }
     r->rate = r->n ? (double)r->hits / r->n : NAN;
-    codi_wilson_interval((int)r->hits, (int)r->n, 1.959963984540054, &r->lo, &r->hi);
+    codi_wilson_interval((int)r->hits, (int)r->n, z, &r->lo, &r->hi);
     if (!r->n) r->lo = r->hi = NAN;
     r->chance = r->clo = r->chi = r->diff = r->dlo = r->dhi = NAN;
     if (r->n_chance) {
-        codi_mean_interval(cbuf, r->n_chance, &ci); r->chance = ci.mean; r->clo = fmax(0, ci.lo); r->chi = fmin(1, ci.hi);
-        codi_mean_interval(dbuf, r->n_chance, &ci); r->diff = ci.mean; r->dlo = fmax(-1, ci.lo); r->dhi = fmin(1, ci.hi);
+        double sh = 0, sc = 0, shh = 0, scc = 0, shc = 0, n = (double)r->n_chance, p1, p2, l1, u1, l2, u2, vh, vc, phi = 0;
+        long i;
+        for (i = 0; i < r->n_chance; i++) { sh += hbuf[i]; sc += cbuf[i]; shh += hbuf[i] * hbuf[i]; scc += cbuf[i] * cbuf[i]; shc += hbuf[i] * cbuf[i]; }
+        p1 = sh / n; p2 = sc / n;
+        vh = shh / n - p1 * p1; vc = scc / n - p2 * p2;
+        if (vh > 0 && vc > 0) phi = fmax(-1, fmin(1, (shc / n - p1 * p2) / sqrt(vh * vc)));
+        codi_wilson_interval((int)(sh + 0.5), (int)r->n_chance, z, &l1, &u1);
+        codi_wilson_interval((int)floor(sc + 0.5), (int)r->n_chance, z, &l2, &u2);
+        r->chance = p2; r->clo = fmin(l2, p2); r->chi = fmax(u2, p2);
+        r->diff = p1 - p2;
+        r->dlo = fmax(-1, r->diff - sqrt(fmax(0, (p1 - l1) * (p1 - l1) - 2 * phi * (p1 - l1) * (r->chi - p2) + (r->chi - p2) * (r->chi - p2))));
+        r->dhi = fmin(1, r->diff + sqrt(fmax(0, (u1 - p1) * (u1 - p1) - 2 * phi * (u1 - p1) * (p2 - r->clo) + (p2 - r->clo) * (p2 - r->clo))));
     }
 }
 
@@ -983,8 +996,8 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     fprintf(f, ", \"chance_permutations\": %d, \"seed\": %d, \"multi_token\": \"%s\", \"approx_pct\": %.6g, \"relations\": ", ag->K, ag->a->seed,
             ag->skip_multi ? "skip" : "first", ag->a->approx_pct);
     cli_json_string(f, ag->a->relations ? ag->a->relations : "");
-    fprintf(f, ",\n \"intervals\": {\"rate\": \"Wilson 95%%\", \"chance\": \"t 95%% over questions of each question's mean over the permutations\", "
-               "\"diff\": \"t 95%% over questions of (hit - its chance)\", \"entropy\": \"t 95%% over questions\"}");
+    fprintf(f, ",\n \"intervals\": {\"rate\": \"Wilson 95%%\", \"chance\": \"Wilson 95%% with one draw per question (k = sum of the per-question chances, rounded)\", "
+               "\"diff\": \"Newcombe MOVER 95%% from the two Wilson intervals and the hit-chance correlation over questions\", \"entropy\": \"t 95%% over questions\"}");
     fprintf(f, ",\n \"targets\": [");
     for (s = 0; s < ag->n_sets; s++) {
         const lens_tset *ts = &ag->set[s];
@@ -1104,7 +1117,7 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                 if (kk && K == 1) continue;
                 printf("\n%s lens, target %s in the top-%d at residual index %d (final); chance: another question's target (%d permutations)\n",
                        lens_name(L), ag->set[s].name, kv, L1 - 1, ag->K);
-                printf("%-10s %5s %8s %17s %8s %17s %8s %19s\n", "position", "n", "rate", "95% CI (Wilson)", "chance", "95% CI (t)", "diff", "95% CI (t, paired)");
+                printf("%-10s %5s %8s %17s %8s %17s %8s %19s\n", "position", "n", "rate", "95% CI (Wilson)", "chance", "95% CI (Wilson)", "diff", "95% CI (MOVER)");
                 for (p = 0; p < P; p++) {
                     char c1[32], c2[32], c3[48];
                     lens_rate_of(S, L, s, p, L1 - 1, kv, cb, db, &r);
@@ -1429,8 +1442,8 @@ static const cli_command cmd_lens = {
     "With --questions, per (position, residual index) the fraction of questions whose target is in the\n"
     "top-k (k = 1..10) with its Wilson 95% interval and n, beside a chance rate: each question's target\n"
     "replaced by another question's (--chance-permutations K seeded permutations without fixed points;\n"
-    "t 95% interval over questions) and the paired difference rate - chance (mean of per-question\n"
-    "differences, t 95% interval). Target sets (--targets): answer; intermediates (cot <<a*b=c>> results\n"
+    "Wilson interval, one draw per question) and the paired difference rate - chance (mean of the\n"
+    "per-question differences; Newcombe's MOVER 95% interval). Target sets (--targets): answer; intermediates (cot <<a*b=c>> results\n"
     "or steps); approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
     "180 for 360; the answer's tokens left out); field:NAME (numbers or token texts of a field);\n"
     "file:T.jsonl ({\"index\": I, \"targets\": [...]} per question); --tokens adds token:TEXT sets (no\n"
