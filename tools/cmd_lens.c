@@ -1132,6 +1132,25 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
             }
         }
     printf("(> / <: the paired difference's 95%% interval lies above / below 0)\n");
+    for (s = 0; s < ag->n_sets && S->n_lens > 1; s++) {     /* logit vs tuned, per question (the final index is the same lens) */
+        int cells = 0, sig = 0, tuned_better = 0;
+        for (p = 0; p < P; p++)
+            for (l = 0; l < L1 - 1; l++) {
+                size_t c0 = lens_cell(S, 0, s, p, l), c1 = lens_cell(S, 1, s, p, l);
+                long b = 0, c = 0, n = 0;
+                int qi;
+                for (qi = 0; qi < S->nq; qi++) {
+                    int r0 = S->rank[c0 * S->nq + qi], r1 = S->rank[c1 * S->nq + qi];
+                    if (!S->done[qi] || r0 < 0 || r1 < 0) continue;
+                    n++; b += r0 < K && !(r1 < K); c += r1 < K && !(r0 < K);
+                }
+                if (!n) continue;
+                cells++;
+                if (codi_mcnemar_exact(b, c) < 0.05) { sig++; tuned_better += c > b; }
+            }
+        printf("logit vs tuned lens, target %s in the top-%d (McNemar exact per cell, uncorrected): %d of %d (position, residual index < %d) cells differ "
+               "at p < 0.05, the tuned lens ahead in %d (lens_comparison in %s.json)\n", ag->set[s].name, K, sig, cells, L1 - 1, tuned_better, prefix);
+    }
     free(cb); free(db);
     return 0;
 }
