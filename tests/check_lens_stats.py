@@ -48,11 +48,11 @@ errors = []
 def check(c, what):
     if not c and len(errors) < 20: errors.append(what)
 def close(a, b, tol=2e-5): return (a is None and b is None) or (a is not None and b is not None and abs(a - b) <= tol * max(1, abs(b)))
-done = {r["q"]: r for r in rows if r.get("done")}
-trows = {(r["lens"], r["target"], r["slot"], r["q"]): r for r in rows if "target" in r and r["q"] in done}
+done = {r["index"]: r for r in rows if r.get("done")}
+trows = {(r["lens"], r["target"], r["slot"], r["index"]): r for r in rows if "target" in r and r["index"] in done}
 by_cell = {}
 for k, x in trows.items(): by_cell.setdefault(k[:3], []).append(x)
-erows = {(r["lens"], r["slot"], r["q"]): r for r in rows if "entropy" in r and r["q"] in done}
+erows = {(r["lens"], r["slot"], r["index"]): r for r in rows if "entropy" in r and r["index"] in done}
 check(summ["questions"] == len(done) and summ["correct"] == sum(1 for r in done.values() if r["correct"]), "questions / correct")
 keys = ["lens", "target", "slot", "layer", "k", "n", "hits", "rate", "ci_low", "ci_high", "chance_rate", "chance_ci_low", "chance_ci_high", "diff", "diff_ci_low", "diff_ci_high"]
 n_checked = 0

@@ -45,7 +45,7 @@ printf '{"question": "%s", "answer": 360}\n{"question": "%s", "answer": 24}\n' "
 printf '{"index": 0, "targets": [720, "Therefore"]}\n{"index": 1, "targets": [5]}\n' > $d/h_targets.jsonl
 $B lens $nano --questions $d/h.jsonl --targets answer,approx,file:$d/h_targets.jsonl --approx-pct 1 --chance-permutations 2 --out $d/h > /dev/null 2> $d/h.err
 ids() { for v in "$@"; do $B lens --model models/codi-nano/codi_nano.bin --exact --max-answer 0 --question "$q" --target $v --json 2>/dev/null | sed -n 's/.*"target": {.*"ids": \[\([0-9, ]*\)\].*/\1/p' | tr ',' '\n'; done | tr -d ' ' | sort -un; }
-row_ids() { grep "\"q\": $1, .*\"lens\": \"logit\", \"slot\": 0, .*\"target\": \"$2\"" $d/h_rows.jsonl | sed 's/.*"ids": \[\([0-9, ]*\)\].*/\1/' | tr ',' '\n' | tr -d ' ' | sort -un; }
+row_ids() { grep "\"index\": $1, .*\"lens\": \"logit\", \"slot\": 0, .*\"target\": \"$2\"" $d/h_rows.jsonl | sed 's/.*"ids": \[\([0-9, ]*\)\].*/\1/' | tr ',' '\n' | tr -d ' ' | sort -un; }
 want=$(ids 357 358 359 361 362 363 720 180 3600 36 | grep -vxF "$(ids 360)")
 [ -n "$want" ] && [ "$(row_ids 0 approx)" = "$want" ] && grep -q '"name": "approx", "questions_with_target": 2, "items": 13,' $d/h.json &&
   ok "approx: numbers within +-1% of 360 and 720, 180, 3600, 36 (relations) found, the answer's tokens left out" || bad "approx ids: $(row_ids 0 approx | tr '\n' ' ') vs $(echo $want | tr '\n' ' ')"
@@ -63,7 +63,7 @@ i=0
 while [ "$(cat $d/killed_rows.jsonl 2>/dev/null | grep -c '"done": true')" -lt 5 ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i + 1)); done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 before=$(grep -c '"done": true' $d/killed_rows.jsonl)
-printf '{"q": 39, "line": 40, "lens": "log' >> $d/killed_rows.jsonl
+printf '{"index": 39, "line": 40, "lens": "log' >> $d/killed_rows.jsonl
 run $d/killed > /dev/null 2> $d/resume.err
 strip() { sed 's/"rows_file": "[^"]*"//' "$1"; }
 if [ "$before" -lt 40 ]; then

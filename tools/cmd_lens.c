@@ -303,7 +303,12 @@ done:
    ids at every residual index, and the same for K shuffled-answer controls (the target of another
    question: K seeded permutations without fixed points of the questions that have the target).
    "In the top-k" = rank < k. Every row goes to the rows file as soon as its question is done; the
-   summary is recomputed from that file at the end, so a killed run resumes and ends the same. */
+   summary is recomputed from that file at the end, so a killed run resumes and ends the same.
+   Rows file: the settings line, then per question, lens and slot
+     {"index": I, "line": N, "lens": "logit"|"tuned", "slot": P, "label": "latent 3", "entropy": [L+1]}
+     {"index", "line", "lens", "slot", "label", "target": NAME, "ids": [...], "rank": [L+1], "prob": [L+1],
+      "chance_from": [donor index per permutation], "chance_rank": [[L+1] per permutation]}
+   and last {"index": I, "line": N, "done": true, "correct": B, "prediction": X|null, "gold": G|null}. */
 
 #define LENS_MAX_NUMS 64
 #define LENS_MAX_IDS 512
@@ -727,12 +732,12 @@ static int lens_question_rows(lens_agg *ag, int qi, int *rank, double *prob, int
                 }
             }
             pos_label(&ag->ps, p, lab, sizeof lab);
-            lens_sb_printf(b, "{\"q\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"entropy\": [", q->index, q->line, L ? "tuned" : "logit", p, lab);
+            lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"entropy\": [", q->index, q->line, L ? "tuned" : "logit", p, lab);
             for (l = 0; l < L1; l++) lens_sb_printf(b, "%s%.9g", l ? ", " : "", ent[l]);
             lens_sb_printf(b, "]}\n");
             for (s = 0; s < ag->n_sets; s++) {
                 if (!q->t[s].n) continue;
-                lens_sb_printf(b, "{\"q\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"target\": ", q->index, q->line, L ? "tuned" : "logit", p, lab);
+                lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"target\": ", q->index, q->line, L ? "tuned" : "logit", p, lab);
                 lens_sb_string(b, ag->set[s].name);
                 lens_sb_printf(b, ", \"ids\": [");
                 for (k = 0; k < q->t[s].n; k++) lens_sb_printf(b, "%s%d", k ? ", " : "", (int)q->t[s].ids[k]);
@@ -758,7 +763,7 @@ static int lens_question_rows(lens_agg *ag, int qi, int *rank, double *prob, int
     codi_decode(ag->t, rr.answer, rr.n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
     correct = q->has_gold && has_pred && fabs(pred - q->gold) < 1e-6;
-    lens_sb_printf(b, "{\"q\": %d, \"line\": %d, \"done\": true, \"correct\": %s, \"prediction\": ", q->index, q->line, correct ? "true" : "false");
+    lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"done\": true, \"correct\": %s, \"prediction\": ", q->index, q->line, correct ? "true" : "false");
     if (has_pred && isfinite(pred)) lens_sb_printf(b, "%.17g", pred); else lens_sb_printf(b, "null");
     lens_sb_printf(b, ", \"gold\": ");
     if (q->has_gold) lens_sb_printf(b, "%.17g}\n", q->gold); else lens_sb_printf(b, "null}\n");
@@ -802,7 +807,7 @@ static int lens_rows_read(const lens_agg *ag, const char *path, const char *head
             }
             *good_len = (long)(e + 1 - text);
         } else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *qv = codi__json_get(j, "q"), *done = codi__json_get(j, "done"), *lens = codi__json_get(j, "lens");
+            const codi__json *qv = codi__json_get(j, "index"), *done = codi__json_get(j, "done"), *lens = codi__json_get(j, "lens");
             const codi__json *slot = codi__json_get(j, "slot"), *tg = codi__json_get(j, "target"), *rk = codi__json_get(j, "rank");
             const codi__json *ent = codi__json_get(j, "entropy"), *cr = codi__json_get(j, "chance_rank"), *x, *y;
             int qi = qv && qv->type == CODI__J_NUM ? (int)qv->num : -1, L = lens && lens->type == CODI__J_STR && !strcmp(lens->str, "tuned");
