@@ -341,7 +341,7 @@ static void eval_summary(eval_ctx *ec, const char *csv_path) {
                           "diff_vs_random,diff_vs_random_ci_low,diff_vs_random_ci_high,p_vs_random,p_primary,p_holm,q_bh,effect\n");
     printf("split: confirm (pre-specified conditions). Tested: %d steered spec(s) (family steer) and %d random control(s) (family control);\n"
            "p_primary = McNemar vs the spec's random control(s) (the largest p over its controls), else vs the baseline; Holm within each family.\n"
-           "* = an effect: Holm-adjusted p vs its random control < 0.05 (%d of %d specs; a spec without a control is never an effect)\n",
+           "* = an effect: Holm-adjusted p vs its random control < 0.05, either way (diff rnd gives the sign; %d of %d specs; a spec without a control is never an effect)\n",
            n_tested[EVAL_STEER], n_tested[EVAL_CONTROL], n_effects, n_tested[EVAL_STEER]);
     printf("%-32s %-8s %5s %7s %8s %17s %8s %9s %8s %9s %9s\n", "condition", "family", "n", "correct", "accuracy", "95% CI (Wilson)",
            "diff", "p base", "diff rnd", "p random", "p Holm");
@@ -629,7 +629,8 @@ static const cli_command cmd_eval = {
     "p_vs_random is the largest p (it must beat every control; the diff is against that control).\n"
     "p_primary (vs random where the spec has controls, else vs the baseline) is adjusted within its family\n"
     "(steer: the specs; control: the random controls): p_holm (Holm) and q_bh (Benjamini-Hochberg). The\n"
-    "table marks an effect (*) only for a spec whose Holm-adjusted p vs its random control is < 0.05.\n"
+    "table marks an effect (*, either direction) only for a spec whose Holm-adjusted p vs its random\n"
+    "control is < 0.05.\n"
     "Writes the table as CSV and ends with one JSON object per condition (null where a number was not\n"
     "computed): condition, family, split, n, correct, accuracy, ci_low, ci_high, p_vs_baseline,\n"
     "flips_to_right, flips_to_wrong, diff_vs_baseline(_ci_low/_ci_high), random_controls, random_control,\n"
