@@ -94,7 +94,7 @@ awk -v h="$h2" 'function line(c, i, ok) { printf "{\"condition\": \"%s\", \"inde
 $CODI eval --merge $d/ctl.jsonl > $d/ctl.out 2>/dev/null
 grep -q '^{"condition": "s", .*"random_control": "s~random2", "paired_vs_random": 40, "random_only": 1, "spec_only": 8, .*"p_vs_random": 0.0390625, "p_primary": 0.0390625, "p_holm": 0.078125, "q_bh": 0.078125, "family_size": 2, "effect": false}$' $d/ctl.out &&
   grep -q '^{"condition": "t", .*"p_vs_baseline": 1, "flips_to_right": 0, "flips_to_wrong": 0, .*"p_vs_random": null, "p_primary": 1, "p_holm": 1, "q_bh": 1,' $d/ctl.out &&
-  grep -q '^\* = an effect: .*(0 of 2 specs' $d/ctl.out &&
+  grep -q '^\* = an effect: .*; 0 of 2 specs;' $d/ctl.out &&
   ok "spec vs 2 random controls by hand: p_vs_random = max(0.0390625, 0.03125), Holm 0.078125 over 2 specs, no effect" || { bad "spec vs random controls"; cat $d/ctl.out; }
 if command -v python3 >/dev/null; then
   python3 tests/check_eval_stats.py $d/ctl.jsonl $d/ctl.out > $d/ctl.py 2>&1 && ok "hand-made file: every summary number recomputed from the rows ($(cat $d/ctl.py))" || { bad "recomputed summary"; cat $d/ctl.py; }
