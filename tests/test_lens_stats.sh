@@ -45,13 +45,18 @@ printf '{"question": "%s", "answer": 360}\n{"question": "%s", "answer": 24}\n' "
 printf '{"index": 0, "targets": [720, "Therefore"]}\n{"index": 1, "targets": [5]}\n' > $d/h_targets.jsonl
 $B lens $nano --questions $d/h.jsonl --targets answer,approx,file:$d/h_targets.jsonl --approx-pct 1 --chance-permutations 2 --out $d/h > /dev/null 2> $d/h.err
 ids() { for v in "$@"; do $B lens --model models/codi-nano/codi_nano.bin --exact --max-answer 0 --question "$q" --target $v --json 2>/dev/null | sed -n 's/.*"target": {.*"ids": \[\([0-9, ]*\)\].*/\1/p' | tr ',' '\n'; done | tr -d ' ' | sort -un; }
-row_ids() { grep "\"index\": $1, .*\"lens\": \"logit\", \"slot\": 0, .*\"target\": \"$2\"" $d/h_rows.jsonl | sed 's/.*"ids": \[\([0-9, ]*\)\].*/\1/' | tr ',' '\n' | tr -d ' ' | sort -un; }
+row_ids() { grep "\"index\": $1, .*\"lens\": \"logit\", \"slot\": 0, .*\"target\": \"$2\"" ${3:-$d/h_rows.jsonl} | sed 's/.*"ids": \[\([0-9, ]*\)\].*/\1/' | tr ',' '\n' | tr -d ' ' | sort -un; }
 want=$(ids 357 358 359 361 362 363 720 180 3600 36 | grep -vxF "$(ids 360)")
 [ -n "$want" ] && [ "$(row_ids 0 approx)" = "$want" ] && grep -q '"name": "approx", "questions_with_target": 2, "items": 13,' $d/h.json &&
   ok "approx: numbers within +-1% of 360 and 720, 180, 3600, 36 (relations) found, the answer's tokens left out" || bad "approx ids: $(row_ids 0 approx | tr '\n' ' ') vs $(echo $want | tr '\n' ' ')"
 want=$(ids 720 Therefore)
 [ "$(row_ids 0 "file:$d/h_targets.jsonl")" = "$want" ] && [ "$(row_ids 1 "file:$d/h_targets.jsonl")" = "$(ids 5)" ] &&
   ok "file:TARGETS.jsonl: each question's targets by index (720 and Therefore's first token; 5)" || bad "file targets"
+
+head -n 2 data/templates.jsonl > $d/tpl.jsonl        # x = 6, y = 2: addition 8, subtraction 4
+$B lens $nano --questions $d/tpl.jsonl --targets intermediates --chance-permutations 1 --out $d/tpl > /dev/null 2>&1
+[ "$(row_ids 0 intermediates $d/tpl_rows.jsonl)" = "$(ids 8 | grep -vxF "$(ids 32)")" ] && [ "$(row_ids 1 intermediates $d/tpl_rows.jsonl)" = "$(ids 4 | grep -vxF "$(ids 16)")" ] &&
+  ok "intermediates of codi gen-templates questions: x + y and x - y (8 and 4)" || bad "template intermediates"
 
 # 4. kill -9 while the rows are written, a torn line, then the same command: the same rows and summary as one run
 args="--questions $qs --limit 40 --targets answer,intermediates --chance-permutations 2"

@@ -380,19 +380,26 @@ static int lens_cot_numbers(const char *text, double *out, int cap) {
 }
 
 /* Intermediate results of a question: the cot field (or a GSM8K answer string), else the last
-   element of each [a, op, b, result] in steps; the final answer itself is left out. */
+   element of each [a, op, b, result] in steps, else for codi gen-templates' questions ("op":
+   "addition" | "subtraction", "x", "y"; answer (x +- y) (z + 1)) x + y or x - y; the final
+   answer itself is left out. */
 static int lens_intermediates(const cli_question *q, double *out, int cap) {
     const codi__json *cot = codi__json_get(q->obj, "cot"), *steps = codi__json_get(q->obj, "steps"), *st;
+    const codi__json *op = codi__json_get(q->obj, "op"), *x = codi__json_get(q->obj, "x"), *y = codi__json_get(q->obj, "y");
     double v[LENS_MAX_NUMS];
     int n = 0, i, k = 0;
     if (!cot || cot->type != CODI__J_STR) cot = codi__json_get(q->obj, "answer");
     if (cot && cot->type == CODI__J_STR) n = lens_cot_numbers(cot->str, v, LENS_MAX_NUMS);
     else if (steps && steps->type == CODI__J_ARR)
         for (st = steps->child; st && n < LENS_MAX_NUMS; st = st->next) {
-            const codi__json *x = st->type == CODI__J_ARR ? st->child : NULL;
-            while (x && x->next) x = x->next;
-            if (x && x->type == CODI__J_NUM) v[n++] = x->num;
+            const codi__json *e = st->type == CODI__J_ARR ? st->child : NULL;
+            while (e && e->next) e = e->next;
+            if (e && e->type == CODI__J_NUM) v[n++] = e->num;
         }
+    else if (op && op->type == CODI__J_STR && x && x->type == CODI__J_NUM && y && y->type == CODI__J_NUM) {
+        if (!strcmp(op->str, "addition")) v[n++] = x->num + y->num;
+        else if (!strcmp(op->str, "subtraction")) v[n++] = x->num - y->num;
+    }
     for (i = 0; i < n && k < cap; i++) if (!(q->has_gold && v[i] == q->gold)) out[k++] = v[i];
     return k;
 }
@@ -1467,8 +1474,9 @@ static const cli_command cmd_lens = {
     "top-k (k = 1..10) with its Wilson 95% interval and n, beside a chance rate: each question's target\n"
     "replaced by another question's (--chance-permutations K seeded permutations without fixed points;\n"
     "Wilson interval, one draw per question) and the paired difference rate - chance (mean of the\n"
-    "per-question differences; Newcombe's MOVER 95% interval). Target sets (--targets): answer; intermediates (cot <<a*b=c>> results\n"
-    "or steps); approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
+    "per-question differences; Newcombe's MOVER 95% interval). Target sets (--targets): answer;\n"
+    "intermediates (cot <<a*b=c>> results, steps, or x + y / x - y of codi gen-templates' questions);\n"
+    "approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
     "180 for 360; the answer's tokens left out); field:NAME (numbers or token texts of a field);\n"
     "file:T.jsonl ({\"index\": I, \"targets\": [...]} per question); --tokens adds token:TEXT sets (no\n"
     "chance). A number counts by its first token (codi_number_tokens); multi-token targets are counted\n"
