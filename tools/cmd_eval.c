@@ -113,7 +113,8 @@ static void eval_classify(eval_ctx *ec) {
 }
 
 /* The seed of control r of spec spec_no for question index (--random-draw question): splitmix64
-   of the three numbers and --seed, so every (spec, control, question) has its own directions. */
+   of the three numbers and --seed, so every (spec, control, question) has its own directions; 53
+   bits, so that any JSON reader reads the draw_seed of a result line exactly. */
 static uint64_t eval_mix(uint64_t x) {
     x += 0x9e3779b97f4a7c15ULL;
     x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -121,7 +122,7 @@ static uint64_t eval_mix(uint64_t x) {
     return x ^ (x >> 31);
 }
 static uint64_t eval_question_seed(uint64_t seed, int spec_no, int r, int index) {
-    return eval_mix(eval_mix(eval_mix(eval_mix(seed) ^ (uint64_t)spec_no) ^ (uint64_t)r) ^ (uint64_t)index) >> 1;
+    return eval_mix(eval_mix(eval_mix(eval_mix(seed) ^ (uint64_t)spec_no) ^ (uint64_t)r) ^ (uint64_t)index) >> 11;
 }
 
 static void eval_add_result(eval_ctx *ec, int cond, int index, int correct) {
