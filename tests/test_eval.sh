@@ -2,8 +2,11 @@
 # codi eval end to end on codi-nano: conditions and summary lines, resume after kill -9 gives the
 # same totals, shards + --merge give the same totals, malformed question lines are reported with
 # their line number while the run goes on, a results file of another command is refused, and the
-# statistics against published / exact values (Newcombe 1998's Wilson examples; McNemar by hand).
-pass=0; fail=0
+# statistics against published / exact values (Newcombe 1998's Wilson examples; McNemar by hand),
+# a spec against its random controls (by hand, and recomputed from the rows by tests/check_eval_stats.py
+# with Holm / BH), --random-draw question, and condition names that could collide.
+pass=0; fail=0; skipped=0
+skip() { echo "skip - $1"; skipped=$((skipped + 1)); }
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
 bad() { echo "not ok - $1"; fail=$((fail + 1)); }
 CODI=${CODI:-build/codi}
@@ -79,8 +82,46 @@ awk -v h="$h" 'BEGIN { print h;
   for (i = 0; i < 10; i++) { printf "{\"condition\": \"baseline\", \"index\": %d, \"correct\": %s}\n", i, i < 7 ? "true" : "false";
                              printf "{\"condition\": \"c\", \"index\": %d, \"correct\": %s}\n", i, (i >= 5 && i < 7) || i == 9 ? "true" : "false" } }' > $d/mc.jsonl
 $CODI eval --merge $d/mc.jsonl > $d/mc.out 2>/dev/null
-grep -q '"condition": "c", .*"paired": 10, "diff_vs_baseline": -0.400000, "baseline_only": 5, "condition_only": 1, "mcnemar_p": 0.21875}' $d/mc.out &&
+grep -q '"condition": "c", .*"paired": 10, "diff_vs_baseline": -0.400000, "baseline_only": 5, "condition_only": 1, "mcnemar_p": 0.21875,' $d/mc.out &&
   ok "McNemar exact p for 5 vs 1 discordant pairs = 0.21875" || { bad "McNemar"; cat $d/mc.out; }
+
+# 6b. a spec vs its random controls by hand: s vs s~random2 1 / 8 discordant (p = 2 (1 + 9) / 512 = 0.0390625),
+#     vs s~random3 0 / 6 (p = 2 / 64 = 0.03125): p_vs_random = the larger; family steer {s, t}: Holm 0.078125
+h2='{"codi_eval": 1, "model": "x", "questions": "y", "latents": 6, "recipe": 0, "max_answer": 1, "limit": 0, "seed": 1, "shard": "0/1", "conditions": ["baseline", "s", "s~random2", "s~random3", "t"]}'
+awk -v h="$h2" 'function line(c, i, ok) { printf "{\"condition\": \"%s\", \"index\": %d, \"correct\": %s}\n", c, i, ok ? "true" : "false" }
+  BEGIN { print h; for (i = 0; i < 40; i++) { line("baseline", i, i < 10); line("s", i, i > 0 && i < 18); line("s~random2", i, i < 10);
+          line("s~random3", i, i > 0 && i < 12); line("t", i, i < 10) } }' > $d/ctl.jsonl
+$CODI eval --merge $d/ctl.jsonl > $d/ctl.out 2>/dev/null
+grep -q '^{"condition": "s", .*"random_control": "s~random2", "paired_vs_random": 40, "random_only": 1, "spec_only": 8, .*"p_vs_random": 0.0390625, "p_primary": 0.0390625, "p_holm": 0.078125, "q_bh": 0.078125, "family_size": 2, "effect": false}$' $d/ctl.out &&
+  grep -q '^{"condition": "t", .*"p_vs_baseline": 1, "flips_to_right": 0, "flips_to_wrong": 0, .*"p_vs_random": null, "p_primary": 1, "p_holm": 1, "q_bh": 1,' $d/ctl.out &&
+  grep -q '^\* = an effect: .*; 0 of 2 specs;' $d/ctl.out &&
+  ok "spec vs 2 random controls by hand: p_vs_random = max(0.0390625, 0.03125), Holm 0.078125 over 2 specs, no effect" || { bad "spec vs random controls"; cat $d/ctl.out; }
+if command -v python3 >/dev/null; then
+  python3 tests/check_eval_stats.py $d/ctl.jsonl $d/ctl.out > $d/ctl.py 2>&1 && ok "hand-made file: every summary number recomputed from the rows ($(cat $d/ctl.py))" || { bad "recomputed summary"; cat $d/ctl.py; }
+else skip "recomputed summary: no python3"; fi
+
+# 6c. on codi-nano: a spec with alpha 0 (= the baseline), a strong one, 2 random controls drawn per question
+for a in 0 200; do
+  printf '{"name": "a%s", "edits": [{"at": "latent_input", "step": 3, "op": "add", "alpha": %s, "vector": "%s/tests/data/golden_tiny.safetensors:steer.v"}]}' $a $a "$PWD" > $d/a$a.json
+done
+$CODI eval $nano --questions $qs --limit 16 --steer $d/a0.json --steer $d/a200.json --random-controls 2 --random-draw question --threads 2 --out $d/rq.jsonl > $d/rq.out 2> $d/rq.err
+grep -q '^{"condition": "a0", .*"p_vs_baseline": 1, "flips_to_right": 0, "flips_to_wrong": 0, "diff_vs_baseline_ci_low": [-0-9.e]*, .*"p_vs_random": 1,' $d/rq.out &&
+  ok "alpha 0 = the baseline: p = 1 and no flips, vs the baseline and vs its random controls" || { bad "alpha 0 condition"; grep '"a0"' $d/rq.out; }
+if command -v python3 >/dev/null; then
+  python3 tests/check_eval_stats.py $d/rq.jsonl $d/rq.out > $d/rq.py 2>&1 && ok "codi-nano: strict JSON, contract keys, Wilson, McNemar vs baseline / vs random, Holm, BH recomputed ($(cat $d/rq.py))" || { bad "codi-nano summary recomputed"; cat $d/rq.py; }
+else skip "codi-nano summary recomputed: no python3"; fi
+seeds=$(grep '"condition": "a200~random1"' $d/rq.jsonl | sed 's/.*"draw_seed": \([0-9]*\).*/\1/' | sort -u | wc -l)
+$CODI eval $nano --questions $qs --limit 5 --steer $d/a0.json --steer $d/a200.json --random-controls 2 --random-draw question --out $d/rq5.jsonl > /dev/null 2>&1
+pick() { grep '^{"condition": "[^"]*~random' "$1" | awk -F'"index": ' '{ split($2, a, ","); if (a[1] < 5) print }' | sed 's/"line".*"prediction"/"prediction"/' | sort; }
+[ "$seeds" -eq 16 ] && [ "$(pick $d/rq.jsonl)" = "$(pick $d/rq5.jsonl)" ] && [ -n "$(pick $d/rq5.jsonl)" ] &&
+  ok "--random-draw question: 16 questions, 16 different draws per control; a second run draws the same (same predictions)" || bad "--random-draw question ($seeds seeds)"
+$CODI eval --merge $d/rq.jsonl > $d/rqm.out 2>/dev/null
+[ "$(grep '^{"condition"' $d/rqm.out)" = "$(grep '^{"condition"' $d/rq.out)" ] && ok "--merge recomputes the same summary from the rows" || bad "--merge summary"
+sed 's/"name": "a0"/"name": "a200~random1"/' $d/a0.json > $d/clash.json
+$CODI eval $nano --questions $qs --limit 2 --steer $d/a200.json --steer $d/clash.json --random-controls 1 --out $d/clash.jsonl > /dev/null 2> $d/clash.err; rc1=$?
+$CODI eval $nano --questions $qs --limit 2 --steer $d/a0.json --steer $d/a0.json --out $d/clash2.jsonl > /dev/null 2> $d/clash2.err; rc2=$?
+[ $rc1 -ne 0 ] && grep -q 'condition name "a200~random1" is taken, has quotes or holds "~random"' $d/clash.err && [ $rc2 -ne 0 ] && grep -q '"a0" is taken' $d/clash2.err &&
+  ok "condition names that could collide with a random control, or repeat, are refused" || bad "name collisions: $(cat $d/clash.err $d/clash2.err)"
 
 # 7. the template set: the generator reproduces data/templates.jsonl (seed 42); 1,000 questions
 $CODI gen-templates --seed 42 | cmp -s - data/templates.jsonl && [ "$(wc -l < data/templates.jsonl)" -eq 1000 ] &&
@@ -91,5 +132,5 @@ build/steer_latent 5 | grep -q '^5 questions: plain [0-9]* correct, z_4 + 2 diff
   ok "examples/steer_latent.c runs" || bad "examples/steer_latent.c"
 build/steer_kv 5 | grep -q '^5 questions: plain [0-9]* correct, KV-steered [0-9]* correct, [0-9]* answers changed$' &&
   ok "examples/steer_kv.c runs" || bad "examples/steer_kv.c"
-echo "$pass passed, $fail failed, 0 skipped"
+echo "$pass passed, $fail failed, $skipped skipped"
 [ $fail -eq 0 ]

@@ -45,6 +45,7 @@ sys.exit(0 if ok and seen > 0 else 1)" && ok "codi lens --target --json: the tar
 else skip "codi lens --target --json: no python3"; fi
 
 # 3. aggregate metrics: the question count and accuracy agree with codi run over the same questions
+rm -f build/lcli_*_rows.jsonl      # the rows files of an earlier run would be resumed
 $B lens --model $nano --exact --questions models/codi-nano/test.jsonl --limit 30 --tokens The --out build/lcli_agg >/dev/null 2>&1
 run_correct=$($B run --model $nano --exact --questions models/codi-nano/test.jsonl --limit 30 2>/dev/null | tail -n 1 | sed -n 's/.*"correct": \([0-9]*\).*/\1/p')
 grep -q "\"questions\": 30, \"correct\": $run_correct," build/lcli_agg.json && [ "$(wc -l < build/lcli_agg.csv)" -eq 50 ] &&
@@ -100,4 +101,10 @@ $B tune-lens --model $nano --acts build/lcli_full.st --steps 40 --batch 16 --hel
 grep -q "resumed build/lcli_lens.ckpt at step 40" build/lcli_err.txt && cmp -s build/lcli_params_first.pt build/lcli_lens/params.pt &&
   ok "codi tune-lens --checkpoint resumes (at the end: the same lens)" || bad "codi tune-lens --checkpoint resume"
 $B lens --model $nano --exact --question "$q" --tuned build/lcli_lens | grep -q "^tuned lens: top-1" && ok "codi lens --tuned reads the trained lens directory" || bad "codi lens --tuned"
+rm -f build/lcli_cmp_rows.jsonl
+$B lens --model $nano --exact --max-answer 8 --questions models/codi-nano/test.jsonl --limit 12 --tuned build/lcli_lens --chance-permutations 2 --out build/lcli_cmp >/dev/null 2>&1
+if ! command -v python3 >/dev/null; then skip "logit vs tuned lens paired: no python3"
+elif grep -q '"lens_comparison": \[' build/lcli_cmp.json && [ -s build/lcli_cmp_logit_lines.svg ] && python3 tests/check_lens_stats.py build/lcli_cmp_rows.jsonl build/lcli_cmp.json > build/lcli_cmp.py 2>&1; then
+  ok "codi lens --questions --tuned: logit vs tuned lens per question (McNemar, flips) recomputed from the rows ($(cat build/lcli_cmp.py))"
+else bad "logit vs tuned lens comparison: $(cat build/lcli_cmp.py)"; fi
 echo "$pass passed, $fail failed, $skip skipped"

@@ -1,6 +1,7 @@
 /* codi eval: accuracy of CODI over a questions file under a list of conditions (the baseline, each
-   --steer spec, random controls of each spec), with Wilson 95% intervals and McNemar's exact test
-   of each condition against the baseline on the same questions.
+   --steer spec, random controls of each spec), with Wilson 95% intervals, McNemar's exact test of
+   each condition against the baseline and of each spec against its random controls on the same
+   questions, and Holm / Benjamini-Hochberg corrections within the families steer and control.
 
    Every (condition, question) result is appended to --out as one JSON line and flushed as soon as
    it is known; the file's first line records the command's settings. Running the same command
@@ -22,9 +23,15 @@ typedef struct {
     int32_t *ids; int n_ids;  /* the prompt */
 } eval_question;
 
+enum { EVAL_BASELINE, EVAL_STEER, EVAL_CONTROL };
+static const char *const eval_family_name[3] = { "baseline", "steer", "control" };
+
 typedef struct {
     char name[160];
-    codi_steer *steer;        /* NULL: the baseline */
+    codi_steer *steer;        /* NULL: the baseline, and a control drawn per question */
+    int family;               /* EVAL_* */
+    int parent;               /* a control: its spec's condition index; else -1 */
+    int spec_no, r;           /* a spec's number (1-based) and a control's number r (1..N) */
 } eval_condition;
 
 typedef struct {              /* one result, as read back or as computed */
@@ -39,6 +46,8 @@ typedef struct {
     unsigned char *done;      /* [nc * nq] 1 when the result is in the file */
     eval_result *res; long n_res, cap_res;
     int latents, max_answer;
+    int draw_per_question;    /* --random-draw question: a control's directions drawn per question */
+    uint64_t seed;
     long next, total, finished, failed;
     FILE *out;
     pthread_mutex_t lock;
@@ -73,8 +82,9 @@ static void eval_header(char *buf, size_t cap, const char *model, const char *qu
     size_t n;
     int i;
     n = (size_t)snprintf(buf, cap, "{\"codi_eval\": 1, \"model\": \"%s\", \"questions\": \"%s\", \"latents\": %d, \"recipe\": %d, "
-                         "\"max_answer\": %d, \"limit\": %d, \"seed\": %d, \"shard\": \"%d/%d\", \"conditions\": [",
-                         model, questions, ec->latents, recipe, ec->max_answer, limit, seed, shard_k, shard_n);
+                         "\"max_answer\": %d, \"limit\": %d, \"seed\": %d, \"shard\": \"%d/%d\", %s\"conditions\": [",
+                         model, questions, ec->latents, recipe, ec->max_answer, limit, seed, shard_k, shard_n,
+                         ec->draw_per_question ? "\"random_draw\": \"question\", " : "");
     for (i = 0; i < ec->nc && n < cap; i++) n += (size_t)snprintf(buf + n, cap - n, "%s\"%s\"", i ? ", " : "", ec->c[i].name);
     if (n < cap) snprintf(buf + n, cap - n, "]}\n");
 }
@@ -83,6 +93,36 @@ static int eval_cond_index(const eval_ctx *ec, const char *name) {
     int i;
     for (i = 0; i < ec->nc; i++) if (!strcmp(ec->c[i].name, name)) return i;
     return -1;
+}
+
+/* Families from the names (a merge reads only names): "baseline"; "S~randomK" is a random control
+   of spec S when S is a condition (spec names holding "~random" are refused, so this cannot
+   misread); every other name is a steered spec. */
+static void eval_classify(eval_ctx *ec) {
+    int i, j, n_spec = 0;
+    for (i = 0; i < ec->nc; i++) {
+        const char *cut = strstr(ec->c[i].name, "~random");
+        eval_condition *c = &ec->c[i];
+        c->family = !strcmp(c->name, "baseline") ? EVAL_BASELINE : EVAL_STEER;
+        c->parent = -1;
+        for (j = 0; cut && j < ec->nc; j++)
+            if (j != i && strlen(ec->c[j].name) == (size_t)(cut - c->name) && !strncmp(ec->c[j].name, c->name, (size_t)(cut - c->name)) &&
+                cut[7] >= '0' && cut[7] <= '9' && strspn(cut + 7, "0123456789") == strlen(cut + 7)) { c->family = EVAL_CONTROL; c->parent = j; c->r = atoi(cut + 7); }
+        if (c->family == EVAL_STEER) c->spec_no = ++n_spec;
+    }
+}
+
+/* The seed of control r of spec spec_no for question index (--random-draw question): splitmix64
+   of the three numbers and --seed, so every (spec, control, question) has its own directions; 53
+   bits, so that any JSON reader reads the draw_seed of a result line exactly. */
+static uint64_t eval_mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+static uint64_t eval_question_seed(uint64_t seed, int spec_no, int r, int index) {
+    return eval_mix(eval_mix(eval_mix(eval_mix(seed) ^ (uint64_t)spec_no) ^ (uint64_t)r) ^ (uint64_t)index) >> 11;
 }
 
 static void eval_add_result(eval_ctx *ec, int cond, int index, int correct) {
@@ -144,10 +184,18 @@ static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, siz
     double pred = 0;
     int has_pred, correct, rc;
     size_t n;
+    codi_steer *drawn = NULL;
+    uint64_t draw_seed = 0;
     ro.n_latent = ec->latents; ro.max_answer = ec->max_answer;
     codi_state_clear_hooks(s);
-    rc = c->steer ? codi_steer_install(c->steer, s, &ro) : 0;
+    if (c->family == EVAL_CONTROL) {
+        draw_seed = ec->draw_per_question ? eval_question_seed(ec->seed, ec->c[c->parent].spec_no, c->r, q->index) : (uint64_t)c->r;   /* per spec: the name's number is the seed */
+        if (ec->draw_per_question && !(drawn = codi_steer_random_like(ec->c[c->parent].steer, draw_seed))) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
+    }
+    rc = drawn ? codi_steer_install(drawn, s, &ro) : c->steer ? codi_steer_install(c->steer, s, &ro) : 0;
     if (rc == 0) rc = codi_run(ec->m, s, q->ids, q->n_ids, &ro, &rr);
+    codi_state_clear_hooks(s);
+    codi_steer_free(drawn);
     if (rc) { fprintf(stderr, "codi eval: %s, line %d: %s\n", c->name, q->line, s->error); return -1; }
     codi_decode(ec->t, rr.answer, rr.n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
@@ -164,7 +212,9 @@ static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, siz
             else line[n++] = (char)*t;
         }
     }
-    snprintf(line + n, cap - n, "\"}\n");
+    n += (size_t)snprintf(line + n, cap - n, "\"");
+    if (c->family == EVAL_CONTROL) n += (size_t)snprintf(line + n, cap - n, ", \"draw_seed\": %llu", (unsigned long long)draw_seed);
+    snprintf(line + n, cap - n, "}\n");
     pthread_mutex_lock(&ec->lock);
     fputs(line, ec->out);
     fflush(ec->out);
@@ -202,76 +252,149 @@ static void *eval_worker(void *user) {
 
 /* --- statistics --------------------------------------------------------------------------- */
 
-/* Condition ci's counts over grid [conditions, questions] (1 right, 0 wrong, -1 not run; row 0 is the
-   baseline): n run, k right, paired with a baseline result, b right only in the baseline, c only in ci. */
-static void eval_tally(const signed char *grid, int nq_max, int ci, long *n, long *k, long *paired, long *b, long *c) {
+/* Results of condition a against condition o on the questions both ran (grid [conditions, questions]:
+   1 right, 0 wrong, -1 not run): pairs, right only under o (b) and only under a (c). */
+static void eval_pair(const signed char *grid, int nq_max, int a, int o, long *paired, long *b, long *c) {
     int i;
-    *n = *k = *paired = *b = *c = 0;
+    *paired = *b = *c = 0;
     for (i = 0; i < nq_max; i++) {
-        int x = grid[(size_t)ci * nq_max + i], y = grid[i];
-        if (x < 0) continue;
-        (*n)++; *k += x;
-        if (y >= 0) { (*paired)++; *b += y && !x; *c += !y && x; }
+        int x = grid[(size_t)a * nq_max + i], y = grid[(size_t)o * nq_max + i];
+        if (x < 0 || y < 0) continue;
+        (*paired)++; *b += y && !x; *c += !y && x;
     }
 }
 
-/* Wilson score interval for k successes in n at 95% (z = 1.959964). */
-static void eval_wilson(long k, long n, double *lo, double *hi) {
-    const double z = 1.959963984540054;
-    double p, den, mid, half;
-    if (n == 0) { *lo = 0; *hi = 1; return; }
-    p = (double)k / n; den = 1 + z * z / n;
-    mid = (p + z * z / (2.0 * n)) / den;
-    half = z / den * sqrt(p * (1 - p) / n + z * z / (4.0 * n * n));
-    *lo = mid - half < 0 ? 0 : mid - half; *hi = mid + half > 1 ? 1 : mid + half;
-}
+typedef struct {
+    long n, k;                         /* questions run, right */
+    double lo, hi;                     /* Wilson 95% */
+    long paired, b, c;                 /* vs the baseline: pairs, flips to wrong (b), flips to right (c) */
+    double p_base, d_base, d_base_lo, d_base_hi;
+    int control;                       /* a steered spec: the control with the largest p (the decisive one); else -1 */
+    long r_paired, r_b, r_c;           /* vs that control: pairs, right only under it, right only under the spec */
+    double p_rand, d_rand, d_rand_lo, d_rand_hi;
+    double p_primary, p_holm, q_bh;
+    int effect;                        /* Holm-adjusted p vs the random control(s) < 0.05 */
+} eval_stat;
 
-/* McNemar's exact test: two-sided p of b vs c discordant pairs, 2 P(X <= min(b, c)), X ~ Bin(b + c, 1/2). */
-static double eval_mcnemar(long b, long c) {
-    long n = b + c, k = b < c ? b : c, i;
-    double p = 0;
-    if (n == 0) return 1;
-    for (i = 0; i <= k; i++) p += exp(lgamma((double)n + 1) - lgamma((double)i + 1) - lgamma((double)(n - i) + 1) - n * log(2.0));
-    return 2 * p > 1 ? 1 : 2 * p;
-}
+static void eval_json_num(FILE *f, double v) { if (isfinite(v)) fprintf(f, "%.6g", v); else fputs("null", f); }
+static void eval_csv_num(FILE *f, double v) { if (isfinite(v)) fprintf(f, "%.6g", v); }   /* empty cell when not computed */
 
-/* Table on stdout, CSV to csv_path (if any), then one JSON object per condition (the last lines). */
-static void eval_summary(const eval_ctx *ec, const char *csv_path) {
-    int ci, nq_max = 0;
+/* Table on stdout, CSV to csv_path (if any), then one JSON object per condition (the last lines).
+   A steered spec with several random controls is tested against each; its p_vs_random is the
+   largest of those p values (it must beat every control), and the diff vs random is against that
+   control. p_primary (vs random where there is a control, else vs the baseline) is corrected
+   within its family: the steered specs, and the random controls. */
+static void eval_summary(eval_ctx *ec, const char *csv_path) {
+    int ci, j, nq_max = 0, n_tested[3] = { 0, 0, 0 }, n_effects = 0, base = eval_cond_index(ec, "baseline");
     signed char *grid;              /* [nc, max index + 1]: -1 absent, 0 wrong, 1 right */
+    eval_stat *st = (eval_stat *)calloc((size_t)(ec->nc ? ec->nc : 1), sizeof *st);
+    double *pf = (double *)malloc(sizeof(double) * (size_t)(ec->nc ? ec->nc : 1) * 3);
     long r;
     FILE *csv = NULL;
+    eval_classify(ec);
     for (r = 0; r < ec->n_res; r++) if (ec->res[r].index + 1 > nq_max) nq_max = ec->res[r].index + 1;
-    if (!(grid = (signed char *)malloc((size_t)ec->nc * (size_t)(nq_max ? nq_max : 1)))) { fprintf(stderr, "codi: out of memory\n"); return; }
+    if (!st || !pf || !(grid = (signed char *)malloc((size_t)ec->nc * (size_t)(nq_max ? nq_max : 1)))) {
+        fprintf(stderr, "codi: out of memory\n"); free(st); free(pf); return;
+    }
     memset(grid, -1, (size_t)ec->nc * (size_t)(nq_max ? nq_max : 1));
     for (r = 0; r < ec->n_res; r++) grid[(size_t)ec->res[r].cond * nq_max + ec->res[r].index] = (signed char)ec->res[r].correct;
-    if (csv_path && !(csv = fopen(csv_path, "w"))) fprintf(stderr, "codi eval: cannot write %s\n", csv_path);
-    if (csv) fprintf(csv, "condition,questions,correct,accuracy,ci95_low,ci95_high,paired,diff_vs_baseline,baseline_only,condition_only,mcnemar_p\n");
-    printf("%-40s %9s %8s %9s %17s %9s %10s\n", "condition", "questions", "correct", "accuracy", "95% CI (Wilson)", "diff", "McNemar p");
     for (ci = 0; ci < ec->nc; ci++) {
-        long n, k, paired, b, c;
-        double lo, hi, p;
-        eval_tally(grid, nq_max, ci, &n, &k, &paired, &b, &c);
-        eval_wilson(k, n, &lo, &hi);
-        p = eval_mcnemar(b, c);
-        printf("%-40s %9ld %8ld %8.2f%% %7.2f%% - %5.2f%% %+8.2f%% %10.4g\n", ec->c[ci].name, n, k, n ? 100.0 * k / n : 0.0, 100 * lo, 100 * hi,
-               paired ? 100.0 * (c - b) / paired : 0.0, p);
-        if (csv) fprintf(csv, "\"%s\",%ld,%ld,%.6f,%.6f,%.6f,%ld,%.6f,%ld,%ld,%.6g\n", ec->c[ci].name, n, k, n ? (double)k / n : 0.0, lo, hi,
-                         paired, paired ? (double)(c - b) / paired : 0.0, b, c, p);
+        eval_stat *s = &st[ci];
+        int i;
+        for (i = 0; i < nq_max; i++) { int x = grid[(size_t)ci * nq_max + i]; if (x >= 0) { s->n++; s->k += x; } }
+        codi_wilson_interval((int)s->k, (int)s->n, 1.959963984540054, &s->lo, &s->hi);
+        if (base >= 0) eval_pair(grid, nq_max, ci, base, &s->paired, &s->b, &s->c);   /* a merge of files without it: no pairs */
+        s->p_base = ci != base && base >= 0 ? codi_mcnemar_exact(s->b, s->c) : NAN;
+        s->d_base = s->paired ? (double)(s->c - s->b) / s->paired : NAN;
+        codi_paired_diff_interval(s->b, s->c, s->paired, &s->d_base_lo, &s->d_base_hi);
+        if (ci == base || !s->paired) s->d_base_lo = s->d_base_hi = NAN;
+        s->control = -1; s->p_rand = s->d_rand = s->d_rand_lo = s->d_rand_hi = NAN;
+        for (j = 0; j < ec->nc; j++) {
+            long pr, b, c;
+            double p;
+            if (ec->c[j].family != EVAL_CONTROL || ec->c[j].parent != ci) continue;
+            eval_pair(grid, nq_max, ci, j, &pr, &b, &c);
+            p = codi_mcnemar_exact(b, c);
+            if (s->control < 0 || p > s->p_rand) { s->control = j; s->p_rand = p; s->r_paired = pr; s->r_b = b; s->r_c = c; }
+        }
+        if (s->control >= 0 && s->r_paired) {
+            s->d_rand = (double)(s->r_c - s->r_b) / s->r_paired;
+            codi_paired_diff_interval(s->r_b, s->r_c, s->r_paired, &s->d_rand_lo, &s->d_rand_hi);
+        }
+        s->p_primary = s->control >= 0 ? s->p_rand : s->p_base;
+        for (j = 0; j < 3; j++) pf[(size_t)j * ec->nc + ci] = ec->c[ci].family == j && j != EVAL_BASELINE ? s->p_primary : NAN;
+        if (ec->c[ci].family != EVAL_BASELINE && s->p_primary == s->p_primary) n_tested[ec->c[ci].family]++;
+    }
+    for (j = EVAL_STEER; j <= EVAL_CONTROL; j++) {        /* Holm and BH within each family */
+        double *h = (double *)malloc(sizeof(double) * (size_t)ec->nc), *q = (double *)malloc(sizeof(double) * (size_t)ec->nc);
+        if (h && q && !codi_holm(pf + (size_t)j * ec->nc, ec->nc, h) && !codi_bh(pf + (size_t)j * ec->nc, ec->nc, q))
+            for (ci = 0; ci < ec->nc; ci++) if (ec->c[ci].family == j) { st[ci].p_holm = h[ci]; st[ci].q_bh = q[ci]; }
+        free(h); free(q);
+    }
+    for (ci = 0; ci < ec->nc; ci++) {
+        if (ec->c[ci].family == EVAL_BASELINE) st[ci].p_holm = st[ci].q_bh = NAN;
+        st[ci].effect = ec->c[ci].family == EVAL_STEER && st[ci].control >= 0 && st[ci].p_holm < 0.05;
+        n_effects += st[ci].effect;
+    }
+    if (csv_path && !(csv = fopen(csv_path, "w"))) fprintf(stderr, "codi eval: cannot write %s\n", csv_path);
+    if (csv) fprintf(csv, "condition,questions,correct,accuracy,ci95_low,ci95_high,paired,diff_vs_baseline,baseline_only,condition_only,mcnemar_p,"
+                          "family,split,diff_vs_baseline_ci_low,diff_vs_baseline_ci_high,random_control,paired_vs_random,random_only,spec_only,"
+                          "diff_vs_random,diff_vs_random_ci_low,diff_vs_random_ci_high,p_vs_random,p_primary,p_holm,q_bh,effect\n");
+    printf("split: confirm (pre-specified conditions). Tested: %d steered spec(s) (family steer) and %d random control(s) (family control);\n"
+           "p_primary = McNemar vs the spec's random control(s) (the largest p over its controls), else vs the baseline; Holm within each family.\n"
+           "* = an effect: Holm-adjusted p vs its random control < 0.05, either way (diff rnd gives the sign; %d of %d specs; a spec without a control is never an effect)\n",
+           n_tested[EVAL_STEER], n_tested[EVAL_CONTROL], n_effects, n_tested[EVAL_STEER]);
+    printf("%-32s %-8s %5s %7s %8s %17s %8s %9s %8s %9s %9s\n", "condition", "family", "n", "correct", "accuracy", "95% CI (Wilson)",
+           "diff", "p base", "diff rnd", "p random", "p Holm");
+    for (ci = 0; ci < ec->nc; ci++) {
+        const eval_stat *s = &st[ci];
+        char pb[16], dr[16], prn[16], ph[16];
+        if (s->p_base == s->p_base) snprintf(pb, sizeof pb, "%.4g", s->p_base); else snprintf(pb, sizeof pb, "-");
+        if (s->d_rand == s->d_rand) snprintf(dr, sizeof dr, "%+.2f%%", 100 * s->d_rand); else snprintf(dr, sizeof dr, "-");
+        if (s->p_rand == s->p_rand) snprintf(prn, sizeof prn, "%.4g", s->p_rand); else snprintf(prn, sizeof prn, "-");
+        if (s->p_holm == s->p_holm) snprintf(ph, sizeof ph, "%.4g%s", s->p_holm, s->effect ? " *" : ""); else snprintf(ph, sizeof ph, "-");
+        printf("%-32s %-8s %5ld %7ld %7.2f%% %7.2f%% - %5.2f%% %+7.2f%% %9s %8s %9s %9s\n", ec->c[ci].name, eval_family_name[ec->c[ci].family],
+               s->n, s->k, s->n ? 100.0 * s->k / s->n : 0.0, 100 * s->lo, 100 * s->hi, s->paired ? 100 * s->d_base : 0.0, pb, dr, prn, ph);
+        if (csv) {
+            fprintf(csv, "\"%s\",%ld,%ld,%.6f,%.6f,%.6f,%ld,%.6f,%ld,%ld,%.6g,%s,confirm,", ec->c[ci].name, s->n, s->k, s->n ? (double)s->k / s->n : 0.0,
+                    s->lo, s->hi, s->paired, s->paired ? s->d_base : 0.0, s->b, s->c, codi_mcnemar_exact(s->b, s->c), eval_family_name[ec->c[ci].family]);
+            eval_csv_num(csv, s->d_base_lo); fputc(',', csv); eval_csv_num(csv, s->d_base_hi);
+            if (s->control >= 0) fprintf(csv, ",\"%s\",%ld,%ld,%ld,", ec->c[s->control].name, s->r_paired, s->r_b, s->r_c); else fprintf(csv, ",,,,,");
+            eval_csv_num(csv, s->d_rand); fputc(',', csv); eval_csv_num(csv, s->d_rand_lo); fputc(',', csv); eval_csv_num(csv, s->d_rand_hi); fputc(',', csv);
+            eval_csv_num(csv, s->p_rand); fputc(',', csv); eval_csv_num(csv, s->p_primary); fputc(',', csv);
+            eval_csv_num(csv, s->p_holm); fputc(',', csv); eval_csv_num(csv, s->q_bh); fprintf(csv, ",%d\n", s->effect);
+        }
     }
     if (csv) fclose(csv);
-    for (ci = 0; ci < ec->nc; ci++) {
-        long n, k, paired, b, c;
-        double lo, hi;
-        eval_tally(grid, nq_max, ci, &n, &k, &paired, &b, &c);
-        eval_wilson(k, n, &lo, &hi);
+    for (ci = 0; ci < ec->nc; ci++) {               /* strict JSON: null for what was not computed */
+        const eval_stat *s = &st[ci];
         printf("{\"condition\": ");
         cli_json_string(stdout, ec->c[ci].name);
         printf(", \"questions\": %ld, \"correct\": %ld, \"accuracy\": %.6f, \"ci95\": [%.6f, %.6f], \"paired\": %ld, "
-               "\"diff_vs_baseline\": %.6f, \"baseline_only\": %ld, \"condition_only\": %ld, \"mcnemar_p\": %.6g}\n",
-               n, k, n ? (double)k / n : 0.0, lo, hi, paired, paired ? (double)(c - b) / paired : 0.0, b, c, eval_mcnemar(b, c));
+               "\"diff_vs_baseline\": %.6f, \"baseline_only\": %ld, \"condition_only\": %ld, \"mcnemar_p\": %.6g",
+               s->n, s->k, s->n ? (double)s->k / s->n : 0.0, s->lo, s->hi, s->paired, s->paired ? s->d_base : 0.0, s->b, s->c, codi_mcnemar_exact(s->b, s->c));
+        printf(", \"family\": \"%s\", \"split\": \"confirm\", \"n\": %ld, \"ci_low\": %.6f, \"ci_high\": %.6f, \"p_vs_baseline\": ",
+               eval_family_name[ec->c[ci].family], s->n, s->lo, s->hi);
+        eval_json_num(stdout, s->p_base);
+        printf(", \"flips_to_right\": %ld, \"flips_to_wrong\": %ld, \"diff_vs_baseline_ci_low\": ", s->c, s->b);
+        eval_json_num(stdout, s->d_base_lo); printf(", \"diff_vs_baseline_ci_high\": "); eval_json_num(stdout, s->d_base_hi);
+        printf(", \"random_controls\": [");
+        for (j = 0, r = 0; j < ec->nc; j++)
+            if (ec->c[j].family == EVAL_CONTROL && ec->c[j].parent == ci) { printf("%s", r++ ? ", " : ""); cli_json_string(stdout, ec->c[j].name); }
+        printf("], \"random_control\": ");
+        if (s->control >= 0) cli_json_string(stdout, ec->c[s->control].name); else printf("null");
+        if (s->control >= 0) printf(", \"paired_vs_random\": %ld, \"random_only\": %ld, \"spec_only\": %ld", s->r_paired, s->r_b, s->r_c);
+        else printf(", \"paired_vs_random\": null, \"random_only\": null, \"spec_only\": null");
+        printf(", \"diff_vs_random\": "); eval_json_num(stdout, s->d_rand);
+        printf(", \"diff_vs_random_ci_low\": "); eval_json_num(stdout, s->d_rand_lo);
+        printf(", \"diff_vs_random_ci_high\": "); eval_json_num(stdout, s->d_rand_hi);
+        printf(", \"p_vs_random\": "); eval_json_num(stdout, s->p_rand);
+        printf(", \"p_primary\": "); eval_json_num(stdout, s->p_primary);
+        printf(", \"p_holm\": "); eval_json_num(stdout, s->p_holm);
+        printf(", \"q_bh\": "); eval_json_num(stdout, s->q_bh);
+        printf(", \"family_size\": %d, \"effect\": %s}\n", ec->c[ci].family == EVAL_BASELINE ? 0 : n_tested[ec->c[ci].family], s->effect ? "true" : "false");
     }
-    free(grid);
+    free(grid); free(st); free(pf);
 }
 
 /* --- the command ---------------------------------------------------------------------------- */
@@ -296,6 +419,22 @@ static int eval_merge(char **files, int n, const char *csv_path) {
     char h0[8192], h[8192];
     int i;
     memset(&ec, 0, sizeof ec);
+    {   /* the conditions in the order of the first file's settings line (results come in any order) */
+        FILE *f = fopen(files[0], "rb");
+        char err[256];
+        codi__json *j = f && fgets(h0, sizeof h0, f) ? codi__json_parse(h0, strlen(h0), err, sizeof err) : NULL;
+        const codi__json *list = j ? codi__json_get(j, "conditions") : NULL, *c;
+        for (c = list && list->type == CODI__J_ARR ? list->child : NULL; c; c = c->next)
+            if (c->type == CODI__J_STR && eval_cond_index(&ec, c->str) < 0) {
+                eval_condition *grown = (eval_condition *)realloc(ec.c, sizeof *ec.c * (size_t)(ec.nc + 1));
+                if (!grown) break;
+                ec.c = grown;
+                memset(&ec.c[ec.nc], 0, sizeof *ec.c);
+                snprintf(ec.c[ec.nc++].name, sizeof ec.c->name, "%s", c->str);
+            }
+        codi__json_free(j);
+        if (f) fclose(f);
+    }
     for (i = 0; i < n; i++) {
         long good;
         if (eval_read_results(&ec, files[i], i ? h : h0, sizeof h, &good, 1) < 0) { fprintf(stderr, "codi eval: cannot read %s\n", files[i]); eval_free(&ec); return 1; }
@@ -324,7 +463,7 @@ static int eval_merge(char **files, int n, const char *csv_path) {
 
 static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
-    const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL;
+    const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL, *random_draw = "spec";
     int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
     cli_list steers;
     cli_opt opts[] = {
@@ -332,6 +471,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions, one {\"question\": ..., \"answer\": N or \"... #### N\"} per line" },
         { "--steer", CLI_LIST, &steers, 0, 0, "SPEC.json", "a steering spec (tests/data/steer/*.json; codi_lens.h >>steer): one condition each, repeatable" },
         { "--random-controls", CLI_INT, &random_controls, 0, 1000, "N", "per spec, N conditions with its vectors replaced by random directions of the same norms (seeds seed+1..seed+N; default 0)" },
+        { "--random-draw", CLI_STR, &random_draw, 0, 0, "spec|question", "random controls drawn once per spec (default: control K's directions from seed S+K) or per question (seeded from S, spec, K and the question index)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random controls (default 1)" },
         { "--out", CLI_STR, &out, 0, 0, "RESULTS.jsonl", "per-question results, appended as they come; an existing file is resumed" },
         { "--csv", CLI_STR, &csv, 0, 0, "FILE.csv", "the summary table as CSV (default: RESULTS.jsonl with .csv)" },
@@ -368,6 +508,9 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     }
     if (!ma.model || !questions || !out) { fprintf(stderr, "codi eval: needs --model, --questions and --out (codi eval --help)\n"); rc = 2; goto done; }
     if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) { rc = 2; goto done; }
+    if (strcmp(random_draw, "spec") && strcmp(random_draw, "question")) { fprintf(stderr, "codi eval: --random-draw is spec or question, not '%s'\n", random_draw); rc = 2; goto done; }
+    ec.draw_per_question = !strcmp(random_draw, "question");
+    ec.seed = (uint64_t)seed;
     if (random_controls && !steers.n) { fprintf(stderr, "codi eval: --random-controls needs at least one --steer spec to take the norms from\n"); rc = 2; goto done; }
     workers = cli_threads_checked(&ma);
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
@@ -381,16 +524,19 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         if (!st) { fprintf(stderr, "codi eval: %s\n", err); goto done; }
         ec.c[ec.nc].steer = st;
         snprintf(ec.c[ec.nc].name, sizeof ec.c->name, "%s", st->name);
-        if (eval_cond_index(&ec, st->name) >= 0 || strchr(st->name, '"') || strchr(st->name, '\\')) {
-            fprintf(stderr, "codi eval: %s: condition name \"%s\" is taken or has quotes; give the spec a \"name\"\n", steers.v[i], st->name); ec.nc++; goto done;
+        if (eval_cond_index(&ec, st->name) >= 0 || strchr(st->name, '"') || strchr(st->name, '\\') || strstr(st->name, "~random")) {
+            fprintf(stderr, "codi eval: %s: condition name \"%s\" is taken, has quotes or holds \"~random\" (kept for random controls); "
+                            "give the spec another \"name\"\n", steers.v[i], st->name); ec.nc++; goto done;
         }
         ec.nc++;
         for (r = 1; r <= random_controls; r++) {
-            if (!(ec.c[ec.nc].steer = codi_steer_random_like(st, (uint64_t)seed + (uint64_t)r))) { fprintf(stderr, "codi eval: out of memory\n"); goto done; }
-            snprintf(ec.c[ec.nc].name, sizeof ec.c->name, "%.120s~random%d", st->name, seed + r);
+            if (!ec.draw_per_question && !(ec.c[ec.nc].steer = codi_steer_random_like(st, (uint64_t)seed + (uint64_t)r))) { fprintf(stderr, "codi eval: out of memory\n"); goto done; }
+            if (ec.draw_per_question) snprintf(ec.c[ec.nc].name, sizeof ec.c->name, "%.120s~random%d", st->name, r);
+            else snprintf(ec.c[ec.nc].name, sizeof ec.c->name, "%.120s~random%d", st->name, seed + r);
             ec.nc++;
         }
     }
+    eval_classify(&ec);
     ec.m = m; ec.t = t; ec.latents = latents; ec.max_answer = max_answer;
     {
         eval_question_list ql;
@@ -470,13 +616,28 @@ static const cli_command cmd_eval = {
     "       codi eval --merge A.jsonl B.jsonl ... [--csv FILE.csv]",
     "Runs every question under each condition: the baseline, each --steer spec (named by its \"name\" or file\n"
     "name) and, with --random-controls N, each spec with its vectors replaced by random directions of the\n"
-    "same norms (seeds S+1..S+N). --threads spreads the questions over threads (one state each).\n"
+    "same norms: drawn once per spec (default; control K uses seed S+K, named SPEC~random<S+K>) or, with\n"
+    "--random-draw question, per question (seeded from S, the spec's number, K and the question index;\n"
+    "named SPEC~randomK; each result line records its draw_seed). Names are checked: \"baseline\", a\n"
+    "taken name and names holding \"~random\" are refused. --threads spreads the questions over threads.\n"
     "Every result is appended to RESULTS.jsonl as soon as it is known (first line: the settings); running\n"
     "the same command again resumes (after Ctrl-C or kill -9) and ends with the same totals. A malformed\n"
     "line of the questions file is reported with its number and skipped.\n"
-    "Prints a table (accuracy, Wilson 95% interval, difference to the baseline on the same questions,\n"
-    "McNemar's exact p), writes it as CSV, and ends with one JSON object per condition: condition,\n"
-    "questions, correct, accuracy, ci95, paired, diff_vs_baseline, baseline_only, condition_only, mcnemar_p.\n\n"
+    "Statistics (split \"confirm\": eval tests pre-specified conditions; explore elsewhere, e.g. codi sweep):\n"
+    "accuracy with its Wilson 95% interval; McNemar's exact test and the paired difference (Bonett-Price\n"
+    "95% interval) of each condition vs the baseline (flips_to_right / flips_to_wrong) and of each spec vs\n"
+    "its random controls on the same questions: with several controls the spec is tested against each and\n"
+    "p_vs_random is the largest p (it must beat every control; the diff is against that control).\n"
+    "p_primary (vs random where the spec has controls, else vs the baseline) is adjusted within its family\n"
+    "(steer: the specs; control: the random controls): p_holm (Holm) and q_bh (Benjamini-Hochberg). The\n"
+    "table marks an effect (*, either direction) only for a spec whose Holm-adjusted p vs its random\n"
+    "control is < 0.05.\n"
+    "Writes the table as CSV and ends with one JSON object per condition (null where a number was not\n"
+    "computed): condition, family, split, n, correct, accuracy, ci_low, ci_high, p_vs_baseline,\n"
+    "flips_to_right, flips_to_wrong, diff_vs_baseline(_ci_low/_ci_high), random_controls, random_control,\n"
+    "diff_vs_random(_ci_low/_ci_high), p_vs_random, p_primary, p_holm, q_bh, family_size, effect, and the\n"
+    "older keys questions, ci95, paired, baseline_only, condition_only, mcnemar_p. --merge recomputes\n"
+    "all of it from the result lines.\n\n"
     "Spread over machines (Slurm array task K of N, or GNU parallel), then merge:\n"
     "  codi eval --model M --questions Q.jsonl --steer s.json --shard $SLURM_ARRAY_TASK_ID/8 --out part$SLURM_ARRAY_TASK_ID.jsonl\n"
     "  codi eval --merge part*.jsonl --csv all.csv\n\n"

@@ -1,6 +1,8 @@
 /* codi lens: read the residual stream of a CODI run through the logit lens or a tuned lens,
    layer by layer at chosen positions (bot and the latents by default): a table, JSON, an SVG
-   heatmap; over a question file, the Latent Reasoning Sprint's detection metrics. */
+   heatmap; over a question file, the Latent Reasoning Sprint's detection metrics with Wilson
+   intervals, shuffled-answer chance rates and paired differences, from a resumable rows file. */
+#include <stdarg.h>
 #include "positions.h"
 #include "svg.h"
 
@@ -11,6 +13,11 @@ typedef struct {
     cli_prompt_args pa;
     const char *tuned, *positions, *svg, *color, *questions, *out, *tokens, *target;
     int top_k, json, max_answer, limit, sprint_norm, sprint_index;
+    const char *targets, *relations, *multi_token, *rows;   /* aggregate mode: target sets, approximations, rows file */
+    double approx_pct;
+    int chance_permutations, seed;
+    char rows_default[4096];
+    int target_tokens;          /* how many tokens --target is (only the first counts) */
 } lens_args;
 
 /* One run read through the lens: for each slot and residual index, the top-k, entropy. */
@@ -93,13 +100,28 @@ static int lens_rank_in(const lens_grid *g, int p, int l, const int32_t *ids, in
     return g->k;
 }
 
-/* Ids for a target: a number (its number tokens) or a token text; count or -1. */
-static int lens_target_ids(const codi_tokenizer *t, const char *target, int32_t *ids) {
-    char *end;
+/* Ids for a target: a number (its number tokens, codi_number_tokens) or a token text. *n_tokens gets
+   how many tokens the whole target is; one of several tokens counts by its first token with a
+   warning (skip_multi 0) or is refused (skip_multi 1: returns -2). Count, or -1 when it has no token. */
+static int lens_target_ids(const codi_tokenizer *t, const char *target, int skip_multi, int32_t *ids, int *n_tokens) {
+    char *end, digits[48], spaced[56];
     double v = strtod(target, &end);
-    if (*target && !*end) return codi_number_tokens(t, v, ids);
-    if ((ids[0] = codi_token_id(t, target, strlen(target))) >= 0) return 1;
-    return codi_encode(t, target, strlen(target), 0, 0, ids, 1) >= 1 ? 1 : -1;
+    int32_t enc[64];
+    int n, is_number = *target && !*end;
+    if (is_number) {
+        if ((n = codi_number_tokens(t, v, ids)) < 1) return -1;
+        snprintf(digits, sizeof digits, "%.0f", v); snprintf(spaced, sizeof spaced, " %s", digits);
+        *n_tokens = codi_token_id(t, digits, strlen(digits)) >= 0 || codi_token_id(t, spaced, strlen(spaced)) >= 0 ? 1 : codi_encode(t, digits, strlen(digits), 0, 0, enc, 64);
+    } else if ((ids[0] = codi_token_id(t, target, strlen(target))) >= 0) { *n_tokens = 1; return 1; }
+    else {
+        if ((*n_tokens = codi_encode(t, target, strlen(target), 0, 0, enc, 64)) < 1) return -1;
+        ids[0] = enc[0]; n = 1;
+    }
+    if (*n_tokens > 1) {
+        if (skip_multi) { fprintf(stderr, "codi lens: target '%s' is %d tokens; --multi-token skip leaves it out\n", target, *n_tokens); return -2; }
+        fprintf(stderr, "codi lens: warning: target '%s' is %d tokens in this tokenizer; only its first token is counted (--multi-token first)\n", target, *n_tokens);
+    }
+    return n;
 }
 
 static void lens_cell_token(const codi_tokenizer *t, int32_t id, char *buf, size_t cap, int max_chars) {
@@ -206,6 +228,8 @@ static void lens_print_json(const lens_args *a, const codi_tokenizer *t, const p
     printf("]");
     if (ntid > 0) {
         printf(",\n \"target\": {\"text\": "); cli_json_string(stdout, a->target);
+        printf(", \"target_tokens\": %d, \"multi_token\": \"%s\", \"warning\": ", a->target_tokens, a->multi_token);
+        if (a->target_tokens > 1) printf("\"the target is %d tokens; only its first token is counted\"", a->target_tokens); else printf("null");
         printf(", \"ids\": [");
         for (r = 0; r < ntid; r++) printf("%s%d", r ? ", " : "", (int)tid[r]);
         printf("], \"rank\": [");                        /* over the whole vocabulary, 0 = top-1 */
@@ -273,10 +297,49 @@ done:
     return rc;
 }
 
-/* ---- aggregate mode: the sprint's metrics over a question file ---- */
+/* ---- aggregate mode: detection rates over a question file, with intervals and chance --------
+   Per question, per lens (logit; tuned too with --tuned), per position slot and target set, the
+   0-based rank over the whole vocabulary (codi_top_k's order) of the best of the target's token
+   ids at every residual index, and the same for K shuffled-answer controls (the target of another
+   question: K seeded permutations without fixed points of the questions that have the target).
+   "In the top-k" = rank < k. Every row goes to the rows file as soon as its question is done; the
+   summary is recomputed from that file at the end, so a killed run resumes and ends the same.
+   Rows file: the settings line, then per question, lens and slot
+     {"index": I, "line": N, "lens": "logit"|"tuned", "slot": P, "label": "latent 3", "entropy": [L+1]}
+     {"index", "line", "lens", "slot", "label", "target": NAME, "ids": [...], "rank": [L+1], "prob": [L+1],
+      "chance_from": [donor index per permutation], "chance_rank": [[L+1] per permutation]}
+   and last {"index": I, "line": N, "done": true, "correct": B, "prediction": X|null, "gold": G|null}. */
 
 #define LENS_MAX_NUMS 64
-#define LENS_MAX_TOKS 16
+#define LENS_MAX_IDS 512
+#define LENS_MAX_SETS 24
+#define LENS_MAX_PERM 100
+#define LENS_MAX_REL 32
+
+enum { LT_ANSWER, LT_INTER, LT_APPROX, LT_FIELD, LT_FILE, LT_TOKEN };
+
+typedef struct {
+    char name[160];             /* answer, intermediates, approx, field:NAME, file:PATH, token:TEXT */
+    int kind;                   /* LT_* */
+    const char *arg;            /* NAME, PATH or TEXT (inside name) */
+    int chance;                 /* a shuffled-answer control is made (all kinds but token) */
+    long n_q, n_items, n_multi, n_unmatched, n_skipped;   /* questions with ids; items; multi-token items;
+                                   items with no token; questions left without ids by --multi-token skip */
+    codi__json **file_rows;     /* file:PATH: [n_file_rows] each question index's "targets" (NULL: none) */
+    codi__json **file_roots;
+    int n_file_rows;
+} lens_tset;
+
+typedef struct { int32_t *ids; int n; } lens_ids;
+
+typedef struct {
+    int line, index, has_gold;
+    double gold;
+    char *question;
+    lens_ids *t;                /* [n_sets] */
+} lens_q;
+
+typedef struct { int32_t v[LENS_MAX_IDS]; int n; } lens_idbuf;
 
 typedef struct {
     const lens_args *a;
@@ -285,18 +348,14 @@ typedef struct {
     const codi_tuned_lens *tl;
     codi_state *s;
     pos_spec ps;
-    lens_grid g;
+    int P, L1, n_lens, K, skip_multi;
+    lens_tset set[LENS_MAX_SETS]; int n_sets;
+    double rel_k[LENS_MAX_REL]; char rel_op[LENS_MAX_REL]; int n_rel;   /* x*k, x/k, x+k, x-k */
+    lens_q *q; int nq, cap_q;
+    int *donor;                 /* [n_sets, K, nq] question whose ids stand in for question qi's in permutation j; -1 none */
     float *logits, *tmp;
-    int n_tok; int32_t tok_ids[LENS_MAX_TOKS]; char tok_text[LENS_MAX_TOKS][64];
-    /* sums over questions, per (slot, layer): */
-    double *ans_hit;       /* [P, L1, 10]: answer in top-(k+1) */
-    double *inter_hit;     /* [P, L1, 10]: any intermediate result in top-(k+1) */
-    double *tok_hit;       /* [n_tok, P, L1, 10] */
-    double *ent_sum;       /* [P, L1] */
-    double *n_cell;        /* [P, L1] questions with that slot */
-    double *n_inter_cell;  /* [P, L1] questions with intermediates and that slot */
-    double *n_ans_cell;    /* [P, L1] questions with a gold answer and that slot */
-    int n_questions, n_correct, failed;
+    FILE *rows;
+    int n_correct, failed;
 } lens_agg;
 
 /* Numbers of the form "<<expr=X>>" in text (GSM8K's calculator annotations). */
@@ -321,264 +380,984 @@ static int lens_cot_numbers(const char *text, double *out, int cap) {
 }
 
 /* Intermediate results of a question: the cot field (or a GSM8K answer string), else the last
-   element of each [a, op, b, result] in steps; the final answer itself is left out. */
+   element of each [a, op, b, result] in steps, else for codi gen-templates' questions ("op":
+   "addition" | "subtraction", "x", "y"; answer (x +- y) (z + 1)) x + y or x - y; the final
+   answer itself is left out. */
 static int lens_intermediates(const cli_question *q, double *out, int cap) {
     const codi__json *cot = codi__json_get(q->obj, "cot"), *steps = codi__json_get(q->obj, "steps"), *st;
+    const codi__json *op = codi__json_get(q->obj, "op"), *x = codi__json_get(q->obj, "x"), *y = codi__json_get(q->obj, "y");
     double v[LENS_MAX_NUMS];
     int n = 0, i, k = 0;
     if (!cot || cot->type != CODI__J_STR) cot = codi__json_get(q->obj, "answer");
     if (cot && cot->type == CODI__J_STR) n = lens_cot_numbers(cot->str, v, LENS_MAX_NUMS);
     else if (steps && steps->type == CODI__J_ARR)
         for (st = steps->child; st && n < LENS_MAX_NUMS; st = st->next) {
-            const codi__json *x = st->type == CODI__J_ARR ? st->child : NULL;
-            while (x && x->next) x = x->next;
-            if (x && x->type == CODI__J_NUM) v[n++] = x->num;
+            const codi__json *e = st->type == CODI__J_ARR ? st->child : NULL;
+            while (e && e->next) e = e->next;
+            if (e && e->type == CODI__J_NUM) v[n++] = e->num;
         }
+    else if (op && op->type == CODI__J_STR && x && x->type == CODI__J_NUM && y && y->type == CODI__J_NUM) {
+        if (!strcmp(op->str, "addition")) v[n++] = x->num + y->num;
+        else if (!strcmp(op->str, "subtraction")) v[n++] = x->num - y->num;
+    }
     for (i = 0; i < n && k < cap; i++) if (!(q->has_gold && v[i] == q->gold)) out[k++] = v[i];
     return k;
 }
 
-static int lens_agg_question(void *user, const cli_question *q) {
+static void lens_idbuf_add(lens_idbuf *b, int32_t id) {
+    int i;
+    for (i = 0; i < b->n; i++) if (b->v[i] == id) return;
+    if (b->n < LENS_MAX_IDS) b->v[b->n++] = id;
+}
+
+/* A number item: its tokens as codi_number_tokens matches answers (the leading group of up to 3
+   digits, with or without a space). Multi-token when its digits are not one token (with or without
+   the space): then its first token counts (--multi-token first) or it is dropped (skip). */
+static void lens_item_number(lens_agg *ag, lens_tset *ts, double v, lens_idbuf *b, int *skipped) {
+    int32_t ids[2];
+    char digits[48], spaced[56];
+    int n, i;
+    ts->n_items++;
+    if ((n = codi_number_tokens(ag->t, v, ids)) < 1) { ts->n_unmatched++; return; }
+    snprintf(digits, sizeof digits, "%.0f", v); snprintf(spaced, sizeof spaced, " %s", digits);
+    if (codi_token_id(ag->t, digits, strlen(digits)) < 0 && codi_token_id(ag->t, spaced, strlen(spaced)) < 0) {
+        ts->n_multi++;
+        if (ag->skip_multi) { (*skipped)++; return; }
+    }
+    for (i = 0; i < n; i++) lens_idbuf_add(b, ids[i]);
+}
+
+/* A text item: its token, or the first token of its encoding (multi-token: counted as above). */
+static void lens_item_text(lens_agg *ag, lens_tset *ts, const char *text, lens_idbuf *b, int *skipped) {
+    int32_t ids[64];
+    int id = codi_token_id(ag->t, text, strlen(text)), n;
+    ts->n_items++;
+    if (id >= 0) { lens_idbuf_add(b, id); return; }
+    n = codi_encode(ag->t, text, strlen(text), 0, 0, ids, 64);
+    if (n < 1) { ts->n_unmatched++; return; }
+    if (n > 1) { ts->n_multi++; if (ag->skip_multi) { (*skipped)++; return; } }
+    lens_idbuf_add(b, ids[0]);
+}
+
+/* Items of a JSON value: numbers, strings (a number or a token text) and arrays of them. */
+static void lens_items_json(lens_agg *ag, lens_tset *ts, const codi__json *v, lens_idbuf *b, int *skipped, int depth) {
+    const codi__json *c;
+    if (!v || depth > 8) return;
+    if (v->type == CODI__J_NUM) lens_item_number(ag, ts, v->num, b, skipped);
+    else if (v->type == CODI__J_STR) {
+        char *e;
+        double x = strtod(v->str, &e);
+        if (*v->str && !*e) lens_item_number(ag, ts, x, b, skipped); else lens_item_text(ag, ts, v->str, b, skipped);
+    } else if (v->type == CODI__J_ARR) for (c = v->child; c; c = c->next) lens_items_json(ag, ts, c, b, skipped, depth + 1);
+}
+
+/* The approximations of gold: integers within +-pct% (gold itself left out) and the --relations. */
+static void lens_items_approx(lens_agg *ag, lens_tset *ts, double gold, lens_idbuf *b, int *skipped) {
+    double lo = gold - fabs(gold) * ag->a->approx_pct / 100, hi = gold + fabs(gold) * ag->a->approx_pct / 100, v, step;
+    int i;
+    step = hi - lo > 100000 ? (hi - lo) / 100000 : 1;           /* at most 100,001 numbers of a huge answer */
+    for (v = ceil(lo); v <= hi; v = floor(v + step)) if (v != gold && v >= 0) lens_item_number(ag, ts, v, b, skipped);
+    for (i = 0; i < ag->n_rel; i++) {
+        double k = ag->rel_k[i];
+        v = ag->rel_op[i] == '*' ? gold * k : ag->rel_op[i] == '/' ? gold / k : ag->rel_op[i] == '+' ? gold + k : gold - k;
+        if (v >= 0 && v == floor(v) && v != gold && !(v >= lo && v <= hi)) lens_item_number(ag, ts, v, b, skipped);
+    }
+}
+
+/* Pre-pass over the questions file: each question's ids per target set. */
+static int lens_collect(void *user, const cli_question *cq) {
     lens_agg *ag = (lens_agg *)user;
-    const codi_model *m = ag->m;
-    int32_t ids[4096], ans_ids[2], inter_ids[2 * LENS_MAX_NUMS];
-    double inter[LENS_MAX_NUMS], pred;
-    char text[4096];
-    codi_run_opts ro = codi_run_opts_default(m);
-    codi_run_result rr;
-    cli_prompt_args pa = ag->a->pa;
-    int n, n_ans = 0, n_inter = 0, n_iv, i, p, l, k, T0;
-    if (!q->question) { fprintf(stderr, "codi lens: %s line %d has no \"question\"; skipped\n", ag->a->questions, q->line); return 0; }
-    pa.question = q->question; pa.ids = NULL;
-    if ((n = cli_prompt_ids(&pa, m, ag->t, ids, 4096)) < 0) return 0;
-    ro.n_latent = ag->ps.n_latent; ro.max_answer = ag->a->max_answer;
-    if (!ag->s || ag->s->max_pos < n + ro.n_latent + ro.max_answer + 1) {   /* as long as the longest question so far */
-        codi_state_free(ag->s);
-        if (!(ag->s = codi_state_alloc(m, n + ro.n_latent + ro.max_answer + 64, ag->a->ma.threads))) { fprintf(stderr, "codi lens: out of memory\n"); ag->failed = 1; return 1; }
+    lens_q *q;
+    lens_idbuf ans, b;
+    int s, i, skipped;
+    if (ag->nq == ag->cap_q) {
+        lens_q *grown = (lens_q *)realloc(ag->q, sizeof *grown * (size_t)(ag->cap_q ? 2 * ag->cap_q : 256));
+        if (!grown) { fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+        ag->q = grown; ag->cap_q = ag->cap_q ? 2 * ag->cap_q : 256;
     }
-    if (codi_run(m, ag->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi lens: %s\n", ag->s->error); ag->failed = 1; return 1; }
-    T0 = rr.prompt_len;
-    if (lens_read(m, ag->s, ag->tl, &ag->ps, T0, rr.n_answer, ag->a->sprint_norm, &ag->g, ag->logits, ag->tmp)) { ag->failed = 1; return 1; }
-    if (q->has_gold && (n_ans = codi_number_tokens(ag->t, q->gold, ans_ids)) < 0) n_ans = 0;
-    n_iv = lens_intermediates(q, inter, LENS_MAX_NUMS);
-    for (i = 0; i < n_iv; i++) {
-        int c = codi_number_tokens(ag->t, inter[i], inter_ids + n_inter);
-        if (c > 0) n_inter += c;
+    q = &ag->q[ag->nq];
+    memset(q, 0, sizeof *q);
+    q->line = cq->line; q->index = cq->index; q->has_gold = cq->has_gold; q->gold = cq->gold;
+    if (!(q->question = codi__strdup(cq->question)) || !(q->t = (lens_ids *)calloc((size_t)ag->n_sets, sizeof *q->t))) {
+        free(q->question); free(q->t); fprintf(stderr, "codi lens: out of memory\n"); return -1;
     }
-    codi_decode(ag->t, rr.answer, rr.n_answer, 1, text, sizeof text);
-    if (q->has_gold && codi_extract_answer(text, &pred) && fabs(pred - q->gold) < 1e-6) ag->n_correct++;
-    for (p = 0; p < ag->g.P; p++)
-        for (l = 0; l < ag->g.L1; l++) {
-            size_t c = (size_t)p * ag->g.L1 + l;
-            int ra, ri, j;
-            if (ag->g.pos[p] < 0) continue;
-            ag->n_cell[c] += 1;
-            ag->ent_sum[c] += ag->g.entropy[c];
-            ra = n_ans ? lens_rank_in(&ag->g, p, l, ans_ids, n_ans) : LENS_KMAX;
-            ri = n_inter ? lens_rank_in(&ag->g, p, l, inter_ids, n_inter) : LENS_KMAX;
-            if (n_inter) ag->n_inter_cell[c] += 1;
-            if (n_ans) ag->n_ans_cell[c] += 1;
-            for (k = 0; k < LENS_KMAX; k++) {
-                ag->ans_hit[c * LENS_KMAX + k] += ra <= k;
-                ag->inter_hit[c * LENS_KMAX + k] += ri <= k;
-            }
-            for (j = 0; j < ag->n_tok; j++) {
-                int rt = lens_rank_in(&ag->g, p, l, &ag->tok_ids[j], 1);
-                for (k = 0; k < LENS_KMAX; k++) ag->tok_hit[((size_t)j * ag->g.P * ag->g.L1 + c) * LENS_KMAX + k] += rt <= k;
-            }
+    ag->nq++;
+    ans.n = 0;
+    if (cq->has_gold) {   /* the answer's ids, also to leave out of intermediates and approximations */
+        int32_t ids[2];
+        int n = codi_number_tokens(ag->t, cq->gold, ids);
+        for (i = 0; i < n; i++) lens_idbuf_add(&ans, ids[i]);
+    }
+    for (s = 0; s < ag->n_sets; s++) {
+        lens_tset *ts = &ag->set[s];
+        double v[LENS_MAX_NUMS];
+        int n;
+        b.n = 0; skipped = 0;
+        switch (ts->kind) {
+        case LT_ANSWER: if (cq->has_gold) lens_item_number(ag, ts, cq->gold, &b, &skipped); break;
+        case LT_INTER:
+            n = lens_intermediates(cq, v, LENS_MAX_NUMS);
+            for (i = 0; i < n; i++) lens_item_number(ag, ts, v[i], &b, &skipped);
+            break;
+        case LT_APPROX: if (cq->has_gold) lens_items_approx(ag, ts, cq->gold, &b, &skipped); break;
+        case LT_FIELD: lens_items_json(ag, ts, codi__json_get(cq->obj, ts->arg), &b, &skipped, 0); break;
+        case LT_FILE: if (cq->index < ts->n_file_rows) lens_items_json(ag, ts, ts->file_rows[cq->index], &b, &skipped, 0); break;
+        default: lens_item_text(ag, ts, ts->arg, &b, &skipped);
         }
-    ag->n_questions++;
+        if (ts->kind == LT_INTER || ts->kind == LT_APPROX) {   /* a near miss or a step must not be the answer's token */
+            int w = 0, j;
+            for (i = 0; i < b.n; i++) {
+                for (j = 0; j < ans.n && ans.v[j] != b.v[i]; j++) {}
+                if (j == ans.n) b.v[w++] = b.v[i];
+            }
+            b.n = w;
+        }
+        if (!b.n) { ts->n_skipped += skipped > 0; continue; }
+        if (!(q->t[s].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)b.n))) { fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+        memcpy(q->t[s].ids, b.v, sizeof(int32_t) * (size_t)b.n);
+        q->t[s].n = b.n;
+        ts->n_q++;
+    }
     return 0;
 }
 
-/* frac = hits / count, NaN when count is 0. */
-static double lens_frac(double hits, double count) { return count > 0 ? hits / count : NAN; }
-
-/* Average over the last three residual indices (L-2..L) of per-cell fractions. */
-static double lens_last3(const lens_agg *ag, const double *hits, const double *count, int p, int k, size_t stride_k) {
-    double s = 0;
-    int l, n = 0;
-    for (l = ag->g.L1 - 3 < 0 ? 0 : ag->g.L1 - 3; l < ag->g.L1; l++) {
-        size_t c = (size_t)p * ag->g.L1 + l;
-        double f = lens_frac(stride_k ? hits[c * stride_k + k] : hits[c], count[c]);
-        if (f == f) { s += f; n++; }
+/* Reads a targets file: {"index": I, "targets": [...]} per line (or the targets of question
+   index = line order when "index" is absent). 0, or -1 after a message. */
+static int lens_read_targets_file(lens_tset *ts) {
+    size_t len;
+    char *text = codi__read_text(ts->arg, &len), *p, err[256];
+    int line = 0, order = 0;
+    if (!text) { fprintf(stderr, "codi lens: cannot read the targets file %s\n", ts->arg); return -1; }
+    for (p = text; p < text + len; ) {
+        char *e = memchr(p, '\n', (size_t)(text + len - p));
+        codi__json *j;
+        if (!e) e = text + len;
+        line++;
+        if (e > p && !(e == p + 1 && *p == '\r')) {
+            const codi__json *ix, *tg;
+            int index;
+            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "codi lens: %s:%d: %s\n", ts->arg, line, err); free(text); return -1; }
+            ix = codi__json_get(j, "index"); tg = codi__json_get(j, "targets");
+            index = ix && ix->type == CODI__J_NUM ? (int)ix->num : order;
+            if (!tg || (ix && (ix->type != CODI__J_NUM || ix->num != floor(ix->num) || ix->num < 0 || ix->num > 1e8))) {
+                fprintf(stderr, "codi lens: %s:%d: needs \"targets\" (a list of numbers or token texts) and an optional whole \"index\" >= 0\n", ts->arg, line);
+                codi__json_free(j); free(text); return -1;
+            }
+            if (index >= ts->n_file_rows) {
+                int n = index + 1 > 2 * ts->n_file_rows ? index + 1 : 2 * ts->n_file_rows;
+                codi__json **r = (codi__json **)realloc(ts->file_rows, sizeof *r * (size_t)n), **o = (codi__json **)realloc(ts->file_roots, sizeof *o * (size_t)n);
+                if (r) ts->file_rows = r;
+                if (o) ts->file_roots = o;
+                if (!r || !o) { codi__json_free(j); free(text); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+                memset(r + ts->n_file_rows, 0, sizeof *r * (size_t)(n - ts->n_file_rows));
+                memset(o + ts->n_file_rows, 0, sizeof *o * (size_t)(n - ts->n_file_rows));
+                ts->n_file_rows = n;
+            }
+            if (ts->file_roots[index]) { fprintf(stderr, "codi lens: %s:%d: question index %d given twice\n", ts->arg, line, index); codi__json_free(j); free(text); return -1; }
+            ts->file_roots[index] = j; ts->file_rows[index] = (codi__json *)tg;
+            order++;
+        }
+        p = e + 1;
     }
-    return n ? s / n : NAN;
+    free(text);
+    return 0;
 }
 
-static void lens_json_num(FILE *f, double v) { if (v == v) fprintf(f, "%.6g", v); else fputs("null", f); }
+/* --targets answer,intermediates,approx,field:NAME,file:PATH and --tokens T1,T2 (token:TEXT sets);
+   --relations 2x,x/2,10x,x/10,x+1. 0, or -1 after a message. */
+static int lens_parse_sets(lens_agg *ag) {
+    const char *s;
+    for (s = ag->a->targets; s && *s;) {
+        size_t len = strcspn(s, ",");
+        lens_tset *ts = &ag->set[ag->n_sets];
+        if (ag->n_sets == LENS_MAX_SETS) { fprintf(stderr, "codi lens: at most %d target sets\n", LENS_MAX_SETS); return -1; }
+        memset(ts, 0, sizeof *ts);
+        snprintf(ts->name, sizeof ts->name, "%.*s", (int)(len < sizeof ts->name - 1 ? len : sizeof ts->name - 1), s);
+        ts->chance = 1;
+        if (!strcmp(ts->name, "answer")) ts->kind = LT_ANSWER;
+        else if (!strcmp(ts->name, "intermediates")) ts->kind = LT_INTER;
+        else if (!strcmp(ts->name, "approx")) ts->kind = LT_APPROX;
+        else if (!strncmp(ts->name, "field:", 6) && ts->name[6]) { ts->kind = LT_FIELD; ts->arg = ts->name + 6; }
+        else if (!strncmp(ts->name, "file:", 5) && ts->name[5]) { ts->kind = LT_FILE; ts->arg = ts->name + 5; if (lens_read_targets_file(ts)) return -1; }
+        else { fprintf(stderr, "codi lens: --targets item '%s' is not answer, intermediates, approx, field:NAME or file:TARGETS.jsonl\n", ts->name); return -1; }
+        ag->n_sets++;
+        s += len + (s[len] == ',');
+    }
+    for (s = ag->a->tokens; s && *s;) {
+        size_t len = strcspn(s, ",");
+        lens_tset *ts = &ag->set[ag->n_sets];
+        if (ag->n_sets == LENS_MAX_SETS) { fprintf(stderr, "codi lens: at most %d target sets\n", LENS_MAX_SETS); return -1; }
+        memset(ts, 0, sizeof *ts);
+        snprintf(ts->name, sizeof ts->name, "token:%.*s", (int)(len < 120 ? len : 120), s);
+        ts->kind = LT_TOKEN; ts->arg = ts->name + 6;
+        ag->n_sets++;
+        s += len + (s[len] == ',');
+    }
+    for (s = ag->a->relations; s && *s;) {
+        size_t len = strcspn(s, ",");
+        char item[40], *e;
+        double k = 0;
+        char op = 0;
+        snprintf(item, sizeof item, "%.*s", (int)(len < 39 ? len : 39), s);
+        s += len + (s[len] == ',');
+        if (!*item) continue;
+        if (item[0] == 'x' && item[1] && strchr("*/+-", item[1])) { op = item[1]; k = strtod(item + 2, &e); if (e == item + 2 || *e) op = 0; }
+        else { k = strtod(item, &e); if (e != item && (!strcmp(e, "x") || !strcmp(e, "*x"))) op = '*'; }
+        if (!op || !(k > 0) || !isfinite(k) || ag->n_rel == LENS_MAX_REL) {
+            fprintf(stderr, "codi lens: --relations item '%s' is not Kx, x*K, x/K, x+K or x-K with K > 0 (at most %d)\n", item, LENS_MAX_REL); return -1;
+        }
+        ag->rel_k[ag->n_rel] = k; ag->rel_op[ag->n_rel++] = op;
+    }
+    return 0;
+}
 
-static int lens_agg_write(lens_agg *ag) {
+/* Permutation j of the questions holding set s's ids, without fixed points (Sattolo's algorithm:
+   one cycle), seeded from --seed, s and j. */
+static int lens_make_donors(lens_agg *ag) {
+    int s, j, i, m, *have = (int *)malloc(sizeof(int) * (size_t)(ag->nq ? ag->nq : 1)), *idx = (int *)malloc(sizeof(int) * (size_t)(ag->nq ? ag->nq : 1));
+    if (!(ag->donor = (int *)malloc(sizeof(int) * (size_t)ag->n_sets * (size_t)(ag->K ? ag->K : 1) * (size_t)(ag->nq ? ag->nq : 1))) || !have || !idx) {
+        free(have); free(idx); fprintf(stderr, "codi lens: out of memory\n"); return -1;
+    }
+    for (s = 0; s < ag->n_sets; s++) {
+        for (m = 0, i = 0; i < ag->nq; i++) if (ag->q[i].t[s].n) have[m++] = i;
+        for (j = 0; j < ag->K; j++) {
+            int *d = ag->donor + ((size_t)s * ag->K + j) * ag->nq;
+            codi_rng rng;
+            for (i = 0; i < ag->nq; i++) d[i] = -1;
+            if (!ag->set[s].chance || m < 2) continue;
+            {
+                uint64_t x = (uint64_t)ag->a->seed, y;
+                y = codi__splitmix64(&x) ^ (uint64_t)s; y = codi__splitmix64(&y) ^ (uint64_t)j;
+                codi_rng_seed(&rng, codi__splitmix64(&y));
+            }
+            for (i = 0; i < m; i++) idx[i] = i;
+            for (i = m - 1; i > 0; i--) { int k = (int)(codi_rng_uniform(&rng) * i), t = idx[i]; idx[i] = idx[k]; idx[k] = t; }
+            for (i = 0; i < m; i++) d[have[i]] = have[idx[i]];
+        }
+    }
+    free(have); free(idx);
+    return 0;
+}
+
+/* A growing text buffer (one question's rows, written at once). */
+typedef struct { char *p; size_t n, cap; int bad; } lens_sb;
+
+static void lens_sb_printf(lens_sb *b, const char *fmt, ...) {
+    va_list ap;
+    int k;
+    if (b->bad) return;
+    for (;;) {
+        va_start(ap, fmt);
+        k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->bad = 1; return; }
+        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        {
+            size_t cap = (b->cap + (size_t)k + 1) * 2;
+            char *g = (char *)realloc(b->p, cap);
+            if (!g) { b->bad = 1; return; }
+            b->p = g; b->cap = cap;
+        }
+    }
+}
+
+static void lens_sb_string(lens_sb *b, const char *s) {
+    lens_sb_printf(b, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') lens_sb_printf(b, "\\%c", ch);
+        else if (ch < 0x20) lens_sb_printf(b, "\\u%04x", ch);
+        else lens_sb_printf(b, "%c", ch);
+    }
+    lens_sb_printf(b, "\"");
+}
+
+/* Rank (0-based, codi_top_k's order) of the best of ids [n] in logits [V], its probability in *prob. */
+static int lens_best_rank(const float *logits, int V, const int32_t *ids, int n, double lse, double *prob) {
+    int i, best = -1;
+    for (i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < V && (best < 0 || logits[ids[i]] > logits[best] || (logits[ids[i]] == logits[best] && ids[i] < best))) best = ids[i];
+    if (best < 0) return -1;
+    *prob = exp(logits[best] - lse);
+    return codi_rank_of(logits, V, best, NULL);
+}
+
+/* The rows file's settings line: what must match for a resume. */
+static void lens_rows_header(const lens_agg *ag, lens_sb *b) {
+    const lens_args *a = ag->a;
+    int s;
+    lens_sb_printf(b, "{\"codi_lens_rows\": 1, \"model\": "); lens_sb_string(b, a->ma.model);
+    lens_sb_printf(b, ", \"questions\": "); lens_sb_string(b, a->questions);
+    lens_sb_printf(b, ", \"limit\": %d, \"latents\": %d, \"recipe\": %d, \"max_answer\": %d, \"positions\": ", a->limit, a->pa.latents, a->pa.recipe, a->max_answer);
+    lens_sb_string(b, a->positions);
+    lens_sb_printf(b, ", \"lenses\": [\"logit\"%s], \"tuned\": ", ag->n_lens > 1 ? ", \"tuned\"" : "");
+    if (a->tuned) lens_sb_string(b, a->tuned); else lens_sb_printf(b, "null");
+    lens_sb_printf(b, ", \"sprint_norm\": %d, \"sprint_index\": %d, \"targets\": [", a->sprint_norm, a->sprint_index);
+    for (s = 0; s < ag->n_sets; s++) { lens_sb_printf(b, "%s", s ? ", " : ""); lens_sb_string(b, ag->set[s].name); }
+    lens_sb_printf(b, "], \"approx_pct\": %.17g, \"relations\": ", a->approx_pct);
+    lens_sb_string(b, a->relations ? a->relations : "");
+    lens_sb_printf(b, ", \"chance_permutations\": %d, \"seed\": %d, \"multi_token\": \"%s\"}\n", ag->K, a->seed, ag->skip_multi ? "skip" : "first");
+}
+
+/* Runs question qi and appends its rows to b: per lens and slot an entropy row and a row per target
+   set it has, then the question's "done" line. 0, or -1 after a message. */
+static int lens_question_rows(lens_agg *ag, int qi, int *rank, double *prob, int *crank, double *ent, lens_sb *b) {
+    const codi_model *m = ag->m;
+    const lens_q *q = &ag->q[qi];
+    int32_t ids[4096];
+    char text[4096], lab[32];
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    cli_prompt_args pa = ag->a->pa;
+    double pred;
+    int n, L, p, l, s, j, k, V = m->config.vocab, L1 = ag->L1, K = ag->K, has_pred, correct;
+    pa.question = q->question; pa.ids = NULL;
+    if ((n = cli_prompt_ids(&pa, m, ag->t, ids, 4096)) < 0) { fprintf(stderr, "codi lens: %s:%d: cannot make the prompt\n", ag->a->questions, q->line); return -1; }
+    ro.n_latent = ag->ps.n_latent; ro.max_answer = ag->a->max_answer;
+    if (!ag->s || ag->s->max_pos < n + ro.n_latent + ro.max_answer + 1) {   /* as long as the longest question so far */
+        codi_state_free(ag->s);
+        if (!(ag->s = codi_state_alloc(m, n + ro.n_latent + ro.max_answer + 64, ag->a->ma.threads))) { fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+    }
+    if (codi_run(m, ag->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi lens: %s:%d: %s\n", ag->a->questions, q->line, ag->s->error); return -1; }
+    for (L = 0; L < ag->n_lens; L++)
+        for (p = 0; p < ag->P; p++) {
+            int pos = pos_resolve(&ag->ps, p, rr.prompt_len, rr.n_answer, ag->s->n_pos);
+            if (pos < 0) continue;
+            for (l = 0; l < L1; l++) {
+                double lse;
+                if (lens_logits(m, L ? ag->tl : NULL, l, codi_state_resid(ag->s, l, pos), ag->a->sprint_norm, ag->logits, ag->tmp)) return -1;
+                lse = codi_log_softmax(ag->logits, V, NULL);
+                ent[l] = codi_entropy(ag->logits, V);
+                for (s = 0; s < ag->n_sets; s++) {
+                    if (!q->t[s].n) continue;
+                    rank[s * L1 + l] = lens_best_rank(ag->logits, V, q->t[s].ids, q->t[s].n, lse, &prob[s * L1 + l]);
+                    for (j = 0; j < K; j++) {
+                        int d = ag->donor[((size_t)s * K + j) * ag->nq + qi];
+                        double unused;
+                        crank[((size_t)s * K + j) * L1 + l] = d >= 0 ? lens_best_rank(ag->logits, V, ag->q[d].t[s].ids, ag->q[d].t[s].n, lse, &unused) : -1;
+                    }
+                }
+            }
+            pos_label(&ag->ps, p, lab, sizeof lab);
+            lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"entropy\": [", q->index, q->line, L ? "tuned" : "logit", p, lab);
+            for (l = 0; l < L1; l++) lens_sb_printf(b, "%s%.9g", l ? ", " : "", ent[l]);
+            lens_sb_printf(b, "]}\n");
+            for (s = 0; s < ag->n_sets; s++) {
+                if (!q->t[s].n) continue;
+                lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"target\": ", q->index, q->line, L ? "tuned" : "logit", p, lab);
+                lens_sb_string(b, ag->set[s].name);
+                lens_sb_printf(b, ", \"ids\": [");
+                for (k = 0; k < q->t[s].n; k++) lens_sb_printf(b, "%s%d", k ? ", " : "", (int)q->t[s].ids[k]);
+                lens_sb_printf(b, "], \"rank\": [");
+                for (l = 0; l < L1; l++) lens_sb_printf(b, "%s%d", l ? ", " : "", rank[s * L1 + l]);
+                lens_sb_printf(b, "], \"prob\": [");
+                for (l = 0; l < L1; l++) lens_sb_printf(b, "%s%.6g", l ? ", " : "", prob[s * L1 + l]);
+                lens_sb_printf(b, "], \"chance_from\": [");
+                for (j = 0, k = 0; j < K; j++) {
+                    int d = ag->donor[((size_t)s * K + j) * ag->nq + qi];
+                    if (d >= 0) lens_sb_printf(b, "%s%d", k++ ? ", " : "", ag->q[d].index);
+                }
+                lens_sb_printf(b, "], \"chance_rank\": [");
+                for (j = 0, k = 0; j < K; j++) {
+                    if (ag->donor[((size_t)s * K + j) * ag->nq + qi] < 0) continue;
+                    lens_sb_printf(b, "%s[", k++ ? ", " : "");
+                    for (l = 0; l < L1; l++) lens_sb_printf(b, "%s%d", l ? ", " : "", crank[((size_t)s * K + j) * L1 + l]);
+                    lens_sb_printf(b, "]");
+                }
+                lens_sb_printf(b, "]}\n");
+            }
+        }
+    codi_decode(ag->t, rr.answer, rr.n_answer, 1, text, sizeof text);
+    has_pred = codi_extract_answer(text, &pred);
+    correct = q->has_gold && has_pred && fabs(pred - q->gold) < 1e-6;
+    lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"done\": true, \"correct\": %s, \"prediction\": ", q->index, q->line, correct ? "true" : "false");
+    if (has_pred && isfinite(pred)) lens_sb_printf(b, "%.17g", pred); else lens_sb_printf(b, "null");
+    lens_sb_printf(b, ", \"gold\": ");
+    if (q->has_gold) lens_sb_printf(b, "%.17g}\n", q->gold); else lens_sb_printf(b, "null}\n");
+    return b->bad ? -1 : 0;
+}
+
+/* What the rows file holds, for the summary: [lens, set, slot, layer, question] ranks (-1: no row),
+   chance ranks [..., permutation], entropies [lens, slot, layer, question] (NaN: no row). */
+typedef struct {
+    int n_lens, n_sets, P, L1, nq, K;
+    int *rank, *crank;
+    double *ent;
+    unsigned char *done, *correct;
+    int n_done, n_correct;
+} lens_sum;
+
+static size_t lens_cell(const lens_sum *S, int L, int s, int p, int l) { return (((size_t)L * S->n_sets + s) * S->P + p) * S->L1 + l; }
+
+static void lens_sum_free(lens_sum *S) { free(S->rank); free(S->crank); free(S->ent); free(S->done); free(S->correct); }
+
+/* Reads the rows file. With only_scan, marks the questions done and returns in *good_len where the
+   last done question's lines end (later lines belong to a question cut short); else fills S.
+   header: the settings line it must start with. 0, 1 when the file is absent or empty, -1 on
+   another command's file or a bad line. */
+static int lens_rows_read(const lens_agg *ag, const char *path, const char *header, lens_sum *S, long *good_len) {
+    size_t len, i;
+    char *text = codi__read_text(path, &len), *p, err[256];
+    int line = 0;
+    *good_len = 0;
+    if (!text || !len) { free(text); return 1; }
+    for (p = text; p < text + len; ) {
+        char *e = memchr(p, '\n', (size_t)(text + len - p));
+        codi__json *j;
+        if (!e) break;                                       /* an unfinished last line */
+        line++;
+        if (line == 1) {
+            if (strlen(header) != (size_t)(e - p + 1) || strncmp(header, p, (size_t)(e - p))) {
+                fprintf(stderr, "codi lens: %s holds the rows of another command; give another --rows / --out or delete it.\n  file:    %.*s\n  command: %s",
+                        path, (int)(e - p), p, header);
+                free(text); return -1;
+            }
+            *good_len = (long)(e + 1 - text);
+        } else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi__json *qv = codi__json_get(j, "index"), *done = codi__json_get(j, "done"), *lens = codi__json_get(j, "lens");
+            const codi__json *slot = codi__json_get(j, "slot"), *tg = codi__json_get(j, "target"), *rk = codi__json_get(j, "rank");
+            const codi__json *ent = codi__json_get(j, "entropy"), *cr = codi__json_get(j, "chance_rank"), *x, *y;
+            int qi = qv && qv->type == CODI__J_NUM ? (int)qv->num : -1, L = lens && lens->type == CODI__J_STR && !strcmp(lens->str, "tuned");
+            int p_ = slot && slot->type == CODI__J_NUM ? (int)slot->num : -1, s = -1, l, k;
+            if (qi < 0 || qi >= S->nq || (!done && (p_ < 0 || p_ >= S->P || L >= S->n_lens))) {
+                fprintf(stderr, "codi lens: %s:%d: not a row of this run (question %d, slot %d)\n", path, line, qi, p_); codi__json_free(j); free(text); return -1;
+            }
+            if (done) {
+                const codi__json *c = codi__json_get(j, "correct");
+                S->done[qi] = 1; S->correct[qi] = c && c->type == CODI__J_TRUE;
+                *good_len = (long)(e + 1 - text);
+            } else if (ent && ent->type == CODI__J_ARR) {
+                for (x = ent->child, l = 0; x && l < S->L1; x = x->next, l++) S->ent[((size_t)L * S->P + p_) * S->L1 * S->nq + (size_t)l * S->nq + qi] = x->num;
+            } else if (tg && tg->type == CODI__J_STR && rk && rk->type == CODI__J_ARR) {
+                for (k = 0; k < ag->n_sets; k++) if (!strcmp(ag->set[k].name, tg->str)) s = k;
+                if (s >= 0) {
+                    for (x = rk->child, l = 0; x && l < S->L1; x = x->next, l++) S->rank[lens_cell(S, L, s, p_, l) * S->nq + qi] = (int)x->num;
+                    for (y = cr && cr->type == CODI__J_ARR ? cr->child : NULL, k = 0; y && k < S->K; y = y->next, k++)
+                        for (x = y->child, l = 0; x && l < S->L1; x = x->next, l++) S->crank[(lens_cell(S, L, s, p_, l) * S->nq + qi) * S->K + k] = (int)x->num;
+                }
+            }
+            codi__json_free(j);
+        } else { fprintf(stderr, "codi lens: %s:%d: %s\n", path, line, err); free(text); return -1; }
+        p = e + 1;
+    }
+    free(text);
+    for (i = 0; i < (size_t)S->nq; i++) { S->n_done += S->done[i]; S->n_correct += S->correct[i]; }
+    return 0;
+}
+
+static int lens_sum_alloc(lens_sum *S, const lens_agg *ag) {
+    size_t cells = (size_t)ag->n_lens * ag->n_sets * ag->P * ag->L1 * (size_t)(ag->nq ? ag->nq : 1), i;
+    memset(S, 0, sizeof *S);
+    S->n_lens = ag->n_lens; S->n_sets = ag->n_sets; S->P = ag->P; S->L1 = ag->L1; S->nq = ag->nq; S->K = ag->K;
+    S->rank = (int *)malloc(sizeof(int) * (cells ? cells : 1));
+    S->crank = (int *)malloc(sizeof(int) * (cells ? cells : 1) * (size_t)(ag->K ? ag->K : 1));
+    S->ent = (double *)malloc(sizeof(double) * (size_t)ag->n_lens * ag->P * ag->L1 * (size_t)(ag->nq ? ag->nq : 1));
+    S->done = (unsigned char *)calloc((size_t)(ag->nq ? ag->nq : 1), 1);
+    S->correct = (unsigned char *)calloc((size_t)(ag->nq ? ag->nq : 1), 1);
+    if (!S->rank || !S->crank || !S->ent || !S->done || !S->correct) return -1;
+    for (i = 0; i < cells; i++) S->rank[i] = -1;
+    for (i = 0; i < cells * (size_t)ag->K; i++) S->crank[i] = -1;
+    for (i = 0; i < (size_t)ag->n_lens * ag->P * ag->L1 * (size_t)ag->nq; i++) S->ent[i] = NAN;
+    return 0;
+}
+
+/* A detection rate at one (lens, set, slot, residual index, k) with its Wilson 95% interval; the
+   chance rate (per question: the mean over the permutations of "the other question's target is in
+   the top-k") with a Wilson 95% interval counted once per question (k = the questions' chances
+   summed and rounded, n = the questions: as wide as one draw per question, never narrower); the
+   paired difference rate - chance (the mean of the per-question differences) with Newcombe's MOVER
+   interval from those two Wilson intervals and the observed correlation of hit and chance over the
+   questions (Newcombe 1998, method 10; Zou and Donner 2008). Unlike a t interval on the
+   differences it keeps its width where the hits are all 0 or all 1. */
+typedef struct { long n, hits, n_chance; double rate, lo, hi, chance, clo, chi, diff, dlo, dhi; } lens_rate;
+
+static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, double *cbuf, double *hbuf, lens_rate *r) {
+    const double z = 1.959963984540054;
+    size_t c = lens_cell(S, L, s, p, l);
+    int qi, j;
+    memset(r, 0, sizeof *r);
+    for (qi = 0; qi < S->nq; qi++) {
+        int rk = S->rank[c * S->nq + qi], hit, m = 0, h = 0;
+        if (rk < 0 || !S->done[qi]) continue;
+        hit = rk < k;
+        r->n++; r->hits += hit;
+        for (j = 0; j < S->K; j++) { int cr = S->crank[(c * S->nq + qi) * S->K + j]; if (cr >= 0) { m++; h += cr < k; } }
+        if (m) { cbuf[r->n_chance] = (double)h / m; hbuf[r->n_chance] = hit; r->n_chance++; }
+    }
+    r->rate = r->n ? (double)r->hits / r->n : NAN;
+    codi_wilson_interval((int)r->hits, (int)r->n, z, &r->lo, &r->hi);
+    if (!r->n) r->lo = r->hi = NAN;
+    r->chance = r->clo = r->chi = r->diff = r->dlo = r->dhi = NAN;
+    if (r->n_chance) {
+        double sh = 0, sc = 0, shh = 0, scc = 0, shc = 0, n = (double)r->n_chance, p1, p2, l1, u1, l2, u2, vh, vc, phi = 0;
+        long i;
+        for (i = 0; i < r->n_chance; i++) { sh += hbuf[i]; sc += cbuf[i]; shh += hbuf[i] * hbuf[i]; scc += cbuf[i] * cbuf[i]; shc += hbuf[i] * cbuf[i]; }
+        p1 = sh / n; p2 = sc / n;
+        vh = shh / n - p1 * p1; vc = scc / n - p2 * p2;
+        if (vh > 0 && vc > 0) phi = fmax(-1, fmin(1, (shc / n - p1 * p2) / sqrt(vh * vc)));
+        codi_wilson_interval((int)(sh + 0.5), (int)r->n_chance, z, &l1, &u1);
+        codi_wilson_interval((int)floor(sc + 0.5), (int)r->n_chance, z, &l2, &u2);
+        r->chance = p2; r->clo = fmin(l2, p2); r->chi = fmax(u2, p2);
+        r->diff = p1 - p2;
+        r->dlo = fmax(-1, r->diff - sqrt(fmax(0, (p1 - l1) * (p1 - l1) - 2 * phi * (p1 - l1) * (r->chi - p2) + (r->chi - p2) * (r->chi - p2))));
+        r->dhi = fmin(1, r->diff + sqrt(fmax(0, (u1 - p1) * (u1 - p1) - 2 * phi * (u1 - p1) * (p2 - r->clo) + (p2 - r->clo) * (p2 - r->clo))));
+    }
+}
+
+static void lens_json_num(FILE *f, double v) { if (isfinite(v)) fprintf(f, "%.6g", v); else fputs("null", f); }
+static void lens_csv_num(FILE *f, double v) { if (isfinite(v)) fprintf(f, "%.6g", v); }
+
+static int lens_set_index(const lens_agg *ag, const char *name) {
+    int s;
+    for (s = 0; s < ag->n_sets; s++) if (!strcmp(ag->set[s].name, name)) return s;
+    return -1;
+}
+
+/* Mean entropy at (lens, slot, layer) over the questions, with a t 95% interval. */
+static void lens_entropy_of(const lens_sum *S, int L, int p, int l, double *buf, codi_mean_ci *ci) {
+    const double *e = S->ent + (((size_t)L * S->P + p) * S->L1 + l) * S->nq;
+    long n = 0;
+    int qi;
+    for (qi = 0; qi < S->nq; qi++) if (S->done[qi] && e[qi] == e[qi]) buf[n++] = e[qi];
+    codi_mean_interval(buf, n, ci);
+}
+
+/* Average over the last three residual indices (L-2..L) of per-cell rates (the sprint's summary). */
+static double lens_last3(const lens_sum *S, int L, int s, int p, int k, double *cb, double *db) {
+    double sum = 0;
+    int l, n = 0;
+    for (l = S->L1 - 3 < 0 ? 0 : S->L1 - 3; l < S->L1; l++) {
+        lens_rate r;
+        if (s < 0) { codi_mean_ci ci; lens_entropy_of(S, L, p, l, cb, &ci); if (ci.mean == ci.mean) { sum += ci.mean; n++; } continue; }
+        lens_rate_of(S, L, s, p, l, k, cb, db, &r);
+        if (r.rate == r.rate) { sum += r.rate; n++; }
+    }
+    return n ? sum / n : NAN;
+}
+
+static const char *lens_name(int L) { return L ? "tuned" : "logit"; }
+
+/* The summary files: PREFIX.csv (per slot and residual index, the primary lens: the tuned one when
+   given), PREFIX_rates.csv (every rate, long form), PREFIX.json, the SVG figures; a table on stdout. */
+static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     const char *prefix = ag->a->out;
     char path[4096], lab[32];
     FILE *f;
-    int P = ag->g.P, L1 = ag->g.L1, p, l, k, j, K = ag->a->top_k;
-    size_t TPL = (size_t)P * L1;
-    /* CSV: one row per (position, layer) */
+    int P = S->P, L1 = S->L1, p, l, k, s, L, PL = S->n_lens - 1, K = ag->a->top_k, ks[4], n_ks = 0;
+    int s_ans = lens_set_index(ag, "answer"), s_int = lens_set_index(ag, "intermediates");
+    double *cb = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1)), *db = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1));
+    lens_rate r;
+    codi_mean_ci ci;
+    if (!cb || !db) { free(cb); free(db); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+    ks[n_ks++] = 1; ks[n_ks++] = 5; ks[n_ks++] = 10;          /* the k of the rates in the JSON: 1, 5, 10 and --top-k */
+    if (K != 1 && K != 5 && K != 10) ks[n_ks++] = K;
+    for (k = 1; k < n_ks; k++) { int v = ks[k], j = k; while (j > 0 && ks[j - 1] > v) { ks[j] = ks[j - 1]; j--; } ks[j] = v; }
+    /* CSV: one row per (position, layer), the primary lens, as before */
     snprintf(path, sizeof path, "%s.csv", prefix);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); return -1; }
+    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
     fprintf(f, "slot,label,layer,questions,entropy_mean");
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",answer_top%d", k);
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",intermediate_top%d", k);
-    for (j = 0; j < ag->n_tok; j++) for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",token%d_top%d", j + 1, k);
+    for (s = 0, l = 0; s < ag->n_sets; s++) if (ag->set[s].kind == LT_TOKEN) { l++; for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",token%d_top%d", l, k); }
     fprintf(f, "\n");
     for (p = 0; p < P; p++)
         for (l = 0; l < L1; l++) {
-            size_t c = (size_t)p * L1 + l;
             pos_label(&ag->ps, p, lab, sizeof lab);
-            fprintf(f, "%d,%s,%d,%.0f,%.6g", p, lab, l, ag->n_cell[c], lens_frac(ag->ent_sum[c], ag->n_cell[c]));
-            for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->ans_hit[c * LENS_KMAX + k], ag->n_ans_cell[c]));
-            for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->inter_hit[c * LENS_KMAX + k], ag->n_inter_cell[c]));
-            for (j = 0; j < ag->n_tok; j++)
-                for (k = 0; k < LENS_KMAX; k++) fprintf(f, ",%.6g", lens_frac(ag->tok_hit[((size_t)j * TPL + c) * LENS_KMAX + k], ag->n_cell[c]));
+            lens_entropy_of(S, PL, p, l, cb, &ci);
+            fprintf(f, "%d,%s,%d,%ld,", p, lab, l, ci.n); lens_csv_num(f, ci.mean);
+            for (s = -2; s < ag->n_sets; s++) {
+                int set = s == -2 ? s_ans : s == -1 ? s_int : s;
+                if (s >= 0 && ag->set[s].kind != LT_TOKEN) continue;
+                for (k = 1; k <= LENS_KMAX; k++) {
+                    fprintf(f, ",");
+                    if (set >= 0) { lens_rate_of(S, PL, set, p, l, k, cb, db, &r); lens_csv_num(f, r.rate); }
+                }
+            }
             fprintf(f, "\n");
         }
-    if (fclose(f)) return -1;
-    /* JSON: grids [P][L1][10] and per-position summaries over the last 3 residual indices */
+    if (fclose(f)) { free(cb); free(db); return -1; }
+    /* rates CSV, long form */
+    snprintf(path, sizeof path, "%s_rates.csv", prefix);
+    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
+    fprintf(f, "lens,target,slot,label,layer,k,n,hits,rate,ci_low,ci_high,chance_n,chance_rate,chance_ci_low,chance_ci_high,diff,diff_ci_low,diff_ci_high\n");
+    for (L = 0; L < S->n_lens; L++)
+        for (s = 0; s < ag->n_sets; s++)
+            for (p = 0; p < P; p++)
+                for (l = 0; l < L1; l++)
+                    for (k = 1; k <= LENS_KMAX; k++) {
+                        double v[9];
+                        int i;
+                        lens_rate_of(S, L, s, p, l, k, cb, db, &r);
+                        pos_label(&ag->ps, p, lab, sizeof lab);
+                        fprintf(f, "%s,\"%s\",%d,%s,%d,%d,%ld,%ld", lens_name(L), ag->set[s].name, p, lab, l, k, r.n, r.hits);
+                        v[0] = r.rate; v[1] = r.lo; v[2] = r.hi; v[3] = r.chance; v[4] = r.clo; v[5] = r.chi; v[6] = r.diff; v[7] = r.dlo; v[8] = r.dhi;
+                        for (i = 0; i < 9; i++) { fprintf(f, ","); if (i == 3) fprintf(f, "%ld,", r.n_chance); lens_csv_num(f, v[i]); }
+                        fprintf(f, "\n");
+                    }
+    if (fclose(f)) { free(cb); free(db); return -1; }
+    /* JSON */
     snprintf(path, sizeof path, "%s.json", prefix);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); return -1; }
+    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
     fprintf(f, "{\"model\": "); cli_json_string(f, ag->a->ma.model);
     fprintf(f, ", \"questions_file\": "); cli_json_string(f, ag->a->questions);
-    fprintf(f, ", \"questions\": %d, \"correct\": %d, \"lens\": \"%s\", \"labels\": [", ag->n_questions, ag->n_correct, ag->a->tuned ? "tuned" : "logit");
+    fprintf(f, ", \"questions\": %d, \"correct\": %d, \"lens\": \"%s\", \"lenses\": [\"logit\"%s], \"labels\": [", S->n_done, S->n_correct, lens_name(PL),
+            S->n_lens > 1 ? ", \"tuned\"" : "");
     for (p = 0; p < P; p++) { pos_label(&ag->ps, p, lab, sizeof lab); fprintf(f, "%s", p ? ", " : ""); cli_json_string(f, lab); }
-    fprintf(f, "], \"layers\": %d, \"k\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], \"tokens\": [", L1);
-    for (j = 0; j < ag->n_tok; j++) { fprintf(f, "%s", j ? ", " : ""); cli_json_string(f, ag->tok_text[j]); }
+    fprintf(f, "], \"layers\": %d, \"k\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], \"rows_file\": ", L1);
+    cli_json_string(f, ag->a->rows);
+    fprintf(f, ", \"chance_permutations\": %d, \"seed\": %d, \"multi_token\": \"%s\", \"approx_pct\": %.6g, \"relations\": ", ag->K, ag->a->seed,
+            ag->skip_multi ? "skip" : "first", ag->a->approx_pct);
+    cli_json_string(f, ag->a->relations ? ag->a->relations : "");
+    fprintf(f, ",\n \"intervals\": {\"rate\": \"Wilson 95%%\", \"chance\": \"Wilson 95%% with one draw per question (k = sum of the per-question chances, rounded)\", "
+               "\"diff\": \"Newcombe MOVER 95%% from the two Wilson intervals and the hit-chance correlation over questions\", \"entropy\": \"t 95%% over questions\"}");
+    fprintf(f, ",\n \"targets\": [");
+    for (s = 0; s < ag->n_sets; s++) {
+        const lens_tset *ts = &ag->set[s];
+        fprintf(f, "%s{\"name\": ", s ? ",\n  " : ""); cli_json_string(f, ts->name);
+        fprintf(f, ", \"questions_with_target\": %ld, \"items\": %ld, \"multi_token_items\": %ld, \"unmatched_items\": %ld, \"questions_skipped\": %ld, "
+                   "\"chance\": %s, \"warning\": ", ts->n_q, ts->n_items, ts->n_multi, ts->n_unmatched, ts->n_skipped, ts->chance ? "true" : "false");
+        if (ts->n_multi) {
+            char w[256];
+            snprintf(w, sizeof w, "%ld of %ld items are several tokens: %s", ts->n_multi, ts->n_items,
+                     ag->skip_multi ? "left out (--multi-token skip)" : "counted by their first token (--multi-token first)");
+            cli_json_string(f, w);
+        } else fprintf(f, "null");
+        fprintf(f, "}");
+    }
     fprintf(f, "]");
-    for (j = -3; j < ag->n_tok; j++) {
-        const char *name = j == -3 ? "answer_in_top_k" : j == -2 ? "intermediate_in_top_k" : j == -1 ? "entropy_mean" : NULL;
-        const double *hits = j == -3 ? ag->ans_hit : j == -2 ? ag->inter_hit : j == -1 ? ag->ent_sum : ag->tok_hit + (size_t)j * TPL * LENS_KMAX;
-        const double *cnt = j == -3 ? ag->n_ans_cell : j == -2 ? ag->n_inter_cell : ag->n_cell;
-        if (name) fprintf(f, ",\n \"%s\": [", name); else fprintf(f, ",\n \"token%d_in_top_k\": [", j + 1);
+    for (s = -3; s < ag->n_sets; s++) {     /* the older grids [slot][layer][k = 1..10], primary lens */
+        int set = s == -3 ? s_ans : s == -2 ? s_int : s;
+        if (s >= 0 && ag->set[s].kind != LT_TOKEN) continue;
+        if (s == -1) fprintf(f, ",\n \"entropy_mean\": [");
+        else if (set < 0) continue;
+        else if (s < 0) fprintf(f, ",\n \"%s\": [", s == -3 ? "answer_in_top_k" : "intermediate_in_top_k");
+        else {
+            int nt = 0, t2;
+            for (t2 = 0; t2 <= s; t2++) nt += ag->set[t2].kind == LT_TOKEN;
+            fprintf(f, ",\n \"token%d_in_top_k\": [", nt);
+        }
         for (p = 0; p < P; p++) {
             fprintf(f, "%s[", p ? ", " : "");
             for (l = 0; l < L1; l++) {
-                size_t c = (size_t)p * L1 + l;
                 fprintf(f, "%s", l ? ", " : "");
-                if (j == -1) { lens_json_num(f, lens_frac(hits[c], cnt[c])); continue; }
+                if (s == -1) { lens_entropy_of(S, PL, p, l, cb, &ci); lens_json_num(f, ci.mean); continue; }
                 fprintf(f, "[");
-                for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_frac(hits[c * LENS_KMAX + k], cnt[c])); }
+                for (k = 1; k <= LENS_KMAX; k++) { lens_rate_of(S, PL, set, p, l, k, cb, db, &r); fprintf(f, "%s", k > 1 ? ", " : ""); lens_json_num(f, r.rate); }
                 fprintf(f, "]");
             }
             fprintf(f, "]");
         }
         fprintf(f, "]");
     }
-    fprintf(f, ",\n \"summary_last3\": [");
+    fprintf(f, ",\n \"tokens\": [");
+    for (s = 0, k = 0; s < ag->n_sets; s++) if (ag->set[s].kind == LT_TOKEN) { fprintf(f, "%s", k++ ? ", " : ""); cli_json_string(f, ag->set[s].arg); }
+    fprintf(f, "],\n \"summary_last3\": [");
     for (p = 0; p < P; p++) {
         pos_label(&ag->ps, p, lab, sizeof lab);
-        fprintf(f, "%s{\"label\": \"%s\", \"answer_in_top_k\": [", p ? ",\n  " : "", lab);
-        for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, k, LENS_KMAX)); }
-        fprintf(f, "], \"intermediate_in_top_k\": [");
-        for (k = 0; k < LENS_KMAX; k++) { fprintf(f, "%s", k ? ", " : ""); lens_json_num(f, lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, k, LENS_KMAX)); }
-        fprintf(f, "], \"entropy_mean\": ");
-        lens_json_num(f, lens_last3(ag, ag->ent_sum, ag->n_cell, p, 0, 0));
+        fprintf(f, "%s{\"label\": \"%s\"", p ? ",\n  " : "", lab);
+        for (s = 0; s < 2; s++) {
+            int set = s ? s_int : s_ans;
+            if (set < 0) continue;
+            fprintf(f, ", \"%s\": [", s ? "intermediate_in_top_k" : "answer_in_top_k");
+            for (k = 1; k <= LENS_KMAX; k++) { fprintf(f, "%s", k > 1 ? ", " : ""); lens_json_num(f, lens_last3(S, PL, set, p, k, cb, db)); }
+            fprintf(f, "]");
+        }
+        fprintf(f, ", \"entropy_mean\": ");
+        lens_json_num(f, lens_last3(S, PL, -1, p, 0, cb, db));
         fprintf(f, "}");
     }
-    fprintf(f, "]}\n");
-    if (fclose(f)) return -1;
-    /* SVG: heat maps of answer / intermediate in top-K, lines of the last-3 summaries */
-    {
-        double *val = (double *)malloc(sizeof(double) * TPL), *x = (double *)malloc(sizeof(double) * (size_t)P);
-        double *y = (double *)malloc(sizeof(double) * (size_t)P * 5);
-        char **cols = (char **)calloc((size_t)P, sizeof(char *)), **rows = (char **)calloc((size_t)L1, sizeof(char *)), **txt = (char **)calloc(TPL, sizeof(char *));
-        char title[256], n1[64], n2[64], n3[64], n4[64];
-        const char *names[4];
-        int h, rc = 0;
-        if (!val || !x || !y || !cols || !rows || !txt) rc = -1;
-        for (p = 0; !rc && p < P; p++) { cols[p] = (char *)malloc(32); if (cols[p]) pos_label(&ag->ps, p, cols[p], 32); }
-        for (l = 0; !rc && l < L1; l++) { rows[L1 - 1 - l] = (char *)malloc(24); if (rows[L1 - 1 - l]) snprintf(rows[L1 - 1 - l], 24, "%s %d", l == L1 - 1 ? "final" : "layer", l); }
-        for (h = 0; h < 2 && !rc; h++) {
-            svg_heatmap_spec s;
-            const double *hits = h ? ag->inter_hit : ag->ans_hit, *cnt = h ? ag->n_inter_cell : ag->n_ans_cell;
-            for (l = 0; l < L1; l++)
-                for (p = 0; p < P; p++) {
-                    size_t c = (size_t)p * L1 + l, o = (size_t)(L1 - 1 - l) * P + p;
-                    val[o] = lens_frac(hits[c * LENS_KMAX + K - 1], cnt[c]);
-                    free(txt[o]);
-                    if ((txt[o] = (char *)malloc(16)) != NULL) { if (val[o] == val[o]) snprintf(txt[o], 16, "%.0f%%", 100 * val[o]); else txt[o][0] = 0; }
+    fprintf(f, "],\n \"rates\": [");
+    for (L = 0, k = 0; L < S->n_lens; L++)
+        for (s = 0; s < ag->n_sets; s++)
+            for (p = 0; p < P; p++)
+                for (l = 0; l < L1; l++) {
+                    int kk;
+                    for (kk = 0; kk < n_ks; kk++) {
+                        lens_rate_of(S, L, s, p, l, ks[kk], cb, db, &r);
+                        pos_label(&ag->ps, p, lab, sizeof lab);
+                        fprintf(f, "%s{\"lens\": \"%s\", \"target\": ", k++ ? ",\n  " : "\n  ", lens_name(L)); cli_json_string(f, ag->set[s].name);
+                        fprintf(f, ", \"slot\": %d, \"label\": \"%s\", \"layer\": %d, \"k\": %d, \"n\": %ld, \"hits\": %ld, \"rate\": ", p, lab, l, ks[kk], r.n, r.hits);
+                        lens_json_num(f, r.rate); fprintf(f, ", \"ci_low\": "); lens_json_num(f, r.lo); fprintf(f, ", \"ci_high\": "); lens_json_num(f, r.hi);
+                        fprintf(f, ", \"chance_n\": %ld, \"chance_rate\": ", r.n_chance); lens_json_num(f, r.chance);
+                        fprintf(f, ", \"chance_ci_low\": "); lens_json_num(f, r.clo); fprintf(f, ", \"chance_ci_high\": "); lens_json_num(f, r.chi);
+                        fprintf(f, ", \"diff\": "); lens_json_num(f, r.diff); fprintf(f, ", \"diff_ci_low\": "); lens_json_num(f, r.dlo);
+                        fprintf(f, ", \"diff_ci_high\": "); lens_json_num(f, r.dhi); fprintf(f, "}");
+                    }
                 }
-            memset(&s, 0, sizeof s);
-            s.rows = L1; s.cols = P; s.value = val; s.vmin = 0; s.vmax = 1; s.colormap = SVG_VIRIDIS;
-            s.cell_text = (const char *const *)txt; s.row_labels = (const char *const *)rows; s.col_labels = (const char *const *)cols;
-            snprintf(title, sizeof title, "%s in the %s lens top-%d (%d questions)", h ? "any intermediate result" : "final answer",
-                     ag->a->tuned ? "tuned" : "logit", K, ag->n_questions);
-            s.title = title; s.xlabel = "position"; s.ylabel = "residual index"; s.colorbar_label = "fraction of questions";
-            s.cell_w = 72; s.cell_h = 22;
-            snprintf(path, sizeof path, "%s_%s_heat.svg", prefix, h ? "intermediate" : "answer");
-            rc = svg_heatmap(path, &s);
-        }
-        if (!rc) {
-            svg_lines_spec s;
-            for (p = 0; p < P; p++) {
-                x[p] = p;
-                y[p] = lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, 0, LENS_KMAX);
-                y[P + p] = lens_last3(ag, ag->ans_hit, ag->n_ans_cell, p, K - 1, LENS_KMAX);
-                y[2 * P + p] = lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, 0, LENS_KMAX);
-                y[3 * P + p] = lens_last3(ag, ag->inter_hit, ag->n_inter_cell, p, K - 1, LENS_KMAX);
+    fprintf(f, "],\n \"entropy\": [");
+    for (L = 0, k = 0; L < S->n_lens; L++)
+        for (p = 0; p < P; p++)
+            for (l = 0; l < L1; l++) {
+                lens_entropy_of(S, L, p, l, cb, &ci);
+                pos_label(&ag->ps, p, lab, sizeof lab);
+                fprintf(f, "%s{\"lens\": \"%s\", \"slot\": %d, \"label\": \"%s\", \"layer\": %d, \"n\": %ld, \"mean\": ", k++ ? ",\n  " : "\n  ", lens_name(L), p, lab, l, ci.n);
+                lens_json_num(f, ci.mean); fprintf(f, ", \"se\": "); lens_json_num(f, ci.se);
+                fprintf(f, ", \"ci_low\": "); lens_json_num(f, ci.lo); fprintf(f, ", \"ci_high\": "); lens_json_num(f, ci.hi); fprintf(f, "}");
             }
-            snprintf(n1, sizeof n1, "answer top-1"); snprintf(n2, sizeof n2, "answer top-%d", K);
-            snprintf(n3, sizeof n3, "intermediate top-1"); snprintf(n4, sizeof n4, "intermediate top-%d", K);
-            names[0] = n1; names[1] = n2; names[2] = n3; names[3] = n4;
-            memset(&s, 0, sizeof s);
-            s.n_series = 4; s.n_points = P; s.x = x; s.y = y; s.names = names; s.ymin = 0; s.ymax = 1;
-            s.x_labels = (const char *const *)cols;
-            snprintf(title, sizeof title, "detection by position (mean of the last 3 residual indices)");
-            s.title = title; s.xlabel = "position"; s.ylabel = "fraction of questions";
-            snprintf(path, sizeof path, "%s_lines.svg", prefix);
-            rc = svg_lines(path, &s);
-            for (p = 0; p < P; p++) y[p] = lens_last3(ag, ag->ent_sum, ag->n_cell, p, 0, 0);
-            names[0] = "entropy (nats)";
-            s.n_series = 1; s.ymin = s.ymax = 0; s.ylabel = "mean entropy (nats)";
-            snprintf(title, sizeof title, "lens entropy by position (mean of the last 3 residual indices)");
-            snprintf(path, sizeof path, "%s_entropy.svg", prefix);
-            if (!rc) rc = svg_lines(path, &s);
-        }
-        for (p = 0; cols && p < P; p++) free(cols[p]);
-        for (l = 0; rows && l < L1; l++) free(rows[l]);
-        for (p = 0; txt && p < (int)TPL; p++) free(txt[p]);
-        free(val); free(x); free(y); free(cols); free(rows); free(txt);
-        if (rc) { fprintf(stderr, "codi lens: cannot write the SVG files at %s\n", prefix); return -1; }
+    fprintf(f, "]");
+    if (S->n_lens > 1) {   /* logit vs tuned on the same questions: McNemar exact and the flips */
+        fprintf(f, ",\n \"lens_comparison\": [");
+        for (s = 0, k = 0; s < ag->n_sets; s++)
+            for (p = 0; p < P; p++)
+                for (l = 0; l < L1; l++) {
+                    int kk;
+                    for (kk = 0; kk < n_ks; kk++) {
+                        size_t c0 = lens_cell(S, 0, s, p, l), c1 = lens_cell(S, 1, s, p, l);
+                        long n = 0, h0 = 0, h1 = 0, b = 0, c = 0;
+                        int qi;
+                        for (qi = 0; qi < S->nq; qi++) {
+                            int r0 = S->rank[c0 * S->nq + qi], r1 = S->rank[c1 * S->nq + qi];
+                            if (!S->done[qi] || r0 < 0 || r1 < 0) continue;
+                            n++; h0 += r0 < ks[kk]; h1 += r1 < ks[kk]; b += r0 < ks[kk] && !(r1 < ks[kk]); c += r1 < ks[kk] && !(r0 < ks[kk]);
+                        }
+                        pos_label(&ag->ps, p, lab, sizeof lab);
+                        fprintf(f, "%s{\"target\": ", k++ ? ",\n  " : "\n  "); cli_json_string(f, ag->set[s].name);
+                        fprintf(f, ", \"slot\": %d, \"label\": \"%s\", \"layer\": %d, \"k\": %d, \"n\": %ld, \"logit_hits\": %ld, \"tuned_hits\": %ld, "
+                                   "\"logit_only\": %ld, \"tuned_only\": %ld, \"p_mcnemar\": %.6g}", p, lab, l, ks[kk], n, h0, h1, b, c, codi_mcnemar_exact(b, c));
+                    }
+                }
+        fprintf(f, "]");
     }
+    fprintf(f, "}\n");
+    if (fclose(f)) { free(cb); free(db); return -1; }
+    /* the table: each lens and target set at the final residual index, top-1 and top-K */
+    for (L = 0; L < S->n_lens; L++)
+        for (s = 0; s < ag->n_sets; s++) {
+            int kk;
+            for (kk = 0; kk < 2; kk++) {
+                int kv = kk ? K : 1;
+                if (kk && K == 1) continue;
+                printf("\n%s lens, target %s in the top-%d at residual index %d (final); chance: another question's target (%d permutations)\n",
+                       lens_name(L), ag->set[s].name, kv, L1 - 1, ag->K);
+                printf("%-10s %5s %8s %17s %8s %17s %8s %19s\n", "position", "n", "rate", "95% CI (Wilson)", "chance", "95% CI (Wilson)", "diff", "95% CI (MOVER)");
+                for (p = 0; p < P; p++) {
+                    char c1[32], c2[32], c3[48];
+                    lens_rate_of(S, L, s, p, L1 - 1, kv, cb, db, &r);
+                    pos_label(&ag->ps, p, lab, sizeof lab);
+                    if (r.n) snprintf(c1, sizeof c1, "%5.1f%% - %5.1f%%", 100 * r.lo, 100 * r.hi); else snprintf(c1, sizeof c1, "-");
+                    if (r.chance == r.chance) snprintf(c2, sizeof c2, "%5.1f%% - %5.1f%%", 100 * r.clo, 100 * r.chi); else snprintf(c2, sizeof c2, "-");
+                    if (r.diff == r.diff) snprintf(c3, sizeof c3, "%+5.1f%% - %+5.1f%%%s", 100 * r.dlo, 100 * r.dhi, r.dlo > 0 ? " >" : r.dhi < 0 ? " <" : "");
+                    else snprintf(c3, sizeof c3, "-");
+                    printf("%-10s %5ld %7.1f%% %17s %7.1f%% %17s %+7.1f%% %19s\n", lab, r.n, r.n ? 100 * r.rate : 0.0, c1,
+                           r.chance == r.chance ? 100 * r.chance : 0.0, c2, r.diff == r.diff ? 100 * r.diff : 0.0, c3);
+                }
+            }
+        }
+    printf("(> / <: the paired difference's 95%% interval lies above / below 0)\n");
+    for (s = 0; s < ag->n_sets && S->n_lens > 1; s++) {     /* logit vs tuned, per question (the final index is the same lens) */
+        int cells = 0, sig = 0, tuned_better = 0;
+        for (p = 0; p < P; p++)
+            for (l = 0; l < L1 - 1; l++) {
+                size_t c0 = lens_cell(S, 0, s, p, l), c1 = lens_cell(S, 1, s, p, l);
+                long b = 0, c = 0, n = 0;
+                int qi;
+                for (qi = 0; qi < S->nq; qi++) {
+                    int r0 = S->rank[c0 * S->nq + qi], r1 = S->rank[c1 * S->nq + qi];
+                    if (!S->done[qi] || r0 < 0 || r1 < 0) continue;
+                    n++; b += r0 < K && !(r1 < K); c += r1 < K && !(r0 < K);
+                }
+                if (!n) continue;
+                cells++;
+                if (codi_mcnemar_exact(b, c) < 0.05) { sig++; tuned_better += c > b; }
+            }
+        printf("logit vs tuned lens, target %s in the top-%d (McNemar exact per cell, uncorrected): %d of %d (position, residual index < %d) cells differ "
+               "at p < 0.05, the tuned lens ahead in %d (lens_comparison in %s.json)\n", ag->set[s].name, K, sig, cells, L1 - 1, tuned_better, prefix);
+    }
+    free(cb); free(db);
     return 0;
+}
+
+/* The figures: heat maps of the answer / intermediates in the top-K (primary lens), rates by
+   position at the final residual index with 95% intervals beside their chance rates (each lens),
+   and the mean entropy by position with 95% intervals. */
+static int lens_agg_svg(const lens_agg *ag, const lens_sum *S) {
+    const char *prefix = ag->a->out, *qfile = strrchr(ag->a->questions, '/') ? strrchr(ag->a->questions, '/') + 1 : ag->a->questions;
+    int P = S->P, L1 = S->L1, PL = S->n_lens - 1, K = ag->a->top_k, p, l, s, h, L, rc = 0, n_series;
+    size_t TPL = (size_t)P * L1;
+    double *val = (double *)malloc(sizeof(double) * TPL), *y = (double *)malloc(sizeof(double) * (size_t)P * 2 * (ag->n_sets + 2) * 3);
+    double *cb = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1)), *db = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1));
+    char **cols = (char **)calloc((size_t)P, sizeof(char *)), **rows = (char **)calloc((size_t)L1, sizeof(char *)), **txt = (char **)calloc(TPL, sizeof(char *));
+    char title[512], sub[512], path[4096], (*names)[160] = (char (*)[160])calloc((size_t)2 * (ag->n_sets + 2), 160);
+    const char **np = (const char **)calloc((size_t)2 * (ag->n_sets + 2), sizeof(char *));
+    int *colour = (int *)calloc((size_t)2 * (ag->n_sets + 2), sizeof(int)), *style = (int *)calloc((size_t)2 * (ag->n_sets + 2), sizeof(int));
+    lens_rate r;
+    if (!val || !y || !cb || !db || !cols || !rows || !txt || !names || !np || !colour || !style) rc = -1;
+    for (p = 0; !rc && p < P; p++) { cols[p] = (char *)malloc(32); if (cols[p]) pos_label(&ag->ps, p, cols[p], 32); else rc = -1; }
+    for (l = 0; !rc && l < L1; l++) {
+        rows[L1 - 1 - l] = (char *)malloc(24);
+        if (rows[L1 - 1 - l]) snprintf(rows[L1 - 1 - l], 24, "%s %d", l == L1 - 1 ? "final" : "layer", l); else rc = -1;
+    }
+    for (h = 0; h < 2 && !rc; h++) {
+        svg_heatmap_spec hs;
+        int set = lens_set_index(ag, h ? "intermediates" : "answer");
+        long n = 0;
+        if (set < 0) continue;
+        for (l = 0; l < L1; l++)
+            for (p = 0; p < P; p++) {
+                size_t o = (size_t)(L1 - 1 - l) * P + p;
+                lens_rate_of(S, PL, set, p, l, K, cb, db, &r);
+                val[o] = r.rate;
+                if (r.n > n) n = r.n;
+                free(txt[o]);
+                if ((txt[o] = (char *)malloc(32)) != NULL) {
+                    if (r.rate != r.rate) txt[o][0] = 0;
+                    else if (r.chance == r.chance) snprintf(txt[o], 32, "%.0f%% | %.0f%%", 100 * r.rate, 100 * r.chance);
+                    else snprintf(txt[o], 32, "%.0f%%", 100 * r.rate);
+                }
+            }
+        memset(&hs, 0, sizeof hs);
+        hs.rows = L1; hs.cols = P; hs.value = val; hs.vmin = 0; hs.vmax = 1; hs.colormap = SVG_VIRIDIS;
+        hs.cell_text = (const char *const *)txt; hs.row_labels = (const char *const *)rows; hs.col_labels = (const char *const *)cols;
+        snprintf(title, sizeof title, "%s in the %s lens top-%d (n = %ld questions of %s; cells: rate | chance)", h ? "an intermediate result" : "the final answer",
+                 lens_name(PL), K, n, qfile);
+        hs.title = title; hs.xlabel = "position"; hs.ylabel = "residual index"; hs.colorbar_label = "fraction of questions";
+        hs.cell_w = 84; hs.cell_h = 22;
+        snprintf(path, sizeof path, "%s_%s_heat.svg", prefix, h ? "intermediate" : "answer");
+        rc = svg_heatmap(path, &hs);
+    }
+    for (L = 0; L < S->n_lens && !rc; L++) {     /* rates with intervals and chance: PREFIX_lines.svg (primary), PREFIX_logit_lines.svg */
+        svg_interval_spec is;
+        long n_min = -1, n_max = 0;
+        double *lo, *hi;
+        n_series = 0;
+        for (s = 0; s < ag->n_sets; s++) {
+            int c;
+            for (c = 0; c < 1 + ag->set[s].chance; c++) {
+                double *yy = y + (size_t)n_series * P, *ll = y + (size_t)(2 * (ag->n_sets + 2) + n_series) * P, *hh = y + (size_t)(4 * (ag->n_sets + 2) + n_series) * P;
+                for (p = 0; p < P; p++) {
+                    lens_rate_of(S, L, s, p, L1 - 1, K, cb, db, &r);
+                    yy[p] = c ? r.chance : r.rate; ll[p] = c ? r.clo : r.lo; hh[p] = c ? r.chi : r.hi;
+                    if (!c && r.n) { if (n_min < 0 || r.n < n_min) n_min = r.n; if (r.n > n_max) n_max = r.n; }
+                }
+                snprintf(names[n_series], 160, "%.120s%s%s", ag->set[s].name, ag->set[s].n_multi && !ag->skip_multi ? " (first tokens)" : "", c ? " (chance)" : "");
+                np[n_series] = names[n_series]; colour[n_series] = s; style[n_series] = c;
+                n_series++;
+            }
+        }
+        lo = y + (size_t)(2 * (ag->n_sets + 2)) * P; hi = y + (size_t)(4 * (ag->n_sets + 2)) * P;
+        memset(&is, 0, sizeof is);
+        is.n_series = n_series; is.n_points = P; is.y = y; is.lo = lo; is.hi = hi; is.colour = colour; is.style = style; is.names = np;
+        is.x_labels = (const char *const *)cols; is.zero_based = 1; is.percent = 1; is.ymax_cap = 1;
+        snprintf(title, sizeof title, "%s lens: target in the top-%d at the final residual index", lens_name(L), K);
+        if (n_min == n_max) snprintf(sub, sizeof sub, "n = %ld questions of %s; dashed: chance (another question's target, %d permutations); 95%% intervals", n_max, qfile, ag->K);
+        else snprintf(sub, sizeof sub, "n = %ld..%ld questions of %s (per target); dashed: chance (another question's target, %d permutations); 95%% intervals", n_min, n_max, qfile, ag->K);
+        is.title = title; is.subtitle = sub; is.xlabel = "position"; is.ylabel = "questions with the target in the top-k";
+        snprintf(path, sizeof path, L == PL ? "%s_lines.svg" : "%s_logit_lines.svg", prefix);
+        rc = svg_intervals(path, &is);
+    }
+    if (!rc) {                                  /* entropy by position, final residual index */
+        svg_interval_spec is;
+        long n = 0;
+        double *lo = y + (size_t)2 * P, *hi = y + (size_t)4 * P;
+        for (L = 0; L < S->n_lens; L++) {
+            for (p = 0; p < P; p++) {
+                codi_mean_ci ci;
+                lens_entropy_of(S, L, p, L1 - 1, cb, &ci);
+                y[(size_t)L * P + p] = ci.mean; lo[(size_t)L * P + p] = ci.lo; hi[(size_t)L * P + p] = ci.hi;
+                if (ci.n > n) n = ci.n;
+            }
+            snprintf(names[L], 160, "%s lens", lens_name(L)); np[L] = names[L]; colour[L] = L; style[L] = 0;
+        }
+        memset(&is, 0, sizeof is);
+        is.n_series = S->n_lens; is.n_points = P; is.y = y; is.lo = lo; is.hi = hi; is.colour = colour; is.style = style; is.names = np;
+        is.x_labels = (const char *const *)cols; is.zero_based = 1;
+        snprintf(title, sizeof title, "lens entropy at the final residual index by position");
+        snprintf(sub, sizeof sub, "n = %ld questions of %s; mean with a t 95%% interval", n, qfile);
+        is.title = title; is.subtitle = sub; is.xlabel = "position"; is.ylabel = "mean entropy (nats)";
+        snprintf(path, sizeof path, "%s_entropy.svg", prefix);
+        rc = svg_intervals(path, &is);
+    }
+    for (p = 0; cols && p < P; p++) free(cols[p]);
+    for (l = 0; rows && l < L1; l++) free(rows[l]);
+    for (p = 0; txt && p < (int)TPL; p++) free(txt[p]);
+    free(val); free(y); free(cb); free(db); free(cols); free(rows); free(txt); free(names); free(np); free(colour); free(style);
+    if (rc) fprintf(stderr, "codi lens: cannot write the SVG files at %s\n", prefix);
+    return rc;
+}
+
+static void lens_agg_free(lens_agg *ag) {
+    int i, s;
+    for (i = 0; i < ag->nq; i++) {
+        for (s = 0; s < ag->n_sets && ag->q[i].t; s++) free(ag->q[i].t[s].ids);
+        free(ag->q[i].t); free(ag->q[i].question);
+    }
+    for (s = 0; s < ag->n_sets; s++) {
+        for (i = 0; i < ag->set[s].n_file_rows; i++) codi__json_free(ag->set[s].file_roots[i]);
+        free(ag->set[s].file_rows); free(ag->set[s].file_roots);
+    }
+    free(ag->q); free(ag->donor); free(ag->logits); free(ag->tmp);
+    codi_state_free(ag->s);
 }
 
 static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_tokenizer *t, const codi_tuned_lens *tl, pos_spec *ps) {
     lens_agg ag;
-    int n_bad = 0, rc = 1;
-    size_t cells;
-    const char *s;
-    memset(&ag, 0, sizeof ag);
+    lens_sum S;
+    lens_sb hb, b;
+    int n_bad = 0, rc = 1, qi, s, *rank = NULL, *crank = NULL;
+    double *prob = NULL, *ent = NULL;
+    long good = 0, before = 0;
+    cli_progress *pr;
+    memset(&ag, 0, sizeof ag); memset(&S, 0, sizeof S); memset(&hb, 0, sizeof hb); memset(&b, 0, sizeof b);
     ag.a = a; ag.m = m; ag.t = t; ag.tl = tl; ag.ps = *ps;
+    ag.K = a->chance_permutations; ag.skip_multi = !strcmp(a->multi_token, "skip");
+    ag.n_lens = tl ? 2 : 1; ag.L1 = m->config.n_layers + 1;
     pos_size(&ag.ps, 0, a->max_answer);
+    ag.P = ag.ps.n;
     if (ag.ps.mode == POS_PROMPT || ag.ps.mode == POS_ALL) { fprintf(stderr, "codi lens: aggregate mode takes --positions latents, answer or a list\n"); return 2; }
-    for (s = a->tokens; s && *s && ag.n_tok < LENS_MAX_TOKS;) {         /* --tokens "Therefore, so" */
-        size_t len = strcspn(s, ",");
-        snprintf(ag.tok_text[ag.n_tok], sizeof ag.tok_text[0], "%.*s", (int)(len < 63 ? len : 63), s);
-        if (lens_target_ids(t, ag.tok_text[ag.n_tok], &ag.tok_ids[ag.n_tok]) < 1) { fprintf(stderr, "codi lens: token '%s' is not in the vocabulary\n", ag.tok_text[ag.n_tok]); return 2; }
-        ag.n_tok++;
-        s += len + (s[len] == ',');
+    if (lens_parse_sets(&ag)) { lens_agg_free(&ag); return 2; }
+    if (!ag.n_sets) { fprintf(stderr, "codi lens: no target sets (--targets / --tokens)\n"); return 2; }
+    if (cli_for_each_question(a->questions, a->limit, 0, 1, lens_collect, &ag, &n_bad)) goto done;
+    if (!ag.nq) { fprintf(stderr, "codi lens: no questions read from %s\n", a->questions); goto done; }
+    for (s = 0; s < ag.n_sets; s++) {
+        const lens_tset *ts = &ag.set[s];
+        if (ts->n_multi)
+            fprintf(stderr, "codi lens: warning: target %s: %ld of %ld items are several tokens in this tokenizer: %s (%ld questions left without the target)\n",
+                    ts->name, ts->n_multi, ts->n_items, ag.skip_multi ? "left out (--multi-token skip)" : "counted by their first token (--multi-token first)", ts->n_skipped);
+        if (!ts->n_q) fprintf(stderr, "codi lens: note: target %s: no question has it; its rates are null\n", ts->name);
     }
-    cells = (size_t)ag.ps.n * (m->config.n_layers + 1);
+    if (lens_make_donors(&ag)) goto done;
     ag.logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab);
     ag.tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim);
-    ag.ans_hit = (double *)calloc(cells * LENS_KMAX, sizeof(double));
-    ag.inter_hit = (double *)calloc(cells * LENS_KMAX, sizeof(double));
-    ag.tok_hit = (double *)calloc(cells * LENS_KMAX * (size_t)(ag.n_tok ? ag.n_tok : 1), sizeof(double));
-    ag.ent_sum = (double *)calloc(cells, sizeof(double));
-    ag.n_cell = (double *)calloc(cells, sizeof(double));
-    ag.n_inter_cell = (double *)calloc(cells, sizeof(double));
-    ag.n_ans_cell = (double *)calloc(cells, sizeof(double));
-    if (!ag.logits || !ag.tmp || !ag.ans_hit || !ag.inter_hit || !ag.tok_hit || !ag.ent_sum || !ag.n_cell || !ag.n_inter_cell || !ag.n_ans_cell ||
-        lens_grid_alloc(&ag.g, ag.ps.n, m->config.n_layers + 1, LENS_KMAX)) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
-    if (cli_for_each_question(a->questions, a->limit, 0, 1, lens_agg_question, &ag, &n_bad) < 0 || ag.failed) goto done;
-    if (!ag.n_questions) { fprintf(stderr, "codi lens: no questions read from %s\n", a->questions); goto done; }
-    if (lens_agg_write(&ag)) goto done;
-    printf("%d questions (%d correct): %s.csv, %s.json, %s_answer_heat.svg, %s_intermediate_heat.svg, %s_lines.svg, %s_entropy.svg\n",
-           ag.n_questions, ag.n_correct, a->out, a->out, a->out, a->out, a->out, a->out);
+    rank = (int *)malloc(sizeof(int) * (size_t)ag.n_sets * ag.L1);
+    prob = (double *)malloc(sizeof(double) * (size_t)ag.n_sets * ag.L1);
+    crank = (int *)malloc(sizeof(int) * (size_t)ag.n_sets * ag.L1 * (size_t)(ag.K ? ag.K : 1));
+    ent = (double *)malloc(sizeof(double) * (size_t)ag.L1);
+    if (!ag.logits || !ag.tmp || !rank || !prob || !crank || !ent || lens_sum_alloc(&S, &ag)) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
+    /* the rows file: resume it when its settings match; drop the lines of a question cut short */
+    lens_rows_header(&ag, &hb);
+    if (hb.bad) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
+    {
+        int r = lens_rows_read(&ag, a->rows, hb.p, &S, &good);
+        if (r < 0) goto done;
+        for (qi = 0; qi < ag.nq; qi++) before += S.done[qi];
+        if (r == 0 && truncate(a->rows, good) != 0) { fprintf(stderr, "codi lens: cannot truncate %s\n", a->rows); goto done; }
+        if (!(ag.rows = fopen(a->rows, "a"))) { fprintf(stderr, "codi lens: cannot write %s\n", a->rows); goto done; }
+        if (r == 1 || !good) { fputs(hb.p, ag.rows); fflush(ag.rows); }
+        if (before) fprintf(stderr, "codi lens: resuming %s: %ld of %d questions already there\n", a->rows, before, ag.nq);
+    }
+    pr = cli_progress_start("lens", ag.nq, before);
+    for (qi = 0; qi < ag.nq; qi++) {
+        if (S.done[qi]) continue;
+        b.n = 0;
+        if (lens_question_rows(&ag, qi, rank, prob, crank, ent, &b)) { ag.failed = 1; break; }
+        if (fwrite(b.p, 1, b.n, ag.rows) != b.n || fflush(ag.rows)) { fprintf(stderr, "codi lens: cannot write %s\n", a->rows); ag.failed = 1; break; }
+        cli_progress_update(pr, ++before);
+    }
+    cli_progress_end(pr);
+    if (fclose(ag.rows)) ag.failed = 1;
+    ag.rows = NULL;
+    if (ag.failed) goto done;
+    /* the summary, from the rows file alone */
+    lens_sum_free(&S);
+    if (lens_sum_alloc(&S, &ag) || lens_rows_read(&ag, a->rows, hb.p, &S, &good) != 0) goto done;
+    if (lens_agg_write(&ag, &S) || lens_agg_svg(&ag, &S)) goto done;
+    printf("%d questions (%d correct, %d malformed lines skipped): %s (rows), %s.csv, %s_rates.csv, %s.json, %s_answer_heat.svg, %s_intermediate_heat.svg, %s_lines.svg%s, %s_entropy.svg\n",
+           S.n_done, S.n_correct, n_bad, a->rows, a->out, a->out, a->out, a->out, a->out, a->out, tl ? " (+ _logit_lines.svg)" : "", a->out);
     rc = 0;
 done:
-    codi_state_free(ag.s); lens_grid_free(&ag.g);
-    free(ag.logits); free(ag.tmp); free(ag.ans_hit); free(ag.inter_hit); free(ag.tok_hit); free(ag.ent_sum); free(ag.n_cell); free(ag.n_inter_cell); free(ag.n_ans_cell);
+    if (ag.rows) fclose(ag.rows);
+    lens_sum_free(&S); lens_agg_free(&ag);
+    free(hb.p); free(b.p); free(rank); free(prob); free(crank); free(ent);
     return rc;
 }
 
@@ -618,14 +1397,25 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         { "--questions", CLI_STR, &a.questions, 0, 0, "FILE.jsonl", "aggregate mode: detection metrics over every question (question, answer, cot or steps fields)" },
         { "--limit", CLI_INT, &a.limit, 0, 1e9, "N", "aggregate mode: first N questions only (default all)" },
         { "--out", CLI_STR, &a.out, 0, 0, "PREFIX", "aggregate mode: write PREFIX.csv, .json and SVG plots (default lens_metrics)" },
-        { "--tokens", CLI_STR, &a.tokens, 0, 0, "T1,T2", "aggregate mode: also count these tokens in the top-k (e.g. Therefore)" },
+        { "--tokens", CLI_STR, &a.tokens, 0, 0, "T1,T2", "aggregate mode: also count these token texts in the top-k (target sets token:T; no chance control)" },
+        { "--targets", CLI_STR, &a.targets, 0, 0, "LIST", "aggregate mode: target sets answer,intermediates,approx,field:NAME,file:T.jsonl (default answer,intermediates,approx)" },
+        { "--approx-pct", CLI_DOUBLE, &a.approx_pct, 0, 1000, "X", "aggregate mode: approx = integers within +-X% of the answer (default 10) and the --relations" },
+        { "--relations", CLI_STR, &a.relations, 0, 0, "LIST", "aggregate mode: approx also holds these of the answer x: Kx, x*K, x/K, x+K, x-K (default 2x,x/2,10x,x/10)" },
+        { "--chance-permutations", CLI_INT, &a.chance_permutations, 0, LENS_MAX_PERM, "K", "aggregate mode: shuffled-answer controls, permutations without fixed points (default 5)" },
+        { "--seed", CLI_INT, &a.seed, 0, 2147483647, "S", "aggregate mode: seed of the permutations (default 1)" },
+        { "--multi-token", CLI_STR, &a.multi_token, 0, 0, "first|skip", "a target of several tokens: count its first token with a warning (default) or leave it out" },
+        { "--rows", CLI_STR, &a.rows, 0, 0, "FILE.jsonl", "aggregate mode: per-question rows, flushed per question, resumed (default PREFIX_rows.jsonl)" },
         { "--sprint-norm", CLI_FLAG, &a.sprint_norm, 0, 0, NULL, "reproduce the Latent Reasoning Sprint's code: final norm applied twice at the last residual index" },
         { "--sprint-index", CLI_FLAG, &a.sprint_index, 0, 0, NULL, "read latentK in --positions 0-based, as the sprint's code does (latent0 = our latent 1)" },
         CLI_END };
     memset(&a, 0, sizeof a);
     a.ma = cli_model_defaults(); a.pa = cli_prompt_defaults();
     a.positions = "latents"; a.top_k = 0; a.max_answer = 32; a.out = "lens_metrics";
+    a.targets = "answer,intermediates,approx"; a.relations = "2x,x/2,10x,x/10"; a.multi_token = "first";
+    a.approx_pct = 10; a.chance_permutations = 5; a.seed = 1;
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
+    if (strcmp(a.multi_token, "first") && strcmp(a.multi_token, "skip")) { fprintf(stderr, "codi lens: --multi-token is first or skip, not '%s'\n", a.multi_token); return 2; }
+    if (!a.rows) { snprintf(a.rows_default, sizeof a.rows_default, "%s_rows.jsonl", a.out); a.rows = a.rows_default; }
     if (cli_check_args(self, &a.ma, &a.pa)) return 2;
     if (!a.questions && !a.pa.question && !a.pa.ids) { fprintf(stderr, "codi lens: give --question TEXT, --ids 1,2,3 or --questions FILE.jsonl\n"); return 2; }
     if (!a.top_k) a.top_k = a.questions ? 10 : 5;
@@ -637,7 +1427,10 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
     if ((a.pa.question || a.questions || a.target) && !t) goto done;
     if (a.tuned && !(tl = codi_tuned_lens_load(m, a.tuned, err, sizeof err))) { fprintf(stderr, "codi lens: %s\n", err); goto done; }
     if (a.questions) { rc = lens_aggregate(&a, m, t, tl, &ps); goto done; }
-    if (a.target && (ntid = lens_target_ids(t, a.target, tid)) < 1) { fprintf(stderr, "codi lens: --target %s has no token\n", a.target); rc = 2; goto done; }
+    if (a.target && (ntid = lens_target_ids(t, a.target, !strcmp(a.multi_token, "skip"), tid, &a.target_tokens)) < 1) {
+        if (ntid == -1) fprintf(stderr, "codi lens: --target %s has no token\n", a.target);
+        rc = 2; goto done;
+    }
     if ((n = cli_prompt_ids(&a.pa, m, t, ids, 4096)) < 0) { rc = 2; goto done; }
     {
         codi_run_opts ro = codi_run_opts_default(m);
@@ -675,14 +1468,30 @@ static const cli_command cmd_lens = {
     "layer's output, what the model itself decodes) at bot and each latent (or --positions)\n"
     "through lm_head(final_norm(h)) (the logit lens) or lm_head(final_norm(h + W h + b)) (--tuned).\n"
     "Prints the top-1 token and probability per cell and the entropy; --json gives the top-k ids,\n"
-    "probabilities and tokens, --svg a heatmap. With --questions, aggregates the Latent Reasoning\n"
-    "Sprint's metrics per (position, residual index): the fraction of questions whose final answer\n"
-    "or any intermediate result (cot <<a*b=c>> annotations or steps) is in the top-k for k = 1..10,\n"
-    "the mean entropy, the fraction with --tokens in the top-k, and per-position means over the last\n"
-    "3 residual indices (CSV, JSON, SVG). A number counts by its first token (codi_number_tokens).\n"
+    "probabilities and tokens, --svg a heatmap. A --target of several tokens is warned about and counted\n"
+    "by its first token (--multi-token first) or refused (skip).\n"
+    "With --questions, per (position, residual index) the fraction of questions whose target is in the\n"
+    "top-k (k = 1..10) with its Wilson 95% interval and n, beside a chance rate: each question's target\n"
+    "replaced by another question's (--chance-permutations K seeded permutations without fixed points;\n"
+    "Wilson interval, one draw per question) and the paired difference rate - chance (mean of the\n"
+    "per-question differences; Newcombe's MOVER 95% interval). Target sets (--targets): answer;\n"
+    "intermediates (cot <<a*b=c>> results, steps, or x + y / x - y of codi gen-templates' questions);\n"
+    "approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
+    "180 for 360; the answer's tokens left out); field:NAME (numbers or token texts of a field);\n"
+    "file:T.jsonl ({\"index\": I, \"targets\": [...]} per question); --tokens adds token:TEXT sets (no\n"
+    "chance). A number counts by its first token (codi_number_tokens); multi-token targets are counted\n"
+    "and warned about (stderr, JSON) and follow --multi-token. Mean entropies have t 95% intervals. With\n"
+    "--tuned, both lenses run and are compared per question (McNemar exact, flips). Every (question,\n"
+    "lens, position, target set) is one line of --rows (ranks over the vocabulary at every residual\n"
+    "index, probabilities, chance ranks and donors), written as each question ends; a killed run\n"
+    "resumes and the summary is recomputed from the rows: PREFIX.json (rates, entropy, targets,\n"
+    "lens_comparison, the older grids), PREFIX_rates.csv, PREFIX.csv, and SVG figures (rates with\n"
+    "error bars beside chance bands, entropies, heat maps of rate | chance). Prints the rates at the\n"
+    "final residual index for k = 1 and --top-k.\n"
     "Examples:\n"
     "  codi lens --model models/codi-nano/codi_nano.bin --question \"Tom has 3 bags with 4 apples each. How many apples?\" --target 12\n"
     "  codi lens --model M --question Q --tuned lens_dir --json\n"
     "  codi lens --model M --question Q --svg lens.svg --color entropy\n"
-    "  codi lens --model M --questions data/gsm8k/test.jsonl --limit 200 --tokens Therefore --out gsm8k_lens",
+    "  codi lens --model M --questions data/gsm8k/test.jsonl --limit 200 --tokens Therefore --out gsm8k_lens\n"
+    "  codi lens --model M --questions Q.jsonl --targets answer,approx,field:x --approx-pct 5 --relations 2x,x/2 --out q",
     lens_run };

@@ -240,4 +240,117 @@ SVG_FN int svg_scatter(const char *path, const svg_scatter_spec *s) {
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* ---- values by position with 95% intervals (rates with a chance baseline) ---------------------- */
+
+typedef struct {
+    int n_series, n_points;
+    const double *y, *lo, *hi;       /* [n_series, n_points]; NaN = no point / no interval */
+    const int *colour;               /* [n_series] svg_series_colour index, or NULL (= series index) */
+    const int *style;                /* [n_series] 0: line, points and error bars; 1: dashed line in a shaded band; NULL = 0 */
+    const char *const *names;        /* [n_series] legend */
+    const char *const *x_labels;     /* [n_points] */
+    const char *title, *subtitle, *xlabel, *ylabel;
+    int zero_based;                  /* the y axis starts at 0 (rates, entropies) */
+    int percent;                     /* tick labels as percentages of 1 */
+    double ymax_cap;                 /* > 0: the axis never goes past it (1 for rates) */
+} svg_interval_spec;
+
+/* A round tick step (1, 2, 2.5 or 5 x 10^e) giving about 5 ticks over range. */
+SVG_FN double svg_nice_step(double range) {
+    double raw = range > 0 ? range / 5 : 1, e = pow(10, floor(log10(raw))), f = raw / e;
+    return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 2.5 ? 2.5 : f <= 5 ? 5 : 10) * e;
+}
+
+/* Width in px of text at font size px (DejaVu Sans averages about 0.6 em per character). */
+SVG_FN double svg_text_width(const char *s, double px) {
+    size_t n = 0;
+    for (; s && *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return 0.62 * px * (double)n;
+}
+
+SVG_FN int svg_intervals(const char *path, const svg_interval_spec *s) {
+    double lo_v = INFINITY, hi_v = -INFINITY, step, y0, y1, left, top, pw, ph = 300, legend_w = 0, w, h, label_w = 0, tick_w = 0;
+    FILE *f;
+    int k, i, n_ticks;
+    char buf[48];
+    for (k = 0; k < s->n_series * s->n_points; k++) {
+        const double v[3] = { s->y[k], s->lo ? s->lo[k] : NAN, s->hi ? s->hi[k] : NAN };
+        for (i = 0; i < 3; i++) if (v[i] == v[i]) { if (v[i] < lo_v) lo_v = v[i]; if (v[i] > hi_v) hi_v = v[i]; }
+    }
+    if (!(lo_v <= hi_v)) { lo_v = 0; hi_v = 1; }
+    if (s->zero_based && lo_v > 0) lo_v = 0;
+    if (hi_v == lo_v) hi_v = lo_v + (s->ymax_cap > 0 ? s->ymax_cap / 10 : 1);
+    step = svg_nice_step(hi_v - lo_v);
+    y0 = floor(lo_v / step + 1e-9) * step; y1 = ceil(hi_v / step - 1e-9) * step;
+    if (s->ymax_cap > 0 && y1 > s->ymax_cap) y1 = s->ymax_cap;
+    if (y1 <= y0) y1 = y0 + step;
+    n_ticks = (int)floor((y1 - y0) / step + 1e-9);
+    for (i = 0; i <= n_ticks; i++) {
+        double v = y0 + i * step;
+        if (s->percent) snprintf(buf, sizeof buf, "%g%%", 100 * v); else snprintf(buf, sizeof buf, "%g", v);
+        if (svg_text_width(buf, 10) > tick_w) tick_w = svg_text_width(buf, 10);
+    }
+    for (k = 0; k < s->n_series && s->names; k++) if (svg_text_width(s->names[k], 11) + 44 > legend_w) legend_w = svg_text_width(s->names[k], 11) + 44;
+    for (i = 0; i < s->n_points && s->x_labels; i++) if (svg_text_width(s->x_labels[i], 10) > label_w) label_w = svg_text_width(s->x_labels[i], 10);
+    left = tick_w + 40;
+    pw = s->n_points * (label_w + 16) > 480 ? s->n_points * (label_w + 16) : 480;
+    top = s->title ? (s->subtitle ? 58 : 40) : 16;
+    w = left + pw + legend_w + 20;
+    if (s->title && svg_text_width(s->title, 15) * 1.08 + 40 > w) w = svg_text_width(s->title, 15) * 1.08 + 40;   /* bold is wider */
+    if (s->subtitle && svg_text_width(s->subtitle, 11) + 40 > w) w = svg_text_width(s->subtitle, 11) + 40;
+    h = top + ph + 52;
+    if (!(f = fopen(path, "w"))) return -1;
+    svg_begin(f, w, h);
+    if (s->title) svg_label(f, w / 2, 22, 15, "middle", "font-weight=\"bold\"", s->title);
+    if (s->subtitle) svg_label(f, w / 2, 40, 11, "middle", "fill=\"#444\"", s->subtitle);
+    fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", left, top, pw, ph);
+    for (i = 0; i <= n_ticks; i++) {
+        double v = y0 + i * step, fy = top + ph - ph * (v - y0) / (y1 - y0);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", left, fy, left + pw, fy);
+        if (s->percent) snprintf(buf, sizeof buf, "%g%%", 100 * v); else snprintf(buf, sizeof buf, "%g", v);
+        svg_label(f, left - 5, fy + 3, 10, "end", NULL, buf);
+    }
+    for (i = 0; i < s->n_points && s->x_labels; i++) svg_label(f, left + pw * (i + 0.5) / s->n_points, top + ph + 15, 10, "middle", NULL, s->x_labels[i]);
+    if (s->xlabel) svg_label(f, left + pw / 2, top + ph + 36, 12, "middle", NULL, s->xlabel);
+    if (s->ylabel) {
+        fprintf(f, "<g transform=\"translate(%.1f,%.1f) rotate(-90)\">", 14.0, top + ph / 2);
+        svg_label(f, 0, 0, 12, "middle", NULL, s->ylabel);
+        fputs("</g>\n", f);
+    }
+    for (k = 0; k < s->n_series; k++) {
+        const char *col = svg_series_colour(s->colour ? s->colour[k] : k);
+        int band = s->style && s->style[k] == 1, pen = 0;
+        double dx = band ? 0 : (k - (s->n_series - 1) / 2.0) * 3;     /* error bars side by side */
+        const double *y = s->y + (size_t)k * s->n_points, *lo = s->lo ? s->lo + (size_t)k * s->n_points : NULL, *hi = s->hi ? s->hi + (size_t)k * s->n_points : NULL;
+#define SVG_X(i) (left + pw * ((i) + 0.5) / s->n_points + dx)
+#define SVG_Y(v) (top + ph - ph * ((v) - y0) / (y1 - y0))
+        if (band && lo && hi) {
+            fprintf(f, "<path fill=\"%s\" fill-opacity=\"0.15\" stroke=\"none\" d=\"", col);
+            for (i = 0, pen = 0; i < s->n_points; i++) if (lo[i] == lo[i] && hi[i] == hi[i]) { fprintf(f, "%c%.1f %.1f ", pen ? 'L' : 'M', SVG_X(i), SVG_Y(hi[i])); pen = 1; }
+            for (i = s->n_points - 1; i >= 0; i--) if (lo[i] == lo[i] && hi[i] == hi[i]) fprintf(f, "L%.1f %.1f ", SVG_X(i), SVG_Y(lo[i]));
+            fputs("Z\"/>\n", f);
+        }
+        fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s d=\"", col, band ? " stroke-dasharray=\"6 4\"" : "");
+        for (i = 0, pen = 0; i < s->n_points; i++) {
+            if (y[i] != y[i]) { pen = 0; continue; }
+            fprintf(f, "%c%.1f %.1f ", pen ? 'L' : 'M', SVG_X(i), SVG_Y(y[i]));
+            pen = 1;
+        }
+        fputs("\"/>\n", f);
+        for (i = 0; i < s->n_points && !band; i++) {
+            if (y[i] != y[i]) continue;
+            if (lo && hi && lo[i] == lo[i] && hi[i] == hi[i])
+                fprintf(f, "<path stroke=\"%s\" stroke-width=\"1.3\" fill=\"none\" d=\"M%.1f %.1f L%.1f %.1f M%.1f %.1f L%.1f %.1f M%.1f %.1f L%.1f %.1f\"/>\n", col,
+                        SVG_X(i), SVG_Y(lo[i]), SVG_X(i), SVG_Y(hi[i]), SVG_X(i) - 4, SVG_Y(lo[i]), SVG_X(i) + 4, SVG_Y(lo[i]), SVG_X(i) - 4, SVG_Y(hi[i]), SVG_X(i) + 4, SVG_Y(hi[i]));
+            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", SVG_X(i), SVG_Y(y[i]), col);
+        }
+#undef SVG_X
+#undef SVG_Y
+        fprintf(f, "<path stroke=\"%s\" stroke-width=\"2\"%s d=\"M%.1f %.1f h22\"/>\n", col, band ? " stroke-dasharray=\"6 4\"" : "", left + pw + 12, top + 10 + 18.0 * k);
+        if (s->names) svg_label(f, left + pw + 40, top + 14 + 18.0 * k, 11, "start", NULL, s->names[k]);
+    }
+    fputs("</svg>\n", f);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
 #endif
