@@ -39,15 +39,15 @@ EOF
     ok "alpha-0 copies of the baseline: p = 1 (baseline and control), Holm = BH = 1, 0 of 4 survive; contract keys, strict JSON" || { bad "alpha-0 sweep"; cat $d/null.check; }
 fi
 
-# 2. a real effect: every latent input set to zero, on 40 questions codi-nano answers right (with s1_z_add beside it)
-sed 's/.*"answer": \([-0-9.]*\).*/\1/' $qs | paste -d' ' - tests/data/codi_nano_reference_predictions.txt | awk '$1 == $2 { print NR }' | head -n 40 > $d/right.txt
+# 2. a real effect: every latent input set to zero, on 24 questions codi-nano answers right (with s1_z_add beside it)
+sed 's/.*"answer": \([-0-9.]*\).*/\1/' $qs | paste -d' ' - tests/data/codi_nano_reference_predictions.txt | awk '$1 == $2 { print NR }' | head -n 24 > $d/right.txt
 awk 'NR == FNR { keep[$1] = 1; next } keep[FNR]' $d/right.txt $qs > $d/right.jsonl
 $CODI sweep $nano --questions $d/right.jsonl --coeffs none --kv-coeffs none --noise-seeds 0 --steer tests/data/steer/zero_latents.json \
   --steer tests/data/steer/s1_z_add.json --threads 2 --out $d/zero > $d/zero.out 2> $d/zero.err || { bad "custom sweep runs"; cat $d/zero.err; }
 line=$(grep '"condition": "custom/zero_latents"' $d/zero/summary.jsonl)
-echo "$line" | grep -q '"p_vs_random": null' && echo "$line" | grep -q '"survives": true' && grep -q '"condition": "base/run", .*"n": 40, "correct": 40,' $d/zero/summary.jsonl &&
+echo "$line" | grep -q '"p_vs_random": null' && echo "$line" | grep -q '"survives": true' && grep -q '"condition": "base/run", .*"n": 24, "correct": 24,' $d/zero/summary.jsonl &&
   grep -q '^  custom *2 cells tested, 1 survive Holm at 0.05' $d/zero.out && grep -q 'norm 0, so a random control' $d/zero.err &&
-  ok "--steer zero_latents (no control: its norm is 0) survives Holm against the baseline (40/40 right); $(echo "$line" | sed 's/.*\("flips_to_wrong": [0-9]*\).*\("p_holm": [^,]*\).*/\1, \2/')" ||
+  ok "--steer zero_latents (no control: its norm is 0) survives Holm against the baseline (24/24 right); $(echo "$line" | sed 's/.*\("flips_to_wrong": [0-9]*\).*\("p_holm": [^,]*\).*/\1, \2/')" ||
   { bad "zero latents survive"; cat $d/zero.out; }
 
 # 3. one run; the same killed by kill -9 (plus a torn line) and run again; a mismatched resume
@@ -125,7 +125,19 @@ bad_rows=$(grep '"split": "confirm"' $d/conf/results.jsonl | sed 's/{"condition"
   ok "--confirm 0.5: 10 + 10 questions, disjoint, whole; the same split for the same --split-seed, another for another; only the 2 selected cells, controls, baselines on the held-out ones; the report leads with them" ||
   { bad "confirm: explore [$ex] confirm [$cf] selected [$sel] $bad_rows stray"; head -n 3 $d/conf.out; }
 
-# 7. --dry-run: the plan and an estimate, and nothing run
+# 7. --confirm with shards: each shard explores, --merge selects on the union, each shard confirms with --selection;
+#    the final merge equals one run
+cheap="--coeffs none --kv-coeffs none --noise-seeds 0 --steer tests/data/steer/s1_z_add.json --steer tests/data/steer/zero_latents.json --limit 16 --confirm 0.5 --confirm-top 1"
+for k in 1 2; do $CODI sweep $nano --questions $qs $cheap --shard $k/2 --out $d/cs$k > $d/cs$k.out 2>&1; done
+$CODI sweep --merge $d/cs1 $d/cs2 --out $d/csm > $d/csm.out 2>&1
+for k in 1 2; do $CODI sweep $nano --questions $qs $cheap --shard $k/2 --selection $d/csm/selection.json --out $d/cs$k > /dev/null 2>&1; done
+$CODI sweep --merge $d/cs1 $d/cs2 --out $d/csm2 > /dev/null 2>&1
+$CODI sweep $nano --questions $qs $cheap --threads 2 --out $d/cs_one > /dev/null 2>&1
+grep -q "shard 1/2 explored" $d/cs1.out && grep -q "now run each shard again with --selection" $d/csm.out && cmp -s $d/cs_one/summary.jsonl $d/csm2/summary.jsonl &&
+  [ "$(grep -c '"split": "confirm"' $d/csm2/summary.jsonl)" -eq 3 ] &&
+  ok "--confirm with --shard 1/2, 2/2: merge selects, shards confirm with --selection, the final merge equals one run" || { bad "confirm with shards"; cat $d/csm.out; }
+
+# 8. --dry-run: the plan and an estimate, and nothing run
 $CODI sweep $nano --questions $qs --limit 12 $grid --shard 1/2 --dry-run --out $d/dry > $d/dry.out 2> $d/dry.err
 grep -q '^plan: 6 questions in this run (0 of them held out for confirmation), 9 conditions' $d/dry.out && grep -q 'per exploration question: 9 branches' $d/dry.out &&
   grep -q '^estimate: [0-9.]* hours for this run on 1 thread (assumes linear scaling over threads); it is one of 2 shards' $d/dry.out && [ ! -e $d/dry ] &&

@@ -776,8 +776,10 @@ static int sweep_report(const char *dir, const sweep_cond *c, int nc, const sign
         for (i = 0; i < n_top; i++) if (st[(size_t)nc + top[i]].has) sweep_print_cell(c, top[i], &st[(size_t)nc + top[i]]);
         printf("\n");
     }
+    for (i = 0; i < nq && !confirm_q[i]; i++) {}
     printf("%s on %ld questions%s: p_primary = McNemar vs the random control where there is one, else vs the baseline\n",
-           confirming ? "EXPLORATION (selection only; not evidence)" : "EXPLORATION", nq_split[0], confirming ? "" : " (no held-out confirmation: add --confirm 0.5)");
+           confirming ? "EXPLORATION (selection only; not evidence)" : "EXPLORATION", nq_split[0],
+           confirming ? "" : i < nq ? " (the confirmation is still to run)" : " (no held-out confirmation: add --confirm 0.5)");
     for (f = 1; f < SWEEP_NFAM; f++) {
         int n_t = 0, n_h = 0, n_b = 0;
         for (i = 0; i < nc; i++)
