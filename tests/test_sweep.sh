@@ -125,17 +125,33 @@ bad_rows=$(grep '"split": "confirm"' $d/conf/results.jsonl | sed 's/{"condition"
   ok "--confirm 0.5: 10 + 10 questions, disjoint, whole; the same split for the same --split-seed, another for another; only the 2 selected cells, controls, baselines on the held-out ones; the report leads with them" ||
   { bad "confirm: explore [$ex] confirm [$cf] selected [$sel] $bad_rows stray"; head -n 3 $d/conf.out; }
 
-# 7. --confirm with shards: each shard explores, --merge selects on the union, each shard confirms with --selection;
-#    the final merge equals one run
-cheap="--coeffs none --kv-coeffs none --noise-seeds 0 --steer tests/data/steer/s1_z_add.json --steer tests/data/steer/zero_latents.json --limit 16 --confirm 0.5 --confirm-top 1"
-for k in 1 2; do $CODI sweep $nano --questions $qs $cheap --shard $k/2 --out $d/cs$k > $d/cs$k.out 2>&1; done
-$CODI sweep --merge $d/cs1 $d/cs2 --out $d/csm > $d/csm.out 2>&1
-for k in 1 2; do $CODI sweep $nano --questions $qs $cheap --shard $k/2 --selection $d/csm/selection.json --out $d/cs$k > /dev/null 2>&1; done
-$CODI sweep --merge $d/cs1 $d/cs2 --out $d/csm2 > /dev/null 2>&1
-$CODI sweep $nano --questions $qs $cheap --threads 2 --out $d/cs_one > /dev/null 2>&1
-grep -q "shard 1/2 explored" $d/cs1.out && grep -q "now run each shard again with --selection" $d/csm.out && cmp -s $d/cs_one/summary.jsonl $d/csm2/summary.jsonl &&
-  [ "$(grep -c '"split": "confirm"' $d/csm2/summary.jsonl)" -eq 3 ] &&
-  ok "--confirm with --shard 1/2, 2/2: merge selects, shards confirm with --selection, the final merge equals one run" || { bad "confirm with shards"; cat $d/csm.out; }
+# 7. --confirm with shards, as examples/sweep_slurm.sh submits it (under a stand-in sbatch that runs each job at
+#    once): the shards explore, a merge selects on their union, the shards confirm with --selection, the last
+#    merge reports; it equals one run
+mkdir -p $d/bin
+cat > $d/bin/sbatch <<'EOF2'
+#!/bin/sh
+# a stand-in for Slurm's sbatch: runs the job now (array tasks one after another) and prints an id
+array=""; out=/dev/null; wrap=""
+while [ $# -gt 0 ]; do
+  case "$1" in --array=*) array=${1#--array=} ;; --output=*) out=${1#--output=} ;; --wrap) wrap=$2; shift ;; esac
+  shift
+done
+if [ -n "$array" ]; then
+  k=${array%-*}
+  while [ "$k" -le "${array#*-}" ]; do SLURM_ARRAY_TASK_ID=$k sh -c "$wrap" > "$(echo "$out" | sed "s/%a/$k/")" 2>&1 || exit 1; k=$((k + 1)); done
+else sh -c "$wrap" > "$out" 2>&1 || exit 1; fi
+echo $$
+EOF2
+chmod +x $d/bin/sbatch
+cheap="--means-questions $qs --means-limit 10 --coeffs none --kv-coeffs none --noise-seeds 0 --steer tests/data/steer/s1_z_add.json --steer tests/data/steer/zero_latents.json --limit 16 --confirm-top 1"
+PATH=$d/bin:$PATH MODEL=models/codi-nano/codi_nano.bin QUESTIONS=$qs SHARDS=2 THREADS=1 OUT=$d/slurm CONFIRM=0.5 SWEEP_OPTS="--exact --answer-tokens 12 $cheap" \
+  sh examples/sweep_slurm.sh > $d/slurm.out 2>&1
+$CODI sweep --model models/codi-nano/codi_nano.bin --exact --answer-tokens 12 --questions $qs $cheap --confirm 0.5 --threads 2 --out $d/cs_one > /dev/null 2>&1
+grep -q "shard 1/2 explored" $d/slurm/explore_1.log && grep -q "now run each shard again with --selection" $d/slurm/select.log &&
+  cmp -s $d/cs_one/summary.jsonl $d/slurm/all/summary.jsonl && [ "$(grep -c '"split": "confirm"' $d/slurm/all/summary.jsonl)" -eq 3 ] &&
+  grep -q '^CONFIRMED on the 8 held-out questions' $d/slurm/all.log &&
+  ok "examples/sweep_slurm.sh with CONFIRM=0.5, 2 shards: explore, select on the union, confirm with --selection, merge: equals one run" || { bad "slurm script / confirm with shards"; cat $d/slurm.out; }
 
 # 8. --dry-run: the plan and an estimate, and nothing run
 $CODI sweep $nano --questions $qs --limit 12 $grid --shard 1/2 --dry-run --out $d/dry > $d/dry.out 2> $d/dry.err
