@@ -1120,10 +1120,10 @@ static char *sweep_header(const cli_model_args *ma, const char *questions, uint6
     char *h = (char *)malloc(cap);
     int i;
     if (!h) return NULL;
-    n = (size_t)snprintf(h, cap, "{\"codi_sweep\": 1, \"model\": \"%s\", \"exact\": %d, \"questions\": \"%s\", \"questions_hash\": \"%016llx\", \"n_questions\": %d, "
+    n = (size_t)snprintf(h, cap, "{\"codi_sweep\": 1, \"model\": \"%s\", \"base\": \"%s\", \"head_dim\": %d, \"lora_scale\": %.17g, \"exact\": %d, \"questions\": \"%s\", \"questions_hash\": \"%016llx\", \"n_questions\": %d, "
                          "\"limit\": %d, \"means_questions\": \"%s\", \"means_limit\": %d, \"recipe\": %d, \"latents\": %d, \"answer_tokens\": %d, \"seed\": %d, "
                          "\"random_draw\": \"%s\", \"confirm\": %.17g, \"confirm_top\": %d, \"split_seed\": %d, \"layers\": \"%s\", \"specs\": [",
-                         ma->model, ma->exact, questions, (unsigned long long)qhash, nq, limit, means_q, means_limit, recipe, N, answer_tokens, seed,
+                         ma->model, ma->base ? ma->base : "", ma->head_dim, ma->lora_scale, ma->exact, questions, (unsigned long long)qhash, nq, limit, means_q, means_limit, recipe, N, answer_tokens, seed,
                          draw, confirm, confirm_top, split_seed, layers);
     for (i = 0; i < n_specs; i++) n += (size_t)snprintf(h + n, cap - n, "%s\"%016llx\"", i ? ", " : "", (unsigned long long)spec_hash[i]);
     n += (size_t)snprintf(h + n, cap - n, "], \"shard\": \"%d/%d\", \"conditions\": [", shard_k, shard_n);
