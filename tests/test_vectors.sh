@@ -80,9 +80,9 @@ for l in 1 2 3 4 5 6; do
     $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 14) * 4 + 3) * 514 ))+514 $g:plain_logits@$(( l * 514 ))+514 1e-5
 done
 n_svg=$(ls $d/sweep/*.svg | wc -l)
-[ "$n_svg" -eq 30 ] && [ "$(wc -l < $d/sweep/summary.csv)" -eq 1867 ] && [ "$(grep -c '"index"' $d/sweep/results.jsonl)" -eq 1866 ] &&
+[ "$n_svg" -eq 40 ] && [ "$(wc -l < $d/sweep/summary.csv)" -eq 1867 ] && [ "$(grep -c '"index"' $d/sweep/results.jsonl)" -eq 1866 ] &&
   head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
-  ok "sweep writes 30 SVG heatmaps (per coeff: accuracy of cells and controls, difference to the baseline), 1,866 conditions (6 l x (2 baselines + 15 pairs x (6 + 4 coeffs) x 2 + 9 noise)), one result each" || bad "sweep outputs: $n_svg svg"
+  ok "sweep writes 40 SVG heatmaps (per coeff: accuracy of cells and controls, differences to the baseline and the control), 1,866 conditions (6 l x (2 baselines + 15 pairs x (6 + 4 coeffs) x 2 + 9 noise)), one result each" || bad "sweep outputs: $n_svg svg"
 # scored on two codi-nano questions it answers right unsteered: identical tables with 1 and 2 threads
 sed -n '6p;12p' models/codi-nano/test.jsonl > $d/q2.jsonl
 nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"

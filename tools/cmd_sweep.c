@@ -187,8 +187,10 @@ static int sweep_parse_numbers(const char *opt, const char *s, double *v) {
         if (end == s || (*end && *end != ',') || errno == ERANGE || !(v[n] - v[n] == 0) || fabs(v[n]) > 1e6) {
             fprintf(stderr, "codi sweep: %s: '%.*s' is not a finite number (a list like -1,0,0.5, or none)\n", opt, (int)strcspn(s, ","), s); return -1;
         }
+        snprintf(b, sizeof b, "%g", v[n]);
+        v[n] = strtod(b, NULL);                       /* the value its condition name says */
         for (i = 0; i < n; i++) {
-            snprintf(a, sizeof a, "%g", v[i]); snprintf(b, sizeof b, "%g", v[n]);
+            snprintf(a, sizeof a, "%g", v[i]);
             if (!strcmp(a, b)) { fprintf(stderr, "codi sweep: %s: %s given twice\n", opt, a); return -1; }
         }
         n++;
@@ -648,15 +650,16 @@ static void sweep_print_cell(const sweep_cond *c, int ci, const sweep_stat *st) 
 /* --- figures --------------------------------------------------------------------------------- */
 
 static double sweep_nice_up(double x) {
-    static const double v[] = { 0.05, 0.1, 0.2, 0.25, 0.5, 1 };
+    static const double v[] = { 0.1, 0.2, 0.5, 1 };
     int i;
-    for (i = 0; i < 6; i++) if (x <= v[i] + 1e-12) return v[i];
+    for (i = 0; i < 4; i++) if (x <= v[i] + 1e-12) return v[i];
     return 1;
 }
 
 /* Heatmaps (pairs x l) of a family's exploration results: per coefficient, the accuracy of the cells
    and of their first controls on one fixed scale (0-1, or --auto-range: the family's range on round
-   values), and the difference to the baseline on a diverging scale centred at 0, shared by the family;
+   values), and the differences to the baseline and to the control on a diverging scale centred at 0,
+   shared by the family;
    cells surviving Holm outlined and starred. */
 static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sweep_stat *st, int fam, const char *qname, int auto_range, long n_questions, int n_tested) {
     int steps[1024], n_steps = 0, pairs[256], n_pairs = 0, i, j, k, v, ci;
@@ -679,11 +682,12 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
             if ((double)s->k / s->n > amax) amax = (double)s->k / s->n;
             if (s->paired && fabs((double)(s->to_right - s->to_wrong) / s->paired) > dmax) dmax = fabs((double)(s->to_right - s->to_wrong) / s->paired);
         }
+        if (st[i].paired_r && fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r) > dmax) dmax = fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r);
     }
     if (!n_steps) return;
     for (i = 1; i < n_steps; i++) for (j = i; j > 0 && steps[j - 1] > steps[j]; j--) { k = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = k; }
     for (i = 1; i < n_pairs; i++) for (j = i; j > 0 && pairs[j - 1] > pairs[j]; j--) { k = pairs[j]; pairs[j] = pairs[j - 1]; pairs[j - 1] = k; }
-    dmax = sweep_nice_up(dmax > 0 ? dmax : 0.05);
+    dmax = sweep_nice_up(dmax);
     if (auto_range) { amin = floor(amin * 10 + 1e-9) / 10; amax = ceil(amax * 10 - 1e-9) / 10; if (amax <= amin) amax = amin + 0.1; }
     else { amin = 0; amax = 1; }
     {
@@ -700,7 +704,7 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
         for (i = 0; i < n_pairs; i++) { snprintf(rl[i], 24, "(%d, %d)", pairs[i] / 100, pairs[i] % 100); rows[i] = rl[i]; }
         for (i = 0; i < n_steps; i++) { snprintf(cl[i], 16, "%d", steps[i]); cols[i] = cl[i]; }
         for (k = 0; k < n_coeffs; k++)
-            for (v = 0; v < 3; v++) {                 /* 0: cells' accuracy, 1: controls' accuracy, 2: cells minus baseline */
+            for (v = 0; v < 4; v++) {                 /* 0: cells' accuracy, 1: controls' accuracy, 2: cells minus baseline, 3: minus control */
                 svg_heatmap_spec sp;
                 char path[4096], title[256], sub[512];
                 int any = 0;
@@ -710,26 +714,28 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
                     int r, col;
                     if (c[ci].family != fam || c[ci].role != SWEEP_CELL || c[ci].coeff != coeffs[k] || !st[ci].has) continue;
                     s = v == 1 ? (c[ci].control >= 0 ? &st[c[ci].control] : NULL) : &st[ci];
-                    if (!s || !s->n || (v == 2 && !s->paired)) continue;
+                    if (!s || !s->n || (v == 2 && !s->paired) || (v == 3 && !s->paired_r)) continue;
                     for (r = 0; pairs[r] != c[ci].a * 100 + c[ci].b; r++) {}
                     for (col = 0; steps[col] != c[ci].l; col++) {}
-                    val[(size_t)r * n_steps + col] = v == 2 ? (double)(s->to_right - s->to_wrong) / s->paired : (double)s->k / s->n;
+                    val[(size_t)r * n_steps + col] = v == 2 ? (double)(s->to_right - s->to_wrong) / s->paired
+                                                   : v == 3 ? (double)(s->c_only - s->r_only) / s->paired_r : (double)s->k / s->n;
                     mark[(size_t)r * n_steps + col] = v != 1 && st[ci].holm < SWEEP_ALPHA;
-                    snprintf(text[(size_t)r * n_steps + col], 24, v == 2 ? "%+.2f%s" : "%.2f%s", val[(size_t)r * n_steps + col], mark[(size_t)r * n_steps + col] ? "*" : "");
+                    snprintf(text[(size_t)r * n_steps + col], 24, v >= 2 ? "%+.2f%s" : "%.2f%s", val[(size_t)r * n_steps + col], mark[(size_t)r * n_steps + col] ? "*" : "");
                     any = 1;
                 }
                 if (!any) continue;
                 memset(&sp, 0, sizeof sp);
-                snprintf(path, sizeof path, "%s/%s_%s_c%g.svg", dir, fname, v == 0 ? "diff_acc" : v == 1 ? "random_acc" : "diff_delta", coeffs[k]);
+                snprintf(path, sizeof path, "%s/%s_%s_c%g.svg", dir, fname, v == 0 ? "diff_acc" : v == 1 ? "random_acc" : v == 2 ? "diff_delta" : "diff_vs_random", coeffs[k]);
                 snprintf(title, sizeof title, "%s steering, coeff %g: %s", fname, coeffs[k],
-                         v == 0 ? "accuracy (mean-difference direction)" : v == 1 ? "accuracy (random control, same norms)" : "accuracy minus its baseline (paired)");
+                         v == 0 ? "accuracy (mean-difference direction)" : v == 1 ? "accuracy (random control, same norms)"
+                         : v == 2 ? "accuracy minus its baseline (paired)" : "accuracy minus its random control (paired: the test)");
                 snprintf(sub, sizeof sub, "explore split: n = %ld questions of %s; * = survives Holm at 0.05 among %d %s cells", n_questions, qname, n_tested, fname);
                 sp.rows = n_pairs; sp.cols = n_steps; sp.value = val; sp.cell_text = ct; sp.mark = mark;
                 sp.row_labels = rows; sp.col_labels = cols; sp.title = title; sp.subtitle = sub;
                 sp.xlabel = fam == SWEEP_FAM_EMB ? "latent steps l before z_(l+1) is steered" : "latent steps l (K, V edited at latent l's slot)";
                 sp.ylabel = "pair (A, B)";
                 sp.cell_h = n_pairs * 22 < 150 ? 150.0 / n_pairs : 22;   /* room for the colour bar's ticks and label */
-                if (v == 2) { sp.vmin = -dmax; sp.vmax = dmax; sp.colormap = SVG_RDBU; sp.ticks = ticks_d; sp.n_ticks = 5; sp.colorbar_label = "minus baseline"; }
+                if (v >= 2) { sp.vmin = -dmax; sp.vmax = dmax; sp.colormap = SVG_RDBU; sp.ticks = ticks_d; sp.n_ticks = 5; sp.colorbar_label = v == 2 ? "minus baseline" : "minus control"; }
                 else { sp.vmin = amin; sp.vmax = amax; sp.colormap = SVG_VIRIDIS; sp.ticks = ticks_a; sp.n_ticks = n_ta; sp.colorbar_label = "accuracy"; }
                 if (svg_heatmap(path, &sp)) fprintf(stderr, "codi sweep: cannot write %s\n", path);
             }
@@ -1151,19 +1157,19 @@ static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sw
     for (f = 0; f < SWEEP_NFAM; f++)
         if (fam[f][0] + fam[f][1] + fam[f][2])
             printf("  %-9s %5ld cells, %5ld random controls, %3ld baselines\n", sweep_fam_names[f], fam[f][1], fam[f][2], fam[f][0]);
-    printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), %ld decode steps + the prompt and %d latents once\n",
+    printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), at most %ld decode steps + the prompt and %d latents once\n",
            branches, steps_branch, N);
     if (n_conf) printf("  per confirmation question: at most %ld branches (the top %d cells, their controls and baselines)\n", conf_branches, confirm_top);
-    if (n_todo > 0) {                                 /* calibration: the first question's prefix at l = 1 and 6 plain branches */
+    if (n_todo > 0) {                                 /* calibration: the first question's prefix and 12 plain branches (6 fed, 6 not) */
         codi_state *pre = codi_state_alloc(m, q[todo[0]].n_ids + N + 2, 1), *work = codi_state_alloc(m, q[todo[0]].n_ids + N + answer_tokens + 4, 1);
         sweep_runner r;
-        sweep_branch br[6];
+        sweep_branch br[12];
         codi_run_opts ro = codi_run_opts_default(m);
         codi_run_result rr;
         double t0 = cli_now();
         r.m = m; r.t = t; r.N = N; r.answer_tokens = answer_tokens;
         memset(br, 0, sizeof br);
-        for (i = 0; i < 6; i++) br[i].kind = SWEEP_FEED;
+        for (i = 0; i < 12; i++) br[i].kind = i % 2 ? SWEEP_KV : SWEEP_FEED;
         ro.n_latent = N;
         if (!pre || !work || codi_run_latents(m, pre, q[todo[0]].ids, q[todo[0]].n_ids, &ro, &rr)) { fprintf(stderr, "codi sweep: calibration run failed\n"); codi_state_free(pre); codi_state_free(work); return; }
         t_prefix = cli_now() - t0;
@@ -1171,15 +1177,15 @@ static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sw
         ro.n_latent = l;
         codi_run_latents(m, pre, q[todo[0]].ids, q[todo[0]].n_ids, &ro, &rr);
         t0 = cli_now();
-        sweep_branches_run(&r, work, pre, l, &q[todo[0]], br, 6);
-        t_branch = (cli_now() - t0) / 6;
+        sweep_branches_run(&r, work, pre, l, &q[todo[0]], br, 12);
+        t_branch = (cli_now() - t0) / 12;
         codi_state_free(pre); codi_state_free(work);
     }
     total = ((double)(n_todo - n_conf) * (branches * t_branch + t_prefix) + (double)n_conf * (conf_branches * t_branch + t_prefix) + means_limit * t_prefix) / threads;
     printf("calibration: %.2f ms per branch (%d answer tokens), %.2f ms per prompt + %d latents, on this machine\n", 1e3 * t_branch, answer_tokens, 1e3 * t_prefix, N);
-    printf("estimate: %.2f hours for this run on %d thread%s (assumes linear scaling over threads)", total / 3600, threads, threads > 1 ? "s" : "");
+    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s (assumes linear scaling over threads)", total / 3600, total / 60, threads, threads > 1 ? "s" : "");
     if (shard_n > 1) printf("; it is one of %d shards", shard_n);
-    else printf("; with 8 shards on 8 such machines about %.2f hours each", total / 3600 / 8);
+    else printf("; with 8 shards on 8 such machines about %.2f hours (%.0f minutes) each", total / 3600 / 8, total / 60 / 8);
     printf("\n");
 }
 
@@ -1287,7 +1293,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         spec_hash[i] = text ? sweep_fnv(1469598103934665603ULL, text, len) : 0;
         free(text);
         custom_names[i] = custom[i]->name;
-        if (!custom[i]->name[0] || strpbrk(custom[i]->name, "/\"\\")) { fprintf(stderr, "codi sweep: %s: give the spec a \"name\" without / \" \\\n", specs.v[i]); rc = 2; goto done; }
+        if (!custom[i]->name[0] || strpbrk(custom[i]->name, "/\"\\, ")) { fprintf(stderr, "codi sweep: %s: give the spec a \"name\" without / \" \\ , or spaces\n", specs.v[i]); rc = 2; goto done; }
         for (j = 0; j < i; j++) if (!strcmp(custom[j]->name, custom[i]->name)) { fprintf(stderr, "codi sweep: %s: the name \"%s\" is taken\n", specs.v[i], custom[i]->name); rc = 2; goto done; }
         if (!(r = codi_steer_random_like(custom[i], 1))) goto done;
         has_control[i] = !sweep_same_vectors(custom[i], r);
@@ -1405,6 +1411,13 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     /* 3. confirmation: the top cells of the exploration, on the held-out questions */
     if (confirm > 0) {
+        if (old_sel && selection) {                  /* a resumed confirmation: the same selection */
+            size_t len;
+            char *text = codi__read_text(selection, &len), *line = text ? strtok(text, "\n") : NULL;
+            int same = line && !strcmp(line, old_sel);
+            free(text);
+            if (!same) { fprintf(stderr, "codi sweep: %s confirms another selection than %s\n", path, selection); goto done; }
+        }
         if (old_sel) n_sel = sweep_parse_selection(old_sel, &nm, sel, path);
         else if (selection) {
             char *line = NULL;
