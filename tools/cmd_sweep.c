@@ -1138,11 +1138,37 @@ static char *sweep_header(const cli_model_args *ma, const char *questions, uint6
     return h;
 }
 
-/* --dry-run: the plan, and a time estimate from a few branches timed on this machine. */
+typedef struct { sweep_runner run; const sweep_question *q; double t_prefix, t_branch; int failed; } sweep_calib;
+
+/* One calibration worker: the prompt and N latents timed, then 12 branches (6 fed, 6 not) after N - 1. */
+static void *sweep_calibrate(void *user) {
+    sweep_calib *cb = (sweep_calib *)user;
+    const codi_model *m = cb->run.m;
+    int N = cb->run.N, i;
+    codi_state *pre = codi_state_alloc(m, cb->q->n_ids + N + 2, 1), *work = codi_state_alloc(m, cb->q->n_ids + N + cb->run.answer_tokens + 4, 1);
+    sweep_branch br[12];
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    double t0 = cli_now();
+    memset(br, 0, sizeof br);
+    for (i = 0; i < 12; i++) br[i].kind = i % 2 ? SWEEP_KV : SWEEP_FEED;
+    ro.n_latent = N;
+    cb->failed = !pre || !work || codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr);
+    cb->t_prefix = cli_now() - t0;
+    ro.n_latent = N - 1;
+    if (!cb->failed) cb->failed = codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr) != 0;
+    t0 = cli_now();
+    if (!cb->failed) sweep_branches_run(&cb->run, work, pre, N - 1, cb->q, br, 12);
+    cb->t_branch = (cli_now() - t0) / 12;
+    codi_state_free(pre); codi_state_free(work);
+    return NULL;
+}
+
+/* --dry-run: the plan, and a time estimate from a few branches timed on this machine with the run's threads. */
 static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sweep_cond *c, int nc, const sweep_question *q, const int *todo, int n_todo,
                           int n_conf, int confirm_top, int random_controls, int N, int answer_tokens, int means_limit, int threads, int shard_n) {
     long fam[SWEEP_NFAM][3], branches = 0, conf_branches = 0, prompt = 0, steps_branch = 0;
-    int i, f, l, zero_seen[1024][SWEEP_NFAM];
+    int i, f, zero_seen[1024][SWEEP_NFAM];
     double t_branch = 0, t_prefix = 0, total;
     memset(fam, 0, sizeof fam); memset(zero_seen, 0, sizeof zero_seen);
     for (i = 0; i < nc; i++) {
@@ -1157,33 +1183,26 @@ static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sw
     for (f = 0; f < SWEEP_NFAM; f++)
         if (fam[f][0] + fam[f][1] + fam[f][2])
             printf("  %-9s %5ld cells, %5ld random controls, %3ld baselines\n", sweep_fam_names[f], fam[f][1], fam[f][2], fam[f][0]);
-    printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), at most %ld decode steps + the prompt and %d latents once\n",
-           branches, steps_branch, N);
+    printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), at most %ld decode steps + the prompt (%.1f tokens on average) and %d latents once\n",
+           branches, steps_branch, n_todo ? (double)prompt / n_todo : 0.0, N);
     if (n_conf) printf("  per confirmation question: at most %ld branches (the top %d cells, their controls and baselines)\n", conf_branches, confirm_top);
-    if (n_todo > 0) {                                 /* calibration: the first question's prefix and 12 plain branches (6 fed, 6 not) */
-        codi_state *pre = codi_state_alloc(m, q[todo[0]].n_ids + N + 2, 1), *work = codi_state_alloc(m, q[todo[0]].n_ids + N + answer_tokens + 4, 1);
-        sweep_runner r;
-        sweep_branch br[12];
-        codi_run_opts ro = codi_run_opts_default(m);
-        codi_run_result rr;
-        double t0 = cli_now();
-        r.m = m; r.t = t; r.N = N; r.answer_tokens = answer_tokens;
-        memset(br, 0, sizeof br);
-        for (i = 0; i < 12; i++) br[i].kind = i % 2 ? SWEEP_KV : SWEEP_FEED;
-        ro.n_latent = N;
-        if (!pre || !work || codi_run_latents(m, pre, q[todo[0]].ids, q[todo[0]].n_ids, &ro, &rr)) { fprintf(stderr, "codi sweep: calibration run failed\n"); codi_state_free(pre); codi_state_free(work); return; }
-        t_prefix = cli_now() - t0;
-        l = N - 1;
-        ro.n_latent = l;
-        codi_run_latents(m, pre, q[todo[0]].ids, q[todo[0]].n_ids, &ro, &rr);
-        t0 = cli_now();
-        sweep_branches_run(&r, work, pre, l, &q[todo[0]], br, 12);
-        t_branch = (cli_now() - t0) / 12;
-        codi_state_free(pre); codi_state_free(work);
+    if (n_todo > 0) {                                 /* calibration: --threads workers at once, as the run has them */
+        sweep_calib *cb = (sweep_calib *)calloc((size_t)threads, sizeof *cb);
+        pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)threads);
+        int ok = cb && th;
+        for (i = 0; ok && i < threads; i++) {
+            cb[i].run.m = m; cb[i].run.t = t; cb[i].run.N = N; cb[i].run.answer_tokens = answer_tokens; cb[i].q = &q[todo[i % n_todo]];
+            pthread_create(&th[i], NULL, sweep_calibrate, &cb[i]);
+        }
+        for (i = 0; ok && i < threads; i++) pthread_join(th[i], NULL);
+        for (i = 0; ok && i < threads; i++) { ok = !cb[i].failed; t_prefix += cb[i].t_prefix / threads; t_branch += cb[i].t_branch / threads; }
+        free(cb); free(th);
+        if (!ok) { fprintf(stderr, "codi sweep: the calibration run failed\n"); return; }
     }
     total = ((double)(n_todo - n_conf) * (branches * t_branch + t_prefix) + (double)n_conf * (conf_branches * t_branch + t_prefix) + means_limit * t_prefix) / threads;
-    printf("calibration: %.2f ms per branch (%d answer tokens), %.2f ms per prompt + %d latents, on this machine\n", 1e3 * t_branch, answer_tokens, 1e3 * t_prefix, N);
-    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s (assumes linear scaling over threads)", total / 3600, total / 60, threads, threads > 1 ? "s" : "");
+    printf("calibration: %.2f ms per branch (%d answer tokens), %.2f ms per prompt + %d latents, with %d thread%s at once on this machine now\n",
+           1e3 * t_branch, answer_tokens, 1e3 * t_prefix, N, threads, threads > 1 ? "s" : "");
+    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s", total / 3600, total / 60, threads, threads > 1 ? "s" : "");
     if (shard_n > 1) printf("; it is one of %d shards", shard_n);
     else printf("; with 8 shards on 8 such machines about %.2f hours (%.0f minutes) each", total / 3600 / 8, total / 60 / 8);
     printf("\n");
