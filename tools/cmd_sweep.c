@@ -992,8 +992,16 @@ done:
 
 /* --- mean vectors (as codi vectors), with per-dimension latent statistics for the noise ------------ */
 
+static uint64_t sweep_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ULL; }
+    return h;
+}
+
 typedef struct {
     codi_means *fin, *kv; const codi_model *m; const codi_tokenizer *t; codi_state *s; int N, recipe, failed;
+    uint64_t hash;         /* of the prompts used (FNV-1a) */
     float *z;              /* [N+1, D] the latents of one run */
     double *zsum, *zsq;    /* [N+1, D] their sums and sums of squares over the questions */
 } sweep_means_ctx;
@@ -1014,17 +1022,11 @@ static int sweep_mean_question(void *user, const cli_question *q) {
         return 0;
     }
     for (j = 0; j < (size_t)(mc->N + 1) * mc->m->config.dim; j++) { mc->zsum[j] += mc->z[j]; mc->zsq[j] += (double)mc->z[j] * mc->z[j]; }
+    mc->hash = sweep_fnv(mc->hash, ids, sizeof(int32_t) * (size_t)n);
     return 0;
 }
 
 typedef struct { sweep_question *q; int n, cap; const codi_model *m; const codi_tokenizer *t; int recipe; uint64_t hash; } sweep_list;
-
-static uint64_t sweep_fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = (const unsigned char *)p;
-    size_t i;
-    for (i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ULL; }
-    return h;
-}
 
 static int sweep_collect(void *user, const cli_question *cq) {
     sweep_list *sl = (sweep_list *)user;
@@ -1119,7 +1121,7 @@ oom:
 }
 
 /* The settings line: everything that defines the work (a resume or a merge must match it). */
-static char *sweep_header(const cli_model_args *ma, const char *questions, uint64_t qhash, int nq, const char *means_q, int means_limit, int limit,
+static char *sweep_header(const cli_model_args *ma, const char *questions, uint64_t qhash, int nq, const char *means_q, uint64_t means_hash, int means_limit, int limit,
                           int recipe, int N, int answer_tokens, int seed, const char *draw, double confirm, int confirm_top, int split_seed,
                           const char *layers, const uint64_t *spec_hash, int n_specs, int shard_k, int shard_n, const sweep_cond *c, int nc) {
     size_t cap = 4096 + (size_t)nc * 170, n;
@@ -1127,9 +1129,9 @@ static char *sweep_header(const cli_model_args *ma, const char *questions, uint6
     int i;
     if (!h) return NULL;
     n = (size_t)snprintf(h, cap, "{\"codi_sweep\": 1, \"model\": \"%s\", \"base\": \"%s\", \"head_dim\": %d, \"lora_scale\": %.17g, \"exact\": %d, \"questions\": \"%s\", \"questions_hash\": \"%016llx\", \"n_questions\": %d, "
-                         "\"limit\": %d, \"means_questions\": \"%s\", \"means_limit\": %d, \"recipe\": %d, \"latents\": %d, \"answer_tokens\": %d, \"seed\": %d, "
+                         "\"limit\": %d, \"means_questions\": \"%s\", \"means_hash\": \"%016llx\", \"means_limit\": %d, \"recipe\": %d, \"latents\": %d, \"answer_tokens\": %d, \"seed\": %d, "
                          "\"random_draw\": \"%s\", \"confirm\": %.17g, \"confirm_top\": %d, \"split_seed\": %d, \"layers\": \"%s\", \"specs\": [",
-                         ma->model, ma->base ? ma->base : "", ma->head_dim, ma->lora_scale, ma->exact, questions, (unsigned long long)qhash, nq, limit, means_q, means_limit, recipe, N, answer_tokens, seed,
+                         ma->model, ma->base ? ma->base : "", ma->head_dim, ma->lora_scale, ma->exact, questions, (unsigned long long)qhash, nq, limit, means_q, (unsigned long long)means_hash, means_limit, recipe, N, answer_tokens, seed,
                          draw, confirm, confirm_top, split_seed, layers);
     for (i = 0; i < n_specs; i++) n += (size_t)snprintf(h + n, cap - n, "%s\"%016llx\"", i ? ", " : "", (unsigned long long)spec_hash[i]);
     n += (size_t)snprintf(h + n, cap - n, "], \"shard\": \"%d/%d\", \"conditions\": [", shard_k, shard_n);
@@ -1262,7 +1264,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     codi_steer *custom[CLI_LIST_MAX + 1];
     char *custom_names[CLI_LIST_MAX], *header = NULL, *old_header = NULL, *old_sel = NULL, path[4096];
     int has_control[CLI_LIST_MAX], *sel = NULL, n_sel = 0;
-    uint64_t spec_hash[CLI_LIST_MAX];
+    uint64_t spec_hash[CLI_LIST_MAX], means_hash = 0;
     unsigned char *confirm_q = NULL, *active = NULL;
     memset(&g, 0, sizeof g); memset(&cl, 0, sizeof cl); memset(&nm, 0, sizeof nm); memset(&sl, 0, sizeof sl); memset(&sc, 0, sizeof sc);
     memset(&fin, 0, sizeof fin); memset(&kvm, 0, sizeof kvm); memset(&vs, 0, sizeof vs); memset(&specs, 0, sizeof specs); memset(custom, 0, sizeof custom);
@@ -1350,7 +1352,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
                                "questions", cnt, "seed", sd, "keys", "K / V means over the questions with \"op\": \"addition\" (all when there is no op)", NULL };
         size_t nz = (size_t)(latents + 1) * m->config.dim, j;
         memset(&mc, 0, sizeof mc);
-        mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe;
+        mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe; mc.hash = 1469598103934665603ULL;
         mc.s = codi_state_alloc(m, 4096 + latents + 2, 1);
         mc.z = (float *)malloc(sizeof(float) * nz); mc.zsum = (double *)calloc(nz, sizeof(double)); mc.zsq = (double *)calloc(nz, sizeof(double));
         zstats = (double *)malloc(sizeof(double) * 2 * nz);
@@ -1366,13 +1368,14 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
             zstats[(k * 2 + 1) * m->config.dim + d] = var > 0 ? sqrt(var) : 0;
         }
         codi_state_free(mc.s); free(mc.z); free(mc.zsum); free(mc.zsq);
+        means_hash = mc.hash;
         snprintf(cnt, sizeof cnt, "%ld", fin.count); snprintf(sd, sizeof sd, "%d", seed);
         snprintf(path, sizeof path, "%s/vectors.safetensors", dir);
         if (vectors_build(&vs, &fin, &kvm, seed) || vectors_save(path, m, &vs, fin.count, meta)) goto done;
     }
     if (sweep_build_steers(m, cl.c, cl.n, &vs, zstats, &g, custom, specs.n, seed, !strcmp(draw, "question"))) goto done;
     /* the results file: resumed when its settings match */
-    header = sweep_header(&ma, questions, sl.hash, sl.n, means_questions ? means_questions : questions, means_limit, limit, recipe, latents, answer_tokens, seed,
+    header = sweep_header(&ma, questions, sl.hash, sl.n, means_questions ? means_questions : questions, means_hash, means_limit, limit, recipe, latents, answer_tokens, seed,
                           draw, confirm, confirm_top, split_seed, layers ? layers : "all", spec_hash, specs.n, shard_k, shard_n, cl.c, cl.n);
     snprintf(path, sizeof path, "%s/results.jsonl", dir);
     {
