@@ -93,6 +93,7 @@ TEST_SCRIPTS = \
 	tests/test_lens_stats.sh \
 	tests/test_eval.sh \
 	tests/test_vectors.sh \
+	tests/test_sweep.sh \
 	tests/test_neon.sh \
 	tests/test_python.sh
 

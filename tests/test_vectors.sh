@@ -80,21 +80,23 @@ for l in 1 2 3 4 5 6; do
     $d/sweep/logits.safetensors:kv_logits@$(( (((l - 1) * 15 + 14) * 4 + 3) * 514 ))+514 $g:plain_logits@$(( l * 514 ))+514 1e-5
 done
 n_svg=$(ls $d/sweep/*.svg | wc -l)
-[ "$n_svg" -eq 29 ] && [ "$(wc -l < $d/sweep/steering.csv)" -eq 1441 ] && head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
-  ok "sweep writes 29 SVG heatmaps (accuracy per coeff, difference from coeff 0) and 1,440 table rows (6 l x 15 pairs x (6 + 6 + 4) coeffs)" || bad "sweep outputs: $n_svg svg"
+[ "$n_svg" -eq 40 ] && [ "$(wc -l < $d/sweep/summary.csv)" -eq 1867 ] && [ "$(grep -c '"index"' $d/sweep/results.jsonl)" -eq 1866 ] &&
+  head -c 5 $d/sweep/embedding_diff_delta_c2.svg | grep -q '<svg' &&
+  ok "sweep writes 40 SVG heatmaps (per coeff: accuracy of cells and controls, differences to the baseline and the control), 1,866 conditions (6 l x (2 baselines + 15 pairs x (6 + 4 coeffs) x 2 + 9 noise)), one result each" || bad "sweep outputs: $n_svg svg"
 # scored on two codi-nano questions it answers right unsteered: identical tables with 1 and 2 threads
 sed -n '6p;12p' models/codi-nano/test.jsonl > $d/q2.jsonl
 nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"
 build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
-  cmp -s $d/s1/steering.csv $d/s2/steering.csv && cmp -s $d/s1/noise.csv $d/s2/noise.csv && [ "$(awk -F, '$8 > 0' $d/s1/steering.csv | wc -l)" -gt 0 ] &&
-  ok "sweep on codi-nano questions: scored answers, identical tables with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
+  cmp -s $d/s1/summary.csv $d/s2/summary.csv && [ "$(awk -F, 'NR > 1 && $6 > 0' $d/s1/summary.csv | wc -l)" -gt 0 ] &&
+  ok "sweep on codi-nano questions: scored answers, identical summaries with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
 # per-dimension noise from the means of one question, evaluated on that question: its std is 0, so the
 # "noise" is that question's own z_(l+1) and every answer equals the plain one (right at l = 4)
 sed -n '6p' models/codi-nano/test.jsonl > $d/q1.jsonl
 build/codi sweep --model models/codi-nano/codi_nano.bin --exact --latents 4 --answer-tokens 8 --means-questions $d/q1.jsonl --means-limit 1 \
   --questions $d/q1.jsonl --out $d/s3 > /dev/null 2> $d/err || { bad "sweep on one question"; cat $d/err; }
-[ "$(grep -c per_dim $d/s3/noise.csv)" -eq 12 ] && [ "$(grep per_dim $d/s3/noise.csv | awk -F, '$5 != $7' | wc -l)" -eq 0 ] &&
-  grep -q '^4,per_dim_mean_std,0,1,1,1.000000,1$' $d/s3/noise.csv &&
-  ok "sweep per-dimension noise with std 0 reproduces the plain answers (12 of 12, right at l = 4)" || bad "per-dimension noise: $(grep per_dim $d/s3/noise.csv | tr '\n' ' ')"
+grep '^noise/l[0-9]/dim/s[0-9],' $d/s3/summary.csv > $d/s3/dim.csv
+[ "$(wc -l < $d/s3/dim.csv)" -eq 12 ] && [ "$(awk -F, '$16 + $17 != 0 || $12 != 1' $d/s3/dim.csv | wc -l)" -eq 0 ] &&
+  grep -q '^noise/l4/dim/s1,noise,cell,explore,1,1,' $d/s3/dim.csv &&
+  ok "sweep per-dimension noise with std 0 reproduces the plain answers (12 of 12 without a flip, right at l = 4)" || bad "per-dimension noise: $(cat $d/s3/dim.csv | tr '\n' ' ')"
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

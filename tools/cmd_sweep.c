@@ -1,265 +1,1007 @@
-/* codi sweep: the Latent Reasoning Sprint's steering protocols end to end on one model.
-     1. mean vectors over --means-limit questions (codi vectors: final-normed hidden state at each latent
-        slot; K / V means over the "addition" questions when the file has an "op" field);
-     2. embedding steering: for l = 1..N, after l latent steps feed z_(l+1) = prj(h) + c diff(A, B) for the
-        15 pairs A < B and c in {-1, 0, 0.5, 1, 2, 5}, and the same with a random direction of each diff's
-        norm (random_A_B), then eot and the answer;
-     3. KV steering: after l latent steps add c (mean[B] - mean[A]) to the keys and values at latent l's
-        slot in every layer and kv head, c in {-0.5, -2, -5, 0}, then eot and the answer;
-     4. noise controls: z_(l+1) replaced by Gaussian noise with its own scalar mean and std, or with the
-        per-dimension mean and std of z_(l+1) across the means questions (3 seeds each).
-   Every variant of a question starts from a copy of the state after its shared prefix (the question
-   and l latents: codi_state_copy), so the prefix is computed once per question. Steering goes through
-   intervention sets (>>steer) built once. Writes CSV tables, SVG heatmaps (accuracy and difference from
-   c = 0) and the vectors to --out DIR. Part of the unity build of tools/codi.c (prefix sweep_). */
+/* codi sweep: the Latent Reasoning Sprint's steering protocols as an experiment that reports what
+   survives: every (condition, question) result kept, a norm-matched random control for every
+   intervention, paired tests against the baseline and the control, Holm / Benjamini-Hochberg
+   corrections per family, and an optional held-out confirmation of the cells selected on the rest.
 
+     1. mean vectors over --means-limit questions (as codi vectors: final-normed hidden state at each
+        latent slot; K / V means over the "addition" questions when lines have an "op");
+     2. embedding cells emb/lL/aAbB/cC/diff: L latent steps, then z_(L+1) = prj(h) + C diff(A, B) fed,
+        eot and the answer; baseline base/lL/emb (z_(L+1) fed unchanged = L + 1 plain latents);
+     3. KV cells kv/lL/aAbB/cC/diff: L latent steps, K and V at latent L's slot += C (mean[B] -
+        mean[A]) in the --layers, eot and the answer; baseline base/lL/kv (L latents, then eot);
+     4. noise cells noise/lL/self/sK (z_(L+1) := Gaussian with its own mean and std) and
+        noise/lL/dim/sK (z_(L+1) := per-dimension mean + std g over the means questions);
+        baseline base/lL/emb;
+     5. custom cells custom/NAME (--steer SPEC over a whole run); baseline base/run.
+   Controls (.../random, .../random2, ...): the cell's vectors replaced by Gaussian directions of the
+   same norm per row (codi_steer_random_like: embedding per vector, KV per layer and kv head with keys
+   and values separately), drawn once per condition or per question (--random-draw).
+
+   Execution: per question, for each L the state after the prompt and L latents (the prefix) is
+   computed once and a list of branch requests runs from copies of it (sweep_branches_run: the seam
+   a batched runner can replace). Cells with coefficient 0 change no bit (alpha 0): one such branch
+   per (L, family) is run through the hooks and stands for all of them. Results go to DIR/results.jsonl
+   (first line: the settings; one line per (condition, question), flushed per question; a run of the
+   same command resumes), and the summary is computed from those lines only (also by --merge).
+   Part of the unity build of tools/codi.c (prefix sweep_). */
+
+#include <ctype.h>
+#include <stdarg.h>
 #include "svg.h"
 
-static const float sweep_emb_coeffs[] = { -1, 0, 0.5f, 1, 2, 5 };
-static const float sweep_kv_coeffs[] = { -0.5f, -2, -5, 0 };
-#define SWEEP_NE ((int)(sizeof sweep_emb_coeffs / sizeof *sweep_emb_coeffs))
-#define SWEEP_NK ((int)(sizeof sweep_kv_coeffs / sizeof *sweep_kv_coeffs))
-#define SWEEP_NOISE 3
-
-typedef struct { int32_t *ids; int n_ids; double gold; int has_gold; } sweep_question;
+enum { SWEEP_FAM_BASE, SWEEP_FAM_EMB, SWEEP_FAM_KV, SWEEP_FAM_NOISE, SWEEP_FAM_CUSTOM, SWEEP_NFAM };
+static const char *const sweep_fam_names[SWEEP_NFAM] = { "baseline", "embedding", "kv", "noise", "custom" };
+enum { SWEEP_BASELINE, SWEEP_CELL, SWEEP_CONTROL };
+static const char *const sweep_role_names[3] = { "baseline", "cell", "control" };
+enum { SWEEP_FEED, SWEEP_KV, SWEEP_RUN };   /* branch kinds: feed z_(L+1) (edited), edit the cache after L, a whole run */
+#define SWEEP_ALPHA 0.05
+#define SWEEP_Z95 1.959963984540054
 
 typedef struct {
-    const codi_model *m;
-    const codi_tokenizer *t;
-    int N, n_pairs, answer_tokens;
-    sweep_question *q; int nq;
-    codi_steer **emb;      /* [n_pairs, SWEEP_NE, 2 (diff, random)]: latent_input edits */
-    codi_steer **kv;       /* [N, n_pairs, SWEEP_NK]: kv_cache edits at latent l's slot */
-    codi_steer **noise;    /* [SWEEP_NOISE]: latent_input := own-stats noise */
-    codi_steer **noise_dim;/* [N, SWEEP_NOISE]: z_(l+1) := per-dimension mean + std * N(0, 1) */
-    long *emb_ok;          /* [N, n_pairs, SWEEP_NE, 2] correct answers */
-    long *kv_ok;           /* [N, n_pairs, SWEEP_NK] */
-    long *noise_ok;        /* [N, 2 (own stats, per dimension), SWEEP_NOISE] */
-    float *dump_emb, *dump_kv;   /* first question's first answer logits [N, n_pairs, NE | NK, V-1], or NULL */
-    long next, done;
+    char name[160];
+    int family, role, kind, l, draw;        /* draw: the control's number (1, 2, ...); 0 otherwise */
+    int a, b, noise_dim, zero;              /* pair; noise per dimension; emb / kv with coefficient 0 */
+    double coeff;
+    int base, control, cell;                /* linked conditions (-1 none): baseline, first control, a control's cell */
+    codi_steer *steer;                      /* the edits; NULL: plain, or a control drawn per question */
+} sweep_cond;
+
+typedef struct { int line, qindex; double gold; int has_gold; int32_t *ids; int n_ids; } sweep_question;
+
+/* --- condition names: the single source of what a condition is ---------------------------- */
+
+static int sweep_parse_l(const char *s, int *l) {
+    char *end;
+    long v;
+    if (s[0] != 'l' || !isdigit((unsigned char)s[1])) return 0;
+    v = strtol(s + 1, &end, 10);
+    if (*end || v < 1 || v > 1000) return 0;
+    *l = (int)v;
+    return 1;
+}
+
+/* "diff" (cell_word) -> a cell; "random" / "randomK" -> control K. 0, or -1. */
+static int sweep_parse_role(const char *s, const char *cell_word, sweep_cond *c) {
+    if (cell_word && !strcmp(s, cell_word)) { c->role = SWEEP_CELL; return 0; }
+    if (strncmp(s, "random", 6)) return -1;
+    c->role = SWEEP_CONTROL; c->draw = 1;
+    if (s[6]) {
+        char *end;
+        long k = strtol(s + 6, &end, 10);
+        if (*end || k < 2 || k > 1000) return -1;
+        c->draw = (int)k;
+    }
+    return 0;
+}
+
+/* Fills c's fields from c->name; 0, or -1 for a name of no known form. */
+static int sweep_parse_name(sweep_cond *c) {
+    char buf[160], *t[8], *p;
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", c->name);
+    for (p = strtok(buf, "/"); p && n < 8; p = strtok(NULL, "/")) t[n++] = p;
+    c->base = c->control = c->cell = -1; c->l = c->draw = c->a = c->b = c->noise_dim = c->zero = 0; c->coeff = 0; c->role = SWEEP_CELL;
+    if (n == 0) return -1;
+    if (!strcmp(t[0], "base")) {
+        c->family = SWEEP_FAM_BASE; c->role = SWEEP_BASELINE;
+        if (n == 2 && !strcmp(t[1], "run")) { c->kind = SWEEP_RUN; return 0; }
+        if (n == 3 && sweep_parse_l(t[1], &c->l) && (!strcmp(t[2], "emb") || !strcmp(t[2], "kv"))) { c->kind = t[2][0] == 'e' ? SWEEP_FEED : SWEEP_KV; return 0; }
+        return -1;
+    }
+    if (!strcmp(t[0], "emb") || !strcmp(t[0], "kv")) {
+        char *end, tail;
+        c->family = t[0][0] == 'e' ? SWEEP_FAM_EMB : SWEEP_FAM_KV; c->kind = t[0][0] == 'e' ? SWEEP_FEED : SWEEP_KV;
+        if (n != 5 || !sweep_parse_l(t[1], &c->l) || sscanf(t[2], "a%db%d%c", &c->a, &c->b, &tail) != 2 || t[3][0] != 'c') return -1;
+        c->coeff = strtod(t[3] + 1, &end);
+        if (end == t[3] + 1 || *end || !(c->coeff - c->coeff == 0)) return -1;
+        c->zero = c->coeff == 0;
+        return sweep_parse_role(t[4], "diff", c);
+    }
+    if (!strcmp(t[0], "noise")) {
+        c->family = SWEEP_FAM_NOISE; c->kind = SWEEP_FEED;
+        if ((n != 4 && n != 5) || !sweep_parse_l(t[1], &c->l) || (strcmp(t[2], "self") && strcmp(t[2], "dim")) || t[3][0] != 's') return -1;
+        c->noise_dim = t[2][0] == 'd';
+        return n == 5 ? sweep_parse_role(t[4], NULL, c) : 0;
+    }
+    if (!strcmp(t[0], "custom")) {
+        c->family = SWEEP_FAM_CUSTOM; c->kind = SWEEP_RUN;
+        if (n != 2 && n != 3) return -1;
+        return n == 3 ? sweep_parse_role(t[2], NULL, c) : 0;
+    }
+    return -1;
+}
+
+typedef struct { const sweep_cond *c; int *order; int n; } sweep_names;   /* names sorted, for lookups */
+
+static const sweep_cond *sweep_sort_base;
+static int sweep_cmp_name(const void *x, const void *y) { return strcmp(sweep_sort_base[*(const int *)x].name, sweep_sort_base[*(const int *)y].name); }
+
+static int sweep_names_init(sweep_names *nm, const sweep_cond *c, int n) {
+    int i;
+    nm->c = c; nm->n = n;
+    if (n < 0 || !(nm->order = (int *)malloc(sizeof(int) * (size_t)(n > 0 ? n : 1)))) return -1;
+    for (i = 0; i < n; i++) nm->order[i] = i;
+    sweep_sort_base = c;
+    qsort(nm->order, (size_t)n, sizeof(int), sweep_cmp_name);
+    return 0;
+}
+
+static int sweep_find(const sweep_names *nm, const char *name) {
+    int lo = 0, hi = nm->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, r = strcmp(nm->c[nm->order[mid]].name, name);
+        if (!r) return nm->order[mid];
+        if (r < 0) lo = mid + 1; else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Parses every name and links baselines, first controls and cells; 0, or -1 after a message. */
+static int sweep_link(sweep_cond *c, int n, sweep_names *nm) {
+    int i;
+    for (i = 0; i < n; i++)
+        if (sweep_parse_name(&c[i])) { fprintf(stderr, "codi sweep: condition \"%s\": not a name of the sweep's forms\n", c[i].name); return -1; }
+    if (sweep_names_init(nm, c, n)) return -1;
+    for (i = 1; i < n; i++)
+        if (!strcmp(c[nm->order[i]].name, c[nm->order[i - 1]].name)) { fprintf(stderr, "codi sweep: condition \"%s\" twice\n", c[nm->order[i]].name); return -1; }
+    for (i = 0; i < n; i++) {
+        char want[200];
+        const char *slash = strrchr(c[i].name, '/');
+        int stem = slash ? (int)(slash - c[i].name) : (int)strlen(c[i].name);
+        if (c[i].family == SWEEP_FAM_BASE) continue;
+        if (c[i].family == SWEEP_FAM_CUSTOM) snprintf(want, sizeof want, "base/run");
+        else snprintf(want, sizeof want, "base/l%d/%s", c[i].l, c[i].family == SWEEP_FAM_KV ? "kv" : "emb");
+        if ((c[i].base = sweep_find(nm, want)) < 0) { fprintf(stderr, "codi sweep: condition \"%s\" has no baseline \"%s\"\n", c[i].name, want); return -1; }
+        if (c[i].role == SWEEP_CELL) {
+            if (c[i].family == SWEEP_FAM_EMB || c[i].family == SWEEP_FAM_KV) snprintf(want, sizeof want, "%.*s/random", stem, c[i].name);
+            else snprintf(want, sizeof want, "%s/random", c[i].name);
+            c[i].control = sweep_find(nm, want);
+        } else {
+            if (c[i].family == SWEEP_FAM_EMB || c[i].family == SWEEP_FAM_KV) snprintf(want, sizeof want, "%.*s/diff", stem, c[i].name);
+            else snprintf(want, sizeof want, "%.*s", stem, c[i].name);
+            if ((c[i].cell = sweep_find(nm, want)) < 0) { fprintf(stderr, "codi sweep: control \"%s\" has no cell \"%s\"\n", c[i].name, want); return -1; }
+        }
+    }
+    return 0;
+}
+
+/* --- the grid ------------------------------------------------------------------------------ */
+
+#define SWEEP_MAXLIST 64
+typedef struct {
+    int N, steps[SWEEP_MAXLIST], n_steps, pa[SWEEP_MAXLIST], pb[SWEEP_MAXLIST], n_pairs;
+    double coeffs[SWEEP_MAXLIST], kv_coeffs[SWEEP_MAXLIST];
+    int n_coeffs, n_kv, noise_seeds, random_controls;
+    unsigned char layer_on[1024];
+} sweep_grid;
+
+/* "1,0.5,-2" or "none" -> values (distinct as %g prints them); the count, or -1 after a message. */
+static int sweep_parse_numbers(const char *opt, const char *s, double *v) {
+    int n = 0, i;
+    if (!strcmp(s, "none")) return 0;
+    for (;;) {
+        char *end, a[32], b[32];
+        errno = 0;
+        if (n == SWEEP_MAXLIST) { fprintf(stderr, "codi sweep: %s: more than %d values\n", opt, SWEEP_MAXLIST); return -1; }
+        v[n] = strtod(s, &end);
+        if (end == s || (*end && *end != ',') || errno == ERANGE || !(v[n] - v[n] == 0) || fabs(v[n]) > 1e6) {
+            fprintf(stderr, "codi sweep: %s: '%.*s' is not a finite number (a list like -1,0,0.5, or none)\n", opt, (int)strcspn(s, ","), s); return -1;
+        }
+        snprintf(b, sizeof b, "%g", v[n]);
+        v[n] = strtod(b, NULL);                       /* the value its condition name says */
+        for (i = 0; i < n; i++) {
+            snprintf(a, sizeof a, "%g", v[i]);
+            if (!strcmp(a, b)) { fprintf(stderr, "codi sweep: %s: %s given twice\n", opt, a); return -1; }
+        }
+        n++;
+        if (!*end) return n;
+        s = end + 1;
+    }
+}
+
+/* "1-3,5" -> whole numbers in [lo, hi] (marks in on[]); the count, or -1 after a message. */
+static int sweep_parse_range(const char *opt, const char *s, int lo, int hi, int *v, unsigned char *on) {
+    int n = 0;
+    for (;;) {
+        char *end;
+        long a = strtol(s, &end, 10), b = a, k;
+        if (end != s && *end == '-') { const char *t = end + 1; b = strtol(t, &end, 10); if (end == t) b = lo - 1; }
+        if (end == s || (*end && *end != ',') || a < lo || b > hi || b < a) {
+            fprintf(stderr, "codi sweep: %s: '%.*s' is not a number or range in %d..%d\n", opt, (int)strcspn(s, ","), s, lo, hi); return -1;
+        }
+        for (k = a; k <= b; k++) {
+            if (on[k]) { fprintf(stderr, "codi sweep: %s: %ld given twice\n", opt, k); return -1; }
+            if (v) { if (n == SWEEP_MAXLIST) { fprintf(stderr, "codi sweep: %s: too many values\n", opt); return -1; } v[n] = (int)k; }
+            on[k] = 1; n++;
+        }
+        if (!*end) return n;
+        s = end + 1;
+    }
+}
+
+/* "1-2,3-4" -> pairs A < B in 1..N; the count, or -1 after a message. */
+static int sweep_parse_pairs(const char *s, int N, int *pa, int *pb) {
+    int n = 0, i;
+    for (;;) {
+        char *end, *end2 = NULL;
+        long a = strtol(s, &end, 10), b = *end == '-' ? strtol(end + 1, &end2, 10) : 0;
+        if (end == s || *end != '-' || end2 == end + 1 || (*end2 && *end2 != ',') || a < 1 || b > N || a >= b) {
+            fprintf(stderr, "codi sweep: --pairs: '%.*s' is not a pair A-B with 1 <= A < B <= %d\n", (int)strcspn(s, ","), s, N); return -1;
+        }
+        for (i = 0; i < n; i++) if (pa[i] == a && pb[i] == b) { fprintf(stderr, "codi sweep: --pairs: %ld-%ld given twice\n", a, b); return -1; }
+        if (n == SWEEP_MAXLIST) { fprintf(stderr, "codi sweep: --pairs: too many pairs\n"); return -1; }
+        pa[n] = (int)a; pb[n] = (int)b; n++;
+        if (!*end2) return n;
+        s = end2 + 1;
+    }
+}
+
+typedef struct { sweep_cond *c; int n, cap; } sweep_cond_list;
+
+static sweep_cond *sweep_add(sweep_cond_list *cl, const char *fmt, ...) {
+    va_list ap;
+    if (cl->n == cl->cap) {
+        sweep_cond *g = (sweep_cond *)realloc(cl->c, sizeof *g * (size_t)(cl->cap ? 2 * cl->cap : 256));
+        if (!g) return NULL;
+        cl->c = g; cl->cap = cl->cap ? 2 * cl->cap : 256;
+    }
+    memset(&cl->c[cl->n], 0, sizeof *cl->c);
+    va_start(ap, fmt);
+    vsnprintf(cl->c[cl->n].name, sizeof cl->c->name, fmt, ap);
+    va_end(ap);
+    return &cl->c[cl->n++];
+}
+
+/* The condition names of a grid (custom: the specs' names, has_control[i] 0 when spec i's control would
+   be the spec itself: vectors of norm 0). 0, or -1 out of memory. */
+static int sweep_grid_conditions(const sweep_grid *g, char **custom, const int *has_control, int n_custom, sweep_cond_list *cl) {
+    int s, p, k, r, ok = 1;
+    for (s = 0; s < g->n_steps && ok; s++) {
+        int l = g->steps[s];
+        if (g->n_coeffs || g->noise_seeds) ok = ok && sweep_add(cl, "base/l%d/emb", l);
+        if (g->n_kv) ok = ok && sweep_add(cl, "base/l%d/kv", l);
+        for (p = 0; p < g->n_pairs; p++)
+            for (k = 0; k < g->n_coeffs; k++) {
+                ok = ok && sweep_add(cl, "emb/l%d/a%db%d/c%g/diff", l, g->pa[p], g->pb[p], g->coeffs[k]);
+                for (r = 1; r <= g->random_controls; r++) ok = ok && (r == 1 ? sweep_add(cl, "emb/l%d/a%db%d/c%g/random", l, g->pa[p], g->pb[p], g->coeffs[k])
+                                                                             : sweep_add(cl, "emb/l%d/a%db%d/c%g/random%d", l, g->pa[p], g->pb[p], g->coeffs[k], r));
+            }
+        for (p = 0; p < g->n_pairs; p++)
+            for (k = 0; k < g->n_kv; k++) {
+                ok = ok && sweep_add(cl, "kv/l%d/a%db%d/c%g/diff", l, g->pa[p], g->pb[p], g->kv_coeffs[k]);
+                for (r = 1; r <= g->random_controls; r++) ok = ok && (r == 1 ? sweep_add(cl, "kv/l%d/a%db%d/c%g/random", l, g->pa[p], g->pb[p], g->kv_coeffs[k])
+                                                                             : sweep_add(cl, "kv/l%d/a%db%d/c%g/random%d", l, g->pa[p], g->pb[p], g->kv_coeffs[k], r));
+            }
+        for (k = 1; k <= g->noise_seeds; k++) {
+            ok = ok && sweep_add(cl, "noise/l%d/self/s%d", l, k) && sweep_add(cl, "noise/l%d/dim/s%d", l, k);
+            for (r = 1; r <= g->random_controls; r++) ok = ok && (r == 1 ? sweep_add(cl, "noise/l%d/dim/s%d/random", l, k) : sweep_add(cl, "noise/l%d/dim/s%d/random%d", l, k, r));
+        }
+    }
+    if (n_custom) ok = ok && sweep_add(cl, "base/run");
+    for (k = 0; k < n_custom; k++) {
+        ok = ok && sweep_add(cl, "custom/%s", custom[k]);
+        for (r = 1; r <= g->random_controls && has_control[k]; r++) ok = ok && (r == 1 ? sweep_add(cl, "custom/%s/random", custom[k]) : sweep_add(cl, "custom/%s/random%d", custom[k], r));
+    }
+    return ok ? 0 : -1;
+}
+
+/* The seed of a control: FNV-1a of its name, the run's seed and the question (-1: one draw per condition). */
+static uint64_t sweep_seed(uint64_t seed, const char *name, long question) {
+    uint64_t h = 1469598103934665603ULL;
+    for (; *name; name++) { h ^= (unsigned char)*name; h *= 1099511628211ULL; }
+    h ^= seed * 0x9E3779B97F4A7C15ULL; h *= 1099511628211ULL;
+    h ^= (uint64_t)(question + 1) * 0xC2B2AE3D27D4EB4FULL; h *= 1099511628211ULL;
+    return h;
+}
+
+/* 1 when two sets have equal vectors everywhere (a control of norm-0 vectors is its cell). */
+static int sweep_same_vectors(const codi_steer *x, const codi_steer *y) {
+    int i;
+    for (i = 0; i < x->n_edits; i++) {
+        const codi_edit *a = &x->edits[i], *b = &y->edits[i];
+        if ((a->vector && memcmp(a->vector, b->vector, sizeof(float) * (size_t)a->vector_len)) ||
+            (a->key_vector && memcmp(a->key_vector, b->key_vector, sizeof(float) * (size_t)x->n_layers * x->n_kv_heads * x->head_dim)) ||
+            (a->value_vector && memcmp(a->value_vector, b->value_vector, sizeof(float) * (size_t)x->n_layers * x->n_kv_heads * x->head_dim))) return 0;
+    }
+    return 1;
+}
+
+/* --- the branch runner: one prefix, many branches -------------------------------------------- */
+
+typedef struct {
+    int kind;                     /* request: SWEEP_FEED, SWEEP_KV or SWEEP_RUN */
+    const codi_steer *steer;      /* the edits (NULL: plain) */
+    float *first_logits;          /* [V-1] the first answer step's logits, or NULL */
+    int tag;                      /* the caller's (a condition) */
+    int ok, correct, has_pred;    /* result: ok 0 = failed (message printed) */
+    double pred;
+    char answer[160];
+} sweep_branch;
+
+typedef struct { const codi_model *m; const codi_tokenizer *t; int N, answer_tokens; } sweep_runner;
+
+/* Runs br[0..n) for question q: FEED and KV branches from copies of prefix (the prompt and l latents;
+   FEED feeds z_(l+1) = prj(h) through the steer's hooks, KV applies its cache edits after latent l),
+   RUN branches as whole runs of q with N latents and the steer installed; then eot and the greedy
+   answer, decoded and scored. work is scratch with room for the longest branch. */
+static void sweep_branches_run(const sweep_runner *r, codi_state *work, const codi_state *prefix, int l, const sweep_question *q,
+                               sweep_branch *br, int n) {
+    const codi_model *m = r->m;
+    float *z = (float *)malloc(sizeof(float) * (size_t)m->config.dim);
+    float *al = (float *)malloc(sizeof(float) * (size_t)r->answer_tokens * m->config.vocab);
+    int i;
+    for (i = 0; i < n; i++) {
+        sweep_branch *b = &br[i];
+        codi_run_opts ro = codi_run_opts_default(m);
+        codi_run_result rr;
+        int rc = !z || !al;
+        b->ok = b->correct = b->has_pred = 0; b->pred = 0; b->answer[0] = 0;
+        codi_state_clear_hooks(work);
+        memset(&rr, 0, sizeof rr);
+        ro.max_answer = r->answer_tokens; ro.answer_logits = b->first_logits ? al : NULL;
+        if (!rc && b->kind == SWEEP_RUN) {
+            ro.n_latent = r->N;
+            rc = (b->steer && codi_steer_install(b->steer, work, &ro)) || codi_run(m, work, q->ids, q->n_ids, &ro, &rr);
+        } else if (!rc) {
+            rc = codi_state_copy(m, work, prefix);
+            if (!rc && b->kind == SWEEP_KV && b->steer) rc = codi_steer_after_latent((void *)b->steer, work, l, l);
+            if (!rc && b->kind == SWEEP_FEED) {
+                rc = (b->steer && codi_steer_install(b->steer, work, NULL)) || codi_project(m, work->final_hidden, z);
+                work->phase = CODI_PHASE_LATENT; work->step = l + 1;
+                if (!rc) rc = codi_forward(m, work, NULL, z, 1, NULL);
+                codi_state_clear_hooks(work);
+            }
+            if (!rc) rc = codi_run_answer(m, work, &ro, &rr);
+        }
+        codi_state_clear_hooks(work);
+        if (rc) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, work->error[0] ? work->error : "out of memory"); continue; }
+        if (b->first_logits) memcpy(b->first_logits, al, sizeof(float) * (size_t)(m->config.vocab - 1));
+        if (r->t) {
+            codi_decode(r->t, rr.answer, rr.n_answer, 1, b->answer, sizeof b->answer);
+            b->has_pred = codi_extract_answer(b->answer, &b->pred);
+            b->correct = q->has_gold && b->has_pred && b->pred == q->gold;
+        }
+        b->ok = 1;
+    }
+    free(z); free(al);
+}
+
+/* --- running the conditions over the questions ------------------------------------------------ */
+
+typedef struct {
+    sweep_runner run;
+    sweep_cond *c; int nc;
+    sweep_question *q; int nq;          /* every question of the file (up to --limit): global index = position */
+    const unsigned char *confirm_q;     /* [nq] 1 = a confirmation question */
+    int *todo; int n_todo;              /* this phase's questions */
+    const unsigned char *active;        /* [nc] this phase's conditions */
+    signed char *grid;                  /* [nc, nq]: -1 no result, 0 wrong, 1 right */
+    float **dump;                       /* [nc] where a condition's first answer logits go (first question), or NULL */
+    int dump_q, draw_question, max_ids;
+    uint64_t seed;
+    long next, finished, failed;
+    FILE *out;
     pthread_mutex_t lock;
     cli_progress *progress;
 } sweep_ctx;
 
-/* From a copy of prefix: optionally feed one more latent (z = prj(h), edited by feed's hooks) with kv's
-   cache edits before, then eot and the greedy answer; 1 when its number is the gold one. first_logits
-   [V-1] receives the first answer step's logits when not NULL. */
-static int sweep_branch(sweep_ctx *sc, codi_state *b, const codi_state *prefix, int l, const codi_steer *kv, const codi_steer *feed,
-                        const sweep_question *q, float *first_logits) {
-    const codi_model *m = sc->m;
-    codi_run_opts ro = codi_run_opts_default(m);
-    codi_run_result rr;
-    char text[2048];
-    double pred;
-    float *al = first_logits ? (float *)malloc(sizeof(float) * (size_t)sc->answer_tokens * m->config.vocab) : NULL;
-    int ok = 0;
-    codi_state_clear_hooks(b);
-    if (codi_state_copy(m, b, prefix)) goto done;
-    if (kv && codi_steer_after_latent((void *)kv, b, l, l)) goto done;
-    if (feed) {                                       /* z_(l+1) through the latent_input hooks */
-        float *z = (float *)malloc(sizeof(float) * (size_t)m->config.dim);
-        int rc = !z || codi_steer_install(feed, b, NULL) || codi_project(m, b->final_hidden, z);
-        b->phase = CODI_PHASE_LATENT; b->step = l + 1;
-        if (!rc) rc = codi_forward(m, b, NULL, z, 1, NULL);
-        free(z);
-        codi_state_clear_hooks(b);
-        if (rc) goto done;
+/* One JSON result line (as codi eval's, with "split"). */
+static size_t sweep_row(char *buf, size_t cap, const sweep_cond *c, const sweep_question *q, int split, const sweep_branch *b) {
+    size_t n = (size_t)snprintf(buf, cap, "{\"condition\": \"%s\", \"split\": \"%s\", \"index\": %d, \"line\": %d, \"correct\": %s, \"prediction\": ",
+                                c->name, split ? "confirm" : "explore", q->qindex, q->line, b->correct ? "true" : "false");
+    const unsigned char *t;
+    n += (size_t)(b->has_pred ? snprintf(buf + n, cap - n, "%.17g", b->pred) : snprintf(buf + n, cap - n, "null"));
+    n += (size_t)(q->has_gold ? snprintf(buf + n, cap - n, ", \"gold\": %.17g, \"answer\": \"", q->gold) : snprintf(buf + n, cap - n, ", \"gold\": null, \"answer\": \""));
+    for (t = (const unsigned char *)b->answer; *t && n + 8 < cap; t++) {
+        if (*t == '"' || *t == '\\') { buf[n++] = '\\'; buf[n++] = (char)*t; }
+        else if (*t < 0x20) n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", *t);
+        else buf[n++] = (char)*t;
     }
-    ro.max_answer = sc->answer_tokens; ro.answer_logits = al;
-    memset(&rr, 0, sizeof rr);
-    if (codi_run_answer(m, b, &ro, &rr)) goto done;
-    if (first_logits) memcpy(first_logits, al, sizeof(float) * (size_t)(m->config.vocab - 1));
-    if (sc->t) {
-        codi_decode(sc->t, rr.answer, rr.n_answer, 1, text, sizeof text);
-        ok = q->has_gold && codi_extract_answer(text, &pred) && pred == q->gold;
-    }
-done:
-    if (b->error[0]) fprintf(stderr, "codi sweep: %s\n", b->error);
-    free(al);
-    return ok;
+    n += (size_t)snprintf(buf + n, cap - n, "\"}\n");
+    return n;
 }
 
-/* Every variant of one question; counts go to the shared tables under the lock. */
-static void sweep_question_run(sweep_ctx *sc, codi_state *prefix, codi_state *b, int qi, long *emb_ok, long *kv_ok, long *noise_ok) {
-    const sweep_question *q = &sc->q[qi];
-    int l, p, c, k, V1 = sc->m->config.vocab - 1, P = sc->n_pairs, dump = qi == 0 && sc->dump_emb;
-    codi_run_opts ro = codi_run_opts_default(sc->m);
-    codi_run_result rr;
-    ro.n_latent = 0;
-    if (codi_run_latents(sc->m, prefix, q->ids, q->n_ids, &ro, &rr)) { fprintf(stderr, "codi sweep: %s\n", prefix->error); return; }
-    for (l = 1; l <= sc->N; l++) {
-        int base_emb, base_kv;
-        prefix->phase = CODI_PHASE_LATENT; prefix->step = l;
-        if (codi_latent_step(sc->m, prefix, NULL)) { fprintf(stderr, "codi sweep: %s\n", prefix->error); return; }
-        /* c = 0 is the same run for every pair and vector: computed once */
-        base_emb = sweep_branch(sc, b, prefix, l, NULL, sc->emb[0 * SWEEP_NE * 2 + 1 * 2], q, dump ? sc->dump_emb + ((size_t)(l - 1) * P * SWEEP_NE + 1) * V1 : NULL);
-        base_kv = sweep_branch(sc, b, prefix, l, NULL, NULL, q, dump ? sc->dump_kv + ((size_t)(l - 1) * P * SWEEP_NK + SWEEP_NK - 1) * V1 : NULL);
-        for (p = 0; p < P; p++) {
-            for (c = 0; c < SWEEP_NE; c++)
-                for (k = 0; k < 2; k++) {
-                    size_t cell = (((size_t)(l - 1) * P + p) * SWEEP_NE + c) * 2 + k;
-                    float *fl = dump && k == 0 ? sc->dump_emb + (((size_t)(l - 1) * P + p) * SWEEP_NE + c) * V1 : NULL;
-                    if (sweep_emb_coeffs[c] == 0) {
-                        emb_ok[cell] += base_emb;
-                        if (fl && p) memcpy(fl, sc->dump_emb + ((size_t)(l - 1) * P * SWEEP_NE + 1) * V1, sizeof(float) * (size_t)V1);
-                    } else emb_ok[cell] += sweep_branch(sc, b, prefix, l, NULL, sc->emb[((size_t)p * SWEEP_NE + c) * 2 + k], q, fl);
-                }
-            for (c = 0; c < SWEEP_NK; c++) {
-                size_t cell = ((size_t)(l - 1) * P + p) * SWEEP_NK + c;
-                float *fl = dump ? sc->dump_kv + cell * V1 : NULL;
-                if (sweep_kv_coeffs[c] == 0) {
-                    kv_ok[cell] += base_kv;
-                    if (fl && p) memcpy(fl, sc->dump_kv + ((size_t)(l - 1) * P * SWEEP_NK + SWEEP_NK - 1) * V1, sizeof(float) * (size_t)V1);
-                } else kv_ok[cell] += sweep_branch(sc, b, prefix, l, sc->kv[((size_t)(l - 1) * P + p) * SWEEP_NK + c], NULL, q, fl);
+typedef struct { codi_state *prefix, *work; sweep_branch *br, *res; int *need; char *rows; size_t rows_cap; codi_steer **own; } sweep_worker_mem;
+
+/* Every active condition of question qp that has no result yet; the rows are written together. */
+static void sweep_question_run(sweep_ctx *sc, sweep_worker_mem *w, int qp) {
+    const sweep_question *q = &sc->q[qp];
+    int i, l, n_need = 0, cur = -1, n_own = 0;
+    size_t len = 0;
+    for (i = 0; i < sc->nc; i++) {
+        w->need[i] = sc->active[i] && sc->grid[(size_t)i * sc->nq + qp] < 0;
+        n_need += w->need[i];
+        w->res[i].ok = 0;
+    }
+    if (!n_need) return;
+    for (l = 0; l <= sc->run.N; l++) {              /* l = 0: the whole runs */
+        int n = 0, zero_at[SWEEP_NFAM] = { -1, -1, -1, -1, -1 }, any = 0, k;
+        for (i = 0; i < sc->nc && !any; i++) any = w->need[i] && (l ? sc->c[i].l == l && sc->c[i].kind != SWEEP_RUN : sc->c[i].kind == SWEEP_RUN);
+        if (!any) continue;
+        if (l) {                                     /* the prefix: the prompt, then latents up to l */
+            if (cur < 0) {
+                codi_run_opts ro = codi_run_opts_default(sc->run.m);
+                codi_run_result rr;
+                ro.n_latent = 0;
+                if (codi_run_latents(sc->run.m, w->prefix, q->ids, q->n_ids, &ro, &rr)) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, w->prefix->error); break; }
+                cur = 0;
+            }
+            for (; cur < l; cur++) {
+                w->prefix->phase = CODI_PHASE_LATENT; w->prefix->step = cur + 1;
+                if (codi_latent_step(sc->run.m, w->prefix, NULL)) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, w->prefix->error); break; }
+            }
+            if (cur < l) break;
+        }
+        for (i = 0; i < sc->nc; i++) {
+            const sweep_cond *c = &sc->c[i];
+            sweep_branch *b;
+            if (!w->need[i] || (l ? c->l != l || c->kind == SWEEP_RUN : c->kind != SWEEP_RUN)) continue;
+            if (c->zero && zero_at[c->family] >= 0) continue;          /* alpha 0: the one run stands for all */
+            if (c->zero) zero_at[c->family] = i;
+            b = &w->br[n++];
+            memset(b, 0, sizeof *b);
+            b->kind = c->kind; b->tag = i; b->steer = c->steer;
+            b->first_logits = qp == sc->dump_q && sc->dump ? sc->dump[i] : NULL;
+            if (c->role == SWEEP_CONTROL && sc->draw_question && !c->zero) {
+                if (!(w->own[n_own] = codi_steer_random_like(sc->c[c->cell].steer, sweep_seed(sc->seed, c->name, q->qindex)))) { n--; continue; }
+                b->steer = w->own[n_own++];
             }
         }
-        for (k = 0; k < SWEEP_NOISE; k++) {
-            noise_ok[(size_t)(l - 1) * 2 * SWEEP_NOISE + k] += sweep_branch(sc, b, prefix, l, NULL, sc->noise[k], q, NULL);
-            noise_ok[(size_t)(l - 1) * 2 * SWEEP_NOISE + SWEEP_NOISE + k] +=
-                sweep_branch(sc, b, prefix, l, NULL, sc->noise_dim[(size_t)(l - 1) * SWEEP_NOISE + k], q, NULL);
-        }
+        sweep_branches_run(&sc->run, w->work, w->prefix, l, q, w->br, n);
+        for (k = 0; k < n; k++) w->res[w->br[k].tag] = w->br[k];
+        for (i = 0; i < sc->nc; i++)                                  /* the alpha-0 cells share their family's run */
+            if (w->need[i] && sc->c[i].zero && sc->c[i].l == l && zero_at[sc->c[i].family] >= 0 && zero_at[sc->c[i].family] != i) {
+                w->res[i] = w->res[zero_at[sc->c[i].family]];
+                if (qp == sc->dump_q && sc->dump && sc->dump[i]) memcpy(sc->dump[i], sc->dump[zero_at[sc->c[i].family]], sizeof(float) * (size_t)(sc->run.m->config.vocab - 1));
+            }
+        while (n_own > 0) codi_steer_free(w->own[--n_own]);
     }
+    for (i = 0; i < sc->nc; i++) {
+        if (!w->need[i] || !w->res[i].ok) continue;
+        if (len + 1024 > w->rows_cap) {
+            char *g = (char *)realloc(w->rows, w->rows_cap * 2 + 4096);
+            if (!g) break;
+            w->rows = g; w->rows_cap = w->rows_cap * 2 + 4096;
+        }
+        len += sweep_row(w->rows + len, w->rows_cap - len, &sc->c[i], q, sc->confirm_q[qp], &w->res[i]);
+    }
+    pthread_mutex_lock(&sc->lock);
+    fwrite(w->rows, 1, len, sc->out);
+    fflush(sc->out);
+    for (i = 0; i < sc->nc; i++) {
+        if (w->need[i] && w->res[i].ok) sc->grid[(size_t)i * sc->nq + qp] = (signed char)w->res[i].correct;
+        else if (w->need[i]) sc->failed++;
+    }
+    cli_progress_update(sc->progress, ++sc->finished);
+    pthread_mutex_unlock(&sc->lock);
 }
 
 static void *sweep_worker(void *user) {
     sweep_ctx *sc = (sweep_ctx *)user;
-    size_t ne = (size_t)sc->N * sc->n_pairs * SWEEP_NE * 2, nk = (size_t)sc->N * sc->n_pairs * SWEEP_NK, nn = (size_t)sc->N * 2 * SWEEP_NOISE, i;
-    long *emb = (long *)calloc(ne, sizeof(long)), *kv = (long *)calloc(nk, sizeof(long)), *noise = (long *)calloc(nn, sizeof(long));
-    int max_ids = 0, qi;
-    codi_state *prefix, *b;
-    for (qi = 0; qi < sc->nq; qi++) if (sc->q[qi].n_ids > max_ids) max_ids = sc->q[qi].n_ids;
-    prefix = codi_state_alloc(sc->m, max_ids + sc->N + 2, 1);
-    b = codi_state_alloc(sc->m, max_ids + sc->N + sc->answer_tokens + 3, 1);
-    if (!emb || !kv || !noise || !prefix || !b) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
-    for (;;) {
-        pthread_mutex_lock(&sc->lock);
-        qi = sc->next < sc->nq ? (int)sc->next++ : -1;
-        pthread_mutex_unlock(&sc->lock);
-        if (qi < 0) break;
-        sweep_question_run(sc, prefix, b, qi, emb, kv, noise);
-        pthread_mutex_lock(&sc->lock);
-        cli_progress_update(sc->progress, ++sc->done);
-        pthread_mutex_unlock(&sc->lock);
-    }
-    pthread_mutex_lock(&sc->lock);                  /* integer counts: the same totals for any thread count */
-    for (i = 0; i < ne; i++) sc->emb_ok[i] += emb[i];
-    for (i = 0; i < nk; i++) sc->kv_ok[i] += kv[i];
-    for (i = 0; i < nn; i++) sc->noise_ok[i] += noise[i];
-    pthread_mutex_unlock(&sc->lock);
-done:
-    free(emb); free(kv); free(noise);
-    codi_state_free(prefix); codi_state_free(b);
+    sweep_worker_mem w;
+    memset(&w, 0, sizeof w);
+    w.prefix = codi_state_alloc(sc->run.m, sc->max_ids + sc->run.N + 2, 1);
+    w.work = codi_state_alloc(sc->run.m, sc->max_ids + sc->run.N + sc->run.answer_tokens + 4, 1);
+    w.br = (sweep_branch *)malloc(sizeof *w.br * (size_t)sc->nc); w.res = (sweep_branch *)malloc(sizeof *w.res * (size_t)sc->nc);
+    w.need = (int *)malloc(sizeof(int) * (size_t)sc->nc); w.own = (codi_steer **)malloc(sizeof *w.own * (size_t)sc->nc);
+    w.rows_cap = 1 << 16; w.rows = (char *)malloc(w.rows_cap);
+    if (!w.prefix || !w.work || !w.br || !w.res || !w.need || !w.own || !w.rows) {
+        fprintf(stderr, "codi sweep: out of memory\n");
+        pthread_mutex_lock(&sc->lock); sc->failed++; pthread_mutex_unlock(&sc->lock);
+    } else
+        for (;;) {
+            long u;
+            pthread_mutex_lock(&sc->lock);
+            u = sc->next < sc->n_todo ? sc->next++ : -1;
+            pthread_mutex_unlock(&sc->lock);
+            if (u < 0) break;
+            sweep_question_run(sc, &w, sc->todo[u]);
+        }
+    codi_state_free(w.prefix); codi_state_free(w.work);
+    free(w.br); free(w.res); free(w.need); free(w.own); free(w.rows);
     return NULL;
 }
 
-/* The intervention sets of every variant, built once. zstats [N+1, 2, D]: per-dimension mean and std
-   of z_1..z_(N+1) over the means questions. */
-static int sweep_build_steers(sweep_ctx *sc, const vectors_set *v, const double *zstats, int seed) {
-    int p, c, k, l, j;
-    char err[256];
-    sc->emb = (codi_steer **)calloc((size_t)sc->n_pairs * SWEEP_NE * 2, sizeof *sc->emb);
-    sc->kv = (codi_steer **)calloc((size_t)sc->N * sc->n_pairs * SWEEP_NK, sizeof *sc->kv);
-    sc->noise = (codi_steer **)calloc(SWEEP_NOISE, sizeof *sc->noise);
-    sc->noise_dim = (codi_steer **)calloc((size_t)sc->N * SWEEP_NOISE, sizeof *sc->noise_dim);
-    if (!sc->emb || !sc->kv || !sc->noise || !sc->noise_dim) return -1;
-    for (p = 0; p < sc->n_pairs; p++)
-        for (c = 0; c < SWEEP_NE; c++)
-            for (k = 0; k < 2; k++) {                 /* z_(l+1) += c diff(A, B), or c random_A_B */
-                codi_edit e = codi_edit_default();
-                codi_steer *st = codi_steer_new(sc->m);
-                e.at = CODI_AT_LATENT_INPUT; e.phase = CODI_PHASE_LATENT; e.alpha = sweep_emb_coeffs[c];
-                e.vector = (k ? v->random : v->diff) + (size_t)p * v->D; e.vector_len = v->D;
-                if (!st || codi_steer_add(st, &e, err, sizeof err)) { fprintf(stderr, "codi sweep: %s\n", err); codi_steer_free(st); return -1; }
-                sc->emb[((size_t)p * SWEEP_NE + c) * 2 + k] = st;
-            }
-    for (l = 1; l <= sc->N; l++)
-        for (p = 0; p < sc->n_pairs; p++)
-            for (c = 0; c < SWEEP_NK; c++) {          /* K, V at latent l's slot += c (mean[B] - mean[A]), after step l */
-                codi_edit e = codi_edit_default();
-                codi_steer *st = codi_steer_new(sc->m);
-                e.at = CODI_AT_KV_CACHE; e.when = e.pos_latent = l; e.alpha = sweep_kv_coeffs[c];
-                e.key_vector = v->key_diff + (size_t)p * v->KV; e.value_vector = v->value_diff + (size_t)p * v->KV; e.kv_len = v->KV;
-                if (!st || codi_steer_add(st, &e, err, sizeof err)) { fprintf(stderr, "codi sweep: %s\n", err); codi_steer_free(st); return -1; }
-                sc->kv[((size_t)(l - 1) * sc->n_pairs + p) * SWEEP_NK + c] = st;
-            }
-    for (k = 0; k < SWEEP_NOISE; k++) {               /* z_(l+1) := mean(z) + std(z) g, g ~ N(0, 1) seeded */
-        char js[160];
-        snprintf(js, sizeof js, "{\"edits\": [{\"at\": \"latent_input\", \"op\": \"set\", \"random\": {\"seed\": %d, \"mean_std_of\": \"self\"}}]}", seed + 100 + k);
-        if (!(sc->noise[k] = codi_steer_parse(sc->m, js, strlen(js), NULL, err, sizeof err))) { fprintf(stderr, "codi sweep: %s\n", err); return -1; }
+/* Runs the active conditions over the todo questions on `workers` threads. */
+static void sweep_phase(sweep_ctx *sc, int workers, const char *label) {
+    pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)workers);
+    int i;
+    double t0 = cli_now();
+    sc->next = 0; sc->finished = 0;
+    if (!th) { sc->failed++; return; }
+    pthread_mutex_init(&sc->lock, NULL);
+    sc->progress = cli_progress_start(label, sc->n_todo, 0);
+    for (i = 0; i < workers; i++) pthread_create(&th[i], NULL, sweep_worker, sc);
+    for (i = 0; i < workers; i++) pthread_join(th[i], NULL);
+    cli_progress_end(sc->progress);
+    pthread_mutex_destroy(&sc->lock);
+    fprintf(stderr, "codi sweep: %s: %d questions in %.1f s\n", label, sc->n_todo, cli_now() - t0);
+    free(th);
+}
+
+/* --- statistics from the results ---------------------------------------------------------------- */
+
+typedef struct {
+    long n, k, paired, to_right, to_wrong, paired_r, r_only, c_only;   /* vs baseline: flips; vs control: discordant */
+    double p_base, p_rand, p_primary, holm, bh;
+    int has;                        /* 1: the condition has results in this split */
+} sweep_stat;
+
+/* Condition ci's counts on the questions of split (0 explore, 1 confirm). */
+static void sweep_tally(const sweep_cond *c, int ci, const signed char *grid, int nq, const unsigned char *confirm_q, int split, sweep_stat *st) {
+    const signed char *x = grid + (size_t)ci * nq, *b = c[ci].base >= 0 ? grid + (size_t)c[ci].base * nq : NULL;
+    const signed char *r = c[ci].control >= 0 ? grid + (size_t)c[ci].control * nq : NULL;
+    int i;
+    memset(st, 0, sizeof *st);
+    for (i = 0; i < nq; i++) {
+        if (confirm_q[i] != split || x[i] < 0) continue;
+        st->n++; st->k += x[i];
+        if (b && b[i] >= 0) { st->paired++; st->to_right += !b[i] && x[i]; st->to_wrong += b[i] && !x[i]; }
+        if (r && r[i] >= 0) { st->paired_r++; st->r_only += r[i] && !x[i]; st->c_only += !r[i] && x[i]; }
     }
-    for (l = 1; l <= sc->N; l++)                      /* z_(l+1) := mu + sd * g, per dimension */
-        for (k = 0; k < SWEEP_NOISE; k++) {
-            codi_edit e = codi_edit_default();
-            codi_steer *st = codi_steer_new(sc->m);
-            codi_rng rng;
-            float *z = (float *)malloc(sizeof(float) * (size_t)v->D);
-            const double *mu = zstats + (size_t)l * 2 * v->D, *sd = mu + v->D;
-            codi_rng_seed(&rng, (uint64_t)seed + 200 + 16 * (uint64_t)l + (uint64_t)k);
-            for (j = 0; z && j < v->D; j++) z[j] = (float)(mu[j] + sd[j] * codi_rng_normal(&rng));
-            e.at = CODI_AT_LATENT_INPUT; e.phase = CODI_PHASE_LATENT; e.op = CODI_EDIT_SET; e.vector = z; e.vector_len = v->D;
-            if (!z || !st || codi_steer_add(st, &e, err, sizeof err)) { fprintf(stderr, "codi sweep: %s\n", z ? err : "out of memory"); free(z); codi_steer_free(st); return -1; }
-            free(z);
-            sc->noise_dim[(size_t)(l - 1) * SWEEP_NOISE + k] = st;
+    st->has = st->n > 0;
+    st->p_base = b && st->paired ? codi_mcnemar_exact(st->to_wrong, st->to_right) : NAN;
+    st->p_rand = r && st->paired_r ? codi_mcnemar_exact(st->r_only, st->c_only) : NAN;
+    st->p_primary = c[ci].role != SWEEP_CELL || !st->has ? NAN : r ? st->p_rand : st->p_base;
+    st->holm = st->bh = NAN;
+}
+
+/* Stats of every condition in both splits ([2, nc]) with Holm and BH: per family on exploration,
+   over all the confirmed cells on confirmation. 0, or -1 out of memory. */
+static int sweep_stats(const sweep_cond *c, int nc, const signed char *grid, int nq, const unsigned char *confirm_q, sweep_stat *st) {
+    double *p = (double *)malloc(sizeof(double) * (size_t)(nc ? nc : 1)), *h = (double *)malloc(sizeof(double) * (size_t)(nc ? nc : 1));
+    double *q = (double *)malloc(sizeof(double) * (size_t)(nc ? nc : 1));
+    int s, f, i, rc = 0;
+    if (!p || !h || !q) { free(p); free(h); free(q); return -1; }
+    for (s = 0; s < 2; s++)
+        for (i = 0; i < nc; i++) sweep_tally(c, i, grid, nq, confirm_q, s, &st[(size_t)s * nc + i]);
+    for (s = 0; s < 2 && !rc; s++)
+        for (f = s ? -1 : 1; f < (s ? 0 : SWEEP_NFAM) && !rc; f++) {
+            for (i = 0; i < nc; i++) p[i] = f < 0 || c[i].family == f ? st[(size_t)s * nc + i].p_primary : NAN;
+            rc = codi_holm(p, nc, h) || codi_bh(p, nc, q) ? -1 : 0;
+            for (i = 0; i < nc; i++) if (p[i] == p[i]) { st[(size_t)s * nc + i].holm = h[i]; st[(size_t)s * nc + i].bh = q[i]; }
         }
+    free(p); free(h); free(q);
+    return rc;
+}
+
+static const sweep_stat *sweep_rank_stat;
+static int sweep_cmp_rank(const void *x, const void *y) {
+    const sweep_stat *a = &sweep_rank_stat[*(const int *)x], *b = &sweep_rank_stat[*(const int *)y];
+    double ea = a->paired ? fabs((double)(a->to_right - a->to_wrong)) / a->paired : 0, eb = b->paired ? fabs((double)(b->to_right - b->to_wrong)) / b->paired : 0;
+    if (a->p_primary != b->p_primary) return a->p_primary < b->p_primary ? -1 : 1;
+    if (ea != eb) return ea > eb ? -1 : 1;
+    return *(const int *)x - *(const int *)y;
+}
+
+/* The cells ranked on exploration: smallest p_primary first, then the larger |difference| to the
+   baseline, then grid order. Fills idx with the first at most top; returns how many. */
+static int sweep_rank(const sweep_cond *c, int nc, const sweep_stat *explore, int top, int *idx) {
+    int *all = (int *)malloc(sizeof(int) * (size_t)(nc ? nc : 1)), n = 0, i;
+    if (!all) return 0;
+    for (i = 0; i < nc; i++) if (c[i].role == SWEEP_CELL && explore[i].p_primary == explore[i].p_primary) all[n++] = i;
+    sweep_rank_stat = explore;
+    qsort(all, (size_t)n, sizeof(int), sweep_cmp_rank);
+    if (n > top) n = top;
+    memcpy(idx, all, sizeof(int) * (size_t)n);
+    free(all);
+    return n;
+}
+
+static void sweep_jnum(FILE *f, const char *key, double v, const char *fmt) {
+    fprintf(f, ", \"%s\": ", key);
+    if (v - v == 0) fprintf(f, fmt, v); else fputs("null", f);
+}
+
+static void sweep_cnum(FILE *f, double v, const char *fmt) { fputc(',', f); if (v - v == 0) fprintf(f, fmt, v); }
+
+/* One summary line (JSON and CSV) of condition ci in split s. */
+static void sweep_summary_line(FILE *js, FILE *csv, const sweep_cond *c, int ci, const sweep_stat *st, const sweep_stat *base_st, int s) {
+    double lo, hi, dlo = NAN, dhi = NAN, diff = NAN, acc = st->n ? (double)st->k / st->n : NAN;
+    int surv = st->holm < SWEEP_ALPHA;
+    codi_wilson_interval((int)st->k, (int)st->n, SWEEP_Z95, &lo, &hi);
+    if (st->paired) { diff = (double)(st->to_right - st->to_wrong) / st->paired; codi_paired_diff_interval(st->to_wrong, st->to_right, st->paired, &dlo, &dhi); }
+    if (js) {
+        fprintf(js, "{\"condition\": \"%s\", \"family\": \"%s\", \"role\": \"%s\", \"split\": \"%s\", \"n\": %ld, \"correct\": %ld",
+                c[ci].name, sweep_fam_names[c[ci].family], sweep_role_names[c[ci].role], s ? "confirm" : "explore", st->n, st->k);
+        sweep_jnum(js, "accuracy", acc, "%.6f"); sweep_jnum(js, "ci_low", lo, "%.6f"); sweep_jnum(js, "ci_high", hi, "%.6f");
+        fprintf(js, ", \"baseline\": ");
+        if (c[ci].base >= 0) fprintf(js, "\"%s\"", c[c[ci].base].name); else fputs("null", js);
+        sweep_jnum(js, "baseline_accuracy", base_st && base_st->n ? (double)base_st->k / base_st->n : NAN, "%.6f");
+        fprintf(js, ", \"paired\": %ld", st->paired);
+        sweep_jnum(js, "diff_vs_baseline", diff, "%.6f"); sweep_jnum(js, "diff_ci_low", dlo, "%.6f"); sweep_jnum(js, "diff_ci_high", dhi, "%.6f");
+        fprintf(js, ", \"flips_to_right\": %ld, \"flips_to_wrong\": %ld", st->to_right, st->to_wrong);
+        sweep_jnum(js, "p_vs_baseline", st->p_base, "%.6g");
+        fprintf(js, ", \"control\": ");
+        if (c[ci].control >= 0) fprintf(js, "\"%s\"", c[c[ci].control].name); else fputs("null", js);
+        sweep_jnum(js, "diff_vs_random", st->paired_r ? (double)(st->c_only - st->r_only) / st->paired_r : NAN, "%.6f");
+        sweep_jnum(js, "p_vs_random", st->p_rand, "%.6g"); sweep_jnum(js, "p_primary", st->p_primary, "%.6g");
+        sweep_jnum(js, "p_holm", st->holm, "%.6g"); sweep_jnum(js, "q_bh", st->bh, "%.6g");
+        fprintf(js, ", \"survives\": %s}\n", surv ? "true" : "false");
+    }
+    if (csv) {
+        fprintf(csv, "%s,%s,%s,%s,%ld,%ld", c[ci].name, sweep_fam_names[c[ci].family], sweep_role_names[c[ci].role], s ? "confirm" : "explore", st->n, st->k);
+        sweep_cnum(csv, acc, "%.6f"); sweep_cnum(csv, lo, "%.6f"); sweep_cnum(csv, hi, "%.6f");
+        fprintf(csv, ",%s", c[ci].base >= 0 ? c[c[ci].base].name : "");
+        sweep_cnum(csv, base_st && base_st->n ? (double)base_st->k / base_st->n : NAN, "%.6f");
+        fprintf(csv, ",%ld", st->paired);
+        sweep_cnum(csv, diff, "%.6f"); sweep_cnum(csv, dlo, "%.6f"); sweep_cnum(csv, dhi, "%.6f");
+        fprintf(csv, ",%ld,%ld", st->to_right, st->to_wrong);
+        sweep_cnum(csv, st->p_base, "%.6g");
+        fprintf(csv, ",%s", c[ci].control >= 0 ? c[c[ci].control].name : "");
+        sweep_cnum(csv, st->paired_r ? (double)(st->c_only - st->r_only) / st->paired_r : NAN, "%.6f");
+        sweep_cnum(csv, st->p_rand, "%.6g"); sweep_cnum(csv, st->p_primary, "%.6g"); sweep_cnum(csv, st->holm, "%.6g"); sweep_cnum(csv, st->bh, "%.6g");
+        fprintf(csv, ",%d\n", surv);
+    }
+}
+
+/* One line of the printed report: a cell with its interval, its difference to the baseline and the control. */
+static void sweep_print_cell(const sweep_cond *c, int ci, const sweep_stat *st) {
+    double lo, hi, dlo = 0, dhi = 0;
+    codi_wilson_interval((int)st->k, (int)st->n, SWEEP_Z95, &lo, &hi);
+    if (st->paired) codi_paired_diff_interval(st->to_wrong, st->to_right, st->paired, &dlo, &dhi);
+    printf("  %s %-34s n %4ld  acc %5.1f%% [%5.1f, %5.1f]  vs base %+6.1f [%+6.1f, %+6.1f] pts (+%ld -%ld)  p_base %-8.3g p_rand ",
+           st->holm < SWEEP_ALPHA ? "*" : " ", c[ci].name, st->n, 100.0 * st->k / (st->n ? st->n : 1), 100 * lo, 100 * hi,
+           st->paired ? 100.0 * (st->to_right - st->to_wrong) / st->paired : 0.0, 100 * dlo, 100 * dhi, st->to_right, st->to_wrong, st->p_base);
+    if (st->p_rand == st->p_rand) printf("%-8.3g", st->p_rand); else printf("%-8s", "-");
+    printf(" holm %-8.3g q %.3g\n", st->holm, st->bh);
+}
+
+/* --- figures --------------------------------------------------------------------------------- */
+
+static double sweep_nice_up(double x) {
+    static const double v[] = { 0.1, 0.2, 0.5, 1 };
+    int i;
+    for (i = 0; i < 4; i++) if (x <= v[i] + 1e-12) return v[i];
+    return 1;
+}
+
+/* Heatmaps (pairs x l) of a family's exploration results: per coefficient, the accuracy of the cells
+   and of their first controls on one fixed scale (0-1, or --auto-range: the family's range on round
+   values), and the differences to the baseline and to the control on a diverging scale centred at 0,
+   shared by the family;
+   cells surviving Holm outlined and starred. */
+static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sweep_stat *st, int fam, const char *qname, int auto_range, long n_questions, int n_tested) {
+    int steps[1024], n_steps = 0, pairs[256], n_pairs = 0, i, j, k, v, ci;
+    double coeffs[SWEEP_MAXLIST], amin = 1, amax = 0, dmax = 0;
+    int n_coeffs = 0;
+    const char *fname = fam == SWEEP_FAM_EMB ? "embedding" : "kv";
+    for (i = 0; i < nc; i++) {                        /* the grid's axes, from the names */
+        int pk = c[i].a * 100 + c[i].b;
+        if (c[i].family != fam || c[i].role != SWEEP_CELL || !st[i].has) continue;
+        for (j = 0; j < n_steps && steps[j] != c[i].l; j++) {}
+        if (j == n_steps && n_steps < 1024) steps[n_steps++] = c[i].l;
+        for (j = 0; j < n_pairs && pairs[j] != pk; j++) {}
+        if (j == n_pairs && n_pairs < 256) pairs[n_pairs++] = pk;
+        for (j = 0; j < n_coeffs && coeffs[j] != c[i].coeff; j++) {}
+        if (j == n_coeffs && n_coeffs < SWEEP_MAXLIST) coeffs[n_coeffs++] = c[i].coeff;
+        for (v = 0; v < 2; v++) {
+            const sweep_stat *s = v ? (c[i].control >= 0 ? &st[c[i].control] : NULL) : &st[i];
+            if (!s || !s->n) continue;
+            if ((double)s->k / s->n < amin) amin = (double)s->k / s->n;
+            if ((double)s->k / s->n > amax) amax = (double)s->k / s->n;
+            if (s->paired && fabs((double)(s->to_right - s->to_wrong) / s->paired) > dmax) dmax = fabs((double)(s->to_right - s->to_wrong) / s->paired);
+        }
+        if (st[i].paired_r && fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r) > dmax) dmax = fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r);
+    }
+    if (!n_steps) return;
+    for (i = 1; i < n_steps; i++) for (j = i; j > 0 && steps[j - 1] > steps[j]; j--) { k = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = k; }
+    for (i = 1; i < n_pairs; i++) for (j = i; j > 0 && pairs[j - 1] > pairs[j]; j--) { k = pairs[j]; pairs[j] = pairs[j - 1]; pairs[j - 1] = k; }
+    dmax = sweep_nice_up(dmax);
+    if (auto_range) { amin = floor(amin * 10 + 1e-9) / 10; amax = ceil(amax * 10 - 1e-9) / 10; if (amax <= amin) amax = amin + 0.1; }
+    else { amin = 0; amax = 1; }
+    {
+        size_t cells = (size_t)n_steps * n_pairs;
+        double *val = (double *)malloc(sizeof(double) * cells), ticks_a[11], ticks_d[5];
+        char (*text)[24] = (char (*)[24])malloc(sizeof *text * cells), (*rl)[24] = (char (*)[24])malloc(sizeof *rl * (size_t)n_pairs), (*cl)[16] = (char (*)[16])malloc(sizeof *cl * (size_t)n_steps);
+        const char **ct = (const char **)malloc(sizeof(char *) * cells), **rows = (const char **)malloc(sizeof(char *) * (size_t)n_pairs), **cols = (const char **)malloc(sizeof(char *) * (size_t)n_steps);
+        unsigned char *mark = (unsigned char *)malloc(cells);
+        int n_ta = 0;
+        double step_a = amax - amin > 0.5 ? 0.25 : 0.1;
+        if (!val || !text || !rl || !cl || !ct || !rows || !cols || !mark) goto done;
+        for (k = 0; amin + k * step_a <= amax + 1e-9 && n_ta < 11; k++) ticks_a[n_ta++] = floor((amin + k * step_a) * 1000 + 0.5) / 1000;
+        for (k = 0; k < 5; k++) ticks_d[k] = -dmax + k * dmax / 2;
+        for (i = 0; i < n_pairs; i++) { snprintf(rl[i], 24, "(%d, %d)", pairs[i] / 100, pairs[i] % 100); rows[i] = rl[i]; }
+        for (i = 0; i < n_steps; i++) { snprintf(cl[i], 16, "%d", steps[i]); cols[i] = cl[i]; }
+        for (k = 0; k < n_coeffs; k++)
+            for (v = 0; v < 4; v++) {                 /* 0: cells' accuracy, 1: controls' accuracy, 2: cells minus baseline, 3: minus control */
+                svg_heatmap_spec sp;
+                char path[4096], title[256], sub[512];
+                int any = 0;
+                for (i = 0; i < (int)cells; i++) { val[i] = NAN; text[i][0] = 0; ct[i] = text[i]; mark[i] = 0; }
+                for (ci = 0; ci < nc; ci++) {
+                    const sweep_stat *s;
+                    int r, col;
+                    if (c[ci].family != fam || c[ci].role != SWEEP_CELL || c[ci].coeff != coeffs[k] || !st[ci].has) continue;
+                    s = v == 1 ? (c[ci].control >= 0 ? &st[c[ci].control] : NULL) : &st[ci];
+                    if (!s || !s->n || (v == 2 && !s->paired) || (v == 3 && !s->paired_r)) continue;
+                    for (r = 0; pairs[r] != c[ci].a * 100 + c[ci].b; r++) {}
+                    for (col = 0; steps[col] != c[ci].l; col++) {}
+                    val[(size_t)r * n_steps + col] = v == 2 ? (double)(s->to_right - s->to_wrong) / s->paired
+                                                   : v == 3 ? (double)(s->c_only - s->r_only) / s->paired_r : (double)s->k / s->n;
+                    mark[(size_t)r * n_steps + col] = v != 1 && st[ci].holm < SWEEP_ALPHA;
+                    snprintf(text[(size_t)r * n_steps + col], 24, v >= 2 ? "%+.2f%s" : "%.2f%s", val[(size_t)r * n_steps + col], mark[(size_t)r * n_steps + col] ? "*" : "");
+                    any = 1;
+                }
+                if (!any) continue;
+                memset(&sp, 0, sizeof sp);
+                snprintf(path, sizeof path, "%s/%s_%s_c%g.svg", dir, fname, v == 0 ? "diff_acc" : v == 1 ? "random_acc" : v == 2 ? "diff_delta" : "diff_vs_random", coeffs[k]);
+                snprintf(title, sizeof title, "%s steering, coeff %g: %s", fname, coeffs[k],
+                         v == 0 ? "accuracy (mean-difference direction)" : v == 1 ? "accuracy (random control, same norms)"
+                         : v == 2 ? "accuracy minus its baseline (paired)" : "accuracy minus its random control (paired: the test)");
+                snprintf(sub, sizeof sub, "explore split: n = %ld questions of %s; * = survives Holm at 0.05 among %d %s cells", n_questions, qname, n_tested, fname);
+                sp.rows = n_pairs; sp.cols = n_steps; sp.value = val; sp.cell_text = ct; sp.mark = mark;
+                sp.row_labels = rows; sp.col_labels = cols; sp.title = title; sp.subtitle = sub;
+                sp.xlabel = fam == SWEEP_FAM_EMB ? "latent steps l before z_(l+1) is steered" : "latent steps l (K, V edited at latent l's slot)";
+                sp.ylabel = "pair (A, B)";
+                sp.cell_h = n_pairs * 22 < 150 ? 150.0 / n_pairs : 22;   /* room for the colour bar's ticks and label */
+                if (v >= 2) { sp.vmin = -dmax; sp.vmax = dmax; sp.colormap = SVG_RDBU; sp.ticks = ticks_d; sp.n_ticks = 5; sp.colorbar_label = v == 2 ? "minus baseline" : "minus control"; }
+                else { sp.vmin = amin; sp.vmax = amax; sp.colormap = SVG_VIRIDIS; sp.ticks = ticks_a; sp.n_ticks = n_ta; sp.colorbar_label = "accuracy"; }
+                if (svg_heatmap(path, &sp)) fprintf(stderr, "codi sweep: cannot write %s\n", path);
+            }
+    done:
+        free(val); free(text); free(rl); free(cl); free(ct); free(rows); free(cols); free(mark);
+    }
+}
+
+/* --- the report: summary files, the printed tables, figures -------------------------------- */
+
+/* Everything from the results grid; returns 0, or 1 when a file cannot be written. */
+static int sweep_report(const char *dir, const sweep_cond *c, int nc, const signed char *grid, int nq, const unsigned char *confirm_q,
+                        const char *qname, int auto_range, int confirming) {
+    sweep_stat *st = (sweep_stat *)malloc(sizeof *st * 2 * (size_t)(nc ? nc : 1));
+    int *top = (int *)malloc(sizeof(int) * (size_t)(nc ? nc : 1)), s, i, f, n_top;
+    char path[4096];
+    FILE *js, *csv;
+    long nq_split[2] = { 0, 0 };
+    if (!st || !top || sweep_stats(c, nc, grid, nq, confirm_q, st)) { fprintf(stderr, "codi sweep: out of memory\n"); free(st); free(top); return 1; }
+    for (i = 0; i < nq; i++) {                        /* questions with any result, per split */
+        int has = 0, k;
+        for (k = 0; k < nc && !has; k++) has = grid[(size_t)k * nq + i] >= 0;
+        nq_split[confirm_q[i]] += has;
+    }
+    snprintf(path, sizeof path, "%s/summary.jsonl", dir);
+    js = fopen(path, "w");
+    snprintf(path, sizeof path, "%s/summary.csv", dir);
+    csv = fopen(path, "w");
+    if (!js || !csv) { fprintf(stderr, "codi sweep: cannot write %s/summary.jsonl / summary.csv\n", dir); if (js) fclose(js); if (csv) fclose(csv); free(st); free(top); return 1; }
+    fprintf(csv, "condition,family,role,split,n,correct,accuracy,ci_low,ci_high,baseline,baseline_accuracy,paired,diff_vs_baseline,diff_ci_low,diff_ci_high,"
+                 "flips_to_right,flips_to_wrong,p_vs_baseline,control,diff_vs_random,p_vs_random,p_primary,p_holm,q_bh,survives\n");
+    for (s = 0; s < 2; s++)
+        for (i = 0; i < nc; i++)
+            if (st[(size_t)s * nc + i].has)
+                sweep_summary_line(js, csv, c, i, &st[(size_t)s * nc + i], c[i].base >= 0 ? &st[(size_t)s * nc + c[i].base] : NULL, s);
+    fclose(js); fclose(csv);
+    /* the printed report: confirmed results first */
+    if (confirming) {
+        int n_conf = 0, n_surv = 0;
+        for (i = 0; i < nc; i++) if (c[i].role == SWEEP_CELL && st[(size_t)nc + i].has) { n_conf++; n_surv += st[(size_t)nc + i].holm < SWEEP_ALPHA; }
+        printf("CONFIRMED on the %ld held-out questions (never used for selection): %d cells re-evaluated, %d survive Holm at 0.05 over those %d\n",
+               nq_split[1], n_conf, n_surv, n_conf);
+        n_top = sweep_rank(c, nc, st, nc, top);
+        for (i = 0; i < n_top; i++) if (st[(size_t)nc + top[i]].has) sweep_print_cell(c, top[i], &st[(size_t)nc + top[i]]);
+        printf("\n");
+    }
+    for (i = 0; i < nq && !confirm_q[i]; i++) {}
+    printf("%s on %ld questions%s: p_primary = McNemar vs the random control where there is one, else vs the baseline\n",
+           confirming ? "EXPLORATION (selection only; not evidence)" : "EXPLORATION", nq_split[0],
+           confirming ? "" : i < nq ? " (the confirmation is still to run)" : " (no held-out confirmation: add --confirm 0.5)");
+    for (f = 1; f < SWEEP_NFAM; f++) {
+        int n_t = 0, n_h = 0, n_b = 0;
+        for (i = 0; i < nc; i++)
+            if (c[i].family == f && st[i].p_primary == st[i].p_primary) { n_t++; n_h += st[i].holm < SWEEP_ALPHA; n_b += st[i].bh < SWEEP_ALPHA; }
+        if (n_t) printf("  %-9s %5d cells tested, %d survive Holm at 0.05, %d have BH q < 0.05\n", sweep_fam_names[f], n_t, n_h, n_b);
+    }
+    n_top = sweep_rank(c, nc, st, 10, top);
+    if (n_top) printf("  the %d cells of smallest p_primary (* = survives Holm in its family):\n", n_top);
+    for (i = 0; i < n_top; i++) sweep_print_cell(c, top[i], &st[top[i]]);
+    for (f = SWEEP_FAM_EMB; f <= SWEEP_FAM_KV; f++) {
+        int n_t = 0;
+        for (i = 0; i < nc; i++) n_t += c[i].family == f && st[i].p_primary == st[i].p_primary;
+        sweep_figures(dir, c, nc, st, f, qname, auto_range, nq_split[0], n_t);
+    }
+    printf("wrote %s: results.jsonl (every question), summary.jsonl, summary.csv, SVG heatmaps\n", dir);
+    free(st); free(top);
     return 0;
 }
 
-/* One heatmap of pairs x l with the value printed in each cell; symmetric: a scale centered on 0. */
-static void sweep_heatmap(const char *path, const char *title, const char *const *rows, int P, const char *const *cols, int N,
-                          const double *v, int symmetric, const char *fmt) {
-    svg_heatmap_spec sp;
-    char (*text)[16] = (char (*)[16])malloc(sizeof *text * (size_t)P * N);
-    const char **cell = (const char **)malloc(sizeof(char *) * (size_t)P * N);
-    double lo = 0, hi = 0;
-    int i;
-    if (!text || !cell) { free(text); free(cell); return; }
-    for (i = 0; i < P * N; i++) {
-        if (v[i] == v[i]) { if (v[i] < lo) lo = v[i]; if (v[i] > hi) hi = v[i]; }
-        snprintf(text[i], 16, fmt, v[i]);
-        cell[i] = text[i];
+/* --- the results file ----------------------------------------------------------------------------- */
+
+/* Reads a results file: its first line (malloc'd into *header), the selection line (into *selected,
+   malloc'd, or NULL), the rows into grid (conditions by name; NULL nm: rows not read). A last line
+   without its newline is ignored; *good_len is where the whole lines end. Rows read, or -1. */
+static long sweep_read_results(const char *path, const sweep_names *nm, signed char *grid, int nq, char **header, char **selected, long *good_len) {
+    size_t len;
+    char *text = codi__read_text(path, &len), *p, err[256];
+    long n = 0;
+    int line = 0;
+    *header = NULL; if (selected) *selected = NULL;
+    if (good_len) *good_len = 0;
+    if (!text) return -1;
+    for (p = text; p < text + len; ) {
+        char *e = memchr(p, '\n', (size_t)(text + len - p));
+        if (!e) break;
+        line++;
+        if (line == 1) { *header = (char *)malloc((size_t)(e - p) + 1); if (*header) { memcpy(*header, p, (size_t)(e - p)); (*header)[e - p] = 0; } }
+        else if (!strncmp(p, "{\"selected\": ", 13)) {
+            if (selected && !*selected && (*selected = (char *)malloc((size_t)(e - p) + 1)) != NULL) { memcpy(*selected, p, (size_t)(e - p)); (*selected)[e - p] = 0; }
+        } else if (nm) {
+            codi__json *j = codi__json_parse(p, (size_t)(e - p), err, sizeof err);
+            const codi__json *c = j ? codi__json_get(j, "condition") : NULL, *ix = j ? codi__json_get(j, "index") : NULL, *ok = j ? codi__json_get(j, "correct") : NULL;
+            int ci = c && c->type == CODI__J_STR ? sweep_find(nm, c->str) : -1;
+            if (ci >= 0 && ix && ix->type == CODI__J_NUM && ix->num >= 0 && ix->num < nq && ok) { grid[(size_t)ci * nq + (int)ix->num] = ok->type == CODI__J_TRUE; n++; }
+            else fprintf(stderr, "%s:%d: %s (ignored)\n", path, line, j ? "not a result line of this sweep" : err);
+            codi__json_free(j);
+        }
+        p = e + 1;
+        if (good_len) *good_len = (long)(p - text);
     }
-    if (symmetric) { hi = fabs(lo) > hi ? fabs(lo) : hi; lo = -hi; }
-    if (hi <= lo) hi = lo + 1;
-    memset(&sp, 0, sizeof sp);
-    sp.rows = P; sp.cols = N; sp.value = v; sp.vmin = lo; sp.vmax = hi; sp.colormap = SVG_VIRIDIS; sp.cell_text = cell;
-    sp.row_labels = rows; sp.col_labels = cols; sp.title = title; sp.xlabel = "latent steps l before the edit";
-    sp.ylabel = "pair (A, B)"; sp.colorbar_label = symmetric ? "accuracy minus coeff 0" : "accuracy";
-    if (svg_heatmap(path, &sp)) fprintf(stderr, "codi sweep: cannot write %s\n", path);
-    free(text); free(cell);
+    free(text);
+    return n;
 }
 
-/* Tables and heatmaps of one protocol: acc [N, P, NC(, stride)] at column `col` of each cell. */
-static void sweep_report(const char *dir, const char *what, const char *vec, const long *ok, int stride, int col, const float *coeffs, int nc,
-                         int zero_c, int N, int P, long nq, FILE *csv) {
-    const char **rows = (const char **)malloc(sizeof(char *) * (size_t)P), **cols = (const char **)malloc(sizeof(char *) * (size_t)N);
-    char (*rl)[32] = (char (*)[32])malloc(sizeof *rl * (size_t)P), (*cl)[32] = (char (*)[32])malloc(sizeof *cl * (size_t)N), path[4096], title[256];
-    int *pa = (int *)malloc(sizeof(int) * (size_t)P), *pb = (int *)malloc(sizeof(int) * (size_t)P);
-    double *acc = (double *)malloc(sizeof(double) * (size_t)N * P), *delta = (double *)malloc(sizeof(double) * (size_t)N * P);
-    int a, b, p = 0, l, c;
-    for (a = 1; p < P; a++) for (b = a + 1; b <= N && p < P; b++, p++) { snprintf(rl[p], 32, "(%d, %d)", a, b); rows[p] = rl[p]; pa[p] = a; pb[p] = b; }
-    for (l = 0; l < N; l++) { snprintf(cl[l], 32, "l = %d", l + 1); cols[l] = cl[l]; }
-    for (c = 0; c < nc; c++) {
-        for (p = 0; p < P; p++)
-            for (l = 0; l < N; l++) {
-                long k = ok[(((size_t)l * P + p) * nc + c) * stride + col], k0 = ok[(((size_t)l * P + p) * nc + zero_c) * stride + col];
-                acc[(size_t)p * N + l] = nq ? (double)k / nq : NAN;
-                delta[(size_t)p * N + l] = nq ? (double)(k - k0) / nq : NAN;
-                fprintf(csv, "%s,%d,%d,%d,%g,%s,%ld,%ld,%.6f,%.6f\n", what, l + 1, pa[p], pb[p], coeffs[c], vec, nq, k, acc[(size_t)p * N + l], delta[(size_t)p * N + l]);
-            }
-        snprintf(path, sizeof path, "%s/%s_%s_acc_c%g.svg", dir, what, vec, coeffs[c]);
-        snprintf(title, sizeof title, "%s steering (%s), coeff %g: accuracy by pair (A, B) and l", what, vec, coeffs[c]);
-        sweep_heatmap(path, title, rows, P, cols, N, acc, 0, "%.2f");
-        if (c != zero_c) {
-            snprintf(path, sizeof path, "%s/%s_%s_delta_c%g.svg", dir, what, vec, coeffs[c]);
-            snprintf(title, sizeof title, "%s steering (%s), coeff %g: accuracy minus coeff 0", what, vec, coeffs[c]);
-            sweep_heatmap(path, title, rows, P, cols, N, delta, 1, "%+.2f");
+/* A settings line with its shard blanked out (in a copy): the shards of one run compare equal. */
+static char *sweep_unshard(const char *h) {
+    char *u = codi__strdup(h), *p = u ? strstr(u, "\"shard\": \"") : NULL, *q;
+    if (p && (q = strchr(p + 10, '"')) != NULL) { p[10] = '*'; memmove(p + 11, q, strlen(q) + 1); }
+    return u;
+}
+
+/* Selection line <-> indices. */
+static char *sweep_selection_line(const sweep_cond *c, const int *sel, int n) {
+    size_t cap = 64 + (size_t)n * 170, len;
+    char *s = (char *)malloc(cap);
+    int i;
+    if (!s) return NULL;
+    len = (size_t)snprintf(s, cap, "{\"selected\": [");
+    for (i = 0; i < n; i++) len += (size_t)snprintf(s + len, cap - len, "%s\"%s\"", i ? ", " : "", c[sel[i]].name);
+    snprintf(s + len, cap - len, "]}");
+    return s;
+}
+
+static int sweep_parse_selection(const char *line, const sweep_names *nm, int *sel, const char *where) {
+    char err[256];
+    codi__json *j = codi__json_parse(line, strlen(line), err, sizeof err);
+    const codi__json *a = j ? codi__json_get(j, "selected") : NULL, *e;
+    int n = 0;
+    if (!a || a->type != CODI__J_ARR) { fprintf(stderr, "codi sweep: %s: no \"selected\" list%s%s\n", where, j ? "" : ": ", j ? "" : err); codi__json_free(j); return -1; }
+    for (e = a->child; e; e = e->next) {
+        int ci = e->type == CODI__J_STR ? sweep_find(nm, e->str) : -1;
+        if (ci < 0 || nm->c[ci].role != SWEEP_CELL) { fprintf(stderr, "codi sweep: %s: \"%s\" is not a cell of this sweep\n", where, e->type == CODI__J_STR ? e->str : "?"); codi__json_free(j); return -1; }
+        sel[n++] = ci;
+    }
+    codi__json_free(j);
+    return n;
+}
+
+/* The confirmation set: round(F nq) questions of a seeded permutation of 0..nq-1 (whole questions;
+   the same for every shard). */
+static void sweep_split(int nq, double frac, int split_seed, unsigned char *confirm_q) {
+    int *perm = (int *)malloc(sizeof(int) * (size_t)(nq ? nq : 1)), i, n_conf = (int)floor(frac * nq + 0.5);
+    codi_rng rng;
+    memset(confirm_q, 0, (size_t)nq);
+    if (!perm || frac <= 0) { free(perm); return; }
+    for (i = 0; i < nq; i++) perm[i] = i;
+    codi_rng_seed(&rng, (uint64_t)split_seed * 2654435761ULL + 17);
+    for (i = nq - 1; i > 0; i--) { int j = (int)(codi_rng_uniform(&rng) * (i + 1)), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+    for (i = 0; i < n_conf; i++) confirm_q[perm[i]] = 1;
+    free(perm);
+}
+
+/* The conditions a confirmation runs: the selected cells, their controls and baselines. */
+static void sweep_confirm_active(const sweep_cond *c, int nc, const int *sel, int n_sel, unsigned char *active) {
+    int i, k;
+    memset(active, 0, (size_t)nc);
+    for (k = 0; k < n_sel; k++) active[sel[k]] = 1;
+    for (i = 0; i < nc; i++) {
+        if (c[i].role == SWEEP_CONTROL && active[c[i].cell]) active[i] = 1;
+    }
+    for (i = 0; i < nc; i++) if (active[i] && c[i].base >= 0) active[c[i].base] = 1;
+}
+
+/* --- merge --------------------------------------------------------------------------------------- */
+
+static int sweep_merge(char **files, int n_files, const char *dir, int auto_range) {
+    char **hdr = (char **)calloc((size_t)n_files, sizeof(char *)), **selected = (char **)calloc((size_t)n_files, sizeof(char *)), *u0 = NULL, path[4096], err[256];
+    codi__json *h = NULL;
+    const codi__json *conds, *nqj, *cf, *ss, *qn, *e;
+    sweep_cond *c = NULL;
+    sweep_names nm;
+    signed char *grid = NULL;
+    unsigned char *confirm_q = NULL;
+    int nc = 0, nq, i, rc = 1, n_sel_files = 0;
+    long rows = 0;
+    memset(&nm, 0, sizeof nm);
+    if (!hdr || !selected) goto done;
+    for (i = 0; i < n_files; i++) {                  /* DIR -> DIR/results.jsonl */
+        char *u;
+        snprintf(path, sizeof path, cli_is_dir(files[i]) ? "%s/results.jsonl" : "%s", files[i]);
+        if (sweep_read_results(path, NULL, NULL, 0, &hdr[i], NULL, NULL) < 0 || !hdr[i]) { fprintf(stderr, "codi sweep: cannot read %s\n", path); goto done; }
+        if (strncmp(hdr[i], "{\"codi_sweep\": ", 15)) { fprintf(stderr, "codi sweep: %s is not a codi sweep results file\n", path); goto done; }
+        u = sweep_unshard(hdr[i]);
+        if (!i) u0 = u;
+        else {
+            int same = u && u0 && !strcmp(u, u0);
+            free(u);
+            if (!same) { fprintf(stderr, "codi sweep: %s was made with other settings than %s (only --shard may differ)\n", path, files[0]); goto done; }
         }
     }
-    free(rows); free(cols); free(rl); free(cl); free(acc); free(delta); free(pa); free(pb);
+    if (!(h = codi__json_parse(hdr[0], strlen(hdr[0]), err, sizeof err))) { fprintf(stderr, "codi sweep: %s: settings line: %s\n", files[0], err); goto done; }
+    conds = codi__json_get(h, "conditions"); nqj = codi__json_get(h, "n_questions"); cf = codi__json_get(h, "confirm");
+    ss = codi__json_get(h, "split_seed"); qn = codi__json_get(h, "questions");
+    if (!conds || conds->type != CODI__J_ARR || !nqj || nqj->type != CODI__J_NUM || !cf || cf->type != CODI__J_NUM || !ss || ss->type != CODI__J_NUM || !qn || qn->type != CODI__J_STR) {
+        fprintf(stderr, "codi sweep: %s: the settings line lacks conditions / n_questions / confirm / split_seed / questions\n", files[0]); goto done;
+    }
+    nq = (int)nqj->num;
+    c = (sweep_cond *)calloc((size_t)conds->count + 1, sizeof *c);
+    grid = (signed char *)malloc((size_t)conds->count * (size_t)(nq ? nq : 1) + 1);
+    confirm_q = (unsigned char *)malloc((size_t)(nq ? nq : 1));
+    if (!c || !grid || !confirm_q) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
+    for (e = conds->child; e; e = e->next) if (e->type == CODI__J_STR) snprintf(c[nc++].name, sizeof c->name, "%s", e->str);
+    if (sweep_link(c, nc, &nm)) goto done;
+    memset(grid, -1, (size_t)nc * (size_t)nq);
+    sweep_split(nq, cf->num, (int)ss->num, confirm_q);
+    for (i = 0; i < n_files; i++) {
+        char *hh;
+        long r;
+        snprintf(path, sizeof path, cli_is_dir(files[i]) ? "%s/results.jsonl" : "%s", files[i]);
+        r = sweep_read_results(path, &nm, grid, nq, &hh, &selected[i], NULL);
+        free(hh);
+        if (r < 0) { fprintf(stderr, "codi sweep: cannot read %s\n", path); goto done; }
+        rows += r;
+        if (selected[i]) {
+            n_sel_files++;
+            if (n_sel_files > 1) {
+                int k;
+                for (k = 0; k < i && !selected[k]; k++) {}
+                if (strcmp(selected[k], selected[i])) { fprintf(stderr, "codi sweep: %s confirms another selection than %s\n", files[i], files[k]); goto done; }
+            }
+        }
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s\n", dir); goto done; }
+    fprintf(stderr, "codi sweep: merged %d files: %ld results, %d conditions\n", n_files, rows, nc);
+    if (cf->num > 0 && n_sel_files < n_files) {       /* shards explored: select on their union */
+        const codi__json *top = codi__json_get(h, "confirm_top");
+        sweep_stat *st = (sweep_stat *)malloc(sizeof *st * 2 * (size_t)nc);
+        int *sel = (int *)malloc(sizeof(int) * (size_t)nc), n_sel, k, missing = 0;
+        char *line;
+        FILE *f;
+        for (k = 0; k < nc; k++)
+            for (i = 0; i < nq; i++) missing += !confirm_q[i] && grid[(size_t)k * nq + i] < 0;
+        if (n_sel_files) { fprintf(stderr, "codi sweep: only %d of %d files confirm a selection: run the others with --selection\n", n_sel_files, n_files); free(st); free(sel); goto done; }
+        if (missing || !st || !sel || sweep_stats(c, nc, grid, nq, confirm_q, st)) {
+            fprintf(stderr, "codi sweep: the exploration is incomplete (%d results missing): finish every shard before selecting\n", missing); free(st); free(sel); goto done;
+        }
+        n_sel = sweep_rank(c, nc, st, top && top->type == CODI__J_NUM ? (int)top->num : 10, sel);
+        line = sweep_selection_line(c, sel, n_sel);
+        snprintf(path, sizeof path, "%s/selection.json", dir);
+        if (!line || !(f = fopen(path, "w"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); free(line); free(st); free(sel); goto done; }
+        fprintf(f, "%s\n", line);
+        fclose(f);
+        printf("selected %d cells on the exploration questions: %s\nnow run each shard again with --selection %s, then merge again\n\n", n_sel, path, path);
+        free(line); free(st); free(sel);
+    }
+    rc = sweep_report(dir, c, nc, grid, nq, confirm_q, qn->str, auto_range, cf->num > 0 && n_sel_files == n_files);
+done:
+    for (i = 0; hdr && i < n_files; i++) free(hdr[i]);
+    for (i = 0; selected && i < n_files; i++) free(selected[i]);
+    free(hdr); free(selected); free(u0); free(c); free(grid); free(confirm_q); free(nm.order);
+    codi__json_free(h);
+    return rc;
+}
+
+/* --- mean vectors (as codi vectors), with per-dimension latent statistics for the noise ------------ */
+
+static uint64_t sweep_fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= b[i]; h *= 1099511628211ULL; }
+    return h;
 }
 
 typedef struct {
     codi_means *fin, *kv; const codi_model *m; const codi_tokenizer *t; codi_state *s; int N, recipe, failed;
+    uint64_t hash;         /* of the prompts used (FNV-1a) */
     float *z;              /* [N+1, D] the latents of one run */
     double *zsum, *zsq;    /* [N+1, D] their sums and sums of squares over the questions */
 } sweep_means_ctx;
@@ -280,33 +1022,202 @@ static int sweep_mean_question(void *user, const cli_question *q) {
         return 0;
     }
     for (j = 0; j < (size_t)(mc->N + 1) * mc->m->config.dim; j++) { mc->zsum[j] += mc->z[j]; mc->zsq[j] += (double)mc->z[j] * mc->z[j]; }
+    mc->hash = sweep_fnv(mc->hash, ids, sizeof(int32_t) * (size_t)n);
     return 0;
 }
 
-typedef struct { sweep_question *q; int n, cap; const codi_model *m; const codi_tokenizer *t; int recipe; } sweep_list;
+typedef struct { sweep_question *q; int n, cap; const codi_model *m; const codi_tokenizer *t; int recipe; uint64_t hash; } sweep_list;
 
 static int sweep_collect(void *user, const cli_question *cq) {
     sweep_list *sl = (sweep_list *)user;
     int32_t ids[4096];
     int n = vectors_prompt(sl->m, sl->t, cq, sl->recipe, ids, 4096);
-    if (n <= 0) { fprintf(stderr, "codi sweep: line %d: no usable prompt (skipped)\n", cq->line); return 0; }
+    char gold[40];
+    if (n <= 0) { fprintf(stderr, "codi sweep: line %d: no usable prompt (needs \"ids\" or a tokenizer)\n", cq->line); return -1; }
     if (sl->n == sl->cap) {
         sweep_question *g = (sweep_question *)realloc(sl->q, sizeof *g * (size_t)(sl->cap ? 2 * sl->cap : 256));
         if (!g) return -1;
         sl->q = g; sl->cap = sl->cap ? 2 * sl->cap : 256;
     }
-    sl->q[sl->n].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
-    if (!sl->q[sl->n].ids) return -1;
+    if (!(sl->q[sl->n].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n))) return -1;
     memcpy(sl->q[sl->n].ids, ids, sizeof(int32_t) * (size_t)n);
     sl->q[sl->n].n_ids = n; sl->q[sl->n].gold = cq->gold; sl->q[sl->n].has_gold = cq->has_gold;
+    sl->q[sl->n].line = cq->line; sl->q[sl->n].qindex = cq->index;
+    snprintf(gold, sizeof gold, cq->has_gold ? "%.17g;" : "-;", cq->gold);
+    sl->hash = sweep_fnv(sweep_fnv(sl->hash, ids, sizeof(int32_t) * (size_t)n), gold, strlen(gold));
     sl->n++;
     return 0;
 }
 
+/* Builds each condition's edits (c[i].steer). zstats [N+1, 2, D]: per-dimension mean and std of the
+   latents over the means questions. 0, or -1 after a message. */
+static int sweep_build_steers(const codi_model *m, sweep_cond *c, int nc, const vectors_set *v, const double *zstats, const sweep_grid *g,
+                              codi_steer **custom, int n_custom, int seed, int draw_question) {
+    int i, j, p, l, h, KVD = m->config.n_kv_heads * m->config.head_dim;
+    char err[256];
+    for (i = 0; i < nc; i++) {
+        sweep_cond *x = &c[i];
+        codi_edit e = codi_edit_default();
+        codi_steer *st = NULL;
+        if (x->role == SWEEP_BASELINE) continue;
+        if (x->role == SWEEP_CONTROL) {
+            if (!draw_question && !(x->steer = codi_steer_random_like(c[x->cell].steer, sweep_seed((uint64_t)seed, x->name, -1)))) goto oom;
+            continue;
+        }
+        for (p = x->b - x->a - 1, j = 1; j < x->a; j++) p += v->N - j;   /* the pair's index in (1,2), (1,3), ..., (N-1,N) */
+        if (x->family == SWEEP_FAM_EMB) {             /* z_(l+1) += c diff(A, B) */
+            e.at = CODI_AT_LATENT_INPUT; e.phase = CODI_PHASE_LATENT; e.alpha = (float)x->coeff;
+            e.vector = v->diff + (size_t)p * v->D; e.vector_len = v->D;
+            if (!(st = codi_steer_new(m)) || codi_steer_add(st, &e, err, sizeof err)) goto bad;
+        } else if (x->family == SWEEP_FAM_KV) {       /* K, V at latent l's slot += c (mean[B] - mean[A]) in the chosen layers */
+            float *kd = (float *)malloc(sizeof(float) * (size_t)v->KV), *vd = (float *)malloc(sizeof(float) * (size_t)v->KV);
+            int rc;
+            if (!kd || !vd) { free(kd); free(vd); goto oom; }
+            for (l = 0; l < m->config.n_layers; l++)
+                for (h = 0; h < KVD; h++) {
+                    size_t o = (size_t)l * KVD + h;
+                    kd[o] = g->layer_on[l] ? v->key_diff[(size_t)p * v->KV + o] : 0;
+                    vd[o] = g->layer_on[l] ? v->value_diff[(size_t)p * v->KV + o] : 0;
+                }
+            e.at = CODI_AT_KV_CACHE; e.when = e.pos_latent = x->l; e.alpha = (float)x->coeff;
+            e.key_vector = kd; e.value_vector = vd; e.kv_len = v->KV;
+            rc = !(st = codi_steer_new(m)) || codi_steer_add(st, &e, err, sizeof err);
+            free(kd); free(vd);
+            if (rc) goto bad;
+        } else if (x->family == SWEEP_FAM_NOISE && !x->noise_dim) {   /* z_(l+1) := mean(z) + std(z) g, g ~ N(0, 1) seeded */
+            char js[200];
+            int k = atoi(strrchr(x->name, 's') + 1);
+            snprintf(js, sizeof js, "{\"edits\": [{\"at\": \"latent_input\", \"op\": \"set\", \"random\": {\"seed\": %d, \"mean_std_of\": \"self\"}}]}", seed + 100 + k - 1);
+            if (!(st = codi_steer_parse(m, js, strlen(js), NULL, err, sizeof err))) goto bad;
+        } else if (x->family == SWEEP_FAM_NOISE) {   /* z_(l+1) := mu + sd g per dimension */
+            int k = atoi(strrchr(x->name, 's') + 1) - 1, rc;
+            float *z = (float *)malloc(sizeof(float) * (size_t)v->D);
+            const double *mu = zstats + (size_t)x->l * 2 * v->D, *sd = mu + v->D;
+            codi_rng rng;
+            if (!z) goto oom;
+            codi_rng_seed(&rng, (uint64_t)seed + 200 + 16 * (uint64_t)x->l + (uint64_t)k);
+            for (j = 0; j < v->D; j++) z[j] = (float)(mu[j] + sd[j] * codi_rng_normal(&rng));
+            e.at = CODI_AT_LATENT_INPUT; e.phase = CODI_PHASE_LATENT; e.op = CODI_EDIT_SET; e.vector = z; e.vector_len = v->D;
+            rc = !(st = codi_steer_new(m)) || codi_steer_add(st, &e, err, sizeof err);
+            free(z);
+            if (rc) goto bad;
+        } else {                                      /* custom: the spec as loaded */
+            for (j = 0; j < n_custom && (!custom[j] || strcmp(x->name + 7, custom[j]->name)); j++) {}
+            if (j == n_custom) { fprintf(stderr, "codi sweep: %s: no such spec\n", x->name); return -1; }
+            x->steer = custom[j]; custom[j] = NULL;
+            continue;
+        }
+        x->steer = st;
+        continue;
+    bad:
+        fprintf(stderr, "codi sweep: %s: %s\n", x->name, st ? err : "out of memory");
+        codi_steer_free(st);
+        return -1;
+    }
+    return 0;
+oom:
+    fprintf(stderr, "codi sweep: out of memory\n");
+    return -1;
+}
+
+/* The settings line: everything that defines the work (a resume or a merge must match it). */
+static char *sweep_header(const cli_model_args *ma, const char *questions, uint64_t qhash, int nq, const char *means_q, uint64_t means_hash, int means_limit, int limit,
+                          int recipe, int N, int answer_tokens, int seed, const char *draw, double confirm, int confirm_top, int split_seed,
+                          const char *layers, const uint64_t *spec_hash, int n_specs, int shard_k, int shard_n, const sweep_cond *c, int nc) {
+    size_t cap = 4096 + (size_t)nc * 170, n;
+    char *h = (char *)malloc(cap);
+    int i;
+    if (!h) return NULL;
+    n = (size_t)snprintf(h, cap, "{\"codi_sweep\": 1, \"model\": \"%s\", \"base\": \"%s\", \"head_dim\": %d, \"lora_scale\": %.17g, \"exact\": %d, \"questions\": \"%s\", \"questions_hash\": \"%016llx\", \"n_questions\": %d, "
+                         "\"limit\": %d, \"means_questions\": \"%s\", \"means_hash\": \"%016llx\", \"means_limit\": %d, \"recipe\": %d, \"latents\": %d, \"answer_tokens\": %d, \"seed\": %d, "
+                         "\"random_draw\": \"%s\", \"confirm\": %.17g, \"confirm_top\": %d, \"split_seed\": %d, \"layers\": \"%s\", \"specs\": [",
+                         ma->model, ma->base ? ma->base : "", ma->head_dim, ma->lora_scale, ma->exact, questions, (unsigned long long)qhash, nq, limit, means_q, (unsigned long long)means_hash, means_limit, recipe, N, answer_tokens, seed,
+                         draw, confirm, confirm_top, split_seed, layers);
+    for (i = 0; i < n_specs; i++) n += (size_t)snprintf(h + n, cap - n, "%s\"%016llx\"", i ? ", " : "", (unsigned long long)spec_hash[i]);
+    n += (size_t)snprintf(h + n, cap - n, "], \"shard\": \"%d/%d\", \"conditions\": [", shard_k, shard_n);
+    for (i = 0; i < nc; i++) n += (size_t)snprintf(h + n, cap - n, "%s\"%s\"", i ? ", " : "", c[i].name);
+    snprintf(h + n, cap - n, "]}");
+    return h;
+}
+
+typedef struct { sweep_runner run; const sweep_question *q; double t_prefix, t_branch; int failed; } sweep_calib;
+
+/* One calibration worker: the prompt and N latents timed, then 12 branches (6 fed, 6 not) after N - 1. */
+static void *sweep_calibrate(void *user) {
+    sweep_calib *cb = (sweep_calib *)user;
+    const codi_model *m = cb->run.m;
+    int N = cb->run.N, i;
+    codi_state *pre = codi_state_alloc(m, cb->q->n_ids + N + 2, 1), *work = codi_state_alloc(m, cb->q->n_ids + N + cb->run.answer_tokens + 4, 1);
+    sweep_branch br[12];
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    double t0 = cli_now();
+    memset(br, 0, sizeof br);
+    for (i = 0; i < 12; i++) br[i].kind = i % 2 ? SWEEP_KV : SWEEP_FEED;
+    ro.n_latent = N;
+    cb->failed = !pre || !work || codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr);
+    cb->t_prefix = cli_now() - t0;
+    ro.n_latent = N - 1;
+    if (!cb->failed) cb->failed = codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr) != 0;
+    t0 = cli_now();
+    if (!cb->failed) sweep_branches_run(&cb->run, work, pre, N - 1, cb->q, br, 12);
+    cb->t_branch = (cli_now() - t0) / 12;
+    codi_state_free(pre); codi_state_free(work);
+    return NULL;
+}
+
+/* --dry-run: the plan, and a time estimate from a few branches timed on this machine with the run's threads. */
+static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sweep_cond *c, int nc, const sweep_question *q, const int *todo, int n_todo,
+                          int n_conf, int confirm_top, int random_controls, int N, int answer_tokens, int means_limit, int threads, int shard_n) {
+    long fam[SWEEP_NFAM][3], branches = 0, conf_branches = 0, prompt = 0, steps_branch = 0;
+    int i, f, zero_seen[1024][SWEEP_NFAM];
+    double t_branch = 0, t_prefix = 0, total;
+    memset(fam, 0, sizeof fam); memset(zero_seen, 0, sizeof zero_seen);
+    for (i = 0; i < nc; i++) {
+        fam[c[i].family][c[i].role]++;
+        if (c[i].zero && c[i].l < 1024) { if (zero_seen[c[i].l][c[i].family]++) continue; }
+        branches++;
+        steps_branch += (c[i].kind == SWEEP_FEED) + 1 + answer_tokens + (c[i].kind == SWEEP_RUN ? N : 0);
+    }
+    conf_branches = (long)confirm_top * (2 + random_controls);   /* each cell, its controls, its baseline at most */
+    for (i = 0; i < n_todo; i++) prompt += q[todo[i]].n_ids;
+    printf("plan: %d questions in this run (%d of them held out for confirmation), %d conditions:\n", n_todo, n_conf, nc);
+    for (f = 0; f < SWEEP_NFAM; f++)
+        if (fam[f][0] + fam[f][1] + fam[f][2])
+            printf("  %-9s %5ld cells, %5ld random controls, %3ld baselines\n", sweep_fam_names[f], fam[f][1], fam[f][2], fam[f][0]);
+    printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), at most %ld decode steps + the prompt (%.1f tokens on average) and %d latents once\n",
+           branches, steps_branch, n_todo ? (double)prompt / n_todo : 0.0, N);
+    if (n_conf) printf("  per confirmation question: at most %ld branches (the top %d cells, their controls and baselines)\n", conf_branches, confirm_top);
+    if (n_todo > 0) {                                 /* calibration: --threads workers at once, as the run has them */
+        sweep_calib *cb = (sweep_calib *)calloc((size_t)threads, sizeof *cb);
+        pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)threads);
+        int ok = cb && th;
+        for (i = 0; ok && i < threads; i++) {
+            cb[i].run.m = m; cb[i].run.t = t; cb[i].run.N = N; cb[i].run.answer_tokens = answer_tokens; cb[i].q = &q[todo[i % n_todo]];
+            pthread_create(&th[i], NULL, sweep_calibrate, &cb[i]);
+        }
+        for (i = 0; ok && i < threads; i++) pthread_join(th[i], NULL);
+        for (i = 0; ok && i < threads; i++) { ok = !cb[i].failed; t_prefix += cb[i].t_prefix / threads; t_branch += cb[i].t_branch / threads; }
+        free(cb); free(th);
+        if (!ok) { fprintf(stderr, "codi sweep: the calibration run failed\n"); return; }
+    }
+    total = ((double)(n_todo - n_conf) * (branches * t_branch + t_prefix) + (double)n_conf * (conf_branches * t_branch + t_prefix) + means_limit * t_prefix) / threads;
+    printf("calibration: %.2f ms per branch (%d answer tokens), %.2f ms per prompt + %d latents, with %d thread%s at once on this machine now\n",
+           1e3 * t_branch, answer_tokens, 1e3 * t_prefix, N, threads, threads > 1 ? "s" : "");
+    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s", total / 3600, total / 60, threads, threads > 1 ? "s" : "");
+    if (shard_n > 1) printf("; it is one of %d shards", shard_n);
+    else printf("; with 8 shards on 8 such machines about %.2f hours (%.0f minutes) each", total / 3600 / 8, total / 60 / 8);
+    printf("\n");
+}
+
 static int sweep_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
-    const char *questions = NULL, *means_questions = NULL, *dir = NULL, *dump = NULL;
-    int limit = 0, means_limit = 500, recipe = 0, latents = 6, seed = 1, answer_tokens = 1, rc = 1, prc, n_bad = 0, i, workers;
+    const char *questions = NULL, *means_questions = NULL, *dir = NULL, *dump = NULL, *coeffs = "-1,0,0.5,1,2,5", *kv_coeffs = "-0.5,-2,-5,0";
+    const char *steps = NULL, *pairs = NULL, *layers = NULL, *draw = "cell", *shard = NULL, *selection = NULL;
+    int limit = 0, means_limit = 500, recipe = 0, latents = 6, seed = 1, answer_tokens = 1, rc = 1, prc, n_bad = 0, i, workers, random_controls = 1;
+    int noise_seeds = 3, confirm_top = 10, split_seed = 1, shard_k = 0, shard_n = 0, merge = 0, dry_run = 0, auto_range = 0;
+    double confirm = 0;
+    cli_list specs;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "the evaluation questions (\"question\" or \"ids\", \"answer\"; e.g. data/templates.jsonl)" },
@@ -314,41 +1225,134 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--means-questions", CLI_STR, &means_questions, 0, 0, "FILE.jsonl", "questions for the mean vectors (default: --questions)" },
         { "--means-limit", CLI_INT, &means_limit, 1, 100000000, "N", "questions for the mean vectors (default 500)" },
         { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot (the sprint's)" },
-        { "--latents", CLI_INT, &latents, 2, 16, "N", "latent steps N (default 6): l = 1..N, pairs of 1..N" },
+        { "--latents", CLI_INT, &latents, 2, 16, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
         { "--answer-tokens", CLI_INT, &answer_tokens, 1, 256, "N", "greedy answer tokens after eot (default 1, the sprint's; more for models that write words first)" },
+        { "--steps", CLI_STR, &steps, 0, 0, "LIST", "the l of the embedding, KV and noise cells, e.g. 1-3,5 (default 1..N)" },
+        { "--pairs", CLI_STR, &pairs, 0, 0, "LIST", "pairs (A, B) of the mean differences, e.g. 1-2,3-4 (default every A < B)" },
+        { "--coeffs", CLI_STR, &coeffs, 0, 0, "LIST", "embedding coefficients (default -1,0,0.5,1,2,5; none: no embedding cells)" },
+        { "--kv-coeffs", CLI_STR, &kv_coeffs, 0, 0, "LIST", "KV coefficients (default -0.5,-2,-5,0; none: no KV cells)" },
+        { "--layers", CLI_STR, &layers, 0, 0, "LIST", "layers whose K and V the KV cells edit, e.g. 0-3 (default all)" },
+        { "--noise-seeds", CLI_INT, &noise_seeds, 0, 100, "N", "noise cells per l and kind (default 3; 0: none)" },
+        { "--steer", CLI_LIST, &specs, 0, 0, "SPEC.json", "a custom cell: a spec as codi eval --steer takes, over a whole run of N latents (repeatable)" },
+        { "--random-controls", CLI_INT, &random_controls, 0, 100, "N", "random controls per cell (default 1); p_vs_random uses the first" },
+        { "--random-draw", CLI_STR, &draw, 0, 0, "cell|question", "one random draw per control condition (default) or per question" },
         { "--seed", CLI_INT, &seed, 0, 1000000, "S", "seed of the random directions and noise (default 1)" },
-        { "--out", CLI_STR, &dir, 0, 0, "DIR", "output folder (created): vectors, CSV tables, SVG heatmaps" },
-        { "--dump-logits", CLI_STR, &dump, 0, 0, "FILE.safetensors", "the first question's first answer logits of every variant (checks)" },
+        { "--confirm", CLI_DOUBLE, &confirm, 0, 0.9, "F", "hold out a fraction F of the questions; confirm the top cells of the rest on them (default 0: none)" },
+        { "--confirm-top", CLI_INT, &confirm_top, 1, 10000, "K", "cells re-evaluated on the held-out questions (default 10)" },
+        { "--split-seed", CLI_INT, &split_seed, 0, 1000000, "S", "seed of the exploration / confirmation split (default 1)" },
+        { "--selection", CLI_STR, &selection, 0, 0, "FILE.json", "with --shard and --confirm: the cells --merge selected on the shards' exploration" },
+        { "--shard", CLI_STR, &shard, 0, 0, "K/N", "questions K-1, K-1+N, ... (1 <= K <= N): one of N machines; join with --merge" },
+        { "--merge", CLI_FLAG, &merge, 0, 0, NULL, "--merge DIR1 DIR2 ... --out DIR: join the shards' results and report on their union" },
+        { "--dry-run", CLI_FLAG, &dry_run, 0, 0, NULL, "print the plan and a time estimate from a few timed branches; run nothing else" },
+        { "--auto-range", CLI_FLAG, &auto_range, 0, 0, NULL, "heatmaps of accuracy on the data's range (default: a fixed 0-1 scale)" },
+        { "--out", CLI_STR, &dir, 0, 0, "DIR", "output folder (created; an existing results.jsonl of the same settings is resumed)" },
+        { "--dump-logits", CLI_STR, &dump, 0, 0, "FILE.safetensors", "the first question's first answer logits of the diff cells (checks)" },
         CLI_END
     };
-    sweep_ctx sc;
+    char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
+    int n_rest = 0, n_files = 0;
+    sweep_grid g;
+    sweep_cond_list cl;
+    sweep_names nm;
     sweep_list sl;
+    sweep_ctx sc;
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
     codi_means fin, kvm;
     vectors_set vs;
     double *zstats = NULL;
-    pthread_t *th = NULL;
-    double t0;
-    memset(&sc, 0, sizeof sc); memset(&sl, 0, sizeof sl); memset(&fin, 0, sizeof fin); memset(&kvm, 0, sizeof kvm); memset(&vs, 0, sizeof vs);
-    if ((prc = cli_parse(self, opts, argc, argv)) != CLI_OK) return prc == CLI_HELP ? 0 : 2;
-    if (cli_check_args(self, &ma, NULL)) return 2;
-    if (!questions || !dir) { fprintf(stderr, "codi sweep: needs --questions and --out DIR (codi sweep --help)\n"); return 2; }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s\n", dir); return 1; }
+    codi_steer *custom[CLI_LIST_MAX + 1];
+    char *custom_names[CLI_LIST_MAX], *header = NULL, *old_header = NULL, *old_sel = NULL, path[4096];
+    int has_control[CLI_LIST_MAX], *sel = NULL, n_sel = 0;
+    uint64_t spec_hash[CLI_LIST_MAX], means_hash = 0;
+    unsigned char *confirm_q = NULL, *active = NULL;
+    memset(&g, 0, sizeof g); memset(&cl, 0, sizeof cl); memset(&nm, 0, sizeof nm); memset(&sl, 0, sizeof sl); memset(&sc, 0, sizeof sc);
+    memset(&fin, 0, sizeof fin); memset(&kvm, 0, sizeof kvm); memset(&vs, 0, sizeof vs); memset(&specs, 0, sizeof specs); memset(custom, 0, sizeof custom);
+    if (!rest || !files) { free(rest); free(files); return 1; }
+    for (i = 0; i < argc; i++) {                     /* the files after --merge */
+        if (i > 0 && argv[i][0] != '-' && (!strcmp(argv[i - 1], "--merge") || (n_files && !strcmp(argv[i - 1], files[n_files - 1])))) files[n_files++] = argv[i];
+        else rest[n_rest++] = argv[i];
+    }
+    rest[n_rest] = NULL;
+    if ((prc = cli_parse(self, opts, n_rest, rest)) != CLI_OK) { rc = prc == CLI_HELP ? 0 : 2; goto done; }
+    if (merge) {
+        if (n_files < 1 || !dir) { fprintf(stderr, "codi sweep: --merge needs result folders (or files) and --out DIR\n"); rc = 2; goto done; }
+        rc = sweep_merge(files, n_files, dir, auto_range);
+        goto done;
+    }
+    rc = 2;
+    if (cli_check_args(self, &ma, NULL)) goto done;
+    if (!questions || !dir) { fprintf(stderr, "codi sweep: needs --questions and --out DIR (codi sweep --help)\n"); goto done; }
+    if (strcmp(draw, "cell") && strcmp(draw, "question")) { fprintf(stderr, "codi sweep: --random-draw must be cell or question, not '%s'\n", draw); goto done; }
+    if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) goto done;
+    if (selection && !(confirm > 0)) { fprintf(stderr, "codi sweep: --selection goes with --confirm\n"); goto done; }
+    g.N = latents; g.noise_seeds = noise_seeds; g.random_controls = random_controls;
+    {
+        unsigned char on[1024];
+        memset(on, 0, sizeof on);
+        if (steps) { if ((g.n_steps = sweep_parse_range("--steps", steps, 1, latents, g.steps, on)) < 0) goto done; }
+        else for (g.n_steps = 0; g.n_steps < latents; g.n_steps++) g.steps[g.n_steps] = g.n_steps + 1;
+        for (i = 1; i < g.n_steps; i++) { int j, x; for (j = i; j > 0 && g.steps[j - 1] > g.steps[j]; j--) { x = g.steps[j]; g.steps[j] = g.steps[j - 1]; g.steps[j - 1] = x; } }
+        if (pairs) { if ((g.n_pairs = sweep_parse_pairs(pairs, latents, g.pa, g.pb)) < 0) goto done; }
+        else { int a, b; for (a = 1; a <= latents; a++) for (b = a + 1; b <= latents; b++) { g.pa[g.n_pairs] = a; g.pb[g.n_pairs++] = b; } }
+        if ((g.n_coeffs = sweep_parse_numbers("--coeffs", coeffs, g.coeffs)) < 0 || (g.n_kv = sweep_parse_numbers("--kv-coeffs", kv_coeffs, g.kv_coeffs)) < 0) goto done;
+    }
     workers = cli_threads_checked(&ma);
-    if (!(m = cli_load_model(&ma))) return 1;
+    rc = 1;
+    if (!(m = cli_load_model(&ma))) goto done;
+    if (layers) { if (sweep_parse_range("--layers", layers, 0, m->config.n_layers - 1, NULL, g.layer_on) < 0) { rc = 2; goto done; } }
+    else memset(g.layer_on, 1, (size_t)m->config.n_layers);
     t = cli_load_tokenizer(&ma, m, 1);
     if (!t) fprintf(stderr, "codi sweep: note: no tokenizer: answers cannot be scored (accuracy 0); logits are still dumped\n");
+    for (i = 0; i < specs.n; i++) {                  /* custom cells, and whether a random control differs from them */
+        char err[512];
+        size_t len;
+        char *text = codi__read_text(specs.v[i], &len);
+        codi_steer *r;
+        int j;
+        if (!(custom[i] = codi_steer_load(m, specs.v[i], err, sizeof err))) { fprintf(stderr, "codi sweep: %s\n", err); free(text); goto done; }
+        spec_hash[i] = text ? sweep_fnv(1469598103934665603ULL, text, len) : 0;
+        free(text);
+        custom_names[i] = custom[i]->name;
+        if (!custom[i]->name[0] || strpbrk(custom[i]->name, "/\"\\, ")) { fprintf(stderr, "codi sweep: %s: give the spec a \"name\" without / \" \\ , or spaces\n", specs.v[i]); rc = 2; goto done; }
+        for (j = 0; j < i; j++) if (!strcmp(custom[j]->name, custom[i]->name)) { fprintf(stderr, "codi sweep: %s: the name \"%s\" is taken\n", specs.v[i], custom[i]->name); rc = 2; goto done; }
+        if (!(r = codi_steer_random_like(custom[i], 1))) goto done;
+        has_control[i] = !sweep_same_vectors(custom[i], r);
+        codi_steer_free(r);
+        if (!has_control[i] && random_controls)
+            fprintf(stderr, "codi sweep: note: %s: its vectors have norm 0, so a random control of the same norms is the spec itself: none; tested against the baseline\n", specs.v[i]);
+    }
+    if (sweep_grid_conditions(&g, custom_names, has_control, specs.n, &cl) || !cl.n) { fprintf(stderr, "codi sweep: %s\n", cl.n ? "out of memory" : "no conditions (the grid is empty)"); goto done; }
+    if (sweep_link(cl.c, cl.n, &nm)) goto done;
+    /* the questions: all of them (up to --limit), hashed; the split before the shard */
+    sl.m = m; sl.t = t; sl.recipe = recipe; sl.hash = 1469598103934665603ULL;
+    if (cli_for_each_question(questions, limit, 0, 0, sweep_collect, &sl, &n_bad) || !sl.n) { fprintf(stderr, "codi sweep: no questions in %s\n", questions); goto done; }
+    confirm_q = (unsigned char *)malloc((size_t)sl.n);
+    sc.todo = (int *)malloc(sizeof(int) * (size_t)sl.n);
+    active = (unsigned char *)malloc((size_t)cl.n);
+    sel = (int *)malloc(sizeof(int) * (size_t)cl.n);
+    sc.grid = (signed char *)malloc((size_t)cl.n * (size_t)sl.n);
+    if (!confirm_q || !sc.todo || !active || !sel || !sc.grid) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
+    memset(sc.grid, -1, (size_t)cl.n * (size_t)sl.n);
+    sweep_split(sl.n, confirm, split_seed, confirm_q);
+    for (i = 0; i < sl.n; i++) if (sl.q[i].n_ids > sc.max_ids) sc.max_ids = sl.q[i].n_ids;
+    if (dry_run) {
+        int n_todo = 0, n_conf = 0;
+        for (i = 0; i < sl.n; i++) if (shard_n <= 1 || i % shard_n == shard_k - 1) { sc.todo[n_todo++] = i; n_conf += confirm_q[i]; }
+        sweep_dry_run(m, t, cl.c, cl.n, sl.q, sc.todo, n_todo, n_conf, confirm > 0 ? confirm_top : 0, random_controls, latents, answer_tokens, means_limit, workers, shard_n);
+        rc = 0; goto done;
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s\n", dir); goto done; }
     /* 1. mean vectors */
     if (codi_means_init(&fin, m, latents) || codi_means_init(&kvm, m, latents)) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
     {
         sweep_means_ctx mc;
-        char path[4096], cnt[32], sd[16];
+        char cnt[32], sd[16];
         const char *meta[] = { "format", "codi_lens.vectors.v1", "model", ma.model, "source", means_questions ? means_questions : questions,
                                "questions", cnt, "seed", sd, "keys", "K / V means over the questions with \"op\": \"addition\" (all when there is no op)", NULL };
         size_t nz = (size_t)(latents + 1) * m->config.dim, j;
         memset(&mc, 0, sizeof mc);
-        mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe;
+        mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe; mc.hash = 1469598103934665603ULL;
         mc.s = codi_state_alloc(m, 4096 + latents + 2, 1);
         mc.z = (float *)malloc(sizeof(float) * nz); mc.zsum = (double *)calloc(nz, sizeof(double)); mc.zsq = (double *)calloc(nz, sizeof(double));
         zstats = (double *)malloc(sizeof(double) * 2 * nz);
@@ -364,103 +1368,160 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
             zstats[(k * 2 + 1) * m->config.dim + d] = var > 0 ? sqrt(var) : 0;
         }
         codi_state_free(mc.s); free(mc.z); free(mc.zsum); free(mc.zsq);
+        means_hash = mc.hash;
         snprintf(cnt, sizeof cnt, "%ld", fin.count); snprintf(sd, sizeof sd, "%d", seed);
         snprintf(path, sizeof path, "%s/vectors.safetensors", dir);
         if (vectors_build(&vs, &fin, &kvm, seed) || vectors_save(path, m, &vs, fin.count, meta)) goto done;
     }
-    /* 2-4. every variant of every question */
-    sl.m = m; sl.t = t; sl.recipe = recipe;
-    if (cli_for_each_question(questions, limit, 0, 0, sweep_collect, &sl, &n_bad) || !sl.n) { fprintf(stderr, "codi sweep: no questions\n"); goto done; }
-    sc.m = m; sc.t = t; sc.N = latents; sc.n_pairs = vs.n_pairs; sc.answer_tokens = answer_tokens; sc.q = sl.q; sc.nq = sl.n;
-    sc.emb_ok = (long *)calloc((size_t)latents * vs.n_pairs * SWEEP_NE * 2, sizeof(long));
-    sc.kv_ok = (long *)calloc((size_t)latents * vs.n_pairs * SWEEP_NK, sizeof(long));
-    sc.noise_ok = (long *)calloc((size_t)latents * 2 * SWEEP_NOISE, sizeof(long));
-    if (dump) {
-        sc.dump_emb = (float *)calloc((size_t)latents * vs.n_pairs * SWEEP_NE * (m->config.vocab - 1), sizeof(float));
-        sc.dump_kv = (float *)calloc((size_t)latents * vs.n_pairs * SWEEP_NK * (m->config.vocab - 1), sizeof(float));
-    }
-    if (!sc.emb_ok || !sc.kv_ok || !sc.noise_ok || (dump && (!sc.dump_emb || !sc.dump_kv)) || sweep_build_steers(&sc, &vs, zstats, seed)) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
-    fprintf(stderr, "codi sweep: %d questions x %d latent positions x (%d embedding + %d KV + %d noise variants) on %d threads\n", sc.nq, latents,
-            vs.n_pairs * (SWEEP_NE - 1) * 2 + 1, vs.n_pairs * (SWEEP_NK - 1) + 1, 2 * SWEEP_NOISE, workers);
-    pthread_mutex_init(&sc.lock, NULL);
-    sc.progress = cli_progress_start("sweep", sc.nq, 0);
-    t0 = cli_now();
-    th = (pthread_t *)malloc(sizeof *th * (size_t)workers);
-    for (i = 0; i < workers; i++) pthread_create(&th[i], NULL, sweep_worker, &sc);
-    for (i = 0; i < workers; i++) pthread_join(th[i], NULL);
-    cli_progress_end(sc.progress);
-    pthread_mutex_destroy(&sc.lock);
-    fprintf(stderr, "codi sweep: %d questions in %.1f s\n", sc.nq, cli_now() - t0);
-    {   /* tables and heatmaps */
-        char path[4096];
-        FILE *csv;
-        int l, k;
-        snprintf(path, sizeof path, "%s/steering.csv", dir);
-        if (!(csv = fopen(path, "w"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); goto done; }
-        fprintf(csv, "protocol,l,a,b,coeff,vector,questions,correct,accuracy,delta_vs_coeff0\n");
-        sweep_report(dir, "embedding", "diff", sc.emb_ok, 2, 0, sweep_emb_coeffs, SWEEP_NE, 1, latents, vs.n_pairs, sc.nq, csv);
-        sweep_report(dir, "embedding", "random", sc.emb_ok, 2, 1, sweep_emb_coeffs, SWEEP_NE, 1, latents, vs.n_pairs, sc.nq, csv);
-        sweep_report(dir, "kv", "diff", sc.kv_ok, 1, 0, sweep_kv_coeffs, SWEEP_NK, SWEEP_NK - 1, latents, vs.n_pairs, sc.nq, csv);
-        fclose(csv);
-        snprintf(path, sizeof path, "%s/noise.csv", dir);
-        if ((csv = fopen(path, "w")) != NULL) {
-            fprintf(csv, "l,noise,variant,questions,correct,accuracy,plain_correct\n");
-            for (l = 0; l < latents; l++)
-                for (k = 0; k < 2 * SWEEP_NOISE; k++) {
-                    long ok = sc.noise_ok[(size_t)l * 2 * SWEEP_NOISE + k];
-                    fprintf(csv, "%d,%s,%d,%d,%ld,%.6f,%ld\n", l + 1, k < SWEEP_NOISE ? "own_mean_std" : "per_dim_mean_std", k % SWEEP_NOISE, sc.nq, ok,
-                            (double)ok / sc.nq, sc.emb_ok[(((size_t)l * vs.n_pairs) * SWEEP_NE + 1) * 2]);
-                }
-            fclose(csv);
+    if (sweep_build_steers(m, cl.c, cl.n, &vs, zstats, &g, custom, specs.n, seed, !strcmp(draw, "question"))) goto done;
+    /* the results file: resumed when its settings match */
+    header = sweep_header(&ma, questions, sl.hash, sl.n, means_questions ? means_questions : questions, means_hash, means_limit, limit, recipe, latents, answer_tokens, seed,
+                          draw, confirm, confirm_top, split_seed, layers ? layers : "all", spec_hash, specs.n, shard_k, shard_n, cl.c, cl.n);
+    snprintf(path, sizeof path, "%s/results.jsonl", dir);
+    {
+        long good = 0, n_old = sweep_read_results(path, &nm, sc.grid, sl.n, &old_header, &old_sel, &good);
+        if (!header) goto done;
+        if (n_old >= 0 && old_header && strcmp(old_header, header)) {
+            fprintf(stderr, "codi sweep: %s holds results of other settings (options, grid, shard or questions differ); give another --out or delete it\n", path);
+            goto done;
         }
-        printf("accuracy with l + 1 plain latents / l latents (coeff 0):");
-        for (l = 0; l < latents; l++) printf(" l=%d %.3f/%.3f", l + 1, (double)sc.emb_ok[(((size_t)l * vs.n_pairs) * SWEEP_NE + 1) * 2] / sc.nq,
-                                             (double)sc.kv_ok[((size_t)l * vs.n_pairs) * SWEEP_NK + SWEEP_NK - 1] / sc.nq);
-        printf("\nwrote %s: vectors.safetensors, steering.csv, noise.csv, SVG heatmaps\n", dir);
+        if (n_old > 0) fprintf(stderr, "codi sweep: resuming %s: %ld results already there\n", path, n_old);
+        if (n_old >= 0 && truncate(path, good) != 0) { fprintf(stderr, "codi sweep: cannot truncate %s\n", path); goto done; }
+        if (!(sc.out = fopen(path, "a"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); goto done; }
+        if (!old_header) { fprintf(sc.out, "%s\n", header); fflush(sc.out); }
     }
-    if (dump) {
-        char err[256];
-        codi_st_entry e[2];
-        memset(e, 0, sizeof e);
-        e[0].name = "emb_logits"; e[0].dtype = CODI_F32; e[0].data = sc.dump_emb; e[0].ndim = 4;
-        e[0].shape[0] = latents; e[0].shape[1] = vs.n_pairs; e[0].shape[2] = SWEEP_NE; e[0].shape[3] = m->config.vocab - 1;
-        e[1] = e[0]; e[1].name = "kv_logits"; e[1].data = sc.dump_kv; e[1].shape[2] = SWEEP_NK;
-        if (codi_write_safetensors(dump, e, 2, NULL, err, sizeof err)) { fprintf(stderr, "codi sweep: %s\n", err); goto done; }
+    sc.run.m = m; sc.run.t = t; sc.run.N = latents; sc.run.answer_tokens = answer_tokens;
+    sc.c = cl.c; sc.nc = cl.n; sc.q = sl.q; sc.nq = sl.n; sc.confirm_q = confirm_q; sc.active = active;
+    sc.draw_question = !strcmp(draw, "question"); sc.seed = (uint64_t)seed; sc.dump_q = -1;
+    if (dump) {                                       /* [steps, pairs, coeffs, V-1] per family, the diff cells */
+        size_t V1 = (size_t)m->config.vocab - 1;
+        float *emb = (float *)calloc((size_t)g.n_steps * g.n_pairs * (g.n_coeffs ? g.n_coeffs : 1) * V1, sizeof(float));
+        float *kv = (float *)calloc((size_t)g.n_steps * g.n_pairs * (g.n_kv ? g.n_kv : 1) * V1, sizeof(float));
+        int dumped = 0;
+        sc.dump = (float **)calloc((size_t)cl.n, sizeof(float *));
+        if (!emb || !kv || !sc.dump) { free(emb); free(kv); fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
+        for (i = 0; i < cl.n; i++) {
+            const sweep_cond *x = &cl.c[i];
+            int s, p, k;
+            if (x->role != SWEEP_CELL || (x->family != SWEEP_FAM_EMB && x->family != SWEEP_FAM_KV)) continue;
+            for (s = 0; g.steps[s] != x->l; s++) {}
+            for (p = 0; g.pa[p] != x->a || g.pb[p] != x->b; p++) {}
+            if (x->family == SWEEP_FAM_EMB) { for (k = 0; g.coeffs[k] != x->coeff; k++) {} sc.dump[i] = emb + (((size_t)s * g.n_pairs + p) * g.n_coeffs + k) * V1; }
+            else { for (k = 0; g.kv_coeffs[k] != x->coeff; k++) {} sc.dump[i] = kv + (((size_t)s * g.n_pairs + p) * g.n_kv + k) * V1; }
+        }
+        for (i = 0; i < cl.n && !dumped; i++) dumped = sc.grid[(size_t)i * sl.n] >= 0;
+        if (!confirm_q[0] && (shard_n <= 1 || shard_k == 1) && !dumped) {   /* question 0 first; its rows are kept like any other */
+            codi_st_entry e[2];
+            char err[256];
+            sc.todo[0] = 0; sc.n_todo = 1; sc.dump_q = 0;
+            memset(active, 1, (size_t)cl.n);
+            sweep_phase(&sc, 1, "sweep question 0 (logits)");
+            memset(e, 0, sizeof e);
+            e[0].name = "emb_logits"; e[0].dtype = CODI_F32; e[0].data = emb; e[0].ndim = 4;
+            e[0].shape[0] = g.n_steps; e[0].shape[1] = g.n_pairs; e[0].shape[2] = g.n_coeffs; e[0].shape[3] = (int64_t)V1;
+            e[1] = e[0]; e[1].name = "kv_logits"; e[1].data = kv; e[1].shape[2] = g.n_kv;
+            if (codi_write_safetensors(dump, e, 2, NULL, err, sizeof err)) fprintf(stderr, "codi sweep: %s\n", err);
+        } else fprintf(stderr, "codi sweep: --dump-logits: question 0 is not among this run's exploration questions still to run; nothing dumped\n");
+        free(emb); free(kv); free(sc.dump); sc.dump = NULL; sc.dump_q = -1;
     }
-    rc = 0;
+    /* 2. exploration: every condition on this shard's exploration questions */
+    sc.n_todo = 0;
+    for (i = 0; i < sl.n; i++) if ((shard_n <= 1 || i % shard_n == shard_k - 1) && !confirm_q[i]) sc.todo[sc.n_todo++] = i;
+    memset(active, 1, (size_t)cl.n);
+    fprintf(stderr, "codi sweep: %d questions (%d exploration here) x %d conditions on %d threads\n", sl.n, sc.n_todo, cl.n, workers);
+    sweep_phase(&sc, workers, "sweep explore");
+    if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
+    /* 3. confirmation: the top cells of the exploration, on the held-out questions */
+    if (confirm > 0) {
+        if (old_sel && selection) {                  /* a resumed confirmation: the same selection */
+            size_t len;
+            char *text = codi__read_text(selection, &len), *line = text ? strtok(text, "\n") : NULL;
+            int same = line && !strcmp(line, old_sel);
+            free(text);
+            if (!same) { fprintf(stderr, "codi sweep: %s confirms another selection than %s\n", path, selection); goto done; }
+        }
+        if (old_sel) n_sel = sweep_parse_selection(old_sel, &nm, sel, path);
+        else if (selection) {
+            char *line = NULL;
+            size_t len;
+            char *text = codi__read_text(selection, &len);
+            if (!text) { fprintf(stderr, "codi sweep: cannot read %s\n", selection); goto done; }
+            line = strtok(text, "\n");
+            n_sel = line ? sweep_parse_selection(line, &nm, sel, selection) : -1;
+            if (n_sel >= 0) { char *sl_line = sweep_selection_line(cl.c, sel, n_sel); if (sl_line) { fprintf(sc.out, "%s\n", sl_line); fflush(sc.out); } free(sl_line); }
+            free(text);
+        } else if (shard_n > 1) {
+            fclose(sc.out); sc.out = NULL;
+            printf("shard %d/%d explored. Merge the shards (codi sweep --merge DIR1 DIR2 ... --out M) to select the top %d cells on all the\n"
+                   "exploration questions, then run each shard again with --selection M/selection.json to confirm them\n", shard_k, shard_n, confirm_top);
+            rc = sweep_report(dir, cl.c, cl.n, sc.grid, sl.n, confirm_q, questions, auto_range, 0);
+            goto done;
+        } else {
+            sweep_stat *st = (sweep_stat *)malloc(sizeof *st * 2 * (size_t)cl.n);
+            char *line;
+            if (!st || sweep_stats(cl.c, cl.n, sc.grid, sl.n, confirm_q, st)) { free(st); fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
+            n_sel = sweep_rank(cl.c, cl.n, st, confirm_top, sel);
+            free(st);
+            if (!(line = sweep_selection_line(cl.c, sel, n_sel))) goto done;
+            fprintf(sc.out, "%s\n", line); fflush(sc.out);
+            free(line);
+        }
+        if (n_sel < 0) goto done;
+        sweep_confirm_active(cl.c, cl.n, sel, n_sel, active);
+        sc.n_todo = 0;
+        for (i = 0; i < sl.n; i++) if ((shard_n <= 1 || i % shard_n == shard_k - 1) && confirm_q[i]) sc.todo[sc.n_todo++] = i;
+        fprintf(stderr, "codi sweep: confirming %d cells on %d held-out questions\n", n_sel, sc.n_todo);
+        sweep_phase(&sc, workers, "sweep confirm");
+        if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
+    }
+    fclose(sc.out); sc.out = NULL;
+    rc = sweep_report(dir, cl.c, cl.n, sc.grid, sl.n, confirm_q, questions, auto_range, confirm > 0);
+    if (confirm > 0 && shard_n > 1) printf("(this shard's confirmation only: merge the shards for the whole report)\n");
 done:
-    free(th);
-    if (sc.emb) for (i = 0; i < vs.n_pairs * SWEEP_NE * 2; i++) codi_steer_free(sc.emb[i]);
-    if (sc.kv) for (i = 0; i < latents * vs.n_pairs * SWEEP_NK; i++) codi_steer_free(sc.kv[i]);
-    if (sc.noise) for (i = 0; i < SWEEP_NOISE; i++) codi_steer_free(sc.noise[i]);
-    if (sc.noise_dim) for (i = 0; i < latents * SWEEP_NOISE; i++) codi_steer_free(sc.noise_dim[i]);
-    free(sc.emb); free(sc.kv); free(sc.noise); free(sc.noise_dim); free(zstats); free(sc.emb_ok); free(sc.kv_ok); free(sc.noise_ok); free(sc.dump_emb); free(sc.dump_kv);
+    if (sc.out) fclose(sc.out);
+    for (i = 0; i < cl.n; i++) codi_steer_free(cl.c[i].steer);
+    for (i = 0; i < specs.n; i++) codi_steer_free(custom[i]);
     for (i = 0; i < sl.n; i++) free(sl.q[i].ids);
-    free(sl.q);
+    free(sl.q); free(cl.c); free(nm.order); free(zstats); free(header); free(old_header); free(old_sel);
+    free(confirm_q); free(sc.todo); free(active); free(sel); free(sc.grid); free(sc.dump);
     vectors_free(&vs);
     codi_means_free(&fin); codi_means_free(&kvm);
     codi_tokenizer_free(t);
     codi_model_free(m);
+    free(rest); free(files);
     return rc;
 }
 
 static const cli_command cmd_sweep = {
-    "sweep", "the Latent Reasoning Sprint's steering protocols end to end: vectors, embedding / KV steering, controls, heatmaps",
-    "codi sweep --model PATH --questions FILE.jsonl --out DIR [options]",
-    "1. mean vectors over --means-limit questions (final-normed hidden state at each latent slot; K / V means\n"
-    "   over the \"addition\" questions when lines have an \"op\"): DIR/vectors.safetensors (as codi vectors);\n"
-    "2. embedding steering: for l = 1..N, run l latent steps, feed z_(l+1) = prj(h) + c diff(A, B) for every pair\n"
-    "   A < B and c in -1, 0, 0.5, 1, 2, 5, and the same with random_A_B (a random direction of the same norm);\n"
-    "3. KV steering: after l latent steps add c (mean[B] - mean[A]) to K and V at latent l's slot in every layer\n"
-    "   and kv head, c in -0.5, -2, -5, 0;\n"
-    "4. noise: z_(l+1) replaced by Gaussian noise with its own mean and std, or with each dimension's mean and\n"
-    "   std across the means questions (3 seeds each).\n"
-    "Then eot and --answer-tokens greedy tokens (1, as the sprint: its answer-only model says the number\n"
-    "first); the last number is scored. Each variant starts from a copy of the state after the question and\n"
-    "l latents (computed once). Writes DIR/steering.csv (l, pair, coeff, vector, accuracy, difference from\n"
-    "coeff 0; pair A, B), DIR/noise.csv and SVG heatmaps (pairs x l) of accuracy and of the difference from coeff 0.\n\n"
+    "sweep", "the Latent Reasoning Sprint's steering protocols as a controlled, corrected, resumable experiment",
+    "codi sweep --model PATH --questions FILE.jsonl --out DIR [grid and test options]\n"
+    "       codi sweep --merge DIR1 DIR2 ... --out DIR",
+    "1. mean vectors over --means-limit questions (codi vectors): DIR/vectors.safetensors;\n"
+    "2. cells, each with a random control of the same norms (.../random: Gaussian directions, per vector,\n"
+    "   per layer and kv head for K and V separately) and its baseline:\n"
+    "   emb/lL/aAbB/cC/diff     L latents, then z_(L+1) = prj(h) + C diff(A, B)      baseline base/lL/emb\n"
+    "   kv/lL/aAbB/cC/diff      L latents, K and V at latent L's slot += C (mean[B] - mean[A]) in --layers\n"
+    "                                                                                 baseline base/lL/kv\n"
+    "   noise/lL/self/sK        z_(L+1) := Gaussian of its own mean and std (no control) baseline base/lL/emb\n"
+    "   noise/lL/dim/sK         z_(L+1) := per-dimension mean + std g (means questions) baseline base/lL/emb\n"
+    "   custom/NAME             a --steer spec over a whole run                        baseline base/run\n"
+    "   then eot and --answer-tokens greedy tokens; the last number is scored. base/lL/emb is L + 1 plain\n"
+    "   latents, base/lL/kv L plain latents. Per question the prompt and L latents are computed once.\n"
+    "3. every result -> DIR/results.jsonl (one line per condition and question, flushed per question; run the\n"
+    "   same command again to resume; other settings are refused);\n"
+    "4. per cell on the same questions: McNemar's exact p vs the baseline and vs the first random control,\n"
+    "   flips, the paired difference with its 95% interval; p_primary = vs the control (else the baseline);\n"
+    "   Holm and BH within each family (embedding, kv, noise, custom); * = survives Holm at 0.05;\n"
+    "5. --confirm F: a seeded split by whole questions; cells are ranked on the exploration part only and\n"
+    "   the top --confirm-top re-run (with controls and baselines) on the held-out part, corrected over\n"
+    "   those K: the report leads with them.\n"
+    "Writes DIR/summary.jsonl and summary.csv (one line per condition and split: condition, family, role,\n"
+    "split, n, correct, accuracy, ci_low, ci_high, diff_vs_baseline and its interval, flips_to_right,\n"
+    "flips_to_wrong, p_vs_baseline, p_vs_random, p_primary, p_holm, q_bh, survives) and SVG heatmaps.\n\n"
     "Examples:\n"
-    "  codi sweep --model models/codi-nano/codi_nano.bin --questions data/templates.jsonl --limit 100 --answer-tokens 12 --threads 2 --out sweep\n"
-    "  codi sweep --model CODI_1B --base Llama-3.2-1B-Instruct --recipe 1 --questions data/templates.jsonl --out sprint",
+    "  codi sweep --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 200 --answer-tokens 12 \\\n"
+    "             --steps 1-3 --pairs 1-2,3-4 --coeffs 0,2 --kv-coeffs -5,0 --noise-seeds 1 --confirm 0.5 --threads 2 --out sweep\n"
+    "  codi sweep --model M --questions data/templates.jsonl --dry-run --out sprint      # the plan and hours\n"
+    "  codi sweep ... --shard 3/8 --out part3;  codi sweep --merge part1 ... part8 --out all",
     sweep_run
 };

@@ -14,6 +14,7 @@
 #endif
 
 enum { SVG_VIRIDIS = 0, SVG_MAGMA = 1 };   /* perceptually uniform colour maps, dark = low */
+enum { SVG_RDBU = 2 };                     /* diverging for signed values: blue < 0, white at t = 0.5, red > 0 */
 
 /* XML-escaped text. */
 SVG_FN void svg_text_escaped(FILE *f, const char *s) {
@@ -33,7 +34,9 @@ SVG_FN void svg_colour(int map, double t, int rgb[3]) {
         { 33, 144, 141 }, { 39, 173, 129 }, { 92, 200, 99 }, { 170, 220, 50 }, { 253, 231, 37 } };
     static const unsigned char magma[9][3] = { { 0, 0, 4 }, { 28, 16, 68 }, { 79, 18, 123 }, { 129, 37, 129 },
         { 181, 54, 122 }, { 229, 80, 100 }, { 251, 135, 97 }, { 254, 194, 135 }, { 252, 253, 191 } };
-    const unsigned char (*m)[3] = map == SVG_MAGMA ? magma : viridis;
+    static const unsigned char rdbu[9][3] = { { 5, 48, 97 }, { 33, 102, 172 }, { 67, 147, 195 }, { 146, 197, 222 },
+        { 247, 247, 247 }, { 244, 165, 130 }, { 214, 96, 77 }, { 178, 24, 43 }, { 103, 0, 31 } };   /* ColorBrewer RdBu, reversed */
+    const unsigned char (*m)[3] = map == SVG_MAGMA ? magma : map == SVG_RDBU ? rdbu : viridis;
     double x;
     int i, k;
     if (!(t >= 0)) t = 0;
@@ -71,11 +74,13 @@ typedef struct {
     const char *const *col_labels;   /* [cols] */
     const char *title, *xlabel, *ylabel, *colorbar_label;
     double cell_w, cell_h;           /* 0: 64 x 22 */
+    const char *subtitle;            /* a second, smaller title line (n, data, split), or NULL */
+    const double *ticks; int n_ticks;/* colour bar ticks (round values in [vmin, vmax]); 0: vmin and vmax only */
 } svg_heatmap_spec;
 
 SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
     double cw = s->cell_w > 0 ? s->cell_w : 64, ch = s->cell_h > 0 ? s->cell_h : 22;
-    double left = 90, top = s->title ? 46 : 20, gw = cw * s->cols, gh = ch * s->rows, w, h;
+    double left = 90, top = (s->title ? 46 : 20) + (s->subtitle ? 18 : 0), gw = cw * s->cols, gh = ch * s->rows, w, h;
     FILE *f;
     int r, c, k;
     char buf[64];
@@ -86,9 +91,14 @@ SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
         left += (8.6 * strlen(s->title) + 40 - w) / 2;
         w = 8.6 * strlen(s->title) + 40;
     }
+    if (s->subtitle && 6.6 * strlen(s->subtitle) + 40 > w) {   /* the subtitle (12 px) likewise */
+        left += (6.6 * strlen(s->subtitle) + 40 - w) / 2;
+        w = 6.6 * strlen(s->subtitle) + 40;
+    }
     if (!(f = fopen(path, "w"))) return -1;
     svg_begin(f, w, h);
     if (s->title) svg_label(f, left + gw / 2, 24, 15, "middle", "font-weight=\"bold\"", s->title);
+    if (s->subtitle) svg_label(f, left + gw / 2, 42, 12, "middle", NULL, s->subtitle);
     for (r = 0; r < s->rows; r++)
         for (c = 0; c < s->cols; c++) {
             double v = s->value[(size_t)r * s->cols + c], t = (v - s->vmin) / (s->vmax - s->vmin);
@@ -126,8 +136,16 @@ SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"14\" height=\"%.2f\" fill=\"rgb(%d,%d,%d)\"/>\n", left + gw + 20,
                 top + gh * k / 50, gh / 50 + 0.3, rgb[0], rgb[1], rgb[2]);
     }
-    snprintf(buf, sizeof buf, "%.3g", s->vmax); svg_label(f, left + gw + 38, top + 10, 10, "start", NULL, buf);
-    snprintf(buf, sizeof buf, "%.3g", s->vmin); svg_label(f, left + gw + 38, top + gh, 10, "start", NULL, buf);
+    if (s->n_ticks > 0)                              /* ticks at their values */
+        for (k = 0; k < s->n_ticks; k++) {
+            double y = top + gh * (s->vmax - s->ticks[k]) / (s->vmax - s->vmin);
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", left + gw + 34, y, left + gw + 37, y);
+            snprintf(buf, sizeof buf, "%g", s->ticks[k]); svg_label(f, left + gw + 39, y + 3.5, 10, "start", NULL, buf);
+        }
+    else {
+        snprintf(buf, sizeof buf, "%.3g", s->vmax); svg_label(f, left + gw + 38, top + 10, 10, "start", NULL, buf);
+        snprintf(buf, sizeof buf, "%.3g", s->vmin); svg_label(f, left + gw + 38, top + gh, 10, "start", NULL, buf);
+    }
     if (s->colorbar_label) {
         fprintf(f, "<g transform=\"translate(%.1f,%.1f) rotate(90)\">", left + gw + 78, top + gh / 2);
         svg_label(f, 0, 0, 11, "middle", NULL, s->colorbar_label);
