@@ -278,6 +278,15 @@ CODI_API float *codi_state_resid(codi_state *s, int layer, int pos);
 /* Pointer to the cached key / value [HD] of layer, kv head, position. */
 CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos);
 CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos);
+/* RoPE exactly as the forward applies it (HF's rotate_half pairs (j, j + HD/2), angle pos *
+   inv_freq in f32, llama3 frequency scaling when configured): rotates n_vec head vectors v
+   [n_vec, HD] in place to position pos, or back from it with inverse = 1 (the transpose). */
+CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec);
+/* The cached key of layer, kv head, position rotated back to before RoPE, into out [HD]: W_k
+   applied to the attention-normed residual entering layer (TransformerLens' hook_k; the cache,
+   codi_state_key, holds hook_rot_k), up to f32 rounding; a KEY edit made at the cache write is
+   in it. 0, or -1 with s->error when an index is out of range or pos was not processed. */
+CODI_API int codi_key_pre_rope(const codi_model *m, codi_state *s, int layer, int kv_head, int pos, float *out);
 CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user); /* -1 if full */
 CODI_API void codi_state_clear_hooks(codi_state *s);
 
@@ -2279,24 +2288,26 @@ static void codi__layernorm(float *y, const float *x, const float *w, const floa
 static float codi__gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 static float codi__silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* HF's rotary inverse frequencies for one head dim, llama3-scaled when configured (f32). */
-static void codi__rope_inv_freq(const codi_config *c, float *inv_freq) {
-    int i, half = c->head_dim / 2;
-    for (i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-        if (c->rope_llama3) {
-            float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
-            float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
-            float wl = 2.0f * 3.14159265358979323846f / f;
-            if (wl > low_wl) f = f / c->rope_factor;
-            else if (wl >= high_wl) {
-                float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
-                               (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
-            }
+/* HF's rotary inverse frequency of pair i (0..HD/2-1), llama3-scaled when configured (f32). */
+static float codi__rope_freq(const codi_config *c, int i) {
+    float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    if (c->rope_llama3) {
+        float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
+        float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
+        float wl = 2.0f * 3.14159265358979323846f / f;
+        if (wl > low_wl) f = f / c->rope_factor;
+        else if (wl >= high_wl) {
+            float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
+                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
         }
-        inv_freq[i] = f;
     }
+    return f;
+}
+
+static void codi__rope_inv_freq(const codi_config *c, float *inv_freq) {
+    int i;
+    for (i = 0; i < c->head_dim / 2; i++) inv_freq[i] = codi__rope_freq(c, i);
 }
 
 /* Rotates pairs (j, j + HD/2) of each of n_heads vectors by the angles of one position. */
@@ -4164,6 +4175,29 @@ CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos) {
 CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos) {
     CODI_ASSERT(layer >= 0 && layer < s->n_layers && kv_head >= 0 && kv_head < s->n_kv_heads && pos >= 0 && pos < s->max_pos);
     return s->value_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
+}
+
+CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec) {
+    int HD = m->config.head_dim, half = HD / 2, j, h;
+    for (j = 0; j < half; j++) {                 /* the forward's f32 angle, cosf, sinf */
+        float a = (float)pos * codi__rope_freq(&m->config, j), cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
+        for (h = 0; h < n_vec; h++) {
+            float *x = v + (size_t)h * HD, p = x[j], q = x[j + half];
+            x[j] = p * cs - q * sn;
+            x[j + half] = q * cs + p * sn;
+        }
+    }
+}
+
+CODI_API int codi_key_pre_rope(const codi_model *m, codi_state *s, int layer, int kv_head, int pos, float *out) {
+    if (layer < 0 || layer >= s->n_layers || kv_head < 0 || kv_head >= s->n_kv_heads || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "pre-RoPE key: layer %d (0..%d), kv head %d (0..%d), position %d (0..%d processed) out of range",
+                  layer, s->n_layers - 1, kv_head, s->n_kv_heads - 1, pos, s->n_pos - 1);
+        return -1;
+    }
+    memcpy(out, codi_state_key(s, layer, kv_head, pos), (size_t)s->head_dim * sizeof(float));
+    codi_rope_rotate(m, pos, 1, out, 1);
+    return 0;
 }
 
 CODI_API int codi_state_copy(const codi_model *m, codi_state *dst, const codi_state *src) {
