@@ -682,12 +682,15 @@ CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t,
 /* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
    Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
      resid [Q, P, L+1, D]  final [Q, P, D]  latent_inputs [Q, N, D]      F32 or BF16
-     key, value [Q, P, L, KVH, HD] (post-RoPE, as cached; only when kv)   F32 or BF16
+     key, value [Q, P, L, KVH, HD] (key post-RoPE, as cached; only when kv)   F32 or BF16
+     key_pre_rope [Q, P, L, KVH, HD] (only when kv): the same keys before RoPE (codi_key_pre_rope:
+     rotated back by the row's position; W_k attn_norm(resid)); codi_acts_write derives it from key
      positions [Q, P] I32 (-1 = padding)  prompt_len [Q] I32  prompt_ids [Q, Tmax] I32 (-1 pad)
      answer_ids [Q, A] I32 (-1 pad)  gold, prediction [Q] F64 (NaN absent)  correct, done [Q] U8
      question_index [Q] I32
    and string metadata: format "codi_lens.acts.v1", model, questions, positions, labels (JSON
-   list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
+   list), n_latent, recipe, dtype, layers, dim, kv, version, command (and questions_hash when the
+   spec gives one). A row's done byte is
    written and flushed after the row, so a killed run resumes by skipping done rows; rows not
    done read as zeros. */
 #define CODI_LENS_VERSION "0.3"
@@ -700,6 +703,8 @@ typedef struct {
     int bf16;                 /* 1: float tensors in bfloat16 */
     int kv;                   /* 1: record key and value */
     const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+    const char *questions_hash;   /* optional metadata: a digest of the questions file's bytes (codi record:
+                                     FNV-1a 64, 16 hex digits), so readers can tell the file apart; NULL: none */
 } codi_acts_spec;
 
 /* One question's row; pointers the spec does not ask for may be NULL. */
@@ -4177,16 +4182,20 @@ CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos)
     return s->value_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
 }
 
-CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec) {
-    int HD = m->config.head_dim, half = HD / 2, j, h;
+static void codi__rope_rotate(const codi_config *c, int pos, int inverse, float *v, int n_vec) {
+    int HD = c->head_dim, half = HD / 2, j, h;
     for (j = 0; j < half; j++) {                 /* the forward's f32 angle, cosf, sinf */
-        float a = (float)pos * codi__rope_freq(&m->config, j), cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
+        float a = (float)pos * codi__rope_freq(c, j), cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
         for (h = 0; h < n_vec; h++) {
             float *x = v + (size_t)h * HD, p = x[j], q = x[j + half];
             x[j] = p * cs - q * sn;
             x[j + half] = q * cs + p * sn;
         }
     }
+}
+
+CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec) {
+    codi__rope_rotate(&m->config, pos, inverse, v, n_vec);
 }
 
 CODI_API int codi_key_pre_rope(const codi_model *m, codi_state *s, int layer, int kv_head, int pos, float *out) {
@@ -7790,12 +7799,13 @@ fail:
 
 /* >>acts: activation datasets written in place ------------------------------------------------ */
 
-enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_VALUE,
+enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_KEY_PRE, CODI__A_VALUE,
        CODI__A_POS, CODI__A_PLEN, CODI__A_PIDS, CODI__A_AIDS, CODI__A_QIDX, CODI__A_CORRECT, CODI__A_DONE, CODI__A_COUNT };
 
 struct codi_acts {
     FILE *fp;
     int Q, P, L, D, N, Tmax, A, KVH, HD, bf16, kv;
+    codi_config config;                /* the model's: RoPE settings for key_pre_rope */
     int64_t shape[CODI__A_COUNT][6];   /* [0] = ndim */
     int esize[CODI__A_COUNT];          /* bytes per element; 0 = tensor absent */
     long off[CODI__A_COUNT];           /* absolute file offset of each tensor's data */
@@ -7805,7 +7815,7 @@ struct codi_acts {
 };
 
 static const char *const codi__acts_names[CODI__A_COUNT] = {
-    "gold", "prediction", "resid", "final", "latent_inputs", "key", "value", "positions", "prompt_len",
+    "gold", "prediction", "resid", "final", "latent_inputs", "key", "key_pre_rope", "value", "positions", "prompt_len",
     "prompt_ids", "answer_ids", "question_index", "correct", "done" };
 
 static const char *codi__acts_dtype(const codi_acts *a, int k) {
@@ -7827,7 +7837,7 @@ static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
 
 /* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
 static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
-    const char *meta[26];
+    const char *meta[28];
     char num[6][24];
     codi__buf b = { NULL, 0, 0, 1 };
     long off = 0;
@@ -7848,6 +7858,7 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     meta[i++] = "kv"; meta[i++] = num[3];
     meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
     meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    if (sp->questions_hash) { meta[i++] = "questions_hash"; meta[i++] = sp->questions_hash; }
     codi__buf_put(&b, "{\"__metadata__\":{", 17);
     for (k = 0; k < i; k += 2) {
         if (k) codi__buf_byte(&b, ',');
@@ -7888,19 +7899,21 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
     if (sp->n_questions < 1 || sp->n_positions < 1 || sp->n_latent < 0 || sp->max_prompt < 1 || sp->max_answer < 1) {
         codi__err(err, errsz, "activation dataset needs questions, positions, prompt and answer lengths >= 1"); return NULL;
     }
-    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 2.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
+    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 3.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
             c->dim * (sp->bf16 ? 2 : 4);
     if (bytes > (double)LONG_MAX / 2) { codi__err(err, errsz, "activation dataset of %.3g bytes is too large for this platform", bytes); return NULL; }
     if (!(a = (codi_acts *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
     memset(a, 0, sizeof *a);
     a->Q = sp->n_questions; a->P = sp->n_positions; a->L = c->n_layers; a->D = c->dim; a->N = sp->n_latent;
     a->Tmax = sp->max_prompt; a->A = sp->max_answer; a->KVH = c->n_kv_heads; a->HD = c->head_dim; a->bf16 = sp->bf16; a->kv = sp->kv;
+    a->config = *c;
     codi__acts_shape(a, CODI__A_GOLD, 1, a->Q, 0, 0, 0, 0);
     codi__acts_shape(a, CODI__A_PRED, 1, a->Q, 0, 0, 0, 0);
     codi__acts_shape(a, CODI__A_RESID, 4, a->Q, a->P, a->L + 1, a->D, 0);
     codi__acts_shape(a, CODI__A_FINAL, 3, a->Q, a->P, a->D, 0, 0);
     codi__acts_shape(a, CODI__A_LATENT, 3, a->Q, a->N, a->D, 0, 0);
     codi__acts_shape(a, CODI__A_KEY, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_KEY_PRE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
     codi__acts_shape(a, CODI__A_VALUE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
     codi__acts_shape(a, CODI__A_POS, 2, a->Q, a->P, 0, 0, 0);
     codi__acts_shape(a, CODI__A_PLEN, 1, a->Q, 0, 0, 0, 0);
@@ -7913,7 +7926,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         const char *dt = codi__acts_dtype(a, k);
         a->esize[k] = !strcmp(dt, "F64") ? 8 : !strcmp(dt, "F32") || !strcmp(dt, "I32") ? 4 : !strcmp(dt, "BF16") ? 2 : 1;
     }
-    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_VALUE] = 0;
+    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_KEY_PRE] = a->esize[CODI__A_VALUE] = 0;
     if (!a->N) a->esize[CODI__A_LATENT] = 0;
     if (!(hdr = codi__acts_header(a, sp, &hlen)) || !(a->done = (unsigned char *)CODI_MALLOC((size_t)a->Q))) {
         codi__err(err, errsz, "out of memory"); goto fail;
@@ -8023,6 +8036,18 @@ CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *r, char *
     rc |= codi__acts_put(a, CODI__A_FINAL, q, r->final, r->final ? codi__acts_row_elems(a, CODI__A_FINAL) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_LATENT, q, r->latent_inputs, r->latent_inputs ? codi__acts_row_elems(a, CODI__A_LATENT) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_KEY, q, r->key, r->key ? codi__acts_row_elems(a, CODI__A_KEY) : 0, tmp);
+    if (a->kv && r->key && r->positions) {       /* key_pre_rope: each key rotated back by its position */
+        int64_t n = codi__acts_row_elems(a, CODI__A_KEY), per = (int64_t)a->L * a->KVH * a->HD;
+        float *pre = (float *)CODI_MALLOC((size_t)n * sizeof(float));
+        int p;
+        if (!pre) { CODI_FREE(tmp); codi__err(err, errsz, "out of memory"); return -1; }
+        memcpy(pre, r->key, (size_t)n * sizeof(float));
+        for (p = 0; p < a->P; p++)
+            if (r->positions[p] >= 0) codi__rope_rotate(&a->config, r->positions[p], 1, pre + p * per, a->L * a->KVH);
+            else memset(pre + p * per, 0, (size_t)per * sizeof(float));
+        rc |= codi__acts_put(a, CODI__A_KEY_PRE, q, pre, n, tmp);
+        CODI_FREE(pre);
+    } else rc |= codi__acts_put(a, CODI__A_KEY_PRE, q, NULL, 0, tmp);
     rc |= codi__acts_put(a, CODI__A_VALUE, q, r->value, r->value ? codi__acts_row_elems(a, CODI__A_VALUE) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_POS, q, r->positions, r->positions ? a->P : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_PLEN, q, &plen, 1, tmp);
