@@ -166,6 +166,53 @@ static int pca_parse_indices(const char *cmd, const char *opt, const char *s, in
     return -1;
 }
 
+/* The slot of a recorded position by name, as codi record's --positions spells it or as the labels
+   metadata does ("latent3" or "latent 3", "bot", "answer1", "prompt0", "17" or "pos 17"), or a slot
+   index "#K"; -1 when the dataset has no such slot. */
+static int pca_slot_by_name(const pca_acts *a, const char *name) {
+    char want[40], have[40];
+    int i, j, k;
+    if (name[0] == '#') { char *end; long v = strtol(name + 1, &end, 10); return *end || end == name + 1 || v < 0 || v >= a->P ? -1 : (int)v; }
+    for (i = j = 0; name[i] && j < 38; i++) if (name[i] != ' ') want[j++] = name[i];
+    want[j] = 0;
+    if (want[0] >= '0' && want[0] <= '9') { memmove(want + 3, want, strlen(want) + 1); memcpy(want, "pos", 3); }
+    for (k = 0; k < a->P; k++) {
+        for (i = j = 0; a->slot_label[k][i] && j < 38; i++) if (a->slot_label[k][i] != ' ') have[j++] = a->slot_label[k][i];
+        have[j] = 0;
+        if (!strcmp(want, have)) return k;
+    }
+    return -1;
+}
+
+/* Is `questions` the file dataset a was recorded from? Compares the content hash codi record
+   stores (questions_hash), else the recorded path. 0 when it is (or the dataset records neither:
+   a note), -1 after a message when it is not and force is 0 (with force: a warning). */
+static int pca_check_questions(const pca_acts *a, const char *cmd, const char *questions, int force) {
+    const char *rec_hash = codi_st_metadata(a->f, "questions_hash"), *rec_path = codi_st_metadata(a->f, "questions");
+    char hex[17];
+    int same;
+    if (rec_hash && *rec_hash) {
+        if (cli_file_hash(questions, hex)) { fprintf(stderr, "codi %s: cannot read %s\n", cmd, questions); return -1; }
+        same = !strcmp(hex, rec_hash);
+    } else if (rec_path && *rec_path) {
+        struct stat s1, s2;                      /* the same file under another path counts */
+        same = !strcmp(rec_path, questions) || (!stat(rec_path, &s1) && !stat(questions, &s2) && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino);
+    } else {
+        fprintf(stderr, "codi %s: note: %s does not record its questions file; cannot check that %s is it\n", cmd, a->path, questions);
+        return 0;
+    }
+    if (same) return 0;
+    if (rec_hash && *rec_hash)
+        fprintf(stderr, "codi %s: %s%s is not the questions file %s was recorded from (%s): content hash %s, recorded %s; labels would "
+                "belong to other questions%s\n", cmd, force ? "warning: " : "", questions, a->path, rec_path ? rec_path : "?", hex, rec_hash,
+                force ? " (--force: going on)" : " (--force uses it anyway)");
+    else
+        fprintf(stderr, "codi %s: %s%s is not the questions file %s was recorded from (%s; the dataset records no content hash, so "
+                "paths are compared)%s\n", cmd, force ? "warning: " : "", questions, a->path, rec_path,
+                force ? " (--force: going on)" : " (--force uses it anyway)");
+    return force ? 0 : -1;
+}
+
 static int pca_mkdir(const char *cmd, const char *dir) {
     if (mkdir(dir, 0777) && errno != EEXIST) { fprintf(stderr, "codi %s: cannot create %s: %s\n", cmd, dir, strerror(errno)); return -1; }
     return 0;
