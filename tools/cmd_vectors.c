@@ -439,6 +439,8 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
     return rc;
 }
 
+static int vectors_extract_main(int argc, char **argv);   /* codi vectors extract: tools/cmd_vectors_extract.c */
+
 static int vectors_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *acts = NULL, *out = NULL, *to_gguf = NULL, *from_gguf = NULL, *spec = NULL, *layers = NULL;
@@ -461,6 +463,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--spec", CLI_STR, &spec, 0, 0, "SPEC.json", "--from-gguf: also write a steering spec adding each direction where llama.cpp does" },
         CLI_END
     };
+    if (argc >= 2 && !strcmp(argv[1], "extract")) return vectors_extract_main(argc - 1, argv + 1);
     if ((prc = cli_parse(self, opts, argc, argv)) != CLI_OK) return prc == CLI_HELP ? 0 : 2;
     if (!out) { fprintf(stderr, "codi vectors: --out is required\n"); return 2; }
     if (to_gguf) return vectors_to_gguf(to_gguf, layers, out);
