@@ -29,9 +29,10 @@ static int vex_parse_list(const char *opt, const char *s, unsigned char *mark, i
     return -1;
 }
 
-typedef struct { const char *field, *value; unsigned char *mark; int max, matched; } vex_where;
+typedef struct { const char *field, *value; unsigned char *mark; int max, matched, differ; } vex_where;
 
-/* cli_for_each_question callback: marks the questions whose field equals the value (numbers by value). */
+/* cli_for_each_question callback: marks the questions whose field equals the value (numbers by
+   value), or with differ, those that have the field with another value. */
 static int vex_where_line(void *user, const cli_question *q) {
     vex_where *w = (vex_where *)user;
     const codi__json *v = probe_json_path(q->obj, w->field);
@@ -41,7 +42,7 @@ static int vex_where_line(void *user, const cli_question *q) {
     else if (v->type == CODI__J_NUM) snprintf(text, sizeof text, "%.17g", v->num);
     else if (v->type == CODI__J_TRUE || v->type == CODI__J_FALSE) snprintf(text, sizeof text, "%s", v->type == CODI__J_TRUE ? "true" : "false");
     else return 0;
-    if (!probe_value_cmp(text, w->value)) { w->mark[q->index] = 1; w->matched++; }
+    if ((probe_value_cmp(text, w->value) == 0) != w->differ) { w->mark[q->index] = 1; w->matched++; }
     return 0;
 }
 
@@ -113,7 +114,7 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
         { "--slot", CLI_STR, &g.slot, 0, 0, "SLOT", "the recorded position, named as codi record does: latent3, bot, answer1, prompt0, 17 (required)" },
         { "--question", CLI_INT, &g.question, -1, 1e9, "Q", "one row: the question with index Q (its line in the questions file, 0-based)" },
         { "--mean-of", CLI_STR, &g.list, 0, 0, "LIST", "or the mean over these question indices, e.g. 3,5,9-12" },
-        { "--where", CLI_STR, &g.where, 0, 0, "FIELD=VALUE", "or the mean over the questions whose field (a dotted path: steps.0.3) equals VALUE" },
+        { "--where", CLI_STR, &g.where, 0, 0, "FIELD=VALUE", "or the mean over the questions whose field (a dotted path: steps.0.3) equals VALUE (FIELD!=VALUE: differs)" },
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "--where: the questions file the dataset was recorded from" },
         { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "--where: use a questions file other than the dataset's own" },
         { "--exclude", CLI_STR, &g.exclude, 0, 0, "LIST", "question indices left out of a mean (e.g. the question to be patched)" },
@@ -164,8 +165,10 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
         char field[256];
         vex_where w;
         int n_bad;
-        snprintf(field, sizeof field, "%.*s", (int)(strchr(g.where, '=') - g.where), g.where);
-        w.field = field; w.value = strchr(g.where, '=') + 1; w.mark = mark; w.max = max_q; w.matched = 0;
+        const char *eq = strchr(g.where, '=');
+        w.differ = eq > g.where && eq[-1] == '!';
+        snprintf(field, sizeof field, "%.*s", (int)(eq - g.where - w.differ), g.where);
+        w.field = field; w.value = eq + 1; w.mark = mark; w.max = max_q; w.matched = 0;
         if (pca_check_questions(&a, "vectors extract", g.questions, g.force)) goto done;
         if (cli_for_each_question(g.questions, 0, 0, 0, vex_where_line, &w, &n_bad) < 0) goto done;
         snprintf(sel, sizeof sel, "questions where %.500s", g.where);
