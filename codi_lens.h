@@ -5,7 +5,8 @@
    into Continuous Space via Self-Distillation", github.com/zhenyi4/codi): Llama 3.2 + LoRA +
    the `prj` projection that turns the last hidden state into the next input embedding.
    Every internal buffer is a plain float array you can read and write: the residual stream
-   entering each layer at every position, the KV cache (keys after RoPE), the logits. Hooks
+   entering each layer at every position, the KV cache (keys after RoPE; codi_key_pre_rope
+   rotates one back), the logits. Hooks
    at named points of the forward pass let you record, steer and patch.
 
    USE
