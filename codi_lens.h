@@ -728,7 +728,8 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
                                    char *err, size_t errsz);
 CODI_API int codi_acts_done(const codi_acts *a, int q);        /* 1 if row q was completed */
 CODI_API int codi_acts_count_done(const codi_acts *a);
-/* Writes row q, then its done byte; 0 or -1 with err. */
+/* Writes row q, then its done byte; 0 or -1 with err. With kv, key_pre_rope is derived from the
+   row's key and positions (each slot's keys rotated back by its position; zeros where -1). */
 CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *row, char *err, size_t errsz);
 CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or -1 if a write failed */
 /* Gathers a row's activations from a state: resid [P, L+1, D], final [P, D] (final-norm of

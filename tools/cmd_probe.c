@@ -344,6 +344,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "use a --questions file other than the dataset's own (its labels must still be by question index)" },
         { "--allow-small", CLI_FLAG, &g.allow_small, 0, 0, NULL, "train cells where a class has fewer than 10 rows in the training or held-out split" },
         { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key, key_pre_rope or value" },
+        { "--keys", CLI_STR, &g.keys, 0, 0, "post|pre", "--tensor key: post-RoPE as cached (default) or pre-RoPE (the key_pre_rope tensor)" },
         { "--head", CLI_INT, &g.head, -1, 1024, "H", "key/value: one kv head (default -1: all heads concatenated)" },
         { "--layers", CLI_STR, &g.layers, 0, 0, "LIST", "layers, e.g. 0,8,16 or 4-16 (default all)" },
         { "--positions", CLI_STR, &g.positions, 0, 0, "LIST", "recorded slots (default all; parity/step: the latent slots)" },
@@ -375,6 +376,9 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         fprintf(stderr, "codi probe train: --acts, --out and one of --label or --labels are required (codi probe train --help)\n"); return 2;
     }
     if (g.labels_file) { snprintf(rule_buf, sizeof rule_buf, "labels:%s", g.labels_file); g.label = rule_buf; }
+    if ((prc = cli_keys_option("probe", g.keys)) < 0) return 2;
+    if (prc && strcmp(g.tensor, "key")) { fprintf(stderr, "codi probe: --keys applies to --tensor key, not %s\n", g.tensor); return 2; }
+    if (prc) g.tensor = "key_pre_rope";
     cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
     if (!strncmp(g.label, "field:", 6) && g.questions && pca_check_questions(&a, "probe", g.questions, g.force)) { pca_acts_close(&a); return 1; }

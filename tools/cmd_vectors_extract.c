@@ -80,7 +80,7 @@ static int vex_write(const char *out, const char *name, const float *v, int nd, 
         if (!(data[ne] = (float *)malloc((t.numel ? t.numel : 1) * sizeof(float)))) { fprintf(stderr, "codi vectors extract: out of memory\n"); goto done; }
         if (codi_st_read_f32(f, t.name, data[ne], t.numel, err, sizeof err) < 0) { fprintf(stderr, "codi vectors extract: %s: %s\n", out, err); goto done; }
         e[ne].name = t.name; e[ne].dtype = CODI_F32; e[ne].data = data[ne]; e[ne].ndim = t.ndim;
-        for (k = 0; k < t.ndim && k < 4; k++) e[ne].shape[k] = t.shape[k];
+        for (k = 0; k < t.ndim && k < 8; k++) e[ne].shape[k] = t.shape[k];
         snprintf(keys[ne], sizeof keys[ne], "vector.%s", t.name);
         if ((d = codi_st_metadata(f, keys[ne])) != NULL) { meta[nm++] = keys[ne]; meta[nm++] = d; }
         ne++;
