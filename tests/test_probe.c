@@ -509,6 +509,21 @@ static void check_commands(void) {
     t_result(rc == 1 && strstr(out, "resid has 3 dimensions (4 expected)"), "errors: mismatched shapes", "exit %d: %.120s", rc, out);
     rc = run_cmd("build/codi probe apply --probes build/test_probe_pca/pca.safetensors --acts build/test_probe_acts.safetensors", out, sizeof out);
     t_result(rc == 1 && strstr(out, "metadata"), "errors: probe apply on a PCA file", "exit %d: %.120s", rc, out);
+    {   /* --labels files with errors: each named with its line */
+        static const char *const bad_files[3][2] = {
+            { "0,latent 1,a\n1,latent9,b\n", "build/test_probe_labels.csv:2: the dataset has no slot 'latent9'" },
+            { "3,latent2,a\n3,*,b\n", "build/test_probe_labels.csv:2: question 3, latent 2 is labelled twice (a, b)" },
+            { "question_index,position,label\n0,bot,a\nx,bot,b\n", "build/test_probe_labels.csv:3: question index 'x' is not an integer" } };
+        int k;
+        for (k = 0; k < 3; k++) {
+            FILE *lf = fopen("build/test_probe_labels.csv", "w");
+            if (lf) { fputs(bad_files[k][0], lf); fclose(lf); }
+            rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --labels build/test_probe_labels.csv --out build/test_probe_bad", out, sizeof out);
+            t_result(rc == 1 && strstr(out, bad_files[k][1]), "errors: a bad --labels file names the line", "exit %d: %.160s", rc, out);
+        }
+        rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --labels build/test_probe_labels.csv --label correct --out build/test_probe_bad", out, sizeof out);
+        t_result(rc == 2 && strstr(out, "one of --label or --labels"), "errors: --label and --labels together", "exit %d: %.120s", rc, out);
+    }
 }
 
 /* ---- end to end on codi-nano: a dataset written by codi record (bf16, with K/V) ---- */
