@@ -6,8 +6,8 @@
    the `prj` projection that turns the last hidden state into the next input embedding.
    Every internal buffer is a plain float array you can read and write: the residual stream
    entering each layer at every position, the KV cache (keys after RoPE; codi_key_pre_rope
-   rotates one back), the logits. Hooks
-   at named points of the forward pass let you record, steer and patch.
+   rotates one back), the logits. Hooks at named points of the forward pass let you record,
+   steer and patch.
 
    USE
    In exactly one C file:
@@ -4184,6 +4184,7 @@ CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos)
     return s->value_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
 }
 
+/* codi_rope_rotate on a config (the activation-dataset writer keeps one, not a model). */
 static void codi__rope_rotate(const codi_config *c, int pos, int inverse, float *v, int n_vec) {
     int HD = c->head_dim, half = HD / 2, j, h;
     for (j = 0; j < half; j++) {                 /* the forward's f32 angle, cosf, sinf */
