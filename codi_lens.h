@@ -7955,6 +7955,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         for (e = mm ? mm->child : NULL; e && same; e = e->next) {
             const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
             if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
+            if (!strcmp(e->key, "questions_hash") && !x) continue;   /* recorded before datasets kept the hash */
             if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
                 codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
                           path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
