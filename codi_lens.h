@@ -5,8 +5,9 @@
    into Continuous Space via Self-Distillation", github.com/zhenyi4/codi): Llama 3.2 + LoRA +
    the `prj` projection that turns the last hidden state into the next input embedding.
    Every internal buffer is a plain float array you can read and write: the residual stream
-   entering each layer at every position, the KV cache (keys after RoPE), the logits. Hooks
-   at named points of the forward pass let you record, steer and patch.
+   entering each layer at every position, the KV cache (keys after RoPE; codi_key_pre_rope
+   rotates one back), the logits. Hooks at named points of the forward pass let you record,
+   steer and patch.
 
    USE
    In exactly one C file:
@@ -278,6 +279,15 @@ CODI_API float *codi_state_resid(codi_state *s, int layer, int pos);
 /* Pointer to the cached key / value [HD] of layer, kv head, position. */
 CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos);
 CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos);
+/* RoPE exactly as the forward applies it (HF's rotate_half pairs (j, j + HD/2), angle pos *
+   inv_freq in f32, llama3 frequency scaling when configured): rotates n_vec head vectors v
+   [n_vec, HD] in place to position pos, or back from it with inverse = 1 (the transpose). */
+CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec);
+/* The cached key of layer, kv head, position rotated back to before RoPE, into out [HD]: W_k
+   applied to the attention-normed residual entering layer (TransformerLens' hook_k; the cache,
+   codi_state_key, holds hook_rot_k), up to f32 rounding; a KEY edit made at the cache write is
+   in it. 0, or -1 with s->error when an index is out of range or pos was not processed. */
+CODI_API int codi_key_pre_rope(const codi_model *m, codi_state *s, int layer, int kv_head, int pos, float *out);
 CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user); /* -1 if full */
 CODI_API void codi_state_clear_hooks(codi_state *s);
 
@@ -673,12 +683,15 @@ CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t,
 /* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
    Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
      resid [Q, P, L+1, D]  final [Q, P, D]  latent_inputs [Q, N, D]      F32 or BF16
-     key, value [Q, P, L, KVH, HD] (post-RoPE, as cached; only when kv)   F32 or BF16
+     key, value [Q, P, L, KVH, HD] (key post-RoPE, as cached; only when kv)   F32 or BF16
+     key_pre_rope [Q, P, L, KVH, HD] (only when kv): the same keys before RoPE (codi_key_pre_rope:
+     rotated back by the row's position; W_k attn_norm(resid)); codi_acts_write derives it from key
      positions [Q, P] I32 (-1 = padding)  prompt_len [Q] I32  prompt_ids [Q, Tmax] I32 (-1 pad)
      answer_ids [Q, A] I32 (-1 pad)  gold, prediction [Q] F64 (NaN absent)  correct, done [Q] U8
      question_index [Q] I32
    and string metadata: format "codi_lens.acts.v1", model, questions, positions, labels (JSON
-   list), n_latent, recipe, dtype, layers, dim, kv, version, command. A row's done byte is
+   list), n_latent, recipe, dtype, layers, dim, kv, version, command (and questions_hash when the
+   spec gives one). A row's done byte is
    written and flushed after the row, so a killed run resumes by skipping done rows; rows not
    done read as zeros. */
 #define CODI_LENS_VERSION "0.3"
@@ -691,6 +704,8 @@ typedef struct {
     int bf16;                 /* 1: float tensors in bfloat16 */
     int kv;                   /* 1: record key and value */
     const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+    const char *questions_hash;   /* optional metadata: a digest of the questions file's bytes (codi record:
+                                     FNV-1a 64, 16 hex digits), so readers can tell the file apart; NULL: none */
 } codi_acts_spec;
 
 /* One question's row; pointers the spec does not ask for may be NULL. */
@@ -713,7 +728,8 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
                                    char *err, size_t errsz);
 CODI_API int codi_acts_done(const codi_acts *a, int q);        /* 1 if row q was completed */
 CODI_API int codi_acts_count_done(const codi_acts *a);
-/* Writes row q, then its done byte; 0 or -1 with err. */
+/* Writes row q, then its done byte; 0 or -1 with err. With kv, key_pre_rope is derived from the
+   row's key and positions (each slot's keys rotated back by its position; zeros where -1). */
 CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *row, char *err, size_t errsz);
 CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or -1 if a write failed */
 /* Gathers a row's activations from a state: resid [P, L+1, D], final [P, D] (final-norm of
@@ -801,7 +817,9 @@ CODI_API void codi_paired_diff_interval(long b, long c, long n, double *lo, doub
 CODI_API int codi_holm(const double *p, int n, double *out);
 CODI_API int codi_bh(const double *p, int n, double *out);
 /* Standard normal quantile (inverse CDF) and Student's t quantile with df degrees of freedom,
-   p in (0, 1); to about 1e-12. */
+   p in (0, 1) (0 and 1 give -inf / inf for the normal, NaN for t), found on the nearer tail so
+   p near 0 or 1 keeps its precision: relative error about 1e-15, 1e-12 for t at df 1e4, 1e-9 at
+   df 1e6 (tests/test_stats.c against mpmath). */
 CODI_API double codi_normal_quantile(double p);
 CODI_API double codi_t_quantile(double p, double df);
 /* The mean of x [n] with its standard error (sample standard deviation / sqrt(n)) and a 95%
@@ -2277,24 +2295,26 @@ static void codi__layernorm(float *y, const float *x, const float *w, const floa
 static float codi__gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 static float codi__silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* HF's rotary inverse frequencies for one head dim, llama3-scaled when configured (f32). */
-static void codi__rope_inv_freq(const codi_config *c, float *inv_freq) {
-    int i, half = c->head_dim / 2;
-    for (i = 0; i < half; i++) {
-        float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-        if (c->rope_llama3) {
-            float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
-            float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
-            float wl = 2.0f * 3.14159265358979323846f / f;
-            if (wl > low_wl) f = f / c->rope_factor;
-            else if (wl >= high_wl) {
-                float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
-                               (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
-            }
+/* HF's rotary inverse frequency of pair i (0..HD/2-1), llama3-scaled when configured (f32). */
+static float codi__rope_freq(const codi_config *c, int i) {
+    float f = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    if (c->rope_llama3) {
+        float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
+        float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
+        float wl = 2.0f * 3.14159265358979323846f / f;
+        if (wl > low_wl) f = f / c->rope_factor;
+        else if (wl >= high_wl) {
+            float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
+                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
         }
-        inv_freq[i] = f;
     }
+    return f;
+}
+
+static void codi__rope_inv_freq(const codi_config *c, float *inv_freq) {
+    int i;
+    for (i = 0; i < c->head_dim / 2; i++) inv_freq[i] = codi__rope_freq(c, i);
 }
 
 /* Rotates pairs (j, j + HD/2) of each of n_heads vectors by the angles of one position. */
@@ -4162,6 +4182,34 @@ CODI_API float *codi_state_key(codi_state *s, int layer, int kv_head, int pos) {
 CODI_API float *codi_state_value(codi_state *s, int layer, int kv_head, int pos) {
     CODI_ASSERT(layer >= 0 && layer < s->n_layers && kv_head >= 0 && kv_head < s->n_kv_heads && pos >= 0 && pos < s->max_pos);
     return s->value_cache + (((size_t)layer * s->n_kv_heads + kv_head) * s->max_pos + pos) * s->head_dim;
+}
+
+/* codi_rope_rotate on a config (the activation-dataset writer keeps one, not a model). */
+static void codi__rope_rotate(const codi_config *c, int pos, int inverse, float *v, int n_vec) {
+    int HD = c->head_dim, half = HD / 2, j, h;
+    for (j = 0; j < half; j++) {                 /* the forward's f32 angle, cosf, sinf */
+        float a = (float)pos * codi__rope_freq(c, j), cs = cosf(a), sn = inverse ? -sinf(a) : sinf(a);
+        for (h = 0; h < n_vec; h++) {
+            float *x = v + (size_t)h * HD, p = x[j], q = x[j + half];
+            x[j] = p * cs - q * sn;
+            x[j + half] = q * cs + p * sn;
+        }
+    }
+}
+
+CODI_API void codi_rope_rotate(const codi_model *m, int pos, int inverse, float *v, int n_vec) {
+    codi__rope_rotate(&m->config, pos, inverse, v, n_vec);
+}
+
+CODI_API int codi_key_pre_rope(const codi_model *m, codi_state *s, int layer, int kv_head, int pos, float *out) {
+    if (layer < 0 || layer >= s->n_layers || kv_head < 0 || kv_head >= s->n_kv_heads || pos < 0 || pos >= s->n_pos) {
+        codi__err(s->error, sizeof s->error, "pre-RoPE key: layer %d (0..%d), kv head %d (0..%d), position %d (0..%d processed) out of range",
+                  layer, s->n_layers - 1, kv_head, s->n_kv_heads - 1, pos, s->n_pos - 1);
+        return -1;
+    }
+    memcpy(out, codi_state_key(s, layer, kv_head, pos), (size_t)s->head_dim * sizeof(float));
+    codi_rope_rotate(m, pos, 1, out, 1);
+    return 0;
 }
 
 CODI_API int codi_state_copy(const codi_model *m, codi_state *dst, const codi_state *src) {
@@ -7754,12 +7802,13 @@ fail:
 
 /* >>acts: activation datasets written in place ------------------------------------------------ */
 
-enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_VALUE,
+enum { CODI__A_GOLD, CODI__A_PRED, CODI__A_RESID, CODI__A_FINAL, CODI__A_LATENT, CODI__A_KEY, CODI__A_KEY_PRE, CODI__A_VALUE,
        CODI__A_POS, CODI__A_PLEN, CODI__A_PIDS, CODI__A_AIDS, CODI__A_QIDX, CODI__A_CORRECT, CODI__A_DONE, CODI__A_COUNT };
 
 struct codi_acts {
     FILE *fp;
     int Q, P, L, D, N, Tmax, A, KVH, HD, bf16, kv;
+    codi_config config;                /* the model's: RoPE settings for key_pre_rope */
     int64_t shape[CODI__A_COUNT][6];   /* [0] = ndim */
     int esize[CODI__A_COUNT];          /* bytes per element; 0 = tensor absent */
     long off[CODI__A_COUNT];           /* absolute file offset of each tensor's data */
@@ -7769,7 +7818,7 @@ struct codi_acts {
 };
 
 static const char *const codi__acts_names[CODI__A_COUNT] = {
-    "gold", "prediction", "resid", "final", "latent_inputs", "key", "value", "positions", "prompt_len",
+    "gold", "prediction", "resid", "final", "latent_inputs", "key", "key_pre_rope", "value", "positions", "prompt_len",
     "prompt_ids", "answer_ids", "question_index", "correct", "done" };
 
 static const char *codi__acts_dtype(const codi_acts *a, int k) {
@@ -7791,7 +7840,7 @@ static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
 
 /* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
 static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
-    const char *meta[26];
+    const char *meta[28];
     char num[6][24];
     codi__buf b = { NULL, 0, 0, 1 };
     long off = 0;
@@ -7812,6 +7861,7 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     meta[i++] = "kv"; meta[i++] = num[3];
     meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
     meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    if (sp->questions_hash) { meta[i++] = "questions_hash"; meta[i++] = sp->questions_hash; }
     codi__buf_put(&b, "{\"__metadata__\":{", 17);
     for (k = 0; k < i; k += 2) {
         if (k) codi__buf_byte(&b, ',');
@@ -7852,19 +7902,21 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
     if (sp->n_questions < 1 || sp->n_positions < 1 || sp->n_latent < 0 || sp->max_prompt < 1 || sp->max_answer < 1) {
         codi__err(err, errsz, "activation dataset needs questions, positions, prompt and answer lengths >= 1"); return NULL;
     }
-    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 2.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
+    bytes = (double)sp->n_questions * sp->n_positions * (c->n_layers + 2.0 + (sp->kv ? 3.0 * c->n_kv_heads * c->head_dim * c->n_layers / c->dim : 0)) *
             c->dim * (sp->bf16 ? 2 : 4);
     if (bytes > (double)LONG_MAX / 2) { codi__err(err, errsz, "activation dataset of %.3g bytes is too large for this platform", bytes); return NULL; }
     if (!(a = (codi_acts *)CODI_MALLOC(sizeof *a))) { codi__err(err, errsz, "out of memory"); return NULL; }
     memset(a, 0, sizeof *a);
     a->Q = sp->n_questions; a->P = sp->n_positions; a->L = c->n_layers; a->D = c->dim; a->N = sp->n_latent;
     a->Tmax = sp->max_prompt; a->A = sp->max_answer; a->KVH = c->n_kv_heads; a->HD = c->head_dim; a->bf16 = sp->bf16; a->kv = sp->kv;
+    a->config = *c;
     codi__acts_shape(a, CODI__A_GOLD, 1, a->Q, 0, 0, 0, 0);
     codi__acts_shape(a, CODI__A_PRED, 1, a->Q, 0, 0, 0, 0);
     codi__acts_shape(a, CODI__A_RESID, 4, a->Q, a->P, a->L + 1, a->D, 0);
     codi__acts_shape(a, CODI__A_FINAL, 3, a->Q, a->P, a->D, 0, 0);
     codi__acts_shape(a, CODI__A_LATENT, 3, a->Q, a->N, a->D, 0, 0);
     codi__acts_shape(a, CODI__A_KEY, 5, a->Q, a->P, a->L, a->KVH, a->HD);
+    codi__acts_shape(a, CODI__A_KEY_PRE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
     codi__acts_shape(a, CODI__A_VALUE, 5, a->Q, a->P, a->L, a->KVH, a->HD);
     codi__acts_shape(a, CODI__A_POS, 2, a->Q, a->P, 0, 0, 0);
     codi__acts_shape(a, CODI__A_PLEN, 1, a->Q, 0, 0, 0, 0);
@@ -7877,7 +7929,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         const char *dt = codi__acts_dtype(a, k);
         a->esize[k] = !strcmp(dt, "F64") ? 8 : !strcmp(dt, "F32") || !strcmp(dt, "I32") ? 4 : !strcmp(dt, "BF16") ? 2 : 1;
     }
-    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_VALUE] = 0;
+    if (!a->kv) a->esize[CODI__A_KEY] = a->esize[CODI__A_KEY_PRE] = a->esize[CODI__A_VALUE] = 0;
     if (!a->N) a->esize[CODI__A_LATENT] = 0;
     if (!(hdr = codi__acts_header(a, sp, &hlen)) || !(a->done = (unsigned char *)CODI_MALLOC((size_t)a->Q))) {
         codi__err(err, errsz, "out of memory"); goto fail;
@@ -7903,6 +7955,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         for (e = mm ? mm->child : NULL; e && same; e = e->next) {
             const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
             if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
+            if (!strcmp(e->key, "questions_hash") && !x) continue;   /* recorded before datasets kept the hash */
             if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
                 codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
                           path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
@@ -7987,6 +8040,18 @@ CODI_API int codi_acts_write(codi_acts *a, int q, const codi_acts_row *r, char *
     rc |= codi__acts_put(a, CODI__A_FINAL, q, r->final, r->final ? codi__acts_row_elems(a, CODI__A_FINAL) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_LATENT, q, r->latent_inputs, r->latent_inputs ? codi__acts_row_elems(a, CODI__A_LATENT) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_KEY, q, r->key, r->key ? codi__acts_row_elems(a, CODI__A_KEY) : 0, tmp);
+    if (a->kv && r->key && r->positions) {       /* key_pre_rope: each key rotated back by its position */
+        int64_t n = codi__acts_row_elems(a, CODI__A_KEY), per = (int64_t)a->L * a->KVH * a->HD;
+        float *pre = (float *)CODI_MALLOC((size_t)n * sizeof(float));
+        int p;
+        if (!pre) { CODI_FREE(tmp); codi__err(err, errsz, "out of memory"); return -1; }
+        memcpy(pre, r->key, (size_t)n * sizeof(float));
+        for (p = 0; p < a->P; p++)
+            if (r->positions[p] >= 0) codi__rope_rotate(&a->config, r->positions[p], 1, pre + p * per, a->L * a->KVH);
+            else memset(pre + p * per, 0, (size_t)per * sizeof(float));
+        rc |= codi__acts_put(a, CODI__A_KEY_PRE, q, pre, n, tmp);
+        CODI_FREE(pre);
+    } else rc |= codi__acts_put(a, CODI__A_KEY_PRE, q, NULL, 0, tmp);
     rc |= codi__acts_put(a, CODI__A_VALUE, q, r->value, r->value ? codi__acts_row_elems(a, CODI__A_VALUE) : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_POS, q, r->positions, r->positions ? a->P : 0, tmp);
     rc |= codi__acts_put(a, CODI__A_PLEN, q, &plen, 1, tmp);
@@ -8400,15 +8465,25 @@ CODI_API int codi_bh(const double *p, int n, double *out) {
     return 0;
 }
 
-CODI_API double codi_normal_quantile(double p) {
-    double lo = -40, hi = 40;
+/* x >= 0 with tail(x) = q, q in (0, 0.5], tail decreasing from tail(0) = 0.5: bracket by doubling,
+   then bisection to a relative 1e-15. Searching the tail keeps the precision of q near 0 and 1. */
+static double codi__tail_inverse(double (*tail)(double x, double arg), double arg, double q) {
+    double lo = 0, hi = 1;
     int i;
-    if (!(p > 0 && p < 1)) return p == 0 ? -INFINITY : p == 1 ? INFINITY : NAN;
-    for (i = 0; i < 200 && hi - lo > 1e-15 * (1 + fabs(lo)); i++) {   /* bisection on the CDF */
+    if (q >= 0.5) return 0;
+    while (tail(hi, arg) > q && hi < 1e300) { lo = hi; hi *= 2; }
+    for (i = 0; i < 2000 && hi - lo > 1e-15 * hi; i++) {
         double mid = 0.5 * (lo + hi);
-        if (0.5 * erfc(-mid / sqrt(2.0)) < p) lo = mid; else hi = mid;
+        if (tail(mid, arg) > q) lo = mid; else hi = mid;
     }
     return 0.5 * (lo + hi);
+}
+
+static double codi__normal_tail(double x, double unused) { (void)unused; return 0.5 * erfc(x / sqrt(2.0)); }
+
+CODI_API double codi_normal_quantile(double p) {
+    if (!(p > 0 && p < 1)) return p == 0 ? -INFINITY : p == 1 ? INFINITY : NAN;
+    return p < 0.5 ? -codi__tail_inverse(codi__normal_tail, 0, p) : codi__tail_inverse(codi__normal_tail, 0, 1 - p);
 }
 
 /* Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz). */
@@ -8417,7 +8492,7 @@ static double codi__beta_cf(double a, double b, double x) {
     int m;
     if (fabs(d) < tiny) d = tiny;
     d = 1 / d; h = d;
-    for (m = 1; m <= 1000; m++) {
+    for (m = 1; m <= 100000; m++) {
         double m2 = 2.0 * m, num = m * (b - m) * x / ((a + m2 - 1) * (a + m2)), del;
         d = 1 + num * d; if (fabs(d) < tiny) d = tiny;
         c = 1 + num / c; if (fabs(c) < tiny) c = tiny;
@@ -8431,29 +8506,24 @@ static double codi__beta_cf(double a, double b, double x) {
     return h;
 }
 
-static double codi__beta_inc(double a, double b, double x) {
+/* I_x(a, b) with y = 1 - x given separately (exact where x is near 1). */
+static double codi__beta_inc(double a, double b, double x, double y) {
     double front;
     if (x <= 0) return 0;
-    if (x >= 1) return 1;
-    front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x));
-    return x < (a + 1) / (a + b + 2) ? front * codi__beta_cf(a, b, x) / a : 1 - front * codi__beta_cf(b, a, 1 - x) / b;
+    if (y <= 0) return 1;
+    front = exp(lgamma(a + b) - lgamma(a) - lgamma(b) + a * (x < 0.5 ? log(x) : log1p(-y)) + b * (y < 0.5 ? log(y) : log1p(-x)));
+    return x < (a + 1) / (a + b + 2) ? front * codi__beta_cf(a, b, x) / a : 1 - front * codi__beta_cf(b, a, y) / b;
 }
 
-/* Student's t CDF: 1 - I_(df / (df + t^2))(df / 2, 1/2) / 2 for t >= 0. */
-static double codi__t_cdf(double t, double df) {
-    double tail = 0.5 * codi__beta_inc(df / 2, 0.5, df / (df + t * t));
-    return t >= 0 ? 1 - tail : tail;
+/* Student's t upper tail P(T > t) for t >= 0: I_(df / (df + t^2))(df / 2, 1/2) / 2. */
+static double codi__t_tail(double t, double df) {
+    double t2 = t * t;
+    return 0.5 * codi__beta_inc(df / 2, 0.5, df / (df + t2), t2 / (df + t2));
 }
 
 CODI_API double codi_t_quantile(double p, double df) {
-    double lo = -1e6, hi = 1e6;
-    int i;
     if (!(p > 0 && p < 1) || !(df > 0)) return NAN;
-    for (i = 0; i < 300 && hi - lo > 1e-13 * (1 + fabs(lo)); i++) {
-        double mid = 0.5 * (lo + hi);
-        if (codi__t_cdf(mid, df) < p) lo = mid; else hi = mid;
-    }
-    return 0.5 * (lo + hi);
+    return p < 0.5 ? -codi__tail_inverse(codi__t_tail, df, p) : codi__tail_inverse(codi__t_tail, df, 1 - p);
 }
 
 /* Mean and sample standard error of x [n]; -1 on a non-finite entry. */

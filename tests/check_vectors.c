@@ -11,7 +11,11 @@
      check_vectors kvdiff NAME FILE:TENSOR GOLDEN:CACHE P1 P0 TOL
        TENSOR [L, KVH, HD] against CACHE[:, :, P1] - CACHE[:, :, P0] of a golden [L, KVH, T, HD] cache;
      check_vectors norm NAME FILE:TENSOR REF:TENSOR
-       "ok - NAME" when both have the same L2 norm (1e-5 relative) but different directions. */
+       "ok - NAME" when both have the same L2 norm (1e-5 relative) but different directions;
+     check_vectors prerope NAME MODEL ACTS.safetensors
+       a `codi record --kv` dataset: every done row's key_pre_rope rotated by its position's angles
+       (codi_rope_rotate) equals key (rel L2 1e-6), equals it exactly at position 0 (where the
+       dataset has such a slot) and differs from it elsewhere. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
@@ -140,6 +144,46 @@ int main(int argc, char **argv) {
         int ok = a && b && na == nb && fabs(x - y) <= 1e-5 * y && memcmp(a, b, (size_t)na * sizeof(float));
         printf("%s - %s (norms %.6g and %.6g)\n", ok ? "ok" : "not ok", argv[2], x, y);
         free(a); free(b);
+        return ok ? 0 : 1;
+    }
+    if (argc == 5 && !strcmp(argv[1], "prerope")) {
+        char err[256];
+        codi_load_opts lo = codi_load_opts_default();
+        codi_model *m = codi_load(argv[3], &lo, err, sizeof err);
+        codi_st_file *f = m ? codi_st_open(argv[4], err, sizeof err) : NULL;
+        codi_st_tensor kt, pt, dt, post;
+        float *key = NULL, *pre = NULL;
+        int32_t *pos = NULL;
+        long rows = 0, at0 = 0, n0 = 0, differ = 0, q, p, per, QP;
+        double num = 0, den = 0, e = INFINITY;
+        int ok = 0;
+        if (f && !codi_st_find(f, "key", &kt) && !codi_st_find(f, "key_pre_rope", &pt) && !codi_st_find(f, "done", &dt) &&
+            !codi_st_find(f, "positions", &post) && kt.numel == pt.numel && kt.ndim == 5) {
+            QP = (long)(kt.shape[0] * kt.shape[1]); per = (long)(kt.numel / (size_t)QP);
+            key = (float *)malloc(kt.numel * sizeof(float)); pre = (float *)malloc(kt.numel * sizeof(float));
+            pos = (int32_t *)malloc((size_t)QP * sizeof(int32_t));
+            if (key && pre && pos && codi_st_read_f32(f, "key", key, kt.numel, err, sizeof err) >= 0 &&
+                codi_st_read_f32(f, "key_pre_rope", pre, pt.numel, err, sizeof err) >= 0 && post.numel == (size_t)QP) {
+                memcpy(pos, post.data, (size_t)QP * sizeof(int32_t));
+                for (q = 0; q < (long)kt.shape[0]; q++)
+                    for (p = 0; p < (long)kt.shape[1]; p++) {
+                        long r = q * (long)kt.shape[1] + p, j;
+                        float *x = pre + r * per;
+                        if (!((const unsigned char *)dt.data)[q] || pos[r] < 0) continue;
+                        differ += pos[r] > 0 && memcmp(x, key + r * per, (size_t)per * sizeof(float)) != 0;
+                        at0 += pos[r] == 0 && !memcmp(x, key + r * per, (size_t)per * sizeof(float));
+                        n0 += pos[r] == 0;
+                        codi_rope_rotate(m, pos[r], 0, x, (int)(per / m->config.head_dim));
+                        for (j = 0; j < per; j++) { double d = (double)x[j] - key[r * per + j]; num += d * d; den += (double)key[r * per + j] * key[r * per + j]; }
+                        rows++;
+                    }
+                e = den > 0 ? sqrt(num / den) : INFINITY;
+                ok = rows > 0 && e <= 1e-6 && at0 == n0 && differ > 0;
+            }
+        } else printf("# %s: no key, key_pre_rope, done, positions (%s)\n", argv[4], m ? "" : err);
+        printf("%s - %s (%ld rows, rel L2 %.3g, tol 1e-6; %ld of %ld at position 0 equal, %ld elsewhere differ)\n", ok ? "ok" : "not ok", argv[2],
+               rows, e, at0, n0, differ);
+        free(key); free(pre); free(pos); codi_st_close(f); codi_model_free(m);
         return ok ? 0 : 1;
     }
     printf("usage: check_vectors acts OUT | check_vectors compare NAME FILE:TENSOR REF:TENSOR TOL\n");

@@ -25,6 +25,17 @@ if $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --out $
   done
   ok "four SVG heatmaps written"
 else bad "kv-response runs: $(cat $d/err.txt)"; fi
+# --keys pre: both runs' keys at a slot share its rotation (orthogonal), so the key changes and
+# cosines equal the post-RoPE ones to float rounding (1e-5), and are not all zero
+if $B kv-response $nano --steer $d/z3.json --step 3 --random-controls 0 --keys pre --out $d/rp > /dev/null 2> $d/err.txt; then
+  awk -F, 'FNR == 1 { next } NR == FNR { k[$1 $2 $4] = $5; c[$1 $2 $4] = $7; next }
+           ($1 $2 $4) in k { n++; d = $5 - k[$1 $2 $4]; e = $7 - c[$1 $2 $4]; if (d < 0) d = -d; if (e < 0) e = -e;
+                             if (d > 1e-5 * (1 + $5) || e > 1e-5) bad = 1; if ($5 > 0) moved++ }
+           END { exit bad || n != 12 || moved != 12 }' $d/r.csv $d/rp.csv &&
+    ok "--keys pre: key changes and cosines = post-RoPE ones at both slots and every layer (12 rows, to 1e-5)" || bad "--keys pre rows: $(head -3 $d/rp.csv)"
+else bad "kv-response --keys pre: $(cat $d/err.txt)"; fi
+$B kv-response $nano --steer $d/z3.json --step 3 --keys both --out $d/r4 >/dev/null 2>$d/err.txt; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--keys is post" $d/err.txt && ok "--keys other than post|pre: usage error" || bad "--keys both (exit $rc)"
 $B kv-response $nano --steer $d/z3.json --step 1 --out $d/r2 >/dev/null 2>$d/err.txt; rc=$?
 [ $rc -eq 1 ] && grep -q "step" $d/err.txt && ok "a spec editing a step past l + 1 is an error per question" || bad "late step (exit $rc): $(head -2 $d/err.txt)"
 $B kv-response $nano --step 3 --out $d/r3 >/dev/null 2>$d/err.txt; rc=$?

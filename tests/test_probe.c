@@ -509,6 +509,21 @@ static void check_commands(void) {
     t_result(rc == 1 && strstr(out, "resid has 3 dimensions (4 expected)"), "errors: mismatched shapes", "exit %d: %.120s", rc, out);
     rc = run_cmd("build/codi probe apply --probes build/test_probe_pca/pca.safetensors --acts build/test_probe_acts.safetensors", out, sizeof out);
     t_result(rc == 1 && strstr(out, "metadata"), "errors: probe apply on a PCA file", "exit %d: %.120s", rc, out);
+    {   /* --labels files with errors: each named with its line */
+        static const char *const bad_files[3][2] = {
+            { "0,latent 1,a\n1,latent9,b\n", "build/test_probe_labels.csv:2: the dataset has no slot 'latent9'" },
+            { "3,latent2,a\n3,*,b\n", "build/test_probe_labels.csv:2: question 3, latent 2 is labelled twice (a, b)" },
+            { "question_index,position,label\n0,bot,a\nx,bot,b\n", "build/test_probe_labels.csv:3: question index 'x' is not an integer" } };
+        int k;
+        for (k = 0; k < 3; k++) {
+            FILE *lf = fopen("build/test_probe_labels.csv", "w");
+            if (lf) { fputs(bad_files[k][0], lf); fclose(lf); }
+            rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --labels build/test_probe_labels.csv --out build/test_probe_bad", out, sizeof out);
+            t_result(rc == 1 && strstr(out, bad_files[k][1]), "errors: a bad --labels file names the line", "exit %d: %.160s", rc, out);
+        }
+        rc = run_cmd("build/codi probe train --acts build/test_probe_acts.safetensors --labels build/test_probe_labels.csv --label correct --out build/test_probe_bad", out, sizeof out);
+        t_result(rc == 2 && strstr(out, "one of --label or --labels"), "errors: --label and --labels together", "exit %d: %.120s", rc, out);
+    }
 }
 
 /* ---- end to end on codi-nano: a dataset written by codi record (bf16, with K/V) ---- */
@@ -539,10 +554,75 @@ static void check_nano(void) {
         if (f) fclose(f);
         codi_st_close(sf);
     }
+    /* the labels file is not the questions file the dataset was recorded from: refused unless --force */
     rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label field:size --questions build/test_probe_nano_q.jsonl "
                  "--layers 3 --positions 6 --test-frac 0.4 --out build/test_probe_nano_size", out, sizeof out);
-    t_result(rc == 0 && strstr(out, "macro AUC") && strstr(out, "large"), "codi-nano: field label (3 classes, multinomial)", "exit %d", rc);
+    t_result(rc == 1 && strstr(out, "is not the questions file") && strstr(out, "models/codi-nano/test.jsonl") && strstr(out, "--force"),
+             "codi-nano: --questions other than the dataset's (content hash differs) is refused", "exit %d: %.200s", rc, out);
+    /* 40 questions, 40% held out: class 'large' has too few rows on a side: refused with the counts */
+    rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label field:size --questions build/test_probe_nano_q.jsonl --force "
+                 "--layers 3 --positions 6 --test-frac 0.4 --out build/test_probe_nano_size", out, sizeof out);
+    {
+        const char *m = strstr(out, "class 'large' has ");
+        int ntr = -1, nte = -1;
+        if (m) sscanf(m, "class 'large' has %d training and %d held-out rows", &ntr, &nte);
+        t_result(rc == 1 && m && (ntr < 10 || nte < 10) && strstr(out, "--allow-small"),
+                 "codi-nano: a class with fewer than 10 rows in a split is refused, naming the class and counts", "exit %d: %d training, %d held-out", rc, ntr, nte);
+    }
+    rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label field:size --questions build/test_probe_nano_q.jsonl --force "
+                 "--allow-small --layers 3 --positions 6 --test-frac 0.4 --out build/test_probe_nano_size", out, sizeof out);
+    t_result(rc == 0 && strstr(out, "macro AUC") && strstr(out, "large") && strstr(out, "warning: resid.layer3.slot6: class"),
+             "codi-nano: field label (3 classes, multinomial) with --force --allow-small: trained, with a warning", "exit %d", rc);
     if (rc) printf("# %s\n", out);
+    {   /* per-row labels from a file: one label at latent 2, another at latent 4 (same classes), nothing elsewhere */
+        FILE *f = fopen("build/test_probe_nano_rows.csv", "w");
+        int q;
+        if (f) {
+            fprintf(f, "question_index,position,label\n# latent 2: parity of the question index; latent 4: parity of its half\n");
+            for (q = 0; q < NQ; q++) fprintf(f, "%d,latent2,%s\n%d,latent 4,%s\n", q, q % 2 ? "odd" : "even", q, q / 2 % 2 ? "odd" : "even");
+            fprintf(f, "999,latent2,odd\n");
+            fclose(f);
+        }
+    }
+    rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --labels build/test_probe_nano_rows.csv --layers 3 --test-frac 0.5 "
+                 "--seed 3 --allow-small --out build/test_probe_nano_rows", out, sizeof out);
+    {
+        char err[256];
+        codi_probe *p2 = codi_probe_load("build/test_probe_nano_rows/probes.safetensors", "resid.layer3.slot2", err, sizeof err);
+        codi_probe *p4 = p2 ? codi_probe_load("build/test_probe_nano_rows/probes.safetensors", "resid.layer3.slot4", err, sizeof err) : NULL;
+        codi_probe *p3 = p4 ? codi_probe_load("build/test_probe_nano_rows/probes.safetensors", "resid.layer3.slot3", err, sizeof err) : NULL;
+        t_result(rc == 0 && p2 && p4 && !p3 && p2->n_classes == 2 && strstr(out, "even 40, odd 40") &&
+                 strstr(out, "1 label line(s)") && strstr(out, "no labelled rows at (left out): bot, latent 1, latent 3, latent 5, latent 6"),
+                 "codi-nano: --labels FILE: per-row labels (latent 2 and 4 only; a line of an absent question skipped)", "exit %d: %.300s", rc, out);
+        codi_probe_free(p2); codi_probe_free(p4); codi_probe_free(p3);
+    }
+    rc = run_cmd("build/codi probe apply --probes build/test_probe_nano_rows/probes.safetensors --acts build/test_probe_nano.safetensors "
+                 "--out build/test_probe_nano_rows.csv", out, sizeof out);
+    {   /* whole-question splits: no question has rows on both sides; both sides reported */
+        FILE *f = fopen("build/test_probe_nano_rows.csv", "r");
+        char line[512], split[16];
+        int side[NQ], q, n_train = 0, n_test = 0, mixed = 0, rows = 0;
+        for (q = 0; q < NQ; q++) side[q] = -1;
+        while (f && fgets(line, sizeof line, f)) {
+            char *c = strrchr(line, ',');
+            int s1;
+            if (!c || sscanf(line, "%*[^,],%d", &q) != 1 || q < 0 || q >= NQ || sscanf(c + 1, "%15s", split) != 1) continue;
+            s1 = !strcmp(split, "held-out") ? 1 : !strcmp(split, "train") ? 0 : 2;
+            if (side[q] >= 0 && side[q] != s1) mixed++;
+            side[q] = s1; rows++;
+        }
+        if (f) fclose(f);
+        for (q = 0; q < NQ; q++) { n_train += side[q] == 0; n_test += side[q] == 1; }
+        t_result(rc == 0 && rows == NQ * 2 && !mixed && n_train > 5 && n_test > 5 && strstr(out, " train ") && strstr(out, " held-out "),
+                 "codi-nano: probe apply: every row of a question on one side; training and held-out rows reported apart",
+                 "exit %d, %d rows, %d questions train, %d held-out, %d mixed", rc, rows, n_train, n_test, mixed);
+    }
+    if (system("cp build/test_probe_nano.safetensors build/test_probe_nano_copy.safetensors") == 0) {
+        rc = run_cmd("build/codi probe apply --probes build/test_probe_nano_rows/probes.safetensors --acts build/test_probe_nano_copy.safetensors",
+                     out, sizeof out);
+        t_result(rc == 0 && strstr(out, "every row is new") && strstr(out, " new ") && !strstr(out, " held-out "),
+                 "codi-nano: probe apply on another dataset file: every row is new", "exit %d", rc);
+    }
     /* codi-nano's latents never show the final answer as their top token: one class, a clear error */
     rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label answer-token --model models/codi-nano/codi_nano.bin "
                  "--layers 6 --test-frac 0.4 --out build/test_probe_nano_ans", out, sizeof out);

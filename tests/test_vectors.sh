@@ -32,6 +32,57 @@ build/codi record --model models/codi-nano/codi_nano.bin --exact --questions mod
 check $C compare "vectors --acts of a codi record file: mean_final = vectors --questions (bit for bit)" $d/vr.safetensors:mean_final $d/vn.safetensors:mean_final 0
 check $C compare "vectors --acts of a codi record file: key_diff_2_5 = vectors --questions (bit for bit)" $d/vr.safetensors:key_diff_2_5 $d/vn.safetensors:key_diff_2_5 0
 
+# pre-RoPE keys of the same dataset: key_pre_rope rotated by each row's position is key; --keys pre
+# means from the dataset = from running the questions (bit for bit), and differ from post-RoPE ones
+check $C prerope "codi record --kv: key_pre_rope rotated forth by its positions = key" models/codi-nano/codi_nano.bin $d/rec.safetensors
+build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --keys pre --out $d/vrp.safetensors > /dev/null 2> $d/err &&
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --keys pre --out $d/vnp.safetensors > /dev/null 2>> $d/err ||
+  { bad "codi vectors --keys pre"; cat $d/err; }
+check $C compare "vectors --keys pre: mean_key_pre_rope from the dataset = from the runs (bit for bit)" $d/vrp.safetensors:mean_key_pre_rope $d/vnp.safetensors:mean_key_pre_rope 0
+check $C compare "vectors --keys pre: key_pre_rope_diff_2_5 from the dataset = from the runs" $d/vrp.safetensors:key_pre_rope_diff_2_5 $d/vnp.safetensors:key_pre_rope_diff_2_5 0
+$C compare "" $d/vrp.safetensors:mean_key_pre_rope $d/vr.safetensors:mean_key 0.01 > /dev/null &&
+  bad "pre-RoPE key means differ from post-RoPE ones" || ok "pre-RoPE key means differ from post-RoPE ones"
+build/codi pca --acts $d/rec.safetensors --tensor key --keys pre --layers 2 --components 2 --out $d/pca_pre > /dev/null 2> $d/err &&
+  grep -aq 'key_pre_rope.layer2.components' $d/pca_pre/pca.safetensors && ok "pca --tensor key --keys pre reads key_pre_rope" || { bad "pca --keys pre"; cat $d/err; }
+
+# codi vectors extract, activation patching (examples/specs/patch_latent3.json): question 1's recorded z_3
+# patched into question 1 reproduces its run bit for bit; patched into question 0, z_3 is question 1's exactly
+M="--model models/codi-nano/codi_nano.bin --exact"
+qa=$(sed -n 1p models/codi-nano/test.jsonl | sed 's/^{"question": "\([^"]*\)".*/\1/')
+qb=$(sed -n 2p models/codi-nano/test.jsonl | sed 's/^{"question": "\([^"]*\)".*/\1/')
+rm -f build/latent_patch.safetensors build/mean_latents.safetensors
+build/codi vectors extract --acts $d/rec.safetensors --slot latent3 --question 1 --name b_latent3 --out build/latent_patch.safetensors > $d/ex.txt 2> $d/err &&
+  build/codi trace $M --question "$qb" --out $d/tb.safetensors > /dev/null 2>> $d/err &&
+  build/codi trace $M --question "$qb" --steer examples/specs/patch_latent3.json --out $d/tbp.safetensors > /dev/null 2>> $d/err &&
+  build/codi trace $M --question "$qa" --out $d/ta.safetensors > /dev/null 2>> $d/err &&
+  build/codi trace $M --question "$qa" --steer examples/specs/patch_latent3.json --out $d/tap.safetensors > /dev/null 2>> $d/err ||
+  { bad "vectors extract + trace --steer patch_latent3.json"; cat $d/err; }
+grep -q 'b_latent3 = row of latent_inputs at latent 3 over 1 row(s): question 1' $d/ex.txt && ok "vectors extract: one row, described" || bad "extract output: $(cat $d/ex.txt)"
+check $C compare "patching question 1's own z_3 into question 1: every latent input unchanged (bit for bit)" $d/tbp.safetensors:latent_inputs $d/tb.safetensors:latent_inputs 0
+check $C compare "patching question 1's own z_3 into question 1: answer logits unchanged (bit for bit)" $d/tbp.safetensors:answer_logits $d/tb.safetensors:answer_logits 0
+check $C compare "patching question 1's z_3 into question 0: its z_3 is question 1's exactly" $d/tap.safetensors:latent_inputs@512+256 $d/tb.safetensors:latent_inputs@512+256 0
+check $C compare "patching into question 0: z_1, z_2 are question 0's own" $d/tap.safetensors:latent_inputs@0+512 $d/ta.safetensors:latent_inputs@0+512 0
+$C compare "" $d/tap.safetensors:latent_inputs@768+256 $d/ta.safetensors:latent_inputs@768+256 1e-3 > /dev/null &&
+  bad "patching into question 0 changes its z_4" || ok "patching into question 0 changes its z_4 (the patch propagates)"
+# mean-latent patching (Cywinski et al.; examples/specs/mean_latent3_*.json): same first intermediate as
+# question 0 (12: only question 1 among the 8, question 0 excluded), different, random of the same norm
+build/codi vectors extract --acts $d/rec.safetensors --slot latent3 --where steps.0.3=12 --questions models/codi-nano/test.jsonl --exclude 0 \
+  --name same --out build/mean_latents.safetensors > $d/ex.txt 2> $d/err &&
+  build/codi vectors extract --acts $d/rec.safetensors --slot latent3 --where 'steps.0.3!=12' --questions models/codi-nano/test.jsonl \
+  --name different --out build/mean_latents.safetensors >> $d/ex.txt 2>> $d/err || { bad "vectors extract --where"; cat $d/err; }
+grep -q 'different = mean of latent_inputs at latent 3 over 6 row(s)' $d/ex.txt && ok "vectors extract --where FIELD!=VALUE: a mean over the 6 others" || bad "extract --where: $(cat $d/ex.txt)"
+check $C compare "vectors extract --where steps.0.3=12 --exclude 0: the mean over question 1 alone = its row" build/mean_latents.safetensors:same build/latent_patch.safetensors:b_latent3 0
+for s in same different random; do
+  build/codi trace $M --question "$qa" --steer examples/specs/mean_latent3_$s.json --out $d/tm_$s.safetensors > /dev/null 2> $d/err || { bad "trace --steer mean_latent3_$s.json"; cat $d/err; }
+done
+check $C compare "mean_latent3_different.json sets z_3 to the different-intermediate mean" $d/tm_different.safetensors:latent_inputs@512+256 build/mean_latents.safetensors:different 0
+check $C norm "mean_latent3_random.json sets z_3 to a random vector of the same mean's norm" $d/tm_random.safetensors:latent_inputs@512+256 build/mean_latents.safetensors:same
+build/codi vectors extract --acts $d/rec.safetensors --slot latent9 --question 1 --name x --out $d/x.safetensors > /dev/null 2> $d/err; rc=$?
+[ $rc -eq 2 ] && grep -q "no slot 'latent9'" $d/err && grep -q "latent 6" $d/err && ok "vectors extract: an unknown slot is refused, the slots listed" || bad "unknown slot (exit $rc): $(cat $d/err)"
+sed '1s/Zoe/Zed/' models/codi-nano/test.jsonl > $d/other.jsonl
+build/codi vectors extract --acts $d/rec.safetensors --slot latent3 --where steps.0.3=12 --questions $d/other.jsonl --name x --out $d/x.safetensors > /dev/null 2> $d/err; rc=$?
+[ $rc -eq 1 ] && grep -q "not the questions file" $d/err && ok "vectors extract --where: another questions file is refused" || bad "questions check (exit $rc): $(cat $d/err)"
+
 # KV steering vectors from contrastive prompts: positive = golden_tiny's prompt, negative = the same
 # without its last token (causal: its last K / V are the prompt's at position 22), so the vectors are
 # Hugging Face's prefill K / V at position 23 minus position 22

@@ -431,4 +431,26 @@ CLI_API void cli_print_padded(const char *s, int width) {
     printf("%s%*s", s, width > cols ? width - cols : 0, "");
 }
 
+/* FNV-1a 64 of a file's bytes as 16 hex digits into hex[17] (what codi record stores as the
+   dataset's questions_hash); 0, or -1 when the file cannot be read. */
+CLI_API int cli_file_hash(const char *path, char *hex) {
+    size_t len, i;
+    char *text = codi__read_text(path, &len);
+    uint64_t h = 0xcbf29ce484222325ull;
+    if (!text) return -1;
+    for (i = 0; i < len; i++) { h ^= (unsigned char)text[i]; h *= 0x100000001b3ull; }
+    free(text);
+    snprintf(hex, 17, "%016llx", (unsigned long long)h);
+    return 0;
+}
+
+/* --keys post|pre (NULL: post): which keys a command reads, post-RoPE as cached or pre-RoPE
+   (codi_key_pre_rope; a dataset's key_pre_rope). 0 post, 1 pre, -1 after a message. */
+CLI_API int cli_keys_option(const char *cmd, const char *keys) {
+    if (!keys || !strcmp(keys, "post")) return 0;
+    if (!strcmp(keys, "pre")) return 1;
+    fprintf(stderr, "codi %s: --keys is post (after RoPE, as cached) or pre (before RoPE), not '%s'\n", cmd, keys);
+    return -1;
+}
+
 #endif /* CODI_CLI_H */

@@ -11,20 +11,23 @@ typedef struct {
     const codi_model *m; const codi_tokenizer *t; codi_state *s;
     cli_prompt_args pa; int step;
     const codi_steer *cond[KVR_MAX_COND]; int n_cond;
+    int keys_pre;           /* 1: compare keys before RoPE (--keys pre) */
     double *sum;            /* [cond, 2 slots, L, 4]: key rel, value rel, key cos, value cos */
     float *base;            /* [2 slots, L, 2, KVD] the plain run's K and V */
     int n, failed;
     cli_progress *progress;
 } kvr_ctx;
 
-/* K and V of every layer at slot pos into out [L, 2, KVD]. */
-static void kvr_read(codi_state *s, int L, int KVH, int HD, int pos, float *out) {
-    int l, h, KVD = KVH * HD;
-    for (l = 0; l < L; l++)
+/* K and V of every layer at slot pos into out [L, 2, KVD]; keys rotated back before RoPE when pre. */
+static void kvr_read(const codi_model *m, codi_state *s, int pre, int pos, float *out) {
+    int L = m->config.n_layers, KVH = m->config.n_kv_heads, HD = m->config.head_dim, l, h, KVD = KVH * HD;
+    for (l = 0; l < L; l++) {
         for (h = 0; h < KVH; h++) {
             memcpy(out + ((size_t)l * 2) * KVD + (size_t)h * HD, codi_state_key(s, l, h, pos), sizeof(float) * HD);
             memcpy(out + ((size_t)l * 2 + 1) * KVD + (size_t)h * HD, codi_state_value(s, l, h, pos), sizeof(float) * HD);
         }
+        if (pre) codi_rope_rotate(m, pos, 1, out + ((size_t)l * 2) * KVD, KVH);
+    }
 }
 
 /* |a - b| / |b| and cos(a, b) of n floats. */
@@ -48,7 +51,7 @@ static int kvr_run(kvr_ctx *k, const int32_t *ids, int n, int c, float *kv) {
     if (c >= 0 && codi_steer_install(k->cond[c], k->s, &ro)) return -1;
     if (codi_run_latents(k->m, k->s, ids, n, &ro, &rr)) return -1;
     for (slot = 0; slot < 2; slot++)            /* latent l's slot is T0 + l - 1; the next one follows */
-        kvr_read(k->s, cf->n_layers, cf->n_kv_heads, cf->head_dim, n + k->step - 1 + slot, kv + slot * per_slot);
+        kvr_read(k->m, k->s, k->keys_pre, n + k->step - 1 + slot, kv + slot * per_slot);
     return 0;
 }
 
@@ -113,8 +116,8 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     cli_list specs;
-    const char *questions = NULL, *out = NULL;
-    int limit = 0, controls = 1, seed = 1, step = 3;
+    const char *questions = NULL, *out = NULL, *keys = NULL;
+    int limit = 0, controls = 1, seed = 1, step = 3, keys_pre;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
@@ -125,6 +128,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         { "--random-controls", CLI_INT, &controls, 0, 8, "N", "per spec, N seeded random directions of the same norm (1)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "first seed of the random controls (1)" },
         { "--out", CLI_STR, &out, 0, 0, "PREFIX", "writes PREFIX.csv and PREFIX_{steered,next}_{keys,values}.svg (required)" },
+        { "--keys", CLI_STR, &keys, 0, 0, "post|pre", "keys compared after RoPE, as cached (default), or before RoPE (same numbers up to rounding: see above)" },
         CLI_END
     };
     kvr_ctx k;
@@ -142,6 +146,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
     if (!questions || !out || !specs.n) { fprintf(stderr, "codi kv-response: --questions, --steer and --out are required\n"); return 2; }
+    if ((keys_pre = cli_keys_option("kv-response", keys)) < 0) return 2;
     if (specs.n * (1 + controls) > KVR_MAX_COND) { fprintf(stderr, "codi kv-response: at most %d conditions (specs x (1 + controls))\n", KVR_MAX_COND); return 2; }
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     L = m->config.n_layers;
@@ -158,7 +163,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         }
     }
     per_slot = (size_t)L * 2 * m->config.n_kv_heads * m->config.head_dim;
-    k.m = m; k.t = t; k.pa = pa; k.step = step;
+    k.m = m; k.t = t; k.pa = pa; k.step = step; k.keys_pre = keys_pre;
     k.sum = (double *)calloc((size_t)k.n_cond * 2 * L * 4, sizeof(double));
     k.base = (float *)malloc(sizeof(float) * 4 * per_slot);
     k.s = codi_state_alloc(m, 4096 + step + 2, ma.threads);
@@ -209,7 +214,10 @@ static const cli_command cmd_kv_response = {
     "under --random-controls seeded random directions of each spec's norm (codi_steer_random_like). At the\n"
     "steered latent's cache slot (T0 + l - 1) and at the next latent's (T0 + l), every layer's cached keys\n"
     "(post-RoPE) and values are compared with the plain run's: |KV' - KV| / |KV| and cosine, averaged over\n"
-    "the questions. Writes PREFIX.csv (condition, slot, latent, layer, ...) and four SVG heatmaps\n"
+    "the questions. --keys pre compares the keys rotated back before RoPE (codi_key_pre_rope); both runs'\n"
+    "keys at a slot share its rotation, which keeps norms and angles, so the numbers agree with post-RoPE\n"
+    "ones up to float rounding: a check that a change is not a rotation artefact.\n"
+    "Writes PREFIX.csv (condition, slot, latent, layer, ...) and four SVG heatmaps\n"
     "(condition x layer), and prints one JSON line per condition. The specs should edit latent step L\n"
     "(\"at\": \"latent_input\", \"step\": L), such as those `codi pca --steer-components N --steer-step L` writes.\n\n"
     "Examples:\n"

@@ -8,7 +8,7 @@
 
 typedef struct {
     codi_st_file *f;
-    const char *path, *tensor;   /* tensor: resid, final, latent_inputs, key or value */
+    const char *path, *tensor;   /* tensor: resid, final, latent_inputs, key, key_pre_rope or value */
     codi_st_tensor t;
     int dtype;                   /* CODI_F32, CODI_BF16 or CODI_F16 of t */
     int Q, P;                    /* questions, recorded slots of t */
@@ -66,14 +66,15 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     if (!a->model) a->model = "";
     if (codi_st_find(a->f, tensor, &a->t)) {
         fprintf(stderr, "codi %s: %s has no tensor '%s'%s\n", cmd, path, tensor,
-                !strcmp(tensor, "key") || !strcmp(tensor, "value") ? " (record with --kv)" : "");
+                !strcmp(tensor, "key") || !strcmp(tensor, "value") ? " (record with --kv)" :
+                !strcmp(tensor, "key_pre_rope") ? " (record with --kv; datasets recorded before it existed lack it)" : "");
         goto fail;
     }
     if (!strcmp(a->t.dtype, "F32")) a->dtype = CODI_F32;
     else if (!strcmp(a->t.dtype, "BF16")) a->dtype = CODI_BF16;
     else if (!strcmp(a->t.dtype, "F16")) a->dtype = CODI_F16;
     else { fprintf(stderr, "codi %s: %s: tensor %s has dtype %s (F32, BF16 or F16 expected)\n", cmd, path, tensor, a->t.dtype); goto fail; }
-    want_nd = !strcmp(tensor, "resid") ? 4 : !strcmp(tensor, "key") || !strcmp(tensor, "value") ? 5 : 3;
+    want_nd = !strcmp(tensor, "resid") ? 4 : !strcmp(tensor, "key") || !strcmp(tensor, "key_pre_rope") || !strcmp(tensor, "value") ? 5 : 3;
     if (a->t.ndim != want_nd || a->t.numel == 0) {
         fprintf(stderr, "codi %s: %s: tensor %s has %d dimensions (%d expected) or no values\n", cmd, path, tensor, a->t.ndim, want_nd);
         goto fail;
@@ -165,6 +166,53 @@ static int pca_parse_indices(const char *cmd, const char *opt, const char *s, in
     return -1;
 }
 
+/* The slot of a recorded position by name, as codi record's --positions spells it or as the labels
+   metadata does ("latent3" or "latent 3", "bot", "answer1", "prompt0", "17" or "pos 17"), or a slot
+   index "#K"; -1 when the dataset has no such slot. */
+static int pca_slot_by_name(const pca_acts *a, const char *name) {
+    char want[40], have[40];
+    int i, j, k;
+    if (name[0] == '#') { char *end; long v = strtol(name + 1, &end, 10); return *end || end == name + 1 || v < 0 || v >= a->P ? -1 : (int)v; }
+    for (i = j = 0; name[i] && j < 38; i++) if (name[i] != ' ') want[j++] = name[i];
+    want[j] = 0;
+    if (want[0] >= '0' && want[0] <= '9') { memmove(want + 3, want, strlen(want) + 1); memcpy(want, "pos", 3); }
+    for (k = 0; k < a->P; k++) {
+        for (i = j = 0; a->slot_label[k][i] && j < 38; i++) if (a->slot_label[k][i] != ' ') have[j++] = a->slot_label[k][i];
+        have[j] = 0;
+        if (!strcmp(want, have)) return k;
+    }
+    return -1;
+}
+
+/* Is `questions` the file dataset a was recorded from? Compares the content hash codi record
+   stores (questions_hash), else the recorded path. 0 when it is (or the dataset records neither:
+   a note), -1 after a message when it is not and force is 0 (with force: a warning). */
+static int pca_check_questions(const pca_acts *a, const char *cmd, const char *questions, int force) {
+    const char *rec_hash = codi_st_metadata(a->f, "questions_hash"), *rec_path = codi_st_metadata(a->f, "questions");
+    char hex[17];
+    int same;
+    if (rec_hash && *rec_hash) {
+        if (cli_file_hash(questions, hex)) { fprintf(stderr, "codi %s: cannot read %s\n", cmd, questions); return -1; }
+        same = !strcmp(hex, rec_hash);
+    } else if (rec_path && *rec_path) {
+        struct stat s1, s2;                      /* the same file under another path counts */
+        same = !strcmp(rec_path, questions) || (!stat(rec_path, &s1) && !stat(questions, &s2) && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino);
+    } else {
+        fprintf(stderr, "codi %s: note: %s does not record its questions file; cannot check that %s is it\n", cmd, a->path, questions);
+        return 0;
+    }
+    if (same) return 0;
+    if (rec_hash && *rec_hash)
+        fprintf(stderr, "codi %s: %s%s is not the questions file %s was recorded from (%s): content hash %s, recorded %s; labels would "
+                "belong to other questions%s\n", cmd, force ? "warning: " : "", questions, a->path, rec_path ? rec_path : "?", hex, rec_hash,
+                force ? " (--force: going on)" : " (--force uses it anyway)");
+    else
+        fprintf(stderr, "codi %s: %s%s is not the questions file %s was recorded from (%s; the dataset records no content hash, so "
+                "paths are compared)%s\n", cmd, force ? "warning: " : "", questions, a->path, rec_path,
+                force ? " (--force: going on)" : " (--force uses it anyway)");
+    return force ? 0 : -1;
+}
+
 static int pca_mkdir(const char *cmd, const char *dir) {
     if (mkdir(dir, 0777) && errno != EEXIST) { fprintf(stderr, "codi %s: cannot create %s: %s\n", cmd, dir, strerror(errno)); return -1; }
     return 0;
@@ -183,7 +231,7 @@ static void pca_top(const float *v, int V, int n, int32_t *ids) {
 }
 
 typedef struct {
-    const char *acts, *tensor, *layers, *positions, *out, *color, *steer_sd;
+    const char *acts, *tensor, *layers, *positions, *out, *color, *steer_sd, *keys;
     int components, head, top, steer_components, steer_step, limit;
     double lens_sd;
     cli_model_args ma;
@@ -247,7 +295,8 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     pca_args g;
     cli_opt opts[] = {
         { "--acts", CLI_STR, &g.acts, 0, 0, "FILE", "activation dataset written by codi record (required)" },
-        { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key or value" },
+        { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key, key_pre_rope or value" },
+        { "--keys", CLI_STR, &g.keys, 0, 0, "post|pre", "--tensor key: post-RoPE as cached (default) or pre-RoPE (the key_pre_rope tensor)" },
         { "--head", CLI_INT, &g.head, -1, 1024, "H", "key/value: one kv head (default -1: all heads concatenated)" },
         { "--layers", CLI_STR, &g.layers, 0, 0, "LIST", "layers to analyse, e.g. 0,8,16 or 4-16 (default all)" },
         { "--positions", CLI_STR, &g.positions, 0, 0, "LIST", "recorded slots pooled into one PCA per layer (default all)" },
@@ -285,13 +334,17 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     if (strcmp(g.color, "step") && strcmp(g.color, "parity") && strcmp(g.color, "correct")) {
         fprintf(stderr, "codi pca: --color is step, parity or correct, not '%s'\n", g.color); return 2;
     }
-    if (strcmp(g.tensor, "resid") && strcmp(g.tensor, "final") && strcmp(g.tensor, "latent_inputs") && strcmp(g.tensor, "key") && strcmp(g.tensor, "value")) {
-        fprintf(stderr, "codi pca: --tensor is resid, final, latent_inputs, key or value, not '%s'\n", g.tensor); return 2;
+    if (strcmp(g.tensor, "resid") && strcmp(g.tensor, "final") && strcmp(g.tensor, "latent_inputs") && strcmp(g.tensor, "key") &&
+        strcmp(g.tensor, "key_pre_rope") && strcmp(g.tensor, "value")) {
+        fprintf(stderr, "codi pca: --tensor is resid, final, latent_inputs, key, key_pre_rope or value, not '%s'\n", g.tensor); return 2;
     }
-    if (g.ma.model && (!strcmp(g.tensor, "key") || !strcmp(g.tensor, "value") || !strcmp(g.tensor, "latent_inputs"))) {
+    if ((prc = cli_keys_option("pca", g.keys)) < 0) return 2;
+    if (prc && strcmp(g.tensor, "key")) { fprintf(stderr, "codi pca: --keys applies to --tensor key, not %s\n", g.tensor); return 2; }
+    if (prc) g.tensor = "key_pre_rope";
+    if (g.ma.model && (!strcmp(g.tensor, "key") || !strcmp(g.tensor, "key_pre_rope") || !strcmp(g.tensor, "value") || !strcmp(g.tensor, "latent_inputs"))) {
         fprintf(stderr, "codi pca: the lens over components needs --tensor resid or final (%s is not in the residual stream)\n", g.tensor); return 2;
     }
-    if (g.steer_components && (!strcmp(g.tensor, "key") || !strcmp(g.tensor, "value"))) {
+    if (g.steer_components && (!strcmp(g.tensor, "key") || !strcmp(g.tensor, "key_pre_rope") || !strcmp(g.tensor, "value"))) {
         fprintf(stderr, "codi pca: --steer-components supports resid, final and latent_inputs (K/V specs: build key_vector/value_vector edits by hand)\n"); return 2;
     }
     cli_threads_checked(&g.ma);
@@ -539,7 +592,7 @@ done:
 
 static const cli_command cmd_pca = {
     "pca", "principal components of recorded activations: variance, projections, lens over components, steering vectors",
-    "codi pca --acts FILE --out DIR [--tensor resid|final|latent_inputs|key|value] [--layers LIST] [--positions LIST] [options]",
+    "codi pca --acts FILE --out DIR [--tensor resid|final|latent_inputs|key|value [--keys post|pre]] [--layers LIST] [--positions LIST] [options]",
     "For each chosen layer, pools the chosen recorded slots of every finished question of a `codi record`\n"
     "dataset and fits a PCA (covariance accumulated in double, Householder + implicit QL eigensolver; each\n"
     "component's largest-|x| entry positive). Writes DIR/pca.safetensors (mean, components, variances per\n"
@@ -550,11 +603,15 @@ static const cli_command cmd_pca = {
     "(final_norm ignores the scale of a bare direction, so the move is read from the mean), on stdout and\n"
     "in lens.csv. With --steer-components N: steer_vectors.safetensors (sd * component, so a spec's alpha\n"
     "counts standard deviations), one steering-spec file (codi_lens.h >>steer; `--steer FILE`) per component\n"
-    "and --steer-sd alpha, and per component a control spec: a seeded random direction of the same norm.\n\n"
+    "and --steer-sd alpha, and per component a control spec: a seeded random direction of the same norm.\n"
+    "Keys: --tensor key reads the post-RoPE keys as cached (default), --keys pre the pre-RoPE ones\n"
+    "(key_pre_rope: without the position's rotation, so slots at different positions compare); outputs are\n"
+    "named after the tensor read (key.layer3 / key_pre_rope.layer3).\n\n"
     "Examples:\n"
     "  codi pca --acts acts.safetensors --tensor final --positions 1-6 --color parity --out pca_final\n"
     "  codi pca --acts acts.safetensors --layers 8,16 --model models/codi-nano/codi_nano.bin --out pca_resid\n"
     "  codi pca --acts acts.safetensors --tensor key --head 0 --layers 15 --out pca_k\n"
+    "  codi pca --acts acts.safetensors --tensor key --keys pre --head 0 --layers 15 --out pca_k_pre\n"
     "  codi pca --acts acts.safetensors --tensor latent_inputs --steer-components 2 --out pca_z",
     pca_run
 };

@@ -4,7 +4,7 @@
 
 /* Labels of a rule: label[q * P + slot] in 0..n_classes-1, or -1 (row not labelled). */
 typedef struct {
-    const char *rule;            /* "correct", "parity", "step" or "field:NAME" */
+    const char *rule;            /* "correct", "parity", "step", "answer-token", "field:NAME" or "labels:FILE" */
     int pooled;                  /* 1: the label varies by slot, so one probe per layer over the slots */
     int n_classes;
     char (*class_name)[48];      /* [n_classes] */
@@ -15,10 +15,33 @@ static void probe_labels_free(probe_labels *pl) { free(pl->class_name); free(pl-
 
 typedef struct { const char *field; int n_values, cap; char (*value)[48]; int *index; } probe_field_read;
 
+/* The value at a field of a question object: a member name, or a dotted path through objects and
+   arrays ("steps.0.3": member steps, element 0, element 3); NULL when absent. */
+static const codi__json *probe_json_path(const codi__json *obj, const char *path) {
+    const codi__json *v = codi__json_get(obj, path);
+    char key[128];
+    if (v) return v;
+    for (v = obj; v && *path;) {
+        size_t len = strcspn(path, ".");
+        snprintf(key, sizeof key, "%.*s", (int)(len < 127 ? len : 127), path);
+        if (v->type == CODI__J_ARR) {
+            char *end;
+            long i = strtol(key, &end, 10);
+            const codi__json *c;
+            if (*end || end == key || i < 0) return NULL;
+            for (c = v->child; c && i > 0; c = c->next) i--;
+            v = c;
+        } else if (v->type == CODI__J_OBJ) v = codi__json_get(v, key);
+        else return NULL;
+        path += len + (path[len] == '.');
+    }
+    return v;
+}
+
 /* cli_for_each_question callback: the text of field NAME of each question line, by its index. */
 static int probe_field_line(void *user, const cli_question *q) {
     probe_field_read *fr = (probe_field_read *)user;
-    const codi__json *v = codi__json_get(q->obj, fr->field);
+    const codi__json *v = probe_json_path(q->obj, fr->field);
     if (!v || v->type == CODI__J_NULL || v->type == CODI__J_ARR || v->type == CODI__J_OBJ) return 0;
     if (fr->n_values == fr->cap) {
         int cap = fr->cap ? 2 * fr->cap : 1024;
@@ -98,6 +121,105 @@ done:
     return rc;
 }
 
+/* Sorted distinct strings of v [n] into out (at most 256); their count, or -1 when more. */
+static int probe_distinct(char (*v)[48], int n, char (*out)[48]) {
+    int i, k = 0;
+    char (*sorted)[48] = (char (*)[48])malloc((size_t)(n ? n : 1) * sizeof *sorted);
+    if (!sorted) return -1;
+    memcpy(sorted, v, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, probe_value_cmp);
+    for (i = 0; i < n; i++)
+        if (!k || probe_value_cmp(sorted[i], out[k - 1])) {
+            if (k == 256) { free(sorted); return -1; }
+            memcpy(out[k++], sorted[i], 48);
+        }
+    free(sorted);
+    return k;
+}
+
+/* Per-row labels from a file: lines (or CSV with a header) "question_index,position,label", the
+   position a slot name as codi record spells it ("latent3", "bot", "answer1", "prompt0", "17" for an
+   absolute position, "#K" for slot K) or "*" for every slot; '#' starts a comment line. Rows of
+   questions the dataset lacks (or has not finished) are skipped with a note. 0, or -1 after a message. */
+static int probe_labels_file(probe_labels *pl, const pca_acts *a, const char *path, const char *cmd) {
+    size_t len;
+    char *text = codi__read_text(path, &len), *p, *line_end;
+    char (*val)[48] = NULL, (*classes)[48] = NULL;
+    int *row_of = NULL, max_qi = 0, line = 0, n = 0, cap = 0, q, i, k, rc = -1, n_skipped = 0, data_lines = 0;
+    int *ent = NULL;                              /* [n, 2]: q * P + slot (or -1 - q for every slot), line */
+    if (!text) { fprintf(stderr, "codi %s: cannot read --labels %s\n", cmd, path); return -1; }
+    for (q = 0; q < a->Q; q++) if (a->qindex[q] > max_qi) max_qi = a->qindex[q];
+    if (!(row_of = (int *)malloc((size_t)(max_qi + 1) * sizeof(int)))) goto oom;
+    for (i = 0; i <= max_qi; i++) row_of[i] = -1;
+    for (q = 0; q < a->Q; q++) if (a->done[q] && a->qindex[q] >= 0) row_of[a->qindex[q]] = q;
+    for (p = text; p < text + len; p = line_end + 1) {
+        char *f[3], *end, *c;
+        long qi;
+        int slot, nf = 0;
+        line_end = memchr(p, '\n', (size_t)(text + len - p));
+        if (!line_end) line_end = text + len;
+        *line_end = 0; line++;
+        if (line_end > p && line_end[-1] == '\r') line_end[-1] = 0;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p || *p == '#') continue;
+        for (f[nf++] = p, c = p; *c && nf < 3; c++) if (*c == ',' || *c == '\t') { *c = 0; f[nf++] = c + 1; }
+        if (nf < 3) { fprintf(stderr, "codi %s: %s:%d: expected question_index,position,label\n", cmd, path, line); goto done; }
+        for (k = 0; k < 3; k++) {                 /* trim, and drop CSV quotes around the label */
+            char *e;
+            while (*f[k] == ' ') f[k]++;
+            e = f[k] + strlen(f[k]);
+            while (e > f[k] && e[-1] == ' ') *--e = 0;
+            if (k == 2 && e - f[k] >= 2 && *f[k] == '"' && e[-1] == '"') { e[-1] = 0; f[k]++; }
+        }
+        qi = strtol(f[0], &end, 10);
+        if (*end || end == f[0]) {
+            if (!data_lines++) continue;          /* a header line */
+            fprintf(stderr, "codi %s: %s:%d: question index '%s' is not an integer\n", cmd, path, line, f[0]); goto done;
+        }
+        data_lines++;
+        if (!*f[2] || strlen(f[2]) > 47) { fprintf(stderr, "codi %s: %s:%d: the label must have 1 to 47 characters\n", cmd, path, line); goto done; }
+        slot = strcmp(f[1], "*") ? pca_slot_by_name(a, f[1]) : -2;
+        if (slot == -1) { fprintf(stderr, "codi %s: %s:%d: the dataset has no slot '%s' (its slots: %s, ...)\n", cmd, path, line, f[1], a->slot_label[0]); goto done; }
+        if (qi < 0 || qi > max_qi || row_of[qi] < 0) { n_skipped++; continue; }
+        if (n == cap) {
+            int nc = cap ? 2 * cap : 1024;
+            char (*nv)[48] = (char (*)[48])realloc(val, (size_t)nc * sizeof *nv);
+            int *ne = nv ? (int *)realloc(ent, (size_t)nc * 2 * sizeof(int)) : NULL;
+            if (nv) val = nv;
+            if (!ne) goto oom;
+            ent = ne; cap = nc;
+        }
+        snprintf(val[n], 48, "%s", f[2]);
+        ent[2 * n] = slot == -2 ? -1 - row_of[qi] : row_of[qi] * a->P + slot; ent[2 * n + 1] = line;
+        n++;
+    }
+    if (!n) { fprintf(stderr, "codi %s: %s: no label belongs to a finished question of %s\n", cmd, path, a->path); goto done; }
+    if (!(classes = (char (*)[48])malloc(256 * sizeof *classes))) goto oom;
+    if ((pl->n_classes = probe_distinct(val, n, classes)) < 0) { fprintf(stderr, "codi %s: %s has more than 256 distinct labels\n", cmd, path); goto done; }
+    memcpy(pl->class_name, classes, (size_t)pl->n_classes * 48);
+    for (i = 0; i < n; i++) {
+        int c, s0, s1, s;
+        for (c = 0; c < pl->n_classes && probe_value_cmp(classes[c], val[i]); c++) {}
+        s0 = ent[2 * i] < 0 ? (-1 - ent[2 * i]) * a->P : ent[2 * i]; s1 = ent[2 * i] < 0 ? s0 + a->P : s0 + 1;
+        for (s = s0; s < s1; s++) {
+            if (pl->label[s] >= 0 && pl->label[s] != c) {
+                fprintf(stderr, "codi %s: %s:%d: question %d, %s is labelled twice (%s, %s)\n", cmd, path, ent[2 * i + 1], a->qindex[s / a->P],
+                        a->slot_label[s % a->P], classes[pl->label[s]], classes[c]);
+                goto done;
+            }
+            pl->label[s] = c;
+        }
+    }
+    if (n_skipped) fprintf(stderr, "codi %s: note: %d label line(s) of %s name questions %s lacks or has not finished (skipped)\n", cmd, n_skipped, path, a->path);
+    rc = 0;
+    goto done;
+oom:
+    fprintf(stderr, "codi %s: out of memory\n", cmd);
+done:
+    free(text); free(row_of); free(val); free(ent); free(classes);
+    return rc;
+}
+
 /* Builds the labels of rule for dataset a; 0, or -1 after a message. */
 static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *rule, const char *questions, cli_model_args *ma,
                              const char *cmd) {
@@ -128,6 +250,8 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         pl->pooled = 1; pl->n_classes = 2;
         strcpy(pl->class_name[0], "intermediate"); strcpy(pl->class_name[1], "final answer");
         if (probe_answer_token_labels(pl, a, ma, cmd)) { probe_labels_free(pl); return -1; }
+    } else if (!strncmp(rule, "labels:", 7) && rule[7]) {
+        if (probe_labels_file(pl, a, rule + 7, cmd)) { probe_labels_free(pl); return -1; }
     } else if (!strncmp(rule, "field:", 6) && rule[6]) {
         probe_field_read fr;
         char (*sorted)[48];
@@ -167,14 +291,17 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         free(sorted); free(fr.value); free(fr.index);
         if (!pl->n_classes) { probe_labels_free(pl); return -1; }
     } else {
-        fprintf(stderr, "codi %s: --label is correct, parity, step, answer-token or field:NAME, not '%s'\n", cmd, rule);
+        fprintf(stderr, "codi %s: --label is correct, parity, step, answer-token or field:NAME (or --labels FILE), not '%s'\n", cmd, rule);
         probe_labels_free(pl);
         return -1;
     }
     return 0;
 }
 
-/* Held-out questions: a fixed hash of (question index, seed) below test_frac. */
+#define PROBE_MIN_ROWS 10   /* rows of each class in each split below which probe train refuses */
+
+/* Held-out questions: a fixed hash of (question index, seed) below test_frac. Every row of a
+   question (each slot) lands on the same side. */
 static int probe_is_test(int qindex, int seed, double test_frac) {
     uint64_t h = (uint64_t)(uint32_t)qindex * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uint32_t)seed * 0xC2B2AE3D27D4EB4Full;
     h ^= h >> 31; h *= 0xBF58476D1CE4E5B9ull; h ^= h >> 29;
@@ -182,8 +309,8 @@ static int probe_is_test(int qindex, int seed, double test_frac) {
 }
 
 typedef struct {
-    const char *acts, *tensor, *layers, *positions, *out, *label, *questions, *probes, *csv;
-    int head, max_iter, seed, limit;
+    const char *acts, *tensor, *layers, *positions, *out, *label, *questions, *probes, *csv, *labels_file, *keys;
+    int head, max_iter, seed, limit, allow_small, force;
     double l2, test_frac;
     cli_model_args ma;
 } probe_args;
@@ -210,10 +337,14 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     probe_args g;
     cli_opt opts[] = {
         { "--acts", CLI_STR, &g.acts, 0, 0, "FILE", "activation dataset written by codi record (required)" },
-        { "--label", CLI_STR, &g.label, 0, 0, "RULE", "correct | parity | step | answer-token | field:NAME (required; see above)" },
+        { "--label", CLI_STR, &g.label, 0, 0, "RULE", "correct | parity | step | answer-token | field:NAME (this or --labels; see above)" },
+        { "--labels", CLI_STR, &g.labels_file, 0, 0, "FILE", "per-row labels: lines question_index,position,label (position: latent3, bot, ..., or *)" },
         { "--out", CLI_STR, &g.out, 0, 0, "DIR", "output directory (required; created)" },
-        { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL for --label field:NAME" },
-        { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key or value" },
+        { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL for --label field:NAME (the file the dataset was recorded from)" },
+        { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "use a --questions file other than the dataset's own (its labels must still be by question index)" },
+        { "--allow-small", CLI_FLAG, &g.allow_small, 0, 0, NULL, "train cells where a class has fewer than 10 rows in the training or held-out split" },
+        { "--tensor", CLI_STR, &g.tensor, 0, 0, "NAME", "resid (default), final, latent_inputs, key, key_pre_rope or value" },
+        { "--keys", CLI_STR, &g.keys, 0, 0, "post|pre", "--tensor key: post-RoPE as cached (default) or pre-RoPE (the key_pre_rope tensor)" },
         { "--head", CLI_INT, &g.head, -1, 1024, "H", "key/value: one kv head (default -1: all heads concatenated)" },
         { "--layers", CLI_STR, &g.layers, 0, 0, "LIST", "layers, e.g. 0,8,16 or 4-16 (default all)" },
         { "--positions", CLI_STR, &g.positions, 0, 0, "LIST", "recorded slots (default all; parity/step: the latent slots)" },
@@ -236,13 +367,21 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     FILE *csv = NULL;
     cli_progress *prog = NULL;
     double t0 = cli_now();
+    char rule_buf[1100], lim[16];
     memset(&g, 0, sizeof g);
     memset(&pl, 0, sizeof pl);
     g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
-    if (!g.acts || !g.out || !g.label) { fprintf(stderr, "codi probe train: --acts, --label and --out are required (codi probe train --help)\n"); return 2; }
+    if (!g.acts || !g.out || !g.label == !g.labels_file) {
+        fprintf(stderr, "codi probe train: --acts, --out and one of --label or --labels are required (codi probe train --help)\n"); return 2;
+    }
+    if (g.labels_file) { snprintf(rule_buf, sizeof rule_buf, "labels:%s", g.labels_file); g.label = rule_buf; }
+    if ((prc = cli_keys_option("probe", g.keys)) < 0) return 2;
+    if (prc && strcmp(g.tensor, "key")) { fprintf(stderr, "codi probe: --keys applies to --tensor key, not %s\n", g.tensor); return 2; }
+    if (prc) g.tensor = "key_pre_rope";
     cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
+    if (!strncmp(g.label, "field:", 6) && g.questions && pca_check_questions(&a, "probe", g.questions, g.force)) { pca_acts_close(&a); return 1; }
     if (probe_make_labels(&pl, &a, g.label, g.questions, &g.ma, "probe")) { pca_acts_close(&a); return 1; }
     if ((n_layers = pca_parse_indices("probe", "--layers", g.layers, a.n_layers, layers)) < 0 ||
         (n_slots = pca_parse_indices("probe", "--positions", g.positions, a.P, slots)) < 0) { rc = 2; goto done; }
@@ -250,6 +389,16 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         for (i = j = 0; i < n_slots; i++) if (pca_slot_step(&a, slots[i]) >= 0) slots[j++] = slots[i];
         n_slots = j;
         if (n_slots < 2) { fprintf(stderr, "codi probe: --label %s needs at least two latent slots among --positions\n", g.label); goto done; }
+    } else {                                     /* one probe per slot: slots without labelled rows have none */
+        int left_out = 0;
+        for (i = j = 0; i < n_slots; i++) {
+            int q, any = 0;
+            for (q = 0; q < a.Q && !any; q++) any = pca_acts_valid(&a, q, slots[i]) && pl.label[q * a.P + slots[i]] >= 0;
+            if (any) { slots[j++] = slots[i]; continue; }
+            fprintf(stderr, "%s%s", left_out++ ? ", " : "codi probe: note: no labelled rows at (left out): ", a.slot_label[slots[i]]);
+        }
+        if (left_out) fprintf(stderr, "\n");
+        if (!(n_slots = j)) { fprintf(stderr, "codi probe: label %s: no labelled rows at the chosen slots\n", g.label); goto done; }
     }
     {   /* rows per class over the chosen slots of finished questions */
         long count[257] = {0};
@@ -291,6 +440,20 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         nte = probe_gather(&a, &pl, &g, layers[li], cs, ns, 1, xte, yte);
         po.l2 = g.l2; po.max_iter = g.max_iter; po.n_threads = g.ma.threads;
         if (!nte) { fprintf(stderr, "\ncodi probe: %s: no held-out rows (raise --test-frac or use more questions)\n", names[cell]); goto done; }
+        {   /* every class needs PROBE_MIN_ROWS rows on each side, or the accuracy and AUC mean little */
+            int ctr[256] = {0}, cte[256] = {0}, c;
+            for (i = 0; i < ntr; i++) ctr[ytr[i]]++;
+            for (i = 0; i < nte; i++) cte[yte[i]]++;
+            for (c = 0; c < pl.n_classes; c++) {
+                if (ctr[c] >= PROBE_MIN_ROWS && cte[c] >= PROBE_MIN_ROWS) continue;
+                fprintf(stderr, "\ncodi probe: %s%s: class '%s' has %d training and %d held-out rows (questions split whole: "
+                        "--test-frac %g, --seed %d); a probe needs %d of each class on each side to be trusted%s\n",
+                        g.allow_small ? "warning: " : "", names[cell], pl.class_name[c], ctr[c], cte[c], g.test_frac, g.seed, PROBE_MIN_ROWS,
+                        g.allow_small ? " (--allow-small: training it anyway)" : "; --allow-small trains it anyway");
+                if (!g.allow_small) goto done;
+                break;
+            }
+        }
         if (!(probes[cell] = codi_probe_train(xtr, ytr, ntr, a.row, pl.n_classes, &po, err, sizeof err))) {
             fprintf(stderr, "\ncodi probe: %s: %s\n", names[cell], err); goto done;
         }
@@ -332,7 +495,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         char title[256];
         svg_heatmap_spec hs;
         const char *meta[] = { "acts", g.acts, "tensor", g.tensor, "label", g.label, "classes", classes, "positions", pos,
-                               "test_frac", frac, "seed", sd, "model", a.model, "codi_lens", CLI_VERSION, NULL };
+                               "test_frac", frac, "seed", sd, "limit", lim, "model", a.model, "codi_lens", CLI_VERSION, NULL };
         if (!nm || !val || !text || !tp || !rl || !cl || !rlab) {
             free(nm); free(val); free(text); free(tp); free(rl); free(cl); free(rlab);
             fprintf(stderr, "codi probe: out of memory\n"); goto done;
@@ -345,6 +508,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         snprintf(pos, sizeof pos, "%s", g.positions ? g.positions : "all");
         snprintf(frac, sizeof frac, "%g", g.test_frac);
         snprintf(sd, sizeof sd, "%d", g.seed);
+        snprintf(lim, sizeof lim, "%d", g.limit);
         for (i = 0; i < n_cells; i++) {
             nm[i] = names[i];
             val[i] = met[i].auc;
@@ -385,7 +549,9 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         { "--probes", CLI_STR, &g.probes, 0, 0, "FILE", "probes.safetensors written by codi probe train (required)" },
         { "--acts", CLI_STR, &g.acts, 0, 0, "FILE", "activation dataset to score (required)" },
         { "--out", CLI_STR, &g.csv, 0, 0, "FILE", "per-row CSV of probabilities (default: none)" },
-        { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL when the probes' label is field:NAME" },
+        { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL when the probes' label is field:NAME (the dataset's own)" },
+        { "--labels", CLI_STR, &g.labels_file, 0, 0, "FILE", "per-row labels (as probe train --labels) instead of the probes' own rule" },
+        { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "use a --questions file other than the one the dataset was recorded from" },
         CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
@@ -393,10 +559,12 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     codi_st_file *f;
     pca_acts a;
     probe_labels pl;
-    const char *tensor, *label;
-    int n, i, rc = 1, prc, have_labels;
+    const char *tensor, *label, *m_acts, *m_frac, *m_seed, *m_limit;
+    static const char *const split_name[4] = { "train", "held-out", "unused", "new" };
+    int n, i, rc = 1, prc, have_labels = 0, *split = NULL;
     FILE *csv = NULL;
     float *x = NULL, *pr = NULL;
+    char rule_buf[1100];
     memset(&g, 0, sizeof g);
     g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
@@ -405,14 +573,32 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     tensor = codi_st_metadata(f, "tensor"); label = codi_st_metadata(f, "label");
     if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_st_close(f); return 1; }
     if (pca_acts_open(&a, "probe apply", g.acts, tensor, -1)) { codi_st_close(f); return 1; }
+    if (g.labels_file) { snprintf(rule_buf, sizeof rule_buf, "labels:%s", g.labels_file); label = rule_buf; }
+    if (!strncmp(label, "field:", 6) && g.questions && pca_check_questions(&a, "probe apply", g.questions, g.force)) goto done;
     have_labels = !probe_make_labels(&pl, &a, label, g.questions, &g.ma, "probe apply");
     if (!have_labels) fprintf(stderr, "codi probe apply: no labels for '%s' here: probabilities only\n", label);
+    if (!(split = (int *)malloc((size_t)a.Q * sizeof(int)))) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
+    m_acts = codi_st_metadata(f, "acts"); m_frac = codi_st_metadata(f, "test_frac"); m_seed = codi_st_metadata(f, "seed");
+    m_limit = codi_st_metadata(f, "limit");
+    {   /* the dataset the probes were trained on: each question's side of the split again (probe_gather's order) */
+        struct stat s1, s2;
+        int same = m_acts && m_frac && m_seed && (!strcmp(m_acts, g.acts) || (!stat(m_acts, &s1) && !stat(g.acts, &s2) &&
+                   s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino));
+        int q, used = 0, limit = m_limit ? atoi(m_limit) : 0;
+        for (q = 0; q < a.Q; q++) {
+            if (!same) { split[q] = 3; continue; }
+            if (!a.done[q]) { split[q] = 2; continue; }
+            split[q] = limit && used++ >= limit ? 2 : probe_is_test(a.qindex[q], atoi(m_seed), atof(m_frac));
+        }
+        fprintf(stderr, "codi probe apply: %s\n", same ? "the probes' own dataset: training and held-out rows (the same split) reported apart"
+                                                      : "another dataset than the probes were trained on: every row is new");
+    }
     if (g.csv && !(csv = fopen(g.csv, "w"))) { fprintf(stderr, "codi probe apply: cannot write %s\n", g.csv); goto done; }
-    if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1\n");
+    if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1,split\n");
     x = (float *)malloc((size_t)a.row * sizeof(float));
     pr = (float *)malloc(256 * sizeof(float));
     if (!x || !pr) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
-    printf("%-28s %-12s %6s %8s %s\n", "probe", "slot", "rows", "mean p1", "accuracy [95% CI]");
+    printf("%-28s %-12s %-8s %6s %8s %s\n", "probe", "slot", "split", "rows", "mean p1", "accuracy [95% CI]");
     for (n = codi_st_count(f), i = 0; i < n; i++) {
         codi_st_tensor t;
         char name[160], *dot;
@@ -429,30 +615,33 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
             codi_probe_free(p); goto done;
         }
         s0 = slot >= 0 ? slot : 0; s1 = slot >= 0 ? slot + 1 : a.P;
-        for (s = s0; s < s1; s++) {                /* pooled probes: every slot, one line each */
-            int rows = 0, correct = 0, labelled = 0;
-            double sum = 0, lo, hi;
+        for (s = s0; s < s1; s++) {                /* pooled probes: every slot, one line per split */
+            int rows[4] = {0}, correct[4] = {0}, labelled[4] = {0}, k;
+            double sum[4] = {0}, lo, hi;
             for (q = 0; q < a.Q; q++) {
-                int best = 0, c, lab = have_labels ? pl.label[q * a.P + s] : -1;
+                int best = 0, c, lab = have_labels ? pl.label[q * a.P + s] : -1, sp = split[q];
                 if (!pca_acts_valid(&a, q, s)) continue;
                 pca_acts_row(&a, q, s, layer, x);
                 codi_probe_predict_proba(p, x, 1, pr);
                 for (c = 1; c < p->n_classes; c++) if (pr[c] > pr[best]) best = c;
-                rows++; sum += pr[1];
-                if (lab >= 0 && lab < p->n_classes) { labelled++; correct += best == lab; }
-                if (csv) fprintf(csv, "%s,%d,%d,%s,%d,%d,%.6g\n", name, a.qindex[q], s, a.slot_label[s], lab, best, pr[1]);
+                rows[sp]++; sum[sp] += pr[1];
+                if (lab >= 0 && lab < p->n_classes) { labelled[sp]++; correct[sp] += best == lab; }
+                if (csv) fprintf(csv, "%s,%d,%d,%s,%d,%d,%.6g,%s\n", name, a.qindex[q], s, a.slot_label[s], lab, best, pr[1], split_name[sp]);
             }
-            codi_wilson_interval(correct, labelled, 1.96, &lo, &hi);
-            if (!rows) continue;
-            if (labelled) printf("%-28s %-12s %6d %8.4f %.4f [%.4f, %.4f]\n", name, a.slot_label[s], rows, sum / rows, (double)correct / labelled, lo, hi);
-            else printf("%-28s %-12s %6d %8.4f -\n", name, a.slot_label[s], rows, sum / rows);
+            for (k = 0; k < 4; k++) {
+                if (!rows[k]) continue;
+                codi_wilson_interval(correct[k], labelled[k], 1.96, &lo, &hi);
+                if (labelled[k]) printf("%-28s %-12s %-8s %6d %8.4f %.4f [%.4f, %.4f]\n", name, a.slot_label[s], split_name[k], rows[k], sum[k] / rows[k],
+                                        (double)correct[k] / labelled[k], lo, hi);
+                else printf("%-28s %-12s %-8s %6d %8.4f -\n", name, a.slot_label[s], split_name[k], rows[k], sum[k] / rows[k]);
+            }
         }
         codi_probe_free(p);
     }
     rc = 0;
 done:
     if (csv && fclose(csv)) { fprintf(stderr, "codi probe apply: error writing %s\n", g.csv); rc = 1; }
-    free(x); free(pr);
+    free(x); free(pr); free(split);
     if (have_labels) probe_labels_free(&pl);
     pca_acts_close(&a); codi_st_close(f);
     return rc;
@@ -464,9 +653,15 @@ static const cli_command cmd_probe_train = {
     "`codi record` dataset and reports held-out accuracy (Wilson 95% interval) and AUC (Hanley-McNeil\n"
     "95% interval; one-vs-rest macro for more than two classes). Questions are split into train and\n"
     "held-out sets by a fixed hash of their index (--test-frac, --seed), so every slot of a question\n"
-    "lands on the same side.\n"
+    "lands on the same side. A cell where some class has fewer than 10 rows in either split is refused\n"
+    "with the class and its counts (its accuracy and AUC would mean little); --allow-small trains it anyway.\n"
     "Label rules: correct (did CODI answer right: one probe per layer and slot), field:NAME (that\n"
-    "field of each --questions line, distinct values as classes: one probe per layer and slot),\n"
+    "field of each --questions line, distinct values as classes; NAME may be a dotted path such as steps.0.3;\n"
+    "the --questions file must be the one the dataset was recorded from, checked by its content hash, else\n"
+    "its path: --force to use another; one probe per layer and slot), --labels FILE (per-row labels: lines\n"
+    "or CSV question_index,position,label with position a slot as codi record names it, latent3, bot,\n"
+    "answer1, prompt0, 17 for an absolute position, or * for every slot; a header line is skipped; one\n"
+    "probe per layer and slot, slots without labels left out),\n"
     "parity (odd vs even latent step) and step (which latent step; multinomial): one probe per layer\n"
     "over the latent slots among --positions; answer-token (needs --model): is the top token of\n"
     "lm_head(final) at that slot the number CODI finally answered (1) or another number, an intermediate\n"
@@ -477,16 +672,20 @@ static const cli_command cmd_probe_train = {
     "Examples:\n"
     "  codi probe train --acts acts.safetensors --label parity --positions 1-6 --out probe_parity\n"
     "  codi probe train --acts acts.safetensors --label correct --tensor final --out probe_correct\n"
-    "  codi probe train --acts acts.safetensors --label field:kind --questions q.jsonl --layers 4-16 --out p",
+    "  codi probe train --acts acts.safetensors --label field:kind --questions q.jsonl --layers 4-16 --out p\n"
+    "  codi probe train --acts acts.safetensors --labels row_labels.csv --positions latent3 --out p_rows",
     probe_train_run
 };
 
 static const cli_command cmd_probe_apply = {
     "probe apply", "", "codi probe apply --probes FILE --acts FILE [--out ROWS.csv]",
     "Scores every row of a dataset with every probe of a probes file (a pooled probe on every slot)\n"
-    "and prints per probe and slot the rows, the mean probability of class 1 and, when the dataset\n"
-    "carries the probes' labels, the accuracy with its Wilson 95% interval. --out writes one CSV line\n"
-    "per row.\n\n"
+    "and prints per probe, slot and split the rows, the mean probability of class 1 and, when the dataset\n"
+    "carries the probes' labels, the accuracy with its Wilson 95% interval. On the dataset the probes\n"
+    "were trained on (the acts path in their metadata) the training rows, the held-out rows (the same\n"
+    "split by question) and rows past training's --limit are reported apart: only held-out accuracy\n"
+    "measures the probe; on any other dataset every row is new. --out writes one CSV line per row\n"
+    "(with its split).\n\n"
     "Examples:\n"
     "  codi probe apply --probes probe_parity/probes.safetensors --acts other_acts.safetensors\n"
     "  codi probe apply --probes p/probes.safetensors --acts acts.safetensors --out rows.csv",

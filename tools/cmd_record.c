@@ -40,7 +40,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
         { "--out", CLI_STR, &out, 0, 0, "FILE", "the activation dataset (.safetensors); an existing one is resumed" },
         { "--positions", CLI_STR, &positions, 0, 0, "SPEC", "latents (bot + latent 1..N, default), prompt, answer, all, or a list: bot,latent3,answer1,prompt0,17" },
         { "--dtype", CLI_STR, &dtype, 0, 0, "f32|bf16", "float tensors' type (default f32)" },
-        { "--kv", CLI_FLAG, &kv, 0, 0, NULL, "also record the post-RoPE keys and values at the positions" },
+        { "--kv", CLI_FLAG, &kv, 0, 0, NULL, "also record keys and values at the positions: key (post-RoPE, as cached), key_pre_rope (before RoPE), value" },
         { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
         { "--latents", CLI_INT, &pa.latents, 0, 1000, "N", "latent steps (6)" },
         { "--max-answer", CLI_INT, &max_answer, 1, 1024, "A", "answer tokens generated and stored (default 32)" },
@@ -57,7 +57,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     codi_state *s = NULL;
     codi_acts_spec sp;
     cli_progress *prog = NULL;
-    char err[512], *labels = NULL, *command = NULL, text[4096];
+    char err[512], *labels = NULL, *command = NULL, text[4096], qhash[17];
     float *resid = NULL, *fin = NULL, *key = NULL, *val = NULL, *lat = NULL;
     int32_t *pos = NULL;
     size_t cmd_len = 1;
@@ -83,6 +83,8 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     sp.n_questions = rl.n; sp.n_positions = ps.n; sp.n_latent = pa.latents; sp.max_prompt = rl.max_prompt; sp.max_answer = max_answer;
     sp.bf16 = !strcmp(dtype, "bf16"); sp.kv = kv; sp.model = ma.model; sp.questions = questions; sp.positions = positions;
     sp.labels_json = labels; sp.recipe = pa.recipe ? "1" : "0"; sp.command = command;
+    if (cli_file_hash(questions, qhash)) { fprintf(stderr, "codi record: cannot read %s\n", questions); goto done; }
+    sp.questions_hash = qhash;
     if (overwrite) remove(out);
     if (!(acts = codi_acts_open(m, out, &sp, 1, err, sizeof err))) { fprintf(stderr, "codi record: %s\n", err); goto done; }
     {
@@ -137,10 +139,14 @@ static const cli_command cmd_record = {
     "codi record --model PATH --questions FILE.jsonl --out FILE.safetensors [options]",
     "Runs every question (prompt, latent steps, eot, greedy answer) and writes, per question and\n"
     "chosen position: the residual entering every layer (0..L; L = the last layer's output), the\n"
-    "final-norm hidden state, the latent inputs z_1..z_N, optionally post-RoPE keys and values, plus\n"
+    "final-norm hidden state, the latent inputs z_1..z_N, optionally (--kv) keys and values, plus\n"
     "prompt / answer ids, gold, prediction, correct. The file is sized for every question when the run\n"
     "starts and rows are filled in place, a done flag last: a killed run resumes where it stopped when\n"
     "started again with the same options (other options are refused; --overwrite starts afresh).\n"
+    "Keys come twice: \"key\" after RoPE, as the cache holds them (HF past_key_values, TransformerLens\n"
+    "hook_rot_k), and \"key_pre_rope\", the same keys rotated back by their position's angles (W_k times the\n"
+    "attention-normed residual, hook_k): comparable across positions; pca / probe --tensor, vectors and\n"
+    "kv-response --keys pre read them.\n"
     "Layout: codi_lens.h, section >>acts (read it with safetensors.numpy.load_file).\n\n"
     "Examples:\n"
     "  codi record --model models/codi-nano/codi_nano.bin --questions models/codi-nano/test.jsonl --out nano_acts.safetensors\n"

@@ -19,7 +19,7 @@
 /* --- building mean vectors ------------------------------------------------------------------ */
 
 typedef struct {
-    const codi_model *m; codi_state *s; codi_means *acc; int recipe, latents, failed;
+    const codi_model *m; codi_state *s; codi_means *acc; int recipe, latents, failed, keys_pre;
     const codi_tokenizer *t; cli_progress *progress; long done;
 } vectors_ctx;
 
@@ -48,15 +48,26 @@ static int vectors_one_question(void *user, const cli_question *q) {
         vc->failed++; return 0;
     }
     ro.n_latent = vc->latents;
-    if (codi_run_latents(vc->m, vc->s, ids, n, &ro, &rr) || codi_means_add(vc->acc, vc->m, vc->s, rr.prompt_len)) {
+    if (codi_run_latents(vc->m, vc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi vectors: line %d: %s\n", q->line, vc->s->error); vc->failed++; return 0; }
+    if (vc->keys_pre) {                          /* the latent slots' cached keys rotated back before RoPE, then averaged */
+        int k, l, h;
+        for (k = 1; k <= vc->latents; k++)
+            for (l = 0; l < vc->m->config.n_layers; l++)
+                for (h = 0; h < vc->m->config.n_kv_heads; h++) {
+                    int pos = rr.prompt_len + k - 1;
+                    codi_rope_rotate(vc->m, pos, 1, codi_state_key(vc->s, l, h, pos), 1);
+                }
+    }
+    if (codi_means_add(vc->acc, vc->m, vc->s, rr.prompt_len)) {
         fprintf(stderr, "codi vectors: line %d: %s\n", q->line, vc->s->error); vc->failed++; return 0;
     }
     cli_progress_update(vc->progress, ++vc->done);
     return 0;
 }
 
-/* Reads [Q, P, ...] rows of a recorded dataset into the means: slots labelled "latent k". */
-static int vectors_from_acts(const char *path, const codi_model *m, codi_means *acc, char *err, size_t errsz) {
+/* Reads [Q, P, ...] rows of a recorded dataset into the means: slots labelled "latent k"; keys from
+   key_pre_rope when keys_pre. */
+static int vectors_from_acts(const char *path, const codi_model *m, codi_means *acc, int keys_pre, char *err, size_t errsz) {
     codi_st_file *f = codi_st_open(path, err, errsz);
     codi_st_tensor fin, done, key, value;
     const char *labels = f ? codi_st_metadata(f, "labels") : NULL;
@@ -73,14 +84,16 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
     for (e = lj->child, q = 0; e; e = e->next, q++)
         if (e->type == CODI__J_STR && !strncmp(e->str, "latent ", 7) && atoi(e->str + 7) >= 1 && atoi(e->str + 7) <= acc->n_latent) slot[atoi(e->str + 7) - 1] = q;
     for (k = 0; k < acc->n_latent; k++) if (slot[k] < 0) { codi__err(err, errsz, "%s: no slot labelled \"latent %d\" (record with --positions latents)", path, k + 1); goto done; }
-    has_kv = !codi_st_find(f, "key", &key) && !codi_st_find(f, "value", &value) && key.numel == (size_t)fin.shape[0] * fin.shape[1] * KV && value.numel == key.numel;
+    has_kv = !codi_st_find(f, keys_pre ? "key_pre_rope" : "key", &key) && !codi_st_find(f, "value", &value) &&
+             key.numel == (size_t)fin.shape[0] * fin.shape[1] * KV && value.numel == key.numel;
+    if (keys_pre && !has_kv) { codi__err(err, errsz, "%s: no key_pre_rope (record with --kv) for --keys pre", path); goto done; }
     {   /* the whole tensors as f32, then the rows of done questions */
         size_t nf = fin.numel, nk = has_kv ? key.numel : 0;
         float *ff = (float *)malloc(nf * sizeof(float)), *kk = nk ? (float *)malloc(nk * sizeof(float)) : NULL, *vv = nk ? (float *)malloc(nk * sizeof(float)) : NULL;
         const unsigned char *dn = (const unsigned char *)done.data;
         long P = (long)fin.shape[1];
         if (!ff || (nk && (!kk || !vv))) { codi__err(err, errsz, "out of memory"); free(ff); free(kk); free(vv); goto done; }
-        if (codi_st_read_f32(f, "final", ff, nf, err, errsz) < 0 || (nk && (codi_st_read_f32(f, "key", kk, nk, err, errsz) < 0 ||
+        if (codi_st_read_f32(f, "final", ff, nf, err, errsz) < 0 || (nk && (codi_st_read_f32(f, keys_pre ? "key_pre_rope" : "key", kk, nk, err, errsz) < 0 ||
                                                                           codi_st_read_f32(f, "value", vv, nk, err, errsz) < 0))) {
             free(ff); free(kk); free(vv); goto done;
         }
@@ -111,6 +124,7 @@ done:
    seeded norm-matched random direction per pair. */
 typedef struct {
     int N, D, KV, n_pairs, has_kv;
+    int keys_pre;                   /* 1: the key means are pre-RoPE: named mean_key_pre_rope, key_pre_rope_diff_A_B */
     float *mean_final;              /* [N, D] */
     float *mean_key, *mean_value;   /* [N, KV] (KV = L * KVH * HD) */
     float *diff, *random;           /* [n_pairs, D] */
@@ -161,14 +175,14 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
         e[ne].shape[0] = s0; e[ne].shape[1] = s1; e[ne].shape[2] = s2; e[ne].shape[3] = s3; ne++; } while (0)
     VECTORS_ENTRY("mean_final", v->mean_final, 2, v->N, v->D, 0, 0);
     if (v->has_kv) {
-        VECTORS_ENTRY("mean_key", v->mean_key, 4, v->N, c->n_layers, c->n_kv_heads, c->head_dim);
+        VECTORS_ENTRY(v->keys_pre ? "mean_key_pre_rope" : "mean_key", v->mean_key, 4, v->N, c->n_layers, c->n_kv_heads, c->head_dim);
         VECTORS_ENTRY("mean_value", v->mean_value, 4, v->N, c->n_layers, c->n_kv_heads, c->head_dim);
     }
     for (a = 1; a <= v->N; a++)
         for (b = a + 1; b <= v->N; b++, p++) {
             snprintf(names[4 * p], 48, "diff_%d_%d", a, b);
             snprintf(names[4 * p + 1], 48, "random_%d_%d", a, b);
-            snprintf(names[4 * p + 2], 48, "key_diff_%d_%d", a, b);
+            snprintf(names[4 * p + 2], 48, "%s_%d_%d", v->keys_pre ? "key_pre_rope_diff" : "key_diff", a, b);
             snprintf(names[4 * p + 3], 48, "value_diff_%d_%d", a, b);
             VECTORS_ENTRY(names[4 * p], v->diff + (size_t)p * v->D, 1, v->D, 0, 0, 0);
             VECTORS_ENTRY(names[4 * p + 1], v->random + (size_t)p * v->D, 1, v->D, 0, 0, 0);
@@ -181,7 +195,8 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
     rc = codi_write_safetensors(out, e, ne, meta, err, sizeof err) ? 1 : 0;
     if (rc) fprintf(stderr, "codi vectors: %s\n", err);
     else printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
-                v->has_kv ? ", mean_key / mean_value" : "", v->n_pairs, v->has_kv ? ", key_diff_A_B, value_diff_A_B" : "", count);
+                v->has_kv ? (v->keys_pre ? ", mean_key_pre_rope / mean_value" : ", mean_key / mean_value") : "", v->n_pairs,
+                v->has_kv ? (v->keys_pre ? ", key_pre_rope_diff_A_B, value_diff_A_B" : ", key_diff_A_B, value_diff_A_B") : "", count);
     free(e); free(names);
     return rc;
 }
@@ -439,11 +454,13 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
     return rc;
 }
 
+static int vectors_extract_main(int argc, char **argv);   /* codi vectors extract: tools/cmd_vectors_extract.c */
+
 static int vectors_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *acts = NULL, *out = NULL, *to_gguf = NULL, *from_gguf = NULL, *spec = NULL, *layers = NULL;
-    const char *positive = NULL, *negative = NULL;
-    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc;
+    const char *positive = NULL, *negative = NULL, *keys = NULL;
+    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc, keys_pre;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "run these questions (\"question\" text, or \"ids\": [BOS, ..., bot] used as given)" },
@@ -452,6 +469,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot" },
         { "--latents", CLI_INT, &latents, 1, 1000, "N", "latent steps (default 6)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random_A_B directions (default 1)" },
+        { "--keys", CLI_STR, &keys, 0, 0, "post|pre", "key means after RoPE, as cached (default: mean_key), or before (mean_key_pre_rope, key_pre_rope_diff_A_B)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE.safetensors", "output" },
         { "--positive", CLI_STR, &positive, 0, 0, "FILE.jsonl", "with --negative: KV steering vectors (Belitsky et al. 2025) from contrastive prompts" },
         { "--negative", CLI_STR, &negative, 0, 0, "FILE.jsonl", "the negative prompts of --positive" },
@@ -461,8 +479,11 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--spec", CLI_STR, &spec, 0, 0, "SPEC.json", "--from-gguf: also write a steering spec adding each direction where llama.cpp does" },
         CLI_END
     };
+    if (argc >= 2 && !strcmp(argv[1], "extract")) return vectors_extract_main(argc - 1, argv + 1);
     if ((prc = cli_parse(self, opts, argc, argv)) != CLI_OK) return prc == CLI_HELP ? 0 : 2;
     if (!out) { fprintf(stderr, "codi vectors: --out is required\n"); return 2; }
+    if ((keys_pre = cli_keys_option("vectors", keys)) < 0) return 2;
+    if (keys_pre && !questions && !acts) { fprintf(stderr, "codi vectors: --keys pre applies to the mean vectors (--questions or --acts)\n"); return 2; }
     if (to_gguf) return vectors_to_gguf(to_gguf, layers, out);
     if (from_gguf) return vectors_from_gguf(from_gguf, out, spec);
     if (!positive != !negative) { fprintf(stderr, "codi vectors: --positive and --negative go together\n"); return 2; }
@@ -487,7 +508,8 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         const char *meta[] = { "format", "codi_lens.vectors.v1", "model", ma.model, "source", questions ? questions : acts,
                                "questions", count, "n_latent", lat, "seed", sd, "recipe", rec,
                                "positions", "latent k = position T0 + k - 1 (T0: prompt length incl. bot); mean_final: final-normed last-layer hidden state there (what prj reads)",
-                               "keys", "mean_key [N, L, KVH, HD], key_diff_A_B [L, KVH, HD]: post-RoPE, as cached",
+                               "keys", keys_pre ? "mean_key_pre_rope [N, L, KVH, HD], key_pre_rope_diff_A_B [L, KVH, HD]: before RoPE (each question's keys rotated back by their position, then averaged); a kv_cache edit adds to post-RoPE keys, so these are for analysis"
+                                                : "mean_key [N, L, KVH, HD], key_diff_A_B [L, KVH, HD]: post-RoPE, as cached",
                                "pairs", "diff_A_B = mean[B] - mean[A] (latent steps, 1-based); random_A_B: Gaussian direction with the norm of diff_A_B (SplitMix64 + polar, seed, pairs in order)",
                                "codi_lens", CLI_VERSION, NULL };
         if (!m) return 1;
@@ -496,7 +518,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             vectors_ctx vc;
             memset(&vc, 0, sizeof vc);
             t = cli_load_tokenizer(&ma, m, 1);
-            vc.m = m; vc.t = t; vc.acc = &acc; vc.recipe = recipe; vc.latents = latents;
+            vc.m = m; vc.t = t; vc.acc = &acc; vc.recipe = recipe; vc.latents = latents; vc.keys_pre = keys_pre;
             vc.s = codi_state_alloc(m, 4096 + latents + 2, ma.threads);
             {   /* the progress total: --limit or the file's lines */
                 size_t len;
@@ -512,7 +534,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             codi_state_free(vc.s);
             if (rc) fprintf(stderr, "codi vectors: %d questions failed, %d lines malformed, %ld used\n", vc.failed, n_bad, acc.count);
         } else {
-            int r = vectors_from_acts(acts, m, &acc, err, sizeof err);
+            int r = vectors_from_acts(acts, m, &acc, keys_pre, err, sizeof err);
             if (r < 0) fprintf(stderr, "codi vectors: %s\n", err);
             else if (acc.count == 0) fprintf(stderr, "codi vectors: %s has no finished questions\n", acts);
             else { with_kv = r; rc = 0; }
@@ -522,7 +544,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         if (!rc) {
             vectors_set vs;
             if (vectors_build(&vs, &acc, with_kv ? &acc : NULL, seed)) { fprintf(stderr, "codi vectors: out of memory\n"); rc = 1; }
-            else rc = vectors_save(out, m, &vs, acc.count, meta);
+            else { vs.keys_pre = keys_pre; rc = vectors_save(out, m, &vs, acc.count, meta); }
             vectors_free(&vs);
         }
         codi_means_free(&acc);
@@ -537,13 +559,19 @@ static const cli_command cmd_vectors = {
     "codi vectors --model PATH (--questions FILE.jsonl | --acts ACTS.safetensors) --out V.safetensors [options]\n"
     "       codi vectors --model PATH --positive P.jsonl --negative N.jsonl --out kv.safetensors\n"
     "       codi vectors --to-gguf V.safetensors:TENSOR [--layers A-B] --out cv.gguf\n"
-    "       codi vectors --from-gguf cv.gguf --out V.safetensors [--spec SPEC.json]",
+    "       codi vectors --from-gguf cv.gguf --out V.safetensors [--spec SPEC.json]\n"
+    "       codi vectors extract --acts ACTS --slot SLOT (--question Q | --mean-of LIST | --where F=V --questions Q.jsonl) --name NAME --out V.safetensors",
     "Mean vectors of the Latent Reasoning Sprint: for latent steps k = 1..N, the mean over the questions of\n"
     "the final-normed last-layer hidden state at latent k's slot (position T0 + k - 1) and of the cached K / V\n"
     "there (post-RoPE); writes mean_final [N, D], mean_key / mean_value [N, L, KVH, HD] and for every pair\n"
     "A < B: diff_A_B = mean[B] - mean[A], key_diff_A_B, value_diff_A_B [L, KVH, HD] and random_A_B (a seeded\n"
     "Gaussian direction with the norm of diff_A_B). Metadata records the source, count, seed and positions.\n"
-    "Use them in a steering spec: {\"at\": \"latent_input\", \"step\": 4, \"alpha\": 2, \"vector\": \"V.safetensors:diff_3_5\"}.\n\n"
+    "Use them in a steering spec: {\"at\": \"latent_input\", \"step\": 4, \"alpha\": 2, \"vector\": \"V.safetensors:diff_3_5\"}.\n"
+    "--keys pre averages the keys before RoPE instead (each question's keys rotated back by their own\n"
+    "position, so questions of different lengths line up): mean_key_pre_rope, key_pre_rope_diff_A_B, for\n"
+    "analysis (kv_cache edits act on post-RoPE keys).\n"
+    "codi vectors extract (its --help): one recorded row, or a mean over chosen questions' rows, as a named\n"
+    "tensor: activation patching and mean-latent patching specs (examples/specs/).\n\n"
     "KV steering (Belitsky et al. 2025): --positive / --negative prompts give key_steer / value_steer [L, KVH, HD],\n"
     "the mean K / V at the last prompt position over the positive prompts minus over the negative ones; apply\n"
     "once after the prefill at the last slot in every layer (their best Llama-3.2-1B setting: values only):\n"

@@ -22,6 +22,7 @@
 #include "cmd_export.c"
 #include "cmd_pca.c"
 #include "cmd_probe.c"
+#include "cmd_vectors_extract.c"
 #include "cmd_kv_response.c"
 
 static const cli_command *const commands[] = {
