@@ -287,6 +287,11 @@ CODI_API void codi_state_clear_hooks(codi_state *s);
 CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens,
                           const float *embeds, int n, float *logits_out);
 
+/* The same pass written plainly (>>reference): one position at a time, naive loops, no threads or
+   SIMD; the same hooks, state buffers and errors as codi_forward, to read and to check against. */
+CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const int32_t *tokens,
+                                    const float *embeds, int n, float *logits_out);
+
 /* Batched decode: one new position for each of n independent sequences of this model (states
    with their own caches, positions, hooks, phase and step; no state twice), through one pass over
    the weights per group of states[0]->chunk: tokens[n] or embeds [n, D] (exactly one non-NULL).
@@ -4195,6 +4200,133 @@ CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user) {
 }
 
 CODI_API void codi_state_clear_hooks(codi_state *s) { s->n_hooks = 0; }
+
+/* >>reference: the whole model in one plain function: read this first -------------------------
+   codi_forward_reference computes what codi_forward computes, shaped like llama2.c's run.c: one
+   position at a time through every layer, a naive loop for every product, the buffers of the
+   state (residuals, K/V cache, final hidden, logits) written exactly where codi_forward writes
+   them and the hooks called at the same points with the same layer, position, phase and step, so
+   the rest of the API works after it. This is the readable definition of the model. It is slow
+   (no chunks, threads, SIMD or packed panels); the fast path is >>forward, and CODI_KERNEL=scalar
+   runs that fast path on its portable scalar kernels, which is not this function.
+   tests/test_reference.c holds the two equal on the golden fixtures, hooks and steering included. */
+
+static int codi__hooks(codi_state *s, int point, int layer, int pos, float *data, int size);   /* >>forward */
+static int codi__check_state(const codi_model *m, codi_state *s, int n);
+static int codi__check_tokens(const codi_model *m, codi_state *s, const int32_t *tokens, int n);
+static int codi__all_finite(const float *x, int n);
+
+/* out [W.rows] = W [rows, cols] x [cols]: one dot product per output, bf16 / f16 weights widened. */
+static void codi__matvec_reference(float *out, const codi_matrix *w, const float *x) {
+    int r, j;
+    for (r = 0; r < w->rows; r++) {
+        float sum = 0;
+        for (j = 0; j < w->cols; j++) sum += codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j) * x[j];
+        out[r] = sum;
+    }
+}
+
+CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
+                                    int n, float *logits_out) {
+    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)s->internal;   /* scratch: the fast path's first row */
+    int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
+    int group = H / KVH, half = HD / 2, i, j, l, h, t;
+    float *xb = si->xb, *q = si->q, *k = si->k, *v = si->v, *att = si->scratch, scale = 1.0f / sqrtf((float)HD);
+    if (codi__check_state(m, s, n > 0 ? n : 0)) return -1;
+    if (n <= 0 || (!tokens) == (!embeds)) {
+        codi__err(s->error, sizeof s->error, "forward needs n > 0 and exactly one of tokens, embeds"); return -1;
+    }
+    if (codi__check_tokens(m, s, tokens, n)) return -1;
+    for (i = 0; i < n; i++) {
+        int pos = s->n_pos + i;
+        float *x = codi_state_resid(s, 0, pos);
+        /* the input: a token's row of the embedding table, or a given vector (a CODI latent z) */
+        if (tokens) for (j = 0; j < D; j++) x[j] = codi__load_elem(m->w.embed.data, m->w.embed.dtype, (size_t)tokens[i] * D + j);
+        else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos, x, D)) return -1;
+        if (!codi__all_finite(x, D)) {
+            codi__err(s->error, sizeof s->error, "input embedding at position %d is not finite (NaN or Inf)", pos); return -1;
+        }
+        for (l = 0; l < L; l++) {
+            const codi_layer *w = &m->w.layers[l];
+            float *y = codi_state_resid(s, l + 1, pos);          /* y = x + attention + MLP, in layer l + 1's slot */
+            if (codi__hooks(s, CODI_HOOK_RESID, l, pos, codi_state_resid(s, l, pos), D)) return -1;
+            memcpy(y, codi_state_resid(s, l, pos), (size_t)D * sizeof(float));
+            /* attention: RMSNorm, then the q, k, v projections */
+            codi__rmsnorm(xb, y, w->attn_norm, D, c->norm_eps);                    /* >>kernels */
+            codi__matvec_reference(q, &w->wq, xb);
+            codi__matvec_reference(k, &w->wk, xb);
+            codi__matvec_reference(v, &w->wv, xb);
+            /* RoPE: pairs (j, j + HD/2) of every q and k head turn by pos * freq_j (HF's rotate_half);
+               Llama 3 scaling slows the long wavelengths by `factor`, keeps the short, blends between */
+            for (j = 0; j < half; j++) {
+                float f = 1.0f / powf(c->rope_theta, (float)(2 * j) / (float)HD), cs, sn;
+                if (c->rope_llama3) {
+                    float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
+                    float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
+                    float wl = 2.0f * 3.14159265358979323846f / f;
+                    if (wl > low_wl) f = f / c->rope_factor;
+                    else if (wl >= high_wl) {
+                        float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
+                                       (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                        f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
+                    }
+                }
+                cs = cosf((float)pos * f); sn = sinf((float)pos * f);
+                for (h = 0; h < H + KVH; h++) {
+                    float *r = h < H ? q + (size_t)h * HD : k + (size_t)(h - H) * HD, a = r[j], b = r[j + half];
+                    r[j] = a * cs - b * sn;
+                    r[j + half] = b * cs + a * sn;
+                }
+            }
+            /* the cache: this position's keys (after RoPE, as HF caches them) and values */
+            if (codi__hooks(s, CODI_HOOK_KEY, l, pos, k, KVH * HD) || codi__hooks(s, CODI_HOOK_VALUE, l, pos, v, KVH * HD)) return -1;
+            for (h = 0; h < KVH; h++) {
+                memcpy(codi_state_key(s, l, h, pos), k + (size_t)h * HD, (size_t)HD * sizeof(float));
+                memcpy(codi_state_value(s, l, h, pos), v + (size_t)h * HD, (size_t)HD * sizeof(float));
+            }
+            /* causal grouped-query attention: query head h reads kv head h / group at positions 0..pos */
+            for (h = 0; h < H; h++) {
+                const float *qh = q + (size_t)h * HD;
+                float *out = si->att_out + (size_t)h * HD, mx = -FLT_MAX, sum = 0;
+                for (t = 0; t <= pos; t++) {
+                    const float *kt = codi_state_key(s, l, h / group, t);
+                    float d = 0;
+                    for (j = 0; j < HD; j++) d += qh[j] * kt[j];
+                    att[t] = d * scale;
+                    if (att[t] > mx) mx = att[t];
+                }
+                for (t = 0; t <= pos; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }   /* softmax */
+                for (j = 0; j < HD; j++) out[j] = 0;
+                for (t = 0; t <= pos; t++) {
+                    const float *vt = codi_state_value(s, l, h / group, t);
+                    for (j = 0; j < HD; j++) out[j] += att[t] / sum * vt[j];
+                }
+            }
+            codi__matvec_reference(si->delta, &w->wo, si->att_out);              /* o_proj */
+            if (codi__hooks(s, CODI_HOOK_ATTN_OUT, l, pos, si->delta, D)) return -1;
+            for (j = 0; j < D; j++) y[j] += si->delta[j];
+            /* MLP: RMSNorm, SwiGLU down(silu(gate x) * up x) */
+            codi__rmsnorm(xb, y, w->mlp_norm, D, c->norm_eps);
+            codi__matvec_reference(si->hb, &w->gate, xb);
+            codi__matvec_reference(si->hb2, &w->up, xb);
+            for (j = 0; j < F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
+            codi__matvec_reference(si->delta, &w->down, si->hb);
+            if (codi__hooks(s, CODI_HOOK_MLP_OUT, l, pos, si->delta, D)) return -1;
+            for (j = 0; j < D; j++) y[j] += si->delta[j];
+        }
+        /* the final norm (what lm_head and CODI's prj read), then the logits */
+        if (codi__hooks(s, CODI_HOOK_RESID, L, pos, codi_state_resid(s, L, pos), D)) return -1;
+        codi__rmsnorm(xb, codi_state_resid(s, L, pos), m->w.final_norm, D, c->norm_eps);
+        if (codi__hooks(s, CODI_HOOK_FINAL, L, pos, xb, D)) return -1;
+        memcpy(s->final_hidden, xb, (size_t)D * sizeof(float));
+        if (logits_out) codi__matvec_reference(logits_out + (size_t)i * c->vocab, &m->w.lm_head, xb);
+        if (i == n - 1) codi__matvec_reference(s->logits, &m->w.lm_head, xb);
+    }
+    s->n_pos += n;
+    return 0;
+}
 
 /* >>forward: one pass of up to C positions through every layer ---------------------------- */
 
