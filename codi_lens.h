@@ -188,15 +188,18 @@ typedef struct codi_model {
     void *internal;               /* mapped files and owned buffers */
 } codi_model;
 
-/* Hook points, in the order a position meets them. */
+/* Hook points, in the order a position meets them; after "TL:" TransformerLens's name for the same
+   tensor (HookedTransformer on a Llama; l the layer), which steering specs also accept as "at". */
 enum {
-    CODI_HOOK_EMBED = 0,  /* input embedding (token row or latent vector) [D] */
-    CODI_HOOK_RESID,      /* residual entering layer `layer` [D]; layer == L: last layer output */
-    CODI_HOOK_KEY,        /* key after RoPE written to the cache at layer [KVH*HD] */
-    CODI_HOOK_VALUE,      /* value written to the cache at layer [KVH*HD] */
-    CODI_HOOK_ATTN_OUT,   /* attention output (after o_proj) before it is added [D] */
-    CODI_HOOK_MLP_OUT,    /* MLP output before it is added [D] */
-    CODI_HOOK_FINAL,      /* final-norm hidden state: what lm_head and prj read [D] */
+    CODI_HOOK_EMBED = 0,  /* input embedding (token row or latent vector) [D]         TL: hook_embed */
+    CODI_HOOK_RESID,      /* residual entering layer `layer` [D]; layer == L: last layer output
+                                                   TL: blocks.l.hook_resid_pre; L: blocks.(L-1).hook_resid_post */
+    CODI_HOOK_KEY,        /* key after RoPE written to the cache at layer [KVH*HD]     TL: blocks.l.attn.hook_rot_k */
+    CODI_HOOK_VALUE,      /* value written to the cache at layer [KVH*HD]              TL: blocks.l.attn.hook_v */
+    CODI_HOOK_ATTN_OUT,   /* attention output (after o_proj) before it is added [D]    TL: blocks.l.hook_attn_out */
+    CODI_HOOK_MLP_OUT,    /* MLP output before it is added [D]                         TL: blocks.l.hook_mlp_out */
+    CODI_HOOK_FINAL,      /* final-norm hidden state: what lm_head and prj read [D]    TL: none (HF: model.norm's output;
+                                                   TL's ln_final.hook_normalized is x / rms, before the weight) */
     CODI_HOOK_COUNT
 };
 
@@ -377,9 +380,20 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
                  "mean_std_of": "self" (the edited vector's own mean and std, each time: the
                  sprint's noise control; fixed N(0,1) draws scaled to them)};
                  kv_cache draws keys from S and values from S + 1
-   Example: {"edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": "v.safetensors:diff_3_5"}]} */
-enum { CODI_AT_LATENT_INPUT = 0, CODI_AT_RESID, CODI_AT_FINAL, CODI_AT_ATTN_OUT, CODI_AT_MLP_OUT,
-       CODI_AT_KEY, CODI_AT_VALUE, CODI_AT_KV_CACHE, CODI_AT_COUNT };
+   Example: {"edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": "v.safetensors:diff_3_5"}]}
+   TransformerLens names are accepted for "at", with the layer in the name (then no "layer" field):
+   "blocks.8.hook_resid_pre" is at "resid", layer 8; the others are beside the values below. Names
+   without an equivalent here (hook_embed, ln_final.hook_normalized, attn.hook_k before RoPE,
+   hook_resid_mid, hook_q, hook_z, hook_pattern, mlp.hook_pre, ...) are refused with the reason. */
+enum { CODI_AT_LATENT_INPUT = 0, /* z_k before it is fed: CODI_HOOK_EMBED in the latent phase   TL: none */
+       CODI_AT_RESID,            /* CODI_HOOK_RESID        TL: blocks.l.hook_resid_pre, blocks.l.hook_resid_post (= l + 1) */
+       CODI_AT_FINAL,            /* CODI_HOOK_FINAL        TL: none (see CODI_HOOK_FINAL) */
+       CODI_AT_ATTN_OUT,         /* CODI_HOOK_ATTN_OUT     TL: blocks.l.hook_attn_out */
+       CODI_AT_MLP_OUT,          /* CODI_HOOK_MLP_OUT      TL: blocks.l.hook_mlp_out */
+       CODI_AT_KEY,              /* CODI_HOOK_KEY          TL: blocks.l.attn.hook_rot_k */
+       CODI_AT_VALUE,            /* CODI_HOOK_VALUE        TL: blocks.l.attn.hook_v */
+       CODI_AT_KV_CACHE,         /* cached K / V edited at a moment of the run   TL: none (no cache hooks) */
+       CODI_AT_COUNT };
 enum { CODI_EDIT_ADD = 0, CODI_EDIT_SET = 1 };
 #define CODI_ALL (-1)      /* every step / phase / layer / head */
 #define CODI_LAST (-2)     /* kv_cache positions: the last cached slot at the moment */
@@ -5202,6 +5216,43 @@ static int codi__spec_latent_k(const char *s, const char *prefix) {
     return *end || k < 1 || k > 1000000 ? -1 : (int)k;
 }
 
+/* A TransformerLens hook name as "at" (HookedTransformer's names on a Llama): 1 with *at and *layer
+   when it has an equivalent here, 0 when name is not TransformerLens-style, -1 with why when it has
+   none. */
+static int codi__steer_tl_name(const char *name, int n_layers, int *at, int *layer, char *why, size_t whysz) {
+    static const struct { const char *hook; int at, next; } map[] = {
+        { "hook_resid_pre", CODI_AT_RESID, 0 }, { "hook_resid_post", CODI_AT_RESID, 1 }, { "hook_attn_out", CODI_AT_ATTN_OUT, 0 },
+        { "hook_mlp_out", CODI_AT_MLP_OUT, 0 }, { "attn.hook_rot_k", CODI_AT_KEY, 0 }, { "attn.hook_v", CODI_AT_VALUE, 0 } };
+    static const char accepted[] = "the TransformerLens names with an equivalent here are blocks.L.hook_resid_pre, "
+                                   "blocks.L.hook_resid_post, blocks.L.hook_attn_out, blocks.L.hook_mlp_out, "
+                                   "blocks.L.attn.hook_rot_k, blocks.L.attn.hook_v";
+    const char *p = name + 7;
+    char *end;
+    long l;
+    size_t i;
+    if (!strcmp(name, "hook_embed")) {
+        codi__err(why, whysz, "\"hook_embed\": token embeddings cannot be edited by a spec; the latent inputs z_k are \"latent_input\""); return -1;
+    }
+    if (!strcmp(name, "ln_final.hook_normalized")) {
+        codi__err(why, whysz, "\"%s\" is x / rms before the norm's weight; ours is after it: \"final\" (HF's model.norm output)", name); return -1;
+    }
+    if (strncmp(name, "blocks.", 7)) {
+        if (strncmp(name, "hook_", 5) && strncmp(name, "ln_final.", 9) && strncmp(name, "unembed.", 8)) return 0;
+        codi__err(why, whysz, "\"%s\" has no equivalent here; %s", name, accepted); return -1;
+    }
+    l = strtol(p, &end, 10);
+    if (!(*p >= '0' && *p <= '9') || *end != '.') { codi__err(why, whysz, "\"%s\": blocks.L.NAME with a layer index L", name); return -1; }
+    if (l >= n_layers) { codi__err(why, whysz, "\"%s\": layer %ld is out of range 0..%d", name, l, n_layers - 1); return -1; }
+    for (i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(end + 1, map[i].hook)) { *at = map[i].at; *layer = (int)l + map[i].next; return 1; }
+    if (!strcmp(end + 1, "attn.hook_k")) {
+        codi__err(why, whysz, "\"%s\": keys before RoPE are not a hook point here; blocks.%ld.attn.hook_rot_k (after RoPE, as cached) is", name, l);
+        return -1;
+    }
+    codi__err(why, whysz, "\"%s\" has no equivalent here; %s", name, accepted);
+    return -1;
+}
+
 /* One element of "edits" -> codi_steer_add. */
 static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index, const char *base_dir, char *err, size_t errsz) {
     /* which fields each "at" takes: bit per CODI_AT_* */
@@ -5213,14 +5264,17 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     const codi__json *f, *at = codi__json_get(j, "at");
     float *vec[3] = { NULL, NULL, NULL };
     long lens[3] = { 0, 0, 0 };
-    int *pos = NULL, rc = -1, a, k, has_phase = 0;
+    int *pos = NULL, rc = -1, a, k, has_phase = 0, tl = 0, tl_layer = 0;
     size_t fi;
     char sub[200], why[400];
     sub[0] = 0;
     if (j->type != CODI__J_OBJ) { codi__err(err, errsz, "edit %d: not a JSON object", index); return -1; }
     if (!at || at->type != CODI__J_STR) { codi__err(err, errsz, "edit %d: \"at\": missing (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index); return -1; }
     for (a = 0; a < CODI_AT_COUNT && strcmp(at->str, codi__at_names[a]); a++) {}
-    if (a == CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point \"%s\" (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index, at->str); return -1; }
+    if (a == CODI_AT_COUNT && (tl = codi__steer_tl_name(at->str, st->n_layers, &a, &tl_layer, why, sizeof why)) < 0) {
+        codi__err(err, errsz, "edit %d: \"at\": %s", index, why); return -1;
+    }
+    if (a == CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point \"%s\" (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache, or a TransformerLens name such as blocks.8.hook_resid_pre)", index, at->str); return -1; }
     e.at = a;
     if (a == CODI_AT_LATENT_INPUT) e.phase = CODI_PHASE_LATENT;
     if (a == CODI_AT_FINAL) e.layer = st->n_layers;
@@ -5260,8 +5314,10 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     }
     if ((f = codi__json_get(j, "layer")) != NULL) {
         int hi = a == CODI_AT_RESID || a == CODI_AT_FINAL ? st->n_layers : st->n_layers - 1;
+        if (tl) CODI__FIELD_ERR("layer", "given twice: the TransformerLens name \"%s\" holds the layer", at->str);
         if (codi__spec_int_or_all(f, a == CODI_AT_FINAL ? st->n_layers : 0, hi, &e.layer, sub, sizeof sub)) CODI__FIELD_ERR("layer", "%s (at \"%s\")", sub, at->str);
-    } else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
+    } else if (tl) e.layer = tl_layer;
+    else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
     if ((f = codi__json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
     if ((f = codi__json_get(j, "when")) != NULL) {
         if (f->type == CODI__J_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
