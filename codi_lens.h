@@ -600,6 +600,8 @@ CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
    starts with. */
 CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
 
+#ifndef CODI_NO_RESEARCH   /* the research half: tuned lenses, datasets, probes, statistics, PCA */
+
 /* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
    translator per residual index l = 0..L-1 (the last layer output needs none):
    lens_l(h) = lm_head(final_norm(h + W_l h + b_l)). All zeros = the logit lens. */
@@ -887,6 +889,8 @@ CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *value
 CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
                                  float *delta);
 
+#endif /* CODI_NO_RESEARCH */
+
 #ifdef __cplusplus
 }
 #endif
@@ -928,6 +932,9 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
 #include <assert.h>
 #define CODI_ASSERT(x) assert(x)
 #endif
+#if defined(CODI_SCALAR) && !defined(CODI_NO_SIMD)
+#define CODI_NO_SIMD   /* the switch's old name */
+#endif
 
 /* >>util --------------------------------------------------------------------------------- */
 
@@ -967,10 +974,12 @@ static int codi__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (b && a > UINT64_MAX / b) return 0;
     *out = a * b; return 1;
 }
+#ifndef CODI_NO_TORCH   /* the pickle reader's */
 static int codi__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (a > UINT64_MAX - b) return 0;
     *out = a + b; return 1;
 }
+#endif
 /* Elements of a shape whose dims are >= 0, as long as the count stays below 2^62 (so a
    count times an element size of 1..8 bytes still fits in int64); else 0. */
 static int codi__numel_checked(int ndim, const int64_t *shape, int64_t *out) {
@@ -1659,6 +1668,8 @@ fail:
     return -1;
 }
 
+#ifndef CODI_NO_TORCH   /* >>zip and >>pickle */
+
 /* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
 
 typedef struct {
@@ -2245,6 +2256,14 @@ static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source,
     return codi__torch_zip_tensors(ts, f, path, source, verify_crc, err, errsz);
 }
 
+#else
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    (void)ts; (void)source; (void)verify_crc;
+    codi__err(err, errsz, "%s: a PyTorch checkpoint, but this library was built with CODI_NO_TORCH (safetensors only)", path);
+    return -1;
+}
+#endif /* CODI_NO_TORCH */
+
 /* >>kernels: small named functions, outputs first ----------------------------------------- */
 
 /* Dot product of two f32 vectors with 8 independent partial sums (vectorizes at -O2). */
@@ -2264,12 +2283,14 @@ static void codi__row_f32(float *out, const codi_matrix *w, int r) {
     for (j = 0; j < w->cols; j++) out[j] = codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j);
 }
 
+#ifndef CODI_NO_RESEARCH   /* the lenses' */
 /* Row r of W as f32: a pointer into W (f32) or into buf after converting (bf16). */
 static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
     if (w->dtype == CODI_F32) return (const float *)w->data + (size_t)r * w->cols;
     codi__row_f32(buf, w, r);
     return buf;
 }
+#endif
 
 /* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
 static void codi__rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
@@ -2335,10 +2356,10 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
+   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
    path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
 
-#if !defined(CODI_SCALAR) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if !defined(CODI_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define CODI__X86 1
 #include <immintrin.h>
 #define CODI__AVX2 __attribute__((target("avx2,fma")))
@@ -2348,7 +2369,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
 #endif
 #endif
-#if !defined(CODI_SCALAR) && defined(__aarch64__) && defined(__ARM_NEON)
+#if !defined(CODI_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
 #define CODI__NEON 1
 #include <arm_neon.h>
 #endif
@@ -6828,6 +6849,8 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
     return 0;
 }
 
+#ifndef CODI_NO_RESEARCH   /* to the end of >>lenstrain */
+
 CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m) {
     size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim;
     codi_tuned_lens *t = (codi_tuned_lens *)CODI_MALLOC(sizeof *t);
@@ -7351,6 +7374,8 @@ CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
     return 0;
 }
 
+#endif /* CODI_NO_RESEARCH */
+
 /* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
 /* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
@@ -7641,6 +7666,8 @@ CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
 }
 
 /* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
+#ifndef CODI_NO_RESEARCH   /* to the end of the file */
+
 static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], const char **meta) {
     static const char *const keys[13] = { "optimizer", "lr", "momentum", "beta2", "eps", "weight_decay", "clip_norm",
                                           "linear_decay", "total_steps", "batch", "seed", "n_samples", "step" };
@@ -7715,6 +7742,7 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
    what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
 
 static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
+#ifndef CODI_NO_TORCH
 static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
 static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
 static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
@@ -7799,6 +7827,15 @@ done:
     CODI_FREE(pk.p); CODI_FREE(zip.p); CODI_FREE(cd.p);
     return rc;
 }
+
+#else
+static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
+                            const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
+    (void)n; (void)names; (void)data; (void)ndim; (void)shape;
+    codi__err(err, errsz, "%s: writing PyTorch files needs a build without CODI_NO_TORCH", path);
+    return -1;
+}
+#endif /* CODI_NO_TORCH */
 
 /* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
 
@@ -9318,5 +9355,6 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
     return 0;
 }
 
+#endif /* CODI_NO_RESEARCH */
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */
 #endif /* CODI_LENS_IMPLEMENTATION */
