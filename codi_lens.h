@@ -46,11 +46,19 @@
        CODI_THREADS                                   pthread pool for the matrix kernels
        CODI_NO_MMAP                                   read files into memory instead of mmap
        CODI_STATIC                                    make every function static
-       CODI_SCALAR                                    only the portable C kernels (no SIMD paths)
+   Build switches (stb's STBI_NO_*: leave parts out; README has each one's compile time and size):
+       CODI_NO_SIMD                                   only the portable C kernels (no SIMD paths; the
+                                                      old name CODI_SCALAR still works)
+       CODI_NO_TORCH                                  safetensors only: no zip or pickle reader; torch
+                                                      checkpoints and params.pt fail with an error
+                                                      naming the switch
+       CODI_NO_RESEARCH                               the run and steering only: no tuned lenses,
+                                                      activation datasets, probes, statistics or PCA
 
    SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
    amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
-   plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
+   plain `cc -O2` builds them), neon (AArch64), else scalar (portable C, the same blocked pass; the
+   readable one is codi_forward_reference in >>reference). CODI_KERNEL=
    scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
    Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
@@ -80,10 +88,14 @@
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
-   CONTENTS (grep for ">>name")
-       >>api  >>util  >>threads  >>json  >>files  >>tensors  >>safetensors  >>zip  >>pickle
-       >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens
-       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca  >>stats
+   CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
+   plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
+   latent loop).
+       >>api 829  >>util 103  >>threads 109  >>json 245  >>files 113  >>tensors 91  >>safetensors 73
+       >>zip 122  >>pickle 472  >>kernels 86  >>simd 1123  >>loading 593  >>state 170
+       >>reference 127  >>forward 328  >>codi 179  >>steer 677  >>unicode 279  >>tokenizer 917
+       >>lens 453  >>lenstrain 180  >>io 361  >>torchsave 100  >>lensfiles 140  >>acts 285
+       >>probe 294  >>stats 306  >>pca 496
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
