@@ -315,7 +315,7 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
 CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, const int32_t *tokens,
                                 const float *embeds, int n);
 
-/* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
+/* Kernel paths for the matrix products: "scalar" (portable C), "avx2" (AVX2+FMA),
    "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps on x split into bf16 hi + lo parts; bf16
    weights only, f32 weights use avx512), "amx" (AMX tiles for 9+ positions, x split the same way;
    Linux grants the tile state; else as avx512), "neon" (AArch64). The default is the fastest
