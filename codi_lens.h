@@ -4313,8 +4313,8 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
                     float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
                     float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
                     float wl = 2.0f * 3.14159265358979323846f / f;
-                    if (wl > low_wl) f = f / c->rope_factor;
-                    else if (wl >= high_wl) {
+                    if (wl > low_wl) f /= c->rope_factor;
+                    else if (high_wl <= wl) {
                         float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
                                        (c->rope_high_freq_factor - c->rope_low_freq_factor);
                         f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
