@@ -92,7 +92,7 @@
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
        >>api 829  >>util 103  >>threads 109  >>json 245  >>files 113  >>tensors 91  >>safetensors 73
-       >>zip 122  >>pickle 472  >>kernels 86  >>simd 1123  >>loading 593  >>state 170
+       >>zip 122  >>pickle 472  >>kernels 86  >>simd 1124  >>loading 593  >>state 170
        >>reference 127  >>forward 328  >>codi 179  >>steer 677  >>unicode 279  >>tokenizer 917
        >>lens 453  >>lenstrain 180  >>io 361  >>torchsave 100  >>lensfiles 140  >>acts 285
        >>probe 294  >>stats 306  >>pca 496
@@ -2368,7 +2368,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
+   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the
+   environment picks one. The amx
    path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
 
 #if !defined(CODI_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
@@ -7844,7 +7845,7 @@ done:
 static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
                             const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
     (void)n; (void)names; (void)data; (void)ndim; (void)shape;
-    codi__err(err, errsz, "%s: writing PyTorch files needs a build without CODI_NO_TORCH", path);
+    codi__err(err, errsz, "%s: a PyTorch file, but this library was built with CODI_NO_TORCH (safetensors only)", path);
     return -1;
 }
 #endif /* CODI_NO_TORCH */

@@ -2,7 +2,8 @@
    CODI_NO_RESEARCH, all three): the quick start's question on codi-nano, 6 latent steps and 16
    answer tokens on MODEL; prints the kernel path and the answer ids, writes the latent and answer
    logits to OUT (f32), and with REF (the full build's OUT) prints their max |diff| and exits 1
-   above 1e-3. Usage: switch_probe MODEL OUT [REF], or switch_probe --export MODEL OUT.safetensors
+   above 1e-3; with the research half, writes a tuned lens's params.pt (or prints why not).
+   Usage: switch_probe MODEL OUT [REF], or switch_probe --export MODEL OUT.safetensors
    (codi_save_merged: the model as safetensors, for the CODI_NO_TORCH build). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,13 @@ int main(int argc, char **argv) {
         rc = e <= 1e-3 ? 0 : 1;
         free(ref);
     }
+#ifndef CODI_NO_RESEARCH
+    {   /* a tuned lens as the tuned-lens library's directory: params.pt is a torch.save file */
+        codi_tuned_lens *tl = codi_tuned_lens_new(m);
+        printf("lens save_dir: %s\n", tl && codi_tuned_lens_save_dir(tl, "build/switches", "codi-nano", err, sizeof err) == 0 ? "ok" : err);
+        codi_tuned_lens_free(tl);
+    }
+#endif
     free(logits);
     codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
     return rc;

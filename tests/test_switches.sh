@@ -43,6 +43,9 @@ for cfg in "no_simd -DCODI_NO_SIMD" "scalar -DCODI_SCALAR" "no_torch -DCODI_NO_T
     grep -q "kernel scalar" $dir/$name.out && ok "$name: only the scalar kernels" || bad "$name: kernel $(grep kernel $dir/$name.out)" ;; esac
 done
 
+grep -q "^lens save_dir: ok" $dir/full.out && grep -q "^lens save_dir: build/switches/params.pt: a PyTorch file, but this library was built with CODI_NO_TORCH" $dir/no_torch.out &&
+  ok "CODI_NO_TORCH: writing a tuned lens's params.pt fails naming the switch (the full build writes it)" ||
+  bad "tuned lens params.pt: full: $(grep lens $dir/full.out); no_torch: $(grep lens $dir/no_torch.out)"
 out=$($dir/no_torch models/codi-nano/codi_nano.bin $dir/x.f32 2>&1)
 [ $? -ne 0 ] && echo "$out" | grep -q "codi_nano.bin: a PyTorch checkpoint, but this library was built with CODI_NO_TORCH" &&
   ok "CODI_NO_TORCH refuses a torch checkpoint ($out)" || bad "CODI_NO_TORCH on a .bin: $out"
