@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <dirent.h>
 
 #define CLI_VERSION "codi_lens 0.3"
 
@@ -396,6 +397,150 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
     }
     free(text);
     return rc;
+}
+
+/* ---- checked outputs --------------------------------------------------------------------------
+   One rule for every file a command writes: the path is checked before any work (its directory
+   exists and is writable; it is not an input, by name or by inode; it does not exist unless --force,
+   or unless the command resumes it), the file is written under PATH.tmp.PID and renamed to PATH only
+   when every byte reached the disk, and standard output is checked at exit (tools/codi.c). */
+
+#define CLI_FORCE_OPT(p) { "--force", CLI_FLAG, (p), 0, 0, NULL, "overwrite existing outputs (an input is never overwritten)" }
+#define CLI_N(a) (int)(sizeof (a) / sizeof *(a))
+
+enum { CLI_OUT_FILE = 0, CLI_OUT_RESUME = 1, CLI_OUT_DIR = 2, CLI_OUT_STREAM = 4 };
+
+/* The directory part of path ("." when it has none). */
+CLI_API void cli_dirname(const char *path, char *dir, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* Checks the output path before the work. kind: CLI_OUT_FILE (a file, refused when it exists unless
+   force), CLI_OUT_RESUME (a file the command resumes: an existing one is fine), CLI_OUT_DIR (a
+   directory the command creates or fills: refused when it exists and is not empty unless force);
+   or CLI_OUT_STREAM to it (written by cli_out_open, so an existing device or pipe is written as it is;
+   other outputs are written by renaming and must be regular files).
+   inputs: the command's input paths (NULL entries skipped). 0, or -1 after a message. */
+CLI_API int cli_out_check(const char *cmd, const char *path, int kind, int force, const char *const *inputs, int n_inputs) {
+    struct stat so, si;
+    char dir[4096];
+    int i, exists;
+    if (!path || !*path) { fprintf(stderr, "codi %s: an output path is empty\n", cmd); return -1; }
+    exists = stat(path, &so) == 0;
+    for (i = 0; i < n_inputs; i++) {
+        const char *in = inputs[i];
+        int same;
+        if (!in) continue;
+        same = !strcmp(in, path) || (exists && stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino);
+        if (!same && exists && stat(in, &si) == 0 && S_ISDIR(si.st_mode) && !(kind & CLI_OUT_DIR)) {   /* a file inside an input directory */
+            struct stat sd;
+            cli_dirname(path, dir, sizeof dir);
+            same = stat(dir, &sd) == 0 && sd.st_dev == si.st_dev && sd.st_ino == si.st_ino;
+        }
+        if (same) { fprintf(stderr, "codi %s: output %s is the input %s: refusing to overwrite it\n", cmd, path, in); return -1; }
+    }
+    if (exists && (kind & CLI_OUT_DIR)) {
+        if (!S_ISDIR(so.st_mode)) { fprintf(stderr, "codi %s: output directory %s exists and is not a directory\n", cmd, path); return -1; }
+        if (!force) {
+            DIR *d = opendir(path);
+            struct dirent *e;
+            int full = 0;
+            while (d && (e = readdir(d)) != NULL) full |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+            if (d) closedir(d);
+            if (full) { fprintf(stderr, "codi %s: output directory %s is not empty (give --force to write into it)\n", cmd, path); return -1; }
+        }
+    } else if (exists) {
+        if (S_ISDIR(so.st_mode)) { fprintf(stderr, "codi %s: output %s is a directory\n", cmd, path); return -1; }
+        if (!S_ISREG(so.st_mode) && !(kind & CLI_OUT_STREAM)) { fprintf(stderr, "codi %s: output %s is not a regular file\n", cmd, path); return -1; }
+        if (S_ISREG(so.st_mode) && !(kind & CLI_OUT_RESUME) && !force) { fprintf(stderr, "codi %s: output %s exists (give --force to overwrite it)\n", cmd, path); return -1; }
+    }
+    cli_dirname(path, dir, sizeof dir);
+    if (!cli_is_dir(dir)) { fprintf(stderr, "codi %s: cannot write %s: directory %s does not exist\n", cmd, path, dir); return -1; }
+    if (access(dir, W_OK | X_OK)) { fprintf(stderr, "codi %s: cannot write %s: %s: %s\n", cmd, path, dir, strerror(errno)); return -1; }
+    return 0;
+}
+
+/* Files being written: the stream, its temporary name and its real name. */
+#define CLI_OUT_MAX 64
+static struct { FILE *f; char tmp[4200], path[4096]; } cli__outs[CLI_OUT_MAX];
+static int cli__outs_hooked;
+
+static void cli__outs_cleanup(void) {   /* at exit: the temporary files of outputs never finished */
+    int i;
+    for (i = 0; i < CLI_OUT_MAX; i++)
+        if (cli__outs[i].f) { if (strcmp(cli__outs[i].tmp, cli__outs[i].path)) remove(cli__outs[i].tmp); cli__outs[i].f = NULL; }
+}
+
+/* Opens path for writing ("w" or "wb") under a temporary name; NULL after a message. */
+CLI_API FILE *cli_out_open(const char *path, const char *mode) {
+    struct stat st;
+    int i;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f; i++) {}
+    if (i == CLI_OUT_MAX || strlen(path) >= sizeof cli__outs[i].path) { fprintf(stderr, "codi: cannot write %s: too many outputs open or name too long\n", path); return NULL; }
+    if (!cli__outs_hooked) { atexit(cli__outs_cleanup); cli__outs_hooked = 1; }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s", path);   /* a device or pipe: as it is */
+    else snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(cli__outs[i].path, sizeof cli__outs[i].path, "%s", path);
+    if (!(cli__outs[i].f = fopen(cli__outs[i].tmp, mode))) { fprintf(stderr, "codi: cannot write %s: %s\n", path, strerror(errno)); return NULL; }
+    return cli__outs[i].f;
+}
+
+/* Finishes a file of cli_out_open: flushed, synced, closed and renamed to its real name. 0, or -1
+   after a message naming the file and the error (the temporary file is removed). NULL: 0. */
+CLI_API int cli_out_close(FILE *f) {
+    int i, bad, e = 0, renamed;
+    if (!f) return 0;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f != f; i++) {}
+    CODI_ASSERT(i < CLI_OUT_MAX);
+    bad = fflush(f) != 0 || ferror(f);
+    if (bad) e = errno;
+    if (!bad && fsync(fileno(f)) != 0 && errno != EINVAL) { bad = 1; e = errno; }
+    if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
+    cli__outs[i].f = NULL;
+    renamed = strcmp(cli__outs[i].tmp, cli__outs[i].path) != 0;
+    if (!bad && renamed && rename(cli__outs[i].tmp, cli__outs[i].path) != 0) { bad = 1; e = errno; }
+    if (bad) {
+        if (renamed) remove(cli__outs[i].tmp);
+        fprintf(stderr, "codi: error writing %s: %s\n", cli__outs[i].path, e ? strerror(e) : "write failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Drops a file of cli_out_open after a failure: closed, its temporary file removed. NULL: nothing. */
+CLI_API void cli_out_abort(FILE *f) {
+    int i;
+    if (!f) return;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f != f; i++) {}
+    fclose(f);
+    if (i < CLI_OUT_MAX) { if (strcmp(cli__outs[i].tmp, cli__outs[i].path)) remove(cli__outs[i].tmp); cli__outs[i].f = NULL; }
+}
+
+/* A stream appended to in place (a resumable results file): flushed and checked; 0, or -1 after a
+   message. */
+CLI_API int cli_out_flush(FILE *f, const char *path) {
+    if (fflush(f) == 0 && !ferror(f)) return 0;
+    fprintf(stderr, "codi: error writing %s: %s\n", path, strerror(errno ? errno : EIO));
+    return -1;
+}
+
+/* At exit: standard output flushed and checked (a full disk or closed pipe is an error). */
+CLI_API int cli_stdout_check(const char *cmd) {
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    if (!bad) return 0;
+    fprintf(stderr, "codi %s: error writing standard output: %s\n", cmd, strerror(errno ? errno : EIO));
+    return -1;
+}
+
+#define SVG_FOPEN(path) cli_out_open(path, "w")   /* tools/svg.h writes through the checked outputs */
+#define SVG_FCLOSE(f) cli_out_close(f)
+
+/* v as a JSON number, or null when it is not finite. */
+CLI_API void cli_json_number(FILE *f, double v) {
+    if (v - v == 0) fprintf(f, "%.17g", v); else fputs("null", f);
 }
 
 /* ---- output helpers -------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* codi: the command-line face of codi_lens.h. One file per command (tools/cmd_*.c), one option parser
    (tools/cli.h); this file lists the commands and dispatches. Adding a command: write tools/cmd_NAME.c
    defining `static const cli_command cmd_NAME`, include it below and add it to `commands`.
-   Exit status: 0 success, 1 the work failed (message on stderr), 2 bad usage. */
+   Exit status: 0 success, 1 the work failed (message on stderr; a failed write to standard output
+   included), 2 bad usage. */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, fileno, sysconf */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
@@ -46,6 +47,7 @@ static const cli_command *codi_find_command(const char *name) {
 
 int main(int argc, char **argv) {
     const cli_command *cmd;
+    int rc;
     if (argc < 2) { codi_usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) { codi_usage(stdout); return 0; }
     if (!strcmp(argv[1], "--version")) { printf("%s\n", CLI_VERSION); return 0; }
@@ -56,5 +58,6 @@ int main(int argc, char **argv) {
         return cmd->run(cmd, 2, help_argv);
     }
     if (!(cmd = codi_find_command(argv[1]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[1]); codi_usage(stderr); return 2; }
-    return cmd->run(cmd, argc - 1, argv + 1);
+    rc = cmd->run(cmd, argc - 1, argv + 1);
+    return cli_stdout_check(cmd->name) && rc != 2 ? 1 : rc;
 }
