@@ -551,9 +551,13 @@ CODI_API long codi_normalize_question(const char *q, char *out, size_t cap);
    has them). 0, or -1 with a message. */
 CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer *t, char *err, size_t errsz);
 /* The CODI prompt of a text question: normalised, encoded without BOS, then codi_prompt_ids
-   (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Returns the count or -1. */
+   (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Special-token text in the question (e.g.
+   "<|bocot|>") is encoded as plain text. Returns the count or -1. */
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap);
+/* codi_prompt_from_text; parse_special 1: special-token text in the question becomes that token. */
+CODI_API int codi_prompt_from_text_ex(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                      int parse_special, int32_t *out, int cap);
 
 /* ---- lenses (>>lens): distributions, the logit lens, the tuned lens and its training ---- */
 
@@ -1142,6 +1146,8 @@ typedef struct {
     char *strs; size_t nstrs, cap_strs;
     const char *err;
     int depth;
+    int unique_keys;               /* refuse an object naming a member twice (codi__json_parse_strict) */
+    char msg[128];                 /* err of a duplicate key, naming it */
 } codi__jparser;
 
 /* Upper bounds for the arena, from one cheap scan: every value starts a node
@@ -1242,6 +1248,14 @@ static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
             codi__json_ws(j);
             if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
             if (!codi__json_string(j, &key, &keylen)) return NULL;
+            if (j->unique_keys) {
+                const codi__json *c;
+                for (c = n->child; c; c = c->next)
+                    if (c->keylen == keylen && !memcmp(c->key, key, keylen)) {
+                        snprintf(j->msg, sizeof j->msg, "duplicate key \"%.80s\"", key);
+                        j->err = j->msg; return NULL;
+                    }
+            }
             codi__json_ws(j);
             if (j->p >= j->end || *j->p != ':') { j->err = "expected ':'"; return NULL; }
             j->p++;
@@ -1304,6 +1318,7 @@ static codi__json *codi__json_value(codi__jparser *j) {
         else {
             n->num = strtod(buf, &endp);
             if (*endp) { j->err = "bad number"; return NULL; }
+            if (!(n->num - n->num == 0)) { j->err = "number out of range (not a finite double)"; return NULL; }
         }
         j->p += k;
         return n;
@@ -1311,13 +1326,13 @@ static codi__json *codi__json_value(codi__jparser *j) {
     }
 }
 
-/* Parses text[0..len). Returns the root (free with codi__json_free) or NULL with
-   a message in err. */
-static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+/* Parses text[0..len); unique_keys: an object naming a member twice is an error. Returns the
+   root (free with codi__json_free) or NULL with a message in err. */
+static codi__json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
     codi__jparser j;
     codi__json *root;
     memset(&j, 0, sizeof j);
-    j.p = text; j.end = text + len;
+    j.p = text; j.end = text + len; j.unique_keys = unique_keys;
     codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
     /* node 0 is a hidden header owning the string arena: see codi__json_free */
     j.nodes = (codi__json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi__json));
@@ -1340,6 +1355,16 @@ static codi__json *codi__json_parse(const char *text, size_t len, char *err, siz
         return NULL;
     }
     return root;
+}
+
+/* Files from the wild (safetensors headers, tokenizer.json): duplicate keys allowed, the first wins. */
+static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 0, err, errsz);
+}
+
+/* Files people write (steering specs, config.json, questions lines): a duplicate key is an error. */
+static codi__json *codi__json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 1, err, errsz);
 }
 
 static void codi__json_free(codi__json *root) {
@@ -3628,7 +3653,7 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
     const codi__json *rs, *eos;
     double bos;
     int bad;
-    j = codi__json_parse(text, len, msg, sizeof msg);
+    j = codi__json_parse_strict(text, len, msg, sizeof msg);
     if (!j || j->type != CODI__J_OBJ) {
         codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
         codi__json_free(j); return -1;
@@ -5187,7 +5212,7 @@ done:
 CODI_API codi_steer *codi_steer_parse(const codi_model *m, const char *json, size_t len, const char *base_dir,
                                       char *err, size_t errsz) {
     char jerr[256];
-    codi__json *root = codi__json_parse(json, len, jerr, sizeof jerr);
+    codi__json *root = codi__json_parse_strict(json, len, jerr, sizeof jerr);
     const codi__json *edits, *f;
     codi_steer *st = NULL;
     int i = 0;
@@ -6519,16 +6544,21 @@ CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer 
 
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap) {
+    return codi_prompt_from_text_ex(m, t, question, recipe, 0, out, cap);
+}
+
+CODI_API int codi_prompt_from_text_ex(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                      int parse_special, int32_t *out, int cap) {
     long len = codi_normalize_question(question, NULL, 0);
     char *q = (char *)CODI_MALLOC((size_t)len + 1);
     int32_t *ids;
     int n, r;
     if (!q) return -1;
     codi_normalize_question(question, q, (size_t)len + 1);
-    n = codi_encode(t, q, (size_t)len, 0, 1, NULL, 0);
+    n = codi_encode(t, q, (size_t)len, 0, parse_special, NULL, 0);
     ids = n < 0 ? NULL : (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t) + 1);
     if (!ids) { CODI_FREE(q); return -1; }
-    codi_encode(t, q, (size_t)len, 0, 1, ids, n);
+    codi_encode(t, q, (size_t)len, 0, parse_special, ids, n);
     r = codi_prompt_ids(m, recipe, ids, n, out, cap);
     CODI_FREE(ids); CODI_FREE(q);
     return r;

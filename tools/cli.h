@@ -19,6 +19,9 @@
 #define CLI_API static
 #endif
 
+static const codi_model *cli__q_model;      /* with a tokenizer: prompts are measured as they are read */
+static const codi_tokenizer *cli__q_tok;
+
 enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
 
@@ -158,6 +161,7 @@ CLI_API codi_model *cli_load_model(cli_model_args *a) {
     lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale; lo.skip_crc = a->no_crc;
     lo.n_threads = cli_threads_checked(a);
     if (!(m = codi_load(a->model, &lo, err, sizeof err))) fprintf(stderr, "codi: %s\n", err);
+    cli__q_model = m;
     return m;
 }
 
@@ -179,6 +183,7 @@ CLI_API codi_tokenizer *cli_tokenizer_from(const char *path, const codi_model *m
     if (m && codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) {
         fprintf(stderr, "codi: tokenizer %s: %s\n", path, err); codi_tokenizer_free(t); return NULL;
     }
+    if (m == cli__q_model) cli__q_tok = t;
     return t;
 }
 
@@ -204,13 +209,14 @@ CLI_API codi_tokenizer *cli_load_tokenizer(const cli_model_args *a, const codi_m
     return NULL;
 }
 
-typedef struct { const char *question, *ids; int recipe, latents; } cli_prompt_args;
+typedef struct { const char *question, *ids; int recipe, latents, parse_special; } cli_prompt_args;
 
 #define CLI_PROMPT_OPTS(p) \
     { "--question", CLI_STR, &(p)->question, 0, 0, "TEXT", "the question as text (needs a tokenizer)" }, \
     { "--ids", CLI_STR, &(p)->ids, 0, 0, "1,2,3", "the prompt as token ids, used as given (the last is bot)" }, \
     { "--recipe", CLI_INT, &(p)->recipe, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }, \
-    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }
+    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }, \
+    { "--parse-special", CLI_FLAG, &(p)->parse_special, 0, 0, NULL, "read special-token text in --question (e.g. <|bocot|>) as that token (default: plain text)" }
 
 CLI_API cli_prompt_args cli_prompt_defaults(void) {
     cli_prompt_args p;
@@ -253,12 +259,17 @@ CLI_API int cli_prompt_ids(const cli_prompt_args *p, const codi_model *m, const 
     char err[512];
     if (p->question && p->ids) { fprintf(stderr, "codi: give --question or --ids, not both\n"); return -1; }
     if (!p->question && !p->ids) { fprintf(stderr, "codi: give --question TEXT or --ids 1,2,3\n"); return -1; }
-    if (p->ids) return cli_parse_ids(p->ids, m->config.vocab, ids, cap);
+    if (p->ids) {
+        if ((n = cli_parse_ids(p->ids, m->config.vocab, ids, cap)) > 0 && m->config.bot_id >= 0 && ids[n - 1] != m->config.bot_id)
+            fprintf(stderr, "codi: warning: --ids does not end with bot (%d): the latent loop starts from token %d, not from CODI's prompt\n",
+                    m->config.bot_id, ids[n - 1]);
+        return n;
+    }
     if (!t) { fprintf(stderr, "codi: a text question needs a tokenizer: give --tokenizer PATH\n"); return -1; }
     if ((bad = codi_utf8_invalid_at(p->question, strlen(p->question))) >= 0)
         fprintf(stderr, "codi: warning: the question is not valid UTF-8 at byte %ld; its bytes are encoded as they are\n", bad);
     if (codi_prompt_check(m, p->recipe, err, sizeof err)) { fprintf(stderr, "codi: %s\n", err); return -1; }
-    if ((n = codi_prompt_from_text(m, t, p->question, p->recipe, ids, cap)) < 0)
+    if ((n = codi_prompt_from_text_ex(m, t, p->question, p->recipe, p->parse_special, ids, cap)) < 0)
         fprintf(stderr, "codi: the question does not fit in %d tokens\n", cap);
     return n;
 }
@@ -358,14 +369,24 @@ bad:
     return -1;
 }
 
+/* The questions policy, the same in every command (README "Questions files"): a line that is not
+   a JSON object with a "question" string (duplicate keys and numbers beyond a double refused), or
+   whose prompt exceeds CLI_MAX_PROMPT tokens, is reported as FILE:LINE and skipped, and the command
+   exits 1 at the end (tools/codi.c reads cli_questions_skipped); blank lines are ignored; a file
+   without a usable question is an error. Rows are numbered by file line ("line", 1-based). */
+#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers */
+static int cli_questions_skipped;           /* lines skipped by every reader of this process */
+
 /* Calls fn for the questions of path: the first `limit` (0: all), then every N-th from the K-th
-   (shard K/N; 0/0 = no sharding). A malformed line is reported as FILE:LINE on stderr, counted in
-   *n_bad and skipped. Returns 0, fn's first non-zero return, or -1 when the file cannot be read. */
+   (shard K/N; 0/0 = no sharding). A malformed or over-long line is reported as FILE:LINE on stderr,
+   counted in *n_bad and skipped. Returns 0, fn's first non-zero return, or -1 after a message when
+   the file cannot be read or holds no usable question. */
 CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int shard_n,
                                  int (*fn)(void *user, const cli_question *q), void *user, int *n_bad) {
     size_t len;
     char *text, *p, err[256];
-    int index = 0, line = 0, rc = 0;
+    int index = 0, line = 0, rc = 0, bad = 0;
+    int32_t *ids = cli__q_model && cli__q_tok ? (int32_t *)malloc(sizeof(int32_t) * CLI_MAX_PROMPT) : NULL;
     if (n_bad) *n_bad = 0;
     if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
@@ -376,12 +397,16 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
         if (!e) e = text + len;
         line++;
         if (e > p && !(e == p + 1 && *p == '\r')) {
-            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) {
+            if (!(j = codi__json_parse_strict(p, (size_t)(e - p), err, sizeof err))) {
                 fprintf(stderr, "codi: %s:%d: %s (line skipped)\n", path, line, err);
-                if (n_bad) (*n_bad)++;
+                bad++;
             } else if (!(q = codi__json_get(j, "question")) || q->type != CODI__J_STR) {
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
-                if (n_bad) (*n_bad)++;
+                bad++;
+                codi__json_free(j);
+            } else if (ids && codi_prompt_from_text(cli__q_model, cli__q_tok, q->str, 0, ids, CLI_MAX_PROMPT - 1) < 0)   /* recipe 1 adds one */ {
+                fprintf(stderr, "codi: %s:%d: the question's prompt is over %d tokens, the limit (line skipped)\n", path, line, CLI_MAX_PROMPT);
+                bad++;
                 codi__json_free(j);
             } else {
                 if (shard_n <= 1 || index % shard_n == shard_k - 1) {
@@ -395,7 +420,10 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
         }
         p = e + 1;
     }
-    free(text);
+    free(text); free(ids);
+    if (n_bad) *n_bad = bad;
+    cli_questions_skipped += bad;
+    if (!rc && !index) { fprintf(stderr, "codi: %s: no usable question (%d line%s skipped)\n", path, bad, bad == 1 ? "" : "s"); rc = -1; }
     return rc;
 }
 

@@ -59,5 +59,10 @@ int main(int argc, char **argv) {
     }
     if (!(cmd = codi_find_command(argv[1]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[1]); codi_usage(stderr); return 2; }
     rc = cmd->run(cmd, argc - 1, argv + 1);
-    return cli_stdout_check(cmd->name) && rc != 2 ? 1 : rc;
+    if (cli_stdout_check(cmd->name) && rc != 2) rc = 1;
+    if (cli_questions_skipped && rc == 0) {
+        fprintf(stderr, "codi %s: %d line%s of the questions skipped (see above): exit status 1\n", cmd->name, cli_questions_skipped, cli_questions_skipped == 1 ? "" : "s");
+        rc = 1;
+    }
+    return rc;
 }
