@@ -143,7 +143,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     const char *acts = NULL, *questions = NULL, *out = NULL, *recipe = "library", *mode = "codi", *subset = "all", *ckpt = NULL, *init = NULL;
-    int limit = 0, steps = 0, batch = 0, epochs = 3, sprint_norm = 0, sprint_index = 0, ckpt_every = 50, log_every = 0, held_out = -1, rc, l;
+    int force = 0, limit = 0, steps = 0, batch = 0, epochs = 3, sprint_norm = 0, sprint_index = 0, ckpt_every = 50, log_every = 0, held_out = -1, rc, l;
     double lr = 0, seed = 42;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -168,6 +168,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
         { "--checkpoint", CLI_STR, &ckpt, 0, 0, "FILE", "save the training state here every --checkpoint-every steps; an existing one is resumed" },
         { "--checkpoint-every", CLI_INT, &ckpt_every, 1, 1e9, "N", "steps between checkpoints (50)" },
         { "--log-every", CLI_INT, &log_every, 1, 1e9, "N", "print the per-layer loss every N steps (default: 20 lines per run)" },
+        CLI_FORCE_OPT(&force),
         CLI_END };
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
@@ -187,6 +188,11 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     if (!out || (!acts) == (!questions)) { fprintf(stderr, "codi tune-lens: give --out and exactly one of --acts, --questions\n"); return 2; }
     if (strcmp(recipe, "library") && strcmp(recipe, "sprint")) { fprintf(stderr, "codi tune-lens: --train is library or sprint\n"); return 2; }
     if (tune_slots(mode, subset, sprint_index, pa.latents, want)) return 2;
+    {                                              /* outputs checked before the model runs */
+        const char *in[] = { ma.model, ma.base, ma.tokenizer, acts, questions, init };
+        if (cli_out_check("tune-lens", out, codi__ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR, force, in, CLI_N(in))
+            || (ckpt && cli_out_check("tune-lens", ckpt, CLI_OUT_RESUME, force, in, CLI_N(in)))) return 2;
+    }
     if (!(m = cli_load_model(&ma))) return 1;
     rc = 1;
     d.m = m; d.sprint_norm = sprint_norm;
