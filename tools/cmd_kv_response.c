@@ -114,7 +114,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     cli_prompt_args pa = cli_prompt_defaults();
     cli_list specs;
     const char *questions = NULL, *out = NULL;
-    int limit = 0, controls = 1, seed = 1, step = 3;
+    int limit = 0, controls = 1, seed = 1, step = 3, force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
@@ -134,7 +134,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     codi_steer *owned[KVR_MAX_COND];
     char names[KVR_MAX_COND][160];
     const char *namep[KVR_MAX_COND];
-    int prc, i, r, c, slot, l, n_bad = 0, rc = 1, L, force = 0;
+    int prc, i, r, c, slot, l, n_bad = 0, rc = 1, L;
     size_t per_slot;
     FILE *csv = NULL;
     char path[4096];
