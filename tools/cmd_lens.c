@@ -1422,7 +1422,8 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
     if (!a.questions && !a.pa.question && !a.pa.ids) { fprintf(stderr, "codi lens: give --question TEXT, --ids 1,2,3 or --questions FILE.jsonl\n"); return 2; }
     if (!a.top_k) a.top_k = a.questions ? 10 : 5;
     if (a.color && strcmp(a.color, "prob") && strcmp(a.color, "entropy")) { fprintf(stderr, "codi lens: --color is prob or entropy\n"); return 2; }
-    if (pos_parse("lens", a.positions, a.pa.latents, &ps) || (a.sprint_index && lens_sprint_index("lens", &ps))) return 2;
+    if (pos_parse("lens", a.positions, a.pa.latents, &ps) || (a.sprint_index && lens_sprint_index("lens", &ps))
+        || pos_check("lens", &ps, -1, a.max_answer)) return 2;
     {
         const char *in[] = { a.ma.model, a.ma.base, a.ma.tokenizer, a.tuned, a.questions };
         char path[4200];
@@ -1451,6 +1452,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         codi_run_result rr;
         int L1 = m->config.n_layers + 1;
         ro.n_latent = a.pa.latents; ro.max_answer = a.max_answer;
+        if (pos_check("lens", &ps, n, a.max_answer)) { rc = 2; goto done; }
         pos_size(&ps, n, a.max_answer);
         if (!(s = codi_state_alloc(m, n + a.pa.latents + a.max_answer + 2, a.ma.threads)) ||
             !(logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab)) || !(tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim)) ||
