@@ -81,7 +81,7 @@ build/golden_hf.jsonl: tests/data/golden_hf.jsonl.gz | build
 llama3-tokenizer: build/codi
 	@sh tools/fetch_tokenizer.sh
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
-	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
+	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model --force; fi
 
 # Test scripts, one a line (each prints ok / not ok lines and its "N passed, N failed" line).
 TEST_SCRIPTS = \

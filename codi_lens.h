@@ -411,7 +411,15 @@ CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed);
 CODI_API double codi_rng_uniform(codi_rng *r);      /* [0, 1) */
 CODI_API double codi_rng_normal(codi_rng *r);       /* mean 0, std 1 */
 
+/* A valid edit as returned once given a vector: add vector x alpha (1) to the latent loop's input
+   at every latent step (at CODI_AT_LATENT_INPUT; phase and step CODI_ALL). A "step" k implies the
+   latent phase; at CODI_AT_LATENT_INPUT phase CODI_ALL means the latent phase. */
 CODI_API codi_edit codi_edit_default(void);
+/* alpha x vector [D] added to latent step k's input (k >= 1, or CODI_ALL: every step). */
+CODI_API codi_edit codi_edit_latent_add(int step, const float *vector, long len, float alpha);
+/* alpha x vector [D] added to the residual entering layer `layer` (0..L) at latent step k's position
+   (k >= 1, or CODI_ALL: every latent step). */
+CODI_API codi_edit codi_edit_resid_add(int layer, int step, const float *vector, long len, float alpha);
 CODI_API codi_steer *codi_steer_new(const codi_model *m);   /* an empty set; NULL out of memory */
 /* Checks e against the model (ranges, vector sizes, finite values) and appends a copy; 0, or -1
    with "edit N: field: why" in err. */
@@ -4873,6 +4881,18 @@ CODI_API codi_edit codi_edit_default(void) {
     return e;
 }
 
+CODI_API codi_edit codi_edit_latent_add(int step, const float *vector, long len, float alpha) {
+    codi_edit e = codi_edit_default();
+    e.phase = CODI_PHASE_LATENT; e.step = step; e.vector = vector; e.vector_len = len; e.alpha = alpha;
+    return e;
+}
+
+CODI_API codi_edit codi_edit_resid_add(int layer, int step, const float *vector, long len, float alpha) {
+    codi_edit e = codi_edit_latent_add(step, vector, len, alpha);
+    e.at = CODI_AT_RESID; e.layer = layer;
+    return e;
+}
+
 CODI_API codi_steer *codi_steer_new(const codi_model *m) {
     codi_steer *st = (codi_steer *)CODI_MALLOC(sizeof *st);
     if (!st) return NULL;
@@ -4915,20 +4935,26 @@ CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_
     int i = st->n_edits, L = st->n_layers, kv = e->at == CODI_AT_KEY || e->at == CODI_AT_VALUE || e->at == CODI_AT_KV_CACHE;
     int max_layer = e->at == CODI_AT_RESID || e->at == CODI_AT_FINAL ? L : L - 1;
     long D = st->dim, KVD = (long)st->n_kv_heads * st->head_dim, rows_ok = e->at == CODI_AT_RESID ? L + 1 : L, j;
-    codi_edit c = *e, *grown;
+    codi_edit c = *e, nrm, *grown;
     const char *at;
     if (e->at < 0 || e->at >= CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point %d", i, e->at); return -1; }
+    /* a step, or a latent input, implies the latent phase */
+    if (c.phase == CODI_ALL && ((c.step != CODI_ALL && c.at != CODI_AT_KV_CACHE) || c.at == CODI_AT_LATENT_INPUT)) c.phase = CODI_PHASE_LATENT;
+    nrm = c; e = &nrm;                              /* checked as normalised; c gets owned copies below */
     at = codi__at_names[e->at];
     if (e->op != CODI_EDIT_ADD && e->op != CODI_EDIT_SET) { codi__err(err, errsz, "edit %d: \"op\": must be add or set", i); return -1; }
     if (!(e->alpha - e->alpha == 0)) { codi__err(err, errsz, "edit %d: \"alpha\": not a finite number", i); return -1; }
     if (e->phase != CODI_ALL && (e->phase < CODI_PHASE_PREFILL || e->phase > CODI_PHASE_ANSWER)) {
         codi__err(err, errsz, "edit %d: \"phase\": unknown phase %d", i, e->phase); return -1;
     }
-    if (e->step != CODI_ALL && (e->step < 1 || e->phase != CODI_PHASE_LATENT)) {
-        codi__err(err, errsz, "edit %d: \"step\": a latent step k >= 1 in the latent phase (got %d)", i, e->step); return -1;
+    if (e->step != CODI_ALL && e->step < 1) {
+        codi__err(err, errsz, "edit %d: \"step\": latent steps count from 1 (got %d)", i, e->step); return -1;
+    }
+    if (e->step != CODI_ALL && e->phase != CODI_PHASE_LATENT) {
+        codi__err(err, errsz, "edit %d: \"phase\": a \"step\" (%d) needs the latent phase (CODI_PHASE_LATENT or CODI_ALL; got phase %d)", i, e->step, e->phase); return -1;
     }
     if (e->at == CODI_AT_LATENT_INPUT && e->phase != CODI_PHASE_LATENT) {
-        codi__err(err, errsz, "edit %d: \"phase\": latent_input edits belong to the latent phase", i); return -1;
+        codi__err(err, errsz, "edit %d: \"phase\": latent_input edits belong to the latent phase (CODI_PHASE_LATENT or CODI_ALL; got %d)", i, e->phase); return -1;
     }
     if (e->layer != CODI_ALL && (e->layer < 0 || e->layer > max_layer || e->at == CODI_AT_LATENT_INPUT || (e->at == CODI_AT_FINAL && e->layer != L))) {
         codi__err(err, errsz, "edit %d: \"layer\": %d is out of range for at \"%s\" (%s%d)", i, e->layer, at,
@@ -7761,9 +7787,9 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
         double dm = 0, nl = 0;
         CODI_FREE(text);
         if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
-        if ((codi__json_num(j, "d_model", &dm) && dm != m->config.dim) ||
-            (codi__json_num(j, "num_hidden_layers", &nl) && nl != m->config.n_layers)) {
-            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has %d, %d", cfg, dm, nl, m->config.dim, m->config.n_layers);
+        int has_dm = codi__json_num(j, "d_model", &dm), has_nl = codi__json_num(j, "num_hidden_layers", &nl);   /* both read */
+        if ((has_dm && dm != m->config.dim) || (has_nl && nl != m->config.n_layers)) {
+            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has d_model %d, %d layers", cfg, dm, nl, m->config.dim, m->config.n_layers);
             codi__json_free(j); return NULL;
         }
         if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;

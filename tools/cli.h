@@ -448,7 +448,8 @@ CLI_API void cli_dirname(const char *path, char *dir, size_t cap) {
 
 /* Checks the output path before the work. kind: CLI_OUT_FILE (a file, refused when it exists unless
    force), CLI_OUT_RESUME (a file the command resumes: an existing one is fine), CLI_OUT_DIR (a
-   directory the command creates or fills: refused when it exists and is not empty unless force);
+   directory the command creates or fills: refused when it exists and is not empty unless force or
+   CLI_OUT_RESUME);
    or CLI_OUT_STREAM to it (written by cli_out_open, so an existing device or pipe is written as it is;
    other outputs are written by renaming and must be regular files).
    inputs: the command's input paths (NULL entries skipped). 0, or -1 after a message. */
@@ -472,7 +473,7 @@ CLI_API int cli_out_check(const char *cmd, const char *path, int kind, int force
     }
     if (exists && (kind & CLI_OUT_DIR)) {
         if (!S_ISDIR(so.st_mode)) { fprintf(stderr, "codi %s: output directory %s exists and is not a directory\n", cmd, path); return -1; }
-        if (!force) {
+        if (!force && !(kind & CLI_OUT_RESUME)) {
             DIR *d = opendir(path);
             struct dirent *e;
             int full = 0;

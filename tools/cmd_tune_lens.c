@@ -190,7 +190,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     if (tune_slots(mode, subset, sprint_index, pa.latents, want)) return 2;
     {                                              /* outputs checked before the model runs */
         const char *in[] = { ma.model, ma.base, ma.tokenizer, acts, questions, init };
-        if (cli_out_check("tune-lens", out, codi__ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR, force, in, CLI_N(in))
+        if (cli_out_check("tune-lens", out, (codi__ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR) | (ckpt ? CLI_OUT_RESUME : 0), force, in, CLI_N(in))
             || (ckpt && cli_out_check("tune-lens", ckpt, CLI_OUT_RESUME, force, in, CLI_N(in)))) return 2;
     }
     if (!(m = cli_load_model(&ma))) return 1;
