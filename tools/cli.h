@@ -386,7 +386,6 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
     size_t len;
     char *text, *p, err[256];
     int index = 0, line = 0, rc = 0, bad = 0;
-    int32_t *ids = cli__q_model && cli__q_tok ? (int32_t *)malloc(sizeof(int32_t) * CLI_MAX_PROMPT) : NULL;
     if (n_bad) *n_bad = 0;
     if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
@@ -404,7 +403,7 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
                 bad++;
                 codi__json_free(j);
-            } else if (ids && codi_prompt_from_text(cli__q_model, cli__q_tok, q->str, 0, ids, CLI_MAX_PROMPT - 1) < 0)   /* recipe 1 adds one */ {
+            } else if (cli__q_model && cli__q_tok && codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) > CLI_MAX_PROMPT - 3) {   /* + BOS, eot, bot */
                 fprintf(stderr, "codi: %s:%d: the question's prompt is over %d tokens, the limit (line skipped)\n", path, line, CLI_MAX_PROMPT);
                 bad++;
                 codi__json_free(j);
@@ -420,7 +419,7 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
         }
         p = e + 1;
     }
-    free(text); free(ids);
+    free(text);
     if (n_bad) *n_bad = bad;
     cli_questions_skipped += bad;
     if (!rc && !index) { fprintf(stderr, "codi: %s: no usable question (%d line%s skipped)\n", path, bad, bad == 1 ? "" : "s"); rc = -1; }
