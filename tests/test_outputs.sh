@@ -54,6 +54,11 @@ expect 2 "/dev/full is not a regular file" "eval --out /dev/full refused" $B eva
 expect 2 "/dev/full is not a regular file" "record --out /dev/full refused" $B record $nano --questions $d/q2.jsonl --out /dev/full
 expect 2 "/dev/full exists and is not a directory" "tune-lens --out /dev/full refused" $B tune-lens $nano --questions $d/q2.jsonl --out /dev/full
 expect 1 "error writing /dev/full" "vectors --to-gguf --out /dev/full" $B vectors --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-3 --out /dev/full
+$B record $nano --questions $d/q2.jsonl --out $d/acts.st --max-answer 2 > /dev/null 2>&1
+expect 2 "/dev/full exists and is not a directory" "probe train --out /dev/full refused" $B probe train --acts $d/acts.st --label correct --out /dev/full
+expect 2 "/dev/full exists and is not a directory" "pca --out /dev/full refused" $B pca --acts $d/acts.st --out /dev/full
+expect 2 "is the input" "probe train --out the dataset refused" $B probe train --acts $d/acts.st --label correct --out $d/acts.st
+expect 1 'no question of the dataset has field "nonexistent"' "probe train --label field:nonexistent says why" $B probe train --acts $d/acts.st --label field:nonexistent --questions $d/q2.jsonl --out $d/probe
 expect 2 "not a regular file" "vectors --out /dev/full refused" $B vectors $nano --questions $d/q2.jsonl --out /dev/full
 expect 1 "error writing $d/kvdev.csv" "kv-response: its CSV on /dev/full" $B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out $d/kvdev
 

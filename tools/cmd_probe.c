@@ -165,7 +165,10 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
             free(used);
         }
         free(sorted); free(fr.value); free(fr.index);
-        if (!pl->n_classes) { probe_labels_free(pl); return -1; }
+        if (!pl->n_classes) {
+            fprintf(stderr, "codi %s: --label %s: no question of the dataset has field \"%s\" in %s\n", cmd, rule, rule + 6, questions);
+            probe_labels_free(pl); return -1;
+        }
     } else {
         fprintf(stderr, "codi %s: --label is correct, parity, step, answer-token or field:NAME, not '%s'\n", cmd, rule);
         probe_labels_free(pl);
@@ -241,6 +244,10 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.label) { fprintf(stderr, "codi probe train: --acts, --label and --out are required (codi probe train --help)\n"); return 2; }
+    {
+        const char *in[] = { g.acts, g.questions, g.ma.model };
+        if (cli_out_check("probe train", g.out, CLI_OUT_DIR | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
     if (probe_make_labels(&pl, &a, g.label, g.questions, &g.ma, "probe")) { pca_acts_close(&a); return 1; }
@@ -401,13 +408,17 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.probes || !g.acts) { fprintf(stderr, "codi probe apply: --probes and --acts are required\n"); return 2; }
+    {
+        const char *in[] = { g.probes, g.acts, g.questions, g.ma.model };
+        if (g.csv && cli_out_check("probe apply", g.csv, CLI_OUT_STREAM | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     if (!(f = codi_st_open(g.probes, err, sizeof err))) { fprintf(stderr, "codi probe apply: %s\n", err); return 1; }
     tensor = codi_st_metadata(f, "tensor"); label = codi_st_metadata(f, "label");
     if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_st_close(f); return 1; }
     if (pca_acts_open(&a, "probe apply", g.acts, tensor, -1)) { codi_st_close(f); return 1; }
     have_labels = !probe_make_labels(&pl, &a, label, g.questions, &g.ma, "probe apply");
     if (!have_labels) fprintf(stderr, "codi probe apply: no labels for '%s' here: probabilities only\n", label);
-    if (g.csv && !(csv = fopen(g.csv, "w"))) { fprintf(stderr, "codi probe apply: cannot write %s\n", g.csv); goto done; }
+    if (g.csv && !(csv = cli_out_open(g.csv, "w"))) goto done;
     if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1\n");
     x = (float *)malloc((size_t)a.row * sizeof(float));
     pr = (float *)malloc(256 * sizeof(float));
@@ -451,7 +462,8 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     }
     rc = 0;
 done:
-    if (csv && fclose(csv)) { fprintf(stderr, "codi probe apply: error writing %s\n", g.csv); rc = 1; }
+    if (csv && rc) cli_out_abort(csv);
+    else if (csv && cli_out_close(csv)) rc = 1;
     free(x); free(pr);
     if (have_labels) probe_labels_free(&pl);
     pca_acts_close(&a); codi_st_close(f);
