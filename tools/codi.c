@@ -49,13 +49,14 @@ int main(int argc, char **argv) {
     const cli_command *cmd;
     int rc;
     if (argc < 2) { codi_usage(stderr); return 2; }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) { codi_usage(stdout); return 0; }
-    if (!strcmp(argv[1], "--version")) { printf("%s\n", CLI_VERSION); return 0; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) { codi_usage(stdout); return cli_stdout_check("help") ? 1 : 0; }
+    if (!strcmp(argv[1], "--version")) { printf("%s\n", CLI_VERSION); return cli_stdout_check("--version") ? 1 : 0; }
     if (!strcmp(argv[1], "help")) {
         char *help_argv[2];
         if (!(cmd = codi_find_command(argv[2]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[2]); codi_usage(stderr); return 2; }
         help_argv[0] = argv[2]; help_argv[1] = (char *)"--help";
-        return cmd->run(cmd, 2, help_argv);
+        rc = cmd->run(cmd, 2, help_argv);
+        return cli_stdout_check(cmd->name) ? 1 : rc;
     }
     if (!(cmd = codi_find_command(argv[1]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[1]); codi_usage(stderr); return 2; }
     rc = cmd->run(cmd, argc - 1, argv + 1);
