@@ -140,7 +140,7 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         }
         sorted = (char (*)[48])malloc((size_t)(fr.n_values ? fr.n_values : 1) * sizeof *sorted);
         if (!sorted) { free(fr.value); free(fr.index); probe_labels_free(pl); return -1; }
-        memcpy(sorted, fr.value, (size_t)fr.n_values * sizeof *sorted);
+        if (fr.n_values) memcpy(sorted, fr.value, (size_t)fr.n_values * sizeof *sorted);
         qsort(sorted, (size_t)fr.n_values, sizeof *sorted, probe_value_cmp);
         for (i = 0; i < fr.n_values; i++)
             if (!n_distinct || probe_value_cmp(sorted[i], sorted[n_distinct - 1])) {
