@@ -445,13 +445,14 @@ CLI_API void cli_dirname(const char *path, char *dir, size_t cap) {
     else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
 }
 
-/* Checks the output path before the work. kind: CLI_OUT_FILE (a file, refused when it exists unless
-   force), CLI_OUT_RESUME (a file the command resumes: an existing one is fine), CLI_OUT_DIR (a
-   directory the command creates or fills: refused when it exists and is not empty unless force or
-   CLI_OUT_RESUME);
-   or CLI_OUT_STREAM to it (written by cli_out_open, so an existing device or pipe is written as it is;
-   other outputs are written by renaming and must be regular files).
-   inputs: the command's input paths (NULL entries skipped). 0, or -1 after a message. */
+/* Checks the output path before the work. kind: CLI_OUT_FILE (a file: refused when it exists,
+   unless force), CLI_OUT_DIR (a directory the command creates or fills: refused when it is not
+   empty, unless force), plus CLI_OUT_RESUME (the command resumes the file or fills the directory
+   again: an existing one is fine) and CLI_OUT_STREAM (written through cli_out_open, so an existing
+   device or pipe is written as it is; other outputs are renamed into place and must be regular
+   files). inputs: the command's input paths (NULL entries skipped); an output naming one (by path
+   or inode, or a file inside an input directory) is refused even with force. 0, or -1 after a
+   message. */
 CLI_API int cli_out_check(const char *cmd, const char *path, int kind, int force, const char *const *inputs, int n_inputs) {
     struct stat so, si;
     char dir[4096];
