@@ -652,6 +652,7 @@ typedef struct {
     int batch;            /* samples per step */
     uint64_t seed;        /* sample order: a seeded shuffle per epoch */
     int n_threads;        /* workers (CODI_THREADS builds) */
+    const char *data_id;  /* the training data's identity, saved in checkpoints as "data" (NULL: none) */
 } codi_lens_train_opts;
 CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch);
 CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples);   /* 3 epochs of batch 1 */
@@ -7529,7 +7530,7 @@ CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *pat
     int64_t L = t->n_layers, D = t->dim;
     codi_st_entry e[6];
     char buf[13][32];
-    const char *meta[2 * 13 + 3];
+    const char *meta[2 * 13 + 5];
     int i, n = tr->m2w ? 6 : 4;
     const float *data[6];
     static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
@@ -7541,6 +7542,7 @@ CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *pat
     }
     codi__lens_opts_meta(tr, buf, meta);
     meta[26] = "content"; meta[27] = "codi_lens.lens_trainer.v1"; meta[28] = NULL;   /* "format" is the writer's "pt" */
+    if (tr->o.data_id) { meta[28] = "data"; meta[29] = tr->o.data_id; meta[30] = NULL; }
     return codi_write_safetensors(path, e, n, meta, err, errsz);
 }
 

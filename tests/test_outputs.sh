@@ -92,6 +92,13 @@ grep -q "running the model" $d/err.txt && bad "tune-lens ran the model first" ||
 expect 2 "directory nodir does not exist" "tune-lens: a bad --checkpoint is found before the model runs" $B tune-lens $nano --questions $d/q2.jsonl --out $d/lens --checkpoint nodir/c.ckpt
 expect 2 "directory nodir does not exist" "kv-response: a bad --out is found before the model runs" $B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out nodir/r
 
+# ---- provenance: a tune-lens checkpoint records its data and refuses other data without --force ----
+sed 's/Tom has 3/Ann has 5/' $d/q2.jsonl > $d/q2b.jsonl
+tl="tune-lens $nano --steps 2 --batch 2 --held-out 0 --checkpoint $d/tl.ckpt --checkpoint-every 1"
+$B $tl --questions $d/q2.jsonl --out $d/tl1.safetensors > /dev/null 2>&1
+expect 2 "was trained on other data (questions fnv1a64" "tune-lens: resuming a checkpoint on another questions file refused" $B $tl --questions $d/q2b.jsonl --out $d/tl2.safetensors
+expect 0 "continuing on this data (--force)" "tune-lens: --force continues on it" $B $tl --questions $d/q2b.jsonl --out $d/tl2.safetensors --force
+
 # ---- atomic writes: kill -9 mid-write leaves no half file under the real name ----
 $B gen-templates --draws 20000 --out $d/big.jsonl 2>/dev/null & pid=$!
 i=0; while [ $i -lt 200 ] && ! ls $d/big.jsonl.tmp.* > /dev/null 2>&1; do sleep 0.01; i=$((i + 1)); done
