@@ -83,7 +83,7 @@ build/golden_hf.jsonl: tests/data/golden_hf.jsonl.gz | build
 llama3-tokenizer: build/codi
 	@sh tools/fetch_tokenizer.sh
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
-	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
+	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model --force; fi
 
 # Test scripts, one a line (each prints ok / not ok lines and its "N passed, N failed" line).
 TEST_SCRIPTS = \
@@ -99,7 +99,8 @@ TEST_SCRIPTS = \
 	tests/test_neon.sh \
 	tests/test_python.sh \
 	tests/test_switches.sh \
-	tests/test_contents.sh
+	tests/test_contents.sh \
+	tests/test_outputs.sh
 
 # What `make test` builds, in three announced steps, before it runs every program and script.
 TEST_BUILD_TOOLS = build/codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/golden_hf.jsonl build/libcodi_lens.so

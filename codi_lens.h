@@ -452,7 +452,15 @@ CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed);
 CODI_API double codi_rng_uniform(codi_rng *r);      /* [0, 1) */
 CODI_API double codi_rng_normal(codi_rng *r);       /* mean 0, std 1 */
 
+/* A valid edit as returned once given a vector: add vector x alpha (1) to the latent loop's input
+   at every latent step (at CODI_AT_LATENT_INPUT; phase and step CODI_ALL). A "step" k implies the
+   latent phase; at CODI_AT_LATENT_INPUT phase CODI_ALL means the latent phase. */
 CODI_API codi_edit codi_edit_default(void);
+/* alpha x vector [D] added to latent step k's input (k >= 1, or CODI_ALL: every step). */
+CODI_API codi_edit codi_edit_latent_add(int step, const float *vector, long len, float alpha);
+/* alpha x vector [D] added to the residual entering layer `layer` (0..L) at latent step k's position
+   (k >= 1, or CODI_ALL: every latent step). */
+CODI_API codi_edit codi_edit_resid_add(int layer, int step, const float *vector, long len, float alpha);
 CODI_API codi_steer *codi_steer_new(const codi_model *m);   /* an empty set; NULL out of memory */
 /* Checks e against the model (ranges, vector sizes, finite values) and appends a copy; 0, or -1
    with "edit N: field: why" in err. */
@@ -592,9 +600,13 @@ CODI_API long codi_normalize_question(const char *q, char *out, size_t cap);
    has them). 0, or -1 with a message. */
 CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer *t, char *err, size_t errsz);
 /* The CODI prompt of a text question: normalised, encoded without BOS, then codi_prompt_ids
-   (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Returns the count or -1. */
+   (recipe 0: BOS q bot; 1: BOS q <|eot_id|> bot). Special-token text in the question (e.g.
+   "<|bocot|>") is encoded as plain text. Returns the count or -1. */
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap);
+/* codi_prompt_from_text; parse_special 1: special-token text in the question becomes that token. */
+CODI_API int codi_prompt_from_text_ex(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                      int parse_special, int32_t *out, int cap);
 
 /* ---- lenses (>>lens): distributions, the logit lens, the tuned lens and its training ---- */
 
@@ -683,6 +695,7 @@ typedef struct {
     int batch;            /* samples per step */
     uint64_t seed;        /* sample order: a seeded shuffle per epoch */
     int n_threads;        /* workers (CODI_THREADS builds) */
+    const char *data_id;  /* the training data's identity, saved in checkpoints as "data" (NULL: none) */
 } codi_lens_train_opts;
 CODI_API codi_lens_train_opts codi_lens_train_library(long total_steps, int batch);
 CODI_API codi_lens_train_opts codi_lens_train_sprint(long n_samples);   /* 3 epochs of batch 1 */
@@ -1200,6 +1213,8 @@ typedef struct {
     char *strs; size_t nstrs, cap_strs;
     const char *err;
     int depth;
+    int unique_keys;               /* refuse an object naming a member twice (codi__json_parse_strict) */
+    char msg[128];                 /* err of a duplicate key, naming it */
 } codi__jparser;
 
 /* Upper bounds for the arena, from one cheap scan: every value starts a node
@@ -1300,6 +1315,14 @@ static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
             codi__json_ws(j);
             if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
             if (!codi__json_string(j, &key, &keylen)) return NULL;
+            if (j->unique_keys) {
+                const codi__json *c;
+                for (c = n->child; c; c = c->next)
+                    if (c->keylen == keylen && !memcmp(c->key, key, keylen)) {
+                        snprintf(j->msg, sizeof j->msg, "duplicate key \"%.80s\"", key);
+                        j->err = j->msg; return NULL;
+                    }
+            }
             codi__json_ws(j);
             if (j->p >= j->end || *j->p != ':') { j->err = "expected ':'"; return NULL; }
             j->p++;
@@ -1362,6 +1385,7 @@ static codi__json *codi__json_value(codi__jparser *j) {
         else {
             n->num = strtod(buf, &endp);
             if (*endp) { j->err = "bad number"; return NULL; }
+            if (!(n->num - n->num == 0)) { j->err = "number out of range (not a finite double)"; return NULL; }
         }
         j->p += k;
         return n;
@@ -1369,13 +1393,13 @@ static codi__json *codi__json_value(codi__jparser *j) {
     }
 }
 
-/* Parses text[0..len). Returns the root (free with codi__json_free) or NULL with
-   a message in err. */
-static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+/* Parses text[0..len); unique_keys: an object naming a member twice is an error. Returns the
+   root (free with codi__json_free) or NULL with a message in err. */
+static codi__json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
     codi__jparser j;
     codi__json *root;
     memset(&j, 0, sizeof j);
-    j.p = text; j.end = text + len;
+    j.p = text; j.end = text + len; j.unique_keys = unique_keys;
     codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
     /* node 0 is a hidden header owning the string arena: see codi__json_free */
     j.nodes = (codi__json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi__json));
@@ -1398,6 +1422,16 @@ static codi__json *codi__json_parse(const char *text, size_t len, char *err, siz
         return NULL;
     }
     return root;
+}
+
+/* Files from the wild (safetensors headers, tokenizer.json): duplicate keys allowed, the first wins. */
+static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 0, err, errsz);
+}
+
+/* Files people write (steering specs, config.json, questions lines): a duplicate key is an error. */
+static codi__json *codi__json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 1, err, errsz);
 }
 
 static void codi__json_free(codi__json *root) {
@@ -3701,7 +3735,7 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
     const codi__json *rs, *eos;
     double bos;
     int bad;
-    j = codi__json_parse(text, len, msg, sizeof msg);
+    j = codi__json_parse_strict(text, len, msg, sizeof msg);
     if (!j || j->type != CODI__J_OBJ) {
         codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
         codi__json_free(j); return -1;
@@ -5076,6 +5110,18 @@ CODI_API codi_edit codi_edit_default(void) {
     return e;
 }
 
+CODI_API codi_edit codi_edit_latent_add(int step, const float *vector, long len, float alpha) {
+    codi_edit e = codi_edit_default();
+    e.phase = CODI_PHASE_LATENT; e.step = step; e.vector = vector; e.vector_len = len; e.alpha = alpha;
+    return e;
+}
+
+CODI_API codi_edit codi_edit_resid_add(int layer, int step, const float *vector, long len, float alpha) {
+    codi_edit e = codi_edit_latent_add(step, vector, len, alpha);
+    e.at = CODI_AT_RESID; e.layer = layer;
+    return e;
+}
+
 CODI_API codi_steer *codi_steer_new(const codi_model *m) {
     codi_steer *st = (codi_steer *)CODI_MALLOC(sizeof *st);
     if (!st) return NULL;
@@ -5118,20 +5164,26 @@ CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_
     int i = st->n_edits, L = st->n_layers, kv = e->at == CODI_AT_KEY || e->at == CODI_AT_VALUE || e->at == CODI_AT_KV_CACHE;
     int max_layer = e->at == CODI_AT_RESID || e->at == CODI_AT_FINAL ? L : L - 1;
     long D = st->dim, KVD = (long)st->n_kv_heads * st->head_dim, rows_ok = e->at == CODI_AT_RESID ? L + 1 : L, j;
-    codi_edit c = *e, *grown;
+    codi_edit c = *e, nrm, *grown;
     const char *at;
     if (e->at < 0 || e->at >= CODI_AT_COUNT) { codi__err(err, errsz, "edit %d: \"at\": unknown point %d", i, e->at); return -1; }
+    /* a step, or a latent input, implies the latent phase */
+    if (c.phase == CODI_ALL && ((c.step != CODI_ALL && c.at != CODI_AT_KV_CACHE) || c.at == CODI_AT_LATENT_INPUT)) c.phase = CODI_PHASE_LATENT;
+    nrm = c; e = &nrm;                              /* checked as normalised; c gets owned copies below */
     at = codi__at_names[e->at];
     if (e->op != CODI_EDIT_ADD && e->op != CODI_EDIT_SET) { codi__err(err, errsz, "edit %d: \"op\": must be add or set", i); return -1; }
     if (!(e->alpha - e->alpha == 0)) { codi__err(err, errsz, "edit %d: \"alpha\": not a finite number", i); return -1; }
     if (e->phase != CODI_ALL && (e->phase < CODI_PHASE_PREFILL || e->phase > CODI_PHASE_ANSWER)) {
         codi__err(err, errsz, "edit %d: \"phase\": unknown phase %d", i, e->phase); return -1;
     }
-    if (e->step != CODI_ALL && (e->step < 1 || e->phase != CODI_PHASE_LATENT)) {
-        codi__err(err, errsz, "edit %d: \"step\": a latent step k >= 1 in the latent phase (got %d)", i, e->step); return -1;
+    if (e->step != CODI_ALL && e->step < 1) {
+        codi__err(err, errsz, "edit %d: \"step\": latent steps count from 1 (got %d)", i, e->step); return -1;
+    }
+    if (e->step != CODI_ALL && e->phase != CODI_PHASE_LATENT) {
+        codi__err(err, errsz, "edit %d: \"phase\": a \"step\" (%d) needs the latent phase (CODI_PHASE_LATENT or CODI_ALL; got phase %d)", i, e->step, e->phase); return -1;
     }
     if (e->at == CODI_AT_LATENT_INPUT && e->phase != CODI_PHASE_LATENT) {
-        codi__err(err, errsz, "edit %d: \"phase\": latent_input edits belong to the latent phase", i); return -1;
+        codi__err(err, errsz, "edit %d: \"phase\": latent_input edits belong to the latent phase (CODI_PHASE_LATENT or CODI_ALL; got %d)", i, e->phase); return -1;
     }
     if (e->layer != CODI_ALL && (e->layer < 0 || e->layer > max_layer || e->at == CODI_AT_LATENT_INPUT || (e->at == CODI_AT_FINAL && e->layer != L))) {
         codi__err(err, errsz, "edit %d: \"layer\": %d is out of range for at \"%s\" (%s%d)", i, e->layer, at,
@@ -5457,7 +5509,7 @@ done:
 CODI_API codi_steer *codi_steer_parse(const codi_model *m, const char *json, size_t len, const char *base_dir,
                                       char *err, size_t errsz) {
     char jerr[256];
-    codi__json *root = codi__json_parse(json, len, jerr, sizeof jerr);
+    codi__json *root = codi__json_parse_strict(json, len, jerr, sizeof jerr);
     const codi__json *edits, *f;
     codi_steer *st = NULL;
     int i = 0;
@@ -6789,16 +6841,21 @@ CODI_API int codi_tokenizer_add_codi_tokens(const codi_model *m, codi_tokenizer 
 
 CODI_API int codi_prompt_from_text(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
                                    int32_t *out, int cap) {
+    return codi_prompt_from_text_ex(m, t, question, recipe, 0, out, cap);
+}
+
+CODI_API int codi_prompt_from_text_ex(const codi_model *m, const codi_tokenizer *t, const char *question, int recipe,
+                                      int parse_special, int32_t *out, int cap) {
     long len = codi_normalize_question(question, NULL, 0);
     char *q = (char *)CODI_MALLOC((size_t)len + 1);
     int32_t *ids;
     int n, r;
     if (!q) return -1;
     codi_normalize_question(question, q, (size_t)len + 1);
-    n = codi_encode(t, q, (size_t)len, 0, 1, NULL, 0);
+    n = codi_encode(t, q, (size_t)len, 0, parse_special, NULL, 0);
     ids = n < 0 ? NULL : (int32_t *)CODI_MALLOC((size_t)n * sizeof(int32_t) + 1);
     if (!ids) { CODI_FREE(q); return -1; }
-    codi_encode(t, q, (size_t)len, 0, 1, ids, n);
+    codi_encode(t, q, (size_t)len, 0, parse_special, ids, n);
     r = codi_prompt_ids(m, recipe, ids, n, out, cap);
     CODI_FREE(ids); CODI_FREE(q);
     return r;
@@ -7749,7 +7806,7 @@ CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *pat
     int64_t L = t->n_layers, D = t->dim;
     codi_st_entry e[6];
     char buf[13][32];
-    const char *meta[2 * 13 + 3];
+    const char *meta[2 * 13 + 5];
     int i, n = tr->m2w ? 6 : 4;
     const float *data[6];
     static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
@@ -7761,6 +7818,7 @@ CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *pat
     }
     codi__lens_opts_meta(tr, buf, meta);
     meta[26] = "content"; meta[27] = "codi_lens.lens_trainer.v1"; meta[28] = NULL;   /* "format" is the writer's "pt" */
+    if (tr->o.data_id) { meta[28] = "data"; meta[29] = tr->o.data_id; meta[30] = NULL; }
     return codi_write_safetensors(path, e, n, meta, err, errsz);
 }
 
@@ -8017,9 +8075,9 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
         double dm = 0, nl = 0;
         CODI_FREE(text);
         if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
-        if ((codi__json_num(j, "d_model", &dm) && dm != m->config.dim) ||
-            (codi__json_num(j, "num_hidden_layers", &nl) && nl != m->config.n_layers)) {
-            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has %d, %d", cfg, dm, nl, m->config.dim, m->config.n_layers);
+        int has_dm = codi__json_num(j, "d_model", &dm), has_nl = codi__json_num(j, "num_hidden_layers", &nl);   /* both read */
+        if ((has_dm && dm != m->config.dim) || (has_nl && nl != m->config.n_layers)) {
+            codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has d_model %d, %d layers", cfg, dm, nl, m->config.dim, m->config.n_layers);
             codi__json_free(j); return NULL;
         }
         if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;

@@ -70,7 +70,7 @@ static const codi_py_field codi_py_fields[] = {
     CODI_PY_FIELD(codi_lens_train_opts, beta2), CODI_PY_FIELD(codi_lens_train_opts, eps), CODI_PY_FIELD(codi_lens_train_opts, weight_decay),
     CODI_PY_FIELD(codi_lens_train_opts, clip_norm), CODI_PY_FIELD(codi_lens_train_opts, linear_decay),
     CODI_PY_FIELD(codi_lens_train_opts, total_steps), CODI_PY_FIELD(codi_lens_train_opts, batch), CODI_PY_FIELD(codi_lens_train_opts, seed),
-    CODI_PY_FIELD(codi_lens_train_opts, n_threads),
+    CODI_PY_FIELD(codi_lens_train_opts, n_threads), CODI_PY_FIELD(codi_lens_train_opts, data_id),
     CODI_PY_SIZE(codi_probe),
     CODI_PY_FIELD(codi_probe, dim), CODI_PY_FIELD(codi_probe, n_classes), CODI_PY_FIELD(codi_probe, n_rows), CODI_PY_FIELD(codi_probe, mean),
     CODI_PY_FIELD(codi_probe, scale), CODI_PY_FIELD(codi_probe, weight), CODI_PY_FIELD(codi_probe, bias), CODI_PY_FIELD(codi_probe, l2),

@@ -8,14 +8,14 @@ skip() { echo "skip - $1"; skip=$((skip + 1)); }
 CODI=${CODI:-build/codi_san}   # the CLI built with AddressSanitizer + UBSan (make build/codi_san)
 CODI_FAST=${CODI_FAST:-build/codi}   # the optimised build, for the 500-question run only (30x faster)
 ids=1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513
-if $CODI trace --model tests/data/codi_tiny.bin --head-dim 32 --exact --ids $ids --out build/trace.safetensors >/dev/null; then
+if $CODI trace --model tests/data/codi_tiny.bin --head-dim 32 --exact --ids $ids --out build/trace.safetensors --force >/dev/null; then
   out=$(build/check_trace_san build/trace.safetensors tests/data/golden_tiny.safetensors f32); rc=$?
   echo "$out" | grep -v '^[0-9]* passed'
   [ $rc -eq 0 ] && echo "$out" | grep -q '^[0-9]* passed, 0 failed' && ok "codi trace matches golden_tiny f32.*" || bad "codi trace matches golden_tiny f32.* (check_trace exit $rc)"
 else bad "codi trace runs"; fi
 $CODI info --model tests/data/codi_tiny.bin --head-dim 32 | grep -q "101 tensors: 101 from the checkpoint" && ok "codi info reports tensor sources" || bad "codi info"
 $CODI run --model tests/data/codi_tiny.bin --head-dim 32 --ids $ids --answer-steps 4 | grep -q "answer ids: 215 492 456 360$" && ok "codi run prints the answer ids" || bad "codi run"
-$CODI export --model tests/data/codi_tiny.bin --head-dim 32 --merged build/tiny_merged.safetensors 2>/dev/null &&
+$CODI export --model tests/data/codi_tiny.bin --head-dim 32 --merged build/tiny_merged.safetensors --force 2>/dev/null &&
   $CODI run --model build/tiny_merged.safetensors --ids $ids --answer-steps 4 | grep -q "answer ids: 215 492 456 360$" &&
   ok "codi export --merged, then run on the export without --head-dim: the same answer" || bad "codi export --merged"
 $CODI trace --model tests/data/no_such.bin --ids 1 --out build/x.safetensors 2>build/err.txt; rc=$?

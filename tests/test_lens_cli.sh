@@ -24,7 +24,7 @@ if $B lens --model tests/data/codi_tiny.bin --head-dim 32 --exact --ids $ids --j
 else bad "codi lens --json runs"; fi
 
 # 2. table and SVG on codi-nano (text question, target marks)
-out=$($B lens --model $nano --exact --question "$q" --target 60 --svg build/lcli.svg --color entropy)
+out=$($B lens --model $nano --exact --question "$q" --target 60 --svg build/lcli.svg --force --color entropy)
 echo "$out" | grep -q "^answer: The answer is: 21$" && echo "$out" | grep -q "^6 .*'='" && echo "$out" | grep -q "\*'60'" &&
   ok "codi lens table: answer, top-1 tokens per layer, target marks" || bad "codi lens table: $(echo "$out" | head -3)"
 [ "$(grep -c '<text' build/lcli.svg)" -ge 49 ] && grep -q 'stroke="#ff2020"' build/lcli.svg && head -c 4 build/lcli.svg | grep -q '<svg' &&

@@ -345,6 +345,8 @@ static void test_noise_self(run_out *plain, run_out *r) {
 static void test_errors(void) {
     static const struct { const char *json, *want; } cases[] = {
         { "{\"edits\": [", "steer spec:" },
+        { "{\"edits\": [{\"at\": \"latent_input\", \"vector\": \"golden_tiny.safetensors:steer.v\"}], \"edits\": []}", "duplicate key \"edits\"" },
+        { "{\"edits\": [{\"at\": \"latent_input\", \"alpha\": 1, \"alpha\": 2, \"vector\": \"golden_tiny.safetensors:steer.v\"}]}", "duplicate key \"alpha\"" },
         { "[1, 2]", "not a JSON object" },
         { "{\"edit\": []}", "unknown field \"edit\"" },
         { "{\"edits\": [{\"at\": \"nowhere\"}]}", "edit 0: \"at\": unknown point \"nowhere\"" },
@@ -530,6 +532,37 @@ static void test_protocols(void) {
     t_golden_close(&g);
 }
 
+/* The C API's edits: the default is valid as returned, a step implies the latent phase, errors name
+   the field at fault, and the constructors build what a spec would. */
+static void test_edit_api(void) {
+    static float v[D];
+    codi_steer *st = codi_steer_new(M);
+    codi_edit e = codi_edit_default();
+    char err[256];
+    int j;
+    for (j = 0; j < D; j++) v[j] = 0.01f * (float)(j % 7);
+    err[0] = 0;
+    e.vector = v; e.vector_len = D;
+    t_result(!codi_steer_add(st, &e, err, sizeof err), "codi_edit_default() with a vector is accepted", "%s", err);
+    e.step = 3;
+    t_result(!codi_steer_add(st, &e, err, sizeof err), "the default edit with .step = 3 is accepted", "%s", err);
+    t_result(st->n_edits == 2 && st->edits[1].phase == CODI_PHASE_LATENT && st->edits[1].step == 3, "a step implies the latent phase",
+             "n %d phase %d step %d", st->n_edits, st->n_edits > 1 ? st->edits[1].phase : -9, st->n_edits > 1 ? st->edits[1].step : -9);
+    e.phase = CODI_PHASE_ANSWER;
+    t_result(codi_steer_add(st, &e, err, sizeof err) && strstr(err, "\"phase\"") && !strstr(err, "\"step\":"), "a step in the answer phase names the phase", "%s", err);
+    e = codi_edit_latent_add(0, v, D, 1);
+    t_result(codi_steer_add(st, &e, err, sizeof err) && strstr(err, "\"step\": latent steps count from 1 (got 0)"), "step 0 is named as the fault", "%s", err);
+    e = codi_edit_latent_add(2, v, D, 2.0f);
+    t_result(!codi_steer_add(st, &e, err, sizeof err) && st->edits[2].at == CODI_AT_LATENT_INPUT && st->edits[2].step == 2 && st->edits[2].alpha == 2.0f,
+             "codi_edit_latent_add(2, v, D, 2)", "%s", err);
+    e = codi_edit_resid_add(1, CODI_ALL, v, D, 0.5f);
+    t_result(!codi_steer_add(st, &e, err, sizeof err) && st->edits[3].at == CODI_AT_RESID && st->edits[3].layer == 1 && st->edits[3].phase == CODI_PHASE_LATENT,
+             "codi_edit_resid_add(1, all, v, D, 0.5)", "%s", err);
+    e = codi_edit_resid_add(99, 1, v, D, 1);
+    t_result(codi_steer_add(st, &e, err, sizeof err) && strstr(err, "\"layer\": 99"), "a bad layer is named", "%s", err);
+    codi_steer_free(st);
+}
+
 int main(void) {
     t_golden g;
     size_t T;
@@ -548,6 +581,7 @@ int main(void) {
     test_noise_self(plain, r);
     test_errors();
     test_tl_names(plain, r);
+    test_edit_api();
     test_protocols();
     codi_state_free(plain->s); codi_state_free(r->s);
     free(plain); free(r);

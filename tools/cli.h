@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <dirent.h>
 
 #define CLI_VERSION "codi_lens 0.3"
 
@@ -17,6 +18,9 @@
 #else
 #define CLI_API static
 #endif
+
+static const codi_model *cli__q_model;      /* with a tokenizer: prompts are measured as they are read */
+static const codi_tokenizer *cli__q_tok;
 
 enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
@@ -157,6 +161,7 @@ CLI_API codi_model *cli_load_model(cli_model_args *a) {
     lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale; lo.skip_crc = a->no_crc;
     lo.n_threads = cli_threads_checked(a);
     if (!(m = codi_load(a->model, &lo, err, sizeof err))) fprintf(stderr, "codi: %s\n", err);
+    cli__q_model = m;
     return m;
 }
 
@@ -178,6 +183,7 @@ CLI_API codi_tokenizer *cli_tokenizer_from(const char *path, const codi_model *m
     if (m && codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) {
         fprintf(stderr, "codi: tokenizer %s: %s\n", path, err); codi_tokenizer_free(t); return NULL;
     }
+    if (m == cli__q_model) cli__q_tok = t;
     return t;
 }
 
@@ -203,13 +209,14 @@ CLI_API codi_tokenizer *cli_load_tokenizer(const cli_model_args *a, const codi_m
     return NULL;
 }
 
-typedef struct { const char *question, *ids; int recipe, latents; } cli_prompt_args;
+typedef struct { const char *question, *ids; int recipe, latents, parse_special; } cli_prompt_args;
 
 #define CLI_PROMPT_OPTS(p) \
     { "--question", CLI_STR, &(p)->question, 0, 0, "TEXT", "the question as text (needs a tokenizer)" }, \
     { "--ids", CLI_STR, &(p)->ids, 0, 0, "1,2,3", "the prompt as token ids, used as given (the last is bot)" }, \
     { "--recipe", CLI_INT, &(p)->recipe, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }, \
-    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }
+    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }, \
+    { "--parse-special", CLI_FLAG, &(p)->parse_special, 0, 0, NULL, "read special-token text in --question (e.g. <|bocot|>) as that token (default: plain text)" }
 
 CLI_API cli_prompt_args cli_prompt_defaults(void) {
     cli_prompt_args p;
@@ -252,12 +259,17 @@ CLI_API int cli_prompt_ids(const cli_prompt_args *p, const codi_model *m, const 
     char err[512];
     if (p->question && p->ids) { fprintf(stderr, "codi: give --question or --ids, not both\n"); return -1; }
     if (!p->question && !p->ids) { fprintf(stderr, "codi: give --question TEXT or --ids 1,2,3\n"); return -1; }
-    if (p->ids) return cli_parse_ids(p->ids, m->config.vocab, ids, cap);
+    if (p->ids) {
+        if ((n = cli_parse_ids(p->ids, m->config.vocab, ids, cap)) > 0 && m->config.bot_id >= 0 && ids[n - 1] != m->config.bot_id)
+            fprintf(stderr, "codi: warning: --ids does not end with bot (%d): the latent loop starts from token %d, not from CODI's prompt\n",
+                    m->config.bot_id, ids[n - 1]);
+        return n;
+    }
     if (!t) { fprintf(stderr, "codi: a text question needs a tokenizer: give --tokenizer PATH\n"); return -1; }
     if ((bad = codi_utf8_invalid_at(p->question, strlen(p->question))) >= 0)
         fprintf(stderr, "codi: warning: the question is not valid UTF-8 at byte %ld; its bytes are encoded as they are\n", bad);
     if (codi_prompt_check(m, p->recipe, err, sizeof err)) { fprintf(stderr, "codi: %s\n", err); return -1; }
-    if ((n = codi_prompt_from_text(m, t, p->question, p->recipe, ids, cap)) < 0)
+    if ((n = codi_prompt_from_text_ex(m, t, p->question, p->recipe, p->parse_special, ids, cap)) < 0)
         fprintf(stderr, "codi: the question does not fit in %d tokens\n", cap);
     return n;
 }
@@ -357,14 +369,23 @@ bad:
     return -1;
 }
 
+/* The questions policy, the same in every command (README "Questions files"): a line that is not
+   a JSON object with a "question" string (duplicate keys and numbers beyond a double refused), or
+   whose prompt exceeds CLI_MAX_PROMPT tokens, is reported as FILE:LINE and skipped, and the command
+   exits 1 at the end (tools/codi.c reads cli_questions_skipped); blank lines are ignored; a file
+   without a usable question is an error. Rows are numbered by file line ("line", 1-based). */
+#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers */
+static int cli_questions_skipped;           /* lines skipped by every reader of this process */
+
 /* Calls fn for the questions of path: the first `limit` (0: all), then every N-th from the K-th
-   (shard K/N; 0/0 = no sharding). A malformed line is reported as FILE:LINE on stderr, counted in
-   *n_bad and skipped. Returns 0, fn's first non-zero return, or -1 when the file cannot be read. */
+   (shard K/N; 0/0 = no sharding). A malformed or over-long line is reported as FILE:LINE on stderr,
+   counted in *n_bad and skipped. Returns 0, fn's first non-zero return, or -1 after a message when
+   the file cannot be read or holds no usable question. */
 CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int shard_n,
                                  int (*fn)(void *user, const cli_question *q), void *user, int *n_bad) {
     size_t len;
     char *text, *p, err[256];
-    int index = 0, line = 0, rc = 0;
+    int index = 0, line = 0, rc = 0, bad = 0;
     if (n_bad) *n_bad = 0;
     if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
@@ -375,12 +396,16 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
         if (!e) e = text + len;
         line++;
         if (e > p && !(e == p + 1 && *p == '\r')) {
-            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) {
+            if (!(j = codi__json_parse_strict(p, (size_t)(e - p), err, sizeof err))) {
                 fprintf(stderr, "codi: %s:%d: %s (line skipped)\n", path, line, err);
-                if (n_bad) (*n_bad)++;
+                bad++;
             } else if (!(q = codi__json_get(j, "question")) || q->type != CODI__J_STR) {
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
-                if (n_bad) (*n_bad)++;
+                bad++;
+                codi__json_free(j);
+            } else if (cli__q_model && cli__q_tok && codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) > CLI_MAX_PROMPT - 3) {   /* + BOS, eot, bot */
+                fprintf(stderr, "codi: %s:%d: the question's prompt is over %d tokens, the limit (line skipped)\n", path, line, CLI_MAX_PROMPT);
+                bad++;
                 codi__json_free(j);
             } else {
                 if (shard_n <= 1 || index % shard_n == shard_k - 1) {
@@ -395,7 +420,156 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
         p = e + 1;
     }
     free(text);
+    if (n_bad) *n_bad = bad;
+    cli_questions_skipped += bad;
+    if (!rc && !index) { fprintf(stderr, "codi: %s: no usable question (%d line%s skipped)\n", path, bad, bad == 1 ? "" : "s"); rc = -1; }
     return rc;
+}
+
+/* ---- checked outputs --------------------------------------------------------------------------
+   One rule for every file a command writes: the path is checked before any work (its directory
+   exists and is writable; it is not an input, by name or by inode; it does not exist unless --force,
+   or unless the command resumes it), the file is written under PATH.tmp.PID and renamed to PATH only
+   when every byte reached the disk, and standard output is checked at exit (tools/codi.c). */
+
+#define CLI_FORCE_OPT(p) { "--force", CLI_FLAG, (p), 0, 0, NULL, "overwrite existing outputs (an input is never overwritten)" }
+#define CLI_N(a) (int)(sizeof (a) / sizeof *(a))
+
+enum { CLI_OUT_FILE = 0, CLI_OUT_RESUME = 1, CLI_OUT_DIR = 2, CLI_OUT_STREAM = 4 };
+
+/* The directory part of path ("." when it has none). */
+CLI_API void cli_dirname(const char *path, char *dir, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, cap, ".");
+    else if (slash == path) snprintf(dir, cap, "/");
+    else snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* Checks the output path before the work. kind: CLI_OUT_FILE (a file: refused when it exists,
+   unless force), CLI_OUT_DIR (a directory the command creates or fills: refused when it is not
+   empty, unless force), plus CLI_OUT_RESUME (the command resumes the file or fills the directory
+   again: an existing one is fine) and CLI_OUT_STREAM (written through cli_out_open, so an existing
+   device or pipe is written as it is; other outputs are renamed into place and must be regular
+   files). inputs: the command's input paths (NULL entries skipped); an output naming one (by path
+   or inode, or a file inside an input directory) is refused even with force. 0, or -1 after a
+   message. */
+CLI_API int cli_out_check(const char *cmd, const char *path, int kind, int force, const char *const *inputs, int n_inputs) {
+    struct stat so, si;
+    char dir[4096];
+    int i, exists;
+    if (!path || !*path) { fprintf(stderr, "codi %s: an output path is empty\n", cmd); return -1; }
+    exists = stat(path, &so) == 0;
+    for (i = 0; i < n_inputs; i++) {
+        const char *in = inputs[i];
+        int same;
+        if (!in) continue;
+        same = !strcmp(in, path) || (exists && stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino);
+        if (!same && exists && stat(in, &si) == 0 && S_ISDIR(si.st_mode) && !(kind & CLI_OUT_DIR)) {   /* a file inside an input directory */
+            struct stat sd;
+            cli_dirname(path, dir, sizeof dir);
+            same = stat(dir, &sd) == 0 && sd.st_dev == si.st_dev && sd.st_ino == si.st_ino;
+        }
+        if (same) { fprintf(stderr, "codi %s: output %s is the input %s: refusing to overwrite it\n", cmd, path, in); return -1; }
+    }
+    if (exists && (kind & CLI_OUT_DIR)) {
+        if (!S_ISDIR(so.st_mode)) { fprintf(stderr, "codi %s: output directory %s exists and is not a directory\n", cmd, path); return -1; }
+        if (!force && !(kind & CLI_OUT_RESUME)) {
+            DIR *d = opendir(path);
+            struct dirent *e;
+            int full = 0;
+            while (d && (e = readdir(d)) != NULL) full |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+            if (d) closedir(d);
+            if (full) { fprintf(stderr, "codi %s: output directory %s is not empty (give --force to write into it)\n", cmd, path); return -1; }
+        }
+    } else if (exists) {
+        if (S_ISDIR(so.st_mode)) { fprintf(stderr, "codi %s: output %s is a directory\n", cmd, path); return -1; }
+        if (!S_ISREG(so.st_mode) && !(kind & CLI_OUT_STREAM)) { fprintf(stderr, "codi %s: output %s is not a regular file\n", cmd, path); return -1; }
+        if (S_ISREG(so.st_mode) && !(kind & CLI_OUT_RESUME) && !force) { fprintf(stderr, "codi %s: output %s exists (give --force to overwrite it)\n", cmd, path); return -1; }
+    }
+    cli_dirname(path, dir, sizeof dir);
+    if (!cli_is_dir(dir)) { fprintf(stderr, "codi %s: cannot write %s: directory %s does not exist\n", cmd, path, dir); return -1; }
+    if (access(dir, W_OK | X_OK)) { fprintf(stderr, "codi %s: cannot write %s: %s: %s\n", cmd, path, dir, strerror(errno)); return -1; }
+    return 0;
+}
+
+/* Files being written: the stream, its temporary name and its real name. */
+#define CLI_OUT_MAX 64
+static struct { FILE *f; char tmp[4200], path[4096]; } cli__outs[CLI_OUT_MAX];
+static int cli__outs_hooked;
+
+static void cli__outs_cleanup(void) {   /* at exit: the temporary files of outputs never finished */
+    int i;
+    for (i = 0; i < CLI_OUT_MAX; i++)
+        if (cli__outs[i].f) { if (strcmp(cli__outs[i].tmp, cli__outs[i].path)) remove(cli__outs[i].tmp); cli__outs[i].f = NULL; }
+}
+
+/* Opens path for writing ("w" or "wb") under a temporary name; NULL after a message. */
+CLI_API FILE *cli_out_open(const char *path, const char *mode) {
+    struct stat st;
+    int i;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f; i++) {}
+    if (i == CLI_OUT_MAX || strlen(path) >= sizeof cli__outs[i].path) { fprintf(stderr, "codi: cannot write %s: too many outputs open or name too long\n", path); return NULL; }
+    if (!cli__outs_hooked) { atexit(cli__outs_cleanup); cli__outs_hooked = 1; }
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s", path);   /* a device or pipe: as it is */
+    else snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(cli__outs[i].path, sizeof cli__outs[i].path, "%s", path);
+    if (!(cli__outs[i].f = fopen(cli__outs[i].tmp, mode))) { fprintf(stderr, "codi: cannot write %s: %s\n", path, strerror(errno)); return NULL; }
+    return cli__outs[i].f;
+}
+
+/* Finishes a file of cli_out_open: flushed, synced, closed and renamed to its real name. 0, or -1
+   after a message naming the file and the error (the temporary file is removed). NULL: 0. */
+CLI_API int cli_out_close(FILE *f) {
+    int i, bad, e = 0, renamed;
+    if (!f) return 0;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f != f; i++) {}
+    CODI_ASSERT(i < CLI_OUT_MAX);
+    bad = fflush(f) != 0 || ferror(f);
+    if (bad) e = errno;
+    if (!bad && fsync(fileno(f)) != 0 && errno != EINVAL) { bad = 1; e = errno; }
+    if (fclose(f) != 0 && !bad) { bad = 1; e = errno; }
+    cli__outs[i].f = NULL;
+    renamed = strcmp(cli__outs[i].tmp, cli__outs[i].path) != 0;
+    if (!bad && renamed && rename(cli__outs[i].tmp, cli__outs[i].path) != 0) { bad = 1; e = errno; }
+    if (bad) {
+        if (renamed) remove(cli__outs[i].tmp);
+        fprintf(stderr, "codi: error writing %s: %s\n", cli__outs[i].path, e ? strerror(e) : "write failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Drops a file of cli_out_open after a failure: closed, its temporary file removed. NULL: nothing. */
+CLI_API void cli_out_abort(FILE *f) {
+    int i;
+    if (!f) return;
+    for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f != f; i++) {}
+    fclose(f);
+    if (i < CLI_OUT_MAX) { if (strcmp(cli__outs[i].tmp, cli__outs[i].path)) remove(cli__outs[i].tmp); cli__outs[i].f = NULL; }
+}
+
+/* A stream appended to in place (a resumable results file): flushed and checked; 0, or -1 after a
+   message. */
+CLI_API int cli_out_flush(FILE *f, const char *path) {
+    if (fflush(f) == 0 && !ferror(f)) return 0;
+    fprintf(stderr, "codi: error writing %s: %s\n", path, strerror(errno ? errno : EIO));
+    return -1;
+}
+
+/* At exit: standard output flushed and checked (a full disk or closed pipe is an error). */
+CLI_API int cli_stdout_check(const char *cmd) {
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    if (!bad) return 0;
+    fprintf(stderr, "codi %s: error writing standard output: %s\n", cmd, strerror(errno ? errno : EIO));
+    return -1;
+}
+
+#define SVG_FOPEN(path) cli_out_open(path, "w")   /* tools/svg.h writes through the checked outputs */
+#define SVG_FCLOSE(f) cli_out_close(f)
+
+/* v as a JSON number, or null when it is not finite. */
+CLI_API void cli_json_number(FILE *f, double v) {
+    if (v - v == 0) fprintf(f, "%.17g", v); else fputs("null", f);
 }
 
 /* ---- output helpers -------------------------------------------------------------------------- */

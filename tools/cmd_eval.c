@@ -284,8 +284,8 @@ static void eval_csv_num(FILE *f, double v) { if (isfinite(v)) fprintf(f, "%.6g"
    largest of those p values (it must beat every control), and the diff vs random is against that
    control. p_primary (vs random where there is a control, else vs the baseline) is corrected
    within its family: the steered specs, and the random controls. */
-static void eval_summary(eval_ctx *ec, const char *csv_path) {
-    int ci, j, nq_max = 0, n_tested[3] = { 0, 0, 0 }, n_effects = 0, base = eval_cond_index(ec, "baseline");
+static int eval_summary(eval_ctx *ec, const char *csv_path) {   /* 0, or -1 when the CSV could not be written */
+    int csv_bad = 0, ci, j, nq_max = 0, n_tested[3] = { 0, 0, 0 }, n_effects = 0, base = eval_cond_index(ec, "baseline");
     signed char *grid;              /* [nc, max index + 1]: -1 absent, 0 wrong, 1 right */
     eval_stat *st = (eval_stat *)calloc((size_t)(ec->nc ? ec->nc : 1), sizeof *st);
     double *pf = (double *)malloc(sizeof(double) * (size_t)(ec->nc ? ec->nc : 1) * 3);
@@ -294,7 +294,7 @@ static void eval_summary(eval_ctx *ec, const char *csv_path) {
     eval_classify(ec);
     for (r = 0; r < ec->n_res; r++) if (ec->res[r].index + 1 > nq_max) nq_max = ec->res[r].index + 1;
     if (!st || !pf || !(grid = (signed char *)malloc((size_t)ec->nc * (size_t)(nq_max ? nq_max : 1)))) {
-        fprintf(stderr, "codi: out of memory\n"); free(st); free(pf); return;
+        fprintf(stderr, "codi: out of memory\n"); free(st); free(pf); return -1;
     }
     memset(grid, -1, (size_t)ec->nc * (size_t)(nq_max ? nq_max : 1));
     for (r = 0; r < ec->n_res; r++) grid[(size_t)ec->res[r].cond * nq_max + ec->res[r].index] = (signed char)ec->res[r].correct;
@@ -336,7 +336,7 @@ static void eval_summary(eval_ctx *ec, const char *csv_path) {
         st[ci].effect = ec->c[ci].family == EVAL_STEER && st[ci].control >= 0 && st[ci].p_holm < 0.05;
         n_effects += st[ci].effect;
     }
-    if (csv_path && !(csv = fopen(csv_path, "w"))) fprintf(stderr, "codi eval: cannot write %s\n", csv_path);
+    if (csv_path && !(csv = cli_out_open(csv_path, "w"))) csv_bad = 1;
     if (csv) fprintf(csv, "condition,questions,correct,accuracy,ci95_low,ci95_high,paired,diff_vs_baseline,baseline_only,condition_only,mcnemar_p,"
                           "family,split,diff_vs_baseline_ci_low,diff_vs_baseline_ci_high,random_control,paired_vs_random,random_only,spec_only,"
                           "diff_vs_random,diff_vs_random_ci_low,diff_vs_random_ci_high,p_vs_random,p_primary,p_holm,q_bh,effect\n");
@@ -365,7 +365,7 @@ static void eval_summary(eval_ctx *ec, const char *csv_path) {
             eval_csv_num(csv, s->p_holm); fputc(',', csv); eval_csv_num(csv, s->q_bh); fprintf(csv, ",%d\n", s->effect);
         }
     }
-    if (csv) fclose(csv);
+    if (csv && cli_out_close(csv)) csv_bad = 1;
     for (ci = 0; ci < ec->nc; ci++) {               /* strict JSON: null for what was not computed */
         const eval_stat *s = &st[ci];
         printf("{\"condition\": ");
@@ -395,6 +395,7 @@ static void eval_summary(eval_ctx *ec, const char *csv_path) {
         printf(", \"family_size\": %d, \"effect\": %s}\n", ec->c[ci].family == EVAL_BASELINE ? 0 : n_tested[ec->c[ci].family], s->effect ? "true" : "false");
     }
     free(grid); free(st); free(pf);
+    return csv_bad ? -1 : 0;
 }
 
 /* --- the command ---------------------------------------------------------------------------- */
@@ -456,9 +457,11 @@ static int eval_merge(char **files, int n, const char *csv_path) {
         free(seen);
     }
     fprintf(stderr, "codi eval: merged %d files: %ld results, %d conditions\n", n, ec.n_res, ec.nc);
-    eval_summary(&ec, csv_path);
-    eval_free(&ec);
-    return 0;
+    {
+        int rc = eval_summary(&ec, csv_path) ? 1 : 0;
+        eval_free(&ec);
+        return rc;
+    }
 }
 
 static int eval_run(const cli_command *self, int argc, char **argv) {
@@ -503,6 +506,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     rc = 1;
     if (merge) {
         if (n_files < 1) { fprintf(stderr, "codi eval: --merge needs result files\n"); rc = 2; goto done; }
+        if (csv && cli_out_check("eval", csv, CLI_OUT_RESUME | CLI_OUT_STREAM, 0, (const char *const *)files, n_files)) { rc = 2; goto done; }
         rc = eval_merge(files, n_files, csv);
         goto done;
     }
@@ -512,6 +516,17 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     ec.draw_per_question = !strcmp(random_draw, "question");
     ec.seed = (uint64_t)seed;
     if (random_controls && !steers.n) { fprintf(stderr, "codi eval: --random-controls needs at least one --steer spec to take the norms from\n"); rc = 2; goto done; }
+    {
+        const char *in[CLI_LIST_MAX + 3];
+        char csv_default[4096];
+        const char *dot = strrchr(out, '.');
+        int n_in = 0;
+        in[n_in++] = ma.model; in[n_in++] = ma.tokenizer; in[n_in++] = questions;
+        for (i = 0; i < steers.n; i++) in[n_in++] = steers.v[i];
+        snprintf(csv_default, sizeof csv_default, "%.*s.csv", dot && !strchr(dot, '/') ? (int)(dot - out) : (int)strlen(out), out);
+        if (cli_out_check("eval", out, CLI_OUT_RESUME, 0, in, n_in) ||
+            cli_out_check("eval", csv ? csv : csv_default, CLI_OUT_RESUME | CLI_OUT_STREAM, 0, in, n_in)) { rc = 2; goto done; }
+    }
     workers = cli_threads_checked(&ma);
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     /* conditions: baseline, the specs, their random controls */
@@ -592,13 +607,16 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
                     cli_now() - t0, (ec.finished - before) / (double)ec.nc / ((cli_now() - t0) / 60), (ec.finished - before) / ((cli_now() - t0) / 60));
     }
     pthread_mutex_destroy(&ec.lock);
-    fclose(ec.out);
+    if (cli_out_flush(ec.out, out) | fclose(ec.out)) {
+        fprintf(stderr, "codi eval: %s is incomplete: results were lost (a full disk?); free space and run the command again to resume\n", out);
+        goto done;
+    }
     if (ec.failed) { fprintf(stderr, "codi eval: %ld runs failed (see above); run the command again to retry them\n", ec.failed); goto done; }
     {
         char csv_default[4096];
         const char *dot = strrchr(out, '.');
         snprintf(csv_default, sizeof csv_default, "%.*s.csv", dot && !strchr(dot, '/') ? (int)(dot - out) : (int)strlen(out), out);
-        eval_summary(&ec, csv ? csv : csv_default);
+        if (eval_summary(&ec, csv ? csv : csv_default)) goto done;
     }
     rc = 0;
 done:

@@ -3,9 +3,11 @@
 static int export_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *out = NULL;
+    int force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--merged", CLI_STR, &out, 0, 0, "OUT", "the .safetensors file to write (required)" },
+        CLI_FORCE_OPT(&force),
         CLI_END
     };
     char err[256];
@@ -15,6 +17,10 @@ static int export_run(const cli_command *self, int argc, char **argv) {
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
     if (!out || !codi__ends_with(out, ".safetensors")) { fprintf(stderr, "codi export: --merged OUT.safetensors is required\n"); return 2; }
+    {
+        const char *in[] = { ma.model, ma.base, ma.tokenizer };
+        if (cli_out_check("export", out, CLI_OUT_FILE, force, in, CLI_N(in))) return 2;
+    }
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
     fprintf(stderr, "codi: loaded and merged in %.2f s\n", cli_now() - t0);

@@ -35,17 +35,19 @@ static int gen_templates_uniform8(codi_rng *r) { return 1 + (int)(codi_rng_unifo
 
 static int gen_templates_run(const cli_command *self, int argc, char **argv) {
     const char *out = NULL;
-    int seed = 42, draws = 50, t, d, op, rc;
+    int seed = 42, draws = 50, t, d, op, rc, force = 0;
     cli_opt opts[] = {
         { "--out", CLI_STR, &out, 0, 0, "FILE.jsonl", "where to write the questions (default: stdout)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the (X, Y, Z) draws (default 42)" },
         { "--draws", CLI_INT, &draws, 1, 100000, "N", "draws per template (default 50)" },
+        CLI_FORCE_OPT(&force),
         CLI_END
     };
     codi_rng rng;
     FILE *f = stdout;
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
-    if (out && !(f = fopen(out, "w"))) { fprintf(stderr, "codi gen-templates: cannot write %s\n", out); return 1; }
+    if (out && cli_out_check("gen-templates", out, CLI_OUT_STREAM, force, NULL, 0)) return 2;
+    if (out && !(f = cli_out_open(out, "w"))) return 1;
     codi_rng_seed(&rng, (uint64_t)seed);
     for (t = 0; t < 10; t++)
         for (d = 0; d < draws; d++) {
@@ -61,7 +63,7 @@ static int gen_templates_run(const cli_command *self, int argc, char **argv) {
                         q, (op ? x - y : x + y) * (z + 1), t, op ? "subtraction" : "addition", x, y, z);
             }
         }
-    if (out && fclose(f) != 0) { fprintf(stderr, "codi gen-templates: error writing %s\n", out); return 1; }
+    if (out && cli_out_close(f)) return 1;
     return 0;
 }
 

@@ -117,7 +117,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     cli_prompt_args pa = cli_prompt_defaults();
     cli_list specs;
     const char *questions = NULL, *out = NULL, *keys = NULL;
-    int limit = 0, controls = 1, seed = 1, step = 3, keys_pre;
+    int limit = 0, controls = 1, seed = 1, step = 3, keys_pre, force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
@@ -129,6 +129,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "first seed of the random controls (1)" },
         { "--out", CLI_STR, &out, 0, 0, "PREFIX", "writes PREFIX.csv and PREFIX_{steered,next}_{keys,values}.svg (required)" },
         { "--keys", CLI_STR, &keys, 0, 0, "post|pre", "keys compared after RoPE, as cached (default), or before RoPE (same numbers up to rounding: see above)" },
+        CLI_FORCE_OPT(&force),
         CLI_END
     };
     kvr_ctx k;
@@ -148,6 +149,14 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     if (!questions || !out || !specs.n) { fprintf(stderr, "codi kv-response: --questions, --steer and --out are required\n"); return 2; }
     if ((keys_pre = cli_keys_option("kv-response", keys)) < 0) return 2;
     if (specs.n * (1 + controls) > KVR_MAX_COND) { fprintf(stderr, "codi kv-response: at most %d conditions (specs x (1 + controls))\n", KVR_MAX_COND); return 2; }
+    snprintf(path, sizeof path, "%s.csv", out);
+    {
+        const char *in[CLI_LIST_MAX + 3];
+        int n_in = 0;
+        in[n_in++] = ma.model; in[n_in++] = ma.tokenizer; in[n_in++] = questions;
+        for (i = 0; i < specs.n; i++) in[n_in++] = specs.v[i];
+        if (cli_out_check("kv-response", path, CLI_OUT_STREAM, force, in, n_in)) return 2;
+    }
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     L = m->config.n_layers;
     for (i = 0; i < specs.n; i++) {
@@ -173,7 +182,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     cli_progress_end(k.progress); k.progress = NULL;
     if (!k.n) { fprintf(stderr, "codi kv-response: no question ran\n"); goto done; }
     snprintf(path, sizeof path, "%s.csv", out);
-    if (!(csv = fopen(path, "w"))) { fprintf(stderr, "codi kv-response: cannot write %s\n", path); goto done; }
+    if (!(csv = cli_out_open(path, "w"))) goto done;
     fprintf(csv, "condition,slot,latent,layer,key_rel_change,value_rel_change,key_cos,value_cos,questions\n");
     for (c = 0; c < k.n_cond; c++) {
         double mean_v[2] = { 0, 0 };
@@ -191,13 +200,13 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         printf(", \"questions\": %d, \"step\": %d, \"value_rel_change_steered\": %.6g, \"value_rel_change_next\": %.6g}\n",
                k.n, step, mean_v[0], mean_v[1]);
     }
-    if (fclose(csv) != 0) { csv = NULL; fprintf(stderr, "codi kv-response: error writing %s\n", path); goto done; }
+    if (cli_out_close(csv) != 0) { csv = NULL; goto done; }
     csv = NULL;
     for (slot = 0; slot < 2; slot++) { kvr_heatmap(&k, out, namep, slot, 0); kvr_heatmap(&k, out, namep, slot, 1); }
     fprintf(stderr, "codi kv-response: %d questions (%d failed, %d bad lines): %s.csv, %s_*.svg\n", k.n, k.failed, n_bad, out, out);
     rc = k.failed || n_bad ? 1 : 0;
 done:
-    if (csv) fclose(csv);
+    cli_out_abort(csv);
     cli_progress_end(k.progress);
     for (c = 0; c < k.n_cond; c++) codi_steer_free(owned[c]);
     free(k.sum); free(k.base);

@@ -18,6 +18,7 @@ typedef struct {
     int chance_permutations, seed;
     char rows_default[4096];
     int target_tokens;          /* how many tokens --target is (only the first counts) */
+    int force;
 } lens_args;
 
 /* One run read through the lens: for each slot and residual index, the top-k, entropy. */
@@ -954,7 +955,7 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     for (k = 1; k < n_ks; k++) { int v = ks[k], j = k; while (j > 0 && ks[j - 1] > v) { ks[j] = ks[j - 1]; j--; } ks[j] = v; }
     /* CSV: one row per (position, layer), the primary lens, as before */
     snprintf(path, sizeof path, "%s.csv", prefix);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
     fprintf(f, "slot,label,layer,questions,entropy_mean");
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",answer_top%d", k);
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",intermediate_top%d", k);
@@ -975,10 +976,10 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
             }
             fprintf(f, "\n");
         }
-    if (fclose(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); return -1; }
     /* rates CSV, long form */
     snprintf(path, sizeof path, "%s_rates.csv", prefix);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
     fprintf(f, "lens,target,slot,label,layer,k,n,hits,rate,ci_low,ci_high,chance_n,chance_rate,chance_ci_low,chance_ci_high,diff,diff_ci_low,diff_ci_high\n");
     for (L = 0; L < S->n_lens; L++)
         for (s = 0; s < ag->n_sets; s++)
@@ -994,10 +995,10 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                         for (i = 0; i < 9; i++) { fprintf(f, ","); if (i == 3) fprintf(f, "%ld,", r.n_chance); lens_csv_num(f, v[i]); }
                         fprintf(f, "\n");
                     }
-    if (fclose(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); return -1; }
     /* JSON */
     snprintf(path, sizeof path, "%s.json", prefix);
-    if (!(f = fopen(path, "w"))) { fprintf(stderr, "codi lens: cannot write %s\n", path); free(cb); free(db); return -1; }
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
     fprintf(f, "{\"model\": "); cli_json_string(f, ag->a->ma.model);
     fprintf(f, ", \"questions_file\": "); cli_json_string(f, ag->a->questions);
     fprintf(f, ", \"questions\": %d, \"correct\": %d, \"lens\": \"%s\", \"lenses\": [\"logit\"%s], \"labels\": [", S->n_done, S->n_correct, lens_name(PL),
@@ -1119,7 +1120,7 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
         fprintf(f, "]");
     }
     fprintf(f, "}\n");
-    if (fclose(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); return -1; }
     /* the table: each lens and target set at the final residual index, top-1 and top-K */
     for (L = 0; L < S->n_lens; L++)
         for (s = 0; s < ag->n_sets; s++) {
@@ -1344,7 +1345,7 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
         cli_progress_update(pr, ++before);
     }
     cli_progress_end(pr);
-    if (fclose(ag.rows)) ag.failed = 1;
+    if (fclose(ag.rows)) { fprintf(stderr, "codi lens: error writing %s: %s\n", a->rows, strerror(errno)); ag.failed = 1; }
     ag.rows = NULL;
     if (ag.failed) goto done;
     /* the summary, from the rows file alone */
@@ -1407,6 +1408,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         { "--rows", CLI_STR, &a.rows, 0, 0, "FILE.jsonl", "aggregate mode: per-question rows, flushed per question, resumed (default PREFIX_rows.jsonl)" },
         { "--sprint-norm", CLI_FLAG, &a.sprint_norm, 0, 0, NULL, "reproduce the Latent Reasoning Sprint's code: final norm applied twice at the last residual index" },
         { "--sprint-index", CLI_FLAG, &a.sprint_index, 0, 0, NULL, "read latentK in --positions 0-based, as the sprint's code does (latent0 = our latent 1)" },
+        CLI_FORCE_OPT(&a.force),
         CLI_END };
     memset(&a, 0, sizeof a);
     a.ma = cli_model_defaults(); a.pa = cli_prompt_defaults();
@@ -1420,7 +1422,20 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
     if (!a.questions && !a.pa.question && !a.pa.ids) { fprintf(stderr, "codi lens: give --question TEXT, --ids 1,2,3 or --questions FILE.jsonl\n"); return 2; }
     if (!a.top_k) a.top_k = a.questions ? 10 : 5;
     if (a.color && strcmp(a.color, "prob") && strcmp(a.color, "entropy")) { fprintf(stderr, "codi lens: --color is prob or entropy\n"); return 2; }
-    if (pos_parse("lens", a.positions, a.pa.latents, &ps) || (a.sprint_index && lens_sprint_index("lens", &ps))) return 2;
+    if (pos_parse("lens", a.positions, a.pa.latents, &ps) || (a.sprint_index && lens_sprint_index("lens", &ps))
+        || pos_check("lens", &ps, -1, a.max_answer)) return 2;
+    {
+        const char *in[] = { a.ma.model, a.ma.base, a.ma.tokenizer, a.tuned, a.questions };
+        char path[4200];
+        const char *sfx[] = { ".csv", "_rates.csv", ".json" };
+        int i;
+        if (a.svg && cli_out_check("lens", a.svg, CLI_OUT_STREAM, a.force, in, CLI_N(in))) return 2;
+        if (a.questions && cli_out_check("lens", a.rows, CLI_OUT_RESUME, a.force, in, CLI_N(in))) return 2;
+        for (i = 0; a.questions && i < CLI_N(sfx); i++) {   /* the summary is rewritten from the resumed rows */
+            snprintf(path, sizeof path, "%s%s", a.out, sfx[i]);
+            if (cli_out_check("lens", path, CLI_OUT_RESUME | CLI_OUT_STREAM, a.force, in, CLI_N(in))) return 2;
+        }
+    }
     if (!(m = cli_load_model(&a.ma))) return 1;
     rc = 1;
     t = cli_load_tokenizer(&a.ma, m, !a.pa.question && !a.questions && !a.target);
@@ -1437,6 +1452,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         codi_run_result rr;
         int L1 = m->config.n_layers + 1;
         ro.n_latent = a.pa.latents; ro.max_answer = a.max_answer;
+        if (pos_check("lens", &ps, n, a.max_answer)) { rc = 2; goto done; }
         pos_size(&ps, n, a.max_answer);
         if (!(s = codi_state_alloc(m, n + a.pa.latents + a.max_answer + 2, a.ma.threads)) ||
             !(logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab)) || !(tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim)) ||

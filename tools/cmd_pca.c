@@ -331,6 +331,10 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     g.steer_sd = "1,2,-1,-2";
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out) { fprintf(stderr, "codi pca: --acts and --out are required (codi pca --help)\n"); return 2; }
+    {
+        const char *in[] = { g.acts, g.ma.model };
+        if (cli_out_check("pca", g.out, CLI_OUT_DIR | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     if (strcmp(g.color, "step") && strcmp(g.color, "parity") && strcmp(g.color, "correct")) {
         fprintf(stderr, "codi pca: --color is step, parity or correct, not '%s'\n", g.color); return 2;
     }

@@ -264,7 +264,7 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         }
         sorted = (char (*)[48])malloc((size_t)(fr.n_values ? fr.n_values : 1) * sizeof *sorted);
         if (!sorted) { free(fr.value); free(fr.index); probe_labels_free(pl); return -1; }
-        memcpy(sorted, fr.value, (size_t)fr.n_values * sizeof *sorted);
+        if (fr.n_values) memcpy(sorted, fr.value, (size_t)fr.n_values * sizeof *sorted);
         qsort(sorted, (size_t)fr.n_values, sizeof *sorted, probe_value_cmp);
         for (i = 0; i < fr.n_values; i++)
             if (!n_distinct || probe_value_cmp(sorted[i], sorted[n_distinct - 1])) {
@@ -289,7 +289,10 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
             free(used);
         }
         free(sorted); free(fr.value); free(fr.index);
-        if (!pl->n_classes) { probe_labels_free(pl); return -1; }
+        if (!pl->n_classes) {
+            fprintf(stderr, "codi %s: --label %s: no question of the dataset has field \"%s\" in %s\n", cmd, rule, rule + 6, questions);
+            probe_labels_free(pl); return -1;
+        }
     } else {
         fprintf(stderr, "codi %s: --label is correct, parity, step, answer-token or field:NAME (or --labels FILE), not '%s'\n", cmd, rule);
         probe_labels_free(pl);
@@ -379,6 +382,10 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     if ((prc = cli_keys_option("probe", g.keys)) < 0) return 2;
     if (prc && strcmp(g.tensor, "key")) { fprintf(stderr, "codi probe: --keys applies to --tensor key, not %s\n", g.tensor); return 2; }
     if (prc) g.tensor = "key_pre_rope";
+    {
+        const char *in[] = { g.acts, g.questions, g.ma.model, g.labels_file };
+        if (cli_out_check("probe train", g.out, CLI_OUT_DIR | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     cli_threads_checked(&g.ma);
     if (pca_acts_open(&a, "probe", g.acts, g.tensor, g.head)) return 1;
     if (!strncmp(g.label, "field:", 6) && g.questions && pca_check_questions(&a, "probe", g.questions, g.force)) { pca_acts_close(&a); return 1; }
@@ -569,6 +576,10 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.probes || !g.acts) { fprintf(stderr, "codi probe apply: --probes and --acts are required\n"); return 2; }
+    {
+        const char *in[] = { g.probes, g.acts, g.questions, g.ma.model };
+        if (g.csv && cli_out_check("probe apply", g.csv, CLI_OUT_STREAM | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     if (!(f = codi_st_open(g.probes, err, sizeof err))) { fprintf(stderr, "codi probe apply: %s\n", err); return 1; }
     tensor = codi_st_metadata(f, "tensor"); label = codi_st_metadata(f, "label");
     if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_st_close(f); return 1; }
@@ -593,7 +604,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         fprintf(stderr, "codi probe apply: %s\n", same ? "the probes' own dataset: training and held-out rows (the same split) reported apart"
                                                       : "another dataset than the probes were trained on: every row is new");
     }
-    if (g.csv && !(csv = fopen(g.csv, "w"))) { fprintf(stderr, "codi probe apply: cannot write %s\n", g.csv); goto done; }
+    if (g.csv && !(csv = cli_out_open(g.csv, "w"))) goto done;
     if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1,split\n");
     x = (float *)malloc((size_t)a.row * sizeof(float));
     pr = (float *)malloc(256 * sizeof(float));
@@ -640,7 +651,8 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     }
     rc = 0;
 done:
-    if (csv && fclose(csv)) { fprintf(stderr, "codi probe apply: error writing %s\n", g.csv); rc = 1; }
+    if (csv && rc) cli_out_abort(csv);
+    else if (csv && cli_out_close(csv)) rc = 1;
     free(x); free(pr); free(split);
     if (have_labels) probe_labels_free(&pl);
     pca_acts_close(&a); codi_st_close(f);

@@ -67,13 +67,18 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     if (!questions || !out) { fprintf(stderr, "codi record: --questions FILE.jsonl and --out FILE are required\n"); return 2; }
     if (strcmp(dtype, "f32") && strcmp(dtype, "bf16")) { fprintf(stderr, "codi record: --dtype is f32 or bf16\n"); return 2; }
     if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) return 2;
-    if (pos_parse("record", positions, pa.latents, &ps)) return 2;
+    if (pos_parse("record", positions, pa.latents, &ps) || pos_check("record", &ps, -1, max_answer)) return 2;
+    {
+        const char *in[] = { ma.model, ma.base, ma.tokenizer, questions };
+        if (cli_out_check("record", out, CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     if (!(m = cli_load_model(&ma))) return 1;
     rc = 1;
     if (!(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     rl.m = m; rl.t = t; rl.pa = &pa;
     if (cli_for_each_question(questions, limit, shard_k, shard_n, record_collect, &rl, &n_bad) < 0 || rl.failed) goto done;
     if (!rl.n) { fprintf(stderr, "codi record: no questions in %s\n", questions); goto done; }
+    if (pos_check("record", &ps, rl.max_prompt, max_answer)) { rc = 2; goto done; }
     pos_size(&ps, rl.max_prompt, max_answer);
     for (i = 0; i < argc; i++) cmd_len += strlen(argv[i]) + 1;
     if (!(labels = pos_labels_json(&ps)) || !(command = (char *)malloc(cmd_len + 8))) { fprintf(stderr, "codi record: out of memory\n"); goto done; }

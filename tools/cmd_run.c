@@ -146,7 +146,7 @@ static int run_question(void *user, const cli_question *q) {
     has_pred = codi_extract_answer(text, &pred);
     rc->n++;
     rc->correct += q->has_gold && has_pred && pred == q->gold;
-    printf("{\"index\": %d, \"answer\": ", q->index);
+    printf("{\"index\": %d, \"line\": %d, \"answer\": ", q->index, q->line);
     cli_json_string(stdout, text);
     if (has_pred) printf(", \"prediction\": %.17g", pred); else printf(", \"prediction\": null");
     if (q->has_gold) printf(", \"gold\": %.17g, \"correct\": %s}\n", q->gold, has_pred && pred == q->gold ? "true" : "false");

@@ -69,9 +69,9 @@ static const char tokenize_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 
 /* The BPE vocabulary as tiktoken's tokenizer.model: "base64(bytes) rank" per line, by rank. */
 static int tokenize_export_tiktoken(const codi_tokenizer *t, const char *path) {
-    FILE *f = fopen(path, "wb");
+    FILE *f = cli_out_open(path, "wb");
     int id;
-    if (!f) { fprintf(stderr, "codi: cannot write %s\n", path); return 1; }
+    if (!f) return 1;
     for (id = 0; id < t->n_ids; id++) {
         const unsigned char *p = (const unsigned char *)t->bytes + t->offset[id];
         uint32_t i, n = t->length[id];
@@ -83,8 +83,7 @@ static int tokenize_export_tiktoken(const codi_tokenizer *t, const char *path) {
         }
         fprintf(f, " %d\n", id);
     }
-    if (fclose(f) != 0) { fprintf(stderr, "codi: error writing %s\n", path); return 1; }
-    return 0;
+    return cli_out_close(f) ? 1 : 0;
 }
 
 /* Calls fn(user, index, parsed line) for each non-empty line of a JSONL file; -1 on a bad line. */
@@ -112,7 +111,7 @@ static int tokenize_each_jsonl(const char *path, int limit, int (*fn)(void *, in
 
 static int tokenize_run(const cli_command *self, int argc, char **argv) {
     const char *path = NULL, *text = NULL, *jsonl = NULL, *export_path = NULL;
-    int bench = 0, limit = 0;
+    int bench = 0, limit = 0, force = 0;
     cli_opt opts[] = {
         { "--tokenizer", CLI_STR, &path, 0, 0, "PATH", "tokenizer.json (or a directory holding one) or tiktoken tokenizer.model (required)" },
         { "--text", CLI_STR, &text, 0, 0, "TEXT", "print the ids and tokens of TEXT" },
@@ -120,6 +119,7 @@ static int tokenize_run(const cli_command *self, int argc, char **argv) {
         { "--bench", CLI_FLAG, &bench, 0, 0, NULL, "with --jsonl: encode speed instead of ids" },
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "with --jsonl: the first N lines only (0: all)" },
         { "--export-tiktoken", CLI_STR, &export_path, 0, 0, "OUT", "write the BPE vocabulary as a tiktoken tokenizer.model" },
+        CLI_FORCE_OPT(&force),
         CLI_END
     };
     char err[1024];
@@ -134,6 +134,7 @@ static int tokenize_run(const cli_command *self, int argc, char **argv) {
         fprintf(stderr, "codi tokenize: give exactly one of --text, --jsonl, --export-tiktoken\n"); return 2;
     }
     if (bench && !jsonl) { fprintf(stderr, "codi tokenize: --bench needs --jsonl\n"); return 2; }
+    if (export_path && cli_out_check("tokenize", export_path, CLI_OUT_STREAM, force, &path, 1)) return 2;
     if (!(t = codi_tokenizer_load(path, err, sizeof err))) { fprintf(stderr, "codi: tokenizer %s: %s\n", path, err); return 1; }
     load_ms = (cli_now() - t0) * 1e3;
     if (!(buf = malloc(sizeof(int32_t) * (size_t)cap))) { fprintf(stderr, "codi: out of memory\n"); codi_tokenizer_free(t); return 1; }

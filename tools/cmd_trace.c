@@ -12,13 +12,14 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     const char *out = NULL, *steer_path = NULL;
-    int steps = 16, stop_at_eos = 0;
+    int steps = 16, stop_at_eos = 0, force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma), CLI_PROMPT_OPTS(&pa),
         { "--answer-steps", CLI_INT, &steps, 0, 1024, "N", "answer tokens to decode (16)" },
         { "--stop-at-eos", CLI_FLAG, &stop_at_eos, 0, 0, NULL, "stop the answer at eos (default: always --answer-steps tokens)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE", "the .safetensors file to write (required)" },
         { "--steer", CLI_STR, &steer_path, 0, 0, "SPEC.json", "run under a steering spec (codi_lens.h >>steer; e.g. tests/data/steer/*.json)" },
+        CLI_FORCE_OPT(&force),
         CLI_END
     };
     codi_model *m;
@@ -35,6 +36,10 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, &pa)) return 2;
     if (!out) { fprintf(stderr, "codi trace: --out FILE is required\n"); return 2; }
+    {
+        const char *in[] = { ma.model, ma.base, ma.tokenizer, steer_path };
+        if (cli_out_check("trace", out, CLI_OUT_FILE, force, in, CLI_N(in))) return 2;
+    }
     if (!(m = cli_load_model(&ma))) return 1;
     if (pa.question && !(tk = cli_load_tokenizer(&ma, m, 0))) { codi_model_free(m); return 1; }
     c = &m->config; L = c->n_layers; D = c->dim; V = c->vocab; KVH = c->n_kv_heads; HD = c->head_dim; N = pa.latents;

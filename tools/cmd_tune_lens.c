@@ -139,11 +139,28 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
     return 0;
 }
 
+/* The identity of a training file: FNV-1a 64 of its first MiB, and its size ("" when unreadable). */
+static void tune_data_id(const char *kind, const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    unsigned char buf[4096];
+    uint64_t h = 1469598103934665603ULL;
+    long long size = 0;
+    size_t n, i;
+    out[0] = 0;
+    if (!f) return;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (size < (1 << 20)) for (i = 0; i < n; i++) { h ^= buf[i]; h *= 1099511628211ULL; }
+        size += (long long)n;
+    }
+    fclose(f);
+    snprintf(out, cap, "%s fnv1a64 %016llx, %lld bytes", kind, (unsigned long long)h, size);
+}
+
 static int tune_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     const char *acts = NULL, *questions = NULL, *out = NULL, *recipe = "library", *mode = "codi", *subset = "all", *ckpt = NULL, *init = NULL;
-    int limit = 0, steps = 0, batch = 0, epochs = 3, sprint_norm = 0, sprint_index = 0, ckpt_every = 50, log_every = 0, held_out = -1, rc, l;
+    int force = 0, limit = 0, steps = 0, batch = 0, epochs = 3, sprint_norm = 0, sprint_index = 0, ckpt_every = 50, log_every = 0, held_out = -1, rc, l;
     double lr = 0, seed = 42;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -168,6 +185,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
         { "--checkpoint", CLI_STR, &ckpt, 0, 0, "FILE", "save the training state here every --checkpoint-every steps; an existing one is resumed" },
         { "--checkpoint-every", CLI_INT, &ckpt_every, 1, 1e9, "N", "steps between checkpoints (50)" },
         { "--log-every", CLI_INT, &log_every, 1, 1e9, "N", "print the per-layer loss every N steps (default: 20 lines per run)" },
+        CLI_FORCE_OPT(&force),
         CLI_END };
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
@@ -179,7 +197,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     codi_lens_train_opts o;
     unsigned char want[1001];
     double *loss = NULL, *before = NULL, *after = NULL;
-    char err[512];
+    char err[512], data_id[160];
     cli_progress *prog = NULL;
     memset(&d, 0, sizeof d); memset(&tc, 0, sizeof tc);
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
@@ -187,6 +205,11 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     if (!out || (!acts) == (!questions)) { fprintf(stderr, "codi tune-lens: give --out and exactly one of --acts, --questions\n"); return 2; }
     if (strcmp(recipe, "library") && strcmp(recipe, "sprint")) { fprintf(stderr, "codi tune-lens: --train is library or sprint\n"); return 2; }
     if (tune_slots(mode, subset, sprint_index, pa.latents, want)) return 2;
+    {                                              /* outputs checked before the model runs */
+        const char *in[] = { ma.model, ma.base, ma.tokenizer, acts, questions, init };
+        if (cli_out_check("tune-lens", out, (codi__ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR) | (ckpt ? CLI_OUT_RESUME : 0), force, in, CLI_N(in))
+            || (ckpt && cli_out_check("tune-lens", ckpt, CLI_OUT_RESUME, force, in, CLI_N(in)))) return 2;
+    }
     if (!(m = cli_load_model(&ma))) return 1;
     rc = 1;
     d.m = m; d.sprint_norm = sprint_norm;
@@ -212,9 +235,18 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     }
     if (lr > 0) o.lr = lr;
     o.seed = (uint64_t)seed; o.n_threads = ma.threads;
+    tune_data_id(acts ? "acts" : "questions", acts ? acts : questions, data_id, sizeof data_id);
+    o.data_id = data_id[0] ? data_id : NULL;
     if (!(lens = init ? codi_tuned_lens_load(m, init, err, sizeof err) : codi_tuned_lens_new(m))) { fprintf(stderr, "codi tune-lens: %s\n", init ? err : "out of memory"); goto done; }
     if (!(tr = codi_lens_trainer_new(m, lens, &o, d.n_train, tune_train_sample, &d, err, sizeof err))) { fprintf(stderr, "codi tune-lens: %s\n", err); goto done; }
     if (ckpt && cli_exists(ckpt)) {
+        codi_st_file *cf = codi_st_open(ckpt, err, sizeof err);
+        const char *was = cf ? codi_st_metadata(cf, "data") : NULL;
+        int other = was && o.data_id && strcmp(was, o.data_id);
+        if (other) fprintf(stderr, "codi tune-lens: %s was trained on other data (%s; now %s)%s\n", ckpt, was, o.data_id,
+                           force ? ": continuing on this data (--force)" : ": give the same --acts / --questions, or --force to continue on this data");
+        if (cf) codi_st_close(cf);
+        if (other && !force) { rc = 2; goto done; }
         if (codi_lens_trainer_resume(tr, ckpt, err, sizeof err)) { fprintf(stderr, "codi tune-lens: %s\n", err); goto done; }
         fprintf(stderr, "codi tune-lens: resumed %s at step %ld\n", ckpt, codi_lens_trainer_steps_done(tr));
     }

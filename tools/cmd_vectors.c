@@ -278,11 +278,11 @@ enum { VECTORS_GGUF_U32 = 4, VECTORS_GGUF_STRING = 8, VECTORS_GGUF_ALIGN = 32 };
 /* Writes rows[i] [D] as "direction.(layers[i])" F32, with repeng's export_gguf metadata
    (controlvector.model_hint, controlvector.layer_count as uint32). */
 static int vectors_write_gguf(const char *path, const float *const *rows, const int *layers, int n, int D) {
-    FILE *f = fopen(path, "wb");
+    FILE *f = cli_out_open(path, "wb");
     long pos;
     int i;
     char num[32];
-    if (!f) { fprintf(stderr, "codi vectors: cannot write %s\n", path); return 1; }
+    if (!f) return 1;
     fwrite("GGUF", 1, 4, f);
     vectors_put_u32(f, 3);                               /* version */
     vectors_put_u64(f, (uint64_t)n);                     /* tensors */
@@ -301,8 +301,7 @@ static int vectors_write_gguf(const char *path, const float *const *rows, const 
         for (j = 0; j < D; j++) { uint32_t u; memcpy(&u, &rows[i][j], 4); vectors_put_u32(f, u); }
         for (j = D * 4; j % VECTORS_GGUF_ALIGN; j++) fputc(0, f);
     }
-    if (fclose(f) != 0) { fprintf(stderr, "codi vectors: error writing %s\n", path); return 1; }
-    return 0;
+    return cli_out_close(f) ? 1 : 0;
 }
 
 typedef struct { const unsigned char *p, *end; int bad; } vectors_rd;
@@ -388,23 +387,38 @@ done:
 
 /* --- the command -------------------------------------------------------------------------------- */
 
-static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out) {
+/* n_layers: the model's, to check --layers against (0: no --model given). */
+static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out, int n_layers) {
     char err[512];
     long n = 0, last = 0;
-    float *v = codi__steer_read(ref, NULL, &n, &last, err, sizeof err);
+    const char *colon = strrchr(ref, ':');
+    float *v;
     const float *rows[1024];
     int layers[1024], k = 0, lo = 0, hi = -1, r, rc;
-    if (!v) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
+    if (colon && !strncmp(colon + 1, "mean_", 5)) {   /* [N, ...] by latent step, not by residual index */
+        fprintf(stderr, "codi vectors: %s holds one row per latent step, not per residual index: export a [D] direction (diff_A_B) with --layers\n", ref);
+        return 2;
+    }
+    if (!(v = codi__steer_read(ref, NULL, &n, &last, err, sizeof err))) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
+    if (layers_arg && n_layers && sscanf(layers_arg, "%d-%d", &lo, &hi) == 2 && hi > n_layers) {
+        fprintf(stderr, "codi vectors: --layers %s: the model's residual indices end at %d\n", layers_arg, n_layers); free(v); return 2;
+    }
     if (layers_arg && (sscanf(layers_arg, "%d-%d", &lo, &hi) != 2 || lo < 2 || hi < lo || hi > 1023)) {
         fprintf(stderr, "codi vectors: --layers needs A-B, our residual indices with 2 <= A <= B (index 1, block 0's output, has no llama.cpp direction)\n");
         free(v); return 2;
     }
     if (n == last) {                              /* one [D] vector: direction.(i-1) for residual indices lo..hi */
         if (!layers_arg) { fprintf(stderr, "codi vectors: a [D] vector needs --layers A-B (our residual indices)\n"); free(v); return 2; }
+        if (!n_layers) fprintf(stderr, "codi vectors: note: --layers %d-%d not checked against a model (give --model to check it)\n", lo, hi);
         for (r = lo; r <= hi; r++) { rows[k] = v; layers[k++] = r - 1; }
     } else {                                      /* [L+1, D]: row i is residual index i -> direction.(i-1), i >= 2 */
         long R = n / last;
         if (R > 1024) { fprintf(stderr, "codi vectors: too many rows\n"); free(v); return 1; }
+        if ((n_layers && R != n_layers + 1) || (layers_arg && hi >= R)) {
+            fprintf(stderr, "codi vectors: %s has %ld rows; a tensor by residual index has L + 1 = %s rows%s\n", ref, R,
+                    n_layers ? "the model's" : "(no --model given)", layers_arg && hi >= R ? " and --layers must stay below them" : "");
+            free(v); return 2;
+        }
         for (r = 2; r < R; r++) {
             int nonzero = 0, j;
             if (layers_arg && (r < lo || r > hi)) continue;
@@ -438,15 +452,15 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
         if (rc) fprintf(stderr, "codi vectors: %s\n", err);
     }
     if (!rc && spec) {                            /* every direction at its residual index, every position */
-        FILE *f = fopen(spec, "w");
+        FILE *f = cli_out_open(spec, "w");
         const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
-        if (!f) { fprintf(stderr, "codi vectors: cannot write %s\n", spec); rc = 1; }
+        if (!f) rc = 1;
         else {
             fprintf(f, "{\"name\": \"control_vector\", \"description\": \"llama.cpp control vector %s\", \"edits\": [", in);
             for (i = 0; i < n; i++)
                 fprintf(f, "%s\n  {\"at\": \"resid\", \"layer\": %d, \"phase\": \"all\", \"vector\": \"%s:direction.%d\"}", i ? "," : "", layers[i] + 1, base, layers[i]);
             fprintf(f, "]}\n");
-            if (fclose(f) != 0) rc = 1;
+            if (cli_out_close(f) != 0) rc = 1;
         }
     }
     if (!rc) printf("wrote %s: %d directions of %d%s%s\n", out, n, D, spec ? " and the spec " : "", spec ? spec : "");
@@ -460,7 +474,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *acts = NULL, *out = NULL, *to_gguf = NULL, *from_gguf = NULL, *spec = NULL, *layers = NULL;
     const char *positive = NULL, *negative = NULL, *keys = NULL;
-    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc, keys_pre;
+    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc, keys_pre, force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "run these questions (\"question\" text, or \"ids\": [BOS, ..., bot] used as given)" },
@@ -471,6 +485,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random_A_B directions (default 1)" },
         { "--keys", CLI_STR, &keys, 0, 0, "post|pre", "key means after RoPE, as cached (default: mean_key), or before (mean_key_pre_rope, key_pre_rope_diff_A_B)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE.safetensors", "output" },
+        CLI_FORCE_OPT(&force),
         { "--positive", CLI_STR, &positive, 0, 0, "FILE.jsonl", "with --negative: KV steering vectors (Belitsky et al. 2025) from contrastive prompts" },
         { "--negative", CLI_STR, &negative, 0, 0, "FILE.jsonl", "the negative prompts of --positive" },
         { "--to-gguf", CLI_STR, &to_gguf, 0, 0, "FILE:TENSOR", "write TENSOR ([L+1, D] by residual index, or [D] with --layers) as a llama.cpp control vector" },
@@ -484,7 +499,18 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
     if (!out) { fprintf(stderr, "codi vectors: --out is required\n"); return 2; }
     if ((keys_pre = cli_keys_option("vectors", keys)) < 0) return 2;
     if (keys_pre && !questions && !acts) { fprintf(stderr, "codi vectors: --keys pre applies to the mean vectors (--questions or --acts)\n"); return 2; }
-    if (to_gguf) return vectors_to_gguf(to_gguf, layers, out);
+    {
+        const char *in[] = { ma.model, ma.base, ma.tokenizer, questions, acts, positive, negative, to_gguf ? to_gguf : from_gguf };
+        char src[4096];
+        if (to_gguf) { snprintf(src, sizeof src, "%.*s", strrchr(to_gguf, ':') ? (int)(strrchr(to_gguf, ':') - to_gguf) : (int)strlen(to_gguf), to_gguf); in[7] = src; }
+        if (cli_out_check("vectors", out, to_gguf ? CLI_OUT_STREAM : CLI_OUT_FILE, force, in, CLI_N(in))
+            || (spec && cli_out_check("vectors", spec, CLI_OUT_STREAM, force, in, CLI_N(in)))) return 2;
+    }
+    if (to_gguf) {
+        int L = 0;
+        if (ma.model) { codi_model *mm = cli_load_model(&ma); if (!mm) return 1; L = mm->config.n_layers; codi_model_free(mm); }
+        return vectors_to_gguf(to_gguf, layers, out, L);
+    }
     if (from_gguf) return vectors_from_gguf(from_gguf, out, spec);
     if (!positive != !negative) { fprintf(stderr, "codi vectors: --positive and --negative go together\n"); return 2; }
     if (positive ? questions || acts : !questions == !acts) {

@@ -1,7 +1,8 @@
 /* codi: the command-line face of codi_lens.h. One file per command (tools/cmd_*.c), one option parser
    (tools/cli.h); this file lists the commands and dispatches. Adding a command: write tools/cmd_NAME.c
    defining `static const cli_command cmd_NAME`, include it below and add it to `commands`.
-   Exit status: 0 success, 1 the work failed (message on stderr), 2 bad usage. */
+   Exit status: 0 success, 1 the work failed (message on stderr; a failed write to standard output
+   included), 2 bad usage. */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime, fileno, sysconf */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
@@ -47,15 +48,23 @@ static const cli_command *codi_find_command(const char *name) {
 
 int main(int argc, char **argv) {
     const cli_command *cmd;
+    int rc;
     if (argc < 2) { codi_usage(stderr); return 2; }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) { codi_usage(stdout); return 0; }
-    if (!strcmp(argv[1], "--version")) { printf("%s\n", CLI_VERSION); return 0; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || (!strcmp(argv[1], "help") && argc == 2)) { codi_usage(stdout); return cli_stdout_check("help") ? 1 : 0; }
+    if (!strcmp(argv[1], "--version")) { printf("%s\n", CLI_VERSION); return cli_stdout_check("--version") ? 1 : 0; }
     if (!strcmp(argv[1], "help")) {
         char *help_argv[2];
         if (!(cmd = codi_find_command(argv[2]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[2]); codi_usage(stderr); return 2; }
         help_argv[0] = argv[2]; help_argv[1] = (char *)"--help";
-        return cmd->run(cmd, 2, help_argv);
+        rc = cmd->run(cmd, 2, help_argv);
+        return cli_stdout_check(cmd->name) ? 1 : rc;
     }
     if (!(cmd = codi_find_command(argv[1]))) { fprintf(stderr, "codi: unknown command '%s'\n\n", argv[1]); codi_usage(stderr); return 2; }
-    return cmd->run(cmd, argc - 1, argv + 1);
+    rc = cmd->run(cmd, argc - 1, argv + 1);
+    if (cli_stdout_check(cmd->name) && rc != 2) rc = 1;
+    if (cli_questions_skipped && rc == 0) {
+        fprintf(stderr, "codi %s: %d line%s of the questions skipped (see above): exit status 1\n", cmd->name, cli_questions_skipped, cli_questions_skipped == 1 ? "" : "s");
+        rc = 1;
+    }
+    return rc;
 }

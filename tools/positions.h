@@ -65,6 +65,25 @@ POS_FN void pos_size(pos_spec *ps, int max_prompt, int max_answer) {
     else if (ps->mode == POS_ALL) ps->n = max_prompt + ps->n_latent + max_answer;
 }
 
+/* A list's slots that no run can have: promptK beyond the longest prompt (max_prompt tokens; < 0:
+   not known yet), answerK beyond max_answer, a position beyond both. 0, or -1 with a message. */
+POS_FN int pos_check(const char *cmd, const pos_spec *ps, int max_prompt, int max_answer) {
+    int i;
+    for (i = 0; ps->mode == POS_LIST && i < ps->n; i++) {
+        const pos_slot *sl = &ps->slot[i];
+        if (sl->kind == POS_ANS && sl->k > max_answer) {
+            fprintf(stderr, "codi %s: --positions answer%d is beyond the %d answer tokens generated (--max-answer)\n", cmd, sl->k, max_answer); return -1;
+        }
+        if (max_prompt >= 0 && sl->kind == POS_PROMPT_K && sl->k >= max_prompt) {
+            fprintf(stderr, "codi %s: --positions prompt%d is beyond the longest prompt (%d tokens: prompt0..prompt%d)\n", cmd, sl->k, max_prompt, max_prompt - 1); return -1;
+        }
+        if (max_prompt >= 0 && sl->kind == POS_ABS && sl->k >= max_prompt + ps->n_latent + max_answer) {
+            fprintf(stderr, "codi %s: --positions %d is beyond the last position of every run (%d)\n", cmd, sl->k, max_prompt + ps->n_latent + max_answer - 1); return -1;
+        }
+    }
+    return 0;
+}
+
 /* Absolute position of slot i for a run with prompt length T0 (bot included), N latents, n_answer
    answer tokens and n_pos processed positions; -1 when this run lacks it. */
 POS_FN int pos_resolve(const pos_spec *ps, int i, int T0, int n_answer, int n_pos) {

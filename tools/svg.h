@@ -7,6 +7,11 @@
 #include <stdio.h>
 #include <math.h>
 #include <string.h>
+
+#ifndef SVG_FOPEN                   /* how files are opened and finished (tools/cli.h: checked, atomic) */
+#define SVG_FOPEN(path) fopen(path, "w")
+#define SVG_FCLOSE(f) (fclose(f) == 0 ? 0 : -1)
+#endif
 #if defined(__GNUC__)
 #define SVG_FN static __attribute__((unused))   /* a command may use only some */
 #else
@@ -95,7 +100,7 @@ SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
         left += (6.6 * strlen(s->subtitle) + 40 - w) / 2;
         w = 6.6 * strlen(s->subtitle) + 40;
     }
-    if (!(f = fopen(path, "w"))) return -1;
+    if (!(f = SVG_FOPEN(path))) return -1;
     svg_begin(f, w, h);
     if (s->title) svg_label(f, left + gw / 2, 24, 15, "middle", "font-weight=\"bold\"", s->title);
     if (s->subtitle) svg_label(f, left + gw / 2, 42, 12, "middle", NULL, s->subtitle);
@@ -152,7 +157,7 @@ SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
         fputs("</g>\n", f);
     }
     fputs("</svg>\n", f);
-    return fclose(f) == 0 ? 0 : -1;
+    return SVG_FCLOSE(f);
 }
 
 /* Axes frame with ticks for x in [x0, x1], y in [y0, y1] inside (left, top, pw, ph). */
@@ -195,7 +200,7 @@ SVG_FN void svg_range(const double *v, size_t n, double *lo, double *hi) {
 
 SVG_FN int svg_lines(const char *path, const svg_lines_spec *s) {
     double left = 64, top = s->title ? 40 : 16, pw = 520, ph = 300, x0, x1, y0 = s->ymin, y1 = s->ymax;
-    FILE *f = fopen(path, "w");
+    FILE *f = SVG_FOPEN(path);
     int k, i;
     if (!f) return -1;
     svg_range(s->x, (size_t)s->n_points, &x0, &x1);
@@ -224,7 +229,7 @@ SVG_FN int svg_lines(const char *path, const svg_lines_spec *s) {
         if (s->names) svg_label(f, left + pw + 34, top + 14 + 18.0 * k, 11, "start", NULL, s->names[k]);
     }
     fputs("</svg>\n", f);
-    return fclose(f) == 0 ? 0 : -1;
+    return SVG_FCLOSE(f);
 }
 
 typedef struct {
@@ -238,7 +243,7 @@ typedef struct {
 
 SVG_FN int svg_scatter(const char *path, const svg_scatter_spec *s) {
     double left = 64, top = s->title ? 40 : 16, pw = 420, ph = 420, x0, x1, y0, y1;
-    FILE *f = fopen(path, "w");
+    FILE *f = SVG_FOPEN(path);
     int i;
     if (!f) return -1;
     svg_range(s->x, (size_t)s->n, &x0, &x1);
@@ -255,7 +260,7 @@ SVG_FN int svg_scatter(const char *path, const svg_scatter_spec *s) {
         svg_label(f, left + pw + 32, top + 14 + 18.0 * i, 11, "start", NULL, s->group_names[i]);
     }
     fputs("</svg>\n", f);
-    return fclose(f) == 0 ? 0 : -1;
+    return SVG_FCLOSE(f);
 }
 
 /* ---- values by position with 95% intervals (rates with a chance baseline) ---------------------- */
@@ -317,7 +322,7 @@ SVG_FN int svg_intervals(const char *path, const svg_interval_spec *s) {
     if (s->title && svg_text_width(s->title, 15) * 1.08 + 40 > w) w = svg_text_width(s->title, 15) * 1.08 + 40;   /* bold is wider */
     if (s->subtitle && svg_text_width(s->subtitle, 11) + 40 > w) w = svg_text_width(s->subtitle, 11) + 40;
     h = top + ph + 52;
-    if (!(f = fopen(path, "w"))) return -1;
+    if (!(f = SVG_FOPEN(path))) return -1;
     svg_begin(f, w, h);
     if (s->title) svg_label(f, w / 2, 22, 15, "middle", "font-weight=\"bold\"", s->title);
     if (s->subtitle) svg_label(f, w / 2, 40, 11, "middle", "fill=\"#444\"", s->subtitle);
@@ -368,7 +373,7 @@ SVG_FN int svg_intervals(const char *path, const svg_interval_spec *s) {
         if (s->names) svg_label(f, left + pw + 40, top + 14 + 18.0 * k, 11, "start", NULL, s->names[k]);
     }
     fputs("</svg>\n", f);
-    return fclose(f) == 0 ? 0 : -1;
+    return SVG_FCLOSE(f);
 }
 
 #endif

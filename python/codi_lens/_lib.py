@@ -113,7 +113,7 @@ TunedLensStruct = _struct("codi_tuned_lens", [("n_layers", c_int), ("dim", c_int
 LensTrainOpts = _struct("codi_lens_train_opts", [
     ("optimizer", c_int), ("lr", c_double), ("momentum", c_double), ("beta2", c_double), ("eps", c_double),
     ("weight_decay", c_double), ("clip_norm", c_double), ("linear_decay", c_int), ("total_steps", c_long), ("batch", c_int),
-    ("seed", c_uint64), ("n_threads", c_int)])
+    ("seed", c_uint64), ("n_threads", c_int), ("data_id", c_char_p)])
 ProbeStruct = _struct("codi_probe", [
     ("dim", c_int), ("n_classes", c_int), ("n_rows", c_int), ("mean", c_void_p), ("scale", c_void_p), ("weight", c_void_p),
     ("bias", c_void_p), ("l2", c_double), ("iterations", c_int), ("converged", c_int), ("loss", c_double)])

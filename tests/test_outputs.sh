@@ -1,0 +1,152 @@
+#!/bin/sh
+# Outputs you can rely on: a failed write is an error (standard output on /dev/full, an output file on
+# /dev/full or a full file system), outputs never overwrite inputs (by name or by inode) nor existing
+# files without --force, files appear under their name only when complete, JSON lines are strict
+# (numbers beyond a double and duplicate keys refused), one questions policy in every command,
+# positions beyond every run refused, --ids without bot warned, special-token text read as text.
+B=${CODI_BIN:-build/codi}
+pass=0; fail=0; skip=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+bad() { echo "not ok - $1"; fail=$((fail + 1)); }
+skip() { echo "skip - $1"; skip=$((skip + 1)); }
+d=build/outputs_test; rm -rf $d; mkdir -p $d
+tiny="--model tests/data/codi_tiny.bin --head-dim 32 --exact"
+nano="--model models/codi-nano/codi_nano.bin"
+ids=1,63,213,200,453,184,442,3,293,81,367,143,82,325,269,203,222,216,92,506,31,119,125,513
+# expect RC TEXT NAME CMD...: the exit status is RC and stderr holds TEXT
+expect() {
+  want=$1; text=$2; name=$3; shift 3
+  "$@" > $d/out.txt 2> $d/err.txt; rc=$?
+  if [ $rc -eq $want ] && { [ -z "$text" ] || grep -qF -- "$text" $d/err.txt; }; then ok "$name (exit $rc)"; else bad "$name: exit $rc, stderr: $(head -c 400 $d/err.txt)"; fi
+}
+# stdoutfull RC NAME CMD...: with standard output on /dev/full the command fails with a message
+stdoutfull() {
+  name=$1; shift
+  "$@" > /dev/full 2> $d/err.txt; rc=$?
+  if [ $rc -eq 1 ] && grep -q "error writing standard output" $d/err.txt; then ok "stdout on /dev/full: $name (exit 1)"; else bad "stdout on /dev/full: $name: exit $rc, $(tail -c 300 $d/err.txt)"; fi
+}
+
+printf '{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 12}\n{"question": "Zoe is 3. Sam is 9 years older. How old is Sam?", "answer": 12}\n' > $d/q2.jsonl
+
+# ---- standard output on a full device ----
+stdoutfull "info" $B info $tiny
+stdoutfull "run --ids" $B run $tiny --ids $ids --answer-steps 2
+stdoutfull "run --questions" $B run $nano --questions $d/q2.jsonl --answer-steps 4
+stdoutfull "lens --json" $B lens $tiny --ids $ids --json --max-answer 2
+stdoutfull "tokenize --text" $B tokenize --tokenizer models/codi-nano/tokenizer.json --text "Tom has 12 apples."
+stdoutfull "gen-templates" $B gen-templates --draws 2
+$B eval $nano --questions $d/q2.jsonl --out $d/e.jsonl --max-answer 4 > /dev/null 2>&1
+stdoutfull "eval --merge" $B eval --merge $d/e.jsonl
+for c in run trace info bench tokenize lens record tune-lens eval gen-templates vectors sweep export probe pca kv-response; do
+  $B $c --help > /dev/full 2> $d/err.txt; rc=$?
+  [ $rc -eq 1 ] && grep -q "error writing standard output" $d/err.txt || { bad "$c --help > /dev/full: exit $rc"; c=failed; break; }
+done
+[ "$c" = kv-response ] && ok "every command's --help on /dev/full exits 1 with a message (sweep included)"
+
+# ---- an output file on a full device ----
+expect 1 "error writing /dev/full" "gen-templates --out /dev/full" $B gen-templates --draws 2 --out /dev/full
+expect 1 "error writing /dev/full" "tokenize --export-tiktoken /dev/full" $B tokenize --tokenizer models/codi-nano/tokenizer.json --export-tiktoken /dev/full
+expect 1 "error writing /dev/full" "lens --svg /dev/full" $B lens $tiny --ids $ids --max-answer 2 --svg /dev/full
+expect 2 "/dev/full is not a regular file" "trace --out /dev/full refused before the run" $B trace $tiny --ids $ids --out /dev/full
+ln -s /dev/full $d/full.safetensors; ln -s /dev/full $d/kvdev.csv
+expect 2 "full.safetensors is not a regular file" "export --merged on a device refused" $B export $tiny --merged $d/full.safetensors
+expect 2 "/dev/full is not a regular file" "eval --out /dev/full refused" $B eval $nano --questions $d/q2.jsonl --out /dev/full
+expect 2 "/dev/full is not a regular file" "record --out /dev/full refused" $B record $nano --questions $d/q2.jsonl --out /dev/full
+expect 2 "/dev/full exists and is not a directory" "tune-lens --out /dev/full refused" $B tune-lens $nano --questions $d/q2.jsonl --out /dev/full
+expect 1 "error writing /dev/full" "vectors --to-gguf --out /dev/full" $B vectors --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-3 --out /dev/full
+$B record $nano --questions $d/q2.jsonl --out $d/acts.st --max-answer 2 > /dev/null 2>&1
+expect 2 "/dev/full exists and is not a directory" "probe train --out /dev/full refused" $B probe train --acts $d/acts.st --label correct --out /dev/full
+expect 2 "/dev/full exists and is not a directory" "pca --out /dev/full refused" $B pca --acts $d/acts.st --out /dev/full
+expect 2 "is the input" "probe train --out the dataset refused" $B probe train --acts $d/acts.st --label correct --out $d/acts.st
+expect 1 'no question of the dataset has field "nonexistent"' "probe train --label field:nonexistent says why" $B probe train --acts $d/acts.st --label field:nonexistent --questions $d/q2.jsonl --out $d/probe
+expect 2 "not a regular file" "vectors --out /dev/full refused" $B vectors $nano --questions $d/q2.jsonl --out /dev/full
+expect 1 "error writing $d/kvdev.csv" "kv-response: its CSV on /dev/full" $B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out $d/kvdev
+
+# ---- a full file system (a 64 KiB tmpfs; root only) ----
+mkdir -p $d/full
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; then
+  expect 1 "No space left on device" "gen-templates on a full file system" $B gen-templates --draws 200 --out $d/full/t.jsonl
+  [ ! -e $d/full/t.jsonl ] && [ -z "$(ls $d/full)" ] && ok "no half file and no temporary file left" || bad "full fs leaves: $(ls $d/full)"
+  expect 1 "error writing" "trace on a full file system" $B trace $tiny --ids $ids --answer-steps 16 --out $d/full/t.safetensors
+  [ ! -e $d/full/t.safetensors ] && ok "trace leaves no half file" || bad "trace left $d/full/t.safetensors"
+  dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
+  expect 1 "results were lost" "eval --out on a full file system" $B eval $nano --questions $d/q2.jsonl --out $d/full/r.jsonl --max-answer 4
+  umount $d/full
+else skip "full file system: needs root and a tmpfs mount (3 tests)"; skip=$((skip + 2)); fi
+
+# ---- outputs that name inputs; existing outputs ----
+cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
+expect 2 "output $d/tiny.bin is the input $d/tiny.bin" "trace --out the model refused" $B trace --model $d/tiny.bin --head-dim 32 --ids $ids --out $d/tiny.bin
+expect 2 "is the input" "trace --out a hard link of the model refused, even with --force" $B trace --model $d/tiny.bin --head-dim 32 --ids $ids --out $d/hard.bin --force
+expect 2 "is the input" "lens --svg the model refused" $B lens --model $d/tiny.bin --head-dim 32 --ids $ids --svg $d/hard.bin --force
+[ "$(cksum < $d/tiny.bin)" = "$sum" ] && ok "the model file is unchanged" || bad "the model file changed"
+expect 2 "is the input" "eval --out the questions file refused" $B eval $nano --questions $d/q2.jsonl --out $d/q2.jsonl
+expect 2 "is the input" "kv-response: the spec as output refused" $B kv-response $nano --questions $d/q2.jsonl --steer $d/r.csv --out $d/r
+$B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors > /dev/null 2>&1
+expect 2 "exists (give --force to overwrite it)" "trace: an existing output refused" $B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors
+expect 0 "" "trace --force overwrites it" $B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors --force
+expect 2 "exists (give --force" "gen-templates: an existing output refused" $B gen-templates --out $d/t.safetensors
+expect 2 "exists (give --force" "lens --svg: an existing output refused" $B lens $tiny --ids $ids --svg $d/t.safetensors
+expect 2 "directory nodir/sub does not exist" "tune-lens: a bad --out is found before the model runs" $B tune-lens $nano --questions $d/q2.jsonl --out nodir/sub/lens
+grep -q "running the model" $d/err.txt && bad "tune-lens ran the model first" || ok "tune-lens did not run the model"
+expect 2 "directory nodir does not exist" "tune-lens: a bad --checkpoint is found before the model runs" $B tune-lens $nano --questions $d/q2.jsonl --out $d/lens --checkpoint nodir/c.ckpt
+expect 2 "directory nodir does not exist" "kv-response: a bad --out is found before the model runs" $B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out nodir/r
+
+# ---- provenance: a tune-lens checkpoint records its data and refuses other data without --force ----
+sed 's/Tom has 3/Ann has 5/' $d/q2.jsonl > $d/q2b.jsonl
+tl="tune-lens $nano --steps 2 --batch 2 --held-out 0 --checkpoint $d/tl.ckpt --checkpoint-every 1"
+$B $tl --questions $d/q2.jsonl --out $d/tl1.safetensors > /dev/null 2>&1
+expect 2 "was trained on other data (questions fnv1a64" "tune-lens: resuming a checkpoint on another questions file refused" $B $tl --questions $d/q2b.jsonl --out $d/tl2.safetensors
+expect 0 "continuing on this data (--force)" "tune-lens: --force continues on it" $B $tl --questions $d/q2b.jsonl --out $d/tl2.safetensors --force
+
+# ---- atomic writes: kill -9 mid-write leaves no half file under the real name ----
+$B gen-templates --draws 20000 --out $d/big.jsonl 2>/dev/null & pid=$!
+i=0; while [ $i -lt 200 ] && ! ls $d/big.jsonl.tmp.* > /dev/null 2>&1; do sleep 0.01; i=$((i + 1)); done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+if ls $d/big.jsonl.tmp.* > /dev/null 2>&1; then
+  [ ! -e $d/big.jsonl ] && ok "killed mid-write: only the temporary file exists, $d/big.jsonl does not" || bad "killed mid-write: $d/big.jsonl exists"
+else skip "kill mid-write: the write finished first"; fi
+rm -f $d/big.jsonl.tmp.*
+
+# ---- strict JSON: numbers beyond a double and duplicate keys ----
+printf '{"question": "What is 2 + 3?", "answer": 1e400}\n{"question": "What is 4 + 5?", "answer": 9, "answer": 10}\n{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 12}\n' > $d/strict.jsonl
+expect 1 "strict.jsonl:1: JSON error at byte 41: number out of range" "run --questions: gold 1e400 refused with FILE:LINE" $B run $nano --questions $d/strict.jsonl --answer-steps 4
+grep -q 'strict.jsonl:2: JSON error at byte [0-9]*: duplicate key "answer"' $d/err.txt && ok "duplicate key in a questions line refused, named with FILE:LINE" || bad "duplicate key: $(cat $d/err.txt)"
+python3 -c "import json; [json.loads(l) for l in open('$d/out.txt')]" 2>/dev/null && ok "run's output parses as strict JSON lines (no inf / nan)" || bad "run's output is not JSON: $(head -c 300 $d/out.txt)"
+expect 1 "number out of range" "eval: gold 1e400 refused" $B eval $nano --questions $d/strict.jsonl --out $d/strict_r.jsonl --max-answer 4
+python3 -c "import json; [json.loads(l) for l in open('$d/strict_r.jsonl')]" 2>/dev/null && ok "eval's results parse as strict JSON lines (no inf / nan)" || bad "eval's results are not JSON"
+$B eval --merge $d/strict_r.jsonl > $d/merge.txt 2> $d/err.txt && grep -q "merged 1 files: 1 results" $d/err.txt && ok "eval --merge reads them back (1 result)" || bad "eval --merge: $(cat $d/err.txt)"
+echo '{"edits": [{"at": "latent_input", "step": 3, "vector": "../../tests/data/golden_tiny.safetensors:steer.v"}], "edits": []}' > $d/dup.json
+expect 1 'duplicate key "edits"' "a steering spec with a duplicate key refused" $B run $tiny --ids $ids --answer-steps 2 --steer $d/dup.json
+
+# ---- one questions policy in every command ----
+: > $d/empty.jsonl; head -c 4096 /dev/urandom | tr '\n' 'x' | fold -w 200 > $d/random.jsonl
+python3 -c "print('{\"question\": \"' + 'one two three ' * 1500 + '\", \"answer\": 1}')" > $d/long.jsonl; cat $d/q2.jsonl >> $d/long.jsonl
+for f in empty random; do
+  for c in "run --answer-steps 2" "eval --out $d/pe_$f.jsonl --max-answer 2" "record --out $d/pr_$f.st --max-answer 2" "lens --out $d/pl_$f --max-answer 2" \
+           "tune-lens --out $d/pt_$f.safetensors --steps 1 --batch 1" "vectors --out $d/pv_$f.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_$f"; do
+    $B $c $nano --questions $d/$f.jsonl > /dev/null 2> $d/err.txt; rc=$?
+    [ $rc -eq 1 ] && grep -q "$f.jsonl: no usable question" $d/err.txt || { bad "$f questions file: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
+  done
+  [ "$c" != failed ] && ok "$f questions file: run, eval, record, lens, tune-lens, vectors, kv-response exit 1 with 'no usable question'"
+done
+for c in "run --answer-steps 2" "eval --out $d/pe_long.jsonl --max-answer 2" "record --out $d/pr_long.st --max-answer 2" "lens --out $d/pl_long --max-answer 2" \
+         "tune-lens --out $d/pt_long.safetensors --steps 1 --batch 1" "vectors --out $d/pv_long.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_long"; do
+  $B $c $nano --questions $d/long.jsonl > /dev/null 2> $d/err.txt; rc=$?
+  [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt is over 4096 tokens, the limit (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
+done
+[ "$c" != failed ] && ok "an over-long question: every command skips it with FILE:LINE and the limit, runs the rest, exits 1"
+$B run $nano --questions $d/strict.jsonl --answer-steps 2 2>/dev/null | grep -q '"index": 0, "line": 3,' && ok "run numbers rows by file line" || bad "run row numbering"
+
+# ---- positions, --ids, special-token text ----
+expect 2 "prompt999 is beyond the longest prompt" "lens --positions prompt999 refused" $B lens $nano --question "What is 2+3?" --positions prompt999
+expect 2 "answer40 is beyond the 32 answer tokens" "record --positions answer40 refused" $B record $nano --questions $d/q2.jsonl --out $d/pos.st --positions answer40
+expect 0 "--ids does not end with bot" "run --ids without bot warns" $B run $nano --ids 1,2,3 --answer-steps 2
+n_text=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
+n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-special 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
+[ -n "$n_text" ] && [ -n "$n_special" ] && [ "$n_text" -gt "$n_special" ] && ok "<|bocot|> in a question is text ($n_text tokens), one token with --parse-special ($n_special)" || bad "special-token text: $n_text vs $n_special"
+expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
+expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
