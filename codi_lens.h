@@ -593,8 +593,8 @@ typedef struct {
 CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m);   /* zero translators; NULL out of memory */
 CODI_API void codi_tuned_lens_free(codi_tuned_lens *t);
 /* logits [V] of the lens at residual index layer (0..L) of resid [D]: the tuned lens when t
-   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, or t made for
-   another model's shape) with a message in err. */
+   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, t made for another
+   model's shape, or logits not finite: a lens that overflows) with a message in err. */
 CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
                                     float *logits, char *err, size_t errsz);
 /* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
@@ -4438,6 +4438,10 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
         if (HOOK(CODI_HOOK_RESID, L, i, xl, D)) return -1;
         codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
         if (HOOK(CODI_HOOK_FINAL, L, i, xb, D)) return -1;
+        if (!codi__all_finite(xb, D)) {                   /* an edit or the weights overflowed: no answer from NaN logits */
+            codi__err(rows[i].s->error, sizeof rows[i].s->error, "final hidden state at position %d is not finite (NaN or Inf)", rows[i].pos);
+            return -1;
+        }
         memcpy(rows[i].s->final_hidden, xb, (size_t)D * sizeof(float));
     }
     if (logits_out) {
@@ -6688,6 +6692,7 @@ CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *
     }
     codi__unembed(m, resid, logits, buf);
     CODI_FREE(buf);
+    if (!codi__all_finite(logits, c->vocab)) { codi__err(err, errsz, "lens layer %d: logits are not finite (NaN or Inf)", layer); return -1; }
     return 0;
 }
 
