@@ -63,6 +63,17 @@ build/test_probe_san: tests/test_probe.c $(HDR) tests/test_util.h | build
 build/test_threads_san: tests/test_model.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm
 
+# The threaded tests under ThreadSanitizer (make check-tsan; also run by make test).
+TSAN = -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+build/test_threads_tsan: tests/test_model.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm
+
+build/test_probe_tsan: tests/test_probe.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -o $@ tests/test_probe.c -lm
+
+check-tsan: build/test_threads_tsan build/test_probe_tsan
+	@sh tests/run_all.sh build/test_threads_tsan build/test_probe_tsan
+
 build/test_cpp: tests/test_cpp.cpp $(HDR) | build
 	c++ -std=c++11 -Wall -Wextra $(SAN) -o $@ tests/test_cpp.cpp -lm
 

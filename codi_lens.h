@@ -691,6 +691,8 @@ typedef struct {
     int bf16;                 /* 1: float tensors in bfloat16 */
     int kv;                   /* 1: record key and value */
     const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
+    const char *work;         /* NULL, or metadata "work": what else defines the rows (shard, the questions'
+                                 content hash, options); a resume compares it like the others */
 } codi_acts_spec;
 
 /* One question's row; pointers the spec does not ask for may be NULL. */
@@ -3321,7 +3323,7 @@ static int codi__kernel_runs(const codi__kernel *k) {
     return 1;
 }
 
-static const codi__kernel *codi__kernel_now;   /* the path in use; set once, before any pass */
+static const codi__kernel *codi__kernel_now;   /* the path in use; set once, by codi_load (or codi_set_kernel) before any pass */
 
 CODI_API int codi_set_kernel(const char *name) {
     int i;
@@ -3988,6 +3990,7 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     codi__config_src src;
     int tie = 1, rc, i;
     if (err && errsz) err[0] = 0;
+    (void)codi__kernel_active();      /* the kernel path chosen here, before any thread of a run can read it */
     if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
     memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
     m->internal = in; m->exact = o.exact;
@@ -7801,7 +7804,7 @@ static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
 
 /* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
 static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
-    const char *meta[26];
+    const char *meta[28];
     char num[6][24];
     codi__buf b = { NULL, 0, 0, 1 };
     long off = 0;
@@ -7822,6 +7825,7 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     meta[i++] = "kv"; meta[i++] = num[3];
     meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
     meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
+    if (sp->work) { meta[i++] = "work"; meta[i++] = sp->work; }
     codi__buf_put(&b, "{\"__metadata__\":{", 17);
     for (k = 0; k < i; k += 2) {
         if (k) codi__buf_byte(&b, ',');
