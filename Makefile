@@ -95,7 +95,7 @@ llama3-tokenizer: build/codi
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
 test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh tests/test_python.sh
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh tests/test_python.sh tests/test_research_formats.sh
 
 demo: build/codi
 	sh tools/demo.sh

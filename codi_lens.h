@@ -4357,6 +4357,16 @@ static int codi__all_finite(const float *x, int n) {
     return 1;
 }
 
+/* 1 if x [n] and its mean square as a float (what RMSNorm divides by) are finite. */
+static int codi__mean_square_finite(const float *x, int n) {
+    double ss = 0;
+    float ms;
+    int i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    ms = (float)(ss / n);
+    return ss - ss == 0 && ms - ms == 0;
+}
+
 /* One pass through every layer for n rows, row i = position rows[i].pos of sequence rows[i].s:
    the positions of one state's chunk, or one new position of each of n states (a batch). Scratch
    and threads are si's. Logits: logits_out [n, V] for every row; else with logits_rows = 1 the
@@ -4439,6 +4449,10 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     for (i = 0; i < n; i++) {
         float *xl = RESID(L, i), *xb = si->xb + (size_t)i * D;
         if (HOOK(CODI_HOOK_RESID, L, i, xl, D)) return -1;
+        if (!codi__mean_square_finite(xl, D)) {   /* the norm would read zeros (or NaN): an edit or the weights overflowed */
+            codi__err(rows[i].s->error, sizeof rows[i].s->error, "residual stream at position %d is not finite (NaN, Inf, or a mean square past float range)", rows[i].pos);
+            return -1;
+        }
         codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
         if (HOOK(CODI_HOOK_FINAL, L, i, xb, D)) return -1;
         if (!codi__all_finite(xb, D)) {                   /* an edit or the weights overflowed: no answer from NaN logits */
