@@ -53,7 +53,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening
+TESTS = test_kernels test_model test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_research_refs
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -71,8 +71,12 @@ build/test_threads_tsan: tests/test_model.c $(HDR) tests/test_util.h | build
 build/test_probe_tsan: tests/test_probe.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(TSAN) $(THREADS) -o $@ tests/test_probe.c -lm
 
-check-tsan: build/test_threads_tsan build/test_probe_tsan
-	@sh tests/run_all.sh build/test_threads_tsan build/test_probe_tsan
+build/test_research_refs_tsan: tests/test_research_refs.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -o $@ tests/test_research_refs.c -lm
+
+TSAN_TESTS = build/test_threads_tsan build/test_probe_tsan build/test_research_refs_tsan
+check-tsan: $(TSAN_TESTS)
+	@sh tests/run_all.sh $(TSAN_TESTS)
 
 build/test_cpp: tests/test_cpp.cpp $(HDR) | build
 	c++ -std=c++11 -Wall -Wextra $(SAN) -o $@ tests/test_cpp.cpp -lm
@@ -94,17 +98,17 @@ llama3-tokenizer: build/codi
 	@if [ -f third_party/llama3/tokenizer.json ]; then \
 	  build/codi tokenize --tokenizer third_party/llama3/tokenizer.json --export-tiktoken build/llama3_tokenizer.model; fi
 
-test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh tests/test_python.sh tests/test_research_formats.sh
+test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer $(TSAN_TESTS)
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) $(TSAN_TESTS) build/test_cpp tests/test_cli.sh tests/test_cli_options.sh tests/test_readme_files.sh tests/test_kv_response.sh tests/test_lens_cli.sh tests/test_eval.sh tests/test_vectors.sh tests/test_neon.sh tests/test_python.sh tests/test_research_formats.sh
 
 demo: build/codi
 	sh tools/demo.sh
 
 # libFuzzer harnesses (clang), one per loader and one for encode/decode; not part of `make test`:
 # make fuzz, then e.g. build/fuzz_encode -max_total_time=300 (each file's top comment says more).
-FUZZ = fuzz_checkpoint fuzz_tokenizer_load fuzz_encode fuzz_pickle
+FUZZ = fuzz_checkpoint fuzz_tokenizer_load fuzz_encode fuzz_pickle fuzz_eval_results fuzz_acts fuzz_gguf fuzz_tuned_lens fuzz_steer_spec
 fuzz: $(FUZZ:%=build/%)
-build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
+build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) $(wildcard tools/*.h) tools/cmd_vectors.c | build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< -lm
 
 bench: build/codi build/random_codi
@@ -130,4 +134,4 @@ mutate:
 clean:
 	rm -rf build
 
-.PHONY: all python test demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean
+.PHONY: all python test check-tsan demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

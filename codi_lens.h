@@ -7153,6 +7153,12 @@ static void codi__lens_update(const codi_lens_train_opts *o, long step, float lr
     }
 }
 
+/* The learning rate of step: get_linear_schedule_with_warmup with 0 warmup when linear_decay. */
+static double codi__lens_lr(const codi_lens_train_opts *o, long step) {
+    if (!o->linear_decay) return o->lr;
+    return o->lr * (step >= o->total_steps ? 0.0 : (double)(o->total_steps - step) / o->total_steps);
+}
+
 static void codi__lens_update_task(void *ctx, int tid, int a, int e) {
     codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
     int D = tr->t->dim, row, j;
@@ -7184,8 +7190,7 @@ CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
     if (!(norm == norm) || norm > DBL_MAX) { codi__err(tr->err, sizeof tr->err, "gradient is not finite at step %ld", tr->step); return -1; }
     tr->clip_coef = 1.0;                                          /* torch.nn.utils.clip_grad_norm_ */
     if (tr->o.clip_norm > 0 && tr->o.clip_norm / (norm + 1e-6) < 1.0) tr->clip_coef = tr->o.clip_norm / (norm + 1e-6);
-    tr->lr_now = tr->o.lr;                                        /* get_linear_schedule_with_warmup, 0 warmup */
-    if (tr->o.linear_decay) tr->lr_now *= tr->step >= tr->o.total_steps ? 0.0 : (double)(tr->o.total_steps - tr->step) / tr->o.total_steps;
+    tr->lr_now = codi__lens_lr(&tr->o, tr->step);
     CODI__PARALLEL(tr->pool, codi__lens_update_task, tr, rows);
     tr->step++;
     if (loss) for (i = 0; i < c->n_layers; i++) loss[i] = part[i];
