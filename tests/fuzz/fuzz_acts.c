@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             numel = v && numel > (INT64_C(1) << 40) / v ? INT64_C(1) << 40 : numel * v;
             hn += (size_t)snprintf(hdr + hn, 64, "%s%lld", d ? "," : "", (long long)v);
         }
-        if (numel > (1 << 16)) numel = 1 << 16;             /* claimed larger than the data: the reader must refuse */
+        if (numel > (1 << 12)) numel = 1 << 12;             /* claimed larger than the data: the reader must refuse */
         hn += (size_t)snprintf(hdr + hn, 128, "],\"data_offsets\":[%lu,%lu]}", (unsigned long)off, (unsigned long)(off + (size_t)numel * esz[dt]));
         off += (size_t)numel * esz[dt];
         first = 0;
@@ -52,12 +52,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     {
         FILE *fp = fopen(path, "wb");
         unsigned char l8[8];
+        unsigned char *body = (unsigned char *)calloc(off + 1, 1);
         size_t i;
-        if (!fp) abort();
+        if (!fp || !body) abort();
         for (i = 0; i < 8; i++) l8[i] = (unsigned char)((uint64_t)hn >> (8 * i));
-        fwrite(l8, 1, 8, fp); fwrite(hdr, 1, hn, fp);
-        for (i = 0; i < off; i++) fputc(i < g.n ? g.p[i] : 0, fp);
-        fclose(fp);
+        memcpy(body, g.p, g.n < off ? g.n : off);
+        fwrite(l8, 1, 8, fp); fwrite(hdr, 1, hn, fp); fwrite(body, 1, off, fp);
+        fclose(fp); free(body);
     }
     free(hdr);
     if (!(f = codi_st_open(path, err, sizeof err))) return 0;
