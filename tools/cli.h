@@ -341,7 +341,7 @@ CLI_API int cli_gold(const codi__json *obj, double *gold) {
 
 /* Non-empty lines of a file, at most limit when limit > 0 (a progress bar's total). */
 CLI_API long cli_count_lines(const char *path, int limit) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = codi__is_regular(path) ? fopen(path, "rb") : NULL;     /* a FIFO would block here */
     long n = 0;
     int ch, in_line = 0;
     if (!f) return 0;

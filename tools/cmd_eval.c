@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <unistd.h>
 #include <sys/types.h>
+#include "eval_line.h"
 
 typedef struct {
     int line, index;          /* line in the file (1-based), index among the valid questions (0-based) */
@@ -136,35 +137,41 @@ static void eval_add_result(eval_ctx *ec, int cond, int index, int correct) {
 
 /* Reads the result lines of a file into ec (conditions by name; merge: adds unknown ones).
    header_out receives the first line. A line without its newline (cut by a kill) is ignored and
-   *good_len is where the whole lines end. Returns the number of results read, -1 on a bad file. */
-static long eval_read_results(eval_ctx *ec, const char *path, char *header_out, size_t hcap, long *good_len, int add_conditions) {
+   *good_len is where the whole lines end. index_bound > 0: indices must be below it; 0: below a
+   bound of the file's size (EVAL_INDEX_PER_BYTE). Returns the number of results read, -1 when the
+   file cannot be read, -2 after a message when an index is out of range. */
+#define EVAL_INDEX_PER_BYTE 64      /* merge: a result line has ~100 bytes; shards of up to ~6000 machines fit */
+static long eval_read_results(eval_ctx *ec, const char *path, char *header_out, size_t hcap, long *good_len, int add_conditions,
+                              long index_bound) {
     size_t len;
     char *text = codi__read_text(path, &len), *p, err[256];
     long n = 0;
     int line = 0;
     if (!text) return -1;
+    if (index_bound <= 0) index_bound = len < (size_t)(INT_MAX / EVAL_INDEX_PER_BYTE) ? (long)len * EVAL_INDEX_PER_BYTE + 1 : INT_MAX;
     header_out[0] = 0;
     *good_len = 0;
     for (p = text; p < text + len; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
         if (!e) break;                                       /* an unfinished last line */
         line++;
         if (line == 1) snprintf(header_out, hcap, "%.*s\n", (int)(e - p), p);
-        else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *c = codi__json_get(j, "condition"), *ix = codi__json_get(j, "index"), *ok = codi__json_get(j, "correct");
-            if (c && c->type == CODI__J_STR && ix && ix->type == CODI__J_NUM && ok) {
-                int ci = eval_cond_index(ec, c->str);
+        else {
+            char cond[sizeof ec->c->name];
+            long index;
+            int correct, r = eval_parse_line(p, (size_t)(e - p), index_bound, cond, sizeof cond, &index, &correct, err, sizeof err);
+            if (r < 0) { fprintf(stderr, "codi eval: %s:%d: %s\n", path, line, err); free(text); return -2; }
+            if (r > 0) {
+                int ci = eval_cond_index(ec, cond);
                 if (ci < 0 && add_conditions) {
                     ec->c = (eval_condition *)realloc(ec->c, sizeof *ec->c * (size_t)(ec->nc + 1));
                     memset(&ec->c[ec->nc], 0, sizeof *ec->c);
-                    snprintf(ec->c[ec->nc].name, sizeof ec->c[ec->nc].name, "%s", c->str);
+                    snprintf(ec->c[ec->nc].name, sizeof ec->c[ec->nc].name, "%s", cond);
                     ci = ec->nc++;
                 }
-                if (ci >= 0) { eval_add_result(ec, ci, (int)ix->num, ok->type == CODI__J_TRUE); n++; }
-            } else fprintf(stderr, "%s:%d: not a result line (ignored)\n", path, line);
-            codi__json_free(j);
-        } else fprintf(stderr, "%s:%d: %s (ignored)\n", path, line, err);
+                if (ci >= 0) { eval_add_result(ec, ci, (int)index, correct); n++; }
+            } else fprintf(stderr, "%s:%d: %s (ignored)\n", path, line, err);
+        }
         p = e + 1;
         *good_len = (long)(p - text);
     }
@@ -419,6 +426,7 @@ static int eval_merge(char **files, int n, const char *csv_path) {
     eval_ctx ec;
     char h0[8192], h[8192];
     int i;
+    double bytes = 0;
     memset(&ec, 0, sizeof ec);
     {   /* the conditions in the order of the first file's settings line (results come in any order) */
         FILE *f = fopen(files[0], "rb");
@@ -437,8 +445,9 @@ static int eval_merge(char **files, int n, const char *csv_path) {
         if (f) fclose(f);
     }
     for (i = 0; i < n; i++) {
-        long good;
-        if (eval_read_results(&ec, files[i], i ? h : h0, sizeof h, &good, 1) < 0) { fprintf(stderr, "codi eval: cannot read %s\n", files[i]); eval_free(&ec); return 1; }
+        long good, r = eval_read_results(&ec, files[i], i ? h : h0, sizeof h, &good, 1, 0);
+        if (r < 0) { if (r == -1) fprintf(stderr, "codi eval: cannot read %s\n", files[i]); eval_free(&ec); return 1; }
+        bytes += (double)good;
         if (i && strcmp(eval_unshard(h), eval_unshard(h0))) {
             fprintf(stderr, "codi eval: %s was made with other settings than %s:\n  %s  %s", files[i], files[0], h, h0); eval_free(&ec); return 1;
         }
@@ -448,7 +457,12 @@ static int eval_merge(char **files, int n, const char *csv_path) {
         int max_index = 0;
         unsigned char *seen;
         for (r = 0; r < ec.n_res; r++) if (ec.res[r].index + 1 > max_index) max_index = ec.res[r].index + 1;
-        seen = (unsigned char *)calloc((size_t)ec.nc * (size_t)(max_index ? max_index : 1), 1);
+        if ((double)ec.nc * max_index > EVAL_INDEX_PER_BYTE * bytes + 1e6) {
+            fprintf(stderr, "codi eval: %d conditions x question indices up to %d do not fit %.0f bytes of results: not results files of codi eval\n",
+                    ec.nc, max_index - 1, bytes);
+            eval_free(&ec); return 1;
+        }
+        if (!(seen = (unsigned char *)calloc((size_t)ec.nc * (size_t)(max_index ? max_index : 1), 1))) { fprintf(stderr, "codi eval: out of memory\n"); eval_free(&ec); return 1; }
         for (r = 0; r < ec.n_res; r++) {
             size_t key = (size_t)ec.res[r].cond * max_index + ec.res[r].index;
             if (!seen[key]) { seen[key] = 1; ec.res[w++] = ec.res[r]; }
@@ -574,8 +588,10 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     ec.total = (long)ec.nq * ec.nc;
     ec.done = (unsigned char *)calloc((size_t)(ec.total ? ec.total : 1), 1);
     {
-        long good = 0, r, n_old = eval_read_results(&ec, out, old_header, sizeof old_header, &good, 0);
-        int *pos_of = (int *)malloc(sizeof(int) * (size_t)(ec.nq ? ec.q[ec.nq - 1].index + 1 : 1));
+        long good = 0, r, n_old = eval_read_results(&ec, out, old_header, sizeof old_header, &good, 0, ec.nq ? ec.q[ec.nq - 1].index + 1L : 1);
+        int *pos_of;
+        if (n_old == -2) { fprintf(stderr, "codi eval: %s is not a results file of these questions; give another --out or delete it\n", out); goto done; }
+        pos_of = (int *)malloc(sizeof(int) * (size_t)(ec.nq ? ec.q[ec.nq - 1].index + 1 : 1));
         for (i = 0; i < ec.nq; i++) pos_of[ec.q[i].index] = i;
         if (n_old >= 0 && old_header[0] && strcmp(old_header, header)) {
             fprintf(stderr, "codi eval: %s holds results of another command; give another --out or delete it.\n  file:    %s  command: %s", out, old_header, header);

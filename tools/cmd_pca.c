@@ -6,6 +6,8 @@
 
 /* ---- reading an activation dataset (layout: codi_lens.h >>acts, format codi_lens.acts.v1) ---- */
 
+#define PCA_MAX_SLOTS 4096       /* positions and layers of a dataset pca / probe take (their index lists) */
+
 typedef struct {
     codi_st_file *f;
     const char *path, *tensor;   /* tensor: resid, final, latent_inputs, key, key_pre_rope or value */
@@ -62,6 +64,7 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
         fprintf(stderr, "codi %s: %s is not an activation dataset (format %s; write one with codi record)\n", cmd, path, fmt ? fmt : "missing");
         goto fail;
     }
+    if (codi_acts_check(a->f, NULL, err, sizeof err)) { fprintf(stderr, "codi %s: %s: %s\n", cmd, path, err); goto fail; }
     a->model = codi_st_metadata(a->f, "model");
     if (!a->model) a->model = "";
     if (codi_st_find(a->f, tensor, &a->t)) {
@@ -90,6 +93,9 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     } else {
         a->row = (int)a->t.shape[a->t.ndim - 1];
         a->layer_stride = (size_t)a->row;
+    }
+    if (a->P > PCA_MAX_SLOTS || a->n_layers > PCA_MAX_SLOTS) {
+        fprintf(stderr, "codi %s: %s: %d positions x %d layers; at most %d of each\n", cmd, path, a->P, a->n_layers, PCA_MAX_SLOTS); goto fail;
     }
     a->slot_stride = a->layer_stride * (size_t)a->n_layers;
     a->q_stride = a->slot_stride * (size_t)a->P;
@@ -157,7 +163,7 @@ static int pca_parse_indices(const char *cmd, const char *opt, const char *s, in
         b = a;
         if (*end == '-') { s = end + 1; b = (int)strtol(s, &end, 10); if (end == s) break; }
         if (a < 0 || b >= n || a > b) { fprintf(stderr, "codi %s: %s: %d-%d is outside 0..%d\n", cmd, opt, a, b, n - 1); return -1; }
-        for (; a <= b; a++) { if (count == 4096) break; out[count++] = a; }
+        for (; a <= b; a++) { if (count == PCA_MAX_SLOTS) break; out[count++] = a; }
         if (!*end) return count;
         if (*end != ',') break;
         s = end + 1;
@@ -315,7 +321,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     pca_acts a;
     codi_model *m = NULL;
     codi_tokenizer *tok = NULL;
-    int layers[4096], slots[4096], n_layers, n_slots, li, rc = 1, prc, q, si, *row_ds = NULL, *row_si = NULL, n_q = 0, k, c;
+    int layers[PCA_MAX_SLOTS], slots[PCA_MAX_SLOTS], n_layers, n_slots, li, rc = 1, prc, q, si, *row_ds = NULL, *row_si = NULL, n_q = 0, k, c;
     float *buf = NULL;
     int32_t *row_q = NULL, *row_slot = NULL;
     long n_rows, done_work = 0, r;

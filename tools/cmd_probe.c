@@ -235,7 +235,7 @@ static int probe_make_labels(probe_labels *pl, const pca_acts *a, const char *ru
         strcpy(pl->class_name[0], "wrong"); strcpy(pl->class_name[1], "correct");
         for (q = 0; q < Q; q++) for (s = 0; s < P; s++) pl->label[q * P + s] = a->correct[q];
     } else if (!strcmp(rule, "parity") || !strcmp(rule, "step")) {
-        int parity = rule[0] == 'p', n_steps = 0, step_class[4096];
+        int parity = rule[0] == 'p', n_steps = 0, step_class[PCA_MAX_SLOTS];
         pl->pooled = 1;
         for (s = 0; s < P; s++) {
             int step = pca_slot_step(a, s);
@@ -361,7 +361,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     };
     pca_acts a;
     probe_labels pl;
-    int layers[4096], slots[4096], n_layers, n_slots, rc = 1, prc, li, ci, n_cells, cols, i, j;
+    int layers[PCA_MAX_SLOTS], slots[PCA_MAX_SLOTS], n_layers, n_slots, rc = 1, prc, li, ci, n_cells, cols, i, j;
     float *xtr = NULL, *xte = NULL, *proba = NULL;
     int32_t *ytr = NULL, *yte = NULL;
     codi_probe **probes = NULL;

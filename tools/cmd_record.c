@@ -29,6 +29,13 @@ static int record_collect(void *user, const cli_question *q) {
     return 0;
 }
 
+/* FNV-1a, 64 bits, of n bytes continuing from h. */
+static uint64_t record_fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    while (n--) { h ^= *b++; h *= 1099511628211ull; }
+    return h;
+}
+
 static int record_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
@@ -57,7 +64,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     codi_state *s = NULL;
     codi_acts_spec sp;
     cli_progress *prog = NULL;
-    char err[512], *labels = NULL, *command = NULL, text[4096], qhash[17];
+    char err[512], *labels = NULL, *command = NULL, text[4096], qhash[17], work[256];
     float *resid = NULL, *fin = NULL, *key = NULL, *val = NULL, *lat = NULL;
     int32_t *pos = NULL;
     size_t cmd_len = 1;
@@ -90,6 +97,18 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     sp.labels_json = labels; sp.recipe = pa.recipe ? "1" : "0"; sp.command = command;
     if (cli_file_hash(questions, qhash)) { fprintf(stderr, "codi record: cannot read %s\n", questions); goto done; }
     sp.questions_hash = qhash;
+    {   /* what a resume must find the same: the shard, --limit and the chosen questions' content */
+        uint64_t h = 1469598103934665603ull;
+        for (i = 0; i < rl.n; i++) {
+            int32_t head[3];
+            head[0] = rl.q[i].index; head[1] = rl.q[i].n; head[2] = rl.q[i].has_gold;
+            h = record_fnv1a(h, head, sizeof head);
+            h = record_fnv1a(h, rl.q[i].ids, sizeof(int32_t) * (size_t)rl.q[i].n);
+            h = record_fnv1a(h, &rl.q[i].gold, sizeof rl.q[i].gold);
+        }
+        snprintf(work, sizeof work, "shard %d/%d, limit %d, questions fnv1a64 %016llx", shard_k, shard_n, limit, (unsigned long long)h);
+        sp.work = work;
+    }
     if (overwrite) remove(out);
     if (!(acts = codi_acts_open(m, out, &sp, 1, err, sizeof err))) { fprintf(stderr, "codi record: %s\n", err); goto done; }
     {
@@ -147,7 +166,8 @@ static const cli_command cmd_record = {
     "final-norm hidden state, the latent inputs z_1..z_N, optionally (--kv) keys and values, plus\n"
     "prompt / answer ids, gold, prediction, correct. The file is sized for every question when the run\n"
     "starts and rows are filled in place, a done flag last: a killed run resumes where it stopped when\n"
-    "started again with the same options (other options are refused; --overwrite starts afresh).\n"
+    "started again with the same options (other options, another --shard / --limit or edited questions\n"
+    "are refused; --overwrite starts afresh).\n"
     "Keys come twice: \"key\" after RoPE, as the cache holds them (HF past_key_values, TransformerLens\n"
     "hook_rot_k), and \"key_pre_rope\", the same keys rotated back by their position's angles (W_k times the\n"
     "attention-normed residual, hook_k): comparable across positions; pca / probe --tensor, vectors and\n"

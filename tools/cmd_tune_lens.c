@@ -109,10 +109,11 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
     int slot_k[1024], P = 0, q, p;
     if (!f) { fprintf(stderr, "codi tune-lens: %s\n", err); return -1; }
     *fp = f;
+    if (codi_acts_check(f, m, err, sizeof err)) { fprintf(stderr, "codi tune-lens: %s: %s\n", path, err); return -1; }
     lay = codi_st_metadata(f, "layers"); dim = codi_st_metadata(f, "dim"); labels = codi_st_metadata(f, "labels");
     if (codi_st_find(f, "resid", &d->resid) || codi_st_find(f, "done", &done) || codi_st_find(f, "positions", &pos) || !labels || !lay || !dim ||
         atoi(lay) != m->config.n_layers || atoi(dim) != m->config.dim || d->resid.ndim != 4 ||
-        (strcmp(d->resid.dtype, "F32") && strcmp(d->resid.dtype, "BF16"))) {
+        (strcmp(d->resid.dtype, "F32") && strcmp(d->resid.dtype, "BF16")) || strcmp(done.dtype, "U8") || strcmp(pos.dtype, "I32")) {
         fprintf(stderr, "codi tune-lens: %s is not an activation dataset of this model (codi record)\n", path); return -1;
     }
     if (!(lj = codi__json_parse(labels, strlen(labels), err, sizeof err)) || lj->type != CODI__J_ARR || lj->count != d->resid.shape[1] || lj->count > 1024) {
@@ -126,7 +127,7 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
     }
     codi__json_free(lj);
     d->pairs = (int32_t *)malloc(sizeof(int32_t) * 2 * (size_t)d->resid.shape[0] * (size_t)P);
-    if (!d->pairs) return -1;
+    if (!d->pairs) { fprintf(stderr, "codi tune-lens: out of memory\n"); return -1; }
     for (q = 0; q < d->resid.shape[0]; q++) {
         if (!((const unsigned char *)done.data)[q]) continue;
         for (p = 0; p < P; p++) {

@@ -74,7 +74,9 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
     codi__json *lj = NULL;
     const codi__json *e;
     int slot[1024], k, q, rc = -1, has_kv, D = m->config.dim, KV = acc->kv_size;
+    char why[256];
     if (!f) return -1;
+    if (codi_acts_check(f, m, why, sizeof why)) { codi__err(err, errsz, "%s: %s", path, why); goto done; }
     if (codi_st_find(f, "final", &fin) || fin.ndim != 3 || fin.shape[2] != D) { codi__err(err, errsz, "%s: no \"final\" [Q, P, %d]", path, D); goto done; }
     if (codi_st_find(f, "done", &done) || done.numel != (size_t)fin.shape[0] || strcmp(done.dtype, "U8")) { codi__err(err, errsz, "%s: no \"done\" [Q] U8", path); goto done; }
     if (!labels || !(lj = codi__json_parse(labels, strlen(labels), err, errsz)) || lj->type != CODI__J_ARR || lj->count != fin.shape[1]) {
@@ -330,6 +332,7 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
     unsigned char *data = (unsigned char *)codi__read_text(path, &len);
     vectors_rd r;
     uint64_t nt, nkv, i, align = VECTORS_GGUF_ALIGN, *offs = NULL;
+    unsigned char *seen = NULL;      /* [100001] layers read */
     size_t start;
     int rc = -1;
     *rows = NULL; *layers = NULL; *n = 0; *D = 0;
@@ -351,26 +354,34 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
         else vectors_skip_value(&r, t, 0);
     }
     *rows = (float *)calloc(1, 1); *layers = (int *)malloc(sizeof(int) * (size_t)(nt ? nt : 1)); offs = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(nt ? nt : 1));
+    if (!*rows || !*layers || !offs || !(seen = (unsigned char *)calloc(100001, 1))) { codi__err(err, errsz, "out of memory"); goto done; }
     for (i = 0; i < nt && !r.bad; i++) {
         uint64_t nl = vectors_get(&r, 8), dim = 1;
         const unsigned char *name = r.p;
         uint32_t nd, t, d;
-        char nm[64];
+        char nm[64], *end;
+        long layer;
         if (nl > (uint64_t)(r.end - r.p) || nl >= sizeof nm) { r.bad = 1; break; }
         memcpy(nm, name, (size_t)nl); nm[nl] = 0; r.p += nl;
         nd = (uint32_t)vectors_get(&r, 4);
         for (d = 0; d < nd && d < 8; d++) dim *= vectors_get(&r, 8);
         t = (uint32_t)vectors_get(&r, 4); offs[i] = vectors_get(&r, 8);
-        if (strncmp(nm, "direction.", 10) || nm[10] < '0' || nm[10] > '9' || atoi(nm + 10) > 100000 || nd != 1 || t != 0 || dim == 0 || dim > 1000000 ||
-            (*D && dim != (uint64_t)*D)) {
-            codi__err(err, errsz, "%s: tensor %s is not a direction.N F32 vector of one size", path, nm); goto done;
+        layer = !strncmp(nm, "direction.", 10) && nm[10] >= '0' && nm[10] <= '9' ? strtol(nm + 10, &end, 10) : -1;
+        if (layer < 0 || *end || layer > 100000 || nd != 1 || t != 0 || dim == 0 || dim > 1000000 || (*D && dim != (uint64_t)*D)) {
+            codi__err(err, errsz, "%s: tensor %s is not a direction.N (0 <= N <= 100000) F32 vector of one size", path, nm); goto done;
         }
-        *D = (int)dim; (*layers)[i] = atoi(nm + 10);
+        if (seen[layer]++) { codi__err(err, errsz, "%s: tensor %s appears twice", path, nm); goto done; }
+        *D = (int)dim; (*layers)[i] = (int)layer;
     }
     if (r.bad || !align || align > 65536) { codi__err(err, errsz, "%s: truncated or malformed GGUF header", path); goto done; }
     start = ((size_t)(r.p - data) + align - 1) / align * align;
+    if (start > len || (double)nt * *D * 4 > (double)(len - start)) {   /* every direction's data is its own (distinct layers) */
+        codi__err(err, errsz, "%s: %llu directions of %d floats do not fit the file's %llu data bytes", path, (unsigned long long)nt, *D,
+                  (unsigned long long)(start > len ? 0 : len - start));
+        goto done;
+    }
     free(*rows);
-    *rows = (float *)malloc(sizeof(float) * (size_t)(nt ? nt : 1) * (size_t)(*D ? *D : 1));
+    if (!(*rows = (float *)malloc(sizeof(float) * (size_t)(nt ? nt : 1) * (size_t)(*D ? *D : 1)))) { codi__err(err, errsz, "out of memory"); goto done; }
     for (i = 0; i < nt; i++) {
         if (offs[i] > len || start + offs[i] + (size_t)*D * 4 > len) { codi__err(err, errsz, "%s: tensor data outside the file", path); goto done; }
         memcpy(*rows + (size_t)i * *D, data + start + offs[i], (size_t)*D * 4);
@@ -379,7 +390,7 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
     *n = (int)nt;
     rc = 0;
 done:
-    free(offs);
+    free(offs); free(seen);
     free(data);
     if (rc) { free(*rows); free(*layers); *rows = NULL; *layers = NULL; }
     return rc;
@@ -456,9 +467,17 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
         const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
         if (!f) rc = 1;
         else {
-            fprintf(f, "{\"name\": \"control_vector\", \"description\": \"llama.cpp control vector %s\", \"edits\": [", in);
-            for (i = 0; i < n; i++)
-                fprintf(f, "%s\n  {\"at\": \"resid\", \"layer\": %d, \"phase\": \"all\", \"vector\": \"%s:direction.%d\"}", i ? "," : "", layers[i] + 1, base, layers[i]);
+            char text[4200];                      /* file names JSON-escaped */
+            snprintf(text, sizeof text, "llama.cpp control vector %s", in);
+            fprintf(f, "{\"name\": \"control_vector\", \"description\": ");
+            cli_json_string(f, text);
+            fprintf(f, ", \"edits\": [");
+            for (i = 0; i < n; i++) {
+                fprintf(f, "%s\n  {\"at\": \"resid\", \"layer\": %d, \"phase\": \"all\", \"vector\": ", i ? "," : "", layers[i] + 1);
+                snprintf(text, sizeof text, "%s:direction.%d", base, layers[i]);
+                cli_json_string(f, text);
+                fputc('}', f);
+            }
             fprintf(f, "]}\n");
             if (cli_out_close(f) != 0) rc = 1;
         }
