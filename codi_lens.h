@@ -92,11 +92,11 @@
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
-       >>api 846  >>util 103  >>threads 109  >>json 245  >>files 113  >>tensors 91  >>safetensors 73
-       >>zip 122  >>pickle 472  >>kernels 88  >>simd 1124  >>loading 593  >>state 198
-       >>reference 127  >>forward 328  >>codi 179  >>steer 677  >>unicode 279  >>tokenizer 917
-       >>lens 453  >>lenstrain 180  >>io 361  >>torchsave 100  >>lensfiles 140  >>acts 302
-       >>probe 294  >>stats 311  >>pca 496
+       >>api 868  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 72
+       >>zip 122  >>pickle 472  >>kernels 88  >>simd 1124  >>loading 594  >>state 198
+       >>reference 127  >>forward 346  >>codi 179  >>steer 696  >>unicode 279  >>tokenizer 922
+       >>lens 454  >>lenstrain 185  >>io 362  >>torchsave 100  >>lensfiles 138  >>acts 371
+       >>probe 294  >>stats 311  >>pca 499
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
