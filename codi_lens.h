@@ -8438,7 +8438,8 @@ CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *e
     static const char dims[CODI__A_COUNT][6] = {   /* per tensor (codi__acts_names order): rank, then its dimensions */
         { 1, CODI__AD_Q }, { 1, CODI__AD_Q }, { 4, CODI__AD_Q, CODI__AD_P, CODI__AD_L1, CODI__AD_D }, { 3, CODI__AD_Q, CODI__AD_P, CODI__AD_D },
         { 3, CODI__AD_Q, CODI__AD_N, CODI__AD_D }, { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD },
-        { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD }, { 2, CODI__AD_Q, CODI__AD_P }, { 1, CODI__AD_Q },
+        { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD }, { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD },
+        { 2, CODI__AD_Q, CODI__AD_P }, { 1, CODI__AD_Q },
         { 2, CODI__AD_Q, CODI__AD_T }, { 2, CODI__AD_Q, CODI__AD_A }, { 1, CODI__AD_Q }, { 1, CODI__AD_Q }, { 1, CODI__AD_Q } };
     static const char *const dim_names[CODI__AD_COUNT] = { "Q", "P", "L+1", "D", "N", "L", "KVH", "HD", "Tmax", "A" };
     int64_t v[CODI__AD_COUNT];
