@@ -101,7 +101,7 @@ expect "record: shard 2/2 onto shard 1/2's file" 1 'recorded with work = "shard 
 sed '1s/[0-9][0-9]*/7/' $qs | head -n 4 > $d/q4.jsonl; head -n 4 $qs > $d/q4orig.jsonl
 $CODI record $nano --questions $d/q4.jsonl --max-answer 2 --out $d/rec2.safetensors > /dev/null 2> $d/err || { bad "record q4"; cat $d/err; }
 cp $d/q4orig.jsonl $d/q4.jsonl
-expect "record: the questions file edited between runs" 1 'questions fnv1a64' $CODI record $nano --questions $d/q4.jsonl --max-answer 2 --out $d/rec2.safetensors
+expect "record: the questions file edited between runs" 1 'questions_hash = \|questions fnv1a64' $CODI record $nano --questions $d/q4.jsonl --max-answer 2 --out $d/rec2.safetensors
 $CODI record $nano --questions $d/q4.jsonl --max-answer 2 --out $d/rec2.safetensors --overwrite > /dev/null 2> $d/err &&
   $CODI record $nano --questions $d/q4.jsonl --max-answer 2 --out $d/rec2.safetensors > /dev/null 2> $d/err && ok "record: the same command resumes" || { bad "record resume"; cat $d/err; }
 
