@@ -99,6 +99,7 @@ TEST_SCRIPTS = \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \
 	tests/test_neon.sh \
+	tests/test_gguf.sh \
 	tests/test_python.sh
 
 test: $(TESTS:%=build/%_san) $(FCO_TESTS) build/codi build/codi_san build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/test_cpp build/check_trace_san build/check_vectors_san build/golden_hf.jsonl build/libcodi_lens.so llama3-tokenizer

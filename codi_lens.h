@@ -7378,6 +7378,7 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
     if (n < 0 || !(bytes = (size_t *)CODI_MALLOC(sizeof(size_t) * (size_t)(n + 1))) || !(offs = (size_t *)CODI_MALLOC(sizeof(size_t) * (size_t)(n + 1)))) {
         codi__err(err, errsz, "out of memory"); goto fail;
     }
+    memset(bytes, 0, sizeof(size_t) * (size_t)(n + 1));
     for (i = 0; i < n; i++) {
         if (e[i].dtype < CODI_F32 || e[i].dtype > CODI_I64 || e[i].ndim < 0 || e[i].ndim > 8 || !e[i].name) {
             codi__err(err, errsz, "tensor %d: bad dtype, rank or name", i); goto fail;

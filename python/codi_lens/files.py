@@ -108,11 +108,17 @@ def write_safetensors(path, tensors, metadata=None, bf16=()):
             if dt is None:
                 raise TypeError("write_safetensors: tensor %r has dtype %s, which safetensors cannot hold" % (name, a.dtype))
         raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": None}
+        blobs.append((name, raw))
+    # As codi_write_safetensors: tensors of 64-byte multiples first, so each starts 64-byte aligned
+    # (readers refuse gaps between tensors), and the header padded so the data start at one too.
+    blobs = [b for b in blobs if len(b[1]) % 64 == 0] + [b for b in blobs if len(b[1]) % 64]
+    for name, raw in blobs:
+        header[name]["data_offsets"] = [off, off + len(raw)]
         off += len(raw)
+    blobs = [raw for _, raw in blobs]
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
+    text += b" " * (-(8 + len(text)) % 64)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
