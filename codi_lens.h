@@ -2808,7 +2808,7 @@ CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const ui
    prefetcher follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048
    columns; tools/bench_gemv.c); x stays in L1. A 64-byte load
    holds 32 bf16: shifted left 16 it is the even ones as f32, masked the odd ones, each multiplied
-   by the matching x (deinterleaved by a permute). */
+   by the matching x (deinterleaved by a permute; the maskz shift, as in codi__widen_bf16x16_avx512). */
 CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
@@ -2824,9 +2824,9 @@ CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uin
                 __m512i v0 = _mm512_loadu_si512((const void *)(p + j)), v1 = _mm512_loadu_si512((const void *)(p + j + 32));
                 __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
                 __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
-                a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_permutex2var_ps(x0, even, x1), a0);
+                a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v0, 16)), _mm512_permutex2var_ps(x0, even, x1), a0);
                 a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_permutex2var_ps(x0, odd, x1), a1);
-                a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), _mm512_permutex2var_ps(x2, even, x3), a2);
+                a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v1, 16)), _mm512_permutex2var_ps(x2, even, x3), a2);
                 a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_permutex2var_ps(x2, odd, x3), a3);
             }
             for (; j + 16 <= K; j += 16) a0 = _mm512_fmadd_ps(codi__bf16x16_avx512(p + j), _mm512_loadu_ps(x + j), a0);
