@@ -2,8 +2,8 @@
    options, gives bit-identical CODI runs (latents, every answer logit) and the same config; the
    bf16 file also stays within the golden bf16merged tolerance. Files we write have every tensor
    whose size is a multiple of 64 bytes at a 64-byte offset, and no gaps; the same file with its
-   data moved 16 bytes off that alignment still loads and runs identically. Run from the
-   repository root. */
+   data moved 16 bytes off that alignment still loads and runs identically (codi_weights_misaligned
+   counts its weights; weights merged at load are aligned). Run from the repository root. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
@@ -85,6 +85,10 @@ static void roundtrip(const char *label, int exact, t_golden *g, const int32_t *
     if (!m) { t_result(0, label, "load failed"); return; }
     t_result(codi_save_merged(m, path, err, sizeof err) == 0, "save merged", "%s %s", label, err);
     check_aligned(label, path);
+    {
+        int n_mat = 0, bad = codi_weights_misaligned(m, &n_mat);
+        t_result(n_mat > 0 && bad == 0, "weights merged at load are 64-byte aligned", "%s: %d of %d misaligned", label, bad, n_mat);
+    }
     lo.exact = exact;                                 /* no head_dim: the saved config carries it */
     r = codi_load(path, &lo, err, sizeof err);
     t_result(r != NULL, "load the merged file with default options", "%s %s", label, r ? "" : err);
@@ -107,6 +111,9 @@ static void roundtrip(const char *label, int exact, t_golden *g, const int32_t *
             if (write_misaligned(path, shifted) == 0) {
                 codi_model *s = codi_load(shifted, &lo, err, sizeof err);
                 static run_out moved;
+                int n_mat = 0, bad = s ? codi_weights_misaligned(s, &n_mat) : -1, bad_r = codi_weights_misaligned(r, NULL);
+                t_result(bad == n_mat && n_mat > 0 && bad_r == 0, "codi_weights_misaligned sees the moved file's weights, not the aligned one's",
+                         "%s: %d of %d moved, %d aligned file", label, bad, n_mat, bad_r);
                 t_result(s && run(s, ids, T, &moved) == 0 && moved.n == b.n && !memcmp(moved.latents, b.latents, sizeof moved.latents) &&
                          !memcmp(moved.answer_logits, b.answer_logits, sizeof moved.answer_logits),
                          "a misaligned file loads and runs identically", "%s %s", label, s ? "" : err);
