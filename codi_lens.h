@@ -53,7 +53,8 @@
    amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
    plain `cc -O2` builds them), neon (AArch64), else scalar, the readable reference. CODI_KERNEL=
    scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
-   Decode is a GEMV that widens bf16 inside the dot, one row at a time; 2..63 positions (batched
+   Decode is a GEMV that widens bf16 inside the dot, one row at a time (4 past 4096 columns);
+   2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
    GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
@@ -2336,7 +2337,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 }
 
 /* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
-   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, one row at a time),
+   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, one row at a time
+   up to GEMV_ROW_MAX columns),
    a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain

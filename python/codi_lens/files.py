@@ -40,7 +40,8 @@ def float32_to_bf16(x):
 
 def read_safetensors(path, bf16_to_float32=True, mmap=True):
     """Reads a .safetensors file: returns (tensors, metadata), tensors a dict name -> numpy array in
-    file order, metadata the header's __metadata__ strings (a dict, empty when absent).
+    the header's order (the order the writer listed them; our writers store the data of tensors of
+    64-byte multiples first, so data order can differ), metadata the header's __metadata__ strings (a dict, empty when absent).
 
     BF16 tensors come widened to float32 (exact) with bf16_to_float32=True, else as their uint16
     bit patterns. With mmap=True (default) the arrays are read-only views of the mapped file (a large
@@ -78,8 +79,7 @@ def read_safetensors(path, bf16_to_float32=True, mmap=True):
         if dt == "BF16" and bf16_to_float32:
             arr = _widen_bf16(arr)
         out[name] = arr
-    order = sorted(out, key=lambda k: header[k]["data_offsets"][0])
-    return {k: out[k] for k in order}, dict(meta)
+    return out, dict(meta)
 
 
 def write_safetensors(path, tensors, metadata=None, bf16=()):
