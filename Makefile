@@ -39,6 +39,10 @@ build/lens_example: examples/lens.c $(HDR) | build
 build/bench_lens: tools/bench_lens.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_lens.c -lm
 
+# The decode GEMV beside the read bandwidth (old and new access patterns in alternation): build/bench_gemv [rounds] [threads] [rows] [cols]
+build/bench_gemv: tools/bench_gemv.c $(HDR) | build
+	$(CC) $(WARN) $(CFLAGS) $(THREADS) -o $@ tools/bench_gemv.c -lm
+
 build/probe_pca: examples/probe_pca.c $(HDR) | build
 	$(CC) $(WARN) $(CFLAGS) -o $@ examples/probe_pca.c -lm
 
@@ -112,6 +116,7 @@ TEST_SCRIPTS = \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \
 	tests/test_neon.sh \
+	tests/test_gguf.sh \
 	tests/test_python.sh \
 	tests/test_switches.sh \
 	tests/test_contents.sh \

@@ -61,7 +61,8 @@
    plain `cc -O2` builds them), neon (AArch64), else scalar (portable C, the same blocked pass; the
    readable one is codi_forward_reference in >>reference). CODI_KERNEL=
    scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
-   Decode is a GEMV that widens bf16 inside the dot, 4 rows at a time; 2..63 positions (batched
+   Decode is a GEMV that widens bf16 inside the dot, one row at a time (4 past 4096 columns);
+   2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
    GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
@@ -337,6 +338,11 @@ CODI_API const char *codi_kernel_name(void);
 CODI_API int codi_set_kernel(const char *name);
 /* The paths this build and CPU can run, into names[0..cap); returns how many there are. */
 CODI_API int codi_kernels_available(const char **names, int cap);
+/* How many of the model's weight matrices (embeddings, every layer's, lm_head, prj) start off a
+   64-byte boundary; *n_matrices (if not NULL) = how many there are. Misaligned weights (a mapped
+   file whose tensors are not 64-byte aligned) run correctly, but each 64-byte load of a row then
+   spans two cache lines (decode measured 10-15% slower); `codi export --merged` writes aligned. */
+CODI_API int codi_weights_misaligned(const codi_model *m, int *n_matrices);
 
 /* CODI's projection: z [D] = LayerNorm(W3 gelu(W1 h + b1) + b3), h [D] a final-norm hidden. */
 CODI_API int codi_project(const codi_model *m, const float *h, float *z);   /* 0, or -1 without prj */
@@ -2425,7 +2431,8 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 }
 
 /* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
-   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, 4 rows at a time),
+   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, one row at a time
+   up to GEMV_ROW_MAX columns),
    a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
    weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
    x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
@@ -2458,6 +2465,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__NB_FLOATS 131072   /* GEMM row block: its n x NB outputs (512 KB) stay in L2 while every KC slice adds to them */
 #define CODI__NB_MAX 256  /* ... and its KC-deep slice of packed weight panels (256 KB) too */
 #define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
+#define CODI__GEMV_ROW_MAX 4096 /* GEMV rows up to this long go one at a time (x, 16 KB, stays in L1 beside the stream) */
 #define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
 
 /* gemv: out[r - r0] for r0 <= r < r1; xh [2 cols] is x as bf16 hi and lo parts when the path
@@ -2469,7 +2477,8 @@ typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const cod
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
-    codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations); NULL: gemv per position */
+    codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations, also on a bf16_pairs path: its GEMV
+                                 per position would read the weights once per position); NULL: gemv per position */
     codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
     int mr, nr;               /* micro-kernel tile: positions x weight rows */
     int bf16_pairs;           /* micro and gemv take bf16 activations (hi and lo parts, split once per block) */
@@ -2630,8 +2639,8 @@ CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
-/* 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
-CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX2 static void codi__gemv4_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
     (void)xh;
     for (r = r0; r < r1; r += 4) {
@@ -2673,6 +2682,30 @@ CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_
             }
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* Rows up to GEMV_ROW_MAX columns one at a time, 32 columns (64 bytes of bf16) per step, four
+   accumulators: each thread's rows are then one sequential stream, which the hardware prefetcher
+   follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048 columns;
+   tools/bench_gemv.c); x stays in L1. */
+CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx2(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+            for (j = 0; j + 32 <= K; j += 32) {
+                a0 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j), _mm256_loadu_ps(x + j), a0);
+                a1 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 8), _mm256_loadu_ps(x + j + 8), a1);
+                a2 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 16), _mm256_loadu_ps(x + j + 16), a2);
+                a3 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 24), _mm256_loadu_ps(x + j + 24), a3);
+            }
+            s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
+        } else s = codi__dot_avx2(x, (const float *)w->data + (size_t)r * K, K);
+        out[r - r0] = s;
     }
 }
 /* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 4 positions, 12 accumulators;
@@ -2827,8 +2860,8 @@ CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
-/* 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
-CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
     (void)xh;
     for (r = r0; r < r1; r += 4) {
@@ -2870,6 +2903,39 @@ CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uin
             }
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* Rows up to GEMV_ROW_MAX columns one at a time, 64 columns (two cache lines of bf16) per step,
+   four accumulators: each thread's rows are then one sequential stream, which the hardware
+   prefetcher follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048
+   columns; tools/bench_gemv.c); x stays in L1. A 64-byte load
+   holds 32 bf16: shifted left 16 it is the even ones as f32, masked the odd ones, each multiplied
+   by the matching x (deinterleaved by a permute; the maskz shift, as in codi__widen_bf16x16_avx512). */
+CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    int K = w->cols, r, j;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+            for (j = 0; j + 64 <= K; j += 64) {
+                __m512i v0 = _mm512_loadu_si512((const void *)(p + j)), v1 = _mm512_loadu_si512((const void *)(p + j + 32));
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
+                a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v0, 16)), _mm512_permutex2var_ps(x0, even, x1), a0);
+                a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_permutex2var_ps(x0, odd, x1), a1);
+                a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v1, 16)), _mm512_permutex2var_ps(x2, even, x3), a2);
+                a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_permutex2var_ps(x2, odd, x3), a3);
+            }
+            for (; j + 16 <= K; j += 16) a0 = _mm512_fmadd_ps(codi__bf16x16_avx512(p + j), _mm512_loadu_ps(x + j), a0);
+            s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
+        } else s = codi__dot_avx512(x, (const float *)w->data + (size_t)r * K, K);
+        out[r - r0] = s;
     }
 }
 /* 8 positions x 32 rows: 16 accumulators; a [kb][8], b [kb][32] */
@@ -2991,8 +3057,9 @@ CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float 
     codi__gemvn_blocks(codi__tile_avx512, 8, out, ldo, x, n, w, r0, r1, work);
 }
 /* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
-   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; 4 rows per pass, 32 columns per step. */
-CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied. Rows of more than
+   GEMV_ROW_MAX columns: 4 rows per pass, 32 columns per step. */
+CODI__AVX512BF16 static void codi__gemv4_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
     int K = w->cols, r, j, k;
     const uint16_t *xl = xh + K;
     (void)x;
@@ -3020,6 +3087,29 @@ CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, c
                 s[k] += (codi__bf16_to_f32(xh[t]) + codi__bf16_to_f32(xl[t])) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; rows up to GEMV_ROW_MAX
+   columns one at a time (one sequential stream, as codi__gemv_avx512), 64 columns per step. */
+CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j;
+    const uint16_t *xl = xh + K;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512bf16(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        for (j = 0; j + 64 <= K; j += 64) {
+            __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(p + j)), v1 = (__m512bh)_mm512_loadu_si512((const void *)(p + j + 32));
+            a0 = _mm512_dpbf16_ps(a0, v0, (__m512bh)_mm512_loadu_si512((const void *)(xh + j)));
+            a1 = _mm512_dpbf16_ps(a1, v0, (__m512bh)_mm512_loadu_si512((const void *)(xl + j)));
+            a2 = _mm512_dpbf16_ps(a2, v1, (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32)));
+            a3 = _mm512_dpbf16_ps(a3, v1, (__m512bh)_mm512_loadu_si512((const void *)(xl + j + 32)));
+        }
+        s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        for (; j < K; j++) s += (codi__bf16_to_f32(xh[j]) + codi__bf16_to_f32(xl[j])) * codi__bf16_to_f32(p[j]);
+        out[r - r0] = s;
     }
 }
 /* 8 positions x 32 rows on bf16 pairs: a [kb/2][hi, lo][8], b [kb/2][32], each element two bf16;
@@ -3379,7 +3469,7 @@ static const codi__kernel codi__kernels[] = {
 #ifdef CODI__X86
     { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL },
     { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL },
-    { "avx512bf16", codi__gemv_avx512bf16, NULL, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
+    { "avx512bf16", codi__gemv_avx512bf16, codi__gemvn_avx512, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
       codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
 #endif
 #ifdef CODI__AMX
@@ -3461,6 +3551,20 @@ CODI_API int codi_kernels_available(const char **names, int cap) {
     return n;
 }
 
+CODI_API int codi_weights_misaligned(const codi_model *m, int *n_matrices) {
+    const codi_weights *w = &m->w;
+    const codi_matrix *all[4] = { &w->embed, &w->lm_head, &w->prj1, &w->prj3 };
+    int l, k, n = 0, bad = 0;
+    for (k = 0; k < 4; k++) if (all[k]->data) { n++; bad += (uintptr_t)all[k]->data % 64 != 0; }
+    for (l = 0; l < m->config.n_layers; l++) {
+        const codi_layer *L = &w->layers[l];
+        const codi_matrix *mats[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
+        for (k = 0; k < 7; k++) if (mats[k]->data) { n++; bad += (uintptr_t)mats[k]->data % 64 != 0; }
+    }
+    if (n_matrices) *n_matrices = n;
+    return bad;
+}
+
 /* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
    (the activations packed over all k (twice over as bf16 hi and lo parts), a slice of weight
    panels; or x as bf16 hi and lo; or the AMX blocks). */
@@ -3494,7 +3598,7 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
         return;
     }
-    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn && !kn->bf16_pairs) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1, work); return; }
+    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1, work); return; }
     if (n < CODI__GEMM_MIN) {
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
@@ -3563,6 +3667,7 @@ typedef struct {
     int n_threads;
 } codi__loader;
 
+/* A model buffer, 64-byte aligned (the GEMV's 64-byte loads then stay within cache lines). */
 static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
     void *p;
     if (ld->in->nbufs == ld->in->capbufs) {
@@ -3571,10 +3676,10 @@ static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
         if (!nb) { codi__err(ld->err, ld->errsz, "out of memory"); return NULL; }
         ld->in->bufs = nb; ld->in->capbufs = nc;
     }
-    p = CODI_MALLOC(bytes ? bytes : 1);
+    p = bytes < (size_t)-1 - 64 ? CODI_MALLOC(bytes + 64) : NULL;
     if (p) ld->in->bufs[ld->in->nbufs++] = p;
-    else codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes);
-    return p;
+    else { codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes); return NULL; }
+    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
 }
 
 /* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
@@ -7574,11 +7679,30 @@ static size_t codi__entry_bytes(const codi_st_entry *e, int *bad) {
     return bytes;
 }
 
+/* The files we write keep every tensor 64-byte aligned where the format allows: the header is
+   padded with spaces so the data start at a multiple of 64 (8 + header length), and the data are
+   laid out tensors whose size is a multiple of 64 bytes first (each then starts on a 64-byte
+   boundary), the rest after (only the first of those aligned: safetensors readers refuse gaps
+   between tensors). Weight matrices and activation rows are multiples of 64 bytes; mapped,
+   aligned rows keep the GEMV's loads within cache lines (decode measured 10-15% faster). */
+#define CODI__ST_ALIGN 64
+/* Offsets off[i] for tensors of bytes[i] in that order; returns the data's size. */
+static size_t codi__st_layout(const size_t *bytes, int n, size_t *off) {
+    size_t total = 0;
+    int pass, i;
+    for (pass = 0; pass < 2; pass++)
+        for (i = 0; i < n; i++)
+            if ((bytes[i] % CODI__ST_ALIGN == 0) == (pass == 0)) { off[i] = total; total += bytes[i]; }
+    return total;
+}
+/* Spaces after a header of len bytes so that 8 + len is a multiple of CODI__ST_ALIGN. */
+static size_t codi__st_header_pad(size_t len) { return (CODI__ST_ALIGN - (8 + len) % CODI__ST_ALIGN) % CODI__ST_ALIGN; }
+
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz) {
     codi__buf hdr = { NULL, 0, 0, 1 };
     char num[64], *tmp = NULL;
-    size_t off = 0, pad, plen = strlen(path);
+    size_t pad, plen = strlen(path), *bytes = NULL, *offs = NULL, total = 0;
     unsigned char hl8[8];
     uint64_t hl;
     FILE *fp = NULL;
@@ -7590,42 +7714,47 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
         has_format |= !strcmp(metadata[i], "format");
     }
     codi__buf_str(&hdr, has_format ? "}" : i ? ",\"format\":\"pt\"}" : "\"format\":\"pt\"}");   /* torch's default */
+    if (n < 0 || !(bytes = (size_t *)CODI_MALLOC(sizeof(size_t) * (size_t)(n + 1))) || !(offs = (size_t *)CODI_MALLOC(sizeof(size_t) * (size_t)(n + 1)))) {
+        codi__err(err, errsz, "out of memory"); goto fail;
+    }
+    memset(bytes, 0, sizeof(size_t) * (size_t)(n + 1));
     for (i = 0; i < n; i++) {
-        size_t bytes;
         if (e[i].dtype < CODI_F32 || e[i].dtype > CODI_I64 || e[i].ndim < 0 || e[i].ndim > 8 || !e[i].name) {
             codi__err(err, errsz, "tensor %d: bad dtype, rank or name", i); goto fail;
         }
-        bytes = codi__entry_bytes(&e[i], &bad);
-        if (bad || off > ((size_t)-1 >> 1) - bytes) { codi__err(err, errsz, "tensor '%s': shape too large", e[i].name); goto fail; }
+        bytes[i] = codi__entry_bytes(&e[i], &bad);
+        if (bad || total > ((size_t)-1 >> 1) - bytes[i]) { codi__err(err, errsz, "tensor '%s': shape too large", e[i].name); goto fail; }
+        total += bytes[i];
+    }
+    codi__st_layout(bytes, n, offs);
+    for (i = 0; i < n; i++) {
         codi__buf_str(&hdr, ",");
         codi__buf_json_string(&hdr, e[i].name);
         codi__buf_str(&hdr, ":{\"dtype\":\""); codi__buf_str(&hdr, codi__dtype_names[e[i].dtype]); codi__buf_str(&hdr, "\",\"shape\":[");
         for (d = 0; d < e[i].ndim; d++) { snprintf(num, sizeof num, "%s%lld", d ? "," : "", (long long)e[i].shape[d]); codi__buf_str(&hdr, num); }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + bytes));
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)offs[i], (unsigned long long)(offs[i] + bytes[i]));
         codi__buf_str(&hdr, num);
-        off += bytes;
     }
     codi__buf_str(&hdr, "}");
-    pad = (8 - hdr.len % 8) % 8;
-    for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* data starts 8-byte aligned */
+    pad = codi__st_header_pad(hdr.len);
+    for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* the data start 64-byte aligned */
     if (!hdr.ok || !(tmp = (char *)CODI_MALLOC(plen + 5))) { codi__err(err, errsz, "out of memory"); goto fail; }
     memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5);
     hl = hdr.len;
     for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
     if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
     bad = fwrite(hl8, 1, 8, fp) != 8 || fwrite(hdr.p, 1, hdr.len, fp) != hdr.len;
-    for (i = 0; i < n && !bad; i++) {
-        size_t bytes = codi__entry_bytes(&e[i], &bad);
-        bad = bytes && fwrite(e[i].data, 1, bytes, fp) != bytes;
-    }
+    for (d = 0; d < 2; d++)                          /* in codi__st_layout's order */
+        for (i = 0; i < n && !bad; i++)
+            if ((bytes[i] % CODI__ST_ALIGN == 0) == (d == 0)) bad = bytes[i] && fwrite(e[i].data, 1, bytes[i], fp) != bytes[i];
     if (fclose(fp) != 0 || bad) { fp = NULL; codi__err(err, errsz, "error writing %s", tmp); remove(tmp); goto fail; }
     fp = NULL;
     if (rename(tmp, path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", tmp, path); remove(tmp); goto fail; }
-    CODI_FREE(hdr.p); CODI_FREE(tmp);
+    CODI_FREE(hdr.p); CODI_FREE(tmp); CODI_FREE(bytes); CODI_FREE(offs);
     return 0;
 fail:
     if (fp) fclose(fp);
-    CODI_FREE(hdr.p); CODI_FREE(tmp);
+    CODI_FREE(hdr.p); CODI_FREE(tmp); CODI_FREE(bytes); CODI_FREE(offs);
     return -1;
 }
 
@@ -8171,7 +8300,8 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
     const char *meta[30];
     char num[6][24];
     codi__buf b = { NULL, 0, 0, 1 };
-    long off = 0;
+    size_t sizes[CODI__A_COUNT], offs[CODI__A_COUNT], total, pad;
+    long off;
     int k, i, d;
     snprintf(num[0], sizeof num[0], "%d", sp->n_latent); snprintf(num[1], sizeof num[1], "%d", a->L);
     snprintf(num[2], sizeof num[2], "%d", a->D); snprintf(num[3], sizeof num[3], "%d", sp->kv ? 1 : 0);
@@ -8197,24 +8327,26 @@ static char *codi__acts_header(codi_acts *a, const codi_acts_spec *sp, size_t *l
         codi__buf_json_string(&b, meta[k]); codi__buf_byte(&b, ':'); codi__buf_json_string(&b, meta[k + 1]);
     }
     codi__buf_byte(&b, '}');
+    for (k = 0; k < CODI__A_COUNT; k++) sizes[k] = a->esize[k] ? (size_t)codi__acts_row_elems(a, k) * (size_t)a->shape[k][1] * a->esize[k] : 0;
+    total = codi__st_layout(sizes, CODI__A_COUNT, offs);
     for (k = 0; k < CODI__A_COUNT; k++) {
         char t[512];
         int n;
-        long bytes;
+        long bytes = (long)sizes[k];
         if (!a->esize[k]) continue;
-        bytes = (long)(codi__acts_row_elems(a, k) * a->shape[k][1] * a->esize[k]);
+        off = (long)offs[k];
         n = snprintf(t, sizeof t, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", codi__acts_names[k], codi__acts_dtype(a, k));
         for (d = 1; d <= a->shape[k][0]; d++) n += snprintf(t + n, sizeof t - (size_t)n, "%s%lld", d > 1 ? "," : "", (long long)a->shape[k][d]);
         n += snprintf(t + n, sizeof t - (size_t)n, "],\"data_offsets\":[%ld,%ld]}", off, off + bytes);
         codi__buf_put(&b, t, (size_t)n);
         a->off[k] = off;
-        off += bytes;
     }
     codi__buf_byte(&b, '}');
-    while (b.len % 8) codi__buf_byte(&b, ' ');
+    pad = codi__st_header_pad(b.len);
+    while (pad--) codi__buf_byte(&b, ' ');    /* every row 64-byte aligned (codi__st_layout) */
     if (!b.ok) { CODI_FREE(b.p); return NULL; }
     for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += 8 + (long)b.len;
-    a->total = 8 + (long)b.len + off;
+    a->total = 8 + (long)b.len + (long)total;
     *len = b.len;
     return (char *)b.p;
 }
@@ -8270,6 +8402,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         char *old = NULL;
         codi__json *j = NULL, *mine = NULL;
         const codi__json *mo, *mm, *e;
+        long old_off[CODI__A_COUNT] = { 0 }, old_total = 0;
         int same = 1;
         if (fread(l8, 1, 8, fp) == 8) for (k = 7; k >= 0; k--) old_len = (old_len << 8) | l8[k];
         if (old_len == 0 || old_len >= (64u << 20) || !(old = (char *)CODI_MALLOC((size_t)old_len)) ||
@@ -8291,17 +8424,20 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
                 codi__json_free(j); codi__json_free(mine); goto fail;
             }
         }
-        for (e = mine->child; e && same; e = e->next) {           /* every tensor at the same place */
-            const codi__json *x = codi__json_get(j, e->key), *o1, *o2;
-            if (!strcmp(e->key, "__metadata__")) continue;
-            o1 = codi__json_get(e, "data_offsets"); o2 = x ? codi__json_get(x, "data_offsets") : NULL;
-            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o1->child->num != o2->child->num ||
-                o1->child->next->num != o2->child->next->num) same = 0;
+        for (k = 0; k < CODI__A_COUNT && same; k++) {   /* every tensor as large, where that file has it (datasets
+                                                           before 64-byte alignment kept the tensors in this order) */
+            const codi__json *x = codi__json_get(j, codi__acts_names[k]), *o2 = x ? codi__json_get(x, "data_offsets") : NULL;
+            double size = (double)codi__acts_row_elems(a, k) * (double)a->shape[k][1] * a->esize[k];
+            if (!a->esize[k]) continue;
+            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o2->child->type != CODI__J_NUM || o2->child->next->type != CODI__J_NUM ||
+                o2->child->next->num - o2->child->num != size || o2->child->num < 0 || o2->child->num > 1e15) { same = 0; break; }
+            old_off[k] = 8 + (long)old_len + (long)o2->child->num;
+            if (old_off[k] + (long)size > old_total) old_total = old_off[k] + (long)size;
         }
         codi__json_free(j); codi__json_free(mine);
         if (!same) { codi__err(err, errsz, "%s has other shapes than this command would record; remove it or record to another file", path); goto fail; }
-        for (k = 0; k < CODI__A_COUNT; k++) a->off[k] += (long)old_len - (long)hlen;   /* its own header's length */
-        a->total += (long)old_len - (long)hlen;
+        for (k = 0; k < CODI__A_COUNT; k++) a->off[k] = old_off[k];   /* its own layout */
+        a->total = old_total;
         if (fseek(fp, 0, SEEK_END) != 0 || ftell(fp) != a->total) { codi__err(err, errsz, "%s is truncated", path); goto fail; }
         if (fseek(fp, a->off[CODI__A_DONE], SEEK_SET) != 0 || fread(a->done, 1, (size_t)a->Q, fp) != (size_t)a->Q) {
             codi__err(err, errsz, "%s is truncated", path); goto fail;

@@ -1,6 +1,9 @@
 /* codi_save_merged: codi_tiny saved merged (bf16, and f32 when loaded exact), loaded back with no
    options, gives bit-identical CODI runs (latents, every answer logit) and the same config; the
-   bf16 file also stays within the golden bf16merged tolerance. Run from the repository root. */
+   bf16 file also stays within the golden bf16merged tolerance. Files we write have every tensor
+   whose size is a multiple of 64 bytes at a 64-byte offset, and no gaps; the same file with its
+   data moved 16 bytes off that alignment still loads and runs identically (codi_weights_misaligned
+   counts its weights; weights merged at load are aligned). Run from the repository root. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
@@ -20,14 +23,72 @@ static int run(const codi_model *m, const int32_t *ids, int T, run_out *o) {
     return rc;
 }
 
+
+/* Checks path's layout: the data start at a multiple of 64, every tensor of a multiple of 64 bytes
+   starts at one (mapped: page-aligned, so its address shows its offset), the tensors cover the
+   data exactly (safetensors readers refuse gaps). */
+static void check_aligned(const char *label, const char *path) {
+    char err[256];
+    codi_st_file *f = codi_st_open(path, err, sizeof err);
+    FILE *fp = fopen(path, "rb");
+    unsigned char l8[8];
+    uint64_t hlen = 0;
+    long fsize = -1;
+    size_t covered = 0;
+    int i, n = f ? codi_st_count(f) : 0, bad = 0, aligned = 0;
+    if (fp && fread(l8, 1, 8, fp) == 8 && fseek(fp, 0, SEEK_END) == 0) fsize = ftell(fp);
+    if (fp) fclose(fp);
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | l8[i];
+    for (i = 0; i < n; i++) {
+        codi_st_tensor t;
+        size_t bytes;
+        codi_st_tensor_at(f, i, &t);
+        bytes = t.numel * (size_t)(!strcmp(t.dtype, "BF16") || !strcmp(t.dtype, "F16") ? 2 : !strcmp(t.dtype, "U8") ? 1 : 4);
+        covered += bytes;
+        if (bytes % 64 == 0) { aligned++; if ((uintptr_t)t.data % 64) { bad++; printf("# %s: %s at %p\n", label, t.name, t.data); } }
+    }
+    t_result(f && (8 + hlen) % 64 == 0 && bad == 0 && aligned > 0 && (long)(8 + hlen + covered) == fsize, "every tensor 64-byte aligned",
+             "%s: data start %llu, %d of %d tensors of 64-byte multiples misaligned, %zu of %ld bytes covered", label,
+             (unsigned long long)(8 + hlen), bad, aligned, (size_t)(8 + hlen + covered), fsize);
+    codi_st_close(f);
+}
+
+/* A copy of src whose header is 16 spaces longer: every tensor 16 bytes off 64-byte alignment. */
+static int write_misaligned(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    unsigned char l8[8], buf[65536];
+    uint64_t hlen = 0;
+    size_t k;
+    int i, ok = in && out && fread(l8, 1, 8, in) == 8;
+    for (i = 7; ok && i >= 0; i--) hlen = (hlen << 8) | l8[i];
+    hlen += 16;
+    for (i = 0; i < 8; i++) l8[i] = (unsigned char)(hlen >> (8 * i));
+    ok = ok && fwrite(l8, 1, 8, out) == 8;
+    for (hlen -= 16; ok && hlen > 0; hlen -= k) {
+        k = hlen < sizeof buf ? (size_t)hlen : sizeof buf;
+        ok = fread(buf, 1, k, in) == k && fwrite(buf, 1, k, out) == k;
+    }
+    ok = ok && fwrite("                ", 1, 16, out) == 16;
+    while (ok && (k = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, k, out) == k;
+    if (in) fclose(in);
+    if (out && fclose(out) != 0) ok = 0;
+    return ok ? 0 : -1;
+}
+
 static void roundtrip(const char *label, int exact, t_golden *g, const int32_t *ids, int T) {
-    char err[256], path[128];
+    char err[256], path[128], shifted[128];
     codi_load_opts lo = codi_load_opts_default();
     codi_model *m = t_load("tests/data/codi_tiny.bin", exact), *r;
     static run_out a, b;
     snprintf(path, sizeof path, "build/test_export_%s.safetensors", label);
+    snprintf(shifted, sizeof shifted, "build/test_export_%s_misaligned.safetensors", label);
     if (!m) { t_result(0, label, "load failed"); return; }
     t_result(codi_save_merged(m, path, err, sizeof err) == 0, "save merged", "%s %s", label, err);
+    check_aligned(label, path);
+    {
+        int n_mat = 0, bad = codi_weights_misaligned(m, &n_mat);
+        t_result(n_mat > 0 && bad == 0, "weights merged at load are 64-byte aligned", "%s: %d of %d misaligned", label, bad, n_mat);
+    }
     lo.exact = exact;                                 /* no head_dim: the saved config carries it */
     r = codi_load(path, &lo, err, sizeof err);
     t_result(r != NULL, "load the merged file with default options", "%s %s", label, r ? "" : err);
@@ -47,6 +108,18 @@ static void roundtrip(const char *label, int exact, t_golden *g, const int32_t *
                 for (i = 0; i < 16; i++) if ((x = t_max_abs(b.answer_logits + i * 515, ref + i * 514, 514)) > e) e = x;
                 t_result(e <= 5e-3, "merged bf16 file within the golden tolerance", "answer_logits max |diff| %.3g (tol 5e-3)", e);
             }
+            if (write_misaligned(path, shifted) == 0) {
+                codi_model *s = codi_load(shifted, &lo, err, sizeof err);
+                static run_out moved;
+                int n_mat = 0, bad = s ? codi_weights_misaligned(s, &n_mat) : -1, bad_r = codi_weights_misaligned(r, NULL);
+                t_result(bad == n_mat && n_mat > 0 && bad_r == 0, "codi_weights_misaligned sees the moved file's weights, not the aligned one's",
+                         "%s: %d of %d moved, %d aligned file", label, bad, n_mat, bad_r);
+                t_result(s && run(s, ids, T, &moved) == 0 && moved.n == b.n && !memcmp(moved.latents, b.latents, sizeof moved.latents) &&
+                         !memcmp(moved.answer_logits, b.answer_logits, sizeof moved.answer_logits),
+                         "a misaligned file loads and runs identically", "%s %s", label, s ? "" : err);
+                codi_model_free(s);
+            } else t_result(0, "write a misaligned copy", "%s", shifted);
+            remove(shifted);
         } else t_result(0, "runs", "%s", label);
         codi_model_free(r);
     }

@@ -103,7 +103,8 @@ int main(void) {
         { 2, 19, 9, 1, 19 }, { 70, 37, 521, 2, 37 },   /* ragged: K = 8 + 1, a last panel of 3 rows, 256 + 256 + 9 */
         { 8, 17, 31, 0, 17 }, { 9, 33, 2100, 5, 33 }, { 17, 50, 1, 1, 49 }, { 31, 15, 65, 0, 15 }, { 40, 47, 95, 13, 47 },
         { 100, 64, 33, 0, 64 }, { 200, 600, 300, 7, 600 }, { 257, 40, 70, 0, 40 },
-        { 200, 700, 300, 16, 690 } };  /* 2 depth slices, 2 row blocks, ragged strips and panels */
+        { 200, 700, 300, 16, 690 },    /* 2 depth slices, 2 row blocks, ragged strips and panels */
+        { 1, 6, 4096, 1, 6 }, { 1, 9, 4133, 2, 9 }, { 1, 5, 8200, 0, 5 } };  /* the GEMV at and past GEMV_ROW_MAX (4 rows a pass) */
     const char *paths[8];
     int np = codi_kernels_available(paths, 8), p, si, dt;
     printf("# paths this CPU runs:");

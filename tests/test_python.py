@@ -295,6 +295,17 @@ def main():
     py, meta = cl.read_safetensors(wpath)
     result(np.array_equal(c["x"], x) and np.array_equal(c["xb"], py["xb"]) and np.abs(py["xb"] - x).max() <= np.abs(x).max() / 128
            and meta.get("note") == "hi" and py["i"].dtype == np.int64, "write_safetensors: read back by C and Python (bf16 rounded)")
+    x64 = np.arange(48, dtype=np.float32)                 # 192 bytes, 40, 192 (bf16 of 96), 24: two 64-byte multiples
+    cl.write_safetensors(wpath, {"odd": x[:2], "a": x64, "b": np.zeros(96, np.float32), "i": np.arange(3, dtype=np.int64)}, bf16=("b",))
+    with open(wpath, "rb") as f:
+        hlen = int.from_bytes(f.read(8), "little")
+        hdr = json.loads(f.read(hlen))
+        size = os.fstat(f.fileno()).st_size
+    spans = sorted(v["data_offsets"] for k, v in hdr.items() if k != "__metadata__")
+    result((8 + hlen) % 64 == 0 and hdr["a"]["data_offsets"][0] % 64 == 0 and hdr["b"]["data_offsets"][0] % 64 == 0
+           and spans[0][0] == 0 and spans[-1][1] == size - 8 - hlen and all(p[1] == q[0] for p, q in zip(spans, spans[1:]))
+           and np.array_equal(cl.read_safetensors_c(wpath)["a"], x64),
+           "write_safetensors: data start and tensors of 64-byte multiples 64-byte aligned, no gaps", "header %d, %s" % (hlen, spans))
     cl.write_safetensors(wpath, {"v": g["steer.v"]})
     a = mf.trace(ids=ids, steer={"edits": [{"at": "resid", "layer": 2, "phase": "latent", "alpha": 3.0, "vector": wpath + ":v"}]})
     result(np.array_equal(a["answer_logits"], spec_run["answer_logits"]), "a steering vector written by write_safetensors drives a spec")

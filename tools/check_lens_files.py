@@ -94,6 +94,10 @@ def check_acts(path, q, layers, d, sums):
     if spans[0][0] != 0 or spans[-1][1] != len(raw) - base or any(a[1] != b[0] for a, b in zip(spans, spans[1:])):
         print("tensors do not tile the data section")
         return 1
+    misaligned = [k for k, v in header.items() if (v["data_offsets"][1] - v["data_offsets"][0]) % 64 == 0 and (base + v["data_offsets"][0]) % 64]
+    if base % 64 or misaligned:
+        print("data start %d; tensors of 64-byte multiples off 64-byte alignment: %s" % (base, misaligned))
+        return 1
     t = {}
     for name, v in header.items():
         a, b = v["data_offsets"]

@@ -9,7 +9,8 @@ What it writes, following llama.cpp's convert_hf_to_gguf.py for Llama: the `llam
 keys from the file's codi_config metadata; q_proj and k_proj rows permuted from Hugging Face's
 rotate-half order to GGML's adjacent pairs; rope_freqs for llama3 RoPE scaling; output.weight only
 when the embeddings are not tied; prj (CODI's projection) left out. The vocabulary is a placeholder
-("<tN>" tokens, no merges): enough for llama-bench, which feeds token ids, not text.
+("<tN>" tokens, no merges): enough for llama-bench, which feeds token ids, not text. Tensors are
+64-byte aligned (general.alignment = 64), as codi export writes them, so both tools read the same layout.
 Untested against a llama.cpp build here (none is available on this machine).
 """
 import json
@@ -17,7 +18,7 @@ import math
 import struct
 import sys
 
-ALIGN = 32
+ALIGN = 64   # general.alignment: every tensor starts on a cache line (with GGUF's default, 32, half may not)
 GGML_F32, GGML_BF16 = 0, 30
 T_UINT32, T_INT32, T_FLOAT32, T_STRING, T_ARRAY = 4, 5, 6, 8, 9
 
@@ -115,7 +116,7 @@ def main():
         tensors.append((gg_name, GGML_BF16 if t["dtype"] == "BF16" else GGML_F32, t["shape"], hf_name))
     factors = llama3_rope_factors(c)
     kvs = [kv("general.architecture", T_STRING, "llama"), kv("general.name", T_STRING, "codi_lens merged export"),
-           kv("general.file_type", T_UINT32, 32),
+           kv("general.file_type", T_UINT32, 32), kv("general.alignment", T_UINT32, ALIGN),
            kv("llama.context_length", T_UINT32, 131072), kv("llama.embedding_length", T_UINT32, c["hidden_size"]),
            kv("llama.block_count", T_UINT32, c["num_hidden_layers"]),
            kv("llama.feed_forward_length", T_UINT32, c["intermediate_size"]),
@@ -128,8 +129,9 @@ def main():
            kv_array("tokenizer.ggml.tokens", T_STRING, ["<t%d>" % i for i in range(vocab)]),
            kv_array("tokenizer.ggml.token_type", T_INT32, [1] * vocab),
            kv_array("tokenizer.ggml.merges", T_STRING, []),
-           kv("tokenizer.ggml.bos_token_id", T_UINT32, c["bos_token_id"]),
            kv("tokenizer.ggml.eos_token_id", T_UINT32, c["eos_token_id"][0] if c["eos_token_id"] else 0)]
+    if c["bos_token_id"] is not None:             # (test models may have none)
+        kvs.append(kv("tokenizer.ggml.bos_token_id", T_UINT32, c["bos_token_id"]))
     infos, offset, layout = [], 0, []
     if factors:
         tensors.append(("rope_freqs.weight", GGML_F32, [len(factors)], None))

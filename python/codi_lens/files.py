@@ -40,7 +40,8 @@ def float32_to_bf16(x):
 
 def read_safetensors(path, bf16_to_float32=True, mmap=True):
     """Reads a .safetensors file: returns (tensors, metadata), tensors a dict name -> numpy array in
-    file order, metadata the header's __metadata__ strings (a dict, empty when absent).
+    the header's order (the order the writer listed them; our writers store the data of tensors of
+    64-byte multiples first, so data order can differ), metadata the header's __metadata__ strings (a dict, empty when absent).
 
     BF16 tensors come widened to float32 (exact) with bf16_to_float32=True, else as their uint16
     bit patterns. With mmap=True (default) the arrays are read-only views of the mapped file (a large
@@ -78,8 +79,7 @@ def read_safetensors(path, bf16_to_float32=True, mmap=True):
         if dt == "BF16" and bf16_to_float32:
             arr = _widen_bf16(arr)
         out[name] = arr
-    order = sorted(out, key=lambda k: header[k]["data_offsets"][0])
-    return {k: out[k] for k in order}, dict(meta)
+    return out, dict(meta)
 
 
 def write_safetensors(path, tensors, metadata=None, bf16=()):
@@ -108,11 +108,17 @@ def write_safetensors(path, tensors, metadata=None, bf16=()):
             if dt is None:
                 raise TypeError("write_safetensors: tensor %r has dtype %s, which safetensors cannot hold" % (name, a.dtype))
         raw = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": None}
+        blobs.append((name, raw))
+    # As codi_write_safetensors: tensors of 64-byte multiples first, so each starts 64-byte aligned
+    # (readers refuse gaps between tensors), and the header padded so the data start at one too.
+    blobs = [b for b in blobs if len(b[1]) % 64 == 0] + [b for b in blobs if len(b[1]) % 64]
+    for name, raw in blobs:
+        header[name]["data_offsets"] = [off, off + len(raw)]
         off += len(raw)
+    blobs = [raw for _, raw in blobs]
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
+    text += b" " * (-(8 + len(text)) % 64)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)))
