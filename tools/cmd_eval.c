@@ -14,6 +14,11 @@
 #include <unistd.h>
 #include <sys/types.h>
 
+/* --batch's default: the runs per batched runner measured fastest here (README "Speed"). */
+#define EVAL_BATCH_DEFAULT 32
+#define EVAL_STR_(x) #x
+#define EVAL_STR(x) EVAL_STR_(x)
+
 typedef struct {
     int line, index;          /* line in the file (1-based), index among the valid questions (0-based) */
     char *question;
@@ -39,6 +44,7 @@ typedef struct {
     unsigned char *done;      /* [nc * nq] 1 when the result is in the file */
     eval_result *res; long n_res, cap_res;
     int latents, max_answer;
+    int batch, batch_threads;   /* runs per batched runner (--batch), threads of each runner */
     long next, total, finished, failed;
     FILE *out;
     pthread_mutex_t lock;
@@ -134,22 +140,15 @@ static long eval_read_results(eval_ctx *ec, const char *path, char *header_out, 
 
 /* --- running ------------------------------------------------------------------------------ */
 
-/* One (condition, question): run, decode, score; the JSON line is written under the lock. */
-static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, size_t cap) {
+/* One (condition, question)'s result: decode, score; the JSON line is written under the lock. */
+static void eval_record(eval_ctx *ec, int ci, int qi, const codi_run_result *rr, char *line, size_t cap) {
     const eval_question *q = &ec->q[qi];
     const eval_condition *c = &ec->c[ci];
-    codi_run_opts ro = codi_run_opts_default(ec->m);
-    codi_run_result rr;
     char text[4096];
     double pred = 0;
-    int has_pred, correct, rc;
+    int has_pred, correct;
     size_t n;
-    ro.n_latent = ec->latents; ro.max_answer = ec->max_answer;
-    codi_state_clear_hooks(s);
-    rc = c->steer ? codi_steer_install(c->steer, s, &ro) : 0;
-    if (rc == 0) rc = codi_run(ec->m, s, q->ids, q->n_ids, &ro, &rr);
-    if (rc) { fprintf(stderr, "codi eval: %s, line %d: %s\n", c->name, q->line, s->error); return -1; }
-    codi_decode(ec->t, rr.answer, rr.n_answer, 1, text, sizeof text);
+    codi_decode(ec->t, rr->answer, rr->n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
     correct = q->has_gold && has_pred && pred == q->gold;
     n = (size_t)snprintf(line, cap, "{\"condition\": \"%s\", \"index\": %d, \"line\": %d, \"correct\": %s, \"prediction\": ",
@@ -172,31 +171,59 @@ static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, siz
     ec->finished++;
     cli_progress_update(ec->progress, ec->finished);
     pthread_mutex_unlock(&ec->lock);
+}
+
+typedef struct { eval_ctx *ec; char *line; } eval_worker_ctx;
+
+/* A run of the batched runner ended: unit u = question u / nc under condition u % nc. */
+static int eval_done(void *user, const codi_batch_result *r) {
+    eval_worker_ctx *w = (eval_worker_ctx *)user;
+    eval_ctx *ec = w->ec;
+    long u = (long)(intptr_t)r->user;
+    int ci = (int)(u % ec->nc), qi = (int)(u / ec->nc);
+    if (r->status == 0) { eval_record(ec, ci, qi, r->result, w->line, 16384); return 0; }
+    fprintf(stderr, "codi eval: %s, line %d: %s\n", ec->c[ci].name, ec->q[qi].line, r->error);
+    pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
     return 0;
 }
 
-/* A worker: its own state; takes the next unfinished (question, condition) until none is left. */
+/* A worker: a batched runner of ec->batch runs (codi_batch_*: one pass over the weights advances
+   every run); it takes the next unfinished (question, condition) whenever its queue runs low. */
 static void *eval_worker(void *user) {
     eval_ctx *ec = (eval_ctx *)user;
-    int max_ids = 0, i;
-    codi_state *s;
-    char *line = (char *)malloc(16384);
+    eval_worker_ctx w;
+    int max_ids = 0, i, left = 0;
+    codi_batch *b;
+    w.ec = ec; w.line = (char *)malloc(16384);
     for (i = 0; i < ec->nq; i++) if (ec->q[i].n_ids > max_ids) max_ids = ec->q[i].n_ids;
-    s = codi_state_alloc(ec->m, max_ids + ec->latents + ec->max_answer + 2, 1);
-    if (!s || !line) { fprintf(stderr, "codi eval: out of memory\n"); free(line); codi_state_free(s); return NULL; }
+    b = codi_batch_alloc(ec->m, ec->batch, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
+    if (!b || !w.line) { fprintf(stderr, "codi eval: out of memory\n"); free(w.line); codi_batch_free(b); return NULL; }
     for (;;) {
-        long u;
-        pthread_mutex_lock(&ec->lock);
-        while (ec->next < ec->total && ec->done[ec->next]) ec->next++;
-        u = ec->next < ec->total ? ec->next++ : -1;
-        pthread_mutex_unlock(&ec->lock);
-        if (u < 0) break;
-        if (eval_one(ec, s, (int)(u % ec->nc), (int)(u / ec->nc), line, 16384)) {
-            pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+        int more = 1;
+        while (more && codi_batch_pending(b) < 2 * ec->batch) {       /* keep a batch's worth queued */
+            codi_batch_request rq;
+            long u;
+            pthread_mutex_lock(&ec->lock);
+            while (ec->next < ec->total && ec->done[ec->next]) ec->next++;
+            u = ec->next < ec->total ? ec->next++ : -1;
+            pthread_mutex_unlock(&ec->lock);
+            if (u < 0) { more = 0; break; }
+            memset(&rq, 0, sizeof rq);
+            rq.ids = ec->q[u / ec->nc].ids; rq.n_ids = ec->q[u / ec->nc].n_ids;
+            rq.opts = codi_run_opts_default(ec->m);
+            rq.opts.n_latent = ec->latents; rq.opts.max_answer = ec->max_answer;
+            rq.steer = ec->c[u % ec->nc].steer;
+            rq.user = (void *)(intptr_t)u;
+            if (codi_batch_submit(b, &rq)) {
+                fprintf(stderr, "codi eval: %s, line %d: %s\n", ec->c[u % ec->nc].name, ec->q[u / ec->nc].line, codi_batch_error(b));
+                pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+            }
         }
+        if (!codi_batch_pending(b) && !more) break;
+        if ((left = codi_batch_step(b, eval_done, &w)) < 0) { fprintf(stderr, "codi eval: %s\n", codi_batch_error(b)); break; }
     }
-    free(line);
-    codi_state_free(s);
+    free(w.line);
+    codi_batch_free(b);
     return NULL;
 }
 
@@ -326,6 +353,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL;
     int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
+    int batch = EVAL_BATCH_DEFAULT;
     cli_list steers;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -341,6 +369,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         { "--recipe", CLI_INT, &recipe, 0, 1, "0|1", "prompt: 0 BOS q bot (zhenyi4/codi), 1 BOS q <|eot_id|> bot (the sprint); default 0" },
         { "--latents", CLI_INT, &latents, 0, 1000, "N", "latent steps (default 6)" },
         { "--max-answer", CLI_INT, &max_answer, 1, 1024, "N", "answer tokens at most (default 256)" },
+        { "--batch", CLI_INT, &batch, 1, 1024, "N", "runs advanced together through one pass over the weights (codi_batch_*) on all --threads; "
+          "1: one run per thread (codi_run's results bit for bit); default " EVAL_STR(EVAL_BATCH_DEFAULT) },
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
@@ -392,6 +422,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         }
     }
     ec.m = m; ec.t = t; ec.latents = latents; ec.max_answer = max_answer;
+    ec.batch = batch; ec.batch_threads = batch > 1 ? workers : 1;
+    if (batch > 1) workers = 1;           /* one batched runner on every thread */
     {
         eval_question_list ql;
         memset(&ql, 0, sizeof ql);
@@ -432,7 +464,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         ec.finished = n_old > 0 ? n_old : 0;
     }
     pthread_mutex_init(&ec.lock, NULL);
-    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads\n", ec.nq, n_bad, ec.nc, workers);
+    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
+            workers * ec.batch_threads, ec.batch);
     ec.progress = cli_progress_start("eval", ec.total, ec.finished);
     t0 = cli_now();
     {
@@ -470,7 +503,8 @@ static const cli_command cmd_eval = {
     "       codi eval --merge A.jsonl B.jsonl ... [--csv FILE.csv]",
     "Runs every question under each condition: the baseline, each --steer spec (named by its \"name\" or file\n"
     "name) and, with --random-controls N, each spec with its vectors replaced by random directions of the\n"
-    "same norms (seeds S+1..S+N). --threads spreads the questions over threads (one state each).\n"
+    "same norms (seeds S+1..S+N). The runs go through the batched runner: --batch N of them advance\n"
+    "together, one pass over the weights per step, on all --threads (--batch 1: one run per thread).\n"
     "Every result is appended to RESULTS.jsonl as soon as it is known (first line: the settings); running\n"
     "the same command again resumes (after Ctrl-C or kill -9) and ends with the same totals. A malformed\n"
     "line of the questions file is reported with its number and skipped.\n"
