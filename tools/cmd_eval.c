@@ -14,11 +14,6 @@
 #include <unistd.h>
 #include <sys/types.h>
 
-/* --batch's default: the runs per batched runner measured fastest here (README "Speed"). */
-#define EVAL_BATCH_DEFAULT 32
-#define EVAL_STR_(x) #x
-#define EVAL_STR(x) EVAL_STR_(x)
-
 typedef struct {
     int line, index;          /* line in the file (1-based), index among the valid questions (0-based) */
     char *question;
@@ -353,7 +348,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL;
     int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
-    int batch = EVAL_BATCH_DEFAULT;
+    int batch = CLI_BATCH_DEFAULT;
     cli_list steers;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -370,7 +365,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         { "--latents", CLI_INT, &latents, 0, 1000, "N", "latent steps (default 6)" },
         { "--max-answer", CLI_INT, &max_answer, 1, 1024, "N", "answer tokens at most (default 256)" },
         { "--batch", CLI_INT, &batch, 1, 1024, "N", "runs advanced together through one pass over the weights (codi_batch_*) on all --threads; "
-          "1: one run per thread (codi_run's results bit for bit); default " EVAL_STR(EVAL_BATCH_DEFAULT) },
+          "1: one run per thread (codi_run's results bit for bit); default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
