@@ -4090,7 +4090,7 @@ static size_t codi__att_floats(const codi_config *c, size_t T) {
     return (HD + qb) * T + 2 * qb * HD + codi__work_floats((int)qb, (int)(T > HD ? T : HD));
 }
 
-typedef struct { codi_state *s; int pos; } codi__row;   /* one position of one sequence */
+typedef struct { codi_state *s; int pos, no_logits; } codi__row;   /* one position of one sequence; no_logits: lm_head may skip it */
 
 typedef struct {
     float *xb;         /* [C, D] normed input of the current block */
@@ -4431,7 +4431,7 @@ static int codi__all_finite(const float *x, int n) {
    the positions of one state's chunk, or one new position of each of n states (a batch). Scratch
    and threads are si's. Logits: logits_out [n, V] for every row; else with logits_rows = 1 the
    last row's into its state, with 2 those of each state's last row in the pass into that state
-   (a state's rows are consecutive). */
+   (a state's rows are consecutive), unless that row is marked no_logits. */
 static int codi__forward_rows(const codi_model *m, codi__state_internal *si, const codi__row *rows, int n,
                               const int32_t *tokens, const float *embeds, float *logits_out, int logits_rows) {
     const codi_config *c = &m->config;
@@ -4517,14 +4517,14 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     } else if (logits_rows == 1) codi__matmul(si, rows[n - 1].s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
     else if (logits_rows == 2) {
         int nl = 0, last = 0;
-#define LAST_OF_STATE(i) ((i) + 1 == n || rows[(i) + 1].s != rows[i].s)
+#define LAST_OF_STATE(i) (((i) + 1 == n || rows[(i) + 1].s != rows[i].s) && !rows[i].no_logits)
         for (i = 0; i < n; i++)                /* the rows that give logits, moved to the front of xb */
             if (LAST_OF_STATE(i)) {
                 if (nl != i) memcpy(si->xb + (size_t)nl * D, si->xb + (size_t)i * D, (size_t)D * sizeof(float));
                 nl++; last = i;
             }
         if (nl == 1) codi__matmul(si, rows[last].s->logits, si->xb, &m->w.lm_head, 1);
-        else {       /* blocks of vocabulary rows whose [nl, rows] logits fit the free hb buffer: lm_head read once */
+        else if (nl > 1) {       /* blocks of vocabulary rows whose [nl, rows] logits fit the free hb buffer: lm_head read once */
             codi_matrix part = m->w.lm_head;
             int vb = (int)((size_t)si->chunk * F / (size_t)nl), v0, k;      /* >= F: nl <= C */
             if (vb > 64) vb -= vb % 64;
@@ -4577,7 +4577,7 @@ CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tok
     if (codi__check_tokens(m, s, tokens, n)) return -1;
     for (done = 0; done < n; done += s->chunk) {              /* chunks of C positions: one pass over the weights each */
         int nc = n - done < s->chunk ? n - done : s->chunk;
-        for (i = 0; i < nc; i++) { si->rows[i].s = s; si->rows[i].pos = s->n_pos + i; }
+        for (i = 0; i < nc; i++) { si->rows[i].s = s; si->rows[i].pos = s->n_pos + i; si->rows[i].no_logits = 0; }
         if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL,
                                logits_out ? logits_out + (size_t)done * m->config.vocab : NULL, done + nc == n))
             return -1;
@@ -4605,7 +4605,7 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
     }
     for (done = 0; done < n; done += states[0]->chunk) {        /* groups of C sequences: one pass over the weights each */
         int nc = n - done < states[0]->chunk ? n - done : states[0]->chunk;
-        for (i = 0; i < nc; i++) { si->rows[i].s = states[done + i]; si->rows[i].pos = states[done + i]->n_pos; }
+        for (i = 0; i < nc; i++) { si->rows[i].s = states[done + i]; si->rows[i].pos = states[done + i]->n_pos; si->rows[i].no_logits = 0; }
         if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL, NULL, 2))
             return -1;
     }
@@ -5005,6 +5005,13 @@ static void codi__batch_start(codi_batch *b, codi__batch_run *x, const codi__bat
     }
 }
 
+/* 1 if latent step x->k's logits are read: latent_logits, an after_latent callback that may read
+   them (codi_steer_after_latent does not), or the first answer token without eot. */
+static int codi__batch_latent_logits(const codi__batch_run *x) {
+    return x->o.latent_logits || (x->o.after_latent && x->o.after_latent != codi_steer_after_latent) ||
+           (x->k == x->o.n_latent && !x->o.feed_eot);
+}
+
 /* The pass's rows: one per latent or answer run, then prefill positions up to C rows. Latent
    inputs are the batched projection of each run's final hidden state. Returns the row count. */
 static int codi__batch_gather(codi_batch *b) {
@@ -5033,7 +5040,9 @@ static int codi__batch_gather(codi_batch *b) {
             x->s->phase = CODI_PHASE_LATENT; x->s->step = x->k;
         } else if (x->stage == CODI__RUN_ANSWER) codi__row_f32(e, &m->w.embed, x->input);
         else continue;
-        b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos; b->row_run[n] = i; x->rows = 1; n++;
+        b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos; b->row_run[n] = i; x->rows = 1;
+        b->rows[n].no_logits = x->stage == CODI__RUN_LATENT && !codi__batch_latent_logits(x);
+        n++;
     }
     while (n < b->chunk) {                                 /* prefill: the oldest unfinished prompt first */
         codi__batch_run *x = NULL;
@@ -5047,6 +5056,7 @@ static int codi__batch_gather(codi_batch *b) {
         for (j = 0; j < take; j++, n++) {
             codi__row_f32(b->embeds + (size_t)n * D, &m->w.embed, x->q.req.ids[x->fed + j]);
             b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos + j; b->row_run[n] = (int)(x - b->runs);
+            b->rows[n].no_logits = x->fed + j + 1 < x->q.req.n_ids;   /* logits at the prompt's last position only */
         }
         x->rows = take;
     }
