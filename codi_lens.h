@@ -40,6 +40,11 @@
        codi_state_clear_hooks(s); codi_steer_free(st);
    Mean vectors at the latent slots: codi_means_*. Seeded Gaussian draws: codi_rng_*.
 
+   MANY RUNS AT ONCE (>>codi, the batched runner): codi_batch_submit queues whole CODI runs (prompt
+   ids or a shared prefix state, each with its own latents, answer length, steering and hooks);
+   codi_batch_run advances up to max_runs of them through one pass over the weights per step and
+   hands each result to a callback: on a bandwidth-bound CPU, many runs for the price of one.
+
    CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
        CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
        CODI_ASSERT(x)                                 programmer-error check (default assert)
@@ -4757,8 +4762,8 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
    run, then the prefill runs' prompt positions, oldest run first, up to C rows in all; (3) each
    state's phase and step are set as codi_run sets them, so hooks, codi_steer_install's among them,
    see the same point, layer, position, phase and step values as single-stream; (4) one pass:
-   attention per run (a prefill segment of 16+ positions by the blocked GEMMs, other rows one by
-   one against their own cache), lm_head only for each run's last row; (5) each run moves on
+   attention per run (a prefill segment long enough for the blocked GEMMs, 16+ positions at 4 heads
+   per kv head, by them; other rows one by one against their own cache), lm_head only for each run's last row; (5) each run moves on
    (latent_logits, latents, after_latent after the prefill and after each latent step, answer
    tokens, on_token); (6) runs that ended go to the callback and leave their slot to the queue
    (continuous batching: the batch stays full while there is work).
@@ -4767,13 +4772,21 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
    of a product depends on how many rows share it (1 row: GEMV, 2..63: the multi-position GEMV, 64+:
    the GEMM), so logits agree within ~1e-5 of their scale (1e-4 on the bf16 hi/lo paths) and a
    batch of one run is bit-identical to codi_run. A hook that stops the pass fails its own run; the
-   pass is then made again for the others (their hooks see those points twice).
+   pass is then made again for the others (their hooks see those points twice). lm_head skips a
+   latent row whose logits nobody reads (no latent_logits, no after_latent other than
+   codi_steer_after_latent, eot fed before the answer): its state's logits then stay as they were.
 
    Branches: a request may start from a prefix state (prompt + l latents computed once, e.g. by
    codi_run_latents with n_latent = l): the run begins with a copy of it (codi_state_copy) at latent
    step l + 1, after calling after_latent(l) on its copy (so KV-cache edits "after_prefill" or
    "after_latent:l" apply to the branch); hooks for the prefill or steps <= l do not run (that work
-   is the prefix's). PREFIX_DECISION */
+   is the prefix's). Copy, not a shared read-only KV prefix: measured at the 1B's shapes (codi bench:
+   branch_copy_ms, branch_bN_prefix1), copying a 50-token prefix (its residuals and K/V, 10 MB) costs
+   ~2.5 ms per branch against ~250 ms of a branch's share of the batch-32 passes (1%), and branches
+   from a 1-token prefix (no copy and no prefix K/V to read: the most sharing could save) ran no
+   faster, within the machine's noise. So each branch keeps a whole codi_state: hooks, KV-cache
+   edits of prefix positions and readers of its residuals work as on any state (a shared prefix
+   would need copy-on-write for those edits). */
 
 enum { CODI__RUN_FREE = 0, CODI__RUN_PREFILL, CODI__RUN_LATENT, CODI__RUN_ANSWER, CODI__RUN_DONE };
 
