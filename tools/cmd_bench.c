@@ -385,6 +385,7 @@ typedef struct { const char *path; double pp128, pp512, tg, question_s, tg_b8, t
 
 /* The effective peak of path p (GFLOP/s): amx and avx512bf16 multiply x as two bf16 parts. */
 #define PATH_PEAK_OF(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)
+#define PATH_SH_OF(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
@@ -409,7 +410,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     char list[256], blist[256], *name, *save = NULL;
     int n_rows = 0, r, batch[8], n_batch = 0, best = 0, bi;
     double br1 = -1, br_n[8], br_p1 = -1, evq = -1, sh_br1 = 1, sh_brn[8], sh_evq = 1, sh_p1 = 1, copy_ms = 0;
-    double br_flops, q_flops, q_prompt_flops, lim_br1, lim_brn, lim_q1, lim_qn, pk0;
+    double br_flops, q_flops, q_prompt_flops, lim_br1, lim_brn, lim_q1, lim_qn, pk0, bw0, lm;
     codi_state *pre;
     const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest path */
     int prc = cli_parse(self, opts, argc, argv);
@@ -485,15 +486,18 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     }
     evq = bench_questions_batch(m, batch[0], batch[0], ma.threads, &sh_evq);
     rss = bench_peak_rss_mb();
-    /* their rooflines (FLOPs: 2 per weight of the layers per position, lm_head at each position that gives logits) */
-    pk0 = PATH_PEAK_OF(rows[0].path);
-    br_flops = (BENCH_BRANCH_LATENTS + 1 + BENCH_BRANCH_ANSWER - 1) * 2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols);
-    q_prompt_flops = 2 * (BENCH_Q_PROMPT * macs + (double)m->w.lm_head.rows * m->w.lm_head.cols);
-    q_flops = q_prompt_flops + (6 + 1 + BENCH_Q_ANSWER - 1) * 2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols);
-    lim_br1 = 60 / bench_roofline_s(1, 5, br_flops / 5, br_flops, bytes, pk0, bw);
-    lim_brn = 60 / bench_roofline_s(batch[best], 5, br_flops / 5, br_flops, bytes, pk0, bw);
-    lim_q1 = 60 / bench_roofline_s(1, 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw);
-    lim_qn = 60 / bench_roofline_s(batch[0], 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw);
+    /* their rooflines (FLOPs: 2 per weight of the layers per position, lm_head where logits are read: the
+       answer tokens), from the peak and bandwidth per CPU share, as the other ratios */
+    pk0 = PATH_PEAK_OF(rows[0].path) / PATH_SH_OF(rows[0].path);
+    bw0 = bw / sh_bw;
+    lm = (double)m->w.lm_head.rows * m->w.lm_head.cols;
+    br_flops = 2 * ((BENCH_BRANCH_LATENTS + 1 + BENCH_BRANCH_ANSWER - 1) * macs + BENCH_BRANCH_ANSWER * lm);
+    q_prompt_flops = 2 * BENCH_Q_PROMPT * macs;
+    q_flops = q_prompt_flops + 2 * ((6 + 1 + BENCH_Q_ANSWER - 1) * macs + BENCH_Q_ANSWER * lm);
+    lim_br1 = 60 / bench_roofline_s(1, 5, br_flops / 5, br_flops, bytes, pk0, bw0);
+    lim_brn = 60 / bench_roofline_s(batch[best], 5, br_flops / 5, br_flops, bytes, pk0, bw0);
+    lim_q1 = 60 / bench_roofline_s(1, 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
+    lim_qn = 60 / bench_roofline_s(batch[0], 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
 #define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
 #define PATH_PEAK(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)   /* effective GFLOP/s */
 #define PATH_SH(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
@@ -569,17 +573,18 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         printf("  branch_b1 %.1f/min [%.2f] {%.0f%%} (copy of the prefix %.2f ms each)\n", br1, sh_br1, 100 * br1 / sh_br1 / lim_br1, copy_ms);
         for (bi = 0; bi < n_batch; bi++)
             printf("  branch_b%d %.1f/min [%.2f] {%.0f%%}: %.2fx branch_b1%s\n", batch[bi], br_n[bi], sh_brn[bi],
-                   100 * br_n[bi] / sh_brn[bi] / (60 / bench_roofline_s(batch[bi], 5, br_flops / 5, br_flops, bytes, pk0, bw)), br_n[bi] / br1, bi == best ? " (best)" : "");
+                   100 * br_n[bi] / sh_brn[bi] / (60 / bench_roofline_s(batch[bi], 5, br_flops / 5, br_flops, bytes, pk0, bw0)), br_n[bi] / br1, bi == best ? " (best)" : "");
         printf("  branch_b%d from a 1-token prefix %.1f/min (what a shared read-only prefix could reach at most)\n", batch[best], br_p1);
         printf("  eval_qpm (batch %d) %.2f questions/min [%.2f] {%.0f%%}: %.2fx gsm8k_qpm %.2f {%.0f%%}\n", batch[0], evq, sh_evq,
                100 * evq / sh_evq / lim_qn, rows[0].question_s > 0 ? evq * rows[0].question_s / 60 : -1,
-               rows[0].question_s > 0 ? 60 / rows[0].question_s : -1, rows[0].question_s > 0 ? 100 * 60 / rows[0].question_s / lim_q1 : -1);
+               rows[0].question_s > 0 ? 60 / rows[0].question_s : -1, rows[0].question_s > 0 ? 100 * 60 / rows[0].question_s / rows[0].shtg / lim_q1 : -1);
     }
 #undef OF
 #undef PATH_PEAK
 #undef PATH_SH
 #undef PATH_PEAK_NAME
 #undef PATH_PEAK_OF
+#undef PATH_SH_OF
     codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);

@@ -187,12 +187,19 @@ static int eval_done(void *user, const codi_batch_result *r) {
 static void *eval_worker(void *user) {
     eval_ctx *ec = (eval_ctx *)user;
     eval_worker_ctx w;
-    int max_ids = 0, i, left = 0;
+    int max_ids = 0, i, slots;
     codi_batch *b;
     w.ec = ec; w.line = (char *)malloc(16384);
+    pthread_mutex_lock(&ec->lock);
+    slots = ec->total - ec->finished < ec->batch ? (int)(ec->total - ec->finished) : ec->batch;   /* no more than the runs left */
+    pthread_mutex_unlock(&ec->lock);
     for (i = 0; i < ec->nq; i++) if (ec->q[i].n_ids > max_ids) max_ids = ec->q[i].n_ids;
-    b = codi_batch_alloc(ec->m, ec->batch, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
-    if (!b || !w.line) { fprintf(stderr, "codi eval: out of memory\n"); free(w.line); codi_batch_free(b); return NULL; }
+    b = codi_batch_alloc(ec->m, slots > 0 ? slots : 1, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
+    if (!b || !w.line) {
+        fprintf(stderr, "codi eval: out of memory\n");
+        pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+        free(w.line); codi_batch_free(b); return NULL;
+    }
     for (;;) {
         int more = 1;
         while (more && codi_batch_pending(b) < 2 * ec->batch) {       /* keep a batch's worth queued */
@@ -215,7 +222,11 @@ static void *eval_worker(void *user) {
             }
         }
         if (!codi_batch_pending(b) && !more) break;
-        if ((left = codi_batch_step(b, eval_done, &w)) < 0) { fprintf(stderr, "codi eval: %s\n", codi_batch_error(b)); break; }
+        if (codi_batch_step(b, eval_done, &w) < 0) {
+            fprintf(stderr, "codi eval: %s\n", codi_batch_error(b));
+            pthread_mutex_lock(&ec->lock); ec->failed += codi_batch_pending(b); pthread_mutex_unlock(&ec->lock);
+            break;
+        }
     }
     free(w.line);
     codi_batch_free(b);
