@@ -41,6 +41,11 @@
        codi_state_clear_hooks(s); codi_steer_free(st);
    Mean vectors at the latent slots: codi_means_*. Seeded Gaussian draws: codi_rng_*.
 
+   MANY RUNS AT ONCE (>>codi, the batched runner): codi_batch_submit queues whole CODI runs (prompt
+   ids or a shared prefix state, each with its own latents, answer length, steering and hooks);
+   codi_batch_run advances up to max_runs of them through one pass over the weights per step and
+   hands each result to a callback: on a bandwidth-bound CPU, many runs for the price of one.
+
    CONFIGURATION MACROS (define before the #include that has CODI_LENS_IMPLEMENTATION)
        CODI_MALLOC(n) CODI_REALLOC(p,n) CODI_FREE(p)   allocator, all three or none
        CODI_ASSERT(x)                                 programmer-error check (default assert)
@@ -368,6 +373,58 @@ CODI_API int codi_prompt_ids(const codi_model *m, int recipe, const int32_t *q, 
 CODI_API int codi_prompt_check(const codi_model *m, int recipe, char *err, size_t errsz);
 /* The last number in text (commas removed) into *out; returns 1 if one was found. */
 CODI_API int codi_extract_answer(const char *text, double *out);
+
+/* ---- the batched runner (>>codi, after codi_run): many CODI runs through one pass per step ----
+   B independent runs (each with its own state, prompt or prefix, latents, answer length, steering
+   and hooks) advance together, one pass over the weights per step; finished runs leave and queued
+   ones join (continuous batching); new prompts are prefilled in the same passes. Results equal
+   codi_run's (logits within 1e-4; a batch of 1 is bit-identical). How it works: at codi_batch_step.
+       codi_batch *b = codi_batch_alloc(m, 32, max_pos, n_threads);
+       codi_batch_request q = { 0 }; q.ids = ids; q.n_ids = n; q.opts = codi_run_opts_default(m);
+       codi_batch_submit(b, &q);  ...  codi_batch_run(b, on_done, ctx);  codi_batch_free(b); */
+typedef struct codi_batch codi_batch;
+
+typedef struct {
+    const int32_t *ids; int n_ids;   /* the prompt, ending with bot (copied at submit); or NULL and: */
+    const codi_state *prefix;        /* a state after its prefill and l latent steps (its phase and step
+                                        say l): the run starts from a copy, taken when it joins (keep
+                                        the prefix unchanged until then), at latent step l + 1 */
+    codi_run_opts opts;              /* as codi_run's; n_latent counts the prefix's l too; the out
+                                        pointers (answer_logits, latent_logits, latents) are per run */
+    const struct codi_steer *steer;  /* optional: installed on the run's state (keep it until the run ends) */
+    /* optional: called when the run joins, after the steer's install, to add hooks to s or set o;
+       nonzero fails the run */
+    int (*setup)(void *user, codi_state *s, codi_run_opts *o);
+    void *user;                      /* handed back with the result and to setup */
+} codi_batch_request;
+
+typedef struct {
+    void *user;                      /* the request's */
+    long index;                      /* the request's submission order, from 0 */
+    int status;                      /* 0, or -1: the run failed (error says why; result is partial) */
+    const char *error;
+    const codi_run_result *result;   /* answer, n_answer, prompt_len (T0) */
+    codi_state *state;               /* the run's state at its end: valid during the callback only */
+} codi_batch_result;
+
+/* Called for each run as it ends; nonzero stops codi_batch_step / codi_batch_run (they return -1). */
+typedef int (*codi_batch_done_fn)(void *user, const codi_batch_result *r);
+
+/* Up to max_runs runs at once, each of up to max_pos positions (prompt + latents + eot + answer);
+   n_threads for the products (CODI_THREADS builds). NULL when out of memory or an argument is out
+   of range (max_runs 1..4096, max_pos >= 1). */
+CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads);
+/* Queues a run (checked now: ids, lengths, prefix, room in max_pos). 0, or -1 with codi_batch_error. */
+CODI_API int codi_batch_submit(codi_batch *b, const codi_batch_request *req);
+/* Queued runs join free slots, then one pass advances every active run (a prefill chunk, a latent
+   step or an answer token each); runs that end go to done. Returns the runs still active or
+   queued (0: all done), or -1 with codi_batch_error (out of memory, or done stopped it). */
+CODI_API int codi_batch_step(codi_batch *b, codi_batch_done_fn done, void *user);
+/* codi_batch_step until every submitted run has ended; 0, or -1 with codi_batch_error. */
+CODI_API int codi_batch_run(codi_batch *b, codi_batch_done_fn done, void *user);
+CODI_API int codi_batch_pending(const codi_batch *b);    /* runs active or queued */
+CODI_API const char *codi_batch_error(const codi_batch *b);
+CODI_API void codi_batch_free(codi_batch *b);
 
 /* Writes the loaded model (LoRA merged, bf16 or f32 as loaded) as one .safetensors file with
    Hugging Face Llama names plus prj, and its config in the metadata ("codi_config"), so that
@@ -4259,7 +4316,7 @@ static size_t codi__att_floats(const codi_config *c, size_t T) {
     return (HD + qb) * T + 2 * qb * HD + codi__work_floats((int)qb, (int)(T > HD ? T : HD));
 }
 
-typedef struct { codi_state *s; int pos; } codi__row;   /* one position of one sequence */
+typedef struct { codi_state *s; int pos, no_logits; } codi__row;   /* one position of one sequence; no_logits: lm_head may skip it */
 
 typedef struct {
     float *xb;         /* [C, D] normed input of the current block */
@@ -4293,15 +4350,16 @@ static int codi__state_fits(const codi_model *m, const codi_state *s) {
 }
 
 
-CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
+/* A state whose passes take up to `chunk` positions (its scratch buffers scale with it). */
+static codi_state *codi__state_alloc(const codi_model *m, int max_pos, int n_threads, int chunk) {
     const codi_config *c = &m->config;
-    size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = max_pos < CODI__CHUNK ? (size_t)max_pos : CODI__CHUNK;
+    size_t D = (size_t)c->dim, T = (size_t)max_pos, L = (size_t)c->n_layers, C = (size_t)chunk;
     size_t QD = (size_t)c->n_heads * c->head_dim, KVD = (size_t)c->n_kv_heads * c->head_dim, F = (size_t)c->ffn_dim;
     size_t kv = L * KVD * T;
     codi_state *s;
     codi__state_internal *si;
     uint64_t resid_bytes;
-    if (max_pos <= 0 || !codi__mul_u64((L + 1) * D * sizeof(float), T, &resid_bytes) || resid_bytes > SIZE_MAX / 2 ||
+    if (max_pos <= 0 || chunk <= 0 || !codi__mul_u64((L + 1) * D * sizeof(float), T, &resid_bytes) || resid_bytes > SIZE_MAX / 2 ||
         !codi__mul_u64(L * KVD * sizeof(float), T, &resid_bytes) || resid_bytes > SIZE_MAX / 2) return NULL;
     if (n_threads < 1) n_threads = 1;
 #ifndef CODI_THREADS
@@ -4348,6 +4406,10 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     if (n_threads > 1 && !(si->pool = codi__pool_new(n_threads))) { codi_state_free(s); return NULL; }
 #endif
     return s;
+}
+
+CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
+    return codi__state_alloc(m, max_pos, n_threads, max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK);
 }
 
 CODI_API void codi_state_free(codi_state *s) {
@@ -4611,7 +4673,7 @@ static void codi__swiglu_task(void *ctx, int tid, int a, int b) {
     for (j = (size_t)a * CODI__SWIGLU_UNIT; j < e; j++) c->gate[j] = codi__silu(c->gate[j]) * c->up[j];
 }
 
-typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer, n; } codi__att_ctx;
+typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer, n, row0; } codi__att_ctx;  /* rows[0..n): the pass's rows row0.. */
 
 /* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
    own sequence's cached positions 0..pos. */
@@ -4625,10 +4687,10 @@ static void codi__attention_task(void *ctx, int tid, int a, int b) {
     for (item = a; item < b; item++) {
         int i = item / H, h = item % H, p = ac->rows[i].pos, t, j;
         codi_state *s = ac->rows[i].s;
-        const float *q = si->q + ((size_t)i * H + h) * HD;
+        const float *q = si->q + ((size_t)(ac->row0 + i) * H + h) * HD;
         const float *keys = codi_state_key(s, ac->layer, h / group, 0);
         const float *vals = codi_state_value(s, ac->layer, h / group, 0);
-        float *out = si->att_out + ((size_t)i * H + h) * HD, mx = -FLT_MAX, sum = 0;
+        float *out = si->att_out + ((size_t)(ac->row0 + i) * H + h) * HD, mx = -FLT_MAX, sum = 0;
         for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
             att[t] = kn->dot(q, keys + (size_t)t * HD, HD) * scale;
             if (att[t] > mx) mx = att[t];
@@ -4667,7 +4729,7 @@ static void codi__attention_block_task(void *ctx, int tid, int a, int b) {
             built = g;
         }
         for (i = i0; i < i1; i++)
-            memcpy(qv + (size_t)(i - i0) * group * HD, si->q + ((size_t)i * H + (size_t)g * group) * HD, (size_t)group * HD * sizeof(float));
+            memcpy(qv + (size_t)(i - i0) * group * HD, si->q + ((size_t)(ac->row0 + i) * H + (size_t)g * group) * HD, (size_t)group * HD * sizeof(float));
         km.dtype = CODI_F32; km.rows = rows[i1 - 1].pos + 1; km.cols = HD; km.data = codi_state_key(s, ac->layer, g, 0);
         codi__matmul_range(kn, sc, (size_t)T, qv, &km, m, 0, km.rows, work);
         for (i = 0; i < m; i++) {
@@ -4682,16 +4744,38 @@ static void codi__attention_block_task(void *ctx, int tid, int a, int b) {
         codi__matmul_range(kn, ov, (size_t)HD, sc, &vm, m, 0, HD, work);
         for (i = i0; i < i1; i++)
             for (hh = 0; hh < group; hh++)
-                memcpy(si->att_out + ((size_t)i * H + (size_t)g * group + hh) * HD, ov + ((size_t)(i - i0) * group + hh) * HD, (size_t)HD * sizeof(float));
+                memcpy(si->att_out + ((size_t)(ac->row0 + i) * H + (size_t)g * group + hh) * HD, ov + ((size_t)(i - i0) * group + hh) * HD, (size_t)HD * sizeof(float));
     }
 }
 
-/* 1 if the n rows are consecutive positions of one state, enough for the blocked attention. */
-static int codi__rows_blockable(const codi_config *c, const codi__row *rows, int n) {
-    int i;
-    if (!codi__kernel_active()->micro || n < codi__att_rows(c)) return 0;
-    for (i = 1; i < n; i++) if (rows[i].s != rows[0].s || rows[i].pos != rows[0].pos + i) return 0;
-    return 1;
+/* The rows from i on that are consecutive positions of rows[i]'s state (a prefill segment). */
+static int codi__segment_end(const codi__row *rows, int i, int n) {
+    int j = i + 1;
+    while (j < n && rows[j].s == rows[i].s && rows[j].pos == rows[j - 1].pos + 1) j++;
+    return j;
+}
+
+/* Attention for every row: each segment of att_rows+ consecutive positions of one state by the
+   blocked GEMMs (SIMD paths), the other rows (decode steps, short segments) row by row. */
+static void codi__attention_rows(const codi_config *c, codi__state_internal *si, const codi__row *rows, int n, int layer) {
+    codi__att_ctx ac;
+    int i = 0, j, nr = codi__att_rows(c), micro = codi__kernel_active()->micro != NULL;
+    ac.c = c; ac.si = si; ac.layer = layer;
+    while (i < n) {
+        int blocked;
+        j = codi__segment_end(rows, i, n);
+        blocked = micro && j - i >= nr;
+        while (!blocked && j < n) {                        /* row by row up to the next long segment */
+            int e = codi__segment_end(rows, j, n);
+            if (micro && e - j >= nr) break;
+            j = e;
+        }
+        ac.rows = rows + i; ac.n = j - i; ac.row0 = i;
+        if (blocked)
+            CODI__PARALLEL(si->pool, codi__attention_block_task, &ac, c->n_kv_heads * ((j - i + nr - 1) / nr));
+        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, (j - i) * c->n_heads);
+        i = j;
+    }
 }
 
 /* RMSNorm of rows' residuals into xb, rows split over the pool. */
@@ -4737,13 +4821,13 @@ static int codi__mean_square_finite(const float *x, int n) {
 /* One pass through every layer for n rows, row i = position rows[i].pos of sequence rows[i].s:
    the positions of one state's chunk, or one new position of each of n states (a batch). Scratch
    and threads are si's. Logits: logits_out [n, V] for every row; else with logits_rows = 1 the
-   last row's into its state, with 2 every row's into its own state. */
+   last row's into its state, with 2 those of each state's last row in the pass into that state
+   (a state's rows are consecutive), unless that row is marked no_logits. */
 static int codi__forward_rows(const codi_model *m, codi__state_internal *si, const codi__row *rows, int n,
                               const int32_t *tokens, const float *embeds, float *logits_out, int logits_rows) {
     const codi_config *c = &m->config;
     int D = c->dim, HD = c->head_dim, H = c->n_heads, KVH = c->n_kv_heads, F = c->ffn_dim, L = c->n_layers;
-    int QD = H * HD, KVD = KVH * HD, i, j, l, h, blocked = codi__rows_blockable(c, rows, n);
-    codi__att_ctx ac;
+    int QD = H * HD, KVD = KVH * HD, i, j, l, h;
     codi__rows_ctx rc;
     codi__swiglu_ctx sw;
 #define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
@@ -4789,9 +4873,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
                 memcpy(codi_state_value(rows[i].s, l, h, rows[i].pos), v + (size_t)h * HD, (size_t)HD * sizeof(float));
             }
         }
-        ac.c = c; ac.si = si; ac.rows = rows; ac.layer = l; ac.n = n;
-        if (blocked) CODI__PARALLEL(si->pool, codi__attention_block_task, &ac, KVH * ((n + codi__att_rows(c) - 1) / codi__att_rows(c)));
-        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, n * H);
+        codi__attention_rows(c, si, rows, n, l);
         codi__matmul(si, si->delta, si->att_out, &w->wo, n);
         for (i = 0; i < n; i++) {
             float *d = si->delta + (size_t)i * D, *yi = RESID(l + 1, i);
@@ -4832,17 +4914,28 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
         codi__matmul(si, logits_out, si->xb, &m->w.lm_head, n);
         memcpy(rows[n - 1].s->logits, logits_out + (size_t)(n - 1) * c->vocab, (size_t)c->vocab * sizeof(float));
     } else if (logits_rows == 1) codi__matmul(si, rows[n - 1].s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
-    else if (logits_rows == 2 && n == 1) codi__matmul(si, rows[0].s->logits, si->xb, &m->w.lm_head, 1);
-    else if (logits_rows == 2) {       /* blocks of vocabulary rows whose [n, rows] logits fit the free hb buffer: lm_head read once */
-        codi_matrix part = m->w.lm_head;
-        int vb = (int)((size_t)si->chunk * F / (size_t)n), v0, k;      /* >= F: n <= C */
-        if (vb > 64) vb -= vb % 64;
-        for (v0 = 0; v0 < c->vocab; v0 += vb) {
-            part.rows = c->vocab - v0 < vb ? c->vocab - v0 : vb;
-            part.data = (const char *)m->w.lm_head.data + (size_t)v0 * D * codi__dtype_size(part.dtype);
-            codi__matmul(si, si->hb, si->xb, &part, n);
-            for (k = 0; k < n; k++) memcpy(rows[k].s->logits + v0, si->hb + (size_t)k * part.rows, (size_t)part.rows * sizeof(float));
+    else if (logits_rows == 2) {
+        int nl = 0, last = 0;
+#define LAST_OF_STATE(i) (((i) + 1 == n || rows[(i) + 1].s != rows[i].s) && !rows[i].no_logits)
+        for (i = 0; i < n; i++)                /* the rows that give logits, moved to the front of xb */
+            if (LAST_OF_STATE(i)) {
+                if (nl != i) memcpy(si->xb + (size_t)nl * D, si->xb + (size_t)i * D, (size_t)D * sizeof(float));
+                nl++; last = i;
+            }
+        if (nl == 1) codi__matmul(si, rows[last].s->logits, si->xb, &m->w.lm_head, 1);
+        else if (nl > 1) {       /* blocks of vocabulary rows whose [nl, rows] logits fit the free hb buffer: lm_head read once */
+            codi_matrix part = m->w.lm_head;
+            int vb = (int)((size_t)si->chunk * F / (size_t)nl), v0, k;      /* >= F: nl <= C */
+            if (vb > 64) vb -= vb % 64;
+            for (v0 = 0; v0 < c->vocab; v0 += vb) {
+                part.rows = c->vocab - v0 < vb ? c->vocab - v0 : vb;
+                part.data = (const char *)m->w.lm_head.data + (size_t)v0 * D * codi__dtype_size(part.dtype);
+                codi__matmul(si, si->hb, si->xb, &part, nl);
+                for (i = 0, k = 0; i < n; i++)
+                    if (LAST_OF_STATE(i)) { memcpy(rows[i].s->logits + v0, si->hb + (size_t)k * part.rows, (size_t)part.rows * sizeof(float)); k++; }
+            }
         }
+#undef LAST_OF_STATE
     }
     for (i = 0; i < n; i++) rows[i].s->n_pos = rows[i].pos + 1;
     return 0;
@@ -4883,7 +4976,7 @@ CODI_API int codi_forward(const codi_model *m, codi_state *s, const int32_t *tok
     if (codi__check_tokens(m, s, tokens, n)) return -1;
     for (done = 0; done < n; done += s->chunk) {              /* chunks of C positions: one pass over the weights each */
         int nc = n - done < s->chunk ? n - done : s->chunk;
-        for (i = 0; i < nc; i++) { si->rows[i].s = s; si->rows[i].pos = s->n_pos + i; }
+        for (i = 0; i < nc; i++) { si->rows[i].s = s; si->rows[i].pos = s->n_pos + i; si->rows[i].no_logits = 0; }
         if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL,
                                logits_out ? logits_out + (size_t)done * m->config.vocab : NULL, done + nc == n))
             return -1;
@@ -4911,7 +5004,7 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
     }
     for (done = 0; done < n; done += states[0]->chunk) {        /* groups of C sequences: one pass over the weights each */
         int nc = n - done < states[0]->chunk ? n - done : states[0]->chunk;
-        for (i = 0; i < nc; i++) { si->rows[i].s = states[done + i]; si->rows[i].pos = states[done + i]->n_pos; }
+        for (i = 0; i < nc; i++) { si->rows[i].s = states[done + i]; si->rows[i].pos = states[done + i]->n_pos; si->rows[i].no_logits = 0; }
         if (codi__forward_rows(m, si, si->rows, nc, tokens ? tokens + done : NULL, embeds ? embeds + (size_t)done * m->config.dim : NULL, NULL, 2))
             return -1;
     }
@@ -5037,6 +5130,404 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
                       const codi_run_opts *o, codi_run_result *r) {
     if (codi_run_latents(m, s, ids, n, o, r)) return -1;
     return codi_run_answer(m, s, o, r);
+}
+
+/* ---- the batched runner ------------------------------------------------------------------------
+
+   Why: codi_run advances one position per pass, and each pass reads every weight. Decoding is
+   bound by memory bandwidth: reading a 1B model's 2.5 GB of bf16 weights takes longer than the
+   2.5 GFLOP of one position's multiply-adds. So B runs that each need one more position can share
+   one read: codi_batch stacks them as B rows of one pass (codi__forward_rows, the same pass that
+   codi_forward_batch makes), and a step of B runs costs about one run's step, until the arithmetic
+   of B rows catches up with the read (the roofline: time = max(FLOPs / peak, bytes / bandwidth)).
+
+   What each run is: its own codi_state (KV cache, residuals, logits, hooks, phase and step), its own
+   request (prompt ids or a prefix state, n_latent, max_answer, steering, callbacks), and a stage:
+     prefill   its prompt ids, as many per pass as the pass has free rows (chunked prefill), so a
+               new run's prompt rides in the same pass as the others' decode rows, as one GEMM, and
+               no pass takes more than C rows (C = max(max_runs, min(max_pos, 512))): runs that are
+               decoding wait at most one chunk;
+     latent k  z_k = prj(final hidden of its last position), fed as the next input embedding; the
+               projections of all runs at a latent step are one product of each prj matrix;
+     answer    eot, then greedy tokens (argmax over all ids but the last) fed back until an eos or
+               max_answer, exactly as codi_run_answer.
+   One step: (1) queued runs take free slots (a prefix run copies its prefix state here); (2) the
+   rows of the pass are gathered as input embeddings: first one decode row per latent or answer
+   run, then the prefill runs' prompt positions, oldest run first, up to C rows in all; (3) each
+   state's phase and step are set as codi_run sets them, so hooks, codi_steer_install's among them,
+   see the same point, layer, position, phase and step values as single-stream; (4) one pass:
+   attention per run (a prefill segment long enough for the blocked GEMMs, 16+ positions at 4 heads
+   per kv head, by them; other rows one by one against their own cache), lm_head only for each run's last row; (5) each run moves on
+   (latent_logits, latents, after_latent after the prefill and after each latent step, answer
+   tokens, on_token); (6) runs that ended go to the callback and leave their slot to the queue
+   (continuous batching: the batch stays full while there is work).
+
+   Equal to codi_run: the same operations in the same order per run; only the float summation order
+   of a product depends on how many rows share it (1 row: GEMV, 2..63: the multi-position GEMV, 64+:
+   the GEMM), so logits agree within ~1e-5 of their scale (1e-4 on the bf16 hi/lo paths) and a
+   batch of one run is bit-identical to codi_run. A hook that stops the pass fails its own run; the
+   pass is then made again for the others (their hooks see those points twice). lm_head skips a
+   latent row whose logits nobody reads (no latent_logits, no after_latent other than
+   codi_steer_after_latent, eot fed before the answer): its state's logits then stay as they were.
+
+   Branches: a request may start from a prefix state (prompt + l latents computed once, e.g. by
+   codi_run_latents with n_latent = l): the run begins with a copy of it (codi_state_copy) at latent
+   step l + 1, after calling after_latent(l) on its copy (so KV-cache edits "after_prefill" or
+   "after_latent:l" apply to the branch); hooks for the prefill or steps <= l do not run (that work
+   is the prefix's). Copy, not a shared read-only KV prefix: measured at the 1B's shapes (codi bench:
+   branch_copy_ms, branch_bN_prefix1), copying a 50-token prefix (its residuals and K/V, 10 MB) costs
+   ~2.5 ms per branch against ~250 ms of a branch's share of the batch-32 passes (1%), and branches
+   from a 1-token prefix (no copy and no prefix K/V to read: the most sharing could save) ran no
+   faster, within the machine's noise. So each branch keeps a whole codi_state: hooks, KV-cache
+   edits of prefix positions and readers of its residuals work as on any state (a shared prefix
+   would need copy-on-write for those edits). */
+
+enum { CODI__RUN_FREE = 0, CODI__RUN_PREFILL, CODI__RUN_LATENT, CODI__RUN_ANSWER, CODI__RUN_DONE };
+
+typedef struct {
+    codi_batch_request req;  /* req.ids points to ids */
+    int32_t *ids;            /* owned copy of the prompt */
+    long index;              /* submission order */
+} codi__batch_req;
+
+typedef struct {
+    codi__batch_req q;
+    codi_state *s;
+    codi_run_opts o;         /* the request's, with the steer's after_latent */
+    codi_run_result r;
+    int stage;               /* CODI__RUN_* */
+    int fed;                 /* prefill: prompt ids fed so far */
+    int k;                   /* latent: the step fed next */
+    int32_t input;           /* answer: the token fed next (eot or the last answer token) */
+    int rows;                /* rows in the current pass */
+    int status;              /* 0, or -1 failed */
+} codi__batch_run;
+
+struct codi_batch {
+    const codi_model *m;
+    codi_state *scratch;     /* the pass's scratch buffers and thread pool (chunk C) */
+    codi__batch_run *runs;   /* [max_runs] slots */
+    int max_runs, max_pos, chunk, n_active;
+    codi__batch_req *queue;  /* [q_head, q_n) waiting */
+    long q_head, q_n, q_cap, n_submitted;
+    codi__row *rows;         /* [C] the pass */
+    int *row_run;            /* [C] slot of each row */
+    float *embeds;           /* [C, D] inputs of the pass */
+    float *ph, *pt, *pu;     /* [max_runs, D], [max_runs, P], [max_runs, D]: the batched projection */
+    float *pwork;            /* [threads, pwork_stride] */
+    size_t pwork_stride;
+    char error[256];
+};
+
+CODI_API const char *codi_batch_error(const codi_batch *b) { return b->error; }
+CODI_API int codi_batch_pending(const codi_batch *b) { return b->n_active + (int)(b->q_n - b->q_head); }
+
+CODI_API void codi_batch_free(codi_batch *b) {
+    int i;
+    long j;
+    if (!b) return;
+    for (i = 0; b->runs && i < b->max_runs; i++) { codi_state_free(b->runs[i].s); CODI_FREE(b->runs[i].q.ids); }
+    for (j = b->q_head; j < b->q_n; j++) CODI_FREE(b->queue[j].ids);
+    codi_state_free(b->scratch);
+    CODI_FREE(b->runs); CODI_FREE(b->queue); CODI_FREE(b->rows); CODI_FREE(b->row_run); CODI_FREE(b->embeds);
+    CODI_FREE(b->ph); CODI_FREE(b->pt); CODI_FREE(b->pu); CODI_FREE(b->pwork);
+    CODI_FREE(b);
+}
+
+CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, P = (size_t)(c->prj_dim > 0 ? c->prj_dim : 1), R;
+    codi_batch *b;
+    int i, threads;
+    if (max_runs < 1 || max_runs > 4096 || max_pos < 1) return NULL;
+    if (!(b = (codi_batch *)CODI_MALLOC(sizeof *b))) return NULL;
+    memset(b, 0, sizeof *b);
+    b->m = m; b->max_runs = max_runs; b->max_pos = max_pos; R = (size_t)max_runs;
+    b->chunk = max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK;
+    if (b->chunk < max_runs) b->chunk = max_runs;
+    b->scratch = codi__state_alloc(m, max_pos, n_threads, b->chunk);
+    b->runs = (codi__batch_run *)CODI_MALLOC(R * sizeof *b->runs);
+    b->rows = (codi__row *)CODI_MALLOC((size_t)b->chunk * sizeof *b->rows);
+    b->row_run = (int *)CODI_MALLOC((size_t)b->chunk * sizeof *b->row_run);
+    b->embeds = (float *)CODI_MALLOC((size_t)b->chunk * D * sizeof(float));
+    b->ph = (float *)CODI_MALLOC(R * D * sizeof(float));
+    b->pt = (float *)CODI_MALLOC(R * P * sizeof(float));
+    b->pu = (float *)CODI_MALLOC(R * D * sizeof(float));
+    threads = b->scratch ? ((codi__state_internal *)b->scratch->internal)->n_threads : 1;
+    b->pwork_stride = codi__work_floats(max_runs, (int)(D > P ? D : P));
+    b->pwork = (float *)CODI_MALLOC((size_t)threads * b->pwork_stride * sizeof(float));
+    if (b->runs) memset(b->runs, 0, R * sizeof *b->runs);
+    if (!b->scratch || !b->runs || !b->rows || !b->row_run || !b->embeds || !b->ph || !b->pt || !b->pu || !b->pwork) {
+        codi_batch_free(b); return NULL;
+    }
+    for (i = 0; i < max_runs; i++)      /* scratch of one position each: the passes use the batch's */
+        if (!(b->runs[i].s = codi__state_alloc(m, max_pos, 1, 1))) { codi_batch_free(b); return NULL; }
+    return b;
+}
+
+/* The latent steps a prefix state has made (its phase and step), or -1 if it is not a prefix. */
+static int codi__prefix_latents(const codi_state *p) {
+    if (p->n_pos <= 0) return -1;
+    if (p->phase == CODI_PHASE_PREFILL) return 0;
+    return p->phase == CODI_PHASE_LATENT ? p->step : -1;
+}
+
+CODI_API int codi_batch_submit(codi_batch *b, const codi_batch_request *req) {
+    const codi_config *c = &b->m->config;
+    const codi_run_opts *o = &req->opts;
+    int i, start, l = 0, cap = (int)(sizeof ((codi_run_result *)0)->answer / sizeof(int32_t));
+    long need;
+    codi__batch_req *q;
+    b->error[0] = 0;
+    if ((!req->ids) == (!req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: give exactly one of ids and prefix", b->n_submitted); return -1; }
+    if (o->n_latent < 0 || o->max_answer < 0 || o->max_answer > cap) {
+        codi__err(b->error, sizeof b->error, "request %ld: n_latent must be >= 0 and max_answer in [0, %d]", b->n_submitted, cap); return -1;
+    }
+    if (o->n_latent > 0 && !c->prj_dim) { codi__err(b->error, sizeof b->error, "this model has no prj: not a CODI checkpoint"); return -1; }
+    if (o->feed_eot && c->eot_id < 0) { codi__err(b->error, sizeof b->error, "this model has no CODI eot token to feed (set feed_eot = 0)"); return -1; }
+    if (req->ids) {
+        if (req->n_ids < 1) { codi__err(b->error, sizeof b->error, "request %ld: n_ids must be >= 1", b->n_submitted); return -1; }
+        for (i = 0; i < req->n_ids; i++)
+            if (req->ids[i] < 0 || req->ids[i] >= c->vocab) {
+                codi__err(b->error, sizeof b->error, "request %ld: token id %ld at input %d is out of range [0, %d)", b->n_submitted, (long)req->ids[i], i, c->vocab);
+                return -1;
+            }
+        start = req->n_ids;
+    } else {
+        if (!codi__state_fits(b->m, req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: the prefix state was made for another model", b->n_submitted); return -1; }
+        if ((l = codi__prefix_latents(req->prefix)) < 0 || l > o->n_latent) {
+            codi__err(b->error, sizeof b->error, "request %ld: the prefix must be a state after its prefill and at most n_latent (%d) latent steps "
+                      "(it has %d positions, phase %d, step %d)", b->n_submitted, o->n_latent, req->prefix->n_pos, req->prefix->phase, req->prefix->step);
+            return -1;
+        }
+        start = req->prefix->n_pos;
+    }
+    need = (long)start + (o->n_latent - l) + (o->feed_eot ? 1 : 0) + (o->max_answer > 1 ? o->max_answer - 1 : 0);
+    if (need > b->max_pos) {
+        codi__err(b->error, sizeof b->error, "request %ld: %ld positions (prompt %d, latents, eot, answer) do not fit the batch's %d",
+                  b->n_submitted, need, start, b->max_pos);
+        return -1;
+    }
+    if (b->q_head > 0 && b->q_n == b->q_cap) {         /* reuse the room of the runs that joined */
+        memmove(b->queue, b->queue + b->q_head, (size_t)(b->q_n - b->q_head) * sizeof *b->queue);
+        b->q_n -= b->q_head; b->q_head = 0;
+    }
+    if (b->q_n == b->q_cap) {
+        long ncap = b->q_cap ? 2 * b->q_cap : 64;
+        codi__batch_req *grown = (codi__batch_req *)CODI_REALLOC(b->queue, (size_t)ncap * sizeof *grown);
+        if (!grown) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
+        b->queue = grown; b->q_cap = ncap;
+    }
+    q = &b->queue[b->q_n];
+    q->req = *req; q->ids = NULL; q->index = b->n_submitted;
+    if (req->ids) {
+        if (!(q->ids = (int32_t *)CODI_MALLOC((size_t)req->n_ids * sizeof(int32_t)))) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
+        memcpy(q->ids, req->ids, (size_t)req->n_ids * sizeof(int32_t));
+        q->req.ids = q->ids;
+    }
+    b->q_n++; b->n_submitted++;
+    return 0;
+}
+
+/* Fails run x with its state's error (or why). */
+static void codi__batch_fail(codi__batch_run *x, const char *why) {
+    if (!x->s->error[0]) codi__err(x->s->error, sizeof x->s->error, "%s", why);
+    x->status = -1; x->stage = CODI__RUN_DONE;
+}
+
+/* after_latent after step k; 0, or -1 with the run failed. */
+static int codi__batch_after_latent(codi__batch_run *x, int k) {
+    if (codi__after_latent(&x->o, x->s, k) == 0) return 0;
+    x->status = -1; x->stage = CODI__RUN_DONE;
+    return -1;
+}
+
+/* The next answer token from the state's logits, as codi_run_answer: DONE after an eos or
+   max_answer, else the token becomes the next input. */
+static void codi__batch_take_token(const codi_model *m, codi__batch_run *x) {
+    int32_t tok;
+    if (x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
+    tok = codi_argmax_answer(m, x->s->logits);
+    if (x->o.answer_logits) memcpy(x->o.answer_logits + (size_t)x->r.n_answer * m->config.vocab, x->s->logits, (size_t)m->config.vocab * sizeof(float));
+    x->r.answer[x->r.n_answer++] = tok;
+    if (x->o.on_token) x->o.on_token(x->o.on_token_user, tok);
+    if ((x->o.stop_at_eos && codi__is_eos(&m->config, tok)) || x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
+    x->input = tok; x->s->step = x->r.n_answer;
+}
+
+/* After latent step k - 1 (or the prefill): the next latent step, or the answer (eot first). */
+static void codi__batch_next_latent(const codi_model *m, codi__batch_run *x) {
+    if (x->k <= x->o.n_latent) { x->stage = CODI__RUN_LATENT; return; }
+    if (x->o.latents && m->config.prj_dim && codi_project(m, x->s->final_hidden, x->o.latents + (size_t)x->o.n_latent * m->config.dim)) {
+        codi__batch_fail(x, "out of memory"); return;
+    }
+    x->stage = CODI__RUN_ANSWER;
+    x->s->phase = CODI_PHASE_ANSWER; x->s->step = 0;
+    if (x->o.feed_eot) x->input = m->config.eot_id;
+    else codi__batch_take_token(m, x);
+}
+
+/* Run x after a pass that gave it x->rows rows. */
+static void codi__batch_advance(const codi_model *m, codi__batch_run *x) {
+    int V = m->config.vocab;
+    if (x->stage == CODI__RUN_PREFILL) {
+        if ((x->fed += x->rows) < x->q.req.n_ids) return;
+        x->r.prompt_len = x->fed;
+        if (x->o.latent_logits) memcpy(x->o.latent_logits, x->s->logits, (size_t)V * sizeof(float));
+        if (codi__batch_after_latent(x, 0)) return;
+        x->k = 1;
+        codi__batch_next_latent(m, x);
+    } else if (x->stage == CODI__RUN_LATENT) {
+        if (x->o.latents) memcpy(x->o.latents + (size_t)(x->k - 1) * m->config.dim, codi_state_resid(x->s, 0, x->s->n_pos - 1), (size_t)m->config.dim * sizeof(float));
+        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)x->k * V, x->s->logits, (size_t)V * sizeof(float));
+        if (codi__batch_after_latent(x, x->k)) return;
+        x->k++;
+        codi__batch_next_latent(m, x);
+    } else if (x->stage == CODI__RUN_ANSWER) codi__batch_take_token(m, x);
+}
+
+/* Queued request q into free slot x: its state reset (or its prefix copied), hooks installed. */
+static void codi__batch_start(codi_batch *b, codi__batch_run *x, const codi__batch_req *q) {
+    const codi_model *m = b->m;
+    codi_state *s = x->s;
+    CODI_FREE(x->q.ids);
+    x->q = *q;
+    x->o = q->req.opts;
+    memset(&x->r, 0, sizeof x->r);
+    x->status = 0; x->fed = 0; x->k = 0; x->input = -1; x->rows = 0;
+    codi_state_reset(s);
+    codi_state_clear_hooks(s);
+    if (q->req.steer && codi_steer_install(q->req.steer, s, &x->o)) { codi__batch_fail(x, "steer install failed"); return; }
+    if (q->req.setup && q->req.setup(q->req.user, s, &x->o)) { codi__batch_fail(x, "the request's setup callback failed"); return; }
+    if (!q->req.prefix) { x->stage = CODI__RUN_PREFILL; s->phase = CODI_PHASE_PREFILL; s->step = 0; return; }
+    {
+        int l = codi__prefix_latents(q->req.prefix);
+        if (l < 0 || l > x->o.n_latent) { codi__batch_fail(x, "the prefix state changed after the request was submitted"); return; }
+        if (codi_state_copy(m, s, q->req.prefix)) { x->status = -1; x->stage = CODI__RUN_DONE; return; }
+        x->r.prompt_len = s->n_pos - l;
+        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)l * m->config.vocab, s->logits, (size_t)m->config.vocab * sizeof(float));
+        if (codi__batch_after_latent(x, l)) return;
+        x->k = l + 1;
+        codi__batch_next_latent(m, x);
+    }
+}
+
+/* 1 if latent step x->k's logits are read: latent_logits, an after_latent callback that may read
+   them (codi_steer_after_latent does not), or the first answer token without eot. */
+static int codi__batch_latent_logits(const codi__batch_run *x) {
+    return x->o.latent_logits || (x->o.after_latent && x->o.after_latent != codi_steer_after_latent) ||
+           (x->k == x->o.n_latent && !x->o.feed_eot);
+}
+
+/* The pass's rows: one per latent or answer run, then prefill positions up to C rows. Latent
+   inputs are the batched projection of each run's final hidden state. Returns the row count. */
+static int codi__batch_gather(codi_batch *b) {
+    const codi_model *m = b->m;
+    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
+    int D = c->dim, P = c->prj_dim, n = 0, nl = 0, i, j;
+    for (i = 0; i < b->max_runs; i++) {                    /* latent rows: z = LayerNorm(W3 gelu(W1 h + b1) + b3) */
+        codi__batch_run *x = &b->runs[i];
+        x->rows = 0;
+        if (x->stage == CODI__RUN_LATENT) memcpy(b->ph + (size_t)nl++ * D, x->s->final_hidden, (size_t)D * sizeof(float));
+    }
+    if (nl) {
+        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pt, b->ph, &m->w.prj1, nl);
+        for (i = 0; i < nl; i++)
+            for (j = 0; j < P; j++) b->pt[(size_t)i * P + j] = codi__gelu(b->pt[(size_t)i * P + j] + m->w.prj1_b[j]);
+        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pu, b->pt, &m->w.prj3, nl);
+    }
+    for (i = 0, nl = 0; i < b->max_runs; i++) {
+        codi__batch_run *x = &b->runs[i];
+        float *e = b->embeds + (size_t)n * D;
+        if (x->stage == CODI__RUN_LATENT) {
+            float *u = b->pu + (size_t)nl++ * D;
+            for (j = 0; j < D; j++) u[j] += m->w.prj3_b[j];
+            codi__layernorm(e, u, m->w.prj_ln_w, m->w.prj_ln_b, D, c->ln_eps);
+            x->s->phase = CODI_PHASE_LATENT; x->s->step = x->k;
+        } else if (x->stage == CODI__RUN_ANSWER) codi__row_f32(e, &m->w.embed, x->input);
+        else continue;
+        b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos; b->row_run[n] = i; x->rows = 1;
+        b->rows[n].no_logits = x->stage == CODI__RUN_LATENT && !codi__batch_latent_logits(x);
+        n++;
+    }
+    while (n < b->chunk) {                                 /* prefill: the oldest unfinished prompt first */
+        codi__batch_run *x = NULL;
+        int take;
+        for (i = 0; i < b->max_runs; i++) {
+            codi__batch_run *y = &b->runs[i];
+            if (y->stage == CODI__RUN_PREFILL && !y->rows && (!x || y->q.index < x->q.index)) x = y;
+        }
+        if (!x) break;
+        take = x->q.req.n_ids - x->fed < b->chunk - n ? x->q.req.n_ids - x->fed : b->chunk - n;
+        for (j = 0; j < take; j++, n++) {
+            codi__row_f32(b->embeds + (size_t)n * D, &m->w.embed, x->q.req.ids[x->fed + j]);
+            b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos + j; b->row_run[n] = (int)(x - b->runs);
+            b->rows[n].no_logits = x->fed + j + 1 < x->q.req.n_ids;   /* logits at the prompt's last position only */
+        }
+        x->rows = take;
+    }
+    return n;
+}
+
+/* Removes the rows of runs that failed in the last pass (and fails them); returns the rows left. */
+static int codi__batch_drop_failed(codi_batch *b, int n) {
+    int i, w = 0, D = b->m->config.dim, any = 0;
+    for (i = 0; i < n; i++) any |= b->rows[i].s->error[0] != 0;
+    for (i = 0; i < n; i++) {
+        codi__batch_run *x = &b->runs[b->row_run[i]];
+        if (!any || x->s->error[0]) {                      /* no state said why: every run of the pass fails */
+            if (x->stage != CODI__RUN_DONE) codi__batch_fail(x, "the batched pass failed");
+            x->rows = 0;
+            continue;
+        }
+        if (w != i) {
+            b->rows[w] = b->rows[i]; b->row_run[w] = b->row_run[i];
+            memcpy(b->embeds + (size_t)w * D, b->embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        }
+        w++;
+    }
+    return w;
+}
+
+CODI_API int codi_batch_step(codi_batch *b, codi_batch_done_fn done, void *user) {
+    const codi_model *m = b->m;
+    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
+    int i, n;
+    b->error[0] = 0;
+    for (i = 0; i < b->max_runs && b->q_head < b->q_n; i++)         /* 1. queued runs join free slots */
+        if (b->runs[i].stage == CODI__RUN_FREE) {
+            codi__batch_start(b, &b->runs[i], &b->queue[b->q_head]);
+            b->queue[b->q_head++].ids = NULL;                       /* owned by the slot now */
+            b->n_active++;
+        }
+    n = codi__batch_gather(b);                                      /* 2.-3. the rows, phases and steps */
+    while (n > 0) {                                                 /* 4. one pass (again without runs a hook failed) */
+        for (i = 0; i < n; i++) b->rows[i].s->error[0] = 0;
+        if (codi__forward_rows(m, si, b->rows, n, NULL, b->embeds, NULL, 2) == 0) break;
+        n = codi__batch_drop_failed(b, n);
+    }
+    for (i = 0; i < b->max_runs; i++)                               /* 5. each run moves on */
+        if (b->runs[i].rows) codi__batch_advance(m, &b->runs[i]);
+    for (i = 0; i < b->max_runs; i++) {                             /* 6. ended runs leave */
+        codi__batch_run *x = &b->runs[i];
+        codi_batch_result res;
+        int rc;
+        if (x->stage != CODI__RUN_DONE) continue;
+        res.user = x->q.req.user; res.index = x->q.index; res.status = x->status;
+        res.error = x->status ? x->s->error : ""; res.result = &x->r; res.state = x->s;
+        x->stage = CODI__RUN_FREE; b->n_active--;
+        rc = done ? done(user, &res) : 0;
+        codi_state_clear_hooks(x->s);
+        if (rc) { codi__err(b->error, sizeof b->error, "the done callback stopped the batch (code %d)", rc); return -1; }
+    }
+    return codi_batch_pending(b);
+}
+
+CODI_API int codi_batch_run(codi_batch *b, codi_batch_done_fn done, void *user) {
+    int left;
+    while ((left = codi_batch_step(b, done, user)) > 0) {}
+    return left < 0 ? -1 : 0;
 }
 
 #define CODI__LLAMA3_EOT_ID 128009   /* <|eot_id|>, the research prompt's separator */

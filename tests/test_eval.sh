@@ -29,6 +29,18 @@ n_same=$(paste -d' ' $d/pred.txt $d/ref.txt | awk '$1 == $2' | wc -l)
 [ "$n_same" -eq 12 ] && ok "eval baseline: all 12 predictions equal PyTorch's (reference_infer.py)" || bad "eval baseline: $n_same of 12 predictions equal PyTorch's"
 grep -q 'questions/minute' $d/full.err && ok "eval reports its throughput" || bad "eval throughput line"
 
+# 1b. the batched runner against one run per thread: the same results line for line (3 conditions x 12
+#     questions), and all 500 codi-nano questions through batches of 32 give PyTorch's predictions
+$CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --threads 2 --batch 1 --out $d/b1.jsonl > /dev/null 2> $d/b1.err
+grep -q 'batch 1$' $d/b1.err && grep -q 'batch 32$' $d/full.err &&
+  [ "$(grep '"index"' $d/b1.jsonl | sort)" = "$(grep '"index"' $d/full.jsonl | sort)" ] &&
+  ok "eval --batch 1 (one run per thread) and the default --batch 32: the same 36 result lines" || bad "eval --batch 1 vs --batch 32"
+$CODI eval --model models/codi-nano/codi_nano.bin --exact --questions $qs --threads 2 --batch 32 --out $d/all.jsonl > /dev/null 2>&1
+grep '"index"' $d/all.jsonl | sort -t: -k3 -n | sed 's/.*"prediction": \([^,]*\),.*/\1/' > $d/pred_all.txt
+n_same=$(paste -d' ' $d/pred_all.txt tests/data/codi_nano_reference_predictions.txt | awk '$1 == $2' | wc -l)
+[ "$n_same" -eq 500 ] && ok "eval --batch 32: all 500 codi-nano predictions equal PyTorch's (as codi run's single-stream ones)" ||
+  bad "eval --batch 32: $n_same of 500 predictions equal PyTorch's"
+
 # 2. kill -9 mid-run, a torn last line, then the same command again: same totals
 $CODI eval $nano --questions $qs --limit 12 --steer $spec --random-controls 1 --threads 1 --out $d/killed.jsonl > /dev/null 2>&1 &
 pid=$!

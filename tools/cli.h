@@ -26,6 +26,11 @@ enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
 
 #define CLI_LIST_MAX 64
+/* Runs per batched runner (codi_batch_*) for codi eval --batch and codi bench --batch: the fastest
+   measured on a 2-core machine with the 1B (README "Speed"). */
+#define CLI_BATCH_DEFAULT 32
+#define CLI_QUOTE_(x) #x
+#define CLI_QUOTE(x) CLI_QUOTE_(x)
 typedef struct { const char *v[CLI_LIST_MAX]; int n; } cli_list;   /* a repeatable option's values */
 
 /* One option of a command. Numbers are parsed strictly: the whole string, finite, in [min, max]. */

@@ -278,11 +278,118 @@ static double bench_question(const codi_model *m, codi_state *s) {
     return cli_now() - t0;
 }
 
+/* --- the research workload: branches of the sweep and whole questions, single-stream and batched --- */
+
+#define BENCH_PREFIX 50          /* the sweep's shape: a shared 50-token prefix, then per branch */
+#define BENCH_BRANCH_LATENTS 3   /* 3 latents, eot and */
+#define BENCH_BRANCH_ANSWER 2    /* 2 answer tokens: 5 positions per branch */
+#define BENCH_Q_PROMPT 100       /* a question: 100-token prompt, 6 latents, eot, 16 answer tokens */
+#define BENCH_Q_ANSWER 16
+
+static void bench_prompt(const codi_model *m, int32_t *ids, int n, int salt) {
+    int i;
+    ids[0] = m->config.bos_id >= 0 && m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
+    for (i = 1; i < n - 1; i++) ids[i] = (int32_t)((i * 7919 + 13 + salt * 104729) % (m->config.vocab - 3));
+    ids[n - 1] = m->config.bot_id >= 0 ? m->config.bot_id : 2;
+}
+
+/* The prefix every branch starts from: an n-token prompt prefilled (phase prefill, l = 0). */
+static codi_state *bench_prefix(const codi_model *m, int n, int threads) {
+    int32_t ids[BENCH_PREFIX];
+    codi_state *p = codi_state_alloc(m, BENCH_PREFIX + BENCH_BRANCH_LATENTS + BENCH_BRANCH_ANSWER + 1, threads);
+    bench_prompt(m, ids, n, 0);
+    if (p && codi_forward(m, p, ids, NULL, n, NULL)) { fprintf(stderr, "codi: %s\n", p->error); codi_state_free(p); return NULL; }
+    return p;
+}
+
+/* Single-stream branches per minute: n branches, each a copy of the prefix, 3 latent steps, eot
+   and 2 answer tokens (codi_latent_step, codi_run_answer); *copy_ms: the copy's share. */
+static double bench_branches_single(const codi_model *m, const codi_state *pre, int n, int threads, double *share, double *copy_ms) {
+    codi_state *s = codi_state_alloc(m, pre->max_pos, threads);
+    codi_run_opts ro = codi_run_opts_default(m);
+    codi_run_result rr;
+    double copy = 0, t;
+    bench_clock t0;
+    int i, k, ok = s != NULL;
+    ro.n_latent = BENCH_BRANCH_LATENTS; ro.max_answer = BENCH_BRANCH_ANSWER; ro.stop_at_eos = 0;
+    t0 = bench_start();
+    for (i = 0; ok && i < n; i++) {
+        t = cli_now();
+        ok = codi_state_copy(m, s, pre) == 0;
+        copy += cli_now() - t;
+        for (k = 1; ok && k <= BENCH_BRANCH_LATENTS; k++) { s->phase = CODI_PHASE_LATENT; s->step = k; ok = codi_latent_step(m, s, NULL) == 0; }
+        ok = ok && codi_run_answer(m, s, &ro, &rr) == 0;
+    }
+    t = bench_stop(t0, share);
+    if (!ok) fprintf(stderr, "codi bench: single-stream branch failed: %s\n", s ? s->error : "out of memory");
+    codi_state_free(s);
+    *copy_ms = 1000 * copy / n;
+    return ok ? 60.0 * n / t : -1;
+}
+
+/* Batched branches per minute: n branch requests from the prefix through a batch of B. */
+static double bench_branches_batch(const codi_model *m, const codi_state *pre, int B, int n, int threads, double *share) {
+    codi_batch *b = codi_batch_alloc(m, B, pre->max_pos, threads);
+    codi_batch_request q;
+    bench_clock t0;
+    double t;
+    int i, ok = b != NULL;
+    memset(&q, 0, sizeof q);
+    q.prefix = pre; q.opts = codi_run_opts_default(m);
+    q.opts.n_latent = BENCH_BRANCH_LATENTS; q.opts.max_answer = BENCH_BRANCH_ANSWER; q.opts.stop_at_eos = 0;
+    t0 = bench_start();
+    for (i = 0; ok && i < n; i++) ok = codi_batch_submit(b, &q) == 0;
+    ok = ok && codi_batch_run(b, NULL, NULL) == 0;
+    t = bench_stop(t0, share);
+    if (!ok) fprintf(stderr, "codi bench: batched branches failed: %s\n", b ? codi_batch_error(b) : "out of memory");
+    codi_batch_free(b);
+    return ok ? 60.0 * n / t : -1;
+}
+
+static int bench_count_done(void *user, const codi_batch_result *r) { (void)r; ++*(int *)user; return r->status; }
+
+/* Whole questions per minute through a batch of B: n questions of bench_question's shape, all
+   submitted at once (prefills ride beside the decode rows of the runs ahead of them). */
+static double bench_questions_batch(const codi_model *m, int B, int n, int threads, double *share) {
+    codi_batch *b = codi_batch_alloc(m, B, BENCH_Q_PROMPT + 6 + 1 + BENCH_Q_ANSWER, threads);
+    codi_batch_request q;
+    int32_t ids[BENCH_Q_PROMPT];
+    bench_clock t0;
+    double t;
+    int i, ok = b != NULL, done = 0;
+    memset(&q, 0, sizeof q);
+    q.ids = ids; q.n_ids = BENCH_Q_PROMPT; q.opts = codi_run_opts_default(m);
+    q.opts.max_answer = BENCH_Q_ANSWER; q.opts.stop_at_eos = 0;
+    t0 = bench_start();
+    for (i = 0; ok && i < n; i++) { bench_prompt(m, ids, BENCH_Q_PROMPT, i + 1); ok = codi_batch_submit(b, &q) == 0; }
+    ok = ok && codi_batch_run(b, bench_count_done, &done) == 0 && done == n;
+    t = bench_stop(t0, share);
+    if (!ok) fprintf(stderr, "codi bench: batched questions failed: %s\n", b ? codi_batch_error(b) : "out of memory");
+    codi_batch_free(b);
+    return ok ? 60.0 * n / t : -1;
+}
+
+/* Roofline seconds of a workload: passes over the weights of `bytes` each and `flops` in all, B
+   runs sharing each pass. B = 1: each pass alone, sum of max(its FLOPs / peak, bytes / bw) with
+   pass 0 the prompt (prompt_flops) and the others one position each; B > 1: the passes overlap
+   (prefill rows ride beside decode rows), max(FLOPs / peak, passes / B x bytes / bw). */
+static double bench_roofline_s(int B, int passes, double prompt_flops, double flops, double bytes, double peak_gflops, double bw_gbs) {
+    double t_bw = bytes / (bw_gbs * 1e9), t_c = flops / (peak_gflops * 1e9), step_flops;
+    if (B > 1) return t_c > passes * t_bw / B ? t_c : passes * t_bw / B;
+    step_flops = passes > 1 ? (flops - prompt_flops) / (passes - 1) : 0;
+    return (prompt_flops / (peak_gflops * 1e9) > t_bw ? prompt_flops / (peak_gflops * 1e9) : t_bw) +
+           (passes - 1) * (step_flops / (peak_gflops * 1e9) > t_bw ? step_flops / (peak_gflops * 1e9) : t_bw);
+}
+
 typedef struct { const char *path; double pp128, pp512, tg, question_s, tg_b8, tg_b32, sh128, sh512, shtg, shb8, shb32; } bench_row;
+
+/* The effective peak of path p (GFLOP/s): amx and avx512bf16 multiply x as two bf16 parts. */
+#define PATH_PEAK_OF(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)
+#define PATH_SH_OF(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
-    const char *kernels = NULL;
+    const char *kernels = NULL, *batches = NULL;
     int json = 0, n_gen = 32;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -290,6 +397,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         { "--tokens", CLI_INT, &n_gen, 1, 4096, "N", "decode steps to time (32)" },
         { "--kernels", CLI_STR, &kernels, 0, 0, "LIST", "kernel paths to time, comma-separated, e.g. avx512,scalar "
           "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
+        { "--batch", CLI_STR, &batches, 0, 0, "N[,N...]", "runs per batched runner for branch_bN and eval_qpm (default "
+          CLI_QUOTE(CLI_BATCH_DEFAULT) "); with a list, branch_bN at each and eval_qpm at the first" },
         CLI_END
     };
     double t0, load_s, bw, peak, peak_bf16 = 0, peak_amx = 0, bytes, macs, rss, sh_bw = 1, sh_peak = 1, sh_bf16 = 1, sh_amx = 1;
@@ -298,8 +407,11 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     codi_state *s;
     codi__pool *pool = NULL;
     bench_row rows[8];
-    char list[256], *name, *save = NULL;
-    int n_rows = 0, r;
+    char list[256], blist[256], *name, *save = NULL;
+    int n_rows = 0, r, batch[8], n_batch = 0, best = 0, bi;
+    double br1 = -1, br_n[8], br_p1 = -1, evq = -1, sh_br1 = 1, sh_brn[8], sh_evq = 1, sh_p1 = 1, copy_ms = 0;
+    double br_flops, q_flops, q_prompt_flops, lim_br1, lim_brn, lim_q1, lim_qn, pk0, bw0, lm;
+    codi_state *pre;
     const char *dflt = codi_kernel_name();    /* CODI_KERNEL's choice, else the fastest path */
     int prc = cli_parse(self, opts, argc, argv);
     if (prc) return prc == CLI_HELP ? 0 : 2;
@@ -317,8 +429,12 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         }
         rows[n_rows++].path = name;
     }
+    snprintf(blist, sizeof blist, "%s", batches ? batches : CLI_QUOTE(CLI_BATCH_DEFAULT));
+    for (name = strtok_r(blist, ",", &save); name && n_batch < 8; name = strtok_r(NULL, ",", &save))
+        if ((batch[n_batch++] = atoi(name)) < 1 || batch[n_batch - 1] > 1024) { fprintf(stderr, "codi bench: --batch: '%s' is not in 1..1024\n", name); return 2; }
     if (ma.threads > 1) pool = codi__pool_new(ma.threads);   /* the limits first: their 1 GiB is freed before the load */
     bench_threads = pool ? ma.threads : 1;
+    codi_set_kernel(rows[0].path);               /* the first path reads the bandwidth buffer */
     bw = bench_bandwidth(pool, &sh_bw);
     peak = 0;                                    /* the widest FMA this CPU has (256-bit when the first path is avx2) */
 #ifdef CODI__X86
@@ -352,7 +468,36 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         b->tg_b8 = r == 0 ? bench_decode_batch(m, 8, n_gen, ma.threads, &b->shb8) : -1;
         b->tg_b32 = r == 0 ? bench_decode_batch(m, 32, n_gen, ma.threads, &b->shb32) : -1;
     }
+    /* the research workload on the first path: branches (single-stream, then batched at each --batch;
+       and from a 1-token prefix: what a shared read-only prefix could save at most), whole questions */
+    codi_set_kernel(rows[0].path);
+    for (bi = 0; bi < n_batch; bi++) { br_n[bi] = -1; sh_brn[bi] = 1; }
+    if ((pre = bench_prefix(m, BENCH_PREFIX, ma.threads)) != NULL) {
+        br1 = bench_branches_single(m, pre, 8, ma.threads, &sh_br1, &copy_ms);
+        for (bi = 0; bi < n_batch; bi++) {
+            br_n[bi] = bench_branches_batch(m, pre, batch[bi], 3 * batch[bi], ma.threads, &sh_brn[bi]);
+            if (br_n[bi] > br_n[best]) best = bi;
+        }
+        codi_state_free(pre);
+    }
+    if ((pre = bench_prefix(m, 1, ma.threads)) != NULL) {
+        br_p1 = bench_branches_batch(m, pre, batch[best], 3 * batch[best], ma.threads, &sh_p1);
+        codi_state_free(pre);
+    }
+    evq = bench_questions_batch(m, batch[0], batch[0], ma.threads, &sh_evq);
     rss = bench_peak_rss_mb();
+    /* their rooflines (FLOPs: 2 per weight of the layers per position, lm_head where logits are read: the
+       answer tokens), from the peak and bandwidth per CPU share, as the other ratios */
+    pk0 = PATH_PEAK_OF(rows[0].path) / PATH_SH_OF(rows[0].path);
+    bw0 = bw / sh_bw;
+    lm = (double)m->w.lm_head.rows * m->w.lm_head.cols;
+    br_flops = 2 * ((BENCH_BRANCH_LATENTS + 1 + BENCH_BRANCH_ANSWER - 1) * macs + BENCH_BRANCH_ANSWER * lm);
+    q_prompt_flops = 2 * BENCH_Q_PROMPT * macs;
+    q_flops = q_prompt_flops + 2 * ((6 + 1 + BENCH_Q_ANSWER - 1) * macs + BENCH_Q_ANSWER * lm);
+    lim_br1 = 60 / bench_roofline_s(1, 5, br_flops / 5, br_flops, bytes, pk0, bw0);
+    lim_brn = 60 / bench_roofline_s(batch[best], 5, br_flops / 5, br_flops, bytes, pk0, bw0);
+    lim_q1 = 60 / bench_roofline_s(1, 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
+    lim_qn = 60 / bench_roofline_s(batch[0], 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
 #define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
 #define PATH_PEAK(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)   /* effective GFLOP/s */
 #define PATH_SH(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
@@ -374,6 +519,15 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16,
                sh_amx, peak_amx, PATH_PEAK_NAME(b->path), pk, OF(b->pp512, b->sh512, pk * pp_per_gflop, shp),
                OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp));
+        printf(", \"batch\": %d, \"best_batch\": %d, \"branch_b1\": %.1f, \"branch_bN\": %.1f, \"branch_ratio\": %.2f, "
+               "\"branch_b1_of_roofline\": %.3f, \"branch_bN_of_roofline\": %.3f, \"branch_copy_ms\": %.3f, \"branch_bN_prefix1\": %.1f, "
+               "\"eval_qpm\": %.2f, \"eval_ratio\": %.2f, \"eval_qpm_of_roofline\": %.3f, \"gsm8k_qpm_of_roofline\": %.3f, "
+               "\"cpu_share_research\": {\"branch_b1\": %.2f, \"branch_bN\": %.2f, \"eval_qpm\": %.2f}, \"branch_by_batch\": {",
+               batch[0], batch[best], br1, br_n[best], br_n[best] / br1, br1 / sh_br1 / lim_br1, br_n[best] / sh_brn[best] / lim_brn, copy_ms, br_p1,
+               evq, b->question_s > 0 ? evq * b->question_s / 60 : -1, evq / sh_evq / lim_qn,
+               b->question_s > 0 ? 60 / b->question_s / b->shtg / lim_q1 : -1, sh_br1, sh_brn[best], sh_evq);
+        for (bi = 0; bi < n_batch; bi++) printf("%s\"%d\": %.1f", bi ? ", " : "", batch[bi], br_n[bi]);
+        printf("}");
         printf(", \"by_path\": {");
         for (r = 0; r < n_rows; r++)
             printf("%s\"%s\": {\"pp128\": %.2f, \"tg\": %.3f, \"pp128_of_peak\": %.3f, \"tg_of_bw\": %.3f, \"pp128_of_path_peak\": %.3f}",
@@ -413,11 +567,24 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
 #undef PCT
             printf("\n");
         }
+        printf("research workload (%s): branches of a shared %d-token prefix, %d latents + eot + %d answer tokens each; questions "
+               "of %d-token prompts, 6 latents, eot, %d answer tokens; [CPU share], {%% of the roofline min(compute, bandwidth)}\n",
+               rows[0].path, BENCH_PREFIX, BENCH_BRANCH_LATENTS, BENCH_BRANCH_ANSWER, BENCH_Q_PROMPT, BENCH_Q_ANSWER);
+        printf("  branch_b1 %.1f/min [%.2f] {%.0f%%} (copy of the prefix %.2f ms each)\n", br1, sh_br1, 100 * br1 / sh_br1 / lim_br1, copy_ms);
+        for (bi = 0; bi < n_batch; bi++)
+            printf("  branch_b%d %.1f/min [%.2f] {%.0f%%}: %.2fx branch_b1%s\n", batch[bi], br_n[bi], sh_brn[bi],
+                   100 * br_n[bi] / sh_brn[bi] / (60 / bench_roofline_s(batch[bi], 5, br_flops / 5, br_flops, bytes, pk0, bw0)), br_n[bi] / br1, bi == best ? " (best)" : "");
+        printf("  branch_b%d from a 1-token prefix %.1f/min (what a shared read-only prefix could reach at most)\n", batch[best], br_p1);
+        printf("  eval_qpm (batch %d) %.2f questions/min [%.2f] {%.0f%%}: %.2fx gsm8k_qpm %.2f {%.0f%%}\n", batch[0], evq, sh_evq,
+               100 * evq / sh_evq / lim_qn, rows[0].question_s > 0 ? evq * rows[0].question_s / 60 : -1,
+               rows[0].question_s > 0 ? 60 / rows[0].question_s : -1, rows[0].question_s > 0 ? 100 * 60 / rows[0].question_s / rows[0].shtg / lim_q1 : -1);
     }
 #undef OF
 #undef PATH_PEAK
 #undef PATH_SH
 #undef PATH_PEAK_NAME
+#undef PATH_PEAK_OF
+#undef PATH_SH_OF
     codi_set_kernel(rows[0].path);
     codi_state_free(s);
     codi_model_free(m);
@@ -426,11 +593,14 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
 
 static const cli_command cmd_bench = {
     "bench", "speed beside the machine's measured limits (bandwidth, FMA / bf16 / AMX peaks)",
-    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N]",
+    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N] [--batch N[,N...]]",
     "Measures, in one process: read bandwidth and compute peaks (FMA; bf16 dot and AMX tiles where\n"
     "the CPU has them); load time; 128- and 512-token prefill;\n"
     "single-token decode; batched decode of 8 and 32 sequences (codi_forward_batch); one CODI question\n"
-    "end to end (100-token prompt, 6 latents, 16 answer tokens);\n"
+    "end to end (100-token prompt, 6 latents, 16 answer tokens; gsm8k_qpm); the research workload:\n"
+    "branches per minute of the sweep's shape (a shared 50-token prefix, then 3 latents, eot and 2 answer\n"
+    "tokens each) single-stream (branch_b1) and through the batched runner (branch_bN, codi_batch_*), and\n"
+    "whole questions per minute through it (eval_qpm), each beside its roofline min(compute, bandwidth);\n"
     "each beside its limit (decode: bandwidth / bytes per token; prefill: peak / FLOPs per token).\n\n"
     "Examples:\n"
     "  make bench    (writes bench/random_1b.safetensors, a full-size random CODI checkpoint, once)\n"

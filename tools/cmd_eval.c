@@ -49,6 +49,7 @@ typedef struct {
     int latents, max_answer;
     int draw_per_question;    /* --random-draw question: a control's directions drawn per question */
     uint64_t seed;
+    int batch, batch_threads;   /* runs per batched runner (--batch), threads of each runner */
     long next, total, finished, failed;
     FILE *out;
     pthread_mutex_t lock;
@@ -181,30 +182,22 @@ static long eval_read_results(eval_ctx *ec, const char *path, char *header_out, 
 
 /* --- running ------------------------------------------------------------------------------ */
 
-/* One (condition, question): run, decode, score; the JSON line is written under the lock. */
-static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, size_t cap) {
+/* The seed of a random control's directions for question q: the name's number (per spec), or one drawn
+   from the seed, the spec's number, the control's number and the question index (--random-draw question). */
+static uint64_t eval_draw_seed(const eval_ctx *ec, const eval_condition *c, const eval_question *q) {
+    return ec->draw_per_question ? eval_question_seed(ec->seed, ec->c[c->parent].spec_no, c->r, q->index) : (uint64_t)c->r;
+}
+
+/* One (condition, question)'s result: decode, score; the JSON line is written under the lock. */
+static void eval_record(eval_ctx *ec, int ci, int qi, const codi_run_result *rr, char *line, size_t cap) {
     const eval_question *q = &ec->q[qi];
     const eval_condition *c = &ec->c[ci];
-    codi_run_opts ro = codi_run_opts_default(ec->m);
-    codi_run_result rr;
     char text[4096];
     double pred = 0;
-    int has_pred, correct, rc;
+    int has_pred, correct;
     size_t n;
-    codi_steer *drawn = NULL;
-    uint64_t draw_seed = 0;
-    ro.n_latent = ec->latents; ro.max_answer = ec->max_answer;
-    codi_state_clear_hooks(s);
-    if (c->family == EVAL_CONTROL) {
-        draw_seed = ec->draw_per_question ? eval_question_seed(ec->seed, ec->c[c->parent].spec_no, c->r, q->index) : (uint64_t)c->r;   /* per spec: the name's number is the seed */
-        if (ec->draw_per_question && !(drawn = codi_steer_random_like(ec->c[c->parent].steer, draw_seed))) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
-    }
-    rc = drawn ? codi_steer_install(drawn, s, &ro) : c->steer ? codi_steer_install(c->steer, s, &ro) : 0;
-    if (rc == 0) rc = codi_run(ec->m, s, q->ids, q->n_ids, &ro, &rr);
-    codi_state_clear_hooks(s);
-    codi_steer_free(drawn);
-    if (rc) { fprintf(stderr, "codi eval: %s, line %d: %s\n", c->name, q->line, s->error); return -1; }
-    codi_decode(ec->t, rr.answer, rr.n_answer, 1, text, sizeof text);
+    uint64_t draw_seed = c->family == EVAL_CONTROL ? eval_draw_seed(ec, c, q) : 0;
+    codi_decode(ec->t, rr->answer, rr->n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
     correct = q->has_gold && has_pred && pred == q->gold;
     n = (size_t)snprintf(line, cap, "{\"condition\": \"%s\", \"index\": %d, \"line\": %d, \"correct\": %s, \"prediction\": ",
@@ -229,31 +222,88 @@ static int eval_one(eval_ctx *ec, codi_state *s, int ci, int qi, char *line, siz
     ec->finished++;
     cli_progress_update(ec->progress, ec->finished);
     pthread_mutex_unlock(&ec->lock);
+}
+
+typedef struct { eval_ctx *ec; char *line; } eval_worker_ctx;
+typedef struct { long u; codi_steer *drawn; } eval_job;   /* a run: unit u, its per-question control (or NULL) */
+
+/* A run of the batched runner ended: unit u = question u / nc under condition u % nc. */
+static int eval_done(void *user, const codi_batch_result *r) {
+    eval_worker_ctx *w = (eval_worker_ctx *)user;
+    eval_ctx *ec = w->ec;
+    eval_job *job = (eval_job *)r->user;
+    long u = job->u;
+    int ci = (int)(u % ec->nc), qi = (int)(u / ec->nc);
+    codi_steer_free(job->drawn);
+    free(job);
+    if (r->status == 0) { eval_record(ec, ci, qi, r->result, w->line, 16384); return 0; }
+    fprintf(stderr, "codi eval: %s, line %d: %s\n", ec->c[ci].name, ec->q[qi].line, r->error);
+    pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
     return 0;
 }
 
-/* A worker: its own state; takes the next unfinished (question, condition) until none is left. */
+/* A worker: a batched runner of ec->batch runs (codi_batch_*: one pass over the weights advances
+   every run); it takes the next unfinished (question, condition) whenever its queue runs low. */
 static void *eval_worker(void *user) {
     eval_ctx *ec = (eval_ctx *)user;
-    int max_ids = 0, i;
-    codi_state *s;
-    char *line = (char *)malloc(16384);
+    eval_worker_ctx w;
+    int max_ids = 0, i, slots;
+    codi_batch *b;
+    w.ec = ec; w.line = (char *)malloc(16384);
+    pthread_mutex_lock(&ec->lock);
+    slots = ec->total - ec->finished < ec->batch ? (int)(ec->total - ec->finished) : ec->batch;   /* no more than the runs left */
+    pthread_mutex_unlock(&ec->lock);
     for (i = 0; i < ec->nq; i++) if (ec->q[i].n_ids > max_ids) max_ids = ec->q[i].n_ids;
-    s = codi_state_alloc(ec->m, max_ids + ec->latents + ec->max_answer + 2, 1);
-    if (!s || !line) { fprintf(stderr, "codi eval: out of memory\n"); free(line); codi_state_free(s); return NULL; }
+    b = codi_batch_alloc(ec->m, slots > 0 ? slots : 1, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
+    if (!b || !w.line) {
+        fprintf(stderr, "codi eval: out of memory\n");
+        pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+        free(w.line); codi_batch_free(b); return NULL;
+    }
     for (;;) {
-        long u;
-        pthread_mutex_lock(&ec->lock);
-        while (ec->next < ec->total && ec->done[ec->next]) ec->next++;
-        u = ec->next < ec->total ? ec->next++ : -1;
-        pthread_mutex_unlock(&ec->lock);
-        if (u < 0) break;
-        if (eval_one(ec, s, (int)(u % ec->nc), (int)(u / ec->nc), line, 16384)) {
-            pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+        int more = 1;
+        while (more && codi_batch_pending(b) < 2 * ec->batch) {       /* keep a batch's worth queued */
+            codi_batch_request rq;
+            long u;
+            pthread_mutex_lock(&ec->lock);
+            while (ec->next < ec->total && ec->done[ec->next]) ec->next++;
+            u = ec->next < ec->total ? ec->next++ : -1;
+            pthread_mutex_unlock(&ec->lock);
+            if (u < 0) { more = 0; break; }
+            memset(&rq, 0, sizeof rq);
+            rq.ids = ec->q[u / ec->nc].ids; rq.n_ids = ec->q[u / ec->nc].n_ids;
+            rq.opts = codi_run_opts_default(ec->m);
+            rq.opts.n_latent = ec->latents; rq.opts.max_answer = ec->max_answer;
+            {
+                const eval_condition *c = &ec->c[u % ec->nc];
+                eval_job *job = (eval_job *)calloc(1, sizeof *job);
+                if (job && c->family == EVAL_CONTROL && ec->draw_per_question)
+                    job->drawn = codi_steer_random_like(ec->c[c->parent].steer, eval_draw_seed(ec, c, &ec->q[u / ec->nc]));
+                if (!job || (c->family == EVAL_CONTROL && ec->draw_per_question && !job->drawn)) {
+                    fprintf(stderr, "codi eval: out of memory\n");
+                    free(job);
+                    pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+                    continue;
+                }
+                job->u = u;
+                rq.steer = job->drawn ? job->drawn : c->steer;
+                rq.user = job;
+                if (codi_batch_submit(b, &rq)) {
+                    fprintf(stderr, "codi eval: %s, line %d: %s\n", c->name, ec->q[u / ec->nc].line, codi_batch_error(b));
+                    codi_steer_free(job->drawn); free(job);
+                    pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
+                }
+            }
+        }
+        if (!codi_batch_pending(b) && !more) break;
+        if (codi_batch_step(b, eval_done, &w) < 0) {
+            fprintf(stderr, "codi eval: %s\n", codi_batch_error(b));
+            pthread_mutex_lock(&ec->lock); ec->failed += codi_batch_pending(b); pthread_mutex_unlock(&ec->lock);
+            break;
         }
     }
-    free(line);
-    codi_state_free(s);
+    free(w.line);
+    codi_batch_free(b);
     return NULL;
 }
 
@@ -482,6 +532,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL, *random_draw = "spec";
     int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
+    int batch = CLI_BATCH_DEFAULT;
     cli_list steers;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
@@ -498,6 +549,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         { "--recipe", CLI_INT, &recipe, 0, 1, "0|1", "prompt: 0 BOS q bot (zhenyi4/codi), 1 BOS q <|eot_id|> bot (the sprint); default 0" },
         { "--latents", CLI_INT, &latents, 0, 1000, "N", "latent steps (default 6)" },
         { "--max-answer", CLI_INT, &max_answer, 1, 1024, "N", "answer tokens at most (default 256)" },
+        { "--batch", CLI_INT, &batch, 1, 1024, "N", "runs advanced together through one pass over the weights (codi_batch_*) on all --threads; "
+          "1: one run per thread (codi_run's results bit for bit); default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
@@ -567,6 +620,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     }
     eval_classify(&ec);
     ec.m = m; ec.t = t; ec.latents = latents; ec.max_answer = max_answer;
+    ec.batch = batch; ec.batch_threads = batch > 1 ? workers : 1;
+    if (batch > 1) workers = 1;           /* one batched runner on every thread */
     {
         eval_question_list ql;
         memset(&ql, 0, sizeof ql);
@@ -609,7 +664,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         ec.finished = n_old > 0 ? n_old : 0;
     }
     pthread_mutex_init(&ec.lock, NULL);
-    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads\n", ec.nq, n_bad, ec.nc, workers);
+    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
+            workers * ec.batch_threads, ec.batch);
     ec.progress = cli_progress_start("eval", ec.total, ec.finished);
     t0 = cli_now();
     {
@@ -653,7 +709,9 @@ static const cli_command cmd_eval = {
     "same norms: drawn once per spec (default; control K uses seed S+K, named SPEC~random<S+K>) or, with\n"
     "--random-draw question, per question (seeded from S, the spec's number, K and the question index;\n"
     "named SPEC~randomK; each result line records its draw_seed). Names are checked: \"baseline\", a\n"
-    "taken name and names holding \"~random\" are refused. --threads spreads the questions over threads.\n"
+    "taken name and names holding \"~random\" are refused. The runs go through the batched runner: --batch N\n"
+    "of them advance together, one pass over the weights per step, on all --threads (--batch 1: one run per\n"
+    "thread).\n"
     "Every result is appended to RESULTS.jsonl as soon as it is known (first line: the settings); running\n"
     "the same command again resumes (after Ctrl-C or kill -9) and ends with the same totals. A malformed\n"
     "line of the questions file is reported with its number and skipped.\n"
