@@ -148,5 +148,15 @@ n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-spe
 expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
 expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf
 
+# ---- a signal leaves no temporary file: SIGTERM and SIGHUP unlink NAME.tmp.PID, then kill as before ----
+for sig in TERM HUP; do
+  rm -f $d/sig.jsonl $d/sig.jsonl.tmp.*
+  $B gen-templates --draws 100000 --out $d/sig.jsonl 2> /dev/null & p=$!
+  n=0; while [ $n -lt 200 ] && ! ls $d/sig.jsonl.tmp.* > /dev/null 2>&1; do sleep 0.01; n=$((n + 1)); done
+  kill -$sig $p; wait $p; rc=$?
+  left=$(ls $d/sig.jsonl* 2> /dev/null)
+  if [ $rc -gt 128 ] && [ -z "$left" ]; then ok "SIG$sig: killed (exit $rc), no temporary or partial file left"; else bad "SIG$sig: exit $rc, left: $left"; fi
+done
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
