@@ -761,17 +761,18 @@ static int sweep_report(const char *dir, const sweep_cond *c, int nc, const sign
         nq_split[confirm_q[i]] += has;
     }
     snprintf(path, sizeof path, "%s/summary.jsonl", dir);
-    js = fopen(path, "w");
+    js = cli_out_open(path, "w");
     snprintf(path, sizeof path, "%s/summary.csv", dir);
-    csv = fopen(path, "w");
-    if (!js || !csv) { fprintf(stderr, "codi sweep: cannot write %s/summary.jsonl / summary.csv\n", dir); if (js) fclose(js); if (csv) fclose(csv); free(st); free(top); return 1; }
+    csv = js ? cli_out_open(path, "w") : NULL;
+    if (!js || !csv) { cli_out_abort(js); free(st); free(top); return 1; }
     fprintf(csv, "condition,family,role,split,n,correct,accuracy,ci_low,ci_high,baseline,baseline_accuracy,paired,diff_vs_baseline,diff_ci_low,diff_ci_high,"
                  "flips_to_right,flips_to_wrong,p_vs_baseline,control,diff_vs_random,p_vs_random,p_primary,p_holm,q_bh,survives\n");
     for (s = 0; s < 2; s++)
         for (i = 0; i < nc; i++)
             if (st[(size_t)s * nc + i].has)
                 sweep_summary_line(js, csv, c, i, &st[(size_t)s * nc + i], c[i].base >= 0 ? &st[(size_t)s * nc + c[i].base] : NULL, s);
-    fclose(js); fclose(csv);
+    if (cli_out_close(js)) { cli_out_abort(csv); free(st); free(top); return 1; }
+    if (cli_out_close(csv)) { free(st); free(top); return 1; }
     /* the printed report: confirmed results first */
     if (confirming) {
         int n_conf = 0, n_surv = 0;
@@ -975,9 +976,10 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
         n_sel = sweep_rank(c, nc, st, top && top->type == CODI__J_NUM ? (int)top->num : 10, sel);
         line = sweep_selection_line(c, sel, n_sel);
         snprintf(path, sizeof path, "%s/selection.json", dir);
-        if (!line || !(f = fopen(path, "w"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); free(line); free(st); free(sel); goto done; }
+        if (!line) { fprintf(stderr, "codi sweep: out of memory\n"); free(st); free(sel); goto done; }
+        if (!(f = cli_out_open(path, "w"))) { free(line); free(st); free(sel); goto done; }
         fprintf(f, "%s\n", line);
-        fclose(f);
+        if (cli_out_close(f)) { free(line); free(st); free(sel); goto done; }
         printf("selected %d cells on the exploration questions: %s\nnow run each shard again with --selection %s, then merge again\n\n", n_sel, path, path);
         free(line); free(st); free(sel);
     }
