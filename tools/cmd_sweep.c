@@ -381,6 +381,8 @@ typedef struct {
     uint64_t seed;
     long next, finished, failed;
     FILE *out;
+    char out_path[4200];
+    int write_failed;                   /* a write of out failed: no result counted after it, every worker stops */
     pthread_mutex_t lock;
     cli_progress *progress;
 } sweep_ctx;
@@ -466,9 +468,8 @@ static void sweep_question_run(sweep_ctx *sc, sweep_worker_mem *w, int qp) {
         len += sweep_row(w->rows + len, w->rows_cap - len, &sc->c[i], q, sc->confirm_q[qp], &w->res[i]);
     }
     pthread_mutex_lock(&sc->lock);
-    fwrite(w->rows, 1, len, sc->out);
-    fflush(sc->out);
-    for (i = 0; i < sc->nc; i++) {
+    if (!sc->write_failed && (fwrite(w->rows, 1, len, sc->out) != len || cli_out_flush(sc->out, sc->out_path))) sc->write_failed = 1;
+    for (i = 0; i < sc->nc && !sc->write_failed; i++) {
         if (w->need[i] && w->res[i].ok) sc->grid[(size_t)i * sc->nq + qp] = (signed char)w->res[i].correct;
         else if (w->need[i]) sc->failed++;
     }
@@ -492,7 +493,7 @@ static void *sweep_worker(void *user) {
         for (;;) {
             long u;
             pthread_mutex_lock(&sc->lock);
-            u = sc->next < sc->n_todo ? sc->next++ : -1;
+            u = sc->next < sc->n_todo && !sc->write_failed ? sc->next++ : -1;
             pthread_mutex_unlock(&sc->lock);
             if (u < 0) break;
             sweep_question_run(sc, &w, sc->todo[u]);
@@ -1390,7 +1391,8 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         if (n_old > 0) fprintf(stderr, "codi sweep: resuming %s: %ld results already there\n", path, n_old);
         if (n_old >= 0 && truncate(path, good) != 0) { fprintf(stderr, "codi sweep: cannot truncate %s\n", path); goto done; }
         if (!(sc.out = fopen(path, "a"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); goto done; }
-        if (!old_header) { fprintf(sc.out, "%s\n", header); fflush(sc.out); }
+        snprintf(sc.out_path, sizeof sc.out_path, "%s", path);
+        if (!old_header) { fprintf(sc.out, "%s\n", header); if (cli_out_flush(sc.out, path)) goto done; }
     }
     sc.run.m = m; sc.run.t = t; sc.run.N = latents; sc.run.answer_tokens = answer_tokens;
     sc.c = cl.c; sc.nc = cl.n; sc.q = sl.q; sc.nq = sl.n; sc.confirm_q = confirm_q; sc.active = active;
@@ -1432,6 +1434,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     memset(active, 1, (size_t)cl.n);
     fprintf(stderr, "codi sweep: %d questions (%d exploration here) x %d conditions on %d threads\n", sl.n, sc.n_todo, cl.n, workers);
     sweep_phase(&sc, workers, "sweep explore");
+    if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
     if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     /* 3. confirmation: the top cells of the exploration, on the held-out questions */
     if (confirm > 0) {
@@ -1474,6 +1477,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         for (i = 0; i < sl.n; i++) if ((shard_n <= 1 || i % shard_n == shard_k - 1) && confirm_q[i]) sc.todo[sc.n_todo++] = i;
         fprintf(stderr, "codi sweep: confirming %d cells on %d held-out questions\n", n_sel, sc.n_todo);
         sweep_phase(&sc, workers, "sweep confirm");
+    if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
         if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     }
     fclose(sc.out); sc.out = NULL;
