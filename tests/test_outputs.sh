@@ -72,7 +72,17 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
   expect 1 "results were lost" "eval --out on a full file system" $B eval $nano --questions $d/q2.jsonl --out $d/full/r.jsonl --max-answer 4
   umount $d/full
-else skip "full file system: needs root and a tmpfs mount (3 tests)"; skip=$((skip + 2)); fi
+  # sweep: vectors.safetensors (104 KiB) fits in 128 KiB, results.jsonl does not: stop, exit 1, resume after
+  mount -t tmpfs -o size=128k tmpfs $d/full
+  sw="$B sweep $nano --questions models/codi-nano/test.jsonl --limit 40 --steps 6 --pairs 1-2,3-4 --coeffs 0,1 --kv-coeffs 0 --noise-seeds 0 --threads 2 --out $d/full/s"
+  expect 1 "stopped: $d/full/s/results.jsonl could not be written" "sweep on a full file system stops" $sw
+  [ ! -e $d/full/s/summary.jsonl ] && ok "sweep: no summary after the failed write" || bad "sweep wrote a summary"
+  mount -o remount,size=4m $d/full
+  expect 0 "" "sweep resumed after space was freed" $sw
+  n=$(grep -c '"correct"' $d/full/s/results.jsonl)
+  [ "$n" -eq 560 ] && [ -s $d/full/s/summary.csv ] && ok "sweep resumed: 560 results (40 x 14), none twice, summary written" || bad "sweep resumed: $n results"
+  umount $d/full
+else skip "full file system: needs root and a tmpfs mount (7 tests)"; skip=$((skip + 6)); fi
 
 # ---- outputs that name inputs; existing outputs ----
 cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
