@@ -82,7 +82,14 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   n=$(grep -c '"correct"' $d/full/s/results.jsonl)
   [ "$n" -eq 560 ] && [ -s $d/full/s/summary.csv ] && ok "sweep resumed: 560 results (40 x 14), none twice, summary written" || bad "sweep resumed: $n results"
   umount $d/full
-else skip "full file system: needs root and a tmpfs mount (7 tests)"; skip=$((skip + 6)); fi
+  # record: the dataset writer stops on a full disk and the dataset resumes
+  mount -t tmpfs -o size=256k tmpfs $d/full
+  rec="$B record $nano --questions models/codi-nano/test.jsonl --limit 20 --max-answer 2 --out $d/full/a.st"
+  expect 1 "the activation dataset was not written completely" "record on a full file system stops" $rec
+  mount -o remount,size=8m $d/full
+  expect 0 "already recorded" "record resumed after space was freed" $rec
+  umount $d/full
+else skip "full file system: needs root and a tmpfs mount (9 tests)"; skip=$((skip + 8)); fi
 
 # ---- outputs that name inputs; existing outputs ----
 cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
