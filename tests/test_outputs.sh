@@ -72,7 +72,24 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
   expect 1 "results were lost" "eval --out on a full file system" $B eval $nano --questions $d/q2.jsonl --out $d/full/r.jsonl --max-answer 4
   umount $d/full
-else skip "full file system: needs root and a tmpfs mount (3 tests)"; skip=$((skip + 2)); fi
+  # sweep: vectors.safetensors (104 KiB) fits in 128 KiB, results.jsonl does not: stop, exit 1, resume after
+  mount -t tmpfs -o size=128k tmpfs $d/full
+  sw="$B sweep $nano --questions models/codi-nano/test.jsonl --limit 40 --steps 6 --pairs 1-2,3-4 --coeffs 0,1 --kv-coeffs 0 --noise-seeds 0 --threads 2 --out $d/full/s"
+  expect 1 "stopped: $d/full/s/results.jsonl could not be written" "sweep on a full file system stops" $sw
+  [ ! -e $d/full/s/summary.jsonl ] && ok "sweep: no summary after the failed write" || bad "sweep wrote a summary"
+  mount -o remount,size=4m $d/full
+  expect 0 "" "sweep resumed after space was freed" $sw
+  n=$(grep -c '"correct"' $d/full/s/results.jsonl)
+  [ "$n" -eq 560 ] && [ -s $d/full/s/summary.csv ] && ok "sweep resumed: 560 results (40 x 14), none twice, summary written" || bad "sweep resumed: $n results"
+  umount $d/full
+  # record: the dataset writer stops on a full disk and the dataset resumes
+  mount -t tmpfs -o size=256k tmpfs $d/full
+  rec="$B record $nano --questions models/codi-nano/test.jsonl --limit 20 --max-answer 2 --out $d/full/a.st"
+  expect 1 "the activation dataset was not written completely" "record on a full file system stops" $rec
+  mount -o remount,size=8m $d/full
+  expect 0 "already recorded" "record resumed after space was freed" $rec
+  umount $d/full
+else skip "full file system: needs root and a tmpfs mount (9 tests)"; skip=$((skip + 8)); fi
 
 # ---- outputs that name inputs; existing outputs ----
 cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
@@ -147,6 +164,16 @@ n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-spe
 [ -n "$n_text" ] && [ -n "$n_special" ] && [ "$n_text" -gt "$n_special" ] && ok "<|bocot|> in a question is text ($n_text tokens), one token with --parse-special ($n_special)" || bad "special-token text: $n_text vs $n_special"
 expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
 expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf
+
+# ---- a signal leaves no temporary file: SIGTERM and SIGHUP unlink NAME.tmp.PID, then kill as before ----
+for sig in TERM HUP; do
+  rm -f $d/sig.jsonl $d/sig.jsonl.tmp.*
+  $B gen-templates --draws 100000 --out $d/sig.jsonl 2> /dev/null & p=$!
+  n=0; while [ $n -lt 200 ] && ! ls $d/sig.jsonl.tmp.* > /dev/null 2>&1; do sleep 0.01; n=$((n + 1)); done
+  kill -$sig $p; wait $p; rc=$?
+  left=$(ls $d/sig.jsonl* 2> /dev/null)
+  if [ $rc -gt 128 ] && [ -z "$left" ]; then ok "SIG$sig: killed (exit $rc), no temporary or partial file left"; else bad "SIG$sig: exit $rc, left: $left"; fi
+done
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <signal.h>
 
 #define CLI_VERSION "codi_lens 0.3"
 
@@ -508,13 +509,29 @@ static void cli__outs_cleanup(void) {   /* at exit: the temporary files of outpu
         if (cli__outs[i].f) { if (strcmp(cli__outs[i].tmp, cli__outs[i].path)) remove(cli__outs[i].tmp); cli__outs[i].f = NULL; }
 }
 
+/* On SIGINT/SIGTERM/SIGHUP: the temporary files of outputs never finished are unlinked (unlink is
+   async-signal-safe), then the signal is raised again with its default action. */
+static void cli__outs_signal(int sig) {
+    int i;
+    for (i = 0; i < CLI_OUT_MAX; i++)
+        if (cli__outs[i].f && strcmp(cli__outs[i].tmp, cli__outs[i].path)) unlink(cli__outs[i].tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 /* Opens path for writing ("w" or "wb") under a temporary name; NULL after a message. */
 CLI_API FILE *cli_out_open(const char *path, const char *mode) {
     struct stat st;
     int i;
     for (i = 0; i < CLI_OUT_MAX && cli__outs[i].f; i++) {}
     if (i == CLI_OUT_MAX || strlen(path) >= sizeof cli__outs[i].path) { fprintf(stderr, "codi: cannot write %s: too many outputs open or name too long\n", path); return NULL; }
-    if (!cli__outs_hooked) { atexit(cli__outs_cleanup); cli__outs_hooked = 1; }
+    if (!cli__outs_hooked) {
+        atexit(cli__outs_cleanup);
+        static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+        int k;
+        for (k = 0; k < 3; k++) if (signal(sigs[k], cli__outs_signal) == SIG_IGN) signal(sigs[k], SIG_IGN);   /* an ignored signal stays ignored */
+        cli__outs_hooked = 1;
+    }
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s", path);   /* a device or pipe: as it is */
     else snprintf(cli__outs[i].tmp, sizeof cli__outs[i].tmp, "%s.tmp.%ld", path, (long)getpid());
     snprintf(cli__outs[i].path, sizeof cli__outs[i].path, "%s", path);

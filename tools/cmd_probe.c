@@ -430,7 +430,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     names = (char (*)[128])calloc((size_t)n_cells, sizeof *names);
     if (!xtr || !xte || !ytr || !yte || !proba || !probes || !met || !names) { fprintf(stderr, "codi probe: out of memory\n"); goto done; }
     snprintf(path, sizeof path, "%s/cells.csv", g.out);
-    if (!(csv = fopen(path, "w"))) { fprintf(stderr, "codi probe: cannot write %s\n", path); goto done; }
+    if (!(csv = cli_out_open(path, "w"))) goto done;
     fprintf(csv, "name,tensor,layer,slot,slot_label,label,n_train,n_test,accuracy,acc_lo,acc_hi,auc,auc_lo,auc_hi,log_loss,iterations,converged\n");
     fprintf(stderr, "codi probe: %s [%s], label %s (%d classes), %d cell(s), held out %.0f%% of questions\n", g.acts, g.tensor, g.label,
             pl.n_classes, n_cells, 100 * g.test_frac);
@@ -473,7 +473,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         cli_progress_update(prog, cell + 1);
     }
     cli_progress_end(prog); prog = NULL;
-    if (fclose(csv)) { csv = NULL; fprintf(stderr, "codi probe: error writing cells.csv\n"); goto done; }
+    if (cli_out_close(csv)) { csv = NULL; goto done; }
     csv = NULL;
 
     printf("held-out %s [95%% CI], label %s, %s\n", pl.n_classes == 2 ? "AUC" : "macro AUC", g.label, g.tensor);
@@ -541,7 +541,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     rc = 0;
 done:
     if (prog) cli_progress_end(prog);
-    if (csv) fclose(csv);
+    cli_out_abort(csv);
     for (i = 0; probes && i < n_cells; i++) codi_probe_free(probes[i]);
     free(probes); free(met); free(names); free(xtr); free(xte); free(ytr); free(yte); free(proba);
     probe_labels_free(&pl);

@@ -381,6 +381,8 @@ typedef struct {
     uint64_t seed;
     long next, finished, failed;
     FILE *out;
+    char out_path[4200];
+    int write_failed;                   /* a write of out failed: no result counted after it, every worker stops */
     pthread_mutex_t lock;
     cli_progress *progress;
 } sweep_ctx;
@@ -466,9 +468,8 @@ static void sweep_question_run(sweep_ctx *sc, sweep_worker_mem *w, int qp) {
         len += sweep_row(w->rows + len, w->rows_cap - len, &sc->c[i], q, sc->confirm_q[qp], &w->res[i]);
     }
     pthread_mutex_lock(&sc->lock);
-    fwrite(w->rows, 1, len, sc->out);
-    fflush(sc->out);
-    for (i = 0; i < sc->nc; i++) {
+    if (!sc->write_failed && (fwrite(w->rows, 1, len, sc->out) != len || cli_out_flush(sc->out, sc->out_path))) sc->write_failed = 1;
+    for (i = 0; i < sc->nc && !sc->write_failed; i++) {
         if (w->need[i] && w->res[i].ok) sc->grid[(size_t)i * sc->nq + qp] = (signed char)w->res[i].correct;
         else if (w->need[i]) sc->failed++;
     }
@@ -492,7 +493,7 @@ static void *sweep_worker(void *user) {
         for (;;) {
             long u;
             pthread_mutex_lock(&sc->lock);
-            u = sc->next < sc->n_todo ? sc->next++ : -1;
+            u = sc->next < sc->n_todo && !sc->write_failed ? sc->next++ : -1;
             pthread_mutex_unlock(&sc->lock);
             if (u < 0) break;
             sweep_question_run(sc, &w, sc->todo[u]);
@@ -761,17 +762,18 @@ static int sweep_report(const char *dir, const sweep_cond *c, int nc, const sign
         nq_split[confirm_q[i]] += has;
     }
     snprintf(path, sizeof path, "%s/summary.jsonl", dir);
-    js = fopen(path, "w");
+    js = cli_out_open(path, "w");
     snprintf(path, sizeof path, "%s/summary.csv", dir);
-    csv = fopen(path, "w");
-    if (!js || !csv) { fprintf(stderr, "codi sweep: cannot write %s/summary.jsonl / summary.csv\n", dir); if (js) fclose(js); if (csv) fclose(csv); free(st); free(top); return 1; }
+    csv = js ? cli_out_open(path, "w") : NULL;
+    if (!js || !csv) { cli_out_abort(js); free(st); free(top); return 1; }
     fprintf(csv, "condition,family,role,split,n,correct,accuracy,ci_low,ci_high,baseline,baseline_accuracy,paired,diff_vs_baseline,diff_ci_low,diff_ci_high,"
                  "flips_to_right,flips_to_wrong,p_vs_baseline,control,diff_vs_random,p_vs_random,p_primary,p_holm,q_bh,survives\n");
     for (s = 0; s < 2; s++)
         for (i = 0; i < nc; i++)
             if (st[(size_t)s * nc + i].has)
                 sweep_summary_line(js, csv, c, i, &st[(size_t)s * nc + i], c[i].base >= 0 ? &st[(size_t)s * nc + c[i].base] : NULL, s);
-    fclose(js); fclose(csv);
+    if (cli_out_close(js)) { cli_out_abort(csv); free(st); free(top); return 1; }
+    if (cli_out_close(csv)) { free(st); free(top); return 1; }
     /* the printed report: confirmed results first */
     if (confirming) {
         int n_conf = 0, n_surv = 0;
@@ -975,9 +977,10 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
         n_sel = sweep_rank(c, nc, st, top && top->type == CODI__J_NUM ? (int)top->num : 10, sel);
         line = sweep_selection_line(c, sel, n_sel);
         snprintf(path, sizeof path, "%s/selection.json", dir);
-        if (!line || !(f = fopen(path, "w"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); free(line); free(st); free(sel); goto done; }
+        if (!line) { fprintf(stderr, "codi sweep: out of memory\n"); free(st); free(sel); goto done; }
+        if (!(f = cli_out_open(path, "w"))) { free(line); free(st); free(sel); goto done; }
         fprintf(f, "%s\n", line);
-        fclose(f);
+        if (cli_out_close(f)) { free(line); free(st); free(sel); goto done; }
         printf("selected %d cells on the exploration questions: %s\nnow run each shard again with --selection %s, then merge again\n\n", n_sel, path, path);
         free(line); free(st); free(sel);
     }
@@ -1388,7 +1391,8 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         if (n_old > 0) fprintf(stderr, "codi sweep: resuming %s: %ld results already there\n", path, n_old);
         if (n_old >= 0 && truncate(path, good) != 0) { fprintf(stderr, "codi sweep: cannot truncate %s\n", path); goto done; }
         if (!(sc.out = fopen(path, "a"))) { fprintf(stderr, "codi sweep: cannot write %s\n", path); goto done; }
-        if (!old_header) { fprintf(sc.out, "%s\n", header); fflush(sc.out); }
+        snprintf(sc.out_path, sizeof sc.out_path, "%s", path);
+        if (!old_header) { fprintf(sc.out, "%s\n", header); if (cli_out_flush(sc.out, path)) goto done; }
     }
     sc.run.m = m; sc.run.t = t; sc.run.N = latents; sc.run.answer_tokens = answer_tokens;
     sc.c = cl.c; sc.nc = cl.n; sc.q = sl.q; sc.nq = sl.n; sc.confirm_q = confirm_q; sc.active = active;
@@ -1430,6 +1434,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     memset(active, 1, (size_t)cl.n);
     fprintf(stderr, "codi sweep: %d questions (%d exploration here) x %d conditions on %d threads\n", sl.n, sc.n_todo, cl.n, workers);
     sweep_phase(&sc, workers, "sweep explore");
+    if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
     if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     /* 3. confirmation: the top cells of the exploration, on the held-out questions */
     if (confirm > 0) {
@@ -1472,6 +1477,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         for (i = 0; i < sl.n; i++) if ((shard_n <= 1 || i % shard_n == shard_k - 1) && confirm_q[i]) sc.todo[sc.n_todo++] = i;
         fprintf(stderr, "codi sweep: confirming %d cells on %d held-out questions\n", n_sel, sc.n_todo);
         sweep_phase(&sc, workers, "sweep confirm");
+    if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
         if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     }
     fclose(sc.out); sc.out = NULL;
