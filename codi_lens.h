@@ -4916,9 +4916,9 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     } else if (logits_rows == 1) codi__matmul(si, rows[n - 1].s->logits, si->xb + (size_t)(n - 1) * D, &m->w.lm_head, 1);
     else if (logits_rows == 2) {
         int nl = 0, last = 0;
-#define LAST_OF_STATE(i) (((i) + 1 == n || rows[(i) + 1].s != rows[i].s) && !rows[i].no_logits)
+#define GIVES_LOGITS(i) (((i) + 1 == n || rows[(i) + 1].s != rows[i].s) && !rows[i].no_logits)
         for (i = 0; i < n; i++)                /* the rows that give logits, moved to the front of xb */
-            if (LAST_OF_STATE(i)) {
+            if (GIVES_LOGITS(i)) {
                 if (nl != i) memcpy(si->xb + (size_t)nl * D, si->xb + (size_t)i * D, (size_t)D * sizeof(float));
                 nl++; last = i;
             }
@@ -4932,10 +4932,10 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
                 part.data = (const char *)m->w.lm_head.data + (size_t)v0 * D * codi__dtype_size(part.dtype);
                 codi__matmul(si, si->hb, si->xb, &part, nl);
                 for (i = 0, k = 0; i < n; i++)
-                    if (LAST_OF_STATE(i)) { memcpy(rows[i].s->logits + v0, si->hb + (size_t)k * part.rows, (size_t)part.rows * sizeof(float)); k++; }
+                    if (GIVES_LOGITS(i)) { memcpy(rows[i].s->logits + v0, si->hb + (size_t)k * part.rows, (size_t)part.rows * sizeof(float)); k++; }
             }
         }
-#undef LAST_OF_STATE
+#undef GIVES_LOGITS
     }
     for (i = 0; i < n; i++) rows[i].s->n_pos = rows[i].pos + 1;
     return 0;
@@ -5176,9 +5176,10 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
    "after_latent:l" apply to the branch); hooks for the prefill or steps <= l do not run (that work
    is the prefix's). Copy, not a shared read-only KV prefix: measured at the 1B's shapes (codi bench:
    branch_copy_ms, branch_bN_prefix1), copying a 50-token prefix (its residuals and K/V, 10 MB) costs
-   ~2.5 ms per branch against ~250 ms of a branch's share of the batch-32 passes (1%), and branches
-   from a 1-token prefix (no copy and no prefix K/V to read: the most sharing could save) ran no
-   faster, within the machine's noise. So each branch keeps a whole codi_state: hooks, KV-cache
+   ~2 ms per branch against ~150 ms of a branch's share of the batch-32 passes (1-2%), and branches
+   from a 1-token prefix (no copy and no prefix K/V to read: more than sharing could save, since
+   shared branches still attend over the prefix) ran 5-7% faster, near the machine's noise (CPU
+   share ~0.5). So each branch keeps a whole codi_state: hooks, KV-cache
    edits of prefix positions and readers of its residuals work as on any state (a shared prefix
    would need copy-on-write for those edits). */
 
