@@ -11,6 +11,8 @@ tests/mutations.txt: blocks separated by blank lines:
     == description
     file: codi_lens.h
     run: test_model_san test_hardening_fco     (targets under build/; test_cli.sh runs that script)
+    needs: amx_tile                             (optional: a /proc/cpuinfo flag; without it the kernel path
+                                                 never runs here, so the mutation is skipped, not missed)
     - original line(s), exactly as in the file (several '-' lines: consecutive lines)
     + replacement line(s) (none: the lines are deleted)
     @@                                          (optional: another hunk of the same mutation follows)
@@ -27,7 +29,7 @@ def parse(path):
         if line.startswith("#"):
             continue
         if line.startswith("== "):
-            cur = {"desc": line[3:].strip(), "file": None, "run": [], "hunks": [[[], []]]}
+            cur = {"desc": line[3:].strip(), "file": None, "run": [], "needs": [], "hunks": [[[], []]]}
             muts.append(cur)
         elif cur is None or not line.strip():
             continue
@@ -35,6 +37,8 @@ def parse(path):
             cur["file"] = line[6:].strip()
         elif line.startswith("run: "):
             cur["run"] = line[5:].split()
+        elif line.startswith("needs: "):
+            cur["needs"] = line[7:].split()
         elif line == "@@":
             cur["hunks"].append([[], []])
         elif line.startswith("- ") or line == "-":
@@ -71,6 +75,16 @@ def run_programs(tmp, programs, log):
     return "pass"
 
 
+def cpu_flags():
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def main():
     muts = parse(os.path.join(ROOT, "tests/mutations.txt"))
     words = sys.argv[1:]
@@ -91,6 +105,7 @@ def main():
     if base != "pass":
         sys.exit("the unmutated programs do not pass (%s): see %s" % (base, log_path))
     results = []
+    flags = cpu_flags()
     for i, m in enumerate(muts, 1):
         path = os.path.join(tmp, m["file"])
         original = open(os.path.join(ROOT, m["file"]), encoding="utf-8").read()
@@ -102,6 +117,9 @@ def main():
                 why = "not applied: found %d times: %s" % (k, (old or ["(empty)"])[0].strip()[:60])
                 break
             text = text.replace(o, n)
+        lacking = [f for f in m["needs"] if f not in flags]
+        if lacking and not why:
+            why = "this CPU lacks " + " ".join(lacking)
         t0 = time.time()
         if why:
             status = "skipped"
