@@ -98,10 +98,10 @@
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
-       >>api 925  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 72
+       >>api 925  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
        >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 595  >>state 203
        >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
-       >>lens 454  >>lenstrain 185  >>io 386  >>torchsave 100  >>lensfiles 138  >>acts 379
+       >>lens 454  >>lenstrain 185  >>io 263  >>torchsave 100  >>lensfiles 138  >>acts 379
        >>probe 294  >>stats 311  >>pca 499
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
@@ -1733,74 +1733,156 @@ static int64_t codi__numel(int ndim, const int64_t *shape) {
     return n;
 }
 
-/* >>safetensors: 8-byte header size, JSON header, raw data ---------------------------- */
+/* >>safetensors: 8-byte header size, JSON header, raw data: the one reader (the loader's, and
+   codi_st_open's for every file we read); the writer is at >>io ------------------------------- */
 
-static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
-    codi__file *f = codi__file_open(path, err, errsz);
-    codi__json *hdr;
+struct codi_st_file {
+    codi__file *file;
+    codi__json *header;        /* owns every name and metadata string */
+    codi_st_tensor *t;         /* [n] */
+    int n;
+};
+
+/* Element size of a safetensors dtype name, 0 if unknown (such a tensor is kept, its offsets
+   checked against the file only: the loader refuses it only if the model uses it). */
+static size_t codi__st_elem_size(const char *dt) {
+    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
+                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
+    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
+    size_t i;
+    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
+    return 0;
+}
+
+CODI_API void codi_st_close(codi_st_file *f) {
+    if (!f) return;
+    codi__json_free(f->header);
+    codi__file_close(f->file);
+    CODI_FREE(f->t);
+    CODI_FREE(f);
+}
+
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
+    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
     const codi__json *e;
     uint64_t hlen = 0;
-    size_t data_start;
+    size_t data_size;
+    char jerr[200];
     int i;
-    if (!f) return -1;
-    f->next = ts->files; ts->files = f;
-    if (f->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); return -1; }
-    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->data[i];
-    if (hlen > f->size - 8 || hlen > (100u << 20)) {
-        codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file's %lu bytes)", path, (unsigned long)f->size);
-        return -1;
+    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
+    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
+    if (hlen > f->file->size - 8 || hlen > (100u << 20)) {   /* no content of a foreign file in the message */
+        codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file's %lu bytes)", path,
+                  (unsigned long)f->file->size);
+        goto fail;
     }
-    data_start = 8 + (size_t)hlen;
-    hdr = codi__json_parse((const char *)f->data + 8, (size_t)hlen, err, errsz);
-    if (!hdr) {
-        char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err);
-        codi__err(err, errsz, "%s: bad header: %s", path, tmp); return -1;
+    data_size = f->file->size - 8 - (size_t)hlen;
+    if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
+        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
     }
-    if (hdr->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
-    for (e = hdr->child; e; e = e->next) {
-        const codi__json *dt, *shape, *offs, *v;
-        int64_t shp[4] = { 1, 1, 1, 1 };
+    if (f->header->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (e = f->header->child; e; e = e->next) {
+        const codi__json *dt = codi__json_get(e, "dtype"), *shape = codi__json_get(e, "shape"), *offs = codi__json_get(e, "data_offsets"), *v;
+        codi_st_tensor *t = &f->t[f->n];
+        size_t esz, bytes;
         double b0, b1;
-        int64_t numel;
-        int nd = 0, dtype;
-        size_t esz;
         if (!strcmp(e->key, "__metadata__")) continue;
-        dt = codi__json_get(e, "dtype"); shape = codi__json_get(e, "shape"); offs = codi__json_get(e, "data_offsets");
-        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs ||
-            offs->type != CODI__J_ARR || offs->count != 2 || offs->child->type != CODI__J_NUM ||
-            offs->child->next->type != CODI__J_NUM) {
+        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs || offs->type != CODI__J_ARR ||
+            offs->count != 2 || offs->child->type != CODI__J_NUM || offs->child->next->type != CODI__J_NUM) {
             codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
         }
-        if (shape->count > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, e->key, shape->count); goto fail; }
+        esz = codi__st_elem_size(dt->str);
+        if (strlen(dt->str) >= sizeof t->dtype) {
+            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
+        }
+        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
+        memset(t, 0, sizeof *t);
+        t->name = e->key; strcpy(t->dtype, dt->str);
+        t->numel = 1;
         for (v = shape->child; v; v = v->next) {
-            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e12 || v->num != floor(v->num)) {
+            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
                 codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
             }
-            shp[nd++] = (int64_t)v->num;
+            t->shape[t->ndim++] = (int64_t)v->num;
+            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
+            else t->numel *= (size_t)v->num;
         }
-        dtype = codi__dtype_from_name(dt->str);
         b0 = offs->child->num; b1 = offs->child->next->num;
-        esz = dtype < 0 ? (!strcmp(dt->str, "F64") || !strcmp(dt->str, "I64") ? 8 : !strcmp(dt->str, "I32") ? 4 : 0)
-                        : codi__dtype_size(dtype);
-        if (!codi__numel_checked(nd, shp, &numel)) {
-            codi__err(err, errsz, "%s: tensor '%s' has more elements than any file can hold", path, e->key); goto fail;
-        }
-        /* offsets are whole numbers within the data section (which bounds them below 2^53) */
-        if (!(b0 >= 0 && b1 >= b0 && b1 <= (double)(f->size - data_start)) || b0 != floor(b0) || b1 != floor(b1) ||
-            (esz && (uint64_t)numel * esz != (uint64_t)b1 - (uint64_t)b0)) {
-            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.15g, %.15g) do not match its shape or the file size",
-                      path, e->key, b0, b1);
+        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
+        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (esz && (double)bytes != b1 - b0)) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
             goto fail;
         }
-        if (codi__tensors_put(ts, e->key, dt->str, dtype, nd, shp, f->data + data_start + (size_t)b0, source) != 0) {
-            codi__err(err, errsz, "out of memory"); goto fail;
+        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
+        f->n++;
+    }
+    return f;
+fail:
+    codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
+
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
+    if (i < 0 || i >= f->n) return -1;
+    *out = f->t[i];
+    return 0;
+}
+
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
+    return -1;
+}
+
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
+    codi_st_tensor t;
+    const unsigned char *b;
+    size_t i;
+    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
+    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
+    b = (const unsigned char *)t.data;
+    for (i = 0; i < t.numel; i++) {
+        if (!strcmp(t.dtype, "F32")) out[i] = codi__load_elem(b, CODI_F32, i);
+        else if (!strcmp(t.dtype, "BF16")) out[i] = codi__load_elem(b, CODI_BF16, i);
+        else if (!strcmp(t.dtype, "F16")) out[i] = codi__load_elem(b, CODI_F16, i);
+        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
+        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
+        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
+    }
+    return (long)t.numel;
+}
+
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
+    const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
+    return v && v->type == CODI__J_STR ? v->str : NULL;
+}
+
+/* The loader's view of a safetensors file: every tensor of codi_safetensors_open's into the table
+   (which keeps the mapping); dtypes the model cannot use are kept as -1 (an error only if used). */
+static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    int i, d, rc = 0;
+    if (!f) return -1;
+    f->file->next = ts->files; ts->files = f->file; f->file = NULL;
+    for (i = 0; i < f->n && rc == 0; i++) {
+        const codi_st_tensor *t = &f->t[i];
+        int64_t shape[4] = { 1, 1, 1, 1 };
+        if (t->ndim > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, t->name, t->ndim); rc = -1; break; }
+        for (d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
+        if (codi__tensors_put(ts, t->name, t->dtype, codi__dtype_from_name(t->dtype), t->ndim, shape, t->data, source) != 0) {
+            codi__err(err, errsz, "out of memory"); rc = -1;
         }
     }
-    codi__json_free(hdr);
-    return 0;
-fail:
-    codi__json_free(hdr);
-    return -1;
+    codi_st_close(f);
+    return rc;
 }
 
 #ifndef CODI_NO_TORCH   /* >>zip and >>pickle */
@@ -8313,129 +8395,6 @@ CODI_API int codi_save_merged(const codi_model *m, const char *path, char *err, 
     rc = codi_write_safetensors(path, e, n, meta, err, errsz);
     CODI_FREE(e); CODI_FREE(names);
     return rc;
-}
-
-struct codi_st_file {
-    codi__file *file;
-    codi__json *header;        /* owns every name and metadata string */
-    codi_st_tensor *t;         /* [n] */
-    int n;
-};
-
-/* Element size of a safetensors dtype name, 0 if unknown. */
-static size_t codi__st_elem_size(const char *dt) {
-    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
-                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
-    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
-    size_t i;
-    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
-    return 0;
-}
-
-CODI_API void codi_st_close(codi_st_file *f) {
-    if (!f) return;
-    codi__json_free(f->header);
-    codi__file_close(f->file);
-    CODI_FREE(f->t);
-    CODI_FREE(f);
-}
-
-CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
-    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
-    const codi__json *e;
-    uint64_t hlen = 0;
-    size_t data_size;
-    char jerr[200];
-    int i;
-    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(f, 0, sizeof *f);
-    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
-    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
-    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
-    if (hlen > f->file->size - 8) { codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file)", path); goto fail; }   /* no content of a foreign file */
-    data_size = f->file->size - 8 - (size_t)hlen;
-    if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
-        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
-    }
-    if (f->header->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
-    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    for (e = f->header->child; e; e = e->next) {
-        const codi__json *dt = codi__json_get(e, "dtype"), *shape = codi__json_get(e, "shape"), *offs = codi__json_get(e, "data_offsets"), *v;
-        codi_st_tensor *t = &f->t[f->n];
-        size_t esz, bytes;
-        double b0, b1;
-        if (!strcmp(e->key, "__metadata__")) continue;
-        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs || offs->type != CODI__J_ARR ||
-            offs->count != 2 || offs->child->type != CODI__J_NUM || offs->child->next->type != CODI__J_NUM) {
-            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
-        }
-        if (!(esz = codi__st_elem_size(dt->str)) || strlen(dt->str) >= sizeof t->dtype) {
-            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
-        }
-        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
-        memset(t, 0, sizeof *t);
-        t->name = e->key; strcpy(t->dtype, dt->str);
-        t->numel = 1;
-        for (v = shape->child; v; v = v->next) {
-            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
-                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
-            }
-            t->shape[t->ndim++] = (int64_t)v->num;
-            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
-            else t->numel *= (size_t)v->num;
-        }
-        b0 = offs->child->num; b1 = offs->child->next->num;
-        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
-        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (double)bytes != b1 - b0) {
-            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
-            goto fail;
-        }
-        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
-        f->n++;
-    }
-    return f;
-fail:
-    codi_st_close(f);
-    return NULL;
-}
-
-CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
-
-CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
-    if (i < 0 || i >= f->n) return -1;
-    *out = f->t[i];
-    return 0;
-}
-
-CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
-    int i;
-    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
-    return -1;
-}
-
-CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
-    codi_st_tensor t;
-    const unsigned char *b;
-    size_t i;
-    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
-    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
-    b = (const unsigned char *)t.data;
-    for (i = 0; i < t.numel; i++) {
-        if (!strcmp(t.dtype, "F32")) out[i] = codi__load_elem(b, CODI_F32, i);
-        else if (!strcmp(t.dtype, "BF16")) out[i] = codi__load_elem(b, CODI_BF16, i);
-        else if (!strcmp(t.dtype, "F16")) out[i] = codi__load_elem(b, CODI_F16, i);
-        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
-        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
-        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
-        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
-        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
-    }
-    return (long)t.numel;
-}
-
-CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
-    const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
-    return v && v->type == CODI__J_STR ? v->str : NULL;
 }
 
 /* The options a checkpoint must agree on, as metadata strings into buf [13][32]. */
