@@ -98,10 +98,10 @@
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
-       >>api 925  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
+       >>api 933  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
        >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 595  >>state 203
        >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
-       >>lens 454  >>lenstrain 185  >>io 263  >>torchsave 100  >>lensfiles 138  >>acts 379
+       >>lens 454  >>lenstrain 185  >>io 292  >>torchsave 100  >>lensfiles 127  >>acts 379
        >>probe 294  >>stats 311  >>pca 499
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
@@ -576,6 +576,14 @@ typedef struct {
    checked. Returns 0, or -1 with a message in err. */
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz);
+
+/* s as a JSON string literal, quotes included (", \\ and control characters escaped; other bytes,
+   UTF-8 included, as they are) into out[0..cap), NUL-terminated when cap > 0. Returns the length
+   the whole literal needs, as snprintf does (the output is cut when that is >= cap). The one JSON
+   escaper: every JSON file the library and the CLI write quotes its strings with it. */
+CODI_API size_t codi_json_quote(char *out, size_t cap, const char *s);
+/* The same literal written to f; 0, or -1 when out of memory or the write fails. */
+CODI_API int codi_json_write_string(FILE *f, const char *s);
 
 /* A .safetensors file opened for reading (mapped; names kept exactly as in the file). */
 typedef struct codi_st_file codi_st_file;
@@ -8227,17 +8235,46 @@ static void codi__buf_put(codi__buf *b, const char *s, size_t n) {
 
 static void codi__buf_str(codi__buf *b, const char *s) { codi__buf_put(b, s, strlen(s)); }
 
-/* s as a JSON string literal: quotes, backslashes and control characters escaped. */
-static void codi__buf_json_string(codi__buf *b, const char *s) {
-    codi__buf_put(b, "\"", 1);
+CODI_API size_t codi_json_quote(char *out, size_t cap, const char *s) {
+    size_t n = 0;
+    char esc[8];
+#define CODI__PUT(c) do { if (n + 1 < cap) out[n] = (c); n++; } while (0)
+    CODI__PUT('"');
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        char esc[8];
-        if (ch == '"' || ch == '\\') { esc[0] = '\\'; esc[1] = (char)ch; codi__buf_put(b, esc, 2); }
-        else if (ch < 0x20) { snprintf(esc, sizeof esc, "\\u%04x", ch); codi__buf_put(b, esc, 6); }
-        else codi__buf_put(b, (const char *)&ch, 1);
+        int k, len = 1;
+        esc[0] = (char)ch;
+        if (ch == '"' || ch == '\\') { esc[0] = '\\'; esc[1] = (char)ch; len = 2; }
+        else if (ch == '\n') { esc[0] = '\\'; esc[1] = 'n'; len = 2; }
+        else if (ch < 0x20) len = snprintf(esc, sizeof esc, "\\u%04x", ch);
+        for (k = 0; k < len; k++) CODI__PUT(esc[k]);
     }
-    codi__buf_put(b, "\"", 1);
+    CODI__PUT('"');
+#undef CODI__PUT
+    if (cap) out[n < cap ? n : cap - 1] = 0;
+    return n;
+}
+
+CODI_API int codi_json_write_string(FILE *f, const char *s) {
+    char small[256], *p = small;
+    size_t n = codi_json_quote(small, sizeof small, s);
+    int rc;
+    if (n >= sizeof small) {
+        if (!(p = (char *)CODI_MALLOC(n + 1))) return -1;
+        codi_json_quote(p, n + 1, s);
+    }
+    rc = fwrite(p, 1, n, f) == n ? 0 : -1;
+    if (p != small) CODI_FREE(p);
+    return rc;
+}
+
+static void codi__buf_json_string(codi__buf *b, const char *s) {
+    size_t n = codi_json_quote(NULL, 0, s);
+    char *p = (char *)CODI_MALLOC(n + 1);
+    if (!p) { b->ok = 0; return; }
+    codi_json_quote(p, n + 1, s);
+    codi__buf_put(b, p, n);
+    CODI_FREE(p);
 }
 
 static const char *const codi__dtype_names[] = { "F32", "BF16", "F16", "I32", "U8", "F64", "I64" };
@@ -8572,17 +8609,6 @@ static int codi__torch_save(const char *path, int n, const char *const *names, c
 
 /* >>lensfiles: tuned lenses as the tuned-lens library and our safetensors form store them */
 
-static void codi__json_escape_to(FILE *fp, const char *s) {
-    fputc('"', fp);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(fp, "\\%c", ch);
-        else if (ch < 0x20) fprintf(fp, "\\u%04x", ch);
-        else fputc(ch, fp);
-    }
-    fputc('"', fp);
-}
-
 CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir, const char *base_model, char *err, size_t errsz) {
     int L = t->n_layers, i, rc = -1;
     char path[4096], (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names);
@@ -8605,7 +8631,7 @@ CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir,
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
     fprintf(fp, "{\"base_model_name_or_path\": ");
-    codi__json_escape_to(fp, base_model ? base_model : "");
+    codi_json_write_string(fp, base_model ? base_model : "");
     fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
                 "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
     if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }

@@ -127,12 +127,27 @@ static void roundtrip(const char *label, int exact, t_golden *g, const int32_t *
     remove(path);
 }
 
+/* codi_json_quote, the one JSON escaper: what it writes parses back to the same bytes; cut output
+   stays NUL-terminated and the returned length is the whole literal's. */
+static void json_quote(void) {
+    const char *s = "a\"b\\c\nd\te\001f \xc3\xa9 </script>";
+    char out[128], small[6];
+    size_t n = codi_json_quote(out, sizeof out, s), m = codi_json_quote(small, sizeof small, s);
+    codi__json *j = codi__json_parse(out, n, NULL, 0);
+    t_result(j && j->type == CODI__J_STR && !strcmp(j->str, s) && n == strlen(out), "codi_json_quote: the literal parses back to the same bytes",
+             "%s", out);
+    t_result(m == n && strlen(small) == sizeof small - 1 && !strncmp(small, out, sizeof small - 1) && codi_json_quote(NULL, 0, s) == n,
+             "codi_json_quote: cut output is NUL-terminated; the length returned is the whole literal's", "%zu", m);
+    codi__json_free(j);
+}
+
 int main(void) {
     t_golden g;
     size_t T;
     const int32_t *ids;
     char err[256];
     codi_model *m;
+    json_quote();
     if (t_golden_open(&g, "tests/data/golden_tiny.safetensors")) return 2;
     ids = t_gi(&g, "prompt_ids", &T);
     roundtrip("bf16", 0, &g, ids, (int)T);

@@ -596,18 +596,8 @@ CLI_API void cli_json_number(FILE *f, double v) {
 
 /* ---- output helpers -------------------------------------------------------------------------- */
 
-/* s as a JSON string literal. */
-CLI_API void cli_json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
-        else if (ch == '\n') fputs("\\n", f);
-        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-        else fputc(ch, f);
-    }
-    fputc('"', f);
-}
+/* s as a JSON string literal (the header's one escaper). */
+CLI_API void cli_json_string(FILE *f, const char *s) { codi_json_write_string(f, s); }
 
 /* A token for a table cell: its escaped text in quotes, cut to at most max code points. */
 CLI_API void cli_token_cell(const codi_tokenizer *t, int id, char *buf, size_t cap, int max) {
