@@ -85,6 +85,104 @@ def check_golden(tr, g, mode, tl):
     result(agree, "golden %s answer_tokens (where the reference margin > 0.02)" % mode, "first differs at %d" % k if k >= 0 else "")
 
 
+def check_run_many(mn, tmp):
+    """Model.run_many (codi_batch_*) against Model.run one question at a time on codi-nano."""
+    qs = [r["question"] for r in cl.read_jsonl("models/codi-nano/test.jsonl")[:8]]
+    one = [mn.run(q, max_answer=24, answer_logits=True) for q in qs]
+    many = mn.run_many(qs, batch=3, max_answer=24, answer_logits=True, latent_logits=True)
+    same = all(np.array_equal(a.ids, b.ids) and a.text == b.text and a.number == b.number and np.array_equal(a.prompt_ids, b.prompt_ids)
+               and a.prompt_len == b.prompt_len for a, b in zip(one, many))
+    e = max(max(max_abs(a.answer_logits, b.answer_logits), max_abs(a.latent_logits, b.latent_logits), max_abs(a.latents, b.latents))
+            for a, b in zip(one, many))
+    result(len(many) == 8 and same and e <= 1e-4, "run_many: 8 codi-nano questions in batches of 3 = Model.run one by one (ids, text, number; "
+           "answer / latent logits and latents within 1e-4)", "max |diff| %.3g; %s" % (e, [b.number for b in many]))
+    b1 = mn.run_many(qs[:2], batch=1, max_answer=24, answer_logits=True, latent_logits=True)
+    result(all(np.array_equal(a.answer_logits, b.answer_logits) and np.array_equal(a.latents, b.latents)
+               and np.array_equal(a.latent_logits, b.latent_logits) for a, b in zip(one, b1)), "run_many batch=1 = Model.run bit for bit")
+    ids_req = mn.run_many([list(one[0].prompt_ids), one[1].prompt_ids], max_answer=24)
+    result(all(np.array_equal(a.ids, b.ids) for a, b in zip(one, ids_req)) and ids_req[0].latent_logits is None,
+           "run_many: id lists as requests; latent_logits off by default")
+
+    # steering specs (a dict, a file written from Python), hooks and after_latent per request
+    v = np.random.default_rng(7).standard_normal(mn.dim).astype(np.float32) * 4
+    vfile = os.path.join(tmp, "nano_v.safetensors")
+    cl.write_safetensors(vfile, {"v": v})
+    sfile = os.path.join(tmp, "nano_spec.json")
+    spec = {"edits": [{"at": "latent_input", "step": 4, "alpha": 2.0, "vector": "nano_v.safetensors:v"}]}
+    json.dump(spec, open(sfile, "w"))
+    spec_abs = {"edits": [dict(spec["edits"][0], vector=vfile + ":v")]}
+
+    def add_v(info, x):
+        x += v * np.float32(0.5)
+
+    def kv(state, k, n):
+        if k == 3:
+            state.value_cache[1, :, state.n_pos - 1] *= np.float32(1.5)
+    hk = cl.hook(add_v, at="resid", layer=2, phase="latent")
+    reqs = [{"question": qs[0], "steer": sfile}, {"question": qs[1], "steer": spec_abs, "latents": 5},
+            {"question": qs[2], "hooks": [hk]}, {"question": qs[3], "after_latent": kv, "max_answer": 8},
+            {"question": qs[4], "steer": sfile, "hooks": [hk], "after_latent": kv}, qs[5]]
+    ref = [mn.run(**dict({"max_answer": 24, "answer_logits": True}, **r)) if isinstance(r, dict) else mn.run(r, max_answer=24, answer_logits=True)
+           for r in reqs]
+    got = mn.run_many(reqs, batch=4, max_answer=24, answer_logits=True)
+    e = max(max_abs(a.answer_logits, b.answer_logits) for a, b in zip(ref, got))
+    changed = not np.array_equal(ref[0].answer_logits, one[0].answer_logits) and not np.array_equal(ref[2].answer_logits, one[2].answer_logits)
+    result(all(np.array_equal(a.ids, b.ids) for a, b in zip(ref, got)) and e <= 1e-4 and changed and got[3].ids.size <= 8,
+           "run_many: per-request steer (spec file written from Python, dict), hooks, after_latent, latents, max_answer = Model.run's",
+           "max |diff| %.3g, steering changed the logits: %s" % (e, changed))
+
+    # branches from a shared prefix (Model.prefix): = Model.run with the same steering after the prefix
+    pre = mn.prefix(qs[6], latents=2)
+    br = mn.run_many([{"prefix": pre}, {"prefix": pre, "steer": sfile}, {"prefix": pre, "hooks": [hk]}], max_answer=24, answer_logits=True,
+                     latent_logits=True)
+    full = [mn.run(qs[6], max_answer=24, answer_logits=True), mn.run(qs[6], max_answer=24, answer_logits=True, steer=sfile),
+            mn.run(qs[6], max_answer=24, answer_logits=True, hooks=[cl.hook(add_v, at="resid", layer=2, phase="latent", step=s) for s in (3, 4, 5, 6)])]
+    e = max(max(max_abs(a.answer_logits, b.answer_logits), max_abs(a.latents, b.latents), max_abs(a.latent_logits, b.latent_logits))
+            for a, b in zip(full, br))
+    result(all(np.array_equal(a.ids, b.ids) and np.array_equal(a.prompt_ids, b.prompt_ids) for a, b in zip(full, br)) and e <= 1e-4
+           and pre.n_pos == one[6].prompt_len + 2, "run_many: branches from Model.prefix(latents=2) = full runs (hooks at steps > 2)",
+           "max |diff| %.3g" % e)
+    pre.free()
+
+    # on_done sees the run's state during the call only
+    seen = []
+
+    def on_done(i, a, st):
+        seen.append((i, a.ids.size, st.n_pos, st.phase, np.array(st.resid[mn.n_layers, st.n_pos - 1]), st.resid))
+    mn.run_many(qs[:4], batch=2, max_answer=24, on_done=on_done)
+    ok = sorted(x[0] for x in seen) == [0, 1, 2, 3] and all(n == one[i].prompt_len + 6 + 1 + k - 1 and ph == "answer" for i, k, n, ph, _, _ in seen)
+    result(ok and raises(cl.FreedError, lambda: seen[0][5][0]) is not None,
+           "run_many on_done(index, answer, state): the run's state at its end (positions, phase), views raise afterwards",
+           str([(x[0], x[1], x[2], x[3]) for x in seen]))
+
+    # errors: a raising hook / after_latent / on_done stops the batch as itself; bad requests raise first
+    def boom(info, x):
+        raise KeyError("hook stop")
+    msg = raises(KeyError, mn.run_many, qs[:5] + [{"question": qs[5], "hooks": [cl.hook(boom, at="final", phase="answer")]}] + qs[6:],
+                 batch=3, max_answer=24)
+    again = mn.run_many(qs[:2], max_answer=24)
+    result(msg is not None and "hook stop" in msg and all(np.array_equal(a.ids, b.ids) for a, b in zip(one, again)),
+           "run_many: a hook that raises in one request stops the batch with that exception; the model runs on", str(msg))
+    msg = raises(ZeroDivisionError, mn.run_many, [{"question": qs[0], "after_latent": lambda st, k, n: 1 / (k - 2)}], max_answer=4)
+    msg2 = raises(RuntimeError, mn.run_many, qs[:3], on_done=lambda i, a, st: (_ for _ in ()).throw(RuntimeError("done stop")))
+    result(msg is not None and msg2 is not None and "done stop" in msg2, "run_many: after_latent and on_done exceptions come out as themselves",
+           "%s / %s" % (msg, msg2))
+    bad = [({"question": qs[0], "latent": 3}, ValueError, "unknown key"), ({"question": qs[0], "ids": [1, 2]}, ValueError, "exactly one"),
+           ({"ids": [1, 9999]}, ValueError, "out of range"), ({"question": qs[0], "max_answer": 2000}, ValueError, "max_answer"),
+           ({"question": qs[0], "steer": {"edits": [{"at": "nowhere"}]}}, cl.CodiError, "request 1"), (3.5, TypeError, "request 1"),
+           ({"question": qs[0], "hooks": [add_v] * 16}, ValueError, "16"), ({"prefix": "x"}, TypeError, "prefix")]
+    fails = []
+    for r, exc, word in bad:
+        m = raises(exc, mn.run_many, [qs[0], r])
+        if m is None or word not in m:
+            fails.append("%r: %s" % (r, m))
+    p4 = mn.prefix(qs[0], latents=4)
+    m = raises(ValueError, mn.run_many, [{"prefix": p4, "latents": 3}])
+    if m is None or "at most latents" not in m:
+        fails.append("prefix beyond latents: %s" % m)
+    result(not fails, "run_many: bad requests raise before anything runs, naming the request", "; ".join(fails))
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="codi_py_")
     g, gmeta = cl.read_safetensors(DATA + "golden_tiny.safetensors")
@@ -371,6 +469,7 @@ def main():
                 result(False, "codi pca runs", err.strip()[-200:])
         else:
             result(False, "codi record runs", err.strip()[-200:])
+        check_run_many(mn, tmp)
         p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
         result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
                "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))

@@ -917,10 +917,10 @@ class Model:
                threads=None):
         """A State after the prefill and `latents` latent steps (codi_run_latents): the shared start
         of branches for run_many ({"prefix": state, ...}), computed once. steer, hooks and after_latent
-        act on the prefix only. max_pos: the state's positions (default: exactly what it holds)."""
+        act on the prefix only. max_pos: the state's positions (default: what it holds, plus 2)."""
         prompt = self.prompt_ids(question, ids, recipe)
         n = _int(latents, "latents", 0, 1000)
-        need = prompt.size + n
+        need = prompt.size + n + 2
         st = State(self, need if max_pos is None else _int(max_pos, "max_pos", need, 1 << 24), threads)
         try:
             _, st, ro, mark = self._prepare(None, prompt, recipe, n, 0, steer, hooks, st, after_latent)
