@@ -183,6 +183,56 @@ def check_run_many(mn, tmp):
     result(not fails, "run_many: bad requests raise before anything runs, naming the request", "; ".join(fails))
 
 
+def check_writers_cli(mn, tmp, acts):
+    """Files written from Python (write_steer_spec, write_safetensors) taken by the CLI."""
+    q = cl.read_jsonl("models/codi-nano/test.jsonl")[1]["question"]
+    rng = np.random.default_rng(11)
+    v = rng.standard_normal(mn.dim).astype(np.float32) * 3
+    dv = rng.standard_normal((mn.config["n_kv_heads"], mn.config["head_dim"])).astype(np.float32)
+    spec = {"name": "py", "edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": v},
+                                    {"at": "kv_cache", "layer": 1, "when": "after_latents", "value_vector": dv}]}
+    sfile = os.path.join(tmp, "py_spec", "spec.json")
+    os.makedirs(os.path.dirname(sfile))
+    written = cl.write_steer_spec(sfile, spec)
+    back, _ = cl.read_safetensors(os.path.join(tmp, "py_spec", "spec.safetensors"))
+    result(written["edits"][0]["vector"] == "spec.safetensors:edit0.vector" and np.array_equal(back["edit1.value_vector"], dv),
+           "write_steer_spec: arrays to a .safetensors beside the spec, named relative to it", str(written["edits"][0]))
+    out = os.path.join(tmp, "cli_py_spec.safetensors")
+    rc, _, err = cli("trace", "--model", NANO, "--question", q, "--answer-steps", "8", "--steer", sfile, "--out", out)
+    ct, _ = cl.read_safetensors(out) if rc == 0 else ({}, {})
+    pt = mn.trace(question=q, answer_steps=8, steer=spec)
+    plain = mn.trace(question=q, answer_steps=8)
+    diff = [k for k in ct if not np.array_equal(ct[k], pt.get(k))]
+    result(rc == 0 and list(ct) == list(pt) and not diff and not np.array_equal(pt["answer_logits"], plain["answer_logits"]),
+           "codi trace --steer (a spec written by write_steer_spec) = Model.trace(steer=the dict with numpy arrays) key by key",
+           err.strip()[-160:] or "differing %s" % diff)
+    result(raises(TypeError, cl.write_steer_spec, sfile, {"edits": [{"at": "final", "vector": "not an array".split()}]}) is not None,
+           "write_steer_spec: a vector that is not numbers raises TypeError")
+
+    d = rng.standard_normal((mn.n_layers + 1, mn.dim)).astype(np.float32)
+    dfile, gguf, dback = (os.path.join(tmp, n) for n in ("dirs.safetensors", "cv.gguf", "dirs_back.safetensors"))
+    cl.write_safetensors(dfile, {"dirs": d}, {"note": "from python"})
+    rc1, _, err1 = cli("vectors", "--to-gguf", dfile + ":dirs", "--out", gguf)
+    rc2, _, err2 = cli("vectors", "--from-gguf", gguf, "--out", dback)
+    rt = cl.read_safetensors(dback)[0] if rc1 == 0 and rc2 == 0 else {}
+    result(len(rt) == mn.n_layers - 1 and all(np.array_equal(rt["direction.%d" % (i - 1)], d[i]) for i in range(2, mn.n_layers + 1)),
+           "codi vectors --to-gguf / --from-gguf take an [L+1, D] tensor from write_safetensors and give its rows back",
+           (err1 + err2).strip()[-160:])
+
+    # a `codi record` dataset filtered in Python (bf16 kept as bits, metadata kept) is a dataset the CLI reads
+    raw, meta = cl.read_safetensors(acts, bf16_to_float32=False)
+    sub = os.path.join(tmp, "acts_sub.safetensors")
+    cl.write_safetensors(sub, {k: a[[0, 2]] for k, a in raw.items()}, meta, bf16=[k for k, a in raw.items() if a.dtype == np.uint16])
+    vout = os.path.join(tmp, "v_sub.safetensors")
+    rc, _, err = cli("vectors", "--model", NANO, "--acts", sub, "--out", vout)
+    vs = cl.read_safetensors(vout)[0] if rc == 0 else {}
+    fin = cl.read_safetensors(sub)[0]["final"]
+    e = max_abs(vs["mean_final"], fin[:, 1:].astype(np.float64).mean(0)) if vs else float("inf")
+    result(rc == 0 and vs["mean_final"].shape == (6, mn.dim) and e <= 1e-5 * float(np.abs(fin).max()),
+           "codi vectors --acts reads a record dataset subset written by write_safetensors (bf16 bits, metadata)",
+           err.strip()[-160:] or "mean_final max |diff| %.3g" % e)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="codi_py_")
     g, gmeta = cl.read_safetensors(DATA + "golden_tiny.safetensors")
@@ -457,6 +507,7 @@ def main():
             t0 = mn.trace(question=q0, answer_steps=1)
             rb = cl.bf16_to_float32(cl.float32_to_bf16(t0["latent_resid"]))
             result(np.array_equal(py["resid"][0], rb), "a recorded bf16 residual row = the Python trace's, rounded by float32_to_bf16")
+            check_writers_cli(mn, tmp, acts)
             pdir = os.path.join(tmp, "pca")
             rc, _, err = cli("pca", "--acts", acts, "--tensor", "final", "--positions", "1-6", "--out", pdir)
             if rc == 0:

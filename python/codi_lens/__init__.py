@@ -22,6 +22,7 @@ import ctypes
 import json
 import math
 import os
+import tempfile
 from collections import namedtuple
 from ctypes import byref, c_double, c_float, c_void_p
 
@@ -30,10 +31,11 @@ import numpy as np
 from . import _lib
 from ._lib import LIBRARY_PATH, VERSION, lib
 from .files import (SafetensorsError, bf16_to_float32, float32_to_bf16, read_csv, read_jsonl, read_safetensors,
-                    write_safetensors)
+                    spec_arrays_to_files, spec_has_arrays, write_safetensors,
+                    write_steer_spec)
 
 __all__ = ["Model", "State", "Tokenizer", "Steer", "TunedLens", "Probe", "PCA", "Answer", "HookInfo", "hook",
-           "CodiError", "FreedError", "CArray", "read_safetensors", "write_safetensors", "read_jsonl", "read_csv",
+           "CodiError", "FreedError", "CArray", "read_safetensors", "write_safetensors", "write_steer_spec", "read_jsonl", "read_csv",
            "bf16_to_float32", "float32_to_bf16", "SafetensorsError", "train_tuned_lens", "tuned_lens_eval",
            "save_probes", "save_pcas", "read_safetensors_c", "softmax", "log_softmax", "entropy", "kl", "top_k",
            "rank_of", "kernel_name", "set_kernel", "kernels_available", "POINTS", "PHASES", "VERSION", "LIBRARY_PATH"]
@@ -589,13 +591,22 @@ class State:
 class Steer:
     """An intervention set from a steering spec: a dict, a JSON string, or a spec file (exactly the
     JSON the CLI's --steer takes; codi_lens.h >>steer documents it). Relative vector files are read
-    from base_dir (a file's folder for a path; the current folder for a dict)."""
+    from base_dir (a file's folder for a path; the current folder for a dict). In a dict, "vector",
+    "key_vector", "value_vector" (and random's "norm_of" / "mean_std_of") may also be numpy arrays
+    (write_steer_spec saves such a spec for the CLI)."""
 
     def __init__(self, model, spec, base_dir=None, _ptr_=None):
         self.model = model
         err = _errbuf()
         if _ptr_ is not None:
             ptr = _ptr_
+        elif isinstance(spec, dict) and spec_has_arrays(spec):
+            with tempfile.TemporaryDirectory(prefix="codi_steer_") as tmp:   # the library reads the vectors at parse
+                vec = os.path.join(tmp, "vectors.safetensors")
+                spec, tensors = spec_arrays_to_files(spec, vec)
+                write_safetensors(vec, tensors)
+                text = json.dumps(spec).encode("utf-8")
+                ptr = lib.codi_steer_parse(model._p, text, len(text), _path(base_dir) if base_dir else None, err, len(err))
         elif isinstance(spec, dict) or (isinstance(spec, str) and spec.lstrip().startswith("{")):
             text = (json.dumps(spec) if isinstance(spec, dict) else spec).encode("utf-8")
             ptr = lib.codi_steer_parse(model._p, text, len(text), _path(base_dir) if base_dir else None, err, len(err))
@@ -858,7 +869,7 @@ class Model:
                     "latents": str(N), "answer_steps": str(steps), "answer_length": str(length),
                     "weights": "f32" if self.exact else "bf16",
                     "steer": "" if steer is None else steer if isinstance(steer, str) else
-                    json.dumps(steer) if isinstance(steer, dict) else "Steer %r" % steer.name,
+                    json.dumps(steer, default=lambda a: "<array %s>" % (np.shape(a),)) if isinstance(steer, dict) else "Steer %r" % steer.name,
                     "command": "python codi_lens.Model.trace"}
             write_safetensors(out, tr, meta)
         return tr
@@ -1024,7 +1035,7 @@ class Model:
             ro.latents, ro.latent_logits, ro.answer_logits = _ptr(z), _ptr(lf), _ptr(al)
             sp = o["steer"]
             if sp is not None and not isinstance(sp, Steer):
-                key = json.dumps(sp, sort_keys=True) if isinstance(sp, dict) else sp
+                key = json.dumps(sp, sort_keys=True, default=lambda a: "<array at %x>" % id(a)) if isinstance(sp, dict) else sp
                 if key not in steers:
                     try:
                         steers[key] = Steer(self, sp)
