@@ -182,6 +182,14 @@ def check_run_many(mn, tmp):
         fails.append("prefix beyond latents: %s" % m)
     result(not fails, "run_many: bad requests raise before anything runs, naming the request", "; ".join(fails))
 
+    m2 = cl.Model(NANO, threads=2)
+    a2 = m2.run(qs[0], max_answer=24, answer_logits=True)
+    t2 = mn.run_many(qs[:2], threads=2, max_answer=24, answer_logits=True)
+    e = max(max_abs(a.answer_logits, b.answer_logits) for a, b in zip(one, t2))
+    result(np.array_equal(a2.answer_logits, one[0].answer_logits) and all(np.array_equal(a.ids, b.ids) for a, b in zip(one, t2)) and e <= 1e-4,
+           "threads=2: Model(threads=2).run = threads 1 bit for bit; run_many(threads=2) within 1e-4", "max |diff| %.3g" % e)
+    m2.free()
+
 
 def check_writers_cli(mn, tmp, acts):
     """Files written from Python (write_steer_spec, write_safetensors) taken by the CLI."""
@@ -547,6 +555,12 @@ def main():
     lens.save(lp)
     back = mf.tuned_lens(lp)
     result(np.array_equal(back.bias, lens.bias) and np.array_equal(back.weight, lens.weight), "tuned lens save / load round trip")
+    ldir = os.path.join(tmp, "tuned_lens_dir")
+    os.makedirs(ldir)
+    lens.save(ldir, base_model="codi_tiny")
+    back = mf.tuned_lens(ldir)
+    result(sorted(os.listdir(ldir)) == ["config.json", "params.pt"] and np.array_equal(back.weight, lens.weight) and np.array_equal(back.bias, lens.bias),
+           "tuned lens save / load round trip through the tuned-lens library's directory (params.pt, config.json)")
     ids5, p5 = cl.top_k(tr["latent_final_logits"][0], 5)
     r, pr = cl.rank_of(tr["latent_final_logits"][0], int(ids5[3]))
     sm = cl.softmax(tr["latent_final_logits"][0])
@@ -572,6 +586,11 @@ def main():
     cos = np.abs(np.sum(ref * pca.components, axis=1))
     result(np.all(cos > 1 - 1e-5) and max_abs(pca.variance, w[::-1][:3]) <= 1e-3 * w.max(), "PCA.fit = numpy's eigh of the covariance",
            "cos %s" % cos)
+    bad = [raises(ValueError, cl.PCA.fit, [xp[:100], xp[100:, :4]], 3), raises(ValueError, cl.softmax, np.zeros(0, np.float32)),
+           raises(ValueError, cl.entropy, []), raises(ValueError, mf.state(8).forward, ids=[]),
+           raises(ValueError, cl.train_tuned_lens, mf, np.zeros((0, 5, 256), np.float32))]
+    result(all(m is not None for m in bad), "bad input raises, no crash: PCA blocks of another width, empty logits, empty ids, no samples",
+           str(bad))
     pca2 = cl.PCA.fit([xp[:100], xp[100:]], 3)
     result(np.array_equal(pca2.components, pca.components), "PCA over streamed blocks = in one block")
     pc = os.path.join(tmp, "pca.safetensors")

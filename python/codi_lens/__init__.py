@@ -210,6 +210,8 @@ def _ids(x, vocab, what):
     a = np.asarray(x)
     if a.ndim == 0:
         a = a.reshape(1)
+    if a.size == 0:
+        raise ValueError("%s: needs a non-empty 1-D list of ids, got shape %s" % (what, a.shape))
     if a.dtype.kind not in "iu":
         raise TypeError("%s: needs integer token ids, not %s" % (what, a.dtype))
     if a.ndim != 1 or a.size == 0:
@@ -1147,7 +1149,10 @@ class Model:
 # ---- lenses ---------------------------------------------------------------------------------
 
 def _logits(x):
-    return _floats(x, "logits").reshape(-1)
+    a = _floats(x, "logits").reshape(-1)
+    if a.size == 0:
+        raise ValueError("logits: empty")
+    return a
 
 
 def softmax(logits):
@@ -1249,8 +1254,8 @@ class TunedLens:
 def _samples(model, resid, target_logits):
     c = model.config
     r = _floats(resid, "resid")
-    if r.ndim != 3 or r.shape[1:] != (c["n_layers"] + 1, c["dim"]):
-        raise ValueError("resid: shape %s, expected [n, %d, %d]" % (r.shape, c["n_layers"] + 1, c["dim"]))
+    if r.ndim != 3 or r.shape[1:] != (c["n_layers"] + 1, c["dim"]) or r.shape[0] == 0:
+        raise ValueError("resid: shape %s, expected [n, %d, %d] with n >= 1" % (r.shape, c["n_layers"] + 1, c["dim"]))
     t = None
     if target_logits is not None:
         t = _floats(target_logits, "target_logits", (r.shape[0], c["vocab"]))
@@ -1442,8 +1447,9 @@ class PCA:
         acc, err = None, _errbuf()
         try:
             for b in blocks:
-                a = _rows(b, "x")
+                a = _rows(b, "x", None if acc is None else dim)
                 if acc is None:
+                    dim = a.shape[1]
                     acc = lib.codi_pca_acc_new(a.shape[1], _int(threads, "threads", 1, 4096), err, len(err))
                     if not acc:
                         raise CodiError(_text(err))
