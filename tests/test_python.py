@@ -529,6 +529,10 @@ def main():
         else:
             result(False, "codi record runs", err.strip()[-200:])
         check_run_many(mn, tmp)
+        p = subprocess.run([sys.executable, "examples/python/run_many.py", "--questions", "8", "--batch", "4"], capture_output=True, text=True)
+        result(p.returncode == 0 and "same answers as Model.run: True" in p.stdout and "alpha 0 branch = the plain run: True" in p.stdout
+               and "the recorded z_6 = Answer.latents[5]: True" in p.stdout, "examples/python/run_many.py runs and its checks hold",
+               p.stderr.strip()[-200:].replace("\n", " | "))
         p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
         result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
                "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))
