@@ -6,6 +6,7 @@ Needs only the Python standard library and numpy, plus build/libcodi_lens.so (`m
     m = cl.Model("models/codi-nano/codi_nano.bin")             # the CLI's --model and its options
     a = m.run("Tom has 3 bags with 4 apples each. How many apples?")
     a.text, a.number, a.latents                                 # answer, its number, z_1..z_(N+1)
+    many = m.run_many(questions, batch=16)                       # batched (codi_batch_*), in order
     t = m.trace(question="...")                                 # the tensors `codi trace` writes
     tensors, meta = cl.read_safetensors("trace.safetensors")     # any of our files, bf16 widened
 
