@@ -121,7 +121,8 @@ def check_run_many(mn, tmp):
     hk = cl.hook(add_v, at="resid", layer=2, phase="latent")
     reqs = [{"question": qs[0], "steer": sfile}, {"question": qs[1], "steer": spec_abs, "latents": 5},
             {"question": qs[2], "hooks": [hk]}, {"question": qs[3], "after_latent": kv, "max_answer": 8},
-            {"question": qs[4], "steer": sfile, "hooks": [hk], "after_latent": kv}, qs[5]]
+            {"question": qs[4], "steer": sfile, "hooks": [hk], "after_latent": kv}, qs[5],
+            {"question": qs[6], "steer": {"edits": [{"at": "kv_cache", "layer": 1, "value_vector": v[:32] * np.float32(0.3)}]}, "after_latent": kv}]
     ref = [mn.run(**dict({"max_answer": 24, "answer_logits": True}, **r)) if isinstance(r, dict) else mn.run(r, max_answer=24, answer_logits=True)
            for r in reqs]
     got = mn.run_many(reqs, batch=4, max_answer=24, answer_logits=True)
@@ -163,6 +164,9 @@ def check_run_many(mn, tmp):
     again = mn.run_many(qs[:2], max_answer=24)
     result(msg is not None and "hook stop" in msg and all(np.array_equal(a.ids, b.ids) for a, b in zip(one, again)),
            "run_many: a hook that raises in one request stops the batch with that exception; the model runs on", str(msg))
+    kbd = raises(KeyboardInterrupt, mn.run_many, qs[:4], batch=2, hooks=[cl.hook(lambda i, x: (_ for _ in ()).throw(KeyboardInterrupt()),
+                                                                              phase="answer", step=2)])
+    result(kbd is not None, "run_many: KeyboardInterrupt in a hook stops the batch and comes out as itself")
     msg = raises(ZeroDivisionError, mn.run_many, [{"question": qs[0], "after_latent": lambda st, k, n: 1 / (k - 2)}], max_answer=4)
     msg2 = raises(RuntimeError, mn.run_many, qs[:3], on_done=lambda i, a, st: (_ for _ in ()).throw(RuntimeError("done stop")))
     result(msg is not None and msg2 is not None and "done stop" in msg2, "run_many: after_latent and on_done exceptions come out as themselves",

@@ -1024,18 +1024,8 @@ class Model:
                 prompt = self.prompt_ids(o.get("question"), o.get("ids"), _int(o["recipe"], what + " recipe", 0, 1))
                 start = prompt.size
             max_pos = max(max_pos, start + (n - lo) + 2 + m_ans)
-            z = np.zeros((n + 1, D), dtype=np.float32) if prj else None
-            lf = np.zeros((n + 1, V), dtype=np.float32) if o["latent_logits"] else None
-            al = np.zeros((m_ans, V), dtype=np.float32) if o["answer_logits"] else None
-            if pre is not None and lo:
-                T0 = pre.n_pos - lo
-                if z is not None:
-                    z[:lo] = pre.resid[0, T0:T0 + lo]
-                if lf is not None:
-                    lf[:lo] = info[1][:lo] if prompt is not None else np.nan
             ro = lib.codi_run_opts_default(self._p)
             ro.n_latent, ro.max_answer, ro.stop_at_eos = n, m_ans, int(bool(o["stop_at_eos"]))
-            ro.latents, ro.latent_logits, ro.answer_logits = _ptr(z), _ptr(lf), _ptr(al)
             sp = o["steer"]
             if sp is not None and not isinstance(sp, Steer):
                 key = json.dumps(sp, sort_keys=True, default=lambda a: "<array at %x>" % id(a)) if isinstance(sp, dict) else sp
@@ -1051,18 +1041,46 @@ class Model:
                 raise ValueError("%s: %d hooks; a state holds 16 (a steering spec takes one)" % (what, len(filters)))
             if o["after_latent"] is not None and not callable(o["after_latent"]):
                 raise TypeError("%s: after_latent must be callable" % what)
-            runs.append((prompt, z, lf, al, ro, sp, filters, o["after_latent"], pre))
+            runs.append({"prompt": prompt, "ro": ro, "steer": sp, "hooks": filters, "after_latent": o["after_latent"], "prefix": pre,
+                         "l": lo, "prefix_logits": info[1] if pre is not None and prompt is not None else None,
+                         "latent_logits": bool(o["latent_logits"]), "answer_logits": bool(o["answer_logits"])})
 
         answers, failed, stop = [None] * len(reqs), {}, []
-        steer_users = {}
+        steer_users, arrays = {}, {}
+
+        def submit(b, i):
+            """Request i into the batch, with its output arrays (allocated now: a queue of whole
+            answer_logits for every request would not fit in memory)."""
+            r = runs[i]
+            ro, n, lo, pre = r["ro"], r["ro"].n_latent, r["l"], r["prefix"]
+            z = np.zeros((n + 1, D), dtype=np.float32) if prj else None
+            lf = np.zeros((n + 1, V), dtype=np.float32) if r["latent_logits"] else None
+            al = np.zeros((ro.max_answer, V), dtype=np.float32) if r["answer_logits"] else None
+            if pre is not None and lo:                  # the prefix's latents 1..l (its rows of the run's arrays)
+                T0 = pre.n_pos - lo
+                if z is not None:
+                    z[:lo] = pre.resid[0, T0:T0 + lo]
+                if lf is not None:
+                    lf[:lo] = r["prefix_logits"][:lo] if r["prefix_logits"] is not None else np.nan
+            ro.latents, ro.latent_logits, ro.answer_logits = _ptr(z), _ptr(lf), _ptr(al)
+            arrays[i] = (z, lf, al)
+            q = _lib.BatchRequest()
+            if pre is None:
+                q.ids, q.n_ids = _ptr(r["prompt"]), r["prompt"].size
+            else:
+                q.prefix = pre._p
+            q.opts, q.steer, q.user = ro, r["steer"]._p if r["steer"] is not None else None, i + 1
+            q.setup = setup_ptr if r["hooks"] or r["after_latent"] is not None else None
+            if lib.codi_batch_submit(b, byref(q)):
+                raise CodiError("run_many: " + lib.codi_batch_error(b).decode("utf-8", "replace"))
 
         def setup(user, s_ptr, o_ptr):
             i = user - 1
             try:
-                for filt, _ in runs[i][6]:
+                for filt, _ in runs[i]["hooks"]:
                     if lib.codi_state_add_hook(s_ptr, _lib.FILTERED_HOOK, byref(filt)) < 0:
                         raise CodiError("run_many request %d: the state's 16 hooks are all in use" % i)
-                if runs[i][7] is not None:
+                if runs[i]["after_latent"] is not None:
                     ro = _lib.RunOpts.from_address(o_ptr)
                     steer_users[i] = ro.after_latent_user if ro.after_latent else None
                     ro.after_latent, ro.after_latent_user = after_ptr, user
@@ -1078,7 +1096,7 @@ class Model:
                     return 1
                 st = State._borrow(self, s_ptr, "the state given to after_latent (valid during the call only)")
                 try:
-                    runs[i][7](st, k, n)
+                    runs[i]["after_latent"](st, k, n)
                 finally:
                     st._end()
                 return 0
@@ -1093,8 +1111,9 @@ class Model:
                 if res.status:
                     failed[i] = (res.error or b"failed").decode("utf-8", "replace")
                     return 1
-                prompt, z, lf, al = runs[i][:4]
-                answers[i] = a = self._answer(_lib.RunResult.from_address(res.result), prompt, z, lf, al)
+                z, lf, al = arrays.pop(i)
+                rr = _lib.RunResult.from_address(res.result)
+                answers[i] = a = self._answer(rr, runs[i]["prompt"], z, lf, al[:rr.n_answer].copy() if al is not None else None)
                 if on_done is not None:
                     st = State._borrow(self, res.state, "the state given to on_done (valid during the call only)")
                     try:
@@ -1107,7 +1126,7 @@ class Model:
                 return 1
 
         setup_cb, after_cb, done_cb = _lib.BATCH_SETUP_FN(setup), _lib.AFTER_LATENT_FN(after), _lib.BATCH_DONE_FN(done)
-        after_ptr = ctypes.cast(after_cb, c_void_p).value
+        after_ptr, setup_ptr = ctypes.cast(after_cb, c_void_p).value, ctypes.cast(setup_cb, c_void_p).value
         model_owner = self._o                                  # the model stays while the batch runs
         b = lib.codi_batch_alloc(self._p, min(batch, len(reqs)), max_pos, threads)
         if not b:
@@ -1116,19 +1135,14 @@ class Model:
             try:
                 for pre in prefixes.values():                  # a prefix must not change until its runs have joined
                     held.enter_context(pre._running())
-                for i, (prompt, z, lf, al, ro, sp, filters, al_fn, pre) in enumerate(runs):
-                    q = _lib.BatchRequest()
-                    if pre is None:
-                        q.ids, q.n_ids = _ptr(prompt), prompt.size
-                    else:
-                        q.prefix = pre._p
-                    q.opts, q.steer, q.user = ro, sp._p if sp is not None else None, i + 1
-                    q.setup = ctypes.cast(setup_cb, c_void_p).value if filters or al_fn is not None else None
-                    if lib.codi_batch_submit(b, byref(q)):
-                        raise CodiError(lib.codi_batch_error(b).decode("utf-8", "replace"))
-                left = 1
-                while left > 0:
+                nxt, left = 0, 1
+                while left > 0 or nxt < len(runs):
+                    while nxt < len(runs) and lib.codi_batch_pending(b) < 2 * batch:   # a batch's worth queued
+                        submit(b, nxt)
+                        nxt += 1
                     left = lib.codi_batch_step(b, done_cb, None)
+                    if left < 0:
+                        break
                 msg = lib.codi_batch_error(b).decode("utf-8", "replace") if left < 0 else ""
             finally:
                 lib.codi_batch_free(b)
