@@ -969,8 +969,10 @@ class Model:
         run's state valid during the call), answer_logits, latent_logits. The keywords here are the
         defaults of every request. latent_logits (lm_head at bot and each latent, [N+1, V]) is off by
         default: it costs an lm_head per latent step (a branch's rows before its prefix's l are the
-        prefix's logits when Model.prefix made it, else NaN). on_done(index, answer, state) is called
-        as each run ends, with its state (valid during the call: read its residuals or caches there).
+        prefix's logits when Model.prefix made it, else NaN; its prompt_ids: the prefix's when Model.prefix
+        made it, else None). on_done(index, answer, state) is called as each run ends, with its state
+        (valid during the call: read its residuals or caches there). Requests are queued a batch's worth
+        ahead of the runs, so their output arrays exist only while they run or are kept in an Answer.
 
         Errors: a bad request raises before anything runs (ValueError / TypeError / CodiError naming
         the request); an exception in a hook, after_latent or on_done stops the batch and comes out of
@@ -1459,10 +1461,10 @@ class PCA:
     def fit(cls, x, n_components, threads=1):
         """The top n_components of rows x [n, D] (or an iterable of row blocks, streamed)."""
         blocks = [x] if isinstance(x, np.ndarray) or not hasattr(x, "__iter__") else x
-        acc, err = None, _errbuf()
+        acc, err, dim = None, _errbuf(), None
         try:
             for b in blocks:
-                a = _rows(b, "x", None if acc is None else dim)
+                a = _rows(b, "x", dim)            # every block as wide as the first
                 if acc is None:
                     dim = a.shape[1]
                     acc = lib.codi_pca_acc_new(a.shape[1], _int(threads, "threads", 1, 4096), err, len(err))
