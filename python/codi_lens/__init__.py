@@ -32,12 +32,11 @@ import numpy as np
 from . import _lib
 from ._lib import LIBRARY_PATH, VERSION, lib
 from .files import (SafetensorsError, bf16_to_float32, float32_to_bf16, read_csv, read_jsonl, read_safetensors,
-                    spec_arrays_to_files, spec_has_arrays, write_safetensors,
-                    write_steer_spec)
+                    spec_arrays_to_files, spec_has_arrays, write_safetensors, write_steer_spec)
 
 __all__ = ["Model", "State", "Tokenizer", "Steer", "TunedLens", "Probe", "PCA", "Answer", "HookInfo", "hook",
-           "CodiError", "FreedError", "CArray", "read_safetensors", "write_safetensors", "write_steer_spec", "read_jsonl", "read_csv",
-           "bf16_to_float32", "float32_to_bf16", "SafetensorsError", "train_tuned_lens", "tuned_lens_eval",
+           "CodiError", "FreedError", "CArray", "read_safetensors", "write_safetensors", "read_jsonl", "read_csv",
+           "write_steer_spec", "bf16_to_float32", "float32_to_bf16", "SafetensorsError", "train_tuned_lens", "tuned_lens_eval",
            "save_probes", "save_pcas", "read_safetensors_c", "softmax", "log_softmax", "entropy", "kl", "top_k",
            "rank_of", "kernel_name", "set_kernel", "kernels_available", "POINTS", "PHASES", "VERSION", "LIBRARY_PATH"]
 
@@ -215,7 +214,7 @@ def _ids(x, vocab, what):
         raise ValueError("%s: needs a non-empty 1-D list of ids, got shape %s" % (what, a.shape))
     if a.dtype.kind not in "iu":
         raise TypeError("%s: needs integer token ids, not %s" % (what, a.dtype))
-    if a.ndim != 1 or a.size == 0:
+    if a.ndim != 1:
         raise ValueError("%s: needs a non-empty 1-D list of ids, got shape %s" % (what, a.shape))
     bad = np.nonzero((a < 0) | (a >= vocab))[0]
     if bad.size:
