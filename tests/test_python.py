@@ -85,6 +85,166 @@ def check_golden(tr, g, mode, tl):
     result(agree, "golden %s answer_tokens (where the reference margin > 0.02)" % mode, "first differs at %d" % k if k >= 0 else "")
 
 
+def check_run_many(mn, tmp):
+    """Model.run_many (codi_batch_*) against Model.run one question at a time on codi-nano."""
+    qs = [r["question"] for r in cl.read_jsonl("models/codi-nano/test.jsonl")[:8]]
+    one = [mn.run(q, max_answer=24, answer_logits=True) for q in qs]
+    many = mn.run_many(qs, batch=3, max_answer=24, answer_logits=True, latent_logits=True)
+    same = all(np.array_equal(a.ids, b.ids) and a.text == b.text and a.number == b.number and np.array_equal(a.prompt_ids, b.prompt_ids)
+               and a.prompt_len == b.prompt_len for a, b in zip(one, many))
+    e = max(max(max_abs(a.answer_logits, b.answer_logits), max_abs(a.latent_logits, b.latent_logits), max_abs(a.latents, b.latents))
+            for a, b in zip(one, many))
+    result(len(many) == 8 and same and e <= 1e-4, "run_many: 8 codi-nano questions in batches of 3 = Model.run one by one (ids, text, number; "
+           "answer / latent logits and latents within 1e-4)", "max |diff| %.3g; %s" % (e, [b.number for b in many]))
+    b1 = mn.run_many(qs[:2], batch=1, max_answer=24, answer_logits=True, latent_logits=True)
+    result(all(np.array_equal(a.answer_logits, b.answer_logits) and np.array_equal(a.latents, b.latents)
+               and np.array_equal(a.latent_logits, b.latent_logits) for a, b in zip(one, b1)), "run_many batch=1 = Model.run bit for bit")
+    ids_req = mn.run_many([list(one[0].prompt_ids), one[1].prompt_ids], max_answer=24)
+    result(all(np.array_equal(a.ids, b.ids) for a, b in zip(one, ids_req)) and ids_req[0].latent_logits is None,
+           "run_many: id lists as requests; latent_logits off by default")
+
+    # steering specs (a dict, a file written from Python), hooks and after_latent per request
+    v = np.random.default_rng(7).standard_normal(mn.dim).astype(np.float32) * 4
+    vfile = os.path.join(tmp, "nano_v.safetensors")
+    cl.write_safetensors(vfile, {"v": v})
+    sfile = os.path.join(tmp, "nano_spec.json")
+    spec = {"edits": [{"at": "latent_input", "step": 4, "alpha": 2.0, "vector": "nano_v.safetensors:v"}]}
+    json.dump(spec, open(sfile, "w"))
+    spec_abs = {"edits": [dict(spec["edits"][0], vector=vfile + ":v")]}
+
+    def add_v(info, x):
+        x += v * np.float32(0.5)
+
+    def kv(state, k, n):
+        if k == 3:
+            state.value_cache[1, :, state.n_pos - 1] *= np.float32(1.5)
+    hk = cl.hook(add_v, at="resid", layer=2, phase="latent")
+    reqs = [{"question": qs[0], "steer": sfile}, {"question": qs[1], "steer": spec_abs, "latents": 5},
+            {"question": qs[2], "hooks": [hk]}, {"question": qs[3], "after_latent": kv, "max_answer": 8},
+            {"question": qs[4], "steer": sfile, "hooks": [hk], "after_latent": kv}, qs[5],
+            {"question": qs[6], "steer": {"edits": [{"at": "kv_cache", "layer": 1, "value_vector": v[:32] * np.float32(0.3)}]}, "after_latent": kv}]
+    ref = [mn.run(**dict({"max_answer": 24, "answer_logits": True}, **r)) if isinstance(r, dict) else mn.run(r, max_answer=24, answer_logits=True)
+           for r in reqs]
+    got = mn.run_many(reqs, batch=4, max_answer=24, answer_logits=True)
+    e = max(max_abs(a.answer_logits, b.answer_logits) for a, b in zip(ref, got))
+    changed = not np.array_equal(ref[0].answer_logits, one[0].answer_logits) and not np.array_equal(ref[2].answer_logits, one[2].answer_logits)
+    result(all(np.array_equal(a.ids, b.ids) for a, b in zip(ref, got)) and e <= 1e-4 and changed and got[3].ids.size <= 8,
+           "run_many: per-request steer (spec file written from Python, dict), hooks, after_latent, latents, max_answer = Model.run's",
+           "max |diff| %.3g, steering changed the logits: %s" % (e, changed))
+
+    # branches from a shared prefix (Model.prefix): = Model.run with the same steering after the prefix
+    pre = mn.prefix(qs[6], latents=2)
+    br = mn.run_many([{"prefix": pre}, {"prefix": pre, "steer": sfile}, {"prefix": pre, "hooks": [hk]}], max_answer=24, answer_logits=True,
+                     latent_logits=True)
+    full = [mn.run(qs[6], max_answer=24, answer_logits=True), mn.run(qs[6], max_answer=24, answer_logits=True, steer=sfile),
+            mn.run(qs[6], max_answer=24, answer_logits=True, hooks=[cl.hook(add_v, at="resid", layer=2, phase="latent", step=s) for s in (3, 4, 5, 6)])]
+    e = max(max(max_abs(a.answer_logits, b.answer_logits), max_abs(a.latents, b.latents), max_abs(a.latent_logits, b.latent_logits))
+            for a, b in zip(full, br))
+    result(all(np.array_equal(a.ids, b.ids) and np.array_equal(a.prompt_ids, b.prompt_ids) for a, b in zip(full, br)) and e <= 1e-4
+           and pre.n_pos == one[6].prompt_len + 2, "run_many: branches from Model.prefix(latents=2) = full runs (hooks at steps > 2)",
+           "max |diff| %.3g" % e)
+    pre.free()
+
+    # on_done sees the run's state during the call only
+    seen = []
+
+    def on_done(i, a, st):
+        seen.append((i, a.ids.size, st.n_pos, st.phase, np.array(st.resid[mn.n_layers, st.n_pos - 1]), st.resid))
+    mn.run_many(qs[:4], batch=2, max_answer=24, on_done=on_done)
+    ok = sorted(x[0] for x in seen) == [0, 1, 2, 3] and all(n == one[i].prompt_len + 6 + 1 + k - 1 and ph == "answer" for i, k, n, ph, _, _ in seen)
+    result(ok and raises(cl.FreedError, lambda: seen[0][5][0]) is not None,
+           "run_many on_done(index, answer, state): the run's state at its end (positions, phase), views raise afterwards",
+           str([(x[0], x[1], x[2], x[3]) for x in seen]))
+
+    # errors: a raising hook / after_latent / on_done stops the batch as itself; bad requests raise first
+    def boom(info, x):
+        raise KeyError("hook stop")
+    msg = raises(KeyError, mn.run_many, qs[:5] + [{"question": qs[5], "hooks": [cl.hook(boom, at="final", phase="answer")]}] + qs[6:],
+                 batch=3, max_answer=24)
+    again = mn.run_many(qs[:2], max_answer=24)
+    result(msg is not None and "hook stop" in msg and all(np.array_equal(a.ids, b.ids) for a, b in zip(one, again)),
+           "run_many: a hook that raises in one request stops the batch with that exception; the model runs on", str(msg))
+    kbd = raises(KeyboardInterrupt, mn.run_many, qs[:4], batch=2, hooks=[cl.hook(lambda i, x: (_ for _ in ()).throw(KeyboardInterrupt()),
+                                                                              phase="answer", step=2)])
+    result(kbd is not None, "run_many: KeyboardInterrupt in a hook stops the batch and comes out as itself")
+    msg = raises(ZeroDivisionError, mn.run_many, [{"question": qs[0], "after_latent": lambda st, k, n: 1 / (k - 2)}], max_answer=4)
+    msg2 = raises(RuntimeError, mn.run_many, qs[:3], on_done=lambda i, a, st: (_ for _ in ()).throw(RuntimeError("done stop")))
+    result(msg is not None and msg2 is not None and "done stop" in msg2, "run_many: after_latent and on_done exceptions come out as themselves",
+           "%s / %s" % (msg, msg2))
+    bad = [({"question": qs[0], "latent": 3}, ValueError, "unknown key"), ({"question": qs[0], "ids": [1, 2]}, ValueError, "exactly one"),
+           ({"ids": [1, 9999]}, ValueError, "out of range"), ({"question": qs[0], "max_answer": 2000}, ValueError, "max_answer"),
+           ({"question": qs[0], "steer": {"edits": [{"at": "nowhere"}]}}, cl.CodiError, "request 1"), (3.5, TypeError, "request 1"),
+           ({"question": qs[0], "hooks": [add_v] * 16}, ValueError, "16"), ({"prefix": "x"}, TypeError, "prefix")]
+    fails = []
+    for r, exc, word in bad:
+        m = raises(exc, mn.run_many, [qs[0], r])
+        if m is None or word not in m:
+            fails.append("%r: %s" % (r, m))
+    p4 = mn.prefix(qs[0], latents=4)
+    m = raises(ValueError, mn.run_many, [{"prefix": p4, "latents": 3}])
+    if m is None or "at most latents" not in m:
+        fails.append("prefix beyond latents: %s" % m)
+    result(not fails, "run_many: bad requests raise before anything runs, naming the request", "; ".join(fails))
+
+    m2 = cl.Model(NANO, threads=2)
+    a2 = m2.run(qs[0], max_answer=24, answer_logits=True)
+    t2 = mn.run_many(qs[:2], threads=2, max_answer=24, answer_logits=True)
+    e = max(max_abs(a.answer_logits, b.answer_logits) for a, b in zip(one, t2))
+    result(np.array_equal(a2.answer_logits, one[0].answer_logits) and all(np.array_equal(a.ids, b.ids) for a, b in zip(one, t2)) and e <= 1e-4,
+           "threads=2: Model(threads=2).run = threads 1 bit for bit; run_many(threads=2) within 1e-4", "max |diff| %.3g" % e)
+    m2.free()
+
+
+def check_writers_cli(mn, tmp, acts):
+    """Files written from Python (write_steer_spec, write_safetensors) taken by the CLI."""
+    q = cl.read_jsonl("models/codi-nano/test.jsonl")[1]["question"]
+    rng = np.random.default_rng(11)
+    v = rng.standard_normal(mn.dim).astype(np.float32) * 3
+    dv = rng.standard_normal((mn.config["n_kv_heads"], mn.config["head_dim"])).astype(np.float32)
+    spec = {"name": "py", "edits": [{"at": "latent_input", "step": 3, "alpha": 2.0, "vector": v},
+                                    {"at": "kv_cache", "layer": 1, "when": "after_latents", "value_vector": dv}]}
+    sfile = os.path.join(tmp, "py_spec", "spec.json")
+    os.makedirs(os.path.dirname(sfile))
+    written = cl.write_steer_spec(sfile, spec)
+    back, _ = cl.read_safetensors(os.path.join(tmp, "py_spec", "spec.safetensors"))
+    result(written["edits"][0]["vector"] == "spec.safetensors:edit0.vector" and np.array_equal(back["edit1.value_vector"], dv),
+           "write_steer_spec: arrays to a .safetensors beside the spec, named relative to it", str(written["edits"][0]))
+    out = os.path.join(tmp, "cli_py_spec.safetensors")
+    rc, _, err = cli("trace", "--model", NANO, "--question", q, "--answer-steps", "8", "--steer", sfile, "--out", out)
+    ct, _ = cl.read_safetensors(out) if rc == 0 else ({}, {})
+    pt = mn.trace(question=q, answer_steps=8, steer=spec)
+    plain = mn.trace(question=q, answer_steps=8)
+    diff = [k for k in ct if not np.array_equal(ct[k], pt.get(k))]
+    result(rc == 0 and list(ct) == list(pt) and not diff and not np.array_equal(pt["answer_logits"], plain["answer_logits"]),
+           "codi trace --steer (a spec written by write_steer_spec) = Model.trace(steer=the dict with numpy arrays) key by key",
+           err.strip()[-160:] or "differing %s" % diff)
+    result(raises(TypeError, cl.write_steer_spec, sfile, {"edits": [{"at": "final", "vector": "not an array".split()}]}) is not None,
+           "write_steer_spec: a vector that is not numbers raises TypeError")
+
+    d = rng.standard_normal((mn.n_layers + 1, mn.dim)).astype(np.float32)
+    dfile, gguf, dback = (os.path.join(tmp, n) for n in ("dirs.safetensors", "cv.gguf", "dirs_back.safetensors"))
+    cl.write_safetensors(dfile, {"dirs": d}, {"note": "from python"})
+    rc1, _, err1 = cli("vectors", "--to-gguf", dfile + ":dirs", "--out", gguf)
+    rc2, _, err2 = cli("vectors", "--from-gguf", gguf, "--out", dback)
+    rt = cl.read_safetensors(dback)[0] if rc1 == 0 and rc2 == 0 else {}
+    result(len(rt) == mn.n_layers - 1 and all(np.array_equal(rt["direction.%d" % (i - 1)], d[i]) for i in range(2, mn.n_layers + 1)),
+           "codi vectors --to-gguf / --from-gguf take an [L+1, D] tensor from write_safetensors and give its rows back",
+           (err1 + err2).strip()[-160:])
+
+    # a `codi record` dataset filtered in Python (bf16 kept as bits, metadata kept) is a dataset the CLI reads
+    raw, meta = cl.read_safetensors(acts, bf16_to_float32=False)
+    sub = os.path.join(tmp, "acts_sub.safetensors")
+    cl.write_safetensors(sub, {k: a[[0, 2]] for k, a in raw.items()}, meta, bf16=[k for k, a in raw.items() if a.dtype == np.uint16])
+    vout = os.path.join(tmp, "v_sub.safetensors")
+    rc, _, err = cli("vectors", "--model", NANO, "--acts", sub, "--out", vout)
+    vs = cl.read_safetensors(vout)[0] if rc == 0 else {}
+    fin = cl.read_safetensors(sub)[0]["final"]
+    e = max_abs(vs["mean_final"], fin[:, 1:].astype(np.float64).mean(0)) if vs else float("inf")
+    result(rc == 0 and vs["mean_final"].shape == (6, mn.dim) and e <= 1e-5 * float(np.abs(fin).max()),
+           "codi vectors --acts reads a record dataset subset written by write_safetensors (bf16 bits, metadata)",
+           err.strip()[-160:] or "mean_final max |diff| %.3g" % e)
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="codi_py_")
     g, gmeta = cl.read_safetensors(DATA + "golden_tiny.safetensors")
@@ -359,6 +519,7 @@ def main():
             t0 = mn.trace(question=q0, answer_steps=1)
             rb = cl.bf16_to_float32(cl.float32_to_bf16(t0["latent_resid"]))
             result(np.array_equal(py["resid"][0], rb), "a recorded bf16 residual row = the Python trace's, rounded by float32_to_bf16")
+            check_writers_cli(mn, tmp, acts)
             pdir = os.path.join(tmp, "pca")
             rc, _, err = cli("pca", "--acts", acts, "--tensor", "final", "--positions", "1-6", "--out", pdir)
             if rc == 0:
@@ -371,6 +532,11 @@ def main():
                 result(False, "codi pca runs", err.strip()[-200:])
         else:
             result(False, "codi record runs", err.strip()[-200:])
+        check_run_many(mn, tmp)
+        p = subprocess.run([sys.executable, "examples/python/run_many.py", "--questions", "8", "--batch", "4"], capture_output=True, text=True)
+        result(p.returncode == 0 and "same answers as Model.run: True" in p.stdout and "alpha 0 branch = the plain run: True" in p.stdout
+               and "the recorded z_6 = Answer.latents[5]: True" in p.stdout, "examples/python/run_many.py runs and its checks hold",
+               p.stderr.strip()[-200:].replace("\n", " | "))
         p = subprocess.run([sys.executable, "examples/python/lens_and_steer.py"], capture_output=True, text=True)
         result(p.returncode == 0 and "same answer ids: True" in p.stdout and "read back equal: True" in p.stdout,
                "examples/python/lens_and_steer.py runs and its checks hold", p.stderr.strip()[-200:].replace("\n", " | "))
@@ -397,6 +563,12 @@ def main():
     lens.save(lp)
     back = mf.tuned_lens(lp)
     result(np.array_equal(back.bias, lens.bias) and np.array_equal(back.weight, lens.weight), "tuned lens save / load round trip")
+    ldir = os.path.join(tmp, "tuned_lens_dir")
+    os.makedirs(ldir)
+    lens.save(ldir, base_model="codi_tiny")
+    back = mf.tuned_lens(ldir)
+    result(sorted(os.listdir(ldir)) == ["config.json", "params.pt"] and np.array_equal(back.weight, lens.weight) and np.array_equal(back.bias, lens.bias),
+           "tuned lens save / load round trip through the tuned-lens library's directory (params.pt, config.json)")
     ids5, p5 = cl.top_k(tr["latent_final_logits"][0], 5)
     r, pr = cl.rank_of(tr["latent_final_logits"][0], int(ids5[3]))
     sm = cl.softmax(tr["latent_final_logits"][0])
@@ -422,6 +594,11 @@ def main():
     cos = np.abs(np.sum(ref * pca.components, axis=1))
     result(np.all(cos > 1 - 1e-5) and max_abs(pca.variance, w[::-1][:3]) <= 1e-3 * w.max(), "PCA.fit = numpy's eigh of the covariance",
            "cos %s" % cos)
+    bad = [raises(ValueError, cl.PCA.fit, [xp[:100], xp[100:, :4]], 3), raises(ValueError, cl.softmax, np.zeros(0, np.float32)),
+           raises(ValueError, cl.entropy, []), raises(ValueError, mf.state(8).forward, ids=[]),
+           raises(ValueError, cl.train_tuned_lens, mf, np.zeros((0, 5, 256), np.float32))]
+    result(all(m is not None for m in bad), "bad input raises, no crash: PCA blocks of another width, empty logits, empty ids, no samples",
+           str(bad))
     pca2 = cl.PCA.fit([xp[:100], xp[100:]], 3)
     result(np.array_equal(pca2.components, pca.components), "PCA over streamed blocks = in one block")
     pc = os.path.join(tmp, "pca.safetensors")

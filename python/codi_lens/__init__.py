@@ -6,6 +6,7 @@ Needs only the Python standard library and numpy, plus build/libcodi_lens.so (`m
     m = cl.Model("models/codi-nano/codi_nano.bin")             # the CLI's --model and its options
     a = m.run("Tom has 3 bags with 4 apples each. How many apples?")
     a.text, a.number, a.latents                                 # answer, its number, z_1..z_(N+1)
+    many = m.run_many(questions, batch=16)                       # batched (codi_batch_*), in order
     t = m.trace(question="...")                                 # the tensors `codi trace` writes
     tensors, meta = cl.read_safetensors("trace.safetensors")     # any of our files, bf16 widened
 
@@ -22,6 +23,7 @@ import ctypes
 import json
 import math
 import os
+import tempfile
 from collections import namedtuple
 from ctypes import byref, c_double, c_float, c_void_p
 
@@ -30,11 +32,11 @@ import numpy as np
 from . import _lib
 from ._lib import LIBRARY_PATH, VERSION, lib
 from .files import (SafetensorsError, bf16_to_float32, float32_to_bf16, read_csv, read_jsonl, read_safetensors,
-                    write_safetensors)
+                    spec_arrays_to_files, spec_has_arrays, write_safetensors, write_steer_spec)
 
 __all__ = ["Model", "State", "Tokenizer", "Steer", "TunedLens", "Probe", "PCA", "Answer", "HookInfo", "hook",
            "CodiError", "FreedError", "CArray", "read_safetensors", "write_safetensors", "read_jsonl", "read_csv",
-           "bf16_to_float32", "float32_to_bf16", "SafetensorsError", "train_tuned_lens", "tuned_lens_eval",
+           "write_steer_spec", "bf16_to_float32", "float32_to_bf16", "SafetensorsError", "train_tuned_lens", "tuned_lens_eval",
            "save_probes", "save_pcas", "read_safetensors_c", "softmax", "log_softmax", "entropy", "kl", "top_k",
            "rank_of", "kernel_name", "set_kernel", "kernels_available", "POINTS", "PHASES", "VERSION", "LIBRARY_PATH"]
 
@@ -208,9 +210,11 @@ def _ids(x, vocab, what):
     a = np.asarray(x)
     if a.ndim == 0:
         a = a.reshape(1)
+    if a.size == 0:
+        raise ValueError("%s: needs a non-empty 1-D list of ids, got shape %s" % (what, a.shape))
     if a.dtype.kind not in "iu":
         raise TypeError("%s: needs integer token ids, not %s" % (what, a.dtype))
-    if a.ndim != 1 or a.size == 0:
+    if a.ndim != 1:
         raise ValueError("%s: needs a non-empty 1-D list of ids, got shape %s" % (what, a.shape))
     bad = np.nonzero((a < 0) | (a >= vocab))[0]
     if bad.size:
@@ -339,6 +343,33 @@ def _filter(spec, n_layers):
     return mask, layer, _ALL if spec.phase is None else PHASES.index(spec.phase), step
 
 
+def _hook_filter(spec, n_layers, errors, keep):
+    """A Python hook as the shim's filtered C hook: (filter struct, ctypes callback), both to be kept
+    alive while installed (pass byref(filter) as the hook's user with FILTERED_HOOK). An exception in
+    spec.fn goes to errors and stops the pass; keep stays referenced by the views given to fn."""
+    if not callable(spec.fn):
+        raise TypeError("hook: fn must be callable")
+    mask, lay, ph, st = _filter(spec, n_layers)
+    user_fn = spec.fn
+
+    def trampoline(_user, info_addr, data_addr):
+        try:
+            info = _lib.HookInfo.from_address(info_addr)
+            token = _Token("the view given to a hook (it is valid during the call only)")
+            x = _view(data_addr, (info.size,), token, keep)
+            try:
+                user_fn(HookInfo(POINTS[info.point], info.layer, info.pos, PHASES[info.phase], info.step), x)
+            finally:
+                token.alive = False
+            return 0
+        except BaseException as e:   # noqa: B902 - anything (KeyboardInterrupt too) stops the run cleanly
+            errors.append(e)
+            return 1
+
+    cb = _lib.HOOK_FN(trampoline)
+    return _lib.HookFilter(points=mask, layer=lay, phase=ph, step=st, fn=ctypes.cast(cb, c_void_p).value), cb
+
+
 # ---- state ----------------------------------------------------------------------------------
 
 class State:
@@ -353,6 +384,19 @@ class State:
             raise MemoryError("codi_state_alloc: out of memory for %d positions" % max_pos)
         self._o = _Owner(ptr, lib.codi_state_free, "the state", keep=[model._o])
         self._errors = []        # exceptions raised inside hooks, re-raised by the call that ran them
+
+    @classmethod
+    def _borrow(cls, model, ptr, what):
+        """A State over a codi_state the library owns (a batched run's), for one callback: its views
+        read and write the run's buffers; running, resetting or freeing it raises; call _end() after
+        the callback (its views then raise FreedError)."""
+        s = cls.__new__(cls)
+        s.model, s._errors, s._busy = model, [], True
+        s._o = _Owner(ptr, None, what, keep=[model._o])
+        return s
+
+    def _end(self):
+        self._o.alive = False
 
     @property
     def _p(self):
@@ -464,27 +508,7 @@ class State:
         (see codi_lens.hook); an exception in fn stops the pass and is raised by the call that ran
         it. Returns the hook's index; at most 16 hooks per state (steering specs take one)."""
         spec = fn if isinstance(fn, _HookSpec) else _HookSpec(fn, at, layer, phase, step)
-        if not callable(spec.fn):
-            raise TypeError("add_hook: fn must be callable")
-        mask, lay, ph, st = _filter(spec, self.model.config["n_layers"])
-        errors, owner, user_fn = self._errors, self._o, spec.fn
-
-        def trampoline(_user, info_addr, data_addr):
-            try:
-                info = _lib.HookInfo.from_address(info_addr)
-                token = _Token("the view given to a hook (it is valid during the call only)")
-                x = _view(data_addr, (info.size,), token, owner)
-                try:
-                    user_fn(HookInfo(POINTS[info.point], info.layer, info.pos, PHASES[info.phase], info.step), x)
-                finally:
-                    token.alive = False
-                return 0
-            except BaseException as e:   # noqa: B902 - anything (KeyboardInterrupt too) stops the run cleanly
-                errors.append(e)
-                return 1
-
-        cb = _lib.HOOK_FN(trampoline)
-        filt = _lib.HookFilter(points=mask, layer=lay, phase=ph, step=st, fn=ctypes.cast(cb, c_void_p).value)
+        filt, cb = _hook_filter(spec, self.model.config["n_layers"], self._errors, self._o)
         with self._running() as p:
             k = lib.codi_state_add_hook(p, _lib.FILTERED_HOOK, byref(filt))
         if k < 0:
@@ -569,13 +593,22 @@ class State:
 class Steer:
     """An intervention set from a steering spec: a dict, a JSON string, or a spec file (exactly the
     JSON the CLI's --steer takes; codi_lens.h >>steer documents it). Relative vector files are read
-    from base_dir (a file's folder for a path; the current folder for a dict)."""
+    from base_dir (a file's folder for a path; the current folder for a dict). In a dict, "vector",
+    "key_vector", "value_vector" (and random's "norm_of" / "mean_std_of") may also be numpy arrays
+    (write_steer_spec saves such a spec for the CLI)."""
 
     def __init__(self, model, spec, base_dir=None, _ptr_=None):
         self.model = model
         err = _errbuf()
         if _ptr_ is not None:
             ptr = _ptr_
+        elif isinstance(spec, dict) and spec_has_arrays(spec):
+            with tempfile.TemporaryDirectory(prefix="codi_steer_") as tmp:   # the library reads the vectors at parse
+                vec = os.path.join(tmp, "vectors.safetensors")
+                spec, tensors = spec_arrays_to_files(spec, vec)
+                write_safetensors(vec, tensors)
+                text = json.dumps(spec).encode("utf-8")
+                ptr = lib.codi_steer_parse(model._p, text, len(text), _path(base_dir) if base_dir else None, err, len(err))
         elif isinstance(spec, dict) or (isinstance(spec, str) and spec.lstrip().startswith("{")):
             text = (json.dumps(spec) if isinstance(spec, dict) else spec).encode("utf-8")
             ptr = lib.codi_steer_parse(model._p, text, len(text), _path(base_dir) if base_dir else None, err, len(err))
@@ -769,20 +802,23 @@ class Model:
             with st._running() as sp:
                 if lib.codi_run(self._p, sp, _ptr(prompt), prompt.size, byref(ro), byref(rr)):
                     st._fail()
-            ans = np.array(rr.answer[:rr.n_answer], dtype=np.int32)
-            text = number = None
-            if self.tokenizer is not None:
-                text = self.tokenizer.decode(ans)
-                v = c_double()
-                if lib.codi_extract_answer(text.encode("utf-8"), byref(v)):
-                    number = v.value
-            return Answer(ans, text, number, prompt, rr.prompt_len, z, lf,
-                          al[:rr.n_answer] if al is not None else None)
+            return self._answer(rr, prompt, z, lf, al)
         finally:
             if owned:
                 st.free()
             else:
                 st._restore(mark)
+
+    def _answer(self, rr, prompt, z, lf, al):
+        """The Answer of a codi_run_result (answer ids decoded, number extracted) and the run's arrays."""
+        ans = np.ctypeslib.as_array(rr.answer)[:rr.n_answer].astype(np.int32)
+        text = number = None
+        if self.tokenizer is not None:
+            text = self.tokenizer.decode(ans)
+            v = c_double()
+            if lib.codi_extract_answer(text.encode("utf-8"), byref(v)):
+                number = v.value
+        return Answer(ans, text, number, prompt, rr.prompt_len, z, lf, al[:rr.n_answer] if al is not None else None)
 
     def trace(self, question=None, ids=None, latents=6, answer_steps=16, stop_at_eos=False, recipe=0, steer=None,
               hooks=(), after_latent=None, out=None, threads=None):
@@ -835,7 +871,7 @@ class Model:
                     "latents": str(N), "answer_steps": str(steps), "answer_length": str(length),
                     "weights": "f32" if self.exact else "bf16",
                     "steer": "" if steer is None else steer if isinstance(steer, str) else
-                    json.dumps(steer) if isinstance(steer, dict) else "Steer %r" % steer.name,
+                    json.dumps(steer, default=lambda a: "<array %s>" % (np.shape(a),)) if isinstance(steer, dict) else "Steer %r" % steer.name,
                     "command": "python codi_lens.Model.trace"}
             write_safetensors(out, tr, meta)
         return tr
@@ -890,14 +926,249 @@ class Model:
     def __exit__(self, *exc):
         self.free()
 
-    # Batched runs (codi_batch_* in the header, when it has them) belong here: a run_batch(questions)
-    # over codi_forward_batch with one State per question.
+    def prefix(self, question=None, ids=None, latents=0, recipe=0, steer=None, hooks=(), after_latent=None, max_pos=None,
+               threads=None):
+        """A State after the prefill and `latents` latent steps (codi_run_latents): the shared start
+        of branches for run_many ({"prefix": state, ...}), computed once. steer, hooks and after_latent
+        act on the prefix only. max_pos: the state's positions (default: what it holds, plus 2)."""
+        prompt = self.prompt_ids(question, ids, recipe)
+        n = _int(latents, "latents", 0, 1000)
+        need = prompt.size + n + 2
+        st = State(self, need if max_pos is None else _int(max_pos, "max_pos", need, 1 << 24), threads)
+        try:
+            _, st, ro, mark = self._prepare(None, prompt, recipe, n, 0, steer, hooks, st, after_latent)
+            lf = np.zeros((n + 1, self.vocab), dtype=np.float32)
+            ro.latent_logits = _ptr(lf)
+            rr = _lib.RunResult()
+            with st._running() as sp:
+                if lib.codi_run_latents(self._p, sp, _ptr(prompt), prompt.size, byref(ro), byref(rr)):
+                    st._fail()
+            st._restore(mark)
+        except BaseException:
+            st.free()
+            raise
+        st._prefix = (prompt, lf, st.n_pos)
+        return st
+
+    _REQUEST_KEYS = ("question", "ids", "prefix", "latents", "max_answer", "stop_at_eos", "recipe", "steer", "hooks",
+                     "after_latent", "answer_logits", "latent_logits")
+
+    def run_many(self, requests, batch=32, threads=None, latents=6, max_answer=256, stop_at_eos=True, recipe=0,
+                 steer=None, hooks=(), after_latent=None, answer_logits=False, latent_logits=False, on_done=None):
+        """Many CODI questions through the batched runner (codi_batch_*: up to `batch` runs advance
+        together, one pass over the weights per step, on `threads` workers; finished runs leave and
+        queued ones join). Returns one Answer per request, in submission order, equal to Model.run's
+        (the same answer ids; logits within 1e-4, bit for bit with batch=1).
+
+        A request is a question (str), prompt ids (a list or int array, as run's ids=), or a dict of
+        run's keywords for that request: question / ids / prefix (exactly one; prefix: a State from
+        Model.prefix or any state after its prefill and l <= latents latent steps, the run starting at
+        latent step l + 1 from a copy of it), latents, max_answer, stop_at_eos, recipe, steer (a Steer,
+        a spec dict, JSON text or spec file), hooks, after_latent (fn(state, k, n_latent), a view of the
+        run's state valid during the call), answer_logits, latent_logits. The keywords here are the
+        defaults of every request. latent_logits (lm_head at bot and each latent, [N+1, V]) is off by
+        default: it costs an lm_head per latent step (a branch's rows before its prefix's l are the
+        prefix's logits when Model.prefix made it, else NaN; its prompt_ids: the prefix's when Model.prefix
+        made it, else None). on_done(index, answer, state) is called as each run ends, with its state
+        (valid during the call: read its residuals or caches there). Requests are queued a batch's worth
+        ahead of the runs, so their output arrays exist only while they run or are kept in an Answer.
+
+        Errors: a bad request raises before anything runs (ValueError / TypeError / CodiError naming
+        the request); an exception in a hook, after_latent or on_done stops the batch and comes out of
+        run_many as itself (the library's message as a note); KeyboardInterrupt between steps too."""
+        reqs = list(requests)
+        batch = _int(batch, "batch", 1, 4096)
+        threads = self.threads if threads is None else _int(threads, "threads", 1, 4096)
+        if not reqs:
+            return []
+        defaults = {"latents": latents, "max_answer": max_answer, "stop_at_eos": stop_at_eos, "recipe": recipe, "steer": steer,
+                    "hooks": hooks, "after_latent": after_latent, "answer_logits": answer_logits, "latent_logits": latent_logits}
+        if on_done is not None and not callable(on_done):
+            raise TypeError("run_many: on_done must be callable")
+        n_layers, D, V, prj = self.n_layers, self.dim, self.vocab, self.config["prj_dim"]
+        steers, prefixes = {}, {}
+        runs = []           # per request: (prompt, arrays z/lf/al, RunOpts, steer, hook filters, after_latent, prefix)
+        errors = [[] for _ in reqs]
+        max_pos = 1
+        for i, r in enumerate(reqs):
+            what = "run_many request %d" % i
+            if isinstance(r, (str, bytes)):
+                r = {"question": r}
+            elif isinstance(r, dict):
+                bad = [k for k in r if k not in self._REQUEST_KEYS]
+                if bad:
+                    raise ValueError("%s: unknown key %r (known: %s)" % (what, bad[0], ", ".join(self._REQUEST_KEYS)))
+            elif isinstance(r, (list, tuple, np.ndarray)):
+                r = {"ids": r}
+            else:
+                raise TypeError("%s: a question, ids or a dict, not %s" % (what, type(r).__name__))
+            o = dict(defaults)
+            o.update(r)
+            if sum(o.get(k) is not None for k in ("question", "ids", "prefix")) != 1:
+                raise ValueError("%s: give exactly one of question, ids and prefix" % what)
+            n = _int(o["latents"], what + " latents", 0, 1000)
+            m_ans = _int(o["max_answer"], what + " max_answer", 0, 1024)
+            pre, prompt, lo = o.get("prefix"), None, 0
+            if pre is not None:
+                if not isinstance(pre, State) or pre.model is not self:
+                    raise TypeError("%s: prefix must be a State of this model" % what)
+                lo = 0 if pre.phase == "prefill" else pre.step if pre.phase == "latent" else -1
+                if pre.n_pos == 0 or lo < 0 or lo > n:
+                    raise ValueError("%s: the prefix must be a state after its prefill and at most latents (%d) latent steps "
+                                     "(it has %d positions, phase %s, step %d)" % (what, n, pre.n_pos, pre.phase, pre.step))
+                prefixes[id(pre)] = pre
+                start = pre.n_pos
+                info = getattr(pre, "_prefix", None)
+                if info is not None and info[2] == pre.n_pos:
+                    prompt = info[0]
+            else:
+                prompt = self.prompt_ids(o.get("question"), o.get("ids"), _int(o["recipe"], what + " recipe", 0, 1))
+                start = prompt.size
+            max_pos = max(max_pos, start + (n - lo) + 2 + m_ans)
+            ro = lib.codi_run_opts_default(self._p)
+            ro.n_latent, ro.max_answer, ro.stop_at_eos = n, m_ans, int(bool(o["stop_at_eos"]))
+            sp = o["steer"]
+            if sp is not None and not isinstance(sp, Steer):
+                key = json.dumps(sp, sort_keys=True, default=lambda a: "<array at %x>" % id(a)) if isinstance(sp, dict) else sp
+                if key not in steers:
+                    try:
+                        steers[key] = Steer(self, sp)
+                    except CodiError as e:
+                        raise CodiError("%s: %s" % (what, e)) from None
+                sp = steers[key]
+            filters = [_hook_filter(h if isinstance(h, _HookSpec) else _HookSpec(h, None, None, None, None), n_layers,
+                                    errors[i], None) for h in (o["hooks"] or ())]
+            if len(filters) > 15:
+                raise ValueError("%s: %d hooks; a state holds 16 (a steering spec takes one)" % (what, len(filters)))
+            if o["after_latent"] is not None and not callable(o["after_latent"]):
+                raise TypeError("%s: after_latent must be callable" % what)
+            runs.append({"prompt": prompt, "ro": ro, "steer": sp, "hooks": filters, "after_latent": o["after_latent"], "prefix": pre,
+                         "l": lo, "prefix_logits": info[1] if pre is not None and prompt is not None else None,
+                         "latent_logits": bool(o["latent_logits"]), "answer_logits": bool(o["answer_logits"])})
+
+        answers, failed, stop = [None] * len(reqs), {}, []
+        steer_users, arrays = {}, {}
+
+        def submit(b, i):
+            """Request i into the batch, with its output arrays (allocated now: a queue of whole
+            answer_logits for every request would not fit in memory)."""
+            r = runs[i]
+            ro, n, lo, pre = r["ro"], r["ro"].n_latent, r["l"], r["prefix"]
+            z = np.zeros((n + 1, D), dtype=np.float32) if prj else None
+            lf = np.zeros((n + 1, V), dtype=np.float32) if r["latent_logits"] else None
+            al = np.zeros((ro.max_answer, V), dtype=np.float32) if r["answer_logits"] else None
+            if pre is not None and lo:                  # the prefix's latents 1..l (its rows of the run's arrays)
+                T0 = pre.n_pos - lo
+                if z is not None:
+                    z[:lo] = pre.resid[0, T0:T0 + lo]
+                if lf is not None:
+                    lf[:lo] = r["prefix_logits"][:lo] if r["prefix_logits"] is not None else np.nan
+            ro.latents, ro.latent_logits, ro.answer_logits = _ptr(z), _ptr(lf), _ptr(al)
+            arrays[i] = (z, lf, al)
+            q = _lib.BatchRequest()
+            if pre is None:
+                q.ids, q.n_ids = _ptr(r["prompt"]), r["prompt"].size
+            else:
+                q.prefix = pre._p
+            q.opts, q.steer, q.user = ro, r["steer"]._p if r["steer"] is not None else None, i + 1
+            q.setup = setup_ptr if r["hooks"] or r["after_latent"] is not None else None
+            if lib.codi_batch_submit(b, byref(q)):
+                raise CodiError("run_many: " + lib.codi_batch_error(b).decode("utf-8", "replace"))
+
+        def setup(user, s_ptr, o_ptr):
+            i = user - 1
+            try:
+                for filt, _ in runs[i]["hooks"]:
+                    if lib.codi_state_add_hook(s_ptr, _lib.FILTERED_HOOK, byref(filt)) < 0:
+                        raise CodiError("run_many request %d: the state's 16 hooks are all in use" % i)
+                if runs[i]["after_latent"] is not None:
+                    ro = _lib.RunOpts.from_address(o_ptr)
+                    steer_users[i] = ro.after_latent_user if ro.after_latent else None
+                    ro.after_latent, ro.after_latent_user = after_ptr, user
+                return 0
+            except BaseException as e:   # noqa: B902
+                errors[i].append(e)
+                return 1
+
+        def after(user, s_ptr, k, n):
+            i = user - 1
+            try:
+                if steer_users[i] is not None and lib.codi_steer_after_latent(steer_users[i], s_ptr, k, n):
+                    return 1
+                st = State._borrow(self, s_ptr, "the state given to after_latent (valid during the call only)")
+                try:
+                    runs[i]["after_latent"](st, k, n)
+                finally:
+                    st._end()
+                return 0
+            except BaseException as e:   # noqa: B902
+                errors[i].append(e)
+                return 1
+
+        def done(_user, res_ptr):
+            try:
+                res = _lib.BatchResult.from_address(res_ptr)
+                i = res.index
+                if res.status:
+                    failed[i] = (res.error or b"failed").decode("utf-8", "replace")
+                    return 1
+                z, lf, al = arrays.pop(i)
+                rr = _lib.RunResult.from_address(res.result)
+                answers[i] = a = self._answer(rr, runs[i]["prompt"], z, lf, al[:rr.n_answer].copy() if al is not None else None)
+                if on_done is not None:
+                    st = State._borrow(self, res.state, "the state given to on_done (valid during the call only)")
+                    try:
+                        on_done(i, a, st)
+                    finally:
+                        st._end()
+                return 0
+            except BaseException as e:   # noqa: B902
+                stop.append(e)
+                return 1
+
+        setup_cb, after_cb, done_cb = _lib.BATCH_SETUP_FN(setup), _lib.AFTER_LATENT_FN(after), _lib.BATCH_DONE_FN(done)
+        after_ptr, setup_ptr = ctypes.cast(after_cb, c_void_p).value, ctypes.cast(setup_cb, c_void_p).value
+        model_owner = self._o                                  # the model stays while the batch runs
+        b = lib.codi_batch_alloc(self._p, min(batch, len(reqs)), max_pos, threads)
+        if not b:
+            raise MemoryError("run_many: out of memory for %d runs of %d positions" % (min(batch, len(reqs)), max_pos))
+        with contextlib.ExitStack() as held:
+            try:
+                for pre in prefixes.values():                  # a prefix must not change until its runs have joined
+                    held.enter_context(pre._running())
+                nxt, left = 0, 1
+                while left > 0 or nxt < len(runs):
+                    while nxt < len(runs) and lib.codi_batch_pending(b) < 2 * batch:   # a batch's worth queued
+                        submit(b, nxt)
+                        nxt += 1
+                    left = lib.codi_batch_step(b, done_cb, None)
+                    if left < 0:
+                        break
+                msg = lib.codi_batch_error(b).decode("utf-8", "replace") if left < 0 else ""
+            finally:
+                lib.codi_batch_free(b)
+        del model_owner
+        for i in sorted(failed):
+            if errors[i]:
+                e = errors[i][0]
+                if hasattr(e, "add_note"):
+                    e.add_note("codi_lens: run_many request %d: %s" % (i, failed[i]))
+                raise e
+            raise CodiError("run_many request %d: %s" % (i, failed[i]))
+        if stop:
+            raise stop[0]
+        if left < 0:
+            raise CodiError("run_many: " + msg)
+        return answers
 
 
 # ---- lenses ---------------------------------------------------------------------------------
 
 def _logits(x):
-    return _floats(x, "logits").reshape(-1)
+    a = _floats(x, "logits").reshape(-1)
+    if a.size == 0:
+        raise ValueError("logits: empty")
+    return a
 
 
 def softmax(logits):
@@ -999,8 +1270,8 @@ class TunedLens:
 def _samples(model, resid, target_logits):
     c = model.config
     r = _floats(resid, "resid")
-    if r.ndim != 3 or r.shape[1:] != (c["n_layers"] + 1, c["dim"]):
-        raise ValueError("resid: shape %s, expected [n, %d, %d]" % (r.shape, c["n_layers"] + 1, c["dim"]))
+    if r.ndim != 3 or r.shape[1:] != (c["n_layers"] + 1, c["dim"]) or r.shape[0] == 0:
+        raise ValueError("resid: shape %s, expected [n, %d, %d] with n >= 1" % (r.shape, c["n_layers"] + 1, c["dim"]))
     t = None
     if target_logits is not None:
         t = _floats(target_logits, "target_logits", (r.shape[0], c["vocab"]))
@@ -1189,11 +1460,12 @@ class PCA:
     def fit(cls, x, n_components, threads=1):
         """The top n_components of rows x [n, D] (or an iterable of row blocks, streamed)."""
         blocks = [x] if isinstance(x, np.ndarray) or not hasattr(x, "__iter__") else x
-        acc, err = None, _errbuf()
+        acc, err, dim = None, _errbuf(), None
         try:
             for b in blocks:
-                a = _rows(b, "x")
+                a = _rows(b, "x", dim)            # every block as wide as the first
                 if acc is None:
+                    dim = a.shape[1]
                     acc = lib.codi_pca_acc_new(a.shape[1], _int(threads, "threads", 1, 4096), err, len(err))
                     if not acc:
                         raise CodiError(_text(err))

@@ -82,6 +82,8 @@ HOOK_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_void_p)           # (use
 AFTER_LATENT_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_int, c_int)
 ON_TOKEN_FN = ctypes.CFUNCTYPE(None, c_void_p, c_int32)
 SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_long, c_void_p, c_void_p)  # (user, index, resid, target)
+BATCH_SETUP_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_void_p)    # (user, state, run opts)
+BATCH_DONE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p)               # (user, codi_batch_result *)
 
 Config = _struct("codi_config", [
     ("dim", c_int), ("ffn_dim", c_int), ("n_layers", c_int), ("n_heads", c_int), ("n_kv_heads", c_int),
@@ -125,6 +127,11 @@ ProbeMetrics = _struct("codi_probe_metrics", [
 PcaStruct = _struct("codi_pca", [
     ("dim", c_int), ("n_components", c_int), ("n_rows", c_long), ("mean", c_void_p), ("components", c_void_p),
     ("variance", c_void_p), ("explained", c_void_p), ("total_variance", c_double)])
+BatchRequest = _struct("codi_batch_request", [
+    ("ids", c_void_p), ("n_ids", c_int), ("prefix", c_void_p), ("opts", RunOpts), ("steer", c_void_p), ("setup", c_void_p),
+    ("user", c_void_p)])
+BatchResult = _struct("codi_batch_result", [("user", c_void_p), ("index", c_long), ("status", c_int), ("error", c_char_p),
+                                            ("result", c_void_p), ("state", c_void_p)])
 HookFilter = _struct("codi_py_hook_filter", [("points", c_uint), ("layer", c_int), ("phase", c_int), ("step", c_int),
                                              ("fn", c_void_p), ("user", c_void_p)])
 
@@ -148,6 +155,12 @@ _SIGNATURES = {
     "codi_run": (c_int, [P, P, P, c_int, POINTER(RunOpts), POINTER(RunResult)]),
     "codi_run_latents": (c_int, [P, P, P, c_int, POINTER(RunOpts), POINTER(RunResult)]),
     "codi_run_answer": (c_int, [P, P, POINTER(RunOpts), POINTER(RunResult)]),
+    "codi_batch_alloc": (P, [P, c_int, c_int, c_int]),
+    "codi_batch_submit": (c_int, [P, POINTER(BatchRequest)]),
+    "codi_batch_step": (c_int, [P, P, P]),
+    "codi_batch_pending": (c_int, [P]),
+    "codi_batch_error": (c_char_p, [P]),
+    "codi_batch_free": (None, [P]),
     "codi_prompt_ids": (c_int, [P, c_int, P, c_int, P, c_int]),
     "codi_prompt_check": (c_int, [P, c_int, P, c_size_t]),
     "codi_extract_answer": (c_int, [c_char_p, POINTER(c_double)]),

@@ -158,3 +158,64 @@ def read_csv(path):
     float, empty cells None (pandas.read_csv reads the same files, but is not needed)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+_SPEC_ARRAYS = ("vector", "key_vector", "value_vector")   # an edit's fields that name a tensor
+_RANDOM_ARRAYS = ("norm_of", "mean_std_of")                # the same inside an edit's "random"
+
+
+def spec_has_arrays(spec):
+    """True when a steering spec dict holds numpy arrays (or lists) where the JSON names tensors."""
+    for e in spec.get("edits", ()) if isinstance(spec, dict) else ():
+        if isinstance(e, dict) and (any(not isinstance(e.get(k), (str, type(None))) for k in _SPEC_ARRAYS) or
+                                    (isinstance(e.get("random"), dict) and
+                                     any(not isinstance(e["random"].get(k), (str, type(None))) for k in _RANDOM_ARRAYS))):
+            return True
+    return False
+
+
+def spec_arrays_to_files(spec, ref):
+    """(spec as plain JSON, tensors): each array of spec_has_arrays' fields taken out as a float32
+    tensor "edit<i>.<field>" (random's: "edit<i>.random.<field>") and replaced by "REF:NAME"."""
+    out, tensors = json.loads(json.dumps(spec, default=lambda a: None)), {}
+
+    def take(where, src, key, name):
+        a = np.asarray(src[key])
+        if a.dtype.kind not in "fiu" or a.ndim == 0:
+            raise TypeError("steering spec: edit %s: %r needs a float array or \"FILE:TENSOR\", not %r" % (name, key, src[key]))
+        tensors[name] = np.ascontiguousarray(a, dtype=np.float32)
+        where[key] = "%s:%s" % (ref, name)
+
+    for i, e in enumerate(spec.get("edits", ())):
+        if not isinstance(e, dict):
+            continue
+        for k in _SPEC_ARRAYS:
+            if e.get(k) is not None and not isinstance(e[k], str):
+                take(out["edits"][i], e, k, "edit%d.%s" % (i, k))
+        r = e.get("random")
+        if isinstance(r, dict):
+            for k in _RANDOM_ARRAYS:
+                if r.get(k) is not None and not isinstance(r[k], str):
+                    take(out["edits"][i]["random"], r, k, "edit%d.random.%s" % (i, k))
+    return out, tensors
+
+
+def write_steer_spec(path, spec, vectors=None):
+    """Writes a steering spec as the CLI's --steer takes it. In the spec dict, an edit's "vector",
+    "key_vector", "value_vector" (and "norm_of" / "mean_std_of" of its "random") may be arrays
+    instead of "FILE:TENSOR": they are written as float32 tensors "edit<i>.<field>" to one
+    .safetensors file (vectors; default: PATH with .safetensors for its extension) that the spec
+    names relative to its folder. Returns the spec as written (plain JSON)."""
+    if not isinstance(spec, dict):
+        raise TypeError("write_steer_spec: spec must be a dict, not %s" % type(spec).__name__)
+    vectors = vectors or os.path.splitext(path)[0] + ".safetensors"
+    rel = os.path.relpath(os.path.abspath(vectors), os.path.dirname(os.path.abspath(path)))
+    out, tensors = spec_arrays_to_files(spec, rel)
+    if tensors:
+        write_safetensors(vectors, tensors, {"format": "codi_lens steering vectors", "spec": os.path.basename(path)})
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    return out
