@@ -24,7 +24,8 @@ check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:m
 check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
 
 # a real `codi record` dataset (codi-nano, 8 questions, with K/V) gives the same vectors as running them
-build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 \
+# (--batch 1: codi_run's bits; batched runs agree within rounding: tests/test_batch_runners.sh)
+build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 --batch 1 \
   --out $d/rec.safetensors > /dev/null 2> $d/err &&
   build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --out $d/vr.safetensors > /dev/null 2>> $d/err &&
   build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --out $d/vn.safetensors > /dev/null 2>> $d/err ||
