@@ -73,5 +73,17 @@ if ! command -v python3 > /dev/null; then skip "codi lens --batch: no python3"; 
 fi
 cmp -s $d/l1_rates.csv $d/l8_rates.csv && cmp -s $d/l1_rates.csv $d/lr_rates.csv && ok "codi lens --questions: the rates CSV of --batch 8 (and resumed) = --batch 1, byte for byte" || bad "codi lens rates CSV differs with --batch 8"
 
+# 3. codi vectors --questions: the means of --batch 8 = --batch 1's within 1e-5 (their sums are made in
+#    question order whatever order the runs end in), post- and pre-RoPE keys
+vec="$B vectors $nano --questions $qs --limit 10"
+$vec --batch 1 --out $d/v1.st > /dev/null 2> $d/err1 && $vec --batch 8 --out $d/v8.st > /dev/null 2> $d/err8 &&
+  $vec --batch 1 --keys pre --out $d/v1p.st > /dev/null 2>> $d/err1 && $vec --batch 8 --keys pre --out $d/v8p.st > /dev/null 2>> $d/err8 ||
+  { bad "codi vectors --questions --batch 1 / 8"; cat $d/err1 $d/err8; }
+grep -q "10 questions on 1 threads, batch 8" $d/err8 && ok "codi vectors prints its batch" || bad "codi vectors's batch line: $(cat $d/err8)"
+for t in mean_final mean_key mean_value; do check $C maxabs "vectors $t: --batch 8 = --batch 1" $d/v8.st:$t $d/v1.st:$t 1e-5; done
+check $C maxabs "vectors --keys pre mean_key_pre_rope: --batch 8 = --batch 1" $d/v8p.st:mean_key_pre_rope $d/v1p.st:mean_key_pre_rope 1e-5
+check $C compare "vectors diff_2_5: --batch 8 = --batch 1" $d/v8.st:diff_2_5 $d/v1.st:diff_2_5 1e-5
+check $C compare "vectors key_diff_1_6: --batch 8 = --batch 1" $d/v8.st:key_diff_1_6 $d/v1.st:key_diff_1_6 1e-5
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
