@@ -699,7 +699,7 @@ static void lens_rows_header(const lens_agg *ag, lens_sb *b) {
     lens_sb_printf(b, ", \"chance_permutations\": %d, \"seed\": %d, \"multi_token\": \"%s\"}\n", ag->K, a->seed, ag->skip_multi ? "skip" : "first");
 }
 
-/* Appends the rows of question qi, run into state s (result rr), to b: per lens and slot an entropy
+/* Appends the rows of question qi, run into state st (result rr), to b: per lens and slot an entropy
    row and a row per target set it has, then the question's "done" line. 0, or -1 after a message. */
 static int lens_question_rows(lens_agg *ag, int qi, codi_state *st, const codi_run_result *rr, int *rank, double *prob, int *crank, double *ent, lens_sb *b) {
     const codi_model *m = ag->m;
