@@ -121,7 +121,8 @@ TEST_SCRIPTS = \
 	tests/test_switches.sh \
 	tests/test_contents.sh \
 	tests/test_outputs.sh \
-	tests/test_research_formats.sh
+	tests/test_research_formats.sh \
+	tests/test_batch_runners.sh
 
 # What `make test` builds, in three announced steps, before it runs every program and script.
 TEST_BUILD_TOOLS = build/codi build/quickstart build/lens_example build/steer_latent build/steer_kv build/probe_pca build/golden_hf.jsonl build/libcodi_lens.so

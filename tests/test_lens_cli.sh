@@ -67,7 +67,8 @@ sys.exit(0 if a == b and sum(flat(a)) > 0 and all(v is None for v in flat(c)) el
 else skip "intermediate results from cot / steps: no python3"; fi
 
 # 4. activation datasets: stopped and resumed = uninterrupted, byte for byte; numpy reads them
-rec="$B record --model $nano --questions models/codi-nano/test.jsonl --limit 24 --kv"
+# (--batch 1: bit for bit needs the same passes; a batched resume agrees within rounding: tests/test_batch_runners.sh)
+rec="$B record --model $nano --questions models/codi-nano/test.jsonl --limit 24 --kv --batch 1"
 # the data section of a safetensors file (after its 8-byte length and JSON header)
 data() { hl=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((hl + 9)) "$1" > "$2"; }
 rm -f build/lcli_a.st build/lcli_full.st build/lcli_part.st

@@ -59,7 +59,8 @@ $B lens $nano --questions $d/tpl.jsonl --targets intermediates --chance-permutat
   ok "intermediates of codi gen-templates questions: x + y and x - y (8 and 4)" || bad "template intermediates"
 
 # 4. kill -9 while the rows are written, a torn line, then the same command: the same rows and summary as one run
-args="--questions $qs --limit 40 --targets answer,intermediates --chance-permutations 2"
+#    (--batch 1: bit for bit needs the same passes; a batched resume: tests/test_batch_runners.sh)
+args="--questions $qs --limit 40 --targets answer,intermediates --chance-permutations 2 --batch 1"
 run() { $B lens $nano $args --out $1; }
 run $d/full > /dev/null 2>&1
 $B lens $nano $args --out $d/killed > /dev/null 2>&1 &      # (not through run: $! must be codi itself)

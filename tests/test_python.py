@@ -508,7 +508,7 @@ def main():
                err.strip()[:120])
         acts = os.path.join(tmp, "acts.safetensors")
         rc, _, err = cli("record", "--model", NANO, "--questions", "models/codi-nano/test.jsonl", "--limit", "3", "--dtype", "bf16",
-                         "--kv", "--out", acts)
+                         "--kv", "--batch", "1", "--out", acts)   # --batch 1: codi_run's bits, compared with the trace below
         if rc == 0:
             py, meta = cl.read_safetensors(acts)
             c = cl.read_safetensors_c(acts)

@@ -24,10 +24,11 @@ check $C compare "vectors --acts: mean_key = golden k_means" $d/va.safetensors:m
 check $C compare "vectors --acts: value_diff_2_4 = from --questions" $d/va.safetensors:value_diff_2_4 $d/v.safetensors:value_diff_2_4 1e-5
 
 # a real `codi record` dataset (codi-nano, 8 questions, with K/V) gives the same vectors as running them
-build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 \
+# (--batch 1: codi_run's bits; batched runs agree within rounding: tests/test_batch_runners.sh)
+build/codi record --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --kv --max-answer 2 --batch 1 \
   --out $d/rec.safetensors > /dev/null 2> $d/err &&
   build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --out $d/vr.safetensors > /dev/null 2>> $d/err &&
-  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --out $d/vn.safetensors > /dev/null 2>> $d/err ||
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --batch 1 --out $d/vn.safetensors > /dev/null 2>> $d/err ||
   { bad "codi record + codi vectors --acts"; cat $d/err; }
 check $C compare "vectors --acts of a codi record file: mean_final = vectors --questions (bit for bit)" $d/vr.safetensors:mean_final $d/vn.safetensors:mean_final 0
 check $C compare "vectors --acts of a codi record file: key_diff_2_5 = vectors --questions (bit for bit)" $d/vr.safetensors:key_diff_2_5 $d/vn.safetensors:key_diff_2_5 0
@@ -36,7 +37,7 @@ check $C compare "vectors --acts of a codi record file: key_diff_2_5 = vectors -
 # means from the dataset = from running the questions (bit for bit), and differ from post-RoPE ones
 check $C prerope "codi record --kv: key_pre_rope rotated forth by its positions = key" models/codi-nano/codi_nano.bin $d/rec.safetensors
 build/codi vectors --model models/codi-nano/codi_nano.bin --exact --acts $d/rec.safetensors --keys pre --out $d/vrp.safetensors > /dev/null 2> $d/err &&
-  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --keys pre --out $d/vnp.safetensors > /dev/null 2>> $d/err ||
+  build/codi vectors --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 8 --keys pre --batch 1 --out $d/vnp.safetensors > /dev/null 2>> $d/err ||
   { bad "codi vectors --keys pre"; cat $d/err; }
 check $C compare "vectors --keys pre: mean_key_pre_rope from the dataset = from the runs (bit for bit)" $d/vrp.safetensors:mean_key_pre_rope $d/vnp.safetensors:mean_key_pre_rope 0
 check $C compare "vectors --keys pre: key_pre_rope_diff_2_5 from the dataset = from the runs" $d/vrp.safetensors:key_pre_rope_diff_2_5 $d/vnp.safetensors:key_pre_rope_diff_2_5 0

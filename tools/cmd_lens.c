@@ -15,7 +15,7 @@ typedef struct {
     int top_k, json, max_answer, limit, sprint_norm, sprint_index;
     const char *targets, *relations, *multi_token, *rows;   /* aggregate mode: target sets, approximations, rows file */
     double approx_pct;
-    int chance_permutations, seed;
+    int chance_permutations, seed, batch;
     char rows_default[4096];
     int target_tokens;          /* how many tokens --target is (only the first counts) */
     int force;
@@ -347,7 +347,6 @@ typedef struct {
     const codi_model *m;
     const codi_tokenizer *t;
     const codi_tuned_lens *tl;
-    codi_state *s;
     pos_spec ps;
     int P, L1, n_lens, K, skip_multi;
     lens_tset set[LENS_MAX_SETS]; int n_sets;
@@ -700,33 +699,21 @@ static void lens_rows_header(const lens_agg *ag, lens_sb *b) {
     lens_sb_printf(b, ", \"chance_permutations\": %d, \"seed\": %d, \"multi_token\": \"%s\"}\n", ag->K, a->seed, ag->skip_multi ? "skip" : "first");
 }
 
-/* Runs question qi and appends its rows to b: per lens and slot an entropy row and a row per target
-   set it has, then the question's "done" line. 0, or -1 after a message. */
-static int lens_question_rows(lens_agg *ag, int qi, int *rank, double *prob, int *crank, double *ent, lens_sb *b) {
+/* Appends the rows of question qi, run into state st (result rr), to b: per lens and slot an entropy
+   row and a row per target set it has, then the question's "done" line. 0, or -1 after a message. */
+static int lens_question_rows(lens_agg *ag, int qi, codi_state *st, const codi_run_result *rr, int *rank, double *prob, int *crank, double *ent, lens_sb *b) {
     const codi_model *m = ag->m;
     const lens_q *q = &ag->q[qi];
-    int32_t ids[4096];
     char text[4096], lab[32];
-    codi_run_opts ro = codi_run_opts_default(m);
-    codi_run_result rr;
-    cli_prompt_args pa = ag->a->pa;
     double pred;
-    int n, L, p, l, s, j, k, V = m->config.vocab, L1 = ag->L1, K = ag->K, has_pred, correct;
-    pa.question = q->question; pa.ids = NULL;
-    if ((n = cli_prompt_ids(&pa, m, ag->t, ids, 4096)) < 0) { fprintf(stderr, "codi lens: %s:%d: cannot make the prompt\n", ag->a->questions, q->line); return -1; }
-    ro.n_latent = ag->ps.n_latent; ro.max_answer = ag->a->max_answer;
-    if (!ag->s || ag->s->max_pos < n + ro.n_latent + ro.max_answer + 1) {   /* as long as the longest question so far */
-        codi_state_free(ag->s);
-        if (!(ag->s = codi_state_alloc(m, n + ro.n_latent + ro.max_answer + 64, ag->a->ma.threads))) { fprintf(stderr, "codi lens: out of memory\n"); return -1; }
-    }
-    if (codi_run(m, ag->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi lens: %s:%d: %s\n", ag->a->questions, q->line, ag->s->error); return -1; }
+    int L, p, l, s, j, k, V = m->config.vocab, L1 = ag->L1, K = ag->K, has_pred, correct;
     for (L = 0; L < ag->n_lens; L++)
         for (p = 0; p < ag->P; p++) {
-            int pos = pos_resolve(&ag->ps, p, rr.prompt_len, rr.n_answer, ag->s->n_pos);
+            int pos = pos_resolve(&ag->ps, p, rr->prompt_len, rr->n_answer, st->n_pos);
             if (pos < 0) continue;
             for (l = 0; l < L1; l++) {
                 double lse;
-                if (lens_logits(m, L ? ag->tl : NULL, l, codi_state_resid(ag->s, l, pos), ag->a->sprint_norm, ag->logits, ag->tmp)) return -1;
+                if (lens_logits(m, L ? ag->tl : NULL, l, codi_state_resid(st, l, pos), ag->a->sprint_norm, ag->logits, ag->tmp)) return -1;
                 lse = codi_log_softmax(ag->logits, V, NULL);
                 ent[l] = codi_entropy(ag->logits, V);
                 for (s = 0; s < ag->n_sets; s++) {
@@ -768,7 +755,7 @@ static int lens_question_rows(lens_agg *ag, int qi, int *rank, double *prob, int
                 lens_sb_printf(b, "]}\n");
             }
         }
-    codi_decode(ag->t, rr.answer, rr.n_answer, 1, text, sizeof text);
+    codi_decode(ag->t, rr->answer, rr->n_answer, 1, text, sizeof text);
     has_pred = codi_extract_answer(text, &pred);
     correct = q->has_gold && has_pred && fabs(pred - q->gold) < 1e-6;
     lens_sb_printf(b, "{\"index\": %d, \"line\": %d, \"done\": true, \"correct\": %s, \"prediction\": ", q->index, q->line, correct ? "true" : "false");
@@ -1287,18 +1274,113 @@ static void lens_agg_free(lens_agg *ag) {
         free(ag->set[s].file_rows); free(ag->set[s].file_roots);
     }
     free(ag->q); free(ag->donor); free(ag->logits); free(ag->tmp);
-    codi_state_free(ag->s);
+}
+
+/* The question loop: the questions not yet in the rows file run through the batched runner; each
+   run's rows are made from its final state as it ends and go to the file in question order (rows
+   of a question that ends before an earlier one wait in its buffer), flushed per question. */
+typedef struct {
+    lens_agg *ag;
+    const unsigned char *done;  /* [nq] already in the rows file */
+    lens_sb *qb;                /* [nq] rows waiting for an earlier question */
+    unsigned char *ready;       /* [nq] qb holds the question's rows */
+    int next;                   /* the next question to write */
+    int *rank, *crank;
+    double *prob, *ent;
+    cli_progress *pr;
+    long written;
+} lens_loop;
+
+/* Writes the waiting rows from question lp->next on, in order; 0, or -1 after a message. */
+static int lens_loop_write(lens_loop *lp) {
+    lens_agg *ag = lp->ag;
+    for (; lp->next < ag->nq && (lp->done[lp->next] || lp->ready[lp->next]); lp->next++) {
+        lens_sb *b = &lp->qb[lp->next];
+        if (lp->done[lp->next]) continue;
+        if (fwrite(b->p, 1, b->n, ag->rows) != b->n || fflush(ag->rows)) { fprintf(stderr, "codi lens: cannot write %s\n", ag->a->rows); return -1; }
+        free(b->p); memset(b, 0, sizeof *b);
+        cli_progress_update(lp->pr, ++lp->written);
+    }
+    return 0;
+}
+
+/* A run ended: its rows into its question's buffer, then every row that is due to the file. */
+static int lens_loop_done(void *user, const codi_batch_result *r) {
+    lens_loop *lp = (lens_loop *)user;
+    lens_agg *ag = lp->ag;
+    int qi = (int)(intptr_t)r->user;
+    if (r->status) { fprintf(stderr, "codi lens: %s:%d: %s\n", ag->a->questions, ag->q[qi].line, r->error); ag->failed = 1; return 1; }
+    if (lens_question_rows(ag, qi, r->state, r->result, lp->rank, lp->prob, lp->crank, lp->ent, &lp->qb[qi])) {
+        if (lp->qb[qi].bad) fprintf(stderr, "codi lens: out of memory\n");
+        ag->failed = 1; return 1;
+    }
+    lp->ready[qi] = 1;
+    if (lens_loop_write(lp)) { ag->failed = 1; return 1; }
+    return 0;
+}
+
+/* Runs every question not in done, batch at a time; 0, or -1 after a message (ag->failed set). */
+static int lens_loop_run(lens_loop *lp, int batch) {
+    lens_agg *ag = lp->ag;
+    const codi_model *m = ag->m;
+    int32_t **ids = (int32_t **)calloc((size_t)ag->nq, sizeof *ids);
+    int *n = (int *)calloc((size_t)ag->nq, sizeof *n), qi, max_n = 0, todo = 0, rc = -1;
+    codi_batch *b = NULL;
+    lp->qb = (lens_sb *)calloc((size_t)ag->nq, sizeof *lp->qb);
+    lp->ready = (unsigned char *)calloc((size_t)ag->nq, 1);
+    if (!ids || !n || !lp->qb || !lp->ready) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
+    for (qi = 0; qi < ag->nq; qi++) {          /* the prompts first: the runs' length is the longest */
+        cli_prompt_args pa = ag->a->pa;
+        int32_t buf[4096];
+        if (lp->done[qi]) continue;
+        pa.question = ag->q[qi].question; pa.ids = NULL;
+        if ((n[qi] = cli_prompt_ids(&pa, m, ag->t, buf, 4096)) < 0) { fprintf(stderr, "codi lens: %s:%d: cannot make the prompt\n", ag->a->questions, ag->q[qi].line); goto done; }
+        if (!(ids[qi] = (int32_t *)malloc(sizeof(int32_t) * (size_t)n[qi]))) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
+        memcpy(ids[qi], buf, sizeof(int32_t) * (size_t)n[qi]);
+        if (n[qi] > max_n) max_n = n[qi];
+        todo++;
+    }
+    fprintf(stderr, "codi lens: %d questions to run on %d threads, batch %d\n", todo, ag->a->ma.threads, batch);
+    if (!todo) { rc = 0; goto done; }
+    if (!(b = codi_batch_alloc(m, todo < batch ? todo : batch, max_n + ag->ps.n_latent + ag->a->max_answer + 2, ag->a->ma.threads))) {
+        fprintf(stderr, "codi lens: out of memory\n"); goto done;
+    }
+    for (qi = 0;;) {
+        while (qi < ag->nq && codi_batch_pending(b) < 2 * batch) {    /* keep a batch's worth queued */
+            codi_batch_request rq;
+            if (lp->done[qi]) { qi++; continue; }
+            memset(&rq, 0, sizeof rq);
+            rq.ids = ids[qi]; rq.n_ids = n[qi];
+            rq.opts = codi_run_opts_default(m);
+            rq.opts.n_latent = ag->ps.n_latent; rq.opts.max_answer = ag->a->max_answer;
+            rq.user = (void *)(intptr_t)qi;
+            if (codi_batch_submit(b, &rq)) { fprintf(stderr, "codi lens: %s:%d: %s\n", ag->a->questions, ag->q[qi].line, codi_batch_error(b)); goto done; }
+            free(ids[qi]); ids[qi] = NULL;   /* copied */
+            qi++;
+        }
+        if (!codi_batch_pending(b)) break;
+        if (codi_batch_step(b, lens_loop_done, lp) < 0) {
+            if (!ag->failed) fprintf(stderr, "codi lens: %s\n", codi_batch_error(b));
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (rc) ag->failed = 1;
+    for (qi = 0; qi < ag->nq; qi++) { if (ids) free(ids[qi]); if (lp->qb) free(lp->qb[qi].p); }
+    free(ids); free(n); free(lp->qb); free(lp->ready); lp->qb = NULL; lp->ready = NULL;
+    codi_batch_free(b);
+    return rc;
 }
 
 static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_tokenizer *t, const codi_tuned_lens *tl, pos_spec *ps) {
     lens_agg ag;
     lens_sum S;
-    lens_sb hb, b;
+    lens_sb hb;
     int n_bad = 0, rc = 1, qi, s, *rank = NULL, *crank = NULL;
     double *prob = NULL, *ent = NULL;
     long good = 0, before = 0;
-    cli_progress *pr;
-    memset(&ag, 0, sizeof ag); memset(&S, 0, sizeof S); memset(&hb, 0, sizeof hb); memset(&b, 0, sizeof b);
+    memset(&ag, 0, sizeof ag); memset(&S, 0, sizeof S); memset(&hb, 0, sizeof hb);
     ag.a = a; ag.m = m; ag.t = t; ag.tl = tl; ag.ps = *ps;
     ag.K = a->chance_permutations; ag.skip_multi = !strcmp(a->multi_token, "skip");
     ag.n_lens = tl ? 2 : 1; ag.L1 = m->config.n_layers + 1;
@@ -1336,15 +1418,14 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
         if (r == 1 || !good) { fputs(hb.p, ag.rows); fflush(ag.rows); }
         if (before) fprintf(stderr, "codi lens: resuming %s: %ld of %d questions already there\n", a->rows, before, ag.nq);
     }
-    pr = cli_progress_start("lens", ag.nq, before);
-    for (qi = 0; qi < ag.nq; qi++) {
-        if (S.done[qi]) continue;
-        b.n = 0;
-        if (lens_question_rows(&ag, qi, rank, prob, crank, ent, &b)) { ag.failed = 1; break; }
-        if (fwrite(b.p, 1, b.n, ag.rows) != b.n || fflush(ag.rows)) { fprintf(stderr, "codi lens: cannot write %s\n", a->rows); ag.failed = 1; break; }
-        cli_progress_update(pr, ++before);
+    {
+        lens_loop lp;
+        memset(&lp, 0, sizeof lp);
+        lp.ag = &ag; lp.done = S.done; lp.rank = rank; lp.prob = prob; lp.crank = crank; lp.ent = ent; lp.written = before;
+        lp.pr = cli_progress_start("lens", ag.nq, before);
+        lens_loop_run(&lp, a->batch);
+        cli_progress_end(lp.pr);
     }
-    cli_progress_end(pr);
     if (fclose(ag.rows)) { fprintf(stderr, "codi lens: error writing %s: %s\n", a->rows, strerror(errno)); ag.failed = 1; }
     ag.rows = NULL;
     if (ag.failed) goto done;
@@ -1358,7 +1439,7 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
 done:
     if (ag.rows) fclose(ag.rows);
     lens_sum_free(&S); lens_agg_free(&ag);
-    free(hb.p); free(b.p); free(rank); free(prob); free(crank); free(ent);
+    free(hb.p); free(rank); free(prob); free(crank); free(ent);
     return rc;
 }
 
@@ -1406,6 +1487,8 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         { "--seed", CLI_INT, &a.seed, 0, 2147483647, "S", "aggregate mode: seed of the permutations (default 1)" },
         { "--multi-token", CLI_STR, &a.multi_token, 0, 0, "first|skip", "a target of several tokens: count its first token with a warning (default) or leave it out" },
         { "--rows", CLI_STR, &a.rows, 0, 0, "FILE.jsonl", "aggregate mode: per-question rows, flushed per question, resumed (default PREFIX_rows.jsonl)" },
+        { "--batch", CLI_INT, &a.batch, 1, 1024, "N", "aggregate mode: runs advanced together through one pass over the weights (codi_batch_*) on --threads; "
+          "1: codi_run's results bit for bit; default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         { "--sprint-norm", CLI_FLAG, &a.sprint_norm, 0, 0, NULL, "reproduce the Latent Reasoning Sprint's code: final norm applied twice at the last residual index" },
         { "--sprint-index", CLI_FLAG, &a.sprint_index, 0, 0, NULL, "read latentK in --positions 0-based, as the sprint's code does (latent0 = our latent 1)" },
         CLI_FORCE_OPT(&a.force),
@@ -1414,7 +1497,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
     a.ma = cli_model_defaults(); a.pa = cli_prompt_defaults();
     a.positions = "latents"; a.top_k = 0; a.max_answer = 32; a.out = "lens_metrics";
     a.targets = "answer,intermediates,approx"; a.relations = "2x,x/2,10x,x/10"; a.multi_token = "first";
-    a.approx_pct = 10; a.chance_permutations = 5; a.seed = 1;
+    a.approx_pct = 10; a.chance_permutations = 5; a.seed = 1; a.batch = CLI_BATCH_DEFAULT;
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
     if (strcmp(a.multi_token, "first") && strcmp(a.multi_token, "skip")) { fprintf(stderr, "codi lens: --multi-token is first or skip, not '%s'\n", a.multi_token); return 2; }
     if (!a.rows) { snprintf(a.rows_default, sizeof a.rows_default, "%s_rows.jsonl", a.out); a.rows = a.rows_default; }
@@ -1504,6 +1587,10 @@ static const cli_command cmd_lens = {
     "lens_comparison, the older grids), PREFIX_rates.csv, PREFIX.csv, and SVG figures (rates with\n"
     "error bars beside chance bands, entropies, heat maps of rate | chance). Prints the rates at the\n"
     "final residual index for k = 1 and --top-k.\n"
+    "The questions go through the batched runner: --batch N runs advance together, one pass over the\n"
+    "weights per step, on --threads; rows still go to --rows in question order. --batch 1 gives\n"
+    "codi_run's rows bit for bit; batched products sum in another order, so entropies and probabilities\n"
+    "agree within ~1e-5, and ranks (so rates) can change only at near ties (tests/test_batch_runners.sh).\n"
     "Examples:\n"
     "  codi lens --model models/codi-nano/codi_nano.bin --question \"Tom has 3 bags with 4 apples each. How many apples?\" --target 12\n"
     "  codi lens --model M --question Q --tuned lens_dir --json\n"

@@ -29,6 +29,49 @@ static int record_collect(void *user, const cli_question *q) {
     return 0;
 }
 
+/* A run in the batched runner: question q, its latent inputs (the run's opts.latents). */
+typedef struct record_job { int q; float *lat; struct record_job *next; } record_job;
+
+/* What a finished run needs: the dataset, the gather buffers, the free jobs. */
+typedef struct {
+    const codi_model *m; const codi_tokenizer *t; const record_list *rl; const pos_spec *ps;
+    codi_acts *acts; cli_progress *prog;
+    float *resid, *fin, *key, *val;
+    int32_t *pos;
+    int latents, failed;
+    record_job *free_jobs;
+} record_ctx;
+
+/* A run ended: its row (positions gathered from its final state) goes into the dataset at its
+   question's place, done flag last (codi_acts_write), so rows land where they belong whatever
+   order the runs end in. Nonzero stops the batch. */
+static int record_done(void *user, const codi_batch_result *r) {
+    record_ctx *c = (record_ctx *)user;
+    record_job *job = (record_job *)r->user;
+    const record_question *q = &c->rl->q[job->q];
+    codi_state *s = r->state;
+    const codi_run_result *rr = r->result;
+    codi_acts_row row;
+    char text[4096], err[512];
+    double pred;
+    int p;
+    job->next = c->free_jobs; c->free_jobs = job;
+    if (r->status) { fprintf(stderr, "codi record: question %d: %s\n", q->index, r->error); c->failed = 1; return 1; }
+    for (p = 0; p < c->ps->n; p++) c->pos[p] = pos_resolve(c->ps, p, rr->prompt_len, rr->n_answer, s->n_pos);
+    codi_acts_gather(c->m, s, c->pos, c->ps->n, c->resid, c->fin, c->key, c->val);
+    codi_decode(c->t, rr->answer, rr->n_answer, 1, text, sizeof text);
+    memset(&row, 0, sizeof row);
+    row.resid = c->resid; row.final = c->fin; row.latent_inputs = c->latents ? job->lat : NULL; row.key = c->key; row.value = c->val; row.positions = c->pos;
+    row.prompt_ids = q->ids; row.n_prompt = q->n; row.answer_ids = rr->answer; row.n_answer = rr->n_answer;
+    row.gold = q->has_gold ? q->gold : NAN;
+    row.prediction = codi_extract_answer(text, &pred) ? pred : NAN;
+    row.correct = q->has_gold && row.prediction == q->gold;
+    row.question_index = q->index;
+    if (codi_acts_write(c->acts, job->q, &row, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); c->failed = 1; return 1; }
+    cli_progress_update(c->prog, codi_acts_count_done(c->acts));
+    return 0;
+}
+
 /* FNV-1a, 64 bits, of n bytes continuing from h. */
 static uint64_t record_fnv1a(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = (const unsigned char *)p;
@@ -40,7 +83,8 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     cli_prompt_args pa = cli_prompt_defaults();
     const char *questions = NULL, *out = NULL, *positions = "latents", *dtype = "f32", *shard = NULL;
-    int kv = 0, limit = 0, max_answer = 32, overwrite = 0, max_new = 0, n_new = 0, shard_k = 0, shard_n = 0, n_bad = 0, rc, i, p;
+    int kv = 0, limit = 0, max_answer = 32, overwrite = 0, max_new = 0, n_new = 0, shard_k = 0, shard_n = 0, n_bad = 0, rc, i;
+    int batch = CLI_BATCH_DEFAULT, n_todo, n_jobs = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions ({\"question\": ..., \"answer\": ...} lines)" },
@@ -55,20 +99,22 @@ static int record_run(const cli_command *self, int argc, char **argv) {
         { "--shard", CLI_STR, &shard, 0, 0, "K/N", "every N-th question from the K-th (run N processes into N files)" },
         { "--overwrite", CLI_FLAG, &overwrite, 0, 0, NULL, "start --out afresh instead of resuming it" },
         { "--max-new", CLI_INT, &max_new, 0, 1e9, "N", "record at most N more questions, then stop (time-boxed jobs; run again to continue)" },
+        { "--batch", CLI_INT, &batch, 1, 1024, "N", "runs advanced together through one pass over the weights (codi_batch_*) on --threads; "
+          "1: codi_run's results bit for bit; default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         CLI_END };
     record_list rl;
     pos_spec ps;
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
     codi_acts *acts = NULL;
-    codi_state *s = NULL;
+    codi_batch *b = NULL;
+    record_job *jobs = NULL;
+    record_ctx ctx;
     codi_acts_spec sp;
-    cli_progress *prog = NULL;
-    char err[512], *labels = NULL, *command = NULL, text[4096], qhash[17], work[256];
-    float *resid = NULL, *fin = NULL, *key = NULL, *val = NULL, *lat = NULL;
-    int32_t *pos = NULL;
+    char err[512], *labels = NULL, *command = NULL, qhash[17], work[256];
     size_t cmd_len = 1;
     memset(&rl, 0, sizeof rl);
+    memset(&ctx, 0, sizeof ctx);
     if ((rc = cli_parse(self, opts, argc, argv)) != CLI_OK) return rc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
     if (!questions || !out) { fprintf(stderr, "codi record: --questions FILE.jsonl and --out FILE are required\n"); return 2; }
@@ -111,50 +157,59 @@ static int record_run(const cli_command *self, int argc, char **argv) {
     }
     if (overwrite) remove(out);
     if (!(acts = codi_acts_open(m, out, &sp, 1, err, sizeof err))) { fprintf(stderr, "codi record: %s\n", err); goto done; }
+    if (codi_acts_count_done(acts)) fprintf(stderr, "codi record: resuming %s: %d of %d questions already recorded\n", out, codi_acts_count_done(acts), rl.n);
+    n_todo = rl.n - codi_acts_count_done(acts);
+    if (max_new && n_todo > max_new) n_todo = max_new;
     {
         size_t D = (size_t)m->config.dim, L1 = (size_t)m->config.n_layers + 1, KV = (size_t)m->config.n_layers * m->config.n_kv_heads * m->config.head_dim;
-        resid = (float *)malloc(sizeof(float) * (size_t)ps.n * L1 * D);
-        fin = (float *)malloc(sizeof(float) * (size_t)ps.n * D);
-        lat = (float *)malloc(sizeof(float) * (size_t)(pa.latents + 1) * D);
-        pos = (int32_t *)malloc(sizeof(int32_t) * (size_t)ps.n);
-        if (kv) { key = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); val = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); }
-        s = codi_state_alloc(m, rl.max_prompt + pa.latents + max_answer + 2, ma.threads);
-        if (!resid || !fin || !lat || !pos || (kv && (!key || !val)) || !s) { fprintf(stderr, "codi record: out of memory\n"); goto done; }
+        ctx.m = m; ctx.t = t; ctx.rl = &rl; ctx.ps = &ps; ctx.acts = acts; ctx.latents = pa.latents;
+        ctx.resid = (float *)malloc(sizeof(float) * (size_t)ps.n * L1 * D);
+        ctx.fin = (float *)malloc(sizeof(float) * (size_t)ps.n * D);
+        ctx.pos = (int32_t *)malloc(sizeof(int32_t) * (size_t)ps.n);
+        if (kv) { ctx.key = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); ctx.val = (float *)malloc(sizeof(float) * (size_t)ps.n * KV); }
+        /* the runs in flight: at most 2 x batch (the active ones and a batch's worth queued) */
+        n_jobs = 2 * batch;
+        if (!(jobs = (record_job *)calloc((size_t)n_jobs, sizeof *jobs))) n_jobs = 0;
+        for (i = 0; i < n_jobs; i++) {
+            if (!(jobs[i].lat = (float *)malloc(sizeof(float) * (size_t)(pa.latents + 1) * D))) break;
+            jobs[i].next = ctx.free_jobs; ctx.free_jobs = &jobs[i];
+        }
+        b = codi_batch_alloc(m, n_todo < batch ? (n_todo > 0 ? n_todo : 1) : batch, rl.max_prompt + pa.latents + max_answer + 2, ma.threads);
+        if (!ctx.resid || !ctx.fin || !ctx.pos || (kv && (!ctx.key || !ctx.val)) || !jobs || i < n_jobs || !b) { fprintf(stderr, "codi record: out of memory\n"); goto done; }
     }
-    if (codi_acts_count_done(acts)) fprintf(stderr, "codi record: resuming %s: %d of %d questions already recorded\n", out, codi_acts_count_done(acts), rl.n);
-    prog = cli_progress_start("record", rl.n, codi_acts_count_done(acts));
-    for (i = 0; i < rl.n; i++) {
-        codi_run_opts ro = codi_run_opts_default(m);
-        codi_run_result rr;
-        codi_acts_row row;
-        double pred;
-        if (codi_acts_done(acts, i)) continue;
-        if (max_new && n_new++ == max_new) break;
-        ro.n_latent = pa.latents; ro.max_answer = max_answer; ro.latents = lat;
-        if (codi_run(m, s, rl.q[i].ids, rl.q[i].n, &ro, &rr)) { fprintf(stderr, "codi record: question %d: %s\n", rl.q[i].index, s->error); goto done; }
-        for (p = 0; p < ps.n; p++) pos[p] = pos_resolve(&ps, p, rr.prompt_len, rr.n_answer, s->n_pos);
-        codi_acts_gather(m, s, pos, ps.n, resid, fin, key, val);
-        codi_decode(t, rr.answer, rr.n_answer, 1, text, sizeof text);
-        memset(&row, 0, sizeof row);
-        row.resid = resid; row.final = fin; row.latent_inputs = pa.latents ? lat : NULL; row.key = key; row.value = val; row.positions = pos;
-        row.prompt_ids = rl.q[i].ids; row.n_prompt = rl.q[i].n; row.answer_ids = rr.answer; row.n_answer = rr.n_answer;
-        row.gold = rl.q[i].has_gold ? rl.q[i].gold : NAN;
-        row.prediction = codi_extract_answer(text, &pred) ? pred : NAN;
-        row.correct = rl.q[i].has_gold && row.prediction == rl.q[i].gold;
-        row.question_index = rl.q[i].index;
-        if (codi_acts_write(acts, i, &row, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); goto done; }
-        cli_progress_update(prog, codi_acts_count_done(acts));
+    fprintf(stderr, "codi record: %d questions to record on %d threads, batch %d\n", n_todo, ma.threads, batch);
+    ctx.prog = cli_progress_start("record", rl.n, codi_acts_count_done(acts));
+    for (i = 0;;) {
+        while (i < rl.n && n_new < n_todo && ctx.free_jobs) {     /* keep a batch's worth queued */
+            codi_batch_request rq;
+            record_job *job = ctx.free_jobs;
+            if (codi_acts_done(acts, i)) { i++; continue; }
+            memset(&rq, 0, sizeof rq);
+            rq.ids = rl.q[i].ids; rq.n_ids = rl.q[i].n;
+            rq.opts = codi_run_opts_default(m);
+            rq.opts.n_latent = pa.latents; rq.opts.max_answer = max_answer; rq.opts.latents = job->lat;
+            rq.user = job;
+            if (codi_batch_submit(b, &rq)) { fprintf(stderr, "codi record: question %d: %s\n", rl.q[i].index, codi_batch_error(b)); goto done; }
+            ctx.free_jobs = job->next; job->q = i;
+            i++; n_new++;
+        }
+        if (!codi_batch_pending(b)) break;
+        if (codi_batch_step(b, record_done, &ctx) < 0) {
+            if (!ctx.failed) fprintf(stderr, "codi record: %s\n", codi_batch_error(b));
+            goto done;
+        }
     }
-    cli_progress_end(prog); prog = NULL;
+    cli_progress_end(ctx.prog); ctx.prog = NULL;
     rc = 0;
 done:
-    if (prog) cli_progress_end(prog);
+    if (ctx.prog) cli_progress_end(ctx.prog);
     n_new = acts ? codi_acts_count_done(acts) : 0;
     if (acts && codi_acts_close(acts, err, sizeof err)) { fprintf(stderr, "codi record: %s\n", err); rc = 1; }
     if (!rc) printf("%s: %d of %d questions x %d positions (%s), %s%s\n", out, n_new, rl.n, ps.n, positions, dtype, kv ? ", with K/V" : "");
     for (i = 0; i < rl.n; i++) free(rl.q[i].ids);
-    free(rl.q); free(labels); free(command); free(resid); free(fin); free(lat); free(pos); free(key); free(val);
-    codi_state_free(s); codi_tokenizer_free(t); codi_model_free(m);
+    for (i = 0; i < n_jobs; i++) free(jobs[i].lat);
+    free(rl.q); free(labels); free(command); free(ctx.resid); free(ctx.fin); free(ctx.pos); free(ctx.key); free(ctx.val); free(jobs);
+    codi_batch_free(b); codi_tokenizer_free(t); codi_model_free(m);
     return rc;
 }
 
@@ -168,6 +223,10 @@ static const cli_command cmd_record = {
     "starts and rows are filled in place, a done flag last: a killed run resumes where it stopped when\n"
     "started again with the same options (other options, another --shard / --limit or edited questions\n"
     "are refused; --overwrite starts afresh).\n"
+    "The runs go through the batched runner: --batch N of them advance together, one pass over the\n"
+    "weights per step, on --threads. --batch 1 gives codi_run's tensors bit for bit; batched products\n"
+    "sum in another order, so tensors agree with them within ~1e-6 (relative L2) and answers are the\n"
+    "same (tests/test_batch_runners.sh); a resumed batched run agrees with an uninterrupted one likewise.\n"
     "Keys come twice: \"key\" after RoPE, as the cache holds them (HF past_key_values, TransformerLens\n"
     "hook_rot_k), and \"key_pre_rope\", the same keys rotated back by their position's angles (W_k times the\n"
     "attention-normed residual, hook_k): comparable across positions; pca / probe --tensor, vectors and\n"

@@ -18,9 +18,16 @@
 
 /* --- building mean vectors ------------------------------------------------------------------ */
 
+/* The questions of a questions file with a usable prompt, in file order. */
+typedef struct { int32_t *ids; int n, line; } vectors_q;
+
 typedef struct {
-    const codi_model *m; codi_state *s; codi_means *acc; int recipe, latents, failed, keys_pre;
-    const codi_tokenizer *t; cli_progress *progress; long done;
+    const codi_model *m; const codi_tokenizer *t; codi_means *acc; int recipe, latents, failed, keys_pre;
+    vectors_q *q; int nq, cap, max_n;
+    codi_means *pend;           /* [nq] a finished question's own sums, waiting for the earlier ones */
+    unsigned char *state;       /* [nq] 0 running or queued, 1 in pend, 2 added (or failed) */
+    int next;                   /* the next question to add to acc */
+    cli_progress *progress; long done;
 } vectors_ctx;
 
 /* The prompt of a questions-file line: "ids" (a list, used as given: BOS ... bot) or the question text. */
@@ -36,33 +43,96 @@ static int vectors_prompt(const codi_model *m, const codi_tokenizer *t, const cl
     return n;
 }
 
-static int vectors_one_question(void *user, const cli_question *q) {
+/* Keeps each line's prompt ids (a line without a usable prompt is reported and counted as failed). */
+static int vectors_collect(void *user, const cli_question *q) {
     vectors_ctx *vc = (vectors_ctx *)user;
-    codi_run_opts ro = codi_run_opts_default(vc->m);
-    codi_run_result rr;
     int32_t ids[4096];
     int n = vectors_prompt(vc->m, vc->t, q, vc->recipe, ids, 4096);
-    if (n <= 0 || n + vc->latents + 1 > vc->s->max_pos) {
-        fprintf(stderr, "codi vectors: line %d: no usable prompt (\"ids\" in range, or a question and a tokenizer; at most %d tokens)\n",
-                q->line, vc->s->max_pos - vc->latents - 1);
+    if (n <= 0) {
+        fprintf(stderr, "codi vectors: line %d: no usable prompt (\"ids\" in range, or a question and a tokenizer; at most 4096 tokens)\n", q->line);
         vc->failed++; return 0;
     }
-    ro.n_latent = vc->latents;
-    if (codi_run_latents(vc->m, vc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi vectors: line %d: %s\n", q->line, vc->s->error); vc->failed++; return 0; }
-    if (vc->keys_pre) {                          /* the latent slots' cached keys rotated back before RoPE, then averaged */
-        int k, l, h;
-        for (k = 1; k <= vc->latents; k++)
-            for (l = 0; l < vc->m->config.n_layers; l++)
-                for (h = 0; h < vc->m->config.n_kv_heads; h++) {
-                    int pos = rr.prompt_len + k - 1;
-                    codi_rope_rotate(vc->m, pos, 1, codi_state_key(vc->s, l, h, pos), 1);
-                }
+    if (vc->nq == vc->cap) {
+        int nc = vc->cap ? 2 * vc->cap : 256;
+        vectors_q *g = (vectors_q *)realloc(vc->q, sizeof *g * (size_t)nc);
+        if (!g) { fprintf(stderr, "codi vectors: out of memory\n"); return -1; }
+        vc->q = g; vc->cap = nc;
     }
-    if (codi_means_add(vc->acc, vc->m, vc->s, rr.prompt_len)) {
-        fprintf(stderr, "codi vectors: line %d: %s\n", q->line, vc->s->error); vc->failed++; return 0;
-    }
-    cli_progress_update(vc->progress, ++vc->done);
+    if (!(vc->q[vc->nq].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n))) { fprintf(stderr, "codi vectors: out of memory\n"); return -1; }
+    memcpy(vc->q[vc->nq].ids, ids, sizeof(int32_t) * (size_t)n);
+    vc->q[vc->nq].n = n; vc->q[vc->nq].line = q->line;
+    if (n > vc->max_n) vc->max_n = n;
+    vc->nq++;
     return 0;
+}
+
+/* A run ended: its latent slots' sums into pend[i] (keys rotated back before RoPE with --keys pre),
+   then every finished question from vc->next on is added to acc in file order, so the sums (and
+   the means, bit for bit) do not depend on the order the runs end in. */
+static int vectors_done(void *user, const codi_batch_result *r) {
+    vectors_ctx *vc = (vectors_ctx *)user;
+    int i = (int)(intptr_t)r->user, line = vc->q[i].line;
+    codi_state *s = r->state;
+    size_t j, nf = (size_t)vc->acc->n_latent * vc->acc->dim, nk = (size_t)vc->acc->n_latent * vc->acc->kv_size;
+    vc->state[i] = 2;
+    if (r->status) { fprintf(stderr, "codi vectors: line %d: %s\n", line, r->error); vc->failed++; }
+    else if (codi_means_init(&vc->pend[i], vc->m, vc->latents)) { fprintf(stderr, "codi vectors: line %d: out of memory\n", line); vc->failed++; }
+    else {
+        if (vc->keys_pre) {                      /* the latent slots' cached keys rotated back before RoPE, then averaged */
+            int k, l, h;
+            for (k = 1; k <= vc->latents; k++)
+                for (l = 0; l < vc->m->config.n_layers; l++)
+                    for (h = 0; h < vc->m->config.n_kv_heads; h++) {
+                        int pos = r->result->prompt_len + k - 1;
+                        codi_rope_rotate(vc->m, pos, 1, codi_state_key(s, l, h, pos), 1);
+                    }
+        }
+        if (codi_means_add(&vc->pend[i], vc->m, s, r->result->prompt_len)) {
+            fprintf(stderr, "codi vectors: line %d: %s\n", line, s->error); vc->failed++; codi_means_free(&vc->pend[i]);
+        } else vc->state[i] = 1;
+    }
+    for (; vc->next < vc->nq && vc->state[vc->next]; vc->next++) {
+        codi_means *one = &vc->pend[vc->next];
+        if (vc->state[vc->next] != 1) continue;
+        for (j = 0; j < nf; j++) vc->acc->final[j] += one->final[j];
+        for (j = 0; j < nk; j++) { vc->acc->key[j] += one->key[j]; vc->acc->value[j] += one->value[j]; }
+        vc->acc->count++;
+        codi_means_free(one);
+        cli_progress_update(vc->progress, ++vc->done);
+    }
+    return 0;
+}
+
+/* Runs the collected questions' prefill and latent steps through the batched runner, batch at a
+   time, into vc->acc; 0, or -1 after a message. */
+static int vectors_run_questions(vectors_ctx *vc, int batch, int threads) {
+    codi_batch *b;
+    int i = 0, rc = -1;
+    if (!vc->nq) return 0;
+    vc->pend = (codi_means *)calloc((size_t)vc->nq, sizeof *vc->pend);
+    vc->state = (unsigned char *)calloc((size_t)vc->nq, 1);
+    b = codi_batch_alloc(vc->m, vc->nq < batch ? vc->nq : batch, vc->max_n + vc->latents, threads);
+    if (!vc->pend || !vc->state || !b) { fprintf(stderr, "codi vectors: out of memory\n"); goto done; }
+    for (;;) {
+        while (i < vc->nq && codi_batch_pending(b) < 2 * batch) {     /* keep a batch's worth queued */
+            codi_batch_request rq;
+            memset(&rq, 0, sizeof rq);
+            rq.ids = vc->q[i].ids; rq.n_ids = vc->q[i].n;
+            rq.opts = codi_run_opts_default(vc->m);
+            rq.opts.n_latent = vc->latents; rq.opts.max_answer = 0; rq.opts.feed_eot = 0;   /* codi_run_latents: no eot, no answer */
+            rq.user = (void *)(intptr_t)i;
+            if (codi_batch_submit(b, &rq)) { fprintf(stderr, "codi vectors: line %d: %s\n", vc->q[i].line, codi_batch_error(b)); goto done; }
+            i++;
+        }
+        if (!codi_batch_pending(b)) break;
+        if (codi_batch_step(b, vectors_done, vc) < 0) { fprintf(stderr, "codi vectors: %s\n", codi_batch_error(b)); goto done; }
+    }
+    rc = 0;
+done:
+    for (i = 0; vc->pend && i < vc->nq; i++) codi_means_free(&vc->pend[i]);
+    free(vc->pend); free(vc->state); vc->pend = NULL; vc->state = NULL;
+    codi_batch_free(b);
+    return rc;
 }
 
 /* Reads [Q, P, ...] rows of a recorded dataset into the means: slots labelled "latent k"; keys from
@@ -493,7 +563,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *acts = NULL, *out = NULL, *to_gguf = NULL, *from_gguf = NULL, *spec = NULL, *layers = NULL;
     const char *positive = NULL, *negative = NULL, *keys = NULL;
-    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc, keys_pre, force = 0;
+    int limit = 0, recipe = 0, latents = 6, seed = 1, rc = 1, n_bad = 0, prc, keys_pre, force = 0, batch = CLI_BATCH_DEFAULT;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "run these questions (\"question\" text, or \"ids\": [BOS, ..., bot] used as given)" },
@@ -502,6 +572,8 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot" },
         { "--latents", CLI_INT, &latents, 1, 1000, "N", "latent steps (default 6)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random_A_B directions (default 1)" },
+        { "--batch", CLI_INT, &batch, 1, 1024, "N", "--questions: runs advanced together through one pass over the weights (codi_batch_*) on --threads; "
+          "1: codi_run's results bit for bit; default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         { "--keys", CLI_STR, &keys, 0, 0, "post|pre", "key means after RoPE, as cached (default: mean_key), or before (mean_key_pre_rope, key_pre_rope_diff_A_B)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE.safetensors", "output" },
         CLI_FORCE_OPT(&force),
@@ -564,7 +636,6 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             memset(&vc, 0, sizeof vc);
             t = cli_load_tokenizer(&ma, m, 1);
             vc.m = m; vc.t = t; vc.acc = &acc; vc.recipe = recipe; vc.latents = latents; vc.keys_pre = keys_pre;
-            vc.s = codi_state_alloc(m, 4096 + latents + 2, ma.threads);
             {   /* the progress total: --limit or the file's lines */
                 size_t len;
                 char *text = codi__read_text(questions, &len);
@@ -574,9 +645,16 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
                 free(text);
                 vc.progress = cli_progress_start("vectors", limit > 0 && limit < lines ? limit : lines, 0);
             }
-            if (vc.s && cli_for_each_question(questions, limit, 0, 0, vectors_one_question, &vc, &n_bad) == 0 && !vc.failed && acc.count > 0) rc = 0;
+            if (cli_for_each_question(questions, limit, 0, 0, vectors_collect, &vc, &n_bad) == 0) {
+                fprintf(stderr, "codi vectors: %d questions on %d threads, batch %d\n", vc.nq, ma.threads, batch);
+                if (vectors_run_questions(&vc, batch, ma.threads) == 0 && !vc.failed && acc.count > 0) rc = 0;
+            }
+            {
+                int i;
+                for (i = 0; i < vc.nq; i++) free(vc.q[i].ids);
+                free(vc.q);
+            }
             cli_progress_end(vc.progress);
-            codi_state_free(vc.s);
             if (rc) fprintf(stderr, "codi vectors: %d questions failed, %d lines malformed, %ld used\n", vc.failed, n_bad, acc.count);
         } else {
             int r = vectors_from_acts(acts, m, &acc, keys_pre, err, sizeof err);
@@ -615,6 +693,10 @@ static const cli_command cmd_vectors = {
     "--keys pre averages the keys before RoPE instead (each question's keys rotated back by their own\n"
     "position, so questions of different lengths line up): mean_key_pre_rope, key_pre_rope_diff_A_B, for\n"
     "analysis (kv_cache edits act on post-RoPE keys).\n"
+    "--questions go through the batched runner: --batch N runs (prefill and latent steps) advance together,\n"
+    "one pass over the weights per step, on --threads; the sums are made in question order. --batch 1 gives\n"
+    "codi_run's means bit for bit; batched products sum in another order, so means agree within ~1e-6\n"
+    "(tests/test_batch_runners.sh).\n"
     "codi vectors extract (its --help): one recorded row, or a mean over chosen questions' rows, as a named\n"
     "tensor: activation patching and mean-latent patching specs (examples/specs/).\n\n"
     "KV steering (Belitsky et al. 2025): --positive / --negative prompts give key_steer / value_steer [L, KVH, HD],\n"
