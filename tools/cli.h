@@ -27,7 +27,7 @@ enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
 
 #define CLI_LIST_MAX 64
-/* Runs per batched runner (codi_batch_*) for codi eval --batch and codi bench --batch: the fastest
+/* Runs per batched runner (codi_batch_*) for --batch (eval, record, lens --questions, vectors, bench): the fastest
    measured on a 2-core machine with the 1B (README "Speed"). */
 #define CLI_BATCH_DEFAULT 32
 #define CLI_QUOTE_(x) #x
