@@ -42,7 +42,8 @@ typedef struct {
     void *dest;
     double min, max;    /* inclusive range of CLI_INT / CLI_DOUBLE */
     const char *arg;    /* metavariable shown in help, e.g. "K" */
-    const char *help;   /* one line, with the default */
+    const char *help;   /* one line, with the default; NULL: an old name of the option with the same
+                           dest, accepted for one release (not listed; using it says the new name) */
 } cli_opt;
 #define CLI_END { NULL, 0, NULL, 0, 0, NULL, NULL }
 
@@ -62,6 +63,7 @@ CLI_API void cli_print_help(const cli_command *cmd, const cli_opt *opts) {
     printf("\noptions:\n");
     for (o = opts; o->name; o++) {
         char left[64];
+        if (!o->help) continue;
         snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
         printf("  %-24s %s\n", left, o->help);
     }
@@ -113,6 +115,11 @@ CLI_API int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, cha
             return CLI_ERROR;
         }
         if (seen[k]++ && opts[k].kind != CLI_LIST) { fprintf(stderr, "codi %s: %s given twice\n", cmd->name, opts[k].name); return CLI_ERROR; }
+        if (!opts[k].help) {                 /* an old name: say the new one */
+            int j;
+            for (j = 0; j < n_opts && !(opts[j].dest == opts[k].dest && opts[j].help); j++) {}
+            if (j < n_opts) fprintf(stderr, "codi %s: note: %s is now %s\n", cmd->name, opts[k].name, opts[j].name);
+        }
         if (opts[k].kind == CLI_FLAG) {
             if (eq && len < strlen(a)) { fprintf(stderr, "codi %s: %s takes no value\n", cmd->name, opts[k].name); return CLI_ERROR; }
             *(int *)opts[k].dest = 1;
@@ -223,6 +230,11 @@ typedef struct { const char *question, *ids; int recipe, latents, parse_special;
     { "--recipe", CLI_INT, &(p)->recipe, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }, \
     { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }, \
     { "--parse-special", CLI_FLAG, &(p)->parse_special, 0, 0, NULL, "read special-token text in --question (e.g. <|bocot|>) as that token (default: plain text)" }
+
+/* The answer's length, one name and meaning in every command (the default is the command's own, in
+   its help: 256 where the answer is scored, shorter where its tokens are stored or read). */
+#define CLI_MAX_ANSWER_OPT(dest, lo, dflt) \
+    { "--max-answer", CLI_INT, dest, lo, 1024, "N", "greedy answer tokens after eot, at most; an eos ends it sooner (default " #dflt ")" }
 
 CLI_API cli_prompt_args cli_prompt_defaults(void) {
     cli_prompt_args p;

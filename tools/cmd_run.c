@@ -192,7 +192,8 @@ static int run_run(const cli_command *self, int argc, char **argv) {
         CLI_MODEL_OPTS(&ma), CLI_PROMPT_OPTS(&pa),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE", "JSONL questions ({\"question\", \"answer\"} lines, GSM8K's format)" },
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "only the first N questions of --questions (0: all)" },
-        { "--answer-steps", CLI_INT, &steps, 1, 1024, "N", "answer tokens at most (256)" },
+        CLI_MAX_ANSWER_OPT(&steps, 1, 256),
+        { "--answer-steps", CLI_INT, &steps, 1, 1024, NULL, NULL },
         { "--steer", CLI_STR, &steer_path, 0, 0, "SPEC.json", "run under a steering spec (codi_lens.h >>steer); compare conditions with codi eval" },
         CLI_END
     };
