@@ -408,7 +408,7 @@ typedef struct {
     sweep_open *slot;                   /* [max_open + 1] */
     sweep_open **live;                  /* [max_open] the questions in flight, oldest first */
     sweep_open *planned;                /* taken and planned, waiting for prefix states; or NULL */
-    int max_open, n_live;
+    int batch, max_open, n_live;        /* the batch's slots: --batch, or fewer when there are fewer branches */
     codi_state **pool;                  /* [max_prefix] free prefix states */
     int n_free, n_alloc, max_prefix, prefix_pos;
     char *rows; size_t rows_cap;
@@ -606,7 +606,7 @@ static int sweep_open_next(sweep_worker_mem *w) {
    prefix is ready before the batch runs dry. */
 static void sweep_top_up(sweep_worker_mem *w) {
     sweep_ctx *sc = w->sc;
-    int cap = 2 * sc->batch, k;
+    int cap = 2 * w->batch, k;
     for (;;) {
         long backlog = 0;
         for (k = 0; k < w->n_live; k++) {
@@ -615,7 +615,7 @@ static void sweep_top_up(sweep_worker_mem *w) {
             backlog += o->n_jobs - o->next;
         }
         backlog += codi_batch_pending(w->b);
-        if (backlog >= (long)(sc->run.N + 2) * sc->batch || !sweep_open_next(w)) return;
+        if (backlog >= (long)(sc->run.N + 2) * w->batch || !sweep_open_next(w)) return;
     }
 }
 
@@ -675,12 +675,16 @@ static void *sweep_worker(void *user) {
     sweep_ctx *sc = (sweep_ctx *)user;
     sweep_worker_mem w;
     int i, l;
+    long runs;
     memset(&w, 0, sizeof w);
     w.sc = sc;
-    w.max_prefix = sweep_max_prefix(sc->run.N, sc->batch);
-    w.max_open = 2 * sc->batch + 2;
+    for (i = 0, runs = 0; i < sc->nc; i++) runs += sc->active[i];
+    runs *= sc->n_todo;                               /* no more slots than branches to run */
+    w.batch = runs < sc->batch ? (runs > 0 ? (int)runs : 1) : sc->batch;
+    w.max_prefix = sweep_max_prefix(sc->run.N, w.batch);
+    w.max_open = 2 * w.batch + 2;
     w.prefix_pos = sc->max_ids + sc->run.N + 2;
-    w.b = codi_batch_alloc(sc->run.m, sc->batch, sc->max_ids + sc->run.N + sc->run.answer_tokens + 2, sc->batch_threads);
+    w.b = codi_batch_alloc(sc->run.m, w.batch, sc->max_ids + sc->run.N + sc->run.answer_tokens + 2, sc->batch_threads);
     w.slot = (sweep_open *)calloc((size_t)w.max_open + 1, sizeof *w.slot); w.live = (sweep_open **)malloc(sizeof *w.live * (size_t)w.max_open);
     w.pool = (codi_state **)malloc(sizeof *w.pool * (size_t)w.max_prefix);
     w.rows_cap = 1 << 16; w.rows = (char *)malloc(w.rows_cap);
@@ -1366,8 +1370,9 @@ static int sweep_calib_done(void *user, const codi_batch_result *r) {
 }
 
 /* One calibration worker, as a sweep worker runs: a batch of cb->batch runs on cb->threads threads;
-   the prompt and N latents timed as a run of it (keeping the state after N - 1), then max(12, 4
-   batch) branches from that state timed as they advance together, half fed (z_N), half not. */
+   the prompt and N latents timed as a run of it (keeping the state after N - 1; the second of two),
+   then max(12, 4 batch) branches from that state timed as they advance together, half fed (z_N),
+   half not. */
 static void *sweep_calibrate(void *user) {
     sweep_calib *cb = (sweep_calib *)user;
     const codi_model *m = cb->run.m;
@@ -1381,9 +1386,11 @@ static void *sweep_calibrate(void *user) {
     rq.ids = cb->q->ids; rq.n_ids = cb->q->n_ids;
     rq.opts = codi_run_opts_default(m); rq.opts.n_latent = N; rq.opts.max_answer = 0; rq.opts.feed_eot = 0;
     rq.opts.after_latent = sweep_calib_keep; rq.opts.after_latent_user = cb;
-    t0 = cli_now();
-    if (!cb->failed && (codi_batch_submit(b, &rq) || codi_batch_run(b, sweep_calib_done, cb))) cb->failed = 1;
-    cb->t_prefix = cli_now() - t0;
+    for (i = 0; i < 2; i++) {                        /* the first warms the batch's memory and threads up */
+        t0 = cli_now();
+        if (!cb->failed && (codi_batch_submit(b, &rq) || codi_batch_run(b, sweep_calib_done, cb))) cb->failed = 1;
+        cb->t_prefix = cli_now() - t0;
+    }
     for (i = 0; i < nb && !cb->failed; i++) {
         memset(&rq, 0, sizeof rq);
         rq.prefix = cb->keep; rq.opts = codi_run_opts_default(m);
@@ -1491,7 +1498,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--out", CLI_STR, &dir, 0, 0, "DIR", "output folder (created; an existing results.jsonl of the same settings is resumed)" },
         { "--dump-logits", CLI_STR, &dump, 0, 0, "FILE.safetensors", "the first question's first answer logits of the diff cells (checks)" },
         { "--batch", CLI_INT, &batch, 1, 1024, "N", "branches advanced together through one pass over the weights (codi_batch_*) on all --threads; "
-          "1: one branch at a time per thread; default " CLI_QUOTE(CLI_BATCH_DEFAULT) " (memory: see below)" },
+          "1: one branch at a time per thread; default " CLI_QUOTE(CLI_BATCH_DEFAULT) " (its memory: above)" },
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
@@ -1775,10 +1782,10 @@ static const cli_command cmd_sweep = {
     "together, one pass over the weights per step, on all --threads; the prompt and latents of each question\n"
     "run once, in the same passes, and the state after each L is copied for its branches. --batch 1: one\n"
     "branch at a time per thread (codi_run's results bit for bit; a larger batch agrees within float\n"
-    "rounding). Memory besides the weights: N run states and at most 2 max(--latents, N) prefix states,\n"
-    "each 4 ((layers + 1) dim + 2 layers kv_heads head_dim) bytes per position of the longest prompt +\n"
-    "latents + answer: at the 1B's shapes 0.2 MB per position, ~12 MB for 60 positions, so --batch 32\n"
-    "holds up to 96 states, ~1.2 GB (the first line of a run prints this run's figure).\n\n"
+    "rounding). Memory besides the weights: N run states and at most 2 max(--latents, N) prefix states\n"
+    "(--batch 1: per thread), each 4 ((layers + 1) dim + 2 layers kv_heads head_dim) bytes per position of\n"
+    "the longest prompt + latents + answer: at the 1B's shapes 0.2 MB per position, ~12 MB for 60\n"
+    "positions, so --batch 32 holds up to 96 states, ~1.2 GB (a run's first line prints its own figure).\n\n"
     "Examples:\n"
     "  codi sweep --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 200 --answer-tokens 12 \\\n"
     "             --steps 1-3 --pairs 1-2,3-4 --coeffs 0,2 --kv-coeffs -5,0 --noise-seeds 1 --confirm 0.5 --threads 2 --out sweep\n"
