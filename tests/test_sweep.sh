@@ -158,7 +158,8 @@ grep -q "shard 1/2 explored" $d/slurm/explore_1.log && grep -q "now run each sha
 $CODI sweep $nano --questions $qs --limit 12 $grid --shard 1/2 --dry-run --out $d/dry > $d/dry.out 2> $d/dry.err
 grep -q '^plan: 6 questions in this run (0 of them held out for confirmation), 9 conditions' $d/dry.out && grep -q 'per exploration question: 9 branches' $d/dry.out &&
   grep -q '^estimate: [0-9.]* hours ([0-9]* minutes) for this run on 1 thread, batch 32; it is one of 2 shards' $d/dry.out && [ ! -e $d/dry ] &&
-  ok "--dry-run prints the plan (questions, conditions, branches) and an estimate, and writes nothing" || { bad "dry run"; cat $d/dry.out $d/dry.err; }
+  grep -q '^calibration: [0-9.]* ms per branch (12 answer tokens; 128 at once in a batch of 32 on 1 thread)' $d/dry.out &&
+  ok "--dry-run prints the plan (questions, conditions, branches) and an estimate timed through a batch of 32, and writes nothing" || { bad "dry run"; cat $d/dry.out $d/dry.err; }
 $CODI sweep $nano --questions $qs --pairs 3-3 --out $d/x > /dev/null 2> $d/pairs.err; rc=$?
 [ $rc -eq 2 ] && grep -q "pair A-B with 1 <= A < B <= 6" $d/pairs.err && ok "a bad --pairs value: message and exit 2" || bad "bad --pairs: $(cat $d/pairs.err)"
 # 9. the batched runner: --batch 1 (one branch at a time per thread: codi_run's bits) and --batch 16 (branches of
