@@ -51,9 +51,9 @@ echo "$line" | grep -q '"p_vs_random": null' && echo "$line" | grep -q '"survive
   ok "--steer zero_latents (no control: its norm is 0) survives Holm against the baseline (24/24 right); $(echo "$line" | sed 's/.*\("flips_to_wrong": [0-9]*\).*\("p_holm": [^,]*\).*/\1, \2/')" ||
   { bad "zero latents survive"; cat $d/zero.out; }
 
-# 3. one run; the same killed by kill -9 (plus a torn line) and run again; a mismatched resume
+# 3. one run; the same killed by kill -9 (plus a torn line) and run again (at another --batch); a mismatched resume
 $CODI sweep $nano --questions $qs --limit 12 $grid --threads 2 --out $d/full > $d/full.out 2> $d/full.err || { bad "small grid sweep"; cat $d/full.err; }
-$CODI sweep $nano --questions $qs --limit 12 $grid --threads 1 --out $d/killed > /dev/null 2>&1 &
+$CODI sweep $nano --questions $qs --limit 12 $grid --threads 1 --batch 2 --out $d/killed > /dev/null 2>&1 &   # a small batch: rows come question by question
 pid=$!
 i=0
 while [ "$(cat $d/killed/results.jsonl 2>/dev/null | grep -c '"index"')" -lt 27 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
