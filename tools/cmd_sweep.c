@@ -1475,7 +1475,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--means-questions", CLI_STR, &means_questions, 0, 0, "FILE.jsonl", "questions for the mean vectors (default: --questions)" },
         { "--means-limit", CLI_INT, &means_limit, 1, 100000000, "N", "questions for the mean vectors (default 500)" },
         { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot (the sprint's)" },
-        { "--latents", CLI_INT, &latents, 2, 16, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
+        { "--latents", CLI_INT, &latents, 2, SWEEP_MAXN, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
         { "--answer-tokens", CLI_INT, &answer_tokens, 1, 256, "N", "greedy answer tokens after eot (default 1, the sprint's; more for models that write words first)" },
         { "--steps", CLI_STR, &steps, 0, 0, "LIST", "the l of the embedding, KV and noise cells, e.g. 1-3,5 (default 1..N)" },
         { "--pairs", CLI_STR, &pairs, 0, 0, "LIST", "pairs (A, B) of the mean differences, e.g. 1-2,3-4 (default every A < B)" },
