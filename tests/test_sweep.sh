@@ -3,7 +3,8 @@
 # a real effect (every latent input zeroed) does; kill -9 then the same command resumes to the same
 # summary without duplicates; a mismatched resume is refused; shards + --merge equal one run;
 # --confirm splits whole questions, disjoint, reproducibly, and confirms only on the held-out ones;
-# a summary line recomputed from results.jsonl; --dry-run runs nothing.
+# a summary line recomputed from results.jsonl; --dry-run runs nothing; --batch 16 equals --batch 1 and
+# single-stream anchors (codi eval --batch 1 specs, the reference predictions).
 pass=0; fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
 bad() { echo "not ok - $1"; fail=$((fail + 1)); }
@@ -50,9 +51,9 @@ echo "$line" | grep -q '"p_vs_random": null' && echo "$line" | grep -q '"survive
   ok "--steer zero_latents (no control: its norm is 0) survives Holm against the baseline (24/24 right); $(echo "$line" | sed 's/.*\("flips_to_wrong": [0-9]*\).*\("p_holm": [^,]*\).*/\1, \2/')" ||
   { bad "zero latents survive"; cat $d/zero.out; }
 
-# 3. one run; the same killed by kill -9 (plus a torn line) and run again; a mismatched resume
+# 3. one run; the same killed by kill -9 (plus a torn line) and run again (at another --batch); a mismatched resume
 $CODI sweep $nano --questions $qs --limit 12 $grid --threads 2 --out $d/full > $d/full.out 2> $d/full.err || { bad "small grid sweep"; cat $d/full.err; }
-$CODI sweep $nano --questions $qs --limit 12 $grid --threads 1 --out $d/killed > /dev/null 2>&1 &
+$CODI sweep $nano --questions $qs --limit 12 $grid --threads 1 --batch 2 --out $d/killed > /dev/null 2>&1 &   # a small batch: rows come question by question
 pid=$!
 i=0
 while [ "$(cat $d/killed/results.jsonl 2>/dev/null | grep -c '"index"')" -lt 27 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
@@ -156,9 +157,53 @@ grep -q "shard 1/2 explored" $d/slurm/explore_1.log && grep -q "now run each sha
 # 8. --dry-run: the plan and an estimate, and nothing run
 $CODI sweep $nano --questions $qs --limit 12 $grid --shard 1/2 --dry-run --out $d/dry > $d/dry.out 2> $d/dry.err
 grep -q '^plan: 6 questions in this run (0 of them held out for confirmation), 9 conditions' $d/dry.out && grep -q 'per exploration question: 9 branches' $d/dry.out &&
-  grep -q '^estimate: [0-9.]* hours ([0-9]* minutes) for this run on 1 thread; it is one of 2 shards' $d/dry.out && [ ! -e $d/dry ] &&
-  ok "--dry-run prints the plan (questions, conditions, branches) and an estimate, and writes nothing" || { bad "dry run"; cat $d/dry.out $d/dry.err; }
+  grep -q '^estimate: [0-9.]* hours ([0-9]* minutes) for this run on 1 thread, batch 32; it is one of 2 shards' $d/dry.out && [ ! -e $d/dry ] &&
+  grep -q '^calibration: [0-9.]* ms per branch (12 answer tokens; 128 at once in a batch of 32 on 1 thread)' $d/dry.out &&
+  ok "--dry-run prints the plan (questions, conditions, branches) and an estimate timed through a batch of 32, and writes nothing" || { bad "dry run"; cat $d/dry.out $d/dry.err; }
 $CODI sweep $nano --questions $qs --pairs 3-3 --out $d/x > /dev/null 2> $d/pairs.err; rc=$?
 [ $rc -eq 2 ] && grep -q "pair A-B with 1 <= A < B <= 6" $d/pairs.err && ok "a bad --pairs value: message and exit 2" || bad "bad --pairs: $(cat $d/pairs.err)"
+# 9. the batched runner: --batch 1 (one branch at a time per thread: codi_run's bits) and --batch 16 (branches of
+#    several questions in one pass) give the same rows and summary, first answer logits within 1e-4 of their
+#    scale; and single-stream anchors: a kv cell equals codi eval --batch 1 with the same edit as a kv_cache spec
+#    after latent 2 at its slot, an embedding cell the latent_input spec at step 3, base/l5/emb and base/run the
+#    reference predictions
+bgrid="--limit 8 --steps 2,5 --pairs 1-2 --coeffs 0,2 --kv-coeffs -2,0 --noise-seeds 1 --random-draw question --steer tests/data/steer/s1_z_add.json"
+for b in 1 16; do
+  $CODI sweep $nano --questions $qs $bgrid --threads 2 --batch $b --dump-logits $d/b$b.safetensors --out $d/b$b > /dev/null 2> $d/b$b.err || { bad "sweep --batch $b runs"; cat $d/b$b.err; }
+  tail -n +2 $d/b$b/results.jsonl | sort > $d/b$b.rows
+done
+logits=fine
+if [ -n "$PY" ]; then
+  logits=$($PY - $d/b1.safetensors $d/b16.safetensors 2>&1 <<'EOF2'
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
+    for k, v in h.items():
+        if k != "__metadata__": s, e = v["data_offsets"]; out[k] = struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+scale = max(abs(x) for v in a.values() for x in v); worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
+print("fine" if a.keys() == b.keys() and scale > 0 and worst <= 1e-4 * scale else "differ", worst, scale)
+EOF2
+)
+fi
+pred() { grep "\"condition\": \"$2\"" $1 | sed 's/.*"index": \([0-9]*\),.*"prediction": \([^,]*\), .*"answer": \(.*\)}$/\1 \2 \3/' | sort -n; }
+printf '{"name": "kvcell", "edits": [{"at": "kv_cache", "when": "after_latent:2", "positions": "latent:2", "layer": "all", "alpha": -2, %s}]}\n' \
+  '"key_vector": "vectors.safetensors:key_diff_1_2", "value_vector": "vectors.safetensors:value_diff_1_2"' > $d/b16/kvcell.json
+printf '{"name": "embcell", "edits": [{"at": "latent_input", "step": 3, "alpha": 2, "vector": "vectors.safetensors:diff_1_2"}]}\n' > $d/b16/embcell.json
+ev="--model models/codi-nano/codi_nano.bin --exact --questions $qs --limit 8 --max-answer 12 --batch 1"
+$CODI eval $ev --latents 2 --steer $d/b16/kvcell.json --out $d/ev_kv.jsonl > /dev/null 2>&1
+$CODI eval $ev --latents 3 --steer $d/b16/embcell.json --out $d/ev_emb.jsonl > /dev/null 2>&1
+anchors=0
+[ "$(pred $d/ev_kv.jsonl kvcell)" = "$(pred $d/b16/results.jsonl kv/l2/a1b2/c-2/diff)" ] && [ "$(pred $d/ev_kv.jsonl baseline)" = "$(pred $d/b16/results.jsonl base/l2/kv)" ] &&
+  [ "$(pred $d/ev_kv.jsonl kvcell)" != "$(pred $d/ev_kv.jsonl baseline)" ] && anchors=$((anchors + 1))
+[ "$(pred $d/ev_emb.jsonl embcell)" = "$(pred $d/b16/results.jsonl emb/l2/a1b2/c2/diff)" ] && [ "$(pred $d/ev_emb.jsonl baseline)" = "$(pred $d/b16/results.jsonl base/l2/emb)" ] &&
+  [ "$(pred $d/ev_emb.jsonl embcell)" != "$(pred $d/ev_emb.jsonl baseline)" ] && anchors=$((anchors + 1))
+head -n 8 tests/data/codi_nano_reference_predictions.txt > $d/ref8.txt
+for c in base/l5/emb base/run; do pred $d/b16/results.jsonl $c | cut -d' ' -f2 | cmp -s - $d/ref8.txt && anchors=$((anchors + 1)); done
+[ "$(wc -l < $d/b1.rows)" -eq 232 ] && cmp -s $d/b1.rows $d/b16.rows && cmp -s $d/b1/summary.jsonl $d/b16/summary.jsonl && grep -q "on 2 threads, batch 16 " $d/b16.err &&
+  [ "${logits%% *}" = fine ] && [ "$anchors" -eq 4 ] &&
+  ok "--batch 16 = --batch 1: 232 rows (29 conditions, every kind) and summary identical, logits within 1e-4 ($logits); kv and embedding cells equal single-stream codi eval specs, base/l5/emb and base/run the reference" ||
+  { bad "--batch 1 vs 16: logits $logits, $anchors of 4 anchors"; diff $d/b1.rows $d/b16.rows | head -n 4; }
 echo "$pass passed, $fail failed, 0 skipped"
 [ $fail -eq 0 ]

@@ -17,12 +17,16 @@
    same norm per row (codi_steer_random_like: embedding per vector, KV per layer and kv head with keys
    and values separately), drawn once per condition or per question (--random-draw).
 
-   Execution: per question, for each L the state after the prompt and L latents (the prefix) is
-   computed once and a list of branch requests runs from copies of it (sweep_branches_run: the seam
-   a batched runner can replace). Cells with coefficient 0 change no bit (alpha 0): one such branch
+   Execution: through the batched runner (codi_batch_*): --batch branches advance together, one pass
+   over the weights per step, on all --threads (--batch 1: one runner of one branch per thread, codi_run's
+   results bit for bit). Per question, the prompt and latents run once (a run of the batch) and the state
+   after each L that branches start from (the prefix) is kept; its branches run from copies of it, and
+   the branches of several questions share the batch so that it stays full (at most 2 max(N, batch)
+   prefix states live per runner). Cells with coefficient 0 change no bit (alpha 0): one such branch
    per (L, family) is run through the hooks and stands for all of them. Results go to DIR/results.jsonl
-   (first line: the settings; one line per (condition, question), flushed per question; a run of the
-   same command resumes), and the summary is computed from those lines only (also by --merge).
+   (first line: the settings; one line per (condition, question), a question's lines written together
+   when its last branch ends; a run of the same command resumes), and the summary is computed from
+   those lines only (also by --merge).
    Part of the unity build of tools/codi.c (prefix sweep_). */
 
 #include <ctype.h>
@@ -306,65 +310,49 @@ static int sweep_same_vectors(const codi_steer *x, const codi_steer *y) {
     return 1;
 }
 
-/* --- the branch runner: one prefix, many branches -------------------------------------------- */
+/* --- the branch runner: prefixes and branches through the batched runner ----------------------- */
 
-typedef struct {
-    int kind;                     /* request: SWEEP_FEED, SWEEP_KV or SWEEP_RUN */
-    const codi_steer *steer;      /* the edits (NULL: plain) */
-    float *first_logits;          /* [V-1] the first answer step's logits, or NULL */
-    int tag;                      /* the caller's (a condition) */
-    int ok, correct, has_pred;    /* result: ok 0 = failed (message printed) */
+/* A question's branches start from its prefix after l latents (the prompt and l latent steps):
+     SWEEP_FEED  z_(l+1) = prj(h) fed through the steer's hooks (n_latent l + 1), eot and the answer;
+     SWEEP_KV    the steer's cache edits after latent l (the batch calls after_latent(l), here
+                 codi_steer_after_latent(steer, copy, l, l), on the branch's copy when it joins), eot
+                 and the answer;
+     SWEEP_RUN   a whole run of the question (prompt, N latents, eot, answer), the steer installed.
+   Each is a request of one codi_batch (codi_batch_*): --batch of them advance together, one pass over
+   the weights per step. The prefix is a run of the batch too (its prompt rides in the same passes):
+   its after_latent copies the state after each latent step l that branches start from into a prefix
+   state; l's branches are submitted once it is there, and it goes back to the worker's pool when the
+   last of them has joined (taken its copy). */
+
+#define SWEEP_MAXN 16                   /* --latents at most */
+
+typedef struct {                        /* a branch's result */
+    int ok, correct, has_pred;          /* ok 0 = failed (message printed) */
     double pred;
     char answer[160];
 } sweep_branch;
 
 typedef struct { const codi_model *m; const codi_tokenizer *t; int N, answer_tokens; } sweep_runner;
 
-/* Runs br[0..n) for question q: FEED and KV branches from copies of prefix (the prompt and l latents;
-   FEED feeds z_(l+1) = prj(h) through the steer's hooks, KV applies its cache edits after latent l),
-   RUN branches as whole runs of q with N latents and the steer installed; then eot and the greedy
-   answer, decoded and scored. work is scratch with room for the longest branch. */
-static void sweep_branches_run(const sweep_runner *r, codi_state *work, const codi_state *prefix, int l, const sweep_question *q,
-                               sweep_branch *br, int n) {
-    const codi_model *m = r->m;
-    float *z = (float *)malloc(sizeof(float) * (size_t)m->config.dim);
-    float *al = (float *)malloc(sizeof(float) * (size_t)r->answer_tokens * m->config.vocab);
-    int i;
-    for (i = 0; i < n; i++) {
-        sweep_branch *b = &br[i];
-        codi_run_opts ro = codi_run_opts_default(m);
-        codi_run_result rr;
-        int rc = !z || !al;
-        b->ok = b->correct = b->has_pred = 0; b->pred = 0; b->answer[0] = 0;
-        codi_state_clear_hooks(work);
-        memset(&rr, 0, sizeof rr);
-        ro.max_answer = r->answer_tokens; ro.answer_logits = b->first_logits ? al : NULL;
-        if (!rc && b->kind == SWEEP_RUN) {
-            ro.n_latent = r->N;
-            rc = (b->steer && codi_steer_install(b->steer, work, &ro)) || codi_run(m, work, q->ids, q->n_ids, &ro, &rr);
-        } else if (!rc) {
-            rc = codi_state_copy(m, work, prefix);
-            if (!rc && b->kind == SWEEP_KV && b->steer) rc = codi_steer_after_latent((void *)b->steer, work, l, l);
-            if (!rc && b->kind == SWEEP_FEED) {
-                rc = (b->steer && codi_steer_install(b->steer, work, NULL)) || codi_project(m, work->final_hidden, z);
-                work->phase = CODI_PHASE_LATENT; work->step = l + 1;
-                if (!rc) rc = codi_forward(m, work, NULL, z, 1, NULL);
-                codi_state_clear_hooks(work);
-            }
-            if (!rc) rc = codi_run_answer(m, work, &ro, &rr);
-        }
-        codi_state_clear_hooks(work);
-        if (rc) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, work->error[0] ? work->error : "out of memory"); continue; }
-        if (b->first_logits) memcpy(b->first_logits, al, sizeof(float) * (size_t)(m->config.vocab - 1));
-        if (r->t) {
-            codi_decode(r->t, rr.answer, rr.n_answer, 1, b->answer, sizeof b->answer);
-            b->has_pred = codi_extract_answer(b->answer, &b->pred);
-            b->correct = q->has_gold && b->has_pred && b->pred == q->gold;
-        }
-        b->ok = 1;
-    }
-    free(z); free(al);
-}
+struct sweep_open;
+typedef struct {                        /* a request of the batch: a branch, or a question's prefix run (cond -1) */
+    struct sweep_open *o;
+    int cond, l, joined;                /* the condition; the prefix it starts from (0: none); 1 once it joined */
+    codi_steer *own;                    /* a control drawn for this question, or NULL */
+    float *logits;                      /* [answer_tokens, V] for --dump-logits, or NULL */
+} sweep_job;
+
+typedef struct sweep_open {             /* a question in flight */
+    const codi_model *m;
+    int qp, in_use, n_jobs, next, running, prefix_done;
+    int reached;                        /* latent steps the prefix run has made (its copies up to there are ready) */
+    sweep_job pre, *job;                /* the prefix run; [nc] the branches by l (whole runs first), next to submit */
+    codi_state *prefix[SWEEP_MAXN + 1]; /* [l] the state after l latents, or NULL */
+    int users[SWEEP_MAXN + 1];          /* [l] branches from prefix l that have not joined */
+    int zero_rep[SWEEP_MAXN + 1][SWEEP_NFAM];   /* the alpha-0 branch run for each (l, family), or -1 */
+    sweep_branch *res;                  /* [nc] */
+    unsigned char *need;                /* [nc] */
+} sweep_open;
 
 /* --- running the conditions over the questions ------------------------------------------------ */
 
@@ -378,6 +366,7 @@ typedef struct {
     signed char *grid;                  /* [nc, nq]: -1 no result, 0 wrong, 1 right */
     float **dump;                       /* [nc] where a condition's first answer logits go (first question), or NULL */
     int dump_q, draw_question, max_ids;
+    int batch, batch_threads;           /* runs per worker's batch (--batch); threads of its products */
     uint64_t seed;
     long next, finished, failed;
     FILE *out;
@@ -403,103 +392,328 @@ static size_t sweep_row(char *buf, size_t cap, const sweep_cond *c, const sweep_
     return n;
 }
 
-typedef struct { codi_state *prefix, *work; sweep_branch *br, *res; int *need; char *rows; size_t rows_cap; codi_steer **own; } sweep_worker_mem;
+/* The prefix states a worker holds at most: 2 max(N, batch) (the batch's own run states aside). */
+static int sweep_max_prefix(int N, int batch) { return 2 * (N > batch ? N : batch); }
 
-/* Every active condition of question qp that has no result yet; the rows are written together. */
-static void sweep_question_run(sweep_ctx *sc, sweep_worker_mem *w, int qp) {
-    const sweep_question *q = &sc->q[qp];
-    int i, l, n_need = 0, cur = -1, n_own = 0;
-    size_t len = 0;
-    for (i = 0; i < sc->nc; i++) {
-        w->need[i] = sc->active[i] && sc->grid[(size_t)i * sc->nq + qp] < 0;
-        n_need += w->need[i];
-        w->res[i].ok = 0;
+/* MB of a state of P positions (residuals of every layer, K/V cache, logits): a run's or a prefix's. */
+static double sweep_state_mb(const codi_model *m, int positions) {
+    const codi_config *c = &m->config;
+    double per_pos = 4.0 * ((double)(c->n_layers + 1) * c->dim + 2.0 * c->n_layers * c->n_kv_heads * c->head_dim);
+    return (per_pos * positions + 4.0 * (c->vocab + c->dim + c->ffn_dim)) / 1048576;
+}
+
+typedef struct {
+    sweep_ctx *sc;
+    codi_batch *b;
+    sweep_open *slot;                   /* [max_open + 1] */
+    sweep_open **live;                  /* [max_open] the questions in flight, oldest first */
+    sweep_open *planned;                /* taken and planned, waiting for prefix states; or NULL */
+    int batch, max_open, n_live;        /* the batch's slots: --batch, or fewer when there are fewer branches */
+    codi_state **pool;                  /* [max_prefix] free prefix states */
+    int n_free, n_alloc, max_prefix, prefix_pos;
+    char *rows; size_t rows_cap;
+} sweep_worker_mem;
+
+/* The batch's setup callback: the branch joins (its prefix copy is taken right after). */
+static int sweep_joined(void *user, codi_state *s, codi_run_opts *o) {
+    sweep_job *j = (sweep_job *)user;
+    (void)s; (void)o;
+    j->joined = 1;
+    if (j->l) j->o->users[j->l]--;
+    return 0;
+}
+
+/* The prefix run's after_latent: the state after latent step k kept where branches start from it. */
+static int sweep_keep_prefix(void *user, codi_state *s, int k, int n_latent) {
+    sweep_open *o = ((sweep_job *)user)->o;
+    (void)n_latent;
+    if (k >= 1 && o->prefix[k] && codi_state_copy(o->m, o->prefix[k], s)) { snprintf(s->error, sizeof s->error, "%s", o->prefix[k]->error); return -1; }
+    o->reached = k;
+    return 0;
+}
+
+/* Job j will not run (failed, message printed): it counts as joined. */
+static void sweep_job_drop(sweep_job *j) {
+    if (!j->joined && j->l) j->o->users[j->l]--;
+    j->joined = 1;
+    codi_steer_free(j->own); j->own = NULL;
+    free(j->logits); j->logits = NULL;
+}
+
+/* The branches from prefixes the prefix run will not reach (it failed): dropped. */
+static void sweep_cut_unreached(sweep_open *o) {
+    int k, i;
+    for (k = o->next; k < o->n_jobs && o->job[k].l <= o->reached; k++) {}
+    for (i = k; i < o->n_jobs; i++) sweep_job_drop(&o->job[i]);
+    o->n_jobs = k;
+    o->prefix_done = 1;
+}
+
+/* The batch's done callback: a branch's answer decoded and scored, or the prefix run ended. */
+static int sweep_done(void *user, const codi_batch_result *r) {
+    sweep_worker_mem *w = (sweep_worker_mem *)user;
+    sweep_ctx *sc = w->sc;
+    sweep_job *j = (sweep_job *)r->user;
+    sweep_open *o = j->o;
+    const sweep_question *q = &sc->q[o->qp];
+    o->running--;
+    if (j->cond < 0) {
+        if (r->status) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, r->error); sweep_cut_unreached(o); }
+        o->prefix_done = 1;
+        return 0;
     }
-    if (!n_need) return;
-    for (l = 0; l <= sc->run.N; l++) {              /* l = 0: the whole runs */
-        int n = 0, zero_at[SWEEP_NFAM] = { -1, -1, -1, -1, -1 }, any = 0, k;
-        for (i = 0; i < sc->nc && !any; i++) any = w->need[i] && (l ? sc->c[i].l == l && sc->c[i].kind != SWEEP_RUN : sc->c[i].kind == SWEEP_RUN);
-        if (!any) continue;
-        if (l) {                                     /* the prefix: the prompt, then latents up to l */
-            if (cur < 0) {
-                codi_run_opts ro = codi_run_opts_default(sc->run.m);
-                codi_run_result rr;
-                ro.n_latent = 0;
-                if (codi_run_latents(sc->run.m, w->prefix, q->ids, q->n_ids, &ro, &rr)) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, w->prefix->error); break; }
-                cur = 0;
-            }
-            for (; cur < l; cur++) {
-                w->prefix->phase = CODI_PHASE_LATENT; w->prefix->step = cur + 1;
-                if (codi_latent_step(sc->run.m, w->prefix, NULL)) { fprintf(stderr, "codi sweep: line %d: %s\n", q->line, w->prefix->error); break; }
-            }
-            if (cur < l) break;
+    if (r->status) fprintf(stderr, "codi sweep: %s, line %d: %s\n", sc->c[j->cond].name, q->line, r->error);
+    else {
+        sweep_branch *b = &o->res[j->cond];
+        b->ok = 1; b->correct = b->has_pred = 0; b->pred = 0; b->answer[0] = 0;
+        if (j->logits) memcpy(sc->dump[j->cond], j->logits, sizeof(float) * (size_t)(sc->run.m->config.vocab - 1));
+        if (sc->run.t) {
+            codi_decode(sc->run.t, r->result->answer, r->result->n_answer, 1, b->answer, sizeof b->answer);
+            b->has_pred = codi_extract_answer(b->answer, &b->pred);
+            b->correct = q->has_gold && b->has_pred && b->pred == q->gold;
         }
+    }
+    sweep_job_drop(j);
+    return 0;
+}
+
+/* Submits branch j of question o (its prefix, if any, is ready). */
+static void sweep_submit(sweep_worker_mem *w, sweep_open *o, sweep_job *j) {
+    sweep_ctx *sc = w->sc;
+    const sweep_cond *c = &sc->c[j->cond];
+    const sweep_question *q = &sc->q[o->qp];
+    const codi_model *m = sc->run.m;
+    codi_batch_request rq;
+    memset(&rq, 0, sizeof rq);
+    rq.opts = codi_run_opts_default(m);
+    rq.opts.max_answer = sc->run.answer_tokens;
+    rq.steer = c->steer;
+    rq.setup = sweep_joined; rq.user = j;
+    if (c->kind == SWEEP_RUN) { rq.ids = q->ids; rq.n_ids = q->n_ids; rq.opts.n_latent = sc->run.N; }
+    else { rq.prefix = o->prefix[j->l]; rq.opts.n_latent = j->l + (c->kind == SWEEP_FEED); }
+    if (c->role == SWEEP_CONTROL && sc->draw_question && !c->zero && !(j->own = codi_steer_random_like(sc->c[c->cell].steer, sweep_seed(sc->seed, c->name, q->qindex)))) {
+        fprintf(stderr, "codi sweep: %s, line %d: out of memory\n", c->name, q->line); sweep_job_drop(j); return;
+    }
+    if (j->own) rq.steer = j->own;
+    if (o->qp == sc->dump_q && sc->dump && sc->dump[j->cond]) {
+        if (!(j->logits = (float *)malloc(sizeof(float) * (size_t)sc->run.answer_tokens * m->config.vocab))) {
+            fprintf(stderr, "codi sweep: %s, line %d: out of memory\n", c->name, q->line); sweep_job_drop(j); return;
+        }
+        rq.opts.answer_logits = j->logits;
+    }
+    if (codi_batch_submit(w->b, &rq)) { fprintf(stderr, "codi sweep: %s, line %d: %s\n", c->name, q->line, codi_batch_error(w->b)); sweep_job_drop(j); return; }
+    o->running++;
+}
+
+/* Plans question qp into slot o: the active conditions without a result, as branches ordered by l
+   (the alpha-0 cells of an (l, family) share one). The prefix states it needs, or -1 if nothing to run. */
+static int sweep_plan(sweep_worker_mem *w, sweep_open *o, int qp) {
+    sweep_ctx *sc = w->sc;
+    int i, l, n_need = 0, n_prefix = 0;
+    o->qp = qp; o->m = sc->run.m; o->n_jobs = o->next = o->running = o->prefix_done = 0; o->reached = 0;
+    for (i = 0; i < sc->nc; i++) {
+        o->need[i] = sc->active[i] && sc->grid[(size_t)i * sc->nq + qp] < 0;
+        n_need += o->need[i];
+        o->res[i].ok = 0;
+    }
+    if (!n_need) return -1;
+    for (l = 0; l <= sc->run.N; l++) {              /* l = 0: the whole runs */
+        int f;
+        o->prefix[l] = NULL; o->users[l] = 0;
+        for (f = 0; f < SWEEP_NFAM; f++) o->zero_rep[l][f] = -1;
         for (i = 0; i < sc->nc; i++) {
             const sweep_cond *c = &sc->c[i];
-            sweep_branch *b;
-            if (!w->need[i] || (l ? c->l != l || c->kind == SWEEP_RUN : c->kind != SWEEP_RUN)) continue;
-            if (c->zero && zero_at[c->family] >= 0) continue;          /* alpha 0: the one run stands for all */
-            if (c->zero) zero_at[c->family] = i;
-            b = &w->br[n++];
-            memset(b, 0, sizeof *b);
-            b->kind = c->kind; b->tag = i; b->steer = c->steer;
-            b->first_logits = qp == sc->dump_q && sc->dump ? sc->dump[i] : NULL;
-            if (c->role == SWEEP_CONTROL && sc->draw_question && !c->zero) {
-                if (!(w->own[n_own] = codi_steer_random_like(sc->c[c->cell].steer, sweep_seed(sc->seed, c->name, q->qindex)))) { n--; continue; }
-                b->steer = w->own[n_own++];
-            }
+            sweep_job *j;
+            if (!o->need[i] || (l ? c->l != l || c->kind == SWEEP_RUN : c->kind != SWEEP_RUN)) continue;
+            if (c->zero && o->zero_rep[l][c->family] >= 0) continue;     /* alpha 0: the one run stands for all */
+            if (c->zero) o->zero_rep[l][c->family] = i;
+            j = &o->job[o->n_jobs++];
+            j->o = o; j->cond = i; j->l = l; j->joined = 0; j->own = NULL; j->logits = NULL;
+            if (l) o->users[l]++;
         }
-        sweep_branches_run(&sc->run, w->work, w->prefix, l, q, w->br, n);
-        for (k = 0; k < n; k++) w->res[w->br[k].tag] = w->br[k];
-        for (i = 0; i < sc->nc; i++)                                  /* the alpha-0 cells share their family's run */
-            if (w->need[i] && sc->c[i].zero && sc->c[i].l == l && zero_at[sc->c[i].family] >= 0 && zero_at[sc->c[i].family] != i) {
-                w->res[i] = w->res[zero_at[sc->c[i].family]];
-                if (qp == sc->dump_q && sc->dump && sc->dump[i]) memcpy(sc->dump[i], sc->dump[zero_at[sc->c[i].family]], sizeof(float) * (size_t)(sc->run.m->config.vocab - 1));
+        n_prefix += l && o->users[l];
+    }
+    return n_prefix;
+}
+
+/* Starts planned question o: its prefix states taken, its prefix run (prompt and latents up to the
+   largest l) submitted. */
+static void sweep_start(sweep_worker_mem *w, sweep_open *o) {
+    sweep_ctx *sc = w->sc;
+    const sweep_question *q = &sc->q[o->qp];
+    int l, last = 0, ok = 1;
+    for (l = 1; l <= sc->run.N; l++) {
+        if (!o->users[l]) continue;
+        last = l;
+        if (w->n_free) o->prefix[l] = w->pool[--w->n_free];
+        else if ((o->prefix[l] = codi__state_alloc(sc->run.m, w->prefix_pos, 1, 1)) != NULL) w->n_alloc++;
+        else ok = 0;
+    }
+    o->pre.o = o; o->pre.cond = -1; o->pre.l = 0; o->pre.joined = 1; o->pre.own = NULL; o->pre.logits = NULL;
+    o->prefix_done = !last;
+    if (last && ok) {
+        codi_batch_request rq;
+        memset(&rq, 0, sizeof rq);
+        rq.ids = q->ids; rq.n_ids = q->n_ids; rq.user = &o->pre;
+        rq.opts = codi_run_opts_default(sc->run.m);
+        rq.opts.n_latent = last; rq.opts.max_answer = 0; rq.opts.feed_eot = 0;
+        rq.opts.after_latent = sweep_keep_prefix; rq.opts.after_latent_user = &o->pre;
+        if (codi_batch_submit(w->b, &rq) == 0) { o->running++; return; }
+        fprintf(stderr, "codi sweep: line %d: %s\n", q->line, codi_batch_error(w->b));
+    } else if (last) fprintf(stderr, "codi sweep: line %d: out of memory\n", q->line);
+    if (last) sweep_cut_unreached(o);
+}
+
+/* Takes, plans and starts the next question that has work, when a slot and its prefix states are
+   free. 1 if one started. */
+static int sweep_open_next(sweep_worker_mem *w) {
+    sweep_ctx *sc = w->sc;
+    for (;;) {
+        int n_prefix, i;
+        if (!w->planned) {
+            long u;
+            sweep_open *o = NULL;
+            if (w->n_live == w->max_open) return 0;
+            pthread_mutex_lock(&sc->lock);
+            u = sc->next < sc->n_todo && !sc->write_failed ? sc->next++ : -1;
+            pthread_mutex_unlock(&sc->lock);
+            if (u < 0) return 0;
+            for (i = 0; i <= w->max_open && !o; i++) if (!w->slot[i].in_use) o = &w->slot[i];
+            if (!o->job) {
+                o->job = (sweep_job *)malloc(sizeof *o->job * (size_t)sc->nc); o->res = (sweep_branch *)malloc(sizeof *o->res * (size_t)sc->nc);
+                o->need = (unsigned char *)malloc((size_t)sc->nc);
+                if (!o->job || !o->res || !o->need) {
+                    fprintf(stderr, "codi sweep: out of memory\n");
+                    pthread_mutex_lock(&sc->lock); sc->failed++; pthread_mutex_unlock(&sc->lock);
+                    return 0;
+                }
             }
-        while (n_own > 0) codi_steer_free(w->own[--n_own]);
+            if (sweep_plan(w, o, sc->todo[u]) < 0) continue;
+            o->in_use = 1;
+            w->planned = o;
+        }
+        for (i = 1, n_prefix = 0; i <= sc->run.N; i++) n_prefix += w->planned->users[i] > 0;
+        if (n_prefix > w->n_free + w->max_prefix - w->n_alloc) return 0;
+        w->live[w->n_live++] = w->planned;
+        sweep_start(w, w->planned);
+        w->planned = NULL;
+        return 1;
+    }
+}
+
+/* Keeps about 2 batches of runs queued: the ready branches of the questions in flight, oldest first;
+   a new question starts when fewer than (N + 2) batches of branches are left to run, so that its
+   prefix is ready before the batch runs dry. */
+static void sweep_top_up(sweep_worker_mem *w) {
+    sweep_ctx *sc = w->sc;
+    int cap = 2 * w->batch, k;
+    for (;;) {
+        long backlog = 0;
+        for (k = 0; k < w->n_live; k++) {
+            sweep_open *o = w->live[k];
+            while (o->next < o->n_jobs && o->job[o->next].l <= o->reached && codi_batch_pending(w->b) < cap) sweep_submit(w, o, &o->job[o->next++]);
+            backlog += o->n_jobs - o->next;
+        }
+        backlog += codi_batch_pending(w->b);
+        if (backlog >= (long)(sc->run.N + 2) * w->batch || !sweep_open_next(w)) return;
+    }
+}
+
+/* Question o has ended: the alpha-0 cells share their run; its rows are written together. */
+static void sweep_finish(sweep_worker_mem *w, sweep_open *o) {
+    sweep_ctx *sc = w->sc;
+    const sweep_question *q = &sc->q[o->qp];
+    size_t len = 0;
+    int i;
+    for (i = 0; i < sc->nc; i++) {
+        const sweep_cond *c = &sc->c[i];
+        int rep = c->zero && o->need[i] ? o->zero_rep[c->l][c->family] : -1;
+        if (rep < 0 || rep == i) continue;
+        o->res[i] = o->res[rep];
+        if (o->qp == sc->dump_q && sc->dump && sc->dump[i] && sc->dump[rep]) memcpy(sc->dump[i], sc->dump[rep], sizeof(float) * (size_t)(sc->run.m->config.vocab - 1));
     }
     for (i = 0; i < sc->nc; i++) {
-        if (!w->need[i] || !w->res[i].ok) continue;
+        if (!o->need[i] || !o->res[i].ok) continue;
         if (len + 1024 > w->rows_cap) {
             char *g = (char *)realloc(w->rows, w->rows_cap * 2 + 4096);
             if (!g) break;
             w->rows = g; w->rows_cap = w->rows_cap * 2 + 4096;
         }
-        len += sweep_row(w->rows + len, w->rows_cap - len, &sc->c[i], q, sc->confirm_q[qp], &w->res[i]);
+        len += sweep_row(w->rows + len, w->rows_cap - len, &sc->c[i], q, sc->confirm_q[o->qp], &o->res[i]);
     }
     pthread_mutex_lock(&sc->lock);
     if (!sc->write_failed && (fwrite(w->rows, 1, len, sc->out) != len || cli_out_flush(sc->out, sc->out_path))) sc->write_failed = 1;
     for (i = 0; i < sc->nc && !sc->write_failed; i++) {
-        if (w->need[i] && w->res[i].ok) sc->grid[(size_t)i * sc->nq + qp] = (signed char)w->res[i].correct;
-        else if (w->need[i]) sc->failed++;
+        if (o->need[i] && o->res[i].ok) sc->grid[(size_t)i * sc->nq + o->qp] = (signed char)o->res[i].correct;
+        else if (o->need[i]) sc->failed++;
     }
     cli_progress_update(sc->progress, ++sc->finished);
     pthread_mutex_unlock(&sc->lock);
 }
 
+/* Prefix states whose branches have all joined go back to the pool; ended questions are written.
+   Returns how many ended. */
+static int sweep_housekeep(sweep_worker_mem *w) {
+    int k = 0, l, n = 0;
+    while (k < w->n_live) {
+        sweep_open *o = w->live[k];
+        for (l = 1; l <= w->sc->run.N; l++)
+            if (o->prefix[l] && o->users[l] <= 0) { w->pool[w->n_free++] = o->prefix[l]; o->prefix[l] = NULL; }
+        if (o->prefix_done && !o->running && o->next == o->n_jobs) {
+            sweep_finish(w, o);
+            o->in_use = 0;
+            memmove(&w->live[k], &w->live[k + 1], sizeof *w->live * (size_t)(w->n_live - k - 1));
+            w->n_live--; n++;
+        } else k++;
+    }
+    return n;
+}
+
+/* A worker: one batched runner of sc->batch runs on sc->batch_threads threads, fed with the branches of
+   the questions it takes (as many at once as keep it full, within its prefix states). */
 static void *sweep_worker(void *user) {
     sweep_ctx *sc = (sweep_ctx *)user;
     sweep_worker_mem w;
+    int i, l;
+    long runs;
     memset(&w, 0, sizeof w);
-    w.prefix = codi_state_alloc(sc->run.m, sc->max_ids + sc->run.N + 2, 1);
-    w.work = codi_state_alloc(sc->run.m, sc->max_ids + sc->run.N + sc->run.answer_tokens + 4, 1);
-    w.br = (sweep_branch *)malloc(sizeof *w.br * (size_t)sc->nc); w.res = (sweep_branch *)malloc(sizeof *w.res * (size_t)sc->nc);
-    w.need = (int *)malloc(sizeof(int) * (size_t)sc->nc); w.own = (codi_steer **)malloc(sizeof *w.own * (size_t)sc->nc);
+    w.sc = sc;
+    for (i = 0, runs = 0; i < sc->nc; i++) runs += sc->active[i];
+    runs *= sc->n_todo;                               /* no more slots than branches to run */
+    w.batch = runs < sc->batch ? (runs > 0 ? (int)runs : 1) : sc->batch;
+    w.max_prefix = sweep_max_prefix(sc->run.N, w.batch);
+    w.max_open = 2 * w.batch + 2;
+    w.prefix_pos = sc->max_ids + sc->run.N + 2;
+    w.b = codi_batch_alloc(sc->run.m, w.batch, sc->max_ids + sc->run.N + sc->run.answer_tokens + 2, sc->batch_threads);
+    w.slot = (sweep_open *)calloc((size_t)w.max_open + 1, sizeof *w.slot); w.live = (sweep_open **)malloc(sizeof *w.live * (size_t)w.max_open);
+    w.pool = (codi_state **)malloc(sizeof *w.pool * (size_t)w.max_prefix);
     w.rows_cap = 1 << 16; w.rows = (char *)malloc(w.rows_cap);
-    if (!w.prefix || !w.work || !w.br || !w.res || !w.need || !w.own || !w.rows) {
+    if (!w.b || !w.slot || !w.live || !w.pool || !w.rows) {
         fprintf(stderr, "codi sweep: out of memory\n");
         pthread_mutex_lock(&sc->lock); sc->failed++; pthread_mutex_unlock(&sc->lock);
     } else
         for (;;) {
-            long u;
-            pthread_mutex_lock(&sc->lock);
-            u = sc->next < sc->n_todo && !sc->write_failed ? sc->next++ : -1;
-            pthread_mutex_unlock(&sc->lock);
-            if (u < 0) break;
-            sweep_question_run(sc, &w, sc->todo[u]);
+            sweep_housekeep(&w);
+            sweep_top_up(&w);
+            if (!codi_batch_pending(w.b)) {
+                if (!w.n_live) break;
+                if (sweep_housekeep(&w)) continue;
+                fprintf(stderr, "codi sweep: the branch runner stalled with %d questions in flight\n", w.n_live);
+                break;
+            }
+            if (codi_batch_step(w.b, sweep_done, &w) < 0) { fprintf(stderr, "codi sweep: %s\n", codi_batch_error(w.b)); break; }
         }
-    codi_state_free(w.prefix); codi_state_free(w.work);
-    free(w.br); free(w.res); free(w.need); free(w.own); free(w.rows);
+    for (i = 0; w.live && i < w.n_live; i++) {       /* after a failure: what was in flight */
+        sweep_open *o = w.live[i];
+        int k;
+        for (k = 0; k < o->n_jobs; k++) sweep_job_drop(&o->job[k]);
+        for (k = 0; k < sc->nc; k++) if (o->need[k]) { pthread_mutex_lock(&sc->lock); sc->failed++; pthread_mutex_unlock(&sc->lock); }
+        for (l = 1; l <= sc->run.N; l++) codi_state_free(o->prefix[l]);
+    }
+    codi_batch_free(w.b);
+    for (i = 0; w.slot && i <= w.max_open; i++) { free(w.slot[i].job); free(w.slot[i].res); free(w.slot[i].need); }
+    for (i = 0; i < w.n_free; i++) codi_state_free(w.pool[i]);
+    free(w.slot); free(w.live); free(w.pool); free(w.rows);
     return NULL;
 }
 
@@ -1143,38 +1357,60 @@ static char *sweep_header(const cli_model_args *ma, const char *questions, uint6
     return h;
 }
 
-typedef struct { sweep_runner run; const sweep_question *q; double t_prefix, t_branch; int failed; } sweep_calib;
+typedef struct { sweep_runner run; const sweep_question *q; int batch, threads; codi_state *keep; double t_prefix, t_branch; int failed; } sweep_calib;
 
-/* One calibration worker: the prompt and N latents timed, then 12 branches (6 fed, 6 not) after N - 1. */
+static int sweep_calib_keep(void *user, codi_state *s, int k, int n_latent) {
+    sweep_calib *cb = (sweep_calib *)user;
+    return k == n_latent - 1 ? codi_state_copy(cb->run.m, cb->keep, s) : 0;
+}
+
+static int sweep_calib_done(void *user, const codi_batch_result *r) {
+    if (r->status) ((sweep_calib *)user)->failed = 1;
+    return 0;
+}
+
+/* One calibration worker, as a sweep worker runs: a batch of cb->batch runs on cb->threads threads;
+   the prompt and N latents timed as a run of it (keeping the state after N - 1; the second of two),
+   then max(12, 4 batch) branches from that state timed as they advance together, half fed (z_N),
+   half not. */
 static void *sweep_calibrate(void *user) {
     sweep_calib *cb = (sweep_calib *)user;
     const codi_model *m = cb->run.m;
-    int N = cb->run.N, i;
-    codi_state *pre = codi_state_alloc(m, cb->q->n_ids + N + 2, 1), *work = codi_state_alloc(m, cb->q->n_ids + N + cb->run.answer_tokens + 4, 1);
-    sweep_branch br[12];
-    codi_run_opts ro = codi_run_opts_default(m);
-    codi_run_result rr;
-    double t0 = cli_now();
-    memset(br, 0, sizeof br);
-    for (i = 0; i < 12; i++) br[i].kind = i % 2 ? SWEEP_KV : SWEEP_FEED;
-    ro.n_latent = N;
-    cb->failed = !pre || !work || codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr);
-    cb->t_prefix = cli_now() - t0;
-    ro.n_latent = N - 1;
-    if (!cb->failed) cb->failed = codi_run_latents(m, pre, cb->q->ids, cb->q->n_ids, &ro, &rr) != 0;
+    int N = cb->run.N, nb = 4 * cb->batch > 12 ? 4 * cb->batch : 12, i;
+    codi_batch *b = codi_batch_alloc(m, cb->batch, cb->q->n_ids + N + cb->run.answer_tokens + 2, cb->threads);
+    codi_batch_request rq;
+    double t0;
+    cb->keep = codi__state_alloc(m, cb->q->n_ids + N + 2, 1, 1);
+    cb->failed = !b || !cb->keep;
+    memset(&rq, 0, sizeof rq);
+    rq.ids = cb->q->ids; rq.n_ids = cb->q->n_ids;
+    rq.opts = codi_run_opts_default(m); rq.opts.n_latent = N; rq.opts.max_answer = 0; rq.opts.feed_eot = 0;
+    rq.opts.after_latent = sweep_calib_keep; rq.opts.after_latent_user = cb;
+    for (i = 0; i < 2; i++) {                        /* the first warms the batch's memory and threads up */
+        t0 = cli_now();
+        if (!cb->failed && (codi_batch_submit(b, &rq) || codi_batch_run(b, sweep_calib_done, cb))) cb->failed = 1;
+        cb->t_prefix = cli_now() - t0;
+    }
+    for (i = 0; i < nb && !cb->failed; i++) {
+        memset(&rq, 0, sizeof rq);
+        rq.prefix = cb->keep; rq.opts = codi_run_opts_default(m);
+        rq.opts.n_latent = N - i % 2; rq.opts.max_answer = cb->run.answer_tokens;
+        if (codi_batch_submit(b, &rq)) cb->failed = 1;
+    }
     t0 = cli_now();
-    if (!cb->failed) sweep_branches_run(&cb->run, work, pre, N - 1, cb->q, br, 12);
-    cb->t_branch = (cli_now() - t0) / 12;
-    codi_state_free(pre); codi_state_free(work);
+    if (!cb->failed && codi_batch_run(b, sweep_calib_done, cb)) cb->failed = 1;
+    cb->t_branch = (cli_now() - t0) / nb;
+    codi_batch_free(b); codi_state_free(cb->keep);
     return NULL;
 }
 
-/* --dry-run: the plan, and a time estimate from a few branches timed on this machine with the run's threads. */
+/* --dry-run: the plan, and a time estimate from branches timed on this machine as the run would
+   make them: one batch of --batch runs on all --threads (--batch 1: --threads workers at once). */
 static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sweep_cond *c, int nc, const sweep_question *q, const int *todo, int n_todo,
-                          int n_conf, int confirm_top, int random_controls, int N, int answer_tokens, int means_limit, int threads, int shard_n) {
+                          int n_conf, int confirm_top, int random_controls, int N, int answer_tokens, int means_limit, int threads, int batch, int shard_n) {
     long fam[SWEEP_NFAM][3], branches = 0, conf_branches = 0, prompt = 0, steps_branch = 0;
-    int i, f, zero_seen[1024][SWEEP_NFAM];
-    double t_branch = 0, t_prefix = 0, total;
+    int i, f, zero_seen[1024][SWEEP_NFAM], workers = batch > 1 ? 1 : threads;
+    double t_branch = 0, t_prefix = 0, t_means = 0, total;
     memset(fam, 0, sizeof fam); memset(zero_seen, 0, sizeof zero_seen);
     for (i = 0; i < nc; i++) {
         fam[c[i].family][c[i].role]++;
@@ -1191,23 +1427,34 @@ static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sw
     printf("  per exploration question: %ld branches (the alpha-0 cells share one per l and family), at most %ld decode steps + the prompt (%.1f tokens on average) and %d latents once\n",
            branches, steps_branch, n_todo ? (double)prompt / n_todo : 0.0, N);
     if (n_conf) printf("  per confirmation question: at most %ld branches (the top %d cells, their controls and baselines)\n", conf_branches, confirm_top);
-    if (n_todo > 0) {                                 /* calibration: --threads workers at once, as the run has them */
-        sweep_calib *cb = (sweep_calib *)calloc((size_t)threads, sizeof *cb);
-        pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)threads);
-        int ok = cb && th;
-        for (i = 0; ok && i < threads; i++) {
+    if (n_todo > 0) {
+        sweep_calib *cb = (sweep_calib *)calloc((size_t)workers, sizeof *cb);
+        pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)workers);
+        codi_state *s = codi_state_alloc(m, q[todo[0]].n_ids + N + 2, 1);
+        codi_run_opts ro = codi_run_opts_default(m);
+        codi_run_result rr;
+        int ok = cb && th && s;
+        double t0 = cli_now();
+        ro.n_latent = N;                              /* the means phase: one question at a time on one thread */
+        if (ok) ok = codi_run_latents(m, s, q[todo[0]].ids, q[todo[0]].n_ids, &ro, &rr) == 0;
+        t_means = cli_now() - t0;
+        codi_state_free(s);
+        for (i = 0; ok && i < workers; i++) {
             cb[i].run.m = m; cb[i].run.t = t; cb[i].run.N = N; cb[i].run.answer_tokens = answer_tokens; cb[i].q = &q[todo[i % n_todo]];
+            cb[i].batch = batch; cb[i].threads = batch > 1 ? threads : 1;
             pthread_create(&th[i], NULL, sweep_calibrate, &cb[i]);
         }
-        for (i = 0; ok && i < threads; i++) pthread_join(th[i], NULL);
-        for (i = 0; ok && i < threads; i++) { ok = !cb[i].failed; t_prefix += cb[i].t_prefix / threads; t_branch += cb[i].t_branch / threads; }
+        for (i = 0; ok && i < workers; i++) pthread_join(th[i], NULL);
+        for (i = 0; ok && i < workers; i++) { ok = !cb[i].failed; t_prefix += cb[i].t_prefix / workers; t_branch += cb[i].t_branch / workers; }
         free(cb); free(th);
         if (!ok) { fprintf(stderr, "codi sweep: the calibration run failed\n"); return; }
     }
-    total = ((double)(n_todo - n_conf) * (branches * t_branch + t_prefix) + (double)n_conf * (conf_branches * t_branch + t_prefix) + means_limit * t_prefix) / threads;
-    printf("calibration: %.2f ms per branch (%d answer tokens), %.2f ms per prompt + %d latents, with %d thread%s at once on this machine now\n",
-           1e3 * t_branch, answer_tokens, 1e3 * t_prefix, N, threads, threads > 1 ? "s" : "");
-    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s", total / 3600, total / 60, threads, threads > 1 ? "s" : "");
+    total = ((double)(n_todo - n_conf) * (branches * t_branch + t_prefix) + (double)n_conf * (conf_branches * t_branch + t_prefix)) / workers + means_limit * t_means;
+    printf("calibration: %.2f ms per branch (%d answer tokens; %d at once in a batch of %d on %d thread%s%s), %.2f ms per prompt + %d latents (a run of the batch), "
+           "%.2f ms per mean-vector question (one thread), on this machine now\n",
+           1e3 * t_branch, answer_tokens, 4 * batch > 12 ? 4 * batch : 12, batch, batch > 1 ? threads : 1, batch > 1 && threads > 1 ? "s" : "",
+           workers > 1 ? ", one such batch per thread" : "", 1e3 * t_prefix, N, 1e3 * t_means);
+    printf("estimate: %.2f hours (%.0f minutes) for this run on %d thread%s, batch %d", total / 3600, total / 60, threads, threads > 1 ? "s" : "", batch);
     if (shard_n > 1) printf("; it is one of %d shards", shard_n);
     else printf("; with 8 shards on 8 such machines about %.2f hours (%.0f minutes) each", total / 3600 / 8, total / 60 / 8);
     printf("\n");
@@ -1217,7 +1464,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *means_questions = NULL, *dir = NULL, *dump = NULL, *coeffs = "-1,0,0.5,1,2,5", *kv_coeffs = "-0.5,-2,-5,0";
     const char *steps = NULL, *pairs = NULL, *layers = NULL, *draw = "cell", *shard = NULL, *selection = NULL;
-    int limit = 0, means_limit = 500, recipe = 0, latents = 6, seed = 1, answer_tokens = 1, rc = 1, prc, n_bad = 0, i, workers, random_controls = 1;
+    int limit = 0, means_limit = 500, recipe = 0, latents = 6, seed = 1, answer_tokens = 1, rc = 1, prc, n_bad = 0, i, workers, threads, random_controls = 1, batch = CLI_BATCH_DEFAULT;
     int noise_seeds = 3, confirm_top = 10, split_seed = 1, shard_k = 0, shard_n = 0, merge = 0, dry_run = 0, auto_range = 0;
     double confirm = 0;
     cli_list specs;
@@ -1228,7 +1475,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--means-questions", CLI_STR, &means_questions, 0, 0, "FILE.jsonl", "questions for the mean vectors (default: --questions)" },
         { "--means-limit", CLI_INT, &means_limit, 1, 100000000, "N", "questions for the mean vectors (default 500)" },
         { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot (the sprint's)" },
-        { "--latents", CLI_INT, &latents, 2, 16, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
+        { "--latents", CLI_INT, &latents, 2, SWEEP_MAXN, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
         { "--answer-tokens", CLI_INT, &answer_tokens, 1, 256, "N", "greedy answer tokens after eot (default 1, the sprint's; more for models that write words first)" },
         { "--steps", CLI_STR, &steps, 0, 0, "LIST", "the l of the embedding, KV and noise cells, e.g. 1-3,5 (default 1..N)" },
         { "--pairs", CLI_STR, &pairs, 0, 0, "LIST", "pairs (A, B) of the mean differences, e.g. 1-2,3-4 (default every A < B)" },
@@ -1250,6 +1497,8 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--auto-range", CLI_FLAG, &auto_range, 0, 0, NULL, "heatmaps of accuracy on the data's range (default: a fixed 0-1 scale)" },
         { "--out", CLI_STR, &dir, 0, 0, "DIR", "output folder (created; an existing results.jsonl of the same settings is resumed)" },
         { "--dump-logits", CLI_STR, &dump, 0, 0, "FILE.safetensors", "the first question's first answer logits of the diff cells (checks)" },
+        { "--batch", CLI_INT, &batch, 1, 1024, "N", "branches advanced together through one pass over the weights (codi_batch_*) on all --threads; "
+          "1: one branch at a time per thread; default " CLI_QUOTE(CLI_BATCH_DEFAULT) " (its memory: above)" },
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
@@ -1300,7 +1549,8 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         else { int a, b; for (a = 1; a <= latents; a++) for (b = a + 1; b <= latents; b++) { g.pa[g.n_pairs] = a; g.pb[g.n_pairs++] = b; } }
         if ((g.n_coeffs = sweep_parse_numbers("--coeffs", coeffs, g.coeffs)) < 0 || (g.n_kv = sweep_parse_numbers("--kv-coeffs", kv_coeffs, g.kv_coeffs)) < 0) goto done;
     }
-    workers = cli_threads_checked(&ma);
+    threads = cli_threads_checked(&ma);
+    workers = batch > 1 ? 1 : threads;     /* one batched runner on every thread, or one runner of 1 per thread */
     rc = 1;
     if (!(m = cli_load_model(&ma))) goto done;
     if (layers) { if (sweep_parse_range("--layers", layers, 0, m->config.n_layers - 1, NULL, g.layer_on) < 0) { rc = 2; goto done; } }
@@ -1342,7 +1592,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (dry_run) {
         int n_todo = 0, n_conf = 0;
         for (i = 0; i < sl.n; i++) if (shard_n <= 1 || i % shard_n == shard_k - 1) { sc.todo[n_todo++] = i; n_conf += confirm_q[i]; }
-        sweep_dry_run(m, t, cl.c, cl.n, sl.q, sc.todo, n_todo, n_conf, confirm > 0 ? confirm_top : 0, random_controls, latents, answer_tokens, means_limit, workers, shard_n);
+        sweep_dry_run(m, t, cl.c, cl.n, sl.q, sc.todo, n_todo, n_conf, confirm > 0 ? confirm_top : 0, random_controls, latents, answer_tokens, means_limit, threads, batch, shard_n);
         rc = 0; goto done;
     }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s\n", dir); goto done; }
@@ -1397,6 +1647,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     sc.run.m = m; sc.run.t = t; sc.run.N = latents; sc.run.answer_tokens = answer_tokens;
     sc.c = cl.c; sc.nc = cl.n; sc.q = sl.q; sc.nq = sl.n; sc.confirm_q = confirm_q; sc.active = active;
     sc.draw_question = !strcmp(draw, "question"); sc.seed = (uint64_t)seed; sc.dump_q = -1;
+    sc.batch = batch; sc.batch_threads = batch > 1 ? threads : 1;
     if (dump) {                                       /* [steps, pairs, coeffs, V-1] per family, the diff cells */
         size_t V1 = (size_t)m->config.vocab - 1;
         float *emb = (float *)calloc((size_t)g.n_steps * g.n_pairs * (g.n_coeffs ? g.n_coeffs : 1) * V1, sizeof(float));
@@ -1432,7 +1683,9 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     sc.n_todo = 0;
     for (i = 0; i < sl.n; i++) if ((shard_n <= 1 || i % shard_n == shard_k - 1) && !confirm_q[i]) sc.todo[sc.n_todo++] = i;
     memset(active, 1, (size_t)cl.n);
-    fprintf(stderr, "codi sweep: %d questions (%d exploration here) x %d conditions on %d threads\n", sl.n, sc.n_todo, cl.n, workers);
+    fprintf(stderr, "codi sweep: %d questions (%d exploration here) x %d conditions on %d thread%s, batch %d (%d run and at most %d prefix states of %.1f MB)\n",
+            sl.n, sc.n_todo, cl.n, threads, threads > 1 ? "s" : "", batch, workers * batch, workers * sweep_max_prefix(latents, batch),
+            sweep_state_mb(m, sc.max_ids + latents + answer_tokens + 2));
     sweep_phase(&sc, workers, "sweep explore");
     if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
     if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
@@ -1513,8 +1766,9 @@ static const cli_command cmd_sweep = {
     "   custom/NAME             a --steer spec over a whole run                        baseline base/run\n"
     "   then eot and --answer-tokens greedy tokens; the last number is scored. base/lL/emb is L + 1 plain\n"
     "   latents, base/lL/kv L plain latents. Per question the prompt and L latents are computed once.\n"
-    "3. every result -> DIR/results.jsonl (one line per condition and question, flushed per question; run the\n"
-    "   same command again to resume; other settings are refused);\n"
+    "3. every result -> DIR/results.jsonl (one line per condition and question, a question's lines flushed\n"
+    "   together when its last branch ends; run the same command again to resume; other settings are\n"
+    "   refused);\n"
     "4. per cell on the same questions: McNemar's exact p vs the baseline and vs the first random control,\n"
     "   flips, the paired difference with its 95% interval; p_primary = vs the control (else the baseline);\n"
     "   Holm and BH within each family (embedding, kv, noise, custom); * = survives Holm at 0.05;\n"
@@ -1524,6 +1778,14 @@ static const cli_command cmd_sweep = {
     "Writes DIR/summary.jsonl and summary.csv (one line per condition and split: condition, family, role,\n"
     "split, n, correct, accuracy, ci_low, ci_high, diff_vs_baseline and its interval, flips_to_right,\n"
     "flips_to_wrong, p_vs_baseline, p_vs_random, p_primary, p_holm, q_bh, survives) and SVG heatmaps.\n\n"
+    "The branches go through the batched runner: --batch N of them (of one question or several) advance\n"
+    "together, one pass over the weights per step, on all --threads; the prompt and latents of each question\n"
+    "run once, in the same passes, and the state after each L is copied for its branches. --batch 1: one\n"
+    "branch at a time per thread (codi_run's results bit for bit; a larger batch agrees within float\n"
+    "rounding). Memory besides the weights: N run states and at most 2 max(--latents, N) prefix states\n"
+    "(--batch 1: per thread), each 4 ((layers + 1) dim + 2 layers kv_heads head_dim) bytes per position of\n"
+    "the longest prompt + latents + answer: at the 1B's shapes 0.2 MB per position, ~12 MB for 60\n"
+    "positions, so --batch 32 holds up to 96 states, ~1.2 GB (a run's first line prints its own figure).\n\n"
     "Examples:\n"
     "  codi sweep --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 200 --answer-tokens 12 \\\n"
     "             --steps 1-3 --pairs 1-2,3-4 --coeffs 0,2 --kv-coeffs -5,0 --noise-seeds 1 --confirm 0.5 --threads 2 --out sweep\n"
