@@ -566,6 +566,7 @@ static int kvr_heatmap(const kvr_ctx *k, const kvr_summary *S, const char *prefi
     int L = k->m->config.n_layers, c, l, rc = 0;
     size_t cells = (size_t)k->n_cond * L;
     double *v = (double *)malloc(sizeof(double) * cells), hi = 0;
+    size_t widest = 0;
     char path[4200], title[160], sub[160], (*cols)[12] = (char (*)[12])malloc(12 * (size_t)L), (*txt)[32] = (char (*)[32])malloc(32 * cells);
     const char **colp = (const char **)malloc(sizeof(char *) * (size_t)L), **txtp = (const char **)malloc(sizeof(char *) * cells), *namep[KVR_MAX_COND];
     svg_heatmap_spec sp;
@@ -577,8 +578,9 @@ static int kvr_heatmap(const kvr_ctx *k, const kvr_summary *S, const char *prefi
             size_t i = (size_t)c * L + l;
             v[i] = ci->mean;
             if (v[i] > hi) hi = v[i];
-            if (ci->lo == ci->lo) snprintf(txt[i], 32, "%.2g-%.2g", ci->lo, ci->hi); else snprintf(txt[i], 32, "%.2g", ci->mean);
+            if (ci->lo == ci->lo) snprintf(txt[i], 32, "[%.2g, %.2g]", ci->lo, ci->hi); else snprintf(txt[i], 32, "%.2g", ci->mean);
             txtp[i] = txt[i];
+            if (strlen(txt[i]) > widest) widest = strlen(txt[i]);
         }
     }
     for (l = 0; l < L; l++) { snprintf(cols[l], 12, "%d", l); colp[l] = cols[l]; }
@@ -588,7 +590,7 @@ static int kvr_heatmap(const kvr_ctx *k, const kvr_summary *S, const char *prefi
     snprintf(sub, sizeof sub, "colour: the mean over %d questions; text: its 95%% bootstrap interval", S->n);
     sp.rows = k->n_cond; sp.cols = L; sp.value = v; sp.vmin = 0; sp.vmax = hi > 0 ? hi : 1; sp.colormap = SVG_VIRIDIS;
     sp.row_labels = namep; sp.col_labels = colp; sp.title = title; sp.subtitle = sub; sp.xlabel = "layer"; sp.ylabel = "condition";
-    sp.colorbar_label = "|KV' - KV| / |KV|"; sp.cell_w = 84; sp.cell_h = 20; sp.cell_text = txtp;
+    sp.colorbar_label = "|KV' - KV| / |KV|"; sp.cell_w = 7.0 * (double)widest + 10; sp.cell_h = 20;   /* font 11: about 7 px a character */ sp.cell_text = txtp;
     snprintf(path, sizeof path, "%s_%s_%s.svg", prefix, slot ? "next" : "steered", w ? "values" : "keys");
     if (svg_heatmap(path, &sp)) rc = -1;
     free(v); free(cols); free(colp); free(txt); free(txtp);
@@ -673,7 +675,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     kvr_summary S;
     codi_model *m = NULL;
     codi_tokenizer *t = NULL;
-    int prc, i, r, c, rc = 1, L, *qi_of = NULL, n_index = 0, before = 0, n_bad = 0, n_fail_collect;
+    int prc, i, r, c, rc = 1, L, *qi_of = NULL, n_index = 0, before = 0, n_bad = 0;
     long good = 0;
     char rows_default[4200], path[4200], *header = NULL;
     size_t header_len = 0;
@@ -725,7 +727,6 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         }
     }
     if (cli_for_each_question(questions, limit, 0, 0, kvr_collect, &k, &n_bad) < 0) goto done;
-    n_fail_collect = k.failed;
     if (!k.nq) { fprintf(stderr, "codi kv-response: no question could be prompted\n"); goto done; }
     for (i = 0; i < k.nq; i++) if (k.q[i].index + 1 > n_index) n_index = k.q[i].index + 1;
     if (!(qi_of = (int *)malloc(sizeof(int) * (size_t)n_index)) || kvr_rows_alloc(&R, k.n_cond, L, k.nq)) { fprintf(stderr, "codi: out of memory\n"); goto done; }
@@ -762,7 +763,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     kvr_print(&k, &S, n_perm);
     fprintf(stderr, "codi kv-response: %d questions (%d failed, %d bad lines); %d paired tests, %d survive Holm, %d BH (at %g): %s (rows), %s.csv, %s_paired.csv, %s.json, %s_*.svg\n",
             S.n, k.failed, n_bad, S.n_tests, S.n_holm, S.n_bh, KVR_ALPHA, rows, out, out, out, out);
-    rc = k.failed || n_bad || n_fail_collect ? 1 : 0;
+    rc = k.failed || n_bad ? 1 : 0;
 done:
     if (k.rows) fclose(k.rows);
     cli_progress_end(k.progress);
