@@ -270,12 +270,12 @@ static int kvr_done(void *user, const codi_batch_result *r) {
         for (slot = 0; slot < 2; slot++)        /* latent l's slot is T0 + l - 1; the next one follows */
             kvr_read(k->m, r->state, k->keys_pre, q->n_ids + k->step - 1 + slot, f->kv + ((size_t)j->run * 2 + slot) * per_slot);
     if (--f->left) return 0;
-    if (f->failed) k->failed++;
+    if (f->failed || k->write_failed) k->failed++;   /* after a write error the runs in flight only end */
     else if (kvr_write_rows(k, f)) { fprintf(stderr, "codi kv-response: error writing %s: %s\n", k->rows_path, strerror(errno)); k->write_failed = 1; }
     else k->n_done++;
     kvr_inflight_free(f, k->n_cond);
     cli_progress_update(k->progress, k->n_done + k->failed);
-    return k->write_failed;
+    return 0;
 }
 
 /* Queues question qi's 1 + n_cond runs. 0, or -1 after a message. */
@@ -329,19 +329,18 @@ static int kvr_run_all(kvr_ctx *k, int n_threads) {
     int qi = 0, rc = 0;
     if (!b) { fprintf(stderr, "codi: out of memory\n"); return -1; }
     for (;;) {
-        while (qi < k->nq && codi_batch_pending(b) < 2 * k->batch) {   /* keep a batch's worth queued */
-            if (!k->done[qi] && kvr_submit(k, b, qi)) { rc = -1; break; }
+        while (!rc && !k->write_failed && qi < k->nq && codi_batch_pending(b) < 2 * k->batch) {   /* keep a batch's worth queued */
+            if (!k->done[qi] && kvr_submit(k, b, qi)) rc = -1;
             qi++;
         }
-        if (rc || !codi_batch_pending(b)) break;
-        if (codi_batch_step(b, kvr_done, k) < 0) {
-            if (!k->write_failed) fprintf(stderr, "codi kv-response: %s\n", codi_batch_error(b));
+        if (!codi_batch_pending(b)) break;
+        if (codi_batch_step(b, kvr_done, k) < 0) {   /* out of memory: the runs in flight are lost */
+            fprintf(stderr, "codi kv-response: %s\n", codi_batch_error(b));
             rc = -1; break;
         }
     }
-    if (rc) while (codi_batch_pending(b) > 0 && codi_batch_step(b, kvr_done, k) >= 0) {}   /* release what is queued */
     codi_batch_free(b);
-    return rc;
+    return rc || k->write_failed ? -1 : 0;
 }
 
 /* ---- statistics -------------------------------------------------------------------------- */
