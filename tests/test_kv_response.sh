@@ -70,6 +70,9 @@ if $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --rando
 else bad "resume: $(tail -3 $d/err.txt)"; fi
 $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 1 --batch 1 --rows $d/cut_rows.jsonl --out $d/cut2 > /dev/null 2> $d/err.txt; rc=$?
 [ $rc -eq 1 ] && grep -q "holds the rows of another run" $d/err.txt && ok "a resume with other settings (--random-controls) is refused" || bad "other settings (exit $rc): $(head -2 $d/err.txt)"
+sed '3s/"key_rel": \[\[[^],]*, /"key_rel": [[/' $d/b1_rows.jsonl > $d/short_rows.jsonl
+$B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 2 --rows $d/short_rows.jsonl --out $d/short > /dev/null 2> $d/err.txt; rc=$?
+[ $rc -eq 1 ] && grep -q "short_rows.jsonl:3: not a row of this run" $d/err.txt && ok "a rows line with 5 of 6 layers is refused with FILE:LINE" || bad "short row (exit $rc): $(head -2 $d/err.txt)"
 # analysis options may change on a complete rows file: Monte Carlo sign flips near the exact p
 if $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 2 --permutations 1000 --rows $d/r_rows.jsonl --out $d/mc > $d/mc.txt 2> $d/err.txt &&
    grep -q "12 of 12 questions already there" $d/err.txt; then

@@ -186,12 +186,12 @@ static int kvr_rows_read(const kvr_ctx *k, const char *header, const int *qi_of,
             } else if (!bad && c >= 0 && c < R->n_cond) {
                 for (w = 0; w < KVR_METRICS && !bad; w++) {
                     const codi__json *a = codi__json_get(j, kvr_metric[w]), *x, *y;
-                    for (y = a && a->type == CODI__J_ARR ? a->child : NULL, slot = 0; y && slot < 2; y = y->next, slot++)
-                        for (x = y->type == CODI__J_ARR ? y->child : NULL, l = 0; x && l < R->L; x = x->next, l++) {
-                            if (x->type != CODI__J_NUM) { bad = 1; break; }
+                    for (y = a && a->type == CODI__J_ARR ? a->child : NULL, slot = 0; y && slot < 2 && !bad; y = y->next, slot++) {
+                        for (x = y->type == CODI__J_ARR ? y->child : NULL, l = 0; x && l < R->L && x->type == CODI__J_NUM; x = x->next, l++)
                             kvr_cell(R, w, c, slot, l)[qi] = x->num;
-                        }
-                    if (slot != 2 || l != R->L) bad = 1;
+                        bad = x || l != R->L;                /* [slot][layer] numbers, L of them */
+                    }
+                    if (y || slot != 2) bad = 1;
                 }
             } else bad = 1;
             codi__json_free(j);
