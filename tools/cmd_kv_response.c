@@ -325,9 +325,13 @@ oom:
 
 /* Every question not in the rows file, through one batched runner of k->batch runs. 0, or -1. */
 static int kvr_run_all(kvr_ctx *k, int n_threads) {
-    codi_batch *b = codi_batch_alloc(k->m, k->batch, k->max_ids + k->step + 3, n_threads);
+    codi_batch *b;
     int qi = 0, rc = 0;
-    if (!b) { fprintf(stderr, "codi: out of memory\n"); return -1; }
+    long runs = 0;
+    for (qi = 0; qi < k->nq; qi++) runs += k->done[qi] ? 0 : 1 + k->n_cond;
+    if (!runs) return 0;
+    if (!(b = codi_batch_alloc(k->m, runs < k->batch ? (int)runs : k->batch, k->max_ids + k->step + 3, n_threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
+    qi = 0;
     for (;;) {
         while (!rc && !k->write_failed && qi < k->nq && codi_batch_pending(b) < 2 * k->batch) {   /* keep a batch's worth queued */
             if (!k->done[qi] && kvr_submit(k, b, qi)) rc = -1;
