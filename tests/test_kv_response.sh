@@ -3,7 +3,7 @@
 # alpha 0 moves nothing and no test of it survives correction; a real edit moves the steered slot's
 # K/V at every layer and the next slot's values, and differs from its random controls of the same
 # norm in tests that survive Holm; every summary number is recomputed from the rows file
-# (tests/kv_response_check.py: numpy, scipy, statsmodels); --batch 1 gives the same rows; a rows
+# (tests/check_kv_response.py: numpy, scipy, statsmodels); --batch 1 gives the same rows; a rows
 # file cut short resumes to the same file, one of other settings is refused; bad usage is refused.
 B=${CODI_BIN:-build/codi_san}   # AddressSanitizer + UBSan
 PY=/usr/bin/python3; [ -x $PY ] || PY=python3
@@ -38,11 +38,11 @@ if $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --rando
   done
   [ "$f" != failed ] && grep -q "<line" $d/r_paired_steered.svg && ok "four heatmaps (cells: intervals) and two paired plots with error bars written"
   if [ $have_py = 1 ]; then
-    $PY tests/kv_response_check.py $d/r $d/r_rows.jsonl $d/out.txt > $d/check.txt 2>&1 &&
+    $PY tests/check_kv_response.py $d/r $d/r_rows.jsonl $d/out.txt > $d/check.txt 2>&1 &&
       ok "every summary number recomputed from the rows (bootstrap, t, exact p = scipy permutation_test, Holm/BH = statsmodels): $(cat $d/check.txt)" ||
       bad "recomputed summary: $(head -5 $d/check.txt)"
     sed '2s/"value_rel": \[\[[0-9.e-]*/"value_rel": [[0.5/' $d/r_rows.jsonl > $d/tampered.jsonl
-    ! cmp -s $d/tampered.jsonl $d/r_rows.jsonl && ! $PY tests/kv_response_check.py $d/r $d/tampered.jsonl $d/out.txt > /dev/null 2>&1 &&
+    ! cmp -s $d/tampered.jsonl $d/r_rows.jsonl && ! $PY tests/check_kv_response.py $d/r $d/tampered.jsonl $d/out.txt > /dev/null 2>&1 &&
       ok "the check fails on a rows file with one value changed" || bad "the check passes a changed rows file"
   else skipped "no numpy / scipy / statsmodels: summary not recomputed"; skipped "tamper check"; fi
 else bad "kv-response runs: $(cat $d/err.txt)"; fi

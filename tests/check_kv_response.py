@@ -3,7 +3,7 @@ lines) from its rows file alone, with numpy, scipy and statsmodels, and checks e
 bootstrap means and intervals (codi_rng replicated: SplitMix64, 53-bit uniforms), standard errors,
 the paired differences' t intervals, the exact sign-flip p values against
 scipy.stats.permutation_test, Holm and BH against statsmodels' multipletests, and the survivors.
-Usage: kv_response_check.py PREFIX ROWS STDOUT.txt. Prints "ok N numbers" or the first mismatches
+Strict JSON: a NaN or Infinity anywhere is an error. Usage: check_kv_response.py PREFIX ROWS STDOUT.txt. Prints "ok N numbers" or the first mismatches
 and exits 1."""
 import csv
 import json
@@ -32,6 +32,12 @@ def close(what, got, want, rel=1e-12, abs_=1e-15):
         bad.append(f"{what}: {got} (want {want})")
 
 
+def strict(text):
+    def refuse(c):
+        raise ValueError("non-finite number %s" % c)
+    return json.loads(text, parse_constant=refuse)
+
+
 def splitmix_uniforms(seed, count):
     out = np.empty(count)
     state = seed
@@ -46,7 +52,7 @@ def splitmix_uniforms(seed, count):
 
 
 with open(rows_path) as f:
-    lines = [json.loads(x) for x in f]
+    lines = [strict(x) for x in f]
 head = lines[0]
 seed = head["seed"]
 controls = head["random_controls"]
@@ -64,7 +70,7 @@ L = len(rows[(0, qs[0])]["key_rel"][0])
 # v[metric][cond][slot][layer] -> array over the questions (in index order, as the C code's)
 v = {w: [[[np.array([rows[(c, q)][w][s][l] for q in qs]) for l in range(L)] for s in range(2)] for c in range(n_cond)] for w in METRICS}
 
-summary = json.load(open(prefix + ".json"))
+summary = strict(open(prefix + ".json").read())
 NBOOT = summary["ci_method"]["bootstrap_resamples"]
 idx = (splitmix_uniforms(summary["ci_method"]["bootstrap_seed"], NBOOT * n) * n).astype(np.int64).reshape(NBOOT, n)
 
@@ -98,7 +104,7 @@ for cell, crow in zip(cells, csv_cells):
         bad.append(f"csv row {crow}")
 
 # stdout: per condition the value change averaged over the layers
-out = [json.loads(x) for x in open(stdout_path)]
+out = [strict(x) for x in open(stdout_path)]
 for c in range(n_cond):
     for s, key in enumerate(("value_rel_change_steered", "value_rel_change_next")):
         per_q = np.zeros(n)
