@@ -3,8 +3,8 @@ lines) from its rows file alone, with numpy, scipy and statsmodels, and checks e
 bootstrap means and intervals (codi_rng replicated: SplitMix64, 53-bit uniforms), standard errors,
 the paired differences' t intervals, the exact sign-flip p values against
 scipy.stats.permutation_test, Holm and BH against statsmodels' multipletests, and the survivors.
-Strict JSON: a NaN or Infinity anywhere is an error. Usage: check_kv_response.py PREFIX ROWS STDOUT.txt. Prints "ok N numbers" or the first mismatches
-and exits 1."""
+Strict JSON: a NaN or Infinity anywhere is an error. Prints "ok N numbers", or the first
+mismatches and exits 1. Usage: check_kv_response.py PREFIX ROWS STDOUT.txt"""
 import csv
 import json
 import math
