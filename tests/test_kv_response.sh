@@ -68,6 +68,16 @@ if $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --rando
    grep -q "resuming $d/cut_rows.jsonl: 5 of 12 questions already there" $d/err.txt && cmp -s $d/cut_rows.jsonl $d/b1_rows.jsonl && cmp -s $d/cut.txt $d/b1.txt; then
   ok "a rows file cut mid-question resumes (5 of 12 there) to the same rows and summary"
 else bad "resume: $(tail -3 $d/err.txt)"; fi
+# a real kill -9 once two questions are in the rows file; the rerun completes it to the same rows
+$B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 2 --batch 1 --rows $d/kill_rows.jsonl --out $d/kill > /dev/null 2>&1 &
+pid=$!; i=0
+n_done() { cat $d/kill_rows.jsonl 2>/dev/null | grep -c '"done": true'; }
+while [ $i -lt 600 ] && [ "$(n_done)" -lt 2 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+there=$(n_done)
+[ "$there" -ge 2 ] && $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 2 --batch 1 --rows $d/kill_rows.jsonl --out $d/kill > $d/kill.txt 2> $d/err.txt &&
+  grep -q "resuming $d/kill_rows.jsonl: [0-9]* of 12" $d/err.txt && cmp -s $d/kill_rows.jsonl $d/b1_rows.jsonl && cmp -s $d/kill.txt $d/b1.txt &&
+  ok "kill -9 with $there of 12 questions in the rows file: the rerun resumes to the same rows and summary" || bad "after kill -9 ($there there): $(tail -2 $d/err.txt)"
 $B kv-response $nano --steer $d/zero.json --steer $d/z3.json --step 3 --random-controls 1 --batch 1 --rows $d/cut_rows.jsonl --out $d/cut2 > /dev/null 2> $d/err.txt; rc=$?
 [ $rc -eq 1 ] && grep -q "holds the rows of another run" $d/err.txt && ok "a resume with other settings (--random-controls) is refused" || bad "other settings (exit $rc): $(head -2 $d/err.txt)"
 sed '3s/"key_rel": \[\[[^],]*, /"key_rel": [[/' $d/b1_rows.jsonl > $d/short_rows.jsonl
