@@ -3,7 +3,7 @@
 # alpha 0 moves nothing and no test of it survives correction; a real edit moves the steered slot's
 # K/V at every layer and the next slot's values, and differs from its random controls of the same
 # norm in tests that survive Holm; every summary number is recomputed from the rows file
-# (tests/check_kv_response.py: numpy, scipy, statsmodels); --batch 1 gives the same rows; a rows
+# (tests/check_kv_response.py: numpy, scipy, statsmodels); --batch 1 gives the same rows; a kill -9 and a rows
 # file cut short resumes to the same file, one of other settings is refused; bad usage is refused.
 B=${CODI_BIN:-build/codi_san}   # AddressSanitizer + UBSan
 PY=/usr/bin/python3; [ -x $PY ] || PY=python3
