@@ -114,6 +114,7 @@ TEST_SCRIPTS = \
 	tests/test_lens_stats.sh \
 	tests/test_tune_lens_rows.sh \
 	tests/test_probe_rows.sh \
+	tests/test_lens_family.sh \
 	tests/test_eval.sh \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \
