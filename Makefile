@@ -115,6 +115,7 @@ TEST_SCRIPTS = \
 	tests/test_tune_lens_rows.sh \
 	tests/test_probe_rows.sh \
 	tests/test_lens_family.sh \
+	tests/test_controls.sh \
 	tests/test_eval.sh \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \
