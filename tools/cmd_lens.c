@@ -944,7 +944,8 @@ static double lens_last3(const lens_sum *S, int L, int s, int p, int k, double *
 static const char *lens_name(int L) { return L ? "tuned" : "logit"; }
 
 /* The family of rate-vs-chance tests: every rate of the JSON's "rates" (lens, target set, slot,
-   residual index, k in ks) whose target set has a chance control; p[i] the sign test of the
+   residual index, k in ks) whose target set has a chance control, but the tuned lens's final
+   residual index (the logit lens's: no translator there), counted once; p[i] the sign test of the
    per-question hit - chance (NaN: no test), Holm and BH adjusted over the tests made. Index:
    ((((L * n_sets + s) * P + p) * L1 + l) * n_ks + kk). Returns the number of tests, -1 out of memory. */
 static long lens_family(const lens_agg *ag, const lens_sum *S, const int *ks, int n_ks, double *cb, double *db, double *p, double *holm, double *bh) {
@@ -957,7 +958,7 @@ static long lens_family(const lens_agg *ag, const lens_sum *S, const int *ks, in
                 for (l = 0; l < S->L1; l++)
                     for (kk = 0; kk < n_ks; kk++, i++) {
                         p[i] = NAN;
-                        if (!ag->set[s].chance) continue;
+                        if (!ag->set[s].chance || (L > 0 && l == S->L1 - 1)) continue;
                         lens_rate_of(S, L, s, q, l, ks[kk], cb, db, &r);
                         p[i] = r.p;
                         n += r.p == r.p;
@@ -1051,7 +1052,8 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     cli_json_string(f, ag->a->relations ? ag->a->relations : "");
     fprintf(f, ",\n \"intervals\": {\"rate\": \"Wilson 95%%\", \"chance\": \"Wilson 95%% with one draw per question (k = sum of the per-question chances, rounded)\", "
                "\"diff\": \"Newcombe MOVER 95%% from the two Wilson intervals and the hit-chance correlation over questions\", \"entropy\": \"t 95%% over questions\"}");
-    fprintf(f, ",\n \"family\": {\"tests\": %ld, \"members\": \"every rate of rates with a chance control (lens x target x slot x residual index x k)\", "
+    fprintf(f, ",\n \"family\": {\"tests\": %ld, \"members\": \"every rate of rates with a chance control (lens x target x slot x residual index x k; "
+               "the tuned lens's final index, the logit lens's, once)\", "
                "\"test\": \"exact two-sided sign test of the per-question difference hit - chance (ties left out): p_chance\", "
                "\"corrections\": \"p_holm: Holm (family-wise error), q_bh: Benjamini-Hochberg (false discovery rate), over the family\", "
                "\"alpha\": 0.05, \"holm_survivors\": %ld, \"bh_survivors\": %ld}", n_tests, n_holm, n_bh);
