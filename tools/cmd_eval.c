@@ -706,7 +706,7 @@ static const cli_command cmd_eval = {
     "codi eval --model PATH --questions FILE.jsonl --out RESULTS.jsonl [--steer SPEC.json ...] [options]\n"
     "       codi eval --merge A.jsonl B.jsonl ... [--csv FILE.csv]",
     "Runs every question under each condition: the baseline, each --steer spec (named by its \"name\" or file\n"
-    "name) and, with --random-controls N, each spec with its vectors replaced by random directions of the\n"
+    "name) and, with --random-controls N (default 1), each spec with its vectors replaced by random directions of the\n"
     "same norms: drawn once per spec (default; control K uses seed S+K, named SPEC~random<S+K>) or, with\n"
     "--random-draw question, per question (seeded from S, the spec's number, K and the question index;\n"
     "named SPEC~randomK; each result line records its draw_seed). Names are checked: \"baseline\", a\n"
