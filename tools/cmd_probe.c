@@ -311,20 +311,18 @@ static int probe_is_test(int qindex, int seed, double test_frac) {
     return (double)(h >> 11) / 9007199254740992.0 < test_frac;
 }
 
-#define PROBE_BOOT 2000   /* bootstrap resamples of an AUC interval */
-
 /* AUC of probabilities proba [n, k] against y [n] (binary: class 1's; else the macro one-vs-rest
    AUC, as codi_probe_metrics_of) with a 95% percentile bootstrap interval over questions: the
    questions (runs of equal qid [n]; a question's rows are adjacent) are drawn with replacement
-   PROBE_BOOT times, each with all its rows. Resamples holding one class give no AUC and are left
+   n_boot times, each with all its rows (n_boot 0: no interval). Resamples holding one class give no AUC and are left
    out; lo and hi are NaN when over half do (or with one question). *n_q: the questions. 0, or -1
    out of memory. */
-static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, int n, int k, uint64_t seed,
+static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, int n, int k, int n_boot, uint64_t seed,
                           double *auc, double *lo, double *hi, int *n_q) {
     int *start = (int *)malloc(sizeof(int) * (size_t)(n + 1)), nq = 0, i, b, m, cap = 2 * n + 1, n_ok = 0;
     float *bp = (float *)malloc(sizeof(float) * (size_t)cap * k);
     int32_t *by = (int32_t *)malloc(sizeof(int32_t) * (size_t)cap);
-    double *v = (double *)malloc(sizeof(double) * PROBE_BOOT);
+    double *v = (double *)malloc(sizeof(double) * (size_t)(n_boot ? n_boot : 1));
     codi_probe_metrics met;
     codi_rng rng;
     char err[128];
@@ -334,7 +332,7 @@ static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, 
     start[nq] = n; *n_q = nq;
     if (n > 0 && !codi_probe_metrics_of(proba, y, n, k, &met, err, sizeof err)) *auc = met.auc;
     codi_rng_seed(&rng, seed);
-    for (b = 0; b < PROBE_BOOT && nq > 1; b++) {
+    for (b = 0; b < n_boot && nq > 1; b++) {
         for (m = 0, i = 0; i < nq; i++) {
             int q = (int)(codi_rng_uniform(&rng) * nq), len = start[q + 1] - start[q];
             if (m + len > cap) {
@@ -351,7 +349,7 @@ static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, 
         }
         if (!codi_probe_metrics_of(bp, by, m, k, &met, err, sizeof err) && met.auc == met.auc) v[n_ok++] = met.auc;
     }
-    if (n_ok >= PROBE_BOOT / 2) {
+    if (n_boot && n_ok >= n_boot / 2) {
         qsort(v, (size_t)n_ok, sizeof(double), codi__cmp_double);
         *lo = v[(int)floor(0.025 * (n_ok - 1))]; *hi = v[(int)ceil(0.975 * (n_ok - 1))];
     }
@@ -408,7 +406,7 @@ static void probe_rows_header(FILE *f, int k) {
 
 typedef struct {
     const char *acts, *tensor, *layers, *positions, *out, *label, *questions, *probes, *csv, *labels_file, *keys;
-    int head, max_iter, seed, limit, allow_small, force;
+    int head, max_iter, seed, limit, allow_small, force, boot;
     double l2, test_frac;
     cli_model_args ma;
 } probe_args;
@@ -452,6 +450,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         { "--l2", CLI_DOUBLE, &g.l2, 0, 1e6, "LAMBDA", "L2 strength: mean cross-entropy + LAMBDA/2 |W|^2 (default 0.01; sklearn C = 1/(LAMBDA n))" },
         { "--max-iter", CLI_INT, &g.max_iter, 1, 1000000, "N", "L-BFGS iterations at most (default 1000)" },
         { "--limit", CLI_INT, &g.limit, 0, 1e9, "N", "use the first N finished questions (default 0: all)" },
+        { "--bootstrap", CLI_INT, &g.boot, 0, 1000000, "N", "resamples of whole questions for the AUC's 95% interval (default 2000; 0: none)" },
         CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
@@ -471,7 +470,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     char rule_buf[1100], lim[16];
     memset(&g, 0, sizeof g);
     memset(&pl, 0, sizeof pl);
-    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
+    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.boot = 2000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.label == !g.labels_file) {
         fprintf(stderr, "codi probe train: --acts, --out and one of --label or --labels are required (codi probe train --help)\n"); return 2;
@@ -579,13 +578,13 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
                 probe_row_csv(rows_csv, names[cell], &a, line_of, rq[i], rs[i], yte[i], proba + (size_t)i * pl.n_classes, pl.n_classes, "held-out");
             }
             if (cli_out_flush(rows_csv, path) ||
-                probe_auc_boot(proba, yte, qid, nte, pl.n_classes, (uint64_t)g.seed + (uint64_t)cell, &auc, &boot[2 * cell], &boot[2 * cell + 1], &nq)) goto done;
+                probe_auc_boot(proba, yte, qid, nte, pl.n_classes, g.boot, (uint64_t)g.seed + (uint64_t)cell, &auc, &boot[2 * cell], &boot[2 * cell + 1], &nq)) goto done;
             fprintf(csv, "%s,%s,%d,%s,%s,%s,%d,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,", names[cell], g.tensor, layers[li],
                     pl.pooled ? "pooled" : (snprintf(hbuf, sizeof hbuf, "%d", cs[0]), hbuf), pl.pooled ? "pooled" : a.slot_label[cs[0]], g.label,
                     ntr, nte, met[cell].accuracy, met[cell].acc_lo, met[cell].acc_hi, met[cell].auc, met[cell].auc_lo, met[cell].auc_hi,
                     met[cell].log_loss, probes[cell]->iterations, probes[cell]->converged, nq);
             if (boot[2 * cell] == boot[2 * cell]) fprintf(csv, "%.6f,%.6f", boot[2 * cell], boot[2 * cell + 1]); else fputc(',', csv);
-            fprintf(csv, ",bootstrap over questions (%d resamples)\n", PROBE_BOOT);
+            if (g.boot) fprintf(csv, ",bootstrap over questions (%d resamples)\n", g.boot); else fprintf(csv, ",none (--bootstrap 0)\n");
         }
         cli_progress_update(prog, cell + 1);
     }
@@ -681,6 +680,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL when the probes' label is field:NAME (the dataset's own)" },
         { "--labels", CLI_STR, &g.labels_file, 0, 0, "FILE", "per-row labels (as probe train --labels) instead of the probes' own rule" },
         { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "use a --questions file other than the one the dataset was recorded from" },
+        { "--bootstrap", CLI_INT, &g.boot, 0, 1000000, "N", "resamples of whole questions for the AUC's 95% interval (default 2000; 0: none)" },
         CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
@@ -696,7 +696,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     int32_t *yb = NULL;
     char rule_buf[1100];
     memset(&g, 0, sizeof g);
-    g.ma = cli_model_defaults();
+    g.ma = cli_model_defaults(); g.boot = 2000;
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.probes || !g.acts) { fprintf(stderr, "codi probe apply: --probes and --acts are required\n"); return 2; }
     {
@@ -786,7 +786,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
                 if (labelled[k]) {
                     codi_wilson_interval(correct[k], labelled[k], 1.96, &lo, &hi);
                     snprintf(acc, sizeof acc, "%.4f [%.4f, %.4f]", (double)correct[k] / labelled[k], lo, hi);
-                    if (probe_auc_boot(pb + (size_t)k * a.Q * a.P * K, yb + k * a.Q * a.P, qb + k * a.Q * a.P, labelled[k], K, 0, &auc, &alo, &ahi, &nq)) {
+                    if (probe_auc_boot(pb + (size_t)k * a.Q * a.P * K, yb + k * a.Q * a.P, qb + k * a.Q * a.P, labelled[k], K, g.boot, 0, &auc, &alo, &ahi, &nq)) {
                         fprintf(stderr, "codi probe apply: out of memory\n"); codi_probe_free(p); goto done;
                     }
                     if (alo == alo) snprintf(aucs, sizeof aucs, "%.4f [%.4f, %.4f]", auc, alo, ahi);
