@@ -112,6 +112,10 @@ TEST_SCRIPTS = \
 	tests/test_kv_response.sh \
 	tests/test_lens_cli.sh \
 	tests/test_lens_stats.sh \
+	tests/test_tune_lens_rows.sh \
+	tests/test_probe_rows.sh \
+	tests/test_lens_family.sh \
+	tests/test_controls.sh \
 	tests/test_eval.sh \
 	tests/test_vectors.sh \
 	tests/test_sweep.sh \

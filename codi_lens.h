@@ -796,6 +796,10 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
    first..first+count-1 of fn, with n_threads workers. 0, or -1 with a message in err. */
 CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
                                   long first, long count, int n_threads, double *kl, char *err, size_t errsz);
+/* The same per sample: kl [count, L] = KL(final || lens) of each sample at each residual index
+   (per-question rows and intervals). 0, or -1 with a message in err. */
+CODI_API int codi_tuned_lens_eval_each(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                       long first, long count, int n_threads, double *kl, char *err, size_t errsz);
 
 /* ---- activation datasets (>>acts): one pre-sized .safetensors file, rows filled in place ----
    Layout (Q questions, P recorded positions, L layers, D dim, N latents, KVH, HD):
@@ -8023,6 +8027,34 @@ CODI_API int codi_tuned_lens_eval(const codi_model *m, const codi_tuned_lens *t,
         for (l = 0; l < c->n_layers; l++) kl[l] += part[l] * n;
     }
     for (l = 0; l < c->n_layers; l++) kl[l] /= (double)count;
+    rc = 0;
+done:
+    codi__lens_pool_free(pool);
+    codi__lens_batch_free(&lb);
+    return rc;
+}
+
+CODI_API int codi_tuned_lens_eval_each(const codi_model *m, const codi_tuned_lens *t, codi_lens_sample_fn fn, void *user,
+                                       long first, long count, int n_threads, double *kl, char *err, size_t errsz) {
+    const codi_config *c = &m->config;
+    enum { CHUNK = 32 };
+    codi__lens_batch lb;
+    codi__pool *pool = NULL;
+    long done, idx[CHUNK];
+    double part[512];
+    int l, rc = -1;
+    if (count <= 0 || first < 0 || c->n_layers > 512) { codi__err(err, errsz, "evaluation needs count > 0 and first >= 0"); return -1; }
+    if (t && (t->n_layers != c->n_layers || t->dim != c->dim)) { codi__err(err, errsz, "tuned lens made for another model shape"); return -1; }
+    n_threads = codi__lens_threads(n_threads);
+    if (codi__lens_batch_init(&lb, m, t, CHUNK, n_threads, 0)) { codi__err(err, errsz, "out of memory"); return -1; }
+    if (n_threads > 1 && !(pool = codi__lens_pool(n_threads))) { codi__err(err, errsz, "cannot start threads"); goto done; }
+    for (done = 0; done < count; done += CHUNK) {
+        int n = count - done < CHUNK ? (int)(count - done) : CHUNK, b;
+        for (b = 0; b < n; b++) idx[b] = first + done + b;
+        if (codi__lens_batch_fill(&lb, fn, user, idx, n, err, errsz)) goto done;
+        codi__lens_batch_run(&lb, pool, part);
+        for (b = 0; b < n; b++) for (l = 0; l < c->n_layers; l++) kl[(size_t)(done + b) * c->n_layers + l] = lb.loss[(size_t)l * lb.cap + b];
+    }
     rc = 0;
 done:
     codi__lens_pool_free(pool);

@@ -239,6 +239,17 @@ static void test_training_lowers_kl(codi_model *m, t_golden *g) {
         for (s = 0; s < o.total_steps && ok; s++) ok = codi_lens_trainer_step(tr, NULL) == 0;
         ok = ok && codi_tuned_lens_eval(m, t, gold_sample, &gs, 128, NPOS - 128, 2, after, err, sizeof err) == 0;
         for (l = 0; l < L; l++) ok &= after[l] < before[l];
+        if (recipe == 0) {                               /* per sample: their mean is the mean KL, each one finite and >= 0 */
+            double each[(NPOS - 128) * L], worst = 0;
+            int i, good = codi_tuned_lens_eval_each(m, t, gold_sample, &gs, 128, NPOS - 128, 2, each, err, sizeof err) == 0;
+            for (l = 0; good && l < L; l++) {
+                double sum = 0;
+                for (i = 0; i < NPOS - 128; i++) { sum += each[i * L + l]; good &= each[i * L + l] >= 0; }
+                worst = fmax(worst, fabs(sum / (NPOS - 128) - after[l]));
+            }
+            t_result(good && worst < 1e-9, "codi_tuned_lens_eval_each: per-sample KL, their mean = codi_tuned_lens_eval", "max |mean diff| %.3g%s%s",
+                     worst, good ? "" : "; ", good ? "" : err);
+        }
         t_result(ok, recipe == 0 ? "library recipe (SGD Nesterov, 30 steps of 32) lowers held-out KL on every layer"
                                  : "sprint recipe (Adam, batch 1, 64 steps) lowers held-out KL on every layer",
                  "KL before -> after: %.3f->%.3f %.3f->%.3f %.3f->%.3f %.3f->%.3f", before[0], after[0], before[1], after[1],

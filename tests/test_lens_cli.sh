@@ -92,11 +92,11 @@ $B record --model $nano --questions models/codi-nano/test.jsonl --limit 24 --dty
 [ $r -ne 0 ] && grep -q 'dtype' build/lcli_err.txt && ok "codi record refuses to resume a dataset recorded with other options" || bad "codi record resume with other options (exit $r)"
 
 # 5. a tuned lens on codi-nano: held-out KL below the logit lens's at every layer; checkpoints resume
-rm -rf build/lcli_lens build/lcli_lens.ckpt
+rm -rf build/lcli_lens build/lcli_lens.ckpt build/lcli_lens_heldout*
 $B tune-lens --model $nano --acts build/lcli_full.st --steps 40 --batch 16 --held-out 24 --threads 2 --checkpoint build/lcli_lens.ckpt --out build/lcli_lens > build/lcli_tune.txt 2>/dev/null
-rows=$(awk 'NR > 2 && NF == 3 && $3 < $2' build/lcli_tune.txt | wc -l)
+rows=$(awk '$1 ~ /^[0-9]+$/ && NF == 12 && $7 < $4 && $12 + 0 < 0' build/lcli_tune.txt | wc -l)
 [ "$rows" -eq 6 ] && [ -f build/lcli_lens/params.pt ] && [ -f build/lcli_lens/config.json ] &&
-  ok "codi tune-lens (library recipe): held-out KL below the logit lens at all 6 layers; params.pt + config.json" || bad "codi tune-lens: $(cat build/lcli_tune.txt)"
+  ok "codi tune-lens (library recipe): held-out KL below the logit lens at all 6 layers (paired 95% interval below 0); params.pt + config.json" || bad "codi tune-lens: $(cat build/lcli_tune.txt)"
 cp build/lcli_lens/params.pt build/lcli_params_first.pt
 $B tune-lens --model $nano --acts build/lcli_full.st --steps 40 --batch 16 --held-out 24 --threads 1 --checkpoint build/lcli_lens.ckpt --out build/lcli_lens 2>build/lcli_err.txt >/dev/null
 grep -q "resumed build/lcli_lens.ckpt at step 40" build/lcli_err.txt && cmp -s build/lcli_params_first.pt build/lcli_lens/params.pt &&

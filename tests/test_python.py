@@ -557,6 +557,10 @@ def main():
     lens, losses = cl.train_tuned_lens(mf, resid, tgt, steps=30, batch=16, seed=3)
     after = cl.tuned_lens_eval(mf, lens, resid, tgt)
     result(losses.shape == (30, 4) and np.all(after < before), "train_tuned_lens lowers every layer's KL", "%s -> %s" % (np.round(before, 3), np.round(after, 3)))
+    each = cl.tuned_lens_eval(mf, lens, resid, tgt, per_sample=True)
+    e = max_abs(each.mean(axis=0), after)
+    result(each.shape == (resid.shape[0], 4) and e <= 1e-9 * max(1, after.max()), "tuned_lens_eval(per_sample=True): each sample's KL, their mean the mean KL",
+           "shape %s, max |diff| %.3g" % (each.shape, e))
     lens2, _ = cl.train_tuned_lens(mf, resid, tgt, steps=30, batch=16, seed=3, threads=2)
     result(np.array_equal(lens.weight, lens2.weight), "tuned-lens training is the same bits with 2 threads")
     lp = os.path.join(tmp, "lens.safetensors")

@@ -531,14 +531,14 @@ static int eval_merge(char **files, int n, const char *csv_path) {
 static int eval_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *questions = NULL, *out = NULL, *shard = NULL, *csv = NULL, *random_draw = "spec";
-    int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = 0, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
+    int limit = 0, recipe = 0, latents = 6, max_answer = 256, random_controls = -1, seed = 1, shard_k = 0, shard_n = 0, merge = 0;
     int batch = CLI_BATCH_DEFAULT;
     cli_list steers;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "questions, one {\"question\": ..., \"answer\": N or \"... #### N\"} per line" },
         { "--steer", CLI_LIST, &steers, 0, 0, "SPEC.json", "a steering spec (tests/data/steer/*.json; codi_lens.h >>steer): one condition each, repeatable" },
-        { "--random-controls", CLI_INT, &random_controls, 0, 1000, "N", "per spec, N conditions with its vectors replaced by random directions of the same norms (seeds seed+1..seed+N; default 0)" },
+        { "--random-controls", CLI_INT, &random_controls, 0, 1000, "N", "per spec, N conditions with its vectors replaced by random directions of the same norms (seeds seed+1..seed+N; default 1 with --steer; 0: none)" },
         { "--random-draw", CLI_STR, &random_draw, 0, 0, "spec|question", "random controls drawn once per spec (default: control K's directions from seed S+K) or per question (seeded from S, spec, K and the question index)" },
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random controls (default 1)" },
         { "--out", CLI_STR, &out, 0, 0, "RESULTS.jsonl", "per-question results, appended as they come; an existing file is resumed" },
@@ -582,6 +582,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     if (strcmp(random_draw, "spec") && strcmp(random_draw, "question")) { fprintf(stderr, "codi eval: --random-draw is spec or question, not '%s'\n", random_draw); rc = 2; goto done; }
     ec.draw_per_question = !strcmp(random_draw, "question");
     ec.seed = (uint64_t)seed;
+    if (random_controls < 0) random_controls = steers.n ? 1 : 0;   /* every spec is tested against a control unless told otherwise */
     if (random_controls && !steers.n) { fprintf(stderr, "codi eval: --random-controls needs at least one --steer spec to take the norms from\n"); rc = 2; goto done; }
     {
         const char *in[CLI_LIST_MAX + 3];
@@ -705,7 +706,7 @@ static const cli_command cmd_eval = {
     "codi eval --model PATH --questions FILE.jsonl --out RESULTS.jsonl [--steer SPEC.json ...] [options]\n"
     "       codi eval --merge A.jsonl B.jsonl ... [--csv FILE.csv]",
     "Runs every question under each condition: the baseline, each --steer spec (named by its \"name\" or file\n"
-    "name) and, with --random-controls N, each spec with its vectors replaced by random directions of the\n"
+    "name) and, with --random-controls N (default 1), each spec with its vectors replaced by random directions of the\n"
     "same norms: drawn once per spec (default; control K uses seed S+K, named SPEC~random<S+K>) or, with\n"
     "--random-draw question, per question (seeded from S, the spec's number, K and the question index;\n"
     "named SPEC~randomK; each result line records its draw_seed). Names are checked: \"baseline\", a\n"

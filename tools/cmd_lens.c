@@ -857,7 +857,7 @@ static int lens_sum_alloc(lens_sum *S, const lens_agg *ag) {
    interval from those two Wilson intervals and the observed correlation of hit and chance over the
    questions (Newcombe 1998, method 10; Zou and Donner 2008). Unlike a t interval on the
    differences it keeps its width where the hits are all 0 or all 1. */
-typedef struct { long n, hits, n_chance; double rate, lo, hi, chance, clo, chi, diff, dlo, dhi; } lens_rate;
+typedef struct { long n, hits, n_chance, above, below; double rate, lo, hi, chance, clo, chi, diff, dlo, dhi, p; } lens_rate;
 
 static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, double *cbuf, double *hbuf, lens_rate *r) {
     const double z = 1.959963984540054;
@@ -875,7 +875,12 @@ static void lens_rate_of(const lens_sum *S, int L, int s, int p, int l, int k, d
     r->rate = r->n ? (double)r->hits / r->n : NAN;
     codi_wilson_interval((int)r->hits, (int)r->n, z, &r->lo, &r->hi);
     if (!r->n) r->lo = r->hi = NAN;
-    r->chance = r->clo = r->chi = r->diff = r->dlo = r->dhi = NAN;
+    r->chance = r->clo = r->chi = r->diff = r->dlo = r->dhi = r->p = NAN;
+    if (r->n_chance) {
+        long i;
+        for (i = 0; i < r->n_chance; i++) { r->above += hbuf[i] > cbuf[i]; r->below += hbuf[i] < cbuf[i]; }
+        r->p = codi_mcnemar_exact(r->below, r->above);   /* sign test of hit - chance per question (ties left out) */
+    }
     if (r->n_chance) {
         double sh = 0, sc = 0, shh = 0, scc = 0, shc = 0, n = (double)r->n_chance, p1, p2, l1, u1, l2, u2, vh, vc, phi = 0;
         long i;
@@ -925,6 +930,30 @@ static double lens_last3(const lens_sum *S, int L, int s, int p, int k, double *
 
 static const char *lens_name(int L) { return L ? "tuned" : "logit"; }
 
+/* The family of rate-vs-chance tests: every rate of the JSON's "rates" (lens, target set, slot,
+   residual index, k in ks) whose target set has a chance control, but the tuned lens's final
+   residual index (the logit lens's: no translator there), counted once; p[i] the sign test of the
+   per-question hit - chance (NaN: no test), Holm and BH adjusted over the tests made. Index:
+   ((((L * n_sets + s) * P + p) * L1 + l) * n_ks + kk). Returns the number of tests, -1 out of memory. */
+static long lens_family(const lens_agg *ag, const lens_sum *S, const int *ks, int n_ks, double *cb, double *db, double *p, double *holm, double *bh) {
+    long i = 0, n = 0;
+    int L, s, q, l, kk;
+    lens_rate r;
+    for (L = 0; L < S->n_lens; L++)
+        for (s = 0; s < ag->n_sets; s++)
+            for (q = 0; q < S->P; q++)
+                for (l = 0; l < S->L1; l++)
+                    for (kk = 0; kk < n_ks; kk++, i++) {
+                        p[i] = NAN;
+                        if (!ag->set[s].chance || (L > 0 && l == S->L1 - 1)) continue;
+                        lens_rate_of(S, L, s, q, l, ks[kk], cb, db, &r);
+                        p[i] = r.p;
+                        n += r.p == r.p;
+                    }
+    if (i > 2147483647L || codi_holm(p, (int)i, holm) || codi_bh(p, (int)i, bh)) return -1;
+    return n;
+}
+
 /* The summary files: PREFIX.csv (per slot and residual index, the primary lens: the tuned one when
    given), PREFIX_rates.csv (every rate, long form), PREFIX.json, the SVG figures; a table on stdout. */
 static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
@@ -936,13 +965,19 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     double *cb = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1)), *db = (double *)malloc(sizeof(double) * (size_t)(S->nq + 1));
     lens_rate r;
     codi_mean_ci ci;
-    if (!cb || !db) { free(cb); free(db); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+    size_t n_fam = (size_t)S->n_lens * ag->n_sets * P * L1 * 4;
+    double *fp = (double *)malloc(sizeof(double) * (n_fam ? n_fam : 1)), *fholm = (double *)malloc(sizeof(double) * (n_fam ? n_fam : 1));
+    double *fbh = (double *)malloc(sizeof(double) * (n_fam ? n_fam : 1));
+    long n_tests, n_holm = 0, n_bh = 0, fi;
+    if (!cb || !db || !fp || !fholm || !fbh) { free(cb); free(db); free(fp); free(fholm); free(fbh); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
     ks[n_ks++] = 1; ks[n_ks++] = 5; ks[n_ks++] = 10;          /* the k of the rates in the JSON: 1, 5, 10 and --top-k */
     if (K != 1 && K != 5 && K != 10) ks[n_ks++] = K;
     for (k = 1; k < n_ks; k++) { int v = ks[k], j = k; while (j > 0 && ks[j - 1] > v) { ks[j] = ks[j - 1]; j--; } ks[j] = v; }
+    if ((n_tests = lens_family(ag, S, ks, n_ks, cb, db, fp, fholm, fbh)) < 0) { free(cb); free(db); free(fp); free(fholm); free(fbh); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+    for (fi = 0; fi < (long)S->n_lens * ag->n_sets * P * L1 * n_ks; fi++) { n_holm += fholm[fi] < 0.05; n_bh += fbh[fi] < 0.05; }
     /* CSV: one row per (position, layer), the primary lens, as before */
     snprintf(path, sizeof path, "%s.csv", prefix);
-    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
     fprintf(f, "slot,label,layer,questions,entropy_mean");
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",answer_top%d", k);
     for (k = 1; k <= LENS_KMAX; k++) fprintf(f, ",intermediate_top%d", k);
@@ -963,11 +998,12 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
             }
             fprintf(f, "\n");
         }
-    if (cli_out_close(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
     /* rates CSV, long form */
     snprintf(path, sizeof path, "%s_rates.csv", prefix);
-    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
-    fprintf(f, "lens,target,slot,label,layer,k,n,hits,rate,ci_low,ci_high,chance_n,chance_rate,chance_ci_low,chance_ci_high,diff,diff_ci_low,diff_ci_high\n");
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
+    fprintf(f, "lens,target,slot,label,layer,k,n,hits,rate,ci_low,ci_high,chance_n,chance_rate,chance_ci_low,chance_ci_high,diff,diff_ci_low,diff_ci_high,"
+               "p_chance,p_holm,q_bh\n");
     for (L = 0; L < S->n_lens; L++)
         for (s = 0; s < ag->n_sets; s++)
             for (p = 0; p < P; p++)
@@ -980,12 +1016,17 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                         fprintf(f, "%s,\"%s\",%d,%s,%d,%d,%ld,%ld", lens_name(L), ag->set[s].name, p, lab, l, k, r.n, r.hits);
                         v[0] = r.rate; v[1] = r.lo; v[2] = r.hi; v[3] = r.chance; v[4] = r.clo; v[5] = r.chi; v[6] = r.diff; v[7] = r.dlo; v[8] = r.dhi;
                         for (i = 0; i < 9; i++) { fprintf(f, ","); if (i == 3) fprintf(f, "%ld,", r.n_chance); lens_csv_num(f, v[i]); }
+                        fprintf(f, ","); lens_csv_num(f, r.p);
+                        for (i = 0; i < n_ks && ks[i] != k; i++) {}            /* corrected only within the family (k in the JSON's) */
+                        fi = ((((long)L * ag->n_sets + s) * P + p) * L1 + l) * n_ks + i;
+                        fprintf(f, ","); if (i < n_ks) lens_csv_num(f, fholm[fi]);
+                        fprintf(f, ","); if (i < n_ks) lens_csv_num(f, fbh[fi]);
                         fprintf(f, "\n");
                     }
-    if (cli_out_close(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
     /* JSON */
     snprintf(path, sizeof path, "%s.json", prefix);
-    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); return -1; }
+    if (!(f = cli_out_open(path, "w"))) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
     fprintf(f, "{\"model\": "); cli_json_string(f, ag->a->ma.model);
     fprintf(f, ", \"questions_file\": "); cli_json_string(f, ag->a->questions);
     fprintf(f, ", \"questions\": %d, \"correct\": %d, \"lens\": \"%s\", \"lenses\": [\"logit\"%s], \"labels\": [", S->n_done, S->n_correct, lens_name(PL),
@@ -998,6 +1039,11 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
     cli_json_string(f, ag->a->relations ? ag->a->relations : "");
     fprintf(f, ",\n \"intervals\": {\"rate\": \"Wilson 95%%\", \"chance\": \"Wilson 95%% with one draw per question (k = sum of the per-question chances, rounded)\", "
                "\"diff\": \"Newcombe MOVER 95%% from the two Wilson intervals and the hit-chance correlation over questions\", \"entropy\": \"t 95%% over questions\"}");
+    fprintf(f, ",\n \"family\": {\"tests\": %ld, \"members\": \"every rate of rates with a chance control (lens x target x slot x residual index x k; "
+               "the tuned lens's final index, the logit lens's, once)\", "
+               "\"test\": \"exact two-sided sign test of the per-question difference hit - chance (ties left out): p_chance\", "
+               "\"corrections\": \"p_holm: Holm (family-wise error), q_bh: Benjamini-Hochberg (false discovery rate), over the family\", "
+               "\"alpha\": 0.05, \"holm_survivors\": %ld, \"bh_survivors\": %ld}", n_tests, n_holm, n_bh);
     fprintf(f, ",\n \"targets\": [");
     for (s = 0; s < ag->n_sets; s++) {
         const lens_tset *ts = &ag->set[s];
@@ -1069,7 +1115,10 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                         fprintf(f, ", \"chance_n\": %ld, \"chance_rate\": ", r.n_chance); lens_json_num(f, r.chance);
                         fprintf(f, ", \"chance_ci_low\": "); lens_json_num(f, r.clo); fprintf(f, ", \"chance_ci_high\": "); lens_json_num(f, r.chi);
                         fprintf(f, ", \"diff\": "); lens_json_num(f, r.diff); fprintf(f, ", \"diff_ci_low\": "); lens_json_num(f, r.dlo);
-                        fprintf(f, ", \"diff_ci_high\": "); lens_json_num(f, r.dhi); fprintf(f, "}");
+                        fprintf(f, ", \"diff_ci_high\": "); lens_json_num(f, r.dhi);
+                        fi = ((((long)L * ag->n_sets + s) * P + p) * L1 + l) * n_ks + kk;
+                        fprintf(f, ", \"p_chance\": "); lens_json_num(f, r.p); fprintf(f, ", \"p_holm\": "); lens_json_num(f, fholm[fi]);
+                        fprintf(f, ", \"q_bh\": "); lens_json_num(f, fbh[fi]); fprintf(f, "}");
                     }
                 }
     fprintf(f, "],\n \"entropy\": [");
@@ -1107,7 +1156,7 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
         fprintf(f, "]");
     }
     fprintf(f, "}\n");
-    if (cli_out_close(f)) { free(cb); free(db); return -1; }
+    if (cli_out_close(f)) { free(cb); free(db); free(fp); free(fholm); free(fbh); return -1; }
     /* the table: each lens and target set at the final residual index, top-1 and top-K */
     for (L = 0; L < S->n_lens; L++)
         for (s = 0; s < ag->n_sets; s++) {
@@ -1117,7 +1166,8 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                 if (kk && K == 1) continue;
                 printf("\n%s lens, target %s in the top-%d at residual index %d (final); chance: another question's target (%d permutations)\n",
                        lens_name(L), ag->set[s].name, kv, L1 - 1, ag->K);
-                printf("%-10s %5s %8s %17s %8s %17s %8s %19s\n", "position", "n", "rate", "95% CI (Wilson)", "chance", "95% CI (Wilson)", "diff", "95% CI (MOVER)");
+                printf("%-10s %5s %8s %17s %8s %17s %8s %19s %9s %9s\n", "position", "n", "rate", "95% CI (Wilson)", "chance", "95% CI (Wilson)", "diff", "95% CI (MOVER)",
+                       "p_holm", "q_bh");
                 for (p = 0; p < P; p++) {
                     char c1[32], c2[32], c3[48];
                     lens_rate_of(S, L, s, p, L1 - 1, kv, cb, db, &r);
@@ -1126,12 +1176,42 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
                     if (r.chance == r.chance) snprintf(c2, sizeof c2, "%5.1f%% - %5.1f%%", 100 * r.clo, 100 * r.chi); else snprintf(c2, sizeof c2, "-");
                     if (r.diff == r.diff) snprintf(c3, sizeof c3, "%+5.1f%% - %+5.1f%%%s", 100 * r.dlo, 100 * r.dhi, r.dlo > 0 ? " >" : r.dhi < 0 ? " <" : "");
                     else snprintf(c3, sizeof c3, "-");
-                    printf("%-10s %5ld %7.1f%% %17s %7.1f%% %17s %+7.1f%% %19s\n", lab, r.n, r.n ? 100 * r.rate : 0.0, c1,
-                           r.chance == r.chance ? 100 * r.chance : 0.0, c2, r.diff == r.diff ? 100 * r.diff : 0.0, c3);
+                    {
+                        int i;
+                        char ph[24] = "-", qb[24] = "-";
+                        for (i = 0; i < n_ks && ks[i] != kv; i++) {}
+                        fi = ((((long)L * ag->n_sets + s) * P + p) * L1 + (L1 - 1)) * n_ks + i;
+                        if (i < n_ks && fholm[fi] == fholm[fi]) snprintf(ph, sizeof ph, "%.2g%s", fholm[fi], fholm[fi] < 0.05 ? " *" : "");
+                        if (i < n_ks && fbh[fi] == fbh[fi]) snprintf(qb, sizeof qb, "%.2g%s", fbh[fi], fbh[fi] < 0.05 ? " +" : "");
+                        printf("%-10s %5ld %7.1f%% %17s %7.1f%% %17s %+7.1f%% %19s %9s %9s\n", lab, r.n, r.n ? 100 * r.rate : 0.0, c1,
+                               r.chance == r.chance ? 100 * r.chance : 0.0, c2, r.diff == r.diff ? 100 * r.diff : 0.0, c3, ph, qb);
+                    }
                 }
             }
         }
     printf("(> / <: the paired difference's 95%% interval lies above / below 0)\n");
+    printf("rate vs chance, corrected over the family of %ld tests (every rate in %s.json with a chance control: lens x target x position x residual\n"
+           "index x k in {", n_tests, prefix);
+    for (k = 0; k < n_ks; k++) printf("%s%d", k ? "," : "", ks[k]);
+    printf("}; exact sign test of hit - chance per question): %ld survive Holm at 5%% (* above), %ld survive Benjamini-Hochberg at q < 0.05 (+)\n", n_holm, n_bh);
+    if (n_holm) {                                /* the Holm survivors, strongest first (at most 20) */
+        int shown = 0;
+        printf("Holm survivors (at most 20):\n%-6s %-24s %-10s %5s %4s %8s %8s %9s\n", "lens", "target", "position", "layer", "k", "rate", "chance", "p_holm");
+        while (shown < 20) {
+            long best = -1;
+            for (fi = 0; fi < (long)S->n_lens * ag->n_sets * P * L1 * n_ks; fi++)
+                if (fholm[fi] < 0.05 && (best < 0 || fholm[fi] < fholm[best])) best = fi;
+            if (best < 0) break;
+            {
+                int kk = (int)(best % n_ks), ll = (int)(best / n_ks % L1), pp = (int)(best / n_ks / L1 % P);
+                int ss = (int)(best / n_ks / L1 / P % ag->n_sets), LL = (int)(best / n_ks / L1 / P / ag->n_sets);
+                lens_rate_of(S, LL, ss, pp, ll, ks[kk], cb, db, &r);
+                pos_label(&ag->ps, pp, lab, sizeof lab);
+                printf("%-6s %-24.24s %-10s %5d %4d %7.1f%% %7.1f%% %9.2g\n", lens_name(LL), ag->set[ss].name, lab, ll, ks[kk], 100 * r.rate, 100 * r.chance, fholm[best]);
+            }
+            fholm[best] = NAN; shown++;            /* shown; the table above is already printed */
+        }
+    }
     for (s = 0; s < ag->n_sets && S->n_lens > 1; s++) {     /* logit vs tuned, per question (the final index is the same lens) */
         int cells = 0, sig = 0, tuned_better = 0;
         for (p = 0; p < P; p++)
@@ -1151,7 +1231,7 @@ static int lens_agg_write(const lens_agg *ag, const lens_sum *S) {
         printf("logit vs tuned lens, target %s in the top-%d (McNemar exact per cell, uncorrected): %d of %d (position, residual index < %d) cells differ "
                "at p < 0.05, the tuned lens ahead in %d (lens_comparison in %s.json)\n", ag->set[s].name, K, sig, cells, L1 - 1, tuned_better, prefix);
     }
-    free(cb); free(db);
+    free(cb); free(db); free(fp); free(fholm); free(fbh);
     return 0;
 }
 
@@ -1573,7 +1653,11 @@ static const cli_command cmd_lens = {
     "top-k (k = 1..10) with its Wilson 95% interval and n, beside a chance rate: each question's target\n"
     "replaced by another question's (--chance-permutations K seeded permutations without fixed points;\n"
     "Wilson interval, one draw per question) and the paired difference rate - chance (mean of the\n"
-    "per-question differences; Newcombe's MOVER 95% interval). Target sets (--targets): answer;\n"
+    "per-question differences; Newcombe's MOVER 95% interval). Each rate with a chance control is\n"
+    "tested against it (exact sign test of the per-question hit - chance: p_chance) and corrected over\n"
+    "the family of all such rates in the JSON (lens x target x position x residual index x k in\n"
+    "{1,5,10,--top-k}): p_holm (Holm), q_bh (Benjamini-Hochberg); the summary gives the number of tests\n"
+    "and the survivors (the JSON's family; * and + in the tables). Target sets (--targets): answer;\n"
     "intermediates (cot <<a*b=c>> results, steps, or x + y / x - y of codi gen-templates' questions);\n"
     "approx (integers within --approx-pct % of the answer and the --relations, e.g. 720 and\n"
     "180 for 360; the answer's tokens left out); field:NAME (numbers or token texts of a field);\n"

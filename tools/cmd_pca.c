@@ -280,7 +280,9 @@ static void pca_spec_site(const char *tensor, int layer, int step, char *buf, si
     if (step > 0) snprintf(when, sizeof when, "\"step\": %d", step);
     else snprintf(when, sizeof when, "\"phase\": \"latent\"");
     if (!strcmp(tensor, "resid")) snprintf(buf, cap, "\"at\": \"resid\", \"layer\": %d, %s", layer, when);
-    else snprintf(buf, cap, "\"at\": \"%s\", %s", !strcmp(tensor, "final") ? "final" : "latent_input", when);
+    else if (!strcmp(tensor, "final")) snprintf(buf, cap, "\"at\": \"final\", %s", when);
+    else if (step > 0) snprintf(buf, cap, "\"at\": \"latent_input\", %s", when);
+    else snprintf(buf, cap, "\"at\": \"latent_input\"");   /* no step: every latent input (its phase is the latent one) */
 }
 
 /* One spec file DIR/steer_NAME.pcC.TAG.json: a single edit along a component or a random control. */
@@ -562,14 +564,18 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
             int ai;
             char tag[48], what[512];
             pca_spec_site(g.tensor, layers[li], g.steer_step, site, sizeof site);
-            for (ai = 0; ai <= n_alpha && !prc; ai++) {
-                double al = ai < n_alpha ? alphas[ai] : fabs(alphas[0]);
+            for (ai = 0; ai < 2 * n_alpha && !prc; ai++) {   /* the specs, then a control per distinct |alpha| */
+                double al = ai < n_alpha ? alphas[ai] : fabs(alphas[ai - n_alpha]);
+                int seen = 0, bi;
+                for (bi = n_alpha; bi < ai; bi++) seen |= fabs(alphas[bi - n_alpha]) == al;
+                if (ai >= n_alpha && (seen || al == 0)) continue;
                 if (ai < n_alpha) {
                     snprintf(tag, sizeof tag, "%+gsd", al);
                     snprintf(what, sizeof what, "adds %g standard deviations (sd %.6g) of PC%d of %s", al, sqrt(pcs[li]->variance[c]), c + 1, names[li]);
                 } else {
                     snprintf(tag, sizeof tag, "random%+gsd", al);
-                    snprintf(what, sizeof what, "control: a seeded random direction with the norm of %g sd of PC%d of %s", al, c + 1, names[li]);
+                    snprintf(what, sizeof what, "control of the +-%g sd specs: a seeded random direction with the norm of %g sd of PC%d of %s (the same direction for every alpha)",
+                             al, al, c + 1, names[li]);
                 }
                 prc = pca_write_spec(g.out, vn[nv], tag, site, al, ai < n_alpha ? 0 : 1000 + nv, what);
                 if (prc) snprintf(err, sizeof err, "cannot write a spec file in %s", g.out);
@@ -613,7 +619,8 @@ static const cli_command cmd_pca = {
     "(final_norm ignores the scale of a bare direction, so the move is read from the mean), on stdout and\n"
     "in lens.csv. With --steer-components N: steer_vectors.safetensors (sd * component, so a spec's alpha\n"
     "counts standard deviations), one steering-spec file (codi_lens.h >>steer; `--steer FILE`) per component\n"
-    "and --steer-sd alpha, and per component a control spec: a seeded random direction of the same norm.\n"
+    "and --steer-sd alpha, and per component and distinct |alpha| a control spec (steer_NAME.random+Asd.json):\n"
+    "a seeded random direction of the same norm (codi eval also draws its own controls, --random-controls).\n"
     "Keys: --tensor key reads the post-RoPE keys as cached (default), --keys pre the pre-RoPE ones\n"
     "(key_pre_rope: without the position's rotation, so slots at different positions compare); outputs are\n"
     "named after the tensor read (key.layer3 / key_pre_rope.layer3).\n\n"

@@ -311,16 +311,109 @@ static int probe_is_test(int qindex, int seed, double test_frac) {
     return (double)(h >> 11) / 9007199254740992.0 < test_frac;
 }
 
+/* AUC of probabilities proba [n, k] against y [n] (binary: class 1's; else the macro one-vs-rest
+   AUC, as codi_probe_metrics_of) with a 95% percentile bootstrap interval over questions: the
+   questions (runs of equal qid [n]; a question's rows are adjacent) are drawn with replacement
+   n_boot times, each with all its rows (n_boot 0: no interval). Resamples holding one class give no AUC and are left
+   out; lo and hi are NaN when over half do (or with one question). *n_q: the questions. 0, or -1
+   out of memory. */
+static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, int n, int k, int n_boot, uint64_t seed,
+                          double *auc, double *lo, double *hi, int *n_q) {
+    int *start = (int *)malloc(sizeof(int) * (size_t)(n + 1)), nq = 0, i, b, m, cap = 2 * n + 1, n_ok = 0;
+    float *bp = (float *)malloc(sizeof(float) * (size_t)cap * k);
+    int32_t *by = (int32_t *)malloc(sizeof(int32_t) * (size_t)cap);
+    double *v = (double *)malloc(sizeof(double) * (size_t)(n_boot ? n_boot : 1));
+    codi_probe_metrics met;
+    codi_rng rng;
+    char err[128];
+    *auc = *lo = *hi = NAN; *n_q = 0;
+    if (!start || !bp || !by || !v) { free(start); free(bp); free(by); free(v); return -1; }
+    for (i = 0; i < n; i++) if (!i || qid[i] != qid[i - 1]) start[nq++] = i;
+    start[nq] = n; *n_q = nq;
+    if (n > 0 && !codi_probe_metrics_of(proba, y, n, k, &met, err, sizeof err)) *auc = met.auc;
+    codi_rng_seed(&rng, seed);
+    for (b = 0; b < n_boot && nq > 1; b++) {
+        for (m = 0, i = 0; i < nq; i++) {
+            int q = (int)(codi_rng_uniform(&rng) * nq), len = start[q + 1] - start[q];
+            if (m + len > cap) {
+                int nc = 2 * (m + len);
+                float *np = (float *)realloc(bp, sizeof(float) * (size_t)nc * k);
+                int32_t *ny = np ? (int32_t *)realloc(by, sizeof(int32_t) * (size_t)nc) : NULL;
+                if (np) bp = np;
+                if (!ny) { free(start); free(bp); free(by); free(v); return -1; }
+                by = ny; cap = nc;
+            }
+            memcpy(bp + (size_t)m * k, proba + (size_t)start[q] * k, sizeof(float) * (size_t)len * k);
+            memcpy(by + m, y + start[q], sizeof(int32_t) * (size_t)len);
+            m += len;
+        }
+        if (!codi_probe_metrics_of(bp, by, m, k, &met, err, sizeof err) && met.auc == met.auc) v[n_ok++] = met.auc;
+    }
+    if (n_boot && n_ok >= n_boot / 2) {
+        qsort(v, (size_t)n_ok, sizeof(double), codi__cmp_double);
+        *lo = v[(int)floor(0.025 * (n_ok - 1))]; *hi = v[(int)ceil(0.975 * (n_ok - 1))];
+    }
+    free(start); free(bp); free(by); free(v);
+    return 0;
+}
+
+/* File lines of the dataset's questions by index (line_of[index], 0 unknown): from questions
+   (already checked against the dataset) or else the questions file the dataset records, when it is
+   there with the recorded content hash. NULL (no lines known) otherwise. */
+typedef struct { int *line_of, n; } probe_lines;
+static int probe_line_cb(void *user, const cli_question *q) {
+    probe_lines *pl = (probe_lines *)user;
+    if (q->index < pl->n) pl->line_of[q->index] = q->line;
+    return 0;
+}
+static int *probe_question_lines(const pca_acts *a, const char *questions) {
+    const char *rec_hash = codi_st_metadata(a->f, "questions_hash"), *rec_path = codi_st_metadata(a->f, "questions");
+    char hex[17];
+    probe_lines pl;
+    int q, n_bad, max_q = 0;
+    if (!questions) {
+        if (!rec_path || !*rec_path || !rec_hash || !*rec_hash || !cli_exists(rec_path) || cli_file_hash(rec_path, hex) || strcmp(hex, rec_hash)) return NULL;
+        questions = rec_path;
+    }
+    for (q = 0; q < a->Q; q++) if (a->qindex[q] > max_q) max_q = a->qindex[q];
+    pl.n = max_q + 1;
+    if (!(pl.line_of = (int *)calloc((size_t)pl.n, sizeof(int)))) return NULL;
+    if (cli_for_each_question(questions, pl.n, 0, 0, probe_line_cb, &pl, &n_bad) < 0) { free(pl.line_of); return NULL; }
+    return pl.line_of;
+}
+
+/* One row of a rows CSV: probe,question_index,line,slot,slot_label,label,predicted,p_class0..,split
+   (line and label empty when unknown). */
+static void probe_row_csv(FILE *f, const char *name, const pca_acts *a, const int *line_of, int q, int slot, int label,
+                          const float *pr, int k, const char *split) {
+    int c, best = 0;
+    for (c = 1; c < k; c++) if (pr[c] > pr[best]) best = c;
+    fprintf(f, "%s,%d,", name, a->qindex[q]);
+    if (line_of && line_of[a->qindex[q]] > 0) fprintf(f, "%d", line_of[a->qindex[q]]);
+    fprintf(f, ",%d,%s,", slot, a->slot_label[slot]);
+    if (label >= 0) fprintf(f, "%d", label);
+    fprintf(f, ",%d", best);
+    for (c = 0; c < k; c++) fprintf(f, ",%.9g", pr[c]);
+    fprintf(f, ",%s\n", split);
+}
+
+static void probe_rows_header(FILE *f, int k) {
+    int c;
+    fprintf(f, "probe,question_index,line,slot,slot_label,label,predicted");
+    for (c = 0; c < k; c++) fprintf(f, ",p_class%d", c);
+    fprintf(f, ",split\n");
+}
+
 typedef struct {
     const char *acts, *tensor, *layers, *positions, *out, *label, *questions, *probes, *csv, *labels_file, *keys;
-    int head, max_iter, seed, limit, allow_small, force;
+    int head, max_iter, seed, limit, allow_small, force, boot;
     double l2, test_frac;
     cli_model_args ma;
 } probe_args;
 
 /* Rows of cell (layer, slots) split into train / test: x [n, row], y [n]. */
 static int probe_gather(const pca_acts *a, const probe_labels *pl, const probe_args *g, int layer, const int *slots,
-                        int n_slots, int want_test, float *x, int32_t *y) {
+                        int n_slots, int want_test, float *x, int32_t *y, int *row_q, int *row_slot) {
     int q, s, n = 0, used = 0;
     for (q = 0; q < a->Q; q++) {
         if (!a->done[q]) continue;
@@ -330,6 +423,7 @@ static int probe_gather(const pca_acts *a, const probe_labels *pl, const probe_a
             int lab = pl->label[q * a->P + slots[s]];
             if (lab < 0 || !pca_acts_valid(a, q, slots[s])) continue;
             pca_acts_row(a, q, slots[s], layer, x + (size_t)n * a->row);
+            if (row_q) { row_q[n] = q; row_slot[n] = slots[s]; }
             y[n++] = lab;
         }
     }
@@ -356,6 +450,7 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         { "--l2", CLI_DOUBLE, &g.l2, 0, 1e6, "LAMBDA", "L2 strength: mean cross-entropy + LAMBDA/2 |W|^2 (default 0.01; sklearn C = 1/(LAMBDA n))" },
         { "--max-iter", CLI_INT, &g.max_iter, 1, 1000000, "N", "L-BFGS iterations at most (default 1000)" },
         { "--limit", CLI_INT, &g.limit, 0, 1e9, "N", "use the first N finished questions (default 0: all)" },
+        { "--bootstrap", CLI_INT, &g.boot, 0, 1000000, "N", "resamples of whole questions for the AUC's 95% interval (default 2000; 0: none)" },
         CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
@@ -364,16 +459,18 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
     int layers[PCA_MAX_SLOTS], slots[PCA_MAX_SLOTS], n_layers, n_slots, rc = 1, prc, li, ci, n_cells, cols, i, j;
     float *xtr = NULL, *xte = NULL, *proba = NULL;
     int32_t *ytr = NULL, *yte = NULL;
+    int *rq = NULL, *rs = NULL, *qid = NULL, *line_of = NULL;
+    double *boot = NULL;                         /* [n_cells, 2] the AUC's bootstrap interval over questions */
     codi_probe **probes = NULL;
     codi_probe_metrics *met = NULL;
     char (*names)[128] = NULL, path[1024], err[512];
-    FILE *csv = NULL;
+    FILE *csv = NULL, *rows_csv = NULL;
     cli_progress *prog = NULL;
     double t0 = cli_now();
     char rule_buf[1100], lim[16];
     memset(&g, 0, sizeof g);
     memset(&pl, 0, sizeof pl);
-    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.ma = cli_model_defaults();
+    g.tensor = "resid"; g.head = -1; g.test_frac = 0.2; g.l2 = 1e-2; g.max_iter = 1000; g.boot = 2000; g.ma = cli_model_defaults();
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.label == !g.labels_file) {
         fprintf(stderr, "codi probe train: --acts, --out and one of --label or --labels are required (codi probe train --help)\n"); return 2;
@@ -424,14 +521,21 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         xtr = (float *)malloc(rows * a.row * sizeof(float)); xte = (float *)malloc(rows * a.row * sizeof(float));
         ytr = (int32_t *)malloc(rows * sizeof(int32_t)); yte = (int32_t *)malloc(rows * sizeof(int32_t));
         proba = (float *)malloc(rows * pl.n_classes * sizeof(float));
+        rq = (int *)malloc(rows * sizeof(int)); rs = (int *)malloc(rows * sizeof(int)); qid = (int *)malloc(rows * sizeof(int));
     }
+    boot = (double *)malloc((size_t)n_cells * 2 * sizeof(double));
+    line_of = probe_question_lines(&a, g.questions);
     probes = (codi_probe **)calloc((size_t)n_cells, sizeof *probes);
     met = (codi_probe_metrics *)calloc((size_t)n_cells, sizeof *met);
     names = (char (*)[128])calloc((size_t)n_cells, sizeof *names);
-    if (!xtr || !xte || !ytr || !yte || !proba || !probes || !met || !names) { fprintf(stderr, "codi probe: out of memory\n"); goto done; }
+    if (!xtr || !xte || !ytr || !yte || !proba || !rq || !rs || !qid || !boot || !probes || !met || !names) { fprintf(stderr, "codi probe: out of memory\n"); goto done; }
     snprintf(path, sizeof path, "%s/cells.csv", g.out);
     if (!(csv = cli_out_open(path, "w"))) goto done;
-    fprintf(csv, "name,tensor,layer,slot,slot_label,label,n_train,n_test,accuracy,acc_lo,acc_hi,auc,auc_lo,auc_hi,log_loss,iterations,converged\n");
+    fprintf(csv, "name,tensor,layer,slot,slot_label,label,n_train,n_test,accuracy,acc_lo,acc_hi,auc,auc_lo,auc_hi,log_loss,iterations,converged,"
+                 "n_test_questions,auc_ci_low,auc_ci_high,auc_ci_method\n");
+    snprintf(path, sizeof path, "%s/rows.csv", g.out);
+    if (!(rows_csv = cli_out_open(path, "w"))) goto done;
+    probe_rows_header(rows_csv, pl.n_classes);
     fprintf(stderr, "codi probe: %s [%s], label %s (%d classes), %d cell(s), held out %.0f%% of questions\n", g.acts, g.tensor, g.label,
             pl.n_classes, n_cells, 100 * g.test_frac);
     prog = cli_progress_start("probe cells", n_cells, 0);
@@ -443,8 +547,8 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         if (a.head >= 0) snprintf(hbuf, sizeof hbuf, "%d", a.head);
         if (pl.pooled) snprintf(names[cell], 128, "%s.layer%d%s%s.pooled", g.tensor, layers[li], head_part, hbuf);
         else snprintf(names[cell], 128, "%s.layer%d%s%s.slot%d", g.tensor, layers[li], head_part, hbuf, cs[0]);
-        ntr = probe_gather(&a, &pl, &g, layers[li], cs, ns, 0, xtr, ytr);
-        nte = probe_gather(&a, &pl, &g, layers[li], cs, ns, 1, xte, yte);
+        ntr = probe_gather(&a, &pl, &g, layers[li], cs, ns, 0, xtr, ytr, NULL, NULL);
+        nte = probe_gather(&a, &pl, &g, layers[li], cs, ns, 1, xte, yte, rq, rs);
         po.l2 = g.l2; po.max_iter = g.max_iter; po.n_threads = g.ma.threads;
         if (!nte) { fprintf(stderr, "\ncodi probe: %s: no held-out rows (raise --test-frac or use more questions)\n", names[cell]); goto done; }
         {   /* every class needs PROBE_MIN_ROWS rows on each side, or the accuracy and AUC mean little */
@@ -466,17 +570,31 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         }
         codi_probe_predict_proba(probes[cell], xte, nte, proba);
         if (codi_probe_metrics_of(proba, yte, nte, pl.n_classes, &met[cell], err, sizeof err)) { fprintf(stderr, "codi probe: %s\n", err); goto done; }
-        fprintf(csv, "%s,%s,%d,%s,%s,%s,%d,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%d,%d\n", names[cell], g.tensor, layers[li],
-                pl.pooled ? "pooled" : (snprintf(hbuf, sizeof hbuf, "%d", cs[0]), hbuf), pl.pooled ? "pooled" : a.slot_label[cs[0]], g.label,
-                ntr, nte, met[cell].accuracy, met[cell].acc_lo, met[cell].acc_hi, met[cell].auc, met[cell].auc_lo, met[cell].auc_hi,
-                met[cell].log_loss, probes[cell]->iterations, probes[cell]->converged);
+        {   /* the held-out rows, and the AUC's interval over whole questions */
+            double auc;
+            int nq;
+            for (i = 0; i < nte; i++) {
+                qid[i] = a.qindex[rq[i]];
+                probe_row_csv(rows_csv, names[cell], &a, line_of, rq[i], rs[i], yte[i], proba + (size_t)i * pl.n_classes, pl.n_classes, "held-out");
+            }
+            if (cli_out_flush(rows_csv, path) ||
+                probe_auc_boot(proba, yte, qid, nte, pl.n_classes, g.boot, (uint64_t)g.seed + (uint64_t)cell, &auc, &boot[2 * cell], &boot[2 * cell + 1], &nq)) goto done;
+            fprintf(csv, "%s,%s,%d,%s,%s,%s,%d,%d,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6f,%d,%d,%d,", names[cell], g.tensor, layers[li],
+                    pl.pooled ? "pooled" : (snprintf(hbuf, sizeof hbuf, "%d", cs[0]), hbuf), pl.pooled ? "pooled" : a.slot_label[cs[0]], g.label,
+                    ntr, nte, met[cell].accuracy, met[cell].acc_lo, met[cell].acc_hi, met[cell].auc, met[cell].auc_lo, met[cell].auc_hi,
+                    met[cell].log_loss, probes[cell]->iterations, probes[cell]->converged, nq);
+            if (boot[2 * cell] == boot[2 * cell]) fprintf(csv, "%.6f,%.6f", boot[2 * cell], boot[2 * cell + 1]); else fputc(',', csv);
+            if (g.boot) fprintf(csv, ",bootstrap over questions (%d resamples)\n", g.boot); else fprintf(csv, ",none (--bootstrap 0)\n");
+        }
         cli_progress_update(prog, cell + 1);
     }
     cli_progress_end(prog); prog = NULL;
     if (cli_out_close(csv)) { csv = NULL; goto done; }
     csv = NULL;
+    if (cli_out_close(rows_csv)) { rows_csv = NULL; goto done; }
+    rows_csv = NULL;
 
-    printf("held-out %s [95%% CI], label %s, %s\n", pl.n_classes == 2 ? "AUC" : "macro AUC", g.label, g.tensor);
+    printf("held-out %s [95%% CI: bootstrap over questions], label %s, %s\n", pl.n_classes == 2 ? "AUC" : "macro AUC", g.label, g.tensor);
     printf("%-8s", "layer");
     for (ci = 0; ci < cols; ci++) printf(" %-20s", pl.pooled ? "pooled" : a.slot_label[slots[ci]]);
     printf("\n");
@@ -485,7 +603,9 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         for (ci = 0; ci < cols; ci++) {
             const codi_probe_metrics *mm = &met[li * cols + ci];
             char cell[32];
-            snprintf(cell, sizeof cell, "%.3f [%.3f,%.3f]", mm->auc, mm->auc_lo, mm->auc_hi);
+            const double *bb = &boot[2 * (li * cols + ci)];
+            if (bb[0] == bb[0]) snprintf(cell, sizeof cell, "%.3f [%.3f,%.3f]", mm->auc, bb[0], bb[1]);
+            else snprintf(cell, sizeof cell, "%.3f [-]", mm->auc);
             printf(" %-20s", cell);
         }
         printf("\n");
@@ -537,13 +657,14 @@ static int probe_train_run(const cli_command *self, int argc, char **argv) {
         free(nm); free(val); free(text); free(tp); free(rl); free(cl); free(rlab);
         if (prc) goto done;
     }
-    fprintf(stderr, "codi probe: wrote %s/probes.safetensors, cells.csv, heatmap.svg in %.1f s\n", g.out, cli_now() - t0);
+    fprintf(stderr, "codi probe: wrote %s/probes.safetensors, cells.csv, rows.csv (held-out rows), heatmap.svg in %.1f s\n", g.out, cli_now() - t0);
     rc = 0;
 done:
     if (prog) cli_progress_end(prog);
-    cli_out_abort(csv);
+    cli_out_abort(csv); cli_out_abort(rows_csv);
     for (i = 0; probes && i < n_cells; i++) codi_probe_free(probes[i]);
     free(probes); free(met); free(names); free(xtr); free(xte); free(ytr); free(yte); free(proba);
+    free(rq); free(rs); free(qid); free(line_of); free(boot);
     probe_labels_free(&pl);
     pca_acts_close(&a);
     return rc;
@@ -559,6 +680,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "questions JSONL when the probes' label is field:NAME (the dataset's own)" },
         { "--labels", CLI_STR, &g.labels_file, 0, 0, "FILE", "per-row labels (as probe train --labels) instead of the probes' own rule" },
         { "--force", CLI_FLAG, &g.force, 0, 0, NULL, "use a --questions file other than the one the dataset was recorded from" },
+        { "--bootstrap", CLI_INT, &g.boot, 0, 1000000, "N", "resamples of whole questions for the AUC's 95% interval (default 2000; 0: none)" },
         CLI_MODEL_OPTS(&g.ma),
         CLI_END
     };
@@ -568,12 +690,13 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     probe_labels pl;
     const char *tensor, *label, *m_acts, *m_frac, *m_seed, *m_limit;
     static const char *const split_name[4] = { "train", "held-out", "unused", "new" };
-    int n, i, rc = 1, prc, have_labels = 0, *split = NULL;
+    int n, i, rc = 1, prc, have_labels = 0, *split = NULL, *qb = NULL, *line_of = NULL, header = 0, pb_k = 0;
     FILE *csv = NULL;
-    float *x = NULL, *pr = NULL;
+    float *x = NULL, *pr = NULL, *pb = NULL;
+    int32_t *yb = NULL;
     char rule_buf[1100];
     memset(&g, 0, sizeof g);
-    g.ma = cli_model_defaults();
+    g.ma = cli_model_defaults(); g.boot = 2000;
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.probes || !g.acts) { fprintf(stderr, "codi probe apply: --probes and --acts are required\n"); return 2; }
     {
@@ -605,11 +728,13 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
                                                       : "another dataset than the probes were trained on: every row is new");
     }
     if (g.csv && !(csv = cli_out_open(g.csv, "w"))) goto done;
-    if (csv) fprintf(csv, "probe,question_index,slot,slot_label,label,predicted,p_class1,split\n");
     x = (float *)malloc((size_t)a.row * sizeof(float));
     pr = (float *)malloc(256 * sizeof(float));
-    if (!x || !pr) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
-    printf("%-28s %-12s %-8s %6s %8s %s\n", "probe", "slot", "split", "rows", "mean p1", "accuracy [95% CI]");
+    yb = (int32_t *)malloc((size_t)4 * a.Q * a.P * sizeof(int32_t));   /* per split: the labelled rows' labels, questions, probabilities */
+    qb = (int *)malloc((size_t)4 * a.Q * a.P * sizeof(int));
+    if (!x || !pr || !yb || !qb) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
+    line_of = probe_question_lines(&a, g.questions);
+    printf("%-28s %-12s %-8s %6s %8s %-26s %s\n", "probe", "slot", "split", "rows", "mean p1", "accuracy [95% CI, Wilson]", "AUC [95% CI, bootstrap over questions]");
     for (n = codi_st_count(f), i = 0; i < n; i++) {
         codi_st_tensor t;
         char name[160], *dot;
@@ -625,26 +750,49 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
                     name, p->dim, g.acts, a.n_layers, a.P, a.row);
             codi_probe_free(p); goto done;
         }
+        if (p->n_classes > 256) { fprintf(stderr, "codi probe apply: %s has %d classes (at most 256)\n", name, p->n_classes); codi_probe_free(p); goto done; }
+        if (csv && !header++) probe_rows_header(csv, p->n_classes);
+        if (p->n_classes > pb_k) {
+            float *nb = (float *)realloc(pb, (size_t)4 * a.Q * a.P * (size_t)p->n_classes * sizeof(float));
+            if (!nb) { fprintf(stderr, "codi probe apply: out of memory\n"); codi_probe_free(p); goto done; }
+            pb = nb; pb_k = p->n_classes;
+        }
         s0 = slot >= 0 ? slot : 0; s1 = slot >= 0 ? slot + 1 : a.P;
-        for (s = s0; s < s1; s++) {                /* pooled probes: every slot, one line per split */
-            int rows[4] = {0}, correct[4] = {0}, labelled[4] = {0}, k;
+        /* one line per split for each slot, and for a pooled probe one over all its slots (s = s1) */
+        for (s = s0; s <= s1; s++) {
+            int rows[4] = {0}, correct[4] = {0}, labelled[4] = {0}, k, K = p->n_classes, all = s == s1, sl;
             double sum[4] = {0}, lo, hi;
-            for (q = 0; q < a.Q; q++) {
-                int best = 0, c, lab = have_labels ? pl.label[q * a.P + s] : -1, sp = split[q];
-                if (!pca_acts_valid(&a, q, s)) continue;
-                pca_acts_row(&a, q, s, layer, x);
+            if (all && (slot >= 0 || s1 - s0 < 2)) break;
+            for (q = 0; q < a.Q; q++) for (sl = all ? s0 : s; sl < (all ? s1 : s + 1); sl++) {   /* a question's rows adjacent */
+                int best = 0, c, lab = have_labels ? pl.label[q * a.P + sl] : -1, sp = split[q];
+                if (!pca_acts_valid(&a, q, sl)) continue;
+                pca_acts_row(&a, q, sl, layer, x);
                 codi_probe_predict_proba(p, x, 1, pr);
-                for (c = 1; c < p->n_classes; c++) if (pr[c] > pr[best]) best = c;
+                for (c = 1; c < K; c++) if (pr[c] > pr[best]) best = c;
                 rows[sp]++; sum[sp] += pr[1];
-                if (lab >= 0 && lab < p->n_classes) { labelled[sp]++; correct[sp] += best == lab; }
-                if (csv) fprintf(csv, "%s,%d,%d,%s,%d,%d,%.6g,%s\n", name, a.qindex[q], s, a.slot_label[s], lab, best, pr[1], split_name[sp]);
+                if (lab >= K) lab = -1;
+                if (lab >= 0) {
+                    int r = sp * a.Q * a.P + labelled[sp]++;
+                    correct[sp] += best == lab;
+                    memcpy(pb + (size_t)r * K, pr, sizeof(float) * (size_t)K); yb[r] = lab; qb[r] = a.qindex[q];
+                }
+                if (csv && !all) probe_row_csv(csv, name, &a, line_of, q, sl, lab, pr, K, split_name[sp]);
             }
             for (k = 0; k < 4; k++) {
+                double auc, alo, ahi;
+                int nq;
+                char acc[40] = "-", aucs[40] = "-";
                 if (!rows[k]) continue;
-                codi_wilson_interval(correct[k], labelled[k], 1.96, &lo, &hi);
-                if (labelled[k]) printf("%-28s %-12s %-8s %6d %8.4f %.4f [%.4f, %.4f]\n", name, a.slot_label[s], split_name[k], rows[k], sum[k] / rows[k],
-                                        (double)correct[k] / labelled[k], lo, hi);
-                else printf("%-28s %-12s %-8s %6d %8.4f -\n", name, a.slot_label[s], split_name[k], rows[k], sum[k] / rows[k]);
+                if (labelled[k]) {
+                    codi_wilson_interval(correct[k], labelled[k], 1.96, &lo, &hi);
+                    snprintf(acc, sizeof acc, "%.4f [%.4f, %.4f]", (double)correct[k] / labelled[k], lo, hi);
+                    if (probe_auc_boot(pb + (size_t)k * a.Q * a.P * K, yb + k * a.Q * a.P, qb + k * a.Q * a.P, labelled[k], K, g.boot, 0, &auc, &alo, &ahi, &nq)) {
+                        fprintf(stderr, "codi probe apply: out of memory\n"); codi_probe_free(p); goto done;
+                    }
+                    if (alo == alo) snprintf(aucs, sizeof aucs, "%.4f [%.4f, %.4f]", auc, alo, ahi);
+                    else if (auc == auc) snprintf(aucs, sizeof aucs, "%.4f [-]", auc);
+                }
+                printf("%-28s %-12s %-8s %6d %8.4f %-26s %s\n", name, all ? "all slots" : a.slot_label[s], split_name[k], rows[k], sum[k] / rows[k], acc, aucs);
             }
         }
         codi_probe_free(p);
@@ -653,7 +801,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
 done:
     if (csv && rc) cli_out_abort(csv);
     else if (csv && cli_out_close(csv)) rc = 1;
-    free(x); free(pr); free(split);
+    free(x); free(pr); free(split); free(pb); free(yb); free(qb); free(line_of);
     if (have_labels) probe_labels_free(&pl);
     pca_acts_close(&a); codi_st_close(f);
     return rc;
@@ -662,8 +810,9 @@ done:
 static const cli_command cmd_probe_train = {
     "probe train", "", "codi probe train --acts FILE --label RULE --out DIR [options]",
     "Fits L2-regularised logistic-regression probes (full-batch L-BFGS, standardised inputs) on a\n"
-    "`codi record` dataset and reports held-out accuracy (Wilson 95% interval) and AUC (Hanley-McNeil\n"
-    "95% interval; one-vs-rest macro for more than two classes). Questions are split into train and\n"
+    "`codi record` dataset and reports held-out accuracy (Wilson 95% interval) and AUC (one-vs-rest\n"
+    "macro for more than two classes) with a 95% bootstrap interval over whole questions (cells.csv\n"
+    "also keeps the Hanley-McNeil row interval, auc_lo/auc_hi). Questions are split into train and\n"
     "held-out sets by a fixed hash of their index (--test-frac, --seed), so every slot of a question\n"
     "lands on the same side. A cell where some class has fewer than 10 rows in either split is refused\n"
     "with the class and its counts (its accuracy and AUC would mean little); --allow-small trains it anyway.\n"
@@ -680,7 +829,9 @@ static const cli_command cmd_probe_train = {
     "result (0); slots whose top token is no number are left out; one probe per layer over the slots\n"
     "(Latent Reasoning Sprint #2; costs one lm_head per recorded slot).\n"
     "Writes DIR/probes.safetensors (codi_probe_load reads each by name, e.g. resid.layer8.slot3),\n"
-    "cells.csv and heatmap.svg (AUC per layer and slot).\n\n"
+    "cells.csv, heatmap.svg (AUC per layer and slot) and rows.csv: every held-out row scored\n"
+    "(probe, question_index, line, slot, slot_label, label, predicted, p_class0.., split), from which\n"
+    "accuracy and AUC can be recomputed.\n\n"
     "Examples:\n"
     "  codi probe train --acts acts.safetensors --label parity --positions 1-6 --out probe_parity\n"
     "  codi probe train --acts acts.safetensors --label correct --tensor final --out probe_correct\n"
@@ -693,11 +844,12 @@ static const cli_command cmd_probe_apply = {
     "probe apply", "", "codi probe apply --probes FILE --acts FILE [--out ROWS.csv]",
     "Scores every row of a dataset with every probe of a probes file (a pooled probe on every slot)\n"
     "and prints per probe, slot and split the rows, the mean probability of class 1 and, when the dataset\n"
-    "carries the probes' labels, the accuracy with its Wilson 95% interval. On the dataset the probes\n"
+    "carries the probes' labels, the accuracy with its Wilson 95% interval and the AUC with a 95%\n"
+    "bootstrap interval over whole questions (a pooled probe: also over all its slots). On the dataset the probes\n"
     "were trained on (the acts path in their metadata) the training rows, the held-out rows (the same\n"
     "split by question) and rows past training's --limit are reported apart: only held-out accuracy\n"
     "measures the probe; on any other dataset every row is new. --out writes one CSV line per row\n"
-    "(with its split).\n\n"
+    "(probe, question_index, line, slot, slot_label, label, predicted, p_class0.., split).\n\n"
     "Examples:\n"
     "  codi probe apply --probes probe_parity/probes.safetensors --acts other_acts.safetensors\n"
     "  codi probe apply --probes p/probes.safetensors --acts acts.safetensors --out rows.csv",

@@ -7,7 +7,7 @@
 
 typedef struct {
     const char *acts, *out, *name, *tensor, *keys, *slot, *list, *where, *questions, *exclude;
-    int layer, head, question, force;
+    int layer, head, question, force, random_question;
     cli_model_args ma;
 } vex_args;
 
@@ -113,6 +113,7 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
         { "--head", CLI_INT, &g.head, -1, 1024, "H", "key / value: one kv head, a [HD] vector (default: all heads, [KVH, HD])" },
         { "--slot", CLI_STR, &g.slot, 0, 0, "SLOT", "the recorded position, named as codi record does: latent3, bot, answer1, prompt0, 17 (required)" },
         { "--question", CLI_INT, &g.question, -1, 1e9, "Q", "one row: the question with index Q (its line in the questions file, 0-based)" },
+        { "--random-question", CLI_INT, &g.random_question, 0, 2147483647, "SEED", "or one row: a question drawn with this seed from the dataset's finished ones, --exclude left out (a patching control: another random question's latent)" },
         { "--mean-of", CLI_STR, &g.list, 0, 0, "LIST", "or the mean over these question indices, e.g. 3,5,9-12" },
         { "--where", CLI_STR, &g.where, 0, 0, "FIELD=VALUE", "or the mean over the questions whose field (a dotted path: steps.0.3) equals VALUE (FIELD!=VALUE: differs)" },
         { "--questions", CLI_STR, &g.questions, 0, 0, "FILE", "--where: the questions file the dataset was recorded from" },
@@ -128,10 +129,12 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
     int64_t shape[2];
     char desc[1024], sel[600], where_layer[48] = "";
     memset(&g, 0, sizeof g);
-    g.tensor = "latent_inputs"; g.layer = -1; g.head = -1; g.question = -1;
+    g.tensor = "latent_inputs"; g.layer = -1; g.head = -1; g.question = -1; g.random_question = -1;
     if ((prc = cli_parse(self, opts, argc, argv))) return prc == CLI_HELP ? 0 : 2;
     if (!g.acts || !g.out || !g.name || !g.slot) { fprintf(stderr, "codi vectors extract: --acts, --slot, --name and --out are required\n"); return 2; }
-    if ((g.question >= 0) + !!g.list + !!g.where != 1) { fprintf(stderr, "codi vectors extract: give one of --question, --mean-of, --where\n"); return 2; }
+    if ((g.question >= 0) + (g.random_question >= 0) + !!g.list + !!g.where != 1) {
+        fprintf(stderr, "codi vectors extract: give one of --question, --random-question, --mean-of, --where\n"); return 2;
+    }
     if (g.where && (!g.questions || !strchr(g.where, '=') || g.where[0] == '=')) { fprintf(stderr, "codi vectors extract: --where FIELD=VALUE needs --questions FILE\n"); return 2; }
     if (!*g.name || strlen(g.name) > 200) { fprintf(stderr, "codi vectors extract: --name must have 1 to 200 characters\n"); return 2; }
     if ((pre = cli_keys_option("vectors extract", g.keys)) < 0) return 2;
@@ -158,6 +161,8 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
     if (g.question >= 0) {
         if (g.question <= max_q) mark[g.question] = 1;
         snprintf(sel, sizeof sel, "question %d", g.question);
+    } else if (g.random_question >= 0) {
+        snprintf(sel, sizeof sel, "a random question (seed %d)", g.random_question);   /* drawn below, after --exclude */
     } else if (g.list) {
         if (vex_parse_list("--mean-of", g.list, mark, max_q) < 0) { rc = 2; goto done; }
         snprintf(sel, sizeof sel, "questions %.500s", g.list);
@@ -178,6 +183,18 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
         for (i = 0; i <= max_q; i++) if (skip[i]) mark[i] = 0;
         snprintf(sel + strlen(sel), sizeof sel - strlen(sel), " except %.60s", g.exclude);
     }
+    if (g.random_question >= 0) {                /* uniform over the finished questions with a row at the slot, --exclude left out */
+        int n_cand = 0, pick;
+        codi_rng rng;
+        for (q = 0; q < a.Q; q++) n_cand += a.qindex[q] >= 0 && !skip[a.qindex[q]] && pca_acts_valid(&a, q, slot);
+        if (!n_cand) { fprintf(stderr, "codi vectors extract: no question of %s has a row at %s outside --exclude to draw from\n", g.acts, a.slot_label[slot]); goto done; }
+        codi_rng_seed(&rng, (uint64_t)g.random_question);
+        pick = (int)(codi_rng_uniform(&rng) * n_cand);
+        for (q = 0; q < a.Q; q++)
+            if (a.qindex[q] >= 0 && !skip[a.qindex[q]] && pca_acts_valid(&a, q, slot) && pick-- == 0) { mark[a.qindex[q]] = 1; break; }
+        snprintf(sel, sizeof sel, "question %d, drawn with seed %d from %d%s", a.qindex[q], g.random_question, n_cand,
+                 g.exclude ? " (--exclude left out)" : "");
+    }
     for (i = 0; i <= max_q; i++) n_sel += mark[i];
     for (q = 0; q < a.Q; q++) {
         int j;
@@ -196,7 +213,7 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
     if (a.head < 0 && a.t.ndim == 5) { nd = 2; shape[0] = a.t.shape[3]; shape[1] = a.t.shape[4]; }   /* [KVH, HD] */
     if (a.n_layers > 1) snprintf(where_layer, sizeof where_layer, ", layer %d", g.layer);
     if (a.head >= 0) snprintf(where_layer + strlen(where_layer), sizeof where_layer - strlen(where_layer), ", kv head %d", a.head);
-    snprintf(desc, sizeof desc, "%s of %s at %s%s over %d row(s): %s of %s", g.question < 0 ? "mean" : "row", g.tensor,
+    snprintf(desc, sizeof desc, "%s of %s at %s%s over %d row(s): %s of %s", g.question < 0 && g.random_question < 0 ? "mean" : "row", g.tensor,
              a.slot_label[slot], where_layer, n_rows, sel, g.acts);
     if (vex_write(g.out, g.name, row, nd, shape, desc)) goto done;
     {
@@ -212,16 +229,20 @@ done:
 }
 
 static const cli_command cmd_vectors_extract = {
-    "vectors extract", "", "codi vectors extract --acts ACTS --slot SLOT (--question Q | --mean-of LIST | --where FIELD=VALUE --questions FILE) --name NAME --out V.safetensors [options]",
+    "vectors extract", "", "codi vectors extract --acts ACTS --slot SLOT (--question Q | --random-question SEED | --mean-of LIST | --where FIELD=VALUE --questions FILE) --name NAME --out V.safetensors [options]",
     "One vector from a `codi record` dataset, as tensor NAME of a vectors file (F32; the file is created,\n"
     "or NAME is added to / replaced in it, its other tensors kept; metadata vector.NAME says where it came\n"
     "from): the row of one question at a recorded slot, or the mean over several questions' rows there.\n"
     "Default tensor latent_inputs: z_k at slot latentK, exactly the vector a {\"at\": \"latent_input\",\n"
     "\"step\": K, \"op\": \"set\"} edit puts in its place. final / resid [D] (resid at --layer), key / value\n"
     "[KVH, HD] at --layer (or [HD] with --head; post-RoPE keys as cached, --keys pre for key_pre_rope).\n"
-    "Questions are named by their index, the 0-based line of the questions file (question_index).\n\n"
+    "Questions are named by their index, the 0-based line of the questions file (question_index).\n"
+    "--random-question SEED draws one finished question (uniformly, seeded; --exclude the patched one and\n"
+    "the donor): the control of patching question B's latent is patching another random question's\n"
+    "(codi eval's --random-controls add the other control: a random vector of the same norm).\n\n"
     "Examples (README: \"Steering, patching and experiments\"; specs in examples/specs/):\n"
     "  codi vectors extract --acts acts.safetensors --slot latent3 --question 1 --name b_latent3 --out patch.safetensors\n"
+    "  codi vectors extract --acts acts.safetensors --slot latent3 --random-question 7 --exclude 0,1 --name rnd_latent3 --out patch.safetensors\n"
     "  codi vectors extract --acts acts.safetensors --slot latent3 --where steps.0.3=12 --questions q.jsonl --exclude 0 --name same --out means.safetensors\n"
     "  codi vectors extract --acts acts.safetensors --tensor key --keys pre --layer 3 --slot latent2 --mean-of 0-99 --name k3 --out k.safetensors",
     vex_run

@@ -1324,14 +1324,16 @@ def train_tuned_lens(model, resid, target_logits=None, recipe="library", steps=2
     return lens, losses
 
 
-def tuned_lens_eval(model, lens, resid, target_logits=None, threads=1):
+def tuned_lens_eval(model, lens, resid, target_logits=None, threads=1, per_sample=False):
     """Mean KL(final || lens) per residual index [L] over samples as train_tuned_lens takes them
-    (lens None: the logit lens)."""
+    (lens None: the logit lens); per_sample=True: each sample's KL, [n, L]
+    (codi_tuned_lens_eval_each)."""
     r, t, cb, errors = _samples(model, resid, target_logits)
-    out = np.zeros(model.n_layers)
+    out = np.zeros((r.shape[0], model.n_layers) if per_sample else model.n_layers)
     err = _errbuf()
-    if lib.codi_tuned_lens_eval(model._p, lens._p if lens is not None else None, cb, None, 0, r.shape[0],
-                                _int(threads, "threads", 1, 4096), out.ctypes.data, err, len(err)):
+    fn = lib.codi_tuned_lens_eval_each if per_sample else lib.codi_tuned_lens_eval
+    if fn(model._p, lens._p if lens is not None else None, cb, None, 0, r.shape[0],
+          _int(threads, "threads", 1, 4096), out.ctypes.data, err, len(err)):
         if errors:
             raise errors[0]
         raise CodiError(_text(err))

@@ -214,6 +214,7 @@ _SIGNATURES = {
     "codi_lens_trainer_save": (c_int, [P, c_char_p, P, c_size_t]),
     "codi_lens_trainer_resume": (c_int, [P, c_char_p, P, c_size_t]),
     "codi_tuned_lens_eval": (c_int, [P, P, P, P, c_long, c_long, c_int, P, P, c_size_t]),
+    "codi_tuned_lens_eval_each": (c_int, [P, P, P, P, c_long, c_long, c_int, P, P, c_size_t]),
     "codi_probe_opts_default": (ProbeOpts, []),
     "codi_probe_train": (P, [P, P, c_int, c_int, c_int, POINTER(ProbeOpts), P, c_size_t]),
     "codi_probe_free": (None, [P]),
