@@ -98,10 +98,10 @@
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
-       >>api 933  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
+       >>api 937  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
        >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 595  >>state 203
        >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
-       >>lens 454  >>lenstrain 185  >>io 292  >>torchsave 100  >>lensfiles 127  >>acts 379
+       >>lens 482  >>lenstrain 185  >>io 292  >>torchsave 100  >>lensfiles 127  >>acts 379
        >>probe 294  >>stats 311  >>pca 499
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
