@@ -576,6 +576,10 @@ typedef struct {
    checked. Returns 0, or -1 with a message in err. */
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz);
+/* The same file written to an open stream (e.g. a temporary file the caller renames); the stream
+   is flushed, not closed. 0, or -1 with a message in err (a failed write included). */
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+                                         char *err, size_t errsz);
 
 /* A .safetensors file opened for reading (mapped; names kept exactly as in the file). */
 typedef struct codi_st_file codi_st_file;
@@ -8190,11 +8194,12 @@ static size_t codi__st_layout(const size_t *bytes, int n, size_t *off) {
 /* Spaces after a header of len bytes so that 8 + len is a multiple of CODI__ST_ALIGN. */
 static size_t codi__st_header_pad(size_t len) { return (CODI__ST_ALIGN - (8 + len) % CODI__ST_ALIGN) % CODI__ST_ALIGN; }
 
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
-                                    char *err, size_t errsz) {
+/* codi_write_safetensors to path (to == NULL) or to the stream to. */
+static int codi__write_safetensors(const char *path, FILE *to, const codi_st_entry *e, int n, const char *const *metadata,
+                                   char *err, size_t errsz) {
     codi__buf hdr = { NULL, 0, 0, 1 };
     char num[64], *tmp = NULL;
-    size_t pad, plen = strlen(path), *bytes = NULL, *offs = NULL, total = 0;
+    size_t pad, plen = path ? strlen(path) : 0, *bytes = NULL, *offs = NULL, total = 0;
     unsigned char hl8[8];
     uint64_t hl;
     FILE *fp = NULL;
@@ -8230,15 +8235,21 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
     codi__buf_str(&hdr, "}");
     pad = codi__st_header_pad(hdr.len);
     for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* the data start 64-byte aligned */
-    if (!hdr.ok || !(tmp = (char *)CODI_MALLOC(plen + 5))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5);
+    if (!hdr.ok || (!to && !(tmp = (char *)CODI_MALLOC(plen + 5)))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (!to) { memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5); }
     hl = hdr.len;
     for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
-    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
+    if (!(fp = to ? to : fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
     bad = fwrite(hl8, 1, 8, fp) != 8 || fwrite(hdr.p, 1, hdr.len, fp) != hdr.len;
     for (d = 0; d < 2; d++)                          /* in codi__st_layout's order */
         for (i = 0; i < n && !bad; i++)
             if ((bytes[i] % CODI__ST_ALIGN == 0) == (d == 0)) bad = bytes[i] && fwrite(e[i].data, 1, bytes[i], fp) != bytes[i];
+    if (to) {
+        fp = NULL;
+        if (bad || fflush(to) != 0 || ferror(to)) { codi__err(err, errsz, "write failed"); goto fail; }
+        CODI_FREE(hdr.p); CODI_FREE(bytes); CODI_FREE(offs);
+        return 0;
+    }
     if (fclose(fp) != 0 || bad) { fp = NULL; codi__err(err, errsz, "error writing %s", tmp); remove(tmp); goto fail; }
     fp = NULL;
     if (rename(tmp, path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", tmp, path); remove(tmp); goto fail; }
@@ -8248,6 +8259,16 @@ fail:
     if (fp) fclose(fp);
     CODI_FREE(hdr.p); CODI_FREE(tmp); CODI_FREE(bytes); CODI_FREE(offs);
     return -1;
+}
+
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz) {
+    return codi__write_safetensors(path, NULL, e, n, metadata, err, errsz);
+}
+
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+                                         char *err, size_t errsz) {
+    return codi__write_safetensors(NULL, fp, e, n, metadata, err, errsz);
 }
 
 /* The HF config.json keys codi__apply_config_text reads, for m. */

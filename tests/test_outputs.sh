@@ -69,8 +69,22 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   [ ! -e $d/full/t.jsonl ] && [ -z "$(ls $d/full)" ] && ok "no half file and no temporary file left" || bad "full fs leaves: $(ls $d/full)"
   expect 1 "error writing" "trace on a full file system" $B trace $tiny --ids $ids --answer-steps 16 --out $d/full/t.safetensors
   [ ! -e $d/full/t.safetensors ] && ok "trace leaves no half file" || bad "trace left $d/full/t.safetensors"
-  dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
-  expect 1 "results were lost" "eval --out on a full file system" $B eval $nano --questions $d/q2.jsonl --out $d/full/r.jsonl --max-answer 4
+  # eval: room for about 30 of 80 result lines; it stops at the first failed write, keeps whole lines, resumes
+  rm -f $d/full/*; dd if=/dev/zero of=$d/full/fill bs=1k count=58 2>/dev/null
+  ev="$B eval $nano --questions models/codi-nano/test.jsonl --limit 80 --max-answer 8 --out $d/full/r.jsonl"
+  expect 1 "stopped at the first failed write to $d/full/r.jsonl" "eval --out on a full file system stops" $ev
+  n=$(grep -c '"correct"' $d/full/r.jsonl)
+  grep -q "error writing $d/full/r.jsonl: No space left on device" $d/err.txt && grep -q "its $n results are whole lines" $d/err.txt && [ "$n" -gt 0 ] && [ "$n" -lt 80 ] &&
+    [ "$(tail -c 1 $d/full/r.jsonl | od -An -c | tr -d ' ')" = '\n' ] && ! grep -q "80/80" $d/err.txt &&
+    ok "eval: stopped after $n of 80 results, the file holds whole lines only, no summary" || bad "eval after the failed write: $n results, $(tail -c 300 $d/err.txt)"
+  mount -o remount,size=4m $d/full
+  expect 0 "resuming $d/full/r.jsonl: $n results already there" "eval resumed after space was freed" $ev
+  [ "$(grep -c '"correct"' $d/full/r.jsonl)" -eq 80 ] && [ -z "$(grep -o '"index": [0-9]*' $d/full/r.jsonl | sort | uniq -d)" ] &&
+    ok "eval resumed: 80 results, none twice" || bad "eval resumed: $(grep -c '"correct"' $d/full/r.jsonl) results"
+  # a torn last line (kill -9 mid-write) is dropped on resume and its result run again
+  sz=$(wc -c < $d/full/r.jsonl); truncate -s $((sz - 40)) $d/full/r.jsonl
+  expect 0 "resuming $d/full/r.jsonl: 79 results already there" "eval: a torn last line is not counted on resume" $ev
+  [ "$(grep -c '"correct"' $d/full/r.jsonl)" -eq 80 ] && [ "$(wc -l < $d/full/r.jsonl)" -eq 81 ] && ok "eval: the torn line was replaced by a whole one (80 results)" || bad "eval torn line: $(wc -l < $d/full/r.jsonl) lines"
   umount $d/full
   # sweep: vectors.safetensors (104 KiB) fits in 128 KiB, results.jsonl does not: stop, exit 1, resume after
   mount -t tmpfs -o size=128k tmpfs $d/full

@@ -578,6 +578,20 @@ CLI_API int cli_out_flush(FILE *f, const char *path) {
     return -1;
 }
 
+/* A .safetensors file through the checked outputs (temporary name, renamed when complete); 0, or
+   -1 after a message naming the file. */
+CLI_API int cli_out_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *meta) {
+    char err[512];
+    FILE *f = cli_out_open(path, "wb");
+    if (!f) return -1;
+    if (codi_write_safetensors_file(f, e, n, meta, err, sizeof err)) {
+        fprintf(stderr, "codi: error writing %s: %s\n", path, ferror(f) && errno ? strerror(errno) : err);
+        cli_out_abort(f);
+        return -1;
+    }
+    return cli_out_close(f);
+}
+
 /* At exit: standard output flushed and checked (a full disk or closed pipe is an error). */
 CLI_API int cli_stdout_check(const char *cmd) {
     int bad = fflush(stdout) != 0 || ferror(stdout);

@@ -171,7 +171,6 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
     int a, b, p = 0, ne = 0, rc;
     codi_st_entry *e = (codi_st_entry *)calloc((size_t)(3 + 4 * v->n_pairs), sizeof *e);
     char (*names)[48] = (char (*)[48])malloc(sizeof *names * (size_t)(4 * v->n_pairs + 1));
-    char err[512];
     if (!e || !names) { fprintf(stderr, "codi vectors: out of memory\n"); free(e); free(names); return 1; }
 #define VECTORS_ENTRY(nm, ptr, nd, s0, s1, s2, s3) do { e[ne].name = nm; e[ne].dtype = CODI_F32; e[ne].data = ptr; e[ne].ndim = nd; \
         e[ne].shape[0] = s0; e[ne].shape[1] = s1; e[ne].shape[2] = s2; e[ne].shape[3] = s3; ne++; } while (0)
@@ -194,9 +193,8 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
             }
         }
 #undef VECTORS_ENTRY
-    rc = codi_write_safetensors(out, e, ne, meta, err, sizeof err) ? 1 : 0;
-    if (rc) fprintf(stderr, "codi vectors: %s\n", err);
-    else printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
+    rc = cli_out_safetensors(out, e, ne, meta) ? 1 : 0;
+    if (!rc) printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
                 v->has_kv ? (v->keys_pre ? ", mean_key_pre_rope / mean_value" : ", mean_key / mean_value") : "", v->n_pairs,
                 v->has_kv ? (v->keys_pre ? ", key_pre_rope_diff_A_B, value_diff_A_B" : ", key_diff_A_B, value_diff_A_B") : "", count);
     free(e); free(names);
@@ -236,7 +234,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     vectors_kv_ctx kc[2];
     float *ks = (float *)malloc(sizeof(float) * KV), *vs = (float *)malloc(sizeof(float) * KV);
     int i, rc = 1, n_bad = 0;
-    char err[512], counts[64];
+    char counts[64];
     codi_st_entry e[2];
     const char *meta[] = { "format", "codi_lens.kv_steer.v1", "model", ma->model, "positive", pos, "negative", neg, "counts", counts,
                            "what", "mean post-RoPE K / V at the last prompt position (after the prefill): positive minus negative",
@@ -261,8 +259,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     e[0].name = "key_steer"; e[0].dtype = CODI_F32; e[0].data = ks; e[0].ndim = 3;
     e[0].shape[0] = c->n_layers; e[0].shape[1] = c->n_kv_heads; e[0].shape[2] = c->head_dim;
     e[1] = e[0]; e[1].name = "value_steer"; e[1].data = vs;
-    if (codi_write_safetensors(out, e, 2, meta, err, sizeof err)) fprintf(stderr, "codi vectors: %s\n", err);
-    else { printf("wrote %s: key_steer, value_steer [%d, %d, %d] from %s\n", out, c->n_layers, c->n_kv_heads, c->head_dim, counts); rc = 0; }
+    if (!cli_out_safetensors(out, e, 2, meta)) { printf("wrote %s: key_steer, value_steer [%d, %d, %d] from %s\n", out, c->n_layers, c->n_kv_heads, c->head_dim, counts); rc = 0; }
 done:
     for (i = 0; i < 2; i++) { codi_state_free(kc[i].s); free(kc[i].key); free(kc[i].value); }
     free(ks); free(vs);
@@ -459,8 +456,7 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
     {
         const char *meta[] = { "format", "codi_lens.control_vector.v1", "source", in,
                                "layers", "direction.N is added to the output of block N: our residual index N + 1", NULL };
-        rc = codi_write_safetensors(out, e, n, meta, err, sizeof err) ? 1 : 0;
-        if (rc) fprintf(stderr, "codi vectors: %s\n", err);
+        rc = cli_out_safetensors(out, e, n, meta) ? 1 : 0;
     }
     if (!rc && spec) {                            /* every direction at its residual index, every position */
         FILE *f = cli_out_open(spec, "w");

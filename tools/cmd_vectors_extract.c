@@ -92,7 +92,7 @@ static int vex_write(const char *out, const char *name, const float *v, int nd, 
     meta[nm++] = "codi_lens"; meta[nm++] = CLI_VERSION;
     meta[nm] = NULL;
     ne++;
-    if (codi_write_safetensors(out, e, ne, meta, err, sizeof err)) { fprintf(stderr, "codi vectors extract: %s\n", err); goto done; }
+    if (cli_out_safetensors(out, e, ne, meta)) goto done;
     rc = 0;
 done:
     for (i = 0; data && i < n_old + 1; i++) free(data[i]);
