@@ -152,6 +152,7 @@ typedef struct {
     int n_eos;
     int pad_id, bot_id, eot_id;   /* CODI tokens: base vocab + 0, 1, 2; -1 for a plain Llama (no prj, no base_vocab) */
     float lora_scale;   /* alpha / r used when merging */
+    int max_positions;  /* max_position_embeddings (the trained context); 0 when config.json gives none */
 } codi_config;
 
 /* Load options; start from codi_load_opts_default(). */
@@ -3924,7 +3925,8 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
           codi__config_int(j, "num_key_value_heads", 1, CODI__MAX_DIM, &c->n_kv_heads, path, err, errsz) ||
           codi__config_int(j, "head_dim", 2, CODI__MAX_DIM, &c->head_dim, path, err, errsz) ||
           codi__config_pos_float(j, "rms_norm_eps", &c->norm_eps, path, err, errsz) ||
-          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz);
+          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz) ||
+          codi__config_int(j, "max_position_embeddings", 1, INT_MAX, &c->max_positions, path, err, errsz);
     c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
     if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
     if (!bad && (eos = codi__json_get(j, "eos_token_id")) != NULL && eos->type != CODI__J_NULL) {

@@ -164,9 +164,18 @@ done
 for c in "run --answer-steps 2" "eval --out $d/pe_long.jsonl --max-answer 2" "record --out $d/pr_long.st --max-answer 2" "lens --out $d/pl_long --max-answer 2" \
          "tune-lens --out $d/pt_long.safetensors --steps 1 --batch 1" "vectors --out $d/pv_long.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_long"; do
   $B $c $nano --questions $d/long.jsonl > /dev/null 2> $d/err.txt; rc=$?
-  [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt is over 4096 tokens, the limit (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
+  [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt has 15005 tokens, over the limit of 4096: the commands' prompt buffer; the model's context is 131072 positions (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
 done
 [ "$c" != failed ] && ok "an over-long question: every command skips it with FILE:LINE and the limit, runs the rest, exits 1"
+# the limit follows the model's context (max_position_embeddings) less the positions a run needs after its prompt
+mkdir -p $d/ctx400; for f in codi_nano.bin tokenizer.json; do ln -sf ../../../models/codi-nano/$f $d/ctx400/$f; done
+sed 's/"max_position_embeddings": 131072/"max_position_embeddings": 400/' models/codi-nano/config.json > $d/ctx400/config.json
+python3 -c "print('{\"question\": \"' + 'one two three ' * 20 + '\", \"answer\": 1}')" > $d/mid.jsonl; cat $d/q2.jsonl >> $d/mid.jsonl
+expect 1 "mid.jsonl:1: the question's prompt has 205 tokens, over the limit of 136: the model's context of 400 positions (max_position_embeddings) less 264 for the latents, eot and answer (line skipped)" \
+  "a model with a 400-position context: run skips a 205-token prompt (limit 400 - 264)" $B run --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --answer-steps 2
+[ "$(grep -c '"line"' $d/out.txt)" -eq 2 ] && ok "run: the two other questions ran" || bad "run on ctx400: $(grep -c '"line"' $d/out.txt) rows"
+expect 0 "3 questions (0 lines skipped)" "eval --max-answer 8 on that model: room for all three (limit 400 - 16)" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 8 --out $d/ctx_a.jsonl
+expect 1 "over the limit of 192: the model's context of 400 positions (max_position_embeddings) less 208" "eval --max-answer 200 on that model: limit 400 - 208 bites" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 200 --out $d/ctx_b.jsonl
 $B run $nano --questions $d/strict.jsonl --answer-steps 2 2>/dev/null | grep -q '"index": 0, "line": 3,' && ok "run numbers rows by file line" || bad "run row numbering"
 
 # ---- positions, --ids, special-token text ----

@@ -377,11 +377,30 @@ bad:
 
 /* The questions policy, the same in every command (README "Questions files"): a line that is not
    a JSON object with a "question" string (duplicate keys and numbers beyond a double refused), or
-   whose prompt exceeds CLI_MAX_PROMPT tokens, is reported as FILE:LINE and skipped, and the command
+   whose prompt exceeds cli_prompt_limit tokens, is reported as FILE:LINE and skipped, and the command
    exits 1 at the end (tools/codi.c reads cli_questions_skipped); blank lines are ignored; a file
    without a usable question is an error. Rows are numbered by file line ("line", 1-based). */
-#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers */
+#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers and states */
+#define CLI_PROMPT_ROOM 264                 /* positions a run needs after its prompt unless the command says
+                                               (cli_questions_room): 6 latents, eot, bot and 256 answer tokens */
 static int cli_questions_skipped;           /* lines skipped by every reader of this process */
+static int cli__q_room = CLI_PROMPT_ROOM;
+
+/* The positions each run of this command needs after its prompt (latents + 2 + answer tokens). */
+CLI_API void cli_questions_room(int positions) { cli__q_room = positions > 0 ? positions : 0; }
+
+/* The longest prompt (tokens, BOS, eot and bot included) a question may have with model m: the
+   prompt buffers' CLI_MAX_PROMPT, or less when the model's trained context (max_position_embeddings)
+   leaves less room before the run's latents and answer. why (may be NULL) says which bound holds. */
+CLI_API int cli_prompt_limit(const codi_model *m, char *why, size_t cap) {
+    int ctx = m ? m->config.max_positions : 0, limit = CLI_MAX_PROMPT;
+    if (ctx > 0 && ctx - cli__q_room < limit) {
+        limit = ctx - cli__q_room > 1 ? ctx - cli__q_room : 1;
+        if (why) snprintf(why, cap, "the model's context of %d positions (max_position_embeddings) less %d for the latents, eot and answer", ctx, cli__q_room);
+    } else if (why && ctx > 0) snprintf(why, cap, "the commands' prompt buffer; the model's context is %d positions", ctx);
+    else if (why) snprintf(why, cap, "the commands' prompt buffer; config.json gives no max_position_embeddings");
+    return limit;
+}
 
 /* Calls fn for the questions of path: the first `limit` (0: all), then every N-th from the K-th
    (shard K/N; 0/0 = no sharding). A malformed or over-long line is reported as FILE:LINE on stderr,
@@ -391,7 +410,9 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                                  int (*fn)(void *user, const cli_question *q), void *user, int *n_bad) {
     size_t len;
     char *text, *p, err[256];
-    int index = 0, line = 0, rc = 0, bad = 0;
+    int index = 0, line = 0, rc = 0, bad = 0, n_tok = 0, max_prompt;
+    char why[160];
+    max_prompt = cli_prompt_limit(cli__q_model, why, sizeof why);
     if (n_bad) *n_bad = 0;
     if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
@@ -409,8 +430,9 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
                 bad++;
                 codi__json_free(j);
-            } else if (cli__q_model && cli__q_tok && codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) > CLI_MAX_PROMPT - 3) {   /* + BOS, eot, bot */
-                fprintf(stderr, "codi: %s:%d: the question's prompt is over %d tokens, the limit (line skipped)\n", path, line, CLI_MAX_PROMPT);
+            } else if (cli__q_model && cli__q_tok && (n_tok = codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) + 3) > max_prompt) {   /* + BOS, eot, bot */
+                fprintf(stderr, "codi: %s:%d: the question's prompt has %d tokens, over the limit of %d: %s (line skipped)\n",
+                        path, line, n_tok, max_prompt, why);
                 bad++;
                 codi__json_free(j);
             } else {

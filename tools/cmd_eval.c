@@ -648,14 +648,15 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         eval_question_list ql;
         memset(&ql, 0, sizeof ql);
         ql.path = questions;
+        cli_questions_room(latents + 2 + max_answer);
         i = cli_for_each_question(questions, limit, shard_k, shard_n, eval_collect_question, &ql, &n_bad);
         ec.q = ql.q; ec.nq = ql.n;
         if (i) goto done;
     }
     for (i = 0; i < ec.nq; i++) {
-        int32_t ids[4096];
-        int n = codi_prompt_from_text(m, t, ec.q[i].question, recipe, ids, 4096);
-        if (n < 0) { fprintf(stderr, "%s:%d: the question does not fit in 4096 tokens\n", questions, ec.q[i].line); goto done; }
+        int32_t ids[CLI_MAX_PROMPT];
+        int n = codi_prompt_from_text(m, t, ec.q[i].question, recipe, ids, CLI_MAX_PROMPT);
+        if (n < 0) { fprintf(stderr, "codi eval: %s:%d: the question does not fit in %d tokens\n", questions, ec.q[i].line, CLI_MAX_PROMPT); goto done; }
         ec.q[i].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
         memcpy(ec.q[i].ids, ids, sizeof(int32_t) * (size_t)n);
         ec.q[i].n_ids = n;
@@ -693,7 +694,7 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         ec.finished = n_old > 0 ? n_old : 0;
     }
     pthread_mutex_init(&ec.lock, NULL);
-    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
+    fprintf(stderr, "codi eval: %d questions (%d lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
             workers * ec.batch_threads, ec.batch);
     ec.progress = cli_progress_start("eval", ec.total, ec.finished);
     t0 = cli_now();
