@@ -8666,13 +8666,18 @@ CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir,
     }
     snprintf(path, sizeof path, "%s/params.pt", dir);
     if (codi__torch_save(path, 2 * L, np, dp, nd, (const int64_t (*)[4])sh, err, errsz)) goto done;
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(path, sizeof path, "%s/config.json.tmp", dir);   /* renamed to config.json when complete */
     if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
     fprintf(fp, "{\"base_model_name_or_path\": ");
     codi__json_escape_to(fp, base_model ? base_model : "");
     fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
                 "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
-    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }
+    if (ferror(fp) | fclose(fp)) { codi__err(err, errsz, "error writing %s", path); remove(path); goto done; }
+    {
+        char final_path[4096];
+        snprintf(final_path, sizeof final_path, "%s/config.json", dir);
+        if (rename(path, final_path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", path, final_path); remove(path); goto done; }
+    }
     rc = 0;
 done:
     CODI_FREE(names); CODI_FREE(np); CODI_FREE(dp); CODI_FREE(nd); CODI_FREE(sh);

@@ -86,15 +86,17 @@ fail:
     return 0;
 }
 
-/* A heatmap of condition x layer: the mean relative change of values (w = 1) or keys (w = 0) at a slot. */
-static void kvr_heatmap(const kvr_ctx *k, const char *prefix, const char *const *names, int slot, int w) {
+/* A heatmap of condition x layer: the mean relative change of values (w = 1) or keys (w = 0) at a slot.
+   0, or 1 after a message when it could not be written. */
+static int kvr_heatmap(const kvr_ctx *k, const char *prefix, const char *const *names, int slot, int w) {
     int L = k->m->config.n_layers, c, l;
     double *v = (double *)malloc(sizeof(double) * (size_t)k->n_cond * L);
     char path[4096], title[160], (*cols)[12] = (char (*)[12])malloc(12 * (size_t)L);
     const char **colp = (const char **)malloc(sizeof(char *) * (size_t)L);
     svg_heatmap_spec sp;
     double hi = 0;
-    if (!v || !cols || !colp) { free(v); free(cols); free(colp); return; }
+    int bad = 0;
+    if (!v || !cols || !colp) { free(v); free(cols); free(colp); fprintf(stderr, "codi kv-response: out of memory\n"); return 1; }
     for (c = 0; c < k->n_cond; c++)
         for (l = 0; l < L; l++) {
             v[(size_t)c * L + l] = k->sum[(((size_t)c * 2 + slot) * L + l) * 4 + w] / (k->n ? k->n : 1);
@@ -108,8 +110,9 @@ static void kvr_heatmap(const kvr_ctx *k, const char *prefix, const char *const 
     sp.row_labels = names; sp.col_labels = colp; sp.title = title; sp.xlabel = "layer"; sp.ylabel = "condition";
     sp.colorbar_label = "|KV' - KV| / |KV|"; sp.cell_w = 40; sp.cell_h = 20;
     snprintf(path, sizeof path, "%s_%s_%s.svg", prefix, slot ? "next" : "steered", w ? "values" : "keys");
-    if (svg_heatmap(path, &sp)) fprintf(stderr, "codi kv-response: cannot write %s\n", path);
+    if (svg_heatmap(path, &sp)) { fprintf(stderr, "codi kv-response: cannot write %s\n", path); bad = 1; }
     free(v); free(cols); free(colp);
+    return bad;
 }
 
 static int kv_response_run(const cli_command *self, int argc, char **argv) {
@@ -156,6 +159,10 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         in[n_in++] = ma.model; in[n_in++] = ma.tokenizer; in[n_in++] = questions;
         for (i = 0; i < specs.n; i++) in[n_in++] = specs.v[i];
         if (cli_out_check("kv-response", path, CLI_OUT_STREAM, force, in, n_in)) return 2;
+        for (i = 0; i < 4; i++) {                    /* the heatmaps kvr_heatmap writes */
+            snprintf(path, sizeof path, "%s_%s_%s.svg", out, i & 2 ? "next" : "steered", i & 1 ? "values" : "keys");
+            if (cli_out_check("kv-response", path, CLI_OUT_STREAM, force, in, n_in)) return 2;
+        }
     }
     if (!(m = cli_load_model(&ma)) || !(t = cli_load_tokenizer(&ma, m, 0))) goto done;
     L = m->config.n_layers;
@@ -202,7 +209,8 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     }
     if (cli_out_close(csv) != 0) { csv = NULL; goto done; }
     csv = NULL;
-    for (slot = 0; slot < 2; slot++) { kvr_heatmap(&k, out, namep, slot, 0); kvr_heatmap(&k, out, namep, slot, 1); }
+    for (i = slot = 0; slot < 2; slot++) { i |= kvr_heatmap(&k, out, namep, slot, 0); i |= kvr_heatmap(&k, out, namep, slot, 1); }
+    if (i) goto done;
     fprintf(stderr, "codi kv-response: %d questions (%d failed, %d bad lines): %s.csv, %s_*.svg\n", k.n, k.failed, n_bad, out, out);
     rc = k.failed || n_bad ? 1 : 0;
 done:

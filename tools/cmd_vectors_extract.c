@@ -141,6 +141,10 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
         strcmp(g.tensor, "key_pre_rope") && strcmp(g.tensor, "value")) {
         fprintf(stderr, "codi vectors extract: --tensor is latent_inputs, final, resid, key, key_pre_rope or value, not '%s'\n", g.tensor); return 2;
     }
+    {   /* the output before any work: an existing vectors file is added to (checked by vex_write) */
+        const char *in[] = { g.acts, g.questions };
+        if (cli_out_check("vectors extract", g.out, CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
+    }
     if (pca_acts_open(&a, "vectors extract", g.acts, g.tensor, g.head)) return 1;
     if (a.n_layers > 1 && (g.layer < 0 || g.layer >= a.n_layers)) {
         fprintf(stderr, "codi vectors extract: --tensor %s needs --layer 0..%d\n", g.tensor, a.n_layers - 1); rc = 2; goto done;
