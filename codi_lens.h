@@ -8968,7 +8968,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         if (!(fp = fopen(path, "w+b"))) { codi__err(err, errsz, "cannot create %s", path); goto fail; }
         if (fwrite(l8, 1, 8, fp) != 8 || fwrite(hdr, 1, hlen, fp) != hlen || fseek(fp, a->total - 1, SEEK_SET) != 0 ||
             fwrite(&zero, 1, 1, fp) != 1 || fflush(fp) != 0) {
-            codi__err(err, errsz, "cannot write %s (disk full?)", path); goto fail;
+            codi__err(err, errsz, "cannot write %s (disk full?)", path); remove(path); goto fail;   /* no empty dataset blocks a rerun */
         }
     }
     CODI_FREE(hdr);

@@ -105,6 +105,71 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   umount $d/full
 else skip "full file system: needs root and a tmpfs mount (9 tests)"; skip=$((skip + 8)); fi
 
+# ---- every command that writes: standard output on /dev/full, and its files on a full file system ----
+$B probe train --acts $d/acts.st --label parity --allow-small --out $d/probe0 > /dev/null 2>&1
+# writers OUT: NAME|FILES|CMD, one per command that writes (FILES: 1 when it writes files under OUT, 2 when
+# it writes nothing on standard output)
+writers() {
+  o=$1
+  cat <<WEOF
+trace|1|$B trace $tiny --ids $ids --answer-steps 2 --out $o/t.safetensors
+record|1|$B record $nano --questions $d/q2.jsonl --max-answer 2 --out $o/a.st
+export|2|$B export $tiny --merged $o/m.safetensors
+vectors|1|$B vectors $nano --questions $d/q2.jsonl --out $o/v.safetensors
+vectors extract|1|$B vectors extract --acts $d/acts.st --slot latent3 --question 0 --name v --out $o/x.safetensors
+lens --svg|1|$B lens $tiny --ids $ids --max-answer 2 --svg $o/l.svg
+lens --questions (--out, --rows)|1|$B lens $nano --questions $d/q2.jsonl --max-answer 2 --out $o/lq
+probe train|1|$B probe train --acts $d/acts.st --label parity --allow-small --out $o/p
+probe apply|1|$B probe apply --probes $d/probe0/probes.safetensors --acts $d/acts.st --out $o/pa.csv
+pca|1|$B pca --acts $d/acts.st --out $o/pca
+kv-response|1|$B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out $o/kv
+tune-lens|1|$B tune-lens $nano --questions $d/q2.jsonl --steps 2 --batch 2 --held-out 0 --out $o/tl.safetensors
+eval|1|$B eval $nano --questions $d/q2.jsonl --max-answer 4 --out $o/e.jsonl
+sweep|1|$B sweep $nano --questions models/codi-nano/test.jsonl --limit 4 --means-limit 4 --steps 1 --pairs 1-2 --coeffs 1 --kv-coeffs none --noise-seeds 0 --out $o/sw
+gen-templates --out|2|$B gen-templates --draws 200 --out $o/g.jsonl
+tokenize --export-tiktoken|2|$B tokenize --tokenizer models/codi-nano/tokenizer.json --export-tiktoken $o/tok.tiktoken
+run|0|$B run $nano --questions $d/q2.jsonl --answer-steps 2
+info|0|$B info $tiny
+tokenize|0|$B tokenize --tokenizer models/codi-nano/tokenizer.json --text apples
+gen-templates|0|$B gen-templates --draws 2
+bench|0|$B bench $tiny --tokens 2
+WEOF
+}
+mkdir -p $d/w1; writers $d/w1 > $d/writers.txt; n_w=0; failed=""
+while IFS='|' read -r name files cmd; do
+  [ "$files" = 2 ] && continue
+  $cmd > /dev/full 2> $d/err.txt < /dev/null; rc=$?
+  n_w=$((n_w + 1))
+  [ $rc -eq 1 ] && grep -q "error writing standard output" $d/err.txt || failed="$failed [$name: exit $rc, $(tail -c 200 $d/err.txt)]"
+done < $d/writers.txt
+[ -z "$failed" ] && ok "stdout on /dev/full: all $n_w commands that write exit 1 with 'error writing standard output'" || bad "stdout on /dev/full:$failed"
+# an output file on a full device: refused before the work (not a regular file / not a directory) or an error writing it, never exit 0
+failed=""; n_w=0
+for c in "vectors extract --acts $d/acts.st --slot latent3 --question 0 --name v --out /dev/full" "probe apply --probes $d/probe0/probes.safetensors --acts $d/acts.st --out /dev/full" \
+         "sweep $nano --questions $d/q2.jsonl --out /dev/full" "sweep $nano --questions $d/q2.jsonl --out $d/swd --dump-logits /dev/full" \
+         "lens $nano --questions $d/q2.jsonl --max-answer 2 --out $d/lf --rows /dev/full" "eval $nano --questions $d/q2.jsonl --max-answer 4 --out $d/ef.jsonl --csv /dev/full" \
+         "sweep --merge $d/w1/sw --out /dev/full" "eval --merge $d/w1/e.jsonl --csv /dev/full"; do
+  $B $c > /dev/null 2> $d/err.txt; rc=$?; n_w=$((n_w + 1))
+  [ $rc -ne 0 ] && grep -Eq "error writing /dev/full|/dev/full is not a regular file|/dev/full exists and is not a directory" $d/err.txt || failed="$failed [${c%% -*}: exit $rc, $(tail -c 200 $d/err.txt)]"
+done
+[ -z "$failed" ] && ok "an output on /dev/full: $n_w more commands refuse it or fail writing it, naming it" || bad "output on /dev/full:$failed"
+# every command that writes files, on a full file system: exit 1 naming the failed write, no file left under its name
+mkdir -p $d/full
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; then
+  dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
+  writers $d/full > $d/writers.txt; failed=""; n_w=0
+  while IFS='|' read -r name files cmd; do
+    [ "$files" = 0 ] && continue
+    $cmd > /dev/null 2> $d/err.txt < /dev/null; rc=$?; n_w=$((n_w + 1))
+    left=$(find $d/full -type f ! -name fill -size +0)
+    [ $rc -eq 1 ] && grep -Eq "No space left on device|error writing|cannot write" $d/err.txt && [ -z "$left" ] ||
+      failed="$failed [$name: exit $rc, left: $left; $(tail -c 200 $d/err.txt)]"
+    find $d/full -mindepth 1 -maxdepth 1 ! -name fill -exec rm -rf {} +
+  done < $d/writers.txt
+  umount $d/full
+  [ -z "$failed" ] && ok "a full file system: all $n_w commands that write files exit 1 naming the failed write and leave no file with content" || bad "full file system:$failed"
+else skip "full file system: every command that writes files"; fi
+
 # ---- outputs that name inputs; existing outputs ----
 cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
 expect 2 "output $d/tiny.bin is the input $d/tiny.bin" "trace --out the model refused" $B trace --model $d/tiny.bin --head-dim 32 --ids $ids --out $d/tiny.bin

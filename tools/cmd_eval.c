@@ -688,7 +688,11 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         ec.out_path = out; ec.out_good = n_old >= 0 ? good : 0;
         if (!old_header[0] || n_old < 0) {
             fputs(header, ec.out);
-            if (cli_out_flush(ec.out, out)) { fclose(ec.out); ec.out = NULL; eval_cut(out, ec.out_good); goto done; }
+            if (cli_out_flush(ec.out, out)) {
+                fclose(ec.out); ec.out = NULL;
+                if (n_old < 0) remove(out); else eval_cut(out, ec.out_good);   /* a new file is not left empty */
+                goto done;
+            }
             ec.out_good += (long)strlen(header);
         }
         ec.finished = n_old > 0 ? n_old : 0;
