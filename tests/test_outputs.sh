@@ -252,6 +252,25 @@ n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-spe
 [ -n "$n_text" ] && [ -n "$n_special" ] && [ "$n_text" -gt "$n_special" ] && ok "<|bocot|> in a question is text ($n_text tokens), one token with --parse-special ($n_special)" || bad "special-token text: $n_text vs $n_special"
 expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
 expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf
+expect 0 "warning: --layers 2-99 (98 directions) not checked against a model" "vectors --to-gguf --layers without --model warned" $B vectors --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv3.gguf
+python3 -c "
+import struct, json
+def w(path, shape, value):
+    n = 1
+    for x in shape: n *= x
+    h = json.dumps({'v': {'dtype': 'F32', 'shape': shape, 'data_offsets': [0, 4 * n]}}).encode(); h += b' ' * ((8 - len(h)) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(h)) + h + struct.pack('<%df' % n, *([value] * n)))
+w('$d/d64.safetensors', [64], 0.5); w('$d/lat6.safetensors', [6, 256], 0.5); w('$d/zero7.safetensors', [7, 256], 0.0)"
+expect 2 "d64.safetensors:v has rows of 64 numbers; the model's hidden size (n_embd) is 256" "vectors --to-gguf: a direction of another length than the model's refused" $B vectors $nano --to-gguf $d/d64.safetensors:v --layers 2-3 --out $d/cv4.gguf
+expect 2 "lat6.safetensors:v has 6 rows; a tensor by residual index has L + 1 = 7 rows (the model's)" "vectors --to-gguf: [6, D] latent-step rows under another name refused with --model" $B vectors $nano --to-gguf $d/lat6.safetensors:v --out $d/cv5.gguf
+expect 0 "rows taken as residual indices 0..5, not checked against a model" "vectors --to-gguf: rows without --model warned" $B vectors --to-gguf $d/lat6.safetensors:v --out $d/cv6.gguf
+expect 1 "no direction to write" "vectors --to-gguf: all-zero rows refused (no empty GGUF)" $B vectors $nano --to-gguf $d/zero7.safetensors:v --out $d/cv7.gguf
+[ ! -e $d/cv4.gguf ] && [ ! -e $d/cv5.gguf ] && [ ! -e $d/cv7.gguf ] && ok "vectors --to-gguf: nothing written when refused" || bad "vectors --to-gguf wrote a refused file"
+# provenance: a dataset's questions file is checked by content hash wherever labels or fields are read from a questions file
+printf '{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 12, "kind": "a"}\n{"question": "Zoe is 3. Sam is 9 years older. How old is Sam?", "answer": 12, "kind": "b"}\n' > $d/q2k.jsonl
+expect 1 "q2k.jsonl is not the questions file $d/acts.st was recorded from ($d/q2.jsonl)" "probe train --questions OTHER refused" $B probe train --acts $d/acts.st --label field:kind --questions $d/q2k.jsonl --allow-small --out $d/pk
+grep -q "labels would belong to other questions (--force uses it anyway)" $d/err.txt && [ ! -e $d/pk ] && ok "probe train: the refusal names the hashes and --force, and creates nothing" || bad "probe train provenance: $(cat $d/err.txt)"
+expect 1 "is not the questions file $d/acts.st was recorded from" "vectors extract --where --questions OTHER refused" $B vectors extract --acts $d/acts.st --slot latent3 --where kind=a --questions $d/q2k.jsonl --name v --out $d/xk.safetensors
 
 # ---- a signal leaves no temporary file: SIGTERM and SIGHUP unlink NAME.tmp.PID, then kill as before ----
 for sig in TERM HUP; do

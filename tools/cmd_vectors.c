@@ -395,8 +395,8 @@ done:
 
 /* --- the command -------------------------------------------------------------------------------- */
 
-/* n_layers: the model's, to check --layers against (0: no --model given). */
-static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out, int n_layers) {
+/* n_layers, dim: the model's, to check --layers and the directions' length against (0: no --model given). */
+static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out, int n_layers, int dim) {
     char err[512];
     long n = 0, last = 0;
     const char *colon = strrchr(ref, ':');
@@ -408,6 +408,9 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
         return 2;
     }
     if (!(v = codi__steer_read(ref, NULL, &n, &last, err, sizeof err))) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
+    if (dim && last != dim) {
+        fprintf(stderr, "codi vectors: %s has rows of %ld numbers; the model's hidden size (n_embd) is %d\n", ref, last, dim); free(v); return 2;
+    }
     if (layers_arg && n_layers && sscanf(layers_arg, "%d-%d", &lo, &hi) == 2 && hi > n_layers) {
         fprintf(stderr, "codi vectors: --layers %s: the model's residual indices end at %d\n", layers_arg, n_layers); free(v); return 2;
     }
@@ -417,14 +420,16 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
     }
     if (n == last) {                              /* one [D] vector: direction.(i-1) for residual indices lo..hi */
         if (!layers_arg) { fprintf(stderr, "codi vectors: a [D] vector needs --layers A-B (our residual indices)\n"); free(v); return 2; }
-        if (!n_layers) fprintf(stderr, "codi vectors: note: --layers %d-%d not checked against a model (give --model to check it)\n", lo, hi);
+        if (!n_layers) fprintf(stderr, "codi vectors: warning: --layers %d-%d (%d directions) not checked against a model: give --model to check it\n", lo, hi, hi - lo + 1);
         for (r = lo; r <= hi; r++) { rows[k] = v; layers[k++] = r - 1; }
     } else {                                      /* [L+1, D]: row i is residual index i -> direction.(i-1), i >= 2 */
         long R = n / last;
         if (R > 1024) { fprintf(stderr, "codi vectors: too many rows\n"); free(v); return 1; }
         if ((n_layers && R != n_layers + 1) || (layers_arg && hi >= R)) {
-            fprintf(stderr, "codi vectors: %s has %ld rows; a tensor by residual index has L + 1 = %s rows%s\n", ref, R,
-                    n_layers ? "the model's" : "(no --model given)", layers_arg && hi >= R ? " and --layers must stay below them" : "");
+            char want[64];
+            if (n_layers) snprintf(want, sizeof want, "L + 1 = %d rows (the model's)", n_layers + 1); else snprintf(want, sizeof want, "L + 1 rows");
+            fprintf(stderr, "codi vectors: %s has %ld rows; a tensor by residual index has %s%s\n", ref, R, want,
+                    layers_arg && hi >= R ? " and --layers must stay below them" : "");
             free(v); return 2;
         }
         for (r = 2; r < R; r++) {
@@ -435,6 +440,8 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
         }
         for (r = 0; r < last; r++) if (v[r] != 0 || v[last + r] != 0) { fprintf(stderr, "codi vectors: note: rows 0 and 1 (embeddings, block 0's output) have no llama.cpp direction; left out\n"); break; }
     }
+    if (!k) { fprintf(stderr, "codi vectors: %s: no direction to write (its rows from residual index 2 on are zero, or --layers selects none)\n", ref); free(v); return 1; }
+    if (!n_layers && n != last) fprintf(stderr, "codi vectors: warning: %s's %ld rows taken as residual indices 0..%ld, not checked against a model: give --model to check it\n", ref, n / last, n / last - 1);
     rc = vectors_write_gguf(out, rows, layers, k, (int)last);
     if (!rc) printf("wrote %s: %d directions (direction.N = our residual index N + 1), n_embd %ld\n", out, k, last);
     free(v);
@@ -522,9 +529,9 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             || (spec && cli_out_check("vectors", spec, CLI_OUT_STREAM, force, in, CLI_N(in)))) return 2;
     }
     if (to_gguf) {
-        int L = 0;
-        if (ma.model) { codi_model *mm = cli_load_model(&ma); if (!mm) return 1; L = mm->config.n_layers; codi_model_free(mm); }
-        return vectors_to_gguf(to_gguf, layers, out, L);
+        int L = 0, D = 0;
+        if (ma.model) { codi_model *mm = cli_load_model(&ma); if (!mm) return 1; L = mm->config.n_layers; D = mm->config.dim; codi_model_free(mm); }
+        return vectors_to_gguf(to_gguf, layers, out, L, D);
     }
     if (from_gguf) return vectors_from_gguf(from_gguf, out, spec);
     if (!positive != !negative) { fprintf(stderr, "codi vectors: --positive and --negative go together\n"); return 2; }
