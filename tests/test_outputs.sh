@@ -4,6 +4,9 @@
 # files without --force, files appear under their name only when complete, JSON lines are strict
 # (numbers beyond a double and duplicate keys refused), one questions policy in every command,
 # positions beyond every run refused, --ids without bot warned, special-token text read as text.
+# Every command that writes is run with standard output on /dev/full and (as root, on a 64 KiB
+# tmpfs) with its files on a full file system; eval stops at the first failed write and resumes;
+# the prompt limit follows the model's context; GGUF directions are shape-checked; provenance.
 B=${CODI_BIN:-build/codi}
 pass=0; fail=0; skip=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }

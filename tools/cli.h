@@ -384,6 +384,8 @@ bad:
 #define CLI_PROMPT_ROOM 264                 /* positions a run needs after its prompt unless the command says
                                                (cli_questions_room): 6 latents, eot, bot and 256 answer tokens */
 static int cli_questions_skipped;           /* lines skipped by every reader of this process */
+static char cli__q_last_path[4096];         /* the file read last and the lines skipped in it: a file */
+static int cli__q_last_bad;                 /* read twice in a row (sweep: means, then questions) counts once */
 static int cli__q_room = CLI_PROMPT_ROOM;
 
 /* The positions each run of this command needs after its prompt (latents + 2 + answer tokens). */
@@ -449,7 +451,12 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
     }
     free(text);
     if (n_bad) *n_bad = bad;
-    cli_questions_skipped += bad;
+    if (!strcmp(cli__q_last_path, path)) {
+        if (bad > cli__q_last_bad) { cli_questions_skipped += bad - cli__q_last_bad; cli__q_last_bad = bad; }
+    } else {
+        cli_questions_skipped += bad;
+        snprintf(cli__q_last_path, sizeof cli__q_last_path, "%s", path); cli__q_last_bad = bad;
+    }
     if (!rc && !index) { fprintf(stderr, "codi: %s: no usable question (%d line%s skipped)\n", path, bad, bad == 1 ? "" : "s"); rc = -1; }
     return rc;
 }

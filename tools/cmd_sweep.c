@@ -1219,7 +1219,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     const char *questions = NULL, *means_questions = NULL, *dir = NULL, *dump = NULL, *coeffs = "-1,0,0.5,1,2,5", *kv_coeffs = "-0.5,-2,-5,0";
     const char *steps = NULL, *pairs = NULL, *layers = NULL, *draw = "cell", *shard = NULL, *selection = NULL;
     int limit = 0, means_limit = 500, recipe = 0, latents = 6, seed = 1, answer_tokens = 1, rc = 1, prc, n_bad = 0, i, workers, random_controls = 1;
-    int noise_seeds = 3, confirm_top = 10, split_seed = 1, shard_k = 0, shard_n = 0, merge = 0, dry_run = 0, auto_range = 0, force = 0;
+    int noise_seeds = 3, confirm_top = 10, split_seed = 1, shard_k = 0, shard_n = 0, merge = 0, dry_run = 0, auto_range = 0;
     double confirm = 0;
     cli_list specs;
     cli_opt opts[] = {
@@ -1251,7 +1251,6 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--auto-range", CLI_FLAG, &auto_range, 0, 0, NULL, "heatmaps of accuracy on the data's range (default: a fixed 0-1 scale)" },
         { "--out", CLI_STR, &dir, 0, 0, "DIR", "output folder (created; an existing results.jsonl of the same settings is resumed)" },
         { "--dump-logits", CLI_STR, &dump, 0, 0, "FILE.safetensors", "the first question's first answer logits of the diff cells (checks)" },
-        CLI_FORCE_OPT(&force),
         CLI_END
     };
     char **rest = (char **)malloc(sizeof(char *) * (size_t)(argc + 1)), **files = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
@@ -1282,7 +1281,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if ((prc = cli_parse(self, opts, n_rest, rest)) != CLI_OK) { rc = prc == CLI_HELP ? 0 : 2; goto done; }
     if (merge) {
         if (n_files < 1 || !dir) { fprintf(stderr, "codi sweep: --merge needs result folders (or files) and --out DIR\n"); rc = 2; goto done; }
-        if (cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, force, (const char *const *)files, n_files)) { rc = 2; goto done; }
+        if (cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, 0, (const char *const *)files, n_files)) { rc = 2; goto done; }
         rc = sweep_merge(files, n_files, dir, auto_range);
         goto done;
     }
@@ -1292,13 +1291,14 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (strcmp(draw, "cell") && strcmp(draw, "question")) { fprintf(stderr, "codi sweep: --random-draw must be cell or question, not '%s'\n", draw); goto done; }
     if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) goto done;
     if (selection && !(confirm > 0)) { fprintf(stderr, "codi sweep: --selection goes with --confirm\n"); goto done; }
-    {   /* the outputs, before any work: DIR is filled again (resumed), --dump-logits is a new file */
+    {   /* the outputs, before any work: DIR and --dump-logits are written again when the run resumes */
         const char *in[CLI_LIST_MAX + 5];
         int n_in = 0;
         in[n_in++] = ma.model; in[n_in++] = ma.tokenizer; in[n_in++] = questions; in[n_in++] = means_questions; in[n_in++] = selection;
         for (i = 0; i < specs.n; i++) in[n_in++] = specs.v[i];
-        if (!dry_run && cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, force, in, n_in)) goto done;
-        if (!dry_run && dump && cli_out_check("sweep", dump, CLI_OUT_FILE, force, in, n_in)) goto done;
+        if (!dry_run && cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, 0, in, n_in)) goto done;
+        if (!dry_run && mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s: %s\n", dir, strerror(errno)); goto done; }
+        if (!dry_run && dump && cli_out_check("sweep", dump, CLI_OUT_RESUME, 0, in, n_in)) goto done;   /* in DIR or beside it, part of the run */
     }
     g.N = latents; g.noise_seeds = noise_seeds; g.random_controls = random_controls;
     {
