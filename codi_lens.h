@@ -152,6 +152,7 @@ typedef struct {
     int n_eos;
     int pad_id, bot_id, eot_id;   /* CODI tokens: base vocab + 0, 1, 2; -1 for a plain Llama (no prj, no base_vocab) */
     float lora_scale;   /* alpha / r used when merging */
+    int max_positions;  /* max_position_embeddings (the trained context); 0 when config.json gives none */
 } codi_config;
 
 /* Load options; start from codi_load_opts_default(). */
@@ -576,6 +577,10 @@ typedef struct {
    checked. Returns 0, or -1 with a message in err. */
 CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz);
+/* The same file written to an open stream (e.g. a temporary file the caller renames); the stream
+   is flushed, not closed. 0, or -1 with a message in err (a failed write included). */
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+                                         char *err, size_t errsz);
 
 /* s as a JSON string literal, quotes included (", \\ and control characters escaped; other bytes,
    UTF-8 included, as they are) into out[0..cap), NUL-terminated when cap > 0. Returns the length
@@ -4014,7 +4019,8 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
           codi__config_int(j, "num_key_value_heads", 1, CODI__MAX_DIM, &c->n_kv_heads, path, err, errsz) ||
           codi__config_int(j, "head_dim", 2, CODI__MAX_DIM, &c->head_dim, path, err, errsz) ||
           codi__config_pos_float(j, "rms_norm_eps", &c->norm_eps, path, err, errsz) ||
-          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz);
+          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz) ||
+          codi__config_int(j, "max_position_embeddings", 1, INT_MAX, &c->max_positions, path, err, errsz);
     c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
     if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
     if (!bad && (eos = codi__json_get(j, "eos_token_id")) != NULL && eos->type != CODI__J_NULL) {
@@ -8341,11 +8347,12 @@ static size_t codi__st_layout(const size_t *bytes, int n, size_t *off) {
 /* Spaces after a header of len bytes so that 8 + len is a multiple of CODI__ST_ALIGN. */
 static size_t codi__st_header_pad(size_t len) { return (CODI__ST_ALIGN - (8 + len) % CODI__ST_ALIGN) % CODI__ST_ALIGN; }
 
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
-                                    char *err, size_t errsz) {
+/* codi_write_safetensors to path (to == NULL) or to the stream to. */
+static int codi__write_safetensors(const char *path, FILE *to, const codi_st_entry *e, int n, const char *const *metadata,
+                                   char *err, size_t errsz) {
     codi__buf hdr = { NULL, 0, 0, 1 };
     char num[64], *tmp = NULL;
-    size_t pad, plen = strlen(path), *bytes = NULL, *offs = NULL, total = 0;
+    size_t pad, plen = path ? strlen(path) : 0, *bytes = NULL, *offs = NULL, total = 0;
     unsigned char hl8[8];
     uint64_t hl;
     FILE *fp = NULL;
@@ -8381,15 +8388,21 @@ CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, in
     codi__buf_str(&hdr, "}");
     pad = codi__st_header_pad(hdr.len);
     for (i = 0; i < (int)pad; i++) codi__buf_str(&hdr, " ");    /* the data start 64-byte aligned */
-    if (!hdr.ok || !(tmp = (char *)CODI_MALLOC(plen + 5))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5);
+    if (!hdr.ok || (!to && !(tmp = (char *)CODI_MALLOC(plen + 5)))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (!to) { memcpy(tmp, path, plen); memcpy(tmp + plen, ".tmp", 5); }
     hl = hdr.len;
     for (i = 0; i < 8; i++) hl8[i] = (unsigned char)(hl >> (8 * i));
-    if (!(fp = fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
+    if (!(fp = to ? to : fopen(tmp, "wb"))) { codi__err(err, errsz, "cannot write %s", tmp); goto fail; }
     bad = fwrite(hl8, 1, 8, fp) != 8 || fwrite(hdr.p, 1, hdr.len, fp) != hdr.len;
     for (d = 0; d < 2; d++)                          /* in codi__st_layout's order */
         for (i = 0; i < n && !bad; i++)
             if ((bytes[i] % CODI__ST_ALIGN == 0) == (d == 0)) bad = bytes[i] && fwrite(e[i].data, 1, bytes[i], fp) != bytes[i];
+    if (to) {
+        fp = NULL;
+        if (bad || fflush(to) != 0 || ferror(to)) { codi__err(err, errsz, "write failed"); goto fail; }
+        CODI_FREE(hdr.p); CODI_FREE(bytes); CODI_FREE(offs);
+        return 0;
+    }
     if (fclose(fp) != 0 || bad) { fp = NULL; codi__err(err, errsz, "error writing %s", tmp); remove(tmp); goto fail; }
     fp = NULL;
     if (rename(tmp, path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", tmp, path); remove(tmp); goto fail; }
@@ -8399,6 +8412,16 @@ fail:
     if (fp) fclose(fp);
     CODI_FREE(hdr.p); CODI_FREE(tmp); CODI_FREE(bytes); CODI_FREE(offs);
     return -1;
+}
+
+CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+                                    char *err, size_t errsz) {
+    return codi__write_safetensors(path, NULL, e, n, metadata, err, errsz);
+}
+
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+                                         char *err, size_t errsz) {
+    return codi__write_safetensors(NULL, fp, e, n, metadata, err, errsz);
 }
 
 /* The HF config.json keys codi__apply_config_text reads, for m. */
@@ -8660,13 +8683,18 @@ CODI_API int codi_tuned_lens_save_dir(const codi_tuned_lens *t, const char *dir,
     }
     snprintf(path, sizeof path, "%s/params.pt", dir);
     if (codi__torch_save(path, 2 * L, np, dp, nd, (const int64_t (*)[4])sh, err, errsz)) goto done;
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(path, sizeof path, "%s/config.json.tmp", dir);   /* renamed to config.json when complete */
     if (!(fp = fopen(path, "w"))) { codi__err(err, errsz, "cannot write %s", path); goto done; }
     fprintf(fp, "{\"base_model_name_or_path\": ");
     codi_json_write_string(fp, base_model ? base_model : "");
     fprintf(fp, ", \"d_model\": %d, \"num_hidden_layers\": %d, \"bias\": true, \"base_model_revision\": null, "
                 "\"unembed_hash\": null, \"lens_type\": \"linear_tuned_lens\"}\n", t->dim, L);
-    if (fclose(fp) != 0) { codi__err(err, errsz, "error writing %s", path); goto done; }
+    if (ferror(fp) | fclose(fp)) { codi__err(err, errsz, "error writing %s", path); remove(path); goto done; }
+    {
+        char final_path[4096];
+        snprintf(final_path, sizeof final_path, "%s/config.json", dir);
+        if (rename(path, final_path) != 0) { codi__err(err, errsz, "cannot rename %s to %s", path, final_path); remove(path); goto done; }
+    }
     rc = 0;
 done:
     CODI_FREE(names); CODI_FREE(np); CODI_FREE(dp); CODI_FREE(nd); CODI_FREE(sh);
@@ -8957,7 +8985,7 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         if (!(fp = fopen(path, "w+b"))) { codi__err(err, errsz, "cannot create %s", path); goto fail; }
         if (fwrite(l8, 1, 8, fp) != 8 || fwrite(hdr, 1, hlen, fp) != hlen || fseek(fp, a->total - 1, SEEK_SET) != 0 ||
             fwrite(&zero, 1, 1, fp) != 1 || fflush(fp) != 0) {
-            codi__err(err, errsz, "cannot write %s (disk full?)", path); goto fail;
+            codi__err(err, errsz, "cannot write %s (disk full?)", path); remove(path); goto fail;   /* no empty dataset blocks a rerun */
         }
     }
     CODI_FREE(hdr);

@@ -4,6 +4,9 @@
 # files without --force, files appear under their name only when complete, JSON lines are strict
 # (numbers beyond a double and duplicate keys refused), one questions policy in every command,
 # positions beyond every run refused, --ids without bot warned, special-token text read as text.
+# Every command that writes is run with standard output on /dev/full and (as root, on a 64 KiB
+# tmpfs) with its files on a full file system; eval stops at the first failed write and resumes;
+# the prompt limit follows the model's context; GGUF directions are shape-checked; provenance.
 B=${CODI_BIN:-build/codi}
 pass=0; fail=0; skip=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
@@ -69,8 +72,22 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   [ ! -e $d/full/t.jsonl ] && [ -z "$(ls $d/full)" ] && ok "no half file and no temporary file left" || bad "full fs leaves: $(ls $d/full)"
   expect 1 "error writing" "trace on a full file system" $B trace $tiny --ids $ids --answer-steps 16 --out $d/full/t.safetensors
   [ ! -e $d/full/t.safetensors ] && ok "trace leaves no half file" || bad "trace left $d/full/t.safetensors"
-  dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
-  expect 1 "results were lost" "eval --out on a full file system" $B eval $nano --questions $d/q2.jsonl --out $d/full/r.jsonl --max-answer 4
+  # eval: room for about 30 of 80 result lines; it stops at the first failed write, keeps whole lines, resumes
+  rm -f $d/full/*; dd if=/dev/zero of=$d/full/fill bs=1k count=58 2>/dev/null
+  ev="$B eval $nano --questions models/codi-nano/test.jsonl --limit 80 --max-answer 8 --out $d/full/r.jsonl"
+  expect 1 "stopped at the first failed write to $d/full/r.jsonl" "eval --out on a full file system stops" $ev
+  n=$(grep -c '"correct"' $d/full/r.jsonl)
+  grep -q "error writing $d/full/r.jsonl: No space left on device" $d/err.txt && grep -q "its $n results are whole lines" $d/err.txt && [ "$n" -gt 0 ] && [ "$n" -lt 80 ] &&
+    [ "$(tail -c 1 $d/full/r.jsonl | od -An -c | tr -d ' ')" = '\n' ] && ! grep -q "80/80" $d/err.txt &&
+    ok "eval: stopped after $n of 80 results, the file holds whole lines only, no summary" || bad "eval after the failed write: $n results, $(tail -c 300 $d/err.txt)"
+  mount -o remount,size=4m $d/full
+  expect 0 "resuming $d/full/r.jsonl: $n results already there" "eval resumed after space was freed" $ev
+  [ "$(grep -c '"correct"' $d/full/r.jsonl)" -eq 80 ] && [ -z "$(grep -o '"index": [0-9]*' $d/full/r.jsonl | sort | uniq -d)" ] &&
+    ok "eval resumed: 80 results, none twice" || bad "eval resumed: $(grep -c '"correct"' $d/full/r.jsonl) results"
+  # a torn last line (kill -9 mid-write) is dropped on resume and its result run again
+  sz=$(wc -c < $d/full/r.jsonl); truncate -s $((sz - 40)) $d/full/r.jsonl
+  expect 0 "resuming $d/full/r.jsonl: 79 results already there" "eval: a torn last line is not counted on resume" $ev
+  [ "$(grep -c '"correct"' $d/full/r.jsonl)" -eq 80 ] && [ "$(wc -l < $d/full/r.jsonl)" -eq 81 ] && ok "eval: the torn line was replaced by a whole one (80 results)" || bad "eval torn line: $(wc -l < $d/full/r.jsonl) lines"
   umount $d/full
   # sweep: vectors.safetensors (104 KiB) fits in 128 KiB, results.jsonl does not: stop, exit 1, resume after
   mount -t tmpfs -o size=128k tmpfs $d/full
@@ -90,6 +107,71 @@ if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; t
   expect 0 "already recorded" "record resumed after space was freed" $rec
   umount $d/full
 else skip "full file system: needs root and a tmpfs mount (9 tests)"; skip=$((skip + 8)); fi
+
+# ---- every command that writes: standard output on /dev/full, and its files on a full file system ----
+$B probe train --acts $d/acts.st --label parity --allow-small --out $d/probe0 > /dev/null 2>&1
+# writers OUT: NAME|FILES|CMD, one per command that writes (FILES: 1 when it writes files under OUT, 2 when
+# it writes nothing on standard output)
+writers() {
+  o=$1
+  cat <<WEOF
+trace|1|$B trace $tiny --ids $ids --answer-steps 2 --out $o/t.safetensors
+record|1|$B record $nano --questions $d/q2.jsonl --max-answer 2 --out $o/a.st
+export|2|$B export $tiny --merged $o/m.safetensors
+vectors|1|$B vectors $nano --questions $d/q2.jsonl --out $o/v.safetensors
+vectors extract|1|$B vectors extract --acts $d/acts.st --slot latent3 --question 0 --name v --out $o/x.safetensors
+lens --svg|1|$B lens $tiny --ids $ids --max-answer 2 --svg $o/l.svg
+lens --questions (--out, --rows)|1|$B lens $nano --questions $d/q2.jsonl --max-answer 2 --out $o/lq
+probe train|1|$B probe train --acts $d/acts.st --label parity --allow-small --out $o/p
+probe apply|1|$B probe apply --probes $d/probe0/probes.safetensors --acts $d/acts.st --out $o/pa.csv
+pca|1|$B pca --acts $d/acts.st --out $o/pca
+kv-response|1|$B kv-response $nano --questions $d/q2.jsonl --steer tests/data/steer/s1_z_add.json --out $o/kv
+tune-lens|1|$B tune-lens $nano --questions $d/q2.jsonl --steps 2 --batch 2 --held-out 0 --out $o/tl.safetensors
+eval|1|$B eval $nano --questions $d/q2.jsonl --max-answer 4 --out $o/e.jsonl
+sweep|1|$B sweep $nano --questions models/codi-nano/test.jsonl --limit 4 --means-limit 4 --steps 1 --pairs 1-2 --coeffs 1 --kv-coeffs none --noise-seeds 0 --out $o/sw
+gen-templates --out|2|$B gen-templates --draws 200 --out $o/g.jsonl
+tokenize --export-tiktoken|2|$B tokenize --tokenizer models/codi-nano/tokenizer.json --export-tiktoken $o/tok.tiktoken
+run|0|$B run $nano --questions $d/q2.jsonl --answer-steps 2
+info|0|$B info $tiny
+tokenize|0|$B tokenize --tokenizer models/codi-nano/tokenizer.json --text apples
+gen-templates|0|$B gen-templates --draws 2
+bench|0|$B bench $tiny --tokens 2
+WEOF
+}
+mkdir -p $d/w1; writers $d/w1 > $d/writers.txt; n_w=0; failed=""
+while IFS='|' read -r name files cmd; do
+  [ "$files" = 2 ] && continue
+  $cmd > /dev/full 2> $d/err.txt < /dev/null; rc=$?
+  n_w=$((n_w + 1))
+  [ $rc -eq 1 ] && grep -q "error writing standard output" $d/err.txt || failed="$failed [$name: exit $rc, $(tail -c 200 $d/err.txt)]"
+done < $d/writers.txt
+[ -z "$failed" ] && ok "stdout on /dev/full: all $n_w commands that write exit 1 with 'error writing standard output'" || bad "stdout on /dev/full:$failed"
+# an output file on a full device: refused before the work (not a regular file / not a directory) or an error writing it, never exit 0
+failed=""; n_w=0
+for c in "vectors extract --acts $d/acts.st --slot latent3 --question 0 --name v --out /dev/full" "probe apply --probes $d/probe0/probes.safetensors --acts $d/acts.st --out /dev/full" \
+         "sweep $nano --questions $d/q2.jsonl --out /dev/full" "sweep $nano --questions $d/q2.jsonl --out $d/swd --dump-logits /dev/full" \
+         "lens $nano --questions $d/q2.jsonl --max-answer 2 --out $d/lf --rows /dev/full" "eval $nano --questions $d/q2.jsonl --max-answer 4 --out $d/ef.jsonl --csv /dev/full" \
+         "sweep --merge $d/w1/sw --out /dev/full" "eval --merge $d/w1/e.jsonl --csv /dev/full"; do
+  $B $c > /dev/null 2> $d/err.txt; rc=$?; n_w=$((n_w + 1))
+  [ $rc -ne 0 ] && grep -Eq "error writing /dev/full|/dev/full is not a regular file|/dev/full exists and is not a directory" $d/err.txt || failed="$failed [${c%% -*}: exit $rc, $(tail -c 200 $d/err.txt)]"
+done
+[ -z "$failed" ] && ok "an output on /dev/full: $n_w more commands refuse it or fail writing it, naming it" || bad "output on /dev/full:$failed"
+# every command that writes files, on a full file system: exit 1 naming the failed write, no file left under its name
+mkdir -p $d/full
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; then
+  dd if=/dev/zero of=$d/full/fill bs=1k count=200 2>/dev/null
+  writers $d/full > $d/writers.txt; failed=""; n_w=0
+  while IFS='|' read -r name files cmd; do
+    [ "$files" = 0 ] && continue
+    $cmd > /dev/null 2> $d/err.txt < /dev/null; rc=$?; n_w=$((n_w + 1))
+    left=$(find $d/full -type f ! -name fill -size +0)
+    [ $rc -eq 1 ] && grep -Eq "No space left on device|error writing|cannot write" $d/err.txt && [ -z "$left" ] ||
+      failed="$failed [$name: exit $rc, left: $left; $(tail -c 200 $d/err.txt)]"
+    find $d/full -mindepth 1 -maxdepth 1 ! -name fill -exec rm -rf {} +
+  done < $d/writers.txt
+  umount $d/full
+  [ -z "$failed" ] && ok "a full file system: all $n_w commands that write files exit 1 naming the failed write and leave no file with content" || bad "full file system:$failed"
+else skip "full file system: every command that writes files"; fi
 
 # ---- outputs that name inputs; existing outputs ----
 cp tests/data/codi_tiny.bin $d/tiny.bin; ln $d/tiny.bin $d/hard.bin; sum=$(cksum < $d/tiny.bin)
@@ -150,9 +232,18 @@ done
 for c in "run --answer-steps 2" "eval --out $d/pe_long.jsonl --max-answer 2" "record --out $d/pr_long.st --max-answer 2" "lens --out $d/pl_long --max-answer 2" \
          "tune-lens --out $d/pt_long.safetensors --steps 1 --batch 1" "vectors --out $d/pv_long.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_long"; do
   $B $c $nano --questions $d/long.jsonl > /dev/null 2> $d/err.txt; rc=$?
-  [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt is over 4096 tokens, the limit (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
+  [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt has 15005 tokens, over the limit of 4096: the commands' prompt buffer; the model's context is 131072 positions (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
 done
 [ "$c" != failed ] && ok "an over-long question: every command skips it with FILE:LINE and the limit, runs the rest, exits 1"
+# the limit follows the model's context (max_position_embeddings) less the positions a run needs after its prompt
+mkdir -p $d/ctx400; for f in codi_nano.bin tokenizer.json; do ln -sf ../../../models/codi-nano/$f $d/ctx400/$f; done
+sed 's/"max_position_embeddings": 131072/"max_position_embeddings": 400/' models/codi-nano/config.json > $d/ctx400/config.json
+python3 -c "print('{\"question\": \"' + 'one two three ' * 20 + '\", \"answer\": 1}')" > $d/mid.jsonl; cat $d/q2.jsonl >> $d/mid.jsonl
+expect 1 "mid.jsonl:1: the question's prompt has 205 tokens, over the limit of 136: the model's context of 400 positions (max_position_embeddings) less 264 for the latents, eot and answer (line skipped)" \
+  "a model with a 400-position context: run skips a 205-token prompt (limit 400 - 264)" $B run --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --answer-steps 2
+[ "$(grep -c '"line"' $d/out.txt)" -eq 2 ] && ok "run: the two other questions ran" || bad "run on ctx400: $(grep -c '"line"' $d/out.txt) rows"
+expect 0 "3 questions (0 lines skipped)" "eval --max-answer 8 on that model: room for all three (limit 400 - 16)" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 8 --out $d/ctx_a.jsonl
+expect 1 "over the limit of 192: the model's context of 400 positions (max_position_embeddings) less 208" "eval --max-answer 200 on that model: limit 400 - 208 bites" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 200 --out $d/ctx_b.jsonl
 $B run $nano --questions $d/strict.jsonl --answer-steps 2 2>/dev/null | grep -q '"index": 0, "line": 3,' && ok "run numbers rows by file line" || bad "run row numbering"
 
 # ---- positions, --ids, special-token text ----
@@ -164,6 +255,25 @@ n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-spe
 [ -n "$n_text" ] && [ -n "$n_special" ] && [ "$n_text" -gt "$n_special" ] && ok "<|bocot|> in a question is text ($n_text tokens), one token with --parse-special ($n_special)" || bad "special-token text: $n_text vs $n_special"
 expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
 expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf
+expect 0 "warning: --layers 2-99 (98 directions) not checked against a model" "vectors --to-gguf --layers without --model warned" $B vectors --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv3.gguf
+python3 -c "
+import struct, json
+def w(path, shape, value):
+    n = 1
+    for x in shape: n *= x
+    h = json.dumps({'v': {'dtype': 'F32', 'shape': shape, 'data_offsets': [0, 4 * n]}}).encode(); h += b' ' * ((8 - len(h)) % 8)
+    open(path, 'wb').write(struct.pack('<Q', len(h)) + h + struct.pack('<%df' % n, *([value] * n)))
+w('$d/d64.safetensors', [64], 0.5); w('$d/lat6.safetensors', [6, 256], 0.5); w('$d/zero7.safetensors', [7, 256], 0.0)"
+expect 2 "d64.safetensors:v has rows of 64 numbers; the model's hidden size (n_embd) is 256" "vectors --to-gguf: a direction of another length than the model's refused" $B vectors $nano --to-gguf $d/d64.safetensors:v --layers 2-3 --out $d/cv4.gguf
+expect 2 "lat6.safetensors:v has 6 rows; a tensor by residual index has L + 1 = 7 rows (the model's)" "vectors --to-gguf: [6, D] latent-step rows under another name refused with --model" $B vectors $nano --to-gguf $d/lat6.safetensors:v --out $d/cv5.gguf
+expect 0 "rows taken as residual indices 0..5, not checked against a model" "vectors --to-gguf: rows without --model warned" $B vectors --to-gguf $d/lat6.safetensors:v --out $d/cv6.gguf
+expect 1 "no direction to write" "vectors --to-gguf: all-zero rows refused (no empty GGUF)" $B vectors $nano --to-gguf $d/zero7.safetensors:v --out $d/cv7.gguf
+[ ! -e $d/cv4.gguf ] && [ ! -e $d/cv5.gguf ] && [ ! -e $d/cv7.gguf ] && ok "vectors --to-gguf: nothing written when refused" || bad "vectors --to-gguf wrote a refused file"
+# provenance: a dataset's questions file is checked by content hash wherever labels or fields are read from a questions file
+printf '{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 12, "kind": "a"}\n{"question": "Zoe is 3. Sam is 9 years older. How old is Sam?", "answer": 12, "kind": "b"}\n' > $d/q2k.jsonl
+expect 1 "q2k.jsonl is not the questions file $d/acts.st was recorded from ($d/q2.jsonl)" "probe train --questions OTHER refused" $B probe train --acts $d/acts.st --label field:kind --questions $d/q2k.jsonl --allow-small --out $d/pk
+grep -q "labels would belong to other questions (--force uses it anyway)" $d/err.txt && [ ! -e $d/pk ] && ok "probe train: the refusal names the hashes and --force, and creates nothing" || bad "probe train provenance: $(cat $d/err.txt)"
+expect 1 "is not the questions file $d/acts.st was recorded from" "vectors extract --where --questions OTHER refused" $B vectors extract --acts $d/acts.st --slot latent3 --where kind=a --questions $d/q2k.jsonl --name v --out $d/xk.safetensors
 
 # ---- a signal leaves no temporary file: SIGTERM and SIGHUP unlink NAME.tmp.PID, then kill as before ----
 for sig in TERM HUP; do

@@ -31,3 +31,4 @@ dangling=$(git ls-files -s 2>/dev/null | awk '$1 == "120000" { print $4 }' | whi
 if [ -z "$dangling" ]; then echo "ok - no committed symbolic link dangles"; pass=$((pass + 1))
 else echo "not ok - committed symbolic links that point nowhere: $dangling"; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]

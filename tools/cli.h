@@ -389,11 +389,32 @@ bad:
 
 /* The questions policy, the same in every command (README "Questions files"): a line that is not
    a JSON object with a "question" string (duplicate keys and numbers beyond a double refused), or
-   whose prompt exceeds CLI_MAX_PROMPT tokens, is reported as FILE:LINE and skipped, and the command
+   whose prompt exceeds cli_prompt_limit tokens, is reported as FILE:LINE and skipped, and the command
    exits 1 at the end (tools/codi.c reads cli_questions_skipped); blank lines are ignored; a file
    without a usable question is an error. Rows are numbered by file line ("line", 1-based). */
-#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers */
+#define CLI_MAX_PROMPT 4096                 /* prompt tokens: the commands' prompt buffers and states */
+#define CLI_PROMPT_ROOM 264                 /* positions a run needs after its prompt unless the command says
+                                               (cli_questions_room): 6 latents, eot, bot and 256 answer tokens */
 static int cli_questions_skipped;           /* lines skipped by every reader of this process */
+static char cli__q_last_path[4096];         /* the file read last and the lines skipped in it: a file */
+static int cli__q_last_bad;                 /* read twice in a row (sweep: means, then questions) counts once */
+static int cli__q_room = CLI_PROMPT_ROOM;
+
+/* The positions each run of this command needs after its prompt (latents + 2 + answer tokens). */
+CLI_API void cli_questions_room(int positions) { cli__q_room = positions > 0 ? positions : 0; }
+
+/* The longest prompt (tokens, BOS, eot and bot included) a question may have with model m: the
+   prompt buffers' CLI_MAX_PROMPT, or less when the model's trained context (max_position_embeddings)
+   leaves less room before the run's latents and answer. why (may be NULL) says which bound holds. */
+CLI_API int cli_prompt_limit(const codi_model *m, char *why, size_t cap) {
+    int ctx = m ? m->config.max_positions : 0, limit = CLI_MAX_PROMPT;
+    if (ctx > 0 && ctx - cli__q_room < limit) {
+        limit = ctx - cli__q_room > 1 ? ctx - cli__q_room : 1;
+        if (why) snprintf(why, cap, "the model's context of %d positions (max_position_embeddings) less %d for the latents, eot and answer", ctx, cli__q_room);
+    } else if (why && ctx > 0) snprintf(why, cap, "the commands' prompt buffer; the model's context is %d positions", ctx);
+    else if (why) snprintf(why, cap, "the commands' prompt buffer; config.json gives no max_position_embeddings");
+    return limit;
+}
 
 /* Calls fn for the questions of path: the first `limit` (0: all), then every N-th from the K-th
    (shard K/N; 0/0 = no sharding). A malformed or over-long line is reported as FILE:LINE on stderr,
@@ -403,7 +424,9 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                                  int (*fn)(void *user, const cli_question *q), void *user, int *n_bad) {
     size_t len;
     char *text, *p, err[256];
-    int index = 0, line = 0, rc = 0, bad = 0;
+    int index = 0, line = 0, rc = 0, bad = 0, n_tok = 0, max_prompt;
+    char why[160];
+    max_prompt = cli_prompt_limit(cli__q_model, why, sizeof why);
     if (n_bad) *n_bad = 0;
     if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
@@ -421,8 +444,9 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
                 bad++;
                 codi__json_free(j);
-            } else if (cli__q_model && cli__q_tok && codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) > CLI_MAX_PROMPT - 3) {   /* + BOS, eot, bot */
-                fprintf(stderr, "codi: %s:%d: the question's prompt is over %d tokens, the limit (line skipped)\n", path, line, CLI_MAX_PROMPT);
+            } else if (cli__q_model && cli__q_tok && (n_tok = codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) + 3) > max_prompt) {   /* + BOS, eot, bot */
+                fprintf(stderr, "codi: %s:%d: the question's prompt has %d tokens, over the limit of %d: %s (line skipped)\n",
+                        path, line, n_tok, max_prompt, why);
                 bad++;
                 codi__json_free(j);
             } else {
@@ -439,7 +463,12 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
     }
     free(text);
     if (n_bad) *n_bad = bad;
-    cli_questions_skipped += bad;
+    if (!strcmp(cli__q_last_path, path)) {
+        if (bad > cli__q_last_bad) { cli_questions_skipped += bad - cli__q_last_bad; cli__q_last_bad = bad; }
+    } else {
+        cli_questions_skipped += bad;
+        snprintf(cli__q_last_path, sizeof cli__q_last_path, "%s", path); cli__q_last_bad = bad;
+    }
     if (!rc && !index) { fprintf(stderr, "codi: %s: no usable question (%d line%s skipped)\n", path, bad, bad == 1 ? "" : "s"); rc = -1; }
     return rc;
 }
@@ -588,6 +617,20 @@ CLI_API int cli_out_flush(FILE *f, const char *path) {
     if (fflush(f) == 0 && !ferror(f)) return 0;
     fprintf(stderr, "codi: error writing %s: %s\n", path, strerror(errno ? errno : EIO));
     return -1;
+}
+
+/* A .safetensors file through the checked outputs (temporary name, renamed when complete); 0, or
+   -1 after a message naming the file. */
+CLI_API int cli_out_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *meta) {
+    char err[512];
+    FILE *f = cli_out_open(path, "wb");
+    if (!f) return -1;
+    if (codi_write_safetensors_file(f, e, n, meta, err, sizeof err)) {
+        fprintf(stderr, "codi: error writing %s: %s\n", path, ferror(f) && errno ? strerror(errno) : err);
+        cli_out_abort(f);
+        return -1;
+    }
+    return cli_out_close(f);
 }
 
 /* At exit: standard output flushed and checked (a full disk or closed pipe is an error). */

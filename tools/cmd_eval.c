@@ -52,6 +52,10 @@ typedef struct {
     int batch, batch_threads;   /* runs per batched runner (--batch), threads of each runner */
     long next, total, finished, failed;
     FILE *out;
+    const char *out_path;
+    long out_good;            /* bytes of out that hold whole lines: the file is cut back to them after a failed write */
+    int stop;                 /* a write failed: no run starts or is recorded after it */
+    struct eval_job_s *jobs;  /* [total] the runs in flight (their per-question controls) */
     pthread_mutex_t lock;
     cli_progress *progress;
 } eval_ctx;
@@ -216,16 +220,27 @@ static void eval_record(eval_ctx *ec, int ci, int qi, const codi_run_result *rr,
     if (c->family == EVAL_CONTROL) n += (size_t)snprintf(line + n, cap - n, ", \"draw_seed\": %llu", (unsigned long long)draw_seed);
     snprintf(line + n, cap - n, "}\n");
     pthread_mutex_lock(&ec->lock);
-    fputs(line, ec->out);
-    fflush(ec->out);
-    eval_add_result(ec, ci, q->index, correct);
-    ec->finished++;
-    cli_progress_update(ec->progress, ec->finished);
+    if (!ec->stop) {
+        fputs(line, ec->out);
+        if (cli_out_flush(ec->out, ec->out_path)) ec->stop = 1;    /* the first failed write stops the command */
+        else {
+            ec->out_good += (long)strlen(line);
+            eval_add_result(ec, ci, q->index, correct);
+            ec->finished++;
+            cli_progress_update(ec->progress, ec->finished);
+        }
+    }
     pthread_mutex_unlock(&ec->lock);
 }
 
+static int eval_stopped(eval_ctx *ec) {
+    int stop;
+    pthread_mutex_lock(&ec->lock); stop = ec->stop; pthread_mutex_unlock(&ec->lock);
+    return stop;
+}
+
 typedef struct { eval_ctx *ec; char *line; } eval_worker_ctx;
-typedef struct { long u; codi_steer *drawn; } eval_job;   /* a run: unit u, its per-question control (or NULL) */
+typedef struct eval_job_s { long u; codi_steer *drawn; } eval_job;   /* a run: unit u, its per-question control (or NULL) */
 
 /* A run of the batched runner ended: unit u = question u / nc under condition u % nc. */
 static int eval_done(void *user, const codi_batch_result *r) {
@@ -235,8 +250,8 @@ static int eval_done(void *user, const codi_batch_result *r) {
     long u = job->u;
     int ci = (int)(u % ec->nc), qi = (int)(u / ec->nc);
     codi_steer_free(job->drawn);
-    free(job);
-    if (r->status == 0) { eval_record(ec, ci, qi, r->result, w->line, 16384); return 0; }
+    job->drawn = NULL;
+    if (r->status == 0) { eval_record(ec, ci, qi, r->result, w->line, 16384); return eval_stopped(ec); }   /* nonzero: the batch stops */
     fprintf(stderr, "codi eval: %s, line %d: %s\n", ec->c[ci].name, ec->q[qi].line, r->error);
     pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
     return 0;
@@ -267,7 +282,7 @@ static void *eval_worker(void *user) {
             long u;
             pthread_mutex_lock(&ec->lock);
             while (ec->next < ec->total && ec->done[ec->next]) ec->next++;
-            u = ec->next < ec->total ? ec->next++ : -1;
+            u = !ec->stop && ec->next < ec->total ? ec->next++ : -1;
             pthread_mutex_unlock(&ec->lock);
             if (u < 0) { more = 0; break; }
             memset(&rq, 0, sizeof rq);
@@ -276,12 +291,11 @@ static void *eval_worker(void *user) {
             rq.opts.n_latent = ec->latents; rq.opts.max_answer = ec->max_answer;
             {
                 const eval_condition *c = &ec->c[u % ec->nc];
-                eval_job *job = (eval_job *)calloc(1, sizeof *job);
-                if (job && c->family == EVAL_CONTROL && ec->draw_per_question)
+                eval_job *job = &ec->jobs[u];
+                if (c->family == EVAL_CONTROL && ec->draw_per_question)
                     job->drawn = codi_steer_random_like(ec->c[c->parent].steer, eval_draw_seed(ec, c, &ec->q[u / ec->nc]));
-                if (!job || (c->family == EVAL_CONTROL && ec->draw_per_question && !job->drawn)) {
+                if (c->family == EVAL_CONTROL && ec->draw_per_question && !job->drawn) {
                     fprintf(stderr, "codi eval: out of memory\n");
-                    free(job);
                     pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
                     continue;
                 }
@@ -290,13 +304,14 @@ static void *eval_worker(void *user) {
                 rq.user = job;
                 if (codi_batch_submit(b, &rq)) {
                     fprintf(stderr, "codi eval: %s, line %d: %s\n", c->name, ec->q[u / ec->nc].line, codi_batch_error(b));
-                    codi_steer_free(job->drawn); free(job);
+                    codi_steer_free(job->drawn); job->drawn = NULL;
                     pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);
                 }
             }
         }
-        if (!codi_batch_pending(b) && !more) break;
+        if ((!codi_batch_pending(b) && !more) || eval_stopped(ec)) break;   /* a failed write: the runs in flight are dropped */
         if (codi_batch_step(b, eval_done, &w) < 0) {
+            if (eval_stopped(ec)) break;
             fprintf(stderr, "codi eval: %s\n", codi_batch_error(b));
             pthread_mutex_lock(&ec->lock); ec->failed += codi_batch_pending(b); pthread_mutex_unlock(&ec->lock);
             break;
@@ -461,6 +476,7 @@ static void eval_free(eval_ctx *ec) {
     int i;
     for (i = 0; i < ec->nq; i++) { free(ec->q[i].question); free(ec->q[i].ids); }
     for (i = 0; i < ec->nc; i++) codi_steer_free(ec->c[i].steer);
+    if (ec->jobs) { long u; for (u = 0; u < ec->total; u++) codi_steer_free(ec->jobs[u].drawn); free(ec->jobs); }
     free(ec->q); free(ec->c); free(ec->done); free(ec->res);
 }
 
@@ -526,6 +542,12 @@ static int eval_merge(char **files, int n, const char *csv_path) {
         eval_free(&ec);
         return rc;
     }
+}
+
+/* After a failed write: the results file cut back to its whole lines (bytes good), so that no torn
+   line is left for a reader other than eval's own resume (which drops one). */
+static void eval_cut(const char *path, long good) {
+    if (truncate(path, good) != 0) fprintf(stderr, "codi eval: cannot cut %s back to its whole lines: %s (a resume drops the torn line)\n", path, strerror(errno));
 }
 
 static int eval_run(const cli_command *self, int argc, char **argv) {
@@ -627,14 +649,15 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         eval_question_list ql;
         memset(&ql, 0, sizeof ql);
         ql.path = questions;
+        cli_questions_room(latents + 2 + max_answer);
         i = cli_for_each_question(questions, limit, shard_k, shard_n, eval_collect_question, &ql, &n_bad);
         ec.q = ql.q; ec.nq = ql.n;
         if (i) goto done;
     }
     for (i = 0; i < ec.nq; i++) {
-        int32_t ids[4096];
-        int n = codi_prompt_from_text(m, t, ec.q[i].question, recipe, ids, 4096);
-        if (n < 0) { fprintf(stderr, "%s:%d: the question does not fit in 4096 tokens\n", questions, ec.q[i].line); goto done; }
+        int32_t ids[CLI_MAX_PROMPT];
+        int n = codi_prompt_from_text(m, t, ec.q[i].question, recipe, ids, CLI_MAX_PROMPT);
+        if (n < 0) { fprintf(stderr, "codi eval: %s:%d: the question does not fit in %d tokens\n", questions, ec.q[i].line, CLI_MAX_PROMPT); goto done; }
         ec.q[i].ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
         memcpy(ec.q[i].ids, ids, sizeof(int32_t) * (size_t)n);
         ec.q[i].n_ids = n;
@@ -643,6 +666,8 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
     eval_header(header, sizeof header, ma.model, questions, &ec, recipe, limit, shard_k, shard_n, seed);
     ec.total = (long)ec.nq * ec.nc;
     ec.done = (unsigned char *)calloc((size_t)(ec.total ? ec.total : 1), 1);
+    ec.jobs = (eval_job *)calloc((size_t)(ec.total ? ec.total : 1), sizeof *ec.jobs);
+    if (!ec.done || !ec.jobs) { fprintf(stderr, "codi eval: out of memory\n"); goto done; }
     {
         long good = 0, r, n_old = eval_read_results(&ec, out, old_header, sizeof old_header, &good, 0, ec.nq ? ec.q[ec.nq - 1].index + 1L : 1);
         int *pos_of;
@@ -660,12 +685,21 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         free(pos_of);
         if (n_old > 0) fprintf(stderr, "codi eval: resuming %s: %ld results already there\n", out, n_old);
         if (n_old >= 0 && truncate(out, good) != 0) { fprintf(stderr, "codi eval: cannot truncate %s\n", out); goto done; }
-        if (!(ec.out = fopen(out, "a"))) { fprintf(stderr, "codi eval: cannot write %s\n", out); goto done; }
-        if (!old_header[0] || n_old < 0) { fputs(header, ec.out); fflush(ec.out); }
+        if (!(ec.out = fopen(out, "a"))) { fprintf(stderr, "codi eval: cannot write %s: %s\n", out, strerror(errno)); goto done; }
+        ec.out_path = out; ec.out_good = n_old >= 0 ? good : 0;
+        if (!old_header[0] || n_old < 0) {
+            fputs(header, ec.out);
+            if (cli_out_flush(ec.out, out)) {
+                fclose(ec.out); ec.out = NULL;
+                if (n_old < 0) remove(out); else eval_cut(out, ec.out_good);   /* a new file is not left empty */
+                goto done;
+            }
+            ec.out_good += (long)strlen(header);
+        }
         ec.finished = n_old > 0 ? n_old : 0;
     }
     pthread_mutex_init(&ec.lock, NULL);
-    fprintf(stderr, "codi eval: %d questions (%d malformed lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
+    fprintf(stderr, "codi eval: %d questions (%d lines skipped) x %d conditions on %d threads, batch %d\n", ec.nq, n_bad, ec.nc,
             workers * ec.batch_threads, ec.batch);
     ec.progress = cli_progress_start("eval", ec.total, ec.finished);
     t0 = cli_now();
@@ -680,10 +714,15 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
                     cli_now() - t0, (ec.finished - before) / (double)ec.nc / ((cli_now() - t0) / 60), (ec.finished - before) / ((cli_now() - t0) / 60));
     }
     pthread_mutex_destroy(&ec.lock);
-    if (cli_out_flush(ec.out, out) | fclose(ec.out)) {
-        fprintf(stderr, "codi eval: %s is incomplete: results were lost (a full disk?); free space and run the command again to resume\n", out);
+    if (ec.stop || cli_out_flush(ec.out, out) | fclose(ec.out)) {   /* whole lines only: a torn last line is cut off */
+        if (ec.stop) fclose(ec.out);
+        ec.out = NULL;
+        eval_cut(out, ec.out_good);
+        fprintf(stderr, "codi eval: stopped at the first failed write to %s: its %ld results are whole lines and are kept; "
+                        "free space and run the same command again to resume\n", out, ec.finished);
         goto done;
     }
+    ec.out = NULL;
     if (ec.failed) { fprintf(stderr, "codi eval: %ld runs failed (see above); run the command again to retry them\n", ec.failed); goto done; }
     {
         char csv_default[4096];

@@ -1495,7 +1495,7 @@ static int lens_aggregate(const lens_args *a, const codi_model *m, const codi_to
         for (qi = 0; qi < ag.nq; qi++) before += S.done[qi];
         if (r == 0 && truncate(a->rows, good) != 0) { fprintf(stderr, "codi lens: cannot truncate %s\n", a->rows); goto done; }
         if (!(ag.rows = fopen(a->rows, "a"))) { fprintf(stderr, "codi lens: cannot write %s\n", a->rows); goto done; }
-        if (r == 1 || !good) { fputs(hb.p, ag.rows); fflush(ag.rows); }
+        if ((r == 1 || !good) && (fputs(hb.p, ag.rows) < 0 || cli_out_flush(ag.rows, a->rows))) goto done;
         if (before) fprintf(stderr, "codi lens: resuming %s: %ld of %d questions already there\n", a->rows, before, ag.nq);
     }
     {

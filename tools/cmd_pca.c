@@ -291,12 +291,12 @@ static int pca_write_spec(const char *dir, const char *vname, const char *tag, c
     char path[1024];
     FILE *f;
     snprintf(path, sizeof path, "%s/steer_%s.%s.json", dir, vname, tag);
-    if (!(f = fopen(path, "w"))) return -1;
+    if (!(f = cli_out_open(path, "w"))) return -1;
     fprintf(f, "{\"name\": \"%s %s\",\n \"description\": \"%s\",\n \"edits\": [{%s, \"op\": \"add\", \"alpha\": %.9g, ",
             vname, tag, what, site, alpha);
     if (seed) fprintf(f, "\"random\": {\"seed\": %d, \"norm_of\": \"steer_vectors.safetensors:%s\"}}]}\n", seed, vname);
     else fprintf(f, "\"vector\": \"steer_vectors.safetensors:%s\"}]}\n", vname);
-    return fclose(f) ? -1 : 0;
+    return cli_out_close(f) ? -1 : 0;
 }
 
 static int pca_run(const cli_command *self, int argc, char **argv) {
@@ -393,7 +393,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
     fprintf(stderr, "codi pca: %s [%s%s], %d layer(s) x %ld rows (%d questions x %d slots) of dimension %d\n", g.acts, g.tensor,
             a.head >= 0 ? ", one head" : "", n_layers, n_rows, n_q, n_slots, a.row);
     snprintf(path, sizeof path, "%s/explained.csv", g.out);
-    if (!(ev = fopen(path, "w"))) goto cant_write;
+    if (!(ev = cli_out_open(path, "w"))) goto cant_write;
     fprintf(ev, "tensor,layer,component,variance,explained,cumulative\n");
     prog = cli_progress_start("pca rows", 2 * n_rows * n_layers, 0);
     for (li = 0; li < n_layers; li++) {
@@ -428,7 +428,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         cli_progress_update(prog, done_work);
     }
     cli_progress_end(prog); prog = NULL;
-    if (fclose(ev)) { ev = NULL; goto cant_write; }
+    if (cli_out_close(ev)) { ev = NULL; goto cant_write; }
     ev = NULL;
 
     {   /* pca.safetensors, projections.safetensors */
@@ -449,14 +449,15 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         e[n_layers + 1] = e[n_layers]; e[n_layers + 1].name = "slot"; e[n_layers + 1].data = row_slot;
         snprintf(path, sizeof path, "%s/pca.safetensors", g.out);
         prc = codi_pca_save(path, (const codi_pca *const *)pcs, nm, n_layers, meta, err, sizeof err);
+        if (prc) fprintf(stderr, "codi pca: %s\n", err);
         snprintf(path, sizeof path, "%s/projections.safetensors", g.out);
-        if (!prc) prc = codi_write_safetensors(path, e, n_layers + 2, meta, err, sizeof err);
+        if (!prc) prc = cli_out_safetensors(path, e, n_layers + 2, meta);
         free(nm); free(e); free(pn);
-        if (prc) { fprintf(stderr, "codi pca: %s\n", err); goto done; }
+        if (prc) goto done;
     }
 
     snprintf(path, sizeof path, "%s/projections.csv", g.out);   /* first components of every row */
-    if (!(pcsv = fopen(path, "w"))) goto cant_write;
+    if (!(pcsv = cli_out_open(path, "w"))) goto cant_write;
     fprintf(pcsv, "layer,question_index,slot,slot_label,correct");
     for (c = 0; c < k && c < 3; c++) fprintf(pcsv, ",pc%d", c + 1);
     fprintf(pcsv, "\n");
@@ -467,7 +468,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
             fprintf(pcsv, "\n");
         }
     }
-    if (fclose(pcsv)) { pcsv = NULL; goto cant_write; }
+    if (cli_out_close(pcsv)) { pcsv = NULL; goto cant_write; }
     pcsv = NULL;
 
     {   /* scatter plots: PC1 vs PC2 per layer */
@@ -519,11 +520,11 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
 
     if (m) {                                     /* the lens over components */
         snprintf(path, sizeof path, "%s/lens.csv", g.out);
-        if (!(lcsv = fopen(path, "w"))) goto cant_write;
+        if (!(lcsv = cli_out_open(path, "w"))) goto cant_write;
         fprintf(lcsv, "name,component,sd,rank,token_id,token,delta_logit\n");
         printf("\nlens over components: top tokens of lens(mean + t sd v) - lens(mean)\n");
         for (li = 0; li < n_layers; li++) pca_lens(&g, m, tok, pcs[li], names[li], k < 3 ? k : 3, lcsv);
-        if (fclose(lcsv)) { lcsv = NULL; goto cant_write; }
+        if (cli_out_close(lcsv)) { lcsv = NULL; goto cant_write; }
         lcsv = NULL;
     }
 
@@ -558,7 +559,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
                                    "unit", "one standard deviation of the component over the rows (vector = sd * unit component)",
                                    "sign", "the component's largest-|x| entry is positive", "model", a.model, NULL };
             snprintf(path, sizeof path, "%s/steer_vectors.safetensors", g.out);
-            prc = codi_write_safetensors(path, e, nv, meta, err, sizeof err);
+            if ((prc = cli_out_safetensors(path, e, nv, meta)) != 0) snprintf(err, sizeof err, "steer_vectors.safetensors was not written");
         }
         for (nv = 0, li = 0; li < n_layers && !prc; li++) for (c = 0; c < nc && !prc; c++, nv++) {
             int ai;
@@ -595,9 +596,9 @@ cant_write:
     fprintf(stderr, "codi pca: cannot write %s\n", path);
 done:
     if (prog) cli_progress_end(prog);
-    if (ev) fclose(ev);
-    if (pcsv) fclose(pcsv);
-    if (lcsv) fclose(lcsv);
+    cli_out_abort(ev);
+    cli_out_abort(pcsv);
+    cli_out_abort(lcsv);
     for (li = 0; pcs && li < n_layers; li++) codi_pca_free(pcs[li]);
     for (li = 0; projs && li < n_layers; li++) free(projs[li]);
     free(pcs); free(projs); free(names); free(row_ds); free(row_si); free(buf); free(row_q); free(row_slot);

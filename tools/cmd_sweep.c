@@ -875,11 +875,11 @@ static double sweep_nice_up(double x) {
    and of their first controls on one fixed scale (0-1, or --auto-range: the family's range on round
    values), and the differences to the baseline and to the control on a diverging scale centred at 0,
    shared by the family;
-   cells surviving Holm outlined and starred. */
-static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sweep_stat *st, int fam, const char *qname, int auto_range, long n_questions, int n_tested) {
+   cells surviving Holm outlined and starred. 0, or 1 when a figure could not be written. */
+static int sweep_figures(const char *dir, const sweep_cond *c, int nc, const sweep_stat *st, int fam, const char *qname, int auto_range, long n_questions, int n_tested) {
     int steps[1024], n_steps = 0, pairs[256], n_pairs = 0, i, j, k, v, ci;
     double coeffs[SWEEP_MAXLIST], amin = 1, amax = 0, dmax = 0;
-    int n_coeffs = 0;
+    int n_coeffs = 0, bad = 0;
     const char *fname = fam == SWEEP_FAM_EMB ? "embedding" : "kv";
     for (i = 0; i < nc; i++) {                        /* the grid's axes, from the names */
         int pk = c[i].a * 100 + c[i].b;
@@ -899,7 +899,7 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
         }
         if (st[i].paired_r && fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r) > dmax) dmax = fabs((double)(st[i].c_only - st[i].r_only) / st[i].paired_r);
     }
-    if (!n_steps) return;
+    if (!n_steps) return 0;
     for (i = 1; i < n_steps; i++) for (j = i; j > 0 && steps[j - 1] > steps[j]; j--) { k = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = k; }
     for (i = 1; i < n_pairs; i++) for (j = i; j > 0 && pairs[j - 1] > pairs[j]; j--) { k = pairs[j]; pairs[j] = pairs[j - 1]; pairs[j - 1] = k; }
     dmax = sweep_nice_up(dmax);
@@ -952,11 +952,12 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
                 sp.cell_h = n_pairs * 22 < 150 ? 150.0 / n_pairs : 22;   /* room for the colour bar's ticks and label */
                 if (v >= 2) { sp.vmin = -dmax; sp.vmax = dmax; sp.colormap = SVG_RDBU; sp.ticks = ticks_d; sp.n_ticks = 5; sp.colorbar_label = v == 2 ? "minus baseline" : "minus control"; }
                 else { sp.vmin = amin; sp.vmax = amax; sp.colormap = SVG_VIRIDIS; sp.ticks = ticks_a; sp.n_ticks = n_ta; sp.colorbar_label = "accuracy"; }
-                if (svg_heatmap(path, &sp)) fprintf(stderr, "codi sweep: cannot write %s\n", path);
+                if (svg_heatmap(path, &sp)) { fprintf(stderr, "codi sweep: cannot write %s\n", path); bad = 1; }
             }
     done:
         free(val); free(text); free(rl); free(cl); free(ct); free(rows); free(cols); free(mark);
     }
+    return bad;
 }
 
 /* --- the report: summary files, the printed tables, figures -------------------------------- */
@@ -965,7 +966,7 @@ static void sweep_figures(const char *dir, const sweep_cond *c, int nc, const sw
 static int sweep_report(const char *dir, const sweep_cond *c, int nc, const signed char *grid, int nq, const unsigned char *confirm_q,
                         const char *qname, int auto_range, int confirming) {
     sweep_stat *st = (sweep_stat *)malloc(sizeof *st * 2 * (size_t)(nc ? nc : 1));
-    int *top = (int *)malloc(sizeof(int) * (size_t)(nc ? nc : 1)), s, i, f, n_top;
+    int *top = (int *)malloc(sizeof(int) * (size_t)(nc ? nc : 1)), s, i, f, n_top, bad = 0;
     char path[4096];
     FILE *js, *csv;
     long nq_split[2] = { 0, 0 };
@@ -1014,11 +1015,11 @@ static int sweep_report(const char *dir, const sweep_cond *c, int nc, const sign
     for (f = SWEEP_FAM_EMB; f <= SWEEP_FAM_KV; f++) {
         int n_t = 0;
         for (i = 0; i < nc; i++) n_t += c[i].family == f && st[i].p_primary == st[i].p_primary;
-        sweep_figures(dir, c, nc, st, f, qname, auto_range, nq_split[0], n_t);
+        bad |= sweep_figures(dir, c, nc, st, f, qname, auto_range, nq_split[0], n_t);
     }
-    printf("wrote %s: results.jsonl (every question), summary.jsonl, summary.csv, SVG heatmaps\n", dir);
+    if (!bad) printf("wrote %s: results.jsonl (every question), summary.jsonl, summary.csv, SVG heatmaps\n", dir);
     free(st); free(top);
-    return 0;
+    return bad;
 }
 
 /* --- the results file ----------------------------------------------------------------------------- */
@@ -1529,6 +1530,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if ((prc = cli_parse(self, opts, n_rest, rest)) != CLI_OK) { rc = prc == CLI_HELP ? 0 : 2; goto done; }
     if (merge) {
         if (n_files < 1 || !dir) { fprintf(stderr, "codi sweep: --merge needs result folders (or files) and --out DIR\n"); rc = 2; goto done; }
+        if (cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, 0, (const char *const *)files, n_files)) { rc = 2; goto done; }
         rc = sweep_merge(files, n_files, dir, auto_range);
         goto done;
     }
@@ -1538,6 +1540,15 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (strcmp(draw, "cell") && strcmp(draw, "question")) { fprintf(stderr, "codi sweep: --random-draw must be cell or question, not '%s'\n", draw); goto done; }
     if (shard && cli_parse_shard(shard, &shard_k, &shard_n)) goto done;
     if (selection && !(confirm > 0)) { fprintf(stderr, "codi sweep: --selection goes with --confirm\n"); goto done; }
+    {   /* the outputs, before any work: DIR and --dump-logits are written again when the run resumes */
+        const char *in[CLI_LIST_MAX + 5];
+        int n_in = 0;
+        in[n_in++] = ma.model; in[n_in++] = ma.tokenizer; in[n_in++] = questions; in[n_in++] = means_questions; in[n_in++] = selection;
+        for (i = 0; i < specs.n; i++) in[n_in++] = specs.v[i];
+        if (!dry_run && cli_out_check("sweep", dir, CLI_OUT_DIR | CLI_OUT_RESUME, 0, in, n_in)) goto done;
+        if (!dry_run && mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s: %s\n", dir, strerror(errno)); goto done; }
+        if (!dry_run && dump && cli_out_check("sweep", dump, CLI_OUT_RESUME, 0, in, n_in)) goto done;   /* in DIR or beside it, part of the run */
+    }
     g.N = latents; g.noise_seeds = noise_seeds; g.random_controls = random_controls;
     {
         unsigned char on[1024];
@@ -1667,7 +1678,6 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         for (i = 0; i < cl.n && !dumped; i++) dumped = sc.grid[(size_t)i * sl.n] >= 0;
         if (!confirm_q[0] && (shard_n <= 1 || shard_k == 1) && !dumped) {   /* question 0 first; its rows are kept like any other */
             codi_st_entry e[2];
-            char err[256];
             sc.todo[0] = 0; sc.n_todo = 1; sc.dump_q = 0;
             memset(active, 1, (size_t)cl.n);
             sweep_phase(&sc, 1, "sweep question 0 (logits)");
@@ -1675,7 +1685,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
             e[0].name = "emb_logits"; e[0].dtype = CODI_F32; e[0].data = emb; e[0].ndim = 4;
             e[0].shape[0] = g.n_steps; e[0].shape[1] = g.n_pairs; e[0].shape[2] = g.n_coeffs; e[0].shape[3] = (int64_t)V1;
             e[1] = e[0]; e[1].name = "kv_logits"; e[1].data = kv; e[1].shape[2] = g.n_kv;
-            if (codi_write_safetensors(dump, e, 2, NULL, err, sizeof err)) fprintf(stderr, "codi sweep: %s\n", err);
+            if (cli_out_safetensors(dump, e, 2, NULL)) { free(emb); free(kv); goto done; }
         } else fprintf(stderr, "codi sweep: --dump-logits: question 0 is not among this run's exploration questions still to run; nothing dumped\n");
         free(emb); free(kv); free(sc.dump); sc.dump = NULL; sc.dump_q = -1;
     }
@@ -1706,10 +1716,16 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
             if (!text) { fprintf(stderr, "codi sweep: cannot read %s\n", selection); goto done; }
             line = strtok(text, "\n");
             n_sel = line ? sweep_parse_selection(line, &nm, sel, selection) : -1;
-            if (n_sel >= 0) { char *sl_line = sweep_selection_line(cl.c, sel, n_sel); if (sl_line) { fprintf(sc.out, "%s\n", sl_line); fflush(sc.out); } free(sl_line); }
+            if (n_sel >= 0) {
+                char *sl_line = sweep_selection_line(cl.c, sel, n_sel);
+                int wbad = !sl_line || fprintf(sc.out, "%s\n", sl_line) < 0 || cli_out_flush(sc.out, path);
+                free(sl_line);
+                if (wbad) { free(text); goto done; }
+            }
             free(text);
         } else if (shard_n > 1) {
-            fclose(sc.out); sc.out = NULL;
+            i = fclose(sc.out); sc.out = NULL;
+            if (i) { fprintf(stderr, "codi sweep: error writing %s: %s\n", path, strerror(errno)); goto done; }
             printf("shard %d/%d explored. Merge the shards (codi sweep --merge DIR1 DIR2 ... --out M) to select the top %d cells on all the\n"
                    "exploration questions, then run each shard again with --selection M/selection.json to confirm them\n", shard_k, shard_n, confirm_top);
             rc = sweep_report(dir, cl.c, cl.n, sc.grid, sl.n, confirm_q, questions, auto_range, 0);
@@ -1721,8 +1737,9 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
             n_sel = sweep_rank(cl.c, cl.n, st, confirm_top, sel);
             free(st);
             if (!(line = sweep_selection_line(cl.c, sel, n_sel))) goto done;
-            fprintf(sc.out, "%s\n", line); fflush(sc.out);
+            i = fprintf(sc.out, "%s\n", line) < 0 || cli_out_flush(sc.out, path);
             free(line);
+            if (i) goto done;
         }
         if (n_sel < 0) goto done;
         sweep_confirm_active(cl.c, cl.n, sel, n_sel, active);
@@ -1733,7 +1750,8 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (sc.write_failed) { fprintf(stderr, "codi sweep: stopped: %s could not be written (see above); free space and run the command again to resume it\n", sc.out_path); goto done; }
         if (sc.failed) { fprintf(stderr, "codi sweep: %ld results failed (see above); run the command again to retry them\n", sc.failed); goto done; }
     }
-    fclose(sc.out); sc.out = NULL;
+    i = fclose(sc.out); sc.out = NULL;
+    if (i) { fprintf(stderr, "codi sweep: error writing %s: %s\n", path, strerror(errno)); goto done; }
     rc = sweep_report(dir, cl.c, cl.n, sc.grid, sl.n, confirm_q, questions, auto_range, confirm > 0);
     if (confirm > 0 && shard_n > 1) printf("(this shard's confirmation only: merge the shards for the whole report)\n");
 done:

@@ -81,7 +81,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     for (answer_len = 0; answer_len < rr.n_answer && !codi__is_eos(c, rr.answer[answer_len]); answer_len++) {}
     if (answer_len < rr.n_answer) answer_len++;
     {
-        char err[512], cmdline[2048], num[4][32];
+        char cmdline[2048], num[4][32];
         const char *meta[] = { "codi_lens", CLI_VERSION, "model", ma.model, "question", pa.question ? pa.question : "",
                                "ids", pa.ids ? pa.ids : "", "recipe", num[0], "latents", num[1], "answer_steps", num[2],
                                "answer_length", num[3], "weights", m->exact ? "f32" : "bf16",
@@ -107,7 +107,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
         ENT("answer_length", CODI_I32, &answer_len, 1, 1, 0, 0, 0)
         ENT("answer_logits", CODI_F32, al2, 2, rr.n_answer, V - 1, 0, 0)
 #undef ENT
-        if (codi_write_safetensors(out, e, ne, meta, err, sizeof err)) { fprintf(stderr, "codi: %s\n", err); goto done; }
+        if (cli_out_safetensors(out, e, ne, meta)) goto done;
         printf("wrote %s: %d prompt positions, %d latents, %d answer tokens (%d up to eos)\n", out, T, N, rr.n_answer, answer_len);
     }
     rc = 0;

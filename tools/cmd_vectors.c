@@ -241,7 +241,6 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
     int a, b, p = 0, ne = 0, rc;
     codi_st_entry *e = (codi_st_entry *)calloc((size_t)(3 + 4 * v->n_pairs), sizeof *e);
     char (*names)[48] = (char (*)[48])malloc(sizeof *names * (size_t)(4 * v->n_pairs + 1));
-    char err[512];
     if (!e || !names) { fprintf(stderr, "codi vectors: out of memory\n"); free(e); free(names); return 1; }
 #define VECTORS_ENTRY(nm, ptr, nd, s0, s1, s2, s3) do { e[ne].name = nm; e[ne].dtype = CODI_F32; e[ne].data = ptr; e[ne].ndim = nd; \
         e[ne].shape[0] = s0; e[ne].shape[1] = s1; e[ne].shape[2] = s2; e[ne].shape[3] = s3; ne++; } while (0)
@@ -264,9 +263,8 @@ static int vectors_save(const char *out, const codi_model *m, const vectors_set 
             }
         }
 #undef VECTORS_ENTRY
-    rc = codi_write_safetensors(out, e, ne, meta, err, sizeof err) ? 1 : 0;
-    if (rc) fprintf(stderr, "codi vectors: %s\n", err);
-    else printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
+    rc = cli_out_safetensors(out, e, ne, meta) ? 1 : 0;
+    if (!rc) printf("wrote %s: mean_final [%d, %d]%s, %d pairs (diff_A_B, random_A_B%s) from %ld questions\n", out, v->N, v->D,
                 v->has_kv ? (v->keys_pre ? ", mean_key_pre_rope / mean_value" : ", mean_key / mean_value") : "", v->n_pairs,
                 v->has_kv ? (v->keys_pre ? ", key_pre_rope_diff_A_B, value_diff_A_B" : ", key_diff_A_B, value_diff_A_B") : "", count);
     free(e); free(names);
@@ -306,7 +304,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     vectors_kv_ctx kc[2];
     float *ks = (float *)malloc(sizeof(float) * KV), *vs = (float *)malloc(sizeof(float) * KV);
     int i, rc = 1, n_bad = 0;
-    char err[512], counts[64];
+    char counts[64];
     codi_st_entry e[2];
     const char *meta[] = { "format", "codi_lens.kv_steer.v1", "model", ma->model, "positive", pos, "negative", neg, "counts", counts,
                            "what", "mean post-RoPE K / V at the last prompt position (after the prefill): positive minus negative",
@@ -331,8 +329,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     e[0].name = "key_steer"; e[0].dtype = CODI_F32; e[0].data = ks; e[0].ndim = 3;
     e[0].shape[0] = c->n_layers; e[0].shape[1] = c->n_kv_heads; e[0].shape[2] = c->head_dim;
     e[1] = e[0]; e[1].name = "value_steer"; e[1].data = vs;
-    if (codi_write_safetensors(out, e, 2, meta, err, sizeof err)) fprintf(stderr, "codi vectors: %s\n", err);
-    else { printf("wrote %s: key_steer, value_steer [%d, %d, %d] from %s\n", out, c->n_layers, c->n_kv_heads, c->head_dim, counts); rc = 0; }
+    if (!cli_out_safetensors(out, e, 2, meta)) { printf("wrote %s: key_steer, value_steer [%d, %d, %d] from %s\n", out, c->n_layers, c->n_kv_heads, c->head_dim, counts); rc = 0; }
 done:
     for (i = 0; i < 2; i++) { codi_state_free(kc[i].s); free(kc[i].key); free(kc[i].value); }
     free(ks); free(vs);
@@ -468,8 +465,8 @@ done:
 
 /* --- the command -------------------------------------------------------------------------------- */
 
-/* n_layers: the model's, to check --layers against (0: no --model given). */
-static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out, int n_layers) {
+/* n_layers, dim: the model's, to check --layers and the directions' length against (0: no --model given). */
+static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *out, int n_layers, int dim) {
     char err[512];
     long n = 0, last = 0;
     const char *colon = strrchr(ref, ':');
@@ -481,6 +478,9 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
         return 2;
     }
     if (!(v = codi__steer_read(ref, NULL, &n, &last, err, sizeof err))) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
+    if (dim && last != dim) {
+        fprintf(stderr, "codi vectors: %s has rows of %ld numbers; the model's hidden size (n_embd) is %d\n", ref, last, dim); free(v); return 2;
+    }
     if (layers_arg && n_layers && sscanf(layers_arg, "%d-%d", &lo, &hi) == 2 && hi > n_layers) {
         fprintf(stderr, "codi vectors: --layers %s: the model's residual indices end at %d\n", layers_arg, n_layers); free(v); return 2;
     }
@@ -490,14 +490,16 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
     }
     if (n == last) {                              /* one [D] vector: direction.(i-1) for residual indices lo..hi */
         if (!layers_arg) { fprintf(stderr, "codi vectors: a [D] vector needs --layers A-B (our residual indices)\n"); free(v); return 2; }
-        if (!n_layers) fprintf(stderr, "codi vectors: note: --layers %d-%d not checked against a model (give --model to check it)\n", lo, hi);
+        if (!n_layers) fprintf(stderr, "codi vectors: warning: --layers %d-%d (%d directions) not checked against a model: give --model to check it\n", lo, hi, hi - lo + 1);
         for (r = lo; r <= hi; r++) { rows[k] = v; layers[k++] = r - 1; }
     } else {                                      /* [L+1, D]: row i is residual index i -> direction.(i-1), i >= 2 */
         long R = n / last;
         if (R > 1024) { fprintf(stderr, "codi vectors: too many rows\n"); free(v); return 1; }
         if ((n_layers && R != n_layers + 1) || (layers_arg && hi >= R)) {
-            fprintf(stderr, "codi vectors: %s has %ld rows; a tensor by residual index has L + 1 = %s rows%s\n", ref, R,
-                    n_layers ? "the model's" : "(no --model given)", layers_arg && hi >= R ? " and --layers must stay below them" : "");
+            char want[64];
+            if (n_layers) snprintf(want, sizeof want, "L + 1 = %d rows (the model's)", n_layers + 1); else snprintf(want, sizeof want, "L + 1 rows");
+            fprintf(stderr, "codi vectors: %s has %ld rows; a tensor by residual index has %s%s\n", ref, R, want,
+                    layers_arg && hi >= R ? " and --layers must stay below them" : "");
             free(v); return 2;
         }
         for (r = 2; r < R; r++) {
@@ -508,6 +510,8 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
         }
         for (r = 0; r < last; r++) if (v[r] != 0 || v[last + r] != 0) { fprintf(stderr, "codi vectors: note: rows 0 and 1 (embeddings, block 0's output) have no llama.cpp direction; left out\n"); break; }
     }
+    if (!k) { fprintf(stderr, "codi vectors: %s: no direction to write (its rows from residual index 2 on are zero, or --layers selects none)\n", ref); free(v); return 1; }
+    if (!n_layers && n != last) fprintf(stderr, "codi vectors: warning: %s's %ld rows taken as residual indices 0..%ld, not checked against a model: give --model to check it\n", ref, n / last, n / last - 1);
     rc = vectors_write_gguf(out, rows, layers, k, (int)last);
     if (!rc) printf("wrote %s: %d directions (direction.N = our residual index N + 1), n_embd %ld\n", out, k, last);
     free(v);
@@ -529,8 +533,7 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
     {
         const char *meta[] = { "format", "codi_lens.control_vector.v1", "source", in,
                                "layers", "direction.N is added to the output of block N: our residual index N + 1", NULL };
-        rc = codi_write_safetensors(out, e, n, meta, err, sizeof err) ? 1 : 0;
-        if (rc) fprintf(stderr, "codi vectors: %s\n", err);
+        rc = cli_out_safetensors(out, e, n, meta) ? 1 : 0;
     }
     if (!rc && spec) {                            /* every direction at its residual index, every position */
         FILE *f = cli_out_open(spec, "w");
@@ -598,9 +601,9 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             || (spec && cli_out_check("vectors", spec, CLI_OUT_STREAM, force, in, CLI_N(in)))) return 2;
     }
     if (to_gguf) {
-        int L = 0;
-        if (ma.model) { codi_model *mm = cli_load_model(&ma); if (!mm) return 1; L = mm->config.n_layers; codi_model_free(mm); }
-        return vectors_to_gguf(to_gguf, layers, out, L);
+        int L = 0, D = 0;
+        if (ma.model) { codi_model *mm = cli_load_model(&ma); if (!mm) return 1; L = mm->config.n_layers; D = mm->config.dim; codi_model_free(mm); }
+        return vectors_to_gguf(to_gguf, layers, out, L, D);
     }
     if (from_gguf) return vectors_from_gguf(from_gguf, out, spec);
     if (!positive != !negative) { fprintf(stderr, "codi vectors: --positive and --negative go together\n"); return 2; }

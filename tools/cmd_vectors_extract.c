@@ -92,7 +92,7 @@ static int vex_write(const char *out, const char *name, const float *v, int nd, 
     meta[nm++] = "codi_lens"; meta[nm++] = CLI_VERSION;
     meta[nm] = NULL;
     ne++;
-    if (codi_write_safetensors(out, e, ne, meta, err, sizeof err)) { fprintf(stderr, "codi vectors extract: %s\n", err); goto done; }
+    if (cli_out_safetensors(out, e, ne, meta)) goto done;
     rc = 0;
 done:
     for (i = 0; data && i < n_old + 1; i++) free(data[i]);
@@ -143,6 +143,10 @@ static int vex_run(const cli_command *self, int argc, char **argv) {
     if (strcmp(g.tensor, "latent_inputs") && strcmp(g.tensor, "final") && strcmp(g.tensor, "resid") && strcmp(g.tensor, "key") &&
         strcmp(g.tensor, "key_pre_rope") && strcmp(g.tensor, "value")) {
         fprintf(stderr, "codi vectors extract: --tensor is latent_inputs, final, resid, key, key_pre_rope or value, not '%s'\n", g.tensor); return 2;
+    }
+    {   /* the output before any work: an existing vectors file is added to (checked by vex_write) */
+        const char *in[] = { g.acts, g.questions };
+        if (cli_out_check("vectors extract", g.out, CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
     }
     if (pca_acts_open(&a, "vectors extract", g.acts, g.tensor, g.head)) return 1;
     if (a.n_layers > 1 && (g.layer < 0 || g.layer >= a.n_layers)) {
