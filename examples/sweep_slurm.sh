@@ -10,14 +10,14 @@
 #
 # Run it from the repository root after `make` (build/codi); every job runs there too. Settings
 # (environment): MODEL, QUESTIONS, SHARDS (8), THREADS per task (4), OUT (sweep_slurm), CONFIRM,
-# SWEEP_OPTS (more codi sweep options, the same for every stage, e.g. "--exact --answer-tokens 12").
+# SWEEP_OPTS (more codi sweep options, the same for every stage, e.g. "--exact --max-answer 12").
 set -e
 MODEL=${MODEL:-models/codi-nano/codi_nano.bin}
 QUESTIONS=${QUESTIONS:-models/codi-nano/test.jsonl}
 SHARDS=${SHARDS:-8}
 THREADS=${THREADS:-4}
 OUT=${OUT:-sweep_slurm}
-SWEEP_OPTS=${SWEEP_OPTS:---exact --answer-tokens 12}
+SWEEP_OPTS=${SWEEP_OPTS:---exact --max-answer 12}
 CODI="$(pwd)/build/codi"
 [ -x "$CODI" ] || { echo "sweep_slurm.sh: no $CODI: run make first" >&2; exit 1; }
 mkdir -p "$OUT"

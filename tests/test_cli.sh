@@ -14,9 +14,9 @@ if $CODI trace --model tests/data/codi_tiny.bin --head-dim 32 --exact --ids $ids
   [ $rc -eq 0 ] && echo "$out" | grep -q '^[0-9]* passed, 0 failed' && ok "codi trace matches golden_tiny f32.*" || bad "codi trace matches golden_tiny f32.* (check_trace exit $rc)"
 else bad "codi trace runs"; fi
 $CODI info --model tests/data/codi_tiny.bin --head-dim 32 | grep -q "101 tensors: 101 from the checkpoint" && ok "codi info reports tensor sources" || bad "codi info"
-$CODI run --model tests/data/codi_tiny.bin --head-dim 32 --ids $ids --answer-steps 4 | grep -q "answer ids: 215 492 456 360$" && ok "codi run prints the answer ids" || bad "codi run"
+$CODI run --model tests/data/codi_tiny.bin --head-dim 32 --ids $ids --max-answer 4 | grep -q "answer ids: 215 492 456 360$" && ok "codi run prints the answer ids" || bad "codi run"
 $CODI export --model tests/data/codi_tiny.bin --head-dim 32 --merged build/tiny_merged.safetensors --force 2>/dev/null &&
-  $CODI run --model build/tiny_merged.safetensors --ids $ids --answer-steps 4 | grep -q "answer ids: 215 492 456 360$" &&
+  $CODI run --model build/tiny_merged.safetensors --ids $ids --max-answer 4 | grep -q "answer ids: 215 492 456 360$" &&
   ok "codi export --merged, then run on the export without --head-dim: the same answer" || bad "codi export --merged"
 $CODI trace --model tests/data/no_such.bin --ids 1 --out build/x.safetensors 2>build/err.txt; rc=$?
 [ $rc -ne 0 ] && grep -q "cannot open" build/err.txt && ok "missing model: message and non-zero exit" || bad "missing model exit"

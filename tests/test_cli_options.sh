@@ -33,7 +33,8 @@ done
 
 expect 2 "--latents needs a whole number, not 'abc'" "--latents abc is refused (was: 0 latents)" $B run $tiny --ids $ids --latents abc
 expect 2 "--latents needs a whole number, not '3x'" "--latents 3x (trailing text) is refused" $B run $tiny --ids $ids --latents 3x
-expect 2 "--answer-steps -5 is out of range [1, 1024]" "--answer-steps -5 is refused with the range" $B run $tiny --ids $ids --answer-steps -5
+expect 2 "--max-answer -5 is out of range [1, 1024]" "--max-answer -5 is refused with the range" $B run $tiny --ids $ids --max-answer -5
+expect 0 "note: --answer-steps is now --max-answer" "an old option name works for one release, naming the new one" $B run $tiny --ids $ids --answer-steps 2
 expect 2 "--threads 0 is out of range" "--threads 0 is refused" $B run $tiny --ids $ids --threads 0
 expect 2 "--lora-scale needs a finite number, not 'nan'" "--lora-scale nan is refused" $B run $tiny --ids $ids --lora-scale nan
 expect 2 "--recipe 2 is out of range [0, 1]" "--recipe 2 is refused" $B run $tiny --ids $ids --recipe 2
@@ -48,7 +49,7 @@ expect 2 "--ids item 1 (-5) is out of range [0, 515)" "--ids -5,513 names the ra
 expect 2 "--ids item 2 (515) is out of range" "--ids beyond the vocabulary names the range" $B run $tiny --ids 1,515
 expect 2 "give --questions or --question, not both" "--questions with --question is a conflict" $B run $tiny --questions x.jsonl --question "q"
 expect 2 "codi run: --model PATH is required" "a missing --model is named" $B run --ids 1,2
-$B run $tiny --ids $ids --answer-steps 2 --threads 99999 >$O 2>$E; rc=$?
+$B run $tiny --ids $ids --max-answer 2 --threads 99999 >$O 2>$E; rc=$?
 [ $rc -eq 0 ] && grep -q "note: --threads 99999 capped at" $E && ok "--threads 99999 is capped at 4 x the online cores, with a note" || bad "--threads cap (exit $rc)"
 
 # tokenizers: the real error, with the file name

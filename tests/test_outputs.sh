@@ -33,8 +33,8 @@ printf '{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 1
 
 # ---- standard output on a full device ----
 stdoutfull "info" $B info $tiny
-stdoutfull "run --ids" $B run $tiny --ids $ids --answer-steps 2
-stdoutfull "run --questions" $B run $nano --questions $d/q2.jsonl --answer-steps 4
+stdoutfull "run --ids" $B run $tiny --ids $ids --max-answer 2
+stdoutfull "run --questions" $B run $nano --questions $d/q2.jsonl --max-answer 4
 stdoutfull "lens --json" $B lens $tiny --ids $ids --json --max-answer 2
 stdoutfull "tokenize --text" $B tokenize --tokenizer models/codi-nano/tokenizer.json --text "Tom has 12 apples."
 stdoutfull "gen-templates" $B gen-templates --draws 2
@@ -70,7 +70,7 @@ mkdir -p $d/full
 if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=64k tmpfs $d/full 2>/dev/null; then
   expect 1 "No space left on device" "gen-templates on a full file system" $B gen-templates --draws 200 --out $d/full/t.jsonl
   [ ! -e $d/full/t.jsonl ] && [ -z "$(ls $d/full)" ] && ok "no half file and no temporary file left" || bad "full fs leaves: $(ls $d/full)"
-  expect 1 "error writing" "trace on a full file system" $B trace $tiny --ids $ids --answer-steps 16 --out $d/full/t.safetensors
+  expect 1 "error writing" "trace on a full file system" $B trace $tiny --ids $ids --max-answer 16 --out $d/full/t.safetensors
   [ ! -e $d/full/t.safetensors ] && ok "trace leaves no half file" || bad "trace left $d/full/t.safetensors"
   # eval: room for about 30 of 80 result lines; it stops at the first failed write, keeps whole lines, resumes
   rm -f $d/full/*; dd if=/dev/zero of=$d/full/fill bs=1k count=58 2>/dev/null
@@ -115,7 +115,7 @@ $B probe train --acts $d/acts.st --label parity --allow-small --out $d/probe0 > 
 writers() {
   o=$1
   cat <<WEOF
-trace|1|$B trace $tiny --ids $ids --answer-steps 2 --out $o/t.safetensors
+trace|1|$B trace $tiny --ids $ids --max-answer 2 --out $o/t.safetensors
 record|1|$B record $nano --questions $d/q2.jsonl --max-answer 2 --out $o/a.st
 export|2|$B export $tiny --merged $o/m.safetensors
 vectors|1|$B vectors $nano --questions $d/q2.jsonl --out $o/v.safetensors
@@ -131,7 +131,7 @@ eval|1|$B eval $nano --questions $d/q2.jsonl --max-answer 4 --out $o/e.jsonl
 sweep|1|$B sweep $nano --questions models/codi-nano/test.jsonl --limit 4 --means-limit 4 --steps 1 --pairs 1-2 --coeffs 1 --kv-coeffs none --noise-seeds 0 --out $o/sw
 gen-templates --out|2|$B gen-templates --draws 200 --out $o/g.jsonl
 tokenize --export-tiktoken|2|$B tokenize --tokenizer models/codi-nano/tokenizer.json --export-tiktoken $o/tok.tiktoken
-run|0|$B run $nano --questions $d/q2.jsonl --answer-steps 2
+run|0|$B run $nano --questions $d/q2.jsonl --max-answer 2
 info|0|$B info $tiny
 tokenize|0|$B tokenize --tokenizer models/codi-nano/tokenizer.json --text apples
 gen-templates|0|$B gen-templates --draws 2
@@ -181,9 +181,9 @@ expect 2 "is the input" "lens --svg the model refused" $B lens --model $d/tiny.b
 [ "$(cksum < $d/tiny.bin)" = "$sum" ] && ok "the model file is unchanged" || bad "the model file changed"
 expect 2 "is the input" "eval --out the questions file refused" $B eval $nano --questions $d/q2.jsonl --out $d/q2.jsonl
 expect 2 "is the input" "kv-response: the spec as output refused" $B kv-response $nano --questions $d/q2.jsonl --steer $d/r.csv --out $d/r
-$B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors > /dev/null 2>&1
-expect 2 "exists (give --force to overwrite it)" "trace: an existing output refused" $B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors
-expect 0 "" "trace --force overwrites it" $B trace $tiny --ids $ids --answer-steps 2 --out $d/t.safetensors --force
+$B trace $tiny --ids $ids --max-answer 2 --out $d/t.safetensors > /dev/null 2>&1
+expect 2 "exists (give --force to overwrite it)" "trace: an existing output refused" $B trace $tiny --ids $ids --max-answer 2 --out $d/t.safetensors
+expect 0 "" "trace --force overwrites it" $B trace $tiny --ids $ids --max-answer 2 --out $d/t.safetensors --force
 expect 2 "exists (give --force" "gen-templates: an existing output refused" $B gen-templates --out $d/t.safetensors
 expect 2 "exists (give --force" "lens --svg: an existing output refused" $B lens $tiny --ids $ids --svg $d/t.safetensors
 expect 2 "directory nodir/sub does not exist" "tune-lens: a bad --out is found before the model runs" $B tune-lens $nano --questions $d/q2.jsonl --out nodir/sub/lens
@@ -209,27 +209,27 @@ rm -f $d/big.jsonl.tmp.*
 
 # ---- strict JSON: numbers beyond a double and duplicate keys ----
 printf '{"question": "What is 2 + 3?", "answer": 1e400}\n{"question": "What is 4 + 5?", "answer": 9, "answer": 10}\n{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": 12}\n' > $d/strict.jsonl
-expect 1 "strict.jsonl:1: JSON error at byte 41: number out of range" "run --questions: gold 1e400 refused with FILE:LINE" $B run $nano --questions $d/strict.jsonl --answer-steps 4
+expect 1 "strict.jsonl:1: JSON error at byte 41: number out of range" "run --questions: gold 1e400 refused with FILE:LINE" $B run $nano --questions $d/strict.jsonl --max-answer 4
 grep -q 'strict.jsonl:2: JSON error at byte [0-9]*: duplicate key "answer"' $d/err.txt && ok "duplicate key in a questions line refused, named with FILE:LINE" || bad "duplicate key: $(cat $d/err.txt)"
 python3 -c "import json; [json.loads(l) for l in open('$d/out.txt')]" 2>/dev/null && ok "run's output parses as strict JSON lines (no inf / nan)" || bad "run's output is not JSON: $(head -c 300 $d/out.txt)"
 expect 1 "number out of range" "eval: gold 1e400 refused" $B eval $nano --questions $d/strict.jsonl --out $d/strict_r.jsonl --max-answer 4
 python3 -c "import json; [json.loads(l) for l in open('$d/strict_r.jsonl')]" 2>/dev/null && ok "eval's results parse as strict JSON lines (no inf / nan)" || bad "eval's results are not JSON"
 $B eval --merge $d/strict_r.jsonl > $d/merge.txt 2> $d/err.txt && grep -q "merged 1 files: 1 results" $d/err.txt && ok "eval --merge reads them back (1 result)" || bad "eval --merge: $(cat $d/err.txt)"
 echo '{"edits": [{"at": "latent_input", "step": 3, "vector": "../../tests/data/golden_tiny.safetensors:steer.v"}], "edits": []}' > $d/dup.json
-expect 1 'duplicate key "edits"' "a steering spec with a duplicate key refused" $B run $tiny --ids $ids --answer-steps 2 --steer $d/dup.json
+expect 1 'duplicate key "edits"' "a steering spec with a duplicate key refused" $B run $tiny --ids $ids --max-answer 2 --steer $d/dup.json
 
 # ---- one questions policy in every command ----
 : > $d/empty.jsonl; head -c 4096 /dev/urandom | tr '\n' 'x' | fold -w 200 > $d/random.jsonl
 python3 -c "print('{\"question\": \"' + 'one two three ' * 1500 + '\", \"answer\": 1}')" > $d/long.jsonl; cat $d/q2.jsonl >> $d/long.jsonl
 for f in empty random; do
-  for c in "run --answer-steps 2" "eval --out $d/pe_$f.jsonl --max-answer 2" "record --out $d/pr_$f.st --max-answer 2" "lens --out $d/pl_$f --max-answer 2" \
+  for c in "run --max-answer 2" "eval --out $d/pe_$f.jsonl --max-answer 2" "record --out $d/pr_$f.st --max-answer 2" "lens --out $d/pl_$f --max-answer 2" \
            "tune-lens --out $d/pt_$f.safetensors --steps 1 --batch 1" "vectors --out $d/pv_$f.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_$f"; do
     $B $c $nano --questions $d/$f.jsonl > /dev/null 2> $d/err.txt; rc=$?
     [ $rc -eq 1 ] && grep -q "$f.jsonl: no usable question" $d/err.txt || { bad "$f questions file: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
   done
   [ "$c" != failed ] && ok "$f questions file: run, eval, record, lens, tune-lens, vectors, kv-response exit 1 with 'no usable question'"
 done
-for c in "run --answer-steps 2" "eval --out $d/pe_long.jsonl --max-answer 2" "record --out $d/pr_long.st --max-answer 2" "lens --out $d/pl_long --max-answer 2" \
+for c in "run --max-answer 2" "eval --out $d/pe_long.jsonl --max-answer 2" "record --out $d/pr_long.st --max-answer 2" "lens --out $d/pl_long --max-answer 2" \
          "tune-lens --out $d/pt_long.safetensors --steps 1 --batch 1" "vectors --out $d/pv_long.safetensors" "kv-response --steer tests/data/steer/s1_z_add.json --out $d/pk_long"; do
   $B $c $nano --questions $d/long.jsonl > /dev/null 2> $d/err.txt; rc=$?
   [ $rc -eq 1 ] && grep -q "long.jsonl:1: the question's prompt has 15005 tokens, over the limit of 4096: the commands' prompt buffer; the model's context is 131072 positions (line skipped)" $d/err.txt || { bad "over-long question: ${c%% *}: exit $rc, $(tail -c 300 $d/err.txt)"; c=failed; break; }
@@ -240,18 +240,18 @@ mkdir -p $d/ctx400; for f in codi_nano.bin tokenizer.json; do ln -sf ../../../mo
 sed 's/"max_position_embeddings": 131072/"max_position_embeddings": 400/' models/codi-nano/config.json > $d/ctx400/config.json
 python3 -c "print('{\"question\": \"' + 'one two three ' * 20 + '\", \"answer\": 1}')" > $d/mid.jsonl; cat $d/q2.jsonl >> $d/mid.jsonl
 expect 1 "mid.jsonl:1: the question's prompt has 205 tokens, over the limit of 136: the model's context of 400 positions (max_position_embeddings) less 264 for the latents, eot and answer (line skipped)" \
-  "a model with a 400-position context: run skips a 205-token prompt (limit 400 - 264)" $B run --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --answer-steps 2
+  "a model with a 400-position context: run skips a 205-token prompt (limit 400 - 264)" $B run --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 2
 [ "$(grep -c '"line"' $d/out.txt)" -eq 2 ] && ok "run: the two other questions ran" || bad "run on ctx400: $(grep -c '"line"' $d/out.txt) rows"
 expect 0 "3 questions (0 lines skipped)" "eval --max-answer 8 on that model: room for all three (limit 400 - 16)" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 8 --out $d/ctx_a.jsonl
 expect 1 "over the limit of 192: the model's context of 400 positions (max_position_embeddings) less 208" "eval --max-answer 200 on that model: limit 400 - 208 bites" $B eval --model $d/ctx400/codi_nano.bin --questions $d/mid.jsonl --max-answer 200 --out $d/ctx_b.jsonl
-$B run $nano --questions $d/strict.jsonl --answer-steps 2 2>/dev/null | grep -q '"index": 0, "line": 3,' && ok "run numbers rows by file line" || bad "run row numbering"
+$B run $nano --questions $d/strict.jsonl --max-answer 2 2>/dev/null | grep -q '"index": 0, "line": 3,' && ok "run numbers rows by file line" || bad "run row numbering"
 
 # ---- positions, --ids, special-token text ----
 expect 2 "prompt999 is beyond the longest prompt" "lens --positions prompt999 refused" $B lens $nano --question "What is 2+3?" --positions prompt999
 expect 2 "answer40 is beyond the 32 answer tokens" "record --positions answer40 refused" $B record $nano --questions $d/q2.jsonl --out $d/pos.st --positions answer40
-expect 0 "--ids does not end with bot" "run --ids without bot warns" $B run $nano --ids 1,2,3 --answer-steps 2
-n_text=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
-n_special=$($B run $nano --question "a <|bocot|> b" --answer-steps 1 --parse-special 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
+expect 0 "--ids does not end with bot" "run --ids without bot warns" $B run $nano --ids 1,2,3 --max-answer 2
+n_text=$($B run $nano --question "a <|bocot|> b" --max-answer 1 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
+n_special=$($B run $nano --question "a <|bocot|> b" --max-answer 1 --parse-special 2>/dev/null | sed -n 's/^prompt (\([0-9]*\) tokens).*/\1/p')
 [ -n "$n_text" ] && [ -n "$n_special" ] && [ "$n_text" -gt "$n_special" ] && ok "<|bocot|> in a question is text ($n_text tokens), one token with --parse-special ($n_special)" || bad "special-token text: $n_text vs $n_special"
 expect 2 "holds one row per latent step" "vectors --to-gguf of mean_final refused" $B vectors --to-gguf $d/x.safetensors:mean_final --out $d/cv.gguf
 expect 2 "residual indices end at 4" "vectors --to-gguf --layers beyond the model refused" $B vectors $tiny --to-gguf tests/data/golden_tiny.safetensors:steer.v --layers 2-99 --out $d/cv2.gguf

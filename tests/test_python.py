@@ -210,7 +210,7 @@ def check_writers_cli(mn, tmp, acts):
     result(written["edits"][0]["vector"] == "spec.safetensors:edit0.vector" and np.array_equal(back["edit1.value_vector"], dv),
            "write_steer_spec: arrays to a .safetensors beside the spec, named relative to it", str(written["edits"][0]))
     out = os.path.join(tmp, "cli_py_spec.safetensors")
-    rc, _, err = cli("trace", "--model", NANO, "--question", q, "--answer-steps", "8", "--steer", sfile, "--out", out)
+    rc, _, err = cli("trace", "--model", NANO, "--question", q, "--max-answer", "8", "--steer", sfile, "--out", out)
     ct, _ = cl.read_safetensors(out) if rc == 0 else ({}, {})
     pt = mn.trace(question=q, answer_steps=8, steer=spec)
     plain = mn.trace(question=q, answer_steps=8)
@@ -486,7 +486,7 @@ def main():
         mn = cl.Model(NANO)
         q = "Tom has 3 bags with 4 apples each. How many apples?"
         ans = mn.run(q, max_answer=64)
-        rc, out, err = cli("run", "--model", NANO, "--question", q, "--answer-steps", "64")
+        rc, out, err = cli("run", "--model", NANO, "--question", q, "--max-answer", "64")
         cli_ids = next((ln.split(":", 1)[1].split() for ln in out.splitlines() if ln.startswith("answer ids:")), None)
         result(rc == 0 and cli_ids == [str(int(i)) for i in ans.ids], "codi-nano: Model.run(question) answer ids = codi run", "%s vs %s" % (cli_ids, list(ans.ids)))
         num = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("answer number:")), None)
@@ -502,7 +502,7 @@ def main():
         result(ans.latents.shape == (7, mn.dim) and ans.latent_logits.shape == (7, mn.vocab), "Answer latents [N+1, D], latent_logits [N+1, V]")
         t = mn.trace(question=q, answer_steps=8)
         cli_out = os.path.join(tmp, "nano.safetensors")
-        rc, _, err = cli("trace", "--model", NANO, "--question", q, "--answer-steps", "8", "--out", cli_out)
+        rc, _, err = cli("trace", "--model", NANO, "--question", q, "--max-answer", "8", "--out", cli_out)
         ct, _ = cl.read_safetensors(cli_out) if rc == 0 else ({}, {})
         result(rc == 0 and list(ct) == list(t) and all(np.array_equal(ct[k], t[k]) for k in ct), "codi-nano: Model.trace(question) = codi trace --question",
                err.strip()[:120])

@@ -70,7 +70,7 @@ q="$d/a\"b.gguf"
 craft gguf "$q" '["direction.2", "direction.3"]' 256 2048 1024
 $CODI vectors --from-gguf "$q" --out "$d/c\"v.safetensors" --spec $d/cv.json > /dev/null 2> $d/err &&
   python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert len(j['edits']) == 2 and j['edits'][1]['vector'] == 'c\"v.safetensors:direction.3', j" $d/cv.json &&
-  $CODI run $nano --question "1+1?" --steer $d/cv.json --answer-steps 2 > /dev/null 2>> $d/err &&
+  $CODI run $nano --question "1+1?" --steer $d/cv.json --max-answer 2 > /dev/null 2>> $d/err &&
   ok "vectors --from-gguf: a file name with a quote is escaped in the spec, which loads and runs" || { bad "quoted file name"; cat $d/err; }
 
 # 4. FIFOs are refused before they are opened

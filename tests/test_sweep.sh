@@ -12,7 +12,7 @@ CODI=${CODI:-build/codi}
 d=build/sweep_test
 rm -rf $d; mkdir -p $d
 qs=models/codi-nano/test.jsonl
-nano="--model models/codi-nano/codi_nano.bin --exact --answer-tokens 12 --means-questions $qs --means-limit 10"
+nano="--model models/codi-nano/codi_nano.bin --exact --max-answer 12 --means-questions $qs --means-limit 10"
 grid="--steps 6 --pairs 3-4 --coeffs 2 --kv-coeffs -2 --noise-seeds 1"    # 9 conditions: 2 baselines, 3 cells + controls, self noise
 if command -v python3 > /dev/null; then PY=python3; else PY=; fi
 
@@ -146,9 +146,9 @@ echo $$
 EOF2
 chmod +x $d/bin/sbatch
 cheap="--means-questions $qs --means-limit 10 --coeffs none --kv-coeffs none --noise-seeds 0 --steer tests/data/steer/s1_z_add.json --steer tests/data/steer/zero_latents.json --limit 16 --confirm-top 1"
-PATH=$d/bin:$PATH MODEL=models/codi-nano/codi_nano.bin QUESTIONS=$qs SHARDS=2 THREADS=1 OUT=$d/slurm CONFIRM=0.5 SWEEP_OPTS="--exact --answer-tokens 12 $cheap" \
+PATH=$d/bin:$PATH MODEL=models/codi-nano/codi_nano.bin QUESTIONS=$qs SHARDS=2 THREADS=1 OUT=$d/slurm CONFIRM=0.5 SWEEP_OPTS="--exact --max-answer 12 $cheap" \
   sh examples/sweep_slurm.sh > $d/slurm.out 2>&1
-$CODI sweep --model models/codi-nano/codi_nano.bin --exact --answer-tokens 12 --questions $qs $cheap --confirm 0.5 --threads 2 --out $d/cs_one > /dev/null 2>&1
+$CODI sweep --model models/codi-nano/codi_nano.bin --exact --max-answer 12 --questions $qs $cheap --confirm 0.5 --threads 2 --out $d/cs_one > /dev/null 2>&1
 grep -q "shard 1/2 explored" $d/slurm/explore_1.log && grep -q "now run each shard again with --selection" $d/slurm/select.log &&
   cmp -s $d/cs_one/summary.jsonl $d/slurm/all/summary.jsonl && [ "$(grep -c '"split": "confirm"' $d/slurm/all/summary.jsonl)" -eq 3 ] &&
   grep -q '^CONFIRMED on the 8 held-out questions' $d/slurm/all.log &&

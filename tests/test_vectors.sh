@@ -137,14 +137,14 @@ n_svg=$(ls $d/sweep/*.svg | wc -l)
   ok "sweep writes 40 SVG heatmaps (per coeff: accuracy of cells and controls, differences to the baseline and the control), 1,866 conditions (6 l x (2 baselines + 15 pairs x (6 + 4 coeffs) x 2 + 9 noise)), one result each" || bad "sweep outputs: $n_svg svg"
 # scored on two codi-nano questions it answers right unsteered: identical tables with 1 and 2 threads
 sed -n '6p;12p' models/codi-nano/test.jsonl > $d/q2.jsonl
-nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --answer-tokens 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"
+nano="--model models/codi-nano/codi_nano.bin --exact --latents 2 --max-answer 8 --means-limit 20 --means-questions models/codi-nano/test.jsonl --questions $d/q2.jsonl"
 build/codi sweep $nano --threads 1 --out $d/s1 > $d/s1.out 2> $d/err && build/codi sweep $nano --threads 2 --out $d/s2 > /dev/null 2>> $d/err &&
   cmp -s $d/s1/summary.csv $d/s2/summary.csv && [ "$(awk -F, 'NR > 1 && $6 > 0' $d/s1/summary.csv | wc -l)" -gt 0 ] &&
   ok "sweep on codi-nano questions: scored answers, identical summaries with 1 and 2 threads" || { bad "sweep threads"; cat $d/err; }
 # per-dimension noise from the means of one question, evaluated on that question: its std is 0, so the
 # "noise" is that question's own z_(l+1) and every answer equals the plain one (right at l = 4)
 sed -n '6p' models/codi-nano/test.jsonl > $d/q1.jsonl
-build/codi sweep --model models/codi-nano/codi_nano.bin --exact --latents 4 --answer-tokens 8 --means-questions $d/q1.jsonl --means-limit 1 \
+build/codi sweep --model models/codi-nano/codi_nano.bin --exact --latents 4 --max-answer 8 --means-questions $d/q1.jsonl --means-limit 1 \
   --questions $d/q1.jsonl --out $d/s3 > /dev/null 2> $d/err || { bad "sweep on one question"; cat $d/err; }
 grep '^noise/l[0-9]/dim/s[0-9],' $d/s3/summary.csv > $d/s3/dim.csv
 [ "$(wc -l < $d/s3/dim.csv)" -eq 12 ] && [ "$(awk -F, '$16 + $17 != 0 || $12 != 1' $d/s3/dim.csv | wc -l)" -eq 0 ] &&

@@ -55,7 +55,7 @@ def main():
         calls[0] = 0
         ans = m.run(Q, max_answer=32, state=st)
         n[name] = calls[0]
-    cmd_cli = [a.codi, "run", "--model", MODEL, "--question", Q, "--answer-steps", "32"]
+    cmd_cli = [a.codi, "run", "--model", MODEL, "--question", Q, "--max-answer", "32"]
     cmd_py = [sys.executable, "-c", "import sys; sys.path.insert(0, 'python'); import codi_lens as cl; "
               "cl.Model(%r).run(%r, max_answer=32)" % (MODEL, Q)]
     fns = {name: (lambda st=st: m.run(Q, max_answer=32, state=st)) for name, st in states.items()}

@@ -224,17 +224,21 @@ CLI_API codi_tokenizer *cli_load_tokenizer(const cli_model_args *a, const codi_m
 
 typedef struct { const char *question, *ids; int recipe, latents, parse_special; } cli_prompt_args;
 
+/* The options every command that runs CODI shares, declared once: the prompt recipe, the latent
+   steps (the range is the command's) and the answer's length (the default is the command's, in its
+   help: 256 where the answer is scored, fewer where its tokens are stored or read). */
+#define CLI_RECIPE_OPT(dest) \
+    { "--recipe", CLI_INT, dest, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }
+#define CLI_LATENTS_OPT(dest, lo, hi) { "--latents", CLI_INT, dest, lo, hi, "N", "latent steps (default 6)" }
+#define CLI_MAX_ANSWER_OPT(dest, lo, dflt) \
+    { "--max-answer", CLI_INT, dest, lo, 1024, "N", "greedy answer tokens after eot, at most; an eos ends it sooner (default " #dflt ")" }
+
 #define CLI_PROMPT_OPTS(p) \
     { "--question", CLI_STR, &(p)->question, 0, 0, "TEXT", "the question as text (needs a tokenizer)" }, \
     { "--ids", CLI_STR, &(p)->ids, 0, 0, "1,2,3", "the prompt as token ids, used as given (the last is bot)" }, \
-    { "--recipe", CLI_INT, &(p)->recipe, 0, 1, "R", "prompt: 0 = BOS q bot (zhenyi4/codi, default); 1 = BOS q <|eot_id|> bot (Latent Reasoning Sprint)" }, \
-    { "--latents", CLI_INT, &(p)->latents, 0, 1000, "N", "latent steps (6)" }, \
+    CLI_RECIPE_OPT(&(p)->recipe), \
+    CLI_LATENTS_OPT(&(p)->latents, 0, 1000), \
     { "--parse-special", CLI_FLAG, &(p)->parse_special, 0, 0, NULL, "read special-token text in --question (e.g. <|bocot|>) as that token (default: plain text)" }
-
-/* The answer's length, one name and meaning in every command (the default is the command's own, in
-   its help: 256 where the answer is scored, shorter where its tokens are stored or read). */
-#define CLI_MAX_ANSWER_OPT(dest, lo, dflt) \
-    { "--max-answer", CLI_INT, dest, lo, 1024, "N", "greedy answer tokens after eot, at most; an eos ends it sooner (default " #dflt ")" }
 
 CLI_API cli_prompt_args cli_prompt_defaults(void) {
     cli_prompt_args p;

@@ -568,9 +568,9 @@ static int eval_run(const cli_command *self, int argc, char **argv) {
         { "--limit", CLI_INT, &limit, 0, 100000000, "N", "only the first N questions (default all)" },
         { "--shard", CLI_STR, &shard, 0, 0, "K/N", "questions K-1, K-1+N, ... of the file (1 <= K <= N): one of N machines; join with --merge" },
         { "--merge", CLI_FLAG, &merge, 0, 0, NULL, "--merge A.jsonl B.jsonl ...: join result files (shards) and print their summary" },
-        { "--recipe", CLI_INT, &recipe, 0, 1, "0|1", "prompt: 0 BOS q bot (zhenyi4/codi), 1 BOS q <|eot_id|> bot (the sprint); default 0" },
-        { "--latents", CLI_INT, &latents, 0, 1000, "N", "latent steps (default 6)" },
-        { "--max-answer", CLI_INT, &max_answer, 1, 1024, "N", "answer tokens at most (default 256)" },
+        CLI_RECIPE_OPT(&recipe),
+        CLI_LATENTS_OPT(&latents, 0, 1000),
+        CLI_MAX_ANSWER_OPT(&max_answer, 1, 256),
         { "--batch", CLI_INT, &batch, 1, 1024, "N", "runs advanced together through one pass over the weights (codi_batch_*) on all --threads; "
           "1: one run per thread (codi_run's results bit for bit); default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
         CLI_END

@@ -656,7 +656,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
     int limit = 0, controls = 1, seed = 1, step = 3, keys_pre, force = 0, batch = CLI_BATCH_DEFAULT, n_perm = 10000;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
-        { "--recipe", CLI_INT, &pa.recipe, 0, 1, "R", "prompt: 0 = BOS q bot (default); 1 = BOS q <|eot_id|> bot" },
+        CLI_RECIPE_OPT(&pa.recipe),
         { "--questions", CLI_STR, &questions, 0, 0, "FILE", "JSONL questions (required)" },
         { "--limit", CLI_INT, &limit, 0, 1e9, "N", "only the first N questions (0: all)" },
         { "--steer", CLI_LIST, &specs, 0, 0, "SPEC.json", "a steering spec editing latent step --step (repeatable; at least one)" },

@@ -1555,7 +1555,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         { "--json", CLI_FLAG, &a.json, 0, 0, NULL, "print one JSON object instead of the table" },
         { "--svg", CLI_STR, &a.svg, 0, 0, "FILE", "also draw the table as an SVG heatmap" },
         { "--color", CLI_STR, &a.color, 0, 0, "prob|entropy", "what the SVG colours encode (default prob: the top-1 probability)" },
-        { "--max-answer", CLI_INT, &a.max_answer, 0, 1024, "N", "answer tokens generated (default 32)" },
+        CLI_MAX_ANSWER_OPT(&a.max_answer, 0, 32),
         { "--questions", CLI_STR, &a.questions, 0, 0, "FILE.jsonl", "aggregate mode: detection metrics over every question (question, answer, cot or steps fields)" },
         { "--limit", CLI_INT, &a.limit, 0, 1e9, "N", "aggregate mode: first N questions only (default all)" },
         { "--out", CLI_STR, &a.out, 0, 0, "PREFIX", "aggregate mode: write PREFIX.csv, .json and SVG plots (default lens_metrics)" },

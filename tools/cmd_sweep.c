@@ -1475,9 +1475,10 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         { "--limit", CLI_INT, &limit, 0, 100000000, "N", "only the first N evaluation questions (default all)" },
         { "--means-questions", CLI_STR, &means_questions, 0, 0, "FILE.jsonl", "questions for the mean vectors (default: --questions)" },
         { "--means-limit", CLI_INT, &means_limit, 1, 100000000, "N", "questions for the mean vectors (default 500)" },
-        { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot (the sprint's)" },
-        { "--latents", CLI_INT, &latents, 2, SWEEP_MAXN, "N", "latent steps N (default 6): l in 1..N, pairs of 1..N" },
-        { "--answer-tokens", CLI_INT, &answer_tokens, 1, 256, "N", "greedy answer tokens after eot (default 1, the sprint's; more for models that write words first)" },
+        CLI_RECIPE_OPT(&recipe),
+        CLI_LATENTS_OPT(&latents, 2, SWEEP_MAXN),
+        CLI_MAX_ANSWER_OPT(&answer_tokens, 1, 1 as in the sprint; more for models that write words first),
+        { "--answer-tokens", CLI_INT, &answer_tokens, 1, 1024, NULL, NULL },
         { "--steps", CLI_STR, &steps, 0, 0, "LIST", "the l of the embedding, KV and noise cells, e.g. 1-3,5 (default 1..N)" },
         { "--pairs", CLI_STR, &pairs, 0, 0, "LIST", "pairs (A, B) of the mean differences, e.g. 1-2,3-4 (default every A < B)" },
         { "--coeffs", CLI_STR, &coeffs, 0, 0, "LIST", "embedding coefficients (default -1,0,0.5,1,2,5; none: no embedding cells)" },
@@ -1782,7 +1783,7 @@ static const cli_command cmd_sweep = {
     "   noise/lL/self/sK        z_(L+1) := Gaussian of its own mean and std (no control) baseline base/lL/emb\n"
     "   noise/lL/dim/sK         z_(L+1) := per-dimension mean + std g (means questions) baseline base/lL/emb\n"
     "   custom/NAME             a --steer spec over a whole run                        baseline base/run\n"
-    "   then eot and --answer-tokens greedy tokens; the last number is scored. base/lL/emb is L + 1 plain\n"
+    "   then eot and --max-answer greedy tokens; the last number is scored. base/lL/emb is L + 1 plain\n"
     "   latents, base/lL/kv L plain latents. Per question the prompt and L latents are computed once.\n"
     "3. every result -> DIR/results.jsonl (one line per condition and question, a question's lines flushed\n"
     "   together when its last branch ends; run the same command again to resume; other settings are\n"
@@ -1805,7 +1806,7 @@ static const cli_command cmd_sweep = {
     "the longest prompt + latents + answer: at the 1B's shapes 0.2 MB per position, ~12 MB for 60\n"
     "positions, so --batch 32 holds up to 96 states, ~1.2 GB (a run's first line prints its own figure).\n\n"
     "Examples:\n"
-    "  codi sweep --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 200 --answer-tokens 12 \\\n"
+    "  codi sweep --model models/codi-nano/codi_nano.bin --exact --questions models/codi-nano/test.jsonl --limit 200 --max-answer 12 \\\n"
     "             --steps 1-3 --pairs 1-2,3-4 --coeffs 0,2 --kv-coeffs -5,0 --noise-seeds 1 --confirm 0.5 --threads 2 --out sweep\n"
     "  codi sweep --model M --questions data/templates.jsonl --dry-run --out sprint      # the plan and hours\n"
     "  codi sweep ... --shard 3/8 --out part3;  codi sweep --merge part1 ... part8 --out all",

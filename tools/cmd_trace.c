@@ -15,8 +15,9 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     int steps = 16, stop_at_eos = 0, force = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma), CLI_PROMPT_OPTS(&pa),
-        { "--answer-steps", CLI_INT, &steps, 0, 1024, "N", "answer tokens to decode (16)" },
-        { "--stop-at-eos", CLI_FLAG, &stop_at_eos, 0, 0, NULL, "stop the answer at eos (default: always --answer-steps tokens)" },
+        CLI_MAX_ANSWER_OPT(&steps, 0, 16),
+        { "--answer-steps", CLI_INT, &steps, 0, 1024, NULL, NULL },
+        { "--stop-at-eos", CLI_FLAG, &stop_at_eos, 0, 0, NULL, "stop the answer at eos (default: always --max-answer tokens)" },
         { "--out", CLI_STR, &out, 0, 0, "FILE", "the .safetensors file to write (required)" },
         { "--steer", CLI_STR, &steer_path, 0, 0, "SPEC.json", "run under a steering spec (codi_lens.h >>steer; e.g. tests/data/steer/*.json)" },
         CLI_FORCE_OPT(&force),

@@ -572,8 +572,8 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
         { "--questions", CLI_STR, &questions, 0, 0, "FILE.jsonl", "run these questions (\"question\" text, or \"ids\": [BOS, ..., bot] used as given)" },
         { "--acts", CLI_STR, &acts, 0, 0, "ACTS.safetensors", "or read a `codi record` dataset (slots labelled \"latent k\"; --kv for K/V)" },
         { "--limit", CLI_INT, &limit, 0, 100000000, "N", "only the first N questions (default all)" },
-        { "--recipe", CLI_INT, &recipe, 0, 1, "R", "prompt: 0 BOS q bot (default), 1 BOS q <|eot_id|> bot" },
-        { "--latents", CLI_INT, &latents, 1, 1000, "N", "latent steps (default 6)" },
+        CLI_RECIPE_OPT(&recipe),
+        CLI_LATENTS_OPT(&latents, 1, 1000),
         { "--seed", CLI_INT, &seed, 0, 2147483647, "S", "seed of the random_A_B directions (default 1)" },
         { "--batch", CLI_INT, &batch, 1, 1024, "N", "--questions: runs advanced together through one pass over the weights (codi_batch_*) on --threads; "
           "1: codi_run's results bit for bit; default " CLI_QUOTE(CLI_BATCH_DEFAULT) },
