@@ -98,10 +98,10 @@
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
    plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
    latent loop).
-       >>api 937  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 154
-       >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 595  >>state 203
+       >>api 985  >>util 103  >>threads 109  >>json 255  >>files 113  >>tensors 91  >>safetensors 154
+       >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 596  >>state 208
        >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
-       >>lens 482  >>lenstrain 185  >>io 292  >>torchsave 100  >>lensfiles 127  >>acts 379
+       >>lens 482  >>lenstrain 185  >>io 309  >>torchsave 100  >>lensfiles 132  >>acts 379
        >>probe 294  >>stats 311  >>pca 499
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
@@ -291,6 +291,9 @@ CODI_API void codi_model_free(codi_model *m);
 /* A state for up to max_pos positions, with n_threads workers (1 without CODI_THREADS).
    NULL when out of memory. */
 CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads);
+/* The same with passes of at most chunk positions (1..max_pos): less scratch, for states that are
+   only copied from or stepped one position at a time (a sweep's prefixes). */
+CODI_API codi_state *codi_state_alloc_chunked(const codi_model *m, int max_pos, int n_threads, int chunk);
 CODI_API void codi_state_free(codi_state *s);
 CODI_API void codi_state_reset(codi_state *s);                 /* n_pos = 0, hooks kept */
 /* Copies src's positions, caches, logits and phase into dst (same model, dst->max_pos >=
@@ -515,6 +518,11 @@ typedef struct { uint64_t state; double spare; int has_spare; } codi_rng;
 CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed);
 CODI_API double codi_rng_uniform(codi_rng *r);      /* [0, 1) */
 CODI_API double codi_rng_normal(codi_rng *r);       /* mean 0, std 1 */
+/* out [n]: a seeded Gaussian direction scaled to L2 norm `norm` (random controls of a vector's norm). */
+CODI_API void codi_rng_direction(codi_rng *r, float *out, long n, double norm);
+/* "FILE:TENSOR" (FILE relative to base_dir, or as given when NULL) as floats (CODI_FREE them): *n
+   values, the last dimension in *last; NULL with a message in err. */
+CODI_API float *codi_vector_read(const char *ref, const char *base_dir, long *n, long *last, char *err, size_t errsz);
 
 /* A valid edit as returned once given a vector: add vector x alpha (1) to the latent loop's input
    at every latent step (at CODI_AT_LATENT_INPUT; phase and step CODI_ALL). A "step" k implies the
@@ -709,6 +717,41 @@ CODI_API int codi_rank_of(const float *logits, int n, int32_t id, float *prob);
    is the first step the model takes toward writing it, shared with the shorter number it
    starts with. */
 CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t ids[2]);
+
+/* ---- JSON (>>json): the reader behind config.json, tokenizer.json, specs and the CLI's files ----
+   One arena per document, freed by codi_json_free; strings are decoded to NUL-terminated UTF-8.
+   codi_json_parse keeps the first of duplicate keys (files from the wild); codi_json_parse_strict
+   refuses them, naming the key (files people write). NULL with a message in err on bad input. */
+enum { CODI_JSON_NULL, CODI_JSON_FALSE, CODI_JSON_TRUE, CODI_JSON_NUM, CODI_JSON_STR, CODI_JSON_ARR, CODI_JSON_OBJ };
+
+typedef struct codi_json {
+    int type;                      /* CODI__J_* */
+    int count;                     /* number of children (arrays, objects) */
+    double num;                    /* CODI_JSON_NUM */
+    const char *str; size_t len;   /* CODI_JSON_STR: decoded bytes, NUL-terminated */
+    const char *key; size_t keylen;/* member name when the parent is an object */
+    struct codi_json *child;      /* first element or member */
+    struct codi_json *next;       /* next sibling */
+} codi_json;
+CODI_API codi_json *codi_json_parse(const char *text, size_t len, char *err, size_t errsz);
+CODI_API codi_json *codi_json_parse_strict(const char *text, size_t len, char *err, size_t errsz);
+CODI_API void codi_json_free(codi_json *root);
+CODI_API const codi_json *codi_json_get(const codi_json *o, const char *key);  /* member key of an object, or NULL */
+CODI_API int codi_json_num(const codi_json *o, const char *key, double *out);  /* 1 if present and a number */
+/* A regular file as a NUL-terminated buffer (CODI_FREE it), its length in *len; NULL if it is
+   absent, not a regular file (a FIFO is refused before open) or memory runs out. */
+CODI_API char *codi_read_text(const char *path, size_t *len);
+
+/* ---- small pieces the model and the CLI share ---------------------------------------------- */
+/* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32); y may be x. */
+CODI_API void codi_rmsnorm(float *y, const float *x, const float *weight, int n, float eps);
+CODI_API int codi_is_eos(const codi_config *c, int id);            /* 1 if id ends an answer */
+CODI_API double codi_l2_norm(const float *x, long n);
+/* Element i of a tensor of dtype (CODI_F32, CODI_BF16, CODI_F16) at p, as f32 (p may be unaligned). */
+CODI_API float codi_elem_f32(const void *p, int dtype, size_t i);
+/* SplitMix64 (Steele, Lea, Flood 2014): the next 64 random bits of the state *x (seeds derived
+   from seeds, as codi_rng does). */
+CODI_API uint64_t codi_splitmix64(uint64_t *x);
 
 #ifndef CODI_NO_RESEARCH   /* the research half: tuned lenses, datasets, probes, statistics, PCA */
 
@@ -1128,7 +1171,7 @@ static int codi__double_to_int(double x, int lo, int hi, int *out) {
 }
 
 /* Element i of a tensor of dtype at p, as f32 (reads byte-wise: p may be unaligned). */
-static float codi__load_elem(const void *p, int dtype, size_t i) {
+CODI_API float codi_elem_f32(const void *p, int dtype, size_t i) {
     const unsigned char *b = (const unsigned char *)p;
     if (dtype == CODI_F32) { float f; memcpy(&f, b + 4 * i, 4); return f; }
     else {
@@ -1152,7 +1195,7 @@ static void codi__err(char *err, size_t errsz, const char *fmt, ...) {
 }
 
 /* SplitMix64 (Steele, Lea, Flood 2014): the next 64 random bits of the state *x. */
-static uint64_t codi__splitmix64(uint64_t *x) {
+CODI_API uint64_t codi_splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -1284,25 +1327,14 @@ static void codi__pool_free(codi__pool *p) {
    index files and tokenizer.json. One arena per document; strings are decoded to
    NUL-terminated UTF-8 (escapes and surrogate pairs resolved). */
 
-enum { CODI__J_NULL, CODI__J_FALSE, CODI__J_TRUE, CODI__J_NUM, CODI__J_STR, CODI__J_ARR, CODI__J_OBJ };
-
-typedef struct codi__json {
-    int type;                      /* CODI__J_* */
-    int count;                     /* number of children (arrays, objects) */
-    double num;                    /* CODI__J_NUM */
-    const char *str; size_t len;   /* CODI__J_STR: decoded bytes, NUL-terminated */
-    const char *key; size_t keylen;/* member name when the parent is an object */
-    struct codi__json *child;      /* first element or member */
-    struct codi__json *next;       /* next sibling */
-} codi__json;
 
 typedef struct {
     const char *p, *end;
-    codi__json *nodes; size_t nnodes, cap_nodes;
+    codi_json *nodes; size_t nnodes, cap_nodes;
     char *strs; size_t nstrs, cap_strs;
     const char *err;
     int depth;
-    int unique_keys;               /* refuse an object naming a member twice (codi__json_parse_strict) */
+    int unique_keys;               /* refuse an object naming a member twice (codi_json_parse_strict) */
     char msg[128];                 /* err of a duplicate key, naming it */
 } codi__jparser;
 
@@ -1378,10 +1410,10 @@ static int codi__json_string(codi__jparser *j, const char **out, size_t *outlen)
     return 1;
 }
 
-static codi__json *codi__json_value(codi__jparser *j);
+static codi_json *codi__json_value(codi__jparser *j);
 
-static codi__json *codi__json_node(codi__jparser *j, int type) {
-    codi__json *n;
+static codi_json *codi__json_node(codi__jparser *j, int type) {
+    codi_json *n;
     if (j->nnodes >= j->cap_nodes) { j->err = "too many values"; return NULL; }
     n = &j->nodes[j->nnodes++];
     memset(n, 0, sizeof *n);
@@ -1389,8 +1421,8 @@ static codi__json *codi__json_node(codi__jparser *j, int type) {
     return n;
 }
 
-static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
-    codi__json *n = codi__json_node(j, is_obj ? CODI__J_OBJ : CODI__J_ARR), *last = NULL;
+static codi_json *codi__json_container(codi__jparser *j, int is_obj) {
+    codi_json *n = codi__json_node(j, is_obj ? CODI_JSON_OBJ : CODI_JSON_ARR), *last = NULL;
     char close = is_obj ? '}' : ']';
     if (!n) return NULL;
     if (++j->depth > 256) { j->err = "nesting too deep"; return NULL; }
@@ -1398,14 +1430,14 @@ static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
     codi__json_ws(j);
     if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return n; }
     for (;;) {
-        codi__json *v;
+        codi_json *v;
         const char *key = NULL; size_t keylen = 0;
         if (is_obj) {
             codi__json_ws(j);
             if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
             if (!codi__json_string(j, &key, &keylen)) return NULL;
             if (j->unique_keys) {
-                const codi__json *c;
+                const codi_json *c;
                 for (c = n->child; c; c = c->next)
                     if (c->keylen == keylen && !memcmp(c->key, key, keylen)) {
                         snprintf(j->msg, sizeof j->msg, "duplicate key \"%.80s\"", key);
@@ -1431,20 +1463,20 @@ static codi__json *codi__json_container(codi__jparser *j, int is_obj) {
     return n;
 }
 
-static codi__json *codi__json_value(codi__jparser *j) {
-    codi__json *n;
+static codi_json *codi__json_value(codi__jparser *j) {
+    codi_json *n;
     codi__json_ws(j);
     if (j->p >= j->end) { j->err = "unexpected end of input"; return NULL; }
     switch (*j->p) {
     case '{': return codi__json_container(j, 1);
     case '[': return codi__json_container(j, 0);
     case '"':
-        n = codi__json_node(j, CODI__J_STR);
+        n = codi__json_node(j, CODI_JSON_STR);
         if (!n || !codi__json_string(j, &n->str, &n->len)) return NULL;
         return n;
     case 't': case 'f': case 'n': {
         static const char *words[3] = { "true", "false", "null" };
-        static const int types[3] = { CODI__J_TRUE, CODI__J_FALSE, CODI__J_NULL };
+        static const int types[3] = { CODI_JSON_TRUE, CODI_JSON_FALSE, CODI_JSON_NULL };
         int w;
         for (w = 0; w < 3; w++) {
             size_t wl = strlen(words[w]);
@@ -1468,7 +1500,7 @@ static codi__json *codi__json_value(codi__jparser *j) {
         }
         buf[k] = 0;
         if (k == 0) { j->err = "unexpected character"; return NULL; }
-        n = codi__json_node(j, CODI__J_NUM);
+        n = codi__json_node(j, CODI_JSON_NUM);
         if (!n) return NULL;
         if (digits_only && k < 16) n->num = v;   /* exact: below 2^53 */
         else {
@@ -1483,21 +1515,21 @@ static codi__json *codi__json_value(codi__jparser *j) {
 }
 
 /* Parses text[0..len); unique_keys: an object naming a member twice is an error. Returns the
-   root (free with codi__json_free) or NULL with a message in err. */
-static codi__json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
+   root (free with codi_json_free) or NULL with a message in err. */
+static codi_json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
     codi__jparser j;
-    codi__json *root;
+    codi_json *root;
     memset(&j, 0, sizeof j);
     j.p = text; j.end = text + len; j.unique_keys = unique_keys;
     codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
-    /* node 0 is a hidden header owning the string arena: see codi__json_free */
-    j.nodes = (codi__json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi__json));
+    /* node 0 is a hidden header owning the string arena: see codi_json_free */
+    j.nodes = (codi_json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi_json));
     j.strs = (char *)CODI_MALLOC(j.cap_strs + 4);
     if (!j.nodes || !j.strs) {
         CODI_FREE(j.nodes); CODI_FREE(j.strs);
         snprintf(err, errsz, "out of memory parsing JSON"); return NULL;
     }
-    memset(&j.nodes[0], 0, sizeof(codi__json));
+    memset(&j.nodes[0], 0, sizeof(codi_json));
     j.nodes[0].str = j.strs;
     j.nodes++;
     root = codi__json_value(&j);
@@ -1514,35 +1546,35 @@ static codi__json *codi__json_parse_ex(const char *text, size_t len, int unique_
 }
 
 /* Files from the wild (safetensors headers, tokenizer.json): duplicate keys allowed, the first wins. */
-static codi__json *codi__json_parse(const char *text, size_t len, char *err, size_t errsz) {
+CODI_API codi_json *codi_json_parse(const char *text, size_t len, char *err, size_t errsz) {
     return codi__json_parse_ex(text, len, 0, err, errsz);
 }
 
 /* Files people write (steering specs, config.json, questions lines): a duplicate key is an error. */
-static codi__json *codi__json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
+CODI_API codi_json *codi_json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
     return codi__json_parse_ex(text, len, 1, err, errsz);
 }
 
-static void codi__json_free(codi__json *root) {
+CODI_API void codi_json_free(codi_json *root) {
     if (!root) return;
     CODI_FREE((void *)root[-1].str);
     CODI_FREE(root - 1);
 }
 
 /* Member `key` of object `o`, or NULL. */
-static const codi__json *codi__json_get(const codi__json *o, const char *key) {
-    const codi__json *c;
+CODI_API const codi_json *codi_json_get(const codi_json *o, const char *key) {
+    const codi_json *c;
     size_t kl = strlen(key);
-    if (!o || o->type != CODI__J_OBJ) return NULL;
+    if (!o || o->type != CODI_JSON_OBJ) return NULL;
     for (c = o->child; c; c = c->next)
         if (c->keylen == kl && memcmp(c->key, key, kl) == 0) return c;
     return NULL;
 }
 
 /* Number member `key` of `o` into *out; returns 1 if present and numeric. */
-static int codi__json_num(const codi__json *o, const char *key, double *out) {
-    const codi__json *v = codi__json_get(o, key);
-    if (!v || v->type != CODI__J_NUM) return 0;
+CODI_API int codi_json_num(const codi_json *o, const char *key, double *out) {
+    const codi_json *v = codi_json_get(o, key);
+    if (!v || v->type != CODI_JSON_NUM) return 0;
     *out = v->num; return 1;
 }
 
@@ -1636,7 +1668,7 @@ static void codi__file_close(codi__file *f) {
 }
 
 /* A small text file read into a NUL-terminated buffer; NULL if absent. */
-static char *codi__read_text(const char *path, size_t *len) {
+CODI_API char *codi_read_text(const char *path, size_t *len) {
     FILE *fp;
     char *buf = NULL; size_t cap = 0, n = 0;
     if (!codi__is_regular(path) || !(fp = fopen(path, "rb"))) return NULL;
@@ -1755,7 +1787,7 @@ static int64_t codi__numel(int ndim, const int64_t *shape) {
 
 struct codi_st_file {
     codi__file *file;
-    codi__json *header;        /* owns every name and metadata string */
+    codi_json *header;        /* owns every name and metadata string */
     codi_st_tensor *t;         /* [n] */
     int n;
 };
@@ -1773,7 +1805,7 @@ static size_t codi__st_elem_size(const char *dt) {
 
 CODI_API void codi_st_close(codi_st_file *f) {
     if (!f) return;
-    codi__json_free(f->header);
+    codi_json_free(f->header);
     codi__file_close(f->file);
     CODI_FREE(f->t);
     CODI_FREE(f);
@@ -1781,7 +1813,7 @@ CODI_API void codi_st_close(codi_st_file *f) {
 
 CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
     codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
-    const codi__json *e;
+    const codi_json *e;
     uint64_t hlen = 0;
     size_t data_size;
     char jerr[200];
@@ -1797,19 +1829,19 @@ CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
         goto fail;
     }
     data_size = f->file->size - 8 - (size_t)hlen;
-    if (!(f->header = codi__json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
+    if (!(f->header = codi_json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
         codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
     }
-    if (f->header->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    if (f->header->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
     if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
     for (e = f->header->child; e; e = e->next) {
-        const codi__json *dt = codi__json_get(e, "dtype"), *shape = codi__json_get(e, "shape"), *offs = codi__json_get(e, "data_offsets"), *v;
+        const codi_json *dt = codi_json_get(e, "dtype"), *shape = codi_json_get(e, "shape"), *offs = codi_json_get(e, "data_offsets"), *v;
         codi_st_tensor *t = &f->t[f->n];
         size_t esz, bytes;
         double b0, b1;
         if (!strcmp(e->key, "__metadata__")) continue;
-        if (!dt || dt->type != CODI__J_STR || !shape || shape->type != CODI__J_ARR || !offs || offs->type != CODI__J_ARR ||
-            offs->count != 2 || offs->child->type != CODI__J_NUM || offs->child->next->type != CODI__J_NUM) {
+        if (!dt || dt->type != CODI_JSON_STR || !shape || shape->type != CODI_JSON_ARR || !offs || offs->type != CODI_JSON_ARR ||
+            offs->count != 2 || offs->child->type != CODI_JSON_NUM || offs->child->next->type != CODI_JSON_NUM) {
             codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
         }
         esz = codi__st_elem_size(dt->str);
@@ -1821,7 +1853,7 @@ CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
         t->name = e->key; strcpy(t->dtype, dt->str);
         t->numel = 1;
         for (v = shape->child; v; v = v->next) {
-            if (v->type != CODI__J_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
+            if (v->type != CODI_JSON_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
                 codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
             }
             t->shape[t->ndim++] = (int64_t)v->num;
@@ -1865,9 +1897,9 @@ CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *o
     if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
     b = (const unsigned char *)t.data;
     for (i = 0; i < t.numel; i++) {
-        if (!strcmp(t.dtype, "F32")) out[i] = codi__load_elem(b, CODI_F32, i);
-        else if (!strcmp(t.dtype, "BF16")) out[i] = codi__load_elem(b, CODI_BF16, i);
-        else if (!strcmp(t.dtype, "F16")) out[i] = codi__load_elem(b, CODI_F16, i);
+        if (!strcmp(t.dtype, "F32")) out[i] = codi_elem_f32(b, CODI_F32, i);
+        else if (!strcmp(t.dtype, "BF16")) out[i] = codi_elem_f32(b, CODI_BF16, i);
+        else if (!strcmp(t.dtype, "F16")) out[i] = codi_elem_f32(b, CODI_F16, i);
         else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
         else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
         else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
@@ -1878,8 +1910,8 @@ CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *o
 }
 
 CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
-    const codi__json *md = codi__json_get(f->header, "__metadata__"), *v = md ? codi__json_get(md, key) : NULL;
-    return v && v->type == CODI__J_STR ? v->str : NULL;
+    const codi_json *md = codi_json_get(f->header, "__metadata__"), *v = md ? codi_json_get(md, key) : NULL;
+    return v && v->type == CODI_JSON_STR ? v->str : NULL;
 }
 
 /* The loader's view of a safetensors file: every tensor of codi_safetensors_open's into the table
@@ -2514,7 +2546,7 @@ static float codi__dot(const float *a, const float *b, int n) {
 /* Row r of W [cols] as f32 into out (an embedding row). */
 static void codi__row_f32(float *out, const codi_matrix *w, int r) {
     int j;
-    for (j = 0; j < w->cols; j++) out[j] = codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j);
+    for (j = 0; j < w->cols; j++) out[j] = codi_elem_f32(w->data, w->dtype, (size_t)r * w->cols + j);
 }
 
 #ifndef CODI_NO_RESEARCH   /* the lenses' */
@@ -2527,7 +2559,7 @@ static const float *codi__matrix_row(const codi_matrix *w, int r, float *buf) {
 #endif
 
 /* y = x / sqrt(mean(x^2) + eps) * weight, as HF LlamaRMSNorm (f32). */
-static void codi__rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
+CODI_API void codi_rmsnorm(float *y, const float *x, const float *weight, int n, float eps) {
     double ss = 0;
     float scale;
     int i;
@@ -2892,7 +2924,7 @@ CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, s
         for (b = 0; b < np; b++) {
             float s = codi__hsum_avx2(c[4 * a + b]);
             int t;
-            for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
+            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
             out[(size_t)b * ldo + a] = s;
         }
 }
@@ -2957,7 +2989,7 @@ CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0,
             }
         }
         for (; k < kb; k++)
-            for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi__load_elem(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
+            for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
     }
 }
 /* codi__pack_a by 8 x 8 blocks transposed in registers (a strip's rows in groups of up to 8). */
@@ -3205,7 +3237,7 @@ CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *
         for (b = 0; b < np; b++) {
             float s = codi__hsum_avx512(c[8 * a + b]);
             int t;
-            for (t = j; t < kb; t++) s += xp[b][t] * codi__load_elem(w[a], dtype, (size_t)t);
+            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
             out[(size_t)b * ldo + a] = s;
         }
 }
@@ -3521,7 +3553,7 @@ static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, cons
         vst1q_f32(s, codi__hsum4_neon(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]), vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7])));
         for (k = 0; k < 4; k++) {
             int t;
-            for (t = j; t < K; t++) s[k] += x[t] * codi__load_elem(p[k], w->dtype, (size_t)t);
+            for (t = j; t < K; t++) s[k] += x[t] * codi_elem_f32(p[k], w->dtype, (size_t)t);
         }
         for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
     }
@@ -3557,7 +3589,7 @@ static void codi__gemvn_neon(float *out, size_t ldo, const float *x, int n, cons
             vst1q_f32(s + 12, codi__hsum4_neon(c[12], c[13], c[14], c[15]));
             for (a = 0; a < 4 && r + a < r1; a++)
                 for (b = 0; b < 4 && i0 + b < n; b++) {
-                    for (t = j; t < K; t++) s[4 * a + b] += xp[b][t] * codi__load_elem(p[a], w->dtype, (size_t)t);
+                    for (t = j; t < K; t++) s[4 * a + b] += xp[b][t] * codi_elem_f32(p[a], w->dtype, (size_t)t);
                     out[(size_t)(i0 + b) * ldo + r + a - r0] = s[4 * a + b];
                 }
         }
@@ -3608,7 +3640,7 @@ static void codi__pack_b_neon(float *b, const codi_matrix *w, int r0, int nrows,
             codi__store_t4_neon(b + (size_t)(k + 4) * nr + j, (size_t)nr, v0.val[1], v1.val[1], v2.val[1], v3.val[1]);
         }
         for (; k < kb; k++)
-            for (t = 0; t < 4; t++) b[(size_t)k * nr + j + t] = codi__load_elem(p[t], w->dtype, (size_t)(k0 + k));
+            for (t = 0; t < 4; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(p[t], w->dtype, (size_t)(k0 + k));
     }
 }
 /* y += a * x */
@@ -3860,7 +3892,7 @@ static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
     float *v;
     int i;
     if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
-    for (i = 0; i < n; i++) v[i] = codi__load_elem(t->data, t->dtype, (size_t)i);
+    for (i = 0; i < n; i++) v[i] = codi_elem_f32(t->data, t->dtype, (size_t)i);
     return v;
 }
 
@@ -3885,7 +3917,7 @@ static void codi__merge_task(void *ctx, int tid, int u0, int u1) {
         size_t row = (size_t)(c->i0 + i) * c->cols;
         const float *bai = c->ba + (size_t)i * c->cols;
         for (j = j0; j < j1; j++) {
-            float v = codi__load_elem(c->w->data, c->w->dtype, row + j) + (c->bs ? bai[j] : 0.0f);
+            float v = codi_elem_f32(c->w->data, c->w->dtype, row + j) + (c->bs ? bai[j] : 0.0f);
             if (c->dtype == CODI_F32) memcpy(c->dst + (row + j) * 4, &v, 4);
             else { uint16_t h = codi__f32_to_bf16(v); memcpy(c->dst + (row + j) * 2, &h, 2); }
         }
@@ -3951,8 +3983,8 @@ static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *pre
     }
     if (a) {
         for (k = 0; k < r; k++)
-            for (j = 0; j < cols; j++) abuf[(size_t)j * r + k] = codi__load_elem(a->data, a->dtype, (size_t)k * cols + j);
-        for (k = 0; k < rows * r; k++) bbuf[k] = ld->m->config.lora_scale * codi__load_elem(b->data, b->dtype, (size_t)k);
+            for (j = 0; j < cols; j++) abuf[(size_t)j * r + k] = codi_elem_f32(a->data, a->dtype, (size_t)k * cols + j);
+        for (k = 0; k < rows * r; k++) bbuf[k] = ld->m->config.lora_scale * codi_elem_f32(b->data, b->dtype, (size_t)k);
         mc.bs = bbuf; mc.at.dtype = CODI_F32; mc.at.rows = cols; mc.at.cols = r; mc.at.data = abuf;
     }
     for (mc.i0 = 0; mc.i0 < rows; mc.i0 += CODI__MC) {
@@ -3972,10 +4004,10 @@ typedef struct { char path[4200]; int found, has_bos, has_eos; } codi__config_sr
 
 /* Integer member key of o into *out when present: a whole number in [lo, hi], else -1 with a
    message naming the field and the file. */
-static int codi__config_int(const codi__json *o, const char *key, int lo, int hi, int *out, const char *path,
+static int codi__config_int(const codi_json *o, const char *key, int lo, int hi, int *out, const char *path,
                             char *err, size_t errsz) {
     double x;
-    if (!codi__json_num(o, key, &x)) return 0;
+    if (!codi_json_num(o, key, &x)) return 0;
     if (!codi__double_to_int(x, lo, hi, out)) {
         codi__err(err, errsz, "%s: %s %g is not a whole number in [%d, %d]", path, key, x, lo, hi); return -1;
     }
@@ -3984,9 +4016,9 @@ static int codi__config_int(const codi__json *o, const char *key, int lo, int hi
 
 /* Float member key of o into *out when present: finite and > 0 (every float setting of a
    Llama config is a positive scale, eps or frequency), else -1 with a message. */
-static int codi__config_pos_float(const codi__json *o, const char *key, float *out, const char *path, char *err, size_t errsz) {
+static int codi__config_pos_float(const codi_json *o, const char *key, float *out, const char *path, char *err, size_t errsz) {
     double x;
-    if (!codi__json_num(o, key, &x)) return 0;
+    if (!codi_json_num(o, key, &x)) return 0;
     if (!(x > 0 && x <= FLT_MAX)) { codi__err(err, errsz, "%s: %s %g must be finite and > 0", path, key, x); return -1; }
     *out = (float)x;
     return 0;
@@ -4000,18 +4032,18 @@ static int codi__config_pos_float(const codi__json *o, const char *key, float *o
 static int codi__apply_config_text(codi_config *c, codi__config_src *src, const char *text, size_t len, const char *path,
                                    int *tie, char *err, size_t errsz) {
     char msg[200];
-    codi__json *j;
-    const codi__json *rs, *eos;
+    codi_json *j;
+    const codi_json *rs, *eos;
     double bos;
     int bad;
-    j = codi__json_parse_strict(text, len, msg, sizeof msg);
-    if (!j || j->type != CODI__J_OBJ) {
+    j = codi_json_parse_strict(text, len, msg, sizeof msg);
+    if (!j || j->type != CODI_JSON_OBJ) {
         codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
-        codi__json_free(j); return -1;
+        codi_json_free(j); return -1;
     }
     snprintf(src->path, sizeof src->path, "%s", path);
     src->found = 1;
-    src->has_bos = codi__json_num(j, "bos_token_id", &bos);       /* null: none given */
+    src->has_bos = codi_json_num(j, "bos_token_id", &bos);       /* null: none given */
     bad = codi__config_int(j, "hidden_size", 1, CODI__MAX_DIM, &c->dim, path, err, errsz) ||
           codi__config_int(j, "intermediate_size", 1, CODI__MAX_DIM, &c->ffn_dim, path, err, errsz) ||
           codi__config_int(j, "num_hidden_layers", 1, 4096, &c->n_layers, path, err, errsz) ||
@@ -4023,26 +4055,26 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
           codi__config_int(j, "max_position_embeddings", 1, INT_MAX, &c->max_positions, path, err, errsz);
     c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
     if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
-    if (!bad && (eos = codi__json_get(j, "eos_token_id")) != NULL && eos->type != CODI__J_NULL) {
-        const codi__json *e = eos->type == CODI__J_ARR ? eos->child : eos;
+    if (!bad && (eos = codi_json_get(j, "eos_token_id")) != NULL && eos->type != CODI_JSON_NULL) {
+        const codi_json *e = eos->type == CODI_JSON_ARR ? eos->child : eos;
         src->has_eos = 1;
         c->n_eos = 0;
-        for (; e && !bad; e = eos->type == CODI__J_ARR ? e->next : NULL) {
+        for (; e && !bad; e = eos->type == CODI_JSON_ARR ? e->next : NULL) {
             if (c->n_eos == 8) { codi__err(err, errsz, "%s: eos_token_id lists more than 8 ids", path); bad = 1; }
-            else if (e->type != CODI__J_NUM || !codi__double_to_int(e->num, 0, INT_MAX, &c->eos_ids[c->n_eos++])) {
+            else if (e->type != CODI_JSON_NUM || !codi__double_to_int(e->num, 0, INT_MAX, &c->eos_ids[c->n_eos++])) {
                 codi__err(err, errsz, "%s: eos_token_id holds a value that is not a token id", path); bad = 1;
             }
         }
     }
-    if (codi__json_get(j, "tie_word_embeddings")) *tie = codi__json_get(j, "tie_word_embeddings")->type == CODI__J_TRUE;
-    rs = codi__json_get(j, "rope_parameters");           /* transformers 5 */
-    if (!rs || rs->type != CODI__J_OBJ) rs = codi__json_get(j, "rope_scaling");
-    if (!bad && rs && rs->type == CODI__J_OBJ) {
-        const codi__json *type = codi__json_get(rs, "rope_type");
-        if (!type) type = codi__json_get(rs, "type");
+    if (codi_json_get(j, "tie_word_embeddings")) *tie = codi_json_get(j, "tie_word_embeddings")->type == CODI_JSON_TRUE;
+    rs = codi_json_get(j, "rope_parameters");           /* transformers 5 */
+    if (!rs || rs->type != CODI_JSON_OBJ) rs = codi_json_get(j, "rope_scaling");
+    if (!bad && rs && rs->type == CODI_JSON_OBJ) {
+        const codi_json *type = codi_json_get(rs, "rope_type");
+        if (!type) type = codi_json_get(rs, "type");
         bad = codi__config_pos_float(rs, "rope_theta", &c->rope_theta, path, err, errsz);
         c->rope_llama3 = 0;
-        if (!bad && type && type->type == CODI__J_STR && !strcmp(type->str, "llama3")) {
+        if (!bad && type && type->type == CODI_JSON_STR && !strcmp(type->str, "llama3")) {
             c->rope_llama3 = 1;
             bad = codi__config_pos_float(rs, "factor", &c->rope_factor, path, err, errsz) ||
                   codi__config_pos_float(rs, "low_freq_factor", &c->rope_low_freq_factor, path, err, errsz) ||
@@ -4053,14 +4085,14 @@ static int codi__apply_config_text(codi_config *c, codi__config_src *src, const 
                           (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
                 bad = 1;
             }
-        } else if (!bad && type && type->type == CODI__J_STR && strcmp(type->str, "default") != 0) {
+        } else if (!bad && type && type->type == CODI_JSON_STR && strcmp(type->str, "default") != 0) {
             codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
             bad = 1;
         }
-    } else if (!bad && rs && rs->type != CODI__J_NULL) {
+    } else if (!bad && rs && rs->type != CODI_JSON_NULL) {
         codi__err(err, errsz, "%s: rope_scaling is not an object", path); bad = 1;
     } else if (!bad) c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
-    codi__json_free(j);
+    codi_json_free(j);
     return bad ? -1 : 1;
 }
 
@@ -4070,7 +4102,7 @@ static int codi__apply_config_json(codi_config *c, codi__config_src *src, const 
     char *text;
     int rc;
     if (!codi__exists(path)) return 0;
-    if (!(text = codi__read_text(path, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", path); return -1; }
+    if (!(text = codi_read_text(path, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", path); return -1; }
     rc = codi__apply_config_text(c, src, text, len, path, tie, err, errsz);
     CODI_FREE(text);
     return rc;
@@ -4140,26 +4172,26 @@ static int codi__read_any(codi__tensors *ts, const char *path, int source, int v
         snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
         if (codi__exists(p)) {                               /* sharded: every distinct file in weight_map */
             char msg[200], shard[4096];
-            codi__json *j;
-            const codi__json *wm, *e, *e2;
-            if (!(idx = codi__read_text(p, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", p); return -1; }
-            j = codi__json_parse(idx, len, msg, sizeof msg);
-            wm = codi__json_get(j, "weight_map");
+            codi_json *j;
+            const codi_json *wm, *e, *e2;
+            if (!(idx = codi_read_text(p, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", p); return -1; }
+            j = codi_json_parse(idx, len, msg, sizeof msg);
+            wm = codi_json_get(j, "weight_map");
             CODI_FREE(idx);
             if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
-            if (!wm || wm->type != CODI__J_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi__json_free(j); return -1; }
+            if (!wm || wm->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi_json_free(j); return -1; }
             for (e = wm->child; e; e = e->next) {
                 int seen = 0;
-                if (e->type != CODI__J_STR || strchr(e->str, '/')) {
+                if (e->type != CODI_JSON_STR || strchr(e->str, '/')) {
                     codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
-                    codi__json_free(j); return -1;
+                    codi_json_free(j); return -1;
                 }
                 for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
                 if (seen) continue;
                 snprintf(shard, sizeof shard, "%s/%s", path, e->str);
-                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi__json_free(j); return -1; }
+                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi_json_free(j); return -1; }
             }
-            codi__json_free(j);
+            codi_json_free(j);
             return 0;
         }
         snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
@@ -4512,6 +4544,11 @@ CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_th
     return codi__state_alloc(m, max_pos, n_threads, max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK);
 }
 
+CODI_API codi_state *codi_state_alloc_chunked(const codi_model *m, int max_pos, int n_threads, int chunk) {
+    if (max_pos < 1 || chunk < 1 || chunk > max_pos) return NULL;
+    return codi__state_alloc(m, max_pos, n_threads, chunk);
+}
+
 CODI_API void codi_state_free(codi_state *s) {
     codi__state_internal *si;
     if (!s) return;
@@ -4627,7 +4664,7 @@ static void codi__matvec_reference(float *out, const codi_matrix *w, const float
     int r, j;
     for (r = 0; r < w->rows; r++) {
         float sum = 0;
-        for (j = 0; j < w->cols; j++) sum += codi__load_elem(w->data, w->dtype, (size_t)r * w->cols + j) * x[j];
+        for (j = 0; j < w->cols; j++) sum += codi_elem_f32(w->data, w->dtype, (size_t)r * w->cols + j) * x[j];
         out[r] = sum;
     }
 }
@@ -4648,7 +4685,7 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
         int pos = s->n_pos + i;
         float *x = codi_state_resid(s, 0, pos);
         /* the input: a token's row of the embedding table, or a given vector (a CODI latent z) */
-        if (tokens) for (j = 0; j < D; j++) x[j] = codi__load_elem(m->w.embed.data, m->w.embed.dtype, (size_t)tokens[i] * D + j);
+        if (tokens) for (j = 0; j < D; j++) x[j] = codi_elem_f32(m->w.embed.data, m->w.embed.dtype, (size_t)tokens[i] * D + j);
         else memcpy(x, embeds + (size_t)i * D, (size_t)D * sizeof(float));
         if (codi__hooks(s, CODI_HOOK_EMBED, -1, pos, x, D)) return -1;
         if (!codi__all_finite(x, D)) {
@@ -4660,7 +4697,7 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
             if (codi__hooks(s, CODI_HOOK_RESID, l, pos, codi_state_resid(s, l, pos), D)) return -1;
             memcpy(y, codi_state_resid(s, l, pos), (size_t)D * sizeof(float));
             /* attention: RMSNorm, then the q, k, v projections */
-            codi__rmsnorm(xb, y, w->attn_norm, D, c->norm_eps);                    /* >>kernels */
+            codi_rmsnorm(xb, y, w->attn_norm, D, c->norm_eps);                    /* >>kernels */
             codi__matvec_reference(q, &w->wq, xb);
             codi__matvec_reference(k, &w->wk, xb);
             codi__matvec_reference(v, &w->wv, xb);
@@ -4714,7 +4751,7 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
             if (codi__hooks(s, CODI_HOOK_ATTN_OUT, l, pos, si->delta, D)) return -1;
             for (j = 0; j < D; j++) y[j] += si->delta[j];
             /* MLP: RMSNorm, SwiGLU down(silu(gate x) * up x) */
-            codi__rmsnorm(xb, y, w->mlp_norm, D, c->norm_eps);
+            codi_rmsnorm(xb, y, w->mlp_norm, D, c->norm_eps);
             codi__matvec_reference(si->hb, &w->gate, xb);
             codi__matvec_reference(si->hb2, &w->up, xb);
             for (j = 0; j < F; j++) si->hb[j] = codi__silu(si->hb[j]) * si->hb2[j];
@@ -4724,7 +4761,7 @@ CODI_API int codi_forward_reference(const codi_model *m, codi_state *s, const in
         }
         /* the final norm (what lm_head and CODI's prj read), then the logits */
         if (codi__hooks(s, CODI_HOOK_RESID, L, pos, codi_state_resid(s, L, pos), D)) return -1;
-        codi__rmsnorm(xb, codi_state_resid(s, L, pos), m->w.final_norm, D, c->norm_eps);
+        codi_rmsnorm(xb, codi_state_resid(s, L, pos), m->w.final_norm, D, c->norm_eps);
         if (codi__hooks(s, CODI_HOOK_FINAL, L, pos, xb, D)) return -1;
         memcpy(s->final_hidden, xb, (size_t)D * sizeof(float));
         if (logits_out) codi__matvec_reference(logits_out + (size_t)i * c->vocab, &m->w.lm_head, xb);
@@ -4885,7 +4922,7 @@ static void codi__norm_task(void *ctx, int tid, int a, int b) {
     int D = rc->c->dim, i;
     (void)tid;
     for (i = a; i < b; i++)
-        codi__rmsnorm(rc->si->xb + (size_t)i * D, codi_state_resid(rc->rows[i].s, rc->layer, rc->rows[i].pos), rc->weight, D, rc->c->norm_eps);
+        codi_rmsnorm(rc->si->xb + (size_t)i * D, codi_state_resid(rc->rows[i].s, rc->layer, rc->rows[i].pos), rc->weight, D, rc->c->norm_eps);
 }
 
 /* Calls every hook on data; -1 (with s->error) when one asks to stop. */
@@ -5002,7 +5039,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
             codi__err(rows[i].s->error, sizeof rows[i].s->error, "residual stream at position %d is not finite (NaN, Inf, or a mean square past float range)", rows[i].pos);
             return -1;
         }
-        codi__rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
+        codi_rmsnorm(xb, xl, m->w.final_norm, D, c->norm_eps);
         if (HOOK(CODI_HOOK_FINAL, L, i, xb, D)) return -1;
         if (!codi__all_finite(xb, D)) {                   /* an edit or the weights overflowed: no answer from NaN logits */
             codi__err(rows[i].s->error, sizeof rows[i].s->error, "final hidden state at position %d is not finite (NaN or Inf)", rows[i].pos);
@@ -5155,7 +5192,7 @@ CODI_API codi_run_opts codi_run_opts_default(const codi_model *m) {
     return o;
 }
 
-static int codi__is_eos(const codi_config *c, int id) {
+CODI_API int codi_is_eos(const codi_config *c, int id) {
     int i;
     for (i = 0; i < c->n_eos; i++) if (c->eos_ids[i] == id) return 1;
     return 0;
@@ -5219,7 +5256,7 @@ CODI_API int codi_run_answer(const codi_model *m, codi_state *s, const codi_run_
         if (o->answer_logits) memcpy(o->answer_logits + (size_t)j * V, s->logits, (size_t)V * sizeof(float));
         r->answer[r->n_answer++] = tok;
         if (o->on_token) o->on_token(o->on_token_user, tok);
-        if ((o->stop_at_eos && codi__is_eos(c, tok)) || j + 1 == o->max_answer) break;
+        if ((o->stop_at_eos && codi_is_eos(c, tok)) || j + 1 == o->max_answer) break;
         s->step = j + 1;
         if (codi_forward(m, s, &tok, NULL, 1, NULL)) return -1;
     }
@@ -5452,7 +5489,7 @@ static void codi__batch_take_token(const codi_model *m, codi__batch_run *x) {
     if (x->o.answer_logits) memcpy(x->o.answer_logits + (size_t)x->r.n_answer * m->config.vocab, x->s->logits, (size_t)m->config.vocab * sizeof(float));
     x->r.answer[x->r.n_answer++] = tok;
     if (x->o.on_token) x->o.on_token(x->o.on_token_user, tok);
-    if ((x->o.stop_at_eos && codi__is_eos(&m->config, tok)) || x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
+    if ((x->o.stop_at_eos && codi_is_eos(&m->config, tok)) || x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
     x->input = tok; x->s->step = x->r.n_answer;
 }
 
@@ -5693,7 +5730,7 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
 
 CODI_API void codi_rng_seed(codi_rng *r, uint64_t seed) { r->state = seed; r->spare = 0; r->has_spare = 0; }
 
-CODI_API double codi_rng_uniform(codi_rng *r) { return (double)(codi__splitmix64(&r->state) >> 11) * (1.0 / 9007199254740992.0); }
+CODI_API double codi_rng_uniform(codi_rng *r) { return (double)(codi_splitmix64(&r->state) >> 11) * (1.0 / 9007199254740992.0); }
 
 CODI_API double codi_rng_normal(codi_rng *r) {
     double u, v, q, f;
@@ -5708,7 +5745,7 @@ CODI_API double codi_rng_normal(codi_rng *r) {
 
 /* out [n] = a seeded Gaussian direction scaled to L2 norm `norm` (the draws are made twice, from a
    copy of the generator: once for their norm, once for the values). */
-static void codi__random_direction(codi_rng *r, float *out, long n, double norm) {
+CODI_API void codi_rng_direction(codi_rng *r, float *out, long n, double norm) {
     codi_rng again = *r;
     double ss = 0, g;
     long i;
@@ -5716,7 +5753,7 @@ static void codi__random_direction(codi_rng *r, float *out, long n, double norm)
     for (i = 0; i < n; i++) out[i] = (float)(codi_rng_normal(&again) * norm / sqrt(ss));
 }
 
-static double codi__norm(const float *x, long n) {
+CODI_API double codi_l2_norm(const float *x, long n) {
     double ss = 0; long i;
     for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
     return sqrt(ss);
@@ -5969,7 +6006,7 @@ CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_
 }
 
 /* "FILE:TENSOR" (FILE relative to base_dir) as floats; *n values, the last dimension in *last. */
-static float *codi__steer_read(const char *ref, const char *base_dir, long *n, long *last, char *err, size_t errsz) {
+CODI_API float *codi_vector_read(const char *ref, const char *base_dir, long *n, long *last, char *err, size_t errsz) {
     const char *colon = strrchr(ref, ':'), *name;
     char path[4096];
     codi_st_file *f;
@@ -5999,34 +6036,34 @@ static void codi__mean_sd(const float *x, long n, long stride, double *mean, dou
 }
 
 /* A "random" object -> an owned vector of *n floats (size: n_default for "norm"). */
-static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_default, const char *base_dir, long *n,
+static float *codi__steer_random(const codi_json *r, uint64_t seed_add, long n_default, const char *base_dir, long *n,
                                  int *self, char *err, size_t errsz) {
-    const codi__json *seed = codi__json_get(r, "seed"), *norm = codi__json_get(r, "norm");
-    const codi__json *norm_of = codi__json_get(r, "norm_of"), *ms = codi__json_get(r, "mean_std_of"), *pd = codi__json_get(r, "per_dim"), *f;
+    const codi_json *seed = codi_json_get(r, "seed"), *norm = codi_json_get(r, "norm");
+    const codi_json *norm_of = codi_json_get(r, "norm_of"), *ms = codi_json_get(r, "mean_std_of"), *pd = codi_json_get(r, "per_dim"), *f;
     codi_rng rng;
     float *src = NULL, *out = NULL;
     long ns = 0, last = 0, i, j;
-    if (r->type != CODI__J_OBJ) { codi__err(err, errsz, "\"random\": must be an object"); return NULL; }
+    if (r->type != CODI_JSON_OBJ) { codi__err(err, errsz, "\"random\": must be an object"); return NULL; }
     for (f = r->child; f; f = f->next)
         if (strcmp(f->key, "seed") && strcmp(f->key, "norm") && strcmp(f->key, "norm_of") && strcmp(f->key, "mean_std_of") && strcmp(f->key, "per_dim")) {
             codi__err(err, errsz, "\"random\": unknown field \"%s\"", f->key); return NULL;
         }
-    if (!seed || seed->type != CODI__J_NUM || seed->num < 0 || seed->num > 9007199254740992.0 || seed->num != floor(seed->num)) {
+    if (!seed || seed->type != CODI_JSON_NUM || seed->num < 0 || seed->num > 9007199254740992.0 || seed->num != floor(seed->num)) {
         codi__err(err, errsz, "\"random\": \"seed\" must be a whole number >= 0"); return NULL;
     }
     if ((norm != NULL) + (norm_of != NULL) + (ms != NULL) != 1) {
         codi__err(err, errsz, "\"random\": give exactly one of \"norm\", \"norm_of\", \"mean_std_of\""); return NULL;
     }
-    if (pd && (!ms || (pd->type != CODI__J_TRUE && pd->type != CODI__J_FALSE))) {
+    if (pd && (!ms || (pd->type != CODI_JSON_TRUE && pd->type != CODI_JSON_FALSE))) {
         codi__err(err, errsz, "\"random\": \"per_dim\" is true/false beside \"mean_std_of\""); return NULL;
     }
     codi_rng_seed(&rng, (uint64_t)seed->num + seed_add);
-    *self = ms && ms->type == CODI__J_STR && !strcmp(ms->str, "self");
+    *self = ms && ms->type == CODI_JSON_STR && !strcmp(ms->str, "self");
     if (*self && pd) { codi__err(err, errsz, "\"random\": \"per_dim\" does not go with \"mean_std_of\": \"self\""); return NULL; }
     if (norm || *self) {
-        if (norm && (norm->type != CODI__J_NUM || !(norm->num >= 0) || norm->num > 1e30)) { codi__err(err, errsz, "\"random\": \"norm\" must be a number >= 0"); return NULL; }
+        if (norm && (norm->type != CODI_JSON_NUM || !(norm->num >= 0) || norm->num > 1e30)) { codi__err(err, errsz, "\"random\": \"norm\" must be a number >= 0"); return NULL; }
         if ((out = (float *)CODI_MALLOC((size_t)n_default * sizeof(float))) != NULL) {
-            if (norm) codi__random_direction(&rng, out, n_default, norm->num);
+            if (norm) codi_rng_direction(&rng, out, n_default, norm->num);
             else for (i = 0; i < n_default; i++) out[i] = (float)codi_rng_normal(&rng);
         }
         *n = n_default;
@@ -6034,13 +6071,13 @@ static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_
         return out;
     }
     f = norm_of ? norm_of : ms;
-    if (f->type != CODI__J_STR) { codi__err(err, errsz, "\"random\": \"%s\" must be \"FILE:TENSOR\"", f->key); return NULL; }
-    if (!(src = codi__steer_read(f->str, base_dir, &ns, &last, err, errsz))) return NULL;
+    if (f->type != CODI_JSON_STR) { codi__err(err, errsz, "\"random\": \"%s\" must be \"FILE:TENSOR\"", f->key); return NULL; }
+    if (!(src = codi_vector_read(f->str, base_dir, &ns, &last, err, errsz))) return NULL;
     if (!codi__all_finite(src, (int)ns)) { codi__err(err, errsz, "\"random\": %s is not finite (NaN or Inf)", f->str); CODI_FREE(src); return NULL; }
-    *n = pd && pd->type == CODI__J_TRUE ? last : ns;
-    if (*n == ns && pd && pd->type == CODI__J_TRUE) { codi__err(err, errsz, "\"random\": \"per_dim\" needs a tensor of rows (samples)"); CODI_FREE(src); return NULL; }
+    *n = pd && pd->type == CODI_JSON_TRUE ? last : ns;
+    if (*n == ns && pd && pd->type == CODI_JSON_TRUE) { codi__err(err, errsz, "\"random\": \"per_dim\" needs a tensor of rows (samples)"); CODI_FREE(src); return NULL; }
     if ((out = (float *)CODI_MALLOC((size_t)*n * sizeof(float))) == NULL) { codi__err(err, errsz, "out of memory"); CODI_FREE(src); return NULL; }
-    if (norm_of) codi__random_direction(&rng, out, ns, codi__norm(src, ns));
+    if (norm_of) codi_rng_direction(&rng, out, ns, codi_l2_norm(src, ns));
     else if (*n == ns) {                                 /* the tensor's scalar mean and std */
         double mean, sd;
         codi__mean_sd(src, ns, 1, &mean, &sd);
@@ -6056,9 +6093,9 @@ static float *codi__steer_random(const codi__json *r, uint64_t seed_add, long n_
 }
 
 /* "all" or a whole number in [lo, hi] into *out; 0, or -1 with the reason in err. */
-static int codi__spec_int_or_all(const codi__json *v, int lo, int hi, int *out, char *err, size_t errsz) {
-    if (v->type == CODI__J_STR && !strcmp(v->str, "all")) { *out = CODI_ALL; return 0; }
-    if (v->type != CODI__J_NUM || v->num != floor(v->num) || v->num < lo || v->num > hi) {
+static int codi__spec_int_or_all(const codi_json *v, int lo, int hi, int *out, char *err, size_t errsz) {
+    if (v->type == CODI_JSON_STR && !strcmp(v->str, "all")) { *out = CODI_ALL; return 0; }
+    if (v->type != CODI_JSON_NUM || v->num != floor(v->num) || v->num < lo || v->num > hi) {
         codi__err(err, errsz, "must be \"all\" or a whole number in %d..%d", lo, hi); return -1;
     }
     *out = (int)v->num;
@@ -6113,22 +6150,22 @@ static int codi__steer_tl_name(const char *name, int n_layers, int *at, int *lay
 }
 
 /* One element of "edits" -> codi_steer_add. */
-static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index, const char *base_dir, char *err, size_t errsz) {
+static int codi__steer_parse_edit(codi_steer *st, const codi_json *j, int index, const char *base_dir, char *err, size_t errsz) {
     /* which fields each "at" takes: bit per CODI_AT_* */
     static const struct { const char *name; unsigned ats; } fields[] = {
         { "at", 0xff }, { "op", 0xff }, { "alpha", 0xff }, { "step", 0xff }, { "random", 0xff },
         { "phase", 0x7e }, { "vector", 0x7f }, { "layer", 0xfe }, { "head", 0xe0 },
         { "positions", 0x80 }, { "when", 0x80 }, { "key_vector", 0x80 }, { "value_vector", 0x80 } };
     codi_edit e = codi_edit_default();
-    const codi__json *f, *at = codi__json_get(j, "at");
+    const codi_json *f, *at = codi_json_get(j, "at");
     float *vec[3] = { NULL, NULL, NULL };
     long lens[3] = { 0, 0, 0 };
     int *pos = NULL, rc = -1, a, k, has_phase = 0, tl = 0, tl_layer = 0;
     size_t fi;
     char sub[200], why[400];
     sub[0] = 0;
-    if (j->type != CODI__J_OBJ) { codi__err(err, errsz, "edit %d: not a JSON object", index); return -1; }
-    if (!at || at->type != CODI__J_STR) { codi__err(err, errsz, "edit %d: \"at\": missing (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index); return -1; }
+    if (j->type != CODI_JSON_OBJ) { codi__err(err, errsz, "edit %d: not a JSON object", index); return -1; }
+    if (!at || at->type != CODI_JSON_STR) { codi__err(err, errsz, "edit %d: \"at\": missing (latent_input, resid, final, attn_out, mlp_out, key, value, kv_cache)", index); return -1; }
     for (a = 0; a < CODI_AT_COUNT && strcmp(at->str, codi__at_names[a]); a++) {}
     if (a == CODI_AT_COUNT && (tl = codi__steer_tl_name(at->str, st->n_layers, &a, &tl_layer, why, sizeof why)) < 0) {
         codi__err(err, errsz, "edit %d: \"at\": %s", index, why); return -1;
@@ -6143,26 +6180,26 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
         if (!(fields[fi].ats >> a & 1)) { codi__err(err, errsz, "edit %d: \"%s\": does not apply to at \"%s\"", index, f->key, at->str); goto done; }
     }
 #define CODI__FIELD_ERR(name, ...) do { snprintf(why, sizeof why, __VA_ARGS__); codi__err(err, errsz, "edit %d: \"%s\": %s", index, name, why); goto done; } while (0)
-    if ((f = codi__json_get(j, "op")) != NULL) {
-        if (f->type != CODI__J_STR || (strcmp(f->str, "add") && strcmp(f->str, "set"))) CODI__FIELD_ERR("op", "must be \"add\" or \"set\"");
+    if ((f = codi_json_get(j, "op")) != NULL) {
+        if (f->type != CODI_JSON_STR || (strcmp(f->str, "add") && strcmp(f->str, "set"))) CODI__FIELD_ERR("op", "must be \"add\" or \"set\"");
         e.op = strcmp(f->str, "add") ? CODI_EDIT_SET : CODI_EDIT_ADD;
     }
-    if ((f = codi__json_get(j, "alpha")) != NULL) {
-        if (f->type != CODI__J_NUM || !(fabs(f->num) <= 1e30)) CODI__FIELD_ERR("alpha", "must be a finite number");
+    if ((f = codi_json_get(j, "alpha")) != NULL) {
+        if (f->type != CODI_JSON_NUM || !(fabs(f->num) <= 1e30)) CODI__FIELD_ERR("alpha", "must be a finite number");
         e.alpha = (float)f->num;
     }
-    if ((f = codi__json_get(j, "phase")) != NULL) {
+    if ((f = codi_json_get(j, "phase")) != NULL) {
         static const char *const names[] = { "prefill", "latent", "answer" };
-        if (f->type == CODI__J_STR && !strcmp(f->str, "all")) e.phase = CODI_ALL;
+        if (f->type == CODI_JSON_STR && !strcmp(f->str, "all")) e.phase = CODI_ALL;
         else {
-            for (k = 0; k < 3 && !(f->type == CODI__J_STR && !strcmp(f->str, names[k])); k++) {}
+            for (k = 0; k < 3 && !(f->type == CODI_JSON_STR && !strcmp(f->str, names[k])); k++) {}
             if (k == 3) CODI__FIELD_ERR("phase", "must be \"prefill\", \"latent\", \"answer\" or \"all\"");
             e.phase = k;
         }
         if (a == CODI_AT_LATENT_INPUT && e.phase != CODI_PHASE_LATENT) CODI__FIELD_ERR("phase", "latent_input edits belong to the latent phase");
         has_phase = 1;
     }
-    if ((f = codi__json_get(j, "step")) != NULL) {
+    if ((f = codi_json_get(j, "step")) != NULL) {
         if (codi__spec_int_or_all(f, 1, 1000000, &k, sub, sizeof sub)) CODI__FIELD_ERR("step", "%s", sub);
         if (a == CODI_AT_KV_CACHE) e.when = e.pos_latent = k;
         else {
@@ -6171,29 +6208,29 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
             if (k != CODI_ALL) e.phase = CODI_PHASE_LATENT;
         }
     }
-    if ((f = codi__json_get(j, "layer")) != NULL) {
+    if ((f = codi_json_get(j, "layer")) != NULL) {
         int hi = a == CODI_AT_RESID || a == CODI_AT_FINAL ? st->n_layers : st->n_layers - 1;
         if (tl) CODI__FIELD_ERR("layer", "given twice: the TransformerLens name \"%s\" holds the layer", at->str);
         if (codi__spec_int_or_all(f, a == CODI_AT_FINAL ? st->n_layers : 0, hi, &e.layer, sub, sizeof sub)) CODI__FIELD_ERR("layer", "%s (at \"%s\")", sub, at->str);
     } else if (tl) e.layer = tl_layer;
     else if (a != CODI_AT_LATENT_INPUT && a != CODI_AT_FINAL && a != CODI_AT_KV_CACHE) CODI__FIELD_ERR("layer", "missing (a layer index or \"all\")");
-    if ((f = codi__json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
-    if ((f = codi__json_get(j, "when")) != NULL) {
-        if (f->type == CODI__J_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
-        else if (f->type == CODI__J_STR && !strcmp(f->str, "after_prefill")) e.when = 0;
-        else if (f->type != CODI__J_STR || (e.when = codi__spec_latent_k(f->str, "after_latent:")) < 0)
+    if ((f = codi_json_get(j, "head")) != NULL && codi__spec_int_or_all(f, 0, st->n_kv_heads - 1, &e.head, sub, sizeof sub)) CODI__FIELD_ERR("head", "%s", sub);
+    if ((f = codi_json_get(j, "when")) != NULL) {
+        if (f->type == CODI_JSON_STR && !strcmp(f->str, "after_latents")) e.when = CODI_ALL;
+        else if (f->type == CODI_JSON_STR && !strcmp(f->str, "after_prefill")) e.when = 0;
+        else if (f->type != CODI_JSON_STR || (e.when = codi__spec_latent_k(f->str, "after_latent:")) < 0)
             CODI__FIELD_ERR("when", "must be \"after_latents\", \"after_latent:K\" (K >= 1) or \"after_prefill\"");
     }
-    if ((f = codi__json_get(j, "positions")) != NULL) {
-        const codi__json *p;
-        if (f->type == CODI__J_STR && !strcmp(f->str, "latents")) e.pos_latent = CODI_ALL;
-        else if (f->type == CODI__J_STR && !strcmp(f->str, "last")) e.pos_latent = CODI_LAST;
-        else if (f->type == CODI__J_STR) {
+    if ((f = codi_json_get(j, "positions")) != NULL) {
+        const codi_json *p;
+        if (f->type == CODI_JSON_STR && !strcmp(f->str, "latents")) e.pos_latent = CODI_ALL;
+        else if (f->type == CODI_JSON_STR && !strcmp(f->str, "last")) e.pos_latent = CODI_LAST;
+        else if (f->type == CODI_JSON_STR) {
             if ((e.pos_latent = codi__spec_latent_k(f->str, "latent:")) < 0) CODI__FIELD_ERR("positions", "must be \"latents\", \"latent:K\" (K >= 1), \"last\" or a list of positions");
-        } else if (f->type == CODI__J_ARR && f->count > 0) {
+        } else if (f->type == CODI_JSON_ARR && f->count > 0) {
             if (!(pos = (int *)CODI_MALLOC((size_t)f->count * sizeof(int)))) CODI__FIELD_ERR("positions", "out of memory");
             for (p = f->child, k = 0; p; p = p->next, k++) {
-                if (p->type != CODI__J_NUM || p->num != floor(p->num) || p->num < 0 || p->num > 1e9) CODI__FIELD_ERR("positions", "element %d is not a position >= 0", k);
+                if (p->type != CODI_JSON_NUM || p->num != floor(p->num) || p->num < 0 || p->num > 1e9) CODI__FIELD_ERR("positions", "element %d is not a position >= 0", k);
                 pos[k] = (int)p->num;
             }
             e.pos_latent = 0; e.positions = pos; e.n_positions = f->count;
@@ -6202,14 +6239,14 @@ static int codi__steer_parse_edit(codi_steer *st, const codi__json *j, int index
     /* the vectors: from files, or drawn */
     {
         static const char *const names[3] = { "vector", "key_vector", "value_vector" };
-        const codi__json *r = codi__json_get(j, "random");
+        const codi_json *r = codi_json_get(j, "random");
         int kv = a == CODI_AT_KEY || a == CODI_AT_VALUE || a == CODI_AT_KV_CACHE;
         for (k = 0; k < 3; k++) {
             long last = 0;
-            if (!(f = codi__json_get(j, names[k]))) continue;
+            if (!(f = codi_json_get(j, names[k]))) continue;
             if (r) CODI__FIELD_ERR(names[k], "give either a vector or \"random\", not both");
-            if (f->type != CODI__J_STR) CODI__FIELD_ERR(names[k], "must be \"FILE.safetensors:TENSOR\"");
-            if (!(vec[k] = codi__steer_read(f->str, base_dir, &lens[k], &last, sub, sizeof sub))) CODI__FIELD_ERR(names[k], "%s", sub);
+            if (f->type != CODI_JSON_STR) CODI__FIELD_ERR(names[k], "must be \"FILE.safetensors:TENSOR\"");
+            if (!(vec[k] = codi_vector_read(f->str, base_dir, &lens[k], &last, sub, sizeof sub))) CODI__FIELD_ERR(names[k], "%s", sub);
             if (last != (kv ? st->head_dim : st->dim)) CODI__FIELD_ERR(names[k], "last dimension %ld; at \"%s\" needs %d", last, at->str, kv ? st->head_dim : st->dim);
         }
         if (r) {
@@ -6234,32 +6271,32 @@ done:
 CODI_API codi_steer *codi_steer_parse(const codi_model *m, const char *json, size_t len, const char *base_dir,
                                       char *err, size_t errsz) {
     char jerr[256];
-    codi__json *root = codi__json_parse_strict(json, len, jerr, sizeof jerr);
-    const codi__json *edits, *f;
+    codi_json *root = codi_json_parse_strict(json, len, jerr, sizeof jerr);
+    const codi_json *edits, *f;
     codi_steer *st = NULL;
     int i = 0;
     if (!root) { codi__err(err, errsz, "steer spec: %s", jerr); return NULL; }
-    if (root->type != CODI__J_OBJ) { codi__err(err, errsz, "steer spec: not a JSON object {\"edits\": [...]}"); goto fail; }
+    if (root->type != CODI_JSON_OBJ) { codi__err(err, errsz, "steer spec: not a JSON object {\"edits\": [...]}"); goto fail; }
     for (f = root->child; f; f = f->next)
         if (strcmp(f->key, "edits") && strcmp(f->key, "name") && strcmp(f->key, "description")) {
             codi__err(err, errsz, "steer spec: unknown field \"%s\" (edits, name, description)", f->key); goto fail;
         }
-    if (!(edits = codi__json_get(root, "edits")) || edits->type != CODI__J_ARR) { codi__err(err, errsz, "steer spec: \"edits\" must be a list"); goto fail; }
+    if (!(edits = codi_json_get(root, "edits")) || edits->type != CODI_JSON_ARR) { codi__err(err, errsz, "steer spec: \"edits\" must be a list"); goto fail; }
     if (!(st = codi_steer_new(m))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    if ((f = codi__json_get(root, "name")) != NULL && f->type == CODI__J_STR) snprintf(st->name, sizeof st->name, "%s", f->str);
+    if ((f = codi_json_get(root, "name")) != NULL && f->type == CODI_JSON_STR) snprintf(st->name, sizeof st->name, "%s", f->str);
     for (f = edits->child; f; f = f->next, i++)
         if (codi__steer_parse_edit(st, f, i, base_dir, err, errsz)) goto fail;
-    codi__json_free(root);
+    codi_json_free(root);
     return st;
 fail:
     codi_steer_free(st);
-    codi__json_free(root);
+    codi_json_free(root);
     return NULL;
 }
 
 CODI_API codi_steer *codi_steer_load(const codi_model *m, const char *path, char *err, size_t errsz) {
     size_t len;
-    char *text = codi__read_text(path, &len), dir[4096], e2[512];
+    char *text = codi_read_text(path, &len), dir[4096], e2[512];
     const char *slash = strrchr(path, '/');
     codi_steer *st;
     if (!text) { codi__err(err, errsz, "%s: cannot read", path); return NULL; }
@@ -6295,7 +6332,7 @@ CODI_API codi_steer *codi_steer_random_like(const codi_steer *st, uint64_t seed)
         for (k = 0; k < 3; k++) {
             if (!src[k]) continue;
             if (!(dst[k] = (float *)CODI_MALLOC((size_t)len[k] * sizeof(float)))) { bad = 1; continue; }
-            for (o = 0; o < len[k]; o += row) codi__random_direction(&rng, dst[k] + o, row, codi__norm(src[k] + o, row));
+            for (o = 0; o < len[k]; o += row) codi_rng_direction(&rng, dst[k] + o, row, codi_l2_norm(src[k] + o, row));
         }
         c.positions = NULL;
         if (e->n_positions > 0 && (c.positions = (int *)CODI_MALLOC((size_t)e->n_positions * sizeof(int))) != NULL)
@@ -6358,7 +6395,7 @@ CODI_API int codi_means_add(codi_means *a, const codi_model *m, codi_state *s, i
     for (k = 1; k <= a->n_latent; k++) {
         int p = prompt_len + k - 1;                 /* latent k's slot */
         double *fk = a->final + (size_t)(k - 1) * a->dim;
-        codi__rmsnorm(h, codi_state_resid(s, c->n_layers, p), m->w.final_norm, c->dim, c->norm_eps);
+        codi_rmsnorm(h, codi_state_resid(s, c->n_layers, p), m->w.final_norm, c->dim, c->norm_eps);
         for (j = 0; j < c->dim; j++) fk[j] += h[j];
         for (l = 0; l < c->n_layers; l++)
             for (kh = 0; kh < c->n_kv_heads; kh++) {
@@ -6943,64 +6980,64 @@ static codi_tokenizer *codi__tok_new(void) {
 
 
 /* A string member that may be a bare string or {"content": "..."} (tokenizer_config.json). */
-static const char *codi__json_token_str(const codi__json *v) {
-    if (v && v->type == CODI__J_OBJ) v = codi__json_get(v, "content");
-    return v && v->type == CODI__J_STR ? v->str : NULL;
+static const char *codi__json_token_str(const codi_json *v) {
+    if (v && v->type == CODI_JSON_OBJ) v = codi_json_get(v, "content");
+    return v && v->type == CODI_JSON_STR ? v->str : NULL;
 }
 
 /* Reads the pre-tokenizer, decoder and post-processor settings; -1 with a message if they
    are not Llama 3's byte-level structure. */
-static int codi__tok_pipeline(codi_tokenizer *t, const codi__json *root, char *err, size_t errsz) {
+static int codi__tok_pipeline(codi_tokenizer *t, const codi_json *root, char *err, size_t errsz) {
     static const char *llama3_regex =
         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
     codi__tok_internal *ti = (codi__tok_internal *)t->internal;
-    const codi__json *pre = codi__json_get(root, "pre_tokenizer"), *norm = codi__json_get(root, "normalizer");
-    const codi__json *dec = codi__json_get(root, "decoder"), *post = codi__json_get(root, "post_processor");
-    const codi__json *list, *p;
+    const codi_json *pre = codi_json_get(root, "pre_tokenizer"), *norm = codi_json_get(root, "normalizer");
+    const codi_json *dec = codi_json_get(root, "decoder"), *post = codi_json_get(root, "post_processor");
+    const codi_json *list, *p;
     int have_split = 0, have_bytelevel = 0;
-    if (norm && norm->type != CODI__J_NULL) { codi__err(err, errsz, "tokenizer: normalizers are not supported (Llama 3 has none)"); return -1; }
-    if (!pre || pre->type != CODI__J_OBJ) { codi__err(err, errsz, "tokenizer: expected Llama 3's pre-tokenizer (Split regex + ByteLevel)"); return -1; }
-    list = codi__json_get(pre, "pretokenizers") ? codi__json_get(pre, "pretokenizers")->child : pre;
+    if (norm && norm->type != CODI_JSON_NULL) { codi__err(err, errsz, "tokenizer: normalizers are not supported (Llama 3 has none)"); return -1; }
+    if (!pre || pre->type != CODI_JSON_OBJ) { codi__err(err, errsz, "tokenizer: expected Llama 3's pre-tokenizer (Split regex + ByteLevel)"); return -1; }
+    list = codi_json_get(pre, "pretokenizers") ? codi_json_get(pre, "pretokenizers")->child : pre;
     for (p = list; p; p = p == pre ? NULL : p->next) {
-        const codi__json *ty = codi__json_get(p, "type");
-        const char *type = ty && ty->type == CODI__J_STR ? ty->str : "?";
+        const codi_json *ty = codi_json_get(p, "type");
+        const char *type = ty && ty->type == CODI_JSON_STR ? ty->str : "?";
         if (!strcmp(type, "Split")) {
-            const codi__json *re = codi__json_get(codi__json_get(p, "pattern"), "Regex"), *beh = codi__json_get(p, "behavior");
-            if (!re || re->type != CODI__J_STR || strcmp(re->str, llama3_regex) || !beh || beh->type != CODI__J_STR || strcmp(beh->str, "Isolated")) {
+            const codi_json *re = codi_json_get(codi_json_get(p, "pattern"), "Regex"), *beh = codi_json_get(p, "behavior");
+            if (!re || re->type != CODI_JSON_STR || strcmp(re->str, llama3_regex) || !beh || beh->type != CODI_JSON_STR || strcmp(beh->str, "Isolated")) {
                 codi__err(err, errsz, "tokenizer: only Llama 3's Split regex (behavior Isolated) is supported");
                 return -1;
             }
             have_split = 1;
         } else if (!strcmp(type, "ByteLevel")) {
-            const codi__json *ur = codi__json_get(p, "use_regex"), *aps = codi__json_get(p, "add_prefix_space");
-            if (ur && ur->type == CODI__J_TRUE) { codi__err(err, errsz, "tokenizer: ByteLevel with use_regex (GPT-2's split) is not supported"); return -1; }
+            const codi_json *ur = codi_json_get(p, "use_regex"), *aps = codi_json_get(p, "add_prefix_space");
+            if (ur && ur->type == CODI_JSON_TRUE) { codi__err(err, errsz, "tokenizer: ByteLevel with use_regex (GPT-2's split) is not supported"); return -1; }
             if (!have_split) { codi__err(err, errsz, "tokenizer: ByteLevel before the Split regex is not supported"); return -1; }
-            ti->add_prefix_space = aps && aps->type == CODI__J_TRUE;
+            ti->add_prefix_space = aps && aps->type == CODI_JSON_TRUE;
             have_bytelevel = 1;
         } else { codi__err(err, errsz, "tokenizer: pre-tokenizer %s is not supported", type); return -1; }
     }
     if (!have_split || !have_bytelevel) { codi__err(err, errsz, "tokenizer: expected Llama 3's pre-tokenizer (Split regex + ByteLevel)"); return -1; }
-    if (!codi__json_token_str(codi__json_get(dec, "type")) || strcmp(codi__json_get(dec, "type")->str, "ByteLevel")) {
+    if (!codi__json_token_str(codi_json_get(dec, "type")) || strcmp(codi_json_get(dec, "type")->str, "ByteLevel")) {
         codi__err(err, errsz, "tokenizer: only the ByteLevel decoder is supported"); return -1;
     }
     /* post-processor: TemplateProcessing alone or in a Sequence (ByteLevel there changes no ids) */
-    list = post && codi__json_get(post, "processors") ? codi__json_get(post, "processors")->child : post;
-    for (p = list; p && p->type == CODI__J_OBJ; p = p == post ? NULL : p->next) {
-        const codi__json *single = codi__json_get(p, "single"), *sp = codi__json_get(p, "special_tokens"), *e;
+    list = post && codi_json_get(post, "processors") ? codi_json_get(post, "processors")->child : post;
+    for (p = list; p && p->type == CODI_JSON_OBJ; p = p == post ? NULL : p->next) {
+        const codi_json *single = codi_json_get(p, "single"), *sp = codi_json_get(p, "special_tokens"), *e;
         int after = 0;
-        if (!single || single->type != CODI__J_ARR) continue;
+        if (!single || single->type != CODI_JSON_ARR) continue;
         ti->has_template = 1;
         for (e = single->child; e; e = e->next) {
-            const codi__json *st = codi__json_get(e, "SpecialToken"), *ids, *x;
+            const codi_json *st = codi_json_get(e, "SpecialToken"), *ids, *x;
             const char *name;
-            if (codi__json_get(e, "Sequence")) { after = 1; continue; }
-            name = st ? codi__json_token_str(codi__json_get(st, "id")) : NULL;
-            ids = name ? codi__json_get(codi__json_get(sp, name), "ids") : NULL;
-            if (!ids || ids->type != CODI__J_ARR) { codi__err(err, errsz, "tokenizer: post-processor template entry without ids"); return -1; }
+            if (codi_json_get(e, "Sequence")) { after = 1; continue; }
+            name = st ? codi__json_token_str(codi_json_get(st, "id")) : NULL;
+            ids = name ? codi_json_get(codi_json_get(sp, name), "ids") : NULL;
+            if (!ids || ids->type != CODI_JSON_ARR) { codi__err(err, errsz, "tokenizer: post-processor template entry without ids"); return -1; }
             for (x = ids->child; x; x = x->next) {
                 int32_t *dst = after ? ti->suffix : ti->prefix;
                 int *cnt = after ? &ti->n_suffix : &ti->n_prefix;
-                if (x->type != CODI__J_NUM || *cnt == 4) { codi__err(err, errsz, "tokenizer: post-processor template too long"); return -1; }
+                if (x->type != CODI_JSON_NUM || *cnt == 4) { codi__err(err, errsz, "tokenizer: post-processor template too long"); return -1; }
                 if (x->num < 0 || x->num >= CODI__MAX_TOKEN_ID) { codi__err(err, errsz, "tokenizer: post-processor id out of range"); return -1; }
                 dst[(*cnt)++] = (int32_t)x->num;
             }
@@ -7011,43 +7048,43 @@ static int codi__tok_pipeline(codi_tokenizer *t, const codi__json *root, char *e
 
 /* tokenizer.json: BPE model (vocab, merges as "a b" or ["a", "b"], ignore_merges), added_tokens. */
 static codi_tokenizer *codi__tok_load_json(const char *path, const char *text, size_t len, char *err, size_t errsz) {
-    codi__json *root = codi__json_parse(text, len, err, errsz);
-    const codi__json *model, *vocab, *merges, *added, *v, *ty;
+    codi_json *root = codi_json_parse(text, len, err, errsz);
+    const codi_json *model, *vocab, *merges, *added, *v, *ty;
     codi__tok_internal *ti;
     codi_tokenizer *t;
     unsigned char *buf = NULL;
     double max_id;
     int i;
     if (!root) return NULL;
-    if (!(t = codi__tok_new())) { codi__json_free(root); codi__err(err, errsz, "out of memory"); return NULL; }
+    if (!(t = codi__tok_new())) { codi_json_free(root); codi__err(err, errsz, "out of memory"); return NULL; }
     ti = (codi__tok_internal *)t->internal;
-    model = codi__json_get(root, "model");
-    vocab = codi__json_get(model, "vocab"); merges = codi__json_get(model, "merges");
-    ty = codi__json_get(model, "type");
-    if (!model || (ty && (ty->type != CODI__J_STR || strcmp(ty->str, "BPE")))) { codi__err(err, errsz, "%s: only BPE tokenizer models are supported", path); goto fail; }
-    if (!vocab || vocab->type != CODI__J_OBJ || !merges || merges->type != CODI__J_ARR) { codi__err(err, errsz, "%s: model.vocab or model.merges missing", path); goto fail; }
-    if (codi__json_get(model, "byte_fallback") && codi__json_get(model, "byte_fallback")->type == CODI__J_TRUE) {
+    model = codi_json_get(root, "model");
+    vocab = codi_json_get(model, "vocab"); merges = codi_json_get(model, "merges");
+    ty = codi_json_get(model, "type");
+    if (!model || (ty && (ty->type != CODI_JSON_STR || strcmp(ty->str, "BPE")))) { codi__err(err, errsz, "%s: only BPE tokenizer models are supported", path); goto fail; }
+    if (!vocab || vocab->type != CODI_JSON_OBJ || !merges || merges->type != CODI_JSON_ARR) { codi__err(err, errsz, "%s: model.vocab or model.merges missing", path); goto fail; }
+    if (codi_json_get(model, "byte_fallback") && codi_json_get(model, "byte_fallback")->type == CODI_JSON_TRUE) {
         codi__err(err, errsz, "%s: byte_fallback BPE is not supported", path); goto fail;
     }
     {                           /* options that would change the output: refuse rather than ignore */
         static const char *opt[4] = { "continuing_subword_prefix", "end_of_word_suffix", "dropout", "unk_token" };
         int u;
         for (u = 0; u < 4; u++) {
-            const codi__json *x = codi__json_get(model, opt[u]);
-            if (x && x->type != CODI__J_NULL && !(x->type == CODI__J_STR && !x->len) && !(x->type == CODI__J_NUM && x->num == 0)) {
+            const codi_json *x = codi_json_get(model, opt[u]);
+            if (x && x->type != CODI_JSON_NULL && !(x->type == CODI_JSON_STR && !x->len) && !(x->type == CODI_JSON_NUM && x->num == 0)) {
                 codi__err(err, errsz, "%s: BPE %s is not supported", path, opt[u]); goto fail;
             }
         }
     }
     if (codi__tok_pipeline(t, root, err, errsz)) goto fail;
-    added = codi__json_get(root, "added_tokens");
+    added = codi_json_get(root, "added_tokens");
     max_id = (double)vocab->count + (added ? added->count : 0) + CODI__ID_SLACK;
     if (max_id > CODI__MAX_TOKEN_ID) max_id = CODI__MAX_TOKEN_ID;
-    ti->ignore_merges = codi__json_get(model, "ignore_merges") && codi__json_get(model, "ignore_merges")->type == CODI__J_TRUE;
+    ti->ignore_merges = codi_json_get(model, "ignore_merges") && codi_json_get(model, "ignore_merges")->type == CODI_JSON_TRUE;
     if (!(buf = (unsigned char *)CODI_MALLOC(len + 1))) { codi__err(err, errsz, "out of memory"); goto fail; }
     for (v = vocab->child; v; v = v->next) {
         long n = codi__unbyte_str(v->key, v->keylen, buf);
-        if (v->type != CODI__J_NUM || v->num < 0 || v->num >= max_id || v->num != (int)v->num) {
+        if (v->type != CODI_JSON_NUM || v->num < 0 || v->num >= max_id || v->num != (int)v->num) {
             codi__err(err, errsz, "%s: vocab entry \"%.40s\" has a bad id", path, v->key); goto fail;
         }
         if (n < 0) { codi__err(err, errsz, "%s: vocab entry \"%.40s\" is not a byte-level token", path, v->key); goto fail; }
@@ -7071,17 +7108,17 @@ static codi_tokenizer *codi__tok_load_json(const char *path, const char *text, s
         long na, nb;
         int32_t ia, ib, im;
         uint64_t key; uint32_t h;
-        if (v->type == CODI__J_STR) {
+        if (v->type == CODI_JSON_STR) {
             const char *sp = (const char *)memchr(v->str, ' ', v->len);
             if (!sp || memchr(sp + 1, ' ', v->len - (size_t)(sp + 1 - v->str))) { codi__err(err, errsz, "%s: merge %d \"%.40s\" is not two tokens", path, i, v->str); goto fail; }
             a = v->str; la = (size_t)(sp - v->str); b = sp + 1; lb = v->len - la - 1;
-        } else if (v->type == CODI__J_ARR && v->count == 2 && v->child->type == CODI__J_STR && v->child->next->type == CODI__J_STR) {
+        } else if (v->type == CODI_JSON_ARR && v->count == 2 && v->child->type == CODI_JSON_STR && v->child->next->type == CODI_JSON_STR) {
             a = v->child->str; la = v->child->len; b = v->child->next->str; lb = v->child->next->len;
         } else { codi__err(err, errsz, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, i); goto fail; }
         na = codi__unbyte_str(a, la, buf); ia = na < 0 ? -1 : codi__vocab_find(t, buf, (size_t)na);
         nb = na < 0 ? -1 : codi__unbyte_str(b, lb, buf + na); ib = nb < 0 ? -1 : codi__vocab_find(t, buf + na, (size_t)nb);
         im = ia < 0 || ib < 0 ? -1 : codi__vocab_find(t, buf, (size_t)(na + nb));
-        if (im < 0) { codi__err(err, errsz, "%s: merge %d \"%.40s\" names a token not in the vocab", path, i, v->type == CODI__J_STR ? v->str : a); goto fail; }
+        if (im < 0) { codi__err(err, errsz, "%s: merge %d \"%.40s\" names a token not in the vocab", path, i, v->type == CODI_JSON_STR ? v->str : a); goto fail; }
         key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
         for (h = codi__hash_pair(key) & ti->merge_mask; ti->merges[h].key != ~(uint64_t)0 && ti->merges[h].key != key; h = (h + 1) & ti->merge_mask) {}
         /* a repeated merge takes its last rank, as HF's HashMap collect() of (pair, rank) does */
@@ -7090,11 +7127,11 @@ static codi_tokenizer *codi__tok_load_json(const char *path, const char *text, s
     t->n_merges = i;
     /* added tokens: their content is plain text, matched before pre-tokenization; one that spells
        a vocabulary token takes that token's id, as HF's AddedVocabulary does */
-    for (v = added && added->type == CODI__J_ARR ? added->child : NULL; v; v = v->next) {
-        const codi__json *id = codi__json_get(v, "id"), *c = codi__json_get(v, "content");
+    for (v = added && added->type == CODI_JSON_ARR ? added->child : NULL; v; v = v->next) {
+        const codi_json *id = codi_json_get(v, "id"), *c = codi_json_get(v, "content");
         int vid;
-#define CODI__FLAG(name) (codi__json_get(v, name) && codi__json_get(v, name)->type == CODI__J_TRUE)
-        if (!id || id->type != CODI__J_NUM || id->num < 0 || id->num >= max_id || !c || c->type != CODI__J_STR || !c->len) {
+#define CODI__FLAG(name) (codi_json_get(v, name) && codi_json_get(v, name)->type == CODI_JSON_TRUE)
+        if (!id || id->type != CODI_JSON_NUM || id->num < 0 || id->num >= max_id || !c || c->type != CODI_JSON_STR || !c->len) {
             codi__err(err, errsz, "%s: an added token lacks an id or content", path); goto fail;
         }
         vid = codi__added_vocab_id(t, c->str, c->len);
@@ -7105,11 +7142,11 @@ static codi_tokenizer *codi__tok_load_json(const char *path, const char *text, s
     }
     codi__added_sort(t);
     CODI_FREE(buf);
-    codi__json_free(root);
+    codi_json_free(root);
     return t;
 fail:
     CODI_FREE(buf);
-    codi__json_free(root);
+    codi_json_free(root);
     codi_tokenizer_free(t);
     return NULL;
 }
@@ -7199,12 +7236,12 @@ CODI_API codi_tokenizer *codi_tokenizer_load(const char *path, char *err, size_t
         char *cfg;
         if (ti->n_prefix) t->bos_id = ti->prefix[0];
         snprintf(buf, sizeof buf, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-        if (t->bos_id < 0 && (cfg = codi__read_text(buf, &i)) != NULL) {
+        if (t->bos_id < 0 && (cfg = codi_read_text(buf, &i)) != NULL) {
             char e2[64];
-            codi__json *root = codi__json_parse(cfg, i, e2, sizeof e2);
-            const char *bos = codi__json_token_str(codi__json_get(root, "bos_token"));
+            codi_json *root = codi_json_parse(cfg, i, e2, sizeof e2);
+            const char *bos = codi__json_token_str(codi_json_get(root, "bos_token"));
             if (bos) t->bos_id = codi_token_id(t, bos, strlen(bos));
-            codi__json_free(root);
+            codi_json_free(root);
             CODI_FREE(cfg);
         }
         if (t->bos_id < 0) t->bos_id = codi_token_id(t, "<|begin_of_text|>", 17);
@@ -7670,7 +7707,7 @@ CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t i
    position needs at most D floats of matmul work: x as bf16 hi and lo). */
 static void codi__unembed(const codi_model *m, const float *x, float *logits, float *buf) {
     const codi_config *c = &m->config;
-    codi__rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
+    codi_rmsnorm(buf, x, m->w.final_norm, c->dim, c->norm_eps);
     codi__matmul_range(codi__kernel_active(), logits, 0, buf, &m->w.lm_head, 1, 0, c->vocab, buf + c->dim);
 }
 
@@ -7933,7 +7970,7 @@ static void codi__lens_item_task(void *ctx, int tid, int a, int e) {
         if (st->stage == 0) {
             const float *h = lb->resid + ((size_t)b * (c->n_layers + 1) + l) * D;
             if (lb->t) codi__translate(lb->t, l, h, x); else memcpy(x, h, D * sizeof(float));
-            codi__rmsnorm(y, x, lb->m->w.final_norm, c->dim, c->norm_eps);
+            codi_rmsnorm(y, x, lb->m->w.final_norm, c->dim, c->norm_eps);
         } else if (st->stage == 1) {
             lb->loss[(size_t)l * lb->cap + b] = codi__lens_kl_dz(lb->z + (size_t)i * V, lb->target + (size_t)b * V, c->vocab, lb->scale);
         } else {
@@ -7957,7 +7994,7 @@ static void codi__lens_targets(codi__lens_batch *lb, codi__pool *pool) {
     for (b = 0; b <= lb->n; b++) {
         if (lb->rows && (lb->rows == CODI__LENS_CHUNK || b == lb->n)) { CODI__PARALLEL(pool, codi__lens_fwd_task, lb, CODI__LENS_BLOCKS); lb->rows = 0; }
         if (b == lb->n || lb->given[b]) continue;
-        codi__rmsnorm(lb->y + (size_t)lb->rows * D, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * D, lb->m->w.final_norm, c->dim, c->norm_eps);
+        codi_rmsnorm(lb->y + (size_t)lb->rows * D, lb->resid + ((size_t)b * (c->n_layers + 1) + c->n_layers) * D, lb->m->w.final_norm, c->dim, c->norm_eps);
         lb->out[lb->rows++] = lb->target + (size_t)b * c->vocab;
     }
 }
@@ -8160,7 +8197,7 @@ static long codi__lens_sample_at(codi_lens_trainer *tr, long k) {
         uint64_t s = tr->o.seed ^ ((uint64_t)epoch * 0xD1B54A32D192ED03ull);
         for (i = 0; i < tr->n_samples; i++) tr->perm[i] = i;
         for (i = tr->n_samples - 1; i > 0; i--) {
-            long j = (long)(codi__splitmix64(&s) % (uint64_t)(i + 1)), tmp = tr->perm[i];
+            long j = (long)(codi_splitmix64(&s) % (uint64_t)(i + 1)), tmp = tr->perm[i];
             tr->perm[i] = tr->perm[j]; tr->perm[j] = tmp;
         }
         tr->perm_epoch = epoch;
@@ -8748,7 +8785,7 @@ static int codi__tuned_lens_from(codi_tuned_lens *t, const codi__tensors *ts, in
                           x->ndim, (long long)x->shape[0], D, k ? "" : ", D");
                 return -1;
             }
-            for (i = 0; i < (size_t)(k ? D : D * D); i++) dst[i] = codi__load_elem(x->data, x->dtype, i);
+            for (i = 0; i < (size_t)(k ? D : D * D); i++) dst[i] = codi_elem_f32(x->data, x->dtype, i);
             if (!codi__all_finite(dst, k ? D : D * D)) { codi__err(err, errsz, "%s: %s is not finite (NaN or Inf)", path, name); return -1; }
         }
     }
@@ -8767,19 +8804,19 @@ CODI_API codi_tuned_lens *codi_tuned_lens_load(const codi_model *m, const char *
     snprintf(file, sizeof file, "%s/params.pt", path);
     if (codi__is_regular(file)) is_dir = 1;                             /* stat first: a FIFO would block fopen */
     else if (!codi__is_regular(path)) { codi__err(err, errsz, "%s: neither a regular file nor a directory with a regular params.pt", path); return NULL; }
-    if (is_dir && (text = codi__read_text(cfg, &len)) != NULL) {       /* config.json is optional */
-        codi__json *j = codi__json_parse(text, len, err, errsz);
-        const codi__json *b;
+    if (is_dir && (text = codi_read_text(cfg, &len)) != NULL) {       /* config.json is optional */
+        codi_json *j = codi_json_parse(text, len, err, errsz);
+        const codi_json *b;
         double dm = 0, nl = 0;
         CODI_FREE(text);
         if (!j) { char tmp[200]; snprintf(tmp, sizeof tmp, "%s", err); codi__err(err, errsz, "%s: %s", cfg, tmp); return NULL; }
-        int has_dm = codi__json_num(j, "d_model", &dm), has_nl = codi__json_num(j, "num_hidden_layers", &nl);   /* both read */
+        int has_dm = codi_json_num(j, "d_model", &dm), has_nl = codi_json_num(j, "num_hidden_layers", &nl);   /* both read */
         if ((has_dm && dm != m->config.dim) || (has_nl && nl != m->config.n_layers)) {
             codi__err(err, errsz, "%s: lens for d_model %.0f, %.0f layers; the model has d_model %d, %d layers", cfg, dm, nl, m->config.dim, m->config.n_layers);
-            codi__json_free(j); return NULL;
+            codi_json_free(j); return NULL;
         }
-        if ((b = codi__json_get(j, "bias")) != NULL && b->type == CODI__J_FALSE) bias = 0;
-        codi__json_free(j);
+        if ((b = codi_json_get(j, "bias")) != NULL && b->type == CODI_JSON_FALSE) bias = 0;
+        codi_json_free(j);
     }
     if (!is_dir) snprintf(file, sizeof file, "%s", path);
     if ((codi__ends_with(file, ".safetensors") ? codi__read_safetensors(&ts, file, 0, err, errsz)
@@ -8937,41 +8974,41 @@ CODI_API codi_acts *codi_acts_open(const codi_model *m, const char *path, const 
         unsigned char l8[8];
         uint64_t old_len = 0;
         char *old = NULL;
-        codi__json *j = NULL, *mine = NULL;
-        const codi__json *mo, *mm, *e;
+        codi_json *j = NULL, *mine = NULL;
+        const codi_json *mo, *mm, *e;
         long old_off[CODI__A_COUNT] = { 0 }, old_total = 0;
         int same = 1;
         if (fread(l8, 1, 8, fp) == 8) for (k = 7; k >= 0; k--) old_len = (old_len << 8) | l8[k];
         if (old_len == 0 || old_len >= (64u << 20) || !(old = (char *)CODI_MALLOC((size_t)old_len)) ||
-            fread(old, 1, (size_t)old_len, fp) != old_len || !(j = codi__json_parse(old, (size_t)old_len, err, errsz)) ||
-            !(mine = codi__json_parse(hdr, hlen, err, errsz))) {
-            CODI_FREE(old); codi__json_free(j); codi__json_free(mine);
+            fread(old, 1, (size_t)old_len, fp) != old_len || !(j = codi_json_parse(old, (size_t)old_len, err, errsz)) ||
+            !(mine = codi_json_parse(hdr, hlen, err, errsz))) {
+            CODI_FREE(old); codi_json_free(j); codi_json_free(mine);
             codi__err(err, errsz, "%s exists but is not a readable activation dataset; remove it or choose another --out", path);
             goto fail;
         }
         CODI_FREE(old);
-        mo = codi__json_get(j, "__metadata__"); mm = codi__json_get(mine, "__metadata__");
+        mo = codi_json_get(j, "__metadata__"); mm = codi_json_get(mine, "__metadata__");
         for (e = mm ? mm->child : NULL; e && same; e = e->next) {
-            const codi__json *x = mo ? codi__json_get(mo, e->key) : NULL;
+            const codi_json *x = mo ? codi_json_get(mo, e->key) : NULL;
             if (!strcmp(e->key, "command") || !strcmp(e->key, "version")) continue;
             if (!strcmp(e->key, "questions_hash") && !x) continue;   /* recorded before datasets kept the hash */
-            if (!x || x->type != CODI__J_STR || strcmp(x->str, e->str) != 0) {
+            if (!x || x->type != CODI_JSON_STR || strcmp(x->str, e->str) != 0) {
                 codi__err(err, errsz, "%s was recorded with %s = \"%.60s\", not \"%.60s\"; remove it or record to another file",
-                          path, e->key, x && x->type == CODI__J_STR ? x->str : "(none)", e->str);
-                codi__json_free(j); codi__json_free(mine); goto fail;
+                          path, e->key, x && x->type == CODI_JSON_STR ? x->str : "(none)", e->str);
+                codi_json_free(j); codi_json_free(mine); goto fail;
             }
         }
         for (k = 0; k < CODI__A_COUNT && same; k++) {   /* every tensor as large, where that file has it (datasets
                                                            before 64-byte alignment kept the tensors in this order) */
-            const codi__json *x = codi__json_get(j, codi__acts_names[k]), *o2 = x ? codi__json_get(x, "data_offsets") : NULL;
+            const codi_json *x = codi_json_get(j, codi__acts_names[k]), *o2 = x ? codi_json_get(x, "data_offsets") : NULL;
             double size = (double)codi__acts_row_elems(a, k) * (double)a->shape[k][1] * a->esize[k];
             if (!a->esize[k]) continue;
-            if (!o2 || o2->type != CODI__J_ARR || o2->count != 2 || o2->child->type != CODI__J_NUM || o2->child->next->type != CODI__J_NUM ||
+            if (!o2 || o2->type != CODI_JSON_ARR || o2->count != 2 || o2->child->type != CODI_JSON_NUM || o2->child->next->type != CODI_JSON_NUM ||
                 o2->child->next->num - o2->child->num != size || o2->child->num < 0 || o2->child->num > 1e15) { same = 0; break; }
             old_off[k] = 8 + (long)old_len + (long)o2->child->num;
             if (old_off[k] + (long)size > old_total) old_total = old_off[k] + (long)size;
         }
-        codi__json_free(j); codi__json_free(mine);
+        codi_json_free(j); codi_json_free(mine);
         if (!same) { codi__err(err, errsz, "%s has other shapes than this command would record; remove it or record to another file", path); goto fail; }
         for (k = 0; k < CODI__A_COUNT; k++) a->off[k] = old_off[k];   /* its own layout */
         a->total = old_total;
@@ -9092,7 +9129,7 @@ CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t
             else memset(r + l * D, 0, D * sizeof(float));
         }
         if (final) {
-            if (ok) codi__rmsnorm(final + p * D, r + L * D, m->w.final_norm, (int)D, c->norm_eps);
+            if (ok) codi_rmsnorm(final + p * D, r + L * D, m->w.final_norm, (int)D, c->norm_eps);
             else memset(final + p * D, 0, D * sizeof(float));
         }
         for (l = 0; l < (int)L; l++)

@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     if (argc == 5 && !strcmp(argv[1], "norm")) {
         long na = 0, nb = 0;
         float *a = read_ref(argv[3], &na), *b = read_ref(argv[4], &nb);
-        double x = a ? codi__norm(a, na) : 0, y = b ? codi__norm(b, nb) : -1;
+        double x = a ? codi_l2_norm(a, na) : 0, y = b ? codi_l2_norm(b, nb) : -1;
         int ok = a && b && na == nb && fabs(x - y) <= 1e-5 * y && memcmp(a, b, (size_t)na * sizeof(float));
         printf("%s - %s (norms %.6g and %.6g)\n", ok ? "ok" : "not ok", argv[2], x, y);
         free(a); free(b);

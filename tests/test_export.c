@@ -133,12 +133,12 @@ static void json_quote(void) {
     const char *s = "a\"b\\c\nd\te\001f \xc3\xa9 </script>";
     char out[128], small[6];
     size_t n = codi_json_quote(out, sizeof out, s), m = codi_json_quote(small, sizeof small, s);
-    codi__json *j = codi__json_parse(out, n, NULL, 0);
-    t_result(j && j->type == CODI__J_STR && !strcmp(j->str, s) && n == strlen(out), "codi_json_quote: the literal parses back to the same bytes",
+    codi_json *j = codi_json_parse(out, n, NULL, 0);
+    t_result(j && j->type == CODI_JSON_STR && !strcmp(j->str, s) && n == strlen(out), "codi_json_quote: the literal parses back to the same bytes",
              "%s", out);
     t_result(m == n && strlen(small) == sizeof small - 1 && !strncmp(small, out, sizeof small - 1) && codi_json_quote(NULL, 0, s) == n,
              "codi_json_quote: cut output is NUL-terminated; the length returned is the whole literal's", "%zu", m);
-    codi__json_free(j);
+    codi_json_free(j);
 }
 
 int main(void) {

@@ -34,23 +34,23 @@ static codi_model *load(const char *path, int exact, int head_dim, char *err, si
 /* ---- safetensors in memory (keys as stored) and a writer ---- */
 
 typedef struct { const char *name, *dtype; int ndim; int64_t shape[4]; const void *data; size_t nbytes; } st_tensor;
-typedef struct { unsigned char *bytes; codi__json *hdr; st_tensor t[128]; int n; } st_file;
+typedef struct { unsigned char *bytes; codi_json *hdr; st_tensor t[128]; int n; } st_file;
 
 static int st_read(st_file *f, const char *path) {
     size_t size = 0, hlen = 0;
-    const codi__json *e, *v;
+    const codi_json *e, *v;
     char err[200];
     int i;
     memset(f, 0, sizeof *f);
     if (!(f->bytes = t_slurp(path, &size)) || size < 8) { printf("# cannot read %s\n", path); return -1; }
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->bytes[i];
-    if (!(f->hdr = codi__json_parse((const char *)f->bytes + 8, hlen, err, sizeof err))) { printf("# %s: %s\n", path, err); return -1; }
+    if (!(f->hdr = codi_json_parse((const char *)f->bytes + 8, hlen, err, sizeof err))) { printf("# %s: %s\n", path, err); return -1; }
     for (e = f->hdr->child; e && f->n < 128; e = e->next) {
         st_tensor *t = &f->t[f->n];
-        const codi__json *offs = codi__json_get(e, "data_offsets");
+        const codi_json *offs = codi_json_get(e, "data_offsets");
         if (!strcmp(e->key, "__metadata__")) continue;
-        t->name = e->key; t->dtype = codi__json_get(e, "dtype")->str;
-        for (v = codi__json_get(e, "shape")->child; v; v = v->next) t->shape[t->ndim++] = (int64_t)v->num;
+        t->name = e->key; t->dtype = codi_json_get(e, "dtype")->str;
+        for (v = codi_json_get(e, "shape")->child; v; v = v->next) t->shape[t->ndim++] = (int64_t)v->num;
         t->data = f->bytes + 8 + hlen + (size_t)offs->child->num;
         t->nbytes = (size_t)(offs->child->next->num - offs->child->num);
         f->n++;
@@ -58,7 +58,7 @@ static int st_read(st_file *f, const char *path) {
     return 0;
 }
 
-static void st_free(st_file *f) { codi__json_free(f->hdr); free(f->bytes); }
+static void st_free(st_file *f) { codi_json_free(f->hdr); free(f->bytes); }
 
 /* 8-byte little-endian header length, JSON header padded with spaces to 8 bytes, raw data. */
 static int st_write(const char *path, const st_tensor *t, int n) {

@@ -422,7 +422,7 @@ static void writer(void) {
         size_t len;
         char *text;
         ok = codi_write_safetensors("build/hard_w3.safetensors", e, 1, own, err, sizeof err) == 0;
-        text = ok ? codi__read_text("build/hard_w3.safetensors", &len) : NULL;
+        text = ok ? codi_read_text("build/hard_w3.safetensors", &len) : NULL;
         f = ok ? codi_st_open("build/hard_w3.safetensors", err, sizeof err) : NULL;
         {
         const char *p = text && len > 8 ? text + 8 : NULL, *q;   /* the header text, after its 8-byte length */

@@ -35,7 +35,7 @@ static double check_shape(int dtype, int n, int rows, int cols, int r0, int r1) 
             if (r < r0 || r >= r1) { if (got == got) worst = INFINITY; continue; }   /* outside the range: untouched */
             for (k = 0; k < cols; k++) {
                 double xv = x[(size_t)i * cols + k];
-                double wv = codi__load_elem(wd, dtype, (size_t)r * cols + k);
+                double wv = codi_elem_f32(wd, dtype, (size_t)r * cols + k);
                 ref += xv * wv; mag += fabs(xv * wv);
             }
             e = fabs(got - ref) / (mag > 0 ? mag : 1);

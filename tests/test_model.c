@@ -205,7 +205,7 @@ int main(void) {
             codi_model scaled = *mf;
             float *w3 = malloc(sizeof(float) * 256 * 256), *b3 = malloc(sizeof(float) * 256), *z = malloc(sizeof(float) * 4 * 256);
             int i, rc = 0;
-            for (i = 0; i < 256 * 256; i++) w3[i] = scale * codi__load_elem(mf->w.prj3.data, mf->w.prj3.dtype, (size_t)i);
+            for (i = 0; i < 256 * 256; i++) w3[i] = scale * codi_elem_f32(mf->w.prj3.data, mf->w.prj3.dtype, (size_t)i);
             for (i = 0; i < 256; i++) b3[i] = scale * mf->w.prj3_b[i];
             scaled.w.prj3.data = w3; scaled.w.prj3.dtype = CODI_F32; scaled.w.prj3_b = b3;
             for (i = 0; i < 4; i++) rc |= codi_project(&scaled, h + (size_t)i * 256, z + (size_t)i * 256);

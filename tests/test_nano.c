@@ -19,9 +19,9 @@ static void top5(const float *lg, int V, int *best) {
 int main(void) {
     char err[256], text[4096];
     size_t len;
-    char *json = codi__read_text(NANO "results.json", &len);
-    codi__json *root = json ? codi__json_parse(json, len, err, sizeof err) : NULL;
-    const codi__json *ex, *e;
+    char *json = codi_read_text(NANO "results.json", &len);
+    codi_json *root = json ? codi_json_parse(json, len, err, sizeof err) : NULL;
+    const codi_json *ex, *e;
     codi_load_opts lo = codi_load_opts_default();
     codi_model *m;
     codi_tokenizer *t;
@@ -31,9 +31,9 @@ int main(void) {
     m = codi_load(NANO "codi_nano.bin", &lo, err, sizeof err);
     t = m ? codi_tokenizer_load(NANO "tokenizer.json", err, sizeof err) : NULL;
     if (!m || !t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { t_result(0, "load codi-nano", "%s", err); return t_summary(); }
-    ex = codi__json_get(root, "decoded_latent_examples");
+    ex = codi_json_get(root, "decoded_latent_examples");
     for (e = ex ? ex->child : NULL; e; e = e->next) {
-        const codi__json *q = codi__json_get(e, "question"), *lat = codi__json_get(e, "decoded_latents_top5"), *pred = codi__json_get(e, "prediction"), *row;
+        const codi_json *q = codi_json_get(e, "question"), *lat = codi_json_get(e, "decoded_latents_top5"), *pred = codi_json_get(e, "prediction"), *row;
         codi_state *s;
         codi_run_opts ro = codi_run_opts_default(m);
         codi_run_result rr;
@@ -47,7 +47,7 @@ int main(void) {
         answers_same += !strcmp(text, pred->str);
         if (strcmp(text, pred->str)) printf("# question %d: got \"%s\", reference \"%s\"\n", n_q, text, pred->str);
         for (k = 0, row = lat->child; row && k < 7; k++, row = row->next) {
-            const codi__json *tok = row->child;
+            const codi_json *tok = row->child;
             const float *l = lg + (size_t)k * m->config.vocab;
             int best[5], same5 = 1;
             top5(l, m->config.vocab, best);
@@ -71,7 +71,7 @@ int main(void) {
     t_result(rows == 84 && top5_same == rows, "codi-nano: top-5 decoded latents in Hugging Face's order (ties within 0.02 either way)", "%d of %d", top5_same, rows);
     codi_tokenizer_free(t);
     codi_model_free(m);
-    codi__json_free(root);
+    codi_json_free(root);
     free(json);
     return t_summary();
 }

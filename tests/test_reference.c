@@ -85,7 +85,7 @@ static int fingerprint_hook(void *user, const codi_hook_info *in, float *data) {
                  (uint64_t)in->phase * 7u + (uint64_t)in->step * 1009u + (uint64_t)in->size * 65537u;
     (void)data;
     f->calls++;
-    f->sum += codi__splitmix64(&x);
+    f->sum += codi_splitmix64(&x);
     return 0;
 }
 

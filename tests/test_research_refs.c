@@ -97,8 +97,8 @@ static void test_random_like(void) {
     st->edits[1] = codi_edit_default(); st->edits[1].at = CODI_AT_KEY; st->edits[1].vector = k; st->edits[1].vector_len = L * KVH * HD;
     st->n_edits = 2;
     r = codi_steer_random_like(st, 11);
-    for (i = 0; r && i < L + 1; i++) worst = fmax(worst, fabs(codi__norm(r->edits[0].vector + i * D, D) - codi__norm(v + i * D, D)));
-    for (i = 0; r && i < L * KVH; i++) worst = fmax(worst, fabs(codi__norm(r->edits[1].vector + i * HD, HD) - codi__norm(k + i * HD, HD)));
+    for (i = 0; r && i < L + 1; i++) worst = fmax(worst, fabs(codi_l2_norm(r->edits[0].vector + i * D, D) - codi_l2_norm(v + i * D, D)));
+    for (i = 0; r && i < L * KVH; i++) worst = fmax(worst, fabs(codi_l2_norm(r->edits[1].vector + i * HD, HD) - codi_l2_norm(k + i * HD, HD)));
     rows_ok = r && memcmp(r->edits[0].vector, v, sizeof(float) * D) != 0;
     t_result(r && rows_ok && worst < 1e-5, "random_like: every row (4 resid rows, 9 key head rows) keeps its own norm, new directions", "max |norm diff| %.2g", worst);
     codi_steer_free(r); codi_steer_free(st);

@@ -291,10 +291,10 @@ static void test_random(void) {
         double m = 0, s2 = 0, nv;
         t_golden_open(&g, "tests/data/golden_tiny.safetensors");
         li = t_gf(&g, "f32.latent_inputs", NULL); sv = t_gf(&g, "steer.v", NULL);
-        nv = codi__norm(sv, D);
-        t_result(fabs(codi__norm(st->edits[0].vector, D) - 3.5) < 1e-5, "random \"norm\": 3.5", "%.6f", codi__norm(st->edits[0].vector, D));
-        t_result(fabs(codi__norm(st->edits[1].vector, D) - nv) < 1e-4 * nv && memcmp(st->edits[0].vector, st->edits[1].vector, D * sizeof(float)),
-                 "random \"norm_of\": that tensor's norm (a direction of its own)", "%.6f vs %.6f", codi__norm(st->edits[1].vector, D), nv);
+        nv = codi_l2_norm(sv, D);
+        t_result(fabs(codi_l2_norm(st->edits[0].vector, D) - 3.5) < 1e-5, "random \"norm\": 3.5", "%.6f", codi_l2_norm(st->edits[0].vector, D));
+        t_result(fabs(codi_l2_norm(st->edits[1].vector, D) - nv) < 1e-4 * nv && memcmp(st->edits[0].vector, st->edits[1].vector, D * sizeof(float)),
+                 "random \"norm_of\": that tensor's norm (a direction of its own)", "%.6f vs %.6f", codi_l2_norm(st->edits[1].vector, D), nv);
         {   /* scalar stats of steer.v, and per column of the [7, D] latent inputs */
             double gm = 0, gs = 0, cm = 0, cs = 0;
             for (i = 0; i < D; i++) { m += sv[i]; gm += st->edits[2].vector[i]; }
@@ -315,10 +315,10 @@ static void test_random(void) {
             t_result(st->edits[3].vector_len == D && fabs(cm) < 0.2 && fabs(cs - 1) < 0.25, "random \"mean_std_of\" + \"per_dim\": each column's own mean and std",
                      "z-scores against the columns: mean %.3f, mean square %.3f", cm, cs);
         }
-        t_result(st->edits[4].key_vector && st->edits[4].value_vector && fabs(codi__norm(st->edits[4].key_vector, 32) - 2) < 1e-5 &&
+        t_result(st->edits[4].key_vector && st->edits[4].value_vector && fabs(codi_l2_norm(st->edits[4].key_vector, 32) - 2) < 1e-5 &&
                  memcmp(st->edits[4].key_vector, st->edits[4].value_vector, 32 * sizeof(float)), "random kv_cache: keys (seed) and values (seed + 1) differ, norm 2 per head", "");
         rl = codi_steer_random_like(st, 5);
-        t_result(rl && rl->n_edits == 5 && fabs(codi__norm(rl->edits[1].vector, D) - codi__norm(st->edits[1].vector, D)) < 1e-4 &&
+        t_result(rl && rl->n_edits == 5 && fabs(codi_l2_norm(rl->edits[1].vector, D) - codi_l2_norm(st->edits[1].vector, D)) < 1e-4 &&
                  memcmp(rl->edits[1].vector, st->edits[1].vector, D * sizeof(float)), "codi_steer_random_like: same norms, new directions", "");
         codi_steer_free(rl);
         t_golden_close(&g);

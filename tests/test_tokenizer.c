@@ -23,17 +23,17 @@ static unsigned rng(void) { rng_state = rng_state * 1664525u + 1013904223u; retu
 /* Every golden line: ids equal and decode(ids) equal to Hugging Face's. */
 static void golden(const codi_tokenizer *t, const char *what) {
     size_t len;
-    char *all = codi__read_text(GOLDEN, &len), *p, err[256], name[160];
+    char *all = codi_read_text(GOLDEN, &len), *p, err[256], name[160];
     int lines = 0, bad_ids = 0, bad_text = 0;
     if (!all) { snprintf(name, sizeof name, "%s: golden_hf.jsonl", what); t_skip(name, GOLDEN " missing (make builds it)"); return; }
     for (p = all; p < all + len;) {
         char *e = strchr(p, '\n');
-        codi__json *j;
-        const codi__json *tx, *gi, *gd, *c;
+        codi_json *j;
+        const codi_json *tx, *gi, *gd, *c;
         int n, i, same;
         if (!e) e = all + len;
-        if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) { bad_ids++; break; }
-        tx = codi__json_get(j, "text"); gi = codi__json_get(j, "ids"); gd = codi__json_get(j, "decoded");
+        if (!(j = codi_json_parse(p, (size_t)(e - p), err, sizeof err))) { bad_ids++; break; }
+        tx = codi_json_get(j, "text"); gi = codi_json_get(j, "ids"); gd = codi_json_get(j, "decoded");
         n = codi_encode(t, tx->str, tx->len, 0, 1, ids, (int)(sizeof ids / sizeof *ids));
         same = n == gi->count;
         for (i = 0, c = gi->child; same && i < n; i++, c = c->next) same = ids[i] == (int32_t)c->num;
@@ -45,7 +45,7 @@ static void golden(const codi_tokenizer *t, const char *what) {
             printf("\n");
         }
         if (codi_decode(t, ids, n, 0, text, sizeof text) != (long)gd->len || memcmp(text, gd->str, gd->len)) bad_text++;
-        codi__json_free(j);
+        codi_json_free(j);
         lines++;
         p = e + 1;
     }
@@ -154,7 +154,7 @@ static void edit_expect(const char *src, size_t n, const char *from, const char 
 
 static void bad_files(void) {
     size_t n, cut;
-    char *src = codi__read_text(NANO, &n), err[256];
+    char *src = codi_read_text(NANO, &n), err[256];
     int tried = 0, failed = 0;
     codi_tokenizer *t;
     while (n && (src[n - 1] == '\n' || src[n - 1] == ' ')) n--;       /* cut inside the JSON text */
@@ -270,12 +270,12 @@ static void llama3(void) {
    the ids and decoded text HF gave. */
 static void hf_cases(void) {
     size_t len;
-    char *all = codi__read_text(HF_CASES, &len), *p, err[256], name[160];
+    char *all = codi_read_text(HF_CASES, &len), *p, err[256], name[160];
     codi_tokenizer *t = NULL;
     int texts = 0, bad = 0, cases = 0;
     for (p = all; p && p < all + len;) {
         char *e = strchr(p, '\n'), *tj;
-        codi__json *j;
+        codi_json *j;
         if (!e) e = all + len;
         *e = 0;
         if ((tj = strstr(p, "\"tokenizer\":")) != NULL) {          /* {"case": ..., "tokenizer": {...}} */
@@ -284,14 +284,14 @@ static void hf_cases(void) {
             t = codi_tokenizer_load("build/bad_tok.json", err, sizeof err);
             if (!t) { printf("# case %.40s: %s\n", p, err); bad++; }
             cases++;
-        } else if (t && (j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *tx = codi__json_get(j, "text"), *gi = codi__json_get(j, "ids"), *gd = codi__json_get(j, "decoded"), *c;
+        } else if (t && (j = codi_json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi_json *tx = codi_json_get(j, "text"), *gi = codi_json_get(j, "ids"), *gd = codi_json_get(j, "decoded"), *c;
             int n = codi_encode(t, tx->str, tx->len, 0, 1, ids, 256), i, same = n == gi->count;
             for (i = 0, c = gi->child; same && i < n; i++, c = c->next) same = ids[i] == (int32_t)c->num;
             same = same && codi_decode(t, ids, n, 0, text, sizeof text) == (long)gd->len && !memcmp(text, gd->str, gd->len);
-            if (!same) { bad++; printf("# %s \"%s\": %d ids, first %d\n", codi__json_get(j, "case")->str, tx->str, n, n > 0 ? ids[0] : -1); }
+            if (!same) { bad++; printf("# %s \"%s\": %d ids, first %d\n", codi_json_get(j, "case")->str, tx->str, n, n > 0 ? ids[0] : -1); }
             texts++;
-            codi__json_free(j);
+            codi_json_free(j);
         }
         p = e + 1;
     }

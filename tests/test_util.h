@@ -51,7 +51,7 @@ static inline int t_check_rel(const char *name, const float *got, const float *r
 }
 
 /* A whole file (NUL-terminated, free() it), or NULL. */
-static inline unsigned char *t_slurp(const char *path, size_t *n) { return (unsigned char *)codi__read_text(path, n); }
+static inline unsigned char *t_slurp(const char *path, size_t *n) { return (unsigned char *)codi_read_text(path, n); }
 
 /* The golden tiny models (head_dim 32), exact (f32) or default (bf16) weights; NULL with a note. */
 static inline codi_model *t_load(const char *path, int exact) {

@@ -26,6 +26,43 @@ static const codi_tokenizer *cli__q_tok;
 enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_DOUBLE, CLI_LIST };
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 };
 
+/* ---- small helpers (the library's own are private) ---------------------------------------- */
+
+CLI_API void cli_err(char *err, size_t errsz, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+CLI_API void cli_err(char *err, size_t errsz, const char *fmt, ...) {
+    va_list ap;
+    if (!err || !errsz) return;
+    va_start(ap, fmt); vsnprintf(err, errsz, fmt, ap); va_end(ap);
+}
+CLI_API char *cli_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+CLI_API int cli_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+CLI_API int cli_all_finite(const float *x, int n) {
+    int i;
+    for (i = 0; i < n; i++) if (x[i] - x[i] != 0) return 0;
+    return 1;
+}
+CLI_API int cli_cmp_double(const void *a, const void *b) {   /* qsort, ascending */
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+/* 1 if path names a regular file (following links): a FIFO or device would block fopen. */
+CLI_API int cli_is_regular(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
 #define CLI_LIST_MAX 64
 /* Runs per batched runner (codi_batch_*) for --batch (eval, record, lens --questions, vectors, bench): the fastest
    measured on a 2-core machine with the 1B (README "Speed"). */
@@ -348,13 +385,13 @@ CLI_API void cli_progress_end(cli_progress *p) {
 /* ---- questions files (JSONL) ----------------------------------------------------------------- */
 
 /* One question: {"question": TEXT, "answer": N | "... #### N" | "... N"} plus any other fields. */
-typedef struct { int line, index; const char *question; double gold; int has_gold; const codi__json *obj; } cli_question;
+typedef struct { int line, index; const char *question; double gold; int has_gold; const codi_json *obj; } cli_question;
 
 /* The gold answer of a question object: a number, or the number after "####", else the last number. */
-CLI_API int cli_gold(const codi__json *obj, double *gold) {
-    const codi__json *a = codi__json_get(obj, "answer");
-    if (a && a->type == CODI__J_NUM) { *gold = a->num; return 1; }
-    if (a && a->type == CODI__J_STR) {
+CLI_API int cli_gold(const codi_json *obj, double *gold) {
+    const codi_json *a = codi_json_get(obj, "answer");
+    if (a && a->type == CODI_JSON_NUM) { *gold = a->num; return 1; }
+    if (a && a->type == CODI_JSON_STR) {
         const char *hash = strstr(a->str, "####");
         return codi_extract_answer(hash ? hash + 4 : a->str, gold);
     }
@@ -363,7 +400,7 @@ CLI_API int cli_gold(const codi__json *obj, double *gold) {
 
 /* Non-empty lines of a file, at most limit when limit > 0 (a progress bar's total). */
 CLI_API long cli_count_lines(const char *path, int limit) {
-    FILE *f = codi__is_regular(path) ? fopen(path, "rb") : NULL;     /* a FIFO would block here */
+    FILE *f = cli_is_regular(path) ? fopen(path, "rb") : NULL;     /* a FIFO would block here */
     long n = 0;
     int ch, in_line = 0;
     if (!f) return 0;
@@ -432,27 +469,27 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
     char why[160];
     max_prompt = cli_prompt_limit(cli__q_model, why, sizeof why);
     if (n_bad) *n_bad = 0;
-    if (!(text = codi__read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
+    if (!(text = codi_read_text(path, &len))) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || index < limit) && !rc; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
-        const codi__json *q;
+        codi_json *j;
+        const codi_json *q;
         cli_question cq;
         if (!e) e = text + len;
         line++;
         if (e > p && !(e == p + 1 && *p == '\r')) {
-            if (!(j = codi__json_parse_strict(p, (size_t)(e - p), err, sizeof err))) {
+            if (!(j = codi_json_parse_strict(p, (size_t)(e - p), err, sizeof err))) {
                 fprintf(stderr, "codi: %s:%d: %s (line skipped)\n", path, line, err);
                 bad++;
-            } else if (!(q = codi__json_get(j, "question")) || q->type != CODI__J_STR) {
+            } else if (!(q = codi_json_get(j, "question")) || q->type != CODI_JSON_STR) {
                 fprintf(stderr, "codi: %s:%d: no \"question\" string (line skipped)\n", path, line);
                 bad++;
-                codi__json_free(j);
+                codi_json_free(j);
             } else if (cli__q_model && cli__q_tok && (n_tok = codi_encode(cli__q_tok, q->str, q->len, 0, 0, NULL, 0) + 3) > max_prompt) {   /* + BOS, eot, bot */
                 fprintf(stderr, "codi: %s:%d: the question's prompt has %d tokens, over the limit of %d: %s (line skipped)\n",
                         path, line, n_tok, max_prompt, why);
                 bad++;
-                codi__json_free(j);
+                codi_json_free(j);
             } else {
                 if (shard_n <= 1 || index % shard_n == shard_k - 1) {
                     cq.line = line; cq.index = index; cq.question = q->str; cq.obj = j;
@@ -460,7 +497,7 @@ CLI_API int cli_for_each_question(const char *path, int limit, int shard_k, int 
                     rc = fn(user, &cq);
                 }
                 index++;
-                codi__json_free(j);
+                codi_json_free(j);
             }
         }
         p = e + 1;
@@ -680,7 +717,7 @@ CLI_API void cli_print_padded(const char *s, int width) {
    dataset's questions_hash); 0, or -1 when the file cannot be read. */
 CLI_API int cli_file_hash(const char *path, char *hex) {
     size_t len, i;
-    char *text = codi__read_text(path, &len);
+    char *text = codi_read_text(path, &len);
     uint64_t h = 0xcbf29ce484222325ull;
     if (!text) return -1;
     for (i = 0; i < len; i++) { h ^= (unsigned char)text[i]; h *= 0x100000001b3ull; }

@@ -75,7 +75,7 @@ static int eval_collect_question(void *user, const cli_question *cq) {
     memset(&x, 0, sizeof x);
     x.line = cq->line; x.index = cq->index; x.gold = cq->gold; x.has_gold = cq->has_gold;
     if (!x.has_gold) fprintf(stderr, "codi: %s:%d: no numeric \"answer\" (counted as wrong)\n", l->path, cq->line);
-    if (!(x.question = codi__strdup(cq->question))) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
+    if (!(x.question = cli_strdup(cq->question))) { fprintf(stderr, "codi eval: out of memory\n"); return -1; }
     l->q[l->n++] = x;
     return 0;
 }
@@ -149,7 +149,7 @@ static void eval_add_result(eval_ctx *ec, int cond, int index, int correct) {
 static long eval_read_results(eval_ctx *ec, const char *path, char *header_out, size_t hcap, long *good_len, int add_conditions,
                               long index_bound) {
     size_t len;
-    char *text = codi__read_text(path, &len), *p, err[256];
+    char *text = codi_read_text(path, &len), *p, err[256];
     long n = 0;
     int line = 0;
     if (!text) return -1;
@@ -497,17 +497,17 @@ static int eval_merge(char **files, int n, const char *csv_path) {
     {   /* the conditions in the order of the first file's settings line (results come in any order) */
         FILE *f = fopen(files[0], "rb");
         char err[256];
-        codi__json *j = f && fgets(h0, sizeof h0, f) ? codi__json_parse(h0, strlen(h0), err, sizeof err) : NULL;
-        const codi__json *list = j ? codi__json_get(j, "conditions") : NULL, *c;
-        for (c = list && list->type == CODI__J_ARR ? list->child : NULL; c; c = c->next)
-            if (c->type == CODI__J_STR && eval_cond_index(&ec, c->str) < 0) {
+        codi_json *j = f && fgets(h0, sizeof h0, f) ? codi_json_parse(h0, strlen(h0), err, sizeof err) : NULL;
+        const codi_json *list = j ? codi_json_get(j, "conditions") : NULL, *c;
+        for (c = list && list->type == CODI_JSON_ARR ? list->child : NULL; c; c = c->next)
+            if (c->type == CODI_JSON_STR && eval_cond_index(&ec, c->str) < 0) {
                 eval_condition *grown = (eval_condition *)realloc(ec.c, sizeof *ec.c * (size_t)(ec.nc + 1));
                 if (!grown) break;
                 ec.c = grown;
                 memset(&ec.c[ec.nc], 0, sizeof *ec.c);
                 snprintf(ec.c[ec.nc++].name, sizeof ec.c->name, "%s", c->str);
             }
-        codi__json_free(j);
+        codi_json_free(j);
         if (f) fclose(f);
     }
     for (i = 0; i < n; i++) {

@@ -17,7 +17,7 @@ static int export_run(const cli_command *self, int argc, char **argv) {
     if (prc) return prc == CLI_HELP ? 0 : 2;
     if (cli_check_args(self, &ma, NULL)) return 2;
     if (!out) { fprintf(stderr, "codi export: --merged OUT.safetensors is required\n"); return 2; }
-    if (!codi__ends_with(out, ".safetensors")) { fprintf(stderr, "codi export: --merged %s: the file name must end in .safetensors\n", out); return 2; }
+    if (!cli_ends_with(out, ".safetensors")) { fprintf(stderr, "codi export: --merged %s: the file name must end in .safetensors\n", out); return 2; }
     {
         const char *in[] = { ma.model, ma.base, ma.tokenizer };
         if (cli_out_check("export", out, CLI_OUT_FILE, force, in, CLI_N(in))) return 2;

@@ -160,13 +160,13 @@ static double *kvr_cell(const kvr_rows *R, int w, int c, int slot, int l) {
    short). 0, 1 when the file is absent or empty, -1 on another run's file or a bad line. */
 static int kvr_rows_read(const kvr_ctx *k, const char *header, const int *qi_of, int n_index, kvr_rows *R, long *good_len) {
     size_t len, i;
-    char *text = codi__read_text(k->rows_path, &len), *p, err[256];
+    char *text = codi_read_text(k->rows_path, &len), *p, err[256];
     int line = 0;
     *good_len = 0;
     if (!text || !len) { free(text); return 1; }
     for (p = text; p < text + len; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
+        codi_json *j;
         if (!e) break;                                       /* an unfinished last line */
         line++;
         if (line == 1) {
@@ -176,25 +176,25 @@ static int kvr_rows_read(const kvr_ctx *k, const char *header, const int *qi_of,
                 free(text); return -1;
             }
             *good_len = (long)(e + 1 - text);
-        } else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *iv = codi__json_get(j, "index"), *cv = codi__json_get(j, "condition");
-            int index = iv && iv->type == CODI__J_NUM ? (int)iv->num : -1, qi = index >= 0 && index < n_index ? qi_of[index] : -1;
-            int c = cv && cv->type == CODI__J_NUM ? (int)cv->num : -1, w, slot, l, bad = qi < 0;
-            if (!bad && codi__json_get(j, "done")) {
+        } else if ((j = codi_json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi_json *iv = codi_json_get(j, "index"), *cv = codi_json_get(j, "condition");
+            int index = iv && iv->type == CODI_JSON_NUM ? (int)iv->num : -1, qi = index >= 0 && index < n_index ? qi_of[index] : -1;
+            int c = cv && cv->type == CODI_JSON_NUM ? (int)cv->num : -1, w, slot, l, bad = qi < 0;
+            if (!bad && codi_json_get(j, "done")) {
                 R->done[qi] = 1;
                 *good_len = (long)(e + 1 - text);
             } else if (!bad && c >= 0 && c < R->n_cond) {
                 for (w = 0; w < KVR_METRICS && !bad; w++) {
-                    const codi__json *a = codi__json_get(j, kvr_metric[w]), *x, *y;
-                    for (y = a && a->type == CODI__J_ARR ? a->child : NULL, slot = 0; y && slot < 2 && !bad; y = y->next, slot++) {
-                        for (x = y->type == CODI__J_ARR ? y->child : NULL, l = 0; x && l < R->L && x->type == CODI__J_NUM; x = x->next, l++)
+                    const codi_json *a = codi_json_get(j, kvr_metric[w]), *x, *y;
+                    for (y = a && a->type == CODI_JSON_ARR ? a->child : NULL, slot = 0; y && slot < 2 && !bad; y = y->next, slot++) {
+                        for (x = y->type == CODI_JSON_ARR ? y->child : NULL, l = 0; x && l < R->L && x->type == CODI_JSON_NUM; x = x->next, l++)
                             kvr_cell(R, w, c, slot, l)[qi] = x->num;
                         bad = x || l != R->L;                /* [slot][layer] numbers, L of them */
                     }
                     if (y || slot != 2) bad = 1;
                 }
             } else bad = 1;
-            codi__json_free(j);
+            codi_json_free(j);
             if (bad) {
                 fprintf(stderr, "codi kv-response: %s:%d: not a row of this run (question %d, condition %d, or %d layers x 2 slots of %s)\n",
                         k->rows_path, line, index, c, R->L, "key_rel, value_rel, key_cos, value_cos");

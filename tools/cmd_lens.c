@@ -326,8 +326,8 @@ typedef struct {
     int chance;                 /* a shuffled-answer control is made (all kinds but token) */
     long n_q, n_items, n_multi, n_unmatched, n_skipped;   /* questions with ids; items; multi-token items;
                                    items with no token; questions left without ids by --multi-token skip */
-    codi__json **file_rows;     /* file:PATH: [n_file_rows] each question index's "targets" (NULL: none) */
-    codi__json **file_roots;
+    codi_json **file_rows;     /* file:PATH: [n_file_rows] each question index's "targets" (NULL: none) */
+    codi_json **file_roots;
     int n_file_rows;
 } lens_tset;
 
@@ -384,19 +384,19 @@ static int lens_cot_numbers(const char *text, double *out, int cap) {
    "addition" | "subtraction", "x", "y"; answer (x +- y) (z + 1)) x + y or x - y; the final
    answer itself is left out. */
 static int lens_intermediates(const cli_question *q, double *out, int cap) {
-    const codi__json *cot = codi__json_get(q->obj, "cot"), *steps = codi__json_get(q->obj, "steps"), *st;
-    const codi__json *op = codi__json_get(q->obj, "op"), *x = codi__json_get(q->obj, "x"), *y = codi__json_get(q->obj, "y");
+    const codi_json *cot = codi_json_get(q->obj, "cot"), *steps = codi_json_get(q->obj, "steps"), *st;
+    const codi_json *op = codi_json_get(q->obj, "op"), *x = codi_json_get(q->obj, "x"), *y = codi_json_get(q->obj, "y");
     double v[LENS_MAX_NUMS];
     int n = 0, i, k = 0;
-    if (!cot || cot->type != CODI__J_STR) cot = codi__json_get(q->obj, "answer");
-    if (cot && cot->type == CODI__J_STR) n = lens_cot_numbers(cot->str, v, LENS_MAX_NUMS);
-    else if (steps && steps->type == CODI__J_ARR)
+    if (!cot || cot->type != CODI_JSON_STR) cot = codi_json_get(q->obj, "answer");
+    if (cot && cot->type == CODI_JSON_STR) n = lens_cot_numbers(cot->str, v, LENS_MAX_NUMS);
+    else if (steps && steps->type == CODI_JSON_ARR)
         for (st = steps->child; st && n < LENS_MAX_NUMS; st = st->next) {
-            const codi__json *e = st->type == CODI__J_ARR ? st->child : NULL;
+            const codi_json *e = st->type == CODI_JSON_ARR ? st->child : NULL;
             while (e && e->next) e = e->next;
-            if (e && e->type == CODI__J_NUM) v[n++] = e->num;
+            if (e && e->type == CODI_JSON_NUM) v[n++] = e->num;
         }
-    else if (op && op->type == CODI__J_STR && x && x->type == CODI__J_NUM && y && y->type == CODI__J_NUM) {
+    else if (op && op->type == CODI_JSON_STR && x && x->type == CODI_JSON_NUM && y && y->type == CODI_JSON_NUM) {
         if (!strcmp(op->str, "addition")) v[n++] = x->num + y->num;
         else if (!strcmp(op->str, "subtraction")) v[n++] = x->num - y->num;
     }
@@ -440,15 +440,15 @@ static void lens_item_text(lens_agg *ag, lens_tset *ts, const char *text, lens_i
 }
 
 /* Items of a JSON value: numbers, strings (a number or a token text) and arrays of them. */
-static void lens_items_json(lens_agg *ag, lens_tset *ts, const codi__json *v, lens_idbuf *b, int *skipped, int depth) {
-    const codi__json *c;
+static void lens_items_json(lens_agg *ag, lens_tset *ts, const codi_json *v, lens_idbuf *b, int *skipped, int depth) {
+    const codi_json *c;
     if (!v || depth > 8) return;
-    if (v->type == CODI__J_NUM) lens_item_number(ag, ts, v->num, b, skipped);
-    else if (v->type == CODI__J_STR) {
+    if (v->type == CODI_JSON_NUM) lens_item_number(ag, ts, v->num, b, skipped);
+    else if (v->type == CODI_JSON_STR) {
         char *e;
         double x = strtod(v->str, &e);
         if (*v->str && !*e) lens_item_number(ag, ts, x, b, skipped); else lens_item_text(ag, ts, v->str, b, skipped);
-    } else if (v->type == CODI__J_ARR) for (c = v->child; c; c = c->next) lens_items_json(ag, ts, c, b, skipped, depth + 1);
+    } else if (v->type == CODI_JSON_ARR) for (c = v->child; c; c = c->next) lens_items_json(ag, ts, c, b, skipped, depth + 1);
 }
 
 /* The approximations of gold: integers within +-pct% (gold itself left out) and the --relations. */
@@ -478,7 +478,7 @@ static int lens_collect(void *user, const cli_question *cq) {
     q = &ag->q[ag->nq];
     memset(q, 0, sizeof *q);
     q->line = cq->line; q->index = cq->index; q->has_gold = cq->has_gold; q->gold = cq->gold;
-    if (!(q->question = codi__strdup(cq->question)) || !(q->t = (lens_ids *)calloc((size_t)ag->n_sets, sizeof *q->t))) {
+    if (!(q->question = cli_strdup(cq->question)) || !(q->t = (lens_ids *)calloc((size_t)ag->n_sets, sizeof *q->t))) {
         free(q->question); free(q->t); fprintf(stderr, "codi lens: out of memory\n"); return -1;
     }
     ag->nq++;
@@ -500,7 +500,7 @@ static int lens_collect(void *user, const cli_question *cq) {
             for (i = 0; i < n; i++) lens_item_number(ag, ts, v[i], &b, &skipped);
             break;
         case LT_APPROX: if (cq->has_gold) lens_items_approx(ag, ts, cq->gold, &b, &skipped); break;
-        case LT_FIELD: lens_items_json(ag, ts, codi__json_get(cq->obj, ts->arg), &b, &skipped, 0); break;
+        case LT_FIELD: lens_items_json(ag, ts, codi_json_get(cq->obj, ts->arg), &b, &skipped, 0); break;
         case LT_FILE: if (cq->index < ts->n_file_rows) lens_items_json(ag, ts, ts->file_rows[cq->index], &b, &skipped, 0); break;
         default: lens_item_text(ag, ts, ts->arg, &b, &skipped);
         }
@@ -525,36 +525,36 @@ static int lens_collect(void *user, const cli_question *cq) {
    index = line order when "index" is absent). 0, or -1 after a message. */
 static int lens_read_targets_file(lens_tset *ts) {
     size_t len;
-    char *text = codi__read_text(ts->arg, &len), *p, err[256];
+    char *text = codi_read_text(ts->arg, &len), *p, err[256];
     int line = 0, order = 0;
     if (!text) { fprintf(stderr, "codi lens: cannot read the targets file %s\n", ts->arg); return -1; }
     for (p = text; p < text + len; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
+        codi_json *j;
         if (!e) e = text + len;
         line++;
         if (e > p && !(e == p + 1 && *p == '\r')) {
-            const codi__json *ix, *tg;
+            const codi_json *ix, *tg;
             int index;
-            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "codi lens: %s:%d: %s\n", ts->arg, line, err); free(text); return -1; }
-            ix = codi__json_get(j, "index"); tg = codi__json_get(j, "targets");
-            index = ix && ix->type == CODI__J_NUM ? (int)ix->num : order;
-            if (!tg || (ix && (ix->type != CODI__J_NUM || ix->num != floor(ix->num) || ix->num < 0 || ix->num > 1e8))) {
+            if (!(j = codi_json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "codi lens: %s:%d: %s\n", ts->arg, line, err); free(text); return -1; }
+            ix = codi_json_get(j, "index"); tg = codi_json_get(j, "targets");
+            index = ix && ix->type == CODI_JSON_NUM ? (int)ix->num : order;
+            if (!tg || (ix && (ix->type != CODI_JSON_NUM || ix->num != floor(ix->num) || ix->num < 0 || ix->num > 1e8))) {
                 fprintf(stderr, "codi lens: %s:%d: needs \"targets\" (a list of numbers or token texts) and an optional whole \"index\" >= 0\n", ts->arg, line);
-                codi__json_free(j); free(text); return -1;
+                codi_json_free(j); free(text); return -1;
             }
             if (index >= ts->n_file_rows) {
                 int n = index + 1 > 2 * ts->n_file_rows ? index + 1 : 2 * ts->n_file_rows;
-                codi__json **r = (codi__json **)realloc(ts->file_rows, sizeof *r * (size_t)n), **o = (codi__json **)realloc(ts->file_roots, sizeof *o * (size_t)n);
+                codi_json **r = (codi_json **)realloc(ts->file_rows, sizeof *r * (size_t)n), **o = (codi_json **)realloc(ts->file_roots, sizeof *o * (size_t)n);
                 if (r) ts->file_rows = r;
                 if (o) ts->file_roots = o;
-                if (!r || !o) { codi__json_free(j); free(text); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
+                if (!r || !o) { codi_json_free(j); free(text); fprintf(stderr, "codi lens: out of memory\n"); return -1; }
                 memset(r + ts->n_file_rows, 0, sizeof *r * (size_t)(n - ts->n_file_rows));
                 memset(o + ts->n_file_rows, 0, sizeof *o * (size_t)(n - ts->n_file_rows));
                 ts->n_file_rows = n;
             }
-            if (ts->file_roots[index]) { fprintf(stderr, "codi lens: %s:%d: question index %d given twice\n", ts->arg, line, index); codi__json_free(j); free(text); return -1; }
-            ts->file_roots[index] = j; ts->file_rows[index] = (codi__json *)tg;
+            if (ts->file_roots[index]) { fprintf(stderr, "codi lens: %s:%d: question index %d given twice\n", ts->arg, line, index); codi_json_free(j); free(text); return -1; }
+            ts->file_roots[index] = j; ts->file_rows[index] = (codi_json *)tg;
             order++;
         }
         p = e + 1;
@@ -627,8 +627,8 @@ static int lens_make_donors(lens_agg *ag) {
             if (!ag->set[s].chance || m < 2) continue;
             {
                 uint64_t x = (uint64_t)ag->a->seed, y;
-                y = codi__splitmix64(&x) ^ (uint64_t)s; y = codi__splitmix64(&y) ^ (uint64_t)j;
-                codi_rng_seed(&rng, codi__splitmix64(&y));
+                y = codi_splitmix64(&x) ^ (uint64_t)s; y = codi_splitmix64(&y) ^ (uint64_t)j;
+                codi_rng_seed(&rng, codi_splitmix64(&y));
             }
             for (i = 0; i < m; i++) idx[i] = i;
             for (i = m - 1; i > 0; i--) { int k = (int)(codi_rng_uniform(&rng) * i), t = idx[i]; idx[i] = idx[k]; idx[k] = t; }
@@ -785,13 +785,13 @@ static void lens_sum_free(lens_sum *S) { free(S->rank); free(S->crank); free(S->
    another command's file or a bad line. */
 static int lens_rows_read(const lens_agg *ag, const char *path, const char *header, lens_sum *S, long *good_len) {
     size_t len, i;
-    char *text = codi__read_text(path, &len), *p, err[256];
+    char *text = codi_read_text(path, &len), *p, err[256];
     int line = 0;
     *good_len = 0;
     if (!text || !len) { free(text); return 1; }
     for (p = text; p < text + len; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
+        codi_json *j;
         if (!e) break;                                       /* an unfinished last line */
         line++;
         if (line == 1) {
@@ -801,30 +801,30 @@ static int lens_rows_read(const lens_agg *ag, const char *path, const char *head
                 free(text); return -1;
             }
             *good_len = (long)(e + 1 - text);
-        } else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *qv = codi__json_get(j, "index"), *done = codi__json_get(j, "done"), *lens = codi__json_get(j, "lens");
-            const codi__json *slot = codi__json_get(j, "slot"), *tg = codi__json_get(j, "target"), *rk = codi__json_get(j, "rank");
-            const codi__json *ent = codi__json_get(j, "entropy"), *cr = codi__json_get(j, "chance_rank"), *x, *y;
-            int qi = qv && qv->type == CODI__J_NUM ? (int)qv->num : -1, L = lens && lens->type == CODI__J_STR && !strcmp(lens->str, "tuned");
-            int p_ = slot && slot->type == CODI__J_NUM ? (int)slot->num : -1, s = -1, l, k;
+        } else if ((j = codi_json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi_json *qv = codi_json_get(j, "index"), *done = codi_json_get(j, "done"), *lens = codi_json_get(j, "lens");
+            const codi_json *slot = codi_json_get(j, "slot"), *tg = codi_json_get(j, "target"), *rk = codi_json_get(j, "rank");
+            const codi_json *ent = codi_json_get(j, "entropy"), *cr = codi_json_get(j, "chance_rank"), *x, *y;
+            int qi = qv && qv->type == CODI_JSON_NUM ? (int)qv->num : -1, L = lens && lens->type == CODI_JSON_STR && !strcmp(lens->str, "tuned");
+            int p_ = slot && slot->type == CODI_JSON_NUM ? (int)slot->num : -1, s = -1, l, k;
             if (qi < 0 || qi >= S->nq || (!done && (p_ < 0 || p_ >= S->P || L >= S->n_lens))) {
-                fprintf(stderr, "codi lens: %s:%d: not a row of this run (question %d, slot %d)\n", path, line, qi, p_); codi__json_free(j); free(text); return -1;
+                fprintf(stderr, "codi lens: %s:%d: not a row of this run (question %d, slot %d)\n", path, line, qi, p_); codi_json_free(j); free(text); return -1;
             }
             if (done) {
-                const codi__json *c = codi__json_get(j, "correct");
-                S->done[qi] = 1; S->correct[qi] = c && c->type == CODI__J_TRUE;
+                const codi_json *c = codi_json_get(j, "correct");
+                S->done[qi] = 1; S->correct[qi] = c && c->type == CODI_JSON_TRUE;
                 *good_len = (long)(e + 1 - text);
-            } else if (ent && ent->type == CODI__J_ARR) {
+            } else if (ent && ent->type == CODI_JSON_ARR) {
                 for (x = ent->child, l = 0; x && l < S->L1; x = x->next, l++) S->ent[((size_t)L * S->P + p_) * S->L1 * S->nq + (size_t)l * S->nq + qi] = x->num;
-            } else if (tg && tg->type == CODI__J_STR && rk && rk->type == CODI__J_ARR) {
+            } else if (tg && tg->type == CODI_JSON_STR && rk && rk->type == CODI_JSON_ARR) {
                 for (k = 0; k < ag->n_sets; k++) if (!strcmp(ag->set[k].name, tg->str)) s = k;
                 if (s >= 0) {
                     for (x = rk->child, l = 0; x && l < S->L1; x = x->next, l++) S->rank[lens_cell(S, L, s, p_, l) * S->nq + qi] = (int)x->num;
-                    for (y = cr && cr->type == CODI__J_ARR ? cr->child : NULL, k = 0; y && k < S->K; y = y->next, k++)
+                    for (y = cr && cr->type == CODI_JSON_ARR ? cr->child : NULL, k = 0; y && k < S->K; y = y->next, k++)
                         for (x = y->child, l = 0; x && l < S->L1; x = x->next, l++) S->crank[(lens_cell(S, L, s, p_, l) * S->nq + qi) * S->K + k] = (int)x->num;
                 }
             }
-            codi__json_free(j);
+            codi_json_free(j);
         } else { fprintf(stderr, "codi lens: %s:%d: %s\n", path, line, err); free(text); return -1; }
         p = e + 1;
     }
@@ -1350,7 +1350,7 @@ static void lens_agg_free(lens_agg *ag) {
         free(ag->q[i].t); free(ag->q[i].question);
     }
     for (s = 0; s < ag->n_sets; s++) {
-        for (i = 0; i < ag->set[s].n_file_rows; i++) codi__json_free(ag->set[s].file_roots[i]);
+        for (i = 0; i < ag->set[s].n_file_rows; i++) codi_json_free(ag->set[s].file_roots[i]);
         free(ag->set[s].file_rows); free(ag->set[s].file_roots);
     }
     free(ag->q); free(ag->donor); free(ag->logits); free(ag->tmp);

@@ -116,13 +116,13 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     for (i = 0; i < a->P; i++) snprintf(a->slot_label[i], 32, !strcmp(tensor, "latent_inputs") ? "latent %d" : "slot %d", i + !strcmp(tensor, "latent_inputs"));
     labels = codi_st_metadata(a->f, "labels");
     if (labels && strcmp(tensor, "latent_inputs")) {
-        codi__json *j = codi__json_parse(labels, strlen(labels), err, sizeof err);
-        if (j && j->type == CODI__J_ARR && j->count == a->P) {
-            const codi__json *c;
+        codi_json *j = codi_json_parse(labels, strlen(labels), err, sizeof err);
+        if (j && j->type == CODI_JSON_ARR && j->count == a->P) {
+            const codi_json *c;
             for (i = 0, c = j->child; c; c = c->next, i++)
-                if (c->type == CODI__J_STR) snprintf(a->slot_label[i], 32, "%s", c->str);
+                if (c->type == CODI_JSON_STR) snprintf(a->slot_label[i], 32, "%s", c->str);
         }
-        codi__json_free(j);
+        codi_json_free(j);
     }
     if (!a->n_done) { fprintf(stderr, "codi %s: %s: no finished rows (done == 0 everywhere): nothing to fit\n", cmd, path); goto fail; }
     return 0;
@@ -137,7 +137,7 @@ fail:
 static void pca_acts_row(const pca_acts *a, int q, int slot, int layer, float *out) {
     size_t base = (size_t)q * a->q_stride + (size_t)slot * a->slot_stride + (size_t)layer * a->layer_stride, i;
     if (a->head >= 0) base += (size_t)a->head * a->head_stride;
-    for (i = 0; i < (size_t)a->row; i++) out[i] = codi__load_elem(a->t.data, a->dtype, base + i);
+    for (i = 0; i < (size_t)a->row; i++) out[i] = codi_elem_f32(a->t.data, a->dtype, base + i);
 }
 
 /* 1 if (question q, slot) holds a recorded row. */

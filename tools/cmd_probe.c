@@ -17,21 +17,21 @@ typedef struct { const char *field; int n_values, cap; char (*value)[48]; int *i
 
 /* The value at a field of a question object: a member name, or a dotted path through objects and
    arrays ("steps.0.3": member steps, element 0, element 3); NULL when absent. */
-static const codi__json *probe_json_path(const codi__json *obj, const char *path) {
-    const codi__json *v = codi__json_get(obj, path);
+static const codi_json *probe_json_path(const codi_json *obj, const char *path) {
+    const codi_json *v = codi_json_get(obj, path);
     char key[128];
     if (v) return v;
     for (v = obj; v && *path;) {
         size_t len = strcspn(path, ".");
         snprintf(key, sizeof key, "%.*s", (int)(len < 127 ? len : 127), path);
-        if (v->type == CODI__J_ARR) {
+        if (v->type == CODI_JSON_ARR) {
             char *end;
             long i = strtol(key, &end, 10);
-            const codi__json *c;
+            const codi_json *c;
             if (*end || end == key || i < 0) return NULL;
             for (c = v->child; c && i > 0; c = c->next) i--;
             v = c;
-        } else if (v->type == CODI__J_OBJ) v = codi__json_get(v, key);
+        } else if (v->type == CODI_JSON_OBJ) v = codi_json_get(v, key);
         else return NULL;
         path += len + (path[len] == '.');
     }
@@ -41,8 +41,8 @@ static const codi__json *probe_json_path(const codi__json *obj, const char *path
 /* cli_for_each_question callback: the text of field NAME of each question line, by its index. */
 static int probe_field_line(void *user, const cli_question *q) {
     probe_field_read *fr = (probe_field_read *)user;
-    const codi__json *v = probe_json_path(q->obj, fr->field);
-    if (!v || v->type == CODI__J_NULL || v->type == CODI__J_ARR || v->type == CODI__J_OBJ) return 0;
+    const codi_json *v = probe_json_path(q->obj, fr->field);
+    if (!v || v->type == CODI_JSON_NULL || v->type == CODI_JSON_ARR || v->type == CODI_JSON_OBJ) return 0;
     if (fr->n_values == fr->cap) {
         int cap = fr->cap ? 2 * fr->cap : 1024;
         char (*nv)[48] = (char (*)[48])realloc(fr->value, (size_t)cap * sizeof *nv);
@@ -51,9 +51,9 @@ static int probe_field_line(void *user, const cli_question *q) {
         if (!nv || !ni) return -2;
         fr->index = ni; fr->cap = cap;
     }
-    if (v->type == CODI__J_STR) snprintf(fr->value[fr->n_values], 48, "%s", v->str);
-    else if (v->type == CODI__J_NUM) snprintf(fr->value[fr->n_values], 48, "%.17g", v->num);
-    else snprintf(fr->value[fr->n_values], 48, "%s", v->type == CODI__J_TRUE ? "true" : "false");
+    if (v->type == CODI_JSON_STR) snprintf(fr->value[fr->n_values], 48, "%s", v->str);
+    else if (v->type == CODI_JSON_NUM) snprintf(fr->value[fr->n_values], 48, "%.17g", v->num);
+    else snprintf(fr->value[fr->n_values], 48, "%s", v->type == CODI_JSON_TRUE ? "true" : "false");
     fr->index[fr->n_values++] = q->index;
     return 0;
 }
@@ -143,7 +143,7 @@ static int probe_distinct(char (*v)[48], int n, char (*out)[48]) {
    questions the dataset lacks (or has not finished) are skipped with a note. 0, or -1 after a message. */
 static int probe_labels_file(probe_labels *pl, const pca_acts *a, const char *path, const char *cmd) {
     size_t len;
-    char *text = codi__read_text(path, &len), *p, *line_end;
+    char *text = codi_read_text(path, &len), *p, *line_end;
     char (*val)[48] = NULL, (*classes)[48] = NULL;
     int *row_of = NULL, max_qi = 0, line = 0, n = 0, cap = 0, q, i, k, rc = -1, n_skipped = 0, data_lines = 0;
     int *ent = NULL;                              /* [n, 2]: q * P + slot (or -1 - q for every slot), line */
@@ -350,7 +350,7 @@ static int probe_auc_boot(const float *proba, const int32_t *y, const int *qid, 
         if (!codi_probe_metrics_of(bp, by, m, k, &met, err, sizeof err) && met.auc == met.auc) v[n_ok++] = met.auc;
     }
     if (n_boot && n_ok >= n_boot / 2) {
-        qsort(v, (size_t)n_ok, sizeof(double), codi__cmp_double);
+        qsort(v, (size_t)n_ok, sizeof(double), cli_cmp_double);
         *lo = v[(int)floor(0.025 * (n_ok - 1))]; *hi = v[(int)ceil(0.975 * (n_ok - 1))];
     }
     free(start); free(bp); free(by); free(v);

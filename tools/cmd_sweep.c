@@ -546,7 +546,7 @@ static void sweep_start(sweep_worker_mem *w, sweep_open *o) {
         if (!o->users[l]) continue;
         last = l;
         if (w->n_free) o->prefix[l] = w->pool[--w->n_free];
-        else if ((o->prefix[l] = codi__state_alloc(sc->run.m, w->prefix_pos, 1, 1)) != NULL) w->n_alloc++;
+        else if ((o->prefix[l] = codi_state_alloc_chunked(sc->run.m, w->prefix_pos, 1, 1)) != NULL) w->n_alloc++;
         else ok = 0;
     }
     o->pre.o = o; o->pre.cond = -1; o->pre.l = 0; o->pre.joined = 1; o->pre.own = NULL; o->pre.logits = NULL;
@@ -1029,7 +1029,7 @@ static int sweep_report(const char *dir, const sweep_cond *c, int nc, const sign
    without its newline is ignored; *good_len is where the whole lines end. Rows read, or -1. */
 static long sweep_read_results(const char *path, const sweep_names *nm, signed char *grid, int nq, char **header, char **selected, long *good_len) {
     size_t len;
-    char *text = codi__read_text(path, &len), *p, err[256];
+    char *text = codi_read_text(path, &len), *p, err[256];
     long n = 0;
     int line = 0;
     *header = NULL; if (selected) *selected = NULL;
@@ -1043,12 +1043,12 @@ static long sweep_read_results(const char *path, const sweep_names *nm, signed c
         else if (!strncmp(p, "{\"selected\": ", 13)) {
             if (selected && !*selected && (*selected = (char *)malloc((size_t)(e - p) + 1)) != NULL) { memcpy(*selected, p, (size_t)(e - p)); (*selected)[e - p] = 0; }
         } else if (nm) {
-            codi__json *j = codi__json_parse(p, (size_t)(e - p), err, sizeof err);
-            const codi__json *c = j ? codi__json_get(j, "condition") : NULL, *ix = j ? codi__json_get(j, "index") : NULL, *ok = j ? codi__json_get(j, "correct") : NULL;
-            int ci = c && c->type == CODI__J_STR ? sweep_find(nm, c->str) : -1;
-            if (ci >= 0 && ix && ix->type == CODI__J_NUM && ix->num >= 0 && ix->num < nq && ok) { grid[(size_t)ci * nq + (int)ix->num] = ok->type == CODI__J_TRUE; n++; }
+            codi_json *j = codi_json_parse(p, (size_t)(e - p), err, sizeof err);
+            const codi_json *c = j ? codi_json_get(j, "condition") : NULL, *ix = j ? codi_json_get(j, "index") : NULL, *ok = j ? codi_json_get(j, "correct") : NULL;
+            int ci = c && c->type == CODI_JSON_STR ? sweep_find(nm, c->str) : -1;
+            if (ci >= 0 && ix && ix->type == CODI_JSON_NUM && ix->num >= 0 && ix->num < nq && ok) { grid[(size_t)ci * nq + (int)ix->num] = ok->type == CODI_JSON_TRUE; n++; }
             else fprintf(stderr, "%s:%d: %s (ignored)\n", path, line, j ? "not a result line of this sweep" : err);
-            codi__json_free(j);
+            codi_json_free(j);
         }
         p = e + 1;
         if (good_len) *good_len = (long)(p - text);
@@ -1059,7 +1059,7 @@ static long sweep_read_results(const char *path, const sweep_names *nm, signed c
 
 /* A settings line with its shard blanked out (in a copy): the shards of one run compare equal. */
 static char *sweep_unshard(const char *h) {
-    char *u = codi__strdup(h), *p = u ? strstr(u, "\"shard\": \"") : NULL, *q;
+    char *u = cli_strdup(h), *p = u ? strstr(u, "\"shard\": \"") : NULL, *q;
     if (p && (q = strchr(p + 10, '"')) != NULL) { p[10] = '*'; memmove(p + 11, q, strlen(q) + 1); }
     return u;
 }
@@ -1078,16 +1078,16 @@ static char *sweep_selection_line(const sweep_cond *c, const int *sel, int n) {
 
 static int sweep_parse_selection(const char *line, const sweep_names *nm, int *sel, const char *where) {
     char err[256];
-    codi__json *j = codi__json_parse(line, strlen(line), err, sizeof err);
-    const codi__json *a = j ? codi__json_get(j, "selected") : NULL, *e;
+    codi_json *j = codi_json_parse(line, strlen(line), err, sizeof err);
+    const codi_json *a = j ? codi_json_get(j, "selected") : NULL, *e;
     int n = 0;
-    if (!a || a->type != CODI__J_ARR) { fprintf(stderr, "codi sweep: %s: no \"selected\" list%s%s\n", where, j ? "" : ": ", j ? "" : err); codi__json_free(j); return -1; }
+    if (!a || a->type != CODI_JSON_ARR) { fprintf(stderr, "codi sweep: %s: no \"selected\" list%s%s\n", where, j ? "" : ": ", j ? "" : err); codi_json_free(j); return -1; }
     for (e = a->child; e; e = e->next) {
-        int ci = e->type == CODI__J_STR ? sweep_find(nm, e->str) : -1;
-        if (ci < 0 || nm->c[ci].role != SWEEP_CELL) { fprintf(stderr, "codi sweep: %s: \"%s\" is not a cell of this sweep\n", where, e->type == CODI__J_STR ? e->str : "?"); codi__json_free(j); return -1; }
+        int ci = e->type == CODI_JSON_STR ? sweep_find(nm, e->str) : -1;
+        if (ci < 0 || nm->c[ci].role != SWEEP_CELL) { fprintf(stderr, "codi sweep: %s: \"%s\" is not a cell of this sweep\n", where, e->type == CODI_JSON_STR ? e->str : "?"); codi_json_free(j); return -1; }
         sel[n++] = ci;
     }
-    codi__json_free(j);
+    codi_json_free(j);
     return n;
 }
 
@@ -1120,8 +1120,8 @@ static void sweep_confirm_active(const sweep_cond *c, int nc, const int *sel, in
 
 static int sweep_merge(char **files, int n_files, const char *dir, int auto_range) {
     char **hdr = (char **)calloc((size_t)n_files, sizeof(char *)), **selected = (char **)calloc((size_t)n_files, sizeof(char *)), *u0 = NULL, path[4096], err[256];
-    codi__json *h = NULL;
-    const codi__json *conds, *nqj, *cf, *ss, *qn, *e;
+    codi_json *h = NULL;
+    const codi_json *conds, *nqj, *cf, *ss, *qn, *e;
     sweep_cond *c = NULL;
     sweep_names nm;
     signed char *grid = NULL;
@@ -1143,10 +1143,10 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
             if (!same) { fprintf(stderr, "codi sweep: %s was made with other settings than %s (only --shard may differ)\n", path, files[0]); goto done; }
         }
     }
-    if (!(h = codi__json_parse(hdr[0], strlen(hdr[0]), err, sizeof err))) { fprintf(stderr, "codi sweep: %s: settings line: %s\n", files[0], err); goto done; }
-    conds = codi__json_get(h, "conditions"); nqj = codi__json_get(h, "n_questions"); cf = codi__json_get(h, "confirm");
-    ss = codi__json_get(h, "split_seed"); qn = codi__json_get(h, "questions");
-    if (!conds || conds->type != CODI__J_ARR || !nqj || nqj->type != CODI__J_NUM || !cf || cf->type != CODI__J_NUM || !ss || ss->type != CODI__J_NUM || !qn || qn->type != CODI__J_STR) {
+    if (!(h = codi_json_parse(hdr[0], strlen(hdr[0]), err, sizeof err))) { fprintf(stderr, "codi sweep: %s: settings line: %s\n", files[0], err); goto done; }
+    conds = codi_json_get(h, "conditions"); nqj = codi_json_get(h, "n_questions"); cf = codi_json_get(h, "confirm");
+    ss = codi_json_get(h, "split_seed"); qn = codi_json_get(h, "questions");
+    if (!conds || conds->type != CODI_JSON_ARR || !nqj || nqj->type != CODI_JSON_NUM || !cf || cf->type != CODI_JSON_NUM || !ss || ss->type != CODI_JSON_NUM || !qn || qn->type != CODI_JSON_STR) {
         fprintf(stderr, "codi sweep: %s: the settings line lacks conditions / n_questions / confirm / split_seed / questions\n", files[0]); goto done;
     }
     nq = (int)nqj->num;
@@ -1154,7 +1154,7 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
     grid = (signed char *)malloc((size_t)conds->count * (size_t)(nq ? nq : 1) + 1);
     confirm_q = (unsigned char *)malloc((size_t)(nq ? nq : 1));
     if (!c || !grid || !confirm_q) { fprintf(stderr, "codi sweep: out of memory\n"); goto done; }
-    for (e = conds->child; e; e = e->next) if (e->type == CODI__J_STR) snprintf(c[nc++].name, sizeof c->name, "%s", e->str);
+    for (e = conds->child; e; e = e->next) if (e->type == CODI_JSON_STR) snprintf(c[nc++].name, sizeof c->name, "%s", e->str);
     if (sweep_link(c, nc, &nm)) goto done;
     memset(grid, -1, (size_t)nc * (size_t)nq);
     sweep_split(nq, cf->num, (int)ss->num, confirm_q);
@@ -1178,7 +1178,7 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) { fprintf(stderr, "codi sweep: cannot create %s\n", dir); goto done; }
     fprintf(stderr, "codi sweep: merged %d files: %ld results, %d conditions\n", n_files, rows, nc);
     if (cf->num > 0 && n_sel_files < n_files) {       /* shards explored: select on their union */
-        const codi__json *top = codi__json_get(h, "confirm_top");
+        const codi_json *top = codi_json_get(h, "confirm_top");
         sweep_stat *st = (sweep_stat *)malloc(sizeof *st * 2 * (size_t)nc);
         int *sel = (int *)malloc(sizeof(int) * (size_t)nc), n_sel, k, missing = 0;
         char *line;
@@ -1189,7 +1189,7 @@ static int sweep_merge(char **files, int n_files, const char *dir, int auto_rang
         if (missing || !st || !sel || sweep_stats(c, nc, grid, nq, confirm_q, st)) {
             fprintf(stderr, "codi sweep: the exploration is incomplete (%d results missing): finish every shard before selecting\n", missing); free(st); free(sel); goto done;
         }
-        n_sel = sweep_rank(c, nc, st, top && top->type == CODI__J_NUM ? (int)top->num : 10, sel);
+        n_sel = sweep_rank(c, nc, st, top && top->type == CODI_JSON_NUM ? (int)top->num : 10, sel);
         line = sweep_selection_line(c, sel, n_sel);
         snprintf(path, sizeof path, "%s/selection.json", dir);
         if (!line) { fprintf(stderr, "codi sweep: out of memory\n"); free(st); free(sel); goto done; }
@@ -1204,7 +1204,7 @@ done:
     for (i = 0; hdr && i < n_files; i++) free(hdr[i]);
     for (i = 0; selected && i < n_files; i++) free(selected[i]);
     free(hdr); free(selected); free(u0); free(c); free(grid); free(confirm_q); free(nm.order);
-    codi__json_free(h);
+    codi_json_free(h);
     return rc;
 }
 
@@ -1226,7 +1226,7 @@ typedef struct {
 
 static int sweep_mean_question(void *user, const cli_question *q) {
     sweep_means_ctx *mc = (sweep_means_ctx *)user;
-    const codi__json *op = codi__json_get(q->obj, "op");
+    const codi_json *op = codi_json_get(q->obj, "op");
     codi_run_opts ro = codi_run_opts_default(mc->m);
     codi_run_result rr;
     int32_t ids[4096];
@@ -1235,7 +1235,7 @@ static int sweep_mean_question(void *user, const cli_question *q) {
     ro.n_latent = mc->N; ro.latents = mc->z;
     if (n <= 0 || n + mc->N + 1 > mc->s->max_pos || codi_run_latents(mc->m, mc->s, ids, n, &ro, &rr) ||
         codi_means_add(mc->fin, mc->m, mc->s, rr.prompt_len) ||
-        ((!op || (op->type == CODI__J_STR && !strcmp(op->str, "addition"))) && codi_means_add(mc->kv, mc->m, mc->s, rr.prompt_len))) {
+        ((!op || (op->type == CODI_JSON_STR && !strcmp(op->str, "addition"))) && codi_means_add(mc->kv, mc->m, mc->s, rr.prompt_len))) {
         fprintf(stderr, "codi sweep: line %d: %s\n", q->line, n <= 0 ? "no usable prompt" : mc->s->error); mc->failed++;
         return 0;
     }
@@ -1381,7 +1381,7 @@ static void *sweep_calibrate(void *user) {
     codi_batch *b = codi_batch_alloc(m, cb->batch, cb->q->n_ids + N + cb->run.answer_tokens + 2, cb->threads);
     codi_batch_request rq;
     double t0;
-    cb->keep = codi__state_alloc(m, cb->q->n_ids + N + 2, 1, 1);
+    cb->keep = codi_state_alloc_chunked(m, cb->q->n_ids + N + 2, 1, 1);
     cb->failed = !b || !cb->keep;
     memset(&rq, 0, sizeof rq);
     rq.ids = cb->q->ids; rq.n_ids = cb->q->n_ids;
@@ -1572,7 +1572,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     for (i = 0; i < specs.n; i++) {                  /* custom cells, and whether a random control differs from them */
         char err[512];
         size_t len;
-        char *text = codi__read_text(specs.v[i], &len);
+        char *text = codi_read_text(specs.v[i], &len);
         codi_steer *r;
         int j;
         if (!(custom[i] = codi_steer_load(m, specs.v[i], err, sizeof err))) { fprintf(stderr, "codi sweep: %s\n", err); free(text); goto done; }
@@ -1704,7 +1704,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
     if (confirm > 0) {
         if (old_sel && selection) {                  /* a resumed confirmation: the same selection */
             size_t len;
-            char *text = codi__read_text(selection, &len), *line = text ? strtok(text, "\n") : NULL;
+            char *text = codi_read_text(selection, &len), *line = text ? strtok(text, "\n") : NULL;
             int same = line && !strcmp(line, old_sel);
             free(text);
             if (!same) { fprintf(stderr, "codi sweep: %s confirms another selection than %s\n", path, selection); goto done; }
@@ -1713,7 +1713,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         else if (selection) {
             char *line = NULL;
             size_t len;
-            char *text = codi__read_text(selection, &len);
+            char *text = codi_read_text(selection, &len);
             if (!text) { fprintf(stderr, "codi sweep: cannot read %s\n", selection); goto done; }
             line = strtok(text, "\n");
             n_sel = line ? sweep_parse_selection(line, &nm, sel, selection) : -1;

@@ -2,10 +2,10 @@
 
 typedef struct { const codi_tokenizer *t; char **texts; size_t *lens; int n, cap; } tokenize_texts;
 
-static int tokenize_collect(void *user, int index, const codi__json *j) {
+static int tokenize_collect(void *user, int index, const codi_json *j) {
     tokenize_texts *tl = (tokenize_texts *)user;
-    const codi__json *x = codi__json_get(j, "text");
-    if (!x || x->type != CODI__J_STR) { fprintf(stderr, "codi: line %d has no \"text\" string\n", index + 1); return -1; }
+    const codi_json *x = codi_json_get(j, "text");
+    if (!x || x->type != CODI_JSON_STR) { fprintf(stderr, "codi: line %d has no \"text\" string\n", index + 1); return -1; }
     if (tl->n == tl->cap) {
         tl->cap = tl->cap ? tl->cap * 2 : 1024;
         tl->texts = realloc(tl->texts, sizeof(char *) * (size_t)tl->cap);
@@ -87,20 +87,20 @@ static int tokenize_export_tiktoken(const codi_tokenizer *t, const char *path) {
 }
 
 /* Calls fn(user, index, parsed line) for each non-empty line of a JSONL file; -1 on a bad line. */
-static int tokenize_each_jsonl(const char *path, int limit, int (*fn)(void *, int, const codi__json *), void *user) {
+static int tokenize_each_jsonl(const char *path, int limit, int (*fn)(void *, int, const codi_json *), void *user) {
     size_t len;
-    char *text = codi__read_text(path, &len), *p, err[256];
+    char *text = codi_read_text(path, &len), *p, err[256];
     int i = 0, line = 0, rc = 0;
     if (!text) { fprintf(stderr, "codi: cannot read %s\n", path); return -1; }
     for (p = text; p < text + len && (limit <= 0 || i < limit); ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
+        codi_json *j;
         if (!e) e = text + len;
         line++;
         if (e > p && !(e == p + 1 && *p == '\r')) {
-            if (!(j = codi__json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "codi: %s:%d: %s\n", path, line, err); rc = -1; break; }
+            if (!(j = codi_json_parse(p, (size_t)(e - p), err, sizeof err))) { fprintf(stderr, "codi: %s:%d: %s\n", path, line, err); rc = -1; break; }
             rc = fn(user, i++, j);
-            codi__json_free(j);
+            codi_json_free(j);
             if (rc) break;
         }
         p = e + 1;

@@ -79,7 +79,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
         }
     for (k = 0; k < rr.n_answer; k++) memcpy(al2 + (size_t)k * (V - 1), al + (size_t)k * V, sizeof(float) * (V - 1));
     /* the answer proper ends at the first eos; tokens after it are marked by answer_length */
-    for (answer_len = 0; answer_len < rr.n_answer && !codi__is_eos(c, rr.answer[answer_len]); answer_len++) {}
+    for (answer_len = 0; answer_len < rr.n_answer && !codi_is_eos(c, rr.answer[answer_len]); answer_len++) {}
     if (answer_len < rr.n_answer) answer_len++;
     {
         char cmdline[2048], num[4][32];

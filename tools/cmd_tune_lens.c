@@ -25,11 +25,11 @@ static int tune_sample_at(const tune_data *d, long i, float *resid, float *targe
         size_t P = (size_t)d->resid.shape[1], row = ((size_t)d->pairs[2 * i] * P + (size_t)d->pairs[2 * i + 1]) * L1 * D;
         const unsigned char *b = (const unsigned char *)d->resid.data;
         int bf16 = !strcmp(d->resid.dtype, "BF16");
-        for (k = 0; k < L1 * D; k++) resid[k] = codi__load_elem(b, bf16 ? CODI_BF16 : CODI_F32, row + k);
+        for (k = 0; k < L1 * D; k++) resid[k] = codi_elem_f32(b, bf16 ? CODI_BF16 : CODI_F32, row + k);
     }
     if (!d->sprint_norm) return 0;
     /* the sprint's target: the final norm applied to HF's already-normed last hidden state */
-    codi__rmsnorm(d->tmp, resid + (L1 - 1) * D, d->m->w.final_norm, c->dim, c->norm_eps);
+    codi_rmsnorm(d->tmp, resid + (L1 - 1) * D, d->m->w.final_norm, c->dim, c->norm_eps);
     if (codi_lens_logits(d->m, d->tmp, target)) return -1;
     return 1;
 }
@@ -104,8 +104,8 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
     codi_st_file *f = codi_st_open(path, err, sizeof err);
     codi_st_tensor done, pos, qidx;
     const char *labels, *lay, *dim;
-    codi__json *lj = NULL;
-    const codi__json *e;
+    codi_json *lj = NULL;
+    const codi_json *e;
     int slot_k[1024], P = 0, q, p;
     if (!f) { fprintf(stderr, "codi tune-lens: %s\n", err); return -1; }
     *fp = f;
@@ -117,16 +117,16 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
         (strcmp(d->resid.dtype, "F32") && strcmp(d->resid.dtype, "BF16")) || strcmp(done.dtype, "U8") || strcmp(pos.dtype, "I32")) {
         fprintf(stderr, "codi tune-lens: %s is not an activation dataset of this model (codi record)\n", path); return -1;
     }
-    if (!(lj = codi__json_parse(labels, strlen(labels), err, sizeof err)) || lj->type != CODI__J_ARR || lj->count != d->resid.shape[1] || lj->count > 1024) {
-        fprintf(stderr, "codi tune-lens: %s: bad labels metadata\n", path); codi__json_free(lj); return -1;
+    if (!(lj = codi_json_parse(labels, strlen(labels), err, sizeof err)) || lj->type != CODI_JSON_ARR || lj->count != d->resid.shape[1] || lj->count > 1024) {
+        fprintf(stderr, "codi tune-lens: %s: bad labels metadata\n", path); codi_json_free(lj); return -1;
     }
     for (e = lj->child; e; e = e->next, P++) {       /* slot -> latent number (0 = bot), -1 for others */
         int k = -1;
-        if (e->type == CODI__J_STR && !strcmp(e->str, "bot")) k = 0;
-        else if (e->type == CODI__J_STR && !strncmp(e->str, "latent ", 7)) k = atoi(e->str + 7);
+        if (e->type == CODI_JSON_STR && !strcmp(e->str, "bot")) k = 0;
+        else if (e->type == CODI_JSON_STR && !strncmp(e->str, "latent ", 7)) k = atoi(e->str + 7);
         slot_k[P] = k >= 0 && k <= N ? k : -1;
     }
-    codi__json_free(lj);
+    codi_json_free(lj);
     d->pairs = (int32_t *)malloc(sizeof(int32_t) * 2 * (size_t)d->resid.shape[0] * (size_t)P);
     d->who = (int32_t *)malloc(sizeof(int32_t) * 3 * (size_t)d->resid.shape[0] * (size_t)P);
     if (!d->pairs || !d->who) { fprintf(stderr, "codi tune-lens: out of memory\n"); return -1; }
@@ -198,32 +198,32 @@ static void tune_rows_header(char *out, size_t cap, const char *model, const cha
 static int tune_rows_read(const char *path, const char *header, long held, int L, double *kl_logit, double *kl_tuned, int32_t *who,
                           unsigned char *have, long *good_len, int *other) {
     size_t len;
-    char *text = codi__read_text(path, &len), *p, err[256];
+    char *text = codi_read_text(path, &len), *p, err[256];
     int line = 0;
     *good_len = 0; *other = 0;
     if (!text || !len) { free(text); return 1; }
     for (p = text; p < text + len; ) {
         char *e = memchr(p, '\n', (size_t)(text + len - p));
-        codi__json *j;
+        codi_json *j;
         if (!e) break;                                             /* an unfinished last line */
         if (++line == 1) {
             if (strlen(header) != (size_t)(e - p + 1) || strncmp(header, p, (size_t)(e - p))) { *other = 1; free(text); return 1; }
-        } else if ((j = codi__json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
-            const codi__json *sv = codi__json_get(j, "sample"), *q = codi__json_get(j, "question"), *ln = codi__json_get(j, "line");
-            const codi__json *k = codi__json_get(j, "latent"), *a = codi__json_get(j, "kl_logit"), *b = codi__json_get(j, "kl_tuned"), *x, *y;
-            long i = sv && sv->type == CODI__J_NUM ? (long)sv->num : -1;
+        } else if ((j = codi_json_parse(p, (size_t)(e - p), err, sizeof err)) != NULL) {
+            const codi_json *sv = codi_json_get(j, "sample"), *q = codi_json_get(j, "question"), *ln = codi_json_get(j, "line");
+            const codi_json *k = codi_json_get(j, "latent"), *a = codi_json_get(j, "kl_logit"), *b = codi_json_get(j, "kl_tuned"), *x, *y;
+            long i = sv && sv->type == CODI_JSON_NUM ? (long)sv->num : -1;
             int l;
-            if (i < 0 || i >= held || !q || q->type != CODI__J_NUM || !k || k->type != CODI__J_NUM || !a || a->type != CODI__J_ARR ||
-                a->count != L || !b || b->type != CODI__J_ARR || b->count != L) {
-                fprintf(stderr, "codi tune-lens: %s:%d: not a row of this evaluation\n", path, line); codi__json_free(j); free(text); return -1;
+            if (i < 0 || i >= held || !q || q->type != CODI_JSON_NUM || !k || k->type != CODI_JSON_NUM || !a || a->type != CODI_JSON_ARR ||
+                a->count != L || !b || b->type != CODI_JSON_ARR || b->count != L) {
+                fprintf(stderr, "codi tune-lens: %s:%d: not a row of this evaluation\n", path, line); codi_json_free(j); free(text); return -1;
             }
             for (x = a->child, y = b->child, l = 0; l < L; x = x->next, y = y->next, l++) {
-                kl_logit[(size_t)i * L + l] = x->type == CODI__J_NUM ? x->num : NAN;
-                kl_tuned[(size_t)i * L + l] = y->type == CODI__J_NUM ? y->num : NAN;
+                kl_logit[(size_t)i * L + l] = x->type == CODI_JSON_NUM ? x->num : NAN;
+                kl_tuned[(size_t)i * L + l] = y->type == CODI_JSON_NUM ? y->num : NAN;
             }
-            who[3 * i] = (int32_t)q->num; who[3 * i + 1] = ln && ln->type == CODI__J_NUM ? (int32_t)ln->num : -1; who[3 * i + 2] = (int32_t)k->num;
+            who[3 * i] = (int32_t)q->num; who[3 * i + 1] = ln && ln->type == CODI_JSON_NUM ? (int32_t)ln->num : -1; who[3 * i + 2] = (int32_t)k->num;
             have[i] = 1;
-            codi__json_free(j);
+            codi_json_free(j);
         } else { fprintf(stderr, "codi tune-lens: %s:%d: %s\n", path, line, err); free(text); return -1; }
         *good_len = (long)(e + 1 - text);
         p = e + 1;
@@ -445,7 +445,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     if (tune_slots(mode, subset, sprint_index, pa.latents, want)) return 2;
     {                                              /* held-out outputs: PREFIX_rows.jsonl, PREFIX.csv, PREFIX.json */
         size_t n = strlen(out);
-        if (codi__ends_with(out, ".safetensors")) n -= strlen(".safetensors");
+        if (cli_ends_with(out, ".safetensors")) n -= strlen(".safetensors");
         while (n > 1 && out[n - 1] == '/') n--;
         if (summary) snprintf(prefix, sizeof prefix, "%s", summary); else snprintf(prefix, sizeof prefix, "%.*s_heldout", (int)(n < 4000 ? n : 4000), out);
         if (!rows) { snprintf(rows_buf, sizeof rows_buf, "%s_rows.jsonl", prefix); rows = rows_buf; }
@@ -453,7 +453,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     }
     {                                              /* outputs checked before the model runs */
         const char *in[] = { ma.model, ma.base, ma.tokenizer, acts, questions, init };
-        if (cli_out_check("tune-lens", out, (codi__ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR) | (ckpt ? CLI_OUT_RESUME : 0), force, in, CLI_N(in))
+        if (cli_out_check("tune-lens", out, (cli_ends_with(out, ".safetensors") ? CLI_OUT_FILE : CLI_OUT_DIR) | (ckpt ? CLI_OUT_RESUME : 0), force, in, CLI_N(in))
             || (ckpt && cli_out_check("tune-lens", ckpt, CLI_OUT_RESUME, force, in, CLI_N(in)))
             || (held_out != 0 && (cli_out_check("tune-lens", rows, CLI_OUT_RESUME, force, in, CLI_N(in))
                                   || cli_out_check("tune-lens", csv_path, CLI_OUT_RESUME | CLI_OUT_STREAM, force, in, CLI_N(in))
@@ -527,7 +527,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
         cli_progress_update(prog, s);
     }
     cli_progress_end(prog); prog = NULL;
-    if (codi__ends_with(out, ".safetensors") ? codi_tuned_lens_save(lens, out, ma.model, err, sizeof err)
+    if (cli_ends_with(out, ".safetensors") ? codi_tuned_lens_save(lens, out, ma.model, err, sizeof err)
                                              : (!cli_is_dir(out) && mkdir(out, 0777) != 0 && errno != EEXIST ? (snprintf(err, sizeof err, "cannot create %s", out), -1)
                                                                                                               : codi_tuned_lens_save_dir(lens, out, ma.model, err, sizeof err))) {
         fprintf(stderr, "codi tune-lens: %s\n", err); goto done;

@@ -32,12 +32,12 @@ typedef struct {
 
 /* The prompt of a questions-file line: "ids" (a list, used as given: BOS ... bot) or the question text. */
 static int vectors_prompt(const codi_model *m, const codi_tokenizer *t, const cli_question *q, int recipe, int32_t *ids, int cap) {
-    const codi__json *a = codi__json_get(q->obj, "ids"), *e;
+    const codi_json *a = codi_json_get(q->obj, "ids"), *e;
     int n = 0;
     if (!a) return t ? codi_prompt_from_text(m, t, q->question, recipe, ids, cap) : -1;
-    if (a->type != CODI__J_ARR) return -1;
+    if (a->type != CODI_JSON_ARR) return -1;
     for (e = a->child; e; e = e->next) {
-        if (e->type != CODI__J_NUM || e->num < 0 || e->num >= m->config.vocab || e->num != floor(e->num) || n == cap) return -1;
+        if (e->type != CODI_JSON_NUM || e->num < 0 || e->num >= m->config.vocab || e->num != floor(e->num) || n == cap) return -1;
         ids[n++] = (int32_t)e->num;
     }
     return n;
@@ -141,30 +141,30 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
     codi_st_file *f = codi_st_open(path, err, errsz);
     codi_st_tensor fin, done, key, value;
     const char *labels = f ? codi_st_metadata(f, "labels") : NULL;
-    codi__json *lj = NULL;
-    const codi__json *e;
+    codi_json *lj = NULL;
+    const codi_json *e;
     int slot[1024], k, q, rc = -1, has_kv, D = m->config.dim, KV = acc->kv_size;
     char why[256];
     if (!f) return -1;
-    if (codi_acts_check(f, m, why, sizeof why)) { codi__err(err, errsz, "%s: %s", path, why); goto done; }
-    if (codi_st_find(f, "final", &fin) || fin.ndim != 3 || fin.shape[2] != D) { codi__err(err, errsz, "%s: no \"final\" [Q, P, %d]", path, D); goto done; }
-    if (codi_st_find(f, "done", &done) || done.numel != (size_t)fin.shape[0] || strcmp(done.dtype, "U8")) { codi__err(err, errsz, "%s: no \"done\" [Q] U8", path); goto done; }
-    if (!labels || !(lj = codi__json_parse(labels, strlen(labels), err, errsz)) || lj->type != CODI__J_ARR || lj->count != fin.shape[1]) {
-        codi__err(err, errsz, "%s: metadata \"labels\" is not a list of %lld slot labels", path, (long long)fin.shape[1]); goto done;
+    if (codi_acts_check(f, m, why, sizeof why)) { cli_err(err, errsz, "%s: %s", path, why); goto done; }
+    if (codi_st_find(f, "final", &fin) || fin.ndim != 3 || fin.shape[2] != D) { cli_err(err, errsz, "%s: no \"final\" [Q, P, %d]", path, D); goto done; }
+    if (codi_st_find(f, "done", &done) || done.numel != (size_t)fin.shape[0] || strcmp(done.dtype, "U8")) { cli_err(err, errsz, "%s: no \"done\" [Q] U8", path); goto done; }
+    if (!labels || !(lj = codi_json_parse(labels, strlen(labels), err, errsz)) || lj->type != CODI_JSON_ARR || lj->count != fin.shape[1]) {
+        cli_err(err, errsz, "%s: metadata \"labels\" is not a list of %lld slot labels", path, (long long)fin.shape[1]); goto done;
     }
     for (k = 0; k < acc->n_latent; k++) slot[k] = -1;
     for (e = lj->child, q = 0; e; e = e->next, q++)
-        if (e->type == CODI__J_STR && !strncmp(e->str, "latent ", 7) && atoi(e->str + 7) >= 1 && atoi(e->str + 7) <= acc->n_latent) slot[atoi(e->str + 7) - 1] = q;
-    for (k = 0; k < acc->n_latent; k++) if (slot[k] < 0) { codi__err(err, errsz, "%s: no slot labelled \"latent %d\" (record with --positions latents)", path, k + 1); goto done; }
+        if (e->type == CODI_JSON_STR && !strncmp(e->str, "latent ", 7) && atoi(e->str + 7) >= 1 && atoi(e->str + 7) <= acc->n_latent) slot[atoi(e->str + 7) - 1] = q;
+    for (k = 0; k < acc->n_latent; k++) if (slot[k] < 0) { cli_err(err, errsz, "%s: no slot labelled \"latent %d\" (record with --positions latents)", path, k + 1); goto done; }
     has_kv = !codi_st_find(f, keys_pre ? "key_pre_rope" : "key", &key) && !codi_st_find(f, "value", &value) &&
              key.numel == (size_t)fin.shape[0] * fin.shape[1] * KV && value.numel == key.numel;
-    if (keys_pre && !has_kv) { codi__err(err, errsz, "%s: no key_pre_rope (record with --kv) for --keys pre", path); goto done; }
+    if (keys_pre && !has_kv) { cli_err(err, errsz, "%s: no key_pre_rope (record with --kv) for --keys pre", path); goto done; }
     {   /* the whole tensors as f32, then the rows of done questions */
         size_t nf = fin.numel, nk = has_kv ? key.numel : 0;
         float *ff = (float *)malloc(nf * sizeof(float)), *kk = nk ? (float *)malloc(nk * sizeof(float)) : NULL, *vv = nk ? (float *)malloc(nk * sizeof(float)) : NULL;
         const unsigned char *dn = (const unsigned char *)done.data;
         long P = (long)fin.shape[1];
-        if (!ff || (nk && (!kk || !vv))) { codi__err(err, errsz, "out of memory"); free(ff); free(kk); free(vv); goto done; }
+        if (!ff || (nk && (!kk || !vv))) { cli_err(err, errsz, "out of memory"); free(ff); free(kk); free(vv); goto done; }
         if (codi_st_read_f32(f, "final", ff, nf, err, errsz) < 0 || (nk && (codi_st_read_f32(f, keys_pre ? "key_pre_rope" : "key", kk, nk, err, errsz) < 0 ||
                                                                           codi_st_read_f32(f, "value", vv, nk, err, errsz) < 0))) {
             free(ff); free(kk); free(vv); goto done;
@@ -187,7 +187,7 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
         rc = has_kv ? 1 : 0;
     }
 done:
-    codi__json_free(lj);
+    codi_json_free(lj);
     codi_st_close(f);
     return rc;
 }
@@ -230,7 +230,7 @@ static int vectors_build(vectors_set *v, const codi_means *fin, const codi_means
                 dk[j] = v->mean_key[(size_t)(b - 1) * KV + j] - v->mean_key[(size_t)(a - 1) * KV + j];
                 dv[j] = v->mean_value[(size_t)(b - 1) * KV + j] - v->mean_value[(size_t)(a - 1) * KV + j];
             }
-            codi__random_direction(&rng, v->random + (size_t)p * D, D, codi__norm(d, D));
+            codi_rng_direction(&rng, v->random + (size_t)p * D, D, codi_l2_norm(d, D));
         }
     return 0;
 }
@@ -396,20 +396,20 @@ static void vectors_skip_value(vectors_rd *r, uint32_t t, int depth) {
 /* Reads the direction.N tensors of a control-vector GGUF: *n of them, rows [n, D] (malloc), layers [n]. */
 static int vectors_read_gguf(const char *path, float **rows, int **layers, int *n, int *D, char *err, size_t errsz) {
     size_t len;
-    unsigned char *data = (unsigned char *)codi__read_text(path, &len);
+    unsigned char *data = (unsigned char *)codi_read_text(path, &len);
     vectors_rd r;
     uint64_t nt, nkv, i, align = VECTORS_GGUF_ALIGN, *offs = NULL;
     unsigned char *seen = NULL;      /* [100001] layers read */
     size_t start;
     int rc = -1;
     *rows = NULL; *layers = NULL; *n = 0; *D = 0;
-    if (!data) { codi__err(err, errsz, "cannot read %s", path); return -1; }
+    if (!data) { cli_err(err, errsz, "cannot read %s", path); return -1; }
     r.p = data; r.end = data + len; r.bad = 0;
-    if (len < 24 || memcmp(data, "GGUF", 4)) { codi__err(err, errsz, "%s is not a GGUF file", path); goto done; }
+    if (len < 24 || memcmp(data, "GGUF", 4)) { cli_err(err, errsz, "%s is not a GGUF file", path); goto done; }
     r.p += 4;
-    if (vectors_get(&r, 4) != 3 && (r.p -= 4, vectors_get(&r, 4) != 2)) { codi__err(err, errsz, "%s: GGUF version other than 2 or 3", path); goto done; }
+    if (vectors_get(&r, 4) != 3 && (r.p -= 4, vectors_get(&r, 4) != 2)) { cli_err(err, errsz, "%s: GGUF version other than 2 or 3", path); goto done; }
     nt = vectors_get(&r, 8); nkv = vectors_get(&r, 8);
-    if (nt > 100000 || nkv > 100000) { codi__err(err, errsz, "%s: implausible counts", path); goto done; }
+    if (nt > 100000 || nkv > 100000) { cli_err(err, errsz, "%s: implausible counts", path); goto done; }
     for (i = 0; i < nkv && !r.bad; i++) {
         uint64_t kl = vectors_get(&r, 8);
         const unsigned char *key = r.p;
@@ -421,7 +421,7 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
         else vectors_skip_value(&r, t, 0);
     }
     *rows = (float *)calloc(1, 1); *layers = (int *)malloc(sizeof(int) * (size_t)(nt ? nt : 1)); offs = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)(nt ? nt : 1));
-    if (!*rows || !*layers || !offs || !(seen = (unsigned char *)calloc(100001, 1))) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (!*rows || !*layers || !offs || !(seen = (unsigned char *)calloc(100001, 1))) { cli_err(err, errsz, "out of memory"); goto done; }
     for (i = 0; i < nt && !r.bad; i++) {
         uint64_t nl = vectors_get(&r, 8), dim = 1;
         const unsigned char *name = r.p;
@@ -435,24 +435,24 @@ static int vectors_read_gguf(const char *path, float **rows, int **layers, int *
         t = (uint32_t)vectors_get(&r, 4); offs[i] = vectors_get(&r, 8);
         layer = !strncmp(nm, "direction.", 10) && nm[10] >= '0' && nm[10] <= '9' ? strtol(nm + 10, &end, 10) : -1;
         if (layer < 0 || *end || layer > 100000 || nd != 1 || t != 0 || dim == 0 || dim > 1000000 || (*D && dim != (uint64_t)*D)) {
-            codi__err(err, errsz, "%s: tensor %s is not a direction.N (0 <= N <= 100000) F32 vector of one size", path, nm); goto done;
+            cli_err(err, errsz, "%s: tensor %s is not a direction.N (0 <= N <= 100000) F32 vector of one size", path, nm); goto done;
         }
-        if (seen[layer]++) { codi__err(err, errsz, "%s: tensor %s appears twice", path, nm); goto done; }
+        if (seen[layer]++) { cli_err(err, errsz, "%s: tensor %s appears twice", path, nm); goto done; }
         *D = (int)dim; (*layers)[i] = (int)layer;
     }
-    if (r.bad || !align || align > 65536) { codi__err(err, errsz, "%s: truncated or malformed GGUF header", path); goto done; }
+    if (r.bad || !align || align > 65536) { cli_err(err, errsz, "%s: truncated or malformed GGUF header", path); goto done; }
     start = ((size_t)(r.p - data) + align - 1) / align * align;
     if (start > len || (double)nt * *D * 4 > (double)(len - start)) {   /* every direction's data is its own (distinct layers) */
-        codi__err(err, errsz, "%s: %llu directions of %d floats do not fit the file's %llu data bytes", path, (unsigned long long)nt, *D,
+        cli_err(err, errsz, "%s: %llu directions of %d floats do not fit the file's %llu data bytes", path, (unsigned long long)nt, *D,
                   (unsigned long long)(start > len ? 0 : len - start));
         goto done;
     }
     free(*rows);
-    if (!(*rows = (float *)malloc(sizeof(float) * (size_t)(nt ? nt : 1) * (size_t)(*D ? *D : 1)))) { codi__err(err, errsz, "out of memory"); goto done; }
+    if (!(*rows = (float *)malloc(sizeof(float) * (size_t)(nt ? nt : 1) * (size_t)(*D ? *D : 1)))) { cli_err(err, errsz, "out of memory"); goto done; }
     for (i = 0; i < nt; i++) {
-        if (offs[i] > len || start + offs[i] + (size_t)*D * 4 > len) { codi__err(err, errsz, "%s: tensor data outside the file", path); goto done; }
+        if (offs[i] > len || start + offs[i] + (size_t)*D * 4 > len) { cli_err(err, errsz, "%s: tensor data outside the file", path); goto done; }
         memcpy(*rows + (size_t)i * *D, data + start + offs[i], (size_t)*D * 4);
-        if (!codi__all_finite(*rows + (size_t)i * *D, *D)) { codi__err(err, errsz, "%s: direction.%d is not finite", path, (*layers)[i]); goto done; }
+        if (!cli_all_finite(*rows + (size_t)i * *D, *D)) { cli_err(err, errsz, "%s: direction.%d is not finite", path, (*layers)[i]); goto done; }
     }
     *n = (int)nt;
     rc = 0;
@@ -477,7 +477,7 @@ static int vectors_to_gguf(const char *ref, const char *layers_arg, const char *
         fprintf(stderr, "codi vectors: %s holds one row per latent step, not per residual index: export a [D] direction (diff_A_B) with --layers\n", ref);
         return 2;
     }
-    if (!(v = codi__steer_read(ref, NULL, &n, &last, err, sizeof err))) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
+    if (!(v = codi_vector_read(ref, NULL, &n, &last, err, sizeof err))) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
     if (dim && last != dim) {
         fprintf(stderr, "codi vectors: %s has rows of %ld numbers; the model's hidden size (n_embd) is %d\n", ref, last, dim); free(v); return 2;
     }
@@ -641,7 +641,7 @@ static int vectors_run(const cli_command *self, int argc, char **argv) {
             vc.m = m; vc.t = t; vc.acc = &acc; vc.recipe = recipe; vc.latents = latents; vc.keys_pre = keys_pre;
             {   /* the progress total: --limit or the file's lines */
                 size_t len;
-                char *text = codi__read_text(questions, &len);
+                char *text = codi_read_text(questions, &len);
                 long lines = 0;
                 size_t i;
                 for (i = 0; text && i < len; i++) lines += text[i] == '\n';

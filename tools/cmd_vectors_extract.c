@@ -35,12 +35,12 @@ typedef struct { const char *field, *value; unsigned char *mark; int max, matche
    value), or with differ, those that have the field with another value. */
 static int vex_where_line(void *user, const cli_question *q) {
     vex_where *w = (vex_where *)user;
-    const codi__json *v = probe_json_path(q->obj, w->field);
+    const codi_json *v = probe_json_path(q->obj, w->field);
     char text[48];
     if (!v || q->index > w->max) return 0;
-    if (v->type == CODI__J_STR) snprintf(text, sizeof text, "%s", v->str);
-    else if (v->type == CODI__J_NUM) snprintf(text, sizeof text, "%.17g", v->num);
-    else if (v->type == CODI__J_TRUE || v->type == CODI__J_FALSE) snprintf(text, sizeof text, "%s", v->type == CODI__J_TRUE ? "true" : "false");
+    if (v->type == CODI_JSON_STR) snprintf(text, sizeof text, "%s", v->str);
+    else if (v->type == CODI_JSON_NUM) snprintf(text, sizeof text, "%.17g", v->num);
+    else if (v->type == CODI_JSON_TRUE || v->type == CODI_JSON_FALSE) snprintf(text, sizeof text, "%s", v->type == CODI_JSON_TRUE ? "true" : "false");
     else return 0;
     if ((probe_value_cmp(text, w->value) == 0) != w->differ) { w->mark[q->index] = 1; w->matched++; }
     return 0;
