@@ -1154,7 +1154,6 @@ static int codi__add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     if (a > UINT64_MAX - b) return 0;
     *out = a + b; return 1;
 }
-#endif
 /* Elements of a shape whose dims are >= 0, as long as the count stays below 2^62 (so a
    count times an element size of 1..8 bytes still fits in int64); else 0. */
 static int codi__numel_checked(int ndim, const int64_t *shape, int64_t *out) {
@@ -1163,6 +1162,7 @@ static int codi__numel_checked(int ndim, const int64_t *shape, int64_t *out) {
         if (shape[i] < 0 || !codi__mul_u64(n, (uint64_t)shape[i], &n) || n > ((uint64_t)1 << 62)) return 0;
     *out = (int64_t)n; return 1;
 }
+#endif
 /* x as an int in [lo, hi] when x is a whole number there (NaN and infinities are not);
    the range is checked before the cast. */
 static int codi__double_to_int(double x, int lo, int hi, int *out) {
