@@ -2531,6 +2531,7 @@ typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, co
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
 typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
 typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
+typedef void (*codi__attend_fn)(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc);
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
@@ -2545,6 +2546,7 @@ typedef struct {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
     codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
+    codi__attend_fn attend;   /* decode attention of the query heads of one kv head (codi__attend_dot_axpy's contract) */
 } codi__kernel;
 
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
@@ -2561,6 +2563,38 @@ static float codi__dot_bf16(const float *x, const uint16_t *w, int n) {
 static void codi__axpy(float *y, float a, const float *x, int n) {
     int i;
     for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Each of the nq rows of sc [nq, T] (scaled scores) -> its softmax weights. */
+static void codi__softmax_weights(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0;
+        for (t = 0; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        for (t = 0; t < T; t++) a[t] /= sum;
+    }
+}
+
+/* Decode attention of nq query heads q [nq, HD] sharing one kv head, against cached positions
+   0..T-1 (keys, vals [T, HD]): out [nq, HD] = softmax(q K^T / sqrt(HD)) V; sc [nq, T] holds the
+   scores, then the weights. Here one dot and one axpy call per position and head; the SIMD paths
+   compute the same sums in blocks (codi__attend_avx512). */
+static void codi__attend_dot_axpy(float (*dot)(const float *, const float *, int), void (*axpy)(float *, float, const float *, int),
+                                  float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD);
+    int h, t, j;
+    for (h = 0; h < nq; h++)
+        for (t = 0; t < T; t++) sc[(size_t)h * T + t] = dot(q + (size_t)h * HD, keys + (size_t)t * HD, HD) * scale;
+    codi__softmax_weights(sc, nq, T);
+    for (h = 0; h < nq; h++) {
+        float *o = out + (size_t)h * HD;
+        for (j = 0; j < HD; j++) o[j] = 0;
+        for (t = 0; t < T; t++) axpy(o, sc[(size_t)h * T + t], vals + (size_t)t * HD, HD);
+    }
+}
+static void codi__attend_scalar(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    codi__attend_dot_axpy(codi__dot, codi__axpy, out, q, nq, keys, vals, T, HD, sc);
 }
 
 static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -2681,9 +2715,9 @@ CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
 CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
 }
-CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 8 columns, before the horizontal sum (four accumulators). */
+CODI__AVX2 static __m256 codi__dotv_avx2(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 32 <= n; i += 32) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
@@ -2692,8 +2726,12 @@ CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+}
+CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx2(codi__dotv_avx2(a, b, n));
+    int i;
+    for (i = n - n % 8; i < n; i++) s += a[i] * b[i];
     return s;
 }
 /* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
@@ -2888,6 +2926,59 @@ CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n)
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
+/* The horizontal sums of v[0..7] as one vector, lane 4m + r = the sum of v[2r + m], each added in
+   codi__hsum_avx2's order (lanes i + (i + 4), then + (i + 2), then + (i + 1)). */
+CODI__AVX2 static __m256 codi__hsum8_avx2(const __m256 *v) {
+    __m256 c[4], d[2];
+    int k;
+    for (k = 0; k < 4; k++)
+        c[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20), _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    for (k = 0; k < 2; k++)
+        d[k] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))),
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))));
+    return _mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD));
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 2 heads x 4 positions (8 dot products summed
+   horizontally together), then the weighted values in tiles of 4 heads x 16 columns (each V row
+   read once per tile). The sums are codi__dot_avx2's and codi__axpy_avx2's, in their order: the
+   results equal the per-position calls bit for bit. */
+CODI__AVX2 static void codi__attend_avx2(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[8];
+    int h0, t0, h, t, j, k;
+    if (HD % 8) { codi__attend_dot_axpy(codi__dot_avx2, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 2)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m256 v[8];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 2; h++)
+                    v[2 * t + h] = codi__dotv_avx2(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm256_storeu_ps(tmp, _mm256_mul_ps(codi__hsum8_avx2(v), _mm256_set1_ps(scale)));
+            for (h = 0; h < 2 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            int two = j + 16 <= HD;           /* else the last 8 columns */
+            __m256 acc[8];
+            for (k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+            for (t = 0; t < T; t++) {
+                __m256 x0 = _mm256_loadu_ps(vals + (size_t)t * HD + j), x1 = two ? _mm256_loadu_ps(vals + (size_t)t * HD + j + 8) : x0;
+                for (h = 0; h < 4; h++) {
+                    __m256 wh = _mm256_broadcast_ss(w[h] + t);
+                    acc[2 * h] = _mm256_fmadd_ps(wh, x0, acc[2 * h]);
+                    acc[2 * h + 1] = _mm256_fmadd_ps(wh, x1, acc[2 * h + 1]);
+                }
+            }
+            for (h = 0; h < 4 && h0 + h < nq; h++) {
+                _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j, acc[2 * h]);
+                if (two) _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j + 8, acc[2 * h + 1]);
+            }
+        }
+    }
+}
 
 /* 16 bf16 widened to f32, a bf16 being the top half of an f32. (The maskz forms: the plain ones
    start from _mm512_undefined, which g++ warns about.) */
@@ -2902,9 +2993,9 @@ CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
     __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
     return codi__hsum_avx2(_mm256_add_ps(lo, hi));
 }
-CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 16 columns, before the horizontal sum (four accumulators). */
+CODI__AVX512 static __m512 codi__dotv_avx512(const float *a, const float *b, int n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 64 <= n; i += 64) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
@@ -2913,9 +3004,67 @@ CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n
         s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
     }
     for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+}
+CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx512(codi__dotv_avx512(a, b, n));
+    int i;
+    for (i = n - n % 16; i < n; i++) s += a[i] * b[i];
     return s;
+}
+/* The horizontal sums of v[0..15] as one vector, lane 4m + r = the sum of v[4r + m], each added in
+   codi__hsum_avx512's order (lanes i + (i + 8), + (i + 4), + (i + 2), + (i + 1)). */
+CODI__AVX512 static __m512 codi__hsum16_avx512(const __m512 *v) {
+    __m512 c[8], d[4], e[2];
+    int k;
+    for (k = 0; k < 8; k++)
+        c[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44), _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+    for (k = 0; k < 4; k++)
+        d[k] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0x88), _mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0xDD));
+    for (k = 0; k < 2; k++)
+        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
+    return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 4 heads x 4 positions (16 dot products
+   summed horizontally together), then the weighted values in tiles of 4 heads x 64 columns (each
+   V row read once per tile). The sums are codi__dot_avx512's and codi__axpy_avx2's, in their
+   order: the results equal the per-position calls bit for bit. */
+CODI__AVX512 static void codi__attend_avx512(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[16];
+    int h0, t0, h, t, j, k;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_avx512, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m512 v[16];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 4; h++)
+                    v[4 * t + h] = codi__dotv_avx512(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm512_storeu_ps(tmp, _mm512_mul_ps(codi__hsum16_avx512(v), _mm512_set1_ps(scale)));
+            for (h = 0; h < 4 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 64) {
+            int nv = HD - j < 64 ? (HD - j) / 16 : 4;     /* vectors of 16 columns in this tile */
+            __m512 acc[16];
+            for (k = 0; k < 16; k++) acc[k] = _mm512_setzero_ps();
+            for (t = 0; t < T; t++) {
+                const float *vt = vals + (size_t)t * HD + j;
+                __m512 x[4];
+                for (k = 0; k < 4; k++) x[k] = _mm512_loadu_ps(vt + 16 * (k < nv ? k : 0));
+                for (h = 0; h < 4; h++) {
+                    __m512 wh = _mm512_set1_ps(w[h][t]);
+                    for (k = 0; k < 4; k++) acc[4 * h + k] = _mm512_fmadd_ps(wh, x[k], acc[4 * h + k]);
+                }
+            }
+            for (h = 0; h < 4 && h0 + h < nq; h++)
+                for (k = 0; k < nv; k++) _mm512_storeu_ps(out + (size_t)(h0 + h) * HD + j + 16 * k, acc[4 * h + k]);
+        }
+    }
 }
 /* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
 CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -3518,23 +3667,26 @@ static void codi__axpy_neon(float *y, float a, const float *x, int n) {
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
     for (; i < n; i++) y[i] += a * x[i];
 }
+static void codi__attend_neon(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc);
+}
 #endif /* CODI__NEON */
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL },
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL, codi__attend_scalar },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL },
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL, codi__attend_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
     { "avx512bf16", codi__gemv_avx512bf16, codi__gemvn_avx512, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
-      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
 #endif
 #ifdef CODI__AMX
     { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
-      codi__axpy_avx2, codi__matmul_amx },
+      codi__axpy_avx2, codi__matmul_amx, codi__attend_avx512 },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL },
+    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL, codi__attend_neon },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
@@ -4675,29 +4827,22 @@ static void codi__swiglu_task(void *ctx, int tid, int a, int b) {
 
 typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer, n, row0; } codi__att_ctx;  /* rows[0..n): the pass's rows row0.. */
 
-/* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
-   own sequence's cached positions 0..pos. */
+/* Causal grouped-query attention for items (row i, kv head g) in [a, b): the query heads of g at
+   row i against its own sequence's cached positions 0..pos, in one kernel call (scores over the
+   cached positions in blocks, softmax, weighted values). */
 static void codi__attention_task(void *ctx, int tid, int a, int b) {
     codi__att_ctx *ac = (codi__att_ctx *)ctx;
     const codi_config *c = ac->c;
     codi__state_internal *si = ac->si;
-    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
-    float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
+    int H = c->n_heads, HD = c->head_dim, KVH = c->n_kv_heads, group = H / KVH, item;
+    float *sc = si->att_block + (size_t)tid * si->att_stride;       /* [group, T] scores, then weights */
     const codi__kernel *kn = codi__kernel_active();
     for (item = a; item < b; item++) {
-        int i = item / H, h = item % H, p = ac->rows[i].pos, t, j;
+        int i = item / KVH, g = item % KVH;
         codi_state *s = ac->rows[i].s;
-        const float *q = si->q + ((size_t)(ac->row0 + i) * H + h) * HD;
-        const float *keys = codi_state_key(s, ac->layer, h / group, 0);
-        const float *vals = codi_state_value(s, ac->layer, h / group, 0);
-        float *out = si->att_out + ((size_t)(ac->row0 + i) * H + h) * HD, mx = -FLT_MAX, sum = 0;
-        for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
-            att[t] = kn->dot(q, keys + (size_t)t * HD, HD) * scale;
-            if (att[t] > mx) mx = att[t];
-        }
-        for (t = 0; t <= p; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }
-        for (j = 0; j < HD; j++) out[j] = 0;
-        for (t = 0; t <= p; t++) kn->axpy(out, att[t] / sum, vals + (size_t)t * HD, HD);   /* softmax-weighted values */
+        size_t off = ((size_t)(ac->row0 + i) * H + (size_t)g * group) * HD;
+        kn->attend(si->att_out + off, si->q + off, group, codi_state_key(s, ac->layer, g, 0), codi_state_value(s, ac->layer, g, 0),
+                   ac->rows[i].pos + 1, HD, sc);
     }
 }
 
@@ -4773,7 +4918,7 @@ static void codi__attention_rows(const codi_config *c, codi__state_internal *si,
         ac.rows = rows + i; ac.n = j - i; ac.row0 = i;
         if (blocked)
             CODI__PARALLEL(si->pool, codi__attention_block_task, &ac, c->n_kv_heads * ((j - i + nr - 1) / nr));
-        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, (j - i) * c->n_heads);
+        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, (j - i) * c->n_kv_heads);
         i = j;
     }
 }
@@ -4995,7 +5140,7 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
     for (i = 0; i < n; i++) {
         if (!states[i]) { codi__err(states[0]->error, sizeof states[0]->error, "forward_batch: state %d is NULL", i); return -1; }
         if (codi__check_state(m, states[i], 1) || codi__check_tokens(m, states[i], tokens ? tokens + i : NULL, 1)) return -1;
-        if ((size_t)states[i]->n_pos >= si->scratch_stride) {     /* attention scores live in the first state's scratch */
+        if ((size_t)states[i]->n_pos >= si->scratch_stride) {     /* attention scores live in the first state's buffers */
             codi__err(states[i]->error, sizeof states[i]->error, "forward_batch: position %d is past the first state's capacity; "
                       "give states[0] the largest max_pos", states[i]->n_pos); return -1;
         }
