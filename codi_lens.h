@@ -4611,6 +4611,10 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
                   "codi_load_opts.compute)", o.compute);
         CODI_FREE(m); CODI_FREE(in); return NULL;
     }
+    if (o.compute == CODI_COMPUTE_BF16 && o.exact) {
+        codi__err(err, errsz, "bf16 compute multiplies bf16 weights; exact (f32) weights would run in f32 unchanged: drop one of them");
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
     if (o.compute == CODI_COMPUTE_BF16 && !codi__compute_bf16_runs()) {
         codi__err(err, errsz, "bf16 compute needs a CPU with AVX512-BF16 (vdpbf16ps: AMD Zen 4, Intel Cooper Lake, Sapphire "
                   "Rapids or later) and an x86-64 GCC/clang build; this one has none");

@@ -515,13 +515,14 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
                "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f, \"peak_amx\": %.2f}, \"peak_amx_gflops\": %.1f, "
                "\"path_peak\": \"%s\", \"path_peak_gflops\": %.1f, \"pp512_of_path_peak\": %.3f, \"tg_b8_of_path_peak\": %.3f, "
-               "\"tg_b32_of_path_peak\": %.3f, \"context\": %d",
+               "\"tg_b32_of_path_peak\": %.3f, \"context\": %d, \"compute\": \"%s\"",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
                b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
                OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16,
                sh_amx, peak_amx, PATH_PEAK_NAME(b->path), pk, OF(b->pp512, b->sh512, pk * pp_per_gflop, shp),
-               OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp), ctx);
+               OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp), ctx,
+               m->compute == CODI_COMPUTE_BF16 ? "bf16" : "f32");
         printf(", \"batch\": %d, \"best_batch\": %d, \"branch_b1\": %.1f, \"branch_bN\": %.1f, \"branch_ratio\": %.2f, "
                "\"branch_b1_of_roofline\": %.3f, \"branch_bN_of_roofline\": %.3f, \"branch_copy_ms\": %.3f, \"branch_bN_prefix1\": %.1f, "
                "\"eval_qpm\": %.2f, \"eval_ratio\": %.2f, \"eval_qpm_of_roofline\": %.3f, \"gsm8k_qpm_of_roofline\": %.3f, "
@@ -549,7 +550,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                tg_lim, pp_lim, tgb_lim);
         if (peak_amx > 0) printf("        at half the AMX bf16 peak: prefill %.2f tok/s, batched decode %.2f tok/s\n",
                                  peak_amx / 2 * pp_per_gflop, peak_amx / 2 * tgb_per_gflop);
-        printf("decode (tg, tg_b8, tg_b32): %d steps after a %d-token prompt\n", n_gen, ctx);
+        printf("decode (tg, tg_b8, tg_b32): %d steps after a %d-token prompt; %s compute%s\n", n_gen, ctx,
+               m->compute == CODI_COMPUTE_BF16 ? "bf16" : "f32", m->compute == CODI_COMPUTE_BF16 ? " (compare with the bf16 dot peak)" : "");
         printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
         printf("prefill and batched decode: %% of the FMA peak; amx and avx512bf16 (x as bf16 hi + lo: two products each)\n"
                "also {%% of half the AMX / bf16 dot peak} and, amx, (%% of the AMX bf16 peak itself)\n");
