@@ -3053,12 +3053,12 @@ CODI__AVX512 static __m512 codi__hsum16_avx512(const __m512 *v) {
     __m512 c[8], d[4], e[2];
     int k;
     for (k = 0; k < 8; k++)
-        c[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0x44), _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], 0xEE));
+        c[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0x44), _mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0xEE));
     for (k = 0; k < 4; k++)
-        d[k] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0x88), _mm512_shuffle_f32x4(c[2 * k], c[2 * k + 1], 0xDD));
+        d[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0x88), _mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0xDD));
     for (k = 0; k < 2; k++)
-        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
+        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
+                             _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
     return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
 }
 /* codi__softmax_weights_avx2 16 lanes at a time. */
@@ -3067,7 +3067,7 @@ CODI__AVX512 static void codi__softmax_weights_avx512(float *sc, int nq, int T) 
     for (h = 0; h < nq; h++) {
         float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[16];
         __m512 m = _mm512_set1_ps(-FLT_MAX), d;
-        for (t = 0; t + 16 <= T; t += 16) m = _mm512_max_ps(_mm512_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
+        for (t = 0; t + 16 <= T; t += 16) m = _mm512_maskz_max_ps(0xffff, _mm512_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
         _mm512_storeu_ps(lanes, m);
         for (; t < T; t++) if (a[t] > mx) mx = a[t];
         for (t = 0; t < 16; t++) if (lanes[t] > mx) mx = lanes[t];
