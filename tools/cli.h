@@ -242,6 +242,9 @@ CLI_API cli_prompt_args cli_prompt_defaults(void) {
 CLI_API int cli_check_args(const cli_command *cmd, const cli_model_args *a, const cli_prompt_args *p) {
     if (a && !a->model) { fprintf(stderr, "codi %s: --model PATH is required\n", cmd->name); return CLI_ERROR; }
     if (p && p->question && p->ids) { fprintf(stderr, "codi %s: give --question or --ids, not both\n", cmd->name); return CLI_ERROR; }
+    if (a && a->compute && strcmp(a->compute, "f32") && strcmp(a->compute, "bf16")) {
+        fprintf(stderr, "codi %s: --compute: '%s' is not f32 or bf16\n", cmd->name, a->compute); return CLI_ERROR;
+    }
     return CLI_OK;
 }
 
