@@ -70,16 +70,19 @@
    2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
-   GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
-   9+ positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
+   GEMMs per kv head; decode attention (every batched step) one call per row and kv head: scores
+   in blocks of positions, softmax, weighted values (the same bits as a dot and an axpy per
+   position). amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of 9+
+   positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
    parts, hi + lo (x to 2^-16), so both stay within the f32 path's tolerances (~5e-5 logit
    difference on the tiny golden). With CODI_THREADS the pool's workers spin briefly, then sleep.
    Opt-in bf16 compute (codi_load_opts.compute = CODI_COMPUTE_BF16, or CODI_COMPUTE=bf16 in the
    environment; CPUs with AVX512-BF16): every product of the forward pass with bf16 weights takes
    its activations rounded to bf16 and multiplies with vdpbf16ps (f32 sums), as llama.cpp's BF16
-   and Hugging Face's bfloat16 matmuls do: prefill and batched steps up to ~2x the FMA's rate, at
-   the price of ~3 significant digits in every product's input (drift: README, Speed). Never the
-   default; norms, attention, the residual stream, prj and the lenses stay f32.
+   and Hugging Face's bfloat16 matmuls do: prefill and batched steps ~1.6x faster on Zen 4
+   (vdpbf16ps: twice the FMA peak), at the price of 8 significant bits in every product's input
+   (drift: README, Speed). Never the default; norms, attention, the residual stream, prj and the
+   lenses stay f32; batched and single-stream runs then agree to bf16 rounding, not bit for bit.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
