@@ -3699,9 +3699,9 @@ static float32x4_t codi__hsum4_neon(float32x4_t a, float32x4_t b, float32x4_t c,
     return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
 }
 /* 16 columns per step, four accumulators. */
-static float codi__dot_neon(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 4 columns, before the horizontal sum (four accumulators). */
+static inline float32x4_t codi__dotv_neon(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
@@ -3710,8 +3710,12 @@ static float codi__dot_neon(const float *a, const float *b, int n) {
         s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
     }
     for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3));
+}
+static float codi__dot_neon(const float *a, const float *b, int n) {
+    float s = vaddvq_f32(codi__dotv_neon(a, b, n));     /* (l0 + l1) + (l2 + l3), as codi__hsum4_neon */
+    int i;
+    for (i = n - n % 4; i < n; i++) s += a[i] * b[i];
     return s;
 }
 /* 4 rows per pass, 8 columns per step, two accumulators per row. */
@@ -3832,8 +3836,47 @@ static void codi__axpy_neon(float *y, float a, const float *x, int n) {
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
     for (; i < n; i++) y[i] += a * x[i];
 }
+/* codi__attend_dot_axpy in blocks: each position's scores for 4 heads summed horizontally
+   together, then the weighted values in tiles of 4 heads x 16 columns (each V row read once per
+   tile). The sums are codi__dot_neon's and codi__axpy_neon's, in their order: the same bits. */
 static void codi__attend_neon(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
-    codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc);
+    float scale = 1.0f / sqrtf((float)HD), tmp[4];
+    int h0, h, t, j;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4) {          /* past nq: the last head again, not stored */
+        const float *q0 = q + (size_t)h0 * HD, *q1 = q + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * HD;
+        const float *q2 = q + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * HD, *q3 = q + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * HD;
+        for (t = 0; t < T; t++) {
+            const float *kt = keys + (size_t)t * HD;
+            vst1q_f32(tmp, vmulq_n_f32(codi__hsum4_neon(codi__dotv_neon(q0, kt, HD), codi__dotv_neon(q1, kt, HD),
+                                                        codi__dotv_neon(q2, kt, HD), codi__dotv_neon(q3, kt, HD)), scale));
+            for (h = 0; h < 4 && h0 + h < nq; h++) sc[(size_t)(h0 + h) * T + t] = tmp[h];
+        }
+    }
+    codi__softmax_weights(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w0 = sc + (size_t)h0 * T, *w1 = sc + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * T;
+        const float *w2 = sc + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * T, *w3 = sc + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            const float *vt = vals + j;
+            float32x4_t a00 = vdupq_n_f32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                float32x4_t x0 = vld1q_f32(vt), x1 = vld1q_f32(vt + 4), x2 = vld1q_f32(vt + 8), x3 = vld1q_f32(vt + 12);
+#define CODI__ACC(h) a##h##0 = vfmaq_n_f32(a##h##0, x0, w##h[t]); a##h##1 = vfmaq_n_f32(a##h##1, x1, w##h[t]); \
+        a##h##2 = vfmaq_n_f32(a##h##2, x2, w##h[t]); a##h##3 = vfmaq_n_f32(a##h##3, x3, w##h[t])
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                float32x4_t acc[16];
+                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+                for (h = 0; h < 4 && h0 + h < nq; h++)
+                    for (t = 0; t < 4; t++) vst1q_f32(out + (size_t)(h0 + h) * HD + j + 4 * t, acc[4 * h + t]);
+            }
+        }
+    }
 }
 #endif /* CODI__NEON */
 
