@@ -270,7 +270,7 @@ static double bench_question(const codi_model *m, codi_state *s) {
     codi_run_result rr;
     double t0;
     int i;
-    ids[0] = m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
+    ids[0] = m->config.bos_id >= 0 && m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
     for (i = 1; i < 99; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
     ids[99] = m->config.bot_id;
     ro.max_answer = 16; ro.stop_at_eos = 0;
