@@ -140,7 +140,7 @@ typedef struct { const char *model, *base, *tokenizer, *compute; int exact, head
     { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }, \
     { "--no-crc", CLI_FLAG, &(a)->no_crc, 0, 0, NULL, "skip the CRC-32 check of a .bin's zip entries (default: verify)" }, \
     { "--compute", CLI_STR, &(a)->compute, 0, 0, "f32|bf16", "bf16: products with bf16 weights take the activations rounded to bf16 " \
-      "(vdpbf16ps, AVX512-BF16 CPUs; faster prefill and batches, ~3 significant digits per product; default f32, or CODI_COMPUTE)" }
+      "(vdpbf16ps, AVX512-BF16 CPUs): faster prefill and batches, 8 significant bits in each product's input (default f32, or CODI_COMPUTE)" }
 
 CLI_API cli_model_args cli_model_defaults(void) {
     cli_model_args a;
