@@ -59,7 +59,7 @@ build/random_codi: tools/random_codi.c | build
 	$(CC) $(WARN) -O2 -o $@ tools/random_codi.c -lm
 
 # Test programs: each prints ok/not ok lines and "N passed, N failed, N skipped".
-TESTS = test_kernels test_model test_reference test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys test_research_refs
+TESTS = test_kernels test_model test_compute test_reference test_export test_batch test_steering test_steer test_errors test_threads test_tokenizer test_nano test_torch1 test_formats test_lens test_probe test_hardening test_stats test_keys test_research_refs
 build/%_san: tests/%.c $(HDR) tests/test_util.h | build
 	$(CC) $(WARN) $(SAN) -o $@ $< -lm -pthread
 

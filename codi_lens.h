@@ -70,10 +70,19 @@
    2..63 positions (batched
    decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
    positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
-   GEMMs per kv head. amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of
-   9+ positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
+   GEMMs per kv head; decode attention (every batched step) one call per row and kv head: scores
+   in blocks of positions, softmax, weighted values (the same bits as a dot and an axpy per
+   position). amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of 9+
+   positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
    parts, hi + lo (x to 2^-16), so both stay within the f32 path's tolerances (~5e-5 logit
    difference on the tiny golden). With CODI_THREADS the pool's workers spin briefly, then sleep.
+   Opt-in bf16 compute (codi_load_opts.compute = CODI_COMPUTE_BF16, or CODI_COMPUTE=bf16 in the
+   environment; CPUs with AVX512-BF16): every product of the forward pass with bf16 weights takes
+   its activations rounded to bf16 and multiplies with vdpbf16ps (f32 sums), as llama.cpp's BF16
+   and Hugging Face's bfloat16 matmuls do: prefill and batched steps ~1.6x faster on Zen 4
+   (vdpbf16ps: twice the FMA peak), at the price of 8 significant bits in every product's input
+   (drift: README, Speed). Never the default; norms, attention, the residual stream, prj and the
+   lenses stay f32; batched and single-stream runs then agree to bf16 rounding, not bit for bit.
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -155,6 +164,8 @@ typedef struct {
     int max_positions;  /* max_position_embeddings (the trained context); 0 when config.json gives none */
 } codi_config;
 
+enum { CODI_COMPUTE_F32 = 0, CODI_COMPUTE_BF16 = 1 };   /* codi_load_opts.compute */
+
 /* Load options; start from codi_load_opts_default(). */
 typedef struct {
     const char *base;   /* Hugging Face Llama directory the checkpoint is layered over, or NULL */
@@ -164,6 +175,9 @@ typedef struct {
     int base_vocab;     /* > 0: pad/bot/eot = base_vocab + 0/1/2 (default: V - 3 for CODI) */
     int n_threads;      /* threads for merging LoRA at load (CODI_THREADS builds; default 1) */
     int skip_crc;       /* 1: do not verify the CRC-32 of a .bin's zip entries (default 0: verify) */
+    int compute;        /* CODI_COMPUTE_F32, or CODI_COMPUTE_BF16: products with bf16 weights take x rounded to
+                           bf16 (vdpbf16ps; needs AVX512-BF16). Default: CODI_COMPUTE from the environment
+                           ("f32" | "bf16"), else f32 */
 } codi_load_opts;
 
 /* A weight matrix W [rows = out features, cols = in features], row-major. */
@@ -205,6 +219,7 @@ typedef struct codi_model {
     codi_tensor_info *tensors;    /* [n_tensors] every tensor read, with its source */
     int n_tensors;
     int exact;                    /* weights in f32 (1) or bf16 (0) */
+    int compute;                  /* CODI_COMPUTE_F32 or CODI_COMPUTE_BF16, from the load options */
     void *internal;               /* mapped files and owned buffers */
 } codi_model;
 
@@ -2635,6 +2650,7 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
 #define CODI__AVX2 __attribute__((target("avx2,fma")))
 #define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
 #define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#define CODI__INLINE __attribute__((always_inline)) inline   /* inside a kernel's loop: no call per use */
 #if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11    /* compilers with the AMX intrinsics */
 #define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
 #endif
@@ -2662,6 +2678,7 @@ typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, co
 typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
 typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
 typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
+typedef void (*codi__attend_fn)(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc);
 typedef struct {
     const char *name;
     codi__gemv_fn gemv;
@@ -2669,13 +2686,14 @@ typedef struct {
                                  per position would read the weights once per position); NULL: gemv per position */
     codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
     int mr, nr;               /* micro-kernel tile: positions x weight rows */
-    int bf16_pairs;           /* micro and gemv take bf16 activations (hi and lo parts, split once per block) */
+    int bf16_pairs;           /* micro and gemv take bf16 activations: 1 hi and lo parts (split once per block), 2 hi alone */
     codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
     codi__micro_fn micro_f32w;
     void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
     codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
+    codi__attend_fn attend;   /* decode attention of the query heads of one kv head (codi__attend_dot_axpy's contract) */
 } codi__kernel;
 
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
@@ -2692,6 +2710,38 @@ static float codi__dot_bf16(const float *x, const uint16_t *w, int n) {
 static void codi__axpy(float *y, float a, const float *x, int n) {
     int i;
     for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Each of the nq rows of sc [nq, T] (scaled scores) -> its softmax weights. */
+static void codi__softmax_weights(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0;
+        for (t = 0; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        for (t = 0; t < T; t++) a[t] /= sum;
+    }
+}
+
+/* Decode attention of nq query heads q [nq, HD] sharing one kv head, against cached positions
+   0..T-1 (keys, vals [T, HD]): out [nq, HD] = softmax(q K^T / sqrt(HD)) V; sc [nq, T] holds the
+   scores, then the weights. Here one dot and one axpy call per position and head; the SIMD paths
+   compute the same sums in blocks (codi__attend_avx512). */
+static void codi__attend_dot_axpy(float (*dot)(const float *, const float *, int), void (*axpy)(float *, float, const float *, int),
+                                  float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD);
+    int h, t, j;
+    for (h = 0; h < nq; h++)
+        for (t = 0; t < T; t++) sc[(size_t)h * T + t] = dot(q + (size_t)h * HD, keys + (size_t)t * HD, HD) * scale;
+    codi__softmax_weights(sc, nq, T);
+    for (h = 0; h < nq; h++) {
+        float *o = out + (size_t)h * HD;
+        for (j = 0; j < HD; j++) o[j] = 0;
+        for (t = 0; t < T; t++) axpy(o, sc[(size_t)h * T + t], vals + (size_t)t * HD, HD);
+    }
+}
+static void codi__attend_scalar(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    codi__attend_dot_axpy(codi__dot, codi__axpy, out, q, nq, keys, vals, T, HD, sc);
 }
 
 static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -2729,16 +2779,18 @@ static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo 
 /* x as two bf16 parts: hi = bf16(x), lo = bf16(x - hi) (together x to ~16 significant bits). */
 static uint16_t codi__bf16_lo(float x) { return codi__f32_to_bf16(x - codi__bf16_to_f32(codi__f32_to_bf16(x))); }
 
-/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr]. */
-static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr];
+   parts 1: the hi parts alone (x rounded to bf16), a [strips][ceil(kb/2)][mr]. */
+static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr, int parts) {
     int s, i, k, kp = (kb + 1) / 2;
-    for (s = 0; s * mr < n; s++, a += (size_t)kp * 2 * mr)
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * parts * mr)
         for (i = 0; i < mr; i++) {
             const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
             for (k = 0; k < kp; k++) {
                 int in = s * mr + i < n, two = in && 2 * k + 1 < kb;
-                a[(size_t)k * 2 * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
-                a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
+                a[(size_t)k * parts * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+                if (parts == 2)
+                    a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
             }
         }
 }
@@ -2812,9 +2864,9 @@ CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
 CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
 }
-CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 8 columns, before the horizontal sum (four accumulators). */
+CODI__AVX2 static CODI__INLINE __m256 codi__dotv_avx2(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 32 <= n; i += 32) {
         s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
@@ -2823,8 +2875,12 @@ CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+}
+CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx2(codi__dotv_avx2(a, b, n));
+    int i;
+    for (i = n - n % 8; i < n; i++) s += a[i] * b[i];
     return s;
 }
 /* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
@@ -3019,6 +3075,79 @@ CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n)
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
+/* The horizontal sums of v[0..7] as one vector, lane 4m + r = the sum of v[2r + m], each added in
+   codi__hsum_avx2's order (lanes i + (i + 4), then + (i + 2), then + (i + 1)). */
+CODI__AVX2 static __m256 codi__hsum8_avx2(const __m256 *v) {
+    __m256 c[4], d[2];
+    int k;
+    for (k = 0; k < 4; k++)
+        c[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20), _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    for (k = 0; k < 2; k++)
+        d[k] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))),
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))));
+    return _mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD));
+}
+/* codi__softmax_weights with the max and the division 8 lanes at a time (the same results: expf
+   and the sum stay in order). */
+CODI__AVX2 static void codi__softmax_weights_avx2(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[8];
+        __m256 m = _mm256_set1_ps(-FLT_MAX), d;
+        for (t = 0; t + 8 <= T; t += 8) m = _mm256_max_ps(_mm256_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
+        _mm256_storeu_ps(lanes, m);
+        for (; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < 8; t++) if (lanes[t] > mx) mx = lanes[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        d = _mm256_set1_ps(sum);
+        for (t = 0; t + 8 <= T; t += 8) _mm256_storeu_ps(a + t, _mm256_div_ps(_mm256_loadu_ps(a + t), d));
+        for (; t < T; t++) a[t] /= sum;
+    }
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 2 heads x 4 positions (8 dot products summed
+   horizontally together), then the weighted values in tiles of 4 heads x 16 columns (each V row
+   read once per tile). The sums are codi__dot_avx2's and codi__axpy_avx2's, in their order: the
+   results equal the per-position calls bit for bit. */
+CODI__AVX2 static void codi__attend_avx2(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[8];
+    int h0, t0, h, t, j;
+    if (HD % 8) { codi__attend_dot_axpy(codi__dot_avx2, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 2)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m256 v[8];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 2; h++)
+                    v[2 * t + h] = codi__dotv_avx2(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm256_storeu_ps(tmp, _mm256_mul_ps(codi__hsum8_avx2(v), _mm256_set1_ps(scale)));
+            for (h = 0; h < 2 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights_avx2(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            int two = j + 16 <= HD;           /* else the last 8 columns (the second vector: them again, not stored) */
+            const float *vt = vals + j;
+            size_t o1 = two ? 8 : 0;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                __m256 x0 = _mm256_loadu_ps(vt), x1 = _mm256_loadu_ps(vt + o1), wh;
+#define CODI__ACC(h) wh = _mm256_broadcast_ss(w[h] + t); a##h##0 = _mm256_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm256_fmadd_ps(wh, x1, a##h##1)
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                __m256 acc[8];
+                acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11; acc[4] = a20; acc[5] = a21; acc[6] = a30; acc[7] = a31;
+                for (h = 0; h < 4 && h0 + h < nq; h++) {
+                    _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j, acc[2 * h]);
+                    if (two) _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j + 8, acc[2 * h + 1]);
+                }
+            }
+        }
+    }
+}
 
 /* 16 bf16 widened to f32, a bf16 being the top half of an f32. (The maskz forms: the plain ones
    start from _mm512_undefined, which g++ warns about.) */
@@ -3033,9 +3162,9 @@ CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
     __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
     return codi__hsum_avx2(_mm256_add_ps(lo, hi));
 }
-CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 16 columns, before the horizontal sum (four accumulators). */
+CODI__AVX512 static CODI__INLINE __m512 codi__dotv_avx512(const float *a, const float *b, int n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 64 <= n; i += 64) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
@@ -3044,9 +3173,88 @@ CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n
         s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
     }
     for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+}
+CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx512(codi__dotv_avx512(a, b, n));
+    int i;
+    for (i = n - n % 16; i < n; i++) s += a[i] * b[i];
     return s;
+}
+/* The horizontal sums of v[0..15] as one vector, lane 4m + r = the sum of v[4r + m], each added in
+   codi__hsum_avx512's order (lanes i + (i + 8), + (i + 4), + (i + 2), + (i + 1)). */
+CODI__AVX512 static __m512 codi__hsum16_avx512(const __m512 *v) {
+    __m512 c[8], d[4], e[2];
+    int k;
+    for (k = 0; k < 8; k++)
+        c[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0x44), _mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0xEE));
+    for (k = 0; k < 4; k++)
+        d[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0x88), _mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0xDD));
+    for (k = 0; k < 2; k++)
+        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
+                             _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
+    return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
+}
+/* codi__softmax_weights_avx2 16 lanes at a time. */
+CODI__AVX512 static void codi__softmax_weights_avx512(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[16];
+        __m512 m = _mm512_set1_ps(-FLT_MAX), d;
+        for (t = 0; t + 16 <= T; t += 16) m = _mm512_maskz_max_ps(0xffff, _mm512_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
+        _mm512_storeu_ps(lanes, m);
+        for (; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < 16; t++) if (lanes[t] > mx) mx = lanes[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        d = _mm512_set1_ps(sum);
+        for (t = 0; t + 16 <= T; t += 16) _mm512_storeu_ps(a + t, _mm512_div_ps(_mm512_loadu_ps(a + t), d));
+        for (; t < T; t++) a[t] /= sum;
+    }
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 4 heads x 4 positions (16 dot products
+   summed horizontally together), then the weighted values in tiles of 4 heads x 64 columns (each
+   V row read once per tile). The sums are codi__dot_avx512's and codi__axpy_avx2's, in their
+   order: the results equal the per-position calls bit for bit. */
+CODI__AVX512 static void codi__attend_avx512(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[16];
+    int h0, t0, h, t, j, k;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_avx512, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m512 v[16];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 4; h++)
+                    v[4 * t + h] = codi__dotv_avx512(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm512_storeu_ps(tmp, _mm512_mul_ps(codi__hsum16_avx512(v), _mm512_set1_ps(scale)));
+            for (h = 0; h < 4 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights_avx512(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 64) {
+            int nv = HD - j < 64 ? (HD - j) / 16 : 4;     /* vectors of 16 columns in this tile (past nv: column 0 again, not stored) */
+            const float *vt = vals + j;
+            size_t o1 = 16 * (nv > 1), o2 = 16 * (nv > 2 ? 2 : 0), o3 = 16 * (nv > 3 ? 3 : 0);
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                __m512 x0 = _mm512_loadu_ps(vt), x1 = _mm512_loadu_ps(vt + o1), x2 = _mm512_loadu_ps(vt + o2), x3 = _mm512_loadu_ps(vt + o3), wh;
+#define CODI__ACC(h) wh = _mm512_set1_ps(w[h][t]); a##h##0 = _mm512_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm512_fmadd_ps(wh, x1, a##h##1); \
+        a##h##2 = _mm512_fmadd_ps(wh, x2, a##h##2); a##h##3 = _mm512_fmadd_ps(wh, x3, a##h##3)
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                __m512 acc[16];
+                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+                for (h = 0; h < 4 && h0 + h < nq; h++)
+                    for (k = 0; k < nv; k++) _mm512_storeu_ps(out + (size_t)(h0 + h) * HD + j + 16 * k, acc[4 * h + k]);
+            }
+        }
+    }
 }
 /* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
 CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
@@ -3205,6 +3413,39 @@ CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int
             for (t = 0; t < 16; t++) b[(size_t)k * nr + j + t] = codi__bf16_to_f32(src[(size_t)(r0 + j + t) * K + k0 + k]);
     }
 }
+/* As codi__pack_b_bf16 (b [ceil(kb/2)][nr] of bf16 pairs), 16 rows x 16 pairs per step: the
+   transpose of codi__pack_b_avx512, stored as pairs. */
+CODI__AVX512 static void codi__pack_b_bf16_avx512(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    const uint16_t *src = (const uint16_t *)w->data;
+    size_t K = (size_t)w->cols;
+    int j, k, t, m;
+    if (nrows < nr || nr % 16) { codi__pack_b_bf16(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 16) {
+        for (k = 0; k + 32 <= kb; k += 32) {
+            __m512i r[16], u[16];
+            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
+            for (t = 0; t < 16; t += 2) {
+                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
+            }
+            for (t = 0; t < 16; t += 4) {
+                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
+                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
+            }
+            for (m = 0; m < 4; m++) {
+                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
+                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
+                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
+                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
+            }
+            for (t = 0; t < 16; t++) _mm512_storeu_si512((void *)(b + (size_t)(k / 2 + t) * nr + j), u[t]);   /* pair k/2 + t */
+        }
+        for (; k < kb; k += 2)
+            for (t = 0; t < 16; t++) {
+                const uint16_t *row = src + (size_t)(r0 + j + t) * K + k0;
+                b[(size_t)(k / 2) * nr + j + t] = codi__bf16_pair(row[k], k + 1 < kb ? row[k + 1] : 0);
+            }
+    }
+}
 
 /* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 8 positions, 24 accumulators;
    per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
@@ -3321,6 +3562,79 @@ CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, cons
     CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
     CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
 #undef CODI__ST
+}
+
+/* The bf16 compute mode (codi_load_opts.compute = CODI_COMPUTE_BF16): x rounded to bf16 (its hi
+   part alone), one vdpbf16ps per pair of weights, f32 sums. GEMM tile: 12 positions x 32 rows,
+   a [kb/2][12], b [kb/2][32] of bf16 pairs. */
+CODI__AVX512BF16 static void codi__micro12_bf16_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
+    __m512 acc[24];
+    int k, i, kp = (kb + 1) / 2;
+    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
+    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
+    for (k = 0; k < kp; k++, a += 12, b += 32) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
+#define CODI__ROW(i) t = (__m512bh)_mm512_set1_epi32((int)a[i]); acc[2 * (i)] = _mm512_dpbf16_ps(acc[2 * (i)], t, b0); \
+        acc[2 * (i) + 1] = _mm512_dpbf16_ps(acc[2 * (i) + 1], t, b1)
+        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
+        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
+#undef CODI__ROW
+    }
+    for (i = 0; i < 12; i++) {
+        float *cr = c + (size_t)i * ldc;
+        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
+        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
+    }
+}
+/* Its multi-position GEMV tile: 3 bf16 rows x 8 positions of bf16 x (row stride ldx), 24
+   accumulators, one vdpbf16ps per 32 columns of a row and a position (no widening). */
+CODI__AVX512BF16 static void codi__tile_bf16_avx512(float *out, size_t ldo, const uint16_t *x, size_t ldx, int np, const uint16_t *const *w,
+                                                    int nrows, int kb, const uint16_t *const *pf) {
+    const uint16_t *xp[8];
+    __m512 c[24];
+    __m512bh w0, w1, w2, xv;
+    int j = 0, a, b, wide = np > 4;
+    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
+#define CODI__DP3(b) do { xv = (__m512bh)_mm512_loadu_si512((const void *)(xp[b] + j)); c[b] = _mm512_dpbf16_ps(c[b], w0, xv); \
+        c[8 + b] = _mm512_dpbf16_ps(c[8 + b], w1, xv); c[16 + b] = _mm512_dpbf16_ps(c[16 + b], w2, xv); } while (0)
+    for (; j + 32 <= kb; j += 32) {
+        if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)(pf[a] + j), _MM_HINT_T0);
+        w0 = (__m512bh)_mm512_loadu_si512((const void *)(w[0] + j)); w1 = (__m512bh)_mm512_loadu_si512((const void *)(w[1] + j));
+        w2 = (__m512bh)_mm512_loadu_si512((const void *)(w[2] + j));
+        CODI__DP3(0); CODI__DP3(1); CODI__DP3(2); CODI__DP3(3);
+        if (wide) { CODI__DP3(4); CODI__DP3(5); CODI__DP3(6); CODI__DP3(7); }
+    }
+#undef CODI__DP3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx512(c[8 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += codi__bf16_to_f32(xp[b][t]) * codi__bf16_to_f32(w[a][t]);
+            out[(size_t)b * ldo + a] = s;
+        }
+}
+/* Its multi-position GEMV (2..GEMM_MIN-1 positions; f32 weights: codi__gemvn_avx512): x rounded
+   to bf16 once into work (rows 64-byte aligned, off 4 KiB multiples), then codi__gemvn_blocks'
+   order of tiles with the next rows prefetched. */
+CODI__AVX512BF16 static void codi__gemvn_bf16_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    size_t K = (size_t)w->cols, ldx = (K + 31) / 32 * 32 + 32, k;
+    uint16_t *xs = (uint16_t *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] */
+    int r, i0, a, i;
+    if (w->dtype != CODI_BF16) { codi__gemvn_avx512(out, ldo, x, n, w, r0, r1, work); return; }
+    for (i = 0; i < n; i++)
+        for (k = 0; k < K; k++) xs[(size_t)i * ldx + k] = codi__f32_to_bf16(x[(size_t)i * K + k]);
+    for (r = r0; r < r1; r += CODI__GEMVN_R) {
+        const uint16_t *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
+        for (a = 0; a < CODI__GEMVN_R; a++) {
+            rows[a] = (const uint16_t *)w->data + (size_t)(r + a < r1 ? r + a : r1 - 1) * K;
+            next[a] = (const uint16_t *)w->data + (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1) * K;
+        }
+        for (i0 = 0; i0 < n; i0 += 8)
+            codi__tile_bf16_avx512(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < 8 ? n - i0 : 8, rows,
+                                   r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, (int)K, i0 == 0 ? next : NULL);
+    }
 }
 #endif /* CODI__X86 */
 
@@ -3516,9 +3830,9 @@ static float32x4_t codi__hsum4_neon(float32x4_t a, float32x4_t b, float32x4_t c,
     return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
 }
 /* 16 columns per step, four accumulators. */
-static float codi__dot_neon(const float *a, const float *b, int n) {
+/* a . b over the first n - n % 4 columns, before the horizontal sum (four accumulators). */
+static inline float32x4_t codi__dotv_neon(const float *a, const float *b, int n) {
     float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
-    float s;
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
@@ -3527,8 +3841,12 @@ static float codi__dot_neon(const float *a, const float *b, int n) {
         s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
     }
     for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
+    return vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3));
+}
+static float codi__dot_neon(const float *a, const float *b, int n) {
+    float s = vaddvq_f32(codi__dotv_neon(a, b, n));     /* (l0 + l1) + (l2 + l3), as codi__hsum4_neon */
+    int i;
+    for (i = n - n % 4; i < n; i++) s += a[i] * b[i];
     return s;
 }
 /* 4 rows per pass, 8 columns per step, two accumulators per row. */
@@ -3649,26 +3967,76 @@ static void codi__axpy_neon(float *y, float a, const float *x, int n) {
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
     for (; i < n; i++) y[i] += a * x[i];
 }
+/* codi__attend_dot_axpy in blocks: each position's scores for 4 heads summed horizontally
+   together, then the weighted values in tiles of 4 heads x 16 columns (each V row read once per
+   tile). The sums are codi__dot_neon's and codi__axpy_neon's, in their order: the same bits. */
+static void codi__attend_neon(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[4];
+    int h0, h, t, j;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4) {          /* past nq: the last head again, not stored */
+        const float *q0 = q + (size_t)h0 * HD, *q1 = q + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * HD;
+        const float *q2 = q + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * HD, *q3 = q + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * HD;
+        for (t = 0; t < T; t++) {
+            const float *kt = keys + (size_t)t * HD;
+            vst1q_f32(tmp, vmulq_n_f32(codi__hsum4_neon(codi__dotv_neon(q0, kt, HD), codi__dotv_neon(q1, kt, HD),
+                                                        codi__dotv_neon(q2, kt, HD), codi__dotv_neon(q3, kt, HD)), scale));
+            for (h = 0; h < 4 && h0 + h < nq; h++) sc[(size_t)(h0 + h) * T + t] = tmp[h];
+        }
+    }
+    codi__softmax_weights(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w0 = sc + (size_t)h0 * T, *w1 = sc + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * T;
+        const float *w2 = sc + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * T, *w3 = sc + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            const float *vt = vals + j;
+            float32x4_t a00 = vdupq_n_f32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                float32x4_t x0 = vld1q_f32(vt), x1 = vld1q_f32(vt + 4), x2 = vld1q_f32(vt + 8), x3 = vld1q_f32(vt + 12);
+#define CODI__ACC(h) a##h##0 = vfmaq_n_f32(a##h##0, x0, w##h[t]); a##h##1 = vfmaq_n_f32(a##h##1, x1, w##h[t]); \
+        a##h##2 = vfmaq_n_f32(a##h##2, x2, w##h[t]); a##h##3 = vfmaq_n_f32(a##h##3, x3, w##h[t])
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                float32x4_t acc[16];
+                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+                for (h = 0; h < 4 && h0 + h < nq; h++)
+                    for (t = 0; t < 4; t++) vst1q_f32(out + (size_t)(h0 + h) * HD + j + 4 * t, acc[4 * h + t]);
+            }
+        }
+    }
+}
 #endif /* CODI__NEON */
 
 /* The paths, slowest first. */
 static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL },
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL, codi__attend_scalar },
 #ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL },
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL, codi__attend_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
     { "avx512bf16", codi__gemv_avx512bf16, codi__gemvn_avx512, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
-      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL },
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
 #endif
 #ifdef CODI__AMX
     { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
-      codi__axpy_avx2, codi__matmul_amx },
+      codi__axpy_avx2, codi__matmul_amx, codi__attend_avx512 },
 #endif
 #ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL },
+    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL, codi__attend_neon },
 #endif
 };
 #define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
+
+#ifdef CODI__X86
+/* The bf16 compute mode's kernels (not a path of its own: a model loaded with CODI_COMPUTE_BF16
+   runs its forward passes' products with bf16 weights on them, whatever the path; f32 weights and
+   everything else as the path does). */
+static const codi__kernel codi__kernel_bf16 = { "bf16", codi__gemv_avx512bf16, codi__gemvn_bf16_avx512, codi__micro12_bf16_avx512, 12, 32, 2,
+    codi__gemv_avx512, codi__micro12_avx512, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 };
+#endif
 
 #ifdef CODI__AMX
 #include <cpuid.h>
@@ -3710,6 +4078,14 @@ static int codi__kernel_runs(const codi__kernel *k) {
 
 static const codi__kernel *codi__kernel_now;   /* the path in use; set once, by codi_load (or codi_set_kernel) before any pass */
 
+/* 1 if this CPU runs the bf16 compute mode's kernels (codi__kernel_bf16). */
+static int codi__compute_bf16_runs(void) {
+    int i;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (!strcmp(codi__kernels[i].name, "avx512bf16")) return codi__kernel_runs(&codi__kernels[i]);
+    return 0;
+}
+
 CODI_API int codi_set_kernel(const char *name) {
     int i;
     for (i = 0; i < CODI__N_KERNELS; i++)
@@ -3731,6 +4107,15 @@ static const codi__kernel *codi__kernel_active(void) {
 }
 
 CODI_API const char *codi_kernel_name(void) { return codi__kernel_active()->name; }
+
+/* The kernels of a forward pass's products: the bf16 compute mode's, else the path's. */
+static const codi__kernel *codi__kernel_for(int compute) {
+#ifdef CODI__X86
+    if (compute == CODI_COMPUTE_BF16) return &codi__kernel_bf16;
+#endif
+    (void)compute;
+    return codi__kernel_active();
+}
 
 CODI_API int codi_kernels_available(const char **names, int cap) {
     int i, n = 0;
@@ -3773,7 +4158,7 @@ static size_t codi__work_floats(int n, int k) {
    block's outputs; the next slice's weight rows are prefetched meanwhile. */
 static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
                                int n, int r0, int r1, float *work) {
-    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, mr = kn->mr, nr = kn->nr, i, k0, jb, nb, s;
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, parts = kn->bf16_pairs == 2 ? 1 : 2, mr = kn->mr, nr = kn->nr, i, k0, jb, nb, s;
     codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
     codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
     size_t strips, es = codi__dtype_size(w->dtype);
@@ -3791,17 +4176,17 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
         uint16_t *xh = (uint16_t *)(void *)work;
         for (i = 0; i < n; i++) {
             const float *xi = x + (size_t)i * K;
-            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = codi__bf16_lo(xi[k0]); }
+            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = parts == 2 ? codi__bf16_lo(xi[k0]) : 0; }
             gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
         }
         return;
     }
     strips = (size_t)(n + mr - 1) / mr;
     ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
-    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 * 2 : K) * mr;
+    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 * parts : K) * mr;
     for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
         int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
-        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
+        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2 * parts) * mr, x, (size_t)K, n, k0, kb, mr, parts);
 #ifdef CODI__X86
         else codi__pack_a_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);   /* (the x86 SIMD paths all have AVX2) */
 #else
@@ -3816,11 +4201,15 @@ static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, c
             int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC, p;
             int kn0 = k0 + CODI__KC < K ? k0 + CODI__KC : 0, jn = k0 + CODI__KC < K ? jb : je;   /* the slice packed next */
             int nn = r1 - jn < nb ? r1 - jn : nb, line_end = (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es;
-            const float *a = ap + strips * (size_t)k0 * mr;                     /* the slice's strip 0 */
-            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 * 2 : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
+            const float *a = ap + strips * (size_t)(pairs ? k0 / 2 * parts : k0) * mr;     /* the slice's strip 0 */
+            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 * parts : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
             for (p = 0; p < np; p++) {
                 int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
+#ifdef CODI__X86
+                if (pairs) codi__pack_b_bf16_avx512((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);   /* (the bf16 paths all have AVX-512) */
+#else
                 if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);
+#endif
                 else kn->pack_b(bp + p * bpanel, w, j0, nj, k0, kb, nr);
             }
             for (s = 0; s * mr < n; s++) {
@@ -4204,8 +4593,10 @@ static int codi__read_any(codi__tensors *ts, const char *path, int source, int v
 
 CODI_API codi_load_opts codi_load_opts_default(void) {
     codi_load_opts o;
+    const char *env = getenv("CODI_COMPUTE");
     memset(&o, 0, sizeof o);
     o.lora_scale = 0.25f;
+    if (env && *env) o.compute = !strcmp(env, "bf16") ? CODI_COMPUTE_BF16 : !strcmp(env, "f32") ? CODI_COMPUTE_F32 : -1;   /* -1: codi_load says */
     return o;
 }
 
@@ -4393,8 +4784,22 @@ CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, cha
     if (err && errsz) err[0] = 0;
     (void)codi__kernel_active();      /* the kernel path chosen here, before any thread of a run can read it */
     if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
+    if (o.compute != CODI_COMPUTE_F32 && o.compute != CODI_COMPUTE_BF16) {
+        codi__err(err, errsz, "compute mode %d is neither f32 nor bf16 (CODI_COMPUTE=f32|bf16 in the environment, or "
+                  "codi_load_opts.compute)", o.compute);
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
+    if (o.compute == CODI_COMPUTE_BF16 && o.exact) {
+        codi__err(err, errsz, "bf16 compute multiplies bf16 weights; exact (f32) weights would run in f32 unchanged: drop one of them");
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
+    if (o.compute == CODI_COMPUTE_BF16 && !codi__compute_bf16_runs()) {
+        codi__err(err, errsz, "bf16 compute needs a CPU with AVX512-BF16 (vdpbf16ps: AMD Zen 4, Intel Cooper Lake, Sapphire "
+                  "Rapids or later) and an x86-64 GCC/clang build; this one has none");
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
     memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
-    m->internal = in; m->exact = o.exact;
+    m->internal = in; m->exact = o.exact; m->compute = o.compute;
     ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
 #ifdef CODI_THREADS
     if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
@@ -4470,6 +4875,7 @@ typedef struct {
     int chunk;         /* C */
     int n_threads;
     int n_heads, ffn_dim;  /* the model shape the buffers above were sized for (with codi_state's) */
+    int compute;           /* the compute mode of the model in the current pass (its products' kernels) */
     codi__pool *pool;
 } codi__state_internal;
 
@@ -4785,17 +5191,22 @@ static void codi__mm_task(void *ctx, int tid, int u0, int u1) {
     codi__matmul_range(c->kn, c->out, (size_t)c->w->rows, c->x, c->w, c->n, u0 * c->unit, r1, c->work + (size_t)tid * c->work_stride);
 }
 
-/* out [n, W.rows] = x [n, W.cols] @ W^T, fixed row ranges split over the thread pool. */
-static void codi__matmul_pool(codi__pool *pool, float *work, size_t work_stride, float *out, const float *x,
-                              const codi_matrix *w, int n) {
+/* out [n, W.rows] = x [n, W.cols] @ W^T on kernels kn, fixed row ranges split over the thread pool. */
+static void codi__matmul_kn(const codi__kernel *kn, codi__pool *pool, float *work, size_t work_stride, float *out, const float *x,
+                            const codi_matrix *w, int n) {
     codi__mm_ctx c;
     (void)pool;                           /* unused without CODI_THREADS */
-    c.out = out; c.x = x; c.w = w; c.n = n; c.kn = codi__kernel_active(); c.work = work; c.work_stride = work_stride;
+    c.out = out; c.x = x; c.w = w; c.n = n; c.kn = kn; c.work = work; c.work_stride = work_stride;
     c.unit = c.kn->micro && n >= CODI__GEMM_MIN ? c.kn->nr : 4;
     CODI__PARALLEL(pool, codi__mm_task, &c, (w->rows + c.unit - 1) / c.unit);
 }
+static void codi__matmul_pool(codi__pool *pool, float *work, size_t work_stride, float *out, const float *x,
+                              const codi_matrix *w, int n) {
+    codi__matmul_kn(codi__kernel_active(), pool, work, work_stride, out, x, w, n);
+}
+/* The forward pass's products: on the kernels of the model's compute mode. */
 static void codi__matmul(codi__state_internal *si, float *out, const float *x, const codi_matrix *w, int n) {
-    codi__matmul_pool(si->pool, si->work, si->work_stride, out, x, w, n);
+    codi__matmul_kn(codi__kernel_for(si->compute), si->pool, si->work, si->work_stride, out, x, w, n);
 }
 
 typedef struct { float *gate; const float *up; size_t n; } codi__swiglu_ctx;
@@ -4812,29 +5223,22 @@ static void codi__swiglu_task(void *ctx, int tid, int a, int b) {
 
 typedef struct { const codi_config *c; codi__state_internal *si; const codi__row *rows; int layer, n, row0; } codi__att_ctx;  /* rows[0..n): the pass's rows row0.. */
 
-/* Causal grouped-query attention for items (row i, head h) in [a, b): row i's query against its
-   own sequence's cached positions 0..pos. */
+/* Causal grouped-query attention for items (row i, kv head g) in [a, b): the query heads of g at
+   row i against its own sequence's cached positions 0..pos, in one kernel call (scores over the
+   cached positions in blocks, softmax, weighted values). */
 static void codi__attention_task(void *ctx, int tid, int a, int b) {
     codi__att_ctx *ac = (codi__att_ctx *)ctx;
     const codi_config *c = ac->c;
     codi__state_internal *si = ac->si;
-    int H = c->n_heads, HD = c->head_dim, group = c->n_heads / c->n_kv_heads, item;
-    float *att = si->scratch + (size_t)tid * si->scratch_stride, scale = 1.0f / sqrtf((float)HD);
+    int H = c->n_heads, HD = c->head_dim, KVH = c->n_kv_heads, group = H / KVH, item;
+    float *sc = si->att_block + (size_t)tid * si->att_stride;       /* [group, T] scores, then weights */
     const codi__kernel *kn = codi__kernel_active();
     for (item = a; item < b; item++) {
-        int i = item / H, h = item % H, p = ac->rows[i].pos, t, j;
+        int i = item / KVH, g = item % KVH;
         codi_state *s = ac->rows[i].s;
-        const float *q = si->q + ((size_t)(ac->row0 + i) * H + h) * HD;
-        const float *keys = codi_state_key(s, ac->layer, h / group, 0);
-        const float *vals = codi_state_value(s, ac->layer, h / group, 0);
-        float *out = si->att_out + ((size_t)(ac->row0 + i) * H + h) * HD, mx = -FLT_MAX, sum = 0;
-        for (t = 0; t <= p; t++) {                         /* scores against positions 0..p */
-            att[t] = kn->dot(q, keys + (size_t)t * HD, HD) * scale;
-            if (att[t] > mx) mx = att[t];
-        }
-        for (t = 0; t <= p; t++) { att[t] = expf(att[t] - mx); sum += att[t]; }
-        for (j = 0; j < HD; j++) out[j] = 0;
-        for (t = 0; t <= p; t++) kn->axpy(out, att[t] / sum, vals + (size_t)t * HD, HD);   /* softmax-weighted values */
+        size_t off = ((size_t)(ac->row0 + i) * H + (size_t)g * group) * HD;
+        kn->attend(si->att_out + off, si->q + off, group, codi_state_key(s, ac->layer, g, 0), codi_state_value(s, ac->layer, g, 0),
+                   ac->rows[i].pos + 1, HD, sc);
     }
 }
 
@@ -4910,7 +5314,7 @@ static void codi__attention_rows(const codi_config *c, codi__state_internal *si,
         ac.rows = rows + i; ac.n = j - i; ac.row0 = i;
         if (blocked)
             CODI__PARALLEL(si->pool, codi__attention_block_task, &ac, c->n_kv_heads * ((j - i + nr - 1) / nr));
-        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, (j - i) * c->n_heads);
+        else CODI__PARALLEL(si->pool, codi__attention_task, &ac, (j - i) * c->n_kv_heads);
         i = j;
     }
 }
@@ -4967,6 +5371,7 @@ static int codi__forward_rows(const codi_model *m, codi__state_internal *si, con
     int QD = H * HD, KVD = KVH * HD, i, j, l, h;
     codi__rows_ctx rc;
     codi__swiglu_ctx sw;
+    si->compute = m->compute;
 #define RESID(l, i) codi_state_resid(rows[i].s, l, rows[i].pos)   /* [D] residual entering layer l at row i */
 #define HOOK(point, l, i, data, size) codi__hooks(rows[i].s, point, l, rows[i].pos, data, size)
 
@@ -5132,7 +5537,7 @@ CODI_API int codi_forward_batch(const codi_model *m, codi_state *const *states, 
     for (i = 0; i < n; i++) {
         if (!states[i]) { codi__err(states[0]->error, sizeof states[0]->error, "forward_batch: state %d is NULL", i); return -1; }
         if (codi__check_state(m, states[i], 1) || codi__check_tokens(m, states[i], tokens ? tokens + i : NULL, 1)) return -1;
-        if ((size_t)states[i]->n_pos >= si->scratch_stride) {     /* attention scores live in the first state's scratch */
+        if ((size_t)states[i]->n_pos >= si->scratch_stride) {     /* attention scores live in the first state's buffers */
             codi__err(states[i]->error, sizeof states[i]->error, "forward_batch: position %d is past the first state's capacity; "
                       "give states[0] the largest max_pos", states[i]->n_pos); return -1;
         }

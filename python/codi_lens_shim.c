@@ -35,7 +35,7 @@ static const codi_py_field codi_py_fields[] = {
     CODI_PY_SIZE(codi_load_opts),
     CODI_PY_FIELD(codi_load_opts, base), CODI_PY_FIELD(codi_load_opts, exact), CODI_PY_FIELD(codi_load_opts, lora_scale),
     CODI_PY_FIELD(codi_load_opts, head_dim), CODI_PY_FIELD(codi_load_opts, base_vocab), CODI_PY_FIELD(codi_load_opts, n_threads),
-    CODI_PY_FIELD(codi_load_opts, skip_crc),
+    CODI_PY_FIELD(codi_load_opts, skip_crc), CODI_PY_FIELD(codi_load_opts, compute),
     CODI_PY_SIZE(codi_model),
     CODI_PY_FIELD(codi_model, config), CODI_PY_FIELD(codi_model, exact),
     CODI_PY_SIZE(codi_hook_info),

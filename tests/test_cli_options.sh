@@ -39,6 +39,7 @@ expect 2 "--threads 0 is out of range" "--threads 0 is refused" $B run $tiny --i
 expect 2 "--lora-scale needs a finite number, not 'nan'" "--lora-scale nan is refused" $B run $tiny --ids $ids --lora-scale nan
 expect 2 "--recipe 2 is out of range [0, 1]" "--recipe 2 is refused" $B run $tiny --ids $ids --recipe 2
 expect 2 "unknown option '--latent'" "a misspelt option is named" $B run $tiny --ids $ids --latent 3
+expect 2 "--compute: 'fp8' is not f32 or bf16" "--compute fp8 is refused, naming the option" $B run $tiny --ids $ids --compute fp8
 expect 2 "--latents given twice" "an option given twice is refused" $B run $tiny --ids $ids --latents 3 --latents 4
 expect 2 "--out needs a value" "an option missing its value is named" $B trace $tiny --ids $ids --out
 expect 2 "--exact takes no value" "a flag given a value is refused" $B run $tiny --ids $ids --exact=1

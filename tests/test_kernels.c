@@ -4,7 +4,10 @@
    multiples of 16 / 32, several column blocks (K > 256 at 256 positions, K > 2048 at 8..32), several
    row blocks and position blocks. Error bound: 1e-5 of sum |x| |w| per output (float32
    accumulation), plus 2^-16 on the avx512bf16 and amx paths with bf16 weights: they split x into
-   bf16 hi + lo, |x - hi - lo| <= 2^-16 |x| (bf16 x alone would be 2^-9: a K = 1 shape shows it). */
+   bf16 hi + lo, |x - hi - lo| <= 2^-16 |x| (bf16 x alone would be 2^-9: a K = 1 shape shows it).
+   The bf16 compute mode's kernels (CODI_COMPUTE_BF16) against a float64 reference of bf16(x) w,
+   within 1e-5 (f32 weights: of x w). Each path's decode attention (attend) against its own dot and
+   axpy per position: the same bits. */
 #define CODI_LENS_IMPLEMENTATION
 #include "../codi_lens.h"
 #include "test_util.h"
@@ -12,8 +15,8 @@
 static uint64_t rng = 88172645463325252ull;
 static float frand(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f; }
 
-/* max over outputs of |got - ref| / sum |x| |w| */
-static double check_shape(int dtype, int n, int rows, int cols, int r0, int r1) {
+/* max over outputs of |got - ref| / sum |x| |w| on kernels kn; round_x: the reference takes bf16(x) for bf16 weights */
+static double check_shape(const codi__kernel *kn, int round_x, int dtype, int n, int rows, int cols, int r0, int r1) {
     codi_matrix w;
     float *x = malloc(sizeof(float) * (size_t)n * cols), *out = malloc(sizeof(float) * (size_t)n * rows);
     float *work = malloc(sizeof(float) * codi__work_floats(n, cols));
@@ -27,14 +30,14 @@ static double check_shape(int dtype, int n, int rows, int cols, int r0, int r1) 
     for (k = 0; k < n * cols; k++) x[k] = frand();
     for (k = 0; k < n * rows; k++) out[k] = NAN;
     w.dtype = dtype; w.rows = rows; w.cols = cols; w.data = wd;
-    codi__matmul_range(codi__kernel_active(), out, (size_t)rows, x, &w, n, r0, r1, work);
+    codi__matmul_range(kn, out, (size_t)rows, x, &w, n, r0, r1, work);
     for (i = 0; i < n; i++)
         for (r = 0; r < rows; r++) {
             double ref = 0, mag = 0, e;
             float got = out[(size_t)i * rows + r];
             if (r < r0 || r >= r1) { if (got == got) worst = INFINITY; continue; }   /* outside the range: untouched */
             for (k = 0; k < cols; k++) {
-                double xv = x[(size_t)i * cols + k];
+                double xv = round_x && dtype == CODI_BF16 ? codi__bf16_to_f32(codi__f32_to_bf16(x[(size_t)i * cols + k])) : x[(size_t)i * cols + k];
                 double wv = codi_elem_f32(wd, dtype, (size_t)r * cols + k);
                 ref += xv * wv; mag += fabs(xv * wv);
             }
@@ -95,6 +98,51 @@ static void check_helpers(const char *path) {
     }
 }
 
+/* The path's attend against codi__attend_dot_axpy on its own dot and axpy: the same bits, for head
+   dims that take the blocked kernels and the fallback, groups of 1..5 heads, 1..203 positions. */
+static void check_attend(const char *path) {
+    static const int hds[] = { 64, 32, 48, 40, 128 }, nqs[] = { 1, 3, 4, 5 }, ts[] = { 1, 2, 5, 17, 203 };
+    const codi__kernel *kn = codi__kernel_active();
+    float *q = malloc(sizeof(float) * 5 * 128), *k = malloc(sizeof(float) * 203 * 128), *v = malloc(sizeof(float) * 203 * 128);
+    float *got = malloc(sizeof(float) * 5 * 128), *ref = malloc(sizeof(float) * 5 * 128), *sc = malloc(sizeof(float) * 5 * 203);
+    int a, b, c, i, bad = 0, n = 0;
+    for (i = 0; i < 5 * 128; i++) q[i] = 2 * frand();
+    for (i = 0; i < 203 * 128; i++) { k[i] = frand(); v[i] = frand(); }
+    for (a = 0; a < 5; a++)
+        for (b = 0; b < 4; b++)
+            for (c = 0; c < 5; c++) {
+                int hd = hds[a], nq = nqs[b], T = ts[c];
+                for (i = 0; i < 5 * 128; i++) got[i] = ref[i] = NAN;
+                codi__attend_dot_axpy(kn->dot, kn->axpy, ref, q, nq, k, v, T, hd, sc);
+                kn->attend(got, q, nq, k, v, T, hd, sc);
+                bad += memcmp(got, ref, sizeof(float) * 5 * 128) != 0;
+                n++;
+            }
+    t_result(bad == 0, path, "attend == its dot and axpy per position bit for bit: %d of %d shapes differ (head dim 64/32/48/40/128, "
+             "1/3/4/5 heads, 1..203 positions)", bad, n);
+    free(q); free(k); free(v); free(got); free(ref); free(sc);
+}
+
+/* The bf16 compute mode's kernels (every shape, bf16 and f32 weights), whatever the path. */
+static void check_compute_bf16(const int (*shapes)[5], int n_shapes) {
+#ifdef CODI__X86
+    int dt, si;
+    if (!codi__compute_bf16_runs()) { t_skip("bf16 compute", "this CPU has no AVX512-BF16"); return; }
+    for (dt = 0; dt < 2; dt++) {
+        double worst = 0;
+        for (si = 0; si < n_shapes; si++) {
+            double e = check_shape(&codi__kernel_bf16, 1, dt ? CODI_F32 : CODI_BF16, shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], shapes[si][4]);
+            if (e > worst) worst = e;
+        }
+        t_result(worst <= 1e-5, "bf16 compute", "%s weights: max error %.2g of sum |x w| against %s over %d shapes (tol 1e-5)",
+                 dt ? "f32" : "bf16", worst, dt ? "x w" : "bf16(x) w", n_shapes);
+    }
+#else
+    (void)shapes; (void)n_shapes;
+    t_skip("bf16 compute", "x86-64 GCC/clang builds only");
+#endif
+}
+
 int main(void) {
     static const int shapes[][5] = {   /* n, rows, cols, r0, r1 */
         { 1, 37, 300, 0, 37 }, { 1, 64, 2048, 4, 60 }, { 3, 33, 77, 1, 33 }, { 4, 16, 64, 0, 16 },
@@ -117,13 +165,15 @@ int main(void) {
             int dtype = dt ? CODI_F32 : CODI_BF16;
             double worst = 0, tol = 1e-5 + (dtype == CODI_BF16 && (!strcmp(paths[p], "avx512bf16") || !strcmp(paths[p], "amx")) ? 1.0 / 65536 : 0);
             for (si = 0; si < (int)(sizeof shapes / sizeof shapes[0]); si++) {
-                double e = check_shape(dtype, shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], shapes[si][4]);
+                double e = check_shape(codi__kernel_active(), 0, dtype, shapes[si][0], shapes[si][1], shapes[si][2], shapes[si][3], shapes[si][4]);
                 if (e > worst) worst = e;
             }
             t_result(worst <= tol, paths[p], "%s weights: max error %.2g of sum |x w| over %d shapes (tol %.2g)", dt ? "f32" : "bf16",
                      worst, (int)(sizeof shapes / sizeof shapes[0]), tol);
         }
         check_helpers(paths[p]);
+        check_attend(paths[p]);
     }
+    check_compute_bf16(shapes, (int)(sizeof shapes / sizeof shapes[0]));
     return t_summary();
 }

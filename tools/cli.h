@@ -172,7 +172,7 @@ CLI_API int cli_parse(const cli_command *cmd, const cli_opt *opts, int argc, cha
 
 /* ---- model, tokenizer and prompt option groups ----------------------------------------------- */
 
-typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, threads, no_crc; double lora_scale; } cli_model_args;
+typedef struct { const char *model, *base, *tokenizer, *compute; int exact, head_dim, threads, no_crc; double lora_scale; } cli_model_args;
 
 #define CLI_MODEL_OPTS(a) \
     { "--model", CLI_STR, &(a)->model, 0, 0, "PATH", "checkpoint (.bin, .safetensors), HF Llama directory, or a directory holding one checkpoint" }, \
@@ -182,7 +182,9 @@ typedef struct { const char *model, *base, *tokenizer; int exact, head_dim, thre
     { "--head-dim", CLI_INT, &(a)->head_dim, 1, 4096, "N", "head dim, overriding config.json / the default 64" }, \
     { "--threads", CLI_INT, &(a)->threads, 1, 1e6, "N", "worker threads (1; capped at 4 x the online cores)" }, \
     { "--lora-scale", CLI_DOUBLE, &(a)->lora_scale, 0, 1e6, "S", "LoRA alpha / r (0.25, CODI's 32 / 128)" }, \
-    { "--no-crc", CLI_FLAG, &(a)->no_crc, 0, 0, NULL, "skip the CRC-32 check of a .bin's zip entries (default: verify)" }
+    { "--no-crc", CLI_FLAG, &(a)->no_crc, 0, 0, NULL, "skip the CRC-32 check of a .bin's zip entries (default: verify)" }, \
+    { "--compute", CLI_STR, &(a)->compute, 0, 0, "f32|bf16", "bf16: products with bf16 weights take the activations rounded to bf16 " \
+      "(vdpbf16ps, AVX512-BF16 CPUs): faster prefill and batches, 8 significant bits in each product's input (default f32, or CODI_COMPUTE)" }
 
 CLI_API cli_model_args cli_model_defaults(void) {
     cli_model_args a;
@@ -210,7 +212,12 @@ CLI_API codi_model *cli_load_model(cli_model_args *a) {
     if (!a->model) { fprintf(stderr, "codi: --model PATH is required\n"); return NULL; }
     lo.base = a->base; lo.exact = a->exact; lo.head_dim = a->head_dim; lo.lora_scale = (float)a->lora_scale; lo.skip_crc = a->no_crc;
     lo.n_threads = cli_threads_checked(a);
+    if (a->compute) {
+        if (strcmp(a->compute, "f32") && strcmp(a->compute, "bf16")) { fprintf(stderr, "codi: --compute: '%s' is not f32 or bf16\n", a->compute); return NULL; }
+        lo.compute = !strcmp(a->compute, "bf16") ? CODI_COMPUTE_BF16 : CODI_COMPUTE_F32;
+    }
     if (!(m = codi_load(a->model, &lo, err, sizeof err))) fprintf(stderr, "codi: %s\n", err);
+    else if (m->compute == CODI_COMPUTE_BF16) fprintf(stderr, "codi: note: bf16 compute: activations rounded to bf16 in every product with bf16 weights\n");
     cli__q_model = m;
     return m;
 }
@@ -288,6 +295,9 @@ CLI_API cli_prompt_args cli_prompt_defaults(void) {
 CLI_API int cli_check_args(const cli_command *cmd, const cli_model_args *a, const cli_prompt_args *p) {
     if (a && !a->model) { fprintf(stderr, "codi %s: --model PATH is required\n", cmd->name); return CLI_ERROR; }
     if (p && p->question && p->ids) { fprintf(stderr, "codi %s: give --question or --ids, not both\n", cmd->name); return CLI_ERROR; }
+    if (a && a->compute && strcmp(a->compute, "f32") && strcmp(a->compute, "bf16")) {
+        fprintf(stderr, "codi %s: --compute: '%s' is not f32 or bf16\n", cmd->name, a->compute); return CLI_ERROR;
+    }
     return CLI_OK;
 }
 

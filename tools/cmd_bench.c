@@ -220,12 +220,12 @@ static double bench_prefill(const codi_model *m, codi_state *s, int n, double *s
     return n / dt;
 }
 
-/* Decode tokens/s: n_gen greedy steps after a 16-token prompt. */
-static double bench_decode(const codi_model *m, codi_state *s, int n_gen, double *share) {
+/* Decode tokens/s: n_gen greedy steps after a ctx-token prompt. */
+static double bench_decode(const codi_model *m, codi_state *s, int ctx, int n_gen, double *share) {
     bench_clock t0;
     int i;
     int32_t tok;
-    if (bench_prefill(m, s, 16, NULL) < 0) return -1;
+    if (bench_prefill(m, s, ctx, NULL) < 0) return -1;
     t0 = bench_start();
     for (i = 0; i < n_gen; i++) {
         tok = codi_argmax_answer(m, s->logits);
@@ -234,19 +234,20 @@ static double bench_decode(const codi_model *m, codi_state *s, int n_gen, double
     return n_gen / bench_stop(t0, share);
 }
 
-/* Aggregate decode tokens/s of B sequences advanced together (codi_forward_batch): each after
-   its own 16-token prompt, n_gen steps. states[0] holds 256 positions, so its chunk lets lm_head
-   run on 16 sequences per pass. */
-static double bench_decode_batch(const codi_model *m, int B, int n_gen, int threads, double *share) {
+/* Aggregate decode tokens/s of B sequences advanced together (codi_forward_batch): each after a
+   ctx-token prompt (its own up to 16 tokens; longer: copies of one prefilled prompt), n_gen steps.
+   states[0] holds 256+ positions, so its chunk lets lm_head run on 16 sequences per pass. */
+static double bench_decode_batch(const codi_model *m, int B, int ctx, int n_gen, int threads, double *share) {
     codi_state **st = (codi_state **)calloc((size_t)B, sizeof *st);
-    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)B), ids[16];
+    int32_t *tok = (int32_t *)malloc(sizeof(int32_t) * (size_t)B), *ids = (int32_t *)malloc(sizeof(int32_t) * (size_t)ctx);
     double rate = -1;
     bench_clock t0;
-    int b, i, ok = st && tok;
+    int b, i, ok = st && tok && ids;
     for (b = 0; ok && b < B; b++) {
-        ok = (st[b] = codi_state_alloc(m, b ? 16 + n_gen + 1 : 256, b ? 1 : threads)) != NULL;
-        for (i = 0; ok && i < 16; i++) ids[i] = (int32_t)((i * 7919 + 13 * b + 1) % (m->config.vocab - 3));
-        ok = ok && codi_forward(m, st[b], ids, NULL, 16, NULL) == 0;
+        ok = (st[b] = codi_state_alloc(m, b ? ctx + n_gen + 1 : 256 > ctx + n_gen + 1 ? 256 : ctx + n_gen + 1, b ? 1 : threads)) != NULL;
+        if (ok && b && ctx > 16) { ok = codi_state_copy(m, st[b], st[0]) == 0; continue; }
+        for (i = 0; ok && i < ctx; i++) ids[i] = (int32_t)((i * 7919 + 13 * b + 1) % (m->config.vocab - 3));
+        ok = ok && codi_forward(m, st[b], ids, NULL, ctx, NULL) == 0;
     }
     if (ok) {
         t0 = bench_start();
@@ -258,7 +259,7 @@ static double bench_decode_batch(const codi_model *m, int B, int n_gen, int thre
     }
     if (!ok) fprintf(stderr, "codi bench: batch of %d failed\n", B);
     for (b = 0; st && b < B; b++) codi_state_free(st[b]);
-    free(st); free(tok);
+    free(st); free(tok); free(ids);
     return rate;
 }
 
@@ -269,7 +270,7 @@ static double bench_question(const codi_model *m, codi_state *s) {
     codi_run_result rr;
     double t0;
     int i;
-    ids[0] = m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
+    ids[0] = m->config.bos_id >= 0 && m->config.bos_id < m->config.vocab ? m->config.bos_id : 1;
     for (i = 1; i < 99; i++) ids[i] = (int32_t)((i * 7919 + 13) % (m->config.vocab - 3));
     ids[99] = m->config.bot_id;
     ro.max_answer = 16; ro.stop_at_eos = 0;
@@ -384,17 +385,19 @@ static double bench_roofline_s(int B, int passes, double prompt_flops, double fl
 typedef struct { const char *path; double pp128, pp512, tg, question_s, tg_b8, tg_b32, sh128, sh512, shtg, shb8, shb32; } bench_row;
 
 /* The effective peak of path p (GFLOP/s): amx and avx512bf16 multiply x as two bf16 parts. */
-#define PATH_PEAK_OF(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)
-#define PATH_SH_OF(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
+#define PATH_PEAK_OF(p) (bf16c ? peak_bf16 : !strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)
+#define PATH_SH_OF(p) (bf16c || !strcmp(p, "avx512bf16") ? sh_bf16 : !strcmp(p, "amx") ? sh_amx : sh_peak)
 
 static int bench_run(const cli_command *self, int argc, char **argv) {
     cli_model_args ma = cli_model_defaults();
     const char *kernels = NULL, *batches = NULL;
-    int json = 0, n_gen = 32;
+    int json = 0, n_gen = 32, ctx = 16, bf16c = 0;
     cli_opt opts[] = {
         CLI_MODEL_OPTS(&ma),
         { "--json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object" },
         { "--tokens", CLI_INT, &n_gen, 1, 4096, "N", "decode steps to time (32)" },
+        { "--context", CLI_INT, &ctx, 1, 512, "N", "prompt tokens before the timed decode steps of tg, tg_b8 and tg_b32 (16): "
+          "decode attention grows with it" },
         { "--kernels", CLI_STR, &kernels, 0, 0, "LIST", "kernel paths to time, comma-separated, e.g. avx512,scalar "
           "(\"default\": the path chosen for this CPU); the first gets every figure, the others pp128 and tg" },
         { "--batch", CLI_STR, &batches, 0, 0, "N[,N...]", "runs per batched runner for branch_bN and eval_qpm (default "
@@ -452,6 +455,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     t0 = cli_now();
     if (!(m = cli_load_model(&ma))) return 1;
     load_s = cli_now() - t0;
+    bf16c = m->compute == CODI_COMPUTE_BF16 && peak_bf16 > 0;    /* products on vdpbf16ps: their peak binds */
     if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
     bench_model_cost(m, &bytes, &macs);
     pp_per_gflop = 1e9 / (2 * macs);
@@ -463,10 +467,10 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
         b->sh512 = 1;
         b->pp128 = bench_prefill(m, s, 128, &b->sh128);
         b->pp512 = r == 0 ? bench_prefill(m, s, 512, &b->sh512) : -1;
-        b->tg = bench_decode(m, s, n_gen, &b->shtg);
+        b->tg = bench_decode(m, s, ctx, n_gen, &b->shtg);
         b->question_s = r == 0 ? bench_question(m, s) : -1;
-        b->tg_b8 = r == 0 ? bench_decode_batch(m, 8, n_gen, ma.threads, &b->shb8) : -1;
-        b->tg_b32 = r == 0 ? bench_decode_batch(m, 32, n_gen, ma.threads, &b->shb32) : -1;
+        b->tg_b8 = r == 0 ? bench_decode_batch(m, 8, ctx, n_gen, ma.threads, &b->shb8) : -1;
+        b->tg_b32 = r == 0 ? bench_decode_batch(m, 32, ctx, n_gen, ma.threads, &b->shb32) : -1;
     }
     /* the research workload on the first path: branches (single-stream, then batched at each --batch;
        and from a 1-token prefix: what a shared read-only prefix could save at most), whole questions */
@@ -499,9 +503,9 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     lim_q1 = 60 / bench_roofline_s(1, 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
     lim_qn = 60 / bench_roofline_s(batch[0], 1 + 6 + BENCH_Q_ANSWER, q_prompt_flops, q_flops, bytes, pk0, bw0);
 #define OF(x, sh, lim, shl) ((x) / (sh) / ((lim) / (shl)))     /* a figure over its limit, both per CPU share */
-#define PATH_PEAK(p) (!strcmp(p, "amx") ? peak_amx / 2 : !strcmp(p, "avx512bf16") ? peak_bf16 / 2 : peak)   /* effective GFLOP/s */
-#define PATH_SH(p) (!strcmp(p, "amx") ? sh_amx : !strcmp(p, "avx512bf16") ? sh_bf16 : sh_peak)
-#define PATH_PEAK_NAME(p) (!strcmp(p, "amx") ? "amx/2" : !strcmp(p, "avx512bf16") ? "bf16_dot/2" : "fma")
+#define PATH_PEAK(p) PATH_PEAK_OF(p)   /* effective GFLOP/s (bf16 compute: the bf16 dot peak itself) */
+#define PATH_SH(p) PATH_SH_OF(p)
+#define PATH_PEAK_NAME(p) (bf16c ? "bf16_dot" : !strcmp(p, "amx") ? "amx/2" : !strcmp(p, "avx512bf16") ? "bf16_dot/2" : "fma")
     if (json) {
         bench_row *b = &rows[0];
         double pk = PATH_PEAK(b->path), shp = PATH_SH(b->path);
@@ -512,13 +516,14 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                "\"tg_of_bw\": %.3f, \"pp512_of_peak\": %.3f, \"cpu_share\": {\"bw\": %.2f, \"peak\": %.2f, \"pp128\": %.2f, "
                "\"pp512\": %.2f, \"tg\": %.2f, \"peak_bf16\": %.2f, \"peak_amx\": %.2f}, \"peak_amx_gflops\": %.1f, "
                "\"path_peak\": \"%s\", \"path_peak_gflops\": %.1f, \"pp512_of_path_peak\": %.3f, \"tg_b8_of_path_peak\": %.3f, "
-               "\"tg_b32_of_path_peak\": %.3f",
+               "\"tg_b32_of_path_peak\": %.3f, \"context\": %d, \"compute\": \"%s\"",
                b->path, ma.threads, m->exact ? "f32" : "bf16", load_s, rss, bw, peak, peak_bf16,
                b->pp128, b->pp512, b->tg, b->question_s, b->question_s > 0 ? 60.0 / b->question_s : -1,
                b->tg_b8, b->tg_b32, OF(b->tg_b8, b->shb8, tgb_lim, sh_peak), OF(b->tg_b32, b->shb32, tgb_lim, sh_peak),
                OF(b->tg, b->shtg, tg_lim, sh_bw), OF(b->pp512, b->sh512, pp_lim, sh_peak), sh_bw, sh_peak, b->sh128, b->sh512, b->shtg, sh_bf16,
                sh_amx, peak_amx, PATH_PEAK_NAME(b->path), pk, OF(b->pp512, b->sh512, pk * pp_per_gflop, shp),
-               OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp));
+               OF(b->tg_b8, b->shb8, pk * tgb_per_gflop, shp), OF(b->tg_b32, b->shb32, pk * tgb_per_gflop, shp), ctx,
+               m->compute == CODI_COMPUTE_BF16 ? "bf16" : "f32");
         printf(", \"batch\": %d, \"best_batch\": %d, \"branch_b1\": %.1f, \"branch_bN\": %.1f, \"branch_ratio\": %.2f, "
                "\"branch_b1_of_roofline\": %.3f, \"branch_bN_of_roofline\": %.3f, \"branch_copy_ms\": %.3f, \"branch_bN_prefix1\": %.1f, "
                "\"eval_qpm\": %.2f, \"eval_ratio\": %.2f, \"eval_qpm_of_roofline\": %.3f, \"gsm8k_qpm_of_roofline\": %.3f, "
@@ -546,6 +551,8 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
                tg_lim, pp_lim, tgb_lim);
         if (peak_amx > 0) printf("        at half the AMX bf16 peak: prefill %.2f tok/s, batched decode %.2f tok/s\n",
                                  peak_amx / 2 * pp_per_gflop, peak_amx / 2 * tgb_per_gflop);
+        printf("decode (tg, tg_b8, tg_b32): %d steps after a %d-token prompt; %s compute%s\n", n_gen, ctx,
+               m->compute == CODI_COMPUTE_BF16 ? "bf16" : "f32", bf16c ? " ({%} of the bf16 dot peak)" : "");
         printf("ratios divide each side by its CPU share (shown in []: < 1 when other processes had the cores)\n");
         printf("prefill and batched decode: %% of the FMA peak; amx and avx512bf16 (x as bf16 hi + lo: two products each)\n"
                "also {%% of half the AMX / bf16 dot peak} and, amx, (%% of the AMX bf16 peak itself)\n");
@@ -593,7 +600,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
 
 static const cli_command cmd_bench = {
     "bench", "speed beside the machine's measured limits (bandwidth, FMA / bf16 / AMX peaks)",
-    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N] [--batch N[,N...]]",
+    "codi bench --model PATH [--json] [--threads N] [--kernels LIST] [--tokens N] [--context N] [--batch N[,N...]]",
     "Measures, in one process: read bandwidth and compute peaks (FMA; bf16 dot and AMX tiles where\n"
     "the CPU has them); load time; 128- and 512-token prefill;\n"
     "single-token decode; batched decode of 8 and 32 sequences (codi_forward_batch); one CODI question\n"

@@ -659,10 +659,12 @@ class Model:
     """A loaded CODI checkpoint or Llama directory (codi_load), with the CLI's options: base (a
     Hugging Face Llama directory it is layered over), exact (merged weights in f32), lora_scale,
     head_dim, threads (used to merge and as the default for states), skip_crc (the CLI's --no-crc),
-    tokenizer (a path; default: tokenizer.json beside the model or in base, as the CLI finds it)."""
+    tokenizer (a path; default: tokenizer.json beside the model or in base, as the CLI finds it),
+    compute ("f32", or "bf16": products with bf16 weights on activations rounded to bf16, as the CLI's
+    --compute; default: CODI_COMPUTE from the environment, else "f32")."""
 
     def __init__(self, path, base=None, exact=False, lora_scale=0.25, head_dim=0, threads=1, skip_crc=False,
-                 tokenizer=None, base_vocab=0):
+                 tokenizer=None, base_vocab=0, compute=None):
         self.path, self.base = str(path), base
         self.threads = _int(threads, "threads", 1, 4096)
         o = lib.codi_load_opts_default()
@@ -674,6 +676,10 @@ class Model:
         o.base_vocab = _int(base_vocab, "base_vocab", 0, 1 << 24)
         o.n_threads = self.threads
         o.skip_crc = int(bool(skip_crc))
+        if compute is not None:
+            if compute not in ("f32", "bf16"):
+                raise ValueError("compute must be 'f32' or 'bf16', not %r" % (compute,))
+            o.compute = 1 if compute == "bf16" else 0
         err = _errbuf()
         ptr = lib.codi_load(_path(path), byref(o), err, len(err))
         if not ptr:

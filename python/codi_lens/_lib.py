@@ -93,7 +93,7 @@ Config = _struct("codi_config", [
     ("n_eos", c_int), ("pad_id", c_int), ("bot_id", c_int), ("eot_id", c_int), ("lora_scale", c_float)])
 LoadOpts = _struct("codi_load_opts", [
     ("base", c_char_p), ("exact", c_int), ("lora_scale", c_float), ("head_dim", c_int), ("base_vocab", c_int),
-    ("n_threads", c_int), ("skip_crc", c_int)])
+    ("n_threads", c_int), ("skip_crc", c_int), ("compute", c_int)])
 ModelStruct = _struct("codi_model", [("config", Config), ("exact", c_int)])
 HookInfo = _struct("codi_hook_info", [("point", c_int), ("layer", c_int), ("pos", c_int), ("phase", c_int),
                                       ("step", c_int), ("size", c_int)])
