@@ -740,7 +740,7 @@ CODI_API int codi_number_tokens(const codi_tokenizer *t, double value, int32_t i
 enum { CODI_JSON_NULL, CODI_JSON_FALSE, CODI_JSON_TRUE, CODI_JSON_NUM, CODI_JSON_STR, CODI_JSON_ARR, CODI_JSON_OBJ };
 
 typedef struct codi_json {
-    int type;                      /* CODI__J_* */
+    int type;                      /* CODI_JSON_* */
     int count;                     /* number of children (arrays, objects) */
     double num;                    /* CODI_JSON_NUM */
     const char *str; size_t len;   /* CODI_JSON_STR: decoded bytes, NUL-terminated */
