@@ -96,8 +96,9 @@
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
-   plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
-   latent loop).
+   plain function, as llama2.c's run.c), then Part I: >>forward (the same pass, fast) and >>codi
+   (the latent loop). CODI_KERNEL=scalar runs Part I's own kernels; the fast paths of Appendix B
+   are reached only through the kernel table (>>interfaces).
        >>api 925  >>util 103  >>threads 109  >>json 266  >>files 113  >>tensors 91  >>safetensors 72
        >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 595  >>state 203
        >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
