@@ -41,7 +41,7 @@
        codi_state_clear_hooks(s); codi_steer_free(st);
    Mean vectors at the latent slots: codi_means_*. Seeded Gaussian draws: codi_rng_*.
 
-   MANY RUNS AT ONCE (>>codi, the batched runner): codi_batch_submit queues whole CODI runs (prompt
+   MANY RUNS AT ONCE (>>batch, the batched runner): codi_batch_submit queues whole CODI runs (prompt
    ids or a shared prefix state, each with its own latents, answer length, steering and hooks);
    codi_batch_run advances up to max_runs of them through one pass over the weights per step and
    hands each result to a callback: on a bandwidth-bound CPU, many runs for the price of one.
@@ -61,28 +61,10 @@
        CODI_NO_RESEARCH                               the run and steering only: no tuned lenses,
                                                       activation datasets, probes, statistics or PCA
 
-   SPEED (>>simd): the matrix products run on one kernel path, chosen at run time from the CPU:
-   amx, avx512 or avx2 (GCC/clang on x86-64, compiled with function-level target attributes, so
-   plain `cc -O2` builds them), neon (AArch64), else scalar (portable C, the same blocked pass; the
-   readable one is codi_forward_reference in >>reference). CODI_KERNEL=
-   scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or codi_set_kernel) picks another.
-   Decode is a GEMV that widens bf16 inside the dot, one row at a time (4 past 4096 columns);
-   2..63 positions (batched
-   decode, short chunks) the same with a register tile of 3 weight rows x 8 (avx512) or 4 (avx2)
-   positions; 64+ a packed-panel GEMM over up to 512 positions per pass, and prefill attention as
-   GEMMs per kv head; decode attention (every batched step) one call per row and kv head: scores
-   in blocks of positions, softmax, weighted values (the same bits as a dot and an axpy per
-   position). amx (Sapphire Rapids and later, Linux, bf16 weights) runs every product of 9+
-   positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split into two bf16
-   parts, hi + lo (x to 2^-16), so both stay within the f32 path's tolerances (~5e-5 logit
-   difference on the tiny golden). With CODI_THREADS the pool's workers spin briefly, then sleep.
-   Opt-in bf16 compute (codi_load_opts.compute = CODI_COMPUTE_BF16, or CODI_COMPUTE=bf16 in the
-   environment; CPUs with AVX512-BF16): every product of the forward pass with bf16 weights takes
-   its activations rounded to bf16 and multiplies with vdpbf16ps (f32 sums), as llama.cpp's BF16
-   and Hugging Face's bfloat16 matmuls do: prefill and batched steps ~1.6x faster on Zen 4
-   (vdpbf16ps: twice the FMA peak), at the price of 8 significant bits in every product's input
-   (drift: README, Speed). Never the default; norms, attention, the residual stream, prj and the
-   lenses stay f32; batched and single-stream runs then agree to bf16 rounding, not bit for bit.
+   SPEED: the matrix products run on one kernel path, chosen at run time from the CPU: amx, avx512
+   or avx2 (x86-64, GCC/clang, plain `cc -O2` builds them), neon (AArch64), else scalar (Part I's
+   portable C). CODI_KERNEL=scalar|avx2|avx512|avx512bf16|amx|neon in the environment (or
+   codi_set_kernel) picks another; how each path works is at >>simd (Appendix B).
 
    WHAT IT DOES NOT DO
    No GPU, no training of the model, no sampling other than greedy, no quantization below
@@ -105,13 +87,22 @@
        CODI tokens), T positions (state capacity), C positions per pass, P prj hidden dim.
 
    CONTENTS (grep for ">>name"; lines in each). Read >>reference first (the whole model in one
-   plain function, as llama2.c's run.c), then >>forward (the same pass, fast) and >>codi (the
-   latent loop).
-       >>api 985  >>util 103  >>threads 109  >>json 255  >>files 113  >>tensors 91  >>safetensors 154
-       >>zip 122  >>pickle 472  >>kernels 88  >>simd 1222  >>loading 596  >>state 208
-       >>reference 127  >>forward 377  >>codi 578  >>steer 696  >>unicode 279  >>tokenizer 922
-       >>lens 482  >>lenstrain 185  >>io 309  >>torchsave 100  >>lensfiles 132  >>acts 379
-       >>probe 294  >>stats 311  >>pca 499
+   plain function, as llama2.c's run.c), then Part I: >>forward (the same pass, fast) and >>codi
+   (the latent loop). CODI_KERNEL=scalar runs Part I's own kernels; the fast paths of Appendix B
+   are reached only through the kernel table (>>interfaces).
+       >>api 991  >>util 103  >>interfaces 106
+     PART I. THE MODEL (1037 lines):
+       >>kernels 144  >>state 209  >>reference 127  >>forward 376  >>codi 181
+     PART II. THE INSTRUMENTS (2381 lines):
+       >>steer 696  >>unicode 279  >>tokenizer 922  >>lens 484
+     PART III. RESEARCH (2210 lines):
+       >>lenstrain 185  >>io 309  >>torchsave 100  >>lensfiles 132  >>acts 379  >>probe 294
+       >>stats 311  >>pca 500
+     APPENDIX A. FORMATS (1802 lines):
+       >>json 255  >>files 108  >>tensors 78  >>safetensors 154  >>zip 121  >>pickle 472
+       >>loading 614
+     APPENDIX B. FAST PATHS (2030 lines):
+       >>threads 104  >>simd 1523  >>batch 401
 
    THREADS: a loaded codi_model is read-only and may be shared; each thread owns its codi_state.
    A codi_tokenizer is read-only once loaded (add tokens before sharing it).
@@ -393,7 +384,7 @@ CODI_API int codi_prompt_check(const codi_model *m, int recipe, char *err, size_
 /* The last number in text (commas removed) into *out; returns 1 if one was found. */
 CODI_API int codi_extract_answer(const char *text, double *out);
 
-/* ---- the batched runner (>>codi, after codi_run): many CODI runs through one pass per step ----
+/* ---- the batched runner (>>batch): many CODI runs through one pass per step ----
    B independent runs (each with its own state, prompt or prefix, latents, answer length, steering
    and hooks) advance together, one pass over the weights per step; finished runs leave and queued
    ones join (continuous batching); new prompts are prefilled in the same passes. Results equal
@@ -1229,484 +1220,56 @@ static int codi__ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* >>threads: the one place with parallelism. fn(ctx, tid, start, end) runs over [0, total)
-   split into one slice per thread; without CODI_THREADS it runs inline as one slice. */
+/* >>interfaces: what Parts I-III use from the appendices (defined there) ---------------------- */
 
+/* The kernel table: Part I multiplies only through it (codi__matmul_range picks a product
+   for the shape); the scalar path is at the end of >>kernels, the others in Appendix B. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CODI__PREFETCH(p) __builtin_prefetch(p)
+#else
+#define CODI__PREFETCH(p) ((void)(p))
+#endif
+#define CODI__KC 256      /* GEMM depth slice: one packed weight panel of KC x NR stays in L1 */
+#define CODI__NB_FLOATS 131072   /* GEMM row block: its n x NB outputs (512 KB) stay in L2 while every KC slice adds to them */
+#define CODI__NB_MAX 256  /* ... and its KC-deep slice of packed weight panels (256 KB) too */
+#define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
+#define CODI__GEMV_ROW_MAX 4096 /* GEMV rows up to this long go one at a time (x, 16 KB, stays in L1 beside the stream) */
+#define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
+
+/* gemv: out[r - r0] for r0 <= r < r1; xh [2 cols] is x as bf16 hi and lo parts when the path
+   multiplies bf16 (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
+typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
+typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
+typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
+typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
+typedef void (*codi__attend_fn)(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc);
+typedef struct {
+    const char *name;
+    codi__gemv_fn gemv;
+    codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations, also on a bf16_pairs path: its GEMV
+                                 per position would read the weights once per position); NULL: gemv per position */
+    codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
+    int mr, nr;               /* micro-kernel tile: positions x weight rows */
+    int bf16_pairs;           /* micro and gemv take bf16 activations: 1 hi and lo parts (split once per block), 2 hi alone */
+    codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
+    codi__micro_fn micro_f32w;
+    void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
+    codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
+    codi__attend_fn attend;   /* decode attention of the query heads of one kv head (codi__attend_dot_axpy's contract) */
+} codi__kernel;
+
+/* The thread pool (>>threads): CODI__PARALLEL, below, runs a task over it. */
 typedef struct codi__pool codi__pool;
 typedef void (*codi__task_fn)(void *ctx, int tid, int start, int end);
 
-#ifdef CODI_THREADS
-/* A fixed pool: run(fn) bumps a generation counter; every worker and the caller each do their
-   fixed slice, and the caller waits until `pending` reaches 0. Waiting spins on the counter for
-   a short while (a token makes ~100 calls 20-500 us apart), then sleeps on a condition variable.
-   Atomics are GCC/clang builtins; other compilers always sleep. */
-#if defined(__GNUC__) || defined(__clang__)
-#define CODI__LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
-#define CODI__STORE(x, v) __atomic_store_n(&(x), v, __ATOMIC_RELEASE)
-#define CODI__DEC(x) __atomic_sub_fetch(&(x), 1, __ATOMIC_ACQ_REL)
-#define CODI__SPINS 4000
-#if defined(__x86_64__) || defined(__i386__)
-#define CODI__PAUSE() __builtin_ia32_pause()
-#else
-#define CODI__PAUSE() ((void)0)
-#endif
-#else
-#define CODI__LOAD(x) (x)
-#define CODI__STORE(x, v) ((x) = (v))
-#define CODI__DEC(x) (--(x))
-#define CODI__SPINS 0
-#define CODI__PAUSE() ((void)0)
-#endif
-struct codi__pool {
-    pthread_t *threads; int n;          /* n - 1 workers; the caller is thread 0 */
-    pthread_mutex_t mu; pthread_cond_t go, done;
-    codi__task_fn fn; void *ctx; int total;
-    unsigned long generation; int pending, quit;
-};
-typedef struct { codi__pool *p; int tid; } codi__worker_arg;
-static void codi__pool_slice(codi__pool *p, int tid) {
-    int per = (p->total + p->n - 1) / p->n, s = tid * per, e = s + per;
-    if (e > p->total) e = p->total;
-    if (s < e) p->fn(p->ctx, tid, s, e);
-}
-static void *codi__worker(void *arg) {
-    codi__worker_arg *wa = (codi__worker_arg *)arg;
-    codi__pool *p = wa->p;
-    int tid = wa->tid, spin;
-    unsigned long seen = 0;
-    CODI_FREE(wa);
-    for (;;) {
-        for (spin = 0; spin < CODI__SPINS && CODI__LOAD(p->generation) == seen; spin++) CODI__PAUSE();
-        if (CODI__LOAD(p->generation) == seen) {
-            pthread_mutex_lock(&p->mu);
-            while (CODI__LOAD(p->generation) == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
-            pthread_mutex_unlock(&p->mu);
-        }
-        if (CODI__LOAD(p->quit)) return NULL;
-        seen = CODI__LOAD(p->generation);
-        codi__pool_slice(p, tid);
-        if (CODI__DEC(p->pending) == 0) {      /* the last one wakes the caller if it sleeps */
-            pthread_mutex_lock(&p->mu); pthread_cond_signal(&p->done); pthread_mutex_unlock(&p->mu);
-        }
-    }
-}
-static codi__pool *codi__pool_new(int n) {
-    codi__pool *p = (codi__pool *)CODI_MALLOC(sizeof *p);
-    int i;
-    if (!p) return NULL;
-    memset(p, 0, sizeof *p);
-    if (!(p->threads = (pthread_t *)CODI_MALLOC(sizeof(pthread_t) * (size_t)n))) { CODI_FREE(p); return NULL; }
-    pthread_mutex_init(&p->mu, NULL); pthread_cond_init(&p->go, NULL); pthread_cond_init(&p->done, NULL);
-    p->n = 1;
-    for (i = 1; i < n; i++) {               /* the pool is as large as the threads that started */
-        codi__worker_arg *wa = (codi__worker_arg *)CODI_MALLOC(sizeof *wa);
-        if (!wa) break;
-        wa->p = p; wa->tid = i;
-        if (pthread_create(&p->threads[i], NULL, codi__worker, wa) != 0) { CODI_FREE(wa); break; }
-        p->n++;
-    }
-    return p;
-}
-static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total) {
-    int spin;
-    p->fn = fn; p->ctx = ctx; p->total = total;
-    CODI__STORE(p->pending, p->n - 1);
-    pthread_mutex_lock(&p->mu);             /* a worker checks the counter under mu before it sleeps */
-    CODI__STORE(p->generation, p->generation + 1);
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    codi__pool_slice(p, 0);
-    for (spin = 0; spin < CODI__SPINS && CODI__LOAD(p->pending) > 0; spin++) CODI__PAUSE();
-    if (CODI__LOAD(p->pending) > 0) {
-        pthread_mutex_lock(&p->mu);
-        while (CODI__LOAD(p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-static void codi__pool_free(codi__pool *p) {
-    int i;
-    if (!p) return;
-    pthread_mutex_lock(&p->mu); CODI__STORE(p->quit, 1); CODI__STORE(p->generation, p->generation + 1);
-    pthread_cond_broadcast(&p->go); pthread_mutex_unlock(&p->mu);
-    for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
-    pthread_mutex_destroy(&p->mu); pthread_cond_destroy(&p->go); pthread_cond_destroy(&p->done);
-    CODI_FREE(p->threads); CODI_FREE(p);
-}
-#define CODI__PARALLEL(pool, fn, ctx, total) \
-    do { if (pool) codi__pool_run(pool, fn, ctx, total); else fn(ctx, 0, 0, total); } while (0)
-#else
-#define CODI__PARALLEL(pool, fn, ctx, total) fn(ctx, 0, 0, total)
-#endif
-
-/* >>json: a small DOM JSON reader (RFC 8259) for config.json, safetensors headers,
-   index files and tokenizer.json. One arena per document; strings are decoded to
-   NUL-terminated UTF-8 (escapes and surrogate pairs resolved). */
-
-
-typedef struct {
-    const char *p, *end;
-    codi_json *nodes; size_t nnodes, cap_nodes;
-    char *strs; size_t nstrs, cap_strs;
-    const char *err;
-    int depth;
-    int unique_keys;               /* refuse an object naming a member twice (codi_json_parse_strict) */
-    char msg[128];                 /* err of a duplicate key, naming it */
-} codi__jparser;
-
-/* Upper bounds for the arena, from one cheap scan: every value starts a node
-   at most once per byte that can begin a value, strings never grow when decoded. */
-static void codi__json_count(const char *s, size_t n, size_t *nodes, size_t *bytes) {
-    size_t i, c = 1;
-    for (i = 0; i < n; i++) if (s[i] == ',' || s[i] == '[' || s[i] == '{' || s[i] == ':') c++;
-    *nodes = c; *bytes = n + 1;
-}
-
-static void codi__json_ws(codi__jparser *j) {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
-}
-
-static int codi__json_hex4(const char *p, unsigned *out) {
-    unsigned v = 0; int i;
-    for (i = 0; i < 4; i++) {
-        char c = p[i]; v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return 0;
-    }
-    *out = v; return 1;
-}
-
-static size_t codi__utf8_put(char *o, unsigned cp) {
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
-    if (cp < 0x10000) { o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63)); o[2] = (char)(0x80 | (cp & 63)); return 3; }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
-    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
-}
-
-/* Parses a string literal at j->p (which points at the opening quote). */
-static int codi__json_string(codi__jparser *j, const char **out, size_t *outlen) {
-    char *o = j->strs + j->nstrs, *start = o;
-    j->p++;
-    for (;;) {
-        char c;
-        if (j->p >= j->end) { j->err = "unterminated string"; return 0; }
-        c = *j->p++;
-        if (c == '"') break;
-        if ((unsigned char)c < 0x20) { j->err = "control character in string"; return 0; }
-        if (c != '\\') { *o++ = c; continue; }
-        if (j->p >= j->end) { j->err = "unterminated escape"; return 0; }
-        c = *j->p++;
-        switch (c) {
-        case '"': *o++ = '"'; break;   case '\\': *o++ = '\\'; break;
-        case '/': *o++ = '/'; break;   case 'b': *o++ = '\b'; break;
-        case 'f': *o++ = '\f'; break;  case 'n': *o++ = '\n'; break;
-        case 'r': *o++ = '\r'; break;  case 't': *o++ = '\t'; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (j->end - j->p < 4 || !codi__json_hex4(j->p, &cp)) { j->err = "bad \\u escape"; return 0; }
-            j->p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' &&
-                codi__json_hex4(j->p + 2, &lo) && lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                j->p += 6;
-            }
-            /* a 6-byte escape decodes to at most 4 bytes (a lone surrogate to 3) */
-            o += codi__utf8_put(o, cp);
-            break;
-        }
-        default: j->err = "bad escape"; return 0;
-        }
-    }
-    *o++ = 0;
-    *out = start; *outlen = (size_t)(o - start - 1);
-    j->nstrs = (size_t)(o - j->strs);
-    return 1;
-}
-
-static codi_json *codi__json_value(codi__jparser *j);
-
-static codi_json *codi__json_node(codi__jparser *j, int type) {
-    codi_json *n;
-    if (j->nnodes >= j->cap_nodes) { j->err = "too many values"; return NULL; }
-    n = &j->nodes[j->nnodes++];
-    memset(n, 0, sizeof *n);
-    n->type = type;
-    return n;
-}
-
-static codi_json *codi__json_container(codi__jparser *j, int is_obj) {
-    codi_json *n = codi__json_node(j, is_obj ? CODI_JSON_OBJ : CODI_JSON_ARR), *last = NULL;
-    char close = is_obj ? '}' : ']';
-    if (!n) return NULL;
-    if (++j->depth > 256) { j->err = "nesting too deep"; return NULL; }
-    j->p++;
-    codi__json_ws(j);
-    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return n; }
-    for (;;) {
-        codi_json *v;
-        const char *key = NULL; size_t keylen = 0;
-        if (is_obj) {
-            codi__json_ws(j);
-            if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
-            if (!codi__json_string(j, &key, &keylen)) return NULL;
-            if (j->unique_keys) {
-                const codi_json *c;
-                for (c = n->child; c; c = c->next)
-                    if (c->keylen == keylen && !memcmp(c->key, key, keylen)) {
-                        snprintf(j->msg, sizeof j->msg, "duplicate key \"%.80s\"", key);
-                        j->err = j->msg; return NULL;
-                    }
-            }
-            codi__json_ws(j);
-            if (j->p >= j->end || *j->p != ':') { j->err = "expected ':'"; return NULL; }
-            j->p++;
-        }
-        v = codi__json_value(j);
-        if (!v) return NULL;
-        v->key = key; v->keylen = keylen;
-        if (last) last->next = v; else n->child = v;
-        last = v; n->count++;
-        codi__json_ws(j);
-        if (j->p < j->end && *j->p == ',') { j->p++; continue; }
-        if (j->p < j->end && *j->p == close) { j->p++; break; }
-        j->err = is_obj ? "expected ',' or '}'" : "expected ',' or ']'";
-        return NULL;
-    }
-    j->depth--;
-    return n;
-}
-
-static codi_json *codi__json_value(codi__jparser *j) {
-    codi_json *n;
-    codi__json_ws(j);
-    if (j->p >= j->end) { j->err = "unexpected end of input"; return NULL; }
-    switch (*j->p) {
-    case '{': return codi__json_container(j, 1);
-    case '[': return codi__json_container(j, 0);
-    case '"':
-        n = codi__json_node(j, CODI_JSON_STR);
-        if (!n || !codi__json_string(j, &n->str, &n->len)) return NULL;
-        return n;
-    case 't': case 'f': case 'n': {
-        static const char *words[3] = { "true", "false", "null" };
-        static const int types[3] = { CODI_JSON_TRUE, CODI_JSON_FALSE, CODI_JSON_NULL };
-        int w;
-        for (w = 0; w < 3; w++) {
-            size_t wl = strlen(words[w]);
-            if ((size_t)(j->end - j->p) >= wl && memcmp(j->p, words[w], wl) == 0) {
-                j->p += wl;
-                return codi__json_node(j, types[w]);
-            }
-        }
-        j->err = "bad literal"; return NULL;
-    }
-    default: {
-        char buf[64]; size_t k = 0; char *endp;
-        int digits_only = 1;
-        double v = 0;
-        for (; j->p + k < j->end && k < sizeof buf - 1; k++) {
-            char c = j->p[k];
-            if (c >= '0' && c <= '9') v = v * 10 + (c - '0');
-            else if (c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E') digits_only = 0;
-            else break;
-            buf[k] = c;
-        }
-        buf[k] = 0;
-        if (k == 0) { j->err = "unexpected character"; return NULL; }
-        n = codi__json_node(j, CODI_JSON_NUM);
-        if (!n) return NULL;
-        if (digits_only && k < 16) n->num = v;   /* exact: below 2^53 */
-        else {
-            n->num = strtod(buf, &endp);
-            if (*endp) { j->err = "bad number"; return NULL; }
-            if (!(n->num - n->num == 0)) { j->err = "number out of range (not a finite double)"; return NULL; }
-        }
-        j->p += k;
-        return n;
-    }
-    }
-}
-
-/* Parses text[0..len); unique_keys: an object naming a member twice is an error. Returns the
-   root (free with codi_json_free) or NULL with a message in err. */
-static codi_json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
-    codi__jparser j;
-    codi_json *root;
-    memset(&j, 0, sizeof j);
-    j.p = text; j.end = text + len; j.unique_keys = unique_keys;
-    codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
-    /* node 0 is a hidden header owning the string arena: see codi_json_free */
-    j.nodes = (codi_json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi_json));
-    j.strs = (char *)CODI_MALLOC(j.cap_strs + 4);
-    if (!j.nodes || !j.strs) {
-        CODI_FREE(j.nodes); CODI_FREE(j.strs);
-        snprintf(err, errsz, "out of memory parsing JSON"); return NULL;
-    }
-    memset(&j.nodes[0], 0, sizeof(codi_json));
-    j.nodes[0].str = j.strs;
-    j.nodes++;
-    root = codi__json_value(&j);
-    if (root) {
-        codi__json_ws(&j);
-        if (j.p != j.end) { root = NULL; j.err = "trailing characters"; }
-    }
-    if (!root) {
-        snprintf(err, errsz, "JSON error at byte %lu: %s", (unsigned long)(j.p - text), j.err ? j.err : "?");
-        CODI_FREE(j.nodes - 1); CODI_FREE(j.strs);
-        return NULL;
-    }
-    return root;
-}
-
-/* Files from the wild (safetensors headers, tokenizer.json): duplicate keys allowed, the first wins. */
-CODI_API codi_json *codi_json_parse(const char *text, size_t len, char *err, size_t errsz) {
-    return codi__json_parse_ex(text, len, 0, err, errsz);
-}
-
-/* Files people write (steering specs, config.json, questions lines): a duplicate key is an error. */
-CODI_API codi_json *codi_json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
-    return codi__json_parse_ex(text, len, 1, err, errsz);
-}
-
-CODI_API void codi_json_free(codi_json *root) {
-    if (!root) return;
-    CODI_FREE((void *)root[-1].str);
-    CODI_FREE(root - 1);
-}
-
-/* Member `key` of object `o`, or NULL. */
-CODI_API const codi_json *codi_json_get(const codi_json *o, const char *key) {
-    const codi_json *c;
-    size_t kl = strlen(key);
-    if (!o || o->type != CODI_JSON_OBJ) return NULL;
-    for (c = o->child; c; c = c->next)
-        if (c->keylen == kl && memcmp(c->key, key, kl) == 0) return c;
-    return NULL;
-}
-
-/* Number member `key` of `o` into *out; returns 1 if present and numeric. */
-CODI_API int codi_json_num(const codi_json *o, const char *key, double *out) {
-    const codi_json *v = codi_json_get(o, key);
-    if (!v || v->type != CODI_JSON_NUM) return 0;
-    *out = v->num; return 1;
-}
-
-/* >>files: whole files mapped read-only (or read into memory with CODI_NO_MMAP) ---------- */
-
+/* Mapped files and the table of named tensors the loaders fill (>>files, >>tensors, >>loading). */
 typedef struct codi__file {
     const unsigned char *data; size_t size;
     int mapped, fd;                 /* fd stays open while mapped (see codi__release_tensor) */
     struct codi__file *next;
 } codi__file;
-
-/* 1 if path names a regular file (following links). A FIFO, device or directory is not: it is
-   refused before open(), which could block on it forever. */
-static int codi__is_regular(const char *path) {
-#if !defined(_WIN32)
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-#else
-    FILE *fp = fopen(path, "rb");
-    if (fp) fclose(fp);
-    return fp != NULL;
-#endif
-}
-
-/* 1 if anything exists at path (a file that is not regular is then refused with a message). */
-static int codi__exists(const char *path) {
-#if !defined(_WIN32)
-    struct stat st;
-    return stat(path, &st) == 0;
-#else
-    return codi__is_regular(path);
-#endif
-}
-
-static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
-    codi__file *f;
-#if !defined(_WIN32)
-    struct stat st0;
-    if (stat(path, &st0) != 0) { codi__err(err, errsz, "cannot open %s", path); return NULL; }
-    if (!S_ISREG(st0.st_mode)) { codi__err(err, errsz, "%s is not a regular file", path); return NULL; }
-#endif
-    if (!(f = (codi__file *)CODI_MALLOC(sizeof *f))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(f, 0, sizeof *f);
-#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-    {
-        struct stat st;
-        /* O_NONBLOCK: should the path have become a FIFO since stat(), open() returns at once */
-        int fd = open(path, O_RDONLY | O_NONBLOCK);
-        if (fd < 0) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
-            codi__err(err, errsz, "%s is not a regular file", path); close(fd); CODI_FREE(f); return NULL;
-        }
-        f->size = (size_t)st.st_size;
-        if (f->size > 0) {
-            void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (p == MAP_FAILED) { codi__err(err, errsz, "cannot map %s", path); close(fd); CODI_FREE(f); return NULL; }
-            f->data = (const unsigned char *)p; f->mapped = 1; f->fd = fd;
-        } else close(fd);
-    }
-#else
-    {
-        FILE *fp = fopen(path, "rb");
-        long n;
-        if (!fp) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
-        if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-            codi__err(err, errsz, "cannot size %s", path); fclose(fp); CODI_FREE(f); return NULL;
-        }
-        f->size = (size_t)n;
-        if (!(f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1))) {
-            codi__err(err, errsz, "out of memory reading %s (%lu bytes)", path, (unsigned long)f->size);
-            fclose(fp); CODI_FREE(f); return NULL;
-        }
-        if (fread((void *)f->data, 1, f->size, fp) != f->size) {
-            codi__err(err, errsz, "cannot read %s", path);
-            CODI_FREE((void *)f->data); fclose(fp); CODI_FREE(f); return NULL;
-        }
-        fclose(fp);
-    }
-#endif
-    return f;
-}
-
-static void codi__file_close(codi__file *f) {
-    if (!f) return;
-#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-    if (f->mapped) { munmap((void *)f->data, f->size); close(f->fd); }
-#else
-    CODI_FREE((void *)f->data);
-#endif
-    CODI_FREE(f);
-}
-
-/* A small text file read into a NUL-terminated buffer; NULL if absent. */
-CODI_API char *codi_read_text(const char *path, size_t *len) {
-    FILE *fp;
-    char *buf = NULL; size_t cap = 0, n = 0;
-    if (!codi__is_regular(path) || !(fp = fopen(path, "rb"))) return NULL;
-    for (;;) {
-        size_t got;
-        if (n + 4096 + 1 > cap) {
-            char *nb;
-            cap = (cap + 4096) * 2;
-            nb = (char *)CODI_REALLOC(buf, cap);
-            if (!nb) { CODI_FREE(buf); fclose(fp); return NULL; }
-            buf = nb;
-        }
-        got = fread(buf + n, 1, 4096, fp);
-        n += got;
-        if (got < 4096) break;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
-/* >>tensors: the table of named tensors every loader fills ----------------------------- */
 
 typedef struct {
     char *name;            /* canonical name (see codi__canonical_name) */
@@ -1723,827 +1286,45 @@ typedef struct {
     codi__file *files;     /* every file the tensors point into */
 } codi__tensors;
 
-/* Maps the key spellings of CODI (peft), plain HF and prj onto one name:
-   "codi.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
-   -> "model.layers.0.self_attn.q_proj.weight"; lora_A/B keep ".lora_A"/".lora_B". */
-static void codi__canonical_name(const char *key, char *out, size_t outsz) {
-    static const char *prefixes[] = { "codi.base_model.model.", "base_model.model.", "codi." };
-    const char *k = key;
-    char *p;
-    size_t i;
-    for (i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
-        size_t pl = strlen(prefixes[i]);
-        if (strncmp(k, prefixes[i], pl) == 0) { k += pl; break; }
-    }
-    snprintf(out, outsz, "%s", k);
-    if ((p = strstr(out, ".base_layer.weight")) != NULL) memmove(p, p + 11, strlen(p + 11) + 1);
-    if ((p = strstr(out, ".lora_A.default.weight")) != NULL) strcpy(p, ".lora_A");
-    if ((p = strstr(out, ".lora_B.default.weight")) != NULL) strcpy(p, ".lora_B");
-}
-
-static int codi__dtype_from_name(const char *s) {
-    if (!strcmp(s, "F32")) return CODI_F32;
-    if (!strcmp(s, "BF16")) return CODI_BF16;
-    if (!strcmp(s, "F16")) return CODI_F16;
-    return -1;
-}
-
-static codi__tensor *codi__tensors_find(const codi__tensors *ts, const char *name) {
-    int i;
-    for (i = 0; i < ts->n; i++) if (!strcmp(ts->t[i].name, name)) return &ts->t[i];
-    return NULL;
-}
-
-/* Adds or replaces (a later source overrides an earlier one, like strict=False loading). */
-static int codi__tensors_put(codi__tensors *ts, const char *key, const char *dtype_name, int dtype,
-                             int ndim, const int64_t *shape, const void *data, int source) {
-    char name[256];
-    codi__tensor *t;
-    int i;
-    codi__canonical_name(key, name, sizeof name);
-    t = codi__tensors_find(ts, name);
-    if (!t) {
-        if (ts->n == ts->cap) {
-            int nc = ts->cap ? ts->cap * 2 : 256;
-            codi__tensor *nt = (codi__tensor *)CODI_REALLOC(ts->t, (size_t)nc * sizeof *nt);
-            if (!nt) return -1;
-            ts->t = nt; ts->cap = nc;
-        }
-        t = &ts->t[ts->n++];
-        memset(t, 0, sizeof *t);
-        if (!(t->name = codi__strdup(name))) { ts->n--; return -1; }
-    }
-    t->dtype = dtype;
-    snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dtype_name);
-    t->ndim = ndim;
-    for (i = 0; i < 4; i++) t->shape[i] = i < ndim ? shape[i] : 1;
-    t->data = data;
-    t->source = source;
-    return 0;
-}
-
-static void codi__tensors_free(codi__tensors *ts) {
-    int i;
-    codi__file *f = ts->files;
-    for (i = 0; i < ts->n; i++) CODI_FREE(ts->t[i].name);
-    CODI_FREE(ts->t);
-    while (f) { codi__file *nx = f->next; codi__file_close(f); f = nx; }
-    memset(ts, 0, sizeof *ts);
-}
-
-static int64_t codi__numel(int ndim, const int64_t *shape) {
-    int64_t n = 1; int i;
-    for (i = 0; i < ndim; i++) n *= shape[i];
-    return n;
-}
-
-/* >>safetensors: 8-byte header size, JSON header, raw data: the one reader (the loader's, and
-   codi_st_open's for every file we read); the writer is at >>io ------------------------------- */
-
-struct codi_st_file {
-    codi__file *file;
-    codi_json *header;        /* owns every name and metadata string */
-    codi_st_tensor *t;         /* [n] */
-    int n;
-};
-
-/* Element size of a safetensors dtype name, 0 if unknown (such a tensor is kept, its offsets
-   checked against the file only: the loader refuses it only if the model uses it). */
-static size_t codi__st_elem_size(const char *dt) {
-    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
-                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
-    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
-    size_t i;
-    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
-    return 0;
-}
-
-CODI_API void codi_st_close(codi_st_file *f) {
-    if (!f) return;
-    codi_json_free(f->header);
-    codi__file_close(f->file);
-    CODI_FREE(f->t);
-    CODI_FREE(f);
-}
-
-CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
-    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
-    const codi_json *e;
-    uint64_t hlen = 0;
-    size_t data_size;
-    char jerr[200];
-    int i;
-    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
-    memset(f, 0, sizeof *f);
-    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
-    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
-    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
-    if (hlen > f->file->size - 8 || hlen > (100u << 20)) {   /* no content of a foreign file in the message */
-        codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file's %lu bytes)", path,
-                  (unsigned long)f->file->size);
-        goto fail;
-    }
-    data_size = f->file->size - 8 - (size_t)hlen;
-    if (!(f->header = codi_json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
-        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
-    }
-    if (f->header->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
-    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
-    for (e = f->header->child; e; e = e->next) {
-        const codi_json *dt = codi_json_get(e, "dtype"), *shape = codi_json_get(e, "shape"), *offs = codi_json_get(e, "data_offsets"), *v;
-        codi_st_tensor *t = &f->t[f->n];
-        size_t esz, bytes;
-        double b0, b1;
-        if (!strcmp(e->key, "__metadata__")) continue;
-        if (!dt || dt->type != CODI_JSON_STR || !shape || shape->type != CODI_JSON_ARR || !offs || offs->type != CODI_JSON_ARR ||
-            offs->count != 2 || offs->child->type != CODI_JSON_NUM || offs->child->next->type != CODI_JSON_NUM) {
-            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
-        }
-        esz = codi__st_elem_size(dt->str);
-        if (strlen(dt->str) >= sizeof t->dtype) {
-            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
-        }
-        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
-        memset(t, 0, sizeof *t);
-        t->name = e->key; strcpy(t->dtype, dt->str);
-        t->numel = 1;
-        for (v = shape->child; v; v = v->next) {
-            if (v->type != CODI_JSON_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
-                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
-            }
-            t->shape[t->ndim++] = (int64_t)v->num;
-            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
-            else t->numel *= (size_t)v->num;
-        }
-        b0 = offs->child->num; b1 = offs->child->next->num;
-        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
-        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (esz && (double)bytes != b1 - b0)) {
-            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
-            goto fail;
-        }
-        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
-        f->n++;
-    }
-    return f;
-fail:
-    codi_st_close(f);
-    return NULL;
-}
-
-CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
-
-CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
-    if (i < 0 || i >= f->n) return -1;
-    *out = f->t[i];
-    return 0;
-}
-
-CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
-    int i;
-    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
-    return -1;
-}
-
-CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
-    codi_st_tensor t;
-    const unsigned char *b;
-    size_t i;
-    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
-    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
-    b = (const unsigned char *)t.data;
-    for (i = 0; i < t.numel; i++) {
-        if (!strcmp(t.dtype, "F32")) out[i] = codi_elem_f32(b, CODI_F32, i);
-        else if (!strcmp(t.dtype, "BF16")) out[i] = codi_elem_f32(b, CODI_BF16, i);
-        else if (!strcmp(t.dtype, "F16")) out[i] = codi_elem_f32(b, CODI_F16, i);
-        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
-        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
-        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
-        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
-        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
-    }
-    return (long)t.numel;
-}
-
-CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
-    const codi_json *md = codi_json_get(f->header, "__metadata__"), *v = md ? codi_json_get(md, key) : NULL;
-    return v && v->type == CODI_JSON_STR ? v->str : NULL;
-}
-
-/* The loader's view of a safetensors file: every tensor of codi_safetensors_open's into the table
-   (which keeps the mapping); dtypes the model cannot use are kept as -1 (an error only if used). */
-static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    int i, d, rc = 0;
-    if (!f) return -1;
-    f->file->next = ts->files; ts->files = f->file; f->file = NULL;
-    for (i = 0; i < f->n && rc == 0; i++) {
-        const codi_st_tensor *t = &f->t[i];
-        int64_t shape[4] = { 1, 1, 1, 1 };
-        if (t->ndim > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, t->name, t->ndim); rc = -1; break; }
-        for (d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
-        if (codi__tensors_put(ts, t->name, t->dtype, codi__dtype_from_name(t->dtype), t->ndim, shape, t->data, source) != 0) {
-            codi__err(err, errsz, "out of memory"); rc = -1;
-        }
-    }
-    codi_st_close(f);
-    return rc;
-}
-
-#ifndef CODI_NO_TORCH   /* >>zip and >>pickle */
-
-/* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
-
-typedef struct {
-    const char *name; size_t name_len;
-    const unsigned char *data; uint64_t size;
-    uint32_t crc;           /* CRC-32 the central directory records for data[0..size) */
-    int crc_checked;        /* 1 once verified */
-} codi__zip_entry;
-
-static uint32_t codi__rd16(const unsigned char *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
-static uint32_t codi__rd32(const unsigned char *p) { return codi__rd16(p) | (codi__rd16(p + 2) << 16); }
-static uint64_t codi__rd64(const unsigned char *p) { return codi__rd32(p) | ((uint64_t)codi__rd32(p + 4) << 32); }
-
-/* Lists the archive's entries (pointing into f). Returns the count, or -1. */
-static int codi__zip_entries(const codi__file *f, codi__zip_entry **out, char *err, size_t errsz) {
-    const unsigned char *d = f->data, *eocd = NULL;
-    size_t n = f->size, i, pos;
-    uint64_t cd_off, cd_count, cd_size, k;
-    codi__zip_entry *es;
-    if (n < 22) { codi__err(err, errsz, "not a zip archive (too short)"); return -1; }
-    for (i = n - 22 + 1; i-- > 0 && n - i <= 65557;)
-        if (codi__rd32(d + i) == 0x06054b50u) { eocd = d + i; break; }
-    if (!eocd) { codi__err(err, errsz, "not a zip archive (no end of central directory)"); return -1; }
-    cd_count = codi__rd16(eocd + 10); cd_size = codi__rd32(eocd + 12); cd_off = codi__rd32(eocd + 16);
-    if (cd_count == 0xFFFF || cd_off == 0xFFFFFFFFu || cd_size == 0xFFFFFFFFu) {
-        size_t loc = (size_t)(eocd - d);
-        uint64_t z64;
-        if (loc < 20 || codi__rd32(d + loc - 20) != 0x07064b50u) { codi__err(err, errsz, "zip64 locator missing"); return -1; }
-        z64 = codi__rd64(d + loc - 20 + 8);
-        if (n < 56 || z64 > n - 56 || codi__rd32(d + z64) != 0x06064b50u) { codi__err(err, errsz, "zip64 directory record missing"); return -1; }
-        cd_count = codi__rd64(d + z64 + 32); cd_size = codi__rd64(d + z64 + 40); cd_off = codi__rd64(d + z64 + 48);
-    }
-    if (cd_off > n || cd_size > n - cd_off || cd_count > cd_size / 46) {
-        codi__err(err, errsz, "zip central directory out of range"); return -1;
-    }
-    es = (codi__zip_entry *)CODI_MALLOC((size_t)(cd_count ? cd_count : 1) * sizeof *es);
-    if (!es) { codi__err(err, errsz, "out of memory"); return -1; }
-    pos = (size_t)cd_off;
-    for (k = 0; k < cd_count; k++) {
-        const unsigned char *c = d + pos, *x;
-        uint32_t method, nl, el, cl;
-        uint64_t csize, usize, lho;
-        size_t xi, lh_nl, lh_el;
-        if (pos + 46 > cd_off + cd_size || codi__rd32(c) != 0x02014b50u) { codi__err(err, errsz, "bad zip directory entry %lu", (unsigned long)k); goto fail; }
-        method = codi__rd16(c + 10); es[k].crc = codi__rd32(c + 16); es[k].crc_checked = 0;
-        csize = codi__rd32(c + 20); usize = codi__rd32(c + 24);
-        nl = codi__rd16(c + 28); el = codi__rd16(c + 30); cl = codi__rd16(c + 32); lho = codi__rd32(c + 42);
-        if (pos + 46 + nl + el + cl > cd_off + cd_size) { codi__err(err, errsz, "zip directory entry %lu overruns", (unsigned long)k); goto fail; }
-        x = c + 46 + nl;
-        for (xi = 0; xi + 4 <= el;) {          /* zip64 extra field: 64-bit sizes and offset */
-            uint32_t id = codi__rd16(x + xi), sz = codi__rd16(x + xi + 2);
-            if (xi + 4 + sz > el) break;
-            if (id == 1) {
-                size_t q = xi + 4;
-                if (usize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { usize = codi__rd64(x + q); q += 8; }
-                if (csize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { csize = codi__rd64(x + q); q += 8; }
-                if (lho == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { lho = codi__rd64(x + q); }
-            }
-            xi += 4 + sz;
-        }
-        if (method != 0 || csize != usize) {
-            codi__err(err, errsz, "zip entry %.*s is compressed (method %u); torch.save stores entries uncompressed",
-                      (int)(nl > 200 ? 200 : nl), (const char *)c + 46, (unsigned)method);
-            goto fail;
-        }
-        if (lho > n - 30 || codi__rd32(d + lho) != 0x04034b50u) { codi__err(err, errsz, "zip local header %lu out of range", (unsigned long)k); goto fail; }
-        lh_nl = codi__rd16(d + lho + 26); lh_el = codi__rd16(d + lho + 28);
-        if (lho + 30 + lh_nl + lh_el > n || usize > n - (lho + 30 + lh_nl + lh_el)) {
-            codi__err(err, errsz, "zip entry %.*s runs past the end of the file (truncated?)", (int)(nl > 200 ? 200 : nl), (const char *)c + 46);
-            goto fail;
-        }
-        es[k].name = (const char *)c + 46; es[k].name_len = nl;
-        es[k].data = d + lho + 30 + lh_nl + lh_el; es[k].size = usize;
-        pos += 46 + nl + el + cl;
-    }
-    *out = es;
-    return (int)cd_count;
-fail:
-    CODI_FREE(es);
-    return -1;
-}
-
-/* CRC-32 (ISO 3309, the zip polynomial 0xEDB88320), eight bytes per step ("slicing by 8"):
-   table[k][b] is the CRC of byte b followed by k zero bytes. */
 typedef struct { uint32_t table[8][256]; } codi__crc32_tables;
 
-static void codi__crc32_init(codi__crc32_tables *t) {
-    uint32_t b, c; int k;
-    for (b = 0; b < 256; b++) {
-        c = b;
-        for (k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        t->table[0][b] = c;
-    }
-    for (b = 0; b < 256; b++)
-        for (k = 1; k < 8; k++) t->table[k][b] = (t->table[k - 1][b] >> 8) ^ t->table[0][t->table[k - 1][b] & 255];
-}
-
-static uint32_t codi__crc32(const codi__crc32_tables *t, const unsigned char *p, uint64_t n) {
-    uint32_t c = 0xFFFFFFFFu;
-    for (; n >= 8; n -= 8, p += 8) {
-        uint32_t lo = c ^ codi__rd32(p), hi = codi__rd32(p + 4);
-        c = t->table[7][lo & 255] ^ t->table[6][(lo >> 8) & 255] ^ t->table[5][(lo >> 16) & 255] ^ t->table[4][lo >> 24] ^
-            t->table[3][hi & 255] ^ t->table[2][(hi >> 8) & 255] ^ t->table[1][(hi >> 16) & 255] ^ t->table[0][hi >> 24];
-    }
-    while (n--) c = t->table[0][(c ^ *p++) & 255] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
-
-/* Verifies an entry's CRC-32 once (tables NULL: verification is off). 0, or -1 with a message. */
-static int codi__zip_verify(codi__zip_entry *e, const codi__crc32_tables *tables, char *err, size_t errsz) {
-    uint32_t got;
-    if (!tables || e->crc_checked) return 0;
-    got = codi__crc32(tables, e->data, e->size);
-    if (got != e->crc) {
-        codi__err(err, errsz, "zip entry %.*s is corrupted: CRC-32 %08x, the archive records %08x",
-                  (int)(e->name_len > 200 ? 200 : e->name_len), e->name, (unsigned)got, (unsigned)e->crc);
-        return -1;
-    }
-    e->crc_checked = 1;
-    return 0;
-}
-
-/* >>pickle: an allow-list pickle machine for torch.save state dicts ---------------------
-   Like torch.load(weights_only=True): the only callables are _rebuild_tensor_v2,
-   _rebuild_parameter and OrderedDict; storages come by persistent id. Anything else is an
-   error, so reading a checkpoint can never do more than build tensors. */
-
-enum { CODI__PV_NONE, CODI__PV_BOOL, CODI__PV_INT, CODI__PV_FLOAT, CODI__PV_STR, CODI__PV_TUPLE,
-       CODI__PV_LIST, CODI__PV_DICT, CODI__PV_GLOBAL, CODI__PV_STORAGE, CODI__PV_TENSOR };
-enum { CODI__G_REBUILD_TENSOR, CODI__G_REBUILD_PARAMETER, CODI__G_ORDERED_DICT, CODI__G_STORAGE };
-
-typedef struct codi__pv {
-    int type;
-    int64_t i;                     /* INT, BOOL */
-    const char *s; size_t slen;    /* STR (points into the pickle) */
-    struct codi__pv **items;       /* TUPLE/LIST: n items; DICT: n/2 key, value pairs */
-    int n, cap;
-    int global;                    /* GLOBAL: CODI__G_*; STORAGE global: dtype in `dtype` */
-    int dtype;                     /* STORAGE: CODI_* or -1; dtype_name below */
-    const char *dtype_name;
-    int elem_size;                 /* STORAGE: bytes per element */
-    const char *key; size_t keylen;/* STORAGE: archive key "N" */
-    int64_t numel;                 /* STORAGE */
-    struct codi__pv *storage;      /* TENSOR */
-    int64_t offset; int ndim; int64_t shape[4], stride[4];
-    struct codi__pv *all_next;     /* every value, for freeing */
-} codi__pv;
-
-typedef struct {
-    const unsigned char *start, *p, *end;
-    codi__pv **stack; int sp, stack_cap;
-    int *marks; int nmarks, marks_cap;
-    codi__pv **memo; size_t memo_cap;
-    codi__pv *all;
-    char *err; size_t errsz;
-} codi__pickle;
-
-static codi__pv *codi__pv_new(codi__pickle *pk, int type) {
-    codi__pv *v = (codi__pv *)CODI_MALLOC(sizeof *v);
-    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
-    memset(v, 0, sizeof *v);
-    v->type = type;
-    v->all_next = pk->all; pk->all = v;
-    return v;
-}
-
-static int codi__pv_append(codi__pv *c, codi__pv *item) {
-    if (c->n == c->cap) {
-        int nc = c->cap ? c->cap * 2 : 8;
-        codi__pv **ni;
-        if (nc > (1 << 28)) return -1;                /* beyond any state dict; keeps nc an int */
-        ni = (codi__pv **)CODI_REALLOC(c->items, (size_t)nc * sizeof *ni);
-        if (!ni) return -1;
-        c->items = ni; c->cap = nc;
-    }
-    c->items[c->n++] = item;
-    return 0;
-}
-
-static int codi__pk_push(codi__pickle *pk, codi__pv *v) {
-    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
-    if (pk->sp == pk->stack_cap) {
-        int nc = pk->stack_cap ? pk->stack_cap * 2 : 64;
-        codi__pv **ns;
-        if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle stack too deep"); return -1; }
-        ns = (codi__pv **)CODI_REALLOC(pk->stack, (size_t)nc * sizeof *ns);
-        if (!ns) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
-        pk->stack = ns; pk->stack_cap = nc;
-    }
-    pk->stack[pk->sp++] = v;
-    return 0;
-}
-
-static codi__pv *codi__pk_pop(codi__pickle *pk) {
-    int floor_sp = pk->nmarks ? pk->marks[pk->nmarks - 1] : 0;
-    if (pk->sp <= floor_sp) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return NULL; }
-    return pk->stack[--pk->sp];
-}
-
-/* Pops everything above the last MARK into a new container of `type`. */
-static codi__pv *codi__pk_pop_mark(codi__pickle *pk, int type) {
-    codi__pv *c;
-    int m, i;
-    if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return NULL; }
-    m = pk->marks[--pk->nmarks];
-    if (!(c = codi__pv_new(pk, type))) return NULL;
-    for (i = m; i < pk->sp; i++)
-        if (codi__pv_append(c, pk->stack[i]) != 0) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
-    pk->sp = m;
-    return c;
-}
-
-static int codi__pk_need(codi__pickle *pk, size_t n) {
-    if ((size_t)(pk->end - pk->p) < n) { codi__err(pk->err, pk->errsz, "pickle truncated"); return 0; }
-    return 1;
-}
-
-static int codi__pk_memo_put(codi__pickle *pk, size_t idx, codi__pv *v) {
-    if (!v) { codi__err(pk->err, pk->errsz, "pickle: memoize on an empty stack"); return -1; }
-    if (idx >= pk->memo_cap) {
-        size_t nc = pk->memo_cap ? pk->memo_cap : 256, j;
-        codi__pv **nm;
-        if (idx > (1u << 24)) { codi__err(pk->err, pk->errsz, "pickle memo index %lu too large", (unsigned long)idx); return -1; }
-        while (nc <= idx) nc *= 2;
-        nm = (codi__pv **)CODI_REALLOC(pk->memo, nc * sizeof *nm);
-        if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
-        for (j = pk->memo_cap; j < nc; j++) nm[j] = NULL;
-        pk->memo = nm; pk->memo_cap = nc;
-    }
-    pk->memo[idx] = v;
-    return 0;
-}
-
-/* Resolves "module.name" against the allow-list. */
-static codi__pv *codi__pk_global(codi__pickle *pk, const char *mod, size_t ml, const char *name, size_t nl) {
-    static const struct { const char *name; int dtype, elem_size; } storages[] = {
-        { "FloatStorage", CODI_F32, 4 }, { "BFloat16Storage", CODI_BF16, 2 }, { "HalfStorage", CODI_F16, 2 },
-        { "DoubleStorage", -1, 8 }, { "LongStorage", -1, 8 }, { "IntStorage", -1, 4 }, { "ShortStorage", -1, 2 },
-        { "CharStorage", -1, 1 }, { "ByteStorage", -1, 1 }, { "BoolStorage", -1, 1 } };
-    codi__pv *g;
-    size_t i;
-#define CODI__IS(a, al, b) ((al) == strlen(b) && memcmp(a, b, al) == 0)
-    g = codi__pv_new(pk, CODI__PV_GLOBAL);
-    if (!g) return NULL;
-    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_tensor_v2")) { g->global = CODI__G_REBUILD_TENSOR; return g; }
-    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_parameter")) { g->global = CODI__G_REBUILD_PARAMETER; return g; }
-    if (CODI__IS(mod, ml, "collections") && CODI__IS(name, nl, "OrderedDict")) { g->global = CODI__G_ORDERED_DICT; return g; }
-    if (CODI__IS(mod, ml, "torch"))
-        for (i = 0; i < sizeof storages / sizeof *storages; i++)
-            if (CODI__IS(name, nl, storages[i].name)) {
-                g->global = CODI__G_STORAGE; g->dtype = storages[i].dtype; g->dtype_name = storages[i].name;
-                g->elem_size = storages[i].elem_size;
-                return g;
-            }
-#undef CODI__IS
-    codi__err(pk->err, pk->errsz, "checkpoint pickle references '%.*s.%.*s', which is not allowed (only tensors and OrderedDict are)",
-              (int)(ml > 80 ? 80 : ml), mod, (int)(nl > 80 ? 80 : nl), name);
-    return NULL;
-}
-
-static int codi__pv_int(const codi__pv *v, int64_t *out) {
-    if (!v || (v->type != CODI__PV_INT && v->type != CODI__PV_BOOL)) return 0;
-    *out = v->i; return 1;
-}
-
-/* callable(args) for the allow-listed callables. */
-static codi__pv *codi__pk_call(codi__pickle *pk, codi__pv *fn, codi__pv *args) {
-    codi__pv *t;
-    int i;
-    if (fn->type != CODI__PV_GLOBAL || args->type != CODI__PV_TUPLE) { codi__err(pk->err, pk->errsz, "pickle: REDUCE on a non-callable"); return NULL; }
-    switch (fn->global) {
-    case CODI__G_ORDERED_DICT:
-        return codi__pv_new(pk, CODI__PV_DICT);
-    case CODI__G_REBUILD_PARAMETER:
-        if (args->n < 1 || args->items[0]->type != CODI__PV_TENSOR) { codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_parameter"); return NULL; }
-        return args->items[0];
-    case CODI__G_REBUILD_TENSOR: {
-        codi__pv *st, *size, *stride;
-        if (args->n < 4) { codi__err(pk->err, pk->errsz, "pickle: _rebuild_tensor_v2 takes 6 or 7 arguments"); return NULL; }
-        st = args->items[0]; size = args->items[2]; stride = args->items[3];
-        if (st->type != CODI__PV_STORAGE || size->type != CODI__PV_TUPLE || stride->type != CODI__PV_TUPLE ||
-            size->n != stride->n || size->n > 4) {
-            codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_tensor_v2 arguments"); return NULL;
-        }
-        t = codi__pv_new(pk, CODI__PV_TENSOR);
-        if (!t) return NULL;
-        t->storage = st; t->ndim = size->n;
-        if (!codi__pv_int(args->items[1], &t->offset) || t->offset < 0) { codi__err(pk->err, pk->errsz, "pickle: bad storage offset"); return NULL; }
-        for (i = 0; i < size->n; i++)
-            if (!codi__pv_int(size->items[i], &t->shape[i]) || !codi__pv_int(stride->items[i], &t->stride[i]) ||
-                t->shape[i] < 0 || t->shape[i] > ((int64_t)1 << 40) || t->stride[i] < 0) {
-                codi__err(pk->err, pk->errsz, "pickle: bad tensor size or stride"); return NULL;
-            }
-        return t;
-    }
-    default:
-        codi__err(pk->err, pk->errsz, "pickle: a storage type is not callable"); return NULL;
-    }
-}
-
-/* Runs the pickle; on success *result is the top-level value. */
-static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
-    for (;;) {
-        int op;
-        codi__pv *v, *a, *b;
-        if (!codi__pk_need(pk, 1)) return -1;
-        op = *pk->p++;
-        switch (op) {
-        case 0x80: if (!codi__pk_need(pk, 1)) return -1; pk->p += 1; break;              /* PROTO */
-        case 0x95: if (!codi__pk_need(pk, 8)) return -1; pk->p += 8; break;              /* FRAME */
-        case '.':                                                                         /* STOP */
-            if (pk->sp != 1 || pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: STOP with %d values left", pk->sp); return -1; }
-            *result = pk->stack[0];
-            return 0;
-        case '(':                                                                         /* MARK */
-            if (pk->nmarks == pk->marks_cap) {
-                int nc = pk->marks_cap ? pk->marks_cap * 2 : 32;
-                int *nm;
-                if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle: too many marks"); return -1; }
-                nm = (int *)CODI_REALLOC(pk->marks, (size_t)nc * sizeof *nm);
-                if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
-                pk->marks = nm; pk->marks_cap = nc;
-            }
-            pk->marks[pk->nmarks++] = pk->sp;
-            break;
-        case '}': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_DICT))) return -1; break;
-        case ']': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_LIST))) return -1; break;
-        case ')': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_TUPLE))) return -1; break;
-        case 't': if (!(v = codi__pk_pop_mark(pk, CODI__PV_TUPLE)) || codi__pk_push(pk, v)) return -1; break;
-        case 'l': if (!(v = codi__pk_pop_mark(pk, CODI__PV_LIST)) || codi__pk_push(pk, v)) return -1; break;
-        case 'd':
-            if (!(v = codi__pk_pop_mark(pk, CODI__PV_DICT)) || (v->n & 1)) { if (v) codi__err(pk->err, pk->errsz, "pickle: odd DICT"); return -1; }
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        case 0x85: case 0x86: case 0x87: {                                               /* TUPLE1..3 */
-            int k = op - 0x84, i;
-            if (pk->sp - (pk->nmarks ? pk->marks[pk->nmarks - 1] : 0) < k) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
-            if (!(v = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
-            for (i = pk->sp - k; i < pk->sp; i++) if (codi__pv_append(v, pk->stack[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
-            pk->sp -= k;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        }
-        case 'a': case 'e': case 's': case 'u': {                                        /* APPEND(S), SETITEM(S) */
-            codi__pv *items, *target; int i;
-            if (op == 'a' || op == 's') {
-                if (!(items = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
-                if (op == 's') { if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
-                                 if (codi__pv_append(items, a) || codi__pv_append(items, b)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; } }
-                else if (!(a = codi__pk_pop(pk))) return -1;
-                else if (codi__pv_append(items, a)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
-            } else if (!(items = codi__pk_pop_mark(pk, CODI__PV_TUPLE))) return -1;
-            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
-            target = pk->stack[pk->sp - 1];
-            if ((op == 's' || op == 'u') ? (target->type != CODI__PV_DICT || (items->n & 1)) : target->type != CODI__PV_LIST) {
-                codi__err(pk->err, pk->errsz, "pickle: %s on the wrong type", op == 's' || op == 'u' ? "SETITEMS" : "APPENDS"); return -1;
-            }
-            for (i = 0; i < items->n; i++) if (codi__pv_append(target, items->items[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
-            break;
-        }
-        case 'q': case 'r': case 0x94: {                                                 /* BINPUT, LONG_BINPUT, MEMOIZE */
-            size_t idx;
-            if (op == 'q') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
-            else if (op == 'r') { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
-            else { idx = 0; while (idx < pk->memo_cap && pk->memo[idx]) idx++; }
-            if (codi__pk_memo_put(pk, idx, pk->sp ? pk->stack[pk->sp - 1] : NULL)) return -1;
-            break;
-        }
-        case 'h': case 'j': {                                                            /* BINGET, LONG_BINGET */
-            size_t idx;
-            if (op == 'h') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
-            else { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
-            if (idx >= pk->memo_cap || !pk->memo[idx]) { codi__err(pk->err, pk->errsz, "pickle: memo %lu is empty", (unsigned long)idx); return -1; }
-            if (codi__pk_push(pk, pk->memo[idx])) return -1;
-            break;
-        }
-        case 'c': {                                                                      /* GLOBAL "mod\nname\n" */
-            const unsigned char *m = pk->p, *nl1, *nl2;
-            nl1 = (const unsigned char *)memchr(m, '\n', (size_t)(pk->end - m));
-            nl2 = nl1 ? (const unsigned char *)memchr(nl1 + 1, '\n', (size_t)(pk->end - nl1 - 1)) : NULL;
-            if (!nl2) { codi__err(pk->err, pk->errsz, "pickle truncated in GLOBAL"); return -1; }
-            v = codi__pk_global(pk, (const char *)m, (size_t)(nl1 - m), (const char *)nl1 + 1, (size_t)(nl2 - nl1 - 1));
-            if (!v) return -1;
-            pk->p = nl2 + 1;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        }
-        case 0x93:                                                                       /* STACK_GLOBAL */
-            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
-            if (a->type != CODI__PV_STR || b->type != CODI__PV_STR) { codi__err(pk->err, pk->errsz, "pickle: STACK_GLOBAL needs strings"); return -1; }
-            if (!(v = codi__pk_global(pk, a->s, a->slen, b->s, b->slen)) || codi__pk_push(pk, v)) return -1;
-            break;
-        case 'R':                                                                        /* REDUCE */
-            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
-            if (!(v = codi__pk_call(pk, a, b)) || codi__pk_push(pk, v)) return -1;
-            break;
-        case 'b':                                                                        /* BUILD: state ignored on dicts */
-            if (!(b = codi__pk_pop(pk))) return -1;
-            if (pk->sp < 1 || (pk->stack[pk->sp - 1]->type != CODI__PV_DICT && pk->stack[pk->sp - 1]->type != CODI__PV_TENSOR)) {
-                codi__err(pk->err, pk->errsz, "pickle: BUILD on an unsupported object"); return -1;
-            }
-            break;
-        case 'Q': {                                                                      /* BINPERSID: ('storage', type, key, location, numel) */
-            codi__pv *t = codi__pk_pop(pk);
-            if (!t) return -1;
-            if (t->type != CODI__PV_TUPLE || t->n < 5 || t->items[0]->type != CODI__PV_STR ||
-                t->items[0]->slen != 7 || memcmp(t->items[0]->s, "storage", 7) != 0 ||
-                t->items[1]->type != CODI__PV_GLOBAL || t->items[1]->global != CODI__G_STORAGE ||
-                t->items[2]->type != CODI__PV_STR || t->items[4]->type != CODI__PV_INT || t->items[4]->i < 0) {
-                codi__err(pk->err, pk->errsz, "pickle: unsupported persistent id"); return -1;
-            }
-            if (!(v = codi__pv_new(pk, CODI__PV_STORAGE))) return -1;
-            v->dtype = t->items[1]->dtype; v->dtype_name = t->items[1]->dtype_name; v->elem_size = t->items[1]->elem_size;
-            v->key = t->items[2]->s; v->keylen = t->items[2]->slen; v->numel = t->items[4]->i;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        }
-        case 'J': case 'K': case 'M': case 0x8a: {                                       /* ints */
-            int64_t x = 0;
-            if (!(v = codi__pv_new(pk, CODI__PV_INT))) return -1;
-            if (op == 'K') { if (!codi__pk_need(pk, 1)) return -1; x = *pk->p; pk->p += 1; }
-            else if (op == 'M') { if (!codi__pk_need(pk, 2)) return -1; x = codi__rd16(pk->p); pk->p += 2; }
-            else if (op == 'J') { if (!codi__pk_need(pk, 4)) return -1; x = (int32_t)codi__rd32(pk->p); pk->p += 4; }
-            else {
-                int nb, i;
-                if (!codi__pk_need(pk, 1)) return -1;
-                nb = *pk->p++;
-                if (nb > 8 || !codi__pk_need(pk, (size_t)nb)) { codi__err(pk->err, pk->errsz, "pickle: LONG1 of %d bytes", nb); return -1; }
-                for (i = nb - 1; i >= 0; i--) x = (int64_t)((uint64_t)x << 8 | pk->p[i]);
-                if (nb > 0 && nb < 8 && (pk->p[nb - 1] & 0x80)) x -= (int64_t)1 << (8 * nb);
-                pk->p += nb;
-            }
-            v->i = x;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        }
-        case 'N': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_NONE))) return -1; break;
-        case 0x88: case 0x89:
-            if (!(v = codi__pv_new(pk, CODI__PV_BOOL))) return -1;
-            v->i = op == 0x88;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        case 'G':                                                                        /* BINFLOAT */
-            if (!codi__pk_need(pk, 8)) return -1;
-            pk->p += 8;
-            if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_FLOAT))) return -1;
-            break;
-        case 'X': case 0x8c: case 0x8d: case 'U': case 'T': case 'C': case 'B': {        /* strings, bytes */
-            uint64_t len;
-            size_t w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : op == 0x8d ? 8 : 4;
-            if (!codi__pk_need(pk, w)) return -1;
-            len = w == 1 ? *pk->p : w == 4 ? codi__rd32(pk->p) : codi__rd64(pk->p);
-            pk->p += w;
-            if (len > (uint64_t)(pk->end - pk->p)) { codi__err(pk->err, pk->errsz, "pickle truncated in a string"); return -1; }
-            if (!(v = codi__pv_new(pk, CODI__PV_STR))) return -1;
-            v->s = (const char *)pk->p; v->slen = (size_t)len;
-            pk->p += len;
-            if (codi__pk_push(pk, v)) return -1;
-            break;
-        }
-        case '0': if (!codi__pk_pop(pk)) return -1; break;                                /* POP */
-        case '1':                                                                         /* POP_MARK */
-            if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return -1; }
-            pk->sp = pk->marks[--pk->nmarks];
-            break;
-        case '2':                                                                         /* DUP */
-            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
-            if (codi__pk_push(pk, pk->stack[pk->sp - 1])) return -1;
-            break;
-        default:
-            codi__err(pk->err, pk->errsz, "pickle opcode 0x%02x at byte %ld is not supported", op, (long)(pk->p - 1 - pk->start));
-            return -1;
-        }
-    }
-}
-
-static void codi__pk_free(codi__pickle *pk) {
-    codi__pv *v = pk->all;
-    while (v) { codi__pv *nx = v->all_next; CODI_FREE(v->items); CODI_FREE(v); v = nx; }
-    CODI_FREE(pk->stack); CODI_FREE(pk->marks); CODI_FREE(pk->memo);
-}
-
-/* Where tensor t starts in its storage entry se, checked against both: the storage's numel *
-   element size must fit the entry, offset + span the storage (span: the last element's index + 1
-   for its shape and strides). 0 with *byte_offset set, or -1 with a message. */
-static int codi__pk_tensor_range(const codi__pv *t, const codi__zip_entry *se, uint64_t *byte_offset,
-                                 char *err, size_t errsz) {
-    const codi__pv *st = t->storage;
-    uint64_t storage_bytes, span = 1, end, step;
-    int64_t numel, expect = 1;
-    int d;
-    if (!codi__numel_checked(t->ndim, t->shape, &numel)) { codi__err(err, errsz, "its shape has too many elements"); return -1; }
-    for (d = t->ndim - 1; d >= 0 && numel > 0; d--) {   /* contiguous row-major strides (an empty tensor reads nothing) */
-        if (t->shape[d] != 1 && t->stride[d] != expect) {
-            codi__err(err, errsz, "it is not contiguous (strides); save it with .contiguous()"); return -1;
-        }
-        expect *= t->shape[d];                    /* <= numel (every dim >= 1 here): no overflow */
-        if (t->shape[d] > 0) {
-            if (!codi__mul_u64((uint64_t)(t->shape[d] - 1), (uint64_t)t->stride[d], &step) || !codi__add_u64(span, step, &span)) {
-                codi__err(err, errsz, "its strides overflow"); return -1;
-            }
-        }
-    }
-    if (numel == 0) span = 0;
-    if (!codi__mul_u64((uint64_t)st->numel, (uint64_t)st->elem_size, &storage_bytes) || storage_bytes > se->size ||
-        !codi__add_u64((uint64_t)t->offset, span, &end) || end > (uint64_t)st->numel) {
-        codi__err(err, errsz, "it does not fit its storage (%lld elements at offset %lld; the storage holds %lld, its entry %llu bytes)",
-                  (long long)numel, (long long)t->offset, (long long)st->numel, (unsigned long long)se->size);
-        return -1;
-    }
-    *byte_offset = (uint64_t)t->offset * (uint64_t)st->elem_size;   /* <= storage_bytes */
-    return 0;
-}
-
-/* The tensors of a torch.save zip archive (torch 1.6+ and 2.x) already in memory (f), into the
-   table; path names it in messages. verify_crc: check the CRC-32 of every entry read. */
-static int codi__torch_zip_tensors(codi__tensors *ts, const codi__file *f, const char *path, int source, int verify_crc,
-                                   char *err, size_t errsz) {
-    codi__zip_entry *es = NULL, *pkl = NULL;
-    codi__crc32_tables *crc = NULL;
-    codi__pickle pk;
-    codi__pv *root = NULL;
-    char msg[200] = "";
-    int ne, i, rc = -1;
-    size_t prefix_len = 0;
-    memset(&pk, 0, sizeof pk);
-    ne = codi__zip_entries(f, &es, msg, sizeof msg);
-    if (ne < 0) { codi__err(err, errsz, "%s: %s", path, msg); return -1; }
-    if (verify_crc) {
-        if (!(crc = (codi__crc32_tables *)CODI_MALLOC(sizeof *crc))) { codi__err(err, errsz, "out of memory"); goto done; }
-        codi__crc32_init(crc);
-    }
-    for (i = 0; i < ne; i++) {
-        const char *slash = (const char *)memchr(es[i].name, '/', es[i].name_len);
-        if (slash && es[i].name_len - (size_t)(slash - es[i].name) == 9 && !memcmp(slash, "/data.pkl", 9)) {
-            pkl = &es[i]; prefix_len = (size_t)(slash - es[i].name) + 1; break;
-        }
-    }
-    if (!pkl) { codi__err(err, errsz, "%s: no data.pkl in the archive: not a torch.save checkpoint", path); goto done; }
-    for (i = 0; i < ne; i++)
-        if (es[i].name_len == prefix_len + 9 && !memcmp(es[i].name + prefix_len, "byteorder", 9)) {
-            if (codi__zip_verify(&es[i], crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
-            if (!(es[i].size == 6 && !memcmp(es[i].data, "little", 6))) {
-                codi__err(err, errsz, "%s: big-endian checkpoints are not supported", path); goto done;
-            }
-        }
-    if (codi__zip_verify(pkl, crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
-    pk.start = pk.p = pkl->data; pk.end = pkl->data + pkl->size; pk.err = msg; pk.errsz = sizeof msg;
-    if (codi__pk_run(&pk, &root) != 0) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
-    if (root->type != CODI__PV_DICT) { codi__err(err, errsz, "%s: the pickle is not a state dict", path); goto done; }
-    for (i = 0; i + 1 < root->n; i += 2) {
-        codi__pv *k = root->items[i], *t = root->items[i + 1], *st;
-        char key[256], sname[300];
-        codi__zip_entry *se = NULL;
-        uint64_t at;
-        int j;
-        if (k->type != CODI__PV_STR || t->type != CODI__PV_TENSOR) continue;
-        snprintf(key, sizeof key, "%.*s", (int)(k->slen > 255 ? 255 : k->slen), k->s);
-        st = t->storage;
-        snprintf(sname, sizeof sname, "%.*sdata/%.*s", (int)prefix_len, pkl->name, (int)(st->keylen > 64 ? 64 : st->keylen), st->key);
-        for (j = 0; j < ne; j++)
-            if (es[j].name_len == strlen(sname) && !memcmp(es[j].name, sname, es[j].name_len)) { se = &es[j]; break; }
-        if (!se) { codi__err(err, errsz, "%s: tensor '%s': storage %s missing from the archive", path, key, sname); goto done; }
-        if (codi__pk_tensor_range(t, se, &at, msg, sizeof msg) || codi__zip_verify(se, crc, msg, sizeof msg)) {
-            codi__err(err, errsz, "%s: tensor '%s': %s", path, key, msg); goto done;
-        }
-        if (codi__tensors_put(ts, key, st->dtype_name, st->dtype, t->ndim, t->shape,
-                              st->dtype >= 0 ? se->data + (size_t)at : NULL, source) != 0) {
-            codi__err(err, errsz, "out of memory"); goto done;
-        }
-    }
-    rc = 0;
-done:
-    codi__pk_free(&pk);
-    CODI_FREE(crc);
-    CODI_FREE(es);
-    return rc;
-}
-
-static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
-    codi__file *f = codi__file_open(path, err, errsz);
-    if (!f) return -1;
-    f->next = ts->files; ts->files = f;
-    return codi__torch_zip_tensors(ts, f, path, source, verify_crc, err, errsz);
-}
-
+/* The appendices' functions that Parts I-III call, by section. */
+#ifdef CODI_THREADS
+static codi__pool *codi__pool_new(int n);
+static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total);
+static void codi__pool_free(codi__pool *p);
+#define CODI__PARALLEL(pool, fn, ctx, total) \
+    do { if (pool) codi__pool_run(pool, fn, ctx, total); else fn(ctx, 0, 0, total); } while (0)
 #else
-static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
-    (void)ts; (void)source; (void)verify_crc;
-    codi__err(err, errsz, "%s: a PyTorch checkpoint, but this library was built with CODI_NO_TORCH (safetensors only)", path);
-    return -1;
-}
-#endif /* CODI_NO_TORCH */
+#define CODI__PARALLEL(pool, fn, ctx, total) fn(ctx, 0, 0, total)
+#endif
+#ifndef CODI_NO_TORCH
+static void codi__crc32_init(codi__crc32_tables *t);
+static uint32_t codi__crc32(const codi__crc32_tables *t, const unsigned char *p, uint64_t n);
+#endif
+/* from >>files */
+static int codi__is_regular(const char *path);
+static codi__file *codi__file_open(const char *path, char *err, size_t errsz);
+static void codi__file_close(codi__file *f);
+/* from >>tensors */
+static codi__tensor *codi__tensors_find(const codi__tensors *ts, const char *name);
+static void codi__tensors_free(codi__tensors *ts);
+static int64_t codi__numel(int ndim, const int64_t *shape);
+/* from >>safetensors */
+static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err,
+                                  size_t errsz);
+/* from >>pickle */
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc,
+                                char *err, size_t errsz);
+/* from >>simd */
+static int codi__compute_bf16_runs(void);
+static const codi__kernel *codi__kernel_active(void);
+static const codi__kernel *codi__kernel_for(int compute);
+static size_t codi__work_floats(int n, int k);
+static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x,
+                               const codi_matrix *w, int n, int r0, int r1, float *work);
+
+/* ======== PART I. THE MODEL: the kernels, the state, the reference forward, the forward, the CODI loop  */
 
 /* >>kernels: small named functions, outputs first ----------------------------------------- */
 
@@ -2633,69 +1414,6 @@ static void codi__rope(float *v, int n_heads, int head_dim, const float *cosv, c
     }
 }
 
-/* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
-   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, one row at a time
-   up to GEMV_ROW_MAX columns),
-   a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
-   weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
-   x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
-   `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
-   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the
-   environment picks one. The amx
-   path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
-
-#if !defined(CODI_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define CODI__X86 1
-#include <immintrin.h>
-#define CODI__AVX2 __attribute__((target("avx2,fma")))
-#define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
-#define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
-#define CODI__INLINE __attribute__((always_inline)) inline   /* inside a kernel's loop: no call per use */
-#if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11    /* compilers with the AMX intrinsics */
-#define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
-#endif
-#endif
-#if !defined(CODI_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
-#define CODI__NEON 1
-#include <arm_neon.h>
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-#define CODI__PREFETCH(p) __builtin_prefetch(p)
-#else
-#define CODI__PREFETCH(p) ((void)(p))
-#endif
-#define CODI__KC 256      /* GEMM depth slice: one packed weight panel of KC x NR stays in L1 */
-#define CODI__NB_FLOATS 131072   /* GEMM row block: its n x NB outputs (512 KB) stay in L2 while every KC slice adds to them */
-#define CODI__NB_MAX 256  /* ... and its KC-deep slice of packed weight panels (256 KB) too */
-#define CODI__MC 256      /* positions per forward pass (and per LoRA-merge block) */
-#define CODI__GEMV_ROW_MAX 4096 /* GEMV rows up to this long go one at a time (x, 16 KB, stays in L1 beside the stream) */
-#define CODI__GEMM_MIN 64 /* fewer positions: the multi-position GEMV (measured faster below ~64: packs nothing) */
-
-/* gemv: out[r - r0] for r0 <= r < r1; xh [2 cols] is x as bf16 hi and lo parts when the path
-   multiplies bf16 (else unused). micro: c[i, j] (+)= sum_k a[k, i] * b[k, j] over one MR x NR tile. */
-typedef void (*codi__gemv_fn)(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1);
-typedef void (*codi__micro_fn)(int kb, const void *a, const void *b, float *c, size_t ldc, int add);
-typedef void (*codi__gemvn_fn)(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work);
-typedef void (*codi__tiles_fn)(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work);
-typedef void (*codi__attend_fn)(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc);
-typedef struct {
-    const char *name;
-    codi__gemv_fn gemv;
-    codi__gemvn_fn gemvn;     /* 2..GEMM_MIN-1 positions at once (f32 activations, also on a bf16_pairs path: its GEMV
-                                 per position would read the weights once per position); NULL: gemv per position */
-    codi__micro_fn micro;     /* NULL: prefill uses gemv per position (the scalar reference) */
-    int mr, nr;               /* micro-kernel tile: positions x weight rows */
-    int bf16_pairs;           /* micro and gemv take bf16 activations: 1 hi and lo parts (split once per block), 2 hi alone */
-    codi__gemv_fn gemv_f32w;  /* with bf16_pairs: what f32 weights use instead */
-    codi__micro_fn micro_f32w;
-    void (*pack_b)(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr);  /* f32 panels */
-    float (*dot)(const float *a, const float *b, int n);
-    void (*axpy)(float *y, float a, const float *x, int n);                                  /* y += a x */
-    codi__tiles_fn tiles;     /* NULL, or every product of 2+ positions with bf16 weights (AMX) */
-    codi__attend_fn attend;   /* decode attention of the query heads of one kv head (codi__attend_dot_axpy's contract) */
-} codi__kernel;
-
 /* The scalar reference: per row, a dot product widening bf16 as it goes. */
 static float codi__dot_bf16(const float *x, const uint16_t *w, int n) {
     float acc[8] = { 0, 0, 0, 0, 0, 0, 0, 0 }, s;
@@ -2750,2095 +1468,6 @@ static void codi__gemv_scalar(float *out, const float *x, const uint16_t *xh, co
     for (r = r0; r < r1; r++)
         out[r - r0] = w->dtype == CODI_BF16 ? codi__dot_bf16(x, (const uint16_t *)w->data + (size_t)r * w->cols, w->cols)
                                             : codi__dot(x, (const float *)w->data + (size_t)r * w->cols, w->cols);
-}
-
-#if defined(CODI__X86) || defined(CODI__NEON)
-/* Four row pointers starting at row r of w (the last row repeated past r1). */
-static void codi__rows4(const void *p[4], const codi_matrix *w, int r, int r1) {
-    int k;
-    for (k = 0; k < 4; k++)
-        p[k] = (const char *)w->data + (size_t)(r + k < r1 ? r + k : r1 - 1) * w->cols * codi__dtype_size(w->dtype);
-}
-#endif
-
-/* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
-   a [strips][kb][mr], zero past position n. */
-static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
-    int s, i, k;
-    for (s = 0; s * mr < n; s++, a += (size_t)kb * mr)
-        for (i = 0; i < mr; i++) {
-            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            if (s * mr + i < n) for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = xi[k];
-            else for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = 0;
-        }
-}
-
-/* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
-static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
-
-/* x as two bf16 parts: hi = bf16(x), lo = bf16(x - hi) (together x to ~16 significant bits). */
-static uint16_t codi__bf16_lo(float x) { return codi__f32_to_bf16(x - codi__bf16_to_f32(codi__f32_to_bf16(x))); }
-
-/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr];
-   parts 1: the hi parts alone (x rounded to bf16), a [strips][ceil(kb/2)][mr]. */
-static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr, int parts) {
-    int s, i, k, kp = (kb + 1) / 2;
-    for (s = 0; s * mr < n; s++, a += (size_t)kp * parts * mr)
-        for (i = 0; i < mr; i++) {
-            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
-            for (k = 0; k < kp; k++) {
-                int in = s * mr + i < n, two = in && 2 * k + 1 < kb;
-                a[(size_t)k * parts * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
-                if (parts == 2)
-                    a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
-            }
-        }
-}
-
-/* Weight rows r0..r0+nrows, columns k0..k0+kb, as b [kb][nr] in f32 (bf16 widened here, once
-   per panel), zero past nrows. */
-static void codi__pack_b(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    int j, k;
-    for (j = 0; j < nr; j++) {
-        if (j >= nrows) { for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = 0; continue; }
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
-            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = codi__bf16_to_f32(row[k]);
-        } else {
-            const float *row = (const float *)w->data + (size_t)(r0 + j) * w->cols + k0;
-            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = row[k];
-        }
-    }
-}
-
-/* bf16 weight rows as pairs: b [ceil(kb/2)][nr]. */
-static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    int j, k, kp = (kb + 1) / 2;
-    for (j = 0; j < nr; j++) {
-        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
-        for (k = 0; k < kp; k++)
-            b[(size_t)k * nr + j] = j >= nrows ? 0 : codi__bf16_pair(row[2 * k], 2 * k + 1 < kb ? row[2 * k + 1] : 0);
-    }
-}
-
-#ifdef CODI__X86
-/* The multi-position GEMV (2..GEMM_MIN-1 positions: batched decode, short chunks), shared by the
-   x86 paths. A tile is R weight rows x P positions held in registers: each weight vector is
-   widened once and multiplied into P positions, each x vector loaded once for R rows. The
-   activations are first copied into work, 64-byte aligned, with a row stride that is not a
-   multiple of 4 KiB (rows 8 KiB apart fall into the same L1 sets; unaligned rows split every
-   load over two lines: both cost ~30%); work (codi__work_floats) holds all K columns of every
-   position (blocks of columns measured 10-25% slower). While a row group's first position group
-   runs, the next row group's rows are prefetched. */
-#define CODI__GEMVN_R 3
-/* out[b * ldo + a] = x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3 pointers) and
-   positions x + b * ldx (b < np; the tile's P at most); pf: the rows to prefetch, or NULL. */
-typedef void (*codi__tile_fn)(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                              int dtype, int kb, const void *const *pf);
-
-static void codi__gemvn_blocks(codi__tile_fn tile, int P, float *out, size_t ldo, const float *x, int n,
-                               const codi_matrix *w, int r0, int r1, float *work) {
-    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype), ldx = K + 16;
-    float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged x */
-    int r, i0, a, i;
-    for (i = 0; i < n; i++) memcpy(xs + (size_t)i * ldx, x + (size_t)i * K, K * sizeof(float));
-    for (r = r0; r < r1; r += CODI__GEMVN_R) {
-        const void *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
-        for (a = 0; a < CODI__GEMVN_R; a++) {
-            size_t ra = (size_t)(r + a < r1 ? r + a : r1 - 1), rn = (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1);
-            rows[a] = (const char *)w->data + ra * K * es;
-            next[a] = (const char *)w->data + rn * K * es;
-        }
-        for (i0 = 0; i0 < n; i0 += P)
-            tile(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < P ? n - i0 : P, rows,
-                 r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, w->dtype, (int)K, i0 == 0 ? next : NULL);
-    }
-}
-CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-/* 8 bf16 at p widened to f32 (a bf16 is the top half of an f32) */
-CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
-}
-/* a . b over the first n - n % 8 columns, before the horizontal sum (four accumulators). */
-CODI__AVX2 static CODI__INLINE __m256 codi__dotv_avx2(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-}
-CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
-    float s = codi__hsum_avx2(codi__dotv_avx2(a, b, n));
-    int i;
-    for (i = n - n % 8; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
-CODI__AVX2 static void codi__gemv4_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j, k;
-    (void)xh;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        __m256 acc[8];
-        float s[4];
-        codi__rows4(p, w, r, r1);
-        for (k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
-        j = 0;
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
-            for (; j + 16 <= K; j += 16) {
-                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
-                acc[0] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j + 8), x1, acc[1]);
-                acc[2] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j + 8), x1, acc[3]);
-                acc[4] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j + 8), x1, acc[5]);
-                acc[6] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j + 8), x1, acc[7]);
-            }
-            for (k = 0; k < 4; k++) {
-                int t;
-                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
-                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
-            }
-        } else {
-            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
-            for (; j + 16 <= K; j += 16) {
-                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j + 8), x1, acc[1]);
-                acc[2] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j + 8), x1, acc[3]);
-                acc[4] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j + 8), x1, acc[5]);
-                acc[6] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j + 8), x1, acc[7]);
-            }
-            for (k = 0; k < 4; k++) {
-                int t;
-                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
-                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
-            }
-        }
-        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
-    }
-}
-/* Rows up to GEMV_ROW_MAX columns one at a time, 32 columns (64 bytes of bf16) per step, four
-   accumulators: each thread's rows are then one sequential stream, which the hardware prefetcher
-   follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048 columns;
-   tools/bench_gemv.c); x stays in L1. */
-CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j;
-    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx2(out, x, xh, w, r0, r1); return; }
-    for (r = r0; r < r1; r++) {
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        float s;
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
-            for (j = 0; j + 32 <= K; j += 32) {
-                a0 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j), _mm256_loadu_ps(x + j), a0);
-                a1 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 8), _mm256_loadu_ps(x + j + 8), a1);
-                a2 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 16), _mm256_loadu_ps(x + j + 16), a2);
-                a3 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 24), _mm256_loadu_ps(x + j + 24), a3);
-            }
-            s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
-        } else s = codi__dot_avx2(x, (const float *)w->data + (size_t)r * K, K);
-        out[r - r0] = s;
-    }
-}
-/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 4 positions, 12 accumulators;
-   per 8 columns 3 widenings (2 instructions each) feed 12 FMAs. */
-CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                                       int dtype, int kb, const void *const *pf) {
-    const float *xp[4];
-    __m256 c[12], w0, w1, w2, xv;
-    int j = 0, a, b;
-    for (b = 0; b < 4; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
-    for (a = 0; a < 12; a++) c[a] = _mm256_setzero_ps();
-#define CODI__FMA3(b) do { xv = _mm256_loadu_ps(xp[b] + j); c[b] = _mm256_fmadd_ps(w0, xv, c[b]); \
-        c[4 + b] = _mm256_fmadd_ps(w1, xv, c[4 + b]); c[8 + b] = _mm256_fmadd_ps(w2, xv, c[8 + b]); } while (0)
-#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); } while (0)
-#define CODI__BF16(row) codi__bf16x8_avx2((const uint16_t *)(row) + j)
-#define CODI__F32(row) _mm256_loadu_ps((const float *)(row) + j)
-#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
-    if (dtype == CODI_BF16)
-        for (; j + 8 <= kb; j += 8) { if (j % 32 == 0) CODI__PF(2 * j); CODI__STEP(CODI__BF16); }
-    else
-        for (; j + 8 <= kb; j += 8) { if (j % 16 == 0) CODI__PF(4 * j); CODI__STEP(CODI__F32); }
-#undef CODI__PF
-#undef CODI__F32
-#undef CODI__BF16
-#undef CODI__STEP
-#undef CODI__FMA3
-    for (a = 0; a < nrows; a++)
-        for (b = 0; b < np; b++) {
-            float s = codi__hsum_avx2(c[4 * a + b]);
-            int t;
-            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
-            out[(size_t)b * ldo + a] = s;
-        }
-}
-CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
-    codi__gemvn_blocks(codi__tile_avx2, 4, out, ldo, x, n, w, r0, r1, work);
-}
-/* 6 positions x 16 rows: 12 accumulators; a [kb][6], b [kb][16] */
-CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const float *a = (const float *)av, *b = (const float *)bv;
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    int k;
-    for (k = 0; add && k < 6; k++) { _mm_prefetch((const char *)(c + (size_t)k * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)k * ldc + 15), _MM_HINT_T0); }
-    for (k = 0; k < kb; k++, a += 6, b += 16) {
-        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
-        t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
-        t = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
-        t = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
-        t = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
-        t = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
-        t = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
-    }
-#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
-        if (add) { lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr)); hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8)); } \
-        _mm256_storeu_ps(cr, lo); _mm256_storeu_ps(cr + 8, hi); } while (0)
-    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21);
-    CODI__ST(3, c30, c31); CODI__ST(4, c40, c41); CODI__ST(5, c50, c51);
-#undef CODI__ST
-}
-
-/* r[t] = row t of an 8 x 8 block of 32-bit lanes -> r[t] = column t. */
-CODI__AVX2 static inline void codi__transpose8_avx2(__m256 r[8]) {
-    __m256 u[8];
-    int t;
-    for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
-    r[0] = _mm256_shuffle_ps(u[0], u[2], 0x44); r[1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
-    r[2] = _mm256_shuffle_ps(u[1], u[3], 0x44); r[3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
-    r[4] = _mm256_shuffle_ps(u[4], u[6], 0x44); r[5] = _mm256_shuffle_ps(u[4], u[6], 0xee);
-    r[6] = _mm256_shuffle_ps(u[5], u[7], 0x44); r[7] = _mm256_shuffle_ps(u[5], u[7], 0xee);
-    for (t = 0; t < 4; t++) { u[t] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x20); u[t + 4] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x31); }
-    for (t = 0; t < 8; t++) r[t] = u[t];
-}
-/* As codi__pack_b, 8 rows at a time, transposed in registers. bf16: 16 columns per step, each
-   row's read as 8 pairs (32-bit lanes) and the pairs transposed, then split into two f32 each
-   (low half: shift left 16, high half: mask): the widening costs no shuffles. f32: 8 columns per
-   step. */
-CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype);
-    int j, k, t, step = w->dtype == CODI_BF16 ? 16 : 8;
-    if (nrows < nr || nr % 8) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
-    for (j = 0; j < nr; j += 8) {
-        for (k = 0; k + step <= kb; k += step) {
-            __m256 r[8];
-            for (t = 0; t < 8; t++)
-                r[t] = _mm256_loadu_ps((const float *)(const void *)((const char *)w->data + ((size_t)(r0 + j + t) * K + k0 + k) * es));
-            codi__transpose8_avx2(r);
-            if (step == 8) { for (t = 0; t < 8; t++) _mm256_storeu_ps(b + (size_t)(k + t) * nr + j, r[t]); continue; }
-            for (t = 0; t < 8; t++) {                                       /* r[t]: columns k + 2t, k + 2t + 1 */
-                __m256i v = _mm256_castps_si256(r[t]);
-                _mm256_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
-                _mm256_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u))));
-            }
-        }
-        for (; k < kb; k++)
-            for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
-    }
-}
-/* codi__pack_a by 8 x 8 blocks transposed in registers (a strip's rows in groups of up to 8). */
-CODI__AVX2 static void codi__pack_a_avx2(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
-    int s, i0, k, t;
-    for (s = 0; s * mr + mr <= n; s++, a += (size_t)kb * mr) {
-        const float *xs = x + (size_t)s * mr * ldx + k0;
-        for (i0 = 0; i0 < mr; i0 += 8) {
-            int nrow = mr - i0 < 8 ? mr - i0 : 8;
-            __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nrow), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            for (k = 0; k + 8 <= kb; k += 8) {
-                __m256 r[8];
-                for (t = 0; t < 8; t++) r[t] = t < nrow ? _mm256_loadu_ps(xs + (size_t)(i0 + t) * ldx + k) : _mm256_setzero_ps();
-                codi__transpose8_avx2(r);
-                for (t = 0; t < 8; t++) _mm256_maskstore_ps(a + (size_t)(k + t) * mr + i0, keep, r[t]);
-            }
-            for (; k < kb; k++)
-                for (t = 0; t < nrow; t++) a[(size_t)k * mr + i0 + t] = xs[(size_t)(i0 + t) * ldx + k];
-        }
-    }
-    if (s * mr < n) codi__pack_a(a, x + (size_t)s * mr * ldx, ldx, n - s * mr, k0, kb, mr);
-}
-/* y += a * x */
-CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-/* The horizontal sums of v[0..7] as one vector, lane 4m + r = the sum of v[2r + m], each added in
-   codi__hsum_avx2's order (lanes i + (i + 4), then + (i + 2), then + (i + 1)). */
-CODI__AVX2 static __m256 codi__hsum8_avx2(const __m256 *v) {
-    __m256 c[4], d[2];
-    int k;
-    for (k = 0; k < 4; k++)
-        c[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20), _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
-    for (k = 0; k < 2; k++)
-        d[k] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))),
-                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))));
-    return _mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD));
-}
-/* codi__softmax_weights with the max and the division 8 lanes at a time (the same results: expf
-   and the sum stay in order). */
-CODI__AVX2 static void codi__softmax_weights_avx2(float *sc, int nq, int T) {
-    int h, t;
-    for (h = 0; h < nq; h++) {
-        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[8];
-        __m256 m = _mm256_set1_ps(-FLT_MAX), d;
-        for (t = 0; t + 8 <= T; t += 8) m = _mm256_max_ps(_mm256_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
-        _mm256_storeu_ps(lanes, m);
-        for (; t < T; t++) if (a[t] > mx) mx = a[t];
-        for (t = 0; t < 8; t++) if (lanes[t] > mx) mx = lanes[t];
-        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
-        d = _mm256_set1_ps(sum);
-        for (t = 0; t + 8 <= T; t += 8) _mm256_storeu_ps(a + t, _mm256_div_ps(_mm256_loadu_ps(a + t), d));
-        for (; t < T; t++) a[t] /= sum;
-    }
-}
-/* codi__attend_dot_axpy in blocks: scores in tiles of 2 heads x 4 positions (8 dot products summed
-   horizontally together), then the weighted values in tiles of 4 heads x 16 columns (each V row
-   read once per tile). The sums are codi__dot_avx2's and codi__axpy_avx2's, in their order: the
-   results equal the per-position calls bit for bit. */
-CODI__AVX2 static void codi__attend_avx2(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
-    float scale = 1.0f / sqrtf((float)HD), tmp[8];
-    int h0, t0, h, t, j;
-    if (HD % 8) { codi__attend_dot_axpy(codi__dot_avx2, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
-    for (h0 = 0; h0 < nq; h0 += 2)
-        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
-            __m256 v[8];
-            for (t = 0; t < 4; t++)
-                for (h = 0; h < 2; h++)
-                    v[2 * t + h] = codi__dotv_avx2(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
-            _mm256_storeu_ps(tmp, _mm256_mul_ps(codi__hsum8_avx2(v), _mm256_set1_ps(scale)));
-            for (h = 0; h < 2 && h0 + h < nq; h++)
-                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
-        }
-    codi__softmax_weights_avx2(sc, nq, T);
-    for (h0 = 0; h0 < nq; h0 += 4) {
-        const float *w[4];
-        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
-        for (j = 0; j < HD; j += 16) {
-            int two = j + 16 <= HD;           /* else the last 8 columns (the second vector: them again, not stored) */
-            const float *vt = vals + j;
-            size_t o1 = two ? 8 : 0;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-            for (t = 0; t < T; t++, vt += HD) {
-                __m256 x0 = _mm256_loadu_ps(vt), x1 = _mm256_loadu_ps(vt + o1), wh;
-#define CODI__ACC(h) wh = _mm256_broadcast_ss(w[h] + t); a##h##0 = _mm256_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm256_fmadd_ps(wh, x1, a##h##1)
-                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
-#undef CODI__ACC
-            }
-            {
-                __m256 acc[8];
-                acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11; acc[4] = a20; acc[5] = a21; acc[6] = a30; acc[7] = a31;
-                for (h = 0; h < 4 && h0 + h < nq; h++) {
-                    _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j, acc[2 * h]);
-                    if (two) _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j + 8, acc[2 * h + 1]);
-                }
-            }
-        }
-    }
-}
-
-/* 16 bf16 widened to f32, a bf16 being the top half of an f32. (The maskz forms: the plain ones
-   start from _mm512_undefined, which g++ warns about.) */
-CODI__AVX512 static __m512 codi__widen_bf16x16_avx512(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
-}
-CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
-    return codi__widen_bf16x16_avx512(_mm256_loadu_si256((const __m256i *)(const void *)p));
-}
-CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
-    __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 0));
-    __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
-    return codi__hsum_avx2(_mm256_add_ps(lo, hi));
-}
-/* a . b over the first n - n % 16 columns, before the horizontal sum (four accumulators). */
-CODI__AVX512 static CODI__INLINE __m512 codi__dotv_avx512(const float *a, const float *b, int n) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-    }
-    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    return _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
-}
-CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
-    float s = codi__hsum_avx512(codi__dotv_avx512(a, b, n));
-    int i;
-    for (i = n - n % 16; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-/* The horizontal sums of v[0..15] as one vector, lane 4m + r = the sum of v[4r + m], each added in
-   codi__hsum_avx512's order (lanes i + (i + 8), + (i + 4), + (i + 2), + (i + 1)). */
-CODI__AVX512 static __m512 codi__hsum16_avx512(const __m512 *v) {
-    __m512 c[8], d[4], e[2];
-    int k;
-    for (k = 0; k < 8; k++)
-        c[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0x44), _mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0xEE));
-    for (k = 0; k < 4; k++)
-        d[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0x88), _mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0xDD));
-    for (k = 0; k < 2; k++)
-        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
-                             _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
-    return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
-}
-/* codi__softmax_weights_avx2 16 lanes at a time. */
-CODI__AVX512 static void codi__softmax_weights_avx512(float *sc, int nq, int T) {
-    int h, t;
-    for (h = 0; h < nq; h++) {
-        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[16];
-        __m512 m = _mm512_set1_ps(-FLT_MAX), d;
-        for (t = 0; t + 16 <= T; t += 16) m = _mm512_maskz_max_ps(0xffff, _mm512_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
-        _mm512_storeu_ps(lanes, m);
-        for (; t < T; t++) if (a[t] > mx) mx = a[t];
-        for (t = 0; t < 16; t++) if (lanes[t] > mx) mx = lanes[t];
-        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
-        d = _mm512_set1_ps(sum);
-        for (t = 0; t + 16 <= T; t += 16) _mm512_storeu_ps(a + t, _mm512_div_ps(_mm512_loadu_ps(a + t), d));
-        for (; t < T; t++) a[t] /= sum;
-    }
-}
-/* codi__attend_dot_axpy in blocks: scores in tiles of 4 heads x 4 positions (16 dot products
-   summed horizontally together), then the weighted values in tiles of 4 heads x 64 columns (each
-   V row read once per tile). The sums are codi__dot_avx512's and codi__axpy_avx2's, in their
-   order: the results equal the per-position calls bit for bit. */
-CODI__AVX512 static void codi__attend_avx512(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
-    float scale = 1.0f / sqrtf((float)HD), tmp[16];
-    int h0, t0, h, t, j, k;
-    if (HD % 16) { codi__attend_dot_axpy(codi__dot_avx512, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
-    for (h0 = 0; h0 < nq; h0 += 4)
-        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
-            __m512 v[16];
-            for (t = 0; t < 4; t++)
-                for (h = 0; h < 4; h++)
-                    v[4 * t + h] = codi__dotv_avx512(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
-            _mm512_storeu_ps(tmp, _mm512_mul_ps(codi__hsum16_avx512(v), _mm512_set1_ps(scale)));
-            for (h = 0; h < 4 && h0 + h < nq; h++)
-                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
-        }
-    codi__softmax_weights_avx512(sc, nq, T);
-    for (h0 = 0; h0 < nq; h0 += 4) {
-        const float *w[4];
-        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
-        for (j = 0; j < HD; j += 64) {
-            int nv = HD - j < 64 ? (HD - j) / 16 : 4;     /* vectors of 16 columns in this tile (past nv: column 0 again, not stored) */
-            const float *vt = vals + j;
-            size_t o1 = 16 * (nv > 1), o2 = 16 * (nv > 2 ? 2 : 0), o3 = 16 * (nv > 3 ? 3 : 0);
-            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-            for (t = 0; t < T; t++, vt += HD) {
-                __m512 x0 = _mm512_loadu_ps(vt), x1 = _mm512_loadu_ps(vt + o1), x2 = _mm512_loadu_ps(vt + o2), x3 = _mm512_loadu_ps(vt + o3), wh;
-#define CODI__ACC(h) wh = _mm512_set1_ps(w[h][t]); a##h##0 = _mm512_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm512_fmadd_ps(wh, x1, a##h##1); \
-        a##h##2 = _mm512_fmadd_ps(wh, x2, a##h##2); a##h##3 = _mm512_fmadd_ps(wh, x3, a##h##3)
-                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
-#undef CODI__ACC
-            }
-            {
-                __m512 acc[16];
-                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
-                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
-                for (h = 0; h < 4 && h0 + h < nq; h++)
-                    for (k = 0; k < nv; k++) _mm512_storeu_ps(out + (size_t)(h0 + h) * HD + j + 16 * k, acc[4 * h + k]);
-            }
-        }
-    }
-}
-/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
-CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j, k;
-    (void)xh;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        __m512 acc[8];
-        float s[4];
-        codi__rows4(p, w, r, r1);
-        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
-        j = 0;
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
-            for (; j + 32 <= K; j += 32) {
-                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
-                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
-                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
-                acc[0] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j + 16), x1, acc[1]);
-                acc[2] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j + 16), x1, acc[3]);
-                acc[4] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j + 16), x1, acc[5]);
-                acc[6] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j + 16), x1, acc[7]);
-            }
-            for (k = 0; k < 4; k++) {
-                int t;
-                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
-                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
-            }
-        } else {
-            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
-            for (; j + 32 <= K; j += 32) {
-                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
-                acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j + 16), x1, acc[1]);
-                acc[2] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j + 16), x1, acc[3]);
-                acc[4] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j + 16), x1, acc[5]);
-                acc[6] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j + 16), x1, acc[7]);
-            }
-            for (k = 0; k < 4; k++) {
-                int t;
-                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
-                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
-            }
-        }
-        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
-    }
-}
-/* Rows up to GEMV_ROW_MAX columns one at a time, 64 columns (two cache lines of bf16) per step,
-   four accumulators: each thread's rows are then one sequential stream, which the hardware
-   prefetcher follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048
-   columns; tools/bench_gemv.c); x stays in L1. A 64-byte load
-   holds 32 bf16: shifted left 16 it is the even ones as f32, masked the odd ones, each multiplied
-   by the matching x (deinterleaved by a permute; the maskz shift, as in codi__widen_bf16x16_avx512). */
-CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
-    int K = w->cols, r, j;
-    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512(out, x, xh, w, r0, r1); return; }
-    for (r = r0; r < r1; r++) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        float s;
-        if (w->dtype == CODI_BF16) {
-            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
-            for (j = 0; j + 64 <= K; j += 64) {
-                __m512i v0 = _mm512_loadu_si512((const void *)(p + j)), v1 = _mm512_loadu_si512((const void *)(p + j + 32));
-                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
-                __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
-                a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v0, 16)), _mm512_permutex2var_ps(x0, even, x1), a0);
-                a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_permutex2var_ps(x0, odd, x1), a1);
-                a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v1, 16)), _mm512_permutex2var_ps(x2, even, x3), a2);
-                a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_permutex2var_ps(x2, odd, x3), a3);
-            }
-            for (; j + 16 <= K; j += 16) a0 = _mm512_fmadd_ps(codi__bf16x16_avx512(p + j), _mm512_loadu_ps(x + j), a0);
-            s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
-        } else s = codi__dot_avx512(x, (const float *)w->data + (size_t)r * K, K);
-        out[r - r0] = s;
-    }
-}
-/* 8 positions x 32 rows: 16 accumulators; a [kb][8], b [kb][32] */
-CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const float *a = (const float *)av, *b = (const float *)bv;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    int k;
-    for (k = 0; k < kb; k++, a += 8, b += 32) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
-        t = _mm512_set1_ps(a[0]); c00 = _mm512_fmadd_ps(t, b0, c00); c01 = _mm512_fmadd_ps(t, b1, c01);
-        t = _mm512_set1_ps(a[1]); c10 = _mm512_fmadd_ps(t, b0, c10); c11 = _mm512_fmadd_ps(t, b1, c11);
-        t = _mm512_set1_ps(a[2]); c20 = _mm512_fmadd_ps(t, b0, c20); c21 = _mm512_fmadd_ps(t, b1, c21);
-        t = _mm512_set1_ps(a[3]); c30 = _mm512_fmadd_ps(t, b0, c30); c31 = _mm512_fmadd_ps(t, b1, c31);
-        t = _mm512_set1_ps(a[4]); c40 = _mm512_fmadd_ps(t, b0, c40); c41 = _mm512_fmadd_ps(t, b1, c41);
-        t = _mm512_set1_ps(a[5]); c50 = _mm512_fmadd_ps(t, b0, c50); c51 = _mm512_fmadd_ps(t, b1, c51);
-        t = _mm512_set1_ps(a[6]); c60 = _mm512_fmadd_ps(t, b0, c60); c61 = _mm512_fmadd_ps(t, b1, c61);
-        t = _mm512_set1_ps(a[7]); c70 = _mm512_fmadd_ps(t, b0, c70); c71 = _mm512_fmadd_ps(t, b1, c71);
-    }
-#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
-        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
-        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
-    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
-    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
-#undef CODI__ST
-}
-
-/* 12 positions x 32 rows: 24 accumulators; a [kb][12], b [kb][32] */
-CODI__AVX512 static void codi__micro12_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const float *a = (const float *)av, *b = (const float *)bv;
-    __m512 acc[24];
-    int k, i;
-    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
-    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
-    for (k = 0; k < kb; k++, a += 12, b += 32) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
-#define CODI__ROW(i) t = _mm512_set1_ps(a[i]); acc[2 * (i)] = _mm512_fmadd_ps(t, b0, acc[2 * (i)]); acc[2 * (i) + 1] = _mm512_fmadd_ps(t, b1, acc[2 * (i) + 1])
-        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
-        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
-#undef CODI__ROW
-    }
-    for (i = 0; i < 12; i++) {
-        float *cr = c + (size_t)i * ldc;
-        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
-        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
-    }
-}
-/* As codi__pack_b_avx2 for bf16 weights, 16 rows x 32 columns per step: the rows' 16 pairs each
-   transposed as a 16 x 16 block of 32-bit lanes (4 shuffle stages), then split into f32. */
-CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    const uint16_t *src = (const uint16_t *)w->data;
-    size_t K = (size_t)w->cols;
-    __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
-    int j, k, t, m;
-    if (w->dtype != CODI_BF16 || nrows < nr || nr % 16) { codi__pack_b_avx2(b, w, r0, nrows, k0, kb, nr); return; }
-    for (j = 0; j < nr; j += 16) {
-        for (k = 0; k + 32 <= kb; k += 32) {
-            __m512i r[16], u[16];
-            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
-            for (t = 0; t < 16; t += 2) {       /* within 128-bit lanes: rows t, t + 1 interleaved */
-                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
-            }
-            for (t = 0; t < 16; t += 4) {       /* r[t + m] lane L: rows t..t+3 of pair 4L + m */
-                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
-                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
-            }
-            for (m = 0; m < 4; m++) {           /* gather lane L of r[m], r[4 + m], r[8 + m], r[12 + m] -> pair 4L + m */
-                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
-                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
-                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
-                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
-            }
-            for (t = 0; t < 16; t++) {           /* u[t]: columns k + 2t, k + 2t + 1 of the 16 rows */
-                _mm512_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, u[t], 16)));
-                _mm512_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm512_castsi512_ps(_mm512_and_si512(u[t], hi)));
-            }
-        }
-        for (; k < kb; k++)
-            for (t = 0; t < 16; t++) b[(size_t)k * nr + j + t] = codi__bf16_to_f32(src[(size_t)(r0 + j + t) * K + k0 + k]);
-    }
-}
-/* As codi__pack_b_bf16 (b [ceil(kb/2)][nr] of bf16 pairs), 16 rows x 16 pairs per step: the
-   transpose of codi__pack_b_avx512, stored as pairs. */
-CODI__AVX512 static void codi__pack_b_bf16_avx512(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    const uint16_t *src = (const uint16_t *)w->data;
-    size_t K = (size_t)w->cols;
-    int j, k, t, m;
-    if (nrows < nr || nr % 16) { codi__pack_b_bf16(b, w, r0, nrows, k0, kb, nr); return; }
-    for (j = 0; j < nr; j += 16) {
-        for (k = 0; k + 32 <= kb; k += 32) {
-            __m512i r[16], u[16];
-            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
-            for (t = 0; t < 16; t += 2) {
-                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
-            }
-            for (t = 0; t < 16; t += 4) {
-                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
-                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
-            }
-            for (m = 0; m < 4; m++) {
-                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
-                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
-                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
-                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
-            }
-            for (t = 0; t < 16; t++) _mm512_storeu_si512((void *)(b + (size_t)(k / 2 + t) * nr + j), u[t]);   /* pair k/2 + t */
-        }
-        for (; k < kb; k += 2)
-            for (t = 0; t < 16; t++) {
-                const uint16_t *row = src + (size_t)(r0 + j + t) * K + k0;
-                b[(size_t)(k / 2) * nr + j + t] = codi__bf16_pair(row[k], k + 1 < kb ? row[k + 1] : 0);
-            }
-    }
-}
-
-/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 8 positions, 24 accumulators;
-   per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
-   for the last group of n = 8k + 1..4). */
-CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
-                                           int dtype, int kb, const void *const *pf) {
-    const float *xp[8];
-    __m512 c[24], w0, w1, w2, xv;
-    int j = 0, a, b, wide = np > 4;
-    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
-    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
-#define CODI__FMA3(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); \
-        c[8 + b] = _mm512_fmadd_ps(w1, xv, c[8 + b]); c[16 + b] = _mm512_fmadd_ps(w2, xv, c[16 + b]); } while (0)
-#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); \
-        if (wide) { CODI__FMA3(4); CODI__FMA3(5); CODI__FMA3(6); CODI__FMA3(7); } } while (0)
-#define CODI__BF16(row) codi__bf16x16_avx512((const uint16_t *)(row) + j)
-#define CODI__F32(row) _mm512_loadu_ps((const float *)(row) + j)
-#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
-    if (dtype == CODI_BF16) {
-        for (; j + 32 <= kb; j += 16) { CODI__PF(2 * j); CODI__STEP(CODI__BF16); j += 16; CODI__STEP(CODI__BF16); }
-        if (j + 16 <= kb) { CODI__STEP(CODI__BF16); j += 16; }
-    } else
-        for (; j + 16 <= kb; j += 16) { CODI__PF(4 * j); CODI__STEP(CODI__F32); }
-#undef CODI__PF
-#undef CODI__F32
-#undef CODI__BF16
-#undef CODI__STEP
-#undef CODI__FMA3
-    for (a = 0; a < nrows; a++)
-        for (b = 0; b < np; b++) {
-            float s = codi__hsum_avx512(c[8 * a + b]);
-            int t;
-            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
-            out[(size_t)b * ldo + a] = s;
-        }
-}
-CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
-    codi__gemvn_blocks(codi__tile_avx512, 8, out, ldo, x, n, w, r0, r1, work);
-}
-/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
-   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied. Rows of more than
-   GEMV_ROW_MAX columns: 4 rows per pass, 32 columns per step. */
-CODI__AVX512BF16 static void codi__gemv4_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j, k;
-    const uint16_t *xl = xh + K;
-    (void)x;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        const uint16_t *w0, *w1, *w2, *w3;
-        __m512 acc[8];
-        float s[4];
-        codi__rows4(p, w, r, r1);
-        w0 = (const uint16_t *)p[0]; w1 = (const uint16_t *)p[1]; w2 = (const uint16_t *)p[2]; w3 = (const uint16_t *)p[3];
-        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
-        for (j = 0; j + 32 <= K; j += 32) {
-            __m512bh hi = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), lo = (__m512bh)_mm512_loadu_si512((const void *)(xl + j)), v;
-            _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
-            _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
-            v = (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)); acc[0] = _mm512_dpbf16_ps(acc[0], v, hi); acc[1] = _mm512_dpbf16_ps(acc[1], v, lo);
-            v = (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)); acc[2] = _mm512_dpbf16_ps(acc[2], v, hi); acc[3] = _mm512_dpbf16_ps(acc[3], v, lo);
-            v = (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)); acc[4] = _mm512_dpbf16_ps(acc[4], v, hi); acc[5] = _mm512_dpbf16_ps(acc[5], v, lo);
-            v = (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)); acc[6] = _mm512_dpbf16_ps(acc[6], v, hi); acc[7] = _mm512_dpbf16_ps(acc[7], v, lo);
-        }
-        for (k = 0; k < 4; k++) {
-            int t;
-            s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
-            for (t = j; t < K; t++)
-                s[k] += (codi__bf16_to_f32(xh[t]) + codi__bf16_to_f32(xl[t])) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
-        }
-        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
-    }
-}
-/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
-   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; rows up to GEMV_ROW_MAX
-   columns one at a time (one sequential stream, as codi__gemv_avx512), 64 columns per step. */
-CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j;
-    const uint16_t *xl = xh + K;
-    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512bf16(out, x, xh, w, r0, r1); return; }
-    for (r = r0; r < r1; r++) {
-        const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        float s;
-        for (j = 0; j + 64 <= K; j += 64) {
-            __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(p + j)), v1 = (__m512bh)_mm512_loadu_si512((const void *)(p + j + 32));
-            a0 = _mm512_dpbf16_ps(a0, v0, (__m512bh)_mm512_loadu_si512((const void *)(xh + j)));
-            a1 = _mm512_dpbf16_ps(a1, v0, (__m512bh)_mm512_loadu_si512((const void *)(xl + j)));
-            a2 = _mm512_dpbf16_ps(a2, v1, (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32)));
-            a3 = _mm512_dpbf16_ps(a3, v1, (__m512bh)_mm512_loadu_si512((const void *)(xl + j + 32)));
-        }
-        s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        for (; j < K; j++) s += (codi__bf16_to_f32(xh[j]) + codi__bf16_to_f32(xl[j])) * codi__bf16_to_f32(p[j]);
-        out[r - r0] = s;
-    }
-}
-/* 8 positions x 32 rows on bf16 pairs: a [kb/2][hi, lo][8], b [kb/2][32], each element two bf16;
-   each weight pair meets the hi and the lo part of the activations. */
-CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
-    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
-    int k, kp = (kb + 1) / 2;
-    for (k = 0; k < kp; k++, a += 16, b += 32) {
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
-#define CODI__DP2(i, lo, hi) do { t = (__m512bh)_mm512_set1_epi32((int)a[i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); \
-        t = (__m512bh)_mm512_set1_epi32((int)a[8 + i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); } while (0)
-        CODI__DP2(0, c00, c01); CODI__DP2(1, c10, c11); CODI__DP2(2, c20, c21); CODI__DP2(3, c30, c31);
-        CODI__DP2(4, c40, c41); CODI__DP2(5, c50, c51); CODI__DP2(6, c60, c61); CODI__DP2(7, c70, c71);
-#undef CODI__DP2
-    }
-#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
-        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
-        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
-    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
-    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
-#undef CODI__ST
-}
-
-/* The bf16 compute mode (codi_load_opts.compute = CODI_COMPUTE_BF16): x rounded to bf16 (its hi
-   part alone), one vdpbf16ps per pair of weights, f32 sums. GEMM tile: 12 positions x 32 rows,
-   a [kb/2][12], b [kb/2][32] of bf16 pairs. */
-CODI__AVX512BF16 static void codi__micro12_bf16_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
-    __m512 acc[24];
-    int k, i, kp = (kb + 1) / 2;
-    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
-    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
-    for (k = 0; k < kp; k++, a += 12, b += 32) {
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
-#define CODI__ROW(i) t = (__m512bh)_mm512_set1_epi32((int)a[i]); acc[2 * (i)] = _mm512_dpbf16_ps(acc[2 * (i)], t, b0); \
-        acc[2 * (i) + 1] = _mm512_dpbf16_ps(acc[2 * (i) + 1], t, b1)
-        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
-        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
-#undef CODI__ROW
-    }
-    for (i = 0; i < 12; i++) {
-        float *cr = c + (size_t)i * ldc;
-        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
-        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
-    }
-}
-/* Its multi-position GEMV tile: 3 bf16 rows x 8 positions of bf16 x (row stride ldx), 24
-   accumulators, one vdpbf16ps per 32 columns of a row and a position (no widening). */
-CODI__AVX512BF16 static void codi__tile_bf16_avx512(float *out, size_t ldo, const uint16_t *x, size_t ldx, int np, const uint16_t *const *w,
-                                                    int nrows, int kb, const uint16_t *const *pf) {
-    const uint16_t *xp[8];
-    __m512 c[24];
-    __m512bh w0, w1, w2, xv;
-    int j = 0, a, b, wide = np > 4;
-    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
-    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
-#define CODI__DP3(b) do { xv = (__m512bh)_mm512_loadu_si512((const void *)(xp[b] + j)); c[b] = _mm512_dpbf16_ps(c[b], w0, xv); \
-        c[8 + b] = _mm512_dpbf16_ps(c[8 + b], w1, xv); c[16 + b] = _mm512_dpbf16_ps(c[16 + b], w2, xv); } while (0)
-    for (; j + 32 <= kb; j += 32) {
-        if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)(pf[a] + j), _MM_HINT_T0);
-        w0 = (__m512bh)_mm512_loadu_si512((const void *)(w[0] + j)); w1 = (__m512bh)_mm512_loadu_si512((const void *)(w[1] + j));
-        w2 = (__m512bh)_mm512_loadu_si512((const void *)(w[2] + j));
-        CODI__DP3(0); CODI__DP3(1); CODI__DP3(2); CODI__DP3(3);
-        if (wide) { CODI__DP3(4); CODI__DP3(5); CODI__DP3(6); CODI__DP3(7); }
-    }
-#undef CODI__DP3
-    for (a = 0; a < nrows; a++)
-        for (b = 0; b < np; b++) {
-            float s = codi__hsum_avx512(c[8 * a + b]);
-            int t;
-            for (t = j; t < kb; t++) s += codi__bf16_to_f32(xp[b][t]) * codi__bf16_to_f32(w[a][t]);
-            out[(size_t)b * ldo + a] = s;
-        }
-}
-/* Its multi-position GEMV (2..GEMM_MIN-1 positions; f32 weights: codi__gemvn_avx512): x rounded
-   to bf16 once into work (rows 64-byte aligned, off 4 KiB multiples), then codi__gemvn_blocks'
-   order of tiles with the next rows prefetched. */
-CODI__AVX512BF16 static void codi__gemvn_bf16_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
-    size_t K = (size_t)w->cols, ldx = (K + 31) / 32 * 32 + 32, k;
-    uint16_t *xs = (uint16_t *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] */
-    int r, i0, a, i;
-    if (w->dtype != CODI_BF16) { codi__gemvn_avx512(out, ldo, x, n, w, r0, r1, work); return; }
-    for (i = 0; i < n; i++)
-        for (k = 0; k < K; k++) xs[(size_t)i * ldx + k] = codi__f32_to_bf16(x[(size_t)i * K + k]);
-    for (r = r0; r < r1; r += CODI__GEMVN_R) {
-        const uint16_t *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
-        for (a = 0; a < CODI__GEMVN_R; a++) {
-            rows[a] = (const uint16_t *)w->data + (size_t)(r + a < r1 ? r + a : r1 - 1) * K;
-            next[a] = (const uint16_t *)w->data + (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1) * K;
-        }
-        for (i0 = 0; i0 < n; i0 += 8)
-            codi__tile_bf16_avx512(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < 8 ? n - i0 : 8, rows,
-                                   r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, (int)K, i0 == 0 ? next : NULL);
-    }
-}
-#endif /* CODI__X86 */
-
-#define CODI__AMX_MIN 9    /* fewer positions: the multi-position GEMV (its 8-position tile is faster up to 8, measured) */
-#ifdef CODI__AMX
-/* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
-   the products of AMX_MIN+ positions as C^T = W . X^T. A tiles are the bf16 weights (exact); x is
-   split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|), packed as B tiles
-   once per block, and both are multiplied: C^T += W . hi^T + W . lo^T in f32. Per block of up to
-   AMX_MC positions, rows in blocks whose C^T stays in the work (and L2) across column blocks of
-   kc: the packed x of a column block fits AMX_XB (L2), each 32-position strip's part L1. With one
-   strip (up to 32 positions: batched decode) each weight is used once and is read in place, kc
-   long runs of each row; with more, the block's weights are first copied into contiguous tiles
-   (rows 2^n elements apart share cache sets, so in place they would not stay in cache between
-   strips). C^T is transposed into out after the last column block. */
-#define CODI__AMX_MC 256                           /* positions per block */
-#define CODI__AMX_XB ((size_t)256 * 1024)          /* bytes of packed x per block (sets kc) */
-#define CODI__AMX_WB ((size_t)256 * 1024)          /* bytes of packed weights per block */
-#define CODI__AMX_CB ((size_t)512 * 1024)          /* bytes of C^T per block (sets the rows per block) */
-#define CODI__AMX_WORK ((CODI__AMX_XB + CODI__AMX_WB + CODI__AMX_CB) / 4)   /* floats of work */
-#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm that the compiler does not see read memory */
-typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
-
-/* 16 x 16 32-bit words transposed in registers (maskz forms: see codi__bf16x16_avx512). */
-CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
-    __m512i t[16], u[16];
-    int i, j;
-    for (i = 0; i < 16; i += 2) { t[i] = _mm512_maskz_unpacklo_epi32(0xffff, v[i], v[i + 1]); t[i + 1] = _mm512_maskz_unpackhi_epi32(0xffff, v[i], v[i + 1]); }
-    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: word 4q + j of rows i..i+3 */
-        u[i] = _mm512_maskz_unpacklo_epi64(0xff, t[i], t[i + 2]); u[i + 1] = _mm512_maskz_unpackhi_epi64(0xff, t[i], t[i + 2]);
-        u[i + 2] = _mm512_maskz_unpacklo_epi64(0xff, t[i + 1], t[i + 3]); u[i + 3] = _mm512_maskz_unpackhi_epi64(0xff, t[i + 1], t[i + 3]);
-    }
-    for (j = 0; j < 4; j++) {
-        __m512i x0 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0x88), x1 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0xdd);
-        __m512i y0 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0x88), y1 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0xdd);
-        v[j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0x88); v[4 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0x88);
-        v[8 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0xdd); v[12 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0xdd);
-    }
-}
-
-/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as B tiles: b [ceil(n/32)][ceil(kb/32)][2 groups
-   of 16 positions][hi, lo][16 column pairs][16 positions][2], zero past n and kb. */
-CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, int n, int k0, int kb) {
-    int steps = (kb + 31) / 32, strips = (n + 31) / 32, q, s, g, t;
-    for (q = 0; q < strips; q++)
-        for (s = 0; s < steps; s++)
-            for (g = 0; g < 2; g++) {
-                __m512i hi[16], lo[16];
-                uint16_t *bt = b + (((size_t)q * steps + s) * 4 + 2 * g) * 512;
-                int left = kb - 32 * s;
-                for (t = 0; t < 16; t++) {
-                    int p = 32 * q + 16 * g + t;
-                    const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0 + 32 * s;
-                    __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
-                    __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
-                    __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
-                    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);                  /* word j: columns 2j, 2j+1 */
-                    __m512 f0 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
-                    hi[t] = h;
-                    lo[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, f1), _mm512_sub_ps(v0, f0));
-                }
-                codi__transpose16_amx(hi);
-                codi__transpose16_amx(lo);
-                for (t = 0; t < 16; t++) {
-                    _mm512_storeu_si512((void *)(bt + (size_t)t * 32), hi[t]);
-                    _mm512_storeu_si512((void *)(bt + 512 + (size_t)t * 32), lo[t]);
-                }
-            }
-}
-
-/* bf16 weight rows r..r+nrows-1, columns k0..k0+kb, as A tiles (a plain copy, so that the tiles
-   are contiguous: rows 2^n elements apart share cache sets): a [ceil(nrows/32)][ceil(kb/32)][32][32],
-   zero past nrows and kb. */
-CODI__AMX static void codi__pack_w_amx(uint16_t *a, const codi_matrix *w, int r, int nrows, int k0, int kb) {
-    int steps = (kb + 31) / 32, t, s;
-    for (t = 0; t < (nrows + 31) / 32 * 32; t++) {
-        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r + (t < nrows ? t : 0)) * w->cols + k0;
-        uint16_t *at = a + ((size_t)(t / 32) * steps * 32 + t % 32) * 32;
-        if (t + 4 < nrows)                 /* the rows ahead: each is a short piece of memory */
-            for (s = 0; s < kb; s += 32) _mm_prefetch((const char *)(row + 4 * (size_t)w->cols + s), _MM_HINT_T0);
-        for (s = 0; s < steps; s++) {
-            int left = kb - 32 * s;
-            __mmask32 m = t >= nrows ? 0 : left >= 32 ? 0xffffffffu : (1u << left) - 1;
-            _mm512_storeu_si512((void *)(at + (size_t)s * 1024), _mm512_maskz_loadu_epi16(m, row + 32 * s));
-        }
-    }
-}
-
-/* C^T tiles 0..3 (rows [0, 16) and [16, 32) of a panel x positions [0, 16) and [16, 32) of a strip,
-   in c [4][16][16]) += the panel's A tiles . the strip's B tiles b; `two`: the strip has positions
-   past 16; `add`: c holds earlier column blocks. A tiles: packed, a [steps][32][32] (ld 0), or the
-   weights in place, row stride ld elements (then prefetched 1 KB ahead). */
-CODI__AMX static void codi__strip_amx(float *c, const uint16_t *a, size_t ld, const uint16_t *b, int steps, int two, int add) {
-    size_t stride = ld ? ld * 2 : 64, step = ld ? 32 : 1024, half = ld ? 16 * ld : 512;
-    int s, t;
-    CODI__MEMBAR();
-    if (add) { _tile_loadd(0, c, 64); _tile_loadd(1, c + 256, 64); _tile_loadd(2, c + 512, 64); _tile_loadd(3, c + 768, 64); }
-    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
-    for (s = 0; s < steps; s++, a += step, b += 2048) {
-        if (ld) for (t = 0; t < 32; t++) _mm_prefetch((const char *)(a + t * ld) + 1024, _MM_HINT_T0);
-        /* loads placed between the products that free their tile (tile registers are not renamed:
-           this order measured 1.5-2x faster than all loads first) */
-        if (two) {
-            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);          /* hi of positions 0..15 */
-            _tile_loadd(7, b + 1024, 64); _tile_dpbf16ps(1, 4, 7);                              /* hi of 16..31 */
-            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-            _tile_loadd(6, b + 512, 64); _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);     /* lo */
-            _tile_loadd(7, b + 1536, 64); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(3, 5, 7);
-        } else {                       /* tiles 1 and 3 take the lo products of rows 0..15, 16..31 */
-            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);
-            _tile_loadd(7, b + 512, 64); _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
-        }
-    }
-    _tile_stored(0, c, 64); _tile_stored(1, c + 256, 64); _tile_stored(2, c + 512, 64); _tile_stored(3, c + 768, 64);
-}
-
-/* c [4][16 rows][16 positions] (a strip's C^T) into out[i, r] for positions i < ni, rows r < nr
-   (ni <= 16: tiles 2h and 2h + 1 are the two parts of rows 16h..16h+15). */
-CODI__AMX static void codi__store_amx(float *out, size_t ldo, const float *c, int ni, int nr) {
-    int h, g, t;
-    for (h = 0; h < 2 && 16 * h < nr; h++)
-        for (g = 0; g < 2 && 16 * g < ni; g++) {
-            __m512i v[16];
-            int rows = nr - 16 * h < 16 ? nr - 16 * h : 16;
-            const float *ct = c + (size_t)(2 * h + g) * 256;
-            for (t = 0; t < 16; t++)
-                v[t] = _mm512_castps_si512(ni > 16 ? _mm512_loadu_ps(ct + t * 16) : _mm512_add_ps(_mm512_loadu_ps(ct + t * 16), _mm512_loadu_ps(ct + 256 + t * 16)));
-            codi__transpose16_amx(v);
-            for (t = 0; t < 16 && 16 * g + t < ni; t++)
-                _mm512_mask_storeu_epi32((void *)(out + (size_t)(16 * g + t) * ldo + 16 * h), (__mmask16)((1u << rows) - 1), v[t]);
-        }
-}
-
-/* out[i, r] = x[i, :] . W[r, :] for positions i < n, rows r0 <= r < r1, bf16 W (out row stride ldo). */
-CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work) {
-    codi__tilecfg cfg;
-    uint16_t *b = (uint16_t *)(void *)work, *a = b + CODI__AMX_XB / 2;
-    float *cs = work + (CODI__AMX_XB + CODI__AMX_WB) / 4;      /* [rows / 32][strips][4][16][16] */
-    int K = w->cols, i0, k0, j0, jb, q;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (q = 0; q < 8; q++) { cfg.rows[q] = 16; cfg.colsb[q] = 64; }
-    _tile_loadconfig(&cfg);
-    for (i0 = 0; i0 < n; i0 += CODI__AMX_MC) {
-        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC, strips = (ni + 31) / 32;
-        int kc = (int)(CODI__AMX_XB / ((size_t)strips * 32 * 4) / 32 * 32);
-        int nb = (int)(CODI__AMX_CB / ((size_t)strips * 32 * 4) / 32 * 32);
-        if (strips > 1 && (size_t)nb * kc * 2 > CODI__AMX_WB) nb = (int)(CODI__AMX_WB / ((size_t)kc * 2) / 32 * 32);
-        for (jb = r0; jb < r1; jb += nb) {
-            int je = r1 - jb < nb ? r1 : jb + nb;
-            for (k0 = 0; k0 < K; k0 += kc) {
-                int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + 31) / 32;
-                codi__pack_x_amx(b, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
-                if (strips > 1) codi__pack_w_amx(a, w, jb, je - jb, k0, kb);
-                for (q = 0; q < strips; q++)
-                    for (j0 = jb; j0 < je; j0 += 32) {
-                        float *c = cs + ((size_t)(j0 - jb) / 32 * strips + q) * 1024;
-                        const uint16_t *at = a + (size_t)(j0 - jb) / 32 * steps * 1024;
-                        size_t ld = 0;
-                        if (strips == 1 && j0 + 32 <= w->rows && kb % 32 == 0) {   /* one strip: each weight is read once, in place */
-                            at = (const uint16_t *)w->data + (size_t)j0 * K + k0; ld = (size_t)K;
-                        } else if (strips == 1) { codi__pack_w_amx(a, w, j0, je - j0 < 32 ? je - j0 : 32, k0, kb); at = a; }
-                        codi__strip_amx(c, at, ld, b + (size_t)q * steps * 2048, steps, ni - 32 * q > 16, k0 > 0);
-                        if (k0 + kb >= K)
-                            codi__store_amx(out + (size_t)(i0 + 32 * q) * ldo + j0, ldo, c, ni - 32 * q < 32 ? ni - 32 * q : 32, je - j0 < 32 ? je - j0 : 32);
-                    }
-            }
-        }
-    }
-    _tile_release();
-}
-#endif /* CODI__AMX */
-
-#ifdef CODI__NEON
-/* Vector arrays here are indexed by constants only: GCC -O2 keeps them in registers then, but in
-   memory (a load and a store per multiply-add) when a loop indexes them. */
-/* 8 weights of a row from column j as two f32 x 4 (bf16 widened by a 16-bit left shift). */
-static float32x4x2_t codi__w8_neon(const void *row, int dt, int j) {
-    float32x4x2_t v;
-    if (dt == CODI_BF16) {
-        uint16x8_t h = vld1q_u16((const uint16_t *)row + j);
-        v.val[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
-        v.val[1] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
-    } else {
-        v.val[0] = vld1q_f32((const float *)row + j);
-        v.val[1] = vld1q_f32((const float *)row + j + 4);
-    }
-    return v;
-}
-/* The horizontal sums of a, b, c, d as one vector. */
-static float32x4_t codi__hsum4_neon(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d) {
-    return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
-}
-/* 16 columns per step, four accumulators. */
-/* a . b over the first n - n % 4 columns, before the horizontal sum (four accumulators). */
-static inline float32x4_t codi__dotv_neon(const float *a, const float *b, int n) {
-    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
-        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
-    }
-    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    return vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3));
-}
-static float codi__dot_neon(const float *a, const float *b, int n) {
-    float s = vaddvq_f32(codi__dotv_neon(a, b, n));     /* (l0 + l1) + (l2 + l3), as codi__hsum4_neon */
-    int i;
-    for (i = n - n % 4; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-/* 4 rows per pass, 8 columns per step, two accumulators per row. */
-static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
-    int K = w->cols, r, j, k;
-    (void)xh;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        float32x4_t acc[8];
-        float s[4];
-        codi__rows4(p, w, r, r1);
-        acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
-        for (j = 0; j + 8 <= K; j += 8) {
-            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
-            float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
-            float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
-            acc[0] = vfmaq_f32(acc[0], w0.val[0], x0); acc[1] = vfmaq_f32(acc[1], w0.val[1], x1);
-            acc[2] = vfmaq_f32(acc[2], w1.val[0], x0); acc[3] = vfmaq_f32(acc[3], w1.val[1], x1);
-            acc[4] = vfmaq_f32(acc[4], w2.val[0], x0); acc[5] = vfmaq_f32(acc[5], w2.val[1], x1);
-            acc[6] = vfmaq_f32(acc[6], w3.val[0], x0); acc[7] = vfmaq_f32(acc[7], w3.val[1], x1);
-        }
-        vst1q_f32(s, codi__hsum4_neon(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]), vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7])));
-        for (k = 0; k < 4; k++) {
-            int t;
-            for (t = j; t < K; t++) s[k] += x[t] * codi_elem_f32(p[k], w->dtype, (size_t)t);
-        }
-        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
-    }
-}
-/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
-   each 8 columns widened once into two registers and multiplied into 4 positions (16
-   accumulators). out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
-static void codi__gemvn_neon(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
-    int K = w->cols, r, i0, j, a, b, t;
-    (void)work;
-    for (r = r0; r < r1; r += 4) {
-        const void *p[4];
-        codi__rows4(p, w, r, r1);
-        for (i0 = 0; i0 < n; i0 += 4) {
-            const float *xp[4];          /* past n: the last position again, computed but not stored */
-            float32x4_t c[16];           /* c[4 * row + position] */
-            float s[16];
-            for (b = 0; b < 4; b++) xp[b] = x + (size_t)(i0 + b < n ? i0 + b : n - 1) * K;
-            c[0] = c[1] = c[2] = c[3] = c[4] = c[5] = c[6] = c[7] = vdupq_n_f32(0);
-            c[8] = c[9] = c[10] = c[11] = c[12] = c[13] = c[14] = c[15] = c[0];
-            for (j = 0; j + 8 <= K; j += 8) {
-                float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
-                float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
-#define CODI__FMA4(b) do { float32x4_t x0 = vld1q_f32(xp[b] + j), x1 = vld1q_f32(xp[b] + j + 4); \
-        c[b] = vfmaq_f32(vfmaq_f32(c[b], w0.val[0], x0), w0.val[1], x1); c[4 + b] = vfmaq_f32(vfmaq_f32(c[4 + b], w1.val[0], x0), w1.val[1], x1); \
-        c[8 + b] = vfmaq_f32(vfmaq_f32(c[8 + b], w2.val[0], x0), w2.val[1], x1); c[12 + b] = vfmaq_f32(vfmaq_f32(c[12 + b], w3.val[0], x0), w3.val[1], x1); } while (0)
-                CODI__FMA4(0); CODI__FMA4(1); CODI__FMA4(2); CODI__FMA4(3);
-#undef CODI__FMA4
-            }
-            vst1q_f32(s, codi__hsum4_neon(c[0], c[1], c[2], c[3]));
-            vst1q_f32(s + 4, codi__hsum4_neon(c[4], c[5], c[6], c[7]));
-            vst1q_f32(s + 8, codi__hsum4_neon(c[8], c[9], c[10], c[11]));
-            vst1q_f32(s + 12, codi__hsum4_neon(c[12], c[13], c[14], c[15]));
-            for (a = 0; a < 4 && r + a < r1; a++)
-                for (b = 0; b < 4 && i0 + b < n; b++) {
-                    for (t = j; t < K; t++) s[4 * a + b] += xp[b][t] * codi_elem_f32(p[a], w->dtype, (size_t)t);
-                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s[4 * a + b];
-                }
-        }
-    }
-}
-/* 8 positions x 8 rows: 16 accumulators; a [kb][8], b [kb][8] */
-static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
-    const float *a = (const float *)av, *b = (const float *)bv;
-    float32x4_t acc[16];
-    int k;
-    acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
-    acc[8] = acc[9] = acc[10] = acc[11] = acc[12] = acc[13] = acc[14] = acc[15] = acc[0];
-    for (k = 0; k < kb; k++, a += 8, b += 8) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
-#define CODI__FMA(i, av, lane) do { acc[2 * (i)] = vfmaq_laneq_f32(acc[2 * (i)], b0, av, lane); \
-        acc[2 * (i) + 1] = vfmaq_laneq_f32(acc[2 * (i) + 1], b1, av, lane); } while (0)
-        CODI__FMA(0, a0, 0); CODI__FMA(1, a0, 1); CODI__FMA(2, a0, 2); CODI__FMA(3, a0, 3);
-        CODI__FMA(4, a1, 0); CODI__FMA(5, a1, 1); CODI__FMA(6, a1, 2); CODI__FMA(7, a1, 3);
-#undef CODI__FMA
-    }
-#define CODI__ST(i) do { float *cr = c + (size_t)(i) * ldc; \
-        if (add) { acc[2 * (i)] = vaddq_f32(acc[2 * (i)], vld1q_f32(cr)); acc[2 * (i) + 1] = vaddq_f32(acc[2 * (i) + 1], vld1q_f32(cr + 4)); } \
-        vst1q_f32(cr, acc[2 * (i)]); vst1q_f32(cr + 4, acc[2 * (i) + 1]); } while (0)
-    CODI__ST(0); CODI__ST(1); CODI__ST(2); CODI__ST(3); CODI__ST(4); CODI__ST(5); CODI__ST(6); CODI__ST(7);
-#undef CODI__ST
-}
-/* The 4 x 4 block with rows r0..r3, transposed: its column t stored at dst + t * ld. */
-static void codi__store_t4_neon(float *dst, size_t ld, float32x4_t r0, float32x4_t r1, float32x4_t r2, float32x4_t r3) {
-    float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
-    float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
-    /* t0 = r0[0] r1[0] r0[2] r1[2], t1 = r0[1] r1[1] r0[3] r1[3]; t2, t3 the same of r2, r3 */
-    vst1q_f32(dst, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
-    vst1q_f32(dst + ld, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
-    vst1q_f32(dst + 2 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
-    vst1q_f32(dst + 3 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
-}
-/* As codi__pack_b, 4 rows x 8 columns at a time: widen, transpose in registers, store. */
-static void codi__pack_b_neon(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
-    int j, k, t;
-    if (nrows < nr || nr % 4) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
-    for (j = 0; j < nr; j += 4) {
-        const void *p[4];
-        codi__rows4(p, w, r0 + j, r0 + nr);
-        for (k = 0; k + 8 <= kb; k += 8) {
-            float32x4x2_t v0 = codi__w8_neon(p[0], w->dtype, k0 + k), v1 = codi__w8_neon(p[1], w->dtype, k0 + k);
-            float32x4x2_t v2 = codi__w8_neon(p[2], w->dtype, k0 + k), v3 = codi__w8_neon(p[3], w->dtype, k0 + k);
-            codi__store_t4_neon(b + (size_t)k * nr + j, (size_t)nr, v0.val[0], v1.val[0], v2.val[0], v3.val[0]);
-            codi__store_t4_neon(b + (size_t)(k + 4) * nr + j, (size_t)nr, v0.val[1], v1.val[1], v2.val[1], v3.val[1]);
-        }
-        for (; k < kb; k++)
-            for (t = 0; t < 4; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(p[t], w->dtype, (size_t)(k0 + k));
-    }
-}
-/* y += a * x */
-static void codi__axpy_neon(float *y, float a, const float *x, int n) {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++) y[i] += a * x[i];
-}
-/* codi__attend_dot_axpy in blocks: each position's scores for 4 heads summed horizontally
-   together, then the weighted values in tiles of 4 heads x 16 columns (each V row read once per
-   tile). The sums are codi__dot_neon's and codi__axpy_neon's, in their order: the same bits. */
-static void codi__attend_neon(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
-    float scale = 1.0f / sqrtf((float)HD), tmp[4];
-    int h0, h, t, j;
-    if (HD % 16) { codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc); return; }
-    for (h0 = 0; h0 < nq; h0 += 4) {          /* past nq: the last head again, not stored */
-        const float *q0 = q + (size_t)h0 * HD, *q1 = q + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * HD;
-        const float *q2 = q + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * HD, *q3 = q + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * HD;
-        for (t = 0; t < T; t++) {
-            const float *kt = keys + (size_t)t * HD;
-            vst1q_f32(tmp, vmulq_n_f32(codi__hsum4_neon(codi__dotv_neon(q0, kt, HD), codi__dotv_neon(q1, kt, HD),
-                                                        codi__dotv_neon(q2, kt, HD), codi__dotv_neon(q3, kt, HD)), scale));
-            for (h = 0; h < 4 && h0 + h < nq; h++) sc[(size_t)(h0 + h) * T + t] = tmp[h];
-        }
-    }
-    codi__softmax_weights(sc, nq, T);
-    for (h0 = 0; h0 < nq; h0 += 4) {
-        const float *w0 = sc + (size_t)h0 * T, *w1 = sc + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * T;
-        const float *w2 = sc + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * T, *w3 = sc + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * T;
-        for (j = 0; j < HD; j += 16) {
-            const float *vt = vals + j;
-            float32x4_t a00 = vdupq_n_f32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
-            for (t = 0; t < T; t++, vt += HD) {
-                float32x4_t x0 = vld1q_f32(vt), x1 = vld1q_f32(vt + 4), x2 = vld1q_f32(vt + 8), x3 = vld1q_f32(vt + 12);
-#define CODI__ACC(h) a##h##0 = vfmaq_n_f32(a##h##0, x0, w##h[t]); a##h##1 = vfmaq_n_f32(a##h##1, x1, w##h[t]); \
-        a##h##2 = vfmaq_n_f32(a##h##2, x2, w##h[t]); a##h##3 = vfmaq_n_f32(a##h##3, x3, w##h[t])
-                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
-#undef CODI__ACC
-            }
-            {
-                float32x4_t acc[16];
-                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
-                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
-                for (h = 0; h < 4 && h0 + h < nq; h++)
-                    for (t = 0; t < 4; t++) vst1q_f32(out + (size_t)(h0 + h) * HD + j + 4 * t, acc[4 * h + t]);
-            }
-        }
-    }
-}
-#endif /* CODI__NEON */
-
-/* The paths, slowest first. */
-static const codi__kernel codi__kernels[] = {
-    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL, codi__attend_scalar },
-#ifdef CODI__X86
-    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL, codi__attend_avx2 },
-    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
-    { "avx512bf16", codi__gemv_avx512bf16, codi__gemvn_avx512, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
-      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
-#endif
-#ifdef CODI__AMX
-    { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
-      codi__axpy_avx2, codi__matmul_amx, codi__attend_avx512 },
-#endif
-#ifdef CODI__NEON
-    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL, codi__attend_neon },
-#endif
-};
-#define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
-
-#ifdef CODI__X86
-/* The bf16 compute mode's kernels (not a path of its own: a model loaded with CODI_COMPUTE_BF16
-   runs its forward passes' products with bf16 weights on them, whatever the path; f32 weights and
-   everything else as the path does). */
-static const codi__kernel codi__kernel_bf16 = { "bf16", codi__gemv_avx512bf16, codi__gemvn_bf16_avx512, codi__micro12_bf16_avx512, 12, 32, 2,
-    codi__gemv_avx512, codi__micro12_avx512, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 };
-#endif
-
-#ifdef CODI__AMX
-#include <cpuid.h>
-/* 1 if the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22), AVX512-BF16, and Linux lets
-   this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; syscall 158,
-   asked once: syscall() itself needs feature macros under -std=c99). */
-static int codi__amx_usable(void) {
-    static int granted = -1;
-    if (granted < 0) {
-        unsigned eax, ebx, ecx, edx;
-        long rc = -1;
-        granted = 0;
-        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 24 & 1) || !(edx >> 22 & 1) ||
-            !__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw")) return 0;
-#ifdef __linux__
-        __asm__ __volatile__("syscall" : "=a"(rc) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
-#endif
-        granted = rc == 0;
-    }
-    return granted;
-}
-#endif
-
-/* 1 if this CPU (and OS) runs path k. */
-static int codi__kernel_runs(const codi__kernel *k) {
-#ifdef CODI__X86
-    __builtin_cpu_init();
-    if (!strcmp(k->name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (!strncmp(k->name, "avx512", 6) && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
-    if (!strcmp(k->name, "avx512bf16")) return __builtin_cpu_supports("avx512bf16");
-#ifdef CODI__AMX
-    if (!strcmp(k->name, "amx")) return codi__amx_usable();
-#endif
-#endif
-    (void)k;
-    return 1;
-}
-
-static const codi__kernel *codi__kernel_now;   /* the path in use; set once, by codi_load (or codi_set_kernel) before any pass */
-
-/* 1 if this CPU runs the bf16 compute mode's kernels (codi__kernel_bf16). */
-static int codi__compute_bf16_runs(void) {
-    int i;
-    for (i = 0; i < CODI__N_KERNELS; i++)
-        if (!strcmp(codi__kernels[i].name, "avx512bf16")) return codi__kernel_runs(&codi__kernels[i]);
-    return 0;
-}
-
-CODI_API int codi_set_kernel(const char *name) {
-    int i;
-    for (i = 0; i < CODI__N_KERNELS; i++)
-        if (!strcmp(codi__kernels[i].name, name) && codi__kernel_runs(&codi__kernels[i])) { codi__kernel_now = &codi__kernels[i]; return 0; }
-    return -1;
-}
-
-/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path (not avx512bf16: it
-   does the work of avx512 in two bf16 halves). */
-static const codi__kernel *codi__kernel_active(void) {
-    if (!codi__kernel_now) {
-        const char *env = getenv("CODI_KERNEL");
-        int i;
-        if (!env || codi_set_kernel(env) != 0)
-            for (i = CODI__N_KERNELS - 1; i >= 0 && !codi__kernel_now; i--)
-                if (!codi__kernels[i].bf16_pairs && codi__kernel_runs(&codi__kernels[i])) codi__kernel_now = &codi__kernels[i];
-    }
-    return codi__kernel_now;
-}
-
-CODI_API const char *codi_kernel_name(void) { return codi__kernel_active()->name; }
-
-/* The kernels of a forward pass's products: the bf16 compute mode's, else the path's. */
-static const codi__kernel *codi__kernel_for(int compute) {
-#ifdef CODI__X86
-    if (compute == CODI_COMPUTE_BF16) return &codi__kernel_bf16;
-#endif
-    (void)compute;
-    return codi__kernel_active();
-}
-
-CODI_API int codi_kernels_available(const char **names, int cap) {
-    int i, n = 0;
-    for (i = 0; i < CODI__N_KERNELS; i++)
-        if (codi__kernel_runs(&codi__kernels[i])) { if (n < cap) names[n] = codi__kernels[i].name; n++; }
-    return n;
-}
-
-CODI_API int codi_weights_misaligned(const codi_model *m, int *n_matrices) {
-    const codi_weights *w = &m->w;
-    const codi_matrix *all[4] = { &w->embed, &w->lm_head, &w->prj1, &w->prj3 };
-    int l, k, n = 0, bad = 0;
-    for (k = 0; k < 4; k++) if (all[k]->data) { n++; bad += (uintptr_t)all[k]->data % 64 != 0; }
-    for (l = 0; l < m->config.n_layers; l++) {
-        const codi_layer *L = &w->layers[l];
-        const codi_matrix *mats[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
-        for (k = 0; k < 7; k++) if (mats[k]->data) { n++; bad += (uintptr_t)mats[k]->data % 64 != 0; }
-    }
-    if (n_matrices) *n_matrices = n;
-    return bad;
-}
-
-/* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
-   (the activations packed over all k (twice over as bf16 hi and lo parts), a slice of weight
-   panels; or x as bf16 hi and lo; or the AMX blocks). */
-static size_t codi__work_floats(int n, int k) {
-    size_t gemm = (size_t)(n + 16) * (size_t)(k + 1) + (size_t)CODI__KC * CODI__NB_MAX + 16;
-#ifdef CODI__AMX
-    if (gemm < CODI__AMX_WORK) return CODI__AMX_WORK;
-#endif
-    return gemm;
-}
-
-/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
-   x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
-   the multi-position GEMV (or, on a path without one, the GEMV per position); else the GEMM:
-   the activations are packed once (strips of MR positions over all K); the rows go in blocks
-   whose outputs stay in L2; for each KC-deep slice of a block, its panels of NR weight rows are
-   packed (widened) once into L2, and each strip (in L1) meets every panel, adding into the
-   block's outputs; the next slice's weight rows are prefetched meanwhile. */
-static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
-                               int n, int r0, int r1, float *work) {
-    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, parts = kn->bf16_pairs == 2 ? 1 : 2, mr = kn->mr, nr = kn->nr, i, k0, jb, nb, s;
-    codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
-    codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
-    size_t strips, es = codi__dtype_size(w->dtype);
-    float tile[16 * 32], *ap, *bp;
-    if (r0 >= r1) return;
-    if (kn->tiles && w->dtype == CODI_BF16 && n >= CODI__AMX_MIN) { kn->tiles(out, ldo, x, w, n, r0, r1, work); return; }
-    if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
-        int r;
-        for (r = r0; r < r1; r++)
-            for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
-        return;
-    }
-    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1, work); return; }
-    if (n < CODI__GEMM_MIN) {
-        uint16_t *xh = (uint16_t *)(void *)work;
-        for (i = 0; i < n; i++) {
-            const float *xi = x + (size_t)i * K;
-            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = parts == 2 ? codi__bf16_lo(xi[k0]) : 0; }
-            gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
-        }
-        return;
-    }
-    strips = (size_t)(n + mr - 1) / mr;
-    ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
-    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 * parts : K) * mr;
-    for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
-        int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
-        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2 * parts) * mr, x, (size_t)K, n, k0, kb, mr, parts);
-#ifdef CODI__X86
-        else codi__pack_a_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);   /* (the x86 SIMD paths all have AVX2) */
-#else
-        else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
-#endif
-    }
-    nb = CODI__NB_FLOATS / n / nr * nr;
-    nb = nb < nr ? nr : nb > CODI__NB_MAX ? CODI__NB_MAX : nb;
-    for (jb = r0; jb < r1; jb += nb) {
-        int je = r1 - jb < nb ? r1 : jb + nb, np = (je - jb + nr - 1) / nr;
-        for (k0 = 0; k0 < K; k0 += CODI__KC) {
-            int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC, p;
-            int kn0 = k0 + CODI__KC < K ? k0 + CODI__KC : 0, jn = k0 + CODI__KC < K ? jb : je;   /* the slice packed next */
-            int nn = r1 - jn < nb ? r1 - jn : nb, line_end = (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es;
-            const float *a = ap + strips * (size_t)(pairs ? k0 / 2 * parts : k0) * mr;     /* the slice's strip 0 */
-            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 * parts : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
-            for (p = 0; p < np; p++) {
-                int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
-#ifdef CODI__X86
-                if (pairs) codi__pack_b_bf16_avx512((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);   /* (the bf16 paths all have AVX-512) */
-#else
-                if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);
-#endif
-                else kn->pack_b(bp + p * bpanel, w, j0, nj, k0, kb, nr);
-            }
-            for (s = 0; s * mr < n; s++) {
-                int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
-                for (u = s * nn / (int)strips; u < (s + 1) * nn / (int)strips; u++)   /* its rows, spread over the strips */
-                    for (v = 0; v < line_end; v += 64) CODI__PREFETCH((const char *)w->data + ((size_t)(jn + u) * K + kn0) * es + v);
-                for (p = 0; p < np; p++) {
-                    int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
-                    float *c = out + (size_t)s * mr * ldo + j0;
-                    if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp + p * bpanel, c, ldo, k0 > 0); continue; }
-                    micro(kb, a + astrip * s, bp + p * bpanel, tile, (size_t)nr, 0);     /* an edge tile */
-                    for (u = 0; u < mi; u++)
-                        for (v = 0; v < nj; v++) c[(size_t)u * ldo + v] = (k0 > 0 ? c[(size_t)u * ldo + v] : 0) + tile[u * nr + v];
-                }
-            }
-        }
-    }
-}
-
-/* >>loading: tensors -> config -> weights (LoRA merged) -------------------------------- */
-
-typedef struct {
-    codi__tensors ts;
-    void **bufs; int nbufs, capbufs;   /* buffers the model owns */
-} codi__model_internal;
-
-typedef struct {
-    codi_model *m;
-    codi__model_internal *in;
-    char *err; size_t errsz;
-    codi__pool *pool;       /* merge threads (NULL: one) */
-    int n_threads;
-} codi__loader;
-
-/* A model buffer, 64-byte aligned (the GEMV's 64-byte loads then stay within cache lines). */
-static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
-    void *p;
-    if (ld->in->nbufs == ld->in->capbufs) {
-        int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
-        void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
-        if (!nb) { codi__err(ld->err, ld->errsz, "out of memory"); return NULL; }
-        ld->in->bufs = nb; ld->in->capbufs = nc;
-    }
-    p = bytes < (size_t)-1 - 64 ? CODI_MALLOC(bytes + 64) : NULL;
-    if (p) ld->in->bufs[ld->in->nbufs++] = p;
-    else { codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes); return NULL; }
-    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
-}
-
-/* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
-static const codi__tensor *codi__need(codi__loader *ld, const char *name, int64_t rows, int64_t cols) {
-    const codi__tensor *t = codi__tensors_find(&ld->in->ts, name);
-    if (!t) { codi__err(ld->err, ld->errsz, "missing tensor %s", name); return NULL; }
-    if (t->dtype < 0) {
-        codi__err(ld->err, ld->errsz, "tensor %s has dtype %s; supported are F32, BF16, F16", name, t->dtype_name); return NULL;
-    }
-    if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
-        (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
-        codi__err(ld->err, ld->errsz, "tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", name,
-                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
-                  (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
-        return NULL;
-    }
-    return t;
-}
-
-static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
-    const codi__tensor *t = codi__need(ld, name, n, 0);
-    float *v;
-    int i;
-    if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
-    for (i = 0; i < n; i++) v[i] = codi_elem_f32(t->data, t->dtype, (size_t)i);
-    return v;
-}
-
-typedef struct {
-    const codi__tensor *w;      /* base [rows, cols] */
-    const float *bs;            /* scale * lora_B [rows, r], or NULL without LoRA */
-    codi_matrix at;             /* lora_A transposed [cols, r] (f32) */
-    int i0, ni, cols, dtype, unit;
-    float *ba;                  /* [MC, cols] (scale B @ A) of rows i0 .. i0 + ni */
-    unsigned char *dst;         /* [rows, cols] of dtype */
-    float *work; size_t work_stride;   /* [threads, codi__work_floats(MC, r)] */
-} codi__merge_ctx;
-
-/* Rows [i0, i0 + ni), columns of work items [u0, u1): W + scale * B @ A (the product by the
-   GEMM, B's rows as its positions), converted to the storage dtype. */
-static void codi__merge_task(void *ctx, int tid, int u0, int u1) {
-    codi__merge_ctx *c = (codi__merge_ctx *)ctx;
-    int j0 = u0 * c->unit, j1 = u1 * c->unit < c->cols ? u1 * c->unit : c->cols, i, j;
-    if (c->bs) codi__matmul_range(codi__kernel_active(), c->ba, (size_t)c->cols, c->bs + (size_t)c->i0 * c->at.cols, &c->at,
-                                  c->ni, j0, j1, c->work + (size_t)tid * c->work_stride);
-    for (i = 0; i < c->ni; i++) {
-        size_t row = (size_t)(c->i0 + i) * c->cols;
-        const float *bai = c->ba + (size_t)i * c->cols;
-        for (j = j0; j < j1; j++) {
-            float v = codi_elem_f32(c->w->data, c->w->dtype, row + j) + (c->bs ? bai[j] : 0.0f);
-            if (c->dtype == CODI_F32) memcpy(c->dst + (row + j) * 4, &v, 4);
-            else { uint16_t h = codi__f32_to_bf16(v); memcpy(c->dst + (row + j) * 2, &h, 2); }
-        }
-    }
-}
-
-/* Gives back the resident pages of a tensor that was copied out (its interior pages, when no
-   other tensor overlaps them), so the file does not stay resident beside the merged copy: the
-   range is mapped afresh from the file (MAP_FIXED), which keeps the addresses reserved. */
-static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
-#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
-    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
-    const codi__file *f;
-    int i;
-    if (hi <= lo) return;
-    for (i = 0; i < ld->in->ts.n; i++) {
-        const codi__tensor *o = &ld->in->ts.t[i];
-        uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
-        if (o != t && o->data && olo < hi && ohi > lo) return;
-    }
-    for (f = ld->in->ts.files; f; f = f->next)
-        if (f->mapped && lo >= (uintptr_t)f->data && hi <= (uintptr_t)f->data + f->size) {
-            mmap((void *)lo, hi - lo, PROT_READ, MAP_PRIVATE | MAP_FIXED, f->fd, (off_t)(lo - (uintptr_t)f->data));
-            return;
-        }
-#else
-    (void)ld; (void)t;
-#endif
-}
-
-/* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
-   f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
-static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
-    char name[200], an[200], bn[200];
-    const codi__tensor *w, *a = NULL, *b = NULL;
-    codi__merge_ctx mc;
-    float *abuf = NULL, *bbuf = NULL;   /* lora_A transposed [cols, r], scale * lora_B [rows, r] */
-    size_t esz = codi__dtype_size(dtype);
-    int r = 0, k, j;
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    snprintf(an, sizeof an, "%s.lora_A", prefix);
-    snprintf(bn, sizeof bn, "%s.lora_B", prefix);
-    if (!(w = codi__need(ld, name, rows, cols))) return -1;
-    if (codi__tensors_find(&ld->in->ts, an) || codi__tensors_find(&ld->in->ts, bn)) {
-        const codi__tensor *ta = codi__tensors_find(&ld->in->ts, an);
-        if (!ta || ta->ndim != 2) { codi__err(ld->err, ld->errsz, "%s: lora_A missing or not 2-D", prefix); return -1; }
-        r = (int)ta->shape[0];
-        if (!(a = codi__need(ld, an, r, cols)) || !(b = codi__need(ld, bn, rows, r))) return -1;
-    }
-    out->rows = rows; out->cols = cols; out->dtype = dtype;
-    if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
-    memset(&mc, 0, sizeof mc);
-    mc.w = w; mc.cols = cols; mc.dtype = dtype;
-    mc.unit = codi__kernel_active()->micro ? codi__kernel_active()->nr : 4;
-    if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
-    mc.ba = (float *)CODI_MALLOC((size_t)CODI__MC * cols * sizeof(float));
-    mc.work_stride = codi__work_floats(CODI__MC, r);
-    mc.work = (float *)CODI_MALLOC((size_t)ld->n_threads * mc.work_stride * sizeof(float));
-    if (a) { abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float)); bbuf = (float *)CODI_MALLOC((size_t)rows * r * sizeof(float)); }
-    if (!mc.ba || !mc.work || (a && (!abuf || !bbuf))) {
-        CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1;
-    }
-    if (a) {
-        for (k = 0; k < r; k++)
-            for (j = 0; j < cols; j++) abuf[(size_t)j * r + k] = codi_elem_f32(a->data, a->dtype, (size_t)k * cols + j);
-        for (k = 0; k < rows * r; k++) bbuf[k] = ld->m->config.lora_scale * codi_elem_f32(b->data, b->dtype, (size_t)k);
-        mc.bs = bbuf; mc.at.dtype = CODI_F32; mc.at.rows = cols; mc.at.cols = r; mc.at.data = abuf;
-    }
-    for (mc.i0 = 0; mc.i0 < rows; mc.i0 += CODI__MC) {
-        mc.ni = rows - mc.i0 < CODI__MC ? rows - mc.i0 : CODI__MC;
-        CODI__PARALLEL(ld->pool, codi__merge_task, &mc, (cols + mc.unit - 1) / mc.unit);
-    }
-    CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf);
-    out->data = mc.dst;
-    codi__release_tensor(ld, w);
-    if (a) { codi__release_tensor(ld, a); codi__release_tensor(ld, b); }
-    return 0;
-}
-
-/* Where the config came from, for messages: the config.json read (or none) and which token
-   ids it gave (the others are Llama 3 defaults). */
-typedef struct { char path[4200]; int found, has_bos, has_eos; } codi__config_src;
-
-/* Integer member key of o into *out when present: a whole number in [lo, hi], else -1 with a
-   message naming the field and the file. */
-static int codi__config_int(const codi_json *o, const char *key, int lo, int hi, int *out, const char *path,
-                            char *err, size_t errsz) {
-    double x;
-    if (!codi_json_num(o, key, &x)) return 0;
-    if (!codi__double_to_int(x, lo, hi, out)) {
-        codi__err(err, errsz, "%s: %s %g is not a whole number in [%d, %d]", path, key, x, lo, hi); return -1;
-    }
-    return 0;
-}
-
-/* Float member key of o into *out when present: finite and > 0 (every float setting of a
-   Llama config is a positive scale, eps or frequency), else -1 with a message. */
-static int codi__config_pos_float(const codi_json *o, const char *key, float *out, const char *path, char *err, size_t errsz) {
-    double x;
-    if (!codi_json_num(o, key, &x)) return 0;
-    if (!(x > 0 && x <= FLT_MAX)) { codi__err(err, errsz, "%s: %s %g must be finite and > 0", path, key, x); return -1; }
-    *out = (float)x;
-    return 0;
-}
-
-#define CODI__MAX_DIM (1 << 20)     /* a model size beyond this is a typo or an attack */
-#define CODI__MAX_VOCAB (1 << 24)
-
-/* Reads the shape, rope and token settings of an HF config.json (text, named `path` in errors)
-   into c. 1, or -1 with a message (bad JSON or a value out of range). */
-static int codi__apply_config_text(codi_config *c, codi__config_src *src, const char *text, size_t len, const char *path,
-                                   int *tie, char *err, size_t errsz) {
-    char msg[200];
-    codi_json *j;
-    const codi_json *rs, *eos;
-    double bos;
-    int bad;
-    j = codi_json_parse_strict(text, len, msg, sizeof msg);
-    if (!j || j->type != CODI_JSON_OBJ) {
-        codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
-        codi_json_free(j); return -1;
-    }
-    snprintf(src->path, sizeof src->path, "%s", path);
-    src->found = 1;
-    src->has_bos = codi_json_num(j, "bos_token_id", &bos);       /* null: none given */
-    bad = codi__config_int(j, "hidden_size", 1, CODI__MAX_DIM, &c->dim, path, err, errsz) ||
-          codi__config_int(j, "intermediate_size", 1, CODI__MAX_DIM, &c->ffn_dim, path, err, errsz) ||
-          codi__config_int(j, "num_hidden_layers", 1, 4096, &c->n_layers, path, err, errsz) ||
-          codi__config_int(j, "num_attention_heads", 1, CODI__MAX_DIM, &c->n_heads, path, err, errsz) ||
-          codi__config_int(j, "num_key_value_heads", 1, CODI__MAX_DIM, &c->n_kv_heads, path, err, errsz) ||
-          codi__config_int(j, "head_dim", 2, CODI__MAX_DIM, &c->head_dim, path, err, errsz) ||
-          codi__config_pos_float(j, "rms_norm_eps", &c->norm_eps, path, err, errsz) ||
-          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz) ||
-          codi__config_int(j, "max_position_embeddings", 1, INT_MAX, &c->max_positions, path, err, errsz);
-    c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
-    if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
-    if (!bad && (eos = codi_json_get(j, "eos_token_id")) != NULL && eos->type != CODI_JSON_NULL) {
-        const codi_json *e = eos->type == CODI_JSON_ARR ? eos->child : eos;
-        src->has_eos = 1;
-        c->n_eos = 0;
-        for (; e && !bad; e = eos->type == CODI_JSON_ARR ? e->next : NULL) {
-            if (c->n_eos == 8) { codi__err(err, errsz, "%s: eos_token_id lists more than 8 ids", path); bad = 1; }
-            else if (e->type != CODI_JSON_NUM || !codi__double_to_int(e->num, 0, INT_MAX, &c->eos_ids[c->n_eos++])) {
-                codi__err(err, errsz, "%s: eos_token_id holds a value that is not a token id", path); bad = 1;
-            }
-        }
-    }
-    if (codi_json_get(j, "tie_word_embeddings")) *tie = codi_json_get(j, "tie_word_embeddings")->type == CODI_JSON_TRUE;
-    rs = codi_json_get(j, "rope_parameters");           /* transformers 5 */
-    if (!rs || rs->type != CODI_JSON_OBJ) rs = codi_json_get(j, "rope_scaling");
-    if (!bad && rs && rs->type == CODI_JSON_OBJ) {
-        const codi_json *type = codi_json_get(rs, "rope_type");
-        if (!type) type = codi_json_get(rs, "type");
-        bad = codi__config_pos_float(rs, "rope_theta", &c->rope_theta, path, err, errsz);
-        c->rope_llama3 = 0;
-        if (!bad && type && type->type == CODI_JSON_STR && !strcmp(type->str, "llama3")) {
-            c->rope_llama3 = 1;
-            bad = codi__config_pos_float(rs, "factor", &c->rope_factor, path, err, errsz) ||
-                  codi__config_pos_float(rs, "low_freq_factor", &c->rope_low_freq_factor, path, err, errsz) ||
-                  codi__config_pos_float(rs, "high_freq_factor", &c->rope_high_freq_factor, path, err, errsz) ||
-                  codi__config_int(rs, "original_max_position_embeddings", 1, INT_MAX, &c->rope_original_max_pos, path, err, errsz);
-            if (!bad && !(c->rope_high_freq_factor > c->rope_low_freq_factor)) {
-                codi__err(err, errsz, "%s: rope_scaling high_freq_factor %g must be > low_freq_factor %g", path,
-                          (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
-                bad = 1;
-            }
-        } else if (!bad && type && type->type == CODI_JSON_STR && strcmp(type->str, "default") != 0) {
-            codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
-            bad = 1;
-        }
-    } else if (!bad && rs && rs->type != CODI_JSON_NULL) {
-        codi__err(err, errsz, "%s: rope_scaling is not an object", path); bad = 1;
-    } else if (!bad) c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
-    codi_json_free(j);
-    return bad ? -1 : 1;
-}
-
-/* config.json at path: 0 when absent, 1 when read, -1 with err (also when it is no regular file). */
-static int codi__apply_config_json(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
-    size_t len;
-    char *text;
-    int rc;
-    if (!codi__exists(path)) return 0;
-    if (!(text = codi_read_text(path, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", path); return -1; }
-    rc = codi__apply_config_text(c, src, text, len, path, tie, err, errsz);
-    CODI_FREE(text);
-    return rc;
-}
-
-/* The "codi_config" metadata codi_save_merged writes into a .safetensors file, applied like config.json. */
-static int codi__apply_saved_config(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
-    codi_st_file *f;
-    const char *text;
-    int rc = 0;
-    if (!codi__ends_with(path, ".safetensors") || !(f = codi_st_open(path, NULL, 0))) return 0;
-    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, src, text, strlen(text), path, tie, err, errsz);
-    codi_st_close(f);
-    return rc;
-}
-
-static int codi__is_dir(const char *path) {
-#if !defined(_WIN32)
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-#else
-    char probe[4096];
-    FILE *fp;
-    snprintf(probe, sizeof probe, "%s/.", path);
-    fp = fopen(probe, "rb");
-    if (fp) { fclose(fp); return 1; }
-    return 0;
-#endif
-}
-
-/* The one checkpoint (*.bin, *.safetensors) in directory dir into out; -1 with a message when
-   there is none or more than one. */
-static int codi__single_checkpoint(const char *dir, char *out, size_t outsz, char *err, size_t errsz) {
-#if !defined(_WIN32)
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    char first[256] = "", second[256] = "";
-    if (!d) { codi__err(err, errsz, "cannot list directory %s", dir); return -1; }
-    while ((e = readdir(d)) != NULL) {
-        if (!codi__ends_with(e->d_name, ".bin") && !codi__ends_with(e->d_name, ".safetensors")) continue;
-        if (n == 0) snprintf(first, sizeof first, "%s", e->d_name);
-        else if (n == 1) snprintf(second, sizeof second, "%s", e->d_name);
-        n++;
-    }
-    closedir(d);
-    if (n == 1) { snprintf(out, outsz, "%s/%s", dir, first); return 0; }
-    if (n == 0) codi__err(err, errsz, "%s: no model.safetensors, index, pytorch_model.bin or other .bin/.safetensors checkpoint", dir);
-    else codi__err(err, errsz, "%s holds %d checkpoints (%s, %s%s): give the file to load", dir, n, first, second, n > 2 ? ", ..." : "");
-    return -1;
-#else
-    (void)out; (void)outsz;
-    codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", dir);
-    return -1;
-#endif
-}
-
-/* Reads a checkpoint file or a directory: an HF directory (single or sharded safetensors,
-   pytorch_model.bin), else the one checkpoint file it holds. */
-static int codi__read_any(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
-    char p[4096];
-    if (codi__is_dir(path)) {
-        size_t len;
-        char *idx;
-        snprintf(p, sizeof p, "%s/model.safetensors", path);
-        if (codi__exists(p)) return codi__read_safetensors(ts, p, source, err, errsz);
-        snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
-        if (codi__exists(p)) {                               /* sharded: every distinct file in weight_map */
-            char msg[200], shard[4096];
-            codi_json *j;
-            const codi_json *wm, *e, *e2;
-            if (!(idx = codi_read_text(p, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", p); return -1; }
-            j = codi_json_parse(idx, len, msg, sizeof msg);
-            wm = codi_json_get(j, "weight_map");
-            CODI_FREE(idx);
-            if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
-            if (!wm || wm->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi_json_free(j); return -1; }
-            for (e = wm->child; e; e = e->next) {
-                int seen = 0;
-                if (e->type != CODI_JSON_STR || strchr(e->str, '/')) {
-                    codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
-                    codi_json_free(j); return -1;
-                }
-                for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
-                if (seen) continue;
-                snprintf(shard, sizeof shard, "%s/%s", path, e->str);
-                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi_json_free(j); return -1; }
-            }
-            codi_json_free(j);
-            return 0;
-        }
-        snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
-        if (!codi__exists(p) && codi__single_checkpoint(path, p, sizeof p, err, errsz) != 0) return -1;
-        path = p;
-    }
-    if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
-    return codi__read_torch_zip(ts, path, source, verify_crc, err, errsz);
-}
-
-CODI_API codi_load_opts codi_load_opts_default(void) {
-    codi_load_opts o;
-    const char *env = getenv("CODI_COMPUTE");
-    memset(&o, 0, sizeof o);
-    o.lora_scale = 0.25f;
-    if (env && *env) o.compute = !strcmp(env, "bf16") ? CODI_COMPUTE_BF16 : !strcmp(env, "f32") ? CODI_COMPUTE_F32 : -1;   /* -1: codi_load says */
-    return o;
-}
-
-static void codi__config_defaults(codi_config *c) {   /* Llama 3.2 1B Instruct */
-    memset(c, 0, sizeof *c);
-    c->norm_eps = 1e-5f; c->ln_eps = 1e-5f;
-    c->rope_theta = 500000.0f; c->rope_llama3 = 1;
-    c->rope_factor = 32.0f; c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f;
-    c->rope_original_max_pos = 8192;
-    c->bos_id = 128000;
-    c->eos_ids[0] = 128001; c->eos_ids[1] = 128008; c->eos_ids[2] = 128009; c->n_eos = 3;
-}
-
-static int codi__count_layers(const codi__tensors *ts) {
-    int n = 0;
-    char name[96];
-    for (;;) {
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", n);
-        if (!codi__tensors_find(ts, name)) return n;
-        n++;
-    }
-}
-
-/* The special-token ids against the vocabulary: ids a config.json or the options gave must lie
-   inside it; the Llama 3 defaults that do not are dropped (bos -1, such eos ids removed), and
-   codi_prompt_check says so when a prompt needs them. */
-static int codi__check_token_ids(codi_config *c, const codi__config_src *src, const codi_load_opts *o, char *err, size_t errsz) {
-    int i, k = 0;
-    if (c->bos_id >= c->vocab) {
-        if (src->has_bos) {
-            codi__err(err, errsz, "%s: bos_token_id %d is outside the vocabulary (%d ids)", src->path, c->bos_id, c->vocab); return -1;
-        }
-        c->bos_id = -1;
-    }
-    for (i = 0; i < c->n_eos; i++) {
-        if (c->eos_ids[i] < c->vocab) c->eos_ids[k++] = c->eos_ids[i];
-        else if (src->has_eos) {
-            codi__err(err, errsz, "%s: eos_token_id %d is outside the vocabulary (%d ids)", src->path, c->eos_ids[i], c->vocab); return -1;
-        }
-    }
-    c->n_eos = k;
-    if (c->eot_id >= c->vocab) {
-        if (c->prj_dim || o->base_vocab > 0) {
-            codi__err(err, errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d%s", c->vocab, c->pad_id, c->eot_id,
-                      o->base_vocab > 0 ? " (opts.base_vocab)" : "");
-            return -1;
-        }
-        c->pad_id = c->bot_id = c->eot_id = -1;      /* a plain Llama: no CODI tokens */
-    }
-    return 0;
-}
-
-static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie, const codi__config_src *src) {
-    codi_model *m = ld->m;
-    codi_config *c = &m->config;
-    codi__tensors *ts = &ld->in->ts;
-    const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
-    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab, cfg_heads = c->n_heads, cfg_kv = c->n_kv_heads;
-    char pre[128];
-    if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
-    if (emb->shape[0] > CODI__MAX_VOCAB || emb->shape[1] > CODI__MAX_DIM) {
-        codi__err(ld->err, ld->errsz, "embed_tokens is [%lld, %lld]; at most [%d, %d] is supported",
-                  (long long)emb->shape[0], (long long)emb->shape[1], CODI__MAX_VOCAB, CODI__MAX_DIM);
-        return -1;
-    }
-    c->vocab = (int)emb->shape[0];
-    if (c->dim && c->dim != emb->shape[1]) {
-        codi__err(ld->err, ld->errsz, "%s: hidden_size %d but embed_tokens has %lld columns", src->path, c->dim, (long long)emb->shape[1]); return -1;
-    }
-    c->dim = (int)emb->shape[1];
-    l = codi__count_layers(ts);
-    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "%s: num_hidden_layers %d, the checkpoint has %d", src->path, c->n_layers, l); return -1; }
-    c->n_layers = l;
-    if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
-    q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
-    k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
-    g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
-    if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
-    if (q->shape[0] > CODI__MAX_DIM || k->shape[0] > CODI__MAX_DIM || g->shape[0] > CODI__MAX_DIM) {
-        codi__err(ld->err, ld->errsz, "layer 0: q_proj, k_proj or gate_proj has more than %d rows", CODI__MAX_DIM); return -1;
-    }
-    if (o->head_dim > 0) c->head_dim = o->head_dim;
-    if (!c->head_dim && c->n_heads && c->dim % c->n_heads) {
-        codi__err(ld->err, ld->errsz, "%s: num_attention_heads %d does not divide hidden_size %d", src->path, c->n_heads, c->dim); return -1;
-    }
-    if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
-    if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
-        codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
-                  (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
-        return -1;
-    }
-    if ((cfg_heads && (int64_t)cfg_heads * c->head_dim != q->shape[0]) || (cfg_kv && (int64_t)cfg_kv * c->head_dim != k->shape[0])) {
-        codi__err(ld->err, ld->errsz, "%s: %d heads and %d kv heads of head_dim %d%s do not match q_proj rows %lld and k_proj rows %lld",
-                  src->path, cfg_heads, cfg_kv, c->head_dim, o->head_dim > 0 ? " (opts.head_dim)" : "",
-                  (long long)q->shape[0], (long long)k->shape[0]);
-        return -1;
-    }
-    c->n_heads = (int)(q->shape[0] / c->head_dim);
-    c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
-    if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
-    if (c->ffn_dim && c->ffn_dim != g->shape[0]) {
-        codi__err(ld->err, ld->errsz, "%s: intermediate_size %d but gate_proj has %lld rows", src->path, c->ffn_dim, (long long)g->shape[0]); return -1;
-    }
-    c->ffn_dim = (int)g->shape[0];
-    if (!(o->lora_scale >= -FLT_MAX && o->lora_scale <= FLT_MAX)) {
-        codi__err(ld->err, ld->errsz, "lora_scale %g is not finite", (double)o->lora_scale); return -1;
-    }
-    c->lora_scale = o->lora_scale;
-    p1 = codi__tensors_find(ts, "prj.1.weight");
-    if (p1 && p1->ndim == 2 && p1->shape[0] > CODI__MAX_DIM) { codi__err(ld->err, ld->errsz, "prj.1.weight has more than %d rows", CODI__MAX_DIM); return -1; }
-    c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
-    base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
-    c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
-    if (codi__check_token_ids(c, src, o, ld->err, ld->errsz)) return -1;
-
-    if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
-    m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
-    if (!m->w.layers) return -1;
-    for (l = 0; l < c->n_layers; l++) {
-        codi_layer *ly = &m->w.layers[l];
-        int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
-#define CODI__MAT(field, nm, r, cc) \
-        snprintf(pre, sizeof pre, "model.layers.%d.%s", l, nm); \
-        if (codi__load_matrix(ld, &ly->field, pre, r, cc, dtype)) return -1;
-        CODI__MAT(wq, "self_attn.q_proj", qd, c->dim)
-        CODI__MAT(wk, "self_attn.k_proj", kvd, c->dim)
-        CODI__MAT(wv, "self_attn.v_proj", kvd, c->dim)
-        CODI__MAT(wo, "self_attn.o_proj", c->dim, qd)
-        CODI__MAT(gate, "mlp.gate_proj", c->ffn_dim, c->dim)
-        CODI__MAT(up, "mlp.up_proj", c->ffn_dim, c->dim)
-        CODI__MAT(down, "mlp.down_proj", c->dim, c->ffn_dim)
-#undef CODI__MAT
-        snprintf(pre, sizeof pre, "model.layers.%d.input_layernorm.weight", l);
-        if (!(ly->attn_norm = codi__load_vector(ld, pre, c->dim))) return -1;
-        snprintf(pre, sizeof pre, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!(ly->mlp_norm = codi__load_vector(ld, pre, c->dim))) return -1;
-    }
-    if (!(m->w.final_norm = codi__load_vector(ld, "model.norm.weight", c->dim))) return -1;
-    lm = codi__tensors_find(ts, "lm_head.weight");
-    if (lm && lm->data != emb->data) {
-        if (codi__load_matrix(ld, &m->w.lm_head, "lm_head", c->vocab, c->dim, dtype)) return -1;
-    } else if (!lm && !tie) {
-        codi__err(ld->err, ld->errsz, "missing tensor lm_head.weight (config says embeddings are not tied)"); return -1;
-    } else m->w.lm_head = m->w.embed;
-    if (c->prj_dim) {
-        if (codi__load_matrix(ld, &m->w.prj1, "prj.1", c->prj_dim, c->dim, CODI_F32) ||
-            codi__load_matrix(ld, &m->w.prj3, "prj.3", c->dim, c->prj_dim, CODI_F32) ||
-            !(m->w.prj1_b = codi__load_vector(ld, "prj.1.bias", c->prj_dim)) ||
-            !(m->w.prj3_b = codi__load_vector(ld, "prj.3.bias", c->dim)) ||
-            !(m->w.prj_ln_w = codi__load_vector(ld, "prj.ln.weight", c->dim)) ||
-            !(m->w.prj_ln_b = codi__load_vector(ld, "prj.ln.bias", c->dim))) return -1;
-    }
-    return 0;
-}
-
-CODI_API void codi_model_free(codi_model *m) {
-    codi__model_internal *in;
-    int i;
-    if (!m) return;
-    in = (codi__model_internal *)m->internal;
-    if (in) {
-        for (i = 0; i < in->nbufs; i++) CODI_FREE(in->bufs[i]);
-        CODI_FREE(in->bufs);
-        codi__tensors_free(&in->ts);
-        CODI_FREE(in);
-    }
-    CODI_FREE(m->tensors);
-    CODI_FREE(m);
-}
-
-static void codi__dirname(const char *path, char *out, size_t outsz) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(out, outsz, ".");
-    else snprintf(out, outsz, "%.*s", (int)(slash - path), path);
-}
-
-CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz) {
-    codi_load_opts o = opts ? *opts : codi_load_opts_default();
-    codi_model *m = (codi_model *)CODI_MALLOC(sizeof *m);
-    codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
-    codi__loader ld;
-    char cfg[4200], dir[4000];
-    codi__config_src src;
-    int tie = 1, rc, i;
-    if (err && errsz) err[0] = 0;
-    (void)codi__kernel_active();      /* the kernel path chosen here, before any thread of a run can read it */
-    if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
-    if (o.compute != CODI_COMPUTE_F32 && o.compute != CODI_COMPUTE_BF16) {
-        codi__err(err, errsz, "compute mode %d is neither f32 nor bf16 (CODI_COMPUTE=f32|bf16 in the environment, or "
-                  "codi_load_opts.compute)", o.compute);
-        CODI_FREE(m); CODI_FREE(in); return NULL;
-    }
-    if (o.compute == CODI_COMPUTE_BF16 && o.exact) {
-        codi__err(err, errsz, "bf16 compute multiplies bf16 weights; exact (f32) weights would run in f32 unchanged: drop one of them");
-        CODI_FREE(m); CODI_FREE(in); return NULL;
-    }
-    if (o.compute == CODI_COMPUTE_BF16 && !codi__compute_bf16_runs()) {
-        codi__err(err, errsz, "bf16 compute needs a CPU with AVX512-BF16 (vdpbf16ps: AMD Zen 4, Intel Cooper Lake, Sapphire "
-                  "Rapids or later) and an x86-64 GCC/clang build; this one has none");
-        CODI_FREE(m); CODI_FREE(in); return NULL;
-    }
-    memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
-    m->internal = in; m->exact = o.exact; m->compute = o.compute;
-    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
-#ifdef CODI_THREADS
-    if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
-#endif
-    codi__config_defaults(&m->config);
-    memset(&src, 0, sizeof src);
-    snprintf(src.path, sizeof src.path, "(no config.json)");
-    if (o.base && codi__read_any(&in->ts, o.base, 1, !o.skip_crc, err, errsz) != 0) goto fail;
-    if (codi__read_any(&in->ts, path, 0, !o.skip_crc, err, errsz) != 0) goto fail;
-    /* config.json: beside the checkpoint (or inside the directory), else in the base */
-    if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
-    if (rc == 0 && o.base) {
-        snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
-        rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
-    }
-    if (rc >= 0 && codi__apply_saved_config(&m->config, &src, path, &tie, err, errsz) < 0) rc = -1;
-    if (rc < 0 || codi__build(&ld, &o, tie, &src) != 0) goto fail;
-    m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
-    if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
-    for (i = 0; i < in->ts.n; i++) {
-        codi_tensor_info *ti = &m->tensors[i];
-        const codi__tensor *t = &in->ts.t[i];
-        snprintf(ti->name, sizeof ti->name, "%s", t->name);
-        ti->source = t->source; ti->dtype = t->dtype; ti->ndim = t->ndim;
-        memcpy(ti->shape, t->shape, sizeof ti->shape);
-    }
-    m->n_tensors = in->ts.n;
-#ifdef CODI_THREADS
-    codi__pool_free(ld.pool);
-#endif
-    return m;
-fail:
-#ifdef CODI_THREADS
-    codi__pool_free(ld.pool);
-#endif
-    codi_model_free(m);
-    return NULL;
 }
 
 /* >>state: every buffer of a run, in one place ---------------------------------------- */
@@ -5674,405 +2303,6 @@ CODI_API int codi_run(const codi_model *m, codi_state *s, const int32_t *ids, in
     return codi_run_answer(m, s, o, r);
 }
 
-/* ---- the batched runner ------------------------------------------------------------------------
-
-   Why: codi_run advances one position per pass, and each pass reads every weight. Decoding is
-   bound by memory bandwidth: reading a 1B model's 2.5 GB of bf16 weights takes longer than the
-   2.5 GFLOP of one position's multiply-adds. So B runs that each need one more position can share
-   one read: codi_batch stacks them as B rows of one pass (codi__forward_rows, the same pass that
-   codi_forward_batch makes), and a step of B runs costs about one run's step, until the arithmetic
-   of B rows catches up with the read (the roofline: time = max(FLOPs / peak, bytes / bandwidth)).
-
-   What each run is: its own codi_state (KV cache, residuals, logits, hooks, phase and step), its own
-   request (prompt ids or a prefix state, n_latent, max_answer, steering, callbacks), and a stage:
-     prefill   its prompt ids, as many per pass as the pass has free rows (chunked prefill), so a
-               new run's prompt rides in the same pass as the others' decode rows, as one GEMM, and
-               no pass takes more than C rows (C = max(max_runs, min(max_pos, 512))): runs that are
-               decoding wait at most one chunk;
-     latent k  z_k = prj(final hidden of its last position), fed as the next input embedding; the
-               projections of all runs at a latent step are one product of each prj matrix;
-     answer    eot, then greedy tokens (argmax over all ids but the last) fed back until an eos or
-               max_answer, exactly as codi_run_answer.
-   One step: (1) queued runs take free slots (a prefix run copies its prefix state here); (2) the
-   rows of the pass are gathered as input embeddings: first one decode row per latent or answer
-   run, then the prefill runs' prompt positions, oldest run first, up to C rows in all; (3) each
-   state's phase and step are set as codi_run sets them, so hooks, codi_steer_install's among them,
-   see the same point, layer, position, phase and step values as single-stream; (4) one pass:
-   attention per run (a prefill segment long enough for the blocked GEMMs, 16+ positions at 4 heads
-   per kv head, by them; other rows one by one against their own cache), lm_head only for each run's last row; (5) each run moves on
-   (latent_logits, latents, after_latent after the prefill and after each latent step, answer
-   tokens, on_token); (6) runs that ended go to the callback and leave their slot to the queue
-   (continuous batching: the batch stays full while there is work).
-
-   Equal to codi_run: the same operations in the same order per run; only the float summation order
-   of a product depends on how many rows share it (1 row: GEMV, 2..63: the multi-position GEMV, 64+:
-   the GEMM), so logits agree within ~1e-5 of their scale (1e-4 on the bf16 hi/lo paths) and a
-   batch of one run is bit-identical to codi_run. A hook that stops the pass fails its own run; the
-   pass is then made again for the others (their hooks see those points twice). lm_head skips a
-   latent row whose logits nobody reads (no latent_logits, no after_latent other than
-   codi_steer_after_latent, eot fed before the answer): its state's logits then stay as they were.
-
-   Branches: a request may start from a prefix state (prompt + l latents computed once, e.g. by
-   codi_run_latents with n_latent = l): the run begins with a copy of it (codi_state_copy) at latent
-   step l + 1, after calling after_latent(l) on its copy (so KV-cache edits "after_prefill" or
-   "after_latent:l" apply to the branch); hooks for the prefill or steps <= l do not run (that work
-   is the prefix's). Copy, not a shared read-only KV prefix: measured at the 1B's shapes (codi bench:
-   branch_copy_ms, branch_bN_prefix1), copying a 50-token prefix (its residuals and K/V, 10 MB) costs
-   ~2 ms per branch against ~150 ms of a branch's share of the batch-32 passes (1-2%), and branches
-   from a 1-token prefix (no copy and no prefix K/V to read: more than sharing could save, since
-   shared branches still attend over the prefix) ran 5-7% faster, near the machine's noise (CPU
-   share ~0.5). So each branch keeps a whole codi_state: hooks, KV-cache
-   edits of prefix positions and readers of its residuals work as on any state (a shared prefix
-   would need copy-on-write for those edits). */
-
-enum { CODI__RUN_FREE = 0, CODI__RUN_PREFILL, CODI__RUN_LATENT, CODI__RUN_ANSWER, CODI__RUN_DONE };
-
-typedef struct {
-    codi_batch_request req;  /* req.ids points to ids */
-    int32_t *ids;            /* owned copy of the prompt */
-    long index;              /* submission order */
-} codi__batch_req;
-
-typedef struct {
-    codi__batch_req q;
-    codi_state *s;
-    codi_run_opts o;         /* the request's, with the steer's after_latent */
-    codi_run_result r;
-    int stage;               /* CODI__RUN_* */
-    int fed;                 /* prefill: prompt ids fed so far */
-    int k;                   /* latent: the step fed next */
-    int32_t input;           /* answer: the token fed next (eot or the last answer token) */
-    int rows;                /* rows in the current pass */
-    int status;              /* 0, or -1 failed */
-} codi__batch_run;
-
-struct codi_batch {
-    const codi_model *m;
-    codi_state *scratch;     /* the pass's scratch buffers and thread pool (chunk C) */
-    codi__batch_run *runs;   /* [max_runs] slots */
-    int max_runs, max_pos, chunk, n_active;
-    codi__batch_req *queue;  /* [q_head, q_n) waiting */
-    long q_head, q_n, q_cap, n_submitted;
-    codi__row *rows;         /* [C] the pass */
-    int *row_run;            /* [C] slot of each row */
-    float *embeds;           /* [C, D] inputs of the pass */
-    float *ph, *pt, *pu;     /* [max_runs, D], [max_runs, P], [max_runs, D]: the batched projection */
-    float *pwork;            /* [threads, pwork_stride] */
-    size_t pwork_stride;
-    char error[256];
-};
-
-CODI_API const char *codi_batch_error(const codi_batch *b) { return b->error; }
-CODI_API int codi_batch_pending(const codi_batch *b) { return b->n_active + (int)(b->q_n - b->q_head); }
-
-CODI_API void codi_batch_free(codi_batch *b) {
-    int i;
-    long j;
-    if (!b) return;
-    for (i = 0; b->runs && i < b->max_runs; i++) { codi_state_free(b->runs[i].s); CODI_FREE(b->runs[i].q.ids); }
-    for (j = b->q_head; j < b->q_n; j++) CODI_FREE(b->queue[j].ids);
-    codi_state_free(b->scratch);
-    CODI_FREE(b->runs); CODI_FREE(b->queue); CODI_FREE(b->rows); CODI_FREE(b->row_run); CODI_FREE(b->embeds);
-    CODI_FREE(b->ph); CODI_FREE(b->pt); CODI_FREE(b->pu); CODI_FREE(b->pwork);
-    CODI_FREE(b);
-}
-
-CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads) {
-    const codi_config *c = &m->config;
-    size_t D = (size_t)c->dim, P = (size_t)(c->prj_dim > 0 ? c->prj_dim : 1), R;
-    codi_batch *b;
-    int i, threads;
-    if (max_runs < 1 || max_runs > 4096 || max_pos < 1) return NULL;
-    if (!(b = (codi_batch *)CODI_MALLOC(sizeof *b))) return NULL;
-    memset(b, 0, sizeof *b);
-    b->m = m; b->max_runs = max_runs; b->max_pos = max_pos; R = (size_t)max_runs;
-    b->chunk = max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK;
-    if (b->chunk < max_runs) b->chunk = max_runs;
-    b->scratch = codi__state_alloc(m, max_pos, n_threads, b->chunk);
-    b->runs = (codi__batch_run *)CODI_MALLOC(R * sizeof *b->runs);
-    b->rows = (codi__row *)CODI_MALLOC((size_t)b->chunk * sizeof *b->rows);
-    b->row_run = (int *)CODI_MALLOC((size_t)b->chunk * sizeof *b->row_run);
-    b->embeds = (float *)CODI_MALLOC((size_t)b->chunk * D * sizeof(float));
-    b->ph = (float *)CODI_MALLOC(R * D * sizeof(float));
-    b->pt = (float *)CODI_MALLOC(R * P * sizeof(float));
-    b->pu = (float *)CODI_MALLOC(R * D * sizeof(float));
-    threads = b->scratch ? ((codi__state_internal *)b->scratch->internal)->n_threads : 1;
-    b->pwork_stride = codi__work_floats(max_runs, (int)(D > P ? D : P));
-    b->pwork = (float *)CODI_MALLOC((size_t)threads * b->pwork_stride * sizeof(float));
-    if (b->runs) memset(b->runs, 0, R * sizeof *b->runs);
-    if (!b->scratch || !b->runs || !b->rows || !b->row_run || !b->embeds || !b->ph || !b->pt || !b->pu || !b->pwork) {
-        codi_batch_free(b); return NULL;
-    }
-    for (i = 0; i < max_runs; i++)      /* scratch of one position each: the passes use the batch's */
-        if (!(b->runs[i].s = codi__state_alloc(m, max_pos, 1, 1))) { codi_batch_free(b); return NULL; }
-    return b;
-}
-
-/* The latent steps a prefix state has made (its phase and step), or -1 if it is not a prefix. */
-static int codi__prefix_latents(const codi_state *p) {
-    if (p->n_pos <= 0) return -1;
-    if (p->phase == CODI_PHASE_PREFILL) return 0;
-    return p->phase == CODI_PHASE_LATENT ? p->step : -1;
-}
-
-CODI_API int codi_batch_submit(codi_batch *b, const codi_batch_request *req) {
-    const codi_config *c = &b->m->config;
-    const codi_run_opts *o = &req->opts;
-    int i, start, l = 0, cap = (int)(sizeof ((codi_run_result *)0)->answer / sizeof(int32_t));
-    long need;
-    codi__batch_req *q;
-    b->error[0] = 0;
-    if ((!req->ids) == (!req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: give exactly one of ids and prefix", b->n_submitted); return -1; }
-    if (o->n_latent < 0 || o->max_answer < 0 || o->max_answer > cap) {
-        codi__err(b->error, sizeof b->error, "request %ld: n_latent must be >= 0 and max_answer in [0, %d]", b->n_submitted, cap); return -1;
-    }
-    if (o->n_latent > 0 && !c->prj_dim) { codi__err(b->error, sizeof b->error, "this model has no prj: not a CODI checkpoint"); return -1; }
-    if (o->feed_eot && c->eot_id < 0) { codi__err(b->error, sizeof b->error, "this model has no CODI eot token to feed (set feed_eot = 0)"); return -1; }
-    if (req->ids) {
-        if (req->n_ids < 1) { codi__err(b->error, sizeof b->error, "request %ld: n_ids must be >= 1", b->n_submitted); return -1; }
-        for (i = 0; i < req->n_ids; i++)
-            if (req->ids[i] < 0 || req->ids[i] >= c->vocab) {
-                codi__err(b->error, sizeof b->error, "request %ld: token id %ld at input %d is out of range [0, %d)", b->n_submitted, (long)req->ids[i], i, c->vocab);
-                return -1;
-            }
-        start = req->n_ids;
-    } else {
-        if (!codi__state_fits(b->m, req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: the prefix state was made for another model", b->n_submitted); return -1; }
-        if ((l = codi__prefix_latents(req->prefix)) < 0 || l > o->n_latent) {
-            codi__err(b->error, sizeof b->error, "request %ld: the prefix must be a state after its prefill and at most n_latent (%d) latent steps "
-                      "(it has %d positions, phase %d, step %d)", b->n_submitted, o->n_latent, req->prefix->n_pos, req->prefix->phase, req->prefix->step);
-            return -1;
-        }
-        start = req->prefix->n_pos;
-    }
-    need = (long)start + (o->n_latent - l) + (o->feed_eot ? 1 : 0) + (o->max_answer > 1 ? o->max_answer - 1 : 0);
-    if (need > b->max_pos) {
-        codi__err(b->error, sizeof b->error, "request %ld: %ld positions (prompt %d, latents, eot, answer) do not fit the batch's %d",
-                  b->n_submitted, need, start, b->max_pos);
-        return -1;
-    }
-    if (b->q_head > 0 && b->q_n == b->q_cap) {         /* reuse the room of the runs that joined */
-        memmove(b->queue, b->queue + b->q_head, (size_t)(b->q_n - b->q_head) * sizeof *b->queue);
-        b->q_n -= b->q_head; b->q_head = 0;
-    }
-    if (b->q_n == b->q_cap) {
-        long ncap = b->q_cap ? 2 * b->q_cap : 64;
-        codi__batch_req *grown = (codi__batch_req *)CODI_REALLOC(b->queue, (size_t)ncap * sizeof *grown);
-        if (!grown) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
-        b->queue = grown; b->q_cap = ncap;
-    }
-    q = &b->queue[b->q_n];
-    q->req = *req; q->ids = NULL; q->index = b->n_submitted;
-    if (req->ids) {
-        if (!(q->ids = (int32_t *)CODI_MALLOC((size_t)req->n_ids * sizeof(int32_t)))) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
-        memcpy(q->ids, req->ids, (size_t)req->n_ids * sizeof(int32_t));
-        q->req.ids = q->ids;
-    }
-    b->q_n++; b->n_submitted++;
-    return 0;
-}
-
-/* Fails run x with its state's error (or why). */
-static void codi__batch_fail(codi__batch_run *x, const char *why) {
-    if (!x->s->error[0]) codi__err(x->s->error, sizeof x->s->error, "%s", why);
-    x->status = -1; x->stage = CODI__RUN_DONE;
-}
-
-/* after_latent after step k; 0, or -1 with the run failed. */
-static int codi__batch_after_latent(codi__batch_run *x, int k) {
-    if (codi__after_latent(&x->o, x->s, k) == 0) return 0;
-    x->status = -1; x->stage = CODI__RUN_DONE;
-    return -1;
-}
-
-/* The next answer token from the state's logits, as codi_run_answer: DONE after an eos or
-   max_answer, else the token becomes the next input. */
-static void codi__batch_take_token(const codi_model *m, codi__batch_run *x) {
-    int32_t tok;
-    if (x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
-    tok = codi_argmax_answer(m, x->s->logits);
-    if (x->o.answer_logits) memcpy(x->o.answer_logits + (size_t)x->r.n_answer * m->config.vocab, x->s->logits, (size_t)m->config.vocab * sizeof(float));
-    x->r.answer[x->r.n_answer++] = tok;
-    if (x->o.on_token) x->o.on_token(x->o.on_token_user, tok);
-    if ((x->o.stop_at_eos && codi_is_eos(&m->config, tok)) || x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
-    x->input = tok; x->s->step = x->r.n_answer;
-}
-
-/* After latent step k - 1 (or the prefill): the next latent step, or the answer (eot first). */
-static void codi__batch_next_latent(const codi_model *m, codi__batch_run *x) {
-    if (x->k <= x->o.n_latent) { x->stage = CODI__RUN_LATENT; return; }
-    if (x->o.latents && m->config.prj_dim && codi_project(m, x->s->final_hidden, x->o.latents + (size_t)x->o.n_latent * m->config.dim)) {
-        codi__batch_fail(x, "out of memory"); return;
-    }
-    x->stage = CODI__RUN_ANSWER;
-    x->s->phase = CODI_PHASE_ANSWER; x->s->step = 0;
-    if (x->o.feed_eot) x->input = m->config.eot_id;
-    else codi__batch_take_token(m, x);
-}
-
-/* Run x after a pass that gave it x->rows rows. */
-static void codi__batch_advance(const codi_model *m, codi__batch_run *x) {
-    int V = m->config.vocab;
-    if (x->stage == CODI__RUN_PREFILL) {
-        if ((x->fed += x->rows) < x->q.req.n_ids) return;
-        x->r.prompt_len = x->fed;
-        if (x->o.latent_logits) memcpy(x->o.latent_logits, x->s->logits, (size_t)V * sizeof(float));
-        if (codi__batch_after_latent(x, 0)) return;
-        x->k = 1;
-        codi__batch_next_latent(m, x);
-    } else if (x->stage == CODI__RUN_LATENT) {
-        if (x->o.latents) memcpy(x->o.latents + (size_t)(x->k - 1) * m->config.dim, codi_state_resid(x->s, 0, x->s->n_pos - 1), (size_t)m->config.dim * sizeof(float));
-        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)x->k * V, x->s->logits, (size_t)V * sizeof(float));
-        if (codi__batch_after_latent(x, x->k)) return;
-        x->k++;
-        codi__batch_next_latent(m, x);
-    } else if (x->stage == CODI__RUN_ANSWER) codi__batch_take_token(m, x);
-}
-
-/* Queued request q into free slot x: its state reset (or its prefix copied), hooks installed. */
-static void codi__batch_start(codi_batch *b, codi__batch_run *x, const codi__batch_req *q) {
-    const codi_model *m = b->m;
-    codi_state *s = x->s;
-    CODI_FREE(x->q.ids);
-    x->q = *q;
-    x->o = q->req.opts;
-    memset(&x->r, 0, sizeof x->r);
-    x->status = 0; x->fed = 0; x->k = 0; x->input = -1; x->rows = 0;
-    codi_state_reset(s);
-    codi_state_clear_hooks(s);
-    if (q->req.steer && codi_steer_install(q->req.steer, s, &x->o)) { codi__batch_fail(x, "steer install failed"); return; }
-    if (q->req.setup && q->req.setup(q->req.user, s, &x->o)) { codi__batch_fail(x, "the request's setup callback failed"); return; }
-    if (!q->req.prefix) { x->stage = CODI__RUN_PREFILL; s->phase = CODI_PHASE_PREFILL; s->step = 0; return; }
-    {
-        int l = codi__prefix_latents(q->req.prefix);
-        if (l < 0 || l > x->o.n_latent) { codi__batch_fail(x, "the prefix state changed after the request was submitted"); return; }
-        if (codi_state_copy(m, s, q->req.prefix)) { x->status = -1; x->stage = CODI__RUN_DONE; return; }
-        x->r.prompt_len = s->n_pos - l;
-        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)l * m->config.vocab, s->logits, (size_t)m->config.vocab * sizeof(float));
-        if (codi__batch_after_latent(x, l)) return;
-        x->k = l + 1;
-        codi__batch_next_latent(m, x);
-    }
-}
-
-/* 1 if latent step x->k's logits are read: latent_logits, an after_latent callback that may read
-   them (codi_steer_after_latent does not), or the first answer token without eot. */
-static int codi__batch_latent_logits(const codi__batch_run *x) {
-    return x->o.latent_logits || (x->o.after_latent && x->o.after_latent != codi_steer_after_latent) ||
-           (x->k == x->o.n_latent && !x->o.feed_eot);
-}
-
-/* The pass's rows: one per latent or answer run, then prefill positions up to C rows. Latent
-   inputs are the batched projection of each run's final hidden state. Returns the row count. */
-static int codi__batch_gather(codi_batch *b) {
-    const codi_model *m = b->m;
-    const codi_config *c = &m->config;
-    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
-    int D = c->dim, P = c->prj_dim, n = 0, nl = 0, i, j;
-    for (i = 0; i < b->max_runs; i++) {                    /* latent rows: z = LayerNorm(W3 gelu(W1 h + b1) + b3) */
-        codi__batch_run *x = &b->runs[i];
-        x->rows = 0;
-        if (x->stage == CODI__RUN_LATENT) memcpy(b->ph + (size_t)nl++ * D, x->s->final_hidden, (size_t)D * sizeof(float));
-    }
-    if (nl) {
-        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pt, b->ph, &m->w.prj1, nl);
-        for (i = 0; i < nl; i++)
-            for (j = 0; j < P; j++) b->pt[(size_t)i * P + j] = codi__gelu(b->pt[(size_t)i * P + j] + m->w.prj1_b[j]);
-        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pu, b->pt, &m->w.prj3, nl);
-    }
-    for (i = 0, nl = 0; i < b->max_runs; i++) {
-        codi__batch_run *x = &b->runs[i];
-        float *e = b->embeds + (size_t)n * D;
-        if (x->stage == CODI__RUN_LATENT) {
-            float *u = b->pu + (size_t)nl++ * D;
-            for (j = 0; j < D; j++) u[j] += m->w.prj3_b[j];
-            codi__layernorm(e, u, m->w.prj_ln_w, m->w.prj_ln_b, D, c->ln_eps);
-            x->s->phase = CODI_PHASE_LATENT; x->s->step = x->k;
-        } else if (x->stage == CODI__RUN_ANSWER) codi__row_f32(e, &m->w.embed, x->input);
-        else continue;
-        b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos; b->row_run[n] = i; x->rows = 1;
-        b->rows[n].no_logits = x->stage == CODI__RUN_LATENT && !codi__batch_latent_logits(x);
-        n++;
-    }
-    while (n < b->chunk) {                                 /* prefill: the oldest unfinished prompt first */
-        codi__batch_run *x = NULL;
-        int take;
-        for (i = 0; i < b->max_runs; i++) {
-            codi__batch_run *y = &b->runs[i];
-            if (y->stage == CODI__RUN_PREFILL && !y->rows && (!x || y->q.index < x->q.index)) x = y;
-        }
-        if (!x) break;
-        take = x->q.req.n_ids - x->fed < b->chunk - n ? x->q.req.n_ids - x->fed : b->chunk - n;
-        for (j = 0; j < take; j++, n++) {
-            codi__row_f32(b->embeds + (size_t)n * D, &m->w.embed, x->q.req.ids[x->fed + j]);
-            b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos + j; b->row_run[n] = (int)(x - b->runs);
-            b->rows[n].no_logits = x->fed + j + 1 < x->q.req.n_ids;   /* logits at the prompt's last position only */
-        }
-        x->rows = take;
-    }
-    return n;
-}
-
-/* Removes the rows of runs that failed in the last pass (and fails them); returns the rows left. */
-static int codi__batch_drop_failed(codi_batch *b, int n) {
-    int i, w = 0, D = b->m->config.dim, any = 0;
-    for (i = 0; i < n; i++) any |= b->rows[i].s->error[0] != 0;
-    for (i = 0; i < n; i++) {
-        codi__batch_run *x = &b->runs[b->row_run[i]];
-        if (!any || x->s->error[0]) {                      /* no state said why: every run of the pass fails */
-            if (x->stage != CODI__RUN_DONE) codi__batch_fail(x, "the batched pass failed");
-            x->rows = 0;
-            continue;
-        }
-        if (w != i) {
-            b->rows[w] = b->rows[i]; b->row_run[w] = b->row_run[i];
-            memcpy(b->embeds + (size_t)w * D, b->embeds + (size_t)i * D, (size_t)D * sizeof(float));
-        }
-        w++;
-    }
-    return w;
-}
-
-CODI_API int codi_batch_step(codi_batch *b, codi_batch_done_fn done, void *user) {
-    const codi_model *m = b->m;
-    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
-    int i, n;
-    b->error[0] = 0;
-    for (i = 0; i < b->max_runs && b->q_head < b->q_n; i++)         /* 1. queued runs join free slots */
-        if (b->runs[i].stage == CODI__RUN_FREE) {
-            codi__batch_start(b, &b->runs[i], &b->queue[b->q_head]);
-            b->queue[b->q_head++].ids = NULL;                       /* owned by the slot now */
-            b->n_active++;
-        }
-    n = codi__batch_gather(b);                                      /* 2.-3. the rows, phases and steps */
-    while (n > 0) {                                                 /* 4. one pass (again without runs a hook failed) */
-        for (i = 0; i < n; i++) b->rows[i].s->error[0] = 0;
-        if (codi__forward_rows(m, si, b->rows, n, NULL, b->embeds, NULL, 2) == 0) break;
-        n = codi__batch_drop_failed(b, n);
-    }
-    for (i = 0; i < b->max_runs; i++)                               /* 5. each run moves on */
-        if (b->runs[i].rows) codi__batch_advance(m, &b->runs[i]);
-    for (i = 0; i < b->max_runs; i++) {                             /* 6. ended runs leave */
-        codi__batch_run *x = &b->runs[i];
-        codi_batch_result res;
-        int rc;
-        if (x->stage != CODI__RUN_DONE) continue;
-        res.user = x->q.req.user; res.index = x->q.index; res.status = x->status;
-        res.error = x->status ? x->s->error : ""; res.result = &x->r; res.state = x->s;
-        x->stage = CODI__RUN_FREE; b->n_active--;
-        rc = done ? done(user, &res) : 0;
-        codi_state_clear_hooks(x->s);
-        if (rc) { codi__err(b->error, sizeof b->error, "the done callback stopped the batch (code %d)", rc); return -1; }
-    }
-    return codi_batch_pending(b);
-}
-
-CODI_API int codi_batch_run(codi_batch *b, codi_batch_done_fn done, void *user) {
-    int left;
-    while ((left = codi_batch_step(b, done, user)) > 0) {}
-    return left < 0 ? -1 : 0;
-}
-
 #define CODI__LLAMA3_EOT_ID 128009   /* <|eot_id|>, the research prompt's separator */
 
 CODI_API int codi_prompt_check(const codi_model *m, int recipe, char *err, size_t errsz) {
@@ -6130,6 +2360,8 @@ CODI_API int codi_extract_answer(const char *text, double *out) {
     }
     return found;
 }
+
+/* ======== PART II. THE INSTRUMENTS: steering and patching, the tokenizer, the lenses ============ */
 
 /* >>steer: steering and patching through the hooks; the spec parser; random vectors; means ---- */
 
@@ -8510,6 +4742,8 @@ done:
     return rc;
 }
 
+/* ======== PART III. RESEARCH: lens training, files, datasets, probes, statistics, PCA =========== */
+
 /* >>lenstrain: the optimisers of both recipes over the batch engine above */
 
 struct codi_lens_trainer {
@@ -10717,5 +6951,3836 @@ CODI_API int codi_lens_direction(const codi_model *m, const float *base, const f
 }
 
 #endif /* CODI_NO_RESEARCH */
+
+/* ======== APPENDIX A. FORMATS: JSON, files, the tensor table, safetensors, zip, pickle, loading = */
+
+/* >>json: a small DOM JSON reader (RFC 8259) for config.json, safetensors headers,
+   index files and tokenizer.json. One arena per document; strings are decoded to
+   NUL-terminated UTF-8 (escapes and surrogate pairs resolved). */
+
+
+typedef struct {
+    const char *p, *end;
+    codi_json *nodes; size_t nnodes, cap_nodes;
+    char *strs; size_t nstrs, cap_strs;
+    const char *err;
+    int depth;
+    int unique_keys;               /* refuse an object naming a member twice (codi_json_parse_strict) */
+    char msg[128];                 /* err of a duplicate key, naming it */
+} codi__jparser;
+
+/* Upper bounds for the arena, from one cheap scan: every value starts a node
+   at most once per byte that can begin a value, strings never grow when decoded. */
+static void codi__json_count(const char *s, size_t n, size_t *nodes, size_t *bytes) {
+    size_t i, c = 1;
+    for (i = 0; i < n; i++) if (s[i] == ',' || s[i] == '[' || s[i] == '{' || s[i] == ':') c++;
+    *nodes = c; *bytes = n + 1;
+}
+
+static void codi__json_ws(codi__jparser *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r')) j->p++;
+}
+
+static int codi__json_hex4(const char *p, unsigned *out) {
+    unsigned v = 0; int i;
+    for (i = 0; i < 4; i++) {
+        char c = p[i]; v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return 0;
+    }
+    *out = v; return 1;
+}
+
+static size_t codi__utf8_put(char *o, unsigned cp) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    if (cp < 0x10000) { o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 63)); o[2] = (char)(0x80 | (cp & 63)); return 3; }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 63));
+    o[2] = (char)(0x80 | ((cp >> 6) & 63)); o[3] = (char)(0x80 | (cp & 63)); return 4;
+}
+
+/* Parses a string literal at j->p (which points at the opening quote). */
+static int codi__json_string(codi__jparser *j, const char **out, size_t *outlen) {
+    char *o = j->strs + j->nstrs, *start = o;
+    j->p++;
+    for (;;) {
+        char c;
+        if (j->p >= j->end) { j->err = "unterminated string"; return 0; }
+        c = *j->p++;
+        if (c == '"') break;
+        if ((unsigned char)c < 0x20) { j->err = "control character in string"; return 0; }
+        if (c != '\\') { *o++ = c; continue; }
+        if (j->p >= j->end) { j->err = "unterminated escape"; return 0; }
+        c = *j->p++;
+        switch (c) {
+        case '"': *o++ = '"'; break;   case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;   case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;  case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;  case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (j->end - j->p < 4 || !codi__json_hex4(j->p, &cp)) { j->err = "bad \\u escape"; return 0; }
+            j->p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u' &&
+                codi__json_hex4(j->p + 2, &lo) && lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                j->p += 6;
+            }
+            /* a 6-byte escape decodes to at most 4 bytes (a lone surrogate to 3) */
+            o += codi__utf8_put(o, cp);
+            break;
+        }
+        default: j->err = "bad escape"; return 0;
+        }
+    }
+    *o++ = 0;
+    *out = start; *outlen = (size_t)(o - start - 1);
+    j->nstrs = (size_t)(o - j->strs);
+    return 1;
+}
+
+static codi_json *codi__json_value(codi__jparser *j);
+
+static codi_json *codi__json_node(codi__jparser *j, int type) {
+    codi_json *n;
+    if (j->nnodes >= j->cap_nodes) { j->err = "too many values"; return NULL; }
+    n = &j->nodes[j->nnodes++];
+    memset(n, 0, sizeof *n);
+    n->type = type;
+    return n;
+}
+
+static codi_json *codi__json_container(codi__jparser *j, int is_obj) {
+    codi_json *n = codi__json_node(j, is_obj ? CODI_JSON_OBJ : CODI_JSON_ARR), *last = NULL;
+    char close = is_obj ? '}' : ']';
+    if (!n) return NULL;
+    if (++j->depth > 256) { j->err = "nesting too deep"; return NULL; }
+    j->p++;
+    codi__json_ws(j);
+    if (j->p < j->end && *j->p == close) { j->p++; j->depth--; return n; }
+    for (;;) {
+        codi_json *v;
+        const char *key = NULL; size_t keylen = 0;
+        if (is_obj) {
+            codi__json_ws(j);
+            if (j->p >= j->end || *j->p != '"') { j->err = "expected member name"; return NULL; }
+            if (!codi__json_string(j, &key, &keylen)) return NULL;
+            if (j->unique_keys) {
+                const codi_json *c;
+                for (c = n->child; c; c = c->next)
+                    if (c->keylen == keylen && !memcmp(c->key, key, keylen)) {
+                        snprintf(j->msg, sizeof j->msg, "duplicate key \"%.80s\"", key);
+                        j->err = j->msg; return NULL;
+                    }
+            }
+            codi__json_ws(j);
+            if (j->p >= j->end || *j->p != ':') { j->err = "expected ':'"; return NULL; }
+            j->p++;
+        }
+        v = codi__json_value(j);
+        if (!v) return NULL;
+        v->key = key; v->keylen = keylen;
+        if (last) last->next = v; else n->child = v;
+        last = v; n->count++;
+        codi__json_ws(j);
+        if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+        if (j->p < j->end && *j->p == close) { j->p++; break; }
+        j->err = is_obj ? "expected ',' or '}'" : "expected ',' or ']'";
+        return NULL;
+    }
+    j->depth--;
+    return n;
+}
+
+static codi_json *codi__json_value(codi__jparser *j) {
+    codi_json *n;
+    codi__json_ws(j);
+    if (j->p >= j->end) { j->err = "unexpected end of input"; return NULL; }
+    switch (*j->p) {
+    case '{': return codi__json_container(j, 1);
+    case '[': return codi__json_container(j, 0);
+    case '"':
+        n = codi__json_node(j, CODI_JSON_STR);
+        if (!n || !codi__json_string(j, &n->str, &n->len)) return NULL;
+        return n;
+    case 't': case 'f': case 'n': {
+        static const char *words[3] = { "true", "false", "null" };
+        static const int types[3] = { CODI_JSON_TRUE, CODI_JSON_FALSE, CODI_JSON_NULL };
+        int w;
+        for (w = 0; w < 3; w++) {
+            size_t wl = strlen(words[w]);
+            if ((size_t)(j->end - j->p) >= wl && memcmp(j->p, words[w], wl) == 0) {
+                j->p += wl;
+                return codi__json_node(j, types[w]);
+            }
+        }
+        j->err = "bad literal"; return NULL;
+    }
+    default: {
+        char buf[64]; size_t k = 0; char *endp;
+        int digits_only = 1;
+        double v = 0;
+        for (; j->p + k < j->end && k < sizeof buf - 1; k++) {
+            char c = j->p[k];
+            if (c >= '0' && c <= '9') v = v * 10 + (c - '0');
+            else if (c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E') digits_only = 0;
+            else break;
+            buf[k] = c;
+        }
+        buf[k] = 0;
+        if (k == 0) { j->err = "unexpected character"; return NULL; }
+        n = codi__json_node(j, CODI_JSON_NUM);
+        if (!n) return NULL;
+        if (digits_only && k < 16) n->num = v;   /* exact: below 2^53 */
+        else {
+            n->num = strtod(buf, &endp);
+            if (*endp) { j->err = "bad number"; return NULL; }
+            if (!(n->num - n->num == 0)) { j->err = "number out of range (not a finite double)"; return NULL; }
+        }
+        j->p += k;
+        return n;
+    }
+    }
+}
+
+/* Parses text[0..len); unique_keys: an object naming a member twice is an error. Returns the
+   root (free with codi_json_free) or NULL with a message in err. */
+static codi_json *codi__json_parse_ex(const char *text, size_t len, int unique_keys, char *err, size_t errsz) {
+    codi__jparser j;
+    codi_json *root;
+    memset(&j, 0, sizeof j);
+    j.p = text; j.end = text + len; j.unique_keys = unique_keys;
+    codi__json_count(text, len, &j.cap_nodes, &j.cap_strs);
+    /* node 0 is a hidden header owning the string arena: see codi_json_free */
+    j.nodes = (codi_json *)CODI_MALLOC((j.cap_nodes + 1) * sizeof(codi_json));
+    j.strs = (char *)CODI_MALLOC(j.cap_strs + 4);
+    if (!j.nodes || !j.strs) {
+        CODI_FREE(j.nodes); CODI_FREE(j.strs);
+        snprintf(err, errsz, "out of memory parsing JSON"); return NULL;
+    }
+    memset(&j.nodes[0], 0, sizeof(codi_json));
+    j.nodes[0].str = j.strs;
+    j.nodes++;
+    root = codi__json_value(&j);
+    if (root) {
+        codi__json_ws(&j);
+        if (j.p != j.end) { root = NULL; j.err = "trailing characters"; }
+    }
+    if (!root) {
+        snprintf(err, errsz, "JSON error at byte %lu: %s", (unsigned long)(j.p - text), j.err ? j.err : "?");
+        CODI_FREE(j.nodes - 1); CODI_FREE(j.strs);
+        return NULL;
+    }
+    return root;
+}
+
+/* Files from the wild (safetensors headers, tokenizer.json): duplicate keys allowed, the first wins. */
+CODI_API codi_json *codi_json_parse(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 0, err, errsz);
+}
+
+/* Files people write (steering specs, config.json, questions lines): a duplicate key is an error. */
+CODI_API codi_json *codi_json_parse_strict(const char *text, size_t len, char *err, size_t errsz) {
+    return codi__json_parse_ex(text, len, 1, err, errsz);
+}
+
+CODI_API void codi_json_free(codi_json *root) {
+    if (!root) return;
+    CODI_FREE((void *)root[-1].str);
+    CODI_FREE(root - 1);
+}
+
+/* Member `key` of object `o`, or NULL. */
+CODI_API const codi_json *codi_json_get(const codi_json *o, const char *key) {
+    const codi_json *c;
+    size_t kl = strlen(key);
+    if (!o || o->type != CODI_JSON_OBJ) return NULL;
+    for (c = o->child; c; c = c->next)
+        if (c->keylen == kl && memcmp(c->key, key, kl) == 0) return c;
+    return NULL;
+}
+
+/* Number member `key` of `o` into *out; returns 1 if present and numeric. */
+CODI_API int codi_json_num(const codi_json *o, const char *key, double *out) {
+    const codi_json *v = codi_json_get(o, key);
+    if (!v || v->type != CODI_JSON_NUM) return 0;
+    *out = v->num; return 1;
+}
+
+/* >>files: whole files mapped read-only (or read into memory with CODI_NO_MMAP) ---------- */
+
+
+/* 1 if path names a regular file (following links). A FIFO, device or directory is not: it is
+   refused before open(), which could block on it forever. */
+static int codi__is_regular(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+#else
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    return fp != NULL;
+#endif
+}
+
+/* 1 if anything exists at path (a file that is not regular is then refused with a message). */
+static int codi__exists(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0;
+#else
+    return codi__is_regular(path);
+#endif
+}
+
+static codi__file *codi__file_open(const char *path, char *err, size_t errsz) {
+    codi__file *f;
+#if !defined(_WIN32)
+    struct stat st0;
+    if (stat(path, &st0) != 0) { codi__err(err, errsz, "cannot open %s", path); return NULL; }
+    if (!S_ISREG(st0.st_mode)) { codi__err(err, errsz, "%s is not a regular file", path); return NULL; }
+#endif
+    if (!(f = (codi__file *)CODI_MALLOC(sizeof *f))) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    {
+        struct stat st;
+        /* O_NONBLOCK: should the path have become a FIFO since stat(), open() returns at once */
+        int fd = open(path, O_RDONLY | O_NONBLOCK);
+        if (fd < 0) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, 0) != 0) {
+            codi__err(err, errsz, "%s is not a regular file", path); close(fd); CODI_FREE(f); return NULL;
+        }
+        f->size = (size_t)st.st_size;
+        if (f->size > 0) {
+            void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED) { codi__err(err, errsz, "cannot map %s", path); close(fd); CODI_FREE(f); return NULL; }
+            f->data = (const unsigned char *)p; f->mapped = 1; f->fd = fd;
+        } else close(fd);
+    }
+#else
+    {
+        FILE *fp = fopen(path, "rb");
+        long n;
+        if (!fp) { codi__err(err, errsz, "cannot open %s", path); CODI_FREE(f); return NULL; }
+        if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+            codi__err(err, errsz, "cannot size %s", path); fclose(fp); CODI_FREE(f); return NULL;
+        }
+        f->size = (size_t)n;
+        if (!(f->data = (const unsigned char *)CODI_MALLOC(f->size ? f->size : 1))) {
+            codi__err(err, errsz, "out of memory reading %s (%lu bytes)", path, (unsigned long)f->size);
+            fclose(fp); CODI_FREE(f); return NULL;
+        }
+        if (fread((void *)f->data, 1, f->size, fp) != f->size) {
+            codi__err(err, errsz, "cannot read %s", path);
+            CODI_FREE((void *)f->data); fclose(fp); CODI_FREE(f); return NULL;
+        }
+        fclose(fp);
+    }
+#endif
+    return f;
+}
+
+static void codi__file_close(codi__file *f) {
+    if (!f) return;
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    if (f->mapped) { munmap((void *)f->data, f->size); close(f->fd); }
+#else
+    CODI_FREE((void *)f->data);
+#endif
+    CODI_FREE(f);
+}
+
+/* A small text file read into a NUL-terminated buffer; NULL if absent. */
+CODI_API char *codi_read_text(const char *path, size_t *len) {
+    FILE *fp;
+    char *buf = NULL; size_t cap = 0, n = 0;
+    if (!codi__is_regular(path) || !(fp = fopen(path, "rb"))) return NULL;
+    for (;;) {
+        size_t got;
+        if (n + 4096 + 1 > cap) {
+            char *nb;
+            cap = (cap + 4096) * 2;
+            nb = (char *)CODI_REALLOC(buf, cap);
+            if (!nb) { CODI_FREE(buf); fclose(fp); return NULL; }
+            buf = nb;
+        }
+        got = fread(buf + n, 1, 4096, fp);
+        n += got;
+        if (got < 4096) break;
+    }
+    fclose(fp);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+/* >>tensors: the table of named tensors every loader fills ----------------------------- */
+
+
+
+/* Maps the key spellings of CODI (peft), plain HF and prj onto one name:
+   "codi.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
+   -> "model.layers.0.self_attn.q_proj.weight"; lora_A/B keep ".lora_A"/".lora_B". */
+static void codi__canonical_name(const char *key, char *out, size_t outsz) {
+    static const char *prefixes[] = { "codi.base_model.model.", "base_model.model.", "codi." };
+    const char *k = key;
+    char *p;
+    size_t i;
+    for (i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (strncmp(k, prefixes[i], pl) == 0) { k += pl; break; }
+    }
+    snprintf(out, outsz, "%s", k);
+    if ((p = strstr(out, ".base_layer.weight")) != NULL) memmove(p, p + 11, strlen(p + 11) + 1);
+    if ((p = strstr(out, ".lora_A.default.weight")) != NULL) strcpy(p, ".lora_A");
+    if ((p = strstr(out, ".lora_B.default.weight")) != NULL) strcpy(p, ".lora_B");
+}
+
+static int codi__dtype_from_name(const char *s) {
+    if (!strcmp(s, "F32")) return CODI_F32;
+    if (!strcmp(s, "BF16")) return CODI_BF16;
+    if (!strcmp(s, "F16")) return CODI_F16;
+    return -1;
+}
+
+static codi__tensor *codi__tensors_find(const codi__tensors *ts, const char *name) {
+    int i;
+    for (i = 0; i < ts->n; i++) if (!strcmp(ts->t[i].name, name)) return &ts->t[i];
+    return NULL;
+}
+
+/* Adds or replaces (a later source overrides an earlier one, like strict=False loading). */
+static int codi__tensors_put(codi__tensors *ts, const char *key, const char *dtype_name, int dtype,
+                             int ndim, const int64_t *shape, const void *data, int source) {
+    char name[256];
+    codi__tensor *t;
+    int i;
+    codi__canonical_name(key, name, sizeof name);
+    t = codi__tensors_find(ts, name);
+    if (!t) {
+        if (ts->n == ts->cap) {
+            int nc = ts->cap ? ts->cap * 2 : 256;
+            codi__tensor *nt = (codi__tensor *)CODI_REALLOC(ts->t, (size_t)nc * sizeof *nt);
+            if (!nt) return -1;
+            ts->t = nt; ts->cap = nc;
+        }
+        t = &ts->t[ts->n++];
+        memset(t, 0, sizeof *t);
+        if (!(t->name = codi__strdup(name))) { ts->n--; return -1; }
+    }
+    t->dtype = dtype;
+    snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dtype_name);
+    t->ndim = ndim;
+    for (i = 0; i < 4; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->data = data;
+    t->source = source;
+    return 0;
+}
+
+static void codi__tensors_free(codi__tensors *ts) {
+    int i;
+    codi__file *f = ts->files;
+    for (i = 0; i < ts->n; i++) CODI_FREE(ts->t[i].name);
+    CODI_FREE(ts->t);
+    while (f) { codi__file *nx = f->next; codi__file_close(f); f = nx; }
+    memset(ts, 0, sizeof *ts);
+}
+
+static int64_t codi__numel(int ndim, const int64_t *shape) {
+    int64_t n = 1; int i;
+    for (i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+/* >>safetensors: 8-byte header size, JSON header, raw data: the one reader (the loader's, and
+   codi_st_open's for every file we read); the writer is at >>io ------------------------------- */
+
+struct codi_st_file {
+    codi__file *file;
+    codi_json *header;        /* owns every name and metadata string */
+    codi_st_tensor *t;         /* [n] */
+    int n;
+};
+
+/* Element size of a safetensors dtype name, 0 if unknown (such a tensor is kept, its offsets
+   checked against the file only: the loader refuses it only if the model uses it). */
+static size_t codi__st_elem_size(const char *dt) {
+    static const char *const names[] = { "F64", "I64", "U64", "F32", "I32", "U32", "F16", "BF16", "I16", "U16",
+                                         "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2" };
+    static const unsigned char size[] = { 8, 8, 8, 4, 4, 4, 2, 2, 2, 2, 1, 1, 1, 1, 1 };
+    size_t i;
+    for (i = 0; i < sizeof size; i++) if (!strcmp(dt, names[i])) return size[i];
+    return 0;
+}
+
+CODI_API void codi_st_close(codi_st_file *f) {
+    if (!f) return;
+    codi_json_free(f->header);
+    codi__file_close(f->file);
+    CODI_FREE(f->t);
+    CODI_FREE(f);
+}
+
+CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
+    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
+    const codi_json *e;
+    uint64_t hlen = 0;
+    size_t data_size;
+    char jerr[200];
+    int i;
+    if (!f) { codi__err(err, errsz, "out of memory"); return NULL; }
+    memset(f, 0, sizeof *f);
+    if (!(f->file = codi__file_open(path, err, errsz))) { CODI_FREE(f); return NULL; }
+    if (f->file->size < 8) { codi__err(err, errsz, "%s: too short for a safetensors file", path); goto fail; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | f->file->data[i];
+    if (hlen > f->file->size - 8 || hlen > (100u << 20)) {   /* no content of a foreign file in the message */
+        codi__err(err, errsz, "%s: not a safetensors file (its header size does not fit the file's %lu bytes)", path,
+                  (unsigned long)f->file->size);
+        goto fail;
+    }
+    data_size = f->file->size - 8 - (size_t)hlen;
+    if (!(f->header = codi_json_parse((const char *)f->file->data + 8, (size_t)hlen, jerr, sizeof jerr))) {
+        codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
+    }
+    if (f->header->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
+    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (e = f->header->child; e; e = e->next) {
+        const codi_json *dt = codi_json_get(e, "dtype"), *shape = codi_json_get(e, "shape"), *offs = codi_json_get(e, "data_offsets"), *v;
+        codi_st_tensor *t = &f->t[f->n];
+        size_t esz, bytes;
+        double b0, b1;
+        if (!strcmp(e->key, "__metadata__")) continue;
+        if (!dt || dt->type != CODI_JSON_STR || !shape || shape->type != CODI_JSON_ARR || !offs || offs->type != CODI_JSON_ARR ||
+            offs->count != 2 || offs->child->type != CODI_JSON_NUM || offs->child->next->type != CODI_JSON_NUM) {
+            codi__err(err, errsz, "%s: tensor '%s' lacks dtype/shape/data_offsets", path, e->key); goto fail;
+        }
+        esz = codi__st_elem_size(dt->str);
+        if (strlen(dt->str) >= sizeof t->dtype) {
+            codi__err(err, errsz, "%s: tensor '%s' has unknown dtype '%s'", path, e->key, dt->str); goto fail;
+        }
+        if (shape->count > 8) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (at most 8)", path, e->key, shape->count); goto fail; }
+        memset(t, 0, sizeof *t);
+        t->name = e->key; strcpy(t->dtype, dt->str);
+        t->numel = 1;
+        for (v = shape->child; v; v = v->next) {
+            if (v->type != CODI_JSON_NUM || v->num < 0 || v->num > 1e15 || v->num != floor(v->num)) {
+                codi__err(err, errsz, "%s: tensor '%s' has a bad shape", path, e->key); goto fail;
+            }
+            t->shape[t->ndim++] = (int64_t)v->num;
+            if (v->num > 0 && t->numel > data_size / (size_t)v->num) t->numel = data_size + 1;   /* cannot fit */
+            else t->numel *= (size_t)v->num;
+        }
+        b0 = offs->child->num; b1 = offs->child->next->num;
+        bytes = t->numel > data_size ? data_size + 1 : t->numel * esz;
+        if (b0 < 0 || b1 < b0 || b1 > (double)data_size || b0 != floor(b0) || b1 != floor(b1) || (esz && (double)bytes != b1 - b0)) {
+            codi__err(err, errsz, "%s: tensor '%s' data offsets [%.0f, %.0f) do not match its shape or the file size", path, e->key, b0, b1);
+            goto fail;
+        }
+        t->data = f->file->data + 8 + (size_t)hlen + (size_t)b0;
+        f->n++;
+    }
+    return f;
+fail:
+    codi_st_close(f);
+    return NULL;
+}
+
+CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
+
+CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
+    if (i < 0 || i >= f->n) return -1;
+    *out = f->t[i];
+    return 0;
+}
+
+CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
+    int i;
+    for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
+    return -1;
+}
+
+CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
+    codi_st_tensor t;
+    const unsigned char *b;
+    size_t i;
+    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
+    if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
+    b = (const unsigned char *)t.data;
+    for (i = 0; i < t.numel; i++) {
+        if (!strcmp(t.dtype, "F32")) out[i] = codi_elem_f32(b, CODI_F32, i);
+        else if (!strcmp(t.dtype, "BF16")) out[i] = codi_elem_f32(b, CODI_BF16, i);
+        else if (!strcmp(t.dtype, "F16")) out[i] = codi_elem_f32(b, CODI_F16, i);
+        else if (!strcmp(t.dtype, "F64")) { double d; memcpy(&d, b + 8 * i, 8); out[i] = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d; }
+        else if (!strcmp(t.dtype, "I32")) { int32_t v; memcpy(&v, b + 4 * i, 4); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "I64")) { int64_t v; memcpy(&v, b + 8 * i, 8); out[i] = (float)v; }
+        else if (!strcmp(t.dtype, "U8")) out[i] = (float)b[i];
+        else { codi__err(err, errsz, "tensor '%s' has dtype %s, which does not convert to float32", name, t.dtype); return -1; }
+    }
+    return (long)t.numel;
+}
+
+CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
+    const codi_json *md = codi_json_get(f->header, "__metadata__"), *v = md ? codi_json_get(md, key) : NULL;
+    return v && v->type == CODI_JSON_STR ? v->str : NULL;
+}
+
+/* The loader's view of a safetensors file: every tensor of codi_safetensors_open's into the table
+   (which keeps the mapping); dtypes the model cannot use are kept as -1 (an error only if used). */
+static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
+    codi_st_file *f = codi_st_open(path, err, errsz);
+    int i, d, rc = 0;
+    if (!f) return -1;
+    f->file->next = ts->files; ts->files = f->file; f->file = NULL;
+    for (i = 0; i < f->n && rc == 0; i++) {
+        const codi_st_tensor *t = &f->t[i];
+        int64_t shape[4] = { 1, 1, 1, 1 };
+        if (t->ndim > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, t->name, t->ndim); rc = -1; break; }
+        for (d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
+        if (codi__tensors_put(ts, t->name, t->dtype, codi__dtype_from_name(t->dtype), t->ndim, shape, t->data, source) != 0) {
+            codi__err(err, errsz, "out of memory"); rc = -1;
+        }
+    }
+    codi_st_close(f);
+    return rc;
+}
+
+#ifndef CODI_NO_TORCH   /* >>zip and >>pickle */
+
+/* >>zip: PyTorch's checkpoint archive (stored entries, zip64 when large) ---------------- */
+
+typedef struct {
+    const char *name; size_t name_len;
+    const unsigned char *data; uint64_t size;
+    uint32_t crc;           /* CRC-32 the central directory records for data[0..size) */
+    int crc_checked;        /* 1 once verified */
+} codi__zip_entry;
+
+static uint32_t codi__rd16(const unsigned char *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+static uint32_t codi__rd32(const unsigned char *p) { return codi__rd16(p) | (codi__rd16(p + 2) << 16); }
+static uint64_t codi__rd64(const unsigned char *p) { return codi__rd32(p) | ((uint64_t)codi__rd32(p + 4) << 32); }
+
+/* Lists the archive's entries (pointing into f). Returns the count, or -1. */
+static int codi__zip_entries(const codi__file *f, codi__zip_entry **out, char *err, size_t errsz) {
+    const unsigned char *d = f->data, *eocd = NULL;
+    size_t n = f->size, i, pos;
+    uint64_t cd_off, cd_count, cd_size, k;
+    codi__zip_entry *es;
+    if (n < 22) { codi__err(err, errsz, "not a zip archive (too short)"); return -1; }
+    for (i = n - 22 + 1; i-- > 0 && n - i <= 65557;)
+        if (codi__rd32(d + i) == 0x06054b50u) { eocd = d + i; break; }
+    if (!eocd) { codi__err(err, errsz, "not a zip archive (no end of central directory)"); return -1; }
+    cd_count = codi__rd16(eocd + 10); cd_size = codi__rd32(eocd + 12); cd_off = codi__rd32(eocd + 16);
+    if (cd_count == 0xFFFF || cd_off == 0xFFFFFFFFu || cd_size == 0xFFFFFFFFu) {
+        size_t loc = (size_t)(eocd - d);
+        uint64_t z64;
+        if (loc < 20 || codi__rd32(d + loc - 20) != 0x07064b50u) { codi__err(err, errsz, "zip64 locator missing"); return -1; }
+        z64 = codi__rd64(d + loc - 20 + 8);
+        if (n < 56 || z64 > n - 56 || codi__rd32(d + z64) != 0x06064b50u) { codi__err(err, errsz, "zip64 directory record missing"); return -1; }
+        cd_count = codi__rd64(d + z64 + 32); cd_size = codi__rd64(d + z64 + 40); cd_off = codi__rd64(d + z64 + 48);
+    }
+    if (cd_off > n || cd_size > n - cd_off || cd_count > cd_size / 46) {
+        codi__err(err, errsz, "zip central directory out of range"); return -1;
+    }
+    es = (codi__zip_entry *)CODI_MALLOC((size_t)(cd_count ? cd_count : 1) * sizeof *es);
+    if (!es) { codi__err(err, errsz, "out of memory"); return -1; }
+    pos = (size_t)cd_off;
+    for (k = 0; k < cd_count; k++) {
+        const unsigned char *c = d + pos, *x;
+        uint32_t method, nl, el, cl;
+        uint64_t csize, usize, lho;
+        size_t xi, lh_nl, lh_el;
+        if (pos + 46 > cd_off + cd_size || codi__rd32(c) != 0x02014b50u) { codi__err(err, errsz, "bad zip directory entry %lu", (unsigned long)k); goto fail; }
+        method = codi__rd16(c + 10); es[k].crc = codi__rd32(c + 16); es[k].crc_checked = 0;
+        csize = codi__rd32(c + 20); usize = codi__rd32(c + 24);
+        nl = codi__rd16(c + 28); el = codi__rd16(c + 30); cl = codi__rd16(c + 32); lho = codi__rd32(c + 42);
+        if (pos + 46 + nl + el + cl > cd_off + cd_size) { codi__err(err, errsz, "zip directory entry %lu overruns", (unsigned long)k); goto fail; }
+        x = c + 46 + nl;
+        for (xi = 0; xi + 4 <= el;) {          /* zip64 extra field: 64-bit sizes and offset */
+            uint32_t id = codi__rd16(x + xi), sz = codi__rd16(x + xi + 2);
+            if (xi + 4 + sz > el) break;
+            if (id == 1) {
+                size_t q = xi + 4;
+                if (usize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { usize = codi__rd64(x + q); q += 8; }
+                if (csize == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { csize = codi__rd64(x + q); q += 8; }
+                if (lho == 0xFFFFFFFFu && q + 8 <= xi + 4 + sz) { lho = codi__rd64(x + q); }
+            }
+            xi += 4 + sz;
+        }
+        if (method != 0 || csize != usize) {
+            codi__err(err, errsz, "zip entry %.*s is compressed (method %u); torch.save stores entries uncompressed",
+                      (int)(nl > 200 ? 200 : nl), (const char *)c + 46, (unsigned)method);
+            goto fail;
+        }
+        if (lho > n - 30 || codi__rd32(d + lho) != 0x04034b50u) { codi__err(err, errsz, "zip local header %lu out of range", (unsigned long)k); goto fail; }
+        lh_nl = codi__rd16(d + lho + 26); lh_el = codi__rd16(d + lho + 28);
+        if (lho + 30 + lh_nl + lh_el > n || usize > n - (lho + 30 + lh_nl + lh_el)) {
+            codi__err(err, errsz, "zip entry %.*s runs past the end of the file (truncated?)", (int)(nl > 200 ? 200 : nl), (const char *)c + 46);
+            goto fail;
+        }
+        es[k].name = (const char *)c + 46; es[k].name_len = nl;
+        es[k].data = d + lho + 30 + lh_nl + lh_el; es[k].size = usize;
+        pos += 46 + nl + el + cl;
+    }
+    *out = es;
+    return (int)cd_count;
+fail:
+    CODI_FREE(es);
+    return -1;
+}
+
+/* CRC-32 (ISO 3309, the zip polynomial 0xEDB88320), eight bytes per step ("slicing by 8"):
+   table[k][b] is the CRC of byte b followed by k zero bytes. */
+
+static void codi__crc32_init(codi__crc32_tables *t) {
+    uint32_t b, c; int k;
+    for (b = 0; b < 256; b++) {
+        c = b;
+        for (k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t->table[0][b] = c;
+    }
+    for (b = 0; b < 256; b++)
+        for (k = 1; k < 8; k++) t->table[k][b] = (t->table[k - 1][b] >> 8) ^ t->table[0][t->table[k - 1][b] & 255];
+}
+
+static uint32_t codi__crc32(const codi__crc32_tables *t, const unsigned char *p, uint64_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint32_t lo = c ^ codi__rd32(p), hi = codi__rd32(p + 4);
+        c = t->table[7][lo & 255] ^ t->table[6][(lo >> 8) & 255] ^ t->table[5][(lo >> 16) & 255] ^ t->table[4][lo >> 24] ^
+            t->table[3][hi & 255] ^ t->table[2][(hi >> 8) & 255] ^ t->table[1][(hi >> 16) & 255] ^ t->table[0][hi >> 24];
+    }
+    while (n--) c = t->table[0][(c ^ *p++) & 255] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* Verifies an entry's CRC-32 once (tables NULL: verification is off). 0, or -1 with a message. */
+static int codi__zip_verify(codi__zip_entry *e, const codi__crc32_tables *tables, char *err, size_t errsz) {
+    uint32_t got;
+    if (!tables || e->crc_checked) return 0;
+    got = codi__crc32(tables, e->data, e->size);
+    if (got != e->crc) {
+        codi__err(err, errsz, "zip entry %.*s is corrupted: CRC-32 %08x, the archive records %08x",
+                  (int)(e->name_len > 200 ? 200 : e->name_len), e->name, (unsigned)got, (unsigned)e->crc);
+        return -1;
+    }
+    e->crc_checked = 1;
+    return 0;
+}
+
+/* >>pickle: an allow-list pickle machine for torch.save state dicts ---------------------
+   Like torch.load(weights_only=True): the only callables are _rebuild_tensor_v2,
+   _rebuild_parameter and OrderedDict; storages come by persistent id. Anything else is an
+   error, so reading a checkpoint can never do more than build tensors. */
+
+enum { CODI__PV_NONE, CODI__PV_BOOL, CODI__PV_INT, CODI__PV_FLOAT, CODI__PV_STR, CODI__PV_TUPLE,
+       CODI__PV_LIST, CODI__PV_DICT, CODI__PV_GLOBAL, CODI__PV_STORAGE, CODI__PV_TENSOR };
+enum { CODI__G_REBUILD_TENSOR, CODI__G_REBUILD_PARAMETER, CODI__G_ORDERED_DICT, CODI__G_STORAGE };
+
+typedef struct codi__pv {
+    int type;
+    int64_t i;                     /* INT, BOOL */
+    const char *s; size_t slen;    /* STR (points into the pickle) */
+    struct codi__pv **items;       /* TUPLE/LIST: n items; DICT: n/2 key, value pairs */
+    int n, cap;
+    int global;                    /* GLOBAL: CODI__G_*; STORAGE global: dtype in `dtype` */
+    int dtype;                     /* STORAGE: CODI_* or -1; dtype_name below */
+    const char *dtype_name;
+    int elem_size;                 /* STORAGE: bytes per element */
+    const char *key; size_t keylen;/* STORAGE: archive key "N" */
+    int64_t numel;                 /* STORAGE */
+    struct codi__pv *storage;      /* TENSOR */
+    int64_t offset; int ndim; int64_t shape[4], stride[4];
+    struct codi__pv *all_next;     /* every value, for freeing */
+} codi__pv;
+
+typedef struct {
+    const unsigned char *start, *p, *end;
+    codi__pv **stack; int sp, stack_cap;
+    int *marks; int nmarks, marks_cap;
+    codi__pv **memo; size_t memo_cap;
+    codi__pv *all;
+    char *err; size_t errsz;
+} codi__pickle;
+
+static codi__pv *codi__pv_new(codi__pickle *pk, int type) {
+    codi__pv *v = (codi__pv *)CODI_MALLOC(sizeof *v);
+    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+    memset(v, 0, sizeof *v);
+    v->type = type;
+    v->all_next = pk->all; pk->all = v;
+    return v;
+}
+
+static int codi__pv_append(codi__pv *c, codi__pv *item) {
+    if (c->n == c->cap) {
+        int nc = c->cap ? c->cap * 2 : 8;
+        codi__pv **ni;
+        if (nc > (1 << 28)) return -1;                /* beyond any state dict; keeps nc an int */
+        ni = (codi__pv **)CODI_REALLOC(c->items, (size_t)nc * sizeof *ni);
+        if (!ni) return -1;
+        c->items = ni; c->cap = nc;
+    }
+    c->items[c->n++] = item;
+    return 0;
+}
+
+static int codi__pk_push(codi__pickle *pk, codi__pv *v) {
+    if (!v) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+    if (pk->sp == pk->stack_cap) {
+        int nc = pk->stack_cap ? pk->stack_cap * 2 : 64;
+        codi__pv **ns;
+        if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle stack too deep"); return -1; }
+        ns = (codi__pv **)CODI_REALLOC(pk->stack, (size_t)nc * sizeof *ns);
+        if (!ns) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+        pk->stack = ns; pk->stack_cap = nc;
+    }
+    pk->stack[pk->sp++] = v;
+    return 0;
+}
+
+static codi__pv *codi__pk_pop(codi__pickle *pk) {
+    int floor_sp = pk->nmarks ? pk->marks[pk->nmarks - 1] : 0;
+    if (pk->sp <= floor_sp) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return NULL; }
+    return pk->stack[--pk->sp];
+}
+
+/* Pops everything above the last MARK into a new container of `type`. */
+static codi__pv *codi__pk_pop_mark(codi__pickle *pk, int type) {
+    codi__pv *c;
+    int m, i;
+    if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return NULL; }
+    m = pk->marks[--pk->nmarks];
+    if (!(c = codi__pv_new(pk, type))) return NULL;
+    for (i = m; i < pk->sp; i++)
+        if (codi__pv_append(c, pk->stack[i]) != 0) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return NULL; }
+    pk->sp = m;
+    return c;
+}
+
+static int codi__pk_need(codi__pickle *pk, size_t n) {
+    if ((size_t)(pk->end - pk->p) < n) { codi__err(pk->err, pk->errsz, "pickle truncated"); return 0; }
+    return 1;
+}
+
+static int codi__pk_memo_put(codi__pickle *pk, size_t idx, codi__pv *v) {
+    if (!v) { codi__err(pk->err, pk->errsz, "pickle: memoize on an empty stack"); return -1; }
+    if (idx >= pk->memo_cap) {
+        size_t nc = pk->memo_cap ? pk->memo_cap : 256, j;
+        codi__pv **nm;
+        if (idx > (1u << 24)) { codi__err(pk->err, pk->errsz, "pickle memo index %lu too large", (unsigned long)idx); return -1; }
+        while (nc <= idx) nc *= 2;
+        nm = (codi__pv **)CODI_REALLOC(pk->memo, nc * sizeof *nm);
+        if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+        for (j = pk->memo_cap; j < nc; j++) nm[j] = NULL;
+        pk->memo = nm; pk->memo_cap = nc;
+    }
+    pk->memo[idx] = v;
+    return 0;
+}
+
+/* Resolves "module.name" against the allow-list. */
+static codi__pv *codi__pk_global(codi__pickle *pk, const char *mod, size_t ml, const char *name, size_t nl) {
+    static const struct { const char *name; int dtype, elem_size; } storages[] = {
+        { "FloatStorage", CODI_F32, 4 }, { "BFloat16Storage", CODI_BF16, 2 }, { "HalfStorage", CODI_F16, 2 },
+        { "DoubleStorage", -1, 8 }, { "LongStorage", -1, 8 }, { "IntStorage", -1, 4 }, { "ShortStorage", -1, 2 },
+        { "CharStorage", -1, 1 }, { "ByteStorage", -1, 1 }, { "BoolStorage", -1, 1 } };
+    codi__pv *g;
+    size_t i;
+#define CODI__IS(a, al, b) ((al) == strlen(b) && memcmp(a, b, al) == 0)
+    g = codi__pv_new(pk, CODI__PV_GLOBAL);
+    if (!g) return NULL;
+    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_tensor_v2")) { g->global = CODI__G_REBUILD_TENSOR; return g; }
+    if (CODI__IS(mod, ml, "torch._utils") && CODI__IS(name, nl, "_rebuild_parameter")) { g->global = CODI__G_REBUILD_PARAMETER; return g; }
+    if (CODI__IS(mod, ml, "collections") && CODI__IS(name, nl, "OrderedDict")) { g->global = CODI__G_ORDERED_DICT; return g; }
+    if (CODI__IS(mod, ml, "torch"))
+        for (i = 0; i < sizeof storages / sizeof *storages; i++)
+            if (CODI__IS(name, nl, storages[i].name)) {
+                g->global = CODI__G_STORAGE; g->dtype = storages[i].dtype; g->dtype_name = storages[i].name;
+                g->elem_size = storages[i].elem_size;
+                return g;
+            }
+#undef CODI__IS
+    codi__err(pk->err, pk->errsz, "checkpoint pickle references '%.*s.%.*s', which is not allowed (only tensors and OrderedDict are)",
+              (int)(ml > 80 ? 80 : ml), mod, (int)(nl > 80 ? 80 : nl), name);
+    return NULL;
+}
+
+static int codi__pv_int(const codi__pv *v, int64_t *out) {
+    if (!v || (v->type != CODI__PV_INT && v->type != CODI__PV_BOOL)) return 0;
+    *out = v->i; return 1;
+}
+
+/* callable(args) for the allow-listed callables. */
+static codi__pv *codi__pk_call(codi__pickle *pk, codi__pv *fn, codi__pv *args) {
+    codi__pv *t;
+    int i;
+    if (fn->type != CODI__PV_GLOBAL || args->type != CODI__PV_TUPLE) { codi__err(pk->err, pk->errsz, "pickle: REDUCE on a non-callable"); return NULL; }
+    switch (fn->global) {
+    case CODI__G_ORDERED_DICT:
+        return codi__pv_new(pk, CODI__PV_DICT);
+    case CODI__G_REBUILD_PARAMETER:
+        if (args->n < 1 || args->items[0]->type != CODI__PV_TENSOR) { codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_parameter"); return NULL; }
+        return args->items[0];
+    case CODI__G_REBUILD_TENSOR: {
+        codi__pv *st, *size, *stride;
+        if (args->n < 4) { codi__err(pk->err, pk->errsz, "pickle: _rebuild_tensor_v2 takes 6 or 7 arguments"); return NULL; }
+        st = args->items[0]; size = args->items[2]; stride = args->items[3];
+        if (st->type != CODI__PV_STORAGE || size->type != CODI__PV_TUPLE || stride->type != CODI__PV_TUPLE ||
+            size->n != stride->n || size->n > 4) {
+            codi__err(pk->err, pk->errsz, "pickle: bad _rebuild_tensor_v2 arguments"); return NULL;
+        }
+        t = codi__pv_new(pk, CODI__PV_TENSOR);
+        if (!t) return NULL;
+        t->storage = st; t->ndim = size->n;
+        if (!codi__pv_int(args->items[1], &t->offset) || t->offset < 0) { codi__err(pk->err, pk->errsz, "pickle: bad storage offset"); return NULL; }
+        for (i = 0; i < size->n; i++)
+            if (!codi__pv_int(size->items[i], &t->shape[i]) || !codi__pv_int(stride->items[i], &t->stride[i]) ||
+                t->shape[i] < 0 || t->shape[i] > ((int64_t)1 << 40) || t->stride[i] < 0) {
+                codi__err(pk->err, pk->errsz, "pickle: bad tensor size or stride"); return NULL;
+            }
+        return t;
+    }
+    default:
+        codi__err(pk->err, pk->errsz, "pickle: a storage type is not callable"); return NULL;
+    }
+}
+
+/* Runs the pickle; on success *result is the top-level value. */
+static int codi__pk_run(codi__pickle *pk, codi__pv **result) {
+    for (;;) {
+        int op;
+        codi__pv *v, *a, *b;
+        if (!codi__pk_need(pk, 1)) return -1;
+        op = *pk->p++;
+        switch (op) {
+        case 0x80: if (!codi__pk_need(pk, 1)) return -1; pk->p += 1; break;              /* PROTO */
+        case 0x95: if (!codi__pk_need(pk, 8)) return -1; pk->p += 8; break;              /* FRAME */
+        case '.':                                                                         /* STOP */
+            if (pk->sp != 1 || pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: STOP with %d values left", pk->sp); return -1; }
+            *result = pk->stack[0];
+            return 0;
+        case '(':                                                                         /* MARK */
+            if (pk->nmarks == pk->marks_cap) {
+                int nc = pk->marks_cap ? pk->marks_cap * 2 : 32;
+                int *nm;
+                if (nc > (1 << 20)) { codi__err(pk->err, pk->errsz, "pickle: too many marks"); return -1; }
+                nm = (int *)CODI_REALLOC(pk->marks, (size_t)nc * sizeof *nm);
+                if (!nm) { codi__err(pk->err, pk->errsz, "out of memory in pickle"); return -1; }
+                pk->marks = nm; pk->marks_cap = nc;
+            }
+            pk->marks[pk->nmarks++] = pk->sp;
+            break;
+        case '}': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_DICT))) return -1; break;
+        case ']': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_LIST))) return -1; break;
+        case ')': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_TUPLE))) return -1; break;
+        case 't': if (!(v = codi__pk_pop_mark(pk, CODI__PV_TUPLE)) || codi__pk_push(pk, v)) return -1; break;
+        case 'l': if (!(v = codi__pk_pop_mark(pk, CODI__PV_LIST)) || codi__pk_push(pk, v)) return -1; break;
+        case 'd':
+            if (!(v = codi__pk_pop_mark(pk, CODI__PV_DICT)) || (v->n & 1)) { if (v) codi__err(pk->err, pk->errsz, "pickle: odd DICT"); return -1; }
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        case 0x85: case 0x86: case 0x87: {                                               /* TUPLE1..3 */
+            int k = op - 0x84, i;
+            if (pk->sp - (pk->nmarks ? pk->marks[pk->nmarks - 1] : 0) < k) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
+            for (i = pk->sp - k; i < pk->sp; i++) if (codi__pv_append(v, pk->stack[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            pk->sp -= k;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'a': case 'e': case 's': case 'u': {                                        /* APPEND(S), SETITEM(S) */
+            codi__pv *items, *target; int i;
+            if (op == 'a' || op == 's') {
+                if (!(items = codi__pv_new(pk, CODI__PV_TUPLE))) return -1;
+                if (op == 's') { if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+                                 if (codi__pv_append(items, a) || codi__pv_append(items, b)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; } }
+                else if (!(a = codi__pk_pop(pk))) return -1;
+                else if (codi__pv_append(items, a)) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            } else if (!(items = codi__pk_pop_mark(pk, CODI__PV_TUPLE))) return -1;
+            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            target = pk->stack[pk->sp - 1];
+            if ((op == 's' || op == 'u') ? (target->type != CODI__PV_DICT || (items->n & 1)) : target->type != CODI__PV_LIST) {
+                codi__err(pk->err, pk->errsz, "pickle: %s on the wrong type", op == 's' || op == 'u' ? "SETITEMS" : "APPENDS"); return -1;
+            }
+            for (i = 0; i < items->n; i++) if (codi__pv_append(target, items->items[i])) { codi__err(pk->err, pk->errsz, "out of memory"); return -1; }
+            break;
+        }
+        case 'q': case 'r': case 0x94: {                                                 /* BINPUT, LONG_BINPUT, MEMOIZE */
+            size_t idx;
+            if (op == 'q') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
+            else if (op == 'r') { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
+            else { idx = 0; while (idx < pk->memo_cap && pk->memo[idx]) idx++; }
+            if (codi__pk_memo_put(pk, idx, pk->sp ? pk->stack[pk->sp - 1] : NULL)) return -1;
+            break;
+        }
+        case 'h': case 'j': {                                                            /* BINGET, LONG_BINGET */
+            size_t idx;
+            if (op == 'h') { if (!codi__pk_need(pk, 1)) return -1; idx = *pk->p++; }
+            else { if (!codi__pk_need(pk, 4)) return -1; idx = codi__rd32(pk->p); pk->p += 4; }
+            if (idx >= pk->memo_cap || !pk->memo[idx]) { codi__err(pk->err, pk->errsz, "pickle: memo %lu is empty", (unsigned long)idx); return -1; }
+            if (codi__pk_push(pk, pk->memo[idx])) return -1;
+            break;
+        }
+        case 'c': {                                                                      /* GLOBAL "mod\nname\n" */
+            const unsigned char *m = pk->p, *nl1, *nl2;
+            nl1 = (const unsigned char *)memchr(m, '\n', (size_t)(pk->end - m));
+            nl2 = nl1 ? (const unsigned char *)memchr(nl1 + 1, '\n', (size_t)(pk->end - nl1 - 1)) : NULL;
+            if (!nl2) { codi__err(pk->err, pk->errsz, "pickle truncated in GLOBAL"); return -1; }
+            v = codi__pk_global(pk, (const char *)m, (size_t)(nl1 - m), (const char *)nl1 + 1, (size_t)(nl2 - nl1 - 1));
+            if (!v) return -1;
+            pk->p = nl2 + 1;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 0x93:                                                                       /* STACK_GLOBAL */
+            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+            if (a->type != CODI__PV_STR || b->type != CODI__PV_STR) { codi__err(pk->err, pk->errsz, "pickle: STACK_GLOBAL needs strings"); return -1; }
+            if (!(v = codi__pk_global(pk, a->s, a->slen, b->s, b->slen)) || codi__pk_push(pk, v)) return -1;
+            break;
+        case 'R':                                                                        /* REDUCE */
+            if (!(b = codi__pk_pop(pk)) || !(a = codi__pk_pop(pk))) return -1;
+            if (!(v = codi__pk_call(pk, a, b)) || codi__pk_push(pk, v)) return -1;
+            break;
+        case 'b':                                                                        /* BUILD: state ignored on dicts */
+            if (!(b = codi__pk_pop(pk))) return -1;
+            if (pk->sp < 1 || (pk->stack[pk->sp - 1]->type != CODI__PV_DICT && pk->stack[pk->sp - 1]->type != CODI__PV_TENSOR)) {
+                codi__err(pk->err, pk->errsz, "pickle: BUILD on an unsupported object"); return -1;
+            }
+            break;
+        case 'Q': {                                                                      /* BINPERSID: ('storage', type, key, location, numel) */
+            codi__pv *t = codi__pk_pop(pk);
+            if (!t) return -1;
+            if (t->type != CODI__PV_TUPLE || t->n < 5 || t->items[0]->type != CODI__PV_STR ||
+                t->items[0]->slen != 7 || memcmp(t->items[0]->s, "storage", 7) != 0 ||
+                t->items[1]->type != CODI__PV_GLOBAL || t->items[1]->global != CODI__G_STORAGE ||
+                t->items[2]->type != CODI__PV_STR || t->items[4]->type != CODI__PV_INT || t->items[4]->i < 0) {
+                codi__err(pk->err, pk->errsz, "pickle: unsupported persistent id"); return -1;
+            }
+            if (!(v = codi__pv_new(pk, CODI__PV_STORAGE))) return -1;
+            v->dtype = t->items[1]->dtype; v->dtype_name = t->items[1]->dtype_name; v->elem_size = t->items[1]->elem_size;
+            v->key = t->items[2]->s; v->keylen = t->items[2]->slen; v->numel = t->items[4]->i;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'J': case 'K': case 'M': case 0x8a: {                                       /* ints */
+            int64_t x = 0;
+            if (!(v = codi__pv_new(pk, CODI__PV_INT))) return -1;
+            if (op == 'K') { if (!codi__pk_need(pk, 1)) return -1; x = *pk->p; pk->p += 1; }
+            else if (op == 'M') { if (!codi__pk_need(pk, 2)) return -1; x = codi__rd16(pk->p); pk->p += 2; }
+            else if (op == 'J') { if (!codi__pk_need(pk, 4)) return -1; x = (int32_t)codi__rd32(pk->p); pk->p += 4; }
+            else {
+                int nb, i;
+                if (!codi__pk_need(pk, 1)) return -1;
+                nb = *pk->p++;
+                if (nb > 8 || !codi__pk_need(pk, (size_t)nb)) { codi__err(pk->err, pk->errsz, "pickle: LONG1 of %d bytes", nb); return -1; }
+                for (i = nb - 1; i >= 0; i--) x = (int64_t)((uint64_t)x << 8 | pk->p[i]);
+                if (nb > 0 && nb < 8 && (pk->p[nb - 1] & 0x80)) x -= (int64_t)1 << (8 * nb);
+                pk->p += nb;
+            }
+            v->i = x;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case 'N': if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_NONE))) return -1; break;
+        case 0x88: case 0x89:
+            if (!(v = codi__pv_new(pk, CODI__PV_BOOL))) return -1;
+            v->i = op == 0x88;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        case 'G':                                                                        /* BINFLOAT */
+            if (!codi__pk_need(pk, 8)) return -1;
+            pk->p += 8;
+            if (codi__pk_push(pk, codi__pv_new(pk, CODI__PV_FLOAT))) return -1;
+            break;
+        case 'X': case 0x8c: case 0x8d: case 'U': case 'T': case 'C': case 'B': {        /* strings, bytes */
+            uint64_t len;
+            size_t w = (op == 0x8c || op == 'U' || op == 'C') ? 1 : op == 0x8d ? 8 : 4;
+            if (!codi__pk_need(pk, w)) return -1;
+            len = w == 1 ? *pk->p : w == 4 ? codi__rd32(pk->p) : codi__rd64(pk->p);
+            pk->p += w;
+            if (len > (uint64_t)(pk->end - pk->p)) { codi__err(pk->err, pk->errsz, "pickle truncated in a string"); return -1; }
+            if (!(v = codi__pv_new(pk, CODI__PV_STR))) return -1;
+            v->s = (const char *)pk->p; v->slen = (size_t)len;
+            pk->p += len;
+            if (codi__pk_push(pk, v)) return -1;
+            break;
+        }
+        case '0': if (!codi__pk_pop(pk)) return -1; break;                                /* POP */
+        case '1':                                                                         /* POP_MARK */
+            if (!pk->nmarks) { codi__err(pk->err, pk->errsz, "pickle: no MARK"); return -1; }
+            pk->sp = pk->marks[--pk->nmarks];
+            break;
+        case '2':                                                                         /* DUP */
+            if (pk->sp < 1) { codi__err(pk->err, pk->errsz, "pickle stack underflow"); return -1; }
+            if (codi__pk_push(pk, pk->stack[pk->sp - 1])) return -1;
+            break;
+        default:
+            codi__err(pk->err, pk->errsz, "pickle opcode 0x%02x at byte %ld is not supported", op, (long)(pk->p - 1 - pk->start));
+            return -1;
+        }
+    }
+}
+
+static void codi__pk_free(codi__pickle *pk) {
+    codi__pv *v = pk->all;
+    while (v) { codi__pv *nx = v->all_next; CODI_FREE(v->items); CODI_FREE(v); v = nx; }
+    CODI_FREE(pk->stack); CODI_FREE(pk->marks); CODI_FREE(pk->memo);
+}
+
+/* Where tensor t starts in its storage entry se, checked against both: the storage's numel *
+   element size must fit the entry, offset + span the storage (span: the last element's index + 1
+   for its shape and strides). 0 with *byte_offset set, or -1 with a message. */
+static int codi__pk_tensor_range(const codi__pv *t, const codi__zip_entry *se, uint64_t *byte_offset,
+                                 char *err, size_t errsz) {
+    const codi__pv *st = t->storage;
+    uint64_t storage_bytes, span = 1, end, step;
+    int64_t numel, expect = 1;
+    int d;
+    if (!codi__numel_checked(t->ndim, t->shape, &numel)) { codi__err(err, errsz, "its shape has too many elements"); return -1; }
+    for (d = t->ndim - 1; d >= 0 && numel > 0; d--) {   /* contiguous row-major strides (an empty tensor reads nothing) */
+        if (t->shape[d] != 1 && t->stride[d] != expect) {
+            codi__err(err, errsz, "it is not contiguous (strides); save it with .contiguous()"); return -1;
+        }
+        expect *= t->shape[d];                    /* <= numel (every dim >= 1 here): no overflow */
+        if (t->shape[d] > 0) {
+            if (!codi__mul_u64((uint64_t)(t->shape[d] - 1), (uint64_t)t->stride[d], &step) || !codi__add_u64(span, step, &span)) {
+                codi__err(err, errsz, "its strides overflow"); return -1;
+            }
+        }
+    }
+    if (numel == 0) span = 0;
+    if (!codi__mul_u64((uint64_t)st->numel, (uint64_t)st->elem_size, &storage_bytes) || storage_bytes > se->size ||
+        !codi__add_u64((uint64_t)t->offset, span, &end) || end > (uint64_t)st->numel) {
+        codi__err(err, errsz, "it does not fit its storage (%lld elements at offset %lld; the storage holds %lld, its entry %llu bytes)",
+                  (long long)numel, (long long)t->offset, (long long)st->numel, (unsigned long long)se->size);
+        return -1;
+    }
+    *byte_offset = (uint64_t)t->offset * (uint64_t)st->elem_size;   /* <= storage_bytes */
+    return 0;
+}
+
+/* The tensors of a torch.save zip archive (torch 1.6+ and 2.x) already in memory (f), into the
+   table; path names it in messages. verify_crc: check the CRC-32 of every entry read. */
+static int codi__torch_zip_tensors(codi__tensors *ts, const codi__file *f, const char *path, int source, int verify_crc,
+                                   char *err, size_t errsz) {
+    codi__zip_entry *es = NULL, *pkl = NULL;
+    codi__crc32_tables *crc = NULL;
+    codi__pickle pk;
+    codi__pv *root = NULL;
+    char msg[200] = "";
+    int ne, i, rc = -1;
+    size_t prefix_len = 0;
+    memset(&pk, 0, sizeof pk);
+    ne = codi__zip_entries(f, &es, msg, sizeof msg);
+    if (ne < 0) { codi__err(err, errsz, "%s: %s", path, msg); return -1; }
+    if (verify_crc) {
+        if (!(crc = (codi__crc32_tables *)CODI_MALLOC(sizeof *crc))) { codi__err(err, errsz, "out of memory"); goto done; }
+        codi__crc32_init(crc);
+    }
+    for (i = 0; i < ne; i++) {
+        const char *slash = (const char *)memchr(es[i].name, '/', es[i].name_len);
+        if (slash && es[i].name_len - (size_t)(slash - es[i].name) == 9 && !memcmp(slash, "/data.pkl", 9)) {
+            pkl = &es[i]; prefix_len = (size_t)(slash - es[i].name) + 1; break;
+        }
+    }
+    if (!pkl) { codi__err(err, errsz, "%s: no data.pkl in the archive: not a torch.save checkpoint", path); goto done; }
+    for (i = 0; i < ne; i++)
+        if (es[i].name_len == prefix_len + 9 && !memcmp(es[i].name + prefix_len, "byteorder", 9)) {
+            if (codi__zip_verify(&es[i], crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
+            if (!(es[i].size == 6 && !memcmp(es[i].data, "little", 6))) {
+                codi__err(err, errsz, "%s: big-endian checkpoints are not supported", path); goto done;
+            }
+        }
+    if (codi__zip_verify(pkl, crc, msg, sizeof msg)) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
+    pk.start = pk.p = pkl->data; pk.end = pkl->data + pkl->size; pk.err = msg; pk.errsz = sizeof msg;
+    if (codi__pk_run(&pk, &root) != 0) { codi__err(err, errsz, "%s: %s", path, msg); goto done; }
+    if (root->type != CODI__PV_DICT) { codi__err(err, errsz, "%s: the pickle is not a state dict", path); goto done; }
+    for (i = 0; i + 1 < root->n; i += 2) {
+        codi__pv *k = root->items[i], *t = root->items[i + 1], *st;
+        char key[256], sname[300];
+        codi__zip_entry *se = NULL;
+        uint64_t at;
+        int j;
+        if (k->type != CODI__PV_STR || t->type != CODI__PV_TENSOR) continue;
+        snprintf(key, sizeof key, "%.*s", (int)(k->slen > 255 ? 255 : k->slen), k->s);
+        st = t->storage;
+        snprintf(sname, sizeof sname, "%.*sdata/%.*s", (int)prefix_len, pkl->name, (int)(st->keylen > 64 ? 64 : st->keylen), st->key);
+        for (j = 0; j < ne; j++)
+            if (es[j].name_len == strlen(sname) && !memcmp(es[j].name, sname, es[j].name_len)) { se = &es[j]; break; }
+        if (!se) { codi__err(err, errsz, "%s: tensor '%s': storage %s missing from the archive", path, key, sname); goto done; }
+        if (codi__pk_tensor_range(t, se, &at, msg, sizeof msg) || codi__zip_verify(se, crc, msg, sizeof msg)) {
+            codi__err(err, errsz, "%s: tensor '%s': %s", path, key, msg); goto done;
+        }
+        if (codi__tensors_put(ts, key, st->dtype_name, st->dtype, t->ndim, t->shape,
+                              st->dtype >= 0 ? se->data + (size_t)at : NULL, source) != 0) {
+            codi__err(err, errsz, "out of memory"); goto done;
+        }
+    }
+    rc = 0;
+done:
+    codi__pk_free(&pk);
+    CODI_FREE(crc);
+    CODI_FREE(es);
+    return rc;
+}
+
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    codi__file *f = codi__file_open(path, err, errsz);
+    if (!f) return -1;
+    f->next = ts->files; ts->files = f;
+    return codi__torch_zip_tensors(ts, f, path, source, verify_crc, err, errsz);
+}
+
+#else
+static int codi__read_torch_zip(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    (void)ts; (void)source; (void)verify_crc;
+    codi__err(err, errsz, "%s: a PyTorch checkpoint, but this library was built with CODI_NO_TORCH (safetensors only)", path);
+    return -1;
+}
+#endif /* CODI_NO_TORCH */
+
+/* >>loading: tensors -> config -> weights (LoRA merged) -------------------------------- */
+
+typedef struct {
+    codi__tensors ts;
+    void **bufs; int nbufs, capbufs;   /* buffers the model owns */
+} codi__model_internal;
+
+typedef struct {
+    codi_model *m;
+    codi__model_internal *in;
+    char *err; size_t errsz;
+    codi__pool *pool;       /* merge threads (NULL: one) */
+    int n_threads;
+} codi__loader;
+
+/* A model buffer, 64-byte aligned (the GEMV's 64-byte loads then stay within cache lines). */
+static void *codi__model_alloc(codi__loader *ld, size_t bytes) {
+    void *p;
+    if (ld->in->nbufs == ld->in->capbufs) {
+        int nc = ld->in->capbufs ? ld->in->capbufs * 2 : 64;
+        void **nb = (void **)CODI_REALLOC(ld->in->bufs, (size_t)nc * sizeof *nb);
+        if (!nb) { codi__err(ld->err, ld->errsz, "out of memory"); return NULL; }
+        ld->in->bufs = nb; ld->in->capbufs = nc;
+    }
+    p = bytes < (size_t)-1 - 64 ? CODI_MALLOC(bytes + 64) : NULL;
+    if (p) ld->in->bufs[ld->in->nbufs++] = p;
+    else { codi__err(ld->err, ld->errsz, "out of memory (%lu bytes)", (unsigned long)bytes); return NULL; }
+    return (void *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+/* Finds a tensor of a usable dtype and the given 1-D or 2-D shape. */
+static const codi__tensor *codi__need(codi__loader *ld, const char *name, int64_t rows, int64_t cols) {
+    const codi__tensor *t = codi__tensors_find(&ld->in->ts, name);
+    if (!t) { codi__err(ld->err, ld->errsz, "missing tensor %s", name); return NULL; }
+    if (t->dtype < 0) {
+        codi__err(ld->err, ld->errsz, "tensor %s has dtype %s; supported are F32, BF16, F16", name, t->dtype_name); return NULL;
+    }
+    if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
+        (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
+        codi__err(ld->err, ld->errsz, "tensor %s has shape [%lld%s%lld], expected [%lld%s%lld]", name,
+                  (long long)t->shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                  (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
+        return NULL;
+    }
+    return t;
+}
+
+static float *codi__load_vector(codi__loader *ld, const char *name, int n) {
+    const codi__tensor *t = codi__need(ld, name, n, 0);
+    float *v;
+    int i;
+    if (!t || !(v = (float *)codi__model_alloc(ld, (size_t)n * sizeof(float)))) return NULL;
+    for (i = 0; i < n; i++) v[i] = codi_elem_f32(t->data, t->dtype, (size_t)i);
+    return v;
+}
+
+typedef struct {
+    const codi__tensor *w;      /* base [rows, cols] */
+    const float *bs;            /* scale * lora_B [rows, r], or NULL without LoRA */
+    codi_matrix at;             /* lora_A transposed [cols, r] (f32) */
+    int i0, ni, cols, dtype, unit;
+    float *ba;                  /* [MC, cols] (scale B @ A) of rows i0 .. i0 + ni */
+    unsigned char *dst;         /* [rows, cols] of dtype */
+    float *work; size_t work_stride;   /* [threads, codi__work_floats(MC, r)] */
+} codi__merge_ctx;
+
+/* Rows [i0, i0 + ni), columns of work items [u0, u1): W + scale * B @ A (the product by the
+   GEMM, B's rows as its positions), converted to the storage dtype. */
+static void codi__merge_task(void *ctx, int tid, int u0, int u1) {
+    codi__merge_ctx *c = (codi__merge_ctx *)ctx;
+    int j0 = u0 * c->unit, j1 = u1 * c->unit < c->cols ? u1 * c->unit : c->cols, i, j;
+    if (c->bs) codi__matmul_range(codi__kernel_active(), c->ba, (size_t)c->cols, c->bs + (size_t)c->i0 * c->at.cols, &c->at,
+                                  c->ni, j0, j1, c->work + (size_t)tid * c->work_stride);
+    for (i = 0; i < c->ni; i++) {
+        size_t row = (size_t)(c->i0 + i) * c->cols;
+        const float *bai = c->ba + (size_t)i * c->cols;
+        for (j = j0; j < j1; j++) {
+            float v = codi_elem_f32(c->w->data, c->w->dtype, row + j) + (c->bs ? bai[j] : 0.0f);
+            if (c->dtype == CODI_F32) memcpy(c->dst + (row + j) * 4, &v, 4);
+            else { uint16_t h = codi__f32_to_bf16(v); memcpy(c->dst + (row + j) * 2, &h, 2); }
+        }
+    }
+}
+
+/* Gives back the resident pages of a tensor that was copied out (its interior pages, when no
+   other tensor overlaps them), so the file does not stay resident beside the merged copy: the
+   range is mapped afresh from the file (MAP_FIXED), which keeps the addresses reserved. */
+static void codi__release_tensor(codi__loader *ld, const codi__tensor *t) {
+#if !defined(CODI_NO_MMAP) && !defined(_WIN32)
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = (size_t)codi__numel(t->ndim, t->shape) * codi__dtype_size(t->dtype);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + bytes) / page * page;
+    const codi__file *f;
+    int i;
+    if (hi <= lo) return;
+    for (i = 0; i < ld->in->ts.n; i++) {
+        const codi__tensor *o = &ld->in->ts.t[i];
+        uintptr_t olo = (uintptr_t)o->data, ohi = olo + (size_t)codi__numel(o->ndim, o->shape) * (o->dtype >= 0 ? codi__dtype_size(o->dtype) : 8);
+        if (o != t && o->data && olo < hi && ohi > lo) return;
+    }
+    for (f = ld->in->ts.files; f; f = f->next)
+        if (f->mapped && lo >= (uintptr_t)f->data && hi <= (uintptr_t)f->data + f->size) {
+            mmap((void *)lo, hi - lo, PROT_READ, MAP_PRIVATE | MAP_FIXED, f->fd, (off_t)(lo - (uintptr_t)f->data));
+            return;
+        }
+#else
+    (void)ld; (void)t;
+#endif
+}
+
+/* Weight `prefix`.weight [rows, cols] plus scale * lora_B @ lora_A when present, stored as
+   f32 (exact) or bf16; an unchanged tensor of the right type is used in place. */
+static int codi__load_matrix(codi__loader *ld, codi_matrix *out, const char *prefix, int rows, int cols, int dtype) {
+    char name[200], an[200], bn[200];
+    const codi__tensor *w, *a = NULL, *b = NULL;
+    codi__merge_ctx mc;
+    float *abuf = NULL, *bbuf = NULL;   /* lora_A transposed [cols, r], scale * lora_B [rows, r] */
+    size_t esz = codi__dtype_size(dtype);
+    int r = 0, k, j;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    snprintf(an, sizeof an, "%s.lora_A", prefix);
+    snprintf(bn, sizeof bn, "%s.lora_B", prefix);
+    if (!(w = codi__need(ld, name, rows, cols))) return -1;
+    if (codi__tensors_find(&ld->in->ts, an) || codi__tensors_find(&ld->in->ts, bn)) {
+        const codi__tensor *ta = codi__tensors_find(&ld->in->ts, an);
+        if (!ta || ta->ndim != 2) { codi__err(ld->err, ld->errsz, "%s: lora_A missing or not 2-D", prefix); return -1; }
+        r = (int)ta->shape[0];
+        if (!(a = codi__need(ld, an, r, cols)) || !(b = codi__need(ld, bn, rows, r))) return -1;
+    }
+    out->rows = rows; out->cols = cols; out->dtype = dtype;
+    if (!a && w->dtype == dtype && ((uintptr_t)w->data % esz) == 0) { out->data = w->data; return 0; }
+    memset(&mc, 0, sizeof mc);
+    mc.w = w; mc.cols = cols; mc.dtype = dtype;
+    mc.unit = codi__kernel_active()->micro ? codi__kernel_active()->nr : 4;
+    if (!(mc.dst = (unsigned char *)codi__model_alloc(ld, (size_t)rows * cols * esz))) return -1;
+    mc.ba = (float *)CODI_MALLOC((size_t)CODI__MC * cols * sizeof(float));
+    mc.work_stride = codi__work_floats(CODI__MC, r);
+    mc.work = (float *)CODI_MALLOC((size_t)ld->n_threads * mc.work_stride * sizeof(float));
+    if (a) { abuf = (float *)CODI_MALLOC((size_t)r * cols * sizeof(float)); bbuf = (float *)CODI_MALLOC((size_t)rows * r * sizeof(float)); }
+    if (!mc.ba || !mc.work || (a && (!abuf || !bbuf))) {
+        CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf); codi__err(ld->err, ld->errsz, "out of memory"); return -1;
+    }
+    if (a) {
+        for (k = 0; k < r; k++)
+            for (j = 0; j < cols; j++) abuf[(size_t)j * r + k] = codi_elem_f32(a->data, a->dtype, (size_t)k * cols + j);
+        for (k = 0; k < rows * r; k++) bbuf[k] = ld->m->config.lora_scale * codi_elem_f32(b->data, b->dtype, (size_t)k);
+        mc.bs = bbuf; mc.at.dtype = CODI_F32; mc.at.rows = cols; mc.at.cols = r; mc.at.data = abuf;
+    }
+    for (mc.i0 = 0; mc.i0 < rows; mc.i0 += CODI__MC) {
+        mc.ni = rows - mc.i0 < CODI__MC ? rows - mc.i0 : CODI__MC;
+        CODI__PARALLEL(ld->pool, codi__merge_task, &mc, (cols + mc.unit - 1) / mc.unit);
+    }
+    CODI_FREE(mc.ba); CODI_FREE(mc.work); CODI_FREE(abuf); CODI_FREE(bbuf);
+    out->data = mc.dst;
+    codi__release_tensor(ld, w);
+    if (a) { codi__release_tensor(ld, a); codi__release_tensor(ld, b); }
+    return 0;
+}
+
+/* Where the config came from, for messages: the config.json read (or none) and which token
+   ids it gave (the others are Llama 3 defaults). */
+typedef struct { char path[4200]; int found, has_bos, has_eos; } codi__config_src;
+
+/* Integer member key of o into *out when present: a whole number in [lo, hi], else -1 with a
+   message naming the field and the file. */
+static int codi__config_int(const codi_json *o, const char *key, int lo, int hi, int *out, const char *path,
+                            char *err, size_t errsz) {
+    double x;
+    if (!codi_json_num(o, key, &x)) return 0;
+    if (!codi__double_to_int(x, lo, hi, out)) {
+        codi__err(err, errsz, "%s: %s %g is not a whole number in [%d, %d]", path, key, x, lo, hi); return -1;
+    }
+    return 0;
+}
+
+/* Float member key of o into *out when present: finite and > 0 (every float setting of a
+   Llama config is a positive scale, eps or frequency), else -1 with a message. */
+static int codi__config_pos_float(const codi_json *o, const char *key, float *out, const char *path, char *err, size_t errsz) {
+    double x;
+    if (!codi_json_num(o, key, &x)) return 0;
+    if (!(x > 0 && x <= FLT_MAX)) { codi__err(err, errsz, "%s: %s %g must be finite and > 0", path, key, x); return -1; }
+    *out = (float)x;
+    return 0;
+}
+
+#define CODI__MAX_DIM (1 << 20)     /* a model size beyond this is a typo or an attack */
+#define CODI__MAX_VOCAB (1 << 24)
+
+/* Reads the shape, rope and token settings of an HF config.json (text, named `path` in errors)
+   into c. 1, or -1 with a message (bad JSON or a value out of range). */
+static int codi__apply_config_text(codi_config *c, codi__config_src *src, const char *text, size_t len, const char *path,
+                                   int *tie, char *err, size_t errsz) {
+    char msg[200];
+    codi_json *j;
+    const codi_json *rs, *eos;
+    double bos;
+    int bad;
+    j = codi_json_parse_strict(text, len, msg, sizeof msg);
+    if (!j || j->type != CODI_JSON_OBJ) {
+        codi__err(err, errsz, "%s: %s", path, j ? "not a JSON object" : msg);
+        codi_json_free(j); return -1;
+    }
+    snprintf(src->path, sizeof src->path, "%s", path);
+    src->found = 1;
+    src->has_bos = codi_json_num(j, "bos_token_id", &bos);       /* null: none given */
+    bad = codi__config_int(j, "hidden_size", 1, CODI__MAX_DIM, &c->dim, path, err, errsz) ||
+          codi__config_int(j, "intermediate_size", 1, CODI__MAX_DIM, &c->ffn_dim, path, err, errsz) ||
+          codi__config_int(j, "num_hidden_layers", 1, 4096, &c->n_layers, path, err, errsz) ||
+          codi__config_int(j, "num_attention_heads", 1, CODI__MAX_DIM, &c->n_heads, path, err, errsz) ||
+          codi__config_int(j, "num_key_value_heads", 1, CODI__MAX_DIM, &c->n_kv_heads, path, err, errsz) ||
+          codi__config_int(j, "head_dim", 2, CODI__MAX_DIM, &c->head_dim, path, err, errsz) ||
+          codi__config_pos_float(j, "rms_norm_eps", &c->norm_eps, path, err, errsz) ||
+          codi__config_int(j, "bos_token_id", 0, INT_MAX, &c->bos_id, path, err, errsz) ||
+          codi__config_int(j, "max_position_embeddings", 1, INT_MAX, &c->max_positions, path, err, errsz);
+    c->rope_theta = 10000.0f;                             /* transformers' default when none is given */
+    if (!bad) bad = codi__config_pos_float(j, "rope_theta", &c->rope_theta, path, err, errsz);
+    if (!bad && (eos = codi_json_get(j, "eos_token_id")) != NULL && eos->type != CODI_JSON_NULL) {
+        const codi_json *e = eos->type == CODI_JSON_ARR ? eos->child : eos;
+        src->has_eos = 1;
+        c->n_eos = 0;
+        for (; e && !bad; e = eos->type == CODI_JSON_ARR ? e->next : NULL) {
+            if (c->n_eos == 8) { codi__err(err, errsz, "%s: eos_token_id lists more than 8 ids", path); bad = 1; }
+            else if (e->type != CODI_JSON_NUM || !codi__double_to_int(e->num, 0, INT_MAX, &c->eos_ids[c->n_eos++])) {
+                codi__err(err, errsz, "%s: eos_token_id holds a value that is not a token id", path); bad = 1;
+            }
+        }
+    }
+    if (codi_json_get(j, "tie_word_embeddings")) *tie = codi_json_get(j, "tie_word_embeddings")->type == CODI_JSON_TRUE;
+    rs = codi_json_get(j, "rope_parameters");           /* transformers 5 */
+    if (!rs || rs->type != CODI_JSON_OBJ) rs = codi_json_get(j, "rope_scaling");
+    if (!bad && rs && rs->type == CODI_JSON_OBJ) {
+        const codi_json *type = codi_json_get(rs, "rope_type");
+        if (!type) type = codi_json_get(rs, "type");
+        bad = codi__config_pos_float(rs, "rope_theta", &c->rope_theta, path, err, errsz);
+        c->rope_llama3 = 0;
+        if (!bad && type && type->type == CODI_JSON_STR && !strcmp(type->str, "llama3")) {
+            c->rope_llama3 = 1;
+            bad = codi__config_pos_float(rs, "factor", &c->rope_factor, path, err, errsz) ||
+                  codi__config_pos_float(rs, "low_freq_factor", &c->rope_low_freq_factor, path, err, errsz) ||
+                  codi__config_pos_float(rs, "high_freq_factor", &c->rope_high_freq_factor, path, err, errsz) ||
+                  codi__config_int(rs, "original_max_position_embeddings", 1, INT_MAX, &c->rope_original_max_pos, path, err, errsz);
+            if (!bad && !(c->rope_high_freq_factor > c->rope_low_freq_factor)) {
+                codi__err(err, errsz, "%s: rope_scaling high_freq_factor %g must be > low_freq_factor %g", path,
+                          (double)c->rope_high_freq_factor, (double)c->rope_low_freq_factor);
+                bad = 1;
+            }
+        } else if (!bad && type && type->type == CODI_JSON_STR && strcmp(type->str, "default") != 0) {
+            codi__err(err, errsz, "%s: rope_type '%s' is not supported (llama3 and default are)", path, type->str);
+            bad = 1;
+        }
+    } else if (!bad && rs && rs->type != CODI_JSON_NULL) {
+        codi__err(err, errsz, "%s: rope_scaling is not an object", path); bad = 1;
+    } else if (!bad) c->rope_llama3 = 0;   /* no rope_scaling (absent or null): plain RoPE, as transformers */
+    codi_json_free(j);
+    return bad ? -1 : 1;
+}
+
+/* config.json at path: 0 when absent, 1 when read, -1 with err (also when it is no regular file). */
+static int codi__apply_config_json(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
+    size_t len;
+    char *text;
+    int rc;
+    if (!codi__exists(path)) return 0;
+    if (!(text = codi_read_text(path, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", path); return -1; }
+    rc = codi__apply_config_text(c, src, text, len, path, tie, err, errsz);
+    CODI_FREE(text);
+    return rc;
+}
+
+/* The "codi_config" metadata codi_save_merged writes into a .safetensors file, applied like config.json. */
+static int codi__apply_saved_config(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
+    codi_st_file *f;
+    const char *text;
+    int rc = 0;
+    if (!codi__ends_with(path, ".safetensors") || !(f = codi_st_open(path, NULL, 0))) return 0;
+    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, src, text, strlen(text), path, tie, err, errsz);
+    codi_st_close(f);
+    return rc;
+}
+
+static int codi__is_dir(const char *path) {
+#if !defined(_WIN32)
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+#else
+    char probe[4096];
+    FILE *fp;
+    snprintf(probe, sizeof probe, "%s/.", path);
+    fp = fopen(probe, "rb");
+    if (fp) { fclose(fp); return 1; }
+    return 0;
+#endif
+}
+
+/* The one checkpoint (*.bin, *.safetensors) in directory dir into out; -1 with a message when
+   there is none or more than one. */
+static int codi__single_checkpoint(const char *dir, char *out, size_t outsz, char *err, size_t errsz) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    char first[256] = "", second[256] = "";
+    if (!d) { codi__err(err, errsz, "cannot list directory %s", dir); return -1; }
+    while ((e = readdir(d)) != NULL) {
+        if (!codi__ends_with(e->d_name, ".bin") && !codi__ends_with(e->d_name, ".safetensors")) continue;
+        if (n == 0) snprintf(first, sizeof first, "%s", e->d_name);
+        else if (n == 1) snprintf(second, sizeof second, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    if (n == 1) { snprintf(out, outsz, "%s/%s", dir, first); return 0; }
+    if (n == 0) codi__err(err, errsz, "%s: no model.safetensors, index, pytorch_model.bin or other .bin/.safetensors checkpoint", dir);
+    else codi__err(err, errsz, "%s holds %d checkpoints (%s, %s%s): give the file to load", dir, n, first, second, n > 2 ? ", ..." : "");
+    return -1;
+#else
+    (void)out; (void)outsz;
+    codi__err(err, errsz, "%s: no model.safetensors, index or pytorch_model.bin", dir);
+    return -1;
+#endif
+}
+
+/* Reads a checkpoint file or a directory: an HF directory (single or sharded safetensors,
+   pytorch_model.bin), else the one checkpoint file it holds. */
+static int codi__read_any(codi__tensors *ts, const char *path, int source, int verify_crc, char *err, size_t errsz) {
+    char p[4096];
+    if (codi__is_dir(path)) {
+        size_t len;
+        char *idx;
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+        if (codi__exists(p)) return codi__read_safetensors(ts, p, source, err, errsz);
+        snprintf(p, sizeof p, "%s/model.safetensors.index.json", path);
+        if (codi__exists(p)) {                               /* sharded: every distinct file in weight_map */
+            char msg[200], shard[4096];
+            codi_json *j;
+            const codi_json *wm, *e, *e2;
+            if (!(idx = codi_read_text(p, &len))) { codi__err(err, errsz, "cannot read %s (not a regular file?)", p); return -1; }
+            j = codi_json_parse(idx, len, msg, sizeof msg);
+            wm = codi_json_get(j, "weight_map");
+            CODI_FREE(idx);
+            if (!j) { codi__err(err, errsz, "%s: %s", p, msg); return -1; }
+            if (!wm || wm->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: no weight_map", p); codi_json_free(j); return -1; }
+            for (e = wm->child; e; e = e->next) {
+                int seen = 0;
+                if (e->type != CODI_JSON_STR || strchr(e->str, '/')) {
+                    codi__err(err, errsz, "%s: bad shard name for %s (a file in the same directory expected)", p, e->key);
+                    codi_json_free(j); return -1;
+                }
+                for (e2 = wm->child; e2 != e; e2 = e2->next) if (!strcmp(e2->str, e->str)) { seen = 1; break; }
+                if (seen) continue;
+                snprintf(shard, sizeof shard, "%s/%s", path, e->str);
+                if (codi__read_safetensors(ts, shard, source, err, errsz) != 0) { codi_json_free(j); return -1; }
+            }
+            codi_json_free(j);
+            return 0;
+        }
+        snprintf(p, sizeof p, "%s/pytorch_model.bin", path);
+        if (!codi__exists(p) && codi__single_checkpoint(path, p, sizeof p, err, errsz) != 0) return -1;
+        path = p;
+    }
+    if (codi__ends_with(path, ".safetensors")) return codi__read_safetensors(ts, path, source, err, errsz);
+    return codi__read_torch_zip(ts, path, source, verify_crc, err, errsz);
+}
+
+CODI_API codi_load_opts codi_load_opts_default(void) {
+    codi_load_opts o;
+    const char *env = getenv("CODI_COMPUTE");
+    memset(&o, 0, sizeof o);
+    o.lora_scale = 0.25f;
+    if (env && *env) o.compute = !strcmp(env, "bf16") ? CODI_COMPUTE_BF16 : !strcmp(env, "f32") ? CODI_COMPUTE_F32 : -1;   /* -1: codi_load says */
+    return o;
+}
+
+static void codi__config_defaults(codi_config *c) {   /* Llama 3.2 1B Instruct */
+    memset(c, 0, sizeof *c);
+    c->norm_eps = 1e-5f; c->ln_eps = 1e-5f;
+    c->rope_theta = 500000.0f; c->rope_llama3 = 1;
+    c->rope_factor = 32.0f; c->rope_low_freq_factor = 1.0f; c->rope_high_freq_factor = 4.0f;
+    c->rope_original_max_pos = 8192;
+    c->bos_id = 128000;
+    c->eos_ids[0] = 128001; c->eos_ids[1] = 128008; c->eos_ids[2] = 128009; c->n_eos = 3;
+}
+
+static int codi__count_layers(const codi__tensors *ts) {
+    int n = 0;
+    char name[96];
+    for (;;) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj.weight", n);
+        if (!codi__tensors_find(ts, name)) return n;
+        n++;
+    }
+}
+
+/* The special-token ids against the vocabulary: ids a config.json or the options gave must lie
+   inside it; the Llama 3 defaults that do not are dropped (bos -1, such eos ids removed), and
+   codi_prompt_check says so when a prompt needs them. */
+static int codi__check_token_ids(codi_config *c, const codi__config_src *src, const codi_load_opts *o, char *err, size_t errsz) {
+    int i, k = 0;
+    if (c->bos_id >= c->vocab) {
+        if (src->has_bos) {
+            codi__err(err, errsz, "%s: bos_token_id %d is outside the vocabulary (%d ids)", src->path, c->bos_id, c->vocab); return -1;
+        }
+        c->bos_id = -1;
+    }
+    for (i = 0; i < c->n_eos; i++) {
+        if (c->eos_ids[i] < c->vocab) c->eos_ids[k++] = c->eos_ids[i];
+        else if (src->has_eos) {
+            codi__err(err, errsz, "%s: eos_token_id %d is outside the vocabulary (%d ids)", src->path, c->eos_ids[i], c->vocab); return -1;
+        }
+    }
+    c->n_eos = k;
+    if (c->eot_id >= c->vocab) {
+        if (c->prj_dim || o->base_vocab > 0) {
+            codi__err(err, errsz, "embedding has %d rows; the CODI tokens pad/bot/eot need ids %d..%d%s", c->vocab, c->pad_id, c->eot_id,
+                      o->base_vocab > 0 ? " (opts.base_vocab)" : "");
+            return -1;
+        }
+        c->pad_id = c->bot_id = c->eot_id = -1;      /* a plain Llama: no CODI tokens */
+    }
+    return 0;
+}
+
+static int codi__build(codi__loader *ld, const codi_load_opts *o, int tie, const codi__config_src *src) {
+    codi_model *m = ld->m;
+    codi_config *c = &m->config;
+    codi__tensors *ts = &ld->in->ts;
+    const codi__tensor *emb = codi__tensors_find(ts, "model.embed_tokens.weight"), *q, *k, *g, *lm, *p1;
+    int dtype = o->exact ? CODI_F32 : CODI_BF16, l, base_vocab, cfg_heads = c->n_heads, cfg_kv = c->n_kv_heads;
+    char pre[128];
+    if (!emb || emb->ndim != 2) { codi__err(ld->err, ld->errsz, "missing tensor model.embed_tokens.weight (2-D)"); return -1; }
+    if (emb->shape[0] > CODI__MAX_VOCAB || emb->shape[1] > CODI__MAX_DIM) {
+        codi__err(ld->err, ld->errsz, "embed_tokens is [%lld, %lld]; at most [%d, %d] is supported",
+                  (long long)emb->shape[0], (long long)emb->shape[1], CODI__MAX_VOCAB, CODI__MAX_DIM);
+        return -1;
+    }
+    c->vocab = (int)emb->shape[0];
+    if (c->dim && c->dim != emb->shape[1]) {
+        codi__err(ld->err, ld->errsz, "%s: hidden_size %d but embed_tokens has %lld columns", src->path, c->dim, (long long)emb->shape[1]); return -1;
+    }
+    c->dim = (int)emb->shape[1];
+    l = codi__count_layers(ts);
+    if (c->n_layers && c->n_layers != l) { codi__err(ld->err, ld->errsz, "%s: num_hidden_layers %d, the checkpoint has %d", src->path, c->n_layers, l); return -1; }
+    c->n_layers = l;
+    if (l == 0 || c->dim <= 0 || c->vocab <= 0) { codi__err(ld->err, ld->errsz, "no transformer layers found"); return -1; }
+    q = codi__tensors_find(ts, "model.layers.0.self_attn.q_proj.weight");
+    k = codi__tensors_find(ts, "model.layers.0.self_attn.k_proj.weight");
+    g = codi__tensors_find(ts, "model.layers.0.mlp.gate_proj.weight");
+    if (!k || !g || q->ndim != 2 || k->ndim != 2 || g->ndim != 2) { codi__err(ld->err, ld->errsz, "layer 0 lacks 2-D k_proj/gate_proj weights"); return -1; }
+    if (q->shape[0] > CODI__MAX_DIM || k->shape[0] > CODI__MAX_DIM || g->shape[0] > CODI__MAX_DIM) {
+        codi__err(ld->err, ld->errsz, "layer 0: q_proj, k_proj or gate_proj has more than %d rows", CODI__MAX_DIM); return -1;
+    }
+    if (o->head_dim > 0) c->head_dim = o->head_dim;
+    if (!c->head_dim && c->n_heads && c->dim % c->n_heads) {
+        codi__err(ld->err, ld->errsz, "%s: num_attention_heads %d does not divide hidden_size %d", src->path, c->n_heads, c->dim); return -1;
+    }
+    if (!c->head_dim) c->head_dim = c->n_heads ? c->dim / c->n_heads : 64;
+    if (c->head_dim <= 0 || q->shape[0] % c->head_dim || k->shape[0] % c->head_dim || k->shape[0] == 0) {
+        codi__err(ld->err, ld->errsz, "q_proj rows %lld / k_proj rows %lld are not multiples of head_dim %d",
+                  (long long)q->shape[0], (long long)k->shape[0], c->head_dim);
+        return -1;
+    }
+    if ((cfg_heads && (int64_t)cfg_heads * c->head_dim != q->shape[0]) || (cfg_kv && (int64_t)cfg_kv * c->head_dim != k->shape[0])) {
+        codi__err(ld->err, ld->errsz, "%s: %d heads and %d kv heads of head_dim %d%s do not match q_proj rows %lld and k_proj rows %lld",
+                  src->path, cfg_heads, cfg_kv, c->head_dim, o->head_dim > 0 ? " (opts.head_dim)" : "",
+                  (long long)q->shape[0], (long long)k->shape[0]);
+        return -1;
+    }
+    c->n_heads = (int)(q->shape[0] / c->head_dim);
+    c->n_kv_heads = (int)(k->shape[0] / c->head_dim);
+    if (c->n_heads % c->n_kv_heads || c->head_dim % 2) { codi__err(ld->err, ld->errsz, "heads %d not a multiple of kv heads %d (or odd head_dim)", c->n_heads, c->n_kv_heads); return -1; }
+    if (c->ffn_dim && c->ffn_dim != g->shape[0]) {
+        codi__err(ld->err, ld->errsz, "%s: intermediate_size %d but gate_proj has %lld rows", src->path, c->ffn_dim, (long long)g->shape[0]); return -1;
+    }
+    c->ffn_dim = (int)g->shape[0];
+    if (!(o->lora_scale >= -FLT_MAX && o->lora_scale <= FLT_MAX)) {
+        codi__err(ld->err, ld->errsz, "lora_scale %g is not finite", (double)o->lora_scale); return -1;
+    }
+    c->lora_scale = o->lora_scale;
+    p1 = codi__tensors_find(ts, "prj.1.weight");
+    if (p1 && p1->ndim == 2 && p1->shape[0] > CODI__MAX_DIM) { codi__err(ld->err, ld->errsz, "prj.1.weight has more than %d rows", CODI__MAX_DIM); return -1; }
+    c->prj_dim = p1 && p1->ndim == 2 ? (int)p1->shape[0] : 0;
+    base_vocab = o->base_vocab > 0 ? o->base_vocab : c->prj_dim ? c->vocab - 3 : c->vocab;
+    c->pad_id = base_vocab; c->bot_id = base_vocab + 1; c->eot_id = base_vocab + 2;
+    if (codi__check_token_ids(c, src, o, ld->err, ld->errsz)) return -1;
+
+    if (codi__load_matrix(ld, &m->w.embed, "model.embed_tokens", c->vocab, c->dim, dtype)) return -1;
+    m->w.layers = (codi_layer *)codi__model_alloc(ld, (size_t)l * sizeof(codi_layer));
+    if (!m->w.layers) return -1;
+    for (l = 0; l < c->n_layers; l++) {
+        codi_layer *ly = &m->w.layers[l];
+        int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+#define CODI__MAT(field, nm, r, cc) \
+        snprintf(pre, sizeof pre, "model.layers.%d.%s", l, nm); \
+        if (codi__load_matrix(ld, &ly->field, pre, r, cc, dtype)) return -1;
+        CODI__MAT(wq, "self_attn.q_proj", qd, c->dim)
+        CODI__MAT(wk, "self_attn.k_proj", kvd, c->dim)
+        CODI__MAT(wv, "self_attn.v_proj", kvd, c->dim)
+        CODI__MAT(wo, "self_attn.o_proj", c->dim, qd)
+        CODI__MAT(gate, "mlp.gate_proj", c->ffn_dim, c->dim)
+        CODI__MAT(up, "mlp.up_proj", c->ffn_dim, c->dim)
+        CODI__MAT(down, "mlp.down_proj", c->dim, c->ffn_dim)
+#undef CODI__MAT
+        snprintf(pre, sizeof pre, "model.layers.%d.input_layernorm.weight", l);
+        if (!(ly->attn_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+        snprintf(pre, sizeof pre, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (!(ly->mlp_norm = codi__load_vector(ld, pre, c->dim))) return -1;
+    }
+    if (!(m->w.final_norm = codi__load_vector(ld, "model.norm.weight", c->dim))) return -1;
+    lm = codi__tensors_find(ts, "lm_head.weight");
+    if (lm && lm->data != emb->data) {
+        if (codi__load_matrix(ld, &m->w.lm_head, "lm_head", c->vocab, c->dim, dtype)) return -1;
+    } else if (!lm && !tie) {
+        codi__err(ld->err, ld->errsz, "missing tensor lm_head.weight (config says embeddings are not tied)"); return -1;
+    } else m->w.lm_head = m->w.embed;
+    if (c->prj_dim) {
+        if (codi__load_matrix(ld, &m->w.prj1, "prj.1", c->prj_dim, c->dim, CODI_F32) ||
+            codi__load_matrix(ld, &m->w.prj3, "prj.3", c->dim, c->prj_dim, CODI_F32) ||
+            !(m->w.prj1_b = codi__load_vector(ld, "prj.1.bias", c->prj_dim)) ||
+            !(m->w.prj3_b = codi__load_vector(ld, "prj.3.bias", c->dim)) ||
+            !(m->w.prj_ln_w = codi__load_vector(ld, "prj.ln.weight", c->dim)) ||
+            !(m->w.prj_ln_b = codi__load_vector(ld, "prj.ln.bias", c->dim))) return -1;
+    }
+    return 0;
+}
+
+CODI_API void codi_model_free(codi_model *m) {
+    codi__model_internal *in;
+    int i;
+    if (!m) return;
+    in = (codi__model_internal *)m->internal;
+    if (in) {
+        for (i = 0; i < in->nbufs; i++) CODI_FREE(in->bufs[i]);
+        CODI_FREE(in->bufs);
+        codi__tensors_free(&in->ts);
+        CODI_FREE(in);
+    }
+    CODI_FREE(m->tensors);
+    CODI_FREE(m);
+}
+
+static void codi__dirname(const char *path, char *out, size_t outsz) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(out, outsz, ".");
+    else snprintf(out, outsz, "%.*s", (int)(slash - path), path);
+}
+
+CODI_API codi_model *codi_load(const char *path, const codi_load_opts *opts, char *err, size_t errsz) {
+    codi_load_opts o = opts ? *opts : codi_load_opts_default();
+    codi_model *m = (codi_model *)CODI_MALLOC(sizeof *m);
+    codi__model_internal *in = (codi__model_internal *)CODI_MALLOC(sizeof *in);
+    codi__loader ld;
+    char cfg[4200], dir[4000];
+    codi__config_src src;
+    int tie = 1, rc, i;
+    if (err && errsz) err[0] = 0;
+    (void)codi__kernel_active();      /* the kernel path chosen here, before any thread of a run can read it */
+    if (!m || !in) { CODI_FREE(m); CODI_FREE(in); codi__err(err, errsz, "out of memory"); return NULL; }
+    if (o.compute != CODI_COMPUTE_F32 && o.compute != CODI_COMPUTE_BF16) {
+        codi__err(err, errsz, "compute mode %d is neither f32 nor bf16 (CODI_COMPUTE=f32|bf16 in the environment, or "
+                  "codi_load_opts.compute)", o.compute);
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
+    if (o.compute == CODI_COMPUTE_BF16 && o.exact) {
+        codi__err(err, errsz, "bf16 compute multiplies bf16 weights; exact (f32) weights would run in f32 unchanged: drop one of them");
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
+    if (o.compute == CODI_COMPUTE_BF16 && !codi__compute_bf16_runs()) {
+        codi__err(err, errsz, "bf16 compute needs a CPU with AVX512-BF16 (vdpbf16ps: AMD Zen 4, Intel Cooper Lake, Sapphire "
+                  "Rapids or later) and an x86-64 GCC/clang build; this one has none");
+        CODI_FREE(m); CODI_FREE(in); return NULL;
+    }
+    memset(m, 0, sizeof *m); memset(in, 0, sizeof *in);
+    m->internal = in; m->exact = o.exact; m->compute = o.compute;
+    ld.m = m; ld.in = in; ld.err = err; ld.errsz = errsz; ld.pool = NULL; ld.n_threads = 1;
+#ifdef CODI_THREADS
+    if (o.n_threads > 1 && (ld.pool = codi__pool_new(o.n_threads)) != NULL) ld.n_threads = o.n_threads;
+#endif
+    codi__config_defaults(&m->config);
+    memset(&src, 0, sizeof src);
+    snprintf(src.path, sizeof src.path, "(no config.json)");
+    if (o.base && codi__read_any(&in->ts, o.base, 1, !o.skip_crc, err, errsz) != 0) goto fail;
+    if (codi__read_any(&in->ts, path, 0, !o.skip_crc, err, errsz) != 0) goto fail;
+    /* config.json: beside the checkpoint (or inside the directory), else in the base */
+    if (codi__is_dir(path)) snprintf(dir, sizeof dir, "%s", path); else codi__dirname(path, dir, sizeof dir);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
+    if (rc == 0 && o.base) {
+        snprintf(cfg, sizeof cfg, "%s/config.json", o.base);
+        rc = codi__apply_config_json(&m->config, &src, cfg, &tie, err, errsz);
+    }
+    if (rc >= 0 && codi__apply_saved_config(&m->config, &src, path, &tie, err, errsz) < 0) rc = -1;
+    if (rc < 0 || codi__build(&ld, &o, tie, &src) != 0) goto fail;
+    m->tensors = (codi_tensor_info *)CODI_MALLOC((size_t)(in->ts.n ? in->ts.n : 1) * sizeof *m->tensors);
+    if (!m->tensors) { codi__err(err, errsz, "out of memory"); goto fail; }
+    for (i = 0; i < in->ts.n; i++) {
+        codi_tensor_info *ti = &m->tensors[i];
+        const codi__tensor *t = &in->ts.t[i];
+        snprintf(ti->name, sizeof ti->name, "%s", t->name);
+        ti->source = t->source; ti->dtype = t->dtype; ti->ndim = t->ndim;
+        memcpy(ti->shape, t->shape, sizeof ti->shape);
+    }
+    m->n_tensors = in->ts.n;
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
+    return m;
+fail:
+#ifdef CODI_THREADS
+    codi__pool_free(ld.pool);
+#endif
+    codi_model_free(m);
+    return NULL;
+}
+
+/* ======== APPENDIX B. FAST PATHS: the thread pool, the SIMD kernels, the batched runner ========= */
+
+/* >>threads: the one place with parallelism. fn(ctx, tid, start, end) runs over [0, total)
+   split into one slice per thread; without CODI_THREADS it runs inline as one slice. */
+
+
+#ifdef CODI_THREADS
+/* A fixed pool: run(fn) bumps a generation counter; every worker and the caller each do their
+   fixed slice, and the caller waits until `pending` reaches 0. Waiting spins on the counter for
+   a short while (a token makes ~100 calls 20-500 us apart), then sleeps on a condition variable.
+   Atomics are GCC/clang builtins; other compilers always sleep. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CODI__LOAD(x) __atomic_load_n(&(x), __ATOMIC_ACQUIRE)
+#define CODI__STORE(x, v) __atomic_store_n(&(x), v, __ATOMIC_RELEASE)
+#define CODI__DEC(x) __atomic_sub_fetch(&(x), 1, __ATOMIC_ACQ_REL)
+#define CODI__SPINS 4000
+#if defined(__x86_64__) || defined(__i386__)
+#define CODI__PAUSE() __builtin_ia32_pause()
+#else
+#define CODI__PAUSE() ((void)0)
+#endif
+#else
+#define CODI__LOAD(x) (x)
+#define CODI__STORE(x, v) ((x) = (v))
+#define CODI__DEC(x) (--(x))
+#define CODI__SPINS 0
+#define CODI__PAUSE() ((void)0)
+#endif
+struct codi__pool {
+    pthread_t *threads; int n;          /* n - 1 workers; the caller is thread 0 */
+    pthread_mutex_t mu; pthread_cond_t go, done;
+    codi__task_fn fn; void *ctx; int total;
+    unsigned long generation; int pending, quit;
+};
+typedef struct { codi__pool *p; int tid; } codi__worker_arg;
+static void codi__pool_slice(codi__pool *p, int tid) {
+    int per = (p->total + p->n - 1) / p->n, s = tid * per, e = s + per;
+    if (e > p->total) e = p->total;
+    if (s < e) p->fn(p->ctx, tid, s, e);
+}
+static void *codi__worker(void *arg) {
+    codi__worker_arg *wa = (codi__worker_arg *)arg;
+    codi__pool *p = wa->p;
+    int tid = wa->tid, spin;
+    unsigned long seen = 0;
+    CODI_FREE(wa);
+    for (;;) {
+        for (spin = 0; spin < CODI__SPINS && CODI__LOAD(p->generation) == seen; spin++) CODI__PAUSE();
+        if (CODI__LOAD(p->generation) == seen) {
+            pthread_mutex_lock(&p->mu);
+            while (CODI__LOAD(p->generation) == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (CODI__LOAD(p->quit)) return NULL;
+        seen = CODI__LOAD(p->generation);
+        codi__pool_slice(p, tid);
+        if (CODI__DEC(p->pending) == 0) {      /* the last one wakes the caller if it sleeps */
+            pthread_mutex_lock(&p->mu); pthread_cond_signal(&p->done); pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+static codi__pool *codi__pool_new(int n) {
+    codi__pool *p = (codi__pool *)CODI_MALLOC(sizeof *p);
+    int i;
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    if (!(p->threads = (pthread_t *)CODI_MALLOC(sizeof(pthread_t) * (size_t)n))) { CODI_FREE(p); return NULL; }
+    pthread_mutex_init(&p->mu, NULL); pthread_cond_init(&p->go, NULL); pthread_cond_init(&p->done, NULL);
+    p->n = 1;
+    for (i = 1; i < n; i++) {               /* the pool is as large as the threads that started */
+        codi__worker_arg *wa = (codi__worker_arg *)CODI_MALLOC(sizeof *wa);
+        if (!wa) break;
+        wa->p = p; wa->tid = i;
+        if (pthread_create(&p->threads[i], NULL, codi__worker, wa) != 0) { CODI_FREE(wa); break; }
+        p->n++;
+    }
+    return p;
+}
+static void codi__pool_run(codi__pool *p, codi__task_fn fn, void *ctx, int total) {
+    int spin;
+    p->fn = fn; p->ctx = ctx; p->total = total;
+    CODI__STORE(p->pending, p->n - 1);
+    pthread_mutex_lock(&p->mu);             /* a worker checks the counter under mu before it sleeps */
+    CODI__STORE(p->generation, p->generation + 1);
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    codi__pool_slice(p, 0);
+    for (spin = 0; spin < CODI__SPINS && CODI__LOAD(p->pending) > 0; spin++) CODI__PAUSE();
+    if (CODI__LOAD(p->pending) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (CODI__LOAD(p->pending) > 0) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+static void codi__pool_free(codi__pool *p) {
+    int i;
+    if (!p) return;
+    pthread_mutex_lock(&p->mu); CODI__STORE(p->quit, 1); CODI__STORE(p->generation, p->generation + 1);
+    pthread_cond_broadcast(&p->go); pthread_mutex_unlock(&p->mu);
+    for (i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->mu); pthread_cond_destroy(&p->go); pthread_cond_destroy(&p->done);
+    CODI_FREE(p->threads); CODI_FREE(p);
+}
+#else
+#endif
+
+/* >>simd: the same products vectorised per instruction set, one path chosen at run time ------
+   A path is a GEMV (decode: out[r] = x . W[r,:], bf16 widened inside the dot, one row at a time
+   up to GEMV_ROW_MAX columns),
+   a multi-position GEMV (2..63 positions: batched decode, short chunks; a register tile of
+   weight rows x positions, codi__gemvn_blocks) and a GEMM micro-kernel (prefill: an MR x NR tile of out[i, r] from packed panels). The
+   x86 paths are compiled with function-level target attributes and chosen by CPUID, so a plain
+   `cc -O2` build runs them where the CPU has them; other compilers get the scalar path.
+   CODI_NO_SIMD (or its old name CODI_SCALAR) builds the scalar path only; CODI_KERNEL=name in the
+   environment picks one. The amx
+   path adds `tiles`, which takes every product of AMX_MIN+ positions with bf16 weights. */
+
+/* By shape: decode is a GEMV that widens bf16 inside the dot, one row at a time (4 past 4096
+   columns); 2..63 positions (batched decode, short chunks) the same with a register tile of 3
+   weight rows x 8 (avx512) or 4 (avx2) positions; 64+ a packed-panel GEMM over up to 512 positions
+   per pass, and prefill attention as GEMMs per kv head; decode attention (every batched step) one
+   call per row and kv head: scores in blocks of positions, softmax, weighted values (the same bits
+   as a dot and an axpy per position). amx (Sapphire Rapids and later, Linux, bf16 weights) runs
+   every product of 9+ positions on the AMX tiles; it and the opt-in avx512bf16 multiply x split
+   into two bf16 parts, hi + lo (x to 2^-16), so both stay within the f32 path's tolerances (~5e-5
+   logit difference on the tiny golden). With CODI_THREADS the pool's workers spin briefly, then
+   sleep. Opt-in bf16 compute (codi_load_opts.compute = CODI_COMPUTE_BF16, or CODI_COMPUTE=bf16 in
+   the environment; CPUs with AVX512-BF16): every product of the forward pass with bf16 weights
+   takes its activations rounded to bf16 and multiplies with vdpbf16ps (f32 sums), as llama.cpp's
+   BF16 and Hugging Face's bfloat16 matmuls do: prefill and batched steps ~1.6x faster on Zen 4
+   (vdpbf16ps: twice the FMA peak), at the price of 8 significant bits in every product's input
+   (drift: README, Speed). Never the default; norms, attention, the residual stream, prj and the
+   lenses stay f32; batched and single-stream runs then agree to bf16 rounding, not bit for bit. */
+
+#if !defined(CODI_NO_SIMD) && (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define CODI__X86 1
+#include <immintrin.h>
+#define CODI__AVX2 __attribute__((target("avx2,fma")))
+#define CODI__AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
+#define CODI__AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#define CODI__INLINE __attribute__((always_inline)) inline   /* inside a kernel's loop: no call per use */
+#if defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11    /* compilers with the AMX intrinsics */
+#define CODI__AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16,avx2,fma")))
+#endif
+#endif
+#if !defined(CODI_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
+#define CODI__NEON 1
+#include <arm_neon.h>
+#endif
+
+
+
+#if defined(CODI__X86) || defined(CODI__NEON)
+/* Four row pointers starting at row r of w (the last row repeated past r1). */
+static void codi__rows4(const void *p[4], const codi_matrix *w, int r, int r1) {
+    int k;
+    for (k = 0; k < 4; k++)
+        p[k] = (const char *)w->data + (size_t)(r + k < r1 ? r + k : r1 - 1) * w->cols * codi__dtype_size(w->dtype);
+}
+#endif
+
+/* Activations x [n, K] (row stride ldx), columns k0..k0+kb, as strips of mr positions:
+   a [strips][kb][mr], zero past position n. */
+static void codi__pack_a(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i, k;
+    for (s = 0; s * mr < n; s++, a += (size_t)kb * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            if (s * mr + i < n) for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = xi[k];
+            else for (k = 0; k < kb; k++) a[(size_t)k * mr + i] = 0;
+        }
+}
+
+/* Two bf16 as one 32-bit lane, the first in the low half (the order vdpbf16ps pairs them). */
+static uint32_t codi__bf16_pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; }
+
+/* x as two bf16 parts: hi = bf16(x), lo = bf16(x - hi) (together x to ~16 significant bits). */
+static uint16_t codi__bf16_lo(float x) { return codi__f32_to_bf16(x - codi__bf16_to_f32(codi__f32_to_bf16(x))); }
+
+/* As codi__pack_a, as bf16 pairs split into hi and lo parts: a [strips][ceil(kb/2)][hi, lo][mr];
+   parts 1: the hi parts alone (x rounded to bf16), a [strips][ceil(kb/2)][mr]. */
+static void codi__pack_a_bf16(uint32_t *a, const float *x, size_t ldx, int n, int k0, int kb, int mr, int parts) {
+    int s, i, k, kp = (kb + 1) / 2;
+    for (s = 0; s * mr < n; s++, a += (size_t)kp * parts * mr)
+        for (i = 0; i < mr; i++) {
+            const float *xi = x + (size_t)(s * mr + i) * ldx + k0;
+            for (k = 0; k < kp; k++) {
+                int in = s * mr + i < n, two = in && 2 * k + 1 < kb;
+                a[(size_t)k * parts * mr + i] = !in ? 0 : codi__bf16_pair(codi__f32_to_bf16(xi[2 * k]), two ? codi__f32_to_bf16(xi[2 * k + 1]) : 0);
+                if (parts == 2)
+                    a[(size_t)k * 2 * mr + mr + i] = !in ? 0 : codi__bf16_pair(codi__bf16_lo(xi[2 * k]), two ? codi__bf16_lo(xi[2 * k + 1]) : 0);
+            }
+        }
+}
+
+/* Weight rows r0..r0+nrows, columns k0..k0+kb, as b [kb][nr] in f32 (bf16 widened here, once
+   per panel), zero past nrows. */
+static void codi__pack_b(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k;
+    for (j = 0; j < nr; j++) {
+        if (j >= nrows) { for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = 0; continue; }
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = codi__bf16_to_f32(row[k]);
+        } else {
+            const float *row = (const float *)w->data + (size_t)(r0 + j) * w->cols + k0;
+            for (k = 0; k < kb; k++) b[(size_t)k * nr + j] = row[k];
+        }
+    }
+}
+
+/* bf16 weight rows as pairs: b [ceil(kb/2)][nr]. */
+static void codi__pack_b_bf16(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k, kp = (kb + 1) / 2;
+    for (j = 0; j < nr; j++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r0 + j) * w->cols + k0;
+        for (k = 0; k < kp; k++)
+            b[(size_t)k * nr + j] = j >= nrows ? 0 : codi__bf16_pair(row[2 * k], 2 * k + 1 < kb ? row[2 * k + 1] : 0);
+    }
+}
+
+#ifdef CODI__X86
+/* The multi-position GEMV (2..GEMM_MIN-1 positions: batched decode, short chunks), shared by the
+   x86 paths. A tile is R weight rows x P positions held in registers: each weight vector is
+   widened once and multiplied into P positions, each x vector loaded once for R rows. The
+   activations are first copied into work, 64-byte aligned, with a row stride that is not a
+   multiple of 4 KiB (rows 8 KiB apart fall into the same L1 sets; unaligned rows split every
+   load over two lines: both cost ~30%); work (codi__work_floats) holds all K columns of every
+   position (blocks of columns measured 10-25% slower). While a row group's first position group
+   runs, the next row group's rows are prefetched. */
+#define CODI__GEMVN_R 3
+/* out[b * ldo + a] = x_b . W[row a] over kb columns, for rows w[a] (a < nrows; 3 pointers) and
+   positions x + b * ldx (b < np; the tile's P at most); pf: the rows to prefetch, or NULL. */
+typedef void (*codi__tile_fn)(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                              int dtype, int kb, const void *const *pf);
+
+static void codi__gemvn_blocks(codi__tile_fn tile, int P, float *out, size_t ldo, const float *x, int n,
+                               const codi_matrix *w, int r0, int r1, float *work) {
+    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype), ldx = K + 16;
+    float *xs = (float *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] staged x */
+    int r, i0, a, i;
+    for (i = 0; i < n; i++) memcpy(xs + (size_t)i * ldx, x + (size_t)i * K, K * sizeof(float));
+    for (r = r0; r < r1; r += CODI__GEMVN_R) {
+        const void *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
+        for (a = 0; a < CODI__GEMVN_R; a++) {
+            size_t ra = (size_t)(r + a < r1 ? r + a : r1 - 1), rn = (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1);
+            rows[a] = (const char *)w->data + ra * K * es;
+            next[a] = (const char *)w->data + rn * K * es;
+        }
+        for (i0 = 0; i0 < n; i0 += P)
+            tile(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < P ? n - i0 : P, rows,
+                 r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, w->dtype, (int)K, i0 == 0 ? next : NULL);
+    }
+}
+CODI__AVX2 static float codi__hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+/* 8 bf16 at p widened to f32 (a bf16 is the top half of an f32) */
+CODI__AVX2 static __m256 codi__bf16x8_avx2(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)), 16));
+}
+/* a . b over the first n - n % 8 columns, before the horizontal sum (four accumulators). */
+CODI__AVX2 static CODI__INLINE __m256 codi__dotv_avx2(const float *a, const float *b, int n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+}
+CODI__AVX2 static float codi__dot_avx2(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx2(codi__dotv_avx2(a, b, n));
+    int i;
+    for (i = n - n % 8; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 16 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX2 static void codi__gemv4_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        __m256 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        for (k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        j = 0;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
+            for (; j + 16 <= K; j += 16) {
+                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+                acc[0] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(codi__bf16x8_avx2(w0 + j + 8), x1, acc[1]);
+                acc[2] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(codi__bf16x8_avx2(w1 + j + 8), x1, acc[3]);
+                acc[4] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(codi__bf16x8_avx2(w2 + j + 8), x1, acc[5]);
+                acc[6] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(codi__bf16x8_avx2(w3 + j + 8), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            }
+        } else {
+            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
+            for (; j + 16 <= K; j += 16) {
+                __m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + j + 8), x1, acc[1]);
+                acc[2] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + j + 8), x1, acc[3]);
+                acc[4] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + j + 8), x1, acc[5]);
+                acc[6] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + j + 8), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx2(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
+            }
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* Rows up to GEMV_ROW_MAX columns one at a time, 32 columns (64 bytes of bf16) per step, four
+   accumulators: each thread's rows are then one sequential stream, which the hardware prefetcher
+   follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048 columns;
+   tools/bench_gemv.c); x stays in L1. */
+CODI__AVX2 static void codi__gemv_avx2(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx2(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+            for (j = 0; j + 32 <= K; j += 32) {
+                a0 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j), _mm256_loadu_ps(x + j), a0);
+                a1 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 8), _mm256_loadu_ps(x + j + 8), a1);
+                a2 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 16), _mm256_loadu_ps(x + j + 16), a2);
+                a3 = _mm256_fmadd_ps(codi__bf16x8_avx2(p + j + 24), _mm256_loadu_ps(x + j + 24), a3);
+            }
+            s = codi__hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
+        } else s = codi__dot_avx2(x, (const float *)w->data + (size_t)r * K, K);
+        out[r - r0] = s;
+    }
+}
+/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 4 positions, 12 accumulators;
+   per 8 columns 3 widenings (2 instructions each) feed 12 FMAs. */
+CODI__AVX2 static void codi__tile_avx2(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                                       int dtype, int kb, const void *const *pf) {
+    const float *xp[4];
+    __m256 c[12], w0, w1, w2, xv;
+    int j = 0, a, b;
+    for (b = 0; b < 4; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 12; a++) c[a] = _mm256_setzero_ps();
+#define CODI__FMA3(b) do { xv = _mm256_loadu_ps(xp[b] + j); c[b] = _mm256_fmadd_ps(w0, xv, c[b]); \
+        c[4 + b] = _mm256_fmadd_ps(w1, xv, c[4 + b]); c[8 + b] = _mm256_fmadd_ps(w2, xv, c[8 + b]); } while (0)
+#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); } while (0)
+#define CODI__BF16(row) codi__bf16x8_avx2((const uint16_t *)(row) + j)
+#define CODI__F32(row) _mm256_loadu_ps((const float *)(row) + j)
+#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
+    if (dtype == CODI_BF16)
+        for (; j + 8 <= kb; j += 8) { if (j % 32 == 0) CODI__PF(2 * j); CODI__STEP(CODI__BF16); }
+    else
+        for (; j + 8 <= kb; j += 8) { if (j % 16 == 0) CODI__PF(4 * j); CODI__STEP(CODI__F32); }
+#undef CODI__PF
+#undef CODI__F32
+#undef CODI__BF16
+#undef CODI__STEP
+#undef CODI__FMA3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx2(c[4 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
+            out[(size_t)b * ldo + a] = s;
+        }
+}
+CODI__AVX2 static void codi__gemvn_avx2(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    codi__gemvn_blocks(codi__tile_avx2, 4, out, ldo, x, n, w, r0, r1, work);
+}
+/* 6 positions x 16 rows: 12 accumulators; a [kb][6], b [kb][16] */
+CODI__AVX2 static void codi__micro_avx2(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    int k;
+    for (k = 0; add && k < 6; k++) { _mm_prefetch((const char *)(c + (size_t)k * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)k * ldc + 15), _MM_HINT_T0); }
+    for (k = 0; k < kb; k++, a += 6, b += 16) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), t;
+        t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm256_add_ps(lo, _mm256_loadu_ps(cr)); hi = _mm256_add_ps(hi, _mm256_loadu_ps(cr + 8)); } \
+        _mm256_storeu_ps(cr, lo); _mm256_storeu_ps(cr + 8, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21);
+    CODI__ST(3, c30, c31); CODI__ST(4, c40, c41); CODI__ST(5, c50, c51);
+#undef CODI__ST
+}
+
+/* r[t] = row t of an 8 x 8 block of 32-bit lanes -> r[t] = column t. */
+CODI__AVX2 static inline void codi__transpose8_avx2(__m256 r[8]) {
+    __m256 u[8];
+    int t;
+    for (t = 0; t < 8; t += 2) { u[t] = _mm256_unpacklo_ps(r[t], r[t + 1]); u[t + 1] = _mm256_unpackhi_ps(r[t], r[t + 1]); }
+    r[0] = _mm256_shuffle_ps(u[0], u[2], 0x44); r[1] = _mm256_shuffle_ps(u[0], u[2], 0xee);
+    r[2] = _mm256_shuffle_ps(u[1], u[3], 0x44); r[3] = _mm256_shuffle_ps(u[1], u[3], 0xee);
+    r[4] = _mm256_shuffle_ps(u[4], u[6], 0x44); r[5] = _mm256_shuffle_ps(u[4], u[6], 0xee);
+    r[6] = _mm256_shuffle_ps(u[5], u[7], 0x44); r[7] = _mm256_shuffle_ps(u[5], u[7], 0xee);
+    for (t = 0; t < 4; t++) { u[t] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x20); u[t + 4] = _mm256_permute2f128_ps(r[t], r[t + 4], 0x31); }
+    for (t = 0; t < 8; t++) r[t] = u[t];
+}
+/* As codi__pack_b, 8 rows at a time, transposed in registers. bf16: 16 columns per step, each
+   row's read as 8 pairs (32-bit lanes) and the pairs transposed, then split into two f32 each
+   (low half: shift left 16, high half: mask): the widening costs no shuffles. f32: 8 columns per
+   step. */
+CODI__AVX2 static void codi__pack_b_avx2(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    size_t K = (size_t)w->cols, es = codi__dtype_size(w->dtype);
+    int j, k, t, step = w->dtype == CODI_BF16 ? 16 : 8;
+    if (nrows < nr || nr % 8) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 8) {
+        for (k = 0; k + step <= kb; k += step) {
+            __m256 r[8];
+            for (t = 0; t < 8; t++)
+                r[t] = _mm256_loadu_ps((const float *)(const void *)((const char *)w->data + ((size_t)(r0 + j + t) * K + k0 + k) * es));
+            codi__transpose8_avx2(r);
+            if (step == 8) { for (t = 0; t < 8; t++) _mm256_storeu_ps(b + (size_t)(k + t) * nr + j, r[t]); continue; }
+            for (t = 0; t < 8; t++) {                                       /* r[t]: columns k + 2t, k + 2t + 1 */
+                __m256i v = _mm256_castps_si256(r[t]);
+                _mm256_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
+                _mm256_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u))));
+            }
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 8; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(w->data, w->dtype, (size_t)(r0 + j + t) * K + k0 + k);
+    }
+}
+/* codi__pack_a by 8 x 8 blocks transposed in registers (a strip's rows in groups of up to 8). */
+CODI__AVX2 static void codi__pack_a_avx2(float *a, const float *x, size_t ldx, int n, int k0, int kb, int mr) {
+    int s, i0, k, t;
+    for (s = 0; s * mr + mr <= n; s++, a += (size_t)kb * mr) {
+        const float *xs = x + (size_t)s * mr * ldx + k0;
+        for (i0 = 0; i0 < mr; i0 += 8) {
+            int nrow = mr - i0 < 8 ? mr - i0 : 8;
+            __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nrow), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            for (k = 0; k + 8 <= kb; k += 8) {
+                __m256 r[8];
+                for (t = 0; t < 8; t++) r[t] = t < nrow ? _mm256_loadu_ps(xs + (size_t)(i0 + t) * ldx + k) : _mm256_setzero_ps();
+                codi__transpose8_avx2(r);
+                for (t = 0; t < 8; t++) _mm256_maskstore_ps(a + (size_t)(k + t) * mr + i0, keep, r[t]);
+            }
+            for (; k < kb; k++)
+                for (t = 0; t < nrow; t++) a[(size_t)k * mr + i0 + t] = xs[(size_t)(i0 + t) * ldx + k];
+        }
+    }
+    if (s * mr < n) codi__pack_a(a, x + (size_t)s * mr * ldx, ldx, n - s * mr, k0, kb, mr);
+}
+/* y += a * x */
+CODI__AVX2 static void codi__axpy_avx2(float *y, float a, const float *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+/* The horizontal sums of v[0..7] as one vector, lane 4m + r = the sum of v[2r + m], each added in
+   codi__hsum_avx2's order (lanes i + (i + 4), then + (i + 2), then + (i + 1)). */
+CODI__AVX2 static __m256 codi__hsum8_avx2(const __m256 *v) {
+    __m256 c[4], d[2];
+    int k;
+    for (k = 0; k < 4; k++)
+        c[k] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x20), _mm256_permute2f128_ps(v[2 * k], v[2 * k + 1], 0x31));
+    for (k = 0; k < 2; k++)
+        d[k] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))),
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(c[2 * k]), _mm256_castps_pd(c[2 * k + 1]))));
+    return _mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD));
+}
+/* codi__softmax_weights with the max and the division 8 lanes at a time (the same results: expf
+   and the sum stay in order). */
+CODI__AVX2 static void codi__softmax_weights_avx2(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[8];
+        __m256 m = _mm256_set1_ps(-FLT_MAX), d;
+        for (t = 0; t + 8 <= T; t += 8) m = _mm256_max_ps(_mm256_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
+        _mm256_storeu_ps(lanes, m);
+        for (; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < 8; t++) if (lanes[t] > mx) mx = lanes[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        d = _mm256_set1_ps(sum);
+        for (t = 0; t + 8 <= T; t += 8) _mm256_storeu_ps(a + t, _mm256_div_ps(_mm256_loadu_ps(a + t), d));
+        for (; t < T; t++) a[t] /= sum;
+    }
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 2 heads x 4 positions (8 dot products summed
+   horizontally together), then the weighted values in tiles of 4 heads x 16 columns (each V row
+   read once per tile). The sums are codi__dot_avx2's and codi__axpy_avx2's, in their order: the
+   results equal the per-position calls bit for bit. */
+CODI__AVX2 static void codi__attend_avx2(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[8];
+    int h0, t0, h, t, j;
+    if (HD % 8) { codi__attend_dot_axpy(codi__dot_avx2, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 2)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m256 v[8];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 2; h++)
+                    v[2 * t + h] = codi__dotv_avx2(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm256_storeu_ps(tmp, _mm256_mul_ps(codi__hsum8_avx2(v), _mm256_set1_ps(scale)));
+            for (h = 0; h < 2 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights_avx2(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            int two = j + 16 <= HD;           /* else the last 8 columns (the second vector: them again, not stored) */
+            const float *vt = vals + j;
+            size_t o1 = two ? 8 : 0;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                __m256 x0 = _mm256_loadu_ps(vt), x1 = _mm256_loadu_ps(vt + o1), wh;
+#define CODI__ACC(h) wh = _mm256_broadcast_ss(w[h] + t); a##h##0 = _mm256_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm256_fmadd_ps(wh, x1, a##h##1)
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                __m256 acc[8];
+                acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11; acc[4] = a20; acc[5] = a21; acc[6] = a30; acc[7] = a31;
+                for (h = 0; h < 4 && h0 + h < nq; h++) {
+                    _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j, acc[2 * h]);
+                    if (two) _mm256_storeu_ps(out + (size_t)(h0 + h) * HD + j + 8, acc[2 * h + 1]);
+                }
+            }
+        }
+    }
+}
+
+/* 16 bf16 widened to f32, a bf16 being the top half of an f32. (The maskz forms: the plain ones
+   start from _mm512_undefined, which g++ warns about.) */
+CODI__AVX512 static __m512 codi__widen_bf16x16_avx512(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, _mm512_maskz_cvtepu16_epi32(0xffff, h), 16));
+}
+CODI__AVX512 static __m512 codi__bf16x16_avx512(const uint16_t *p) {
+    return codi__widen_bf16x16_avx512(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+CODI__AVX512 static float codi__hsum_avx512(__m512 v) {
+    __m256 lo = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 0));
+    __m256 hi = _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xff, _mm512_castps_pd(v), 1));
+    return codi__hsum_avx2(_mm256_add_ps(lo, hi));
+}
+/* a . b over the first n - n % 16 columns, before the horizontal sum (four accumulators). */
+CODI__AVX512 static CODI__INLINE __m512 codi__dotv_avx512(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    return _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+}
+CODI__AVX512 static float codi__dot_avx512(const float *a, const float *b, int n) {
+    float s = codi__hsum_avx512(codi__dotv_avx512(a, b, n));
+    int i;
+    for (i = n - n % 16; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* The horizontal sums of v[0..15] as one vector, lane 4m + r = the sum of v[4r + m], each added in
+   codi__hsum_avx512's order (lanes i + (i + 8), + (i + 4), + (i + 2), + (i + 1)). */
+CODI__AVX512 static __m512 codi__hsum16_avx512(const __m512 *v) {
+    __m512 c[8], d[4], e[2];
+    int k;
+    for (k = 0; k < 8; k++)
+        c[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0x44), _mm512_maskz_shuffle_f32x4(0xffff, v[2 * k], v[2 * k + 1], 0xEE));
+    for (k = 0; k < 4; k++)
+        d[k] = _mm512_add_ps(_mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0x88), _mm512_maskz_shuffle_f32x4(0xffff, c[2 * k], c[2 * k + 1], 0xDD));
+    for (k = 0; k < 2; k++)
+        e[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_maskz_unpacklo_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))),
+                             _mm512_castpd_ps(_mm512_maskz_unpackhi_pd(0xff, _mm512_castps_pd(d[2 * k]), _mm512_castps_pd(d[2 * k + 1]))));
+    return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD));
+}
+/* codi__softmax_weights_avx2 16 lanes at a time. */
+CODI__AVX512 static void codi__softmax_weights_avx512(float *sc, int nq, int T) {
+    int h, t;
+    for (h = 0; h < nq; h++) {
+        float *a = sc + (size_t)h * T, mx = -FLT_MAX, sum = 0, lanes[16];
+        __m512 m = _mm512_set1_ps(-FLT_MAX), d;
+        for (t = 0; t + 16 <= T; t += 16) m = _mm512_maskz_max_ps(0xffff, _mm512_loadu_ps(a + t), m);    /* a NaN lane keeps m, as a[t] > mx */
+        _mm512_storeu_ps(lanes, m);
+        for (; t < T; t++) if (a[t] > mx) mx = a[t];
+        for (t = 0; t < 16; t++) if (lanes[t] > mx) mx = lanes[t];
+        for (t = 0; t < T; t++) { a[t] = expf(a[t] - mx); sum += a[t]; }
+        d = _mm512_set1_ps(sum);
+        for (t = 0; t + 16 <= T; t += 16) _mm512_storeu_ps(a + t, _mm512_div_ps(_mm512_loadu_ps(a + t), d));
+        for (; t < T; t++) a[t] /= sum;
+    }
+}
+/* codi__attend_dot_axpy in blocks: scores in tiles of 4 heads x 4 positions (16 dot products
+   summed horizontally together), then the weighted values in tiles of 4 heads x 64 columns (each
+   V row read once per tile). The sums are codi__dot_avx512's and codi__axpy_avx2's, in their
+   order: the results equal the per-position calls bit for bit. */
+CODI__AVX512 static void codi__attend_avx512(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[16];
+    int h0, t0, h, t, j, k;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_avx512, codi__axpy_avx2, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4)
+        for (t0 = 0; t0 < T; t0 += 4) {       /* past nq or T: the last head or position again, not stored */
+            __m512 v[16];
+            for (t = 0; t < 4; t++)
+                for (h = 0; h < 4; h++)
+                    v[4 * t + h] = codi__dotv_avx512(q + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * HD, keys + (size_t)(t0 + t < T ? t0 + t : T - 1) * HD, HD);
+            _mm512_storeu_ps(tmp, _mm512_mul_ps(codi__hsum16_avx512(v), _mm512_set1_ps(scale)));
+            for (h = 0; h < 4 && h0 + h < nq; h++)
+                for (t = 0; t < 4 && t0 + t < T; t++) sc[(size_t)(h0 + h) * T + t0 + t] = tmp[4 * h + t];
+        }
+    codi__softmax_weights_avx512(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w[4];
+        for (h = 0; h < 4; h++) w[h] = sc + (size_t)(h0 + h < nq ? h0 + h : nq - 1) * T;
+        for (j = 0; j < HD; j += 64) {
+            int nv = HD - j < 64 ? (HD - j) / 16 : 4;     /* vectors of 16 columns in this tile (past nv: column 0 again, not stored) */
+            const float *vt = vals + j;
+            size_t o1 = 16 * (nv > 1), o2 = 16 * (nv > 2 ? 2 : 0), o3 = 16 * (nv > 3 ? 3 : 0);
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                __m512 x0 = _mm512_loadu_ps(vt), x1 = _mm512_loadu_ps(vt + o1), x2 = _mm512_loadu_ps(vt + o2), x3 = _mm512_loadu_ps(vt + o3), wh;
+#define CODI__ACC(h) wh = _mm512_set1_ps(w[h][t]); a##h##0 = _mm512_fmadd_ps(wh, x0, a##h##0); a##h##1 = _mm512_fmadd_ps(wh, x1, a##h##1); \
+        a##h##2 = _mm512_fmadd_ps(wh, x2, a##h##2); a##h##3 = _mm512_fmadd_ps(wh, x3, a##h##3)
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                __m512 acc[16];
+                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+                for (h = 0; h < 4 && h0 + h < nq; h++)
+                    for (k = 0; k < nv; k++) _mm512_storeu_ps(out + (size_t)(h0 + h) * HD + j + 16 * k, acc[4 * h + k]);
+            }
+        }
+    }
+}
+/* Rows of more than GEMV_ROW_MAX columns (x leaves L1 if read once per row): 4 rows per pass, 32 columns per step, two accumulators per row; prefetch 1 KB ahead. */
+CODI__AVX512 static void codi__gemv4_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        __m512 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        j = 0;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *w0 = (const uint16_t *)p[0], *w1 = (const uint16_t *)p[1], *w2 = (const uint16_t *)p[2], *w3 = (const uint16_t *)p[3];
+            for (; j + 32 <= K; j += 32) {
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+                acc[0] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(codi__bf16x16_avx512(w0 + j + 16), x1, acc[1]);
+                acc[2] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(codi__bf16x16_avx512(w1 + j + 16), x1, acc[3]);
+                acc[4] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(codi__bf16x16_avx512(w2 + j + 16), x1, acc[5]);
+                acc[6] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(codi__bf16x16_avx512(w3 + j + 16), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+            }
+        } else {
+            const float *w0 = (const float *)p[0], *w1 = (const float *)p[1], *w2 = (const float *)p[2], *w3 = (const float *)p[3];
+            for (; j + 32 <= K; j += 32) {
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), x0, acc[0]); acc[1] = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j + 16), x1, acc[1]);
+                acc[2] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), x0, acc[2]); acc[3] = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j + 16), x1, acc[3]);
+                acc[4] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j), x0, acc[4]); acc[5] = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j + 16), x1, acc[5]);
+                acc[6] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j), x0, acc[6]); acc[7] = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j + 16), x1, acc[7]);
+            }
+            for (k = 0; k < 4; k++) {
+                int t;
+                s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+                for (t = j; t < K; t++) s[k] += x[t] * ((const float *)p[k])[t];
+            }
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* Rows up to GEMV_ROW_MAX columns one at a time, 64 columns (two cache lines of bf16) per step,
+   four accumulators: each thread's rows are then one sequential stream, which the hardware
+   prefetcher follows (4 rows interleaved with software prefetches streamed ~35% slower at 2048
+   columns; tools/bench_gemv.c); x stays in L1. A 64-byte load
+   holds 32 bf16: shifted left 16 it is the even ones as f32, masked the odd ones, each multiplied
+   by the matching x (deinterleaved by a permute; the maskz shift, as in codi__widen_bf16x16_avx512). */
+CODI__AVX512 static void codi__gemv_avx512(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i top = _mm512_set1_epi32((int)0xffff0000u);
+    int K = w->cols, r, j;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        if (w->dtype == CODI_BF16) {
+            const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+            for (j = 0; j + 64 <= K; j += 64) {
+                __m512i v0 = _mm512_loadu_si512((const void *)(p + j)), v1 = _mm512_loadu_si512((const void *)(p + j + 32));
+                __m512 x0 = _mm512_loadu_ps(x + j), x1 = _mm512_loadu_ps(x + j + 16);
+                __m512 x2 = _mm512_loadu_ps(x + j + 32), x3 = _mm512_loadu_ps(x + j + 48);
+                a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v0, 16)), _mm512_permutex2var_ps(x0, even, x1), a0);
+                a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, top)), _mm512_permutex2var_ps(x0, odd, x1), a1);
+                a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, v1, 16)), _mm512_permutex2var_ps(x2, even, x3), a2);
+                a3 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, top)), _mm512_permutex2var_ps(x2, odd, x3), a3);
+            }
+            for (; j + 16 <= K; j += 16) a0 = _mm512_fmadd_ps(codi__bf16x16_avx512(p + j), _mm512_loadu_ps(x + j), a0);
+            s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+            for (; j < K; j++) s += x[j] * codi__bf16_to_f32(p[j]);
+        } else s = codi__dot_avx512(x, (const float *)w->data + (size_t)r * K, K);
+        out[r - r0] = s;
+    }
+}
+/* 8 positions x 32 rows: 16 accumulators; a [kb][8], b [kb][32] */
+CODI__AVX512 static void codi__micro_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int k;
+    for (k = 0; k < kb; k++, a += 8, b += 32) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
+        t = _mm512_set1_ps(a[0]); c00 = _mm512_fmadd_ps(t, b0, c00); c01 = _mm512_fmadd_ps(t, b1, c01);
+        t = _mm512_set1_ps(a[1]); c10 = _mm512_fmadd_ps(t, b0, c10); c11 = _mm512_fmadd_ps(t, b1, c11);
+        t = _mm512_set1_ps(a[2]); c20 = _mm512_fmadd_ps(t, b0, c20); c21 = _mm512_fmadd_ps(t, b1, c21);
+        t = _mm512_set1_ps(a[3]); c30 = _mm512_fmadd_ps(t, b0, c30); c31 = _mm512_fmadd_ps(t, b1, c31);
+        t = _mm512_set1_ps(a[4]); c40 = _mm512_fmadd_ps(t, b0, c40); c41 = _mm512_fmadd_ps(t, b1, c41);
+        t = _mm512_set1_ps(a[5]); c50 = _mm512_fmadd_ps(t, b0, c50); c51 = _mm512_fmadd_ps(t, b1, c51);
+        t = _mm512_set1_ps(a[6]); c60 = _mm512_fmadd_ps(t, b0, c60); c61 = _mm512_fmadd_ps(t, b1, c61);
+        t = _mm512_set1_ps(a[7]); c70 = _mm512_fmadd_ps(t, b0, c70); c71 = _mm512_fmadd_ps(t, b1, c71);
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
+        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
+    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
+#undef CODI__ST
+}
+
+/* 12 positions x 32 rows: 24 accumulators; a [kb][12], b [kb][32] */
+CODI__AVX512 static void codi__micro12_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    __m512 acc[24];
+    int k, i;
+    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
+    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
+    for (k = 0; k < kb; k++, a += 12, b += 32) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), t;
+#define CODI__ROW(i) t = _mm512_set1_ps(a[i]); acc[2 * (i)] = _mm512_fmadd_ps(t, b0, acc[2 * (i)]); acc[2 * (i) + 1] = _mm512_fmadd_ps(t, b1, acc[2 * (i) + 1])
+        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
+        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
+#undef CODI__ROW
+    }
+    for (i = 0; i < 12; i++) {
+        float *cr = c + (size_t)i * ldc;
+        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
+        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
+    }
+}
+/* As codi__pack_b_avx2 for bf16 weights, 16 rows x 32 columns per step: the rows' 16 pairs each
+   transposed as a 16 x 16 block of 32-bit lanes (4 shuffle stages), then split into f32. */
+CODI__AVX512 static void codi__pack_b_avx512(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    const uint16_t *src = (const uint16_t *)w->data;
+    size_t K = (size_t)w->cols;
+    __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    int j, k, t, m;
+    if (w->dtype != CODI_BF16 || nrows < nr || nr % 16) { codi__pack_b_avx2(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 16) {
+        for (k = 0; k + 32 <= kb; k += 32) {
+            __m512i r[16], u[16];
+            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
+            for (t = 0; t < 16; t += 2) {       /* within 128-bit lanes: rows t, t + 1 interleaved */
+                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
+            }
+            for (t = 0; t < 16; t += 4) {       /* r[t + m] lane L: rows t..t+3 of pair 4L + m */
+                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
+                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
+            }
+            for (m = 0; m < 4; m++) {           /* gather lane L of r[m], r[4 + m], r[8 + m], r[12 + m] -> pair 4L + m */
+                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
+                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
+                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
+                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
+            }
+            for (t = 0; t < 16; t++) {           /* u[t]: columns k + 2t, k + 2t + 1 of the 16 rows */
+                _mm512_storeu_ps(b + (size_t)(k + 2 * t) * nr + j, _mm512_castsi512_ps(_mm512_maskz_slli_epi32(0xffff, u[t], 16)));
+                _mm512_storeu_ps(b + (size_t)(k + 2 * t + 1) * nr + j, _mm512_castsi512_ps(_mm512_and_si512(u[t], hi)));
+            }
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 16; t++) b[(size_t)k * nr + j + t] = codi__bf16_to_f32(src[(size_t)(r0 + j + t) * K + k0 + k]);
+    }
+}
+/* As codi__pack_b_bf16 (b [ceil(kb/2)][nr] of bf16 pairs), 16 rows x 16 pairs per step: the
+   transpose of codi__pack_b_avx512, stored as pairs. */
+CODI__AVX512 static void codi__pack_b_bf16_avx512(uint32_t *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    const uint16_t *src = (const uint16_t *)w->data;
+    size_t K = (size_t)w->cols;
+    int j, k, t, m;
+    if (nrows < nr || nr % 16) { codi__pack_b_bf16(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 16) {
+        for (k = 0; k + 32 <= kb; k += 32) {
+            __m512i r[16], u[16];
+            for (t = 0; t < 16; t++) r[t] = _mm512_loadu_si512((const void *)(src + (size_t)(r0 + j + t) * K + k0 + k));
+            for (t = 0; t < 16; t += 2) {
+                u[t] = _mm512_maskz_unpacklo_epi32(0xffff, r[t], r[t + 1]); u[t + 1] = _mm512_maskz_unpackhi_epi32(0xffff, r[t], r[t + 1]);
+            }
+            for (t = 0; t < 16; t += 4) {
+                r[t] = _mm512_maskz_unpacklo_epi64(0xff, u[t], u[t + 2]); r[t + 1] = _mm512_maskz_unpackhi_epi64(0xff, u[t], u[t + 2]);
+                r[t + 2] = _mm512_maskz_unpacklo_epi64(0xff, u[t + 1], u[t + 3]); r[t + 3] = _mm512_maskz_unpackhi_epi64(0xff, u[t + 1], u[t + 3]);
+            }
+            for (m = 0; m < 4; m++) {
+                __m512i s0 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0x44), s1 = _mm512_maskz_shuffle_i32x4(0xffff, r[m], r[4 + m], 0xee);
+                __m512i s2 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0x44), s3 = _mm512_maskz_shuffle_i32x4(0xffff, r[8 + m], r[12 + m], 0xee);
+                u[m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0x88); u[4 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s0, s2, 0xdd);
+                u[8 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0x88); u[12 + m] = _mm512_maskz_shuffle_i32x4(0xffff, s1, s3, 0xdd);
+            }
+            for (t = 0; t < 16; t++) _mm512_storeu_si512((void *)(b + (size_t)(k / 2 + t) * nr + j), u[t]);   /* pair k/2 + t */
+        }
+        for (; k < kb; k += 2)
+            for (t = 0; t < 16; t++) {
+                const uint16_t *row = src + (size_t)(r0 + j + t) * K + k0;
+                b[(size_t)(k / 2) * nr + j + t] = codi__bf16_pair(row[k], k + 1 < kb ? row[k + 1] : 0);
+            }
+    }
+}
+
+/* The multi-position GEMV tile (codi__gemvn_blocks): 3 rows x 8 positions, 24 accumulators;
+   per 16 columns 3 widenings (2 instructions each) feed 24 FMAs (12 when np <= 4: half the cost
+   for the last group of n = 8k + 1..4). */
+CODI__AVX512 static void codi__tile_avx512(float *out, size_t ldo, const float *x, size_t ldx, int np, const void *const *w, int nrows,
+                                           int dtype, int kb, const void *const *pf) {
+    const float *xp[8];
+    __m512 c[24], w0, w1, w2, xv;
+    int j = 0, a, b, wide = np > 4;
+    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
+#define CODI__FMA3(b) do { xv = _mm512_loadu_ps(xp[b] + j); c[b] = _mm512_fmadd_ps(w0, xv, c[b]); \
+        c[8 + b] = _mm512_fmadd_ps(w1, xv, c[8 + b]); c[16 + b] = _mm512_fmadd_ps(w2, xv, c[16 + b]); } while (0)
+#define CODI__STEP(W) do { w0 = W(w[0]); w1 = W(w[1]); w2 = W(w[2]); CODI__FMA3(0); CODI__FMA3(1); CODI__FMA3(2); CODI__FMA3(3); \
+        if (wide) { CODI__FMA3(4); CODI__FMA3(5); CODI__FMA3(6); CODI__FMA3(7); } } while (0)
+#define CODI__BF16(row) codi__bf16x16_avx512((const uint16_t *)(row) + j)
+#define CODI__F32(row) _mm512_loadu_ps((const float *)(row) + j)
+#define CODI__PF(bytes) do { if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)pf[a] + (bytes), _MM_HINT_T0); } while (0)
+    if (dtype == CODI_BF16) {
+        for (; j + 32 <= kb; j += 16) { CODI__PF(2 * j); CODI__STEP(CODI__BF16); j += 16; CODI__STEP(CODI__BF16); }
+        if (j + 16 <= kb) { CODI__STEP(CODI__BF16); j += 16; }
+    } else
+        for (; j + 16 <= kb; j += 16) { CODI__PF(4 * j); CODI__STEP(CODI__F32); }
+#undef CODI__PF
+#undef CODI__F32
+#undef CODI__BF16
+#undef CODI__STEP
+#undef CODI__FMA3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx512(c[8 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += xp[b][t] * codi_elem_f32(w[a], dtype, (size_t)t);
+            out[(size_t)b * ldo + a] = s;
+        }
+}
+CODI__AVX512 static void codi__gemvn_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    codi__gemvn_blocks(codi__tile_avx512, 8, out, ldo, x, n, w, r0, r1, work);
+}
+/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied. Rows of more than
+   GEMV_ROW_MAX columns: 4 rows per pass, 32 columns per step. */
+CODI__AVX512BF16 static void codi__gemv4_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    const uint16_t *xl = xh + K;
+    (void)x;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        const uint16_t *w0, *w1, *w2, *w3;
+        __m512 acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        w0 = (const uint16_t *)p[0]; w1 = (const uint16_t *)p[1]; w2 = (const uint16_t *)p[2]; w3 = (const uint16_t *)p[3];
+        for (k = 0; k < 8; k++) acc[k] = _mm512_setzero_ps();
+        for (j = 0; j + 32 <= K; j += 32) {
+            __m512bh hi = (__m512bh)_mm512_loadu_si512((const void *)(xh + j)), lo = (__m512bh)_mm512_loadu_si512((const void *)(xl + j)), v;
+            _mm_prefetch((const char *)(w0 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w1 + j) + 1024, _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + j) + 1024, _MM_HINT_T0); _mm_prefetch((const char *)(w3 + j) + 1024, _MM_HINT_T0);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w0 + j)); acc[0] = _mm512_dpbf16_ps(acc[0], v, hi); acc[1] = _mm512_dpbf16_ps(acc[1], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w1 + j)); acc[2] = _mm512_dpbf16_ps(acc[2], v, hi); acc[3] = _mm512_dpbf16_ps(acc[3], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w2 + j)); acc[4] = _mm512_dpbf16_ps(acc[4], v, hi); acc[5] = _mm512_dpbf16_ps(acc[5], v, lo);
+            v = (__m512bh)_mm512_loadu_si512((const void *)(w3 + j)); acc[6] = _mm512_dpbf16_ps(acc[6], v, hi); acc[7] = _mm512_dpbf16_ps(acc[7], v, lo);
+        }
+        for (k = 0; k < 4; k++) {
+            int t;
+            s[k] = codi__hsum_avx512(_mm512_add_ps(acc[2 * k], acc[2 * k + 1]));
+            for (t = j; t < K; t++)
+                s[k] += (codi__bf16_to_f32(xh[t]) + codi__bf16_to_f32(xl[t])) * codi__bf16_to_f32(((const uint16_t *)p[k])[t]);
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* bf16 x bf16 -> f32 dot products (vdpbf16ps): each 32-bit lane adds a pair of products.
+   x arrives as bf16 hi and lo parts (xh [2 cols]), both multiplied; rows up to GEMV_ROW_MAX
+   columns one at a time (one sequential stream, as codi__gemv_avx512), 64 columns per step. */
+CODI__AVX512BF16 static void codi__gemv_avx512bf16(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j;
+    const uint16_t *xl = xh + K;
+    if (K > CODI__GEMV_ROW_MAX) { codi__gemv4_avx512bf16(out, x, xh, w, r0, r1); return; }
+    for (r = r0; r < r1; r++) {
+        const uint16_t *p = (const uint16_t *)w->data + (size_t)r * K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        float s;
+        for (j = 0; j + 64 <= K; j += 64) {
+            __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(p + j)), v1 = (__m512bh)_mm512_loadu_si512((const void *)(p + j + 32));
+            a0 = _mm512_dpbf16_ps(a0, v0, (__m512bh)_mm512_loadu_si512((const void *)(xh + j)));
+            a1 = _mm512_dpbf16_ps(a1, v0, (__m512bh)_mm512_loadu_si512((const void *)(xl + j)));
+            a2 = _mm512_dpbf16_ps(a2, v1, (__m512bh)_mm512_loadu_si512((const void *)(xh + j + 32)));
+            a3 = _mm512_dpbf16_ps(a3, v1, (__m512bh)_mm512_loadu_si512((const void *)(xl + j + 32)));
+        }
+        s = codi__hsum_avx512(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        for (; j < K; j++) s += (codi__bf16_to_f32(xh[j]) + codi__bf16_to_f32(xl[j])) * codi__bf16_to_f32(p[j]);
+        out[r - r0] = s;
+    }
+}
+/* 8 positions x 32 rows on bf16 pairs: a [kb/2][hi, lo][8], b [kb/2][32], each element two bf16;
+   each weight pair meets the hi and the lo part of the activations. */
+CODI__AVX512BF16 static void codi__micro_avx512bf16(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    int k, kp = (kb + 1) / 2;
+    for (k = 0; k < kp; k++, a += 16, b += 32) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
+#define CODI__DP2(i, lo, hi) do { t = (__m512bh)_mm512_set1_epi32((int)a[i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); \
+        t = (__m512bh)_mm512_set1_epi32((int)a[8 + i]); lo = _mm512_dpbf16_ps(lo, t, b0); hi = _mm512_dpbf16_ps(hi, t, b1); } while (0)
+        CODI__DP2(0, c00, c01); CODI__DP2(1, c10, c11); CODI__DP2(2, c20, c21); CODI__DP2(3, c30, c31);
+        CODI__DP2(4, c40, c41); CODI__DP2(5, c50, c51); CODI__DP2(6, c60, c61); CODI__DP2(7, c70, c71);
+#undef CODI__DP2
+    }
+#define CODI__ST(row, lo, hi) do { float *cr = c + (size_t)(row) * ldc; \
+        if (add) { lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr)); hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16)); } \
+        _mm512_storeu_ps(cr, lo); _mm512_storeu_ps(cr + 16, hi); } while (0)
+    CODI__ST(0, c00, c01); CODI__ST(1, c10, c11); CODI__ST(2, c20, c21); CODI__ST(3, c30, c31);
+    CODI__ST(4, c40, c41); CODI__ST(5, c50, c51); CODI__ST(6, c60, c61); CODI__ST(7, c70, c71);
+#undef CODI__ST
+}
+
+/* The bf16 compute mode (codi_load_opts.compute = CODI_COMPUTE_BF16): x rounded to bf16 (its hi
+   part alone), one vdpbf16ps per pair of weights, f32 sums. GEMM tile: 12 positions x 32 rows,
+   a [kb/2][12], b [kb/2][32] of bf16 pairs. */
+CODI__AVX512BF16 static void codi__micro12_bf16_avx512(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const uint32_t *a = (const uint32_t *)av, *b = (const uint32_t *)bv;
+    __m512 acc[24];
+    int k, i, kp = (kb + 1) / 2;
+    for (i = 0; i < 24; i++) acc[i] = _mm512_setzero_ps();
+    for (i = 0; add && i < 12; i++) { _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0); _mm_prefetch((const char *)(c + (size_t)i * ldc + 31), _MM_HINT_T0); }
+    for (k = 0; k < kp; k++, a += 12, b += 32) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b), b1 = (__m512bh)_mm512_loadu_si512((const void *)(b + 16)), t;
+#define CODI__ROW(i) t = (__m512bh)_mm512_set1_epi32((int)a[i]); acc[2 * (i)] = _mm512_dpbf16_ps(acc[2 * (i)], t, b0); \
+        acc[2 * (i) + 1] = _mm512_dpbf16_ps(acc[2 * (i) + 1], t, b1)
+        CODI__ROW(0); CODI__ROW(1); CODI__ROW(2); CODI__ROW(3); CODI__ROW(4); CODI__ROW(5);
+        CODI__ROW(6); CODI__ROW(7); CODI__ROW(8); CODI__ROW(9); CODI__ROW(10); CODI__ROW(11);
+#undef CODI__ROW
+    }
+    for (i = 0; i < 12; i++) {
+        float *cr = c + (size_t)i * ldc;
+        if (add) { acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(cr)); acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(cr + 16)); }
+        _mm512_storeu_ps(cr, acc[2 * i]); _mm512_storeu_ps(cr + 16, acc[2 * i + 1]);
+    }
+}
+/* Its multi-position GEMV tile: 3 bf16 rows x 8 positions of bf16 x (row stride ldx), 24
+   accumulators, one vdpbf16ps per 32 columns of a row and a position (no widening). */
+CODI__AVX512BF16 static void codi__tile_bf16_avx512(float *out, size_t ldo, const uint16_t *x, size_t ldx, int np, const uint16_t *const *w,
+                                                    int nrows, int kb, const uint16_t *const *pf) {
+    const uint16_t *xp[8];
+    __m512 c[24];
+    __m512bh w0, w1, w2, xv;
+    int j = 0, a, b, wide = np > 4;
+    for (b = 0; b < 8; b++) xp[b] = x + (size_t)(b < np ? b : np - 1) * ldx;
+    for (a = 0; a < 24; a++) c[a] = _mm512_setzero_ps();
+#define CODI__DP3(b) do { xv = (__m512bh)_mm512_loadu_si512((const void *)(xp[b] + j)); c[b] = _mm512_dpbf16_ps(c[b], w0, xv); \
+        c[8 + b] = _mm512_dpbf16_ps(c[8 + b], w1, xv); c[16 + b] = _mm512_dpbf16_ps(c[16 + b], w2, xv); } while (0)
+    for (; j + 32 <= kb; j += 32) {
+        if (pf) for (a = 0; a < 3; a++) _mm_prefetch((const char *)(pf[a] + j), _MM_HINT_T0);
+        w0 = (__m512bh)_mm512_loadu_si512((const void *)(w[0] + j)); w1 = (__m512bh)_mm512_loadu_si512((const void *)(w[1] + j));
+        w2 = (__m512bh)_mm512_loadu_si512((const void *)(w[2] + j));
+        CODI__DP3(0); CODI__DP3(1); CODI__DP3(2); CODI__DP3(3);
+        if (wide) { CODI__DP3(4); CODI__DP3(5); CODI__DP3(6); CODI__DP3(7); }
+    }
+#undef CODI__DP3
+    for (a = 0; a < nrows; a++)
+        for (b = 0; b < np; b++) {
+            float s = codi__hsum_avx512(c[8 * a + b]);
+            int t;
+            for (t = j; t < kb; t++) s += codi__bf16_to_f32(xp[b][t]) * codi__bf16_to_f32(w[a][t]);
+            out[(size_t)b * ldo + a] = s;
+        }
+}
+/* Its multi-position GEMV (2..GEMM_MIN-1 positions; f32 weights: codi__gemvn_avx512): x rounded
+   to bf16 once into work (rows 64-byte aligned, off 4 KiB multiples), then codi__gemvn_blocks'
+   order of tiles with the next rows prefetched. */
+CODI__AVX512BF16 static void codi__gemvn_bf16_avx512(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    size_t K = (size_t)w->cols, ldx = (K + 31) / 32 * 32 + 32, k;
+    uint16_t *xs = (uint16_t *)(void *)(((uintptr_t)work + 63) & ~(uintptr_t)63);   /* [n, ldx] */
+    int r, i0, a, i;
+    if (w->dtype != CODI_BF16) { codi__gemvn_avx512(out, ldo, x, n, w, r0, r1, work); return; }
+    for (i = 0; i < n; i++)
+        for (k = 0; k < K; k++) xs[(size_t)i * ldx + k] = codi__f32_to_bf16(x[(size_t)i * K + k]);
+    for (r = r0; r < r1; r += CODI__GEMVN_R) {
+        const uint16_t *rows[CODI__GEMVN_R], *next[CODI__GEMVN_R];
+        for (a = 0; a < CODI__GEMVN_R; a++) {
+            rows[a] = (const uint16_t *)w->data + (size_t)(r + a < r1 ? r + a : r1 - 1) * K;
+            next[a] = (const uint16_t *)w->data + (size_t)(r + CODI__GEMVN_R + a < r1 ? r + CODI__GEMVN_R + a : r1 - 1) * K;
+        }
+        for (i0 = 0; i0 < n; i0 += 8)
+            codi__tile_bf16_avx512(out + (size_t)i0 * ldo + (r - r0), ldo, xs + (size_t)i0 * ldx, ldx, n - i0 < 8 ? n - i0 : 8, rows,
+                                   r1 - r < CODI__GEMVN_R ? r1 - r : CODI__GEMVN_R, (int)K, i0 == 0 ? next : NULL);
+    }
+}
+#endif /* CODI__X86 */
+
+#define CODI__AMX_MIN 9    /* fewer positions: the multi-position GEMV (its 8-position tile is faster up to 8, measured) */
+#ifdef CODI__AMX
+/* AMX (tile registers; TDPBF16PS: C[16 x 16 f32] += A[16 x 32 bf16] . B[16 column pairs x 16 x 2 bf16]):
+   the products of AMX_MIN+ positions as C^T = W . X^T. A tiles are the bf16 weights (exact); x is
+   split into hi = bf16(x) and lo = bf16(x - hi) (|x - hi - lo| <= 2^-16 |x|), packed as B tiles
+   once per block, and both are multiplied: C^T += W . hi^T + W . lo^T in f32. Per block of up to
+   AMX_MC positions, rows in blocks whose C^T stays in the work (and L2) across column blocks of
+   kc: the packed x of a column block fits AMX_XB (L2), each 32-position strip's part L1. With one
+   strip (up to 32 positions: batched decode) each weight is used once and is read in place, kc
+   long runs of each row; with more, the block's weights are first copied into contiguous tiles
+   (rows 2^n elements apart share cache sets, so in place they would not stay in cache between
+   strips). C^T is transposed into out after the last column block. */
+#define CODI__AMX_MC 256                           /* positions per block */
+#define CODI__AMX_XB ((size_t)256 * 1024)          /* bytes of packed x per block (sets kc) */
+#define CODI__AMX_WB ((size_t)256 * 1024)          /* bytes of packed weights per block */
+#define CODI__AMX_CB ((size_t)512 * 1024)          /* bytes of C^T per block (sets the rows per block) */
+#define CODI__AMX_WORK ((CODI__AMX_XB + CODI__AMX_WB + CODI__AMX_CB) / 4)   /* floats of work */
+#define CODI__MEMBAR() __asm__ __volatile__("" ::: "memory")   /* tile loads are asm that the compiler does not see read memory */
+typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } codi__tilecfg;
+
+/* 16 x 16 32-bit words transposed in registers (maskz forms: see codi__bf16x16_avx512). */
+CODI__AMX static void codi__transpose16_amx(__m512i v[16]) {
+    __m512i t[16], u[16];
+    int i, j;
+    for (i = 0; i < 16; i += 2) { t[i] = _mm512_maskz_unpacklo_epi32(0xffff, v[i], v[i + 1]); t[i + 1] = _mm512_maskz_unpackhi_epi32(0xffff, v[i], v[i + 1]); }
+    for (i = 0; i < 16; i += 4) {        /* u[i + j], 128-bit lane q: word 4q + j of rows i..i+3 */
+        u[i] = _mm512_maskz_unpacklo_epi64(0xff, t[i], t[i + 2]); u[i + 1] = _mm512_maskz_unpackhi_epi64(0xff, t[i], t[i + 2]);
+        u[i + 2] = _mm512_maskz_unpacklo_epi64(0xff, t[i + 1], t[i + 3]); u[i + 3] = _mm512_maskz_unpackhi_epi64(0xff, t[i + 1], t[i + 3]);
+    }
+    for (j = 0; j < 4; j++) {
+        __m512i x0 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0x88), x1 = _mm512_maskz_shuffle_i32x4(0xffff, u[j], u[4 + j], 0xdd);
+        __m512i y0 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0x88), y1 = _mm512_maskz_shuffle_i32x4(0xffff, u[8 + j], u[12 + j], 0xdd);
+        v[j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0x88); v[4 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0x88);
+        v[8 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x0, y0, 0xdd); v[12 + j] = _mm512_maskz_shuffle_i32x4(0xffff, x1, y1, 0xdd);
+    }
+}
+
+/* x rows 0..n-1 (row stride ldx), columns k0..k0+kb, as B tiles: b [ceil(n/32)][ceil(kb/32)][2 groups
+   of 16 positions][hi, lo][16 column pairs][16 positions][2], zero past n and kb. */
+CODI__AMX static void codi__pack_x_amx(uint16_t *b, const float *x, size_t ldx, int n, int k0, int kb) {
+    int steps = (kb + 31) / 32, strips = (n + 31) / 32, q, s, g, t;
+    for (q = 0; q < strips; q++)
+        for (s = 0; s < steps; s++)
+            for (g = 0; g < 2; g++) {
+                __m512i hi[16], lo[16];
+                uint16_t *bt = b + (((size_t)q * steps + s) * 4 + 2 * g) * 512;
+                int left = kb - 32 * s;
+                for (t = 0; t < 16; t++) {
+                    int p = 32 * q + 16 * g + t;
+                    const float *xp = x + (size_t)(p < n ? p : 0) * ldx + k0 + 32 * s;
+                    __mmask16 m0 = (__mmask16)(p >= n ? 0 : left >= 16 ? 0xffff : (1u << left) - 1);
+                    __mmask16 m1 = (__mmask16)(p >= n || left <= 16 ? 0 : left >= 32 ? 0xffff : (1u << (left - 16)) - 1);
+                    __m512 v0 = _mm512_maskz_loadu_ps(m0, xp), v1 = _mm512_maskz_loadu_ps(m1, xp + 16);
+                    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);                  /* word j: columns 2j, 2j+1 */
+                    __m512 f0 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 0)), f1 = codi__widen_bf16x16_avx512(_mm512_maskz_extracti64x4_epi64(0xf, h, 1));
+                    hi[t] = h;
+                    lo[t] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, f1), _mm512_sub_ps(v0, f0));
+                }
+                codi__transpose16_amx(hi);
+                codi__transpose16_amx(lo);
+                for (t = 0; t < 16; t++) {
+                    _mm512_storeu_si512((void *)(bt + (size_t)t * 32), hi[t]);
+                    _mm512_storeu_si512((void *)(bt + 512 + (size_t)t * 32), lo[t]);
+                }
+            }
+}
+
+/* bf16 weight rows r..r+nrows-1, columns k0..k0+kb, as A tiles (a plain copy, so that the tiles
+   are contiguous: rows 2^n elements apart share cache sets): a [ceil(nrows/32)][ceil(kb/32)][32][32],
+   zero past nrows and kb. */
+CODI__AMX static void codi__pack_w_amx(uint16_t *a, const codi_matrix *w, int r, int nrows, int k0, int kb) {
+    int steps = (kb + 31) / 32, t, s;
+    for (t = 0; t < (nrows + 31) / 32 * 32; t++) {
+        const uint16_t *row = (const uint16_t *)w->data + (size_t)(r + (t < nrows ? t : 0)) * w->cols + k0;
+        uint16_t *at = a + ((size_t)(t / 32) * steps * 32 + t % 32) * 32;
+        if (t + 4 < nrows)                 /* the rows ahead: each is a short piece of memory */
+            for (s = 0; s < kb; s += 32) _mm_prefetch((const char *)(row + 4 * (size_t)w->cols + s), _MM_HINT_T0);
+        for (s = 0; s < steps; s++) {
+            int left = kb - 32 * s;
+            __mmask32 m = t >= nrows ? 0 : left >= 32 ? 0xffffffffu : (1u << left) - 1;
+            _mm512_storeu_si512((void *)(at + (size_t)s * 1024), _mm512_maskz_loadu_epi16(m, row + 32 * s));
+        }
+    }
+}
+
+/* C^T tiles 0..3 (rows [0, 16) and [16, 32) of a panel x positions [0, 16) and [16, 32) of a strip,
+   in c [4][16][16]) += the panel's A tiles . the strip's B tiles b; `two`: the strip has positions
+   past 16; `add`: c holds earlier column blocks. A tiles: packed, a [steps][32][32] (ld 0), or the
+   weights in place, row stride ld elements (then prefetched 1 KB ahead). */
+CODI__AMX static void codi__strip_amx(float *c, const uint16_t *a, size_t ld, const uint16_t *b, int steps, int two, int add) {
+    size_t stride = ld ? ld * 2 : 64, step = ld ? 32 : 1024, half = ld ? 16 * ld : 512;
+    int s, t;
+    CODI__MEMBAR();
+    if (add) { _tile_loadd(0, c, 64); _tile_loadd(1, c + 256, 64); _tile_loadd(2, c + 512, 64); _tile_loadd(3, c + 768, 64); }
+    else { _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); }
+    for (s = 0; s < steps; s++, a += step, b += 2048) {
+        if (ld) for (t = 0; t < 32; t++) _mm_prefetch((const char *)(a + t * ld) + 1024, _MM_HINT_T0);
+        /* loads placed between the products that free their tile (tile registers are not renamed:
+           this order measured 1.5-2x faster than all loads first) */
+        if (two) {
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);          /* hi of positions 0..15 */
+            _tile_loadd(7, b + 1024, 64); _tile_dpbf16ps(1, 4, 7);                              /* hi of 16..31 */
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(6, b + 512, 64); _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(2, 5, 6);     /* lo */
+            _tile_loadd(7, b + 1536, 64); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(3, 5, 7);
+        } else {                       /* tiles 1 and 3 take the lo products of rows 0..15, 16..31 */
+            _tile_loadd(4, a, stride); _tile_loadd(6, b, 64); _tile_dpbf16ps(0, 4, 6);
+            _tile_loadd(7, b + 512, 64); _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(5, a + half, stride); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, c, 64); _tile_stored(1, c + 256, 64); _tile_stored(2, c + 512, 64); _tile_stored(3, c + 768, 64);
+}
+
+/* c [4][16 rows][16 positions] (a strip's C^T) into out[i, r] for positions i < ni, rows r < nr
+   (ni <= 16: tiles 2h and 2h + 1 are the two parts of rows 16h..16h+15). */
+CODI__AMX static void codi__store_amx(float *out, size_t ldo, const float *c, int ni, int nr) {
+    int h, g, t;
+    for (h = 0; h < 2 && 16 * h < nr; h++)
+        for (g = 0; g < 2 && 16 * g < ni; g++) {
+            __m512i v[16];
+            int rows = nr - 16 * h < 16 ? nr - 16 * h : 16;
+            const float *ct = c + (size_t)(2 * h + g) * 256;
+            for (t = 0; t < 16; t++)
+                v[t] = _mm512_castps_si512(ni > 16 ? _mm512_loadu_ps(ct + t * 16) : _mm512_add_ps(_mm512_loadu_ps(ct + t * 16), _mm512_loadu_ps(ct + 256 + t * 16)));
+            codi__transpose16_amx(v);
+            for (t = 0; t < 16 && 16 * g + t < ni; t++)
+                _mm512_mask_storeu_epi32((void *)(out + (size_t)(16 * g + t) * ldo + 16 * h), (__mmask16)((1u << rows) - 1), v[t]);
+        }
+}
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n, rows r0 <= r < r1, bf16 W (out row stride ldo). */
+CODI__AMX static void codi__matmul_amx(float *out, size_t ldo, const float *x, const codi_matrix *w, int n, int r0, int r1, float *work) {
+    codi__tilecfg cfg;
+    uint16_t *b = (uint16_t *)(void *)work, *a = b + CODI__AMX_XB / 2;
+    float *cs = work + (CODI__AMX_XB + CODI__AMX_WB) / 4;      /* [rows / 32][strips][4][16][16] */
+    int K = w->cols, i0, k0, j0, jb, q;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (q = 0; q < 8; q++) { cfg.rows[q] = 16; cfg.colsb[q] = 64; }
+    _tile_loadconfig(&cfg);
+    for (i0 = 0; i0 < n; i0 += CODI__AMX_MC) {
+        int ni = n - i0 < CODI__AMX_MC ? n - i0 : CODI__AMX_MC, strips = (ni + 31) / 32;
+        int kc = (int)(CODI__AMX_XB / ((size_t)strips * 32 * 4) / 32 * 32);
+        int nb = (int)(CODI__AMX_CB / ((size_t)strips * 32 * 4) / 32 * 32);
+        if (strips > 1 && (size_t)nb * kc * 2 > CODI__AMX_WB) nb = (int)(CODI__AMX_WB / ((size_t)kc * 2) / 32 * 32);
+        for (jb = r0; jb < r1; jb += nb) {
+            int je = r1 - jb < nb ? r1 : jb + nb;
+            for (k0 = 0; k0 < K; k0 += kc) {
+                int kb = K - k0 < kc ? K - k0 : kc, steps = (kb + 31) / 32;
+                codi__pack_x_amx(b, x + (size_t)i0 * K, (size_t)K, ni, k0, kb);
+                if (strips > 1) codi__pack_w_amx(a, w, jb, je - jb, k0, kb);
+                for (q = 0; q < strips; q++)
+                    for (j0 = jb; j0 < je; j0 += 32) {
+                        float *c = cs + ((size_t)(j0 - jb) / 32 * strips + q) * 1024;
+                        const uint16_t *at = a + (size_t)(j0 - jb) / 32 * steps * 1024;
+                        size_t ld = 0;
+                        if (strips == 1 && j0 + 32 <= w->rows && kb % 32 == 0) {   /* one strip: each weight is read once, in place */
+                            at = (const uint16_t *)w->data + (size_t)j0 * K + k0; ld = (size_t)K;
+                        } else if (strips == 1) { codi__pack_w_amx(a, w, j0, je - j0 < 32 ? je - j0 : 32, k0, kb); at = a; }
+                        codi__strip_amx(c, at, ld, b + (size_t)q * steps * 2048, steps, ni - 32 * q > 16, k0 > 0);
+                        if (k0 + kb >= K)
+                            codi__store_amx(out + (size_t)(i0 + 32 * q) * ldo + j0, ldo, c, ni - 32 * q < 32 ? ni - 32 * q : 32, je - j0 < 32 ? je - j0 : 32);
+                    }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif /* CODI__AMX */
+
+#ifdef CODI__NEON
+/* Vector arrays here are indexed by constants only: GCC -O2 keeps them in registers then, but in
+   memory (a load and a store per multiply-add) when a loop indexes them. */
+/* 8 weights of a row from column j as two f32 x 4 (bf16 widened by a 16-bit left shift). */
+static float32x4x2_t codi__w8_neon(const void *row, int dt, int j) {
+    float32x4x2_t v;
+    if (dt == CODI_BF16) {
+        uint16x8_t h = vld1q_u16((const uint16_t *)row + j);
+        v.val[0] = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+        v.val[1] = vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(h), 16));
+    } else {
+        v.val[0] = vld1q_f32((const float *)row + j);
+        v.val[1] = vld1q_f32((const float *)row + j + 4);
+    }
+    return v;
+}
+/* The horizontal sums of a, b, c, d as one vector. */
+static float32x4_t codi__hsum4_neon(float32x4_t a, float32x4_t b, float32x4_t c, float32x4_t d) {
+    return vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
+}
+/* 16 columns per step, four accumulators. */
+/* a . b over the first n - n % 4 columns, before the horizontal sum (four accumulators). */
+static inline float32x4_t codi__dotv_neon(const float *a, const float *b, int n) {
+    float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+    return vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3));
+}
+static float codi__dot_neon(const float *a, const float *b, int n) {
+    float s = vaddvq_f32(codi__dotv_neon(a, b, n));     /* (l0 + l1) + (l2 + l3), as codi__hsum4_neon */
+    int i;
+    for (i = n - n % 4; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+/* 4 rows per pass, 8 columns per step, two accumulators per row. */
+static void codi__gemv_neon(float *out, const float *x, const uint16_t *xh, const codi_matrix *w, int r0, int r1) {
+    int K = w->cols, r, j, k;
+    (void)xh;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        float32x4_t acc[8];
+        float s[4];
+        codi__rows4(p, w, r, r1);
+        acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
+        for (j = 0; j + 8 <= K; j += 8) {
+            float32x4_t x0 = vld1q_f32(x + j), x1 = vld1q_f32(x + j + 4);
+            float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
+            float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
+            acc[0] = vfmaq_f32(acc[0], w0.val[0], x0); acc[1] = vfmaq_f32(acc[1], w0.val[1], x1);
+            acc[2] = vfmaq_f32(acc[2], w1.val[0], x0); acc[3] = vfmaq_f32(acc[3], w1.val[1], x1);
+            acc[4] = vfmaq_f32(acc[4], w2.val[0], x0); acc[5] = vfmaq_f32(acc[5], w2.val[1], x1);
+            acc[6] = vfmaq_f32(acc[6], w3.val[0], x0); acc[7] = vfmaq_f32(acc[7], w3.val[1], x1);
+        }
+        vst1q_f32(s, codi__hsum4_neon(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]), vaddq_f32(acc[4], acc[5]), vaddq_f32(acc[6], acc[7])));
+        for (k = 0; k < 4; k++) {
+            int t;
+            for (t = j; t < K; t++) s[k] += x[t] * codi_elem_f32(p[k], w->dtype, (size_t)t);
+        }
+        for (k = 0; k < 4 && r + k < r1; k++) out[r + k - r0] = s[k];
+    }
+}
+/* Several positions per pass over the weights (batched decode, short chunks): 4 weight rows,
+   each 8 columns widened once into two registers and multiplied into 4 positions (16
+   accumulators). out[i * ldo + r - r0] for positions i < n of x [n, cols] and rows r0 <= r < r1. */
+static void codi__gemvn_neon(float *out, size_t ldo, const float *x, int n, const codi_matrix *w, int r0, int r1, float *work) {
+    int K = w->cols, r, i0, j, a, b, t;
+    (void)work;
+    for (r = r0; r < r1; r += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r, r1);
+        for (i0 = 0; i0 < n; i0 += 4) {
+            const float *xp[4];          /* past n: the last position again, computed but not stored */
+            float32x4_t c[16];           /* c[4 * row + position] */
+            float s[16];
+            for (b = 0; b < 4; b++) xp[b] = x + (size_t)(i0 + b < n ? i0 + b : n - 1) * K;
+            c[0] = c[1] = c[2] = c[3] = c[4] = c[5] = c[6] = c[7] = vdupq_n_f32(0);
+            c[8] = c[9] = c[10] = c[11] = c[12] = c[13] = c[14] = c[15] = c[0];
+            for (j = 0; j + 8 <= K; j += 8) {
+                float32x4x2_t w0 = codi__w8_neon(p[0], w->dtype, j), w1 = codi__w8_neon(p[1], w->dtype, j);
+                float32x4x2_t w2 = codi__w8_neon(p[2], w->dtype, j), w3 = codi__w8_neon(p[3], w->dtype, j);
+#define CODI__FMA4(b) do { float32x4_t x0 = vld1q_f32(xp[b] + j), x1 = vld1q_f32(xp[b] + j + 4); \
+        c[b] = vfmaq_f32(vfmaq_f32(c[b], w0.val[0], x0), w0.val[1], x1); c[4 + b] = vfmaq_f32(vfmaq_f32(c[4 + b], w1.val[0], x0), w1.val[1], x1); \
+        c[8 + b] = vfmaq_f32(vfmaq_f32(c[8 + b], w2.val[0], x0), w2.val[1], x1); c[12 + b] = vfmaq_f32(vfmaq_f32(c[12 + b], w3.val[0], x0), w3.val[1], x1); } while (0)
+                CODI__FMA4(0); CODI__FMA4(1); CODI__FMA4(2); CODI__FMA4(3);
+#undef CODI__FMA4
+            }
+            vst1q_f32(s, codi__hsum4_neon(c[0], c[1], c[2], c[3]));
+            vst1q_f32(s + 4, codi__hsum4_neon(c[4], c[5], c[6], c[7]));
+            vst1q_f32(s + 8, codi__hsum4_neon(c[8], c[9], c[10], c[11]));
+            vst1q_f32(s + 12, codi__hsum4_neon(c[12], c[13], c[14], c[15]));
+            for (a = 0; a < 4 && r + a < r1; a++)
+                for (b = 0; b < 4 && i0 + b < n; b++) {
+                    for (t = j; t < K; t++) s[4 * a + b] += xp[b][t] * codi_elem_f32(p[a], w->dtype, (size_t)t);
+                    out[(size_t)(i0 + b) * ldo + r + a - r0] = s[4 * a + b];
+                }
+        }
+    }
+}
+/* 8 positions x 8 rows: 16 accumulators; a [kb][8], b [kb][8] */
+static void codi__micro_neon(int kb, const void *av, const void *bv, float *c, size_t ldc, int add) {
+    const float *a = (const float *)av, *b = (const float *)bv;
+    float32x4_t acc[16];
+    int k;
+    acc[0] = acc[1] = acc[2] = acc[3] = acc[4] = acc[5] = acc[6] = acc[7] = vdupq_n_f32(0);
+    acc[8] = acc[9] = acc[10] = acc[11] = acc[12] = acc[13] = acc[14] = acc[15] = acc[0];
+    for (k = 0; k < kb; k++, a += 8, b += 8) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4);
+#define CODI__FMA(i, av, lane) do { acc[2 * (i)] = vfmaq_laneq_f32(acc[2 * (i)], b0, av, lane); \
+        acc[2 * (i) + 1] = vfmaq_laneq_f32(acc[2 * (i) + 1], b1, av, lane); } while (0)
+        CODI__FMA(0, a0, 0); CODI__FMA(1, a0, 1); CODI__FMA(2, a0, 2); CODI__FMA(3, a0, 3);
+        CODI__FMA(4, a1, 0); CODI__FMA(5, a1, 1); CODI__FMA(6, a1, 2); CODI__FMA(7, a1, 3);
+#undef CODI__FMA
+    }
+#define CODI__ST(i) do { float *cr = c + (size_t)(i) * ldc; \
+        if (add) { acc[2 * (i)] = vaddq_f32(acc[2 * (i)], vld1q_f32(cr)); acc[2 * (i) + 1] = vaddq_f32(acc[2 * (i) + 1], vld1q_f32(cr + 4)); } \
+        vst1q_f32(cr, acc[2 * (i)]); vst1q_f32(cr + 4, acc[2 * (i) + 1]); } while (0)
+    CODI__ST(0); CODI__ST(1); CODI__ST(2); CODI__ST(3); CODI__ST(4); CODI__ST(5); CODI__ST(6); CODI__ST(7);
+#undef CODI__ST
+}
+/* The 4 x 4 block with rows r0..r3, transposed: its column t stored at dst + t * ld. */
+static void codi__store_t4_neon(float *dst, size_t ld, float32x4_t r0, float32x4_t r1, float32x4_t r2, float32x4_t r3) {
+    float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1)), t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));
+    float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3)), t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+    /* t0 = r0[0] r1[0] r0[2] r1[2], t1 = r0[1] r1[1] r0[3] r1[3]; t2, t3 the same of r2, r3 */
+    vst1q_f32(dst, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
+    vst1q_f32(dst + ld, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+    vst1q_f32(dst + 2 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+    vst1q_f32(dst + 3 * ld, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
+}
+/* As codi__pack_b, 4 rows x 8 columns at a time: widen, transpose in registers, store. */
+static void codi__pack_b_neon(float *b, const codi_matrix *w, int r0, int nrows, int k0, int kb, int nr) {
+    int j, k, t;
+    if (nrows < nr || nr % 4) { codi__pack_b(b, w, r0, nrows, k0, kb, nr); return; }
+    for (j = 0; j < nr; j += 4) {
+        const void *p[4];
+        codi__rows4(p, w, r0 + j, r0 + nr);
+        for (k = 0; k + 8 <= kb; k += 8) {
+            float32x4x2_t v0 = codi__w8_neon(p[0], w->dtype, k0 + k), v1 = codi__w8_neon(p[1], w->dtype, k0 + k);
+            float32x4x2_t v2 = codi__w8_neon(p[2], w->dtype, k0 + k), v3 = codi__w8_neon(p[3], w->dtype, k0 + k);
+            codi__store_t4_neon(b + (size_t)k * nr + j, (size_t)nr, v0.val[0], v1.val[0], v2.val[0], v3.val[0]);
+            codi__store_t4_neon(b + (size_t)(k + 4) * nr + j, (size_t)nr, v0.val[1], v1.val[1], v2.val[1], v3.val[1]);
+        }
+        for (; k < kb; k++)
+            for (t = 0; t < 4; t++) b[(size_t)k * nr + j + t] = codi_elem_f32(p[t], w->dtype, (size_t)(k0 + k));
+    }
+}
+/* y += a * x */
+static void codi__axpy_neon(float *y, float a, const float *x, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+/* codi__attend_dot_axpy in blocks: each position's scores for 4 heads summed horizontally
+   together, then the weighted values in tiles of 4 heads x 16 columns (each V row read once per
+   tile). The sums are codi__dot_neon's and codi__axpy_neon's, in their order: the same bits. */
+static void codi__attend_neon(float *out, const float *q, int nq, const float *keys, const float *vals, int T, int HD, float *sc) {
+    float scale = 1.0f / sqrtf((float)HD), tmp[4];
+    int h0, h, t, j;
+    if (HD % 16) { codi__attend_dot_axpy(codi__dot_neon, codi__axpy_neon, out, q, nq, keys, vals, T, HD, sc); return; }
+    for (h0 = 0; h0 < nq; h0 += 4) {          /* past nq: the last head again, not stored */
+        const float *q0 = q + (size_t)h0 * HD, *q1 = q + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * HD;
+        const float *q2 = q + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * HD, *q3 = q + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * HD;
+        for (t = 0; t < T; t++) {
+            const float *kt = keys + (size_t)t * HD;
+            vst1q_f32(tmp, vmulq_n_f32(codi__hsum4_neon(codi__dotv_neon(q0, kt, HD), codi__dotv_neon(q1, kt, HD),
+                                                        codi__dotv_neon(q2, kt, HD), codi__dotv_neon(q3, kt, HD)), scale));
+            for (h = 0; h < 4 && h0 + h < nq; h++) sc[(size_t)(h0 + h) * T + t] = tmp[h];
+        }
+    }
+    codi__softmax_weights(sc, nq, T);
+    for (h0 = 0; h0 < nq; h0 += 4) {
+        const float *w0 = sc + (size_t)h0 * T, *w1 = sc + (size_t)(h0 + 1 < nq ? h0 + 1 : nq - 1) * T;
+        const float *w2 = sc + (size_t)(h0 + 2 < nq ? h0 + 2 : nq - 1) * T, *w3 = sc + (size_t)(h0 + 3 < nq ? h0 + 3 : nq - 1) * T;
+        for (j = 0; j < HD; j += 16) {
+            const float *vt = vals + j;
+            float32x4_t a00 = vdupq_n_f32(0), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+            float32x4_t a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+            for (t = 0; t < T; t++, vt += HD) {
+                float32x4_t x0 = vld1q_f32(vt), x1 = vld1q_f32(vt + 4), x2 = vld1q_f32(vt + 8), x3 = vld1q_f32(vt + 12);
+#define CODI__ACC(h) a##h##0 = vfmaq_n_f32(a##h##0, x0, w##h[t]); a##h##1 = vfmaq_n_f32(a##h##1, x1, w##h[t]); \
+        a##h##2 = vfmaq_n_f32(a##h##2, x2, w##h[t]); a##h##3 = vfmaq_n_f32(a##h##3, x3, w##h[t])
+                CODI__ACC(0); CODI__ACC(1); CODI__ACC(2); CODI__ACC(3);
+#undef CODI__ACC
+            }
+            {
+                float32x4_t acc[16];
+                acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+                acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+                for (h = 0; h < 4 && h0 + h < nq; h++)
+                    for (t = 0; t < 4; t++) vst1q_f32(out + (size_t)(h0 + h) * HD + j + 4 * t, acc[4 * h + t]);
+            }
+        }
+    }
+}
+#endif /* CODI__NEON */
+
+/* The paths, slowest first. */
+static const codi__kernel codi__kernels[] = {
+    { "scalar", codi__gemv_scalar, NULL, NULL, 0, 0, 0, NULL, NULL, codi__pack_b, codi__dot, codi__axpy, NULL, codi__attend_scalar },
+#ifdef CODI__X86
+    { "avx2", codi__gemv_avx2, codi__gemvn_avx2, codi__micro_avx2, 6, 16, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx2, codi__axpy_avx2, NULL, codi__attend_avx2 },
+    { "avx512", codi__gemv_avx512, codi__gemvn_avx512, codi__micro12_avx512, 12, 32, 0, NULL, NULL, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
+    { "avx512bf16", codi__gemv_avx512bf16, codi__gemvn_avx512, codi__micro_avx512bf16, 8, 32, 1, codi__gemv_avx512, codi__micro_avx512,
+      codi__pack_b_avx2, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 },
+#endif
+#ifdef CODI__AMX
+    { "amx", codi__gemv_avx512, codi__gemvn_avx512, codi__micro_avx512, 8, 32, 0, NULL, NULL, codi__pack_b_avx2, codi__dot_avx512,
+      codi__axpy_avx2, codi__matmul_amx, codi__attend_avx512 },
+#endif
+#ifdef CODI__NEON
+    { "neon", codi__gemv_neon, codi__gemvn_neon, codi__micro_neon, 8, 8, 0, NULL, NULL, codi__pack_b_neon, codi__dot_neon, codi__axpy_neon, NULL, codi__attend_neon },
+#endif
+};
+#define CODI__N_KERNELS ((int)(sizeof codi__kernels / sizeof codi__kernels[0]))
+
+#ifdef CODI__X86
+/* The bf16 compute mode's kernels (not a path of its own: a model loaded with CODI_COMPUTE_BF16
+   runs its forward passes' products with bf16 weights on them, whatever the path; f32 weights and
+   everything else as the path does). */
+static const codi__kernel codi__kernel_bf16 = { "bf16", codi__gemv_avx512bf16, codi__gemvn_bf16_avx512, codi__micro12_bf16_avx512, 12, 32, 2,
+    codi__gemv_avx512, codi__micro12_avx512, codi__pack_b_avx512, codi__dot_avx512, codi__axpy_avx2, NULL, codi__attend_avx512 };
+#endif
+
+#ifdef CODI__AMX
+#include <cpuid.h>
+/* 1 if the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22), AVX512-BF16, and Linux lets
+   this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; syscall 158,
+   asked once: syscall() itself needs feature macros under -std=c99). */
+static int codi__amx_usable(void) {
+    static int granted = -1;
+    if (granted < 0) {
+        unsigned eax, ebx, ecx, edx;
+        long rc = -1;
+        granted = 0;
+        if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx >> 24 & 1) || !(edx >> 22 & 1) ||
+            !__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw")) return 0;
+#ifdef __linux__
+        __asm__ __volatile__("syscall" : "=a"(rc) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+#endif
+        granted = rc == 0;
+    }
+    return granted;
+}
+#endif
+
+/* 1 if this CPU (and OS) runs path k. */
+static int codi__kernel_runs(const codi__kernel *k) {
+#ifdef CODI__X86
+    __builtin_cpu_init();
+    if (!strcmp(k->name, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strncmp(k->name, "avx512", 6) && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0;
+    if (!strcmp(k->name, "avx512bf16")) return __builtin_cpu_supports("avx512bf16");
+#ifdef CODI__AMX
+    if (!strcmp(k->name, "amx")) return codi__amx_usable();
+#endif
+#endif
+    (void)k;
+    return 1;
+}
+
+static const codi__kernel *codi__kernel_now;   /* the path in use; set once, by codi_load (or codi_set_kernel) before any pass */
+
+/* 1 if this CPU runs the bf16 compute mode's kernels (codi__kernel_bf16). */
+static int codi__compute_bf16_runs(void) {
+    int i;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (!strcmp(codi__kernels[i].name, "avx512bf16")) return codi__kernel_runs(&codi__kernels[i]);
+    return 0;
+}
+
+CODI_API int codi_set_kernel(const char *name) {
+    int i;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (!strcmp(codi__kernels[i].name, name) && codi__kernel_runs(&codi__kernels[i])) { codi__kernel_now = &codi__kernels[i]; return 0; }
+    return -1;
+}
+
+/* CODI_KERNEL from the environment if this CPU runs it, else the fastest path (not avx512bf16: it
+   does the work of avx512 in two bf16 halves). */
+static const codi__kernel *codi__kernel_active(void) {
+    if (!codi__kernel_now) {
+        const char *env = getenv("CODI_KERNEL");
+        int i;
+        if (!env || codi_set_kernel(env) != 0)
+            for (i = CODI__N_KERNELS - 1; i >= 0 && !codi__kernel_now; i--)
+                if (!codi__kernels[i].bf16_pairs && codi__kernel_runs(&codi__kernels[i])) codi__kernel_now = &codi__kernels[i];
+    }
+    return codi__kernel_now;
+}
+
+CODI_API const char *codi_kernel_name(void) { return codi__kernel_active()->name; }
+
+/* The kernels of a forward pass's products: the bf16 compute mode's, else the path's. */
+static const codi__kernel *codi__kernel_for(int compute) {
+#ifdef CODI__X86
+    if (compute == CODI_COMPUTE_BF16) return &codi__kernel_bf16;
+#endif
+    (void)compute;
+    return codi__kernel_active();
+}
+
+CODI_API int codi_kernels_available(const char **names, int cap) {
+    int i, n = 0;
+    for (i = 0; i < CODI__N_KERNELS; i++)
+        if (codi__kernel_runs(&codi__kernels[i])) { if (n < cap) names[n] = codi__kernels[i].name; n++; }
+    return n;
+}
+
+CODI_API int codi_weights_misaligned(const codi_model *m, int *n_matrices) {
+    const codi_weights *w = &m->w;
+    const codi_matrix *all[4] = { &w->embed, &w->lm_head, &w->prj1, &w->prj3 };
+    int l, k, n = 0, bad = 0;
+    for (k = 0; k < 4; k++) if (all[k]->data) { n++; bad += (uintptr_t)all[k]->data % 64 != 0; }
+    for (l = 0; l < m->config.n_layers; l++) {
+        const codi_layer *L = &w->layers[l];
+        const codi_matrix *mats[7] = { &L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down };
+        for (k = 0; k < 7; k++) if (mats[k]->data) { n++; bad += (uintptr_t)mats[k]->data % 64 != 0; }
+    }
+    if (n_matrices) *n_matrices = n;
+    return bad;
+}
+
+/* Floats of work one thread needs for codi__matmul_range of up to n positions and k columns
+   (the activations packed over all k (twice over as bf16 hi and lo parts), a slice of weight
+   panels; or x as bf16 hi and lo; or the AMX blocks). */
+static size_t codi__work_floats(int n, int k) {
+    size_t gemm = (size_t)(n + 16) * (size_t)(k + 1) + (size_t)CODI__KC * CODI__NB_MAX + 16;
+#ifdef CODI__AMX
+    if (gemm < CODI__AMX_WORK) return CODI__AMX_WORK;
+#endif
+    return gemm;
+}
+
+/* out[i, r] = x[i, :] . W[r, :] for positions i < n and rows r0 <= r < r1 (out row stride ldo,
+   x rows contiguous [n, cols]; work: codi__work_floats(n, cols)). Fewer than GEMM_MIN positions:
+   the multi-position GEMV (or, on a path without one, the GEMV per position); else the GEMM:
+   the activations are packed once (strips of MR positions over all K); the rows go in blocks
+   whose outputs stay in L2; for each KC-deep slice of a block, its panels of NR weight rows are
+   packed (widened) once into L2, and each strip (in L1) meets every panel, adding into the
+   block's outputs; the next slice's weight rows are prefetched meanwhile. */
+static void codi__matmul_range(const codi__kernel *kn, float *out, size_t ldo, const float *x, const codi_matrix *w,
+                               int n, int r0, int r1, float *work) {
+    int K = w->cols, pairs = kn->bf16_pairs && w->dtype == CODI_BF16, parts = kn->bf16_pairs == 2 ? 1 : 2, mr = kn->mr, nr = kn->nr, i, k0, jb, nb, s;
+    codi__gemv_fn gemv = kn->bf16_pairs && !pairs ? kn->gemv_f32w : kn->gemv;
+    codi__micro_fn micro = kn->bf16_pairs && !pairs ? kn->micro_f32w : kn->micro;
+    size_t strips, es = codi__dtype_size(w->dtype);
+    float tile[16 * 32], *ap, *bp;
+    if (r0 >= r1) return;
+    if (kn->tiles && w->dtype == CODI_BF16 && n >= CODI__AMX_MIN) { kn->tiles(out, ldo, x, w, n, r0, r1, work); return; }
+    if (!micro) {                 /* the scalar reference: each weight row meets every position while in L1 */
+        int r;
+        for (r = r0; r < r1; r++)
+            for (i = 0; i < n; i++) gemv(out + (size_t)i * ldo + r, x + (size_t)i * K, NULL, w, r, r + 1);
+        return;
+    }
+    if (n > 1 && n < CODI__GEMM_MIN && kn->gemvn) { kn->gemvn(out + r0, ldo, x, n, w, r0, r1, work); return; }
+    if (n < CODI__GEMM_MIN) {
+        uint16_t *xh = (uint16_t *)(void *)work;
+        for (i = 0; i < n; i++) {
+            const float *xi = x + (size_t)i * K;
+            if (pairs) for (k0 = 0; k0 < K; k0++) { xh[k0] = codi__f32_to_bf16(xi[k0]); xh[K + k0] = parts == 2 ? codi__bf16_lo(xi[k0]) : 0; }
+            gemv(out + (size_t)i * ldo + r0, xi, xh, w, r0, r1);
+        }
+        return;
+    }
+    strips = (size_t)(n + mr - 1) / mr;
+    ap = work + (16 - (uintptr_t)work / 4 % 16) % 16;                 /* 64-byte aligned */
+    bp = ap + strips * (size_t)(pairs ? (K + 1) / 2 * parts : K) * mr;
+    for (k0 = 0; k0 < K; k0 += CODI__KC) {                              /* a [K / KC][strips][KC][mr]: each slice contiguous */
+        int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC;
+        if (pairs) codi__pack_a_bf16((uint32_t *)(void *)ap + strips * (size_t)(k0 / 2 * parts) * mr, x, (size_t)K, n, k0, kb, mr, parts);
+#ifdef CODI__X86
+        else codi__pack_a_avx2(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);   /* (the x86 SIMD paths all have AVX2) */
+#else
+        else codi__pack_a(ap + strips * (size_t)k0 * mr, x, (size_t)K, n, k0, kb, mr);
+#endif
+    }
+    nb = CODI__NB_FLOATS / n / nr * nr;
+    nb = nb < nr ? nr : nb > CODI__NB_MAX ? CODI__NB_MAX : nb;
+    for (jb = r0; jb < r1; jb += nb) {
+        int je = r1 - jb < nb ? r1 : jb + nb, np = (je - jb + nr - 1) / nr;
+        for (k0 = 0; k0 < K; k0 += CODI__KC) {
+            int kb = K - k0 < CODI__KC ? K - k0 : CODI__KC, p;
+            int kn0 = k0 + CODI__KC < K ? k0 + CODI__KC : 0, jn = k0 + CODI__KC < K ? jb : je;   /* the slice packed next */
+            int nn = r1 - jn < nb ? r1 - jn : nb, line_end = (K - kn0 < CODI__KC ? K - kn0 : CODI__KC) * (int)es;
+            const float *a = ap + strips * (size_t)(pairs ? k0 / 2 * parts : k0) * mr;     /* the slice's strip 0 */
+            size_t astrip = (size_t)(pairs ? (kb + 1) / 2 * parts : kb) * mr, bpanel = (size_t)(pairs ? (kb + 1) / 2 : kb) * nr;
+            for (p = 0; p < np; p++) {
+                int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
+#ifdef CODI__X86
+                if (pairs) codi__pack_b_bf16_avx512((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);   /* (the bf16 paths all have AVX-512) */
+#else
+                if (pairs) codi__pack_b_bf16((uint32_t *)(void *)bp + p * bpanel, w, j0, nj, k0, kb, nr);
+#endif
+                else kn->pack_b(bp + p * bpanel, w, j0, nj, k0, kb, nr);
+            }
+            for (s = 0; s * mr < n; s++) {
+                int mi = n - s * mr < mr ? n - s * mr : mr, u, v;
+                for (u = s * nn / (int)strips; u < (s + 1) * nn / (int)strips; u++)   /* its rows, spread over the strips */
+                    for (v = 0; v < line_end; v += 64) CODI__PREFETCH((const char *)w->data + ((size_t)(jn + u) * K + kn0) * es + v);
+                for (p = 0; p < np; p++) {
+                    int j0 = jb + p * nr, nj = je - j0 < nr ? je - j0 : nr;
+                    float *c = out + (size_t)s * mr * ldo + j0;
+                    if (mi == mr && nj == nr) { micro(kb, a + astrip * s, bp + p * bpanel, c, ldo, k0 > 0); continue; }
+                    micro(kb, a + astrip * s, bp + p * bpanel, tile, (size_t)nr, 0);     /* an edge tile */
+                    for (u = 0; u < mi; u++)
+                        for (v = 0; v < nj; v++) c[(size_t)u * ldo + v] = (k0 > 0 ? c[(size_t)u * ldo + v] : 0) + tile[u * nr + v];
+                }
+            }
+        }
+    }
+}
+
+/* >>batch: many CODI runs through one pass per step (continuous batching, prefix branches) ----
+
+   Why: codi_run advances one position per pass, and each pass reads every weight. Decoding is
+   bound by memory bandwidth: reading a 1B model's 2.5 GB of bf16 weights takes longer than the
+   2.5 GFLOP of one position's multiply-adds. So B runs that each need one more position can share
+   one read: codi_batch stacks them as B rows of one pass (codi__forward_rows, the same pass that
+   codi_forward_batch makes), and a step of B runs costs about one run's step, until the arithmetic
+   of B rows catches up with the read (the roofline: time = max(FLOPs / peak, bytes / bandwidth)).
+
+   What each run is: its own codi_state (KV cache, residuals, logits, hooks, phase and step), its own
+   request (prompt ids or a prefix state, n_latent, max_answer, steering, callbacks), and a stage:
+     prefill   its prompt ids, as many per pass as the pass has free rows (chunked prefill), so a
+               new run's prompt rides in the same pass as the others' decode rows, as one GEMM, and
+               no pass takes more than C rows (C = max(max_runs, min(max_pos, 512))): runs that are
+               decoding wait at most one chunk;
+     latent k  z_k = prj(final hidden of its last position), fed as the next input embedding; the
+               projections of all runs at a latent step are one product of each prj matrix;
+     answer    eot, then greedy tokens (argmax over all ids but the last) fed back until an eos or
+               max_answer, exactly as codi_run_answer.
+   One step: (1) queued runs take free slots (a prefix run copies its prefix state here); (2) the
+   rows of the pass are gathered as input embeddings: first one decode row per latent or answer
+   run, then the prefill runs' prompt positions, oldest run first, up to C rows in all; (3) each
+   state's phase and step are set as codi_run sets them, so hooks, codi_steer_install's among them,
+   see the same point, layer, position, phase and step values as single-stream; (4) one pass:
+   attention per run (a prefill segment long enough for the blocked GEMMs, 16+ positions at 4 heads
+   per kv head, by them; other rows one by one against their own cache), lm_head only for each run's last row; (5) each run moves on
+   (latent_logits, latents, after_latent after the prefill and after each latent step, answer
+   tokens, on_token); (6) runs that ended go to the callback and leave their slot to the queue
+   (continuous batching: the batch stays full while there is work).
+
+   Equal to codi_run: the same operations in the same order per run; only the float summation order
+   of a product depends on how many rows share it (1 row: GEMV, 2..63: the multi-position GEMV, 64+:
+   the GEMM), so logits agree within ~1e-5 of their scale (1e-4 on the bf16 hi/lo paths) and a
+   batch of one run is bit-identical to codi_run. A hook that stops the pass fails its own run; the
+   pass is then made again for the others (their hooks see those points twice). lm_head skips a
+   latent row whose logits nobody reads (no latent_logits, no after_latent other than
+   codi_steer_after_latent, eot fed before the answer): its state's logits then stay as they were.
+
+   Branches: a request may start from a prefix state (prompt + l latents computed once, e.g. by
+   codi_run_latents with n_latent = l): the run begins with a copy of it (codi_state_copy) at latent
+   step l + 1, after calling after_latent(l) on its copy (so KV-cache edits "after_prefill" or
+   "after_latent:l" apply to the branch); hooks for the prefill or steps <= l do not run (that work
+   is the prefix's). Copy, not a shared read-only KV prefix: measured at the 1B's shapes (codi bench:
+   branch_copy_ms, branch_bN_prefix1), copying a 50-token prefix (its residuals and K/V, 10 MB) costs
+   ~2 ms per branch against ~150 ms of a branch's share of the batch-32 passes (1-2%), and branches
+   from a 1-token prefix (no copy and no prefix K/V to read: more than sharing could save, since
+   shared branches still attend over the prefix) ran 5-7% faster, near the machine's noise (CPU
+   share ~0.5). So each branch keeps a whole codi_state: hooks, KV-cache
+   edits of prefix positions and readers of its residuals work as on any state (a shared prefix
+   would need copy-on-write for those edits). */
+
+enum { CODI__RUN_FREE = 0, CODI__RUN_PREFILL, CODI__RUN_LATENT, CODI__RUN_ANSWER, CODI__RUN_DONE };
+
+typedef struct {
+    codi_batch_request req;  /* req.ids points to ids */
+    int32_t *ids;            /* owned copy of the prompt */
+    long index;              /* submission order */
+} codi__batch_req;
+
+typedef struct {
+    codi__batch_req q;
+    codi_state *s;
+    codi_run_opts o;         /* the request's, with the steer's after_latent */
+    codi_run_result r;
+    int stage;               /* CODI__RUN_* */
+    int fed;                 /* prefill: prompt ids fed so far */
+    int k;                   /* latent: the step fed next */
+    int32_t input;           /* answer: the token fed next (eot or the last answer token) */
+    int rows;                /* rows in the current pass */
+    int status;              /* 0, or -1 failed */
+} codi__batch_run;
+
+struct codi_batch {
+    const codi_model *m;
+    codi_state *scratch;     /* the pass's scratch buffers and thread pool (chunk C) */
+    codi__batch_run *runs;   /* [max_runs] slots */
+    int max_runs, max_pos, chunk, n_active;
+    codi__batch_req *queue;  /* [q_head, q_n) waiting */
+    long q_head, q_n, q_cap, n_submitted;
+    codi__row *rows;         /* [C] the pass */
+    int *row_run;            /* [C] slot of each row */
+    float *embeds;           /* [C, D] inputs of the pass */
+    float *ph, *pt, *pu;     /* [max_runs, D], [max_runs, P], [max_runs, D]: the batched projection */
+    float *pwork;            /* [threads, pwork_stride] */
+    size_t pwork_stride;
+    char error[256];
+};
+
+CODI_API const char *codi_batch_error(const codi_batch *b) { return b->error; }
+CODI_API int codi_batch_pending(const codi_batch *b) { return b->n_active + (int)(b->q_n - b->q_head); }
+
+CODI_API void codi_batch_free(codi_batch *b) {
+    int i;
+    long j;
+    if (!b) return;
+    for (i = 0; b->runs && i < b->max_runs; i++) { codi_state_free(b->runs[i].s); CODI_FREE(b->runs[i].q.ids); }
+    for (j = b->q_head; j < b->q_n; j++) CODI_FREE(b->queue[j].ids);
+    codi_state_free(b->scratch);
+    CODI_FREE(b->runs); CODI_FREE(b->queue); CODI_FREE(b->rows); CODI_FREE(b->row_run); CODI_FREE(b->embeds);
+    CODI_FREE(b->ph); CODI_FREE(b->pt); CODI_FREE(b->pu); CODI_FREE(b->pwork);
+    CODI_FREE(b);
+}
+
+CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads) {
+    const codi_config *c = &m->config;
+    size_t D = (size_t)c->dim, P = (size_t)(c->prj_dim > 0 ? c->prj_dim : 1), R;
+    codi_batch *b;
+    int i, threads;
+    if (max_runs < 1 || max_runs > 4096 || max_pos < 1) return NULL;
+    if (!(b = (codi_batch *)CODI_MALLOC(sizeof *b))) return NULL;
+    memset(b, 0, sizeof *b);
+    b->m = m; b->max_runs = max_runs; b->max_pos = max_pos; R = (size_t)max_runs;
+    b->chunk = max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK;
+    if (b->chunk < max_runs) b->chunk = max_runs;
+    b->scratch = codi__state_alloc(m, max_pos, n_threads, b->chunk);
+    b->runs = (codi__batch_run *)CODI_MALLOC(R * sizeof *b->runs);
+    b->rows = (codi__row *)CODI_MALLOC((size_t)b->chunk * sizeof *b->rows);
+    b->row_run = (int *)CODI_MALLOC((size_t)b->chunk * sizeof *b->row_run);
+    b->embeds = (float *)CODI_MALLOC((size_t)b->chunk * D * sizeof(float));
+    b->ph = (float *)CODI_MALLOC(R * D * sizeof(float));
+    b->pt = (float *)CODI_MALLOC(R * P * sizeof(float));
+    b->pu = (float *)CODI_MALLOC(R * D * sizeof(float));
+    threads = b->scratch ? ((codi__state_internal *)b->scratch->internal)->n_threads : 1;
+    b->pwork_stride = codi__work_floats(max_runs, (int)(D > P ? D : P));
+    b->pwork = (float *)CODI_MALLOC((size_t)threads * b->pwork_stride * sizeof(float));
+    if (b->runs) memset(b->runs, 0, R * sizeof *b->runs);
+    if (!b->scratch || !b->runs || !b->rows || !b->row_run || !b->embeds || !b->ph || !b->pt || !b->pu || !b->pwork) {
+        codi_batch_free(b); return NULL;
+    }
+    for (i = 0; i < max_runs; i++)      /* scratch of one position each: the passes use the batch's */
+        if (!(b->runs[i].s = codi__state_alloc(m, max_pos, 1, 1))) { codi_batch_free(b); return NULL; }
+    return b;
+}
+
+/* The latent steps a prefix state has made (its phase and step), or -1 if it is not a prefix. */
+static int codi__prefix_latents(const codi_state *p) {
+    if (p->n_pos <= 0) return -1;
+    if (p->phase == CODI_PHASE_PREFILL) return 0;
+    return p->phase == CODI_PHASE_LATENT ? p->step : -1;
+}
+
+CODI_API int codi_batch_submit(codi_batch *b, const codi_batch_request *req) {
+    const codi_config *c = &b->m->config;
+    const codi_run_opts *o = &req->opts;
+    int i, start, l = 0, cap = (int)(sizeof ((codi_run_result *)0)->answer / sizeof(int32_t));
+    long need;
+    codi__batch_req *q;
+    b->error[0] = 0;
+    if ((!req->ids) == (!req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: give exactly one of ids and prefix", b->n_submitted); return -1; }
+    if (o->n_latent < 0 || o->max_answer < 0 || o->max_answer > cap) {
+        codi__err(b->error, sizeof b->error, "request %ld: n_latent must be >= 0 and max_answer in [0, %d]", b->n_submitted, cap); return -1;
+    }
+    if (o->n_latent > 0 && !c->prj_dim) { codi__err(b->error, sizeof b->error, "this model has no prj: not a CODI checkpoint"); return -1; }
+    if (o->feed_eot && c->eot_id < 0) { codi__err(b->error, sizeof b->error, "this model has no CODI eot token to feed (set feed_eot = 0)"); return -1; }
+    if (req->ids) {
+        if (req->n_ids < 1) { codi__err(b->error, sizeof b->error, "request %ld: n_ids must be >= 1", b->n_submitted); return -1; }
+        for (i = 0; i < req->n_ids; i++)
+            if (req->ids[i] < 0 || req->ids[i] >= c->vocab) {
+                codi__err(b->error, sizeof b->error, "request %ld: token id %ld at input %d is out of range [0, %d)", b->n_submitted, (long)req->ids[i], i, c->vocab);
+                return -1;
+            }
+        start = req->n_ids;
+    } else {
+        if (!codi__state_fits(b->m, req->prefix)) { codi__err(b->error, sizeof b->error, "request %ld: the prefix state was made for another model", b->n_submitted); return -1; }
+        if ((l = codi__prefix_latents(req->prefix)) < 0 || l > o->n_latent) {
+            codi__err(b->error, sizeof b->error, "request %ld: the prefix must be a state after its prefill and at most n_latent (%d) latent steps "
+                      "(it has %d positions, phase %d, step %d)", b->n_submitted, o->n_latent, req->prefix->n_pos, req->prefix->phase, req->prefix->step);
+            return -1;
+        }
+        start = req->prefix->n_pos;
+    }
+    need = (long)start + (o->n_latent - l) + (o->feed_eot ? 1 : 0) + (o->max_answer > 1 ? o->max_answer - 1 : 0);
+    if (need > b->max_pos) {
+        codi__err(b->error, sizeof b->error, "request %ld: %ld positions (prompt %d, latents, eot, answer) do not fit the batch's %d",
+                  b->n_submitted, need, start, b->max_pos);
+        return -1;
+    }
+    if (b->q_head > 0 && b->q_n == b->q_cap) {         /* reuse the room of the runs that joined */
+        memmove(b->queue, b->queue + b->q_head, (size_t)(b->q_n - b->q_head) * sizeof *b->queue);
+        b->q_n -= b->q_head; b->q_head = 0;
+    }
+    if (b->q_n == b->q_cap) {
+        long ncap = b->q_cap ? 2 * b->q_cap : 64;
+        codi__batch_req *grown = (codi__batch_req *)CODI_REALLOC(b->queue, (size_t)ncap * sizeof *grown);
+        if (!grown) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
+        b->queue = grown; b->q_cap = ncap;
+    }
+    q = &b->queue[b->q_n];
+    q->req = *req; q->ids = NULL; q->index = b->n_submitted;
+    if (req->ids) {
+        if (!(q->ids = (int32_t *)CODI_MALLOC((size_t)req->n_ids * sizeof(int32_t)))) { codi__err(b->error, sizeof b->error, "out of memory"); return -1; }
+        memcpy(q->ids, req->ids, (size_t)req->n_ids * sizeof(int32_t));
+        q->req.ids = q->ids;
+    }
+    b->q_n++; b->n_submitted++;
+    return 0;
+}
+
+/* Fails run x with its state's error (or why). */
+static void codi__batch_fail(codi__batch_run *x, const char *why) {
+    if (!x->s->error[0]) codi__err(x->s->error, sizeof x->s->error, "%s", why);
+    x->status = -1; x->stage = CODI__RUN_DONE;
+}
+
+/* after_latent after step k; 0, or -1 with the run failed. */
+static int codi__batch_after_latent(codi__batch_run *x, int k) {
+    if (codi__after_latent(&x->o, x->s, k) == 0) return 0;
+    x->status = -1; x->stage = CODI__RUN_DONE;
+    return -1;
+}
+
+/* The next answer token from the state's logits, as codi_run_answer: DONE after an eos or
+   max_answer, else the token becomes the next input. */
+static void codi__batch_take_token(const codi_model *m, codi__batch_run *x) {
+    int32_t tok;
+    if (x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
+    tok = codi_argmax_answer(m, x->s->logits);
+    if (x->o.answer_logits) memcpy(x->o.answer_logits + (size_t)x->r.n_answer * m->config.vocab, x->s->logits, (size_t)m->config.vocab * sizeof(float));
+    x->r.answer[x->r.n_answer++] = tok;
+    if (x->o.on_token) x->o.on_token(x->o.on_token_user, tok);
+    if ((x->o.stop_at_eos && codi_is_eos(&m->config, tok)) || x->r.n_answer == x->o.max_answer) { x->stage = CODI__RUN_DONE; return; }
+    x->input = tok; x->s->step = x->r.n_answer;
+}
+
+/* After latent step k - 1 (or the prefill): the next latent step, or the answer (eot first). */
+static void codi__batch_next_latent(const codi_model *m, codi__batch_run *x) {
+    if (x->k <= x->o.n_latent) { x->stage = CODI__RUN_LATENT; return; }
+    if (x->o.latents && m->config.prj_dim && codi_project(m, x->s->final_hidden, x->o.latents + (size_t)x->o.n_latent * m->config.dim)) {
+        codi__batch_fail(x, "out of memory"); return;
+    }
+    x->stage = CODI__RUN_ANSWER;
+    x->s->phase = CODI_PHASE_ANSWER; x->s->step = 0;
+    if (x->o.feed_eot) x->input = m->config.eot_id;
+    else codi__batch_take_token(m, x);
+}
+
+/* Run x after a pass that gave it x->rows rows. */
+static void codi__batch_advance(const codi_model *m, codi__batch_run *x) {
+    int V = m->config.vocab;
+    if (x->stage == CODI__RUN_PREFILL) {
+        if ((x->fed += x->rows) < x->q.req.n_ids) return;
+        x->r.prompt_len = x->fed;
+        if (x->o.latent_logits) memcpy(x->o.latent_logits, x->s->logits, (size_t)V * sizeof(float));
+        if (codi__batch_after_latent(x, 0)) return;
+        x->k = 1;
+        codi__batch_next_latent(m, x);
+    } else if (x->stage == CODI__RUN_LATENT) {
+        if (x->o.latents) memcpy(x->o.latents + (size_t)(x->k - 1) * m->config.dim, codi_state_resid(x->s, 0, x->s->n_pos - 1), (size_t)m->config.dim * sizeof(float));
+        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)x->k * V, x->s->logits, (size_t)V * sizeof(float));
+        if (codi__batch_after_latent(x, x->k)) return;
+        x->k++;
+        codi__batch_next_latent(m, x);
+    } else if (x->stage == CODI__RUN_ANSWER) codi__batch_take_token(m, x);
+}
+
+/* Queued request q into free slot x: its state reset (or its prefix copied), hooks installed. */
+static void codi__batch_start(codi_batch *b, codi__batch_run *x, const codi__batch_req *q) {
+    const codi_model *m = b->m;
+    codi_state *s = x->s;
+    CODI_FREE(x->q.ids);
+    x->q = *q;
+    x->o = q->req.opts;
+    memset(&x->r, 0, sizeof x->r);
+    x->status = 0; x->fed = 0; x->k = 0; x->input = -1; x->rows = 0;
+    codi_state_reset(s);
+    codi_state_clear_hooks(s);
+    if (q->req.steer && codi_steer_install(q->req.steer, s, &x->o)) { codi__batch_fail(x, "steer install failed"); return; }
+    if (q->req.setup && q->req.setup(q->req.user, s, &x->o)) { codi__batch_fail(x, "the request's setup callback failed"); return; }
+    if (!q->req.prefix) { x->stage = CODI__RUN_PREFILL; s->phase = CODI_PHASE_PREFILL; s->step = 0; return; }
+    {
+        int l = codi__prefix_latents(q->req.prefix);
+        if (l < 0 || l > x->o.n_latent) { codi__batch_fail(x, "the prefix state changed after the request was submitted"); return; }
+        if (codi_state_copy(m, s, q->req.prefix)) { x->status = -1; x->stage = CODI__RUN_DONE; return; }
+        x->r.prompt_len = s->n_pos - l;
+        if (x->o.latent_logits) memcpy(x->o.latent_logits + (size_t)l * m->config.vocab, s->logits, (size_t)m->config.vocab * sizeof(float));
+        if (codi__batch_after_latent(x, l)) return;
+        x->k = l + 1;
+        codi__batch_next_latent(m, x);
+    }
+}
+
+/* 1 if latent step x->k's logits are read: latent_logits, an after_latent callback that may read
+   them (codi_steer_after_latent does not), or the first answer token without eot. */
+static int codi__batch_latent_logits(const codi__batch_run *x) {
+    return x->o.latent_logits || (x->o.after_latent && x->o.after_latent != codi_steer_after_latent) ||
+           (x->k == x->o.n_latent && !x->o.feed_eot);
+}
+
+/* The pass's rows: one per latent or answer run, then prefill positions up to C rows. Latent
+   inputs are the batched projection of each run's final hidden state. Returns the row count. */
+static int codi__batch_gather(codi_batch *b) {
+    const codi_model *m = b->m;
+    const codi_config *c = &m->config;
+    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
+    int D = c->dim, P = c->prj_dim, n = 0, nl = 0, i, j;
+    for (i = 0; i < b->max_runs; i++) {                    /* latent rows: z = LayerNorm(W3 gelu(W1 h + b1) + b3) */
+        codi__batch_run *x = &b->runs[i];
+        x->rows = 0;
+        if (x->stage == CODI__RUN_LATENT) memcpy(b->ph + (size_t)nl++ * D, x->s->final_hidden, (size_t)D * sizeof(float));
+    }
+    if (nl) {
+        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pt, b->ph, &m->w.prj1, nl);
+        for (i = 0; i < nl; i++)
+            for (j = 0; j < P; j++) b->pt[(size_t)i * P + j] = codi__gelu(b->pt[(size_t)i * P + j] + m->w.prj1_b[j]);
+        codi__matmul_pool(si->pool, b->pwork, b->pwork_stride, b->pu, b->pt, &m->w.prj3, nl);
+    }
+    for (i = 0, nl = 0; i < b->max_runs; i++) {
+        codi__batch_run *x = &b->runs[i];
+        float *e = b->embeds + (size_t)n * D;
+        if (x->stage == CODI__RUN_LATENT) {
+            float *u = b->pu + (size_t)nl++ * D;
+            for (j = 0; j < D; j++) u[j] += m->w.prj3_b[j];
+            codi__layernorm(e, u, m->w.prj_ln_w, m->w.prj_ln_b, D, c->ln_eps);
+            x->s->phase = CODI_PHASE_LATENT; x->s->step = x->k;
+        } else if (x->stage == CODI__RUN_ANSWER) codi__row_f32(e, &m->w.embed, x->input);
+        else continue;
+        b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos; b->row_run[n] = i; x->rows = 1;
+        b->rows[n].no_logits = x->stage == CODI__RUN_LATENT && !codi__batch_latent_logits(x);
+        n++;
+    }
+    while (n < b->chunk) {                                 /* prefill: the oldest unfinished prompt first */
+        codi__batch_run *x = NULL;
+        int take;
+        for (i = 0; i < b->max_runs; i++) {
+            codi__batch_run *y = &b->runs[i];
+            if (y->stage == CODI__RUN_PREFILL && !y->rows && (!x || y->q.index < x->q.index)) x = y;
+        }
+        if (!x) break;
+        take = x->q.req.n_ids - x->fed < b->chunk - n ? x->q.req.n_ids - x->fed : b->chunk - n;
+        for (j = 0; j < take; j++, n++) {
+            codi__row_f32(b->embeds + (size_t)n * D, &m->w.embed, x->q.req.ids[x->fed + j]);
+            b->rows[n].s = x->s; b->rows[n].pos = x->s->n_pos + j; b->row_run[n] = (int)(x - b->runs);
+            b->rows[n].no_logits = x->fed + j + 1 < x->q.req.n_ids;   /* logits at the prompt's last position only */
+        }
+        x->rows = take;
+    }
+    return n;
+}
+
+/* Removes the rows of runs that failed in the last pass (and fails them); returns the rows left. */
+static int codi__batch_drop_failed(codi_batch *b, int n) {
+    int i, w = 0, D = b->m->config.dim, any = 0;
+    for (i = 0; i < n; i++) any |= b->rows[i].s->error[0] != 0;
+    for (i = 0; i < n; i++) {
+        codi__batch_run *x = &b->runs[b->row_run[i]];
+        if (!any || x->s->error[0]) {                      /* no state said why: every run of the pass fails */
+            if (x->stage != CODI__RUN_DONE) codi__batch_fail(x, "the batched pass failed");
+            x->rows = 0;
+            continue;
+        }
+        if (w != i) {
+            b->rows[w] = b->rows[i]; b->row_run[w] = b->row_run[i];
+            memcpy(b->embeds + (size_t)w * D, b->embeds + (size_t)i * D, (size_t)D * sizeof(float));
+        }
+        w++;
+    }
+    return w;
+}
+
+CODI_API int codi_batch_step(codi_batch *b, codi_batch_done_fn done, void *user) {
+    const codi_model *m = b->m;
+    codi__state_internal *si = (codi__state_internal *)b->scratch->internal;
+    int i, n;
+    b->error[0] = 0;
+    for (i = 0; i < b->max_runs && b->q_head < b->q_n; i++)         /* 1. queued runs join free slots */
+        if (b->runs[i].stage == CODI__RUN_FREE) {
+            codi__batch_start(b, &b->runs[i], &b->queue[b->q_head]);
+            b->queue[b->q_head++].ids = NULL;                       /* owned by the slot now */
+            b->n_active++;
+        }
+    n = codi__batch_gather(b);                                      /* 2.-3. the rows, phases and steps */
+    while (n > 0) {                                                 /* 4. one pass (again without runs a hook failed) */
+        for (i = 0; i < n; i++) b->rows[i].s->error[0] = 0;
+        if (codi__forward_rows(m, si, b->rows, n, NULL, b->embeds, NULL, 2) == 0) break;
+        n = codi__batch_drop_failed(b, n);
+    }
+    for (i = 0; i < b->max_runs; i++)                               /* 5. each run moves on */
+        if (b->runs[i].rows) codi__batch_advance(m, &b->runs[i]);
+    for (i = 0; i < b->max_runs; i++) {                             /* 6. ended runs leave */
+        codi__batch_run *x = &b->runs[i];
+        codi_batch_result res;
+        int rc;
+        if (x->stage != CODI__RUN_DONE) continue;
+        res.user = x->q.req.user; res.index = x->q.index; res.status = x->status;
+        res.error = x->status ? x->s->error : ""; res.result = &x->r; res.state = x->s;
+        x->stage = CODI__RUN_FREE; b->n_active--;
+        rc = done ? done(user, &res) : 0;
+        codi_state_clear_hooks(x->s);
+        if (rc) { codi__err(b->error, sizeof b->error, "the done callback stopped the batch (code %d)", rc); return -1; }
+    }
+    return codi_batch_pending(b);
+}
+
+CODI_API int codi_batch_run(codi_batch *b, codi_batch_done_fn done, void *user) {
+    int left;
+    while ((left = codi_batch_step(b, done, user)) > 0) {}
+    return left < 0 ? -1 : 0;
+}
+
 #endif /* CODI_LENS_IMPLEMENTATION_DONE */
 #endif /* CODI_LENS_IMPLEMENTATION */
