@@ -23,7 +23,7 @@
        if (!t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
        int32_t ids[512];                                 // BOS question bot
        int n = codi_prompt_from_text(m, t, "Tom has 3 bags with 4 apples each. How many apples?", 0, ids, 512);
-       codi_state *s = codi_state_alloc(m, n + 6 + 64, 1);
+       codi_state *s = codi_state_new(m, n + 6 + 64, 1);
        codi_run_opts ro = codi_run_opts_default(m);      // 6 latent steps, greedy answer
        ro.max_answer = 64;
        codi_run_result r;
@@ -90,7 +90,7 @@
    plain function, as llama2.c's run.c), then Part I: >>forward (the same pass, fast) and >>codi
    (the latent loop). CODI_KERNEL=scalar runs Part I's own kernels; the fast paths of Appendix B
    are reached only through the kernel table (>>interfaces).
-       >>api 991  >>util 103  >>interfaces 106
+       >>api 1014  >>util 103  >>interfaces 106
      PART I. THE MODEL (1037 lines):
        >>kernels 144  >>state 209  >>reference 127  >>forward 376  >>codi 181
      PART II. THE INSTRUMENTS (2381 lines):
@@ -296,10 +296,10 @@ CODI_API void codi_model_free(codi_model *m);
 
 /* A state for up to max_pos positions, with n_threads workers (1 without CODI_THREADS).
    NULL when out of memory. */
-CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads);
+CODI_API codi_state *codi_state_new(const codi_model *m, int max_pos, int n_threads);
 /* The same with passes of at most chunk positions (1..max_pos): less scratch, for states that are
    only copied from or stepped one position at a time (a sweep's prefixes). */
-CODI_API codi_state *codi_state_alloc_chunked(const codi_model *m, int max_pos, int n_threads, int chunk);
+CODI_API codi_state *codi_state_new_chunked(const codi_model *m, int max_pos, int n_threads, int chunk);
 CODI_API void codi_state_free(codi_state *s);
 CODI_API void codi_state_reset(codi_state *s);                 /* n_pos = 0, hooks kept */
 /* Copies src's positions, caches, logits and phase into dst (same model, dst->max_pos >=
@@ -389,7 +389,7 @@ CODI_API int codi_extract_answer(const char *text, double *out);
    and hooks) advance together, one pass over the weights per step; finished runs leave and queued
    ones join (continuous batching); new prompts are prefilled in the same passes. Results equal
    codi_run's (logits within 1e-4; a batch of 1 is bit-identical). How it works: at codi_batch_step.
-       codi_batch *b = codi_batch_alloc(m, 32, max_pos, n_threads);
+       codi_batch *b = codi_batch_new(m, 32, max_pos, n_threads);
        codi_batch_request q = { 0 }; q.ids = ids; q.n_ids = n; q.opts = codi_run_opts_default(m);
        codi_batch_submit(b, &q);  ...  codi_batch_run(b, on_done, ctx);  codi_batch_free(b); */
 typedef struct codi_batch codi_batch;
@@ -423,7 +423,7 @@ typedef int (*codi_batch_done_fn)(void *user, const codi_batch_result *r);
 /* Up to max_runs runs at once, each of up to max_pos positions (prompt + latents + eot + answer);
    n_threads for the products (CODI_THREADS builds). NULL when out of memory or an argument is out
    of range (max_runs 1..4096, max_pos >= 1). */
-CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads);
+CODI_API codi_batch *codi_batch_new(const codi_model *m, int max_runs, int max_pos, int n_threads);
 /* Queues a run (checked now: ids, lengths, prefix, room in max_pos). 0, or -1 with codi_batch_error. */
 CODI_API int codi_batch_submit(codi_batch *b, const codi_batch_request *req);
 /* Queued runs join free slots, then one pass advances every active run (a prefill chunk, a latent
@@ -584,16 +584,16 @@ typedef struct {
     const void *data;
     int ndim;            /* 0..8 */
     int64_t shape[8];
-} codi_st_entry;
+} codi_safetensors_entry;
 /* Writes tensors as a .safetensors file (to PATH.tmp, then renamed over PATH). metadata is NULL or
    {key, value, key, value, ..., NULL}: strings for the header's __metadata__ ("format": "pt" is
    added unless a "format" is given). Names and metadata are JSON-escaped; sizes are overflow-
    checked. Returns 0, or -1 with a message in err. */
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+CODI_API int codi_write_safetensors(const char *path, const codi_safetensors_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz);
 /* The same file written to an open stream (e.g. a temporary file the caller renames); the stream
    is flushed, not closed. 0, or -1 with a message in err (a failed write included). */
-CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_safetensors_entry *e, int n, const char *const *metadata,
                                          char *err, size_t errsz);
 
 /* s as a JSON string literal, quotes included (", \\ and control characters escaped; other bytes,
@@ -605,7 +605,7 @@ CODI_API size_t codi_json_quote(char *out, size_t cap, const char *s);
 CODI_API int codi_json_write_string(FILE *f, const char *s);
 
 /* A .safetensors file opened for reading (mapped; names kept exactly as in the file). */
-typedef struct codi_st_file codi_st_file;
+typedef struct codi_safetensors_file codi_safetensors_file;
 typedef struct {
     const char *name;
     char dtype[8];       /* as spelled in the file: "F32", "BF16", "F16", "F64", "I32", "I64", "U8", ... */
@@ -613,18 +613,18 @@ typedef struct {
     int64_t shape[8];
     size_t numel;
     const void *data;    /* raw little-endian bytes inside the mapping (may be unaligned) */
-} codi_st_tensor;
+} codi_safetensors_tensor;
 /* NULL with a message in err when the file is missing or not a valid safetensors file. */
-CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz);
-CODI_API void codi_st_close(codi_st_file *f);
-CODI_API int codi_st_count(const codi_st_file *f);                                   /* tensors in the file */
-CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out);   /* 0, or -1 out of range */
-CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out); /* 0, or -1 if absent */
+CODI_API codi_safetensors_file *codi_safetensors_open(const char *path, char *err, size_t errsz);
+CODI_API void codi_safetensors_close(codi_safetensors_file *f);
+CODI_API int codi_safetensors_count(const codi_safetensors_file *f);                                   /* tensors in the file */
+CODI_API int codi_safetensors_tensor_at(const codi_safetensors_file *f, int i, codi_safetensors_tensor *out);   /* 0, or -1 out of range */
+CODI_API int codi_safetensors_find(const codi_safetensors_file *f, const char *name, codi_safetensors_tensor *out); /* 0, or -1 if absent */
 /* Tensor name converted to float32 into out[0..cap) (F32, BF16, F16, F64, I32, I64, U8). Returns its
    element count, or -1 with a message (absent, other dtype, cap too small). */
-CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz);
-/* A string of the header's __metadata__ object, or NULL. Valid until codi_st_close. */
-CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key);
+CODI_API long codi_safetensors_read_f32(const codi_safetensors_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz);
+/* A string of the header's __metadata__ object, or NULL. Valid until codi_safetensors_close. */
+CODI_API const char *codi_safetensors_metadata(const codi_safetensors_file *f, const char *key);
 
 /* ---- tokenizer (>>tokenizer): Hugging Face tokenizer.json or tiktoken tokenizer.model ---- */
 
@@ -758,6 +758,29 @@ CODI_API float codi_elem_f32(const void *p, int dtype, size_t i);
 /* SplitMix64 (Steele, Lea, Flood 2014): the next 64 random bits of the state *x (seeds derived
    from seeds, as codi_rng does). */
 CODI_API uint64_t codi_splitmix64(uint64_t *x);
+
+/* ---- names ------------------------------------------------------------------------------
+   Constructors: _new makes an object in memory (codi_state_new, codi_batch_new, codi_steer_new,
+   codi_tuned_lens_new), _load reads one from a file (codi_load for the model, codi_tokenizer_load,
+   codi_steer_load, ...), _open opens a file kept open while used (codi_safetensors_open,
+   codi_acts_open) and _close ends it; _init fills a struct you own (codi_means_init); _free
+   releases any of them. Errors: a constructor returns NULL, with why in the caller's err buffer
+   when it takes one (those that read files; codi_state_new and codi_batch_new fail only for memory
+   or an argument out of range); afterwards calls return -1 and the object keeps the message
+   (state->error, codi_batch_error(b)).
+   Old names, kept for one release: */
+#define codi_state_alloc codi_state_new
+#define codi_batch_alloc codi_batch_new
+#define codi_st_file codi_safetensors_file
+#define codi_st_tensor codi_safetensors_tensor
+#define codi_st_entry codi_safetensors_entry
+#define codi_st_open codi_safetensors_open
+#define codi_st_close codi_safetensors_close
+#define codi_st_count codi_safetensors_count
+#define codi_st_tensor_at codi_safetensors_tensor_at
+#define codi_st_find codi_safetensors_find
+#define codi_st_read_f32 codi_safetensors_read_f32
+#define codi_st_metadata codi_safetensors_metadata
 
 #ifndef CODI_NO_RESEARCH   /* the research half: tuned lenses, datasets, probes, statistics, PCA */
 
@@ -914,13 +937,13 @@ CODI_API int codi_acts_close(codi_acts *a, char *err, size_t errsz);    /* 0, or
    (slots with position -1, or beyond s->n_pos, are zeros). */
 CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t *positions, int P,
                                float *resid, float *final, float *key, float *value);
-/* Checks a dataset opened with codi_st_open before any reader sizes or indexes with it: each
+/* Checks a dataset opened with codi_safetensors_open before any reader sizes or indexes with it: each
    tensor of the layout above that is present has its dtype class (F64; F32/BF16/F16; I32 or
    U8) and rank, and its dimensions agree with the other tensors' (Q, P, L+1 = L + 1, D, N, KVH,
    HD, Tmax, A) and with the "layers" / "dim" metadata; every dimension and Q * P * (L+1) fit an
-   int; with m, L, D, KVH and HD are the model's. (codi_st_open has checked each tensor's bytes
+   int; with m, L, D, KVH and HD are the model's. (codi_safetensors_open has checked each tensor's bytes
    against its shape and the file's size.) 0, or -1 with a message naming the tensor. */
-CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *err, size_t errsz);
+CODI_API int codi_acts_check(const codi_safetensors_file *f, const codi_model *m, char *err, size_t errsz);
 
 /* ---- probes (>>probe) and PCA (>>pca) over recorded activations ------------------------ */
 
@@ -1575,11 +1598,11 @@ static codi_state *codi__state_alloc(const codi_model *m, int max_pos, int n_thr
     return s;
 }
 
-CODI_API codi_state *codi_state_alloc(const codi_model *m, int max_pos, int n_threads) {
+CODI_API codi_state *codi_state_new(const codi_model *m, int max_pos, int n_threads) {
     return codi__state_alloc(m, max_pos, n_threads, max_pos < CODI__CHUNK ? max_pos : CODI__CHUNK);
 }
 
-CODI_API codi_state *codi_state_alloc_chunked(const codi_model *m, int max_pos, int n_threads, int chunk) {
+CODI_API codi_state *codi_state_new_chunked(const codi_model *m, int max_pos, int n_threads, int chunk) {
     if (max_pos < 1 || chunk < 1 || chunk > max_pos) return NULL;
     return codi__state_alloc(m, max_pos, n_threads, chunk);
 }
@@ -2646,19 +2669,19 @@ CODI_API int codi_steer_add(codi_steer *st, const codi_edit *e, char *err, size_
 CODI_API float *codi_vector_read(const char *ref, const char *base_dir, long *n, long *last, char *err, size_t errsz) {
     const char *colon = strrchr(ref, ':'), *name;
     char path[4096];
-    codi_st_file *f;
-    codi_st_tensor t;
+    codi_safetensors_file *f;
+    codi_safetensors_tensor t;
     float *out = NULL;
     if (!colon || colon == ref || !colon[1]) { codi__err(err, errsz, "\"%s\" is not FILE.safetensors:TENSOR", ref); return NULL; }
     name = colon + 1;
     if (ref[0] == '/' || !base_dir || !*base_dir) snprintf(path, sizeof path, "%.*s", (int)(colon - ref), ref);
     else snprintf(path, sizeof path, "%s/%.*s", base_dir, (int)(colon - ref), ref);
-    if (!(f = codi_st_open(path, err, errsz))) return NULL;
-    if (codi_st_find(f, name, &t)) codi__err(err, errsz, "%s has no tensor \"%s\"", path, name);
+    if (!(f = codi_safetensors_open(path, err, errsz))) return NULL;
+    if (codi_safetensors_find(f, name, &t)) codi__err(err, errsz, "%s has no tensor \"%s\"", path, name);
     else if (t.numel == 0 || !(out = (float *)CODI_MALLOC(t.numel * sizeof(float)))) codi__err(err, errsz, "%s: tensor \"%s\" is empty or does not fit in memory", path, name);
-    else if (codi_st_read_f32(f, name, out, t.numel, err, errsz) < 0) { CODI_FREE(out); out = NULL; }
+    else if (codi_safetensors_read_f32(f, name, out, t.numel, err, errsz) < 0) { CODI_FREE(out); out = NULL; }
     else { *n = (long)t.numel; *last = t.ndim ? (long)t.shape[t.ndim - 1] : 1; }
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return out;
 }
 
@@ -4994,7 +5017,7 @@ static void codi__buf_json_string(codi__buf *b, const char *s) {
 static const char *const codi__dtype_names[] = { "F32", "BF16", "F16", "I32", "U8", "F64", "I64" };
 
 /* Bytes of a tensor, or 0 with *bad set when a dim is negative or the product overflows. */
-static size_t codi__entry_bytes(const codi_st_entry *e, int *bad) {
+static size_t codi__entry_bytes(const codi_safetensors_entry *e, int *bad) {
     size_t bytes = codi__dtype_size(e->dtype);
     int d;
     for (d = 0; d < e->ndim; d++) {
@@ -5024,7 +5047,7 @@ static size_t codi__st_layout(const size_t *bytes, int n, size_t *off) {
 static size_t codi__st_header_pad(size_t len) { return (CODI__ST_ALIGN - (8 + len) % CODI__ST_ALIGN) % CODI__ST_ALIGN; }
 
 /* codi_write_safetensors to path (to == NULL) or to the stream to. */
-static int codi__write_safetensors(const char *path, FILE *to, const codi_st_entry *e, int n, const char *const *metadata,
+static int codi__write_safetensors(const char *path, FILE *to, const codi_safetensors_entry *e, int n, const char *const *metadata,
                                    char *err, size_t errsz) {
     codi__buf hdr = { NULL, 0, 0, 1 };
     char num[64], *tmp = NULL;
@@ -5090,12 +5113,12 @@ fail:
     return -1;
 }
 
-CODI_API int codi_write_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *metadata,
+CODI_API int codi_write_safetensors(const char *path, const codi_safetensors_entry *e, int n, const char *const *metadata,
                                     char *err, size_t errsz) {
     return codi__write_safetensors(path, NULL, e, n, metadata, err, errsz);
 }
 
-CODI_API int codi_write_safetensors_file(FILE *fp, const codi_st_entry *e, int n, const char *const *metadata,
+CODI_API int codi_write_safetensors_file(FILE *fp, const codi_safetensors_entry *e, int n, const char *const *metadata,
                                          char *err, size_t errsz) {
     return codi__write_safetensors(NULL, fp, e, n, metadata, err, errsz);
 }
@@ -5121,14 +5144,14 @@ static void codi__config_text(const codi_model *m, char *out, size_t cap) {
     else snprintf(out + n, cap - n, "], \"rope_scaling\": null}");
 }
 
-static codi_st_entry codi__entry_matrix(const char *name, const codi_matrix *w) {
-    codi_st_entry e;
+static codi_safetensors_entry codi__entry_matrix(const char *name, const codi_matrix *w) {
+    codi_safetensors_entry e;
     e.name = name; e.dtype = w->dtype; e.data = w->data; e.ndim = 2; e.shape[0] = w->rows; e.shape[1] = w->cols;
     return e;
 }
 
-static codi_st_entry codi__entry_vector(const char *name, const float *v, int n) {
-    codi_st_entry e;
+static codi_safetensors_entry codi__entry_vector(const char *name, const float *v, int n) {
+    codi_safetensors_entry e;
     e.name = name; e.dtype = CODI_F32; e.data = v; e.ndim = 1; e.shape[0] = n;
     return e;
 }
@@ -5136,7 +5159,7 @@ static codi_st_entry codi__entry_vector(const char *name, const float *v, int n)
 CODI_API int codi_save_merged(const codi_model *m, const char *path, char *err, size_t errsz) {
     const codi_config *c = &m->config;
     int L = c->n_layers, n = 0, l, k, rc;
-    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)(9 * L + 10) * sizeof *e);
+    codi_safetensors_entry *e = (codi_safetensors_entry *)CODI_MALLOC((size_t)(9 * L + 10) * sizeof *e);
     char (*names)[64] = (char (*)[64])CODI_MALLOC((size_t)(9 * L + 10) * 64), cfg[1024];
     const char *meta[3];
     static const char *const mat[7] = { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -5186,7 +5209,7 @@ static void codi__lens_opts_meta(const codi_lens_trainer *tr, char (*buf)[32], c
 CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
     const codi_tuned_lens *t = tr->t;
     int64_t L = t->n_layers, D = t->dim;
-    codi_st_entry e[6];
+    codi_safetensors_entry e[6];
     char buf[13][32];
     const char *meta[2 * 13 + 5];
     int i, n = tr->m2w ? 6 : 4;
@@ -5207,7 +5230,7 @@ CODI_API int codi_lens_trainer_save(const codi_lens_trainer *tr, const char *pat
 CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, char *err, size_t errsz) {
     codi_tuned_lens *t = tr->t;
     size_t L = (size_t)t->n_layers, D = (size_t)t->dim;
-    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_safetensors_file *f = codi_safetensors_open(path, err, errsz);
     char buf[13][32];
     const char *meta[2 * 13], *v;
     float *dst[6];
@@ -5216,25 +5239,25 @@ CODI_API int codi_lens_trainer_resume(codi_lens_trainer *tr, const char *path, c
     static const char *const names[6] = { "weight", "bias", "m1.weight", "m1.bias", "m2.weight", "m2.bias" };
     if (!f) return -1;
     codi__lens_opts_meta(tr, buf, meta);
-    if (!(v = codi_st_metadata(f, "content")) || strcmp(v, "codi_lens.lens_trainer.v1")) {
-        codi__err(err, errsz, "%s is not a tuned-lens training checkpoint", path); codi_st_close(f); return -1;
+    if (!(v = codi_safetensors_metadata(f, "content")) || strcmp(v, "codi_lens.lens_trainer.v1")) {
+        codi__err(err, errsz, "%s is not a tuned-lens training checkpoint", path); codi_safetensors_close(f); return -1;
     }
     for (i = 0; i < 12; i++)
-        if (!(v = codi_st_metadata(f, meta[2 * i])) || strcmp(v, meta[2 * i + 1])) {
+        if (!(v = codi_safetensors_metadata(f, meta[2 * i])) || strcmp(v, meta[2 * i + 1])) {
             codi__err(err, errsz, "%s was saved with %s = %s, not %s: resume with the same options", path, meta[2 * i], v ? v : "(none)", meta[2 * i + 1]);
-            codi_st_close(f); return -1;
+            codi_safetensors_close(f); return -1;
         }
     dst[0] = t->weight; dst[1] = t->bias; dst[2] = tr->m1w; dst[3] = tr->m1b; dst[4] = tr->m2w; dst[5] = tr->m2b;
     for (i = 0; i < 6; i++) cap[i] = i % 2 ? L * D : L * D * D;
     for (i = 0; i < n; i++)
-        if (codi_st_read_f32(f, names[i], dst[i], cap[i], err, errsz) != (long)cap[i]) {
+        if (codi_safetensors_read_f32(f, names[i], dst[i], cap[i], err, errsz) != (long)cap[i]) {
             if (!err[0] || strstr(err, "room")) codi__err(err, errsz, "%s: %s has the wrong size", path, names[i]);
-            codi_st_close(f); return -1;
+            codi_safetensors_close(f); return -1;
         }
-    if (!(v = codi_st_metadata(f, "step")) || (tr->step = strtol(v, NULL, 10)) < 0) {
-        codi__err(err, errsz, "%s has no step count", path); codi_st_close(f); return -1;
+    if (!(v = codi_safetensors_metadata(f, "step")) || (tr->step = strtol(v, NULL, 10)) < 0) {
+        codi__err(err, errsz, "%s has no step count", path); codi_safetensors_close(f); return -1;
     }
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return 0;
 }
 
@@ -5380,7 +5403,7 @@ done:
 CODI_API int codi_tuned_lens_save(const codi_tuned_lens *t, const char *path, const char *base_model, char *err, size_t errsz) {
     int L = t->n_layers, i, rc;
     char (*names)[24] = (char (*)[24])CODI_MALLOC((size_t)2 * L * sizeof *names), dm[16], nl[16];
-    codi_st_entry *e = (codi_st_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
+    codi_safetensors_entry *e = (codi_safetensors_entry *)CODI_MALLOC((size_t)2 * L * sizeof *e);
     const char *meta[11];
     if (!names || !e) { CODI_FREE(names); CODI_FREE(e); codi__err(err, errsz, "out of memory"); return -1; }
     memset(e, 0, (size_t)2 * L * sizeof *e);
@@ -5783,7 +5806,7 @@ CODI_API void codi_acts_gather(const codi_model *m, codi_state *s, const int32_t
 enum { CODI__AD_Q, CODI__AD_P, CODI__AD_L1, CODI__AD_D, CODI__AD_N, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD, CODI__AD_T,
        CODI__AD_A, CODI__AD_COUNT };
 
-CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *err, size_t errsz) {
+CODI_API int codi_acts_check(const codi_safetensors_file *f, const codi_model *m, char *err, size_t errsz) {
     static const char dims[CODI__A_COUNT][6] = {   /* per tensor (codi__acts_names order): rank, then its dimensions */
         { 1, CODI__AD_Q }, { 1, CODI__AD_Q }, { 4, CODI__AD_Q, CODI__AD_P, CODI__AD_L1, CODI__AD_D }, { 3, CODI__AD_Q, CODI__AD_P, CODI__AD_D },
         { 3, CODI__AD_Q, CODI__AD_N, CODI__AD_D }, { 5, CODI__AD_Q, CODI__AD_P, CODI__AD_L, CODI__AD_KVH, CODI__AD_HD },
@@ -5796,10 +5819,10 @@ CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *e
     int k, d;
     for (d = 0; d < CODI__AD_COUNT; d++) v[d] = -1;
     for (k = 0; k < CODI__A_COUNT; k++) {
-        codi_st_tensor t;
+        codi_safetensors_tensor t;
         const char *dt;
         int ok;
-        if (codi_st_find(f, codi__acts_names[k], &t)) continue;
+        if (codi_safetensors_find(f, codi__acts_names[k], &t)) continue;
         dt = t.dtype;
         ok = k <= CODI__A_PRED ? !strcmp(dt, "F64") : k <= CODI__A_VALUE ? !strcmp(dt, "F32") || !strcmp(dt, "BF16") || !strcmp(dt, "F16")
                                                                         : !strcmp(dt, "I32") || !strcmp(dt, "U8");
@@ -5824,7 +5847,7 @@ CODI_API int codi_acts_check(const codi_st_file *f, const codi_model *m, char *e
         codi__err(err, errsz, "%lld questions x %lld positions x %lld layer rows is too many", (long long)v[CODI__AD_Q], (long long)v[CODI__AD_P], (long long)v[CODI__AD_L1]);
         return -1;
     }
-    meta[0] = codi_st_metadata(f, "layers"); meta[1] = codi_st_metadata(f, "dim");
+    meta[0] = codi_safetensors_metadata(f, "layers"); meta[1] = codi_safetensors_metadata(f, "dim");
     for (k = 0; k < 2; k++) {
         char *end;
         long x;
@@ -6372,13 +6395,13 @@ static const char **codi__with_kind(const char **out, int cap, const char *kind,
 
 CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, const char *const *names, int n,
                              const char *const *metadata, char *err, size_t errsz) {
-    codi_st_entry *e;
+    codi_safetensors_entry *e;
     char *nm;
     const char *meta[66];
     int i, rc;
     if (n <= 0) { codi__err(err, errsz, "probe save: no probes"); return -1; }
     if (!codi__with_kind(meta, 66, "probe.v1", metadata)) { codi__err(err, errsz, "probe save: more than 31 metadata pairs"); return -1; }
-    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
+    e = (codi_safetensors_entry *)CODI_MALLOC((size_t)n * 4 * sizeof *e);
     nm = (char *)CODI_MALLOC((size_t)n * 4 * 256);
     if (!e || !nm) { CODI_FREE(e); CODI_FREE(nm); codi__err(err, errsz, "out of memory"); return -1; }
     memset(e, 0, (size_t)n * 4 * sizeof *e);
@@ -6389,7 +6412,7 @@ CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, 
         int k;
         data[0] = p->mean; data[1] = p->scale; data[2] = p->weight; data[3] = p->bias;
         for (k = 0; k < 4; k++) {
-            codi_st_entry *t = &e[i * 4 + k];
+            codi_safetensors_entry *t = &e[i * 4 + k];
             snprintf(nm + (size_t)(i * 4 + k) * 256, 256, "%s.%s", names[i], part[k]);
             t->name = nm + (size_t)(i * 4 + k) * 256; t->dtype = CODI_F32; t->data = data[k];
             t->ndim = k == 2 ? 2 : 1;
@@ -6404,17 +6427,17 @@ CODI_API int codi_probe_save(const char *path, const codi_probe *const *probes, 
 
 /* Reads NAME.part of f as float32 into a new buffer of exactly want elements (want < 0: any
    count, returned in *got). NULL with a message. */
-static float *codi__st_floats(const codi_st_file *f, const char *name, const char *part, long want, long *got,
+static float *codi__st_floats(const codi_safetensors_file *f, const char *name, const char *part, long want, long *got,
                               char *err, size_t errsz) {
     char full[300];
-    codi_st_tensor t;
+    codi_safetensors_tensor t;
     float *v;
     size_t i;
     snprintf(full, sizeof full, "%s.%s", name, part);
-    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (codi_safetensors_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
     if (want >= 0 && (long)t.numel != want) { codi__err(err, errsz, "tensor %s has %lu values; %ld expected", full, (unsigned long)t.numel, want); return NULL; }
     if (!(v = (float *)CODI_MALLOC((t.numel ? t.numel : 1) * sizeof(float)))) { codi__err(err, errsz, "out of memory"); return NULL; }
-    if (codi_st_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
+    if (codi_safetensors_read_f32(f, full, v, t.numel, err, errsz) < 0) { CODI_FREE(v); return NULL; }
     for (i = 0; i < t.numel; i++)
         if (!isfinite(v[i])) { CODI_FREE(v); codi__err(err, errsz, "tensor %s: non-finite value at %lu", full, (unsigned long)i); return NULL; }
     if (got) *got = (long)t.numel;
@@ -6423,17 +6446,17 @@ static float *codi__st_floats(const codi_st_file *f, const char *name, const cha
 
 CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *err, size_t errsz) {
     char sub[256];
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    codi_st_tensor w;
+    codi_safetensors_file *f = codi_safetensors_open(path, err, errsz);
+    codi_safetensors_tensor w;
     codi_probe *p = NULL;
     const char *fmt;
     long D, R;
     int j;
     if (!f) return NULL;
-    fmt = codi_st_metadata(f, "codi_lens");
+    fmt = codi_safetensors_metadata(f, "codi_lens");
     snprintf(sub, sizeof sub, "%s.weight", name);
     if (!fmt || strcmp(fmt, "probe.v1")) { codi__err(err, errsz, "%s: not a probe file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
-    if (codi_st_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
+    if (codi_safetensors_find(f, sub, &w)) { codi__err(err, errsz, "%s: no probe named '%s'", path, name); goto fail; }
     if (w.ndim != 2 || w.shape[0] < 1 || w.shape[0] == 2 || w.shape[0] > 256 || w.shape[1] < 1 || w.shape[1] > (1 << 24)) {
         codi__err(err, errsz, "%s: %s must be [1 or 3..256 rows, D]", path, sub); goto fail;
     }
@@ -6447,10 +6470,10 @@ CODI_API codi_probe *codi_probe_load(const char *path, const char *name, char *e
         !(p->bias = codi__st_floats(f, name, "bias", R, NULL, err, errsz))) goto fail;
     for (j = 0; j < D; j++) if (!(p->scale[j] > 0)) { codi__err(err, errsz, "%s: %s.scale[%d] is not positive", path, name, j); goto fail; }
     p->converged = 1;
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return p;
 fail:
-    codi_probe_free(p); codi_st_close(f);
+    codi_probe_free(p); codi_safetensors_close(f);
     return NULL;
 }
 
@@ -6848,14 +6871,14 @@ CODI_API void codi_pca_project(const codi_pca *p, const float *x, int n, float *
 
 CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const char *const *names, int n,
                            const char *const *metadata, char *err, size_t errsz) {
-    codi_st_entry *e;
+    codi_safetensors_entry *e;
     char *nm;
     double *stats;
     const char *meta[66];
     int i, rc;
     if (n <= 0) { codi__err(err, errsz, "pca save: nothing to save"); return -1; }
     if (!codi__with_kind(meta, 66, "pca.v1", metadata)) { codi__err(err, errsz, "pca save: more than 31 metadata pairs"); return -1; }
-    e = (codi_st_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
+    e = (codi_safetensors_entry *)CODI_MALLOC((size_t)n * 5 * sizeof *e);
     nm = (char *)CODI_MALLOC((size_t)n * 5 * 256);
     stats = (double *)CODI_MALLOC((size_t)n * 2 * sizeof(double));
     if (!e || !nm || !stats) { CODI_FREE(e); CODI_FREE(nm); CODI_FREE(stats); codi__err(err, errsz, "out of memory"); return -1; }
@@ -6868,7 +6891,7 @@ CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const 
         stats[2 * i] = p->total_variance; stats[2 * i + 1] = (double)p->n_rows;
         data[0] = p->mean; data[1] = p->components; data[2] = p->variance; data[3] = p->explained; data[4] = stats + 2 * i;
         for (k = 0; k < 5; k++) {
-            codi_st_entry *t = &e[i * 5 + k];
+            codi_safetensors_entry *t = &e[i * 5 + k];
             snprintf(nm + (size_t)(i * 5 + k) * 256, 256, "%s.%s", names[i], part[k]);
             t->name = nm + (size_t)(i * 5 + k) * 256; t->dtype = k < 2 ? CODI_F32 : CODI_F64; t->data = data[k];
             t->ndim = k == 1 ? 2 : 1;
@@ -6882,13 +6905,13 @@ CODI_API int codi_pca_save(const char *path, const codi_pca *const *pcas, const 
 }
 
 /* NAME.part of f as F64 [want]: a new buffer, or NULL with a message. */
-static double *codi__st_doubles(const codi_st_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
+static double *codi__st_doubles(const codi_safetensors_file *f, const char *name, const char *part, long want, char *err, size_t errsz) {
     char full[300];
-    codi_st_tensor t;
+    codi_safetensors_tensor t;
     double *v;
     long i;
     snprintf(full, sizeof full, "%s.%s", name, part);
-    if (codi_st_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
+    if (codi_safetensors_find(f, full, &t)) { codi__err(err, errsz, "tensor %s is missing", full); return NULL; }
     if (strcmp(t.dtype, "F64") || (long)t.numel != want) { codi__err(err, errsz, "tensor %s must be F64 [%ld]", full, want); return NULL; }
     if (!(v = (double *)CODI_MALLOC((size_t)want * sizeof(double)))) { codi__err(err, errsz, "out of memory"); return NULL; }
     memcpy(v, t.data, (size_t)want * sizeof(double));   /* little-endian hosts, as the whole library */
@@ -6898,17 +6921,17 @@ static double *codi__st_doubles(const codi_st_file *f, const char *name, const c
 
 CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, size_t errsz) {
     char sub[256];
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    codi_st_tensor c;
+    codi_safetensors_file *f = codi_safetensors_open(path, err, errsz);
+    codi_safetensors_tensor c;
     codi_pca *p = NULL;
     double *stats = NULL;
     const char *fmt;
     long D, k;
     if (!f) return NULL;
-    fmt = codi_st_metadata(f, "codi_lens");
+    fmt = codi_safetensors_metadata(f, "codi_lens");
     snprintf(sub, sizeof sub, "%s.components", name);
     if (!fmt || strcmp(fmt, "pca.v1")) { codi__err(err, errsz, "%s: not a PCA file (codi_lens metadata: %s)", path, fmt ? fmt : "missing"); goto fail; }
-    if (codi_st_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
+    if (codi_safetensors_find(f, sub, &c)) { codi__err(err, errsz, "%s: no PCA named '%s'", path, name); goto fail; }
     if (c.ndim != 2 || c.shape[0] < 1 || c.shape[1] < 1 || c.shape[0] > c.shape[1] || c.shape[1] > 65536) {
         codi__err(err, errsz, "%s: %s must be [k, D] with 1 <= k <= D <= 65536", path, sub); goto fail;
     }
@@ -6925,10 +6948,10 @@ CODI_API codi_pca *codi_pca_load(const char *path, const char *name, char *err, 
         codi__err(err, errsz, "%s: %s.stats[1] (the row count) = %g is not a count", path, name, stats[1]); goto fail;
     }
     p->total_variance = stats[0]; p->n_rows = (long)stats[1];
-    CODI_FREE(stats); codi_st_close(f);
+    CODI_FREE(stats); codi_safetensors_close(f);
     return p;
 fail:
-    CODI_FREE(stats); codi_pca_free(p); codi_st_close(f);
+    CODI_FREE(stats); codi_pca_free(p); codi_safetensors_close(f);
     return NULL;
 }
 
@@ -7396,12 +7419,12 @@ static int64_t codi__numel(int ndim, const int64_t *shape) {
 }
 
 /* >>safetensors: 8-byte header size, JSON header, raw data: the one reader (the loader's, and
-   codi_st_open's for every file we read); the writer is at >>io ------------------------------- */
+   codi_safetensors_open's for every file we read); the writer is at >>io ------------------------------- */
 
-struct codi_st_file {
+struct codi_safetensors_file {
     codi__file *file;
     codi_json *header;        /* owns every name and metadata string */
-    codi_st_tensor *t;         /* [n] */
+    codi_safetensors_tensor *t;         /* [n] */
     int n;
 };
 
@@ -7416,7 +7439,7 @@ static size_t codi__st_elem_size(const char *dt) {
     return 0;
 }
 
-CODI_API void codi_st_close(codi_st_file *f) {
+CODI_API void codi_safetensors_close(codi_safetensors_file *f) {
     if (!f) return;
     codi_json_free(f->header);
     codi__file_close(f->file);
@@ -7424,8 +7447,8 @@ CODI_API void codi_st_close(codi_st_file *f) {
     CODI_FREE(f);
 }
 
-CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
-    codi_st_file *f = (codi_st_file *)CODI_MALLOC(sizeof *f);
+CODI_API codi_safetensors_file *codi_safetensors_open(const char *path, char *err, size_t errsz) {
+    codi_safetensors_file *f = (codi_safetensors_file *)CODI_MALLOC(sizeof *f);
     const codi_json *e;
     uint64_t hlen = 0;
     size_t data_size;
@@ -7446,10 +7469,10 @@ CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
         codi__err(err, errsz, "%s: bad header: %s", path, jerr); goto fail;
     }
     if (f->header->type != CODI_JSON_OBJ) { codi__err(err, errsz, "%s: header is not an object", path); goto fail; }
-    if (!(f->t = (codi_st_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
+    if (!(f->t = (codi_safetensors_tensor *)CODI_MALLOC(((size_t)f->header->count + 1) * sizeof *f->t))) { codi__err(err, errsz, "out of memory"); goto fail; }
     for (e = f->header->child; e; e = e->next) {
         const codi_json *dt = codi_json_get(e, "dtype"), *shape = codi_json_get(e, "shape"), *offs = codi_json_get(e, "data_offsets"), *v;
-        codi_st_tensor *t = &f->t[f->n];
+        codi_safetensors_tensor *t = &f->t[f->n];
         size_t esz, bytes;
         double b0, b1;
         if (!strcmp(e->key, "__metadata__")) continue;
@@ -7484,29 +7507,29 @@ CODI_API codi_st_file *codi_st_open(const char *path, char *err, size_t errsz) {
     }
     return f;
 fail:
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return NULL;
 }
 
-CODI_API int codi_st_count(const codi_st_file *f) { return f->n; }
+CODI_API int codi_safetensors_count(const codi_safetensors_file *f) { return f->n; }
 
-CODI_API int codi_st_tensor_at(const codi_st_file *f, int i, codi_st_tensor *out) {
+CODI_API int codi_safetensors_tensor_at(const codi_safetensors_file *f, int i, codi_safetensors_tensor *out) {
     if (i < 0 || i >= f->n) return -1;
     *out = f->t[i];
     return 0;
 }
 
-CODI_API int codi_st_find(const codi_st_file *f, const char *name, codi_st_tensor *out) {
+CODI_API int codi_safetensors_find(const codi_safetensors_file *f, const char *name, codi_safetensors_tensor *out) {
     int i;
     for (i = 0; i < f->n; i++) if (!strcmp(f->t[i].name, name)) { if (out) *out = f->t[i]; return 0; }
     return -1;
 }
 
-CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
-    codi_st_tensor t;
+CODI_API long codi_safetensors_read_f32(const codi_safetensors_file *f, const char *name, float *out, size_t cap, char *err, size_t errsz) {
+    codi_safetensors_tensor t;
     const unsigned char *b;
     size_t i;
-    if (codi_st_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
+    if (codi_safetensors_find(f, name, &t)) { codi__err(err, errsz, "no tensor '%s'", name); return -1; }
     if (t.numel > cap || t.numel > (size_t)LONG_MAX) { codi__err(err, errsz, "tensor '%s' has %lu elements; room for %lu", name, (unsigned long)t.numel, (unsigned long)cap); return -1; }
     b = (const unsigned char *)t.data;
     for (i = 0; i < t.numel; i++) {
@@ -7522,7 +7545,7 @@ CODI_API long codi_st_read_f32(const codi_st_file *f, const char *name, float *o
     return (long)t.numel;
 }
 
-CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
+CODI_API const char *codi_safetensors_metadata(const codi_safetensors_file *f, const char *key) {
     const codi_json *md = codi_json_get(f->header, "__metadata__"), *v = md ? codi_json_get(md, key) : NULL;
     return v && v->type == CODI_JSON_STR ? v->str : NULL;
 }
@@ -7530,12 +7553,12 @@ CODI_API const char *codi_st_metadata(const codi_st_file *f, const char *key) {
 /* The loader's view of a safetensors file: every tensor of codi_safetensors_open's into the table
    (which keeps the mapping); dtypes the model cannot use are kept as -1 (an error only if used). */
 static int codi__read_safetensors(codi__tensors *ts, const char *path, int source, char *err, size_t errsz) {
-    codi_st_file *f = codi_st_open(path, err, errsz);
+    codi_safetensors_file *f = codi_safetensors_open(path, err, errsz);
     int i, d, rc = 0;
     if (!f) return -1;
     f->file->next = ts->files; ts->files = f->file; f->file = NULL;
     for (i = 0; i < f->n && rc == 0; i++) {
-        const codi_st_tensor *t = &f->t[i];
+        const codi_safetensors_tensor *t = &f->t[i];
         int64_t shape[4] = { 1, 1, 1, 1 };
         if (t->ndim > 4) { codi__err(err, errsz, "%s: tensor '%s' has %d dims (max 4)", path, t->name, t->ndim); rc = -1; break; }
         for (d = 0; d < t->ndim; d++) shape[d] = t->shape[d];
@@ -7543,7 +7566,7 @@ static int codi__read_safetensors(codi__tensors *ts, const char *path, int sourc
             codi__err(err, errsz, "out of memory"); rc = -1;
         }
     }
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return rc;
 }
 
@@ -8412,12 +8435,12 @@ static int codi__apply_config_json(codi_config *c, codi__config_src *src, const 
 
 /* The "codi_config" metadata codi_save_merged writes into a .safetensors file, applied like config.json. */
 static int codi__apply_saved_config(codi_config *c, codi__config_src *src, const char *path, int *tie, char *err, size_t errsz) {
-    codi_st_file *f;
+    codi_safetensors_file *f;
     const char *text;
     int rc = 0;
-    if (!codi__ends_with(path, ".safetensors") || !(f = codi_st_open(path, NULL, 0))) return 0;
-    if ((text = codi_st_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, src, text, strlen(text), path, tie, err, errsz);
-    codi_st_close(f);
+    if (!codi__ends_with(path, ".safetensors") || !(f = codi_safetensors_open(path, NULL, 0))) return 0;
+    if ((text = codi_safetensors_metadata(f, "codi_config")) != NULL) rc = codi__apply_config_text(c, src, text, strlen(text), path, tie, err, errsz);
+    codi_safetensors_close(f);
     return rc;
 }
 
@@ -10486,7 +10509,7 @@ CODI_API void codi_batch_free(codi_batch *b) {
     CODI_FREE(b);
 }
 
-CODI_API codi_batch *codi_batch_alloc(const codi_model *m, int max_runs, int max_pos, int n_threads) {
+CODI_API codi_batch *codi_batch_new(const codi_model *m, int max_runs, int max_pos, int n_threads) {
     const codi_config *c = &m->config;
     size_t D = (size_t)c->dim, P = (size_t)(c->prj_dim > 0 ? c->prj_dim : 1), R;
     codi_batch *b;

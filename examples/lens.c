@@ -21,7 +21,7 @@ int main(int argc, char **argv) {
     int n, k, l;
     if (!t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     n = codi_prompt_from_text(m, t, question, 0, ids, 512);           /* BOS question bot */
-    s = codi_state_alloc(m, n + 6 + 64, 1);
+    s = codi_state_new(m, n + 6 + 64, 1);
     logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab);
     ro = codi_run_opts_default(m);                                    /* 6 latent steps, greedy answer */
     ro.max_answer = 64;

@@ -54,7 +54,7 @@ int main(void) {
     int32_t *odd = (int32_t *)malloc((size_t)n_rows * sizeof(int32_t));   /* label: step is odd */
 
     /* 1. Run the questions; the hook fills x with h_1..h_6 of each. */
-    codi_state *s = codi_state_alloc(m, 512, 1);
+    codi_state *s = codi_state_new(m, 512, 1);
     codi_run_opts ro = codi_run_opts_default(m);
     ro.max_answer = 16;
     capture cap = { NULL, D };

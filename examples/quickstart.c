@@ -13,7 +13,7 @@ int main(void) {
     if (!t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     int32_t ids[512];                                 /* BOS question bot */
     int n = codi_prompt_from_text(m, t, "Tom has 3 bags with 4 apples each. How many apples?", 0, ids, 512);
-    codi_state *s = codi_state_alloc(m, n + 6 + 64, 1);
+    codi_state *s = codi_state_new(m, n + 6 + 64, 1);
     codi_run_opts ro = codi_run_opts_default(m);      /* 6 latent steps, greedy answer */
     ro.max_answer = 64;
     codi_run_result r;

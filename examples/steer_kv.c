@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
         !(t = codi_tokenizer_load("models/codi-nano", err, sizeof err)) || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) {
         fprintf(stderr, "%s\n", f ? err : "run from the repository root"); return 1;
     }
-    s = codi_state_alloc(m, 512, 1);
+    s = codi_state_new(m, 512, 1);
     KV = m->config.n_layers * m->config.n_kv_heads * m->config.head_dim;
     key = malloc(sizeof(float) * 6 * KV); value = malloc(sizeof(float) * 6 * KV);
     dk = malloc(sizeof(float) * KV); dv = malloc(sizeof(float) * KV);
@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     /* 2. the differences, saved where the spec will find them */
     for (j = 0; j < KV; j++) { dk[j] = key[4 * KV + j] - key[2 * KV + j]; dv[j] = value[4 * KV + j] - value[2 * KV + j]; }
     {
-        codi_st_entry e[2];
+        codi_safetensors_entry e[2];
         const char *meta[] = { "what", "mean K / V at latent 5's slot minus latent 3's (post-RoPE), [L, KVH, HD]", NULL };
         memset(e, 0, sizeof e);
         e[0].name = "key_diff"; e[0].dtype = CODI_F32; e[0].data = dk; e[0].ndim = 3;

@@ -37,7 +37,7 @@ int main(int argc, char **argv) {
         !(t = codi_tokenizer_load("models/codi-nano", err, sizeof err)) || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) {
         fprintf(stderr, "%s\n", f ? err : "run from the repository root"); return 1;
     }
-    s = codi_state_alloc(m, 512, 1);
+    s = codi_state_new(m, 512, 1);
 
     /* 1. mean final-normed hidden state at latent steps 1..6 over the first n questions */
     codi_means_init(&means, m, 6);

@@ -11,11 +11,11 @@ int main(int argc, char **argv) {
     t_result(tr.ts.n == 12, "trace holds the 11 golden tensors and answer_length", "%d", tr.ts.n);
     {
         char err[256];
-        codi_st_file *f = codi_st_open(argv[1], err, sizeof err);
-        const char *model = f ? codi_st_metadata(f, "model") : NULL, *version = f ? codi_st_metadata(f, "codi_lens") : NULL;
-        t_result(model && version && codi_st_metadata(f, "recipe") && codi_st_metadata(f, "command"),
+        codi_safetensors_file *f = codi_safetensors_open(argv[1], err, sizeof err);
+        const char *model = f ? codi_safetensors_metadata(f, "model") : NULL, *version = f ? codi_safetensors_metadata(f, "codi_lens") : NULL;
+        t_result(model && version && codi_safetensors_metadata(f, "recipe") && codi_safetensors_metadata(f, "command"),
                  "trace metadata names the model, recipe, command and library version", "%s", f ? (model ? model : "no model") : err);
-        codi_st_close(f);
+        codi_safetensors_close(f);
     }
     for (i = 0; i < tr.ts.n; i++) {
         const codi__tensor *t = &tr.ts.t[i], *r;

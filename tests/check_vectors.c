@@ -41,20 +41,20 @@ static float *read_ref(const char *ref_arg, long *n) {
     snprintf(ref, sizeof ref, "%s", ref_arg);
     if ((at = strrchr(ref, '@')) != NULL) { *at = 0; if (sscanf(at + 1, "%ld+%ld", &off, &cnt) != 2) return NULL; }
     colon = strrchr(ref, ':');
-    codi_st_file *f;
-    codi_st_tensor t;
+    codi_safetensors_file *f;
+    codi_safetensors_tensor t;
     float *out = NULL;
     if (!colon) return NULL;
     snprintf(path, sizeof path, "%.*s", (int)(colon - ref), ref);
-    if (!(f = codi_st_open(path, err, sizeof err))) { printf("# %s\n", err); return NULL; }
-    if (codi_st_find(f, colon + 1, &t) == 0 && (out = (float *)malloc(t.numel * sizeof(float))) != NULL &&
-        codi_st_read_f32(f, colon + 1, out, t.numel, err, sizeof err) < 0) { free(out); out = NULL; }
+    if (!(f = codi_safetensors_open(path, err, sizeof err))) { printf("# %s\n", err); return NULL; }
+    if (codi_safetensors_find(f, colon + 1, &t) == 0 && (out = (float *)malloc(t.numel * sizeof(float))) != NULL &&
+        codi_safetensors_read_f32(f, colon + 1, out, t.numel, err, sizeof err) < 0) { free(out); out = NULL; }
     if (!out) printf("# %s: no tensor %s\n", path, colon + 1);
     else if (cnt >= 0) {
         if (off < 0 || off + cnt > (long)t.numel) { free(out); out = NULL; }
         else { memmove(out, out + off, (size_t)cnt * sizeof(float)); *n = cnt; }
     } else *n = (long)t.numel;
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return out;
 }
 
@@ -70,13 +70,13 @@ static int make_acts(const char *out) {
     capture c;
     int q, k, l, h;
     char err[256];
-    codi_st_entry e[4];
+    codi_safetensors_entry e[4];
     const char *meta[] = { "format", "codi_lens.acts.v1", "positions", "latents",
                            "labels", "[\"bot\", \"latent 1\", \"latent 2\", \"latent 3\", \"latent 4\", \"latent 5\", \"latent 6\"]",
                            "n_latent", "6", "kv", "1", NULL };
     if (!m || t_golden_open(&g, "tests/data/golden_protocols_tiny.safetensors")) return 2;
     ids = t_gi(&g, "question_ids", NULL);
-    s = codi_state_alloc(m, 64, 1);
+    s = codi_state_new(m, 64, 1);
     ro = codi_run_opts_default(m);
     ro.max_answer = 1;
     codi_state_add_hook(s, capture_final, &c);
@@ -150,20 +150,20 @@ int main(int argc, char **argv) {
         char err[256];
         codi_load_opts lo = codi_load_opts_default();
         codi_model *m = codi_load(argv[3], &lo, err, sizeof err);
-        codi_st_file *f = m ? codi_st_open(argv[4], err, sizeof err) : NULL;
-        codi_st_tensor kt, pt, dt, post;
+        codi_safetensors_file *f = m ? codi_safetensors_open(argv[4], err, sizeof err) : NULL;
+        codi_safetensors_tensor kt, pt, dt, post;
         float *key = NULL, *pre = NULL;
         int32_t *pos = NULL;
         long rows = 0, at0 = 0, n0 = 0, differ = 0, q, p, per, QP;
         double num = 0, den = 0, e = INFINITY;
         int ok = 0;
-        if (f && !codi_st_find(f, "key", &kt) && !codi_st_find(f, "key_pre_rope", &pt) && !codi_st_find(f, "done", &dt) &&
-            !codi_st_find(f, "positions", &post) && kt.numel == pt.numel && kt.ndim == 5) {
+        if (f && !codi_safetensors_find(f, "key", &kt) && !codi_safetensors_find(f, "key_pre_rope", &pt) && !codi_safetensors_find(f, "done", &dt) &&
+            !codi_safetensors_find(f, "positions", &post) && kt.numel == pt.numel && kt.ndim == 5) {
             QP = (long)(kt.shape[0] * kt.shape[1]); per = (long)(kt.numel / (size_t)QP);
             key = (float *)malloc(kt.numel * sizeof(float)); pre = (float *)malloc(kt.numel * sizeof(float));
             pos = (int32_t *)malloc((size_t)QP * sizeof(int32_t));
-            if (key && pre && pos && codi_st_read_f32(f, "key", key, kt.numel, err, sizeof err) >= 0 &&
-                codi_st_read_f32(f, "key_pre_rope", pre, pt.numel, err, sizeof err) >= 0 && post.numel == (size_t)QP) {
+            if (key && pre && pos && codi_safetensors_read_f32(f, "key", key, kt.numel, err, sizeof err) >= 0 &&
+                codi_safetensors_read_f32(f, "key_pre_rope", pre, pt.numel, err, sizeof err) >= 0 && post.numel == (size_t)QP) {
                 memcpy(pos, post.data, (size_t)QP * sizeof(int32_t));
                 for (q = 0; q < (long)kt.shape[0]; q++)
                     for (p = 0; p < (long)kt.shape[1]; p++) {
@@ -183,7 +183,7 @@ int main(int argc, char **argv) {
         } else printf("# %s: no key, key_pre_rope, done, positions (%s)\n", argv[4], m ? "" : err);
         printf("%s - %s (%ld rows, rel L2 %.3g, tol 1e-6; %ld of %ld at position 0 equal, %ld elsewhere differ)\n", ok ? "ok" : "not ok", argv[2],
                rows, e, at0, n0, differ);
-        free(key); free(pre); free(pos); codi_st_close(f); codi_model_free(m);
+        free(key); free(pre); free(pos); codi_safetensors_close(f); codi_model_free(m);
         return ok ? 0 : 1;
     }
     printf("usage: check_vectors acts OUT | check_vectors compare NAME FILE:TENSOR REF:TENSOR TOL\n");

@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     t = codi_tokenizer_load("models/codi-nano", err, sizeof err);
     if (!t || codi_tokenizer_add_codi_tokens(m, t, err, sizeof err)) { printf("tokenizer: %s\n", err); return 1; }
     n = codi_prompt_from_text(m, t, "Tom has 3 bags with 4 apples each. How many apples?", 0, ids, 512);
-    s = codi_state_alloc(m, n + 6 + 16, 1);
+    s = codi_state_new(m, n + 6 + 16, 1);
     ro = codi_run_opts_default(m);
     ro.max_answer = 16; ro.stop_at_eos = 0;
     count = (size_t)(7 + 16) * m->config.vocab;

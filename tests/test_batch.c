@@ -136,7 +136,7 @@ static void batch_runner_tests(const codi_model *m, const int32_t *gids, int gn)
     const char *specs[4] = { "tests/data/steer/s1_z_add.json", "tests/data/steer/s2_resid.json", "tests/data/steer/s3_kv.json", "tests/data/steer/s4_z_set.json" };
     codi_steer *steers[4];
     static job ref[NREQ], got[NREQ];
-    codi_state *s = codi_state_alloc(m, 64, 1);
+    codi_state *s = codi_state_new(m, 64, 1);
     char err[256];
     int np = codi_kernels_available(paths, 8), p, i, ok = s != NULL;
     for (i = 0; i < 4; i++) if (!(steers[i] = codi_steer_load(m, specs[i], err, sizeof err))) { printf("# %s\n", err); ok = 0; }
@@ -147,7 +147,7 @@ static void batch_runner_tests(const codi_model *m, const int32_t *gids, int gn)
     for (p = 0; p < np && p < 8; p++) {
         double worst = 0, tol = strcmp(paths[p], "amx") && strcmp(paths[p], "avx512bf16") ? 1e-5 : 1e-4;
         int tokens = 1, hooks = 1, st, sh, runs_ok = 1;
-        codi_batch *b = codi_batch_alloc(m, 4, 64, 2);
+        codi_batch *b = codi_batch_new(m, 4, 64, 2);
         codi_set_kernel(paths[p]);
         for (i = 0; i < NREQ; i++) {
             codi_batch_request q;
@@ -175,7 +175,7 @@ static void batch_runner_tests(const codi_model *m, const int32_t *gids, int gn)
 
     /* 2. a batch of one run: bit-identical */
     {
-        codi_batch *b = codi_batch_alloc(m, 1, 64, 1);
+        codi_batch *b = codi_batch_new(m, 1, 64, 1);
         int same = b != NULL, idx[2] = { 1, 3 }, k;
         for (k = 0; k < 2; k++) {
             codi_batch_request q;
@@ -199,8 +199,8 @@ static void batch_runner_tests(const codi_model *m, const int32_t *gids, int gn)
 
     /* 3. branches from a prefix (golden prompt + 2 latents, computed once) under steering acting after it */
     {
-        codi_state *pre = codi_state_alloc(m, 64, 1);
-        codi_batch *b = codi_batch_alloc(m, 3, 64, 1);
+        codi_state *pre = codi_state_new(m, 64, 1);
+        codi_batch *b = codi_batch_new(m, 3, 64, 1);
         codi_run_opts po = codi_run_opts_default(m);
         codi_run_result pr;
         int sel[3] = { 0, 1, 3 }, k, tokens = 1, st, sh, ok3;        /* none, s1 (z_3), s3 (kv after the latents) */
@@ -233,7 +233,7 @@ static void batch_runner_tests(const codi_model *m, const int32_t *gids, int gn)
 
     /* 4. a hook that stops fails its run only; refused requests */
     {
-        codi_batch *b = codi_batch_alloc(m, 3, 64, 1);
+        codi_batch *b = codi_batch_new(m, 3, 64, 1);
         codi_batch_request q;
         int k, others = 1, st, sh;
         for (k = 0; k < 3; k++) {
@@ -285,10 +285,10 @@ int main(void) {
         int32_t tok[9];
         double worst = 0;
         int tokens_ok = 1;
-        base = codi_state_alloc(m, 64, 2);
+        base = codi_state_new(m, 64, 2);
         ro = codi_run_opts_default(m);
         t_result(base && codi_run_latents(m, base, ids, (int)T, &ro, &rr) == 0, "prefill + 6 latents", "");
-        for (b = 0; b < 9; b++) { st[b] = codi_state_alloc(m, 64, 1); codi_state_copy(m, st[b], base); tok[b] = m->config.eot_id; }
+        for (b = 0; b < 9; b++) { st[b] = codi_state_new(m, 64, 1); codi_state_copy(m, st[b], base); tok[b] = m->config.eot_id; }
         for (k = 0; k < 16; k++) {
             if (codi_forward_batch(m, st, tok, NULL, 9)) { t_result(0, "batched answer step", "%s", st[0]->error); break; }
             for (b = 0; b < 9; b++) {
@@ -313,7 +313,7 @@ int main(void) {
         double worst = 0, e;
         int same_pos = 1, ok = 1;
         for (b = 0; b < 3; b++) {
-            st[b] = codi_state_alloc(m, 64, 1); one[b] = codi_state_alloc(m, 64, 1);
+            st[b] = codi_state_new(m, 64, 1); one[b] = codi_state_new(m, 64, 1);
             ok &= codi_forward(m, st[b], ids, NULL, (int)T - 5 * b, NULL) == 0;
             ok &= codi_state_copy(m, one[b], st[b]) == 0;
             st[b]->phase = one[b]->phase = b; st[b]->step = one[b]->step = 10 + b;
@@ -351,7 +351,7 @@ int main(void) {
         tok[1] = 1;
         t_result(codi_forward_batch(m, st, tok, emb, 3) == -1 && codi_forward_batch(m, st, NULL, NULL, 3) == -1,
                  "exactly one of ids and vectors", "%s", st[0]->error);
-        twice[0] = codi_state_alloc(m, 8, 1); twice[1] = st[1];
+        twice[0] = codi_state_new(m, 8, 1); twice[1] = st[1];
         t_result(twice[0] && codi_forward_batch(m, twice, tok, NULL, 2) == -1 && strstr(st[1]->error, "largest max_pos"),
                  "a sequence longer than states[0] can hold is refused", "%s", st[1]->error);
         codi_state_free(twice[0]);
@@ -367,7 +367,7 @@ int main(void) {
         codi_state *pre[33], *bs[33], *os[33];
         int32_t tok[33];
         for (b = 0; b < 33; b++) {
-            pre[b] = codi_state_alloc(m, 64, 1); bs[b] = codi_state_alloc(m, 64, b ? 1 : 2); os[b] = codi_state_alloc(m, 64, 1);
+            pre[b] = codi_state_new(m, 64, 1); bs[b] = codi_state_new(m, 64, b ? 1 : 2); os[b] = codi_state_new(m, 64, 1);
             ok &= pre[b] && bs[b] && os[b] && codi_forward(m, pre[b], ids, NULL, (int)T - b % 7, NULL) == 0;
             tok[b] = (int32_t)((b * 37 + 11) % (V - 3));
         }

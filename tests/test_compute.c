@@ -24,7 +24,7 @@ static codi_model *load(int compute, char *err, size_t errsz) {
 }
 
 static int run(const codi_model *m, const int32_t *ids, int T, run_t *r) {
-    codi_state *s = codi_state_alloc(m, 64, 2);
+    codi_state *s = codi_state_new(m, 64, 2);
     codi_run_opts ro = codi_run_opts_default(m);
     codi_run_result rr;
     int rc = -1, k;

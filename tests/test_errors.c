@@ -127,7 +127,7 @@ int main(void) {
     o.head_dim = 32; o.exact = 1;
     m = codi_load(DATA "codi_tiny.bin", &o, err, sizeof err);
     if (!m) { t_result(0, "load", "%s", err); return t_summary(); }
-    s = codi_state_alloc(m, 8, 1);
+    s = codi_state_new(m, 8, 1);
     ids[1] = 515;
     t_result(codi_forward(m, s, ids, NULL, 4, NULL) == -1 && strstr(s->error, "out of range"), "token id out of range", "\"%s\"", s->error);
     ids[1] = -1;

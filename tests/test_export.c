@@ -11,7 +11,7 @@
 typedef struct { float latents[7 * 256], answer_logits[16 * 515]; int32_t answer[16]; int n; } run_out;
 
 static int run(const codi_model *m, const int32_t *ids, int T, run_out *o) {
-    codi_state *s = codi_state_alloc(m, 64, 1);
+    codi_state *s = codi_state_new(m, 64, 1);
     codi_run_opts ro = codi_run_opts_default(m);
     codi_run_result rr;
     int rc;
@@ -29,20 +29,20 @@ static int run(const codi_model *m, const int32_t *ids, int T, run_out *o) {
    data exactly (safetensors readers refuse gaps). */
 static void check_aligned(const char *label, const char *path) {
     char err[256];
-    codi_st_file *f = codi_st_open(path, err, sizeof err);
+    codi_safetensors_file *f = codi_safetensors_open(path, err, sizeof err);
     FILE *fp = fopen(path, "rb");
     unsigned char l8[8];
     uint64_t hlen = 0;
     long fsize = -1;
     size_t covered = 0;
-    int i, n = f ? codi_st_count(f) : 0, bad = 0, aligned = 0;
+    int i, n = f ? codi_safetensors_count(f) : 0, bad = 0, aligned = 0;
     if (fp && fread(l8, 1, 8, fp) == 8 && fseek(fp, 0, SEEK_END) == 0) fsize = ftell(fp);
     if (fp) fclose(fp);
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | l8[i];
     for (i = 0; i < n; i++) {
-        codi_st_tensor t;
+        codi_safetensors_tensor t;
         size_t bytes;
-        codi_st_tensor_at(f, i, &t);
+        codi_safetensors_tensor_at(f, i, &t);
         bytes = t.numel * (size_t)(!strcmp(t.dtype, "BF16") || !strcmp(t.dtype, "F16") ? 2 : !strcmp(t.dtype, "U8") ? 1 : 4);
         covered += bytes;
         if (bytes % 64 == 0) { aligned++; if ((uintptr_t)t.data % 64) { bad++; printf("# %s: %s at %p\n", label, t.name, t.data); } }
@@ -50,7 +50,7 @@ static void check_aligned(const char *label, const char *path) {
     t_result(f && (8 + hlen) % 64 == 0 && bad == 0 && aligned > 0 && (long)(8 + hlen + covered) == fsize, "every tensor 64-byte aligned",
              "%s: data start %llu, %d of %d tensors of 64-byte multiples misaligned, %zu of %ld bytes covered", label,
              (unsigned long long)(8 + hlen), bad, aligned, (size_t)(8 + hlen + covered), fsize);
-    codi_st_close(f);
+    codi_safetensors_close(f);
 }
 
 /* A copy of src whose header is 16 spaces longer: every tensor 16 bytes off 64-byte alignment. */
@@ -141,6 +141,16 @@ static void json_quote(void) {
     codi_json_free(j);
 }
 
+/* The old names of one release ago still compile and name the same functions. */
+static void old_names(const codi_model *m) {
+    char err[256];
+    codi_state *s = codi_state_alloc(m, 8, 1);
+    codi_st_file *f = codi_st_open("tests/data/golden_tiny.safetensors", err, sizeof err);
+    t_result(s && f && codi_st_count(f) == codi_safetensors_count(f) && codi_st_count(f) > 0,
+             "old names (codi_state_alloc, codi_st_*, codi_batch_alloc) are aliases of the new ones", "");
+    codi_safetensors_close(f); codi_state_free(s);
+}
+
 int main(void) {
     t_golden g;
     size_t T;
@@ -153,6 +163,7 @@ int main(void) {
     roundtrip("bf16", 0, &g, ids, (int)T);
     roundtrip("f32", 1, &g, ids, (int)T);
     m = t_load("tests/data/codi_tiny.bin", 0);
+    if (m) old_names(m);
     t_result(m && codi_save_merged(m, "build/no-such-dir/x.safetensors", err, sizeof err) == -1 && err[0],
              "an unwritable path is an error", "%s", err);
     codi_model_free(m);

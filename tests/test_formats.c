@@ -89,7 +89,7 @@ static int st_write(const char *path, const st_tensor *t, int n) {
 /* ---- forward passes ---- */
 
 static int forward_logits(codi_model *m, const int32_t *ids, int n, float *lg) {
-    codi_state *s = codi_state_alloc(m, 64, 1);
+    codi_state *s = codi_state_new(m, 64, 1);
     int rc = codi_forward(m, s, ids, NULL, n, lg);
     if (rc) printf("# %s\n", s->error);
     codi_state_free(s);
@@ -98,7 +98,7 @@ static int forward_logits(codi_model *m, const int32_t *ids, int n, float *lg) {
 
 /* The golden CODI question as test_model.c runs it: 6 latent steps, 16 answer steps. */
 static int codi_answer(codi_model *m, const int32_t *ids, int T, float *lg) {
-    codi_state *s = codi_state_alloc(m, 64, 1);
+    codi_state *s = codi_state_new(m, 64, 1);
     codi_run_opts ro = codi_run_opts_default(m);
     codi_run_result rr;
     int rc;

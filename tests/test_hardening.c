@@ -357,7 +357,7 @@ static void api_limits(void) {
     o.head_dim = 64;                                /* same dim, layers and vocab; 4 heads, 1 kv head */
     m64 = load(DATA "codi_tiny.safetensors", &o, err, sizeof err);
     if (!m32 || !m64) { t_result(0, "load codi_tiny with head_dim 32 and 64", "%s", err); free(r); return; }
-    s32 = codi_state_alloc(m32, 64, 1); s64 = codi_state_alloc(m64, 64, 1);
+    s32 = codi_state_new(m32, 64, 1); s64 = codi_state_new(m64, 64, 1);
     ro = codi_run_opts_default(m32);
     ro.n_latent = 1; ro.max_answer = 2;
     t_result(codi_run(m32, s32, ids, 4, &ro, r) == 0 && r->n_answer == 2, "control: a run with max_answer 2", "%s", s32->error);
@@ -395,9 +395,9 @@ static void writer(void) {
     const char *odd_name = "q\"uote\\back\nline\x01ctl \xc3\xa9";
     const char *meta[] = { "note", "a \"quoted\"\nvalue\\", "k\x02", "v", NULL };
     float v[4] = { 1, 2, 3, 4 };
-    codi_st_entry e[3];
-    codi_st_tensor t;
-    codi_st_file *f;
+    codi_safetensors_entry e[3];
+    codi_safetensors_tensor t;
+    codi_safetensors_file *f;
     char err[256];
     int ok;
     memset(long_name, 'n', sizeof long_name - 1); memset(mid_name, 'm', sizeof mid_name - 1);
@@ -408,31 +408,31 @@ static void writer(void) {
     e[0].ndim = e[1].ndim = e[2].ndim = 1;
     e[0].shape[0] = e[1].shape[0] = e[2].shape[0] = 4;
     ok = codi_write_safetensors("build/hard_w.safetensors", e, 3, meta, err, sizeof err) == 0;
-    f = ok ? codi_st_open("build/hard_w.safetensors", err, sizeof err) : NULL;
-    t_result(f && codi_st_count(f) == 3 && codi_st_find(f, mid_name, &t) == 0 && t.numel == 4 && codi_st_find(f, long_name, &t) == 0 &&
+    f = ok ? codi_safetensors_open("build/hard_w.safetensors", err, sizeof err) : NULL;
+    t_result(f && codi_safetensors_count(f) == 3 && codi_safetensors_find(f, mid_name, &t) == 0 && t.numel == 4 && codi_safetensors_find(f, long_name, &t) == 0 &&
              !memcmp(t.data, v, sizeof v), "writer: names of 699 and 5000 characters are written whole and read back", "%s", f ? "" : err);
-    t_result(f && codi_st_find(f, odd_name, &t) == 0 && !memcmp(t.data, v, sizeof v),
+    t_result(f && codi_safetensors_find(f, odd_name, &t) == 0 && !memcmp(t.data, v, sizeof v),
              "writer: a name with a quote, backslash, newline, control byte and UTF-8 reads back unchanged", "%s", f ? "" : err);
-    t_result(f && codi_st_metadata(f, "note") && !strcmp(codi_st_metadata(f, "note"), meta[1]) && codi_st_metadata(f, "k\x02") &&
-             !strcmp(codi_st_metadata(f, "k\x02"), "v"), "writer: metadata with quotes, newlines and control bytes reads back unchanged", "");
-    t_result(f && codi_st_metadata(f, "format") && !strcmp(codi_st_metadata(f, "format"), "pt"), "writer: \"format\": \"pt\" by default", "");
-    codi_st_close(f);
+    t_result(f && codi_safetensors_metadata(f, "note") && !strcmp(codi_safetensors_metadata(f, "note"), meta[1]) && codi_safetensors_metadata(f, "k\x02") &&
+             !strcmp(codi_safetensors_metadata(f, "k\x02"), "v"), "writer: metadata with quotes, newlines and control bytes reads back unchanged", "");
+    t_result(f && codi_safetensors_metadata(f, "format") && !strcmp(codi_safetensors_metadata(f, "format"), "pt"), "writer: \"format\": \"pt\" by default", "");
+    codi_safetensors_close(f);
     {   /* a caller's own "format" replaces the default: one key, never a duplicate */
         const char *own[] = { "format", "mine.v1", NULL };
         size_t len;
         char *text;
         ok = codi_write_safetensors("build/hard_w3.safetensors", e, 1, own, err, sizeof err) == 0;
         text = ok ? codi_read_text("build/hard_w3.safetensors", &len) : NULL;
-        f = ok ? codi_st_open("build/hard_w3.safetensors", err, sizeof err) : NULL;
+        f = ok ? codi_safetensors_open("build/hard_w3.safetensors", err, sizeof err) : NULL;
         {
         const char *p = text && len > 8 ? text + 8 : NULL, *q;   /* the header text, after its 8-byte length */
         int n_format = 0;
         while (p && (q = strstr(p, "\"format\"")) != NULL) { n_format++; p = q + 1; }
-        t_result(f && codi_st_metadata(f, "format") && !strcmp(codi_st_metadata(f, "format"), "mine.v1") && n_format == 1,
+        t_result(f && codi_safetensors_metadata(f, "format") && !strcmp(codi_safetensors_metadata(f, "format"), "mine.v1") && n_format == 1,
                  "writer: a caller's \"format\" replaces the default (one key)", "%d keys", n_format);
         }
         free(text);
-        codi_st_close(f);
+        codi_safetensors_close(f);
     }
     e[0].name = "big"; e[0].ndim = 2; e[0].shape[0] = (int64_t)1 << 32; e[0].shape[1] = (int64_t)1 << 32;
     t_result(codi_write_safetensors("build/hard_w2.safetensors", e, 1, NULL, err, sizeof err) == -1 && strstr(err, "too large"),

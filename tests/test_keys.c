@@ -43,7 +43,7 @@ int main(void) {
     L = m->config.n_layers; KVH = m->config.n_kv_heads; HD = m->config.head_dim; D = m->config.dim;
     t_result(m->config.rope_llama3 && m->config.rope_factor > 1, "codi-nano uses llama3 rope scaling", "factor %g", (double)m->config.rope_factor);
     n = codi_prompt_from_text(m, t, "Tom has 3 bags with 4 apples each. He eats 2. How many apples are left?", 0, ids, 512);
-    s = codi_state_alloc(m, n + 6 + 16, 1);
+    s = codi_state_new(m, n + 6 + 16, 1);
     ro = codi_run_opts_default(m);
     ro.max_answer = 8;
     if (n <= 0 || !s || codi_run(m, s, ids, n, &ro, &rr)) { t_result(0, "run codi-nano", "%s", s ? s->error : "no state"); return t_summary(); }

@@ -113,7 +113,7 @@ static void test_logit_lens(codi_model *m) {
     if (t_golden_open(&g, "tests/data/golden_tiny.safetensors")) { t_result(0, "open golden_tiny", NULL); return; }
     ids = t_gi(&g, "prompt_ids", NULL);
     ref = t_gf(&g, "f32.latent_lens_logits", NULL);
-    s = codi_state_alloc(m, 64, 1);
+    s = codi_state_new(m, 64, 1);
     {
         codi_run_opts ro = codi_run_opts_default(m);
         codi_run_result rr;
@@ -319,7 +319,7 @@ static int record_rows(codi_model *m, const char *path, const int *rows, int n, 
     static const int32_t q[3][6] = { { 10, 20, 30, 40, 50, 60 }, { 7, 8, 9, 10, 11, 12 }, { 100, 200, 300, 400, 450, 500 } };
     codi_acts_spec sp;
     codi_acts *a;
-    codi_state *s = codi_state_alloc(m, 32, 1);
+    codi_state *s = codi_state_new(m, 32, 1);
     float resid[7 * (L + 1) * D], fin[7 * D], lat[7 * D], key[7 * L * 2 * 32], val[7 * L * 2 * 32];
     int32_t ids[16], pos[7];
     int i, k, rc = 0;

@@ -154,12 +154,12 @@ int main(void) {
         for (k = 0; k < np && k < 8; k++) {
             run_out o;
             t_result(codi_set_kernel(paths[k]) == 0 && !strcmp(codi_kernel_name(), paths[k]), "select kernel path", "%s", paths[k]);
-            s = codi_state_alloc(mf, 64, TEST_THREADS);
+            s = codi_state_new(mf, 64, TEST_THREADS);
             if (run_codi(mf, ids, (int)T, &o, s) == 0) { golden_run(&g, "f32", paths[k], &o); run_free(&o); }
             else t_result(0, "f32 run", "%s: %s", paths[k], s->error);
             codi_state_free(s);
             if (!mb) continue;
-            s = codi_state_alloc(mb, 64, TEST_THREADS);
+            s = codi_state_new(mb, 64, TEST_THREADS);
             if (run_codi(mb, ids, (int)T, &o, s) != 0) t_result(0, "bf16 run", "%s: %s", paths[k], s->error);
             else { golden_run(&g, "bf16merged", paths[k], &o); run_free(&o); }
             codi_state_free(s);
@@ -167,7 +167,7 @@ int main(void) {
         codi_model_free(mb);
         t_result(codi_set_kernel("no-such-path") == -1 && codi_set_kernel(dflt) == 0, "unknown kernel path refused", "");
     }
-    s = codi_state_alloc(mf, 64, TEST_THREADS);
+    s = codi_state_new(mf, 64, TEST_THREADS);
     if (run_codi(mf, ids, (int)T, &of, s) != 0) t_result(0, "f32 run", "%s", s->error);
 
     /* hooks: a no-op hook changes nothing; a recorder sees the golden residuals */
@@ -219,7 +219,7 @@ int main(void) {
     ms = t_load(DATA "codi_tiny.safetensors", 1);
     t_result(ms != NULL, "load codi_tiny.safetensors (exact)", "");
     if (ms) {
-        s = codi_state_alloc(ms, 64, TEST_THREADS);
+        s = codi_state_new(ms, 64, TEST_THREADS);
         if (run_codi(ms, ids, (int)T, &os, s) == 0) {
             t_result(!memcmp(os.answer_logits, of.answer_logits, sizeof(float) * 16 * 515) &&
                      !memcmp(os.prefill_resid, of.prefill_resid, sizeof(float) * 5 * T * 256) &&
@@ -242,7 +242,7 @@ int main(void) {
         t_result(mh != NULL, "load llama_tiny_hf/", "");
         if (mh) {
             float *lg = malloc(sizeof(float) * n * 515);
-            s = codi_state_alloc(mh, 64, TEST_THREADS);
+            s = codi_state_new(mh, 64, TEST_THREADS);
             t_result(mh->config.prj_dim == 0 && mh->config.bos_id == 1 && mh->config.eos_ids[0] == 2 && mh->config.rope_llama3 == 1,
                      "llama_tiny_hf config.json read", "");
             if (codi_forward(mh, s, pid, NULL, (int)n, lg) == 0)
@@ -260,7 +260,7 @@ int main(void) {
        LoRA scale 0, is the bf16merged model: every base tensor comes from the base. */
     {
         codi__tensors ts;
-        codi_st_entry e[128];
+        codi_safetensors_entry e[128];
         int i, ne = 0, from_base = 0;
         char err[256];
         memset(&ts, 0, sizeof ts);
@@ -284,7 +284,7 @@ int main(void) {
                 for (i = 0; i < ml->n_tensors; i++) from_base += ml->tensors[i].source;
                 t_result(from_base == 4 * 9 + 2 && ml->n_tensors == from_base + ne, "--base: tensors report their source",
                          "%d from the base, %d from the checkpoint", from_base, ml->n_tensors - from_base);
-                s = codi_state_alloc(ml, 64, TEST_THREADS);
+                s = codi_state_new(ml, 64, TEST_THREADS);
                 if (run_codi(ml, ids, (int)T, &ol, s) == 0) {
                     check_logits("--base run matches bf16merged answer_logits", ol.answer_logits, 515, t_gf(&g, "bf16merged.answer_logits", NULL), 16, 514, 5e-3);
                     run_free(&ol);

@@ -40,7 +40,7 @@ int main(void) {
         int32_t ids[512];
         float lg[7 * 515];
         int n = codi_prompt_from_text(m, t, q->str, 0, ids, 512), k, j;
-        s = codi_state_alloc(m, n + 6 + 64, 1);
+        s = codi_state_new(m, n + 6 + 64, 1);
         ro.latent_logits = lg; ro.max_answer = 64;
         if (codi_run(m, s, ids, n, &ro, &rr)) { t_result(0, "run", "%s", s->error); codi_state_free(s); break; }
         codi_decode(t, rr.answer, rr.n_answer, 1, text, sizeof text);

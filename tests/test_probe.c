@@ -321,7 +321,7 @@ static void check_file_errors(void) {
     codi_probe *p = codi_probe_train(x, y, 4, 2, 2, NULL, err, sizeof err), *q;
     const char *names[1] = { "cell" };
     const codi_probe *ps[1];
-    codi_st_entry e;
+    codi_safetensors_entry e;
     ps[0] = p;
     err[0] = 0;
     t_result(p && codi_probe_save("build/test_probe_one.safetensors", ps, names, 1, NULL, err, sizeof err) == 0, "save: probe", err[0] ? "%s" : NULL, err);
@@ -333,7 +333,7 @@ static void check_file_errors(void) {
     memset(&e, 0, sizeof e);       /* a probe whose bias has the wrong length */
     e.name = "cell.weight"; e.data = x; e.ndim = 2; e.shape[0] = 1; e.shape[1] = 2;
     {
-        codi_st_entry es[4];
+        codi_safetensors_entry es[4];
         const char *meta[] = { "codi_lens", "probe.v1", NULL };
         int k;
         for (k = 0; k < 4; k++) es[k] = e;
@@ -386,7 +386,7 @@ static int write_acts(const char *path, int bad) {
     int q, p, l, j;
     const char *meta[] = { "labels", "[\"bot\",\"latent 1\",\"latent 2\",\"latent 3\",\"latent 4\",\"latent 5\",\"latent 6\"]",
                            "model", "synthetic", NULL };
-    codi_st_entry e[8];
+    codi_safetensors_entry e[8];
     memset(e, 0, sizeof e);
     rng_state = 0x2545F4914F6CDD1Dull;             /* the same data whatever ran before */
     for (j = 0; j < AD; j++) { u[j] = j < 8 ? 0.35 : 0; w[j] = j >= 8 ? 0.35 : 0; }
@@ -546,13 +546,13 @@ static void check_nano(void) {
     }
     {
         FILE *f = fopen("build/test_probe_nano_q.jsonl", "w");
-        codi_st_file *sf = codi_st_open("build/test_probe_nano.safetensors", out, sizeof out);
+        codi_safetensors_file *sf = codi_safetensors_open("build/test_probe_nano.safetensors", out, sizeof out);
         float gold[NQ];
         int q;
-        if (f && sf && codi_st_read_f32(sf, "gold", gold, NQ, out, sizeof out) == NQ)
+        if (f && sf && codi_safetensors_read_f32(sf, "gold", gold, NQ, out, sizeof out) == NQ)
             for (q = 0; q < NQ; q++) fprintf(f, "{\"question\": \"q%d\", \"size\": \"%s\"}\n", q, gold[q] < 20 ? "small" : gold[q] < 60 ? "medium" : "large");
         if (f) fclose(f);
-        codi_st_close(sf);
+        codi_safetensors_close(sf);
     }
     /* the labels file is not the questions file the dataset was recorded from: refused unless --force */
     rc = run_cmd("build/codi probe train --acts build/test_probe_nano.safetensors --label field:size --questions build/test_probe_nano_q.jsonl "

@@ -444,7 +444,7 @@ def main():
         py, _ = cl.read_safetensors(path)
         c = cl.read_safetensors_c(path)
         bad = [k for k in c if k not in py or not np.array_equal(np.asarray(py[k], np.float32), c[k])]
-        result(not bad and len(py) == len(c), "read_safetensors = codi_st_read_f32 on %s" % os.path.basename(path), "differ: %s" % bad[:3] if bad else "")
+        result(not bad and len(py) == len(c), "read_safetensors = codi_safetensors_read_f32 on %s" % os.path.basename(path), "differ: %s" % bad[:3] if bad else "")
     raw, _ = cl.read_safetensors(DATA + "codi_tiny.safetensors", bf16_to_float32=False)
     bf = [k for k in raw if raw[k].dtype == np.uint16]
     result(len(bf) > 0, "codi_tiny.safetensors holds bf16 tensors (read as uint16 bits on request)", "%d bf16" % len(bf))

@@ -125,7 +125,7 @@ int main(void) {
         int k;
         if (!m) { t_result(0, "load codi_tiny.bin", "%s", name); continue; }
         c = &m->config;
-        s = codi_state_alloc(m, 64, 1);
+        s = codi_state_new(m, 64, 1);
         out_alloc(&ref, c, (int)T); out_alloc(&fast, c, (int)T);
         codi_state_add_hook(s, fingerprint_hook, &fr);
         if (drive(m, s, codi_forward_reference, NULL, ids, (int)T, &ref)) t_result(0, "reference run", "%s: %s", name, s->error);

@@ -158,7 +158,7 @@ static void test_lens_no_bias(void) {
 static void test_pca_stats(void) {
     float comp[2] = { 1, 0 }, mean[2] = { 0, 0 };
     double var[1] = { 1 }, expl[1] = { 1 }, stats[2] = { 1, 1e300 };
-    codi_st_entry e[5];
+    codi_safetensors_entry e[5];
     const char *meta[] = { "codi_lens", "pca.v1", NULL };
     char err[256] = "";
     codi_pca *p;
@@ -183,7 +183,7 @@ static void test_pca_stats(void) {
 typedef struct { const codi_model *m; int rc; int32_t answer; } run_job;
 static void *run_thread(void *user) {
     run_job *j = (run_job *)user;
-    codi_state *s = codi_state_alloc(j->m, 64, 1);
+    codi_state *s = codi_state_new(j->m, 64, 1);
     codi_run_opts ro = codi_run_opts_default(j->m);
     codi_run_result rr;
     int32_t ids[4] = { 510, 20, 21, 22 };

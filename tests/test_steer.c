@@ -79,7 +79,7 @@ static int same_run(const run_out *a, const run_out *b) {
 
 static int write_vectors(const char *path, const char *name, const float *v, int ndim, int64_t d0, int64_t d1) {
     char err[256];
-    codi_st_entry e;
+    codi_safetensors_entry e;
     memset(&e, 0, sizeof e);
     e.name = name; e.data = v; e.ndim = ndim; e.shape[0] = d0; e.shape[1] = d1;
     if (codi_write_safetensors(path, &e, 1, NULL, err, sizeof err)) { printf("# %s\n", err); return -1; }
@@ -396,7 +396,7 @@ static void test_errors(void) {
     {
         run_out *r = (run_out *)calloc(1, sizeof *r);
         codi_steer *st = spec("{\"edits\": [{\"at\": \"latent_input\", \"step\": 7, \"vector\": \"golden_tiny.safetensors:steer.v\"}]}");
-        r->s = codi_state_alloc(M, 64, 1);
+        r->s = codi_state_new(M, 64, 1);
         t_result(st && run_with(st, 6, r) != 0 && strstr(r->s->error, "steer edit 0: latent step 7 but the run has 6"), "a step beyond n_latent fails at install", "%s", r->s->error);
         codi_steer_free(st);
         st = spec("{\"edits\": [{\"at\": \"kv_cache\", \"when\": \"after_latent:1\", \"positions\": [40], \"key_vector\": \"golden_tiny.safetensors:steer.dk\"}]}");
@@ -438,7 +438,7 @@ static void test_tl_names(run_out *plain, run_out *r) {
     run_out *o = (run_out *)calloc(1, sizeof *o);
     char js[600], err[600], name[200];
     size_t i;
-    o->s = codi_state_alloc(M, 64, 1);
+    o->s = codi_state_new(M, 64, 1);
     for (i = 0; i < sizeof pairs / sizeof *pairs; i++) {
         codi_steer *a, *b;
         snprintf(js, sizeof js, "{\"edits\": [{%s}]}", pairs[i].tl);
@@ -472,7 +472,7 @@ static void test_tl_names(run_out *plain, run_out *r) {
 static void test_protocols(void) {
     t_golden g;
     codi_means mn;
-    codi_state *s = codi_state_alloc(M, 64, 1);
+    codi_state *s = codi_state_new(M, 64, 1);
     codi_run_opts ro;
     codi_run_result rr;
     const int32_t *q;
@@ -570,7 +570,7 @@ int main(void) {
     if (t_golden_open(&g, "tests/data/golden_tiny.safetensors")) return 2;
     IDS = t_gi(&g, "prompt_ids", &T); NIDS = (int)T;
     if (!(M = t_load("tests/data/codi_tiny.bin", 1))) return 2;
-    plain->s = codi_state_alloc(M, 64, 1); r->s = codi_state_alloc(M, 64, 1);
+    plain->s = codi_state_new(M, 64, 1); r->s = codi_state_new(M, 64, 1);
     if (run_with(NULL, 6, plain)) return 2;
     test_golden_specs(&g, r);
     STEPS = 4;

@@ -63,7 +63,7 @@ int main(void) {
     ids = t_gi(&g, "prompt_ids", &T);
     lo.exact = 1; lo.head_dim = 32;
     if (!(m = codi_load("tests/data/codi_tiny.bin", &lo, err, sizeof err))) { printf("# %s\n", err); return 2; }
-    s = codi_state_alloc(m, 64, 1);
+    s = codi_state_new(m, 64, 1);
     ro = codi_run_opts_default(m);
     ro.max_answer = 16; ro.stop_at_eos = 0;
     ro.latents = latents; ro.latent_logits = latent_logits; ro.answer_logits = answer_logits;
@@ -111,7 +111,7 @@ int main(void) {
 
     /* forking: a copy after the latent loop answers exactly like the original */
     {
-        codi_state *f = codi_state_alloc(m, 64, 1);
+        codi_state *f = codi_state_new(m, 64, 1);
         float a2[16 * 515];
         codi_run_result r2;
         int rc = codi_run_latents(m, s, ids, (int)T, &ro, &rr), rc_copy = -1, rc_s = -1, rc_f = -1;

@@ -24,7 +24,7 @@ static outcome run_question(const char *path, int exact, codi_model **keep) {
     memset(&r, 0, sizeof r);
     if (keep) *keep = NULL;
     if (m) {
-        codi_state *s = codi_state_alloc(m, 64, 1);
+        codi_state *s = codi_state_new(m, 64, 1);
         codi_run_opts ro = codi_run_opts_default(m);
         codi_run_result rr;
         int k;

@@ -672,7 +672,7 @@ CLI_API int cli_out_flush(FILE *f, const char *path) {
 
 /* A .safetensors file through the checked outputs (temporary name, renamed when complete); 0, or
    -1 after a message naming the file. */
-CLI_API int cli_out_safetensors(const char *path, const codi_st_entry *e, int n, const char *const *meta) {
+CLI_API int cli_out_safetensors(const char *path, const codi_safetensors_entry *e, int n, const char *const *meta) {
     char err[512];
     FILE *f = cli_out_open(path, "wb");
     if (!f) return -1;

@@ -244,7 +244,7 @@ static double bench_decode_batch(const codi_model *m, int B, int ctx, int n_gen,
     bench_clock t0;
     int b, i, ok = st && tok && ids;
     for (b = 0; ok && b < B; b++) {
-        ok = (st[b] = codi_state_alloc(m, b ? ctx + n_gen + 1 : 256 > ctx + n_gen + 1 ? 256 : ctx + n_gen + 1, b ? 1 : threads)) != NULL;
+        ok = (st[b] = codi_state_new(m, b ? ctx + n_gen + 1 : 256 > ctx + n_gen + 1 ? 256 : ctx + n_gen + 1, b ? 1 : threads)) != NULL;
         if (ok && b && ctx > 16) { ok = codi_state_copy(m, st[b], st[0]) == 0; continue; }
         for (i = 0; ok && i < ctx; i++) ids[i] = (int32_t)((i * 7919 + 13 * b + 1) % (m->config.vocab - 3));
         ok = ok && codi_forward(m, st[b], ids, NULL, ctx, NULL) == 0;
@@ -297,7 +297,7 @@ static void bench_prompt(const codi_model *m, int32_t *ids, int n, int salt) {
 /* The prefix every branch starts from: an n-token prompt prefilled (phase prefill, l = 0). */
 static codi_state *bench_prefix(const codi_model *m, int n, int threads) {
     int32_t ids[BENCH_PREFIX];
-    codi_state *p = codi_state_alloc(m, BENCH_PREFIX + BENCH_BRANCH_LATENTS + BENCH_BRANCH_ANSWER + 1, threads);
+    codi_state *p = codi_state_new(m, BENCH_PREFIX + BENCH_BRANCH_LATENTS + BENCH_BRANCH_ANSWER + 1, threads);
     bench_prompt(m, ids, n, 0);
     if (p && codi_forward(m, p, ids, NULL, n, NULL)) { fprintf(stderr, "codi: %s\n", p->error); codi_state_free(p); return NULL; }
     return p;
@@ -306,7 +306,7 @@ static codi_state *bench_prefix(const codi_model *m, int n, int threads) {
 /* Single-stream branches per minute: n branches, each a copy of the prefix, 3 latent steps, eot
    and 2 answer tokens (codi_latent_step, codi_run_answer); *copy_ms: the copy's share. */
 static double bench_branches_single(const codi_model *m, const codi_state *pre, int n, int threads, double *share, double *copy_ms) {
-    codi_state *s = codi_state_alloc(m, pre->max_pos, threads);
+    codi_state *s = codi_state_new(m, pre->max_pos, threads);
     codi_run_opts ro = codi_run_opts_default(m);
     codi_run_result rr;
     double copy = 0, t;
@@ -330,7 +330,7 @@ static double bench_branches_single(const codi_model *m, const codi_state *pre, 
 
 /* Batched branches per minute: n branch requests from the prefix through a batch of B. */
 static double bench_branches_batch(const codi_model *m, const codi_state *pre, int B, int n, int threads, double *share) {
-    codi_batch *b = codi_batch_alloc(m, B, pre->max_pos, threads);
+    codi_batch *b = codi_batch_new(m, B, pre->max_pos, threads);
     codi_batch_request q;
     bench_clock t0;
     double t;
@@ -352,7 +352,7 @@ static int bench_count_done(void *user, const codi_batch_result *r) { (void)r; +
 /* Whole questions per minute through a batch of B: n questions of bench_question's shape, all
    submitted at once (prefills ride beside the decode rows of the runs ahead of them). */
 static double bench_questions_batch(const codi_model *m, int B, int n, int threads, double *share) {
-    codi_batch *b = codi_batch_alloc(m, B, BENCH_Q_PROMPT + 6 + 1 + BENCH_Q_ANSWER, threads);
+    codi_batch *b = codi_batch_new(m, B, BENCH_Q_PROMPT + 6 + 1 + BENCH_Q_ANSWER, threads);
     codi_batch_request q;
     int32_t ids[BENCH_Q_PROMPT];
     bench_clock t0;
@@ -456,7 +456,7 @@ static int bench_run(const cli_command *self, int argc, char **argv) {
     if (!(m = cli_load_model(&ma))) return 1;
     load_s = cli_now() - t0;
     bf16c = m->compute == CODI_COMPUTE_BF16 && peak_bf16 > 0;    /* products on vdpbf16ps: their peak binds */
-    if (!(s = codi_state_alloc(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
+    if (!(s = codi_state_new(m, 512 + n_gen + 8, ma.threads))) { fprintf(stderr, "codi: out of memory\n"); codi_model_free(m); return 1; }
     bench_model_cost(m, &bytes, &macs);
     pp_per_gflop = 1e9 / (2 * macs);
     tgb_per_gflop = 1e9 / (2 * (macs + (double)m->w.lm_head.rows * m->w.lm_head.cols));   /* batched decode: compute, lm_head included */

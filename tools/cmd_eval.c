@@ -269,7 +269,7 @@ static void *eval_worker(void *user) {
     slots = ec->total - ec->finished < ec->batch ? (int)(ec->total - ec->finished) : ec->batch;   /* no more than the runs left */
     pthread_mutex_unlock(&ec->lock);
     for (i = 0; i < ec->nq; i++) if (ec->q[i].n_ids > max_ids) max_ids = ec->q[i].n_ids;
-    b = codi_batch_alloc(ec->m, slots > 0 ? slots : 1, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
+    b = codi_batch_new(ec->m, slots > 0 ? slots : 1, max_ids + ec->latents + ec->max_answer + 2, ec->batch_threads);
     if (!b || !w.line) {
         fprintf(stderr, "codi eval: out of memory\n");
         pthread_mutex_lock(&ec->lock); ec->failed++; pthread_mutex_unlock(&ec->lock);

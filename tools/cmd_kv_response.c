@@ -330,7 +330,7 @@ static int kvr_run_all(kvr_ctx *k, int n_threads) {
     long runs = 0;
     for (qi = 0; qi < k->nq; qi++) runs += k->done[qi] ? 0 : 1 + k->n_cond;
     if (!runs) return 0;
-    if (!(b = codi_batch_alloc(k->m, runs < k->batch ? (int)runs : k->batch, k->max_ids + k->step + 3, n_threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
+    if (!(b = codi_batch_new(k->m, runs < k->batch ? (int)runs : k->batch, k->max_ids + k->step + 3, n_threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
     qi = 0;
     for (;;) {
         while (!rc && !k->write_failed && qi < k->nq && codi_batch_pending(b) < 2 * k->batch) {   /* keep a batch's worth queued */
@@ -716,7 +716,7 @@ static int kv_response_run(const cli_command *self, int argc, char **argv) {
         if (!st) { fprintf(stderr, "codi kv-response: %s: %s\n", specs.v[i], err); goto done; }
         k.spec[k.n_spec] = st; k.spec_path[k.n_spec] = specs.v[i]; k.n_spec++;
         ro.n_latent = step + 1;                  /* the spec must fit a run of step + 1 latents */
-        if (!(probe = codi_state_alloc(m, 8, 1))) { fprintf(stderr, "codi: out of memory\n"); goto done; }
+        if (!(probe = codi_state_new(m, 8, 1))) { fprintf(stderr, "codi: out of memory\n"); goto done; }
         if (codi_steer_install(st, probe, &ro)) {
             fprintf(stderr, "codi kv-response: %s: %s (the runs have --step + 1 = %d latent steps)\n", specs.v[i], probe->error, step + 1);
             codi_state_free(probe); goto done;

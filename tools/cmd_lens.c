@@ -1422,7 +1422,7 @@ static int lens_loop_run(lens_loop *lp, int batch) {
     }
     fprintf(stderr, "codi lens: %d questions to run on %d threads, batch %d\n", todo, ag->a->ma.threads, batch);
     if (!todo) { rc = 0; goto done; }
-    if (!(b = codi_batch_alloc(m, todo < batch ? todo : batch, max_n + ag->ps.n_latent + ag->a->max_answer + 2, ag->a->ma.threads))) {
+    if (!(b = codi_batch_new(m, todo < batch ? todo : batch, max_n + ag->ps.n_latent + ag->a->max_answer + 2, ag->a->ma.threads))) {
         fprintf(stderr, "codi lens: out of memory\n"); goto done;
     }
     for (qi = 0;;) {
@@ -1617,7 +1617,7 @@ static int lens_run(const cli_command *self, int argc, char **argv) {
         ro.n_latent = a.pa.latents; ro.max_answer = a.max_answer;
         if (pos_check("lens", &ps, n, a.max_answer)) { rc = 2; goto done; }
         pos_size(&ps, n, a.max_answer);
-        if (!(s = codi_state_alloc(m, n + a.pa.latents + a.max_answer + 2, a.ma.threads)) ||
+        if (!(s = codi_state_new(m, n + a.pa.latents + a.max_answer + 2, a.ma.threads)) ||
             !(logits = (float *)malloc(sizeof(float) * (size_t)m->config.vocab)) || !(tmp = (float *)malloc(sizeof(float) * (size_t)m->config.dim)) ||
             lens_grid_alloc(&g, ps.n, L1, a.top_k)) { fprintf(stderr, "codi lens: out of memory\n"); goto done; }
         g.tid = tid; g.ntid = ntid;

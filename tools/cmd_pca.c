@@ -9,9 +9,9 @@
 #define PCA_MAX_SLOTS 4096       /* positions and layers of a dataset pca / probe take (their index lists) */
 
 typedef struct {
-    codi_st_file *f;
+    codi_safetensors_file *f;
     const char *path, *tensor;   /* tensor: resid, final, latent_inputs, key, key_pre_rope or value */
-    codi_st_tensor t;
+    codi_safetensors_tensor t;
     int dtype;                   /* CODI_F32, CODI_BF16 or CODI_F16 of t */
     int Q, P;                    /* questions, recorded slots of t */
     int n_layers;                /* layer indices of t: L+1 (resid), L (key, value), 1 (final, latent_inputs) */
@@ -29,16 +29,16 @@ typedef struct {
 
 static void pca_acts_close(pca_acts *a) {
     free(a->done); free(a->qindex); free(a->correct); free(a->slot_label); free(a->pos);
-    codi_st_close(a->f);
+    codi_safetensors_close(a->f);
     memset(a, 0, sizeof *a);
 }
 
 /* A small integer tensor of the dataset (I32 or U8) as int32 [n]; NULL after a message. */
 static int32_t *pca_acts_ints(pca_acts *a, const char *cmd, const char *name, int n) {
-    codi_st_tensor t;
+    codi_safetensors_tensor t;
     int32_t *v;
     int i;
-    if (codi_st_find(a->f, name, &t) || (int)t.numel != n || (strcmp(t.dtype, "I32") && strcmp(t.dtype, "U8"))) {
+    if (codi_safetensors_find(a->f, name, &t) || (int)t.numel != n || (strcmp(t.dtype, "I32") && strcmp(t.dtype, "U8"))) {
         fprintf(stderr, "codi %s: %s: tensor %s missing or not I32/U8 [%d]\n", cmd, a->path, name, n);
         return NULL;
     }
@@ -58,16 +58,16 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     int i, want_nd;
     memset(a, 0, sizeof *a);
     a->path = path; a->tensor = tensor; a->head = head;
-    if (!(a->f = codi_st_open(path, err, sizeof err))) { fprintf(stderr, "codi %s: %s\n", cmd, err); return -1; }
-    fmt = codi_st_metadata(a->f, "format");   /* codi record writes "codi_lens.acts.v1"; "pt" (torch's default) is read too, the layout checked below */
+    if (!(a->f = codi_safetensors_open(path, err, sizeof err))) { fprintf(stderr, "codi %s: %s\n", cmd, err); return -1; }
+    fmt = codi_safetensors_metadata(a->f, "format");   /* codi record writes "codi_lens.acts.v1"; "pt" (torch's default) is read too, the layout checked below */
     if (!fmt || (strcmp(fmt, "codi_lens.acts.v1") && strcmp(fmt, "pt"))) {
         fprintf(stderr, "codi %s: %s is not an activation dataset (format %s; write one with codi record)\n", cmd, path, fmt ? fmt : "missing");
         goto fail;
     }
     if (codi_acts_check(a->f, NULL, err, sizeof err)) { fprintf(stderr, "codi %s: %s: %s\n", cmd, path, err); goto fail; }
-    a->model = codi_st_metadata(a->f, "model");
+    a->model = codi_safetensors_metadata(a->f, "model");
     if (!a->model) a->model = "";
-    if (codi_st_find(a->f, tensor, &a->t)) {
+    if (codi_safetensors_find(a->f, tensor, &a->t)) {
         fprintf(stderr, "codi %s: %s has no tensor '%s'%s\n", cmd, path, tensor,
                 !strcmp(tensor, "key") || !strcmp(tensor, "value") ? " (record with --kv)" :
                 !strcmp(tensor, "key_pre_rope") ? " (record with --kv; datasets recorded before it existed lack it)" : "");
@@ -108,13 +108,13 @@ static int pca_acts_open(pca_acts *a, const char *cmd, const char *path, const c
     free(tmp);
     if (!(a->qindex = pca_acts_ints(a, cmd, "question_index", a->Q))) goto fail;
     {   /* variable-length position sets pad with -1 */
-        codi_st_tensor pt;
-        if (strcmp(tensor, "latent_inputs") && !codi_st_find(a->f, "positions", &pt) && (long)pt.numel == (long)a->Q * a->P &&
+        codi_safetensors_tensor pt;
+        if (strcmp(tensor, "latent_inputs") && !codi_safetensors_find(a->f, "positions", &pt) && (long)pt.numel == (long)a->Q * a->P &&
             !(a->pos = pca_acts_ints(a, cmd, "positions", a->Q * a->P))) goto fail;
     }
     if (!(a->slot_label = (char (*)[32])calloc((size_t)a->P, 32))) goto oom;
     for (i = 0; i < a->P; i++) snprintf(a->slot_label[i], 32, !strcmp(tensor, "latent_inputs") ? "latent %d" : "slot %d", i + !strcmp(tensor, "latent_inputs"));
-    labels = codi_st_metadata(a->f, "labels");
+    labels = codi_safetensors_metadata(a->f, "labels");
     if (labels && strcmp(tensor, "latent_inputs")) {
         codi_json *j = codi_json_parse(labels, strlen(labels), err, sizeof err);
         if (j && j->type == CODI_JSON_ARR && j->count == a->P) {
@@ -194,7 +194,7 @@ static int pca_slot_by_name(const pca_acts *a, const char *name) {
    stores (questions_hash), else the recorded path. 0 when it is (or the dataset records neither:
    a note), -1 after a message when it is not and force is 0 (with force: a warning). */
 static int pca_check_questions(const pca_acts *a, const char *cmd, const char *questions, int force) {
-    const char *rec_hash = codi_st_metadata(a->f, "questions_hash"), *rec_path = codi_st_metadata(a->f, "questions");
+    const char *rec_hash = codi_safetensors_metadata(a->f, "questions_hash"), *rec_path = codi_safetensors_metadata(a->f, "questions");
     char hex[17];
     int same;
     if (rec_hash && *rec_hash) {
@@ -435,7 +435,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         const char *meta[] = { "acts", g.acts, "tensor", g.tensor, "positions", g.positions ? g.positions : "all",
                                "model", a.model, "codi_lens", CLI_VERSION, NULL };
         const char **nm = (const char **)malloc((size_t)n_layers * sizeof *nm);
-        codi_st_entry *e = (codi_st_entry *)calloc((size_t)n_layers + 2, sizeof *e);
+        codi_safetensors_entry *e = (codi_safetensors_entry *)calloc((size_t)n_layers + 2, sizeof *e);
         char (*pn)[140] = (char (*)[140])calloc((size_t)n_layers, sizeof *pn);
         if (!nm || !e || !pn) { free(nm); free(e); free(pn); goto oom; }
         for (li = 0; li < n_layers; li++) {
@@ -533,7 +533,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
         double alphas[32];
         const char *s = g.steer_sd;
         char *end, (*vn)[160];
-        codi_st_entry *e;
+        codi_safetensors_entry *e;
         float *vec;
         int nc = g.steer_components < k ? g.steer_components : k;
         while (n_alpha < 32) {
@@ -544,7 +544,7 @@ static int pca_run(const cli_command *self, int argc, char **argv) {
             if (*end != ',') { fprintf(stderr, "codi pca: --steer-sd needs numbers like 1,2,-1\n"); rc = 2; goto done; }
             s = end + 1;
         }
-        e = (codi_st_entry *)calloc((size_t)n_layers * nc, sizeof *e);
+        e = (codi_safetensors_entry *)calloc((size_t)n_layers * nc, sizeof *e);
         vn = (char (*)[160])calloc((size_t)n_layers * nc, sizeof *vn);
         vec = (float *)malloc((size_t)n_layers * nc * a.row * sizeof(float));
         if (!e || !vn || !vec) { free(e); free(vn); free(vec); goto oom; }

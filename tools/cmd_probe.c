@@ -96,7 +96,7 @@ static int probe_answer_token_labels(probe_labels *pl, const pca_acts *a, cli_mo
     pred = (float *)malloc((size_t)a->Q * sizeof(float)); x = (float *)malloc((size_t)fin.row * sizeof(float));
     logits = (float *)malloc((size_t)V * sizeof(float));
     if (!pred || !x || !logits) { fprintf(stderr, "codi %s: out of memory\n", cmd); goto done; }
-    if (codi_st_read_f32(a->f, "prediction", pred, (size_t)a->Q, err, sizeof err) != a->Q) { fprintf(stderr, "codi %s: %s: %s\n", cmd, a->path, err); goto done; }
+    if (codi_safetensors_read_f32(a->f, "prediction", pred, (size_t)a->Q, err, sizeof err) != a->Q) { fprintf(stderr, "codi %s: %s: %s\n", cmd, a->path, err); goto done; }
     prog = cli_progress_start("lens labels", (long)a->n_done * a->P, 0);
     for (q = 0; q < a->Q; q++) {
         if (!a->done[q]) continue;
@@ -367,7 +367,7 @@ static int probe_line_cb(void *user, const cli_question *q) {
     return 0;
 }
 static int *probe_question_lines(const pca_acts *a, const char *questions) {
-    const char *rec_hash = codi_st_metadata(a->f, "questions_hash"), *rec_path = codi_st_metadata(a->f, "questions");
+    const char *rec_hash = codi_safetensors_metadata(a->f, "questions_hash"), *rec_path = codi_safetensors_metadata(a->f, "questions");
     char hex[17];
     probe_lines pl;
     int q, n_bad, max_q = 0;
@@ -685,7 +685,7 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         CLI_END
     };
     char err[512];
-    codi_st_file *f;
+    codi_safetensors_file *f;
     pca_acts a;
     probe_labels pl;
     const char *tensor, *label, *m_acts, *m_frac, *m_seed, *m_limit;
@@ -703,17 +703,17 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
         const char *in[] = { g.probes, g.acts, g.questions, g.ma.model };
         if (g.csv && cli_out_check("probe apply", g.csv, CLI_OUT_STREAM | CLI_OUT_RESUME, 0, in, CLI_N(in))) return 2;
     }
-    if (!(f = codi_st_open(g.probes, err, sizeof err))) { fprintf(stderr, "codi probe apply: %s\n", err); return 1; }
-    tensor = codi_st_metadata(f, "tensor"); label = codi_st_metadata(f, "label");
-    if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_st_close(f); return 1; }
-    if (pca_acts_open(&a, "probe apply", g.acts, tensor, -1)) { codi_st_close(f); return 1; }
+    if (!(f = codi_safetensors_open(g.probes, err, sizeof err))) { fprintf(stderr, "codi probe apply: %s\n", err); return 1; }
+    tensor = codi_safetensors_metadata(f, "tensor"); label = codi_safetensors_metadata(f, "label");
+    if (!tensor || !label) { fprintf(stderr, "codi probe apply: %s has no tensor/label metadata (not from codi probe train)\n", g.probes); codi_safetensors_close(f); return 1; }
+    if (pca_acts_open(&a, "probe apply", g.acts, tensor, -1)) { codi_safetensors_close(f); return 1; }
     if (g.labels_file) { snprintf(rule_buf, sizeof rule_buf, "labels:%s", g.labels_file); label = rule_buf; }
     if (!strncmp(label, "field:", 6) && g.questions && pca_check_questions(&a, "probe apply", g.questions, g.force)) goto done;
     have_labels = !probe_make_labels(&pl, &a, label, g.questions, &g.ma, "probe apply");
     if (!have_labels) fprintf(stderr, "codi probe apply: no labels for '%s' here: probabilities only\n", label);
     if (!(split = (int *)malloc((size_t)a.Q * sizeof(int)))) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
-    m_acts = codi_st_metadata(f, "acts"); m_frac = codi_st_metadata(f, "test_frac"); m_seed = codi_st_metadata(f, "seed");
-    m_limit = codi_st_metadata(f, "limit");
+    m_acts = codi_safetensors_metadata(f, "acts"); m_frac = codi_safetensors_metadata(f, "test_frac"); m_seed = codi_safetensors_metadata(f, "seed");
+    m_limit = codi_safetensors_metadata(f, "limit");
     {   /* the dataset the probes were trained on: each question's side of the split again (probe_gather's order) */
         struct stat s1, s2;
         int same = m_acts && m_frac && m_seed && (!strcmp(m_acts, g.acts) || (!stat(m_acts, &s1) && !stat(g.acts, &s2) &&
@@ -735,12 +735,12 @@ static int probe_apply_run(const cli_command *self, int argc, char **argv) {
     if (!x || !pr || !yb || !qb) { fprintf(stderr, "codi probe apply: out of memory\n"); goto done; }
     line_of = probe_question_lines(&a, g.questions);
     printf("%-28s %-12s %-8s %6s %8s %-26s %s\n", "probe", "slot", "split", "rows", "mean p1", "accuracy [95% CI, Wilson]", "AUC [95% CI, bootstrap over questions]");
-    for (n = codi_st_count(f), i = 0; i < n; i++) {
-        codi_st_tensor t;
+    for (n = codi_safetensors_count(f), i = 0; i < n; i++) {
+        codi_safetensors_tensor t;
         char name[160], *dot;
         codi_probe *p;
         int layer = -1, slot = -1, s, q, s0, s1;
-        if (codi_st_tensor_at(f, i, &t) || strlen(t.name) >= sizeof name || !(dot = strrchr(strcpy(name, t.name), '.')) || strcmp(dot, ".weight")) continue;
+        if (codi_safetensors_tensor_at(f, i, &t) || strlen(t.name) >= sizeof name || !(dot = strrchr(strcpy(name, t.name), '.')) || strcmp(dot, ".weight")) continue;
         *dot = 0;
         if (strncmp(name, tensor, strlen(tensor)) || sscanf(name + strlen(tensor), ".layer%d.slot%d", &layer, &slot) < 1) continue;
         if (strstr(name, ".head")) { fprintf(stderr, "codi probe apply: %s: probes of one kv head are not applied here (skipped)\n", name); continue; }
@@ -803,7 +803,7 @@ done:
     else if (csv && cli_out_close(csv)) rc = 1;
     free(x); free(pr); free(split); free(pb); free(yb); free(qb); free(line_of);
     if (have_labels) probe_labels_free(&pl);
-    pca_acts_close(&a); codi_st_close(f);
+    pca_acts_close(&a); codi_safetensors_close(f);
     return rc;
 }
 

@@ -174,7 +174,7 @@ static int record_run(const cli_command *self, int argc, char **argv) {
             if (!(jobs[i].lat = (float *)malloc(sizeof(float) * (size_t)(pa.latents + 1) * D))) break;
             jobs[i].next = ctx.free_jobs; ctx.free_jobs = &jobs[i];
         }
-        b = codi_batch_alloc(m, n_todo < batch ? (n_todo > 0 ? n_todo : 1) : batch, rl.max_prompt + pa.latents + max_answer + 2, ma.threads);
+        b = codi_batch_new(m, n_todo < batch ? (n_todo > 0 ? n_todo : 1) : batch, rl.max_prompt + pa.latents + max_answer + 2, ma.threads);
         if (!ctx.resid || !ctx.fin || !ctx.pos || (kv && (!ctx.key || !ctx.val)) || !jobs || i < n_jobs || !b) { fprintf(stderr, "codi record: out of memory\n"); goto done; }
     }
     fprintf(stderr, "codi record: %d questions to record on %d threads, batch %d\n", n_todo, ma.threads, batch);

@@ -78,7 +78,7 @@ static int run_one(cli_model_args *ma, const cli_prompt_args *pa, int steps, con
     if (!(tk = cli_load_tokenizer(ma, m, pa->question == NULL)) && (pa->question || ma->tokenizer)) { codi_model_free(m); return 1; }
     c = &m->config; L = c->n_layers; V = c->vocab;
     if ((n = cli_prompt_ids(pa, m, tk, ids, 4096)) <= 0) { rc = 2; goto done; }
-    s = codi_state_alloc(m, n + N + steps + 2, ma->threads);
+    s = codi_state_new(m, n + N + steps + 2, ma->threads);
     lf = malloc(sizeof(float) * (N + 1) * V); ll = malloc(sizeof(float) * (N + 1) * (L + 1) * V);
     if (!s || !lf || !ll) { fprintf(stderr, "codi: out of memory\n"); goto done; }
     ro = codi_run_opts_default(m);
@@ -137,7 +137,7 @@ static int run_question(void *user, const cli_question *q) {
     if ((n = cli_prompt_ids(&pa, rc->m, rc->t, ids, 4096)) < 0) { rc->failed++; return 0; }
     if (n + pa.latents + rc->steps + 2 > rc->s->max_pos) {
         codi_state_free(rc->s);
-        if (!(rc->s = codi_state_alloc(rc->m, 2 * (n + pa.latents + rc->steps + 2), rc->threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
+        if (!(rc->s = codi_state_new(rc->m, 2 * (n + pa.latents + rc->steps + 2), rc->threads))) { fprintf(stderr, "codi: out of memory\n"); return -1; }
     }
     ro.n_latent = pa.latents; ro.max_answer = rc->steps;
     codi_state_clear_hooks(rc->s);
@@ -165,7 +165,7 @@ static int run_file(cli_model_args *ma, const cli_prompt_args *pa, const char *p
     rc.pa = *pa; rc.steps = steps; rc.threads = ma->threads;
     if (!(rc.m = cli_load_model(ma))) return 1;
     if (!(rc.steer = steer = run_load_steer(rc.m, steer_path, &bad)) && bad) { codi_model_free((codi_model *)rc.m); return 1; }
-    if (!(rc.t = cli_load_tokenizer(ma, rc.m, 0)) || !(rc.s = codi_state_alloc(rc.m, 1024, ma->threads))) {
+    if (!(rc.t = cli_load_tokenizer(ma, rc.m, 0)) || !(rc.s = codi_state_new(rc.m, 1024, ma->threads))) {
         if (rc.t) fprintf(stderr, "codi: out of memory\n");
         codi_steer_free(steer); codi_tokenizer_free((codi_tokenizer *)rc.t); codi_model_free((codi_model *)rc.m); return 1;
     }

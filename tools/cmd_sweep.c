@@ -546,7 +546,7 @@ static void sweep_start(sweep_worker_mem *w, sweep_open *o) {
         if (!o->users[l]) continue;
         last = l;
         if (w->n_free) o->prefix[l] = w->pool[--w->n_free];
-        else if ((o->prefix[l] = codi_state_alloc_chunked(sc->run.m, w->prefix_pos, 1, 1)) != NULL) w->n_alloc++;
+        else if ((o->prefix[l] = codi_state_new_chunked(sc->run.m, w->prefix_pos, 1, 1)) != NULL) w->n_alloc++;
         else ok = 0;
     }
     o->pre.o = o; o->pre.cond = -1; o->pre.l = 0; o->pre.joined = 1; o->pre.own = NULL; o->pre.logits = NULL;
@@ -684,7 +684,7 @@ static void *sweep_worker(void *user) {
     w.max_prefix = sweep_max_prefix(sc->run.N, w.batch);
     w.max_open = 2 * w.batch + 2;
     w.prefix_pos = sc->max_ids + sc->run.N + 2;
-    w.b = codi_batch_alloc(sc->run.m, w.batch, sc->max_ids + sc->run.N + sc->run.answer_tokens + 2, sc->batch_threads);
+    w.b = codi_batch_new(sc->run.m, w.batch, sc->max_ids + sc->run.N + sc->run.answer_tokens + 2, sc->batch_threads);
     w.slot = (sweep_open *)calloc((size_t)w.max_open + 1, sizeof *w.slot); w.live = (sweep_open **)malloc(sizeof *w.live * (size_t)w.max_open);
     w.pool = (codi_state **)malloc(sizeof *w.pool * (size_t)w.max_prefix);
     w.rows_cap = 1 << 16; w.rows = (char *)malloc(w.rows_cap);
@@ -1378,10 +1378,10 @@ static void *sweep_calibrate(void *user) {
     sweep_calib *cb = (sweep_calib *)user;
     const codi_model *m = cb->run.m;
     int N = cb->run.N, nb = 4 * cb->batch > 12 ? 4 * cb->batch : 12, i;
-    codi_batch *b = codi_batch_alloc(m, cb->batch, cb->q->n_ids + N + cb->run.answer_tokens + 2, cb->threads);
+    codi_batch *b = codi_batch_new(m, cb->batch, cb->q->n_ids + N + cb->run.answer_tokens + 2, cb->threads);
     codi_batch_request rq;
     double t0;
-    cb->keep = codi_state_alloc_chunked(m, cb->q->n_ids + N + 2, 1, 1);
+    cb->keep = codi_state_new_chunked(m, cb->q->n_ids + N + 2, 1, 1);
     cb->failed = !b || !cb->keep;
     memset(&rq, 0, sizeof rq);
     rq.ids = cb->q->ids; rq.n_ids = cb->q->n_ids;
@@ -1431,7 +1431,7 @@ static void sweep_dry_run(const codi_model *m, const codi_tokenizer *t, const sw
     if (n_todo > 0) {
         sweep_calib *cb = (sweep_calib *)calloc((size_t)workers, sizeof *cb);
         pthread_t *th = (pthread_t *)malloc(sizeof *th * (size_t)workers);
-        codi_state *s = codi_state_alloc(m, q[todo[0]].n_ids + N + 2, 1);
+        codi_state *s = codi_state_new(m, q[todo[0]].n_ids + N + 2, 1);
         codi_run_opts ro = codi_run_opts_default(m);
         codi_run_result rr;
         int ok = cb && th && s;
@@ -1618,7 +1618,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         size_t nz = (size_t)(latents + 1) * m->config.dim, j;
         memset(&mc, 0, sizeof mc);
         mc.fin = &fin; mc.kv = &kvm; mc.m = m; mc.t = t; mc.N = latents; mc.recipe = recipe; mc.hash = 1469598103934665603ULL;
-        mc.s = codi_state_alloc(m, 4096 + latents + 2, 1);
+        mc.s = codi_state_new(m, 4096 + latents + 2, 1);
         mc.z = (float *)malloc(sizeof(float) * nz); mc.zsum = (double *)calloc(nz, sizeof(double)); mc.zsq = (double *)calloc(nz, sizeof(double));
         zstats = (double *)malloc(sizeof(double) * 2 * nz);
         if (!mc.s || !mc.z || !mc.zsum || !mc.zsq || !zstats ||
@@ -1678,7 +1678,7 @@ static int sweep_run(const cli_command *self, int argc, char **argv) {
         }
         for (i = 0; i < cl.n && !dumped; i++) dumped = sc.grid[(size_t)i * sl.n] >= 0;
         if (!confirm_q[0] && (shard_n <= 1 || shard_k == 1) && !dumped) {   /* question 0 first; its rows are kept like any other */
-            codi_st_entry e[2];
+            codi_safetensors_entry e[2];
             sc.todo[0] = 0; sc.n_todo = 1; sc.dump_q = 0;
             memset(active, 1, (size_t)cl.n);
             sweep_phase(&sc, 1, "sweep question 0 (logits)");

@@ -46,7 +46,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
     c = &m->config; L = c->n_layers; D = c->dim; V = c->vocab; KVH = c->n_kv_heads; HD = c->head_dim; N = pa.latents;
     if ((n = cli_prompt_ids(&pa, m, tk, ids, 4096)) <= 0) { rc = 2; goto done; }
     T = n;
-    s = codi_state_alloc(m, T + N + steps + 2, ma.threads);
+    s = codi_state_new(m, T + N + steps + 2, ma.threads);
     pl = malloc(sizeof(float) * T * V); pr = malloc(sizeof(float) * (L + 1) * T * D);
     pk = malloc(sizeof(float) * L * KVH * T * HD); pv = malloc(sizeof(float) * L * KVH * T * HD);
     li = malloc(sizeof(float) * (N + 1) * D); lr = malloc(sizeof(float) * (N + 1) * (L + 1) * D);
@@ -88,7 +88,7 @@ static int trace_run(const cli_command *self, int argc, char **argv) {
                                "answer_length", num[3], "weights", m->exact ? "f32" : "bf16",
                                "steer", steer_path ? steer_path : "",
                                "command", trace_join_args(argc, argv, cmdline, sizeof cmdline), NULL };
-        codi_st_entry e[12];
+        codi_safetensors_entry e[12];
         int ne = 0;
         snprintf(num[0], sizeof num[0], "%d", pa.recipe); snprintf(num[1], sizeof num[1], "%d", N);
         snprintf(num[2], sizeof num[2], "%d", steps); snprintf(num[3], sizeof num[3], "%d", answer_len);

@@ -8,7 +8,7 @@ typedef struct {
     /* in-memory samples (--questions): resid [n, L+1, D] */
     float *mem;
     /* dataset samples (--acts): the resid tensor and (question, slot) pairs */
-    codi_st_tensor resid;
+    codi_safetensors_tensor resid;
     int32_t *pairs;                  /* [n, 2] */
     int32_t *who;                    /* [n, 3]: question index, file line (-1: unknown), latent number (0 = bot) */
     long n, n_train;                 /* samples; the first n_train train, the rest are held out */
@@ -78,7 +78,7 @@ static int tune_collect_question(void *user, const cli_question *q) {
     ro.n_latent = pa.latents;
     if (!tc->s || tc->s->max_pos < n + pa.latents) {               /* a state as long as the longest prompt so far */
         codi_state_free(tc->s);
-        if (!(tc->s = codi_state_alloc(tc->m, n + pa.latents + 64, tc->threads))) { fprintf(stderr, "codi tune-lens: out of memory\n"); tc->failed = 1; return 1; }
+        if (!(tc->s = codi_state_new(tc->m, n + pa.latents + 64, tc->threads))) { fprintf(stderr, "codi tune-lens: out of memory\n"); tc->failed = 1; return 1; }
     }
     if (codi_run_latents(tc->m, tc->s, ids, n, &ro, &rr)) { fprintf(stderr, "codi tune-lens: %s\n", tc->s->error); tc->failed = 1; return 1; }
     for (k = 0; k <= pa.latents; k++) {
@@ -99,10 +99,10 @@ static int tune_collect_question(void *user, const cli_question *q) {
 }
 
 /* Samples of an activation dataset: done rows, slots whose label is wanted, position >= 0. */
-static int tune_from_acts(const char *path, const codi_model *m, const unsigned char *want, int N, codi_st_file **fp, tune_data *d) {
+static int tune_from_acts(const char *path, const codi_model *m, const unsigned char *want, int N, codi_safetensors_file **fp, tune_data *d) {
     char err[512];
-    codi_st_file *f = codi_st_open(path, err, sizeof err);
-    codi_st_tensor done, pos, qidx;
+    codi_safetensors_file *f = codi_safetensors_open(path, err, sizeof err);
+    codi_safetensors_tensor done, pos, qidx;
     const char *labels, *lay, *dim;
     codi_json *lj = NULL;
     const codi_json *e;
@@ -110,9 +110,9 @@ static int tune_from_acts(const char *path, const codi_model *m, const unsigned 
     if (!f) { fprintf(stderr, "codi tune-lens: %s\n", err); return -1; }
     *fp = f;
     if (codi_acts_check(f, m, err, sizeof err)) { fprintf(stderr, "codi tune-lens: %s: %s\n", path, err); return -1; }
-    lay = codi_st_metadata(f, "layers"); dim = codi_st_metadata(f, "dim"); labels = codi_st_metadata(f, "labels");
-    if (codi_st_find(f, "resid", &d->resid) || codi_st_find(f, "done", &done) || codi_st_find(f, "positions", &pos) ||
-        codi_st_find(f, "question_index", &qidx) || strcmp(qidx.dtype, "I32") || !labels || !lay || !dim ||
+    lay = codi_safetensors_metadata(f, "layers"); dim = codi_safetensors_metadata(f, "dim"); labels = codi_safetensors_metadata(f, "labels");
+    if (codi_safetensors_find(f, "resid", &d->resid) || codi_safetensors_find(f, "done", &done) || codi_safetensors_find(f, "positions", &pos) ||
+        codi_safetensors_find(f, "question_index", &qidx) || strcmp(qidx.dtype, "I32") || !labels || !lay || !dim ||
         atoi(lay) != m->config.n_layers || atoi(dim) != m->config.dim || d->resid.ndim != 4 ||
         (strcmp(d->resid.dtype, "F32") && strcmp(d->resid.dtype, "BF16")) || strcmp(done.dtype, "U8") || strcmp(pos.dtype, "I32")) {
         fprintf(stderr, "codi tune-lens: %s is not an activation dataset of this model (codi record)\n", path); return -1;
@@ -427,7 +427,7 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     codi_tokenizer *t = NULL;
     codi_tuned_lens *lens = NULL;
     codi_lens_trainer *tr = NULL;
-    codi_st_file *af = NULL;
+    codi_safetensors_file *af = NULL;
     tune_data d;
     tune_collect tc;
     codi_lens_train_opts o;
@@ -498,12 +498,12 @@ static int tune_run(const cli_command *self, int argc, char **argv) {
     if (!(lens = init ? codi_tuned_lens_load(m, init, err, sizeof err) : codi_tuned_lens_new(m))) { fprintf(stderr, "codi tune-lens: %s\n", init ? err : "out of memory"); goto done; }
     if (!(tr = codi_lens_trainer_new(m, lens, &o, d.n_train, tune_train_sample, &d, err, sizeof err))) { fprintf(stderr, "codi tune-lens: %s\n", err); goto done; }
     if (ckpt && cli_exists(ckpt)) {
-        codi_st_file *cf = codi_st_open(ckpt, err, sizeof err);
-        const char *was = cf ? codi_st_metadata(cf, "data") : NULL;
+        codi_safetensors_file *cf = codi_safetensors_open(ckpt, err, sizeof err);
+        const char *was = cf ? codi_safetensors_metadata(cf, "data") : NULL;
         int other = was && o.data_id && strcmp(was, o.data_id);
         if (other) fprintf(stderr, "codi tune-lens: %s was trained on other data (%s; now %s)%s\n", ckpt, was, o.data_id,
                            force ? ": continuing on this data (--force)" : ": give the same --acts / --questions, or --force to continue on this data");
-        if (cf) codi_st_close(cf);
+        if (cf) codi_safetensors_close(cf);
         if (other && !force) { rc = 2; goto done; }
         if (codi_lens_trainer_resume(tr, ckpt, err, sizeof err)) { fprintf(stderr, "codi tune-lens: %s\n", err); goto done; }
         fprintf(stderr, "codi tune-lens: resumed %s at step %ld\n", ckpt, codi_lens_trainer_steps_done(tr));
@@ -548,7 +548,7 @@ done:
     if (prog) cli_progress_end(prog);
     free(loss); free(kl_logit); free(kl_tuned); free(who); free(have); free(d.tmp); free(d.pairs); free(d.who); free(tc.who); free(tc.buf);
     codi_lens_trainer_free(tr); codi_tuned_lens_free(lens);
-    if (af) codi_st_close(af);
+    if (af) codi_safetensors_close(af);
     codi_tokenizer_free(t); codi_model_free(m);
     return rc;
 }

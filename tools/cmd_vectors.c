@@ -111,7 +111,7 @@ static int vectors_run_questions(vectors_ctx *vc, int batch, int threads) {
     if (!vc->nq) return 0;
     vc->pend = (codi_means *)calloc((size_t)vc->nq, sizeof *vc->pend);
     vc->state = (unsigned char *)calloc((size_t)vc->nq, 1);
-    b = codi_batch_alloc(vc->m, vc->nq < batch ? vc->nq : batch, vc->max_n + vc->latents, threads);
+    b = codi_batch_new(vc->m, vc->nq < batch ? vc->nq : batch, vc->max_n + vc->latents, threads);
     if (!vc->pend || !vc->state || !b) { fprintf(stderr, "codi vectors: out of memory\n"); goto done; }
     for (;;) {
         while (i < vc->nq && codi_batch_pending(b) < 2 * batch) {     /* keep a batch's worth queued */
@@ -138,17 +138,17 @@ done:
 /* Reads [Q, P, ...] rows of a recorded dataset into the means: slots labelled "latent k"; keys from
    key_pre_rope when keys_pre. */
 static int vectors_from_acts(const char *path, const codi_model *m, codi_means *acc, int keys_pre, char *err, size_t errsz) {
-    codi_st_file *f = codi_st_open(path, err, errsz);
-    codi_st_tensor fin, done, key, value;
-    const char *labels = f ? codi_st_metadata(f, "labels") : NULL;
+    codi_safetensors_file *f = codi_safetensors_open(path, err, errsz);
+    codi_safetensors_tensor fin, done, key, value;
+    const char *labels = f ? codi_safetensors_metadata(f, "labels") : NULL;
     codi_json *lj = NULL;
     const codi_json *e;
     int slot[1024], k, q, rc = -1, has_kv, D = m->config.dim, KV = acc->kv_size;
     char why[256];
     if (!f) return -1;
     if (codi_acts_check(f, m, why, sizeof why)) { cli_err(err, errsz, "%s: %s", path, why); goto done; }
-    if (codi_st_find(f, "final", &fin) || fin.ndim != 3 || fin.shape[2] != D) { cli_err(err, errsz, "%s: no \"final\" [Q, P, %d]", path, D); goto done; }
-    if (codi_st_find(f, "done", &done) || done.numel != (size_t)fin.shape[0] || strcmp(done.dtype, "U8")) { cli_err(err, errsz, "%s: no \"done\" [Q] U8", path); goto done; }
+    if (codi_safetensors_find(f, "final", &fin) || fin.ndim != 3 || fin.shape[2] != D) { cli_err(err, errsz, "%s: no \"final\" [Q, P, %d]", path, D); goto done; }
+    if (codi_safetensors_find(f, "done", &done) || done.numel != (size_t)fin.shape[0] || strcmp(done.dtype, "U8")) { cli_err(err, errsz, "%s: no \"done\" [Q] U8", path); goto done; }
     if (!labels || !(lj = codi_json_parse(labels, strlen(labels), err, errsz)) || lj->type != CODI_JSON_ARR || lj->count != fin.shape[1]) {
         cli_err(err, errsz, "%s: metadata \"labels\" is not a list of %lld slot labels", path, (long long)fin.shape[1]); goto done;
     }
@@ -156,7 +156,7 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
     for (e = lj->child, q = 0; e; e = e->next, q++)
         if (e->type == CODI_JSON_STR && !strncmp(e->str, "latent ", 7) && atoi(e->str + 7) >= 1 && atoi(e->str + 7) <= acc->n_latent) slot[atoi(e->str + 7) - 1] = q;
     for (k = 0; k < acc->n_latent; k++) if (slot[k] < 0) { cli_err(err, errsz, "%s: no slot labelled \"latent %d\" (record with --positions latents)", path, k + 1); goto done; }
-    has_kv = !codi_st_find(f, keys_pre ? "key_pre_rope" : "key", &key) && !codi_st_find(f, "value", &value) &&
+    has_kv = !codi_safetensors_find(f, keys_pre ? "key_pre_rope" : "key", &key) && !codi_safetensors_find(f, "value", &value) &&
              key.numel == (size_t)fin.shape[0] * fin.shape[1] * KV && value.numel == key.numel;
     if (keys_pre && !has_kv) { cli_err(err, errsz, "%s: no key_pre_rope (record with --kv) for --keys pre", path); goto done; }
     {   /* the whole tensors as f32, then the rows of done questions */
@@ -165,8 +165,8 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
         const unsigned char *dn = (const unsigned char *)done.data;
         long P = (long)fin.shape[1];
         if (!ff || (nk && (!kk || !vv))) { cli_err(err, errsz, "out of memory"); free(ff); free(kk); free(vv); goto done; }
-        if (codi_st_read_f32(f, "final", ff, nf, err, errsz) < 0 || (nk && (codi_st_read_f32(f, keys_pre ? "key_pre_rope" : "key", kk, nk, err, errsz) < 0 ||
-                                                                          codi_st_read_f32(f, "value", vv, nk, err, errsz) < 0))) {
+        if (codi_safetensors_read_f32(f, "final", ff, nf, err, errsz) < 0 || (nk && (codi_safetensors_read_f32(f, keys_pre ? "key_pre_rope" : "key", kk, nk, err, errsz) < 0 ||
+                                                                          codi_safetensors_read_f32(f, "value", vv, nk, err, errsz) < 0))) {
             free(ff); free(kk); free(vv); goto done;
         }
         for (q = 0; q < fin.shape[0]; q++) {
@@ -188,7 +188,7 @@ static int vectors_from_acts(const char *path, const codi_model *m, codi_means *
     }
 done:
     codi_json_free(lj);
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return rc;
 }
 
@@ -239,7 +239,7 @@ static int vectors_build(vectors_set *v, const codi_means *fin, const codi_means
 static int vectors_save(const char *out, const codi_model *m, const vectors_set *v, long count, const char *const *meta) {
     const codi_config *c = &m->config;
     int a, b, p = 0, ne = 0, rc;
-    codi_st_entry *e = (codi_st_entry *)calloc((size_t)(3 + 4 * v->n_pairs), sizeof *e);
+    codi_safetensors_entry *e = (codi_safetensors_entry *)calloc((size_t)(3 + 4 * v->n_pairs), sizeof *e);
     char (*names)[48] = (char (*)[48])malloc(sizeof *names * (size_t)(4 * v->n_pairs + 1));
     if (!e || !names) { fprintf(stderr, "codi vectors: out of memory\n"); free(e); free(names); return 1; }
 #define VECTORS_ENTRY(nm, ptr, nd, s0, s1, s2, s3) do { e[ne].name = nm; e[ne].dtype = CODI_F32; e[ne].data = ptr; e[ne].ndim = nd; \
@@ -305,7 +305,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     float *ks = (float *)malloc(sizeof(float) * KV), *vs = (float *)malloc(sizeof(float) * KV);
     int i, rc = 1, n_bad = 0;
     char counts[64];
-    codi_st_entry e[2];
+    codi_safetensors_entry e[2];
     const char *meta[] = { "format", "codi_lens.kv_steer.v1", "model", ma->model, "positive", pos, "negative", neg, "counts", counts,
                            "what", "mean post-RoPE K / V at the last prompt position (after the prefill): positive minus negative",
                            "use", "{\"at\": \"kv_cache\", \"when\": \"after_prefill\", \"positions\": \"last\", \"value_vector\": \"FILE:value_steer\"}",
@@ -313,7 +313,7 @@ static int vectors_contrast(const cli_model_args *ma, const codi_model *m, const
     memset(kc, 0, sizeof kc);
     for (i = 0; i < 2; i++) {
         kc[i].m = m; kc[i].t = t; kc[i].recipe = recipe;
-        kc[i].s = codi_state_alloc(m, 4096, ma->threads);
+        kc[i].s = codi_state_new(m, 4096, ma->threads);
         kc[i].key = (double *)calloc(KV, sizeof(double)); kc[i].value = (double *)calloc(KV, sizeof(double));
         if (!kc[i].s || !kc[i].key || !kc[i].value || !ks || !vs) { fprintf(stderr, "codi vectors: out of memory\n"); goto done; }
         if (cli_for_each_question(i ? neg : pos, limit, 0, 0, vectors_kv_last, &kc[i], &n_bad) || kc[i].failed || !kc[i].count) {
@@ -522,9 +522,9 @@ static int vectors_from_gguf(const char *in, const char *out, const char *spec) 
     char err[512], (*names)[32];
     float *rows;
     int *layers, n, D, i, rc;
-    codi_st_entry *e;
+    codi_safetensors_entry *e;
     if (vectors_read_gguf(in, &rows, &layers, &n, &D, err, sizeof err)) { fprintf(stderr, "codi vectors: %s\n", err); return 1; }
-    e = (codi_st_entry *)calloc((size_t)(n ? n : 1), sizeof *e);
+    e = (codi_safetensors_entry *)calloc((size_t)(n ? n : 1), sizeof *e);
     names = (char (*)[32])malloc(sizeof *names * (size_t)(n ? n : 1));
     for (i = 0; i < n; i++) {
         snprintf(names[i], 32, "direction.%d", layers[i]);

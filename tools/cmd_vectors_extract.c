@@ -49,8 +49,8 @@ static int vex_where_line(void *user, const cli_question *q) {
 /* The vectors file out with tensor name set to v [n] of shape (nd, shape), every other tensor of an
    existing out kept (as F32) with its "vector.NAME" description; 0, or -1 after a message. */
 static int vex_write(const char *out, const char *name, const float *v, int nd, const int64_t *shape, const char *desc) {
-    codi_st_file *f = NULL;
-    codi_st_entry *e = NULL;
+    codi_safetensors_file *f = NULL;
+    codi_safetensors_entry *e = NULL;
     float **data = NULL;
     char (*keys)[300] = NULL, err[512];
     const char **meta = NULL;
@@ -58,31 +58,31 @@ static int vex_write(const char *out, const char *name, const float *v, int nd, 
     struct stat st;
     if (!stat(out, &st)) {
         const char *fmt;
-        if (!(f = codi_st_open(out, err, sizeof err))) { fprintf(stderr, "codi vectors extract: %s (remove it or choose another --out)\n", err); return -1; }
-        fmt = codi_st_metadata(f, "format");
+        if (!(f = codi_safetensors_open(out, err, sizeof err))) { fprintf(stderr, "codi vectors extract: %s (remove it or choose another --out)\n", err); return -1; }
+        fmt = codi_safetensors_metadata(f, "format");
         if (!fmt || strcmp(fmt, "codi_lens.vectors.v1")) {
             fprintf(stderr, "codi vectors extract: %s exists and is not a vectors file (format %s); remove it or choose another --out\n", out, fmt ? fmt : "missing");
-            codi_st_close(f); return -1;
+            codi_safetensors_close(f); return -1;
         }
-        n_old = codi_st_count(f);
+        n_old = codi_safetensors_count(f);
     }
-    e = (codi_st_entry *)calloc((size_t)n_old + 1, sizeof *e);
+    e = (codi_safetensors_entry *)calloc((size_t)n_old + 1, sizeof *e);
     data = (float **)calloc((size_t)n_old + 1, sizeof *data);
     keys = (char (*)[300])calloc((size_t)n_old + 1, sizeof *keys);
     meta = (const char **)calloc(2 * ((size_t)n_old + 1) + 8, sizeof *meta);
     if (!e || !data || !keys || !meta) { fprintf(stderr, "codi vectors extract: out of memory\n"); goto done; }
     meta[nm++] = "format"; meta[nm++] = "codi_lens.vectors.v1";
     for (i = 0; i < n_old; i++) {                 /* the file's other tensors, kept */
-        codi_st_tensor t;
+        codi_safetensors_tensor t;
         const char *d;
         int k;
-        if (codi_st_tensor_at(f, i, &t) || !strcmp(t.name, name)) continue;
+        if (codi_safetensors_tensor_at(f, i, &t) || !strcmp(t.name, name)) continue;
         if (!(data[ne] = (float *)malloc((t.numel ? t.numel : 1) * sizeof(float)))) { fprintf(stderr, "codi vectors extract: out of memory\n"); goto done; }
-        if (codi_st_read_f32(f, t.name, data[ne], t.numel, err, sizeof err) < 0) { fprintf(stderr, "codi vectors extract: %s: %s\n", out, err); goto done; }
+        if (codi_safetensors_read_f32(f, t.name, data[ne], t.numel, err, sizeof err) < 0) { fprintf(stderr, "codi vectors extract: %s: %s\n", out, err); goto done; }
         e[ne].name = t.name; e[ne].dtype = CODI_F32; e[ne].data = data[ne]; e[ne].ndim = t.ndim;
         for (k = 0; k < t.ndim && k < 8; k++) e[ne].shape[k] = t.shape[k];
         snprintf(keys[ne], sizeof keys[ne], "vector.%s", t.name);
-        if ((d = codi_st_metadata(f, keys[ne])) != NULL) { meta[nm++] = keys[ne]; meta[nm++] = d; }
+        if ((d = codi_safetensors_metadata(f, keys[ne])) != NULL) { meta[nm++] = keys[ne]; meta[nm++] = d; }
         ne++;
     }
     e[ne].name = name; e[ne].dtype = CODI_F32; e[ne].data = v; e[ne].ndim = nd;
@@ -97,7 +97,7 @@ static int vex_write(const char *out, const char *name, const float *v, int nd, 
 done:
     for (i = 0; data && i < n_old + 1; i++) free(data[i]);
     free(e); free(data); free(keys); free(meta);
-    codi_st_close(f);
+    codi_safetensors_close(f);
     return rc;
 }
 

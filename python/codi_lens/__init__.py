@@ -373,15 +373,15 @@ def _hook_filter(spec, n_layers, errors, keep):
 # ---- state ----------------------------------------------------------------------------------
 
 class State:
-    """A run's buffers (codi_state_alloc): up to max_pos positions, `threads` workers."""
+    """A run's buffers (codi_state_new): up to max_pos positions, `threads` workers."""
 
     def __init__(self, model, max_pos, threads=None):
         self.model = model
         max_pos = _int(max_pos, "max_pos", 1, 1 << 24)
         threads = model.threads if threads is None else _int(threads, "threads", 1, 4096)
-        ptr = lib.codi_state_alloc(model._p, max_pos, threads)
+        ptr = lib.codi_state_new(model._p, max_pos, threads)
         if not ptr:
-            raise MemoryError("codi_state_alloc: out of memory for %d positions" % max_pos)
+            raise MemoryError("codi_state_new: out of memory for %d positions" % max_pos)
         self._o = _Owner(ptr, lib.codi_state_free, "the state", keep=[model._o])
         self._errors = []        # exceptions raised inside hooks, re-raised by the call that ran them
 
@@ -1135,7 +1135,7 @@ class Model:
         setup_cb, after_cb, done_cb = _lib.BATCH_SETUP_FN(setup), _lib.AFTER_LATENT_FN(after), _lib.BATCH_DONE_FN(done)
         after_ptr, setup_ptr = ctypes.cast(after_cb, c_void_p).value, ctypes.cast(setup_cb, c_void_p).value
         model_owner = self._o                                  # the model stays while the batch runs
-        b = lib.codi_batch_alloc(self._p, min(batch, len(reqs)), max_pos, threads)
+        b = lib.codi_batch_new(self._p, min(batch, len(reqs)), max_pos, threads)
         if not b:
             raise MemoryError("run_many: out of memory for %d runs of %d positions" % (min(batch, len(reqs)), max_pos))
         with contextlib.ExitStack() as held:
@@ -1526,27 +1526,27 @@ def save_pcas(path, pcas, metadata=None):
 # ---- the C reader, kernels ------------------------------------------------------------------
 
 def read_safetensors_c(path):
-    """Every tensor of a .safetensors file as float32 through the library's own reader (codi_st_open,
-    codi_st_read_f32): what the engine sees, to check read_safetensors against (no metadata: the C
+    """Every tensor of a .safetensors file as float32 through the library's own reader (codi_safetensors_open,
+    codi_safetensors_read_f32): what the engine sees, to check read_safetensors against (no metadata: the C
     API reads it by key)."""
     err = _errbuf()
-    f = lib.codi_st_open(_path(path), err, len(err))
+    f = lib.codi_safetensors_open(_path(path), err, len(err))
     if not f:
         raise CodiError(_text(err))
     try:
         out = {}
-        for i in range(lib.codi_st_count(f)):
+        for i in range(lib.codi_safetensors_count(f)):
             t = _lib.StTensor()
-            lib.codi_st_tensor_at(f, i, byref(t))
+            lib.codi_safetensors_tensor_at(f, i, byref(t))
             name = t.name
             shape = tuple(t.shape[:t.ndim])
             a = np.empty(shape, dtype=np.float32)
-            if lib.codi_st_read_f32(f, name, _ptr(a), a.size, err, len(err)) < 0:
+            if lib.codi_safetensors_read_f32(f, name, _ptr(a), a.size, err, len(err)) < 0:
                 raise CodiError(_text(err))
             out[name.decode("utf-8")] = a
         return out
     finally:
-        lib.codi_st_close(f)
+        lib.codi_safetensors_close(f)
 
 
 def kernel_name():

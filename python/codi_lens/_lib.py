@@ -108,7 +108,7 @@ RunOpts = _struct("codi_run_opts", [
     ("after_latent", c_void_p), ("after_latent_user", c_void_p)])
 RunResult = _struct("codi_run_result", [("answer", c_int32 * 1024), ("n_answer", c_int), ("prompt_len", c_int)])
 SteerStruct = _struct("codi_steer", [("n_edits", c_int), ("name", c_char * 128)])
-StTensor = _struct("codi_st_tensor", [("name", c_char_p), ("dtype", c_char * 8), ("ndim", c_int), ("shape", c_int64 * 8),
+StTensor = _struct("codi_safetensors_tensor", [("name", c_char_p), ("dtype", c_char * 8), ("ndim", c_int), ("shape", c_int64 * 8),
                                       ("numel", c_size_t), ("data", c_void_p)])
 TokenizerStruct = _struct("codi_tokenizer", [("n_ids", c_int), ("bos_id", c_int), ("max_token_len", c_int)])
 TunedLensStruct = _struct("codi_tuned_lens", [("n_layers", c_int), ("dim", c_int), ("weight", c_void_p), ("bias", c_void_p)])
@@ -141,7 +141,7 @@ _SIGNATURES = {
     "codi_load_opts_default": (LoadOpts, []),
     "codi_load": (P, [c_char_p, POINTER(LoadOpts), P, c_size_t]),
     "codi_model_free": (None, [P]),
-    "codi_state_alloc": (P, [P, c_int, c_int]),
+    "codi_state_new": (P, [P, c_int, c_int]),
     "codi_state_free": (None, [P]),
     "codi_state_reset": (None, [P]),
     "codi_state_copy": (c_int, [P, P, P]),
@@ -155,7 +155,7 @@ _SIGNATURES = {
     "codi_run": (c_int, [P, P, P, c_int, POINTER(RunOpts), POINTER(RunResult)]),
     "codi_run_latents": (c_int, [P, P, P, c_int, POINTER(RunOpts), POINTER(RunResult)]),
     "codi_run_answer": (c_int, [P, P, POINTER(RunOpts), POINTER(RunResult)]),
-    "codi_batch_alloc": (P, [P, c_int, c_int, c_int]),
+    "codi_batch_new": (P, [P, c_int, c_int, c_int]),
     "codi_batch_submit": (c_int, [P, POINTER(BatchRequest)]),
     "codi_batch_step": (c_int, [P, P, P]),
     "codi_batch_pending": (c_int, [P]),
@@ -176,12 +176,12 @@ _SIGNATURES = {
     "codi_steer_free": (None, [P]),
     "codi_steer_install": (c_int, [P, P, POINTER(RunOpts)]),
     "codi_steer_after_latent": (c_int, [P, P, c_int, c_int]),
-    "codi_st_open": (P, [c_char_p, P, c_size_t]),
-    "codi_st_close": (None, [P]),
-    "codi_st_count": (c_int, [P]),
-    "codi_st_tensor_at": (c_int, [P, c_int, POINTER(StTensor)]),
-    "codi_st_read_f32": (c_long, [P, c_char_p, P, c_size_t, P, c_size_t]),
-    "codi_st_metadata": (c_char_p, [P, c_char_p]),
+    "codi_safetensors_open": (P, [c_char_p, P, c_size_t]),
+    "codi_safetensors_close": (None, [P]),
+    "codi_safetensors_count": (c_int, [P]),
+    "codi_safetensors_tensor_at": (c_int, [P, c_int, POINTER(StTensor)]),
+    "codi_safetensors_read_f32": (c_long, [P, c_char_p, P, c_size_t, P, c_size_t]),
+    "codi_safetensors_metadata": (c_char_p, [P, c_char_p]),
     "codi_tokenizer_load": (P, [c_char_p, P, c_size_t]),
     "codi_tokenizer_free": (None, [P]),
     "codi_tokenizer_add_codi_tokens": (c_int, [P, P, P, c_size_t]),

@@ -1,5 +1,5 @@
 /* Structure-aware libFuzzer harness for the activation-dataset check every reader runs first
-   (codi_acts_check after codi_st_open). The input is a program: per tensor of the layout (resid,
+   (codi_acts_check after codi_safetensors_open). The input is a program: per tensor of the layout (resid,
    done, positions, ...) whether it is present, its dtype and rank, and each dimension as one of a
    few shared sizes (so most files agree, some disagree) or an edge value, plus "layers" / "dim"
    metadata. The file is written with consistent data offsets unless the input asks otherwise. A
@@ -45,7 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char *hdr = (char *)malloc(1 << 16), path[96], err[512];
     size_t hn = 0, off = 0;
     int k, d, first = 1;
-    codi_st_file *f;
+    codi_safetensors_file *f;
     static codi_model m;
     if (!hdr) abort();
     if (!m.config.dim) { m.config.dim = 4; m.config.n_layers = 2; m.config.n_kv_heads = 1; m.config.head_dim = 4; }
@@ -86,14 +86,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fclose(fp); free(body);
     }
     free(hdr);
-    if (!(f = codi_st_open(path, err, sizeof err))) return 0;
+    if (!(f = codi_safetensors_open(path, err, sizeof err))) return 0;
     for (k = 0; k < 2; k++) {
-        codi_st_tensor resid, done, pos;
+        codi_safetensors_tensor resid, done, pos;
         int64_t q, p, Q, P;
         volatile unsigned char sink = 0;
         err[0] = 0;
         if (codi_acts_check(f, k ? &m : NULL, err, sizeof err)) { if (!err[0]) abort(); continue; }
-        if (codi_st_find(f, "resid", &resid) || codi_st_find(f, "done", &done) || codi_st_find(f, "positions", &pos)) continue;
+        if (codi_safetensors_find(f, "resid", &resid) || codi_safetensors_find(f, "done", &done) || codi_safetensors_find(f, "positions", &pos)) continue;
         Q = resid.shape[0]; P = resid.shape[1];
         if ((int64_t)done.numel != Q || (int64_t)pos.numel != Q * P) abort();
         for (q = 0; q < Q; q++) {
@@ -103,7 +103,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (resid.numel) sink ^= ((const unsigned char *)resid.data)[resid.numel * codi__st_elem_size(resid.dtype) - 1];
         (void)sink;
     }
-    codi_st_close(f);
+    codi_safetensors_close(f);
     read_like_pca(path, "resid");
     read_like_pca(path, "final");
     return 0;
