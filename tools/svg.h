@@ -89,8 +89,8 @@ SVG_FN int svg_heatmap(const char *path, const svg_heatmap_spec *s) {
     FILE *f;
     int r, c, k;
     char buf[64];
-    for (r = 0; r < s->rows && s->row_labels; r++)      /* room for the longest row label (11 px text) */
-        if (30 + 6.2 * strlen(s->row_labels[r]) > left) left = 30 + 6.2 * strlen(s->row_labels[r]);
+    for (r = 0; r < s->rows && s->row_labels; r++)      /* room for the longest row label (11 px text) beside the rotated axis label */
+        if (34 + 6.6 * strlen(s->row_labels[r]) > left) left = 34 + 6.6 * strlen(s->row_labels[r]);
     w = left + gw + 110; h = top + gh + 60;
     if (s->title && 8.6 * strlen(s->title) + 40 > w) {  /* and for the title (15 px bold), centred over the grid */
         left += (8.6 * strlen(s->title) + 40 - w) / 2;
